@@ -1,0 +1,41 @@
+"""Dialect registry: a new stream shape is one module plus one line in DIALECTS."""
+
+from __future__ import annotations
+
+from .base import CONTENT, TERMINAL, Dialect, DialectSummary
+from .chat import ChatCompletions
+from .generic import Generic
+
+# Order matters where suffixes overlap: `/chat/completions` before `/completions`.
+DIALECTS: tuple[type[Dialect], ...] = (
+    ChatCompletions,
+)
+
+_BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}
+ROUTES: tuple[str, ...] = (*_BY_ROUTE, Generic.route)
+
+
+def route_for_path(path: str) -> str:
+    """The route family of a request path, e.g. `/v1/chat/completions` -> `chat_completions`."""
+    path = path.rstrip("/")
+    for dialect in DIALECTS:
+        for suffix in dialect.path_suffixes:
+            if path.endswith(suffix):
+                return dialect.route
+    return Generic.route
+
+
+def dialect_for_route(route: str) -> type[Dialect]:
+    return _BY_ROUTE.get(route, Generic)
+
+
+__all__ = [
+    "CONTENT",
+    "DIALECTS",
+    "ROUTES",
+    "TERMINAL",
+    "Dialect",
+    "DialectSummary",
+    "dialect_for_route",
+    "route_for_path",
+]

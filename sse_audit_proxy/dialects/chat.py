@@ -1,0 +1,123 @@
+"""OpenAI Chat Completions streams (`/v1/chat/completions`): `data:` JSON chunks, `[DONE]` last."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..sse import Event
+from .base import CONTENT, DONE_SENTINEL, TERMINAL, Dialect, DialectSummary, clean_usage, token_counts
+from .tool_args import ToolArgs
+
+_CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+
+
+class ChatCompletions(Dialect):
+    route = "chat_completions"
+    path_suffixes = ("/chat/completions",)
+    expects_done = True
+
+    __slots__ = ("_choices", "_done", "_errors", "_finish", "_last_tool", "_malformed",
+                 "_tools", "_usage")
+
+    def __init__(self) -> None:
+        self._choices: set[int] = set()
+        self._finish: dict[int, str] = {}
+        self._usage: Any = None
+        self._done = False
+        self._errors = 0
+        self._malformed = 0
+        self._tools = ToolArgs()
+        self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
+
+    def observe(self, event: Event) -> int:
+        data = event.data
+        if data == DONE_SENTINEL:
+            self._done = True
+            return TERMINAL
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._malformed += 1
+            return 0
+        if not isinstance(chunk, dict):
+            self._malformed += 1
+            return 0
+        if "error" in chunk:
+            self._errors += 1
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage  # continuous usage stats: the last one wins
+        choices = chunk.get("choices")
+        if not choices:
+            return 0
+        if not isinstance(choices, list):
+            self._malformed += 1
+            return 0
+        flags = 0
+        for choice in choices:
+            if not isinstance(choice, dict):
+                self._malformed += 1
+                continue
+            index = choice.get("index", 0)
+            if not isinstance(index, int):
+                index = 0
+            self._choices.add(index)
+            delta = choice.get("delta")
+            if delta and isinstance(delta, dict) and self._delta(index, delta):
+                flags = CONTENT
+            reason = choice.get("finish_reason")
+            if reason and isinstance(reason, str):
+                self._finish[index] = reason
+        return flags
+
+    def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
+        content = False
+        for name in _CONTENT_FIELDS:
+            if delta.get(name):
+                content = True
+                break
+        calls = delta.get("tool_calls")
+        if calls and isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict) and self._tool_call(choice, call):
+                    content = True
+        if delta.get("function_call"):  # the deprecated single-function form
+            content = True
+        return content
+
+    def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
+        index = call.get("index")
+        if isinstance(index, int):
+            key: object = (choice, index)
+        elif call.get("id"):  # some gateways omit `index`: a new id starts a new call
+            key = (choice, "id", call["id"])
+        else:
+            key = self._last_tool.get(choice, (choice, 0))
+        self._last_tool[choice] = key
+        self._tools.open(key)
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str) and arguments:
+            self._tools.append(key, arguments)
+            return True
+        return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+
+    def summary(self) -> DialectSummary:
+        usage = clean_usage(self._usage)
+        prompt, completion = token_counts(usage)
+        missing = not self._finish or any(i not in self._finish for i in self._choices)
+        return DialectSummary(
+            terminal=self._done,
+            done=self._done,
+            finish_reasons=[self._finish[i] for i in sorted(self._finish)],
+            missing_finish_reason=missing,
+            usage=usage,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            error_events=self._errors,
+            malformed_frames=self._malformed,
+            tool_calls=self._tools.count,
+            invalid_tool_arguments=self._tools.invalid(),
+        )

@@ -1,0 +1,57 @@
+"""Assembly of streamed tool-call arguments, validated as JSON at the end of the stream."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import orjson
+
+# Tool arguments are model output; cap what one stream may make us hold.
+MAX_TOOL_ARG_BYTES = 4 << 20
+
+
+class ToolArgs:
+    __slots__ = ("_calls", "_overflow", "_size")
+
+    def __init__(self) -> None:
+        self._calls: dict[Hashable, list[str]] = {}
+        self._size = 0
+        self._overflow = False  # past the cap we stop holding fragments and stop judging
+
+    def open(self, key: Hashable) -> None:
+        self._calls.setdefault(key, [])
+
+    def append(self, key: Hashable, fragment: str) -> None:
+        parts = self._calls.setdefault(key, [])
+        if self._overflow or not fragment:
+            return
+        self._size += len(fragment)
+        if self._size > MAX_TOOL_ARG_BYTES:
+            self._overflow = True
+            self._calls = {k: [] for k in self._calls}
+            return
+        parts.append(fragment)
+
+    def set(self, key: Hashable, arguments: str) -> None:
+        """A complete arguments string (e.g. a `.done` event) replaces the fragments."""
+        self._calls[key] = []
+        self.append(key, arguments)
+
+    @property
+    def count(self) -> int:
+        return len(self._calls)
+
+    def invalid(self) -> int:
+        """How many calls did not assemble into a JSON object (what a function takes)."""
+        if self._overflow:
+            return 0
+        bad = 0
+        for parts in self._calls.values():
+            try:
+                value = orjson.loads("".join(parts))
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(value, dict):
+                bad += 1
+        return bad

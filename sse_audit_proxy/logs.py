@@ -1,0 +1,95 @@
+"""One structured log line per audited stream (`stream_end`) or other request (`request_end`).
+
+structlog, configured once at start-up: a short processor chain ending in orjson (or a
+console renderer for people). Only the trace ID, labels, timings and counts are logged:
+never a header value, prompt or completion text.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import orjson
+import structlog
+
+from .record import AuditRecord
+
+LOG_FORMATS = ("json", "console")
+
+
+def configure_logging(fmt: str = "json") -> None:
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "console":
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
+        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+    else:
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    structlog.configure(
+        processors=processors,
+        logger_factory=factory,
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def record_fields(rec: AuditRecord) -> dict[str, Any]:
+    """The log line of a record, as a dict (also what `/streams/...` would serve)."""
+    fields: dict[str, Any] = {
+        "trace_id": rec.trace_id,
+        "route": rec.route,
+        "method": rec.method,
+        "model": rec.model,
+        "status": rec.status,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.started_at))
+        + f".{int(rec.started_at % 1 * 1000):03d}Z",
+        "duration_ms": _ms(rec.duration),
+        "bytes": rec.bytes,
+    }
+    if rec.error:
+        fields["error"] = rec.error
+    s = rec.stream
+    if s is None:
+        return fields
+    fields.update(
+        outcome=s.outcome.value,
+        anomalies=list(s.anomalies),
+        end_reason=s.end.value,
+        ttfb_ms=_ms(s.ttfb),
+        ttft_ms=_ms(s.ttft),
+        max_gap_ms=_ms(s.max_gap),
+        frames=s.frames,
+        content_frames=s.content_frames,
+        keepalives=s.keepalives,
+        finish_reasons=s.finish_reasons,
+        usage=s.usage,
+        done=s.done,
+        tool_calls=s.tool_calls,
+        unterminated_frame=s.unterminated_frame,
+    )
+    return fields
+
+
+class LogSink:
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("sse_audit_proxy")
+
+    def stream_started(self, route: str) -> None:
+        pass
+
+    def stream_ended(self, route: str) -> None:
+        pass
+
+    def record(self, rec: AuditRecord) -> None:
+        event = "request_end" if rec.stream is None else "stream_end"
+        self._log.info(event, **record_fields(rec))

@@ -1,0 +1,148 @@
+"""Prometheus metrics: declared once here, fed with finished audit records.
+
+Nothing here runs per frame: gaps are bucketed by the audit and added in one go per stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import buckets
+from .record import AuditRecord
+from .request_info import safe_token
+
+OTHER = "other"
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class LabelCap:
+    """At most `limit` distinct values of a label; later ones become `other`."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self._limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
+        self.models = LabelCap(max_models)
+        self.finish_reasons = LabelCap(32)
+        rm = ("route", "model")
+        self.requests = Counter(
+            "sse_audit_requests", "Every proxied request.",
+            ("route", "method", "status"), registry=registry,
+        )
+        self.streams = Counter(
+            "sse_audit_streams", "Audited streams by outcome.",
+            (*rm, "outcome"), registry=registry,
+        )
+        self.anomalies = Counter(
+            "sse_audit_stream_anomalies", "Anomalies found in audited streams, by kind.",
+            (*rm, "anomaly"), registry=registry,
+        )
+        self.ttfb = Histogram(
+            "sse_audit_time_to_first_byte_seconds",
+            "From the request reaching the proxy to the first upstream body byte.",
+            rm, buckets=buckets.LATENCY, registry=registry,
+        )
+        self.ttft = Histogram(
+            "sse_audit_time_to_first_token_seconds",
+            "From the request reaching the proxy to the first frame with content.",
+            rm, buckets=buckets.LATENCY, registry=registry,
+        )
+        self.gap = Histogram(
+            "sse_audit_inter_chunk_gap_seconds",
+            "Time between consecutive frames of a stream (one observation per gap).",
+            rm, buckets=buckets.GAP, registry=registry,
+        )
+        self.max_gap = Histogram(
+            "sse_audit_stream_max_gap_seconds",
+            "The largest gap between consecutive frames (one observation per stream).",
+            rm, buckets=buckets.GAP, registry=registry,
+        )
+        self.duration = Histogram(
+            "sse_audit_stream_duration_seconds",
+            "From the request reaching the proxy to the end of the stream.",
+            rm, buckets=buckets.DURATION, registry=registry,
+        )
+        self.finish = Counter(
+            "sse_audit_finish_reasons", "Finish reasons reported per choice.",
+            (*rm, "finish_reason"), registry=registry,
+        )
+        self.tokens = Counter(
+            "sse_audit_usage_tokens", "Tokens reported by the upstream's usage.",
+            (*rm, "type"), registry=registry,
+        )
+        self.active = Gauge(
+            "sse_audit_active_streams", "Streams being relayed now.",
+            ("route",), registry=registry, multiprocess_mode="livesum",
+        )
+
+    # Sink hooks -----------------------------------------------------------------------
+
+    def stream_started(self, route: str) -> None:
+        self.active.labels(route).inc()
+
+    def stream_ended(self, route: str) -> None:
+        self.active.labels(route).dec()
+
+    def record(self, rec: AuditRecord) -> None:
+        method = rec.method if rec.method in _METHODS else OTHER
+        self.requests.labels(rec.route, method, str(rec.status)).inc()
+        s = rec.stream
+        if s is None:
+            return
+        labels = (rec.route, self.models(rec.model))
+        self.streams.labels(*labels, s.outcome.value).inc()
+        for anomaly in s.anomalies:
+            self.anomalies.labels(*labels, anomaly).inc()
+        if s.ttfb is not None:
+            self.ttfb.labels(*labels).observe(s.ttfb)
+        if s.ttft is not None:
+            self.ttft.labels(*labels).observe(s.ttft)
+        if s.frames > 1:
+            _add_counts(self.gap.labels(*labels), s.gap_counts, s.gap_sum)
+        if s.max_gap is not None:
+            self.max_gap.labels(*labels).observe(s.max_gap)
+        self.duration.labels(*labels).observe(s.duration)
+        for reason in s.finish_reasons:
+            reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
+            self.finish.labels(*labels, reason).inc()
+        if s.prompt_tokens:
+            self.tokens.labels(*labels, "prompt").inc(s.prompt_tokens)
+        if s.completion_tokens:
+            self.tokens.labels(*labels, "completion").inc(s.completion_tokens)
+
+
+def _add_counts(child: Histogram, counts: Sequence[int], total: float) -> None:
+    """Add pre-bucketed observations (same bounds, +Inf last) to a histogram child at once.
+
+    prometheus-client has no bulk observe, so this adds to the child's per-bucket values
+    (internal, but the same in single- and multi-process mode); a test checks the exposition
+    matches one observe() per gap. If the internals change we fall back to observe() at
+    each bucket's upper bound, which keeps the bucket counts exact and the sum approximate.
+    """
+    bucket_values = getattr(child, "_buckets", None)
+    if bucket_values is None or len(bucket_values) != len(counts):
+        bounds = [*buckets.GAP, buckets.GAP[-1]]
+        for bound, n in zip(bounds, counts, strict=True):
+            for _ in range(n):
+                child.observe(bound)
+        return
+    for value, n in zip(bucket_values, counts, strict=True):
+        if n:
+            value.inc(n)
+    child._sum.inc(total)

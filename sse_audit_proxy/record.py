@@ -1,0 +1,25 @@
+"""The audit record of one proxied request: what every sink receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .audit import StreamResult
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    trace_id: str
+    route: str
+    method: str
+    model: str
+    status: int
+    started_at: float  # wall clock, seconds since the epoch
+    duration: float
+    bytes: int
+    stream: StreamResult | None  # None for a request that was not audited as a stream
+    error: str | None = None  # the proxy's own reason when it answered instead of the upstream
+
+    @property
+    def outcome(self) -> str | None:
+        return None if self.stream is None else self.stream.outcome.value

@@ -1,0 +1,163 @@
+"""Incremental Server-Sent Events decoder: bytes in, events out, no I/O.
+
+Follows the WHATWG "event stream interpretation" rules
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation)
+but works on bytes: line terminators are ASCII and never occur inside a multi-byte
+UTF-8 sequence, so splitting on them is safe at any read boundary and `data` stays
+bytes for the JSON parser. Memory is bounded by `max_frame_bytes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(slots=True)
+class Event:
+    """One dispatched event. `event` is "" when the frame had no `event:` field."""
+
+    event: str
+    data: bytes
+    id: str = ""
+
+
+class SSEDecoder:
+    """Feed it chunks as they arrive; it returns the events each chunk completed.
+
+    Comment lines (keep-alives) and oversized frames are not events; they are counted
+    in `comments` and `oversized` so a caller can notice them without an allocation.
+    """
+
+    __slots__ = (
+        "_bom_checked",
+        "_data",
+        "_data_len",
+        "_discarding",
+        "_event",
+        "_last_id",
+        "_max",
+        "_skip_lf",
+        "_tail",
+        "_tail_dropped",
+        "comments",
+        "oversized",
+    )
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = max_frame_bytes
+        self._tail = b""  # the current, not yet terminated line
+        self._tail_dropped = False  # part of the current line was discarded (oversized)
+        self._data: list[bytes] = []
+        self._data_len = 0
+        self._event = ""
+        self._last_id = ""
+        self._bom_checked = False
+        self._skip_lf = False  # last chunk ended in CR: a leading LF belongs to it
+        self._discarding = False  # skipping the rest of an oversized frame
+        self.comments = 0
+        self.oversized = 0
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if not chunk:
+            return []
+        if not self._bom_checked:
+            chunk = self._tail + chunk
+            self._tail = b""
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._tail = chunk  # could still become a BOM
+                return []
+            self._bom_checked = True
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+                if not chunk:
+                    return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in buf:
+            # CR and CRLF both end a line; a CR at the very end may be half of a CRLF.
+            self._skip_lf = buf[-1] == 0x0D
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        self._tail = lines.pop()
+        events: list[Event] = []
+        if self._tail_dropped and lines:
+            # The first piece finishes a line whose start was discarded: not a blank line.
+            self._tail_dropped = False
+            del lines[0]
+        for line in lines:
+            self._line(line, events)
+        if self._discarding:
+            if self._tail:
+                self._tail = b""
+                self._tail_dropped = True
+        elif self._data_len + len(self._tail) > self._max:
+            self._overflow()
+        return events
+
+    def close(self) -> bool:
+        """End of stream. True when a frame was left unterminated (it is not dispatched)."""
+        pending = bool(
+            self._tail or self._data or self._event or self._discarding or self._tail_dropped
+        )
+        self._reset_frame()
+        self._tail = b""
+        self._tail_dropped = self._discarding = False
+        return pending
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._data_len + len(self._tail)
+
+    def _line(self, line: bytes, events: list[Event]) -> None:
+        if not line:
+            if self._discarding:
+                self._discarding = False
+            elif self._data:
+                events.append(Event(self._event, b"\n".join(self._data), self._last_id))
+            self._reset_frame()
+            return
+        if self._discarding:
+            return
+        if line.startswith(b"data:"):
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            self._data.append(value)
+            self._data_len += len(value) + 1
+            if self._data_len > self._max:
+                self._overflow()
+            return
+        if line[0] == 0x3A:  # ":" comment, used as keep-alive
+            self.comments += 1
+            return
+        field, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if field == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif field == b"id":
+            if b"\x00" not in value:
+                self._last_id = value.decode("utf-8", "replace")
+        elif field == b"data":  # "data" with no colon: an empty data line
+            self._data.append(b"")
+            self._data_len += 1
+        # "retry" and unknown fields are ignored, as the spec says.
+
+    def _overflow(self) -> None:
+        self.oversized += 1
+        self._reset_frame()
+        self._discarding = True
+        if self._tail:
+            self._tail = b""
+            self._tail_dropped = True
+
+    def _reset_frame(self) -> None:
+        self._data = []
+        self._data_len = 0
+        self._event = ""

@@ -1,0 +1,125 @@
+"""Shared fixtures: a real aiohttp upstream and the real proxy, both on 127.0.0.1 free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from yarl import URL
+
+from sse_audit_proxy.audit import Thresholds
+from sse_audit_proxy.proxy import ProxyConfig
+from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.service import Service, ServiceConfig
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RecordingSink:
+    """Collects audit records so tests can assert on exactly what the sinks received."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+        self._changed = asyncio.Event()
+
+    def stream_started(self, route: str) -> None:
+        pass
+
+    def stream_ended(self, route: str) -> None:
+        pass
+
+    def record(self, rec: AuditRecord) -> None:
+        self.records.append(rec)
+        self._changed.set()
+
+    async def wait(self, n: int = 1, timeout: float = 5.0) -> list[AuditRecord]:
+        async def until() -> None:
+            while len(self.records) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return self.records
+
+
+@dataclasses.dataclass
+class RunningProxy:
+    service: Service
+    sink: RecordingSink
+
+    @property
+    def url(self) -> URL:
+        return URL(f"http://127.0.0.1:{self.service.proxy.port}")
+
+    @property
+    def metrics_url(self) -> URL:
+        return URL(f"http://127.0.0.1:{self.service.metrics_port}")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.service.registry.get_sample_value(name, labels)
+
+    async def record(self, timeout: float = 5.0) -> AuditRecord:
+        return (await self.sink.wait(1, timeout))[-1]
+
+
+async def start_app(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, URL]:
+    runner = web.AppRunner(app, access_log=None, **runner_kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, URL(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
+    """`await upstream(handler)` serves `handler` for every path; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler, **runner_kwargs: Any) -> URL:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner, url = await start_app(app, **runner_kwargs)
+        runners.append(runner)
+        return url
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
+    """`await proxy(upstream_url, **ProxyConfig overrides)` starts the real proxy."""
+    services: list[Service] = []
+
+    async def start(upstream_url: URL, *, max_models: int = 100, **overrides: Any) -> RunningProxy:
+        overrides.setdefault("thresholds", Thresholds())
+        config = ServiceConfig(
+            proxy=ProxyConfig(upstream=upstream_url, host="127.0.0.1", port=0, **overrides),
+            metrics_host="127.0.0.1",
+            metrics_port=0,
+            max_models=max_models,
+        )
+        sink = RecordingSink()
+        service = Service(config, registry=CollectorRegistry(), extra_sinks=[sink])
+        await service.start()
+        services.append(service)
+        return RunningProxy(service, sink)
+
+    yield start
+    for service in services:
+        await service.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client that leaves bodies compressed, as a byte-exact comparison needs."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session

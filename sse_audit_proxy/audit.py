@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import buckets
-from .dialects import CONTENT, TERMINAL, Dialect
+from .dialects import CONTENT, Dialect
 from .sse import DEFAULT_MAX_FRAME_BYTES, Event, SSEDecoder
 
 
@@ -105,7 +105,7 @@ class StreamAudit:
         *,
         include_usage: bool = False,
         content_encoding: str = "",
-        thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen, shared on purpose
+        thresholds: Thresholds = Thresholds(),
     ) -> None:
         self._dialect = dialect
         self._started = started_at

@@ -31,9 +31,9 @@ def option(
     parser: argparse.ArgumentParser,
     flag: str,
     *,
-    type: Callable[[str], Any] = str,  # noqa: A002 - mirrors argparse
+    type: Callable[[str], Any] = str,
     default: Any = None,
-    help: str,  # noqa: A002
+    help: str,
     required: bool = False,
     choices: tuple[str, ...] | None = None,
 ) -> None:
@@ -53,7 +53,7 @@ def option(
                         help=f"{help}{shown} [env: {env}]")
 
 
-def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:  # noqa: A002
+def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes."""
     env = env_name(name)
     on = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")

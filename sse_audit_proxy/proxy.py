@@ -23,6 +23,7 @@ from yarl import URL
 
 from .audit import End, StreamAudit, Thresholds
 from .dialects import dialect_for_route, route_for_path
+from .listen import listen
 from .record import AuditRecord
 from .request_info import RequestInfo, trace_id_from
 
@@ -108,11 +109,7 @@ class Proxy:
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port)
-        await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = await listen(self._runner, cfg.host, cfg.port)
 
     async def close(self) -> None:
         self._closing = True
@@ -153,7 +150,7 @@ class Proxy:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=body or None, allow_redirects=False
             )
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an answer and a record
+        except Exception as exc:
             return await self._upstream_failed(request, rec, info, started, exc)
         try:
             return await self._respond(request, upstream, rec, info, started)
@@ -230,7 +227,7 @@ class Proxy:
         while True:
             try:
                 chunk = await read()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return End.IDLE_TIMEOUT, sent
             except (aiohttp.ClientError, OSError):
                 return End.UPSTREAM_BROKEN, sent
@@ -245,7 +242,7 @@ class Proxy:
             if audit is not None:
                 try:
                     audit.feed(chunk, t)  # then look
-                except Exception:  # noqa: BLE001 - the audit must never break the stream
+                except Exception:
                     _log.exception("audit_failed")
                     audit = None
 
@@ -263,7 +260,7 @@ class Proxy:
         for sink in self._sinks:
             try:
                 sink.record(rec)
-            except Exception:  # noqa: BLE001 - one broken sink must not starve the others
+            except Exception:
                 _log.exception("sink_failed", sink=type(sink).__name__)
 
     def _notify_started(self, route: str) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .admin import admin_app
+from .listen import listen
 from .logs import LogSink
 from .metrics import Metrics
 from .proxy import Proxy, ProxyConfig, Sink
@@ -41,16 +42,13 @@ class Service:
         self._admin = web.AppRunner(admin_app(self.registry, lambda: not self.draining),
                                     access_log=None, handle_signals=False)
         await self._admin.setup()
-        site = web.TCPSite(self._admin, self.config.metrics_host, self.config.metrics_port)
         try:
-            await site.start()
+            self.metrics_port = await listen(self._admin, self.config.metrics_host,
+                                             self.config.metrics_port)
             await self.proxy.start()
         except BaseException:
             await self.close()
             raise
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        if sockets:
-            self.metrics_port = sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         self.draining = True

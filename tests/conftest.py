@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from sse_audit_proxy.audit import Thresholds
+from sse_audit_proxy.listen import listen
 from sse_audit_proxy.proxy import ProxyConfig
 from sse_audit_proxy.record import AuditRecord
 from sse_audit_proxy.service import Service, ServiceConfig
@@ -71,9 +72,7 @@ class RunningProxy:
 async def start_app(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, URL]:
     runner = web.AppRunner(app, access_log=None, **runner_kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = await listen(runner, "127.0.0.1", 0)
     return runner, URL(f"http://127.0.0.1:{port}")
 
 

@@ -7,7 +7,15 @@ from typing import Any
 import orjson
 
 from ..sse import Event
-from .base import CONTENT, DONE_SENTINEL, TERMINAL, Dialect, DialectSummary, clean_usage, token_counts
+from .base import (
+    CONTENT,
+    DONE_SENTINEL,
+    TERMINAL,
+    Dialect,
+    DialectSummary,
+    clean_usage,
+    token_counts,
+)
 from .tool_args import ToolArgs
 
 _CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")

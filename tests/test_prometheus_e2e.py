@@ -226,7 +226,7 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
             for rule in rules:
                 if rule["alert"] in FAULT_ALERTS and await prom.has_data(rule["expr"]):
                     expr_data.add(rule["alert"])
-            return FAULT_ALERTS <= alerted and FAULT_ALERTS <= expr_data
+            return alerted >= FAULT_ALERTS and expr_data >= FAULT_ALERTS
 
         seen = await poll(40, faults_seen)
         # Every dashboard query returns data while the faulty traffic flows.
@@ -239,8 +239,8 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
         metrics_text = await (await http.get(served.metrics_url / "metrics")).text()
         stop.set()
         assert await faulty > 40
-        assert seen, f"alerts reached: {sorted(alerted)}, exprs with data: {sorted(expr_data)}"
-        assert empty == []
+        assert seen and not empty, (f"alerts reached: {sorted(alerted)}, alert exprs with data: "
+                                    f"{sorted(expr_data)}, dashboard queries without data: {empty}")
 
         # The proxy's own exposition passes promtool's linter.
         check = subprocess.run(["promtool", "check", "metrics"], input=metrics_text,
@@ -255,7 +255,7 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
             reached = {a for a, s in states.items() if s & {"pending", "firing"}}
             with_data = {r["alert"] for r in rules
                          if r["alert"] in DOWN_ALERTS and await prom.has_data(r["expr"])}
-            return DOWN_ALERTS <= reached and DOWN_ALERTS <= with_data
+            return reached >= DOWN_ALERTS and with_data >= DOWN_ALERTS
 
         assert await poll(20, down_seen)
     assert time.monotonic() - started < 110

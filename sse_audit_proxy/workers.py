@@ -147,8 +147,8 @@ class Pool:
 
     def _bury(self, worker: Worker) -> None:
         worker.process.join(0)
-        if worker.process.pid is not None:
-            mark_process_dead(worker.process.pid, self._dir)  # its live gauges stop counting
+        if worker.process.pid is not None:  # its live gauges (active streams) stop counting
+            mark_process_dead(worker.process.pid, self._dir)  # type: ignore[no-untyped-call]
         worker.conn.close()
 
     async def watch(self) -> None:
@@ -206,7 +206,7 @@ async def supervise(config: ServiceConfig, size: int, log_format: str, stop_time
                             metrics_host="127.0.0.1", metrics_port=0)
     pool = Pool(worker_config, size, log_format, metrics_dir)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir)
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     app = admin_app(registry, pool.ready)
     add_routes(app, WorkersSource(pool.admin_urls))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -87,6 +87,7 @@ class StreamResult:
     unterminated_frame: bool
     gap_counts: list[int] = field(default_factory=list)  # per buckets.GAP bound, +Inf last
     gap_sum: float = 0.0
+    usage_requested: bool = False  # the request asked for usage (stream_options.include_usage)
 
 
 class StreamAudit:
@@ -224,6 +225,7 @@ class StreamAudit:
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
             gap_sum=self._gap_sum,
+            usage_requested=self._include_usage,
         )
 
     def _is_buffered(self, ttft: float | None) -> bool:

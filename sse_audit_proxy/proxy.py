@@ -57,6 +57,7 @@ class ProxyConfig:
     idle_timeout: float = 300.0
     max_body_bytes: int = 32 << 20
     thresholds: Thresholds = field(default_factory=Thresholds)
+    reuse_port: bool = False  # --workers: several processes listen on one port (SO_REUSEPORT)
 
 
 class _BodyTooLarge(Exception):
@@ -109,7 +110,7 @@ class Proxy:
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        self.port = await listen(self._runner, cfg.host, cfg.port)
+        self.port = await listen(self._runner, cfg.host, cfg.port, reuse_port=cfg.reuse_port)
 
     async def close(self) -> None:
         self._closing = True

@@ -7,14 +7,16 @@ import asyncio
 import errno
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 
-from . import loop
+from . import loop, workers
 from .audit import Thresholds
 from .logs import LOG_FORMATS, configure_logging
 from .options import option, port, positive_float, positive_int, ratio, size, upstream_url
 from .proxy import ProxyConfig
+from .recent import DEFAULT_CAPACITY
 from .service import Service, ServiceConfig
 
 
@@ -49,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="a burst after a shorter time to first token is a fast upstream, not buffering")
     option(p, "--log-format", default="json", choices=LOG_FORMATS,
            help="json: one JSON object per line; console: for people")
+    option(p, "--workers", type=positive_int, default=1,
+           help="processes sharing the port (SO_REUSEPORT); the metrics port merges their metrics")
+    option(p, "--recent-streams", type=positive_int, default=DEFAULT_CAPACITY,
+           help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}")
     p.set_defaults(run=run)
 
 
@@ -70,11 +76,17 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         thresholds=thresholds,
     )
     return ServiceConfig(proxy=proxy, metrics_host=args.metrics_host,
-                         metrics_port=args.metrics_port, max_models=args.max_models)
+                         metrics_port=args.metrics_port, max_models=args.max_models,
+                         recent_streams=args.recent_streams)
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
+    if args.workers > 1:
+        # Workers drain on their own; the supervisor waits that long and a little more.
+        stop_timeout = float(getattr(args, "drain_timeout", 30.0)) + 5.0
+        return loop.run(workers.supervise(config_from(args), args.workers, args.log_format,
+                                          stop_timeout, listen_error))
     return loop.run(serve(config_from(args)))
 
 
@@ -86,7 +98,8 @@ def listen_error(exc: OSError, config: ServiceConfig) -> str:
             f"{config.metrics_host}:{config.metrics_port}: {what}")
 
 
-async def serve(config: ServiceConfig) -> int:
+async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:
+    """Run one proxy until SIGTERM/SIGINT; `on_started(metrics_port)` once it listens."""
     service = Service(config)
     try:
         await service.start()
@@ -97,6 +110,8 @@ async def serve(config: ServiceConfig) -> int:
     log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
              upstream=str(config.proxy.upstream),
              metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics")
+    if on_started is not None:
+        on_started(service.metrics_port)
     stop = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

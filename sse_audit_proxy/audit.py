@@ -192,7 +192,7 @@ class StreamAudit:
                 anomalies.append(Anomaly.MISSING_DONE)
             if dialect.expects_finish_reason and summary.missing_finish_reason:
                 anomalies.append(Anomaly.MISSING_FINISH_REASON)
-            if self._include_usage and summary.usage is None:
+            if self._include_usage and dialect.expects_usage and summary.usage is None:
                 anomalies.append(Anomaly.MISSING_USAGE)
         ttft = None if self._first_content is None else self._first_content - self._started
         if self._is_buffered(ttft):

@@ -96,6 +96,16 @@ def positive_float(value: str) -> float:
     return n
 
 
+def non_negative_float(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not n >= 0 or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number: {value!r}")
+    return n
+
+
 def ratio(value: str) -> float:
     n = positive_float(value)
     if n > 1:

@@ -90,12 +90,16 @@ def run(args: argparse.Namespace) -> int:
     return loop.run(serve(config_from(args)))
 
 
-def listen_error(exc: OSError, config: ServiceConfig) -> str:
-    what = {errno.EADDRINUSE: "address already in use",
+def describe_os_error(exc: OSError) -> str:
+    """Why a socket could not be bound, in a few words."""
+    return {errno.EADDRINUSE: "address already in use",
             errno.EADDRNOTAVAIL: "address not available",
             errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+def listen_error(exc: OSError, config: ServiceConfig) -> str:
     return (f"cannot listen on {config.proxy.host}:{config.proxy.port} or metrics "
-            f"{config.metrics_host}:{config.metrics_port}: {what}")
+            f"{config.metrics_host}:{config.metrics_port}: {describe_os_error(exc)}")
 
 
 async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:

@@ -122,3 +122,20 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain client that leaves bodies compressed, as a byte-exact comparison needs."""
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+@pytest.fixture
+async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
+    """`await demo_gateway(**Timing overrides)` serves the demo gateway; returns its base URL."""
+    from sse_audit_proxy.gateway import Timing, start
+
+    runners: list[web.AppRunner] = []
+
+    async def start_gateway(**timing: Any) -> URL:
+        runner, url = await start(Timing(**timing))
+        runners.append(runner)
+        return url
+
+    yield start_gateway
+    for runner in runners:
+        await runner.cleanup()

@@ -44,6 +44,7 @@ class Dialect:
     path_suffixes: ClassVar[tuple[str, ...]] = ()
     expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
     expects_finish_reason: ClassVar[bool] = True
+    expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
 
     __slots__ = ()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from scenarios import handle, send
+from demo_client import FAST, send
 
 from sse_audit_proxy.audit import End, Outcome, StreamResult
 from sse_audit_proxy.logs import record_fields
@@ -13,8 +13,8 @@ from sse_audit_proxy.record import AuditRecord
 
 
 async def test_recent_streams_are_served_newest_first_with_the_log_line_fields(
-        upstream, proxy, http) -> None:
-    p = await proxy(await upstream(handle))
+        demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     for i, scenario in enumerate(("healthy", "truncated", "buffered")):
         await send(http, p.url, scenario, trace_id=f"trace-{i}")
     await p.sink.wait(3)
@@ -30,8 +30,8 @@ async def test_recent_streams_are_served_newest_first_with_the_log_line_fields(
     assert answer["workers"][0]["held"] == 3
 
 
-async def test_a_trace_id_leads_to_its_verdict_even_with_a_slash(upstream, proxy, http) -> None:
-    p = await proxy(await upstream(handle))
+async def test_a_trace_id_leads_to_its_verdict_even_with_a_slash(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     await send(http, p.url, "healthy", trace_id="other")
     await send(http, p.url, "no-done", trace_id="incident/42")
     await p.sink.wait(2)
@@ -45,16 +45,16 @@ async def test_a_trace_id_leads_to_its_verdict_even_with_a_slash(upstream, proxy
     assert found["done"] is False
 
 
-async def test_an_unknown_trace_id_is_an_openai_shaped_404(upstream, proxy, http) -> None:
-    p = await proxy(await upstream(handle))
+async def test_an_unknown_trace_id_is_an_openai_shaped_404(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     async with http.get(p.metrics_url / "streams/nope") as resp:
         assert resp.status == 404
         error = (await resp.json())["error"]
     assert error["code"] == "trace_id_not_found" and error["type"] and "nope" in error["message"]
 
 
-async def test_recent_streams_filter_by_outcome_anomaly_and_limit(upstream, proxy, http) -> None:
-    p = await proxy(await upstream(handle))
+async def test_recent_streams_filter_by_outcome_anomaly_and_limit(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     for scenario in ("healthy", "truncated", "no-usage", "truncated", "healthy"):
         await send(http, p.url, scenario)
     await p.sink.wait(5)
@@ -73,8 +73,8 @@ async def test_recent_streams_filter_by_outcome_anomaly_and_limit(upstream, prox
 
 
 @pytest.mark.parametrize("limit", ["0", "ten", "100000"])
-async def test_a_bad_limit_is_an_openai_shaped_400(upstream, proxy, http, limit: str) -> None:
-    p = await proxy(await upstream(handle))
+async def test_a_bad_limit_is_an_openai_shaped_400(demo_gateway, proxy, http, limit: str) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     async with http.get(p.metrics_url / "streams/recent", params={"limit": limit}) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "invalid_query"
@@ -96,8 +96,8 @@ def test_the_ring_buffer_holds_only_the_last_n_records() -> None:
     assert recent.find("t8")[0]["trace_id"] == "t8"
 
 
-async def test_metrics_port_still_answers_lookups_while_streams_flow(upstream, proxy) -> None:
-    p = await proxy(await upstream(handle))
+async def test_metrics_port_still_answers_lookups_while_streams_flow(demo_gateway, proxy) -> None:
+    p = await proxy(await demo_gateway(**FAST))
     async with aiohttp.ClientSession() as http:
         await send(http, p.url, "slow-first-token", trace_id="slow")
         async with http.get(p.metrics_url / "streams/slow") as resp:

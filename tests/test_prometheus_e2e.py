@@ -2,9 +2,9 @@
 evaluated every second, every dashboard query and every alert expression run through the
 HTTP API, and the alerts going from silent (healthy mix) to pending/firing (faulty mix).
 
-The upstream is the scenario server of tests/scenarios.py, selected per request by
-`X-Demo-Scenario` like the demo gateway; all traffic uses one model name so that the healthy
-and faulty mixes land on the same (route, model) series, as a canary going bad would.
+The upstream is the demo gateway (fast timing), its scenario selected per request by
+`X-Demo-Scenario`; all traffic uses one model name so that the healthy and faulty mixes land on
+the same (route, model) series, as a canary going bad would.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 import yaml
 from cli_process import serve_process
-from scenarios import HEALTHY, drive, handle
+from demo_client import FAST, HEALTHY, drive
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,9 +34,10 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "sse-audit-proxy.json"
 JOB = "sse-audit-proxy"
 # Faults the alerts watch for, weighted so each share stays far above its threshold even
 # diluted by the healthy phase that came before, plus healthy streams as a real mix has.
-FAULTY_MIX = ("healthy", "buffered", "truncated", "no-usage", "no-done", "no-finish",
-              "slow-first-token", "error-midstream", "http-429", "http-500", "buffered",
-              "truncated")
+# slow-first-token appears three times so the TTFT p95 clears the regression alert's 0.5 s floor.
+FAULTY_MIX = ("healthy", "buffered", "truncated", "slow-first-token", "no-usage", "no-done",
+              "no-finish", "slow-first-token", "error-midstream", "http-429", "http-500",
+              "buffered", "slow-first-token", "truncated", "keepalive", "stall")
 FAULT_ALERTS = {"SSEAuditBufferedStreams", "SSEAuditTruncatedStreams", "SSEAuditMissingDone",
                 "SSEAuditMissingFinishReason", "SSEAuditMissingUsage", "SSEAuditUpstreamErrors",
                 "SSEAuditTimeToFirstTokenRegression"}
@@ -181,9 +182,9 @@ async def poll(seconds: float, check: Any) -> bool:
     return False
 
 
-async def test_dashboards_and_alerts_against_a_real_prometheus(upstream, tmp_path) -> None:
+async def test_dashboards_and_alerts_against_a_real_prometheus(demo_gateway, tmp_path) -> None:
     async with aiohttp.ClientSession() as http:
-        await run_canary(await upstream(handle), http, tmp_path)
+        await run_canary(await demo_gateway(**FAST), http, tmp_path)
 
 
 async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) -> None:

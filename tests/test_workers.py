@@ -13,8 +13,8 @@ import sys
 import aiohttp
 import pytest
 from cli_process import serve_process
+from demo_client import FAST, TOKENS, send
 from prometheus_client.parser import text_string_to_metric_families
-from scenarios import TOKENS, handle, send
 
 STREAMS = 40
 FRAMES = TOKENS + 4  # role chunk, tokens, finish, usage, [DONE]
@@ -54,8 +54,8 @@ async def recent(http: aiohttp.ClientSession, metrics_url) -> dict:
         return await resp.json()
 
 
-async def test_workers_share_the_port_and_metrics_add_up_across_them(upstream, http) -> None:
-    async with serve_process(await upstream(handle), "--workers", "2") as served:
+async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gateway, http) -> None:
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         assert served.started["workers"] == 2
         await spread_streams(served.url, STREAMS, "w")
 
@@ -76,7 +76,7 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(upstream, h
         assert total(found, "sse_audit_inter_chunk_gap_seconds_bucket", le="+Inf") == gaps
         assert total(found, "sse_audit_inter_chunk_gap_seconds_sum") > 0
         assert total(found, "sse_audit_time_to_first_token_seconds_count") == STREAMS
-        assert total(found, "sse_audit_usage_tokens_total", type="completion") == 5 * STREAMS
+        assert total(found, "sse_audit_usage_tokens_total", type="completion") == TOKENS * STREAMS
         assert total(found, "sse_audit_active_streams") == 0
 
         # A worker that dies is replaced; its counts stay in the totals.
@@ -101,8 +101,8 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(upstream, h
 
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool missing: .ci/run installs Debian's prometheus package")
-async def test_merged_worker_metrics_pass_promtool_check_metrics(upstream, http) -> None:
-    async with serve_process(await upstream(handle), "--workers", "2") as served:
+async def test_merged_worker_metrics_pass_promtool_check_metrics(demo_gateway, http) -> None:
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         for scenario in ("healthy", "truncated", "buffered", "http-429"):
             await send(http, served.url, scenario)
         text = await scrape(http, served.metrics_url)

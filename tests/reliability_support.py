@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -14,6 +14,7 @@ from aiohttp import web
 CHAT = "/v1/chat/completions"
 STREAM_BODY = {"model": "gpt-test", "stream": True,
                "messages": [{"role": "user", "content": "hi"}]}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
@@ -43,9 +44,14 @@ class Tally:
     headers: list[dict[str, str]] = field(default_factory=list)
 
 
-def streaming_handler(frames: list[bytes], tally: Tally, *, delay: float = 0.0,
-                      reset_after: int | None = None, hang: bool = False) -> web.RequestHandler:
-    """An upstream that streams `frames` (optionally pausing, resetting or hanging)."""
+def streaming_handler(frames: Iterable[bytes], tally: Tally, *, delay: float = 0.0,
+                      head_delay: float = 0.0, reset_after: int | None = None,
+                      hang: bool = False) -> Handler:
+    """An upstream that streams `frames` (optionally pausing, resetting or hanging).
+
+    Run it with `handler_cancellation=True` to note (in `tally.closed_at`) when the proxy
+    closes the connection even while it is sleeping.
+    """
 
     async def handler(request: web.Request) -> web.StreamResponse:
         tally.requests += 1
@@ -54,8 +60,10 @@ def streaming_handler(frames: list[bytes], tally: Tally, *, delay: float = 0.0,
         tally.headers.append(dict(request.headers))
         tally.bodies.append(await request.read())
         resp = web.StreamResponse(headers=SSE_HEADERS)
-        await resp.prepare(request)
         try:
+            if head_delay:
+                await asyncio.sleep(head_delay)
+            await resp.prepare(request)
             for i, frame in enumerate(frames):
                 if reset_after is not None and i == reset_after:
                     assert request.transport is not None
@@ -71,7 +79,7 @@ def streaming_handler(frames: list[bytes], tally: Tally, *, delay: float = 0.0,
             raise
         return resp
 
-    return handler  # type: ignore[return-value]
+    return handler
 
 
 @asynccontextmanager

@@ -145,6 +145,11 @@ def listen_error(exc: OSError, config: ServiceConfig) -> str:
 
 
 async def serve(config: ServiceConfig) -> int:
+    # Handlers first: a SIGTERM that arrives while starting up still drains and exits 0.
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
     service = Service(config)
     try:
         await service.start()
@@ -155,10 +160,6 @@ async def serve(config: ServiceConfig) -> int:
     log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
              upstream=str(config.proxy.upstream),
              metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics")
-    stop = asyncio.Event()
-    running = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        running.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("proxy_draining", in_flight=service.proxy.in_flight,
              drain_timeout_s=config.proxy.drain_timeout)

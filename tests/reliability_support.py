@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 CHAT = "/v1/chat/completions"
 STREAM_BODY = {"model": "gpt-test", "stream": True,
@@ -142,9 +148,29 @@ def full_backlog_listener() -> tuple[socket.socket, list[socket.socket]]:
     for _ in range(4):
         s = socket.socket()
         s.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             s.connect(listener.getsockname())
-        except BlockingIOError:
-            pass
         fillers.append(s)
     return listener, fillers
+
+
+@contextlib.asynccontextmanager
+async def cli_proxy(upstream: URL, *extra: str) -> AsyncIterator[tuple[Any, URL, URL]]:
+    """The real `sse-audit-proxy serve` in a child process: (process, proxy URL, admin URL)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("SSE_AUDIT_")}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", str(upstream),
+        "--port", "0", "--metrics-port", "0", *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    assert child.stdout is not None
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), 20)
+        started = json.loads(line)
+        assert started["event"] == "proxy_started", line
+        yield child, URL(started["listen"]), URL(started["metrics"]).with_path("/")
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()

@@ -123,7 +123,7 @@ async def test_client_gone_before_the_upstream_answered_is_recorded_and_upstream
                          handler_cancellation=True)
     p = await proxy(url)
     loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
     writer.write(REQUEST)
     await writer.drain()
     await asyncio.wait_for(_until(lambda: tally.requests == 1), 2)

@@ -59,7 +59,8 @@ async def test_absolute_form_and_dot_segment_targets_are_refused_400(
     assert status == 400 and body["error"]["code"] == code
     assert (rec.status, rec.error) == (400, code)
     assert seen == [] and tally.requests == 0
-    assert p.metric("sse_audit_requests_total", route="other", method="GET",
+    method = "other" if code == "invalid_http_request" else "GET"  # unparsed: no method
+    assert p.metric("sse_audit_requests_total", route="other", method=method,
                     status="400") == 1
 
 

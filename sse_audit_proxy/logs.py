@@ -46,7 +46,7 @@ def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> 
 def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
     """Library warnings (aiohttp, asyncio) go through the same chain: same format, redacted."""
     renderer = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                else structlog.processors.JSONRenderer())
+                else structlog.processors.JSONRenderer(serializer=_json_text))
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
@@ -56,6 +56,10 @@ def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
+
+
+def _json_text(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj).decode()
 
 
 def _ms(seconds: float | None) -> float | None:

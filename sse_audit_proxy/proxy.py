@@ -310,15 +310,14 @@ class Proxy:
         if self._draining:
             resp.force_close()  # let the client reconnect to an instance that stays
         end = End.UPSTREAM_EOF
-        sent = 0
         if is_sse:
             self._notify_started(rec.route)
         try:
             writer = await resp.prepare(request)
             if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
-                end, sent = await self._relay_stream(upstream, writer, request.transport, audit)
+                end = await self._relay_stream(upstream, writer, request.transport, audit, rec)
             else:
-                end, sent = await self._relay(upstream, resp)
+                end = await self._relay(upstream, resp, rec)
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
@@ -340,32 +339,31 @@ class Proxy:
                 end = End.UPSTREAM_STATUS
             if audit is None and end is not End.UPSTREAM_EOF:
                 rec.error = end.value
-            self._finish(rec, audit, end, sent, started)
+            self._finish(rec, audit, end, started)
         return resp
 
     async def _relay(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse
-    ) -> tuple[End, int]:
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord
+    ) -> End:
         """Any other body: plain backpressure (the upstream is read as fast as the client takes)."""
         read = upstream.content.readany
         write = resp.write
-        sent = 0
         while True:
             try:
                 chunk = await read()
             except aiohttp.SocketTimeoutError:
-                return End.IDLE_TIMEOUT, sent
+                return End.IDLE_TIMEOUT
             except TimeoutError:
-                return End.TOTAL_TIMEOUT, sent
+                return End.TOTAL_TIMEOUT
             except (aiohttp.ClientError, OSError):
-                return End.UPSTREAM_BROKEN, sent
+                return End.UPSTREAM_BROKEN
             if not chunk:
-                return End.UPSTREAM_EOF, sent
+                return End.UPSTREAM_EOF
             try:
                 await write(chunk)
             except ConnectionError:
-                return End.CLIENT_GONE, sent
-            sent += len(chunk)
+                return End.CLIENT_GONE
+            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
 
     async def _relay_stream(
         self,
@@ -373,7 +371,8 @@ class Proxy:
         writer: StreamWriter,
         transport: asyncio.Transport,
         audit: StreamAudit | None,
-    ) -> tuple[End, int]:
+        rec: AuditRecord,
+    ) -> End:
         """An event stream: read at the upstream's pace, so the audit times the upstream.
 
         The client's socket may hold back up to `max_unsent_bytes` (its transport's high-water
@@ -385,24 +384,23 @@ class Proxy:
         write = writer.write
         protocol = writer.protocol
         clock = time.monotonic
-        sent = 0
         while True:
             try:
                 chunk = await read()
             except aiohttp.SocketTimeoutError:
-                return End.IDLE_TIMEOUT, sent
+                return End.IDLE_TIMEOUT
             except TimeoutError:
-                return End.TOTAL_TIMEOUT, sent
+                return End.TOTAL_TIMEOUT
             except (aiohttp.ClientError, OSError):
-                return End.UPSTREAM_BROKEN, sent
+                return End.UPSTREAM_BROKEN
             if not chunk:
-                return End.UPSTREAM_EOF, sent
+                return End.UPSTREAM_EOF
             t = clock()
             try:
                 await write(chunk, drain=False)  # forward first; never wait on the client
             except ConnectionError:
-                return End.CLIENT_GONE, sent
-            sent += len(chunk)
+                return End.CLIENT_GONE
+            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
             if audit is not None:
                 try:
                     audit.feed(chunk, t)  # then look
@@ -410,14 +408,13 @@ class Proxy:
                     _log.exception("audit_failed")
                     audit = None
             if protocol.writing_paused:  # more than max_unsent_bytes wait for the client
-                return End.SLOW_CLIENT, sent
+                return End.SLOW_CLIENT
 
     def _finish(
-        self, rec: AuditRecord, audit: StreamAudit | None, end: End, sent: int, started: float
+        self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float
     ) -> None:
         now = time.monotonic()
         rec.duration = now - started
-        rec.bytes = sent
         if audit is not None:
             rec.stream = audit.finish(now, end)
         self._emit(rec)
@@ -448,7 +445,7 @@ class Proxy:
             rec.model = info.model
             if info.stream:
                 audit = StreamAudit(dialect_for_route(rec.route)(), started)
-        self._finish(rec, audit, end, 0, started)
+        self._finish(rec, audit, end, started)
 
     # The proxy's own answers ----------------------------------------------------------
 
@@ -483,7 +480,8 @@ class Proxy:
         body = error_body(message, type_, code)
         resp = web.Response(status=status, body=body, content_type="application/json",
                             headers={TRACE_HEADER: rec.trace_id})
-        self._finish(rec, audit, end, len(body), started)
+        rec.bytes = len(body)
+        self._finish(rec, audit, end, started)
         return resp
 
     def _parse_error(self, request: web.BaseRequest, status: int,

@@ -109,6 +109,7 @@ async def test_disconnecting_client_closes_upstream_within_a_second_with_partial
     assert (s.outcome, s.end) == ("client_disconnect", "client_gone")
     assert s.ttfb is not None and s.ttft is not None and s.content_frames >= 3
     assert s.content_frames < 200 and 0 < s.duration < 5
+    assert rec.bytes >= len(got), "bytes forwarded before the disconnect are counted"
     assert s.anomalies == [] or "missing_done" not in s.anomalies
     assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
                     outcome="client_disconnect") == 1

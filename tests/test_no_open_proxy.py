@@ -53,7 +53,8 @@ async def test_absolute_form_and_dot_segment_targets_are_refused_400(
     async with canary_listener() as (canary, seen):
         p = await proxy(await ok_upstream(upstream, tally))
         raw = await raw_exchange(p.service.proxy.port,
-                                 request(target.format(canary=canary), "Host: x"))
+                                 request(target.format(canary=canary), "Host: x",
+                                         "Connection: close"))
         status, body = status_and_json(raw)
         rec = await p.record()
     assert status == 400 and body["error"]["code"] == code

@@ -8,6 +8,7 @@ active stream, no task or connection left behind, and memory back within a small
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import random
@@ -27,10 +28,8 @@ CONCURRENCY = 50
 def socket_fds() -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
     return count
 
 

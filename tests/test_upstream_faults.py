@@ -147,7 +147,8 @@ async def test_stream_silent_past_idle_timeout_is_cut_and_recorded_timeout(
     upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     tally = Tally()
-    url = await upstream(streaming_handler([chunk("a"), chunk("b")], tally, hang=True))
+    url = await upstream(streaming_handler([chunk("a"), chunk("b")], tally, hang=True),
+                         handler_cancellation=True)
     p = await proxy(url, idle_timeout=0.3)
     async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
         assert resp.status == 200
@@ -158,6 +159,11 @@ async def test_stream_silent_past_idle_timeout_is_cut_and_recorded_timeout(
     assert rec.stream is not None
     assert (rec.stream.outcome, rec.stream.end) == ("timeout", "idle_timeout")
     assert rec.stream.content_frames == 2 and rec.stream.ttft is not None
+    for _ in range(100):  # the proxy closed the upstream request too
+        if tally.closed_at:
+            break
+        await asyncio.sleep(0.01)
+    assert tally.closed_at
     assert_counted(p, 200, "timeout")
 
 

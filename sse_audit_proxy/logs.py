@@ -24,8 +24,8 @@ LOG_FORMATS = ("json", "console")
 
 def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> None:
     redact = Redactor(secret_headers)
-    stamp = [structlog.processors.add_log_level,
-             structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    stamp: list[Any] = [structlog.processors.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True)]
     # Exceptions are rendered to text first so the redactor sees (and scrubs) them too.
     tail: list[Any] = [structlog.processors.format_exc_info, redact]
     if fmt == "console":

@@ -133,6 +133,22 @@ async def test_upstream_that_accepts_but_never_answers_gets_504_after_idle_timeo
     assert_counted(p, 504, "timeout")
 
 
+async def test_no_response_head_within_total_timeout_gets_504(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    tally = Tally()
+    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=2),
+                         handler_cancellation=True)
+    p = await proxy(url, total_timeout=0.3, idle_timeout=5)
+    status, body = await post_stream(http, p.url)
+    assert status == 504
+    assert body["error"]["code"] == "upstream_timeout"
+    rec = await p.record()
+    assert rec.stream is not None
+    assert (rec.stream.outcome, rec.stream.end) == ("timeout", "total_timeout")
+    assert_counted(p, 504, "timeout")
+
+
 async def read_until_cut(resp: aiohttp.ClientResponse) -> tuple[bytes, BaseException | None]:
     got = b""
     try:

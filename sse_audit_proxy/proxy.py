@@ -351,12 +351,8 @@ class Proxy:
         while True:
             try:
                 chunk = await read()
-            except aiohttp.SocketTimeoutError:
-                return End.IDLE_TIMEOUT
-            except TimeoutError:
-                return End.TOTAL_TIMEOUT
-            except (aiohttp.ClientError, OSError):
-                return End.UPSTREAM_BROKEN
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                return _read_failed(exc)
             if not chunk:
                 return End.UPSTREAM_EOF
             try:
@@ -387,12 +383,8 @@ class Proxy:
         while True:
             try:
                 chunk = await read()
-            except aiohttp.SocketTimeoutError:
-                return End.IDLE_TIMEOUT
-            except TimeoutError:
-                return End.TOTAL_TIMEOUT
-            except (aiohttp.ClientError, OSError):
-                return End.UPSTREAM_BROKEN
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                return _read_failed(exc)
             if not chunk:
                 return End.UPSTREAM_EOF
             t = clock()
@@ -506,6 +498,15 @@ class Proxy:
         return self._refuse(rec, started, status, msg,
                             "server_error" if status >= 500 else "invalid_request_error", code,
                             close=True)
+
+
+def _read_failed(exc: BaseException) -> End:
+    """Why reading the upstream's body stopped."""
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return End.IDLE_TIMEOUT  # sock_read: nothing for idle_timeout
+    if isinstance(exc, TimeoutError):
+        return End.TOTAL_TIMEOUT
+    return End.UPSTREAM_BROKEN
 
 
 _END_BY_CODE = {

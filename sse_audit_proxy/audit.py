@@ -41,15 +41,21 @@ class End(StrEnum):
     UPSTREAM_EOF = "upstream_eof"
     UPSTREAM_BROKEN = "upstream_broken"
     UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
+    CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
     IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
     CLIENT_GONE = "client_gone"
-    ABORTED = "aborted"  # by the proxy: slow client, shutdown
+    SLOW_CLIENT = "slow_client"  # the client left more than max_unsent_bytes unread
+    ABORTED = "aborted"  # by the proxy: still running when the shutdown drain ran out
 
 
 _OUTCOME_BY_END = {
     End.UPSTREAM_STATUS: Outcome.UPSTREAM_ERROR,
+    End.CONNECT_TIMEOUT: Outcome.TIMEOUT,
     End.IDLE_TIMEOUT: Outcome.TIMEOUT,
+    End.TOTAL_TIMEOUT: Outcome.TIMEOUT,
     End.CLIENT_GONE: Outcome.CLIENT_DISCONNECT,
+    End.SLOW_CLIENT: Outcome.CLIENT_DISCONNECT,
     End.ABORTED: Outcome.CLIENT_DISCONNECT,
 }
 

@@ -36,8 +36,12 @@ def option(
     help: str,
     required: bool = False,
     choices: tuple[str, ...] | None = None,
+    secret: bool = False,
 ) -> None:
-    """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set."""
+    """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set.
+
+    `secret`: the value (say, an API key from the environment) never appears in --help.
+    """
     env = env_name(flag)
     raw = os.environ.get(env)
     if raw is not None and raw != "":
@@ -48,7 +52,7 @@ def option(
         if choices and default not in choices:
             parser.error(f"{env}={raw!r}: choose from {', '.join(choices)}")
         required = False
-    shown = "" if default is None else f" (default: {default})"
+    shown = "" if default is None or secret else f" (default: {default})"
     parser.add_argument(flag, type=type, default=default, required=required, choices=choices,
                         help=f"{help}{shown} [env: {env}]")
 
@@ -136,3 +140,17 @@ def size(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte: {value!r}")
     return n
+
+
+def readable_file(value: str) -> str:
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r}: {exc.strerror}") from exc
+    return value
+
+
+def name_list(value: str) -> tuple[str, ...]:
+    """A comma-separated list: `a, b,c`."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -55,8 +55,9 @@ class Service:
             await self.close()
             raise
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
         self.draining = True
-        await self.proxy.close()
+        await self.proxy.close(drain_timeout)
         if self._admin is not None:
             await self._admin.cleanup()

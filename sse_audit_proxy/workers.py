@@ -61,14 +61,14 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(index: int, config: ServiceConfig, log_format: str, conn: Connection) -> None:
+def _worker_main(index: int, config: ServiceConfig, setup_logging: Callable[[], None],
+                 conn: Connection) -> None:
     """A worker process: the ordinary single-process proxy, reporting its private metrics port."""
     from . import loop
-    from .logs import configure_logging
     from .serve import serve
 
     _die_with_parent()
-    configure_logging(log_format)
+    setup_logging()
     structlog.contextvars.bind_contextvars(worker=index)
 
     def started(port: int) -> None:
@@ -104,10 +104,11 @@ class Worker:
 
 
 class Pool:
-    def __init__(self, config: ServiceConfig, size: int, log_format: str, metrics_dir: str) -> None:
+    def __init__(self, config: ServiceConfig, size: int, setup_logging: Callable[[], None],
+                 metrics_dir: str) -> None:
         self._config = config
         self._size = size
-        self._log_format = log_format
+        self._setup_logging = setup_logging
         self._dir = metrics_dir
         self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop
         self.workers: list[Worker] = []
@@ -116,7 +117,7 @@ class Pool:
     def _spawn(self, index: int) -> Worker:
         parent, child = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=_worker_main, name=f"sse-audit-proxy-worker-{index}",
-                                    args=(index, self._config, self._log_format, child),
+                                    args=(index, self._config, self._setup_logging, child),
                                     daemon=True)
         process.start()
         child.close()
@@ -193,7 +194,8 @@ def _error(message: str) -> int:
     return 1
 
 
-async def supervise(config: ServiceConfig, size: int, log_format: str, stop_timeout: float,
+async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[], None],
+                    stop_timeout: float,
                     listen_error: Callable[[OSError, ServiceConfig], str]) -> int:
     try:
         reservation = reserve_port(config.proxy.host, config.proxy.port)
@@ -204,7 +206,7 @@ async def supervise(config: ServiceConfig, size: int, log_format: str, stop_time
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
     worker_config = replace(config, proxy=replace(config.proxy, port=port, reuse_port=True),
                             metrics_host="127.0.0.1", metrics_port=0)
-    pool = Pool(worker_config, size, log_format, metrics_dir)
+    pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     app = admin_app(registry, pool.ready)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import demo, gateway, serve, traffic
+from . import bench, demo, gateway, serve, traffic
 from .options import Parser
 
-COMMANDS = (serve, gateway, traffic, demo)
+COMMANDS = (serve, gateway, traffic, demo, bench)
 
 
 def build_parser() -> Parser:

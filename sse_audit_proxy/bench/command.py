@@ -32,6 +32,13 @@ def _counts(value: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(positive_int(n.strip()) for n in value.split(",") if n.strip()))
 
 
+def _source(value: str) -> str:
+    path = Path(value).resolve()
+    if not (path / "sse_audit_proxy" / "__main__.py").is_file():
+        raise argparse.ArgumentTypeError(f"no sse_audit_proxy package in {value!r}")
+    return str(path)
+
+
 def _against(value: str) -> tuple[str, str]:
     """`URL` or `NAME=URL`."""
     name, sep, url = value.partition("=")
@@ -59,13 +66,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--against-pid", type=positive_int, action="append", default=[],
                    metavar="PID", help="the process of the matching --against proxy (its "
                    "children are counted too), for its CPU and memory. Repeatable")
+    p.add_argument("--baseline", type=_source, metavar="DIR",
+                   help="also run the proxy from the sse_audit_proxy package in DIR (another "
+                   "checkout, e.g. `git worktree add /tmp/main main`), started and measured "
+                   "exactly like this one: a before/after comparison in one run")
     p.add_argument("--gateway-port", type=port, default=0,
                    help="port of the demo gateway (default: any free port)")
     p.add_argument("--clients", type=positive_int, default=2,
                    help="load-generator processes (default: 2)")
     p.add_argument("--pin", action="store_true",
-                   help="pin the proxy to the last CPU(s) (one per worker) and the gateway and "
-                   "clients to the others (Linux sched_setaffinity)")
+                   help="pin the proxy (and an --against proxy given its --against-pid) to the "
+                   "last CPU(s), one per worker, and the gateway and clients to the others "
+                   "(Linux sched_setaffinity)")
     p.add_argument("--json", default="sse-audit-bench.json", metavar="PATH",
                    help="where to write every run and the medians (default: "
                    "sse-audit-bench.json)")
@@ -79,6 +91,9 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     targets = [Target(DIRECT, "direct")]
     for n in args.workers:
         targets.append(Target("proxy" if n == 1 else f"proxy x{n}", "proxy", workers=n))
+    if args.baseline:
+        targets.append(Target("baseline", "proxy", workers=args.workers[0],
+                              source=args.baseline))
     for i, (name, url) in enumerate(args.against):
         pid = args.against_pid[i] if i < len(args.against_pid) else None
         targets.append(Target(name or f"against{i + 1}", "against", url=url, pid=pid))
@@ -134,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                     "clients": args.clients, "workers": list(args.workers)},
         "workloads": {n: _describe(workloads[n]) for n in args.workloads},
         "targets": [{"name": t.name, "kind": t.kind, "url": t.url, "workers": t.workers,
-                     "pid": t.pid} for t in targets],
+                     "pid": t.pid, "source": t.source} for t in targets],
         "summary": summary,
         "runs": results,
     }

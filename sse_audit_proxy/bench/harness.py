@@ -37,6 +37,7 @@ class Target:
     url: str | None = None  # fixed for direct and against; a proxy gets one per run
     workers: int = 1
     pid: int | None = None  # whose CPU and memory to account (against: when given)
+    source: str | None = None  # proxy: run the package in this directory (--baseline)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -139,8 +140,11 @@ class Harness:
         url, pid = target.url, target.pid
         if target.kind == "direct":
             url = self.gateway.url
+        elif target.kind == "against" and pid is not None:
+            procs.pin_tree(pid, place.proxy)  # the same CPUs our proxy gets, when pinning
         elif target.kind == "proxy":
-            proxy = procs.start_proxy(self.gateway.url, target.workers, place.proxy)
+            proxy = procs.start_proxy(self.gateway.url, target.workers, place.proxy,
+                                      target.source)
             url, pid = proxy.url, proxy.pid
         assert url is not None
         try:

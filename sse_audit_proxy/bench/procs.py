@@ -196,12 +196,12 @@ def _wait_for(popen: subprocess.Popen[bytes], log_path: str,
     raise StartFailed(f"{what} did not start within {START_TIMEOUT:.0f} s")
 
 
-def _spawn(name: str, args: list[str], cpus: frozenset[int] | None) -> tuple[
-        subprocess.Popen[bytes], IO[bytes]]:
+def _spawn(name: str, args: list[str], cpus: frozenset[int] | None, cwd: str | None = None
+           ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     # Closed (and so deleted) by Child.stop.
     log = tempfile.NamedTemporaryFile(prefix=f"sse-audit-bench-{name}-", suffix=".log")  # noqa: SIM115
     popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=_env())
+                             env=_env(), cwd=cwd)
     if cpus:
         os.sched_setaffinity(popen.pid, cpus)  # before it spawns anything: children inherit it
     return popen, log
@@ -231,10 +231,14 @@ def start_gateway(port: int, cpus: frozenset[int] | None) -> Child:
     return Child("gateway", popen, url, log)
 
 
-def start_proxy(upstream: str, workers: int, cpus: frozenset[int] | None) -> Child:
+def start_proxy(upstream: str, workers: int, cpus: frozenset[int] | None,
+                source: str | None = None) -> Child:
+    """`serve`, from this installation or, with `source`, from the `sse_audit_proxy` package
+    in that directory (`python -m` finds the working directory's package first)."""
     popen, log = _spawn("proxy", _module(
         "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "0", "--workers", str(workers), "--drain-timeout", "2"), cpus)
+        "--metrics-port", "0", "--workers", str(workers), "--drain-timeout", "2"), cpus,
+        cwd=source)
     url = _wait_for(popen, log.name, _proxy_url, "the proxy")
     pin_tree(popen.pid, cpus)  # workers started before the affinity was set, if any
     return Child("proxy", popen, url, log)

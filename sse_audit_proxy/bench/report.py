@@ -56,7 +56,8 @@ def _ratio(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: 
 def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], targets: Sequence[Target]
               ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per workload and target: the medians, plus the derived comparisons."""
-    one_worker = next((t.name for t in targets if t.kind == "proxy" and t.workers == 1), None)
+    ours = [t for t in targets if t.kind == "proxy" and t.source is None]
+    one_worker = next((t.name for t in ours if t.workers == 1), None)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for workload, by_target in results.items():
         direct = by_target.get(DIRECT, [])
@@ -72,7 +73,7 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], targets: Sequ
             if workload == THROUGHPUT:
                 if target.name != DIRECT and direct:
                     median["vs_direct"] = _ratio(runs, direct, "frames_per_s")
-                if target.kind == "proxy" and target.workers > 1 and one_worker:
+                if target in ours and target.workers > 1 and one_worker:
                     median["scaling"] = _ratio(runs, by_target.get(one_worker, []),
                                                "frames_per_s")
                 median["harness_cores"] = round(

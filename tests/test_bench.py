@@ -107,7 +107,7 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
 
 
 async def test_bench_refuses_an_unknown_workload_in_one_line() -> None:
-    code, out, err = await run_bench("--workloads", "latency,speed", timeout=30.0)
+    code, _, err = await run_bench("--workloads", "latency,speed", timeout=30.0)
     assert code == 2
     assert err.strip().startswith("sse-audit-proxy: error:") and len(err.strip().splitlines()) == 1
     assert "speed" in err

@@ -99,7 +99,7 @@ class StreamClient(asyncio.Protocol):
         self._stamps = stamps
         self._result = result
         self._transport: asyncio.Transport | None = None
-        self._head = b""  # until the response head is complete; then None
+        self._head: bytes | None = b""  # until the response head is complete; then None
         self._chunked = True
         self._pending = b""  # an incomplete chunk-size line
         self._need = 0  # chunk bytes still to come

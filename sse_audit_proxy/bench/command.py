@@ -137,14 +137,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         harness.close()
     summary = summarize(results, targets)
-    report = {
+    load_after = procs.load_average()
+    report: dict[str, Any] = {
         "command": ["sse-audit-proxy", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None,
         "version": __version__,
         "started_at": started,
         "duration_s": round(time.time() - started, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": load_before,
-                    "load_average_after": procs.load_average()},
+                    "load_average_before": load_before, "load_average_after": load_after},
         "options": {"repeats": repeats, "smoke": args.smoke, "pin": args.pin,
                     "clients": args.clients, "workers": list(args.workers)},
         "workloads": {n: _describe(workloads[n]) for n in args.workloads},
@@ -155,10 +155,9 @@ def run(args: argparse.Namespace) -> int:
     }
     Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(table(summary, targets))
-    la = report["machine"]
-    print(f"\nmedians of {repeats} repeat(s); load average {la['load_average_before'][0]:.2f} "
-          f"before, {la['load_average_after'][0]:.2f} after; pinned: {'yes' if args.pin else 'no'}"
-          f"; every run in {args.json}")
+    print(f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "
+          f"{args.json}")
     failed = sum(r["streams_failed"] for by in results.values() for runs in by.values()
                  for r in runs)
     if failed:

@@ -60,7 +60,7 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
     assert header == ["workload", "metric", "direct", "proxy", "proxy", "x2", "other"]
     for row in ("frame latency p99 (ms)", "added latency p99 (ms)", "added TTFT p50 (ms)",
                 "frames/s per proxy core", "bottleneck", "frames/s vs 1 worker",
-                "RSS per open stream (KiB)"):
+                "RSS per open stream (KiB, max)"):
         assert row in out, row
 
     report = orjson.loads(report_path.read_bytes())

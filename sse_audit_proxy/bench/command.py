@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
             workload = workloads[name]
             results[name] = {t.name: [] for t in targets}
             for r in range(repeats):
-                for target in targets:
+                # Each repeat starts one target further on: no target always runs first, or
+                # always right after another one.
+                for target in targets[r % len(targets):] + targets[:r % len(targets)]:
                     if name != "memory" or target.kind != "direct":
                         run_ = harness.run(workload, target)
                         results[name][target.name].append(run_)

@@ -210,8 +210,17 @@ class StreamClient(asyncio.Protocol):
             at = complete.find(_STAMP)
             while at >= 0:
                 close = complete.find(b"}", at)
-                latencies.append(now - float(complete[at + len(_STAMP):close]))
+                try:
+                    latencies.append(now - float(complete[at + len(_STAMP):close]))
+                except ValueError:  # not the gateway's stamp (a proxy under test mangled it)
+                    self._result.errors["bad_stamp"] += 1
+                if close < 0:
+                    break
                 at = complete.find(_STAMP, close)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def _fail(self, reason: str) -> None:
         self._finish(reason)
@@ -242,8 +251,8 @@ async def _one(batch: Batch, request: bytes, at: float, result: BatchResult) -> 
         result.streams_failed += 1
         return
     finally:
-        if client is not None and client._transport is not None:
-            client._transport.close()
+        if client is not None:
+            client.close()
     end = time.time()
     result.first_start = min(result.first_start or started, started)
     result.last_end = max(result.last_end, end)

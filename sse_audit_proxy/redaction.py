@@ -46,7 +46,8 @@ class Redactor:
 
     def scrub(self, text: str) -> str:
         if self._suspect(text) is None:
-            return text
+            # A plain str either way, as a substitution returns (a StrEnum renders as its value).
+            return text if type(text) is str else str.__str__(text)
         text = self._line.sub(rf"\1\2{REDACTED}", text)
         for pattern, replacement in _TOKENS:
             text = pattern.sub(replacement, text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sse_audit_proxy.audit import Anomaly
 from sse_audit_proxy.redaction import _TOKENS, REDACTED, Redactor
 
 EXTRA = ("X-Tenant-Token",)
@@ -37,3 +38,10 @@ def test_plain_values_and_containers_pass_through_the_processor_unchanged() -> N
     event = {"frames": 204, "ttft_ms": 20.5, "done": True, "error": None,
              "usage": {"prompt_tokens": 5}, "anomalies": ["missing_done"], "route": "chat"}
     assert redactor(None, "info", dict(event)) == event
+
+
+def test_string_enums_come_out_as_plain_strings_as_the_substitutions_made_them() -> None:
+    # Anomalies are StrEnum members; the console renderer would show an enum's repr.
+    event = Redactor()(None, "info", {"anomalies": [Anomaly.MISSING_DONE], "outcome": "complete"})
+    assert event == {"anomalies": ["missing_done"], "outcome": "complete"}
+    assert [type(a) for a in event["anomalies"]] == [str]

@@ -183,14 +183,18 @@ class Proxy:
     ) -> web.StreamResponse:
         rec.status = upstream.status
         is_sse = upstream.headers.get("Content-Type", "").lower().startswith("text/event-stream")
+        # A stream was asked for, yet no event stream came: maybe an error sent as 200 + JSON.
+        # The audit peeks at a bounded start of the body; the client gets it unchanged.
+        peek = info.stream and not is_sse and upstream.status < 400
         audit: StreamAudit | None = None
-        if is_sse or (info.stream and upstream.status >= 400):
+        if is_sse or peek or (info.stream and upstream.status >= 400):
             audit = StreamAudit(
                 dialect_for_route(rec.route)(),
                 started,
                 include_usage=info.include_usage,
                 content_encoding=upstream.headers.get("Content-Encoding", ""),
                 thresholds=self.config.thresholds,
+                event_stream=is_sse,
             )
         headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
         headers[TRACE_HEADER] = rec.trace_id
@@ -201,7 +205,7 @@ class Proxy:
             self._notify_started(rec.route)
         try:
             await resp.prepare(request)
-            end, sent = await self._relay(upstream, resp, audit if is_sse else None)
+            end, sent = await self._relay(upstream, resp, audit if is_sse or peek else None)
         except asyncio.CancelledError:
             end = End.ABORTED if self._closing else End.CLIENT_GONE
             raise
@@ -217,6 +221,8 @@ class Proxy:
                 self._notify_ended(rec.route)
             if audit is not None and upstream.status >= 400:
                 end = End.UPSTREAM_STATUS
+            if peek and audit is not None and not audit.error_document:
+                audit = None  # an ordinary answer, not a stream: a plain request record
             self._finish(rec, audit, end, sent, started)
         return resp
 

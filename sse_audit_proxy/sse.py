@@ -34,9 +34,9 @@ class SSEDecoder:
     __slots__ = (
         "_bom_checked",
         "_data",
-        "_data_len",
         "_discarding",
         "_event",
+        "_frame_len",
         "_last_id",
         "_max",
         "_skip_lf",
@@ -51,7 +51,9 @@ class SSEDecoder:
         self._tail = b""  # the current, not yet terminated line
         self._tail_dropped = False  # part of the current line was discarded (oversized)
         self._data: list[bytes] = []
-        self._data_len = 0
+        # Bytes the current frame has taken so far: every line plus one for its terminator, so
+        # the cap trips at the same byte whether a line arrives whole or in pieces.
+        self._frame_len = 0
         self._event = ""
         self._last_id = ""
         self._bom_checked = False
@@ -98,14 +100,14 @@ class SSEDecoder:
             if self._tail:
                 self._tail = b""
                 self._tail_dropped = True
-        elif self._data_len + len(self._tail) > self._max:
+        elif self._tail and self._held(self._tail) > self._max:
             self._overflow()
         return events
 
     def close(self) -> bool:
         """End of stream. True when a frame was left unterminated (it is not dispatched)."""
         pending = bool(
-            self._tail or self._data or self._event or self._discarding or self._tail_dropped
+            self._tail or self._frame_len or self._discarding or self._tail_dropped
         )
         self._reset_frame()
         self._tail = b""
@@ -114,7 +116,8 @@ class SSEDecoder:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._data_len + len(self._tail)
+        """What the current frame holds: never more than `max_frame_bytes`."""
+        return self._frame_len + len(self._tail)
 
     def _line(self, line: bytes, events: list[Event]) -> None:
         if not line:
@@ -126,15 +129,20 @@ class SSEDecoder:
             return
         if self._discarding:
             return
-        if line.startswith(b"data:"):
-            value = line[6:] if line[5:6] == b" " else line[5:]
-            self._data.append(value)
-            self._data_len += len(value) + 1
-            if self._data_len > self._max:
+        size = len(line) + 1
+        if line[0] == 0x3A:  # ":" comment, used as keep-alive; not part of the frame
+            if size > self._max:
                 self._overflow()
+            else:
+                self.comments += 1
             return
-        if line[0] == 0x3A:  # ":" comment, used as keep-alive
-            self.comments += 1
+        size += self._frame_len
+        if size > self._max:
+            self._overflow()
+            return
+        self._frame_len = size
+        if line.startswith(b"data:"):
+            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
             return
         field, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
@@ -146,8 +154,13 @@ class SSEDecoder:
                 self._last_id = value.decode("utf-8", "replace")
         elif field == b"data":  # "data" with no colon: an empty data line
             self._data.append(b"")
-            self._data_len += 1
         # "retry" and unknown fields are ignored, as the spec says.
+
+    def _held(self, line: bytes) -> int:
+        """The frame's size once `line` (whole or a prefix) is part of it; as in `_line`."""
+        if line[0] == 0x3A:
+            return len(line) + 1
+        return self._frame_len + len(line) + 1
 
     def _overflow(self) -> None:
         self.oversized += 1
@@ -159,5 +172,5 @@ class SSEDecoder:
 
     def _reset_frame(self) -> None:
         self._data = []
-        self._data_len = 0
+        self._frame_len = 0
         self._event = ""

@@ -60,6 +60,8 @@ class Inflater:
                 return
             self._head = b""
             chunk = head
+            if self.failed:
+                return
         if self._z is _PLAIN:
             yield chunk
             return

@@ -41,6 +41,7 @@ class SSEDecoder:
         "_max",
         "_skip_lf",
         "_tail",
+        "_tail_comment",
         "_tail_dropped",
         "comments",
         "oversized",
@@ -50,6 +51,7 @@ class SSEDecoder:
         self._max = max_frame_bytes
         self._tail = b""  # the current, not yet terminated line
         self._tail_dropped = False  # part of the current line was discarded (oversized)
+        self._tail_comment = False  # the current line is a comment: counted, never held
         self._data: list[bytes] = []
         # Bytes the current frame has taken so far: every line plus one for its terminator, so
         # the cap trips at the same byte whether a line arrives whole or in pieces.
@@ -90,28 +92,37 @@ class SSEDecoder:
         lines = buf.split(b"\n")
         self._tail = lines.pop()
         events: list[Event] = []
-        if self._tail_dropped and lines:
-            # The first piece finishes a line whose start was discarded: not a blank line.
-            self._tail_dropped = False
+        if lines and (self._tail_dropped or self._tail_comment):
+            # The first piece finishes a line whose start was not kept: not a blank line.
+            if self._tail_comment:
+                self.comments += 1
+            self._tail_dropped = self._tail_comment = False
             del lines[0]
         for line in lines:
             self._line(line, events)
-        if self._discarding:
-            if self._tail:
+        tail = self._tail
+        if tail:
+            if self._discarding:
+                self._tail = b""  # part of a frame being skipped: not held
+                self._tail_dropped = True
+            elif self._tail_comment or tail[0] == 0x3A:  # a comment: nothing in it is needed
+                self._tail = b""
+                self._tail_comment = True
+            elif self._frame_len + len(tail) + 1 > self._max:
+                self._overflow()
                 self._tail = b""
                 self._tail_dropped = True
-        elif self._tail and self._held(self._tail) > self._max:
-            self._overflow()
         return events
 
     def close(self) -> bool:
         """End of stream. True when a frame was left unterminated (it is not dispatched)."""
         pending = bool(
             self._tail or self._frame_len or self._discarding or self._tail_dropped
+            or self._tail_comment
         )
         self._reset_frame()
         self._tail = b""
-        self._tail_dropped = self._discarding = False
+        self._tail_dropped = self._tail_comment = self._discarding = False
         return pending
 
     @property
@@ -129,14 +140,10 @@ class SSEDecoder:
             return
         if self._discarding:
             return
-        size = len(line) + 1
         if line[0] == 0x3A:  # ":" comment, used as keep-alive; not part of the frame
-            if size > self._max:
-                self._overflow()
-            else:
-                self.comments += 1
+            self.comments += 1
             return
-        size += self._frame_len
+        size = self._frame_len + len(line) + 1  # as the tail check in feed() counts it
         if size > self._max:
             self._overflow()
             return
@@ -156,19 +163,11 @@ class SSEDecoder:
             self._data.append(b"")
         # "retry" and unknown fields are ignored, as the spec says.
 
-    def _held(self, line: bytes) -> int:
-        """The frame's size once `line` (whole or a prefix) is part of it; as in `_line`."""
-        if line[0] == 0x3A:
-            return len(line) + 1
-        return self._frame_len + len(line) + 1
-
     def _overflow(self) -> None:
+        """The current frame outgrew the cap: skip it up to its blank line."""
         self.oversized += 1
         self._reset_frame()
         self._discarding = True
-        if self._tail:
-            self._tail = b""
-            self._tail_dropped = True
 
     def _reset_frame(self) -> None:
         self._data = []

@@ -17,6 +17,7 @@ case); `make_compressed.py` rebuilds the compressed ones from their plain source
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import pathlib
 import random
@@ -94,7 +95,7 @@ def observed(result: StreamResult | None) -> dict[str, Any] | None:
 
 def cut(body: bytes, points: list[int]) -> list[bytes]:
     bounds = [0, *sorted(set(points)), len(body)]
-    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def splits(case: Case) -> Iterator[list[bytes]]:

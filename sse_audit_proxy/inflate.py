@@ -95,20 +95,23 @@ class Inflater:
 
     def _inflate(self, chunk: bytes) -> Iterator[bytes]:
         z = self._z
-        while chunk:
+        while True:
             piece = z.decompress(chunk, self._max)
             chunk = z.unconsumed_tail
             if piece:
                 yield piece
-            if z.eof:
-                rest = z.unused_data + chunk
-                if not rest:
-                    return
-                if not self._members or not rest.startswith(_GZIP_MAGIC[: len(rest)]):
-                    raise zlib.error("data after the end of the compressed body")
-                # Another gzip member follows (RFC 1952 2.2): decode it as part of the body.
-                z = self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                chunk = rest
+            if not z.eof:
+                if chunk or len(piece) == self._max:
+                    continue  # input left, or output held back by the cap: ask again
+                return
+            rest = z.unused_data  # all input past the end, what was left of `chunk` included
+            if not rest:
+                return
+            if not self._members or not rest.startswith(_GZIP_MAGIC[: len(rest)]):
+                raise zlib.error("data after the end of the compressed body")
+            # Another gzip member follows (RFC 1952 2.2): decode it as part of the body.
+            z = self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = rest
 
 
 def _is_zlib_header(head: bytes) -> bool:

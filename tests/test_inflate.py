@@ -63,6 +63,31 @@ def test_a_small_chunk_that_expands_hugely_comes_out_in_bounded_pieces() -> None
     assert total == 9 * (4 << 20)
 
 
+@pytest.mark.parametrize("piece", [1, 2, 5, 16, 59])
+def test_output_held_back_by_the_piece_cap_comes_out_before_the_next_chunk(piece: int) -> None:
+    # A read may end anywhere inside a compressed block. Once all of it is consumed, zlib
+    # may still hold output that the piece cap kept back: it belongs to this read.
+    body = b"data: {\"message\": \"" + b"rate limit " * 30 + b"\"}\n\n"
+    for encoding, wbits in (("gzip", 16 + zlib.MAX_WBITS), ("deflate", zlib.MAX_WBITS)):
+        wire = deflated(body, wbits)
+        for cut in range(len(wire) // 2, len(wire)):
+            available = zlib.decompressobj(wbits).decompress(wire[:cut])
+            inflater = Inflater(encoding, piece)
+            assert inflate_all(inflater, [wire[:cut]]) == available, (encoding, cut)
+            assert inflate_all(inflater, [wire[cut:]]) == body[len(available):]
+
+
+def test_gzip_members_are_joined_when_a_member_ends_while_the_piece_cap_holds_input() -> None:
+    members = [BODY[:700], BODY[700:1500], BODY[1500:]]
+    wire = b"".join(gzip.compress(m, mtime=0) for m in members)
+    for piece in (7, 16, 64):
+        for size in (40, 97, 256, len(wire)):
+            inflater = Inflater("gzip", piece)
+            chunks = [wire[i : i + size] for i in range(0, len(wire), size)]
+            assert inflate_all(inflater, chunks) == BODY, (piece, size)
+            assert not inflater.failed
+
+
 @pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
 def test_encodings_without_a_decoder_are_reported_unreadable(encoding: str) -> None:
     inflater = Inflater(encoding, 1 << 20)

@@ -163,8 +163,8 @@ class _ChatStream:
         usage = doc.get("usage")
         if isinstance(usage, dict) and usage:
             f.usage = usage
-            where = "a chunk with `choices: []`" if choices == [] else "a chunk with choices"
-            f.usage_where = f"chunk {self.chunks} ({where})"
+            where = "with `choices: []`" if choices == [] else "with choices"
+            f.usage_where = f"chunk {self.chunks}, {where}"
         if not isinstance(choices, list):
             return
         content = False

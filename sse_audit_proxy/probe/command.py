@@ -138,15 +138,17 @@ def run(args: argparse.Namespace) -> int:
     return loop.run(probe(plan, sys.stdout))
 
 
-async def probe(plan: Plan, out: TextIO, colour: bool | None = None) -> int:
-    """Run every target in turn, write the report and the captures, print the table."""
-    runs: list[RouteRun] = []
-    for target in plan.targets:
-        runs.append(await probe_route(target, plan.settings))
-    return finish(plan, runs, out, report.colour_on(out) if colour is None else colour)
+async def probe(plan: Plan, out: TextIO) -> int:
+    return finish(plan, await probe_routes(plan), out, report.colour_on(out))
+
+
+async def probe_routes(plan: Plan) -> list[RouteRun]:
+    """Every target in turn: side by side means the same checks, not the same moment."""
+    return [await probe_route(target, plan.settings) for target in plan.targets]
 
 
 def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> int:
+    """Write the captures and the report, print the table; the exit status."""
     redactor = report.Redactor(plan.settings.api_key)
     captures = None
     if plan.raw_dir is not None:

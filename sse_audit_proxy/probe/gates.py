@@ -286,7 +286,7 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
     gate.evidence["difference"] = diff
     shown = usage_text(f.usage, api.usage_keys)
     if not diff:
-        gate.summary = f"streamed {shown} equals non-streamed ({f.usage_where})"
+        gate.summary = f"streamed {shown} equals non-streamed · in {f.usage_where}"
         return gate
     said = ", ".join(f"{k} {d['non_streamed']} -> {d['streamed']} ({d['delta']:+d})"
                      for k, d in diff.items())
@@ -470,6 +470,7 @@ class ProxyCheck:
     metrics_url: str
     record: dict[str, Any] | None
     error: str | None
+    missing_earlier: str | None = None  # a finished stream's trace ID it has no record of
 
 
 def cancellation(api: Api, ex: Exchange, after: Exchange | None, proxy: ProxyCheck | None
@@ -517,11 +518,17 @@ def _judge_proxy(gate: Gate, ex: Exchange, proxy: ProxyCheck | None, parts: list
         return
     rec = proxy.record
     gate.evidence["proxy"] = {"metrics_url": proxy.metrics_url, "record": rec,
-                              "error": proxy.error}
+                              "error": proxy.error, "missing_earlier": proxy.missing_earlier}
     if proxy.error:
         gate.problems.append(f"could not ask the proxy about trace ID {ex.trace_id}: "
                              f"{proxy.error}; is --proxy-metrics-url the metrics port of the "
                              "proxy at --base-url?")
+    elif proxy.missing_earlier:
+        gate.problems.append(f"the proxy at {proxy.metrics_url} has no record of trace ID "
+                             f"{proxy.missing_earlier} (a stream that finished earlier) nor of "
+                             f"the cancelled {ex.trace_id}: the probe does not go through it; "
+                             "is --proxy-metrics-url the metrics port of the proxy at "
+                             "--base-url?")
     elif rec is None:
         gate.problems.append(f"the proxy at {proxy.metrics_url} has no record of trace ID "
                              f"{ex.trace_id}: either the probe did not go through it (is "

@@ -127,8 +127,19 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
     after = await call("after-cancel", api.after_cancel(s.model))
     proxy = None
     if target.proxy_metrics_url is not None and cancel.cancelled_after is not None:
-        record, error = await lookup_record(sender.session, target.proxy_metrics_url,
-                                            cancel.trace_id)
-        proxy = ProxyCheck(str(target.proxy_metrics_url), record, error)
-        cancel.proxy_record = record
+        proxy = await _proxy_check(sender.session, target.proxy_metrics_url, cancel, stream)
     run.gates.append(gates.cancellation(api, cancel, after, proxy))
+
+
+async def _proxy_check(session: aiohttp.ClientSession, metrics_url: URL, cancel: Exchange,
+                       earlier: Exchange) -> ProxyCheck:
+    """The proxy's record of the cancelled stream. Its record of an earlier, finished stream
+    must be there already: without it the probe is not going through that proxy at all, and
+    there is no point waiting for the cancel's."""
+    seen, error = await lookup_record(session, metrics_url, earlier.trace_id, wait=0)
+    if seen is None and error is None:
+        return ProxyCheck(str(metrics_url), None, None, missing_earlier=earlier.trace_id)
+    record, error = await lookup_record(session, metrics_url, cancel.trace_id)
+    earlier.proxy_record = seen
+    cancel.proxy_record = record
+    return ProxyCheck(str(metrics_url), record, error)

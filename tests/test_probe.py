@@ -11,9 +11,11 @@ import io
 import json
 import os
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from test_cli import assert_one_line_error
@@ -290,6 +292,44 @@ async def test_save_raw_keeps_each_body_exactly_as_received(demo_gateway: Any,
     assert stream.endswith(b"data: [DONE]\n\n") and stream.count(b"data: ") == 8 + 4
     cancel = (raw / f"{plan.targets[0].trace_prefix}-chat-cancel.sse").read_bytes()
     assert b"[DONE]" not in cancel  # cut by the probe after a few frames
+
+
+async def test_a_route_that_gzips_its_event_stream_is_read_through_the_compression(
+    demo_gateway: Any, upstream: Any, tmp_path: Path
+) -> None:
+    """Like nginx with `gzip on` for text/event-stream, flushing every write."""
+    gateway = await demo_gateway()
+
+    async def gzipping(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in (
+            "host", "content-length", "accept-encoding", "transfer-encoding")}
+        async with aiohttp.ClientSession(auto_decompress=False) as session, session.post(
+                gateway.with_path(request.path), data=await request.read(),
+                headers=headers) as up:
+            resp = web.StreamResponse(status=up.status, headers={
+                "Content-Type": up.headers["Content-Type"], "Content-Encoding": "gzip"})
+            await resp.prepare(request)
+            z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+            async for chunk in up.content.iter_any():
+                await resp.write(z.compress(chunk) + z.flush(zlib.Z_SYNC_FLUSH))
+            await resp.write(z.flush())
+            await resp.write_eof()
+            return resp
+
+    url = await upstream(gzipping)
+    raw = tmp_path / "raw"
+    plan = make_plan(url, "demo-healthy", "--responses", "--save-raw", str(raw), *FAST)
+    code, table, runs = await run_probe(plan)
+    assert code == 0, table
+    framing = runs[0].gate("framing", "chat")
+    assert framing.evidence["content_encoding"] == "gzip"
+    assert runs[0].gate("streaming", "chat").evidence["content_frames"] == 8
+    prefix = plan.targets[0].trace_prefix
+    body = zlib.decompress((raw / f"{prefix}-chat-stream.sse.gz").read_bytes(),
+                           16 + zlib.MAX_WBITS)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert json.loads(zlib.decompress((raw / f"{prefix}-chat-control.json.gz").read_bytes(),
+                                      16 + zlib.MAX_WBITS))["object"] == "chat.completion"
 
 
 # The API key ------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
 from typing import Any
 
 import orjson
 import pytest
+from yarl import URL
 
 from sse_audit_proxy.audit import End, StreamAudit
 from sse_audit_proxy.dialects.chat import ChatCompletions
@@ -17,8 +20,9 @@ from sse_audit_proxy.probe.chat import ChatApi
 from sse_audit_proxy.probe.client import Exchange
 from sse_audit_proxy.probe.facts import Answer, StreamFacts
 from sse_audit_proxy.probe.gates import Status
-from sse_audit_proxy.probe.report import Redactor, shown_headers
+from sse_audit_proxy.probe.report import Redactor, colour_on, render_text, shown_headers
 from sse_audit_proxy.probe.responses import ResponsesApi
+from sse_audit_proxy.probe.runner import RouteRun, Settings, Target
 from sse_audit_proxy.sse import Event, SSEDecoder
 
 CHAT, RESPONSES = ChatApi(), ResponsesApi()
@@ -217,3 +221,31 @@ def test_redactor_hides_the_key_raw_and_json_escaped() -> None:
 def test_extra_headers_with_secret_looking_names_are_hidden_in_the_report() -> None:
     assert shown_headers([("X-Tenant", "a"), ("X-Gateway-Token", "t"), ("Cookie", "c")]) == {
         "X-Tenant": "a", "X-Gateway-Token": "[redacted]", "Cookie": "[redacted]"}
+
+
+# The table --------------------------------------------------------------------------------
+
+def test_the_table_is_coloured_only_when_asked_and_stays_aligned() -> None:
+    run = RouteRun(Target("base", URL("http://gw/v1"), "probe-x"), started_at=0.0, gates=[
+        gates.Gate("route", "chat", Status.PASS, "HTTP 200"),
+        gates.Gate("usage", "chat", Status.FAIL, "no usage", problems=["fix it"]),
+        gates.Gate("tools", "chat", Status.SKIP, "not asked for (--tools)")])
+    settings = Settings(model="m")
+    plain = render_text([run], settings, "x", "OPENAI_API_KEY", colour=False)
+    coloured = render_text([run], settings, "x", "OPENAI_API_KEY", colour=True)
+    assert "\x1b[" not in plain
+    assert "\x1b[32mPASS\x1b[0m" in coloured and "\x1b[31;1mFAIL\x1b[0m" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
+    assert "\nFAIL usage (chat)\n  - fix it\n" in plain and "result: FAIL · 1 passed, 1 failed, 1 skipped" in plain
+
+
+def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert colour_on(Tty())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not colour_on(Tty())
+    assert not colour_on(io.StringIO())

@@ -324,8 +324,8 @@ def _details(runs: Sequence[RouteRun]) -> str:
         for g in run.gates:
             if g.status is Status.SKIP or not (g.problems or g.notes):
                 continue
-            lines = [f"{g.status.value.upper()} {g.name} ({g.api}){where} · trace "
-                     f"{', '.join(g.trace_ids)}"]
+            traces = f" · trace {', '.join(g.trace_ids)}" if g.trace_ids else ""
+            lines = [f"{g.status.value.upper()} {g.name} ({g.api}){where}{traces}"]
             lines += [f"  - {p}" for p in g.problems]
             lines += [f"  note: {n}" for n in g.notes]
             blocks.append("\n".join(lines))

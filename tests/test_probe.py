@@ -422,3 +422,22 @@ def test_unreachable_route_fails_the_route_gate_with_what_to_check() -> None:
     assert "could not connect to 127.0.0.1:1" in proc.stdout and "check --base-url" in proc.stdout
     assert "(no API key sent: OPENAI_API_KEY is not set)" in proc.stdout
     assert "\x1b[" not in proc.stdout  # no colour when stdout is not a terminal
+
+
+def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Cutover probe\n", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    probe_parser = sub.choices["probe"]  # type: ignore[index]
+    flags = [s for a in probe_parser._actions for s in a.option_strings
+             if s.startswith("--") and s != "--help"]
+    assert len(flags) >= 12
+    for flag in flags:
+        assert f"`{flag}" in section, flag
+    table = section.split("each\nscenario fails exactly these gates", 1)[1].split("\n### ", 1)[0]
+    for scenario, failing in EXPECTED_FAILURES.items():
+        row = next(line for line in table.splitlines() if f"`{scenario}`" in line)
+        for name, _ in failing:
+            assert f"`{name}`" in row.split("|")[2], (scenario, row)
+        if not failing:
+            assert "every gate passes" in row

@@ -249,3 +249,14 @@ def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NO_COLOR", "1")
     assert not colour_on(Tty())
     assert not colour_on(io.StringIO())
+
+
+def test_a_stream_answered_with_a_json_error_and_status_200_fails_framing_with_its_message() -> None:
+    ex = exchange(response_headers=[("Content-Type", "application/json")],
+                  doc={"error": {"message": "model overloaded"}}, facts=StreamFacts())
+    gate = gates.framing(CHAT, ex)
+    assert gate.status is Status.FAIL
+    assert gate.problems[0].startswith("the stream was answered with HTTP 200 and an error in a "
+                                       "JSON body (model overloaded)")
+    ex.doc = {"choices": []}
+    assert "not text/event-stream" in gates.framing(CHAT, ex).problems[0]

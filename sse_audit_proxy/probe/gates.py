@@ -103,7 +103,11 @@ def refusal(ex: Exchange, what: str) -> str:
 def _wire_problems(ex: Exchange, timeout_hint: str = "") -> list[str]:
     """Transport-level faults of a stream: wrong content type, a cut, a stall, a torn frame."""
     out: list[str] = []
-    if not ex.is_sse:
+    if not ex.is_sse and isinstance(ex.doc, dict) and "error" in ex.doc:
+        out.append(f"the stream was answered with HTTP {ex.status} and an error in a JSON body "
+                   f"({ex.error_message()}) instead of events: clients that trust the status "
+                   "miss the failure; the gateway must send a 4xx/5xx status or an error event")
+    elif not ex.is_sse:
         out.append(f"Content-Type is {ex.content_type or 'missing'!r}, not text/event-stream: "
                    "the route ignored \"stream\": true, or something in between rewrote the "
                    "answer; SSE clients will not parse it")
@@ -243,7 +247,8 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             f"content frames {ms(mean)} apart on average: the route, or a proxy, load balancer "
             "or compression in it, buffers the stream and users see nothing until the whole "
             "answer is ready; turn response buffering off for text/event-stream (e.g. nginx "
-            "`proxy_buffering off` / `X-Accel-Buffering: no`) and do not compress it")
+            "`proxy_buffering off` or `X-Accel-Buffering: no`), and make any compression flush "
+            "every event")
     elif r.content_frames == 1 and isinstance(expected, int) and expected > 4:
         gate.problems.append(
             f"the whole answer ({expected} tokens non-streamed) came in one content frame: the "

@@ -11,49 +11,41 @@ from typing import Any
 import orjson
 
 from ..sse import Event
+from .api import Api
 from .facts import (
     Answer,
-    Api,
     StreamFacts,
     TimedEvent,
     ToolCallSeen,
     as_dict,
     as_str,
     distinct,
-    excerpt,
+    malformed_problem,
 )
-from .prompts import (
-    COUNT,
-    COUNT_SHORT,
-    MAX_TOKENS,
-    READY,
-    SEED,
-    SHORT_MAX_TOKENS,
-    TOOL,
-    TOOL_RESULT,
-    WEATHER,
-)
+from .prompts import MAX_TOKENS, SEED, TOOL, TOOL_RESULT, WEATHER
 
 DONE = b"[DONE]"
 CHUNK = "chat.completion.chunk"
-_TOOLS = [{"type": "function", "function": TOOL}]
 
 
 class ChatApi(Api):
     name = "chat"
+    title = "Chat Completions"
     path = "chat/completions"
     answer_object = "chat.completion"
     usage_keys = ("prompt_tokens", "completion_tokens", "total_tokens")
     usage_request = "stream_options.include_usage"
+    tools = ({"type": "function", "function": TOOL},)
 
     def is_terminal(self, event: Event) -> bool:
         return event.data == DONE
 
     # Requests ---------------------------------------------------------------------------
 
-    def _body(self, model: str, prompt: str, *, stream: bool, max_tokens: int = MAX_TOKENS,
-              **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
+    def body(self, model: str, prompt: str | list[Any], *, stream: bool,
+             max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        body: dict[str, Any] = {"model": model, "messages": messages,
                                 "temperature": 0, "seed": SEED, "max_tokens": max_tokens}
         if stream:
             body["stream"] = True
@@ -61,18 +53,12 @@ class ChatApi(Api):
         body.update(extra)
         return body
 
-    def control(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT, stream=False)
-
-    def stream(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT, stream=True)
-
     def tool_call(self, model: str) -> dict[str, Any]:
-        return self._body(model, WEATHER, stream=True, tools=_TOOLS, tool_choice={
+        return self.body(model, WEATHER, stream=True, tools=self.tools, tool_choice={
             "type": "function", "function": {"name": TOOL["name"]}})
 
     def tool_result(self, model: str, call: ToolCallSeen) -> dict[str, Any]:
-        body = self._body(model, WEATHER, stream=True, tools=_TOOLS, tool_choice="auto")
+        body = self.body(model, WEATHER, stream=True, tools=self.tools, tool_choice="auto")
         body["messages"] += [
             {"role": "assistant", "content": None, "tool_calls": [{
                 "id": call.call_id, "type": "function",
@@ -81,29 +67,13 @@ class ChatApi(Api):
         ]
         return body
 
-    def no_tool(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT_SHORT, stream=True, tools=_TOOLS, tool_choice="none")
-
-    def after_cancel(self, model: str) -> dict[str, Any]:
-        return self._body(model, READY, stream=False, max_tokens=SHORT_MAX_TOKENS)
-
     # Reading ----------------------------------------------------------------------------
 
-    def read_answer(self, doc: Any) -> Answer:
-        a = Answer()
-        if not isinstance(doc, dict):
-            a.problems.append("the answer is not a JSON object")
-            return a
-        a.id, a.object, a.model = as_str(doc.get("id")), as_str(doc.get("object")), as_str(doc.get("model"))
-        if isinstance(doc.get("usage"), dict):
-            a.usage = doc["usage"]
-        if a.object != self.answer_object:
-            a.problems.append(f"`object` is {a.object!r}, not {self.answer_object!r}: the route "
-                              "does not answer in the Chat Completions format")
+    def read_completion(self, doc: dict[str, Any], a: Answer) -> None:
         choices = doc.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             a.problems.append("the answer has no `choices`: there is no completion in it")
-            return a
+            return
         choice = choices[0]
         a.finish = as_str(choice.get("finish_reason")) or None
         message = as_dict(choice.get("message"))
@@ -113,7 +83,6 @@ class ChatApi(Api):
                 fn = as_dict(call.get("function"))
                 a.tool_calls.append(ToolCallSeen(as_str(call.get("id")), as_str(fn.get("name")),
                                                  as_str(fn.get("arguments")) or ""))
-        return a
 
     def read_stream(self, events: list[TimedEvent]) -> StreamFacts:
         f = StreamFacts()
@@ -224,9 +193,7 @@ class _ChatStream:
             p.append("the stream carried no `data:` frames at all")
             return
         if f.malformed:
-            p.append(f"{f.malformed} data frame(s) are not JSON objects (first: "
-                     f"{excerpt(self.first_malformed or b'')}): the gateway, or something between "
-                     "it and you, corrupts frames; OpenAI SDKs raise on them")
+            p.append(malformed_problem(f.malformed, self.first_malformed))
         for message in f.errors[:3]:
             p.append(f"an error frame came mid-stream ({message}): the generation failed on the "
                      "gateway; look up this request's trace ID in its logs")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ..sse import Event
 
@@ -72,39 +72,6 @@ def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class Api:
-    """One API shape: the requests the probe sends in it and how it reads the answers."""
-
-    name: ClassVar[str]
-    path: ClassVar[str]  # under the base URL
-    answer_object: ClassVar[str]
-    usage_keys: ClassVar[tuple[str, str, str]]  # (prompt, completion, total) as this API names them
-    usage_request: ClassVar[str]  # how a streamed request gets its usage, in words
-
-    def control(self, model: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def stream(self, model: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def tool_call(self, model: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def tool_result(self, model: str, call: ToolCallSeen) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def no_tool(self, model: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def after_cancel(self, model: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def read_answer(self, doc: Any) -> Answer:
-        raise NotImplementedError
-
-    def read_stream(self, events: list[TimedEvent]) -> StreamFacts:
-        raise NotImplementedError
-
-    def is_terminal(self, event: Event) -> bool:
-        """Whether this event ends the stream (the cancel check looks for it)."""
-        raise NotImplementedError
+def malformed_problem(count: int, first: bytes | None) -> str:
+    return (f"{count} data frame(s) are not JSON objects (first: {excerpt(first or b'')}): the "
+            "gateway, or something between it and you, corrupts frames; OpenAI SDKs raise on them")

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from ..audit import Anomaly, End, Thresholds
+from .api import Api
 from .client import Exchange
-from .facts import Answer, Api, StreamFacts, ToolCallSeen, excerpt
+from .facts import Answer, StreamFacts, ToolCallSeen, excerpt
 from .prompts import TOOL
 
 GATES = ("route", "framing", "streaming", "usage", "tools", "cancellation")

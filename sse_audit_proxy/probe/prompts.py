@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from .. import traffic
 
 SEED = 4242  # with temperature 0: the streamed and the non-streamed answer should agree
 MAX_TOKENS = 120  # bounds the cost on a real route; long enough to see token-by-token delivery
@@ -14,16 +14,5 @@ COUNT_SHORT = "Count from one to ten in English words, separated by commas, and 
 WEATHER = "What is the weather in Paris right now? Use the get_weather tool."
 READY = "Reply with the single word: ready."
 
-TOOL: dict[str, Any] = {
-    "name": "get_weather",
-    "description": "Current weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        },
-        "required": ["city", "unit"],
-    },
-}
+TOOL = traffic.TOOL  # get_weather(city, unit), as the traffic generator offers it
 TOOL_RESULT = '{"city": "Paris", "temperature": 18, "unit": "celsius", "conditions": "clear"}'

@@ -13,19 +13,19 @@ from typing import Any
 import orjson
 
 from ..sse import Event
+from .api import Api
 from .chat import error_message
 from .facts import (
     Answer,
-    Api,
     StreamFacts,
     TimedEvent,
     ToolCallSeen,
     as_dict,
     as_str,
     distinct,
-    excerpt,
+    malformed_problem,
 )
-from .prompts import COUNT, COUNT_SHORT, MAX_TOKENS, READY, SHORT_MAX_TOKENS, TOOL, TOOL_RESULT, WEATHER
+from .prompts import MAX_TOKENS, TOOL, TOOL_RESULT, WEATHER
 
 DONE = b"[DONE]"
 TEXT_DELTA = "response.output_text.delta"
@@ -38,7 +38,6 @@ OTHER_CONTENT = frozenset({
 })
 TERMINALS = frozenset({"response.completed", "response.incomplete", "response.failed",
                        "response.done"})
-_TOOLS = [{"type": "function", **TOOL}]
 
 
 def finish_of(response: dict[str, Any], kind: str = "") -> str:
@@ -55,10 +54,12 @@ def finish_of(response: dict[str, Any], kind: str = "") -> str:
 
 class ResponsesApi(Api):
     name = "responses"
+    title = "Responses"
     path = "responses"
     answer_object = "response"
     usage_keys = ("input_tokens", "output_tokens", "total_tokens")
     usage_request = "the terminal event's `response.usage`"
+    tools = ({"type": "function", **TOOL},)
 
     def is_terminal(self, event: Event) -> bool:
         try:
@@ -70,23 +71,17 @@ class ResponsesApi(Api):
 
     # Requests ---------------------------------------------------------------------------
 
-    def _body(self, model: str, given: str | list[Any], *, stream: bool,
-              max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "input": given, "temperature": 0,
+    def body(self, model: str, prompt: str | list[Any], *, stream: bool,
+             max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "input": prompt, "temperature": 0,
                                 "max_output_tokens": max_tokens}
         if stream:
             body["stream"] = True
         body.update(extra)
         return body
 
-    def control(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT, stream=False)
-
-    def stream(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT, stream=True)
-
     def tool_call(self, model: str) -> dict[str, Any]:
-        return self._body(model, WEATHER, stream=True, tools=_TOOLS,
+        return self.body(model, WEATHER, stream=True, tools=self.tools,
                           tool_choice={"type": "function", "name": TOOL["name"]})
 
     def tool_result(self, model: str, call: ToolCallSeen) -> dict[str, Any]:
@@ -96,27 +91,11 @@ class ResponsesApi(Api):
              "arguments": call.arguments},
             {"type": "function_call_output", "call_id": call.call_id, "output": TOOL_RESULT},
         ]
-        return self._body(model, given, stream=True, tools=_TOOLS, tool_choice="auto")
-
-    def no_tool(self, model: str) -> dict[str, Any]:
-        return self._body(model, COUNT_SHORT, stream=True, tools=_TOOLS, tool_choice="none")
-
-    def after_cancel(self, model: str) -> dict[str, Any]:
-        return self._body(model, READY, stream=False, max_tokens=SHORT_MAX_TOKENS)
+        return self.body(model, given, stream=True, tools=self.tools, tool_choice="auto")
 
     # Reading ----------------------------------------------------------------------------
 
-    def read_answer(self, doc: Any) -> Answer:
-        a = Answer()
-        if not isinstance(doc, dict):
-            a.problems.append("the answer is not a JSON object")
-            return a
-        a.id, a.object, a.model = as_str(doc.get("id")), as_str(doc.get("object")), as_str(doc.get("model"))
-        if isinstance(doc.get("usage"), dict):
-            a.usage = doc["usage"]
-        if a.object != self.answer_object:
-            a.problems.append(f"`object` is {a.object!r}, not 'response': the route does not "
-                              "answer in the Responses format")
+    def read_completion(self, doc: dict[str, Any], a: Answer) -> None:
         if "status" in doc:
             a.finish = finish_of(doc)
         if a.finish == "failed":
@@ -124,7 +103,7 @@ class ResponsesApi(Api):
         output = doc.get("output")
         if not isinstance(output, list):
             a.problems.append("the answer has no `output`: there is no completion in it")
-            return a
+            return
         for item in output:
             if not isinstance(item, dict):
                 continue
@@ -135,7 +114,6 @@ class ResponsesApi(Api):
                 for part in item.get("content") or ():
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
                         a.text += part["text"]
-        return a
 
     def read_stream(self, events: list[TimedEvent]) -> StreamFacts:
         f = StreamFacts()
@@ -265,9 +243,7 @@ class _ResponsesStream:
             p.append("the stream carried no `data:` frames at all")
             return
         if f.malformed:
-            p.append(f"{f.malformed} data frame(s) are not JSON objects (first: "
-                     f"{excerpt(self.first_malformed or b'')}): the gateway, or something between "
-                     "it and you, corrupts frames; OpenAI SDKs raise on them")
+            p.append(malformed_problem(f.malformed, self.first_malformed))
         if self.untyped:
             p.append(f"{self.untyped} event(s) carry no JSON `type`: SDKs dispatch Responses "
                      "events on it")

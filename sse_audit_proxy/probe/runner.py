@@ -10,9 +10,9 @@ import aiohttp
 from yarl import URL
 
 from . import gates
+from .api import Api
 from .chat import ChatApi
 from .client import Exchange, Sender, lookup_record, send
-from .facts import Api
 from .gates import Gate, ProxyCheck, Status
 from .responses import ResponsesApi
 

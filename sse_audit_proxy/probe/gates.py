@@ -231,6 +231,8 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
     gate.evidence = {
         "ttfb_ms": _ms(r.ttfb), "ttft_ms": _ms(r.ttft), "duration_ms": _ms(r.duration),
         "ttft_share_of_last_content": None if share is None else round(share, 3),
+        "ttft_share_of_total": (round(r.ttft / r.duration, 3)
+                                if r.ttft is not None and r.duration > 0 else None),
         "content_frames": r.content_frames, "frames": r.frames, "reads": len(ex.chunks),
         "keepalives": r.keepalives, "content_spacing_mean_ms": _ms(mean),
         "content_spacing_max_ms": _ms(max(spacing) if spacing else None),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import demo, gateway, serve, traffic
+from . import demo, gateway, probe, serve, traffic
 from .options import Parser
 
-COMMANDS = (serve, gateway, traffic, demo)
+COMMANDS = (serve, gateway, traffic, demo, probe)
 
 
 def build_parser() -> Parser:

@@ -47,15 +47,21 @@ class End(StrEnum):
     UPSTREAM_EOF = "upstream_eof"
     UPSTREAM_BROKEN = "upstream_broken"
     UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
+    CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
     IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
     CLIENT_GONE = "client_gone"
-    ABORTED = "aborted"  # by the proxy: slow client, shutdown
+    SLOW_CLIENT = "slow_client"  # the client left more than max_unsent_bytes unread
+    ABORTED = "aborted"  # by the proxy: still running when the shutdown drain ran out
 
 
 _OUTCOME_BY_END = {
     End.UPSTREAM_STATUS: Outcome.UPSTREAM_ERROR,
+    End.CONNECT_TIMEOUT: Outcome.TIMEOUT,
     End.IDLE_TIMEOUT: Outcome.TIMEOUT,
+    End.TOTAL_TIMEOUT: Outcome.TIMEOUT,
     End.CLIENT_GONE: Outcome.CLIENT_DISCONNECT,
+    End.SLOW_CLIENT: Outcome.CLIENT_DISCONNECT,
     End.ABORTED: Outcome.CLIENT_DISCONNECT,
 }
 
@@ -93,6 +99,9 @@ class StreamResult:
     unterminated_frame: bool
     gap_counts: list[int] = field(default_factory=list)  # per buckets.GAP bound, +Inf last
     gap_sum: float = 0.0
+    # Usage was expected: asked for (stream_options.include_usage), or always part of this
+    # stream shape (Responses, Anthropic Messages).
+    usage_requested: bool = False
     last_keepalive: float | None = None  # seconds from the request to the last keep-alive
 
 
@@ -245,8 +254,7 @@ class StreamAudit:
                 anomalies.append(Anomaly.MISSING_DONE)
             if dialect.expects_finish_reason and summary.missing_finish_reason:
                 anomalies.append(Anomaly.MISSING_FINISH_REASON)
-            wants_usage = self._include_usage or dialect.expects_usage
-            if wants_usage and summary.usage is None:
+            if self._wants_usage() and summary.usage is None:
                 anomalies.append(Anomaly.MISSING_USAGE)
         ttft = None if self._first_content is None else self._first_content - self._started
         if self._is_buffered(ttft):
@@ -279,9 +287,14 @@ class StreamAudit:
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
             gap_sum=self._gap_sum,
+            usage_requested=self._wants_usage(),
             last_keepalive=(None if self._last_keepalive is None
                             else self._last_keepalive - self._started),
         )
+
+    def _wants_usage(self) -> bool:
+        dialect = type(self._dialect)
+        return dialect.expects_usage and (self._include_usage or dialect.usage_always)
 
     def _is_buffered(self, ttft: float | None) -> bool:
         th = self._thresholds

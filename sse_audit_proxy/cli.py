@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import serve
+from . import demo, gateway, probe, serve, traffic
 from .options import Parser
 
-COMMANDS = (serve,)
+COMMANDS = (serve, gateway, traffic, demo, probe)
 
 
 def build_parser() -> Parser:

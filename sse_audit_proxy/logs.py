@@ -7,36 +7,59 @@ never a header value, prompt or completion text.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import structlog
 
 from .record import AuditRecord
+from .redaction import Redactor
 
 LOG_FORMATS = ("json", "console")
 
 
-def configure_logging(fmt: str = "json") -> None:
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> None:
+    redact = Redactor(secret_headers)
+    stamp: list[Any] = [structlog.processors.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    # Exceptions are rendered to text first so the redactor sees (and scrubs) them too.
+    tail: list[Any] = [structlog.processors.format_exc_info, redact]
     if fmt == "console":
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
         factory: Any = structlog.PrintLoggerFactory(sys.stdout)
     else:
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, *stamp, *tail, renderer],
         logger_factory=factory,
         wrapper_class=structlog.make_filtering_bound_logger(0),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib_logging(stamp, tail, fmt)
+
+
+def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
+    """Library warnings (aiohttp, asyncio) go through the same chain: same format, redacted."""
+    renderer = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                else structlog.processors.JSONRenderer(serializer=_json_text))
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail,
+                    renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _json_text(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj).decode()
 
 
 def _ms(seconds: float | None) -> float | None:

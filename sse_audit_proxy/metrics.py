@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import buckets
+from .audit import Outcome
 from .record import AuditRecord
 from .request_info import safe_token
 
 OTHER = "other"
+# missing_usage is only judged when the upstream ended the stream; its denominator matches.
+_UPSTREAM_ENDED = frozenset({Outcome.COMPLETE, Outcome.TRUNCATED})
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -86,6 +89,12 @@ class Metrics:
             "sse_audit_usage_tokens", "Tokens reported by the upstream's usage.",
             (*rm, "type"), registry=registry,
         )
+        self.usage_requested = Counter(
+            "sse_audit_usage_requested_streams",
+            "Streams that asked for usage (stream_options.include_usage) and that the upstream "
+            "ended: the denominator of the missing_usage share.",
+            rm, registry=registry,
+        )
         self.active = Gauge(
             "sse_audit_active_streams", "Streams being relayed now.",
             ("route",), registry=registry, multiprocess_mode="livesum",
@@ -109,6 +118,8 @@ class Metrics:
         self.streams.labels(*labels, s.outcome.value).inc()
         for anomaly in s.anomalies:
             self.anomalies.labels(*labels, anomaly).inc()
+        if s.usage_requested and s.outcome in _UPSTREAM_ENDED:
+            self.usage_requested.labels(*labels).inc()
         if s.ttfb is not None:
             self.ttfb.labels(*labels).observe(s.ttfb)
         if s.ttft is not None:

@@ -31,13 +31,17 @@ def option(
     parser: argparse.ArgumentParser,
     flag: str,
     *,
-    type: Callable[[str], Any] = str,  # noqa: A002 - mirrors argparse
+    type: Callable[[str], Any] = str,
     default: Any = None,
-    help: str,  # noqa: A002
+    help: str,
     required: bool = False,
     choices: tuple[str, ...] | None = None,
+    secret: bool = False,
 ) -> None:
-    """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set."""
+    """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set.
+
+    `secret`: the value (say, an API key from the environment) never appears in --help.
+    """
     env = env_name(flag)
     raw = os.environ.get(env)
     if raw is not None and raw != "":
@@ -48,12 +52,12 @@ def option(
         if choices and default not in choices:
             parser.error(f"{env}={raw!r}: choose from {', '.join(choices)}")
         required = False
-    shown = "" if default is None else f" (default: {default})"
+    shown = "" if default is None or secret else f" (default: {default})"
     parser.add_argument(flag, type=type, default=default, required=required, choices=choices,
                         help=f"{help}{shown} [env: {env}]")
 
 
-def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:  # noqa: A002
+def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes."""
     env = env_name(name)
     on = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
@@ -96,6 +100,16 @@ def positive_float(value: str) -> float:
     return n
 
 
+def non_negative_float(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not n >= 0 or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number: {value!r}")
+    return n
+
+
 def ratio(value: str) -> float:
     n = positive_float(value)
     if n > 1:
@@ -126,3 +140,17 @@ def size(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte: {value!r}")
     return n
+
+
+def readable_file(value: str) -> str:
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r}: {exc.strerror}") from exc
+    return value
+
+
+def name_list(value: str) -> tuple[str, ...]:
+    """A comma-separated list: `a, b,c`."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -3,6 +3,9 @@
 This is the only module that touches sockets and clocks. For each upstream body chunk it
 writes to the client first and feeds the audit second; the audit never blocks or alters
 what the client receives, and a failure inside it is logged and ignored.
+
+Every request ends in exactly one audit record, whatever happens to it: refused, upstream
+unreachable, cut by either side, aborted at shutdown.
 """
 
 from __future__ import annotations
@@ -10,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import unquote
 
 import aiohttp
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.http_writer import StreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .access import KeyCheck
 from .audit import End, StreamAudit, Thresholds
 from .dialects import dialect_for_route, route_for_path
+from .listen import listen
 from .record import AuditRecord
 from .request_info import RequestInfo, trace_id_from
 
@@ -35,6 +42,14 @@ HOP_BY_HOP = frozenset({
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
 _RESPONSE_DROP = HOP_BY_HOP
 TRACE_HEADER = "X-Client-Request-Id"
+
+# Request head limits (aiohttp's parser enforces them before any handler runs). One field
+# may hold a long JWT bearer token; nothing legitimate needs hundreds of headers.
+MAX_REQUEST_LINE = 8190
+MAX_FIELD_SIZE = 16384
+MAX_HEADERS = 100
+# nginx's convention: the client went away before it was answered.
+STATUS_CLIENT_GONE = 499
 
 _log = structlog.get_logger("sse_audit_proxy")
 
@@ -54,8 +69,15 @@ class ProxyConfig:
     port: int = 8080
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
+    total_timeout: float = 3600.0
     max_body_bytes: int = 32 << 20
+    max_unsent_bytes: int = 1 << 20
+    drain_timeout: float = 30.0
+    upstream_ca_file: str | None = None
+    insecure_upstream: bool = False
+    require_keys: tuple[str, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
+    reuse_port: bool = False  # --workers: several processes listen on one port (SO_REUSEPORT)
 
 
 class _BodyTooLarge(Exception):
@@ -77,45 +99,89 @@ def error_body(message: str, type_: str, code: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
 
 
+def escapes_base(raw_path: str) -> bool:
+    """True when the path has dot segments (also percent-encoded or with backslashes).
+
+    The upstream URL is the base URL plus the raw path, so the destination host can never
+    change; but `..` could climb out of a base path such as https://gw/openai/.
+    """
+    path = unquote(raw_path.partition("?")[0]).replace("\\", "/")
+    return any(seg in (".", "..") for seg in path.split("/"))
+
+
+def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext | bool:
+    """Verify upstream certificates (system store plus a CA file) unless told not to."""
+    if config.insecure_upstream:
+        return False
+    context = ssl.create_default_context()
+    if config.upstream_ca_file:
+        context.load_verify_locations(cafile=config.upstream_ca_file)
+    return context
+
+
 class Proxy:
     def __init__(self, config: ProxyConfig, sinks: Sequence[Sink]) -> None:
         self.config = config
         self._sinks = tuple(sinks)
         self._base = str(config.upstream).rstrip("/")
+        self._keys = KeyCheck(config.require_keys)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
-        self._closing = False
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._draining = False  # refusing new requests, letting the running ones finish
+        self._aborting = False  # the drain time is up: what still runs is cut
         self.port = config.port
 
     async def start(self) -> None:
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=ssl.create_default_context())
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=upstream_ssl(cfg))
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,  # forward the upstream's bytes exactly as encoded
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.idle_timeout
+                total=cfg.total_timeout, sock_connect=cfg.connect_timeout,
+                sock_read=cfg.idle_timeout,
             ),
             trust_env=False,
         )
-        server = web.Server(
+        server = _Server(
             self.handle,
+            self._parse_error,
             handler_cancellation=True,  # a vanished client cancels its handler at once
             auto_decompress=False,
             access_log=None,
+            max_line_size=MAX_REQUEST_LINE,
+            max_field_size=MAX_FIELD_SIZE,
+            max_headers=MAX_HEADERS,
         )
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port)
-        await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = await listen(self._runner, cfg.host, cfg.port, reuse_port=cfg.reuse_port)
 
-    async def close(self) -> None:
-        self._closing = True
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let running requests finish for up to `drain_timeout`, cut the rest."""
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        self._draining = True
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()  # closes the listening socket: new connections are refused
+            if self._runner.server is not None:
+                self._runner.server.pre_shutdown()  # keep-alive connections close when idle
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        self._aborting = True
+        running = set(self._inflight)
+        for task in running:
+            task.cancel()
+        if running:
+            # Each handler writes its record in a finally block as it unwinds.
+            await asyncio.wait(running, timeout=5.0)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -124,28 +190,69 @@ class Proxy:
     # One request ----------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
         started = time.monotonic()
-        wall = time.time()
         route = route_for_path(request.path)
         trace_id, from_client = trace_id_from(request.headers)
-        rec = AuditRecord(trace_id, route, request.method, "unknown", 0, wall, 0.0, 0, None)
+        rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
+                          None)
+        try:
+            return await self._handle(request, rec, started, from_client)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("proxy_failed", trace_id=trace_id)
+            if rec.duration:  # already recorded: answer without a second record
+                return web.Response(status=500, content_type="application/json", body=error_body(
+                    "the proxy failed to handle the request", "server_error", "proxy_error"))
+            return self._refuse(rec, started, 500, "the proxy failed to handle the request",
+                                "server_error", "proxy_error")
+        finally:
+            self._inflight.discard(task)
 
+    async def _handle(
+        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool
+    ) -> web.StreamResponse:
+        if self._draining:
+            return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
+                                "server_error", "proxy_shutting_down", close=True)
         raw_path = request.raw_path
         if request.method == "CONNECT" or not raw_path.startswith("/"):
-            return await self._refuse(request, rec, started, 400, "only origin-form request "
-                                      "targets are proxied", "invalid_request_error",
-                                      "unsupported_request_target")
+            return self._refuse(rec, started, 400, "only origin-form request targets are "
+                                "proxied", "invalid_request_error", "unsupported_request_target",
+                                close=True)
+        if escapes_base(raw_path):
+            return self._refuse(rec, started, 400, "dot segments are not allowed in the path",
+                                "invalid_request_error", "invalid_path")
+        if self._keys and not self._keys.allows(request.headers):
+            resp = self._refuse(rec, started, 401, "missing or invalid API key for this proxy",
+                                "invalid_request_error", "invalid_api_key")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp
         try:
             body = await self._read_body(request)
         except _BodyTooLarge:
-            return await self._refuse(request, rec, started, 413, "request body exceeds "
-                                      f"{self.config.max_body_bytes} bytes",
-                                      "invalid_request_error", "request_too_large")
+            return self._refuse(rec, started, 413, "request body exceeds "
+                                f"{self.config.max_body_bytes} bytes", "invalid_request_error",
+                                "request_too_large", close=True)
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, None, started)
+            raise
+        except ConnectionError:  # the client went away mid-body
+            self._gone_before_answer(rec, None, started)
+            resp = web.Response(status=STATUS_CLIENT_GONE)
+            resp.force_close()
+            return resp
+        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+            return self._refuse(rec, started, 400, "the request body could not be read",
+                                "invalid_request_error", "invalid_request_body", close=True)
         info = RequestInfo.from_body(body)
         rec.model = info.model
         headers = _forward_headers(request.headers, _REQUEST_DROP)
         if not from_client:
-            headers[TRACE_HEADER] = trace_id
+            headers[TRACE_HEADER] = rec.trace_id
         url = URL(self._base + raw_path, encoded=True)
 
         assert self._session is not None
@@ -153,8 +260,11 @@ class Proxy:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=body or None, allow_redirects=False
             )
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an answer and a record
-            return await self._upstream_failed(request, rec, info, started, exc)
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, info, started)
+            raise
+        except Exception as exc:
+            return self._upstream_failed(rec, info, started, exc)
         try:
             return await self._respond(request, upstream, rec, info, started)
         finally:
@@ -199,68 +309,119 @@ class Proxy:
         headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
         headers[TRACE_HEADER] = rec.trace_id
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if self._draining:
+            resp.force_close()  # let the client reconnect to an instance that stays
         end = End.UPSTREAM_EOF
-        sent = 0
         if is_sse:
             self._notify_started(rec.route)
         try:
-            await resp.prepare(request)
-            end, sent = await self._relay(upstream, resp, audit if is_sse or peek else None)
+            writer = await resp.prepare(request)
+            if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
+                end = await self._relay_stream(upstream, writer, request.transport, audit, rec)
+            else:
+                end = await self._relay(upstream, resp, rec, audit if peek else None)
         except asyncio.CancelledError:
-            end = End.ABORTED if self._closing else End.CLIENT_GONE
+            end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
         except ConnectionError:
             end = End.CLIENT_GONE
         finally:
             if end is not End.UPSTREAM_EOF:
                 upstream.close()  # stop the gateway generating for nobody
-            if end in (End.UPSTREAM_BROKEN, End.IDLE_TIMEOUT) and request.transport is not None:
-                # Close without the final chunk so the client sees a cut, not a clean end.
-                request.transport.close()
+            transport = request.transport
+            if transport is not None:
+                if end is End.SLOW_CLIENT:
+                    transport.abort()  # drop what the client would not take
+                elif end in (End.UPSTREAM_BROKEN, End.IDLE_TIMEOUT, End.TOTAL_TIMEOUT):
+                    # Close without the final chunk so the client sees a cut, not a clean end.
+                    transport.close()
             if is_sse:
                 self._notify_ended(rec.route)
             if audit is not None and upstream.status >= 400:
                 end = End.UPSTREAM_STATUS
             if peek and audit is not None and not audit.error_document:
                 audit = None  # an ordinary answer, not a stream: a plain request record
-            self._finish(rec, audit, end, sent, started)
+            if audit is None and end is not End.UPSTREAM_EOF:
+                rec.error = end.value
+            self._finish(rec, audit, end, started)
         return resp
 
     async def _relay(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, audit: StreamAudit | None
-    ) -> tuple[End, int]:
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord,
+        peek: StreamAudit | None = None,
+    ) -> End:
+        """Any other body: plain backpressure (the upstream is read as fast as the client takes).
+
+        `peek`: a stream was asked for and this is none; the audit looks at the body's start
+        for an error document sent in its place.
+        """
         read = upstream.content.readany
         write = resp.write
-        clock = time.monotonic
-        sent = 0
         while True:
             try:
                 chunk = await read()
-            except asyncio.TimeoutError:
-                return End.IDLE_TIMEOUT, sent
-            except (aiohttp.ClientError, OSError):
-                return End.UPSTREAM_BROKEN, sent
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                return _read_failed(exc)
             if not chunk:
-                return End.UPSTREAM_EOF, sent
+                return End.UPSTREAM_EOF
+            try:
+                await write(chunk)
+            except ConnectionError:
+                return End.CLIENT_GONE
+            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
+            if peek is not None:
+                try:
+                    peek.feed(chunk, time.monotonic())  # then look
+                except Exception:
+                    _log.exception("audit_failed")
+                    peek = None
+
+    async def _relay_stream(
+        self,
+        upstream: aiohttp.ClientResponse,
+        writer: StreamWriter,
+        transport: asyncio.Transport,
+        audit: StreamAudit | None,
+        rec: AuditRecord,
+    ) -> End:
+        """An event stream: read at the upstream's pace, so the audit times the upstream.
+
+        The client's socket may hold back up to `max_unsent_bytes` (its transport's high-water
+        mark); past that the client is not keeping up, and the stream is aborted rather than
+        buffered without bound or left to stall the upstream indefinitely.
+        """
+        transport.set_write_buffer_limits(high=self.config.max_unsent_bytes)
+        read = upstream.content.readany
+        write = writer.write
+        protocol = writer.protocol
+        clock = time.monotonic
+        while True:
+            try:
+                chunk = await read()
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                return _read_failed(exc)
+            if not chunk:
+                return End.UPSTREAM_EOF
             t = clock()
             try:
-                await write(chunk)  # forward first
+                await write(chunk, drain=False)  # forward first; never wait on the client
             except ConnectionError:
-                return End.CLIENT_GONE, sent
-            sent += len(chunk)
+                return End.CLIENT_GONE
+            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
             if audit is not None:
                 try:
                     audit.feed(chunk, t)  # then look
-                except Exception:  # noqa: BLE001 - the audit must never break the stream
+                except Exception:
                     _log.exception("audit_failed")
                     audit = None
+            if protocol.writing_paused:  # more than max_unsent_bytes wait for the client
+                return End.SLOW_CLIENT
 
     def _finish(
-        self, rec: AuditRecord, audit: StreamAudit | None, end: End, sent: int, started: float
+        self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float
     ) -> None:
         now = time.monotonic()
         rec.duration = now - started
-        rec.bytes = sent
         if audit is not None:
             rec.stream = audit.finish(now, end)
         self._emit(rec)
@@ -269,7 +430,7 @@ class Proxy:
         for sink in self._sinks:
             try:
                 sink.record(rec)
-            except Exception:  # noqa: BLE001 - one broken sink must not starve the others
+            except Exception:
                 _log.exception("sink_failed", sink=type(sink).__name__)
 
     def _notify_started(self, route: str) -> None:
@@ -280,47 +441,148 @@ class Proxy:
         for sink in self._sinks:
             sink.stream_ended(route)
 
+    def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
+                            started: float) -> None:
+        """The handler was cancelled before a response began: client gone, or shutdown."""
+        end = End.ABORTED if self._aborting else End.CLIENT_GONE
+        rec.status = STATUS_CLIENT_GONE
+        rec.error = "shutdown" if end is End.ABORTED else "client_disconnect"
+        audit = None
+        if info is not None:
+            rec.model = info.model
+            if info.stream:
+                audit = StreamAudit(dialect_for_route(rec.route)(), started)
+        self._finish(rec, audit, end, started)
+
     # The proxy's own answers ----------------------------------------------------------
 
-    async def _upstream_failed(
-        self,
-        request: web.BaseRequest,
-        rec: AuditRecord,
-        info: RequestInfo,
-        started: float,
-        exc: Exception,
+    def _upstream_failed(
+        self, rec: AuditRecord, info: RequestInfo, started: float, exc: Exception
     ) -> web.StreamResponse:
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            status, code, message = 504, "upstream_connect_timeout", "upstream connect timed out"
-        elif isinstance(exc, asyncio.TimeoutError):
-            status, code, message = 504, "upstream_timeout", "upstream sent no response in time"
-        elif isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
-            status, code, message = 502, "upstream_tls_error", "TLS handshake with upstream failed"
-        else:
-            status, code, message = 502, "upstream_unreachable", "could not reach upstream"
-        rec.error = code
+        # The exception's own text goes nowhere: the record carries our code for it.
+        status, code, message = upstream_error(exc, self.config)
         audit = None
         if info.stream:
             audit = StreamAudit(dialect_for_route(rec.route)(), started)
-        end = End.IDLE_TIMEOUT if code == "upstream_timeout" else End.UPSTREAM_STATUS
-        return await self._answer(request, rec, started, status, message, "upstream_error", code,
-                                  audit, end)
+        end = _END_BY_CODE.get(code, End.UPSTREAM_STATUS)
+        return self._answer(rec, started, status, message, "upstream_error", code, audit, end)
 
-    async def _refuse(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, status: int,
-        message: str, type_: str, code: str,
-    ) -> web.StreamResponse:
-        rec.error = code
-        return await self._answer(request, rec, started, status, message, type_, code, None,
-                                  End.UPSTREAM_STATUS)
+    def _refuse(
+        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
+        code: str, *, close: bool = False,
+    ) -> web.Response:
+        resp = self._answer(rec, started, status, message, type_, code, None,
+                            End.UPSTREAM_STATUS)
+        if close:
+            # Do not read (or wait for) the rest of a request we refused.
+            resp.force_close()
+        return resp
 
-    async def _answer(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, status: int,
-        message: str, type_: str, code: str, audit: StreamAudit | None, end: End,
-    ) -> web.StreamResponse:
+    def _answer(
+        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
+        code: str, audit: StreamAudit | None, end: End,
+    ) -> web.Response:
         rec.status = status
+        rec.error = code
         body = error_body(message, type_, code)
         resp = web.Response(status=status, body=body, content_type="application/json",
                             headers={TRACE_HEADER: rec.trace_id})
-        self._finish(rec, audit, end, len(body), started)
+        rec.bytes = len(body)
+        self._finish(rec, audit, end, started)
         return resp
+
+    def _parse_error(self, request: web.BaseRequest, status: int,
+                     exc: BaseException | None) -> web.Response:
+        """A request aiohttp's parser refused (bad or oversized head): answer and record it."""
+        started = time.monotonic()
+        trace_id, _ = trace_id_from(request.headers)
+        rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
+                          0, time.time(), 0.0, 0, None)
+        if isinstance(exc, http_exceptions.LineTooLong) or (
+            isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message
+        ):
+            status, code, msg = 431, "request_header_too_large", "request line or headers exceed " \
+                                "the proxy's limits"
+        elif status >= 500:
+            _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
+            code, msg = "proxy_error", "the proxy failed to handle the request"
+        else:
+            code, msg = "invalid_http_request", "malformed HTTP request"
+        # The parser's message can quote a header line (an API key): it is neither logged
+        # nor echoed; the record carries our code for it.
+        return self._refuse(rec, started, status, msg,
+                            "server_error" if status >= 500 else "invalid_request_error", code,
+                            close=True)
+
+
+def _read_failed(exc: BaseException) -> End:
+    """Why reading the upstream's body stopped."""
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return End.IDLE_TIMEOUT  # sock_read: nothing for idle_timeout
+    if isinstance(exc, TimeoutError):
+        return End.TOTAL_TIMEOUT
+    return End.UPSTREAM_BROKEN
+
+
+_END_BY_CODE = {
+    "upstream_connect_timeout": End.CONNECT_TIMEOUT,
+    "upstream_idle_timeout": End.IDLE_TIMEOUT,
+    "upstream_timeout": End.TOTAL_TIMEOUT,
+}
+
+
+def upstream_error(exc: BaseException, config: ProxyConfig) -> tuple[int, str, str]:
+    """(status, code, message) for a failure to get a response from the upstream."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return (504, "upstream_connect_timeout",
+                f"upstream connect timed out after {config.connect_timeout:g} s")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return (504, "upstream_idle_timeout",
+                f"upstream sent nothing for {config.idle_timeout:g} s")
+    if isinstance(exc, asyncio.TimeoutError):
+        return (504, "upstream_timeout",
+                f"upstream did not answer within {config.total_timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", "") or "certificate error"
+        return 502, "upstream_tls_error", f"TLS with upstream failed: {reason}"
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        reason = getattr(getattr(exc, "os_error", exc), "reason", None) or "handshake failed"
+        return 502, "upstream_tls_error", f"TLS with upstream failed: {reason}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return 502, "upstream_dns_error", "could not resolve the upstream host"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return 502, "upstream_unreachable", "could not connect to upstream"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return 502, "upstream_disconnected", "upstream closed the connection without a response"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return 502, "upstream_bad_response", "upstream sent a response the proxy cannot read"
+    return 502, "upstream_error", "the request to the upstream failed"
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with the proxy answering requests the parser refuses."""
+
+    def __init__(self, handler: Any,
+                 on_parse_error: Callable[[web.BaseRequest, int, BaseException | None],
+                                          web.Response],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.on_parse_error = on_parse_error
+
+    def __call__(self) -> web.RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _RequestHandler(web.RequestHandler):
+    # aiohttp's default logs the parser's message and echoes it in a text/plain body; that
+    # message can quote a header line, API key included. Answer OpenAI-shaped and record it.
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        server = self._manager
+        if not isinstance(server, _Server):
+            return super().handle_error(request, status, exc, message)
+        return server.on_parse_error(request, status, exc)

@@ -5,16 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import signal
+import ssl
 import sys
+from collections.abc import Callable
 
 import structlog
 
-from . import loop
+from . import loop, workers
+from .access import read_key_file
 from .audit import Thresholds
 from .logs import LOG_FORMATS, configure_logging
-from .options import option, port, positive_float, positive_int, ratio, size, upstream_url
-from .proxy import ProxyConfig
+from .options import (
+    ConfigError,
+    flag,
+    name_list,
+    option,
+    port,
+    positive_float,
+    positive_int,
+    ratio,
+    readable_file,
+    size,
+    upstream_url,
+)
+from .proxy import ProxyConfig, upstream_ssl
+from .recent import DEFAULT_CAPACITY
 from .service import Service, ServiceConfig
 
 
@@ -32,8 +49,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="seconds without an upstream byte before a stream is aborted as `timeout`")
     option(p, "--connect-timeout", type=positive_float, default=10.0,
            help="seconds to establish the upstream connection (then 504)")
+    option(p, "--total-timeout", type=positive_float, default=3600.0,
+           help="seconds one request may take from start to the last byte, stream included")
+    option(p, "--drain-timeout", type=positive_float, default=30.0,
+           help="on SIGTERM, seconds in-flight requests get to finish before they are cut")
     option(p, "--max-body-bytes", type=size, default=32 << 20,
            help="largest request body accepted (larger: 413); accepts k/m suffixes")
+    option(p, "--max-unsent-bytes", type=size, default=1 << 20,
+           help="bytes of an event stream a client may leave unread before the stream is "
+                "aborted as `slow_client`; accepts k/m suffixes")
+    option(p, "--upstream-ca-file", type=readable_file,
+           help="PEM file of extra CA certificates trusted for the upstream's TLS")
+    flag(p, "--insecure-upstream",
+         help="do not verify the upstream's TLS certificate (testing only)")
+    option(p, "--require-key", type=name_list, secret=True,
+           help="comma-separated API keys a client must present (Authorization: Bearer, "
+                "api-key or x-api-key) or get 401; prefer the env var or --require-key-file")
+    option(p, "--require-key-file", type=readable_file,
+           help="file of allowed API keys, one a line (# comments); adds to --require-key")
+    option(p, "--secret-headers", type=name_list,
+           help="comma-separated header names to redact from logs, on top of Authorization, "
+                "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie")
     option(p, "--max-frame-bytes", type=size, default=1 << 20,
            help="largest SSE frame the audit holds; larger frames count as malformed")
     option(p, "--max-models", type=positive_int, default=100,
@@ -49,6 +85,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="a burst after a shorter time to first token is a fast upstream, not buffering")
     option(p, "--log-format", default="json", choices=LOG_FORMATS,
            help="json: one JSON object per line; console: for people")
+    option(p, "--workers", type=positive_int, default=1,
+           help="processes sharing the port (SO_REUSEPORT); the metrics port merges their metrics")
+    option(p, "--recent-streams", type=positive_int, default=DEFAULT_CAPACITY,
+           help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}")
     p.set_defaults(run=run)
 
 
@@ -60,33 +100,76 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         buffered_min_ttft=args.buffered_min_ttft,
         max_frame_bytes=args.max_frame_bytes,
     )
+    keys = tuple(args.require_key or ())
+    if args.require_key_file:
+        try:
+            keys += tuple(read_key_file(args.require_key_file))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--require-key-file: cannot read {args.require_key_file!r}: "
+                              f"{exc}") from exc
+        if not keys:
+            raise ConfigError(f"--require-key-file: no keys in {args.require_key_file!r}")
     proxy = ProxyConfig(
         upstream=args.upstream,
         host=args.host,
         port=args.port,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout,
+        total_timeout=args.total_timeout,
         max_body_bytes=args.max_body_bytes,
+        max_unsent_bytes=args.max_unsent_bytes,
+        drain_timeout=args.drain_timeout,
+        upstream_ca_file=args.upstream_ca_file,
+        insecure_upstream=args.insecure_upstream,
+        require_keys=keys,
         thresholds=thresholds,
     )
+    try:
+        upstream_ssl(proxy)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"--upstream-ca-file: not a PEM CA file: {args.upstream_ca_file!r}"
+                          ) from exc
     return ServiceConfig(proxy=proxy, metrics_host=args.metrics_host,
-                         metrics_port=args.metrics_port, max_models=args.max_models)
+                         metrics_port=args.metrics_port, max_models=args.max_models,
+                         recent_streams=args.recent_streams)
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format)
-    return loop.run(serve(config_from(args)))
+    try:
+        config = config_from(args)
+    except ConfigError as exc:
+        print(f"sse-audit-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    # A picklable recipe, so spawned workers log exactly as the parent does.
+    setup_logging = functools.partial(configure_logging, args.log_format,
+                                      secret_headers=tuple(args.secret_headers or ()))
+    setup_logging()
+    if args.workers > 1:
+        # Workers drain on their own; the supervisor waits that long and a little more.
+        return loop.run(workers.supervise(config, args.workers, setup_logging,
+                                          args.drain_timeout + 5.0, listen_error))
+    return loop.run(serve(config))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Why a socket could not be bound, in a few words."""
+    return {errno.EADDRINUSE: "address already in use",
+            errno.EADDRNOTAVAIL: "address not available",
+            errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def listen_error(exc: OSError, config: ServiceConfig) -> str:
-    what = {errno.EADDRINUSE: "address already in use",
-            errno.EADDRNOTAVAIL: "address not available",
-            errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
     return (f"cannot listen on {config.proxy.host}:{config.proxy.port} or metrics "
-            f"{config.metrics_host}:{config.metrics_port}: {what}")
+            f"{config.metrics_host}:{config.metrics_port}: {describe_os_error(exc)}")
 
 
-async def serve(config: ServiceConfig) -> int:
+async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:
+    """Run one proxy until SIGTERM/SIGINT; `on_started(metrics_port)` once it listens."""
+    # Handlers first: a SIGTERM that arrives while starting up still drains and exits 0.
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
     service = Service(config)
     try:
         await service.start()
@@ -97,11 +180,11 @@ async def serve(config: ServiceConfig) -> int:
     log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
              upstream=str(config.proxy.upstream),
              metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics")
-    stop = asyncio.Event()
-    running = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        running.add_signal_handler(sig, stop.set)
+    if on_started is not None:
+        on_started(service.metrics_port)
     await stop.wait()
-    log.info("proxy_stopping")
+    log.info("proxy_draining", in_flight=service.proxy.in_flight,
+             drain_timeout_s=config.proxy.drain_timeout)
     await service.close()
+    log.info("proxy_stopped")
     return 0

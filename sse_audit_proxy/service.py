@@ -9,9 +9,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .admin import admin_app
+from .listen import listen
 from .logs import LogSink
+from .lookup import LocalSource, add_routes
 from .metrics import Metrics
 from .proxy import Proxy, ProxyConfig, Sink
+from .recent import DEFAULT_CAPACITY, RecentStreams
 
 
 @dataclass(slots=True, frozen=True)
@@ -20,6 +23,7 @@ class ServiceConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     max_models: int = 100
+    recent_streams: int = DEFAULT_CAPACITY
 
 
 class Service:
@@ -32,28 +36,28 @@ class Service:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, max_models=config.max_models)
-        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), *extra_sinks])
+        self.recent = RecentStreams(config.recent_streams)
+        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, *extra_sinks])
         self._admin: web.AppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
 
     async def start(self) -> None:
-        self._admin = web.AppRunner(admin_app(self.registry, lambda: not self.draining),
-                                    access_log=None, handle_signals=False)
+        app = admin_app(self.registry, lambda: not self.draining)
+        add_routes(app, LocalSource(self.recent))
+        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
-        site = web.TCPSite(self._admin, self.config.metrics_host, self.config.metrics_port)
         try:
-            await site.start()
+            self.metrics_port = await listen(self._admin, self.config.metrics_host,
+                                             self.config.metrics_port)
             await self.proxy.start()
         except BaseException:
             await self.close()
             raise
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        if sockets:
-            self.metrics_port = sockets[0].getsockname()[1]
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
         self.draining = True
-        await self.proxy.close()
+        await self.proxy.close(drain_timeout)
         if self._admin is not None:
             await self._admin.cleanup()

@@ -14,11 +14,57 @@ from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from sse_audit_proxy.audit import Thresholds
+from sse_audit_proxy.listen import listen
 from sse_audit_proxy.proxy import ProxyConfig
 from sse_audit_proxy.record import AuditRecord
 from sse_audit_proxy.service import Service, ServiceConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Secret scan (issue 5): no API key a test sends may show up in any output the suite captures.
+# Keys are these constants plus every credential header value (12+ characters) that reached a
+# test upstream. Each test's captured stdout, stderr and log records are checked as its report
+# is made (a leak fails that test); all captured text is checked again at the end of the
+# session against keys first seen later.
+TEST_KEYS = ("sk-test-SECRET-0123456789abcdef", "azure-SECRET-key-0123456789")
+SEEN_KEYS: set[str] = set(TEST_KEYS)
+_CAPTURED: list[tuple[str, str]] = []  # (test id, captured text)
+_CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "api-key", "x-api-key", "Cookie")
+
+
+@web.middleware
+async def _note_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
+    for name in _CREDENTIAL_HEADERS:
+        for value in request.headers.getall(name, ()):
+            value = value.removeprefix("Bearer ").strip()
+            if len(value) >= 12:
+                SEEN_KEYS.add(value)
+    return await handler(request)
+
+
+def leaked_keys(text: str) -> list[str]:
+    return sorted(k for k in SEEN_KEYS if k in text)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    text = "\n".join(content for _, content in report.sections)
+    if not text:
+        return
+    _CAPTURED.append((item.nodeid, text))
+    leaked = leaked_keys(text)
+    if leaked and report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"an API key appeared in captured output: {leaked}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = [(nodeid, leaked_keys(text)) for nodeid, text in _CAPTURED if leaked_keys(text)]
+    if leaks:
+        print(f"\nAPI keys appeared in captured output: {leaks}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 class RecordingSink:
@@ -71,9 +117,7 @@ class RunningProxy:
 async def start_app(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, URL]:
     runner = web.AppRunner(app, access_log=None, **runner_kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = await listen(runner, "127.0.0.1", 0)
     return runner, URL(f"http://127.0.0.1:{port}")
 
 
@@ -83,7 +127,7 @@ async def upstream() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
     runners: list[web.AppRunner] = []
 
     async def start(handler: Handler, **runner_kwargs: Any) -> URL:
-        app = web.Application()
+        app = web.Application(middlewares=[_note_keys])
         app.router.add_route("*", "/{tail:.*}", handler)
         runner, url = await start_app(app, **runner_kwargs)
         runners.append(runner)
@@ -99,13 +143,16 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     """`await proxy(upstream_url, **ProxyConfig overrides)` starts the real proxy."""
     services: list[Service] = []
 
-    async def start(upstream_url: URL, *, max_models: int = 100, **overrides: Any) -> RunningProxy:
+    async def start(upstream_url: URL, *, max_models: int = 100, recent_streams: int = 1000,
+                    **overrides: Any) -> RunningProxy:
         overrides.setdefault("thresholds", Thresholds())
+        overrides.setdefault("drain_timeout", 1.0)  # teardown never waits long on a hung stream
         config = ServiceConfig(
             proxy=ProxyConfig(upstream=upstream_url, host="127.0.0.1", port=0, **overrides),
             metrics_host="127.0.0.1",
             metrics_port=0,
             max_models=max_models,
+            recent_streams=recent_streams,
         )
         sink = RecordingSink()
         service = Service(config, registry=CollectorRegistry(), extra_sinks=[sink])
@@ -123,3 +170,20 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain client that leaves bodies compressed, as a byte-exact comparison needs."""
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+@pytest.fixture
+async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
+    """`await demo_gateway(**Timing overrides)` serves the demo gateway; returns its base URL."""
+    from sse_audit_proxy.gateway import Timing, start
+
+    runners: list[web.AppRunner] = []
+
+    async def start_gateway(**timing: Any) -> URL:
+        runner, url = await start(Timing(**timing))
+        runners.append(runner)
+        return url
+
+    yield start_gateway
+    for runner in runners:
+        await runner.cleanup()

@@ -28,7 +28,7 @@ class AnthropicMessages(TypedEvents):
     path_suffixes = ("/v1/messages",)
     expects_done = False  # Anthropic sends no `[DONE]`
     expects_finish_reason = True  # `message_delta.stop_reason`
-    expects_usage = True  # `message_start` and `message_delta` always carry usage
+    usage_always = True  # `message_start` and `message_delta` always carry usage
 
     __slots__ = ()
 

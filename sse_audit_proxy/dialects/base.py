@@ -48,8 +48,9 @@ class Dialect:
     path_suffixes: ClassVar[tuple[str, ...]] = ()
     expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
     expects_finish_reason: ClassVar[bool] = True
+    expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
     # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
-    expects_usage: ClassVar[bool] = False
+    usage_always: ClassVar[bool] = False
 
     __slots__ = ()
 

@@ -11,6 +11,7 @@ class Generic(Dialect):
 
     route = "other"
     expects_finish_reason = False
+    expects_usage = False  # usage is not read here: its absence cannot be told
 
     __slots__ = ("_done",)
 

@@ -47,7 +47,7 @@ class Responses(TypedEvents):
     path_suffixes = ("/responses",)
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
-    expects_usage = True  # every terminal response object carries usage
+    usage_always = True  # every terminal response object carries usage
 
     __slots__ = ("_items", "_seq", "_seq_breaks")
 

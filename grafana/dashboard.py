@@ -1,0 +1,270 @@
+"""Generates grafana/dashboards/sse-audit-proxy.json, the canary dashboard.
+
+    python grafana/dashboard.py          # rewrite the JSON
+    python grafana/dashboard.py --check  # exit 1 if the committed JSON is not current
+
+The JSON is committed so it can be imported or provisioned as is; a test checks that it is
+what this file generates, and the end-to-end test runs every query in it against a real
+Prometheus scraping the real proxy. Share panels plot the recording rules of
+deploy/prometheus/sse-audit-proxy.rules.yml, so they show exactly what the alerts evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).parent / "dashboards" / "sse-audit-proxy.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'route=~"$route", model=~"$model", instance=~"$instance"'
+ROUTE_SEL = 'route=~"$route", instance=~"$instance"'
+RULE_SEL = 'route=~"$route", model=~"$model"'  # recorded ratios are summed over instances
+RATE = "$__rate_interval"
+WIDTH = 24
+
+
+def rate(metric: str, by: str, sel: str = SEL) -> str:
+    return f"sum by ({by}) (rate({metric}{{{sel}}}[{RATE}]))"
+
+
+def quantile(q: float, histogram: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{{SEL}}}[{RATE}])))"
+
+
+def zero_filled(series: str) -> str:
+    """A recorded share, or 0 where the streams exist but the anomaly never happened."""
+    return (f"{series} or on (job, route, model) "
+            f"0 * job_route_model:sse_audit_streams:rate5m{{{RULE_SEL}}}")
+
+
+def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref,
+            "range": True}
+
+
+def panel(title: str, description: str, targets: list[tuple[str, str]], *, unit: str,
+          width: int = 8, threshold: float | None = None, stack: bool = False) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": unit, "min": 0,
+                                "custom": {"fillOpacity": 10, "showPoints": "never",
+                                           "stacking": {"mode": "normal" if stack else "none"}}}
+    if threshold is not None:
+        defaults["thresholds"] = {"mode": "absolute", "steps": [
+            {"color": "green", "value": None}, {"color": "red", "value": threshold}]}
+        defaults["custom"]["thresholdsStyle"] = {"mode": "line+area"}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [target(expr, legend, chr(ord("A") + i))
+                    for i, (expr, legend) in enumerate(targets)],
+        "_width": width,
+    }
+
+
+def quantiles(histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[tuple[str, str]]:
+    return [(quantile(q, histogram), f"p{round(q * 100)}") for q in qs]
+
+
+ROWS: list[tuple[str, list[dict[str, Any]]]] = [
+    ("Traffic", [
+        panel("Requests per second by status",
+              "Every proxied request, streamed or not, by the HTTP status the client got. A new "
+              "status appearing when the canary takes traffic (429, 502, 504) is the first thing "
+              "to look at.",
+              [(rate("sse_audit_requests_total", "status", ROUTE_SEL), "{{status}}")],
+              unit="reqps", stack=True),
+        panel("Streams per second by outcome",
+              "Audited event streams by outcome. Healthy traffic is almost all `complete`; "
+              "`truncated` means the stream ended before [DONE], `upstream_error` a refused "
+              "stream, `client_disconnect` the client left, `timeout` no byte for --idle-timeout.",
+              [(rate("sse_audit_streams_total", "outcome"), "{{outcome}}")],
+              unit="reqps", stack=True),
+        panel("Active streams",
+              "Streams being relayed right now, per route. It rises with load and with slow "
+              "streams; a climb without more traffic means streams last longer (stalls, slow "
+              "tokens).",
+              [(f'sum by (route) (sse_audit_active_streams{{{ROUTE_SEL}}})', "{{route}}")],
+              unit="short"),
+        panel("Upstream error ratio",
+              "Share of requests answered 5xx or 429 over 5 minutes, all instances (recording "
+              "rule; the red line is the SSEAuditUpstreamErrors threshold). 429s are rate limits, "
+              "502/504 the proxy could not reach the gateway.",
+              [('job_route:sse_audit_upstream_errors:ratio_rate5m{route=~"$route"}',
+                "{{route}}")],
+              unit="percentunit", width=24, threshold=0.05),
+    ]),
+    ("Verdicts", [
+        panel("Buffered and truncated share",
+              "Share of streams over 5 minutes, all instances (recording rules, the series the "
+              "alerts use). Buffered: the completion was withheld and replayed in one burst "
+              "(alert above 5 %). Truncated: ended before [DONE] (alert above 1 %). Both should "
+              "sit at 0.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="buffered", {RULE_SEL}}}'), "buffered {{route}} {{model}}"),
+               (zero_filled('job_route_model_outcome:sse_audit_streams:ratio_rate5m'
+                            f'{{outcome="truncated", {RULE_SEL}}}'),
+                "truncated {{route}} {{model}}")],
+              unit="percentunit", width=12, threshold=0.01),
+        panel("Anomalies per second by kind",
+              "Anomalies found in streams, by kind (a stream can have several). Use it to see "
+              "which fault the gateway has; then GET /streams/recent?anomaly=KIND on the metrics "
+              "port for trace IDs.",
+              [(rate("sse_audit_stream_anomalies_total", "anomaly"), "{{anomaly}}")],
+              unit="reqps", width=12, stack=True),
+        panel("Missing [DONE] and finish_reason share",
+              "Share of streams that ended without data: [DONE], or without any finish_reason "
+              "(recording rules, all instances; alerts above 1 %). Clients that wait for [DONE] "
+              "hang; without finish_reason they cannot tell a finished answer from a cut one.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="missing_done", {RULE_SEL}}}'),
+                "no [DONE] {{route}} {{model}}"),
+               (zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="missing_finish_reason", {RULE_SEL}}}'),
+                "no finish_reason {{route}} {{model}}")],
+              unit="percentunit", threshold=0.01),
+        panel("Missing usage share (of streams that asked)",
+              "Among streams whose request set stream_options.include_usage and that the "
+              "upstream ended, the share that got no usage chunk (recording rule, all instances; "
+              "alert above 1 %). Token accounting and billing lose these requests.",
+              [(f'job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}',
+                "{{route}} {{model}}")],
+              unit="percentunit", threshold=0.01),
+        panel("Finish reasons per second",
+              "Finish reasons reported per choice. A shift in the mix (more `length`, fewer "
+              "`stop`, `tool_calls` vanishing) after the cutover means the gateway changes "
+              "requests or responses.",
+              [(rate("sse_audit_finish_reasons_total", "finish_reason"), "{{finish_reason}}")],
+              unit="reqps", stack=True),
+    ]),
+    ("Latency", [
+        panel("Time to first token",
+              "From the request reaching the proxy to the first frame with content, p50/p95/p99 "
+              "from the histogram. What users feel as 'it started answering'.",
+              quantiles("sse_audit_time_to_first_token_seconds"), unit="s"),
+        panel("Time to first byte",
+              "From the request reaching the proxy to the first body byte of the gateway. When "
+              "TTFB is low but TTFT high, the gateway sends headers or role chunks early and "
+              "content late (or buffers); when both rose, it is slow to answer at all.",
+              quantiles("sse_audit_time_to_first_byte_seconds"), unit="s"),
+        panel("Time to first token p95 against its baseline",
+              "The 5-minute p95 against its median over the last day (recording rules, all "
+              "instances). SSEAuditTimeToFirstTokenRegression fires when p95 stays above twice "
+              "the baseline and above 0.5 s for 10 minutes.",
+              [('job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m'
+                f'{{{RULE_SEL}}}', "p95 {{route}} {{model}}"),
+               ('job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m_median1d'
+                f'{{{RULE_SEL}}}', "1-day median {{route}} {{model}}")],
+              unit="s"),
+    ]),
+    ("Streaming smoothness", [
+        panel("Inter-chunk gap",
+              "Time between consecutive frames, p50/p95/p99 over all gaps. Token-by-token "
+              "streaming shows steady gaps of tens of milliseconds; sub-millisecond gaps with a "
+              "high TTFT mean bursts (buffering).",
+              quantiles("sse_audit_inter_chunk_gap_seconds"), unit="s"),
+        panel("Worst gap per stream",
+              "The largest gap of each stream, p50/p95/p99 over streams: stalls mid-stream show "
+              "up here first. Compare p99 with your clients' read timeouts.",
+              quantiles("sse_audit_stream_max_gap_seconds"), unit="s"),
+        panel("Stream duration",
+              "From the request reaching the proxy to the end of the stream, p50/p95/p99.",
+              quantiles("sse_audit_stream_duration_seconds"), unit="s"),
+    ]),
+    ("Usage", [
+        panel("Usage tokens per second",
+              "Prompt and completion tokens as reported by the gateway's usage. A drop while "
+              "request rates hold means usage is missing (see Missing usage share).",
+              [(rate("sse_audit_usage_tokens_total", "type"), "{{type}}")],
+              unit="short", width=12, stack=True),
+        panel("Completion tokens per completed stream",
+              "Completion tokens reported per complete stream. A change after the cutover "
+              "means different max_tokens, models or truncation upstream.",
+              [(rate("sse_audit_usage_tokens_total", "route", SEL + ', type="completion"')
+                + " / " + rate("sse_audit_streams_total", "route", SEL + ', outcome="complete"'),
+                "{{route}}")],
+              unit="short", width=12),
+    ]),
+]
+
+
+def variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+            "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
+            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1, "options": []}
+
+
+def build() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y = 0
+    next_id = 1
+    for title, row_panels in ROWS:
+        panels.append({"type": "row", "title": title, "collapsed": False, "id": next_id,
+                       "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y}, "panels": []})
+        next_id += 1
+        y += 1
+        x = 0
+        for p in row_panels:
+            p = dict(p)
+            w = p.pop("_width")
+            if x + w > WIDTH:
+                x, y = 0, y + 8
+            panels.append({"id": next_id, "gridPos": {"h": 8, "w": w, "x": x, "y": y}, **p})
+            next_id += 1
+            x += w
+        y += 8
+    return {
+        "uid": "sse-audit-proxy",
+        "title": "sse-audit-proxy: canary",
+        "description": "Stream verdicts, latency and smoothness measured by sse-audit-proxy in "
+                       "front of an OpenAI-compatible gateway.",
+        "tags": ["sse-audit-proxy", "llm", "canary"],
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timezone": "",
+        "schemaVersion": 39,
+        "version": 1,
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource",
+             "query": "prometheus", "refresh": 1, "current": {}, "options": [], "hide": 0},
+            variable("route", "Route", "label_values(sse_audit_streams_total, route)"),
+            variable("model", "Model",
+                     'label_values(sse_audit_streams_total{route=~"$route"}, model)'),
+            variable("instance", "Instance", "label_values(sse_audit_requests_total, instance)"),
+        ]},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is not current: run python grafana/dashboard.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,186 @@
+"""Verdicts of the pure stream audit: recorded frames with chosen arrival times."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chat_streams import DONE, USAGE, chunk, frame, healthy, tool_call_stream, usage_chunk
+
+from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.dialects.chat import ChatCompletions
+
+
+def run(frames: Sequence[bytes], times: Sequence[float] | None = None, *, end: End = End.UPSTREAM_EOF,
+        include_usage: bool = False, thresholds: Thresholds = Thresholds()) -> StreamResult:  # noqa: B008
+    audit = StreamAudit(ChatCompletions(), 0.0, include_usage=include_usage, thresholds=thresholds)
+    times = times if times is not None else [0.3 + 0.03 * i for i in range(len(frames))]
+    for data, t in zip(frames, times, strict=True):
+        audit.feed(data, t)
+    return audit.finish((times[-1] if times else 0.0) + 0.001, end)
+
+
+def test_healthy_stream_is_complete_with_no_anomalies() -> None:
+    r = run(healthy(), include_usage=True)
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == []
+    assert r.done and r.finish_reasons == ["stop"] and r.usage == USAGE
+    assert (r.prompt_tokens, r.completion_tokens) == (11, 5)
+
+
+def test_ttfb_and_ttft_ignore_the_role_only_first_chunk() -> None:
+    r = run(healthy(3), times=[0.1, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65])
+    assert r.ttfb == 0.1
+    assert r.ttft == 0.4  # the role chunk has empty content
+    assert r.content_frames == 3
+    assert abs((r.max_gap or 0) - 0.3) < 1e-9
+
+
+def test_stream_ending_without_done_is_truncated_and_missing_done() -> None:
+    r = run(healthy(done=False))
+    assert r.outcome is Outcome.TRUNCATED
+    assert r.anomalies == ["missing_done"]
+
+
+def test_stream_cut_mid_generation_is_truncated_with_missing_finish_reason() -> None:
+    r = run(healthy()[:3], end=End.UPSTREAM_BROKEN, include_usage=True)
+    assert r.outcome is Outcome.TRUNCATED
+    assert r.anomalies == ["missing_done", "missing_finish_reason", "missing_usage"]
+
+
+def test_missing_usage_only_when_requested() -> None:
+    assert run(healthy(usage=False), include_usage=False).anomalies == []
+    assert run(healthy(usage=False), include_usage=True).anomalies == ["missing_usage"]
+
+
+def test_usage_inside_the_last_content_chunk_counts() -> None:
+    frames = [chunk({"content": "a"}), chunk({"content": "b"}, finish="stop", usage=USAGE), DONE]
+    assert run(frames, include_usage=True).anomalies == []
+
+
+def test_done_without_any_finish_reason_is_complete_but_flagged() -> None:
+    r = run(healthy(finish=None))
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == ["missing_finish_reason"]
+
+
+def test_every_choice_needs_a_finish_reason_when_n_is_above_one() -> None:
+    both = [chunk({"content": "a"}, index=0), chunk({"content": "b"}, index=1),
+            chunk({}, "stop", index=0), chunk({}, "length", index=1), DONE]
+    r = run(both)
+    assert r.anomalies == [] and r.finish_reasons == ["stop", "length"]
+    one_missing = [f for f in both if b'"length"' not in f]
+    assert run(one_missing).anomalies == ["missing_finish_reason"]
+
+
+def test_buffered_burst_after_a_long_wait_is_flagged() -> None:
+    frames = healthy(20)
+    times = [2.0 + 0.0001 * i for i in range(len(frames))]
+    assert "buffered" in run(frames, times).anomalies
+
+
+def test_whole_stream_in_one_read_after_a_long_wait_is_buffered() -> None:
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(b"".join(healthy(20)), 3.0)
+    r = audit.finish(3.001, End.UPSTREAM_EOF)
+    assert r.outcome is Outcome.COMPLETE and r.anomalies == ["buffered"]
+
+
+def test_slow_first_token_then_real_token_by_token_is_not_buffered() -> None:
+    frames = healthy(20)
+    times = [5.0 + 0.02 * i for i in range(len(frames))]
+    assert run(frames, times).anomalies == []
+
+
+def test_fast_upstream_with_short_ttft_is_not_buffered() -> None:
+    frames = healthy(20)
+    times = [0.004 + 0.0001 * i for i in range(len(frames))]
+    assert run(frames, times).anomalies == []
+
+
+def test_too_few_content_frames_are_not_judged_buffered() -> None:
+    frames = healthy(3)
+    times = [2.0 + 0.0001 * i for i in range(len(frames))]
+    assert "buffered" not in run(frames, times).anomalies
+
+
+def test_buffered_thresholds_are_configurable() -> None:
+    frames = healthy(20)
+    times = [2.0 + 0.01 * i for i in range(len(frames))]  # 10 ms apart: not buffered by default
+    assert "buffered" not in run(frames, times).anomalies
+    loose = Thresholds(buffered_max_spacing=0.05)
+    assert "buffered" in run(frames, times, thresholds=loose).anomalies
+
+
+def test_non_json_frame_is_malformed() -> None:
+    frames = [chunk({"content": "a"}), b"data: {not json\n\n", chunk({}, "stop"), DONE]
+    assert run(frames).anomalies == ["malformed_frame"]
+
+
+def test_tool_call_arguments_assemble_into_valid_json() -> None:
+    r = run(tool_call_stream(['{"city"', ': "Par', 'is"}']))
+    assert r.anomalies == [] and r.tool_calls == 1 and r.finish_reasons == ["tool_calls"]
+
+
+def test_tool_call_arguments_that_never_assemble_are_flagged() -> None:
+    r = run(tool_call_stream(['{"city"', ': "Par']))
+    assert r.anomalies == ["invalid_tool_arguments"]
+
+
+def test_tool_call_delta_counts_as_first_token() -> None:
+    frames = tool_call_stream(['{"a":', "1}"])
+    r = run(frames, times=[0.2, 0.5, 0.6, 0.7, 0.8])
+    assert r.ttft == 0.2  # the id/name delta is the first content
+
+
+def test_error_frame_is_reported() -> None:
+    frames = [chunk({"content": "a"}), frame({"error": {"message": "overloaded", "type": "server_error"}})]
+    r = run(frames)
+    assert r.outcome is Outcome.TRUNCATED
+    assert r.anomalies == ["missing_done", "missing_finish_reason", "error_event"]
+
+
+def test_client_disconnect_and_timeout_do_not_blame_the_upstream_for_missing_parts() -> None:
+    partial = healthy()[:3]
+    assert run(partial, end=End.CLIENT_GONE, include_usage=True).outcome is Outcome.CLIENT_DISCONNECT
+    assert run(partial, end=End.CLIENT_GONE, include_usage=True).anomalies == []
+    timed_out = run(partial, end=End.IDLE_TIMEOUT)
+    assert timed_out.outcome is Outcome.TIMEOUT and timed_out.anomalies == []
+
+
+def test_upstream_status_error_is_upstream_error() -> None:
+    r = run([], end=End.UPSTREAM_STATUS)
+    assert r.outcome is Outcome.UPSTREAM_ERROR and r.ttfb is None and r.frames == 0
+
+
+def test_keepalive_comments_are_not_frames_or_content() -> None:
+    frames = [b": ping\n\n", *healthy(2)]
+    r = run(frames, times=[0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert r.keepalives == 1
+    assert r.ttfb == 0.1 and r.ttft == 0.6
+    assert r.frames == len(frames) - 1
+
+
+def test_gaps_are_bucketed_one_per_frame_boundary() -> None:
+    frames = healthy(4)  # 8 frames
+    r = run(frames)
+    assert sum(r.gap_counts) == len(frames) - 1
+    assert abs(r.gap_sum - 0.03 * (len(frames) - 1)) < 1e-9
+
+
+def test_verdict_is_independent_of_read_splits() -> None:
+    stream = b"".join(healthy(6))
+    whole = run([stream], times=[0.5], include_usage=True)
+    for size in (1, 3, 17, 64):
+        pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+        split = run(pieces, times=[0.5] * len(pieces), include_usage=True)
+        assert (split.outcome, split.anomalies, split.frames, split.content_frames, split.usage) == (
+            whole.outcome, whole.anomalies, whole.frames, whole.content_frames, whole.usage)
+
+
+def test_usage_chunk_fields_other_than_numbers_are_dropped() -> None:
+    frames = [chunk({"content": "a"}, "stop"),
+              usage_chunk({"prompt_tokens": 1, "completion_tokens": 1, "note": "secret text",
+                           "prompt_tokens_details": {"cached_tokens": 0}}), DONE]
+    r = run(frames, include_usage=True)
+    assert r.usage == {"prompt_tokens": 1, "completion_tokens": 1,
+                       "prompt_tokens_details": {"cached_tokens": 0}}

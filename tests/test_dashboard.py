@@ -1,0 +1,54 @@
+"""The Grafana dashboard: generated from grafana/dashboard.py, current, and wired to the rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+JSON = ROOT / "grafana" / "dashboards" / "sse-audit-proxy.json"
+RULES = ROOT / "deploy" / "prometheus" / "sse-audit-proxy.rules.yml"
+
+
+def generator():
+    spec = importlib.util.spec_from_file_location("dashboard", ROOT / "grafana" / "dashboard.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_dashboard_json_is_what_the_generator_makes() -> None:
+    assert JSON.read_text() == generator().render(), "run: python grafana/dashboard.py"
+
+
+def test_dashboard_has_the_canary_variables_and_a_described_panel_for_each_concern() -> None:
+    dash = json.loads(JSON.read_text())
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert names == ["datasource", "route", "model", "instance"]
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    assert all(p["description"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for needed in ("sse_audit_requests_total", "sse_audit_streams_total",
+                   "sse_audit_stream_anomalies_total", "sse_audit_time_to_first_token_seconds",
+                   "sse_audit_time_to_first_byte_seconds", "sse_audit_inter_chunk_gap_seconds",
+                   "sse_audit_stream_max_gap_seconds", "sse_audit_finish_reasons_total",
+                   "sse_audit_usage_tokens_total", "sse_audit_active_streams",
+                   "histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
+                   'anomaly="buffered"', 'outcome="truncated"', "missing_usage",
+                   "upstream_errors"):
+        assert needed in exprs, needed
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_recorded_series_the_dashboard_plots_is_defined_in_the_rules() -> None:
+    recorded = {r["record"] for g in yaml.safe_load(RULES.read_text())["groups"]
+                for r in g["rules"] if "record" in r}
+    exprs = [t["expr"] for p in json.loads(JSON.read_text())["panels"] for t in p.get("targets", ())]
+    used = {name for e in exprs for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", e)}
+    assert used and used <= recorded, used - recorded

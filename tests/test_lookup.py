@@ -1,0 +1,104 @@
+"""Incident lookup on the metrics port: from a trace ID to the stream's verdict, bounded memory."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from demo_client import FAST, send
+
+from sse_audit_proxy.audit import End, Outcome, StreamResult
+from sse_audit_proxy.logs import record_fields
+from sse_audit_proxy.recent import Query, RecentStreams
+from sse_audit_proxy.record import AuditRecord
+
+
+async def test_recent_streams_are_served_newest_first_with_the_log_line_fields(
+        demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    for i, scenario in enumerate(("healthy", "truncated", "buffered")):
+        await send(http, p.url, scenario, trace_id=f"trace-{i}")
+    await p.sink.wait(3)
+    async with http.get(p.metrics_url / "streams/recent") as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    streams = answer["streams"]
+    assert [s["trace_id"] for s in streams] == ["trace-2", "trace-1", "trace-0"]
+    expected = [record_fields(rec) for rec in reversed(p.sink.records)]
+    assert streams == expected
+    assert [s["outcome"] for s in streams] == ["complete", "truncated", "complete"]
+    assert "buffered" in streams[0]["anomalies"]
+    assert answer["workers"][0]["held"] == 3
+
+
+async def test_a_trace_id_leads_to_its_verdict_even_with_a_slash(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    await send(http, p.url, "healthy", trace_id="other")
+    await send(http, p.url, "no-done", trace_id="incident/42")
+    await p.sink.wait(2)
+    async with http.get(p.metrics_url.with_path("/streams/incident%2F42", encoded=True)) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    assert answer["trace_id"] == "incident/42"
+    [found] = answer["streams"]
+    assert found["outcome"] == "truncated"
+    assert found["anomalies"] == ["missing_done"]
+    assert found["done"] is False
+
+
+async def test_an_unknown_trace_id_is_an_openai_shaped_404(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    async with http.get(p.metrics_url / "streams/nope") as resp:
+        assert resp.status == 404
+        error = (await resp.json())["error"]
+    assert error["code"] == "trace_id_not_found" and error["type"] and "nope" in error["message"]
+
+
+async def test_recent_streams_filter_by_outcome_anomaly_and_limit(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    for scenario in ("healthy", "truncated", "no-usage", "truncated", "healthy"):
+        await send(http, p.url, scenario)
+    await p.sink.wait(5)
+
+    async def ask(**params: str) -> list[dict]:
+        async with http.get(p.metrics_url / "streams/recent", params=params) as resp:
+            assert resp.status == 200
+            return (await resp.json())["streams"]
+
+    assert len(await ask(outcome="truncated")) == 2
+    assert len(await ask(anomaly="missing_usage")) == 3
+    assert [s["anomalies"] for s in await ask(outcome="complete", anomaly="missing_usage")] == [
+        ["missing_usage"]]
+    assert len(await ask(limit="2")) == 2
+    assert await ask(model="no-such-model") == []
+
+
+@pytest.mark.parametrize("limit", ["0", "ten", "100000"])
+async def test_a_bad_limit_is_an_openai_shaped_400(demo_gateway, proxy, http, limit: str) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    async with http.get(p.metrics_url / "streams/recent", params={"limit": limit}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_query"
+
+
+def _record(i: int) -> AuditRecord:
+    result = StreamResult(Outcome.COMPLETE, End.UPSTREAM_EOF, [], 0.01, 0.02, 0.01, 0.1, 3, 2, 0,
+                          10, True, ["stop"], None, None, None, 0, False)
+    return AuditRecord(f"t{i}", "chat_completions", "POST", "m", 200, 1.7e9 + i, 0.1, 10, result)
+
+
+def test_the_ring_buffer_holds_only_the_last_n_records() -> None:
+    recent = RecentStreams(capacity=3)
+    for i in range(10):
+        recent.record(_record(i))
+    assert len(recent) == 3
+    assert [s["trace_id"] for s in recent.recent(Query(limit=100))] == ["t9", "t8", "t7"]
+    assert recent.find("t6") == []
+    assert recent.find("t8")[0]["trace_id"] == "t8"
+
+
+async def test_metrics_port_still_answers_lookups_while_streams_flow(demo_gateway, proxy) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    async with aiohttp.ClientSession() as http:
+        await send(http, p.url, "slow-first-token", trace_id="slow")
+        async with http.get(p.metrics_url / "streams/slow") as resp:
+            assert (await resp.json())["streams"][0]["ttft_ms"] >= 1000

@@ -1,0 +1,387 @@
+"""The proxy over real sockets: byte-exact passthrough, live forwarding, every outcome and anomaly."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from chat_streams import DONE, chunk, frame, healthy, tool_call_stream
+from yarl import URL
+
+from sse_audit_proxy.audit import Outcome
+
+SSE = {"Content-Type": "text/event-stream"}
+CHAT = "/v1/chat/completions"
+STREAM_BODY = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def sse_upstream(frames: Sequence[bytes], *, delay: float = 0.0, first_delay: float = 0.0,
+                 reset_after: int | None = None, status: int = 200,
+                 headers: dict[str, str] | None = None) -> Callable[[web.Request], Awaitable[Any]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=status, headers=headers or SSE)
+        await resp.prepare(request)
+        if first_delay:
+            await asyncio.sleep(first_delay)
+        for i, data in enumerate(frames):
+            if reset_after is not None and i == reset_after:
+                reset(request)
+                return resp
+            await resp.write(data)
+            if delay:
+                await asyncio.sleep(delay)
+        return resp
+
+    return handler
+
+
+def reset(request: web.BaseRequest) -> None:
+    """Send a TCP RST: linger 0, then close."""
+    assert request.transport is not None
+    sock = request.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    request.transport.abort()
+
+
+async def post_stream(http: aiohttp.ClientSession, url: URL, body: dict[str, Any] = STREAM_BODY,
+                      **kwargs: Any) -> tuple[int, bytes, Any]:
+    async with http.post(url / CHAT.lstrip("/"), data=orjson.dumps(body), **kwargs) as resp:
+        data = await resp.read()
+        return resp.status, data, resp.headers
+
+
+async def test_stream_bytes_reach_the_client_unchanged(upstream, proxy, http) -> None:
+    frames = healthy(30)
+    frames.insert(3, b": keep-alive\r\n\r\n")
+    frames.insert(5, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"é世🎉\"}}]}\n\n".encode())
+    # Odd write boundaries, including one inside a multi-byte character.
+    raw = b"".join(frames)
+    pieces = [raw[i : i + 37] for i in range(0, len(raw), 37)]
+    p = await proxy(await upstream(sse_upstream(pieces, delay=0.001)))
+    status, body, _ = await post_stream(http, p.url)
+    assert status == 200
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(raw).hexdigest()
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.COMPLETE
+    assert rec.bytes == len(raw)
+
+
+async def test_frames_reach_the_client_while_the_upstream_is_still_sending(upstream, proxy, http) -> None:
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers=SSE)
+        await resp.prepare(request)
+        await resp.write(chunk({"content": "first"}))
+        await asyncio.wait_for(release.wait(), 5)  # only continues once the client saw frame 1
+        for data in healthy(1)[1:]:
+            await resp.write(data)
+        return resp
+
+    p = await proxy(await upstream(handler))
+    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 2)
+        assert b"first" in first
+        release.set()
+        rest = await resp.read()
+    assert rest.endswith(DONE)
+
+
+async def test_request_is_forwarded_with_method_path_query_body_and_end_to_end_headers(
+        upstream, proxy, http) -> None:
+    seen: dict[str, Any] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.update(method=request.method, path=request.raw_path, body=await request.read(),
+                    headers=request.headers.copy())
+        return web.json_response({"ok": True}, status=201, headers={"X-Upstream": "yes"})
+
+    up = await upstream(handler)
+    p = await proxy(up)
+    body = b'{"model": "m", "input": "\xc3\xa9"}'
+    async with http.patch(p.url.with_path("/v1/things/42").with_query(a="1", b="x y"),
+                          data=body, headers={"X-Custom": "kept", "Connection": "keep-alive, X-Hop",
+                                              "X-Hop": "dropped", "Keep-Alive": "timeout=5",
+                                              "TE": "trailers",
+                                              "Content-Type": "application/json"}) as resp:
+        assert resp.status == 201
+        assert resp.headers["X-Upstream"] == "yes"
+        assert await resp.json() == {"ok": True}
+    assert seen["method"] == "PATCH"
+    assert seen["path"] == "/v1/things/42?a=1&b=x+y"
+    assert seen["body"] == body
+    h = seen["headers"]
+    assert h["X-Custom"] == "kept" and h["Content-Type"] == "application/json"
+    assert h["Host"] == f"127.0.0.1:{up.port}"
+    for hop in ("X-Hop", "Keep-Alive", "TE"):
+        assert hop not in h
+    rec = await p.record()
+    assert rec.stream is None and rec.status == 201 and rec.route == "other"
+    assert p.metric("sse_audit_requests_total", route="other", method="PATCH", status="201") == 1
+
+
+async def test_upstream_base_path_is_prefixed(upstream, proxy, http) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response({})
+
+    up = await upstream(handler)
+    p = await proxy(up / "gateway/openai")
+    async with http.get(p.url / "v1/models") as resp:
+        assert resp.status == 200
+    assert seen == ["/gateway/openai/v1/models"]
+
+
+async def test_compressed_event_stream_is_forwarded_compressed_and_still_audited(
+        upstream, proxy, http) -> None:
+    raw = gzip.compress(b"".join(healthy(5)))
+    p = await proxy(await upstream(sse_upstream(
+        [raw[:20], raw[20:]], headers={**SSE, "Content-Encoding": "gzip"})))
+    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY),
+                         headers={"Accept-Encoding": "gzip"}) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert await resp.read() == raw
+    rec = await p.record()
+    assert rec.stream is not None
+    assert rec.stream.outcome is Outcome.COMPLETE and rec.stream.content_frames == 5
+
+
+async def test_trace_id_is_taken_forwarded_and_returned(upstream, proxy, http) -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("X-Client-Request-Id"))
+        return web.json_response({})
+
+    p = await proxy(await upstream(handler))
+    async with http.get(p.url / "v1/models", headers={"X-Client-Request-Id": "trace-abc"}) as r:
+        assert r.headers["X-Client-Request-Id"] == "trace-abc"
+    async with http.get(p.url / "v1/models", headers={"X-Request-Id": "req-7"}) as r:
+        assert r.headers["X-Client-Request-Id"] == "req-7"
+    async with http.get(p.url / "v1/models") as r:
+        generated = r.headers["X-Client-Request-Id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert seen == ["trace-abc", None, generated]
+    records = await p.sink.wait(3)
+    assert [r.trace_id for r in records] == ["trace-abc", "req-7", generated]
+
+
+async def test_metrics_show_a_healthy_stream(upstream, proxy, http) -> None:
+    p = await proxy(await upstream(sse_upstream(healthy(5), delay=0.005)))
+    body = {**STREAM_BODY, "stream_options": {"include_usage": True}}
+    await post_stream(http, p.url, body)
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.anomalies == []
+    labels = {"route": "chat_completions", "model": "gpt-test"}
+    assert p.metric("sse_audit_streams_total", outcome="complete", **labels) == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
+                    status="200") == 1
+    assert p.metric("sse_audit_time_to_first_token_seconds_count", **labels) == 1
+    assert p.metric("sse_audit_time_to_first_byte_seconds_count", **labels) == 1
+    assert p.metric("sse_audit_inter_chunk_gap_seconds_count", **labels) == rec.stream.frames - 1
+    assert p.metric("sse_audit_stream_max_gap_seconds_count", **labels) == 1
+    assert p.metric("sse_audit_stream_duration_seconds_count", **labels) == 1
+    assert p.metric("sse_audit_finish_reasons_total", finish_reason="stop", **labels) == 1
+    assert p.metric("sse_audit_usage_tokens_total", type="prompt", **labels) == 11
+    assert p.metric("sse_audit_usage_tokens_total", type="completion", **labels) == 5
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+    async with http.get(p.metrics_url / "metrics") as resp:
+        text = await resp.text()
+    assert 'sse_audit_streams_total{model="gpt-test",outcome="complete",route="chat_completions"} 1.0' in text
+    async with http.get(p.metrics_url / "healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_active_streams_gauge_counts_open_streams(upstream, proxy, http) -> None:
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers=SSE)
+        await resp.prepare(request)
+        await resp.write(chunk({"content": "x"}))
+        await asyncio.wait_for(release.wait(), 5)
+        await resp.write(DONE)
+        return resp
+
+    p = await proxy(await upstream(handler))
+    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
+        await resp.content.readuntil(b"\n\n")
+        assert p.metric("sse_audit_active_streams", route="chat_completions") == 1
+        release.set()
+        await resp.read()
+    await p.record()
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+
+
+async def test_non_stream_json_is_counted_but_not_stream_audited(upstream, proxy, http) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
+
+    p = await proxy(await upstream(handler))
+    status, _, _ = await post_stream(http, p.url, {"model": "m", "messages": []})
+    assert status == 200
+    rec = await p.record()
+    assert rec.stream is None and rec.outcome is None
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="200") == 1
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="m",
+                    outcome="complete") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "frames", "body_extra", "expected"),
+    [
+        ("healthy", healthy(6), {"stream_options": {"include_usage": True}}, []),
+        ("no_done", healthy(6, done=False), {}, ["missing_done"]),
+        ("no_finish", healthy(6, finish=None), {}, ["missing_finish_reason"]),
+        ("no_usage", healthy(6, usage=False), {"stream_options": {"include_usage": True}},
+         ["missing_usage"]),
+        ("malformed", [*healthy(3)[:-1], b"data: {oops\n\n", DONE], {}, ["malformed_frame"]),
+        ("bad_tool_args", tool_call_stream(['{"city": ', '"Paris"']), {}, ["invalid_tool_arguments"]),
+        ("error_event", [chunk({"content": "a"}), frame({"error": {"message": "boom"}}), DONE], {},
+         ["missing_finish_reason", "error_event"]),
+    ],
+)
+async def test_each_anomaly_is_reported_by_a_misbehaving_upstream(
+        upstream, proxy, http, name, frames, body_extra, expected) -> None:
+    p = await proxy(await upstream(sse_upstream(frames, delay=0.003)))
+    await post_stream(http, p.url, {**STREAM_BODY, **body_extra})
+    rec = await p.record()
+    assert rec.stream is not None
+    assert rec.stream.anomalies == expected, name
+    for anomaly in expected:
+        assert p.metric("sse_audit_stream_anomalies_total", route="chat_completions",
+                        model="gpt-test", anomaly=anomaly) == 1
+
+
+async def test_buffered_upstream_is_flagged_and_slow_but_real_streaming_is_not(
+        upstream, proxy, http) -> None:
+    buffered = await proxy(await upstream(sse_upstream([b"".join(healthy(20))], first_delay=0.4)))
+    await post_stream(http, buffered.url)
+    assert (await buffered.record()).stream.anomalies == ["buffered"]  # type: ignore[union-attr]
+
+    slow = await proxy(await upstream(sse_upstream(healthy(20), first_delay=0.4, delay=0.01)))
+    await post_stream(http, slow.url)
+    assert (await slow.record()).stream.anomalies == []  # type: ignore[union-attr]
+
+
+async def test_upstream_ending_early_is_truncated(upstream, proxy, http) -> None:
+    p = await proxy(await upstream(sse_upstream(healthy(6)[:4])))
+    await post_stream(http, p.url)
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.TRUNCATED
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="truncated") == 1
+
+
+async def test_upstream_reset_mid_stream_is_truncated_and_the_client_sees_a_cut(
+        upstream, proxy, http) -> None:
+    p = await proxy(await upstream(sse_upstream(healthy(10), delay=0.005, reset_after=4)))
+    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.TRUNCATED
+    assert rec.stream.end.value == "upstream_broken"
+
+
+async def test_upstream_http_error_to_a_stream_request_is_upstream_error(upstream, proxy, http) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429)
+
+    p = await proxy(await upstream(handler))
+    status, body, _ = await post_stream(http, p.url)
+    assert status == 429 and orjson.loads(body)["error"]["message"] == "slow down"
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.UPSTREAM_ERROR
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="upstream_error") == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
+                    status="429") == 1
+
+
+async def test_unreachable_upstream_gives_openai_shaped_502_and_a_record(proxy, http) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    p = await proxy(URL(f"http://127.0.0.1:{port}"))
+    status, body, headers = await post_stream(http, p.url)
+    assert status == 502
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "code"} and error["code"] == "upstream_unreachable"
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.UPSTREAM_ERROR
+    assert headers["X-Client-Request-Id"] == rec.trace_id
+
+
+async def test_client_disconnect_closes_the_upstream_and_is_recorded(upstream, proxy, http) -> None:
+    upstream_closed = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers=SSE)
+        await resp.prepare(request)
+        try:
+            for i in range(500):
+                await resp.write(chunk({"content": f"t{i}"}))
+                await asyncio.sleep(0.01)
+        except (ConnectionError, asyncio.CancelledError):
+            upstream_closed.set()
+            raise
+        return resp
+
+    p = await proxy(await upstream(handler, handler_cancellation=True))
+    resp = await http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY))
+    await resp.content.readuntil(b"\n\n")
+    resp.close()  # the client goes away mid-stream
+    rec = await p.record()
+    await asyncio.wait_for(upstream_closed.wait(), 1.0)
+    assert rec.stream is not None and rec.stream.outcome is Outcome.CLIENT_DISCONNECT
+    assert rec.stream.ttft is not None and rec.stream.frames >= 1
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+
+
+async def test_idle_upstream_times_out_and_the_client_sees_a_cut(upstream, proxy, http) -> None:
+    p = await proxy(await upstream(sse_upstream([chunk({"content": "a"}), b""], delay=0.8)),
+                    idle_timeout=0.3)
+    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.outcome is Outcome.TIMEOUT
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="timeout") == 1
+
+
+async def test_model_label_is_capped(upstream, proxy, http) -> None:
+    p = await proxy(await upstream(sse_upstream(healthy(2))), max_models=2)
+    for model in ("a", "b", "c", "a"):
+        await post_stream(http, p.url, {**STREAM_BODY, "model": model})
+    await p.sink.wait(4)
+    counts = {m: p.metric("sse_audit_streams_total", route="chat_completions", model=m,
+                          outcome="complete") for m in ("a", "b", "c", "other")}
+    assert counts == {"a": 2, "b": 1, "c": None, "other": 1}
+
+
+async def test_unparseable_body_is_forwarded_untouched_with_model_unknown(upstream, proxy, http) -> None:
+    got: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        got.append(await request.read())
+        return await sse_upstream(healthy(2))(request)
+
+    p = await proxy(await upstream(handler))
+    async with http.post(p.url / CHAT.lstrip("/"), data=b'{"model": "x", broken') as resp:
+        await resp.read()
+    assert got == [b'{"model": "x", broken']
+    assert (await p.record()).model == "unknown"

@@ -1,0 +1,105 @@
+"""Every demo scenario, sent through the real proxy, gets exactly the verdict the README
+promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sse_audit_proxy import scenarios
+from sse_audit_proxy.audit import End, StreamResult
+from sse_audit_proxy.scenarios import SCENARIOS, Scenario
+
+FRAMES = 8
+FAULT = 0.3
+# Fast but still token by token: 10 ms apart is far from the 2 ms `buffered` spacing.
+FAST = {"X-Demo-Frames": str(FRAMES), "X-Demo-TTFT-Ms": "20", "X-Demo-Interval-Ms": "10",
+        "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": str(int(FAULT * 1000))}
+IDLE_TIMEOUT = 1.0  # longer than the fault delay (stall) and shorter than `hang`
+
+
+def chat_request(model: str) -> dict[str, Any]:
+    return {"model": model, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "How is the canary doing?"}]}
+
+
+async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bool:
+    """Read the body the way the scenario's client does; True when the stream was cut."""
+    if scenario.name == "cancel":
+        for _ in range(3):
+            await resp.content.readany()
+        resp.close()  # the client goes away mid-stream
+        return False
+    try:
+        await resp.read()
+    except aiohttp.ClientPayloadError:
+        return True
+    return False
+
+
+def check_details(name: str, s: StreamResult) -> None:
+    """What each scenario shows besides its verdict (timings, counts)."""
+    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch"):
+        assert s.content_frames == FRAMES
+    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive"):
+        assert s.done and s.finish_reasons == ["stop"]
+        assert s.usage is not None and s.completion_tokens == FRAMES
+    if name == "usage-mismatch":
+        assert s.completion_tokens == FRAMES + 3
+    if name in ("slow-first-token", "keepalive"):
+        assert s.ttft is not None and s.ttft >= FAULT
+    if name == "keepalive":
+        assert s.keepalives >= 4
+        assert s.ttfb is not None and s.ttfb < s.ttft
+    if name == "stall":
+        assert s.max_gap is not None and s.max_gap >= FAULT
+    if name in ("tool-call", "bad-tool-args"):
+        assert s.tool_calls == 1 and s.finish_reasons == ["tool_calls"]
+    if name in ("truncated", "reset", "hang", "error-midstream"):
+        assert 0 < s.content_frames < FRAMES
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+async def test_scenario_through_the_proxy_gets_its_documented_verdict(
+    scenario: Scenario, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    gateway = await demo_gateway()
+    running = await proxy(gateway, idle_timeout=IDLE_TIMEOUT)
+    async with http.post(running.url / "v1/chat/completions", json=chat_request(scenario.model),
+                         headers=FAST) as resp:
+        cut = await read_as_client(resp, scenario)
+        status = resp.status
+
+    rec = await running.record()
+    s = rec.stream
+    assert s is not None
+    assert (s.outcome, sorted(s.anomalies), s.end) == (
+        scenario.outcome, sorted(scenario.anomalies), scenario.end)
+    assert rec.model == scenario.model and rec.route == "chat_completions"
+    assert status == {"http-429": 429, "http-500": 500}.get(scenario.name, 200)
+    # A broken upstream stream must reach the client as a cut, never as a clean end.
+    assert cut == (scenario.end in (End.UPSTREAM_BROKEN, End.IDLE_TIMEOUT))
+    check_details(scenario.name, s)
+    assert running.metric("sse_audit_streams_total", route="chat_completions",
+                          model=scenario.model, outcome=scenario.outcome.value) == 1
+
+
+async def test_scenario_header_overrides_the_model_and_keeps_its_name(
+    demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    running = await proxy(await demo_gateway())
+    headers = {**FAST, scenarios.SCENARIO_HEADER: "no-done"}
+    async with http.post(running.url / "v1/chat/completions", json=chat_request("gpt-4o-mini"),
+                         headers=headers) as resp:
+        body = await resp.read()
+    rec = await running.record()
+    assert rec.model == "gpt-4o-mini" and b'"model":"gpt-4o-mini"' in body
+    assert rec.stream is not None and rec.stream.anomalies == ["missing_done"]
+
+
+def test_readme_scenario_table_is_generated_from_the_scenario_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert scenarios.readme_table() in readme

@@ -1,0 +1,142 @@
+"""Slow and vanished clients (issue 5, item 2): bounded buffering, upstream closed fast."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.reliability_support import CHAT, STREAM_BODY, Tally, chunk, streaming_handler
+
+REQUEST = (
+    b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(orjson.dumps(STREAM_BODY))
+) + orjson.dumps(STREAM_BODY)
+
+
+def big_frames(n: int, size: int = 16384) -> Iterator[bytes]:
+    for _ in range(n):
+        yield chunk("x" * size)
+
+
+async def test_client_that_stops_reading_is_aborted_as_slow_client_after_the_unsent_cap(
+    upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    frames = 4000  # ~64 MiB if nothing stopped it: far beyond any socket buffer
+    url = await upstream(streaming_handler(big_frames(frames), tally), handler_cancellation=True)
+    cap = 256 << 10
+    p = await proxy(url, max_unsent_bytes=cap)
+
+    # A client with a tiny receive window that sends its request and then never reads.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", p.service.proxy.port))
+    await loop.sock_sendall(sock, REQUEST)
+    try:
+        rec = await p.record(timeout=20)
+        assert rec.stream is not None
+        assert (rec.stream.outcome, rec.stream.end) == ("client_disconnect", "slow_client")
+        upstream_total = frames * len(chunk("x" * 16384))
+        assert rec.bytes < upstream_total / 4, "the proxy stopped reading the upstream early"
+        assert rec.stream.content_frames > 0 and rec.stream.ttft is not None
+        # The proxy hung up on the client and closed the upstream request.
+        await asyncio.wait_for(_until(lambda: bool(tally.closed_at)), 2)
+        assert await _reads_to_end(loop, sock)
+    finally:
+        sock.close()
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="client_disconnect") == 1
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+
+
+async def test_reading_client_is_not_aborted_by_the_unsent_cap(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    # The same volume to a client that keeps reading: the cap must not fire.
+    tally = Tally()
+    url = await upstream(streaming_handler([*big_frames(200), b"data: [DONE]\n\n"], tally))
+    p = await proxy(url, max_unsent_bytes=64 << 10)
+    async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
+        body = await resp.read()
+    assert body.endswith(b"data: [DONE]\n\n")
+    rec = await p.record()
+    assert rec.stream is not None and rec.stream.end == "upstream_eof"
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+async def _reads_to_end(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+    """Drain what the client was sent; True once the proxy's side is closed."""
+    try:
+        async with asyncio.timeout(5):
+            while await loop.sock_recv(sock, 1 << 20):
+                pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def test_disconnecting_client_closes_upstream_within_a_second_with_partial_timings(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    tally = Tally()
+    frames = [chunk(f"t{i}") for i in range(200)]
+    url = await upstream(streaming_handler(frames, tally, delay=0.05), handler_cancellation=True)
+    p = await proxy(url)
+    loop = asyncio.get_running_loop()
+    resp = await http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY)
+    got = b""
+    while got.count(b"\n\n") < 3:
+        got += await resp.content.readany()
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 1
+    resp.close()  # drops the connection mid-stream
+    gone_at = loop.time()
+    rec = await p.record()
+    await asyncio.wait_for(_until(lambda: bool(tally.closed_at)), 2)
+    assert tally.closed_at[0] - gone_at < 1.0, "upstream request closed within 1 s"
+    s = rec.stream
+    assert s is not None
+    assert (s.outcome, s.end) == ("client_disconnect", "client_gone")
+    assert s.ttfb is not None and s.ttft is not None and s.content_frames >= 3
+    assert s.content_frames < 200 and 0 < s.duration < 5
+    assert rec.bytes >= len(got), "bytes forwarded before the disconnect are counted"
+    assert s.anomalies == [] or "missing_done" not in s.anomalies
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="client_disconnect") == 1
+    assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+
+
+async def test_client_gone_before_the_upstream_answered_is_recorded_and_upstream_closed(
+    upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=5),
+                         handler_cancellation=True)
+    p = await proxy(url)
+    loop = asyncio.get_running_loop()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    writer.write(REQUEST)
+    await writer.drain()
+    await asyncio.wait_for(_until(lambda: tally.requests == 1), 2)
+    writer.close()
+    gone_at = loop.time()
+    rec = await p.record()
+    await asyncio.wait_for(_until(lambda: bool(tally.closed_at)), 2)
+    assert tally.closed_at[0] - gone_at < 1.0
+    assert (rec.status, rec.error) == (499, "client_disconnect")
+    assert rec.stream is not None and rec.stream.outcome == "client_disconnect"
+    assert rec.stream.ttfb is None
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
+                    status="499") == 1
+    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
+                    outcome="client_disconnect") == 1

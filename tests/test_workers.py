@@ -1,0 +1,128 @@
+"""`serve --workers N`: processes share the port, and the metrics port speaks for all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+from cli_process import serve_process
+from demo_client import FAST, TOKENS, send
+from prometheus_client.parser import text_string_to_metric_families
+
+STREAMS = 40
+FRAMES = TOKENS + 4  # role chunk, tokens, finish, usage, [DONE]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in found.items() if n == name and want <= ls)
+
+
+async def scrape(http: aiohttp.ClientSession, metrics_url) -> str:
+    async with http.get(metrics_url / "metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def spread_streams(url, n: int, prefix: str) -> None:
+    # A fresh connection per request: SO_REUSEPORT balances connections, not requests.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+        gate = asyncio.Semaphore(10)
+
+        async def one(i: int) -> None:
+            async with gate:
+                assert await send(fresh, url, "healthy", trace_id=f"{prefix}{i}") == 200
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def recent(http: aiohttp.ClientSession, metrics_url) -> dict:
+    async with http.get(metrics_url / "streams/recent", params={"limit": "1000"}) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gateway, http) -> None:
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
+        assert served.started["workers"] == 2
+        await spread_streams(served.url, STREAMS, "w")
+
+        answer = await recent(http, served.metrics_url)
+        held = {w["pid"]: w["held"] for w in answer["workers"]}
+        assert len(held) == 2 and all(n > 0 for n in held.values()), held  # both relayed some
+        assert sum(held.values()) == STREAMS
+        assert len(answer["streams"]) == STREAMS
+        async with http.get(served.metrics_url / "streams/w7") as resp:
+            assert (await resp.json())["streams"][0]["outcome"] == "complete"
+
+        found = samples(await scrape(http, served.metrics_url))
+        assert total(found, "sse_audit_streams_total", outcome="complete") == STREAMS
+        assert total(found, "sse_audit_requests_total", status="200") == STREAMS
+        # Pre-bucketed gaps go through histogram internals: exact counts across workers.
+        gaps = STREAMS * (FRAMES - 1)
+        assert total(found, "sse_audit_inter_chunk_gap_seconds_count") == gaps
+        assert total(found, "sse_audit_inter_chunk_gap_seconds_bucket", le="+Inf") == gaps
+        assert total(found, "sse_audit_inter_chunk_gap_seconds_sum") > 0
+        assert total(found, "sse_audit_time_to_first_token_seconds_count") == STREAMS
+        assert total(found, "sse_audit_usage_tokens_total", type="completion") == TOKENS * STREAMS
+        assert total(found, "sse_audit_active_streams") == 0
+
+        # A worker that dies is replaced; its counts stay in the totals.
+        victim = next(iter(held))
+        os.kill(victim, signal.SIGKILL)
+        async with asyncio.timeout(20):
+            while True:
+                await asyncio.sleep(0.2)
+                async with http.get(served.metrics_url / "readyz") as resp:
+                    if resp.status != 200:
+                        continue
+                pids = {w["pid"] for w in (await recent(http, served.metrics_url))["workers"]}
+                if victim not in pids and len(pids) == 2:
+                    break
+        assert any(line.get("event") == "worker_exited" for line in served.lines)
+        await spread_streams(served.url, 10, "after")
+        found = samples(await scrape(http, served.metrics_url))
+        assert total(found, "sse_audit_streams_total", outcome="complete") == STREAMS + 10
+
+        assert await served.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool missing: .ci/run installs Debian's prometheus package")
+async def test_merged_worker_metrics_pass_promtool_check_metrics(demo_gateway, http) -> None:
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
+        for scenario in ("healthy", "truncated", "buffered", "http-429"):
+            await send(http, served.url, scenario)
+        text = await scrape(http, served.metrics_url)
+        await served.stop()
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "sse_audit_streams_total" in text
+
+
+async def test_workers_with_a_taken_port_is_a_one_line_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", "http://127.0.0.1:1",
+            "--port", str(port), "--metrics-port", "0", "--workers", "2",
+            stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode != 0
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "address already in use" in lines[0], err

@@ -222,3 +222,19 @@ def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() 
     assert not a.error_document  # incomplete JSON so far
     a.feed(big[100:], 0.2)
     assert not a.error_document
+
+
+@pytest.mark.parametrize(("route", "include_usage", "expected"), [
+    ("responses", False, True),  # always part of the shape
+    ("messages", False, True),
+    ("chat_completions", False, False),
+    ("chat_completions", True, True),
+    ("completions", True, True),
+    ("other", True, False),  # usage is not read on unknown routes
+])
+def test_usage_is_expected_when_asked_for_or_always_sent_by_the_shape(
+    route: str, include_usage: bool, expected: bool
+) -> None:
+    r = audit(route, [(0.1, b": ping\n\n")], include_usage=include_usage)
+    assert r.usage_requested is expected
+    assert ("missing_usage" in r.anomalies) is expected

@@ -8,21 +8,19 @@ import http.client
 import itertools
 import json
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import RecordingSink, start_app
 from fuzz_strategies import cuts, split, sse_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_budget import budget
 from prometheus_client import CollectorRegistry
-from yarl import URL
 
 from sse_audit_proxy.proxy import ProxyConfig
-from sse_audit_proxy.record import AuditRecord
 from sse_audit_proxy.service import Service, ServiceConfig
 
 PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/other"]
@@ -35,27 +33,12 @@ HEADERS = [
 ]
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    def stream_started(self, route: str) -> None:
-        pass
-
-    def stream_ended(self, route: str) -> None:
-        pass
-
-    def record(self, rec: AuditRecord) -> None:
-        self.records.append(rec)
-
-
 class LiveProxy:
     """A real upstream and the real proxy on an event loop in a background thread, so that
     hypothesis (synchronous) can drive many examples through the same pair of servers."""
 
     def __init__(self) -> None:
         self.plans: dict[str, tuple[list[bytes], dict[str, str], bool]] = {}
-        self.sink = ListSink()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -67,13 +50,10 @@ class LiveProxy:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._serve)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, upstream = await start_app(app)
+        self.sink = RecordingSink()
         config = ServiceConfig(
-            proxy=ProxyConfig(upstream=URL(f"http://127.0.0.1:{port}"), host="127.0.0.1", port=0),
+            proxy=ProxyConfig(upstream=upstream, host="127.0.0.1", port=0),
             metrics_host="127.0.0.1", metrics_port=0)
         self.service = Service(config, registry=CollectorRegistry(), extra_sinks=[self.sink])
         await self.service.start()
@@ -135,10 +115,7 @@ def test_proxy_forwards_any_upstream_bytes_unchanged_and_records_the_request(
     finally:
         conn.close()
     assert received == body
-    deadline = time.monotonic() + 5
-    while len(live.sink.records) == before and time.monotonic() < deadline:
-        time.sleep(0.002)
-    rec = live.sink.records[before]
+    rec = live.call(live.sink.wait(before + 1))[before]
     assert rec.bytes == len(body)
     if headers["Content-Type"] == "text/event-stream":
         assert rec.stream is not None

@@ -11,11 +11,11 @@ import pytest
 from yarl import URL
 
 from sse_audit_proxy.audit import End, StreamAudit
+from sse_audit_proxy.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.dialects.chat import ChatCompletions
 from sse_audit_proxy.gateway.plan import Prompt, plan
 from sse_audit_proxy.gateway.shapes import Shape, responses_stream
 from sse_audit_proxy.probe import gates
-from sse_audit_proxy.probe.audit_dialect import dialect_for
 from sse_audit_proxy.probe.chat import ChatApi
 from sse_audit_proxy.probe.client import Exchange
 from sse_audit_proxy.probe.facts import Answer, StreamFacts
@@ -138,9 +138,9 @@ def test_an_incomplete_response_finishes_with_its_reason_and_a_cut_one_is_named(
 
 
 def test_the_probe_audits_responses_with_a_dialect_that_counts_only_deltas() -> None:
-    dialect = dialect_for("/v1/responses")
+    dialect = dialect_for_route(route_for_path("/v1/responses"))
     assert dialect.route == "responses"
-    assert dialect_for("/v1/chat/completions") is ChatCompletions
+    assert dialect_for_route(route_for_path("/v1/chat/completions")) is ChatCompletions
     audit = StreamAudit(dialect(), 0.0)
     for t, event in _gateway_responses():
         audit.feed(b"event: " + event.event.encode() + b"\ndata: " + event.data + b"\n\n", t)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +21,15 @@ from yarl import URL
 
 from .. import __version__
 from ..audit import End, StreamAudit, StreamResult
+from ..dialects import dialect_for_route, route_for_path
+from ..inflate import Inflater, wants_inflater
 from ..sse import Event, SSEDecoder
-from .audit_dialect import dialect_for
 from .facts import Answer, StreamFacts, TimedEvent
 
 TRACE_HEADER = "X-Client-Request-Id"
 MAX_CAPTURE_BYTES = 16 << 20  # raw bytes kept per request; the probe's answers are small
 MAX_EVENTS = 100_000
+MAX_PIECE = 1 << 20  # largest piece the inflater hands back at once
 REDACTED = "[redacted]"
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "apim-request-id",
                       "cf-ray")
@@ -151,9 +152,10 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
             ex.response_headers = [(str(k), str(v)) for k, v in resp.headers.items()]
             encoding = resp.headers.get("Content-Encoding", "")
             if stream:
-                audit = StreamAudit(dialect_for(url.path)(), 0.0, include_usage=_asks_usage(body),
+                audit = StreamAudit(dialect_for_route(route_for_path(url.path))(), 0.0, include_usage=_asks_usage(body),
                                     content_encoding=encoding)
-            await _read(resp, ex, audit, decoder, _inflater(encoding), clock, started,
+            inflater = Inflater(encoding, MAX_PIECE) if wants_inflater(encoding) else None
+            await _read(resp, ex, audit, decoder, inflater, clock, started,
                         cancel_after if ex.is_sse else None, is_terminal)
     except TimeoutError:
         ex.end, ex.error = End.IDLE_TIMEOUT, f"no response within {sender.timeout:g} s"
@@ -170,7 +172,8 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
 
 
 async def _read(resp: aiohttp.ClientResponse, ex: Exchange, audit: StreamAudit | None,
-                decoder: SSEDecoder, inflate: Any, clock: Callable[[], float], started: float,
+                decoder: SSEDecoder, inflate: Inflater | None, clock: Callable[[], float],
+                started: float,
                 cancel_after: int | None, is_terminal: Callable[[Event], bool] | None) -> None:
     plain: list[bytes] = []
     sse = ex.is_sse
@@ -180,7 +183,10 @@ async def _read(resp: aiohttp.ClientResponse, ex: Exchange, audit: StreamAudit |
             _keep(ex, chunk, t)
             if audit is not None:
                 audit.feed(chunk, t)
-            data = inflate.decompress(chunk) if inflate is not None else chunk
+            data = chunk if inflate is None else b"".join(inflate.feed(chunk))
+            if inflate is not None and inflate.failed:
+                ex.end, ex.error = End.UPSTREAM_BROKEN, "the compressed body could not be decoded"
+                return
             if not sse:
                 plain.append(data)
                 continue
@@ -195,8 +201,6 @@ async def _read(resp: aiohttp.ClientResponse, ex: Exchange, audit: StreamAudit |
                 return
     except TimeoutError:
         ex.end, ex.error = End.IDLE_TIMEOUT, "no byte for the --timeout while reading the body"
-    except zlib.error:
-        ex.end, ex.error = End.UPSTREAM_BROKEN, "the compressed body could not be decoded"
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
         ex.end, ex.error = End.UPSTREAM_BROKEN, describe(exc)
     if not sse:
@@ -221,15 +225,6 @@ def _parse_body(ex: Exchange, body: bytes) -> None:
 def _asks_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _inflater(encoding: str) -> Any:
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    return None
 
 
 def describe(exc: BaseException) -> str:

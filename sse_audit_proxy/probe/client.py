@@ -152,7 +152,8 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
             ex.response_headers = [(str(k), str(v)) for k, v in resp.headers.items()]
             encoding = resp.headers.get("Content-Encoding", "")
             if stream:
-                audit = StreamAudit(dialect_for_route(route_for_path(url.path))(), 0.0, include_usage=_asks_usage(body),
+                dialect = dialect_for_route(route_for_path(url.path))
+                audit = StreamAudit(dialect(), 0.0, include_usage=_asks_usage(body),
                                     content_encoding=encoding)
             inflater = Inflater(encoding, MAX_PIECE) if wants_inflater(encoding) else None
             await _read(resp, ex, audit, decoder, inflater, clock, started,

@@ -39,6 +39,7 @@ class Anomaly(StrEnum):
     MALFORMED_FRAME = "malformed_frame"
     INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
     ERROR_EVENT = "error_event"
+    NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
 
 
 class End(StrEnum):
@@ -109,10 +110,27 @@ class StreamAudit:
     """Feed every body chunk with its arrival time, then call finish() once."""
 
     __slots__ = (
-        "_content_frames", "_decoder", "_dialect", "_first_byte", "_first_content",
-        "_frames", "_gap_counts", "_gap_sum", "_include_usage", "_inflate", "_keepalives",
-        "_last_content", "_last_frame", "_last_keepalive", "_max_gap", "_peek", "_started",
-        "_take", "_thresholds", "bytes",
+        "_content_frames",
+        "_decoder",
+        "_dialect",
+        "_event_stream",
+        "_first_byte",
+        "_first_content",
+        "_frames",
+        "_gap_counts",
+        "_gap_sum",
+        "_include_usage",
+        "_inflate",
+        "_keepalives",
+        "_last_content",
+        "_last_frame",
+        "_last_keepalive",
+        "_max_gap",
+        "_peek",
+        "_started",
+        "_take",
+        "_thresholds",
+        "bytes",
     )
 
     def __init__(
@@ -136,6 +154,7 @@ class StreamAudit:
                          if wants_inflater(content_encoding) else None)
         self._peek: bytearray | None = bytearray()  # the body's start, while it may be JSON
         self._take: Any = self._decode if event_stream else self._look_only
+        self._event_stream = event_stream
         self.bytes = 0
         self._frames = 0
         self._content_frames = 0
@@ -238,17 +257,23 @@ class StreamAudit:
             unterminated = False  # a JSON document, not a frame left open
         # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
         unreadable = self._inflate is not None and self._inflate.failed
+        # An ordinary answer to a stream request: whole when the body ended cleanly.
+        not_streamed = not (self._event_stream or error_body or end is End.UPSTREAM_STATUS)
         outcome = _OUTCOME_BY_END.get(end)
         if outcome is None:
             if summary.failed or error_body:
                 outcome = Outcome.UPSTREAM_ERROR
-            elif summary.terminal or (unreadable and end is End.UPSTREAM_EOF):
+            elif summary.terminal or ((unreadable or not_streamed) and end is End.UPSTREAM_EOF):
                 outcome = Outcome.COMPLETE
             else:
                 outcome = Outcome.TRUNCATED
         dialect = type(self._dialect)
         anomalies: list[str] = []
-        judged = outcome in (Outcome.COMPLETE, Outcome.TRUNCATED) and not unreadable
+        if not_streamed:
+            anomalies.append(Anomaly.NOT_STREAMED)
+        # Completeness is judged on streams the upstream ended, and only on event streams.
+        judged = (outcome in (Outcome.COMPLETE, Outcome.TRUNCATED) and not unreadable
+                  and not not_streamed)
         if judged:
             if dialect.expects_done and not summary.done:
                 anomalies.append(Anomaly.MISSING_DONE)

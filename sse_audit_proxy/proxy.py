@@ -339,8 +339,6 @@ class Proxy:
                 self._notify_ended(rec.route)
             if audit is not None and upstream.status >= 400:
                 end = End.UPSTREAM_STATUS
-            if peek and audit is not None and not audit.error_document:
-                audit = None  # an ordinary answer, not a stream: a plain request record
             if audit is None and end is not End.UPSTREAM_EOF:
                 rec.error = end.value
             self._finish(rec, audit, end, started)

@@ -63,7 +63,7 @@ class Case:
         )
         for i, piece in enumerate(pieces):
             audit.feed(piece, 0.001 * (i + 1))
-        if not self.is_sse and not audit.error_document:
+        if not self.is_sse and not info.stream:
             return None
         return audit.finish(0.001 * (len(pieces) + 1), End.UPSTREAM_EOF)
 

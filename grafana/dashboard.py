@@ -130,8 +130,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "no finish_reason {{route}} {{model}}")],
               unit="percentunit", threshold=0.01),
         panel("Missing usage share (of streams that asked)",
-              "Among streams whose request set stream_options.include_usage and that the "
-              "upstream ended, the share that got no usage chunk (recording rule, all instances; "
+              "Among streams that should carry usage (the request set "
+              "stream_options.include_usage, or a Responses/Messages stream, which always "
+              "does) and that the upstream ended, the share that got no usage (recording rule, all instances; "
               "alert above 1 %). Token accounting and billing lose these requests.",
               [(f'job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}',
                 "{{route}} {{model}}")],

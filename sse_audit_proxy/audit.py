@@ -6,15 +6,21 @@ with the same times always gives the same result.
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from . import buckets
-from .dialects import CONTENT, Dialect
-from .sse import DEFAULT_MAX_FRAME_BYTES, Event, SSEDecoder
+from .dialects import CONTENT, KEEPALIVE, Dialect
+from .inflate import Inflater, wants_inflater
+from .sse import DEFAULT_MAX_FRAME_BYTES, SSEDecoder
+
+# A body that starts like a JSON object is held this far to see whether it is an error
+# sent instead of a stream (it is forwarded unchanged all the same).
+PEEK_BYTES = 16 << 10
 
 
 class Outcome(StrEnum):
@@ -33,6 +39,7 @@ class Anomaly(StrEnum):
     MALFORMED_FRAME = "malformed_frame"
     INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
     ERROR_EVENT = "error_event"
+    NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
 
 
 class End(StrEnum):
@@ -93,16 +100,37 @@ class StreamResult:
     unterminated_frame: bool
     gap_counts: list[int] = field(default_factory=list)  # per buckets.GAP bound, +Inf last
     gap_sum: float = 0.0
-    usage_requested: bool = False  # the request asked for usage (stream_options.include_usage)
+    # Usage was expected: asked for (stream_options.include_usage), or always part of this
+    # stream shape (Responses, Anthropic Messages).
+    usage_requested: bool = False
+    last_keepalive: float | None = None  # seconds from the request to the last keep-alive
 
 
 class StreamAudit:
     """Feed every body chunk with its arrival time, then call finish() once."""
 
     __slots__ = (
-        "_content_frames", "_decoder", "_dialect", "_first_byte", "_first_content",
-        "_frames", "_gap_counts", "_gap_sum", "_include_usage", "_inflate", "_keepalives",
-        "_last_content", "_last_frame", "_max_gap", "_started", "_thresholds", "bytes",
+        "_content_frames",
+        "_decoder",
+        "_dialect",
+        "_event_stream",
+        "_first_byte",
+        "_first_content",
+        "_frames",
+        "_gap_counts",
+        "_gap_sum",
+        "_include_usage",
+        "_inflate",
+        "_keepalives",
+        "_last_content",
+        "_last_frame",
+        "_last_keepalive",
+        "_max_gap",
+        "_peek",
+        "_started",
+        "_take",
+        "_thresholds",
+        "bytes",
     )
 
     def __init__(
@@ -113,17 +141,25 @@ class StreamAudit:
         include_usage: bool = False,
         content_encoding: str = "",
         thresholds: Thresholds = Thresholds(),
+        event_stream: bool = True,
     ) -> None:
+        """`event_stream=False`: the body is not labelled as one; only its start is looked
+        at, to tell an error document sent in place of the stream."""
         self._dialect = dialect
         self._started = started_at
         self._include_usage = include_usage
         self._thresholds = thresholds
         self._decoder = SSEDecoder(thresholds.max_frame_bytes)
-        self._inflate = _inflater(content_encoding)
+        self._inflate = (Inflater(content_encoding, thresholds.max_frame_bytes)
+                         if wants_inflater(content_encoding) else None)
+        self._peek: bytearray | None = bytearray()  # the body's start, while it may be JSON
+        self._take: Any = self._decode if event_stream else self._look_only
+        self._event_stream = event_stream
         self.bytes = 0
         self._frames = 0
         self._content_frames = 0
         self._keepalives = 0
+        self._last_keepalive: float | None = None
         self._first_byte: float | None = None
         self._first_content: float | None = None
         self._last_content = 0.0
@@ -136,24 +172,61 @@ class StreamAudit:
         if self._first_byte is None:
             self._first_byte = t
         self.bytes += len(chunk)
+        take = self._take
+        if take is None:
+            return
+        if self._inflate is None:
+            take(chunk, t)
+        else:  # decoded piece by piece: a small chunk may expand a lot
+            for piece in self._inflate.feed(chunk):
+                take(piece, t)
+
+    def _decode(self, data: bytes, t: float) -> None:
         decoder = self._decoder
         comments = decoder.comments
-        events = decoder.feed(chunk) if self._inflate is None else self._inflate_and_decode(chunk)
-        if decoder.comments != comments:
-            self._keepalives += decoder.comments - comments
-        if not events:
+        events = decoder.feed(data)
+        if self._peek is not None:
+            self._look(data, bool(events))
+        keepalives = decoder.comments - comments
+        if not events and not keepalives:
             return
-        self._note_frames(len(events), t)
+        frames = content = 0
         observe = self._dialect.observe
-        content = 0
         for event in events:
-            if observe(event) & CONTENT:
-                content += 1
+            bits = observe(event)
+            if bits & KEEPALIVE:
+                keepalives += 1
+            else:
+                frames += 1
+                if bits & CONTENT:
+                    content += 1
+        if keepalives:
+            self._keepalives += keepalives
+            self._last_keepalive = t
+        if frames:
+            self._note_frames(frames, t)
         if content:
             if self._first_content is None:
                 self._first_content = t
             self._last_content = t
             self._content_frames += content
+
+    def _look_only(self, data: bytes, t: float) -> None:
+        self._look(data, False)
+        if self._peek is None:
+            self._take = None  # not an error document: nothing more to learn from this body
+
+    def _look(self, data: bytes, framed: bool) -> None:
+        """Hold the body's start while it may be a JSON error document instead of a stream."""
+        peek = self._peek
+        assert peek is not None
+        if framed or len(peek) + len(data) > PEEK_BYTES:
+            self._peek = None
+            return
+        peek += data
+        start = peek.lstrip()[:1]
+        if start and start != b"{":
+            self._peek = None
 
     def _note_frames(self, n: int, t: float) -> None:
         # Frames decoded from one read share its arrival time: one real gap, then n-1 zeros.
@@ -171,43 +244,51 @@ class StreamAudit:
         self._last_frame = t
         self._frames += n
 
-    def _inflate_and_decode(self, chunk: bytes) -> list[Event]:
-        """Decode a compressed body on the audit side only, a bounded piece at a time."""
-        events: list[Event] = []
-        limit = self._thresholds.max_frame_bytes
-        try:
-            while chunk:
-                events.extend(self._decoder.feed(self._inflate.decompress(chunk, limit)))
-                chunk = self._inflate.unconsumed_tail
-        except zlib.error:
-            self._inflate = _Undecodable()
-            self._decoder.oversized += 1  # counted as malformed: the frames cannot be read
-        return events
+    @property
+    def error_document(self) -> bool:
+        """The body so far is one JSON error document, not an event stream."""
+        return self._frames == 0 and self._peek is not None and is_error_document(self._peek)
 
     def finish(self, t: float, end: End) -> StreamResult:
         unterminated = self._decoder.close()
         summary = self._dialect.summary()
+        error_body = self.error_document
+        if error_body:
+            unterminated = False  # a JSON document, not a frame left open
+        # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
+        unreadable = self._inflate is not None and self._inflate.failed
+        # An ordinary answer to a stream request: whole when the body ended cleanly.
+        not_streamed = not (self._event_stream or error_body or end is End.UPSTREAM_STATUS)
         outcome = _OUTCOME_BY_END.get(end)
         if outcome is None:
-            outcome = Outcome.COMPLETE if summary.terminal else Outcome.TRUNCATED
+            if summary.failed or error_body:
+                outcome = Outcome.UPSTREAM_ERROR
+            elif summary.terminal or ((unreadable or not_streamed) and end is End.UPSTREAM_EOF):
+                outcome = Outcome.COMPLETE
+            else:
+                outcome = Outcome.TRUNCATED
         dialect = type(self._dialect)
         anomalies: list[str] = []
-        upstream_ended = outcome in (Outcome.COMPLETE, Outcome.TRUNCATED)
-        if upstream_ended:
+        if not_streamed:
+            anomalies.append(Anomaly.NOT_STREAMED)
+        # Completeness is judged on streams the upstream ended, and only on event streams.
+        judged = (outcome in (Outcome.COMPLETE, Outcome.TRUNCATED) and not unreadable
+                  and not not_streamed)
+        if judged:
             if dialect.expects_done and not summary.done:
                 anomalies.append(Anomaly.MISSING_DONE)
             if dialect.expects_finish_reason and summary.missing_finish_reason:
                 anomalies.append(Anomaly.MISSING_FINISH_REASON)
-            if self._include_usage and dialect.expects_usage and summary.usage is None:
+            if self._wants_usage() and summary.usage is None:
                 anomalies.append(Anomaly.MISSING_USAGE)
         ttft = None if self._first_content is None else self._first_content - self._started
         if self._is_buffered(ttft):
             anomalies.append(Anomaly.BUFFERED)
-        if summary.malformed_frames or self._decoder.oversized:
+        if summary.malformed_frames or self._decoder.oversized or unreadable:
             anomalies.append(Anomaly.MALFORMED_FRAME)
-        if upstream_ended and summary.invalid_tool_arguments:
+        if judged and summary.invalid_tool_arguments:
             anomalies.append(Anomaly.INVALID_TOOL_ARGUMENTS)
-        if summary.error_events:
+        if summary.error_events or error_body:
             anomalies.append(Anomaly.ERROR_EVENT)
         anomalies.extend(summary.anomalies)
         return StreamResult(
@@ -231,8 +312,14 @@ class StreamAudit:
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
             gap_sum=self._gap_sum,
-            usage_requested=self._include_usage,
+            usage_requested=self._wants_usage(),
+            last_keepalive=(None if self._last_keepalive is None
+                            else self._last_keepalive - self._started),
         )
+
+    def _wants_usage(self) -> bool:
+        dialect = type(self._dialect)
+        return dialect.expects_usage and (self._include_usage or dialect.usage_always)
 
     def _is_buffered(self, ttft: float | None) -> bool:
         th = self._thresholds
@@ -245,19 +332,12 @@ class StreamAudit:
         return ttft >= th.buffered_wait_ratio * to_last and spacing < th.buffered_max_spacing
 
 
-class _Undecodable:
-    """Stands in for a broken decompressor: the rest of the body is not audited."""
-
-    unconsumed_tail = b""
-
-    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
-        return b""
-
-
-def _inflater(content_encoding: str) -> Any:
-    encoding = content_encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    return None
+def is_error_document(body: bytes | bytearray) -> bool:
+    """Whether a whole body is a JSON error (OpenAI, Anthropic and vLLM shapes)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    return bool(doc.get("error")) or doc.get("type") == "error" or doc.get("object") == "error"

@@ -94,6 +94,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         frames=s.frames,
         content_frames=s.content_frames,
         keepalives=s.keepalives,
+        last_keepalive_ms=_ms(s.last_keepalive),
         finish_reasons=s.finish_reasons,
         usage=s.usage,
         done=s.done,

@@ -93,8 +93,9 @@ class Metrics:
         )
         self.usage_requested = Counter(
             "sse_audit_usage_requested_streams",
-            "Streams that asked for usage (stream_options.include_usage) and that the upstream "
-            "ended: the denominator of the missing_usage share.",
+            "Streams that expected usage (asked for with stream_options.include_usage, or always "
+            "sent on responses and messages) and that the upstream ended: the denominator of "
+            "the missing_usage share.",
             rm, registry=registry,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -294,14 +294,18 @@ class Proxy:
     ) -> web.StreamResponse:
         rec.status = upstream.status
         is_sse = upstream.headers.get("Content-Type", "").lower().startswith("text/event-stream")
+        # A stream was asked for, yet no event stream came: maybe an error sent as 200 + JSON.
+        # The audit peeks at a bounded start of the body; the client gets it unchanged.
+        peek = info.stream and not is_sse and upstream.status < 400
         audit: StreamAudit | None = None
-        if is_sse or (info.stream and upstream.status >= 400):
+        if is_sse or peek or (info.stream and upstream.status >= 400):
             audit = StreamAudit(
                 dialect_for_route(rec.route)(),
                 started,
                 include_usage=info.include_usage,
                 content_encoding=upstream.headers.get("Content-Encoding", ""),
                 thresholds=self.config.thresholds,
+                event_stream=is_sse,
             )
         headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
         headers[TRACE_HEADER] = rec.trace_id
@@ -316,7 +320,7 @@ class Proxy:
             if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
                 end = await self._relay_stream(upstream, writer, request.transport, audit, rec)
             else:
-                end = await self._relay(upstream, resp, rec)
+                end = await self._relay(upstream, resp, rec, audit if peek else None)
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
@@ -342,9 +346,14 @@ class Proxy:
         return resp
 
     async def _relay(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord,
+        peek: StreamAudit | None = None,
     ) -> End:
-        """Any other body: plain backpressure (the upstream is read as fast as the client takes)."""
+        """Any other body: plain backpressure (the upstream is read as fast as the client takes).
+
+        `peek`: a stream was asked for and this is none; the audit looks at the body's start
+        for an error document sent in its place.
+        """
         read = upstream.content.readany
         write = resp.write
         while True:
@@ -359,6 +368,12 @@ class Proxy:
             except ConnectionError:
                 return End.CLIENT_GONE
             rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
+            if peek is not None:
+                try:
+                    peek.feed(chunk, time.monotonic())  # then look
+                except Exception:
+                    _log.exception("audit_failed")
+                    peek = None
 
     async def _relay_stream(
         self,

@@ -34,13 +34,14 @@ class SSEDecoder:
     __slots__ = (
         "_bom_checked",
         "_data",
-        "_data_len",
         "_discarding",
         "_event",
+        "_frame_len",
         "_last_id",
         "_max",
         "_skip_lf",
         "_tail",
+        "_tail_comment",
         "_tail_dropped",
         "comments",
         "oversized",
@@ -50,8 +51,11 @@ class SSEDecoder:
         self._max = max_frame_bytes
         self._tail = b""  # the current, not yet terminated line
         self._tail_dropped = False  # part of the current line was discarded (oversized)
+        self._tail_comment = False  # the current line is a comment: counted, never held
         self._data: list[bytes] = []
-        self._data_len = 0
+        # Bytes the current frame has taken so far: every line plus one for its terminator, so
+        # the cap trips at the same byte whether a line arrives whole or in pieces.
+        self._frame_len = 0
         self._event = ""
         self._last_id = ""
         self._bom_checked = False
@@ -88,7 +92,7 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[Event] = []
         rest = buf
-        if not (self._discarding or self._tail_dropped):
+        if not (self._discarding or self._tail_dropped or self._tail_comment):
             # Whole frames first, split on the blank line that ends each (one C call); a
             # frame that is a single `data:` line (nearly all) becomes an event without the
             # per-line loop. What follows the last blank line goes line by line.
@@ -97,7 +101,7 @@ class SSEDecoder:
             limit = self._max
             for frame in frames:
                 if (frame[:5] == b"data:" and 0x0A not in frame and len(frame) < limit
-                        and not self._data and not self._event):
+                        and not self._frame_len):
                     events.append(Event("", frame[6:] if frame[5:6] == b" " else frame[5:],
                                         self._last_id))
                 else:
@@ -106,18 +110,26 @@ class SSEDecoder:
                 return events
         lines = rest.split(b"\n")
         self._tail = lines.pop()
-        if self._tail_dropped and lines:
-            # The first piece finishes a line whose start was discarded: not a blank line.
-            self._tail_dropped = False
+        if lines and (self._tail_dropped or self._tail_comment):
+            # The first piece finishes a line whose start was not kept: not a blank line.
+            if self._tail_comment:
+                self.comments += 1
+            self._tail_dropped = self._tail_comment = False
             del lines[0]
         for line in lines:
             self._line(line, events)
-        if self._discarding:
-            if self._tail:
+        tail = self._tail
+        if tail:
+            if self._discarding:
+                self._tail = b""  # part of a frame being skipped: not held
+                self._tail_dropped = True
+            elif self._tail_comment or tail[0] == 0x3A:  # a comment: nothing in it is needed
+                self._tail = b""
+                self._tail_comment = True
+            elif self._frame_len + len(tail) + 1 > self._max:
+                self._overflow()
                 self._tail = b""
                 self._tail_dropped = True
-        elif self._data_len + len(self._tail) > self._max:
-            self._overflow()
         return events
 
     def _frame(self, frame: bytes, events: list[Event]) -> None:
@@ -129,16 +141,18 @@ class SSEDecoder:
     def close(self) -> bool:
         """End of stream. True when a frame was left unterminated (it is not dispatched)."""
         pending = bool(
-            self._tail or self._data or self._event or self._discarding or self._tail_dropped
+            self._tail or self._frame_len or self._discarding or self._tail_dropped
+            or self._tail_comment
         )
         self._reset_frame()
         self._tail = b""
-        self._tail_dropped = self._discarding = False
+        self._tail_dropped = self._tail_comment = self._discarding = False
         return pending
 
     @property
     def buffered_bytes(self) -> int:
-        return self._data_len + len(self._tail)
+        """What the current frame holds: never more than `max_frame_bytes`."""
+        return self._frame_len + len(self._tail)
 
     def _line(self, line: bytes, events: list[Event]) -> None:
         if not line:
@@ -150,15 +164,16 @@ class SSEDecoder:
             return
         if self._discarding:
             return
-        if line.startswith(b"data:"):
-            value = line[6:] if line[5:6] == b" " else line[5:]
-            self._data.append(value)
-            self._data_len += len(value) + 1
-            if self._data_len > self._max:
-                self._overflow()
-            return
-        if line[0] == 0x3A:  # ":" comment, used as keep-alive
+        if line[0] == 0x3A:  # ":" comment, used as keep-alive; not part of the frame
             self.comments += 1
+            return
+        size = self._frame_len + len(line) + 1  # as the tail check in feed() counts it
+        if size > self._max:
+            self._overflow()
+            return
+        self._frame_len = size
+        if line.startswith(b"data:"):
+            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
             return
         field, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
@@ -170,18 +185,15 @@ class SSEDecoder:
                 self._last_id = value.decode("utf-8", "replace")
         elif field == b"data":  # "data" with no colon: an empty data line
             self._data.append(b"")
-            self._data_len += 1
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _overflow(self) -> None:
+        """The current frame outgrew the cap: skip it up to its blank line."""
         self.oversized += 1
         self._reset_frame()
         self._discarding = True
-        if self._tail:
-            self._tail = b""
-            self._tail_dropped = True
 
     def _reset_frame(self) -> None:
         self._data = []
-        self._data_len = 0
+        self._frame_len = 0
         self._event = ""

@@ -385,3 +385,22 @@ async def test_unparseable_body_is_forwarded_untouched_with_model_unknown(upstre
         await resp.read()
     assert got == [b'{"model": "x", broken']
     assert (await p.record()).model == "unknown"
+
+
+async def test_ordinary_answer_to_a_stream_request_is_flagged_not_streamed(upstream, proxy, http) -> None:
+    answer = {"id": "c1", "object": "chat.completion",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    p = await proxy(await upstream(handler))
+    status, body, _ = await post_stream(http, p.url)
+    assert status == 200 and orjson.loads(body) == answer  # forwarded unchanged
+    rec = await p.record()
+    assert rec.stream is not None
+    assert (rec.stream.outcome, rec.stream.anomalies) == (Outcome.COMPLETE, ["not_streamed"])
+    assert p.metric("sse_audit_stream_anomalies_total", route="chat_completions", model="gpt-test",
+                    anomaly="not_streamed") == 1

@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 
 from sse_audit_proxy.sse import Event, SSEDecoder
 
-# Larger than any generated stream: oversized frames, and reads of every size across them,
-# are test_sse.py's (the cap's accounting of non-data lines is issue 4's to settle).
-CAP = 1 << 12
+CAP = 64  # small, so oversized frames and lines occur often
 LINES = st.sampled_from([
     b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}", b"data:x", b"data: ", b"data",
     b"data: [DONE]", b"event: message", b"event: response.completed", b"id: 7", b"id: a\x00b",
@@ -73,3 +71,11 @@ def test_a_frame_begun_in_one_read_is_finished_by_the_next_at_every_cut() -> Non
     for i in range(1, len(stream)):
         for j in range(i + 1, len(stream) + 1):
             assert decode([stream[:i], stream[i:j], stream[j:]]) == whole, (i, j)
+
+
+def test_a_frame_at_the_cap_is_judged_the_same_whole_or_byte_by_byte() -> None:
+    for size in range(CAP - 3, CAP + 3):  # the data line's length, around the cap
+        stream = b"data:" + b"x" * (size - 5) + b"\n\ndata: ok\n\n"
+        by_byte = decode([stream[i:i + 1] for i in range(len(stream))])
+        assert decode([stream]) == by_byte, size
+        assert by_byte[0][-1].data == b"ok"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from .base import CONTENT, TERMINAL, Dialect, DialectSummary
+from .anthropic import AnthropicMessages
+from .base import CONTENT, KEEPALIVE, TERMINAL, Dialect, DialectSummary
 from .chat import ChatCompletions
+from .completions import Completions
 from .generic import Generic
+from .responses import Responses
 
 # Order matters where suffixes overlap: `/chat/completions` before `/completions`.
 DIALECTS: tuple[type[Dialect], ...] = (
     ChatCompletions,
+    Completions,
+    Responses,
+    AnthropicMessages,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}
@@ -32,6 +38,7 @@ def dialect_for_route(route: str) -> type[Dialect]:
 __all__ = [
     "CONTENT",
     "DIALECTS",
+    "KEEPALIVE",
     "ROUTES",
     "TERMINAL",
     "Dialect",

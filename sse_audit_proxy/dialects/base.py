@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
+
 from ..sse import Event
 
 # Bits returned by Dialect.observe().
 CONTENT = 1  # the frame carries non-empty content: text, reasoning, refusal or a tool-call delta
-TERMINAL = 2  # the dialect's normal end-of-stream marker
+TERMINAL = 2  # the dialect's end-of-stream marker (normal or failed)
+KEEPALIVE = 4  # a protocol-level keep-alive (Anthropic `ping`): timed as one, not as a frame
 
 DONE_SENTINEL = b"[DONE]"
 
@@ -23,7 +26,8 @@ Usage = dict[str, Any]
 
 @dataclass(slots=True)
 class DialectSummary:
-    terminal: bool = False  # the normal end marker was seen
+    terminal: bool = False  # the end marker was seen (normal or failed)
+    failed: bool = False  # the stream ended with the upstream reporting failure in-band
     done: bool = False  # the `data: [DONE]` sentinel was seen
     finish_reasons: list[str] = field(default_factory=list)
     missing_finish_reason: bool = True  # some choice (or the whole stream) never got one
@@ -45,6 +49,8 @@ class Dialect:
     expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
     expects_finish_reason: ClassVar[bool] = True
     expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
+    # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
+    usage_always: ClassVar[bool] = False
 
     __slots__ = ()
 
@@ -53,6 +59,15 @@ class Dialect:
 
     def summary(self) -> DialectSummary:
         raise NotImplementedError
+
+
+def load_object(data: bytes) -> dict[str, Any] | None:
+    """The frame's JSON object; None when it is not one (the caller counts it malformed)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def clean_usage(usage: Any) -> Usage | None:

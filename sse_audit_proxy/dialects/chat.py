@@ -1,10 +1,15 @@
-"""OpenAI Chat Completions streams (`/v1/chat/completions`): `data:` JSON chunks, `[DONE]` last."""
+"""OpenAI Chat Completions streams (`/v1/chat/completions`): `data:` JSON chunks, `[DONE]` last.
+
+Deviations of real gateways handled here (the README lists them): usage on every chunk
+(the last wins) or inside the last content chunk; `finish_reason` on a chunk that also
+carries content, `""` as "none yet", or followed by more content; `reasoning` as well as
+`reasoning_content`; tool-call deltas without `index`; chunks with empty `choices` that
+are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunks.
+"""
 
 from __future__ import annotations
 
 from typing import Any
-
-import orjson
 
 from ..sse import Event
 from .base import (
@@ -14,6 +19,7 @@ from .base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    load_object,
     token_counts,
 )
 from .tool_args import ToolArgs
@@ -27,7 +33,7 @@ class ChatCompletions(Dialect):
     expects_done = True
 
     __slots__ = ("_choices", "_done", "_errors", "_finish", "_last_tool", "_malformed",
-                 "_tools", "_usage")
+                 "_tool_ids", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._choices: set[int] = set()
@@ -38,27 +44,24 @@ class ChatCompletions(Dialect):
         self._malformed = 0
         self._tools = ToolArgs()
         self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
+        self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
 
     def observe(self, event: Event) -> int:
         data = event.data
         if data == DONE_SENTINEL:
             self._done = True
             return TERMINAL
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        chunk = load_object(data)
+        if chunk is None:
             self._malformed += 1
             return 0
-        if not isinstance(chunk, dict):
-            self._malformed += 1
-            return 0
-        if "error" in chunk:
+        if chunk.get("error"):  # `"error": null` on ordinary chunks is no error
             self._errors += 1
         usage = chunk.get("usage")
         if usage:
             self._usage = usage  # continuous usage stats: the last one wins
         choices = chunk.get("choices")
-        if not choices:
+        if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
             return 0
         if not isinstance(choices, list):
             self._malformed += 1
@@ -72,13 +75,17 @@ class ChatCompletions(Dialect):
             if not isinstance(index, int):
                 index = 0
             self._choices.add(index)
-            delta = choice.get("delta")
-            if delta and isinstance(delta, dict) and self._delta(index, delta):
-                flags = CONTENT
+            if self._content(index, choice):
+                flags = CONTENT  # content after a finish_reason still reached the client
             reason = choice.get("finish_reason")
-            if reason and isinstance(reason, str):
+            if reason and isinstance(reason, str):  # "" means none yet
                 self._finish[index] = reason
         return flags
+
+    def _content(self, index: int, choice: dict[str, Any]) -> bool:
+        """Whether this choice of a chunk carries content; subclasses read other shapes."""
+        delta = choice.get("delta")
+        return bool(delta) and isinstance(delta, dict) and self._delta(index, delta)
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
         content = False
@@ -96,14 +103,7 @@ class ChatCompletions(Dialect):
         return content
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
-        index = call.get("index")
-        if isinstance(index, int):
-            key: object = (choice, index)
-        elif call.get("id"):  # some gateways omit `index`: a new id starts a new call
-            key = (choice, "id", call["id"])
-        else:
-            key = self._last_tool.get(choice, (choice, 0))
-        self._last_tool[choice] = key
+        key = self._tool_key(choice, call)
         self._tools.open(key)
         function = call.get("function")
         arguments = function.get("arguments") if isinstance(function, dict) else None
@@ -111,6 +111,23 @@ class ChatCompletions(Dialect):
             self._tools.append(key, arguments)
             return True
         return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+
+    def _tool_key(self, choice: int, call: dict[str, Any]) -> object:
+        """Which call a delta belongs to: by `index`, else by `id`, else the last one."""
+        index = call.get("index")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = None
+        if isinstance(index, int):
+            key: object = (choice, index)
+            if call_id is not None:
+                self._tool_ids[choice, call_id] = key
+        elif call_id is not None:  # some gateways omit `index`: a new id starts a new call
+            key = self._tool_ids.setdefault((choice, call_id), (choice, "id", call_id))
+        else:
+            key = self._last_tool.get(choice, (choice, 0))
+        self._last_tool[choice] = key
+        return key
 
     def summary(self) -> DialectSummary:
         usage = clean_usage(self._usage)

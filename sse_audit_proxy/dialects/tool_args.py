@@ -11,15 +11,21 @@ MAX_TOOL_ARG_BYTES = 4 << 20
 
 
 class ToolArgs:
-    __slots__ = ("_calls", "_overflow", "_size")
+    __slots__ = ("_calls", "_defaults", "_mismatched", "_overflow", "_size")
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, list[str]] = {}
+        self._defaults: dict[Hashable, str] = {}
+        self._mismatched: set[Hashable] = set()
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
 
-    def open(self, key: Hashable) -> None:
+    def open(self, key: Hashable, default: str = "") -> None:
+        """A call starts. `default` is its arguments if no fragment ever comes (Anthropic's
+        `content_block_start.input`, `{}` for a tool without parameters)."""
         self._calls.setdefault(key, [])
+        if default:
+            self._defaults[key] = default
 
     def append(self, key: Hashable, fragment: str) -> None:
         parts = self._calls.setdefault(key, [])
@@ -37,6 +43,15 @@ class ToolArgs:
         self._calls[key] = []
         self.append(key, arguments)
 
+    def complete(self, key: Hashable, arguments: str) -> None:
+        """The full arguments a `.done` event repeats: taken when no fragment came, and
+        otherwise checked against the fragments (a client may have used either)."""
+        parts = self._calls.get(key)
+        if not parts:
+            self.set(key, arguments)
+        elif not self._overflow and "".join(parts) != arguments:
+            self._mismatched.add(key)
+
     @property
     def count(self) -> int:
         return len(self._calls)
@@ -46,9 +61,12 @@ class ToolArgs:
         if self._overflow:
             return 0
         bad = 0
-        for parts in self._calls.values():
+        for key, parts in self._calls.items():
+            if key in self._mismatched:
+                bad += 1
+                continue
             try:
-                value = orjson.loads("".join(parts))
+                value = orjson.loads("".join(parts) or self._defaults.get(key, ""))
             except orjson.JSONDecodeError:
                 bad += 1
                 continue

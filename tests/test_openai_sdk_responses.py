@@ -1,0 +1,133 @@
+"""The official `openai` SDK consumes a Responses stream through the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from typing import Any
+
+import pytest
+from aiohttp import web
+from openai import AsyncOpenAI
+
+WORDS = ["The", " weather", " in", " Paris", " is", " mild", "."]
+ARGS = ['{"loc', 'ation":', ' "Paris', '"}']
+USAGE = {"input_tokens": 21, "input_tokens_details": {"cached_tokens": 0},
+         "output_tokens": 11, "output_tokens_details": {"reasoning_tokens": 0},
+         "total_tokens": 32}
+
+
+def response_events(model: str) -> list[dict[str, Any]]:
+    """A Responses stream as OpenAI sends it: a message, then a function call."""
+    base = {"id": "resp_1", "object": "response", "created_at": 1741476542, "model": model,
+            "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "error": None, "incomplete_details": None, "usage": None}
+    text = "".join(WORDS)
+    part = {"type": "output_text", "text": text, "annotations": []}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [part]}
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "get_weather",
+            "arguments": "".join(ARGS), "status": "completed"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**base, "status": "in_progress"}},
+        {"type": "response.in_progress", "response": {**base, "status": "in_progress"}},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {**message, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "part": {**part, "text": ""}},
+        *({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+           "content_index": 0, "delta": w, "logprobs": []} for w in WORDS),
+        {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.output_item.added", "output_index": 1,
+         "item": {**call, "arguments": "", "status": "in_progress"}},
+        *({"type": "response.function_call_arguments.delta", "item_id": "fc_1",
+           "output_index": 1, "delta": a} for a in ARGS),
+        {"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1,
+         "arguments": call["arguments"]},
+        {"type": "response.output_item.done", "output_index": 1, "item": call},
+        {"type": "response.completed", "response": {
+            **base, "status": "completed", "output": [message, call], "usage": USAGE}},
+    ]
+    for seq, event in enumerate(events):
+        event["sequence_number"] = seq
+    return events
+
+
+def responses_upstream(encoding: str = "") -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        assert request.path == "/v1/responses" and body["stream"] is True
+        headers = {"Content-Type": "text/event-stream"}
+        z = None
+        if encoding:
+            headers["Content-Encoding"] = encoding
+            z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        resp = web.StreamResponse(headers=headers)
+        await resp.prepare(request)
+        for event in response_events(body["model"]):
+            frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            if z is not None:
+                frame = z.compress(frame) + z.flush(zlib.Z_SYNC_FLUSH)
+            await resp.write(frame)
+            await asyncio.sleep(0.005)  # token by token, as a real model streams
+        if z is not None:
+            await resp.write(z.flush())
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+async def test_openai_sdk_consumes_a_responses_stream_through_the_proxy(
+    upstream: Any, proxy: Any, encoding: str
+) -> None:
+    running = await proxy(await upstream(responses_upstream(encoding)))
+    client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
+    try:
+        stream = await client.responses.create(
+            model="gpt-4.1-mini", input="Weather in Paris?", stream=True,
+            extra_headers={"X-Client-Request-Id": "sdk-responses-1"})
+        types: list[str] = []
+        text: list[str] = []
+        arguments: list[str] = []
+        final = None
+        async for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+            elif event.type == "response.function_call_arguments.delta":
+                arguments.append(event.delta)
+            elif event.type == "response.completed":
+                final = event.response
+    finally:
+        await client.close()
+
+    expected = response_events("gpt-4.1-mini")
+    assert types == [e["type"] for e in expected]
+    assert "".join(text) == "".join(WORDS)
+    assert json.loads("".join(arguments)) == {"location": "Paris"}
+    assert final is not None and final.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (21, 11)
+
+    rec = await running.record()
+    assert (rec.trace_id, rec.route, rec.model, rec.status) == (
+        "sdk-responses-1", "responses", "gpt-4.1-mini", 200)
+    s = rec.stream
+    assert s is not None
+    assert (s.outcome.value, s.anomalies) == ("complete", [])
+    assert (s.frames, s.content_frames) == (len(expected), len(WORDS) + len(ARGS))
+    assert (s.finish_reasons, s.tool_calls, s.done) == (["completed"], 1, False)
+    assert (s.prompt_tokens, s.completion_tokens) == (21, 11)
+    assert s.usage == USAGE
+    assert s.ttft is not None and s.ttfb is not None and s.ttft >= s.ttfb
+    assert s.max_gap is not None and s.max_gap >= 0.004  # frames came one by one
+    assert running.metric("sse_audit_streams_total", route="responses", model="gpt-4.1-mini",
+                          outcome="complete") == 1.0
+    assert running.metric("sse_audit_finish_reasons_total", route="responses",
+                          model="gpt-4.1-mini", finish_reason="completed") == 1.0

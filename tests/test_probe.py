@@ -1,0 +1,443 @@
+"""`sse-audit-proxy probe` against the real demo gateway and the real proxy, over sockets.
+
+Every scenario runs the whole checklist (Chat and Responses, tools, cancellation) with the
+gateway's fast timing headers, so one probe run takes about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from test_cli import assert_one_line_error
+from test_cli import run as run_cli
+from yarl import URL
+
+from sse_audit_proxy import cli, scenarios
+from sse_audit_proxy.gateway import Timing, create_app
+from sse_audit_proxy.listen import listen
+from sse_audit_proxy.probe.command import Plan, finish, plan_from, probe_routes
+from sse_audit_proxy.probe.gates import Status
+from sse_audit_proxy.probe.runner import RouteRun
+
+FAST = ["-H", "X-Demo-TTFT-Ms: 10", "-H", "X-Demo-Interval-Ms: 5", "-H", "X-Demo-Frames: 8",
+        "-H", "X-Demo-Fault-Ms: 50", "-H", "X-Demo-Jitter: 0"]
+BOTH = ("chat", "responses")
+
+
+def gates_of(*names: str, apis: tuple[str, ...] = BOTH) -> set[tuple[str, str]]:
+    return {(name, api) for name in names for api in apis}
+
+
+# Which gate each scenario fails, on each API (an empty set: every gate passes). Decided from
+# what the gateway does: faults with a non-streamed form (HTTP errors, reset, hang) fail the
+# plain control request, so `route`; the rest fail the gate of the property they break. The
+# Responses API has no `[DONE]`, so `no-done` breaks Chat only.
+EXPECTED_FAILURES: dict[str, set[tuple[str, str]]] = {
+    "healthy": set(),
+    "buffered": gates_of("streaming"),
+    "truncated": gates_of("framing"),
+    "no-usage": gates_of("usage"),
+    "no-done": gates_of("framing", apis=("chat",)),
+    "no-finish": gates_of("framing"),
+    "slow-first-token": set(),
+    "stall": set(),
+    "error-midstream": gates_of("framing"),
+    "tool-call": set(),
+    "bad-tool-args": gates_of("tools"),
+    "malformed": gates_of("framing"),
+    "http-429": gates_of("route"),
+    "http-500": gates_of("route"),
+    "keepalive": set(),
+    "crlf": set(),
+    "reset": gates_of("route"),
+    "hang": gates_of("route"),
+    "cancel": set(),
+    "usage-mismatch": gates_of("usage"),
+}
+
+
+def make_plan(url: URL | str, model: str, *args: str, env: dict[str, str] | None = None) -> Plan:
+    argv = ["probe", "--base-url", str(url), "--model", model, *args]
+    return plan_from(cli.build_parser().parse_args(argv), env or {})
+
+
+async def run_probe(plan: Plan) -> tuple[int, str, list[RouteRun]]:
+    """(exit code, printed table, route runs) of one in-process probe run."""
+    out = io.StringIO()
+    runs = await probe_routes(plan)
+    code = finish(plan, runs, out, colour=False)
+    return code, out.getvalue(), runs
+
+
+def failures(runs: list[RouteRun]) -> set[tuple[str, str]]:
+    return {(g.name, g.api) for run in runs for g in run.gates if g.status is Status.FAIL}
+
+
+def test_every_scenario_has_a_decided_probe_outcome() -> None:
+    assert set(EXPECTED_FAILURES) == {s.name for s in scenarios.SCENARIOS}
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED_FAILURES))
+async def test_each_scenario_fails_exactly_its_own_gate(demo_gateway: Any, scenario: str) -> None:
+    gateway = await demo_gateway()
+    plan = make_plan(gateway, f"demo-{scenario}", "--tools", "--responses", "--timeout", "0.5",
+                     *FAST)
+    code, table, runs = await run_probe(plan)
+    expected = EXPECTED_FAILURES[scenario]
+    assert failures(runs) == expected, table
+    assert code == (1 if expected else 0)
+    gates = [g for run in runs for g in run.gates]
+    assert len(gates) == 12
+    for gate in gates:
+        if gate.status is Status.FAIL:
+            assert gate.problems and all(len(p) > 40 for p in gate.problems), gate
+            assert f"FAIL {gate.name} ({gate.api})" in table
+        else:
+            assert not gate.problems
+    if not expected:
+        assert all(g.status is Status.PASS for g in gates), table
+        assert "result: PASS · 12 passed, 0 failed, 0 skipped" in table
+
+
+async def test_fault_messages_tell_the_operator_what_to_fix(demo_gateway: Any) -> None:
+    gateway = await demo_gateway()
+    said = {}
+    for scenario in ("no-usage", "buffered", "no-done", "bad-tool-args", "http-500"):
+        _, table, _ = await run_probe(make_plan(gateway, f"demo-{scenario}", "--tools", *FAST))
+        said[scenario] = table
+    assert ("no usage chunk although stream_options.include_usage was set: the gateway drops "
+            "the usage chunk; finance will see no tokens for streamed calls") in said["no-usage"]
+    assert "buffers the stream" in said["buffered"] and "proxy_buffering off" in said["buffered"]
+    assert "the gateway must end every stream with [DONE]" in said["no-done"]
+    assert "which is not a JSON object" in said["bad-tool-args"]
+    assert "look up trace ID probe-" in said["http-500"]
+
+
+async def test_usage_mismatch_shows_the_difference(demo_gateway: Any) -> None:
+    gateway = await demo_gateway()
+    _, table, runs = await run_probe(make_plan(gateway, "demo-usage-mismatch", *FAST))
+    usage = runs[0].gate("usage", "chat")
+    assert usage.evidence["difference"] == {
+        "completion_tokens": {"non_streamed": 8, "streamed": 11, "delta": 3},
+        "total_tokens": {"non_streamed": usage.evidence["non_streamed"]["total_tokens"],
+                         "streamed": usage.evidence["non_streamed"]["total_tokens"] + 3,
+                         "delta": 3}}
+    assert "completion_tokens 8 -> 11 (+3)" in table
+
+
+async def test_healthy_route_passes_through_the_real_proxy_which_records_the_cancel(
+    demo_gateway: Any, proxy: Any
+) -> None:
+    gateway = await demo_gateway()
+    running = await proxy(gateway)
+    plan = make_plan(running.url, "demo-healthy", "--tools", "--responses",
+                     "--proxy-metrics-url", str(running.metrics_url), *FAST)
+    code, table, runs = await run_probe(plan)
+    assert code == 0, table
+    assert all(g.status is Status.PASS for g in runs[0].gates), table
+    for api in BOTH:
+        cancel = runs[0].gate("cancellation", api)
+        record = cancel.evidence["proxy"]["record"]
+        assert record["outcome"] == "client_disconnect" and record["end_reason"] == "client_gone"
+        assert record["trace_id"] == f"{plan.targets[0].trace_prefix}-{api}-cancel"
+        assert cancel.evidence["trace_id_echoed"] is True
+    assert "proxy recorded client_disconnect" in table
+    # The proxy's own sink agrees, independently of its lookup endpoint.
+    cancelled = {r.trace_id for r in running.sink.records if r.outcome == "client_disconnect"}
+    assert cancelled == {f"{plan.targets[0].trace_prefix}-{api}-cancel" for api in BOTH}
+    # Every request the probe sent carries its prefixed trace ID through the proxy.
+    seen = {r.trace_id for r in running.sink.records}
+    assert {e.trace_id for e in runs[0].exchanges} <= seen
+    assert all(t.startswith(f"probe-{plan.run_id}-") for t in seen)
+
+
+async def test_a_proxy_that_never_saw_the_cancel_fails_the_cancellation_gate(
+    demo_gateway: Any, proxy: Any
+) -> None:
+    gateway = await demo_gateway()
+    elsewhere = await proxy(gateway)  # a proxy that is not in the probe's path
+    plan = make_plan(gateway, "demo-healthy", "--proxy-metrics-url", str(elsewhere.metrics_url),
+                     *FAST)
+    code, table, runs = await run_probe(plan)
+    assert code == 1
+    assert failures(runs) == {("cancellation", "chat")}
+    assert "has no record of trace ID" in table and "--proxy-metrics-url" in table
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, URL]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
+    await runner.setup()
+    port = await listen(runner, "127.0.0.1", 0)
+    return runner, URL(f"http://127.0.0.1:{port}")
+
+
+async def test_a_route_that_fails_after_a_cancelled_stream_fails_cancellation_only() -> None:
+    app = create_app(Timing())
+    poisoned = {"next": False}
+
+    @web.middleware
+    async def breaks_after_a_cancel(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Like a gateway that reuses the half-read upstream connection of a cancelled stream.
+        if poisoned["next"]:
+            poisoned["next"] = False
+            return web.json_response({"error": {"message": "upstream connection reset",
+                                                "type": "server_error", "code": None}}, status=502)
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            poisoned["next"] = True
+            raise
+
+    app.middlewares.append(breaks_after_a_cancel)
+    runner, url = await _serve(app)
+    try:
+        code, table, runs = await run_probe(make_plan(url, "demo-healthy", "--responses", *FAST))
+    finally:
+        await runner.cleanup()
+    assert code == 1
+    assert failures(runs) == gates_of("cancellation")
+    assert "after a cancelled stream the route failed the next request" in table
+
+
+async def test_compare_shows_ttft_usage_and_finish_differences(demo_gateway: Any,
+                                                               tmp_path: Path) -> None:
+    current = await demo_gateway(ttft=0.01, interval=0.005, jitter=0.0, frames=8)
+    # The candidate answers later and longer: its answers hit the probe's max tokens.
+    candidate = await demo_gateway(ttft=0.15, interval=0.002, jitter=0.0, frames=150)
+    report = tmp_path / "report.json"
+    plan = make_plan(candidate, "gpt-4o", "--compare-base-url", str(current), "--json",
+                     str(report))
+    code, table, runs = await run_probe(plan)
+    assert code == 0, table
+    assert [r.target.label for r in runs] == ["base", "compare"]
+    assert "differences: base" in table
+    rows = {r["what"]: r for r in json.loads(report.read_text())["comparison"]
+            if r["api"] == "chat"}
+    assert rows["ttft_ms"]["base"] >= 150 > rows["ttft_ms"]["compare"]
+    assert rows["ttft_ms"]["delta_ms"] < -100
+    assert rows["usage"]["differs"] and rows["usage_streamed"]["differs"]
+    assert rows["usage_streamed"]["base"]["completion_tokens"] == 120  # max_tokens
+    assert rows["usage_streamed"]["compare"]["completion_tokens"] == 8
+    assert rows["finish_reasons"] == {"api": "chat", "what": "finish_reasons",
+                                      "base": ["length", "length"],
+                                      "compare": ["stop", "stop"], "differs": True}
+    assert not rows["gate route"]["differs"]
+    line = next(x for x in table.splitlines() if "finish (plain / stream" in x)
+    assert "length / length" in line and "stop / stop" in line and line.endswith("differs")
+    # Both routes' trace IDs are labelled, so each gateway's logs can be searched apart.
+    assert {e.trace_id.split("-")[2] for r in runs for e in r.exchanges} == {"base", "compare"}
+
+
+async def test_json_report_holds_every_gate_measurement_and_trace_id(demo_gateway: Any,
+                                                                     tmp_path: Path) -> None:
+    gateway = await demo_gateway()
+    report = tmp_path / "probe.json"
+    plan = make_plan(gateway, "demo-healthy", "--tools", "--responses", "--json", str(report),
+                     *FAST)
+    code, table, _ = await run_probe(plan)
+    assert code == 0
+    doc = json.loads(report.read_text())
+    assert doc["result"] == "pass" and doc["exit_code"] == 0
+    assert doc["gates"] == {"pass": 12, "fail": 0, "skip": 0}
+    assert doc["probe"]["model"] == "demo-healthy" and doc["probe"]["tools"] is True
+    assert doc["probe"]["trace_id_prefix"] == f"probe-{plan.run_id}"
+    assert doc["probe"]["headers"]["X-Demo-Frames"] == "8"
+    route = doc["routes"][0]
+    assert [(g["gate"], g["api"]) for g in route["gates"]] == [
+        (n, a) for a in BOTH for n in ("route", "framing", "streaming", "usage", "tools",
+                                       "cancellation")]
+    purposes = [(r["api"], r["purpose"]) for r in route["requests"]]
+    assert purposes == [(a, p) for a in BOTH for p in (
+        "control", "stream", "tool-call", "tool-result", "no-tool", "cancel", "after-cancel")]
+    for req in route["requests"]:
+        assert req["trace_id"] == f"probe-{plan.run_id}-{req['api']}-{req['purpose']}"
+        assert req["request"]["headers"]["X-Client-Request-Id"] == req["trace_id"]
+        assert req["response"]["status"] == 200 and req["response"]["request_id"]
+    stream = next(r for r in route["requests"] if r["purpose"] == "stream")
+    assert stream["audit"]["outcome"] == "complete" and stream["audit"]["content_frames"] == 8
+    assert stream["request"]["body"]["temperature"] == 0
+    streaming = next(g for g in route["gates"] if g["gate"] == "streaming")
+    assert {"ttft_ms", "ttft_share_of_last_content", "content_spacing_mean_ms",
+            "max_gap_ms"} <= set(streaming["evidence"])
+    assert streaming["evidence"]["content_frames"] == 8
+    assert f"report {report}" in table
+
+
+async def test_save_raw_keeps_each_body_exactly_as_received(demo_gateway: Any,
+                                                             tmp_path: Path) -> None:
+    gateway = await demo_gateway()
+    raw = tmp_path / "raw"
+    plan = make_plan(gateway, "demo-healthy", "--save-raw", str(raw), *FAST)
+    code, _, runs = await run_probe(plan)
+    assert code == 0
+    for ex in runs[0].exchanges:
+        body_file = raw / (ex.trace_id + (".sse" if ex.stream else ".json"))
+        meta = json.loads((raw / f"{ex.trace_id}.meta.json").read_text())
+        assert body_file.read_bytes() == b"".join(c for _, c in ex.chunks)
+        assert sum(n for _, n in meta["reads_at"]) == body_file.stat().st_size
+        assert meta["capture"] == body_file.name and meta["trace_id"] == ex.trace_id
+        assert meta["response"]["headers"]["Content-Type"].startswith(
+            "text/event-stream" if ex.stream else "application/json")
+    stream = (raw / f"{plan.targets[0].trace_prefix}-chat-stream.sse").read_bytes()
+    assert stream.endswith(b"data: [DONE]\n\n") and stream.count(b"data: ") == 8 + 4
+    cancel = (raw / f"{plan.targets[0].trace_prefix}-chat-cancel.sse").read_bytes()
+    assert b"[DONE]" not in cancel  # cut by the probe after a few frames
+
+
+async def test_a_route_that_gzips_its_event_stream_is_read_through_the_compression(
+    demo_gateway: Any, upstream: Any, tmp_path: Path
+) -> None:
+    """Like nginx with `gzip on` for text/event-stream, flushing every write."""
+    gateway = await demo_gateway()
+
+    async def gzipping(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in (
+            "host", "content-length", "accept-encoding", "transfer-encoding")}
+        async with aiohttp.ClientSession(auto_decompress=False) as session, session.post(
+                gateway.with_path(request.path), data=await request.read(),
+                headers=headers) as up:
+            resp = web.StreamResponse(status=up.status, headers={
+                "Content-Type": up.headers["Content-Type"], "Content-Encoding": "gzip"})
+            await resp.prepare(request)
+            z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+            async for chunk in up.content.iter_any():
+                await resp.write(z.compress(chunk) + z.flush(zlib.Z_SYNC_FLUSH))
+            await resp.write(z.flush())
+            await resp.write_eof()
+            return resp
+
+    url = await upstream(gzipping)
+    raw = tmp_path / "raw"
+    plan = make_plan(url, "demo-healthy", "--responses", "--save-raw", str(raw), *FAST)
+    code, table, runs = await run_probe(plan)
+    assert code == 0, table
+    framing = runs[0].gate("framing", "chat")
+    assert framing.evidence["content_encoding"] == "gzip"
+    assert runs[0].gate("streaming", "chat").evidence["content_frames"] == 8
+    prefix = plan.targets[0].trace_prefix
+    body = zlib.decompress((raw / f"{prefix}-chat-stream.sse.gz").read_bytes(),
+                           16 + zlib.MAX_WBITS)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert json.loads(zlib.decompress((raw / f"{prefix}-chat-control.json.gz").read_bytes(),
+                                      16 + zlib.MAX_WBITS))["object"] == "chat.completion"
+
+
+# The API key ------------------------------------------------------------------------------
+
+KEY = "sk-probe-test-7f3c9a1e5b2d4c6a8e0f"
+
+
+async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) -> None:
+    """A gateway that echoes the key in a header on every answer, and in the message of a
+    401 on the Responses route, as some do: the key still reaches no output and no file."""
+    app = create_app(Timing())
+    seen: list[str] = []
+
+    @web.middleware
+    async def echoes_the_key(request: web.Request, handler: Any) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        seen.append(auth)
+        key = auth.removeprefix("Bearer ")
+        if request.path.endswith("/responses"):
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}",
+                                                "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401,
+                                     headers={"X-Echo-Authorization": auth})
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    async def echo_header(request: web.Request, resp: web.StreamResponse) -> None:
+        resp.headers["X-Echo-Authorization"] = request.headers.get("Authorization", "")
+
+    app.middlewares.append(echoes_the_key)
+    app.on_response_prepare.append(echo_header)
+    runner, url = await _serve(app)
+    report, raw = tmp_path / "report.json", tmp_path / "raw"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sse_audit_proxy", "probe", "--base-url", str(url), "--model",
+            "demo-healthy", "--api-key-env", "PROBE_TEST_KEY", "--responses", "--tools",
+            "--json", str(report), "--save-raw", str(raw), *FAST,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PROBE_TEST_KEY": KEY})
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 1  # the Responses route refused the key
+    assert seen and all(a == f"Bearer {KEY}" for a in seen)  # it was sent, every time
+    written = [out, err, report.read_bytes(), *(p.read_bytes() for p in raw.iterdir())]
+    assert len(written) > 10
+    for blob in written:
+        assert KEY.encode() not in blob
+        assert KEY[8:24].encode() not in blob
+    doc = json.loads(report.read_text())
+    echoed = doc["routes"][0]["requests"][0]["response"]["headers"]["X-Echo-Authorization"]
+    assert echoed == "Bearer [redacted]"
+    assert "Incorrect API key provided: [redacted]" in out.decode()
+    assert doc["probe"]["api_key_env"] == "PROBE_TEST_KEY" and doc["probe"]["api_key_sent"]
+
+
+# The command line -------------------------------------------------------------------------
+
+def test_bad_usage_is_a_one_line_error_with_exit_status_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["probe", "--base-url", "http://127.0.0.1:1"], {}, "--model"),
+        (["probe", "--model", "m"], {}, "--base-url"),
+        (["probe", "--base-url", "ftp://x", "--model", "m"], {}, "--base-url"),
+        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-env",
+          "PROBE_UNSET_KEY"], {}, "PROBE_UNSET_KEY"),
+        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "-H",
+          "Authorization: Bearer sk-x"], {}, "--api-key-env"),
+        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--save-raw",
+          str(a_file / "sub")], {}, "--save-raw"),
+        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--json",
+          str(tmp_path / "missing" / "r.json")], {}, "--json"),
+        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m",
+          "--compare-proxy-metrics-url", "http://127.0.0.1:2"], {}, "--compare-base-url"),
+    ]
+    for argv, env, needle in cases:
+        proc = run_cli(*argv, env=env)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert_one_line_error(proc, needle)
+        assert "sk-x" not in proc.stderr
+
+
+def test_unreachable_route_fails_the_route_gate_with_what_to_check() -> None:
+    proc = run_cli("probe", "--base-url", "http://127.0.0.1:1/v1", "--model", "m",
+                   "--timeout", "2", env={"OPENAI_API_KEY": ""})
+    assert proc.returncode == 1, proc.stderr
+    assert "route         chat  FAIL" in proc.stdout
+    assert "could not connect to 127.0.0.1:1" in proc.stdout and "check --base-url" in proc.stdout
+    assert "(no API key sent: OPENAI_API_KEY is not set)" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # no colour when stdout is not a terminal
+
+
+def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Cutover probe\n", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    probe_parser = sub.choices["probe"]  # type: ignore[index]
+    flags = [s for a in probe_parser._actions for s in a.option_strings
+             if s.startswith("--") and s != "--help"]
+    assert len(flags) >= 12
+    for flag in flags:
+        assert f"`{flag}" in section, flag
+    table = section.split("each\nscenario fails exactly these gates", 1)[1].split("\n### ", 1)[0]
+    for scenario, failing in EXPECTED_FAILURES.items():
+        row = next(line for line in table.splitlines() if f"`{scenario}`" in line)
+        for name, _ in failing:
+            assert f"`{name}`" in row.split("|")[2], (scenario, row)
+        if not failing:
+            assert "every gate passes" in row

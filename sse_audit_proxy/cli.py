@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import demo, gateway, probe, serve, traffic
+from . import bench, demo, gateway, probe, serve, traffic
 from .options import Parser
 
-COMMANDS = (serve, gateway, traffic, demo, probe)
+COMMANDS = (serve, gateway, traffic, demo, probe, bench)
 
 
 def build_parser() -> Parser:

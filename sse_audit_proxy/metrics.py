@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from . import buckets
 from .audit import Outcome
@@ -96,6 +98,7 @@ class Metrics:
             "the missing_usage share.",
             rm, registry=registry,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.active = Gauge(
             "sse_audit_active_streams", "Streams being relayed now.",
             ("route",), registry=registry, multiprocess_mode="livesum",
@@ -103,40 +106,51 @@ class Metrics:
 
     # Sink hooks -----------------------------------------------------------------------
 
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """A labelled child, looked up in prometheus-client once and then reused: `labels()`
+        validates and locks on every call, and each stream touches about ten children. The
+        memo holds exactly the children the registry already holds (same capped labels)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def stream_started(self, route: str) -> None:
-        self.active.labels(route).inc()
+        self._child(self.active, route).inc()
 
     def stream_ended(self, route: str) -> None:
-        self.active.labels(route).dec()
+        self._child(self.active, route).dec()
 
     def record(self, rec: AuditRecord) -> None:
+        child = self._child
         method = rec.method if rec.method in _METHODS else OTHER
-        self.requests.labels(rec.route, method, str(rec.status)).inc()
+        child(self.requests, rec.route, method, str(rec.status)).inc()
         s = rec.stream
         if s is None:
             return
-        labels = (rec.route, self.models(rec.model))
-        self.streams.labels(*labels, s.outcome.value).inc()
+        route, model = rec.route, self.models(rec.model)
+        child(self.streams, route, model, s.outcome.value).inc()
         for anomaly in s.anomalies:
-            self.anomalies.labels(*labels, anomaly).inc()
+            child(self.anomalies, route, model, anomaly).inc()
         if s.usage_requested and s.outcome in _UPSTREAM_ENDED:
-            self.usage_requested.labels(*labels).inc()
+            child(self.usage_requested, route, model).inc()
         if s.ttfb is not None:
-            self.ttfb.labels(*labels).observe(s.ttfb)
+            child(self.ttfb, route, model).observe(s.ttfb)
         if s.ttft is not None:
-            self.ttft.labels(*labels).observe(s.ttft)
+            child(self.ttft, route, model).observe(s.ttft)
         if s.frames > 1:
-            _add_counts(self.gap.labels(*labels), s.gap_counts, s.gap_sum)
+            _add_counts(child(self.gap, route, model), s.gap_counts, s.gap_sum)
         if s.max_gap is not None:
-            self.max_gap.labels(*labels).observe(s.max_gap)
-        self.duration.labels(*labels).observe(s.duration)
+            child(self.max_gap, route, model).observe(s.max_gap)
+        child(self.duration, route, model).observe(s.duration)
         for reason in s.finish_reasons:
             reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
-            self.finish.labels(*labels, reason).inc()
+            child(self.finish, route, model, reason).inc()
         if s.prompt_tokens:
-            self.tokens.labels(*labels, "prompt").inc(s.prompt_tokens)
+            child(self.tokens, route, model, "prompt").inc(s.prompt_tokens)
         if s.completion_tokens:
-            self.tokens.labels(*labels, "completion").inc(s.completion_tokens)
+            child(self.tokens, route, model, "completion").inc(s.completion_tokens)
 
 
 def _add_counts(child: Histogram, counts: Sequence[int], total: float) -> None:

@@ -265,6 +265,7 @@ class Proxy:
             raise
         except Exception as exc:
             return self._upstream_failed(rec, info, started, exc)
+        del body, headers  # sent: an open stream should not hold its prompt (RSS per stream)
         try:
             return await self._respond(request, upstream, rec, info, started)
         finally:

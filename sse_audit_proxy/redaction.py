@@ -40,17 +40,26 @@ class Redactor:
         self._line = re.compile(
             rf"(?i)\b({alternation})(['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]*"
         )
+        # Each pattern above needs one of these words; one search for any of them spares the
+        # three substitutions on the many strings (every field of every line) that have none.
+        self._suspect = re.compile(rf"(?i)bearer|basic|sk-|{alternation}").search
 
     def scrub(self, text: str) -> str:
+        if self._suspect(text) is None:
+            # A plain str either way, as a substitution returns (a StrEnum renders as its value).
+            return text if type(text) is str else str.__str__(text)
         text = self._line.sub(rf"\1\2{REDACTED}", text)
         for pattern, replacement in _TOKENS:
             text = pattern.sub(replacement, text)
         return text
 
     def _clean(self, value: Any) -> Any:
-        if isinstance(value, str):
+        kind = type(value)
+        if kind in _PLAIN:  # numbers and None: most fields, and nothing to scrub
+            return value
+        if kind is str or isinstance(value, str):
             return self.scrub(value)
-        if isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):  # dict first: the ABC check is slow
             return {k: REDACTED if str(k).lower() in self._keys else self._clean(v)
                     for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -59,9 +68,13 @@ class Redactor:
 
     def __call__(self, _logger: Any, _method: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        keys = self._keys
         for key, value in event.items():
-            if key.lower() in self._keys:
+            if key.lower() in keys:
                 event[key] = REDACTED
-            elif isinstance(value, str | Mapping | list | tuple):
+            elif type(value) not in _PLAIN:
                 event[key] = self._clean(value)
         return event
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})

@@ -158,8 +158,10 @@ async def _play(request: web.Request, resp: web.StreamResponse, script: Script,
     write = resp.write
     for at, data in script.writes:
         delay = started + at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # Yield even when the write is already due: concurrent streams then take turns frame
+        # by frame, as a model server's do, instead of one stream's whole burst going first
+        # (a write only yields when the socket is full).
+        await asyncio.sleep(delay if delay > 0 else 0)
         if data:
             await write(_stamp(data) if sent_at else data)
     if script.end is EndAction.RESET:

@@ -15,12 +15,12 @@ from .api import Api
 from .facts import (
     Answer,
     StreamFacts,
+    StreamReader,
     TimedEvent,
     ToolCallSeen,
     as_dict,
     as_str,
     distinct,
-    malformed_problem,
 )
 from .prompts import MAX_TOKENS, SEED, TOOL, TOOL_RESULT, WEATHER
 
@@ -93,12 +93,11 @@ class ChatApi(Api):
         return f
 
 
-class _ChatStream:
+class _ChatStream(StreamReader):
     def __init__(self, facts: StreamFacts) -> None:
-        self.f = facts
+        super().__init__(facts)
         self.after_done = 0
         self.chunks = 0
-        self.first_malformed: bytes | None = None
         self.finish: dict[int, str] = {}
         self.choices: set[int] = set()
         self.calls: dict[object, ToolCallSeen] = {}
@@ -113,13 +112,8 @@ class _ChatStream:
         if data == DONE:
             f.done = f.terminal = True
             return
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            f.malformed += 1
-            self.first_malformed = self.first_malformed or data
+        doc = self.parse(data)
+        if doc is None:
             return
         self.chunks += 1
         if "error" in doc:
@@ -187,13 +181,10 @@ class _ChatStream:
         return bool(arguments or call.get("id") or fn.get("name"))
 
     def judge(self) -> None:
+        if not self.judge_frames():
+            return
         f = self.f
         p = f.problems
-        if not f.data_frames:
-            p.append("the stream carried no `data:` frames at all")
-            return
-        if f.malformed:
-            p.append(malformed_problem(f.malformed, self.first_malformed))
         for message in f.errors[:3]:
             p.append(f"an error frame came mid-stream ({message}): the generation failed on the "
                      "gateway; look up this request's trace ID in its logs")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..sse import Event
 
 Usage = dict[str, Any]
@@ -75,3 +77,33 @@ def as_str(value: Any) -> str | None:
 def malformed_problem(count: int, first: bytes | None) -> str:
     return (f"{count} data frame(s) are not JSON objects (first: {excerpt(first or b'')}): the "
             "gateway, or something between it and you, corrupts frames; OpenAI SDKs raise on them")
+
+
+class StreamReader:
+    """What every API's stream reader shares: JSON frames and the first framing verdicts."""
+
+    def __init__(self, facts: StreamFacts) -> None:
+        self.f = facts
+        self.first_malformed: bytes | None = None
+
+    def parse(self, data: bytes) -> dict[str, Any] | None:
+        """A frame's JSON object, or None (counted as malformed) when it is not one."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.f.malformed += 1
+            self.first_malformed = self.first_malformed or data
+            return None
+        return doc
+
+    def judge_frames(self) -> bool:
+        """Report missing or malformed frames; False when there is nothing more to judge."""
+        f = self.f
+        if not f.data_frames:
+            f.problems.append("the stream carried no `data:` frames at all")
+            return False
+        if f.malformed:
+            f.problems.append(malformed_problem(f.malformed, self.first_malformed))
+        return True

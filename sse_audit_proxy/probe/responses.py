@@ -18,12 +18,12 @@ from .chat import error_message
 from .facts import (
     Answer,
     StreamFacts,
+    StreamReader,
     TimedEvent,
     ToolCallSeen,
     as_dict,
     as_str,
     distinct,
-    malformed_problem,
 )
 from .prompts import MAX_TOKENS, TOOL, TOOL_RESULT, WEATHER
 
@@ -124,10 +124,9 @@ class ResponsesApi(Api):
         return f
 
 
-class _ResponsesStream:
+class _ResponsesStream(StreamReader):
     def __init__(self, facts: StreamFacts) -> None:
-        self.f = facts
-        self.first_malformed: bytes | None = None
+        super().__init__(facts)
         self.first_kind: str | None = None
         self.untyped = 0
         self.misnamed: tuple[str, str] | None = None
@@ -149,13 +148,8 @@ class _ResponsesStream:
         if self.ended_by is not None:
             self.after_end += 1
             return
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            f.malformed += 1
-            self.first_malformed = self.first_malformed or data
+        doc = self.parse(data)
+        if doc is None:
             return
         kind = doc.get("type")
         if not isinstance(kind, str) or not kind:
@@ -237,13 +231,10 @@ class _ResponsesStream:
         return call
 
     def judge(self) -> None:
+        if not self.judge_frames():
+            return
         f = self.f
         p = f.problems
-        if not f.data_frames:
-            p.append("the stream carried no `data:` frames at all")
-            return
-        if f.malformed:
-            p.append(malformed_problem(f.malformed, self.first_malformed))
         if self.untyped:
             p.append(f"{self.untyped} event(s) carry no JSON `type`: SDKs dispatch Responses "
                      "events on it")

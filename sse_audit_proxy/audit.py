@@ -40,6 +40,8 @@ class Anomaly(StrEnum):
     INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
     ERROR_EVENT = "error_event"
     NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
+    WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
+    BURSTY = "bursty"  # content released in clumps separated by long silences
 
 
 class End(StrEnum):

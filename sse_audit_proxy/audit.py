@@ -15,7 +15,9 @@ import orjson
 from . import buckets
 from .dialects import CONTENT, KEEPALIVE, Dialect
 from .inflate import Inflater, wants_inflater
+from .skeleton import skeleton
 from .sse import SSEDecoder
+from .timeline import Timeline
 from .verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
 __all__ = ["PEEK_BYTES", "Anomaly", "End", "Outcome", "StreamAudit", "StreamResult", "Thresholds",
@@ -30,6 +32,8 @@ PEEK_BYTES = 16 << 10
 _SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 _SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
 DEFAULT_THRESHOLDS = Thresholds()
+HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per new kind
+_KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 
 
 @dataclass(slots=True)
@@ -59,6 +63,11 @@ class StreamResult:
     usage_requested: bool = False
     usage_judged: bool = False  # usage was expected and its absence would be `missing_usage`
     last_keepalive: float | None = None  # seconds from the request to the last keep-alive
+    timeline: Timeline | None = None
+    # Frame skeletons (see skeleton.py): the first HEAD_SKELETONS frames, and the first frame of
+    # each kind (bit set) seen, each "NUMBER,KIND_BITS,SKELETON_JSON" (one string: compact).
+    skeletons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # outcome's (if not complete), anomalies'
 
 
 class StreamAudit:
@@ -86,10 +95,13 @@ class StreamAudit:
         "_last_keepalive",
         "_max_gap",
         "_peek",
+        "_seen_kinds",
+        "_skeletons",
         "_sniffed",
         "_started",
         "_take",
         "_thresholds",
+        "_timeline",
         "bytes",
     )
 
@@ -133,6 +145,9 @@ class StreamAudit:
         self._clump_after = 0.0  # the silence before it
         self._bursts = 0
         self._burst_frames = 0
+        self._timeline = Timeline()
+        self._skeletons: list[str] = []
+        self._seen_kinds = 0
 
     def feed(self, chunk: bytes, t: float) -> None:
         if self._first_byte is None:
@@ -153,19 +168,32 @@ class StreamAudit:
         events = decoder.feed(data)
         if self._peek is not None:
             self._look(data, bool(events))
-        keepalives = decoder.comments - comments
-        if not events and not keepalives:
+        comments = decoder.comments - comments
+        if not events and not comments:
             return
+        keepalives = comments
         frames = content = 0
         observe = self._dialect.observe
+        timeline = self._timeline
+        kinds = bytearray()
+        seen = self._seen_kinds  # bit k set: a frame of kind bits k was seen
+        head = HEAD_SKELETONS - timeline.frames
         for event in events:
             bits = observe(event)
+            kinds.append(bits)
+            if not (seen >> bits) & 1 or len(kinds) <= head:  # rare: keep what it looked like
+                seen |= 1 << bits
+                self._skeletons.append(f"{timeline.frames + len(kinds)},{bits},{skeleton(event)}")
             if bits & KEEPALIVE:
                 keepalives += 1
             else:
                 frames += 1
                 if bits & CONTENT:
                     content += 1
+        self._seen_kinds = seen
+        if comments:  # SSE comments: keep-alives that are not events
+            kinds += _KEEPALIVE_BYTE * comments
+        timeline.add(t - self._started, kinds)
         if keepalives:
             self._keepalives += keepalives
             self._last_keepalive = t
@@ -274,7 +302,11 @@ class StreamAudit:
             oversized_frame=bool(self._decoder.oversized),
             timing=Timing(ttft=ttft, to_last_content=self._last_content - self._started,
                           content_frames=self._content_frames, bursts=self._bursts,
-                          burst_frames=self._burst_frames),
+                          burst_frames=self._burst_frames, frames=self._frames,
+                          duration=t - self._started,
+                          last_frame=(None if self._last_frame is None
+                                      else self._last_frame - self._started),
+                          max_gap=self._max_gap, bytes=self.bytes),
             thresholds=self._thresholds,
         )
         verdict = judge(facts)
@@ -303,6 +335,9 @@ class StreamAudit:
             usage_judged=facts.usage_expected and facts.judged,
             last_keepalive=(None if self._last_keepalive is None
                             else self._last_keepalive - self._started),
+            timeline=self._timeline,
+            skeletons=self._skeletons,
+            reasons=verdict.reasons,
         )
 
     def _wants_usage(self) -> bool:

@@ -88,6 +88,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
     fields.update(
         outcome=s.outcome.value,
         anomalies=list(s.anomalies),
+        reasons=list(s.reasons),
         end_reason=s.end.value,
         ttfb_ms=_ms(s.ttfb),
         ttft_ms=_ms(s.ttft),

@@ -34,8 +34,9 @@ def healthy(n: int = 5, *, usage: bool = True, done: bool = True,
     frames = [chunk({"role": "assistant", "content": ""})]
     frames += [chunk({"content": f"tok{i} "}) for i in range(n)]
     frames.append(chunk({}, finish=finish))
-    if usage:
-        frames.append(usage_chunk())
+    if usage:  # each token frame is at least one token (else it is `usage_inconsistent`)
+        frames.append(usage_chunk(USAGE if n <= 5 else {
+            "prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}))
     if done:
         frames.append(DONE)
     return frames

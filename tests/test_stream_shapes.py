@@ -56,7 +56,7 @@ def delta(seq: int, text: str) -> dict[str, Any]:
 
 
 def completed(seq: int, status: str = "completed", **response: Any) -> dict[str, Any]:
-    usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+    usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
     return {"type": "response.completed", "sequence_number": seq,
             "response": {"status": status, "usage": usage, **response}}
 

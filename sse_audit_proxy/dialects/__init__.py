@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .anthropic import AnthropicMessages
-from .base import CONTENT, KEEPALIVE, TERMINAL, Dialect, DialectSummary
+from .base import (
+    CONTENT,
+    ERROR,
+    FINISH,
+    KEEPALIVE,
+    MALFORMED,
+    TERMINAL,
+    USAGE,
+    Dialect,
+    DialectSummary,
+)
 from .chat import ChatCompletions
 from .completions import Completions
 from .generic import Generic
@@ -38,9 +48,13 @@ def dialect_for_route(route: str) -> type[Dialect]:
 __all__ = [
     "CONTENT",
     "DIALECTS",
+    "ERROR",
+    "FINISH",
     "KEEPALIVE",
+    "MALFORMED",
     "ROUTES",
     "TERMINAL",
+    "USAGE",
     "Dialect",
     "DialectSummary",
     "dialect_for_route",

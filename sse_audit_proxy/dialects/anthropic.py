@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .base import CONTENT, KEEPALIVE, TERMINAL, Usage
+from .base import CONTENT, ERROR, FINISH, KEEPALIVE, TERMINAL, USAGE, Usage
 from .typed import TypedEvents
 
 # Delta type -> the field holding its content. Other types (signature, citations) are not content.
@@ -52,19 +52,18 @@ class AnthropicMessages(TypedEvents):
         if kind == "content_block_start":
             return self._block_start(doc)
         if kind == "message_delta":
-            self._message_delta(doc)
-        elif kind == "message_start":
+            return self._message_delta(doc)
+        if kind == "message_start":
             message = doc.get("message")
             if isinstance(message, dict):
-                self._add_usage(message.get("usage"))
-            else:
-                self._malformed += 1
+                return USAGE if self._add_usage(message.get("usage")) else 0
+            self._malformed += 1
         elif kind == "message_stop":
             self._terminal = True
             return TERMINAL
         elif kind == "error":
             self._fail()
-            return TERMINAL
+            return TERMINAL | ERROR
         return 0
 
     def _delta(self, doc: dict[str, Any]) -> int:
@@ -104,27 +103,30 @@ class AnthropicMessages(TypedEvents):
         text = block.get("text") or block.get("thinking")
         return CONTENT if isinstance(text, str) and text else 0
 
-    def _message_delta(self, doc: dict[str, Any]) -> None:
+    def _message_delta(self, doc: dict[str, Any]) -> int:
         delta = doc.get("delta")
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if (not isinstance(delta, dict) or "type" in delta or "index" in delta
                 or not (reason is None or isinstance(reason, str))):
             self._malformed += 1  # e.g. a content delta in the wrong place: nothing to take
-            return
+            return 0
+        bits = 0
         if reason:
             self._finished(reason)
+            bits = FINISH
         usage = doc.get("usage")
         if not isinstance(usage, dict) or type(usage.get("output_tokens")) is not int:
             self._malformed += 1  # the SDK reads `usage.output_tokens` from every one
-        self._add_usage(usage)
+        return bits | USAGE if self._add_usage(usage) else bits
 
-    def _add_usage(self, usage: Any) -> None:
+    def _add_usage(self, usage: Any) -> bool:
         if not usage or not isinstance(usage, dict):
-            return
+            return False
         if self._usage is None:
             self._usage = {}
         # message_delta repeats some keys with cumulative values and may null others.
         self._usage.update((k, v) for k, v in usage.items() if v is not None)
+        return True
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
         """Prompt tokens are all input, cached or not, as OpenAI's `prompt_tokens` count them."""

@@ -18,6 +18,11 @@ from ..sse import Event
 CONTENT = 1  # the frame carries non-empty content: text, reasoning, refusal or a tool-call delta
 TERMINAL = 2  # the dialect's end-of-stream marker (normal or failed)
 KEEPALIVE = 4  # a protocol-level keep-alive (Anthropic `ping`): timed as one, not as a frame
+# For the stream's timeline only (what each frame was); the verdict reads the summary.
+FINISH = 8  # the frame carries a finish reason (a choice's, `stop_reason`, the terminal status)
+USAGE = 16  # the frame carries usage
+ERROR = 32  # an in-band error: an `{"error": ...}` frame or an error event
+MALFORMED = 64  # the frame (or part of it) could not be read as the dialect's shape
 
 DONE_SENTINEL = b"[DONE]"
 

@@ -15,7 +15,11 @@ from ..sse import Event
 from .base import (
     CONTENT,
     DONE_SENTINEL,
+    ERROR,
+    FINISH,
+    MALFORMED,
     TERMINAL,
+    USAGE,
     Dialect,
     DialectSummary,
     clean_usage,
@@ -56,35 +60,39 @@ class ChatCompletions(Dialect):
         chunk = load_object(data)
         if chunk is None:
             self._malformed += 1
-            return 0
+            return MALFORMED
+        bits = 0
         if is_error_frame(chunk):
             self._errors += 1
             self._failed = True
+            bits = ERROR
         usage = chunk.get("usage")
         if usage:
             self._usage = usage  # continuous usage stats: the last one wins
+            bits |= USAGE
         choices = chunk.get("choices")
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
-            return 0
+            return bits
         if not isinstance(choices, list):
             self._malformed += 1
-            return 0
-        flags = 0
+            return bits | MALFORMED
         for choice in choices:
             if not isinstance(choice, dict):
                 self._malformed += 1
+                bits |= MALFORMED
                 continue
             index = choice.get("index", 0)
             if not isinstance(index, int):
                 index = 0
             self._choices.add(index)
             if self._content(index, choice):
-                flags = CONTENT  # content after a finish_reason still reached the client
+                bits |= CONTENT  # content after a finish_reason still reached the client
             reason = choice.get("finish_reason")
             if reason and isinstance(reason, str):  # "" means none yet
                 self._finish[index] = reason
                 self._failed = False
-        return flags
+                bits |= FINISH
+        return bits
 
     def _content(self, index: int, choice: dict[str, Any]) -> bool:
         """Whether this choice of a chunk carries content; subclasses read other shapes."""

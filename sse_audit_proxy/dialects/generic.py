@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..sse import Event
-from .base import CONTENT, DONE_SENTINEL, TERMINAL, Dialect, DialectSummary, is_error_frame, load_object
+from .base import (
+    CONTENT,
+    DONE_SENTINEL,
+    ERROR,
+    TERMINAL,
+    Dialect,
+    DialectSummary,
+    is_error_frame,
+    load_object,
+)
 
 
 class Generic(Dialect):
@@ -34,7 +43,7 @@ class Generic(Dialect):
             if doc is not None and is_error_frame(doc):
                 self._errors += 1
                 self._failed = True
-                return 0
+                return ERROR
         self._failed = False
         return CONTENT
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import CONTENT, TERMINAL
+from .base import CONTENT, ERROR, FINISH, TERMINAL, USAGE
 from .typed import TypedEvents
 
 SEQUENCE_GAP = "sequence_gap"
@@ -72,7 +72,7 @@ class Responses(TypedEvents):
             return self._end(_ENDS[kind], doc)
         if kind == "error":
             self._fail()
-            return TERMINAL
+            return TERMINAL | ERROR
         if kind == _FUNCTION_ARGS_DONE:
             arguments = doc.get("arguments")
             key = self._call_key(doc, doc.get("item_id"))
@@ -130,22 +130,25 @@ class Responses(TypedEvents):
         if not isinstance(response, dict):
             self._malformed += 1  # the end is clear, what it says is not
             response = {}
+        bits = TERMINAL
         usage = response.get("usage")
         if usage:
             self._usage = usage
+            bits |= USAGE
         if status is None:
             status = response.get("status")
             if not isinstance(status, str) or not status:
                 status = "completed"
         if status == "failed":
             self._fail()
-        elif status == "incomplete":
+            return bits | ERROR
+        if status == "incomplete":
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
             self._finished(reason if isinstance(reason, str) and reason else "incomplete")
         else:
             self._finished(status)  # `completed`, or `cancelled` for a cancelled response
-        return TERMINAL
+        return bits | FINISH
 
     def _fail(self) -> None:
         super()._fail()

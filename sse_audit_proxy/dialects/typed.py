@@ -11,6 +11,8 @@ from typing import Any
 from ..sse import Event
 from .base import (
     DONE_SENTINEL,
+    ERROR,
+    MALFORMED,
     TERMINAL,
     Dialect,
     DialectSummary,
@@ -45,16 +47,19 @@ class TypedEvents(Dialect):
         doc = load_object(data)
         if doc is None:
             self._malformed += 1
-            return 0
+            return MALFORMED
         # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
         kind = doc.get("type") or event.event
         if not isinstance(kind, str) or not kind:
             if is_error_frame(doc):  # OpenAI-style `{"error": {...}}`, sent on any route
                 self._fail()
-                return TERMINAL
+                return TERMINAL | ERROR
             self._malformed += 1  # an event we cannot even name
-            return 0
-        return self._on(kind, doc)
+            return MALFORMED
+        malformed = self._malformed
+        bits = self._on(kind, doc)
+        # Counters, not returns, say what went wrong deep in a handler: compare once here.
+        return bits if self._malformed == malformed else bits | MALFORMED
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         """One typed event: the observe() bits."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import bench, demo, gateway, probe, serve, traffic
+from . import bench, case, demo, gateway, probe, serve, traffic
 from .options import Parser
 
-COMMANDS = (serve, gateway, traffic, demo, probe, bench)
+COMMANDS = (serve, gateway, traffic, demo, probe, bench, case)
 
 
 def build_parser() -> Parser:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
+from . import evidence
 from .record import AuditRecord
 from .redaction import Redactor
 
@@ -107,8 +108,14 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
 
 
 class LogSink:
-    def __init__(self) -> None:
+    """`stream_end`/`request_end` for every request, and `stream_evidence` (the stream's whole
+    evidence, see evidence.py) for every stream that is anomalous or not `complete`: evidence at
+    scale with no store of our own, indexed by whatever ships the logs."""
+
+    def __init__(self, secret_headers: Iterable[str] = (), instance: str | None = None) -> None:
         self._log = structlog.get_logger("sse_audit_proxy")
+        self._redactor = Redactor(secret_headers)
+        self._instance = instance
 
     def stream_started(self, route: str) -> None:
         pass
@@ -118,4 +125,12 @@ class LogSink:
 
     def record(self, rec: AuditRecord) -> None:
         event = "request_end" if rec.stream is None else "stream_end"
-        self._log.info(event, **record_fields(rec))
+        fields = record_fields(rec)
+        self._log.info(event, **fields)
+        if evidence.is_notable(rec):
+            doc = evidence.build(rec, fields, self._redactor, self._instance)
+            del doc["record"]  # the stream_end line just before has it
+            # One level under `evidence`, so an index sees one object per trace ID (its
+            # `trace_id` is also top-level, for the queries in the README).
+            self._log.info("stream_evidence", trace_id=rec.trace_id, outcome=doc["verdict"][
+                "outcome"], anomalies=doc["verdict"]["anomalies"], evidence=doc)

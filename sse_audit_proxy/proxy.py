@@ -11,6 +11,7 @@ unreachable, cut by either side, aborted at shutdown.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,8 @@ HOP_BY_HOP = frozenset({
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
 _RESPONSE_DROP = HOP_BY_HOP
 TRACE_HEADER = "X-Client-Request-Id"
+# The host (a pod's name in Kubernetes) named by --instance-header, to find its logs.
+INSTANCE = socket.gethostname()
 
 # Request head limits (aiohttp's parser enforces them before any handler runs). One field
 # may hold a long JWT bearer token; nothing legitimate needs hundreds of headers.
@@ -78,6 +81,7 @@ class ProxyConfig:
     require_keys: tuple[str, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     reuse_port: bool = False  # --workers: several processes listen on one port (SO_REUSEPORT)
+    instance_header: str | None = None  # --instance-header: name the relaying instance (opt-in)
 
 
 class _BodyTooLarge(Exception):
@@ -272,6 +276,7 @@ class Proxy:
                                 "invalid_request_error", "invalid_request_body", close=True)
         info = RequestInfo.from_body(body)
         rec.model = info.model
+        rec.request = info
         headers = _forward_headers(request.headers, _REQUEST_DROP)
         if not from_client:
             headers[TRACE_HEADER] = rec.trace_id
@@ -315,6 +320,7 @@ class Proxy:
         started: float,
     ) -> web.StreamResponse:
         rec.status = upstream.status
+        rec.response_headers = upstream.headers
         is_sse = upstream.headers.get("Content-Type", "").lower().startswith("text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
@@ -332,6 +338,8 @@ class Proxy:
             )
         headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
         headers[TRACE_HEADER] = rec.trace_id
+        if self.config.instance_header:
+            headers[self.config.instance_header] = INSTANCE
         resp = _Relayed(status=upstream.status, reason=upstream.reason, headers=headers)
         if self._draining:
             resp.force_close()  # let the client reconnect to an instance that stays
@@ -515,6 +523,8 @@ class Proxy:
         body = error_body(message, type_, code)
         resp = _Answer(status=status, body=body, content_type="application/json",
                             headers={TRACE_HEADER: rec.trace_id})
+        if self.config.instance_header:
+            resp.headers[self.config.instance_header] = INSTANCE
         rec.bytes = len(body)
         self._finish(rec, audit, end, started)
         return resp

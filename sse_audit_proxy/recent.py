@@ -27,8 +27,11 @@ class Query:
     anomaly: str | None = None
     route: str | None = None
     model: str | None = None
+    upstream: str | None = None  # the canary's `upstream` field, on records that carry one
 
     def matches(self, rec: AuditRecord) -> bool:
+        if self.upstream is not None and getattr(rec, "upstream", None) != self.upstream:
+            return False
         if self.route is not None and rec.route != self.route:
             return False
         if self.model is not None and rec.model != self.model:
@@ -72,6 +75,17 @@ class RecentStreams:
                 found.append(record_fields(rec))
         return found
 
-    def find(self, trace_id: str) -> list[dict[str, Any]]:
+    def held(self, trace_id: str) -> list[AuditRecord]:
         """Every held record with this trace ID: a client may reuse one across retries."""
-        return [record_fields(rec) for rec in self._newest_first() if rec.trace_id == trace_id]
+        return [rec for rec in self._newest_first() if rec.trace_id == trace_id]
+
+    def find(self, trace_id: str) -> list[dict[str, Any]]:
+        """The records with this trace ID, each with its stream's timeline (see timeline.py)."""
+        found = []
+        for rec in self.held(trace_id):
+            fields = record_fields(rec)
+            s = rec.stream
+            if s is not None and s.timeline is not None:
+                fields["timeline"] = s.timeline.to_json()
+            found.append(fields)
+        return found

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .audit import StreamResult
+from .request_info import RequestInfo
 
 
 @dataclass(slots=True)
@@ -20,6 +22,10 @@ class AuditRecord:
     stream: StreamResult | None  # None for a request that was not audited as a stream
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
     ttfb: float | None = None  # seconds from the request to the first body byte, of any response
+    # For evidence: what was asked (its shape, never its text) and the upstream's response
+    # head (the upstream's own header mapping, not a copy; redacted when rendered).
+    request: RequestInfo | None = None
+    response_headers: Mapping[str, str] | None = None
 
     @property
     def outcome(self) -> str | None:

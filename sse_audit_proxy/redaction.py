@@ -33,6 +33,7 @@ class Redactor:
 
     def __init__(self, extra_headers: Iterable[str] = ()) -> None:
         names = secret_names(extra_headers)
+        self._names = names
         # Field names as they would appear as log keys too: api-key, api_key.
         self._keys = frozenset({*names, *(n.replace("-", "_") for n in names)})
         alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
@@ -43,6 +44,10 @@ class Redactor:
         # Each pattern above needs one of these words; one search for any of them spares the
         # three substitutions on the many strings (every field of every line) that have none.
         self._suspect = re.compile(rf"(?i)bearer|basic|sk-|{alternation}").search
+
+    def is_secret_name(self, header: str) -> bool:
+        """A header whose value is never shown (built-in names and --secret-headers)."""
+        return header.lower() in self._names
 
     def scrub(self, text: str) -> str:
         if self._suspect(text) is None:

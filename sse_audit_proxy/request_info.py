@@ -16,11 +16,19 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+=-]")
 TRACE_HEADERS = ("X-Client-Request-Id", "X-Request-Id")
 
 
+MAX_SHAPE_FIELDS = 32
+_FIELD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 @dataclass(slots=True, frozen=True)
 class RequestInfo:
     model: str = UNKNOWN_MODEL
     stream: bool = False
     include_usage: bool = False
+    # The request's shape, for evidence (never its text): each top-level field's name with its
+    # value when it is a number or a boolean (temperature, n, max_tokens, stream), else the
+    # size of a list (messages, tools) or None; `stream_options` flattened the same way.
+    shape: tuple[tuple[str, int | float | bool | None], ...] = ()
 
     @classmethod
     def from_body(cls, body: bytes) -> RequestInfo:
@@ -40,7 +48,29 @@ class RequestInfo:
             model=model or UNKNOWN_MODEL,
             stream=doc.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            shape=request_shape(doc),
         )
+
+
+def _figure(value: object) -> int | float | bool | None:
+    if isinstance(value, bool | int | float):
+        return value
+    return len(value) if isinstance(value, list) else None
+
+
+def request_shape(doc: dict[str, object]) -> tuple[tuple[str, int | float | bool | None], ...]:
+    out: list[tuple[str, int | float | bool | None]] = []
+    for key, value in doc.items():
+        if len(out) >= MAX_SHAPE_FIELDS:
+            break
+        if not _FIELD.fullmatch(key):
+            continue
+        if isinstance(value, dict) and key == "stream_options":
+            out += [(f"{key}.{k}", _figure(v)) for k, v in list(value.items())[:8]
+                    if _FIELD.fullmatch(k)]
+        else:
+            out.append((key, _figure(value)))
+    return tuple(out)
 
 
 def safe_token(value: str, limit: int) -> str:

@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(p, "--secret-headers", type=name_list,
            help="comma-separated header names to redact from logs, on top of Authorization, "
                 "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie")
+    option(p, "--instance-header",
+           help="add this response header (e.g. X-Audit-Instance) naming the host (pod) that "
+                "relayed the response, to find its logs and evidence; off by default")
     option(p, "--max-frame-bytes", type=size, default=1 << 20,
            help="largest SSE frame the audit holds; larger frames count as malformed")
     option(p, "--max-models", type=positive_int, default=100,
@@ -141,6 +144,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         insecure_upstream=args.insecure_upstream,
         require_keys=keys,
         thresholds=thresholds,
+        instance_header=args.instance_header or None,
     )
     try:
         upstream_ssl(proxy)
@@ -149,7 +153,8 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
                           ) from exc
     return ServiceConfig(proxy=proxy, metrics_host=args.metrics_host,
                          metrics_port=args.metrics_port, max_models=args.max_models,
-                         recent_streams=args.recent_streams)
+                         recent_streams=args.recent_streams,
+                         secret_headers=tuple(args.secret_headers or ()))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from .lookup import LocalSource, add_routes
 from .metrics import Metrics
 from .proxy import Proxy, ProxyConfig, Sink
 from .recent import DEFAULT_CAPACITY, RecentStreams
+from .redaction import Redactor
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,6 +27,7 @@ class ServiceConfig:
     metrics_port: int = 9464
     max_models: int = 100
     recent_streams: int = DEFAULT_CAPACITY
+    secret_headers: tuple[str, ...] = ()  # --secret-headers: also redacted in evidence
 
 
 class Service:
@@ -37,14 +41,17 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, max_models=config.max_models)
         self.recent = RecentStreams(config.recent_streams)
-        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, *extra_sinks])
+        self.instance = f"{socket.gethostname()}/{os.getpid()}"  # who relayed, in evidence
+        log = LogSink(config.secret_headers, self.instance)
+        self.proxy = Proxy(config.proxy, [self.metrics, log, self.recent, *extra_sinks])
         self._admin: web.AppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
 
     async def start(self) -> None:
         app = admin_app(self.registry, lambda: not self.draining)
-        add_routes(app, LocalSource(self.recent))
+        add_routes(app, LocalSource(self.recent, Redactor(self.config.secret_headers),
+                                    self.instance))
         self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
         try:

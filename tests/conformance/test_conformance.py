@@ -12,6 +12,11 @@ replayed twice:
 
 The streams were written from the providers' documented wire formats (see `about` in each
 case); `make_compressed.py` rebuilds the compressed ones from their plain sources.
+
+Cases written by `sse-audit-proxy evidence-to-case` from a stream's evidence (an incident)
+also carry `timed` (each recorded read: arrival ms, bytes) and `end` (why relaying ended).
+Replayed at those times they must give the whole record, timing anomalies (`buffered`,
+`bursty`) included; cut at other points and times, everything but the timing anomalies.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ class Case:
         self.request: dict[str, Any] = doc["request"]
         self.status: int = doc["status"]
         self.headers: dict[str, str] = doc["headers"]
-        self.body = (HERE / "streams" / doc["body"]).read_bytes()
+        self.body = (path.parent.parent / "streams" / doc["body"]).read_bytes()  # beside cases/
         self.expected: dict[str, Any] = doc["record"]
+        self.timed: list[list[float]] | None = doc.get("timed")
+        self.end = End(doc.get("end", End.UPSTREAM_EOF.value))
 
     @property
     def is_sse(self) -> bool:
@@ -61,11 +68,39 @@ class Case:
             content_encoding=self.headers.get("Content-Encoding", ""),
             event_stream=self.is_sse,
         )
-        for i, piece in enumerate(pieces):
-            audit.feed(piece, 0.001 * (i + 1))
+        times = [0.001 * (i + 1) for i in range(len(pieces))]
+        return self._run(audit, info, pieces, times)
+
+    def _run(self, audit: StreamAudit, info: RequestInfo, pieces: list[bytes],
+             times: list[float]) -> StreamResult | None:
+        for piece, t in zip(pieces, times, strict=True):
+            audit.feed(piece, t)
         if not self.is_sse and not info.stream:
             return None
-        return audit.finish(0.001 * (len(pieces) + 1), End.UPSTREAM_EOF)
+        return audit.finish((times[-1] if times else 0.0) + 0.001, self.end)
+
+    def replay_timed(self) -> StreamResult | None:
+        """An incident's case: each recorded read at its recorded arrival time."""
+        assert self.timed is not None
+        info = RequestInfo.from_body(json.dumps(self.request).encode())
+        audit = StreamAudit(dialect_for_route(route_for_path(self.path))(), 0.0,
+                            include_usage=info.include_usage, event_stream=self.is_sse)
+        pieces, offset = [], 0
+        for _, size in self.timed:
+            pieces.append(self.body[offset:offset + int(size)])
+            offset += int(size)
+        assert offset == len(self.body)
+        return self._run(audit, info, pieces, [t / 1000.0 for t, _ in self.timed])
+
+
+TIMING_ANOMALIES = ("buffered", "bursty")
+
+
+def untimed(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record without the anomalies that depend on when bytes arrived."""
+    if record is None:
+        return None
+    return {**record, "anomalies": [a for a in record["anomalies"] if a not in TIMING_ANOMALIES]}
 
 
 def load(path: pathlib.Path) -> Case:
@@ -113,9 +148,21 @@ def splits(case: Case) -> Iterator[list[bytes]]:
 def test_recorded_stream_gives_its_record_at_every_split_point(path: pathlib.Path) -> None:
     case = load(path)
     expected = case.expected["stream"]
+    same = untimed if case.timed is not None else (lambda r: r)
     for pieces in splits(case):
         got = observed(case.replay(pieces))
-        assert got == expected, f"{case.name}: split at {[len(p) for p in pieces][:8]}..."
+        assert same(got) == same(expected), (
+            f"{case.name}: split at {[len(p) for p in pieces][:8]}...")
+
+
+TIMED = [p for p in CASES if "timed" in json.loads(p.read_text())]
+
+
+@pytest.mark.parametrize("path", TIMED, ids=[p.stem for p in TIMED])
+def test_incident_case_replayed_at_its_recorded_times_gives_its_whole_record(
+        path: pathlib.Path) -> None:
+    case = load(path)
+    assert observed(case.replay_timed()) == case.expected["stream"]
 
 
 def socket_splits(case: Case) -> list[list[bytes]]:
@@ -136,6 +183,9 @@ async def test_recorded_stream_through_the_proxy_is_forwarded_unchanged_and_audi
     path: pathlib.Path, upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     case = load(path)
+    if case.end is not End.UPSTREAM_EOF:
+        pytest.skip(f"recorded end {case.end.value}: a socket replay ends the body cleanly")
+    same = untimed if case.timed is not None else (lambda r: r)
     plans = socket_splits(case)
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -160,5 +210,5 @@ async def test_recorded_stream_through_the_proxy_is_forwarded_unchanged_and_audi
         records = await running.sink.wait(n + 1)
         rec = records[n]
         assert (rec.route, rec.status) == (case.expected["route"], case.expected["status"])
-        assert observed(rec.stream) == case.expected["stream"], f"{case.name}: plan {n}"
+        assert same(observed(rec.stream)) == same(case.expected["stream"]), f"{case.name}: plan {n}"
         assert rec.bytes == len(case.body)

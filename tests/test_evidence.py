@@ -1,0 +1,223 @@
+"""Evidence for incidents (issue 15): the timeline on /streams/{trace_id}, the evidence file,
+evidence-to-case from a live stream, `stream_evidence` log lines, --instance-header."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pathlib
+import sys
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+
+from sse_audit_proxy import logs
+from sse_audit_proxy.cli import main
+from sse_audit_proxy.proxy import INSTANCE
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "conformance"))
+import contextlib
+
+from test_conformance import TIMING_ANOMALIES, load, observed, splits, untimed
+
+PROMPT = "PROMPT-TEXT-please-summarise-the-incident-report"
+COMPLETION = "COMPLETION-TEXT-the-answer-nobody-may-log"
+FAST = {"X-Demo-Frames": "12", "X-Demo-TTFT-Ms": "10", "X-Demo-Interval-Ms": "8",
+        "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": "300"}
+
+
+def chat(model: str) -> dict[str, Any]:
+    return {"model": model, "stream": True, "stream_options": {"include_usage": True},
+            "temperature": 0.2, "messages": [{"role": "user", "content": PROMPT}]}
+
+
+async def demo_stream(http: aiohttp.ClientSession, running: Any, scenario: str,
+                      trace_id: str) -> None:
+    async with http.post(running.url / "v1/chat/completions", json=chat(f"demo-{scenario}"),
+                         headers={**FAST, "X-Client-Request-Id": trace_id}) as resp:
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await resp.read()
+    await running.record()
+
+
+async def get_json(http: aiohttp.ClientSession, url: Any) -> tuple[int, Any]:
+    async with http.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_stream_lookup_has_the_timeline_and_reasons(
+        demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    running = await proxy(await demo_gateway())
+    await demo_stream(http, running, "buffered", "trace-buffered-1")
+    status, doc = await get_json(http, running.metrics_url / "streams/trace-buffered-1")
+    assert status == 200
+    (rec,) = doc["streams"]
+    assert rec["anomalies"] == ["buffered"]
+    assert rec["reasons"][0].startswith("buffered: first token after ")
+    rows = rec["timeline"]["rows"]
+    assert [k for _, k in rows].count("content") == 12
+    assert rows[-1][1] == "terminal" and {"finish", "usage"} <= {k for _, k in rows}
+    assert len({t for t, _ in rows}) <= 2  # buffered: everything came in one or two reads
+
+
+async def test_evidence_file_is_self_contained_redacted_and_text_free(
+        upstream: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Set-Cookie": "session=abcdef0123456789",
+            "X-Debug": "Bearer sk-abcdefghijklmnopqrstuvwx", "X-Gateway-Region": "eu-west-1"})
+        await resp.prepare(request)
+        role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        await resp.write(b"data: " + json.dumps(role).encode() + b"\n\n")
+        for _ in range(3):
+            body = {"object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": COMPLETION}}]}
+            await resp.write(b"data: " + json.dumps(body).encode() + b"\n\n")
+            await asyncio.sleep(0.01)
+        return resp  # no finish, no [DONE]: truncated
+
+    running = await proxy(await upstream(handler))
+    async with http.post(running.url / "v1/chat/completions", json=chat("m"),
+                         headers={"X-Client-Request-Id": "trace-ev-1"}) as resp:
+        await resp.read()
+    await running.record()
+    async with http.get(running.metrics_url / "streams/trace-ev-1/evidence") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    doc = json.loads(text)
+    assert PROMPT not in text and COMPLETION not in text
+    assert "abcdef0123456789" not in text and "sk-abcdefghijklmnop" not in text
+    headers = dict(doc["response"]["headers"])
+    assert headers["Set-Cookie"] == "[redacted]"
+    assert headers["X-Gateway-Region"] == "eu-west-1"
+    assert doc["request"]["route"] == "chat_completions"
+    assert doc["request"]["shape"]["messages"] == 1
+    assert doc["request"]["shape"]["temperature"] == 0.2
+    assert doc["request"]["include_usage"] is True
+    assert doc["verdict"]["outcome"] == "truncated"
+    assert doc["verdict"]["reasons"][0].startswith("truncated: body ended after 3 content frames")
+    content = [f for f in doc["frames"] if f["kind"] == "content"]
+    assert content[0]["skeleton"]["data"]["choices"][0]["delta"]["content"] == (
+        f"<{len(COMPLETION)}>")
+    assert doc["timeline"]["frames"] == 4
+
+
+async def json_answer(request: web.Request) -> web.Response:
+    return web.Response(text="{}", content_type="application/json")
+
+
+async def test_unknown_trace_id_has_no_evidence(proxy: Any, upstream: Any,
+                                                http: aiohttp.ClientSession) -> None:
+    running = await proxy(await upstream(json_answer))
+    status, doc = await get_json(http, running.metrics_url / "streams/nope/evidence")
+    assert status == 404 and doc["error"]["code"] == "trace_id_not_found"
+
+
+@pytest.mark.parametrize("scenario", ["buffered", "truncated", "stall", "no-usage"])
+async def test_an_incident_becomes_a_conformance_case_in_one_step(
+        scenario: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = await proxy(await demo_gateway())
+    trace = f"incident-{scenario}"
+    await demo_stream(http, running, scenario, trace)
+    async with http.get(running.metrics_url / f"streams/{trace}/evidence") as resp:
+        (tmp_path / "evidence.json").write_bytes(await resp.read())
+    recorded = json.loads((tmp_path / "evidence.json").read_text())["stream"]
+
+    assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out",
+                 str(tmp_path / "conformance")]) == 0
+    assert "(reproduced)" in capsys.readouterr().out
+    (case_path,) = (tmp_path / "conformance" / "cases").glob("*.json")
+    case = load(case_path)
+    assert case.expected["stream"] == recorded
+    assert observed(case.replay_timed()) == recorded  # the same verdict, at the same times
+    for pieces in list(splits(case))[:50]:  # ... and, timing aside, however it is cut
+        assert untimed(observed(case.replay(pieces))) == untimed(recorded)
+    assert PROMPT not in case_path.read_text()
+    if scenario == "buffered":
+        assert set(TIMING_ANOMALIES) & set(recorded["anomalies"])
+
+
+def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "e.json").write_text(json.dumps({"trace_id": "x", "stream": None,
+                                                 "timeline": None}))
+    assert main(["evidence-to-case", str(tmp_path / "e.json"), "--out", str(tmp_path)]) == 2
+    assert "no stream to replay" in capsys.readouterr().err
+
+
+# stream_evidence log lines ------------------------------------------------------------------
+
+@pytest.fixture
+def log_lines() -> Any:
+    """The proxy's JSON log lines, as a shipper reads them (one JSON object per line)."""
+    out = io.BytesIO()
+    logs.configure_logging("json")
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(out))
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    yield lines
+    structlog.reset_defaults()
+
+
+async def test_every_anomalous_stream_logs_its_evidence_as_one_json_line(
+        log_lines: Any, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    running = await proxy(await demo_gateway())
+    await demo_stream(http, running, "healthy", "trace-ok")
+    await demo_stream(http, running, "truncated", "trace-cut")
+    events = log_lines()
+    evidence = [e for e in events if e["event"] == "stream_evidence"]
+    assert [e["trace_id"] for e in evidence] == ["trace-cut"]  # not the healthy one
+    (line,) = evidence
+    assert line["outcome"] == "truncated" and line["level"] == "info"
+    doc = line["evidence"]
+    assert doc["trace_id"] == "trace-cut" and doc["timeline"]["frames"] > 0
+    assert doc["verdict"]["reasons"][0].startswith("truncated: ")
+    ends = [e for e in events if e["event"] == "stream_end" and e["trace_id"] == "trace-cut"]
+    assert ends and ends[0]["reasons"] == doc["verdict"]["reasons"]
+    raw = json.dumps(events)
+    assert PROMPT not in raw
+
+
+async def test_instance_header_is_opt_in(upstream: Any, proxy: Any,
+                                         http: aiohttp.ClientSession) -> None:
+    up = await upstream(json_answer)
+    plain = await proxy(up)
+    named = await proxy(up, instance_header="X-Audit-Instance")
+    async with http.get(plain.url / "v1/models") as resp:
+        assert "X-Audit-Instance" not in resp.headers
+    async with http.get(named.url / "v1/models") as resp:
+        assert resp.headers["X-Audit-Instance"] == INSTANCE
+
+
+async def test_evidence_is_found_whichever_worker_relayed_the_stream(
+        demo_gateway: Any, http: aiohttp.ClientSession) -> None:
+    from cli_process import serve_process
+    from demo_client import FAST as GATEWAY_FAST
+    from demo_client import send
+
+    async with serve_process(await demo_gateway(**GATEWAY_FAST), "--workers", "2",
+                             "--instance-header", "X-Audit-Instance") as served:
+        # A fresh connection per request: SO_REUSEPORT balances connections.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            for i in range(12):
+                await send(s, served.url, "truncated", trace_id=f"wk{i}")
+        instances = set()
+        for i in range(12):
+            status, doc = await get_json(http, served.metrics_url / f"streams/wk{i}/evidence")
+            assert status == 200, doc
+            assert doc["trace_id"] == f"wk{i}" and doc["verdict"]["outcome"] == "truncated"
+            instances.add(doc["instance"])
+            status, found = await get_json(http, served.metrics_url / f"streams/wk{i}")
+            assert found["streams"][0]["timeline"]["frames"] > 0
+        assert len(instances) == 2  # both workers relayed some, each answered for its own
+        assert await served.stop() == 0
+        evidence_lines = [x for x in served.lines if x.get("event") == "stream_evidence"]
+        assert len(evidence_lines) == 12

@@ -156,6 +156,7 @@ def _print_header(args: argparse.Namespace, proxy_url: URL, metrics_url: URL,
         "sse-audit-proxy demo",
         f"  proxy     {proxy_url}   (OpenAI base URL {proxy_url / 'v1'})",
         f"  metrics   {metrics_url}",
+        f"  inspector {metrics_url.with_path('/')}   (recent streams, verdicts, timelines)",
         f"  gateway   {gw_url}   (direct, not audited; scenarios: GET {gw_url / 'v1/models'})",
         f"  try       curl -N {proxy_url / 'v1/chat/completions'} -H 'Content-Type: "
         "application/json' -d '{\"model\":\"demo-buffered\",\"stream\":true,\"messages\":"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from . import inspector
 from .admin import admin_app
 from .listen import listen
 from .logs import LogSink
@@ -50,8 +51,9 @@ class Service:
 
     async def start(self) -> None:
         app = admin_app(self.registry, lambda: not self.draining)
-        add_routes(app, LocalSource(self.recent, Redactor(self.config.secret_headers),
-                                    self.instance))
+        source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
+        add_routes(app, source)
+        inspector.add_routes(app, source)
         self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
         try:

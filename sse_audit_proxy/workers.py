@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from . import inspector
 from .admin import admin_app
 from .listen import listen
 from .lookup import WorkersSource, add_routes
@@ -210,7 +211,9 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     app = admin_app(registry, pool.ready)
-    add_routes(app, WorkersSource(pool.admin_urls))
+    source = WorkersSource(pool.admin_urls)
+    add_routes(app, source)
+    inspector.add_routes(app, source)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

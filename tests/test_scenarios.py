@@ -11,6 +11,7 @@ import pytest
 
 from sse_audit_proxy import scenarios
 from sse_audit_proxy.audit import End, StreamResult
+from sse_audit_proxy.gateway.script import BURSTY_MIN_FRAMES, MIN_BURST_SILENCE
 from sse_audit_proxy.scenarios import SCENARIOS, Scenario
 
 FRAMES = 8
@@ -42,11 +43,17 @@ async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bo
 
 def check_details(name: str, s: StreamResult) -> None:
     """What each scenario shows besides its verdict (timings, counts)."""
-    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch"):
+    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch",
+                "late-terminator", "wrong-content-type"):
         assert s.content_frames == FRAMES
-    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive"):
+    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive",
+                "late-terminator", "wrong-content-type"):
         assert s.done and s.finish_reasons == ["stop"]
         assert s.usage is not None and s.completion_tokens == FRAMES
+    if name == "bursty":  # more tokens than asked for, so that there are clumps to see
+        assert s.content_frames == s.completion_tokens == BURSTY_MIN_FRAMES
+        assert s.done and s.finish_reasons == ["stop"]
+        assert s.max_gap is not None and s.max_gap >= MIN_BURST_SILENCE - 0.01
     if name == "usage-mismatch":
         assert s.completion_tokens == FRAMES + 3
     if name in ("slow-first-token", "keepalive"):
@@ -58,8 +65,10 @@ def check_details(name: str, s: StreamResult) -> None:
         assert s.max_gap is not None and s.max_gap >= FAULT
     if name in ("tool-call", "bad-tool-args"):
         assert s.tool_calls == 1 and s.finish_reasons == ["tool_calls"]
-    if name in ("truncated", "reset", "hang", "error-midstream"):
+    if name in ("truncated", "reset", "hang", "error-midstream", "error-no-done"):
         assert 0 < s.content_frames < FRAMES
+    if name in ("error-midstream", "error-no-done"):  # vLLM ends with [DONE], LiteLLM does not
+        assert s.done == (name == "error-midstream") and s.finish_reasons == []
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 from sse_audit_proxy import scenarios
-from sse_audit_proxy.audit import End, StreamResult
+from sse_audit_proxy.audit import End, Outcome, StreamResult
 from sse_audit_proxy.gateway.script import BURSTY_MIN_FRAMES, MIN_BURST_SILENCE
 from sse_audit_proxy.scenarios import SCENARIOS, Scenario
+from sse_audit_proxy.sse import SSEDecoder
 
 FRAMES = 8
 FAULT = 0.3
@@ -112,3 +114,33 @@ async def test_scenario_header_overrides_the_model_and_keeps_its_name(
 def test_readme_scenario_table_is_generated_from_the_scenario_table() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert scenarios.readme_table() in readme
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+async def test_a_client_that_leaves_right_after_the_end_marker_still_gets_complete(
+    route: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """uvicorn servers end the chunked body in a later write; the openai SDK closes a chat
+    stream as soon as it has read [DONE], before that write. On Responses the client here
+    leaves right after `response.completed`."""
+    running = await proxy(await demo_gateway())
+    headers = {**FAST, "X-Demo-Terminator-Ms": "1000", "X-Demo-Habits": "late-terminator"}
+    if route == "chat":
+        sdk = openai.AsyncOpenAI(api_key="demo", base_url=str(running.url / "v1"),
+                                 max_retries=0, default_headers=headers)
+        stream = await sdk.chat.completions.create(
+            model="demo-healthy", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "How is the canary doing?"}])
+        chunks = [chunk async for chunk in stream]
+        assert chunks[-1].usage is not None
+    else:
+        async with http.post(running.url / "v1/responses", headers=headers, json={
+                "model": "demo-healthy", "stream": True, "input": "How is it doing?"}) as resp:
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                if any(b'"response.completed"' in e.data for e in decoder.feed(chunk)):
+                    break
+            resp.close()  # before the body's end, which comes a second later
+    rec = await running.record()
+    assert rec.stream is not None
+    assert (rec.stream.outcome, rec.stream.anomalies) == (Outcome.COMPLETE, [])

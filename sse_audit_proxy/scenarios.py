@@ -65,12 +65,12 @@ SCENARIOS: tuple[Scenario, ...] = (
              "the gap histograms"),
     Scenario("error-midstream", "after half the tokens sends `data: {\"error\": ...}` then "
              "`[DONE]` (what vLLM does)", Outcome.UPSTREAM_ERROR, (Anomaly.ERROR_EVENT,),
-             End.UPSTREAM_EOF, "the upstream reported its failure in the stream and no choice "
-             "finished after it: `[DONE]` closes a failed generation, so no `missing_*` either"),
+             End.UPSTREAM_EOF, "the upstream reported a failure in-band: no choice finished "
+             "after the error frame, so `[DONE]` ends a failed generation"),
     Scenario("error-no-done", "after half the tokens sends `data: {\"error\": {..., \"code\": "
              "\"rate_limit_exceeded\"}}` and ends the body, no `[DONE]` (what LiteLLM does)",
              Outcome.UPSTREAM_ERROR, (Anomaly.ERROR_EVENT,), End.UPSTREAM_EOF,
-             "the upstream reported its failure in the stream; a failed stream owes no `[DONE]`, "
+             "the upstream reported a failure in-band; a failed stream owes no `[DONE]`, "
              "finish reason or usage"),
     Scenario("tool-call", "streams a tool call, its arguments in fragments, `finish_reason: "
              "tool_calls`", Outcome.COMPLETE, (), End.UPSTREAM_EOF,

@@ -180,9 +180,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Bursty and buffered share",
               "Share of streams over 5 minutes, all instances (recording rules, the series "
               "SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate; alerts above 5 %). "
-              "Bursty: the tokens came in clumps, at least 3 bursts of 10 or more content frames "
-              "arriving less than 2 ms apart after 0.2 s or more without content, holding at "
-              "least half of the content; users see the answer jump forward in chunks. "
+              "Bursty: the tokens came in clumps (by default at least 3 bursts of 10 or more content "
+              "frames arriving less than 2 ms apart after 0.2 s or more without content, holding "
+              "at least half of the content); users see the answer jump forward in chunks. "
               "Buffered: the whole answer in one burst after a wait. Both mean something between "
               "the model and the client collects the stream: check nginx `proxy_buffering` (off "
               "for text/event-stream, or `X-Accel-Buffering: no`), gzip or brotli of "

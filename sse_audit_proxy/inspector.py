@@ -178,15 +178,19 @@ def _axis(span: float, x: Any) -> str:
 
 
 def _read_sizes(ticks: list[tuple[float, str, int, float]], x: Any) -> list[str]:
-    """A label over each read that brought many frames at once: a burst is one tick to the
-    eye, its size is the point."""
+    """`\u00d7N` (times N) over each read that brought N ≥ 5 frames at once: a burst is one tick to the eye,
+    its size is the point."""
     sizes: dict[float, int] = {}
     for t, _, n, last in ticks:
         if n == 1 or t == last:
             sizes[t] = sizes.get(t, 0) + n
-    return [f"<text class=burst x='{x(t):.1f}' y='{AXIS_Y - 78}' font-size='11' "
-            f"text-anchor='{'end' if x(t) > PLOT_W / 2 else 'start'}' fill='#1f2328'>"
-            f"{n} frames at once</text>" for t, n in sizes.items() if n >= 5]
+    out = []
+    for i, (t, n) in enumerate(t_n for t_n in sizes.items() if t_n[1] >= 5):
+        y = AXIS_Y - 78 + 12 * (i % 2)  # neighbours alternate rows, so labels never collide
+        out.append(f"<text class=burst x='{x(t):.1f}' y='{y}' font-size='11' "
+                   f"text-anchor='middle' fill='#1f2328'>\u00d7{n}<title>{n} frames in one "
+                   "read</title></text>")
+    return out
 
 
 def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None,
@@ -228,7 +232,7 @@ def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None,
     parts.append(_axis(span, x))
     parts.append("</svg>")
     legend = "".join(f"<span><i class=sw style='background:{c}'></i>{k}</span>"
-                     for k, (c, _) in STYLE.items())
+                     for k, (c, _) in STYLE.items()) + "<span>&times;N: N frames in one read</span>"
     note = ""
     if timeline.get("frames", 0) > timeline.get("exact_frames", 0):
         note = (f" The first {timeline['exact_frames']} frames are exact; the rest are drawn "

@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
+from sse_audit_proxy import evidence
 from sse_audit_proxy.audit import Thresholds
 from sse_audit_proxy.listen import listen
+from sse_audit_proxy.logs import record_fields
 from sse_audit_proxy.proxy import ProxyConfig
 from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.redaction import Redactor
 from sse_audit_proxy.service import Service, ServiceConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,8 +46,30 @@ async def _note_keys(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+# Text scan (issue 15): no prompt or completion text may reach a record, an evidence file or a
+# page. The texts are the demo's and the probe's prompts, and anything a test marks as prompt
+# or completion text by starting it with one of TEXT_MARKERS (its prompts and its upstreams'
+# completions). Every record a test proxy emits is scanned, with the evidence built from it;
+# so is every test's captured output; the evidence and inspector tests scan what they fetch.
+TEXT_MARKERS = ("PROMPT-TEXT-", "COMPLETION-TEXT-")
+
+
+def _known_texts() -> tuple[str, ...]:
+    from sse_audit_proxy import traffic
+    from sse_audit_proxy.probe import prompts
+
+    return (*traffic.PROMPTS, prompts.COUNT, prompts.COUNT_SHORT, prompts.WEATHER, *TEXT_MARKERS)
+
+
+TEXTS = _known_texts()
+
+
+def leaked_texts(text: str) -> list[str]:
+    return sorted(t for t in TEXTS if t in text)
+
+
 def leaked_keys(text: str) -> list[str]:
-    return sorted(k for k in SEEN_KEYS if k in text)
+    return sorted(k for k in SEEN_KEYS if k in text) + leaked_texts(text)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -57,7 +83,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     leaked = leaked_keys(text)
     if leaked and report.passed:
         report.outcome = "failed"
-        report.longrepr = f"an API key appeared in captured output: {leaked}"
+        report.longrepr = f"an API key or prompt/completion text appeared in captured output: {leaked}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -68,10 +94,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 class RecordingSink:
-    """Collects audit records so tests can assert on exactly what the sinks received."""
+    """Collects audit records so tests can assert on exactly what the sinks received, and
+    scans each (its log fields and its evidence) for prompt and completion text."""
 
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.leaks: list[tuple[str, list[str]]] = []
         self._changed = asyncio.Event()
 
     def stream_started(self, route: str) -> None:
@@ -83,6 +111,11 @@ class RecordingSink:
     def record(self, rec: AuditRecord) -> None:
         self.records.append(rec)
         self._changed.set()
+        fields = record_fields(rec)
+        doc = evidence.build(rec, fields, Redactor())
+        leaked = leaked_texts(orjson.dumps(doc).decode())
+        if leaked:
+            self.leaks.append((rec.trace_id, leaked))
 
     async def wait(self, n: int = 1, timeout: float = 5.0) -> list[AuditRecord]:
         async def until() -> None:
@@ -142,6 +175,7 @@ async def upstream() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
 async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     """`await proxy(upstream_url, **ProxyConfig overrides)` starts the real proxy."""
     services: list[Service] = []
+    sinks: list[RecordingSink] = []
 
     async def start(upstream_url: URL, *, max_models: int = 100, recent_streams: int = 1000,
                     **overrides: Any) -> RunningProxy:
@@ -155,6 +189,7 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
             recent_streams=recent_streams,
         )
         sink = RecordingSink()
+        sinks.append(sink)
         service = Service(config, registry=CollectorRegistry(), extra_sinks=[sink])
         await service.start()
         services.append(service)
@@ -163,6 +198,8 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     yield start
     for service in services:
         await service.close()
+    leaks = [leak for sink in sinks for leak in sink.leaks]
+    assert not leaks, f"prompt or completion text in an audit record or its evidence: {leaks}"
 
 
 @pytest.fixture

@@ -221,3 +221,30 @@ async def test_evidence_is_found_whichever_worker_relayed_the_stream(
         assert await served.stop() == 0
         evidence_lines = [x for x in served.lines if x.get("event") == "stream_evidence"]
         assert len(evidence_lines) == 12
+
+
+def test_the_suite_wide_text_scan_catches_a_record_carrying_prompt_text() -> None:
+    from conftest import RecordingSink, leaked_keys
+
+    from sse_audit_proxy.record import AuditRecord
+
+    sink = RecordingSink()
+    sink.record(AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 0.1, 1, None))
+    assert sink.leaks == []
+    sink.record(AuditRecord("t2", "chat_completions", "POST", PROMPT, 200, 0.0, 0.1, 1, None))
+    assert sink.leaks == [("t2", ["PROMPT-TEXT-"])]
+    assert leaked_keys(f"log line with {COMPLETION}") == ["COMPLETION-TEXT-"]
+
+
+async def test_a_logged_evidence_line_is_an_evidence_file_for_evidence_to_case(
+        log_lines: Any, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = await proxy(await demo_gateway())
+    await demo_stream(http, running, "no-done", "trace-from-logs")
+    (line,) = [e for e in log_lines() if e["event"] == "stream_evidence"]
+    (tmp_path / "from-logs.json").write_text(json.dumps(line["evidence"]))
+    assert main(["evidence-to-case", str(tmp_path / "from-logs.json"), "--out",
+                 str(tmp_path / "c"), "--name", "from_logs"]) == 0
+    assert "(reproduced)" in capsys.readouterr().out
+    case = load(tmp_path / "c" / "cases" / "from_logs.json")
+    assert observed(case.replay_timed()) == line["evidence"]["stream"]

@@ -83,7 +83,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     leaked = leaked_keys(text)
     if leaked and report.passed:
         report.outcome = "failed"
-        report.longrepr = f"an API key or prompt/completion text appeared in captured output: {leaked}"
+        report.longrepr = (f"an API key appeared in captured output (or prompt or completion "
+                           f"text): {leaked}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

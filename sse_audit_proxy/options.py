@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -154,3 +155,13 @@ def readable_file(value: str) -> str:
 def name_list(value: str) -> tuple[str, ...]:
     """A comma-separated list: `a, b,c`."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def header_name(value: str) -> str:
+    """An HTTP field name (RFC 9110 token): `X-Audit-Instance`."""
+    if not _TOKEN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not an HTTP header name: {value!r}")
+    return value

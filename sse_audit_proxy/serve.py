@@ -21,6 +21,7 @@ from .logs import LOG_FORMATS, configure_logging
 from .options import (
     ConfigError,
     flag,
+    header_name,
     name_list,
     option,
     port,
@@ -73,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(p, "--secret-headers", type=name_list,
            help="comma-separated header names to redact from logs, on top of Authorization, "
                 "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie")
-    option(p, "--instance-header",
+    option(p, "--instance-header", type=header_name,
            help="add this response header (e.g. X-Audit-Instance) naming the host (pod) that "
                 "relayed the response, to find its logs and evidence; off by default")
     option(p, "--max-frame-bytes", type=size, default=1 << 20,

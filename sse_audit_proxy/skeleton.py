@@ -64,9 +64,9 @@ def skeleton(event: Event) -> str:
     """One frame's skeleton, as compact JSON text (what the audit holds: orjson's own bytes
     keep a 4 KiB buffer, the decoded text is exactly its length)."""
     name = event.event
-    doc: dict[str, Any] = {"event": name if _WORD.fullmatch(name or "") else
-                           (text_length(name) if name else None),
-                           "bytes": len(event.data)}
+    doc: dict[str, Any] = {"bytes": len(event.data)}
+    if name:  # absent when the frame had no `event:` line (most frames): held per stream
+        doc["event"] = name if _WORD.fullmatch(name) else text_length(name)
     data = event.data
     if data == DONE_SENTINEL:
         doc["data"] = "[DONE]"
@@ -79,7 +79,7 @@ def skeleton(event: Event) -> str:
             doc["data"] = _shape(parsed, None, 0)
     out = orjson.dumps(doc)
     if len(out) > MAX_SKELETON_BYTES:
-        out = orjson.dumps({"event": doc["event"], "bytes": doc["bytes"], "truncated": True})
+        out = orjson.dumps({"event": doc.get("event"), "bytes": doc["bytes"], "truncated": True})
     return out.decode()
 
 

@@ -2,8 +2,9 @@
 
 Pure, like the audit that feeds it. Frames decoded from one upstream read share that read's
 arrival time, so the timeline is kept per read: one offset (float32 seconds from the request)
-and a frame count per read, and one byte of kind bits (the dialect's `observe()` bits) per
-frame. That is exact for the first `EXACT_FRAMES` frames. After that, reads are gathered into
+per read, and one byte of kind bits (the dialect's `observe()` bits) per
+frame (its top bit marks the first frame of a read). That is exact for the first
+`EXACT_FRAMES` frames. After that, reads are gathered into
 groups of at least `stride` frames (first and last arrival, frame count, the union of their
 kinds); when `MAX_GROUPS` groups are held, neighbours are merged pairwise and `stride`
 doubles. So a 100,000-frame stream costs what a 2,000-frame one does, a terminal or an error
@@ -20,9 +21,9 @@ from typing import Any
 
 from .dialects import CONTENT, ERROR, FINISH, KEEPALIVE, MALFORMED, TERMINAL, USAGE
 
-# Chosen from the memory per open stream (README, "Performance"): the exact part costs at most
-# 7 bytes a frame (1 kind byte, plus 6 bytes per read), the grouped part 17 bytes a group, so
-# a stream of any length holds at most ~3.9 KiB of timeline; the `memory` workload's streams
+# Chosen from the memory per open stream (README, "Evidence for incidents"): the exact part
+# costs at most 5 bytes a frame (1 kind byte, plus 4 bytes per read), the grouped part 17 bytes
+# a group, so a stream of any length holds at most ~3.4 KiB of timeline; the `memory` workload's streams
 # (24 frames) hold ~0.5 KiB.
 EXACT_FRAMES = 256
 MAX_GROUPS = 128
@@ -33,6 +34,7 @@ KIND_NAMES: tuple[tuple[int, str], ...] = (
     (ERROR, "error"), (TERMINAL, "terminal"), (MALFORMED, "malformed"),
 )
 OTHER = "other"  # a frame with none of the bits: a role chunk, `message_start`, ...
+READ_START = 0x80  # not a kind: marks a read's first frame in the exact part (bits < 0x80)
 _NAMES: dict[int, str] = {}
 _EMPTY_F: array[float] = array("f")  # shared placeholders, never appended to
 _EMPTY_I: array[int] = array("I")
@@ -58,14 +60,14 @@ def kind_bits(name: str) -> int:
 
 
 class Timeline:
-    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_kinds", "_r_n", "_r_t", "_stride",
+    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_kinds", "_r_t", "_stride",
                  "frames")
 
     def __init__(self) -> None:
         self.frames = 0
-        self._kinds = bytearray()  # per frame, the exact part
+        # Per frame of the exact part: its kind bits, with READ_START on a read's first frame.
+        self._kinds = bytearray()
         self._r_t = array("f")  # per read of the exact part: offset (s)
-        self._r_n = array("H")  # ... and how many of `_kinds` it carried
         # The grouped part, allocated when reached (most streams never do).
         self._g_first: array[float] | None = None
         self._g_last: array[float] = _EMPTY_F
@@ -77,11 +79,13 @@ class Timeline:
     def add(self, offset: float, kinds: bytes | bytearray) -> None:
         """One read's frames (their kind bits, in order), `offset` seconds after the request."""
         n = len(kinds)
+        if not n:
+            return
         if self.frames + n <= EXACT_FRAMES:
-            self.frames += n
             self._kinds += kinds
+            self._kinds[self.frames] |= READ_START
+            self.frames += n
             self._r_t.append(offset)
-            self._r_n.append(n)
             return
         mask = 0
         for bits in kinds:
@@ -130,12 +134,12 @@ class Timeline:
         """The timeline as JSON rows, in arrival order: `[t_ms, kind]` per frame of the exact
         part, then `[t_ms, kinds, count, last_t_ms, longest_silence_ms]` per group."""
         out: list[list[Any]] = []
-        i = 0
-        for t, n in zip(self._r_t, self._r_n, strict=True):
-            ms = round(t * 1000.0, 3)
-            for bits in self._kinds[i:i + n]:
-                out.append([ms, kind_name(bits)])
-            i += n
+        offsets = iter(self._r_t)
+        ms = 0.0
+        for bits in self._kinds:
+            if bits & READ_START:
+                ms = round(next(offsets) * 1000.0, 3)
+            out.append([ms, kind_name(bits & ~READ_START)])
         if self._g_first is not None:
             for first, last, n, bits, gap in zip(self._g_first, self._g_last, self._g_n,
                                                  self._g_kinds, self._g_gap, strict=True):
@@ -149,7 +153,7 @@ class Timeline:
 
     def nbytes(self) -> int:
         """The buffers' payload (for the memory figures in the README and a test)."""
-        size = len(self._kinds) + 4 * len(self._r_t) + 2 * len(self._r_n)
+        size = len(self._kinds) + 4 * len(self._r_t)
         if self._g_first is not None:
             size += 17 * len(self._g_first)
         return size

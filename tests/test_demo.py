@@ -58,11 +58,15 @@ async def test_demo_prints_its_urls_first_serves_traffic_and_ends_with_a_summary
     try:
         proxy = (await demo.until(r"^  proxy\s+(http://\S+)")).group(1)
         metrics = (await demo.until(r"^  metrics\s+(http://\S+)")).group(1)
+        inspector = (await demo.until(r"^  inspector\s+(http://\S+)")).group(1)
         assert demo.lines[0].startswith("sse-audit-proxy demo")
         await demo.until(r"^\[\s*\d+\.\d+s\] streams [1-9]")  # a plain line: stdout is a pipe
         async with aiohttp.ClientSession() as http:
             async with http.get(metrics) as resp:
                 exposition = await resp.text()
+            async with http.get(inspector) as resp:  # the page the demo points people to
+                assert resp.status == 200 and resp.content_type == "text/html"
+                assert "recent streams" in await resp.text()
             async with http.get(proxy + "/v1/models") as resp:
                 assert resp.status == 200  # the proxy forwards to the demo gateway
         assert 'sse_audit_streams_total{model="demo-healthy",outcome="complete",' \

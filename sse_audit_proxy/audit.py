@@ -42,6 +42,9 @@ class Anomaly(StrEnum):
     NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
     WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
     BURSTY = "bursty"  # content released in clumps separated by long silences
+    # The compressed body expanded absurdly (see inflate.py); it was forwarded unchanged but
+    # no longer audited.
+    COMPRESSION_BOMB = "compression_bomb"
 
 
 class End(StrEnum):
@@ -257,8 +260,11 @@ class StreamAudit:
         error_body = self.error_document
         if error_body:
             unterminated = False  # a JSON document, not a frame left open
-        # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
-        unreadable = self._inflate is not None and self._inflate.failed
+        # Frames we could not decode (br, a broken gzip), would not decode (a decompression
+        # bomb) or had not decoded yet when the body ended leave only the transport to judge.
+        inflate = self._inflate
+        bomb = inflate is not None and inflate.bomb
+        unreadable = inflate is not None and (inflate.failed or bomb or inflate.behind)
         # An ordinary answer to a stream request: whole when the body ended cleanly.
         not_streamed = not (self._event_stream or error_body or end is End.UPSTREAM_STATUS)
         outcome = _OUTCOME_BY_END.get(end)
@@ -286,7 +292,10 @@ class StreamAudit:
         ttft = None if self._first_content is None else self._first_content - self._started
         if self._is_buffered(ttft):
             anomalies.append(Anomaly.BUFFERED)
-        if summary.malformed_frames or self._decoder.oversized or unreadable:
+        if bomb:
+            anomalies.append(Anomaly.COMPRESSION_BOMB)
+        if (summary.malformed_frames or self._decoder.oversized
+                or (inflate is not None and inflate.failed)):
             anomalies.append(Anomaly.MALFORMED_FRAME)
         if judged and summary.invalid_tool_arguments:
             anomalies.append(Anomaly.INVALID_TOOL_ARGUMENTS)

@@ -138,6 +138,15 @@ class GuardedRequestHandler(web.RequestHandler):
         if self._force_close and not closed and isinstance(server, GuardedServer):
             server.closed(KEEPALIVE_TIMEOUT)
 
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        if not resp.keep_alive and _awaits_continue(request) and request.content.total_bytes == 0:
+            # Refused before any 100 Continue: the client will not send the body, so do not
+            # linger up to aiohttp's lingering_time waiting for it; close at once.
+            request.content.feed_eof()
+        return result
+
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
         message: str | None = None,
@@ -172,6 +181,10 @@ async def expect_continue(request: web.BaseRequest) -> None:
     and its connection is closed, so the client never sends the body. Without this a client
     such as curl waits a second before sending a large body anyway.
     """
-    if (request.version >= (1, 1) and request.body_exists
-            and request.headers.get("Expect", "").strip().lower() == "100-continue"):
+    if _awaits_continue(request):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _awaits_continue(request: web.BaseRequest) -> bool:
+    return (request.version >= (1, 1) and request.body_exists
+            and request.headers.get("Expect", "").strip().lower() == "100-continue")

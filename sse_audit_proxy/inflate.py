@@ -61,12 +61,16 @@ class Inflater:
     """Feed compressed chunks; iterate the decoded pieces. `failed` once it cannot go on,
     `bomb` once it will not (the body expands absurdly)."""
 
-    __slots__ = ("_backlog", "_encoding", "_head", "_max", "_members", "_z", "bomb", "consumed",
-                 "failed", "inflated")
+    __slots__ = ("_backlog", "_budget", "_encoding", "_head", "_max", "_members", "_z", "bomb",
+                 "consumed", "failed", "inflated")
 
-    def __init__(self, content_encoding: str, max_piece: int) -> None:
+    def __init__(self, content_encoding: str, max_piece: int,
+                 feed_max_out: int | None = FEED_MAX_OUT) -> None:
+        """`feed_max_out=None`: no bound per feed, for a client reading one body of its own
+        (the probe), where there are no other streams to delay and nothing may be left out."""
         self._encoding = content_encoding.strip().lower()
         self._max = max_piece
+        self._budget = feed_max_out
         self._head = b""  # first bytes, held until they say what the body is
         self._z: Any = None  # a zlib decompressobj, or _PLAIN once the body is not compressed
         self._members = False  # gzip: another member may follow the end of one
@@ -96,7 +100,8 @@ class Inflater:
             chunk = self._backlog + chunk
             self._backlog = b""
         try:
-            for piece in self._inflate(chunk, FEED_MAX_OUT):
+            budget = self._budget if self._budget is not None else MAX_INFLATED + 1
+            for piece in self._inflate(chunk, budget):
                 self.inflated += len(piece)
                 yield piece
                 if self._expands_absurdly():

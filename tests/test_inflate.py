@@ -151,3 +151,14 @@ def test_encodings_without_a_decoder_are_reported_unreadable(encoding: str) -> N
     inflater = Inflater(encoding, 1 << 20)
     assert inflate_all(inflater, [b"\x1b\x00\x00"]) == b""
     assert inflater.failed
+
+
+def test_without_a_per_feed_bound_a_reader_of_its_own_body_gets_all_of_it() -> None:
+    # The probe reads one body of its own: nothing to delay, nothing may be left out.
+    rng = random.Random(3)
+    body = b"".join(b"data: {\"c\": \"%s\"}\n\n" % rng.choice(WORDS) for _ in range(100000))
+    wire = deflated(body, 16 + zlib.MAX_WBITS)
+    bounded, unbounded = Inflater("gzip", 1 << 20), Inflater("gzip", 1 << 20, feed_max_out=None)
+    chunks = [wire[i : i + (64 << 10)] for i in range(0, len(wire), 64 << 10)]
+    assert inflate_all(unbounded, chunks) == body and not unbounded.behind
+    assert len(inflate_all(bounded, chunks)) < len(body) and bounded.behind

@@ -7,11 +7,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from . import inspector
 from .admin import admin_app
+from .inbound import GuardedAppRunner
 from .listen import listen
 from .logs import LogSink
 from .lookup import LocalSource, add_routes
@@ -44,8 +44,9 @@ class Service:
         self.recent = RecentStreams(config.recent_streams)
         self.instance = f"{socket.gethostname()}/{os.getpid()}"  # who relayed, in evidence
         log = LogSink(config.secret_headers, self.instance)
-        self.proxy = Proxy(config.proxy, [self.metrics, log, self.recent, *extra_sinks])
-        self._admin: web.AppRunner | None = None
+        self.proxy = Proxy(config.proxy, [self.metrics, log, self.recent, *extra_sinks],
+                           on_connection_closed=self.metrics.connection_closed)
+        self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
 
@@ -54,7 +55,11 @@ class Service:
         source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
         add_routes(app, source)
         inspector.add_routes(app, source)
-        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Same head limits, timeouts and quiet errors as the proxy port: a scraper or a probe
+        # is no more trusted than a client.
+        self._admin = GuardedAppRunner(app, access_log=None, handle_signals=False,
+                                       header_timeout=self.config.proxy.header_timeout,
+                                       keepalive_timeout=self.config.proxy.keepalive_timeout)
         await self._admin.setup()
         try:
             self.metrics_port = await listen(self._admin, self.config.metrics_host,

@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sse-audit-proxy: error: cannot read {args.evidence}: {exc}", file=sys.stderr)
         return 2
-    if doc.get("stream") is None or doc.get("timeline") is None:
+    if doc.get("stream") is None or not (doc.get("timeline") or {}).get("frames"):
         print("sse-audit-proxy: error: this evidence has no stream to replay (a request that "
-              "was not audited as a stream)", file=sys.stderr)
+              "was not audited as a stream, or one that brought no frame)", file=sys.stderr)
         return 2
     name = args.name or "incident_" + _NAME.sub("_", str(doc.get("trace_id", "unknown")))[:80]
     case, body = to_case(doc, name)

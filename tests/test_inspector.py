@@ -161,3 +161,17 @@ async def test_screenshots_of_a_buffered_and_a_bursty_stream(
         png = await screenshot(running.metrics_url.with_path(f"/ui/streams/incident-{name}"),
                                tmp_path, f"inspector-{name}.png")
         assert png.stat().st_size > 20_000  # a drawn page, not a blank one
+
+
+def test_list_shows_the_canarys_upstream_column_only_when_records_carry_it() -> None:
+    from sse_audit_proxy.inspector import list_page
+    from sse_audit_proxy.recent import Query
+
+    plain = {"trace_id": "a", "started_at": "2026-01-01T00:00:00.000Z", "route": "chat",
+             "model": "m", "status": 200, "outcome": "complete", "anomalies": []}
+    without = list_page(Query(), {"streams": [plain], "workers": []}).text
+    assert without is not None and "<th>upstream</th>" not in without
+    canary = {**plain, "trace_id": "b", "upstream": "<b>canary</b>"}
+    page = list_page(Query(), {"streams": [canary, plain], "workers": []}).text
+    assert page is not None and "<th>upstream</th>" in page
+    assert "<td>&lt;b&gt;canary&lt;/b&gt;</td>" in page and "<b>canary" not in page

@@ -97,7 +97,9 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
     """The case (JSON document) and its body."""
     request = doc["request"]
     route = request.get("route", "other")
-    reads = rebuild_reads(doc)
+    anomalies = doc["stream"].get("anomalies", [])
+    reads = rebuild_reads(doc, "invalid_tool_arguments" not in anomalies,
+                          "sequence_gap" not in anomalies)
     body = b"".join(b"".join(frames) for _, frames in reads)
     stream = dict(doc["stream"])
     if stream.get("unterminated_frame"):
@@ -132,17 +134,23 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
     return case, body
 
 
-def rebuild_reads(doc: dict[str, Any]) -> list[tuple[float, list[bytes]]]:
-    """The body's reads: (arrival ms, frames), from the timeline and the skeletons."""
+def rebuild_reads(doc: dict[str, Any], valid_arguments: bool = True,
+                  in_sequence: bool = True) -> list[tuple[float, list[bytes]]]:
+    """The body's reads: (arrival ms, frames), from the timeline and the skeletons.
+
+    `valid_arguments`: tool-call argument fragments get placeholder text that, per call,
+    concatenates to a JSON object (`{   }`), as the recorded stream's arguments did.
+    `in_sequence`: Responses' `sequence_number`s are renumbered one by one (frames rebuilt
+    from one skeleton would repeat theirs), as the recorded stream's were."""
     frames = doc.get("frames") or []
     by_number = {f["n"]: f for f in frames}
     by_kind: dict[str, dict[str, Any]] = {}
     for f in frames:
         by_kind.setdefault(f["kind"], f)
-    reads: list[tuple[float, list[bytes]]] = []
+    reads: list[tuple[float, list[bytes | _Pending]]] = []
     number = 0
 
-    def frame(kind: str) -> bytes:
+    def frame(kind: str) -> bytes | _Pending:
         nonlocal number
         number += 1
         found = by_number.get(number) or by_kind.get(kind)
@@ -151,7 +159,7 @@ def rebuild_reads(doc: dict[str, Any]) -> list[tuple[float, list[bytes]]]:
         if found is None:  # no skeleton of this kind at all: the closest one that has its bits
             bits = kind_bits(kind)
             found = next((f for f in frames if kind_bits(f["kind"]) & bits), None)
-        return KEEPALIVE_COMMENT if found is None else materialise(found["skeleton"])
+        return KEEPALIVE_COMMENT if found is None else _pending(found["skeleton"], number)
 
     for row in doc["timeline"]["rows"]:
         t = row[0]
@@ -165,7 +173,92 @@ def rebuild_reads(doc: dict[str, Any]) -> list[tuple[float, list[bytes]]]:
         for i, kind in enumerate(expand_group(kinds, count)):
             at = first if count <= 1 else first + (last - first) * i / (count - 1)
             reads.append((round(at, 3), [frame(kind)]))
-    return reads
+    pending = [f for _, fs in reads for f in fs if isinstance(f, _Pending)]
+    if valid_arguments:
+        _json_arguments(pending)
+    if in_sequence:
+        _renumber(pending)
+    return [(t, [f if isinstance(f, bytes) else f.encode() for f in fs]) for t, fs in reads]
+
+
+class _Pending:
+    """A rebuilt frame before it is written: its JSON can still be adjusted."""
+
+    __slots__ = ("data", "number", "prefix")
+
+    def __init__(self, prefix: bytes, data: Any, number: int) -> None:
+        self.prefix, self.data, self.number = prefix, data, number
+
+    def encode(self) -> bytes:
+        return self.prefix + b"data: " + orjson.dumps(self.data) + b"\n\n"
+
+
+def _pending(skeleton: dict[str, Any], number: int) -> bytes | _Pending:
+    frame = materialise(skeleton)
+    if not frame.startswith((b"data: {", b"event: ")) or b"data: {" not in frame:
+        return frame
+    prefix, _, rest = frame.partition(b"data: ")
+    return _Pending(prefix, orjson.loads(rest), number)
+
+
+_ARGUMENT_FIELDS = frozenset({"arguments", "partial_json"})
+
+
+def _argument_slots(value: Any, key: tuple[Any, ...], root_type: str, found: list[Any]) -> None:
+    """Every (container, field, call key) holding tool-call argument text, depth first."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _argument_slots(item, (*key, i), root_type, found)
+        return
+    if not isinstance(value, dict):
+        return
+    here = key + tuple(value[k] for k in ("index", "output_index") if type(value.get(k)) is int)
+    for field, item in value.items():
+        if isinstance(item, str) and (field in _ARGUMENT_FIELDS or (
+                field == "delta" and "arguments" in root_type)):
+            # Typed events (Responses) carry fragments only in `delta`: their `arguments` are
+            # always a call's whole arguments (`.done`, an output item, the final response).
+            whole = bool(root_type) and field == "arguments"
+            found.append((value, field, here + (("whole", id(value)) if whole else ())))
+        elif isinstance(item, dict | list):
+            _argument_slots(item, (*here, field), root_type, found)
+
+
+def _json_arguments(frames: list[_Pending]) -> None:
+    """Placeholder argument text that, call by call, concatenates to `{ ... }`."""
+    calls: dict[tuple[Any, ...], list[tuple[dict[str, Any], str]]] = {}
+    for f in frames:
+        slots: list[Any] = []
+        root_type = f.data.get("type") if isinstance(f.data, dict) else None
+        _argument_slots(f.data, (), root_type if isinstance(root_type, str) else "", slots)
+        for container, field, key in slots:
+            calls.setdefault(_call(key), []).append((container, field))
+    for parts in calls.values():
+        filled = [(c, k) for c, k in parts if c[k]]
+        total = sum(len(c[k]) for c, k in filled)
+        if total < 2:
+            continue
+        if len(filled) == 1:
+            c, k = filled[0]
+            c[k] = "{" + " " * (len(c[k]) - 2) + "}"
+            continue
+        for i, (c, k) in enumerate(filled):
+            n = len(c[k])
+            c[k] = ("{" + " " * (n - 1) if i == 0 else " " * (n - 1) + "}"
+                    if i == len(filled) - 1 else " " * n)
+
+
+def _renumber(frames: list[_Pending]) -> None:
+    numbered = [f.data for f in frames if isinstance(f.data, dict)
+                and type(f.data.get("sequence_number")) is int]
+    for i, data in enumerate(numbered):
+        data["sequence_number"] = numbered[0]["sequence_number"] + i if i else data[
+            "sequence_number"]
+
+
+def _call(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The call a slot belongs to: its index numbers (field names aside), or the whole."""
+    return tuple(k for k in key if type(k) is int or isinstance(k, tuple))
 
 
 def expand_group(kinds: str, count: int) -> list[str]:

@@ -25,7 +25,8 @@ VOCABULARY = frozenset({
 _WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 PLACEHOLDER = re.compile(r"<(\d+)>")
 MAX_DEPTH = 8
-MAX_ITEMS = 16  # per object or array; beyond: {"…": N more}
+MAX_KEYS = 64  # per object (a Responses `response` object has ~30 fields; usage among them)
+MAX_ITEMS = 16  # per array; beyond either: {"…more": N}
 MAX_SKELETON_BYTES = 2048
 MORE = "…more"
 
@@ -46,8 +47,8 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):
-            if i >= MAX_ITEMS:
-                out[MORE] = len(value) - MAX_ITEMS
+            if i >= MAX_KEYS:
+                out[MORE] = len(value) - MAX_KEYS
                 break
             name = k if _WORD.fullmatch(k) else text_length(k)  # keys are the schema's
             out[name] = _shape(v, k, depth + 1)

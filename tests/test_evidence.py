@@ -18,6 +18,7 @@ from aiohttp import web
 from sse_audit_proxy import logs
 from sse_audit_proxy.cli import main
 from sse_audit_proxy.proxy import INSTANCE
+from sse_audit_proxy.scenarios import SCENARIOS
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "conformance"))
 import contextlib
@@ -118,13 +119,29 @@ async def test_unknown_trace_id_has_no_evidence(proxy: Any, upstream: Any,
     assert status == 404 and doc["error"]["code"] == "trace_id_not_found"
 
 
-@pytest.mark.parametrize("scenario", ["buffered", "truncated", "stall", "no-usage"])
+# Every streamed demo scenario (not `hang` and `cancel`, whose ends a test client would have to
+# stage, nor the `http-*` ones, which bring no frame), and the Responses shape's main ones.
+REPLAYED = [("chat", s.name) for s in SCENARIOS
+            if s.name not in ("hang", "cancel") and not s.name.startswith("http-")]
+REPLAYED += [("responses", name) for name in ("healthy", "buffered", "truncated", "tool-call",
+                                              "bad-tool-args", "bursty")]
+
+
+@pytest.mark.parametrize(("route", "scenario"), REPLAYED, ids=[f"{r}-{s}" for r, s in REPLAYED])
 async def test_an_incident_becomes_a_conformance_case_in_one_step(
-        scenario: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
+        route: str, scenario: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
         tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     running = await proxy(await demo_gateway())
-    trace = f"incident-{scenario}"
-    await demo_stream(http, running, scenario, trace)
+    trace = f"incident-{route}-{scenario}"
+    if route == "chat":
+        await demo_stream(http, running, scenario, trace)
+    else:
+        body = {"model": f"demo-{scenario}", "stream": True, "input": PROMPT}
+        async with http.post(running.url / "v1/responses", json=body,
+                             headers={**FAST, "X-Client-Request-Id": trace}) as resp:
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                await resp.read()
+        await running.record()
     async with http.get(running.metrics_url / f"streams/{trace}/evidence") as resp:
         (tmp_path / "evidence.json").write_bytes(await resp.read())
     recorded = json.loads((tmp_path / "evidence.json").read_text())["stream"]
@@ -139,8 +156,8 @@ async def test_an_incident_becomes_a_conformance_case_in_one_step(
     for pieces in list(splits(case))[:50]:  # ... and, timing aside, however it is cut
         assert untimed(observed(case.replay(pieces))) == untimed(recorded)
     assert PROMPT not in case_path.read_text()
-    if scenario == "buffered":
-        assert set(TIMING_ANOMALIES) & set(recorded["anomalies"])
+    if scenario in ("buffered", "bursty"):
+        assert scenario in recorded["anomalies"] and scenario in TIMING_ANOMALIES
 
 
 def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(

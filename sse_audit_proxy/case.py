@@ -37,6 +37,7 @@ from .skeleton import PLACEHOLDER
 from .timeline import kind_bits, kind_name
 
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
+DONE_FRAME = b"data: [DONE]\n\n"
 _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 # The order in which the kinds OR-ed into one group are laid out again: content first, then
 # whatever ends a stream.
@@ -100,6 +101,8 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
     anomalies = doc["stream"].get("anomalies", [])
     reads = rebuild_reads(doc, "invalid_tool_arguments" not in anomalies,
                           "sequence_gap" not in anomalies)
+    if doc["stream"].get("done") and not any(DONE_FRAME in f for _, fs in reads for f in fs):
+        _done_last(reads)
     body = b"".join(b"".join(frames) for _, frames in reads)
     stream = dict(doc["stream"])
     if stream.get("unterminated_frame"):
@@ -178,6 +181,7 @@ def rebuild_reads(doc: dict[str, Any], valid_arguments: bool = True,
         _json_arguments(pending)
     if in_sequence:
         _renumber(pending)
+    _final_usage(pending, doc["stream"].get("usage"))
     return [(t, [f if isinstance(f, bytes) else f.encode() for f in fs]) for t, fs in reads]
 
 
@@ -246,6 +250,30 @@ def _json_arguments(frames: list[_Pending]) -> None:
             n = len(c[k])
             c[k] = ("{" + " " * (n - 1) if i == 0 else " " * (n - 1) + "}"
                     if i == len(filled) - 1 else " " * n)
+
+
+def _final_usage(frames: list[_Pending], usage: Any) -> None:
+    """The recorded (final) usage in the last frame that carries usage: frames rebuilt from the
+    first usage frame's skeleton (continuous usage stats) would all repeat its early counts."""
+    if not isinstance(usage, dict):
+        return
+    for f in reversed(frames):
+        data = f.data
+        if not isinstance(data, dict):
+            continue
+        for holder in (data, data.get("response"), data.get("message")):
+            if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+                holder["usage"] = usage
+                return
+
+
+def _done_last(reads: list[tuple[float, list[bytes]]]) -> None:
+    """`[DONE]` where the recording had one but no frame kind says so (typed streams, where it
+    is not the end marker): it is the last frame after the terminal event."""
+    for _, frames in reversed(reads):
+        if frames and frames[-1] != KEEPALIVE_COMMENT:
+            frames[-1] = DONE_FRAME
+            return
 
 
 def _renumber(frames: list[_Pending]) -> None:

@@ -145,7 +145,14 @@ async def test_an_incident_becomes_a_conformance_case_in_one_step(
         await running.record()
     async with http.get(running.metrics_url / f"streams/{trace}/evidence") as resp:
         (tmp_path / "evidence.json").write_bytes(await resp.read())
-    recorded = json.loads((tmp_path / "evidence.json").read_text())["stream"]
+    evidence = json.loads((tmp_path / "evidence.json").read_text())
+    recorded = evidence["stream"]
+    # One reason per verdict that needs one, each naming it: the outcome's (unless complete),
+    # then the anomalies' in order; each a sentence with the stream's own figures.
+    reasons = evidence["verdict"]["reasons"]
+    named = ([] if recorded["outcome"] == "complete" else [recorded["outcome"]])
+    assert [r.split(": ", 1)[0] for r in reasons] == named + recorded["anomalies"]
+    assert all(len(r.split(": ", 1)[1]) > 20 for r in reasons)
 
     assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out",
                  str(tmp_path / "conformance")]) == 0

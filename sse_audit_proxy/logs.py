@@ -1,8 +1,10 @@
-"""One structured log line per audited stream (`stream_end`) or other request (`request_end`).
+"""One structured log line per audited stream (`stream_end`) or other request (`request_end`),
+and the evidence of every stream that went wrong (`stream_evidence`).
 
 structlog, configured once at start-up: a short processor chain ending in orjson (or a
-console renderer for people). Only the trace ID, labels, timings and counts are logged:
-never a header value, prompt or completion text.
+console renderer for people). Only the trace ID, labels, timings, counts and shapes are
+logged: never a request header value, prompt or completion text. The upstream's response
+headers appear only inside `stream_evidence`, secret-named ones blanked (evidence.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ escaped with `html.escape` where it is written into the page, never earlier.
 from __future__ import annotations
 
 import html
-import itertools
 import json
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -29,7 +28,7 @@ from .verdict import Anomaly, Outcome
 PAGE_LIMIT = 200
 PLOT_W, PLOT_H, PAD_L, PAD_R, AXIS_Y = 960, 170, 48, 16, 130
 # A silence this long, relative to the plotted span, is shaded and labelled.
-GAP_SHARE, GAP_MIN_S = 0.08, 0.1
+GAP_SHARE, GAP_MIN_S, GAP_ALWAYS_S = 0.08, 0.1, 1.0
 # Kind -> (colour, tick height): content tall and blue, keep-alives short and grey, the end
 # of a stream black and tallest, errors red.
 STYLE = {
@@ -155,12 +154,39 @@ def _ticks(timeline: dict[str, Any]) -> list[tuple[float, str, int, float]]:
     return out
 
 
+def _least_silence(span: float) -> float:
+    """The shortest silence (ms) the plot marks: 8 % of the stream, at least 100 ms, at most
+    1 s (a second without a byte is always worth seeing)."""
+    return max(GAP_MIN_S * 1000.0, min(span * GAP_SHARE, GAP_ALWAYS_S * 1000.0))
+
+
 def _gaps(ticks: list[tuple[float, str, int, float]], span: float) -> list[tuple[float, float]]:
-    """Silences worth shading: between two arrivals, longer than a share of the plot."""
-    # From the request on: the wait for the first frame is the first silence.
-    times = sorted({0.0} | {t for t, *_ in ticks} | {last for *_, last in ticks})
-    least = max(span * GAP_SHARE, GAP_MIN_S * 1000.0)
-    return [(a, b) for a, b in itertools.pairwise(times) if b - a >= least]
+    """Silences worth shading: from the request to the first frame, and between one row's
+    last arrival and the next row's first, longer than a share of the plot (a band's own
+    silence is marked by `_hidden_silences`)."""
+    least = _least_silence(span)
+    gaps, before = [], 0.0
+    for first, _, _, last in ticks:
+        if first - before >= least:
+            gaps.append((before, first))
+        before = max(before, last)
+    return gaps
+
+
+def _hidden_silences(timeline: dict[str, Any], span: float, x: Any) -> list[str]:
+    """A band of the downsampled part keeps its longest silence, not where it fell: such a
+    band is marked red, with the silence as its label."""
+    least = _least_silence(span)
+    out = []
+    for row in timeline.get("rows", []):
+        if len(row) == 5 and row[4] >= least:
+            out.append(f"<rect class='gap hidden' x='{x(row[0]):.1f}' y='20' "
+                       f"width='{max(x(row[3]) - x(row[0]), 2):.1f}' height='{AXIS_Y - 20}' "
+                       f"fill='#ffd8d3'><title>{row[2]} frames, a silence of "
+                       f"{row[4] / 1000:.2f} s among them</title></rect><text "
+                       f"x='{x(row[0]):.1f}' y='16' font-size='11' fill='#cf222e'>"
+                       f"{row[4] / 1000:.2f} s silent within</text>")
+    return out
 
 
 def _axis(span: float, x: Any) -> str:
@@ -212,6 +238,7 @@ def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None,
                      f"height={AXIS_Y - 20} fill='#ffebe9'/><text x={(x(a) + x(b)) / 2:.1f} "
                      f"y=16 font-size=11 text-anchor=middle fill='#cf222e'>"
                      f"{(b - a) / 1000:.2f} s silent</text>")
+    parts += _hidden_silences(timeline, span, x)
     if ttft_ms is not None:
         parts.append(f"<line x1={x(ttft_ms):.1f} y1=22 x2={x(ttft_ms):.1f} y2={AXIS_Y} "
                      "stroke='#1f6feb' stroke-dasharray='3,3'/><text "

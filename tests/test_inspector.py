@@ -147,8 +147,8 @@ async def test_screenshots_of_a_buffered_and_a_bursty_stream(
         demo_gateway: Any, upstream: Any, proxy: Any, http: aiohttp.ClientSession,
         tmp_path: pathlib.Path) -> None:
     demo = await proxy(await demo_gateway())
-    await chat(http, demo.url, "demo-buffered", "incident-buffered",
-               {**FAST, "X-Demo-Fault-Ms": "1500"})
+    await chat(http, demo.url, "demo-buffered", "incident-buffered",  # 1.5 s withheld
+               {**FAST, "X-Demo-Interval-Ms": "50"})
     assert (await demo.record()).stream.anomalies == ["buffered"]  # type: ignore[union-attr]
     bursty = await proxy(await demo_gateway())
     await chat(http, bursty.url, "demo-bursty", "incident-bursty",
@@ -175,3 +175,17 @@ def test_list_shows_the_canarys_upstream_column_only_when_records_carry_it() -> 
     page = list_page(Query(), {"streams": [canary, plain], "workers": []}).text
     assert page is not None and "<th>upstream</th>" in page
     assert "<td>&lt;b&gt;canary&lt;/b&gt;</td>" in page and "<b>canary" not in page
+
+
+def test_a_long_streams_plot_draws_bands_and_marks_a_silence_inside_one() -> None:
+    from sse_audit_proxy.inspector import timeline_svg
+    from sse_audit_proxy.timeline import Timeline
+
+    tl = Timeline()
+    for i in range(5000):  # 5 ms apart, with a 2 s stall at frame 3001 (inside some band)
+        tl.add(i * 0.005 + (2.0 if i > 3000 else 0.0), b"\x01")
+    svg = timeline_svg(tl.to_json(), 0.0, 27_000.0)
+    assert len(re.findall(r"class='tick content'", svg)) == 256  # the exact part
+    assert re.search(r"class='tick content group'", svg)  # then bands
+    assert "2.00 s silent" in svg  # the stall, between two bands or marked inside one
+    assert "drawn as bands of about" in svg

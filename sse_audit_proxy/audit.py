@@ -33,6 +33,9 @@ _SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 _SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
 DEFAULT_THRESHOLDS = Thresholds()
 HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per new kind
+# What a stream's skeletons may hold in all (an upstream can vary its frames' kinds and
+# shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
+MAX_SKELETON_CHARS = 8 << 10
 _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 
 
@@ -183,7 +186,7 @@ class StreamAudit:
             kinds.append(bits)
             if not (seen >> bits) & 1 or len(kinds) <= head:  # rare: keep what it looked like
                 seen |= 1 << bits
-                self._skeletons.append(f"{timeline.frames + len(kinds)},{bits},{skeleton(event)}")
+                self._keep_skeleton(f"{timeline.frames + len(kinds)},{bits},{skeleton(event)}")
             if bits & KEEPALIVE:
                 keepalives += 1
             else:
@@ -201,6 +204,10 @@ class StreamAudit:
             self._note_frames(frames, t)
         if content:
             self._note_content(content, t)
+
+    def _keep_skeleton(self, entry: str) -> None:
+        if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:
+            self._skeletons.append(entry)
 
     def _note_content(self, n: int, t: float) -> None:
         th = self._thresholds

@@ -207,3 +207,24 @@ def test_a_cut_streams_early_usage_is_not_judged_against_its_frames() -> None:
     body = [b"data: " + orjson.dumps(d) + b"\n\n" for d in (start, block, *deltas)]
     r = run(body, [0.1 * (i + 1) for i in range(len(body))], route="messages")
     assert r.outcome is Outcome.TRUNCATED and "usage_inconsistent" not in r.anomalies
+
+
+def test_skeletons_of_a_stream_that_varies_its_frames_stay_bounded() -> None:
+    from sse_audit_proxy.audit import MAX_SKELETON_CHARS
+
+    # Every frame a new kind and shape: error, usage, finish, malformed ... in all combinations.
+    frames = []
+    for i in range(200):
+        doc: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "x" * (i % 7)},
+                                            "finish_reason": "stop" if i % 2 else None}],
+                               "pad": {f"field{j}": j for j in range(60)}, "n": i}
+        if i % 3:
+            doc["usage"] = {"prompt_tokens": i, "completion_tokens": i, "total_tokens": 2 * i}
+        if i % 5 == 0:
+            doc["error"] = {"message": "z" * 40}
+        frames.append(frame(doc))
+    r = run(frames, [0.01 * (i + 1) for i in range(len(frames))])
+    assert r.timeline is not None
+    kinds = {kind for _, kind in r.timeline.rows()}
+    assert len(kinds) > len(r.skeletons) > 0  # the bound, not the kinds, stopped it
+    assert sum(map(len, r.skeletons)) <= MAX_SKELETON_CHARS

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from .record import AuditRecord
 from .redaction import REDACTED, Redactor
 from .skeleton import split_entry
@@ -65,7 +67,7 @@ def build(rec: AuditRecord, fields: dict[str, Any], redactor: Redactor,
         "model": rec.model,
         "stream": None if info is None else info.stream,
         "include_usage": None if info is None else info.include_usage,
-        "shape": {} if info is None else dict(info.shape),
+        "shape": {} if info is None else orjson.loads(info.shape),
     }
     frames = []
     for entry in s.skeletons if s is not None else ():

@@ -27,8 +27,9 @@ class RequestInfo:
     include_usage: bool = False
     # The request's shape, for evidence (never its text): each top-level field's name with its
     # value when it is a number or a boolean (temperature, n, max_tokens, stream), else the
-    # size of a list (messages, tools) or None; `stream_options` flattened the same way.
-    shape: tuple[tuple[str, int | float | bool | None], ...] = ()
+    # size of a list (messages, tools) or null; `stream_options` flattened the same way. As
+    # one compact JSON object (it lives as long as the stream: one string is the least memory).
+    shape: str = "{}"
 
     @classmethod
     def from_body(cls, body: bytes) -> RequestInfo:
@@ -58,7 +59,7 @@ def _figure(value: object) -> int | float | bool | None:
     return len(value) if isinstance(value, list) else None
 
 
-def request_shape(doc: dict[str, object]) -> tuple[tuple[str, int | float | bool | None], ...]:
+def request_shape(doc: dict[str, object]) -> str:
     out: list[tuple[str, int | float | bool | None]] = []
     for key, value in doc.items():
         if len(out) >= MAX_SHAPE_FIELDS:
@@ -70,7 +71,7 @@ def request_shape(doc: dict[str, object]) -> tuple[tuple[str, int | float | bool
                     if _FIELD.fullmatch(k)]
         else:
             out.append((key, _figure(value)))
-    return tuple(out)
+    return orjson.dumps(dict(out)).decode()
 
 
 def safe_token(value: str, limit: int) -> str:

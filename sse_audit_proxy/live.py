@@ -66,10 +66,10 @@ class LiveStats:
         self._checked_prefix = checked_prefix
 
     # Sink hooks
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         self.active += 1
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         self.active -= 1
 
     def record(self, rec: AuditRecord) -> None:

@@ -28,6 +28,7 @@ from yarl import URL
 
 from .access import KeyCheck
 from .audit import End, StreamAudit, Thresholds
+from .canary import Router
 from .dialects import dialect_for_route, route_for_path
 from .listen import listen
 from .record import AuditRecord
@@ -57,8 +58,8 @@ _log = structlog.get_logger("sse_audit_proxy")
 class Sink(Protocol):
     """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
 
-    def stream_started(self, route: str) -> None: ...
-    def stream_ended(self, route: str) -> None: ...
+    def stream_started(self, route: str, upstream: str) -> None: ...
+    def stream_ended(self, route: str, upstream: str) -> None: ...
     def record(self, rec: AuditRecord) -> None: ...
 
 
@@ -142,10 +143,12 @@ def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext | bool:
 
 
 class Proxy:
-    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink]) -> None:
+    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
+                 router: Router | None = None) -> None:
         self.config = config
         self._sinks = tuple(sinks)
-        self._base = str(config.upstream).rstrip("/")
+        # Which upstream each request goes to (baseline or canary; canary.py).
+        self.router = router if router is not None else Router.single(str(config.upstream))
         self._keys = KeyCheck(config.require_keys)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
@@ -218,10 +221,11 @@ class Proxy:
         started = time.monotonic()
         route = route_for_path(request.path)
         trace_id, from_client = trace_id_from(request.headers)
+        side = self.router.pick(request.headers)
         rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
-                          None)
+                          None, upstream=side.name)
         try:
-            return await self._handle(request, rec, started, from_client)
+            return await self._handle(request, rec, started, from_client, side.base)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -235,7 +239,8 @@ class Proxy:
             self._inflight.discard(task)
 
     async def _handle(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool
+        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
+        base: str,
     ) -> web.StreamResponse:
         if self._draining:
             return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
@@ -275,7 +280,7 @@ class Proxy:
         headers = _forward_headers(request.headers, _REQUEST_DROP)
         if not from_client:
             headers[TRACE_HEADER] = rec.trace_id
-        url = URL(self._base + raw_path, encoded=True)
+        url = URL(base + raw_path, encoded=True)
 
         assert self._session is not None
         try:
@@ -337,7 +342,7 @@ class Proxy:
             resp.force_close()  # let the client reconnect to an instance that stays
         end = End.UPSTREAM_EOF
         if is_sse:
-            self._notify_started(rec.route)
+            self._notify_started(rec.route, rec.upstream)
         try:
             writer = await resp.prepare(request)
             if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
@@ -361,7 +366,7 @@ class Proxy:
                     # Close without the final chunk so the client sees a cut, not a clean end.
                     transport.close()
             if is_sse:
-                self._notify_ended(rec.route)
+                self._notify_ended(rec.route, rec.upstream)
             if audit is not None and upstream.status >= 400:
                 end = End.UPSTREAM_STATUS
             if audit is None and end is not End.UPSTREAM_EOF:
@@ -461,13 +466,13 @@ class Proxy:
             except Exception:
                 _log.exception("sink_failed", sink=type(sink).__name__)
 
-    def _notify_started(self, route: str) -> None:
+    def _notify_started(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_started(route)
+            sink.stream_started(route, upstream)
 
-    def _notify_ended(self, route: str) -> None:
+    def _notify_ended(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_ended(route)
+            sink.stream_ended(route, upstream)
 
     def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
                             started: float) -> None:
@@ -525,7 +530,7 @@ class Proxy:
         started = time.monotonic()
         trace_id, _ = trace_id_from(request.headers)
         rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
-                          0, time.time(), 0.0, 0, None)
+                          0, time.time(), 0.0, 0, None, upstream=self.router.baseline.name)
         if isinstance(exc, http_exceptions.LineTooLong) or (
             isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message
         ):

@@ -74,10 +74,10 @@ class RecordingSink:
         self.records: list[AuditRecord] = []
         self._changed = asyncio.Event()
 
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         pass
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:
@@ -108,6 +108,10 @@ class RunningProxy:
         return URL(f"http://127.0.0.1:{self.service.metrics_port}")
 
     def metric(self, name: str, **labels: str) -> float | None:
+        """A sample; every stream and request metric is labelled by side (`baseline` here
+        unless told)."""
+        if not name.startswith("sse_audit_canary_"):
+            labels.setdefault("upstream", "baseline")
         return self.service.registry.get_sample_value(name, labels)
 
     async def record(self, timeout: float = 5.0) -> AuditRecord:

@@ -66,7 +66,7 @@ async def test_demo_prints_its_urls_first_serves_traffic_and_ends_with_a_summary
             async with http.get(proxy + "/v1/models") as resp:
                 assert resp.status == 200  # the proxy forwards to the demo gateway
         assert 'sse_audit_streams_total{model="demo-healthy",outcome="complete",' \
-               'route="chat_completions"}' in exposition
+               'route="chat_completions",upstream="baseline"}' in exposition
         code, out, err = await demo.finish()
     finally:
         demo.kill()

@@ -183,8 +183,8 @@ async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
 
     runners: list[web.AppRunner] = []
 
-    async def start_gateway(**timing: Any) -> URL:
-        runner, url = await start(Timing(**timing))
+    async def start_gateway(scenario: str | None = None, **timing: Any) -> URL:
+        runner, url = await start(Timing(**timing), scenario=scenario)
         runners.append(runner)
         return url
 

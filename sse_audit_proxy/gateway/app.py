@@ -37,7 +37,8 @@ MAX_FRAMES = 100_000
 OWNER = "sse-audit-proxy-demo"
 
 _TIMING_KEY = web.AppKey("timing", Timing)
-# `gateway --scenario`: every request plays this one (say, a canary that buffers).
+# `gateway --scenario`: every request plays this one, whatever its model, unless it names
+# another with X-Demo-Scenario (say, a canary that buffers).
 _FORCED_KEY = web.AppKey("forced_scenario", str)
 
 # The scenarios that change which frames are sent (the others change only when).
@@ -215,7 +216,10 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
     if not isinstance(model, str) or not model:
         raise _bad("you must provide a model parameter", "missing_model")
     forced = request.app.get(_FORCED_KEY)
-    scenario = scenarios.BY_NAME[forced] if forced else scenario_for(model, request.headers)
+    if forced and SCENARIO_HEADER not in request.headers:
+        scenario = scenarios.BY_NAME[forced]
+    else:
+        scenario = scenario_for(model, request.headers)
     timing = timing_for(request.headers, request.app[_TIMING_KEY])
     try:
         prompt = read(body)
@@ -309,7 +313,7 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def create_app(timing: Timing, scenario: str | None = None) -> web.Application:
-    """`scenario`: play this one for every request, whatever the model or header ask."""
+    """`scenario`: play this one for every request that does not name one in the header."""
     app = web.Application(client_max_size=32 << 20)
     app[_TIMING_KEY] = timing
     if scenario is not None:

@@ -52,8 +52,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--port", type=port, default=8000,
                    help="port to listen on, 0 for any free port (default: 8000)")
     p.add_argument("--scenario", choices=sorted(scenarios.BY_NAME), default=None,
-                   help="play this scenario for every request, whatever the model asks "
-                   "(say, a canary that buffers next to a healthy baseline)")
+                   help="play this scenario for every request, whatever its model, unless it "
+                   "names one in X-Demo-Scenario (say, a canary that buffers next to a healthy "
+                   "baseline)")
     add_timing_options(p)
     p.set_defaults(run=run)
 

@@ -77,6 +77,13 @@ class CanaryControl:
         self.tripped_gauge = Gauge(
             "sse_audit_canary_tripped", "1 while the canary guard has stopped the canary.",
             registry=registry, multiprocess_mode="livemax")
+        info = Gauge(
+            "sse_audit_upstream_info", "1 for each configured side: its `upstream` label value "
+            "and its role (baseline or canary), so rules can compare sides whatever their names.",
+            ("upstream", "role"), registry=registry, multiprocess_mode="livemax")
+        info.labels(router.baseline.name, "baseline").set(1)
+        if router.canary is not None:
+            info.labels(router.canary.name, "canary").set(1)
         if config.percent_file is not None:
             percent, self._seen = read_percent_file(config.percent_file)  # errors: at start-up
             self._generation = self._seen

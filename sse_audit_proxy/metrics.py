@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import buckets
+from .guard import IGNORED_OUTCOMES, is_bad
 from .record import AuditRecord
 from .request_info import safe_token
 
@@ -96,6 +97,14 @@ class Metrics:
             "the upstream ended): the denominator of the missing_usage share.",
             rm, registry=registry,
         )
+        self.bad = Counter(
+            "sse_audit_bad_streams",
+            "Audited streams the canary guard counts as bad: outcome truncated, upstream_error "
+            "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
+            "missing_usage or invalid_tool_arguments (client_disconnect streams never). Divide "
+            "by streams with outcome!=\"client_disconnect\" for the bad share.",
+            rm, registry=registry,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.active = Gauge(
             "sse_audit_active_streams", "Streams being relayed now.",
@@ -129,7 +138,10 @@ class Metrics:
         if s is None:
             return
         route, model = rec.route, self.models(rec.model)
-        child(self.streams, route, model, side, s.outcome.value).inc()
+        outcome = s.outcome.value
+        child(self.streams, route, model, side, outcome).inc()
+        if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
+            child(self.bad, route, model, side).inc()
         for anomaly in s.anomalies:
             child(self.anomalies, route, model, side, anomaly).inc()
         if s.usage_judged:

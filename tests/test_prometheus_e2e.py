@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import yaml
-import orjson
 from cli_process import serve_process
 from demo_client import FAST, HEALTHY, drive
 from progressive import argo_queries, flagger_queries

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from typing import Any
 
 import orjson
@@ -70,6 +71,8 @@ class CanaryControl:
         self._generation = "flag"  # what the operator last said; a trip belongs to one
         self._seen: str | None = None  # fingerprint of the percent file last read
         self._task: asyncio.Task[None] | None = None
+        self.last_trip: Trip | None = None  # for the demo's live view
+        self.tripped_at: float | None = None  # wall clock, comparable with records' started_at
         self.percent_gauge = Gauge(
             "sse_audit_canary_percent", "Share of new requests sent to the canary now, in percent "
             "(0 while tripped or without a canary).", registry=registry,
@@ -113,6 +116,7 @@ class CanaryControl:
         before, was_tripped = self.router.percent, self.router.tripped
         self.router.set_percent(percent)
         self.guard.reset()
+        self.last_trip = self.tripped_at = None
         self._show()
         _log.info("canary_percent_changed", source=source, percent=self.router.percent,
                   previous_percent=before, trip_cleared=was_tripped,
@@ -166,6 +170,7 @@ class CanaryControl:
             return
         if state.get("generation") == self._generation:
             self.router.trip()
+            self.tripped_at = time.time()
             self._show()
             _log.warning("canary_trip_followed", rule=state.get("rule"),
                          upstream=self.router.canary.name if self.router.canary else None)
@@ -173,6 +178,8 @@ class CanaryControl:
     def _trip(self, trip: Trip) -> None:
         before = self.router.percent
         self.router.trip()  # first: the very next request goes to the baseline
+        self.tripped_at = time.time()
+        self.last_trip = trip
         self._show()
         canary = self.router.canary
         _log.warning("canary_tripped", rule=trip.rule, threshold=trip.threshold,

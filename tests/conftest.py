@@ -148,7 +148,7 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     services: list[Service] = []
 
     async def start(upstream_url: URL, *, max_models: int = 100, recent_streams: int = 1000,
-                    **overrides: Any) -> RunningProxy:
+                    canary: Any = None, **overrides: Any) -> RunningProxy:
         overrides.setdefault("thresholds", Thresholds())
         overrides.setdefault("drain_timeout", 1.0)  # teardown never waits long on a hung stream
         config = ServiceConfig(
@@ -157,6 +157,7 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
             metrics_port=0,
             max_models=max_models,
             recent_streams=recent_streams,
+            **({} if canary is None else {"canary": canary}),
         )
         sink = RecordingSink()
         service = Service(config, registry=CollectorRegistry(), extra_sinks=[sink])

@@ -473,6 +473,6 @@ async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(
     canary = await demo_gateway(scenario="buffered")
     running = await proxy(baseline, canary=CanaryConfig(url=str(canary), percent=0.0))
     plan = make_plan(running.url, "gpt-4o", "--side", "canary", *FAST)
-    code, table, runs = await run_probe(plan)
+    code, table, _ = await run_probe(plan)
     assert code == 0, table  # a client cannot pick the canary: it got the baseline
     assert {r.upstream for r in running.sink.records} == {"baseline"}

@@ -246,3 +246,22 @@ def test_without_the_guard_nothing_trips(tmp_path: Path) -> None:
     for i in range(200):
         c.record(stream(f"t{i}", "canary" if i % 2 else "baseline", bad=bool(i % 2)))
     assert not c.router.tripped and c.router.percent == 50.0
+
+
+def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
+    from sse_audit_proxy import cli
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]  # type: ignore[index]
+    flags = [s for a in serve._actions for s in a.option_strings
+             if s.startswith(("--canary", "--upstream-name"))]
+    assert len(flags) == 12
+    for flag in flags:
+        assert f"| `{flag}" in readme, flag
+    for name in ("sse_audit_canary_percent", "sse_audit_canary_tripped",
+                 "sse_audit_bad_streams_total", "sse_audit_upstream_info",
+                 "canary_tripped", "canary_percent_changed", "canary_percent_rejected",
+                 "canary_trip_followed", "?upstream=canary", "## Running a canary",
+                 "`demo --canary buffered", "`--side NAME`"):
+        assert name in readme, name

@@ -263,5 +263,5 @@ def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
                  "sse_audit_bad_streams_total", "sse_audit_upstream_info",
                  "canary_tripped", "canary_percent_changed", "canary_percent_rejected",
                  "canary_trip_followed", "?upstream=canary", "## Running a canary",
-                 "`demo --canary buffered", "`--side NAME`"):
+                 "demo --canary buffered --duration 30", "`--side NAME`"):
         assert name in readme, name

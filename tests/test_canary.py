@@ -265,3 +265,58 @@ def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
                  "canary_trip_followed", "?upstream=canary", "## Running a canary",
                  "demo --canary buffered --duration 30", "`--side NAME`"):
         assert name in readme, name
+
+
+def serve_config(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> object:
+    from sse_audit_proxy import cli
+    from sse_audit_proxy.serve import config_from
+
+    for name in [k for k in os.environ if k.startswith("SSE_AUDIT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = cli.build_parser().parse_args(["serve", "--upstream", "http://b", *argv])
+    return config_from(args)
+
+
+def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = serve_config(monkeypatch, SSE_AUDIT_CANARY="http://c:8000/",
+                       SSE_AUDIT_CANARY_PERCENT="12.5", SSE_AUDIT_CANARY_GUARD="1")
+    canary = cfg.canary  # type: ignore[attr-defined]
+    assert (canary.url, canary.percent, canary.guard) == ("http://c:8000/", 12.5, True)
+    cfg = serve_config(monkeypatch, "--canary", "http://c", "--canary-percent", "3",
+                       "--upstream-name", "blue", "--canary-name", "green")
+    canary = cfg.canary  # type: ignore[attr-defined]
+    assert (canary.percent, canary.upstream_name, canary.canary_name) == (3.0, "blue", "green")
+    assert serve_config(monkeypatch).canary.url is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--canary-percent", "5"], "need --canary URL"),
+    (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
+])
+def test_inconsistent_canary_flags_are_configuration_errors(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str) -> None:
+    from sse_audit_proxy.options import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        serve_config(monkeypatch, *argv)
+
+
+@pytest.mark.parametrize("argv", [["--canary", "http://c", "--canary-percent", "150"],
+                                  ["--canary", "http://c", "--canary-name", "has space"]])
+def test_bad_canary_values_are_refused_by_the_parser(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_config(monkeypatch, *argv)
+    assert exc.value.code == 2
+
+
+def test_a_bad_percent_file_at_start_is_a_configuration_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sse_audit_proxy.options import ConfigError
+
+    f = tmp_path / "percent"
+    f.write_text("lots\n")
+    with pytest.raises(ConfigError, match="--canary-percent-file"):
+        serve_config(monkeypatch, "--canary", "http://c", "--canary-percent-file", str(f))

@@ -196,5 +196,16 @@ async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gatewa
         async with aiohttp.ClientSession() as http:
             answer = await lookup(http, served)
             assert await gauge(http, served, "sse_audit_canary_tripped") == 1.0
-        after = [s for s in answer["streams"] if s["trace_id"].startswith("after")]
-        assert len(after) == 40 and {s["upstream"] for s in after} == {"baseline"}
+            after = [s for s in answer["streams"] if s["trace_id"].startswith("after")]
+            assert len(after) == 40 and {s["upstream"] for s in after} == {"baseline"}
+
+            # SIGHUP to the supervisor clears the shared trip and reaches every worker.
+            served.proc.send_signal(signal.SIGHUP)
+            hup = time.monotonic()
+            while await gauge(http, served, "sse_audit_canary_tripped") != 0.0:
+                assert time.monotonic() - hup < 1.0, "a worker is still tripped"
+                await asyncio.sleep(0.02)
+            reloads = [line for line in served.lines
+                       if line.get("event") == "canary_percent_changed"]
+            assert len(reloads) == 2 and all(line["trip_cleared"] for line in reloads)
+            assert await gauge(http, served, "sse_audit_canary_percent") == 50.0

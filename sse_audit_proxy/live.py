@@ -52,6 +52,7 @@ class Recent:
     verdict: str
     ttft: float | None
     max_gap: float | None
+    upstream: str = "baseline"
 
 
 def verdict_of(outcome: str, anomalies: list[str]) -> str:
@@ -123,7 +124,8 @@ class LiveStats:
         if s.max_gap is not None and (self.worst_gap is None or s.max_gap > self.worst_gap[0]):
             self.worst_gap = (s.max_gap, rec.trace_id)
         verdict = verdict_of(s.outcome.value, s.anomalies)
-        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap))
+        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap,
+                                  rec.upstream))
         model = self._models(rec.model)
         tally = self.by_model.get(model)
         if tally is None:
@@ -232,9 +234,14 @@ def view_lines(stats: LiveStats) -> list[str]:
         "",
         "last streams",
     ]
-    rows = [("trace id", "model", "verdict", "ttft", "max gap")]
-    rows += [(r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
-             for r in reversed(stats.recent)]
+    if _sides_in_order(stats):  # a canary runs: which side served each stream
+        rows = [("trace id", "side", "model", "verdict", "ttft", "max gap")]
+        rows += [(r.trace_id, r.upstream, r.model, r.verdict, seconds(r.ttft),
+                  seconds(r.max_gap)) for r in reversed(stats.recent)]
+    else:
+        rows = [("trace id", "model", "verdict", "ttft", "max gap")]
+        rows += [(r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
+                 for r in reversed(stats.recent)]
     lines += ["  " + line for line in table(rows).splitlines()]
     return lines
 

@@ -234,6 +234,7 @@ def view_lines(stats: LiveStats) -> list[str]:
         "",
         "last streams",
     ]
+    rows: list[tuple[str, ...]]
     if _sides_in_order(stats):  # a canary runs: which side served each stream
         rows = [("trace id", "side", "model", "verdict", "ttft", "max gap")]
         rows += [(r.trace_id, r.upstream, r.model, r.verdict, seconds(r.ttft),

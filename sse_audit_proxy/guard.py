@@ -66,7 +66,7 @@ class Trip:
 
 
 def is_bad(outcome: str, anomalies: list[str]) -> bool:
-    return outcome in BAD_OUTCOMES or any(a in BAD_ANOMALIES for a in anomalies)
+    return outcome in BAD_OUTCOMES or (bool(anomalies) and not BAD_ANOMALIES.isdisjoint(anomalies))
 
 
 def wilson(successes: int, n: int, z: float) -> tuple[float, float]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import anthropic
 import openai
-
 from servers import HERE
 
 WEATHER_TOOL = {
@@ -190,7 +189,8 @@ def _curl(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
     """`curl -N`; the result is the stream's SSE data as curl printed it, reduced like the SDKs'."""
     curl = shutil.which("curl")
     assert curl is not None
-    argv = [curl, "-sS", "-N", "--max-time", "30", "-X", "POST", base + api_path(call).removeprefix(call.path_prefix),
+    url = base + api_path(call).removeprefix(call.path_prefix)
+    argv = [curl, "-sS", "-N", "--max-time", "30", "-X", "POST", url,
             "-H", "Content-Type: application/json", "--data-binary", json.dumps(request_body(call))]
     for name, value in (auth_headers(call, key) | headers).items():
         argv += ["-H", f"{name}: {value}"]
@@ -261,7 +261,8 @@ def reduce_events(api: str, events: list[str]) -> dict[str, Any]:
 
 def _reduce_chat(doc: dict[str, Any], out: dict[str, Any], calls: dict[Any, dict[str, str]]) -> None:
     if doc.get("usage"):
-        out["usage"] = {"input": doc["usage"].get("prompt_tokens"), "output": doc["usage"].get("completion_tokens")}
+        usage = doc["usage"]
+        out["usage"] = {"input": usage.get("prompt_tokens"), "output": usage.get("completion_tokens")}
     for choice in doc.get("choices") or ():
         delta = choice.get("delta") or {}
         out["text"] += delta.get("content") or ""
@@ -279,7 +280,8 @@ def _reduce_responses(doc: dict[str, Any], out: dict[str, Any]) -> None:
         out["text"] += doc.get("delta") or ""
     elif kind == "response.output_item.done" and (doc.get("item") or {}).get("type") == "function_call":
         item = doc["item"]
-        out["toolCalls"].append({"name": item.get("name"), "arguments": json.loads(item.get("arguments") or "{}")})
+        args = json.loads(item.get("arguments") or "{}")
+        out["toolCalls"].append({"name": item.get("name"), "arguments": args})
     elif kind in ("response.completed", "response.incomplete", "response.failed"):
         response = doc.get("response") or {}
         out["finish"] = response.get("status")

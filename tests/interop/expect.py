@@ -69,13 +69,14 @@ def judge(wire: Wire, api: str, include_usage: bool = True) -> Expected:
     if content_type != "text/event-stream":
         exp.anomalies.add("wrong_content_type")
     if exp.outcome not in ("complete", "truncated"):
-        exp.anomalies -= {"missing_done", "missing_finish_reason", "missing_usage"}
+        exp.anomalies -= {"missing_done", "missing_finish_reason", "missing_usage", "invalid_tool_arguments"}
     return exp
 
 
 def _chat(datas: list[str], include_usage: bool) -> Expected:
     done = "[DONE]" in datas
     finish: dict[int, str] = {}
+    tools: dict[tuple[int, int], str] = {}  # (choice, call index) -> assembled arguments
     usage = None
     errors_at: list[int] = []
     finished_after_error = False
@@ -93,6 +94,9 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         if doc.get("usage"):
             usage = (doc["usage"].get("prompt_tokens"), doc["usage"].get("completion_tokens"))
         for choice in doc.get("choices") or ():
+            for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                key = (choice.get("index", 0), call.get("index", 0))
+                tools[key] = tools.get(key, "") + ((call.get("function") or {}).get("arguments") or "")
             if choice.get("finish_reason"):
                 finish[choice.get("index", 0)] = choice["finish_reason"]
                 finished_after_error = bool(errors_at)
@@ -102,7 +106,7 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("error_event")
     if malformed:
         anomalies.add("malformed_frame")
-    if errors_at and (last is not None and _json(last) is not None and _json(last).get("error")  # type: ignore[union-attr]
+    if errors_at and ((last is not None and _json(last) is not None and _json(last).get("error"))  # type: ignore[union-attr]
                       or not finished_after_error):
         outcome = "upstream_error"
     else:
@@ -113,6 +117,8 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("missing_finish_reason")
     if include_usage and usage is None:
         anomalies.add("missing_usage")
+    if any(not isinstance(_json(args or "{}"), dict) for args in tools.values()):
+        anomalies.add("invalid_tool_arguments")
     return Expected(outcome, anomalies, done, [finish[k] for k in sorted(finish)], usage)
 
 
@@ -223,6 +229,6 @@ def buffered(times: list[float]) -> bool | None:
     if len(times) < 5:
         return False
     spacing = (times[-1] - times[0]) / (len(times) - 1)
-    if times[0] >= 0.1 and times[0] >= 0.95 * times[-1] and spacing < 0.0005:
+    if times[0] >= 0.3 and times[0] >= 0.95 * times[-1] and spacing < 0.0005:
         return True
     return None

@@ -90,6 +90,9 @@ def _cases() -> list[Case]:
     for scenario in ("no-usage", "no-done", "no-finish", "keepalive", "malformed", "crlf"):
         for client in ("openai_py", "curl"):
             add("litellm", client, "chat", f"demo-{scenario}", "hello", f"demo-{scenario}")
+    for scenario in ("http-429", "http-500", "buffered", "bad-tool-args"):
+        for client in ("openai_py", "curl"):
+            add("litellm", client, "chat", f"demo-{scenario}", "hello", f"demo-{scenario}")
     for client in ("openai_py", "ai_sdk"):
         add("litellm", client, "chat", "demo-tool-call", "weather", "demo-tool-call", tools=True)
     # An HTTP error instead of a stream: aimock answers 404 when no fixture matches.
@@ -186,8 +189,12 @@ def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire) -> None:
            "finish_reasons": record["finish_reasons"], "usage": record_usage(record)}
     want = {"outcome": exp.outcome, "anomalies": exp.anomalies, "finish_reasons": exp.finish_reasons,
             "usage": exp.usage}
-    if exp.buffered is None:
+    # A burst after a long wait is buffered; after a short one (< 50 ms) it is a fast upstream. The
+    # raw fetch and the proxied run wait differently for the same server (a cold first request,
+    # queueing behind other cases), so the burst is compared only when both waited long.
+    if exp.buffered is None or (exp.buffered and (record["ttft_ms"] or 0) < 300):
         got["anomalies"].discard("buffered")
+        want["anomalies"].discard("buffered")
     if exp.outcome == "upstream_error" and wire.status >= 400:
         got.pop("finish_reasons"), want.pop("finish_reasons")
         got.pop("usage"), want.pop("usage")
@@ -265,6 +272,32 @@ def test_litellm_rewrites_demo_faults(matrix: Matrix, scenario: str) -> None:
         assert _chat_facts(gateway) != facts
 
 
+def test_litellm_drops_keepalive_comments(matrix: Matrix) -> None:
+    """The gateway's `: ping` comments never reach LiteLLM's client (the frames still do)."""
+    call = Call("curl", "chat", "demo-keepalive", "hello")
+    gateway = fetch(matrix.upstreams["gateway"] + api_path(call), request_body(call),
+                    auth_headers(call, servers.API_KEY))
+    litellm = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
+                    auth_headers(call, servers.MASTER_KEY))
+    assert frames(gateway.body)[1] > 0
+    assert frames(litellm.body)[1] == 0
+    assert judge(litellm, "chat").outcome == "complete"
+
+
+def test_litellm_bridges_hold_the_whole_answer(matrix: Matrix) -> None:
+    """LiteLLM's /v1/messages and /v1/responses in front of a Chat Completions upstream release
+    every content frame at once after the upstream has finished: `buffered` is the true verdict."""
+    for api in ("messages", "responses"):
+        call = Call("curl", api, "demo-healthy", "hello")
+        wire = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
+                     auth_headers(call, servers.MASTER_KEY))
+        assert judge(wire, api).buffered is True, api
+    chat = Call("curl", "chat", "demo-healthy", "hello")
+    wire = fetch(matrix.upstreams["litellm"] + api_path(chat), request_body(chat),
+                 auth_headers(chat, servers.MASTER_KEY))
+    assert judge(wire, "chat").buffered is not True
+
+
 def _chat_facts(wire: Wire) -> tuple[bool, bool, list[str], bool, str]:
     datas, _ = frames(wire.body)
     exp = judge(wire, "chat")
@@ -314,11 +347,12 @@ def test_client_closing_right_after_done_is_complete(matrix: Matrix, server: str
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding"}
 
 
-@pytest.mark.parametrize("server,model,api", [("litellm", "mock-gpt", "chat"), ("aimock", "gpt-4o-mini", "chat"),
-                                              ("llmock", "gpt-4o-mini", "responses"),
-                                              ("aimock", "gpt-4o-mini", "messages")])
+@pytest.mark.parametrize("server,model,api", [
+    ("litellm", "mock-gpt", "chat"), ("aimock", "gpt-4o-mini", "chat"),
+    ("llmock", "gpt-4o-mini", "responses"), ("aimock", "claude-3-5-haiku", "messages")])
 def test_proxy_adds_no_response_header(matrix: Matrix, server: str, model: str, api: str) -> None:
-    call = Call("raw", api, model, "hello", path_prefix="/anthropic" if server == "llmock" and api == "messages" else "")
+    """Every response header the client gets came from the upstream (the trace ID aside)."""
+    call = Call("raw", api, model, "hello")
     key = matrix.keys[server]
     direct = fetch(matrix.upstreams[server] + api_path(call), request_body(call), auth_headers(call, key))
     proxied = fetch(matrix.proxies[server].url + api_path(call), request_body(call),

@@ -40,8 +40,23 @@ def unavailable(what: str) -> None:
     """Missing third-party software: a failure under CI, a skip with the reason elsewhere."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"interop: {what} (CI must install it: see .ci/run)", pytrace=False)
-    pytest.skip(f"interop: {what}; install it with `pip install -e '.[test]'` and "
+    pytest.skip(f"interop: {what}; install them with `pip install -e '.[test]'` and "
                 f"`npm ci --prefix tests/interop` (CI=true turns this skip into a failure)")
+
+
+NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai")
+PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai")
+
+
+def require_all() -> None:
+    """Everything the matrix runs, checked before any server starts."""
+    missing = [f"the `{cmd}` command" for cmd in ("node", "curl") if shutil.which(cmd) is None]
+    missing += [f"npm package {name}" for name in NPM_PACKAGES
+                if not (NODE_MODULES / name / "package.json").exists()]
+    missing += [f"Python package {name}" for name in PYPI_PACKAGES
+                if importlib.util.find_spec(name) is None]
+    if missing:
+        unavailable("missing " + ", ".join(missing))
 
 
 def free_port() -> int:

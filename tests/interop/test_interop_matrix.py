@@ -145,6 +145,7 @@ def _run_case(case: Case, upstream: str, proxy: servers.Serve, key: str) -> Outc
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    servers.require_all()
     tmp: Path = tmp_path_factory.mktemp("interop")
     with contextlib.ExitStack() as stack:
         gateway = stack.enter_context(servers.demo_gateway(tmp))

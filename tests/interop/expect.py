@@ -29,6 +29,7 @@ class Expected:
     # True: clearly held back and released at once; False: clearly not (too few content frames);
     # None: judged by spacing alone, which on a loaded machine depends on the run.
     buffered: bool | None = None
+    tool_calls: int = 0
 
 
 def frames(body: bytes) -> tuple[list[str], int]:
@@ -119,13 +120,15 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("missing_usage")
     if any(not isinstance(_json(args or "{}"), dict) for args in tools.values()):
         anomalies.add("invalid_tool_arguments")
-    return Expected(outcome, anomalies, done, [finish[k] for k in sorted(finish)], usage)
+    return Expected(outcome, anomalies, done, [finish[k] for k in sorted(finish)], usage,
+                    tool_calls=len(tools))
 
 
 def _responses(datas: list[str], include_usage: bool) -> Expected:
     outcome, usage, finish = "truncated", None, []
     anomalies: set[str] = set()
     done = "[DONE]" in datas
+    calls: set[Any] = set()
     for data in datas:
         if data == "[DONE]":
             continue
@@ -134,6 +137,8 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
             anomalies.add("malformed_frame")
             continue
         kind = doc.get("type")
+        if kind == "response.output_item.added" and (doc.get("item") or {}).get("type") == "function_call":
+            calls.add(doc.get("output_index"))
         if kind in ("response.completed", "response.incomplete", "response.failed", "error"):
             response = doc.get("response") or {}
             outcome = "upstream_error" if kind in ("response.failed", "error") else "complete"
@@ -147,12 +152,13 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
                 finish = [response.get("status") or "completed"]
     if usage is None:
         anomalies.add("missing_usage")
-    return Expected(outcome, anomalies, done, finish, usage)
+    return Expected(outcome, anomalies, done, finish, usage, tool_calls=len(calls))
 
 
 def _messages(datas: list[str], include_usage: bool) -> Expected:
     outcome, finish = "truncated", []
     usage: dict[str, int] = {}
+    calls = 0
     anomalies: set[str] = set()
     for data in datas:
         doc = _json(data)
@@ -168,6 +174,8 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
             if reason:
                 finish = [reason]
             usage.update((k, v) for k, v in (doc.get("usage") or {}).items() if v is not None)
+        elif kind == "content_block_start" and (doc.get("content_block") or {}).get("type") == "tool_use":
+            calls += 1
         elif kind == "message_stop":
             outcome = "complete"
         elif kind == "error":
@@ -178,7 +186,7 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
     if not usage:
         anomalies.add("missing_usage")
     tokens = (usage.get("input_tokens"), usage.get("output_tokens")) if usage else None
-    return Expected(outcome, anomalies, False, finish, tokens)
+    return Expected(outcome, anomalies, False, finish, tokens, tool_calls=calls)
 
 
 def record_usage(record: dict[str, Any]) -> tuple[int | None, int | None] | None:

@@ -137,8 +137,12 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
             anomalies.add("malformed_frame")
             continue
         kind = doc.get("type")
-        if kind == "response.output_item.added" and (doc.get("item") or {}).get("type") == "function_call":
+        item = doc.get("item") or {}
+        if kind == "response.output_item.added" and item.get("type") == "function_call":
             calls.add(doc.get("output_index"))
+        if (kind == "response.output_item.done" and item.get("type") == "function_call"
+                and not isinstance(_json(item.get("arguments") or "{}"), dict)):
+            anomalies.add("invalid_tool_arguments")
         if kind in ("response.completed", "response.incomplete", "response.failed", "error"):
             response = doc.get("response") or {}
             outcome = "upstream_error" if kind in ("response.failed", "error") else "complete"
@@ -158,7 +162,7 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
 def _messages(datas: list[str], include_usage: bool) -> Expected:
     outcome, finish = "truncated", []
     usage: dict[str, int] = {}
-    calls = 0
+    inputs: dict[Any, str] = {}  # tool_use block index -> assembled input JSON
     anomalies: set[str] = set()
     for data in datas:
         doc = _json(data)
@@ -175,7 +179,10 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
                 finish = [reason]
             usage.update((k, v) for k, v in (doc.get("usage") or {}).items() if v is not None)
         elif kind == "content_block_start" and (doc.get("content_block") or {}).get("type") == "tool_use":
-            calls += 1
+            inputs[doc.get("index")] = ""
+        elif kind == "content_block_delta" and (doc.get("delta") or {}).get("type") == "input_json_delta":
+            if doc.get("index") in inputs:
+                inputs[doc["index"]] += (doc.get("delta") or {}).get("partial_json") or ""
         elif kind == "message_stop":
             outcome = "complete"
         elif kind == "error":
@@ -186,7 +193,9 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
     if not usage:
         anomalies.add("missing_usage")
     tokens = (usage.get("input_tokens"), usage.get("output_tokens")) if usage else None
-    return Expected(outcome, anomalies, False, finish, tokens, tool_calls=calls)
+    if any(not isinstance(_json(text or "{}"), dict) for text in inputs.values()):
+        anomalies.add("invalid_tool_arguments")
+    return Expected(outcome, anomalies, False, finish, tokens, tool_calls=len(inputs))
 
 
 def record_usage(record: dict[str, Any]) -> tuple[int | None, int | None] | None:

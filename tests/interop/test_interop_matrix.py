@@ -90,6 +90,12 @@ def _cases() -> list[Case]:
     for scenario in ("no-usage", "no-done", "no-finish", "keepalive", "malformed", "crlf"):
         for client in ("openai_py", "curl"):
             add("litellm", client, "chat", f"demo-{scenario}", "hello", f"demo-{scenario}")
+    # LiteLLM's /v1/messages and /v1/responses ask the gateway for a whole /v1/responses answer
+    # (not streamed) and stream it themselves: stream faults vanish, a reset becomes an HTTP 500.
+    for scenario in ("truncated", "reset", "tool-call", "bad-tool-args"):
+        tools = scenario.endswith(("tool-call", "tool-args"))
+        for client, api in (("anthropic_py", "messages"), ("curl", "messages"), ("openai_py", "responses")):
+            add("litellm", client, api, f"demo-{scenario}", "weather", f"demo-{scenario}", tools=tools)
     for scenario in ("http-429", "http-500", "buffered", "bad-tool-args"):
         for client in ("openai_py", "curl"):
             add("litellm", client, "chat", f"demo-{scenario}", "hello", f"demo-{scenario}")

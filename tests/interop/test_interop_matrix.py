@@ -104,6 +104,12 @@ def _cases() -> list[Case]:
     # An HTTP error instead of a stream: aimock answers 404 when no fixture matches.
     for client in ("openai_py", "curl", "openai_node"):
         add("aimock", client, "chat", "gpt-4o-mini", "nothing matches this", "no-fixture")
+    # aimock's chaos faults, asked for per request: a 429, and a 200 whose body is broken JSON.
+    for client in ("openai_py", "curl"):
+        add("aimock", client, "chat", "gpt-4o-mini", "hello", "chaos-ratelimit",
+            headers={"x-aimock-chaos-ratelimit": "1"})
+        add("aimock", client, "chat", "gpt-4o-mini", "hello", "chaos-malformed",
+            headers={"x-aimock-chaos-malformed": "1"})
     # Every client hangs up once in the middle of a long stream.
     add("litellm", "openai_py", "chat", "demo-healthy", "hello", "abort", abort_after=3)
     add("litellm", "curl", "chat", "demo-healthy", "hello", "abort", abort_after=3)
@@ -140,7 +146,8 @@ def _run_case(case: Case, upstream: str, proxy: servers.Serve, key: str) -> Outc
     out = Outcome(case)
     try:
         call = case.call
-        out.wire = fetch(upstream + api_path(call), request_body(call), auth_headers(call, key))
+        headers = auth_headers(call, key) | call.headers
+        out.wire = fetch(upstream + api_path(call), request_body(call), headers)
         out.direct = run(call, upstream, key, f"direct-{uuid.uuid4().hex}")
         trace = f"interop-{case.id}-{uuid.uuid4().hex[:8]}"
         out.proxied = run(call, proxy.url, key, trace)

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 import structlog
-from aiohttp import http_exceptions, web
+from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http_writer import StreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -82,6 +82,28 @@ class ProxyConfig:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _Relayed(web.StreamResponse):
+    """The upstream's response: its head carries the upstream's fields, and none that aiohttp
+    would add on its own (`Server` reveals versions; `Date`, `Content-Type` were not sent)."""
+
+    _ADDED = (hdrs.SERVER, hdrs.DATE, hdrs.CONTENT_TYPE)
+
+    async def _prepare_headers(self) -> None:
+        supplied = [name for name in self._ADDED if name in self.headers]
+        await super()._prepare_headers()
+        for name in self._ADDED:
+            if name not in supplied:
+                self.headers.popall(name, None)
+
+
+class _Answer(web.Response):
+    """The proxy's own answer: no `Server` field naming our software and its version."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
 
 
 def _forward_headers(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
@@ -205,7 +227,7 @@ class Proxy:
         except Exception:
             _log.exception("proxy_failed", trace_id=trace_id)
             if rec.duration:  # already recorded: answer without a second record
-                return web.Response(status=500, content_type="application/json", body=error_body(
+                return _Answer(status=500, content_type="application/json", body=error_body(
                     "the proxy failed to handle the request", "server_error", "proxy_error"))
             return self._refuse(rec, started, 500, "the proxy failed to handle the request",
                                 "server_error", "proxy_error")
@@ -242,7 +264,7 @@ class Proxy:
             raise
         except ConnectionError:  # the client went away mid-body
             self._gone_before_answer(rec, None, started)
-            resp = web.Response(status=STATUS_CLIENT_GONE)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
@@ -294,9 +316,10 @@ class Proxy:
     ) -> web.StreamResponse:
         rec.status = upstream.status
         is_sse = upstream.headers.get("Content-Type", "").lower().startswith("text/event-stream")
-        # A stream was asked for, yet no event stream came: maybe an error sent as 200 + JSON.
-        # The audit peeks at a bounded start of the body; the client gets it unchanged.
-        peek = info.stream and not is_sse and upstream.status < 400
+        # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
+        # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
+        # bounded start of the body to tell; the client gets it unchanged.
+        peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and upstream.status >= 400):
             audit = StreamAudit(
@@ -309,7 +332,7 @@ class Proxy:
             )
         headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
         headers[TRACE_HEADER] = rec.trace_id
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        resp = _Relayed(status=upstream.status, reason=upstream.reason, headers=headers)
         if self._draining:
             resp.force_close()  # let the client reconnect to an instance that stays
         end = End.UPSTREAM_EOF
@@ -318,9 +341,10 @@ class Proxy:
         try:
             writer = await resp.prepare(request)
             if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
-                end = await self._relay_stream(upstream, writer, request.transport, audit, rec)
+                end = await self._relay_stream(upstream, writer, request.transport, audit, rec,
+                                               started)
             else:
-                end = await self._relay(upstream, resp, rec, audit if peek else None)
+                end = await self._relay(upstream, resp, rec, started, audit if peek else None)
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
@@ -347,7 +371,7 @@ class Proxy:
 
     async def _relay(
         self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord,
-        peek: StreamAudit | None = None,
+        started: float, peek: StreamAudit | None = None,
     ) -> End:
         """Any other body: plain backpressure (the upstream is read as fast as the client takes).
 
@@ -367,6 +391,8 @@ class Proxy:
                 await write(chunk)
             except ConnectionError:
                 return End.CLIENT_GONE
+            if rec.ttfb is None:
+                rec.ttfb = time.monotonic() - started
             rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
             if peek is not None:
                 try:
@@ -382,6 +408,7 @@ class Proxy:
         transport: asyncio.Transport,
         audit: StreamAudit | None,
         rec: AuditRecord,
+        started: float,
     ) -> End:
         """An event stream: read at the upstream's pace, so the audit times the upstream.
 
@@ -406,6 +433,8 @@ class Proxy:
                 await write(chunk, drain=False)  # forward first; never wait on the client
             except ConnectionError:
                 return End.CLIENT_GONE
+            if rec.ttfb is None:
+                rec.ttfb = t - started
             rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
             if audit is not None:
                 try:
@@ -484,7 +513,7 @@ class Proxy:
         rec.status = status
         rec.error = code
         body = error_body(message, type_, code)
-        resp = web.Response(status=status, body=body, content_type="application/json",
+        resp = _Answer(status=status, body=body, content_type="application/json",
                             headers={TRACE_HEADER: rec.trace_id})
         rec.bytes = len(body)
         self._finish(rec, audit, end, started)

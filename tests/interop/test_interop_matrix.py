@@ -218,10 +218,15 @@ def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire, api: str) 
         got.pop("anomalies"), want.pop("anomalies")
     assert got == want, f"raw: {wire.status} {wire.header('Content-Type')} {wire.body[-600:]!r}"
     assert record["status"] == wire.status
-    assert record["done"] is exp.done or wire.status >= 400
     expected_end = ("upstream_status" if wire.status >= 400
                     else "upstream_broken" if wire.broken else "upstream_eof")
-    assert record["end_reason"] == expected_end
+    # SDKs hang up once they have the end marker (openai-python after `[DONE]`, or after
+    # `response.completed` on Responses), often before the server's chunked terminator: the
+    # relay ended with the client, the stream was complete all the same.
+    left_at_end = record["end_reason"] == "client_gone" and exp.outcome == "complete"
+    assert record["end_reason"] == expected_end or left_at_end
+    if not (left_at_end and api != "chat"):  # `[DONE]` after a Responses end is optional
+        assert record["done"] is exp.done or wire.status >= 400
     assert record["ttfb_ms"] is not None and record["ttfb_ms"] >= 0
     if wire.status < 400:
         assert record["tool_calls"] == exp.tool_calls
@@ -321,7 +326,10 @@ def test_litellm_bridges_hold_the_whole_answer(matrix: Matrix) -> None:
         call = Call("curl", api, "demo-healthy", "hello")
         wire = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
                      auth_headers(call, servers.MASTER_KEY))
-        assert judge(wire, api).buffered is True, api
+        times = content_times(wire, api)
+        # The documented rule, after a wait as long as the gateway's whole generation (~0.5 s).
+        assert len(times) >= 5 and times[0] >= 0.3, (api, times[:3])
+        assert times[0] >= 0.8 * times[-1] and (times[-1] - times[0]) / (len(times) - 1) < 0.002, api
     chat = Call("curl", "chat", "demo-healthy", "hello")
     wire = fetch(matrix.upstreams["litellm"] + api_path(chat), request_body(chat),
                  auth_headers(chat, servers.MASTER_KEY))

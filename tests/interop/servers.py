@@ -7,6 +7,7 @@ the matrix under CI (`CI=true`); a developer without it gets a skip that says wh
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -65,6 +66,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_pytest() -> None:
+    """In the child before exec: SIGTERM when pytest dies, however it dies (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,8 +91,9 @@ def child(name: str, argv: list[str], ready_url: str, *, timeout: float = 60.0,
           env: dict[str, str] | None = None, cwd: Path | None = None,
           log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    # Same process group as pytest: a Ctrl-C or a kill of the group ends the servers too.
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                            start_new_session=True)
+                            preexec_fn=_die_with_pytest)
     try:
         try:
             wait_http(ready_url, timeout, proc, name)
@@ -256,7 +264,7 @@ class Serve:
 def serve(upstream: str) -> Iterator[Serve]:
     argv = [sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", upstream,
             "--port", "0", "--metrics-port", "0", "--drain-timeout", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=quiet_env(), start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=quiet_env(), preexec_fn=_die_with_pytest)
     running = Serve(proc)
     reader = threading.Thread(target=running.read, daemon=True)
     reader.start()

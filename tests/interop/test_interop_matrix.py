@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import servers
 from clients import Call, api_path, auth_headers, reduce_events, request_body, run
-from expect import Expected, content_times, frames, judge, record_usage
+from expect import Expected, buffered, content_times, frames, judge, record_usage
 from wire import Wire, fetch
 
 pytestmark = pytest.mark.interop
@@ -42,6 +42,9 @@ class Case:
     id: str
     server: str  # litellm | aimock | llmock
     call: Call
+    # The server's own text varies run to run: a TCP reset makes the kernel discard what LiteLLM
+    # had received and not yet read, so how much of the answer it relays depends on timing.
+    text_varies: bool = False
 
 
 def _cases() -> list[Case]:
@@ -50,7 +53,8 @@ def _cases() -> list[Case]:
     def add(server: str, client: str, api: str, model: str, prompt: str, tag: str, **kw: Any) -> None:
         prefix = "/anthropic" if server == "llmock" and api == "messages" else ""
         cases.append(Case(f"{server}-{client}-{api}-{tag}", server,
-                          Call(client, api, model, prompt, path_prefix=prefix, **kw)))
+                          Call(client, api, model, prompt, path_prefix=prefix, **kw),
+                          text_varies=server == "litellm" and model == "demo-reset"))
 
     # The two mock servers: text and tool calls on all three APIs, from every client.
     for server, model in (("aimock", "gpt-4o-mini"), ("llmock", "gpt-4o-mini")):
@@ -181,7 +185,11 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
 
 
 def _comparable(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("events",)}
+    """What the client's user got. When the client raised, that is the error: how much text the
+    Vercel AI SDK still hands out before an error frame depends on how the reads were cut."""
+    if result.get("error"):
+        return {"error": result["error"]}
+    return {k: v for k, v in result.items() if k != "events"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -195,7 +203,11 @@ def test_case(matrix: Matrix, case: Case) -> None:
         _check_abort(out)
         return
     # (a) the client saw the same thing with and without the proxy.
-    assert _comparable(out.proxied) == _comparable(out.direct)
+    proxied, direct = _comparable(out.proxied), _comparable(out.direct)
+    if case.text_varies:  # both are the start of the same answer
+        short, long = sorted((proxied.pop("text", ""), direct.pop("text", "")), key=len)
+        assert long.startswith(short)
+    assert proxied == direct
     # (b) the proxy's verdict is the one read off the raw bytes.
     exp = judge(out.wire, case.call.api)
     _check_verdict(record, exp, out.wire, case.call.api)
@@ -206,12 +218,12 @@ def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire, api: str) 
            "finish_reasons": record["finish_reasons"], "usage": record_usage(record)}
     want = {"outcome": exp.outcome, "anomalies": exp.anomalies, "finish_reasons": exp.finish_reasons,
             "usage": exp.usage}
-    # A burst after a long wait is buffered; after a short one (< 50 ms) it is a fast upstream. The
-    # raw fetch and the proxied run wait differently for the same server (a cold first request,
-    # queueing behind other cases), so the burst is compared only when both waited long.
-    if exp.buffered is None or (exp.buffered and (record["ttft_ms"] or 0) < 300):
-        got["anomalies"].discard("buffered")
-        want["anomalies"].discard("buffered")
+    # `buffered` is a timing verdict, and the raw fetch and the proxied run are two requests that
+    # a busy machine times differently (LiteLLM's faked streams spread out under load): it is
+    # checked on one request, read by the client and judged by the proxy, in
+    # test_buffered_is_judged_on_the_same_request.
+    got["anomalies"].discard("buffered")
+    want["anomalies"].discard("buffered")
     if exp.outcome == "upstream_error" and wire.status >= 400:
         got.pop("finish_reasons"), want.pop("finish_reasons")
         got.pop("usage"), want.pop("usage")
@@ -220,10 +232,11 @@ def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire, api: str) 
     assert record["status"] == wire.status
     expected_end = ("upstream_status" if wire.status >= 400
                     else "upstream_broken" if wire.broken else "upstream_eof")
-    # SDKs hang up once they have the end marker (openai-python after `[DONE]`, or after
-    # `response.completed` on Responses), often before the server's chunked terminator: the
-    # relay ended with the client, the stream was complete all the same.
-    left_at_end = record["end_reason"] == "client_gone" and exp.outcome == "complete"
+    # SDKs hang up once they have the end marker (openai-python after `[DONE]`, after
+    # `response.completed` on Responses, or on an error frame), often before the server's chunked
+    # terminator: the relay ended with the client, the verdict is the stream's all the same.
+    left_at_end = (record["end_reason"] == "client_gone" and exp.outcome in ("complete", "upstream_error")
+                   and wire.status < 400)
     assert record["end_reason"] == expected_end or left_at_end
     if not (left_at_end and api != "chat"):  # `[DONE]` after a Responses end is optional
         assert record["done"] is exp.done or wire.status >= 400
@@ -317,6 +330,32 @@ def test_litellm_drops_keepalive_comments(matrix: Matrix) -> None:
     assert frames(gateway.body)[1] > 0
     assert frames(litellm.body)[1] == 0
     assert judge(litellm, "chat").outcome == "complete"
+
+
+@pytest.mark.parametrize("api,model,want", [("messages", "demo-healthy", True),
+                                            ("responses", "demo-healthy", True),
+                                            ("chat", "demo-healthy", False)])
+def test_buffered_is_judged_on_the_same_request(matrix: Matrix, api: str, model: str, want: bool) -> None:
+    """The bytes a client reads through the proxy, timed by it, and the proxy's record of that
+    same request agree on `buffered` (LiteLLM's bridges fake a stream from a whole answer; its
+    Chat route relays the gateway's 10 ms token spacing)."""
+    call = Call("raw", api, model, "hello")
+    proxy = matrix.proxies["litellm"]
+    clear = 0
+    for attempt in range(3):
+        trace = f"buffered-{api}-{attempt}-{uuid.uuid4().hex[:6]}"
+        wire = fetch(proxy.url + api_path(call), request_body(call),
+                     auth_headers(call, servers.MASTER_KEY) | {"X-Client-Request-Id": trace})
+        seen = buffered(content_times(wire, api)) if want else _clearly_spaced(content_times(wire, api))
+        record = proxy.record(trace)
+        if seen:
+            clear += 1
+            assert ("buffered" in record["anomalies"]) is want, (record, content_times(wire, api)[:8])
+    assert clear, "no attempt was clear-cut: the machine is too busy to judge timing"
+
+
+def _clearly_spaced(times: list[float]) -> bool:
+    return len(times) >= 5 and (times[-1] - times[0]) / (len(times) - 1) > 0.005
 
 
 def test_litellm_bridges_hold_the_whole_answer(matrix: Matrix) -> None:

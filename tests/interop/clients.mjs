@@ -8,6 +8,11 @@ import { createOpenAI } from "@ai-sdk/openai";
 
 const spec = JSON.parse(process.argv[2]);
 
+// Tool arguments as the user's code gets them: parsed, or the raw text when they are broken.
+function args(text) {
+  try { return JSON.parse(text || "{}"); } catch { return text; }
+}
+
 function errorOf(err) {
   return { name: err?.constructor?.name ?? "Error", status: err?.status ?? err?.statusCode ?? null };
 }
@@ -36,7 +41,7 @@ async function openaiChat() {
     }
     if (spec.abortAfter && content >= spec.abortAfter) { stream.controller.abort(); out.aborted = true; break; }
   }
-  out.toolCalls = Object.values(out.toolCalls).map((c) => ({ name: c.name, arguments: JSON.parse(c.arguments || "{}") }));
+  out.toolCalls = Object.values(out.toolCalls).map((c) => ({ name: c.name, arguments: args(c.arguments) }));
   return out;
 }
 
@@ -52,7 +57,7 @@ async function openaiResponses() {
     out.events += 1;
     if (event.type === "response.output_text.delta") { out.text += event.delta; content += 1; }
     if (event.type === "response.output_item.done" && event.item?.type === "function_call") {
-      out.toolCalls.push({ name: event.item.name, arguments: JSON.parse(event.item.arguments || "{}") });
+      out.toolCalls.push({ name: event.item.name, arguments: args(event.item.arguments) });
     }
     if (event.type === "response.completed" || event.type === "response.incomplete" || event.type === "response.failed") {
       out.finish = event.response.status;

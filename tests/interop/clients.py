@@ -49,6 +49,14 @@ def run(call: Call, base: str, key: str, trace_id: str) -> dict[str, Any]:
         return {"error": {"name": type(exc).__name__, "status": getattr(exc, "status_code", None)}}
 
 
+def _args(text: str | None) -> Any:
+    """Tool arguments as the user's code would get them: parsed, or the raw text when broken."""
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return text
+
+
 def _openai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
     client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=30,
                            default_headers=headers)
@@ -83,8 +91,7 @@ def _openai_chat(client: openai.OpenAI, call: Call) -> dict[str, Any]:
             if call.abort_after and content >= call.abort_after:
                 out["aborted"] = True
                 break
-    out["toolCalls"] = [{"name": c["name"], "arguments": json.loads(c["arguments"] or "{}")}
-                        for c in calls.values()]
+    out["toolCalls"] = [{"name": c["name"], "arguments": _args(c["arguments"])} for c in calls.values()]
     return out
 
 
@@ -99,8 +106,7 @@ def _openai_responses(client: openai.OpenAI, call: Call) -> dict[str, Any]:
                 out["text"] += event.delta
                 content += 1
             elif event.type == "response.output_item.done" and event.item.type == "function_call":
-                out["toolCalls"].append({"name": event.item.name,
-                                         "arguments": json.loads(event.item.arguments or "{}")})
+                out["toolCalls"].append({"name": event.item.name, "arguments": _args(event.item.arguments)})
             elif event.type in ("response.completed", "response.incomplete", "response.failed"):
                 out["finish"] = event.response.status
                 if event.response.usage:
@@ -251,11 +257,7 @@ def reduce_events(api: str, events: list[str]) -> dict[str, Any]:
         else:
             _reduce_messages(doc, out, calls)
     for c in calls.values():
-        try:
-            args = json.loads(c["arguments"] or "{}")
-        except ValueError:
-            args = c["arguments"]
-        out["toolCalls"].append({"name": c["name"], "arguments": args})
+        out["toolCalls"].append({"name": c["name"], "arguments": _args(c["arguments"])})
     return out
 
 
@@ -280,8 +282,7 @@ def _reduce_responses(doc: dict[str, Any], out: dict[str, Any]) -> None:
         out["text"] += doc.get("delta") or ""
     elif kind == "response.output_item.done" and (doc.get("item") or {}).get("type") == "function_call":
         item = doc["item"]
-        args = json.loads(item.get("arguments") or "{}")
-        out["toolCalls"].append({"name": item.get("name"), "arguments": args})
+        out["toolCalls"].append({"name": item.get("name"), "arguments": _args(item.get("arguments"))})
     elif kind in ("response.completed", "response.incomplete", "response.failed"):
         response = doc.get("response") or {}
         out["finish"] = response.get("status")

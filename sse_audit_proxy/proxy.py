@@ -29,6 +29,7 @@ from yarl import URL
 
 from .access import KeyCheck
 from .audit import End, StreamAudit, Thresholds
+from .canary import Router
 from .dialects import dialect_for_route, route_for_path
 from .inbound import (
     DEFAULT_HEADER_TIMEOUT,
@@ -62,8 +63,8 @@ _log = structlog.get_logger("sse_audit_proxy")
 class Sink(Protocol):
     """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
 
-    def stream_started(self, route: str) -> None: ...
-    def stream_ended(self, route: str) -> None: ...
+    def stream_started(self, route: str, upstream: str) -> None: ...
+    def stream_ended(self, route: str, upstream: str) -> None: ...
     def record(self, rec: AuditRecord) -> None: ...
 
 
@@ -165,12 +166,14 @@ def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext | bool:
 
 class Proxy:
     def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
-                 on_connection_closed: Callable[[str], None] | None = None) -> None:
+                 on_connection_closed: Callable[[str], None] | None = None,
+                 router: Router | None = None) -> None:
         """`on_connection_closed(reason)`: a client connection was closed by a timeout."""
         self.config = config
         self._sinks = tuple(sinks)
         self._on_connection_closed = on_connection_closed
-        self._base = str(config.upstream).rstrip("/")
+        # Which upstream each request goes to (baseline or canary; canary.py).
+        self.router = router if router is not None else Router.single(str(config.upstream))
         self._keys = KeyCheck(config.require_keys)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
@@ -243,10 +246,11 @@ class Proxy:
         started = time.monotonic()
         route = route_for_path(request.path)
         trace_id, from_client = trace_id_from(request.headers)
+        side = self.router.pick(request.headers)
         rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
-                          None)
+                          None, upstream=side.name)
         try:
-            return await self._handle(request, rec, started, from_client)
+            return await self._handle(request, rec, started, from_client, side.base)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -260,7 +264,8 @@ class Proxy:
             self._inflight.discard(task)
 
     async def _handle(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool
+        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
+        base: str,
     ) -> web.StreamResponse:
         if self._draining:
             return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
@@ -303,7 +308,7 @@ class Proxy:
         headers = _forward_headers(request.headers, _REQUEST_DROP)
         if not from_client:
             headers[TRACE_HEADER] = rec.trace_id
-        url = URL(self._base + raw_path, encoded=True)
+        url = URL(base + raw_path, encoded=True)
 
         assert self._session is not None
         try:
@@ -369,7 +374,7 @@ class Proxy:
             resp.force_close()  # let the client reconnect to an instance that stays
         end = End.UPSTREAM_EOF
         if is_sse:
-            self._notify_started(rec.route)
+            self._notify_started(rec.route, rec.upstream)
         try:
             writer = await resp.prepare(request)
             if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
@@ -393,7 +398,7 @@ class Proxy:
                     # Close without the final chunk so the client sees a cut, not a clean end.
                     transport.close()
             if is_sse:
-                self._notify_ended(rec.route)
+                self._notify_ended(rec.route, rec.upstream)
             if audit is not None and upstream.status >= 400:
                 end = End.UPSTREAM_STATUS
             if audit is None and end is not End.UPSTREAM_EOF:
@@ -493,13 +498,13 @@ class Proxy:
             except Exception:
                 _log.exception("sink_failed", sink=type(sink).__name__)
 
-    def _notify_started(self, route: str) -> None:
+    def _notify_started(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_started(route)
+            sink.stream_started(route, upstream)
 
-    def _notify_ended(self, route: str) -> None:
+    def _notify_ended(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_ended(route)
+            sink.stream_ended(route, upstream)
 
     def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
                             started: float) -> None:
@@ -559,7 +564,7 @@ class Proxy:
         started = time.monotonic()
         trace_id, _ = trace_id_from(request.headers)
         rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
-                          0, time.time(), 0.0, 0, None)
+                          0, time.time(), 0.0, 0, None, upstream=self.router.baseline.name)
         status, code, msg = parse_error_answer(status, exc)
         if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)

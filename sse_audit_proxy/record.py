@@ -22,6 +22,7 @@ class AuditRecord:
     stream: StreamResult | None  # None for a request that was not audited as a stream
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
     ttfb: float | None = None  # seconds from the request to the first body byte, of any response
+    upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
     # For evidence: what was asked (its shape, never its text) and the upstream's response
     # head (the upstream's own header mapping, not a copy; redacted when rendered).
     request: RequestInfo | None = None

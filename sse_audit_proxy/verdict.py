@@ -314,16 +314,19 @@ def usage_inconsistency(f: Facts) -> str | None:
     if not usage:
         return None
     p, c = s.prompt_tokens, s.completion_tokens
+    if not p and not c:  # zeros (or none): a placeholder (mock servers, gateways that do not
+        return None      # count), not an account that could contradict the stream
     total = usage.get("total_tokens")
     if type(total) is int and p is not None and c is not None and total not in _sums(
             p + c, _extra_tokens(usage)[:4]):
         return f"total_tokens {total} is not prompt {p} + completion {c} (= {p + c})"
-    # Each content frame that carried output is at least one token. Only on streams that
-    # ended normally: a cut stream's usage (Anthropic's first, say) may not be its last.
-    if (c is not None and f.judged and s.terminal and not s.failed
-            and c + _reasoning(usage) < f.timing.content_frames):
-        return (f"{c} completion tokens reported for {f.timing.content_frames} content frames "
-                "that carried output (each is at least one token)")
+    # Output streamed, yet the account says none was produced. (Fewer tokens than content
+    # frames is no evidence: hops re-chunk text below a token, LiteLLM's mock into 3-character
+    # frames.) Only on streams that ended normally: a cut stream's usage may not be its last.
+    if (c == 0 and f.judged and s.terminal and not s.failed and not _reasoning(usage)
+            and f.timing.content_frames):
+        return (f"0 completion tokens reported (and {p} prompt tokens) for "
+                f"{f.timing.content_frames} content frames that carried output")
     return None
 
 
@@ -417,7 +420,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(Anomaly.USAGE_INCONSISTENT, "usage that contradicts itself or the stream: "
          "`total_tokens` is not prompt + completion tokens (allowing the providers' conventions "
          "for reasoning and cached tokens, see `usage_inconsistent`), or, on a stream that "
-         "ended normally, fewer completion tokens than content frames that carried output",
+         "ended normally and streamed output, 0 completion tokens beside a non-zero prompt count",
          lambda f: usage_inconsistency(f) is not None,
          lambda f: usage_inconsistency(f) or ""),
 )

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import ijson
 import orjson
 
 MAX_TRACE_ID = 128
@@ -40,6 +41,72 @@ class RequestInfo:
             model=model or UNKNOWN_MODEL,
             stream=doc.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        )
+
+
+# The request body is scanned as it streams past, never held: yajl (ijson's C backend) keeps
+# only the JSON token in progress plus the events of one slice of at most this many bytes.
+SCAN_SLICE = 16 << 10
+_WANTED = frozenset({"model", "stream", "stream_options.include_usage"})
+_BACKEND = ijson.get_backend("yajl2_c")
+
+
+class BodyScanner:
+    """Learns `model`, `stream`, `stream_options.include_usage` from a body fed in pieces.
+
+    Only top-level keys count (the OpenAI SDK sends `model` after a huge `messages`), so the
+    whole body is parsed incrementally; nothing but the three values is kept. A body that is
+    not one valid JSON object counts as unknown, as a body that `orjson` refused did before.
+    """
+
+    __slots__ = ("_coro", "_events", "_failed", "_found")
+
+    def __init__(self) -> None:
+        self._events = ijson.sendable_list()
+        self._coro = _BACKEND.parse_coro(self._events)
+        self._found: dict[str, object] = {}
+        self._failed = False
+
+    def feed(self, data: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            for i in range(0, len(data), SCAN_SLICE):
+                self._coro.send(data[i:i + SCAN_SLICE])
+                self._take()
+        except ijson.JSONError:
+            self._fail()
+
+    def _take(self) -> None:
+        events = self._events
+        if events:
+            for prefix, _, value in events:
+                if prefix in _WANTED:
+                    self._found[prefix] = value
+            del events[:]
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._found.clear()
+        self._events.clear()
+
+    def info(self, complete: bool = True) -> RequestInfo:
+        """What was learned; `complete`: the body ended, so it must parse as a whole."""
+        if complete and not self._failed:
+            try:
+                self._coro.close()
+                self._take()
+            except ijson.JSONError:
+                self._fail()
+        found = self._found
+        if self._failed or not found:
+            return RequestInfo()
+        model = found.get("model")
+        model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
+        return RequestInfo(
+            model=model or UNKNOWN_MODEL,
+            stream=found.get("stream") is True,
+            include_usage=found.get("stream_options.include_usage") is True,
         )
 
 

@@ -173,13 +173,20 @@ class Connection(asyncio.Protocol):
         if self.status and self.status >= 200:
             self._kill()  # a second response: bytes after the end of ours
 
+    # Once our response is complete, llhttp goes on parsing whatever follows as the next
+    # response: those callbacks must not touch the head we are relaying (the guards below).
+
     def on_status(self, status: bytes) -> None:
-        self.reason += status
+        if not self.body_done:
+            self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.body_done:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.body_done:
+            return
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
@@ -346,6 +353,8 @@ class Connection(asyncio.Protocol):
         ok = self.reusable(keep)
         self._reset()
         if ok:
+            assert self.transport is not None
+            self.transport.resume_reading()  # an idle connection must see stray bytes at once
             self._pool._put(self)
         else:
             self.close()

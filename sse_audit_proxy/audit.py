@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -16,68 +15,21 @@ import orjson
 from . import buckets
 from .dialects import CONTENT, KEEPALIVE, Dialect
 from .inflate import Inflater, wants_inflater
-from .sse import DEFAULT_MAX_FRAME_BYTES, SSEDecoder
+from .sse import SSEDecoder
+from .verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
-# A body that starts like a JSON object is held this far to see whether it is an error
-# sent instead of a stream (it is forwarded unchanged all the same).
+__all__ = ["PEEK_BYTES", "Anomaly", "End", "Outcome", "StreamAudit", "StreamResult", "Thresholds",
+           "is_error_document", "looks_like_event_stream"]
+
+# A body not labelled as an event stream is held this far to see what it is: a JSON error
+# sent instead of a stream, or an event stream under another Content-Type (it is forwarded
+# unchanged all the same).
 PEEK_BYTES = 16 << 10
-
-
-class Outcome(StrEnum):
-    COMPLETE = "complete"
-    TRUNCATED = "truncated"
-    UPSTREAM_ERROR = "upstream_error"
-    CLIENT_DISCONNECT = "client_disconnect"
-    TIMEOUT = "timeout"
-
-
-class Anomaly(StrEnum):
-    MISSING_DONE = "missing_done"
-    MISSING_FINISH_REASON = "missing_finish_reason"
-    MISSING_USAGE = "missing_usage"
-    BUFFERED = "buffered"
-    MALFORMED_FRAME = "malformed_frame"
-    INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
-    ERROR_EVENT = "error_event"
-    NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
-    WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
-    BURSTY = "bursty"  # content released in clumps separated by long silences
-
-
-class End(StrEnum):
-    """Why the proxy stopped relaying; the audit turns it into an outcome."""
-
-    UPSTREAM_EOF = "upstream_eof"
-    UPSTREAM_BROKEN = "upstream_broken"
-    UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
-    CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
-    IDLE_TIMEOUT = "idle_timeout"
-    TOTAL_TIMEOUT = "total_timeout"
-    CLIENT_GONE = "client_gone"
-    SLOW_CLIENT = "slow_client"  # the client left more than max_unsent_bytes unread
-    ABORTED = "aborted"  # by the proxy: still running when the shutdown drain ran out
-
-
-_OUTCOME_BY_END = {
-    End.UPSTREAM_STATUS: Outcome.UPSTREAM_ERROR,
-    End.CONNECT_TIMEOUT: Outcome.TIMEOUT,
-    End.IDLE_TIMEOUT: Outcome.TIMEOUT,
-    End.TOTAL_TIMEOUT: Outcome.TIMEOUT,
-    End.CLIENT_GONE: Outcome.CLIENT_DISCONNECT,
-    End.SLOW_CLIENT: Outcome.CLIENT_DISCONNECT,
-    End.ABORTED: Outcome.CLIENT_DISCONNECT,
-}
-
-
-@dataclass(slots=True, frozen=True)
-class Thresholds:
-    """When a stream counts as buffered (all must hold). Defaults are the documented ones."""
-
-    buffered_min_frames: int = 5
-    buffered_wait_ratio: float = 0.8  # share of the time to the last content frame spent waiting
-    buffered_max_spacing: float = 0.002  # mean seconds between content frames
-    buffered_min_ttft: float = 0.05  # below this a burst is a fast upstream, not a withheld one
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+# How an event stream begins: a field name and its colon (or a comment's colon), after
+# optional blank lines and a byte-order mark.
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+_SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
+DEFAULT_THRESHOLDS = Thresholds()
 
 
 @dataclass(slots=True)
@@ -105,6 +57,7 @@ class StreamResult:
     # Usage was expected: asked for (stream_options.include_usage), or always part of this
     # stream shape (Responses, Anthropic Messages).
     usage_requested: bool = False
+    usage_judged: bool = False  # usage was expected and its absence would be `missing_usage`
     last_keepalive: float | None = None  # seconds from the request to the last keep-alive
 
 
@@ -112,6 +65,10 @@ class StreamAudit:
     """Feed every body chunk with its arrival time, then call finish() once."""
 
     __slots__ = (
+        "_burst_frames",
+        "_bursts",
+        "_clump",
+        "_clump_after",
         "_content_frames",
         "_decoder",
         "_dialect",
@@ -129,6 +86,7 @@ class StreamAudit:
         "_last_keepalive",
         "_max_gap",
         "_peek",
+        "_sniffed",
         "_started",
         "_take",
         "_thresholds",
@@ -142,11 +100,12 @@ class StreamAudit:
         *,
         include_usage: bool = False,
         content_encoding: str = "",
-        thresholds: Thresholds = Thresholds(),
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
         event_stream: bool = True,
     ) -> None:
-        """`event_stream=False`: the body is not labelled as one; only its start is looked
-        at, to tell an error document sent in place of the stream."""
+        """`event_stream=False`: the body is not labelled as one. Its start is looked at to
+        tell an error document sent in place of the stream, or an event stream sent under
+        another Content-Type (audited as a stream from then on)."""
         self._dialect = dialect
         self._started = started_at
         self._include_usage = include_usage
@@ -155,8 +114,9 @@ class StreamAudit:
         self._inflate = (Inflater(content_encoding, thresholds.max_frame_bytes)
                          if wants_inflater(content_encoding) else None)
         self._peek: bytearray | None = bytearray()  # the body's start, while it may be JSON
-        self._take: Any = self._decode if event_stream else self._look_only
+        self._take: Any = self._decode if event_stream else self._sniff
         self._event_stream = event_stream
+        self._sniffed = False
         self.bytes = 0
         self._frames = 0
         self._content_frames = 0
@@ -169,6 +129,10 @@ class StreamAudit:
         self._max_gap: float | None = None
         self._gap_counts = [0] * (len(buckets.GAP) + 1)
         self._gap_sum = 0.0
+        self._clump = 0  # content frames in the current clump (see Thresholds: bursty)
+        self._clump_after = 0.0  # the silence before it
+        self._bursts = 0
+        self._burst_frames = 0
 
     def feed(self, chunk: bytes, t: float) -> None:
         if self._first_byte is None:
@@ -208,15 +172,50 @@ class StreamAudit:
         if frames:
             self._note_frames(frames, t)
         if content:
-            if self._first_content is None:
-                self._first_content = t
-            self._last_content = t
-            self._content_frames += content
+            self._note_content(content, t)
 
-    def _look_only(self, data: bytes, t: float) -> None:
+    def _note_content(self, n: int, t: float) -> None:
+        th = self._thresholds
+        if self._first_content is None:
+            self._first_content = t
+            self._clump_after = t - self._started
+            self._clump = n
+        elif t - self._last_content < th.bursty_max_spacing:
+            self._clump += n
+        else:
+            self._close_clump()
+            self._clump_after = t - self._last_content
+            self._clump = n
+        self._last_content = t
+        self._content_frames += n
+
+    def _close_clump(self) -> None:
+        th = self._thresholds
+        if self._clump >= th.bursty_min_clump and self._clump_after >= th.bursty_min_silence:
+            self._bursts += 1
+            self._burst_frames += self._clump
+        self._clump = 0
+
+    def _sniff(self, data: bytes, t: float) -> None:
+        """Not labelled an event stream: hold the start until it shows what it is."""
         self._look(data, False)
-        if self._peek is None:
-            self._take = None  # not an error document: nothing more to learn from this body
+        peek = self._peek
+        if peek is None:
+            self._take = None  # neither an error document nor a stream: nothing to learn
+            return
+        kind = looks_like_event_stream(peek)
+        if kind is None:
+            return  # too little to tell yet
+        if not kind:
+            if peek.lstrip()[:1] != b"{":
+                self._peek = self._take = None
+            return
+        # An event stream after all: decode what was held, and all that follows.
+        self._sniffed = True
+        self._take = self._decode
+        held = bytes(peek)
+        self._peek = None
+        self._decode(held, t)
 
     def _look(self, data: bytes, framed: bool) -> None:
         """Hold the body's start while it may be a JSON error document instead of a stream."""
@@ -227,7 +226,7 @@ class StreamAudit:
             return
         peek += data
         start = peek.lstrip()[:1]
-        if start and start != b"{":
+        if start and start != b"{" and self._event_stream:
             self._peek = None
 
     def _note_frames(self, n: int, t: float) -> None:
@@ -257,46 +256,32 @@ class StreamAudit:
         error_body = self.error_document
         if error_body:
             unterminated = False  # a JSON document, not a frame left open
-        # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
-        unreadable = self._inflate is not None and self._inflate.failed
-        # An ordinary answer to a stream request: whole when the body ended cleanly.
-        not_streamed = not (self._event_stream or error_body or end is End.UPSTREAM_STATUS)
-        outcome = _OUTCOME_BY_END.get(end)
-        if outcome is None:
-            if summary.failed or error_body:
-                outcome = Outcome.UPSTREAM_ERROR
-            elif summary.terminal or ((unreadable or not_streamed) and end is End.UPSTREAM_EOF):
-                outcome = Outcome.COMPLETE
-            else:
-                outcome = Outcome.TRUNCATED
+        self._close_clump()
         dialect = type(self._dialect)
-        anomalies: list[str] = []
-        if not_streamed:
-            anomalies.append(Anomaly.NOT_STREAMED)
-        # Completeness is judged on streams the upstream ended, and only on event streams.
-        judged = (outcome in (Outcome.COMPLETE, Outcome.TRUNCATED) and not unreadable
-                  and not not_streamed)
-        if judged:
-            if dialect.expects_done and not summary.done:
-                anomalies.append(Anomaly.MISSING_DONE)
-            if dialect.expects_finish_reason and summary.missing_finish_reason:
-                anomalies.append(Anomaly.MISSING_FINISH_REASON)
-            if self._wants_usage() and summary.usage is None:
-                anomalies.append(Anomaly.MISSING_USAGE)
         ttft = None if self._first_content is None else self._first_content - self._started
-        if self._is_buffered(ttft):
-            anomalies.append(Anomaly.BUFFERED)
-        if summary.malformed_frames or self._decoder.oversized or unreadable:
-            anomalies.append(Anomaly.MALFORMED_FRAME)
-        if judged and summary.invalid_tool_arguments:
-            anomalies.append(Anomaly.INVALID_TOOL_ARGUMENTS)
-        if summary.error_events or error_body:
-            anomalies.append(Anomaly.ERROR_EVENT)
-        anomalies.extend(summary.anomalies)
-        return StreamResult(
-            outcome=outcome,
+        facts = Facts(
             end=end,
-            anomalies=anomalies,
+            summary=summary,
+            expects_done=dialect.expects_done,
+            expects_finish_reason=dialect.expects_finish_reason,
+            has_end_marker=dialect.has_end_marker,
+            usage_expected=self._wants_usage(),
+            labelled_event_stream=self._event_stream,
+            sniffed_event_stream=self._sniffed,
+            error_document=error_body,
+            # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
+            unreadable=self._inflate is not None and self._inflate.failed,
+            oversized_frame=bool(self._decoder.oversized),
+            timing=Timing(ttft=ttft, to_last_content=self._last_content - self._started,
+                          content_frames=self._content_frames, bursts=self._bursts,
+                          burst_frames=self._burst_frames),
+            thresholds=self._thresholds,
+        )
+        verdict = judge(facts)
+        return StreamResult(
+            outcome=verdict.outcome,
+            end=end,
+            anomalies=verdict.anomalies,
             ttfb=None if self._first_byte is None else self._first_byte - self._started,
             ttft=ttft,
             max_gap=self._max_gap,
@@ -314,7 +299,8 @@ class StreamAudit:
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
             gap_sum=self._gap_sum,
-            usage_requested=self._wants_usage(),
+            usage_requested=facts.usage_expected,
+            usage_judged=facts.usage_expected and facts.judged,
             last_keepalive=(None if self._last_keepalive is None
                             else self._last_keepalive - self._started),
         )
@@ -323,15 +309,23 @@ class StreamAudit:
         dialect = type(self._dialect)
         return dialect.expects_usage and (self._include_usage or dialect.usage_always)
 
-    def _is_buffered(self, ttft: float | None) -> bool:
-        th = self._thresholds
-        n = self._content_frames
-        if ttft is None or n < th.buffered_min_frames or ttft < th.buffered_min_ttft:
-            return False
-        assert self._first_content is not None
-        to_last = self._last_content - self._started
-        spacing = (self._last_content - self._first_content) / (n - 1)
-        return ttft >= th.buffered_wait_ratio * to_last and spacing < th.buffered_max_spacing
+
+def looks_like_event_stream(start: bytes | bytearray) -> bool | None:
+    """Whether a body beginning with `start` is an event stream: True, False, or None while
+    `start` is too short to tell. An event stream begins with an SSE field line or a comment,
+    after an optional byte-order mark and blank lines."""
+    head = bytes(start[:64]).removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    if not head:
+        return None
+    for prefix in _SSE_STARTS:
+        if head.startswith(prefix):
+            return True
+        if prefix.startswith(head):
+            return None
+    for name in _SSE_FIELDS_BARE:  # a field with no value: the name, then the line's end
+        if head.startswith(name) and head[len(name):len(name) + 1] in (b"\r", b"\n"):
+            return True
+    return False
 
 
 def is_error_document(body: bytes | bytearray) -> bool:

@@ -78,6 +78,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         + f".{int(rec.started_at % 1 * 1000):03d}Z",
         "duration_ms": _ms(rec.duration),
         "bytes": rec.bytes,
+        "ttfb_ms": _ms(rec.ttfb),
     }
     if rec.error:
         fields["error"] = rec.error

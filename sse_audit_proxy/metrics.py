@@ -13,13 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import buckets
-from .audit import Outcome
 from .record import AuditRecord
 from .request_info import safe_token
 
 OTHER = "other"
-# missing_usage is only judged when the upstream ended the stream; its denominator matches.
-_UPSTREAM_ENDED = frozenset({Outcome.COMPLETE, Outcome.TRUNCATED})
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -94,8 +91,8 @@ class Metrics:
         self.usage_requested = Counter(
             "sse_audit_usage_requested_streams",
             "Streams that expected usage (asked for with stream_options.include_usage, or always "
-            "sent on responses and messages) and that the upstream ended: the denominator of "
-            "the missing_usage share.",
+            "sent on responses and messages) on which missing_usage was judged (event streams "
+            "the upstream ended): the denominator of the missing_usage share.",
             rm, registry=registry,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -133,7 +130,7 @@ class Metrics:
         child(self.streams, route, model, s.outcome.value).inc()
         for anomaly in s.anomalies:
             child(self.anomalies, route, model, anomaly).inc()
-        if s.usage_requested and s.outcome in _UPSTREAM_ENDED:
+        if s.usage_judged:
             child(self.usage_requested, route, model).inc()
         if s.ttfb is not None:
             child(self.ttfb, route, model).observe(s.ttfb)

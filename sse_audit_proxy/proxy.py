@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 import structlog
-from aiohttp import http_exceptions, web
+from aiohttp import hdrs, http_exceptions, web
 from yarl import URL
 
 from .access import KeyCheck
@@ -102,6 +102,14 @@ class _BodyTooLarge(Exception):
 # rest streams through. This and one read (at most 64 KiB from aiohttp) plus the JSON scanner's
 # token in progress are all of a request body the proxy holds at a time.
 HOLD_BYTES = 64 << 10
+
+
+class _Answer(web.Response):
+    """The proxy's own answer: no `Server` field naming our software and its version."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
 
 
 class _Held:
@@ -223,7 +231,7 @@ class Proxy:
                     request.transport.close()
                 raise ConnectionResetError("response already started") from None
             if rec.duration:  # already recorded: answer without a second record
-                return web.Response(status=500, content_type="application/json", body=error_body(
+                return _Answer(status=500, content_type="application/json", body=error_body(
                     "the proxy failed to handle the request", "server_error", "proxy_error"))
             return self._refuse(rec, started, 500, "the proxy failed to handle the request",
                                 "server_error", "proxy_error")
@@ -262,7 +270,7 @@ class Proxy:
             raise
         except ConnectionError:
             self._gone_before_answer(rec, None, started)
-            resp = web.Response(status=STATUS_CLIENT_GONE)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
@@ -332,7 +340,7 @@ class Proxy:
         except ConnectionError:  # the client went away mid-body
             conn.close()
             self._gone_before_answer(rec, scanner.info(complete=False), started)
-            resp = web.Response(status=STATUS_CLIENT_GONE)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
@@ -418,9 +426,10 @@ class Proxy:
         rec.status = status = conn.status
         ctype, encoding = _content_type_and_encoding(conn.headers)
         is_sse = ctype.startswith(b"text/event-stream")
-        # A stream was asked for, yet no event stream came: maybe an error sent as 200 + JSON.
-        # The audit peeks at a bounded start of the body; the client gets it unchanged.
-        peek = info.stream and not is_sse and status < 400
+        # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
+        # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
+        # bounded start of the body to tell; the client gets it unchanged.
+        peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and status >= 400):
             audit = StreamAudit(
@@ -432,9 +441,7 @@ class Proxy:
                 event_stream=is_sse,
             )
         transport = request.transport
-        # An error answer to a stream request is recorded but not decoded (as before).
-        relay = _Relay(conn, transport, request.protocol, rec,
-                       audit if is_sse or peek else None, is_sse,
+        relay = _Relay(conn, transport, request.protocol, rec, audit, is_sse, started,
                        self.config.max_unsent_bytes)
         has_body = not (request.method == "HEAD" or status in (204, 304))
         client_chunked = (has_body and conn.content_length is None
@@ -566,7 +573,7 @@ class Proxy:
         rec.status = status
         rec.error = code
         body = error_body(message, type_, code)
-        resp = web.Response(status=status, body=body, content_type="application/json",
+        resp = _Answer(status=status, body=body, content_type="application/json",
                             headers={TRACE_HEADER: rec.trace_id})
         rec.bytes = len(body)
         self._finish(rec, audit, end, started)
@@ -673,11 +680,12 @@ class _Relay:
     """
 
     __slots__ = ("_blocked", "_loop", "_wake", "audit", "chunked", "conn", "is_sse",
-                 "protocol", "rec", "transport")
+                 "protocol", "rec", "started", "transport")
 
     def __init__(self, conn: Connection, transport: asyncio.Transport | None,
                  protocol: Any, rec: AuditRecord, audit: StreamAudit | None, is_sse: bool,
-                 max_unsent: int) -> None:
+                 started: float, max_unsent: int) -> None:
+        self.started = started
         self.conn = conn
         self.transport = transport
         self.protocol = protocol
@@ -700,7 +708,10 @@ class _Relay:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             transport.write(data)  # forward first
-        self.rec.bytes += len(data)  # on the record at once: a cut relay keeps its count
+        rec = self.rec
+        if rec.ttfb is None:
+            rec.ttfb = t - self.started
+        rec.bytes += len(data)  # on the record at once: a cut relay keeps its count
         audit = self.audit
         if audit is not None:
             try:

@@ -19,6 +19,7 @@ class AuditRecord:
     bytes: int
     stream: StreamResult | None  # None for a request that was not audited as a stream
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
+    ttfb: float | None = None  # seconds from the request to the first body byte, of any response
 
     @property
     def outcome(self) -> str | None:

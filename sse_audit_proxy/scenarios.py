@@ -64,10 +64,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "a stall shorter than `--idle-timeout` is not an anomaly; see `max_gap_ms` and "
              "the gap histograms"),
     Scenario("error-midstream", "after half the tokens sends `data: {\"error\": ...}` then "
-             "`[DONE]` (what vLLM does)", Outcome.COMPLETE,
-             (Anomaly.MISSING_FINISH_REASON, Anomaly.MISSING_USAGE, Anomaly.ERROR_EVENT),
-             End.UPSTREAM_EOF, "`[DONE]` ended the stream, but an error frame came and the "
-             "generation never finished"),
+             "`[DONE]` (what vLLM does)", Outcome.UPSTREAM_ERROR, (Anomaly.ERROR_EVENT,),
+             End.UPSTREAM_EOF, "the upstream reported a failure in-band: no choice finished "
+             "after the error frame, so `[DONE]` ends a failed generation"),
     Scenario("tool-call", "streams a tool call, its arguments in fragments, `finish_reason: "
              "tool_calls`", Outcome.COMPLETE, (), End.UPSTREAM_EOF,
              "the fragments assemble into a JSON object; see `tool_calls`", weight=2),

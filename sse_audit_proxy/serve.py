@@ -35,6 +35,8 @@ from .proxy import ProxyConfig, upstream_ssl
 from .recent import DEFAULT_CAPACITY
 from .service import Service, ServiceConfig
 
+_RULES = Thresholds()  # the documented defaults of the timing rules
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the auditing reverse proxy",
@@ -84,6 +86,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="buffered when content frames came on average closer than this (seconds)")
     option(p, "--buffered-min-ttft", type=positive_float, default=0.05,
            help="a burst after a shorter time to first token is a fast upstream, not buffering")
+    option(p, "--bursty-min-bursts", type=positive_int, default=_RULES.bursty_min_bursts,
+           help="bursty when at least this many clumps of content came after long silences")
+    option(p, "--bursty-min-clump", type=positive_int, default=_RULES.bursty_min_clump,
+           help="content frames a clump needs to count as a burst")
+    option(p, "--bursty-min-silence", type=positive_float, default=_RULES.bursty_min_silence,
+           help="seconds without content before a clump for it to count as a burst")
+    option(p, "--bursty-max-spacing", type=positive_float, default=_RULES.bursty_max_spacing,
+           help="content frames read closer together than this (seconds) belong to one clump")
+    option(p, "--bursty-min-share", type=ratio, default=_RULES.bursty_min_share,
+           help="bursty only when bursts hold at least this share of the content frames")
     option(p, "--log-format", default="json", choices=LOG_FORMATS,
            help="json: one JSON object per line; console: for people")
     option(p, "--workers", type=positive_int, default=1,
@@ -99,6 +111,11 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         buffered_wait_ratio=args.buffered_wait_ratio,
         buffered_max_spacing=args.buffered_max_spacing,
         buffered_min_ttft=args.buffered_min_ttft,
+        bursty_min_bursts=args.bursty_min_bursts,
+        bursty_min_clump=args.bursty_min_clump,
+        bursty_min_silence=args.bursty_min_silence,
+        bursty_max_spacing=args.bursty_max_spacing,
+        bursty_min_share=args.bursty_min_share,
         max_frame_bytes=args.max_frame_bytes,
     )
     keys = tuple(args.require_key or ())

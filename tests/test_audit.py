@@ -135,8 +135,9 @@ def test_tool_call_delta_counts_as_first_token() -> None:
 def test_error_frame_is_reported() -> None:
     frames = [chunk({"content": "a"}), frame({"error": {"message": "overloaded", "type": "server_error"}})]
     r = run(frames)
-    assert r.outcome is Outcome.TRUNCATED
-    assert r.anomalies == ["missing_done", "missing_finish_reason", "error_event"]
+    # The error frame was the upstream's last word: a failure it reported, not a cut.
+    assert r.outcome is Outcome.UPSTREAM_ERROR
+    assert r.anomalies == ["error_event"]
 
 
 def test_client_disconnect_and_timeout_do_not_blame_the_upstream_for_missing_parts() -> None:

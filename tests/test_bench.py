@@ -8,18 +8,32 @@ business, measured on a quiet machine, not a test's.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from cli_process import serve_process
 from yarl import URL
 
+from sse_audit_proxy.bench import nginx
+from sse_audit_proxy.bench.harness import Target
+from sse_audit_proxy.bench.report import HEADLINE, headline
 from sse_audit_proxy.bench.workloads import SMOKE, sse_frames
+from sse_audit_proxy.cli import main
 
 WORKLOADS = ("latency", "throughput", "memory")
+README = Path(__file__).resolve().parent.parent / "README.md"
+HEADLINE_HEADER = ["target", "CPU s / 1M paced frames", "x nginx", "memory / open stream (KiB)",
+                   "added TTFT p50 (ms)", "added p99 frame latency (ms)",
+                   "batched frames/s per core"]
+needs_nginx = pytest.mark.skipif(nginx.find() is None,
+                                 reason="nginx is not installed (apt-get install -y nginx-light)")
 
 
 def free_port() -> int:
@@ -45,6 +59,21 @@ def number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def split_output(out: str) -> tuple[list[str], list[str]]:
+    """The headline table's lines and the detailed table's, which follows a blank line."""
+    head, _, detail = out.partition("\n\n")
+    return head.splitlines(), detail.splitlines()
+
+
+def headline_rows(lines: list[str]) -> dict[str, list[str]]:
+    """Target -> its cells; columns are two or more spaces apart."""
+    header = re.split(r"\s{2,}", lines[0].strip())
+    assert header == HEADLINE_HEADER, lines[0]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[2:]]
+    assert all(len(cells) == len(header) for cells in rows), lines
+    return {cells[0]: cells[1:] for cells in rows}
+
+
 async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_path: Path) -> None:
     gateway_port = free_port()
     report_path = tmp_path / "bench.json"
@@ -56,12 +85,13 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
             "--json", str(report_path))
     assert code == 0, err[-2000:]
 
-    header = out.splitlines()[0].split()
-    assert header == ["workload", "metric", "direct", "proxy", "proxy", "x2", "other"]
+    head_lines, detail = split_output(out)
+    assert list(headline_rows(head_lines)) == ["direct", "proxy", "proxy x2", "other"]
+    assert detail[0].split() == ["workload", "metric", "direct", "proxy", "proxy", "x2", "other"]
     for row in ("frame latency p99 (ms)", "added latency p99 (ms)", "added TTFT p50 (ms)",
                 "frames/s per proxy core", "bottleneck", "frames/s vs 1 worker",
                 "RSS per open stream (KiB, max)"):
-        assert row in out, row
+        assert row in "\n".join(detail), row
 
     report = orjson.loads(report_path.read_bytes())
     assert [t["name"] for t in report["targets"]] == ["direct", "proxy", "proxy x2", "other"]
@@ -104,6 +134,135 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
         assert 0 <= memory[name]["open_at_sample"] <= SMOKE["memory"].streams
         assert memory[name]["rss_open_bytes"] > 0
         assert "rss_per_stream_kib" in memory[name]
+
+    # The headline carries each target's figures from the summary; with neither nginx nor a
+    # baseline in the run there is nothing to divide by.
+    head = report["headline"]
+    assert head["reference"] is None
+    assert all(v is None for v in head["targets"]["direct"].values())
+    for name in ("proxy", "proxy x2", "other"):
+        row = head["targets"][name]
+        assert row["cpu_s_per_million_paced_frames"] == latency[name]["cpu_us_per_frame"] > 0
+        # A paced frame costs far more than 1 µs and far less than a second of CPU.
+        assert 1 < row["cpu_s_per_million_paced_frames"] < 1e6
+        assert row["batched_frames_per_core_s"] == throughput[name]["frames_per_core_s"] > 0
+        assert row["rss_per_open_stream_kib"] == memory[name]["rss_per_stream_kib"]
+        assert row["added_latency_p99_ms"] == latency[name]["added_latency_p99_ms"]
+        assert row["added_ttft_p50_ms"] == latency[name]["added_ttft_p50_ms"]
+        assert row["cpu_vs_reference"] is None and row["rss_vs_reference"] is None
+
+
+@needs_nginx
+async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    code, out, err = await run_bench("--smoke", "--pin", "--against", "nginx",
+                                     "--json", str(report_path))
+    assert code == 0, err[-2000:]
+    report = orjson.loads(report_path.read_bytes())
+    assert [(t["name"], t["kind"]) for t in report["targets"]] == [
+        ("direct", "direct"), ("proxy", "proxy"), ("nginx", "nginx")]
+    for workload in WORKLOADS:
+        w = SMOKE[workload]
+        (run,) = report["runs"][workload]["nginx"]
+        # nginx relayed every stream whole, and its own processes were accounted.
+        assert run["streams_ok"] == w.streams and run["streams_failed"] == 0, (workload, run)
+        assert run["frames"] == run["frames_expected"] == w.streams * sse_frames(w.frames)
+        assert run["target_cpu_s"] > 0
+    assert report["summary"]["memory"]["nginx"]["rss_open_bytes"] > 0
+
+    head = report["headline"]
+    assert head["reference"] == "nginx"
+    rows = head["targets"]
+    ours, theirs = rows["proxy"], rows["nginx"]
+    assert theirs["cpu_s_per_million_paced_frames"] > 0 and theirs["cpu_vs_reference"] == 1.0
+    assert ours["cpu_vs_reference"] == round(
+        ours["cpu_s_per_million_paced_frames"] / theirs["cpu_s_per_million_paced_frames"], 3)
+    assert ours["rss_vs_reference"] == round(
+        ours["rss_per_open_stream_kib"] / theirs["rss_per_open_stream_kib"], 3)
+    assert theirs["batched_frames_per_core_s"] > 0
+    assert number(theirs["added_latency_p99_ms"]) and number(theirs["added_ttft_p50_ms"])
+
+    # The printed headline shows the same figures, the ratio under `x nginx`.
+    table = headline_rows(split_output(out)[0])
+    assert list(table) == ["direct", "proxy", "nginx"]
+    assert float(table["proxy"][1]) == pytest.approx(ours["cpu_vs_reference"], abs=1e-3)
+    assert table["nginx"][1] == "1.000"
+    # nginx was stopped and its directory removed.
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and b"sse-audit-bench-nginx-" in _cmdline(p)]
+    assert not any(Path(os.environ.get("TMPDIR", "/tmp")).glob("sse-audit-bench-nginx-*"))
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_the_readme_shows_the_nginx_template_verbatim() -> None:
+    assert f"```nginx\n{nginx.TEMPLATE}```" in README.read_text()
+
+
+def test_the_nginx_config_fills_both_placeholders() -> None:
+    conf = nginx.render("127.0.0.1:18000", "127.0.0.1:18081")
+    assert "@" not in conf
+    assert "server 127.0.0.1:18000; keepalive" in conf
+    assert "listen 127.0.0.1:18081 backlog" in conf
+    for line in ("proxy_buffering off;", "proxy_http_version 1.1;", "access_log off;",
+                 "worker_processes 1;"):
+        assert line in conf, line
+
+
+@needs_nginx
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx.render("127.0.0.1:18000", "127.0.0.1:18081"))
+    binary = nginx.find()
+    assert binary is not None
+    done = subprocess.run([binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "syntax is ok" in done.stderr
+    # A broken copy is refused: the check can fail.
+    conf.write_text(nginx.render("127.0.0.1:18000", "127.0.0.1:18081").replace(";", "", 1))
+    done = subprocess.run([binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+
+
+def test_against_nginx_without_nginx_fails_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(nginx, "find", lambda: None)
+    assert main(["bench", "--smoke", "--against", "nginx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sse-audit-proxy: error:") and len(err.splitlines()) == 1
+    assert "nginx is not installed" in err and "apt-get install" in err
+
+
+def _summary(cpu: dict[str, float], kib: dict[str, float]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {"latency": {n: {"cpu_us_per_frame": v, "added_latency_p99_ms": 0.5,
+                            "added_ttft_p50_ms": 1.0} for n, v in cpu.items()},
+            "memory": {n: {"rss_per_stream_kib": v} for n, v in kib.items()},
+            "throughput": {n: {"frames_per_core_s": 1000} for n in cpu}}
+
+
+def test_headline_divides_by_nginx_else_by_the_baseline() -> None:
+    proxy, base = Target("proxy", "proxy"), Target("baseline", "proxy", source="/x")
+    started = Target("nginx", "nginx")
+    summary = _summary({"proxy": 60.0, "baseline": 40.0, "nginx": 20.0},
+                       {"proxy": 30.0, "baseline": 30.0, "nginx": 15.0})
+    head = headline(summary, [Target("direct", "direct"), proxy, base, started])
+    assert head["reference"] == "nginx"
+    assert head["targets"]["proxy"]["cpu_vs_reference"] == 3.0
+    assert head["targets"]["proxy"]["rss_vs_reference"] == 2.0
+    assert head["targets"]["baseline"]["cpu_vs_reference"] == 2.0
+    assert head["targets"]["direct"]["cpu_vs_reference"] is None
+    assert set(head["targets"]["proxy"]) == {f for f, *_ in HEADLINE} | {"rss_vs_reference"}
+
+    head = headline(summary, [proxy, base])
+    assert head["reference"] == "baseline"
+    assert head["targets"]["proxy"]["cpu_vs_reference"] == 1.5
 
 
 async def test_bench_refuses_an_unknown_workload_in_one_line() -> None:

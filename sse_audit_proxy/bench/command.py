@@ -14,9 +14,9 @@ import orjson
 
 from .. import __version__
 from ..options import port, positive_int, upstream_url
-from . import procs
+from . import nginx, procs
 from .harness import Harness, Target
-from .report import DIRECT, summarize, table
+from .report import DIRECT, headline, headline_table, summarize, table
 from .workloads import FULL, NAMES, SMOKE
 
 
@@ -40,7 +40,9 @@ def _source(value: str) -> str:
 
 
 def _against(value: str) -> tuple[str, str]:
-    """`URL` or `NAME=URL`."""
+    """`URL`, `NAME=URL`, or `nginx` (the bench starts nginx itself: no URL)."""
+    if value.strip() == nginx.NAME:
+        return nginx.NAME, ""
     name, sep, url = value.partition("=")
     if not sep or "://" in name:
         name, url = "", value
@@ -60,12 +62,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="runs of each workload per target; the table shows medians (default: 3)")
     p.add_argument("--workers", type=_counts, default=(1,), metavar="N[,N...]",
                    help="proxy worker counts to measure, e.g. 1,2 for scaling (default: 1)")
-    p.add_argument("--against", type=_against, action="append", default=[], metavar="[NAME=]URL",
+    p.add_argument("--against", type=_against, action="append", default=[],
+                   metavar="[NAME=]URL|nginx",
                    help="another proxy to put in the table; it must forward to the demo gateway "
-                   "(fix its port with --gateway-port). Repeatable")
+                   "(fix its port with --gateway-port). `nginx` alone: the bench starts nginx "
+                   "itself for each run, as a pass-through to its gateway (config in the "
+                   "README). Repeatable")
     p.add_argument("--against-pid", type=positive_int, action="append", default=[],
-                   metavar="PID", help="the process of the matching --against proxy (its "
-                   "children are counted too), for its CPU and memory. Repeatable")
+                   metavar="PID", help="the process of the matching --against URL proxy, in "
+                   "order (its children are counted too), for its CPU and memory. Repeatable")
     p.add_argument("--baseline", type=_source, metavar="DIR",
                    help="also run the proxy from the sse_audit_proxy package in DIR (another "
                    "checkout, e.g. `git worktree add /tmp/main main`), started and measured "
@@ -94,8 +99,13 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     if args.baseline:
         targets.append(Target("baseline", "proxy", workers=args.workers[0],
                               source=args.baseline))
+    urls = 0
     for i, (name, url) in enumerate(args.against):
-        pid = args.against_pid[i] if i < len(args.against_pid) else None
+        if name == nginx.NAME and not url:
+            targets.append(Target(nginx.NAME, "nginx"))
+            continue
+        pid = args.against_pid[urls] if urls < len(args.against_pid) else None
+        urls += 1
         targets.append(Target(name or f"against{i + 1}", "against", url=url, pid=pid))
     return targets
 
@@ -104,12 +114,21 @@ def run(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print("sse-audit-proxy: error: bench reads /proc: Linux only", file=sys.stderr)
         return 2
-    if len(args.against_pid) > len(args.against):
-        print("sse-audit-proxy: error: more --against-pid than --against", file=sys.stderr)
+    if len(args.against_pid) > sum(1 for _, url in args.against if url):
+        print("sse-audit-proxy: error: more --against-pid than --against URLs", file=sys.stderr)
+        return 2
+    if any(name == nginx.NAME and not url for name, url in args.against) and not nginx.find():
+        print(f"sse-audit-proxy: error: --against nginx: nginx is not installed "
+              f"({nginx.INSTALL_HINT})", file=sys.stderr)
         return 2
     repeats = 1 if args.smoke else args.repeats
     workloads = SMOKE if args.smoke else FULL
     targets = targets_from(args)
+    names = [t.name for t in targets]
+    if len(set(names)) < len(names):
+        print(f"sse-audit-proxy: error: two targets named alike: {', '.join(names)}",
+              file=sys.stderr)
+        return 2
     procs.raise_open_files_limit()
     started = time.time()
     load_before = procs.load_average()
@@ -139,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         harness.close()
     summary = summarize(results, targets)
+    head = headline(summary, targets)
     load_after = procs.load_average()
     report: dict[str, Any] = {
         "command": ["sse-audit-proxy", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None,
@@ -152,10 +172,13 @@ def run(args: argparse.Namespace) -> int:
         "workloads": {n: _describe(workloads[n]) for n in args.workloads},
         "targets": [{"name": t.name, "kind": t.kind, "url": t.url, "workers": t.workers,
                      "pid": t.pid, "source": t.source} for t in targets],
+        "headline": head,
         "summary": summary,
         "runs": results,
     }
     Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(headline_table(head))
+    print()
     print(table(summary, targets))
     print(f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "

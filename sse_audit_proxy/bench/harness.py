@@ -21,7 +21,7 @@ from typing import Any
 
 from yarl import URL
 
-from . import procs
+from . import nginx, procs
 from .client import Batch, BatchResult, client_main
 from .workloads import LATENCY, MEMORY, THROUGHPUT, Workload, sse_frames
 
@@ -33,8 +33,8 @@ SATURATED = 0.85  # a share of its CPUs above which a process group is the bottl
 @dataclass(slots=True, frozen=True)
 class Target:
     name: str  # the column in the table
-    kind: str  # direct | proxy | against
-    url: str | None = None  # fixed for direct and against; a proxy gets one per run
+    kind: str  # direct | proxy | nginx (started by the bench) | against
+    url: str | None = None  # fixed for direct and against; a proxy or nginx gets one per run
     workers: int = 1
     pid: int | None = None  # whose CPU and memory to account (against: when given)
     source: str | None = None  # proxy: run the package in this directory (--baseline)
@@ -136,22 +136,26 @@ class Harness:
 
     def run(self, workload: Workload, target: Target) -> dict[str, Any]:
         place = procs.placement(self.pin, target.workers)
-        proxy: procs.Child | None = None
+        started: procs.Child | None = None  # a proxy or nginx, started for this run only
         url, pid = target.url, target.pid
         if target.kind == "direct":
             url = self.gateway.url
         elif target.kind == "against" and pid is not None:
             procs.pin_tree(pid, place.proxy)  # the same CPUs our proxy gets, when pinning
         elif target.kind == "proxy":
-            proxy = procs.start_proxy(self.gateway.url, target.workers, place.proxy,
-                                      target.source)
-            url, pid = proxy.url, proxy.pid
+            started = procs.start_proxy(self.gateway.url, target.workers, place.proxy,
+                                        target.source)
+        elif target.kind == "nginx":
+            started = nginx.start(self.gateway.url, place.proxy)
+        if started is not None:
+            url, pid = started.url, started.pid
         assert url is not None
         try:
-            return self._measure(workload, target, URL(url), pid, proxy, place)
+            return self._measure(workload, target, URL(url), pid,
+                                 started if target.kind == "proxy" else None, place)
         finally:
-            if proxy is not None:
-                proxy.stop()
+            if started is not None:
+                started.stop()
 
     def _batch(self, workload: Workload, url: URL, **changes: Any) -> Batch:
         path = url.path.rstrip("/") + "/" + CHAT_PATH
@@ -212,7 +216,9 @@ class Harness:
                                if line.get("event") == "stream_end")
             run["proxy_verdicts"] = dict(outcomes)
         if pid is not None and result.frames:
-            run["target_cpu_s"] = round(cpu.target_total, 4)
+            # The target's own process tree, from just before the streams are handed out to
+            # just after the last one ended, over the frames the clients got through it.
+            run["target_cpu_s"] = round(cpu.target_total, 6)
             run["cpu_us_per_frame"] = round(cpu.target_total / result.frames * 1e6, 3)
         if workload.name == LATENCY:
             run.update(_latency(result))

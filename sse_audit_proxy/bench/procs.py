@@ -1,8 +1,10 @@
 """The benchmark's processes: starting, pinning and accounting for them (Linux /proc).
 
-CPU time comes from /proc/<pid>/stat (utime + stime) summed over a process and its live
-descendants, so `serve --workers N` is counted whole; memory is VmRSS from /proc/<pid>/status,
-summed the same way. No dependency beyond the standard library.
+CPU time is each thread's time on a CPU (/proc/<pid>/task/<tid>/schedstat, nanoseconds: user
+and system alike; /proc/<pid>/stat's utime + stime in 10 ms ticks where schedstat is missing),
+summed over a process and its live descendants, so `serve --workers N` and nginx's master and
+worker are counted whole; memory is VmRSS from /proc/<pid>/status, summed the same way. No
+dependency beyond the standard library.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,7 +63,21 @@ def descendants(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of one process (0 when it is gone)."""
+    """User plus system CPU seconds of one process (0 when it is gone).
+
+    Ticks are too coarse for a short run (a smoke run's proxy spends a few milliseconds), so
+    the threads' nanosecond run times are summed; a thread that has exited drops out of that
+    sum, but neither the proxy nor nginx ends threads while serving.
+    """
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/schedstat", "rb") as f:
+                total += int(f.read().split(maxsplit=1)[0])
+    except (OSError, ValueError, IndexError):
+        total = -1
+    if total >= 0:
+        return total / 1e9
     fields = _stat_fields(pid)
     if fields is None:
         return 0.0
@@ -145,6 +162,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     url: str
     log: IO[bytes] | None = None
+    workdir: str | None = None  # a temporary directory of its own, removed when it stops
 
     @property
     def pid(self) -> int:
@@ -160,6 +178,8 @@ class Child:
                 self.popen.wait(5.0)
         if self.log is not None:
             self.log.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_lines(self) -> list[dict[str, object]]:
         """The JSON lines the child logged (the proxy: one per stream)."""
@@ -196,7 +216,7 @@ def _wait_for(popen: subprocess.Popen[bytes], log_path: str,
     raise StartFailed(f"{what} did not start within {START_TIMEOUT:.0f} s")
 
 
-def _spawn(name: str, args: list[str], cpus: frozenset[int] | None, cwd: str | None = None
+def spawn(name: str, args: list[str], cpus: frozenset[int] | None, cwd: str | None = None
            ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     # Closed (and so deleted) by Child.stop.
     log = tempfile.NamedTemporaryFile(prefix=f"sse-audit-bench-{name}-", suffix=".log")  # noqa: SIM115
@@ -225,7 +245,7 @@ def _proxy_url(text: str) -> str | None:
 
 
 def start_gateway(port: int, cpus: frozenset[int] | None) -> Child:
-    popen, log = _spawn("gateway", _module("gateway", "--host", "127.0.0.1", "--port",
+    popen, log = spawn("gateway", _module("gateway", "--host", "127.0.0.1", "--port",
                                            str(port), "--jitter", "0"), cpus)
     url = _wait_for(popen, log.name, _gateway_url, "the demo gateway")
     return Child("gateway", popen, url, log)
@@ -235,7 +255,7 @@ def start_proxy(upstream: str, workers: int, cpus: frozenset[int] | None,
                 source: str | None = None) -> Child:
     """`serve`, from this installation or, with `source`, from the `sse_audit_proxy` package
     in that directory (`python -m` finds the working directory's package first)."""
-    popen, log = _spawn("proxy", _module(
+    popen, log = spawn("proxy", _module(
         "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", "0",
         "--metrics-port", "0", "--workers", str(workers), "--drain-timeout", "2"), cpus,
         cwd=source)

@@ -1,4 +1,5 @@
-"""Medians over repeats, the paired differences (through a proxy minus direct), the table."""
+"""Medians over repeats, the paired differences (through a proxy minus direct), the headline
+(issue 16's figures, one row per target) and the detailed table."""
 
 from __future__ import annotations
 
@@ -113,11 +114,74 @@ def table(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Targe
         if all(c == "-" for c in cells):
             continue
         rows.append([workload, label, *cells])
+    return _layout(rows, left=2)
+
+
+def _layout(rows: list[list[str]], left: int) -> str:
+    """Columns padded to their widest cell: the first `left` flush left, numbers flush right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if j < left else c.rjust(w)
                                for j, (c, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# The headline: issue 16's figures, one column each. (JSON field, column, workload, summary
+# field); "cpu_vs_reference" is derived.
+HEADLINE: tuple[tuple[str, str, str, str], ...] = (
+    # µs per frame and s per million frames are the same number.
+    ("cpu_s_per_million_paced_frames", "CPU s / 1M paced frames", LATENCY, "cpu_us_per_frame"),
+    ("cpu_vs_reference", "x {reference}", "", ""),
+    ("rss_per_open_stream_kib", "memory / open stream (KiB)", MEMORY, "rss_per_stream_kib"),
+    ("added_ttft_p50_ms", "added TTFT p50 (ms)", LATENCY, "added_ttft_p50_ms"),
+    ("added_latency_p99_ms", "added p99 frame latency (ms)", LATENCY, "added_latency_p99_ms"),
+    ("batched_frames_per_core_s", "batched frames/s per core", THROUGHPUT, "frames_per_core_s"),
+)
+NGINX = "nginx"
+BASELINE = "baseline"
+
+
+def reference(targets: Sequence[Target]) -> str | None:
+    """What the `x` column divides by: nginx (started by the bench, or an --against named
+    so) when it is in the run, else the baseline checkout, else nothing."""
+    names = [t.name for t in targets]
+    started = next((t.name for t in targets if t.kind == NGINX), None)
+    return started or next((n for n in (NGINX, BASELINE) if n in names), None)
+
+
+def _over(value: Any, base: Any) -> float | None:
+    if isinstance(value, int | float) and isinstance(base, int | float) and base > 0:
+        return round(value / base, 3)
+    return None
+
+
+def headline(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Target]
+             ) -> dict[str, Any]:
+    """Per target, issue 16's figures from the summary's medians, and the ratios of CPU and
+    memory to the reference target's (a ratio of the medians shown, so it can be checked)."""
+    ref = reference(targets)
+    rows: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        row: dict[str, Any] = {}
+        for field, _, workload, key in HEADLINE:
+            if workload:
+                row[field] = summary.get(workload, {}).get(target.name, {}).get(key)
+        rows[target.name] = row
+    for row in rows.values():
+        base = rows.get(ref, {}) if ref else {}
+        row["cpu_vs_reference"] = _over(row["cpu_s_per_million_paced_frames"],
+                                        base.get("cpu_s_per_million_paced_frames"))
+        row["rss_vs_reference"] = _over(row["rss_per_open_stream_kib"],
+                                        base.get("rss_per_open_stream_kib"))
+    return {"reference": ref, "targets": rows}
+
+
+def headline_table(head: dict[str, Any]) -> str:
+    ref = head["reference"] or NGINX
+    rows = [["target", *(label.format(reference=ref) for _, label, _, _ in HEADLINE)]]
+    for name, row in head["targets"].items():
+        rows.append([name, *(_cell(row.get(field)) for field, _, _, _ in HEADLINE)])
+    return _layout(rows, left=1)

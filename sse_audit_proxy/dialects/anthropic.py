@@ -5,6 +5,10 @@ output usage (cumulative: the last one wins, key by key). Text, thinking and too
 deltas are content; a tool's input is assembled per content block and validated as JSON.
 `ping` is the protocol's keep-alive, timed like an SSE comment. An `error` event ends the
 stream as failed (Anthropic sends it, e.g. `overloaded_error`, then closes).
+
+Structure is checked where the official SDK depends on it: a delta must name a block that
+was started, and be of that block's kind; a `message_delta` carries `usage.output_tokens`
+and no content delta. Anything else is `malformed_frame` (the SDK raises or loses text).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from .typed import TypedEvents
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
                  "input_json_delta": "partial_json"}
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+# Delta type -> the block types it may extend (unknown delta types are let through).
+_DELTA_BLOCKS = {"text_delta": frozenset({"text"}), "citations_delta": frozenset({"text"}),
+                 "thinking_delta": frozenset({"thinking"}),
+                 "signature_delta": frozenset({"thinking"}), "input_json_delta": _TOOL_BLOCKS}
 _INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -30,7 +38,11 @@ class AnthropicMessages(TypedEvents):
     expects_finish_reason = True  # `message_delta.stop_reason`
     usage_always = True  # `message_start` and `message_delta` always carry usage
 
-    __slots__ = ()
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: dict[int, str] = {}  # index -> type of each started content block
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         if kind == "content_block_delta":
@@ -57,11 +69,15 @@ class AnthropicMessages(TypedEvents):
 
     def _delta(self, doc: dict[str, Any]) -> int:
         delta = doc.get("delta")
-        if not isinstance(delta, dict):
-            self._malformed += 1
+        index = doc.get("index")
+        block = self._blocks.get(index) if type(index) is int else None
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        if block is None or not isinstance(kind, str) or block not in _DELTA_BLOCKS.get(
+                kind, (block,)):
+            self._malformed += 1  # the SDK indexes the block it started: this breaks it
             return 0
-        kind = delta.get("type")
-        field = _DELTA_FIELDS.get(kind) if isinstance(kind, str) else None
+        assert isinstance(delta, dict) and type(index) is int
+        field = _DELTA_FIELDS.get(kind)
         if field is None:
             return 0
         value = delta.get(field)
@@ -69,10 +85,6 @@ class AnthropicMessages(TypedEvents):
             self._malformed += 1
             return 0
         if field == "partial_json":
-            index = doc.get("index")
-            if type(index) is not int:
-                self._malformed += 1
-                return 0
             self._tools.append(index, value)
         return CONTENT if value else 0
 
@@ -83,6 +95,7 @@ class AnthropicMessages(TypedEvents):
             self._malformed += 1
             return 0
         kind = block.get("type")
+        self._blocks[index] = kind if isinstance(kind, str) else ""
         if kind in _TOOL_BLOCKS:
             given = block.get("input")
             # A tool without parameters gets no input_json_delta: its start input stands.
@@ -93,13 +106,17 @@ class AnthropicMessages(TypedEvents):
 
     def _message_delta(self, doc: dict[str, Any]) -> None:
         delta = doc.get("delta")
-        if not isinstance(delta, dict):
-            self._malformed += 1
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if (not isinstance(delta, dict) or "type" in delta or "index" in delta
+                or not (reason is None or isinstance(reason, str))):
+            self._malformed += 1  # e.g. a content delta in the wrong place: nothing to take
             return
-        reason = delta.get("stop_reason")
-        if isinstance(reason, str) and reason:
-            self._finish = reason
-        self._add_usage(doc.get("usage"))
+        if reason:
+            self._finished(reason)
+        usage = doc.get("usage")
+        if not isinstance(usage, dict) or type(usage.get("output_tokens")) is not int:
+            self._malformed += 1  # the SDK reads `usage.output_tokens` from every one
+        self._add_usage(usage)
 
     def _add_usage(self, usage: Any) -> None:
         if not usage or not isinstance(usage, dict):

@@ -27,7 +27,8 @@ Usage = dict[str, Any]
 @dataclass(slots=True)
 class DialectSummary:
     terminal: bool = False  # the end marker was seen (normal or failed)
-    failed: bool = False  # the stream ended with the upstream reporting failure in-band
+    # The upstream reported failure in-band (an error frame or event) and nothing finished after.
+    failed: bool = False
     done: bool = False  # the `data: [DONE]` sentinel was seen
     finish_reasons: list[str] = field(default_factory=list)
     missing_finish_reason: bool = True  # some choice (or the whole stream) never got one
@@ -51,6 +52,9 @@ class Dialect:
     expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
     # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
     usage_always: ClassVar[bool] = False
+    has_end_marker: ClassVar[bool] = True  # False: a clean end of the body is the stream's end
+    # The dialect's own anomalies (name -> when, for the README), reported through summary().
+    extra_anomalies: ClassVar[dict[str, str]] = {}
 
     __slots__ = ()
 
@@ -68,6 +72,11 @@ def load_object(data: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def is_error_frame(doc: dict[str, Any]) -> bool:
+    """An OpenAI-style error frame: `{"error": {...}}` (`"error": null` on ordinary chunks is not)."""
+    return bool(doc.get("error"))
 
 
 def clean_usage(usage: Any) -> Usage | None:

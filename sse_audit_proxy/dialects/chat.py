@@ -19,6 +19,7 @@ from .base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    is_error_frame,
     load_object,
     token_counts,
 )
@@ -32,7 +33,7 @@ class ChatCompletions(Dialect):
     path_suffixes = ("/chat/completions",)
     expects_done = True
 
-    __slots__ = ("_choices", "_done", "_errors", "_finish", "_last_tool", "_malformed",
+    __slots__ = ("_choices", "_done", "_errors", "_failed", "_finish", "_last_tool", "_malformed",
                  "_tool_ids", "_tools", "_usage")
 
     def __init__(self) -> None:
@@ -41,6 +42,7 @@ class ChatCompletions(Dialect):
         self._usage: Any = None
         self._done = False
         self._errors = 0
+        self._failed = False  # an error frame came and no choice has finished since
         self._malformed = 0
         self._tools = ToolArgs()
         self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
@@ -55,8 +57,9 @@ class ChatCompletions(Dialect):
         if chunk is None:
             self._malformed += 1
             return 0
-        if chunk.get("error"):  # `"error": null` on ordinary chunks is no error
+        if is_error_frame(chunk):
             self._errors += 1
+            self._failed = True
         usage = chunk.get("usage")
         if usage:
             self._usage = usage  # continuous usage stats: the last one wins
@@ -80,6 +83,7 @@ class ChatCompletions(Dialect):
             reason = choice.get("finish_reason")
             if reason and isinstance(reason, str):  # "" means none yet
                 self._finish[index] = reason
+                self._failed = False
         return flags
 
     def _content(self, index: int, choice: dict[str, Any]) -> bool:
@@ -135,6 +139,7 @@ class ChatCompletions(Dialect):
         missing = not self._finish or any(i not in self._finish for i in self._choices)
         return DialectSummary(
             terminal=self._done,
+            failed=self._failed,
             done=self._done,
             finish_reasons=[self._finish[i] for i in sorted(self._finish)],
             missing_finish_reason=missing,

@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 from ..sse import Event
-from .base import CONTENT, DONE_SENTINEL, TERMINAL, Dialect, DialectSummary
+from .base import CONTENT, DONE_SENTINEL, TERMINAL, Dialect, DialectSummary, is_error_frame, load_object
 
 
 class Generic(Dialect):
-    """Every data frame counts as content; there is no end marker to miss."""
+    """Every data frame counts as content; there is no end marker to miss.
+
+    An `{"error": ...}` frame is recognised here too, so that an in-band failure reads the
+    same on every route."""
 
     route = "other"
     expects_finish_reason = False
     expects_usage = False  # usage is not read here: its absence cannot be told
+    has_end_marker = False
 
-    __slots__ = ("_done",)
+    __slots__ = ("_done", "_errors", "_failed")
 
     def __init__(self) -> None:
         self._done = False
+        self._errors = 0
+        self._failed = False  # the last data frame was an error frame
 
     def observe(self, event: Event) -> int:
-        if event.data == DONE_SENTINEL:
+        data = event.data
+        if data == DONE_SENTINEL:
             self._done = True
             return TERMINAL
+        if b'"error"' in data and data[:1] == b"{":  # only then is it worth parsing
+            doc = load_object(data)
+            if doc is not None and is_error_frame(doc):
+                self._errors += 1
+                self._failed = True
+                return 0
+        self._failed = False
         return CONTENT
 
     def summary(self) -> DialectSummary:
-        return DialectSummary(terminal=True, done=self._done, missing_finish_reason=False)
+        return DialectSummary(terminal=self._done, failed=self._failed, done=self._done,
+                              missing_finish_reason=False, error_events=self._errors)

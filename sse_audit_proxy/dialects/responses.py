@@ -10,7 +10,7 @@ exactly one per event: any other step is reported once as `sequence_gap`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import CONTENT, TERMINAL
 from .typed import TypedEvents
@@ -48,6 +48,9 @@ class Responses(TypedEvents):
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
     usage_always = True  # every terminal response object carries usage
+    extra_anomalies: ClassVar[dict[str, str]] = {
+        SEQUENCE_GAP: "(Responses) an event's `sequence_number` was not the "
+                       "previous one plus one"}
 
     __slots__ = ("_items", "_seq", "_seq_breaks")
 
@@ -139,9 +142,9 @@ class Responses(TypedEvents):
         elif status == "incomplete":
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
-            self._finish = reason if isinstance(reason, str) and reason else "incomplete"
+            self._finished(reason if isinstance(reason, str) and reason else "incomplete")
         else:
-            self._finish = status  # `completed`, or `cancelled` for a cancelled response
+            self._finished(status)  # `completed`, or `cancelled` for a cancelled response
         return TERMINAL
 
     def _fail(self) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 from ..sse import Event
 from .base import (
     DONE_SENTINEL,
+    TERMINAL,
     Dialect,
     DialectSummary,
     Usage,
     clean_usage,
+    is_error_frame,
     load_object,
     token_counts,
 )
@@ -47,6 +49,9 @@ class TypedEvents(Dialect):
         # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
         kind = doc.get("type") or event.event
         if not isinstance(kind, str) or not kind:
+            if is_error_frame(doc):  # OpenAI-style `{"error": {...}}`, sent on any route
+                self._fail()
+                return TERMINAL
             self._malformed += 1  # an event we cannot even name
             return 0
         return self._on(kind, doc)
@@ -59,6 +64,11 @@ class TypedEvents(Dialect):
         """The upstream reported failure in-band: the stream ends there."""
         self._errors += 1
         self._terminal = self._failed = True
+
+    def _finished(self, reason: str) -> None:
+        """The response finished normally, so an earlier error was not its end."""
+        self._finish = reason
+        self._failed = False
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
         return token_counts(usage)

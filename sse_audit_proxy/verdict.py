@@ -1,0 +1,262 @@
+"""The verdict of one stream: every rule that decides its outcome and its anomalies, in order.
+
+Pure: the audit gathers a stream's facts (what the dialect saw, when, and why relaying ended)
+and `judge()` reads them against the rules below. The README's verdict tables are generated
+from these rules (`readme_tables()`), so the documentation is this file read aloud.
+
+Outcome rules are tried in order and the first that holds decides. Every anomaly rule that
+holds adds its anomaly, in table order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .dialects import DIALECTS, DialectSummary
+from .sse import DEFAULT_MAX_FRAME_BYTES
+
+
+class Outcome(StrEnum):
+    COMPLETE = "complete"
+    TRUNCATED = "truncated"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_DISCONNECT = "client_disconnect"
+    TIMEOUT = "timeout"
+
+
+class Anomaly(StrEnum):
+    MISSING_DONE = "missing_done"
+    MISSING_FINISH_REASON = "missing_finish_reason"
+    MISSING_USAGE = "missing_usage"
+    BUFFERED = "buffered"
+    MALFORMED_FRAME = "malformed_frame"
+    INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
+    ERROR_EVENT = "error_event"
+    NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
+    WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
+    BURSTY = "bursty"  # content released in clumps separated by long silences
+
+
+class End(StrEnum):
+    """Why the proxy stopped relaying; the rules turn it into an outcome."""
+
+    UPSTREAM_EOF = "upstream_eof"
+    UPSTREAM_BROKEN = "upstream_broken"
+    UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
+    CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
+    IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
+    CLIENT_GONE = "client_gone"
+    SLOW_CLIENT = "slow_client"  # the client left more than max_unsent_bytes unread
+    ABORTED = "aborted"  # by the proxy: still running when the shutdown drain ran out
+
+
+_TIMEOUTS = frozenset({End.CONNECT_TIMEOUT, End.IDLE_TIMEOUT, End.TOTAL_TIMEOUT})
+_CLIENT_ENDS = frozenset({End.CLIENT_GONE, End.SLOW_CLIENT, End.ABORTED})
+# Ends after which the client holds everything that was written to it: a client that closes
+# once it has read the end marker (the openai SDK does) left a finished stream. A slow client
+# is cut with bytes still unread, so what it got is unknown.
+_LEFT_WITH_ALL_SENT = frozenset({End.CLIENT_GONE, End.ABORTED})
+
+
+@dataclass(slots=True, frozen=True)
+class Thresholds:
+    """The timing rules' tunables (flags of `serve`). Defaults are the documented ones."""
+
+    # buffered: all must hold
+    buffered_min_frames: int = 5
+    buffered_wait_ratio: float = 0.8  # share of the time to the last content frame spent waiting
+    buffered_max_spacing: float = 0.002  # mean seconds between content frames
+    buffered_min_ttft: float = 0.05  # below this a burst is a fast upstream, not a withheld one
+    # bursty: a "burst" is a clump of content frames, each read within `bursty_max_spacing` of
+    # the one before, at least `bursty_min_clump` frames, after `bursty_min_silence` without any
+    bursty_min_bursts: int = 3
+    bursty_min_clump: int = 10
+    bursty_min_silence: float = 0.2
+    bursty_max_spacing: float = 0.002
+    bursty_min_share: float = 0.5  # of all content frames, in bursts
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(slots=True, frozen=True)
+class Timing:
+    """When content arrived, in seconds from the request (None: no content frame)."""
+
+    ttft: float | None
+    to_last_content: float
+    content_frames: int
+    bursts: int  # clumps that count as bursts (see Thresholds)
+    burst_frames: int  # content frames inside them
+
+
+@dataclass(slots=True, frozen=True)
+class Facts:
+    """Everything a verdict may depend on, gathered when the stream ended."""
+
+    end: End
+    summary: DialectSummary  # what the dialect saw
+    expects_done: bool  # the dialect's shape ends with `[DONE]`
+    expects_finish_reason: bool
+    has_end_marker: bool  # False on routes with no dialect: the body's clean end is the end
+    usage_expected: bool  # asked for, or always part of this shape
+    labelled_event_stream: bool  # Content-Type: text/event-stream
+    sniffed_event_stream: bool  # not labelled so, but the body began with SSE field lines
+    error_document: bool  # the body was one JSON error document
+    unreadable: bool  # compressed, and could not be decoded: frames unknown
+    oversized_frame: bool  # a frame larger than --max-frame-bytes
+    timing: Timing
+    thresholds: Thresholds
+
+    @property
+    def event_stream(self) -> bool:
+        return self.labelled_event_stream or self.sniffed_event_stream
+
+    @property
+    def error_instead_of_stream(self) -> bool:
+        """A JSON error document with a success status, where a stream was asked for (with an
+        error status the status itself says so)."""
+        return self.error_document and self.end is not End.UPSTREAM_STATUS
+
+    @property
+    def upstream_finished(self) -> bool:
+        """The upstream's last word reached the client: the end marker, or an in-band failure."""
+        return self.summary.terminal or self.summary.failed
+
+    @property
+    def ended_by_upstream(self) -> bool:
+        """The upstream ended the stream (cleanly or not), rather than a timeout or the client.
+
+        A client that leaves after the upstream's last word reached it does not make the
+        stream its own: servers often write the end of the HTTP body (the chunked terminator)
+        well after `[DONE]`, and clients often close as soon as they read `[DONE]`."""
+        if self.end in (End.UPSTREAM_EOF, End.UPSTREAM_BROKEN):
+            return True
+        return self.end in _LEFT_WITH_ALL_SENT and self.upstream_finished
+
+    @property
+    def judged(self) -> bool:
+        """Completeness is judged on event streams the upstream ended, whose frames we read."""
+        return (self.ended_by_upstream and self.event_stream and not self.unreadable
+                and not self.summary.failed and not self.error_instead_of_stream)
+
+
+def is_buffered(t: Timing, th: Thresholds) -> bool:
+    if t.ttft is None or t.content_frames < th.buffered_min_frames or t.ttft < th.buffered_min_ttft:
+        return False
+    spacing = (t.to_last_content - t.ttft) / (t.content_frames - 1)
+    return t.ttft >= th.buffered_wait_ratio * t.to_last_content and spacing < th.buffered_max_spacing
+
+
+def is_bursty(t: Timing, th: Thresholds) -> bool:
+    return (t.bursts >= th.bursty_min_bursts and t.content_frames > 0
+            and t.burst_frames >= th.bursty_min_share * t.content_frames
+            and not is_buffered(t, th))
+
+
+@dataclass(slots=True, frozen=True)
+class Rule:
+    verdict: str  # an Outcome or an Anomaly (dialect extras: their own names)
+    when: str  # the rule in words, for the README
+    holds: Callable[[Facts], bool]
+
+
+OUTCOME_RULES: tuple[Rule, ...] = (
+    Rule(Outcome.UPSTREAM_ERROR, "the upstream answered ≥ 400, or could not be reached (the client "
+         "gets an OpenAI-shaped 502/504)", lambda f: f.end is End.UPSTREAM_STATUS),
+    Rule(Outcome.TIMEOUT, "no upstream byte for `--idle-timeout`, no connection within "
+         "`--connect-timeout`, or the stream still running at `--total-timeout`; the stream is "
+         "aborted", lambda f: f.end in _TIMEOUTS),
+    Rule(Outcome.CLIENT_DISCONNECT, "the client went away (or was cut for leaving more than "
+         "`--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
+         "the upstream's end marker or in-band failure reached it; the upstream request is "
+         "closed at once", lambda f: f.end in _CLIENT_ENDS and not f.ended_by_upstream),
+    Rule(Outcome.UPSTREAM_ERROR, "the upstream reported failure in-band: an `{\"error\": …}` frame "
+         "or error event after which no choice finished (even if `[DONE]` follows), Responses "
+         "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
+         "of the stream that was asked for",
+         lambda f: f.summary.failed or f.error_instead_of_stream),
+    Rule(Outcome.COMPLETE, "the dialect's end marker reached the client (Chat Completions: "
+         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
+         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
+         "an ordinary (not event-stream) answer, a compressed stream that could not be decoded, "
+         "a stream on a route with no dialect",
+         lambda f: f.summary.terminal or (f.end is End.UPSTREAM_EOF and (
+             f.unreadable or not f.event_stream or not f.has_end_marker))),
+    Rule(Outcome.TRUNCATED, "otherwise: the upstream's body ended, or broke (reset, bad "
+         "chunking), before the end marker", lambda f: True),
+)
+
+ANOMALY_RULES: tuple[Rule, ...] = (
+    Rule(Anomaly.NOT_STREAMED, "the request asked for `\"stream\": true` and the upstream answered "
+         "2xx with an ordinary body that is not an event stream: the client gets no stream at "
+         "all; no completeness anomaly is judged",
+         lambda f: not (f.event_stream or f.error_instead_of_stream
+                        or f.end is End.UPSTREAM_STATUS)),
+    Rule(Anomaly.WRONG_CONTENT_TYPE, "an event stream (its body began with SSE field lines: "
+         "`data:`, `event:`, `id:`, `retry:` or a comment) whose `Content-Type` is not "
+         "`text/event-stream`: browsers' `EventSource` and many buffering hops treat it as an "
+         "ordinary body. It is audited as a stream all the same",
+         lambda f: f.sniffed_event_stream),
+    Rule(Anomaly.MISSING_DONE, "judged¹: the stream ended without `data: [DONE]` (Chat "
+         "Completions and Completions)",
+         lambda f: f.judged and f.expects_done and not f.summary.done),
+    Rule(Anomaly.MISSING_FINISH_REASON, "judged¹: no choice reported a `finish_reason`, or some "
+         "choice that streamed never did (`n > 1`)",
+         lambda f: f.judged and f.expects_finish_reason and f.summary.missing_finish_reason),
+    Rule(Anomaly.MISSING_USAGE, "judged¹: usage was expected and none arrived: the request asked "
+         "for `stream_options.include_usage`, or the shape always carries usage (`responses`, "
+         "`messages`)", lambda f: f.judged and f.usage_expected and f.summary.usage is None),
+    Rule(Anomaly.BUFFERED, "the completion was withheld and released at once (see How "
+         "`buffered` is decided)", lambda f: is_buffered(f.timing, f.thresholds)),
+    Rule(Anomaly.BURSTY, "content arrived in clumps separated by long silences, and the stream is "
+         "not `buffered` (see How `bursty` is decided)",
+         lambda f: is_bursty(f.timing, f.thresholds)),
+    Rule(Anomaly.MALFORMED_FRAME, "a frame that is not JSON, not the expected shape (for example "
+         "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
+         "compressed stream that could not be decoded",
+         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.unreadable),
+    Rule(Anomaly.INVALID_TOOL_ARGUMENTS, "judged¹: a tool call's argument fragments, "
+         "concatenated, are not a JSON object",
+         lambda f: f.judged and bool(f.summary.invalid_tool_arguments)),
+    Rule(Anomaly.ERROR_EVENT, "the stream carried an `{\"error\": …}` frame or an error event "
+         "(on every route), or was a JSON error document sent with a success status",
+         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream),
+)
+
+JUDGED_NOTE = ("¹ *judged*: only on event streams the upstream ended (outcome `complete` or "
+               "`truncated`, also when the client closed after the end marker): after a client "
+               "disconnect or a timeout the stream was cut by someone else, and after an "
+               "in-band failure the upstream has already said what went wrong.")
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    outcome: Outcome
+    anomalies: list[str]
+
+
+def judge(f: Facts) -> Verdict:
+    outcome = next(Outcome(r.verdict) for r in OUTCOME_RULES if r.holds(f))
+    anomalies = [str(r.verdict) for r in ANOMALY_RULES if r.holds(f)]
+    anomalies.extend(f.summary.anomalies)  # the dialect's own extras, already named
+    return Verdict(outcome, anomalies)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def readme_tables() -> str:
+    """The README's outcome and anomaly tables (a test keeps the README equal to this)."""
+    extras = {name: when for d in DIALECTS for name, when in d.extra_anomalies.items()}
+    rows = ["**Outcome** (exactly one per stream: the first rule that holds decides):", "",
+            "| # | outcome | when |", "|---|---|---|"]
+    rows += [f"| {i} | `{r.verdict}` | {_cell(r.when)} |" for i, r in enumerate(OUTCOME_RULES, 1)]
+    rows += ["", "**Anomalies** (any number, in this order):", "", "| anomaly | when |",
+             "|---|---|"]
+    rows += [f"| `{r.verdict}` | {_cell(r.when)} |" for r in ANOMALY_RULES]
+    rows += [f"| `{name}` | {_cell(when)} |" for name, when in extras.items()]
+    rows += ["", JUDGED_NOTE]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,263 @@
+"""The verdict rules against what real servers and clients do on the wire (issue 11).
+
+Pure: recorded frames with chosen arrival times and a chosen reason the relay ended.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from chat_streams import DONE, chunk, frame, healthy
+
+from sse_audit_proxy import verdict
+from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.dialects import dialect_for_route
+
+ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests",
+                         "code": "rate_limit_exceeded"}})
+
+
+def run(frames: Sequence[bytes], times: Sequence[float] | None = None, *,
+        end: End = End.UPSTREAM_EOF, route: str = "chat_completions", include_usage: bool = True,
+        event_stream: bool = True) -> StreamResult:
+    audit = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=include_usage,
+                        event_stream=event_stream)
+    times = times if times is not None else [0.3 + 0.03 * i for i in range(len(frames))]
+    for data, t in zip(frames, times, strict=True):
+        audit.feed(data, t)
+    return audit.finish((times[-1] if times else 0.0) + 0.001, end)
+
+
+def test_readme_verdict_tables_are_generated_from_the_rules() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert verdict.readme_tables() in readme
+
+
+# A client that closes once it has read the end marker -------------------------------------
+
+@pytest.mark.parametrize("end", [End.CLIENT_GONE, End.ABORTED])
+def test_client_closing_after_done_reached_it_leaves_a_complete_stream(end: End) -> None:
+    r = run(healthy(), end=end)
+    assert (r.outcome, r.anomalies, r.end) == (Outcome.COMPLETE, [], end)
+
+
+def test_client_closing_after_done_still_gets_completeness_judged() -> None:
+    r = run(healthy(usage=False, finish=None), end=End.CLIENT_GONE)
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == ["missing_finish_reason", "missing_usage"]
+
+
+def test_client_closing_before_done_is_a_disconnect_with_nothing_missing() -> None:
+    r = run(healthy(done=False), end=End.CLIENT_GONE)
+    assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, [])
+
+
+def test_slow_client_cut_after_done_is_still_a_disconnect() -> None:
+    # Cut for leaving bytes unread: whether [DONE] ever reached it is unknown.
+    r = run(healthy(), end=End.SLOW_CLIENT)
+    assert r.outcome is Outcome.CLIENT_DISCONNECT
+
+
+def test_timeout_after_done_stays_a_timeout() -> None:
+    # The body never ended: a client waiting for the end of the body hung.
+    assert run(healthy(), end=End.IDLE_TIMEOUT).outcome is Outcome.TIMEOUT
+
+
+@pytest.mark.parametrize(("route", "last"), [
+    ("responses", frame({"type": "response.completed", "response": {
+        "status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}}})),
+    ("messages", frame({"type": "message_stop"})),
+])
+def test_typed_streams_closed_by_the_client_after_their_end_event_are_complete(
+        route: str, last: bytes) -> None:
+    r = run([last], end=End.CLIENT_GONE, route=route)
+    assert r.outcome is Outcome.COMPLETE
+
+
+def test_other_routes_have_no_marker_so_a_client_close_is_a_disconnect() -> None:
+    r = run([frame({"x": 1}), frame({"x": 2})], end=End.CLIENT_GONE, route="other")
+    assert r.outcome is Outcome.CLIENT_DISCONNECT
+    assert run([frame({"x": 1})], route="other").outcome is Outcome.COMPLETE
+
+
+# Error frames, on every route ------------------------------------------------------------
+
+@pytest.mark.parametrize("route", ["chat_completions", "completions", "responses", "other"])
+@pytest.mark.parametrize("then", [b"", DONE], ids=["body-ends", "then-done"])
+def test_error_frame_as_the_last_word_is_an_upstream_error_on_every_route(
+        route: str, then: bytes) -> None:
+    frames = [ERROR, then] if then else [ERROR]
+    r = run(frames, route=route)
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+def test_error_frame_after_content_then_body_end_is_an_upstream_error() -> None:
+    r = run([chunk({"role": "assistant"}), chunk({"content": "Hel"}), ERROR])
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+def test_client_leaving_after_an_error_frame_leaves_an_upstream_error() -> None:
+    # The SDK raises on the error frame and closes, often before a slow server ends the body.
+    r = run([chunk({"content": "Hel"}), ERROR], end=End.CLIENT_GONE)
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+def test_error_frame_the_gateway_recovered_from_leaves_a_complete_stream() -> None:
+    r = run([ERROR, chunk({"content": "Hi"}), chunk({}, finish="stop"), DONE],
+            include_usage=False)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["error_event"])
+
+
+def test_error_frame_is_never_a_malformed_frame() -> None:
+    for route in ("chat_completions", "completions", "responses", "messages", "other"):
+        assert "malformed_frame" not in run([ERROR], route=route).anomalies, route
+
+
+def test_null_error_field_on_ordinary_chunks_is_no_error() -> None:
+    frames = [frame({**_chunk_obj({"content": "a"}), "error": None}), chunk({}, finish="stop"),
+              DONE]
+    r = run(frames, include_usage=False)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+
+
+def _chunk_obj(delta: dict[str, str]) -> dict[str, object]:
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+# Event streams under another Content-Type ----------------------------------------------
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\n", b": ping\n\n",
+                                    b"event: message\n", b"id: 1\n", b"retry: 100\n"])
+def test_event_stream_labelled_otherwise_is_audited_and_flagged(prefix: bytes) -> None:
+    frames = healthy(usage=False)
+    frames[0] = prefix + frames[0]
+    r = run(frames, event_stream=False)
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == ["wrong_content_type", "missing_usage"]
+    assert r.ttft == pytest.approx(0.33) and r.content_frames == 5 and r.done
+
+
+def test_unlabelled_event_stream_read_one_byte_at_a_time_is_still_recognised() -> None:
+    body = b"".join(healthy())
+    r = run([body[i:i + 1] for i in range(len(body))],
+            [0.001 * i for i in range(len(body))], event_stream=False)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["wrong_content_type"])
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": []}',
+    b"<html><body>502 Bad Gateway</body></html>",
+    b"database: down\n",  # a field-like line that is no SSE field
+    b"",
+])
+def test_bodies_that_are_no_event_stream_are_not_streamed_and_not_sniffed(body: bytes) -> None:
+    r = run([body] if body else [], event_stream=False)
+    assert r.anomalies == ["not_streamed"]
+    assert r.frames == 0
+
+
+def test_json_error_document_for_a_stream_request_is_still_an_upstream_error() -> None:
+    r = run([b'{"error": {"message": "bad key", "code": "invalid_api_key"}}'], event_stream=False)
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+# Bursty delivery -------------------------------------------------------------------------
+
+def _content(n: int) -> list[bytes]:
+    return [chunk({"content": f"t{i} "}) for i in range(n)]
+
+
+def _stream(times: list[float]) -> StreamResult:
+    """A healthy stream whose content frames arrive at `times` (role chunk at 0.05 s)."""
+    frames = [chunk({"role": "assistant", "content": ""}), *_content(len(times)),
+              chunk({}, finish="stop"), DONE]
+    last = times[-1] if times else 0.05
+    return run(frames, [0.05, *times, last + 0.001, last + 0.002], include_usage=False)
+
+
+def test_clumps_of_ten_after_long_silences_are_bursty() -> None:
+    # 120 content frames as 12 clumps of 10, each within a millisecond, 250 ms apart.
+    times = [0.3 + 0.25 * c + 0.00005 * i for c in range(12) for i in range(10)]
+    r = _stream(times)
+    assert r.anomalies == ["bursty"]
+
+
+def test_clumps_in_single_reads_are_bursty() -> None:
+    # What a buffering hop does: each clump of 10 frames is one write, so one read.
+    frames = [chunk({"role": "assistant", "content": ""})]
+    frames += [b"".join(_content(10)) for _ in range(10)]
+    frames += [chunk({}, finish="stop") + DONE]
+    times = [0.05, *[0.4 + 0.3 * c for c in range(10)], 3.5]
+    r = run(frames, times, include_usage=False)
+    assert r.anomalies == ["bursty"]
+
+
+def test_slow_first_token_then_smooth_tokens_is_not_bursty() -> None:
+    assert _stream([2.0 + 0.02 * i for i in range(150)]).anomalies == []
+
+
+def test_fast_upstream_with_frames_coalesced_by_tcp_is_not_bursty() -> None:
+    rng = random.Random(7)
+    times: list[float] = []
+    t = 0.2
+    while len(times) < 400:  # 250 tokens/s; TCP delivers 1 to 3 per read
+        t += 0.004 * rng.choice((1, 2, 3))
+        times += [t] * rng.choice((1, 2, 3))
+    assert _stream(times[:400]).anomalies == []
+
+
+def test_very_fast_upstream_without_stalls_is_not_bursty() -> None:
+    # 1,000 tokens/s after a 0.5 s first token: one long clump, one burst at most.
+    assert _stream([0.5 + 0.001 * i for i in range(300)]).anomalies == []
+
+
+def test_jittery_real_world_timing_is_not_bursty() -> None:
+    for seed in range(20):
+        rng = random.Random(seed)
+        times, t = [], 0.3
+        for _ in range(300):
+            t += rng.uniform(0.005, 0.08)
+            times.append(t)
+        assert _stream(times).anomalies == [], seed
+
+
+def test_a_stall_in_the_middle_of_a_fast_stream_is_not_bursty() -> None:
+    times = [0.1 + 0.001 * i for i in range(100)]
+    times += [3.2 + 0.001 * i for i in range(100)]
+    assert _stream(times).anomalies == []
+
+
+def test_keepalive_comments_neither_make_nor_break_clumps() -> None:
+    frames = [chunk({"role": "assistant", "content": ""})]
+    times = [0.05]
+    t = 0.1
+    for i in range(200):  # smooth 20 ms tokens, a keep-alive comment between every two
+        frames.append(chunk({"content": f"t{i}"}))
+        times.append(t)
+        frames.append(b": keep-alive\n\n")
+        times.append(t + 0.0001)
+        t += 0.02
+    frames.append(chunk({}, finish="stop") + DONE)
+    times.append(t)
+    r = run(frames, times, include_usage=False)
+    assert (r.outcome, r.anomalies, r.keepalives) == (Outcome.COMPLETE, [], 200)
+
+
+def test_one_withheld_burst_is_buffered_not_bursty() -> None:
+    assert _stream([3.0 + 0.00001 * i for i in range(100)]).anomalies == ["buffered"]
+
+
+def test_bursts_holding_a_small_share_of_the_content_are_not_bursty() -> None:
+    smooth = [0.1 + 0.02 * i for i in range(300)]  # 6 s of smooth tokens
+    clumps = [6.5 + 0.3 * c + 0.00001 * i for c in range(3) for i in range(10)]
+    assert _stream(smooth + clumps).anomalies == []
+
+
+def test_bursty_thresholds_are_the_documented_defaults() -> None:
+    th = Thresholds()
+    assert (th.bursty_min_bursts, th.bursty_min_clump, th.bursty_min_silence,
+            th.bursty_max_spacing, th.bursty_min_share) == (3, 10, 0.2, 0.002, 0.5)

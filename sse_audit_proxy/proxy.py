@@ -348,6 +348,7 @@ class Proxy:
             return self._refuse(rec, started, 400, "the request body could not be read",
                                 "invalid_request_error", "invalid_request_body", close=True)
         info = scanner.info(complete=conn.sent)
+        scanner.release()  # an open stream keeps no parser state
         rec.model = info.model
         try:
             await conn.response_head()
@@ -458,6 +459,8 @@ class Proxy:
             head = self._response_head(request, conn, rec, client_chunked, keep_alive)
             transport.write(head)
             request.writer.output_size = len(head)  # aiohttp must not answer on top of it
+            del head
+            conn.headers = []  # written: an open stream need not keep them
             relay.chunked = client_chunked
             end = await relay.run()
             if end is End.UPSTREAM_EOF and client_chunked:

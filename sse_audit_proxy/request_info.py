@@ -154,6 +154,11 @@ class BodyScanner:
         self._events.clear()
         self._str = None
 
+    def release(self) -> None:
+        """Drop the parser (yajl's buffers) once the body is through; feed() then ignores."""
+        self._failed = True
+        self._coro = self._events = None
+
     def info(self, complete: bool = True) -> RequestInfo:
         """What was learned; `complete`: the body ended, so it must parse as a whole."""
         if complete and not self._failed:

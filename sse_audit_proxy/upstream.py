@@ -93,9 +93,28 @@ class Connection(asyncio.Protocol):
     """One upstream HTTP/1.1 connection; serves one request at a time."""
 
     __slots__ = (
-        "_early", "_end", "_head", "_idle", "_idle_handle", "_loop", "_parser", "_pool",
-        "_sink", "_total_handle", "_write_waiter", "body_done", "chunked", "content_length",
-        "dead", "head_only", "headers", "last_read", "reason", "sent", "status", "target",
+        "_deadline",
+        "_early",
+        "_end",
+        "_head",
+        "_idle",
+        "_idle_handle",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_sink",
+        "_write_waiter",
+        "body_done",
+        "chunked",
+        "content_length",
+        "dead",
+        "head_only",
+        "headers",
+        "last_read",
+        "reason",
+        "sent",
+        "status",
+        "target",
         "transport",
     )
 
@@ -115,7 +134,7 @@ class Connection(asyncio.Protocol):
         self._end: asyncio.Future[End] | None = None
         self._sink: BodySink | None = None
         self._early: list[bytes] | None = None
-        self._total_handle: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time at which the total timeout ends the request
         self._idle = 0.0
         self.status = 0
         self.reason = b""
@@ -243,8 +262,9 @@ class Connection(asyncio.Protocol):
         self.head_only = head_only
         self._idle = idle
         self.last_read = self._loop.time()
-        self._idle_handle = self._loop.call_at(self.last_read + idle, self._check_idle)
-        self._total_handle = self._loop.call_at(deadline, self._total_expired)
+        self._deadline = deadline
+        # One timer per request covers both timeouts (a timer handle per stream is memory).
+        self._idle_handle = self._loop.call_at(min(self.last_read + idle, deadline), self._check)
         assert self.transport is not None
         self.transport.write(head)
 
@@ -263,6 +283,7 @@ class Connection(asyncio.Protocol):
     async def response_head(self) -> None:
         assert self._head is not None
         await self._head
+        self._head = None  # done with: an open stream keeps one future, not two
 
     def relay(self, sink: BodySink) -> asyncio.Future[End]:
         """Hand every body read to `sink` from now on; the future says why the body ended."""
@@ -318,23 +339,22 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _check_idle(self) -> None:
+    def _check(self) -> None:
         self._idle_handle = None
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
+            return
         due = self.last_read + self._idle
-        if self._loop.time() < due:  # something arrived since: look again then (one timer)
-            self._idle_handle = self._loop.call_at(due, self._check_idle)
+        if now < due:  # something arrived since: look again then (no timer per read)
+            self._idle_handle = self._loop.call_at(min(due, self._deadline), self._check)
             return
         self._fail(IdleTimeout("idle"), End.IDLE_TIMEOUT)
 
-    def _total_expired(self) -> None:
-        self._total_handle = None
-        self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
-
     def _cancel_request_timers(self) -> None:
-        for handle in (self._idle_handle, self._total_handle):
-            if handle is not None:
-                handle.cancel()
-        self._idle_handle = self._total_handle = None
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
 
     def _cancel_pool_timer(self) -> None:
         if self._idle_handle is not None:

@@ -132,8 +132,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Missing usage share (of streams that asked)",
               "Among streams that should carry usage (the request set "
               "stream_options.include_usage, or a Responses/Messages stream, which always "
-              "does) and that the upstream ended, the share that got no usage (recording rule, all instances; "
-              "alert above 1 %). Token accounting and billing lose these requests.",
+              "does) and that the upstream ended, the share that got no usage (recording rule, "
+              "all instances; alert above 1 %). Token accounting and billing lose these requests.",
               [(f'job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}',
                 "{{route}} {{model}}")],
               unit="percentunit", threshold=0.01),
@@ -177,6 +177,24 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Stream duration",
               "From the request reaching the proxy to the end of the stream, p50/p95/p99.",
               quantiles("sse_audit_stream_duration_seconds"), unit="s"),
+        panel("Bursty and buffered share",
+              "Share of streams over 5 minutes, all instances (recording rules, the series "
+              "SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate; alerts above 5 %). "
+              "Bursty: the tokens came in clumps (by default at least 3 bursts of 10 or more content "
+              "frames arriving less than 2 ms apart after 0.2 s or more without content, holding "
+              "at least half of the content); users see the answer jump forward in chunks. "
+              "Buffered: the whole answer in one burst after a wait. Both mean something between "
+              "the model and the client collects the stream: check nginx `proxy_buffering` (off "
+              "for text/event-stream, or `X-Accel-Buffering: no`), gzip or brotli of "
+              "text/event-stream without a flush per event, a CDN or WAF in the path, and "
+              "gateways that re-batch tokens. GET /streams/recent?anomaly=bursty on the metrics "
+              "port gives trace IDs.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="bursty", {RULE_SEL}}}'), "bursty {{route}} {{model}}"),
+               (zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="buffered", {RULE_SEL}}}'),
+                "buffered {{route}} {{model}}")],
+              unit="percentunit", width=24, threshold=0.05),
     ]),
     ("Usage", [
         panel("Usage tokens per second",

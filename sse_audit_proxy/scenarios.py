@@ -67,6 +67,11 @@ SCENARIOS: tuple[Scenario, ...] = (
              "`[DONE]` (what vLLM does)", Outcome.UPSTREAM_ERROR, (Anomaly.ERROR_EVENT,),
              End.UPSTREAM_EOF, "the upstream reported a failure in-band: no choice finished "
              "after the error frame, so `[DONE]` ends a failed generation"),
+    Scenario("error-no-done", "after half the tokens sends `data: {\"error\": {..., \"code\": "
+             "\"rate_limit_exceeded\"}}` and ends the body, no `[DONE]` (what LiteLLM does)",
+             Outcome.UPSTREAM_ERROR, (Anomaly.ERROR_EVENT,), End.UPSTREAM_EOF,
+             "the upstream reported a failure in-band; a failed stream owes no `[DONE]`, "
+             "finish reason or usage"),
     Scenario("tool-call", "streams a tool call, its arguments in fragments, `finish_reason: "
              "tool_calls`", Outcome.COMPLETE, (), End.UPSTREAM_EOF,
              "the fragments assemble into a JSON object; see `tool_calls`", weight=2),
@@ -96,6 +101,21 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("cancel", "a healthy stream, but the client (the traffic generator) disconnects "
              "after a few frames", Outcome.CLIENT_DISCONNECT, (), End.CLIENT_GONE,
              "the client went away; the proxy closes the upstream request at once"),
+    Scenario("late-terminator", "a healthy stream, but the end of the chunked body (`0\\r\\n"
+             "\\r\\n`) is a write of its own, 0.3 s after `[DONE]` (`X-Demo-Terminator-Ms`; "
+             "what uvicorn servers such as LiteLLM and vLLM do)", Outcome.COMPLETE, (), End.UPSTREAM_EOF,
+             "`[DONE]` ended the stream; a client that closes right after it (the openai SDK "
+             "does) still gets `complete`"),
+    Scenario("wrong-content-type", "a healthy event stream sent with `Content-Type: text/plain; "
+             "charset=utf-8`", Outcome.COMPLETE, (Anomaly.WRONG_CONTENT_TYPE,), End.UPSTREAM_EOF,
+             "the body is an event stream but not labelled `text/event-stream`: clients and "
+             "proxies that go by the label buffer or reject it"),
+    Scenario("bursty", "makes tokens at the normal pace but releases them in clumps of 10 to 12 "
+             "frames, one write each, at least 0.3 s apart (at least 50 tokens)",
+             Outcome.COMPLETE, (Anomaly.BURSTY,), End.UPSTREAM_EOF,
+             "at least 3 clumps of 10 or more content frames, each after 0.2 s without "
+             "content, hold at least half of the content: something between the model and "
+             "the client re-batches the stream"),
     Scenario("usage-mismatch", "streams a usage chunk whose token counts differ from the "
              "non-streamed answer to the same request", Outcome.COMPLETE, (), End.UPSTREAM_EOF,
              "one stream cannot show it: compare with a non-streamed request (the cutover "

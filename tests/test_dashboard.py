@@ -39,7 +39,7 @@ def test_dashboard_has_the_canary_variables_and_a_described_panel_for_each_conce
                    "sse_audit_stream_max_gap_seconds", "sse_audit_finish_reasons_total",
                    "sse_audit_usage_tokens_total", "sse_audit_active_streams",
                    "histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
-                   'anomaly="buffered"', 'outcome="truncated"', "missing_usage",
+                   'anomaly="buffered"', 'anomaly="bursty"', 'outcome="truncated"', "missing_usage",
                    "upstream_errors"):
         assert needed in exprs, needed
     ids = [p["id"] for p in dash["panels"]]
@@ -52,3 +52,22 @@ def test_every_recorded_series_the_dashboard_plots_is_defined_in_the_rules() -> 
     exprs = [t["expr"] for p in json.loads(JSON.read_text())["panels"] for t in p.get("targets", ())]
     used = {name for e in exprs for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", e)}
     assert used and used <= recorded, used - recorded
+
+
+def test_bursty_panel_plots_what_its_alert_evaluates_and_tells_the_operator_what_to_check() -> None:
+    dash = json.loads(JSON.read_text())
+    found = [p for p in dash["panels"] if p["title"] == "Bursty and buffered share"]
+    assert len(found) == 1
+    panel = found[0]
+    exprs = [t["expr"] for t in panel["targets"]]
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    alert = next(r for r in rules if r.get("alert") == "SSEAuditBurstyStreams")
+    series, threshold = alert["expr"].splitlines()[0].rsplit(" > ", 1)
+    assert series.replace('{anomaly="bursty"}', "") in exprs[0] and 'anomaly="bursty"' in exprs[0]
+    assert 'anomaly="buffered"' in exprs[1]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == float(threshold)
+    assert all("route" in t["legendFormat"] and "model" in t["legendFormat"]
+               for t in panel["targets"])
+    for needed in ("proxy_buffering", "gzip", "CDN", "re-batch", "anomaly=bursty"):
+        assert needed in panel["description"], needed

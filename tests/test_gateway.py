@@ -253,3 +253,132 @@ async def test_reset_scenario_sends_a_tcp_reset(demo_gateway: Any) -> None:
     writer.close()
     assert received.startswith(b"HTTP/1.1 200") and b'"content":" ' in received
     assert b"[DONE]" not in received
+
+
+# Real servers' wire habits -------------------------------------------------------------------
+
+CHAT = {"stream": True, "stream_options": {"include_usage": True}, "messages": messages()}
+ROUTE_BODIES = {"chat/completions": CHAT,
+                "completions": {"stream": True, "stream_options": {"include_usage": True},
+                                "prompt": "Once upon a canary"},
+                "responses": {"stream": True, "input": "Summarise the plan."}}
+
+
+async def timed_stream(gateway: URL, route: str, model: str, **headers: str
+                       ) -> tuple[aiohttp.ClientResponse, list[tuple[float, bytes]], float]:
+    """(response, [(arrival, event data)], when the body ended), times from the request."""
+    decoder = SSEDecoder()
+    events: list[tuple[float, bytes]] = []
+    async with aiohttp.ClientSession() as http:
+        started = time.monotonic()
+        async with http.post(gateway / "v1" / route, json={"model": model, **ROUTE_BODIES[route]},
+                             headers={**FAST, **headers}) as resp:
+            async for chunk in resp.content.iter_any():
+                now = time.monotonic() - started
+                events.extend((now, e.data) for e in decoder.feed(chunk))
+            ended = time.monotonic() - started
+    return resp, events, ended
+
+
+@pytest.mark.parametrize(("route", "model", "habits"), [
+    ("chat/completions", "demo-late-terminator", ""),
+    ("responses", "demo-tool-call", "late-terminator"),
+    ("completions", "demo-no-usage", "late-terminator,text-plain"),
+])
+async def test_late_terminator_ends_the_body_a_while_after_the_last_event(
+    demo_gateway: Any, route: str, model: str, habits: str
+) -> None:
+    gateway = await demo_gateway()
+    resp, events, ended = await timed_stream(gateway, route, model, **{
+        "X-Demo-Habits": habits, "X-Demo-Terminator-Ms": "400"})
+    last_at, last = events[-1]
+    assert last == b"[DONE]" or json.loads(last)["type"] == "response.completed"
+    assert 0.35 <= ended - last_at < 2.0  # the terminator came in a write of its own
+    _, healthy, healthy_end = await timed_stream(gateway, route, "demo-healthy")
+    assert resp.status == 200 and healthy_end - healthy[-1][0] < 0.1  # without: at once
+
+
+@pytest.mark.parametrize(("route", "model", "habits"), [
+    ("chat/completions", "demo-wrong-content-type", ""),
+    ("responses", "demo-tool-call", "text-plain"),
+])
+async def test_text_plain_labels_a_real_event_stream_as_plain_text(
+    demo_gateway: Any, route: str, model: str, habits: str
+) -> None:
+    resp, events, _ = await timed_stream(await demo_gateway(), route, model,
+                                         **{"X-Demo-Habits": habits})
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    last = events[-1][1]
+    assert last == b"[DONE]" or json.loads(last)["type"] == "response.completed"
+
+
+@pytest.mark.parametrize(("route", "model", "habits"), [
+    ("chat/completions", "demo-bursty", ""),
+    ("completions", "gpt-4o-mini", "bursty"),
+    ("responses", "demo-healthy", "bursty"),
+])
+async def test_bursty_releases_the_tokens_in_clumps_after_silences(
+    demo_gateway: Any, route: str, model: str, habits: str
+) -> None:
+    gateway = await demo_gateway()
+    _, events, _ = await timed_stream(gateway, route, model, **{"X-Demo-Habits": habits})
+    content = [t for t, data in events if _is_content(data)]
+    groups: list[list[float]] = [[content[0]]]
+    for a, b in itertools.pairwise(content):
+        if b - a < 0.002:
+            groups[-1].append(b)
+        else:
+            assert b - a >= 0.25, "a clump came too soon after the previous one"
+            groups.append([b])
+    assert len(content) == 50 and len(groups) >= 4
+    assert all(10 <= len(g) <= 12 for g in groups)
+    usage = _usage(events)
+    async with aiohttp.ClientSession() as http, http.post(
+            gateway / "v1" / route, headers={**FAST, "X-Demo-Habits": habits},
+            json={"model": model, **ROUTE_BODIES[route], "stream": False}) as plain:
+        assert usage == (await plain.json())["usage"]  # the extra tokens are in both answers
+
+
+def _is_content(data: bytes) -> bool:
+    if data == b"[DONE]":
+        return False
+    doc = json.loads(data)
+    if doc.get("type") == "response.output_text.delta":
+        return True
+    choice = (doc.get("choices") or [{}])[0]
+    return bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
+
+
+def _usage(events: list[tuple[float, bytes]]) -> dict[str, Any]:
+    for _, data in reversed(events):
+        doc = json.loads(data) if data != b"[DONE]" else {}
+        usage = doc.get("usage") or (doc.get("response") or {}).get("usage")
+        if usage:
+            return dict(usage)
+    raise AssertionError("no usage in the stream")
+
+
+@pytest.mark.parametrize(("route", "model", "habits"), [
+    ("chat/completions", "demo-error-no-done", ""),
+    ("completions", "demo-healthy", "error-no-done"),
+    ("responses", "demo-tool-call", "error-no-done"),
+])
+async def test_error_no_done_ends_the_body_after_a_bare_rate_limit_error(
+    demo_gateway: Any, route: str, model: str, habits: str
+) -> None:
+    resp, events, _ = await timed_stream(await demo_gateway(), route, model,
+                                         **{"X-Demo-Habits": habits})
+    last = json.loads(events[-1][1])
+    assert set(last) == {"error"} and last["error"]["code"] == "rate_limit_exceeded"
+    assert {"message", "type"} <= set(last["error"])
+    assert resp.status == 200 and len(events) > 2
+    assert not any(data == b"[DONE]" or b"response.completed" in data for _, data in events)
+
+
+async def test_an_unknown_habit_is_refused_with_an_openai_shaped_error(demo_gateway: Any) -> None:
+    async with aiohttp.ClientSession() as http, http.post(
+            await demo_gateway() / "v1/chat/completions", headers={"X-Demo-Habits": "bursty,nope"},
+            json={"model": "demo-healthy", **CHAT}) as resp:
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+    assert error["code"] == "unknown_habit" and "nope" in error["message"]

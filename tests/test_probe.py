@@ -63,6 +63,10 @@ EXPECTED_FAILURES: dict[str, set[tuple[str, str]]] = {
     "hang": gates_of("route"),
     "cancel": set(),
     "usage-mismatch": gates_of("usage"),
+    "error-no-done": gates_of("framing"),
+    "late-terminator": set(),
+    "wrong-content-type": gates_of("framing"),
+    "bursty": set(),
 }
 
 

@@ -35,12 +35,14 @@ JOB = "sse-audit-proxy"
 # Faults the alerts watch for, weighted so each share stays far above its threshold even
 # diluted by the healthy phase that came before, plus healthy streams as a real mix has.
 # slow-first-token appears three times so the TTFT p95 clears the regression alert's 0.5 s floor.
+# buffered and bursty appear twice each; a bursty stream takes about 1.3 s (clumps 0.3 s apart).
 FAULTY_MIX = ("healthy", "buffered", "truncated", "slow-first-token", "no-usage", "no-done",
-              "no-finish", "slow-first-token", "error-midstream", "http-429", "http-500",
-              "buffered", "slow-first-token", "truncated", "keepalive", "stall")
-FAULT_ALERTS = {"SSEAuditBufferedStreams", "SSEAuditTruncatedStreams", "SSEAuditMissingDone",
-                "SSEAuditMissingFinishReason", "SSEAuditMissingUsage", "SSEAuditUpstreamErrors",
-                "SSEAuditTimeToFirstTokenRegression"}
+              "no-finish", "slow-first-token", "error-midstream", "bursty", "http-429",
+              "http-500", "buffered", "slow-first-token", "truncated", "keepalive", "stall",
+              "bursty")
+FAULT_ALERTS = {"SSEAuditBufferedStreams", "SSEAuditBurstyStreams", "SSEAuditTruncatedStreams",
+                "SSEAuditMissingDone", "SSEAuditMissingFinishReason", "SSEAuditMissingUsage",
+                "SSEAuditUpstreamErrors", "SSEAuditTimeToFirstTokenRegression"}
 DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}
 
 pytestmark = pytest.mark.skipif(
@@ -195,10 +197,11 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
 
     async with serve_process(gateway) as served, \
             prometheus(tmp_path, served.metrics_url.port or 0, http) as prom:
-        # Healthy mix: every verdict series exists, no alert is pending or firing.
+        # Healthy mix: every verdict series exists, no alert is pending or firing. One stream at
+        # a time, so the faulty shares cross their thresholds a few seconds into the faulty mix.
         stop = asyncio.Event()
         healthy = asyncio.create_task(
-            keep_sending(served.url, HEALTHY, stop, concurrency=2, pause=0.1))
+            keep_sending(served.url, HEALTHY, stop, concurrency=1, pause=0.1))
         await asyncio.sleep(10)
         assert await poll(10, lambda: prom.has_data(
             'job_route_model_outcome:sse_audit_streams:ratio_rate5m{outcome="complete"}'))

@@ -217,9 +217,9 @@ async def test_client_leaving_before_done_is_still_a_disconnect(
         upstream: Start, proxy: Any) -> None:
     up = await upstream(streamer(healthy(40), gap=0.02))
     p = await proxy(up)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(p.url.with_path(CHAT), json=STREAM_BODY) as resp:
-            await resp.content.readuntil(b"tok3")
+    async with aiohttp.ClientSession() as session, session.post(
+            p.url.with_path(CHAT), json=STREAM_BODY) as resp:
+        await resp.content.readuntil(b"tok3")
     s = (await p.record()).stream
     assert s is not None
     assert (s.outcome, s.anomalies) == (Outcome.CLIENT_DISCONNECT, [])

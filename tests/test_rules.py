@@ -53,3 +53,10 @@ def test_every_alert_has_a_severity_and_runbook_annotations() -> None:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
         assert rule["alert"].startswith("SSEAudit")
+
+
+def test_every_alert_has_a_row_in_the_readme_runbook_table() -> None:
+    readme = (PROM.parent.parent / "README.md").read_text()
+    section = readme.split("### Alerts: what each means, what to do", 1)[1].split("\n### ", 1)[0]
+    for rule in alerts():
+        assert f"| `{rule['alert']}` |" in section, rule["alert"]

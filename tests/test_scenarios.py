@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 from sse_audit_proxy import scenarios
-from sse_audit_proxy.audit import End, StreamResult
+from sse_audit_proxy.audit import End, Outcome, StreamResult
+from sse_audit_proxy.gateway.script import BURSTY_MIN_FRAMES, MIN_BURST_SILENCE
 from sse_audit_proxy.scenarios import SCENARIOS, Scenario
+from sse_audit_proxy.sse import SSEDecoder
 
 FRAMES = 8
 FAULT = 0.3
@@ -29,8 +32,9 @@ def chat_request(model: str) -> dict[str, Any]:
 async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bool:
     """Read the body the way the scenario's client does; True when the stream was cut."""
     if scenario.name == "cancel":
-        for _ in range(3):
-            await resp.content.readany()
+        # One read, then away: with 8 fast frames, a client that read on would leave only when
+        # the proxy already has [DONE] (on a busy loop), which is then rightly `complete`.
+        await resp.content.readany()
         resp.close()  # the client goes away mid-stream
         return False
     try:
@@ -42,11 +46,17 @@ async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bo
 
 def check_details(name: str, s: StreamResult) -> None:
     """What each scenario shows besides its verdict (timings, counts)."""
-    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch"):
+    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch",
+                "late-terminator", "wrong-content-type"):
         assert s.content_frames == FRAMES
-    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive"):
+    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive",
+                "late-terminator", "wrong-content-type"):
         assert s.done and s.finish_reasons == ["stop"]
         assert s.usage is not None and s.completion_tokens == FRAMES
+    if name == "bursty":  # more tokens than asked for, so that there are clumps to see
+        assert s.content_frames == s.completion_tokens == BURSTY_MIN_FRAMES
+        assert s.done and s.finish_reasons == ["stop"]
+        assert s.max_gap is not None and s.max_gap >= MIN_BURST_SILENCE - 0.01
     if name == "usage-mismatch":
         assert s.completion_tokens == FRAMES + 3
     if name in ("slow-first-token", "keepalive"):
@@ -58,8 +68,10 @@ def check_details(name: str, s: StreamResult) -> None:
         assert s.max_gap is not None and s.max_gap >= FAULT
     if name in ("tool-call", "bad-tool-args"):
         assert s.tool_calls == 1 and s.finish_reasons == ["tool_calls"]
-    if name in ("truncated", "reset", "hang", "error-midstream"):
+    if name in ("truncated", "reset", "hang", "error-midstream", "error-no-done"):
         assert 0 < s.content_frames < FRAMES
+    if name in ("error-midstream", "error-no-done"):  # vLLM ends with [DONE], LiteLLM does not
+        assert s.done == (name == "error-midstream") and s.finish_reasons == []
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
@@ -103,3 +115,33 @@ async def test_scenario_header_overrides_the_model_and_keeps_its_name(
 def test_readme_scenario_table_is_generated_from_the_scenario_table() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert scenarios.readme_table() in readme
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+async def test_a_client_that_leaves_right_after_the_end_marker_still_gets_complete(
+    route: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """uvicorn servers end the chunked body in a later write; the openai SDK closes a chat
+    stream as soon as it has read [DONE], before that write. On Responses the client here
+    leaves right after `response.completed`."""
+    running = await proxy(await demo_gateway())
+    headers = {**FAST, "X-Demo-Terminator-Ms": "1000", "X-Demo-Habits": "late-terminator"}
+    if route == "chat":
+        sdk = openai.AsyncOpenAI(api_key="demo", base_url=str(running.url / "v1"),
+                                 max_retries=0, default_headers=headers)
+        stream = await sdk.chat.completions.create(
+            model="demo-healthy", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "How is the canary doing?"}])
+        chunks = [chunk async for chunk in stream]
+        assert chunks[-1].usage is not None
+    else:
+        async with http.post(running.url / "v1/responses", headers=headers, json={
+                "model": "demo-healthy", "stream": True, "input": "How is it doing?"}) as resp:
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                if any(b'"response.completed"' in e.data for e in decoder.feed(chunk)):
+                    break
+            resp.close()  # before the body's end, which comes a second later
+    rec = await running.record()
+    assert rec.stream is not None
+    assert (rec.stream.outcome, rec.stream.anomalies) == (Outcome.COMPLETE, [])

@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from yarl import URL
 from .. import scenarios
 from ..scenarios import SCENARIO_HEADER, Scenario
 from .plan import BadRequest, Plan, Prompt, chat_prompt, completions_prompt, plan, responses_prompt
-from .script import EndAction, Script, Timing, compose, cut_point
+from .script import BURSTY_MIN_FRAMES, EndAction, Script, Timing, compose, cut_point
 from .shapes import (
     Frames,
     Shape,
@@ -38,6 +39,13 @@ OWNER = "sse-audit-proxy-demo"
 
 _TIMING_KEY = web.AppKey("timing", Timing)
 
+# Real servers' wire habits, on any scenario and route with `X-Demo-Habits: a,b`; the
+# scenarios of the same names are the healthy stream with one habit.
+HABITS_HEADER = "X-Demo-Habits"
+HABITS = ("late-terminator", "text-plain", "bursty", "error-no-done")
+_SCENARIO_HABITS = {"late-terminator": "late-terminator", "wrong-content-type": "text-plain",
+                    "bursty": "bursty", "error-no-done": "error-no-done"}
+
 # The scenarios that change which frames are sent (the others change only when).
 _SHAPES: dict[str, Callable[[int], Shape]] = {
     "no-usage": lambda n: Shape(usage=False),
@@ -49,9 +57,12 @@ _SHAPES: dict[str, Callable[[int], Shape]] = {
 }
 
 
-def _shape(scenario: str, content_frames: int) -> Shape:
+def _shape(scenario: str, content_frames: int, habits: frozenset[str]) -> Shape:
     make = _SHAPES.get(scenario)
-    return Shape() if make is None else make(content_frames)
+    shape = Shape() if make is None else make(content_frames)
+    if "error-no-done" in habits:
+        shape = replace(shape, error_at=cut_point(content_frames), done=False, rate_limited=True)
+    return shape
 
 
 class _Refused(Exception):
@@ -94,6 +105,7 @@ def timing_for(headers: CIMultiDictProxy[str], default: Timing) -> Timing:
     jitter = _number(headers, "X-Demo-Jitter", 1, 0, 1)
     fault = _number(headers, "X-Demo-Fault-Ms", 0.001, 0, 600_000)
     sent_at = headers.get("X-Demo-Sent-At")
+    terminator = _number(headers, "X-Demo-Terminator-Ms", 0.001, 0, 600_000)
     return Timing(
         ttft=default.ttft if ttft is None else ttft,
         interval=default.interval if interval is None else interval,
@@ -102,7 +114,19 @@ def timing_for(headers: CIMultiDictProxy[str], default: Timing) -> Timing:
         frames=default.frames if frames is None else int(frames),
         sent_at=default.sent_at if sent_at is None
         else sent_at.strip().lower() in ("1", "true", "yes", "on"),
+        terminator_delay=default.terminator_delay if terminator is None else terminator,
     )
+
+
+def habits_for(headers: CIMultiDictProxy[str], scenario: Scenario) -> frozenset[str]:
+    """The habits this request asks for in X-Demo-Habits, plus its scenario's own."""
+    named = {h.strip().lower() for h in headers.get(HABITS_HEADER, "").split(",") if h.strip()}
+    unknown = sorted(named.difference(HABITS))
+    if unknown:
+        raise _bad(f"unknown {HABITS_HEADER} {', '.join(unknown)}; known: {', '.join(HABITS)}",
+                   "unknown_habit")
+    own = _SCENARIO_HABITS.get(scenario.name)
+    return frozenset(named | {own} if own else named)
 
 
 def scenario_for(model: str, headers: CIMultiDictProxy[str]) -> Scenario:
@@ -214,6 +238,9 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
         raise _bad("you must provide a model parameter", "missing_model")
     scenario = scenario_for(model, request.headers)
     timing = timing_for(request.headers, request.app[_TIMING_KEY])
+    habits = habits_for(request.headers, scenario)
+    if "bursty" in habits:  # enough tokens for several clumps, streamed or not (same usage)
+        timing = replace(timing, frames=max(timing.frames or 0, BURSTY_MIN_FRAMES))
     try:
         prompt = read(body)
     except BadRequest as exc:
@@ -234,10 +261,13 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
         return await _whole(request, started, scenario, timing, answer, doc, headers)
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    shape = _shape(scenario.name, answer.content_frames)
+    shape = _shape(scenario.name, answer.content_frames, habits)
     frames = stream_of(answer, model, body, include_usage, shape)
-    script = compose(frames, scenario.name, timing, answer.seed)
-    headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    script = compose(frames, scenario.name, timing, answer.seed, bursty="bursty" in habits,
+                     late_terminator="late-terminator" in habits)
+    # text-plain: an event stream labelled as plain text, as some servers and proxies send it.
+    headers["Content-Type"] = ("text/plain; charset=utf-8" if "text-plain" in habits
+                               else "text/event-stream; charset=utf-8")
     headers["Cache-Control"] = "no-cache"
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)

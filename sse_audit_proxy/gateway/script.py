@@ -17,6 +17,12 @@ MIN_BUFFERED_HOLD = 0.2  # the buffered scenario holds at least this long: alway
 PING = b": ping\n\n"
 PINGS_BEFORE_FIRST_TOKEN = 4
 PING_EVERY_TOKENS = 10
+# The bursty habit (a re-batching gateway, a buffer that flushes when full): tokens are made at
+# the normal pace but released in clumps of at most BURST_FRAMES, at least MIN_BURST_SILENCE
+# apart even with fast timing, so every clump after the first always counts as a burst.
+BURST_FRAMES = 12
+MIN_BURST_SILENCE = 0.3
+BURSTY_MIN_FRAMES = 50  # five clumps of 10: the smallest count split into 10 to 12 per clump
 
 
 class EndAction(Enum):
@@ -35,6 +41,7 @@ class Timing:
     fault_delay: float = 3.0  # the stall, the slow first token, the keep-alive wait
     frames: int | None = None  # text tokens per answer; None: decided by the prompt
     sent_at: bool = False  # every JSON frame carries "sent_at" (its send time, epoch seconds)
+    terminator_delay: float = 0.3  # late-terminator: from the last frame to the body's end
 
 
 @dataclass(slots=True)
@@ -60,7 +67,34 @@ def _times(n: int, first: float, timing: Timing, seed: int) -> list[float]:
     return times
 
 
-def compose(frames: Frames, scenario: str, timing: Timing, seed: int) -> Script:
+def clumps(times: list[float], content: list[bytes], tail: bytes) -> list[tuple[float, bytes]]:
+    """The bursty habit: content made at `times` but released in even clumps of at most
+    BURST_FRAMES, one write each, when its last token is made and at least MIN_BURST_SILENCE
+    after the previous clump; the tail goes with the last clump."""
+    n = len(content)
+    count = max(1, -(-n // BURST_FRAMES))
+    writes: list[tuple[float, bytes]] = []
+    released, start = float("-inf"), 0
+    for left in range(count, 0, -1):
+        end = start + (n - start) // left
+        released = max(times[max(end - 1, 0)], released + MIN_BURST_SILENCE)
+        writes.append((released, b"".join(content[start:end]) + (tail if left == 1 else b"")))
+        start = end
+    return writes
+
+
+def compose(frames: Frames, scenario: str, timing: Timing, seed: int, *,
+            bursty: bool = False, late_terminator: bool = False) -> Script:
+    """The scenario's script; `bursty` and `late_terminator` add those habits (see README)."""
+    script = _compose(frames, scenario, timing, seed, bursty)
+    if late_terminator and script.end is EndAction.EOF:
+        # uvicorn's habit: the chunked body's terminator is a write of its own, a while later.
+        last = max((at for at, _ in script.writes), default=0.0)
+        script.writes.append((last + timing.terminator_delay, b""))
+    return script
+
+
+def _compose(frames: Frames, scenario: str, timing: Timing, seed: int, bursty: bool) -> Script:
     content = frames.content
     n = len(content)
     first = timing.fault_delay if scenario in ("slow-first-token", "keepalive") else timing.ttft
@@ -84,8 +118,11 @@ def compose(frames: Frames, scenario: str, timing: Timing, seed: int) -> Script:
         cut = cut_point(n)
         times = times[:cut] + [t + timing.fault_delay for t in times[cut:]]
 
-    writes.extend(zip(times, content, strict=False))
-    writes.append((times[-1], frames.tail))
+    if bursty:
+        writes.extend(clumps(times, content, frames.tail))
+    else:
+        writes.extend(zip(times, content, strict=False))
+        writes.append((times[-1], frames.tail))
 
     if scenario == "keepalive":
         step = first / PINGS_BEFORE_FIRST_TOKEN

@@ -33,6 +33,7 @@ class Shape:
     done: bool = True  # `data: [DONE]` (Chat Completions, Completions)
     usage_extra: int = 0  # completion tokens added to the streamed usage only
     error_at: int | None = None  # after this many content writes: an error frame, then end
+    rate_limited: bool = False  # the error is LiteLLM's: a rate limit as a bare {"error"} frame
     malformed_at: int | None = None  # before this content write: a frame that is not JSON
 
 
@@ -53,6 +54,9 @@ def _error(message: str, type_: str, code: str) -> dict[str, Any]:
 
 MIDSTREAM_ERROR = _error("The demo gateway failed while generating (scenario error-midstream).",
                          "server_error", "internal_error")
+# What LiteLLM sends when the provider fails mid-stream, on every route: no `type`, no [DONE].
+RATE_LIMITED = _error("Rate limit reached while streaming (scenario error-no-done).",
+                      "rate_limit_error", "rate_limit_exceeded")
 MALFORMED = b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
 
 
@@ -103,8 +107,8 @@ def _choices_stream(head: bytes, content: list[bytes], finish: bytes, plan: Plan
     """The shared ending of Chat and Completions streams: finish chunk, usage, `[DONE]`."""
     content = _apply(shape, content)
     if shape.error_at is not None:
-        return Frames(b"", content, _frame({"error": MIDSTREAM_ERROR})
-                      + (DONE if shape.done else b""))
+        error = RATE_LIMITED if shape.rate_limited else MIDSTREAM_ERROR
+        return Frames(b"", content, _frame({"error": error}) + (DONE if shape.done else b""))
     tail = finish if shape.finish else b""
     if include_usage and shape.usage:
         tail += (b"data: " + head + b',"choices":[],"usage":'
@@ -252,6 +256,8 @@ def responses_stream(plan: Plan, model: str, body: dict[str, Any], *, shape: Sha
     if shape.malformed_at is not None and content:
         i = min(shape.malformed_at, len(content) - 1)
         content[i] = MALFORMED + content[i]
+    if shape.error_at is not None and shape.rate_limited:
+        return Frames(start, content, _frame({"error": RATE_LIMITED}))
     if shape.error_at is not None:
         tail = seq.event("error", {"code": MIDSTREAM_ERROR["code"],
                                    "message": MIDSTREAM_ERROR["message"], "param": None})

@@ -463,25 +463,16 @@ class Proxy:
             conn.headers = []  # written: an open stream need not keep them
             relay.chunked = client_chunked
             end = await relay.run()
-            if end is End.UPSTREAM_EOF and client_chunked:
-                transport.write(b"0\r\n\r\n")
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
         except ConnectionError:
             end = End.CLIENT_GONE
         finally:
+            relayed = end  # how the body ended, whatever the record will say
             if end is not End.UPSTREAM_EOF:
                 conn.close()  # stop the gateway generating for nobody; never reused
                 resp.keep_alive_off()
-                if transport is not None:
-                    if end is End.SLOW_CLIENT:
-                        transport.abort()  # drop what the client would not take
-                    else:
-                        # Close without the final chunk so the client sees a cut, not a clean end.
-                        transport.close()
-            elif not keep_alive and transport is not None:
-                transport.close()
             if is_sse:
                 self._notify_ended(rec.route)
             if audit is not None and status >= 400:
@@ -489,6 +480,10 @@ class Proxy:
             if audit is None and end is not End.UPSTREAM_EOF:
                 rec.error = end.value
             self._finish(rec, audit, end, started)
+            # The record is out before the client sees the end (as when aiohttp's write_eof
+            # ran after the handler): whoever saw the end can count on the record.
+            if transport is not None:
+                _end_response(transport, relayed, client_chunked, keep_alive)
         return resp
 
     def _response_head(self, request: web.BaseRequest, conn: Connection, rec: AuditRecord,
@@ -747,6 +742,19 @@ class _Relay:
             self._wake = self._loop.create_future()
             await self._wake
         return end.result()
+
+
+def _end_response(transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool) -> None:
+    if end is End.UPSTREAM_EOF:
+        if chunked and not transport.is_closing():
+            transport.write(b"0\r\n\r\n")
+        if not keep_alive:
+            transport.close()
+    elif end is End.SLOW_CLIENT:
+        transport.abort()  # drop what the client would not take
+    else:
+        # Close without the final chunk so the client sees a cut, not a clean end.
+        transport.close()
 
 
 class _RawResponse(web.StreamResponse):

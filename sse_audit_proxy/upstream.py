@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import ssl
 from collections.abc import Callable
@@ -301,10 +302,13 @@ class Connection(asyncio.Protocol):
         return self._end
 
     def pause_reading(self) -> None:
+        """The client is behind (plain backpressure): the idle clock stops meanwhile."""
+        self.last_read = math.inf
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self.last_read = self._loop.time()
         if self.transport is not None and not self.dead:
             self.transport.resume_reading()
 
@@ -345,7 +349,7 @@ class Connection(asyncio.Protocol):
         if now >= self._deadline:
             self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
             return
-        due = self.last_read + self._idle
+        due = self.last_read + self._idle  # inf while paused for the client: not idle
         if now < due:  # something arrived since: look again then (no timer per read)
             self._idle_handle = self._loop.call_at(min(due, self._deadline), self._check)
             return

@@ -86,3 +86,24 @@ async def test_http11_client_of_a_chunked_upstream_gets_the_same_body_bytes(
         async with aiohttp.ClientSession() as http, http.get(p.url / "v1/x") as resp:
             assert resp.headers["Transfer-Encoding"] == "chunked"
             assert await resp.read() == b"".join(frames)
+
+
+async def test_client_reading_slowly_is_not_an_idle_upstream(proxy: Any) -> None:
+    """Plain backpressure stops reading the upstream; that pause is not upstream silence."""
+    body = b"x" * (8 << 20)
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"), idle_timeout=0.3)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", p.service.proxy.port, limit=1 << 16)
+        writer.write(b"GET /v1/files/f/content HTTP/1.1\r\nHost: p\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(1.0)  # the client stalls for three idle timeouts
+        got = await asyncio.wait_for(reader.readexactly(len(body)), 20)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 ") and got == body
+    rec = await p.record()
+    assert rec.error is None and rec.bytes == len(body)

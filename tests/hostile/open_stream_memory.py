@@ -3,8 +3,8 @@
     python tests/hostile/open_stream_memory.py [streams]
 
 Opens N slow streams through an in-process proxy (uvloop) and prints the tracemalloc
-difference per stream, largest first. The test upstream here is an aiohttp server in the same
-process, so aiohttp's server lines count both it and the proxy's client-facing side.
+difference per stream, largest first. The upstream is a raw asyncio server in the same process
+(its reader/writer lines are its own); aiohttp's client lines (the test's clients) are left out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import tracemalloc
 
 import aiohttp
 import uvloop
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
@@ -30,20 +29,24 @@ BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "
 async def main(n: int) -> None:
     release = asyncio.Event()
 
-    async def slow(request: web.BaseRequest) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(FRAME)
-        await release.wait()
-        await resp.write(b"data: [DONE]\n\n")
-        return resp
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A raw upstream, so that aiohttp's server lines below are the proxy's alone.
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(FRAME), FRAME))
+            await release.wait()
+            done = b"data: [DONE]\n\n"
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
 
-    runner = web.ServerRunner(web.Server(slow), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     config = ProxyConfig(URL(f"http://127.0.0.1:{port}"), port=0)
     service = Service(ServiceConfig(config, metrics_port=0), registry=CollectorRegistry())
     await service.start()
@@ -64,7 +67,8 @@ async def main(n: int) -> None:
     await asyncio.sleep(0.3)
     gc.collect()
     after = tracemalloc.take_snapshot()
-    skip = [tracemalloc.Filter(False, "*/aiohttp/client*"), tracemalloc.Filter(False, "*tracemalloc*")]
+    skip = [tracemalloc.Filter(False, "*/aiohttp/client*"), tracemalloc.Filter(False, "*tracemalloc*"),
+            tracemalloc.Filter(False, "*/aiohttp/connector.py")]
     stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
     print(f"{sum(s.size_diff for s in stats) / n / 1024:.2f} KiB per open stream (Python heap)")
     for s in stats[:30]:
@@ -75,7 +79,7 @@ async def main(n: int) -> None:
         resp.release()
     await http.close()
     await service.close(1.0)
-    await runner.cleanup()
+    server.close()
 
 
 if __name__ == "__main__":

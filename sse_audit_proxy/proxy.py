@@ -324,7 +324,11 @@ class Proxy:
         if length is None and held.ended and request.body_exists:
             length = held.size
         chunked = length is None and not held.ended
-        conn.start(self._request_head(request, rec, from_client, length, chunked),
+        head = self._request_head(request, rec, from_client, length, chunked)
+        if held.ended and not chunked:  # the whole body is here: one write, one segment
+            head = b"".join((head, *held.parts))
+            held.parts = []
+        conn.start(head,
                    head_only=request.method == "HEAD", idle=cfg.idle_timeout,
                    deadline=asyncio.get_running_loop().time() + cfg.total_timeout
                    - (time.monotonic() - started))

@@ -51,6 +51,7 @@ HOP_BY_HOP = frozenset({
     b"upgrade", b"proxy-authenticate", b"proxy-authorization",
 })
 TRACE_HEADER = "X-Client-Request-Id"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Recomputed for the upstream hop: Host names the upstream, the body framing is ours, and
 # `Expect: 100-continue` is answered by the proxy itself.
 REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
@@ -284,10 +285,11 @@ class Proxy:
         except UpstreamError as exc:
             info = scanner.info() if held.ended else await self._scan_rest(request, scanner)
             return self._upstream_failed(rec, info, started, exc)
+        used = [conn]  # the retry below may swap in a fresh connection
         try:
-            return await self._exchange(request, conn, scanner, held, rec, started, from_client)
+            return await self._exchange(request, used, scanner, held, rec, started, from_client)
         finally:
-            conn.release()
+            used[0].release()
 
     async def _hold_start(self, request: web.BaseRequest, scanner: BodyScanner) -> _Held:
         """Read the body's first HOLD_BYTES before contacting the upstream.
@@ -315,10 +317,11 @@ class Proxy:
         return held
 
     async def _exchange(
-        self, request: web.BaseRequest, conn: Connection, scanner: BodyScanner, held: _Held,
-        rec: AuditRecord, started: float, from_client: bool,
+        self, request: web.BaseRequest, used: list[Connection], scanner: BodyScanner,
+        held: _Held, rec: AuditRecord, started: float, from_client: bool,
     ) -> web.StreamResponse:
         cfg = self.config
+        conn = used[0]
         # A body that ended within the hold is sent with its length, as a client's would be.
         length = request.content_length
         if length is None and held.ended and request.body_exists:
@@ -328,10 +331,14 @@ class Proxy:
         if held.ended and not chunked:  # the whole body is here: one write, one segment
             head = b"".join((head, *held.parts))
             held.parts = []
-        conn.start(head,
-                   head_only=request.method == "HEAD", idle=cfg.idle_timeout,
-                   deadline=asyncio.get_running_loop().time() + cfg.total_timeout
-                   - (time.monotonic() - started))
+        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (
+            time.monotonic() - started)
+        head_only = request.method == "HEAD"
+        conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+        # An idempotent request sent whole on a pooled connection the upstream had just closed
+        # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
+        replay = (head if conn.uses > 1 and held.ended and not chunked
+                  and request.method in IDEMPOTENT else None)
         try:
             await self._send_body(request, conn, scanner, held, chunked)
         except _BodyTooLarge:
@@ -355,12 +362,22 @@ class Proxy:
         scanner.release()  # an open stream keeps no parser state
         rec.model = info.model
         try:
-            await conn.response_head()
+            try:
+                await conn.response_head()
+            except Disconnected:
+                if replay is None:
+                    raise
+                conn.close()
+                used[0] = conn = await self._pool.acquire(self._target, fresh=True)
+                conn.start(replay, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+                conn.sent = True
+                await conn.response_head()
         except asyncio.CancelledError:
             self._gone_before_answer(rec, info, started)
             raise
         except UpstreamError as exc:
             return self._upstream_failed(rec, info, started, exc)
+        del replay
         return await self._respond(request, conn, rec, info, started)
 
     def _request_head(self, request: web.BaseRequest, rec: AuditRecord, from_client: bool,

@@ -111,12 +111,14 @@ class Connection(asyncio.Protocol):
         "dead",
         "head_only",
         "headers",
+        "keep_alive",
         "last_read",
         "reason",
         "sent",
         "status",
         "target",
         "transport",
+        "uses",
     )
 
     def __init__(self, pool: Pool, target: Target) -> None:
@@ -125,6 +127,7 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.dead = False  # never to be reused
+        self.uses = 0  # requests started on it (more than one: it came from the pool)
         self._write_waiter: asyncio.Future[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
         self._reset()
@@ -145,6 +148,7 @@ class Connection(asyncio.Protocol):
         self.sent = False  # the request (head and body) was fully written
         self.chunked = False
         self.content_length: int | None = None
+        self.keep_alive = False  # the upstream allows another request on this connection
         self.last_read = 0.0
 
     # asyncio.Protocol -----------------------------------------------------------------
@@ -218,6 +222,8 @@ class Connection(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
+        # Read here: once the message completes llhttp has reset what this is computed from.
+        self.keep_alive = parser.should_keep_alive()
         for name, value in self.headers:
             lower = name.lower()
             if lower == b"transfer-encoding" and b"chunked" in value.lower():
@@ -257,6 +263,7 @@ class Connection(asyncio.Protocol):
     def start(self, head: bytes, *, head_only: bool, idle: float, deadline: float) -> None:
         """Send a request head; the response is awaited with `response_head()`."""
         self._cancel_pool_timer()
+        self.uses += 1
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._loop.create_future()
         self._end = self._loop.create_future()
@@ -371,10 +378,8 @@ class Connection(asyncio.Protocol):
 
     def release(self) -> None:
         """The proxy is done with this request: pool the connection or close it."""
-        parser = self._parser
-        keep = parser is not None and parser.should_keep_alive()
         self._cancel_request_timers()
-        ok = self.reusable(keep)
+        ok = self.reusable(self.keep_alive)
         self._reset()
         if ok:
             assert self.transport is not None
@@ -403,8 +408,8 @@ class Pool:
         self._idle: dict[Target, list[Connection]] = {}
         self._all: set[Connection] = set()
 
-    async def acquire(self, target: Target) -> Connection:
-        idle = self._idle.get(target)
+    async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
+        idle = None if fresh else self._idle.get(target)
         while idle:
             conn = idle.pop()
             if not conn.dead and conn.transport is not None and not conn.transport.is_closing():

@@ -258,6 +258,7 @@ class StreamAudit:
             unterminated = False  # a JSON document, not a frame left open
         self._close_clump()
         dialect = type(self._dialect)
+        inflate = self._inflate
         ttft = None if self._first_content is None else self._first_content - self._started
         facts = Facts(
             end=end,
@@ -269,8 +270,11 @@ class StreamAudit:
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,
             error_document=error_body,
-            # Frames we could not decode (br, a broken gzip) leave only the transport to judge.
-            unreadable=self._inflate is not None and self._inflate.failed,
+            # Frames we could not decode (br, a broken gzip), would not decode (a decompression
+            # bomb) or had not decoded yet when the body ended leave only the transport to judge.
+            unreadable=inflate is not None and (inflate.failed or inflate.bomb or inflate.behind),
+            undecodable=inflate is not None and inflate.failed,
+            compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(self._decoder.oversized),
             timing=Timing(ttft=ttft, to_last_content=self._last_content - self._started,
                           content_frames=self._content_frames, bursts=self._bursts,

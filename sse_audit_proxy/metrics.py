@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import buckets
+from .inbound import CLOSE_REASONS
 from .record import AuditRecord
 from .request_info import safe_token
 
@@ -95,6 +96,15 @@ class Metrics:
             "the upstream ended): the denominator of the missing_usage share.",
             rm, registry=registry,
         )
+        self.connections_closed = Counter(
+            "sse_audit_connections_closed",
+            "Client connections the proxy closed: a request head not whole within "
+            "--header-timeout, or idle past --keepalive-timeout. A climbing header_timeout "
+            "count is a slow-headers (slowloris) attack.",
+            ("reason",), registry=registry,
+        )
+        for reason in CLOSE_REASONS:  # both series exist from the start, at 0
+            self.connections_closed.labels(reason)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.active = Gauge(
             "sse_audit_active_streams", "Streams being relayed now.",
@@ -112,6 +122,9 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def connection_closed(self, reason: str) -> None:
+        self._child(self.connections_closed, reason).inc()
 
     def stream_started(self, route: str) -> None:
         self._child(self.active, route).inc()

@@ -37,14 +37,17 @@ def option(
     required: bool = False,
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
+    empty_counts: bool = False,
 ) -> None:
     """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set.
 
     `secret`: the value (say, an API key from the environment) never appears in --help.
+    `empty_counts`: SSE_AUDIT_FLAG set but empty is a value (parsed as ""), not "unset";
+    for settings where an empty value must be refused rather than quietly ignored.
     """
     env = env_name(flag)
     raw = os.environ.get(env)
-    if raw is not None and raw != "":
+    if raw is not None and (raw != "" or empty_counts):
         try:
             default = type(raw)
         except (ValueError, argparse.ArgumentTypeError) as exc:

@@ -27,6 +27,13 @@ from yarl import URL
 from .access import KeyCheck
 from .audit import End, StreamAudit, Thresholds
 from .dialects import dialect_for_route, route_for_path
+from .inbound import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    GuardedServer,
+    expect_continue,
+    parse_error_answer,
+)
 from .listen import listen
 from .record import AuditRecord
 from .request_info import BodyScanner, RequestInfo, trace_id_from
@@ -58,11 +65,6 @@ REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 # The trace ID is set by the proxy (the client's, or a fresh one).
 RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
 
-# Request head limits (aiohttp's parser enforces them before any handler runs). One field
-# may hold a long JWT bearer token; nothing legitimate needs hundreds of headers.
-MAX_REQUEST_LINE = 8190
-MAX_FIELD_SIZE = 16384
-MAX_HEADERS = 100
 # nginx's convention: the client went away before it was answered.
 STATUS_CLIENT_GONE = 499
 
@@ -88,6 +90,8 @@ class ProxyConfig:
     max_body_bytes: int = 32 << 20
     max_unsent_bytes: int = 1 << 20
     drain_timeout: float = 30.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request head must arrive within it
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT  # an idle client connection closes
     upstream_ca_file: str | None = None
     insecure_upstream: bool = False
     require_keys: tuple[str, ...] = ()
@@ -128,13 +132,27 @@ def error_body(message: str, type_: str, code: str) -> bytes:
 
 
 def escapes_base(raw_path: str) -> bool:
-    """True when the path has dot segments (also percent-encoded or with backslashes).
+    """True when the path has dot segments, however written.
 
     The upstream URL is the base URL plus the raw path, so the destination host can never
-    change; but `..` could climb out of a base path such as https://gw/openai/.
+    change; but `..` could climb out of a base path such as https://gw/openai/. The path
+    ends at the first `?` or `#` (a fragment is dropped on the way up, so `/v1/..#x` reaches
+    the upstream as `/v1/..`); percent-encoding is undone until nothing changes (an upstream
+    or a framework behind it may decode twice); backslashes count as slashes and `;params`
+    are cut from a segment (`..;x` is `..` to Tomcat and Spring).
     """
-    path = unquote(raw_path.partition("?")[0]).replace("\\", "/")
-    return any(seg in (".", "..") for seg in path.split("/"))
+    path = raw_path
+    for _ in range(4):
+        cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+        path = path[:cut]
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return True  # still encoded after four rounds: nothing legitimate looks like that
+    path = path.replace("\\", "/")
+    return any(seg.partition(";")[0].strip() in (".", "..") for seg in path.split("/"))
 
 
 def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
@@ -150,9 +168,12 @@ def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
 
 
 class Proxy:
-    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink]) -> None:
+    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
+                 on_connection_closed: Callable[[str], None] | None = None) -> None:
+        """`on_connection_closed(reason)`: a client connection was closed by a timeout."""
         self.config = config
         self._sinks = tuple(sinks)
+        self._on_connection_closed = on_connection_closed
         up = config.upstream
         self._target = Target(up.scheme, up.raw_host or "", up.port or 80,
                               upstream_ssl(config) if up.scheme == "https" else None)
@@ -170,15 +191,15 @@ class Proxy:
 
     async def start(self) -> None:
         cfg = self.config
-        server = _Server(
+        server = GuardedServer(
             self.handle,
-            self._parse_error,
+            on_parse_error=self._parse_error,
+            header_timeout=cfg.header_timeout,
+            keepalive_timeout=cfg.keepalive_timeout,
+            on_connection_closed=self._on_connection_closed,
             handler_cancellation=True,  # a vanished client cancels its handler at once
             auto_decompress=False,
             access_log=None,
-            max_line_size=MAX_REQUEST_LINE,
-            max_field_size=MAX_FIELD_SIZE,
-            max_headers=MAX_HEADERS,
         )
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -250,12 +271,14 @@ class Proxy:
             return self._refuse(rec, started, 400, "only origin-form request targets are "
                                 "proxied", "invalid_request_error", "unsupported_request_target",
                                 close=True)
+        # A refused request's body is never read (nor waited for, after Expect): close.
+        unread = request.body_exists
         if escapes_base(raw_path):
             return self._refuse(rec, started, 400, "dot segments are not allowed in the path",
-                                "invalid_request_error", "invalid_path")
+                                "invalid_request_error", "invalid_path", close=unread)
         if self._keys and not self._keys.allows(request.headers):
             resp = self._refuse(rec, started, 401, "missing or invalid API key for this proxy",
-                                "invalid_request_error", "invalid_api_key")
+                                "invalid_request_error", "invalid_api_key", close=unread)
             resp.headers["WWW-Authenticate"] = "Bearer"
             return resp
         declared = request.content_length
@@ -301,7 +324,7 @@ class Proxy:
         if not request.body_exists:
             held.ended = True
             return held
-        expect_continue(request)
+        await expect_continue(request)
         content = request.content
         cap = self.config.max_body_bytes
         while held.size < HOLD_BYTES:
@@ -605,16 +628,9 @@ class Proxy:
         trace_id, _ = trace_id_from(request.headers)
         rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
                           0, time.time(), 0.0, 0, None)
-        if isinstance(exc, http_exceptions.LineTooLong) or (
-            isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message
-        ):
-            status, code, msg = 431, "request_header_too_large", "request line or headers exceed " \
-                                "the proxy's limits"
-        elif status >= 500:
+        status, code, msg = parse_error_answer(status, exc)
+        if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
-            code, msg = "proxy_error", "the proxy failed to handle the request"
-        else:
-            code, msg = "invalid_http_request", "malformed HTTP request"
         # The parser's message can quote a header line (an API key): it is neither logged
         # nor echoed; the record carries our code for it.
         return self._refuse(rec, started, status, msg,
@@ -680,13 +696,6 @@ def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[b
         elif lower == b"content-encoding" and not encoding:
             encoding = value.strip()
     return ctype, encoding
-
-
-def expect_continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` as the body is about to be read (as nginx does)."""
-    if (request.version >= aiohttp.HttpVersion11 and request.transport is not None
-            and request.headers.get("Expect", "").lower() == "100-continue"):
-        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 class _Relay:
@@ -788,32 +797,3 @@ class _RawResponse(web.StreamResponse):
 
     def keep_alive_off(self) -> None:
         self._keep_alive = False
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server, with the proxy answering requests the parser refuses."""
-
-    def __init__(self, handler: Any,
-                 on_parse_error: Callable[[web.BaseRequest, int, BaseException | None],
-                                          web.Response],
-                 **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.on_parse_error = on_parse_error
-
-    def __call__(self) -> web.RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class _RequestHandler(web.RequestHandler):
-    # aiohttp's default logs the parser's message and echoes it in a text/plain body; that
-    # message can quote a header line, API key included. Answer OpenAI-shaped and record it.
-    def handle_error(
-        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send an error")
-        server = self._manager
-        if not isinstance(server, _Server):
-            return super().handle_error(request, status, exc, message)
-        return server.on_parse_error(request, status, exc)

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import functools
 import gc
+import resource
 import signal
 import ssl
 import sys
@@ -17,6 +18,7 @@ import structlog
 from . import loop, workers
 from .access import read_key_file
 from .audit import Thresholds
+from .inbound import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 from .logs import LOG_FORMATS, configure_logging
 from .options import (
     ConfigError,
@@ -54,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="seconds to establish the upstream connection (then 504)")
     option(p, "--total-timeout", type=positive_float, default=3600.0,
            help="seconds one request may take from start to the last byte, stream included")
+    option(p, "--header-timeout", type=positive_float, default=DEFAULT_HEADER_TIMEOUT,
+           help="seconds a client has to send a whole request head (then the connection is "
+                "closed; slow-headers attacks)")
+    option(p, "--keepalive-timeout", type=positive_float, default=DEFAULT_KEEPALIVE_TIMEOUT,
+           help="seconds an idle kept-alive client connection stays open")
     option(p, "--drain-timeout", type=positive_float, default=30.0,
            help="on SIGTERM, seconds in-flight requests get to finish before they are cut")
     option(p, "--max-body-bytes", type=size, default=32 << 20,
@@ -65,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="PEM file of extra CA certificates trusted for the upstream's TLS")
     flag(p, "--insecure-upstream",
          help="do not verify the upstream's TLS certificate (testing only)")
-    option(p, "--require-key", type=name_list, secret=True,
+    option(p, "--require-key", type=name_list, secret=True, empty_counts=True,
            help="comma-separated API keys a client must present (Authorization: Bearer, "
                 "api-key or x-api-key) or get 401; prefer the env var or --require-key-file")
     option(p, "--require-key-file", type=readable_file,
@@ -118,6 +125,11 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         bursty_min_share=args.bursty_min_share,
         max_frame_bytes=args.max_frame_bytes,
     )
+    if args.require_key is not None and not args.require_key:
+        # Given, yet no key in it (`' , '`, or the env var set empty): running without
+        # auth is not what was asked for.
+        raise ConfigError("--require-key: no API keys given (an empty list); set keys, or "
+                          "unset it and SSE_AUDIT_REQUIRE_KEY to run without inbound auth")
     keys = tuple(args.require_key or ())
     if args.require_key_file:
         try:
@@ -137,6 +149,8 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         max_body_bytes=args.max_body_bytes,
         max_unsent_bytes=args.max_unsent_bytes,
         drain_timeout=args.drain_timeout,
+        header_timeout=args.header_timeout,
+        keepalive_timeout=args.keepalive_timeout,
         upstream_ca_file=args.upstream_ca_file,
         insecure_upstream=args.insecure_upstream,
         require_keys=keys,
@@ -163,10 +177,30 @@ def run(args: argparse.Namespace) -> int:
                                       secret_headers=tuple(args.secret_headers or ()))
     setup_logging()
     if args.workers > 1:
+        raise_open_files_limit()  # before the workers start: they inherit it
         # Workers drain on their own; the supervisor waits that long and a little more.
         return loop.run(workers.supervise(config, args.workers, setup_logging,
                                           args.drain_timeout + 5.0, listen_error))
     return loop.run(serve(config))
+
+
+def raise_open_files_limit() -> dict[str, int]:
+    """Raise the soft open-files limit to the hard one (nginx's worker_rlimit_nofile habit).
+
+    Each client and each upstream connection is a descriptor; a soft limit of 1,024 lets a
+    thousand slow or idle connections stop the proxy accepting anyone. Workers inherit it.
+    Returns what to log: the limit now, and the one before when it changed.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit may still be refused for the soft one (macOS): cap the ask.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return {"open_files_limit": soft}
+        return {"open_files_limit": target, "open_files_limit_was": soft}
+    return {"open_files_limit": soft}
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -184,6 +218,7 @@ def listen_error(exc: OSError, config: ServiceConfig) -> str:
 async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:
     """Run one proxy until SIGTERM/SIGINT; `on_started(metrics_port)` once it listens."""
     # Handlers first: a SIGTERM that arrives while starting up still drains and exits 0.
+    open_files = raise_open_files_limit()
     stop = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,7 +238,8 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     log = structlog.get_logger("sse_audit_proxy")
     log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
              upstream=str(config.proxy.upstream),
-             metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics")
+             metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
+             **open_files)
     if on_started is not None:
         on_started(service.metrics_port)
     await stop.wait()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .admin import admin_app
+from .inbound import GuardedAppRunner
 from .listen import listen
 from .logs import LogSink
 from .lookup import LocalSource, add_routes
@@ -37,15 +37,20 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, max_models=config.max_models)
         self.recent = RecentStreams(config.recent_streams)
-        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, *extra_sinks])
-        self._admin: web.AppRunner | None = None
+        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, *extra_sinks],
+                           on_connection_closed=self.metrics.connection_closed)
+        self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
 
     async def start(self) -> None:
         app = admin_app(self.registry, lambda: not self.draining)
         add_routes(app, LocalSource(self.recent))
-        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Same head limits, timeouts and quiet errors as the proxy port: a scraper or a probe
+        # is no more trusted than a client.
+        self._admin = GuardedAppRunner(app, access_log=None, handle_signals=False,
+                                       header_timeout=self.config.proxy.header_timeout,
+                                       keepalive_timeout=self.config.proxy.keepalive_timeout)
         await self._admin.setup()
         try:
             self.metrics_port = await listen(self._admin, self.config.metrics_host,

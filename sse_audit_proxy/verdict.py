@@ -37,6 +37,8 @@ class Anomaly(StrEnum):
     NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
     WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
     BURSTY = "bursty"  # content released in clumps separated by long silences
+    # The compressed body expanded absurdly (see inflate.py): forwarded unchanged, not audited.
+    COMPRESSION_BOMB = "compression_bomb"
 
 
 class End(StrEnum):
@@ -104,10 +106,12 @@ class Facts:
     labelled_event_stream: bool  # Content-Type: text/event-stream
     sniffed_event_stream: bool  # not labelled so, but the body began with SSE field lines
     error_document: bool  # the body was one JSON error document
-    unreadable: bool  # compressed, and could not be decoded: frames unknown
+    unreadable: bool  # compressed, and not all decoded (see the next two): frames unknown
     oversized_frame: bool  # a frame larger than --max-frame-bytes
     timing: Timing
     thresholds: Thresholds
+    undecodable: bool = False  # could not be decoded (br, a broken gzip)
+    compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
 
     @property
     def event_stream(self) -> bool:
@@ -180,8 +184,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     Rule(Outcome.COMPLETE, "the dialect's end marker reached the client (Chat Completions: "
          "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
          "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
-         "an ordinary (not event-stream) answer, a compressed stream that could not be decoded, "
-         "a stream on a route with no dialect",
+         "an ordinary (not event-stream) answer, a compressed stream that could not be decoded "
+         "(or would not be: `compression_bomb`), a stream on a route with no dialect",
          lambda f: f.summary.terminal or (f.end is End.UPSTREAM_EOF and (
              f.unreadable or not f.event_stream or not f.has_end_marker))),
     Rule(Outcome.TRUNCATED, "otherwise: the upstream's body ended, or broke (reset, bad "
@@ -216,7 +220,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(Anomaly.MALFORMED_FRAME, "a frame that is not JSON, not the expected shape (for example "
          "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
          "compressed stream that could not be decoded",
-         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.unreadable),
+         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable),
+    Rule(Anomaly.COMPRESSION_BOMB, "the `gzip`/`deflate` body expanded absurdly (more than 200x "
+         "its compressed size once 256 KiB came out, more than 256 MiB in all, or more than 1 "
+         "MiB of compressed input waiting; see Security model): it reached the client "
+         "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "
+         "as for an unreadable body and no completeness anomaly is judged",
+         lambda f: f.compression_bomb),
     Rule(Anomaly.INVALID_TOOL_ARGUMENTS, "judged¹: a tool call's argument fragments, "
          "concatenated, are not a JSON object",
          lambda f: f.judged and bool(f.summary.invalid_tool_arguments)),

@@ -27,11 +27,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .admin import admin_app
+from .inbound import GuardedAppRunner
 from .listen import listen
 from .lookup import WorkersSource, add_routes
 from .service import ServiceConfig
@@ -211,7 +211,9 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     app = admin_app(registry, pool.ready)
     add_routes(app, WorkersSource(pool.admin_urls))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = GuardedAppRunner(app, access_log=None, handle_signals=False,
+                              header_timeout=config.proxy.header_timeout,
+                              keepalive_timeout=config.proxy.keepalive_timeout)
     await runner.setup()
     try:
         try:

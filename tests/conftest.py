@@ -60,6 +60,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"an API key appeared in captured output: {leaked}"
 
 
+_HOSTILE_DIR = "hostile"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/hostile/ is in the hostile-peer suite (`pytest -m hostile`)."""
+    for item in items:
+        if _HOSTILE_DIR in item.path.parent.parts[-1:]:
+            item.add_marker(pytest.mark.hostile)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = [(nodeid, leaked_keys(text)) for nodeid, text in _CAPTURED if leaked_keys(text)]
     if leaks:

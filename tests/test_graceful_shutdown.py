@@ -25,6 +25,7 @@ async def read_frames(resp: aiohttp.ClientResponse, n: int) -> bytes:
     return got
 
 
+@pytest.mark.hostile  # in the hostile-peer suite (`pytest -m hostile`)
 async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
     upstream: Any, http: aiohttp.ClientSession
 ) -> None:

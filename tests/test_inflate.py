@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 
+import orjson
 import pytest
 
-from sse_audit_proxy.inflate import Inflater
+from sse_audit_proxy.inflate import FEED_MAX_OUT, MAX_RATIO, MAX_RATIO_AFTER, Inflater
 
+WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"tokens", b"stream", b"proxy", b"audit",
+         b"the", b"of", b"and", b"model", b"answer", b"question", b"because", b"however"]
 BODY = b"".join(b"data: {\"n\": %d}\n\n" % i for i in range(200))
 
 
@@ -60,7 +64,61 @@ def test_a_small_chunk_that_expands_hugely_comes_out_in_bounded_pieces() -> None
     for piece in inflater.feed(bomb):
         assert len(piece) <= 64 << 10
         total += len(piece)
-    assert total == 9 * (4 << 20)
+    assert total <= FEED_MAX_OUT  # one feed never does more than a bounded amount of work
+    assert inflater.bomb  # ~1,000x: not audited further
+    assert list(inflater.feed(bomb)) == []
+
+
+def test_each_feed_does_bounded_work_and_the_rest_waits_for_the_next() -> None:
+    rng = random.Random(7)
+    body = b"".join(b"data: {\"c\": \"%s\"}\n\n" % rng.choice(WORDS) for _ in range(200000))
+    wire = deflated(body, 16 + zlib.MAX_WBITS)
+    assert len(body) / len(wire) < MAX_RATIO
+    inflater = Inflater("gzip", 1 << 20)
+    out = b""
+    for i in range(0, len(wire), 64 << 10):  # reads that expand past the per-feed bound
+        decoded = b"".join(inflater.feed(wire[i : i + (64 << 10)]))
+        assert len(decoded) <= FEED_MAX_OUT
+        out += decoded
+    assert inflater.behind  # the rest waits: nothing skipped, nothing decoded twice
+    assert out == body[: len(out)]
+    assert not inflater.bomb and not inflater.failed
+
+
+def test_real_streams_are_not_bombs() -> None:
+    # Measured bounds: frame-by-frame flushed gzip ~15x, whole-body level 9 ~48x.
+    rng = random.Random(1)
+    frames = [b"data: " + orjson.dumps({
+        "id": "chatcmpl-9a8b7c6d5e4f3a2b1c0d", "object": "chat.completion.chunk",
+        "created": 1733100000, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": " " + rng.choice(WORDS).decode()},
+                     "finish_reason": None}]}) + b"\n\n" for _ in range(5000)]
+    body = b"".join(frames)
+    flushing = zlib.compressobj(6, zlib.DEFLATED, 31)
+    streamed = b"".join(flushing.compress(f) + flushing.flush(zlib.Z_SYNC_FLUSH)
+                        for f in frames) + flushing.flush()
+    whole = gzip.compress(body, 9)
+    assert len(body) / len(streamed) < 20 and len(body) / len(whole) < MAX_RATIO
+    # Reads of a buffered whole body are decoded whole while each expands to at most
+    # FEED_MAX_OUT (larger ones are audited over later feeds; see the test above).
+    for wire, read in ((streamed, 8 << 10), (whole, 2 << 10)):
+        inflater = Inflater("gzip", 1 << 20)
+        chunks = [wire[i : i + read] for i in range(0, len(wire), read)]
+        assert inflate_all(inflater, chunks) == body
+        assert not inflater.bomb and not inflater.behind
+
+
+@pytest.mark.parametrize("size", [1 << 10, 16 << 10, 64 << 10, 256 << 10])
+def test_bombs_are_flagged_after_bounded_output_whatever_the_read_size(size: int) -> None:
+    wire = deflated(b"data: {}\n\n" * (16 << 20), 16 + zlib.MAX_WBITS)  # 160 MiB
+    inflater = Inflater("gzip", 1 << 20)
+    total = 0
+    for i in range(0, len(wire), size):
+        total += sum(len(p) for p in inflater.feed(wire[i : i + size]))
+        if inflater.bomb:
+            break
+    assert inflater.bomb
+    assert total <= MAX_RATIO_AFTER + FEED_MAX_OUT
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 16, 59])
@@ -93,3 +151,14 @@ def test_encodings_without_a_decoder_are_reported_unreadable(encoding: str) -> N
     inflater = Inflater(encoding, 1 << 20)
     assert inflate_all(inflater, [b"\x1b\x00\x00"]) == b""
     assert inflater.failed
+
+
+def test_without_a_per_feed_bound_a_reader_of_its_own_body_gets_all_of_it() -> None:
+    # The probe reads one body of its own: nothing to delay, nothing may be left out.
+    rng = random.Random(3)
+    body = b"".join(b"data: {\"c\": \"%s\"}\n\n" % rng.choice(WORDS) for _ in range(100000))
+    wire = deflated(body, 16 + zlib.MAX_WBITS)
+    bounded, unbounded = Inflater("gzip", 1 << 20), Inflater("gzip", 1 << 20, feed_max_out=None)
+    chunks = [wire[i : i + (64 << 10)] for i in range(0, len(wire), 64 << 10)]
+    assert inflate_all(unbounded, chunks) == body and not unbounded.behind
+    assert len(inflate_all(bounded, chunks)) < len(body) and bounded.behind

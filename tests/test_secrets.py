@@ -84,6 +84,7 @@ def test_production_logging_chain_redacts_structlog_and_library_exceptions() -> 
     assert "ValueError" in out and "RuntimeError" in out  # tracebacks still rendered
 
 
+@pytest.mark.hostile  # in the hostile-peer suite (`pytest -m hostile`)
 async def test_keys_sent_through_every_failure_path_never_appear_in_cli_output(
     upstream: Any, http: aiohttp.ClientSession
 ) -> None:

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.reliability_support import CHAT, STREAM_BODY, chunk
@@ -88,6 +89,7 @@ async def soak_round(http: aiohttp.ClientSession, url: Any, n: int, seed: int,
 EXPECTED = {"complete": "complete", "disconnect": "client_disconnect", "reset": "truncated"}
 
 
+@pytest.mark.hostile  # in the hostile-peer suite (`pytest -m hostile`)
 async def test_soak_every_request_one_record_nothing_left_open_memory_bounded(
     upstream: Any, proxy: Any
 ) -> None:

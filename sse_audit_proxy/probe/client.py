@@ -155,7 +155,8 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
                 dialect = dialect_for_route(route_for_path(url.path))
                 audit = StreamAudit(dialect(), 0.0, include_usage=_asks_usage(body),
                                     content_encoding=encoding)
-            inflater = Inflater(encoding, MAX_PIECE) if wants_inflater(encoding) else None
+            inflater = (Inflater(encoding, MAX_PIECE, feed_max_out=None)
+                        if wants_inflater(encoding) else None)
             await _read(resp, ex, audit, decoder, inflater, clock, started,
                         cancel_after if ex.is_sse else None, is_terminal)
     except TimeoutError:

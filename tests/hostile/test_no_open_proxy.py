@@ -1,4 +1,5 @@
-"""No open proxy (issue 5, item 5): only the configured upstream is ever contacted.
+"""No open proxy (issue 5, item 5; issue 12, item 3): only the configured upstream is ever
+contacted, and only under its base path.
 
 Every request below tries to steer the proxy at a canary listener on another loopback port;
 the canary must see no connection at all.
@@ -45,6 +46,15 @@ def request(target: str, *headers: str) -> bytes:
     ("/v1/.%2E/admin", "invalid_path"),
     ("/v1/..%5cadmin", "invalid_path"),
     ("/v1/./models", "invalid_path"),
+    # issue 12: a fragment or a query hid the dot segment; `;params`; double encoding
+    ("/v1/..#x", "invalid_path"),
+    ("/v1/..?#", "invalid_path"),
+    ("/v1/..#?x", "invalid_path"),
+    ("/v1/%2e%2e#frag", "invalid_path"),
+    ("/v1/..;x/admin", "invalid_path"),
+    ("/v1/%2e%2e;jsessionid=1/admin", "invalid_path"),
+    ("/v1/%252e%252e/admin", "invalid_path"),
+    ("/v1/%25252e%25252e/admin", "invalid_path"),
 ])
 async def test_absolute_form_and_dot_segment_targets_are_refused_400(
     target: str, code: str, upstream: Any, proxy: Any
@@ -144,3 +154,31 @@ async def test_dot_segments_cannot_climb_out_of_an_upstream_base_path(
     status, body = status_and_json(raw)
     assert status == 400 and body["error"]["code"] == "invalid_path"
     assert tally.requests == 0
+
+
+@pytest.mark.parametrize("target", [
+    "/v1/..#x", "/v1/..;x", "/v1/%252E%252E/admin", "/v1/.%2e?x=1#y", "/v1/%2e%2E#",
+])
+async def test_no_spelling_of_a_dot_segment_reaches_the_upstream_base_path(
+    target: str, upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    url = await upstream(streaming_handler([], tally))
+    p = await proxy(url / "base")
+    raw = await raw_exchange(p.service.proxy.port, request(target, "Host: x", "Connection: close"))
+    status, body = status_and_json(raw)
+    assert status == 400 and body["error"]["code"] == "invalid_path"
+    assert tally.requests == 0
+
+
+@pytest.mark.parametrize("target", ["/v1/models#..", "/v1/models?p=..", "/v1/a..b/c.d",
+                                    "/v1/models;v=1", "/v1/files/%2e%2e.txt"])
+async def test_dots_that_are_not_dot_segments_are_forwarded(
+    target: str, upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    url = await upstream(streaming_handler([], tally))
+    p = await proxy(url / "base")
+    raw = await raw_exchange(p.service.proxy.port, request(target, "Host: x", "Connection: close"))
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert tally.requests == 1 and tally.paths[0].startswith("/base/v1/")

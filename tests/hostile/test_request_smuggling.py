@@ -1,0 +1,72 @@
+"""Request smuggling by a hostile client: ambiguous framing is refused, never passed on.
+
+The proxy parses each request itself and sends the upstream a freshly framed one, so a
+request hidden in another's body could only get through if the proxy's parser accepted an
+ambiguous head. Each variant below must be refused 400 (and the connection closed) with
+nothing reaching the upstream; the one legitimate variant (OWS around the value) must be
+parsed as exactly the requests it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.reliability_support import Tally, raw_exchange, streaming_handler
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def post(*fields: bytes, body: bytes = b"", sep: bytes = b"\r\n",
+         version: bytes = b"1.1") -> bytes:
+    head = [b"POST /v1/chat/completions HTTP/" + version, b"Host: x", *fields]
+    return sep.join(head) + sep + sep + body + SMUGGLED
+
+
+AMBIGUOUS = {
+    "cl-and-te": post(b"Content-Length: 4", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+    "te-unknown-coding": post(b"Transfer-Encoding: xchunked", body=b"0\r\n\r\n"),
+    "te-chunked-not-last": post(b"Transfer-Encoding: chunked, identity", body=b"0\r\n\r\n"),
+    "te-chunked-twice": post(b"Transfer-Encoding: chunked, chunked", body=b"0\r\n\r\n"),
+    "te-two-fields": post(b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity",
+                          body=b"0\r\n\r\n"),
+    "te-space-before-colon": post(b"Transfer-Encoding : chunked", b"Content-Length: 3",
+                                  body=b"0\r\n\r\n"),
+    "te-on-http-1.0": post(b"Transfer-Encoding: chunked", body=b"0\r\n\r\n", version=b"1.0"),
+    "duplicate-cl": post(b"Content-Length: 0", b"Content-Length: 43"),
+    "cl-list": post(b"Content-Length: 0, 43"),
+    "cl-signed": post(b"Content-Length: +0"),
+    "bare-lf": post(b"Content-Length: 0", sep=b"\n"),
+    "obs-fold": post(b"X-A: a", b" Content-Length: 43", b"Content-Length: 0"),
+    "space-in-field-name": post(b"Content Length: 43", b"Content-Length: 0"),
+    "chunk-size-bare-lf": post(b"Transfer-Encoding: chunked", body=b"2;x\nab\r\n0\r\n\r\n"),
+    "nul-in-value": post(b"X-A: a\x00b", b"Content-Length: 0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AMBIGUOUS))
+async def test_ambiguous_framing_is_refused_and_nothing_reaches_the_upstream(
+    name: str, upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    raw = await raw_exchange(p.service.proxy.port, AMBIGUOUS[name], timeout=3.0)
+    assert raw.split(b" ", 2)[1] == b"400", raw[:60]
+    assert raw.count(b"HTTP/1.") == 1  # one answer, then closed: the rest is never parsed
+    assert tally.requests == 0
+    rec = await p.record()
+    assert rec.status == 400 and rec.error == "invalid_http_request"
+
+
+async def test_optional_whitespace_around_chunked_is_parsed_as_the_two_requests_it_is(
+    upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    raw = await raw_exchange(p.service.proxy.port,
+                             post(b"Transfer-Encoding:\tchunked ", body=b"0\r\n\r\n"), timeout=2.0)
+    assert raw.count(b"HTTP/1.1 200") == 2
+    # Each reached the upstream framed by the proxy, with the body the proxy parsed.
+    assert tally.paths == ["/v1/chat/completions", "/smuggled"]
+    assert tally.bodies == [b"", b""]

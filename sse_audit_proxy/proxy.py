@@ -185,6 +185,7 @@ class Proxy:
         self._keys = KeyCheck(config.require_keys)
         self._runner: web.ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._relaying: set[int] = set()  # ids of requests whose head the relay wrote
         self._draining = False  # refusing new requests, letting the running ones finish
         self._aborting = False  # the drain time is up: what still runs is cut
         self.port = config.port
@@ -248,7 +249,7 @@ class Proxy:
             raise
         except Exception:
             _log.exception("proxy_failed", trace_id=trace_id)
-            if request.writer.output_size:  # the relay had begun: all the client can get is a cut
+            if id(request) in self._relaying:  # the relay had begun: a cut is all the client gets
                 if request.transport is not None:
                     request.transport.close()
                 raise ConnectionResetError("response already started") from None
@@ -259,6 +260,7 @@ class Proxy:
                                 "server_error", "proxy_error")
         finally:
             self._inflight.discard(task)
+            self._relaying.discard(id(request))
 
     async def _handle(
         self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool
@@ -502,7 +504,8 @@ class Proxy:
                 raise ConnectionResetError
             head = self._response_head(request, conn, rec, client_chunked, keep_alive)
             transport.write(head)
-            request.writer.output_size = len(head)  # aiohttp must not answer on top of it
+            request.writer.output_size += len(head)  # aiohttp must not answer on top of it
+            self._relaying.add(id(request))
             del head
             conn.headers = []  # written: an open stream need not keep them
             relay.chunked = client_chunked

@@ -18,8 +18,9 @@ from typing import Any
 
 OUT = Path(__file__).parent / "dashboards" / "sse-audit-proxy.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'route=~"$route", model=~"$model", instance=~"$instance"'
-ROUTE_SEL = 'route=~"$route", instance=~"$instance"'
+SEL = 'route=~"$route", model=~"$model", upstream=~"$upstream", instance=~"$instance"'
+ROUTE_SEL = 'route=~"$route", upstream=~"$upstream", instance=~"$instance"'
+JUDGED = SEL + ', outcome!="client_disconnect"'  # streams that say something about the upstream
 RULE_SEL = 'route=~"$route", model=~"$model"'  # recorded ratios are summed over instances
 RATE = "$__rate_interval"
 WIDTH = 24
@@ -29,8 +30,23 @@ def rate(metric: str, by: str, sel: str = SEL) -> str:
     return f"sum by ({by}) (rate({metric}{{{sel}}}[{RATE}]))"
 
 
-def quantile(q: float, histogram: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{{SEL}}}[{RATE}])))"
+def quantile(q: float, histogram: str, by: str = "le") -> str:
+    return f"histogram_quantile({q}, sum by ({by}) (rate({histogram}_bucket{{{SEL}}}[{RATE}])))"
+
+
+def side_quantiles(histogram: str) -> list[tuple[str, str]]:
+    """p50 and p95 per side, both sides on one panel."""
+    return [(quantile(q, histogram, "upstream, le"), f"p{round(q * 100)} {{{{upstream}}}}")
+            for q in (0.5, 0.95)]
+
+
+def side_share(numerator: str, by: str = "", denominator_sel: str = JUDGED) -> str:
+    """Each side's share (per `by` value too); with no `by`, 0 where a side has no such stream."""
+    total = rate("sse_audit_streams_total", "upstream", denominator_sel)
+    if by:
+        return (f"{rate(numerator, f'upstream, {by}')}\n  / ignoring ({by}) group_left\n"
+                f"{total}")
+    return f"(\n  {rate(numerator, 'upstream')}\n  or 0 * {total}\n)\n  / {total}"
 
 
 def zero_filled(series: str) -> str:
@@ -196,6 +212,62 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "buffered {{route}} {{model}}")],
               unit="percentunit", width=24, threshold=0.05),
     ]),
+    ("Baseline vs canary", [
+        panel("Streams per second by side",
+              "Audited streams per side (the `upstream` label: --upstream-name and --canary-name, "
+              "`baseline` and `canary` by default). Their ratio is the canary share actually in "
+              "force; it drops to 0 when the guard trips.",
+              [(rate("sse_audit_streams_total", "upstream"), "{{upstream}}")],
+              unit="reqps"),
+        panel("Bad-stream share by side",
+              "Share of each side's streams that the canary guard counts as bad (truncated, "
+              "upstream_error, timeout; or buffered, bursty, missing_done, "
+              "missing_finish_reason, missing_usage, invalid_tool_arguments). "
+              "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
+              "baseline's for 5 minutes.",
+              [(side_share("sse_audit_bad_streams_total"), "{{upstream}}")],
+              unit="percentunit"),
+        panel("Canary share and guard",
+              "The share of new requests sent to the canary now (sse_audit_canary_percent, 0 "
+              "while tripped) and whether the guard has tripped (sse_audit_canary_tripped, "
+              "right axis). A trip lasts until the percent file changes or SIGHUP.",
+              [('max(sse_audit_canary_percent{instance=~"$instance"})', "canary percent"),
+               ('100 * max(sse_audit_canary_tripped{instance=~"$instance"})',
+                "tripped (100 = yes)")],
+              unit="percent"),
+        panel("Outcome share by side",
+              "Each outcome's share of each side's streams: `complete` should be equal on both "
+              "sides; any other outcome higher on the canary is the canary's doing.",
+              [(side_share("sse_audit_streams_total", "outcome", SEL), "{{upstream}} {{outcome}}")],
+              unit="percentunit", width=12),
+        panel("Anomaly share by side",
+              "Each anomaly's share of each side's streams (a stream can have several). An "
+              "anomaly that only the canary shows is what the new gateway changed.",
+              [(side_share("sse_audit_stream_anomalies_total", "anomaly", SEL),
+                "{{upstream}} {{anomaly}}")],
+              unit="percentunit", width=12),
+        panel("Time to first token by side",
+              "p50 and p95 per side. The guard trips when the canary's p95 is above twice the "
+              "baseline's (--canary-guard-ttft-ratio), with enough streams to be sure.",
+              side_quantiles("sse_audit_time_to_first_token_seconds"), unit="s", width=6),
+        panel("Time to first byte by side",
+              "p50 and p95 per side: a canary slow to answer at all shows here as well as in "
+              "TTFT; one that buffers shows only in TTFT.",
+              side_quantiles("sse_audit_time_to_first_byte_seconds"), unit="s", width=6),
+        panel("Worst gap p95 by side",
+              "p95 over streams of each stream's largest gap between frames, per side: stalls "
+              "and bursts on the canary.",
+              [(quantile(0.95, "sse_audit_stream_max_gap_seconds", "upstream, le"),
+                "p95 {{upstream}}")], unit="s", width=6),
+        panel("Usage missing share by side",
+              "Among streams that should carry usage, the share without it, per side.",
+              [(rate("sse_audit_stream_anomalies_total", "upstream",
+                     SEL + ', anomaly="missing_usage"') + "\n  / "
+                + rate("sse_audit_usage_requested_streams_total", "upstream")
+                + "\nor 0 * " + rate("sse_audit_usage_requested_streams_total", "upstream"),
+                "{{upstream}}")],
+              unit="percentunit", width=6),
+    ]),
     ("Usage", [
         panel("Usage tokens per second",
               "Prompt and completion tokens as reported by the gateway's usage. A drop while "
@@ -263,6 +335,7 @@ def build() -> dict[str, Any]:
             variable("route", "Route", "label_values(sse_audit_streams_total, route)"),
             variable("model", "Model",
                      'label_values(sse_audit_streams_total{route=~"$route"}, model)'),
+            variable("upstream", "Side", "label_values(sse_audit_requests_total, upstream)"),
             variable("instance", "Instance", "label_values(sse_audit_requests_total, instance)"),
         ]},
         "panels": panels,

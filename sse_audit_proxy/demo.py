@@ -18,12 +18,13 @@ from typing import IO
 import structlog
 from yarl import URL
 
-from . import gateway, loop, traffic
+from . import gateway, loop, scenarios, traffic
+from .canary import CanaryConfig
 from .live import LiveStats, Screen, plain_line, summary, view_lines
 from .logs import configure_logging
 from .options import port, positive_float
 from .proxy import ProxyConfig
-from .serve import describe_os_error
+from .serve import describe_os_error, percent
 from .service import Service, ServiceConfig
 
 SHUTDOWN_GRACE = 2.0  # seconds open streams get to finish after the end (a second Ctrl-C: none)
@@ -55,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: not written, the live view has the terminal)")
     p.add_argument("--refresh", type=positive_float, default=1.0, metavar="SECONDS",
                    help="seconds between live view refreshes (default: 1)")
+    p.add_argument("--canary", choices=sorted(scenarios.BY_NAME), default=None,
+                   metavar="SCENARIO",
+                   help="also run a canary gateway that plays SCENARIO (e.g. buffered) for every "
+                   "request, next to a healthy baseline, with the canary guard on: watch it "
+                   "trip (traffic is then all demo-healthy)")
+    p.add_argument("--canary-percent", type=percent, default=50.0, metavar="P",
+                   help="with --canary: share of requests sent to the canary (default: 50)")
     p.set_defaults(run=run)
 
 
@@ -92,30 +100,47 @@ def _logs_to(path: str | None) -> IO[bytes] | None:
 
 
 async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
+    runners = []
     try:
         gw_runner, gw_url = await gateway.start(timing, "127.0.0.1", 0)
+        runners.append(gw_runner)
+        canary_url = None
+        if args.canary is not None:
+            # A second gateway plays the canary's fault for every request.
+            canary_runner, canary_url = await gateway.start(timing, "127.0.0.1", 0,
+                                                            scenario=args.canary)
+            runners.append(canary_runner)
     except OSError as exc:
+        for runner in runners:
+            await runner.cleanup()
         print(f"sse-audit-proxy: error: cannot start the demo gateway: {describe_os_error(exc)}",
               file=sys.stderr)
         return 1
     prefix = f"demo-{os.urandom(3).hex()}"
-    stats = LiveStats(checked_prefix=prefix)
+    # With a canary the scenario table's verdicts do not apply: a side may override the model.
+    stats = LiveStats(checked_prefix=None if canary_url else prefix)
+    canary = CanaryConfig() if canary_url is None else CanaryConfig(
+        url=str(canary_url), percent=args.canary_percent, guard=True)
     config = ServiceConfig(
         proxy=ProxyConfig(upstream=gw_url, host=args.host, port=args.port,
                           idle_timeout=args.idle_timeout),
-        metrics_host=args.host, metrics_port=args.metrics_port)
+        metrics_host=args.host, metrics_port=args.metrics_port, canary=canary)
     service = Service(config, extra_sinks=[stats])
+    if canary_url is not None:
+        stats.canary = service.canary
+        args.mix = (("healthy", 1),)  # the baseline healthy; the canary gateway adds the fault
     try:
         await service.start()
     except OSError as exc:
-        await gw_runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         print(f"sse-audit-proxy: error: cannot listen on {args.host}:{args.port} or metrics "
               f"port {args.metrics_port}: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     shown = f"[{args.host}]" if ":" in args.host else args.host
     proxy_url = URL(f"http://{shown}:{service.proxy.port}")
     metrics_url = URL(f"http://{shown}:{service.metrics_port}/metrics")
-    _print_header(args, proxy_url, metrics_url, gw_url)
+    _print_header(args, proxy_url, metrics_url, gw_url, canary_url)
 
     stop, hurry = asyncio.Event(), asyncio.Event()
     running = asyncio.get_running_loop()
@@ -141,7 +166,8 @@ async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
     if load is not None:
         await load
     await service.close()
-    await gw_runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
     print("\n" + summary(stats))
     if load is not None:
         t = client.total
@@ -151,12 +177,21 @@ async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
 
 
 def _print_header(args: argparse.Namespace, proxy_url: URL, metrics_url: URL,
-                  gw_url: URL) -> None:
+                  gw_url: URL, canary_url: URL | None = None) -> None:
     lines = [
         "sse-audit-proxy demo",
         f"  proxy     {proxy_url}   (OpenAI base URL {proxy_url / 'v1'})",
         f"  metrics   {metrics_url}",
         f"  gateway   {gw_url}   (direct, not audited; scenarios: GET {gw_url / 'v1/models'})",
+    ]
+    if canary_url is not None:
+        lines += [
+            f"  canary    {canary_url}   plays `{args.canary}` for every request; gets "
+            f"{args.canary_percent:g}% of requests; the guard trips when it is worse than the "
+            "baseline",
+            f"  sides     {metrics_url.with_path('/streams/recent')}?upstream=canary",
+        ]
+    lines += [
         f"  try       curl -N {proxy_url / 'v1/chat/completions'} -H 'Content-Type: "
         "application/json' -d '{\"model\":\"demo-buffered\",\"stream\":true,\"messages\":"
         "[{\"role\":\"user\",\"content\":\"hi\"}]}'",

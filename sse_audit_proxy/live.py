@@ -15,6 +15,8 @@ from typing import TextIO
 
 from . import scenarios
 from .audit import Outcome
+from .canary_control import CanaryControl
+from .guard import IGNORED_OUTCOMES, is_bad
 from .metrics import OTHER, LabelCap
 from .record import AuditRecord
 from .traffic import quantile, seconds, table
@@ -31,6 +33,18 @@ class ModelTally:
     as_documented: int = 0
 
 
+@dataclass(slots=True)
+class SideTally:
+    """One upstream (baseline or canary) in the live view."""
+
+    streams: int = 0
+    bad: int = 0
+    judged: int = 0  # streams that say something about the upstream (not client_disconnect)
+    active: int = 0
+    after_trip: int = 0  # streams started after the guard tripped
+    ttfts: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+
 @dataclass(slots=True, frozen=True)
 class Recent:
     trace_id: str
@@ -38,6 +52,7 @@ class Recent:
     verdict: str
     ttft: float | None
     max_gap: float | None
+    upstream: str = "baseline"
 
 
 def verdict_of(outcome: str, anomalies: list[str]) -> str:
@@ -50,6 +65,7 @@ class LiveStats:
 
     def __init__(self, checked_prefix: str | None = None, max_models: int = 100) -> None:
         self.began = time.monotonic()
+        self.began_wall = time.time()  # to place a trip (wall clock) on the view's time line
         self.requests = 0
         self.streams = 0
         self.active = 0
@@ -64,13 +80,23 @@ class LiveStats:
         self._stopped_at: float | None = None
         self._models = LabelCap(max_models)
         self._checked_prefix = checked_prefix
+        self.sides: dict[str, SideTally] = {}
+        self.canary: CanaryControl | None = None  # set by the demo when a canary runs
+
+    def _side(self, name: str) -> SideTally:
+        tally = self.sides.get(name)
+        if tally is None:
+            tally = self.sides[name] = SideTally()
+        return tally
 
     # Sink hooks
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         self.active += 1
+        self._side(upstream).active += 1
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         self.active -= 1
+        self._side(upstream).active -= 1
 
     def record(self, rec: AuditRecord) -> None:
         self.requests += 1
@@ -82,13 +108,24 @@ class LiveStats:
             return
         self.streams += 1
         self.outcomes[s.outcome.value] += 1
+        side = self._side(rec.upstream)
+        side.streams += 1
+        if s.outcome.value not in IGNORED_OUTCOMES:
+            side.judged += 1
+            side.bad += is_bad(s.outcome.value, s.anomalies)
+        if s.ttft is not None:
+            side.ttfts.append(s.ttft)
+        tripped_at = self.canary.tripped_at if self.canary is not None else None
+        if tripped_at is not None and rec.started_at >= tripped_at:
+            side.after_trip += 1
         self.anomalies.update(s.anomalies)
         if s.ttft is not None:
             self.ttfts.append(s.ttft)
         if s.max_gap is not None and (self.worst_gap is None or s.max_gap > self.worst_gap[0]):
             self.worst_gap = (s.max_gap, rec.trace_id)
         verdict = verdict_of(s.outcome.value, s.anomalies)
-        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap))
+        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap,
+                                  rec.upstream))
         model = self._models(rec.model)
         tally = self.by_model.get(model)
         if tally is None:
@@ -122,13 +159,67 @@ def _worst(stats: LiveStats) -> str:
     return f"{seconds(stats.worst_gap[0])} ({stats.worst_gap[1]})"
 
 
+def _bad_share(t: SideTally) -> str:
+    return f"{100.0 * t.bad / t.judged:.0f}%" if t.judged else "-"
+
+
+def _sides_in_order(stats: LiveStats) -> list[tuple[str, SideTally]]:
+    control = stats.canary
+    if control is None or control.router.canary is None:
+        return []
+    names = (control.router.baseline.name, control.router.canary.name)
+    return [(name, stats.sides.get(name) or SideTally()) for name in names]
+
+
+def canary_status(stats: LiveStats) -> str:
+    """`canary 50% (guard on)` or `canary TRIPPED at 12.3s: bad_share ...`."""
+    control = stats.canary
+    assert control is not None
+    trip, router = control.last_trip, control.router
+    if not router.tripped:
+        guard = "guard on" if control.config.guard else "guard off"
+        return f"canary {router.percent:g}% ({guard})"
+    if trip is None:
+        return "canary TRIPPED (another worker's guard): share 0%"
+    at = (control.tripped_at or stats.began_wall) - stats.began_wall
+    return (f"canary TRIPPED at {max(at, 0.0):.1f}s: {trip.rule}, canary "
+            f"{trip.canary['bad_percent']}% bad vs baseline {trip.baseline['bad_percent']}% "
+            f"({trip.canary['streams']} vs {trip.baseline['streams']} streams); share now 0%")
+
+
+def _sides_plain(stats: LiveStats) -> str:
+    sides = _sides_in_order(stats)
+    if not sides:
+        return ""
+    parts = [f"{name} {t.streams} bad {_bad_share(t)}" for name, t in sides]
+    line = f" | {canary_status(stats)} | " + ", ".join(parts)
+    if stats.canary is not None and stats.canary.router.tripped:
+        line += " | since the trip " + ", ".join(f"{n} {t.after_trip}" for n, t in sides)
+    return line
+
+
 def plain_line(stats: LiveStats) -> str:
     anomalies = " ".join(f"{k}={v}" for k, v in stats.anomalies.most_common())
     outcomes = " ".join(f"{k}={v}" for k, v in stats.outcomes.most_common())
     return (f"[{stats.elapsed:6.1f}s] streams {stats.streams} ({stats.active} open) | "
             f"{outcomes or 'no stream yet'} | anomalies {anomalies or 'none'} | ttft p50 "
             f"{seconds(quantile(stats.ttfts, 0.5))} p95 {seconds(quantile(stats.ttfts, 0.95))}"
-            f" | worst gap {_worst(stats)}")
+            f" | worst gap {_worst(stats)}{_sides_plain(stats)}")
+
+
+def side_lines(stats: LiveStats) -> list[str]:
+    """Baseline and canary side by side, and the guard's state (empty without a canary)."""
+    sides = _sides_in_order(stats)
+    if not sides:
+        return []
+    tripped = stats.canary is not None and stats.canary.router.tripped
+    rows = [("side", "streams", "open", "bad", "ttft p50", "ttft p95",
+             "since trip" if tripped else "")]
+    for name, t in sides:
+        rows.append((name, str(t.streams), str(t.active), _bad_share(t),
+                     seconds(quantile(t.ttfts, 0.5)), seconds(quantile(t.ttfts, 0.95)),
+                     str(t.after_trip) if tripped else ""))
+    return [canary_status(stats), *("  " + line for line in table(rows).splitlines())]
 
 
 def view_lines(stats: LiveStats) -> list[str]:
@@ -139,12 +230,19 @@ def view_lines(stats: LiveStats) -> list[str]:
         f"anomalies  {_counts(stats.anomalies)}",
         f"ttft       p50 {seconds(quantile(stats.ttfts, 0.5))}   "
         f"p95 {seconds(quantile(stats.ttfts, 0.95))}   worst gap {_worst(stats)}",
+        *side_lines(stats),
         "",
         "last streams",
     ]
-    rows = [("trace id", "model", "verdict", "ttft", "max gap")]
-    rows += [(r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
-             for r in reversed(stats.recent)]
+    rows: list[tuple[str, ...]]
+    if _sides_in_order(stats):  # a canary runs: which side served each stream
+        rows = [("trace id", "side", "model", "verdict", "ttft", "max gap")]
+        rows += [(r.trace_id, r.upstream, r.model, r.verdict, seconds(r.ttft),
+                  seconds(r.max_gap)) for r in reversed(stats.recent)]
+    else:
+        rows = [("trace id", "model", "verdict", "ttft", "max gap")]
+        rows += [(r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
+                 for r in reversed(stats.recent)]
     lines += ["  " + line for line in table(rows).splitlines()]
     return lines
 
@@ -157,6 +255,8 @@ def summary(stats: LiveStats) -> str:
         f"  ttft       p50 {seconds(quantile(stats.ttfts, 0.5))}   "
         f"p95 {seconds(quantile(stats.ttfts, 0.95))}   worst gap {_worst(stats)}",
     ]
+    if sides := side_lines(stats):
+        out += ["  " + line for line in sides]
     if stats.cut_by_shutdown:
         out.append(f"  {stats.cut_by_shutdown} stream(s) still open at shutdown were cut "
                    "(not counted above)")

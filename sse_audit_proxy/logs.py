@@ -73,6 +73,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         "route": rec.route,
         "method": rec.method,
         "model": rec.model,
+        "upstream": rec.upstream,
         "status": rec.status,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.started_at))
         + f".{int(rec.started_at % 1 * 1000):03d}Z",
@@ -109,10 +110,10 @@ class LogSink:
     def __init__(self) -> None:
         self._log = structlog.get_logger("sse_audit_proxy")
 
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         pass
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

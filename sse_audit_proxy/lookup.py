@@ -73,7 +73,8 @@ class WorkersSource:
     async def recent(self, query: Query) -> Answer:
         params = {k: str(v) for k, v in (("limit", query.limit), ("outcome", query.outcome),
                                          ("anomaly", query.anomaly), ("route", query.route),
-                                         ("model", query.model)) if v is not None}
+                                         ("model", query.model),
+                                         ("upstream", query.upstream)) if v is not None}
         return self._merge(await self._ask("/streams/recent", params), query.limit)
 
     async def find(self, trace_id: str) -> Answer:
@@ -95,7 +96,8 @@ def add_routes(app: web.Application, source: Source) -> None:
         if not 1 <= limit <= MAX_LIMIT:
             return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
         query = Query(limit=limit, outcome=q.get("outcome"), anomaly=q.get("anomaly"),
-                      route=q.get("route"), model=q.get("model"))
+                      route=q.get("route"), model=q.get("model"),
+                      upstream=q.get("upstream"))
         return web.json_response(await source.recent(query))
 
     async def by_trace_id(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import buckets
+from .guard import IGNORED_OUTCOMES, is_bad
 from .inbound import CLOSE_REASONS
 from .record import AuditRecord
 from .request_info import safe_token
@@ -43,10 +44,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
         self.models = LabelCap(max_models)
         self.finish_reasons = LabelCap(32)
-        rm = ("route", "model")
+        # `upstream`: the side that served it (baseline or canary), never its URL.
+        rm = ("route", "model", "upstream")
         self.requests = Counter(
             "sse_audit_requests", "Every proxied request.",
-            ("route", "method", "status"), registry=registry,
+            ("route", "method", "status", "upstream"), registry=registry,
         )
         self.streams = Counter(
             "sse_audit_streams", "Audited streams by outcome.",
@@ -96,6 +98,15 @@ class Metrics:
             "the upstream ended): the denominator of the missing_usage share.",
             rm, registry=registry,
         )
+        self.bad = Counter(
+            "sse_audit_bad_streams",
+            "Audited streams the canary guard counts as bad: outcome truncated, upstream_error "
+            "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
+            "missing_usage or invalid_tool_arguments (client_disconnect streams never). Divide "
+            "by streams with outcome!=\"client_disconnect\" for the bad share.",
+            rm, registry=registry,
+        )
+        # A connection closes before any request picks a side: no `upstream` label.
         self.connections_closed = Counter(
             "sse_audit_connections_closed",
             "Client connections the proxy closed: a request head not whole within "
@@ -108,7 +119,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.active = Gauge(
             "sse_audit_active_streams", "Streams being relayed now.",
-            ("route",), registry=registry, multiprocess_mode="livesum",
+            ("route", "upstream"), registry=registry, multiprocess_mode="livesum",
         )
 
     # Sink hooks -----------------------------------------------------------------------
@@ -126,41 +137,45 @@ class Metrics:
     def connection_closed(self, reason: str) -> None:
         self._child(self.connections_closed, reason).inc()
 
-    def stream_started(self, route: str) -> None:
-        self._child(self.active, route).inc()
+    def stream_started(self, route: str, upstream: str) -> None:
+        self._child(self.active, route, upstream).inc()
 
-    def stream_ended(self, route: str) -> None:
-        self._child(self.active, route).dec()
+    def stream_ended(self, route: str, upstream: str) -> None:
+        self._child(self.active, route, upstream).dec()
 
     def record(self, rec: AuditRecord) -> None:
         child = self._child
         method = rec.method if rec.method in _METHODS else OTHER
-        child(self.requests, rec.route, method, str(rec.status)).inc()
+        side = rec.upstream
+        child(self.requests, rec.route, method, str(rec.status), side).inc()
         s = rec.stream
         if s is None:
             return
         route, model = rec.route, self.models(rec.model)
-        child(self.streams, route, model, s.outcome.value).inc()
+        outcome = s.outcome.value
+        child(self.streams, route, model, side, outcome).inc()
+        if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
+            child(self.bad, route, model, side).inc()
         for anomaly in s.anomalies:
-            child(self.anomalies, route, model, anomaly).inc()
+            child(self.anomalies, route, model, side, anomaly).inc()
         if s.usage_judged:
-            child(self.usage_requested, route, model).inc()
+            child(self.usage_requested, route, model, side).inc()
         if s.ttfb is not None:
-            child(self.ttfb, route, model).observe(s.ttfb)
+            child(self.ttfb, route, model, side).observe(s.ttfb)
         if s.ttft is not None:
-            child(self.ttft, route, model).observe(s.ttft)
+            child(self.ttft, route, model, side).observe(s.ttft)
         if s.frames > 1:
-            _add_counts(child(self.gap, route, model), s.gap_counts, s.gap_sum)
+            _add_counts(child(self.gap, route, model, side), s.gap_counts, s.gap_sum)
         if s.max_gap is not None:
-            child(self.max_gap, route, model).observe(s.max_gap)
-        child(self.duration, route, model).observe(s.duration)
+            child(self.max_gap, route, model, side).observe(s.max_gap)
+        child(self.duration, route, model, side).observe(s.duration)
         for reason in s.finish_reasons:
             reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
-            child(self.finish, route, model, reason).inc()
+            child(self.finish, route, model, side, reason).inc()
         if s.prompt_tokens:
-            child(self.tokens, route, model, "prompt").inc(s.prompt_tokens)
+            child(self.tokens, route, model, side, "prompt").inc(s.prompt_tokens)
         if s.completion_tokens:
-            child(self.tokens, route, model, "completion").inc(s.completion_tokens)
+            child(self.tokens, route, model, side, "completion").inc(s.completion_tokens)
 
 
 def _add_counts(child: Histogram, counts: Sequence[int], total: float) -> None:

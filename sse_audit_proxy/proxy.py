@@ -26,6 +26,7 @@ from yarl import URL
 
 from .access import KeyCheck
 from .audit import End, StreamAudit, Thresholds
+from .canary import Router
 from .dialects import dialect_for_route, route_for_path
 from .inbound import (
     DEFAULT_HEADER_TIMEOUT,
@@ -74,8 +75,8 @@ _log = structlog.get_logger("sse_audit_proxy")
 class Sink(Protocol):
     """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
 
-    def stream_started(self, route: str) -> None: ...
-    def stream_ended(self, route: str) -> None: ...
+    def stream_started(self, route: str, upstream: str) -> None: ...
+    def stream_ended(self, route: str, upstream: str) -> None: ...
     def record(self, rec: AuditRecord) -> None: ...
 
 
@@ -115,6 +116,24 @@ class _Answer(web.Response):
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
         self.headers.popall(hdrs.SERVER, None)
+
+
+@dataclass(slots=True, frozen=True)
+class _Upstream:
+    """One upstream base URL: its pool key, path prefix and Host field."""
+
+    target: Target
+    base_path: str
+    host_header: bytes
+
+    @classmethod
+    def of(cls, url: URL, context: ssl.SSLContext) -> _Upstream:
+        host = url.raw_host or ""
+        shown = f"[{host}]" if ":" in host else host
+        return cls(Target(url.scheme, host, url.port or 80,
+                          context if url.scheme == "https" else None),
+                   url.raw_path.rstrip("/"),
+                   (shown if url.is_default_port() else f"{shown}:{url.port}").encode())
 
 
 class _Held:
@@ -169,18 +188,16 @@ def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
 
 class Proxy:
     def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
-                 on_connection_closed: Callable[[str], None] | None = None) -> None:
+                 on_connection_closed: Callable[[str], None] | None = None,
+                 router: Router | None = None) -> None:
         """`on_connection_closed(reason)`: a client connection was closed by a timeout."""
         self.config = config
         self._sinks = tuple(sinks)
         self._on_connection_closed = on_connection_closed
-        up = config.upstream
-        self._target = Target(up.scheme, up.raw_host or "", up.port or 80,
-                              upstream_ssl(config) if up.scheme == "https" else None)
-        self._base_path = up.raw_path.rstrip("/")
-        host = up.raw_host or ""
-        host = f"[{host}]" if ":" in host else host
-        self._host_header = (host if up.is_default_port() else f"{host}:{up.port}").encode()
+        # Which upstream each request goes to (baseline or canary; canary.py).
+        self.router = router if router is not None else Router.single(str(config.upstream))
+        self._upstreams: dict[str, _Upstream] = {}  # by base URL
+        self._ssl = upstream_ssl(config)
         self._pool = Pool(config.connect_timeout)
         self._keys = KeyCheck(config.require_keys)
         self._runner: web.ServerRunner | None = None
@@ -241,10 +258,11 @@ class Proxy:
         started = time.monotonic()
         route = route_for_path(request.path)
         trace_id, from_client = trace_id_from(request.headers)
+        side = self.router.pick(request.headers)
         rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
-                          None)
+                          None, upstream=side.name)
         try:
-            return await self._handle(request, rec, started, from_client)
+            return await self._handle(request, rec, started, from_client, side.base)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -262,8 +280,15 @@ class Proxy:
             self._inflight.discard(task)
             self._relaying.discard(id(request))
 
+    def _upstream_for(self, base: str) -> _Upstream:
+        up = self._upstreams.get(base)
+        if up is None:
+            up = self._upstreams[base] = _Upstream.of(URL(base), self._ssl)
+        return up
+
     async def _handle(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool
+        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
+        base: str,
     ) -> web.StreamResponse:
         if self._draining:
             return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
@@ -303,7 +328,8 @@ class Proxy:
             return self._refuse(rec, started, 400, "the request body could not be read",
                                 "invalid_request_error", "invalid_request_body", close=True)
         try:
-            conn = await self._pool.acquire(self._target)
+            up = self._upstream_for(base)
+            conn = await self._pool.acquire(up.target)
         except asyncio.CancelledError:
             self._gone_before_answer(rec, None, started)
             raise
@@ -312,7 +338,8 @@ class Proxy:
             return self._upstream_failed(rec, info, started, exc)
         used = [conn]  # the retry below may swap in a fresh connection
         try:
-            return await self._exchange(request, used, scanner, held, rec, started, from_client)
+            return await self._exchange(request, up, used, scanner, held, rec, started,
+                                        from_client)
         finally:
             used[0].release()
 
@@ -342,8 +369,8 @@ class Proxy:
         return held
 
     async def _exchange(
-        self, request: web.BaseRequest, used: list[Connection], scanner: BodyScanner,
-        held: _Held, rec: AuditRecord, started: float, from_client: bool,
+        self, request: web.BaseRequest, up: _Upstream, used: list[Connection],
+        scanner: BodyScanner, held: _Held, rec: AuditRecord, started: float, from_client: bool,
     ) -> web.StreamResponse:
         cfg = self.config
         conn = used[0]
@@ -352,7 +379,7 @@ class Proxy:
         if length is None and held.ended and request.body_exists:
             length = held.size
         chunked = length is None and not held.ended
-        head = self._request_head(request, rec, from_client, length, chunked)
+        head = self._request_head(request, up, rec, from_client, length, chunked)
         if held.ended and not chunked:  # the whole body is here: one write, one segment
             head = b"".join((head, *held.parts))
             held.parts = []
@@ -393,7 +420,7 @@ class Proxy:
                 if replay is None:
                     raise
                 conn.close()
-                used[0] = conn = await self._pool.acquire(self._target, fresh=True)
+                used[0] = conn = await self._pool.acquire(up.target, fresh=True)
                 conn.start(replay, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
                 conn.sent = True
                 await conn.response_head()
@@ -405,11 +432,12 @@ class Proxy:
         del replay
         return await self._respond(request, conn, rec, info, started)
 
-    def _request_head(self, request: web.BaseRequest, rec: AuditRecord, from_client: bool,
+    def _request_head(self, request: web.BaseRequest, up: _Upstream, rec: AuditRecord,
+                      from_client: bool,
                       length: int | None, chunked: bool) -> bytes:
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
-            request.method.encode("ascii"), (self._base_path + request.raw_path).encode("latin-1"),
-            self._host_header)]
+            request.method.encode("ascii"), (up.base_path + request.raw_path).encode("latin-1"),
+            up.host_header)]
         lines.extend(forward_fields(request.raw_headers, REQUEST_DROP))
         if length is not None:
             lines.append(b"Content-Length: %d\r\n" % length)
@@ -498,7 +526,7 @@ class Proxy:
         resp = _RawResponse(status, keep_alive)
         end = End.UPSTREAM_EOF
         if is_sse:
-            self._notify_started(rec.route)
+            self._notify_started(rec.route, rec.upstream)
         try:
             if transport is None or transport.is_closing():
                 raise ConnectionResetError
@@ -521,7 +549,7 @@ class Proxy:
                 conn.close()  # stop the gateway generating for nobody; never reused
                 resp.keep_alive_off()
             if is_sse:
-                self._notify_ended(rec.route)
+                self._notify_ended(rec.route, rec.upstream)
             if audit is not None and status >= 400:
                 end = End.UPSTREAM_STATUS
             if audit is None and end is not End.UPSTREAM_EOF:
@@ -565,13 +593,13 @@ class Proxy:
             except Exception:
                 _log.exception("sink_failed", sink=type(sink).__name__)
 
-    def _notify_started(self, route: str) -> None:
+    def _notify_started(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_started(route)
+            sink.stream_started(route, upstream)
 
-    def _notify_ended(self, route: str) -> None:
+    def _notify_ended(self, route: str, upstream: str) -> None:
         for sink in self._sinks:
-            sink.stream_ended(route)
+            sink.stream_ended(route, upstream)
 
     def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
                             started: float) -> None:
@@ -630,7 +658,7 @@ class Proxy:
         started = time.monotonic()
         trace_id, _ = trace_id_from(request.headers)
         rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
-                          0, time.time(), 0.0, 0, None)
+                          0, time.time(), 0.0, 0, None, upstream=self.router.baseline.name)
         status, code, msg = parse_error_answer(status, exc)
         if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)

@@ -27,8 +27,11 @@ class Query:
     anomaly: str | None = None
     route: str | None = None
     model: str | None = None
+    upstream: str | None = None
 
     def matches(self, rec: AuditRecord) -> bool:
+        if self.upstream is not None and rec.upstream != self.upstream:
+            return False
         if self.route is not None and rec.route != self.route:
             return False
         if self.model is not None and rec.model != self.model:
@@ -49,10 +52,10 @@ class RecentStreams:
 
     # Sink hooks -----------------------------------------------------------------------
 
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         pass
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

@@ -20,6 +20,7 @@ class AuditRecord:
     stream: StreamResult | None  # None for a request that was not audited as a stream
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
     ttfb: float | None = None  # seconds from the request to the first body byte, of any response
+    upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
 
     @property
     def outcome(self) -> str | None:

@@ -18,6 +18,8 @@ import structlog
 from . import loop, workers
 from .access import read_key_file
 from .audit import Thresholds
+from .canary import BASELINE, CANARY, CanaryConfig, label_name, parse_percent
+from .canary_control import describe, read_percent_file
 from .inbound import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 from .logs import LOG_FORMATS, configure_logging
 from .options import (
@@ -46,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                    "each event stream on the side.")
     option(p, "--upstream", type=upstream_url, required=True,
            help="base URL of the gateway to forward to, e.g. https://gateway.internal")
+    add_canary_options(p)
     option(p, "--host", default="127.0.0.1", help="address to listen on")
     option(p, "--port", type=port, default=8080, help="port to listen on (0: any free port)")
     option(p, "--metrics-host", default="127.0.0.1", help="address for /metrics and /healthz")
@@ -112,6 +115,75 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run)
 
 
+def add_canary_options(p: argparse.ArgumentParser) -> None:
+    option(p, "--canary", type=upstream_url,
+           help="base URL of a second gateway that gets --canary-percent of the requests")
+    option(p, "--canary-percent", type=percent, default=0.0,
+           help="share of requests sent to --canary, 0 to 100, decimals allowed")
+    option(p, "--canary-percent-file", type=readable_file,
+           help="file holding the canary percent; re-read on SIGHUP and when it changes "
+                "(a Kubernetes ConfigMap works); overrides --canary-percent")
+    option(p, "--canary-sticky-header",
+           help="requests with the same value of this header always go to the same side "
+                "(a stable hash: same answer in every worker and replica)")
+    option(p, "--canary-side-header",
+           help="let a request pick its side by sending this header with a side's name "
+                "(for probes; off unless set: otherwise no client can choose the canary)")
+    option(p, "--upstream-name", type=side_name, default=BASELINE,
+           help="the `upstream` label value of --upstream")
+    option(p, "--canary-name", type=side_name, default=CANARY,
+           help="the `upstream` label value of --canary")
+    flag(p, "--canary-guard",
+         help="compare canary and baseline streams and set the canary share to 0 when the "
+              "canary is worse (bad-stream share or p95 TTFT)")
+    option(p, "--canary-guard-window", type=positive_int, default=200,
+           help="recent streams per side the guard compares")
+    option(p, "--canary-guard-margin", type=percent, default=5.0,
+           help="percentage points the canary's bad-stream share may exceed the baseline's")
+    option(p, "--canary-guard-min-streams", type=positive_int, default=20,
+           help="canary streams the guard needs before it can trip")
+    option(p, "--canary-guard-ttft-ratio", type=positive_float, default=2.0,
+           help="trip when the canary's p95 TTFT exceeds the baseline's by this factor")
+
+
+def percent(value: str) -> float:
+    try:
+        return parse_percent(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a percent from 0 to 100: {value!r}") from exc
+
+
+def side_name(value: str) -> str:
+    try:
+        return label_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def canary_from(args: argparse.Namespace) -> CanaryConfig:
+    if args.upstream_name == args.canary_name:
+        raise ConfigError(f"--upstream-name and --canary-name must differ "
+                          f"(both {args.upstream_name!r})")
+    if args.canary is None and (args.canary_percent or args.canary_percent_file
+                                or args.canary_guard):
+        raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need "
+                          "--canary URL")
+    config = CanaryConfig(
+        url=None if args.canary is None else str(args.canary), percent=args.canary_percent,
+        upstream_name=args.upstream_name, canary_name=args.canary_name,
+        sticky_header=args.canary_sticky_header, side_header=args.canary_side_header,
+        percent_file=args.canary_percent_file, guard=args.canary_guard,
+        guard_window=args.canary_guard_window, guard_margin=args.canary_guard_margin,
+        guard_min_streams=args.canary_guard_min_streams,
+        guard_ttft_ratio=args.canary_guard_ttft_ratio)
+    if config.percent_file is not None:
+        try:
+            read_percent_file(config.percent_file)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--canary-percent-file {config.percent_file!r}: {exc}") from exc
+    return config
+
+
 def config_from(args: argparse.Namespace) -> ServiceConfig:
     thresholds = Thresholds(
         buffered_min_frames=args.buffered_min_frames,
@@ -163,7 +235,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
                           ) from exc
     return ServiceConfig(proxy=proxy, metrics_host=args.metrics_host,
                          metrics_port=args.metrics_port, max_models=args.max_models,
-                         recent_streams=args.recent_streams)
+                         recent_streams=args.recent_streams, canary=canary_from(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -223,7 +295,11 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(sig, stop.set)
+    reloads: list[Callable[[], None]] = []
+    # SIGHUP re-reads the canary percent (and clears a trip); it no longer ends the process.
+    running.add_signal_handler(signal.SIGHUP, lambda: [reload() for reload in reloads])
     service = Service(config)
+    reloads.append(service.canary.reload)
     try:
         await service.start()
     except OSError as exc:
@@ -239,7 +315,7 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
              upstream=str(config.proxy.upstream),
              metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
-             **open_files)
+             **open_files, **describe(service.proxy.router))
     if on_started is not None:
         on_started(service.metrics_port)
     await stop.wait()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
 from .admin import admin_app
+from .canary import CanaryConfig
+from .canary_control import CanaryControl, build_router
 from .inbound import GuardedAppRunner
 from .listen import listen
 from .logs import LogSink
@@ -24,6 +26,8 @@ class ServiceConfig:
     metrics_port: int = 9464
     max_models: int = 100
     recent_streams: int = DEFAULT_CAPACITY
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    canary_state_file: str | None = None  # --workers: where a trip is shared between workers
 
 
 class Service:
@@ -37,8 +41,12 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, max_models=config.max_models)
         self.recent = RecentStreams(config.recent_streams)
-        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, *extra_sinks],
-                           on_connection_closed=self.metrics.connection_closed)
+        router = build_router(str(config.proxy.upstream), config.canary)
+        self.canary = CanaryControl(router, config.canary, self.registry,
+                                    config.canary_state_file)
+        self.proxy = Proxy(config.proxy, [self.metrics, LogSink(), self.recent, self.canary,
+                                          *extra_sinks],
+                           on_connection_closed=self.metrics.connection_closed, router=router)
         self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
@@ -56,6 +64,7 @@ class Service:
             self.metrics_port = await listen(self._admin, self.config.metrics_host,
                                              self.config.metrics_port)
             await self.proxy.start()
+            self.canary.start()
         except BaseException:
             await self.close()
             raise
@@ -63,6 +72,7 @@ class Service:
     async def close(self, drain_timeout: float | None = None) -> None:
         """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
         self.draining = True
+        await self.canary.close()
         await self.proxy.close(drain_timeout)
         if self._admin is not None:
             await self._admin.cleanup()

@@ -13,6 +13,8 @@ A worker that dies is replaced; its counters stay in its files, so totals never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import multiprocessing
 import os
 import shutil
@@ -172,6 +174,17 @@ class Pool:
                 except WorkerFailed as exc:
                     _log.error("worker_restart_failed", worker=worker.index, reason=str(exc))
 
+    def reload(self, state_file: str) -> None:
+        """SIGHUP: clear a shared canary trip, then have every worker re-read its percent."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state_file)
+        for worker in self.workers:
+            # Only a worker that is listening has its SIGHUP handler in place.
+            if worker.admin_port is not None and worker.process.is_alive() \
+                    and worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGHUP)
+        _log.info("proxy_reloading", workers=len(self.workers))
+
     async def stop(self, timeout: float) -> None:
         """SIGTERM every worker (each drains on its own), then wait; SIGKILL after `timeout`."""
         self.stopping = True
@@ -204,8 +217,11 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
     port = int(reservation.getsockname()[1])
     metrics_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
+    # A canary trip in one worker reaches the others through this file (canary_control.py).
+    state_file = os.path.join(tempfile.mkdtemp(prefix="sse-audit-proxy-canary-"), "tripped.json")
     worker_config = replace(config, proxy=replace(config.proxy, port=port, reuse_port=True),
-                            metrics_host="127.0.0.1", metrics_port=0)
+                            metrics_host="127.0.0.1", metrics_port=0,
+                            canary_state_file=state_file)
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
@@ -232,6 +248,7 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
         running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.add_signal_handler(sig, stop.set)
+        running.add_signal_handler(signal.SIGHUP, functools.partial(pool.reload, state_file))
         watcher = asyncio.create_task(pool.watch())
         await stop.wait()
         _log.info("proxy_stopping", workers=size)
@@ -242,3 +259,4 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
         await runner.cleanup()
         reservation.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(state_file), ignore_errors=True)

@@ -84,10 +84,10 @@ class RecordingSink:
         self.records: list[AuditRecord] = []
         self._changed = asyncio.Event()
 
-    def stream_started(self, route: str) -> None:
+    def stream_started(self, route: str, upstream: str) -> None:
         pass
 
-    def stream_ended(self, route: str) -> None:
+    def stream_ended(self, route: str, upstream: str) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:
@@ -118,6 +118,10 @@ class RunningProxy:
         return URL(f"http://127.0.0.1:{self.service.metrics_port}")
 
     def metric(self, name: str, **labels: str) -> float | None:
+        """A sample; every stream and request metric is labelled by side (`baseline` here
+        unless told)."""
+        if not name.startswith(("sse_audit_canary_", "sse_audit_connections_closed")):
+            labels.setdefault("upstream", "baseline")
         return self.service.registry.get_sample_value(name, labels)
 
     async def record(self, timeout: float = 5.0) -> AuditRecord:
@@ -154,7 +158,7 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     services: list[Service] = []
 
     async def start(upstream_url: URL, *, max_models: int = 100, recent_streams: int = 1000,
-                    **overrides: Any) -> RunningProxy:
+                    canary: Any = None, **overrides: Any) -> RunningProxy:
         overrides.setdefault("thresholds", Thresholds())
         overrides.setdefault("drain_timeout", 1.0)  # teardown never waits long on a hung stream
         config = ServiceConfig(
@@ -163,6 +167,7 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
             metrics_port=0,
             max_models=max_models,
             recent_streams=recent_streams,
+            **({} if canary is None else {"canary": canary}),
         )
         sink = RecordingSink()
         service = Service(config, registry=CollectorRegistry(), extra_sinks=[sink])
@@ -189,8 +194,8 @@ async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
 
     runners: list[web.AppRunner] = []
 
-    async def start_gateway(**timing: Any) -> URL:
-        runner, url = await start(Timing(**timing))
+    async def start_gateway(scenario: str | None = None, **timing: Any) -> URL:
+        runner, url = await start(Timing(**timing), scenario=scenario)
         runners.append(runner)
         return url
 

@@ -29,7 +29,7 @@ def test_committed_dashboard_json_is_what_the_generator_makes() -> None:
 def test_dashboard_has_the_canary_variables_and_a_described_panel_for_each_concern() -> None:
     dash = json.loads(JSON.read_text())
     names = [v["name"] for v in dash["templating"]["list"]]
-    assert names == ["datasource", "route", "model", "instance"]
+    assert names == ["datasource", "route", "model", "upstream", "instance"]
     panels = [p for p in dash["panels"] if p["type"] != "row"]
     assert all(p["description"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
@@ -52,6 +52,30 @@ def test_every_recorded_series_the_dashboard_plots_is_defined_in_the_rules() -> 
     exprs = [t["expr"] for p in json.loads(JSON.read_text())["panels"] for t in p.get("targets", ())]
     used = {name for e in exprs for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", e)}
     assert used and used <= recorded, used - recorded
+
+
+def test_the_baseline_vs_canary_row_shows_both_sides_on_the_same_panels() -> None:
+    dash = json.loads(JSON.read_text())
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    titles = [r["title"] for r in rows]
+    assert "Baseline vs canary" in titles
+    start = dash["panels"].index(rows[titles.index("Baseline vs canary")])
+    following = dash["panels"][start + 1:]
+    row = following[:next((i for i, p in enumerate(following) if p["type"] == "row"),
+                          len(following))]
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in row}
+    # Every panel but the share/guard one splits by side, so both sides share each panel.
+    for title, expr in exprs.items():
+        if title != "Canary share and guard":
+            assert "by (upstream" in expr, title
+    joined = " ".join(exprs.values())
+    for needed in ("sse_audit_streams_total", "sse_audit_bad_streams_total",
+                   "sse_audit_stream_anomalies_total", "sse_audit_time_to_first_token_seconds",
+                   "sse_audit_time_to_first_byte_seconds", "sse_audit_stream_max_gap_seconds",
+                   'anomaly="missing_usage"', "sse_audit_canary_percent",
+                   "sse_audit_canary_tripped", "histogram_quantile(0.5,",
+                   "histogram_quantile(0.95,"):
+        assert needed in joined, needed
 
 
 def test_bursty_panel_plots_what_its_alert_evaluates_and_tells_the_operator_what_to_check() -> None:

@@ -66,7 +66,7 @@ async def test_demo_prints_its_urls_first_serves_traffic_and_ends_with_a_summary
             async with http.get(proxy + "/v1/models") as resp:
                 assert resp.status == 200  # the proxy forwards to the demo gateway
         assert 'sse_audit_streams_total{model="demo-healthy",outcome="complete",' \
-               'route="chat_completions"}' in exposition
+               'route="chat_completions",upstream="baseline"}' in exposition
         code, out, err = await demo.finish()
     finally:
         demo.kill()
@@ -116,3 +116,29 @@ async def test_demo_refuses_a_fault_delay_longer_than_the_idle_timeout() -> None
     code, _, err = await demo.finish()
     assert code == 2
     assert err.strip().count("\n") == 0 and "--fault-delay" in err
+
+
+async def test_demo_canary_shows_the_guard_tripping_and_no_canary_stream_after_it() -> None:
+    demo = await Demo.start("--canary", "buffered", "--duration", "8", "--rate", "20",
+                            "--concurrency", "8", *FAST)
+    try:
+        header = await demo.until(r"^  canary\s+(http://\S+)\s+plays `buffered`")
+        assert header.group(1)
+        trip = await demo.until(r"canary TRIPPED at [\d.]+s: (\w+), canary ([\d.]+)% bad vs "
+                                r"baseline ([\d.]+)% \((\d+) vs (\d+) streams\)")
+        assert trip.group(1) == "bad_share" and float(trip.group(2)) > float(trip.group(3))
+        assert int(trip.group(4)) == 20  # the guard's minimum canary streams
+        code, out, err = await demo.finish()
+    finally:
+        demo.kill()
+    assert code == 0, err
+    # Every refresh after the trip: streams started since then all went to the baseline.
+    since = [re.search(r"since the trip baseline (\d+), canary (\d+)", line)
+             for line in out.splitlines() if "since the trip" in line]
+    assert since and all(m is not None and m.group(2) == "0" for m in since)
+    assert int(since[-1].group(1)) > 0
+    summary = out[out.index("summary:"):]
+    canary_row = re.search(r"^\s+canary\s+(\d+)\s+\d+\s+(\d+)%.*\s(\d+)$", summary, re.M)
+    assert canary_row and canary_row.group(2) == "100" and canary_row.group(3) == "0"
+    assert re.search(r"^\s+baseline\s+\d+\s+\d+\s+0%", summary, re.M)
+    assert "cut off 0" in out  # the trip cut no stream

@@ -63,7 +63,8 @@ async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
         async with http.get(admin / "healthz") as r:
             assert r.status == 200
         async with http.get(admin / "metrics") as r:
-            assert 'sse_audit_active_streams{route="chat_completions"} 2.0' in await r.text()
+            assert ('sse_audit_active_streams{route="chat_completions",upstream="baseline"} 2.0'
+                    in await r.text())
         # New connections are refused.
         with pytest.raises(aiohttp.ClientConnectorError):
             async with aiohttp.ClientSession() as fresh:

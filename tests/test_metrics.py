@@ -27,10 +27,10 @@ def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
     Metrics(registry).record(AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0,
                                          result.duration, 0, result))
     reference_registry = CollectorRegistry()
-    reference = Histogram("sse_audit_inter_chunk_gap_seconds", "x", ("route", "model"),
+    reference = Histogram("sse_audit_inter_chunk_gap_seconds", "x", ("route", "model", "upstream"),
                           buckets=buckets.GAP, registry=reference_registry)
     for earlier, later in itertools.pairwise(times):
-        reference.labels("chat_completions", "m").observe(later - earlier)
+        reference.labels("chat_completions", "m", "baseline").observe(later - earlier)
 
     def gap_lines(reg: CollectorRegistry) -> list[str]:
         return [line for line in generate_latest(reg).decode().splitlines()
@@ -39,7 +39,8 @@ def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
 
     assert gap_lines(registry) == gap_lines(reference_registry)
     got = registry.get_sample_value("sse_audit_inter_chunk_gap_seconds_sum",
-                                    {"route": "chat_completions", "model": "m"})
+                                    {"route": "chat_completions", "model": "m",
+                                         "upstream": "baseline"})
     assert got is not None and abs(got - (times[-1] - times[0])) < 1e-9
 
 

@@ -113,9 +113,9 @@ async def test_openai_sdk_stream_with_usage_through_serve(chat_upstream) -> None
         async with aiohttp.ClientSession() as http, http.get(served.info["metrics"]) as resp:
             metrics = await resp.text()
         assert ('sse_audit_streams_total{model="gpt-4o-mini",outcome="complete",'
-                'route="chat_completions"} 1.0') in metrics
+                'route="chat_completions",upstream="baseline"} 1.0') in metrics
         assert ('sse_audit_usage_tokens_total{model="gpt-4o-mini",route="chat_completions",'
-                'type="completion"} 5.0') in metrics
+                'type="completion",upstream="baseline"} 5.0') in metrics
     finally:
         served.proc.terminate()
         out, err = await asyncio.wait_for(served.proc.communicate(), 10)

@@ -445,3 +445,38 @@ def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
             assert f"`{name}`" in row.split("|")[2], (scenario, row)
         if not failing:
             assert "every gate passes" in row
+
+
+async def test_probe_side_checks_the_canary_and_the_baseline_through_one_proxy(
+        demo_gateway: Any, proxy: Any) -> None:
+    from sse_audit_proxy.canary import CanaryConfig
+
+    baseline = await demo_gateway()
+    canary = await demo_gateway(scenario="buffered")
+    running = await proxy(baseline, canary=CanaryConfig(
+        url=str(canary), percent=0.0, side_header="X-SSE-Audit-Side"))
+    plan = make_plan(running.url, "gpt-4o", "--side", "canary", "--compare-side", "baseline",
+                     *FAST)
+    code, table, runs = await run_probe(plan)
+    assert code == 1, table
+    base, compare = runs
+    # The canary buffers; the baseline, asked through the same proxy, passes every gate.
+    assert failures([base]) == gates_of("streaming", apis=("chat",))
+    assert failures([compare]) == set()
+    assert "(side canary) vs compare" in table
+    sides = {r.trace_id: r.upstream for r in running.sink.records}
+    assert {sides[e.trace_id] for e in base.exchanges} == {"canary"}
+    assert {sides[e.trace_id] for e in compare.exchanges} == {"baseline"}
+
+
+async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(
+        demo_gateway: Any, proxy: Any) -> None:
+    from sse_audit_proxy.canary import CanaryConfig
+
+    baseline = await demo_gateway()
+    canary = await demo_gateway(scenario="buffered")
+    running = await proxy(baseline, canary=CanaryConfig(url=str(canary), percent=0.0))
+    plan = make_plan(running.url, "gpt-4o", "--side", "canary", *FAST)
+    code, table, _ = await run_probe(plan)
+    assert code == 0, table  # a client cannot pick the canary: it got the baseline
+    assert {r.upstream for r in running.sink.records} == {"baseline"}

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 from cli_process import serve_process
 from demo_client import FAST, HEALTHY, drive
+from progressive import argo_queries, flagger_queries
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,7 @@ FAULT_ALERTS = {"SSEAuditBufferedStreams", "SSEAuditBurstyStreams", "SSEAuditTru
                 "SSEAuditMissingDone", "SSEAuditMissingFinishReason", "SSEAuditMissingUsage",
                 "SSEAuditUpstreamErrors", "SSEAuditTimeToFirstTokenRegression"}
 DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}
+CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -84,10 +87,10 @@ def dashboard_queries() -> tuple[list[tuple[str, str]], list[str]]:
     return exprs, variables
 
 
-def as_grafana_would(expr: str) -> str:
+def as_grafana_would(expr: str, rate_interval: str = "10s") -> str:
     # "All" selected for every variable; $__rate_interval for a 1 s scrape interval.
-    expr = re.sub(r"\$(route|model|instance)\b", ".*", expr)
-    return expr.replace("$__rate_interval", "10s")
+    expr = re.sub(r"\$(route|model|upstream|instance)\b", ".*", expr)
+    return expr.replace("$__rate_interval", rate_interval)
 
 
 class Prometheus:
@@ -193,7 +196,7 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     started = time.monotonic()
     panels, variables = dashboard_queries()
     rules = alert_rules()
-    assert {r["alert"] for r in rules} == FAULT_ALERTS | DOWN_ALERTS
+    assert {r["alert"] for r in rules} == FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS
 
     async with serve_process(gateway) as served, \
             prometheus(tmp_path, served.metrics_url.port or 0, http) as prom:
@@ -260,3 +263,112 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
 
         assert await poll(20, down_seen)
     assert time.monotonic() - started < 110
+
+
+def canary_row() -> list[tuple[str, str]]:
+    """(panel title, expr) of the dashboard's Baseline vs canary row."""
+    dash = json.loads(DASHBOARD.read_text())
+    out: list[tuple[str, str]] = []
+    inside = False
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            inside = p["title"] == "Baseline vs canary"
+        elif inside:
+            out += [(p["title"], t["expr"]) for t in p["targets"]]
+    assert out
+    return out
+
+
+async def send_plain(http: aiohttp.ClientSession, base: URL, n: int) -> None:
+    """Streams that name no scenario: each gateway plays its own (healthy, or forced)."""
+    body = orjson.dumps({"model": "gpt-canary", "stream": True,
+                         "messages": [{"role": "user", "content": "hi"}],
+                         "stream_options": {"include_usage": True}})
+
+    async def one() -> None:
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            async with http.post(base / "v1/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"}) as resp:
+                await resp.read()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def test_canary_row_alerts_and_rollout_templates_against_a_real_prometheus(
+        demo_gateway, tmp_path) -> None:
+    """A healthy baseline and a truncating canary at 50 %, guard on: the guard trips, both canary
+    alerts go pending or firing, every query of the Baseline vs canary row returns data for both
+    sides, and the Argo Rollouts and Flagger queries return data that fails the rollout."""
+    started = time.monotonic()
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(scenario="truncated", **FAST)
+    rules = {r["alert"]: r for r in alert_rules() if r["alert"] in CANARY_ALERTS}
+    async with aiohttp.ClientSession() as http, \
+            serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
+                          # Enough canary streams to span a few scrapes before the trip.
+                          "--canary-guard", "--canary-guard-min-streams", "60") as served, \
+            prometheus(tmp_path, served.metrics_url.port or 0, http) as prom:
+        await asyncio.sleep(2)  # a scrape of the idle proxy first: rates start from zero
+        sent = 0
+        while not any(line.get("event") == "canary_tripped" for line in served.lines):
+            assert sent < 400, "the guard never tripped"
+            await send_plain(http, served.url, 4)
+            sent += 4
+            # Paced over several scrapes: a counter's increments before its first scrape
+            # are not part of any rate.
+            await asyncio.sleep(0.25)
+        # Baseline traffic goes on (everything goes to the baseline now).
+        stop = asyncio.Event()
+
+        async def more() -> None:
+            while not stop.is_set():
+                await send_plain(http, served.url, 2)
+                await asyncio.sleep(0.2)
+
+        background = asyncio.create_task(more())
+        alerted: set[str] = set()
+
+        async def canary_alerts() -> bool:
+            states = await prom.alert_states()
+            alerted.update(a for a, s in states.items() if s & {"pending", "firing"})
+            return alerted >= CANARY_ALERTS
+
+        if not await poll(30, canary_alerts):
+            figures = {q: await prom.query(q) for q in (
+                "job_role:sse_audit_bad_streams:ratio_rate5m",
+                "job_role:sse_audit_judged_streams:rate5m")}
+            raise AssertionError(f"alerts reached: {alerted}; {figures}")
+        for name, rule in rules.items():
+            assert await prom.has_data(rule["expr"]), name
+
+        # The row, with a rate interval wide enough to span the canary's traffic before the trip.
+        missing = []
+        for title, expr in canary_row():
+            result = await prom.query(as_grafana_would(expr, "2m"))
+            sides = {s["metric"].get("upstream") for s in result if _finite(s["value"][1])}
+            if "Canary share and guard" in title:
+                ok = bool(sides)
+            elif "Anomaly share" in title:  # a healthy baseline has no anomaly series at all
+                ok = "canary" in sides
+            else:
+                ok = {"baseline", "canary"} <= sides
+            if not ok:
+                missing.append((title, sorted(map(str, sides))))
+        assert not missing, missing
+        tripped = await prom.query("max(sse_audit_canary_tripped)")
+        assert float(tripped[0]["value"][1]) == 1.0
+
+        # Argo Rollouts and Flagger: data, and values that fail the rollout.
+        for name, query in {**argo_queries("5m"), **flagger_queries("1m")}.items():
+            result = await prom.query(query)
+            assert len(result) == 1 and _finite(result[0]["value"][1]), (name, result)
+            value = float(result[0]["value"][1])
+            if "bad-stream-share" in name:
+                limit = 5.0 if name.startswith("sse-audit-") else 0.05  # Flagger: points
+                assert value > limit, (name, value)
+            else:
+                assert value > 0, (name, value)
+        stop.set()
+        await background
+        assert await served.stop() == 0
+    assert time.monotonic() - started < 90

@@ -199,7 +199,8 @@ async def test_metrics_show_a_healthy_stream(upstream, proxy, http) -> None:
     assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
     async with http.get(p.metrics_url / "metrics") as resp:
         text = await resp.text()
-    assert 'sse_audit_streams_total{model="gpt-test",outcome="complete",route="chat_completions"} 1.0' in text
+    assert ('sse_audit_streams_total{model="gpt-test",outcome="complete",route="chat_completions",'
+            'upstream="baseline"} 1.0') in text
     async with http.get(p.metrics_url / "healthz") as resp:
         assert resp.status == 200
 

@@ -38,6 +38,9 @@ MAX_FRAMES = 100_000
 OWNER = "sse-audit-proxy-demo"
 
 _TIMING_KEY = web.AppKey("timing", Timing)
+# `gateway --scenario`: every request plays this one, whatever its model, unless it names
+# another with X-Demo-Scenario (say, a canary that buffers).
+_FORCED_KEY = web.AppKey("forced_scenario", str)
 
 # Real servers' wire habits, on any scenario and route with `X-Demo-Habits: a,b`; the
 # scenarios of the same names are the healthy stream with one habit.
@@ -236,7 +239,11 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("you must provide a model parameter", "missing_model")
-    scenario = scenario_for(model, request.headers)
+    forced = request.app.get(_FORCED_KEY)
+    if forced and SCENARIO_HEADER not in request.headers:
+        scenario = scenarios.BY_NAME[forced]
+    else:
+        scenario = scenario_for(model, request.headers)
     timing = timing_for(request.headers, request.app[_TIMING_KEY])
     habits = habits_for(request.headers, scenario)
     if "bursty" in habits:  # enough tokens for several clumps, streamed or not (same usage)
@@ -335,9 +342,14 @@ async def _not_found(request: web.Request) -> web.Response:
                   "GET /v1/models.", "invalid_request_error", "unknown_url")
 
 
-def create_app(timing: Timing) -> web.Application:
+def create_app(timing: Timing, scenario: str | None = None) -> web.Application:
+    """`scenario`: play this one for every request that does not name one in the header."""
     app = web.Application(client_max_size=32 << 20)
     app[_TIMING_KEY] = timing
+    if scenario is not None:
+        if scenarios.lookup(scenario) is None:
+            raise ValueError(f"unknown scenario {scenario!r}")
+        app[_FORCED_KEY] = scenario
     app.router.add_post("/v1/chat/completions", _route(chat_prompt,
                         lambda p, m, b: chat_body(p, m), _chat_stream))
     app.router.add_post("/v1/completions", _route(completions_prompt,
@@ -351,11 +363,11 @@ def create_app(timing: Timing) -> web.Application:
     return app
 
 
-async def start(timing: Timing, host: str = "127.0.0.1", port: int = 0
-                ) -> tuple[web.AppRunner, URL]:
+async def start(timing: Timing, host: str = "127.0.0.1", port: int = 0,
+                scenario: str | None = None) -> tuple[web.AppRunner, URL]:
     """Serve the gateway; returns its runner (call `cleanup()` to stop) and base URL."""
     # A client that goes away cancels its handler at once, like a real gateway stopping work.
-    runner = web.AppRunner(create_app(timing), access_log=None, handle_signals=False,
+    runner = web.AppRunner(create_app(timing, scenario), access_log=None, handle_signals=False,
                            handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from .. import loop
+from .. import loop, scenarios
 from ..options import non_negative_float, port, positive_float
 from ..serve import describe_os_error
 from .app import start
@@ -51,17 +51,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: 127.0.0.1)")
     p.add_argument("--port", type=port, default=8000,
                    help="port to listen on, 0 for any free port (default: 8000)")
+    p.add_argument("--scenario", choices=sorted(scenarios.BY_NAME), default=None,
+                   help="play this scenario for every request, whatever its model, unless it "
+                   "names one in X-Demo-Scenario (say, a canary that buffers next to a healthy "
+                   "baseline)")
     add_timing_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return loop.run(serve(args.host, args.port, timing_from(args)))
+    return loop.run(serve(args.host, args.port, timing_from(args), args.scenario))
 
 
-async def serve(host: str, port_: int, timing: Timing) -> int:
+async def serve(host: str, port_: int, timing: Timing, scenario: str | None = None) -> int:
     try:
-        runner, url = await start(timing, host, port_)
+        runner, url = await start(timing, host, port_, scenario)
     except OSError as exc:
         print(f"sse-audit-proxy: error: cannot listen on {host}:{port_}: "
               f"{describe_os_error(exc)}", file=sys.stderr)

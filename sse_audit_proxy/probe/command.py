@@ -19,6 +19,7 @@ from . import report
 from .runner import RouteRun, Settings, Target, probe_route
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+SIDE_HEADER = "X-SSE-Audit-Side"
 _KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 
 
@@ -73,6 +74,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--compare-base-url", type=base_url, metavar="URL", default=None,
                    help="run the same gates against this route too and show the differences "
                    "(e.g. the current route, to prove the rollback)")
+    p.add_argument("--side", metavar="NAME", default=None,
+                   help="through an sse-audit-proxy running a canary: send every request to "
+                   "this side (e.g. canary), by the --side-header the proxy honours")
+    p.add_argument("--compare-side", metavar="NAME", default=None,
+                   help="run the same gates on this side too (e.g. baseline), through the same "
+                   "proxy unless --compare-base-url, and show the differences")
+    p.add_argument("--side-header", metavar="NAME", default=SIDE_HEADER,
+                   help="the header naming the side; the proxy honours it only when started "
+                   f"with --canary-side-header NAME (default: {SIDE_HEADER})")
     p.add_argument("--proxy-metrics-url", type=_metrics_url, metavar="URL", default=None,
                    help="metrics port of the sse-audit-proxy at --base-url (e.g. "
                    "http://127.0.0.1:9464): the cancellation gate then confirms the proxy "
@@ -100,6 +110,9 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         raise UsageError(f"environment variable {key_env} (--api-key-env) is not set or empty")
     if args.compare_proxy_metrics_url and not args.compare_base_url:
         raise UsageError("--compare-proxy-metrics-url needs --compare-base-url")
+    for flag, value in (("--side", args.side), ("--compare-side", args.compare_side)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} needs a side name, e.g. canary or baseline")
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not _writable_dir(json_path.parent):
         raise UsageError(f"--json {args.json}: cannot write in {json_path.parent}")
@@ -115,13 +128,23 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
     settings = Settings(model=args.model, tools=args.tools, responses=args.responses,
                         headers=tuple(args.header), api_key=api_key, timeout=args.timeout)
     prefix = f"probe-{run_id}"
-    if args.compare_base_url is None:
+
+    def side(name: str | None) -> tuple[tuple[str, str], ...]:
+        return () if name is None else ((args.side_header, name),)
+
+    if args.compare_base_url is None and args.compare_side is None:
         targets: tuple[Target, ...] = (Target("base", args.base_url, prefix,
-                                              args.proxy_metrics_url),)
+                                              args.proxy_metrics_url, side(args.side),
+                                              args.side),)
     else:
-        targets = (Target("base", args.base_url, f"{prefix}-base", args.proxy_metrics_url),
-                   Target("compare", args.compare_base_url, f"{prefix}-compare",
-                          args.compare_proxy_metrics_url))
+        # --compare-side alone: the other side through the same proxy.
+        compare_url = args.compare_base_url or args.base_url
+        compare_metrics = args.compare_proxy_metrics_url or (
+            args.proxy_metrics_url if args.compare_base_url is None else None)
+        targets = (Target("base", args.base_url, f"{prefix}-base", args.proxy_metrics_url,
+                          side(args.side), args.side),
+                   Target("compare", compare_url, f"{prefix}-compare", compare_metrics,
+                          side(args.compare_side), args.compare_side))
     return Plan(settings, targets, run_id, key_env, json_path, raw_dir)
 
 

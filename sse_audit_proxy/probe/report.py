@@ -129,6 +129,7 @@ def report_dict(runs: Sequence[RouteRun], settings: Settings, run_id: str, key_e
         "gates": counts,
         "routes": [{
             "label": run.target.label, "base_url": str(run.target.base_url),
+            "side": run.target.side,
             "proxy_metrics_url": (str(run.target.proxy_metrics_url)
                                   if run.target.proxy_metrics_url else None),
             "duration_s": round(run.duration, 3), "result": "fail" if run.failed else "pass",
@@ -297,7 +298,13 @@ def _single_table(run: RouteRun, colour: bool, labelled: bool = False) -> str:
         rows.append((g.name, g.api, _status(g.status, colour), g.summary))
         plain.append((g.name, g.api, word, g.summary))
     label = f"{run.target.label} " if labelled else ""
-    return f"{label}route {run.target.base_url}\n" + table(rows, plain)
+    return f"{label}route {_where(run)}\n" + table(rows, plain)
+
+
+def _where(run: RouteRun) -> str:
+    """The route, and the proxy side it was sent to (`probe --side`)."""
+    side = f" (side {run.target.side})" if run.target.side else ""
+    return f"{run.target.base_url}{side}"
 
 
 _MEASURES = {"ttft_ms": "ttft (stream)", "usage": "usage (non-streamed)",
@@ -313,8 +320,8 @@ def _differences(a: RouteRun, b: RouteRun) -> str:
             continue
         rows.append((row["api"], _MEASURES.get(row["what"], row["what"]), _cell(row, "base"),
                      _cell(row, "compare"), "differs" if row["differs"] else ""))
-    return (f"differences: {a.target.label} {a.target.base_url} vs {b.target.label} "
-            f"{b.target.base_url}\n" + table(rows))
+    return (f"differences: {a.target.label} {_where(a)} vs {b.target.label} "
+            f"{_where(b)}\n" + table(rows))
 
 
 def _details(runs: Sequence[RouteRun]) -> str:

@@ -37,6 +37,9 @@ class Target:
     base_url: URL
     trace_prefix: str  # probe-<run id>[-<label>]
     proxy_metrics_url: URL | None = None
+    # `probe --side`: the header that asks the proxy for one side (baseline or canary).
+    headers: tuple[tuple[str, str], ...] = ()
+    side: str | None = None
 
 
 @dataclass(slots=True)
@@ -69,7 +72,8 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
                                     sock_read=settings.timeout)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
-        sender = Sender(session, settings.headers, settings.api_key, settings.timeout)
+        sender = Sender(session, settings.headers + target.headers, settings.api_key,
+                        settings.timeout)
         for api in apis(settings):
             await _probe_api(run, sender, api, settings)
         if target.proxy_metrics_url is not None:

@@ -1,0 +1,207 @@
+"""The canary guard: is the canary worse than the baseline? Records in, a decision out.
+
+Pure: no clocks, no I/O, no globals. It keeps the last `window` finished streams of each side
+and after each one asks two questions, each a statistical test rather than a comparison of
+raw figures, so that noise between two equal sides does not trip it:
+
+1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
+   timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
+   invalid_tool_arguments) above the baseline's by more than `margin` points? Tested with
+   Newcombe's hybrid score interval for a difference of proportions (built from two Wilson
+   intervals): trip when the interval's lower bound, at one-sided z = 3.09 (0.1 %), exceeds
+   the margin, once the canary has `min_streams` streams.
+2. **TTFT.** Is the canary's p95 time to first token more than `ttft_ratio` times the
+   baseline's? Tested distribution-free with order statistics: trip when a lower confidence
+   bound of the canary's p95 exceeds `ttft_ratio` times an upper confidence bound of the
+   baseline's (each at 1 %). An upper bound of a p95 exists only from 90 samples on
+   (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
+
+Streams the client abandoned (`client_disconnect`) say nothing about the upstream and are
+not counted. The README explains how the defaults were chosen.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
+BAD_ANOMALIES = frozenset({"buffered", "bursty", "missing_done", "missing_finish_reason",
+                           "missing_usage", "invalid_tool_arguments"})
+IGNORED_OUTCOMES = frozenset({"client_disconnect"})
+Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
+TTFT_QUANTILE = 0.95
+TTFT_ALPHA = 0.01
+EVIDENCE = 5  # trace IDs of offending streams named in a trip
+
+
+@dataclass(slots=True, frozen=True)
+class GuardSettings:
+    window: int = 200
+    margin: float = 5.0  # percentage points
+    min_streams: int = 20
+    ttft_ratio: float = 2.0
+
+
+@dataclass(slots=True, frozen=True)
+class Sample:
+    """What the guard needs of one finished stream."""
+
+    trace_id: str
+    bad: bool
+    ttft: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class Trip:
+    rule: str  # "bad_share" or "ttft_p95"
+    baseline: dict[str, Any]
+    canary: dict[str, Any]
+    threshold: str
+    trace_ids: list[str]
+
+
+def is_bad(outcome: str, anomalies: list[str]) -> bool:
+    return outcome in BAD_OUTCOMES or (bool(anomalies) and not BAD_ANOMALIES.isdisjoint(anomalies))
+
+
+def wilson(successes: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (0, 1) when nothing was seen."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_lower_bound(bad_c: int, n_c: int, bad_b: int, n_b: int, z: float) -> float:
+    """Newcombe (1998) method 10: lower bound of p_canary - p_baseline."""
+    lc, _ = wilson(bad_c, n_c, z)
+    _, ub = wilson(bad_b, n_b, z)
+    pc = bad_c / n_c if n_c else 0.0
+    pb = bad_b / n_b if n_b else 0.0
+    return (pc - pb) - math.sqrt((pc - lc) ** 2 + (ub - pb) ** 2)
+
+
+def _binom_cdf(n: int, p: float) -> list[float]:
+    """[P(X <= k) for k in 0..n], X ~ Binomial(n, p)."""
+    out, total = [], 0.0
+    for i in range(n + 1):
+        total += math.comb(n, i) * p ** i * (1 - p) ** (n - i)
+        out.append(total)
+    return out
+
+
+@functools.cache  # a pure function of small integers: computed once per window size
+def quantile_bound_ranks(n: int, q: float = TTFT_QUANTILE,
+                         alpha: float = TTFT_ALPHA) -> tuple[int | None, int | None]:
+    """1-based ranks (lower, upper) of order statistics bounding the q-quantile of n samples,
+    each with confidence 1 - alpha; None where n samples cannot bound it."""
+    lower = upper = None
+    cdf = _binom_cdf(n, q)
+    # X_(k) <= q-quantile with probability P(Bin(n, q) >= k).
+    for k in range(n, 0, -1):
+        if 1.0 - cdf[k - 1] >= 1.0 - alpha:
+            lower = k
+            break
+    # X_(k) >= q-quantile with probability P(Bin(n, q) <= k - 1).
+    for k in range(1, n + 1):
+        if cdf[k - 1] >= 1.0 - alpha:
+            upper = k
+            break
+    return lower, upper
+
+
+class _Side:
+    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go."""
+
+    def __init__(self, window: int) -> None:
+        self.samples: deque[Sample] = deque(maxlen=window)
+        self.bad = 0
+        self.ttfts: list[float] = []
+
+    def add(self, sample: Sample) -> None:
+        if len(self.samples) == self.samples.maxlen:
+            oldest = self.samples[0]  # leaves the window
+            self.bad -= oldest.bad
+            if oldest.ttft is not None:
+                del self.ttfts[bisect.bisect_left(self.ttfts, oldest.ttft)]
+        self.samples.append(sample)
+        self.bad += sample.bad
+        if sample.ttft is not None:
+            bisect.insort(self.ttfts, sample.ttft)
+
+    def figures(self) -> dict[str, Any]:
+        n = len(self.samples)
+        ttfts = self.ttfts
+        p95 = ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)] if ttfts else None
+        return {"streams": n, "bad": self.bad,
+                "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
+                "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3)}
+
+
+class Guard:
+    """Feed it finished streams per side; `observe` returns a Trip the first time a rule holds
+    (then nothing until `reset`)."""
+
+    def __init__(self, settings: GuardSettings | None = None) -> None:
+        self.settings = settings or GuardSettings()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (the operator set a new share): forget both windows and any trip."""
+        w = self.settings.window
+        self.baseline = _Side(w)
+        self.canary = _Side(w)
+        self.tripped: Trip | None = None
+
+    def observe(self, canary: bool, sample: Sample) -> Trip | None:
+        if self.tripped is not None:
+            return None
+        (self.canary if canary else self.baseline).add(sample)
+        trip = self._bad_share() or self._ttft()
+        if trip is not None:
+            self.tripped = trip
+        return trip
+
+    def _bad_share(self) -> Trip | None:
+        c, b, s = self.canary, self.baseline, self.settings
+        n_c, n_b = len(c.samples), len(b.samples)
+        if n_c < s.min_streams or n_b == 0:
+            return None
+        if c.bad * n_b <= b.bad * n_c:  # not worse at all: skip the arithmetic
+            return None
+        bound = difference_lower_bound(c.bad, n_c, b.bad, n_b, Z_SHARE)
+        if bound * 100.0 <= s.margin:
+            return None
+        offending = [x.trace_id for x in reversed(c.samples) if x.bad][:EVIDENCE]
+        return Trip("bad_share", b.figures(), c.figures(),
+                    f"canary bad share exceeds baseline's by more than {s.margin:g} points "
+                    f"(lower bound {bound * 100.0:.1f} points, z={Z_SHARE})", offending)
+
+    def _ttft(self) -> Trip | None:
+        s = self.settings
+        if len(self.canary.samples) < s.min_streams:
+            return None
+        c_ttft, b_ttft = self.canary.ttfts, self.baseline.ttfts
+        if len(c_ttft) < s.min_streams or not b_ttft:
+            return None
+        c_lower, _ = quantile_bound_ranks(len(c_ttft))
+        _, b_upper = quantile_bound_ranks(len(b_ttft))
+        if c_lower is None or b_upper is None:
+            return None
+        canary_low, baseline_high = c_ttft[c_lower - 1], b_ttft[b_upper - 1]
+        if canary_low <= s.ttft_ratio * baseline_high:
+            return None
+        slowest = sorted((x for x in self.canary.samples if x.ttft is not None),
+                         key=lambda x: x.ttft or 0.0, reverse=True)[:EVIDENCE]
+        return Trip("ttft_p95", self.baseline.figures(), self.canary.figures(),
+                    f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's (canary at least "
+                    f"{canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
+                    [x.trace_id for x in slowest])

@@ -1,0 +1,315 @@
+"""The interop matrix's clients, each reduced to what its user sees of a stream.
+
+A result is a dict: `text`, `toolCalls` ([{name, arguments}]), `usage` ({input, output}),
+`finish`, or `error` ({name, status}) when the client raised; `aborted` when it hung up early.
+The same request through the proxy must give the same result as without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import openai
+from servers import HERE
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather at a place",
+    "parameters": {"type": "object",
+                   "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+                   "required": ["location"]},
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    client: str  # openai_py | anthropic_py | openai_node | ai_sdk | curl
+    api: str  # chat | responses | messages
+    model: str
+    prompt: str
+    tools: bool = False
+    abort_after: int = 0  # hang up after this many content events (0: read to the end)
+    path_prefix: str = ""  # before /v1/... (llmock serves Anthropic under /anthropic)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def run(call: Call, base: str, key: str, trace_id: str) -> dict[str, Any]:
+    headers = {"X-Client-Request-Id": trace_id, **call.headers}
+    runner = {"openai_py": _openai_py, "anthropic_py": _anthropic_py, "curl": _curl}.get(call.client)
+    if runner is None:
+        return _node(call, base, key, headers)
+    try:
+        return runner(call, base + call.path_prefix, key, headers)
+    except Exception as exc:  # what the client raised is part of its result
+        return {"error": {"name": type(exc).__name__, "status": getattr(exc, "status_code", None)}}
+
+
+def _args(text: str | None) -> Any:
+    """Tool arguments as the user's code would get them: parsed, or the raw text when broken."""
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return text
+
+
+def _openai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
+    client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=30,
+                           default_headers=headers)
+    with client:
+        if call.api == "chat":
+            return _openai_chat(client, call)
+        return _openai_responses(client, call)
+
+
+def _openai_chat(client: openai.OpenAI, call: Call) -> dict[str, Any]:
+    extra: dict[str, Any] = {"tools": [{"type": "function", "function": WEATHER_TOOL}]} if call.tools else {}
+    stream = client.chat.completions.create(
+        model=call.model, messages=[{"role": "user", "content": call.prompt}], stream=True,
+        stream_options={"include_usage": True}, **extra)
+    out: dict[str, Any] = {"text": "", "usage": None, "finish": None}
+    calls: dict[int, dict[str, str]] = {}
+    content = 0
+    with stream:
+        for chunk in stream:
+            if chunk.usage:
+                out["usage"] = {"input": chunk.usage.prompt_tokens, "output": chunk.usage.completion_tokens}
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    out["text"] += choice.delta.content
+                    content += 1
+                for tc in choice.delta.tool_calls or ():
+                    slot = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+                    slot["name"] += (tc.function.name or "") if tc.function else ""
+                    slot["arguments"] += (tc.function.arguments or "") if tc.function else ""
+                    content += 1
+                out["finish"] = choice.finish_reason or out["finish"]
+            if call.abort_after and content >= call.abort_after:
+                out["aborted"] = True
+                break
+    out["toolCalls"] = [{"name": c["name"], "arguments": _args(c["arguments"])} for c in calls.values()]
+    return out
+
+
+def _openai_responses(client: openai.OpenAI, call: Call) -> dict[str, Any]:
+    extra: dict[str, Any] = {"tools": [{"type": "function", **WEATHER_TOOL}]} if call.tools else {}
+    stream = client.responses.create(model=call.model, input=call.prompt, stream=True, **extra)
+    out: dict[str, Any] = {"text": "", "toolCalls": [], "usage": None, "finish": None}
+    content = 0
+    with stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                out["text"] += event.delta
+                content += 1
+            elif event.type == "response.output_item.done" and event.item.type == "function_call":
+                out["toolCalls"].append({"name": event.item.name, "arguments": _args(event.item.arguments)})
+            elif event.type in ("response.completed", "response.incomplete", "response.failed"):
+                out["finish"] = event.response.status
+                if event.response.usage:
+                    u = event.response.usage
+                    out["usage"] = {"input": u.input_tokens, "output": u.output_tokens}
+            if call.abort_after and content >= call.abort_after:
+                out["aborted"] = True
+                break
+    return out
+
+
+def _anthropic_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0, timeout=30,
+                                 default_headers=headers)
+    extra: dict[str, Any] = {}
+    if call.tools:
+        extra["tools"] = [{"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
+                           "input_schema": WEATHER_TOOL["parameters"]}]
+    out: dict[str, Any] = {"text": "", "toolCalls": [], "usage": None, "finish": None}
+    content = 0
+    with client, client.messages.stream(model=call.model, max_tokens=256,
+                                        messages=[{"role": "user", "content": call.prompt}],
+                                        **extra) as stream:
+        for event in stream:
+            if event.type == "text":
+                out["text"] += event.text
+                content += 1
+            if call.abort_after and content >= call.abort_after:
+                out["aborted"] = True
+                return out
+        final = stream.get_final_message()
+    out["finish"] = final.stop_reason
+    out["usage"] = {"input": final.usage.input_tokens, "output": final.usage.output_tokens}
+    out["toolCalls"] = [{"name": b.name, "arguments": b.input} for b in final.content if b.type == "tool_use"]
+    return out
+
+
+def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node is not None
+    spec = {"client": call.client, "api": call.api, "baseURL": base + call.path_prefix + "/v1",
+            "apiKey": key, "headers": headers, "model": call.model, "prompt": call.prompt,
+            "tools": [WEATHER_TOOL] if call.tools else None, "abortAfter": call.abort_after}
+    done = subprocess.run([node, str(HERE / "clients.mjs"), json.dumps(spec)], capture_output=True,
+                          timeout=60, check=False, cwd=HERE)
+    lines = done.stdout.decode().strip().splitlines()
+    assert lines, f"node client printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def request_body(call: Call) -> dict[str, Any]:
+    """The request a plain HTTP client (curl, the raw fetch) sends for `call`."""
+    if call.api == "chat":
+        body: dict[str, Any] = {"model": call.model, "stream": True,
+                                "stream_options": {"include_usage": True},
+                                "messages": [{"role": "user", "content": call.prompt}]}
+        if call.tools:
+            body["tools"] = [{"type": "function", "function": WEATHER_TOOL}]
+        return body
+    if call.api == "responses":
+        body = {"model": call.model, "stream": True, "input": call.prompt}
+        if call.tools:
+            body["tools"] = [{"type": "function", **WEATHER_TOOL}]
+        return body
+    body = {"model": call.model, "stream": True, "max_tokens": 256,
+            "messages": [{"role": "user", "content": call.prompt}]}
+    if call.tools:
+        body["tools"] = [{"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
+                          "input_schema": WEATHER_TOOL["parameters"]}]
+    return body
+
+
+def api_path(call: Call) -> str:
+    return call.path_prefix + {"chat": "/v1/chat/completions", "responses": "/v1/responses",
+                               "messages": "/v1/messages"}[call.api]
+
+
+def auth_headers(call: Call, key: str) -> dict[str, str]:
+    if call.api == "messages":
+        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _curl(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
+    """`curl -N`; the result is the stream's SSE data as curl printed it, reduced like the SDKs'."""
+    curl = shutil.which("curl")
+    assert curl is not None
+    url = base + api_path(call).removeprefix(call.path_prefix)
+    argv = [curl, "-sS", "-N", "--max-time", "30", "-X", "POST", url,
+            "-H", "Content-Type: application/json", "--data-binary", json.dumps(request_body(call))]
+    for name, value in (auth_headers(call, key) | headers).items():
+        argv += ["-H", f"{name}: {value}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    events: list[Any] = []
+    content = 0
+    aborted = False
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\r\n")
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        events.append(data)
+        content += _is_content(data)
+        if call.abort_after and content >= call.abort_after:
+            proc.kill()
+            aborted = True
+            break
+    proc.wait(30)
+    out = reduce_events(call.api, events)
+    if aborted:
+        return {"aborted": True}
+    out["exit"] = proc.returncode
+    return out
+
+
+def _is_content(data: str) -> int:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return 0
+    if not isinstance(doc, dict):
+        return 0
+    if doc.get("type") in ("response.output_text.delta", "content_block_delta"):
+        return 1
+    return int(any(c.get("delta", {}).get("content") for c in doc.get("choices") or ()
+                   if isinstance(c, dict)))
+
+
+def reduce_events(api: str, events: list[str]) -> dict[str, Any]:
+    """What a reader of the raw data frames gets: text, tool calls, usage, finish, errors."""
+    out: dict[str, Any] = {"text": "", "toolCalls": [], "usage": None, "finish": None, "errors": 0}
+    calls: dict[Any, dict[str, str]] = {}
+    for data in events:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("error") or doc.get("type") == "error":
+            out["errors"] += 1
+        if api == "chat":
+            _reduce_chat(doc, out, calls)
+        elif api == "responses":
+            _reduce_responses(doc, out)
+        else:
+            _reduce_messages(doc, out, calls)
+    for c in calls.values():
+        out["toolCalls"].append({"name": c["name"], "arguments": _args(c["arguments"])})
+    return out
+
+
+def _reduce_chat(doc: dict[str, Any], out: dict[str, Any], calls: dict[Any, dict[str, str]]) -> None:
+    if doc.get("usage"):
+        usage = doc["usage"]
+        out["usage"] = {"input": usage.get("prompt_tokens"), "output": usage.get("completion_tokens")}
+    for choice in doc.get("choices") or ():
+        delta = choice.get("delta") or {}
+        out["text"] += delta.get("content") or ""
+        for tc in delta.get("tool_calls") or ():
+            slot = calls.setdefault(tc.get("index"), {"name": "", "arguments": ""})
+            fn = tc.get("function") or {}
+            slot["name"] += fn.get("name") or ""
+            slot["arguments"] += fn.get("arguments") or ""
+        out["finish"] = choice.get("finish_reason") or out["finish"]
+
+
+def _reduce_responses(doc: dict[str, Any], out: dict[str, Any]) -> None:
+    kind = doc.get("type")
+    if kind == "response.output_text.delta":
+        out["text"] += doc.get("delta") or ""
+    elif kind == "response.output_item.done" and (doc.get("item") or {}).get("type") == "function_call":
+        item = doc["item"]
+        out["toolCalls"].append({"name": item.get("name"), "arguments": _args(item.get("arguments"))})
+    elif kind in ("response.completed", "response.incomplete", "response.failed"):
+        response = doc.get("response") or {}
+        out["finish"] = response.get("status")
+        u = response.get("usage")
+        if u:
+            out["usage"] = {"input": u.get("input_tokens"), "output": u.get("output_tokens")}
+
+
+def _reduce_messages(doc: dict[str, Any], out: dict[str, Any], calls: dict[Any, dict[str, str]]) -> None:
+    kind = doc.get("type")
+    usage = None
+    if kind == "message_start":
+        usage = (doc.get("message") or {}).get("usage")
+    elif kind == "message_delta":
+        usage = doc.get("usage")
+        out["finish"] = (doc.get("delta") or {}).get("stop_reason") or out["finish"]
+    elif kind == "content_block_start" and (doc.get("content_block") or {}).get("type") == "tool_use":
+        calls[doc.get("index")] = {"name": doc["content_block"].get("name", ""), "arguments": ""}
+    elif kind == "content_block_delta":
+        delta = doc.get("delta") or {}
+        out["text"] += delta.get("text") or ""
+        if delta.get("type") == "input_json_delta" and doc.get("index") in calls:
+            calls[doc["index"]]["arguments"] += delta.get("partial_json") or ""
+    if usage:
+        merged = dict(out["usage"] or {})
+        if usage.get("input_tokens") is not None:
+            merged["input"] = usage["input_tokens"]
+        if usage.get("output_tokens") is not None:
+            merged["output"] = usage["output_tokens"]
+        out["usage"] = merged

@@ -1,0 +1,322 @@
+"""Choosing a side per request, and changing the share at run time (file, SIGHUP, trip)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from sse_audit_proxy.audit import End, StreamAudit
+from sse_audit_proxy.canary import CanaryConfig, Router, Side, bucket, label_name, parse_percent
+from sse_audit_proxy.canary_control import CanaryControl, build_router, read_percent_file
+from sse_audit_proxy.dialects.chat import ChatCompletions
+from sse_audit_proxy.record import AuditRecord
+
+BASE, CAN = Side("baseline", "http://b"), Side("canary", "http://c")
+
+
+def router(percent: float, **kw: str) -> Router:
+    r = Router(BASE, CAN, percent, **kw)
+    r._random = random.Random(7).random  # a fixed draw sequence
+    return r
+
+
+def test_without_a_canary_every_request_goes_to_the_baseline() -> None:
+    r = Router.single("http://gw/")
+    assert r.pick({}) == Side("baseline", "http://gw") and r.percent == 0.0
+
+
+@pytest.mark.parametrize("percent", [0.0, 12.5, 50.0, 100.0])
+def test_the_share_sent_to_the_canary_is_the_percent(percent: float) -> None:
+    r = router(percent)
+    picks = [r.pick({}).name for _ in range(20_000)]
+    share = 100.0 * picks.count("canary") / len(picks)
+    assert share == pytest.approx(percent, abs=1.0)
+
+
+def test_a_sticky_header_value_always_gets_the_same_side() -> None:
+    r = router(30.0, sticky_header="X-User")
+    for user in (f"user-{i}" for i in range(200)):
+        sides = {r.pick({"X-User": user}).name for _ in range(5)}
+        assert len(sides) == 1
+        # The same answer as a fresh router (another process) would give: a stable hash.
+        assert sides == {router(30.0, sticky_header="X-User").pick({"X-User": user}).name}
+    share = sum(bucket(f"user-{i}") < 30.0 for i in range(10_000)) / 100.0
+    assert share == pytest.approx(30.0, abs=1.5)
+
+
+def test_a_sticky_value_on_the_canary_stays_there_as_the_share_grows() -> None:
+    small, large = router(10.0, sticky_header="X-User"), router(40.0, sticky_header="X-User")
+    for i in range(2000):
+        if small.pick({"X-User": str(i)}).name == "canary":
+            assert large.pick({"X-User": str(i)}).name == "canary"
+
+
+def test_the_sticky_bucket_is_blake2b_of_the_value() -> None:
+    # Pinned: changing the hash would move every sticky client between sides.
+    assert bucket("alice") == pytest.approx(bucket("alice"))
+    assert 0.0 <= bucket("") < 100.0
+    assert round(bucket("alice"), 6) == round(int.from_bytes(
+        __import__("hashlib").blake2b(b"alice", digest_size=8).digest(), "big") / 2**64 * 100, 6)
+
+
+def test_a_client_picks_a_side_only_through_the_enabled_side_header() -> None:
+    closed = router(0.0)
+    assert closed.pick({"X-Side": "canary"}).name == "baseline"
+    opened = router(0.0, side_header="X-Side")
+    assert opened.pick({"X-Side": "canary"}).name == "canary"
+    assert router(100.0, side_header="X-Side").pick({"X-Side": "baseline"}).name == "baseline"
+    assert opened.pick({"X-Side": "nonsense"}).name == "baseline"
+
+
+def test_a_trip_sends_everything_to_the_baseline_until_a_new_percent() -> None:
+    r = router(100.0)
+    r.trip()
+    assert r.percent == 0.0 and all(r.pick({}).name == "baseline" for _ in range(100))
+    r.set_percent(100.0)
+    assert not r.tripped and r.pick({}).name == "canary"
+
+
+@pytest.mark.parametrize("text,value", [("0", 0.0), ("12.5", 12.5), (" 100 \n", 100.0),
+                                        ("7%", 7.0)])
+def test_percent_values(text: str, value: float) -> None:
+    assert parse_percent(text) == value
+
+
+@pytest.mark.parametrize("text", ["-1", "100.5", "nan", "ten", ""])
+def test_bad_percent_values_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_percent(text)
+
+
+@pytest.mark.parametrize("name", ["baseline", "v2.1-canary", "gw_blue"])
+def test_side_names_are_safe_label_values(name: str) -> None:
+    assert label_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "has space", 'quo"te', "x" * 41, "-lead", "a/b"])
+def test_unsafe_side_names_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        label_name(name)
+
+
+def test_the_percent_file_takes_one_number_and_comments(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("# ramp step 2\n25\n")
+    assert read_percent_file(str(f))[0] == 25.0
+    f.write_text("25\n30\n")
+    with pytest.raises(ValueError):
+        read_percent_file(str(f))
+
+
+# The control: file, SIGHUP and the trip -------------------------------------------------
+
+def control(tmp_path: Path, percent_file: str | None = None, state_file: str | None = None,
+            **kw: object) -> CanaryControl:
+    cfg = CanaryConfig(url="http://c", percent=10.0, percent_file=percent_file, guard=True,
+                       **kw)  # type: ignore[arg-type]
+    return CanaryControl(build_router("http://b", cfg), cfg, CollectorRegistry(), state_file)
+
+
+def gauges(c: CanaryControl) -> tuple[float, float]:
+    reg = c.percent_gauge._value.get(), c.tripped_gauge._value.get()  # type: ignore[attr-defined]
+    return reg
+
+
+def test_the_percent_file_overrides_the_flag_and_its_changes_apply(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("20\n")
+    c = control(tmp_path, str(f))
+    assert c.router.percent == 20.0 and gauges(c) == (20.0, 0.0)
+    f.write_text("35\n")
+    with capture_logs() as logs:
+        c.poll()
+    assert c.router.percent == 35.0 and gauges(c)[0] == 35.0
+    assert [entry["event"] for entry in logs] == ["canary_percent_changed"]
+    with capture_logs() as logs:
+        c.poll()  # unchanged: nothing to do
+    assert logs == []
+
+
+def test_a_bad_value_in_the_file_keeps_the_share_and_says_why(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("20\n")
+    c = control(tmp_path, str(f))
+    f.write_text("two hundred\n")
+    with capture_logs() as logs:
+        c.poll()
+        c.poll()  # said once, not every poll
+    assert c.router.percent == 20.0
+    assert [entry["event"] for entry in logs] == ["canary_percent_rejected"]
+    assert "two hundred" in logs[0]["reason"]
+    f.unlink()
+    with capture_logs() as logs:
+        c.poll()
+    assert c.router.percent == 20.0 and logs[0]["event"] == "canary_percent_rejected"
+
+
+def test_a_configmap_update_that_swaps_a_symlink_is_seen(tmp_path: Path) -> None:
+    # Kubernetes mounts a ConfigMap as key -> ..data/key, ..data -> ..<timestamp>/ and
+    # updates it by swapping ..data to a new directory (the file itself is never written).
+    old, new = tmp_path / "..2026_01", tmp_path / "..2026_02"
+    old.mkdir()
+    new.mkdir()
+    (old / "percent").write_text("5\n")
+    (new / "percent").write_text("50\n")
+    os.symlink(old.name, tmp_path / "..data")
+    os.symlink("..data/percent", tmp_path / "percent")
+    c = control(tmp_path, str(tmp_path / "percent"))
+    assert c.router.percent == 5.0
+    os.symlink(new.name, tmp_path / "..data_tmp")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    c.poll()
+    assert c.router.percent == 50.0
+
+
+def stream(trace_id: str, upstream: str, *, bad: bool) -> AuditRecord:
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    if not bad:
+        audit.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"},'
+                   b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', 0.1)
+    else:
+        audit.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n', 0.1)
+    result = audit.finish(0.2, End.UPSTREAM_BROKEN if bad else End.UPSTREAM_EOF)
+    return AuditRecord(trace_id, "chat_completions", "POST", "m", 200, 0.0, 0.2, 10, result,
+                       upstream=upstream)
+
+
+def feed_until_trip(c: CanaryControl, limit: int = 200) -> int:
+    for i in range(limit):
+        side = "canary" if i % 2 else "baseline"
+        c.record(stream(f"t{i}", side, bad=side == "canary"))
+        if c.router.tripped:
+            return i
+    raise AssertionError("never tripped")
+
+
+def test_a_trip_stops_the_canary_logs_why_and_shares_it(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    state = tmp_path / "tripped.json"
+    c = control(tmp_path, str(f), str(state))
+    with capture_logs() as logs:
+        feed_until_trip(c)
+    assert c.router.percent == 0.0 and gauges(c) == (0.0, 1.0)
+    trip = [entry for entry in logs if entry["event"] == "canary_tripped"]
+    assert len(trip) == 1
+    assert trip[0]["rule"] == "bad_share" and trip[0]["canary"]["bad_percent"] == 100.0
+    assert trip[0]["baseline"]["streams"] == 20 and len(trip[0]["trace_ids"]) == 5
+    assert state.exists()
+
+    # Another worker with the same percent file follows the shared trip on its next poll.
+    other = control(tmp_path, str(f), str(state))
+    assert other.router.percent == 50.0
+    other.poll()
+    assert other.router.tripped and other.router.percent == 0.0
+
+    # Streams still finishing on the canary after the trip change nothing.
+    c.record(stream("late", "canary", bad=True))
+    # Writing the file again (even the same value) is the operator's word: the trip clears.
+    f.write_text("50\n")
+    os.utime(f, ns=(1, 1))
+    c.poll()
+    other.poll()
+    assert not c.router.tripped and c.router.percent == 50.0 and gauges(c) == (50.0, 0.0)
+    assert not other.router.tripped  # the shared trip belonged to the old file
+
+
+def test_sighup_clears_a_trip_and_rereads_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    c = control(tmp_path, str(f))
+    feed_until_trip(c)
+    f.write_text("25\n")
+    c.reload()
+    assert not c.router.tripped and c.router.percent == 25.0
+    assert len(c.guard.canary.samples) == 0  # a fresh comparison after the operator spoke
+
+
+def test_without_the_guard_nothing_trips(tmp_path: Path) -> None:
+    cfg = CanaryConfig(url="http://c", percent=50.0)
+    c = CanaryControl(build_router("http://b", cfg), cfg, CollectorRegistry())
+    for i in range(200):
+        c.record(stream(f"t{i}", "canary" if i % 2 else "baseline", bad=bool(i % 2)))
+    assert not c.router.tripped and c.router.percent == 50.0
+
+
+def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
+    from sse_audit_proxy import cli
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]  # type: ignore[index]
+    flags = [s for a in serve._actions for s in a.option_strings
+             if s.startswith(("--canary", "--upstream-name"))]
+    assert len(flags) == 12
+    for flag in flags:
+        assert f"| `{flag}" in readme, flag
+    for name in ("sse_audit_canary_percent", "sse_audit_canary_tripped",
+                 "sse_audit_bad_streams_total", "sse_audit_upstream_info",
+                 "canary_tripped", "canary_percent_changed", "canary_percent_rejected",
+                 "canary_trip_followed", "?upstream=canary", "## Running a canary",
+                 "demo --canary buffered --duration 30", "`--side NAME`"):
+        assert name in readme, name
+
+
+def serve_config(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> object:
+    from sse_audit_proxy import cli
+    from sse_audit_proxy.serve import config_from
+
+    for name in [k for k in os.environ if k.startswith("SSE_AUDIT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = cli.build_parser().parse_args(["serve", "--upstream", "http://b", *argv])
+    return config_from(args)
+
+
+def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = serve_config(monkeypatch, SSE_AUDIT_CANARY="http://c:8000/",
+                       SSE_AUDIT_CANARY_PERCENT="12.5", SSE_AUDIT_CANARY_GUARD="1")
+    canary = cfg.canary  # type: ignore[attr-defined]
+    assert (canary.url, canary.percent, canary.guard) == ("http://c:8000/", 12.5, True)
+    cfg = serve_config(monkeypatch, "--canary", "http://c", "--canary-percent", "3",
+                       "--upstream-name", "blue", "--canary-name", "green")
+    canary = cfg.canary  # type: ignore[attr-defined]
+    assert (canary.percent, canary.upstream_name, canary.canary_name) == (3.0, "blue", "green")
+    assert serve_config(monkeypatch).canary.url is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--canary-percent", "5"], "need --canary URL"),
+    (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
+])
+def test_inconsistent_canary_flags_are_configuration_errors(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str) -> None:
+    from sse_audit_proxy.options import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        serve_config(monkeypatch, *argv)
+
+
+@pytest.mark.parametrize("argv", [["--canary", "http://c", "--canary-percent", "150"],
+                                  ["--canary", "http://c", "--canary-name", "has space"]])
+def test_bad_canary_values_are_refused_by_the_parser(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_config(monkeypatch, *argv)
+    assert exc.value.code == 2
+
+
+def test_a_bad_percent_file_at_start_is_a_configuration_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sse_audit_proxy.options import ConfigError
+
+    f = tmp_path / "percent"
+    f.write_text("lots\n")
+    with pytest.raises(ConfigError, match="--canary-percent-file"):
+        serve_config(monkeypatch, "--canary", "http://c", "--canary-percent-file", str(f))

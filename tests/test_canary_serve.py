@@ -1,0 +1,211 @@
+"""A canary through a real `serve` process: the guard trips, nothing is cut, SIGHUP brings it back;
+sticky routing across two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from cli_process import ServeProcess, serve_process
+from demo_client import FAST
+from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
+
+from sse_audit_proxy.canary import bucket
+
+LONG = {"X-Demo-Scenario": "healthy", "X-Demo-Frames": "60", "X-Demo-Interval-Ms": "50"}
+
+
+async def chat(http: aiohttp.ClientSession, base: URL, trace_id: str,
+               headers: dict[str, str] | None = None) -> bytes:
+    """One streamed chat request read to its end; the gateway's own scenario unless named."""
+    body = {"model": "gpt-canary", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}]}
+    sent = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id,
+            **(headers or {})}
+    try:
+        async with http.post(base / "v1/chat/completions", data=orjson.dumps(body),
+                             headers=sent) as resp:
+            return await resp.read()
+    except aiohttp.ClientPayloadError:
+        return b"<cut>"
+
+
+async def gauge(http: aiohttp.ClientSession, served: ServeProcess, name: str) -> float:
+    async with http.get(served.metrics_url / "metrics") as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not exposed")
+
+
+async def lookup(http: aiohttp.ClientSession, served: ServeProcess, **params: str) -> dict[str, Any]:
+    async with http.get(served.metrics_url / "streams/recent",
+                        params={"limit": "10000", **params}) as resp:
+        assert resp.status == 200
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
+def sticky_value(side: str) -> str:
+    """A header value the 50 % sticky hash puts on `side`."""
+    return next(v for v in (f"user-{i}" for i in range(1000))
+                if (bucket(v) < 50.0) == (side == "canary"))
+
+
+async def test_a_truncating_canary_at_50_percent_trips_cuts_nothing_and_sighup_restores_it(
+        demo_gateway, tmp_path: Path) -> None:
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(scenario="truncated", **FAST)
+    percent = tmp_path / "canary-percent"
+    percent.write_text("50\n")
+    async with serve_process(baseline, "--canary", str(canary), "--canary-percent-file",
+                             str(percent), "--canary-guard", "--canary-sticky-header",
+                             "X-User") as served, aiohttp.ClientSession() as http:
+        assert served.started["canary_percent"] == 50.0
+        # Two long streams, one on each side, open across the trip.
+        long = {side: asyncio.create_task(chat(http, served.url, f"long-{side}",
+                                               {**LONG, "X-User": sticky_value(side)}))
+                for side in ("baseline", "canary")}
+        await asyncio.sleep(0.3)
+        sent = 0
+        while not any(line.get("event") == "canary_tripped" for line in served.lines):
+            assert sent < 200, "the guard never tripped"
+            await asyncio.gather(*(chat(http, served.url, f"g{sent + i}") for i in range(4)))
+            sent += 4
+        trip = next(line for line in served.lines if line.get("event") == "canary_tripped")
+        assert trip["rule"] == "bad_share"
+        assert trip["canary"]["streams"] == 20  # --canary-guard-min-streams
+        assert trip["canary"]["bad_percent"] == 100.0 and trip["baseline"]["bad_percent"] == 0.0
+        assert len(trip["trace_ids"]) == 5 and all(t.startswith("g") for t in trip["trace_ids"])
+        assert await gauge(http, served, "sse_audit_canary_tripped") == 1.0
+        assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
+
+        # After the trip every new request goes to the baseline, sticky canary users included.
+        await asyncio.gather(*(chat(http, served.url, f"after{i}") for i in range(30)))
+        await chat(http, served.url, "after-sticky", {"X-User": sticky_value("canary")})
+        after = [s for s in (await lookup(http, served))["streams"]
+                 if s["trace_id"].startswith("after")]
+        assert len(after) == 31 and {s["upstream"] for s in after} == {"baseline"}
+        assert {s["outcome"] for s in after} == {"complete"}
+
+        # The streams open across the trip were not cut: both ended complete, [DONE] sent.
+        for side, task in long.items():
+            body = await task
+            assert body.rstrip().endswith(b"data: [DONE]"), side
+            found = (await lookup(http, served, upstream=side))["streams"]
+            rec = next(s for s in found if s["trace_id"] == f"long-{side}")
+            assert rec["outcome"] == "complete" and rec["anomalies"] == []
+
+        # Roll forward again: a new percent in the file and SIGHUP; applies within a second.
+        percent.write_text("100\n")
+        served.proc.send_signal(signal.SIGHUP)
+        hup = time.monotonic()
+        while await gauge(http, served, "sse_audit_canary_percent") != 100.0:
+            assert time.monotonic() - hup < 1.0, "SIGHUP not applied within a second"
+            await asyncio.sleep(0.02)
+        assert await gauge(http, served, "sse_audit_canary_tripped") == 0.0
+        await chat(http, served.url, "back")
+        back = (await lookup(http, served, upstream="canary"))["streams"]
+        assert any(s["trace_id"] == "back" for s in back)
+        changed = [line for line in served.lines if line.get("event") == "canary_percent_changed"]
+        assert changed and changed[-1]["source"] == "sighup" and changed[-1]["trip_cleared"]
+        assert await served.stop() == 0
+
+
+async def test_the_percent_file_ramps_without_a_restart(demo_gateway, tmp_path: Path) -> None:
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(**FAST)
+    percent = tmp_path / "canary-percent"
+    percent.write_text("0\n")
+    async with serve_process(baseline, "--canary", str(canary), "--canary-percent-file",
+                             str(percent), "--upstream-name", "blue", "--canary-name",
+                             "green") as served, aiohttp.ClientSession() as http:
+        await asyncio.gather(*(chat(http, served.url, f"zero{i}") for i in range(10)))
+        percent.write_text("100\n")
+        changed = time.monotonic()
+        while await gauge(http, served, "sse_audit_canary_percent") != 100.0:
+            assert time.monotonic() - changed < 1.5, "the file change was not seen"
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(chat(http, served.url, f"full{i}") for i in range(10)))
+        streams = (await lookup(http, served))["streams"]
+        sides = {s["trace_id"]: s["upstream"] for s in streams}
+        assert {sides[f"zero{i}"] for i in range(10)} == {"blue"}
+        assert {sides[f"full{i}"] for i in range(10)} == {"green"}
+        async with http.get(served.metrics_url / "metrics") as resp:
+            text = await resp.text()
+        assert 'upstream="green"' in text and 'upstream="blue"' in text
+        assert str(canary) not in text and str(baseline) not in text  # never a URL as a label
+
+
+async def test_sticky_routing_holds_across_two_workers(demo_gateway) -> None:
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(**FAST)
+    users = [f"user-{i}" for i in range(12)]
+    async with serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
+                             "--canary-sticky-header", "X-User", "--workers", "2") as served:
+        # A fresh connection per request: SO_REUSEPORT spreads connections over the workers.
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            gate = asyncio.Semaphore(8)
+
+            async def one(user: str, i: int) -> None:
+                async with gate:
+                    await chat(fresh, served.url, f"{user}/{i}", {"X-User": user})
+
+            await asyncio.gather(*(one(u, i) for u in users for i in range(10)))
+        async with aiohttp.ClientSession() as http:
+            answer = await lookup(http, served)
+        assert len(answer["workers"]) == 2 and all(w["held"] > 0 for w in answer["workers"])
+        by_user: dict[str, set[str]] = {}
+        for s in answer["streams"]:
+            by_user.setdefault(s["trace_id"].split("/")[0], set()).add(s["upstream"])
+        assert set(by_user) == set(users)
+        for user, sides in by_user.items():
+            assert sides == {"canary" if bucket(user) < 50.0 else "baseline"}, user
+        assert {next(iter(s)) for s in by_user.values()} == {"baseline", "canary"}
+
+
+async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gateway) -> None:
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(scenario="truncated", **FAST)
+    async with serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
+                             "--canary-guard", "--workers", "2") as served:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            sent = 0
+            while not any(line.get("event") == "canary_tripped" for line in served.lines):
+                assert sent < 400, "the guard never tripped"
+                await asyncio.gather(*(chat(fresh, served.url, f"g{sent + i}")
+                                       for i in range(8)))
+                sent += 8
+            tripped_at = time.monotonic()
+            # Within a second every worker has followed (each polls the shared trip file).
+            while sum(line.get("event") in ("canary_tripped", "canary_trip_followed")
+                      for line in served.lines) < 2:
+                assert time.monotonic() - tripped_at < 1.5
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*(chat(fresh, served.url, f"after{i}") for i in range(40)))
+        async with aiohttp.ClientSession() as http:
+            answer = await lookup(http, served)
+            assert await gauge(http, served, "sse_audit_canary_tripped") == 1.0
+            after = [s for s in answer["streams"] if s["trace_id"].startswith("after")]
+            assert len(after) == 40 and {s["upstream"] for s in after} == {"baseline"}
+
+            # SIGHUP to the supervisor clears the shared trip and reaches every worker.
+            served.proc.send_signal(signal.SIGHUP)
+            hup = time.monotonic()
+            while await gauge(http, served, "sse_audit_canary_tripped") != 0.0:
+                assert time.monotonic() - hup < 1.0, "a worker is still tripped"
+                await asyncio.sleep(0.02)
+            reloads = [line for line in served.lines
+                       if line.get("event") == "canary_percent_changed"]
+            assert len(reloads) == 2 and all(line["trip_cleared"] for line in reloads)
+            assert await gauge(http, served, "sse_audit_canary_percent") == 50.0

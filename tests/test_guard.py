@@ -1,0 +1,131 @@
+"""The canary guard (pure): trips on a clear regression within its minimum, never on noise."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sse_audit_proxy.guard import (
+    Guard,
+    GuardSettings,
+    Sample,
+    difference_lower_bound,
+    is_bad,
+    quantile_bound_ranks,
+    wilson,
+)
+
+
+def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
+    for outcome in ("truncated", "upstream_error", "timeout"):
+        assert is_bad(outcome, [])
+    for anomaly in ("buffered", "bursty", "missing_done", "missing_finish_reason",
+                    "missing_usage", "invalid_tool_arguments"):
+        assert is_bad("complete", [anomaly])
+    assert not is_bad("complete", [])
+    assert not is_bad("complete", ["malformed_frame", "error_event"])
+
+
+def test_wilson_interval_matches_a_published_value() -> None:
+    # Newcombe (1998), table I: 81/263 at 95 % -> 0.2553 to 0.3662.
+    lo, hi = wilson(81, 263, 1.959964)
+    assert lo == pytest.approx(0.2553, abs=5e-4) and hi == pytest.approx(0.3662, abs=5e-4)
+
+
+def test_difference_bound_matches_newcombe_method_10() -> None:
+    # Newcombe (1998), table II example (56/70 vs 48/80): difference 0.2, 95 % CI 0.0524-0.3339.
+    assert difference_lower_bound(56, 70, 48, 80, 1.959964) == pytest.approx(0.0524, abs=5e-4)
+
+
+def test_quantile_ranks_need_90_samples_for_an_upper_bound_of_a_p95() -> None:
+    assert quantile_bound_ranks(89)[1] is None
+    assert quantile_bound_ranks(90)[1] == 90
+    lower, _ = quantile_bound_ranks(20)
+    assert lower == 16  # P(Bin(20, .95) >= 16) = 0.997 >= 0.99
+
+
+def alternate(guard: Guard, n: int, canary_bad: float, baseline_bad: float,
+              rng: random.Random, ttft: tuple[float, float] = (0.1, 0.1)) -> int | None:
+    """Streams alternate baseline, canary; returns the canary stream count at the trip."""
+    for i in range(n):
+        canary = i % 2 == 1
+        bad = rng.random() < (canary_bad if canary else baseline_bad)
+        if guard.observe(canary, Sample(f"t{i}", bad, ttft[canary])) is not None:
+            return len(guard.canary.samples)
+    return None
+
+
+def test_a_canary_whose_every_stream_is_bad_trips_at_the_minimum() -> None:
+    guard = Guard()
+    at = alternate(guard, 200, 1.0, 0.0, random.Random(1))
+    assert at == 20  # the --canary-guard-min-streams default
+    trip = guard.tripped
+    assert trip is not None and trip.rule == "bad_share"
+    assert trip.canary["bad_percent"] == 100.0 and trip.baseline["bad_percent"] == 0.0
+    assert trip.trace_ids == ["t39", "t37", "t35", "t33", "t31"]  # the newest bad canary streams
+
+
+def test_a_canary_bad_at_60_percent_trips_soon_against_a_2_percent_baseline() -> None:
+    trips = [alternate(Guard(), 200, 0.6, 0.02, random.Random(seed)) for seed in range(5)]
+    assert all(t is not None and t <= 40 for t in trips), trips
+
+
+def test_fewer_streams_than_the_minimum_never_trip() -> None:
+    guard = Guard(GuardSettings(min_streams=20))
+    assert alternate(guard, 38, 1.0, 0.0, random.Random(1)) is None  # 19 canary streams
+
+
+def test_a_difference_within_the_margin_does_not_trip() -> None:
+    # 3 points worse, margin 5: a real but tolerated difference, over many streams.
+    assert alternate(Guard(), 4000, 0.08, 0.05, random.Random(3)) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("fault_rate,canary_share", [(0.05, 0.5), (0.3, 0.1), (0.5, 0.5),
+                                                      (0.2, 0.9)])
+def test_equal_sides_under_the_same_random_faults_never_trip_in_2000_streams(
+        seed: int, fault_rate: float, canary_share: float) -> None:
+    rng = random.Random(seed)
+    guard = Guard()
+    for i in range(2000):
+        canary = rng.random() < canary_share
+        # Heavy-tailed TTFTs, the same distribution on both sides.
+        sample = Sample(f"t{i}", rng.random() < fault_rate, rng.lognormvariate(-1.0, 1.0))
+        assert guard.observe(canary, sample) is None, (i, guard.canary.figures(),
+                                                       guard.baseline.figures())
+
+
+def test_a_canary_three_times_slower_trips_the_ttft_rule() -> None:
+    rng = random.Random(2)
+    guard = Guard()
+    for i in range(400):
+        canary = i % 2 == 1
+        ttft = rng.lognormvariate(-1.0, 0.3) * (3.0 if canary else 1.0)
+        if guard.observe(canary, Sample(f"t{i}", False, ttft)) is not None:
+            break
+    trip = guard.tripped
+    assert trip is not None and trip.rule == "ttft_p95"
+    # It waits for the 90 baseline TTFTs an upper bound of a p95 needs, and no longer.
+    assert 90 <= len(guard.baseline.samples) <= 100
+    assert trip.canary["ttft_p95_ms"] > 2 * trip.baseline["ttft_p95_ms"]
+    assert len(trip.trace_ids) == 5
+
+
+def test_a_trip_is_reported_once_and_reset_starts_over() -> None:
+    guard = Guard()
+    assert alternate(guard, 200, 1.0, 0.0, random.Random(1)) == 20
+    assert guard.observe(True, Sample("later", True, 0.1)) is None  # already tripped
+    guard.reset()
+    assert guard.tripped is None and len(guard.canary.samples) == 0
+    assert alternate(guard, 200, 1.0, 0.0, random.Random(1)) == 20
+
+
+def test_the_window_forgets_old_streams() -> None:
+    guard = Guard(GuardSettings(window=50))
+    alternate(guard, 100, 0.0, 0.0, random.Random(1))
+    assert len(guard.canary.samples) == 50 and guard.canary.bad == 0
+    # 50 bad canary streams push every good one out of the window.
+    for i in range(50):
+        guard.canary.add(Sample(f"b{i}", True, None))
+    assert guard.canary.bad == 50

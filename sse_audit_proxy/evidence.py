@@ -10,7 +10,6 @@ verdict and its reasons. `sse-audit-proxy evidence-to-case` turns it into a conf
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -29,15 +28,19 @@ ROUTE_PATHS = {"chat_completions": "/v1/chat/completions", "completions": "/v1/c
 OTHER_PATH = "/v1/other"
 
 
-def redacted_headers(headers: Mapping[str, str] | None, redactor: Redactor) -> list[list[str]]:
-    """`[name, value]` pairs, in order, with secret headers blanked and secrets in values
-    scrubbed (the same redaction as the log lines); bounded in count and length."""
-    if headers is None:
+def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
+    """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
+    values scrubbed (the same redaction as the log lines); bounded in count and length."""
+    if not head:
         return []
     out: list[list[str]] = []
-    for name, value in headers.items():
+    for line in head.split(b"\r\n")[1:]:  # the status line first
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            continue
         if len(out) >= MAX_HEADERS:
             break
+        name, value = name.strip(), value.strip()
         if redactor.is_secret_name(name):
             out.append([name, REDACTED])
         else:
@@ -81,7 +84,7 @@ def build(rec: AuditRecord, fields: dict[str, Any], redactor: Redactor,
         "instance": instance,
         "upstream": rec.upstream,
         "request": request,
-        "response": {"status": rec.status, "headers": redacted_headers(rec.response_headers,
+        "response": {"status": rec.status, "headers": redacted_headers(rec.response_head,
                                                                        redactor)},
         "verdict": {"outcome": fields.get("outcome"), "anomalies": fields.get("anomalies", []),
                     "reasons": fields.get("reasons", []), "end_reason": fields.get("end_reason"),

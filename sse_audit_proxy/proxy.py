@@ -23,8 +23,6 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import hdrs, http_exceptions, web
-from aiohttp.http_writer import StreamWriter
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .access import KeyCheck
@@ -40,19 +38,36 @@ from .inbound import (
 )
 from .listen import listen
 from .record import AuditRecord
-from .request_info import RequestInfo, trace_id_from
+from .request_info import BodyScanner, RequestInfo, trace_id_from
+from .upstream import (
+    BadResponse,
+    Connection,
+    ConnectTimeout,
+    Disconnected,
+    DNSError,
+    IdleTimeout,
+    Pool,
+    Target,
+    TLSError,
+    TotalTimeout,
+    Unreachable,
+    UpstreamError,
+)
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-    "upgrade", "proxy-authenticate", "proxy-authorization",
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
+    b"upgrade", b"proxy-authenticate", b"proxy-authorization",
 })
-# Recomputed for the upstream hop: Host names the upstream; we send the body we read whole.
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
-_RESPONSE_DROP = HOP_BY_HOP
 TRACE_HEADER = "X-Client-Request-Id"
 # The host (a pod's name in Kubernetes) named by --instance-header, to find its logs.
 INSTANCE = socket.gethostname()
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Recomputed for the upstream hop: Host names the upstream, the body framing is ours, and
+# `Expect: 100-continue` is answered by the proxy itself.
+REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+# The trace ID is set by the proxy (the client's, or a fresh one).
+RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
 
 # nginx's convention: the client went away before it was answered.
 STATUS_CLIENT_GONE = 499
@@ -93,18 +108,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _Relayed(web.StreamResponse):
-    """The upstream's response: its head carries the upstream's fields, and none that aiohttp
-    would add on its own (`Server` reveals versions; `Date`, `Content-Type` were not sent)."""
-
-    _ADDED = (hdrs.SERVER, hdrs.DATE, hdrs.CONTENT_TYPE)
-
-    async def _prepare_headers(self) -> None:
-        supplied = [name for name in self._ADDED if name in self.headers]
-        await super()._prepare_headers()
-        for name in self._ADDED:
-            if name not in supplied:
-                self.headers.popall(name, None)
+# The start of a request body read before the upstream is contacted (see _hold_start); the
+# rest streams through. This and one read (at most 64 KiB from aiohttp) plus the JSON scanner's
+# token in progress are all of a request body the proxy holds at a time.
+HOLD_BYTES = 64 << 10
 
 
 class _Answer(web.Response):
@@ -115,14 +122,31 @@ class _Answer(web.Response):
         self.headers.popall(hdrs.SERVER, None)
 
 
-def _forward_headers(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    named = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower not in drop and lower not in named:
-            out.add(name, value)
-    return out
+@dataclass(slots=True, frozen=True)
+class _Upstream:
+    """One upstream base URL: its pool key, path prefix and Host field."""
+
+    target: Target
+    base_path: str
+    host_header: bytes
+
+    @classmethod
+    def of(cls, url: URL, context: ssl.SSLContext) -> _Upstream:
+        host = url.raw_host or ""
+        shown = f"[{host}]" if ":" in host else host
+        return cls(Target(url.scheme, host, url.port or 80,
+                          context if url.scheme == "https" else None),
+                   url.raw_path.rstrip("/"),
+                   (shown if url.is_default_port() else f"{shown}:{url.port}").encode())
+
+
+class _Held:
+    __slots__ = ("ended", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.ended = False
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:
@@ -154,11 +178,13 @@ def escapes_base(raw_path: str) -> bool:
     return any(seg.partition(";")[0].strip() in (".", "..") for seg in path.split("/"))
 
 
-def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext | bool:
+def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
     """Verify upstream certificates (system store plus a CA file) unless told not to."""
-    if config.insecure_upstream:
-        return False
     context = ssl.create_default_context()
+    if config.insecure_upstream:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
     if config.upstream_ca_file:
         context.load_verify_locations(cafile=config.upstream_ca_file)
     return context
@@ -174,28 +200,19 @@ class Proxy:
         self._on_connection_closed = on_connection_closed
         # Which upstream each request goes to (baseline or canary; canary.py).
         self.router = router if router is not None else Router.single(str(config.upstream))
+        self._upstreams: dict[str, _Upstream] = {}  # by base URL
+        self._ssl = upstream_ssl(config)
+        self._pool = Pool(config.connect_timeout)
         self._keys = KeyCheck(config.require_keys)
-        self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._relaying: set[int] = set()  # ids of requests whose head the relay wrote
         self._draining = False  # refusing new requests, letting the running ones finish
         self._aborting = False  # the drain time is up: what still runs is cut
         self.port = config.port
 
     async def start(self) -> None:
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=upstream_ssl(cfg))
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # forward the upstream's bytes exactly as encoded
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(
-                total=cfg.total_timeout, sock_connect=cfg.connect_timeout,
-                sock_read=cfg.idle_timeout,
-            ),
-            trust_env=False,
-        )
         server = GuardedServer(
             self.handle,
             on_parse_error=self._parse_error,
@@ -234,8 +251,7 @@ class Proxy:
             await asyncio.wait(running, timeout=5.0)
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
     # One request ----------------------------------------------------------------------
 
@@ -255,6 +271,10 @@ class Proxy:
             raise
         except Exception:
             _log.exception("proxy_failed", trace_id=trace_id)
+            if id(request) in self._relaying:  # the relay had begun: a cut is all the client gets
+                if request.transport is not None:
+                    request.transport.close()
+                raise ConnectionResetError("response already started") from None
             if rec.duration:  # already recorded: answer without a second record
                 return _Answer(status=500, content_type="application/json", body=error_body(
                     "the proxy failed to handle the request", "server_error", "proxy_error"))
@@ -262,6 +282,13 @@ class Proxy:
                                 "server_error", "proxy_error")
         finally:
             self._inflight.discard(task)
+            self._relaying.discard(id(request))
+
+    def _upstream_for(self, base: str) -> _Upstream:
+        up = self._upstreams.get(base)
+        if up is None:
+            up = self._upstreams[base] = _Upstream.of(URL(base), self._ssl)
+        return up
 
     async def _handle(
         self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
@@ -285,16 +312,18 @@ class Proxy:
                                 "invalid_request_error", "invalid_api_key", close=unread)
             resp.headers["WWW-Authenticate"] = "Bearer"
             return resp
+        declared = request.content_length
+        if declared is not None and declared > self.config.max_body_bytes:
+            return self._too_large(rec, started)
+        scanner = BodyScanner()
         try:
-            body = await self._read_body(request)
+            held = await self._hold_start(request, scanner)
         except _BodyTooLarge:
-            return self._refuse(rec, started, 413, "request body exceeds "
-                                f"{self.config.max_body_bytes} bytes", "invalid_request_error",
-                                "request_too_large", close=True)
+            return self._too_large(rec, started)
         except asyncio.CancelledError:
             self._gone_before_answer(rec, None, started)
             raise
-        except ConnectionError:  # the client went away mid-body
+        except ConnectionError:
             self._gone_before_answer(rec, None, started)
             resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
@@ -302,185 +331,263 @@ class Proxy:
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
             return self._refuse(rec, started, 400, "the request body could not be read",
                                 "invalid_request_error", "invalid_request_body", close=True)
-        info = RequestInfo.from_body(body)
+        try:
+            up = self._upstream_for(base)
+            conn = await self._pool.acquire(up.target)
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, None, started)
+            raise
+        except UpstreamError as exc:
+            info = scanner.info() if held.ended else await self._scan_rest(request, scanner)
+            return self._upstream_failed(rec, info, started, exc)
+        used = [conn]  # the retry below may swap in a fresh connection
+        try:
+            return await self._exchange(request, up, used, scanner, held, rec, started,
+                                        from_client)
+        finally:
+            used[0].release()
+
+    async def _hold_start(self, request: web.BaseRequest, scanner: BodyScanner) -> _Held:
+        """Read the body's first HOLD_BYTES before contacting the upstream.
+
+        A small body is then sent in one go, and one over a small cap (the chunked case:
+        no Content-Length to refuse it by) never reaches the upstream.
+        """
+        held = _Held()
+        if not request.body_exists:
+            held.ended = True
+            return held
+        await expect_continue(request)
+        content = request.content
+        cap = self.config.max_body_bytes
+        while held.size < HOLD_BYTES:
+            chunk = await content.readany()
+            if not chunk:
+                held.ended = True
+                break
+            held.size += len(chunk)
+            if held.size > cap:
+                raise _BodyTooLarge
+            scanner.feed(chunk)
+            held.parts.append(chunk)
+        return held
+
+    async def _exchange(
+        self, request: web.BaseRequest, up: _Upstream, used: list[Connection],
+        scanner: BodyScanner, held: _Held, rec: AuditRecord, started: float, from_client: bool,
+    ) -> web.StreamResponse:
+        cfg = self.config
+        conn = used[0]
+        # A body that ended within the hold is sent with its length, as a client's would be.
+        length = request.content_length
+        if length is None and held.ended and request.body_exists:
+            length = held.size
+        chunked = length is None and not held.ended
+        head = self._request_head(request, up, rec, from_client, length, chunked)
+        if held.ended and not chunked:  # the whole body is here: one write, one segment
+            head = b"".join((head, *held.parts))
+            held.parts = []
+        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (
+            time.monotonic() - started)
+        head_only = request.method == "HEAD"
+        conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+        # An idempotent request sent whole on a pooled connection the upstream had just closed
+        # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
+        replay = (head if conn.uses > 1 and held.ended and not chunked
+                  and request.method in IDEMPOTENT else None)
+        try:
+            await self._send_body(request, conn, scanner, held, chunked)
+        except _BodyTooLarge:
+            conn.close()  # cut the upstream request: it must not see a body end that never came
+            return self._too_large(rec, started)
+        except asyncio.CancelledError:
+            conn.close()
+            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            raise
+        except ConnectionError:  # the client went away mid-body
+            conn.close()
+            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
+            resp.force_close()
+            return resp
+        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+            conn.close()
+            return self._refuse(rec, started, 400, "the request body could not be read",
+                                "invalid_request_error", "invalid_request_body", close=True)
+        info = scanner.info(complete=conn.sent)
+        scanner.release()  # an open stream keeps no parser state
         rec.model = info.model
         rec.request = info
-        headers = _forward_headers(request.headers, _REQUEST_DROP)
-        if not from_client:
-            headers[TRACE_HEADER] = rec.trace_id
-        url = URL(base + raw_path, encoded=True)
-
-        assert self._session is not None
         try:
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=body or None, allow_redirects=False
-            )
+            try:
+                await conn.response_head()
+            except Disconnected:
+                if replay is None:
+                    raise
+                conn.close()
+                used[0] = conn = await self._pool.acquire(up.target, fresh=True)
+                conn.start(replay, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+                conn.sent = True
+                await conn.response_head()
         except asyncio.CancelledError:
             self._gone_before_answer(rec, info, started)
             raise
-        except Exception as exc:
+        except UpstreamError as exc:
             return self._upstream_failed(rec, info, started, exc)
-        del body, headers  # sent: an open stream should not hold its prompt (RSS per stream)
-        try:
-            return await self._respond(request, upstream, rec, info, started)
-        finally:
-            upstream.release()
+        del replay
+        return await self._respond(request, conn, rec, info, started)
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        cap = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > cap:
-            raise _BodyTooLarge
-        await expect_continue(request)
-        parts: list[bytes] = []
-        size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > cap:
-                raise _BodyTooLarge
-            parts.append(chunk)
-        return b"".join(parts)
+    def _request_head(self, request: web.BaseRequest, up: _Upstream, rec: AuditRecord,
+                      from_client: bool,
+                      length: int | None, chunked: bool) -> bytes:
+        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
+            request.method.encode("ascii"), (up.base_path + request.raw_path).encode("latin-1"),
+            up.host_header)]
+        lines.extend(forward_fields(request.raw_headers, REQUEST_DROP))
+        if length is not None:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not from_client:
+            lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
+        if self.config.instance_header:
+            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
+                                            INSTANCE.encode("ascii", "replace")))
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def _send_body(self, request: web.BaseRequest, conn: Connection,
+                         scanner: BodyScanner, held: _Held, chunked: bool) -> None:
+        """Stream the request body to the upstream as it arrives, scanning it on the way."""
+        parts, held.parts = held.parts, []
+        for chunk in parts:
+            if not await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk):
+                return  # the upstream answered (or went) already: stop sending
+        del parts
+        if not held.ended:
+            cap = self.config.max_body_bytes
+            size = held.size
+            content = request.content
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > cap:
+                    raise _BodyTooLarge
+                scanner.feed(chunk)
+                data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+                if not await conn.write(data):
+                    return
+        if chunked and not await conn.write(b"0\r\n\r\n"):
+            return
+        conn.sent = True
+
+    async def _scan_rest(self, request: web.BaseRequest, scanner: BodyScanner) -> RequestInfo:
+        """The upstream is unreachable: read the body anyway (bounded) to learn the model."""
+        try:
+            size = 0
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > self.config.max_body_bytes:
+                    return scanner.info(complete=False)
+                scanner.feed(chunk)
+        except Exception:
+            return scanner.info(complete=False)
+        return scanner.info()
+
+    def _too_large(self, rec: AuditRecord, started: float) -> web.Response:
+        return self._refuse(rec, started, 413, "request body exceeds "
+                            f"{self.config.max_body_bytes} bytes", "invalid_request_error",
+                            "request_too_large", close=True)
 
     async def _respond(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        conn: Connection,
         rec: AuditRecord,
         info: RequestInfo,
         started: float,
     ) -> web.StreamResponse:
-        rec.status = upstream.status
-        rec.response_headers = upstream.headers
-        is_sse = upstream.headers.get("Content-Type", "").lower().startswith("text/event-stream")
+        rec.status = status = conn.status
+        ctype, encoding = _content_type_and_encoding(conn.headers)
+        is_sse = ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
         # bounded start of the body to tell; the client gets it unchanged.
         peek = info.stream and not is_sse
         audit: StreamAudit | None = None
-        if is_sse or peek or (info.stream and upstream.status >= 400):
+        if is_sse or peek or (info.stream and status >= 400):
             audit = StreamAudit(
                 dialect_for_route(rec.route)(),
                 started,
                 include_usage=info.include_usage,
-                content_encoding=upstream.headers.get("Content-Encoding", ""),
+                content_encoding=encoding.decode("latin-1"),
                 thresholds=self.config.thresholds,
                 event_stream=is_sse,
             )
-        headers = _forward_headers(upstream.headers, _RESPONSE_DROP)
-        headers[TRACE_HEADER] = rec.trace_id
-        if self.config.instance_header:
-            headers[self.config.instance_header] = INSTANCE
-        resp = _Relayed(status=upstream.status, reason=upstream.reason, headers=headers)
-        if self._draining:
-            resp.force_close()  # let the client reconnect to an instance that stays
+        transport = request.transport
+        relay = _Relay(conn, transport, request.protocol, rec, audit, is_sse, started,
+                       self.config.max_unsent_bytes)
+        has_body = not (request.method == "HEAD" or status in (204, 304))
+        client_chunked = (has_body and conn.content_length is None
+                          and request.version >= aiohttp.HttpVersion11)
+        keep_alive = (request.keep_alive and not self._draining
+                      and (client_chunked or conn.content_length is not None or not has_body))
+        resp = _RawResponse(status, keep_alive)
         end = End.UPSTREAM_EOF
         if is_sse:
             self._notify_started(rec.route, rec.upstream)
         try:
-            writer = await resp.prepare(request)
-            if is_sse and isinstance(writer, StreamWriter) and request.transport is not None:
-                end = await self._relay_stream(upstream, writer, request.transport, audit, rec,
-                                               started)
-            else:
-                end = await self._relay(upstream, resp, rec, started, audit if peek else None)
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError
+            head = self._response_head(request, conn, rec, client_chunked, keep_alive)
+            transport.write(head)
+            request.writer.output_size += len(head)  # aiohttp must not answer on top of it
+            self._relaying.add(id(request))
+            rec.response_head = head  # for evidence (one bytes object; redacted when shown)
+            del head
+            conn.headers = []  # written: an open stream need not keep them
+            relay.chunked = client_chunked
+            end = await relay.run()
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
         except ConnectionError:
             end = End.CLIENT_GONE
         finally:
+            relayed = end  # how the body ended, whatever the record will say
             if end is not End.UPSTREAM_EOF:
-                upstream.close()  # stop the gateway generating for nobody
-            transport = request.transport
-            if transport is not None:
-                if end is End.SLOW_CLIENT:
-                    transport.abort()  # drop what the client would not take
-                elif end in (End.UPSTREAM_BROKEN, End.IDLE_TIMEOUT, End.TOTAL_TIMEOUT):
-                    # Close without the final chunk so the client sees a cut, not a clean end.
-                    transport.close()
+                conn.close()  # stop the gateway generating for nobody; never reused
+                resp.keep_alive_off()
             if is_sse:
                 self._notify_ended(rec.route, rec.upstream)
-            if audit is not None and upstream.status >= 400:
+            if audit is not None and status >= 400:
                 end = End.UPSTREAM_STATUS
             if audit is None and end is not End.UPSTREAM_EOF:
                 rec.error = end.value
             self._finish(rec, audit, end, started)
+            # The record is out before the client sees the end (as when aiohttp's write_eof
+            # ran after the handler): whoever saw the end can count on the record.
+            if transport is not None:
+                _end_response(transport, relayed, client_chunked, keep_alive)
         return resp
 
-    async def _relay(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, rec: AuditRecord,
-        started: float, peek: StreamAudit | None = None,
-    ) -> End:
-        """Any other body: plain backpressure (the upstream is read as fast as the client takes).
-
-        `peek`: a stream was asked for and this is none; the audit looks at the body's start
-        for an error document sent in its place.
-        """
-        read = upstream.content.readany
-        write = resp.write
-        while True:
-            try:
-                chunk = await read()
-            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
-                return _read_failed(exc)
-            if not chunk:
-                return End.UPSTREAM_EOF
-            try:
-                await write(chunk)
-            except ConnectionError:
-                return End.CLIENT_GONE
-            if rec.ttfb is None:
-                rec.ttfb = time.monotonic() - started
-            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
-            if peek is not None:
-                try:
-                    peek.feed(chunk, time.monotonic())  # then look
-                except Exception:
-                    _log.exception("audit_failed")
-                    peek = None
-
-    async def _relay_stream(
-        self,
-        upstream: aiohttp.ClientResponse,
-        writer: StreamWriter,
-        transport: asyncio.Transport,
-        audit: StreamAudit | None,
-        rec: AuditRecord,
-        started: float,
-    ) -> End:
-        """An event stream: read at the upstream's pace, so the audit times the upstream.
-
-        The client's socket may hold back up to `max_unsent_bytes` (its transport's high-water
-        mark); past that the client is not keeping up, and the stream is aborted rather than
-        buffered without bound or left to stall the upstream indefinitely.
-        """
-        transport.set_write_buffer_limits(high=self.config.max_unsent_bytes)
-        read = upstream.content.readany
-        write = writer.write
-        protocol = writer.protocol
-        clock = time.monotonic
-        while True:
-            try:
-                chunk = await read()
-            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
-                return _read_failed(exc)
-            if not chunk:
-                return End.UPSTREAM_EOF
-            t = clock()
-            try:
-                await write(chunk, drain=False)  # forward first; never wait on the client
-            except ConnectionError:
-                return End.CLIENT_GONE
-            if rec.ttfb is None:
-                rec.ttfb = t - started
-            rec.bytes += len(chunk)  # on the record at once: a cancelled relay keeps its count
-            if audit is not None:
-                try:
-                    audit.feed(chunk, t)  # then look
-                except Exception:
-                    _log.exception("audit_failed")
-                    audit = None
-            if protocol.writing_paused:  # more than max_unsent_bytes wait for the client
-                return End.SLOW_CLIENT
+    def _response_head(self, request: web.BaseRequest, conn: Connection, rec: AuditRecord,
+                       client_chunked: bool, keep_alive: bool) -> bytes:
+        """The upstream's head as it came (hop-by-hop fields aside), plus the trace ID."""
+        version = b"HTTP/1.1" if request.version >= aiohttp.HttpVersion11 else b"HTTP/1.0"
+        lines = [b"%s %d %s\r\n" % (version, conn.status, conn.reason)]
+        lines.extend(forward_fields(conn.headers, RESPONSE_DROP, chunked=conn.chunked))
+        lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
+        if self.config.instance_header:
+            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
+                                            INSTANCE.encode("ascii", "replace")))
+        if client_chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep_alive and request.version >= aiohttp.HttpVersion11:
+            lines.append(b"Connection: close\r\n")
+        elif keep_alive and request.version < aiohttp.HttpVersion11:
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def _finish(
         self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float
@@ -526,6 +633,7 @@ class Proxy:
     ) -> web.StreamResponse:
         # The exception's own text goes nowhere: the record carries our code for it.
         status, code, message = upstream_error(exc, self.config)
+        rec.model = info.model
         audit = None
         if info.stream:
             audit = StreamAudit(dialect_for_route(rec.route)(), started)
@@ -575,15 +683,6 @@ class Proxy:
                             close=True)
 
 
-def _read_failed(exc: BaseException) -> End:
-    """Why reading the upstream's body stopped."""
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return End.IDLE_TIMEOUT  # sock_read: nothing for idle_timeout
-    if isinstance(exc, TimeoutError):
-        return End.TOTAL_TIMEOUT
-    return End.UPSTREAM_BROKEN
-
-
 _END_BY_CODE = {
     "upstream_connect_timeout": End.CONNECT_TIMEOUT,
     "upstream_idle_timeout": End.IDLE_TIMEOUT,
@@ -593,27 +692,153 @@ _END_BY_CODE = {
 
 def upstream_error(exc: BaseException, config: ProxyConfig) -> tuple[int, str, str]:
     """(status, code, message) for a failure to get a response from the upstream."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return (504, "upstream_connect_timeout",
-                f"upstream connect timed out after {config.connect_timeout:g} s")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return (504, "upstream_idle_timeout",
-                f"upstream sent nothing for {config.idle_timeout:g} s")
-    if isinstance(exc, asyncio.TimeoutError):
-        return (504, "upstream_timeout",
-                f"upstream did not answer within {config.total_timeout:g} s")
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(exc.certificate_error, "verify_message", "") or "certificate error"
-        return 502, "upstream_tls_error", f"TLS with upstream failed: {reason}"
-    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
-        reason = getattr(getattr(exc, "os_error", exc), "reason", None) or "handshake failed"
-        return 502, "upstream_tls_error", f"TLS with upstream failed: {reason}"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return 502, "upstream_dns_error", "could not resolve the upstream host"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return 502, "upstream_unreachable", "could not connect to upstream"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return 502, "upstream_disconnected", "upstream closed the connection without a response"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return 502, "upstream_bad_response", "upstream sent a response the proxy cannot read"
+    if isinstance(exc, ConnectTimeout):
+        return (504, exc.code, f"upstream connect timed out after {config.connect_timeout:g} s")
+    if isinstance(exc, IdleTimeout):
+        return 504, exc.code, f"upstream sent nothing for {config.idle_timeout:g} s"
+    if isinstance(exc, TotalTimeout):
+        return 504, exc.code, f"upstream did not answer within {config.total_timeout:g} s"
+    if isinstance(exc, TLSError):
+        return 502, exc.code, f"TLS with upstream failed: {exc.reason}"
+    if isinstance(exc, DNSError):
+        return 502, exc.code, "could not resolve the upstream host"
+    if isinstance(exc, Unreachable):
+        return 502, exc.code, "could not connect to upstream"
+    if isinstance(exc, Disconnected):
+        return 502, exc.code, "upstream closed the connection without a response"
+    if isinstance(exc, BadResponse):
+        return 502, exc.code, "upstream sent a response the proxy cannot read"
     return 502, "upstream_error", "the request to the upstream failed"
+
+
+def forward_fields(
+    fields: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes], *, chunked: bool = False
+) -> list[bytes]:
+    """Header lines to pass on, bytes exactly as received (no decoding, nothing lost).
+
+    Hop-by-hop fields are dropped (RFC 9110 7.6.1), and so is every field that any
+    `Connection` line names: all such lines count, not only the first.
+    """
+    named: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    out: list[bytes] = []
+    for name, value in fields:
+        lower = name.lower()
+        if lower in drop or lower in named or (chunked and lower == b"content-length"):
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    return out
+
+
+def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    ctype = encoding = b""
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"content-type" and not ctype:
+            ctype = value.strip().lower()
+        elif lower == b"content-encoding" and not encoding:
+            encoding = value.strip()
+    return ctype, encoding
+
+
+class _Relay:
+    """The body sink: each upstream read is written to the client, then fed to the audit.
+
+    Called from the upstream connection's `data_received`, so relaying a frame costs no task
+    switch. Event streams are read at the upstream's pace (the audit times the upstream); a
+    client more than `max_unsent_bytes` behind is cut. Other bodies use plain backpressure:
+    the upstream is not read while the client's buffer is over its high-water mark.
+    """
+
+    __slots__ = ("_blocked", "_loop", "_wake", "audit", "chunked", "conn", "is_sse",
+                 "protocol", "rec", "started", "transport")
+
+    def __init__(self, conn: Connection, transport: asyncio.Transport | None,
+                 protocol: Any, rec: AuditRecord, audit: StreamAudit | None, is_sse: bool,
+                 started: float, max_unsent: int) -> None:
+        self.started = started
+        self.conn = conn
+        self.transport = transport
+        self.protocol = protocol
+        self.rec = rec
+        self.audit = audit
+        self.is_sse = is_sse
+        self.chunked = False
+        self._blocked = False
+        self._wake: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        if transport is not None:
+            transport.set_write_buffer_limits(high=max_unsent)
+
+    def __call__(self, data: bytes) -> End | None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return End.CLIENT_GONE
+        t = time.monotonic()
+        if self.chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)  # forward first
+        rec = self.rec
+        if rec.ttfb is None:
+            rec.ttfb = t - self.started
+        rec.bytes += len(data)  # on the record at once: a cut relay keeps its count
+        audit = self.audit
+        if audit is not None:
+            try:
+                audit.feed(data, t)  # then look
+            except Exception:
+                _log.exception("audit_failed")
+                self.audit = None
+        if self.protocol.writing_paused:  # more than max_unsent_bytes wait for the client
+            if self.is_sse:
+                return End.SLOW_CLIENT
+            self.conn.pause_reading()
+            self._blocked = True
+            self._poke()
+        return None
+
+    def _poke(self, _: object = None) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def run(self) -> End:
+        end = self.conn.relay(self)
+        end.add_done_callback(self._poke)
+        while not end.done():
+            if self._blocked:
+                self._blocked = False
+                await self.protocol._drain_helper()  # raises if the client is gone
+                self.conn.resume_reading()
+                continue
+            self._wake = self._loop.create_future()
+            await self._wake
+        return end.result()
+
+
+def _end_response(transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool) -> None:
+    if end is End.UPSTREAM_EOF:
+        if chunked and not transport.is_closing():
+            transport.write(b"0\r\n\r\n")
+        if not keep_alive:
+            transport.close()
+    elif end is End.SLOW_CLIENT:
+        transport.abort()  # drop what the client would not take
+    else:
+        # Close without the final chunk so the client sees a cut, not a clean end.
+        transport.close()
+
+
+class _RawResponse(web.StreamResponse):
+    """The relay writes the response itself; aiohttp only learns whether to keep alive."""
+
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._keep_alive = keep_alive
+        self._eof_sent = True  # prepare() and write_eof() are no-ops
+
+    def keep_alive_off(self) -> None:
+        self._keep_alive = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import builtins
 from dataclasses import dataclass
 
 from .audit import StreamResult
@@ -23,10 +23,10 @@ class AuditRecord:
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
     ttfb: float | None = None  # seconds from the request to the first body byte, of any response
     upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
-    # For evidence: what was asked (its shape, never its text) and the upstream's response
-    # head (the upstream's own header mapping, not a copy; redacted when rendered).
+    # For evidence: what was asked (its shape, never its text) and the response head as
+    # relayed to the client (the bytes written; redacted when rendered).
     request: RequestInfo | None = None
-    response_headers: Mapping[str, str] | None = None
+    response_head: builtins.bytes | None = None  # (`bytes` is a field here)
 
     @property
     def outcome(self) -> str | None:

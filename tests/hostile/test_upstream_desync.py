@@ -1,0 +1,181 @@
+"""A connection that received bytes it did not ask for is never reused (issue 12, item 1).
+
+aiohttp's client pool kept parsing responses that arrived on an idle pooled connection and
+queued them for whoever used it next: one client received another's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.hostile.relay_support import RawRequest, raw_upstream
+
+STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+
+
+def answer(req: RawRequest) -> bytes:
+    body = req.target
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def later(writer: asyncio.StreamWriter, delay: float, data: bytes) -> None:
+    await asyncio.sleep(delay)
+    if not writer.is_closing():
+        writer.write(data)
+
+
+async def test_stray_response_arriving_on_an_idle_connection_is_never_given_to_the_next_client(
+    proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer(req))
+        task = asyncio.create_task(later(writer, 0.2, STRAY))  # unsolicited, 0.2 s later
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        for i in range(4):
+            async with http.get(p.url / f"r{i}") as resp:
+                assert (resp.status, await resp.read()) == (200, f"/r{i}".encode())
+            await asyncio.sleep(0.3)  # the stray has arrived on the idle pooled connection
+        # Each stray killed its connection: every request needed a fresh one.
+        assert up.connections == 4
+
+
+async def test_in_1000_interleaved_tries_no_client_ever_receives_another_clients_answer(
+    proxy: Any
+) -> None:
+    """Strays glued behind an answer, or a moment later, among normal answers.
+
+    Requests go one after another (each client waits for its answer, as the clients of the
+    report did). HTTP/1.1 has no request IDs: a stray that lands while a request is in flight
+    on that connection is that request's answer as far as anyone can tell (it gets "STRAY"),
+    but the connection is then closed by the next byte that arrives unasked, so the answers
+    never shift by one onto the next clients.
+    """
+    tasks: set[asyncio.Task[None]] = set()
+    rng = random.Random(7)
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        kind = rng.randrange(4)
+        if kind == 0:  # stray glued right behind the answer, in the same read
+            writer.write(answer(req) + STRAY)
+        elif kind == 1:  # stray a moment later, while the connection idles in the pool
+            writer.write(answer(req))
+            task = asyncio.create_task(later(writer, rng.uniform(0, 0.005), STRAY))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:  # a normal request
+            writer.write(answer(req))
+
+    wrong: list[tuple[bytes, bytes]] = []
+    strays = 0
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+
+        async def clients() -> None:
+            nonlocal strays
+            async with aiohttp.ClientSession() as http:
+                for i in range(1000):
+                    want = f"/r{i}".encode()
+                    async with http.get(p.url / want.decode()[1:]) as resp:
+                        got = await resp.read()
+                    if got == b"STRAY":
+                        strays += 1  # the upstream's own junk raced into a request: no one's data
+                    elif got != want:
+                        wrong.append((want, got))
+
+        await asyncio.wait_for(clients(), 90)
+    assert wrong == [], f"{len(wrong)} clients received another request's answer: {wrong[:5]}"
+    assert strays < 250
+    assert up.connections < 900, "connections were reused, so the rule was put to the test"
+
+
+async def test_responses_that_end_exactly_reuse_one_upstream_connection(proxy: Any) -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target == b"/chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n0\r\n\r\n")
+        else:
+            writer.write(answer(req))
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with aiohttp.ClientSession() as http:
+            for path in ("a", "chunked", "b", "chunked", "c"):
+                async with http.get(p.url / path) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+    assert up.connections == 1
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05], ids=["same-read", "while-idle"])
+@pytest.mark.parametrize("case", ["304", "204", "HEAD"])
+async def test_bytes_after_a_response_without_body_are_never_forwarded(
+    case: str, delay: float, proxy: Any
+) -> None:
+    evil = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target == b"/first":
+            if case == "HEAD":
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+            else:
+                head = b"HTTP/1.1 %s X\r\n\r\n" % case.encode()
+            if delay:
+                writer.write(head)
+                task = asyncio.create_task(later(writer, delay, evil))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:
+                writer.write(head + evil)
+        else:
+            writer.write(answer(req))
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with aiohttp.ClientSession() as http:
+            method = "HEAD" if case == "HEAD" else "GET"
+            async with http.request(method, p.url / "first") as resp:
+                assert resp.status == (200 if case == "HEAD" else int(case))
+                assert await resp.read() == b""
+            await asyncio.sleep(delay + 0.05)
+            for i in range(5):
+                async with http.get(p.url / f"next{i}") as resp:
+                    assert (resp.status, await resp.read()) == (200, f"/next{i}".encode())
+
+
+async def test_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_sent_again(
+    proxy: Any
+) -> None:
+    """The upstream closes a kept-alive connection as the next request arrives on it."""
+    served: dict[int, int] = {}
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        served[req.conn_no] = served.get(req.conn_no, 0) + 1
+        if served[req.conn_no] > 1:
+            writer.close()  # its keep-alive ran out just now: no answer
+            return
+        writer.write(answer(req))
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with aiohttp.ClientSession() as http:
+            for path in ("a", "b"):
+                async with http.get(p.url / path) as resp:
+                    assert (resp.status, await resp.read()) == (200, f"/{path}".encode())
+            assert served == {1: 2, 2: 1}, served
+            # A POST is not sent twice: the client gets the upstream's failure.
+            async with http.post(p.url / "c", data=b"{}") as resp:
+                assert resp.status == 502
+                assert (await resp.json())["error"]["code"] == "upstream_disconnected"

@@ -39,7 +39,7 @@ PROMPTS = (
     "Write a haiku about latency.",
     "How do we roll back if the canary misbehaves?",
 )
-CANCEL_AFTER_READS = 3  # the `cancel` scenario's client leaves after this many body reads
+CANCEL_AFTER_READS = 1  # the `cancel` scenario's client leaves after this many body reads
 TTFT_SAMPLES = 10_000  # per scenario, most recent kept for percentiles
 MAX_ERROR_BODY = 64 << 10
 TOOL = {"name": "get_weather", "description": "Current weather in a city",

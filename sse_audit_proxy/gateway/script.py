@@ -114,7 +114,9 @@ def _compose(frames: Frames, scenario: str, timing: Timing, seed: int, bursty: b
         writes.append((times[cut], b""))  # the end comes one interval after the last token
         return Script(writes, end)
 
-    if scenario == "stall":
+    if scenario in ("stall", "cancel"):
+        # `cancel`: the pause guarantees a client that leaves early leaves before `[DONE]`,
+        # however the reads before it were coalesced.
         cut = cut_point(n)
         times = times[:cut] + [t + timing.fault_delay for t in times[cut:]]
 

@@ -99,7 +99,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              Outcome.TIMEOUT, (), End.IDLE_TIMEOUT,
              "no byte for `--idle-timeout` (the demo sets 5 s); the proxy aborts the stream"),
     Scenario("cancel", "a healthy stream that pauses halfway for the fault delay; the client (the "
-             "traffic generator) disconnects after its first read, so always before `[DONE]`", Outcome.CLIENT_DISCONNECT, (), End.CLIENT_GONE,
+             "traffic generator) disconnects after its first read, so always before `[DONE]`",
+             Outcome.CLIENT_DISCONNECT, (), End.CLIENT_GONE,
              "the client went away; the proxy closes the upstream request at once"),
     Scenario("late-terminator", "a healthy stream, but the end of the chunked body (`0\\r\\n"
              "\\r\\n`) is a write of its own, 0.3 s after `[DONE]` (`X-Demo-Terminator-Ms`; "

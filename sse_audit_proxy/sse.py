@@ -65,6 +65,16 @@ class SSEDecoder:
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
+        # The common read: exactly one `data:` frame, nothing pending. Its only LF is the
+        # first of the blank line at its end and it has no CR, so the general path below would
+        # make the same single event; this skips its splits and state checks (profiled: the
+        # decoder is a fifth of the audit's time per frame).
+        if (self._bom_checked and not self._tail and not self._frame_len and not self._skip_lf
+                and not self._discarding and not self._tail_dropped and not self._tail_comment
+                and chunk[-2:] == b"\n\n" and chunk[:5] == b"data:"
+                and chunk.find(b"\n") == len(chunk) - 2 and 0x0D not in chunk
+                and len(chunk) - 2 < self._max):
+            return [Event("", chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2], self._last_id)]
         if not chunk:
             return []
         if not self._bom_checked:

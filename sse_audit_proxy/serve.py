@@ -91,14 +91,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
            help="largest SSE frame the audit holds; larger frames count as malformed")
     option(p, "--max-models", type=positive_int, default=100,
            help="distinct `model` label values before new ones are reported as `other`")
-    option(p, "--buffered-min-frames", type=positive_int, default=5,
+    option(p, "--buffered-min-frames", type=positive_int, default=_RULES.buffered_min_frames,
            help="content frames a stream needs before it can be judged buffered")
-    option(p, "--buffered-wait-ratio", type=ratio, default=0.8,
+    option(p, "--buffered-wait-ratio", type=ratio, default=_RULES.buffered_wait_ratio,
            help="buffered when the first content came at least this share of the way "
                 "to the last one")
-    option(p, "--buffered-max-spacing", type=positive_float, default=0.002,
+    option(p, "--buffered-max-spacing", type=positive_float, default=_RULES.buffered_max_spacing,
            help="buffered when content frames came on average closer than this (seconds)")
-    option(p, "--buffered-min-ttft", type=positive_float, default=0.05,
+    option(p, "--buffered-min-ttft", type=positive_float, default=_RULES.buffered_min_ttft,
            help="a burst after a shorter time to first token is a fast upstream, not buffering")
     option(p, "--bursty-min-bursts", type=positive_int, default=_RULES.bursty_min_bursts,
            help="bursty when at least this many clumps of content came after long silences")

@@ -37,6 +37,15 @@ LLMOCK_VERSION = "0.2.2"
 AIMOCK_VERSION = "1.43.0"
 
 
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 def unavailable(what: str) -> None:
     """Missing third-party software: a failure under CI, a skip with the reason elsewhere."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -102,12 +111,7 @@ def child(name: str, argv: list[str], ready_url: str, *, timeout: float = 60.0,
             raise RuntimeError(f"{exc}\n{tail}") from None
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         if log:
             out.close()  # type: ignore[union-attr]
 
@@ -275,10 +279,5 @@ def serve(upstream: str) -> Iterator[Serve]:
             raise RuntimeError(f"serve did not start (exit {proc.poll()})")
         yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         reader.join(5)

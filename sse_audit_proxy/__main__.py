@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from sse_audit_proxy.cli.main import main
 
 sys.exit(main())

@@ -14,14 +14,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from sse_audit_proxy import evidence
-from sse_audit_proxy.audit import Thresholds
-from sse_audit_proxy.listen import listen
-from sse_audit_proxy.logs import record_fields
-from sse_audit_proxy.proxy import ProxyConfig
-from sse_audit_proxy.record import AuditRecord
-from sse_audit_proxy.redaction import Redactor
-from sse_audit_proxy.service import Service, ServiceConfig
+from sse_audit_proxy.core.audit import Thresholds
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.proxy import ProxyConfig
+from sse_audit_proxy.server.service import Service, ServiceConfig
+from sse_audit_proxy.sinks import evidence
+from sse_audit_proxy.sinks.logs import record_fields
+from sse_audit_proxy.sinks.redaction import Redactor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,8 +55,8 @@ TEXT_MARKERS = ("PROMPT-TEXT-", "COMPLETION-TEXT-")
 
 
 def _known_texts() -> tuple[str, ...]:
-    from sse_audit_proxy import traffic
-    from sse_audit_proxy.probe import prompts
+    from sse_audit_proxy.tools import traffic
+    from sse_audit_proxy.tools.probe import prompts
 
     return (*traffic.PROMPTS, prompts.COUNT, prompts.COUNT_SHORT, prompts.WEATHER, *TEXT_MARKERS)
 
@@ -228,7 +228,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
     """`await demo_gateway(**Timing overrides)` serves the demo gateway; returns its base URL."""
-    from sse_audit_proxy.gateway import Timing, start
+    from sse_audit_proxy.tools.gateway import Timing, start
 
     runners: list[web.AppRunner] = []
 

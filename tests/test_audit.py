@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from chat_streams import DONE, USAGE, chunk, frame, healthy, tool_call_stream, usage_chunk
 
-from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
-from sse_audit_proxy.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
 
 
 def run(frames: Sequence[bytes], times: Sequence[float] | None = None, *, end: End = End.UPSTREAM_EOF,

@@ -21,11 +21,11 @@ import pytest
 from cli_process import serve_process
 from yarl import URL
 
-from sse_audit_proxy.bench import nginx
-from sse_audit_proxy.bench.harness import Target
-from sse_audit_proxy.bench.report import HEADLINE, headline
-from sse_audit_proxy.bench.workloads import SMOKE, sse_frames
-from sse_audit_proxy.cli import main
+from sse_audit_proxy.cli.main import main
+from sse_audit_proxy.tools.bench import nginx
+from sse_audit_proxy.tools.bench.harness import Target
+from sse_audit_proxy.tools.bench.report import HEADLINE, headline
+from sse_audit_proxy.tools.bench.workloads import SMOKE, sse_frames
 
 WORKLOADS = ("latency", "throughput", "memory")
 README = Path(__file__).resolve().parent.parent / "README.md"

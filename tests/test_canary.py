@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from sse_audit_proxy.audit import End, StreamAudit
-from sse_audit_proxy.canary import CanaryConfig, Router, Side, bucket, label_name, parse_percent
-from sse_audit_proxy.canary_control import CanaryControl, build_router, read_percent_file
-from sse_audit_proxy.dialects.chat import ChatCompletions
-from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, bucket, label_name, parse_percent
+from sse_audit_proxy.server.canary_control import CanaryControl, build_router, read_percent_file
 
 BASE, CAN = Side("baseline", "http://b"), Side("canary", "http://c")
 
@@ -249,7 +249,7 @@ def test_without_the_guard_nothing_trips(tmp_path: Path) -> None:
 
 
 def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
-    from sse_audit_proxy import cli
+    from sse_audit_proxy.cli import main as cli
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
@@ -268,8 +268,8 @@ def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
 
 
 def serve_config(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> object:
-    from sse_audit_proxy import cli
-    from sse_audit_proxy.serve import config_from
+    from sse_audit_proxy.cli import main as cli
+    from sse_audit_proxy.cli.serve import config_from
 
     for name in [k for k in os.environ if k.startswith("SSE_AUDIT_")]:
         monkeypatch.delenv(name)
@@ -297,7 +297,7 @@ def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.Monk
 ])
 def test_inconsistent_canary_flags_are_configuration_errors(
         monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str) -> None:
-    from sse_audit_proxy.options import ConfigError
+    from sse_audit_proxy.cli.options import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
         serve_config(monkeypatch, *argv)
@@ -314,7 +314,7 @@ def test_bad_canary_values_are_refused_by_the_parser(
 
 def test_a_bad_percent_file_at_start_is_a_configuration_error(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from sse_audit_proxy.options import ConfigError
+    from sse_audit_proxy.cli.options import ConfigError
 
     f = tmp_path / "percent"
     f.write_text("lots\n")

@@ -16,7 +16,7 @@ from demo_client import FAST
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from sse_audit_proxy.canary import bucket
+from sse_audit_proxy.server.canary import bucket
 
 LONG = {"X-Demo-Scenario": "healthy", "X-Demo-Frames": "60", "X-Demo-Interval-Ms": "50"}
 

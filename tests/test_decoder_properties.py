@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_budget import budget
 
-from sse_audit_proxy.audit import End, StreamAudit, Thresholds
-from sse_audit_proxy.dialects import ROUTES, dialect_for_route
-from sse_audit_proxy.sse import Event, SSEDecoder
+from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
+from sse_audit_proxy.core.dialects import ROUTES, dialect_for_route
+from sse_audit_proxy.core.sse import Event, SSEDecoder
 
 # The JSON strategy's repr is long; hypothesis warns about it when reporting a failure.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

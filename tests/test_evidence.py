@@ -15,10 +15,10 @@ import pytest
 import structlog
 from aiohttp import web
 
-from sse_audit_proxy import logs
-from sse_audit_proxy.cli import main
-from sse_audit_proxy.proxy import INSTANCE
-from sse_audit_proxy.scenarios import SCENARIOS
+from sse_audit_proxy.cli.main import main
+from sse_audit_proxy.server.proxy import INSTANCE
+from sse_audit_proxy.sinks import logs
+from sse_audit_proxy.tools.scenarios import SCENARIOS
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "conformance"))
 import contextlib
@@ -251,7 +251,7 @@ async def test_evidence_is_found_whichever_worker_relayed_the_stream(
 def test_the_suite_wide_text_scan_catches_a_record_carrying_prompt_text() -> None:
     from conftest import RecordingSink, leaked_keys
 
-    from sse_audit_proxy.record import AuditRecord
+    from sse_audit_proxy.core.record import AuditRecord
 
     sink = RecordingSink()
     sink.record(AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 0.1, 1, None))

@@ -13,8 +13,8 @@ import openai
 import pytest
 from yarl import URL
 
-from sse_audit_proxy.scenarios import SCENARIOS
-from sse_audit_proxy.sse import SSEDecoder
+from sse_audit_proxy.core.sse import SSEDecoder
+from sse_audit_proxy.tools.scenarios import SCENARIOS
 
 FAST = {"X-Demo-TTFT-Ms": "5", "X-Demo-Interval-Ms": "1", "X-Demo-Jitter": "0",
         "X-Demo-Fault-Ms": "10"}

@@ -6,10 +6,10 @@ import itertools
 
 import orjson
 
-from sse_audit_proxy.audit import End, StreamAudit
-from sse_audit_proxy.dialects import dialect_for_route
-from sse_audit_proxy.gateway.plan import Prompt, chat_prompt, plan
-from sse_audit_proxy.gateway.script import (
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.tools.gateway.plan import Prompt, chat_prompt, plan
+from sse_audit_proxy.tools.gateway.script import (
     BURST_FRAMES,
     BURSTY_MIN_FRAMES,
     MIN_BUFFERED_HOLD,
@@ -21,7 +21,7 @@ from sse_audit_proxy.gateway.script import (
     clumps,
     compose,
 )
-from sse_audit_proxy.gateway.shapes import (
+from sse_audit_proxy.tools.gateway.shapes import (
     RATE_LIMITED,
     Shape,
     chat_stream,

@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sse_audit_proxy.audit import End, StreamAudit
-from sse_audit_proxy.dialects import dialect_for_route, route_for_path
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 
 STREAM = (b'data: {"choices":[{"text":"Hi","index":0,"finish_reason":null}]}\n\n'
           b'data: {"choices":[{"text":"","index":0,"finish_reason":"stop"}]}\n\n'

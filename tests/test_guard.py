@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sse_audit_proxy.guard import (
+from sse_audit_proxy.core.guard import (
     Guard,
     GuardSettings,
     Sample,

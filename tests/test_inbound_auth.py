@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from sse_audit_proxy.cli import build_parser
+from sse_audit_proxy.cli.main import build_parser
 from tests.conftest import TEST_KEYS
 from tests.reliability_support import (
     CHAT,

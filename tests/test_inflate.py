@@ -9,7 +9,7 @@ import zlib
 import orjson
 import pytest
 
-from sse_audit_proxy.inflate import FEED_MAX_OUT, MAX_RATIO, MAX_RATIO_AFTER, Inflater
+from sse_audit_proxy.core.inflate import FEED_MAX_OUT, MAX_RATIO, MAX_RATIO_AFTER, Inflater
 
 WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"tokens", b"stream", b"proxy", b"audit",
          b"the", b"of", b"and", b"model", b"answer", b"question", b"because", b"however"]

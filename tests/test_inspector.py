@@ -164,8 +164,8 @@ async def test_screenshots_of_a_buffered_and_a_bursty_stream(
 
 
 def test_list_shows_the_canarys_upstream_column_only_when_records_carry_it() -> None:
-    from sse_audit_proxy.inspector import list_page
-    from sse_audit_proxy.recent import Query
+    from sse_audit_proxy.server.inspector import list_page
+    from sse_audit_proxy.sinks.recent import Query
 
     plain = {"trace_id": "a", "started_at": "2026-01-01T00:00:00.000Z", "route": "chat",
              "model": "m", "status": 200, "outcome": "complete", "anomalies": []}
@@ -178,8 +178,8 @@ def test_list_shows_the_canarys_upstream_column_only_when_records_carry_it() -> 
 
 
 def test_a_long_streams_plot_draws_bands_and_marks_a_silence_inside_one() -> None:
-    from sse_audit_proxy.inspector import timeline_svg
-    from sse_audit_proxy.timeline import Timeline
+    from sse_audit_proxy.core.timeline import Timeline
+    from sse_audit_proxy.server.inspector import timeline_svg
 
     tl = Timeline()
     for i in range(5000):  # 5 ms apart, with a 2 s stall at frame 3001 (inside some band)

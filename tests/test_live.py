@@ -3,9 +3,9 @@ a person reads, and each demo scenario's verdict is checked against the scenario
 
 from __future__ import annotations
 
-from sse_audit_proxy.audit import Anomaly, End, Outcome, StreamResult
-from sse_audit_proxy.live import LiveStats, plain_line, summary, view_lines
-from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.core.audit import Anomaly, End, Outcome, StreamResult
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.tools.demo.live import LiveStats, plain_line, summary, view_lines
 
 PREFIX = "demo-abc"
 

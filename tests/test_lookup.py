@@ -6,10 +6,10 @@ import aiohttp
 import pytest
 from demo_client import FAST, send
 
-from sse_audit_proxy.audit import End, Outcome, StreamResult
-from sse_audit_proxy.logs import record_fields
-from sse_audit_proxy.recent import Query, RecentStreams
-from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.core.audit import End, Outcome, StreamResult
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.logs import record_fields
+from sse_audit_proxy.sinks.recent import Query, RecentStreams
 
 
 async def test_recent_streams_are_served_newest_first_with_the_log_line_fields(

@@ -7,11 +7,11 @@ import itertools
 from chat_streams import healthy
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from sse_audit_proxy import buckets
-from sse_audit_proxy.audit import End, StreamAudit
-from sse_audit_proxy.dialects.chat import ChatCompletions
-from sse_audit_proxy.metrics import LabelCap, Metrics
-from sse_audit_proxy.record import AuditRecord
+from sse_audit_proxy.core import buckets
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.metrics import LabelCap, Metrics
 
 
 def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:

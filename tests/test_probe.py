@@ -22,12 +22,13 @@ from test_cli import assert_one_line_error
 from test_cli import run as run_cli
 from yarl import URL
 
-from sse_audit_proxy import cli, scenarios
-from sse_audit_proxy.gateway import Timing, create_app
-from sse_audit_proxy.listen import listen
-from sse_audit_proxy.probe.command import Plan, finish, plan_from, probe_routes
-from sse_audit_proxy.probe.gates import Status
-from sse_audit_proxy.probe.runner import RouteRun
+from sse_audit_proxy.cli import main as cli
+from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.tools import scenarios
+from sse_audit_proxy.tools.gateway import Timing, create_app
+from sse_audit_proxy.tools.probe.command import Plan, finish, plan_from, probe_routes
+from sse_audit_proxy.tools.probe.gates import Status
+from sse_audit_proxy.tools.probe.runner import RouteRun
 
 FAST = ["-H", "X-Demo-TTFT-Ms: 10", "-H", "X-Demo-Interval-Ms: 5", "-H", "X-Demo-Frames: 8",
         "-H", "X-Demo-Fault-Ms: 50", "-H", "X-Demo-Jitter: 0"]
@@ -451,7 +452,7 @@ def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
 
 async def test_probe_side_checks_the_canary_and_the_baseline_through_one_proxy(
         demo_gateway: Any, proxy: Any) -> None:
-    from sse_audit_proxy.canary import CanaryConfig
+    from sse_audit_proxy.server.canary import CanaryConfig
 
     baseline = await demo_gateway()
     canary = await demo_gateway(scenario="buffered")
@@ -473,7 +474,7 @@ async def test_probe_side_checks_the_canary_and_the_baseline_through_one_proxy(
 
 async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(
         demo_gateway: Any, proxy: Any) -> None:
-    from sse_audit_proxy.canary import CanaryConfig
+    from sse_audit_proxy.server.canary import CanaryConfig
 
     baseline = await demo_gateway()
     canary = await demo_gateway(scenario="buffered")

@@ -10,20 +10,20 @@ import orjson
 import pytest
 from yarl import URL
 
-from sse_audit_proxy.audit import End, StreamAudit
-from sse_audit_proxy.dialects import dialect_for_route, route_for_path
-from sse_audit_proxy.dialects.chat import ChatCompletions
-from sse_audit_proxy.gateway.plan import Prompt, plan
-from sse_audit_proxy.gateway.shapes import Shape, responses_stream
-from sse_audit_proxy.probe import gates
-from sse_audit_proxy.probe.chat import ChatApi
-from sse_audit_proxy.probe.client import Exchange
-from sse_audit_proxy.probe.facts import Answer, StreamFacts
-from sse_audit_proxy.probe.gates import Status
-from sse_audit_proxy.probe.report import Redactor, colour_on, render_text, shown_headers
-from sse_audit_proxy.probe.responses import ResponsesApi
-from sse_audit_proxy.probe.runner import RouteRun, Settings, Target
-from sse_audit_proxy.sse import Event, SSEDecoder
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.sse import Event, SSEDecoder
+from sse_audit_proxy.tools.gateway.plan import Prompt, plan
+from sse_audit_proxy.tools.gateway.shapes import Shape, responses_stream
+from sse_audit_proxy.tools.probe import gates
+from sse_audit_proxy.tools.probe.chat import ChatApi
+from sse_audit_proxy.tools.probe.client import Exchange
+from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts
+from sse_audit_proxy.tools.probe.gates import Status
+from sse_audit_proxy.tools.probe.report import Redactor, colour_on, render_text, shown_headers
+from sse_audit_proxy.tools.probe.responses import ResponsesApi
+from sse_audit_proxy.tools.probe.runner import RouteRun, Settings, Target
 
 CHAT, RESPONSES = ChatApi(), ResponsesApi()
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from chat_streams import DONE, chunk, frame, healthy, tool_call_stream
 from yarl import URL
 
-from sse_audit_proxy.audit import Outcome
+from sse_audit_proxy.core.audit import Outcome
 
 SSE = {"Content-Type": "text/event-stream"}
 CHAT = "/v1/chat/completions"

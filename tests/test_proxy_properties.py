@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis_budget import budget
 from prometheus_client import CollectorRegistry
 
-from sse_audit_proxy.proxy import ProxyConfig
-from sse_audit_proxy.service import Service, ServiceConfig
+from sse_audit_proxy.server.proxy import ProxyConfig
+from sse_audit_proxy.server.service import Service, ServiceConfig
 
 PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/other"]
 HEADERS = [

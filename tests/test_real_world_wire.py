@@ -17,7 +17,7 @@ from chat_streams import chunk, frame, healthy
 from openai import APIError, AsyncOpenAI
 from yarl import URL
 
-from sse_audit_proxy.audit import End, Outcome
+from sse_audit_proxy.core.audit import End, Outcome
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 CHAT = "/v1/chat/completions"
@@ -189,7 +189,7 @@ async def test_ttfb_is_recorded_for_error_bodies(
 
 async def test_request_end_log_line_carries_ttfb(
         upstream: Start, proxy: Any, http: aiohttp.ClientSession) -> None:
-    from sse_audit_proxy.logs import record_fields
+    from sse_audit_proxy.sinks.logs import record_fields
 
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "no", "code": "invalid_api_key"}},

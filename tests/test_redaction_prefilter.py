@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.audit import Anomaly
-from sse_audit_proxy.redaction import _TOKENS, REDACTED, Redactor
+from sse_audit_proxy.core.audit import Anomaly
+from sse_audit_proxy.sinks.redaction import _TOKENS, REDACTED, Redactor
 
 EXTRA = ("X-Tenant-Token",)
 PIECES = st.sampled_from([

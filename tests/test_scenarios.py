@@ -10,11 +10,11 @@ import aiohttp
 import openai
 import pytest
 
-from sse_audit_proxy import scenarios
-from sse_audit_proxy.audit import End, Outcome, StreamResult
-from sse_audit_proxy.gateway.script import BURSTY_MIN_FRAMES, MIN_BURST_SILENCE
-from sse_audit_proxy.scenarios import SCENARIOS, Scenario
-from sse_audit_proxy.sse import SSEDecoder
+from sse_audit_proxy.core.audit import End, Outcome, StreamResult
+from sse_audit_proxy.core.sse import SSEDecoder
+from sse_audit_proxy.tools import scenarios
+from sse_audit_proxy.tools.gateway.script import BURSTY_MIN_FRAMES, MIN_BURST_SILENCE
+from sse_audit_proxy.tools.scenarios import SCENARIOS, Scenario
 
 FRAMES = 8
 FAULT = 0.3

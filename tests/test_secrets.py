@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sse_audit_proxy.redaction import REDACTED, Redactor
+from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
 from tests.conftest import TEST_KEYS
 from tests.reliability_support import (
     CHAT,
@@ -62,7 +62,7 @@ def test_production_logging_chain_redacts_structlog_and_library_exceptions() -> 
     # configure_logging is process-global: run it in a child process, as the CLI does.
     script = textwrap.dedent(f"""
         import logging, structlog
-        from sse_audit_proxy.logs import configure_logging
+        from sse_audit_proxy.sinks.logs import configure_logging
         configure_logging("json", secret_headers=["X-Tenant-Token"])
         log = structlog.get_logger("t")
         try:

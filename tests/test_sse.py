@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_audit_proxy.sse import Event, SSEDecoder
+from sse_audit_proxy.core.sse import Event, SSEDecoder
 
 
 def decode(chunks: list[bytes], max_frame_bytes: int = 1 << 20) -> tuple[list[Event], SSEDecoder]:

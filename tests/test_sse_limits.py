@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sse_audit_proxy.sse import Event, SSEDecoder
+from sse_audit_proxy.core.sse import Event, SSEDecoder
 
 
 def test_an_oversized_frame_does_not_swallow_the_start_of_the_next_one() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.sse import Event, SSEDecoder
+from sse_audit_proxy.core.sse import Event, SSEDecoder
 
 CAP = 64  # small, so oversized frames and lines occur often
 LINES = st.sampled_from([

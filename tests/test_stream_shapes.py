@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult
-from sse_audit_proxy.dialects import ROUTES, dialect_for_route, route_for_path
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
+from sse_audit_proxy.core.dialects import ROUTES, dialect_for_route, route_for_path
 
 
 def sse(*events: Any, event_lines: bool = False) -> bytes:
@@ -217,7 +217,7 @@ def test_identity_encoding_is_read_as_is() -> None:
 
 
 def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() -> None:
-    from sse_audit_proxy.audit import PEEK_BYTES
+    from sse_audit_proxy.core.audit import PEEK_BYTES
     big = json.dumps({"error": {"message": "x" * PEEK_BYTES}}).encode()
     a = StreamAudit(dialect_for_route("chat_completions")(), 0.0, event_stream=False)
     a.feed(big[:100], 0.1)

@@ -10,11 +10,11 @@ import orjson
 import pytest
 from chat_streams import DONE, chunk, frame, healthy, usage_chunk
 
-from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult
-from sse_audit_proxy.dialects import dialect_for_route
-from sse_audit_proxy.dialects.chat import ChatCompletions
-from sse_audit_proxy.skeleton import split_entry
-from sse_audit_proxy.timeline import EXACT_FRAMES, MAX_GROUPS, Timeline
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
+from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.skeleton import split_entry
+from sse_audit_proxy.core.timeline import EXACT_FRAMES, MAX_GROUPS, Timeline
 
 SECRET_TEXT = "the-completion-text-nobody-may-see"
 
@@ -223,7 +223,7 @@ def test_a_cut_streams_early_usage_is_not_judged_against_its_frames() -> None:
 
 
 def test_skeletons_of_a_stream_that_varies_its_frames_stay_bounded() -> None:
-    from sse_audit_proxy.audit import MAX_SKELETON_CHARS
+    from sse_audit_proxy.core.audit import MAX_SKELETON_CHARS
 
     # Every frame a new kind and shape: error, usage, finish, malformed ... in all combinations.
     frames = []

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from sse_audit_proxy import traffic
-from sse_audit_proxy.traffic import TrafficConfig, parse_mix
+from sse_audit_proxy.cli import options
+from sse_audit_proxy.tools import traffic
+from sse_audit_proxy.tools.traffic import TrafficConfig, parse_mix
 
 FAST_HEADERS = ["-H", "X-Demo-TTFT-Ms: 10", "-H", "X-Demo-Interval-Ms: 5", "-H",
                 "X-Demo-Frames: 6", "-H", "X-Demo-Fault-Ms: 100"]
@@ -46,8 +47,8 @@ def test_interleave_keeps_the_weights_in_every_cycle_and_spreads_them() -> None:
 
 
 def test_base_url_gets_v1_only_when_it_has_no_path() -> None:
-    assert str(traffic.base_url("http://127.0.0.1:8080")) == "http://127.0.0.1:8080/v1"
-    assert str(traffic.base_url("http://gw/openai/v1")) == "http://gw/openai/v1"
+    assert str(options.base_url("http://127.0.0.1:8080")) == "http://127.0.0.1:8080/v1"
+    assert str(options.base_url("http://gw/openai/v1")) == "http://gw/openai/v1"
 
 
 async def test_drive_keeps_to_the_rate_and_the_request_count(demo_gateway: Any) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from chat_streams import DONE, chunk, frame, healthy
 
-from sse_audit_proxy import verdict
-from sse_audit_proxy.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
-from sse_audit_proxy.dialects import dialect_for_route
+from sse_audit_proxy.core import verdict
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.core.dialects import dialect_for_route
 
 ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests",
                          "code": "rate_limit_exceeded"}})

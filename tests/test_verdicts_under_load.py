@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 from test_scenarios import FAST, IDLE_TIMEOUT, chat_request, read_as_client
 
-from sse_audit_proxy.audit import Outcome
-from sse_audit_proxy.scenarios import SCENARIOS, Scenario
+from sse_audit_proxy.core.audit import Outcome
+from sse_audit_proxy.tools.scenarios import SCENARIOS, Scenario
 
 COPIES = 3  # of every scenario, concurrently
 BULK_STREAMS = 20  # fast streams beside them, to keep the proxy's loop busy

@@ -33,9 +33,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sse_audit_proxy.audit import End, StreamAudit, StreamResult
-from sse_audit_proxy.dialects import dialect_for_route, route_for_path
-from sse_audit_proxy.request_info import RequestInfo
+from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult
+from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
+from sse_audit_proxy.core.request_info import RequestInfo
 
 HERE = pathlib.Path(__file__).parent
 CASES = sorted((HERE / "cases").glob("*.json"))

@@ -19,9 +19,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from sse_audit_proxy.audit import End, StreamAudit, Thresholds
-    from sse_audit_proxy.dialects import ROUTES, dialect_for_route
-    from sse_audit_proxy.sse import SSEDecoder
+    from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
+    from sse_audit_proxy.core.dialects import ROUTES, dialect_for_route
+    from sse_audit_proxy.core.sse import SSEDecoder
 
 CAPS = [16, 64, 4096]
 ENCODINGS = ["", "gzip", "deflate"]

@@ -19,8 +19,8 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from sse_audit_proxy.proxy import ProxyConfig
-from sse_audit_proxy.service import Service, ServiceConfig
+from sse_audit_proxy.server.proxy import ProxyConfig
+from sse_audit_proxy.server.service import Service, ServiceConfig
 
 FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}

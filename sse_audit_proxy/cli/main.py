@@ -1,0 +1,33 @@
+"""Entry point: `sse-audit-proxy COMMAND ...` (also `python -m sse_audit_proxy`)."""
+
+from __future__ import annotations
+
+import sys
+
+from sse_audit_proxy.cli import serve
+from sse_audit_proxy.cli.options import Parser
+from sse_audit_proxy.tools import bench, case, demo, gateway, probe, traffic
+
+COMMANDS = (serve, gateway, traffic, demo, probe, bench, case)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sse-audit-proxy",
+                    description="Audit OpenAI-compatible event streams in the request path.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Command-line options that can also come from `SSE_AUDIT_<FLAG>` environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from yarl import URL
+
+from sse_audit_proxy.server.canary import parse_percent
+
+ENV_PREFIX = "SSE_AUDIT_"
+
+
+class ConfigError(Exception):
+    """Bad configuration: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and exit non-zero."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"sse-audit-proxy: error: {message}\n")
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    type: Callable[[str], Any] = str,
+    default: Any = None,
+    help: str,
+    required: bool = False,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+    empty_counts: bool = False,
+) -> None:
+    """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set.
+
+    `secret`: the value (say, an API key from the environment) never appears in --help.
+    `empty_counts`: SSE_AUDIT_FLAG set but empty is a value (parsed as ""), not "unset";
+    for settings where an empty value must be refused rather than quietly ignored.
+    """
+    env = env_name(flag)
+    raw = os.environ.get(env)
+    if raw is not None and (raw != "" or empty_counts):
+        try:
+            default = type(raw)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"{env}={raw!r}: {exc}")
+        if choices and default not in choices:
+            parser.error(f"{env}={raw!r}: choose from {', '.join(choices)}")
+        required = False
+    shown = "" if default is None or secret else f" (default: {default})"
+    parser.add_argument(flag, type=type, default=default, required=required, choices=choices,
+                        help=f"{help}{shown} [env: {env}]")
+
+
+def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
+    """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes."""
+    env = env_name(name)
+    on = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
+    parser.add_argument(name, action="store_true", default=on, help=f"{help} [env: {env}]")
+
+
+def upstream_url(value: str) -> URL:
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {value!r}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {value!r}")
+    try:
+        url.port  # noqa: B018 - raises on an out-of-range port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad port in {value!r}") from exc
+    if url.query_string or url.fragment:
+        raise argparse.ArgumentTypeError(f"the upstream URL takes no query or fragment: {value!r}")
+    return url
+
+
+def port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from exc
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {n}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not n > 0 or n != n or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {value!r}")
+    return n
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not n >= 0 or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number: {value!r}")
+    return n
+
+
+def ratio(value: str) -> float:
+    n = positive_float(value)
+    if n > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value!r}")
+    return n
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
+    return n
+
+
+def size(value: str) -> int:
+    """A byte size: 1048576, 1024k, 1m."""
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:], 1)
+    if scale != 1:
+        text = text[:-1]
+    try:
+        n = int(float(text) * scale)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r}") from exc
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte: {value!r}")
+    return n
+
+
+def readable_file(value: str) -> str:
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r}: {exc.strerror}") from exc
+    return value
+
+
+def name_list(value: str) -> tuple[str, ...]:
+    """A comma-separated list: `a, b,c`."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def header_name(value: str) -> str:
+    """An HTTP field name (RFC 9110 token): `X-Audit-Instance`."""
+    if not _TOKEN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not an HTTP header name: {value!r}")
+    return value
+
+
+def percent(value: str) -> float:
+    try:
+        return parse_percent(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a percent from 0 to 100: {value!r}") from exc
+
+
+def base_url(value: str) -> URL:
+    """An OpenAI base URL: `http://host:port` gets `/v1`, anything with a path is kept."""
+    url = upstream_url(value)
+    return url / "v1" if url.path in ("", "/") else url

@@ -1,0 +1,385 @@
+"""The audit of one stream: decoded observations plus arrival times in, timings and a verdict out.
+
+Pure: the caller supplies every timestamp (monotonic seconds), so a recorded stream replayed
+with the same times always gives the same result.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sse_audit_proxy.core import buckets
+from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
+from sse_audit_proxy.core.inflate import Inflater, wants_inflater
+from sse_audit_proxy.core.skeleton import skeleton
+from sse_audit_proxy.core.sse import SSEDecoder
+from sse_audit_proxy.core.timeline import Timeline
+from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
+
+__all__ = ["PEEK_BYTES", "Anomaly", "End", "Outcome", "StreamAudit", "StreamResult", "Thresholds",
+           "is_error_document", "looks_like_event_stream"]
+
+# A body not labelled as an event stream is held this far to see what it is: a JSON error
+# sent instead of a stream, or an event stream under another Content-Type (it is forwarded
+# unchanged all the same).
+PEEK_BYTES = 16 << 10
+# How an event stream begins: a field name and its colon (or a comment's colon), after
+# optional blank lines and a byte-order mark.
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+_SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
+DEFAULT_THRESHOLDS = Thresholds()
+HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per new kind
+# What a stream's skeletons may hold in all (an upstream can vary its frames' kinds and
+# shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
+MAX_SKELETON_CHARS = 8 << 10
+_KEEPALIVE_BYTE = bytes((KEEPALIVE,))
+
+
+@dataclass(slots=True)
+class StreamResult:
+    outcome: Outcome
+    end: End
+    anomalies: list[str]
+    ttfb: float | None
+    ttft: float | None
+    max_gap: float | None
+    duration: float
+    frames: int
+    content_frames: int
+    keepalives: int
+    bytes: int
+    done: bool
+    finish_reasons: list[str]
+    usage: dict[str, Any] | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tool_calls: int
+    unterminated_frame: bool
+    gap_counts: list[int] = field(default_factory=list)  # per buckets.GAP bound, +Inf last
+    gap_sum: float = 0.0
+    # Usage was expected: asked for (stream_options.include_usage), or always part of this
+    # stream shape (Responses, Anthropic Messages).
+    usage_requested: bool = False
+    usage_judged: bool = False  # usage was expected and its absence would be `missing_usage`
+    last_keepalive: float | None = None  # seconds from the request to the last keep-alive
+    timeline: Timeline | None = None
+    # Frame skeletons (see skeleton.py): the first HEAD_SKELETONS frames, and the first frame of
+    # each kind (bit set) seen, each "NUMBER,KIND_BITS,SKELETON_JSON" (one string: compact).
+    skeletons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # outcome's (if not complete), anomalies'
+
+
+class StreamAudit:
+    """Feed every body chunk with its arrival time, then call finish() once."""
+
+    __slots__ = (
+        "_burst_frames",
+        "_bursts",
+        "_clump",
+        "_clump_after",
+        "_content_frames",
+        "_decoder",
+        "_dialect",
+        "_event_stream",
+        "_first_byte",
+        "_first_content",
+        "_frames",
+        "_gap_counts",
+        "_gap_sum",
+        "_include_usage",
+        "_inflate",
+        "_keepalives",
+        "_last_content",
+        "_last_frame",
+        "_last_keepalive",
+        "_max_gap",
+        "_peek",
+        "_seen_kinds",
+        "_skeletons",
+        "_sniffed",
+        "_started",
+        "_take",
+        "_thresholds",
+        "_timeline",
+        "bytes",
+    )
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        started_at: float,
+        *,
+        include_usage: bool = False,
+        content_encoding: str = "",
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        event_stream: bool = True,
+    ) -> None:
+        """`event_stream=False`: the body is not labelled as one. Its start is looked at to
+        tell an error document sent in place of the stream, or an event stream sent under
+        another Content-Type (audited as a stream from then on)."""
+        self._dialect = dialect
+        self._started = started_at
+        self._include_usage = include_usage
+        self._thresholds = thresholds
+        self._decoder = SSEDecoder(thresholds.max_frame_bytes)
+        self._inflate = (Inflater(content_encoding, thresholds.max_frame_bytes)
+                         if wants_inflater(content_encoding) else None)
+        self._peek: bytearray | None = bytearray()  # the body's start, while it may be JSON
+        self._take: Any = self._decode if event_stream else self._sniff
+        self._event_stream = event_stream
+        self._sniffed = False
+        self.bytes = 0
+        self._frames = 0
+        self._content_frames = 0
+        self._keepalives = 0
+        self._last_keepalive: float | None = None
+        self._first_byte: float | None = None
+        self._first_content: float | None = None
+        self._last_content = 0.0
+        self._last_frame: float | None = None
+        self._max_gap: float | None = None
+        self._gap_counts = [0] * (len(buckets.GAP) + 1)
+        self._gap_sum = 0.0
+        self._clump = 0  # content frames in the current clump (see Thresholds: bursty)
+        self._clump_after = 0.0  # the silence before it
+        self._bursts = 0
+        self._burst_frames = 0
+        self._timeline = Timeline()
+        self._skeletons: list[str] = []
+        self._seen_kinds = 0
+
+    def feed(self, chunk: bytes, t: float) -> None:
+        if self._first_byte is None:
+            self._first_byte = t
+        self.bytes += len(chunk)
+        take = self._take
+        if take is None:
+            return
+        if self._inflate is None:
+            take(chunk, t)
+        else:  # decoded piece by piece: a small chunk may expand a lot
+            for piece in self._inflate.feed(chunk):
+                take(piece, t)
+
+    def _decode(self, data: bytes, t: float) -> None:
+        decoder = self._decoder
+        comments = decoder.comments
+        events = decoder.feed(data)
+        if self._peek is not None:
+            self._look(data, bool(events))
+        comments = decoder.comments - comments
+        if not events and not comments:
+            return
+        keepalives = comments
+        frames = content = 0
+        observe = self._dialect.observe
+        timeline = self._timeline
+        kinds = bytearray()
+        seen = self._seen_kinds  # bit k set: a frame of kind bits k was seen
+        head = HEAD_SKELETONS - timeline.frames
+        for event in events:
+            bits = observe(event)
+            kinds.append(bits)
+            if not (seen >> bits) & 1 or len(kinds) <= head:  # rare: keep what it looked like
+                seen |= 1 << bits
+                self._keep_skeleton(f"{timeline.frames + len(kinds)},{bits},{skeleton(event)}")
+            if bits & KEEPALIVE:
+                keepalives += 1
+            else:
+                frames += 1
+                if bits & CONTENT:
+                    content += 1
+        self._seen_kinds = seen
+        if comments:  # SSE comments: keep-alives that are not events
+            kinds += _KEEPALIVE_BYTE * comments
+        timeline.add(t - self._started, kinds)
+        if keepalives:
+            self._keepalives += keepalives
+            self._last_keepalive = t
+        if frames:
+            self._note_frames(frames, t)
+        if content:
+            self._note_content(content, t)
+
+    def _keep_skeleton(self, entry: str) -> None:
+        if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:
+            self._skeletons.append(entry)
+
+    def _note_content(self, n: int, t: float) -> None:
+        th = self._thresholds
+        if self._first_content is None:
+            self._first_content = t
+            self._clump_after = t - self._started
+            self._clump = n
+        elif t - self._last_content < th.bursty_max_spacing:
+            self._clump += n
+        else:
+            self._close_clump()
+            self._clump_after = t - self._last_content
+            self._clump = n
+        self._last_content = t
+        self._content_frames += n
+
+    def _close_clump(self) -> None:
+        th = self._thresholds
+        if self._clump >= th.bursty_min_clump and self._clump_after >= th.bursty_min_silence:
+            self._bursts += 1
+            self._burst_frames += self._clump
+        self._clump = 0
+
+    def _sniff(self, data: bytes, t: float) -> None:
+        """Not labelled an event stream: hold the start until it shows what it is."""
+        self._look(data, False)
+        peek = self._peek
+        if peek is None:
+            self._take = None  # neither an error document nor a stream: nothing to learn
+            return
+        kind = looks_like_event_stream(peek)
+        if kind is None:
+            return  # too little to tell yet
+        if not kind:
+            if peek.lstrip()[:1] != b"{":
+                self._peek = self._take = None
+            return
+        # An event stream after all: decode what was held, and all that follows.
+        self._sniffed = True
+        self._take = self._decode
+        held = bytes(peek)
+        self._peek = None
+        self._decode(held, t)
+
+    def _look(self, data: bytes, framed: bool) -> None:
+        """Hold the body's start while it may be a JSON error document instead of a stream."""
+        peek = self._peek
+        assert peek is not None
+        if framed or len(peek) + len(data) > PEEK_BYTES:
+            self._peek = None
+            return
+        peek += data
+        start = peek.lstrip()[:1]
+        if start and start != b"{" and self._event_stream:
+            self._peek = None
+
+    def _note_frames(self, n: int, t: float) -> None:
+        # Frames decoded from one read share its arrival time: one real gap, then n-1 zeros.
+        if self._last_frame is not None:
+            gap = t - self._last_frame
+            self._gap_counts[bisect_left(buckets.GAP, gap)] += 1
+            self._gap_sum += gap
+            if self._max_gap is None or gap > self._max_gap:
+                self._max_gap = gap
+            if n > 1:
+                self._gap_counts[0] += n - 1
+        elif n > 1:
+            self._gap_counts[0] += n - 1
+            self._max_gap = 0.0
+        self._last_frame = t
+        self._frames += n
+
+    @property
+    def error_document(self) -> bool:
+        """The body so far is one JSON error document, not an event stream."""
+        return self._frames == 0 and self._peek is not None and is_error_document(self._peek)
+
+    def finish(self, t: float, end: End) -> StreamResult:
+        unterminated = self._decoder.close()
+        summary = self._dialect.summary()
+        error_body = self.error_document
+        if error_body:
+            unterminated = False  # a JSON document, not a frame left open
+        self._close_clump()
+        dialect = type(self._dialect)
+        inflate = self._inflate
+        ttft = None if self._first_content is None else self._first_content - self._started
+        facts = Facts(
+            end=end,
+            summary=summary,
+            expects_done=dialect.expects_done,
+            expects_finish_reason=dialect.expects_finish_reason,
+            has_end_marker=dialect.has_end_marker,
+            usage_expected=self._wants_usage(),
+            labelled_event_stream=self._event_stream,
+            sniffed_event_stream=self._sniffed,
+            error_document=error_body,
+            # Frames we could not decode (br, a broken gzip), would not decode (a decompression
+            # bomb) or had not decoded yet when the body ended leave only the transport to judge.
+            unreadable=inflate is not None and (inflate.failed or inflate.bomb or inflate.behind),
+            undecodable=inflate is not None and inflate.failed,
+            compression_bomb=inflate is not None and inflate.bomb,
+            oversized_frame=bool(self._decoder.oversized),
+            timing=Timing(ttft=ttft, to_last_content=self._last_content - self._started,
+                          content_frames=self._content_frames, bursts=self._bursts,
+                          burst_frames=self._burst_frames, frames=self._frames,
+                          duration=t - self._started,
+                          last_frame=(None if self._last_frame is None
+                                      else self._last_frame - self._started),
+                          max_gap=self._max_gap, bytes=self.bytes),
+            thresholds=self._thresholds,
+        )
+        verdict = judge(facts)
+        return StreamResult(
+            outcome=verdict.outcome,
+            end=end,
+            anomalies=verdict.anomalies,
+            ttfb=None if self._first_byte is None else self._first_byte - self._started,
+            ttft=ttft,
+            max_gap=self._max_gap,
+            duration=t - self._started,
+            frames=self._frames,
+            content_frames=self._content_frames,
+            keepalives=self._keepalives,
+            bytes=self.bytes,
+            done=summary.done,
+            finish_reasons=summary.finish_reasons,
+            usage=summary.usage,
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            tool_calls=summary.tool_calls,
+            unterminated_frame=unterminated,
+            gap_counts=self._gap_counts,
+            gap_sum=self._gap_sum,
+            usage_requested=facts.usage_expected,
+            usage_judged=facts.usage_expected and facts.judged,
+            last_keepalive=(None if self._last_keepalive is None
+                            else self._last_keepalive - self._started),
+            timeline=self._timeline,
+            skeletons=self._skeletons,
+            reasons=verdict.reasons,
+        )
+
+    def _wants_usage(self) -> bool:
+        dialect = type(self._dialect)
+        return dialect.expects_usage and (self._include_usage or dialect.usage_always)
+
+
+def looks_like_event_stream(start: bytes | bytearray) -> bool | None:
+    """Whether a body beginning with `start` is an event stream: True, False, or None while
+    `start` is too short to tell. An event stream begins with an SSE field line or a comment,
+    after an optional byte-order mark and blank lines."""
+    head = bytes(start[:64]).removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    if not head:
+        return None
+    for prefix in _SSE_STARTS:
+        if head.startswith(prefix):
+            return True
+        if prefix.startswith(head):
+            return None
+    for name in _SSE_FIELDS_BARE:  # a field with no value: the name, then the line's end
+        if head.startswith(name) and head[len(name):len(name) + 1] in (b"\r", b"\n"):
+            return True
+    return False
+
+
+def is_error_document(body: bytes | bytearray) -> bool:
+    """Whether a whole body is a JSON error (OpenAI, Anthropic and vLLM shapes)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    return bool(doc.get("error")) or doc.get("type") == "error" or doc.get("object") == "error"

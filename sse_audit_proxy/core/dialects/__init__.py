@@ -1,0 +1,62 @@
+"""Dialect registry: a new stream shape is one module plus one line in DIALECTS."""
+
+from __future__ import annotations
+
+from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    ERROR,
+    FINISH,
+    KEEPALIVE,
+    MALFORMED,
+    TERMINAL,
+    USAGE,
+    Dialect,
+    DialectSummary,
+)
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.completions import Completions
+from sse_audit_proxy.core.dialects.generic import Generic
+from sse_audit_proxy.core.dialects.responses import Responses
+
+# Order matters where suffixes overlap: `/chat/completions` before `/completions`.
+DIALECTS: tuple[type[Dialect], ...] = (
+    ChatCompletions,
+    Completions,
+    Responses,
+    AnthropicMessages,
+)
+
+_BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}
+ROUTES: tuple[str, ...] = (*_BY_ROUTE, Generic.route)
+
+
+def route_for_path(path: str) -> str:
+    """The route family of a request path, e.g. `/v1/chat/completions` -> `chat_completions`."""
+    path = path.rstrip("/")
+    for dialect in DIALECTS:
+        for suffix in dialect.path_suffixes:
+            if path.endswith(suffix):
+                return dialect.route
+    return Generic.route
+
+
+def dialect_for_route(route: str) -> type[Dialect]:
+    return _BY_ROUTE.get(route, Generic)
+
+
+__all__ = [
+    "CONTENT",
+    "DIALECTS",
+    "ERROR",
+    "FINISH",
+    "KEEPALIVE",
+    "MALFORMED",
+    "ROUTES",
+    "TERMINAL",
+    "USAGE",
+    "Dialect",
+    "DialectSummary",
+    "dialect_for_route",
+    "route_for_path",
+]

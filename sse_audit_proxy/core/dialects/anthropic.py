@@ -1,0 +1,137 @@
+"""Anthropic Messages streams (`/v1/messages`): typed events, `message_stop` last.
+
+`message_start` carries the input usage and `message_delta` the `stop_reason` and the
+output usage (cumulative: the last one wins, key by key). Text, thinking and tool-input
+deltas are content; a tool's input is assembled per content block and validated as JSON.
+`ping` is the protocol's keep-alive, timed like an SSE comment. An `error` event ends the
+stream as failed (Anthropic sends it, e.g. `overloaded_error`, then closes).
+
+Structure is checked where the official SDK depends on it: a delta must name a block that
+was started, and be of that block's kind; a `message_delta` carries `usage.output_tokens`
+and no content delta. Anything else is `malformed_frame` (the SDK raises or loses text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, KEEPALIVE, TERMINAL, USAGE, Usage
+from sse_audit_proxy.core.dialects.typed import TypedEvents
+
+# Delta type -> the field holding its content. Other types (signature, citations) are not content.
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
+                 "input_json_delta": "partial_json"}
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+# Delta type -> the block types it may extend (unknown delta types are let through).
+_DELTA_BLOCKS = {"text_delta": frozenset({"text"}), "citations_delta": frozenset({"text"}),
+                 "thinking_delta": frozenset({"thinking"}),
+                 "signature_delta": frozenset({"thinking"}), "input_json_delta": _TOOL_BLOCKS}
+_INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+class AnthropicMessages(TypedEvents):
+    route = "messages"
+    path_suffixes = ("/v1/messages",)
+    expects_done = False  # Anthropic sends no `[DONE]`
+    expects_finish_reason = True  # `message_delta.stop_reason`
+    usage_always = True  # `message_start` and `message_delta` always carry usage
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: dict[int, str] = {}  # index -> type of each started content block
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        if kind == "content_block_delta":
+            return self._delta(doc)
+        if kind == "ping":
+            return KEEPALIVE
+        if kind == "content_block_start":
+            return self._block_start(doc)
+        if kind == "message_delta":
+            return self._message_delta(doc)
+        if kind == "message_start":
+            message = doc.get("message")
+            if isinstance(message, dict):
+                return USAGE if self._add_usage(message.get("usage")) else 0
+            self._malformed += 1
+        elif kind == "message_stop":
+            self._terminal = True
+            return TERMINAL
+        elif kind == "error":
+            self._fail()
+            return TERMINAL | ERROR
+        return 0
+
+    def _delta(self, doc: dict[str, Any]) -> int:
+        delta = doc.get("delta")
+        index = doc.get("index")
+        block = self._blocks.get(index) if type(index) is int else None
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        if block is None or not isinstance(kind, str) or block not in _DELTA_BLOCKS.get(
+                kind, (block,)):
+            self._malformed += 1  # the SDK indexes the block it started: this breaks it
+            return 0
+        assert isinstance(delta, dict) and type(index) is int
+        field = _DELTA_FIELDS.get(kind)
+        if field is None:
+            return 0
+        value = delta.get(field)
+        if not isinstance(value, str):
+            self._malformed += 1
+            return 0
+        if field == "partial_json":
+            self._tools.append(index, value)
+        return CONTENT if value else 0
+
+    def _block_start(self, doc: dict[str, Any]) -> int:
+        block = doc.get("content_block")
+        index = doc.get("index")
+        if not isinstance(block, dict) or type(index) is not int:
+            self._malformed += 1
+            return 0
+        kind = block.get("type")
+        self._blocks[index] = kind if isinstance(kind, str) else ""
+        if kind in _TOOL_BLOCKS:
+            given = block.get("input")
+            # A tool without parameters gets no input_json_delta: its start input stands.
+            self._tools.open(index, "" if given is None else orjson.dumps(given).decode())
+            return CONTENT  # the tool's name is the first output the client sees
+        text = block.get("text") or block.get("thinking")
+        return CONTENT if isinstance(text, str) and text else 0
+
+    def _message_delta(self, doc: dict[str, Any]) -> int:
+        delta = doc.get("delta")
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if (not isinstance(delta, dict) or "type" in delta or "index" in delta
+                or not (reason is None or isinstance(reason, str))):
+            self._malformed += 1  # e.g. a content delta in the wrong place: nothing to take
+            return 0
+        bits = 0
+        if reason:
+            self._finished(reason)
+            bits = FINISH
+        usage = doc.get("usage")
+        if not isinstance(usage, dict) or type(usage.get("output_tokens")) is not int:
+            self._malformed += 1  # the SDK reads `usage.output_tokens` from every one
+        return bits | USAGE if self._add_usage(usage) else bits
+
+    def _add_usage(self, usage: Any) -> bool:
+        if not usage or not isinstance(usage, dict):
+            return False
+        if self._usage is None:
+            self._usage = {}
+        # message_delta repeats some keys with cumulative values and may null others.
+        self._usage.update((k, v) for k, v in usage.items() if v is not None)
+        return True
+
+    def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
+        """Prompt tokens are all input, cached or not, as OpenAI's `prompt_tokens` count them."""
+        if not usage:
+            return None, None
+        counts = [usage[k] for k in _INPUT_TOKENS if isinstance(usage.get(k), int)]
+        output = usage.get("output_tokens")
+        return (sum(counts) if counts else None), (output if isinstance(output, int) else None)

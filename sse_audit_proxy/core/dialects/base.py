@@ -1,0 +1,115 @@
+"""What a dialect is: an interpreter from SSE events to observations, with no I/O.
+
+`observe()` runs once per frame on the hot path and returns a small bit set; everything
+that is only needed at the end of the stream (finish reasons, usage, tool arguments,
+error counts) stays in the dialect's own state and is read once through `summary()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from sse_audit_proxy.core.sse import Event
+
+# Bits returned by Dialect.observe().
+CONTENT = 1  # the frame carries non-empty content: text, reasoning, refusal or a tool-call delta
+TERMINAL = 2  # the dialect's end-of-stream marker (normal or failed)
+KEEPALIVE = 4  # a protocol-level keep-alive (Anthropic `ping`): timed as one, not as a frame
+# For the stream's timeline only (what each frame was); the verdict reads the summary.
+FINISH = 8  # the frame carries a finish reason (a choice's, `stop_reason`, the terminal status)
+USAGE = 16  # the frame carries usage
+ERROR = 32  # an in-band error: an `{"error": ...}` frame or an error event
+MALFORMED = 64  # the frame (or part of it) could not be read as the dialect's shape
+
+DONE_SENTINEL = b"[DONE]"
+
+Usage = dict[str, Any]
+
+
+@dataclass(slots=True)
+class DialectSummary:
+    terminal: bool = False  # the end marker was seen (normal or failed)
+    # The upstream reported failure in-band (an error frame or event) and nothing finished after.
+    failed: bool = False
+    done: bool = False  # the `data: [DONE]` sentinel was seen
+    finish_reasons: list[str] = field(default_factory=list)
+    missing_finish_reason: bool = True  # some choice (or the whole stream) never got one
+    usage: Usage | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_events: int = 0
+    malformed_frames: int = 0
+    tool_calls: int = 0
+    invalid_tool_arguments: int = 0
+    anomalies: tuple[str, ...] = ()  # dialect-specific extras, already named
+
+
+class Dialect:
+    """Base class. Subclasses set the class attributes and implement observe/summary."""
+
+    route: ClassVar[str]
+    path_suffixes: ClassVar[tuple[str, ...]] = ()
+    expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
+    expects_finish_reason: ClassVar[bool] = True
+    expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
+    # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
+    usage_always: ClassVar[bool] = False
+    has_end_marker: ClassVar[bool] = True  # False: a clean end of the body is the stream's end
+    # The dialect's own anomalies (name -> when, for the README), reported through summary().
+    extra_anomalies: ClassVar[dict[str, str]] = {}
+
+    __slots__ = ()
+
+    def observe(self, event: Event) -> int:
+        raise NotImplementedError
+
+    def summary(self) -> DialectSummary:
+        raise NotImplementedError
+
+
+def load_object(data: bytes) -> dict[str, Any] | None:
+    """The frame's JSON object; None when it is not one (the caller counts it malformed)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_error_frame(doc: dict[str, Any]) -> bool:
+    """An OpenAI-style error frame: `{"error": {...}}` (`"error": null` on ordinary chunks is not)."""
+    return bool(doc.get("error"))
+
+
+def clean_usage(usage: Any) -> Usage | None:
+    """Keep only the numeric parts of a usage object, so nothing but counts is ever logged."""
+    if not isinstance(usage, dict):
+        return None
+    out: Usage = {}
+    for key, value in usage.items():
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, dict):
+            nested = clean_usage(value)
+            if nested:
+                out[key] = nested
+        if len(out) >= 32:
+            break
+    return out
+
+
+def token_counts(usage: Usage | None) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens from an OpenAI Chat, Responses or Anthropic usage object."""
+    if not usage:
+        return None, None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return (
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )

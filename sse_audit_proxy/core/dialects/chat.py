@@ -1,0 +1,165 @@
+"""OpenAI Chat Completions streams (`/v1/chat/completions`): `data:` JSON chunks, `[DONE]` last.
+
+Deviations of real gateways handled here (the README lists them): usage on every chunk
+(the last wins) or inside the last content chunk; `finish_reason` on a chunk that also
+carries content, `""` as "none yet", or followed by more content; `reasoning` as well as
+`reasoning_content`; tool-call deltas without `index`; chunks with empty `choices` that
+are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    DONE_SENTINEL,
+    ERROR,
+    FINISH,
+    MALFORMED,
+    TERMINAL,
+    USAGE,
+    Dialect,
+    DialectSummary,
+    clean_usage,
+    token_counts,
+)
+from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+from sse_audit_proxy.core.sse import Event
+
+_CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+
+
+class ChatCompletions(Dialect):
+    route = "chat_completions"
+    path_suffixes = ("/chat/completions",)
+    expects_done = True
+
+    __slots__ = ("_choices", "_done", "_errors", "_failed", "_finish", "_last_tool", "_malformed",
+                 "_tool_ids", "_tools", "_usage")
+
+    def __init__(self) -> None:
+        self._choices: set[int] = set()
+        self._finish: dict[int, str] = {}
+        self._usage: Any = None
+        self._done = False
+        self._errors = 0
+        self._failed = False  # an error frame came and no choice has finished since
+        self._malformed = 0
+        self._tools = ToolArgs()
+        self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
+        self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
+
+    def observe(self, event: Event) -> int:
+        data = event.data
+        if data == DONE_SENTINEL:
+            self._done = True
+            return TERMINAL
+        # load_object and is_error_frame, inlined: this runs once per frame (profiled).
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            self._malformed += 1
+            return MALFORMED
+        bits = 0
+        if chunk.get("error"):  # is_error_frame, inlined
+            self._errors += 1
+            self._failed = True
+            bits = ERROR
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage  # continuous usage stats: the last one wins
+            bits |= USAGE
+        choices = chunk.get("choices")
+        if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
+            return bits
+        if not isinstance(choices, list):
+            self._malformed += 1
+            return bits | MALFORMED
+        for choice in choices:
+            if not isinstance(choice, dict):
+                self._malformed += 1
+                bits |= MALFORMED
+                continue
+            index = choice.get("index", 0)
+            if not isinstance(index, int):
+                index = 0
+            self._choices.add(index)
+            if self._content(index, choice):
+                bits |= CONTENT  # content after a finish_reason still reached the client
+            reason = choice.get("finish_reason")
+            if reason and isinstance(reason, str):  # "" means none yet
+                self._finish[index] = reason
+                self._failed = False
+                bits |= FINISH
+        return bits
+
+    def _content(self, index: int, choice: dict[str, Any]) -> bool:
+        """Whether this choice of a chunk carries content; subclasses read other shapes."""
+        delta = choice.get("delta")
+        return bool(delta) and isinstance(delta, dict) and self._delta(index, delta)
+
+    def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
+        content = False
+        for name in _CONTENT_FIELDS:
+            if delta.get(name):
+                content = True
+                break
+        calls = delta.get("tool_calls")
+        if calls and isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict) and self._tool_call(choice, call):
+                    content = True
+        if delta.get("function_call"):  # the deprecated single-function form
+            content = True
+        return content
+
+    def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
+        key = self._tool_key(choice, call)
+        self._tools.open(key)
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str) and arguments:
+            self._tools.append(key, arguments)
+            return True
+        return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+
+    def _tool_key(self, choice: int, call: dict[str, Any]) -> object:
+        """Which call a delta belongs to: by `index`, else by `id`, else the last one."""
+        index = call.get("index")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = None
+        if isinstance(index, int):
+            key: object = (choice, index)
+            if call_id is not None:
+                self._tool_ids[choice, call_id] = key
+        elif call_id is not None:  # some gateways omit `index`: a new id starts a new call
+            key = self._tool_ids.setdefault((choice, call_id), (choice, "id", call_id))
+        else:
+            key = self._last_tool.get(choice, (choice, 0))
+        self._last_tool[choice] = key
+        return key
+
+    def summary(self) -> DialectSummary:
+        usage = clean_usage(self._usage)
+        prompt, completion = token_counts(usage)
+        missing = not self._finish or any(i not in self._finish for i in self._choices)
+        return DialectSummary(
+            terminal=self._done,
+            failed=self._failed,
+            done=self._done,
+            finish_reasons=[self._finish[i] for i in sorted(self._finish)],
+            missing_finish_reason=missing,
+            usage=usage,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            error_events=self._errors,
+            malformed_frames=self._malformed,
+            tool_calls=self._tools.count,
+            invalid_tool_arguments=self._tools.invalid(),
+        )

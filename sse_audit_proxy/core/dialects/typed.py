@@ -1,0 +1,101 @@
+"""What dialects of typed events (Responses, Anthropic Messages) keep and report alike.
+
+Both end with a terminal event rather than `[DONE]`, carry at most one finish reason per
+stream, may end in an in-band failure, and assemble tool input per output item/block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sse_audit_proxy.core.dialects.base import (
+    DONE_SENTINEL,
+    ERROR,
+    MALFORMED,
+    TERMINAL,
+    Dialect,
+    DialectSummary,
+    Usage,
+    clean_usage,
+    is_error_frame,
+    load_object,
+    token_counts,
+)
+from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+from sse_audit_proxy.core.sse import Event
+
+
+class TypedEvents(Dialect):
+    __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools",
+                 "_usage")
+
+    def __init__(self) -> None:
+        self._done = False  # `[DONE]`: not these protocols' own, but some gateways append it
+        self._terminal = False
+        self._failed = False
+        self._finish: str | None = None
+        self._usage: Any = None
+        self._errors = 0
+        self._malformed = 0
+        self._tools = ToolArgs()
+
+    def observe(self, event: Event) -> int:
+        data = event.data
+        if data == DONE_SENTINEL:
+            self._done = True
+            return 0
+        doc = load_object(data)
+        if doc is None:
+            self._malformed += 1
+            return MALFORMED
+        # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
+        kind = doc.get("type") or event.event
+        if not isinstance(kind, str) or not kind:
+            if is_error_frame(doc):  # OpenAI-style `{"error": {...}}`, sent on any route
+                self._fail()
+                return TERMINAL | ERROR
+            self._malformed += 1  # an event we cannot even name
+            return MALFORMED
+        malformed = self._malformed
+        bits = self._on(kind, doc)
+        # Counters, not returns, say what went wrong deep in a handler: compare once here.
+        return bits if self._malformed == malformed else bits | MALFORMED
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        """One typed event: the observe() bits."""
+        raise NotImplementedError
+
+    def _fail(self) -> None:
+        """The upstream reported failure in-band: the stream ends there."""
+        self._errors += 1
+        self._terminal = self._failed = True
+
+    def _finished(self, reason: str) -> None:
+        """The response finished normally, so an earlier error was not its end."""
+        self._finish = reason
+        self._failed = False
+
+    def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
+        return token_counts(usage)
+
+    def _anomalies(self) -> tuple[str, ...]:
+        return ()
+
+    def summary(self) -> DialectSummary:
+        usage = clean_usage(self._usage)
+        prompt, completion = self._tokens(usage)
+        return DialectSummary(
+            terminal=self._terminal,
+            failed=self._failed,
+            done=self._done,
+            finish_reasons=[self._finish] if self._finish else [],
+            missing_finish_reason=self._finish is None,
+            usage=usage,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            error_events=self._errors,
+            malformed_frames=self._malformed,
+            tool_calls=self._tools.count,
+            invalid_tool_arguments=self._tools.invalid(),
+            anomalies=self._anomalies(),
+        )

@@ -1,0 +1,33 @@
+"""The audit record of one proxied request: what every sink receives."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+
+from sse_audit_proxy.core.audit import StreamResult
+from sse_audit_proxy.core.request_info import RequestInfo
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    trace_id: str
+    route: str
+    method: str
+    model: str
+    status: int
+    started_at: float  # wall clock, seconds since the epoch
+    duration: float
+    bytes: int
+    stream: StreamResult | None  # None for a request that was not audited as a stream
+    error: str | None = None  # the proxy's own reason when it answered instead of the upstream
+    ttfb: float | None = None  # seconds from the request to the first body byte, of any response
+    upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
+    # For evidence: what was asked (its shape, never its text) and the response head as
+    # relayed to the client (the bytes written; redacted when rendered).
+    request: RequestInfo | None = None
+    response_head: builtins.bytes | None = None  # (`bytes` is a field here)
+
+    @property
+    def outcome(self) -> str | None:
+        return None if self.stream is None else self.stream.outcome.value

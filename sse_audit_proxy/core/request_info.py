@@ -1,0 +1,283 @@
+"""What the audit needs to know about a request, read without changing it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import ijson
+import orjson
+
+MAX_TRACE_ID = 128
+MAX_MODEL = 128
+UNKNOWN_MODEL = "unknown"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+=-]")
+# The header the proxy echoes to the client and sends upstream (the one OpenAI's SDKs send).
+TRACE_HEADER = "X-Client-Request-Id"
+TRACE_HEADERS = (TRACE_HEADER, "X-Request-Id")
+
+
+MAX_SHAPE_FIELDS = 32
+_FIELD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(slots=True, frozen=True)
+class RequestInfo:
+    model: str = UNKNOWN_MODEL
+    stream: bool = False
+    include_usage: bool = False
+    # The request's shape, for evidence (never its text): each top-level field's name with its
+    # value when it is a number or a boolean (temperature, n, max_tokens, stream), else the
+    # size of a list (messages, tools) or null; `stream_options` flattened the same way. As
+    # one compact JSON object (it lives as long as the stream: one string is the least memory).
+    shape: str = "{}"
+
+    @classmethod
+    def from_body(cls, body: bytes) -> RequestInfo:
+        """Read `model`, `stream` and `stream_options.include_usage` from a JSON body."""
+        if not body or body.lstrip()[:1] != b"{":
+            return cls()
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return cls()
+        if not isinstance(doc, dict):
+            return cls()
+        model = doc.get("model")
+        model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
+        options = doc.get("stream_options")
+        return cls(
+            model=model or UNKNOWN_MODEL,
+            stream=doc.get("stream") is True,
+            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            shape=request_shape(doc),
+        )
+
+
+def _figure(value: object) -> int | float | bool | None:
+    if isinstance(value, bool | int | float):
+        return value
+    return len(value) if isinstance(value, list) else None
+
+
+def request_shape(doc: dict[str, object]) -> str:
+    out: list[tuple[str, int | float | bool | None]] = []
+    for key, value in doc.items():
+        if len(out) >= MAX_SHAPE_FIELDS:
+            break
+        if not _FIELD.fullmatch(key):
+            continue
+        if isinstance(value, dict) and key == "stream_options":
+            out += [(f"{key}.{k}", _figure(v)) for k, v in list(value.items())[:8]
+                    if _FIELD.fullmatch(k)]
+        else:
+            out.append((key, _figure(value)))
+    return orjson.dumps(dict(out)).decode()
+
+
+class _Shape:
+    """The request's shape, learned from the scanner's parse events (see request_shape)."""
+
+    __slots__ = ("fields", "lists")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, int | float | bool | None] = {}
+        self.lists: set[str] = set()  # top-level fields that are arrays: their items counted
+
+    def take(self, prefix: str, event: str, value: object) -> None:
+        fields = self.fields
+        if not prefix:
+            if event == "map_key" and len(fields) < MAX_SHAPE_FIELDS and isinstance(value, str) \
+                    and _FIELD.fullmatch(value):
+                fields.setdefault(value, None)
+            return
+        name, _, rest = prefix.partition(".")
+        if name not in fields:
+            return
+        if not rest:
+            if event == "start_array":
+                self.lists.add(name)
+                fields[name] = 0
+            elif event in ("number", "boolean"):
+                fields[name] = _scalar(value)
+        elif rest == "item" and name in self.lists and event in _ITEM_STARTS:
+            fields[name] = int(fields[name] or 0) + 1
+        elif name == "stream_options" and "." not in rest and event in ("number", "boolean") \
+                and len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(rest):
+            fields[f"{name}.{rest}"] = _scalar(value)
+
+    def json(self) -> str:
+        fields = {k: v for k, v in self.fields.items() if k != "stream_options"}
+        return orjson.dumps(fields).decode()
+
+
+_ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+
+
+def _scalar(value: object) -> int | float | bool | None:
+    if isinstance(value, bool | int):
+        return value
+    try:
+        return float(value)  # type: ignore[arg-type]  # ijson gives Decimal for fractions
+    except (TypeError, ValueError):
+        return None
+
+
+# The request body is scanned as it streams past, never held. What the scan holds at most:
+# - the content of one JSON string, up to STRING_KEEP bytes: a longer string (a prompt, a
+#   base64 image) is handed to the JSON parser as "" (its content is never needed);
+# - inside yajl (ijson's C backend), the token in progress: strings are short by then, and
+#   more than QUIET_LIMIT bytes without a parse event (a giant number, whitespace) ends the scan;
+# - the parse events of one slice of at most SCAN_SLICE bytes.
+STRING_KEEP = 1 << 10
+QUIET_LIMIT = 64 << 10
+SCAN_SLICE = 16 << 10
+_WANTED = frozenset({"model", "stream", "stream_options.include_usage"})
+_BACKEND = ijson.get_backend("yajl2_c")
+
+
+class BodyScanner:
+    """Learns `model`, `stream`, `stream_options.include_usage` from a body fed in pieces.
+
+    Only top-level keys count (the OpenAI SDK sends `model` after a huge `messages`), so the
+    whole body is parsed incrementally; nothing but the three values is kept. A body that is
+    not one valid JSON object counts as unknown, as a body that `orjson` refused did before.
+    """
+
+    __slots__ = ("_carry_odd", "_coro", "_events", "_failed", "_found", "_in_str", "_quiet",
+                 "_shape", "_str")
+
+    def __init__(self) -> None:
+        self._events = ijson.sendable_list()
+        self._coro = _BACKEND.parse_coro(self._events)
+        self._found: dict[str, object] = {}
+        self._failed = False
+        self._in_str = False
+        self._str: bytearray | None = bytearray()  # None: longer than STRING_KEEP
+        self._carry_odd = False  # inside a string, the bytes so far end in an odd run of '\\'
+        self._quiet = 0  # bytes given to the parser since its last event
+        self._shape = _Shape()  # for evidence: field names, numbers, list sizes; never text
+
+    def feed(self, data: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            self._parse(self._shorten(data))
+        except ijson.JSONError:
+            self._fail()
+
+    def _shorten(self, data: bytes) -> bytes:
+        """The bytes for the JSON parser: every string longer than STRING_KEEP becomes ""."""
+        out: list[bytes] = []
+        pos, n = 0, len(data)
+        while pos < n:
+            if not self._in_str:
+                q = data.find(b'"', pos)
+                if q < 0:
+                    out.append(data[pos:])
+                    break
+                out.append(data[pos:q])
+                self._in_str, self._str, self._carry_odd = True, bytearray(), False
+                pos = q + 1
+                continue
+            q = data.find(b'"', pos)
+            seg = data[pos:] if q < 0 else data[pos:q]
+            run = len(seg) - len(seg.rstrip(b"\\"))
+            odd = (run + self._carry_odd) % 2 == 1 if run == len(seg) else run % 2 == 1
+            if q < 0:
+                self._keep(seg)
+                self._carry_odd = odd
+                break
+            if odd:  # an escaped quote: still inside the string
+                self._keep(seg + b'"')
+                self._carry_odd = False
+                pos = q + 1
+                continue
+            self._keep(seg)
+            kept = self._str
+            out.append(b'""' if kept is None else b'"' + bytes(kept) + b'"')
+            self._in_str, self._str = False, bytearray()
+            pos = q + 1
+        return b"".join(out)
+
+    def _keep(self, seg: bytes) -> None:
+        kept = self._str
+        if kept is not None:
+            if len(kept) + len(seg) > STRING_KEEP:
+                self._str = None
+            else:
+                kept += seg
+
+    def _parse(self, data: bytes) -> None:
+        for i in range(0, len(data), SCAN_SLICE):
+            piece = data[i:i + SCAN_SLICE]
+            self._coro.send(piece)
+            if self._events:
+                self._quiet = 0
+                self._take()
+            else:
+                self._quiet += len(piece)
+                if self._quiet > QUIET_LIMIT:
+                    self._fail()  # a token the parser would have to hold without bound
+                    return
+
+    def _take(self) -> None:
+        events = self._events
+        shape = self._shape.take
+        for prefix, event, value in events:
+            if prefix in _WANTED:
+                self._found[prefix] = value
+            shape(prefix, event, value)
+        del events[:]
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._found.clear()
+        self._events.clear()
+        self._str = None
+
+    def release(self) -> None:
+        """Drop the parser (yajl's buffers) once the body is through; feed() then ignores."""
+        self._failed = True
+        self._coro = self._events = None
+
+    def info(self, complete: bool = True) -> RequestInfo:
+        """What was learned; `complete`: the body ended, so it must parse as a whole."""
+        if complete and not self._failed:
+            try:
+                if self._in_str:
+                    raise ijson.IncompleteJSONError("unterminated string")
+                self._coro.close()
+                self._take()
+            except ijson.JSONError:
+                self._fail()
+        found = self._found
+        if self._failed or not found:
+            return RequestInfo()
+        model = found.get("model")
+        model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
+        return RequestInfo(
+            model=model or UNKNOWN_MODEL,
+            stream=found.get("stream") is True,
+            include_usage=found.get("stream_options.include_usage") is True,
+            shape=self._shape.json(),
+        )
+
+
+def safe_token(value: str, limit: int) -> str:
+    """Restrict a client-supplied string to a safe character set and length for logs/labels."""
+    return _UNSAFE.sub("", value[: limit * 4])[:limit]
+
+
+def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, bool]:
+    """The client's trace ID (sanitised), and whether it came from the client at all.
+
+    `new_id` makes one when the client sent none: randomness stays with the caller."""
+    for name in TRACE_HEADERS:
+        value = headers.get(name)
+        if value:
+            cleaned = safe_token(value, MAX_TRACE_ID)
+            if cleaned:
+                return cleaned, True
+    return new_id(), False

@@ -1,0 +1,91 @@
+"""Frame skeletons: a frame's JSON structure with its text replaced by the text's length.
+
+Pure. What an incident needs to see (and a regression test needs to replay) is the shape of
+a frame: which fields, which protocol words (`type`, `finish_reason`, `object`, ...), which
+numbers (indexes, token counts); never what the model or the user wrote. So every string is
+replaced by `"<N>"` (N: its length in characters) unless it is the value of a protocol field
+and looks like a protocol word. Bounded: depth, items per container and the skeleton's size.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from sse_audit_proxy.core.dialects.base import DONE_SENTINEL
+from sse_audit_proxy.core.sse import Event
+
+# Fields whose string values are protocol vocabulary, kept as they are when they look like it.
+VOCABULARY = frozenset({
+    "type", "object", "finish_reason", "stop_reason", "role", "status", "reason", "event",
+    "code", "native_finish_reason", "stop_sequence_type",
+})
+_WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+PLACEHOLDER = re.compile(r"<(\d+)>")
+MAX_DEPTH = 8
+MAX_KEYS = 64  # per object (a Responses `response` object has ~30 fields; usage among them)
+MAX_ITEMS = 16  # per array; beyond either: {"…more": N}
+MAX_SKELETON_BYTES = 2048
+MORE = "…more"
+
+
+def text_length(value: str) -> str:
+    return f"<{len(value)}>"
+
+
+def _shape(value: Any, key: str | None, depth: int) -> Any:
+    if isinstance(value, str):
+        if key in VOCABULARY and _WORD.fullmatch(value) and not PLACEHOLDER.fullmatch(value):
+            return value
+        return text_length(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return value
+    if depth >= MAX_DEPTH:
+        return {MORE: 1}
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= MAX_KEYS:
+                out[MORE] = len(value) - MAX_KEYS
+                break
+            name = k if _WORD.fullmatch(k) else text_length(k)  # keys are the schema's
+            out[name] = _shape(v, k, depth + 1)
+        return out
+    if isinstance(value, list):
+        items = [_shape(v, key, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append({MORE: len(value) - MAX_ITEMS})
+        return items
+    return None
+
+
+def skeleton(event: Event) -> str:
+    """One frame's skeleton, as compact JSON text (what the audit holds: orjson's own bytes
+    keep a 4 KiB buffer, the decoded text is exactly its length)."""
+    name = event.event
+    doc: dict[str, Any] = {"bytes": len(event.data)}
+    if name:  # absent when the frame had no `event:` line (most frames): held per stream
+        doc["event"] = name if _WORD.fullmatch(name) else text_length(name)
+    data = event.data
+    if data == DONE_SENTINEL:
+        doc["data"] = "[DONE]"
+    else:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc["raw"] = True  # not JSON: only its size is known
+        else:
+            doc["data"] = _shape(parsed, None, 0)
+    out = orjson.dumps(doc)
+    if len(out) > MAX_SKELETON_BYTES:
+        out = orjson.dumps({"event": doc.get("event"), "bytes": doc["bytes"], "truncated": True})
+    return out.decode()
+
+
+def split_entry(entry: str) -> tuple[int, int, dict[str, Any]]:
+    """An audit's skeleton entry, "NUMBER,KIND_BITS,JSON": (frame number, kind bits, skeleton)."""
+    number, bits, text = entry.split(",", 2)
+    doc: dict[str, Any] = orjson.loads(text)
+    return int(number), int(bits), doc

@@ -1,0 +1,475 @@
+"""The verdict of one stream: every rule that decides its outcome and its anomalies, in order.
+
+Pure: the audit gathers a stream's facts (what the dialect saw, when, and why relaying ended)
+and `judge()` reads them against the rules below. The README's verdict tables are generated
+from these rules (`readme_tables()`), so the documentation is this file read aloud.
+
+Outcome rules are tried in order and the first that holds decides. Every anomaly rule that
+holds adds its anomaly, in table order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sse_audit_proxy.core.dialects import DIALECTS, DialectSummary
+from sse_audit_proxy.core.sse import DEFAULT_MAX_FRAME_BYTES
+
+
+class Outcome(StrEnum):
+    COMPLETE = "complete"
+    TRUNCATED = "truncated"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_DISCONNECT = "client_disconnect"
+    TIMEOUT = "timeout"
+
+
+class Anomaly(StrEnum):
+    MISSING_DONE = "missing_done"
+    MISSING_FINISH_REASON = "missing_finish_reason"
+    MISSING_USAGE = "missing_usage"
+    BUFFERED = "buffered"
+    MALFORMED_FRAME = "malformed_frame"
+    INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
+    ERROR_EVENT = "error_event"
+    NOT_STREAMED = "not_streamed"  # a stream was asked for; an ordinary answer came instead
+    WRONG_CONTENT_TYPE = "wrong_content_type"  # an event stream not labelled text/event-stream
+    BURSTY = "bursty"  # content released in clumps separated by long silences
+    # The compressed body expanded absurdly (see inflate.py): forwarded unchanged, not audited.
+    COMPRESSION_BOMB = "compression_bomb"
+    USAGE_INCONSISTENT = "usage_inconsistent"  # usage figures that contradict each other or the stream
+
+
+class End(StrEnum):
+    """Why the proxy stopped relaying; the rules turn it into an outcome."""
+
+    UPSTREAM_EOF = "upstream_eof"
+    UPSTREAM_BROKEN = "upstream_broken"
+    UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
+    CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
+    IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
+    CLIENT_GONE = "client_gone"
+    SLOW_CLIENT = "slow_client"  # the client left more than max_unsent_bytes unread
+    ABORTED = "aborted"  # by the proxy: still running when the shutdown drain ran out
+
+
+_TIMEOUTS = frozenset({End.CONNECT_TIMEOUT, End.IDLE_TIMEOUT, End.TOTAL_TIMEOUT})
+_CLIENT_ENDS = frozenset({End.CLIENT_GONE, End.SLOW_CLIENT, End.ABORTED})
+# Ends after which the client holds everything that was written to it: a client that closes
+# once it has read the end marker (the openai SDK does) left a finished stream. A slow client
+# is cut with bytes still unread, so what it got is unknown.
+_LEFT_WITH_ALL_SENT = frozenset({End.CLIENT_GONE, End.ABORTED})
+
+
+@dataclass(slots=True, frozen=True)
+class Thresholds:
+    """The timing rules' tunables (flags of `serve`). Defaults are the documented ones."""
+
+    # buffered: all must hold
+    buffered_min_frames: int = 5
+    buffered_wait_ratio: float = 0.8  # share of the time to the last content frame spent waiting
+    buffered_max_spacing: float = 0.002  # mean seconds between content frames
+    buffered_min_ttft: float = 0.05  # below this a burst is a fast upstream, not a withheld one
+    # bursty: a "burst" is a clump of content frames, each read within `bursty_max_spacing` of
+    # the one before, at least `bursty_min_clump` frames, after `bursty_min_silence` without any
+    bursty_min_bursts: int = 3
+    bursty_min_clump: int = 10
+    bursty_min_silence: float = 0.2
+    bursty_max_spacing: float = 0.002
+    bursty_min_share: float = 0.5  # of all content frames, in bursts
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(slots=True, frozen=True)
+class Timing:
+    """When content arrived, in seconds from the request (None: no content frame)."""
+
+    ttft: float | None
+    to_last_content: float
+    content_frames: int
+    bursts: int  # clumps that count as bursts (see Thresholds)
+    burst_frames: int  # content frames inside them
+    # For the reasons only (the rules above do not read them):
+    frames: int = 0  # data frames (keep-alives aside)
+    duration: float = 0.0  # request to the end of relaying
+    last_frame: float | None = None  # request to the last frame
+    max_gap: float | None = None  # the longest silence between two frames
+    bytes: int = 0  # body bytes relayed
+
+
+@dataclass(slots=True, frozen=True)
+class Facts:
+    """Everything a verdict may depend on, gathered when the stream ended."""
+
+    end: End
+    summary: DialectSummary  # what the dialect saw
+    expects_done: bool  # the dialect's shape ends with `[DONE]`
+    expects_finish_reason: bool
+    has_end_marker: bool  # False on routes with no dialect: the body's clean end is the end
+    usage_expected: bool  # asked for, or always part of this shape
+    labelled_event_stream: bool  # Content-Type: text/event-stream
+    sniffed_event_stream: bool  # not labelled so, but the body began with SSE field lines
+    error_document: bool  # the body was one JSON error document
+    unreadable: bool  # compressed, and not all decoded (see the next two): frames unknown
+    oversized_frame: bool  # a frame larger than --max-frame-bytes
+    timing: Timing
+    thresholds: Thresholds
+    undecodable: bool = False  # could not be decoded (br, a broken gzip)
+    compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
+
+    @property
+    def event_stream(self) -> bool:
+        return self.labelled_event_stream or self.sniffed_event_stream
+
+    @property
+    def error_instead_of_stream(self) -> bool:
+        """A JSON error document with a success status, where a stream was asked for (with an
+        error status the status itself says so)."""
+        return self.error_document and self.end is not End.UPSTREAM_STATUS
+
+    @property
+    def upstream_finished(self) -> bool:
+        """The upstream's last word reached the client: the end marker, or an in-band failure."""
+        return self.summary.terminal or self.summary.failed
+
+    @property
+    def ended_by_upstream(self) -> bool:
+        """The upstream ended the stream (cleanly or not), rather than a timeout or the client.
+
+        A client that leaves after the upstream's last word reached it does not make the
+        stream its own: servers often write the end of the HTTP body (the chunked terminator)
+        well after `[DONE]`, and clients often close as soon as they read `[DONE]`."""
+        if self.end in (End.UPSTREAM_EOF, End.UPSTREAM_BROKEN):
+            return True
+        return self.end in _LEFT_WITH_ALL_SENT and self.upstream_finished
+
+    @property
+    def judged(self) -> bool:
+        """Completeness is judged on event streams the upstream ended, whose frames we read."""
+        return (self.ended_by_upstream and self.event_stream and not self.unreadable
+                and not self.summary.failed and not self.error_instead_of_stream)
+
+
+def is_buffered(t: Timing, th: Thresholds) -> bool:
+    if t.ttft is None or t.content_frames < th.buffered_min_frames or t.ttft < th.buffered_min_ttft:
+        return False
+    spacing = (t.to_last_content - t.ttft) / (t.content_frames - 1)
+    return t.ttft >= th.buffered_wait_ratio * t.to_last_content and spacing < th.buffered_max_spacing
+
+
+def is_bursty(t: Timing, th: Thresholds) -> bool:
+    return (t.bursts >= th.bursty_min_bursts and t.content_frames > 0
+            and t.burst_frames >= th.bursty_min_share * t.content_frames
+            and not is_buffered(t, th))
+
+
+@dataclass(slots=True, frozen=True)
+class Rule:
+    verdict: str  # an Outcome or an Anomaly (dialect extras: their own names)
+    when: str  # the rule in words, for the README
+    holds: Callable[[Facts], bool]
+    # One sentence from the stream's own figures, saying why this rule held (after "name: ").
+    reason: Callable[[Facts], str] = lambda f: "see the rule"
+
+
+def dur(seconds: float | None) -> str:
+    """Seconds for a person: `2.41 s`, `120 ms`, `0.3 ms`."""
+    if seconds is None:
+        return "-"
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    ms = seconds * 1000.0
+    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _content(f: Facts) -> str:
+    return _n(f.timing.content_frames, "content frame")
+
+
+def _missing_end(f: Facts) -> str:
+    s = f.summary
+    parts = []
+    if f.expects_done and not s.done:
+        parts.append("no [DONE]")
+    elif not f.expects_done and not s.terminal:
+        parts.append("no end event")
+    if f.expects_finish_reason and s.missing_finish_reason:
+        parts.append("no finish_reason" if not s.finish_reasons else
+                     "a choice without a finish_reason")
+    if f.usage_expected and s.usage is None:
+        parts.append("no usage")
+    return " and ".join(parts) or "no end marker"
+
+
+def _truncated(f: Facts) -> str:
+    how = ("the upstream closed the connection cleanly" if f.end is End.UPSTREAM_EOF else
+           "the connection broke (reset or bad chunking)" if f.end is End.UPSTREAM_BROKEN else
+           f"relaying ended with {f.end.value}")
+    return f"body ended after {_content(f)} ({f.timing.frames} frames) with {_missing_end(f)}; {how}"
+
+
+def _timed_out(f: Facts) -> str:
+    t = f.timing
+    if f.end is End.CONNECT_TIMEOUT:
+        return f"the upstream did not accept the connection within {dur(t.duration)}"
+    quiet = t.duration - (t.last_frame if t.last_frame is not None else 0.0)
+    what = ("no upstream byte for the idle timeout" if f.end is End.IDLE_TIMEOUT else
+            "the stream was still running at the total timeout")
+    return (f"{what}: {dur(quiet)} of silence after {_n(t.frames, 'frame')} "
+            f"({_content(f)}); aborted at {dur(t.duration)}")
+
+
+def _client_left(f: Facts) -> str:
+    who = {End.SLOW_CLIENT: "the client was cut for leaving more than --max-unsent-bytes unread",
+           End.ABORTED: "the stream was still open when the shutdown drain ran out"
+           }.get(f.end, "the client went away")
+    return (f"{who} at {dur(f.timing.duration)}, after {_content(f)}, before the upstream's "
+            "end marker reached it")
+
+
+def _failed(f: Facts) -> str:
+    if f.error_instead_of_stream:
+        return "the upstream sent a JSON error document with a success status instead of a stream"
+    return (f"the upstream reported failure in-band ({_n(f.summary.error_events, 'error frame')}) "
+            f"after {_content(f)}, and no choice finished after it")
+
+
+def _buffered(f: Facts) -> str:
+    t = f.timing
+    ttft = t.ttft or 0.0
+    share = 100.0 * ttft / t.to_last_content if t.to_last_content > 0 else 100.0
+    spacing = (t.to_last_content - ttft) / max(t.content_frames - 1, 1)
+    return (f"first token after {dur(ttft)}, {share:.0f} % of the time to the last content frame; "
+            f"{t.content_frames} content frames arrived {dur(spacing)} apart on average")
+
+
+def _bursty(f: Facts) -> str:
+    t, th = f.timing, f.thresholds
+    share = 100.0 * t.burst_frames / t.content_frames if t.content_frames else 0.0
+    return (f"{t.burst_frames} of {t.content_frames} content frames ({share:.0f} %) came in "
+            f"{t.bursts} bursts, each after at least {dur(th.bursty_min_silence)} without content; "
+            f"the longest silence between frames was {dur(t.max_gap)}")
+
+
+def _malformed(f: Facts) -> str:
+    parts = []
+    if f.summary.malformed_frames:
+        parts.append(f"{_n(f.summary.malformed_frames, 'frame')} (or parts of frames) not of "
+                     "the expected shape")
+    if f.oversized_frame:
+        parts.append(f"a frame larger than {f.thresholds.max_frame_bytes} bytes")
+    if f.undecodable:
+        parts.append("the compressed body could not be decoded")
+    return "; ".join(parts)
+
+
+# usage_inconsistent: the conventions providers follow (README, "usage_inconsistent"). A total
+# may count reasoning tokens outside `completion_tokens` (Gemini's OpenAI layer), and cached
+# prompt tokens inside or outside `prompt_tokens` (Anthropic through LiteLLM, Bedrock).
+_EXTRA_TOKENS = (("completion_tokens_details", "reasoning_tokens"),
+                 ("output_tokens_details", "reasoning_tokens"),
+                 ("prompt_tokens_details", "cached_tokens"),
+                 ("input_tokens_details", "cached_tokens"),
+                 (None, "cache_read_input_tokens"), (None, "cache_creation_input_tokens"))
+
+
+def _extra_tokens(usage: dict[str, object]) -> list[int]:
+    found = []
+    for parent, key in _EXTRA_TOKENS:
+        where = usage.get(parent) if parent else usage
+        value = where.get(key) if isinstance(where, dict) else None
+        if type(value) is int and value > 0 and value not in found:
+            found.append(value)
+    return found
+
+
+def _sums(base: int, extras: list[int]) -> set[int]:
+    """base ± any of the extras (each once): every total some convention allows."""
+    totals = {base}
+    for extra in extras:
+        totals |= {t + extra for t in totals} | {t - extra for t in totals}
+    return totals
+
+
+def _reasoning(usage: dict[str, object]) -> int:
+    for parent in ("completion_tokens_details", "output_tokens_details"):
+        where = usage.get(parent)
+        value = where.get("reasoning_tokens") if isinstance(where, dict) else None
+        if type(value) is int and value > 0:
+            return value
+    return 0
+
+
+def usage_inconsistency(f: Facts) -> str | None:
+    """Why the stream's usage contradicts itself or the stream; None when it does not."""
+    s = f.summary
+    usage = s.usage
+    if not usage:
+        return None
+    p, c = s.prompt_tokens, s.completion_tokens
+    if not p and not c:  # zeros (or none): a placeholder (mock servers, gateways that do not
+        return None      # count), not an account that could contradict the stream
+    total = usage.get("total_tokens")
+    if type(total) is int and p is not None and c is not None and total not in _sums(
+            p + c, _extra_tokens(usage)[:4]):
+        return f"total_tokens {total} is not prompt {p} + completion {c} (= {p + c})"
+    # Output streamed, yet the account says none was produced. (Fewer tokens than content
+    # frames is no evidence: hops re-chunk text below a token, LiteLLM's mock into 3-character
+    # frames.) Only on streams that ended normally: a cut stream's usage may not be its last.
+    if (c == 0 and f.judged and s.terminal and not s.failed and not _reasoning(usage)
+            and f.timing.content_frames):
+        return (f"0 completion tokens reported (and {p} prompt tokens) for "
+                f"{f.timing.content_frames} content frames that carried output")
+    return None
+
+
+OUTCOME_RULES: tuple[Rule, ...] = (
+    Rule(Outcome.UPSTREAM_ERROR, "the upstream answered ≥ 400, or could not be reached (the client "
+         "gets an OpenAI-shaped 502/504)", lambda f: f.end is End.UPSTREAM_STATUS,
+         lambda f: "the upstream answered an error status or could not be reached (see "
+         f"`status` and `error`); {f.timing.bytes} body bytes relayed"),
+    Rule(Outcome.TIMEOUT, "no upstream byte for `--idle-timeout`, no connection within "
+         "`--connect-timeout`, or the stream still running at `--total-timeout`; the stream is "
+         "aborted", lambda f: f.end in _TIMEOUTS, _timed_out),
+    Rule(Outcome.CLIENT_DISCONNECT, "the client went away (or was cut for leaving more than "
+         "`--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
+         "the upstream's end marker or in-band failure reached it; the upstream request is "
+         "closed at once", lambda f: f.end in _CLIENT_ENDS and not f.ended_by_upstream,
+         _client_left),
+    Rule(Outcome.UPSTREAM_ERROR, "the upstream reported failure in-band: an `{\"error\": …}` frame "
+         "or error event after which no choice finished (even if `[DONE]` follows), Responses "
+         "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
+         "of the stream that was asked for",
+         lambda f: f.summary.failed or f.error_instead_of_stream, _failed),
+    Rule(Outcome.COMPLETE, "the dialect's end marker reached the client (Chat Completions: "
+         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
+         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
+         "an ordinary (not event-stream) answer, a compressed stream that could not be decoded "
+         "(or would not be: `compression_bomb`), a stream on a route with no dialect",
+         lambda f: f.summary.terminal or (f.end is End.UPSTREAM_EOF and (
+             f.unreadable or not f.event_stream or not f.has_end_marker))),
+    Rule(Outcome.TRUNCATED, "otherwise: the upstream's body ended, or broke (reset, bad "
+         "chunking), before the end marker", lambda f: True, _truncated),
+)
+
+ANOMALY_RULES: tuple[Rule, ...] = (
+    Rule(Anomaly.NOT_STREAMED, "the request asked for `\"stream\": true` and the upstream answered "
+         "2xx with an ordinary body that is not an event stream: the client gets no stream at "
+         "all; no completeness anomaly is judged",
+         lambda f: not (f.event_stream or f.error_instead_of_stream
+                        or f.end is End.UPSTREAM_STATUS),
+         lambda f: f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of an "
+         "ordinary body, not an event stream"),
+    Rule(Anomaly.WRONG_CONTENT_TYPE, "an event stream (its body began with SSE field lines: "
+         "`data:`, `event:`, `id:`, `retry:` or a comment) whose `Content-Type` is not "
+         "`text/event-stream`: browsers' `EventSource` and many buffering hops treat it as an "
+         "ordinary body. It is audited as a stream all the same",
+         lambda f: f.sniffed_event_stream,
+         lambda f: f"the body is an event stream ({_n(f.timing.frames, 'frame')}) whose "
+         "Content-Type is not text/event-stream"),
+    Rule(Anomaly.MISSING_DONE, "judged¹: the stream ended without `data: [DONE]` (Chat "
+         "Completions and Completions)",
+         lambda f: f.judged and f.expects_done and not f.summary.done,
+         lambda f: f"{_n(f.timing.frames, 'frame')} ({_content(f)}) and no data: [DONE] "
+         "before the body ended"),
+    Rule(Anomaly.MISSING_FINISH_REASON, "judged¹: no choice reported a `finish_reason`, or some "
+         "choice that streamed never did (`n > 1`)",
+         lambda f: f.judged and f.expects_finish_reason and f.summary.missing_finish_reason,
+         lambda f: (f"finish reasons {f.summary.finish_reasons} came, but a choice that streamed "
+                    "never reported one") if f.summary.finish_reasons else
+         f"none of {_n(f.timing.frames, 'frame')} carried a finish_reason"),
+    Rule(Anomaly.MISSING_USAGE, "judged¹: usage was expected and none arrived: the request asked "
+         "for `stream_options.include_usage`, or the shape always carries usage (`responses`, "
+         "`messages`)", lambda f: f.judged and f.usage_expected and f.summary.usage is None,
+         lambda f: f"usage was expected and none of {_n(f.timing.frames, 'frame')} carried it"),
+    Rule(Anomaly.BUFFERED, "the completion was withheld and released at once (see How "
+         "`buffered` is decided)", lambda f: is_buffered(f.timing, f.thresholds), _buffered),
+    Rule(Anomaly.BURSTY, "content arrived in clumps separated by long silences, and the stream is "
+         "not `buffered` (see How `bursty` is decided)",
+         lambda f: is_bursty(f.timing, f.thresholds), _bursty),
+    Rule(Anomaly.MALFORMED_FRAME, "a frame that is not JSON, not the expected shape (for example "
+         "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
+         "compressed stream that could not be decoded",
+         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable,
+         _malformed),
+    Rule(Anomaly.COMPRESSION_BOMB, "the `gzip`/`deflate` body expanded absurdly (more than 200x "
+         "its compressed size once 256 KiB came out, more than 256 MiB in all, or more than 1 "
+         "MiB of compressed input waiting; see Security model): it reached the client "
+         "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "
+         "as for an unreadable body and no completeness anomaly is judged",
+         lambda f: f.compression_bomb,
+         lambda f: f"the compressed body expanded beyond the audit's bounds after "
+         f"{f.timing.bytes} compressed bytes; relayed unchanged, no longer decoded"),
+    Rule(Anomaly.INVALID_TOOL_ARGUMENTS, "judged¹: a tool call's argument fragments, "
+         "concatenated, are not a JSON object",
+         lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
+         lambda f: f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
+         " had arguments that, concatenated, are not a JSON object"),
+    Rule(Anomaly.ERROR_EVENT, "the stream carried an `{\"error\": …}` frame or an error event "
+         "(on every route), or was a JSON error document sent with a success status",
+         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,
+         lambda f: f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"
+         if f.summary.error_events else "a JSON error document came with a success status"),
+    Rule(Anomaly.USAGE_INCONSISTENT, "usage that contradicts itself or the stream: "
+         "`total_tokens` is not prompt + completion tokens (allowing the providers' conventions "
+         "for reasoning and cached tokens, see `usage_inconsistent`), or, on a stream that "
+         "ended normally and streamed output, 0 completion tokens beside a non-zero prompt count",
+         lambda f: usage_inconsistency(f) is not None,
+         lambda f: usage_inconsistency(f) or ""),
+)
+
+JUDGED_NOTE = ("¹ *judged*: only on event streams the upstream ended (outcome `complete` or "
+               "`truncated`, also when the client closed after the end marker): after a client "
+               "disconnect or a timeout the stream was cut by someone else, and after an "
+               "in-band failure the upstream has already said what went wrong.")
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    outcome: Outcome
+    anomalies: list[str]
+    # "name: why" for a non-complete outcome first, then one per anomaly in anomaly order.
+    reasons: list[str] = field(default_factory=list)
+
+
+_EXTRAS = {name: when for d in DIALECTS for name, when in d.extra_anomalies.items()}
+
+
+def judge(f: Facts) -> Verdict:
+    rule = next(r for r in OUTCOME_RULES if r.holds(f))
+    outcome = Outcome(rule.verdict)
+    reasons = [] if outcome is Outcome.COMPLETE else [f"{outcome}: {rule.reason(f)}"]
+    anomalies: list[str] = []
+    for r in ANOMALY_RULES:
+        if r.holds(f):
+            anomalies.append(str(r.verdict))
+            reasons.append(f"{r.verdict}: {r.reason(f)}")
+    for name in f.summary.anomalies:  # the dialect's own extras, already named
+        anomalies.append(name)
+        reasons.append(f"{name}: {_EXTRAS.get(name, 'reported by the dialect')}")
+    return Verdict(outcome, anomalies, reasons)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def readme_tables() -> str:
+    """The README's outcome and anomaly tables (a test keeps the README equal to this)."""
+    extras = {name: when for d in DIALECTS for name, when in d.extra_anomalies.items()}
+    rows = ["**Outcome** (exactly one per stream: the first rule that holds decides):", "",
+            "| # | outcome | when |", "|---|---|---|"]
+    rows += [f"| {i} | `{r.verdict}` | {_cell(r.when)} |" for i, r in enumerate(OUTCOME_RULES, 1)]
+    rows += ["", "**Anomalies** (any number, in this order):", "", "| anomaly | when |",
+             "|---|---|"]
+    rows += [f"| `{r.verdict}` | {_cell(r.when)} |" for r in ANOMALY_RULES]
+    rows += [f"| `{name}` | {_cell(when)} |" for name, when in extras.items()]
+    rows += ["", JUDGED_NOTE]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,236 @@
+"""The canary share at run time: the percent file, SIGHUP, the guard and its trip.
+
+A sink (like metrics and logs) that feeds finished streams to the pure guard, plus the
+little I/O the cutover needs:
+
+- `--canary-percent-file`: re-read on SIGHUP and whenever it changes (polled every half
+  second: its content and the identity of the file the path resolves to, so a Kubernetes
+  ConfigMap update, which swaps a symlink, is seen like an edit). A bad value keeps the
+  current share and logs `canary_percent_rejected`.
+- the trip: the guard's decision sets the share to 0 at once, logs one `canary_tripped` line
+  and, with `--workers`, writes the shared trip file that every worker polls, so each stops
+  sending to the canary within a second. A trip lasts until the percent file is written
+  again or SIGHUP (the supervisor removes the trip file before it forwards SIGHUP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Gauge
+
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, Guard, GuardSettings, Sample, Trip, is_bad
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
+
+POLL_INTERVAL = 0.5  # seconds: a new share applies within a second of the file changing
+_log = structlog.get_logger("sse_audit_proxy")
+
+
+def build_router(base_url: str, canary: CanaryConfig) -> Router:
+    baseline = Side(canary.upstream_name, base_url.rstrip("/"))
+    if canary.url is None:
+        return Router(baseline)
+    return Router(baseline, Side(canary.canary_name, canary.url.rstrip("/")), canary.percent,
+                  sticky_header=canary.sticky_header, side_header=canary.side_header)
+
+
+def read_percent_file(path: str) -> tuple[float, str]:
+    """(percent, fingerprint). The file holds one number (blank lines and # comments aside).
+
+    Raises OSError (unreadable) or ValueError (not one percent from 0 to 100).
+    """
+    with open(path, "rb") as fh:  # follows symlinks: a ConfigMap's ..data swap included
+        st = os.fstat(fh.fileno())
+        raw = fh.read(4096)
+    fingerprint = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{raw.hex()}"
+    lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8").splitlines()]
+    values = [line for line in lines if line]
+    if len(values) != 1:
+        raise ValueError(f"expected one percent in the file, found {len(values)} values")
+    return parse_percent(values[0]), fingerprint
+
+
+class CanaryControl:
+    """Owns the share in force: the router reads it, this sets it."""
+
+    def __init__(self, router: Router, config: CanaryConfig, registry: CollectorRegistry,
+                 state_file: str | None = None) -> None:
+        self.router = router
+        self.config = config
+        self.state_file = state_file  # --workers: the trip shared by every worker
+        self.guard = Guard(GuardSettings(config.guard_window, config.guard_margin,
+                                         config.guard_min_streams, config.guard_ttft_ratio))
+        self._guarding = config.guard and router.canary is not None
+        self._generation = "flag"  # what the operator last said; a trip belongs to one
+        self._seen: str | None = None  # fingerprint of the percent file last read
+        self._task: asyncio.Task[None] | None = None
+        self.last_trip: Trip | None = None  # for the demo's live view
+        self.tripped_at: float | None = None  # wall clock, comparable with records' started_at
+        self.percent_gauge = Gauge(
+            "sse_audit_canary_percent", "Share of new requests sent to the canary now, in percent "
+            "(0 while tripped or without a canary).", registry=registry,
+            multiprocess_mode="livemostrecent")
+        self.tripped_gauge = Gauge(
+            "sse_audit_canary_tripped", "1 while the canary guard has stopped the canary.",
+            registry=registry, multiprocess_mode="livemax")
+        info = Gauge(
+            "sse_audit_upstream_info", "1 for each configured side: its `upstream` label value "
+            "and its role (baseline or canary), so rules can compare sides whatever their names.",
+            ("upstream", "role"), registry=registry, multiprocess_mode="livemax")
+        info.labels(router.baseline.name, "baseline").set(1)
+        if router.canary is not None:
+            info.labels(router.canary.name, "canary").set(1)
+        if config.percent_file is not None:
+            percent, self._seen = read_percent_file(config.percent_file)  # errors: at start-up
+            self._generation = self._seen
+            router.set_percent(percent)
+        self._show()
+
+    def _show(self) -> None:
+        self.percent_gauge.set(self.router.percent)
+        self.tripped_gauge.set(1 if self.router.tripped else 0)
+
+    # Operator -------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the percent file (if any) and clear a trip."""
+        percent = self.router.configured_percent
+        if self.config.percent_file is not None:
+            try:
+                percent, self._seen = read_percent_file(self.config.percent_file)
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                _log.error("canary_percent_rejected", path=self.config.percent_file,
+                           reason=_reason(exc), percent=self.router.percent)
+        # Every worker derives the same generation (the supervisor removed the trip file).
+        self._generation = self._seen or "flag"
+        self._apply(percent, "sighup")
+
+    def _apply(self, percent: float, source: str) -> None:
+        before, was_tripped = self.router.percent, self.router.tripped
+        self.router.set_percent(percent)
+        self.guard.reset()
+        self.last_trip = self.tripped_at = None
+        self._show()
+        _log.info("canary_percent_changed", source=source, percent=self.router.percent,
+                  previous_percent=before, trip_cleared=was_tripped,
+                  upstream=self.router.canary.name if self.router.canary else None)
+
+    def poll(self) -> None:
+        """One look at the percent file and the shared trip file."""
+        path = self.config.percent_file
+        if path is not None:
+            try:
+                percent, fingerprint = read_percent_file(path)
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                fingerprint = f"error:{_reason(exc)}"
+                if fingerprint != self._seen:
+                    _log.error("canary_percent_rejected", path=path, reason=_reason(exc),
+                               percent=self.router.percent)
+                    self._seen = fingerprint
+            else:
+                if fingerprint != self._seen:
+                    self._seen = self._generation = fingerprint
+                    self._apply(percent, "file")
+        self._follow_shared_trip()
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                self.poll()
+            except Exception:  # the watcher must outlive any surprise
+                _log.exception("canary_poll_failed")
+
+    def start(self) -> None:
+        if self.router.canary is not None:
+            self._task = asyncio.get_running_loop().create_task(self.watch())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # The trip -------------------------------------------------------------------------
+
+    def _follow_shared_trip(self) -> None:
+        if self.state_file is None or self.router.tripped:
+            return
+        try:
+            with open(self.state_file, "rb") as fh:
+                state = orjson.loads(fh.read())
+        except (OSError, ValueError):
+            return
+        if state.get("generation") == self._generation:
+            self.router.trip()
+            self.tripped_at = time.time()
+            self._show()
+            _log.warning("canary_trip_followed", rule=state.get("rule"),
+                         upstream=self.router.canary.name if self.router.canary else None)
+
+    def _trip(self, trip: Trip) -> None:
+        before = self.router.percent
+        self.router.trip()  # first: the very next request goes to the baseline
+        self.tripped_at = time.time()
+        self.last_trip = trip
+        self._show()
+        canary = self.router.canary
+        _log.warning("canary_tripped", rule=trip.rule, threshold=trip.threshold,
+                     upstream=canary.name if canary else None, previous_percent=before,
+                     baseline=trip.baseline, canary=trip.canary, trace_ids=trip.trace_ids)
+        if self.state_file is not None:
+            _write_atomically(self.state_file, orjson.dumps(
+                {"generation": self._generation, "rule": trip.rule, "pid": os.getpid()}))
+
+    # Sink hooks -----------------------------------------------------------------------
+
+    def stream_started(self, route: str, upstream: str) -> None:
+        pass
+
+    def stream_ended(self, route: str, upstream: str) -> None:
+        pass
+
+    def record(self, rec: AuditRecord) -> None:
+        s = rec.stream
+        if not self._guarding or s is None or self.router.tripped:
+            return
+        outcome = s.outcome.value
+        if outcome in IGNORED_OUTCOMES:
+            return
+        canary = self.router.canary
+        assert canary is not None
+        sample = Sample(rec.trace_id, is_bad(outcome, s.anomalies), s.ttft)
+        trip = self.guard.observe(rec.upstream == canary.name, sample)
+        if trip is not None:
+            self._trip(trip)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _log.error("canary_trip_not_shared", path=path, reason=_reason(exc))
+
+
+def describe(router: Router) -> dict[str, Any]:
+    """The sides for the start-up log line (the operator's own configuration, not a label)."""
+    if router.canary is None:
+        return {}
+    return {"canary": router.canary.base, "canary_name": router.canary.name,
+            "upstream_name": router.baseline.name, "canary_percent": router.percent}

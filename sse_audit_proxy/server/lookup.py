@@ -1,0 +1,151 @@
+"""`GET /streams/recent` and `GET /streams/{trace_id}` on the metrics port.
+
+One process answers from its own `RecentStreams`; with `--workers N` the supervisor answers
+by asking every worker the same question and merging, so an operator never has to know
+which worker relayed a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from sse_audit_proxy.server.proxy import error_body
+from sse_audit_proxy.sinks import evidence
+from sse_audit_proxy.sinks.logs import record_fields
+from sse_audit_proxy.sinks.recent import Query, RecentStreams
+from sse_audit_proxy.sinks.redaction import Redactor
+
+MAX_LIMIT = 10_000
+Answer = dict[str, Any]  # {"streams": [...], "workers": [{"pid", "held", "capacity"}]}
+
+
+class Source(Protocol):
+    async def recent(self, query: Query) -> Answer: ...
+    async def find(self, trace_id: str) -> Answer: ...
+    async def evidence(self, trace_id: str) -> Answer: ...
+
+
+class LocalSource:
+    def __init__(self, recent: RecentStreams, redactor: Redactor | None = None,
+                 instance: str | None = None) -> None:
+        self._recent = recent
+        self._redactor = redactor if redactor is not None else Redactor()
+        self._instance = instance
+
+    def _worker(self) -> list[dict[str, int]]:
+        return [{"pid": os.getpid(), "held": len(self._recent), "capacity": self._recent.capacity}]
+
+    async def recent(self, query: Query) -> Answer:
+        return {"streams": self._recent.recent(query), "workers": self._worker()}
+
+    async def find(self, trace_id: str) -> Answer:
+        return {"streams": self._recent.find(trace_id), "workers": self._worker()}
+
+    async def evidence(self, trace_id: str) -> Answer:
+        found = [evidence.build(rec, record_fields(rec), self._redactor, self._instance)
+                 for rec in self._recent.held(trace_id)]
+        return {"streams": found, "workers": self._worker()}
+
+
+class WorkersSource:
+    """Asks each worker's private metrics port and merges the answers, newest first."""
+
+    def __init__(self, worker_urls: Callable[[], Sequence[str]], timeout: float = 2.0) -> None:
+        self._urls = worker_urls
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _ask(self, path: str, params: dict[str, str]) -> list[Answer]:
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            async def one(base: str) -> Answer:
+                try:
+                    async with session.get(base + path, params=params) as resp:
+                        if resp.status in (200, 404):
+                            answer: Answer = await resp.json()
+                            return answer
+                        return {"workers": [{"url": base, "error": f"status {resp.status}"}]}
+                except (aiohttp.ClientError, TimeoutError):
+                    return {"workers": [{"url": base, "error": "unreachable"}]}
+
+            return list(await asyncio.gather(*(one(url) for url in self._urls())))
+
+    @staticmethod
+    def _merge(answers: list[Answer], limit: int) -> Answer:
+        streams = [s for a in answers for s in a.get("streams", ())]
+        streams.sort(key=lambda s: s["started_at"], reverse=True)  # ISO 8601 UTC sorts as text
+        workers = [w for a in answers for w in a.get("workers", ())]
+        return {"streams": streams[:limit], "workers": workers}
+
+    async def recent(self, query: Query) -> Answer:
+        params = {k: str(v) for k, v in (("limit", query.limit), ("outcome", query.outcome),
+                                         ("anomaly", query.anomaly), ("route", query.route),
+                                         ("model", query.model),
+                                         ("upstream", query.upstream)) if v is not None}
+        return self._merge(await self._ask("/streams/recent", params), query.limit)
+
+    async def find(self, trace_id: str) -> Answer:
+        return self._merge(await self._ask("/streams/" + quote(trace_id, safe=""), {}), MAX_LIMIT)
+
+    async def evidence(self, trace_id: str) -> Answer:
+        path = "/streams/" + quote(trace_id, safe="") + "/evidence"
+        return self._merge(await self._ask(path, {"all": "1"}), MAX_LIMIT)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.Response(status=400, content_type="application/json",
+                        body=error_body(message, "invalid_request_error", "invalid_query"))
+
+
+def add_routes(app: web.Application, source: Source) -> None:
+    async def recent(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            return _bad_request(f"limit must be a whole number, got {q.get('limit')!r}")
+        if not 1 <= limit <= MAX_LIMIT:
+            return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
+        query = Query(limit=limit, outcome=q.get("outcome"), anomaly=q.get("anomaly"),
+                      route=q.get("route"), model=q.get("model"),
+                      upstream=q.get("upstream"))
+        return web.json_response(await source.recent(query))
+
+    async def by_trace_id(request: web.Request) -> web.Response:
+        trace_id = request.match_info["trace_id"]
+        answer = await source.find(trace_id)
+        if answer["streams"]:
+            return web.json_response({"trace_id": trace_id, **answer})
+        return not_found(trace_id)
+
+    async def evidence_of(request: web.Request) -> web.Response:
+        """The newest record's evidence file (`?all=1`: every record's, as a lookup answer)."""
+        trace_id = request.match_info["trace_id"]
+        answer = await source.evidence(trace_id)
+        if request.query.get("all") == "1":
+            return web.json_response(answer, status=200 if answer["streams"] else 404)
+        if not answer["streams"]:
+            return not_found(trace_id)
+        return web.json_response(answer["streams"][0], dumps=_dumps)
+
+    app.router.add_get("/streams/recent", recent)  # first: "recent" is not looked up as an ID
+    app.router.add_get("/streams/{trace_id:.+}/evidence", evidence_of)
+    app.router.add_get("/streams/{trace_id:.+}", by_trace_id)  # trace IDs may hold "/"
+
+
+def not_found(trace_id: str) -> web.Response:
+    message = (f"no record of trace ID {trace_id!r} among the most recent streams "
+               "(see --recent-streams)")
+    return web.Response(status=404, content_type="application/json",
+                        body=error_body(message, "not_found_error", "trace_id_not_found"))
+
+
+def _dumps(doc: object) -> str:
+    """Evidence files are read by people too: indented."""
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()

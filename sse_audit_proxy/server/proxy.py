@@ -1,0 +1,850 @@
+"""The reverse proxy: forwards every request and response unchanged, audits event streams.
+
+This is the only module that touches sockets and clocks. For each upstream body chunk it
+writes to the client first and feeds the audit second; the audit never blocks or alters
+what the client receives, and a failure inside it is logged and ignored.
+
+Every request ends in exactly one audit record, whatever happens to it: refused, upstream
+unreachable, cut by either side, aborted at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import hdrs, http_exceptions, web
+from yarl import URL
+
+from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
+from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.core.request_info import TRACE_HEADER, BodyScanner, RequestInfo, trace_id_from
+from sse_audit_proxy.server.access import KeyCheck
+from sse_audit_proxy.server.canary import Router
+from sse_audit_proxy.server.inbound import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    GuardedServer,
+    expect_continue,
+    parse_error_answer,
+)
+from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.upstream import (
+    BadResponse,
+    Connection,
+    ConnectTimeout,
+    Disconnected,
+    DNSError,
+    IdleTimeout,
+    Pool,
+    Target,
+    TLSError,
+    TotalTimeout,
+    Unreachable,
+    UpstreamError,
+)
+
+# RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
+    b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+
+def _new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+# The host (a pod's name in Kubernetes) named by --instance-header, to find its logs.
+INSTANCE = socket.gethostname()
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Recomputed for the upstream hop: Host names the upstream, the body framing is ours, and
+# `Expect: 100-continue` is answered by the proxy itself.
+REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+# The trace ID is set by the proxy (the client's, or a fresh one).
+RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
+
+# nginx's convention: the client went away before it was answered.
+STATUS_CLIENT_GONE = 499
+
+_log = structlog.get_logger("sse_audit_proxy")
+
+
+class Sink(Protocol):
+    """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
+
+    def stream_started(self, route: str, upstream: str) -> None: ...
+    def stream_ended(self, route: str, upstream: str) -> None: ...
+    def record(self, rec: AuditRecord) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class ProxyConfig:
+    upstream: URL
+    host: str = "127.0.0.1"
+    port: int = 8080
+    connect_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    total_timeout: float = 3600.0
+    max_body_bytes: int = 32 << 20
+    max_unsent_bytes: int = 1 << 20
+    drain_timeout: float = 30.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request head must arrive within it
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT  # an idle client connection closes
+    upstream_ca_file: str | None = None
+    insecure_upstream: bool = False
+    require_keys: tuple[str, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    reuse_port: bool = False  # --workers: several processes listen on one port (SO_REUSEPORT)
+    instance_header: str | None = None  # --instance-header: name the relaying instance (opt-in)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+# The start of a request body read before the upstream is contacted (see _hold_start); the
+# rest streams through. This and one read (at most 64 KiB from aiohttp) plus the JSON scanner's
+# token in progress are all of a request body the proxy holds at a time.
+HOLD_BYTES = 64 << 10
+
+
+class _Answer(web.Response):
+    """The proxy's own answer: no `Server` field naming our software and its version."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
+
+
+@dataclass(slots=True, frozen=True)
+class _Upstream:
+    """One upstream base URL: its pool key, path prefix and Host field."""
+
+    target: Target
+    base_path: str
+    host_header: bytes
+
+    @classmethod
+    def of(cls, url: URL, context: ssl.SSLContext) -> _Upstream:
+        host = url.raw_host or ""
+        shown = f"[{host}]" if ":" in host else host
+        return cls(Target(url.scheme, host, url.port or 80,
+                          context if url.scheme == "https" else None),
+                   url.raw_path.rstrip("/"),
+                   (shown if url.is_default_port() else f"{shown}:{url.port}").encode())
+
+
+class _Held:
+    __slots__ = ("ended", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.ended = False
+
+
+def error_body(message: str, type_: str, code: str) -> bytes:
+    """An OpenAI-shaped error, so SDKs surface the proxy's own failures like upstream ones."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+
+
+def escapes_base(raw_path: str) -> bool:
+    """True when the path has dot segments, however written.
+
+    The upstream URL is the base URL plus the raw path, so the destination host can never
+    change; but `..` could climb out of a base path such as https://gw/openai/. The path
+    ends at the first `?` or `#` (a fragment is dropped on the way up, so `/v1/..#x` reaches
+    the upstream as `/v1/..`); percent-encoding is undone until nothing changes (an upstream
+    or a framework behind it may decode twice); backslashes count as slashes and `;params`
+    are cut from a segment (`..;x` is `..` to Tomcat and Spring).
+    """
+    path = raw_path
+    for _ in range(4):
+        cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+        path = path[:cut]
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return True  # still encoded after four rounds: nothing legitimate looks like that
+    path = path.replace("\\", "/")
+    return any(seg.partition(";")[0].strip() in (".", "..") for seg in path.split("/"))
+
+
+def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
+    """Verify upstream certificates (system store plus a CA file) unless told not to."""
+    context = ssl.create_default_context()
+    if config.insecure_upstream:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if config.upstream_ca_file:
+        context.load_verify_locations(cafile=config.upstream_ca_file)
+    return context
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
+                 on_connection_closed: Callable[[str], None] | None = None,
+                 router: Router | None = None) -> None:
+        """`on_connection_closed(reason)`: a client connection was closed by a timeout."""
+        self.config = config
+        self._sinks = tuple(sinks)
+        self._on_connection_closed = on_connection_closed
+        # Which upstream each request goes to (baseline or canary; canary.py).
+        self.router = router if router is not None else Router.single(str(config.upstream))
+        self._upstreams: dict[str, _Upstream] = {}  # by base URL
+        self._ssl = upstream_ssl(config)
+        self._pool = Pool(config.connect_timeout)
+        self._keys = KeyCheck(config.require_keys)
+        self._runner: web.ServerRunner | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._relaying: set[int] = set()  # ids of requests whose head the relay wrote
+        self._draining = False  # refusing new requests, letting the running ones finish
+        self._aborting = False  # the drain time is up: what still runs is cut
+        self.port = config.port
+
+    async def start(self) -> None:
+        cfg = self.config
+        server = GuardedServer(
+            self.handle,
+            on_parse_error=self._parse_error,
+            header_timeout=cfg.header_timeout,
+            keepalive_timeout=cfg.keepalive_timeout,
+            on_connection_closed=self._on_connection_closed,
+            handler_cancellation=True,  # a vanished client cancels its handler at once
+            auto_decompress=False,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self.port = await listen(self._runner, cfg.host, cfg.port, reuse_port=cfg.reuse_port)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let running requests finish for up to `drain_timeout`, cut the rest."""
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        self._draining = True
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()  # closes the listening socket: new connections are refused
+            if self._runner.server is not None:
+                self._runner.server.pre_shutdown()  # keep-alive connections close when idle
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        self._aborting = True
+        running = set(self._inflight)
+        for task in running:
+            task.cancel()
+        if running:
+            # Each handler writes its record in a finally block as it unwinds.
+            await asyncio.wait(running, timeout=5.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._pool.close()
+
+    # One request ----------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        started = time.monotonic()
+        route = route_for_path(request.path)
+        trace_id, from_client = trace_id_from(request.headers, _new_trace_id)
+        side = self.router.pick(request.headers)
+        rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
+                          None, upstream=side.name)
+        try:
+            return await self._handle(request, rec, started, from_client, side.base)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("proxy_failed", trace_id=trace_id)
+            if id(request) in self._relaying:  # the relay had begun: a cut is all the client gets
+                if request.transport is not None:
+                    request.transport.close()
+                raise ConnectionResetError("response already started") from None
+            if rec.duration:  # already recorded: answer without a second record
+                return _Answer(status=500, content_type="application/json", body=error_body(
+                    "the proxy failed to handle the request", "server_error", "proxy_error"))
+            return self._refuse(rec, started, 500, "the proxy failed to handle the request",
+                                "server_error", "proxy_error")
+        finally:
+            self._inflight.discard(task)
+            self._relaying.discard(id(request))
+
+    def _upstream_for(self, base: str) -> _Upstream:
+        up = self._upstreams.get(base)
+        if up is None:
+            up = self._upstreams[base] = _Upstream.of(URL(base), self._ssl)
+        return up
+
+    async def _handle(
+        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
+        base: str,
+    ) -> web.StreamResponse:
+        if self._draining:
+            return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
+                                "server_error", "proxy_shutting_down", close=True)
+        raw_path = request.raw_path
+        if request.method == "CONNECT" or not raw_path.startswith("/"):
+            return self._refuse(rec, started, 400, "only origin-form request targets are "
+                                "proxied", "invalid_request_error", "unsupported_request_target",
+                                close=True)
+        # A refused request's body is never read (nor waited for, after Expect): close.
+        unread = request.body_exists
+        if escapes_base(raw_path):
+            return self._refuse(rec, started, 400, "dot segments are not allowed in the path",
+                                "invalid_request_error", "invalid_path", close=unread)
+        if self._keys and not self._keys.allows(request.headers):
+            resp = self._refuse(rec, started, 401, "missing or invalid API key for this proxy",
+                                "invalid_request_error", "invalid_api_key", close=unread)
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp
+        declared = request.content_length
+        if declared is not None and declared > self.config.max_body_bytes:
+            return self._too_large(rec, started)
+        scanner = BodyScanner()
+        try:
+            held = await self._hold_start(request, scanner)
+        except _BodyTooLarge:
+            return self._too_large(rec, started)
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, None, started)
+            raise
+        except ConnectionError:
+            self._gone_before_answer(rec, None, started)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
+            resp.force_close()
+            return resp
+        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+            return self._refuse(rec, started, 400, "the request body could not be read",
+                                "invalid_request_error", "invalid_request_body", close=True)
+        try:
+            up = self._upstream_for(base)
+            conn = await self._pool.acquire(up.target)
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, None, started)
+            raise
+        except UpstreamError as exc:
+            info = scanner.info() if held.ended else await self._scan_rest(request, scanner)
+            return self._upstream_failed(rec, info, started, exc)
+        used = [conn]  # the retry below may swap in a fresh connection
+        try:
+            return await self._exchange(request, up, used, scanner, held, rec, started,
+                                        from_client)
+        finally:
+            used[0].release()
+
+    async def _hold_start(self, request: web.BaseRequest, scanner: BodyScanner) -> _Held:
+        """Read the body's first HOLD_BYTES before contacting the upstream.
+
+        A small body is then sent in one go, and one over a small cap (the chunked case:
+        no Content-Length to refuse it by) never reaches the upstream.
+        """
+        held = _Held()
+        if not request.body_exists:
+            held.ended = True
+            return held
+        await expect_continue(request)
+        content = request.content
+        cap = self.config.max_body_bytes
+        while held.size < HOLD_BYTES:
+            chunk = await content.readany()
+            if not chunk:
+                held.ended = True
+                break
+            held.size += len(chunk)
+            if held.size > cap:
+                raise _BodyTooLarge
+            scanner.feed(chunk)
+            held.parts.append(chunk)
+        return held
+
+    async def _exchange(
+        self, request: web.BaseRequest, up: _Upstream, used: list[Connection],
+        scanner: BodyScanner, held: _Held, rec: AuditRecord, started: float, from_client: bool,
+    ) -> web.StreamResponse:
+        cfg = self.config
+        conn = used[0]
+        # A body that ended within the hold is sent with its length, as a client's would be.
+        length = request.content_length
+        if length is None and held.ended and request.body_exists:
+            length = held.size
+        chunked = length is None and not held.ended
+        head = self._request_head(request, up, rec, from_client, length, chunked)
+        if held.ended and not chunked:  # the whole body is here: one write, one segment
+            head = b"".join((head, *held.parts))
+            held.parts = []
+        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (
+            time.monotonic() - started)
+        head_only = request.method == "HEAD"
+        conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+        # An idempotent request sent whole on a pooled connection the upstream had just closed
+        # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
+        replay = (head if conn.uses > 1 and held.ended and not chunked
+                  and request.method in IDEMPOTENT else None)
+        try:
+            await self._send_body(request, conn, scanner, held, chunked)
+        except _BodyTooLarge:
+            conn.close()  # cut the upstream request: it must not see a body end that never came
+            return self._too_large(rec, started)
+        except asyncio.CancelledError:
+            conn.close()
+            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            raise
+        except ConnectionError:  # the client went away mid-body
+            conn.close()
+            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            resp = _Answer(status=STATUS_CLIENT_GONE)
+            resp.force_close()
+            return resp
+        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+            conn.close()
+            return self._refuse(rec, started, 400, "the request body could not be read",
+                                "invalid_request_error", "invalid_request_body", close=True)
+        info = scanner.info(complete=conn.sent)
+        scanner.release()  # an open stream keeps no parser state
+        rec.model = info.model
+        rec.request = info
+        try:
+            try:
+                await conn.response_head()
+            except Disconnected:
+                if replay is None:
+                    raise
+                conn.close()
+                used[0] = conn = await self._pool.acquire(up.target, fresh=True)
+                conn.start(replay, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
+                conn.sent = True
+                await conn.response_head()
+        except asyncio.CancelledError:
+            self._gone_before_answer(rec, info, started)
+            raise
+        except UpstreamError as exc:
+            return self._upstream_failed(rec, info, started, exc)
+        del replay
+        return await self._respond(request, conn, rec, info, started)
+
+    def _request_head(self, request: web.BaseRequest, up: _Upstream, rec: AuditRecord,
+                      from_client: bool,
+                      length: int | None, chunked: bool) -> bytes:
+        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
+            request.method.encode("ascii"), (up.base_path + request.raw_path).encode("latin-1"),
+            up.host_header)]
+        lines.extend(forward_fields(request.raw_headers, REQUEST_DROP))
+        if length is not None:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not from_client:
+            lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
+        if self.config.instance_header:
+            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
+                                            INSTANCE.encode("ascii", "replace")))
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def _send_body(self, request: web.BaseRequest, conn: Connection,
+                         scanner: BodyScanner, held: _Held, chunked: bool) -> None:
+        """Stream the request body to the upstream as it arrives, scanning it on the way."""
+        parts, held.parts = held.parts, []
+        for chunk in parts:
+            if not await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk):
+                return  # the upstream answered (or went) already: stop sending
+        del parts
+        if not held.ended:
+            cap = self.config.max_body_bytes
+            size = held.size
+            content = request.content
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > cap:
+                    raise _BodyTooLarge
+                scanner.feed(chunk)
+                data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+                if not await conn.write(data):
+                    return
+        if chunked and not await conn.write(b"0\r\n\r\n"):
+            return
+        conn.sent = True
+
+    async def _scan_rest(self, request: web.BaseRequest, scanner: BodyScanner) -> RequestInfo:
+        """The upstream is unreachable: read the body anyway (bounded) to learn the model."""
+        try:
+            size = 0
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > self.config.max_body_bytes:
+                    return scanner.info(complete=False)
+                scanner.feed(chunk)
+        except Exception:
+            return scanner.info(complete=False)
+        return scanner.info()
+
+    def _too_large(self, rec: AuditRecord, started: float) -> web.Response:
+        return self._refuse(rec, started, 413, "request body exceeds "
+                            f"{self.config.max_body_bytes} bytes", "invalid_request_error",
+                            "request_too_large", close=True)
+
+    async def _respond(
+        self,
+        request: web.BaseRequest,
+        conn: Connection,
+        rec: AuditRecord,
+        info: RequestInfo,
+        started: float,
+    ) -> web.StreamResponse:
+        rec.status = status = conn.status
+        ctype, encoding = _content_type_and_encoding(conn.headers)
+        is_sse = ctype.startswith(b"text/event-stream")
+        # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
+        # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
+        # bounded start of the body to tell; the client gets it unchanged.
+        peek = info.stream and not is_sse
+        audit: StreamAudit | None = None
+        if is_sse or peek or (info.stream and status >= 400):
+            audit = StreamAudit(
+                dialect_for_route(rec.route)(),
+                started,
+                include_usage=info.include_usage,
+                content_encoding=encoding.decode("latin-1"),
+                thresholds=self.config.thresholds,
+                event_stream=is_sse,
+            )
+        transport = request.transport
+        relay = _Relay(conn, transport, request.protocol, rec, audit, is_sse, started,
+                       self.config.max_unsent_bytes)
+        has_body = not (request.method == "HEAD" or status in (204, 304))
+        client_chunked = (has_body and conn.content_length is None
+                          and request.version >= aiohttp.HttpVersion11)
+        keep_alive = (request.keep_alive and not self._draining
+                      and (client_chunked or conn.content_length is not None or not has_body))
+        resp = _RawResponse(status, keep_alive)
+        end = End.UPSTREAM_EOF
+        if is_sse:
+            self._notify_started(rec.route, rec.upstream)
+        try:
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError
+            head = self._response_head(request, conn, rec, client_chunked, keep_alive)
+            transport.write(head)
+            request.writer.output_size += len(head)  # aiohttp must not answer on top of it
+            self._relaying.add(id(request))
+            rec.response_head = head  # for evidence (one bytes object; redacted when shown)
+            del head
+            conn.headers = []  # written: an open stream need not keep them
+            relay.chunked = client_chunked
+            end = await relay.run()
+        except asyncio.CancelledError:
+            end = End.ABORTED if self._aborting else End.CLIENT_GONE
+            raise
+        except ConnectionError:
+            end = End.CLIENT_GONE
+        finally:
+            relayed = end  # how the body ended, whatever the record will say
+            if end is not End.UPSTREAM_EOF:
+                conn.close()  # stop the gateway generating for nobody; never reused
+                resp.keep_alive_off()
+            if is_sse:
+                self._notify_ended(rec.route, rec.upstream)
+            if audit is not None and status >= 400:
+                end = End.UPSTREAM_STATUS
+            if audit is None and end is not End.UPSTREAM_EOF:
+                rec.error = end.value
+            self._finish(rec, audit, end, started)
+            # The record is out before the client sees the end (as when aiohttp's write_eof
+            # ran after the handler): whoever saw the end can count on the record.
+            if transport is not None:
+                _end_response(transport, relayed, client_chunked, keep_alive)
+        return resp
+
+    def _response_head(self, request: web.BaseRequest, conn: Connection, rec: AuditRecord,
+                       client_chunked: bool, keep_alive: bool) -> bytes:
+        """The upstream's head as it came (hop-by-hop fields aside), plus the trace ID."""
+        version = b"HTTP/1.1" if request.version >= aiohttp.HttpVersion11 else b"HTTP/1.0"
+        lines = [b"%s %d %s\r\n" % (version, conn.status, conn.reason)]
+        lines.extend(forward_fields(conn.headers, RESPONSE_DROP, chunked=conn.chunked))
+        lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
+        if self.config.instance_header:
+            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
+                                            INSTANCE.encode("ascii", "replace")))
+        if client_chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep_alive and request.version >= aiohttp.HttpVersion11:
+            lines.append(b"Connection: close\r\n")
+        elif keep_alive and request.version < aiohttp.HttpVersion11:
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _finish(
+        self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float
+    ) -> None:
+        now = time.monotonic()
+        rec.duration = now - started
+        if audit is not None:
+            rec.stream = audit.finish(now, end)
+        self._emit(rec)
+
+    def _emit(self, rec: AuditRecord) -> None:
+        for sink in self._sinks:
+            try:
+                sink.record(rec)
+            except Exception:
+                _log.exception("sink_failed", sink=type(sink).__name__)
+
+    def _notify_started(self, route: str, upstream: str) -> None:
+        for sink in self._sinks:
+            sink.stream_started(route, upstream)
+
+    def _notify_ended(self, route: str, upstream: str) -> None:
+        for sink in self._sinks:
+            sink.stream_ended(route, upstream)
+
+    def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
+                            started: float) -> None:
+        """The handler was cancelled before a response began: client gone, or shutdown."""
+        end = End.ABORTED if self._aborting else End.CLIENT_GONE
+        rec.status = STATUS_CLIENT_GONE
+        rec.error = "shutdown" if end is End.ABORTED else "client_disconnect"
+        audit = None
+        if info is not None:
+            rec.model = info.model
+            if info.stream:
+                audit = StreamAudit(dialect_for_route(rec.route)(), started)
+        self._finish(rec, audit, end, started)
+
+    # The proxy's own answers ----------------------------------------------------------
+
+    def _upstream_failed(
+        self, rec: AuditRecord, info: RequestInfo, started: float, exc: Exception
+    ) -> web.StreamResponse:
+        # The exception's own text goes nowhere: the record carries our code for it.
+        status, code, message = upstream_error(exc, self.config)
+        rec.model = info.model
+        audit = None
+        if info.stream:
+            audit = StreamAudit(dialect_for_route(rec.route)(), started)
+        end = _END_BY_CODE.get(code, End.UPSTREAM_STATUS)
+        return self._answer(rec, started, status, message, "upstream_error", code, audit, end)
+
+    def _refuse(
+        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
+        code: str, *, close: bool = False,
+    ) -> web.Response:
+        resp = self._answer(rec, started, status, message, type_, code, None,
+                            End.UPSTREAM_STATUS)
+        if close:
+            # Do not read (or wait for) the rest of a request we refused.
+            resp.force_close()
+        return resp
+
+    def _answer(
+        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
+        code: str, audit: StreamAudit | None, end: End,
+    ) -> web.Response:
+        rec.status = status
+        rec.error = code
+        body = error_body(message, type_, code)
+        resp = _Answer(status=status, body=body, content_type="application/json",
+                            headers={TRACE_HEADER: rec.trace_id})
+        if self.config.instance_header:
+            resp.headers[self.config.instance_header] = INSTANCE
+        rec.bytes = len(body)
+        self._finish(rec, audit, end, started)
+        return resp
+
+    def _parse_error(self, request: web.BaseRequest, status: int,
+                     exc: BaseException | None) -> web.Response:
+        """A request aiohttp's parser refused (bad or oversized head): answer and record it."""
+        started = time.monotonic()
+        trace_id, _ = trace_id_from(request.headers, _new_trace_id)
+        rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
+                          0, time.time(), 0.0, 0, None, upstream=self.router.baseline.name)
+        status, code, msg = parse_error_answer(status, exc)
+        if status >= 500:
+            _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
+        # The parser's message can quote a header line (an API key): it is neither logged
+        # nor echoed; the record carries our code for it.
+        return self._refuse(rec, started, status, msg,
+                            "server_error" if status >= 500 else "invalid_request_error", code,
+                            close=True)
+
+
+_END_BY_CODE = {
+    "upstream_connect_timeout": End.CONNECT_TIMEOUT,
+    "upstream_idle_timeout": End.IDLE_TIMEOUT,
+    "upstream_timeout": End.TOTAL_TIMEOUT,
+}
+
+
+def upstream_error(exc: BaseException, config: ProxyConfig) -> tuple[int, str, str]:
+    """(status, code, message) for a failure to get a response from the upstream."""
+    if isinstance(exc, ConnectTimeout):
+        return (504, exc.code, f"upstream connect timed out after {config.connect_timeout:g} s")
+    if isinstance(exc, IdleTimeout):
+        return 504, exc.code, f"upstream sent nothing for {config.idle_timeout:g} s"
+    if isinstance(exc, TotalTimeout):
+        return 504, exc.code, f"upstream did not answer within {config.total_timeout:g} s"
+    if isinstance(exc, TLSError):
+        return 502, exc.code, f"TLS with upstream failed: {exc.reason}"
+    if isinstance(exc, DNSError):
+        return 502, exc.code, "could not resolve the upstream host"
+    if isinstance(exc, Unreachable):
+        return 502, exc.code, "could not connect to upstream"
+    if isinstance(exc, Disconnected):
+        return 502, exc.code, "upstream closed the connection without a response"
+    if isinstance(exc, BadResponse):
+        return 502, exc.code, "upstream sent a response the proxy cannot read"
+    return 502, "upstream_error", "the request to the upstream failed"
+
+
+def forward_fields(
+    fields: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes], *, chunked: bool = False
+) -> list[bytes]:
+    """Header lines to pass on, bytes exactly as received (no decoding, nothing lost).
+
+    Hop-by-hop fields are dropped (RFC 9110 7.6.1), and so is every field that any
+    `Connection` line names: all such lines count, not only the first.
+    """
+    named: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    out: list[bytes] = []
+    for name, value in fields:
+        lower = name.lower()
+        if lower in drop or lower in named or (chunked and lower == b"content-length"):
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    return out
+
+
+def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    ctype = encoding = b""
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"content-type" and not ctype:
+            ctype = value.strip().lower()
+        elif lower == b"content-encoding" and not encoding:
+            encoding = value.strip()
+    return ctype, encoding
+
+
+class _Relay:
+    """The body sink: each upstream read is written to the client, then fed to the audit.
+
+    Called from the upstream connection's `data_received`, so relaying a frame costs no task
+    switch. Event streams are read at the upstream's pace (the audit times the upstream); a
+    client more than `max_unsent_bytes` behind is cut. Other bodies use plain backpressure:
+    the upstream is not read while the client's buffer is over its high-water mark.
+    """
+
+    __slots__ = ("_blocked", "_loop", "_wake", "audit", "chunked", "conn", "is_sse",
+                 "protocol", "rec", "started", "transport")
+
+    def __init__(self, conn: Connection, transport: asyncio.Transport | None,
+                 protocol: Any, rec: AuditRecord, audit: StreamAudit | None, is_sse: bool,
+                 started: float, max_unsent: int) -> None:
+        self.started = started
+        self.conn = conn
+        self.transport = transport
+        self.protocol = protocol
+        self.rec = rec
+        self.audit = audit
+        self.is_sse = is_sse
+        self.chunked = False
+        self._blocked = False
+        self._wake: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        if transport is not None:
+            transport.set_write_buffer_limits(high=max_unsent)
+
+    def __call__(self, data: bytes) -> End | None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return End.CLIENT_GONE
+        t = time.monotonic()
+        if self.chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)  # forward first
+        rec = self.rec
+        if rec.ttfb is None:
+            rec.ttfb = t - self.started
+        rec.bytes += len(data)  # on the record at once: a cut relay keeps its count
+        audit = self.audit
+        if audit is not None:
+            try:
+                audit.feed(data, t)  # then look
+            except Exception:
+                _log.exception("audit_failed")
+                self.audit = None
+        if self.protocol.writing_paused:  # more than max_unsent_bytes wait for the client
+            if self.is_sse:
+                return End.SLOW_CLIENT
+            self.conn.pause_reading()
+            self._blocked = True
+            self._poke()
+        return None
+
+    def _poke(self, _: object = None) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def run(self) -> End:
+        end = self.conn.relay(self)
+        end.add_done_callback(self._poke)
+        while not end.done():
+            if self._blocked:
+                self._blocked = False
+                await self.protocol._drain_helper()  # raises if the client is gone
+                self.conn.resume_reading()
+                continue
+            self._wake = self._loop.create_future()
+            await self._wake
+        return end.result()
+
+
+def _end_response(transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool) -> None:
+    if end is End.UPSTREAM_EOF:
+        if chunked and not transport.is_closing():
+            transport.write(b"0\r\n\r\n")
+        if not keep_alive:
+            transport.close()
+    elif end is End.SLOW_CLIENT:
+        transport.abort()  # drop what the client would not take
+    else:
+        # Close without the final chunk so the client sees a cut, not a clean end.
+        transport.close()
+
+
+class _RawResponse(web.StreamResponse):
+    """The relay writes the response itself; aiohttp only learns whether to keep alive."""
+
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._keep_alive = keep_alive
+        self._eof_sent = True  # prepare() and write_eof() are no-ops
+
+    def keep_alive_off(self) -> None:
+        self._keep_alive = False

@@ -1,0 +1,87 @@
+"""Wires a running proxy: the proxy server, its sinks and the metrics port."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from sse_audit_proxy.server import inspector
+from sse_audit_proxy.server.admin import admin_app
+from sse_audit_proxy.server.canary import CanaryConfig
+from sse_audit_proxy.server.canary_control import CanaryControl, build_router
+from sse_audit_proxy.server.inbound import GuardedAppRunner
+from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.lookup import LocalSource, add_routes
+from sse_audit_proxy.server.proxy import Proxy, ProxyConfig, Sink
+from sse_audit_proxy.sinks.logs import LogSink
+from sse_audit_proxy.sinks.metrics import Metrics
+from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY, RecentStreams
+from sse_audit_proxy.sinks.redaction import Redactor
+
+
+@dataclass(slots=True, frozen=True)
+class ServiceConfig:
+    proxy: ProxyConfig
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    max_models: int = 100
+    recent_streams: int = DEFAULT_CAPACITY
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    canary_state_file: str | None = None  # --workers: where a trip is shared between workers
+    secret_headers: tuple[str, ...] = ()  # --secret-headers: also redacted in evidence
+
+
+class Service:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        registry: CollectorRegistry | None = None,
+        extra_sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry, max_models=config.max_models)
+        self.recent = RecentStreams(config.recent_streams)
+        router = build_router(str(config.proxy.upstream), config.canary)
+        self.canary = CanaryControl(router, config.canary, self.registry,
+                                    config.canary_state_file)
+        self.instance = f"{socket.gethostname()}/{os.getpid()}"  # who relayed, in evidence
+        log = LogSink(config.secret_headers, self.instance)
+        self.proxy = Proxy(config.proxy, [self.metrics, log, self.recent, self.canary,
+                                          *extra_sinks],
+                           on_connection_closed=self.metrics.connection_closed, router=router)
+        self._admin: GuardedAppRunner | None = None
+        self.metrics_port = config.metrics_port
+        self.draining = False
+
+    async def start(self) -> None:
+        app = admin_app(self.registry, lambda: not self.draining)
+        source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
+        add_routes(app, source)
+        inspector.add_routes(app, source)
+        # Same head limits, timeouts and quiet errors as the proxy port: a scraper or a probe
+        # is no more trusted than a client.
+        self._admin = GuardedAppRunner(app, access_log=None, handle_signals=False,
+                                       header_timeout=self.config.proxy.header_timeout,
+                                       keepalive_timeout=self.config.proxy.keepalive_timeout)
+        await self._admin.setup()
+        try:
+            self.metrics_port = await listen(self._admin, self.config.metrics_host,
+                                             self.config.metrics_port)
+            await self.proxy.start()
+            self.canary.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
+        self.draining = True
+        await self.canary.close()
+        await self.proxy.close(drain_timeout)
+        if self._admin is not None:
+            await self._admin.cleanup()

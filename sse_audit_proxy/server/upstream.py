@@ -1,0 +1,480 @@
+"""HTTP/1.1 to the upstream: one asyncio Protocol per connection and a strict pool.
+
+Each read from the upstream socket is fed to llhttp (httptools, a C parser) on the side; the
+body bytes it reports are handed to a sink synchronously, from `data_received`, so relaying a
+frame costs no task switch, no stream reader and no per-read timer.
+
+The reuse rule (the fix for cross-client response desync): a connection goes back to the pool
+only when its last response ended exactly: the request was fully sent, the response framing
+was fully consumed (Content-Length or the final chunk), no byte followed it in the same read,
+the upstream did not ask to close, and the response was complete before the proxy released it.
+A pooled connection that receives any byte while idle is closed at once, never reused. Bytes
+that follow a response which has no body (HEAD, 1xx, 204, 304) or a complete response mark the
+connection dead and are never forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from sse_audit_proxy.core.audit import End
+
+# How long an idle pooled connection is kept (aiohttp's client default was 15 s).
+POOL_IDLE_SECONDS = 15.0
+# Idle connections kept per upstream; more are closed when released.
+POOL_MAX_IDLE = 256
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class UpstreamError(Exception):
+    """A failure to get a response head; `code` is the proxy's error code for it."""
+
+    code = "upstream_error"
+
+
+class ConnectTimeout(UpstreamError):
+    code = "upstream_connect_timeout"
+
+
+class IdleTimeout(UpstreamError):
+    code = "upstream_idle_timeout"
+
+
+class TotalTimeout(UpstreamError):
+    code = "upstream_timeout"
+
+
+class DNSError(UpstreamError):
+    code = "upstream_dns_error"
+
+
+class Unreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class TLSError(UpstreamError):
+    code = "upstream_tls_error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Disconnected(UpstreamError):
+    code = "upstream_disconnected"
+
+
+class BadResponse(UpstreamError):
+    code = "upstream_bad_response"
+
+
+BodySink = Callable[[bytes], "End | None"]  # returns why to stop, or None to go on
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """Where requests go; the pool key (TLS settings included via the context object)."""
+
+    scheme: str
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+
+
+class Connection(asyncio.Protocol):
+    """One upstream HTTP/1.1 connection; serves one request at a time."""
+
+    __slots__ = (
+        "_deadline",
+        "_early",
+        "_end",
+        "_head",
+        "_idle",
+        "_idle_handle",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_sink",
+        "_write_waiter",
+        "body_done",
+        "chunked",
+        "content_length",
+        "dead",
+        "head_only",
+        "headers",
+        "keep_alive",
+        "last_read",
+        "reason",
+        "sent",
+        "status",
+        "target",
+        "transport",
+        "uses",
+    )
+
+    def __init__(self, pool: Pool, target: Target) -> None:
+        self._pool = pool
+        self.target = target
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.dead = False  # never to be reused
+        self.uses = 0  # requests started on it (more than one: it came from the pool)
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
+        self._reset()
+
+    def _reset(self) -> None:
+        self._parser: httptools.HttpResponseParser | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._end: asyncio.Future[End] | None = None
+        self._sink: BodySink | None = None
+        self._early: list[bytes] | None = None
+        self._deadline = 0.0  # loop time at which the total timeout ends the request
+        self._idle = 0.0
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_only = False  # HEAD request: the response has no body whatever it says
+        self.body_done = False  # the current response's framing was consumed exactly
+        self.sent = False  # the request (head and body) was fully written
+        self.chunked = False
+        self.content_length: int | None = None
+        self.keep_alive = False  # the upstream allows another request on this connection
+        self.last_read = 0.0
+
+    # asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self.body_done:
+            self._kill()  # bytes nobody asked for: this connection can never be trusted again
+            return
+        self.last_read = self._loop.time()
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("upgrade"), End.UPSTREAM_BROKEN)
+        except httptools.HttpParserError:
+            self._fail(BadResponse("unparseable response"), End.UPSTREAM_BROKEN)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.dead = True
+        self._pool._forget(self)
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._parser is None or self.body_done:
+            return
+        if self.status and not self.chunked and self.content_length is None and not self.head_only:
+            self._message_complete()  # close-delimited body: the close is its end
+            return
+        self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
+
+    def pause_writing(self) -> None:
+        if self._write_waiter is None:
+            self._write_waiter = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.status and self.status >= 200:
+            self._kill()  # a second response: bytes after the end of ours
+
+    # Once our response is complete, llhttp goes on parsing whatever follows as the next
+    # response: those callbacks must not touch the head we are relaying (the guards below).
+
+    def on_status(self, status: bytes) -> None:
+        if not self.body_done:
+            self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.body_done:
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.body_done:
+            return
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:  # we never asked to switch protocols
+                self._fail(BadResponse("101"), End.UPSTREAM_BROKEN)
+                return
+            self.reason = b""  # interim response (100 Continue, 103): not forwarded
+            self.headers = []
+            return
+        self.status = status
+        # Read here: once the message completes llhttp has reset what this is computed from.
+        self.keep_alive = parser.should_keep_alive()
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding" and b"chunked" in value.lower():
+                self.chunked = True
+            elif lower == b"content-length" and value.strip().isdigit():
+                self.content_length = int(value)
+        if self.chunked:
+            self.content_length = None
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(None)
+        if self._sink is None and self.transport is not None:
+            self.transport.pause_reading()  # until the relay is ready for the body
+        if self.head_only or status in _NO_BODY_STATUS:
+            self._message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.body_done or not self.status:
+            self._kill()  # body bytes after a response that has none
+            return
+        sink = self._sink
+        if sink is None:
+            if self._early is None:
+                self._early = []
+            self._early.append(body)
+            return
+        why = sink(body)
+        if why is not None:
+            self._finish(why)
+
+    def on_message_complete(self) -> None:
+        if self.status >= 200 and not self.body_done:
+            self._message_complete()
+
+    # The request ------------------------------------------------------------------------
+
+    def start(self, head: bytes, *, head_only: bool, idle: float, deadline: float) -> None:
+        """Send a request head; the response is awaited with `response_head()`."""
+        self._cancel_pool_timer()
+        self.uses += 1
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = self._loop.create_future()
+        self._end = self._loop.create_future()
+        self.head_only = head_only
+        self._idle = idle
+        self.last_read = self._loop.time()
+        self._deadline = deadline
+        # One timer per request covers both timeouts (a timer handle per stream is memory).
+        self._idle_handle = self._loop.call_at(min(self.last_read + idle, deadline), self._check)
+        assert self.transport is not None
+        self.transport.write(head)
+
+    async def write(self, data: bytes) -> bool:
+        """Write request body bytes; False when the upstream is gone or already answered."""
+        if self.transport is None or self.dead or self.status:
+            return False
+        self.transport.write(data)
+        if self._write_waiter is not None:
+            await self._write_waiter
+        return not self.dead
+
+    def responded(self) -> bool:
+        return bool(self.status) or self.dead
+
+    async def response_head(self) -> None:
+        assert self._head is not None
+        await self._head
+        self._head = None  # done with: an open stream keeps one future, not two
+
+    def relay(self, sink: BodySink) -> asyncio.Future[End]:
+        """Hand every body read to `sink` from now on; the future says why the body ended."""
+        assert self._end is not None
+        self._sink = sink
+        early, self._early = self._early, None
+        if early:
+            for body in early:
+                why = sink(body)
+                if why is not None:
+                    self._finish(why)
+                    break
+        if not self._end.done() and self.transport is not None:
+            self.transport.resume_reading()
+        return self._end
+
+    def pause_reading(self) -> None:
+        """The client is behind (plain backpressure): the idle clock stops meanwhile."""
+        self.last_read = math.inf
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.last_read = self._loop.time()
+        if self.transport is not None and not self.dead:
+            self.transport.resume_reading()
+
+    # Ends ---------------------------------------------------------------------------------
+
+    def _message_complete(self) -> None:
+        self.body_done = True
+        self._finish(End.UPSTREAM_EOF)
+
+    def _finish(self, end: End) -> None:
+        if end is not End.UPSTREAM_EOF:
+            self.dead = True
+        self._cancel_request_timers()
+        if self._end is not None and not self._end.done():
+            self._end.set_result(end)
+
+    def _fail(self, exc: UpstreamError, end: End) -> None:
+        """Before the head: the head waiter raises `exc`; after it, the body ends with `end`."""
+        self.dead = True
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+            self._finish(end)
+            self._end = None  # nobody will relay a body that never started
+        else:
+            self._finish(end)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _kill(self) -> None:
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _check(self) -> None:
+        self._idle_handle = None
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
+            return
+        due = self.last_read + self._idle  # inf while paused for the client: not idle
+        if now < due:  # something arrived since: look again then (no timer per read)
+            self._idle_handle = self._loop.call_at(min(due, self._deadline), self._check)
+            return
+        self._fail(IdleTimeout("idle"), End.IDLE_TIMEOUT)
+
+    def _cancel_request_timers(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _cancel_pool_timer(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def reusable(self, keep_alive: bool) -> bool:
+        return (not self.dead and self.sent and self.body_done and keep_alive
+                and self.transport is not None and not self.transport.is_closing())
+
+    def release(self) -> None:
+        """The proxy is done with this request: pool the connection or close it."""
+        self._cancel_request_timers()
+        ok = self.reusable(self.keep_alive)
+        self._reset()
+        if ok:
+            assert self.transport is not None
+            self.transport.resume_reading()  # an idle connection must see stray bytes at once
+            self._pool._put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.dead = True
+        self._cancel_request_timers()
+        self._cancel_pool_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def idle_expired(self) -> None:
+        self._idle_handle = None
+        self.close()
+
+
+class Pool:
+    """Idle connections per target; a connection is taken out while a request uses it."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._idle: dict[Target, list[Connection]] = {}
+        self._all: set[Connection] = set()
+
+    async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
+        idle = None if fresh else self._idle.get(target)
+        while idle:
+            conn = idle.pop()
+            if not conn.dead and conn.transport is not None and not conn.transport.is_closing():
+                conn._cancel_pool_timer()
+                return conn
+        return await self._connect(target)
+
+    async def _connect(self, target: Target) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                addrs = await _resolve(loop, target.host, target.port)
+                last: Exception | None = None
+                for family, addr in addrs:
+                    try:
+                        _, proto = await loop.create_connection(
+                            lambda: Connection(self, target), addr[0], addr[1], family=family,
+                            ssl=target.ssl,
+                            server_hostname=target.host if target.ssl is not None else None,
+                        )
+                    except ssl.SSLCertVerificationError as exc:
+                        raise TLSError(exc.verify_message or "certificate error") from None
+                    except ssl.SSLError as exc:
+                        raise TLSError(exc.reason or "handshake failed") from None
+                    except OSError as exc:
+                        last = exc
+                        continue
+                    assert isinstance(proto, Connection)
+                    self._all.add(proto)
+                    return proto
+                raise Unreachable(type(last).__name__ if last else "no address")
+        except TimeoutError:
+            raise ConnectTimeout("connect") from None
+
+    def _put(self, conn: Connection) -> None:
+        idle = self._idle.setdefault(conn.target, [])
+        if len(idle) >= POOL_MAX_IDLE:
+            conn.close()
+            return
+        idle.append(conn)
+        conn._idle_handle = conn._loop.call_later(POOL_IDLE_SECONDS, conn.idle_expired)
+
+    def _forget(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        idle = self._idle.get(conn.target)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> list[tuple[int, tuple[str, int]]]:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (str(ip), port))]
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise DNSError("resolve") from None
+    return [(info[0], (str(info[4][0]), int(info[4][1]))) for info in infos]

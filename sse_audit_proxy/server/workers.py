@@ -1,0 +1,263 @@
+"""`serve --workers N`: N proxy processes on one port, one metrics port that speaks for all.
+
+The supervisor (this process) reserves the proxy port, then starts N workers that each listen
+on it with SO_REUSEPORT, so the kernel spreads connections across them. Each worker is a
+whole single-process proxy (`serve.serve`) whose metrics live in prometheus-client's
+multiprocess files; the supervisor serves the public metrics port: `/metrics` merges every
+worker's files, `/readyz` is ready while every worker is, and `/streams/...` asks each
+worker's private metrics port (127.0.0.1, any free port) and merges the answers.
+
+A worker that dies is replaced; its counters stay in its files, so totals never go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from sse_audit_proxy.server import inspector, loop
+from sse_audit_proxy.server.admin import admin_app
+from sse_audit_proxy.server.inbound import GuardedAppRunner
+from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.lookup import WorkersSource, add_routes
+from sse_audit_proxy.server.run import serve
+from sse_audit_proxy.server.service import ServiceConfig
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+START_TIMEOUT = 30.0
+RESTART_DELAY = 1.0
+_log = structlog.get_logger("sse_audit_proxy")
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (not listen) with SO_REUSEPORT: fixes the port workers share, fails early if taken."""
+    family, type_, proto, _, addr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker_main(index: int, config: ServiceConfig, setup_logging: Callable[[], None],
+                 conn: Connection) -> None:
+    """A worker process: the ordinary single-process proxy, reporting its private metrics port."""
+    _die_with_parent()
+    setup_logging()
+    structlog.contextvars.bind_contextvars(worker=index)
+
+    def started(port: int) -> None:
+        conn.send(port)
+        conn.close()
+
+    sys.exit(loop.run(serve(config, on_started=started)))
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor is killed, so no orphan keeps serving the port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class Worker:
+    def __init__(self, index: int, process: BaseProcess, conn: Connection) -> None:
+        self.index = index
+        self.process = process
+        self.conn = conn
+        self.admin_port: int | None = None
+
+    def poll_started(self) -> bool:
+        if self.admin_port is None and self.conn.poll():
+            try:
+                self.admin_port = int(self.conn.recv())
+            except (EOFError, OSError):
+                return False
+        return self.admin_port is not None
+
+
+class Pool:
+    def __init__(self, config: ServiceConfig, size: int, setup_logging: Callable[[], None],
+                 metrics_dir: str) -> None:
+        self._config = config
+        self._size = size
+        self._setup_logging = setup_logging
+        self._dir = metrics_dir
+        self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop
+        self.workers: list[Worker] = []
+        self.stopping = False
+
+    def _spawn(self, index: int) -> Worker:
+        parent, child = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(target=_worker_main, name=f"sse-audit-proxy-worker-{index}",
+                                    args=(index, self._config, self._setup_logging, child),
+                                    daemon=True)
+        process.start()
+        child.close()
+        return Worker(index, process, parent)
+
+    async def _until_started(self, worker: Worker) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not worker.poll_started():
+            if not worker.process.is_alive():
+                raise WorkerFailed(f"worker {worker.index} exited with status "
+                                   f"{worker.process.exitcode} before it was listening")
+            if time.monotonic() > deadline:
+                raise WorkerFailed(f"worker {worker.index} did not start in {START_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def start(self) -> None:
+        self.workers = [self._spawn(i) for i in range(self._size)]
+        for worker in self.workers:
+            await self._until_started(worker)
+
+    def ready(self) -> bool:
+        return not self.stopping and all(
+            w.admin_port is not None and w.process.is_alive() for w in self.workers)
+
+    def admin_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{w.admin_port}" for w in self.workers
+                if w.admin_port is not None and w.process.is_alive()]
+
+    def _bury(self, worker: Worker) -> None:
+        worker.process.join(0)
+        if worker.process.pid is not None:  # its live gauges (active streams) stop counting
+            mark_process_dead(worker.process.pid, self._dir)  # type: ignore[no-untyped-call]
+        worker.conn.close()
+
+    async def watch(self) -> None:
+        """Replace workers that die while the pool is not stopping."""
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            for i, worker in enumerate(self.workers):
+                if self.stopping or worker.process.is_alive():
+                    continue
+                _log.warning("worker_exited", worker=worker.index, pid=worker.process.pid,
+                             status=worker.process.exitcode)
+                self._bury(worker)
+                await asyncio.sleep(RESTART_DELAY)
+                if self.stopping:
+                    return
+                replacement = self._spawn(worker.index)
+                self.workers[i] = replacement
+                try:
+                    await self._until_started(replacement)
+                except WorkerFailed as exc:
+                    _log.error("worker_restart_failed", worker=worker.index, reason=str(exc))
+
+    def reload(self, state_file: str) -> None:
+        """SIGHUP: clear a shared canary trip, then have every worker re-read its percent."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state_file)
+        for worker in self.workers:
+            # Only a worker that is listening has its SIGHUP handler in place.
+            if worker.admin_port is not None and worker.process.is_alive() \
+                    and worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGHUP)
+        _log.info("proxy_reloading", workers=len(self.workers))
+
+    async def stop(self, timeout: float) -> None:
+        """SIGTERM every worker (each drains on its own), then wait; SIGKILL after `timeout`."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + timeout
+        while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in self.workers:
+            if worker.process.is_alive():
+                _log.warning("worker_killed", worker=worker.index, pid=worker.process.pid)
+                worker.process.kill()
+            worker.process.join(5)
+            self._bury(worker)
+
+
+def _error(message: str) -> int:
+    print(f"sse-audit-proxy: error: {message}", file=sys.stderr)
+    return 1
+
+
+async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[], None],
+                    stop_timeout: float,
+                    listen_error: Callable[[OSError, ServiceConfig], str]) -> int:
+    try:
+        reservation = reserve_port(config.proxy.host, config.proxy.port)
+    except OSError as exc:
+        return _error(listen_error(exc, config))
+    port = int(reservation.getsockname()[1])
+    metrics_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
+    # A canary trip in one worker reaches the others through this file (canary_control.py).
+    state_file = os.path.join(tempfile.mkdtemp(prefix="sse-audit-proxy-canary-"), "tripped.json")
+    worker_config = replace(config, proxy=replace(config.proxy, port=port, reuse_port=True),
+                            metrics_host="127.0.0.1", metrics_port=0,
+                            canary_state_file=state_file)
+    pool = Pool(worker_config, size, setup_logging, metrics_dir)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    app = admin_app(registry, pool.ready)
+    source = WorkersSource(pool.admin_urls)
+    add_routes(app, source)
+    inspector.add_routes(app, source)
+    runner = GuardedAppRunner(app, access_log=None, handle_signals=False,
+                              header_timeout=config.proxy.header_timeout,
+                              keepalive_timeout=config.proxy.keepalive_timeout)
+    await runner.setup()
+    try:
+        try:
+            metrics_port = await listen(runner, config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            return _error(listen_error(exc, config))
+        try:
+            await pool.start()
+        except WorkerFailed as exc:
+            await pool.stop(5.0)
+            return _error(str(exc))
+        _log.info("proxy_started", listen=f"http://{config.proxy.host}:{port}",
+                  upstream=str(config.proxy.upstream), workers=size,
+                  metrics=f"http://{config.metrics_host}:{metrics_port}/metrics")
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            running.add_signal_handler(sig, stop.set)
+        running.add_signal_handler(signal.SIGHUP, functools.partial(pool.reload, state_file))
+        watcher = asyncio.create_task(pool.watch())
+        await stop.wait()
+        _log.info("proxy_stopping", workers=size)
+        await pool.stop(stop_timeout)
+        await watcher
+        return 0
+    finally:
+        await runner.cleanup()
+        reservation.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(state_file), ignore_errors=True)

@@ -1,0 +1,102 @@
+"""A stream's evidence: everything an on-call engineer needs about one stream, in one JSON file.
+
+Built from an audit record when someone asks (`GET /streams/{trace_id}/evidence`) or when a
+stream ends badly (the `stream_evidence` log event). Self-contained and bounded, and never
+holding text: the request's shape (route, model, stream options, sizes of lists), the
+response's status and headers (secrets redacted), the frame skeletons, the timeline, the
+verdict and its reasons. `sse-audit-proxy evidence-to-case` turns it into a conformance case.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.core.skeleton import split_entry
+from sse_audit_proxy.core.timeline import kind_name
+from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
+
+EVIDENCE_VERSION = 1
+MAX_HEADERS = 64
+MAX_HEADER_VALUE = 512
+# The request path of each route, for a replay (the record keeps the route, not the path).
+ROUTE_PATHS = {"chat_completions": "/v1/chat/completions", "completions": "/v1/completions",
+               "responses": "/v1/responses", "messages": "/v1/messages"}
+OTHER_PATH = "/v1/other"
+
+
+def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
+    """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
+    values scrubbed (the same redaction as the log lines); bounded in count and length."""
+    if not head:
+        return []
+    out: list[list[str]] = []
+    for line in head.split(b"\r\n")[1:]:  # the status line first
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            continue
+        if len(out) >= MAX_HEADERS:
+            break
+        name, value = name.strip(), value.strip()
+        if redactor.is_secret_name(name):
+            out.append([name, REDACTED])
+        else:
+            out.append([name, redactor.scrub(value[:MAX_HEADER_VALUE])])
+    return out
+
+
+def stream_figures(rec: AuditRecord) -> dict[str, Any] | None:
+    """What a replay of the stream must reproduce (the conformance cases' `record.stream`)."""
+    s = rec.stream
+    if s is None:
+        return None
+    return {"outcome": s.outcome.value, "end": s.end.value, "anomalies": list(s.anomalies),
+            "frames": s.frames, "content_frames": s.content_frames, "keepalives": s.keepalives,
+            "done": s.done, "finish_reasons": list(s.finish_reasons), "usage": s.usage,
+            "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+            "tool_calls": s.tool_calls, "unterminated_frame": s.unterminated_frame}
+
+
+def build(rec: AuditRecord, fields: dict[str, Any], redactor: Redactor,
+          instance: str | None = None) -> dict[str, Any]:
+    """`fields`: the record's log fields (`logs.record_fields`), which the evidence includes."""
+    info = rec.request
+    s = rec.stream
+    request: dict[str, Any] = {
+        "method": rec.method, "route": rec.route, "path": ROUTE_PATHS.get(rec.route, OTHER_PATH),
+        "model": rec.model,
+        "stream": None if info is None else info.stream,
+        "include_usage": None if info is None else info.include_usage,
+        "shape": {} if info is None else orjson.loads(info.shape),
+    }
+    frames = []
+    for entry in s.skeletons if s is not None else ():
+        number, bits, doc = split_entry(entry)
+        frames.append({"n": number, "kind": kind_name(bits), "skeleton": doc})
+    return {
+        "evidence_version": EVIDENCE_VERSION,
+        "trace_id": rec.trace_id,
+        "started_at": fields["started_at"],
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "instance": instance,
+        "upstream": rec.upstream,
+        "request": request,
+        "response": {"status": rec.status, "headers": redacted_headers(rec.response_head,
+                                                                       redactor)},
+        "verdict": {"outcome": fields.get("outcome"), "anomalies": fields.get("anomalies", []),
+                    "reasons": fields.get("reasons", []), "end_reason": fields.get("end_reason"),
+                    "error": rec.error},
+        "record": fields,
+        "stream": stream_figures(rec),
+        "timeline": None if s is None or s.timeline is None else s.timeline.to_json(),
+        "frames": frames,
+    }
+
+
+def is_notable(rec: AuditRecord) -> bool:
+    """A stream whose evidence is logged: anomalous, or not `complete`."""
+    s = rec.stream
+    return s is not None and (bool(s.anomalies) or s.outcome.value != "complete")

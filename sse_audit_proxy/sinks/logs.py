@@ -1,0 +1,138 @@
+"""One structured log line per audited stream (`stream_end`) or other request (`request_end`),
+and the evidence of every stream that went wrong (`stream_evidence`).
+
+structlog, configured once at start-up: a short processor chain ending in orjson (or a
+console renderer for people). Only the trace ID, labels, timings, counts and shapes are
+logged: never a request header value, prompt or completion text. The upstream's response
+headers appear only inside `stream_evidence`, secret-named ones blanked (evidence.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import structlog
+
+from sse_audit_proxy.core.figures import ms
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks import evidence
+from sse_audit_proxy.sinks.redaction import Redactor
+
+LOG_FORMATS = ("json", "console")
+
+
+def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> None:
+    redact = Redactor(secret_headers)
+    stamp: list[Any] = [structlog.processors.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    # Exceptions are rendered to text first so the redactor sees (and scrubs) them too.
+    tail: list[Any] = [structlog.processors.format_exc_info, redact]
+    if fmt == "console":
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, *stamp, *tail, renderer],
+        logger_factory=factory,
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        cache_logger_on_first_use=True,
+    )
+    _route_stdlib_logging(stamp, tail, fmt)
+
+
+def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
+    """Library warnings (aiohttp, asyncio) go through the same chain: same format, redacted."""
+    renderer = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                else structlog.processors.JSONRenderer(serializer=_json_text))
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail,
+                    renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _json_text(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+
+
+def record_fields(rec: AuditRecord) -> dict[str, Any]:
+    """The log line of a record, as a dict (also what `/streams/...` would serve)."""
+    fields: dict[str, Any] = {
+        "trace_id": rec.trace_id,
+        "route": rec.route,
+        "method": rec.method,
+        "model": rec.model,
+        "upstream": rec.upstream,
+        "status": rec.status,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.started_at))
+        + f".{int(rec.started_at % 1 * 1000):03d}Z",
+        "duration_ms": ms(rec.duration),
+        "bytes": rec.bytes,
+        "ttfb_ms": ms(rec.ttfb),
+    }
+    if rec.error:
+        fields["error"] = rec.error
+    s = rec.stream
+    if s is None:
+        return fields
+    fields.update(
+        outcome=s.outcome.value,
+        anomalies=list(s.anomalies),
+        reasons=list(s.reasons),
+        end_reason=s.end.value,
+        ttfb_ms=ms(s.ttfb),
+        ttft_ms=ms(s.ttft),
+        max_gap_ms=ms(s.max_gap),
+        frames=s.frames,
+        content_frames=s.content_frames,
+        keepalives=s.keepalives,
+        last_keepalive_ms=ms(s.last_keepalive),
+        finish_reasons=s.finish_reasons,
+        usage=s.usage,
+        done=s.done,
+        tool_calls=s.tool_calls,
+        unterminated_frame=s.unterminated_frame,
+    )
+    return fields
+
+
+class LogSink:
+    """`stream_end`/`request_end` for every request, and `stream_evidence` (the stream's whole
+    evidence, see evidence.py) for every stream that is anomalous or not `complete`: evidence at
+    scale with no store of our own, indexed by whatever ships the logs."""
+
+    def __init__(self, secret_headers: Iterable[str] = (), instance: str | None = None) -> None:
+        self._log = structlog.get_logger("sse_audit_proxy")
+        self._redactor = Redactor(secret_headers)
+        self._instance = instance
+
+    def stream_started(self, route: str, upstream: str) -> None:
+        pass
+
+    def stream_ended(self, route: str, upstream: str) -> None:
+        pass
+
+    def record(self, rec: AuditRecord) -> None:
+        event = "request_end" if rec.stream is None else "stream_end"
+        fields = record_fields(rec)
+        self._log.info(event, **fields)
+        if evidence.is_notable(rec):
+            doc = evidence.build(rec, fields, self._redactor, self._instance)
+            del doc["record"]  # the stream_end line just before has it
+            # One level under `evidence`, so an index sees one object per trace ID (its
+            # `trace_id` is also top-level, for the queries in the README).
+            self._log.info("stream_evidence", trace_id=rec.trace_id, outcome=doc["verdict"][
+                "outcome"], anomalies=doc["verdict"]["anomalies"], evidence=doc)

@@ -1,0 +1,203 @@
+"""Prometheus metrics: declared once here, fed with finished audit records.
+
+Nothing here runs per frame: gaps are bucketed by the audit and added in one go per stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from sse_audit_proxy.core import buckets
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.core.request_info import safe_token
+
+OTHER = "other"
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+# Why the proxy closed a client connection: the label values of sse_audit_connections_closed_total.
+HEADER_TIMEOUT = "header_timeout"
+KEEPALIVE_TIMEOUT = "keepalive_timeout"
+CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT)
+
+
+class LabelCap:
+    """At most `limit` distinct values of a label; later ones become `other`."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self._limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
+        self.models = LabelCap(max_models)
+        self.finish_reasons = LabelCap(32)
+        # `upstream`: the side that served it (baseline or canary), never its URL.
+        rm = ("route", "model", "upstream")
+        self.requests = Counter(
+            "sse_audit_requests", "Every proxied request.",
+            ("route", "method", "status", "upstream"), registry=registry,
+        )
+        self.streams = Counter(
+            "sse_audit_streams", "Audited streams by outcome.",
+            (*rm, "outcome"), registry=registry,
+        )
+        self.anomalies = Counter(
+            "sse_audit_stream_anomalies", "Anomalies found in audited streams, by kind.",
+            (*rm, "anomaly"), registry=registry,
+        )
+        self.ttfb = Histogram(
+            "sse_audit_time_to_first_byte_seconds",
+            "From the request reaching the proxy to the first upstream body byte.",
+            rm, buckets=buckets.LATENCY, registry=registry,
+        )
+        self.ttft = Histogram(
+            "sse_audit_time_to_first_token_seconds",
+            "From the request reaching the proxy to the first frame with content.",
+            rm, buckets=buckets.LATENCY, registry=registry,
+        )
+        self.gap = Histogram(
+            "sse_audit_inter_chunk_gap_seconds",
+            "Time between consecutive frames of a stream (one observation per gap).",
+            rm, buckets=buckets.GAP, registry=registry,
+        )
+        self.max_gap = Histogram(
+            "sse_audit_stream_max_gap_seconds",
+            "The largest gap between consecutive frames (one observation per stream).",
+            rm, buckets=buckets.GAP, registry=registry,
+        )
+        self.duration = Histogram(
+            "sse_audit_stream_duration_seconds",
+            "From the request reaching the proxy to the end of the stream.",
+            rm, buckets=buckets.DURATION, registry=registry,
+        )
+        self.finish = Counter(
+            "sse_audit_finish_reasons", "Finish reasons reported per choice.",
+            (*rm, "finish_reason"), registry=registry,
+        )
+        self.tokens = Counter(
+            "sse_audit_usage_tokens", "Tokens reported by the upstream's usage.",
+            (*rm, "type"), registry=registry,
+        )
+        self.usage_requested = Counter(
+            "sse_audit_usage_requested_streams",
+            "Streams that expected usage (asked for with stream_options.include_usage, or always "
+            "sent on responses and messages) on which missing_usage was judged (event streams "
+            "the upstream ended): the denominator of the missing_usage share.",
+            rm, registry=registry,
+        )
+        self.bad = Counter(
+            "sse_audit_bad_streams",
+            "Audited streams the canary guard counts as bad: outcome truncated, upstream_error "
+            "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
+            "missing_usage or invalid_tool_arguments (client_disconnect streams never). Divide "
+            "by streams with outcome!=\"client_disconnect\" for the bad share.",
+            rm, registry=registry,
+        )
+        # A connection closes before any request picks a side: no `upstream` label.
+        self.connections_closed = Counter(
+            "sse_audit_connections_closed",
+            "Client connections the proxy closed: a request head not whole within "
+            "--header-timeout, or idle past --keepalive-timeout. A climbing header_timeout "
+            "count is a slow-headers (slowloris) attack.",
+            ("reason",), registry=registry,
+        )
+        for reason in CLOSE_REASONS:  # both series exist from the start, at 0
+            self.connections_closed.labels(reason)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.active = Gauge(
+            "sse_audit_active_streams", "Streams being relayed now.",
+            ("route", "upstream"), registry=registry, multiprocess_mode="livesum",
+        )
+
+    # Sink hooks -----------------------------------------------------------------------
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """A labelled child, looked up in prometheus-client once and then reused: `labels()`
+        validates and locks on every call, and each stream touches about ten children. The
+        memo holds exactly the children the registry already holds (same capped labels)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def connection_closed(self, reason: str) -> None:
+        self._child(self.connections_closed, reason).inc()
+
+    def stream_started(self, route: str, upstream: str) -> None:
+        self._child(self.active, route, upstream).inc()
+
+    def stream_ended(self, route: str, upstream: str) -> None:
+        self._child(self.active, route, upstream).dec()
+
+    def record(self, rec: AuditRecord) -> None:
+        child = self._child
+        method = rec.method if rec.method in _METHODS else OTHER
+        side = rec.upstream
+        child(self.requests, rec.route, method, str(rec.status), side).inc()
+        s = rec.stream
+        if s is None:
+            return
+        route, model = rec.route, self.models(rec.model)
+        outcome = s.outcome.value
+        child(self.streams, route, model, side, outcome).inc()
+        if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
+            child(self.bad, route, model, side).inc()
+        for anomaly in s.anomalies:
+            child(self.anomalies, route, model, side, anomaly).inc()
+        if s.usage_judged:
+            child(self.usage_requested, route, model, side).inc()
+        if s.ttfb is not None:
+            child(self.ttfb, route, model, side).observe(s.ttfb)
+        if s.ttft is not None:
+            child(self.ttft, route, model, side).observe(s.ttft)
+        if s.frames > 1:
+            _add_counts(child(self.gap, route, model, side), s.gap_counts, s.gap_sum)
+        if s.max_gap is not None:
+            child(self.max_gap, route, model, side).observe(s.max_gap)
+        child(self.duration, route, model, side).observe(s.duration)
+        for reason in s.finish_reasons:
+            reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
+            child(self.finish, route, model, side, reason).inc()
+        if s.prompt_tokens:
+            child(self.tokens, route, model, side, "prompt").inc(s.prompt_tokens)
+        if s.completion_tokens:
+            child(self.tokens, route, model, side, "completion").inc(s.completion_tokens)
+
+
+def _add_counts(child: Histogram, counts: Sequence[int], total: float) -> None:
+    """Add pre-bucketed observations (same bounds, +Inf last) to a histogram child at once.
+
+    prometheus-client has no bulk observe, so this adds to the child's per-bucket values
+    (internal, but the same in single- and multi-process mode); a test checks the exposition
+    matches one observe() per gap. If the internals change we fall back to observe() at
+    each bucket's upper bound, which keeps the bucket counts exact and the sum approximate.
+    """
+    bucket_values = getattr(child, "_buckets", None)
+    if bucket_values is None or len(bucket_values) != len(counts):
+        bounds = [*buckets.GAP, buckets.GAP[-1]]
+        for bound, n in zip(bounds, counts, strict=True):
+            for _ in range(n):
+                child.observe(bound)
+        return
+    for value, n in zip(bucket_values, counts, strict=True):
+        if n:
+            value.inc(n)
+    child._sum.inc(total)

@@ -1,0 +1,91 @@
+"""The last N audit records, kept so an operator can go from a trace ID to its verdict.
+
+A sink like the metrics and the log: it holds finished records in a bounded deque and renders
+them with `logs.record_fields` only when someone asks, so the stream path pays one append.
+Lookups scan the deque: they are rare, N is small, and a scan has no index to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.logs import record_fields
+
+DEFAULT_CAPACITY = 1000
+
+
+@dataclass(slots=True, frozen=True)
+class Query:
+    """Filters for `/streams/recent`; None matches anything."""
+
+    limit: int = 100
+    outcome: str | None = None
+    anomaly: str | None = None
+    route: str | None = None
+    model: str | None = None
+    upstream: str | None = None
+
+    def matches(self, rec: AuditRecord) -> bool:
+        if self.upstream is not None and rec.upstream != self.upstream:
+            return False
+        if self.route is not None and rec.route != self.route:
+            return False
+        if self.model is not None and rec.model != self.model:
+            return False
+        if self.outcome is not None and rec.outcome != self.outcome:
+            return False
+        return self.anomaly is None or (rec.stream is not None
+                                        and self.anomaly in rec.stream.anomalies)
+
+
+class RecentStreams:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._records: deque[AuditRecord] = deque(maxlen=capacity)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # Sink hooks -----------------------------------------------------------------------
+
+    def stream_started(self, route: str, upstream: str) -> None:
+        pass
+
+    def stream_ended(self, route: str, upstream: str) -> None:
+        pass
+
+    def record(self, rec: AuditRecord) -> None:
+        self._records.append(rec)
+
+    # Lookups: newest first ------------------------------------------------------------
+
+    def _newest_first(self) -> Iterator[AuditRecord]:
+        return reversed(self._records)
+
+    def recent(self, query: Query) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for rec in self._newest_first():
+            if len(found) >= query.limit:
+                break
+            if query.matches(rec):
+                found.append(record_fields(rec))
+        return found
+
+    def held(self, trace_id: str) -> list[AuditRecord]:
+        """Every held record with this trace ID: a client may reuse one across retries."""
+        return [rec for rec in self._newest_first() if rec.trace_id == trace_id]
+
+    def find(self, trace_id: str) -> list[dict[str, Any]]:
+        """The records with this trace ID, each with its stream's timeline (see timeline.py)."""
+        found = []
+        for rec in self.held(trace_id):
+            fields = record_fields(rec)
+            s = rec.stream
+            if s is not None and s.timeline is not None:
+                fields["timeline"] = s.timeline.to_json()
+            found.append(fields)
+        return found

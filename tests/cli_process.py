@@ -35,8 +35,9 @@ class ServeProcess:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-async def _read_lines(proc: asyncio.subprocess.Process, into: list[dict[str, Any]],
-                      started: asyncio.Future[dict[str, Any]]) -> None:
+async def _read_lines(
+    proc: asyncio.subprocess.Process, into: list[dict[str, Any]], started: asyncio.Future[dict[str, Any]]
+) -> None:
     assert proc.stdout is not None
     async for raw in proc.stdout:
         try:
@@ -52,12 +53,26 @@ async def _read_lines(proc: asyncio.subprocess.Process, into: list[dict[str, Any
 
 @contextlib.asynccontextmanager
 async def serve_process(upstream: URL, *args: str, timeout: float = 30.0) -> AsyncIterator[ServeProcess]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", str(upstream),
-        "--port", "0", "--metrics-port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, env=env)
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "serve",
+        "--upstream",
+        str(upstream),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
     lines: list[dict[str, Any]] = []
     started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     reader = asyncio.create_task(_read_lines(proc, lines, started))

@@ -83,8 +83,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     leaked = leaked_keys(text)
     if leaked and report.passed:
         report.outcome = "failed"
-        report.longrepr = (f"an API key appeared in captured output (or prompt or completion "
-                           f"text): {leaked}")
+        report.longrepr = f"an API key appeared in captured output (or prompt or completion text): {leaked}"
 
 
 _HOSTILE_DIR = "hostile"
@@ -192,8 +191,14 @@ async def proxy() -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
     services: list[Service] = []
     sinks: list[RecordingSink] = []
 
-    async def start(upstream_url: URL, *, max_models: int = 100, recent_streams: int = 1000,
-                    canary: Any = None, **overrides: Any) -> RunningProxy:
+    async def start(
+        upstream_url: URL,
+        *,
+        max_models: int = 100,
+        recent_streams: int = 1000,
+        canary: Any = None,
+        **overrides: Any,
+    ) -> RunningProxy:
         overrides.setdefault("thresholds", Thresholds())
         overrides.setdefault("drain_timeout", 1.0)  # teardown never waits long on a hung stream
         config = ServiceConfig(

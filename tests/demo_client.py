@@ -19,8 +19,15 @@ FAST = {"ttft": 0.01, "interval": 0.004, "jitter": 0.0, "fault_delay": 1.2, "fra
 TOKENS = FAST["frames"]
 
 
-async def send(http: aiohttp.ClientSession, base: URL, scenario: str, *, model: str = "gpt-canary",
-               stream: bool = True, trace_id: str | None = None) -> int:
+async def send(
+    http: aiohttp.ClientSession,
+    base: URL,
+    scenario: str,
+    *,
+    model: str = "gpt-canary",
+    stream: bool = True,
+    trace_id: str | None = None,
+) -> int:
     """One chat request through `base`, read to the end; returns the status."""
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
     if stream:
@@ -29,23 +36,30 @@ async def send(http: aiohttp.ClientSession, base: URL, scenario: str, *, model: 
     if trace_id:
         headers["X-Client-Request-Id"] = trace_id
     try:
-        async with http.post(base / "v1/chat/completions", data=orjson.dumps(body),
-                             headers=headers) as resp:
+        async with http.post(base / "v1/chat/completions", data=orjson.dumps(body), headers=headers) as resp:
             await resp.read()
             return resp.status
     except aiohttp.ClientPayloadError:
         return -1  # a cut stream, as the client sees it
 
 
-async def drive(http: aiohttp.ClientSession, base: URL, mix: Sequence[str], *, count: int,
-                concurrency: int, model: str = "gpt-canary") -> list[int]:
+async def drive(
+    http: aiohttp.ClientSession,
+    base: URL,
+    mix: Sequence[str],
+    *,
+    count: int,
+    concurrency: int,
+    model: str = "gpt-canary",
+) -> list[int]:
     """Send `count` requests cycling through `mix`, at most `concurrency` at once."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> int:
         async with gate:
             scenario = mix[i % len(mix)]
-            return await send(http, base, scenario, model=model, stream=i % 7 != 6 or
-                              scenario.startswith("http-"))
+            return await send(
+                http, base, scenario, model=model, stream=i % 7 != 6 or scenario.startswith("http-")
+            )
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))

@@ -31,8 +31,11 @@ def strict(schema: Any) -> Any:
     """The CRD schema as `kubectl apply --validate=strict` reads it: unknown fields are errors."""
     if isinstance(schema, dict):
         out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out \
-                and not out.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -48,11 +51,15 @@ def argo_queries(interval: str = "5m") -> dict[str, str]:
     def fill(text: str) -> str:
         return re.sub(r"\{\{args\.([\w-]+)\}\}", lambda m: args[m.group(1)], text)
 
-    return {m["name"]: fill(m["provider"]["prometheus"]["query"]).replace("[5m]", f"[{interval}]")
-            for m in template["spec"]["metrics"]}
+    return {
+        m["name"]: fill(m["provider"]["prometheus"]["query"]).replace("[5m]", f"[{interval}]")
+        for m in template["spec"]["metrics"]
+    }
 
 
 def flagger_queries(interval: str = "5m") -> dict[str, str]:
     """Each template's query with {{ interval }} filled in, as Flagger would."""
-    return {d["metadata"]["name"]: re.sub(r"\{\{\s*interval\s*\}\}", interval, d["spec"]["query"])
-            for d in documents(FLAGGER)}
+    return {
+        d["metadata"]["name"]: re.sub(r"\{\{\s*interval\s*\}\}", interval, d["spec"]["query"])
+        for d in documents(FLAGGER)
+    }

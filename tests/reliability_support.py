@@ -18,16 +18,20 @@ from aiohttp import web
 from yarl import URL
 
 CHAT = "/v1/chat/completions"
-STREAM_BODY = {"model": "gpt-test", "stream": True,
-               "messages": [{"role": "user", "content": "hi"}]}
+STREAM_BODY = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 def chunk(content: str | None = "tok", finish: str | None = None) -> bytes:
     delta = {} if content is None else {"content": content}
-    doc = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "gpt-test",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    doc = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + orjson.dumps(doc) + b"\n\n"
 
 
@@ -50,9 +54,15 @@ class Tally:
     headers: list[dict[str, str]] = field(default_factory=list)
 
 
-def streaming_handler(frames: Iterable[bytes], tally: Tally, *, delay: float = 0.0,
-                      head_delay: float = 0.0, reset_after: int | None = None,
-                      hang: bool = False) -> Handler:
+def streaming_handler(
+    frames: Iterable[bytes],
+    tally: Tally,
+    *,
+    delay: float = 0.0,
+    head_delay: float = 0.0,
+    reset_after: int | None = None,
+    hang: bool = False,
+) -> Handler:
     """An upstream that streams `frames` (optionally pausing, resetting or hanging).
 
     Run it with `handler_cancellation=True` to note (in `tally.closed_at`) when the proxy
@@ -160,9 +170,20 @@ async def cli_proxy(upstream: URL, *extra: str) -> AsyncIterator[tuple[Any, URL,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env = {k: v for k, v in env.items() if not k.startswith("SSE_AUDIT_")}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", str(upstream),
-        "--port", "0", "--metrics-port", "0", *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "serve",
+        "--upstream",
+        str(upstream),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert child.stdout is not None
     try:

@@ -10,8 +10,14 @@ from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, 
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 
 
-def run(frames: Sequence[bytes], times: Sequence[float] | None = None, *, end: End = End.UPSTREAM_EOF,
-        include_usage: bool = False, thresholds: Thresholds = Thresholds()) -> StreamResult:  # noqa: B008
+def run(
+    frames: Sequence[bytes],
+    times: Sequence[float] | None = None,
+    *,
+    end: End = End.UPSTREAM_EOF,
+    include_usage: bool = False,
+    thresholds: Thresholds = Thresholds(),  # noqa: B008
+) -> StreamResult:
     audit = StreamAudit(ChatCompletions(), 0.0, include_usage=include_usage, thresholds=thresholds)
     times = times if times is not None else [0.3 + 0.03 * i for i in range(len(frames))]
     for data, t in zip(frames, times, strict=True):
@@ -64,8 +70,13 @@ def test_done_without_any_finish_reason_is_complete_but_flagged() -> None:
 
 
 def test_every_choice_needs_a_finish_reason_when_n_is_above_one() -> None:
-    both = [chunk({"content": "a"}, index=0), chunk({"content": "b"}, index=1),
-            chunk({}, "stop", index=0), chunk({}, "length", index=1), DONE]
+    both = [
+        chunk({"content": "a"}, index=0),
+        chunk({"content": "b"}, index=1),
+        chunk({}, "stop", index=0),
+        chunk({}, "length", index=1),
+        DONE,
+    ]
     r = run(both)
     assert r.anomalies == [] and r.finish_reasons == ["stop", "length"]
     one_missing = [f for f in both if b'"length"' not in f]
@@ -175,13 +186,30 @@ def test_verdict_is_independent_of_read_splits() -> None:
         pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
         split = run(pieces, times=[0.5] * len(pieces), include_usage=True)
         assert (split.outcome, split.anomalies, split.frames, split.content_frames, split.usage) == (
-            whole.outcome, whole.anomalies, whole.frames, whole.content_frames, whole.usage)
+            whole.outcome,
+            whole.anomalies,
+            whole.frames,
+            whole.content_frames,
+            whole.usage,
+        )
 
 
 def test_usage_chunk_fields_other_than_numbers_are_dropped() -> None:
-    frames = [chunk({"content": "a"}, "stop"),
-              usage_chunk({"prompt_tokens": 1, "completion_tokens": 1, "note": "secret text",
-                           "prompt_tokens_details": {"cached_tokens": 0}}), DONE]
+    frames = [
+        chunk({"content": "a"}, "stop"),
+        usage_chunk(
+            {
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "note": "secret text",
+                "prompt_tokens_details": {"cached_tokens": 0},
+            }
+        ),
+        DONE,
+    ]
     r = run(frames, include_usage=True)
-    assert r.usage == {"prompt_tokens": 1, "completion_tokens": 1,
-                       "prompt_tokens_details": {"cached_tokens": 0}}
+    assert r.usage == {
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }

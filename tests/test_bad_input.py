@@ -29,16 +29,16 @@ async def test_body_over_the_cap_is_refused_413_without_reaching_upstream(
 ) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)), max_body_bytes=1024)
-    async with http.post(p.url / CHAT.lstrip("/"), data=b"{" + b" " * 2048 + b"}",
-                         headers={"Content-Type": "application/json"}) as resp:
+    async with http.post(
+        p.url / CHAT.lstrip("/"), data=b"{" + b" " * 2048 + b"}", headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 413
         error = (await resp.json())["error"]
     assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
     rec = await p.record()
     assert (rec.status, rec.error) == (413, "request_too_large")
     assert tally.requests == 0
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="413") == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="413") == 1
 
 
 async def test_chunked_body_growing_past_the_cap_is_refused_413_without_reaching_upstream(
@@ -65,20 +65,21 @@ async def test_malformed_json_is_forwarded_untouched_and_audited_with_model_unkn
 
     async def judge(request: web.Request) -> web.Response:
         seen.append(await request.read())
-        return web.json_response({"error": {"message": "bad json", "type": "invalid_request_error",
-                                            "code": None}}, status=400)
+        return web.json_response(
+            {"error": {"message": "bad json", "type": "invalid_request_error", "code": None}}, status=400
+        )
 
     p = await proxy(await upstream(judge))
     broken = b'{"model": "gpt-test", "stream": tru\xff'
-    async with http.post(p.url / CHAT.lstrip("/"), data=broken,
-                         headers={"Content-Type": "application/json"}) as resp:
+    async with http.post(
+        p.url / CHAT.lstrip("/"), data=broken, headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 400  # the upstream's verdict, relayed
         assert (await resp.json())["error"]["message"] == "bad json"
     assert seen == [broken]
     rec = await p.record()
     assert (rec.model, rec.status, rec.error) == ("unknown", 400, None)
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="400") == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="400") == 1
 
 
 async def test_oversized_header_is_refused_431_without_echoing_or_forwarding_it(
@@ -87,9 +88,12 @@ async def test_oversized_header_is_refused_431_without_echoing_or_forwarding_it(
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))
     secret = f"Bearer {TEST_KEYS[0]}" + "A" * 20000
-    raw = await raw_exchange(p.service.proxy.port, (
-        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\n"
-        "Content-Length: 2\r\n\r\n{}").encode())
+    raw = await raw_exchange(
+        p.service.proxy.port,
+        (
+            f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\nContent-Length: 2\r\n\r\n{{}}"
+        ).encode(),
+    )
     status, body = status_and_json(raw)
     assert status == 431
     assert body["error"]["code"] == "request_header_too_large"
@@ -103,21 +107,21 @@ async def test_too_many_headers_are_refused_431(upstream: Any, proxy: Any) -> No
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))
     headers = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(150))
-    raw = await raw_exchange(p.service.proxy.port,
-                             f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    raw = await raw_exchange(
+        p.service.proxy.port, f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
+    )
     status, body = status_and_json(raw)
     assert status == 431 and body["error"]["code"] == "request_header_too_large"
     assert (await p.record()).status == 431
     assert tally.requests == 0
 
 
-async def test_header_with_control_characters_is_refused_400_openai_shaped(
-    upstream: Any, proxy: Any
-) -> None:
+async def test_header_with_control_characters_is_refused_400_openai_shaped(upstream: Any, proxy: Any) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))
-    raw = await raw_exchange(p.service.proxy.port,
-                             b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Thing: a\x01b\r\n\r\n")
+    raw = await raw_exchange(
+        p.service.proxy.port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Thing: a\x01b\r\n\r\n"
+    )
     status, body = status_and_json(raw)
     assert status == 400 and body["error"]["code"] == "invalid_http_request"
     assert (await p.record()).error == "invalid_http_request"
@@ -132,8 +136,9 @@ async def test_trace_id_is_capped_and_restricted_before_logging_no_line_injectio
 ) -> None:
     url = await upstream(streaming_handler(complete_stream(2), Tally()))
     async with cli_proxy(url) as (child, proxy_url, _):
-        async with http.post(proxy_url / CHAT.lstrip("/"), json=STREAM_BODY,
-                             headers={"X-Client-Request-Id": NASTY_TRACE_ID}) as resp:
+        async with http.post(
+            proxy_url / CHAT.lstrip("/"), json=STREAM_BODY, headers={"X-Client-Request-Id": NASTY_TRACE_ID}
+        ) as resp:
             echoed = resp.headers["X-Client-Request-Id"]
             await resp.read()
         await asyncio.sleep(0.2)
@@ -155,8 +160,7 @@ async def test_model_label_stays_bounded_by_max_models_and_safe_characters(
     p = await proxy(await upstream(streaming_handler(complete_stream(1), Tally())), max_models=2)
     models = ["m-1", "m-2", "m-3", "m-4", 'x"\n{}' + "y" * 500]
     for model in models:
-        async with http.post(p.url / CHAT.lstrip("/"),
-                             json={**STREAM_BODY, "model": model}) as resp:
+        async with http.post(p.url / CHAT.lstrip("/"), json={**STREAM_BODY, "model": model}) as resp:
             await resp.read()
     records = await p.sink.wait(len(models))
     assert records[-1].model == "x" + "y" * 127  # unsafe characters gone, 128 at most

@@ -29,11 +29,18 @@ from sse_audit_proxy.tools.bench.workloads import SMOKE, sse_frames
 
 WORKLOADS = ("latency", "throughput", "memory")
 README = Path(__file__).resolve().parent.parent / "README.md"
-HEADLINE_HEADER = ["target", "CPU s / 1M paced frames", "x nginx", "memory / open stream (KiB)",
-                   "added TTFT p50 (ms)", "added p99 frame latency (ms)",
-                   "batched frames/s per core"]
-needs_nginx = pytest.mark.skipif(nginx.find() is None,
-                                 reason="nginx is not installed (apt-get install -y nginx-light)")
+HEADLINE_HEADER = [
+    "target",
+    "CPU s / 1M paced frames",
+    "x nginx",
+    "memory / open stream (KiB)",
+    "added TTFT p50 (ms)",
+    "added p99 frame latency (ms)",
+    "batched frames/s per core",
+]
+needs_nginx = pytest.mark.skipif(
+    nginx.find() is None, reason="nginx is not installed (apt-get install -y nginx-light)"
+)
 
 
 def free_port() -> int:
@@ -44,8 +51,14 @@ def free_port() -> int:
 
 async def run_bench(*args: str, timeout: float = 150.0) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", "bench", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "bench",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -80,17 +93,33 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
     # Another proxy in the table: the real `serve` command, in front of the bench's gateway.
     async with serve_process(URL(f"http://127.0.0.1:{gateway_port}")) as other:
         code, out, err = await run_bench(
-            "--smoke", "--pin", "--workers", "1,2", "--gateway-port", str(gateway_port),
-            "--against", f"other={other.url}", "--against-pid", str(other.proc.pid),
-            "--json", str(report_path))
+            "--smoke",
+            "--pin",
+            "--workers",
+            "1,2",
+            "--gateway-port",
+            str(gateway_port),
+            "--against",
+            f"other={other.url}",
+            "--against-pid",
+            str(other.proc.pid),
+            "--json",
+            str(report_path),
+        )
     assert code == 0, err[-2000:]
 
     head_lines, detail = split_output(out)
     assert list(headline_rows(head_lines)) == ["direct", "proxy", "proxy x2", "other"]
     assert detail[0].split() == ["workload", "metric", "direct", "proxy", "proxy", "x2", "other"]
-    for row in ("frame latency p99 (ms)", "added latency p99 (ms)", "added TTFT p50 (ms)",
-                "frames/s per proxy core", "bottleneck", "frames/s vs 1 worker",
-                "RSS per open stream (KiB, max)"):
+    for row in (
+        "frame latency p99 (ms)",
+        "added latency p99 (ms)",
+        "added TTFT p50 (ms)",
+        "frames/s per proxy core",
+        "bottleneck",
+        "frames/s vs 1 worker",
+        "RSS per open stream (KiB, max)",
+    ):
         assert row in "\n".join(detail), row
 
     report = orjson.loads(report_path.read_bytes())
@@ -155,12 +184,14 @@ async def test_smoke_bench_measures_direct_proxy_workers_and_another_proxy(tmp_p
 @needs_nginx
 async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path: Path) -> None:
     report_path = tmp_path / "bench.json"
-    code, out, err = await run_bench("--smoke", "--pin", "--against", "nginx",
-                                     "--json", str(report_path))
+    code, out, err = await run_bench("--smoke", "--pin", "--against", "nginx", "--json", str(report_path))
     assert code == 0, err[-2000:]
     report = orjson.loads(report_path.read_bytes())
     assert [(t["name"], t["kind"]) for t in report["targets"]] == [
-        ("direct", "direct"), ("proxy", "proxy"), ("nginx", "nginx")]
+        ("direct", "direct"),
+        ("proxy", "proxy"),
+        ("nginx", "nginx"),
+    ]
     for workload in WORKLOADS:
         w = SMOKE[workload]
         (run,) = report["runs"][workload]["nginx"]
@@ -176,12 +207,14 @@ async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path:
     ours, theirs = rows["proxy"], rows["nginx"]
     assert theirs["cpu_s_per_million_paced_frames"] > 0 and theirs["cpu_vs_reference"] == 1.0
     assert ours["cpu_vs_reference"] == round(
-        ours["cpu_s_per_million_paced_frames"] / theirs["cpu_s_per_million_paced_frames"], 3)
+        ours["cpu_s_per_million_paced_frames"] / theirs["cpu_s_per_million_paced_frames"], 3
+    )
     # On a loaded machine the smoke memory sample can fall where no stream is open: then there
     # is no per-stream figure, and the ratio must say so rather than divide by nothing.
     if number(ours["rss_per_open_stream_kib"]) and number(theirs["rss_per_open_stream_kib"]):
         assert ours["rss_vs_reference"] == round(
-            ours["rss_per_open_stream_kib"] / theirs["rss_per_open_stream_kib"], 3)
+            ours["rss_per_open_stream_kib"] / theirs["rss_per_open_stream_kib"], 3
+        )
     else:
         assert ours["rss_vs_reference"] is None
     assert theirs["batched_frames_per_core_s"] > 0
@@ -193,8 +226,9 @@ async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path:
     assert float(table["proxy"][1]) == pytest.approx(ours["cpu_vs_reference"], abs=1e-3)
     assert table["nginx"][1] == "1.000"
     # nginx was stopped and its directory removed.
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                and b"sse-audit-bench-nginx-" in _cmdline(p)]
+    assert not [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and b"sse-audit-bench-nginx-" in _cmdline(p)
+    ]
     assert not any(Path(os.environ.get("TMPDIR", "/tmp")).glob("sse-audit-bench-nginx-*"))
 
 
@@ -214,8 +248,7 @@ def test_the_nginx_config_fills_both_placeholders() -> None:
     assert "@" not in conf
     assert "server 127.0.0.1:18000; keepalive" in conf
     assert "listen 127.0.0.1:18081 backlog" in conf
-    for line in ("proxy_buffering off;", "proxy_http_version 1.1;", "access_log off;",
-                 "worker_processes 1;"):
+    for line in ("proxy_buffering off;", "proxy_http_version 1.1;", "access_log off;", "worker_processes 1;"):
         assert line in conf, line
 
 
@@ -225,19 +258,22 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     conf.write_text(nginx.render("127.0.0.1:18000", "127.0.0.1:18081"))
     binary = nginx.find()
     assert binary is not None
-    done = subprocess.run([binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     assert "syntax is ok" in done.stderr
     # A broken copy is refused: the check can fail.
     conf.write_text(nginx.render("127.0.0.1:18000", "127.0.0.1:18081").replace(";", "", 1))
-    done = subprocess.run([binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [binary, "-t", "-p", f"{tmp_path}/", "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode != 0
 
 
-def test_against_nginx_without_nginx_fails_in_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_against_nginx_without_nginx_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(nginx, "find", lambda: None)
     assert main(["bench", "--smoke", "--against", "nginx"]) == 2
     err = capsys.readouterr().err.strip()
@@ -246,17 +282,22 @@ def test_against_nginx_without_nginx_fails_in_one_line(monkeypatch: pytest.Monke
 
 
 def _summary(cpu: dict[str, float], kib: dict[str, float]) -> dict[str, dict[str, dict[str, Any]]]:
-    return {"latency": {n: {"cpu_us_per_frame": v, "added_latency_p99_ms": 0.5,
-                            "added_ttft_p50_ms": 1.0} for n, v in cpu.items()},
-            "memory": {n: {"rss_per_stream_kib": v} for n, v in kib.items()},
-            "throughput": {n: {"frames_per_core_s": 1000} for n in cpu}}
+    return {
+        "latency": {
+            n: {"cpu_us_per_frame": v, "added_latency_p99_ms": 0.5, "added_ttft_p50_ms": 1.0}
+            for n, v in cpu.items()
+        },
+        "memory": {n: {"rss_per_stream_kib": v} for n, v in kib.items()},
+        "throughput": {n: {"frames_per_core_s": 1000} for n in cpu},
+    }
 
 
 def test_headline_divides_by_nginx_else_by_the_baseline() -> None:
     proxy, base = Target("proxy", "proxy"), Target("baseline", "proxy", source="/x")
     started = Target("nginx", "nginx")
-    summary = _summary({"proxy": 60.0, "baseline": 40.0, "nginx": 20.0},
-                       {"proxy": 30.0, "baseline": 30.0, "nginx": 15.0})
+    summary = _summary(
+        {"proxy": 60.0, "baseline": 40.0, "nginx": 20.0}, {"proxy": 30.0, "baseline": 30.0, "nginx": 15.0}
+    )
     head = headline(summary, [Target("direct", "direct"), proxy, base, started])
     assert head["reference"] == "nginx"
     assert head["targets"]["proxy"]["cpu_vs_reference"] == 3.0

@@ -60,8 +60,10 @@ def test_the_sticky_bucket_is_blake2b_of_the_value() -> None:
     # Pinned: changing the hash would move every sticky client between sides.
     assert bucket("alice") == pytest.approx(bucket("alice"))
     assert 0.0 <= bucket("") < 100.0
-    assert round(bucket("alice"), 6) == round(int.from_bytes(
-        __import__("hashlib").blake2b(b"alice", digest_size=8).digest(), "big") / 2**64 * 100, 6)
+    assert round(bucket("alice"), 6) == round(
+        int.from_bytes(__import__("hashlib").blake2b(b"alice", digest_size=8).digest(), "big") / 2**64 * 100,
+        6,
+    )
 
 
 def test_a_client_picks_a_side_only_through_the_enabled_side_header() -> None:
@@ -81,8 +83,7 @@ def test_a_trip_sends_everything_to_the_baseline_until_a_new_percent() -> None:
     assert not r.tripped and r.pick({}).name == "canary"
 
 
-@pytest.mark.parametrize("text,value", [("0", 0.0), ("12.5", 12.5), (" 100 \n", 100.0),
-                                        ("7%", 7.0)])
+@pytest.mark.parametrize("text,value", [("0", 0.0), ("12.5", 12.5), (" 100 \n", 100.0), ("7%", 7.0)])
 def test_percent_values(text: str, value: float) -> None:
     assert parse_percent(text) == value
 
@@ -115,10 +116,11 @@ def test_the_percent_file_takes_one_number_and_comments(tmp_path: Path) -> None:
 
 # The control: file, SIGHUP and the trip -------------------------------------------------
 
-def control(tmp_path: Path, percent_file: str | None = None, state_file: str | None = None,
-            **kw: object) -> CanaryControl:
-    cfg = CanaryConfig(url="http://c", percent=10.0, percent_file=percent_file, guard=True,
-                       **kw)  # type: ignore[arg-type]
+
+def control(
+    tmp_path: Path, percent_file: str | None = None, state_file: str | None = None, **kw: object
+) -> CanaryControl:
+    cfg = CanaryConfig(url="http://c", percent=10.0, percent_file=percent_file, guard=True, **kw)  # type: ignore[arg-type]
     return CanaryControl(build_router("http://b", cfg), cfg, CollectorRegistry(), state_file)
 
 
@@ -180,13 +182,17 @@ def test_a_configmap_update_that_swaps_a_symlink_is_seen(tmp_path: Path) -> None
 def stream(trace_id: str, upstream: str, *, bad: bool) -> AuditRecord:
     audit = StreamAudit(ChatCompletions(), 0.0)
     if not bad:
-        audit.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"},'
-                   b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', 0.1)
+        audit.feed(
+            b'data: {"choices":[{"index":0,"delta":{"content":"x"},'
+            b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n',
+            0.1,
+        )
     else:
         audit.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n', 0.1)
     result = audit.finish(0.2, End.UPSTREAM_BROKEN if bad else End.UPSTREAM_EOF)
-    return AuditRecord(trace_id, "chat_completions", "POST", "m", 200, 0.0, 0.2, 10, result,
-                       upstream=upstream)
+    return AuditRecord(
+        trace_id, "chat_completions", "POST", "m", 200, 0.0, 0.2, 10, result, upstream=upstream
+    )
 
 
 def feed_until_trip(c: CanaryControl, limit: int = 200) -> int:
@@ -254,16 +260,26 @@ def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     serve = sub.choices["serve"]  # type: ignore[index]
-    flags = [s for a in serve._actions for s in a.option_strings
-             if s.startswith(("--canary", "--upstream-name"))]
+    flags = [
+        s for a in serve._actions for s in a.option_strings if s.startswith(("--canary", "--upstream-name"))
+    ]
     assert len(flags) == 12
     for flag in flags:
         assert f"| `{flag}" in readme, flag
-    for name in ("sse_audit_canary_percent", "sse_audit_canary_tripped",
-                 "sse_audit_bad_streams_total", "sse_audit_upstream_info",
-                 "canary_tripped", "canary_percent_changed", "canary_percent_rejected",
-                 "canary_trip_followed", "?upstream=canary", "## Running a canary",
-                 "demo --canary buffered --duration 30", "`--side NAME`"):
+    for name in (
+        "sse_audit_canary_percent",
+        "sse_audit_canary_tripped",
+        "sse_audit_bad_streams_total",
+        "sse_audit_upstream_info",
+        "canary_tripped",
+        "canary_percent_changed",
+        "canary_percent_rejected",
+        "canary_trip_followed",
+        "?upstream=canary",
+        "## Running a canary",
+        "demo --canary buffered --duration 30",
+        "`--side NAME`",
+    ):
         assert name in readme, name
 
 
@@ -280,40 +296,64 @@ def serve_config(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> obj
 
 
 def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = serve_config(monkeypatch, SSE_AUDIT_CANARY="http://c:8000/",
-                       SSE_AUDIT_CANARY_PERCENT="12.5", SSE_AUDIT_CANARY_GUARD="1")
+    cfg = serve_config(
+        monkeypatch,
+        SSE_AUDIT_CANARY="http://c:8000/",
+        SSE_AUDIT_CANARY_PERCENT="12.5",
+        SSE_AUDIT_CANARY_GUARD="1",
+    )
     canary = cfg.canary  # type: ignore[attr-defined]
     assert (canary.url, canary.percent, canary.guard) == ("http://c:8000/", 12.5, True)
-    cfg = serve_config(monkeypatch, "--canary", "http://c", "--canary-percent", "3",
-                       "--upstream-name", "blue", "--canary-name", "green")
+    cfg = serve_config(
+        monkeypatch,
+        "--canary",
+        "http://c",
+        "--canary-percent",
+        "3",
+        "--upstream-name",
+        "blue",
+        "--canary-name",
+        "green",
+    )
     canary = cfg.canary  # type: ignore[attr-defined]
     assert (canary.percent, canary.upstream_name, canary.canary_name) == (3.0, "blue", "green")
     assert serve_config(monkeypatch).canary.url is None  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--canary-percent", "5"], "need --canary URL"),
-    (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--canary-percent", "5"], "need --canary URL"),
+        (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
+    ],
+)
 def test_inconsistent_canary_flags_are_configuration_errors(
-        monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str
+) -> None:
     from sse_audit_proxy.cli.options import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
         serve_config(monkeypatch, *argv)
 
 
-@pytest.mark.parametrize("argv", [["--canary", "http://c", "--canary-percent", "150"],
-                                  ["--canary", "http://c", "--canary-name", "has space"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--canary", "http://c", "--canary-percent", "150"],
+        ["--canary", "http://c", "--canary-name", "has space"],
+    ],
+)
 def test_bad_canary_values_are_refused_by_the_parser(
-        monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         serve_config(monkeypatch, *argv)
     assert exc.value.code == 2
 
 
 def test_a_bad_percent_file_at_start_is_a_configuration_error(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from sse_audit_proxy.cli.options import ConfigError
 
     f = tmp_path / "percent"

@@ -21,16 +21,19 @@ from sse_audit_proxy.server.canary import bucket
 LONG = {"X-Demo-Scenario": "healthy", "X-Demo-Frames": "60", "X-Demo-Interval-Ms": "50"}
 
 
-async def chat(http: aiohttp.ClientSession, base: URL, trace_id: str,
-               headers: dict[str, str] | None = None) -> bytes:
+async def chat(
+    http: aiohttp.ClientSession, base: URL, trace_id: str, headers: dict[str, str] | None = None
+) -> bytes:
     """One streamed chat request read to its end; the gateway's own scenario unless named."""
-    body = {"model": "gpt-canary", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "hi"}]}
-    sent = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id,
-            **(headers or {})}
+    body = {
+        "model": "gpt-canary",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    sent = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id, **(headers or {})}
     try:
-        async with http.post(base / "v1/chat/completions", data=orjson.dumps(body),
-                             headers=sent) as resp:
+        async with http.post(base / "v1/chat/completions", data=orjson.dumps(body), headers=sent) as resp:
             return await resp.read()
     except aiohttp.ClientPayloadError:
         return b"<cut>"
@@ -47,8 +50,7 @@ async def gauge(http: aiohttp.ClientSession, served: ServeProcess, name: str) ->
 
 
 async def lookup(http: aiohttp.ClientSession, served: ServeProcess, **params: str) -> dict[str, Any]:
-    async with http.get(served.metrics_url / "streams/recent",
-                        params={"limit": "10000", **params}) as resp:
+    async with http.get(served.metrics_url / "streams/recent", params={"limit": "10000", **params}) as resp:
         assert resp.status == 200
         answer: dict[str, Any] = await resp.json()
         return answer
@@ -56,24 +58,37 @@ async def lookup(http: aiohttp.ClientSession, served: ServeProcess, **params: st
 
 def sticky_value(side: str) -> str:
     """A header value the 50 % sticky hash puts on `side`."""
-    return next(v for v in (f"user-{i}" for i in range(1000))
-                if (bucket(v) < 50.0) == (side == "canary"))
+    return next(v for v in (f"user-{i}" for i in range(1000)) if (bucket(v) < 50.0) == (side == "canary"))
 
 
 async def test_a_truncating_canary_at_50_percent_trips_cuts_nothing_and_sighup_restores_it(
-        demo_gateway, tmp_path: Path) -> None:
+    demo_gateway, tmp_path: Path
+) -> None:
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(scenario="truncated", **FAST)
     percent = tmp_path / "canary-percent"
     percent.write_text("50\n")
-    async with serve_process(baseline, "--canary", str(canary), "--canary-percent-file",
-                             str(percent), "--canary-guard", "--canary-sticky-header",
-                             "X-User") as served, aiohttp.ClientSession() as http:
+    async with (
+        serve_process(
+            baseline,
+            "--canary",
+            str(canary),
+            "--canary-percent-file",
+            str(percent),
+            "--canary-guard",
+            "--canary-sticky-header",
+            "X-User",
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
         assert served.started["canary_percent"] == 50.0
         # Two long streams, one on each side, open across the trip.
-        long = {side: asyncio.create_task(chat(http, served.url, f"long-{side}",
-                                               {**LONG, "X-User": sticky_value(side)}))
-                for side in ("baseline", "canary")}
+        long = {
+            side: asyncio.create_task(
+                chat(http, served.url, f"long-{side}", {**LONG, "X-User": sticky_value(side)})
+            )
+            for side in ("baseline", "canary")
+        }
         await asyncio.sleep(0.3)
         sent = 0
         while not any(line.get("event") == "canary_tripped" for line in served.lines):
@@ -91,8 +106,7 @@ async def test_a_truncating_canary_at_50_percent_trips_cuts_nothing_and_sighup_r
         # After the trip every new request goes to the baseline, sticky canary users included.
         await asyncio.gather(*(chat(http, served.url, f"after{i}") for i in range(30)))
         await chat(http, served.url, "after-sticky", {"X-User": sticky_value("canary")})
-        after = [s for s in (await lookup(http, served))["streams"]
-                 if s["trace_id"].startswith("after")]
+        after = [s for s in (await lookup(http, served))["streams"] if s["trace_id"].startswith("after")]
         assert len(after) == 31 and {s["upstream"] for s in after} == {"baseline"}
         assert {s["outcome"] for s in after} == {"complete"}
 
@@ -125,9 +139,20 @@ async def test_the_percent_file_ramps_without_a_restart(demo_gateway, tmp_path: 
     canary = await demo_gateway(**FAST)
     percent = tmp_path / "canary-percent"
     percent.write_text("0\n")
-    async with serve_process(baseline, "--canary", str(canary), "--canary-percent-file",
-                             str(percent), "--upstream-name", "blue", "--canary-name",
-                             "green") as served, aiohttp.ClientSession() as http:
+    async with (
+        serve_process(
+            baseline,
+            "--canary",
+            str(canary),
+            "--canary-percent-file",
+            str(percent),
+            "--upstream-name",
+            "blue",
+            "--canary-name",
+            "green",
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
         await asyncio.gather(*(chat(http, served.url, f"zero{i}") for i in range(10)))
         percent.write_text("100\n")
         changed = time.monotonic()
@@ -149,11 +174,19 @@ async def test_sticky_routing_holds_across_two_workers(demo_gateway) -> None:
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(**FAST)
     users = [f"user-{i}" for i in range(12)]
-    async with serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
-                             "--canary-sticky-header", "X-User", "--workers", "2") as served:
+    async with serve_process(
+        baseline,
+        "--canary",
+        str(canary),
+        "--canary-percent",
+        "50",
+        "--canary-sticky-header",
+        "X-User",
+        "--workers",
+        "2",
+    ) as served:
         # A fresh connection per request: SO_REUSEPORT spreads connections over the workers.
-        async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
             gate = asyncio.Semaphore(8)
 
             async def one(user: str, i: int) -> None:
@@ -176,20 +209,21 @@ async def test_sticky_routing_holds_across_two_workers(demo_gateway) -> None:
 async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gateway) -> None:
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(scenario="truncated", **FAST)
-    async with serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
-                             "--canary-guard", "--workers", "2") as served:
-        async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+    async with serve_process(
+        baseline, "--canary", str(canary), "--canary-percent", "50", "--canary-guard", "--workers", "2"
+    ) as served:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
             sent = 0
             while not any(line.get("event") == "canary_tripped" for line in served.lines):
                 assert sent < 400, "the guard never tripped"
-                await asyncio.gather(*(chat(fresh, served.url, f"g{sent + i}")
-                                       for i in range(8)))
+                await asyncio.gather(*(chat(fresh, served.url, f"g{sent + i}") for i in range(8)))
                 sent += 8
             tripped_at = time.monotonic()
             # Within a second every worker has followed (each polls the shared trip file).
-            while sum(line.get("event") in ("canary_tripped", "canary_trip_followed")
-                      for line in served.lines) < 2:
+            while (
+                sum(line.get("event") in ("canary_tripped", "canary_trip_followed") for line in served.lines)
+                < 2
+            ):
                 assert time.monotonic() - tripped_at < 1.5
                 await asyncio.sleep(0.05)
             await asyncio.gather(*(chat(fresh, served.url, f"after{i}") for i in range(40)))
@@ -205,7 +239,6 @@ async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gatewa
             while await gauge(http, served, "sse_audit_canary_tripped") != 0.0:
                 assert time.monotonic() - hup < 1.0, "a worker is still tripped"
                 await asyncio.sleep(0.02)
-            reloads = [line for line in served.lines
-                       if line.get("event") == "canary_percent_changed"]
+            reloads = [line for line in served.lines if line.get("event") == "canary_percent_changed"]
             assert len(reloads) == 2 and all(line["trip_cleared"] for line in reloads)
             assert await gauge(http, served, "sse_audit_canary_percent") == 50.0

@@ -17,8 +17,9 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
     full_env.update(env or {})
-    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout,
-                          env=full_env, check=False)
+    return subprocess.run(
+        [*EXE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -50,15 +51,22 @@ def test_port_in_use_is_a_one_line_error() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run("serve", "--upstream", "http://127.0.0.1:1", "--port", str(port),
-                   "--metrics-port", "0")
+        proc = run("serve", "--upstream", "http://127.0.0.1:1", "--port", str(port), "--metrics-port", "0")
     assert_one_line_error(proc, "address already in use", str(port))
 
 
 def test_help_documents_every_flag_with_its_environment_variable() -> None:
     proc = run("serve", "--help")
     assert proc.returncode == 0
-    for flag in ("--upstream", "--host", "--port", "--metrics-host", "--metrics-port",
-                 "--idle-timeout", "--max-models", "--log-format"):
+    for flag in (
+        "--upstream",
+        "--host",
+        "--port",
+        "--metrics-host",
+        "--metrics-port",
+        "--idle-timeout",
+        "--max-models",
+        "--log-format",
+    ):
         assert flag in proc.stdout
         assert "SSE_AUDIT_" + flag[2:].replace("-", "_").upper() in proc.stdout

@@ -33,22 +33,35 @@ def test_dashboard_has_the_canary_variables_and_a_described_panel_for_each_conce
     panels = [p for p in dash["panels"] if p["type"] != "row"]
     assert all(p["description"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
-    for needed in ("sse_audit_requests_total", "sse_audit_streams_total",
-                   "sse_audit_stream_anomalies_total", "sse_audit_time_to_first_token_seconds",
-                   "sse_audit_time_to_first_byte_seconds", "sse_audit_inter_chunk_gap_seconds",
-                   "sse_audit_stream_max_gap_seconds", "sse_audit_finish_reasons_total",
-                   "sse_audit_usage_tokens_total", "sse_audit_active_streams",
-                   "histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
-                   'anomaly="buffered"', 'anomaly="bursty"', 'outcome="truncated"', "missing_usage",
-                   "upstream_errors"):
+    for needed in (
+        "sse_audit_requests_total",
+        "sse_audit_streams_total",
+        "sse_audit_stream_anomalies_total",
+        "sse_audit_time_to_first_token_seconds",
+        "sse_audit_time_to_first_byte_seconds",
+        "sse_audit_inter_chunk_gap_seconds",
+        "sse_audit_stream_max_gap_seconds",
+        "sse_audit_finish_reasons_total",
+        "sse_audit_usage_tokens_total",
+        "sse_audit_active_streams",
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+        "histogram_quantile(0.99,",
+        'anomaly="buffered"',
+        'anomaly="bursty"',
+        'outcome="truncated"',
+        "missing_usage",
+        "upstream_errors",
+    ):
         assert needed in exprs, needed
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
 
 
 def test_every_recorded_series_the_dashboard_plots_is_defined_in_the_rules() -> None:
-    recorded = {r["record"] for g in yaml.safe_load(RULES.read_text())["groups"]
-                for r in g["rules"] if "record" in r}
+    recorded = {
+        r["record"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r
+    }
     exprs = [t["expr"] for p in json.loads(JSON.read_text())["panels"] for t in p.get("targets", ())]
     used = {name for e in exprs for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", e)}
     assert used and used <= recorded, used - recorded
@@ -60,21 +73,27 @@ def test_the_baseline_vs_canary_row_shows_both_sides_on_the_same_panels() -> Non
     titles = [r["title"] for r in rows]
     assert "Baseline vs canary" in titles
     start = dash["panels"].index(rows[titles.index("Baseline vs canary")])
-    following = dash["panels"][start + 1:]
-    row = following[:next((i for i, p in enumerate(following) if p["type"] == "row"),
-                          len(following))]
+    following = dash["panels"][start + 1 :]
+    row = following[: next((i for i, p in enumerate(following) if p["type"] == "row"), len(following))]
     exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in row}
     # Every panel but the share/guard one splits by side, so both sides share each panel.
     for title, expr in exprs.items():
         if title != "Canary share and guard":
             assert "by (upstream" in expr, title
     joined = " ".join(exprs.values())
-    for needed in ("sse_audit_streams_total", "sse_audit_bad_streams_total",
-                   "sse_audit_stream_anomalies_total", "sse_audit_time_to_first_token_seconds",
-                   "sse_audit_time_to_first_byte_seconds", "sse_audit_stream_max_gap_seconds",
-                   'anomaly="missing_usage"', "sse_audit_canary_percent",
-                   "sse_audit_canary_tripped", "histogram_quantile(0.5,",
-                   "histogram_quantile(0.95,"):
+    for needed in (
+        "sse_audit_streams_total",
+        "sse_audit_bad_streams_total",
+        "sse_audit_stream_anomalies_total",
+        "sse_audit_time_to_first_token_seconds",
+        "sse_audit_time_to_first_byte_seconds",
+        "sse_audit_stream_max_gap_seconds",
+        'anomaly="missing_usage"',
+        "sse_audit_canary_percent",
+        "sse_audit_canary_tripped",
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+    ):
         assert needed in joined, needed
 
 
@@ -91,7 +110,6 @@ def test_bursty_panel_plots_what_its_alert_evaluates_and_tells_the_operator_what
     assert 'anomaly="buffered"' in exprs[1]
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1]["value"] == float(threshold)
-    assert all("route" in t["legendFormat"] and "model" in t["legendFormat"]
-               for t in panel["targets"])
+    assert all("route" in t["legendFormat"] and "model" in t["legendFormat"] for t in panel["targets"])
     for needed in ("proxy_buffering", "gzip", "CDN", "re-batch", "anomaly=bursty"):
         assert needed in panel["description"], needed

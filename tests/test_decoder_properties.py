@@ -19,8 +19,7 @@ from sse_audit_proxy.core.sse import Event, SSEDecoder
 # The JSON strategy's repr is long; hypothesis warns about it when reporting a failure.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
-line_text = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
-                    max_size=12)
+line_text = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
 
 
 @st.composite
@@ -81,17 +80,32 @@ def observed(audit: StreamAudit) -> dict[str, Any]:
     """What must not depend on the cuts (`buffered` does: it judges arrival times)."""
     r = audit.finish(10.0, End.UPSTREAM_EOF)
     anomalies = [a for a in r.anomalies if a != "buffered"]
-    return {"outcome": r.outcome, "anomalies": anomalies, "frames": r.frames,
-            "content_frames": r.content_frames, "keepalives": r.keepalives, "done": r.done,
-            "finish": r.finish_reasons, "usage": r.usage, "tools": r.tool_calls,
-            "tokens": (r.prompt_tokens, r.completion_tokens), "open": r.unterminated_frame}
+    return {
+        "outcome": r.outcome,
+        "anomalies": anomalies,
+        "frames": r.frames,
+        "content_frames": r.content_frames,
+        "keepalives": r.keepalives,
+        "done": r.done,
+        "finish": r.finish_reasons,
+        "usage": r.usage,
+        "tools": r.tool_calls,
+        "tokens": (r.prompt_tokens, r.completion_tokens),
+        "open": r.unterminated_frame,
+    }
 
 
-def run_audit(route: str, chunks: list[bytes], encoding: str = "", sse: bool = True,
-              cap: int = 1 << 20) -> dict[str, Any]:
-    audit = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=True,
-                        content_encoding=encoding, event_stream=sse,
-                        thresholds=Thresholds(max_frame_bytes=cap))
+def run_audit(
+    route: str, chunks: list[bytes], encoding: str = "", sse: bool = True, cap: int = 1 << 20
+) -> dict[str, Any]:
+    audit = StreamAudit(
+        dialect_for_route(route)(),
+        0.0,
+        include_usage=True,
+        content_encoding=encoding,
+        event_stream=sse,
+        thresholds=Thresholds(max_frame_bytes=cap),
+    )
     for i, chunk in enumerate(chunks):
         audit.feed(chunk, 0.01 * (i + 1))
     if not sse:  # only an error document makes a record of a body that is no event stream
@@ -100,9 +114,10 @@ def run_audit(route: str, chunks: list[bytes], encoding: str = "", sse: bool = T
 
 
 frames = st.lists(
-    st.tuples(st.none() | st.sampled_from(["message_start", "response.completed", "x"]),
-              json_values.map(lambda v: json.dumps(v).encode()) | st.just(b"[DONE]")
-              | st.binary(max_size=10)),
+    st.tuples(
+        st.none() | st.sampled_from(["message_start", "response.completed", "x"]),
+        json_values.map(lambda v: json.dumps(v).encode()) | st.just(b"[DONE]") | st.binary(max_size=10),
+    ),
     max_size=12,
 )
 
@@ -125,8 +140,9 @@ def test_every_dialect_audits_any_json_events_without_error_and_independently_of
 
 
 @budget(200)
-@given(st.sampled_from(ROUTES), sse_bytes, cuts,
-       st.sampled_from(["", "gzip", "deflate", "br"]), st.booleans())
+@given(
+    st.sampled_from(ROUTES), sse_bytes, cuts, st.sampled_from(["", "gzip", "deflate", "br"]), st.booleans()
+)
 def test_audit_of_arbitrary_bytes_never_raises_whatever_the_encoding_label(
     route: str, body: bytes, cut_at: list[int], encoding: str, sse: bool
 ) -> None:
@@ -135,19 +151,27 @@ def test_audit_of_arbitrary_bytes_never_raises_whatever_the_encoding_label(
     if encoding and "malformed_frame" in whole.get("anomalies", ()):
         # zlib gives up at the same byte however the body is cut, but how much it decoded
         # just before depends on the cuts: only the verdict must agree.
-        assert (pieces["outcome"], "malformed_frame" in pieces["anomalies"]) == (
-            whole["outcome"], True)
+        assert (pieces["outcome"], "malformed_frame" in pieces["anomalies"]) == (whole["outcome"], True)
     else:
         assert pieces == whole
 
 
 @budget(150)
-@given(st.sampled_from(ROUTES), frames, cuts,
-       st.sampled_from([16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS]),
-       st.sampled_from([64, 1 << 20]), st.booleans())
+@given(
+    st.sampled_from(ROUTES),
+    frames,
+    cuts,
+    st.sampled_from([16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS]),
+    st.sampled_from([64, 1 << 20]),
+    st.booleans(),
+)
 def test_a_compressed_stream_audits_like_the_plain_one_at_any_cut(
-    route: str, events: list[tuple[str | None, bytes]], cut_at: list[int], wbits: int,
-    cap: int, members: bool,
+    route: str,
+    events: list[tuple[str | None, bytes]],
+    cut_at: list[int],
+    wbits: int,
+    cap: int,
+    members: bool,
 ) -> None:
     """Flushed at arbitrary points (or one gzip member per piece); the frame cap is also
     the inflater's piece size, so a small one exercises output held back inside zlib."""

@@ -28,8 +28,9 @@ def built_manifests() -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with its embedded kustomize) is not installed")
-    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -43,8 +44,15 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 
 def test_kustomization_builds_every_kind_an_operator_expects(manifests) -> None:
-    assert set(manifests) == {"ConfigMap", "Deployment", "Service", "PodMonitor", "PrometheusRule",
-                              "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    assert set(manifests) == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodMonitor",
+        "PrometheusRule",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -114,8 +122,13 @@ def test_every_selector_and_reference_points_at_the_proxy(manifests) -> None:
 def test_the_prometheus_rule_carries_exactly_the_shipped_rules(manifests) -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus" / "sse-audit-proxy.rules.yml").read_text())
     assert manifests["PrometheusRule"]["spec"] == rules
-    check = subprocess.run([sys.executable, str(K8S / "prometheusrule.py"), "--check"],
-                           capture_output=True, text=True, timeout=60, check=False)
+    check = subprocess.run(
+        [sys.executable, str(K8S / "prometheusrule.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -125,9 +138,13 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
-    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                           "vendor.compose-spec", str(COMPOSE)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -153,12 +170,18 @@ def test_compose_mounts_exist_and_wire_rules_and_dashboard() -> None:
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/sse-audit-proxy"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool missing: .ci/run installs Debian's prometheus package")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: .ci/run installs Debian's prometheus package"
+)
 def test_compose_prometheus_config_is_valid_and_loads_the_rules() -> None:
     config_path = DEPLOY / "prometheus" / "prometheus.yml"
-    proc = subprocess.run(["promtool", "check", "config", "--syntax-only", str(config_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["promtool", "check", "config", "--syntax-only", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     config = yaml.safe_load(config_path.read_text())
     [glob] = config["rule_files"]

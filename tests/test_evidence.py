@@ -28,19 +28,31 @@ from test_conformance import TIMING_ANOMALIES, load, observed, splits, untimed
 
 PROMPT = "PROMPT-TEXT-please-summarise-the-incident-report"
 COMPLETION = "COMPLETION-TEXT-the-answer-nobody-may-log"
-FAST = {"X-Demo-Frames": "12", "X-Demo-TTFT-Ms": "10", "X-Demo-Interval-Ms": "8",
-        "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": "300"}
+FAST = {
+    "X-Demo-Frames": "12",
+    "X-Demo-TTFT-Ms": "10",
+    "X-Demo-Interval-Ms": "8",
+    "X-Demo-Jitter": "0",
+    "X-Demo-Fault-Ms": "300",
+}
 
 
 def chat(model: str) -> dict[str, Any]:
-    return {"model": model, "stream": True, "stream_options": {"include_usage": True},
-            "temperature": 0.2, "messages": [{"role": "user", "content": PROMPT}]}
+    return {
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.2,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
 
 
-async def demo_stream(http: aiohttp.ClientSession, running: Any, scenario: str,
-                      trace_id: str) -> None:
-    async with http.post(running.url / "v1/chat/completions", json=chat(f"demo-{scenario}"),
-                         headers={**FAST, "X-Client-Request-Id": trace_id}) as resp:
+async def demo_stream(http: aiohttp.ClientSession, running: Any, scenario: str, trace_id: str) -> None:
+    async with http.post(
+        running.url / "v1/chat/completions",
+        json=chat(f"demo-{scenario}"),
+        headers={**FAST, "X-Client-Request-Id": trace_id},
+    ) as resp:
         with contextlib.suppress(aiohttp.ClientPayloadError):
             await resp.read()
     await running.record()
@@ -52,7 +64,8 @@ async def get_json(http: aiohttp.ClientSession, url: Any) -> tuple[int, Any]:
 
 
 async def test_stream_lookup_has_the_timeline_and_reasons(
-        demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
     running = await proxy(await demo_gateway())
     await demo_stream(http, running, "buffered", "trace-buffered-1")
     status, doc = await get_json(http, running.metrics_url / "streams/trace-buffered-1")
@@ -67,25 +80,34 @@ async def test_stream_lookup_has_the_timeline_and_reasons(
 
 
 async def test_evidence_file_is_self_contained_redacted_and_text_free(
-        upstream: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Set-Cookie": "session=abcdef0123456789",
-            "X-Debug": "Bearer sk-abcdefghijklmnopqrstuvwx", "X-Gateway-Region": "eu-west-1"})
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Set-Cookie": "session=abcdef0123456789",
+                "X-Debug": "Bearer sk-abcdefghijklmnopqrstuvwx",
+                "X-Gateway-Region": "eu-west-1",
+            }
+        )
         await resp.prepare(request)
         role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
         await resp.write(b"data: " + json.dumps(role).encode() + b"\n\n")
         for _ in range(3):
-            body = {"object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": {"content": COMPLETION}}]}
+            body = {
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": COMPLETION}}],
+            }
             await resp.write(b"data: " + json.dumps(body).encode() + b"\n\n")
             await asyncio.sleep(0.01)
         return resp  # no finish, no [DONE]: truncated
 
     running = await proxy(await upstream(handler))
-    async with http.post(running.url / "v1/chat/completions", json=chat("m"),
-                         headers={"X-Client-Request-Id": "trace-ev-1"}) as resp:
+    async with http.post(
+        running.url / "v1/chat/completions", json=chat("m"), headers={"X-Client-Request-Id": "trace-ev-1"}
+    ) as resp:
         await resp.read()
     await running.record()
     async with http.get(running.metrics_url / "streams/trace-ev-1/evidence") as resp:
@@ -104,8 +126,7 @@ async def test_evidence_file_is_self_contained_redacted_and_text_free(
     assert doc["verdict"]["outcome"] == "truncated"
     assert doc["verdict"]["reasons"][0].startswith("truncated: body ended after 3 content frames")
     content = [f for f in doc["frames"] if f["kind"] == "content"]
-    assert content[0]["skeleton"]["data"]["choices"][0]["delta"]["content"] == (
-        f"<{len(COMPLETION)}>")
+    assert content[0]["skeleton"]["data"]["choices"][0]["delta"]["content"] == (f"<{len(COMPLETION)}>")
     assert doc["timeline"]["frames"] == 4
 
 
@@ -113,8 +134,9 @@ async def json_answer(request: web.Request) -> web.Response:
     return web.Response(text="{}", content_type="application/json")
 
 
-async def test_unknown_trace_id_has_no_evidence(proxy: Any, upstream: Any,
-                                                http: aiohttp.ClientSession) -> None:
+async def test_unknown_trace_id_has_no_evidence(
+    proxy: Any, upstream: Any, http: aiohttp.ClientSession
+) -> None:
     running = await proxy(await upstream(json_answer))
     status, doc = await get_json(http, running.metrics_url / "streams/nope/evidence")
     assert status == 404 and doc["error"]["code"] == "trace_id_not_found"
@@ -122,24 +144,34 @@ async def test_unknown_trace_id_has_no_evidence(proxy: Any, upstream: Any,
 
 # Every streamed demo scenario (not `hang` and `cancel`, whose ends a test client would have to
 # stage, nor the `http-*` ones, which bring no frame), and the Responses shape's main ones.
-REPLAYED = [("chat", s.name) for s in SCENARIOS
-            if s.name not in ("hang", "cancel") and not s.name.startswith("http-")]
-REPLAYED += [("responses", name) for name in ("healthy", "buffered", "truncated", "tool-call",
-                                              "bad-tool-args", "bursty")]
+REPLAYED = [
+    ("chat", s.name) for s in SCENARIOS if s.name not in ("hang", "cancel") and not s.name.startswith("http-")
+]
+REPLAYED += [
+    ("responses", name)
+    for name in ("healthy", "buffered", "truncated", "tool-call", "bad-tool-args", "bursty")
+]
 
 
 @pytest.mark.parametrize(("route", "scenario"), REPLAYED, ids=[f"{r}-{s}" for r, s in REPLAYED])
 async def test_an_incident_becomes_a_conformance_case_in_one_step(
-        route: str, scenario: str, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
-        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    route: str,
+    scenario: str,
+    demo_gateway: Any,
+    proxy: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     running = await proxy(await demo_gateway())
     trace = f"incident-{route}-{scenario}"
     if route == "chat":
         await demo_stream(http, running, scenario, trace)
     else:
         body = {"model": f"demo-{scenario}", "stream": True, "input": PROMPT}
-        async with http.post(running.url / "v1/responses", json=body,
-                             headers={**FAST, "X-Client-Request-Id": trace}) as resp:
+        async with http.post(
+            running.url / "v1/responses", json=body, headers={**FAST, "X-Client-Request-Id": trace}
+        ) as resp:
             with contextlib.suppress(aiohttp.ClientPayloadError):
                 await resp.read()
         await running.record()
@@ -150,12 +182,14 @@ async def test_an_incident_becomes_a_conformance_case_in_one_step(
     # One reason per verdict that needs one, each naming it: the outcome's (unless complete),
     # then the anomalies' in order; each a sentence with the stream's own figures.
     reasons = evidence["verdict"]["reasons"]
-    named = ([] if recorded["outcome"] == "complete" else [recorded["outcome"]])
+    named = [] if recorded["outcome"] == "complete" else [recorded["outcome"]]
     assert [r.split(": ", 1)[0] for r in reasons] == named + recorded["anomalies"]
     assert all(len(r.split(": ", 1)[1]) > 20 for r in reasons)
 
-    assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out",
-                 str(tmp_path / "conformance")]) == 0
+    assert (
+        main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out", str(tmp_path / "conformance")])
+        == 0
+    )
     assert "(reproduced)" in capsys.readouterr().out
     (case_path,) = (tmp_path / "conformance" / "cases").glob("*.json")
     case = load(case_path)
@@ -169,14 +203,15 @@ async def test_an_incident_becomes_a_conformance_case_in_one_step(
 
 
 def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(
-        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "e.json").write_text(json.dumps({"trace_id": "x", "stream": None,
-                                                 "timeline": None}))
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "e.json").write_text(json.dumps({"trace_id": "x", "stream": None, "timeline": None}))
     assert main(["evidence-to-case", str(tmp_path / "e.json"), "--out", str(tmp_path)]) == 2
     assert "no stream to replay" in capsys.readouterr().err
 
 
 # stream_evidence log lines ------------------------------------------------------------------
+
 
 @pytest.fixture
 def log_lines() -> Any:
@@ -193,7 +228,8 @@ def log_lines() -> Any:
 
 
 async def test_every_anomalous_stream_logs_its_evidence_as_one_json_line(
-        log_lines: Any, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
+    log_lines: Any, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
     running = await proxy(await demo_gateway())
     await demo_stream(http, running, "healthy", "trace-ok")
     await demo_stream(http, running, "truncated", "trace-cut")
@@ -211,8 +247,7 @@ async def test_every_anomalous_stream_logs_its_evidence_as_one_json_line(
     assert PROMPT not in raw
 
 
-async def test_instance_header_is_opt_in(upstream: Any, proxy: Any,
-                                         http: aiohttp.ClientSession) -> None:
+async def test_instance_header_is_opt_in(upstream: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
     up = await upstream(json_answer)
     plain = await proxy(up)
     named = await proxy(up, instance_header="X-Audit-Instance")
@@ -223,13 +258,15 @@ async def test_instance_header_is_opt_in(upstream: Any, proxy: Any,
 
 
 async def test_evidence_is_found_whichever_worker_relayed_the_stream(
-        demo_gateway: Any, http: aiohttp.ClientSession) -> None:
+    demo_gateway: Any, http: aiohttp.ClientSession
+) -> None:
     from cli_process import serve_process
     from demo_client import FAST as GATEWAY_FAST
     from demo_client import send
 
-    async with serve_process(await demo_gateway(**GATEWAY_FAST), "--workers", "2",
-                             "--instance-header", "X-Audit-Instance") as served:
+    async with serve_process(
+        await demo_gateway(**GATEWAY_FAST), "--workers", "2", "--instance-header", "X-Audit-Instance"
+    ) as served:
         # A fresh connection per request: SO_REUSEPORT balances connections.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
             for i in range(12):
@@ -262,14 +299,30 @@ def test_the_suite_wide_text_scan_catches_a_record_carrying_prompt_text() -> Non
 
 
 async def test_a_logged_evidence_line_is_an_evidence_file_for_evidence_to_case(
-        log_lines: Any, demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
-        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_lines: Any,
+    demo_gateway: Any,
+    proxy: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     running = await proxy(await demo_gateway())
     await demo_stream(http, running, "no-done", "trace-from-logs")
     (line,) = [e for e in log_lines() if e["event"] == "stream_evidence"]
     (tmp_path / "from-logs.json").write_text(json.dumps(line["evidence"]))
-    assert main(["evidence-to-case", str(tmp_path / "from-logs.json"), "--out",
-                 str(tmp_path / "c"), "--name", "from_logs"]) == 0
+    assert (
+        main(
+            [
+                "evidence-to-case",
+                str(tmp_path / "from-logs.json"),
+                "--out",
+                str(tmp_path / "c"),
+                "--name",
+                "from_logs",
+            ]
+        )
+        == 0
+    )
     assert "(reproduced)" in capsys.readouterr().out
     case = load(tmp_path / "c" / "cases" / "from_logs.json")
     assert observed(case.replay_timed()) == line["evidence"]["stream"]
@@ -291,8 +344,8 @@ RECORDED = [p for p in CONFORMANCE_CASES if "timed" not in p.read_text()]
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_every_recorded_stream_comes_back_from_its_evidence(
-        path: pathlib.Path, upstream: Any, proxy: Any, http: aiohttp.ClientSession,
-        tmp_path: pathlib.Path) -> None:
+    path: pathlib.Path, upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path
+) -> None:
     case = load(path)
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -303,8 +356,9 @@ async def test_every_recorded_stream_comes_back_from_its_evidence(
         return resp
 
     running = await proxy(await upstream(serve))
-    async with http.post(running.url.with_path(case.path), json=case.request,
-                         headers={"X-Client-Request-Id": "recorded"}) as resp:
+    async with http.post(
+        running.url.with_path(case.path), json=case.request, headers={"X-Client-Request-Id": "recorded"}
+    ) as resp:
         await resp.read()
     await running.record()
     async with http.get(running.metrics_url / "streams/recorded/evidence") as resp:
@@ -312,8 +366,9 @@ async def test_every_recorded_stream_comes_back_from_its_evidence(
     doc = json.loads((tmp_path / "e.json").read_text())
     if doc["stream"] is None or not doc["timeline"]["frames"]:
         pytest.skip("not a stream, or no frame: nothing to replay (the command says so)")
-    code = main(["evidence-to-case", str(tmp_path / "e.json"), "--out", str(tmp_path / "c"),
-                 "--name", "back"])
+    code = main(
+        ["evidence-to-case", str(tmp_path / "e.json"), "--out", str(tmp_path / "c"), "--name", "back"]
+    )
     if case.name in REBUILT_DIFFERENTLY:
         assert code == 1 and not (tmp_path / "c").exists()
         return

@@ -16,18 +16,29 @@ from yarl import URL
 from sse_audit_proxy.core.sse import SSEDecoder
 from sse_audit_proxy.tools.scenarios import SCENARIOS
 
-FAST = {"X-Demo-TTFT-Ms": "5", "X-Demo-Interval-Ms": "1", "X-Demo-Jitter": "0",
-        "X-Demo-Fault-Ms": "10"}
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "lookup_order", "description": "Find an order",
-    "parameters": {"type": "object", "properties": {
-        "order_id": {"type": "string"}, "items": {"type": "integer"},
-        "express": {"type": "boolean"}}, "required": ["order_id"]}}}
+FAST = {"X-Demo-TTFT-Ms": "5", "X-Demo-Interval-Ms": "1", "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": "10"}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup_order",
+        "description": "Find an order",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "items": {"type": "integer"},
+                "express": {"type": "boolean"},
+            },
+            "required": ["order_id"],
+        },
+    },
+}
 
 
 def client(gateway: URL, **headers: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key="demo", base_url=str(gateway / "v1"),
-                              default_headers={**FAST, **headers}, max_retries=0)
+    return openai.AsyncOpenAI(
+        api_key="demo", base_url=str(gateway / "v1"), default_headers={**FAST, **headers}, max_retries=0
+    )
 
 
 def messages(text: str = "Summarise the rollout plan.") -> list[dict[str, Any]]:
@@ -38,8 +49,8 @@ async def test_chat_streamed_usage_chunk_equals_the_non_streamed_usage(demo_gate
     sdk = client(await demo_gateway())
     whole = await sdk.chat.completions.create(model="demo-healthy", messages=messages(), seed=7)
     stream = await sdk.chat.completions.create(
-        model="demo-healthy", messages=messages(), seed=7, stream=True,
-        stream_options={"include_usage": True})
+        model="demo-healthy", messages=messages(), seed=7, stream=True, stream_options={"include_usage": True}
+    )
     text, usage, finish = [], None, None
     async for chunk in stream:
         if chunk.usage is not None:
@@ -57,8 +68,9 @@ async def test_chat_streamed_usage_chunk_equals_the_non_streamed_usage(demo_gate
 async def test_completions_streamed_usage_equals_the_non_streamed_usage(demo_gateway: Any) -> None:
     sdk = client(await demo_gateway())
     whole = await sdk.completions.create(model="demo-healthy", prompt="Once upon a canary")
-    stream = await sdk.completions.create(model="demo-healthy", prompt="Once upon a canary",
-                                          stream=True, stream_options={"include_usage": True})
+    stream = await sdk.completions.create(
+        model="demo-healthy", prompt="Once upon a canary", stream=True, stream_options={"include_usage": True}
+    )
     text, usage = [], None
     async for chunk in stream:
         usage = chunk.usage or usage
@@ -78,10 +90,18 @@ async def test_responses_stream_has_the_openai_event_shapes_and_usage(demo_gatew
             kinds.append(event.type)
             numbers.append(event.sequence_number)
         final = await stream.get_final_response()
-    assert kinds[:4] == ["response.created", "response.in_progress",
-                         "response.output_item.added", "response.content_part.added"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done",
-                          "response.output_item.done", "response.completed"]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert set(kinds[4:-4]) == {"response.output_text.delta"}
     assert numbers == list(range(len(kinds)))
     assert final.output_text == whole.output_text and final.status == "completed"
@@ -92,11 +112,9 @@ async def test_responses_stream_has_the_openai_event_shapes_and_usage(demo_gatew
 
 async def test_responses_function_call_arguments_stream_as_deltas(demo_gateway: Any) -> None:
     sdk = client(await demo_gateway())
-    tool = {"type": "function", "name": "lookup_order",
-            "parameters": WEATHER_TOOL["function"]["parameters"]}  # type: ignore[index]
+    tool = {"type": "function", "name": "lookup_order", "parameters": WEATHER_TOOL["function"]["parameters"]}  # type: ignore[index]
     deltas: list[str] = []
-    async with sdk.responses.stream(model="gpt-4.1", input="Where is order 12?",
-                                    tools=[tool]) as stream:  # type: ignore[list-item]
+    async with sdk.responses.stream(model="gpt-4.1", input="Where is order 12?", tools=[tool]) as stream:  # type: ignore[list-item]
         async for event in stream:
             if event.type == "response.function_call_arguments.delta":
                 deltas.append(event.delta)
@@ -105,11 +123,20 @@ async def test_responses_function_call_arguments_stream_as_deltas(demo_gateway: 
     assert call.type == "function_call" and call.name == "lookup_order"
     assert len(deltas) > 1 and "".join(deltas) == call.arguments
     assert set(json.loads(call.arguments)) == {"order_id", "items", "express"}
-    follow_up = await sdk.responses.create(model="gpt-4.1", tools=[tool], input=[  # type: ignore[list-item]
-        {"role": "user", "content": "Where is order 12?"},
-        {"type": "function_call", "call_id": call.call_id, "name": call.name,
-         "arguments": call.arguments},
-        {"type": "function_call_output", "call_id": call.call_id, "output": "shipped"}])
+    follow_up = await sdk.responses.create(
+        model="gpt-4.1",
+        tools=[tool],
+        input=[  # type: ignore[list-item]
+            {"role": "user", "content": "Where is order 12?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "shipped"},
+        ],
+    )
     assert follow_up.output_text and follow_up.output[0].type == "message"
 
 
@@ -118,8 +145,9 @@ async def test_streamed_tool_call_assembles_into_json_and_the_follow_up_gets_tex
 ) -> None:
     sdk = client(await demo_gateway())
     asked = messages("Where is my order?")
-    stream = await sdk.chat.completions.create(model="gpt-4o", messages=asked, stream=True,
-                                               tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o", messages=asked, stream=True, tools=[WEATHER_TOOL]
+    )  # type: ignore[list-item]
     call_id = name = None
     fragments: list[str] = []
     finish = None
@@ -136,13 +164,25 @@ async def test_streamed_tool_call_assembles_into_json_and_the_follow_up_gets_tex
     assert len(fragments) > 1 and finish == "tool_calls"
     assert isinstance(arguments["order_id"], str) and isinstance(arguments["items"], int)
 
-    follow_up = await sdk.chat.completions.create(model="gpt-4o", tools=[WEATHER_TOOL], messages=[
-        *asked,
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": call_id, "type": "function",
-            "function": {"name": name, "arguments": "".join(fragments)}}]},
-        {"role": "tool", "tool_call_id": call_id, "content": '{"status": "shipped"}'},
-    ])  # type: ignore[list-item]
+    follow_up = await sdk.chat.completions.create(
+        model="gpt-4o",
+        tools=[WEATHER_TOOL],
+        messages=[
+            *asked,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": "".join(fragments)},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": '{"status": "shipped"}'},
+        ],
+    )  # type: ignore[list-item]
     choice = follow_up.choices[0]
     assert choice.finish_reason == "stop" and choice.message.content
     assert not choice.message.tool_calls
@@ -164,8 +204,7 @@ async def test_same_prompt_gives_the_same_answer_and_another_prompt_does_not(
 
 async def test_max_tokens_cuts_the_answer_with_finish_reason_length(demo_gateway: Any) -> None:
     sdk = client(await demo_gateway())
-    done = await sdk.chat.completions.create(model="demo-healthy", messages=messages(),
-                                             max_tokens=3)
+    done = await sdk.chat.completions.create(model="demo-healthy", messages=messages(), max_tokens=3)
     assert done.choices[0].finish_reason == "length"
     assert done.usage is not None and done.usage.completion_tokens == 3
 
@@ -186,12 +225,15 @@ async def test_unknown_scenarios_and_bad_bodies_get_openai_shaped_errors(
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as bad_header:
         await client(gateway, **{"X-Demo-Scenario": "nope"}).chat.completions.create(
-            model="gpt-4o", messages=messages())
+            model="gpt-4o", messages=messages()
+        )
     assert bad_header.value.code == "unknown_scenario"
     with pytest.raises(openai.RateLimitError):
         await sdk.chat.completions.create(model="demo-http-429", messages=messages())
-    async with aiohttp.ClientSession() as http, \
-            http.post(gateway / "v1/chat/completions", data=b"{not json") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gateway / "v1/chat/completions", data=b"{not json") as resp,
+    ):
         assert resp.status == 400
         error = (await resp.json())["error"]
     assert set(error) >= {"message", "type", "code"}
@@ -209,22 +251,28 @@ async def test_header_knobs_set_frames_and_time_to_first_token(demo_gateway: Any
             async for chunk in resp.content.iter_any():
                 arrivals.extend((time.monotonic(), e.data) for e in decoder.feed(chunk))
     tokens = [(t, json.loads(d)) for t, d in arrivals if d != b"[DONE]"]
-    content = [(t, c) for t, c in tokens
-               if c["choices"] and c["choices"][0]["delta"].get("content")]
+    content = [(t, c) for t, c in tokens if c["choices"] and c["choices"][0]["delta"].get("content")]
     assert len(content) == 5
     assert content[0][0] - started >= 0.2
 
 
 async def test_sent_at_frames_carry_their_send_time(demo_gateway: Any) -> None:
     gateway = await demo_gateway()
-    headers = {"X-Demo-Frames": "20", "X-Demo-TTFT-Ms": "0", "X-Demo-Interval-Ms": "20",
-               "X-Demo-Jitter": "0", "X-Demo-Sent-At": "1"}
+    headers = {
+        "X-Demo-Frames": "20",
+        "X-Demo-TTFT-Ms": "0",
+        "X-Demo-Interval-Ms": "20",
+        "X-Demo-Jitter": "0",
+        "X-Demo-Sent-At": "1",
+    }
     body = {"model": "demo-healthy", "stream": True, "messages": messages()}
     decoder = SSEDecoder()
     latencies: list[float] = []
     stamps: list[float] = []
-    async with aiohttp.ClientSession() as http, \
-            http.post(gateway / "v1/chat/completions", json=body, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gateway / "v1/chat/completions", json=body, headers=headers) as resp,
+    ):
         async for chunk in resp.content.iter_any():
             now = time.time()
             for event in decoder.feed(chunk):
@@ -243,9 +291,11 @@ async def test_reset_scenario_sends_a_tcp_reset(demo_gateway: Any) -> None:
     assert gateway.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     body = json.dumps({"model": "demo-reset", "stream": True, "messages": messages()}).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                 b"application/json\r\nX-Demo-Frames: 6\r\nX-Demo-TTFT-Ms: 0\r\n"
-                 b"X-Demo-Interval-Ms: 2\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"application/json\r\nX-Demo-Frames: 6\r\nX-Demo-TTFT-Ms: 0\r\n"
+        b"X-Demo-Interval-Ms: 2\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     received = b""
     with pytest.raises(ConnectionResetError):
         while chunk := await asyncio.wait_for(reader.read(65536), 5):
@@ -258,21 +308,28 @@ async def test_reset_scenario_sends_a_tcp_reset(demo_gateway: Any) -> None:
 # Real servers' wire habits -------------------------------------------------------------------
 
 CHAT = {"stream": True, "stream_options": {"include_usage": True}, "messages": messages()}
-ROUTE_BODIES = {"chat/completions": CHAT,
-                "completions": {"stream": True, "stream_options": {"include_usage": True},
-                                "prompt": "Once upon a canary"},
-                "responses": {"stream": True, "input": "Summarise the plan."}}
+ROUTE_BODIES = {
+    "chat/completions": CHAT,
+    "completions": {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "prompt": "Once upon a canary",
+    },
+    "responses": {"stream": True, "input": "Summarise the plan."},
+}
 
 
-async def timed_stream(gateway: URL, route: str, model: str, **headers: str
-                       ) -> tuple[aiohttp.ClientResponse, list[tuple[float, bytes]], float]:
+async def timed_stream(
+    gateway: URL, route: str, model: str, **headers: str
+) -> tuple[aiohttp.ClientResponse, list[tuple[float, bytes]], float]:
     """(response, [(arrival, event data)], when the body ended), times from the request."""
     decoder = SSEDecoder()
     events: list[tuple[float, bytes]] = []
     async with aiohttp.ClientSession() as http:
         started = time.monotonic()
-        async with http.post(gateway / "v1" / route, json={"model": model, **ROUTE_BODIES[route]},
-                             headers={**FAST, **headers}) as resp:
+        async with http.post(
+            gateway / "v1" / route, json={"model": model, **ROUTE_BODIES[route]}, headers={**FAST, **headers}
+        ) as resp:
             async for chunk in resp.content.iter_any():
                 now = time.monotonic() - started
                 events.extend((now, e.data) for e in decoder.feed(chunk))
@@ -280,17 +337,21 @@ async def timed_stream(gateway: URL, route: str, model: str, **headers: str
     return resp, events, ended
 
 
-@pytest.mark.parametrize(("route", "model", "habits"), [
-    ("chat/completions", "demo-late-terminator", ""),
-    ("responses", "demo-tool-call", "late-terminator"),
-    ("completions", "demo-no-usage", "late-terminator,text-plain"),
-])
+@pytest.mark.parametrize(
+    ("route", "model", "habits"),
+    [
+        ("chat/completions", "demo-late-terminator", ""),
+        ("responses", "demo-tool-call", "late-terminator"),
+        ("completions", "demo-no-usage", "late-terminator,text-plain"),
+    ],
+)
 async def test_late_terminator_ends_the_body_a_while_after_the_last_event(
     demo_gateway: Any, route: str, model: str, habits: str
 ) -> None:
     gateway = await demo_gateway()
-    resp, events, ended = await timed_stream(gateway, route, model, **{
-        "X-Demo-Habits": habits, "X-Demo-Terminator-Ms": "400"})
+    resp, events, ended = await timed_stream(
+        gateway, route, model, **{"X-Demo-Habits": habits, "X-Demo-Terminator-Ms": "400"}
+    )
     last_at, last = events[-1]
     assert last == b"[DONE]" or json.loads(last)["type"] == "response.completed"
     assert 0.35 <= ended - last_at < 2.0  # the terminator came in a write of its own
@@ -298,25 +359,30 @@ async def test_late_terminator_ends_the_body_a_while_after_the_last_event(
     assert resp.status == 200 and healthy_end - healthy[-1][0] < 0.1  # without: at once
 
 
-@pytest.mark.parametrize(("route", "model", "habits"), [
-    ("chat/completions", "demo-wrong-content-type", ""),
-    ("responses", "demo-tool-call", "text-plain"),
-])
+@pytest.mark.parametrize(
+    ("route", "model", "habits"),
+    [
+        ("chat/completions", "demo-wrong-content-type", ""),
+        ("responses", "demo-tool-call", "text-plain"),
+    ],
+)
 async def test_text_plain_labels_a_real_event_stream_as_plain_text(
     demo_gateway: Any, route: str, model: str, habits: str
 ) -> None:
-    resp, events, _ = await timed_stream(await demo_gateway(), route, model,
-                                         **{"X-Demo-Habits": habits})
+    resp, events, _ = await timed_stream(await demo_gateway(), route, model, **{"X-Demo-Habits": habits})
     assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
     last = events[-1][1]
     assert last == b"[DONE]" or json.loads(last)["type"] == "response.completed"
 
 
-@pytest.mark.parametrize(("route", "model", "habits"), [
-    ("chat/completions", "demo-bursty", ""),
-    ("completions", "gpt-4o-mini", "bursty"),
-    ("responses", "demo-healthy", "bursty"),
-])
+@pytest.mark.parametrize(
+    ("route", "model", "habits"),
+    [
+        ("chat/completions", "demo-bursty", ""),
+        ("completions", "gpt-4o-mini", "bursty"),
+        ("responses", "demo-healthy", "bursty"),
+    ],
+)
 async def test_bursty_releases_the_tokens_in_clumps_after_silences(
     demo_gateway: Any, route: str, model: str, habits: str
 ) -> None:
@@ -333,9 +399,14 @@ async def test_bursty_releases_the_tokens_in_clumps_after_silences(
     assert len(content) == 50 and len(groups) >= 4
     assert all(10 <= len(g) <= 12 for g in groups)
     usage = _usage(events)
-    async with aiohttp.ClientSession() as http, http.post(
-            gateway / "v1" / route, headers={**FAST, "X-Demo-Habits": habits},
-            json={"model": model, **ROUTE_BODIES[route], "stream": False}) as plain:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gateway / "v1" / route,
+            headers={**FAST, "X-Demo-Habits": habits},
+            json={"model": model, **ROUTE_BODIES[route], "stream": False},
+        ) as plain,
+    ):
         assert usage == (await plain.json())["usage"]  # the extra tokens are in both answers
 
 
@@ -358,16 +429,18 @@ def _usage(events: list[tuple[float, bytes]]) -> dict[str, Any]:
     raise AssertionError("no usage in the stream")
 
 
-@pytest.mark.parametrize(("route", "model", "habits"), [
-    ("chat/completions", "demo-error-no-done", ""),
-    ("completions", "demo-healthy", "error-no-done"),
-    ("responses", "demo-tool-call", "error-no-done"),
-])
+@pytest.mark.parametrize(
+    ("route", "model", "habits"),
+    [
+        ("chat/completions", "demo-error-no-done", ""),
+        ("completions", "demo-healthy", "error-no-done"),
+        ("responses", "demo-tool-call", "error-no-done"),
+    ],
+)
 async def test_error_no_done_ends_the_body_after_a_bare_rate_limit_error(
     demo_gateway: Any, route: str, model: str, habits: str
 ) -> None:
-    resp, events, _ = await timed_stream(await demo_gateway(), route, model,
-                                         **{"X-Demo-Habits": habits})
+    resp, events, _ = await timed_stream(await demo_gateway(), route, model, **{"X-Demo-Habits": habits})
     last = json.loads(events[-1][1])
     assert set(last) == {"error"} and last["error"]["code"] == "rate_limit_exceeded"
     assert {"message", "type"} <= set(last["error"])
@@ -376,9 +449,14 @@ async def test_error_no_done_ends_the_body_after_a_bare_rate_limit_error(
 
 
 async def test_an_unknown_habit_is_refused_with_an_openai_shaped_error(demo_gateway: Any) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-            await demo_gateway() / "v1/chat/completions", headers={"X-Demo-Habits": "bursty,nope"},
-            json={"model": "demo-healthy", **CHAT}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            await demo_gateway() / "v1/chat/completions",
+            headers={"X-Demo-Habits": "bursty,nope"},
+            json={"model": "demo-healthy", **CHAT},
+        ) as resp,
+    ):
         assert resp.status == 400
         error = (await resp.json())["error"]
     assert error["code"] == "unknown_habit" and "nope" in error["message"]

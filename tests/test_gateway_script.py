@@ -36,11 +36,17 @@ def prompt(text: str = "hello") -> Prompt:
     return chat_prompt({"messages": [{"role": "user", "content": text}]})
 
 
-def script(scenario: str, frames: int = 10, shape: Shape = Shape(),  # noqa: B008
-           timing: Timing = TIMING, **habits: bool) -> Script:
+def script(
+    scenario: str,
+    frames: int = 10,
+    shape: Shape = Shape(),  # noqa: B008
+    timing: Timing = TIMING,
+    **habits: bool,
+) -> Script:
     answer = plan(prompt(), frames=frames)
-    return compose(chat_stream(answer, "m", include_usage=True, shape=shape), scenario,
-                   timing, answer.seed, **habits)
+    return compose(
+        chat_stream(answer, "m", include_usage=True, shape=shape), scenario, timing, answer.seed, **habits
+    )
 
 
 def content_frames(data: bytes) -> int:
@@ -93,8 +99,7 @@ def test_keepalive_script_pings_while_waiting_and_between_tokens() -> None:
 
 
 def test_truncated_and_reset_scripts_stop_after_half_the_tokens() -> None:
-    for scenario, end in (("truncated", EndAction.EOF), ("reset", EndAction.RESET),
-                          ("hang", EndAction.HANG)):
+    for scenario, end in (("truncated", EndAction.EOF), ("reset", EndAction.RESET), ("hang", EndAction.HANG)):
         s = script(scenario)
         assert s.end is end
         assert sum(data.count(b'"content":"') for _, data in s.writes) == 1 + 5  # role, tokens
@@ -108,12 +113,21 @@ def test_crlf_script_has_no_bare_line_feed() -> None:
 
 def test_responses_sequence_numbers_never_skip_whatever_the_shape_drops() -> None:
     answer = plan(prompt(), frames=6)
-    for shape in (Shape(), Shape(finish=False), Shape(error_at=3), Shape(usage=False),
-                  Shape(malformed_at=2), Shape(error_at=3, rate_limited=True)):
+    for shape in (
+        Shape(),
+        Shape(finish=False),
+        Shape(error_at=3),
+        Shape(usage=False),
+        Shape(malformed_at=2),
+        Shape(error_at=3, rate_limited=True),
+    ):
         frames = responses_stream(answer, "m", {}, shape=shape)
         body = frames.start + b"".join(frames.content) + frames.tail
-        numbers = [orjson.loads(line[6:])["sequence_number"]
-                   for line in body.split(b"\n") if line.startswith(b"data: {\"type\"")]
+        numbers = [
+            orjson.loads(line[6:])["sequence_number"]
+            for line in body.split(b"\n")
+            if line.startswith(b'data: {"type"')
+        ]
         assert numbers == list(range(len(numbers))), shape
 
 
@@ -137,8 +151,7 @@ def test_bursty_script_releases_clumps_of_10_to_12_frames_in_one_write_each() ->
     assert writes[-1][1].endswith(b"data: [DONE]\n\n")  # the tail leaves with the last clump
     answer = plan(prompt(), frames=BURSTY_MIN_FRAMES)  # the same bytes as the healthy stream
     frames = chat_stream(answer, "m", include_usage=True, shape=Shape())
-    bursty, healthy = (compose(frames, "healthy", TIMING, answer.seed, bursty=b)
-                       for b in (True, False))
+    bursty, healthy = (compose(frames, "healthy", TIMING, answer.seed, bursty=b) for b in (True, False))
     assert b"".join(d for _, d in bursty.writes) == b"".join(d for _, d in healthy.writes)
 
 
@@ -146,8 +159,7 @@ def test_bursty_clumps_go_when_their_last_token_is_made_at_a_slow_pace() -> None
     slow = Timing(ttft=0.1, interval=0.05, jitter=0.0)
     writes = [t for t, data in script("healthy", 60, timing=slow, bursty=True).writes if data]
     # 12 tokens 50 ms apart take 0.55 s, more than the minimum silence: no extra wait.
-    assert [round(t, 6) for t in writes] == [round(0.1 + 0.05 * (12 * k + 11), 6)
-                                             for k in range(5)]
+    assert [round(t, 6) for t in writes] == [round(0.1 + 0.05 * (12 * k + 11), 6) for k in range(5)]
 
 
 def test_bursty_clumps_hold_10_to_12_frames_for_every_length_from_the_minimum() -> None:

@@ -10,10 +10,12 @@ from aiohttp import web
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 
-STREAM = (b'data: {"choices":[{"text":"Hi","index":0,"finish_reason":null}]}\n\n'
-          b'data: {"choices":[{"text":"","index":0,"finish_reason":"stop"}]}\n\n'
-          b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
-          b"data: [DONE]\n\n")
+STREAM = (
+    b'data: {"choices":[{"text":"Hi","index":0,"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"text":"","index":0,"finish_reason":"stop"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    b"data: [DONE]\n\n"
+)
 
 
 def test_generic_dialect_does_not_report_usage_it_never_reads() -> None:

@@ -39,6 +39,7 @@ async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
 
     url = await upstream(handler, handler_cancellation=True)
     async with cli_proxy(url, "--drain-timeout", str(DRAIN)) as (child, proxy_url, admin):
+
         def body(model: str) -> dict[str, Any]:
             return {"model": model, "stream": True, "messages": []}
 
@@ -63,8 +64,9 @@ async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
         async with http.get(admin / "healthz") as r:
             assert r.status == 200
         async with http.get(admin / "metrics") as r:
-            assert ('sse_audit_active_streams{route="chat_completions",upstream="baseline"} 2.0'
-                    in await r.text())
+            assert (
+                'sse_audit_active_streams{route="chat_completions",upstream="baseline"} 2.0' in await r.text()
+            )
         # New connections are refused.
         with pytest.raises(aiohttp.ClientConnectorError):
             async with aiohttp.ClientSession() as fresh:
@@ -92,8 +94,7 @@ async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
     assert ends["long"]["content_frames"] >= 1 and ends["long"]["ttft_ms"] is not None
     events = [line["event"] for line in lines]
     assert events[0] == "proxy_draining" and events[-1] == "proxy_stopped"
-    assert events.index("proxy_stopped") > max(i for i, e in enumerate(events)
-                                              if e == "stream_end")
+    assert events.index("proxy_stopped") > max(i for i, e in enumerate(events) if e == "stream_end")
     assert len(tally.closed_at) == 1, "the cut stream's upstream request was closed"
 
 

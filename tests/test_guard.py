@@ -20,8 +20,14 @@ from sse_audit_proxy.core.guard import (
 def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
     for outcome in ("truncated", "upstream_error", "timeout"):
         assert is_bad(outcome, [])
-    for anomaly in ("buffered", "bursty", "missing_done", "missing_finish_reason",
-                    "missing_usage", "invalid_tool_arguments"):
+    for anomaly in (
+        "buffered",
+        "bursty",
+        "missing_done",
+        "missing_finish_reason",
+        "missing_usage",
+        "invalid_tool_arguments",
+    ):
         assert is_bad("complete", [anomaly])
     assert not is_bad("complete", [])
     assert not is_bad("complete", ["malformed_frame", "error_event"])
@@ -45,8 +51,14 @@ def test_quantile_ranks_need_90_samples_for_an_upper_bound_of_a_p95() -> None:
     assert lower == 16  # P(Bin(20, .95) >= 16) = 0.997 >= 0.99
 
 
-def alternate(guard: Guard, n: int, canary_bad: float, baseline_bad: float,
-              rng: random.Random, ttft: tuple[float, float] = (0.1, 0.1)) -> int | None:
+def alternate(
+    guard: Guard,
+    n: int,
+    canary_bad: float,
+    baseline_bad: float,
+    rng: random.Random,
+    ttft: tuple[float, float] = (0.1, 0.1),
+) -> int | None:
     """Streams alternate baseline, canary; returns the canary stream count at the trip."""
     for i in range(n):
         canary = i % 2 == 1
@@ -82,18 +94,17 @@ def test_a_difference_within_the_margin_does_not_trip() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("fault_rate,canary_share", [(0.05, 0.5), (0.3, 0.1), (0.5, 0.5),
-                                                      (0.2, 0.9)])
+@pytest.mark.parametrize("fault_rate,canary_share", [(0.05, 0.5), (0.3, 0.1), (0.5, 0.5), (0.2, 0.9)])
 def test_equal_sides_under_the_same_random_faults_never_trip_in_2000_streams(
-        seed: int, fault_rate: float, canary_share: float) -> None:
+    seed: int, fault_rate: float, canary_share: float
+) -> None:
     rng = random.Random(seed)
     guard = Guard()
     for i in range(2000):
         canary = rng.random() < canary_share
         # Heavy-tailed TTFTs, the same distribution on both sides.
         sample = Sample(f"t{i}", rng.random() < fault_rate, rng.lognormvariate(-1.0, 1.0))
-        assert guard.observe(canary, sample) is None, (i, guard.canary.figures(),
-                                                       guard.baseline.figures())
+        assert guard.observe(canary, sample) is None, (i, guard.canary.figures(), guard.baseline.figures())
 
 
 def test_a_canary_three_times_slower_trips_the_ttft_rule() -> None:

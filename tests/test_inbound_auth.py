@@ -31,22 +31,25 @@ async def test_request_without_an_allowed_key_gets_401_and_never_reaches_upstrea
     upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     tally = Tally()
-    p = await proxy(await upstream(streaming_handler(complete_stream(1), tally)),
-                    require_keys=(KEY,))
-    for headers in ({}, {"Authorization": "Bearer sk-wrong-0123456789abcdef"},
-                    {"Authorization": KEY}):  # no Bearer scheme: not a presented key
-        async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY,
-                             headers=headers) as resp:
+    p = await proxy(await upstream(streaming_handler(complete_stream(1), tally)), require_keys=(KEY,))
+    for headers in (
+        {},
+        {"Authorization": "Bearer sk-wrong-0123456789abcdef"},
+        {"Authorization": KEY},
+    ):  # no Bearer scheme: not a presented key
+        async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY, headers=headers) as resp:
             assert resp.status == 401
             assert resp.headers["WWW-Authenticate"] == "Bearer"
             error = (await resp.json())["error"]
-            assert error == {"message": "missing or invalid API key for this proxy",
-                             "type": "invalid_request_error", "code": "invalid_api_key"}
+            assert error == {
+                "message": "missing or invalid API key for this proxy",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
     records = await p.sink.wait(3)
     assert [(r.status, r.error) for r in records] == [(401, "invalid_api_key")] * 3
     assert tally.requests == 0
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="401") == 3
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="401") == 3
 
 
 @pytest.mark.parametrize("header", ["Authorization", "api-key", "x-api-key"])
@@ -54,11 +57,11 @@ async def test_allowed_key_in_any_key_header_passes_and_is_forwarded_unchanged(
     header: str, upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     tally = Tally()
-    p = await proxy(await upstream(streaming_handler(complete_stream(2), tally)),
-                    require_keys=(OTHER_KEY, KEY))
+    p = await proxy(
+        await upstream(streaming_handler(complete_stream(2), tally)), require_keys=(OTHER_KEY, KEY)
+    )
     value = f"Bearer {KEY}" if header == "Authorization" else KEY
-    async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY,
-                         headers={header: value}) as resp:
+    async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY, headers={header: value}) as resp:
         assert resp.status == 200
         await resp.read()
     rec = await p.record()
@@ -66,19 +69,16 @@ async def test_allowed_key_in_any_key_header_passes_and_is_forwarded_unchanged(
     assert tally.headers[0][header] == value
 
 
-async def test_openai_sdk_with_an_allowed_key_streams_through(
-    upstream: Any, proxy: Any
-) -> None:
-    p = await proxy(await upstream(streaming_handler(complete_stream(3), Tally())),
-                    require_keys=(KEY,))
+async def test_openai_sdk_with_an_allowed_key_streams_through(upstream: Any, proxy: Any) -> None:
+    p = await proxy(await upstream(streaming_handler(complete_stream(3), Tally())), require_keys=(KEY,))
     client = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key=KEY, max_retries=0)
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     text = "".join([part.choices[0].delta.content or "" async for part in stream])
     await client.close()
     assert text == "t0t1t2"
-    bad = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key="sk-wrong-0123456789abcdef",
-                             max_retries=0)
+    bad = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key="sk-wrong-0123456789abcdef", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as raised:
         await bad.chat.completions.create(model="gpt-test", messages=[], stream=True)
     await bad.close()
@@ -93,8 +93,9 @@ async def test_key_file_keys_are_accepted_by_the_cli(
     url = await upstream(streaming_handler(complete_stream(1), Tally()))
     async with cli_proxy(url, "--require-key-file", str(keys)) as (child, proxy_url, admin):
         assert admin.host == "127.0.0.1", "the metrics port is loopback unless told otherwise"
-        async with http.post(proxy_url / CHAT.lstrip("/"), json=STREAM_BODY,
-                             headers={"x-api-key": KEY}) as resp:
+        async with http.post(
+            proxy_url / CHAT.lstrip("/"), json=STREAM_BODY, headers={"x-api-key": KEY}
+        ) as resp:
             assert resp.status == 200
             await resp.read()
         async with http.post(proxy_url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
@@ -107,10 +108,13 @@ async def test_key_file_keys_are_accepted_by_the_cli(
     assert 200 in statuses and 401 in statuses
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "cannot read"),
-    ("# only a comment\n\n", "no keys in"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("# only a comment\n\n", "no keys in"),
+    ],
+)
 def test_unusable_key_file_is_a_one_line_config_error(
     content: str | None, message: str, tmp_path: Any
 ) -> None:
@@ -118,8 +122,20 @@ def test_unusable_key_file_is_a_one_line_config_error(
     if content is not None:
         path.write_text(content)
     run = subprocess.run(
-        [sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", "http://127.0.0.1:9",
-         "--require-key-file", str(path)], capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "sse_audit_proxy",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--require-key-file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr

@@ -11,9 +11,25 @@ import pytest
 
 from sse_audit_proxy.core.inflate import FEED_MAX_OUT, MAX_RATIO, MAX_RATIO_AFTER, Inflater
 
-WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"tokens", b"stream", b"proxy", b"audit",
-         b"the", b"of", b"and", b"model", b"answer", b"question", b"because", b"however"]
-BODY = b"".join(b"data: {\"n\": %d}\n\n" % i for i in range(200))
+WORDS = [
+    b"alpha",
+    b"beta",
+    b"gamma",
+    b"delta",
+    b"tokens",
+    b"stream",
+    b"proxy",
+    b"audit",
+    b"the",
+    b"of",
+    b"and",
+    b"model",
+    b"answer",
+    b"question",
+    b"because",
+    b"however",
+]
+BODY = b"".join(b'data: {"n": %d}\n\n' % i for i in range(200))
 
 
 def deflated(data: bytes, wbits: int) -> bytes:
@@ -25,17 +41,20 @@ def inflate_all(inflater: Inflater, chunks: list[bytes]) -> bytes:
     return b"".join(piece for chunk in chunks for piece in inflater.feed(chunk))
 
 
-@pytest.mark.parametrize(("encoding", "wire"), [
-    ("gzip", deflated(BODY, 16 + zlib.MAX_WBITS)),
-    ("x-gzip", deflated(BODY, 16 + zlib.MAX_WBITS)),
-    ("deflate", deflated(BODY, zlib.MAX_WBITS)),
-    ("deflate", deflated(BODY, -zlib.MAX_WBITS)),  # raw deflate, mislabelled
-    ("Deflate ", deflated(BODY, zlib.MAX_WBITS)),
-    ("gzip", gzip.compress(BODY[:100]) + gzip.compress(BODY[100:])),  # two members
-    ("gzip", BODY),  # labelled, not compressed
-    ("deflate", BODY),
-    ("gzip", b"\xef\xbb\xbf" + BODY),
-])
+@pytest.mark.parametrize(
+    ("encoding", "wire"),
+    [
+        ("gzip", deflated(BODY, 16 + zlib.MAX_WBITS)),
+        ("x-gzip", deflated(BODY, 16 + zlib.MAX_WBITS)),
+        ("deflate", deflated(BODY, zlib.MAX_WBITS)),
+        ("deflate", deflated(BODY, -zlib.MAX_WBITS)),  # raw deflate, mislabelled
+        ("Deflate ", deflated(BODY, zlib.MAX_WBITS)),
+        ("gzip", gzip.compress(BODY[:100]) + gzip.compress(BODY[100:])),  # two members
+        ("gzip", BODY),  # labelled, not compressed
+        ("deflate", BODY),
+        ("gzip", b"\xef\xbb\xbf" + BODY),
+    ],
+)
 def test_body_decodes_the_same_whatever_the_read_sizes(encoding: str, wire: bytes) -> None:
     expected = wire if wire.lstrip(b"\xef\xbb\xbf") == BODY else BODY
     for size in (1, 2, 3, 7, 64, len(wire)):
@@ -71,7 +90,7 @@ def test_a_small_chunk_that_expands_hugely_comes_out_in_bounded_pieces() -> None
 
 def test_each_feed_does_bounded_work_and_the_rest_waits_for_the_next() -> None:
     rng = random.Random(7)
-    body = b"".join(b"data: {\"c\": \"%s\"}\n\n" % rng.choice(WORDS) for _ in range(200000))
+    body = b"".join(b'data: {"c": "%s"}\n\n' % rng.choice(WORDS) for _ in range(200000))
     wire = deflated(body, 16 + zlib.MAX_WBITS)
     assert len(body) / len(wire) < MAX_RATIO
     inflater = Inflater("gzip", 1 << 20)
@@ -88,15 +107,31 @@ def test_each_feed_does_bounded_work_and_the_rest_waits_for_the_next() -> None:
 def test_real_streams_are_not_bombs() -> None:
     # Measured bounds: frame-by-frame flushed gzip ~15x, whole-body level 9 ~48x.
     rng = random.Random(1)
-    frames = [b"data: " + orjson.dumps({
-        "id": "chatcmpl-9a8b7c6d5e4f3a2b1c0d", "object": "chat.completion.chunk",
-        "created": 1733100000, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "delta": {"content": " " + rng.choice(WORDS).decode()},
-                     "finish_reason": None}]}) + b"\n\n" for _ in range(5000)]
+    frames = [
+        b"data: "
+        + orjson.dumps(
+            {
+                "id": "chatcmpl-9a8b7c6d5e4f3a2b1c0d",
+                "object": "chat.completion.chunk",
+                "created": 1733100000,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": " " + rng.choice(WORDS).decode()},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        + b"\n\n"
+        for _ in range(5000)
+    ]
     body = b"".join(frames)
     flushing = zlib.compressobj(6, zlib.DEFLATED, 31)
-    streamed = b"".join(flushing.compress(f) + flushing.flush(zlib.Z_SYNC_FLUSH)
-                        for f in frames) + flushing.flush()
+    streamed = (
+        b"".join(flushing.compress(f) + flushing.flush(zlib.Z_SYNC_FLUSH) for f in frames) + flushing.flush()
+    )
     whole = gzip.compress(body, 9)
     assert len(body) / len(streamed) < 20 and len(body) / len(whole) < MAX_RATIO
     # Reads of a buffered whole body are decoded whole while each expands to at most
@@ -125,14 +160,14 @@ def test_bombs_are_flagged_after_bounded_output_whatever_the_read_size(size: int
 def test_output_held_back_by_the_piece_cap_comes_out_before_the_next_chunk(piece: int) -> None:
     # A read may end anywhere inside a compressed block. Once all of it is consumed, zlib
     # may still hold output that the piece cap kept back: it belongs to this read.
-    body = b"data: {\"message\": \"" + b"rate limit " * 30 + b"\"}\n\n"
+    body = b'data: {"message": "' + b"rate limit " * 30 + b'"}\n\n'
     for encoding, wbits in (("gzip", 16 + zlib.MAX_WBITS), ("deflate", zlib.MAX_WBITS)):
         wire = deflated(body, wbits)
         for cut in range(len(wire) // 2, len(wire)):
             available = zlib.decompressobj(wbits).decompress(wire[:cut])
             inflater = Inflater(encoding, piece)
             assert inflate_all(inflater, [wire[:cut]]) == available, (encoding, cut)
-            assert inflate_all(inflater, [wire[cut:]]) == body[len(available):]
+            assert inflate_all(inflater, [wire[cut:]]) == body[len(available) :]
 
 
 def test_gzip_members_are_joined_when_a_member_ends_while_the_piece_cap_holds_input() -> None:
@@ -156,7 +191,7 @@ def test_encodings_without_a_decoder_are_reported_unreadable(encoding: str) -> N
 def test_without_a_per_feed_bound_a_reader_of_its_own_body_gets_all_of_it() -> None:
     # The probe reads one body of its own: nothing to delay, nothing may be left out.
     rng = random.Random(3)
-    body = b"".join(b"data: {\"c\": \"%s\"}\n\n" % rng.choice(WORDS) for _ in range(100000))
+    body = b"".join(b'data: {"c": "%s"}\n\n' % rng.choice(WORDS) for _ in range(100000))
     wire = deflated(body, 16 + zlib.MAX_WBITS)
     bounded, unbounded = Inflater("gzip", 1 << 20), Inflater("gzip", 1 << 20, feed_max_out=None)
     chunks = [wire[i : i + (64 << 10)] for i in range(0, len(wire), 64 << 10)]

@@ -23,15 +23,29 @@ import pytest
 from aiohttp import web
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: .ci/run "
-                                    "installs Debian's chromium and chromium-driver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium missing: .ci/run installs Debian's chromium and chromium-driver"
+)
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 PROMPT = "PROMPT-TEXT-inspector-must-never-show-this"
-FAST = {"X-Demo-Frames": "30", "X-Demo-TTFT-Ms": "10", "X-Demo-Interval-Ms": "8",
-        "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": "400"}
+FAST = {
+    "X-Demo-Frames": "30",
+    "X-Demo-TTFT-Ms": "10",
+    "X-Demo-Interval-Ms": "8",
+    "X-Demo-Jitter": "0",
+    "X-Demo-Fault-Ms": "400",
+}
 
 
 async def browse(url: Any, tmp: pathlib.Path, *extra: str) -> str:
@@ -39,8 +53,14 @@ async def browse(url: Any, tmp: pathlib.Path, *extra: str) -> str:
     assert CHROMIUM is not None
     profile = tmp / f"profile-{os.urandom(4).hex()}"  # a fresh one every time
     proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, str(url),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        *extra,
+        str(url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 90)
     except TimeoutError:
@@ -65,20 +85,26 @@ async def screenshot(url: Any, tmp: pathlib.Path, name: str) -> pathlib.Path:
     return path
 
 
-async def chat(http: aiohttp.ClientSession, base: Any, model: str, trace: str,
-               headers: dict[str, str] | None = None) -> None:
-    body = {"model": model, "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": PROMPT}]}
-    async with http.post(base / "v1/chat/completions", json=body,
-                         headers={**(headers or {}), "X-Client-Request-Id": trace}) as resp:
+async def chat(
+    http: aiohttp.ClientSession, base: Any, model: str, trace: str, headers: dict[str, str] | None = None
+) -> None:
+    body = {
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+    async with http.post(
+        base / "v1/chat/completions", json=body, headers={**(headers or {}), "X-Client-Request-Id": trace}
+    ) as resp:
         with contextlib.suppress(aiohttp.ClientPayloadError):
             await resp.read()
 
 
 @needs_chromium
 async def test_pages_load_the_plot_is_drawn_and_filters_work(
-        demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession,
-        tmp_path: pathlib.Path) -> None:
+    demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path
+) -> None:
     running = await proxy(await demo_gateway())
     for scenario in ("healthy", "buffered", "truncated", "stall"):
         await chat(http, running.url, f"demo-{scenario}", f"ui-{scenario}", FAST)
@@ -111,11 +137,11 @@ async def test_pages_load_the_plot_is_drawn_and_filters_work(
 
 @needs_chromium
 async def test_every_wire_value_is_shown_as_text_never_run(
-        upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path) -> None:
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path
+) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "X-Evil": EVIL})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Evil": EVIL})
         await resp.prepare(request)
         doc = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": EVIL}]}
         await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
@@ -125,8 +151,10 @@ async def test_every_wire_value_is_shown_as_text_never_run(
     await chat(http, running.url, f"m{EVIL}", f"t{EVIL}")
     rec = await running.record()
     raw_pages = []
-    for url in (running.metrics_url.with_path("/"),
-                running.metrics_url.with_path("/ui/streams/" + rec.trace_id)):
+    for url in (
+        running.metrics_url.with_path("/"),
+        running.metrics_url.with_path("/ui/streams/" + rec.trace_id),
+    ):
         async with http.get(url) as resp:
             assert resp.status == 200
             assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
@@ -144,22 +172,33 @@ async def test_every_wire_value_is_shown_as_text_never_run(
 
 @needs_chromium
 async def test_screenshots_of_a_buffered_and_a_bursty_stream(
-        demo_gateway: Any, upstream: Any, proxy: Any, http: aiohttp.ClientSession,
-        tmp_path: pathlib.Path) -> None:
+    demo_gateway: Any, upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path
+) -> None:
     demo = await proxy(await demo_gateway())
-    await chat(http, demo.url, "demo-buffered", "incident-buffered",  # 1.5 s withheld
-               {**FAST, "X-Demo-Interval-Ms": "50"})
+    await chat(
+        http,
+        demo.url,
+        "demo-buffered",
+        "incident-buffered",  # 1.5 s withheld
+        {**FAST, "X-Demo-Interval-Ms": "50"},
+    )
     assert (await demo.record()).stream.anomalies == ["buffered"]  # type: ignore[union-attr]
     bursty = await proxy(await demo_gateway())
-    await chat(http, bursty.url, "demo-bursty", "incident-bursty",
-               {"X-Demo-Frames": "60", "X-Demo-Interval-Ms": "25", "X-Demo-Jitter": "0"})
+    await chat(
+        http,
+        bursty.url,
+        "demo-bursty",
+        "incident-bursty",
+        {"X-Demo-Frames": "60", "X-Demo-Interval-Ms": "25", "X-Demo-Jitter": "0"},
+    )
     assert (await bursty.record()).stream.anomalies == ["bursty"]  # type: ignore[union-attr]
 
     shown = await dom(bursty.metrics_url.with_path("/ui/streams/incident-bursty"), tmp_path)
     assert len(re.findall(r'class="gap"', shown)) >= 3  # each silence before a clump
     for running, name in ((demo, "buffered"), (bursty, "bursty")):
-        png = await screenshot(running.metrics_url.with_path(f"/ui/streams/incident-{name}"),
-                               tmp_path, f"inspector-{name}.png")
+        png = await screenshot(
+            running.metrics_url.with_path(f"/ui/streams/incident-{name}"), tmp_path, f"inspector-{name}.png"
+        )
         assert png.stat().st_size > 20_000  # a drawn page, not a blank one
 
 
@@ -167,8 +206,15 @@ def test_list_shows_the_canarys_upstream_column_only_when_records_carry_it() -> 
     from sse_audit_proxy.server.inspector import list_page
     from sse_audit_proxy.sinks.recent import Query
 
-    plain = {"trace_id": "a", "started_at": "2026-01-01T00:00:00.000Z", "route": "chat",
-             "model": "m", "status": 200, "outcome": "complete", "anomalies": []}
+    plain = {
+        "trace_id": "a",
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "route": "chat",
+        "model": "m",
+        "status": 200,
+        "outcome": "complete",
+        "anomalies": [],
+    }
     without = list_page(Query(), {"streams": [plain], "workers": []}).text
     assert without is not None and "<th>upstream</th>" not in without
     canary = {**plain, "trace_id": "b", "upstream": "<b>canary</b>"}

@@ -13,7 +13,8 @@ from sse_audit_proxy.sinks.recent import Query, RecentStreams
 
 
 async def test_recent_streams_are_served_newest_first_with_the_log_line_fields(
-        demo_gateway, proxy, http) -> None:
+    demo_gateway, proxy, http
+) -> None:
     p = await proxy(await demo_gateway(**FAST))
     for i, scenario in enumerate(("healthy", "truncated", "buffered")):
         await send(http, p.url, scenario, trace_id=f"trace-{i}")
@@ -67,7 +68,8 @@ async def test_recent_streams_filter_by_outcome_anomaly_and_limit(demo_gateway, 
     assert len(await ask(outcome="truncated")) == 2
     assert len(await ask(anomaly="missing_usage")) == 3
     assert [s["anomalies"] for s in await ask(outcome="complete", anomaly="missing_usage")] == [
-        ["missing_usage"]]
+        ["missing_usage"]
+    ]
     assert len(await ask(limit="2")) == 2
     assert await ask(model="no-such-model") == []
 
@@ -81,8 +83,26 @@ async def test_a_bad_limit_is_an_openai_shaped_400(demo_gateway, proxy, http, li
 
 
 def _record(i: int) -> AuditRecord:
-    result = StreamResult(Outcome.COMPLETE, End.UPSTREAM_EOF, [], 0.01, 0.02, 0.01, 0.1, 3, 2, 0,
-                          10, True, ["stop"], None, None, None, 0, False)
+    result = StreamResult(
+        Outcome.COMPLETE,
+        End.UPSTREAM_EOF,
+        [],
+        0.01,
+        0.02,
+        0.01,
+        0.1,
+        3,
+        2,
+        0,
+        10,
+        True,
+        ["stop"],
+        None,
+        None,
+        None,
+        0,
+        False,
+    )
     return AuditRecord(f"t{i}", "chat_completions", "POST", "m", 200, 1.7e9 + i, 0.1, 10, result)
 
 

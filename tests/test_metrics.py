@@ -24,23 +24,34 @@ def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
     result = audit.finish(200.1, End.UPSTREAM_EOF)
 
     registry = CollectorRegistry()
-    Metrics(registry).record(AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0,
-                                         result.duration, 0, result))
+    Metrics(registry).record(
+        AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, result.duration, 0, result)
+    )
     reference_registry = CollectorRegistry()
-    reference = Histogram("sse_audit_inter_chunk_gap_seconds", "x", ("route", "model", "upstream"),
-                          buckets=buckets.GAP, registry=reference_registry)
+    reference = Histogram(
+        "sse_audit_inter_chunk_gap_seconds",
+        "x",
+        ("route", "model", "upstream"),
+        buckets=buckets.GAP,
+        registry=reference_registry,
+    )
     for earlier, later in itertools.pairwise(times):
         reference.labels("chat_completions", "m", "baseline").observe(later - earlier)
 
     def gap_lines(reg: CollectorRegistry) -> list[str]:
-        return [line for line in generate_latest(reg).decode().splitlines()
-                if line.startswith("sse_audit_inter_chunk_gap_seconds_")
-                and "_created" not in line and "_sum" not in line]
+        return [
+            line
+            for line in generate_latest(reg).decode().splitlines()
+            if line.startswith("sse_audit_inter_chunk_gap_seconds_")
+            and "_created" not in line
+            and "_sum" not in line
+        ]
 
     assert gap_lines(registry) == gap_lines(reference_registry)
-    got = registry.get_sample_value("sse_audit_inter_chunk_gap_seconds_sum",
-                                    {"route": "chat_completions", "model": "m",
-                                         "upstream": "baseline"})
+    got = registry.get_sample_value(
+        "sse_audit_inter_chunk_gap_seconds_sum",
+        {"route": "chat_completions", "model": "m", "upstream": "baseline"},
+    )
     assert got is not None and abs(got - (times[-1] - times[0])) < 1e-9
 
 

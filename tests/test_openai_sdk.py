@@ -43,9 +43,21 @@ class ServeProcess:
 async def start_serve(upstream: str, *extra: str) -> ServeProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", upstream,
-        "--port", "0", "--metrics-port", "0", *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "serve",
+        "--upstream",
+        upstream,
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     served = ServeProcess(proc, {})
     served.info = await served.next_event("proxy_started", timeout=15)
     return served
@@ -83,9 +95,12 @@ async def test_openai_sdk_stream_with_usage_through_serve(chat_upstream) -> None
     try:
         client = AsyncOpenAI(base_url=served.info["listen"] + "/v1", api_key=API_KEY, max_retries=0)
         stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "say hello"}], stream=True,
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "say hello"}],
+            stream=True,
             stream_options={"include_usage": True},
-            extra_headers={"X-Client-Request-Id": "sdk-trace-42"})
+            extra_headers={"X-Client-Request-Id": "sdk-trace-42"},
+        )
         text, finish, usage = [], None, None
         async for event in stream:
             if event.choices:
@@ -112,10 +127,14 @@ async def test_openai_sdk_stream_with_usage_through_serve(chat_upstream) -> None
 
         async with aiohttp.ClientSession() as http, http.get(served.info["metrics"]) as resp:
             metrics = await resp.text()
-        assert ('sse_audit_streams_total{model="gpt-4o-mini",outcome="complete",'
-                'route="chat_completions",upstream="baseline"} 1.0') in metrics
-        assert ('sse_audit_usage_tokens_total{model="gpt-4o-mini",route="chat_completions",'
-                'type="completion",upstream="baseline"} 5.0') in metrics
+        assert (
+            'sse_audit_streams_total{model="gpt-4o-mini",outcome="complete",'
+            'route="chat_completions",upstream="baseline"} 1.0'
+        ) in metrics
+        assert (
+            'sse_audit_usage_tokens_total{model="gpt-4o-mini",route="chat_completions",'
+            'type="completion",upstream="baseline"} 5.0'
+        ) in metrics
     finally:
         served.proc.terminate()
         out, err = await asyncio.wait_for(served.proc.communicate(), 10)

@@ -13,45 +13,114 @@ from openai import AsyncOpenAI
 
 WORDS = ["The", " weather", " in", " Paris", " is", " mild", "."]
 ARGS = ['{"loc', 'ation":', ' "Paris', '"}']
-USAGE = {"input_tokens": 21, "input_tokens_details": {"cached_tokens": 0},
-         "output_tokens": 11, "output_tokens_details": {"reasoning_tokens": 0},
-         "total_tokens": 32}
+USAGE = {
+    "input_tokens": 21,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 11,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 32,
+}
 
 
 def response_events(model: str) -> list[dict[str, Any]]:
     """A Responses stream as OpenAI sends it: a message, then a function call."""
-    base = {"id": "resp_1", "object": "response", "created_at": 1741476542, "model": model,
-            "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "error": None, "incomplete_details": None, "usage": None}
+    base = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1741476542,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "error": None,
+        "incomplete_details": None,
+        "usage": None,
+    }
     text = "".join(WORDS)
     part = {"type": "output_text", "text": text, "annotations": []}
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-               "content": [part]}
-    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "get_weather",
-            "arguments": "".join(ARGS), "status": "completed"}
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [part],
+    }
+    call = {
+        "id": "fc_1",
+        "type": "function_call",
+        "call_id": "call_1",
+        "name": "get_weather",
+        "arguments": "".join(ARGS),
+        "status": "completed",
+    }
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": {**base, "status": "in_progress"}},
         {"type": "response.in_progress", "response": {**base, "status": "in_progress"}},
-        {"type": "response.output_item.added", "output_index": 0,
-         "item": {**message, "status": "in_progress", "content": []}},
-        {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
-         "content_index": 0, "part": {**part, "text": ""}},
-        *({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
-           "content_index": 0, "delta": w, "logprobs": []} for w in WORDS),
-        {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0,
-         "content_index": 0, "text": text, "logprobs": []},
-        {"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0,
-         "content_index": 0, "part": part},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**message, "status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": {**part, "text": ""},
+        },
+        *(
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": w,
+                "logprobs": [],
+            }
+            for w in WORDS
+        ),
+        {
+            "type": "response.output_text.done",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        },
+        {
+            "type": "response.content_part.done",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": part,
+        },
         {"type": "response.output_item.done", "output_index": 0, "item": message},
-        {"type": "response.output_item.added", "output_index": 1,
-         "item": {**call, "arguments": "", "status": "in_progress"}},
-        *({"type": "response.function_call_arguments.delta", "item_id": "fc_1",
-           "output_index": 1, "delta": a} for a in ARGS),
-        {"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1,
-         "arguments": call["arguments"]},
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {**call, "arguments": "", "status": "in_progress"},
+        },
+        *(
+            {
+                "type": "response.function_call_arguments.delta",
+                "item_id": "fc_1",
+                "output_index": 1,
+                "delta": a,
+            }
+            for a in ARGS
+        ),
+        {
+            "type": "response.function_call_arguments.done",
+            "item_id": "fc_1",
+            "output_index": 1,
+            "arguments": call["arguments"],
+        },
         {"type": "response.output_item.done", "output_index": 1, "item": call},
-        {"type": "response.completed", "response": {
-            **base, "status": "completed", "output": [message, call], "usage": USAGE}},
+        {
+            "type": "response.completed",
+            "response": {**base, "status": "completed", "output": [message, call], "usage": USAGE},
+        },
     ]
     for seq, event in enumerate(events):
         event["sequence_number"] = seq
@@ -91,8 +160,11 @@ async def test_openai_sdk_consumes_a_responses_stream_through_the_proxy(
     client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
     try:
         stream = await client.responses.create(
-            model="gpt-4.1-mini", input="Weather in Paris?", stream=True,
-            extra_headers={"X-Client-Request-Id": "sdk-responses-1"})
+            model="gpt-4.1-mini",
+            input="Weather in Paris?",
+            stream=True,
+            extra_headers={"X-Client-Request-Id": "sdk-responses-1"},
+        )
         types: list[str] = []
         text: list[str] = []
         arguments: list[str] = []
@@ -117,7 +189,11 @@ async def test_openai_sdk_consumes_a_responses_stream_through_the_proxy(
 
     rec = await running.record()
     assert (rec.trace_id, rec.route, rec.model, rec.status) == (
-        "sdk-responses-1", "responses", "gpt-4.1-mini", 200)
+        "sdk-responses-1",
+        "responses",
+        "gpt-4.1-mini",
+        200,
+    )
     s = rec.stream
     assert s is not None
     assert (s.outcome.value, s.anomalies) == ("complete", [])
@@ -127,7 +203,16 @@ async def test_openai_sdk_consumes_a_responses_stream_through_the_proxy(
     assert s.usage == USAGE
     assert s.ttft is not None and s.ttfb is not None and s.ttft >= s.ttfb
     assert s.max_gap is not None and s.max_gap >= 0.004  # frames came one by one
-    assert running.metric("sse_audit_streams_total", route="responses", model="gpt-4.1-mini",
-                          outcome="complete") == 1.0
-    assert running.metric("sse_audit_finish_reasons_total", route="responses",
-                          model="gpt-4.1-mini", finish_reason="completed") == 1.0
+    assert (
+        running.metric("sse_audit_streams_total", route="responses", model="gpt-4.1-mini", outcome="complete")
+        == 1.0
+    )
+    assert (
+        running.metric(
+            "sse_audit_finish_reasons_total",
+            route="responses",
+            model="gpt-4.1-mini",
+            finish_reason="completed",
+        )
+        == 1.0
+    )

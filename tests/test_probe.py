@@ -30,8 +30,18 @@ from sse_audit_proxy.tools.probe.command import Plan, finish, plan_from, probe_r
 from sse_audit_proxy.tools.probe.gates import Status
 from sse_audit_proxy.tools.probe.runner import RouteRun
 
-FAST = ["-H", "X-Demo-TTFT-Ms: 10", "-H", "X-Demo-Interval-Ms: 5", "-H", "X-Demo-Frames: 8",
-        "-H", "X-Demo-Fault-Ms: 50", "-H", "X-Demo-Jitter: 0"]
+FAST = [
+    "-H",
+    "X-Demo-TTFT-Ms: 10",
+    "-H",
+    "X-Demo-Interval-Ms: 5",
+    "-H",
+    "X-Demo-Frames: 8",
+    "-H",
+    "X-Demo-Fault-Ms: 50",
+    "-H",
+    "X-Demo-Jitter: 0",
+]
 BOTH = ("chat", "responses")
 
 
@@ -95,8 +105,7 @@ def test_every_scenario_has_a_decided_probe_outcome() -> None:
 @pytest.mark.parametrize("scenario", list(EXPECTED_FAILURES))
 async def test_each_scenario_fails_exactly_its_own_gate(demo_gateway: Any, scenario: str) -> None:
     gateway = await demo_gateway()
-    plan = make_plan(gateway, f"demo-{scenario}", "--tools", "--responses", "--timeout", "0.5",
-                     *FAST)
+    plan = make_plan(gateway, f"demo-{scenario}", "--tools", "--responses", "--timeout", "0.5", *FAST)
     code, table, runs = await run_probe(plan)
     expected = EXPECTED_FAILURES[scenario]
     assert failures(runs) == expected, table
@@ -120,8 +129,10 @@ async def test_fault_messages_tell_the_operator_what_to_fix(demo_gateway: Any) -
     for scenario in ("no-usage", "buffered", "no-done", "bad-tool-args", "http-500"):
         _, table, _ = await run_probe(make_plan(gateway, f"demo-{scenario}", "--tools", *FAST))
         said[scenario] = table
-    assert ("no usage chunk although stream_options.include_usage was set: the gateway drops "
-            "the usage chunk; finance will see no tokens for streamed calls") in said["no-usage"]
+    assert (
+        "no usage chunk although stream_options.include_usage was set: the gateway drops "
+        "the usage chunk; finance will see no tokens for streamed calls"
+    ) in said["no-usage"]
     assert "buffers the stream" in said["buffered"] and "proxy_buffering off" in said["buffered"]
     assert "the gateway must end every stream with [DONE]" in said["no-done"]
     assert "which is not a JSON object" in said["bad-tool-args"]
@@ -134,9 +145,12 @@ async def test_usage_mismatch_shows_the_difference(demo_gateway: Any) -> None:
     usage = runs[0].gate("usage", "chat")
     assert usage.evidence["difference"] == {
         "completion_tokens": {"non_streamed": 8, "streamed": 11, "delta": 3},
-        "total_tokens": {"non_streamed": usage.evidence["non_streamed"]["total_tokens"],
-                         "streamed": usage.evidence["non_streamed"]["total_tokens"] + 3,
-                         "delta": 3}}
+        "total_tokens": {
+            "non_streamed": usage.evidence["non_streamed"]["total_tokens"],
+            "streamed": usage.evidence["non_streamed"]["total_tokens"] + 3,
+            "delta": 3,
+        },
+    }
     assert "completion_tokens 8 -> 11 (+3)" in table
 
 
@@ -145,8 +159,15 @@ async def test_healthy_route_passes_through_the_real_proxy_which_records_the_can
 ) -> None:
     gateway = await demo_gateway()
     running = await proxy(gateway)
-    plan = make_plan(running.url, "demo-healthy", "--tools", "--responses",
-                     "--proxy-metrics-url", str(running.metrics_url), *FAST)
+    plan = make_plan(
+        running.url,
+        "demo-healthy",
+        "--tools",
+        "--responses",
+        "--proxy-metrics-url",
+        str(running.metrics_url),
+        *FAST,
+    )
     code, table, runs = await run_probe(plan)
     assert code == 0, table
     assert all(g.status is Status.PASS for g in runs[0].gates), table
@@ -171,8 +192,7 @@ async def test_a_proxy_that_never_saw_the_cancel_fails_the_cancellation_gate(
 ) -> None:
     gateway = await demo_gateway()
     elsewhere = await proxy(gateway)  # a proxy that is not in the probe's path
-    plan = make_plan(gateway, "demo-healthy", "--proxy-metrics-url", str(elsewhere.metrics_url),
-                     *FAST)
+    plan = make_plan(gateway, "demo-healthy", "--proxy-metrics-url", str(elsewhere.metrics_url), *FAST)
     code, table, runs = await run_probe(plan)
     assert code == 1
     assert failures(runs) == {("cancellation", "chat")}
@@ -195,8 +215,10 @@ async def test_a_route_that_fails_after_a_cancelled_stream_fails_cancellation_on
         # Like a gateway that reuses the half-read upstream connection of a cancelled stream.
         if poisoned["next"]:
             poisoned["next"] = False
-            return web.json_response({"error": {"message": "upstream connection reset",
-                                                "type": "server_error", "code": None}}, status=502)
+            return web.json_response(
+                {"error": {"message": "upstream connection reset", "type": "server_error", "code": None}},
+                status=502,
+            )
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except (asyncio.CancelledError, ConnectionError):
@@ -216,28 +238,29 @@ async def test_a_route_that_fails_after_a_cancelled_stream_fails_cancellation_on
     assert "after a cancelled stream the route failed the next request" in table
 
 
-async def test_compare_shows_ttft_usage_and_finish_differences(demo_gateway: Any,
-                                                               tmp_path: Path) -> None:
+async def test_compare_shows_ttft_usage_and_finish_differences(demo_gateway: Any, tmp_path: Path) -> None:
     current = await demo_gateway(ttft=0.01, interval=0.005, jitter=0.0, frames=8)
     # The candidate answers later and longer: its answers hit the probe's max tokens.
     candidate = await demo_gateway(ttft=0.15, interval=0.002, jitter=0.0, frames=150)
     report = tmp_path / "report.json"
-    plan = make_plan(candidate, "gpt-4o", "--compare-base-url", str(current), "--json",
-                     str(report))
+    plan = make_plan(candidate, "gpt-4o", "--compare-base-url", str(current), "--json", str(report))
     code, table, runs = await run_probe(plan)
     assert code == 0, table
     assert [r.target.label for r in runs] == ["base", "compare"]
     assert "differences: base" in table
-    rows = {r["what"]: r for r in json.loads(report.read_text())["comparison"]
-            if r["api"] == "chat"}
+    rows = {r["what"]: r for r in json.loads(report.read_text())["comparison"] if r["api"] == "chat"}
     assert rows["ttft_ms"]["base"] >= 150 > rows["ttft_ms"]["compare"]
     assert rows["ttft_ms"]["delta_ms"] < -100
     assert rows["usage"]["differs"] and rows["usage_streamed"]["differs"]
     assert rows["usage_streamed"]["base"]["completion_tokens"] == 120  # max_tokens
     assert rows["usage_streamed"]["compare"]["completion_tokens"] == 8
-    assert rows["finish_reasons"] == {"api": "chat", "what": "finish_reasons",
-                                      "base": ["length", "length"],
-                                      "compare": ["stop", "stop"], "differs": True}
+    assert rows["finish_reasons"] == {
+        "api": "chat",
+        "what": "finish_reasons",
+        "base": ["length", "length"],
+        "compare": ["stop", "stop"],
+        "differs": True,
+    }
     assert not rows["gate route"]["differs"]
     line = next(x for x in table.splitlines() if "finish (plain / stream" in x)
     assert "length / length" in line and "stop / stop" in line and line.endswith("differs")
@@ -245,12 +268,12 @@ async def test_compare_shows_ttft_usage_and_finish_differences(demo_gateway: Any
     assert {e.trace_id.split("-")[2] for r in runs for e in r.exchanges} == {"base", "compare"}
 
 
-async def test_json_report_holds_every_gate_measurement_and_trace_id(demo_gateway: Any,
-                                                                     tmp_path: Path) -> None:
+async def test_json_report_holds_every_gate_measurement_and_trace_id(
+    demo_gateway: Any, tmp_path: Path
+) -> None:
     gateway = await demo_gateway()
     report = tmp_path / "probe.json"
-    plan = make_plan(gateway, "demo-healthy", "--tools", "--responses", "--json", str(report),
-                     *FAST)
+    plan = make_plan(gateway, "demo-healthy", "--tools", "--responses", "--json", str(report), *FAST)
     code, table, _ = await run_probe(plan)
     assert code == 0
     doc = json.loads(report.read_text())
@@ -261,11 +284,14 @@ async def test_json_report_holds_every_gate_measurement_and_trace_id(demo_gatewa
     assert doc["probe"]["headers"]["X-Demo-Frames"] == "8"
     route = doc["routes"][0]
     assert [(g["gate"], g["api"]) for g in route["gates"]] == [
-        (n, a) for a in BOTH for n in ("route", "framing", "streaming", "usage", "tools",
-                                       "cancellation")]
+        (n, a) for a in BOTH for n in ("route", "framing", "streaming", "usage", "tools", "cancellation")
+    ]
     purposes = [(r["api"], r["purpose"]) for r in route["requests"]]
-    assert purposes == [(a, p) for a in BOTH for p in (
-        "control", "stream", "tool-call", "tool-result", "no-tool", "cancel", "after-cancel")]
+    assert purposes == [
+        (a, p)
+        for a in BOTH
+        for p in ("control", "stream", "tool-call", "tool-result", "no-tool", "cancel", "after-cancel")
+    ]
     for req in route["requests"]:
         assert req["trace_id"] == f"probe-{plan.run_id}-{req['api']}-{req['purpose']}"
         assert req["request"]["headers"]["X-Client-Request-Id"] == req["trace_id"]
@@ -274,14 +300,14 @@ async def test_json_report_holds_every_gate_measurement_and_trace_id(demo_gatewa
     assert stream["audit"]["outcome"] == "complete" and stream["audit"]["content_frames"] == 8
     assert stream["request"]["body"]["temperature"] == 0
     streaming = next(g for g in route["gates"] if g["gate"] == "streaming")
-    assert {"ttft_ms", "ttft_share_of_last_content", "content_spacing_mean_ms",
-            "max_gap_ms"} <= set(streaming["evidence"])
+    assert {"ttft_ms", "ttft_share_of_last_content", "content_spacing_mean_ms", "max_gap_ms"} <= set(
+        streaming["evidence"]
+    )
     assert streaming["evidence"]["content_frames"] == 8
     assert f"report {report}" in table
 
 
-async def test_save_raw_keeps_each_body_exactly_as_received(demo_gateway: Any,
-                                                             tmp_path: Path) -> None:
+async def test_save_raw_keeps_each_body_exactly_as_received(demo_gateway: Any, tmp_path: Path) -> None:
     gateway = await demo_gateway()
     raw = tmp_path / "raw"
     plan = make_plan(gateway, "demo-healthy", "--save-raw", str(raw), *FAST)
@@ -294,7 +320,8 @@ async def test_save_raw_keeps_each_body_exactly_as_received(demo_gateway: Any,
         assert sum(n for _, n in meta["reads_at"]) == body_file.stat().st_size
         assert meta["capture"] == body_file.name and meta["trace_id"] == ex.trace_id
         assert meta["response"]["headers"]["Content-Type"].startswith(
-            "text/event-stream" if ex.stream else "application/json")
+            "text/event-stream" if ex.stream else "application/json"
+        )
     stream = (raw / f"{plan.targets[0].trace_prefix}-chat-stream.sse").read_bytes()
     assert stream.endswith(b"data: [DONE]\n\n") and stream.count(b"data: ") == 8 + 4
     cancel = (raw / f"{plan.targets[0].trace_prefix}-chat-cancel.sse").read_bytes()
@@ -308,13 +335,19 @@ async def test_a_route_that_gzips_its_event_stream_is_read_through_the_compressi
     gateway = await demo_gateway()
 
     async def gzipping(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in (
-            "host", "content-length", "accept-encoding", "transfer-encoding")}
-        async with aiohttp.ClientSession(auto_decompress=False) as session, session.post(
-                gateway.with_path(request.path), data=await request.read(),
-                headers=headers) as up:
-            resp = web.StreamResponse(status=up.status, headers={
-                "Content-Type": up.headers["Content-Type"], "Content-Encoding": "gzip"})
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "accept-encoding", "transfer-encoding")
+        }
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.post(gateway.with_path(request.path), data=await request.read(), headers=headers) as up,
+        ):
+            resp = web.StreamResponse(
+                status=up.status,
+                headers={"Content-Type": up.headers["Content-Type"], "Content-Encoding": "gzip"},
+            )
             await resp.prepare(request)
             z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
             async for chunk in up.content.iter_any():
@@ -332,11 +365,14 @@ async def test_a_route_that_gzips_its_event_stream_is_read_through_the_compressi
     assert framing.evidence["content_encoding"] == "gzip"
     assert runs[0].gate("streaming", "chat").evidence["content_frames"] == 8
     prefix = plan.targets[0].trace_prefix
-    body = zlib.decompress((raw / f"{prefix}-chat-stream.sse.gz").read_bytes(),
-                           16 + zlib.MAX_WBITS)
+    body = zlib.decompress((raw / f"{prefix}-chat-stream.sse.gz").read_bytes(), 16 + zlib.MAX_WBITS)
     assert body.endswith(b"data: [DONE]\n\n")
-    assert json.loads(zlib.decompress((raw / f"{prefix}-chat-control.json.gz").read_bytes(),
-                                      16 + zlib.MAX_WBITS))["object"] == "chat.completion"
+    assert (
+        json.loads(
+            zlib.decompress((raw / f"{prefix}-chat-control.json.gz").read_bytes(), 16 + zlib.MAX_WBITS)
+        )["object"]
+        == "chat.completion"
+    )
 
 
 # The API key ------------------------------------------------------------------------------
@@ -356,10 +392,17 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
         seen.append(auth)
         key = auth.removeprefix("Bearer ")
         if request.path.endswith("/responses"):
-            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}",
-                                                "type": "invalid_request_error",
-                                                "code": "invalid_api_key"}}, status=401,
-                                     headers={"X-Echo-Authorization": auth})
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {key}",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+                status=401,
+                headers={"X-Echo-Authorization": auth},
+            )
         resp: web.StreamResponse = await handler(request)
         return resp
 
@@ -372,11 +415,27 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
     report, raw = tmp_path / "report.json", tmp_path / "raw"
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sse_audit_proxy", "probe", "--base-url", str(url), "--model",
-            "demo-healthy", "--api-key-env", "PROBE_TEST_KEY", "--responses", "--tools",
-            "--json", str(report), "--save-raw", str(raw), *FAST,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PROBE_TEST_KEY": KEY})
+            sys.executable,
+            "-m",
+            "sse_audit_proxy",
+            "probe",
+            "--base-url",
+            str(url),
+            "--model",
+            "demo-healthy",
+            "--api-key-env",
+            "PROBE_TEST_KEY",
+            "--responses",
+            "--tools",
+            "--json",
+            str(report),
+            "--save-raw",
+            str(raw),
+            *FAST,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PROBE_TEST_KEY": KEY},
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         await runner.cleanup()
@@ -396,6 +455,7 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
 
 # The command line -------------------------------------------------------------------------
 
+
 def test_bad_usage_is_a_one_line_error_with_exit_status_2(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("")
@@ -403,16 +463,47 @@ def test_bad_usage_is_a_one_line_error_with_exit_status_2(tmp_path: Path) -> Non
         (["probe", "--base-url", "http://127.0.0.1:1"], {}, "--model"),
         (["probe", "--model", "m"], {}, "--base-url"),
         (["probe", "--base-url", "ftp://x", "--model", "m"], {}, "--base-url"),
-        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-env",
-          "PROBE_UNSET_KEY"], {}, "PROBE_UNSET_KEY"),
-        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "-H",
-          "Authorization: Bearer sk-x"], {}, "--api-key-env"),
-        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--save-raw",
-          str(a_file / "sub")], {}, "--save-raw"),
-        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--json",
-          str(tmp_path / "missing" / "r.json")], {}, "--json"),
-        (["probe", "--base-url", "http://127.0.0.1:1", "--model", "m",
-          "--compare-proxy-metrics-url", "http://127.0.0.1:2"], {}, "--compare-base-url"),
+        (
+            ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-env", "PROBE_UNSET_KEY"],
+            {},
+            "PROBE_UNSET_KEY",
+        ),
+        (
+            ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "-H", "Authorization: Bearer sk-x"],
+            {},
+            "--api-key-env",
+        ),
+        (
+            ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--save-raw", str(a_file / "sub")],
+            {},
+            "--save-raw",
+        ),
+        (
+            [
+                "probe",
+                "--base-url",
+                "http://127.0.0.1:1",
+                "--model",
+                "m",
+                "--json",
+                str(tmp_path / "missing" / "r.json"),
+            ],
+            {},
+            "--json",
+        ),
+        (
+            [
+                "probe",
+                "--base-url",
+                "http://127.0.0.1:1",
+                "--model",
+                "m",
+                "--compare-proxy-metrics-url",
+                "http://127.0.0.1:2",
+            ],
+            {},
+            "--compare-base-url",
+        ),
     ]
     for argv, env, needle in cases:
         proc = run_cli(*argv, env=env)
@@ -422,8 +513,16 @@ def test_bad_usage_is_a_one_line_error_with_exit_status_2(tmp_path: Path) -> Non
 
 
 def test_unreachable_route_fails_the_route_gate_with_what_to_check() -> None:
-    proc = run_cli("probe", "--base-url", "http://127.0.0.1:1/v1", "--model", "m",
-                   "--timeout", "2", env={"OPENAI_API_KEY": ""})
+    proc = run_cli(
+        "probe",
+        "--base-url",
+        "http://127.0.0.1:1/v1",
+        "--model",
+        "m",
+        "--timeout",
+        "2",
+        env={"OPENAI_API_KEY": ""},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "route         chat  FAIL" in proc.stdout
     assert "could not connect to 127.0.0.1:1" in proc.stdout and "check --base-url" in proc.stdout
@@ -436,8 +535,9 @@ def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
     section = readme.split("\n## Cutover probe\n", 1)[1].split("\n## ", 1)[0]
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     probe_parser = sub.choices["probe"]  # type: ignore[index]
-    flags = [s for a in probe_parser._actions for s in a.option_strings
-             if s.startswith("--") and s != "--help"]
+    flags = [
+        s for a in probe_parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"
+    ]
     assert len(flags) >= 12
     for flag in flags:
         assert f"`{flag}" in section, flag
@@ -451,15 +551,16 @@ def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
 
 
 async def test_probe_side_checks_the_canary_and_the_baseline_through_one_proxy(
-        demo_gateway: Any, proxy: Any) -> None:
+    demo_gateway: Any, proxy: Any
+) -> None:
     from sse_audit_proxy.server.canary import CanaryConfig
 
     baseline = await demo_gateway()
     canary = await demo_gateway(scenario="buffered")
-    running = await proxy(baseline, canary=CanaryConfig(
-        url=str(canary), percent=0.0, side_header="X-SSE-Audit-Side"))
-    plan = make_plan(running.url, "gpt-4o", "--side", "canary", "--compare-side", "baseline",
-                     *FAST)
+    running = await proxy(
+        baseline, canary=CanaryConfig(url=str(canary), percent=0.0, side_header="X-SSE-Audit-Side")
+    )
+    plan = make_plan(running.url, "gpt-4o", "--side", "canary", "--compare-side", "baseline", *FAST)
     code, table, runs = await run_probe(plan)
     assert code == 1, table
     base, compare = runs
@@ -472,8 +573,7 @@ async def test_probe_side_checks_the_canary_and_the_baseline_through_one_proxy(
     assert {sides[e.trace_id] for e in compare.exchanges} == {"baseline"}
 
 
-async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(
-        demo_gateway: Any, proxy: Any) -> None:
+async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(demo_gateway: Any, proxy: Any) -> None:
     from sse_audit_proxy.server.canary import CanaryConfig
 
     baseline = await demo_gateway()

@@ -49,11 +49,19 @@ DONE = Event("", b"[DONE]")
 
 # Chat Completions streams -----------------------------------------------------------------
 
+
 def test_a_clean_chat_stream_has_no_framing_problem_and_reads_text_usage_and_finish() -> None:
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    f = CHAT.read_stream(timed([
-        chunk(choices=[delta("Hel")]), chunk(choices=[delta("lo", finish="stop")]),
-        chunk(choices=[], usage=usage), DONE]))
+    f = CHAT.read_stream(
+        timed(
+            [
+                chunk(choices=[delta("Hel")]),
+                chunk(choices=[delta("lo", finish="stop")]),
+                chunk(choices=[], usage=usage),
+                DONE,
+            ]
+        )
+    )
     assert f.problems == []
     assert (f.text, f.finish_reasons, f.usage, f.done) == ("Hello", ["stop"], usage, True)
     assert f.usage_where == "chunk 3, with `choices: []`"
@@ -61,10 +69,17 @@ def test_a_clean_chat_stream_has_no_framing_problem_and_reads_text_usage_and_fin
 
 
 def test_chat_framing_faults_are_each_named() -> None:
-    f = CHAT.read_stream(timed([
-        chunk(choices=[delta("a"), delta("b", index=1, finish="stop")]),
-        Event("", orjson.dumps({"id": "c2", "object": "chat.completion", "choices": []})),
-        Event("", b'{"choices": [oops'), DONE, chunk(choices=[delta("late")])]))
+    f = CHAT.read_stream(
+        timed(
+            [
+                chunk(choices=[delta("a"), delta("b", index=1, finish="stop")]),
+                Event("", orjson.dumps({"id": "c2", "object": "chat.completion", "choices": []})),
+                Event("", b'{"choices": [oops'),
+                DONE,
+                chunk(choices=[delta("late")]),
+            ]
+        )
+    )
     said = " | ".join(f.problems)
     assert "1 data frame(s) are not JSON objects" in said
     assert "2 different ids (c1, c2)" in said
@@ -74,19 +89,46 @@ def test_chat_framing_faults_are_each_named() -> None:
 
 
 def test_chat_tool_call_fragments_assemble_even_without_an_index() -> None:
-    f = CHAT.read_stream(timed([
-        chunk(choices=[{"index": 0, "delta": {"tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather",
-                                                              "arguments": ""}}]}}]),
-        chunk(choices=[{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": '{"ci'}}]}}]),
-        chunk(choices=[{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": 'ty":1}'}}]},
-                        "finish_reason": "tool_calls"}]), DONE]))
+    f = CHAT.read_stream(
+        timed(
+            [
+                chunk(
+                    choices=[
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [
+                                    {
+                                        "id": "call_1",
+                                        "type": "function",
+                                        "function": {"name": "get_weather", "arguments": ""},
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+                ),
+                chunk(choices=[{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": '{"ci'}}]}}]),
+                chunk(
+                    choices=[
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [{"function": {"arguments": 'ty":1}'}}]},
+                            "finish_reason": "tool_calls",
+                        }
+                    ]
+                ),
+                DONE,
+            ]
+        )
+    )
     assert f.problems == []
     [call] = f.tool_calls
     assert (call.call_id, call.name, call.arguments) == ("call_1", "get_weather", '{"city":1}')
 
 
 # Responses streams ------------------------------------------------------------------------
+
 
 def _gateway_responses() -> list[tuple[float, Event]]:
     """The demo gateway's Responses stream: created at once, then a delta every 10 ms."""
@@ -109,14 +151,26 @@ def test_the_demo_gateways_responses_stream_reads_clean() -> None:
 
 def test_responses_framing_faults_are_each_named() -> None:
     resp = {"id": "r1", "status": "completed", "usage": None}
-    f = RESPONSES.read_stream(timed([
-        typed("response.in_progress", 0, response={**resp, "status": "in_progress"}),
-        Event("response.created", orjson.dumps({"type": "response.output_item.added",
-                                                "sequence_number": 1,
-                                                "item": {"id": "msg_1", "type": "message"}})),
-        typed("response.output_text.delta", 3, item_id="msg_1", delta="hi"),
-        typed("response.completed", 4, response={**resp, "id": "r2"}),
-        typed("response.output_text.delta", 5, item_id="msg_1", delta="late")]))
+    f = RESPONSES.read_stream(
+        timed(
+            [
+                typed("response.in_progress", 0, response={**resp, "status": "in_progress"}),
+                Event(
+                    "response.created",
+                    orjson.dumps(
+                        {
+                            "type": "response.output_item.added",
+                            "sequence_number": 1,
+                            "item": {"id": "msg_1", "type": "message"},
+                        }
+                    ),
+                ),
+                typed("response.output_text.delta", 3, item_id="msg_1", delta="hi"),
+                typed("response.completed", 4, response={**resp, "id": "r2"}),
+                typed("response.output_text.delta", 5, item_id="msg_1", delta="late"),
+            ]
+        )
+    )
     said = " | ".join(f.problems)
     assert "the first event is 'response.in_progress', not 'response.created'" in said
     assert "`event: response.created` line names another type" in said
@@ -127,11 +181,22 @@ def test_responses_framing_faults_are_each_named() -> None:
 
 
 def test_an_incomplete_response_finishes_with_its_reason_and_a_cut_one_is_named() -> None:
-    f = RESPONSES.read_stream(timed([
-        typed("response.created", 0, response={"id": "r"}),
-        typed("response.incomplete", 1, response={
-            "id": "r", "status": "incomplete",
-            "incomplete_details": {"reason": "max_output_tokens"}})]))
+    f = RESPONSES.read_stream(
+        timed(
+            [
+                typed("response.created", 0, response={"id": "r"}),
+                typed(
+                    "response.incomplete",
+                    1,
+                    response={
+                        "id": "r",
+                        "status": "incomplete",
+                        "incomplete_details": {"reason": "max_output_tokens"},
+                    },
+                ),
+            ]
+        )
+    )
     assert f.finish_reasons == ["max_output_tokens"] and f.problems == []
     cut = RESPONSES.read_stream(_gateway_responses()[:6])
     assert any("ended without `response.completed`" in p for p in cut.problems)
@@ -153,10 +218,19 @@ def test_the_probe_audits_responses_with_a_dialect_that_counts_only_deltas() -> 
 
 # Gates ------------------------------------------------------------------------------------
 
+
 def exchange(purpose: str = "stream", **fields: Any) -> Exchange:
-    ex = Exchange("probe-x-chat-" + purpose, "chat", purpose, "http://gw/v1/chat/completions",
-                  {}, {}, purpose != "control", status=200,
-                  response_headers=[("Content-Type", "text/event-stream")])
+    ex = Exchange(
+        "probe-x-chat-" + purpose,
+        "chat",
+        purpose,
+        "http://gw/v1/chat/completions",
+        {},
+        {},
+        purpose != "control",
+        status=200,
+        response_headers=[("Content-Type", "text/event-stream")],
+    )
     for name, value in fields.items():
         setattr(ex, name, value)
     return ex
@@ -177,37 +251,50 @@ def test_usage_gate_cannot_compare_counts_of_two_different_answers() -> None:
 
 def test_usage_gate_fails_on_prompt_tokens_whatever_the_answer() -> None:
     control = exchange("control", answer=Answer(text="a", usage=USAGE))
-    stream = exchange(facts=StreamFacts(usage={**USAGE, "prompt_tokens": 12}, terminal=True,
-                                        text="b"))
+    stream = exchange(facts=StreamFacts(usage={**USAGE, "prompt_tokens": 12}, terminal=True, text="b"))
     gate = gates.usage(CHAT, control, stream)
     assert gate.status is Status.FAIL
     assert "prompt_tokens 10 -> 12 (+2)" in gate.problems[0]
 
 
 def test_route_gate_hints_depend_on_the_status() -> None:
-    for status, hint in ((401, "--api-key-env"), (404, "check --base-url"),
-                         (429, "Retry-After: 3"), (503, "look up trace ID probe-x-chat-control")):
-        ex = exchange("control", status=status, response_headers=[("Retry-After", "3")],
-                      doc={"error": {"message": "nope"}})
+    for status, hint in (
+        (401, "--api-key-env"),
+        (404, "check --base-url"),
+        (429, "Retry-After: 3"),
+        (503, "look up trace ID probe-x-chat-control"),
+    ):
+        ex = exchange(
+            "control",
+            status=status,
+            response_headers=[("Retry-After", "3")],
+            doc={"error": {"message": "nope"}},
+        )
         gate = gates.route(CHAT, ex, "m")
         assert gate.status is Status.FAIL
         assert f"HTTP {status} (nope)" in gate.problems[0] and hint in gate.problems[0]
 
 
 def test_route_gate_notes_a_renamed_model_and_fails_without_usage() -> None:
-    ex = exchange("control", doc={},
-                  answer=Answer(object="chat.completion", model="other-model", finish="stop"))
+    ex = exchange(
+        "control", doc={}, answer=Answer(object="chat.completion", model="other-model", finish="stop")
+    )
     gate = gates.route(CHAT, ex, "gpt-4o")
     assert gate.status is Status.FAIL
-    assert gate.problems == ["the answer carries no usage: token accounting (billing, quotas) "
-                             "sees nothing for this route"]
+    assert gate.problems == [
+        "the answer carries no usage: token accounting (billing, quotas) sees nothing for this route"
+    ]
     assert any("answered as model 'other-model'" in n for n in gate.notes)
-    snapshot = exchange("control", doc={}, answer=Answer(
-        object="chat.completion", model="gpt-4o-2024-08-06", finish="stop", usage=USAGE))
+    snapshot = exchange(
+        "control",
+        doc={},
+        answer=Answer(object="chat.completion", model="gpt-4o-2024-08-06", finish="stop", usage=USAGE),
+    )
     assert gates.route(CHAT, snapshot, "gpt-4o").status is Status.PASS
 
 
 # Redaction --------------------------------------------------------------------------------
+
 
 def test_redactor_hides_the_key_raw_and_json_escaped() -> None:
     key = 'sk-"odd\\key'
@@ -220,16 +307,25 @@ def test_redactor_hides_the_key_raw_and_json_escaped() -> None:
 
 def test_extra_headers_with_secret_looking_names_are_hidden_in_the_report() -> None:
     assert shown_headers([("X-Tenant", "a"), ("X-Gateway-Token", "t"), ("Cookie", "c")]) == {
-        "X-Tenant": "a", "X-Gateway-Token": "[redacted]", "Cookie": "[redacted]"}
+        "X-Tenant": "a",
+        "X-Gateway-Token": "[redacted]",
+        "Cookie": "[redacted]",
+    }
 
 
 # The table --------------------------------------------------------------------------------
 
+
 def test_the_table_is_coloured_only_when_asked_and_stays_aligned() -> None:
-    run = RouteRun(Target("base", URL("http://gw/v1"), "probe-x"), started_at=0.0, gates=[
-        gates.Gate("route", "chat", Status.PASS, "HTTP 200"),
-        gates.Gate("usage", "chat", Status.FAIL, "no usage", problems=["fix it"]),
-        gates.Gate("tools", "chat", Status.SKIP, "not asked for (--tools)")])
+    run = RouteRun(
+        Target("base", URL("http://gw/v1"), "probe-x"),
+        started_at=0.0,
+        gates=[
+            gates.Gate("route", "chat", Status.PASS, "HTTP 200"),
+            gates.Gate("usage", "chat", Status.FAIL, "no usage", problems=["fix it"]),
+            gates.Gate("tools", "chat", Status.SKIP, "not asked for (--tools)"),
+        ],
+    )
     settings = Settings(model="m")
     plain = render_text([run], settings, "x", "OPENAI_API_KEY", colour=False)
     coloured = render_text([run], settings, "x", "OPENAI_API_KEY", colour=True)
@@ -253,11 +349,15 @@ def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: pytest.Monkey
 
 
 def test_a_stream_answered_with_a_json_error_and_status_200_fails_framing_with_its_message() -> None:
-    ex = exchange(response_headers=[("Content-Type", "application/json")],
-                  doc={"error": {"message": "model overloaded"}}, facts=StreamFacts())
+    ex = exchange(
+        response_headers=[("Content-Type", "application/json")],
+        doc={"error": {"message": "model overloaded"}},
+        facts=StreamFacts(),
+    )
     gate = gates.framing(CHAT, ex)
     assert gate.status is Status.FAIL
-    assert gate.problems[0].startswith("the stream was answered with HTTP 200 and an error in a "
-                                       "JSON body (model overloaded)")
+    assert gate.problems[0].startswith(
+        "the stream was answered with HTTP 200 and an error in a JSON body (model overloaded)"
+    )
     ex.doc = {"choices": []}
     assert "not text/event-stream" in gates.framing(CHAT, ex).problems[0]

@@ -9,10 +9,13 @@ import pytest
 from progressive import ARGO, FLAGGER, argo_queries, crd, documents, flagger_queries, strict
 
 
-@pytest.mark.parametrize("path,schema_file", [
-    (ARGO, "argo-rollouts-analysistemplate.json"),
-    (FLAGGER, "flagger-metrictemplate.json"),
-])
+@pytest.mark.parametrize(
+    "path,schema_file",
+    [
+        (ARGO, "argo-rollouts-analysistemplate.json"),
+        (FLAGGER, "flagger-metrictemplate.json"),
+    ],
+)
 def test_templates_are_valid_against_their_crd_schemas(path, schema_file) -> None:
     schema = crd(schema_file)
     docs = documents(path)

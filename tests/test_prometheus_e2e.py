@@ -38,19 +38,43 @@ JOB = "sse-audit-proxy"
 # diluted by the healthy phase that came before, plus healthy streams as a real mix has.
 # slow-first-token appears three times so the TTFT p95 clears the regression alert's 0.5 s floor.
 # buffered and bursty appear twice each; a bursty stream takes about 1.3 s (clumps 0.3 s apart).
-FAULTY_MIX = ("healthy", "buffered", "truncated", "slow-first-token", "no-usage", "no-done",
-              "no-finish", "slow-first-token", "error-midstream", "bursty", "http-429",
-              "http-500", "buffered", "slow-first-token", "truncated", "keepalive", "stall",
-              "bursty")
-FAULT_ALERTS = {"SSEAuditBufferedStreams", "SSEAuditBurstyStreams", "SSEAuditTruncatedStreams",
-                "SSEAuditMissingDone", "SSEAuditMissingFinishReason", "SSEAuditMissingUsage",
-                "SSEAuditUpstreamErrors", "SSEAuditTimeToFirstTokenRegression"}
+FAULTY_MIX = (
+    "healthy",
+    "buffered",
+    "truncated",
+    "slow-first-token",
+    "no-usage",
+    "no-done",
+    "no-finish",
+    "slow-first-token",
+    "error-midstream",
+    "bursty",
+    "http-429",
+    "http-500",
+    "buffered",
+    "slow-first-token",
+    "truncated",
+    "keepalive",
+    "stall",
+    "bursty",
+)
+FAULT_ALERTS = {
+    "SSEAuditBufferedStreams",
+    "SSEAuditBurstyStreams",
+    "SSEAuditTruncatedStreams",
+    "SSEAuditMissingDone",
+    "SSEAuditMissingFinishReason",
+    "SSEAuditMissingUsage",
+    "SSEAuditUpstreamErrors",
+    "SSEAuditTimeToFirstTokenRegression",
+}
 DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}
 CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
-    reason="prometheus/promtool missing: .ci/run installs Debian's prometheus package")
+    reason="prometheus/promtool missing: .ci/run installs Debian's prometheus package",
+)
 
 
 def free_port() -> int:
@@ -109,8 +133,9 @@ class Prometheus:
         return any(_finite(s["value"][1]) for s in await self.query(expr))
 
     async def label_values(self, selector: str, label: str) -> list[str]:
-        async with self.http.get(self.url / "api/v1/label" / label / "values",
-                                 params={"match[]": selector}) as resp:
+        async with self.http.get(
+            self.url / "api/v1/label" / label / "values", params={"match[]": selector}
+        ) as resp:
             body = await resp.json()
         assert body["status"] == "success", body
         values: list[str] = body["data"]
@@ -130,21 +155,25 @@ def _finite(value: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def prometheus(tmp: Path, metrics_port: int,
-                     http: aiohttp.ClientSession) -> AsyncIterator[Prometheus]:
+async def prometheus(tmp: Path, metrics_port: int, http: aiohttp.ClientSession) -> AsyncIterator[Prometheus]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(rules_for_the_test(tmp))],
-        "scrape_configs": [{"job_name": JOB,
-                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     proc = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=(tmp / "prometheus.log").open("wb"))
+        [
+            "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "prometheus.log").open("wb"),
+    )
     url = URL(f"http://127.0.0.1:{port}")
     try:
         async with asyncio.timeout(30):
@@ -165,14 +194,20 @@ async def prometheus(tmp: Path, metrics_port: int,
             proc.wait()
 
 
-async def keep_sending(base: URL, mix: tuple[str, ...], stop: asyncio.Event, *, concurrency: int,
-                       pause: float, limit: int = 2000) -> int:
+async def keep_sending(
+    base: URL, mix: tuple[str, ...], stop: asyncio.Event, *, concurrency: int, pause: float, limit: int = 2000
+) -> int:
     """Traffic until `stop` (bounded by `limit` requests): batches of `concurrency` requests."""
     sent = 0
     async with aiohttp.ClientSession() as client:
         while not stop.is_set() and sent < limit:
-            await drive(client, base, mix[sent % len(mix):] + mix[:sent % len(mix)],
-                        count=concurrency, concurrency=concurrency)
+            await drive(
+                client,
+                base,
+                mix[sent % len(mix) :] + mix[: sent % len(mix)],
+                count=concurrency,
+                concurrency=concurrency,
+            )
             sent += concurrency
             await asyncio.sleep(pause)
     return sent
@@ -198,16 +233,21 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     rules = alert_rules()
     assert {r["alert"] for r in rules} == FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS
 
-    async with serve_process(gateway) as served, \
-            prometheus(tmp_path, served.metrics_url.port or 0, http) as prom:
+    async with (
+        serve_process(gateway) as served,
+        prometheus(tmp_path, served.metrics_url.port or 0, http) as prom,
+    ):
         # Healthy mix: every verdict series exists, no alert is pending or firing. One stream at
         # a time, so the faulty shares cross their thresholds a few seconds into the faulty mix.
         stop = asyncio.Event()
-        healthy = asyncio.create_task(
-            keep_sending(served.url, HEALTHY, stop, concurrency=1, pause=0.1))
+        healthy = asyncio.create_task(keep_sending(served.url, HEALTHY, stop, concurrency=1, pause=0.1))
         await asyncio.sleep(10)
-        assert await poll(10, lambda: prom.has_data(
-            'job_route_model_outcome:sse_audit_streams:ratio_rate5m{outcome="complete"}'))
+        assert await poll(
+            10,
+            lambda: prom.has_data(
+                'job_route_model_outcome:sse_audit_streams:ratio_rate5m{outcome="complete"}'
+            ),
+        )
         await asyncio.sleep(2)  # a few more evaluations of every rule on healthy data
         stop.set()
         assert await healthy > 20
@@ -219,8 +259,7 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
         # Faulty mix on the same route and model: each fault alert goes pending or firing,
         # and each alert expression returns data.
         stop = asyncio.Event()
-        faulty = asyncio.create_task(
-            keep_sending(served.url, FAULTY_MIX, stop, concurrency=4, pause=0.05))
+        faulty = asyncio.create_task(keep_sending(served.url, FAULTY_MIX, stop, concurrency=4, pause=0.05))
         alerted: set[str] = set()
         expr_data: set[str] = set()
 
@@ -243,12 +282,20 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
         metrics_text = await (await http.get(served.metrics_url / "metrics")).text()
         stop.set()
         assert await faulty > 40
-        assert seen and not empty, (f"alerts reached: {sorted(alerted)}, alert exprs with data: "
-                                    f"{sorted(expr_data)}, dashboard queries without data: {empty}")
+        assert seen and not empty, (
+            f"alerts reached: {sorted(alerted)}, alert exprs with data: "
+            f"{sorted(expr_data)}, dashboard queries without data: {empty}"
+        )
 
         # The proxy's own exposition passes promtool's linter.
-        check = subprocess.run(["promtool", "check", "metrics"], input=metrics_text,
-                               capture_output=True, text=True, timeout=30, check=False)
+        check = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=metrics_text,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert check.returncode == 0, check.stdout + check.stderr
 
         # Proxy gone: the down alerts go pending or firing, their expressions return data.
@@ -257,8 +304,9 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
         async def down_seen() -> bool:
             states = await prom.alert_states()
             reached = {a for a, s in states.items() if s & {"pending", "firing"}}
-            with_data = {r["alert"] for r in rules
-                         if r["alert"] in DOWN_ALERTS and await prom.has_data(r["expr"])}
+            with_data = {
+                r["alert"] for r in rules if r["alert"] in DOWN_ALERTS and await prom.has_data(r["expr"])
+            }
             return reached >= DOWN_ALERTS and with_data >= DOWN_ALERTS
 
         assert await poll(20, down_seen)
@@ -281,21 +329,28 @@ def canary_row() -> list[tuple[str, str]]:
 
 async def send_plain(http: aiohttp.ClientSession, base: URL, n: int) -> None:
     """Streams that name no scenario: each gateway plays its own (healthy, or forced)."""
-    body = orjson.dumps({"model": "gpt-canary", "stream": True,
-                         "messages": [{"role": "user", "content": "hi"}],
-                         "stream_options": {"include_usage": True}})
+    body = orjson.dumps(
+        {
+            "model": "gpt-canary",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_usage": True},
+        }
+    )
 
     async def one() -> None:
         with contextlib.suppress(aiohttp.ClientPayloadError):
-            async with http.post(base / "v1/chat/completions", data=body,
-                                 headers={"Content-Type": "application/json"}) as resp:
+            async with http.post(
+                base / "v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
                 await resp.read()
 
     await asyncio.gather(*(one() for _ in range(n)))
 
 
 async def test_canary_row_alerts_and_rollout_templates_against_a_real_prometheus(
-        demo_gateway, tmp_path) -> None:
+    demo_gateway, tmp_path
+) -> None:
     """A healthy baseline and a truncating canary at 50 %, guard on: the guard trips, both canary
     alerts go pending or firing, every query of the Baseline vs canary row returns data for both
     sides, and the Argo Rollouts and Flagger queries return data that fails the rollout."""
@@ -303,11 +358,21 @@ async def test_canary_row_alerts_and_rollout_templates_against_a_real_prometheus
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(scenario="truncated", **FAST)
     rules = {r["alert"]: r for r in alert_rules() if r["alert"] in CANARY_ALERTS}
-    async with aiohttp.ClientSession() as http, \
-            serve_process(baseline, "--canary", str(canary), "--canary-percent", "50",
-                          # Enough canary streams to span a few scrapes before the trip.
-                          "--canary-guard", "--canary-guard-min-streams", "60") as served, \
-            prometheus(tmp_path, served.metrics_url.port or 0, http) as prom:
+    async with (
+        aiohttp.ClientSession() as http,
+        serve_process(
+            baseline,
+            "--canary",
+            str(canary),
+            "--canary-percent",
+            "50",
+            # Enough canary streams to span a few scrapes before the trip.
+            "--canary-guard",
+            "--canary-guard-min-streams",
+            "60",
+        ) as served,
+        prometheus(tmp_path, served.metrics_url.port or 0, http) as prom,
+    ):
         await asyncio.sleep(2)  # a scrape of the idle proxy first: rates start from zero
         sent = 0
         while not any(line.get("event") == "canary_tripped" for line in served.lines):
@@ -334,9 +399,13 @@ async def test_canary_row_alerts_and_rollout_templates_against_a_real_prometheus
             return alerted >= CANARY_ALERTS
 
         if not await poll(30, canary_alerts):
-            figures = {q: await prom.query(q) for q in (
-                "job_role:sse_audit_bad_streams:ratio_rate5m",
-                "job_role:sse_audit_judged_streams:rate5m")}
+            figures = {
+                q: await prom.query(q)
+                for q in (
+                    "job_role:sse_audit_bad_streams:ratio_rate5m",
+                    "job_role:sse_audit_judged_streams:rate5m",
+                )
+            }
             raise AssertionError(f"alerts reached: {alerted}; {figures}")
         for name, rule in rules.items():
             assert await prom.has_data(rule["expr"]), name

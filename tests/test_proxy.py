@@ -24,9 +24,15 @@ CHAT = "/v1/chat/completions"
 STREAM_BODY = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def sse_upstream(frames: Sequence[bytes], *, delay: float = 0.0, first_delay: float = 0.0,
-                 reset_after: int | None = None, status: int = 200,
-                 headers: dict[str, str] | None = None) -> Callable[[web.Request], Awaitable[Any]]:
+def sse_upstream(
+    frames: Sequence[bytes],
+    *,
+    delay: float = 0.0,
+    first_delay: float = 0.0,
+    reset_after: int | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Callable[[web.Request], Awaitable[Any]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
         resp = web.StreamResponse(status=status, headers=headers or SSE)
@@ -53,8 +59,9 @@ def reset(request: web.BaseRequest) -> None:
     request.transport.abort()
 
 
-async def post_stream(http: aiohttp.ClientSession, url: URL, body: dict[str, Any] = STREAM_BODY,
-                      **kwargs: Any) -> tuple[int, bytes, Any]:
+async def post_stream(
+    http: aiohttp.ClientSession, url: URL, body: dict[str, Any] = STREAM_BODY, **kwargs: Any
+) -> tuple[int, bytes, Any]:
     async with http.post(url / CHAT.lstrip("/"), data=orjson.dumps(body), **kwargs) as resp:
         data = await resp.read()
         return resp.status, data, resp.headers
@@ -63,7 +70,7 @@ async def post_stream(http: aiohttp.ClientSession, url: URL, body: dict[str, Any
 async def test_stream_bytes_reach_the_client_unchanged(upstream, proxy, http) -> None:
     frames = healthy(30)
     frames.insert(3, b": keep-alive\r\n\r\n")
-    frames.insert(5, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"é世🎉\"}}]}\n\n".encode())
+    frames.insert(5, 'data: {"choices":[{"index":0,"delta":{"content":"é世🎉"}}]}\n\n'.encode())
     # Odd write boundaries, including one inside a multi-byte character.
     raw = b"".join(frames)
     pieces = [raw[i : i + 37] for i in range(0, len(raw), 37)]
@@ -98,22 +105,34 @@ async def test_frames_reach_the_client_while_the_upstream_is_still_sending(upstr
 
 
 async def test_request_is_forwarded_with_method_path_query_body_and_end_to_end_headers(
-        upstream, proxy, http) -> None:
+    upstream, proxy, http
+) -> None:
     seen: dict[str, Any] = {}
 
     async def handler(request: web.Request) -> web.Response:
-        seen.update(method=request.method, path=request.raw_path, body=await request.read(),
-                    headers=request.headers.copy())
+        seen.update(
+            method=request.method,
+            path=request.raw_path,
+            body=await request.read(),
+            headers=request.headers.copy(),
+        )
         return web.json_response({"ok": True}, status=201, headers={"X-Upstream": "yes"})
 
     up = await upstream(handler)
     p = await proxy(up)
     body = b'{"model": "m", "input": "\xc3\xa9"}'
-    async with http.patch(p.url.with_path("/v1/things/42").with_query(a="1", b="x y"),
-                          data=body, headers={"X-Custom": "kept", "Connection": "keep-alive, X-Hop",
-                                              "X-Hop": "dropped", "Keep-Alive": "timeout=5",
-                                              "TE": "trailers",
-                                              "Content-Type": "application/json"}) as resp:
+    async with http.patch(
+        p.url.with_path("/v1/things/42").with_query(a="1", b="x y"),
+        data=body,
+        headers={
+            "X-Custom": "kept",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "dropped",
+            "Keep-Alive": "timeout=5",
+            "TE": "trailers",
+            "Content-Type": "application/json",
+        },
+    ) as resp:
         assert resp.status == 201
         assert resp.headers["X-Upstream"] == "yes"
         assert await resp.json() == {"ok": True}
@@ -145,12 +164,15 @@ async def test_upstream_base_path_is_prefixed(upstream, proxy, http) -> None:
 
 
 async def test_compressed_event_stream_is_forwarded_compressed_and_still_audited(
-        upstream, proxy, http) -> None:
+    upstream, proxy, http
+) -> None:
     raw = gzip.compress(b"".join(healthy(5)))
-    p = await proxy(await upstream(sse_upstream(
-        [raw[:20], raw[20:]], headers={**SSE, "Content-Encoding": "gzip"})))
-    async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY),
-                         headers={"Accept-Encoding": "gzip"}) as resp:
+    p = await proxy(
+        await upstream(sse_upstream([raw[:20], raw[20:]], headers={**SSE, "Content-Encoding": "gzip"}))
+    )
+    async with http.post(
+        p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY), headers={"Accept-Encoding": "gzip"}
+    ) as resp:
         assert resp.headers["Content-Encoding"] == "gzip"
         assert await resp.read() == raw
     rec = await p.record()
@@ -186,8 +208,7 @@ async def test_metrics_show_a_healthy_stream(upstream, proxy, http) -> None:
     assert rec.stream is not None and rec.stream.anomalies == []
     labels = {"route": "chat_completions", "model": "gpt-test"}
     assert p.metric("sse_audit_streams_total", outcome="complete", **labels) == 1
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="200") == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="200") == 1
     assert p.metric("sse_audit_time_to_first_token_seconds_count", **labels) == 1
     assert p.metric("sse_audit_time_to_first_byte_seconds_count", **labels) == 1
     assert p.metric("sse_audit_inter_chunk_gap_seconds_count", **labels) == rec.stream.frames - 1
@@ -199,8 +220,10 @@ async def test_metrics_show_a_healthy_stream(upstream, proxy, http) -> None:
     assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
     async with http.get(p.metrics_url / "metrics") as resp:
         text = await resp.text()
-    assert ('sse_audit_streams_total{model="gpt-test",outcome="complete",route="chat_completions",'
-            'upstream="baseline"} 1.0') in text
+    assert (
+        'sse_audit_streams_total{model="gpt-test",outcome="complete",route="chat_completions",'
+        'upstream="baseline"} 1.0'
+    ) in text
     async with http.get(p.metrics_url / "healthz") as resp:
         assert resp.status == 200
 
@@ -236,8 +259,9 @@ async def test_non_stream_json_is_counted_but_not_stream_audited(upstream, proxy
     rec = await p.record()
     assert rec.stream is None and rec.outcome is None
     assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="200") == 1
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="m",
-                    outcome="complete") is None
+    assert (
+        p.metric("sse_audit_streams_total", route="chat_completions", model="m", outcome="complete") is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -246,29 +270,39 @@ async def test_non_stream_json_is_counted_but_not_stream_audited(upstream, proxy
         ("healthy", healthy(6), {"stream_options": {"include_usage": True}}, []),
         ("no_done", healthy(6, done=False), {}, ["missing_done"]),
         ("no_finish", healthy(6, finish=None), {}, ["missing_finish_reason"]),
-        ("no_usage", healthy(6, usage=False), {"stream_options": {"include_usage": True}},
-         ["missing_usage"]),
+        ("no_usage", healthy(6, usage=False), {"stream_options": {"include_usage": True}}, ["missing_usage"]),
         ("malformed", [*healthy(3)[:-1], b"data: {oops\n\n", DONE], {}, ["malformed_frame"]),
         ("bad_tool_args", tool_call_stream(['{"city": ', '"Paris"']), {}, ["invalid_tool_arguments"]),
         # No choice finished after the error: an in-band failure, nothing further judged (issue 11).
-        ("error_event", [chunk({"content": "a"}), frame({"error": {"message": "boom"}}), DONE], {},
-         ["error_event"]),
+        (
+            "error_event",
+            [chunk({"content": "a"}), frame({"error": {"message": "boom"}}), DONE],
+            {},
+            ["error_event"],
+        ),
     ],
 )
 async def test_each_anomaly_is_reported_by_a_misbehaving_upstream(
-        upstream, proxy, http, name, frames, body_extra, expected) -> None:
+    upstream, proxy, http, name, frames, body_extra, expected
+) -> None:
     p = await proxy(await upstream(sse_upstream(frames, delay=0.003)))
     await post_stream(http, p.url, {**STREAM_BODY, **body_extra})
     rec = await p.record()
     assert rec.stream is not None
     assert rec.stream.anomalies == expected, name
     for anomaly in expected:
-        assert p.metric("sse_audit_stream_anomalies_total", route="chat_completions",
-                        model="gpt-test", anomaly=anomaly) == 1
+        assert (
+            p.metric(
+                "sse_audit_stream_anomalies_total",
+                route="chat_completions",
+                model="gpt-test",
+                anomaly=anomaly,
+            )
+            == 1
+        )
 
 
-async def test_buffered_upstream_is_flagged_and_slow_but_real_streaming_is_not(
-        upstream, proxy, http) -> None:
+async def test_buffered_upstream_is_flagged_and_slow_but_real_streaming_is_not(upstream, proxy, http) -> None:
     buffered = await proxy(await upstream(sse_upstream([b"".join(healthy(20))], first_delay=0.4)))
     await post_stream(http, buffered.url)
     assert (await buffered.record()).stream.anomalies == ["buffered"]  # type: ignore[union-attr]
@@ -283,12 +317,15 @@ async def test_upstream_ending_early_is_truncated(upstream, proxy, http) -> None
     await post_stream(http, p.url)
     rec = await p.record()
     assert rec.stream is not None and rec.stream.outcome is Outcome.TRUNCATED
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="truncated") == 1
+    assert (
+        p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="truncated")
+        == 1
+    )
 
 
 async def test_upstream_reset_mid_stream_is_truncated_and_the_client_sees_a_cut(
-        upstream, proxy, http) -> None:
+    upstream, proxy, http
+) -> None:
     p = await proxy(await upstream(sse_upstream(healthy(10), delay=0.005, reset_after=4)))
     async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
         with pytest.raises(aiohttp.ClientPayloadError):
@@ -307,10 +344,13 @@ async def test_upstream_http_error_to_a_stream_request_is_upstream_error(upstrea
     assert status == 429 and orjson.loads(body)["error"]["message"] == "slow down"
     rec = await p.record()
     assert rec.stream is not None and rec.stream.outcome is Outcome.UPSTREAM_ERROR
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="upstream_error") == 1
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="429") == 1
+    assert (
+        p.metric(
+            "sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="upstream_error"
+        )
+        == 1
+    )
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="429") == 1
 
 
 async def test_unreachable_upstream_gives_openai_shaped_502_and_a_record(proxy, http) -> None:
@@ -354,15 +394,16 @@ async def test_client_disconnect_closes_the_upstream_and_is_recorded(upstream, p
 
 
 async def test_idle_upstream_times_out_and_the_client_sees_a_cut(upstream, proxy, http) -> None:
-    p = await proxy(await upstream(sse_upstream([chunk({"content": "a"}), b""], delay=0.8)),
-                    idle_timeout=0.3)
+    p = await proxy(await upstream(sse_upstream([chunk({"content": "a"}), b""], delay=0.8)), idle_timeout=0.3)
     async with http.post(p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY)) as resp:
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
     rec = await p.record()
     assert rec.stream is not None and rec.stream.outcome is Outcome.TIMEOUT
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="timeout") == 1
+    assert (
+        p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="timeout")
+        == 1
+    )
 
 
 async def test_model_label_is_capped(upstream, proxy, http) -> None:
@@ -370,8 +411,10 @@ async def test_model_label_is_capped(upstream, proxy, http) -> None:
     for model in ("a", "b", "c", "a"):
         await post_stream(http, p.url, {**STREAM_BODY, "model": model})
     await p.sink.wait(4)
-    counts = {m: p.metric("sse_audit_streams_total", route="chat_completions", model=m,
-                          outcome="complete") for m in ("a", "b", "c", "other")}
+    counts = {
+        m: p.metric("sse_audit_streams_total", route="chat_completions", model=m, outcome="complete")
+        for m in ("a", "b", "c", "other")
+    }
     assert counts == {"a": 2, "b": 1, "c": None, "other": 1}
 
 
@@ -390,10 +433,12 @@ async def test_unparseable_body_is_forwarded_untouched_with_model_unknown(upstre
 
 
 async def test_ordinary_answer_to_a_stream_request_is_flagged_not_streamed(upstream, proxy, http) -> None:
-    answer = {"id": "c1", "object": "chat.completion",
-              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                           "finish_reason": "stop"}],
-              "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
 
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(answer)
@@ -404,5 +449,12 @@ async def test_ordinary_answer_to_a_stream_request_is_flagged_not_streamed(upstr
     rec = await p.record()
     assert rec.stream is not None
     assert (rec.stream.outcome, rec.stream.anomalies) == (Outcome.COMPLETE, ["not_streamed"])
-    assert p.metric("sse_audit_stream_anomalies_total", route="chat_completions", model="gpt-test",
-                    anomaly="not_streamed") == 1
+    assert (
+        p.metric(
+            "sse_audit_stream_anomalies_total",
+            route="chat_completions",
+            model="gpt-test",
+            anomaly="not_streamed",
+        )
+        == 1
+    )

@@ -54,7 +54,9 @@ class LiveProxy:
         self.sink = RecordingSink()
         config = ServiceConfig(
             proxy=ProxyConfig(upstream=upstream, host="127.0.0.1", port=0),
-            metrics_host="127.0.0.1", metrics_port=0)
+            metrics_host="127.0.0.1",
+            metrics_port=0,
+        )
         self.service = Service(config, registry=CollectorRegistry(), extra_sinks=[self.sink])
         await self.service.start()
         self.port = self.service.proxy.port
@@ -92,11 +94,22 @@ _ids = itertools.count()
 
 
 @budget(40)
-@given(body=sse_bytes, cut_at=cuts, path=st.sampled_from(PATHS),
-       headers=st.sampled_from(HEADERS), pause=st.booleans(), usage=st.booleans())
+@given(
+    body=sse_bytes,
+    cut_at=cuts,
+    path=st.sampled_from(PATHS),
+    headers=st.sampled_from(HEADERS),
+    pause=st.booleans(),
+    usage=st.booleans(),
+)
 def test_proxy_forwards_any_upstream_bytes_unchanged_and_records_the_request(
-    live: LiveProxy, body: bytes, cut_at: list[int], path: str, headers: dict[str, str],
-    pause: bool, usage: bool,
+    live: LiveProxy,
+    body: bytes,
+    cut_at: list[int],
+    path: str,
+    headers: dict[str, str],
+    pause: bool,
+    usage: bool,
 ) -> None:
     plan = str(next(_ids))
     live.plans[plan] = ([p for p in split(body, cut_at) if p], headers, pause)
@@ -106,8 +119,12 @@ def test_proxy_forwards_any_upstream_bytes_unchanged_and_records_the_request(
     before = len(live.sink.records)
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
     try:
-        conn.request("POST", path, body=json.dumps(request),
-                     headers={"X-Plan": plan, "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(request),
+            headers={"X-Plan": plan, "Content-Type": "application/json"},
+        )
         resp = conn.getresponse()
         received = resp.read()
         assert resp.status == 200

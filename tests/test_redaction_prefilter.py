@@ -10,12 +10,39 @@ from sse_audit_proxy.core.audit import Anomaly
 from sse_audit_proxy.sinks.redaction import _TOKENS, REDACTED, Redactor
 
 EXTRA = ("X-Tenant-Token",)
-PIECES = st.sampled_from([
-    "Bearer ", "bearer\t", "BASIC ", "sk-", "sk-abcdefghijklmnop0123", "SK-ABCDEFGHIJKLMNOPQR",
-    "Authorization", "authorization: ", "api-key=", "X-Api-Key:'", "cookie", "Set-Cookie: ",
-    "x-tenant-token=", "proxy-authorization", "'", '"', ":", "=", " ", "\n", "trace", "model",
-    "gpt-4o", "token", "key", "é", "0123456789", "-", "_",
-])
+PIECES = st.sampled_from(
+    [
+        "Bearer ",
+        "bearer\t",
+        "BASIC ",
+        "sk-",
+        "sk-abcdefghijklmnop0123",
+        "SK-ABCDEFGHIJKLMNOPQR",
+        "Authorization",
+        "authorization: ",
+        "api-key=",
+        "X-Api-Key:'",
+        "cookie",
+        "Set-Cookie: ",
+        "x-tenant-token=",
+        "proxy-authorization",
+        "'",
+        '"',
+        ":",
+        "=",
+        " ",
+        "\n",
+        "trace",
+        "model",
+        "gpt-4o",
+        "token",
+        "key",
+        "é",
+        "0123456789",
+        "-",
+        "_",
+    ]
+)
 
 
 def full_scrub(redactor: Redactor, text: str) -> str:
@@ -35,8 +62,15 @@ def test_prefiltered_scrub_equals_the_full_substitutions(text: str) -> None:
 
 def test_plain_values_and_containers_pass_through_the_processor_unchanged() -> None:
     redactor = Redactor()
-    event = {"frames": 204, "ttft_ms": 20.5, "done": True, "error": None,
-             "usage": {"prompt_tokens": 5}, "anomalies": ["missing_done"], "route": "chat"}
+    event = {
+        "frames": 204,
+        "ttft_ms": 20.5,
+        "done": True,
+        "error": None,
+        "usage": {"prompt_tokens": 5},
+        "anomalies": ["missing_done"],
+        "route": "chat",
+    }
     assert redactor(None, "info", dict(event)) == event
 
 

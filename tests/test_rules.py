@@ -13,13 +13,14 @@ PROM = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 RULES = PROM / "sse-audit-proxy.rules.yml"
 TESTS = PROM / "sse-audit-proxy.rules.test.yml"
 needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool missing: .ci/run installs Debian's prometheus package")
+    shutil.which("promtool") is None, reason="promtool missing: .ci/run installs Debian's prometheus package"
+)
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=120,
-                          cwd=PROM, check=False)
+    return subprocess.run(
+        ["promtool", *args], capture_output=True, text=True, timeout=120, cwd=PROM, check=False
+    )
 
 
 @needs_promtool

@@ -19,14 +19,23 @@ from sse_audit_proxy.tools.scenarios import SCENARIOS, Scenario
 FRAMES = 8
 FAULT = 0.3
 # Fast but still token by token: 10 ms apart is far from the 2 ms `buffered` spacing.
-FAST = {"X-Demo-Frames": str(FRAMES), "X-Demo-TTFT-Ms": "20", "X-Demo-Interval-Ms": "10",
-        "X-Demo-Jitter": "0", "X-Demo-Fault-Ms": str(int(FAULT * 1000))}
+FAST = {
+    "X-Demo-Frames": str(FRAMES),
+    "X-Demo-TTFT-Ms": "20",
+    "X-Demo-Interval-Ms": "10",
+    "X-Demo-Jitter": "0",
+    "X-Demo-Fault-Ms": str(int(FAULT * 1000)),
+}
 IDLE_TIMEOUT = 1.0  # longer than the fault delay (stall) and shorter than `hang`
 
 
 def chat_request(model: str) -> dict[str, Any]:
-    return {"model": model, "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "How is the canary doing?"}]}
+    return {
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "How is the canary doing?"}],
+    }
 
 
 async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bool:
@@ -46,11 +55,27 @@ async def read_as_client(resp: aiohttp.ClientResponse, scenario: Scenario) -> bo
 
 def check_details(name: str, s: StreamResult) -> None:
     """What each scenario shows besides its verdict (timings, counts)."""
-    if name in ("healthy", "crlf", "no-finish", "no-usage", "no-done", "usage-mismatch",
-                "late-terminator", "wrong-content-type"):
+    if name in (
+        "healthy",
+        "crlf",
+        "no-finish",
+        "no-usage",
+        "no-done",
+        "usage-mismatch",
+        "late-terminator",
+        "wrong-content-type",
+    ):
         assert s.content_frames == FRAMES
-    if name in ("healthy", "crlf", "buffered", "slow-first-token", "stall", "keepalive",
-                "late-terminator", "wrong-content-type"):
+    if name in (
+        "healthy",
+        "crlf",
+        "buffered",
+        "slow-first-token",
+        "stall",
+        "keepalive",
+        "late-terminator",
+        "wrong-content-type",
+    ):
         assert s.done and s.finish_reasons == ["stop"]
         assert s.usage is not None and s.completion_tokens == FRAMES
     if name == "bursty":  # more tokens than asked for, so that there are clumps to see
@@ -80,8 +105,9 @@ async def test_scenario_through_the_proxy_gets_its_documented_verdict(
 ) -> None:
     gateway = await demo_gateway()
     running = await proxy(gateway, idle_timeout=IDLE_TIMEOUT)
-    async with http.post(running.url / "v1/chat/completions", json=chat_request(scenario.model),
-                         headers=FAST) as resp:
+    async with http.post(
+        running.url / "v1/chat/completions", json=chat_request(scenario.model), headers=FAST
+    ) as resp:
         cut = await read_as_client(resp, scenario)
         status = resp.status
 
@@ -89,14 +115,24 @@ async def test_scenario_through_the_proxy_gets_its_documented_verdict(
     s = rec.stream
     assert s is not None
     assert (s.outcome, sorted(s.anomalies), s.end) == (
-        scenario.outcome, sorted(scenario.anomalies), scenario.end)
+        scenario.outcome,
+        sorted(scenario.anomalies),
+        scenario.end,
+    )
     assert rec.model == scenario.model and rec.route == "chat_completions"
     assert status == {"http-429": 429, "http-500": 500}.get(scenario.name, 200)
     # A broken upstream stream must reach the client as a cut, never as a clean end.
     assert cut == (scenario.end in (End.UPSTREAM_BROKEN, End.IDLE_TIMEOUT))
     check_details(scenario.name, s)
-    assert running.metric("sse_audit_streams_total", route="chat_completions",
-                          model=scenario.model, outcome=scenario.outcome.value) == 1
+    assert (
+        running.metric(
+            "sse_audit_streams_total",
+            route="chat_completions",
+            model=scenario.model,
+            outcome=scenario.outcome.value,
+        )
+        == 1
+    )
 
 
 async def test_scenario_header_overrides_the_model_and_keeps_its_name(
@@ -104,8 +140,9 @@ async def test_scenario_header_overrides_the_model_and_keeps_its_name(
 ) -> None:
     running = await proxy(await demo_gateway())
     headers = {**FAST, scenarios.SCENARIO_HEADER: "no-done"}
-    async with http.post(running.url / "v1/chat/completions", json=chat_request("gpt-4o-mini"),
-                         headers=headers) as resp:
+    async with http.post(
+        running.url / "v1/chat/completions", json=chat_request("gpt-4o-mini"), headers=headers
+    ) as resp:
         body = await resp.read()
     rec = await running.record()
     assert rec.model == "gpt-4o-mini" and b'"model":"gpt-4o-mini"' in body
@@ -127,16 +164,23 @@ async def test_a_client_that_leaves_right_after_the_end_marker_still_gets_comple
     running = await proxy(await demo_gateway())
     headers = {**FAST, "X-Demo-Terminator-Ms": "1000", "X-Demo-Habits": "late-terminator"}
     if route == "chat":
-        sdk = openai.AsyncOpenAI(api_key="demo", base_url=str(running.url / "v1"),
-                                 max_retries=0, default_headers=headers)
+        sdk = openai.AsyncOpenAI(
+            api_key="demo", base_url=str(running.url / "v1"), max_retries=0, default_headers=headers
+        )
         stream = await sdk.chat.completions.create(
-            model="demo-healthy", stream=True, stream_options={"include_usage": True},
-            messages=[{"role": "user", "content": "How is the canary doing?"}])
+            model="demo-healthy",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "How is the canary doing?"}],
+        )
         chunks = [chunk async for chunk in stream]
         assert chunks[-1].usage is not None
     else:
-        async with http.post(running.url / "v1/responses", headers=headers, json={
-                "model": "demo-healthy", "stream": True, "input": "How is it doing?"}) as resp:
+        async with http.post(
+            running.url / "v1/responses",
+            headers=headers,
+            json={"model": "demo-healthy", "stream": True, "input": "How is it doing?"},
+        ) as resp:
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
                 if any(b'"response.completed"' in e.data for e in decoder.feed(chunk)):

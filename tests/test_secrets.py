@@ -47,7 +47,9 @@ def test_redactor_blanks_secret_fields_headers_and_credentials_in_free_text() ->
             f"InvalidHeader: 'api-key: {KEY}' / X-Tenant-Token=tenant-secret-value\n"
             f"ValueError: token {KEY} rejected"
         ),
-        "trace_id": "abc123", "status": 502, "anomalies": ["missing_done"],
+        "trace_id": "abc123",
+        "status": 502,
+        "anomalies": ["missing_done"],
     }
     out = redact(None, "info", dict(event))
     assert out["authorization"] == out["api_key"] == out["x-tenant-token"] == REDACTED
@@ -55,7 +57,11 @@ def test_redactor_blanks_secret_fields_headers_and_credentials_in_free_text() ->
     assert KEY not in out["exception"] and "tenant-secret-value" not in out["exception"]
     assert "LineTooLong" in out["exception"]  # the message stays useful
     assert (out["event"], out["trace_id"], out["status"], out["anomalies"]) == (
-        "boom", "abc123", 502, ["missing_done"])
+        "boom",
+        "abc123",
+        502,
+        ["missing_done"],
+    )
 
 
 def test_production_logging_chain_redacts_structlog_and_library_exceptions() -> None:
@@ -75,8 +81,7 @@ def test_production_logging_chain_redacts_structlog_and_library_exceptions() -> 
             logging.getLogger("aiohttp.server").exception("Error handling request")
         logging.getLogger("aiohttp.client").warning("api-key=%s", "{KEY}")
     """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=30)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     out = run.stdout + run.stderr
     assert KEY not in out and "tenant-secret-value" not in out
@@ -90,10 +95,16 @@ async def test_keys_sent_through_every_failure_path_never_appear_in_cli_output(
 ) -> None:
     tally = Tally()
     url = await upstream(streaming_handler(complete_stream(2), tally, reset_after=1))
-    credentials = {"Authorization": f"Bearer {KEY}", "api-key": KEY, "x-api-key": KEY,
-                   "Cookie": f"session={KEY}", "X-Tenant-Token": KEY}
-    async with cli_proxy(url, "--require-key", KEY, "--max-body-bytes", "1k",
-                         "--secret-headers", "X-Tenant-Token") as (child, proxy_url, _):
+    credentials = {
+        "Authorization": f"Bearer {KEY}",
+        "api-key": KEY,
+        "x-api-key": KEY,
+        "Cookie": f"session={KEY}",
+        "X-Tenant-Token": KEY,
+    }
+    async with cli_proxy(
+        url, "--require-key", KEY, "--max-body-bytes", "1k", "--secret-headers", "X-Tenant-Token"
+    ) as (child, proxy_url, _):
         target = proxy_url / CHAT.lstrip("/")
         async with http.post(target, json=STREAM_BODY, headers=credentials) as resp:
             assert resp.status == 200  # upstream resets mid-stream: truncated
@@ -101,15 +112,17 @@ async def test_keys_sent_through_every_failure_path_never_appear_in_cli_output(
                 await resp.read()
         async with http.post(target, data=b"x" * 4096, headers=credentials) as resp:
             assert resp.status == 413
-        async with http.post(target, json=STREAM_BODY,
-                             headers={"Authorization": "Bearer sk-wrong-0123456789abcd"}) as r:
+        async with http.post(
+            target, json=STREAM_BODY, headers={"Authorization": "Bearer sk-wrong-0123456789abcd"}
+        ) as r:
             assert r.status == 401
         port = proxy_url.port
         assert port is not None
-        for head in (f"Authorization: Bearer {KEY}{'A' * 20000}",  # too long: 431
-                     f"Authorization: Bearer {KEY}\x01"):  # control character: 400
-            raw = await raw_exchange(port, f"GET /v1/models HTTP/1.1\r\n{head}\r\n\r\n".encode(
-                "latin-1"))
+        for head in (
+            f"Authorization: Bearer {KEY}{'A' * 20000}",  # too long: 431
+            f"Authorization: Bearer {KEY}\x01",
+        ):  # control character: 400
+            raw = await raw_exchange(port, f"GET /v1/models HTTP/1.1\r\n{head}\r\n\r\n".encode("latin-1"))
             assert KEY.encode() not in raw
         await asyncio.sleep(0.2)
         child.terminate()
@@ -121,7 +134,7 @@ async def test_keys_sent_through_every_failure_path_never_appear_in_cli_output(
     print(out, err)  # and into the suite-wide scan
 
 
-CLEAN_AND_LEAKY = '''
+CLEAN_AND_LEAKY = """
 from tests.conftest import TEST_KEYS
 
 def test_clean():
@@ -129,7 +142,7 @@ def test_clean():
 
 def test_leaky():
     print("oops", TEST_KEYS[0])
-'''
+"""
 
 
 def test_suite_wide_scan_fails_a_test_whose_output_contains_a_key(tmp_path: Path) -> None:
@@ -139,12 +152,15 @@ def test_suite_wide_scan_fails_a_test_whose_output_contains_a_key(tmp_path: Path
     tests.mkdir()
     (tests / "__init__.py").write_text("")
     shutil.copy(Path(__file__).with_name("conftest.py"), tests / "conftest.py")
-    shutil.copy(Path(__file__).with_name("reliability_support.py"),
-                tests / "reliability_support.py")
+    shutil.copy(Path(__file__).with_name("reliability_support.py"), tests / "reliability_support.py")
     (tests / "test_scan.py").write_text(CLEAN_AND_LEAKY)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "-rf", str(tests)], capture_output=True, text=True, timeout=120,
-                         cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     summary = run.stdout.replace(KEY, "<key>")  # keep this test's own output clean
     assert run.returncode == 1, summary
     assert "1 failed, 1 passed" in summary

@@ -51,8 +51,12 @@ async def test_client_that_stops_reading_is_aborted_as_slow_client_after_the_uns
         assert await _reads_to_end(loop, sock)
     finally:
         sock.close()
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="client_disconnect") == 1
+    assert (
+        p.metric(
+            "sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="client_disconnect"
+        )
+        == 1
+    )
     assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
 
 
@@ -111,8 +115,12 @@ async def test_disconnecting_client_closes_upstream_within_a_second_with_partial
     assert s.content_frames < 200 and 0 < s.duration < 5
     assert rec.bytes >= len(got), "bytes forwarded before the disconnect are counted"
     assert s.anomalies == [] or "missing_done" not in s.anomalies
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="client_disconnect") == 1
+    assert (
+        p.metric(
+            "sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="client_disconnect"
+        )
+        == 1
+    )
     assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
 
 
@@ -120,8 +128,7 @@ async def test_client_gone_before_the_upstream_answered_is_recorded_and_upstream
     upstream: Any, proxy: Any
 ) -> None:
     tally = Tally()
-    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=5),
-                         handler_cancellation=True)
+    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=5), handler_cancellation=True)
     p = await proxy(url)
     loop = asyncio.get_running_loop()
     _reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
@@ -136,7 +143,10 @@ async def test_client_gone_before_the_upstream_answered_is_recorded_and_upstream
     assert (rec.status, rec.error) == (499, "client_disconnect")
     assert rec.stream is not None and rec.stream.outcome == "client_disconnect"
     assert rec.stream.ttfb is None
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status="499") == 1
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome="client_disconnect") == 1
+    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status="499") == 1
+    assert (
+        p.metric(
+            "sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome="client_disconnect"
+        )
+        == 1
+    )

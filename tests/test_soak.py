@@ -54,8 +54,7 @@ async def plan_upstream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def one_stream(http: aiohttp.ClientSession, url: Any, trace_id: str, plan: str,
-                     k: int) -> None:
+async def one_stream(http: aiohttp.ClientSession, url: Any, trace_id: str, plan: str, k: int) -> None:
     headers = {"X-Client-Request-Id": trace_id}
     if plan == "reset":
         headers["X-Test-Reset"] = str(k)
@@ -71,11 +70,11 @@ async def one_stream(http: aiohttp.ClientSession, url: Any, trace_id: str, plan:
             assert plan == "reset"
 
 
-async def soak_round(http: aiohttp.ClientSession, url: Any, n: int, seed: int,
-                     prefix: str) -> dict[str, str]:
+async def soak_round(http: aiohttp.ClientSession, url: Any, n: int, seed: int, prefix: str) -> dict[str, str]:
     rng = random.Random(seed)
-    plans = {f"{prefix}-{i}": rng.choices(["complete", "disconnect", "reset"], [3, 1, 1])[0]
-             for i in range(n)}
+    plans = {
+        f"{prefix}-{i}": rng.choices(["complete", "disconnect", "reset"], [3, 1, 1])[0] for i in range(n)
+    }
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def run(trace_id: str, plan: str) -> None:
@@ -120,12 +119,13 @@ async def test_soak_every_request_one_record_nothing_left_open_memory_bounded(
         by_trace = Counter(r.trace_id for r in records)
         assert set(by_trace) == set(plans) and set(by_trace.values()) == {1}
         outcomes = {r.trace_id: r.stream.outcome.value for r in records if r.stream}
-        wrong = {t: (plans[t], outcomes.get(t)) for t in plans
-                 if outcomes.get(t) != EXPECTED[plans[t]]}
+        wrong = {t: (plans[t], outcomes.get(t)) for t in plans if outcomes.get(t) != EXPECTED[plans[t]]}
         assert not wrong, wrong
         assert len(set(plans.values())) == 3
-        counted = sum(p.metric("sse_audit_streams_total", route="chat_completions",
-                               model="gpt-test", outcome=o) or 0 for o in EXPECTED.values())
+        counted = sum(
+            p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome=o) or 0
+            for o in EXPECTED.values()
+        )
         assert counted == 500  # both rounds
         assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
 

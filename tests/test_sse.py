@@ -65,7 +65,7 @@ def test_frame_without_data_is_not_dispatched() -> None:
 
 
 def test_utf8_split_inside_a_character_decodes_intact() -> None:
-    text = "data: {\"content\":\"héllo 世界 🎉\"}\n\n".encode()
+    text = 'data: {"content":"héllo 世界 🎉"}\n\n'.encode()
     for chunks in every_split(text):
         events, _ = decode(chunks)
         assert events[0].data.decode() == '{"content":"héllo 世界 🎉"}'

@@ -29,16 +29,22 @@ async def test_open_streams_do_not_keep_their_request_bodies(upstream: Any, prox
         return resp
 
     running = await proxy(await upstream(slow_stream))
-    body = orjson.dumps({"model": "m", "stream": True,
-                         "messages": [{"role": "user", "content": "x" * PROMPT}]})
+    body = orjson.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x" * PROMPT}]}
+    )
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         async with aiohttp.ClientSession() as http:
-            responses = [await http.post(running.url / "v1/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-                         for _ in range(STREAMS)]
+            responses = [
+                await http.post(
+                    running.url / "v1/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                for _ in range(STREAMS)
+            ]
             for resp in responses:
                 assert b"hi" in await resp.content.readuntil(b"\n\n")
             gc.collect()

@@ -23,8 +23,9 @@ def sse(*events: Any, event_lines: bool = False) -> bytes:
     return b"".join(out)
 
 
-def audit(route: str, chunks: list[tuple[float, bytes]], *, end: End = End.UPSTREAM_EOF,
-          **kwargs: Any) -> StreamResult:
+def audit(
+    route: str, chunks: list[tuple[float, bytes]], *, end: End = End.UPSTREAM_EOF, **kwargs: Any
+) -> StreamResult:
     a = StreamAudit(dialect_for_route(route)(), 0.0, **kwargs)
     t = 0.0
     for t, chunk in chunks:
@@ -32,17 +33,20 @@ def audit(route: str, chunks: list[tuple[float, bytes]], *, end: End = End.UPSTR
     return a.finish(t + 0.01, end)
 
 
-@pytest.mark.parametrize(("path", "route"), [
-    ("/v1/chat/completions", "chat_completions"),
-    ("/openai/deployments/gpt-4o/chat/completions", "chat_completions"),
-    ("/v1/completions", "completions"),
-    ("/v1/responses", "responses"),
-    ("/openai/v1/responses/", "responses"),
-    ("/v1/messages", "messages"),
-    ("/anthropic/v1/messages", "messages"),
-    ("/v1/threads/thread_1/messages", "other"),
-    ("/v1/embeddings", "other"),
-])
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/v1/chat/completions", "chat_completions"),
+        ("/openai/deployments/gpt-4o/chat/completions", "chat_completions"),
+        ("/v1/completions", "completions"),
+        ("/v1/responses", "responses"),
+        ("/openai/v1/responses/", "responses"),
+        ("/v1/messages", "messages"),
+        ("/anthropic/v1/messages", "messages"),
+        ("/v1/threads/thread_1/messages", "other"),
+        ("/v1/embeddings", "other"),
+    ],
+)
 def test_route_family_comes_from_the_path(path: str, route: str) -> None:
     assert route_for_path(path) == route
     assert route in ROUTES
@@ -50,15 +54,25 @@ def test_route_family_comes_from_the_path(path: str, route: str) -> None:
 
 # Responses ----------------------------------------------------------------------------
 
+
 def delta(seq: int, text: str) -> dict[str, Any]:
-    return {"type": "response.output_text.delta", "sequence_number": seq, "item_id": "m",
-            "output_index": 0, "content_index": 0, "delta": text}
+    return {
+        "type": "response.output_text.delta",
+        "sequence_number": seq,
+        "item_id": "m",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": text,
+    }
 
 
 def completed(seq: int, status: str = "completed", **response: Any) -> dict[str, Any]:
     usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
-    return {"type": "response.completed", "sequence_number": seq,
-            "response": {"status": status, "usage": usage, **response}}
+    return {
+        "type": "response.completed",
+        "sequence_number": seq,
+        "response": {"status": status, "usage": usage, **response},
+    }
 
 
 def test_responses_stream_resumed_mid_way_has_no_sequence_gap() -> None:
@@ -73,7 +87,7 @@ def test_responses_sequence_number_going_backwards_is_reported() -> None:
 
 
 def test_responses_event_type_falls_back_to_the_event_line() -> None:
-    body = b"event: response.output_text.delta\ndata: {\"delta\": \"hi\"}\n\n" + sse(completed(1))
+    body = b'event: response.output_text.delta\ndata: {"delta": "hi"}\n\n' + sse(completed(1))
     r = audit("responses", [(0.1, body)])
     assert (r.content_frames, r.outcome, r.anomalies) == (1, Outcome.COMPLETE, [])
 
@@ -84,9 +98,14 @@ def test_responses_event_without_any_type_is_malformed() -> None:
 
 
 def test_responses_done_event_takes_the_status_of_its_response() -> None:
-    done = {"type": "response.done", "response": {
-        "status": "incomplete", "incomplete_details": {"reason": "content_filter"},
-        "usage": {"input_tokens": 1, "output_tokens": 1}}}
+    done = {
+        "type": "response.done",
+        "response": {
+            "status": "incomplete",
+            "incomplete_details": {"reason": "content_filter"},
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    }
     r = audit("responses", [(0.1, sse(delta(0, "x"), done))])
     assert (r.outcome, r.finish_reasons, r.anomalies) == (Outcome.COMPLETE, ["content_filter"], [])
 
@@ -98,21 +117,48 @@ def test_responses_done_sentinel_alone_does_not_end_the_stream() -> None:
 
 def test_responses_arguments_done_that_disagrees_with_the_deltas_is_invalid() -> None:
     args = {"type": "response.function_call_arguments.delta", "item_id": "fc", "output_index": 0}
-    r = audit("responses", [(0.1, sse(
-        {**args, "sequence_number": 0, "delta": "{\"a\":"},
-        {**args, "sequence_number": 1, "delta": "1}"},
-        {"type": "response.function_call_arguments.done", "sequence_number": 2,
-         "item_id": "fc", "output_index": 0, "arguments": "{\"a\":2}"},
-        completed(3)))])
+    r = audit(
+        "responses",
+        [
+            (
+                0.1,
+                sse(
+                    {**args, "sequence_number": 0, "delta": '{"a":'},
+                    {**args, "sequence_number": 1, "delta": "1}"},
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "sequence_number": 2,
+                        "item_id": "fc",
+                        "output_index": 0,
+                        "arguments": '{"a":2}',
+                    },
+                    completed(3),
+                ),
+            )
+        ],
+    )
     assert (r.tool_calls, r.anomalies) == (1, ["invalid_tool_arguments"])
 
 
 def test_responses_arguments_sent_only_whole_in_the_done_event_are_validated() -> None:
-    item = {"id": "fc", "type": "function_call", "arguments": "{\"a\": 1}", "name": "f"}
-    r = audit("responses", [(0.1, sse(
-        {"type": "response.output_item.done", "sequence_number": 0, "output_index": 0,
-         "item": item},
-        completed(1)))])
+    item = {"id": "fc", "type": "function_call", "arguments": '{"a": 1}', "name": "f"}
+    r = audit(
+        "responses",
+        [
+            (
+                0.1,
+                sse(
+                    {
+                        "type": "response.output_item.done",
+                        "sequence_number": 0,
+                        "output_index": 0,
+                        "item": item,
+                    },
+                    completed(1),
+                ),
+            )
+        ],
+    )
     assert (r.tool_calls, r.anomalies) == (1, [])
 
 
@@ -124,44 +170,71 @@ def test_responses_wrongly_typed_delta_is_malformed_not_content() -> None:
 
 # Anthropic ----------------------------------------------------------------------------
 
+
 def test_anthropic_ping_is_a_keepalive_not_a_frame_in_gaps_or_ttft() -> None:
     start = {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}
-    text = {"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": "hi"}}
-    end = [{"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-            "usage": {"output_tokens": 3}}, {"type": "message_stop"}]
+    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    end = [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ]
     block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    r = audit("messages", [(0.1, sse(start, block)), (5.0, sse({"type": "ping"})),
-                           (9.0, sse({"type": "ping"})), (10.0, sse(text, *end))])
+    r = audit(
+        "messages",
+        [
+            (0.1, sse(start, block)),
+            (5.0, sse({"type": "ping"})),
+            (9.0, sse({"type": "ping"})),
+            (10.0, sse(text, *end)),
+        ],
+    )
     assert (r.frames, r.keepalives, r.content_frames) == (5, 2, 1)
     assert r.ttft == pytest.approx(10.0)
     assert r.max_gap == pytest.approx(9.9)  # pings do not hide the stall
     assert r.last_keepalive == pytest.approx(9.0)
     assert (r.outcome, r.anomalies, r.usage) == (
-        Outcome.COMPLETE, [], {"input_tokens": 5, "output_tokens": 3})
+        Outcome.COMPLETE,
+        [],
+        {"input_tokens": 5, "output_tokens": 3},
+    )
 
 
 def test_anthropic_stream_without_usage_is_missing_usage_even_if_not_asked() -> None:
-    r = audit("messages", [(0.1, sse(
-        {"type": "message_start", "message": {"id": "m"}},
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
-        {"type": "message_stop"}))])
+    r = audit(
+        "messages",
+        [
+            (
+                0.1,
+                sse(
+                    {"type": "message_start", "message": {"id": "m"}},
+                    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+                    {"type": "message_stop"},
+                ),
+            )
+        ],
+    )
     # The official SDK reads `usage.output_tokens` from every message_delta: it fails on this one.
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["missing_usage", "malformed_frame"])
 
 
 # Chat deviations ------------------------------------------------------------------------
 
+
 def chunk(**delta: Any) -> dict[str, Any]:
     return {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
 
 def test_comment_keepalives_do_not_count_for_ttft_or_gaps() -> None:
-    r = audit("chat_completions", [
-        (0.5, b": OPENROUTER PROCESSING\n\n"), (2.0, b": OPENROUTER PROCESSING\n\n"),
-        (3.0, sse(chunk(content="a"))), (3.5, b": ping\n\n"),
-        (4.0, sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, "[DONE]")),
-    ])
+    r = audit(
+        "chat_completions",
+        [
+            (0.5, b": OPENROUTER PROCESSING\n\n"),
+            (2.0, b": OPENROUTER PROCESSING\n\n"),
+            (3.0, sse(chunk(content="a"))),
+            (3.5, b": ping\n\n"),
+            (4.0, sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, "[DONE]")),
+        ],
+    )
     assert r.ttfb == pytest.approx(0.5)
     assert r.ttft == pytest.approx(3.0)
     assert (r.frames, r.keepalives) == (3, 3)
@@ -170,39 +243,62 @@ def test_comment_keepalives_do_not_count_for_ttft_or_gaps() -> None:
 
 
 def test_error_null_on_ordinary_chunks_is_no_error_event() -> None:
-    r = audit("chat_completions", [(0.1, sse(
-        {**chunk(content="a"), "error": None},
-        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "error": None},
-        "[DONE]"))])
+    r = audit(
+        "chat_completions",
+        [
+            (
+                0.1,
+                sse(
+                    {**chunk(content="a"), "error": None},
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "error": None},
+                    "[DONE]",
+                ),
+            )
+        ],
+    )
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
 
 
 def test_tool_call_first_sent_without_index_then_with_it_is_one_call() -> None:
     first = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
     later = {"index": 0, "id": "call_1", "function": {"arguments": "{}"}}
-    r = audit("chat_completions", [(0.1, sse(
-        chunk(tool_calls=[later]), chunk(tool_calls=[first]),
-        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, "[DONE]"))])
+    r = audit(
+        "chat_completions",
+        [
+            (
+                0.1,
+                sse(
+                    chunk(tool_calls=[later]),
+                    chunk(tool_calls=[first]),
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                    "[DONE]",
+                ),
+            )
+        ],
+    )
     assert (r.tool_calls, r.anomalies) == (1, [])
 
 
 # Encodings ------------------------------------------------------------------------------
 
-BASIC = sse(chunk(content="a"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-            "[DONE]")
+BASIC = sse(chunk(content="a"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, "[DONE]")
 
 
 def test_encoding_the_audit_cannot_read_is_malformed_and_judged_on_transport_only() -> None:
-    r = audit("chat_completions", [(0.1, b"\x8b\x02\x80compressed-with-brotli\x03")],
-              content_encoding="br", include_usage=True)
+    r = audit(
+        "chat_completions",
+        [(0.1, b"\x8b\x02\x80compressed-with-brotli\x03")],
+        content_encoding="br",
+        include_usage=True,
+    )
     assert (r.outcome, r.anomalies, r.frames) == (Outcome.COMPLETE, ["malformed_frame"], 0)
-    cut = audit("chat_completions", [(0.1, b"\x8b\x02\x80")], content_encoding="br",
-                end=End.UPSTREAM_BROKEN)
+    cut = audit("chat_completions", [(0.1, b"\x8b\x02\x80")], content_encoding="br", end=End.UPSTREAM_BROKEN)
     assert cut.outcome is Outcome.TRUNCATED
 
 
 def test_gzip_that_breaks_mid_stream_keeps_what_was_read_and_reports_malformed() -> None:
     import zlib
+
     z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     good = z.compress(BASIC[:60]) + z.flush(zlib.Z_SYNC_FLUSH)
     r = audit("chat_completions", [(0.1, good), (0.2, b"\xff" * 40)], content_encoding="gzip")
@@ -218,6 +314,7 @@ def test_identity_encoding_is_read_as_is() -> None:
 
 def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() -> None:
     from sse_audit_proxy.core.audit import PEEK_BYTES
+
     big = json.dumps({"error": {"message": "x" * PEEK_BYTES}}).encode()
     a = StreamAudit(dialect_for_route("chat_completions")(), 0.0, event_stream=False)
     a.feed(big[:100], 0.1)
@@ -226,14 +323,17 @@ def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() 
     assert not a.error_document
 
 
-@pytest.mark.parametrize(("route", "include_usage", "expected"), [
-    ("responses", False, True),  # always part of the shape
-    ("messages", False, True),
-    ("chat_completions", False, False),
-    ("chat_completions", True, True),
-    ("completions", True, True),
-    ("other", True, False),  # usage is not read on unknown routes
-])
+@pytest.mark.parametrize(
+    ("route", "include_usage", "expected"),
+    [
+        ("responses", False, True),  # always part of the shape
+        ("messages", False, True),
+        ("chat_completions", False, False),
+        ("chat_completions", True, True),
+        ("completions", True, True),
+        ("other", True, False),  # usage is not read on unknown routes
+    ],
+)
 def test_usage_is_expected_when_asked_for_or_always_sent_by_the_shape(
     route: str, include_usage: bool, expected: bool
 ) -> None:

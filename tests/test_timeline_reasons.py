@@ -19,8 +19,14 @@ from sse_audit_proxy.core.timeline import EXACT_FRAMES, MAX_GROUPS, Timeline
 SECRET_TEXT = "the-completion-text-nobody-may-see"
 
 
-def run(frames: list[bytes], times: list[float], *, end: End = End.UPSTREAM_EOF,
-        route: str = "chat_completions", include_usage: bool = True) -> StreamResult:
+def run(
+    frames: list[bytes],
+    times: list[float],
+    *,
+    end: End = End.UPSTREAM_EOF,
+    route: str = "chat_completions",
+    include_usage: bool = True,
+) -> StreamResult:
     audit = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=include_usage)
     for data, t in zip(frames, times, strict=True):
         audit.feed(data, t)
@@ -32,14 +38,23 @@ def test_timeline_names_each_frame_its_kind_at_its_arrival_offset() -> None:
     r = run(frames, [0.010, 0.100, 0.200, 0.300, 0.400, 0.500, 0.600])
     assert r.timeline is not None
     rows = r.timeline.rows()
-    assert rows == [[10.0, "keepalive"], [100.0, "other"], [200.0, "content"],
-                    [300.0, "content"], [400.0, "finish"], [500.0, "usage"],
-                    [600.0, "terminal"]]
+    assert rows == [
+        [10.0, "keepalive"],
+        [100.0, "other"],
+        [200.0, "content"],
+        [300.0, "content"],
+        [400.0, "finish"],
+        [500.0, "usage"],
+        [600.0, "terminal"],
+    ]
 
 
 def test_timeline_kinds_error_and_malformed_frames() -> None:
-    frames = [chunk({"content": "a"}), b"data: {not json\n\n",
-              frame({"error": {"message": "overloaded", "type": "server_error"}})]
+    frames = [
+        chunk({"content": "a"}),
+        b"data: {not json\n\n",
+        frame({"error": {"message": "overloaded", "type": "server_error"}}),
+    ]
     r = run(frames, [0.1, 0.2, 0.3])
     assert r.timeline is not None
     assert [k for _, k in r.timeline.rows()] == ["content", "malformed", "error"]
@@ -105,11 +120,18 @@ def test_memory_of_an_open_stream_with_its_timeline_stays_small() -> None:
 
 # Skeletons ----------------------------------------------------------------------------------
 
+
 def test_skeletons_keep_structure_and_protocol_words_never_text() -> None:
-    frames = [chunk({"role": "assistant", "content": ""}),
-              chunk({"content": SECRET_TEXT}), chunk({"content": SECRET_TEXT}),
-              chunk({"content": SECRET_TEXT}), chunk({"content": SECRET_TEXT}),
-              chunk({}, finish="stop"), usage_chunk(), DONE]
+    frames = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": SECRET_TEXT}),
+        chunk({"content": SECRET_TEXT}),
+        chunk({"content": SECRET_TEXT}),
+        chunk({"content": SECRET_TEXT}),
+        chunk({}, finish="stop"),
+        usage_chunk(),
+        DONE,
+    ]
     r = run(frames, [0.1 * (i + 1) for i in range(len(frames))])
     assert SECRET_TEXT not in "".join(r.skeletons)
     docs = {n: doc for n, _, doc in map(split_entry, r.skeletons)}
@@ -123,6 +145,7 @@ def test_skeletons_keep_structure_and_protocol_words_never_text() -> None:
 
 # Reasons ------------------------------------------------------------------------------------
 
+
 def test_buffered_reason_gives_the_streams_own_figures() -> None:
     r = run([b"".join(healthy(20))], [2.41])
     assert r.anomalies == ["buffered"]
@@ -135,9 +158,11 @@ def test_truncated_reason_says_what_was_missing_and_how_the_body_ended() -> None
     frames = healthy(31, done=False, usage=False, finish=None)[:-1]
     r = run(frames, [0.05 * (i + 1) for i in range(len(frames))])
     assert r.outcome is Outcome.TRUNCATED
-    assert r.reasons[0] == ("truncated: body ended after 31 content frames (32 frames) with no "
-                            "[DONE] and no finish_reason and no usage; the upstream closed the "
-                            "connection cleanly")
+    assert r.reasons[0] == (
+        "truncated: body ended after 31 content frames (32 frames) with no "
+        "[DONE] and no finish_reason and no usage; the upstream closed the "
+        "connection cleanly"
+    )
     assert [x.split(":")[0] for x in r.reasons[1:]] == r.anomalies
 
 
@@ -162,6 +187,7 @@ def test_timeout_reason_gives_the_silence_and_where_it_began() -> None:
 
 # usage_inconsistent -------------------------------------------------------------------------
 
+
 def usage_stream(usage: dict[str, Any], n: int = 3) -> StreamResult:
     frames = [*healthy(n, usage=False)[:-1], usage_chunk(usage), DONE]
     return run(frames, [0.05 * (i + 1) for i in range(len(frames))])
@@ -170,22 +196,37 @@ def usage_stream(usage: dict[str, Any], n: int = 3) -> StreamResult:
 def test_total_that_is_not_prompt_plus_completion_is_usage_inconsistent() -> None:
     r = usage_stream({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 25})
     assert r.anomalies == ["usage_inconsistent"]
-    assert r.reasons == ["usage_inconsistent: total_tokens 25 is not prompt 10 + completion 5 "
-                         "(= 15)"]
+    assert r.reasons == ["usage_inconsistent: total_tokens 25 is not prompt 10 + completion 5 (= 15)"]
 
 
-@pytest.mark.parametrize("usage", [
-    {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},  # OpenAI, vLLM
-    # Gemini's OpenAI layer: reasoning outside completion_tokens, inside the total
-    {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 75,
-     "completion_tokens_details": {"reasoning_tokens": 60}},
-    # Anthropic through LiteLLM / Bedrock: cache tokens outside prompt_tokens, in the total
-    {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 1515,
-     "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 500},
-    {"prompt_tokens": 1010, "completion_tokens": 5, "total_tokens": 15,
-     "prompt_tokens_details": {"cached_tokens": 1000}},
-    {"prompt_tokens": 10, "completion_tokens": 5},  # no total (Anthropic): nothing to compare
-])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},  # OpenAI, vLLM
+        # Gemini's OpenAI layer: reasoning outside completion_tokens, inside the total
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 75,
+            "completion_tokens_details": {"reasoning_tokens": 60},
+        },
+        # Anthropic through LiteLLM / Bedrock: cache tokens outside prompt_tokens, in the total
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 1515,
+            "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 500,
+        },
+        {
+            "prompt_tokens": 1010,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 1000},
+        },
+        {"prompt_tokens": 10, "completion_tokens": 5},  # no total (Anthropic): nothing to compare
+    ],
+)
 def test_documented_usage_conventions_are_not_inconsistent(usage: dict[str, Any]) -> None:
     assert usage_stream(usage).anomalies == []
 
@@ -193,30 +234,31 @@ def test_documented_usage_conventions_are_not_inconsistent(usage: dict[str, Any]
 def test_zero_completion_tokens_for_streamed_output_is_usage_inconsistent() -> None:
     r = usage_stream({"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}, n=6)
     assert r.anomalies == ["usage_inconsistent"]
-    assert r.reasons == ["usage_inconsistent: 0 completion tokens reported (and 10 prompt "
-                         "tokens) for 6 content frames that carried output"]
+    assert r.reasons == [
+        "usage_inconsistent: 0 completion tokens reported (and 10 prompt "
+        "tokens) for 6 content frames that carried output"
+    ]
 
 
-@pytest.mark.parametrize("usage", [
-    # A hop that re-chunks text below a token (LiteLLM's mock: 3 characters a frame).
-    {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10},
-    # All zeros: a placeholder (mock servers, gateways that do not count).
-    {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-    {"input_tokens": 0, "output_tokens": 0},
-])
-def test_more_content_frames_than_tokens_or_zero_usage_is_not_inconsistent(
-        usage: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "usage",
+    [
+        # A hop that re-chunks text below a token (LiteLLM's mock: 3 characters a frame).
+        {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10},
+        # All zeros: a placeholder (mock servers, gateways that do not count).
+        {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        {"input_tokens": 0, "output_tokens": 0},
+    ],
+)
+def test_more_content_frames_than_tokens_or_zero_usage_is_not_inconsistent(usage: dict[str, Any]) -> None:
     assert usage_stream(usage, n=6).anomalies == []
 
 
 def test_a_cut_streams_early_usage_is_not_judged_against_its_frames() -> None:
     # Anthropic's message_start carries output_tokens 1; the stream is cut before the rest.
-    start = {"type": "message_start", "message": {"usage": {"input_tokens": 5,
-                                                             "output_tokens": 1}}}
-    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text",
-                                                                          "text": ""}}
-    deltas = [{"type": "content_block_delta", "index": 0,
-               "delta": {"type": "text_delta", "text": "x"}}] * 4
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    deltas = [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}}] * 4
     body = [b"data: " + orjson.dumps(d) + b"\n\n" for d in (start, block, *deltas)]
     r = run(body, [0.1 * (i + 1) for i in range(len(body))], route="messages")
     assert r.outcome is Outcome.TRUNCATED and "usage_inconsistent" not in r.anomalies
@@ -228,9 +270,13 @@ def test_skeletons_of_a_stream_that_varies_its_frames_stay_bounded() -> None:
     # Every frame a new kind and shape: error, usage, finish, malformed ... in all combinations.
     frames = []
     for i in range(200):
-        doc: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "x" * (i % 7)},
-                                            "finish_reason": "stop" if i % 2 else None}],
-                               "pad": {f"field{j}": j for j in range(60)}, "n": i}
+        doc: dict[str, Any] = {
+            "choices": [
+                {"index": 0, "delta": {"content": "x" * (i % 7)}, "finish_reason": "stop" if i % 2 else None}
+            ],
+            "pad": {f"field{j}": j for j in range(60)},
+            "n": i,
+        }
         if i % 3:
             doc["usage"] = {"prompt_tokens": i, "completion_tokens": i, "total_tokens": 2 * i}
         if i % 5 == 0:

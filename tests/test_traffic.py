@@ -17,14 +17,27 @@ from sse_audit_proxy.cli import options
 from sse_audit_proxy.tools import traffic
 from sse_audit_proxy.tools.traffic import TrafficConfig, parse_mix
 
-FAST_HEADERS = ["-H", "X-Demo-TTFT-Ms: 10", "-H", "X-Demo-Interval-Ms: 5", "-H",
-                "X-Demo-Frames: 6", "-H", "X-Demo-Fault-Ms: 100"]
+FAST_HEADERS = [
+    "-H",
+    "X-Demo-TTFT-Ms: 10",
+    "-H",
+    "X-Demo-Interval-Ms: 5",
+    "-H",
+    "X-Demo-Frames: 6",
+    "-H",
+    "X-Demo-Fault-Ms: 100",
+]
 
 
 async def run_cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -32,7 +45,10 @@ async def run_cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
 
 def test_mix_accepts_names_with_or_without_prefix_and_rejects_unknown_ones() -> None:
     assert parse_mix("healthy=8, demo-buffered=1,truncated") == (
-        ("healthy", 8), ("buffered", 1), ("truncated", 1))
+        ("healthy", 8),
+        ("buffered", 1),
+        ("truncated", 1),
+    )
     for bad in ("nope=1", "healthy=x", "healthy=-1", "healthy=0"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_mix(bad)
@@ -42,8 +58,7 @@ def test_interleave_keeps_the_weights_in_every_cycle_and_spreads_them() -> None:
     mix = (("healthy", 8), ("buffered", 1), ("truncated", 1))
     first = list(itertools.islice(traffic.interleave(mix), 10))
     assert Counter(first) == {"healthy": 8, "buffered": 1, "truncated": 1}
-    assert first.index("buffered") not in (first.index("truncated") - 1,
-                                           first.index("truncated") + 1)
+    assert first.index("buffered") not in (first.index("truncated") - 1, first.index("truncated") + 1)
 
 
 def test_base_url_gets_v1_only_when_it_has_no_path() -> None:
@@ -53,8 +68,9 @@ def test_base_url_gets_v1_only_when_it_has_no_path() -> None:
 
 async def test_drive_keeps_to_the_rate_and_the_request_count(demo_gateway: Any) -> None:
     gateway = await demo_gateway(ttft=0.0, interval=0.001, jitter=0.0)
-    cfg = TrafficConfig(base_url=gateway / "v1", mix=(("healthy", 1),), concurrency=4,
-                        rate=20.0, duration=10.0, requests=6)
+    cfg = TrafficConfig(
+        base_url=gateway / "v1", mix=(("healthy", 1),), concurrency=4, rate=20.0, duration=10.0, requests=6
+    )
     seen = traffic.Traffic()
     began = asyncio.get_running_loop().time()
     await traffic.drive(cfg, asyncio.Event(), seen)
@@ -63,16 +79,27 @@ async def test_drive_keeps_to_the_rate_and_the_request_count(demo_gateway: Any) 
     assert took >= 5 / 20.0  # six starts, 50 ms apart
 
 
-async def test_traffic_command_reports_what_the_client_saw(
-    demo_gateway: Any, tmp_path: Path
-) -> None:
+async def test_traffic_command_reports_what_the_client_saw(demo_gateway: Any, tmp_path: Path) -> None:
     gateway = await demo_gateway()
     report = tmp_path / "summary.json"
     code, out, err = await run_cli(
-        "traffic", "--base-url", str(gateway), "--mix",
-        "healthy=2,truncated=1,no-usage=1,reset=1,http-500=1,cancel=1", "--rate", "0",
-        "--concurrency", "4", "--requests", "14", "--refresh", "0.2", "--json", str(report),
-        *FAST_HEADERS)
+        "traffic",
+        "--base-url",
+        str(gateway),
+        "--mix",
+        "healthy=2,truncated=1,no-usage=1,reset=1,http-500=1,cancel=1",
+        "--rate",
+        "0",
+        "--concurrency",
+        "4",
+        "--requests",
+        "14",
+        "--refresh",
+        "0.2",
+        "--json",
+        str(report),
+        *FAST_HEADERS,
+    )
     assert code == 0, err
     assert "started" in out and "traffic summary: 14 requests" in out
     seen = json.loads(report.read_text())["by_scenario"]
@@ -93,17 +120,17 @@ async def test_traffic_command_reports_what_the_client_saw(
 
 
 async def test_traffic_command_fails_in_one_line_when_nothing_answers(unused_port: int) -> None:
-    code, _, err = await run_cli("traffic", "--base-url", f"http://127.0.0.1:{unused_port}",
-                                   "--requests", "2", "--rate", "0")
+    code, _, err = await run_cli(
+        "traffic", "--base-url", f"http://127.0.0.1:{unused_port}", "--requests", "2", "--rate", "0"
+    )
     assert code == 1
     assert err.strip().splitlines() == [
-        f"sse-audit-proxy: error: no request got a response from "
-        f"http://127.0.0.1:{unused_port}/v1"]
+        f"sse-audit-proxy: error: no request got a response from http://127.0.0.1:{unused_port}/v1"
+    ]
 
 
 async def test_traffic_command_rejects_a_bad_mix_in_one_line() -> None:
-    code, _, err = await run_cli("traffic", "--base-url", "http://127.0.0.1:1",
-                                 "--mix", "healthy=1,nope=2")
+    code, _, err = await run_cli("traffic", "--base-url", "http://127.0.0.1:1", "--mix", "healthy=1,nope=2")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "unknown scenario 'nope'" in err
 

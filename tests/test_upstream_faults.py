@@ -36,17 +36,20 @@ def closed_port() -> int:
 
 
 async def post_stream(http: aiohttp.ClientSession, url: URL) -> tuple[int, dict[str, Any]]:
-    async with http.post(url / CHAT.lstrip("/"), json=STREAM_BODY,
-                         headers={"Authorization": f"Bearer {TEST_KEYS[0]}"}) as resp:
+    async with http.post(
+        url / CHAT.lstrip("/"), json=STREAM_BODY, headers={"Authorization": f"Bearer {TEST_KEYS[0]}"}
+    ) as resp:
         assert resp.headers["Content-Type"].startswith("application/json")
         return resp.status, await resp.json()
 
 
 def assert_counted(p: Any, status: int, outcome: str) -> None:
-    assert p.metric("sse_audit_requests_total", route="chat_completions", method="POST",
-                    status=str(status)) == 1
-    assert p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test",
-                    outcome=outcome) == 1
+    assert (
+        p.metric("sse_audit_requests_total", route="chat_completions", method="POST", status=str(status)) == 1
+    )
+    assert (
+        p.metric("sse_audit_streams_total", route="chat_completions", model="gpt-test", outcome=outcome) == 1
+    )
     assert p.metric("sse_audit_active_streams", route="chat_completions") in (None, 0)
 
 
@@ -137,8 +140,7 @@ async def test_no_response_head_within_total_timeout_gets_504(
     upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     tally = Tally()
-    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=2),
-                         handler_cancellation=True)
+    url = await upstream(streaming_handler([chunk("late")], tally, head_delay=2), handler_cancellation=True)
     p = await proxy(url, total_timeout=0.3, idle_timeout=5)
     status, body = await post_stream(http, p.url)
     assert status == 504
@@ -163,8 +165,9 @@ async def test_stream_silent_past_idle_timeout_is_cut_and_recorded_timeout(
     upstream: Any, proxy: Any, http: aiohttp.ClientSession
 ) -> None:
     tally = Tally()
-    url = await upstream(streaming_handler([chunk("a"), chunk("b")], tally, hang=True),
-                         handler_cancellation=True)
+    url = await upstream(
+        streaming_handler([chunk("a"), chunk("b")], tally, hang=True), handler_cancellation=True
+    )
     p = await proxy(url, idle_timeout=0.3)
     async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
         assert resp.status == 200
@@ -206,12 +209,12 @@ async def test_reset_mid_stream_raises_in_openai_sdk_and_is_recorded_truncated(
     tally = Tally()
     url = await upstream(streaming_handler(complete_stream(6), tally, reset_after=2))
     p = await proxy(url)
-    client = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key=TEST_KEYS[0],
-                                max_retries=0)
+    client = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key=TEST_KEYS[0], max_retries=0)
     got: list[str] = []
     with pytest.raises(openai.APIConnectionError):  # the SDK reports the cut as an error
         stream = await client.chat.completions.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         async for part in stream:
             got.append(part.choices[0].delta.content or "")
     await client.close()
@@ -274,8 +277,7 @@ async def test_upstream_tls_passes_with_ca_file_or_explicit_insecure(
 ) -> None:
     runner, url = await tls_upstream(tls_ca)
     try:
-        options = ({"upstream_ca_file": ca_file} if mode == "ca_file"
-                   else {"insecure_upstream": True})
+        options = {"upstream_ca_file": ca_file} if mode == "ca_file" else {"insecure_upstream": True}
         p = await proxy(url, **options)
         async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
             assert resp.status == 200

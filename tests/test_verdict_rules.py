@@ -16,15 +16,21 @@ from sse_audit_proxy.core import verdict
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
 from sse_audit_proxy.core.dialects import dialect_for_route
 
-ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests",
-                         "code": "rate_limit_exceeded"}})
+ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
 
 
-def run(frames: Sequence[bytes], times: Sequence[float] | None = None, *,
-        end: End = End.UPSTREAM_EOF, route: str = "chat_completions", include_usage: bool = True,
-        event_stream: bool = True) -> StreamResult:
-    audit = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=include_usage,
-                        event_stream=event_stream)
+def run(
+    frames: Sequence[bytes],
+    times: Sequence[float] | None = None,
+    *,
+    end: End = End.UPSTREAM_EOF,
+    route: str = "chat_completions",
+    include_usage: bool = True,
+    event_stream: bool = True,
+) -> StreamResult:
+    audit = StreamAudit(
+        dialect_for_route(route)(), 0.0, include_usage=include_usage, event_stream=event_stream
+    )
     times = times if times is not None else [0.3 + 0.03 * i for i in range(len(frames))]
     for data, t in zip(frames, times, strict=True):
         audit.feed(data, t)
@@ -37,6 +43,7 @@ def test_readme_verdict_tables_are_generated_from_the_rules() -> None:
 
 
 # A client that closes once it has read the end marker -------------------------------------
+
 
 @pytest.mark.parametrize("end", [End.CLIENT_GONE, End.ABORTED])
 def test_client_closing_after_done_reached_it_leaves_a_complete_stream(end: End) -> None:
@@ -66,13 +73,24 @@ def test_timeout_after_done_stays_a_timeout() -> None:
     assert run(healthy(), end=End.IDLE_TIMEOUT).outcome is Outcome.TIMEOUT
 
 
-@pytest.mark.parametrize(("route", "last"), [
-    ("responses", frame({"type": "response.completed", "response": {
-        "status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}}})),
-    ("messages", frame({"type": "message_stop"})),
-])
+@pytest.mark.parametrize(
+    ("route", "last"),
+    [
+        (
+            "responses",
+            frame(
+                {
+                    "type": "response.completed",
+                    "response": {"status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}},
+                }
+            ),
+        ),
+        ("messages", frame({"type": "message_stop"})),
+    ],
+)
 def test_typed_streams_closed_by_the_client_after_their_end_event_are_complete(
-        route: str, last: bytes) -> None:
+    route: str, last: bytes
+) -> None:
     r = run([last], end=End.CLIENT_GONE, route=route)
     assert r.outcome is Outcome.COMPLETE
 
@@ -85,10 +103,10 @@ def test_other_routes_have_no_marker_so_a_client_close_is_a_disconnect() -> None
 
 # Error frames, on every route ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("route", ["chat_completions", "completions", "responses", "other"])
 @pytest.mark.parametrize("then", [b"", DONE], ids=["body-ends", "then-done"])
-def test_error_frame_as_the_last_word_is_an_upstream_error_on_every_route(
-        route: str, then: bytes) -> None:
+def test_error_frame_as_the_last_word_is_an_upstream_error_on_every_route(route: str, then: bytes) -> None:
     frames = [ERROR, then] if then else [ERROR]
     r = run(frames, route=route)
     assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
@@ -106,8 +124,7 @@ def test_client_leaving_after_an_error_frame_leaves_an_upstream_error() -> None:
 
 
 def test_error_frame_the_gateway_recovered_from_leaves_a_complete_stream() -> None:
-    r = run([ERROR, chunk({"content": "Hi"}), chunk({}, finish="stop"), DONE],
-            include_usage=False)
+    r = run([ERROR, chunk({"content": "Hi"}), chunk({}, finish="stop"), DONE], include_usage=False)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["error_event"])
 
 
@@ -117,21 +134,27 @@ def test_error_frame_is_never_a_malformed_frame() -> None:
 
 
 def test_null_error_field_on_ordinary_chunks_is_no_error() -> None:
-    frames = [frame({**_chunk_obj({"content": "a"}), "error": None}), chunk({}, finish="stop"),
-              DONE]
+    frames = [frame({**_chunk_obj({"content": "a"}), "error": None}), chunk({}, finish="stop"), DONE]
     r = run(frames, include_usage=False)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
 
 
 def _chunk_obj(delta: dict[str, str]) -> dict[str, object]:
-    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
 
 
 # Event streams under another Content-Type ----------------------------------------------
 
-@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\n", b": ping\n\n",
-                                    b"event: message\n", b"id: 1\n", b"retry: 100\n"])
+
+@pytest.mark.parametrize(
+    "prefix", [b"", b"\xef\xbb\xbf", b"\n", b": ping\n\n", b"event: message\n", b"id: 1\n", b"retry: 100\n"]
+)
 def test_event_stream_labelled_otherwise_is_audited_and_flagged(prefix: bytes) -> None:
     frames = healthy(usage=False)
     frames[0] = prefix + frames[0]
@@ -143,17 +166,21 @@ def test_event_stream_labelled_otherwise_is_audited_and_flagged(prefix: bytes) -
 
 def test_unlabelled_event_stream_read_one_byte_at_a_time_is_still_recognised() -> None:
     body = b"".join(healthy())
-    r = run([body[i:i + 1] for i in range(len(body))],
-            [0.001 * i for i in range(len(body))], event_stream=False)
+    r = run(
+        [body[i : i + 1] for i in range(len(body))], [0.001 * i for i in range(len(body))], event_stream=False
+    )
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["wrong_content_type"])
 
 
-@pytest.mark.parametrize("body", [
-    b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": []}',
-    b"<html><body>502 Bad Gateway</body></html>",
-    b"database: down\n",  # a field-like line that is no SSE field
-    b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": []}',
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"database: down\n",  # a field-like line that is no SSE field
+        b"",
+    ],
+)
 def test_bodies_that_are_no_event_stream_are_not_streamed_and_not_sniffed(body: bytes) -> None:
     r = run([body] if body else [], event_stream=False)
     assert r.anomalies == ["not_streamed"]
@@ -167,14 +194,19 @@ def test_json_error_document_for_a_stream_request_is_still_an_upstream_error() -
 
 # Bursty delivery -------------------------------------------------------------------------
 
+
 def _content(n: int) -> list[bytes]:
     return [chunk({"content": f"t{i} "}) for i in range(n)]
 
 
 def _stream(times: list[float]) -> StreamResult:
     """A healthy stream whose content frames arrive at `times` (role chunk at 0.05 s)."""
-    frames = [chunk({"role": "assistant", "content": ""}), *_content(len(times)),
-              chunk({}, finish="stop"), DONE]
+    frames = [
+        chunk({"role": "assistant", "content": ""}),
+        *_content(len(times)),
+        chunk({}, finish="stop"),
+        DONE,
+    ]
     last = times[-1] if times else 0.05
     return run(frames, [0.05, *times, last + 0.001, last + 0.002], include_usage=False)
 
@@ -259,5 +291,10 @@ def test_bursts_holding_a_small_share_of_the_content_are_not_bursty() -> None:
 
 def test_bursty_thresholds_are_the_documented_defaults() -> None:
     th = Thresholds()
-    assert (th.bursty_min_bursts, th.bursty_min_clump, th.bursty_min_silence,
-            th.bursty_max_spacing, th.bursty_min_share) == (3, 10, 0.2, 0.002, 0.5)
+    assert (
+        th.bursty_min_bursts,
+        th.bursty_min_clump,
+        th.bursty_min_silence,
+        th.bursty_max_spacing,
+        th.bursty_min_share,
+    ) == (3, 10, 0.2, 0.002, 0.5)

@@ -18,25 +18,27 @@ BULK_STREAMS = 20  # fast streams beside them, to keep the proxy's loop busy
 BULK_FRAMES = 500
 
 
-async def scenario_stream(http: aiohttp.ClientSession, url: Any, scenario: Scenario,
-                          trace_id: str) -> None:
+async def scenario_stream(http: aiohttp.ClientSession, url: Any, scenario: Scenario, trace_id: str) -> None:
     headers = {**FAST, "X-Client-Request-Id": trace_id}
-    async with http.post(url / "v1/chat/completions", json=chat_request(scenario.model),
-                         headers=headers) as resp:
+    async with http.post(
+        url / "v1/chat/completions", json=chat_request(scenario.model), headers=headers
+    ) as resp:
         await read_as_client(resp, scenario)
 
 
 async def bulk_stream(http: aiohttp.ClientSession, url: Any, trace_id: str) -> None:
-    headers = {"X-Demo-Frames": str(BULK_FRAMES), "X-Demo-TTFT-Ms": "0",
-               "X-Demo-Interval-Ms": "0", "X-Demo-Jitter": "0", "X-Client-Request-Id": trace_id}
-    async with http.post(url / "v1/chat/completions", json=chat_request("bulk"),
-                         headers=headers) as resp:
+    headers = {
+        "X-Demo-Frames": str(BULK_FRAMES),
+        "X-Demo-TTFT-Ms": "0",
+        "X-Demo-Interval-Ms": "0",
+        "X-Demo-Jitter": "0",
+        "X-Client-Request-Id": trace_id,
+    }
+    async with http.post(url / "v1/chat/completions", json=chat_request("bulk"), headers=headers) as resp:
         await resp.read()
 
 
-async def test_every_scenario_keeps_its_verdict_when_all_run_at_once(
-    demo_gateway: Any, proxy: Any
-) -> None:
+async def test_every_scenario_keeps_its_verdict_when_all_run_at_once(demo_gateway: Any, proxy: Any) -> None:
     running = await proxy(await demo_gateway(), idle_timeout=IDLE_TIMEOUT)
     expected = {f"load-{s.name}-{i}": s for s in SCENARIOS for i in range(COPIES)}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

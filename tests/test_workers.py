@@ -21,8 +21,11 @@ FRAMES = TOKENS + 4  # role chunk, tokens, finish, usage, [DONE]
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -99,16 +102,18 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gatewa
         assert await served.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool missing: .ci/run installs Debian's prometheus package")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: .ci/run installs Debian's prometheus package"
+)
 async def test_merged_worker_metrics_pass_promtool_check_metrics(demo_gateway, http) -> None:
     async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         for scenario in ("healthy", "truncated", "buffered", "http-429"):
             await send(http, served.url, scenario)
         text = await scrape(http, served.metrics_url)
         await served.stop()
-    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                           text=True, timeout=30, check=False)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "sse_audit_streams_total" in text
 
@@ -119,9 +124,21 @@ async def test_workers_with_a_taken_port_is_a_one_line_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", "http://127.0.0.1:1",
-            "--port", str(port), "--metrics-port", "0", "--workers", "2",
-            stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "sse_audit_proxy",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "0",
+            "--workers",
+            "2",
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode != 0
     lines = err.decode().strip().splitlines()

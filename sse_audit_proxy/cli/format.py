@@ -15,5 +15,4 @@ def seconds(value: float | None) -> str:
 def table(rows: Sequence[Sequence[str]]) -> str:
     """Rows of cells as left-aligned columns, the first row being the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -12,10 +12,10 @@ COMMANDS = (serve, gateway, traffic, demo, probe, bench, case)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="sse-audit-proxy",
-                    description="Audit OpenAI-compatible event streams in the request path.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=Parser)
+    parser = Parser(
+        prog="sse-audit-proxy", description="Audit OpenAI-compatible event streams in the request path."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser

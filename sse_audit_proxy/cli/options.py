@@ -59,8 +59,14 @@ def option(
             parser.error(f"{env}={raw!r}: choose from {', '.join(choices)}")
         required = False
     shown = "" if default is None or secret else f" (default: {default})"
-    parser.add_argument(flag, type=type, default=default, required=required, choices=choices,
-                        help=f"{help}{shown} [env: {env}]")
+    parser.add_argument(
+        flag,
+        type=type,
+        default=default,
+        required=required,
+        choices=choices,
+        help=f"{help}{shown} [env: {env}]",
+    )
 
 
 def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:

@@ -38,110 +38,293 @@ _RULES = Thresholds()  # the documented defaults of the timing rules
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the auditing reverse proxy",
-                       description="Forward every request to --upstream unchanged and audit "
-                                   "each event stream on the side.")
-    option(p, "--upstream", type=upstream_url, required=True,
-           help="base URL of the gateway to forward to, e.g. https://gateway.internal")
+    p = sub.add_parser(
+        "serve",
+        help="run the auditing reverse proxy",
+        description="Forward every request to --upstream unchanged and audit each event stream on the side.",
+    )
+    option(
+        p,
+        "--upstream",
+        type=upstream_url,
+        required=True,
+        help="base URL of the gateway to forward to, e.g. https://gateway.internal",
+    )
     add_canary_options(p)
     option(p, "--host", default="127.0.0.1", help="address to listen on")
     option(p, "--port", type=port, default=8080, help="port to listen on (0: any free port)")
     option(p, "--metrics-host", default="127.0.0.1", help="address for /metrics and /healthz")
     option(p, "--metrics-port", type=port, default=9464, help="port for /metrics and /healthz")
-    option(p, "--idle-timeout", type=positive_float, default=300.0,
-           help="seconds without an upstream byte before a stream is aborted as `timeout`")
-    option(p, "--connect-timeout", type=positive_float, default=10.0,
-           help="seconds to establish the upstream connection (then 504)")
-    option(p, "--total-timeout", type=positive_float, default=3600.0,
-           help="seconds one request may take from start to the last byte, stream included")
-    option(p, "--header-timeout", type=positive_float, default=DEFAULT_HEADER_TIMEOUT,
-           help="seconds a client has to send a whole request head (then the connection is "
-                "closed; slow-headers attacks)")
-    option(p, "--keepalive-timeout", type=positive_float, default=DEFAULT_KEEPALIVE_TIMEOUT,
-           help="seconds an idle kept-alive client connection stays open")
-    option(p, "--drain-timeout", type=positive_float, default=30.0,
-           help="on SIGTERM, seconds in-flight requests get to finish before they are cut")
-    option(p, "--max-body-bytes", type=size, default=32 << 20,
-           help="largest request body accepted (larger: 413); accepts k/m suffixes")
-    option(p, "--max-unsent-bytes", type=size, default=1 << 20,
-           help="bytes of an event stream a client may leave unread before the stream is "
-                "aborted as `slow_client`; accepts k/m suffixes")
-    option(p, "--upstream-ca-file", type=readable_file,
-           help="PEM file of extra CA certificates trusted for the upstream's TLS")
-    flag(p, "--insecure-upstream",
-         help="do not verify the upstream's TLS certificate (testing only)")
-    option(p, "--require-key", type=name_list, secret=True, empty_counts=True,
-           help="comma-separated API keys a client must present (Authorization: Bearer, "
-                "api-key or x-api-key) or get 401; prefer the env var or --require-key-file")
-    option(p, "--require-key-file", type=readable_file,
-           help="file of allowed API keys, one a line (# comments); adds to --require-key")
-    option(p, "--secret-headers", type=name_list,
-           help="comma-separated header names to redact from logs, on top of Authorization, "
-                "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie")
-    option(p, "--instance-header", type=header_name,
-           help="add this response header (e.g. X-Audit-Instance) naming the host (pod) that "
-                "relayed the response, to find its logs and evidence; off by default")
-    option(p, "--max-frame-bytes", type=size, default=1 << 20,
-           help="largest SSE frame the audit holds; larger frames count as malformed")
-    option(p, "--max-models", type=positive_int, default=100,
-           help="distinct `model` label values before new ones are reported as `other`")
-    option(p, "--buffered-min-frames", type=positive_int, default=_RULES.buffered_min_frames,
-           help="content frames a stream needs before it can be judged buffered")
-    option(p, "--buffered-wait-ratio", type=ratio, default=_RULES.buffered_wait_ratio,
-           help="buffered when the first content came at least this share of the way "
-                "to the last one")
-    option(p, "--buffered-max-spacing", type=positive_float, default=_RULES.buffered_max_spacing,
-           help="buffered when content frames came on average closer than this (seconds)")
-    option(p, "--buffered-min-ttft", type=positive_float, default=_RULES.buffered_min_ttft,
-           help="a burst after a shorter time to first token is a fast upstream, not buffering")
-    option(p, "--bursty-min-bursts", type=positive_int, default=_RULES.bursty_min_bursts,
-           help="bursty when at least this many clumps of content came after long silences")
-    option(p, "--bursty-min-clump", type=positive_int, default=_RULES.bursty_min_clump,
-           help="content frames a clump needs to count as a burst")
-    option(p, "--bursty-min-silence", type=positive_float, default=_RULES.bursty_min_silence,
-           help="seconds without content before a clump for it to count as a burst")
-    option(p, "--bursty-max-spacing", type=positive_float, default=_RULES.bursty_max_spacing,
-           help="content frames read closer together than this (seconds) belong to one clump")
-    option(p, "--bursty-min-share", type=ratio, default=_RULES.bursty_min_share,
-           help="bursty only when bursts hold at least this share of the content frames")
-    option(p, "--log-format", default="json", choices=LOG_FORMATS,
-           help="json: one JSON object per line; console: for people")
-    option(p, "--workers", type=positive_int, default=1,
-           help="processes sharing the port (SO_REUSEPORT); the metrics port merges their metrics")
-    option(p, "--recent-streams", type=positive_int, default=DEFAULT_CAPACITY,
-           help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}")
+    option(
+        p,
+        "--idle-timeout",
+        type=positive_float,
+        default=300.0,
+        help="seconds without an upstream byte before a stream is aborted as `timeout`",
+    )
+    option(
+        p,
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds to establish the upstream connection (then 504)",
+    )
+    option(
+        p,
+        "--total-timeout",
+        type=positive_float,
+        default=3600.0,
+        help="seconds one request may take from start to the last byte, stream included",
+    )
+    option(
+        p,
+        "--header-timeout",
+        type=positive_float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send a whole request head (then the connection is "
+        "closed; slow-headers attacks)",
+    )
+    option(
+        p,
+        "--keepalive-timeout",
+        type=positive_float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        help="seconds an idle kept-alive client connection stays open",
+    )
+    option(
+        p,
+        "--drain-timeout",
+        type=positive_float,
+        default=30.0,
+        help="on SIGTERM, seconds in-flight requests get to finish before they are cut",
+    )
+    option(
+        p,
+        "--max-body-bytes",
+        type=size,
+        default=32 << 20,
+        help="largest request body accepted (larger: 413); accepts k/m suffixes",
+    )
+    option(
+        p,
+        "--max-unsent-bytes",
+        type=size,
+        default=1 << 20,
+        help="bytes of an event stream a client may leave unread before the stream is "
+        "aborted as `slow_client`; accepts k/m suffixes",
+    )
+    option(
+        p,
+        "--upstream-ca-file",
+        type=readable_file,
+        help="PEM file of extra CA certificates trusted for the upstream's TLS",
+    )
+    flag(p, "--insecure-upstream", help="do not verify the upstream's TLS certificate (testing only)")
+    option(
+        p,
+        "--require-key",
+        type=name_list,
+        secret=True,
+        empty_counts=True,
+        help="comma-separated API keys a client must present (Authorization: Bearer, "
+        "api-key or x-api-key) or get 401; prefer the env var or --require-key-file",
+    )
+    option(
+        p,
+        "--require-key-file",
+        type=readable_file,
+        help="file of allowed API keys, one a line (# comments); adds to --require-key",
+    )
+    option(
+        p,
+        "--secret-headers",
+        type=name_list,
+        help="comma-separated header names to redact from logs, on top of Authorization, "
+        "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie",
+    )
+    option(
+        p,
+        "--instance-header",
+        type=header_name,
+        help="add this response header (e.g. X-Audit-Instance) naming the host (pod) that "
+        "relayed the response, to find its logs and evidence; off by default",
+    )
+    option(
+        p,
+        "--max-frame-bytes",
+        type=size,
+        default=1 << 20,
+        help="largest SSE frame the audit holds; larger frames count as malformed",
+    )
+    option(
+        p,
+        "--max-models",
+        type=positive_int,
+        default=100,
+        help="distinct `model` label values before new ones are reported as `other`",
+    )
+    option(
+        p,
+        "--buffered-min-frames",
+        type=positive_int,
+        default=_RULES.buffered_min_frames,
+        help="content frames a stream needs before it can be judged buffered",
+    )
+    option(
+        p,
+        "--buffered-wait-ratio",
+        type=ratio,
+        default=_RULES.buffered_wait_ratio,
+        help="buffered when the first content came at least this share of the way to the last one",
+    )
+    option(
+        p,
+        "--buffered-max-spacing",
+        type=positive_float,
+        default=_RULES.buffered_max_spacing,
+        help="buffered when content frames came on average closer than this (seconds)",
+    )
+    option(
+        p,
+        "--buffered-min-ttft",
+        type=positive_float,
+        default=_RULES.buffered_min_ttft,
+        help="a burst after a shorter time to first token is a fast upstream, not buffering",
+    )
+    option(
+        p,
+        "--bursty-min-bursts",
+        type=positive_int,
+        default=_RULES.bursty_min_bursts,
+        help="bursty when at least this many clumps of content came after long silences",
+    )
+    option(
+        p,
+        "--bursty-min-clump",
+        type=positive_int,
+        default=_RULES.bursty_min_clump,
+        help="content frames a clump needs to count as a burst",
+    )
+    option(
+        p,
+        "--bursty-min-silence",
+        type=positive_float,
+        default=_RULES.bursty_min_silence,
+        help="seconds without content before a clump for it to count as a burst",
+    )
+    option(
+        p,
+        "--bursty-max-spacing",
+        type=positive_float,
+        default=_RULES.bursty_max_spacing,
+        help="content frames read closer together than this (seconds) belong to one clump",
+    )
+    option(
+        p,
+        "--bursty-min-share",
+        type=ratio,
+        default=_RULES.bursty_min_share,
+        help="bursty only when bursts hold at least this share of the content frames",
+    )
+    option(
+        p,
+        "--log-format",
+        default="json",
+        choices=LOG_FORMATS,
+        help="json: one JSON object per line; console: for people",
+    )
+    option(
+        p,
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); the metrics port merges their metrics",
+    )
+    option(
+        p,
+        "--recent-streams",
+        type=positive_int,
+        default=DEFAULT_CAPACITY,
+        help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}",
+    )
     p.set_defaults(run=run)
 
 
 def add_canary_options(p: argparse.ArgumentParser) -> None:
-    option(p, "--canary", type=upstream_url,
-           help="base URL of a second gateway that gets --canary-percent of the requests")
-    option(p, "--canary-percent", type=percent, default=0.0,
-           help="share of requests sent to --canary, 0 to 100, decimals allowed")
-    option(p, "--canary-percent-file", type=readable_file,
-           help="file holding the canary percent; re-read on SIGHUP and when it changes "
-                "(a Kubernetes ConfigMap works); overrides --canary-percent")
-    option(p, "--canary-sticky-header",
-           help="requests with the same value of this header always go to the same side "
-                "(a stable hash: same answer in every worker and replica)")
-    option(p, "--canary-side-header",
-           help="let a request pick its side by sending this header with a side's name "
-                "(for probes; off unless set: otherwise no client can choose the canary)")
-    option(p, "--upstream-name", type=side_name, default=BASELINE,
-           help="the `upstream` label value of --upstream")
-    option(p, "--canary-name", type=side_name, default=CANARY,
-           help="the `upstream` label value of --canary")
-    flag(p, "--canary-guard",
-         help="compare canary and baseline streams and set the canary share to 0 when the "
-              "canary is worse (bad-stream share or p95 TTFT)")
-    option(p, "--canary-guard-window", type=positive_int, default=200,
-           help="recent streams per side the guard compares")
-    option(p, "--canary-guard-margin", type=percent, default=5.0,
-           help="percentage points the canary's bad-stream share may exceed the baseline's")
-    option(p, "--canary-guard-min-streams", type=positive_int, default=20,
-           help="canary streams the guard needs before it can trip")
-    option(p, "--canary-guard-ttft-ratio", type=positive_float, default=2.0,
-           help="trip when the canary's p95 TTFT exceeds the baseline's by this factor")
+    option(
+        p,
+        "--canary",
+        type=upstream_url,
+        help="base URL of a second gateway that gets --canary-percent of the requests",
+    )
+    option(
+        p,
+        "--canary-percent",
+        type=percent,
+        default=0.0,
+        help="share of requests sent to --canary, 0 to 100, decimals allowed",
+    )
+    option(
+        p,
+        "--canary-percent-file",
+        type=readable_file,
+        help="file holding the canary percent; re-read on SIGHUP and when it changes "
+        "(a Kubernetes ConfigMap works); overrides --canary-percent",
+    )
+    option(
+        p,
+        "--canary-sticky-header",
+        help="requests with the same value of this header always go to the same side "
+        "(a stable hash: same answer in every worker and replica)",
+    )
+    option(
+        p,
+        "--canary-side-header",
+        help="let a request pick its side by sending this header with a side's name "
+        "(for probes; off unless set: otherwise no client can choose the canary)",
+    )
+    option(
+        p,
+        "--upstream-name",
+        type=side_name,
+        default=BASELINE,
+        help="the `upstream` label value of --upstream",
+    )
+    option(p, "--canary-name", type=side_name, default=CANARY, help="the `upstream` label value of --canary")
+    flag(
+        p,
+        "--canary-guard",
+        help="compare canary and baseline streams and set the canary share to 0 when the "
+        "canary is worse (bad-stream share or p95 TTFT)",
+    )
+    option(
+        p,
+        "--canary-guard-window",
+        type=positive_int,
+        default=200,
+        help="recent streams per side the guard compares",
+    )
+    option(
+        p,
+        "--canary-guard-margin",
+        type=percent,
+        default=5.0,
+        help="percentage points the canary's bad-stream share may exceed the baseline's",
+    )
+    option(
+        p,
+        "--canary-guard-min-streams",
+        type=positive_int,
+        default=20,
+        help="canary streams the guard needs before it can trip",
+    )
+    option(
+        p,
+        "--canary-guard-ttft-ratio",
+        type=positive_float,
+        default=2.0,
+        help="trip when the canary's p95 TTFT exceeds the baseline's by this factor",
+    )
 
 
 def side_name(value: str) -> str:
@@ -153,20 +336,23 @@ def side_name(value: str) -> str:
 
 def canary_from(args: argparse.Namespace) -> CanaryConfig:
     if args.upstream_name == args.canary_name:
-        raise ConfigError(f"--upstream-name and --canary-name must differ "
-                          f"(both {args.upstream_name!r})")
-    if args.canary is None and (args.canary_percent or args.canary_percent_file
-                                or args.canary_guard):
-        raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need "
-                          "--canary URL")
+        raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
+    if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
+        raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
     config = CanaryConfig(
-        url=None if args.canary is None else str(args.canary), percent=args.canary_percent,
-        upstream_name=args.upstream_name, canary_name=args.canary_name,
-        sticky_header=args.canary_sticky_header, side_header=args.canary_side_header,
-        percent_file=args.canary_percent_file, guard=args.canary_guard,
-        guard_window=args.canary_guard_window, guard_margin=args.canary_guard_margin,
+        url=None if args.canary is None else str(args.canary),
+        percent=args.canary_percent,
+        upstream_name=args.upstream_name,
+        canary_name=args.canary_name,
+        sticky_header=args.canary_sticky_header,
+        side_header=args.canary_side_header,
+        percent_file=args.canary_percent_file,
+        guard=args.canary_guard,
+        guard_window=args.canary_guard_window,
+        guard_margin=args.canary_guard_margin,
         guard_min_streams=args.canary_guard_min_streams,
-        guard_ttft_ratio=args.canary_guard_ttft_ratio)
+        guard_ttft_ratio=args.canary_guard_ttft_ratio,
+    )
     if config.percent_file is not None:
         try:
             read_percent_file(config.percent_file)
@@ -191,15 +377,16 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
     if args.require_key is not None and not args.require_key:
         # Given, yet no key in it (`' , '`, or the env var set empty): running without
         # auth is not what was asked for.
-        raise ConfigError("--require-key: no API keys given (an empty list); set keys, or "
-                          "unset it and SSE_AUDIT_REQUIRE_KEY to run without inbound auth")
+        raise ConfigError(
+            "--require-key: no API keys given (an empty list); set keys, or "
+            "unset it and SSE_AUDIT_REQUIRE_KEY to run without inbound auth"
+        )
     keys = tuple(args.require_key or ())
     if args.require_key_file:
         try:
             keys += tuple(read_key_file(args.require_key_file))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--require-key-file: cannot read {args.require_key_file!r}: "
-                              f"{exc}") from exc
+            raise ConfigError(f"--require-key-file: cannot read {args.require_key_file!r}: {exc}") from exc
         if not keys:
             raise ConfigError(f"--require-key-file: no keys in {args.require_key_file!r}")
     proxy = ProxyConfig(
@@ -223,12 +410,16 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
     try:
         upstream_ssl(proxy)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"--upstream-ca-file: not a PEM CA file: {args.upstream_ca_file!r}"
-                          ) from exc
-    return ServiceConfig(proxy=proxy, metrics_host=args.metrics_host,
-                         metrics_port=args.metrics_port, max_models=args.max_models,
-                         recent_streams=args.recent_streams, canary=canary_from(args),
-                         secret_headers=tuple(args.secret_headers or ()))
+        raise ConfigError(f"--upstream-ca-file: not a PEM CA file: {args.upstream_ca_file!r}") from exc
+    return ServiceConfig(
+        proxy=proxy,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        max_models=args.max_models,
+        recent_streams=args.recent_streams,
+        canary=canary_from(args),
+        secret_headers=tuple(args.secret_headers or ()),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -238,12 +429,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"sse-audit-proxy: error: {exc}", file=sys.stderr)
         return 2
     # A picklable recipe, so spawned workers log exactly as the parent does.
-    setup_logging = functools.partial(configure_logging, args.log_format,
-                                      secret_headers=tuple(args.secret_headers or ()))
+    setup_logging = functools.partial(
+        configure_logging, args.log_format, secret_headers=tuple(args.secret_headers or ())
+    )
     setup_logging()
     if args.workers > 1:
         raise_open_files_limit()  # before the workers start: they inherit it
         # Workers drain on their own; the supervisor waits that long and a little more.
-        return loop.run(workers.supervise(config, args.workers, setup_logging,
-                                          args.drain_timeout + 5.0, listen_error))
+        return loop.run(
+            workers.supervise(config, args.workers, setup_logging, args.drain_timeout + 5.0, listen_error)
+        )
     return loop.run(serve(config))

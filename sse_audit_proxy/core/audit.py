@@ -20,8 +20,17 @@ from sse_audit_proxy.core.sse import SSEDecoder
 from sse_audit_proxy.core.timeline import Timeline
 from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
-__all__ = ["PEEK_BYTES", "Anomaly", "End", "Outcome", "StreamAudit", "StreamResult", "Thresholds",
-           "is_error_document", "looks_like_event_stream"]
+__all__ = [
+    "PEEK_BYTES",
+    "Anomaly",
+    "End",
+    "Outcome",
+    "StreamAudit",
+    "StreamResult",
+    "Thresholds",
+    "is_error_document",
+    "looks_like_event_stream",
+]
 
 # A body not labelled as an event stream is held this far to see what it is: a JSON error
 # sent instead of a stream, or an event stream under another Content-Type (it is forwarded
@@ -126,8 +135,11 @@ class StreamAudit:
         self._include_usage = include_usage
         self._thresholds = thresholds
         self._decoder = SSEDecoder(thresholds.max_frame_bytes)
-        self._inflate = (Inflater(content_encoding, thresholds.max_frame_bytes)
-                         if wants_inflater(content_encoding) else None)
+        self._inflate = (
+            Inflater(content_encoding, thresholds.max_frame_bytes)
+            if wants_inflater(content_encoding)
+            else None
+        )
         self._peek: bytearray | None = bytearray()  # the body's start, while it may be JSON
         self._take: Any = self._decode if event_stream else self._sniff
         self._event_stream = event_stream
@@ -311,13 +323,18 @@ class StreamAudit:
             undecodable=inflate is not None and inflate.failed,
             compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(self._decoder.oversized),
-            timing=Timing(ttft=ttft, to_last_content=self._last_content - self._started,
-                          content_frames=self._content_frames, bursts=self._bursts,
-                          burst_frames=self._burst_frames, frames=self._frames,
-                          duration=t - self._started,
-                          last_frame=(None if self._last_frame is None
-                                      else self._last_frame - self._started),
-                          max_gap=self._max_gap, bytes=self.bytes),
+            timing=Timing(
+                ttft=ttft,
+                to_last_content=self._last_content - self._started,
+                content_frames=self._content_frames,
+                bursts=self._bursts,
+                burst_frames=self._burst_frames,
+                frames=self._frames,
+                duration=t - self._started,
+                last_frame=(None if self._last_frame is None else self._last_frame - self._started),
+                max_gap=self._max_gap,
+                bytes=self.bytes,
+            ),
             thresholds=self._thresholds,
         )
         verdict = judge(facts)
@@ -344,8 +361,7 @@ class StreamAudit:
             gap_sum=self._gap_sum,
             usage_requested=facts.usage_expected,
             usage_judged=facts.usage_expected and facts.judged,
-            last_keepalive=(None if self._last_keepalive is None
-                            else self._last_keepalive - self._started),
+            last_keepalive=(None if self._last_keepalive is None else self._last_keepalive - self._started),
             timeline=self._timeline,
             skeletons=self._skeletons,
             reasons=verdict.reasons,
@@ -369,7 +385,7 @@ def looks_like_event_stream(start: bytes | bytearray) -> bool | None:
         if prefix.startswith(head):
             return None
     for name in _SSE_FIELDS_BARE:  # a field with no value: the name, then the line's end
-        if head.startswith(name) and head[len(name):len(name) + 1] in (b"\r", b"\n"):
+        if head.startswith(name) and head[len(name) : len(name) + 1] in (b"\r", b"\n"):
             return True
     return False
 

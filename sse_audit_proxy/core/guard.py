@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
-BAD_ANOMALIES = frozenset({"buffered", "bursty", "missing_done", "missing_finish_reason",
-                           "missing_usage", "invalid_tool_arguments"})
+BAD_ANOMALIES = frozenset(
+    {"buffered", "bursty", "missing_done", "missing_finish_reason", "missing_usage", "invalid_tool_arguments"}
+)
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
 TTFT_QUANTILE = 0.95
@@ -93,14 +94,15 @@ def _binom_cdf(n: int, p: float) -> list[float]:
     """[P(X <= k) for k in 0..n], X ~ Binomial(n, p)."""
     out, total = [], 0.0
     for i in range(n + 1):
-        total += math.comb(n, i) * p ** i * (1 - p) ** (n - i)
+        total += math.comb(n, i) * p**i * (1 - p) ** (n - i)
         out.append(total)
     return out
 
 
 @functools.cache  # a pure function of small integers: computed once per window size
-def quantile_bound_ranks(n: int, q: float = TTFT_QUANTILE,
-                         alpha: float = TTFT_ALPHA) -> tuple[int | None, int | None]:
+def quantile_bound_ranks(
+    n: int, q: float = TTFT_QUANTILE, alpha: float = TTFT_ALPHA
+) -> tuple[int | None, int | None]:
     """1-based ranks (lower, upper) of order statistics bounding the q-quantile of n samples,
     each with confidence 1 - alpha; None where n samples cannot bound it."""
     lower = upper = None
@@ -141,9 +143,12 @@ class _Side:
         n = len(self.samples)
         ttfts = self.ttfts
         p95 = ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)] if ttfts else None
-        return {"streams": n, "bad": self.bad,
-                "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
-                "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3)}
+        return {
+            "streams": n,
+            "bad": self.bad,
+            "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
+            "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
+        }
 
 
 class Guard:
@@ -181,9 +186,14 @@ class Guard:
         if bound * 100.0 <= s.margin:
             return None
         offending = [x.trace_id for x in reversed(c.samples) if x.bad][:EVIDENCE]
-        return Trip("bad_share", b.figures(), c.figures(),
-                    f"canary bad share exceeds baseline's by more than {s.margin:g} points "
-                    f"(lower bound {bound * 100.0:.1f} points, z={Z_SHARE})", offending)
+        return Trip(
+            "bad_share",
+            b.figures(),
+            c.figures(),
+            f"canary bad share exceeds baseline's by more than {s.margin:g} points "
+            f"(lower bound {bound * 100.0:.1f} points, z={Z_SHARE})",
+            offending,
+        )
 
     def _ttft(self) -> Trip | None:
         s = self.settings
@@ -199,9 +209,14 @@ class Guard:
         canary_low, baseline_high = c_ttft[c_lower - 1], b_ttft[b_upper - 1]
         if canary_low <= s.ttft_ratio * baseline_high:
             return None
-        slowest = sorted((x for x in self.canary.samples if x.ttft is not None),
-                         key=lambda x: x.ttft or 0.0, reverse=True)[:EVIDENCE]
-        return Trip("ttft_p95", self.baseline.figures(), self.canary.figures(),
-                    f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's (canary at least "
-                    f"{canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
-                    [x.trace_id for x in slowest])
+        slowest = sorted(
+            (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
+        )[:EVIDENCE]
+        return Trip(
+            "ttft_p95",
+            self.baseline.figures(),
+            self.canary.figures(),
+            f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's (canary at least "
+            f"{canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
+            [x.trace_id for x in slowest],
+        )

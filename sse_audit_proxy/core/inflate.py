@@ -61,11 +61,23 @@ class Inflater:
     """Feed compressed chunks; iterate the decoded pieces. `failed` once it cannot go on,
     `bomb` once it will not (the body expands absurdly)."""
 
-    __slots__ = ("_backlog", "_budget", "_encoding", "_head", "_max", "_members", "_z", "bomb",
-                 "consumed", "failed", "inflated")
+    __slots__ = (
+        "_backlog",
+        "_budget",
+        "_encoding",
+        "_head",
+        "_max",
+        "_members",
+        "_z",
+        "bomb",
+        "consumed",
+        "failed",
+        "inflated",
+    )
 
-    def __init__(self, content_encoding: str, max_piece: int,
-                 feed_max_out: int | None = FEED_MAX_OUT) -> None:
+    def __init__(
+        self, content_encoding: str, max_piece: int, feed_max_out: int | None = FEED_MAX_OUT
+    ) -> None:
         """`feed_max_out=None`: no bound per feed, for a client reading one body of its own
         (the probe), where there are no other streams to delay and nothing may be left out."""
         self._encoding = content_encoding.strip().lower()
@@ -121,8 +133,11 @@ class Inflater:
 
     def _expands_absurdly(self) -> bool:
         out = self.inflated
-        return (out > MAX_INFLATED or len(self._backlog) > MAX_BACKLOG
-                or (out >= MAX_RATIO_AFTER and out > MAX_RATIO * self.consumed))
+        return (
+            out > MAX_INFLATED
+            or len(self._backlog) > MAX_BACKLOG
+            or (out >= MAX_RATIO_AFTER and out > MAX_RATIO * self.consumed)
+        )
 
     def _choose(self, head: bytes) -> bool:
         """Pick the decoder from the first bytes; False while they are too few to tell."""

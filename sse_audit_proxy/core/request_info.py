@@ -69,8 +69,7 @@ def request_shape(doc: dict[str, object]) -> str:
         if not _FIELD.fullmatch(key):
             continue
         if isinstance(value, dict) and key == "stream_options":
-            out += [(f"{key}.{k}", _figure(v)) for k, v in list(value.items())[:8]
-                    if _FIELD.fullmatch(k)]
+            out += [(f"{key}.{k}", _figure(v)) for k, v in list(value.items())[:8] if _FIELD.fullmatch(k)]
         else:
             out.append((key, _figure(value)))
     return orjson.dumps(dict(out)).decode()
@@ -88,8 +87,12 @@ class _Shape:
     def take(self, prefix: str, event: str, value: object) -> None:
         fields = self.fields
         if not prefix:
-            if event == "map_key" and len(fields) < MAX_SHAPE_FIELDS and isinstance(value, str) \
-                    and _FIELD.fullmatch(value):
+            if (
+                event == "map_key"
+                and len(fields) < MAX_SHAPE_FIELDS
+                and isinstance(value, str)
+                and _FIELD.fullmatch(value)
+            ):
                 fields.setdefault(value, None)
             return
         name, _, rest = prefix.partition(".")
@@ -103,8 +106,13 @@ class _Shape:
                 fields[name] = _scalar(value)
         elif rest == "item" and name in self.lists and event in _ITEM_STARTS:
             fields[name] = int(fields[name] or 0) + 1
-        elif name == "stream_options" and "." not in rest and event in ("number", "boolean") \
-                and len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(rest):
+        elif (
+            name == "stream_options"
+            and "." not in rest
+            and event in ("number", "boolean")
+            and len(fields) < MAX_SHAPE_FIELDS
+            and _FIELD.fullmatch(rest)
+        ):
             fields[f"{name}.{rest}"] = _scalar(value)
 
     def json(self) -> str:
@@ -145,8 +153,7 @@ class BodyScanner:
     not one valid JSON object counts as unknown, as a body that `orjson` refused did before.
     """
 
-    __slots__ = ("_carry_odd", "_coro", "_events", "_failed", "_found", "_in_str", "_quiet",
-                 "_shape", "_str")
+    __slots__ = ("_carry_odd", "_coro", "_events", "_failed", "_found", "_in_str", "_quiet", "_shape", "_str")
 
     def __init__(self) -> None:
         self._events = ijson.sendable_list()
@@ -211,7 +218,7 @@ class BodyScanner:
 
     def _parse(self, data: bytes) -> None:
         for i in range(0, len(data), SCAN_SLICE):
-            piece = data[i:i + SCAN_SLICE]
+            piece = data[i : i + SCAN_SLICE]
             self._coro.send(piece)
             if self._events:
                 self._quiet = 0

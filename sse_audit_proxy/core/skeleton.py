@@ -18,10 +18,21 @@ from sse_audit_proxy.core.dialects.base import DONE_SENTINEL
 from sse_audit_proxy.core.sse import Event
 
 # Fields whose string values are protocol vocabulary, kept as they are when they look like it.
-VOCABULARY = frozenset({
-    "type", "object", "finish_reason", "stop_reason", "role", "status", "reason", "event",
-    "code", "native_finish_reason", "stop_sequence_type",
-})
+VOCABULARY = frozenset(
+    {
+        "type",
+        "object",
+        "finish_reason",
+        "stop_reason",
+        "role",
+        "status",
+        "reason",
+        "event",
+        "code",
+        "native_finish_reason",
+        "stop_sequence_type",
+    }
+)
 _WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 PLACEHOLDER = re.compile(r"<(\d+)>")
 MAX_DEPTH = 8

@@ -69,11 +69,20 @@ class SSEDecoder:
         # first of the blank line at its end and it has no CR, so the general path below would
         # make the same single event; this skips its splits and state checks (profiled: the
         # decoder is a fifth of the audit's time per frame).
-        if (self._bom_checked and not self._tail and not self._frame_len and not self._skip_lf
-                and not self._discarding and not self._tail_dropped and not self._tail_comment
-                and chunk[-2:] == b"\n\n" and chunk[:5] == b"data:"
-                and chunk.find(b"\n") == len(chunk) - 2 and 0x0D not in chunk
-                and len(chunk) - 2 < self._max):
+        if (
+            self._bom_checked
+            and not self._tail
+            and not self._frame_len
+            and not self._skip_lf
+            and not self._discarding
+            and not self._tail_dropped
+            and not self._tail_comment
+            and chunk[-2:] == b"\n\n"
+            and chunk[:5] == b"data:"
+            and chunk.find(b"\n") == len(chunk) - 2
+            and 0x0D not in chunk
+            and len(chunk) - 2 < self._max
+        ):
             return [Event("", chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2], self._last_id)]
         if not chunk:
             return []
@@ -110,10 +119,8 @@ class SSEDecoder:
             rest = frames.pop()
             limit = self._max
             for frame in frames:
-                if (frame[:5] == b"data:" and 0x0A not in frame and len(frame) < limit
-                        and not self._frame_len):
-                    events.append(Event("", frame[6:] if frame[5:6] == b" " else frame[5:],
-                                        self._last_id))
+                if frame[:5] == b"data:" and 0x0A not in frame and len(frame) < limit and not self._frame_len:
+                    events.append(Event("", frame[6:] if frame[5:6] == b" " else frame[5:], self._last_id))
                 else:
                     self._frame(frame, events)
             if not rest:
@@ -151,8 +158,7 @@ class SSEDecoder:
     def close(self) -> bool:
         """End of stream. True when a frame was left unterminated (it is not dispatched)."""
         pending = bool(
-            self._tail or self._frame_len or self._discarding or self._tail_dropped
-            or self._tail_comment
+            self._tail or self._frame_len or self._discarding or self._tail_dropped or self._tail_comment
         )
         self._reset_frame()
         self._tail = b""

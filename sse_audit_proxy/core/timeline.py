@@ -30,8 +30,13 @@ MAX_GROUPS = 128
 
 # The kinds a frame can be, as named in the timeline; a frame may be several (content+finish).
 KIND_NAMES: tuple[tuple[int, str], ...] = (
-    (CONTENT, "content"), (KEEPALIVE, "keepalive"), (FINISH, "finish"), (USAGE, "usage"),
-    (ERROR, "error"), (TERMINAL, "terminal"), (MALFORMED, "malformed"),
+    (CONTENT, "content"),
+    (KEEPALIVE, "keepalive"),
+    (FINISH, "finish"),
+    (USAGE, "usage"),
+    (ERROR, "error"),
+    (TERMINAL, "terminal"),
+    (MALFORMED, "malformed"),
 )
 OTHER = "other"  # a frame with none of the bits: a role chunk, `message_start`, ...
 READ_START = 0x80  # not a kind: marks a read's first frame in the exact part (bits < 0x80)
@@ -60,8 +65,7 @@ def kind_bits(name: str) -> int:
 
 
 class Timeline:
-    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_kinds", "_r_t", "_stride",
-                 "frames")
+    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_kinds", "_r_t", "_stride", "frames")
 
     def __init__(self) -> None:
         self.frames = 0
@@ -122,11 +126,17 @@ class Timeline:
         gap, end = self._g_gap, len(first) - 1
         self._g_first = array("f", first[0::2])
         self._g_last = array("f", (last[min(i + 1, end)] for i in range(0, len(last), 2)))
-        self._g_gap = array("f", (max(gap[i], gap[i + 1], first[i + 1] - last[i]) if i < end
-                                  else gap[i] for i in range(0, len(gap), 2)))
-        self._g_n = array("I", (sum(n[i:i + 2]) for i in range(0, len(n), 2)))
-        self._g_kinds = bytearray(kinds[i] | (kinds[i + 1] if i + 1 < len(kinds) else 0)
-                                  for i in range(0, len(kinds), 2))
+        self._g_gap = array(
+            "f",
+            (
+                max(gap[i], gap[i + 1], first[i + 1] - last[i]) if i < end else gap[i]
+                for i in range(0, len(gap), 2)
+            ),
+        )
+        self._g_n = array("I", (sum(n[i : i + 2]) for i in range(0, len(n), 2)))
+        self._g_kinds = bytearray(
+            kinds[i] | (kinds[i + 1] if i + 1 < len(kinds) else 0) for i in range(0, len(kinds), 2)
+        )
         self._stride *= 2
         return self._g_first
 
@@ -141,15 +151,27 @@ class Timeline:
                 ms = round(next(offsets) * 1000.0, 3)
             out.append([ms, kind_name(bits & ~READ_START)])
         if self._g_first is not None:
-            for first, last, n, bits, gap in zip(self._g_first, self._g_last, self._g_n,
-                                                 self._g_kinds, self._g_gap, strict=True):
-                out.append([round(first * 1000.0, 3), kind_name(bits), n,
-                            round(last * 1000.0, 3), round(gap * 1000.0, 3)])
+            for first, last, n, bits, gap in zip(
+                self._g_first, self._g_last, self._g_n, self._g_kinds, self._g_gap, strict=True
+            ):
+                out.append(
+                    [
+                        round(first * 1000.0, 3),
+                        kind_name(bits),
+                        n,
+                        round(last * 1000.0, 3),
+                        round(gap * 1000.0, 3),
+                    ]
+                )
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"frames": self.frames, "exact_frames": min(self.frames, EXACT_FRAMES),
-                "stride": self._stride if self._g_first is not None else 1, "rows": self.rows()}
+        return {
+            "frames": self.frames,
+            "exact_frames": min(self.frames, EXACT_FRAMES),
+            "stride": self._stride if self._g_first is not None else 1,
+            "rows": self.rows(),
+        }
 
     def nbytes(self) -> int:
         """The buffers' payload (for the memory figures in the README and a test)."""

@@ -149,8 +149,13 @@ class Facts:
     @property
     def judged(self) -> bool:
         """Completeness is judged on event streams the upstream ended, whose frames we read."""
-        return (self.ended_by_upstream and self.event_stream and not self.unreadable
-                and not self.summary.failed and not self.error_instead_of_stream)
+        return (
+            self.ended_by_upstream
+            and self.event_stream
+            and not self.unreadable
+            and not self.summary.failed
+            and not self.error_instead_of_stream
+        )
 
 
 def is_buffered(t: Timing, th: Thresholds) -> bool:
@@ -161,9 +166,12 @@ def is_buffered(t: Timing, th: Thresholds) -> bool:
 
 
 def is_bursty(t: Timing, th: Thresholds) -> bool:
-    return (t.bursts >= th.bursty_min_bursts and t.content_frames > 0
-            and t.burst_frames >= th.bursty_min_share * t.content_frames
-            and not is_buffered(t, th))
+    return (
+        t.bursts >= th.bursty_min_bursts
+        and t.content_frames > 0
+        and t.burst_frames >= th.bursty_min_share * t.content_frames
+        and not is_buffered(t, th)
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -201,17 +209,20 @@ def _missing_end(f: Facts) -> str:
     elif not f.expects_done and not s.terminal:
         parts.append("no end event")
     if f.expects_finish_reason and s.missing_finish_reason:
-        parts.append("no finish_reason" if not s.finish_reasons else
-                     "a choice without a finish_reason")
+        parts.append("no finish_reason" if not s.finish_reasons else "a choice without a finish_reason")
     if f.usage_expected and s.usage is None:
         parts.append("no usage")
     return " and ".join(parts) or "no end marker"
 
 
 def _truncated(f: Facts) -> str:
-    how = ("the upstream closed the connection cleanly" if f.end is End.UPSTREAM_EOF else
-           "the connection broke (reset or bad chunking)" if f.end is End.UPSTREAM_BROKEN else
-           f"relaying ended with {f.end.value}")
+    how = (
+        "the upstream closed the connection cleanly"
+        if f.end is End.UPSTREAM_EOF
+        else "the connection broke (reset or bad chunking)"
+        if f.end is End.UPSTREAM_BROKEN
+        else f"relaying ended with {f.end.value}"
+    )
     return f"body ended after {_content(f)} ({f.timing.frames} frames) with {_missing_end(f)}; {how}"
 
 
@@ -220,25 +231,34 @@ def _timed_out(f: Facts) -> str:
     if f.end is End.CONNECT_TIMEOUT:
         return f"the upstream did not accept the connection within {dur(t.duration)}"
     quiet = t.duration - (t.last_frame if t.last_frame is not None else 0.0)
-    what = ("no upstream byte for the idle timeout" if f.end is End.IDLE_TIMEOUT else
-            "the stream was still running at the total timeout")
-    return (f"{what}: {dur(quiet)} of silence after {_n(t.frames, 'frame')} "
-            f"({_content(f)}); aborted at {dur(t.duration)}")
+    what = (
+        "no upstream byte for the idle timeout"
+        if f.end is End.IDLE_TIMEOUT
+        else "the stream was still running at the total timeout"
+    )
+    return (
+        f"{what}: {dur(quiet)} of silence after {_n(t.frames, 'frame')} "
+        f"({_content(f)}); aborted at {dur(t.duration)}"
+    )
 
 
 def _client_left(f: Facts) -> str:
-    who = {End.SLOW_CLIENT: "the client was cut for leaving more than --max-unsent-bytes unread",
-           End.ABORTED: "the stream was still open when the shutdown drain ran out"
-           }.get(f.end, "the client went away")
-    return (f"{who} at {dur(f.timing.duration)}, after {_content(f)}, before the upstream's "
-            "end marker reached it")
+    who = {
+        End.SLOW_CLIENT: "the client was cut for leaving more than --max-unsent-bytes unread",
+        End.ABORTED: "the stream was still open when the shutdown drain ran out",
+    }.get(f.end, "the client went away")
+    return (
+        f"{who} at {dur(f.timing.duration)}, after {_content(f)}, before the upstream's end marker reached it"
+    )
 
 
 def _failed(f: Facts) -> str:
     if f.error_instead_of_stream:
         return "the upstream sent a JSON error document with a success status instead of a stream"
-    return (f"the upstream reported failure in-band ({_n(f.summary.error_events, 'error frame')}) "
-            f"after {_content(f)}, and no choice finished after it")
+    return (
+        f"the upstream reported failure in-band ({_n(f.summary.error_events, 'error frame')}) "
+        f"after {_content(f)}, and no choice finished after it"
+    )
 
 
 def _buffered(f: Facts) -> str:
@@ -246,23 +266,28 @@ def _buffered(f: Facts) -> str:
     ttft = t.ttft or 0.0
     share = 100.0 * ttft / t.to_last_content if t.to_last_content > 0 else 100.0
     spacing = (t.to_last_content - ttft) / max(t.content_frames - 1, 1)
-    return (f"first token after {dur(ttft)}, {share:.0f} % of the time to the last content frame; "
-            f"{t.content_frames} content frames arrived {dur(spacing)} apart on average")
+    return (
+        f"first token after {dur(ttft)}, {share:.0f} % of the time to the last content frame; "
+        f"{t.content_frames} content frames arrived {dur(spacing)} apart on average"
+    )
 
 
 def _bursty(f: Facts) -> str:
     t, th = f.timing, f.thresholds
     share = 100.0 * t.burst_frames / t.content_frames if t.content_frames else 0.0
-    return (f"{t.burst_frames} of {t.content_frames} content frames ({share:.0f} %) came in "
-            f"{t.bursts} bursts, each after at least {dur(th.bursty_min_silence)} without content; "
-            f"the longest silence between frames was {dur(t.max_gap)}")
+    return (
+        f"{t.burst_frames} of {t.content_frames} content frames ({share:.0f} %) came in "
+        f"{t.bursts} bursts, each after at least {dur(th.bursty_min_silence)} without content; "
+        f"the longest silence between frames was {dur(t.max_gap)}"
+    )
 
 
 def _malformed(f: Facts) -> str:
     parts = []
     if f.summary.malformed_frames:
-        parts.append(f"{_n(f.summary.malformed_frames, 'frame')} (or parts of frames) not of "
-                     "the expected shape")
+        parts.append(
+            f"{_n(f.summary.malformed_frames, 'frame')} (or parts of frames) not of the expected shape"
+        )
     if f.oversized_frame:
         parts.append(f"a frame larger than {f.thresholds.max_frame_bytes} bytes")
     if f.undecodable:
@@ -273,11 +298,14 @@ def _malformed(f: Facts) -> str:
 # usage_inconsistent: the conventions providers follow (README, "usage_inconsistent"). A total
 # may count reasoning tokens outside `completion_tokens` (Gemini's OpenAI layer), and cached
 # prompt tokens inside or outside `prompt_tokens` (Anthropic through LiteLLM, Bedrock).
-_EXTRA_TOKENS = (("completion_tokens_details", "reasoning_tokens"),
-                 ("output_tokens_details", "reasoning_tokens"),
-                 ("prompt_tokens_details", "cached_tokens"),
-                 ("input_tokens_details", "cached_tokens"),
-                 (None, "cache_read_input_tokens"), (None, "cache_creation_input_tokens"))
+_EXTRA_TOKENS = (
+    ("completion_tokens_details", "reasoning_tokens"),
+    ("output_tokens_details", "reasoning_tokens"),
+    ("prompt_tokens_details", "cached_tokens"),
+    ("input_tokens_details", "cached_tokens"),
+    (None, "cache_read_input_tokens"),
+    (None, "cache_creation_input_tokens"),
+)
 
 
 def _extra_tokens(usage: dict[str, object]) -> list[int]:
@@ -315,120 +343,208 @@ def usage_inconsistency(f: Facts) -> str | None:
         return None
     p, c = s.prompt_tokens, s.completion_tokens
     if not p and not c:  # zeros (or none): a placeholder (mock servers, gateways that do not
-        return None      # count), not an account that could contradict the stream
+        return None  # count), not an account that could contradict the stream
     total = usage.get("total_tokens")
-    if type(total) is int and p is not None and c is not None and total not in _sums(
-            p + c, _extra_tokens(usage)[:4]):
+    if (
+        type(total) is int
+        and p is not None
+        and c is not None
+        and total not in _sums(p + c, _extra_tokens(usage)[:4])
+    ):
         return f"total_tokens {total} is not prompt {p} + completion {c} (= {p + c})"
     # Output streamed, yet the account says none was produced. (Fewer tokens than content
     # frames is no evidence: hops re-chunk text below a token, LiteLLM's mock into 3-character
     # frames.) Only on streams that ended normally: a cut stream's usage may not be its last.
-    if (c == 0 and f.judged and s.terminal and not s.failed and not _reasoning(usage)
-            and f.timing.content_frames):
-        return (f"0 completion tokens reported (and {p} prompt tokens) for "
-                f"{f.timing.content_frames} content frames that carried output")
+    if (
+        c == 0
+        and f.judged
+        and s.terminal
+        and not s.failed
+        and not _reasoning(usage)
+        and f.timing.content_frames
+    ):
+        return (
+            f"0 completion tokens reported (and {p} prompt tokens) for "
+            f"{f.timing.content_frames} content frames that carried output"
+        )
     return None
 
 
 OUTCOME_RULES: tuple[Rule, ...] = (
-    Rule(Outcome.UPSTREAM_ERROR, "the upstream answered ≥ 400, or could not be reached (the client "
-         "gets an OpenAI-shaped 502/504)", lambda f: f.end is End.UPSTREAM_STATUS,
-         lambda f: "the upstream answered an error status or could not be reached (see "
-         f"`status` and `error`); {f.timing.bytes} body bytes relayed"),
-    Rule(Outcome.TIMEOUT, "no upstream byte for `--idle-timeout`, no connection within "
-         "`--connect-timeout`, or the stream still running at `--total-timeout`; the stream is "
-         "aborted", lambda f: f.end in _TIMEOUTS, _timed_out),
-    Rule(Outcome.CLIENT_DISCONNECT, "the client went away (or was cut for leaving more than "
-         "`--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
-         "the upstream's end marker or in-band failure reached it; the upstream request is "
-         "closed at once", lambda f: f.end in _CLIENT_ENDS and not f.ended_by_upstream,
-         _client_left),
-    Rule(Outcome.UPSTREAM_ERROR, "the upstream reported failure in-band: an `{\"error\": …}` frame "
-         "or error event after which no choice finished (even if `[DONE]` follows), Responses "
-         "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
-         "of the stream that was asked for",
-         lambda f: f.summary.failed or f.error_instead_of_stream, _failed),
-    Rule(Outcome.COMPLETE, "the dialect's end marker reached the client (Chat Completions: "
-         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
-         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
-         "an ordinary (not event-stream) answer, a compressed stream that could not be decoded "
-         "(or would not be: `compression_bomb`), a stream on a route with no dialect",
-         lambda f: f.summary.terminal or (f.end is End.UPSTREAM_EOF and (
-             f.unreadable or not f.event_stream or not f.has_end_marker))),
-    Rule(Outcome.TRUNCATED, "otherwise: the upstream's body ended, or broke (reset, bad "
-         "chunking), before the end marker", lambda f: True, _truncated),
+    Rule(
+        Outcome.UPSTREAM_ERROR,
+        "the upstream answered ≥ 400, or could not be reached (the client gets an OpenAI-shaped 502/504)",
+        lambda f: f.end is End.UPSTREAM_STATUS,
+        lambda f: (
+            "the upstream answered an error status or could not be reached (see "
+            f"`status` and `error`); {f.timing.bytes} body bytes relayed"
+        ),
+    ),
+    Rule(
+        Outcome.TIMEOUT,
+        "no upstream byte for `--idle-timeout`, no connection within "
+        "`--connect-timeout`, or the stream still running at `--total-timeout`; the stream is "
+        "aborted",
+        lambda f: f.end in _TIMEOUTS,
+        _timed_out,
+    ),
+    Rule(
+        Outcome.CLIENT_DISCONNECT,
+        "the client went away (or was cut for leaving more than "
+        "`--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
+        "the upstream's end marker or in-band failure reached it; the upstream request is "
+        "closed at once",
+        lambda f: f.end in _CLIENT_ENDS and not f.ended_by_upstream,
+        _client_left,
+    ),
+    Rule(
+        Outcome.UPSTREAM_ERROR,
+        'the upstream reported failure in-band: an `{"error": …}` frame '
+        "or error event after which no choice finished (even if `[DONE]` follows), Responses "
+        "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
+        "of the stream that was asked for",
+        lambda f: f.summary.failed or f.error_instead_of_stream,
+        _failed,
+    ),
+    Rule(
+        Outcome.COMPLETE,
+        "the dialect's end marker reached the client (Chat Completions: "
+        "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
+        "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
+        "an ordinary (not event-stream) answer, a compressed stream that could not be decoded "
+        "(or would not be: `compression_bomb`), a stream on a route with no dialect",
+        lambda f: (
+            f.summary.terminal
+            or (f.end is End.UPSTREAM_EOF and (f.unreadable or not f.event_stream or not f.has_end_marker))
+        ),
+    ),
+    Rule(
+        Outcome.TRUNCATED,
+        "otherwise: the upstream's body ended, or broke (reset, bad chunking), before the end marker",
+        lambda f: True,
+        _truncated,
+    ),
 )
 
 ANOMALY_RULES: tuple[Rule, ...] = (
-    Rule(Anomaly.NOT_STREAMED, "the request asked for `\"stream\": true` and the upstream answered "
-         "2xx with an ordinary body that is not an event stream: the client gets no stream at "
-         "all; no completeness anomaly is judged",
-         lambda f: not (f.event_stream or f.error_instead_of_stream
-                        or f.end is End.UPSTREAM_STATUS),
-         lambda f: f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of an "
-         "ordinary body, not an event stream"),
-    Rule(Anomaly.WRONG_CONTENT_TYPE, "an event stream (its body began with SSE field lines: "
-         "`data:`, `event:`, `id:`, `retry:` or a comment) whose `Content-Type` is not "
-         "`text/event-stream`: browsers' `EventSource` and many buffering hops treat it as an "
-         "ordinary body. It is audited as a stream all the same",
-         lambda f: f.sniffed_event_stream,
-         lambda f: f"the body is an event stream ({_n(f.timing.frames, 'frame')}) whose "
-         "Content-Type is not text/event-stream"),
-    Rule(Anomaly.MISSING_DONE, "judged¹: the stream ended without `data: [DONE]` (Chat "
-         "Completions and Completions)",
-         lambda f: f.judged and f.expects_done and not f.summary.done,
-         lambda f: f"{_n(f.timing.frames, 'frame')} ({_content(f)}) and no data: [DONE] "
-         "before the body ended"),
-    Rule(Anomaly.MISSING_FINISH_REASON, "judged¹: no choice reported a `finish_reason`, or some "
-         "choice that streamed never did (`n > 1`)",
-         lambda f: f.judged and f.expects_finish_reason and f.summary.missing_finish_reason,
-         lambda f: (f"finish reasons {f.summary.finish_reasons} came, but a choice that streamed "
-                    "never reported one") if f.summary.finish_reasons else
-         f"none of {_n(f.timing.frames, 'frame')} carried a finish_reason"),
-    Rule(Anomaly.MISSING_USAGE, "judged¹: usage was expected and none arrived: the request asked "
-         "for `stream_options.include_usage`, or the shape always carries usage (`responses`, "
-         "`messages`)", lambda f: f.judged and f.usage_expected and f.summary.usage is None,
-         lambda f: f"usage was expected and none of {_n(f.timing.frames, 'frame')} carried it"),
-    Rule(Anomaly.BUFFERED, "the completion was withheld and released at once (see How "
-         "`buffered` is decided)", lambda f: is_buffered(f.timing, f.thresholds), _buffered),
-    Rule(Anomaly.BURSTY, "content arrived in clumps separated by long silences, and the stream is "
-         "not `buffered` (see How `bursty` is decided)",
-         lambda f: is_bursty(f.timing, f.thresholds), _bursty),
-    Rule(Anomaly.MALFORMED_FRAME, "a frame that is not JSON, not the expected shape (for example "
-         "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
-         "compressed stream that could not be decoded",
-         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable,
-         _malformed),
-    Rule(Anomaly.COMPRESSION_BOMB, "the `gzip`/`deflate` body expanded absurdly (more than 200x "
-         "its compressed size once 256 KiB came out, more than 256 MiB in all, or more than 1 "
-         "MiB of compressed input waiting; see Security model): it reached the client "
-         "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "
-         "as for an unreadable body and no completeness anomaly is judged",
-         lambda f: f.compression_bomb,
-         lambda f: f"the compressed body expanded beyond the audit's bounds after "
-         f"{f.timing.bytes} compressed bytes; relayed unchanged, no longer decoded"),
-    Rule(Anomaly.INVALID_TOOL_ARGUMENTS, "judged¹: a tool call's argument fragments, "
-         "concatenated, are not a JSON object",
-         lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
-         lambda f: f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
-         " had arguments that, concatenated, are not a JSON object"),
-    Rule(Anomaly.ERROR_EVENT, "the stream carried an `{\"error\": …}` frame or an error event "
-         "(on every route), or was a JSON error document sent with a success status",
-         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,
-         lambda f: f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"
-         if f.summary.error_events else "a JSON error document came with a success status"),
-    Rule(Anomaly.USAGE_INCONSISTENT, "usage that contradicts itself or the stream: "
-         "`total_tokens` is not prompt + completion tokens (allowing the providers' conventions "
-         "for reasoning and cached tokens, see `usage_inconsistent`), or, on a stream that "
-         "ended normally and streamed output, 0 completion tokens beside a non-zero prompt count",
-         lambda f: usage_inconsistency(f) is not None,
-         lambda f: usage_inconsistency(f) or ""),
+    Rule(
+        Anomaly.NOT_STREAMED,
+        'the request asked for `"stream": true` and the upstream answered '
+        "2xx with an ordinary body that is not an event stream: the client gets no stream at "
+        "all; no completeness anomaly is judged",
+        lambda f: not (f.event_stream or f.error_instead_of_stream or f.end is End.UPSTREAM_STATUS),
+        lambda f: (
+            f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of an "
+            "ordinary body, not an event stream"
+        ),
+    ),
+    Rule(
+        Anomaly.WRONG_CONTENT_TYPE,
+        "an event stream (its body began with SSE field lines: "
+        "`data:`, `event:`, `id:`, `retry:` or a comment) whose `Content-Type` is not "
+        "`text/event-stream`: browsers' `EventSource` and many buffering hops treat it as an "
+        "ordinary body. It is audited as a stream all the same",
+        lambda f: f.sniffed_event_stream,
+        lambda f: (
+            f"the body is an event stream ({_n(f.timing.frames, 'frame')}) whose "
+            "Content-Type is not text/event-stream"
+        ),
+    ),
+    Rule(
+        Anomaly.MISSING_DONE,
+        "judged¹: the stream ended without `data: [DONE]` (Chat Completions and Completions)",
+        lambda f: f.judged and f.expects_done and not f.summary.done,
+        lambda f: f"{_n(f.timing.frames, 'frame')} ({_content(f)}) and no data: [DONE] before the body ended",
+    ),
+    Rule(
+        Anomaly.MISSING_FINISH_REASON,
+        "judged¹: no choice reported a `finish_reason`, or some choice that streamed never did (`n > 1`)",
+        lambda f: f.judged and f.expects_finish_reason and f.summary.missing_finish_reason,
+        lambda f: (
+            (f"finish reasons {f.summary.finish_reasons} came, but a choice that streamed never reported one")
+            if f.summary.finish_reasons
+            else f"none of {_n(f.timing.frames, 'frame')} carried a finish_reason"
+        ),
+    ),
+    Rule(
+        Anomaly.MISSING_USAGE,
+        "judged¹: usage was expected and none arrived: the request asked "
+        "for `stream_options.include_usage`, or the shape always carries usage (`responses`, "
+        "`messages`)",
+        lambda f: f.judged and f.usage_expected and f.summary.usage is None,
+        lambda f: f"usage was expected and none of {_n(f.timing.frames, 'frame')} carried it",
+    ),
+    Rule(
+        Anomaly.BUFFERED,
+        "the completion was withheld and released at once (see How `buffered` is decided)",
+        lambda f: is_buffered(f.timing, f.thresholds),
+        _buffered,
+    ),
+    Rule(
+        Anomaly.BURSTY,
+        "content arrived in clumps separated by long silences, and the stream is "
+        "not `buffered` (see How `bursty` is decided)",
+        lambda f: is_bursty(f.timing, f.thresholds),
+        _bursty,
+    ),
+    Rule(
+        Anomaly.MALFORMED_FRAME,
+        "a frame that is not JSON, not the expected shape (for example "
+        "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
+        "compressed stream that could not be decoded",
+        lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable,
+        _malformed,
+    ),
+    Rule(
+        Anomaly.COMPRESSION_BOMB,
+        "the `gzip`/`deflate` body expanded absurdly (more than 200x "
+        "its compressed size once 256 KiB came out, more than 256 MiB in all, or more than 1 "
+        "MiB of compressed input waiting; see Security model): it reached the client "
+        "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "
+        "as for an unreadable body and no completeness anomaly is judged",
+        lambda f: f.compression_bomb,
+        lambda f: (
+            f"the compressed body expanded beyond the audit's bounds after "
+            f"{f.timing.bytes} compressed bytes; relayed unchanged, no longer decoded"
+        ),
+    ),
+    Rule(
+        Anomaly.INVALID_TOOL_ARGUMENTS,
+        "judged¹: a tool call's argument fragments, concatenated, are not a JSON object",
+        lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
+        lambda f: (
+            f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
+            " had arguments that, concatenated, are not a JSON object"
+        ),
+    ),
+    Rule(
+        Anomaly.ERROR_EVENT,
+        'the stream carried an `{"error": …}` frame or an error event '
+        "(on every route), or was a JSON error document sent with a success status",
+        lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,
+        lambda f: (
+            f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"
+            if f.summary.error_events
+            else "a JSON error document came with a success status"
+        ),
+    ),
+    Rule(
+        Anomaly.USAGE_INCONSISTENT,
+        "usage that contradicts itself or the stream: "
+        "`total_tokens` is not prompt + completion tokens (allowing the providers' conventions "
+        "for reasoning and cached tokens, see `usage_inconsistent`), or, on a stream that "
+        "ended normally and streamed output, 0 completion tokens beside a non-zero prompt count",
+        lambda f: usage_inconsistency(f) is not None,
+        lambda f: usage_inconsistency(f) or "",
+    ),
 )
 
-JUDGED_NOTE = ("¹ *judged*: only on event streams the upstream ended (outcome `complete` or "
-               "`truncated`, also when the client closed after the end marker): after a client "
-               "disconnect or a timeout the stream was cut by someone else, and after an "
-               "in-band failure the upstream has already said what went wrong.")
+JUDGED_NOTE = (
+    "¹ *judged*: only on event streams the upstream ended (outcome `complete` or "
+    "`truncated`, also when the client closed after the end marker): after a client "
+    "disconnect or a timeout the stream was cut by someone else, and after an "
+    "in-band failure the upstream has already said what went wrong."
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -464,11 +580,14 @@ def _cell(text: str) -> str:
 def readme_tables() -> str:
     """The README's outcome and anomaly tables (a test keeps the README equal to this)."""
     extras = {name: when for d in DIALECTS for name, when in d.extra_anomalies.items()}
-    rows = ["**Outcome** (exactly one per stream: the first rule that holds decides):", "",
-            "| # | outcome | when |", "|---|---|---|"]
+    rows = [
+        "**Outcome** (exactly one per stream: the first rule that holds decides):",
+        "",
+        "| # | outcome | when |",
+        "|---|---|---|",
+    ]
     rows += [f"| {i} | `{r.verdict}` | {_cell(r.when)} |" for i, r in enumerate(OUTCOME_RULES, 1)]
-    rows += ["", "**Anomalies** (any number, in this order):", "", "| anomaly | when |",
-             "|---|---|"]
+    rows += ["", "**Anomalies** (any number, in this order):", "", "| anomaly | when |", "|---|---|"]
     rows += [f"| `{r.verdict}` | {_cell(r.when)} |" for r in ANOMALY_RULES]
     rows += [f"| `{name}` | {_cell(when)} |" for name, when in extras.items()]
     rows += ["", JUDGED_NOTE]

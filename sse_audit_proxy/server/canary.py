@@ -52,8 +52,7 @@ class CanaryConfig:
 def label_name(value: str) -> str:
     """A side's name: it becomes a label value, so a short token of safe characters."""
     if not _NAME.fullmatch(value):
-        raise ValueError(f"expected a name of letters, digits, '.', '_', '-' (at most 40), "
-                         f"got {value!r}")
+        raise ValueError(f"expected a name of letters, digits, '.', '_', '-' (at most 40), got {value!r}")
     return value
 
 
@@ -75,8 +74,14 @@ class Router:
     """Picks a side per request. `percent` is the configured share; `tripped` (set by the
     guard) sends everything to the baseline until the operator says otherwise."""
 
-    def __init__(self, baseline: Side, canary: Side | None = None, percent: float = 0.0,
-                 sticky_header: str | None = None, side_header: str | None = None) -> None:
+    def __init__(
+        self,
+        baseline: Side,
+        canary: Side | None = None,
+        percent: float = 0.0,
+        sticky_header: str | None = None,
+        side_header: str | None = None,
+    ) -> None:
         self.baseline = baseline
         self.canary = canary
         self.sticky_header = sticky_header

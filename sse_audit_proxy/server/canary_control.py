@@ -37,8 +37,13 @@ def build_router(base_url: str, canary: CanaryConfig) -> Router:
     baseline = Side(canary.upstream_name, base_url.rstrip("/"))
     if canary.url is None:
         return Router(baseline)
-    return Router(baseline, Side(canary.canary_name, canary.url.rstrip("/")), canary.percent,
-                  sticky_header=canary.sticky_header, side_header=canary.side_header)
+    return Router(
+        baseline,
+        Side(canary.canary_name, canary.url.rstrip("/")),
+        canary.percent,
+        sticky_header=canary.sticky_header,
+        side_header=canary.side_header,
+    )
 
 
 def read_percent_file(path: str) -> tuple[float, str]:
@@ -60,13 +65,17 @@ def read_percent_file(path: str) -> tuple[float, str]:
 class CanaryControl:
     """Owns the share in force: the router reads it, this sets it."""
 
-    def __init__(self, router: Router, config: CanaryConfig, registry: CollectorRegistry,
-                 state_file: str | None = None) -> None:
+    def __init__(
+        self, router: Router, config: CanaryConfig, registry: CollectorRegistry, state_file: str | None = None
+    ) -> None:
         self.router = router
         self.config = config
         self.state_file = state_file  # --workers: the trip shared by every worker
-        self.guard = Guard(GuardSettings(config.guard_window, config.guard_margin,
-                                         config.guard_min_streams, config.guard_ttft_ratio))
+        self.guard = Guard(
+            GuardSettings(
+                config.guard_window, config.guard_margin, config.guard_min_streams, config.guard_ttft_ratio
+            )
+        )
         self._guarding = config.guard and router.canary is not None
         self._generation = "flag"  # what the operator last said; a trip belongs to one
         self._seen: str | None = None  # fingerprint of the percent file last read
@@ -74,16 +83,25 @@ class CanaryControl:
         self.last_trip: Trip | None = None  # for the demo's live view
         self.tripped_at: float | None = None  # wall clock, comparable with records' started_at
         self.percent_gauge = Gauge(
-            "sse_audit_canary_percent", "Share of new requests sent to the canary now, in percent "
-            "(0 while tripped or without a canary).", registry=registry,
-            multiprocess_mode="livemostrecent")
+            "sse_audit_canary_percent",
+            "Share of new requests sent to the canary now, in percent (0 while tripped or without a canary).",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
         self.tripped_gauge = Gauge(
-            "sse_audit_canary_tripped", "1 while the canary guard has stopped the canary.",
-            registry=registry, multiprocess_mode="livemax")
+            "sse_audit_canary_tripped",
+            "1 while the canary guard has stopped the canary.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         info = Gauge(
-            "sse_audit_upstream_info", "1 for each configured side: its `upstream` label value "
+            "sse_audit_upstream_info",
+            "1 for each configured side: its `upstream` label value "
             "and its role (baseline or canary), so rules can compare sides whatever their names.",
-            ("upstream", "role"), registry=registry, multiprocess_mode="livemax")
+            ("upstream", "role"),
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         info.labels(router.baseline.name, "baseline").set(1)
         if router.canary is not None:
             info.labels(router.canary.name, "canary").set(1)
@@ -106,8 +124,12 @@ class CanaryControl:
             try:
                 percent, self._seen = read_percent_file(self.config.percent_file)
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                _log.error("canary_percent_rejected", path=self.config.percent_file,
-                           reason=_reason(exc), percent=self.router.percent)
+                _log.error(
+                    "canary_percent_rejected",
+                    path=self.config.percent_file,
+                    reason=_reason(exc),
+                    percent=self.router.percent,
+                )
         # Every worker derives the same generation (the supervisor removed the trip file).
         self._generation = self._seen or "flag"
         self._apply(percent, "sighup")
@@ -118,9 +140,14 @@ class CanaryControl:
         self.guard.reset()
         self.last_trip = self.tripped_at = None
         self._show()
-        _log.info("canary_percent_changed", source=source, percent=self.router.percent,
-                  previous_percent=before, trip_cleared=was_tripped,
-                  upstream=self.router.canary.name if self.router.canary else None)
+        _log.info(
+            "canary_percent_changed",
+            source=source,
+            percent=self.router.percent,
+            previous_percent=before,
+            trip_cleared=was_tripped,
+            upstream=self.router.canary.name if self.router.canary else None,
+        )
 
     def poll(self) -> None:
         """One look at the percent file and the shared trip file."""
@@ -131,8 +158,9 @@ class CanaryControl:
             except (OSError, ValueError, UnicodeDecodeError) as exc:
                 fingerprint = f"error:{_reason(exc)}"
                 if fingerprint != self._seen:
-                    _log.error("canary_percent_rejected", path=path, reason=_reason(exc),
-                               percent=self.router.percent)
+                    _log.error(
+                        "canary_percent_rejected", path=path, reason=_reason(exc), percent=self.router.percent
+                    )
                     self._seen = fingerprint
             else:
                 if fingerprint != self._seen:
@@ -172,8 +200,11 @@ class CanaryControl:
             self.router.trip()
             self.tripped_at = time.time()
             self._show()
-            _log.warning("canary_trip_followed", rule=state.get("rule"),
-                         upstream=self.router.canary.name if self.router.canary else None)
+            _log.warning(
+                "canary_trip_followed",
+                rule=state.get("rule"),
+                upstream=self.router.canary.name if self.router.canary else None,
+            )
 
     def _trip(self, trip: Trip) -> None:
         before = self.router.percent
@@ -182,12 +213,21 @@ class CanaryControl:
         self.last_trip = trip
         self._show()
         canary = self.router.canary
-        _log.warning("canary_tripped", rule=trip.rule, threshold=trip.threshold,
-                     upstream=canary.name if canary else None, previous_percent=before,
-                     baseline=trip.baseline, canary=trip.canary, trace_ids=trip.trace_ids)
+        _log.warning(
+            "canary_tripped",
+            rule=trip.rule,
+            threshold=trip.threshold,
+            upstream=canary.name if canary else None,
+            previous_percent=before,
+            baseline=trip.baseline,
+            canary=trip.canary,
+            trace_ids=trip.trace_ids,
+        )
         if self.state_file is not None:
-            _write_atomically(self.state_file, orjson.dumps(
-                {"generation": self._generation, "rule": trip.rule, "pid": os.getpid()}))
+            _write_atomically(
+                self.state_file,
+                orjson.dumps({"generation": self._generation, "rule": trip.rule, "pid": os.getpid()}),
+            )
 
     # Sink hooks -----------------------------------------------------------------------
 
@@ -232,5 +272,9 @@ def describe(router: Router) -> dict[str, Any]:
     """The sides for the start-up log line (the operator's own configuration, not a label)."""
     if router.canary is None:
         return {}
-    return {"canary": router.canary.base, "canary_name": router.canary.name,
-            "upstream_name": router.baseline.name, "canary_percent": router.percent}
+    return {
+        "canary": router.canary.base,
+        "canary_name": router.canary.name,
+        "upstream_name": router.baseline.name,
+        "canary_percent": router.percent,
+    }

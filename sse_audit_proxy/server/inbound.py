@@ -30,8 +30,11 @@ from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
 MAX_REQUEST_LINE = 8190
 MAX_FIELD_SIZE = 16384
 MAX_HEADERS = 100
-HEAD_LIMITS: dict[str, int] = {"max_line_size": MAX_REQUEST_LINE,
-                               "max_field_size": MAX_FIELD_SIZE, "max_headers": MAX_HEADERS}
+HEAD_LIMITS: dict[str, int] = {
+    "max_line_size": MAX_REQUEST_LINE,
+    "max_field_size": MAX_FIELD_SIZE,
+    "max_headers": MAX_HEADERS,
+}
 # nginx's defaults: client_header_timeout 60 s, keepalive_timeout 75 s.
 DEFAULT_HEADER_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
@@ -52,8 +55,7 @@ def parse_error_answer(status: int, exc: BaseException | None) -> tuple[int, str
     return status, "invalid_http_request", "malformed HTTP request"
 
 
-def _generic_answer(request: web.BaseRequest, status: int,
-                    exc: BaseException | None) -> web.StreamResponse:
+def _generic_answer(request: web.BaseRequest, status: int, exc: BaseException | None) -> web.StreamResponse:
     status, code, message = parse_error_answer(status, exc)
     body = orjson.dumps({"error": {"message": message, "code": code}})
     resp = web.Response(status=status, body=body, content_type="application/json")
@@ -64,10 +66,15 @@ def _generic_answer(request: web.BaseRequest, status: int,
 class GuardedServer(web.Server):
     """aiohttp's low-level server, its connections handled by GuardedRequestHandler."""
 
-    def __init__(self, handler: Any, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 on_parse_error: ParseErrorAnswer = _generic_answer,
-                 on_connection_closed: Callable[[str], None] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        on_parse_error: ParseErrorAnswer = _generic_answer,
+        on_connection_closed: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT)
         for name, value in HEAD_LIMITS.items():
             kwargs.setdefault(name, value)
@@ -137,8 +144,9 @@ class GuardedRequestHandler(web.RequestHandler):
         if self._force_close and not closed and isinstance(server, GuardedServer):
             server.closed(KEEPALIVE_TIMEOUT)
 
-    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
-                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
         if not resp.keep_alive and _awaits_continue(request) and request.content.total_bytes == 0:
             # Refused before any 100 Continue: the client will not send the body, so do not
@@ -147,7 +155,10 @@ class GuardedRequestHandler(web.RequestHandler):
         return result
 
     def handle_error(
-        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
         # Never aiohttp's default: it logs the parser's message and echoes it in the body.
@@ -162,15 +173,20 @@ class GuardedRequestHandler(web.RequestHandler):
 class GuardedAppRunner(web.AppRunner):
     """An AppRunner (the metrics port) whose connections get the same guards."""
 
-    def __init__(self, app: web.Application, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT, **kwargs: Any
+    ) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up, freezes it
-        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
-                             header_timeout=self._header_timeout, **self._kwargs)
+        return GuardedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            header_timeout=self._header_timeout,
+            **self._kwargs,
+        )
 
 
 async def expect_continue(request: web.BaseRequest) -> None:
@@ -185,5 +201,8 @@ async def expect_continue(request: web.BaseRequest) -> None:
 
 
 def _awaits_continue(request: web.BaseRequest) -> bool:
-    return (request.version >= (1, 1) and request.body_exists
-            and request.headers.get("Expect", "").strip().lower() == "100-continue")
+    return (
+        request.version >= (1, 1)
+        and request.body_exists
+        and request.headers.get("Expect", "").strip().lower() == "100-continue"
+    )

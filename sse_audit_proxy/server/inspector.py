@@ -32,9 +32,14 @@ GAP_SHARE, GAP_MIN_S, GAP_ALWAYS_S = 0.08, 0.1, 1.0
 # Kind -> (colour, tick height): content tall and blue, keep-alives short and grey, the end
 # of a stream black and tallest, errors red.
 STYLE = {
-    "content": ("#1f6feb", 60), "keepalive": ("#8b949e", 18), "other": ("#bbbbbb", 30),
-    "finish": ("#2da44e", 70), "usage": ("#8250df", 50), "terminal": ("#000000", 90),
-    "error": ("#cf222e", 90), "malformed": ("#fb8500", 80),
+    "content": ("#1f6feb", 60),
+    "keepalive": ("#8b949e", 18),
+    "other": ("#bbbbbb", 30),
+    "finish": ("#2da44e", 70),
+    "usage": ("#8250df", 50),
+    "terminal": ("#000000", 90),
+    "error": ("#cf222e", 90),
+    "malformed": ("#fb8500", 80),
 }
 _PRIORITY = ("error", "malformed", "terminal", "finish", "usage", "content", "keepalive", "other")
 CSS = """
@@ -55,14 +60,21 @@ def esc(value: object) -> str:
 
 
 def _page(title: str, body: str) -> web.Response:
-    doc = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
-           f"<meta name=viewport content='width=device-width'><style>{CSS}</style></head>"
-           f"<body>{body}</body></html>")
+    doc = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
+        f"<meta name=viewport content='width=device-width'><style>{CSS}</style></head>"
+        f"<body>{body}</body></html>"
+    )
     # Nothing on these pages may run or load: a header says so too, should escaping ever fail.
-    return web.Response(text=doc, content_type="text/html", headers={
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                   "img-src 'self' data:",
-        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+    return web.Response(
+        text=doc,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def _ms(value: Any) -> str:
@@ -80,63 +92,99 @@ def stream_href(trace_id: str) -> str:
 
 # The list ----------------------------------------------------------------------------------
 
+
 def _select(name: str, options: list[str], chosen: str | None) -> str:
     items = ["<option value=''>any</option>"] + [
-        f"<option{' selected' if o == chosen else ''} value='{esc(o)}'>{esc(o)}</option>"
-        for o in options]
+        f"<option{' selected' if o == chosen else ''} value='{esc(o)}'>{esc(o)}</option>" for o in options
+    ]
     return f"<label>{name} <select name={name}>{''.join(items)}</select></label>"
 
 
 def _filters(q: Query) -> str:
     anomalies = [str(a) for a in Anomaly] + [n for d in DIALECTS for n in d.extra_anomalies]
-    return ("<form method=get action='/'>" + _select("outcome", [str(o) for o in Outcome],
-                                                     q.outcome)
-            + _select("anomaly", anomalies, q.anomaly)
-            + f"<label>model <input name=model value='{esc(q.model or '')}' size=16></label>"
-            + f"<label>route <input name=route value='{esc(q.route or '')}' size=14></label>"
-            + f"<label>upstream <input name=upstream value='{esc(q.upstream or '')}' size=10>"
-            + "</label><button type=submit>filter</button> <a href='/'>clear</a></form>")
+    return (
+        "<form method=get action='/'>"
+        + _select("outcome", [str(o) for o in Outcome], q.outcome)
+        + _select("anomaly", anomalies, q.anomaly)
+        + f"<label>model <input name=model value='{esc(q.model or '')}' size=16></label>"
+        + f"<label>route <input name=route value='{esc(q.route or '')}' size=14></label>"
+        + f"<label>upstream <input name=upstream value='{esc(q.upstream or '')}' size=10>"
+        + "</label><button type=submit>filter</button> <a href='/'>clear</a></form>"
+    )
 
 
 def _row(s: dict[str, Any], with_upstream: bool) -> str:
     trace = s.get("trace_id", "")
     anomalies = ", ".join(s.get("anomalies") or [])
-    cells = [f"<td class=mono>{esc(s.get('started_at'))}</td>",
-             f"<td class=mono><a href='{esc(stream_href(trace))}'>{esc(trace)}</a></td>",
-             f"<td>{esc(s.get('route'))}</td>", f"<td>{esc(s.get('model'))}</td>"]
+    cells = [
+        f"<td class=mono>{esc(s.get('started_at'))}</td>",
+        f"<td class=mono><a href='{esc(stream_href(trace))}'>{esc(trace)}</a></td>",
+        f"<td>{esc(s.get('route'))}</td>",
+        f"<td>{esc(s.get('model'))}</td>",
+    ]
     if with_upstream:
         cells.append(f"<td>{esc(s.get('upstream'))}</td>")
-    cells += [f"<td>{esc(s.get('status'))}</td>",
-              f"<td>{_outcome(s['outcome']) if 'outcome' in s else '-'}</td>",
-              f"<td class=anom>{esc(anomalies)}</td>", f"<td>{_ms(s.get('ttft_ms'))}</td>",
-              f"<td>{_ms(s.get('max_gap_ms'))}</td>", f"<td>{_ms(s.get('duration_ms'))}</td>"]
+    cells += [
+        f"<td>{esc(s.get('status'))}</td>",
+        f"<td>{_outcome(s['outcome']) if 'outcome' in s else '-'}</td>",
+        f"<td class=anom>{esc(anomalies)}</td>",
+        f"<td>{_ms(s.get('ttft_ms'))}</td>",
+        f"<td>{_ms(s.get('max_gap_ms'))}</td>",
+        f"<td>{_ms(s.get('duration_ms'))}</td>",
+    ]
     return "<tr class=stream>" + "".join(cells) + "</tr>"
 
 
 def list_page(q: Query, answer: dict[str, Any]) -> web.Response:
     streams = answer.get("streams", [])
     with_upstream = any("upstream" in s for s in streams)
-    head = ["started (UTC)", "trace ID", "route", "model", *(["upstream"] if with_upstream
-                                                               else []),
-            "status", "outcome", "anomalies", "TTFT", "worst gap", "duration"]
+    head = [
+        "started (UTC)",
+        "trace ID",
+        "route",
+        "model",
+        *(["upstream"] if with_upstream else []),
+        "status",
+        "outcome",
+        "anomalies",
+        "TTFT",
+        "worst gap",
+        "duration",
+    ]
     rows = "".join(_row(s, with_upstream) for s in streams)
     workers = answer.get("workers", [])
-    body = ("<h1>sse-audit-proxy: recent streams</h1>" + _filters(q)
-            + f"<p>{len(streams)} shown (newest first, at most {q.limit}); "
-            + f"{len(workers)} process(es) asked. JSON: <a href='/streams/recent?"
-            + f"{esc(urlencode(_params(q)))}'>/streams/recent</a></p>"
-            + "<table id=streams><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-            + rows + "</table>")
+    body = (
+        "<h1>sse-audit-proxy: recent streams</h1>"
+        + _filters(q)
+        + f"<p>{len(streams)} shown (newest first, at most {q.limit}); "
+        + f"{len(workers)} process(es) asked. JSON: <a href='/streams/recent?"
+        + f"{esc(urlencode(_params(q)))}'>/streams/recent</a></p>"
+        + "<table id=streams><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr>"
+        + rows
+        + "</table>"
+    )
     return _page("recent streams", body)
 
 
 def _params(q: Query) -> dict[str, str]:
-    return {k: str(v) for k, v in (("limit", q.limit), ("outcome", q.outcome),
-                                   ("anomaly", q.anomaly), ("route", q.route),
-                                   ("model", q.model), ("upstream", q.upstream)) if v}
+    return {
+        k: str(v)
+        for k, v in (
+            ("limit", q.limit),
+            ("outcome", q.outcome),
+            ("anomaly", q.anomaly),
+            ("route", q.route),
+            ("model", q.model),
+            ("upstream", q.upstream),
+        )
+        if v
+    }
 
 
 # The timeline plot ---------------------------------------------------------------------------
+
 
 def _main_kind(kinds: str) -> str:
     parts = kinds.split("+")
@@ -180,25 +228,54 @@ def _hidden_silences(timeline: dict[str, Any], span: float, x: Any) -> list[str]
     out = []
     for row in timeline.get("rows", []):
         if len(row) == 5 and row[4] >= least:
-            out.append(f"<rect class='gap hidden' x='{x(row[0]):.1f}' y='20' "
-                       f"width='{max(x(row[3]) - x(row[0]), 2):.1f}' height='{AXIS_Y - 20}' "
-                       f"fill='#ffd8d3'><title>{row[2]} frames, a silence of "
-                       f"{row[4] / 1000:.2f} s among them</title></rect><text "
-                       f"x='{x(row[0]):.1f}' y='16' font-size='11' fill='#cf222e'>"
-                       f"{row[4] / 1000:.2f} s silent within</text>")
+            out.append(
+                f"<rect class='gap hidden' x='{x(row[0]):.1f}' y='20' "
+                f"width='{max(x(row[3]) - x(row[0]), 2):.1f}' height='{AXIS_Y - 20}' "
+                f"fill='#ffd8d3'><title>{row[2]} frames, a silence of "
+                f"{row[4] / 1000:.2f} s among them</title></rect><text "
+                f"x='{x(row[0]):.1f}' y='16' font-size='11' fill='#cf222e'>"
+                f"{row[4] / 1000:.2f} s silent within</text>"
+            )
     return out
 
 
 def _axis(span: float, x: Any) -> str:
-    step = next((s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000,
-                             20_000, 60_000, 120_000, 300_000, 600_000) if span / s <= 10), 1_000_000)
+    step = next(
+        (
+            s
+            for s in (
+                1,
+                2,
+                5,
+                10,
+                20,
+                50,
+                100,
+                200,
+                500,
+                1000,
+                2000,
+                5000,
+                10_000,
+                20_000,
+                60_000,
+                120_000,
+                300_000,
+                600_000,
+            )
+            if span / s <= 10
+        ),
+        1_000_000,
+    )
     parts = [f"<line x1={PAD_L} y1={AXIS_Y} x2={PLOT_W - PAD_R} y2={AXIS_Y} stroke='#57606a'/>"]
     t = 0.0
     while t <= span + 1e-9:
         label = f"{t / 1000:g} s" if step >= 1000 else f"{t:g} ms"
-        parts.append(f"<line x1={x(t):.1f} y1={AXIS_Y} x2={x(t):.1f} y2={AXIS_Y + 5} "
-                     f"stroke='#57606a'/><text x={x(t):.1f} y={AXIS_Y + 18} font-size=11 "
-                     f"text-anchor=middle fill='#57606a'>{label}</text>")
+        parts.append(
+            f"<line x1={x(t):.1f} y1={AXIS_Y} x2={x(t):.1f} y2={AXIS_Y + 5} "
+            f"stroke='#57606a'/><text x={x(t):.1f} y={AXIS_Y + 18} font-size=11 "
+            f"text-anchor=middle fill='#57606a'>{label}</text>"
+        )
         t += step
     return "".join(parts)
 
@@ -213,14 +290,15 @@ def _read_sizes(ticks: list[tuple[float, str, int, float]], x: Any) -> list[str]
     out = []
     for i, (t, n) in enumerate(t_n for t_n in sizes.items() if t_n[1] >= 5):
         y = AXIS_Y - 78 + 12 * (i % 2)  # neighbours alternate rows, so labels never collide
-        out.append(f"<text class=burst x='{x(t):.1f}' y='{y}' font-size='11' "
-                   f"text-anchor='middle' fill='#1f2328'>\u00d7{n}<title>{n} frames in one "
-                   "read</title></text>")
+        out.append(
+            f"<text class=burst x='{x(t):.1f}' y='{y}' font-size='11' "
+            f"text-anchor='middle' fill='#1f2328'>\u00d7{n}<title>{n} frames in one "
+            "read</title></text>"
+        )
     return out
 
 
-def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None,
-                 duration_ms: float | None) -> str:
+def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None, duration_ms: float | None) -> str:
     if not timeline or not timeline.get("rows"):
         return "<p>No frames were received.</p>"
     ticks = _ticks(timeline)
@@ -230,45 +308,62 @@ def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None,
     def x(t: float) -> float:
         return PAD_L + width * t / span
 
-    parts = [f"<svg id=timeline xmlns='http://www.w3.org/2000/svg' width={PLOT_W} "
-             f"height={PLOT_H} viewBox='0 0 {PLOT_W} {PLOT_H}' role=img "
-             "aria-label='frames on a time axis'>"]
+    parts = [
+        f"<svg id=timeline xmlns='http://www.w3.org/2000/svg' width={PLOT_W} "
+        f"height={PLOT_H} viewBox='0 0 {PLOT_W} {PLOT_H}' role=img "
+        "aria-label='frames on a time axis'>"
+    ]
     for a, b in _gaps(ticks, span):
-        parts.append(f"<rect class=gap x={x(a):.1f} y=20 width={max(x(b) - x(a), 1):.1f} "
-                     f"height={AXIS_Y - 20} fill='#ffebe9'/><text x={(x(a) + x(b)) / 2:.1f} "
-                     f"y=16 font-size=11 text-anchor=middle fill='#cf222e'>"
-                     f"{(b - a) / 1000:.2f} s silent</text>")
+        parts.append(
+            f"<rect class=gap x={x(a):.1f} y=20 width={max(x(b) - x(a), 1):.1f} "
+            f"height={AXIS_Y - 20} fill='#ffebe9'/><text x={(x(a) + x(b)) / 2:.1f} "
+            f"y=16 font-size=11 text-anchor=middle fill='#cf222e'>"
+            f"{(b - a) / 1000:.2f} s silent</text>"
+        )
     parts += _hidden_silences(timeline, span, x)
     if ttft_ms is not None:
-        parts.append(f"<line x1={x(ttft_ms):.1f} y1=22 x2={x(ttft_ms):.1f} y2={AXIS_Y} "
-                     "stroke='#1f6feb' stroke-dasharray='3,3'/><text "
-                     f"x={x(ttft_ms) - 3:.1f} y=32 font-size=11 fill='#1f6feb' "
-                     "text-anchor=end>first token</text>")
+        parts.append(
+            f"<line x1={x(ttft_ms):.1f} y1=22 x2={x(ttft_ms):.1f} y2={AXIS_Y} "
+            "stroke='#1f6feb' stroke-dasharray='3,3'/><text "
+            f"x={x(ttft_ms) - 3:.1f} y=32 font-size=11 fill='#1f6feb' "
+            "text-anchor=end>first token</text>"
+        )
     for t, kind, n, last in ticks:
         colour, height = STYLE[kind]
         base = AXIS_Y
         if n > 1:  # a group of the downsampled part: a band with its count
-            parts.append(f"<rect class='tick {kind} group' x={x(t):.1f} y={base - height} "
-                         f"width={max(x(last) - x(t), 1.5):.1f} height={height} "
-                         f"fill='{colour}' fill-opacity=0.5><title>{n} frames</title></rect>")
+            parts.append(
+                f"<rect class='tick {kind} group' x={x(t):.1f} y={base - height} "
+                f"width={max(x(last) - x(t), 1.5):.1f} height={height} "
+                f"fill='{colour}' fill-opacity=0.5><title>{n} frames</title></rect>"
+            )
         else:
             w = 2.5 if kind in ("terminal", "error") else 1.2
-            parts.append(f"<line class='tick {kind}' x1={x(t):.1f} y1={base - height} "
-                         f"x2={x(t):.1f} y2={base} stroke='{colour}' stroke-width='{w}'/>")
+            parts.append(
+                f"<line class='tick {kind}' x1={x(t):.1f} y1={base - height} "
+                f"x2={x(t):.1f} y2={base} stroke='{colour}' stroke-width='{w}'/>"
+            )
     parts += _read_sizes(ticks, x)
     parts.append(_axis(span, x))
     parts.append("</svg>")
-    legend = "".join(f"<span><i class=sw style='background:{c}'></i>{k}</span>"
-                     for k, (c, _) in STYLE.items()) + "<span>&times;N: N frames in one read</span>"
+    legend = (
+        "".join(f"<span><i class=sw style='background:{c}'></i>{k}</span>" for k, (c, _) in STYLE.items())
+        + "<span>&times;N: N frames in one read</span>"
+    )
     note = ""
     if timeline.get("frames", 0) > timeline.get("exact_frames", 0):
-        note = (f" The first {timeline['exact_frames']} frames are exact; the rest are drawn "
-                f"as bands of about {timeline['stride']} frames.")
-    return (f"{''.join(parts)}<div class=legend>{legend}</div><p>{timeline['frames']} frames "
-            f"(keep-alives included).{note}</p>")
+        note = (
+            f" The first {timeline['exact_frames']} frames are exact; the rest are drawn "
+            f"as bands of about {timeline['stride']} frames."
+        )
+    return (
+        f"{''.join(parts)}<div class=legend>{legend}</div><p>{timeline['frames']} frames "
+        f"(keep-alives included).{note}</p>"
+    )
 
 
 # One stream -------------------------------------------------------------------------------
+
 
 def _text(value: Any) -> str:
     """Lists, objects, booleans and null as JSON; text as it is."""
@@ -276,14 +371,36 @@ def _text(value: Any) -> str:
 
 
 def _kv(rows: list[tuple[str, Any]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td class=mono>{esc(_text(v))}</td></tr>"
-                               for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{esc(k)}</th><td class=mono>{esc(_text(v))}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
-_FIELDS = ("route", "model", "upstream", "status", "outcome", "end_reason", "ttfb_ms", "ttft_ms",
-           "max_gap_ms", "duration_ms", "frames", "content_frames", "keepalives",
-           "finish_reasons", "usage", "done", "tool_calls", "unterminated_frame", "bytes",
-           "error", "started_at")
+_FIELDS = (
+    "route",
+    "model",
+    "upstream",
+    "status",
+    "outcome",
+    "end_reason",
+    "ttfb_ms",
+    "ttft_ms",
+    "max_gap_ms",
+    "duration_ms",
+    "frames",
+    "content_frames",
+    "keepalives",
+    "finish_reasons",
+    "usage",
+    "done",
+    "tool_calls",
+    "unterminated_frame",
+    "bytes",
+    "error",
+    "started_at",
+)
 
 
 def stream_page(trace_id: str, doc: dict[str, Any], others: int) -> web.Response:
@@ -292,26 +409,33 @@ def stream_page(trace_id: str, doc: dict[str, Any], others: int) -> web.Response
     href = "/streams/" + quote(trace_id, safe="")
     reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict.get("reasons") or [])
     anomalies = ", ".join(verdict.get("anomalies") or []) or "none"
-    body = [f"<p><a href='/'>&larr; recent streams</a></p><h1>Stream <span class=mono>"
-            f"{esc(trace_id)}</span></h1>",
-            f"<p>outcome {_outcome(verdict.get('outcome'))}; anomalies <span class=anom>"
-            f"{esc(anomalies)}</span>; relayed by <span class=mono>{esc(doc.get('instance'))}"
-            f"</span></p>",
-            f"<ul class=reasons>{reasons}</ul>" if reasons else "<p>Nothing to explain.</p>",
-            f"<p>Evidence: <a href='{esc(href)}/evidence'>evidence JSON</a> (for "
-            f"<code>sse-audit-proxy evidence-to-case</code>) &middot; <a href='{esc(href)}'>"
-            "record JSON</a></p>",
-            "<h2>Timeline</h2>",
-            timeline_svg(doc.get("timeline"), rec.get("ttft_ms"), rec.get("duration_ms")),
-            "<h2>Record</h2>", _kv([(k, rec.get(k)) for k in _FIELDS if k in rec])]
+    body = [
+        f"<p><a href='/'>&larr; recent streams</a></p><h1>Stream <span class=mono>"
+        f"{esc(trace_id)}</span></h1>",
+        f"<p>outcome {_outcome(verdict.get('outcome'))}; anomalies <span class=anom>"
+        f"{esc(anomalies)}</span>; relayed by <span class=mono>{esc(doc.get('instance'))}"
+        f"</span></p>",
+        f"<ul class=reasons>{reasons}</ul>" if reasons else "<p>Nothing to explain.</p>",
+        f"<p>Evidence: <a href='{esc(href)}/evidence'>evidence JSON</a> (for "
+        f"<code>sse-audit-proxy evidence-to-case</code>) &middot; <a href='{esc(href)}'>"
+        "record JSON</a></p>",
+        "<h2>Timeline</h2>",
+        timeline_svg(doc.get("timeline"), rec.get("ttft_ms"), rec.get("duration_ms")),
+        "<h2>Record</h2>",
+        _kv([(k, rec.get(k)) for k in _FIELDS if k in rec]),
+    ]
     if others:
         body.append(f"<p>{others} older record(s) share this trace ID: see the record JSON.</p>")
     request = doc.get("request", {})
-    body += ["<h2>Request (its shape, never its text)</h2>",
-             _kv([(k, v) for k, v in request.items() if k != "shape"]
-                 + [(f"field {k}", v) for k, v in (request.get("shape") or {}).items()]),
-             "<h2>Response head (secrets redacted)</h2>",
-             _kv([(n, v) for n, v in doc.get("response", {}).get("headers", [])])]
+    body += [
+        "<h2>Request (its shape, never its text)</h2>",
+        _kv(
+            [(k, v) for k, v in request.items() if k != "shape"]
+            + [(f"field {k}", v) for k, v in (request.get("shape") or {}).items()]
+        ),
+        "<h2>Response head (secrets redacted)</h2>",
+        _kv([(n, v) for n, v in doc.get("response", {}).get("headers", [])]),
+    ]
     return _page(f"stream {trace_id}", "".join(body))
 
 
@@ -322,9 +446,14 @@ def add_routes(app: web.Application, source: Source) -> None:
             limit = max(1, min(int(q.get("limit", str(PAGE_LIMIT))), MAX_LIMIT))
         except ValueError:
             limit = PAGE_LIMIT
-        query = Query(limit=limit, outcome=q.get("outcome") or None,
-                      anomaly=q.get("anomaly") or None, route=q.get("route") or None,
-                      model=q.get("model") or None, upstream=q.get("upstream") or None)
+        query = Query(
+            limit=limit,
+            outcome=q.get("outcome") or None,
+            anomaly=q.get("anomaly") or None,
+            route=q.get("route") or None,
+            model=q.get("model") or None,
+            upstream=q.get("upstream") or None,
+        )
         return list_page(query, await source.recent(query))
 
     async def stream(request: web.Request) -> web.Response:
@@ -332,9 +461,12 @@ def add_routes(app: web.Application, source: Source) -> None:
         answer = await source.evidence(trace_id)
         found = answer.get("streams", [])
         if not found:
-            resp = _page("not found", f"<p><a href='/'>&larr; recent streams</a></p><p>No "
-                         f"record of trace ID <span class=mono>{esc(trace_id)}</span> among the "
-                         "most recent streams (see --recent-streams).</p>")
+            resp = _page(
+                "not found",
+                f"<p><a href='/'>&larr; recent streams</a></p><p>No "
+                f"record of trace ID <span class=mono>{esc(trace_id)}</span> among the "
+                "most recent streams (see --recent-streams).</p>",
+            )
             resp.set_status(404)
             return resp
         return stream_page(trace_id, found[0], len(found) - 1)

@@ -34,8 +34,9 @@ class Source(Protocol):
 
 
 class LocalSource:
-    def __init__(self, recent: RecentStreams, redactor: Redactor | None = None,
-                 instance: str | None = None) -> None:
+    def __init__(
+        self, recent: RecentStreams, redactor: Redactor | None = None, instance: str | None = None
+    ) -> None:
         self._recent = recent
         self._redactor = redactor if redactor is not None else Redactor()
         self._instance = instance
@@ -50,8 +51,10 @@ class LocalSource:
         return {"streams": self._recent.find(trace_id), "workers": self._worker()}
 
     async def evidence(self, trace_id: str) -> Answer:
-        found = [evidence.build(rec, record_fields(rec), self._redactor, self._instance)
-                 for rec in self._recent.held(trace_id)]
+        found = [
+            evidence.build(rec, record_fields(rec), self._redactor, self._instance)
+            for rec in self._recent.held(trace_id)
+        ]
         return {"streams": found, "workers": self._worker()}
 
 
@@ -64,6 +67,7 @@ class WorkersSource:
 
     async def _ask(self, path: str, params: dict[str, str]) -> list[Answer]:
         async with aiohttp.ClientSession(timeout=self._timeout) as session:
+
             async def one(base: str) -> Answer:
                 try:
                     async with session.get(base + path, params=params) as resp:
@@ -84,10 +88,18 @@ class WorkersSource:
         return {"streams": streams[:limit], "workers": workers}
 
     async def recent(self, query: Query) -> Answer:
-        params = {k: str(v) for k, v in (("limit", query.limit), ("outcome", query.outcome),
-                                         ("anomaly", query.anomaly), ("route", query.route),
-                                         ("model", query.model),
-                                         ("upstream", query.upstream)) if v is not None}
+        params = {
+            k: str(v)
+            for k, v in (
+                ("limit", query.limit),
+                ("outcome", query.outcome),
+                ("anomaly", query.anomaly),
+                ("route", query.route),
+                ("model", query.model),
+                ("upstream", query.upstream),
+            )
+            if v is not None
+        }
         return self._merge(await self._ask("/streams/recent", params), query.limit)
 
     async def find(self, trace_id: str) -> Answer:
@@ -99,8 +111,11 @@ class WorkersSource:
 
 
 def _bad_request(message: str) -> web.Response:
-    return web.Response(status=400, content_type="application/json",
-                        body=error_body(message, "invalid_request_error", "invalid_query"))
+    return web.Response(
+        status=400,
+        content_type="application/json",
+        body=error_body(message, "invalid_request_error", "invalid_query"),
+    )
 
 
 def add_routes(app: web.Application, source: Source) -> None:
@@ -112,9 +127,14 @@ def add_routes(app: web.Application, source: Source) -> None:
             return _bad_request(f"limit must be a whole number, got {q.get('limit')!r}")
         if not 1 <= limit <= MAX_LIMIT:
             return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
-        query = Query(limit=limit, outcome=q.get("outcome"), anomaly=q.get("anomaly"),
-                      route=q.get("route"), model=q.get("model"),
-                      upstream=q.get("upstream"))
+        query = Query(
+            limit=limit,
+            outcome=q.get("outcome"),
+            anomaly=q.get("anomaly"),
+            route=q.get("route"),
+            model=q.get("model"),
+            upstream=q.get("upstream"),
+        )
         return web.json_response(await source.recent(query))
 
     async def by_trace_id(request: web.Request) -> web.Response:
@@ -140,10 +160,12 @@ def add_routes(app: web.Application, source: Source) -> None:
 
 
 def not_found(trace_id: str) -> web.Response:
-    message = (f"no record of trace ID {trace_id!r} among the most recent streams "
-               "(see --recent-streams)")
-    return web.Response(status=404, content_type="application/json",
-                        body=error_body(message, "not_found_error", "trace_id_not_found"))
+    message = f"no record of trace ID {trace_id!r} among the most recent streams (see --recent-streams)"
+    return web.Response(
+        status=404,
+        content_type="application/json",
+        body=error_body(message, "not_found_error", "trace_id_not_found"),
+    )
 
 
 def _dumps(doc: object) -> str:

@@ -56,10 +56,19 @@ from sse_audit_proxy.server.upstream import (
 )
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
-    b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
 
 
 def _new_trace_id() -> str:
@@ -140,10 +149,11 @@ class _Upstream:
     def of(cls, url: URL, context: ssl.SSLContext) -> _Upstream:
         host = url.raw_host or ""
         shown = f"[{host}]" if ":" in host else host
-        return cls(Target(url.scheme, host, url.port or 80,
-                          context if url.scheme == "https" else None),
-                   url.raw_path.rstrip("/"),
-                   (shown if url.is_default_port() else f"{shown}:{url.port}").encode())
+        return cls(
+            Target(url.scheme, host, url.port or 80, context if url.scheme == "https" else None),
+            url.raw_path.rstrip("/"),
+            (shown if url.is_default_port() else f"{shown}:{url.port}").encode(),
+        )
 
 
 class _Held:
@@ -197,9 +207,13 @@ def upstream_ssl(config: ProxyConfig) -> ssl.SSLContext:
 
 
 class Proxy:
-    def __init__(self, config: ProxyConfig, sinks: Sequence[Sink],
-                 on_connection_closed: Callable[[str], None] | None = None,
-                 router: Router | None = None) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        sinks: Sequence[Sink],
+        on_connection_closed: Callable[[str], None] | None = None,
+        router: Router | None = None,
+    ) -> None:
         """`on_connection_closed(reason)`: a client connection was closed by a timeout."""
         self.config = config
         self._sinks = tuple(sinks)
@@ -269,8 +283,9 @@ class Proxy:
         route = route_for_path(request.path)
         trace_id, from_client = trace_id_from(request.headers, _new_trace_id)
         side = self.router.pick(request.headers)
-        rec = AuditRecord(trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0,
-                          None, upstream=side.name)
+        rec = AuditRecord(
+            trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
+        )
         try:
             return await self._handle(request, rec, started, from_client, side.base)
         except asyncio.CancelledError:
@@ -282,10 +297,14 @@ class Proxy:
                     request.transport.close()
                 raise ConnectionResetError("response already started") from None
             if rec.duration:  # already recorded: answer without a second record
-                return _Answer(status=500, content_type="application/json", body=error_body(
-                    "the proxy failed to handle the request", "server_error", "proxy_error"))
-            return self._refuse(rec, started, 500, "the proxy failed to handle the request",
-                                "server_error", "proxy_error")
+                return _Answer(
+                    status=500,
+                    content_type="application/json",
+                    body=error_body("the proxy failed to handle the request", "server_error", "proxy_error"),
+                )
+            return self._refuse(
+                rec, started, 500, "the proxy failed to handle the request", "server_error", "proxy_error"
+            )
         finally:
             self._inflight.discard(task)
             self._relaying.discard(id(request))
@@ -297,25 +316,56 @@ class Proxy:
         return up
 
     async def _handle(
-        self, request: web.BaseRequest, rec: AuditRecord, started: float, from_client: bool,
+        self,
+        request: web.BaseRequest,
+        rec: AuditRecord,
+        started: float,
+        from_client: bool,
         base: str,
     ) -> web.StreamResponse:
         if self._draining:
-            return self._refuse(rec, started, 503, "the proxy is shutting down; retry",
-                                "server_error", "proxy_shutting_down", close=True)
+            return self._refuse(
+                rec,
+                started,
+                503,
+                "the proxy is shutting down; retry",
+                "server_error",
+                "proxy_shutting_down",
+                close=True,
+            )
         raw_path = request.raw_path
         if request.method == "CONNECT" or not raw_path.startswith("/"):
-            return self._refuse(rec, started, 400, "only origin-form request targets are "
-                                "proxied", "invalid_request_error", "unsupported_request_target",
-                                close=True)
+            return self._refuse(
+                rec,
+                started,
+                400,
+                "only origin-form request targets are proxied",
+                "invalid_request_error",
+                "unsupported_request_target",
+                close=True,
+            )
         # A refused request's body is never read (nor waited for, after Expect): close.
         unread = request.body_exists
         if escapes_base(raw_path):
-            return self._refuse(rec, started, 400, "dot segments are not allowed in the path",
-                                "invalid_request_error", "invalid_path", close=unread)
+            return self._refuse(
+                rec,
+                started,
+                400,
+                "dot segments are not allowed in the path",
+                "invalid_request_error",
+                "invalid_path",
+                close=unread,
+            )
         if self._keys and not self._keys.allows(request.headers):
-            resp = self._refuse(rec, started, 401, "missing or invalid API key for this proxy",
-                                "invalid_request_error", "invalid_api_key", close=unread)
+            resp = self._refuse(
+                rec,
+                started,
+                401,
+                "missing or invalid API key for this proxy",
+                "invalid_request_error",
+                "invalid_api_key",
+                close=unread,
+            )
             resp.headers["WWW-Authenticate"] = "Bearer"
             return resp
         declared = request.content_length
@@ -335,8 +385,15 @@ class Proxy:
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
-            return self._refuse(rec, started, 400, "the request body could not be read",
-                                "invalid_request_error", "invalid_request_body", close=True)
+            return self._refuse(
+                rec,
+                started,
+                400,
+                "the request body could not be read",
+                "invalid_request_error",
+                "invalid_request_body",
+                close=True,
+            )
         try:
             up = self._upstream_for(base)
             conn = await self._pool.acquire(up.target)
@@ -348,8 +405,7 @@ class Proxy:
             return self._upstream_failed(rec, info, started, exc)
         used = [conn]  # the retry below may swap in a fresh connection
         try:
-            return await self._exchange(request, up, used, scanner, held, rec, started,
-                                        from_client)
+            return await self._exchange(request, up, used, scanner, held, rec, started, from_client)
         finally:
             used[0].release()
 
@@ -379,8 +435,15 @@ class Proxy:
         return held
 
     async def _exchange(
-        self, request: web.BaseRequest, up: _Upstream, used: list[Connection],
-        scanner: BodyScanner, held: _Held, rec: AuditRecord, started: float, from_client: bool,
+        self,
+        request: web.BaseRequest,
+        up: _Upstream,
+        used: list[Connection],
+        scanner: BodyScanner,
+        held: _Held,
+        rec: AuditRecord,
+        started: float,
+        from_client: bool,
     ) -> web.StreamResponse:
         cfg = self.config
         conn = used[0]
@@ -393,14 +456,14 @@ class Proxy:
         if held.ended and not chunked:  # the whole body is here: one write, one segment
             head = b"".join((head, *held.parts))
             held.parts = []
-        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (
-            time.monotonic() - started)
+        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (time.monotonic() - started)
         head_only = request.method == "HEAD"
         conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
         # An idempotent request sent whole on a pooled connection the upstream had just closed
         # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
-        replay = (head if conn.uses > 1 and held.ended and not chunked
-                  and request.method in IDEMPOTENT else None)
+        replay = (
+            head if conn.uses > 1 and held.ended and not chunked and request.method in IDEMPOTENT else None
+        )
         try:
             await self._send_body(request, conn, scanner, held, chunked)
         except _BodyTooLarge:
@@ -418,8 +481,15 @@ class Proxy:
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
             conn.close()
-            return self._refuse(rec, started, 400, "the request body could not be read",
-                                "invalid_request_error", "invalid_request_body", close=True)
+            return self._refuse(
+                rec,
+                started,
+                400,
+                "the request body could not be read",
+                "invalid_request_error",
+                "invalid_request_body",
+                close=True,
+            )
         info = scanner.info(complete=conn.sent)
         scanner.release()  # an open stream keeps no parser state
         rec.model = info.model
@@ -443,12 +513,23 @@ class Proxy:
         del replay
         return await self._respond(request, conn, rec, info, started)
 
-    def _request_head(self, request: web.BaseRequest, up: _Upstream, rec: AuditRecord,
-                      from_client: bool,
-                      length: int | None, chunked: bool) -> bytes:
-        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
-            request.method.encode("ascii"), (up.base_path + request.raw_path).encode("latin-1"),
-            up.host_header)]
+    def _request_head(
+        self,
+        request: web.BaseRequest,
+        up: _Upstream,
+        rec: AuditRecord,
+        from_client: bool,
+        length: int | None,
+        chunked: bool,
+    ) -> bytes:
+        lines = [
+            b"%s %s HTTP/1.1\r\nHost: %s\r\n"
+            % (
+                request.method.encode("ascii"),
+                (up.base_path + request.raw_path).encode("latin-1"),
+                up.host_header,
+            )
+        ]
         lines.extend(forward_fields(request.raw_headers, REQUEST_DROP))
         if length is not None:
             lines.append(b"Content-Length: %d\r\n" % length)
@@ -457,13 +538,16 @@ class Proxy:
         if not from_client:
             lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
         if self.config.instance_header:
-            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
-                                            INSTANCE.encode("ascii", "replace")))
+            lines.append(
+                b"%s: %s\r\n"
+                % (self.config.instance_header.encode("ascii"), INSTANCE.encode("ascii", "replace"))
+            )
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _send_body(self, request: web.BaseRequest, conn: Connection,
-                         scanner: BodyScanner, held: _Held, chunked: bool) -> None:
+    async def _send_body(
+        self, request: web.BaseRequest, conn: Connection, scanner: BodyScanner, held: _Held, chunked: bool
+    ) -> None:
         """Stream the request body to the upstream as it arrives, scanning it on the way."""
         parts, held.parts = held.parts, []
         for chunk in parts:
@@ -500,9 +584,15 @@ class Proxy:
         return scanner.info()
 
     def _too_large(self, rec: AuditRecord, started: float) -> web.Response:
-        return self._refuse(rec, started, 413, "request body exceeds "
-                            f"{self.config.max_body_bytes} bytes", "invalid_request_error",
-                            "request_too_large", close=True)
+        return self._refuse(
+            rec,
+            started,
+            413,
+            f"request body exceeds {self.config.max_body_bytes} bytes",
+            "invalid_request_error",
+            "request_too_large",
+            close=True,
+        )
 
     async def _respond(
         self,
@@ -530,13 +620,16 @@ class Proxy:
                 event_stream=is_sse,
             )
         transport = request.transport
-        relay = _Relay(conn, transport, request.protocol, rec, audit, is_sse, started,
-                       self.config.max_unsent_bytes)
+        relay = _Relay(
+            conn, transport, request.protocol, rec, audit, is_sse, started, self.config.max_unsent_bytes
+        )
         has_body = not (request.method == "HEAD" or status in (204, 304))
-        client_chunked = (has_body and conn.content_length is None
-                          and request.version >= aiohttp.HttpVersion11)
-        keep_alive = (request.keep_alive and not self._draining
-                      and (client_chunked or conn.content_length is not None or not has_body))
+        client_chunked = has_body and conn.content_length is None and request.version >= aiohttp.HttpVersion11
+        keep_alive = (
+            request.keep_alive
+            and not self._draining
+            and (client_chunked or conn.content_length is not None or not has_body)
+        )
         resp = _RawResponse(status, keep_alive)
         end = End.UPSTREAM_EOF
         if is_sse:
@@ -576,16 +669,24 @@ class Proxy:
                 _end_response(transport, relayed, client_chunked, keep_alive)
         return resp
 
-    def _response_head(self, request: web.BaseRequest, conn: Connection, rec: AuditRecord,
-                       client_chunked: bool, keep_alive: bool) -> bytes:
+    def _response_head(
+        self,
+        request: web.BaseRequest,
+        conn: Connection,
+        rec: AuditRecord,
+        client_chunked: bool,
+        keep_alive: bool,
+    ) -> bytes:
         """The upstream's head as it came (hop-by-hop fields aside), plus the trace ID."""
         version = b"HTTP/1.1" if request.version >= aiohttp.HttpVersion11 else b"HTTP/1.0"
         lines = [b"%s %d %s\r\n" % (version, conn.status, conn.reason)]
         lines.extend(forward_fields(conn.headers, RESPONSE_DROP, chunked=conn.chunked))
         lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
         if self.config.instance_header:
-            lines.append(b"%s: %s\r\n" % (self.config.instance_header.encode("ascii"),
-                                            INSTANCE.encode("ascii", "replace")))
+            lines.append(
+                b"%s: %s\r\n"
+                % (self.config.instance_header.encode("ascii"), INSTANCE.encode("ascii", "replace"))
+            )
         if client_chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         if not keep_alive and request.version >= aiohttp.HttpVersion11:
@@ -595,9 +696,7 @@ class Proxy:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def _finish(
-        self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float
-    ) -> None:
+    def _finish(self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float) -> None:
         now = time.monotonic()
         rec.duration = now - started
         if audit is not None:
@@ -619,8 +718,7 @@ class Proxy:
         for sink in self._sinks:
             sink.stream_ended(route, upstream)
 
-    def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None,
-                            started: float) -> None:
+    def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None, started: float) -> None:
         """The handler was cancelled before a response began: client gone, or shutdown."""
         end = End.ABORTED if self._aborting else End.CLIENT_GONE
         rec.status = STATUS_CLIENT_GONE
@@ -647,46 +745,75 @@ class Proxy:
         return self._answer(rec, started, status, message, "upstream_error", code, audit, end)
 
     def _refuse(
-        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
-        code: str, *, close: bool = False,
+        self,
+        rec: AuditRecord,
+        started: float,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        *,
+        close: bool = False,
     ) -> web.Response:
-        resp = self._answer(rec, started, status, message, type_, code, None,
-                            End.UPSTREAM_STATUS)
+        resp = self._answer(rec, started, status, message, type_, code, None, End.UPSTREAM_STATUS)
         if close:
             # Do not read (or wait for) the rest of a request we refused.
             resp.force_close()
         return resp
 
     def _answer(
-        self, rec: AuditRecord, started: float, status: int, message: str, type_: str,
-        code: str, audit: StreamAudit | None, end: End,
+        self,
+        rec: AuditRecord,
+        started: float,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        audit: StreamAudit | None,
+        end: End,
     ) -> web.Response:
         rec.status = status
         rec.error = code
         body = error_body(message, type_, code)
-        resp = _Answer(status=status, body=body, content_type="application/json",
-                            headers={TRACE_HEADER: rec.trace_id})
+        resp = _Answer(
+            status=status, body=body, content_type="application/json", headers={TRACE_HEADER: rec.trace_id}
+        )
         if self.config.instance_header:
             resp.headers[self.config.instance_header] = INSTANCE
         rec.bytes = len(body)
         self._finish(rec, audit, end, started)
         return resp
 
-    def _parse_error(self, request: web.BaseRequest, status: int,
-                     exc: BaseException | None) -> web.Response:
+    def _parse_error(self, request: web.BaseRequest, status: int, exc: BaseException | None) -> web.Response:
         """A request aiohttp's parser refused (bad or oversized head): answer and record it."""
         started = time.monotonic()
         trace_id, _ = trace_id_from(request.headers, _new_trace_id)
-        rec = AuditRecord(trace_id, route_for_path(request.path), request.method, "unknown",
-                          0, time.time(), 0.0, 0, None, upstream=self.router.baseline.name)
+        rec = AuditRecord(
+            trace_id,
+            route_for_path(request.path),
+            request.method,
+            "unknown",
+            0,
+            time.time(),
+            0.0,
+            0,
+            None,
+            upstream=self.router.baseline.name,
+        )
         status, code, msg = parse_error_answer(status, exc)
         if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
         # The parser's message can quote a header line (an API key): it is neither logged
         # nor echoed; the record carries our code for it.
-        return self._refuse(rec, started, status, msg,
-                            "server_error" if status >= 500 else "invalid_request_error", code,
-                            close=True)
+        return self._refuse(
+            rec,
+            started,
+            status,
+            msg,
+            "server_error" if status >= 500 else "invalid_request_error",
+            code,
+            close=True,
+        )
 
 
 _END_BY_CODE = {
@@ -758,12 +885,31 @@ class _Relay:
     the upstream is not read while the client's buffer is over its high-water mark.
     """
 
-    __slots__ = ("_blocked", "_loop", "_wake", "audit", "chunked", "conn", "is_sse",
-                 "protocol", "rec", "started", "transport")
+    __slots__ = (
+        "_blocked",
+        "_loop",
+        "_wake",
+        "audit",
+        "chunked",
+        "conn",
+        "is_sse",
+        "protocol",
+        "rec",
+        "started",
+        "transport",
+    )
 
-    def __init__(self, conn: Connection, transport: asyncio.Transport | None,
-                 protocol: Any, rec: AuditRecord, audit: StreamAudit | None, is_sse: bool,
-                 started: float, max_unsent: int) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        transport: asyncio.Transport | None,
+        protocol: Any,
+        rec: AuditRecord,
+        audit: StreamAudit | None,
+        is_sse: bool,
+        started: float,
+        max_unsent: int,
+    ) -> None:
         self.started = started
         self.conn = conn
         self.transport = transport

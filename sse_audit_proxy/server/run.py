@@ -37,14 +37,18 @@ def raise_open_files_limit() -> dict[str, int]:
 
 def describe_os_error(exc: OSError) -> str:
     """Why a socket could not be bound, in a few words."""
-    return {errno.EADDRINUSE: "address already in use",
-            errno.EADDRNOTAVAIL: "address not available",
-            errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return {
+        errno.EADDRINUSE: "address already in use",
+        errno.EADDRNOTAVAIL: "address not available",
+        errno.EACCES: "permission denied",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def listen_error(exc: OSError, config: ServiceConfig) -> str:
-    return (f"cannot listen on {config.proxy.host}:{config.proxy.port} or metrics "
-            f"{config.metrics_host}:{config.metrics_port}: {describe_os_error(exc)}")
+    return (
+        f"cannot listen on {config.proxy.host}:{config.proxy.port} or metrics "
+        f"{config.metrics_host}:{config.metrics_port}: {describe_os_error(exc)}"
+    )
 
 
 async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:
@@ -72,15 +76,18 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     gc.collect()
     gc.freeze()
     log = structlog.get_logger("sse_audit_proxy")
-    log.info("proxy_started", listen=f"http://{config.proxy.host}:{service.proxy.port}",
-             upstream=str(config.proxy.upstream),
-             metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
-             **open_files, **describe(service.proxy.router))
+    log.info(
+        "proxy_started",
+        listen=f"http://{config.proxy.host}:{service.proxy.port}",
+        upstream=str(config.proxy.upstream),
+        metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
+        **open_files,
+        **describe(service.proxy.router),
+    )
     if on_started is not None:
         on_started(service.metrics_port)
     await stop.wait()
-    log.info("proxy_draining", in_flight=service.proxy.in_flight,
-             drain_timeout_s=config.proxy.drain_timeout)
+    log.info("proxy_draining", in_flight=service.proxy.in_flight, drain_timeout_s=config.proxy.drain_timeout)
     await service.close()
     log.info("proxy_stopped")
     return 0

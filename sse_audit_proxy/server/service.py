@@ -47,13 +47,15 @@ class Service:
         self.metrics = Metrics(self.registry, max_models=config.max_models)
         self.recent = RecentStreams(config.recent_streams)
         router = build_router(str(config.proxy.upstream), config.canary)
-        self.canary = CanaryControl(router, config.canary, self.registry,
-                                    config.canary_state_file)
+        self.canary = CanaryControl(router, config.canary, self.registry, config.canary_state_file)
         self.instance = f"{socket.gethostname()}/{os.getpid()}"  # who relayed, in evidence
         log = LogSink(config.secret_headers, self.instance)
-        self.proxy = Proxy(config.proxy, [self.metrics, log, self.recent, self.canary,
-                                          *extra_sinks],
-                           on_connection_closed=self.metrics.connection_closed, router=router)
+        self.proxy = Proxy(
+            config.proxy,
+            [self.metrics, log, self.recent, self.canary, *extra_sinks],
+            on_connection_closed=self.metrics.connection_closed,
+            router=router,
+        )
         self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
@@ -65,13 +67,16 @@ class Service:
         inspector.add_routes(app, source)
         # Same head limits, timeouts and quiet errors as the proxy port: a scraper or a probe
         # is no more trusted than a client.
-        self._admin = GuardedAppRunner(app, access_log=None, handle_signals=False,
-                                       header_timeout=self.config.proxy.header_timeout,
-                                       keepalive_timeout=self.config.proxy.keepalive_timeout)
+        self._admin = GuardedAppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            header_timeout=self.config.proxy.header_timeout,
+            keepalive_timeout=self.config.proxy.keepalive_timeout,
+        )
         await self._admin.setup()
         try:
-            self.metrics_port = await listen(self._admin, self.config.metrics_host,
-                                             self.config.metrics_port)
+            self.metrics_port = await listen(self._admin, self.config.metrics_host, self.config.metrics_port)
             await self.proxy.start()
             self.canary.start()
         except BaseException:

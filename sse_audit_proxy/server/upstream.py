@@ -373,8 +373,14 @@ class Connection(asyncio.Protocol):
             self._idle_handle = None
 
     def reusable(self, keep_alive: bool) -> bool:
-        return (not self.dead and self.sent and self.body_done and keep_alive
-                and self.transport is not None and not self.transport.is_closing())
+        return (
+            not self.dead
+            and self.sent
+            and self.body_done
+            and keep_alive
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
 
     def release(self) -> None:
         """The proxy is done with this request: pool the connection or close it."""
@@ -426,7 +432,10 @@ class Pool:
                 for family, addr in addrs:
                     try:
                         _, proto = await loop.create_connection(
-                            lambda: Connection(self, target), addr[0], addr[1], family=family,
+                            lambda: Connection(self, target),
+                            addr[0],
+                            addr[1],
+                            family=family,
                             ssl=target.ssl,
                             server_hostname=target.host if target.ssl is not None else None,
                         )

@@ -53,7 +53,8 @@ class WorkerFailed(Exception):
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (not listen) with SO_REUSEPORT: fixes the port workers share, fails early if taken."""
     family, type_, proto, _, addr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,8 +66,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(index: int, config: ServiceConfig, setup_logging: Callable[[], None],
-                 conn: Connection) -> None:
+def _worker_main(
+    index: int, config: ServiceConfig, setup_logging: Callable[[], None], conn: Connection
+) -> None:
     """A worker process: the ordinary single-process proxy, reporting its private metrics port."""
     _die_with_parent()
     setup_logging()
@@ -105,8 +107,9 @@ class Worker:
 
 
 class Pool:
-    def __init__(self, config: ServiceConfig, size: int, setup_logging: Callable[[], None],
-                 metrics_dir: str) -> None:
+    def __init__(
+        self, config: ServiceConfig, size: int, setup_logging: Callable[[], None], metrics_dir: str
+    ) -> None:
         self._config = config
         self._size = size
         self._setup_logging = setup_logging
@@ -117,9 +120,12 @@ class Pool:
 
     def _spawn(self, index: int) -> Worker:
         parent, child = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=_worker_main, name=f"sse-audit-proxy-worker-{index}",
-                                    args=(index, self._config, self._setup_logging, child),
-                                    daemon=True)
+        process = self._ctx.Process(
+            target=_worker_main,
+            name=f"sse-audit-proxy-worker-{index}",
+            args=(index, self._config, self._setup_logging, child),
+            daemon=True,
+        )
         process.start()
         child.close()
         return Worker(index, process, parent)
@@ -128,8 +134,10 @@ class Pool:
         deadline = time.monotonic() + START_TIMEOUT
         while not worker.poll_started():
             if not worker.process.is_alive():
-                raise WorkerFailed(f"worker {worker.index} exited with status "
-                                   f"{worker.process.exitcode} before it was listening")
+                raise WorkerFailed(
+                    f"worker {worker.index} exited with status "
+                    f"{worker.process.exitcode} before it was listening"
+                )
             if time.monotonic() > deadline:
                 raise WorkerFailed(f"worker {worker.index} did not start in {START_TIMEOUT:.0f} s")
             await asyncio.sleep(0.05)
@@ -141,11 +149,15 @@ class Pool:
 
     def ready(self) -> bool:
         return not self.stopping and all(
-            w.admin_port is not None and w.process.is_alive() for w in self.workers)
+            w.admin_port is not None and w.process.is_alive() for w in self.workers
+        )
 
     def admin_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{w.admin_port}" for w in self.workers
-                if w.admin_port is not None and w.process.is_alive()]
+        return [
+            f"http://127.0.0.1:{w.admin_port}"
+            for w in self.workers
+            if w.admin_port is not None and w.process.is_alive()
+        ]
 
     def _bury(self, worker: Worker) -> None:
         worker.process.join(0)
@@ -160,8 +172,12 @@ class Pool:
             for i, worker in enumerate(self.workers):
                 if self.stopping or worker.process.is_alive():
                     continue
-                _log.warning("worker_exited", worker=worker.index, pid=worker.process.pid,
-                             status=worker.process.exitcode)
+                _log.warning(
+                    "worker_exited",
+                    worker=worker.index,
+                    pid=worker.process.pid,
+                    status=worker.process.exitcode,
+                )
                 self._bury(worker)
                 await asyncio.sleep(RESTART_DELAY)
                 if self.stopping:
@@ -179,8 +195,7 @@ class Pool:
             os.remove(state_file)
         for worker in self.workers:
             # Only a worker that is listening has its SIGHUP handler in place.
-            if worker.admin_port is not None and worker.process.is_alive() \
-                    and worker.process.pid is not None:
+            if worker.admin_port is not None and worker.process.is_alive() and worker.process.pid is not None:
                 os.kill(worker.process.pid, signal.SIGHUP)
         _log.info("proxy_reloading", workers=len(self.workers))
 
@@ -206,9 +221,13 @@ def _error(message: str) -> int:
     return 1
 
 
-async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[], None],
-                    stop_timeout: float,
-                    listen_error: Callable[[OSError, ServiceConfig], str]) -> int:
+async def supervise(
+    config: ServiceConfig,
+    size: int,
+    setup_logging: Callable[[], None],
+    stop_timeout: float,
+    listen_error: Callable[[OSError, ServiceConfig], str],
+) -> int:
     try:
         reservation = reserve_port(config.proxy.host, config.proxy.port)
     except OSError as exc:
@@ -218,9 +237,13 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
     # A canary trip in one worker reaches the others through this file (canary_control.py).
     state_file = os.path.join(tempfile.mkdtemp(prefix="sse-audit-proxy-canary-"), "tripped.json")
-    worker_config = replace(config, proxy=replace(config.proxy, port=port, reuse_port=True),
-                            metrics_host="127.0.0.1", metrics_port=0,
-                            canary_state_file=state_file)
+    worker_config = replace(
+        config,
+        proxy=replace(config.proxy, port=port, reuse_port=True),
+        metrics_host="127.0.0.1",
+        metrics_port=0,
+        canary_state_file=state_file,
+    )
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
@@ -228,9 +251,13 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
     source = WorkersSource(pool.admin_urls)
     add_routes(app, source)
     inspector.add_routes(app, source)
-    runner = GuardedAppRunner(app, access_log=None, handle_signals=False,
-                              header_timeout=config.proxy.header_timeout,
-                              keepalive_timeout=config.proxy.keepalive_timeout)
+    runner = GuardedAppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        header_timeout=config.proxy.header_timeout,
+        keepalive_timeout=config.proxy.keepalive_timeout,
+    )
     await runner.setup()
     try:
         try:
@@ -242,9 +269,13 @@ async def supervise(config: ServiceConfig, size: int, setup_logging: Callable[[]
         except WorkerFailed as exc:
             await pool.stop(5.0)
             return _error(str(exc))
-        _log.info("proxy_started", listen=f"http://{config.proxy.host}:{port}",
-                  upstream=str(config.proxy.upstream), workers=size,
-                  metrics=f"http://{config.metrics_host}:{metrics_port}/metrics")
+        _log.info(
+            "proxy_started",
+            listen=f"http://{config.proxy.host}:{port}",
+            upstream=str(config.proxy.upstream),
+            workers=size,
+            metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
+        )
         stop = asyncio.Event()
         running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,8 +23,12 @@ EVIDENCE_VERSION = 1
 MAX_HEADERS = 64
 MAX_HEADER_VALUE = 512
 # The request path of each route, for a replay (the record keeps the route, not the path).
-ROUTE_PATHS = {"chat_completions": "/v1/chat/completions", "completions": "/v1/completions",
-               "responses": "/v1/responses", "messages": "/v1/messages"}
+ROUTE_PATHS = {
+    "chat_completions": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "responses": "/v1/responses",
+    "messages": "/v1/messages",
+}
 OTHER_PATH = "/v1/other"
 
 
@@ -53,20 +57,33 @@ def stream_figures(rec: AuditRecord) -> dict[str, Any] | None:
     s = rec.stream
     if s is None:
         return None
-    return {"outcome": s.outcome.value, "end": s.end.value, "anomalies": list(s.anomalies),
-            "frames": s.frames, "content_frames": s.content_frames, "keepalives": s.keepalives,
-            "done": s.done, "finish_reasons": list(s.finish_reasons), "usage": s.usage,
-            "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "tool_calls": s.tool_calls, "unterminated_frame": s.unterminated_frame}
+    return {
+        "outcome": s.outcome.value,
+        "end": s.end.value,
+        "anomalies": list(s.anomalies),
+        "frames": s.frames,
+        "content_frames": s.content_frames,
+        "keepalives": s.keepalives,
+        "done": s.done,
+        "finish_reasons": list(s.finish_reasons),
+        "usage": s.usage,
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "tool_calls": s.tool_calls,
+        "unterminated_frame": s.unterminated_frame,
+    }
 
 
-def build(rec: AuditRecord, fields: dict[str, Any], redactor: Redactor,
-          instance: str | None = None) -> dict[str, Any]:
+def build(
+    rec: AuditRecord, fields: dict[str, Any], redactor: Redactor, instance: str | None = None
+) -> dict[str, Any]:
     """`fields`: the record's log fields (`logs.record_fields`), which the evidence includes."""
     info = rec.request
     s = rec.stream
     request: dict[str, Any] = {
-        "method": rec.method, "route": rec.route, "path": ROUTE_PATHS.get(rec.route, OTHER_PATH),
+        "method": rec.method,
+        "route": rec.route,
+        "path": ROUTE_PATHS.get(rec.route, OTHER_PATH),
         "model": rec.model,
         "stream": None if info is None else info.stream,
         "include_usage": None if info is None else info.include_usage,
@@ -84,11 +101,14 @@ def build(rec: AuditRecord, fields: dict[str, Any], redactor: Redactor,
         "instance": instance,
         "upstream": rec.upstream,
         "request": request,
-        "response": {"status": rec.status, "headers": redacted_headers(rec.response_head,
-                                                                       redactor)},
-        "verdict": {"outcome": fields.get("outcome"), "anomalies": fields.get("anomalies", []),
-                    "reasons": fields.get("reasons", []), "end_reason": fields.get("end_reason"),
-                    "error": rec.error},
+        "response": {"status": rec.status, "headers": redacted_headers(rec.response_head, redactor)},
+        "verdict": {
+            "outcome": fields.get("outcome"),
+            "anomalies": fields.get("anomalies", []),
+            "reasons": fields.get("reasons", []),
+            "end_reason": fields.get("end_reason"),
+            "error": rec.error,
+        },
         "record": fields,
         "stream": stream_figures(rec),
         "timeline": None if s is None or s.timeline is None else s.timeline.to_json(),

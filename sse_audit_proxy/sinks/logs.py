@@ -28,8 +28,10 @@ LOG_FORMATS = ("json", "console")
 
 def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> None:
     redact = Redactor(secret_headers)
-    stamp: list[Any] = [structlog.processors.add_log_level,
-                        structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    stamp: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     # Exceptions are rendered to text first so the redactor sees (and scrubs) them too.
     tail: list[Any] = [structlog.processors.format_exc_info, redact]
     if fmt == "console":
@@ -49,14 +51,18 @@ def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> 
 
 def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
     """Library warnings (aiohttp, asyncio) go through the same chain: same format, redacted."""
-    renderer = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                else structlog.processors.JSONRenderer(serializer=_json_text))
+    renderer = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(serializer=_json_text)
+    )
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail,
-                    renderer],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
@@ -64,8 +70,6 @@ def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
 
 def _json_text(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
 
 
 def record_fields(rec: AuditRecord) -> dict[str, Any]:
@@ -134,5 +138,10 @@ class LogSink:
             del doc["record"]  # the stream_end line just before has it
             # One level under `evidence`, so an index sees one object per trace ID (its
             # `trace_id` is also top-level, for the queries in the README).
-            self._log.info("stream_evidence", trace_id=rec.trace_id, outcome=doc["verdict"][
-                "outcome"], anomalies=doc["verdict"]["anomalies"], evidence=doc)
+            self._log.info(
+                "stream_evidence",
+                trace_id=rec.trace_id,
+                outcome=doc["verdict"]["outcome"],
+                anomalies=doc["verdict"]["anomalies"],
+                evidence=doc,
+            )

@@ -51,64 +51,86 @@ class Metrics:
         # `upstream`: the side that served it (baseline or canary), never its URL.
         rm = ("route", "model", "upstream")
         self.requests = Counter(
-            "sse_audit_requests", "Every proxied request.",
-            ("route", "method", "status", "upstream"), registry=registry,
+            "sse_audit_requests",
+            "Every proxied request.",
+            ("route", "method", "status", "upstream"),
+            registry=registry,
         )
         self.streams = Counter(
-            "sse_audit_streams", "Audited streams by outcome.",
-            (*rm, "outcome"), registry=registry,
+            "sse_audit_streams",
+            "Audited streams by outcome.",
+            (*rm, "outcome"),
+            registry=registry,
         )
         self.anomalies = Counter(
-            "sse_audit_stream_anomalies", "Anomalies found in audited streams, by kind.",
-            (*rm, "anomaly"), registry=registry,
+            "sse_audit_stream_anomalies",
+            "Anomalies found in audited streams, by kind.",
+            (*rm, "anomaly"),
+            registry=registry,
         )
         self.ttfb = Histogram(
             "sse_audit_time_to_first_byte_seconds",
             "From the request reaching the proxy to the first upstream body byte.",
-            rm, buckets=buckets.LATENCY, registry=registry,
+            rm,
+            buckets=buckets.LATENCY,
+            registry=registry,
         )
         self.ttft = Histogram(
             "sse_audit_time_to_first_token_seconds",
             "From the request reaching the proxy to the first frame with content.",
-            rm, buckets=buckets.LATENCY, registry=registry,
+            rm,
+            buckets=buckets.LATENCY,
+            registry=registry,
         )
         self.gap = Histogram(
             "sse_audit_inter_chunk_gap_seconds",
             "Time between consecutive frames of a stream (one observation per gap).",
-            rm, buckets=buckets.GAP, registry=registry,
+            rm,
+            buckets=buckets.GAP,
+            registry=registry,
         )
         self.max_gap = Histogram(
             "sse_audit_stream_max_gap_seconds",
             "The largest gap between consecutive frames (one observation per stream).",
-            rm, buckets=buckets.GAP, registry=registry,
+            rm,
+            buckets=buckets.GAP,
+            registry=registry,
         )
         self.duration = Histogram(
             "sse_audit_stream_duration_seconds",
             "From the request reaching the proxy to the end of the stream.",
-            rm, buckets=buckets.DURATION, registry=registry,
+            rm,
+            buckets=buckets.DURATION,
+            registry=registry,
         )
         self.finish = Counter(
-            "sse_audit_finish_reasons", "Finish reasons reported per choice.",
-            (*rm, "finish_reason"), registry=registry,
+            "sse_audit_finish_reasons",
+            "Finish reasons reported per choice.",
+            (*rm, "finish_reason"),
+            registry=registry,
         )
         self.tokens = Counter(
-            "sse_audit_usage_tokens", "Tokens reported by the upstream's usage.",
-            (*rm, "type"), registry=registry,
+            "sse_audit_usage_tokens",
+            "Tokens reported by the upstream's usage.",
+            (*rm, "type"),
+            registry=registry,
         )
         self.usage_requested = Counter(
             "sse_audit_usage_requested_streams",
             "Streams that expected usage (asked for with stream_options.include_usage, or always "
             "sent on responses and messages) on which missing_usage was judged (event streams "
             "the upstream ended): the denominator of the missing_usage share.",
-            rm, registry=registry,
+            rm,
+            registry=registry,
         )
         self.bad = Counter(
             "sse_audit_bad_streams",
             "Audited streams the canary guard counts as bad: outcome truncated, upstream_error "
             "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
             "missing_usage or invalid_tool_arguments (client_disconnect streams never). Divide "
-            "by streams with outcome!=\"client_disconnect\" for the bad share.",
-            rm, registry=registry,
+            'by streams with outcome!="client_disconnect" for the bad share.',
+            rm,
+            registry=registry,
         )
         # A connection closes before any request picks a side: no `upstream` label.
         self.connections_closed = Counter(
@@ -116,14 +138,18 @@ class Metrics:
             "Client connections the proxy closed: a request head not whole within "
             "--header-timeout, or idle past --keepalive-timeout. A climbing header_timeout "
             "count is a slow-headers (slowloris) attack.",
-            ("reason",), registry=registry,
+            ("reason",),
+            registry=registry,
         )
         for reason in CLOSE_REASONS:  # both series exist from the start, at 0
             self.connections_closed.labels(reason)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.active = Gauge(
-            "sse_audit_active_streams", "Streams being relayed now.",
-            ("route", "upstream"), registry=registry, multiprocess_mode="livesum",
+            "sse_audit_active_streams",
+            "Streams being relayed now.",
+            ("route", "upstream"),
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
     # Sink hooks -----------------------------------------------------------------------

@@ -38,8 +38,7 @@ class Query:
             return False
         if self.outcome is not None and rec.outcome != self.outcome:
             return False
-        return self.anomaly is None or (rec.stream is not None
-                                        and self.anomaly in rec.stream.anomalies)
+        return self.anomaly is None or (rec.stream is not None and self.anomaly in rec.stream.anomalies)
 
 
 class RecentStreams:

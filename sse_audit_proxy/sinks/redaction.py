@@ -12,7 +12,12 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 SECRET_HEADERS = (
-    "authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "set-cookie",
 )
 REDACTED = "[redacted]"
 # Credentials that look like credentials wherever they appear in free text.
@@ -38,9 +43,7 @@ class Redactor:
         self._keys = frozenset({*names, *(n.replace("-", "_") for n in names)})
         alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
         # `Name: value` / `name=value` / `'name': 'value'` as quoted in messages and reprs.
-        self._line = re.compile(
-            rf"(?i)\b({alternation})(['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]*"
-        )
+        self._line = re.compile(rf"(?i)\b({alternation})(['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]*")
         # Each pattern above needs one of these words; one search for any of them spares the
         # three substitutions on the many strings (every field of every line) that have none.
         self._suspect = re.compile(rf"(?i)bearer|basic|sk-|{alternation}").search
@@ -65,14 +68,14 @@ class Redactor:
         if kind is str or isinstance(value, str):
             return self.scrub(value)
         if kind is dict or isinstance(value, Mapping):  # dict first: the ABC check is slow
-            return {k: REDACTED if str(k).lower() in self._keys else self._clean(v)
-                    for k, v in value.items()}
+            return {k: REDACTED if str(k).lower() in self._keys else self._clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean(v) for v in value]
         return value
 
-    def __call__(self, _logger: Any, _method: str,
-                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         keys = self._keys
         for key, value in event.items():
             if key.lower() in keys:

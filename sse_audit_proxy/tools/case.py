@@ -45,19 +45,26 @@ _LATER_BITS = (MALFORMED, ERROR, FINISH, USAGE, TERMINAL)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("evidence-to-case", help="turn a stream's evidence file into a "
-                       "conformance case that replays it",
-                       description="Write tests/conformance/cases/NAME.json and streams/NAME.sse "
-                       "from an evidence file (GET /streams/{trace_id}/evidence), then replay "
-                       "the case through the audit to check it gives the recorded verdict.")
+    p = sub.add_parser(
+        "evidence-to-case",
+        help="turn a stream's evidence file into a conformance case that replays it",
+        description="Write tests/conformance/cases/NAME.json and streams/NAME.sse "
+        "from an evidence file (GET /streams/{trace_id}/evidence), then replay "
+        "the case through the audit to check it gives the recorded verdict.",
+    )
     p.add_argument("evidence", metavar="EVIDENCE.json", help="the evidence file ('-': stdin)")
-    p.add_argument("--out", default="tests/conformance", metavar="DIR",
-                   help="the conformance directory, holding cases/ and streams/ "
-                   "(default: tests/conformance)")
-    p.add_argument("--name", default=None,
-                   help="the case's name (default: incident_<trace id>)")
-    p.add_argument("--force", action="store_true",
-                   help="write the case even when its replay does not reproduce the verdict")
+    p.add_argument(
+        "--out",
+        default="tests/conformance",
+        metavar="DIR",
+        help="the conformance directory, holding cases/ and streams/ (default: tests/conformance)",
+    )
+    p.add_argument("--name", default=None, help="the case's name (default: incident_<trace id>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write the case even when its replay does not reproduce the verdict",
+    )
     p.set_defaults(run=run)
 
 
@@ -69,17 +76,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"sse-audit-proxy: error: cannot read {args.evidence}: {exc}", file=sys.stderr)
         return 2
     if doc.get("stream") is None or not (doc.get("timeline") or {}).get("frames"):
-        print("sse-audit-proxy: error: this evidence has no stream to replay (a request that "
-              "was not audited as a stream, or one that brought no frame)", file=sys.stderr)
+        print(
+            "sse-audit-proxy: error: this evidence has no stream to replay (a request that "
+            "was not audited as a stream, or one that brought no frame)",
+            file=sys.stderr,
+        )
         return 2
     name = args.name or "incident_" + _NAME.sub("_", str(doc.get("trace_id", "unknown")))[:80]
     case, body = to_case(doc, name)
     got = replay(case, body)
     same = got == case["record"]["stream"]
     if not same and not args.force:
-        print(f"sse-audit-proxy: error: the rebuilt stream does not reproduce the verdict:\n"
-              f"  recorded {case['record']['stream']}\n  replayed {got}\n(--force writes it "
-              "anyway)", file=sys.stderr)
+        print(
+            f"sse-audit-proxy: error: the rebuilt stream does not reproduce the verdict:\n"
+            f"  recorded {case['record']['stream']}\n  replayed {got}\n(--force writes it "
+            "anyway)",
+            file=sys.stderr,
+        )
         return 1
     out = pathlib.Path(args.out)
     (out / "cases").mkdir(parents=True, exist_ok=True)
@@ -88,9 +101,11 @@ def run(args: argparse.Namespace) -> int:
     case_path.write_text(json.dumps(case, indent=2) + "\n")
     (out / "streams" / case["body"]).write_bytes(body)
     verdict = case["record"]["stream"]
-    print(f"wrote {case_path} and {out / 'streams' / case['body']}: {verdict['outcome']}"
-          f"{' ' + ', '.join(verdict['anomalies']) if verdict['anomalies'] else ''}"
-          f" ({'reproduced' if same else 'NOT reproduced'})")
+    print(
+        f"wrote {case_path} and {out / 'streams' / case['body']}: {verdict['outcome']}"
+        f"{' ' + ', '.join(verdict['anomalies']) if verdict['anomalies'] else ''}"
+        f" ({'reproduced' if same else 'NOT reproduced'})"
+    )
     return 0
 
 
@@ -99,8 +114,7 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
     request = doc["request"]
     route = request.get("route", "other")
     anomalies = doc["stream"].get("anomalies", [])
-    reads = rebuild_reads(doc, "invalid_tool_arguments" not in anomalies,
-                          "sequence_gap" not in anomalies)
+    reads = rebuild_reads(doc, "invalid_tool_arguments" not in anomalies, "sequence_gap" not in anomalies)
     if doc["stream"].get("done") and not any(DONE_FRAME in f for _, fs in reads for f in fs):
         _done_last(reads)
     body = b"".join(b"".join(frames) for _, frames in reads)
@@ -113,14 +127,16 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
         if header.lower() == "content-type":
             headers["Content-Type"] = value
     shape = request.get("shape") or {}
-    req: dict[str, Any] = {"model": request.get("model", "unknown"),
-                           "stream": bool(request.get("stream", True))}
+    req: dict[str, Any] = {
+        "model": request.get("model", "unknown"),
+        "stream": bool(request.get("stream", True)),
+    }
     if request.get("include_usage"):
         req["stream_options"] = {"include_usage": True}
     verdict = doc.get("verdict", {})
     case = {
         "about": f"From the evidence of trace {doc.get('trace_id')} ({doc.get('started_at')}): "
-                 + "; ".join(verdict.get("reasons") or ["complete"]),
+        + "; ".join(verdict.get("reasons") or ["complete"]),
         "path": request.get("path") or "/v1/other",
         "request": req,
         "request_shape": shape,
@@ -131,14 +147,14 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
         # the timing anomalies too.
         "timed": [[t, sum(len(f) for f in frames)] for t, frames in reads],
         "end": stream["end"],
-        "record": {"route": route, "status": doc.get("response", {}).get("status", 200),
-                   "stream": stream},
+        "record": {"route": route, "status": doc.get("response", {}).get("status", 200), "stream": stream},
     }
     return case, body
 
 
-def rebuild_reads(doc: dict[str, Any], valid_arguments: bool = True,
-                  in_sequence: bool = True) -> list[tuple[float, list[bytes]]]:
+def rebuild_reads(
+    doc: dict[str, Any], valid_arguments: bool = True, in_sequence: bool = True
+) -> list[tuple[float, list[bytes]]]:
     """The body's reads: (arrival ms, frames), from the timeline and the skeletons.
 
     `valid_arguments`: tool-call argument fragments get placeholder text that, per call,
@@ -218,8 +234,9 @@ def _argument_slots(value: Any, key: tuple[Any, ...], root_type: str, found: lis
         return
     here = key + tuple(value[k] for k in ("index", "output_index") if type(value.get(k)) is int)
     for field, item in value.items():
-        if isinstance(item, str) and (field in _ARGUMENT_FIELDS or (
-                field == "delta" and "arguments" in root_type)):
+        if isinstance(item, str) and (
+            field in _ARGUMENT_FIELDS or (field == "delta" and "arguments" in root_type)
+        ):
             # Typed events (Responses) carry fragments only in `delta`: their `arguments` are
             # always a call's whole arguments (`.done`, an output item, the final response).
             whole = bool(root_type) and field == "arguments"
@@ -248,8 +265,7 @@ def _json_arguments(frames: list[_Pending]) -> None:
             continue
         for i, (c, k) in enumerate(filled):
             n = len(c[k])
-            c[k] = ("{" + " " * (n - 1) if i == 0 else " " * (n - 1) + "}"
-                    if i == len(filled) - 1 else " " * n)
+            c[k] = "{" + " " * (n - 1) if i == 0 else " " * (n - 1) + "}" if i == len(filled) - 1 else " " * n
 
 
 def _final_usage(frames: list[_Pending], usage: Any) -> None:
@@ -277,11 +293,11 @@ def _done_last(reads: list[tuple[float, list[bytes]]]) -> None:
 
 
 def _renumber(frames: list[_Pending]) -> None:
-    numbered = [f.data for f in frames if isinstance(f.data, dict)
-                and type(f.data.get("sequence_number")) is int]
+    numbered = [
+        f.data for f in frames if isinstance(f.data, dict) and type(f.data.get("sequence_number")) is int
+    ]
     for i, data in enumerate(numbered):
-        data["sequence_number"] = numbered[0]["sequence_number"] + i if i else data[
-            "sequence_number"]
+        data["sequence_number"] = numbered[0]["sequence_number"] + i if i else data["sequence_number"]
 
 
 def _call(key: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -294,10 +310,11 @@ def expand_group(kinds: str, count: int) -> list[str]:
     had, with one frame for each other kind it held, at its end."""
     bits = kind_bits(kinds)
     later = [kind_name(b) for b in _LATER_BITS if bits & b]
-    base = (kind_name(CONTENT) if bits & CONTENT else kind_name(KEEPALIVE) if bits & KEEPALIVE
-            else kind_name(0))
+    base = (
+        kind_name(CONTENT) if bits & CONTENT else kind_name(KEEPALIVE) if bits & KEEPALIVE else kind_name(0)
+    )
     n = max(count - len(later), 0)
-    return [base] * n + later[:count - n]
+    return [base] * n + later[: count - n]
 
 
 def materialise(skeleton: dict[str, Any]) -> bytes:
@@ -320,8 +337,9 @@ def _fill(value: Any) -> Any:
         m = PLACEHOLDER.fullmatch(value)
         return "x" * int(m.group(1)) if m else value
     if isinstance(value, dict):
-        return {_fill(k) if PLACEHOLDER.fullmatch(k) else k: _fill(v) for k, v in value.items()
-                if k != "…more"}
+        return {
+            _fill(k) if PLACEHOLDER.fullmatch(k) else k: _fill(v) for k, v in value.items() if k != "…more"
+        }
     if isinstance(value, list):
         return [_fill(v) for v in value if not (isinstance(v, dict) and "…more" in v)]
     return value
@@ -330,19 +348,30 @@ def _fill(value: Any) -> Any:
 def replay(case: dict[str, Any], body: bytes) -> dict[str, Any] | None:
     """The case through the pure audit, each read at its recorded time: what it reproduces."""
     path = case["path"]
-    audit = StreamAudit(dialect_for_route(route_for_path(path))(), 0.0,
-                        include_usage=bool(case["request"].get("stream_options", {})
-                                           .get("include_usage")),
-                        event_stream=case["headers"]["Content-Type"].startswith(
-                            "text/event-stream"))
+    audit = StreamAudit(
+        dialect_for_route(route_for_path(path))(),
+        0.0,
+        include_usage=bool(case["request"].get("stream_options", {}).get("include_usage")),
+        event_stream=case["headers"]["Content-Type"].startswith("text/event-stream"),
+    )
     offset = 0
     for t_ms, size in case["timed"]:
-        audit.feed(body[offset:offset + size], t_ms / 1000.0)
+        audit.feed(body[offset : offset + size], t_ms / 1000.0)
         offset += size
     last = case["timed"][-1][0] / 1000.0 if case["timed"] else 0.0
     r = audit.finish(last + 0.001, End(case["end"]))
-    return {"outcome": r.outcome.value, "end": r.end.value, "anomalies": list(r.anomalies),
-            "frames": r.frames, "content_frames": r.content_frames, "keepalives": r.keepalives,
-            "done": r.done, "finish_reasons": r.finish_reasons, "usage": r.usage,
-            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "tool_calls": r.tool_calls, "unterminated_frame": r.unterminated_frame}
+    return {
+        "outcome": r.outcome.value,
+        "end": r.end.value,
+        "anomalies": list(r.anomalies),
+        "frames": r.frames,
+        "content_frames": r.content_frames,
+        "keepalives": r.keepalives,
+        "done": r.done,
+        "finish_reasons": r.finish_reasons,
+        "usage": r.usage,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "tool_calls": r.tool_calls,
+        "unterminated_frame": r.unterminated_frame,
+    }

@@ -50,6 +50,7 @@ MAX_ERROR_BODY = 64 << 10
 
 # The mix -----------------------------------------------------------------------------------
 
+
 def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
     """`healthy=8,buffered=1`: scenario names (with or without `demo-`) and whole weights."""
     mix: dict[str, int] = {}
@@ -62,8 +63,9 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
         try:
             n = int(weight) if sep else 1
         except ValueError:
-            raise argparse.ArgumentTypeError(f"weight of {found.name} is not a whole number: "
-                                             f"{weight!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"weight of {found.name} is not a whole number: {weight!r}"
+            ) from None
         if n < 0:
             raise argparse.ArgumentTypeError(f"weight of {found.name} is negative: {n}")
         mix[found.name] = mix.get(found.name, 0) + n
@@ -89,6 +91,7 @@ def interleave(mix: Sequence[tuple[str, int]]) -> Iterator[str]:
 
 
 # One request -------------------------------------------------------------------------------
+
 
 @dataclass(slots=True, frozen=True)
 class TrafficConfig:
@@ -123,8 +126,6 @@ class ClientResult:
     error: str | None = None
 
 
-
-
 def request_body(cfg: TrafficConfig, scenario: str, model: str, n: int) -> dict[str, Any]:
     prompt = PROMPTS[n % len(PROMPTS)]
     tools = scenario in ("tool-call", "bad-tool-args")
@@ -143,10 +144,10 @@ def request_body(cfg: TrafficConfig, scenario: str, model: str, n: int) -> dict[
     return body
 
 
-async def one_request(session: aiohttp.ClientSession, cfg: TrafficConfig, scenario: str,
-                      n: int, trace_id: str) -> ClientResult:
-    headers = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id,
-               **dict(cfg.headers)}
+async def one_request(
+    session: aiohttp.ClientSession, cfg: TrafficConfig, scenario: str, n: int, trace_id: str
+) -> ClientResult:
+    headers = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id, **dict(cfg.headers)}
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
     model = cfg.model
@@ -162,9 +163,12 @@ async def one_request(session: aiohttp.ClientSession, cfg: TrafficConfig, scenar
     try:
         async with session.post(url, data=orjson.dumps(body), headers=headers) as resp:
             result.status = resp.status
-            audit = StreamAudit(dialect_for_route(route_for_path(url.path))(), started,
-                                include_usage="stream_options" in body,
-                                content_encoding=resp.headers.get("Content-Encoding", ""))
+            audit = StreamAudit(
+                dialect_for_route(route_for_path(url.path))(),
+                started,
+                include_usage="stream_options" in body,
+                content_encoding=resp.headers.get("Content-Encoding", ""),
+            )
             end = await _read(resp, audit, scenario, clock)
     except (aiohttp.ClientConnectionError, OSError) as exc:
         result.error = type(exc).__name__
@@ -182,8 +186,9 @@ async def one_request(session: aiohttp.ClientSession, cfg: TrafficConfig, scenar
     return result
 
 
-async def _read(resp: aiohttp.ClientResponse, audit: StreamAudit, scenario: str,
-                clock: Callable[[], float]) -> End:
+async def _read(
+    resp: aiohttp.ClientResponse, audit: StreamAudit, scenario: str, clock: Callable[[], float]
+) -> End:
     if resp.status >= 400:
         await resp.content.read(MAX_ERROR_BODY)
         return End.UPSTREAM_STATUS
@@ -203,7 +208,6 @@ async def _read(resp: aiohttp.ClientResponse, audit: StreamAudit, scenario: str,
 
 
 # Tallies -----------------------------------------------------------------------------------
-
 
 
 @dataclass(slots=True)
@@ -239,12 +243,18 @@ class Tally:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "requests": self.n, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "outcomes": dict(self.outcomes), "verdicts": dict(self.verdicts),
-            "done_seen": self.done, "usage_asked": self.usage_asked,
-            "usage_seen": self.usage_seen, "finish_reason_seen": self.finish, "cut": self.cut,
+            "requests": self.n,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "outcomes": dict(self.outcomes),
+            "verdicts": dict(self.verdicts),
+            "done_seen": self.done,
+            "usage_asked": self.usage_asked,
+            "usage_seen": self.usage_seen,
+            "finish_reason_seen": self.finish,
+            "cut": self.cut,
             "errors": dict(self.errors),
-            "ttft_p50_s": percentile(self.ttfts, 50), "ttft_p95_s": percentile(self.ttfts, 95),
+            "ttft_p50_s": percentile(self.ttfts, 50),
+            "ttft_p95_s": percentile(self.ttfts, 95),
         }
 
 
@@ -271,12 +281,16 @@ class Traffic:
         return (self.ended or time.monotonic()) - self.began
 
     def as_dict(self) -> dict[str, Any]:
-        return {"elapsed_s": round(self.elapsed, 3), "started": self.started,
-                "total": self.total.as_dict(),
-                "by_scenario": {k: v.as_dict() for k, v in self.by_scenario.items()}}
+        return {
+            "elapsed_s": round(self.elapsed, 3),
+            "started": self.started,
+            "total": self.total.as_dict(),
+            "by_scenario": {k: v.as_dict() for k, v in self.by_scenario.items()},
+        }
 
 
 # Driving -----------------------------------------------------------------------------------
+
 
 async def stopped_within(stop: asyncio.Event, timeout: float) -> bool:
     """Sleep up to `timeout`; True at once if `stop` is set."""
@@ -289,8 +303,9 @@ async def stopped_within(stop: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def drive(cfg: TrafficConfig, stop: asyncio.Event, traffic: Traffic,
-                hurry: asyncio.Event | None = None) -> Traffic:
+async def drive(
+    cfg: TrafficConfig, stop: asyncio.Event, traffic: Traffic, hurry: asyncio.Event | None = None
+) -> Traffic:
     """Send the mix until the duration, the request count or `stop`; then let in-flight
     streams finish for up to `cfg.grace` seconds (or until `hurry`) and cancel the rest.
 
@@ -318,16 +333,14 @@ async def drive(cfg: TrafficConfig, stop: asyncio.Event, traffic: Traffic,
             traffic.started += 1
             traffic.in_flight += 1
             try:
-                result = await one_request(session, cfg, next(order), n,
-                                           f"{cfg.trace_prefix}-{n + 1:06d}")
+                result = await one_request(session, cfg, next(order), n, f"{cfg.trace_prefix}-{n + 1:06d}")
             finally:
                 traffic.in_flight -= 1
             traffic.add(result)
 
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=cfg.timeout)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
         workers = [asyncio.create_task(worker(session)) for _ in range(cfg.concurrency)]
         ending: asyncio.Task[Any] = asyncio.create_task(_ending(stop, deadline))
         pending: set[asyncio.Task[Any]] = set(workers)
@@ -337,8 +350,9 @@ async def drive(cfg: TrafficConfig, stop: asyncio.Event, traffic: Traffic,
         hurried: asyncio.Task[Any] = asyncio.create_task((hurry or asyncio.Event()).wait())
         grace_ends = running.time() + cfg.grace
         while pending and not hurried.done() and running.time() < grace_ends:
-            _, pending = await asyncio.wait(pending | {hurried}, return_when="FIRST_COMPLETED",
-                                            timeout=grace_ends - running.time())
+            _, pending = await asyncio.wait(
+                pending | {hurried}, return_when="FIRST_COMPLETED", timeout=grace_ends - running.time()
+            )
             pending.discard(hurried)
         for task in (*pending, ending, hurried):
             task.cancel()
@@ -355,15 +369,16 @@ async def _ending(stop: asyncio.Event, deadline: float) -> None:
 # Display -----------------------------------------------------------------------------------
 
 
-
 def progress_line(t: Traffic) -> str:
     outcomes = "  ".join(f"{k} {v}" for k, v in sorted(t.total.outcomes.items()))
     errors = sum(t.total.errors.values())
-    return (f"[{t.elapsed:6.1f}s] started {t.started}  finished {t.total.n}  in flight "
-            f"{t.in_flight}  | {outcomes or 'no stream yet'}"
-            + (f"  | no response {errors}" if errors else "")
-            + f"  | ttft p50 {seconds(percentile(t.total.ttfts, 50))} "
-            f"p95 {seconds(percentile(t.total.ttfts, 95))}")
+    return (
+        f"[{t.elapsed:6.1f}s] started {t.started}  finished {t.total.n}  in flight "
+        f"{t.in_flight}  | {outcomes or 'no stream yet'}"
+        + (f"  | no response {errors}" if errors else "")
+        + f"  | ttft p50 {seconds(percentile(t.total.ttfts, 50))} "
+        f"p95 {seconds(percentile(t.total.ttfts, 95))}"
+    )
 
 
 def _ratio(k: int, n: int) -> str:
@@ -372,23 +387,45 @@ def _ratio(k: int, n: int) -> str:
 
 def summary(t: Traffic) -> str:
     rate = t.total.n / t.elapsed if t.elapsed > 0 else 0.0
-    rows = [("scenario", "n", "http", "ttft p50", "ttft p95", "[DONE]", "usage", "finish",
-             "cut", "verdict seen by the client (most common)")]
+    rows = [
+        (
+            "scenario",
+            "n",
+            "http",
+            "ttft p50",
+            "ttft p95",
+            "[DONE]",
+            "usage",
+            "finish",
+            "cut",
+            "verdict seen by the client (most common)",
+        )
+    ]
     for name, tally in [*sorted(t.by_scenario.items()), ("all", t.total)]:
         http = " ".join(f"{s or 'none'}x{n}" for s, n in sorted(tally.statuses.items()))
-        verdict = tally.verdicts.most_common(1)[0][0] if tally.verdicts else (
-            "no response: " + ", ".join(tally.errors) if tally.errors else "-")
+        verdict = (
+            tally.verdicts.most_common(1)[0][0]
+            if tally.verdicts
+            else ("no response: " + ", ".join(tally.errors) if tally.errors else "-")
+        )
         if name == "all":
             verdict = ""
-        rows.append((name, str(tally.n), http, seconds(percentile(tally.ttfts, 50)),
-                     seconds(percentile(tally.ttfts, 95)), _ratio(tally.done, tally.n),
-                     _ratio(tally.usage_seen, tally.usage_asked), _ratio(tally.finish, tally.n),
-                     str(tally.cut), verdict))
-    head = (f"traffic summary: {t.total.n} requests in {t.elapsed:.1f}s ({rate:.1f}/s), as "
-            "the client saw them")
+        rows.append(
+            (
+                name,
+                str(tally.n),
+                http,
+                seconds(percentile(tally.ttfts, 50)),
+                seconds(percentile(tally.ttfts, 95)),
+                _ratio(tally.done, tally.n),
+                _ratio(tally.usage_seen, tally.usage_asked),
+                _ratio(tally.finish, tally.n),
+                str(tally.cut),
+                verdict,
+            )
+        )
+    head = f"traffic summary: {t.total.n} requests in {t.elapsed:.1f}s ({rate:.1f}/s), as the client saw them"
     return head + "\n" + table(rows)
-
-
 
 
 class Progress:
@@ -413,50 +450,105 @@ class Progress:
 
 # Command -----------------------------------------------------------------------------------
 
+
 def add_traffic_options(p: argparse.ArgumentParser, *, rate: float, concurrency: int) -> None:
     """The load options (also used by `demo`)."""
-    p.add_argument("--mix", type=parse_mix, default=scenarios.DEFAULT_MIX, metavar="MIX",
-                   help="scenarios and weights, e.g. healthy=8,buffered=1,truncated=1 (default: "
-                   "every scenario, weighted healthy=10, tool-call=2, the others 1)")
-    p.add_argument("--rate", type=non_negative_float, default=rate, metavar="PER_SECOND",
-                   help=f"requests started per second, 0 for as fast as --concurrency allows "
-                   f"(default: {rate:g})")
-    p.add_argument("--concurrency", type=positive_int, default=concurrency, metavar="N",
-                   help=f"most streams open at once (default: {concurrency})")
-    p.add_argument("--route", choices=tuple(ROUTES), default="chat",
-                   help="API to call: chat (/chat/completions), responses, completions "
-                   "(default: chat)")
+    p.add_argument(
+        "--mix",
+        type=parse_mix,
+        default=scenarios.DEFAULT_MIX,
+        metavar="MIX",
+        help="scenarios and weights, e.g. healthy=8,buffered=1,truncated=1 (default: "
+        "every scenario, weighted healthy=10, tool-call=2, the others 1)",
+    )
+    p.add_argument(
+        "--rate",
+        type=non_negative_float,
+        default=rate,
+        metavar="PER_SECOND",
+        help=f"requests started per second, 0 for as fast as --concurrency allows (default: {rate:g})",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=concurrency,
+        metavar="N",
+        help=f"most streams open at once (default: {concurrency})",
+    )
+    p.add_argument(
+        "--route",
+        choices=tuple(ROUTES),
+        default="chat",
+        help="API to call: chat (/chat/completions), responses, completions (default: chat)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "traffic", help="send a mix of demo scenarios and report what the client saw",
+        "traffic",
+        help="send a mix of demo scenarios and report what the client saw",
         description="Streaming requests to any OpenAI-compatible base URL (the demo gateway, "
         "the proxy, a real gateway) in a weighted mix of demo scenarios; a progress line, then "
-        "a summary of what the client itself saw.")
-    p.add_argument("--base-url", type=base_url, required=True, metavar="URL",
-                   help="OpenAI base URL, e.g. http://127.0.0.1:8080/v1 (/v1 is added to a "
-                   "URL without a path)")
+        "a summary of what the client itself saw.",
+    )
+    p.add_argument(
+        "--base-url",
+        type=base_url,
+        required=True,
+        metavar="URL",
+        help="OpenAI base URL, e.g. http://127.0.0.1:8080/v1 (/v1 is added to a URL without a path)",
+    )
     add_traffic_options(p, rate=5.0, concurrency=8)
-    p.add_argument("--duration", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="seconds to keep starting requests (default: 30)")
-    p.add_argument("--requests", type=positive_int, default=None, metavar="N",
-                   help="stop after starting this many requests")
-    p.add_argument("--model", default=None,
-                   help="send this model name and put the scenario in the X-Demo-Scenario "
-                   "header (default: the model is demo-<scenario>)")
-    p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   type=_header, help="extra request header, repeatable "
-                   "(e.g. -H 'X-Demo-TTFT-Ms: 50')")
-    p.add_argument("--api-key-env", metavar="NAME", default=None,
-                   help="environment variable holding the API key sent as a Bearer token")
-    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="seconds without a byte before the client gives up on a stream "
-                   "(default: 60)")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="also write the summary as JSON to FILE")
-    p.add_argument("--refresh", type=positive_float, default=1.0, metavar="SECONDS",
-                   help="seconds between progress lines (default: 1)")
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to keep starting requests (default: 30)",
+    )
+    p.add_argument(
+        "--requests",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after starting this many requests",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="send this model name and put the scenario in the X-Demo-Scenario "
+        "header (default: the model is demo-<scenario>)",
+    )
+    p.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        type=_header,
+        help="extra request header, repeatable (e.g. -H 'X-Demo-TTFT-Ms: 50')",
+    )
+    p.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=None,
+        help="environment variable holding the API key sent as a Bearer token",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds without a byte before the client gives up on a stream (default: 60)",
+    )
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the summary as JSON to FILE")
+    p.add_argument(
+        "--refresh",
+        type=positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between progress lines (default: 1)",
+    )
     p.set_defaults(run=run)
 
 
@@ -472,14 +564,24 @@ def run(args: argparse.Namespace) -> int:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            print(f"sse-audit-proxy: error: environment variable {args.api_key_env} is not set",
-                  file=sys.stderr)
+            print(
+                f"sse-audit-proxy: error: environment variable {args.api_key_env} is not set", file=sys.stderr
+            )
             return 2
-    cfg = TrafficConfig(base_url=args.base_url, mix=args.mix, concurrency=args.concurrency,
-                        rate=args.rate, duration=args.duration, requests=args.requests,
-                        route=args.route, model=args.model, headers=tuple(args.header),
-                        api_key=api_key, timeout=args.timeout,
-                        trace_prefix=f"traffic-{os.urandom(3).hex()}")
+    cfg = TrafficConfig(
+        base_url=args.base_url,
+        mix=args.mix,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        duration=args.duration,
+        requests=args.requests,
+        route=args.route,
+        model=args.model,
+        headers=tuple(args.header),
+        api_key=api_key,
+        timeout=args.timeout,
+        trace_prefix=f"traffic-{os.urandom(3).hex()}",
+    )
     return loop.run(_main(cfg, args.refresh, args.json))
 
 
@@ -488,10 +590,13 @@ async def _main(cfg: TrafficConfig, refresh: float, json_path: str | None) -> in
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # the first stops, a second skips the grace
         running.add_signal_handler(sig, lambda: (hurry if stop.is_set() else stop).set())
-    print(f"traffic: {format_mix(cfg.mix)} to {cfg.base_url / ROUTES[cfg.route]} at "
-          f"{cfg.rate:g}/s, {cfg.concurrency} at once" + (
-              f", for {cfg.duration:g}s" if cfg.duration else "") + " (Ctrl-C to stop)",
-          flush=True)
+    print(
+        f"traffic: {format_mix(cfg.mix)} to {cfg.base_url / ROUTES[cfg.route]} at "
+        f"{cfg.rate:g}/s, {cfg.concurrency} at once"
+        + (f", for {cfg.duration:g}s" if cfg.duration else "")
+        + " (Ctrl-C to stop)",
+        flush=True,
+    )
     traffic = Traffic()
     progress = Progress(sys.stdout)
     task = asyncio.create_task(drive(cfg, stop, traffic, hurry))
@@ -505,7 +610,6 @@ async def _main(cfg: TrafficConfig, refresh: float, json_path: str | None) -> in
         with open(json_path, "wb") as fh:
             fh.write(orjson.dumps(traffic.as_dict(), option=orjson.OPT_INDENT_2))
     if traffic.total.n and traffic.total.errors.total() == traffic.total.n:
-        print(f"sse-audit-proxy: error: no request got a response from {cfg.base_url}",
-              file=sys.stderr)
+        print(f"sse-audit-proxy: error: no request got a response from {cfg.base_url}", file=sys.stderr)
         return 1
     return 0

@@ -71,8 +71,9 @@ class Case:
         times = [0.001 * (i + 1) for i in range(len(pieces))]
         return self._run(audit, info, pieces, times)
 
-    def _run(self, audit: StreamAudit, info: RequestInfo, pieces: list[bytes],
-             times: list[float]) -> StreamResult | None:
+    def _run(
+        self, audit: StreamAudit, info: RequestInfo, pieces: list[bytes], times: list[float]
+    ) -> StreamResult | None:
         for piece, t in zip(pieces, times, strict=True):
             audit.feed(piece, t)
         if not self.is_sse and not info.stream:
@@ -83,11 +84,15 @@ class Case:
         """An incident's case: each recorded read at its recorded arrival time."""
         assert self.timed is not None
         info = RequestInfo.from_body(json.dumps(self.request).encode())
-        audit = StreamAudit(dialect_for_route(route_for_path(self.path))(), 0.0,
-                            include_usage=info.include_usage, event_stream=self.is_sse)
+        audit = StreamAudit(
+            dialect_for_route(route_for_path(self.path))(),
+            0.0,
+            include_usage=info.include_usage,
+            event_stream=self.is_sse,
+        )
         pieces, offset = [], 0
         for _, size in self.timed:
-            pieces.append(self.body[offset:offset + int(size)])
+            pieces.append(self.body[offset : offset + int(size)])
             offset += int(size)
         assert offset == len(self.body)
         return self._run(audit, info, pieces, [t / 1000.0 for t, _ in self.timed])
@@ -151,16 +156,14 @@ def test_recorded_stream_gives_its_record_at_every_split_point(path: pathlib.Pat
     same = untimed if case.timed is not None else (lambda r: r)
     for pieces in splits(case):
         got = observed(case.replay(pieces))
-        assert same(got) == same(expected), (
-            f"{case.name}: split at {[len(p) for p in pieces][:8]}...")
+        assert same(got) == same(expected), f"{case.name}: split at {[len(p) for p in pieces][:8]}..."
 
 
 TIMED = [p for p in CASES if "timed" in json.loads(p.read_text())]
 
 
 @pytest.mark.parametrize("path", TIMED, ids=[p.stem for p in TIMED])
-def test_incident_case_replayed_at_its_recorded_times_gives_its_whole_record(
-        path: pathlib.Path) -> None:
+def test_incident_case_replayed_at_its_recorded_times_gives_its_whole_record(path: pathlib.Path) -> None:
     case = load(path)
     assert observed(case.replay_timed()) == case.expected["stream"]
 
@@ -201,8 +204,9 @@ async def test_recorded_stream_through_the_proxy_is_forwarded_unchanged_and_audi
 
     running = await proxy(await upstream(serve))
     for n in range(len(plans)):
-        async with http.post(running.url.with_path(case.path), json=case.request,
-                             headers={"X-Plan": str(n)}) as resp:
+        async with http.post(
+            running.url.with_path(case.path), json=case.request, headers={"X-Plan": str(n)}
+        ) as resp:
             assert resp.status == case.status
             received = await resp.read()
             assert resp.headers.get("Content-Encoding") == case.headers.get("Content-Encoding")

@@ -44,16 +44,31 @@ def decode(chunks: list[bytes], cap: int) -> tuple[object, ...]:
 
 
 def verdict(route: str, chunks: list[bytes], cap: int, encoding: str) -> tuple[object, ...]:
-    audit = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=True,
-                        content_encoding=encoding, thresholds=Thresholds(max_frame_bytes=cap))
+    audit = StreamAudit(
+        dialect_for_route(route)(),
+        0.0,
+        include_usage=True,
+        content_encoding=encoding,
+        thresholds=Thresholds(max_frame_bytes=cap),
+    )
     for i, chunk in enumerate(chunks):
         audit.feed(chunk, 0.01 * (i + 1))
     r = audit.finish(1.0, End.UPSTREAM_EOF)
     anomalies = [a for a in r.anomalies if a != "buffered"]  # timing-dependent by design
     if encoding and "malformed_frame" in anomalies:
         return r.outcome, "malformed_frame"  # what zlib decoded before failing depends on cuts
-    return (r.outcome, anomalies, r.frames, r.content_frames, r.keepalives, r.done,
-            r.finish_reasons, r.usage, r.tool_calls, r.unterminated_frame)
+    return (
+        r.outcome,
+        anomalies,
+        r.frames,
+        r.content_frames,
+        r.keepalives,
+        r.done,
+        r.finish_reasons,
+        r.usage,
+        r.tool_calls,
+        r.unterminated_frame,
+    )
 
 
 def test_one_input(data: bytes) -> None:

@@ -36,11 +36,16 @@ async def main(n: int) -> None:
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError:
                 return
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(FRAME), FRAME))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(FRAME), FRAME)
+            )
             await release.wait()
             done = b"data: [DONE]\n\n"
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
@@ -67,8 +72,11 @@ async def main(n: int) -> None:
     await asyncio.sleep(0.3)
     gc.collect()
     after = tracemalloc.take_snapshot()
-    skip = [tracemalloc.Filter(False, "*/aiohttp/client*"), tracemalloc.Filter(False, "*tracemalloc*"),
-            tracemalloc.Filter(False, "*/aiohttp/connector.py")]
+    skip = [
+        tracemalloc.Filter(False, "*/aiohttp/client*"),
+        tracemalloc.Filter(False, "*tracemalloc*"),
+        tracemalloc.Filter(False, "*/aiohttp/connector.py"),
+    ]
     stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
     print(f"{sum(s.size_diff for s in stats) / n / 1024:.2f} KiB per open stream (Python heap)")
     for s in stats[:30]:

@@ -38,22 +38,39 @@ class Child:
 
 def nofile_limit(limit: int) -> Callable[[], None]:
     """A preexec_fn: the child may hold at most `limit` descriptors (soft and hard)."""
+
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
     return apply
 
 
 @contextlib.asynccontextmanager
-async def serve(upstream: URL, *args: str, nofile: int | None = None,
-                env: dict[str, str] | None = None) -> AsyncIterator[Child]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+async def serve(
+    upstream: URL, *args: str, nofile: int | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[Child]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", str(upstream),
-        "--port", "0", "--metrics-port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "serve",
+        "--upstream",
+        str(upstream),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**base, **(env or {}), "PYTHONUNBUFFERED": "1"},
-        preexec_fn=None if nofile is None else nofile_limit(nofile))
+        preexec_fn=None if nofile is None else nofile_limit(nofile),
+    )
     assert proc.stdout is not None and proc.stderr is not None
     lines: list[dict[str, Any]] = []
     err = bytearray()

@@ -40,8 +40,7 @@ async def test_gzip_bomb_is_forwarded_unchanged_flagged_and_never_delays_other_r
         await request.read()
         if request.path == "/v1/models":
             return web.json_response({"data": []})
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Content-Encoding": "gzip"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"})
         await resp.prepare(request)
         for i in range(0, len(bomb), 16 << 10):
             await resp.write(bomb[i : i + (16 << 10)])
@@ -63,8 +62,9 @@ async def test_gzip_bomb_is_forwarded_unchanged_flagged_and_never_delays_other_r
         normal = statistics.median(baseline)
 
         async def bomb_stream() -> bytes:
-            async with http.post(child.url / CHAT.lstrip("/"), json=STREAM_BODY,
-                                 headers={"X-Client-Request-Id": "bomb-1"}) as resp:
+            async with http.post(
+                child.url / CHAT.lstrip("/"), json=STREAM_BODY, headers={"X-Client-Request-Id": "bomb-1"}
+            ) as resp:
                 assert resp.status == 200
                 return await resp.read()
 

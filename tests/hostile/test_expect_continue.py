@@ -15,14 +15,18 @@ BODY = b'{"model": "m", "stream": true, "messages": []}'
 
 
 def head(*extra: str, length: int = len(BODY), version: str = "1.1") -> bytes:
-    lines = [f"POST {CHAT} HTTP/{version}", "Host: x", f"Content-Length: {length}",
-             "Content-Type: application/json", "Expect: 100-continue", *extra]
+    lines = [
+        f"POST {CHAT} HTTP/{version}",
+        "Host: x",
+        f"Content-Length: {length}",
+        "Content-Type: application/json",
+        "Expect: 100-continue",
+        *extra,
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def test_100_continue_is_sent_then_the_body_is_read_and_forwarded(
-    upstream: Any, proxy: Any
-) -> None:
+async def test_100_continue_is_sent_then_the_body_is_read_and_forwarded(upstream: Any, proxy: Any) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler(complete_stream(2), tally)))
     reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
@@ -42,11 +46,15 @@ async def test_a_refused_request_gets_its_refusal_instead_of_100_and_is_closed(
     upstream: Any, proxy: Any
 ) -> None:
     tally = Tally()
-    p = await proxy(await upstream(streaming_handler(complete_stream(2), tally)),
-                    require_keys=(TEST_KEYS[0],), max_body_bytes=1024)
-    for request, status in ((head(), b"401"),  # no key
-                            (head(f"Authorization: Bearer {TEST_KEYS[0]}", length=4096),
-                             b"413")):  # too large
+    p = await proxy(
+        await upstream(streaming_handler(complete_stream(2), tally)),
+        require_keys=(TEST_KEYS[0],),
+        max_body_bytes=1024,
+    )
+    for request, status in (
+        (head(), b"401"),  # no key
+        (head(f"Authorization: Bearer {TEST_KEYS[0]}", length=4096), b"413"),
+    ):  # too large
         reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
         writer.write(request)
         out, closed = await read_to_close(reader, 3.0)  # the body is never sent
@@ -66,8 +74,7 @@ async def test_no_100_for_http_1_0_or_a_request_without_a_body(upstream: Any, pr
     writer.close()
     assert out.startswith(b"HTTP/1.0 200") and b"100 Continue" not in out
     reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
-    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                 b"Connection: close\r\n\r\n")
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
     out, _ = await read_to_close(reader, 3.0)
     writer.close()
     assert out.startswith(b"HTTP/1.1 200") and b"100 Continue" not in out

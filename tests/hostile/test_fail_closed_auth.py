@@ -14,9 +14,24 @@ import pytest
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
     return subprocess.run(
-        [sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", "http://127.0.0.1:9",
-         "--port", "0", "--metrics-port", "0", *args],
-        capture_output=True, text=True, timeout=20, env={**base, **(env or {})})
+        [
+            sys.executable,
+            "-m",
+            "sse_audit_proxy",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**base, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("value", ["", " , ", ",", " ,, ,"])

@@ -20,14 +20,20 @@ from tests.reliability_support import Tally, streaming_handler
 KEY = TEST_KEYS[1]
 
 
-@pytest.mark.parametrize(("head", "status"), [
-    (f"X-Api-Key: {KEY}{'A' * 20000}", 431),  # a field over the limit
-    (f"X-Api-Key: {KEY}\x01", 400),  # a control character
-    (f"X-Api-Key {KEY}", 400),  # no colon
-    ("".join(f"X-{i}: {KEY}\r\n" for i in range(150)).rstrip(), 431),  # too many fields
-], ids=["field-too-long", "control-character", "no-colon", "too-many-fields"])
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (f"X-Api-Key: {KEY}{'A' * 20000}", 431),  # a field over the limit
+        (f"X-Api-Key: {KEY}\x01", 400),  # a control character
+        (f"X-Api-Key {KEY}", 400),  # no colon
+        ("".join(f"X-{i}: {KEY}\r\n" for i in range(150)).rstrip(), 431),  # too many fields
+    ],
+    ids=["field-too-long", "control-character", "no-colon", "too-many-fields"],
+)
 async def test_a_malformed_head_on_the_metrics_port_is_answered_generically_and_not_logged(
-    head: str, status: int, upstream: Any,
+    head: str,
+    status: int,
+    upstream: Any,
 ) -> None:
     url = await upstream(streaming_handler([], Tally()))
     async with serve(url) as child:

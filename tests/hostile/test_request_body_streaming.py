@@ -90,8 +90,7 @@ async def test_body_reaches_the_upstream_before_the_client_has_sent_it_all(proxy
         p = await proxy(URL(f"http://127.0.0.1:{up['port']}"))
         reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
         total = 4 * MB
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\n"
-                     b"Content-Length: %d\r\n\r\n" % total)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % total)
         writer.write(b" " * (total // 2))
         await writer.drain()
         # Half the body is out and the client waits: the upstream must already have most of it.
@@ -105,20 +104,31 @@ async def test_body_reaches_the_upstream_before_the_client_has_sent_it_all(proxy
 
 async def test_model_sent_after_a_huge_messages_array_is_learned(proxy: Any) -> None:
     # The openai SDK's order: messages first, then model and stream.
-    body = orjson.dumps({"messages": [{"role": "user", "content": "x" * 4096}] * 1024,
-                         "model": "gpt-after", "stream": True,
-                         "stream_options": {"include_usage": True}})
+    body = orjson.dumps(
+        {
+            "messages": [{"role": "user", "content": "x" * 4096}] * 1024,
+            "model": "gpt-after",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
 
     async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 14"
-                     b"\r\n\r\ndata: [DONE]\n\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 14"
+            b"\r\n\r\ndata: [DONE]\n\n"
+        )
 
     async with raw_upstream(script) as up:
         p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
-        async with aiohttp.ClientSession() as http, http.post(
-            p.url / CHAT.lstrip("/"), data=body,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                p.url / CHAT.lstrip("/"),
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
             await resp.read()
         assert up.requests[0].body == body
     rec = await p.record()
@@ -130,8 +140,10 @@ async def test_expect_100_continue_is_answered_when_the_body_is_read(proxy: Any)
     async with sink_upstream() as up:
         p = await proxy(URL(f"http://127.0.0.1:{up['port']}"))
         reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"{}")
@@ -141,7 +153,7 @@ async def test_expect_100_continue_is_answered_when_the_body_is_read(proxy: Any)
 
 
 async def test_chunked_body_crossing_the_cap_after_streaming_began_is_cut_and_answered_413(
-    proxy: Any
+    proxy: Any,
 ) -> None:
     async with sink_upstream() as up:
         p = await proxy(URL(f"http://127.0.0.1:{up['port']}"), max_body_bytes=512 << 10)
@@ -150,9 +162,7 @@ async def test_chunked_body_crossing_the_cap_after_streaming_began_is_cut_and_an
             for _ in range(64):
                 yield b" " * (32 << 10)  # 2 MiB in all, no Content-Length
 
-        async with aiohttp.ClientSession() as http, http.post(
-            p.url / CHAT.lstrip("/"), data=body()
-        ) as resp:
+        async with aiohttp.ClientSession() as http, http.post(p.url / CHAT.lstrip("/"), data=body()) as resp:
             assert resp.status == 413
             assert (await resp.json())["error"]["code"] == "request_too_large"
         # The upstream got the start, then a cut: never the end of a body that did not end.
@@ -172,8 +182,9 @@ async def test_40_concurrent_30mb_uploads_held_one_byte_short_add_under_100mb_rs
         async def upload() -> None:
             _, writer = await asyncio.open_connection(s.url.host, s.url.port)
             conns.append(writer)
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\n"
-                         b"Content-Length: %d\r\n\r\n" % size)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % size
+            )
             for _ in range(29):
                 writer.write(block)
                 await writer.drain()
@@ -201,12 +212,15 @@ async def test_a_1gb_upload_passes_with_the_cap_raised() -> None:
             yield block
         yield b'"}],"model":"gpt-big","stream":false}'
 
-    async with sink_upstream() as up, serve_process(
-        URL(f"http://127.0.0.1:{up['port']}"), "--max-body-bytes", str(2 * gb)
-    ) as s:
+    async with (
+        sink_upstream() as up,
+        serve_process(URL(f"http://127.0.0.1:{up['port']}"), "--max-body-bytes", str(2 * gb)) as s,
+    ):
         t0 = time.monotonic()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http, \
-                http.post(s.url / CHAT.lstrip("/"), data=body()) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
+            http.post(s.url / CHAT.lstrip("/"), data=body()) as resp,
+        ):
             assert resp.status == 200
             assert await resp.read() == b"ok"
         assert time.monotonic() - t0 < 120

@@ -18,8 +18,7 @@ from tests.reliability_support import Tally, raw_exchange, streaming_handler
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def post(*fields: bytes, body: bytes = b"", sep: bytes = b"\r\n",
-         version: bytes = b"1.1") -> bytes:
+def post(*fields: bytes, body: bytes = b"", sep: bytes = b"\r\n", version: bytes = b"1.1") -> bytes:
     head = [b"POST /v1/chat/completions HTTP/" + version, b"Host: x", *fields]
     return sep.join(head) + sep + sep + body + SMUGGLED
 
@@ -29,10 +28,8 @@ AMBIGUOUS = {
     "te-unknown-coding": post(b"Transfer-Encoding: xchunked", body=b"0\r\n\r\n"),
     "te-chunked-not-last": post(b"Transfer-Encoding: chunked, identity", body=b"0\r\n\r\n"),
     "te-chunked-twice": post(b"Transfer-Encoding: chunked, chunked", body=b"0\r\n\r\n"),
-    "te-two-fields": post(b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity",
-                          body=b"0\r\n\r\n"),
-    "te-space-before-colon": post(b"Transfer-Encoding : chunked", b"Content-Length: 3",
-                                  body=b"0\r\n\r\n"),
+    "te-two-fields": post(b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", body=b"0\r\n\r\n"),
+    "te-space-before-colon": post(b"Transfer-Encoding : chunked", b"Content-Length: 3", body=b"0\r\n\r\n"),
     "te-on-http-1.0": post(b"Transfer-Encoding: chunked", body=b"0\r\n\r\n", version=b"1.0"),
     "duplicate-cl": post(b"Content-Length: 0", b"Content-Length: 43"),
     "cl-list": post(b"Content-Length: 0, 43"),
@@ -64,8 +61,9 @@ async def test_optional_whitespace_around_chunked_is_parsed_as_the_two_requests_
 ) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))
-    raw = await raw_exchange(p.service.proxy.port,
-                             post(b"Transfer-Encoding:\tchunked ", body=b"0\r\n\r\n"), timeout=2.0)
+    raw = await raw_exchange(
+        p.service.proxy.port, post(b"Transfer-Encoding:\tchunked ", body=b"0\r\n\r\n"), timeout=2.0
+    )
     assert raw.count(b"HTTP/1.1 200") == 2
     # Each reached the upstream framed by the proxy, with the body the proxy parsed.
     assert tally.paths == ["/v1/chat/completions", "/smuggled"]

@@ -52,12 +52,12 @@ async def test_a_slow_but_timely_head_is_served_and_the_body_is_not_under_the_ti
     upstream: Any, proxy: Any
 ) -> None:
     tally = Tally()
-    p = await proxy(await upstream(streaming_handler(complete_stream(2), tally)),
-                    header_timeout=1.0)
+    p = await proxy(await upstream(streaming_handler(complete_stream(2), tally)), header_timeout=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
     body = b'{"model": "m", "stream": true}'
-    head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     for i in range(0, len(head), 20):  # the head in 0.5 s
         writer.write(head[i : i + 20])
         await asyncio.sleep(0.5 / (len(head) / 20))
@@ -73,8 +73,7 @@ async def test_a_slow_but_timely_head_is_served_and_the_body_is_not_under_the_ti
 async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(
     upstream: Any, proxy: Any
 ) -> None:
-    p = await proxy(await upstream(streaming_handler([], Tally())), keepalive_timeout=0.5,
-                    header_timeout=5.0)
+    p = await proxy(await upstream(streaming_handler([], Tally())), keepalive_timeout=0.5, header_timeout=5.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
     writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -90,8 +89,7 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
 async def test_once_a_head_begins_the_header_timeout_governs_not_the_keepalive_one(
     upstream: Any, proxy: Any
 ) -> None:
-    p = await proxy(await upstream(streaming_handler([], Tally())), keepalive_timeout=0.6,
-                    header_timeout=0.4)
+    p = await proxy(await upstream(streaming_handler([], Tally())), keepalive_timeout=0.6, header_timeout=0.4)
     reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
     writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -127,15 +125,13 @@ async def open_slow_clients(port: int, n: int, budget: float) -> list[asyncio.St
     return writers
 
 
-async def stream_with_retries(http: aiohttp.ClientSession, url: Any,
-                             deadline: float) -> tuple[bytes, int]:
+async def stream_with_retries(http: aiohttp.ClientSession, url: Any, deadline: float) -> tuple[bytes, int]:
     """One stream, retried on connection failures every 0.2 s until `deadline`."""
     attempts = 0
     while (left := deadline - time.monotonic()) > 0:
         attempts += 1
         try:
-            async with http.post(url, json=STREAM_BODY,
-                                 timeout=aiohttp.ClientTimeout(total=left)) as resp:
+            async with http.post(url, json=STREAM_BODY, timeout=aiohttp.ClientTimeout(total=left)) as resp:
                 assert resp.status == 200
                 return await resp.read(), attempts
         except (aiohttp.ClientConnectionError, TimeoutError):
@@ -150,8 +146,10 @@ async def test_slowloris_at_the_descriptor_limit_does_not_lock_out_a_real_stream
         pytest.skip("this process may not open enough sockets for the attack")
     tally = Tally()
     url = await upstream(streaming_handler(complete_stream(3), tally))
-    async with serve(url, "--header-timeout", str(HEADER_TIMEOUT),
-                     nofile=NOFILE) as child, aiohttp.ClientSession() as http:
+    async with (
+        serve(url, "--header-timeout", str(HEADER_TIMEOUT), nofile=NOFILE) as child,
+        aiohttp.ClientSession() as http,
+    ):
         port = child.url.port
         assert port is not None
         writers = await open_slow_clients(port, SLOW_CLIENTS, budget=10.0)
@@ -169,8 +167,9 @@ async def test_slowloris_at_the_descriptor_limit_does_not_lock_out_a_real_stream
             # At the descriptor limit the proxy (uvloop, libuv) accepts and at once closes
             # each new connection, so a client retries, as SDKs do, until it is served.
             started = time.monotonic()
-            body, attempts = await stream_with_retries(http, child.url / CHAT.lstrip("/"),
-                                                       started + HEADER_TIMEOUT + 5.0)
+            body, attempts = await stream_with_retries(
+                http, child.url / CHAT.lstrip("/"), started + HEADER_TIMEOUT + 5.0
+            )
             elapsed = time.monotonic() - started
             await asyncio.sleep(HEADER_TIMEOUT + 0.5)  # every slow client has now timed out
             async with http.get(child.metrics_url / "metrics") as resp:

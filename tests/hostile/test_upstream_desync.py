@@ -51,9 +51,7 @@ async def test_stray_response_arriving_on_an_idle_connection_is_never_given_to_t
         assert up.connections == 4
 
 
-async def test_in_1000_interleaved_tries_no_client_ever_receives_another_clients_answer(
-    proxy: Any
-) -> None:
+async def test_in_1000_interleaved_tries_no_client_ever_receives_another_clients_answer(proxy: Any) -> None:
     """Strays glued behind an answer, or a moment later, among normal answers.
 
     Requests go one after another (each client waits for its answer, as the clients of the
@@ -103,8 +101,7 @@ async def test_in_1000_interleaved_tries_no_client_ever_receives_another_clients
 async def test_responses_that_end_exactly_reuse_one_upstream_connection(proxy: Any) -> None:
     async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
         if req.target == b"/chunked":
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"3\r\nabc\r\n0\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
         else:
             writer.write(answer(req))
 
@@ -156,7 +153,7 @@ async def test_bytes_after_a_response_without_body_are_never_forwarded(
 
 
 async def test_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_sent_again(
-    proxy: Any
+    proxy: Any,
 ) -> None:
     """The upstream closes a kept-alive connection as the next request arrives on it."""
     served: dict[int, int] = {}

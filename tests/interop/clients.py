@@ -20,9 +20,11 @@ from servers import HERE
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "The weather at a place",
-    "parameters": {"type": "object",
-                   "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
-                   "required": ["location"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["location"],
+    },
 }
 
 
@@ -58,8 +60,9 @@ def _args(text: str | None) -> Any:
 
 
 def _openai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
-    client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=30,
-                           default_headers=headers)
+    client = openai.OpenAI(
+        base_url=base + "/v1", api_key=key, max_retries=0, timeout=30, default_headers=headers
+    )
     with client:
         if call.api == "chat":
             return _openai_chat(client, call)
@@ -69,8 +72,12 @@ def _openai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict
 def _openai_chat(client: openai.OpenAI, call: Call) -> dict[str, Any]:
     extra: dict[str, Any] = {"tools": [{"type": "function", "function": WEATHER_TOOL}]} if call.tools else {}
     stream = client.chat.completions.create(
-        model=call.model, messages=[{"role": "user", "content": call.prompt}], stream=True,
-        stream_options={"include_usage": True}, **extra)
+        model=call.model,
+        messages=[{"role": "user", "content": call.prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+        **extra,
+    )
     out: dict[str, Any] = {"text": "", "usage": None, "finish": None}
     calls: dict[int, dict[str, str]] = {}
     content = 0
@@ -119,17 +126,26 @@ def _openai_responses(client: openai.OpenAI, call: Call) -> dict[str, Any]:
 
 
 def _anthropic_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
-    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0, timeout=30,
-                                 default_headers=headers)
+    client = anthropic.Anthropic(
+        base_url=base, api_key=key, max_retries=0, timeout=30, default_headers=headers
+    )
     extra: dict[str, Any] = {}
     if call.tools:
-        extra["tools"] = [{"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
-                           "input_schema": WEATHER_TOOL["parameters"]}]
+        extra["tools"] = [
+            {
+                "name": WEATHER_TOOL["name"],
+                "description": WEATHER_TOOL["description"],
+                "input_schema": WEATHER_TOOL["parameters"],
+            }
+        ]
     out: dict[str, Any] = {"text": "", "toolCalls": [], "usage": None, "finish": None}
     content = 0
-    with client, client.messages.stream(model=call.model, max_tokens=256,
-                                        messages=[{"role": "user", "content": call.prompt}],
-                                        **extra) as stream:
+    with (
+        client,
+        client.messages.stream(
+            model=call.model, max_tokens=256, messages=[{"role": "user", "content": call.prompt}], **extra
+        ) as stream,
+    ):
         for event in stream:
             if event.type == "text":
                 out["text"] += event.text
@@ -147,11 +163,24 @@ def _anthropic_py(call: Call, base: str, key: str, headers: dict[str, str]) -> d
 def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None
-    spec = {"client": call.client, "api": call.api, "baseURL": base + call.path_prefix + "/v1",
-            "apiKey": key, "headers": headers, "model": call.model, "prompt": call.prompt,
-            "tools": [WEATHER_TOOL] if call.tools else None, "abortAfter": call.abort_after}
-    done = subprocess.run([node, str(HERE / "clients.mjs"), json.dumps(spec)], capture_output=True,
-                          timeout=60, check=False, cwd=HERE)
+    spec = {
+        "client": call.client,
+        "api": call.api,
+        "baseURL": base + call.path_prefix + "/v1",
+        "apiKey": key,
+        "headers": headers,
+        "model": call.model,
+        "prompt": call.prompt,
+        "tools": [WEATHER_TOOL] if call.tools else None,
+        "abortAfter": call.abort_after,
+    }
+    done = subprocess.run(
+        [node, str(HERE / "clients.mjs"), json.dumps(spec)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=HERE,
+    )
     lines = done.stdout.decode().strip().splitlines()
     assert lines, f"node client printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
     result: dict[str, Any] = json.loads(lines[-1])
@@ -161,9 +190,12 @@ def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
 def request_body(call: Call) -> dict[str, Any]:
     """The request a plain HTTP client (curl, the raw fetch) sends for `call`."""
     if call.api == "chat":
-        body: dict[str, Any] = {"model": call.model, "stream": True,
-                                "stream_options": {"include_usage": True},
-                                "messages": [{"role": "user", "content": call.prompt}]}
+        body: dict[str, Any] = {
+            "model": call.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": call.prompt}],
+        }
         if call.tools:
             body["tools"] = [{"type": "function", "function": WEATHER_TOOL}]
         return body
@@ -172,17 +204,28 @@ def request_body(call: Call) -> dict[str, Any]:
         if call.tools:
             body["tools"] = [{"type": "function", **WEATHER_TOOL}]
         return body
-    body = {"model": call.model, "stream": True, "max_tokens": 256,
-            "messages": [{"role": "user", "content": call.prompt}]}
+    body = {
+        "model": call.model,
+        "stream": True,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": call.prompt}],
+    }
     if call.tools:
-        body["tools"] = [{"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
-                          "input_schema": WEATHER_TOOL["parameters"]}]
+        body["tools"] = [
+            {
+                "name": WEATHER_TOOL["name"],
+                "description": WEATHER_TOOL["description"],
+                "input_schema": WEATHER_TOOL["parameters"],
+            }
+        ]
     return body
 
 
 def api_path(call: Call) -> str:
-    return call.path_prefix + {"chat": "/v1/chat/completions", "responses": "/v1/responses",
-                               "messages": "/v1/messages"}[call.api]
+    return (
+        call.path_prefix
+        + {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}[call.api]
+    )
 
 
 def auth_headers(call: Call, key: str) -> dict[str, str]:
@@ -196,8 +239,20 @@ def _curl(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
     curl = shutil.which("curl")
     assert curl is not None
     url = base + api_path(call).removeprefix(call.path_prefix)
-    argv = [curl, "-sS", "-N", "--max-time", "30", "-X", "POST", url,
-            "-H", "Content-Type: application/json", "--data-binary", json.dumps(request_body(call))]
+    argv = [
+        curl,
+        "-sS",
+        "-N",
+        "--max-time",
+        "30",
+        "-X",
+        "POST",
+        url,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        json.dumps(request_body(call)),
+    ]
     for name, value in (auth_headers(call, key) | headers).items():
         argv += ["-H", f"{name}: {value}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -233,8 +288,9 @@ def _is_content(data: str) -> int:
         return 0
     if doc.get("type") in ("response.output_text.delta", "content_block_delta"):
         return 1
-    return int(any(c.get("delta", {}).get("content") for c in doc.get("choices") or ()
-                   if isinstance(c, dict)))
+    return int(
+        any(c.get("delta", {}).get("content") for c in doc.get("choices") or () if isinstance(c, dict))
+    )
 
 
 def reduce_events(api: str, events: list[str]) -> dict[str, Any]:

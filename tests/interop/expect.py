@@ -107,8 +107,10 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("error_event")
     if malformed:
         anomalies.add("malformed_frame")
-    if errors_at and ((last is not None and _json(last) is not None and _json(last).get("error"))  # type: ignore[union-attr]
-                      or not finished_after_error):
+    if errors_at and (
+        (last is not None and _json(last) is not None and _json(last).get("error"))  # type: ignore[union-attr]
+        or not finished_after_error
+    ):
         outcome = "upstream_error"
     else:
         outcome = "complete" if done else "truncated"
@@ -120,8 +122,9 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("missing_usage")
     if any(not isinstance(_json(args or "{}"), dict) for args in tools.values()):
         anomalies.add("invalid_tool_arguments")
-    return Expected(outcome, anomalies, done, [finish[k] for k in sorted(finish)], usage,
-                    tool_calls=len(tools))
+    return Expected(
+        outcome, anomalies, done, [finish[k] for k in sorted(finish)], usage, tool_calls=len(tools)
+    )
 
 
 def _responses(datas: list[str], include_usage: bool) -> Expected:
@@ -140,8 +143,11 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
         item = doc.get("item") or {}
         if kind == "response.output_item.added" and item.get("type") == "function_call":
             calls.add(doc.get("output_index"))
-        if (kind == "response.output_item.done" and item.get("type") == "function_call"
-                and not isinstance(_json(item.get("arguments") or "{}"), dict)):
+        if (
+            kind == "response.output_item.done"
+            and item.get("type") == "function_call"
+            and not isinstance(_json(item.get("arguments") or "{}"), dict)
+        ):
             anomalies.add("invalid_tool_arguments")
         if kind in ("response.completed", "response.incomplete", "response.failed", "error"):
             response = doc.get("response") or {}
@@ -171,8 +177,9 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
             continue
         kind = doc.get("type")
         if kind == "message_start":
-            usage.update((k, v) for k, v in ((doc.get("message") or {}).get("usage") or {}).items()
-                         if v is not None)
+            usage.update(
+                (k, v) for k, v in ((doc.get("message") or {}).get("usage") or {}).items() if v is not None
+            )
         elif kind == "message_delta":
             reason = (doc.get("delta") or {}).get("stop_reason")
             if reason:
@@ -202,15 +209,19 @@ def record_usage(record: dict[str, Any]) -> tuple[int | None, int | None] | None
     usage = record.get("usage")
     if not usage:
         return None
-    return (usage.get("prompt_tokens", usage.get("input_tokens")),
-            usage.get("completion_tokens", usage.get("output_tokens")))
+    return (
+        usage.get("prompt_tokens", usage.get("input_tokens")),
+        usage.get("completion_tokens", usage.get("output_tokens")),
+    )
 
 
 def _is_content(api: str, doc: dict[str, Any]) -> bool:
     if api == "chat":
-        return any(isinstance(c, dict) and ((c.get("delta") or {}).get("content")
-                                            or (c.get("delta") or {}).get("tool_calls"))
-                   for c in doc.get("choices") or ())
+        return any(
+            isinstance(c, dict)
+            and ((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("tool_calls"))
+            for c in doc.get("choices") or ()
+        )
     kind = doc.get("type")
     if api == "responses":
         return bool(isinstance(kind, str) and kind.endswith(".delta") and doc.get("delta"))

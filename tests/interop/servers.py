@@ -46,12 +46,15 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
         proc.kill()
         proc.wait()
 
+
 def unavailable(what: str) -> None:
     """Missing third-party software: a failure under CI, a skip with the reason elsewhere."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"interop: {what} (CI must install it: see .ci/run)", pytrace=False)
-    pytest.skip(f"interop: {what}; install them with `pip install -e '.[test]'` and "
-                f"`npm ci --prefix tests/interop` (CI=true turns this skip into a failure)")
+    pytest.skip(
+        f"interop: {what}; install them with `pip install -e '.[test]'` and "
+        f"`npm ci --prefix tests/interop` (CI=true turns this skip into a failure)"
+    )
 
 
 NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai")
@@ -61,10 +64,10 @@ PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai")
 def require_all() -> None:
     """Everything the matrix runs, checked before any server starts."""
     missing = [f"the `{cmd}` command" for cmd in ("node", "curl") if shutil.which(cmd) is None]
-    missing += [f"npm package {name}" for name in NPM_PACKAGES
-                if not (NODE_MODULES / name / "package.json").exists()]
-    missing += [f"Python package {name}" for name in PYPI_PACKAGES
-                if importlib.util.find_spec(name) is None]
+    missing += [
+        f"npm package {name}" for name in NPM_PACKAGES if not (NODE_MODULES / name / "package.json").exists()
+    ]
+    missing += [f"Python package {name}" for name in PYPI_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         unavailable("missing " + ", ".join(missing))
 
@@ -96,13 +99,21 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], name: str
 
 
 @contextlib.contextmanager
-def child(name: str, argv: list[str], ready_url: str, *, timeout: float = 60.0,
-          env: dict[str, str] | None = None, cwd: Path | None = None,
-          log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def child(
+    name: str,
+    argv: list[str],
+    ready_url: str,
+    *,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     # Same process group as pytest: a Ctrl-C or a kill of the group ends the servers too.
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                            preexec_fn=_die_with_pytest)
+    proc = subprocess.Popen(
+        argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=_die_with_pytest
+    )
     try:
         try:
             wait_http(ready_url, timeout, proc, name)
@@ -120,8 +131,9 @@ def quiet_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     # LiteLLM: the model cost map from its own package (it would fetch one from the internet).
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
-               NO_COLOR="1", DISABLE_ADMIN_UI="True")
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", NO_COLOR="1", DISABLE_ADMIN_UI="True"
+    )
     return env
 
 
@@ -138,8 +150,20 @@ def bin_of(name: str) -> str:
 @contextlib.contextmanager
 def demo_gateway(tmp: Path) -> Iterator[str]:
     port = free_port()
-    argv = [sys.executable, "-m", "sse_audit_proxy", "gateway", "--port", str(port),
-            "--ttft", "0.05", "--tokens-per-second", "100", "--fault-delay", "0.3"]
+    argv = [
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "gateway",
+        "--port",
+        str(port),
+        "--ttft",
+        "0.05",
+        "--tokens-per-second",
+        "100",
+        "--fault-delay",
+        "0.3",
+    ]
     url = f"http://127.0.0.1:{port}"
     with child("demo gateway", argv, url + "/v1/models", env=quiet_env(), log=tmp / "gateway.log"):
         yield url
@@ -176,24 +200,44 @@ def litellm(tmp: Path, gateway: str) -> Iterator[str]:
     port = free_port()
     argv = [bin_of("litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    with child("LiteLLM", argv, url + "/health/liveliness", env=quiet_env(), cwd=tmp,
-               log=tmp / "litellm.log", timeout=90):
+    with child(
+        "LiteLLM",
+        argv,
+        url + "/health/liveliness",
+        env=quiet_env(),
+        cwd=tmp,
+        log=tmp / "litellm.log",
+        timeout=90,
+    ):
         yield url
 
 
 # aimock fixtures: matched on the last user message.
-AIMOCK_FIXTURES = {"fixtures": [
-    {"match": {"userMessage": "weather"},
-     "response": {"toolCalls": [{"name": "get_weather",
-                                 "arguments": {"location": "Paris", "unit": "celsius"}}]}},
-    {"match": {"userMessage": "long story"},
-     "response": {"content": " ".join(["word"] * 200)}, "latency": 15, "chunkSize": 8},
-    # Without a latency aimock 1.43 buffers the chunks and the cut drops even the head.
-    {"match": {"userMessage": "cut short"},
-     "response": {"content": " ".join(["word"] * 100)},
-     "truncateAfterChunks": 5, "chunkSize": 8, "latency": 10},
-    {"match": {"userMessage": "hello"}, "response": {"content": "Hello there, streaming world!"}},
-]}
+AIMOCK_FIXTURES = {
+    "fixtures": [
+        {
+            "match": {"userMessage": "weather"},
+            "response": {
+                "toolCalls": [{"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}]
+            },
+        },
+        {
+            "match": {"userMessage": "long story"},
+            "response": {"content": " ".join(["word"] * 200)},
+            "latency": 15,
+            "chunkSize": 8,
+        },
+        # Without a latency aimock 1.43 buffers the chunks and the cut drops even the head.
+        {
+            "match": {"userMessage": "cut short"},
+            "response": {"content": " ".join(["word"] * 100)},
+            "truncateAfterChunks": 5,
+            "chunkSize": 8,
+            "latency": 10,
+        },
+        {"match": {"userMessage": "hello"}, "response": {"content": "Hello there, streaming world!"}},
+    ]
+}
 
 
 @contextlib.contextmanager
@@ -205,8 +249,18 @@ def aimock(tmp: Path) -> Iterator[str]:
     fixtures = tmp / "aimock.json"
     fixtures.write_text(json.dumps(AIMOCK_FIXTURES))
     port = free_port()
-    argv = [str(node), str(cli), "-p", str(port), "-h", "127.0.0.1", "-f", str(fixtures),
-            "--log-level", "warn"]
+    argv = [
+        str(node),
+        str(cli),
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+        "-f",
+        str(fixtures),
+        "--log-level",
+        "warn",
+    ]
     url = f"http://127.0.0.1:{port}"
     with child("aimock", argv, url + "/health", env=quiet_env(), log=tmp / "aimock.log"):
         yield url
@@ -217,8 +271,20 @@ def llmock(tmp: Path) -> Iterator[str]:
     if importlib.util.find_spec("llmock") is None:
         unavailable("llmock (PyPI) is not installed")
     port = free_port()
-    argv = [bin_of("llmock"), "serve", "-h", "127.0.0.1", "-p", str(port), "--log-level", "warning",
-            "--response-style", "static", "--stream-chunk-delay-ms", "5"]
+    argv = [
+        bin_of("llmock"),
+        "serve",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--log-level",
+        "warning",
+        "--response-style",
+        "static",
+        "--stream-chunk-delay-ms",
+        "5",
+    ]
     url = f"http://127.0.0.1:{port}"
     env = quiet_env() | {"COLUMNS": "120"}
     with child("llmock", argv, url + "/v1/models", env=env, log=tmp / "llmock.log"):
@@ -252,12 +318,17 @@ class Serve:
 
     def record(self, trace_id: str, timeout: float = 10.0) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
-            return next((x for x in self.lines if x.get("trace_id") == trace_id
-                         and x.get("event") in ("stream_end", "request_end")), None)
+            return next(
+                (
+                    x
+                    for x in self.lines
+                    if x.get("trace_id") == trace_id and x.get("event") in ("stream_end", "request_end")
+                ),
+                None,
+            )
 
         with self.cond:
-            if not self.cond.wait_for(lambda: found() is not None or self.proc.poll() is not None,
-                                      timeout):
+            if not self.cond.wait_for(lambda: found() is not None or self.proc.poll() is not None, timeout):
                 raise AssertionError(f"no record for trace {trace_id} within {timeout} s")
             line = found()
         assert line is not None, f"serve exited ({self.proc.returncode}) without a record"
@@ -266,8 +337,20 @@ class Serve:
 
 @contextlib.contextmanager
 def serve(upstream: str) -> Iterator[Serve]:
-    argv = [sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", upstream,
-            "--port", "0", "--metrics-port", "0", "--drain-timeout", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "sse_audit_proxy",
+        "serve",
+        "--upstream",
+        upstream,
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--drain-timeout",
+        "1",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=quiet_env(), preexec_fn=_die_with_pytest)
     running = Serve(proc)
     reader = threading.Thread(target=running.read, daemon=True)

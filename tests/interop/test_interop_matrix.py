@@ -52,9 +52,14 @@ def _cases() -> list[Case]:
 
     def add(server: str, client: str, api: str, model: str, prompt: str, tag: str, **kw: Any) -> None:
         prefix = "/anthropic" if server == "llmock" and api == "messages" else ""
-        cases.append(Case(f"{server}-{client}-{api}-{tag}", server,
-                          Call(client, api, model, prompt, path_prefix=prefix, **kw),
-                          text_varies=server == "litellm" and model == "demo-reset"))
+        cases.append(
+            Case(
+                f"{server}-{client}-{api}-{tag}",
+                server,
+                Call(client, api, model, prompt, path_prefix=prefix, **kw),
+                text_varies=server == "litellm" and model == "demo-reset",
+            )
+        )
 
     # The two mock servers: text and tool calls on all three APIs, from every client.
     for server, model in (("aimock", "gpt-4o-mini"), ("llmock", "gpt-4o-mini")):
@@ -70,10 +75,22 @@ def _cases() -> list[Case]:
             add(server, client, "messages", "claude-3-5-haiku", "hello", "text")
         add(server, "anthropic_py", "messages", "claude-3-5-haiku", "weather", "tools", tools=True)
     # aimock's own fault: the stream stops after three chunks, the body ends cleanly.
-    for client, api in (("curl", "chat"), ("openai_py", "chat"), ("ai_sdk", "chat"), ("curl", "messages"),
-                        ("anthropic_py", "messages"), ("curl", "responses")):
-        add("aimock", client, api, "gpt-4o-mini" if api != "messages" else "claude-3-5-haiku",
-            "cut short", "truncated")
+    for client, api in (
+        ("curl", "chat"),
+        ("openai_py", "chat"),
+        ("ai_sdk", "chat"),
+        ("curl", "messages"),
+        ("anthropic_py", "messages"),
+        ("curl", "responses"),
+    ):
+        add(
+            "aimock",
+            client,
+            api,
+            "gpt-4o-mini" if api != "messages" else "claude-3-5-haiku",
+            "cut short",
+            "truncated",
+        )
     # LiteLLM's built-in mock on each of its three APIs.
     for client in CHAT_CLIENTS:
         add("litellm", client, "chat", "mock-gpt", "hello", "mock")
@@ -110,10 +127,24 @@ def _cases() -> list[Case]:
         add("aimock", client, "chat", "gpt-4o-mini", "nothing matches this", "no-fixture")
     # aimock's chaos faults, asked for per request: a 429, and a 200 whose body is broken JSON.
     for client in ("openai_py", "curl"):
-        add("aimock", client, "chat", "gpt-4o-mini", "hello", "chaos-ratelimit",
-            headers={"x-aimock-chaos-ratelimit": "1"})
-        add("aimock", client, "chat", "gpt-4o-mini", "hello", "chaos-malformed",
-            headers={"x-aimock-chaos-malformed": "1"})
+        add(
+            "aimock",
+            client,
+            "chat",
+            "gpt-4o-mini",
+            "hello",
+            "chaos-ratelimit",
+            headers={"x-aimock-chaos-ratelimit": "1"},
+        )
+        add(
+            "aimock",
+            client,
+            "chat",
+            "gpt-4o-mini",
+            "hello",
+            "chaos-malformed",
+            headers={"x-aimock-chaos-malformed": "1"},
+        )
     # Every client hangs up once in the middle of a long stream.
     add("litellm", "openai_py", "chat", "demo-healthy", "hello", "abort", abort_after=3)
     add("litellm", "curl", "chat", "demo-healthy", "hello", "abort", abort_after=3)
@@ -168,18 +199,29 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     tmp: Path = tmp_path_factory.mktemp("interop")
     with contextlib.ExitStack() as stack:
         gateway = stack.enter_context(servers.demo_gateway(tmp))
-        upstreams = {"litellm": stack.enter_context(servers.litellm(tmp, gateway)),
-                     "aimock": stack.enter_context(servers.aimock(tmp)),
-                     "llmock": stack.enter_context(servers.llmock(tmp)),
-                     "gateway": gateway}
-        proxies = {name: stack.enter_context(servers.serve(url)) for name, url in upstreams.items()
-                   if name != "gateway"}
-        keys = {"litellm": servers.MASTER_KEY, "aimock": servers.API_KEY, "llmock": servers.API_KEY,
-                "gateway": servers.API_KEY}
+        upstreams = {
+            "litellm": stack.enter_context(servers.litellm(tmp, gateway)),
+            "aimock": stack.enter_context(servers.aimock(tmp)),
+            "llmock": stack.enter_context(servers.llmock(tmp)),
+            "gateway": gateway,
+        }
+        proxies = {
+            name: stack.enter_context(servers.serve(url))
+            for name, url in upstreams.items()
+            if name != "gateway"
+        }
+        keys = {
+            "litellm": servers.MASTER_KEY,
+            "aimock": servers.API_KEY,
+            "llmock": servers.API_KEY,
+            "gateway": servers.API_KEY,
+        }
         start = time.monotonic()
         with ThreadPoolExecutor(max_workers=6) as pool:
-            futures = {c.id: pool.submit(_run_case, c, upstreams[c.server], proxies[c.server],
-                                         keys[c.server]) for c in CASES}
+            futures = {
+                c.id: pool.submit(_run_case, c, upstreams[c.server], proxies[c.server], keys[c.server])
+                for c in CASES
+            }
             outcomes = {cid: f.result() for cid, f in futures.items()}
         yield Matrix(upstreams, proxies, keys, outcomes, time.monotonic() - start, start - began)
 
@@ -214,10 +256,18 @@ def test_case(matrix: Matrix, case: Case) -> None:
 
 
 def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire, api: str) -> None:
-    got = {"outcome": record["outcome"], "anomalies": set(record["anomalies"]),
-           "finish_reasons": record["finish_reasons"], "usage": record_usage(record)}
-    want = {"outcome": exp.outcome, "anomalies": exp.anomalies, "finish_reasons": exp.finish_reasons,
-            "usage": exp.usage}
+    got = {
+        "outcome": record["outcome"],
+        "anomalies": set(record["anomalies"]),
+        "finish_reasons": record["finish_reasons"],
+        "usage": record_usage(record),
+    }
+    want = {
+        "outcome": exp.outcome,
+        "anomalies": exp.anomalies,
+        "finish_reasons": exp.finish_reasons,
+        "usage": exp.usage,
+    }
     # `buffered` is a timing verdict, and the raw fetch and the proxied run are two requests that
     # a busy machine times differently (LiteLLM's faked streams spread out under load): it is
     # checked on one request, read by the client and judged by the proxy, in
@@ -230,13 +280,17 @@ def _check_verdict(record: dict[str, Any], exp: Expected, wire: Wire, api: str) 
         got.pop("anomalies"), want.pop("anomalies")
     assert got == want, f"raw: {wire.status} {wire.header('Content-Type')} {wire.body[-600:]!r}"
     assert record["status"] == wire.status
-    expected_end = ("upstream_status" if wire.status >= 400
-                    else "upstream_broken" if wire.broken else "upstream_eof")
+    expected_end = (
+        "upstream_status" if wire.status >= 400 else "upstream_broken" if wire.broken else "upstream_eof"
+    )
     # SDKs hang up once they have the end marker (openai-python after `[DONE]`, after
     # `response.completed` on Responses, or on an error frame), often before the server's chunked
     # terminator: the relay ended with the client, the verdict is the stream's all the same.
-    left_at_end = (record["end_reason"] == "client_gone" and exp.outcome in ("complete", "upstream_error")
-                   and wire.status < 400)
+    left_at_end = (
+        record["end_reason"] == "client_gone"
+        and exp.outcome in ("complete", "upstream_error")
+        and wire.status < 400
+    )
     assert record["end_reason"] == expected_end or left_at_end
     if not (left_at_end and api != "chat"):  # `[DONE]` after a Responses end is optional
         assert record["done"] is exp.done or wire.status >= 400
@@ -281,11 +335,19 @@ def test_no_key_or_text_in_the_proxy_logs(matrix: Matrix) -> None:
 
 def test_reduce_events_reads_what_curl_saw() -> None:
     """The curl reduction is the one the SDKs make (so curl results compare like theirs)."""
-    events = ['{"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
-              '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
-              '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}', "[DONE]"]
-    assert reduce_events("chat", events) == {"text": "Hi", "toolCalls": [], "finish": "stop",
-                                             "usage": {"input": 3, "output": 1}, "errors": 0}
+    events = [
+        '{"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}',
+        "[DONE]",
+    ]
+    assert reduce_events("chat", events) == {
+        "text": "Hi",
+        "toolCalls": [],
+        "finish": "stop",
+        "usage": {"input": 3, "output": 1},
+        "errors": 0,
+    }
 
 
 # What LiteLLM makes of each demo-gateway fault, read on the wire (README "Deviations of real
@@ -306,10 +368,14 @@ LITELLM_REWRITES = {
 @pytest.mark.parametrize("scenario", sorted(LITELLM_REWRITES))
 def test_litellm_rewrites_demo_faults(matrix: Matrix, scenario: str) -> None:
     call = Call("curl", "chat", f"demo-{scenario}", "hello")
-    gateway = fetch(matrix.upstreams["gateway"] + api_path(call), request_body(call),
-                    auth_headers(call, servers.API_KEY))
-    litellm = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
-                    auth_headers(call, servers.MASTER_KEY))
+    gateway = fetch(
+        matrix.upstreams["gateway"] + api_path(call), request_body(call), auth_headers(call, servers.API_KEY)
+    )
+    litellm = fetch(
+        matrix.upstreams["litellm"] + api_path(call),
+        request_body(call),
+        auth_headers(call, servers.MASTER_KEY),
+    )
     done, error_last, finish, usage = LITELLM_REWRITES[scenario]
     assert litellm.status == 200 and litellm.ended == "terminator"
     assert (litellm.header("Content-Type") or "").startswith("text/event-stream")
@@ -323,18 +389,27 @@ def test_litellm_rewrites_demo_faults(matrix: Matrix, scenario: str) -> None:
 def test_litellm_drops_keepalive_comments(matrix: Matrix) -> None:
     """The gateway's `: ping` comments never reach LiteLLM's client (the frames still do)."""
     call = Call("curl", "chat", "demo-keepalive", "hello")
-    gateway = fetch(matrix.upstreams["gateway"] + api_path(call), request_body(call),
-                    auth_headers(call, servers.API_KEY))
-    litellm = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
-                    auth_headers(call, servers.MASTER_KEY))
+    gateway = fetch(
+        matrix.upstreams["gateway"] + api_path(call), request_body(call), auth_headers(call, servers.API_KEY)
+    )
+    litellm = fetch(
+        matrix.upstreams["litellm"] + api_path(call),
+        request_body(call),
+        auth_headers(call, servers.MASTER_KEY),
+    )
     assert frames(gateway.body)[1] > 0
     assert frames(litellm.body)[1] == 0
     assert judge(litellm, "chat").outcome == "complete"
 
 
-@pytest.mark.parametrize("api,model,want", [("messages", "demo-healthy", True),
-                                            ("responses", "demo-healthy", True),
-                                            ("chat", "demo-healthy", False)])
+@pytest.mark.parametrize(
+    "api,model,want",
+    [
+        ("messages", "demo-healthy", True),
+        ("responses", "demo-healthy", True),
+        ("chat", "demo-healthy", False),
+    ],
+)
 def test_buffered_is_judged_on_the_same_request(matrix: Matrix, api: str, model: str, want: bool) -> None:
     """The bytes a client reads through the proxy, timed by it, and the proxy's record of that
     same request agree on `buffered` (LiteLLM's bridges fake a stream from a whole answer; its
@@ -344,8 +419,11 @@ def test_buffered_is_judged_on_the_same_request(matrix: Matrix, api: str, model:
     clear = 0
     for attempt in range(3):
         trace = f"buffered-{api}-{attempt}-{uuid.uuid4().hex[:6]}"
-        wire = fetch(proxy.url + api_path(call), request_body(call),
-                     auth_headers(call, servers.MASTER_KEY) | {"X-Client-Request-Id": trace})
+        wire = fetch(
+            proxy.url + api_path(call),
+            request_body(call),
+            auth_headers(call, servers.MASTER_KEY) | {"X-Client-Request-Id": trace},
+        )
         seen = buffered(content_times(wire, api)) if want else _clearly_spaced(content_times(wire, api))
         record = proxy.record(trace)
         if seen:
@@ -363,15 +441,21 @@ def test_litellm_bridges_hold_the_whole_answer(matrix: Matrix) -> None:
     every content frame at once after the upstream has finished: `buffered` is the true verdict."""
     for api in ("messages", "responses"):
         call = Call("curl", api, "demo-healthy", "hello")
-        wire = fetch(matrix.upstreams["litellm"] + api_path(call), request_body(call),
-                     auth_headers(call, servers.MASTER_KEY))
+        wire = fetch(
+            matrix.upstreams["litellm"] + api_path(call),
+            request_body(call),
+            auth_headers(call, servers.MASTER_KEY),
+        )
         times = content_times(wire, api)
         # The documented rule, after a wait as long as the gateway's whole generation (~0.5 s).
         assert len(times) >= 5 and times[0] >= 0.3, (api, times[:3])
         assert times[0] >= 0.8 * times[-1] and (times[-1] - times[0]) / (len(times) - 1) < 0.002, api
     chat = Call("curl", "chat", "demo-healthy", "hello")
-    wire = fetch(matrix.upstreams["litellm"] + api_path(chat), request_body(chat),
-                 auth_headers(chat, servers.MASTER_KEY))
+    wire = fetch(
+        matrix.upstreams["litellm"] + api_path(chat),
+        request_body(chat),
+        auth_headers(chat, servers.MASTER_KEY),
+    )
     assert judge(wire, "chat").buffered is not True
 
 
@@ -379,8 +463,13 @@ def _chat_facts(wire: Wire) -> tuple[bool, bool, list[str], bool, str]:
     datas, _ = frames(wire.body)
     exp = judge(wire, "chat")
     last = next((d for d in reversed(datas) if d != "[DONE]"), "")
-    return ("[DONE]" in datas, last.startswith('{"error"'), exp.finish_reasons, exp.usage is not None,
-            wire.ended)
+    return (
+        "[DONE]" in datas,
+        last.startswith('{"error"'),
+        exp.finish_reasons,
+        exp.usage is not None,
+        wire.ended,
+    )
 
 
 def _read_until_done_then_close(url: str, call: Call, key: str, trace: str) -> bytes:
@@ -390,10 +479,13 @@ def _read_until_done_then_close(url: str, call: Call, key: str, trace: str) -> b
 
     parts = urlsplit(url)
     payload = json.dumps(request_body(call)).encode()
-    head = (f"POST {api_path(call)} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            f"X-Client-Request-Id: {trace}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in auth_headers(call, key).items()) + "\r\n")
+    head = (
+        f"POST {api_path(call)} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        f"X-Client-Request-Id: {trace}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in auth_headers(call, key).items())
+        + "\r\n"
+    )
     got = b""
     with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
         sock.sendall(head.encode() + payload)
@@ -406,8 +498,15 @@ def _read_until_done_then_close(url: str, call: Call, key: str, trace: str) -> b
     return got
 
 
-@pytest.mark.parametrize("server,model", [("litellm", "mock-gpt"), ("litellm", "demo-healthy"),
-                                          ("llmock", "gpt-4o-mini"), ("aimock", "gpt-4o-mini")])
+@pytest.mark.parametrize(
+    "server,model",
+    [
+        ("litellm", "mock-gpt"),
+        ("litellm", "demo-healthy"),
+        ("llmock", "gpt-4o-mini"),
+        ("aimock", "gpt-4o-mini"),
+    ],
+)
 def test_client_closing_right_after_done_is_complete(matrix: Matrix, server: str, model: str) -> None:
     """uvicorn (LiteLLM, llmock) writes the chunked terminator in a separate write after
     `data: [DONE]`; a client that has its [DONE] and hangs up has a complete stream."""
@@ -424,16 +523,25 @@ def test_client_closing_right_after_done_is_complete(matrix: Matrix, server: str
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding"}
 
 
-@pytest.mark.parametrize("server,model,api", [
-    ("litellm", "mock-gpt", "chat"), ("aimock", "gpt-4o-mini", "chat"),
-    ("llmock", "gpt-4o-mini", "responses"), ("aimock", "claude-3-5-haiku", "messages")])
+@pytest.mark.parametrize(
+    "server,model,api",
+    [
+        ("litellm", "mock-gpt", "chat"),
+        ("aimock", "gpt-4o-mini", "chat"),
+        ("llmock", "gpt-4o-mini", "responses"),
+        ("aimock", "claude-3-5-haiku", "messages"),
+    ],
+)
 def test_proxy_adds_no_response_header(matrix: Matrix, server: str, model: str, api: str) -> None:
     """Every response header the client gets came from the upstream (the trace ID aside)."""
     call = Call("raw", api, model, "hello")
     key = matrix.keys[server]
     direct = fetch(matrix.upstreams[server] + api_path(call), request_body(call), auth_headers(call, key))
-    proxied = fetch(matrix.proxies[server].url + api_path(call), request_body(call),
-                    auth_headers(call, key) | {"X-Client-Request-Id": f"headers-{uuid.uuid4().hex}"})
+    proxied = fetch(
+        matrix.proxies[server].url + api_path(call),
+        request_body(call),
+        auth_headers(call, key) | {"X-Client-Request-Id": f"headers-{uuid.uuid4().hex}"},
+    )
     sent = {k.lower() for k, _ in direct.headers} | {"x-client-request-id"}
     relayed = {k.lower() for k, _ in proxied.headers}
     assert relayed - sent - HOP_BY_HOP == set()

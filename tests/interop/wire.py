@@ -48,14 +48,23 @@ class Wire:
         return self.terminator_at - self.last_data_at
 
 
-def fetch(url: str, body: dict[str, Any] | None, headers: dict[str, str] | None = None,
-          timeout: float = 20.0, read_after_terminator: float = 0.0, keep_alive: bool = False) -> Wire:
+def fetch(
+    url: str,
+    body: dict[str, Any] | None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 20.0,
+    read_after_terminator: float = 0.0,
+    keep_alive: bool = False,
+) -> Wire:
     """POST (or GET without a body) `url` and read the whole answer, keeping the chunk framing."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     payload = json.dumps(body).encode() if body is not None else b""
-    lines = [f"{'POST' if body is not None else 'GET'} {parts.path or '/'} HTTP/1.1",
-             f"Host: {host}:{port}", "Accept-Encoding: identity"]
+    lines = [
+        f"{'POST' if body is not None else 'GET'} {parts.path or '/'} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Accept-Encoding: identity",
+    ]
     if not keep_alive:
         lines.append("Connection: close")
     if body is not None:
@@ -125,5 +134,5 @@ def _dechunk(wire: Wire, pending: bytes, now: float) -> bytes:
         if len(after) < size + 2:
             return pending
         wire.chunks.append((now, after[:size]))
-        pending = after[size + 2:]
+        pending = after[size + 2 :]
     return pending

@@ -21,13 +21,16 @@ from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, KEEPALIVE
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 # Delta type -> the field holding its content. Other types (signature, citations) are not content.
-_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
-                 "input_json_delta": "partial_json"}
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 # Delta type -> the block types it may extend (unknown delta types are let through).
-_DELTA_BLOCKS = {"text_delta": frozenset({"text"}), "citations_delta": frozenset({"text"}),
-                 "thinking_delta": frozenset({"thinking"}),
-                 "signature_delta": frozenset({"thinking"}), "input_json_delta": _TOOL_BLOCKS}
+_DELTA_BLOCKS = {
+    "text_delta": frozenset({"text"}),
+    "citations_delta": frozenset({"text"}),
+    "thinking_delta": frozenset({"thinking"}),
+    "signature_delta": frozenset({"thinking"}),
+    "input_json_delta": _TOOL_BLOCKS,
+}
 _INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -71,8 +74,7 @@ class AnthropicMessages(TypedEvents):
         index = doc.get("index")
         block = self._blocks.get(index) if type(index) is int else None
         kind = delta.get("type") if isinstance(delta, dict) else None
-        if block is None or not isinstance(kind, str) or block not in _DELTA_BLOCKS.get(
-                kind, (block,)):
+        if block is None or not isinstance(kind, str) or block not in _DELTA_BLOCKS.get(kind, (block,)):
             self._malformed += 1  # the SDK indexes the block it started: this breaks it
             return 0
         assert isinstance(delta, dict) and type(index) is int
@@ -106,8 +108,12 @@ class AnthropicMessages(TypedEvents):
     def _message_delta(self, doc: dict[str, Any]) -> int:
         delta = doc.get("delta")
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
-        if (not isinstance(delta, dict) or "type" in delta or "index" in delta
-                or not (reason is None or isinstance(reason, str))):
+        if (
+            not isinstance(delta, dict)
+            or "type" in delta
+            or "index" in delta
+            or not (reason is None or isinstance(reason, str))
+        ):
             self._malformed += 1  # e.g. a content delta in the wrong place: nothing to take
             return 0
         bits = 0

@@ -37,8 +37,18 @@ class ChatCompletions(Dialect):
     path_suffixes = ("/chat/completions",)
     expects_done = True
 
-    __slots__ = ("_choices", "_done", "_errors", "_failed", "_finish", "_last_tool", "_malformed",
-                 "_tool_ids", "_tools", "_usage")
+    __slots__ = (
+        "_choices",
+        "_done",
+        "_errors",
+        "_failed",
+        "_finish",
+        "_last_tool",
+        "_malformed",
+        "_tool_ids",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self) -> None:
         self._choices: set[int] = set()

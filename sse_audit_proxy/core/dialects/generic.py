@@ -48,5 +48,10 @@ class Generic(Dialect):
         return CONTENT
 
     def summary(self) -> DialectSummary:
-        return DialectSummary(terminal=self._done, failed=self._failed, done=self._done,
-                              missing_finish_reason=False, error_events=self._errors)
+        return DialectSummary(
+            terminal=self._done,
+            failed=self._failed,
+            done=self._done,
+            missing_finish_reason=False,
+            error_events=self._errors,
+        )

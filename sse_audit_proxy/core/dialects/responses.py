@@ -19,18 +19,20 @@ SEQUENCE_GAP = "sequence_gap"
 
 _FUNCTION_ARGS_DELTA = "response.function_call_arguments.delta"
 # Deltas of model output, each with a string `delta` (text, reasoning, tool input, audio).
-_CONTENT_DELTAS = frozenset({
-    "response.output_text.delta",
-    "response.refusal.delta",
-    "response.reasoning_text.delta",
-    "response.reasoning_summary_text.delta",
-    _FUNCTION_ARGS_DELTA,
-    "response.custom_tool_call_input.delta",
-    "response.mcp_call_arguments.delta",
-    "response.code_interpreter_call_code.delta",
-    "response.audio.delta",
-    "response.audio.transcript.delta",
-})
+_CONTENT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        _FUNCTION_ARGS_DELTA,
+        "response.custom_tool_call_input.delta",
+        "response.mcp_call_arguments.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.audio.delta",
+        "response.audio.transcript.delta",
+    }
+)
 # Terminal events carrying the final `response` object, with the status each implies.
 _ENDS = {
     "response.completed": "completed",
@@ -49,8 +51,8 @@ class Responses(TypedEvents):
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
     usage_always = True  # every terminal response object carries usage
     extra_anomalies: ClassVar[dict[str, str]] = {
-        SEQUENCE_GAP: "(Responses) an event's `sequence_number` was not the "
-                       "previous one plus one"}
+        SEQUENCE_GAP: "(Responses) an event's `sequence_number` was not the previous one plus one"
+    }
 
     __slots__ = ("_items", "_seq", "_seq_breaks")
 

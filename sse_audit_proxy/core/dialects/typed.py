@@ -26,8 +26,7 @@ from sse_audit_proxy.core.sse import Event
 
 
 class TypedEvents(Dialect):
-    __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools",
-                 "_usage")
+    __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._done = False  # `[DONE]`: not these protocols' own, but some gateways append it

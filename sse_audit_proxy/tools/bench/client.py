@@ -28,10 +28,14 @@ from sse_audit_proxy.tools.bench.procs import raise_open_files_limit
 MAX_HEAD = 64 << 10
 MAX_CARRY = 1 << 20  # an unterminated frame longer than this is not ours: stop measuring it
 _STAMP = b'"sent_at":'
-_BODY = orjson.dumps({
-    "model": "bench", "stream": True, "stream_options": {"include_usage": True},
-    "messages": [{"role": "user", "content": "Benchmark stream, please."}],
-})
+_BODY = orjson.dumps(
+    {
+        "model": "bench",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Benchmark stream, please."}],
+    }
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -78,9 +82,7 @@ def request_bytes(batch: Batch) -> bytes:
         f"X-Demo-Frames: {batch.frames}\r\n"
         f"X-Demo-Interval-Ms: {batch.interval_ms:g}\r\n"
         f"X-Demo-TTFT-Ms: {batch.ttft_ms:g}\r\n"
-        "X-Demo-Jitter: 0\r\n"
-        + ("X-Demo-Sent-At: 1\r\n" if batch.stamps else "")
-        + "\r\n"
+        "X-Demo-Jitter: 0\r\n" + ("X-Demo-Sent-At: 1\r\n" if batch.stamps else "") + "\r\n"
     )
     return head.encode() + _BODY
 
@@ -89,9 +91,24 @@ class StreamClient(asyncio.Protocol):
     """One streamed request on its own connection."""
 
     __slots__ = (
-        "_carry", "_chunked", "_crlf", "_head", "_need", "_pending", "_result", "_sent",
-        "_stamps", "_transport", "chunks", "done", "error", "first_body", "frames", "nbytes",
-        "request", "ttft",
+        "_carry",
+        "_chunked",
+        "_crlf",
+        "_head",
+        "_need",
+        "_pending",
+        "_result",
+        "_sent",
+        "_stamps",
+        "_transport",
+        "chunks",
+        "done",
+        "error",
+        "first_body",
+        "frames",
+        "nbytes",
+        "request",
+        "ttft",
     )
 
     def __init__(self, request: bytes, stamps: bool, result: BatchResult) -> None:
@@ -158,7 +175,7 @@ class StreamClient(asyncio.Protocol):
             self._fail(f"status_{status.decode(errors='replace')}")
             return b""
         self._chunked = b"transfer-encoding: chunked" in head
-        return buf[end + 4:]
+        return buf[end + 4 :]
 
     def _dechunk(self, data: bytes, now: float) -> None:
         buf = self._pending + data if self._pending else data
@@ -167,7 +184,7 @@ class StreamClient(asyncio.Protocol):
         while pos < n:
             if self._need:
                 take = min(self._need, n - pos)
-                self._payload(buf[pos:pos + take], now)
+                self._payload(buf[pos : pos + take], now)
                 pos += take
                 self._need -= take
                 if not self._need:
@@ -202,8 +219,8 @@ class StreamClient(asyncio.Protocol):
         if end < 0:
             self._carry = text if len(text) < MAX_CARRY else b""
             return
-        complete = text[:end + 2]
-        self._carry = text[end + 2:]
+        complete = text[: end + 2]
+        self._carry = text[end + 2 :]
         self.frames += complete.count(b"\n\n")
         if self._stamps:
             latencies = self._result.latencies
@@ -211,7 +228,7 @@ class StreamClient(asyncio.Protocol):
             while at >= 0:
                 close = complete.find(b"}", at)
                 try:
-                    latencies.append(now - float(complete[at + len(_STAMP):close]))
+                    latencies.append(now - float(complete[at + len(_STAMP) : close]))
                 except ValueError:  # not the gateway's stamp (a proxy under test mangled it)
                     self._result.errors["bad_stamp"] += 1
                 if close < 0:
@@ -244,7 +261,8 @@ async def _one(batch: Batch, request: bytes, at: float, result: BatchResult) -> 
     client: StreamClient | None = None
     try:
         _, client = await loop.create_connection(
-            lambda: StreamClient(request, batch.stamps, result), batch.host, batch.port)
+            lambda: StreamClient(request, batch.stamps, result), batch.host, batch.port
+        )
         await client.done
     except OSError as exc:
         result.errors[type(exc).__name__] += 1
@@ -274,8 +292,9 @@ async def run_batch(batch: Batch) -> BatchResult:
     request = request_bytes(batch)
     step = batch.open_over / batch.streams if batch.streams else 0.0
     first = batch.start_at + batch.offset
-    tasks = [asyncio.create_task(_one(batch, request, first + i * step, result))
-             for i in range(batch.streams)]
+    tasks = [
+        asyncio.create_task(_one(batch, request, first + i * step, result)) for i in range(batch.streams)
+    ]
     cpu = _cpu()
     deadline = batch.start_at + batch.timeout - time.time()
     _, late = await asyncio.wait(tasks, timeout=max(deadline, 0.1))

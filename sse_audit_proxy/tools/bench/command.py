@@ -51,44 +51,83 @@ def _against(value: str) -> tuple[str, str]:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "bench", help="measure the proxy's added latency, throughput and memory",
+        "bench",
+        help="measure the proxy's added latency, throughput and memory",
         description="Start the demo gateway, the proxy and a load generator as separate "
         "processes on 127.0.0.1, and measure each workload directly against the gateway and "
         "through the proxy (and through any --against proxy), in the same run. Prints a "
-        "table of medians over the repeats and writes every run to a JSON file.")
-    p.add_argument("--workloads", type=_names, default=NAMES, metavar="LIST",
-                   help=f"comma-separated, from {', '.join(NAMES)} (default: all)")
-    p.add_argument("--repeats", type=positive_int, default=3,
-                   help="runs of each workload per target; the table shows medians (default: 3)")
-    p.add_argument("--workers", type=_counts, default=(1,), metavar="N[,N...]",
-                   help="proxy worker counts to measure, e.g. 1,2 for scaling (default: 1)")
-    p.add_argument("--against", type=_against, action="append", default=[],
-                   metavar="[NAME=]URL|nginx",
-                   help="another proxy to put in the table; it must forward to the demo gateway "
-                   "(fix its port with --gateway-port). `nginx` alone: the bench starts nginx "
-                   "itself for each run, as a pass-through to its gateway (config in the "
-                   "README). Repeatable")
-    p.add_argument("--against-pid", type=positive_int, action="append", default=[],
-                   metavar="PID", help="the process of the matching --against URL proxy, in "
-                   "order (its children are counted too), for its CPU and memory. Repeatable")
-    p.add_argument("--baseline", type=_source, metavar="DIR",
-                   help="also run the proxy from the sse_audit_proxy package in DIR (another "
-                   "checkout, e.g. `git worktree add /tmp/main main`), started and measured "
-                   "exactly like this one: a before/after comparison in one run")
-    p.add_argument("--gateway-port", type=port, default=0,
-                   help="port of the demo gateway (default: any free port)")
-    p.add_argument("--clients", type=positive_int, default=2,
-                   help="load-generator processes (default: 2)")
-    p.add_argument("--pin", action="store_true",
-                   help="pin the proxy (and an --against proxy given its --against-pid) to the "
-                   "last CPU(s), one per worker, and the gateway and clients to the others "
-                   "(Linux sched_setaffinity)")
-    p.add_argument("--json", default="sse-audit-bench.json", metavar="PATH",
-                   help="where to write every run and the medians (default: "
-                   "sse-audit-bench.json)")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny workloads and one repeat: checks that the benchmark works, "
-                   "not how fast anything is")
+        "table of medians over the repeats and writes every run to a JSON file.",
+    )
+    p.add_argument(
+        "--workloads",
+        type=_names,
+        default=NAMES,
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(NAMES)} (default: all)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="runs of each workload per target; the table shows medians (default: 3)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_counts,
+        default=(1,),
+        metavar="N[,N...]",
+        help="proxy worker counts to measure, e.g. 1,2 for scaling (default: 1)",
+    )
+    p.add_argument(
+        "--against",
+        type=_against,
+        action="append",
+        default=[],
+        metavar="[NAME=]URL|nginx",
+        help="another proxy to put in the table; it must forward to the demo gateway "
+        "(fix its port with --gateway-port). `nginx` alone: the bench starts nginx "
+        "itself for each run, as a pass-through to its gateway (config in the "
+        "README). Repeatable",
+    )
+    p.add_argument(
+        "--against-pid",
+        type=positive_int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="the process of the matching --against URL proxy, in "
+        "order (its children are counted too), for its CPU and memory. Repeatable",
+    )
+    p.add_argument(
+        "--baseline",
+        type=_source,
+        metavar="DIR",
+        help="also run the proxy from the sse_audit_proxy package in DIR (another "
+        "checkout, e.g. `git worktree add /tmp/main main`), started and measured "
+        "exactly like this one: a before/after comparison in one run",
+    )
+    p.add_argument(
+        "--gateway-port", type=port, default=0, help="port of the demo gateway (default: any free port)"
+    )
+    p.add_argument("--clients", type=positive_int, default=2, help="load-generator processes (default: 2)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the proxy (and an --against proxy given its --against-pid) to the "
+        "last CPU(s), one per worker, and the gateway and clients to the others "
+        "(Linux sched_setaffinity)",
+    )
+    p.add_argument(
+        "--json",
+        default="sse-audit-bench.json",
+        metavar="PATH",
+        help="where to write every run and the medians (default: sse-audit-bench.json)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny workloads and one repeat: checks that the benchmark works, not how fast anything is",
+    )
     p.set_defaults(run=run)
 
 
@@ -97,8 +136,7 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     for n in args.workers:
         targets.append(Target("proxy" if n == 1 else f"proxy x{n}", "proxy", workers=n))
     if args.baseline:
-        targets.append(Target("baseline", "proxy", workers=args.workers[0],
-                              source=args.baseline))
+        targets.append(Target("baseline", "proxy", workers=args.workers[0], source=args.baseline))
     urls = 0
     for i, (name, url) in enumerate(args.against):
         if name == nginx.NAME and not url:
@@ -118,16 +156,17 @@ def run(args: argparse.Namespace) -> int:
         print("sse-audit-proxy: error: more --against-pid than --against URLs", file=sys.stderr)
         return 2
     if any(name == nginx.NAME and not url for name, url in args.against) and not nginx.find():
-        print(f"sse-audit-proxy: error: --against nginx: nginx is not installed "
-              f"({nginx.INSTALL_HINT})", file=sys.stderr)
+        print(
+            f"sse-audit-proxy: error: --against nginx: nginx is not installed ({nginx.INSTALL_HINT})",
+            file=sys.stderr,
+        )
         return 2
     repeats = 1 if args.smoke else args.repeats
     workloads = SMOKE if args.smoke else FULL
     targets = targets_from(args)
     names = [t.name for t in targets]
     if len(set(names)) < len(names):
-        print(f"sse-audit-proxy: error: two targets named alike: {', '.join(names)}",
-              file=sys.stderr)
+        print(f"sse-audit-proxy: error: two targets named alike: {', '.join(names)}", file=sys.stderr)
         return 2
     procs.raise_open_files_limit()
     started = time.time()
@@ -139,15 +178,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
-        print(f"demo gateway at {harness.gateway.url}; {len(targets)} targets, "
-              f"{repeats} repeat(s); load average {load_before[0]:.2f}", file=sys.stderr)
+        print(
+            f"demo gateway at {harness.gateway.url}; {len(targets)} targets, "
+            f"{repeats} repeat(s); load average {load_before[0]:.2f}",
+            file=sys.stderr,
+        )
         for name in args.workloads:
             workload = workloads[name]
             results[name] = {t.name: [] for t in targets}
             for r in range(repeats):
                 # Each repeat starts one target further on: no target always runs first, or
                 # always right after another one.
-                for target in targets[r % len(targets):] + targets[:r % len(targets)]:
+                for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
                     if name != "memory" or target.kind != "direct":
                         run_ = harness.run(workload, target)
                         results[name][target.name].append(run_)
@@ -165,13 +207,31 @@ def run(args: argparse.Namespace) -> int:
         "version": __version__,
         "started_at": started,
         "duration_s": round(time.time() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": load_before, "load_average_after": load_after},
-        "options": {"repeats": repeats, "smoke": args.smoke, "pin": args.pin,
-                    "clients": args.clients, "workers": list(args.workers)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "options": {
+            "repeats": repeats,
+            "smoke": args.smoke,
+            "pin": args.pin,
+            "clients": args.clients,
+            "workers": list(args.workers),
+        },
         "workloads": {n: _describe(workloads[n]) for n in args.workloads},
-        "targets": [{"name": t.name, "kind": t.kind, "url": t.url, "workers": t.workers,
-                     "pid": t.pid, "source": t.source} for t in targets],
+        "targets": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "url": t.url,
+                "workers": t.workers,
+                "pid": t.pid,
+                "source": t.source,
+            }
+            for t in targets
+        ],
         "headline": head,
         "summary": summary,
         "runs": results,
@@ -180,11 +240,12 @@ def run(args: argparse.Namespace) -> int:
     print(headline_table(head))
     print()
     print(table(summary, targets))
-    print(f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "
-          f"{args.json}")
-    failed = sum(r["streams_failed"] for by in results.values() for runs in by.values()
-                 for r in runs)
+    print(
+        f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "
+        f"{args.json}"
+    )
+    failed = sum(r["streams_failed"] for by in results.values() for runs in by.values() for r in runs)
     if failed:
         print(f"warning: {failed} stream(s) failed; see `errors` in {args.json}", file=sys.stderr)
     return 0
@@ -197,6 +258,8 @@ def _describe(w: Any) -> dict[str, Any]:
 def _progress(workload: str, repeat: int, target: str, run_: dict[str, Any]) -> None:
     keys = ("latency_p99_ms", "frames_per_s", "frames_per_core_s", "rss_per_stream_kib")
     shown = ", ".join(f"{k}={run_[k]}" for k in keys if run_.get(k) is not None)
-    print(f"  {workload} #{repeat + 1} {target}: {run_['streams_ok']}/{run_['streams']} streams"
-          f"{', ' + shown if shown else ''} (load {run_['load_average'][0]:.2f})",
-          file=sys.stderr)
+    print(
+        f"  {workload} #{repeat + 1} {target}: {run_['streams_ok']}/{run_['streams']} streams"
+        f"{', ' + shown if shown else ''} (load {run_['load_average'][0]:.2f})",
+        file=sys.stderr,
+    )

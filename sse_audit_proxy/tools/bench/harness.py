@@ -41,10 +41,6 @@ class Target:
     source: str | None = None  # proxy: run the package in this directory (--baseline)
 
 
-
-
-
-
 def ms4(seconds: float | None) -> float | None:
     return ms(seconds, 4)
 
@@ -58,8 +54,9 @@ class Clients:
         self._procs: list[BaseProcess] = []
         for i in range(count):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=client_main, args=(child, cpus), daemon=True,
-                               name=f"sse-audit-bench-client-{i}")
+            proc = ctx.Process(
+                target=client_main, args=(child, cpus), daemon=True, name=f"sse-audit-bench-client-{i}"
+            )
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -75,8 +72,14 @@ class Clients:
         step = batch.open_over / batch.streams if batch.streams else 0.0
         for i, conn in enumerate(self._conns):
             share = batch.streams // n + (1 if i < batch.streams % n else 0)
-            conn.send(replace(batch, streams=share, offset=i * step,
-                              open_over=batch.open_over * share / max(batch.streams, 1)))
+            conn.send(
+                replace(
+                    batch,
+                    streams=share,
+                    offset=i * step,
+                    open_over=batch.open_over * share / max(batch.streams, 1),
+                )
+            )
 
     def collect(self, timeout: float) -> list[BatchResult]:
         results = []
@@ -139,38 +142,61 @@ class Harness:
         elif target.kind == "against" and pid is not None:
             procs.pin_tree(pid, place.proxy)  # the same CPUs our proxy gets, when pinning
         elif target.kind == "proxy":
-            started = procs.start_proxy(self.gateway.url, target.workers, place.proxy,
-                                        target.source)
+            started = procs.start_proxy(self.gateway.url, target.workers, place.proxy, target.source)
         elif target.kind == "nginx":
             started = nginx.start(self.gateway.url, place.proxy)
         if started is not None:
             url, pid = started.url, started.pid
         assert url is not None
         try:
-            return self._measure(workload, target, URL(url), pid,
-                                 started if target.kind == "proxy" else None, place)
+            return self._measure(
+                workload, target, URL(url), pid, started if target.kind == "proxy" else None, place
+            )
         finally:
             if started is not None:
                 started.stop()
 
     def _batch(self, workload: Workload, url: URL, **changes: Any) -> Batch:
         path = url.path.rstrip("/") + "/" + CHAT_PATH
-        batch = Batch(host=url.host or "127.0.0.1", port=url.port or 80, path=path,
-                      streams=workload.streams, frames=workload.frames,
-                      interval_ms=workload.interval_ms, ttft_ms=workload.ttft_ms,
-                      stamps=workload.stamps, start_at=time.time() + START_DELAY,
-                      open_over=workload.open_over, timeout=workload.timeout)
+        batch = Batch(
+            host=url.host or "127.0.0.1",
+            port=url.port or 80,
+            path=path,
+            streams=workload.streams,
+            frames=workload.frames,
+            interval_ms=workload.interval_ms,
+            ttft_ms=workload.ttft_ms,
+            stamps=workload.stamps,
+            start_at=time.time() + START_DELAY,
+            open_over=workload.open_over,
+            timeout=workload.timeout,
+        )
         return replace(batch, **changes)
 
     def _go(self, batch: Batch, timeout: float) -> BatchResult:
         self.clients.dispatch(batch)
         return merge(self.clients.collect(timeout))
 
-    def _measure(self, workload: Workload, target: Target, url: URL, pid: int | None,
-                 proxy: procs.Child | None, place: procs.Placement) -> dict[str, Any]:
+    def _measure(
+        self,
+        workload: Workload,
+        target: Target,
+        url: URL,
+        pid: int | None,
+        proxy: procs.Child | None,
+        place: procs.Placement,
+    ) -> dict[str, Any]:
         if workload.warmup:
-            warm = self._batch(workload, url, streams=workload.warmup, frames=5,
-                               interval_ms=0.0, ttft_ms=0.0, stamps=False, timeout=20.0)
+            warm = self._batch(
+                workload,
+                url,
+                streams=workload.warmup,
+                frames=5,
+                interval_ms=0.0,
+                ttft_ms=0.0,
+                stamps=False,
+                timeout=20.0,
+            )
             self._go(warm, 30.0)
         seen = len(proxy.log_lines()) if proxy is not None else 0
         tree = procs.descendants(pid) if pid else []
@@ -204,12 +230,14 @@ class Harness:
             "chunks": result.chunks,
             # Through a proxy that forwards each upstream read as one chunk (this one, nginx
             # with proxy_buffering off), this is how many frames each read carried.
-            "frames_per_chunk": round(result.frames / result.chunks, 3) if result.chunks
-            else None,
+            "frames_per_chunk": round(result.frames / result.chunks, 3) if result.chunks else None,
         }
         if proxy is not None:
-            outcomes = Counter(str(line.get("outcome")) for line in proxy.log_lines()[seen:]
-                               if line.get("event") == "stream_end")
+            outcomes = Counter(
+                str(line.get("outcome"))
+                for line in proxy.log_lines()[seen:]
+                if line.get("event") == "stream_end"
+            )
             run["proxy_verdicts"] = dict(outcomes)
         if pid is not None and result.frames:
             # The target's own process tree, from just before the streams are handed out to
@@ -222,17 +250,21 @@ class Harness:
             run.update(self._throughput(result, cpu, place, target.workers, pid is not None))
         elif workload.name == MEMORY:
             open_now = sum(1 for start, end in result.spans if start <= sampled_at <= end)
-            run.update({
-                "open_at_sample": open_now,
-                "rss_idle_bytes": rss_idle if pid else None,
-                "rss_open_bytes": rss_open if pid else None,
-                "rss_per_stream_kib": round((rss_open - rss_idle) / open_now / 1024, 2)
-                if pid and open_now else None,
-            })
+            run.update(
+                {
+                    "open_at_sample": open_now,
+                    "rss_idle_bytes": rss_idle if pid else None,
+                    "rss_open_bytes": rss_open if pid else None,
+                    "rss_per_stream_kib": round((rss_open - rss_idle) / open_now / 1024, 2)
+                    if pid and open_now
+                    else None,
+                }
+            )
         return run
 
-    def _throughput(self, result: BatchResult, cpu: Usage, place: procs.Placement,
-                    workers: int, accounted: bool) -> dict[str, Any]:
+    def _throughput(
+        self, result: BatchResult, cpu: Usage, place: procs.Placement, workers: int, accounted: bool
+    ) -> dict[str, Any]:
         wall = result.last_end - result.first_start if result.first_start else 0.0
         if wall <= 0:
             return {}
@@ -248,24 +280,35 @@ class Harness:
             "client_cores": round(clients, 3),
         }
         if accounted:
-            out.update({
-                "target_cores": round(target, 3),
-                "cpu_s_per_million_frames": round(cpu.target_total / frames * 1e6, 3)
-                if frames else None,
-                "frames_per_core_s": round(frames / cpu.target_total)
-                if cpu.target_total > 0 else None,
-            })
+            out.update(
+                {
+                    "target_cores": round(target, 3),
+                    "cpu_s_per_million_frames": round(cpu.target_total / frames * 1e6, 3) if frames else None,
+                    "frames_per_core_s": round(frames / cpu.target_total) if cpu.target_total > 0 else None,
+                }
+            )
         # A single-threaded process saturates at one core; a pinned group at its CPU count.
         busiest = max(cpu.target.values(), default=0.0) / wall
         proxy_busy = accounted and (
-            busiest >= SATURATED or target >= SATURATED * workers
-            or (place.proxy is not None and target >= SATURATED * len(place.proxy)))
+            busiest >= SATURATED
+            or target >= SATURATED * workers
+            or (place.proxy is not None and target >= SATURATED * len(place.proxy))
+        )
         harness = gateway + clients
-        harness_busy = (gateway >= SATURATED or clients >= SATURATED * self.client_count
-                        or (place.harness is not None
-                            and harness >= SATURATED * len(place.harness)))
-        out["bottleneck"] = ("proxy+harness" if proxy_busy and harness_busy else
-                             "proxy" if proxy_busy else "harness" if harness_busy else "none")
+        harness_busy = (
+            gateway >= SATURATED
+            or clients >= SATURATED * self.client_count
+            or (place.harness is not None and harness >= SATURATED * len(place.harness))
+        )
+        out["bottleneck"] = (
+            "proxy+harness"
+            if proxy_busy and harness_busy
+            else "proxy"
+            if proxy_busy
+            else "harness"
+            if harness_busy
+            else "none"
+        )
         return out
 
 

@@ -98,8 +98,7 @@ def start(gateway_url: str, cpus: frozenset[int] | None) -> procs.Child:
     raise error
 
 
-def _start(binary: str, prefix: str, gateway: str, cpus: frozenset[int] | None
-           ) -> procs.Child:
+def _start(binary: str, prefix: str, gateway: str, cpus: frozenset[int] | None) -> procs.Child:
     port = _free_port()
     conf = Path(prefix) / "nginx.conf"
     conf.write_text(render(gateway, f"127.0.0.1:{port}"))
@@ -111,8 +110,7 @@ def _start(binary: str, prefix: str, gateway: str, cpus: frozenset[int] | None
         if popen.poll() is not None or time.monotonic() > deadline:
             text = Path(log.name).read_text(errors="replace").strip()
             child.stop()
-            raise procs.StartFailed(f"nginx did not start (status {popen.returncode}): "
-                                    f"{text[-500:]}")
+            raise procs.StartFailed(f"nginx did not start (status {popen.returncode}): {text[-500:]}")
         time.sleep(0.02)
     procs.pin_tree(popen.pid, cpus)  # the worker, forked after the master was pinned, too
     return child

@@ -36,13 +36,14 @@ class StartFailed(Exception):
 
 # /proc -------------------------------------------------------------------------------------
 
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def descendants(pid: int) -> list[int]:
@@ -116,6 +117,7 @@ def raise_open_files_limit() -> None:
 
 # Pinning -----------------------------------------------------------------------------------
 
+
 @dataclass(slots=True, frozen=True)
 class Placement:
     """Which CPUs the proxy under test and the harness (gateway, clients) may use."""
@@ -150,10 +152,14 @@ def pin_tree(pid: int, cpus: frozenset[int] | None) -> None:
 
 # Child processes ---------------------------------------------------------------------------
 
+
 def _env() -> dict[str, str]:
     """The environment without settings that would change the processes under test."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
 
 
 @dataclass
@@ -199,8 +205,9 @@ def _module(*args: str) -> list[str]:
     return [sys.executable, "-m", "sse_audit_proxy", *args]
 
 
-def _wait_for(popen: subprocess.Popen[bytes], log_path: str,
-              find: Callable[[str], str | None], what: str) -> str:
+def _wait_for(
+    popen: subprocess.Popen[bytes], log_path: str, find: Callable[[str], str | None], what: str
+) -> str:
     """Poll the child's output file until `find` gets what it looks for from it."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -209,19 +216,20 @@ def _wait_for(popen: subprocess.Popen[bytes], log_path: str,
         if found:
             return found
         if popen.poll() is not None:
-            raise StartFailed(f"{what} exited with status {popen.returncode}: "
-                              f"{text.strip()[-500:]}")
+            raise StartFailed(f"{what} exited with status {popen.returncode}: {text.strip()[-500:]}")
         time.sleep(0.02)
     popen.kill()
     raise StartFailed(f"{what} did not start within {START_TIMEOUT:.0f} s")
 
 
-def spawn(name: str, args: list[str], cpus: frozenset[int] | None, cwd: str | None = None
-           ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+def spawn(
+    name: str, args: list[str], cpus: frozenset[int] | None, cwd: str | None = None
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     # Closed (and so deleted) by Child.stop.
     log = tempfile.NamedTemporaryFile(prefix=f"sse-audit-bench-{name}-", suffix=".log")  # noqa: SIM115
-    popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=_env(), cwd=cwd)
+    popen = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(), cwd=cwd
+    )
     if cpus:
         os.sched_setaffinity(popen.pid, cpus)  # before it spawns anything: children inherit it
     return popen, log
@@ -245,20 +253,36 @@ def _proxy_url(text: str) -> str | None:
 
 
 def start_gateway(port: int, cpus: frozenset[int] | None) -> Child:
-    popen, log = spawn("gateway", _module("gateway", "--host", "127.0.0.1", "--port",
-                                           str(port), "--jitter", "0"), cpus)
+    popen, log = spawn(
+        "gateway", _module("gateway", "--host", "127.0.0.1", "--port", str(port), "--jitter", "0"), cpus
+    )
     url = _wait_for(popen, log.name, _gateway_url, "the demo gateway")
     return Child("gateway", popen, url, log)
 
 
-def start_proxy(upstream: str, workers: int, cpus: frozenset[int] | None,
-                source: str | None = None) -> Child:
+def start_proxy(upstream: str, workers: int, cpus: frozenset[int] | None, source: str | None = None) -> Child:
     """`serve`, from this installation or, with `source`, from the `sse_audit_proxy` package
     in that directory (`python -m` finds the working directory's package first)."""
-    popen, log = spawn("proxy", _module(
-        "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "0", "--workers", str(workers), "--drain-timeout", "2"), cpus,
-        cwd=source)
+    popen, log = spawn(
+        "proxy",
+        _module(
+            "serve",
+            "--upstream",
+            upstream,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--workers",
+            str(workers),
+            "--drain-timeout",
+            "2",
+        ),
+        cpus,
+        cwd=source,
+    )
     url = _wait_for(popen, log.name, _proxy_url, "the proxy")
     pin_tree(popen.pid, cpus)  # workers started before the affinity was set, if any
     return Child("proxy", popen, url, log)

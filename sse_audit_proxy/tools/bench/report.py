@@ -38,24 +38,28 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _paired(runs: Sequence[dict[str, Any]], direct: Sequence[dict[str, Any]], key: str
-            ) -> float | None:
+def _paired(runs: Sequence[dict[str, Any]], direct: Sequence[dict[str, Any]], key: str) -> float | None:
     """Median over repeats of (this target's value - direct's value in the same repeat)."""
-    diffs = [r[key] - d[key] for r, d in zip(runs, direct, strict=False)
-             if isinstance(r.get(key), (int, float)) and isinstance(d.get(key), (int, float))]
+    diffs = [
+        r[key] - d[key]
+        for r, d in zip(runs, direct, strict=False)
+        if isinstance(r.get(key), (int, float)) and isinstance(d.get(key), (int, float))
+    ]
     return round(statistics.median(diffs), 4) if diffs else None
 
 
-def _ratio(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: str
-           ) -> float | None:
-    ratios = [r[key] / b[key] for r, b in zip(runs, base, strict=False)
-              if isinstance(r.get(key), (int, float)) and isinstance(b.get(key), (int, float))
-              and b[key]]
+def _ratio(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: str) -> float | None:
+    ratios = [
+        r[key] / b[key]
+        for r, b in zip(runs, base, strict=False)
+        if isinstance(r.get(key), (int, float)) and isinstance(b.get(key), (int, float)) and b[key]
+    ]
     return round(statistics.median(ratios), 3) if ratios else None
 
 
-def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], targets: Sequence[Target]
-              ) -> dict[str, dict[str, dict[str, Any]]]:
+def summarize(
+    results: dict[str, dict[str, list[dict[str, Any]]]], targets: Sequence[Target]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Per workload and target: the medians, plus the derived comparisons."""
     ours = [t for t in targets if t.kind == "proxy" and t.source is None]
     one_worker = next((t.name for t in ours if t.workers == 1), None)
@@ -75,15 +79,18 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], targets: Sequ
                 if target.name != DIRECT and direct:
                     median["vs_direct"] = _ratio(runs, direct, "frames_per_s")
                 if target in ours and target.workers > 1 and one_worker:
-                    median["scaling"] = _ratio(runs, by_target.get(one_worker, []),
-                                               "frames_per_s")
+                    median["scaling"] = _ratio(runs, by_target.get(one_worker, []), "frames_per_s")
                 median["harness_cores"] = round(
-                    median.get("gateway_cores", 0) + median.get("client_cores", 0), 3)
+                    median.get("gateway_cores", 0) + median.get("client_cores", 0), 3
+                )
             if workload == MEMORY:
                 # The largest repeat: a process that already held as many streams before (an
                 # --against proxy is not restarted) reuses that memory and shows ~0 after.
-                per_stream = [r["rss_per_stream_kib"] for r in runs
-                              if isinstance(r.get("rss_per_stream_kib"), int | float)]
+                per_stream = [
+                    r["rss_per_stream_kib"]
+                    for r in runs
+                    if isinstance(r.get("rss_per_stream_kib"), int | float)
+                ]
                 median["rss_per_stream_kib"] = max(per_stream) if per_stream else None
                 if isinstance(median.get("rss_open_bytes"), int | float):
                     median["rss_open_mib"] = round(median["rss_open_bytes"] / (1 << 20), 1)
@@ -122,8 +129,12 @@ def _layout(rows: list[list[str]], left: int) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if j < left else c.rjust(w)
-                               for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if j < left else c.rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -158,8 +169,7 @@ def _over(value: Any, base: Any) -> float | None:
     return None
 
 
-def headline(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Target]
-             ) -> dict[str, Any]:
+def headline(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Target]) -> dict[str, Any]:
     """Per target, issue 16's figures from the summary's medians, and the ratios of CPU and
     memory to the reference target's (a ratio of the medians shown, so it can be checked)."""
     ref = reference(targets)
@@ -172,10 +182,10 @@ def headline(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Ta
         rows[target.name] = row
     for row in rows.values():
         base = rows.get(ref, {}) if ref else {}
-        row["cpu_vs_reference"] = _over(row["cpu_s_per_million_paced_frames"],
-                                        base.get("cpu_s_per_million_paced_frames"))
-        row["rss_vs_reference"] = _over(row["rss_per_open_stream_kib"],
-                                        base.get("rss_per_open_stream_kib"))
+        row["cpu_vs_reference"] = _over(
+            row["cpu_s_per_million_paced_frames"], base.get("cpu_s_per_million_paced_frames")
+        )
+        row["rss_vs_reference"] = _over(row["rss_per_open_stream_kib"], base.get("rss_per_open_stream_kib"))
     return {"reference": ref, "targets": rows}
 
 

@@ -27,23 +27,75 @@ class Workload:
 # frame interval: real streams are not in lockstep, and a lockstep burst would measure the
 # queue behind 50 simultaneous frames rather than the cost of one.
 FULL = {
-    LATENCY: Workload(LATENCY, streams=50, frames=200, interval_ms=20.0, ttft_ms=20.0,
-                      open_over=0.02 * 51, timeout=30.0, stamps=True, warmup=50),
-    THROUGHPUT: Workload(THROUGHPUT, streams=200, frames=1000, interval_ms=0.0, ttft_ms=0.0,
-                         open_over=0.2, timeout=60.0, warmup=200),
+    LATENCY: Workload(
+        LATENCY,
+        streams=50,
+        frames=200,
+        interval_ms=20.0,
+        ttft_ms=20.0,
+        open_over=0.02 * 51,
+        timeout=30.0,
+        stamps=True,
+        warmup=50,
+    ),
+    THROUGHPUT: Workload(
+        THROUGHPUT,
+        streams=200,
+        frames=1000,
+        interval_ms=0.0,
+        ttft_ms=0.0,
+        open_over=0.2,
+        timeout=60.0,
+        warmup=200,
+    ),
     # 20 tokens 250 ms apart: every stream is open from the last start (2 s) to the first end
     # (5 s), and RSS is sampled in between.
-    MEMORY: Workload(MEMORY, streams=1000, frames=20, interval_ms=250.0, ttft_ms=0.0,
-                     open_over=2.0, timeout=30.0, sample_after=3.5, warmup=20),
+    MEMORY: Workload(
+        MEMORY,
+        streams=1000,
+        frames=20,
+        interval_ms=250.0,
+        ttft_ms=0.0,
+        open_over=2.0,
+        timeout=30.0,
+        sample_after=3.5,
+        warmup=20,
+    ),
 }
 
 SMOKE = {
-    LATENCY: Workload(LATENCY, streams=4, frames=10, interval_ms=5.0, ttft_ms=5.0,
-                      open_over=0.005 * 5, timeout=20.0, stamps=True, warmup=2),
-    THROUGHPUT: Workload(THROUGHPUT, streams=4, frames=1000, interval_ms=0.0, ttft_ms=0.0,
-                         open_over=0.01, timeout=20.0, warmup=2),
-    MEMORY: Workload(MEMORY, streams=20, frames=8, interval_ms=100.0, ttft_ms=0.0,
-                     open_over=0.1, timeout=20.0, sample_after=0.4, warmup=2),
+    LATENCY: Workload(
+        LATENCY,
+        streams=4,
+        frames=10,
+        interval_ms=5.0,
+        ttft_ms=5.0,
+        open_over=0.005 * 5,
+        timeout=20.0,
+        stamps=True,
+        warmup=2,
+    ),
+    THROUGHPUT: Workload(
+        THROUGHPUT,
+        streams=4,
+        frames=1000,
+        interval_ms=0.0,
+        ttft_ms=0.0,
+        open_over=0.01,
+        timeout=20.0,
+        warmup=2,
+    ),
+    MEMORY: Workload(
+        MEMORY,
+        streams=20,
+        frames=8,
+        interval_ms=100.0,
+        ttft_ms=0.0,
+        open_over=0.1,
+        timeout=20.0,
+        sample_after=0.4,
+        warmup=2,
+    ),
 }
 
 

@@ -125,8 +125,7 @@ class LiveStats:
         if s.max_gap is not None and (self.worst_gap is None or s.max_gap > self.worst_gap[0]):
             self.worst_gap = (s.max_gap, rec.trace_id)
         verdict = verdict_of(s.outcome.value, s.anomalies)
-        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap,
-                                  rec.upstream))
+        self.recent.append(Recent(rec.trace_id, rec.model, verdict, s.ttft, s.max_gap, rec.upstream))
         model = self._models(rec.model)
         tally = self.by_model.get(model)
         if tally is None:
@@ -134,8 +133,13 @@ class LiveStats:
         tally.n += 1
         tally.verdicts[verdict] += 1
         scenario = scenarios.for_model(rec.model)
-        if (scenario is not None and model != OTHER and rec.route == "chat_completions"
-                and self._checked_prefix and rec.trace_id.startswith(self._checked_prefix)):
+        if (
+            scenario is not None
+            and model != OTHER
+            and rec.route == "chat_completions"
+            and self._checked_prefix
+            and rec.trace_id.startswith(self._checked_prefix)
+        ):
             tally.checked += 1
             expected = (scenario.outcome.value, sorted(scenario.anomalies))
             tally.as_documented += (s.outcome.value, sorted(s.anomalies)) == expected
@@ -183,9 +187,11 @@ def canary_status(stats: LiveStats) -> str:
     if trip is None:
         return "canary TRIPPED (another worker's guard): share 0%"
     at = (control.tripped_at or stats.began_wall) - stats.began_wall
-    return (f"canary TRIPPED at {max(at, 0.0):.1f}s: {trip.rule}, canary "
-            f"{trip.canary['bad_percent']}% bad vs baseline {trip.baseline['bad_percent']}% "
-            f"({trip.canary['streams']} vs {trip.baseline['streams']} streams); share now 0%")
+    return (
+        f"canary TRIPPED at {max(at, 0.0):.1f}s: {trip.rule}, canary "
+        f"{trip.canary['bad_percent']}% bad vs baseline {trip.baseline['bad_percent']}% "
+        f"({trip.canary['streams']} vs {trip.baseline['streams']} streams); share now 0%"
+    )
 
 
 def _sides_plain(stats: LiveStats) -> str:
@@ -202,10 +208,12 @@ def _sides_plain(stats: LiveStats) -> str:
 def plain_line(stats: LiveStats) -> str:
     anomalies = " ".join(f"{k}={v}" for k, v in stats.anomalies.most_common())
     outcomes = " ".join(f"{k}={v}" for k, v in stats.outcomes.most_common())
-    return (f"[{stats.elapsed:6.1f}s] streams {stats.streams} ({stats.active} open) | "
-            f"{outcomes or 'no stream yet'} | anomalies {anomalies or 'none'} | ttft p50 "
-            f"{seconds(percentile(stats.ttfts, 50))} p95 {seconds(percentile(stats.ttfts, 95))}"
-            f" | worst gap {_worst(stats)}{_sides_plain(stats)}")
+    return (
+        f"[{stats.elapsed:6.1f}s] streams {stats.streams} ({stats.active} open) | "
+        f"{outcomes or 'no stream yet'} | anomalies {anomalies or 'none'} | ttft p50 "
+        f"{seconds(percentile(stats.ttfts, 50))} p95 {seconds(percentile(stats.ttfts, 95))}"
+        f" | worst gap {_worst(stats)}{_sides_plain(stats)}"
+    )
 
 
 def side_lines(stats: LiveStats) -> list[str]:
@@ -214,19 +222,25 @@ def side_lines(stats: LiveStats) -> list[str]:
     if not sides:
         return []
     tripped = stats.canary is not None and stats.canary.router.tripped
-    rows = [("side", "streams", "open", "bad", "ttft p50", "ttft p95",
-             "since trip" if tripped else "")]
+    rows = [("side", "streams", "open", "bad", "ttft p50", "ttft p95", "since trip" if tripped else "")]
     for name, t in sides:
-        rows.append((name, str(t.streams), str(t.active), _bad_share(t),
-                     seconds(percentile(t.ttfts, 50)), seconds(percentile(t.ttfts, 95)),
-                     str(t.after_trip) if tripped else ""))
+        rows.append(
+            (
+                name,
+                str(t.streams),
+                str(t.active),
+                _bad_share(t),
+                seconds(percentile(t.ttfts, 50)),
+                seconds(percentile(t.ttfts, 95)),
+                str(t.after_trip) if tripped else "",
+            )
+        )
     return [canary_status(stats), *("  " + line for line in table(rows).splitlines())]
 
 
 def view_lines(stats: LiveStats) -> list[str]:
     lines = [
-        f"{stats.elapsed:6.1f}s   streams {stats.streams} ({stats.active} open)   "
-        f"requests {stats.requests}",
+        f"{stats.elapsed:6.1f}s   streams {stats.streams} ({stats.active} open)   requests {stats.requests}",
         f"outcomes   {_counts(stats.outcomes)}",
         f"anomalies  {_counts(stats.anomalies)}",
         f"ttft       p50 {seconds(percentile(stats.ttfts, 50))}   "
@@ -238,12 +252,16 @@ def view_lines(stats: LiveStats) -> list[str]:
     rows: list[tuple[str, ...]]
     if _sides_in_order(stats):  # a canary runs: which side served each stream
         rows = [("trace id", "side", "model", "verdict", "ttft", "max gap")]
-        rows += [(r.trace_id, r.upstream, r.model, r.verdict, seconds(r.ttft),
-                  seconds(r.max_gap)) for r in reversed(stats.recent)]
+        rows += [
+            (r.trace_id, r.upstream, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
+            for r in reversed(stats.recent)
+        ]
     else:
         rows = [("trace id", "model", "verdict", "ttft", "max gap")]
-        rows += [(r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
-                 for r in reversed(stats.recent)]
+        rows += [
+            (r.trace_id, r.model, r.verdict, seconds(r.ttft), seconds(r.max_gap))
+            for r in reversed(stats.recent)
+        ]
     lines += ["  " + line for line in table(rows).splitlines()]
     return lines
 
@@ -259,8 +277,7 @@ def summary(stats: LiveStats) -> str:
     if sides := side_lines(stats):
         out += ["  " + line for line in sides]
     if stats.cut_by_shutdown:
-        out.append(f"  {stats.cut_by_shutdown} stream(s) still open at shutdown were cut "
-                   "(not counted above)")
+        out.append(f"  {stats.cut_by_shutdown} stream(s) still open at shutdown were cut (not counted above)")
     if stats.by_model:
         rows = [("model", "streams", "verdict (most common)", "as documented")]
         for model, tally in sorted(stats.by_model.items()):

@@ -8,5 +8,4 @@ from sse_audit_proxy.tools.gateway.app import create_app, start
 from sse_audit_proxy.tools.gateway.command import add_parser, add_timing_options, run, timing_from
 from sse_audit_proxy.tools.gateway.script import Timing
 
-__all__ = ["Timing", "add_parser", "add_timing_options", "create_app", "run", "start",
-           "timing_from"]
+__all__ = ["Timing", "add_parser", "add_timing_options", "create_app", "run", "start", "timing_from"]

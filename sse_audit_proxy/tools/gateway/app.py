@@ -61,8 +61,12 @@ _FORCED_KEY = web.AppKey("forced_scenario", str)
 # scenarios of the same names are the healthy stream with one habit.
 HABITS_HEADER = "X-Demo-Habits"
 HABITS = ("late-terminator", "text-plain", "bursty", "error-no-done")
-_SCENARIO_HABITS = {"late-terminator": "late-terminator", "wrong-content-type": "text-plain",
-                    "bursty": "bursty", "error-no-done": "error-no-done"}
+_SCENARIO_HABITS = {
+    "late-terminator": "late-terminator",
+    "wrong-content-type": "text-plain",
+    "bursty": "bursty",
+    "error-no-done": "error-no-done",
+}
 
 # The scenarios that change which frames are sent (the others change only when).
 _SHAPES: dict[str, Callable[[int], Shape]] = {
@@ -89,10 +93,12 @@ class _Refused(Exception):
         self.response = _error(status, message, type_, code)
 
 
-def _error(status: int, message: str, type_: str, code: str,
-           headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=error_body(message, type_, code),
-                        content_type="application/json", headers=headers)
+def _error(
+    status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=error_body(message, type_, code), content_type="application/json", headers=headers
+    )
 
 
 def _bad(message: str, code: str = "invalid_request") -> _Refused:
@@ -101,8 +107,8 @@ def _bad(message: str, code: str = "invalid_request") -> _Refused:
 
 # Per-request knobs -------------------------------------------------------------------------
 
-def _number(headers: CIMultiDictProxy[str], name: str, scale: float, lo: float,
-            hi: float) -> float | None:
+
+def _number(headers: CIMultiDictProxy[str], name: str, scale: float, lo: float, hi: float) -> float | None:
     raw = headers.get(name)
     if raw is None:
         return None
@@ -130,8 +136,7 @@ def timing_for(headers: CIMultiDictProxy[str], default: Timing) -> Timing:
         jitter=default.jitter if jitter is None else jitter,
         fault_delay=default.fault_delay if fault is None else fault,
         frames=default.frames if frames is None else int(frames),
-        sent_at=default.sent_at if sent_at is None
-        else sent_at.strip().lower() in ("1", "true", "yes", "on"),
+        sent_at=default.sent_at if sent_at is None else sent_at.strip().lower() in ("1", "true", "yes", "on"),
         terminator_delay=default.terminator_delay if terminator is None else terminator,
     )
 
@@ -141,8 +146,9 @@ def habits_for(headers: CIMultiDictProxy[str], scenario: Scenario) -> frozenset[
     named = {h.strip().lower() for h in headers.get(HABITS_HEADER, "").split(",") if h.strip()}
     unknown = sorted(named.difference(HABITS))
     if unknown:
-        raise _bad(f"unknown {HABITS_HEADER} {', '.join(unknown)}; known: {', '.join(HABITS)}",
-                   "unknown_habit")
+        raise _bad(
+            f"unknown {HABITS_HEADER} {', '.join(unknown)}; known: {', '.join(HABITS)}", "unknown_habit"
+        )
     own = _SCENARIO_HABITS.get(scenario.name)
     return frozenset(named | {own} if own else named)
 
@@ -152,19 +158,25 @@ def scenario_for(model: str, headers: CIMultiDictProxy[str]) -> Scenario:
     if named is not None:
         found = scenarios.lookup(named)
         if found is None:
-            raise _bad(f"unknown {SCENARIO_HEADER} {named!r}; GET /v1/models lists the "
-                       "scenarios", "unknown_scenario")
+            raise _bad(
+                f"unknown {SCENARIO_HEADER} {named!r}; GET /v1/models lists the scenarios", "unknown_scenario"
+            )
         return found
     if model.startswith(scenarios.MODEL_PREFIX):
         found = scenarios.for_model(model)
         if found is None:
-            raise _Refused(404, f"The model `{model}` does not exist; GET /v1/models lists "
-                           "the demo scenarios", "invalid_request_error", "model_not_found")
+            raise _Refused(
+                404,
+                f"The model `{model}` does not exist; GET /v1/models lists the demo scenarios",
+                "invalid_request_error",
+                "model_not_found",
+            )
         return found
     return scenarios.HEALTHY  # any other model name: a healthy answer
 
 
 # Writing a stream --------------------------------------------------------------------------
+
 
 def _stamp(data: bytes) -> bytes:
     """Put the send time in every JSON frame of a write, for one-way latency. A raw newline
@@ -189,13 +201,18 @@ async def _flushed(request: web.Request, limit: float = 1.0) -> None:
     """Wait (bounded) until the transport has handed every byte to the kernel."""
     transport = request.transport
     deadline = time.monotonic() + limit
-    while (transport is not None and not transport.is_closing()
-           and transport.get_write_buffer_size() and time.monotonic() < deadline):
+    while (
+        transport is not None
+        and not transport.is_closing()
+        and transport.get_write_buffer_size()
+        and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.001)
 
 
-async def _play(request: web.Request, resp: web.StreamResponse, script: Script,
-                started: float, sent_at: bool) -> None:
+async def _play(
+    request: web.Request, resp: web.StreamResponse, script: Script, started: float, sent_at: bool
+) -> None:
     loop = asyncio.get_running_loop()
     write = resp.write
     for at, data in script.writes:
@@ -226,8 +243,9 @@ Stream = Callable[[Plan, str, dict[str, Any], bool, Shape], Frames]
 Body = Callable[[Plan, str, dict[str, Any]], dict[str, Any]]
 
 
-def _route(read: Callable[[dict[str, Any]], Prompt], body_of: Body, stream_of: Stream
-           ) -> Callable[[web.Request], Any]:
+def _route(
+    read: Callable[[dict[str, Any]], Prompt], body_of: Body, stream_of: Stream
+) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
         started = asyncio.get_running_loop().time()
         try:
@@ -248,8 +266,13 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _answer(request: web.Request, started: float, read: Callable[[dict[str, Any]], Prompt],
-                  body_of: Body, stream_of: Stream) -> web.StreamResponse:
+async def _answer(
+    request: web.Request,
+    started: float,
+    read: Callable[[dict[str, Any]], Prompt],
+    body_of: Body,
+    stream_of: Stream,
+) -> web.StreamResponse:
     body = await _read_json(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -270,14 +293,27 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
     headers = _headers(scenario)
     if scenario.name == "http-429":
         headers["Retry-After"] = "1"
-        return _error(429, "Rate limit reached for the demo gateway (scenario http-429).",
-                      "rate_limit_error", "rate_limit_exceeded", headers)
+        return _error(
+            429,
+            "Rate limit reached for the demo gateway (scenario http-429).",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            headers,
+        )
     if scenario.name == "http-500":
-        return _error(500, "The demo gateway had an internal error (scenario http-500).",
-                      "server_error", "internal_error", headers)
-    answer = plan(prompt, frames=timing.frames,
-                  call_tool=scenario.name in ("tool-call", "bad-tool-args"),
-                  valid_tool_args=scenario.name != "bad-tool-args")
+        return _error(
+            500,
+            "The demo gateway had an internal error (scenario http-500).",
+            "server_error",
+            "internal_error",
+            headers,
+        )
+    answer = plan(
+        prompt,
+        frames=timing.frames,
+        call_tool=scenario.name in ("tool-call", "bad-tool-args"),
+        valid_tool_args=scenario.name != "bad-tool-args",
+    )
     if body.get("stream") is not True:
         doc = body_of(answer, model, body)
         return await _whole(request, started, scenario, timing, answer, doc, headers)
@@ -285,11 +321,18 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     shape = _shape(scenario.name, answer.content_frames, habits)
     frames = stream_of(answer, model, body, include_usage, shape)
-    script = compose(frames, scenario.name, timing, answer.seed, bursty="bursty" in habits,
-                     late_terminator="late-terminator" in habits)
+    script = compose(
+        frames,
+        scenario.name,
+        timing,
+        answer.seed,
+        bursty="bursty" in habits,
+        late_terminator="late-terminator" in habits,
+    )
     # text-plain: an event stream labelled as plain text, as some servers and proxies send it.
-    headers["Content-Type"] = ("text/plain; charset=utf-8" if "text-plain" in habits
-                               else "text/event-stream; charset=utf-8")
+    headers["Content-Type"] = (
+        "text/plain; charset=utf-8" if "text-plain" in habits else "text/event-stream; charset=utf-8"
+    )
     headers["Cache-Control"] = "no-cache"
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
@@ -297,8 +340,15 @@ async def _answer(request: web.Request, started: float, read: Callable[[dict[str
     return resp
 
 
-async def _whole(request: web.Request, started: float, scenario: Scenario, timing: Timing,
-                 answer: Plan, doc: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
+async def _whole(
+    request: web.Request,
+    started: float,
+    scenario: Scenario,
+    timing: Timing,
+    answer: Plan,
+    doc: dict[str, Any],
+    headers: dict[str, str],
+) -> web.StreamResponse:
     """A non-streamed answer, after the time generating it would take. Of the faults only
     those with a non-streamed form apply: reset, hang, and the tool scenarios (in the plan)."""
     wait = timing.ttft + answer.content_frames * timing.interval
@@ -318,32 +368,40 @@ def _chat_stream(p: Plan, model: str, body: dict[str, Any], usage: bool, shape: 
     return chat_stream(p, model, include_usage=usage, shape=shape)
 
 
-def _completions_stream(p: Plan, model: str, body: dict[str, Any], usage: bool,
-                        shape: Shape) -> Frames:
+def _completions_stream(p: Plan, model: str, body: dict[str, Any], usage: bool, shape: Shape) -> Frames:
     return completions_stream(p, model, include_usage=usage, shape=shape)
 
 
-def _responses_stream(p: Plan, model: str, body: dict[str, Any], usage: bool,
-                      shape: Shape) -> Frames:
+def _responses_stream(p: Plan, model: str, body: dict[str, Any], usage: bool, shape: Shape) -> Frames:
     return responses_stream(p, model, body, shape=shape)
 
 
 def _model(scenario: Scenario) -> dict[str, Any]:
-    return {"id": scenario.model, "object": "model", "created": 0, "owned_by": OWNER,
-            "description": f"{scenario.does}; the proxy reports {scenarios.verdict(scenario)}"}
+    return {
+        "id": scenario.model,
+        "object": "model",
+        "created": 0,
+        "owned_by": OWNER,
+        "description": f"{scenario.does}; the proxy reports {scenarios.verdict(scenario)}",
+    }
 
 
 async def _models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list",
-                              "data": [_model(s) for s in scenarios.SCENARIOS]},
-                             dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response(
+        {"object": "list", "data": [_model(s) for s in scenarios.SCENARIOS]},
+        dumps=lambda o: orjson.dumps(o).decode(),
+    )
 
 
 async def _one_model(request: web.Request) -> web.Response:
     found = scenarios.for_model(request.match_info["model"])
     if found is None:
-        return _error(404, f"The model `{request.match_info['model']}` does not exist",
-                      "invalid_request_error", "model_not_found")
+        return _error(
+            404,
+            f"The model `{request.match_info['model']}` does not exist",
+            "invalid_request_error",
+            "model_not_found",
+        )
     return web.json_response(_model(found))
 
 
@@ -352,9 +410,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    return _error(404, f"Unknown request URL: {request.method} {request.path}. The demo gateway "
-                  "serves POST /v1/chat/completions, /v1/responses, /v1/completions and "
-                  "GET /v1/models.", "invalid_request_error", "unknown_url")
+    return _error(
+        404,
+        f"Unknown request URL: {request.method} {request.path}. The demo gateway "
+        "serves POST /v1/chat/completions, /v1/responses, /v1/completions and "
+        "GET /v1/models.",
+        "invalid_request_error",
+        "unknown_url",
+    )
 
 
 def create_app(timing: Timing, scenario: str | None = None) -> web.Application:
@@ -365,12 +428,14 @@ def create_app(timing: Timing, scenario: str | None = None) -> web.Application:
         if scenarios.lookup(scenario) is None:
             raise ValueError(f"unknown scenario {scenario!r}")
         app[_FORCED_KEY] = scenario
-    app.router.add_post("/v1/chat/completions", _route(chat_prompt,
-                        lambda p, m, b: chat_body(p, m), _chat_stream))
-    app.router.add_post("/v1/completions", _route(completions_prompt,
-                        lambda p, m, b: completions_body(p, m), _completions_stream))
-    app.router.add_post("/v1/responses", _route(responses_prompt, responses_body,
-                                                _responses_stream))
+    app.router.add_post(
+        "/v1/chat/completions", _route(chat_prompt, lambda p, m, b: chat_body(p, m), _chat_stream)
+    )
+    app.router.add_post(
+        "/v1/completions",
+        _route(completions_prompt, lambda p, m, b: completions_body(p, m), _completions_stream),
+    )
+    app.router.add_post("/v1/responses", _route(responses_prompt, responses_body, _responses_stream))
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model}", _one_model)
     app.router.add_get("/healthz", _healthz)
@@ -378,12 +443,14 @@ def create_app(timing: Timing, scenario: str | None = None) -> web.Application:
     return app
 
 
-async def start(timing: Timing, host: str = "127.0.0.1", port: int = 0,
-                scenario: str | None = None) -> tuple[web.AppRunner, URL]:
+async def start(
+    timing: Timing, host: str = "127.0.0.1", port: int = 0, scenario: str | None = None
+) -> tuple[web.AppRunner, URL]:
     """Serve the gateway; returns its runner (call `cleanup()` to stop) and base URL."""
     # A client that goes away cancels its handler at once, like a real gateway stopping work.
-    runner = web.AppRunner(create_app(timing, scenario), access_log=None, handle_signals=False,
-                           handler_cancellation=True)
+    runner = web.AppRunner(
+        create_app(timing, scenario), access_log=None, handle_signals=False, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

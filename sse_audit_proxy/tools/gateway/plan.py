@@ -22,16 +22,90 @@ MIN_TOKENS, MAX_TOKENS = 20, 60  # completion length when neither request nor he
 _HARD_CAP = 100_000  # tokens one answer may have, whatever the request asks
 
 _WORDS = (
-    "the", "gateway", "stream", "token", "route", "canary", "proxy", "latency", "budget",
-    "request", "response", "client", "server", "model", "prompt", "answer", "chunk", "frame",
-    "usage", "trace", "metric", "alert", "dashboard", "operator", "cutover", "rollout",
-    "traffic", "signal", "buffer", "socket", "header", "event", "cluster", "region", "replica",
-    "queue", "worker", "shard", "cache", "naïve", "café", "resilient", "steady", "careful",
-    "quick", "gentle", "quiet", "bright", "clear", "honest", "simple", "small", "early", "late",
-    "first", "last", "every", "each", "other", "whole", "sends", "carries", "measures",
-    "reports", "watches", "holds", "waits", "returns", "keeps", "finds", "checks", "between",
-    "through", "before", "after", "under", "over", "while", "because", "so", "and", "but",
-    "with", "without",
+    "the",
+    "gateway",
+    "stream",
+    "token",
+    "route",
+    "canary",
+    "proxy",
+    "latency",
+    "budget",
+    "request",
+    "response",
+    "client",
+    "server",
+    "model",
+    "prompt",
+    "answer",
+    "chunk",
+    "frame",
+    "usage",
+    "trace",
+    "metric",
+    "alert",
+    "dashboard",
+    "operator",
+    "cutover",
+    "rollout",
+    "traffic",
+    "signal",
+    "buffer",
+    "socket",
+    "header",
+    "event",
+    "cluster",
+    "region",
+    "replica",
+    "queue",
+    "worker",
+    "shard",
+    "cache",
+    "naïve",
+    "café",
+    "resilient",
+    "steady",
+    "careful",
+    "quick",
+    "gentle",
+    "quiet",
+    "bright",
+    "clear",
+    "honest",
+    "simple",
+    "small",
+    "early",
+    "late",
+    "first",
+    "last",
+    "every",
+    "each",
+    "other",
+    "whole",
+    "sends",
+    "carries",
+    "measures",
+    "reports",
+    "watches",
+    "holds",
+    "waits",
+    "returns",
+    "keeps",
+    "finds",
+    "checks",
+    "between",
+    "through",
+    "before",
+    "after",
+    "under",
+    "over",
+    "while",
+    "because",
+    "so",
+    "and",
+    "but",
+    "with",
+    "without",
 )
 _CITIES = ("Paris", "Lisbon", "Kyoto", "Nairobi", "Montréal", "Oslo", "Lima", "Hanoi")
 
@@ -103,14 +177,14 @@ class Plan:
 
 # Reading requests --------------------------------------------------------------------------
 
+
 def _text_of(content: Any) -> str:
     """Message content as text: a string, or a list of parts with `text`."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return "\n".join(
-            part["text"] for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return "" if content is None else orjson.dumps(content).decode()
 
@@ -146,14 +220,19 @@ def _tool_choice(body: dict[str, Any]) -> tuple[str | None, bool]:
     return None, True
 
 
-def _prompt(body: dict[str, Any], parts: list[str], messages: int,
-            tools: list[tuple[str, Any]], after_tool: bool, max_tokens: int | None) -> Prompt:
+def _prompt(
+    body: dict[str, Any],
+    parts: list[str],
+    messages: int,
+    tools: list[tuple[str, Any]],
+    after_tool: bool,
+    max_tokens: int | None,
+) -> Prompt:
     if tools:
         parts.append(orjson.dumps([[n, p] for n, p in tools]).decode())
     text = "\n".join(parts)
     forced, allowed = _tool_choice(body)
-    return Prompt(text, messages, tuple(tools), forced, allowed, after_tool, max_tokens,
-                  _seed(text, body))
+    return Prompt(text, messages, tuple(tools), forced, allowed, after_tool, max_tokens, _seed(text, body))
 
 
 def chat_prompt(body: dict[str, Any]) -> Prompt:
@@ -171,8 +250,14 @@ def chat_prompt(body: dict[str, Any]) -> Prompt:
         if isinstance(function, dict) and isinstance(function.get("name"), str):
             tools.append((function["name"], function.get("parameters")))
     last = messages[-1]
-    return _prompt(body, parts, len(messages), tools, last.get("role") == "tool",
-                   _max_tokens(body, "max_completion_tokens", "max_tokens"))
+    return _prompt(
+        body,
+        parts,
+        len(messages),
+        tools,
+        last.get("role") == "tool",
+        _max_tokens(body, "max_completion_tokens", "max_tokens"),
+    )
 
 
 def responses_prompt(body: dict[str, Any]) -> Prompt:
@@ -196,13 +281,12 @@ def responses_prompt(body: dict[str, Any]) -> Prompt:
         else:
             parts.append(f"{item.get('role')}: {_text_of(item.get('content'))}")
     tools = [
-        (tool["name"], tool.get("parameters")) for tool in body.get("tools") or ()
-        if isinstance(tool, dict) and tool.get("type") == "function"
-        and isinstance(tool.get("name"), str)
+        (tool["name"], tool.get("parameters"))
+        for tool in body.get("tools") or ()
+        if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("name"), str)
     ]
     after_tool = items[-1].get("type") == "function_call_output"
-    return _prompt(body, parts, len(items), tools, after_tool,
-                   _max_tokens(body, "max_output_tokens"))
+    return _prompt(body, parts, len(items), tools, after_tool, _max_tokens(body, "max_output_tokens"))
 
 
 def completions_prompt(body: dict[str, Any]) -> Prompt:
@@ -215,6 +299,7 @@ def completions_prompt(body: dict[str, Any]) -> Prompt:
 
 
 # Planning the answer -----------------------------------------------------------------------
+
 
 def _approx_tokens(text: str) -> int:
     return max(1, (len(text.encode()) + 3) // 4)
@@ -265,7 +350,7 @@ def _fragments(arguments: str, rng: random.Random) -> tuple[str, ...]:
     i = 0
     while i < len(arguments):
         step = rng.randint(2, 8)
-        out.append(arguments[i:i + step])
+        out.append(arguments[i : i + step])
         i += step
     return tuple(out) or ("",)
 
@@ -282,8 +367,9 @@ def _tool_call(prompt: Prompt, rng: random.Random, *, valid: bool) -> ToolCall:
     return ToolCall(call_id, name, arguments, _fragments(arguments, rng))
 
 
-def plan(prompt: Prompt, *, frames: int | None = None, call_tool: bool = False,
-         valid_tool_args: bool = True) -> Plan:
+def plan(
+    prompt: Prompt, *, frames: int | None = None, call_tool: bool = False, valid_tool_args: bool = True
+) -> Plan:
     """The answer to `prompt`. `frames` fixes the number of text tokens; `call_tool` forces
     a tool call (the tool scenarios) even when the request offers no tools."""
     rng = random.Random(prompt.seed)
@@ -291,8 +377,14 @@ def plan(prompt: Prompt, *, frames: int | None = None, call_tool: bool = False,
     wants_tool = (call_tool or bool(prompt.tools)) and prompt.tools_allowed
     if wants_tool and not prompt.after_tool:
         call = _tool_call(prompt, rng, valid=valid_tool_args)
-        return Plan((), call, "tool_calls", prompt_tokens,
-                    len(call.fragments) + _approx_tokens(call.name), prompt.seed)
+        return Plan(
+            (),
+            call,
+            "tool_calls",
+            prompt_tokens,
+            len(call.fragments) + _approx_tokens(call.name),
+            prompt.seed,
+        )
     n = frames if frames is not None else rng.randint(MIN_TOKENS, MAX_TOKENS)
     n = min(n, _HARD_CAP)
     finish = "stop"

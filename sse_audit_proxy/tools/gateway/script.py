@@ -83,8 +83,15 @@ def clumps(times: list[float], content: list[bytes], tail: bytes) -> list[tuple[
     return writes
 
 
-def compose(frames: Frames, scenario: str, timing: Timing, seed: int, *,
-            bursty: bool = False, late_terminator: bool = False) -> Script:
+def compose(
+    frames: Frames,
+    scenario: str,
+    timing: Timing,
+    seed: int,
+    *,
+    bursty: bool = False,
+    late_terminator: bool = False,
+) -> Script:
     """The scenario's script; `bursty` and `late_terminator` add those habits (see README)."""
     script = _compose(frames, scenario, timing, seed, bursty)
     if late_terminator and script.end is EndAction.EOF:
@@ -129,8 +136,10 @@ def _compose(frames: Frames, scenario: str, timing: Timing, seed: int, bursty: b
     if scenario == "keepalive":
         step = first / PINGS_BEFORE_FIRST_TOKEN
         pings = [(i * step, PING) for i in range(PINGS_BEFORE_FIRST_TOKEN)]
-        pings += [((times[i] + times[i + 1]) / 2, PING)
-                  for i in range(PING_EVERY_TOKENS - 1, n - 1, PING_EVERY_TOKENS)]
+        pings += [
+            ((times[i] + times[i + 1]) / 2, PING)
+            for i in range(PING_EVERY_TOKENS - 1, n - 1, PING_EVERY_TOKENS)
+        ]
         writes = sorted(writes + pings, key=lambda w: w[0])
     elif scenario == "crlf":
         writes = [(t, data.replace(b"\n", b"\r\n")) for t, data in writes]

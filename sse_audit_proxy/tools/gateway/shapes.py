@@ -52,11 +52,13 @@ def _error(message: str, type_: str, code: str) -> dict[str, Any]:
     return {"message": message, "type": type_, "param": None, "code": code}
 
 
-MIDSTREAM_ERROR = _error("The demo gateway failed while generating (scenario error-midstream).",
-                         "server_error", "internal_error")
+MIDSTREAM_ERROR = _error(
+    "The demo gateway failed while generating (scenario error-midstream).", "server_error", "internal_error"
+)
 # What LiteLLM sends when the provider fails mid-stream, on every route: no `type`, no [DONE].
-RATE_LIMITED = _error("Rate limit reached while streaming (scenario error-no-done).",
-                      "rate_limit_error", "rate_limit_exceeded")
+RATE_LIMITED = _error(
+    "Rate limit reached while streaming (scenario error-no-done).", "rate_limit_error", "rate_limit_exceeded"
+)
 MALFORMED = b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
 
 
@@ -73,37 +75,56 @@ def _apply(shape: Shape, content: list[bytes]) -> list[bytes]:
         i = min(shape.malformed_at, len(content) - 1)
         content[i] = MALFORMED + content[i]
     if shape.error_at is not None:
-        del content[max(1, shape.error_at):]
+        del content[max(1, shape.error_at) :]
     return content
 
 
 # Chat Completions --------------------------------------------------------------------------
 
+
 def chat_body(plan: Plan, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": plan.text or None,
-                               "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": plan.text or None,
+        "refusal": None,
+        "annotations": [],
+    }
     if plan.tool_call:
         call = plan.tool_call
-        message["tool_calls"] = [{"id": call.call_id, "type": "function",
-                                  "function": {"name": call.name, "arguments": call.arguments}}]
+        message["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+        ]
     return {
-        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-        "model": model, "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": plan.finish_reason}],
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}],
         "usage": plan.usage(),
     }
 
 
 def _chunk_head(id_prefix: str, object_: str, model: str) -> bytes:
     """The opening of every chunk of one stream: `{"id":...,"system_fingerprint":...` (open)."""
-    return orjson.dumps({"id": new_id(id_prefix), "object": object_,
-                         "created": int(time.time()), "model": model,
-                         "system_fingerprint": FINGERPRINT})[:-1]
+    return orjson.dumps(
+        {
+            "id": new_id(id_prefix),
+            "object": object_,
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+        }
+    )[:-1]
 
 
-def _choices_stream(head: bytes, content: list[bytes], finish: bytes, plan: Plan,
-                    include_usage: bool, shape: Shape) -> Frames:
+def _choices_stream(
+    head: bytes, content: list[bytes], finish: bytes, plan: Plan, include_usage: bool, shape: Shape
+) -> Frames:
     """The shared ending of Chat and Completions streams: finish chunk, usage, `[DONE]`."""
     content = _apply(shape, content)
     if shape.error_at is not None:
@@ -111,8 +132,13 @@ def _choices_stream(head: bytes, content: list[bytes], finish: bytes, plan: Plan
         return Frames(b"", content, _frame({"error": error}) + (DONE if shape.done else b""))
     tail = finish if shape.finish else b""
     if include_usage and shape.usage:
-        tail += (b"data: " + head + b',"choices":[],"usage":'
-                 + orjson.dumps(plan.usage(shape.usage_extra)) + b"}\n\n")
+        tail += (
+            b"data: "
+            + head
+            + b',"choices":[],"usage":'
+            + orjson.dumps(plan.usage(shape.usage_extra))
+            + b"}\n\n"
+        )
     if shape.done:
         tail += DONE
     return Frames(b"", content, tail)
@@ -129,27 +155,48 @@ def chat_stream(plan: Plan, model: str, *, include_usage: bool, shape: Shape) ->
         role = prefix + b'{"role":"assistant","content":"","refusal":null}' + suffix
         content = [prefix + b'{"content":' + dumps(t) + b"}" + suffix for t in plan.tokens]
     else:
-        opening = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-            {"index": 0, "id": call.call_id, "type": "function",
-             "function": {"name": call.name, "arguments": ""}}]}
+        opening = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+            ],
+        }
         role = prefix + dumps(opening) + suffix
-        content = [prefix + b'{"tool_calls":[{"index":0,"function":{"arguments":' + dumps(f)
-                   + b"}}]}" + suffix for f in call.fragments]
+        content = [
+            prefix + b'{"tool_calls":[{"index":0,"function":{"arguments":' + dumps(f) + b"}}]}" + suffix
+            for f in call.fragments
+        ]
     if content:
         content[0] = role + content[0]
-    finish = (prefix + b'{},"logprobs":null,"finish_reason":' + dumps(plan.finish_reason)
-              + b"}]" + usage_null + b"}\n\n")
+    finish = (
+        prefix
+        + b'{},"logprobs":null,"finish_reason":'
+        + dumps(plan.finish_reason)
+        + b"}]"
+        + usage_null
+        + b"}\n\n"
+    )
     return _choices_stream(head, content, finish, plan, include_usage, shape)
 
 
 # Legacy Completions ------------------------------------------------------------------------
 
+
 def completions_body(plan: Plan, model: str) -> dict[str, Any]:
     return {
-        "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
-        "model": model, "system_fingerprint": FINGERPRINT,
-        "choices": [{"text": plan.text, "index": 0, "logprobs": None,
-                     "finish_reason": plan.finish_reason}],
+        "id": new_id("cmpl-"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"text": plan.text, "index": 0, "logprobs": None, "finish_reason": plan.finish_reason}],
         "usage": plan.usage(),
     }
 
@@ -161,24 +208,50 @@ def completions_stream(plan: Plan, model: str, *, include_usage: bool, shape: Sh
     suffix = b',"index":0,"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
     dumps = orjson.dumps
     content = [prefix + dumps(t) + suffix for t in plan.tokens]
-    finish = (prefix + b'"","index":0,"logprobs":null,"finish_reason":'
-              + dumps(plan.finish_reason) + b"}]" + usage_null + b"}\n\n")
+    finish = (
+        prefix
+        + b'"","index":0,"logprobs":null,"finish_reason":'
+        + dumps(plan.finish_reason)
+        + b"}]"
+        + usage_null
+        + b"}\n\n"
+    )
     return _choices_stream(head, content, finish, plan, include_usage, shape)
 
 
 # Responses ---------------------------------------------------------------------------------
 
-def _response(rid: str, created: int, model: str, body: dict[str, Any], status: str,
-              output: list[Any], usage: dict[str, Any] | None) -> dict[str, Any]:
+
+def _response(
+    rid: str,
+    created: int,
+    model: str,
+    body: dict[str, Any],
+    status: str,
+    output: list[Any],
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
     return {
-        "id": rid, "object": "response", "created_at": created, "status": status,
-        "background": False, "error": None, "incomplete_details": None,
+        "id": rid,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
         "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"), "model": model,
-        "output": output, "parallel_tool_calls": True, "previous_response_id": None,
-        "temperature": 1.0, "text": {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
-        "top_p": 1.0, "truncation": "disabled", "usage": usage,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
         "metadata": body.get("metadata") or {},
     }
 
@@ -186,11 +259,25 @@ def _response(rid: str, created: int, model: str, body: dict[str, Any], status: 
 def _output_items(plan: Plan, item_id: str) -> list[dict[str, Any]]:
     call = plan.tool_call
     if call is not None:
-        return [{"id": item_id, "type": "function_call", "status": "completed",
-                 "arguments": call.arguments, "call_id": call.call_id, "name": call.name}]
-    return [{"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-             "content": [{"type": "output_text", "annotations": [], "logprobs": [],
-                          "text": plan.text}]}]
+        return [
+            {
+                "id": item_id,
+                "type": "function_call",
+                "status": "completed",
+                "arguments": call.arguments,
+                "call_id": call.call_id,
+                "name": call.name,
+            }
+        ]
+    return [
+        {
+            "id": item_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": plan.text}],
+        }
+    ]
 
 
 def _response_status(plan: Plan) -> tuple[str, dict[str, str] | None]:
@@ -202,8 +289,15 @@ def _response_status(plan: Plan) -> tuple[str, dict[str, str] | None]:
 def responses_body(plan: Plan, model: str, body: dict[str, Any]) -> dict[str, Any]:
     prefix = "fc_" if plan.tool_call else "msg_"
     status, incomplete = _response_status(plan)
-    out = _response(new_id("resp_"), int(time.time()), model, body, status,
-                    _output_items(plan, new_id(prefix)), plan.responses_usage())
+    out = _response(
+        new_id("resp_"),
+        int(time.time()),
+        model,
+        body,
+        status,
+        _output_items(plan, new_id(prefix)),
+        plan.responses_usage(),
+    )
     out["incomplete_details"] = incomplete
     return out
 
@@ -228,21 +322,48 @@ def responses_stream(plan: Plan, model: str, body: dict[str, Any], *, shape: Sha
     item_id = new_id("fc_" if call else "msg_")
     seq = _Sequence()
     started = _response(rid, created, model, body, "in_progress", [], None)
-    start = (seq.event("response.created", {"response": started})
-             + seq.event("response.in_progress", {"response": started}))
+    start = seq.event("response.created", {"response": started}) + seq.event(
+        "response.in_progress", {"response": started}
+    )
     where = {"item_id": item_id, "output_index": 0}
     if call is not None:
-        opening = seq.event("response.output_item.added", {"output_index": 0, "item": {
-            "id": item_id, "type": "function_call", "status": "in_progress", "arguments": "",
-            "call_id": call.call_id, "name": call.name}})
+        opening = seq.event(
+            "response.output_item.added",
+            {
+                "output_index": 0,
+                "item": {
+                    "id": item_id,
+                    "type": "function_call",
+                    "status": "in_progress",
+                    "arguments": "",
+                    "call_id": call.call_id,
+                    "name": call.name,
+                },
+            },
+        )
         pieces, text_where = call.fragments, where
         delta_name = "response.function_call_arguments.delta"
     else:
-        opening = (seq.event("response.output_item.added", {"output_index": 0, "item": {
-            "id": item_id, "type": "message", "status": "in_progress", "role": "assistant",
-            "content": []}})
-            + seq.event("response.content_part.added", {**where, "content_index": 0, "part": {
-                "type": "output_text", "annotations": [], "logprobs": [], "text": ""}}))
+        opening = seq.event(
+            "response.output_item.added",
+            {
+                "output_index": 0,
+                "item": {
+                    "id": item_id,
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [],
+                },
+            },
+        ) + seq.event(
+            "response.content_part.added",
+            {
+                **where,
+                "content_index": 0,
+                "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
+            },
+        )
         pieces, delta_name = plan.tokens, "response.output_text.delta"
         text_where = {**where, "content_index": 0}
     content: list[bytes] = []
@@ -259,19 +380,21 @@ def responses_stream(plan: Plan, model: str, body: dict[str, Any], *, shape: Sha
     if shape.error_at is not None and shape.rate_limited:
         return Frames(start, content, _frame({"error": RATE_LIMITED}))
     if shape.error_at is not None:
-        tail = seq.event("error", {"code": MIDSTREAM_ERROR["code"],
-                                   "message": MIDSTREAM_ERROR["message"], "param": None})
+        tail = seq.event(
+            "error", {"code": MIDSTREAM_ERROR["code"], "message": MIDSTREAM_ERROR["message"], "param": None}
+        )
         return Frames(start, content, tail)
     items = _output_items(plan, item_id)
     tail = b""
     if shape.finish:
         if call is not None:
-            tail += seq.event("response.function_call_arguments.done",
-                              {**where, "name": call.name, "arguments": call.arguments})
+            tail += seq.event(
+                "response.function_call_arguments.done",
+                {**where, "name": call.name, "arguments": call.arguments},
+            )
         else:
             part = items[0]["content"][0]
-            tail += seq.event("response.output_text.done",
-                              {**text_where, "text": plan.text, "logprobs": []})
+            tail += seq.event("response.output_text.done", {**text_where, "text": plan.text, "logprobs": []})
             tail += seq.event("response.content_part.done", {**text_where, "part": part})
         tail += seq.event("response.output_item.done", {"output_index": 0, "item": items[0]})
     status, incomplete = _response_status(plan)

@@ -25,8 +25,9 @@ class Api:
 
     # Requests ---------------------------------------------------------------------------
 
-    def body(self, model: str, prompt: str | list[Any], *, stream: bool,
-             max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
+    def body(
+        self, model: str, prompt: str | list[Any], *, stream: bool, max_tokens: int = MAX_TOKENS, **extra: Any
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     def control(self, model: str) -> dict[str, Any]:
@@ -58,8 +59,10 @@ class Api:
         if isinstance(doc.get("usage"), dict):
             a.usage = doc["usage"]
         if a.object != self.answer_object:
-            a.problems.append(f"`object` is {a.object!r}, not {self.answer_object!r}: the route "
-                              f"does not answer in the {self.title} format")
+            a.problems.append(
+                f"`object` is {a.object!r}, not {self.answer_object!r}: the route "
+                f"does not answer in the {self.title} format"
+            )
         self.read_completion(doc, a)
         return a
 

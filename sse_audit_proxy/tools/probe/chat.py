@@ -42,11 +42,17 @@ class ChatApi(Api):
 
     # Requests ---------------------------------------------------------------------------
 
-    def body(self, model: str, prompt: str | list[Any], *, stream: bool,
-             max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
+    def body(
+        self, model: str, prompt: str | list[Any], *, stream: bool, max_tokens: int = MAX_TOKENS, **extra: Any
+    ) -> dict[str, Any]:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        body: dict[str, Any] = {"model": model, "messages": messages,
-                                "temperature": 0, "seed": SEED, "max_tokens": max_tokens}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": 0,
+            "seed": SEED,
+            "max_tokens": max_tokens,
+        }
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -54,15 +60,28 @@ class ChatApi(Api):
         return body
 
     def tool_call(self, model: str) -> dict[str, Any]:
-        return self.body(model, WEATHER, stream=True, tools=self.tools, tool_choice={
-            "type": "function", "function": {"name": TOOL["name"]}})
+        return self.body(
+            model,
+            WEATHER,
+            stream=True,
+            tools=self.tools,
+            tool_choice={"type": "function", "function": {"name": TOOL["name"]}},
+        )
 
     def tool_result(self, model: str, call: ToolCallSeen) -> dict[str, Any]:
         body = self.body(model, WEATHER, stream=True, tools=self.tools, tool_choice="auto")
         body["messages"] += [
-            {"role": "assistant", "content": None, "tool_calls": [{
-                "id": call.call_id, "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.call_id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": call.call_id, "content": TOOL_RESULT},
         ]
         return body
@@ -81,8 +100,11 @@ class ChatApi(Api):
         for call in message.get("tool_calls") or ():
             if isinstance(call, dict):
                 fn = as_dict(call.get("function"))
-                a.tool_calls.append(ToolCallSeen(as_str(call.get("id")), as_str(fn.get("name")),
-                                                 as_str(fn.get("arguments")) or ""))
+                a.tool_calls.append(
+                    ToolCallSeen(
+                        as_str(call.get("id")), as_str(fn.get("name")), as_str(fn.get("arguments")) or ""
+                    )
+                )
 
     def read_stream(self, events: list[TimedEvent]) -> StreamFacts:
         f = StreamFacts()
@@ -186,28 +208,40 @@ class _ChatStream(StreamReader):
         f = self.f
         p = f.problems
         for message in f.errors[:3]:
-            p.append(f"an error frame came mid-stream ({message}): the generation failed on the "
-                     "gateway; look up this request's trace ID in its logs")
+            p.append(
+                f"an error frame came mid-stream ({message}): the generation failed on the "
+                "gateway; look up this request's trace ID in its logs"
+            )
         if self.chunks and not f.ids:
             p.append("the chunks carry no `id`: clients that key a completion by its id lose it")
         elif len(f.ids) > 1:
-            p.append(f"the chunks carry {len(f.ids)} different ids ({', '.join(f.ids[:3])}): one "
-                     "completion must keep one id; clients that group chunks by id split the answer")
+            p.append(
+                f"the chunks carry {len(f.ids)} different ids ({', '.join(f.ids[:3])}): one "
+                "completion must keep one id; clients that group chunks by id split the answer"
+            )
         if self.chunks and f.objects != [CHUNK]:
-            p.append(f"chunk `object` is {', '.join(map(repr, f.objects)) or 'missing'}, not "
-                     f"{CHUNK!r}: the route does not speak the Chat Completions stream format")
+            p.append(
+                f"chunk `object` is {', '.join(map(repr, f.objects)) or 'missing'}, not "
+                f"{CHUNK!r}: the route does not speak the Chat Completions stream format"
+            )
         missing = sorted(i for i in self.choices if i not in self.finish)
         if not self.finish or missing:
             which = f" (choice {', '.join(map(str, missing))})" if self.finish else ""
-            p.append(f"no `finish_reason` arrived{which}: clients cannot tell a finished answer "
-                     "from a cut one; the gateway must set it on the last chunk of each choice")
+            p.append(
+                f"no `finish_reason` arrived{which}: clients cannot tell a finished answer "
+                "from a cut one; the gateway must set it on the last chunk of each choice"
+            )
         f.finish_reasons = [self.finish[i] for i in sorted(self.finish)]
         if not f.done:
-            p.append("the stream ended without `data: [DONE]`: OpenAI clients treat it as cut off; "
-                     "the gateway must end every stream with [DONE]")
+            p.append(
+                "the stream ended without `data: [DONE]`: OpenAI clients treat it as cut off; "
+                "the gateway must end every stream with [DONE]"
+            )
         if self.after_done:
-            p.append(f"{self.after_done} frame(s) came after `[DONE]`: clients stop reading at "
-                     "[DONE] and never see them")
+            p.append(
+                f"{self.after_done} frame(s) came after `[DONE]`: clients stop reading at "
+                "[DONE] and never see them"
+            )
 
 
 def error_message(error: Any) -> str:

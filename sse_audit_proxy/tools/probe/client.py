@@ -31,8 +31,7 @@ MAX_CAPTURE_BYTES = 16 << 20  # raw bytes kept per request; the probe's answers 
 MAX_EVENTS = 100_000
 MAX_PIECE = 1 << 20  # largest piece the inflater hands back at once
 REDACTED = "[redacted]"
-REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "apim-request-id",
-                      "cf-ray")
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "apim-request-id", "cf-ray")
 
 
 @dataclass(slots=True)
@@ -133,9 +132,17 @@ class Sender:
         return sent, shown
 
 
-async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str, api: str,
-               purpose: str, cancel_after: int | None = None,
-               is_terminal: Callable[[Event], bool] | None = None) -> Exchange:
+async def send(
+    sender: Sender,
+    url: URL,
+    body: dict[str, Any],
+    *,
+    trace_id: str,
+    api: str,
+    purpose: str,
+    cancel_after: int | None = None,
+    is_terminal: Callable[[Event], bool] | None = None,
+) -> Exchange:
     """POST `body`; for a stream, read it to the end (or abort it after `cancel_after` data
     frames unless its end has already come)."""
     stream = body.get("stream") is True
@@ -153,12 +160,21 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
             encoding = resp.headers.get("Content-Encoding", "")
             if stream:
                 dialect = dialect_for_route(route_for_path(url.path))
-                audit = StreamAudit(dialect(), 0.0, include_usage=_asks_usage(body),
-                                    content_encoding=encoding)
-            inflater = (Inflater(encoding, MAX_PIECE, feed_max_out=None)
-                        if wants_inflater(encoding) else None)
-            await _read(resp, ex, audit, decoder, inflater, clock, started,
-                        cancel_after if ex.is_sse else None, is_terminal)
+                audit = StreamAudit(
+                    dialect(), 0.0, include_usage=_asks_usage(body), content_encoding=encoding
+                )
+            inflater = Inflater(encoding, MAX_PIECE, feed_max_out=None) if wants_inflater(encoding) else None
+            await _read(
+                resp,
+                ex,
+                audit,
+                decoder,
+                inflater,
+                clock,
+                started,
+                cancel_after if ex.is_sse else None,
+                is_terminal,
+            )
     except TimeoutError:
         ex.end, ex.error = End.IDLE_TIMEOUT, f"no response within {sender.timeout:g} s"
     except (aiohttp.ClientError, OSError) as exc:
@@ -173,10 +189,17 @@ async def send(sender: Sender, url: URL, body: dict[str, Any], *, trace_id: str,
     return ex
 
 
-async def _read(resp: aiohttp.ClientResponse, ex: Exchange, audit: StreamAudit | None,
-                decoder: SSEDecoder, inflate: Inflater | None, clock: Callable[[], float],
-                started: float,
-                cancel_after: int | None, is_terminal: Callable[[Event], bool] | None) -> None:
+async def _read(
+    resp: aiohttp.ClientResponse,
+    ex: Exchange,
+    audit: StreamAudit | None,
+    decoder: SSEDecoder,
+    inflate: Inflater | None,
+    clock: Callable[[], float],
+    started: float,
+    cancel_after: int | None,
+    is_terminal: Callable[[Event], bool] | None,
+) -> None:
     plain: list[bytes] = []
     sse = ex.is_sse
     try:
@@ -195,8 +218,11 @@ async def _read(resp: aiohttp.ClientResponse, ex: Exchange, audit: StreamAudit |
             events = decoder.feed(data)
             if len(ex.events) < MAX_EVENTS:
                 ex.events.extend((t, e) for e in events)
-            if cancel_after is not None and len(ex.events) >= cancel_after and not (
-                    is_terminal is not None and any(is_terminal(e) for _, e in ex.events)):
+            if (
+                cancel_after is not None
+                and len(ex.events) >= cancel_after
+                and not (is_terminal is not None and any(is_terminal(e) for _, e in ex.events))
+            ):
                 ex.cancelled_after = len(ex.events)
                 ex.end = End.CLIENT_GONE
                 resp.close()  # the abort: the connection goes, as when a user closes a tab
@@ -243,12 +269,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-async def lookup_record(session: aiohttp.ClientSession, metrics_url: URL, trace_id: str,
-                        wait: float = 5.0) -> tuple[dict[str, Any] | None, str | None]:
+async def lookup_record(
+    session: aiohttp.ClientSession, metrics_url: URL, trace_id: str, wait: float = 5.0
+) -> tuple[dict[str, Any] | None, str | None]:
     """The proxy's audit record of `trace_id` from its metrics port (`/streams/{trace_id}`),
     polled for up to `wait` seconds: the proxy writes it once it has noticed the end."""
-    url = URL(str(metrics_url).rstrip("/").removesuffix("/metrics")
-              + "/streams/" + quote(trace_id, safe=""), encoded=True)
+    url = URL(
+        str(metrics_url).rstrip("/").removesuffix("/metrics") + "/streams/" + quote(trace_id, safe=""),
+        encoded=True,
+    )
     deadline = time.monotonic() + wait
     while True:
         try:

@@ -41,9 +41,11 @@ def _header(value: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
     if name.strip().lower() in _KEY_HEADERS:
-        raise argparse.ArgumentTypeError(f"{name.strip()} is not taken on the command line: put "
-                                         "the key in an environment variable and name it with "
-                                         "--api-key-env")
+        raise argparse.ArgumentTypeError(
+            f"{name.strip()} is not taken on the command line: put "
+            "the key in an environment variable and name it with "
+            "--api-key-env"
+        )
     return name.strip(), val.strip()
 
 
@@ -53,56 +55,115 @@ def _metrics_url(value: str) -> URL:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "probe", help="run the streaming readiness checklist against a route",
+        "probe",
+        help="run the streaming readiness checklist against a route",
         description="Sends a few deterministic requests to an OpenAI-compatible route and "
         "judges them gate by gate (route, framing, streaming, usage, tools, cancellation), "
-        "with the evidence. Exit 0 only when every gate that ran passed.")
-    p.add_argument("--base-url", type=base_url, required=True, metavar="URL",
-                   help="OpenAI base URL of the route, e.g. https://gateway.example/v1 (/v1 is "
-                   "added to a URL without a path)")
+        "with the evidence. Exit 0 only when every gate that ran passed.",
+    )
+    p.add_argument(
+        "--base-url",
+        type=base_url,
+        required=True,
+        metavar="URL",
+        help="OpenAI base URL of the route, e.g. https://gateway.example/v1 (/v1 is "
+        "added to a URL without a path)",
+    )
     p.add_argument("--model", required=True, help="model name to ask for")
-    p.add_argument("--api-key-env", metavar="NAME", default=None,
-                   help=f"environment variable holding the API key, sent as a Bearer token "
-                   f"(default: {DEFAULT_KEY_ENV}, and no key when it is unset); the key is "
-                   "never taken on the command line, printed or saved")
-    p.add_argument("--tools", action="store_true",
-                   help="also check streamed tool calls, the follow-up with the tool result, "
-                   "and text with tools offered")
-    p.add_argument("--responses", action="store_true",
-                   help="also run every gate on the Responses API (/responses)")
-    p.add_argument("--compare-base-url", type=base_url, metavar="URL", default=None,
-                   help="run the same gates against this route too and show the differences "
-                   "(e.g. the current route, to prove the rollback)")
-    p.add_argument("--side", metavar="NAME", default=None,
-                   help="through an sse-audit-proxy running a canary: send every request to "
-                   "this side (e.g. canary), by the --side-header the proxy honours")
-    p.add_argument("--compare-side", metavar="NAME", default=None,
-                   help="run the same gates on this side too (e.g. baseline), through the same "
-                   "proxy unless --compare-base-url, and show the differences")
-    p.add_argument("--side-header", metavar="NAME", default=SIDE_HEADER,
-                   help="the header naming the side; the proxy honours it only when started "
-                   f"with --canary-side-header NAME (default: {SIDE_HEADER})")
-    p.add_argument("--proxy-metrics-url", type=_metrics_url, metavar="URL", default=None,
-                   help="metrics port of the sse-audit-proxy at --base-url (e.g. "
-                   "http://127.0.0.1:9464): the cancellation gate then confirms the proxy "
-                   "recorded client_disconnect")
-    p.add_argument("--compare-proxy-metrics-url", type=_metrics_url, metavar="URL",
-                   default=None, help="the same for the proxy at --compare-base-url")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="write the full report (every measurement, every trace ID) as JSON")
-    p.add_argument("--save-raw", metavar="DIR", default=None,
-                   help="save each response body exactly as received, with its request, "
-                   "headers and read times, in DIR")
-    p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   type=_header, help="extra request header, repeatable (not for the API key)")
-    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="seconds without a byte before a request counts as stalled "
-                   "(default: 60)")
+    p.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=None,
+        help=f"environment variable holding the API key, sent as a Bearer token "
+        f"(default: {DEFAULT_KEY_ENV}, and no key when it is unset); the key is "
+        "never taken on the command line, printed or saved",
+    )
+    p.add_argument(
+        "--tools",
+        action="store_true",
+        help="also check streamed tool calls, the follow-up with the tool result, "
+        "and text with tools offered",
+    )
+    p.add_argument(
+        "--responses", action="store_true", help="also run every gate on the Responses API (/responses)"
+    )
+    p.add_argument(
+        "--compare-base-url",
+        type=base_url,
+        metavar="URL",
+        default=None,
+        help="run the same gates against this route too and show the differences "
+        "(e.g. the current route, to prove the rollback)",
+    )
+    p.add_argument(
+        "--side",
+        metavar="NAME",
+        default=None,
+        help="through an sse-audit-proxy running a canary: send every request to "
+        "this side (e.g. canary), by the --side-header the proxy honours",
+    )
+    p.add_argument(
+        "--compare-side",
+        metavar="NAME",
+        default=None,
+        help="run the same gates on this side too (e.g. baseline), through the same "
+        "proxy unless --compare-base-url, and show the differences",
+    )
+    p.add_argument(
+        "--side-header",
+        metavar="NAME",
+        default=SIDE_HEADER,
+        help="the header naming the side; the proxy honours it only when started "
+        f"with --canary-side-header NAME (default: {SIDE_HEADER})",
+    )
+    p.add_argument(
+        "--proxy-metrics-url",
+        type=_metrics_url,
+        metavar="URL",
+        default=None,
+        help="metrics port of the sse-audit-proxy at --base-url (e.g. "
+        "http://127.0.0.1:9464): the cancellation gate then confirms the proxy "
+        "recorded client_disconnect",
+    )
+    p.add_argument(
+        "--compare-proxy-metrics-url",
+        type=_metrics_url,
+        metavar="URL",
+        default=None,
+        help="the same for the proxy at --compare-base-url",
+    )
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        default=None,
+        help="write the full report (every measurement, every trace ID) as JSON",
+    )
+    p.add_argument(
+        "--save-raw",
+        metavar="DIR",
+        default=None,
+        help="save each response body exactly as received, with its request, headers and read times, in DIR",
+    )
+    p.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        type=_header,
+        help="extra request header, repeatable (not for the API key)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds without a byte before a request counts as stalled (default: 60)",
+    )
     p.set_defaults(run=run)
 
 
-def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str] = os.environ
-              ) -> Plan:
+def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str] = os.environ) -> Plan:
     key_env = args.api_key_env or DEFAULT_KEY_ENV
     api_key = environ.get(key_env) or None
     if args.api_key_env and api_key is None:
@@ -124,26 +185,42 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         if not _writable_dir(raw_dir):
             raise UsageError(f"--save-raw {args.save_raw}: not a writable directory")
     run_id = os.urandom(3).hex()
-    settings = Settings(model=args.model, tools=args.tools, responses=args.responses,
-                        headers=tuple(args.header), api_key=api_key, timeout=args.timeout)
+    settings = Settings(
+        model=args.model,
+        tools=args.tools,
+        responses=args.responses,
+        headers=tuple(args.header),
+        api_key=api_key,
+        timeout=args.timeout,
+    )
     prefix = f"probe-{run_id}"
 
     def side(name: str | None) -> tuple[tuple[str, str], ...]:
         return () if name is None else ((args.side_header, name),)
 
     if args.compare_base_url is None and args.compare_side is None:
-        targets: tuple[Target, ...] = (Target("base", args.base_url, prefix,
-                                              args.proxy_metrics_url, side(args.side),
-                                              args.side),)
+        targets: tuple[Target, ...] = (
+            Target("base", args.base_url, prefix, args.proxy_metrics_url, side(args.side), args.side),
+        )
     else:
         # --compare-side alone: the other side through the same proxy.
         compare_url = args.compare_base_url or args.base_url
         compare_metrics = args.compare_proxy_metrics_url or (
-            args.proxy_metrics_url if args.compare_base_url is None else None)
-        targets = (Target("base", args.base_url, f"{prefix}-base", args.proxy_metrics_url,
-                          side(args.side), args.side),
-                   Target("compare", compare_url, f"{prefix}-compare", compare_metrics,
-                          side(args.compare_side), args.compare_side))
+            args.proxy_metrics_url if args.compare_base_url is None else None
+        )
+        targets = (
+            Target(
+                "base", args.base_url, f"{prefix}-base", args.proxy_metrics_url, side(args.side), args.side
+            ),
+            Target(
+                "compare",
+                compare_url,
+                f"{prefix}-compare",
+                compare_metrics,
+                side(args.compare_side),
+                args.compare_side,
+            ),
+        )
     return Plan(settings, targets, run_id, key_env, json_path, raw_dir)
 
 
@@ -178,9 +255,15 @@ def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> i
     if plan.json_path is not None:
         doc = report.report_dict(runs, plan.settings, plan.run_id, plan.key_env, captures)
         plan.json_path.write_bytes(report.render_json(doc, redactor))
-    text = report.render_text(runs, plan.settings, plan.run_id, plan.key_env, colour,
-                              str(plan.json_path) if plan.json_path else None,
-                              str(plan.raw_dir) if plan.raw_dir else None)
+    text = report.render_text(
+        runs,
+        plan.settings,
+        plan.run_id,
+        plan.key_env,
+        colour,
+        str(plan.json_path) if plan.json_path else None,
+        str(plan.raw_dir) if plan.raw_dir else None,
+    )
     out.write(redactor.text(text))
     out.flush()
     return report.exit_code(runs)

@@ -75,8 +75,10 @@ def as_str(value: Any) -> str | None:
 
 
 def malformed_problem(count: int, first: bytes | None) -> str:
-    return (f"{count} data frame(s) are not JSON objects (first: {excerpt(first or b'')}): the "
-            "gateway, or something between it and you, corrupts frames; OpenAI SDKs raise on them")
+    return (
+        f"{count} data frame(s) are not JSON objects (first: {excerpt(first or b'')}): the "
+        "gateway, or something between it and you, corrupts frames; OpenAI SDKs raise on them"
+    )
 
 
 class StreamReader:

@@ -55,12 +55,11 @@ def skipped(name: str, api: str, why: str) -> Gate:
 
 # Shared wording -----------------------------------------------------------------------------
 
+
 def ms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
-
-
 
 
 def usage_text(usage: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
@@ -79,20 +78,27 @@ def refusal(ex: Exchange, what: str) -> str:
         elif error.startswith("could not connect"):
             hint = "check --base-url and that the route is reachable from here"
         else:
-            hint = (f"the route, or a load balancer in front of it, drops the connection: look "
-                    f"up trace ID {ex.trace_id} in their logs")
+            hint = (
+                f"the route, or a load balancer in front of it, drops the connection: look "
+                f"up trace ID {ex.trace_id} in their logs"
+            )
         return f"{what} got no answer: {error}; {hint}"
     message = ex.error_message()
     said = f" ({message})" if message else ""
     if ex.status in (401, 403):
         hint = "the API key was refused: check the key in the variable named by --api-key-env"
     elif ex.status == 404:
-        hint = ("check --base-url (the OpenAI base URL, usually ending in /v1) and --model, "
-                "and that the route serves this API")
+        hint = (
+            "check --base-url (the OpenAI base URL, usually ending in /v1) and --model, "
+            "and that the route serves this API"
+        )
     elif ex.status == 429:
         retry = ex.header("Retry-After")
-        hint = ("the route is rate limiting" + (f" (Retry-After: {retry})" if retry else "")
-                + ": raise its limits for this key, or probe again later")
+        hint = (
+            "the route is rate limiting"
+            + (f" (Retry-After: {retry})" if retry else "")
+            + ": raise its limits for this key, or probe again later"
+        )
     elif ex.status >= 500:
         hint = f"the gateway failed: look up trace ID {ex.trace_id} in its logs"
     else:
@@ -104,23 +110,30 @@ def _wire_problems(ex: Exchange, timeout_hint: str = "") -> list[str]:
     """Transport-level faults of a stream: wrong content type, a cut, a stall, a torn frame."""
     out: list[str] = []
     if not ex.is_sse and isinstance(ex.doc, dict) and "error" in ex.doc:
-        out.append(f"the stream was answered with HTTP {ex.status} and an error in a JSON body "
-                   f"({ex.error_message()}) instead of events: clients that trust the status "
-                   "miss the failure; the gateway must send a 4xx/5xx status or an error event")
+        out.append(
+            f"the stream was answered with HTTP {ex.status} and an error in a JSON body "
+            f"({ex.error_message()}) instead of events: clients that trust the status "
+            "miss the failure; the gateway must send a 4xx/5xx status or an error event"
+        )
     elif not ex.is_sse:
-        out.append(f"Content-Type is {ex.content_type or 'missing'!r}, not text/event-stream: "
-                   "the route ignored \"stream\": true, or something in between rewrote the "
-                   "answer; SSE clients will not parse it")
+        out.append(
+            f"Content-Type is {ex.content_type or 'missing'!r}, not text/event-stream: "
+            'the route ignored "stream": true, or something in between rewrote the '
+            "answer; SSE clients will not parse it"
+        )
     if ex.end is End.UPSTREAM_BROKEN:
-        out.append(f"the connection broke mid-stream ({ex.error}): clients get an error "
-                   "instead of an answer; check the gateway's and load balancers' logs and "
-                   "timeouts")
+        out.append(
+            f"the connection broke mid-stream ({ex.error}): clients get an error "
+            "instead of an answer; check the gateway's and load balancers' logs and "
+            "timeouts"
+        )
     elif ex.end is End.IDLE_TIMEOUT:
-        out.append(f"the stream stalled: {ex.error}{timeout_hint}; clients hang until they give "
-                   "up")
+        out.append(f"the stream stalled: {ex.error}{timeout_hint}; clients hang until they give up")
     if ex.unterminated:
-        out.append("the body ended inside a frame (no blank line after the last one): every "
-                   "SSE parser drops that frame")
+        out.append(
+            "the body ended inside a frame (no blank line after the last one): every "
+            "SSE parser drops that frame"
+        )
     return out
 
 
@@ -135,44 +148,60 @@ def _stream_problems(ex: Exchange) -> list[str]:
 
 # route --------------------------------------------------------------------------------------
 
+
 def route(api: Api, ex: Exchange, model: str) -> Gate:
     """A plain non-streamed request: the route answers, in shape, with finish and usage."""
     gate = Gate("route", api.name, Status.PASS, "", trace_ids=[ex.trace_id])
     a = ex.answer or Answer()
     gate.evidence = {
-        "status": ex.status, "latency_ms": millis(ex.duration), "request_id": ex.request_id,
-        "response_headers": dict(ex.response_headers), "id": a.id, "object": a.object,
-        "model": a.model, "finish_reason": a.finish, "usage": a.usage,
-        "tool_calls": len(a.tool_calls), "text_chars": len(a.text),
+        "status": ex.status,
+        "latency_ms": millis(ex.duration),
+        "request_id": ex.request_id,
+        "response_headers": dict(ex.response_headers),
+        "id": a.id,
+        "object": a.object,
+        "model": a.model,
+        "finish_reason": a.finish,
+        "usage": a.usage,
+        "tool_calls": len(a.tool_calls),
+        "text_chars": len(a.text),
     }
     p = gate.problems
     if ex.refused:
         p.append(refusal(ex, "a plain (non-streamed) request"))
     elif ex.doc is None:
-        p.append(f"the answer is not JSON (Content-Type {ex.content_type!r}, starts "
-                 f"{ex.body_text[:60]!r}): the route does not speak the OpenAI API at {ex.url}")
+        p.append(
+            f"the answer is not JSON (Content-Type {ex.content_type!r}, starts "
+            f"{ex.body_text[:60]!r}): the route does not speak the OpenAI API at {ex.url}"
+        )
     else:
         p.extend(a.problems)
         if not a.model:
             p.append("the answer names no `model`: clients and logs cannot tell what answered")
         elif not a.model.startswith(model):
-            gate.notes.append(f"answered as model {a.model!r} for {model!r}: check that the "
-                              "gateway maps the name to the model you expect")
+            gate.notes.append(
+                f"answered as model {a.model!r} for {model!r}: check that the "
+                "gateway maps the name to the model you expect"
+            )
         if not a.finish:
-            p.append("the answer has no finish reason: clients cannot tell a complete answer "
-                     "from a cut one")
+            p.append("the answer has no finish reason: clients cannot tell a complete answer from a cut one")
         elif a.finish == "length":
             gate.notes.append("the answer stopped at the probe's max tokens (finish: length)")
         if not _has_counts(a.usage, api.usage_keys):
-            p.append("the answer carries no usage: token accounting (billing, quotas) sees "
-                     "nothing for this route")
+            p.append(
+                "the answer carries no usage: token accounting (billing, quotas) sees nothing for this route"
+            )
     if not ex.refused and not ex.request_id:
-        gate.notes.append("no request ID header (x-request-id): ask the gateway team which "
-                          "header ties a request to their logs")
+        gate.notes.append(
+            "no request ID header (x-request-id): ask the gateway team which "
+            "header ties a request to their logs"
+        )
     if not p:
-        gate.summary = (f"HTTP {ex.status} in {ms(ex.duration)} · model {a.model} · finish "
-                        f"{a.finish} · usage {usage_text(a.usage, api.usage_keys)} · request id "
-                        f"{ex.request_id or '-'}")
+        gate.summary = (
+            f"HTTP {ex.status} in {ms(ex.duration)} · model {a.model} · finish "
+            f"{a.finish} · usage {usage_text(a.usage, api.usage_keys)} · request id "
+            f"{ex.request_id or '-'}"
+        )
     else:
         gate.summary = _answered(ex)
     return _judge(gate)
@@ -190,6 +219,7 @@ def _has_counts(usage: dict[str, Any] | None, keys: tuple[str, ...]) -> bool:
 
 # framing ------------------------------------------------------------------------------------
 
+
 def framing(api: Api, ex: Exchange) -> Gate:
     """The stream is well-formed SSE in the API's shape and ends properly."""
     gate = Gate("framing", api.name, Status.PASS, "", trace_ids=[ex.trace_id])
@@ -200,20 +230,33 @@ def framing(api: Api, ex: Exchange) -> Gate:
     f = ex.facts or StreamFacts()
     gate.problems.extend(_stream_problems(ex))
     gate.evidence = {
-        "content_type": ex.content_type, "content_encoding": ex.header("Content-Encoding"),
-        "data_frames": f.data_frames, "keepalives": ex.keepalives, "malformed_frames": f.malformed,
-        "ids": f.ids, "types": f.objects, "models": f.models, "finish_reasons": f.finish_reasons,
-        "done": f.done, "terminal": f.terminal, "errors": f.errors, "bytes": ex.raw_bytes,
-        "end": ex.end.value, "unterminated_frame": ex.unterminated,
+        "content_type": ex.content_type,
+        "content_encoding": ex.header("Content-Encoding"),
+        "data_frames": f.data_frames,
+        "keepalives": ex.keepalives,
+        "malformed_frames": f.malformed,
+        "ids": f.ids,
+        "types": f.objects,
+        "models": f.models,
+        "finish_reasons": f.finish_reasons,
+        "done": f.done,
+        "terminal": f.terminal,
+        "errors": f.errors,
+        "bytes": ex.raw_bytes,
+        "end": ex.end.value,
+        "unterminated_frame": ex.unterminated,
     }
     kinds = f.objects[0] if len(f.objects) == 1 else f"{len(f.objects)} event types"
     ending = "[DONE]" if f.done else ("terminal event" if f.terminal else "no end marker")
-    gate.summary = (f"{f.data_frames} frames · {len(f.ids)} id · {kinds} · finish "
-                    f"{','.join(f.finish_reasons) or '-'} · {ending}")
+    gate.summary = (
+        f"{f.data_frames} frames · {len(f.ids)} id · {kinds} · finish "
+        f"{','.join(f.finish_reasons) or '-'} · {ending}"
+    )
     return _judge(gate)
 
 
 # streaming ----------------------------------------------------------------------------------
+
 
 def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
     """The answer arrives token by token: FAIL on the proxy's `buffered` verdict."""
@@ -228,19 +271,29 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
     mean = sum(spacing) / len(spacing) if spacing else None
     bursts = sum(1 for s in spacing if s < BURST_SPACING)
     gate.evidence = {
-        "ttfb_ms": millis(r.ttfb), "ttft_ms": millis(r.ttft), "duration_ms": millis(r.duration),
+        "ttfb_ms": millis(r.ttfb),
+        "ttft_ms": millis(r.ttft),
+        "duration_ms": millis(r.duration),
         "ttft_share_of_last_content": None if share is None else round(share, 3),
-        "ttft_share_of_total": (round(r.ttft / r.duration, 3)
-                                if r.ttft is not None and r.duration > 0 else None),
-        "content_frames": r.content_frames, "frames": r.frames, "reads": len(ex.chunks),
-        "keepalives": r.keepalives, "content_spacing_mean_ms": millis(mean),
+        "ttft_share_of_total": (
+            round(r.ttft / r.duration, 3) if r.ttft is not None and r.duration > 0 else None
+        ),
+        "content_frames": r.content_frames,
+        "frames": r.frames,
+        "reads": len(ex.chunks),
+        "keepalives": r.keepalives,
+        "content_spacing_mean_ms": millis(mean),
         "content_spacing_max_ms": millis(max(spacing) if spacing else None),
-        "content_frames_in_bursts": bursts, "max_gap_ms": millis(r.max_gap),
-        "outcome": r.outcome.value, "anomalies": list(r.anomalies),
+        "content_frames_in_bursts": bursts,
+        "max_gap_ms": millis(r.max_gap),
+        "outcome": r.outcome.value,
+        "anomalies": list(r.anomalies),
     }
-    gate.summary = (f"ttft {ms(r.ttft)} ({_pct(share)} of the time to the last token) · "
-                    f"{r.content_frames} content frames · spacing mean {ms(mean)} max "
-                    f"{ms(max(spacing) if spacing else None)}")
+    gate.summary = (
+        f"ttft {ms(r.ttft)} ({_pct(share)} of the time to the last token) · "
+        f"{r.content_frames} content frames · spacing mean {ms(mean)} max "
+        f"{ms(max(spacing) if spacing else None)}"
+    )
     expected = (control.answer.usage or {}).get(api.usage_keys[1]) if control.answer else None
     if Anomaly.BUFFERED in r.anomalies:
         gate.problems.append(
@@ -250,11 +303,13 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "or compression in it, buffers the stream and users see nothing until the whole "
             "answer is ready; turn response buffering off for text/event-stream (e.g. nginx "
             "`proxy_buffering off` or `X-Accel-Buffering: no`), and make any compression flush "
-            "every event")
+            "every event"
+        )
     elif r.content_frames == 1 and isinstance(expected, int) and expected > 4:
         gate.problems.append(
             f"the whole answer ({expected} tokens non-streamed) came in one content frame: the "
-            "route streams the finished answer, not tokens as they are generated")
+            "route streams the finished answer, not tokens as they are generated"
+        )
     elif r.content_frames < BUFFERED.buffered_min_frames:
         gate.notes.append(f"only {r.content_frames} content frames: too few to judge buffering")
     return _judge(gate)
@@ -266,6 +321,7 @@ def _pct(share: float | None) -> str:
 
 # usage --------------------------------------------------------------------------------------
 
+
 def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
     """The streamed usage is there and equals the non-streamed usage for the same prompt."""
     if ex.refused:
@@ -273,20 +329,27 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
     f = ex.facts or StreamFacts()
     a = control.answer or Answer()
     gate = Gate("usage", api.name, Status.PASS, "", trace_ids=[control.trace_id, ex.trace_id])
-    gate.evidence = {"asked_with": api.usage_request, "streamed": f.usage,
-                     "streamed_in": f.usage_where or None, "non_streamed": a.usage}
+    gate.evidence = {
+        "asked_with": api.usage_request,
+        "streamed": f.usage,
+        "streamed_in": f.usage_where or None,
+        "non_streamed": a.usage,
+    }
     if f.usage is None:
         if not f.terminal or f.errors or ex.end is not End.UPSTREAM_EOF:
-            return skipped("usage", api.name, "the stream broke off before its end, where the "
-                           "usage comes (see framing)")
+            return skipped(
+                "usage", api.name, "the stream broke off before its end, where the usage comes (see framing)"
+            )
         if api.name == "chat":
             gate.problems.append(
                 "no usage chunk although stream_options.include_usage was set: the gateway drops "
-                "the usage chunk; finance will see no tokens for streamed calls")
+                "the usage chunk; finance will see no tokens for streamed calls"
+            )
         else:
             gate.problems.append(
                 "the terminal event carries no `response.usage`: the gateway drops it; finance "
-                "will see no tokens for streamed calls")
+                "will see no tokens for streamed calls"
+            )
         gate.summary = "no usage in the stream"
         return _judge(gate)
     diff = usage_diff(a.usage, f.usage, api.usage_keys)
@@ -295,8 +358,7 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
     if not diff:
         gate.summary = f"streamed {shown} equals non-streamed · in {f.usage_where}"
         return gate
-    said = ", ".join(f"{k} {d['non_streamed']} -> {d['streamed']} ({d['delta']:+d})"
-                     for k, d in diff.items())
+    said = ", ".join(f"{k} {d['non_streamed']} -> {d['streamed']} ({d['delta']:+d})" for k, d in diff.items())
     same_answer = _answer_text(a.text, a.tool_calls) == _answer_text(f.text, f.tool_calls)
     gate.evidence["same_answer_text"] = same_answer
     gate.summary = f"streamed {shown} vs non-streamed {usage_text(a.usage, api.usage_keys)}"
@@ -304,15 +366,21 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
         gate.problems.append(
             f"the streamed usage differs from the non-streamed usage for the same prompt and "
             f"the same answer: {said}: the gateway counts streamed tokens differently; billing "
-            "and quotas for streamed calls will not match")
+            "and quotas for streamed calls will not match"
+        )
         return _judge(gate)
-    return skipped("usage", api.name, f"the streamed and non-streamed answers differ in text "
-                   f"(the model is not deterministic here at temperature 0), so their token "
-                   f"counts cannot be compared: {said}")
+    return skipped(
+        "usage",
+        api.name,
+        f"the streamed and non-streamed answers differ in text "
+        f"(the model is not deterministic here at temperature 0), so their token "
+        f"counts cannot be compared: {said}",
+    )
 
 
-def usage_diff(before: dict[str, Any] | None, after: dict[str, Any] | None,
-               keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def usage_diff(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, keys: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
     """The compared counts that differ: {key: {non_streamed, streamed, delta}}."""
     out: dict[str, dict[str, Any]] = {}
     for key in keys:
@@ -328,6 +396,7 @@ def _answer_text(text: str, calls: list[ToolCallSeen]) -> str:
 
 
 # tools --------------------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class _Part:
@@ -347,8 +416,7 @@ class _Part:
         own = _stream_problems(ex)
         if own:
             if self.framing.status is Status.FAIL:
-                self.gate.notes.append(f"{label}: not judged, it broke like the main stream "
-                                       "(see framing)")
+                self.gate.notes.append(f"{label}: not judged, it broke like the main stream (see framing)")
                 return False
             self.gate.problems.extend(f"{label}: {p}" for p in own)
             return False
@@ -356,9 +424,11 @@ class _Part:
             if self.streaming.status is Status.FAIL:
                 self.gate.notes.append(f"{label}: buffered like the main stream (see streaming)")
             else:
-                self.gate.problems.append(f"{label} was buffered: the answer came in one burst "
-                                          f"after {ms(ex.result.ttft)}, although plain answers "
-                                          "stream")
+                self.gate.problems.append(
+                    f"{label} was buffered: the answer came in one burst "
+                    f"after {ms(ex.result.ttft)}, although plain answers "
+                    "stream"
+                )
             return False
         self.judged += 1
         return True
@@ -370,38 +440,61 @@ def first_call(ex: Exchange | None) -> ToolCallSeen | None:
     return ex.facts.tool_calls[0]
 
 
-def tools(api: Api, call_ex: Exchange, result_ex: Exchange | None, no_tool_ex: Exchange,
-          framing_gate: Gate, streaming_gate: Gate) -> Gate:
+def tools(
+    api: Api,
+    call_ex: Exchange,
+    result_ex: Exchange | None,
+    no_tool_ex: Exchange,
+    framing_gate: Gate,
+    streaming_gate: Gate,
+) -> Gate:
     """A streamed tool call assembles, its result is answered, and text still streams."""
-    gate = Gate("tools", api.name, Status.PASS, "",
-                trace_ids=[e.trace_id for e in (call_ex, result_ex, no_tool_ex) if e])
+    gate = Gate(
+        "tools",
+        api.name,
+        Status.PASS,
+        "",
+        trace_ids=[e.trace_id for e in (call_ex, result_ex, no_tool_ex) if e],
+    )
     part = _Part(gate, framing_gate, streaming_gate)
     call = first_call(call_ex)
     if part.usable(call_ex, "the tool-call stream"):
         _judge_call(gate, call_ex, call)
     if result_ex is None:
-        gate.notes.append("the follow-up with the tool result was not sent: no tool call with an "
-                          "id and a name to answer")
+        gate.notes.append(
+            "the follow-up with the tool result was not sent: no tool call with an id and a name to answer"
+        )
     elif part.usable(result_ex, "the follow-up carrying the tool result"):
         rf = result_ex.facts or StreamFacts()
-        gate.evidence["follow_up"] = {"finish_reasons": rf.finish_reasons,
-                                      "text_chars": len(rf.text), "tool_calls": len(rf.tool_calls)}
+        gate.evidence["follow_up"] = {
+            "finish_reasons": rf.finish_reasons,
+            "text_chars": len(rf.text),
+            "tool_calls": len(rf.tool_calls),
+        }
         if not rf.text and not rf.tool_calls:
-            gate.problems.append("the follow-up carrying the tool result completed with an empty "
-                                 "answer: the gateway does not pass tool results to the model")
-    if part.usable(no_tool_ex, "the answer with tools offered and tool_choice \"none\"",
-                   buffering=True):
+            gate.problems.append(
+                "the follow-up carrying the tool result completed with an empty "
+                "answer: the gateway does not pass tool results to the model"
+            )
+    if part.usable(no_tool_ex, 'the answer with tools offered and tool_choice "none"', buffering=True):
         _judge_no_tool(gate, no_tool_ex)
     if not gate.problems and not part.judged:
         broke = all("see framing" in n for n in gate.notes)
-        return skipped("tools", api.name, "the tool streams broke off like the main stream (see "
-                       "framing)" if broke else "; ".join(gate.notes) or "nothing to judge")
+        return skipped(
+            "tools",
+            api.name,
+            "the tool streams broke off like the main stream (see framing)"
+            if broke
+            else "; ".join(gate.notes) or "nothing to judge",
+        )
     if not gate.problems:
         follow = gate.evidence.get("follow_up", {}).get("finish_reasons")
-        gate.summary = (f"{call.name if call else '-'}({_short(call.arguments if call else '')}) "
-                        f"id {call.call_id if call else '-'} · follow-up finish "
-                        f"{','.join(follow or []) or '-'} · text with tools offered: "
-                        f"{gate.evidence.get('no_tool', {}).get('content_frames', '-')} frames")
+        gate.summary = (
+            f"{call.name if call else '-'}({_short(call.arguments if call else '')}) "
+            f"id {call.call_id if call else '-'} · follow-up finish "
+            f"{','.join(follow or []) or '-'} · text with tools offered: "
+            f"{gate.evidence.get('no_tool', {}).get('content_frames', '-')} frames"
+        )
     else:
         gate.summary = f"{len(gate.problems)} problem(s)"
     return _judge(gate)
@@ -415,33 +508,42 @@ def _judge_call(gate: Gate, ex: Exchange, call: ToolCallSeen | None) -> None:
     f = ex.facts or StreamFacts()
     p = gate.problems
     gate.evidence["tool_call"] = {
-        "calls": len(f.tool_calls), "id": call.call_id if call else None,
-        "name": call.name if call else None, "arguments": call.arguments if call else None,
+        "calls": len(f.tool_calls),
+        "id": call.call_id if call else None,
+        "name": call.name if call else None,
+        "arguments": call.arguments if call else None,
         "fragments": ex.result.content_frames if ex.result else None,
         "finish_reasons": f.finish_reasons,
     }
     if call is None:
-        p.append(f"no tool call streamed although tool_choice named {TOOL['name']}: the gateway "
-                 "drops streamed tool calls, or ignores `tools` / `tool_choice`")
+        p.append(
+            f"no tool call streamed although tool_choice named {TOOL['name']}: the gateway "
+            "drops streamed tool calls, or ignores `tools` / `tool_choice`"
+        )
         return
     if not call.call_id:
-        p.append("the streamed tool call has no id: the follow-up carrying its result cannot "
-                 "refer to it")
+        p.append("the streamed tool call has no id: the follow-up carrying its result cannot refer to it")
     if call.name != TOOL["name"]:
-        p.append(f"the streamed tool call names {call.name!r}, not {TOOL['name']!r}: the gateway "
-                 "loses or rewrites the function name")
+        p.append(
+            f"the streamed tool call names {call.name!r}, not {TOOL['name']!r}: the gateway "
+            "loses or rewrites the function name"
+        )
     try:
         value = orjson.loads(call.arguments)
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        p.append(f"the argument fragments assemble into {excerpt(call.arguments.encode())}, "
-                 "which is not a JSON object: clients that parse the arguments fail; the gateway "
-                 "(or its tool-call parser) loses, repeats or reorders fragments")
+        p.append(
+            f"the argument fragments assemble into {excerpt(call.arguments.encode())}, "
+            "which is not a JSON object: clients that parse the arguments fail; the gateway "
+            "(or its tool-call parser) loses, repeats or reorders fragments"
+        )
     if call.done_arguments is not None and call.done_arguments != call.arguments:
-        p.append(f"the argument deltas add up to {excerpt(call.arguments.encode())} but the "
-                 f"`.done` event says {excerpt(call.done_arguments.encode())}: clients that "
-                 "assemble deltas and clients that read `.done` get different calls")
+        p.append(
+            f"the argument deltas add up to {excerpt(call.arguments.encode())} but the "
+            f"`.done` event says {excerpt(call.done_arguments.encode())}: clients that "
+            "assemble deltas and clients that read `.done` get different calls"
+        )
     if api_finish_bad(f.finish_reasons):
         gate.notes.append(f"the tool-call stream finished with {', '.join(f.finish_reasons)}")
 
@@ -453,22 +555,31 @@ def api_finish_bad(reasons: list[str]) -> bool:
 def _judge_no_tool(gate: Gate, ex: Exchange) -> None:
     f = ex.facts or StreamFacts()
     frames = ex.result.content_frames if ex.result else 0
-    gate.evidence["no_tool"] = {"content_frames": frames, "text_chars": len(f.text),
-                                "tool_calls": len(f.tool_calls),
-                                "ttft_ms": millis(ex.result.ttft if ex.result else None)}
+    gate.evidence["no_tool"] = {
+        "content_frames": frames,
+        "text_chars": len(f.text),
+        "tool_calls": len(f.tool_calls),
+        "ttft_ms": millis(ex.result.ttft if ex.result else None),
+    }
     if f.tool_calls:
-        gate.problems.append("a request with tool_choice \"none\" got a tool call: the gateway "
-                             "ignores tool_choice")
+        gate.problems.append(
+            'a request with tool_choice "none" got a tool call: the gateway ignores tool_choice'
+        )
     elif not f.text:
-        gate.problems.append("no text streamed when tools were offered (tool_choice \"none\"): "
-                             "the gateway's tool-call handling swallows plain answers")
+        gate.problems.append(
+            'no text streamed when tools were offered (tool_choice "none"): '
+            "the gateway's tool-call handling swallows plain answers"
+        )
     elif frames <= 1 and len(f.text.split()) > 4:
-        gate.problems.append("the text came in one piece when tools were offered: the gateway's "
-                             "tool-call parser holds text back until the answer ends, so users "
-                             "see nothing until then")
+        gate.problems.append(
+            "the text came in one piece when tools were offered: the gateway's "
+            "tool-call parser holds text back until the answer ends, so users "
+            "see nothing until then"
+        )
 
 
 # cancellation -------------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class ProxyCheck:
@@ -480,35 +591,44 @@ class ProxyCheck:
     missing_earlier: str | None = None  # a finished stream's trace ID it has no record of
 
 
-def cancellation(api: Api, ex: Exchange, after: Exchange | None, proxy: ProxyCheck | None
-                 ) -> Gate:
+def cancellation(api: Api, ex: Exchange, after: Exchange | None, proxy: ProxyCheck | None) -> Gate:
     """The probe aborts a stream after a few frames; the route (and the proxy) cope."""
-    gate = Gate("cancellation", api.name, Status.PASS, "",
-                trace_ids=[e.trace_id for e in (ex, after) if e])
+    gate = Gate("cancellation", api.name, Status.PASS, "", trace_ids=[e.trace_id for e in (ex, after) if e])
     if ex.refused:
         gate.problems.append(refusal(ex, "the stream to cancel"))
         gate.summary = _answered(ex)
         return _judge(gate)
     if ex.cancelled_after is None:
-        why = ("the whole stream arrived before the probe could abort it after a few frames"
-               if ex.end is End.UPSTREAM_EOF else f"the stream ended first ({ex.error})")
+        why = (
+            "the whole stream arrived before the probe could abort it after a few frames"
+            if ex.end is End.UPSTREAM_EOF
+            else f"the stream ended first ({ex.error})"
+        )
         return skipped("cancellation", api.name, f"{why}: nothing to cancel (see streaming)")
     gate.evidence = {
         "aborted_after_frames": ex.cancelled_after,
         "aborted_at_ms": millis(ex.events[-1][0] if ex.events else None),
-        "bytes_before_abort": ex.raw_bytes, "trace_id_echoed": ex.trace_echoed,
+        "bytes_before_abort": ex.raw_bytes,
+        "trace_id_echoed": ex.trace_echoed,
     }
-    parts = [f"aborted after {ex.cancelled_after} frames at "
-             f"{ms(ex.events[-1][0] if ex.events else None)}"]
+    parts = [f"aborted after {ex.cancelled_after} frames at {ms(ex.events[-1][0] if ex.events else None)}"]
     if after is not None:
-        gate.evidence["next_request"] = {"status": after.status, "latency_ms": millis(after.duration),
-                                         "trace_id": after.trace_id}
+        gate.evidence["next_request"] = {
+            "status": after.status,
+            "latency_ms": millis(after.duration),
+            "trace_id": after.trace_id,
+        }
         if after.refused or after.doc is None:
-            what = (refusal(after, "the next request") if after.refused else
-                    "the next request got an answer that is not JSON")
-            gate.problems.append(f"after a cancelled stream the route failed the next request: "
-                                 f"{what}; check that the gateway cleans up cancelled streams "
-                                 f"(trace ID {ex.trace_id})")
+            what = (
+                refusal(after, "the next request")
+                if after.refused
+                else "the next request got an answer that is not JSON"
+            )
+            gate.problems.append(
+                f"after a cancelled stream the route failed the next request: "
+                f"{what}; check that the gateway cleans up cancelled streams "
+                f"(trace ID {ex.trace_id})"
+            )
         else:
             parts.append(f"next request HTTP {after.status} in {ms(after.duration)}")
     _judge_proxy(gate, ex, proxy, parts)
@@ -519,34 +639,50 @@ def cancellation(api: Api, ex: Exchange, after: Exchange | None, proxy: ProxyChe
 def _judge_proxy(gate: Gate, ex: Exchange, proxy: ProxyCheck | None, parts: list[str]) -> None:
     if proxy is None:
         if ex.trace_echoed:
-            gate.notes.append("the answer echoed X-Client-Request-Id, as sse-audit-proxy does: "
-                              "pass --proxy-metrics-url (the proxy's metrics port) to confirm it "
-                              "recorded client_disconnect")
+            gate.notes.append(
+                "the answer echoed X-Client-Request-Id, as sse-audit-proxy does: "
+                "pass --proxy-metrics-url (the proxy's metrics port) to confirm it "
+                "recorded client_disconnect"
+            )
         return
     rec = proxy.record
-    gate.evidence["proxy"] = {"metrics_url": proxy.metrics_url, "record": rec,
-                              "error": proxy.error, "missing_earlier": proxy.missing_earlier}
+    gate.evidence["proxy"] = {
+        "metrics_url": proxy.metrics_url,
+        "record": rec,
+        "error": proxy.error,
+        "missing_earlier": proxy.missing_earlier,
+    }
     if proxy.error:
-        gate.problems.append(f"could not ask the proxy about trace ID {ex.trace_id}: "
-                             f"{proxy.error}; is --proxy-metrics-url the metrics port of the "
-                             "proxy at --base-url?")
+        gate.problems.append(
+            f"could not ask the proxy about trace ID {ex.trace_id}: "
+            f"{proxy.error}; is --proxy-metrics-url the metrics port of the "
+            "proxy at --base-url?"
+        )
     elif proxy.missing_earlier:
-        gate.problems.append(f"the proxy at {proxy.metrics_url} has no record of trace ID "
-                             f"{proxy.missing_earlier} (a stream that finished earlier) nor of "
-                             f"the cancelled {ex.trace_id}: the probe does not go through it; "
-                             "is --proxy-metrics-url the metrics port of the proxy at "
-                             "--base-url?")
+        gate.problems.append(
+            f"the proxy at {proxy.metrics_url} has no record of trace ID "
+            f"{proxy.missing_earlier} (a stream that finished earlier) nor of "
+            f"the cancelled {ex.trace_id}: the probe does not go through it; "
+            "is --proxy-metrics-url the metrics port of the proxy at "
+            "--base-url?"
+        )
     elif rec is None:
-        gate.problems.append(f"the proxy at {proxy.metrics_url} has no record of trace ID "
-                             f"{ex.trace_id}: either the probe did not go through it (is "
-                             "--proxy-metrics-url the metrics port of the proxy at --base-url?) "
-                             "or it lost the record of a cancelled stream")
+        gate.problems.append(
+            f"the proxy at {proxy.metrics_url} has no record of trace ID "
+            f"{ex.trace_id}: either the probe did not go through it (is "
+            "--proxy-metrics-url the metrics port of the proxy at --base-url?) "
+            "or it lost the record of a cancelled stream"
+        )
     elif rec.get("outcome") == "client_disconnect":
         parts.append(f"proxy recorded client_disconnect ({rec.get('end_reason')})")
     elif rec.get("outcome") == "complete":
-        gate.notes.append("the proxy had relayed the whole stream before the abort reached it "
-                          "(outcome complete): cancellation through it was not exercised")
+        gate.notes.append(
+            "the proxy had relayed the whole stream before the abort reached it "
+            "(outcome complete): cancellation through it was not exercised"
+        )
     else:
-        gate.problems.append(f"the proxy recorded outcome {rec.get('outcome')!r} for the "
-                             "cancelled stream, not client_disconnect: it did not notice the "
-                             "client leaving, so it may keep the gateway generating for nobody")
+        gate.problems.append(
+            f"the proxy recorded outcome {rec.get('outcome')!r} for the "
+            "cancelled stream, not client_disconnect: it did not notice the "
+            "client leaving, so it may keep the gateway generating for nobody"
+        )

@@ -52,8 +52,9 @@ class Redactor:
 
 def shown_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
     """-H extras as the report shows them: values of secret-looking names hidden."""
-    return {name: (REDACTED if any(s in name.lower() for s in _SENSITIVE) else value)
-            for name, value in headers}
+    return {
+        name: (REDACTED if any(s in name.lower() for s in _SENSITIVE) else value) for name, value in headers
+    }
 
 
 def iso(wall: float) -> str:
@@ -61,6 +62,7 @@ def iso(wall: float) -> str:
 
 
 # Counting -----------------------------------------------------------------------------------
+
 
 def tally(runs: Sequence[RouteRun]) -> dict[str, int]:
     out = {s.value: 0 for s in Status}
@@ -77,65 +79,111 @@ def exit_code(runs: Sequence[RouteRun]) -> int:
 # The JSON report ----------------------------------------------------------------------------
 
 
-
 def _audit(r: StreamResult | None) -> dict[str, Any] | None:
     if r is None:
         return None
-    return {"outcome": r.outcome.value, "anomalies": list(r.anomalies), "end_reason": r.end.value,
-            "ttfb_ms": millis(r.ttfb), "ttft_ms": millis(r.ttft), "max_gap_ms": millis(r.max_gap),
-            "duration_ms": millis(r.duration), "frames": r.frames, "content_frames": r.content_frames,
-            "keepalives": r.keepalives, "bytes": r.bytes, "done": r.done,
-            "finish_reasons": r.finish_reasons, "usage": r.usage, "tool_calls": r.tool_calls,
-            "unterminated_frame": r.unterminated_frame}
+    return {
+        "outcome": r.outcome.value,
+        "anomalies": list(r.anomalies),
+        "end_reason": r.end.value,
+        "ttfb_ms": millis(r.ttfb),
+        "ttft_ms": millis(r.ttft),
+        "max_gap_ms": millis(r.max_gap),
+        "duration_ms": millis(r.duration),
+        "frames": r.frames,
+        "content_frames": r.content_frames,
+        "keepalives": r.keepalives,
+        "bytes": r.bytes,
+        "done": r.done,
+        "finish_reasons": r.finish_reasons,
+        "usage": r.usage,
+        "tool_calls": r.tool_calls,
+        "unterminated_frame": r.unterminated_frame,
+    }
 
 
 def exchange_dict(ex: Exchange, capture: str | None = None) -> dict[str, Any]:
     return {
-        "trace_id": ex.trace_id, "api": ex.api, "purpose": ex.purpose,
+        "trace_id": ex.trace_id,
+        "api": ex.api,
+        "purpose": ex.purpose,
         "started_at": iso(ex.started_at),
-        "request": {"method": "POST", "url": ex.url, "headers": ex.request_headers,
-                    "body": ex.request_body},
-        "response": {"status": ex.status, "reason": ex.reason,
-                     "headers": dict(ex.response_headers), "request_id": ex.request_id,
-                     "trace_id_echoed": ex.trace_echoed},
-        "headers_ms": millis(ex.headers_at), "duration_ms": millis(ex.duration), "bytes": ex.raw_bytes,
-        "reads": len(ex.chunks), "data_frames": len(ex.events), "keepalives": ex.keepalives,
-        "end": ex.end.value, "error": ex.error, "cancelled_after_frames": ex.cancelled_after,
-        "audit": _audit(ex.result), "proxy_record": ex.proxy_record, "capture": capture,
+        "request": {"method": "POST", "url": ex.url, "headers": ex.request_headers, "body": ex.request_body},
+        "response": {
+            "status": ex.status,
+            "reason": ex.reason,
+            "headers": dict(ex.response_headers),
+            "request_id": ex.request_id,
+            "trace_id_echoed": ex.trace_echoed,
+        },
+        "headers_ms": millis(ex.headers_at),
+        "duration_ms": millis(ex.duration),
+        "bytes": ex.raw_bytes,
+        "reads": len(ex.chunks),
+        "data_frames": len(ex.events),
+        "keepalives": ex.keepalives,
+        "end": ex.end.value,
+        "error": ex.error,
+        "cancelled_after_frames": ex.cancelled_after,
+        "audit": _audit(ex.result),
+        "proxy_record": ex.proxy_record,
+        "capture": capture,
     }
 
 
 def gate_dict(gate: Gate) -> dict[str, Any]:
-    return {"gate": gate.name, "api": gate.api, "status": gate.status.value,
-            "summary": gate.summary, "problems": gate.problems, "notes": gate.notes,
-            "trace_ids": gate.trace_ids, "evidence": gate.evidence}
+    return {
+        "gate": gate.name,
+        "api": gate.api,
+        "status": gate.status.value,
+        "summary": gate.summary,
+        "problems": gate.problems,
+        "notes": gate.notes,
+        "trace_ids": gate.trace_ids,
+        "evidence": gate.evidence,
+    }
 
 
-def report_dict(runs: Sequence[RouteRun], settings: Settings, run_id: str, key_env: str,
-                captures: dict[str, str] | None = None) -> dict[str, Any]:
+def report_dict(
+    runs: Sequence[RouteRun],
+    settings: Settings,
+    run_id: str,
+    key_env: str,
+    captures: dict[str, str] | None = None,
+) -> dict[str, Any]:
     counts = tally(runs)
     doc: dict[str, Any] = {
         "probe": {
-            "version": __version__, "run_id": run_id, "trace_id_prefix": f"probe-{run_id}",
-            "started_at": iso(min(r.started_at for r in runs)), "model": settings.model,
+            "version": __version__,
+            "run_id": run_id,
+            "trace_id_prefix": f"probe-{run_id}",
+            "started_at": iso(min(r.started_at for r in runs)),
+            "model": settings.model,
             "apis": ["chat", *(["responses"] if settings.responses else [])],
-            "tools": settings.tools, "timeout_s": settings.timeout,
-            "headers": shown_headers(settings.headers), "api_key_env": key_env,
+            "tools": settings.tools,
+            "timeout_s": settings.timeout,
+            "headers": shown_headers(settings.headers),
+            "api_key_env": key_env,
             "api_key_sent": settings.api_key is not None,
         },
         "result": "fail" if counts["fail"] else "pass",
         "exit_code": exit_code(runs),
         "gates": counts,
-        "routes": [{
-            "label": run.target.label, "base_url": str(run.target.base_url),
-            "side": run.target.side,
-            "proxy_metrics_url": (str(run.target.proxy_metrics_url)
-                                  if run.target.proxy_metrics_url else None),
-            "duration_s": round(run.duration, 3), "result": "fail" if run.failed else "pass",
-            "gates": [gate_dict(g) for g in run.gates],
-            "requests": [exchange_dict(e, (captures or {}).get(e.trace_id))
-                         for e in run.exchanges],
-        } for run in runs],
+        "routes": [
+            {
+                "label": run.target.label,
+                "base_url": str(run.target.base_url),
+                "side": run.target.side,
+                "proxy_metrics_url": (
+                    str(run.target.proxy_metrics_url) if run.target.proxy_metrics_url else None
+                ),
+                "duration_s": round(run.duration, 3),
+                "result": "fail" if run.failed else "pass",
+                "gates": [gate_dict(g) for g in run.gates],
+                "requests": [exchange_dict(e, (captures or {}).get(e.trace_id)) for e in run.exchanges],
+            }
+            for run in runs
+        ],
     }
     if len(runs) == 2:
         doc["comparison"] = comparison(runs[0], runs[1])
@@ -147,6 +195,7 @@ def render_json(doc: dict[str, Any], redactor: Redactor) -> bytes:
 
 
 # Raw captures -------------------------------------------------------------------------------
+
 
 def save_raw(directory: Path, runs: Sequence[RouteRun], redactor: Redactor) -> dict[str, str]:
     """Per request: the body exactly as received (`.sse`, or `.json` when not a stream; with
@@ -170,6 +219,7 @@ def save_raw(directory: Path, runs: Sequence[RouteRun], redactor: Redactor) -> d
 
 
 # Comparison ---------------------------------------------------------------------------------
+
 
 def _finishes(run: RouteRun, api: str) -> list[str]:
     out = []
@@ -201,22 +251,34 @@ def comparison(a: RouteRun, b: RouteRun) -> list[dict[str, Any]]:
     for api in dict.fromkeys(g.api for g in a.gates):
         keys = USAGE_KEYS.get(api, USAGE_KEYS["chat"])
         ta, tb = _ttft(a, api), _ttft(b, api)
-        rows.append({"api": api, "what": "ttft_ms", "base": millis(ta), "compare": millis(tb),
-                     "delta_ms": millis(tb - ta) if ta is not None and tb is not None else None,
-                     "differs": None})
+        rows.append(
+            {
+                "api": api,
+                "what": "ttft_ms",
+                "base": millis(ta),
+                "compare": millis(tb),
+                "delta_ms": millis(tb - ta) if ta is not None and tb is not None else None,
+                "differs": None,
+            }
+        )
         for streamed in (False, True):
             ua, ub = _usage(a, api, streamed), _usage(b, api, streamed)
             pick = [{k: (u or {}).get(k) for k in keys} for u in (ua, ub)]
-            rows.append({"api": api, "what": "usage_streamed" if streamed else "usage",
-                         "base": pick[0], "compare": pick[1], "differs": pick[0] != pick[1]})
+            rows.append(
+                {
+                    "api": api,
+                    "what": "usage_streamed" if streamed else "usage",
+                    "base": pick[0],
+                    "compare": pick[1],
+                    "differs": pick[0] != pick[1],
+                }
+            )
         fa, fb = _finishes(a, api), _finishes(b, api)
-        rows.append({"api": api, "what": "finish_reasons", "base": fa, "compare": fb,
-                     "differs": fa != fb})
+        rows.append({"api": api, "what": "finish_reasons", "base": fa, "compare": fb, "differs": fa != fb})
         for name in GATES:
             ga, gb = a.gate(name, api), b.gate(name, api)
             sa, sb = (g.status.value if g else None for g in (ga, gb))
-            rows.append({"api": api, "what": f"gate {name}", "base": sa, "compare": sb,
-                         "differs": sa != sb})
+            rows.append({"api": api, "what": f"gate {name}", "base": sa, "compare": sb, "differs": sa != sb})
     return rows
 
 
@@ -237,6 +299,7 @@ def _cell(row: dict[str, Any], side: str) -> str:
 
 
 # The table ----------------------------------------------------------------------------------
+
 
 def colour_on(stream: Any) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
@@ -261,12 +324,20 @@ def table(rows: Sequence[Sequence[str]], widths_of: Sequence[Sequence[str]] | No
     return "\n".join(lines)
 
 
-def render_text(runs: Sequence[RouteRun], settings: Settings, run_id: str, key_env: str,
-                colour: bool = False, json_path: str | None = None,
-                raw_dir: str | None = None) -> str:
+def render_text(
+    runs: Sequence[RouteRun],
+    settings: Settings,
+    run_id: str,
+    key_env: str,
+    colour: bool = False,
+    json_path: str | None = None,
+    raw_dir: str | None = None,
+) -> str:
     apis = " + ".join(["chat", *(["responses"] if settings.responses else [])])
-    head = [f"sse-audit-proxy probe · run {run_id} · model {settings.model} · {apis}"
-            + (" · tools" if settings.tools else "")]
+    head = [
+        f"sse-audit-proxy probe · run {run_id} · model {settings.model} · {apis}"
+        + (" · tools" if settings.tools else "")
+    ]
     if not settings.api_key:
         head.append(f"(no API key sent: {key_env} is not set)")
     out = ["\n".join(head)]
@@ -278,8 +349,10 @@ def render_text(runs: Sequence[RouteRun], settings: Settings, run_id: str, key_e
         out.append(details)
     counts = tally(runs)
     verdict = _status(Status.FAIL if counts["fail"] else Status.PASS, colour)
-    tail = (f"result: {verdict} · {counts['pass']} passed, {counts['fail']} failed, "
-            f"{counts['skip']} skipped · trace IDs start with probe-{run_id}")
+    tail = (
+        f"result: {verdict} · {counts['pass']} passed, {counts['fail']} failed, "
+        f"{counts['skip']} skipped · trace IDs start with probe-{run_id}"
+    )
     if json_path:
         tail += f" · report {json_path}"
     if raw_dir:
@@ -306,9 +379,12 @@ def _where(run: RouteRun) -> str:
     return f"{run.target.base_url}{side}"
 
 
-_MEASURES = {"ttft_ms": "ttft (stream)", "usage": "usage (non-streamed)",
-             "usage_streamed": "usage (streamed)",
-             "finish_reasons": "finish (plain / stream / tool call)"}
+_MEASURES = {
+    "ttft_ms": "ttft (stream)",
+    "usage": "usage (non-streamed)",
+    "usage_streamed": "usage (streamed)",
+    "finish_reasons": "finish (plain / stream / tool call)",
+}
 
 
 def _differences(a: RouteRun, b: RouteRun) -> str:
@@ -317,10 +393,16 @@ def _differences(a: RouteRun, b: RouteRun) -> str:
     for row in comparison(a, b):
         if row["what"].startswith("gate") and not row["differs"]:
             continue
-        rows.append((row["api"], _MEASURES.get(row["what"], row["what"]), _cell(row, "base"),
-                     _cell(row, "compare"), "differs" if row["differs"] else ""))
-    return (f"differences: {a.target.label} {_where(a)} vs {b.target.label} "
-            f"{_where(b)}\n" + table(rows))
+        rows.append(
+            (
+                row["api"],
+                _MEASURES.get(row["what"], row["what"]),
+                _cell(row, "base"),
+                _cell(row, "compare"),
+                "differs" if row["differs"] else "",
+            )
+        )
+    return f"differences: {a.target.label} {_where(a)} vs {b.target.label} {_where(b)}\n" + table(rows)
 
 
 def _details(runs: Sequence[RouteRun]) -> str:

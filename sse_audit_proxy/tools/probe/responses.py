@@ -31,13 +31,16 @@ from sse_audit_proxy.tools.probe.prompts import MAX_TOKENS, TOOL, TOOL_RESULT, W
 TEXT_DELTA = "response.output_text.delta"
 ARGS_DELTA = "response.function_call_arguments.delta"
 ARGS_DONE = "response.function_call_arguments.done"
-OTHER_CONTENT = frozenset({
-    "response.refusal.delta", "response.reasoning_text.delta",
-    "response.reasoning_summary_text.delta", "response.audio.delta",
-    "response.audio.transcript.delta",
-})
-TERMINALS = frozenset({"response.completed", "response.incomplete", "response.failed",
-                       "response.done"})
+OTHER_CONTENT = frozenset(
+    {
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.audio.delta",
+        "response.audio.transcript.delta",
+    }
+)
+TERMINALS = frozenset({"response.completed", "response.incomplete", "response.failed", "response.done"})
 
 
 def finish_of(response: dict[str, Any], kind: str = "") -> str:
@@ -71,24 +74,38 @@ class ResponsesApi(Api):
 
     # Requests ---------------------------------------------------------------------------
 
-    def body(self, model: str, prompt: str | list[Any], *, stream: bool,
-             max_tokens: int = MAX_TOKENS, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "input": prompt, "temperature": 0,
-                                "max_output_tokens": max_tokens}
+    def body(
+        self, model: str, prompt: str | list[Any], *, stream: bool, max_tokens: int = MAX_TOKENS, **extra: Any
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "input": prompt,
+            "temperature": 0,
+            "max_output_tokens": max_tokens,
+        }
         if stream:
             body["stream"] = True
         body.update(extra)
         return body
 
     def tool_call(self, model: str) -> dict[str, Any]:
-        return self.body(model, WEATHER, stream=True, tools=self.tools,
-                          tool_choice={"type": "function", "name": TOOL["name"]})
+        return self.body(
+            model,
+            WEATHER,
+            stream=True,
+            tools=self.tools,
+            tool_choice={"type": "function", "name": TOOL["name"]},
+        )
 
     def tool_result(self, model: str, call: ToolCallSeen) -> dict[str, Any]:
         given = [
             {"role": "user", "content": WEATHER},
-            {"type": "function_call", "call_id": call.call_id, "name": call.name,
-             "arguments": call.arguments},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
             {"type": "function_call_output", "call_id": call.call_id, "output": TOOL_RESULT},
         ]
         return self.body(model, given, stream=True, tools=self.tools, tool_choice="auto")
@@ -108,8 +125,13 @@ class ResponsesApi(Api):
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "function_call":
-                a.tool_calls.append(ToolCallSeen(as_str(item.get("call_id")), as_str(item.get("name")),
-                                                 as_str(item.get("arguments")) or ""))
+                a.tool_calls.append(
+                    ToolCallSeen(
+                        as_str(item.get("call_id")),
+                        as_str(item.get("name")),
+                        as_str(item.get("arguments")) or "",
+                    )
+                )
             elif item.get("type") == "message":
                 for part in item.get("content") or ():
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
@@ -236,37 +258,54 @@ class _ResponsesStream(StreamReader):
         f = self.f
         p = f.problems
         if self.untyped:
-            p.append(f"{self.untyped} event(s) carry no JSON `type`: SDKs dispatch Responses "
-                     "events on it")
+            p.append(f"{self.untyped} event(s) carry no JSON `type`: SDKs dispatch Responses events on it")
         if self.misnamed:
-            p.append(f"an `event: {self.misnamed[0]}` line names another type than its JSON "
-                     f"`type` {self.misnamed[1]!r}: clients that dispatch on the event name "
-                     "misread it")
+            p.append(
+                f"an `event: {self.misnamed[0]}` line names another type than its JSON "
+                f"`type` {self.misnamed[1]!r}: clients that dispatch on the event name "
+                "misread it"
+            )
         if self.seq_missing:
-            p.append(f"{self.seq_missing} event(s) carry no `sequence_number`: clients cannot "
-                     "tell a lost or reordered event")
+            p.append(
+                f"{self.seq_missing} event(s) carry no `sequence_number`: clients cannot "
+                "tell a lost or reordered event"
+            )
         for before, after in self.seq_breaks[:3]:
-            p.append(f"`sequence_number` goes from {before} to {after}: events were lost, "
-                     "repeated or reordered between the gateway and you")
+            p.append(
+                f"`sequence_number` goes from {before} to {after}: events were lost, "
+                "repeated or reordered between the gateway and you"
+            )
         if self.first_kind not in (None, "response.created"):
-            p.append(f"the first event is {self.first_kind!r}, not 'response.created': clients "
-                     "learn the response id from it")
+            p.append(
+                f"the first event is {self.first_kind!r}, not 'response.created': clients "
+                "learn the response id from it"
+            )
         if len(f.ids) > 1:
-            p.append(f"the events name {len(f.ids)} different response ids "
-                     f"({', '.join(f.ids[:3])}): one response must keep one id")
+            p.append(
+                f"the events name {len(f.ids)} different response ids "
+                f"({', '.join(f.ids[:3])}): one response must keep one id"
+            )
         for message in f.errors[:3]:
-            p.append(f"the stream reported a failure ({message}): the generation failed on the "
-                     "gateway; look up this request's trace ID in its logs")
+            p.append(
+                f"the stream reported a failure ({message}): the generation failed on the "
+                "gateway; look up this request's trace ID in its logs"
+            )
         if self.ended_by is None:
-            p.append("the stream ended without `response.completed` (or `.incomplete`, "
-                     "`.failed`): the answer is cut off; the gateway must end every response "
-                     "stream with its terminal event")
+            p.append(
+                "the stream ended without `response.completed` (or `.incomplete`, "
+                "`.failed`): the answer is cut off; the gateway must end every response "
+                "stream with its terminal event"
+            )
         elif not f.errors:
             open_items = [i for i in self.added if i not in self.item_done]
             if open_items:
-                p.append(f"output item(s) {', '.join(open_items[:3])} were added but never "
-                         "finished (no `response.output_item.done`): the gateway drops the "
-                         "`.done` events; SDKs that build the output from them lose it")
+                p.append(
+                    f"output item(s) {', '.join(open_items[:3])} were added but never "
+                    "finished (no `response.output_item.done`): the gateway drops the "
+                    "`.done` events; SDKs that build the output from them lose it"
+                )
         if self.after_end:
-            p.append(f"{self.after_end} event(s) came after {self.ended_by}: clients stop "
-                     "reading at the terminal event and never see them")
+            p.append(
+                f"{self.after_end} event(s) came after {self.ended_by}: clients stop "
+                "reading at the terminal event and never see them"
+            )

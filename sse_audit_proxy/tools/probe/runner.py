@@ -68,12 +68,11 @@ def apis(settings: Settings) -> list[Api]:
 async def probe_route(target: Target, settings: Settings) -> RouteRun:
     run = RouteRun(target, started_at=time.time())
     began = time.monotonic()
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout,
-                                    sock_read=settings.timeout)
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
-        sender = Sender(session, settings.headers + target.headers, settings.api_key,
-                        settings.timeout)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout, sock_read=settings.timeout)
+    async with aiohttp.ClientSession(
+        timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        sender = Sender(session, settings.headers + target.headers, settings.api_key, settings.timeout)
         for api in apis(settings):
             await _probe_api(run, sender, api, settings)
         if target.proxy_metrics_url is not None:
@@ -82,8 +81,9 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
     return run
 
 
-async def _attach_proxy_records(session: aiohttp.ClientSession, metrics_url: URL,
-                                exchanges: list[Exchange]) -> None:
+async def _attach_proxy_records(
+    session: aiohttp.ClientSession, metrics_url: URL, exchanges: list[Exchange]
+) -> None:
     """The proxy's own verdict on each request, next to the probe's, for the report. Only a
     cancelled stream's record may lag its end; the others are written before the answer ends."""
     for ex in exchanges:
@@ -96,8 +96,15 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
     url = target.base_url / api.path
 
     async def call(purpose: str, body: dict[str, Any], **kw: Any) -> Exchange:
-        ex = await send(sender, url, body, trace_id=f"{target.trace_prefix}-{api.name}-{purpose}",
-                        api=api.name, purpose=purpose, **kw)
+        ex = await send(
+            sender,
+            url,
+            body,
+            trace_id=f"{target.trace_prefix}-{api.name}-{purpose}",
+            api=api.name,
+            purpose=purpose,
+            **kw,
+        )
         if ex.stream and not ex.refused:
             ex.facts = api.read_stream(ex.events)
         elif ex.doc is not None and not ex.refused:
@@ -109,8 +116,9 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
     route = gates.route(api, control, s.model)
     run.gates.append(route)
     if route.status is Status.FAIL:
-        run.gates.extend(gates.skipped(name, api.name, "the route gate failed: fix it first")
-                         for name in gates.GATES[1:])
+        run.gates.extend(
+            gates.skipped(name, api.name, "the route gate failed: fix it first") for name in gates.GATES[1:]
+        )
         return
     stream = await call("stream", api.stream(s.model))
     framing = gates.framing(api, stream)
@@ -126,8 +134,9 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
         run.gates.append(gates.tools(api, tool_ex, result_ex, no_tool, framing, streaming))
     else:
         run.gates.append(gates.skipped("tools", api.name, "not asked for (--tools)"))
-    cancel = await call("cancel", api.stream(s.model), cancel_after=CANCEL_AFTER_FRAMES,
-                        is_terminal=api.is_terminal)
+    cancel = await call(
+        "cancel", api.stream(s.model), cancel_after=CANCEL_AFTER_FRAMES, is_terminal=api.is_terminal
+    )
     after = await call("after-cancel", api.after_cancel(s.model))
     proxy = None
     if target.proxy_metrics_url is not None and cancel.cancelled_after is not None:
@@ -135,8 +144,9 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
     run.gates.append(gates.cancellation(api, cancel, after, proxy))
 
 
-async def _proxy_check(session: aiohttp.ClientSession, metrics_url: URL, cancel: Exchange,
-                       earlier: Exchange) -> ProxyCheck:
+async def _proxy_check(
+    session: aiohttp.ClientSession, metrics_url: URL, cancel: Exchange, earlier: Exchange
+) -> ProxyCheck:
     """The proxy's record of the cancelled stream. Its record of an earlier, finished stream
     must be there already: without it the probe is not going through that proxy at all, and
     there is no point waiting for the cancel's."""

@@ -86,14 +86,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"an API key appeared in captured output (or prompt or completion text): {leaked}"
 
 
-_HOSTILE_DIR = "hostile"
+# The kind of each test is the folder it lives in, as a marker: `pytest -m unit` runs the pure,
+# millisecond tests alone (a few seconds in all), `-m "not e2e and not interop"` skips the ones that
+# need Prometheus, nginx, Chromium, Node or third-party servers.
+KINDS = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "e2e": ("e2e",),
+    "hostile": ("hostile",),
+    "interop": ("interop", "e2e"),
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/hostile/ is in the hostile-peer suite (`pytest -m hostile`)."""
     for item in items:
-        if _HOSTILE_DIR in item.path.parent.parts[-1:]:
-            item.add_marker(pytest.mark.hostile)
+        for part in item.path.parent.parts[::-1]:
+            if part in KINDS:
+                for kind in KINDS[part]:
+                    item.add_marker(getattr(pytest.mark, kind))
+                break
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

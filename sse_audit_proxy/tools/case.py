@@ -1,7 +1,7 @@
 """`sse-audit-proxy evidence-to-case`: an incident becomes a regression test in one step.
 
 An evidence file (`GET /streams/{trace_id}/evidence`, or a `stream_evidence` log line's
-`evidence`) is turned into a conformance case (tests/conformance/cases/NAME.json and
+`evidence`) is turned into a conformance case (tests/unit/conformance/cases/NAME.json and
 streams/NAME.sse): the same frames in the same order, of the same kinds and sizes, each
 rebuilt from its skeleton with placeholder text of the recorded length, and the recorded
 arrival times of the reads, so the replay reproduces the verdict, timing anomalies included.
@@ -48,16 +48,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "evidence-to-case",
         help="turn a stream's evidence file into a conformance case that replays it",
-        description="Write tests/conformance/cases/NAME.json and streams/NAME.sse "
+        description="Write tests/unit/conformance/cases/NAME.json and streams/NAME.sse "
         "from an evidence file (GET /streams/{trace_id}/evidence), then replay "
         "the case through the audit to check it gives the recorded verdict.",
     )
     p.add_argument("evidence", metavar="EVIDENCE.json", help="the evidence file ('-': stdin)")
     p.add_argument(
         "--out",
-        default="tests/conformance",
+        default="tests/unit/conformance",
         metavar="DIR",
-        help="the conformance directory, holding cases/ and streams/ (default: tests/conformance)",
+        help="the conformance directory, holding cases/ and streams/ (default: tests/unit/conformance)",
     )
     p.add_argument("--name", default=None, help="the case's name (default: incident_<trace id>)")
     p.add_argument(

@@ -2,7 +2,7 @@
 
     pip install -e '.[fuzz]'
     mkdir -p /tmp/sse-corpus
-    python tests/fuzz/fuzz_audit.py /tmp/sse-corpus tests/conformance/streams -max_total_time=600
+    python tests/fuzz/fuzz_audit.py /tmp/sse-corpus tests/unit/conformance/streams -max_total_time=600
 
 The first bytes of each input choose the frame cap, the route (dialect), the encoding label
 and the read cuts; the rest is the body. Checked for every input: nothing raises; the

@@ -257,7 +257,7 @@ def test_without_the_guard_nothing_trips(tmp_path: Path) -> None:
 def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
     from sse_audit_proxy.cli import main as cli
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     serve = sub.choices["serve"]  # type: ignore[index]
     flags = [

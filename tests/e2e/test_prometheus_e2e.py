@@ -30,7 +30,7 @@ from demo_client import FAST, HEALTHY, drive
 from progressive import argo_queries, flagger_queries
 from yarl import URL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "sse-audit-proxy.rules.yml"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "sse-audit-proxy.json"
 JOB = "sse-audit-proxy"

@@ -28,7 +28,7 @@ from sse_audit_proxy.tools.bench.report import HEADLINE, headline
 from sse_audit_proxy.tools.bench.workloads import SMOKE, sse_frames
 
 WORKLOADS = ("latency", "throughput", "memory")
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 HEADLINE_HEADER = [
     "target",
     "CPU s / 1M paced frames",

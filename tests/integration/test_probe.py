@@ -531,7 +531,7 @@ def test_unreachable_route_fails_the_route_gate_with_what_to_check() -> None:
 
 
 def test_readme_documents_every_probe_flag_and_every_scenarios_gates() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("\n## Cutover probe\n", 1)[1].split("\n## ", 1)[0]
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     probe_parser = sub.choices["probe"]  # type: ignore[index]

@@ -150,7 +150,7 @@ async def test_scenario_header_overrides_the_model_and_keeps_its_name(
 
 
 def test_readme_scenario_table_is_generated_from_the_scenario_table() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert scenarios.readme_table() in readme
 
 

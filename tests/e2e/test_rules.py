@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-PROM = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = PROM / "sse-audit-proxy.rules.yml"
 TESTS = PROM / "sse-audit-proxy.rules.test.yml"
 needs_promtool = pytest.mark.skipif(

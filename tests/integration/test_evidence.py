@@ -20,7 +20,7 @@ from sse_audit_proxy.server.proxy import INSTANCE
 from sse_audit_proxy.sinks import logs
 from sse_audit_proxy.tools.scenarios import SCENARIOS
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent / "conformance"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "unit" / "conformance"))
 import contextlib
 
 from test_conformance import CASES as CONFORMANCE_CASES

@@ -151,8 +151,10 @@ def test_suite_wide_scan_fails_a_test_whose_output_contains_a_key(tmp_path: Path
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "__init__.py").write_text("")
-    shutil.copy(Path(__file__).with_name("conftest.py"), tests / "conftest.py")
-    shutil.copy(Path(__file__).with_name("reliability_support.py"), tests / "reliability_support.py")
+    shutil.copy(Path(__file__).resolve().parents[1] / "conftest.py", tests / "conftest.py")
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "reliability_support.py", tests / "reliability_support.py"
+    )
     (tests / "test_scan.py").write_text(CLEAN_AND_LEAKY)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tests)],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JSON = ROOT / "grafana" / "dashboards" / "sse-audit-proxy.json"
 RULES = ROOT / "deploy" / "prometheus" / "sse-audit-proxy.rules.yml"
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
@@ -40,6 +40,7 @@ from sse_audit_proxy.server.inbound import (
     parse_error_answer,
 )
 from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.recording import Recording, Sink, audit_failed
 from sse_audit_proxy.server.upstream import (
     BadResponse,
     Connection,
@@ -88,14 +89,6 @@ RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
 STATUS_CLIENT_GONE = 499
 
 _log = structlog.get_logger("sse_audit_proxy")
-
-
-class Sink(Protocol):
-    """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
-
-    def stream_started(self, route: str, upstream: str) -> None: ...
-    def stream_ended(self, route: str, upstream: str) -> None: ...
-    def record(self, rec: AuditRecord) -> None: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -226,7 +219,6 @@ class Proxy:
         self._keys = KeyCheck(config.require_keys)
         self._runner: web.ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._relaying: set[int] = set()  # ids of requests whose head the relay wrote
         self._draining = False  # refusing new requests, letting the running ones finish
         self._aborting = False  # the drain time is up: what still runs is cut
         self.port = config.port
@@ -286,28 +278,33 @@ class Proxy:
         rec = AuditRecord(
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
         )
+        r = Recording(rec, started, self._sinks)
         try:
-            return await self._handle(request, rec, started, from_client, side.base)
+            return await self._handle(request, r, from_client, side.base)
         except asyncio.CancelledError:
+            if not r.recorded:  # cancelled where no step before had recorded it
+                self._gone_before_answer(r, None)
             raise
         except Exception:
             _log.exception("proxy_failed", trace_id=trace_id)
-            if id(request) in self._relaying:  # the relay had begun: a cut is all the client gets
+            if r.responded:  # the head went out: a cut is all the client gets, never a second head
+                if not r.recorded:
+                    rec.error = "proxy_error"
+                    r.finish(None, End.ABORTED)
                 if request.transport is not None:
                     request.transport.close()
                 raise ConnectionResetError("response already started") from None
-            if rec.duration:  # already recorded: answer without a second record
+            if r.recorded:  # answer without a second record (nor changing the one sent)
                 return _Answer(
                     status=500,
                     content_type="application/json",
                     body=error_body("the proxy failed to handle the request", "server_error", "proxy_error"),
                 )
             return self._refuse(
-                rec, started, 500, "the proxy failed to handle the request", "server_error", "proxy_error"
+                r, 500, "the proxy failed to handle the request", "server_error", "proxy_error"
             )
         finally:
             self._inflight.discard(task)
-            self._relaying.discard(id(request))
 
     def _upstream_for(self, base: str) -> _Upstream:
         up = self._upstreams.get(base)
@@ -318,15 +315,13 @@ class Proxy:
     async def _handle(
         self,
         request: web.BaseRequest,
-        rec: AuditRecord,
-        started: float,
+        r: Recording,
         from_client: bool,
         base: str,
     ) -> web.StreamResponse:
         if self._draining:
             return self._refuse(
-                rec,
-                started,
+                r,
                 503,
                 "the proxy is shutting down; retry",
                 "server_error",
@@ -336,8 +331,7 @@ class Proxy:
         raw_path = request.raw_path
         if request.method == "CONNECT" or not raw_path.startswith("/"):
             return self._refuse(
-                rec,
-                started,
+                r,
                 400,
                 "only origin-form request targets are proxied",
                 "invalid_request_error",
@@ -348,8 +342,7 @@ class Proxy:
         unread = request.body_exists
         if escapes_base(raw_path):
             return self._refuse(
-                rec,
-                started,
+                r,
                 400,
                 "dot segments are not allowed in the path",
                 "invalid_request_error",
@@ -358,8 +351,7 @@ class Proxy:
             )
         if self._keys and not self._keys.allows(request.headers):
             resp = self._refuse(
-                rec,
-                started,
+                r,
                 401,
                 "missing or invalid API key for this proxy",
                 "invalid_request_error",
@@ -370,24 +362,23 @@ class Proxy:
             return resp
         declared = request.content_length
         if declared is not None and declared > self.config.max_body_bytes:
-            return self._too_large(rec, started)
+            return self._too_large(r)
         scanner = BodyScanner()
         try:
             held = await self._hold_start(request, scanner)
         except _BodyTooLarge:
-            return self._too_large(rec, started)
+            return self._too_large(r)
         except asyncio.CancelledError:
-            self._gone_before_answer(rec, None, started)
+            self._gone_before_answer(r, None)
             raise
         except ConnectionError:
-            self._gone_before_answer(rec, None, started)
+            self._gone_before_answer(r, None)
             resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
             return self._refuse(
-                rec,
-                started,
+                r,
                 400,
                 "the request body could not be read",
                 "invalid_request_error",
@@ -398,14 +389,14 @@ class Proxy:
             up = self._upstream_for(base)
             conn = await self._pool.acquire(up.target)
         except asyncio.CancelledError:
-            self._gone_before_answer(rec, None, started)
+            self._gone_before_answer(r, None)
             raise
         except UpstreamError as exc:
             info = scanner.info() if held.ended else await self._scan_rest(request, scanner)
-            return self._upstream_failed(rec, info, started, exc)
+            return self._upstream_failed(r, info, exc)
         used = [conn]  # the retry below may swap in a fresh connection
         try:
-            return await self._exchange(request, up, used, scanner, held, rec, started, from_client)
+            return await self._exchange(request, up, used, scanner, held, r, from_client)
         finally:
             used[0].release()
 
@@ -441,11 +432,11 @@ class Proxy:
         used: list[Connection],
         scanner: BodyScanner,
         held: _Held,
-        rec: AuditRecord,
-        started: float,
+        r: Recording,
         from_client: bool,
     ) -> web.StreamResponse:
         cfg = self.config
+        rec = r.rec
         conn = used[0]
         # A body that ended within the hold is sent with its length, as a client's would be.
         length = request.content_length
@@ -456,7 +447,7 @@ class Proxy:
         if held.ended and not chunked:  # the whole body is here: one write, one segment
             head = b"".join((head, *held.parts))
             held.parts = []
-        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (time.monotonic() - started)
+        deadline = asyncio.get_running_loop().time() + cfg.total_timeout - (time.monotonic() - r.started)
         head_only = request.method == "HEAD"
         conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
         # An idempotent request sent whole on a pooled connection the upstream had just closed
@@ -468,22 +459,21 @@ class Proxy:
             await self._send_body(request, conn, scanner, held, chunked)
         except _BodyTooLarge:
             conn.close()  # cut the upstream request: it must not see a body end that never came
-            return self._too_large(rec, started)
+            return self._too_large(r)
         except asyncio.CancelledError:
             conn.close()
-            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            self._gone_before_answer(r, scanner.info(complete=False))
             raise
         except ConnectionError:  # the client went away mid-body
             conn.close()
-            self._gone_before_answer(rec, scanner.info(complete=False), started)
+            self._gone_before_answer(r, scanner.info(complete=False))
             resp = _Answer(status=STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
         except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
             conn.close()
             return self._refuse(
-                rec,
-                started,
+                r,
                 400,
                 "the request body could not be read",
                 "invalid_request_error",
@@ -506,12 +496,12 @@ class Proxy:
                 conn.sent = True
                 await conn.response_head()
         except asyncio.CancelledError:
-            self._gone_before_answer(rec, info, started)
+            self._gone_before_answer(r, info)
             raise
         except UpstreamError as exc:
-            return self._upstream_failed(rec, info, started, exc)
+            return self._upstream_failed(r, info, exc)
         del replay
-        return await self._respond(request, conn, rec, info, started)
+        return await self._respond(request, conn, r, info)
 
     def _request_head(
         self,
@@ -583,10 +573,9 @@ class Proxy:
             return scanner.info(complete=False)
         return scanner.info()
 
-    def _too_large(self, rec: AuditRecord, started: float) -> web.Response:
+    def _too_large(self, r: Recording) -> web.Response:
         return self._refuse(
-            rec,
-            started,
+            r,
             413,
             f"request body exceeds {self.config.max_body_bytes} bytes",
             "invalid_request_error",
@@ -598,10 +587,10 @@ class Proxy:
         self,
         request: web.BaseRequest,
         conn: Connection,
-        rec: AuditRecord,
+        r: Recording,
         info: RequestInfo,
-        started: float,
     ) -> web.StreamResponse:
+        rec, started = r.rec, r.started
         rec.status = status = conn.status
         ctype, encoding = _content_type_and_encoding(conn.headers)
         is_sse = ctype.startswith(b"text/event-stream")
@@ -631,16 +620,17 @@ class Proxy:
             and (client_chunked or conn.content_length is not None or not has_body)
         )
         resp = _RawResponse(status, keep_alive)
+        # Built before the stream opens: a failure here still gets the proxy's own answer.
+        head = self._response_head(request, conn, rec, client_chunked, keep_alive)
         end = End.UPSTREAM_EOF
         if is_sse:
-            self._notify_started(rec.route, rec.upstream)
+            r.stream_started()
         try:
             if transport is None or transport.is_closing():
                 raise ConnectionResetError
-            head = self._response_head(request, conn, rec, client_chunked, keep_alive)
             transport.write(head)
             request.writer.output_size += len(head)  # aiohttp must not answer on top of it
-            self._relaying.add(id(request))
+            r.responded = True
             rec.response_head = head  # for evidence (one bytes object; redacted when shown)
             del head
             conn.headers = []  # written: an open stream need not keep them
@@ -651,18 +641,21 @@ class Proxy:
             raise
         except ConnectionError:
             end = End.CLIENT_GONE
+        except Exception:
+            # The proxy's own failure mid-relay (handle() logs it): the client gets a cut,
+            # never a clean-looking end.
+            end = End.ABORTED
+            rec.error = "proxy_error"
+            raise
         finally:
             relayed = end  # how the body ended, whatever the record will say
             if end is not End.UPSTREAM_EOF:
                 conn.close()  # stop the gateway generating for nobody; never reused
                 resp.keep_alive_off()
-            if is_sse:
-                self._notify_ended(rec.route, rec.upstream)
+            audit = relay.audit  # None if it failed mid-stream: switched off, not judged
             if audit is not None and status >= 400:
                 end = End.UPSTREAM_STATUS
-            if audit is None and end is not End.UPSTREAM_EOF:
-                rec.error = end.value
-            self._finish(rec, audit, end, started)
+            r.finish(audit, end)
             # The record is out before the client sees the end (as when aiohttp's write_eof
             # ran after the handler): whoever saw the end can count on the record.
             if transport is not None:
@@ -696,30 +689,9 @@ class Proxy:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def _finish(self, rec: AuditRecord, audit: StreamAudit | None, end: End, started: float) -> None:
-        now = time.monotonic()
-        rec.duration = now - started
-        if audit is not None:
-            rec.stream = audit.finish(now, end)
-        self._emit(rec)
-
-    def _emit(self, rec: AuditRecord) -> None:
-        for sink in self._sinks:
-            try:
-                sink.record(rec)
-            except Exception:
-                _log.exception("sink_failed", sink=type(sink).__name__)
-
-    def _notify_started(self, route: str, upstream: str) -> None:
-        for sink in self._sinks:
-            sink.stream_started(route, upstream)
-
-    def _notify_ended(self, route: str, upstream: str) -> None:
-        for sink in self._sinks:
-            sink.stream_ended(route, upstream)
-
-    def _gone_before_answer(self, rec: AuditRecord, info: RequestInfo | None, started: float) -> None:
+    def _gone_before_answer(self, r: Recording, info: RequestInfo | None) -> None:
         """The handler was cancelled before a response began: client gone, or shutdown."""
+        rec = r.rec
         end = End.ABORTED if self._aborting else End.CLIENT_GONE
         rec.status = STATUS_CLIENT_GONE
         rec.error = "shutdown" if end is End.ABORTED else "client_disconnect"
@@ -727,27 +699,24 @@ class Proxy:
         if info is not None:
             rec.model = info.model
             if info.stream:
-                audit = StreamAudit(dialect_for_route(rec.route)(), started)
-        self._finish(rec, audit, end, started)
+                audit = StreamAudit(dialect_for_route(rec.route)(), r.started)
+        r.finish(audit, end)
 
     # The proxy's own answers ----------------------------------------------------------
 
-    def _upstream_failed(
-        self, rec: AuditRecord, info: RequestInfo, started: float, exc: Exception
-    ) -> web.StreamResponse:
+    def _upstream_failed(self, r: Recording, info: RequestInfo, exc: Exception) -> web.StreamResponse:
         # The exception's own text goes nowhere: the record carries our code for it.
         status, code, message = upstream_error(exc, self.config)
-        rec.model = info.model
+        r.rec.model = info.model
         audit = None
         if info.stream:
-            audit = StreamAudit(dialect_for_route(rec.route)(), started)
+            audit = StreamAudit(dialect_for_route(r.rec.route)(), r.started)
         end = _END_BY_CODE.get(code, End.UPSTREAM_STATUS)
-        return self._answer(rec, started, status, message, "upstream_error", code, audit, end)
+        return self._answer(r, status, message, "upstream_error", code, audit, end)
 
     def _refuse(
         self,
-        rec: AuditRecord,
-        started: float,
+        r: Recording,
         status: int,
         message: str,
         type_: str,
@@ -755,7 +724,7 @@ class Proxy:
         *,
         close: bool = False,
     ) -> web.Response:
-        resp = self._answer(rec, started, status, message, type_, code, None, End.UPSTREAM_STATUS)
+        resp = self._answer(r, status, message, type_, code, None, End.UPSTREAM_STATUS)
         if close:
             # Do not read (or wait for) the rest of a request we refused.
             resp.force_close()
@@ -763,8 +732,7 @@ class Proxy:
 
     def _answer(
         self,
-        rec: AuditRecord,
-        started: float,
+        r: Recording,
         status: int,
         message: str,
         type_: str,
@@ -772,6 +740,7 @@ class Proxy:
         audit: StreamAudit | None,
         end: End,
     ) -> web.Response:
+        rec = r.rec
         rec.status = status
         rec.error = code
         body = error_body(message, type_, code)
@@ -781,7 +750,7 @@ class Proxy:
         if self.config.instance_header:
             resp.headers[self.config.instance_header] = INSTANCE
         rec.bytes = len(body)
-        self._finish(rec, audit, end, started)
+        r.finish(audit, end)
         return resp
 
     def _parse_error(self, request: web.BaseRequest, status: int, exc: BaseException | None) -> web.Response:
@@ -800,14 +769,14 @@ class Proxy:
             None,
             upstream=self.router.baseline.name,
         )
+        r = Recording(rec, started, self._sinks)
         status, code, msg = parse_error_answer(status, exc)
         if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
         # The parser's message can quote a header line (an API key): it is neither logged
         # nor echoed; the record carries our code for it.
         return self._refuse(
-            rec,
-            started,
+            r,
             status,
             msg,
             "server_error" if status >= 500 else "invalid_request_error",
@@ -941,9 +910,9 @@ class _Relay:
         if audit is not None:
             try:
                 audit.feed(data, t)  # then look
-            except Exception:
-                _log.exception("audit_failed")
-                self.audit = None
+            except Exception as exc:
+                self.audit = None  # off for the rest of this stream; forwarding goes on as it was
+                audit_failed(rec.trace_id, "feed", exc)
         if self.protocol.writing_paused:  # more than max_unsent_bytes wait for the client
             if self.is_sse:
                 return End.SLOW_CLIENT

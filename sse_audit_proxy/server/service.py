@@ -16,7 +16,8 @@ from sse_audit_proxy.server.canary_control import CanaryControl, build_router
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import listen
 from sse_audit_proxy.server.lookup import LocalSource, add_routes
-from sse_audit_proxy.server.proxy import Proxy, ProxyConfig, Sink
+from sse_audit_proxy.server.proxy import Proxy, ProxyConfig
+from sse_audit_proxy.server.recording import Sink
 from sse_audit_proxy.sinks.logs import LogSink
 from sse_audit_proxy.sinks.metrics import Metrics
 from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY, RecentStreams

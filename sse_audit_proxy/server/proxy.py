@@ -600,14 +600,17 @@ class Proxy:
         peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and status >= 400):
-            audit = StreamAudit(
-                dialect_for_route(rec.route)(),
-                started,
-                include_usage=info.include_usage,
-                content_encoding=encoding.decode("latin-1"),
-                thresholds=self.config.thresholds,
-                event_stream=is_sse,
-            )
+            try:
+                audit = StreamAudit(
+                    dialect_for_route(rec.route)(),
+                    started,
+                    include_usage=info.include_usage,
+                    content_encoding=encoding.decode("latin-1"),
+                    thresholds=self.config.thresholds,
+                    event_stream=is_sse,
+                )
+            except Exception as exc:  # forward first: an audit that cannot start is skipped
+                audit_failed(rec.trace_id, "start", exc)
         transport = request.transport
         relay = _Relay(
             conn, transport, request.protocol, rec, audit, is_sse, started, self.config.max_unsent_bytes

@@ -62,6 +62,7 @@ POINTS: dict[str, tuple[type, str, bool]] = {
     "decoder.close": (SSEDecoder, "close", True),
     "dialect.summary": (ChatCompletions, "summary", True),
     "audit.finish": (StreamAudit, "finish", True),
+    "audit.start": (StreamAudit, "__init__", True),
     "sink.stream_started": (Metrics, "stream_started", False),
     "sink.stream_ended": (Metrics, "stream_ended", False),
     "sink.record": (Metrics, "record", False),
@@ -73,6 +74,7 @@ REACHES = {
     "decoder.close": ("sse", "json_for_stream", "refused"),
     "dialect.summary": ("sse", "json_for_stream", "refused"),
     "audit.finish": ("sse", "json_for_stream", "refused"),
+    "audit.start": ("sse", "json_for_stream"),  # the proxy's 502 builds its audit unguarded
     "sink.stream_started": ("sse",),
     "sink.stream_ended": ("sse",),
     "sink.record": ("sse", "json_for_stream", "json", "refused"),
@@ -280,7 +282,8 @@ async def test_a_failing_audit_or_sink_costs_neither_the_response_nor_the_one_re
         assert rec.error == ("upstream_unreachable" if kind == "refused" else None)
         (line,) = failed
         assert line["trace_id"] == trace_id and line["exception"] == "Injected"
-        assert line["during"] == ("feed" if point == "decoder.feed" else "finish")
+        during = {"decoder.feed": "feed", "audit.start": "start"}.get(point, "finish")
+        assert line["during"] == during
         assert "exc_info" not in line and QUOTED not in repr(line)  # nothing the stream said
         assert not events(logs, "sink_failed")
     else:  # the failing sink is logged, once per failed call; every other sink got the record

@@ -177,7 +177,7 @@ def is_bursty(t: Timing, th: Thresholds) -> bool:
 @dataclass(slots=True, frozen=True)
 class Rule:
     verdict: str  # an Outcome or an Anomaly (dialect extras: their own names)
-    when: str  # the rule in words, for the README
+    when: str  # the rule in words, for the docs (docs/operate/verdicts.md)
     holds: Callable[[Facts], bool]
     # One sentence from the stream's own figures, saying why this rule held (after "name: ").
     reason: Callable[[Facts], str] = lambda f: "see the rule"
@@ -295,7 +295,7 @@ def _malformed(f: Facts) -> str:
     return "; ".join(parts)
 
 
-# usage_inconsistent: the conventions providers follow (README, "usage_inconsistent"). A total
+# usage_inconsistent: the conventions providers follow (docs/operate/verdicts.md). A total
 # may count reasoning tokens outside `completion_tokens` (Gemini's OpenAI layer), and cached
 # prompt tokens inside or outside `prompt_tokens` (Anthropic through LiteLLM, Bedrock).
 _EXTRA_TOKENS = (

@@ -1,5 +1,5 @@
-"""Every demo scenario, sent through the real proxy, gets exactly the verdict the README
-promises."""
+"""Every demo scenario, sent through the real proxy, gets exactly the verdict the docs
+(docs/tools/scenarios.md) promise."""
 
 from __future__ import annotations
 

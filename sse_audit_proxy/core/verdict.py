@@ -1,8 +1,8 @@
 """The verdict of one stream: every rule that decides its outcome and its anomalies, in order.
 
 Pure: the audit gathers a stream's facts (what the dialect saw, when, and why relaying ended)
-and `judge()` reads them against the rules below. The README's verdict tables are generated
-from these rules (`readme_tables()`), so the documentation is this file read aloud.
+and `judge()` reads them against the rules below. The verdict tables of the docs are generated
+from these rules (`markdown_tables()`), so the documentation is this file read aloud.
 
 Outcome rules are tried in order and the first that holds decides. Every anomaly rule that
 holds adds its anomaly, in table order.
@@ -177,7 +177,7 @@ def is_bursty(t: Timing, th: Thresholds) -> bool:
 @dataclass(slots=True, frozen=True)
 class Rule:
     verdict: str  # an Outcome or an Anomaly (dialect extras: their own names)
-    when: str  # the rule in words, for the README
+    when: str  # the rule in words, for the docs (docs/operate/verdicts.md)
     holds: Callable[[Facts], bool]
     # One sentence from the stream's own figures, saying why this rule held (after "name: ").
     reason: Callable[[Facts], str] = lambda f: "see the rule"
@@ -295,7 +295,7 @@ def _malformed(f: Facts) -> str:
     return "; ".join(parts)
 
 
-# usage_inconsistent: the conventions providers follow (README, "usage_inconsistent"). A total
+# usage_inconsistent: the conventions providers follow (docs/operate/verdicts.md). A total
 # may count reasoning tokens outside `completion_tokens` (Gemini's OpenAI layer), and cached
 # prompt tokens inside or outside `prompt_tokens` (Anthropic through LiteLLM, Bedrock).
 _EXTRA_TOKENS = (
@@ -577,8 +577,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def readme_tables() -> str:
-    """The README's outcome and anomaly tables (a test keeps the README equal to this)."""
+def markdown_tables() -> str:
+    """The outcome and anomaly tables of docs/operate/verdicts.md (`tools.doctables` writes them there)."""
     extras = {name: when for d in DIALECTS for name, when in d.extra_anomalies.items()}
     rows = [
         "**Outcome** (exactly one per stream: the first rule that holds decides):",

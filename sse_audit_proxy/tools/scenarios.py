@@ -2,7 +2,7 @@
 
 One table, read by the gateway (which names exist), the traffic generator (the default mix),
 the demo (does each verdict match?), the tests (every row, through the real proxy) and the
-README (its scenario table is generated from here and checked by a test).
+docs (the scenario table of docs/tools/scenarios.md is generated from here).
 
 The verdicts are those of a streaming Chat Completions request that asks for
 `stream_options.include_usage`, which is what `sse-audit-proxy traffic` sends by default.
@@ -284,8 +284,8 @@ def verdict(scenario: Scenario) -> str:
     return f"{scenario.outcome.value} + {', '.join(a.value for a in scenario.anomalies)}"
 
 
-def readme_table() -> str:
-    """The README's scenario table (a test keeps the README equal to this)."""
+def markdown_table() -> str:
+    """The scenario table of docs/tools/scenarios.md (`tools.doctables` writes it there)."""
     rows = [
         "| model | the gateway | `outcome` | `anomalies` | `end_reason` | why |",
         "|---|---|---|---|---|---|",

@@ -28,7 +28,7 @@ from sse_audit_proxy.tools.bench.report import HEADLINE, headline
 from sse_audit_proxy.tools.bench.workloads import SMOKE, sse_frames
 
 WORKLOADS = ("latency", "throughput", "memory")
-README = Path(__file__).resolve().parents[2] / "README.md"
+BENCH_PAGE = Path(__file__).resolve().parents[2] / "docs/tools/bench.md"
 HEADLINE_HEADER = [
     "target",
     "CPU s / 1M paced frames",
@@ -239,8 +239,8 @@ def _cmdline(proc: Path) -> bytes:
         return b""
 
 
-def test_the_readme_shows_the_nginx_template_verbatim() -> None:
-    assert f"```nginx\n{nginx.TEMPLATE}```" in README.read_text()
+def test_the_bench_page_shows_the_nginx_template_verbatim() -> None:
+    assert f"```nginx\n{nginx.TEMPLATE}```" in BENCH_PAGE.read_text()
 
 
 def test_the_nginx_config_fills_both_placeholders() -> None:

@@ -1,5 +1,5 @@
-"""Every demo scenario, sent through the real proxy, gets exactly the verdict the README
-promises."""
+"""Every demo scenario, sent through the real proxy, gets exactly the verdict the docs
+(docs/tools/scenarios.md) promise."""
 
 from __future__ import annotations
 
@@ -149,9 +149,9 @@ async def test_scenario_header_overrides_the_model_and_keeps_its_name(
     assert rec.stream is not None and rec.stream.anomalies == ["missing_done"]
 
 
-def test_readme_scenario_table_is_generated_from_the_scenario_table() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert scenarios.readme_table() in readme
+def test_the_docs_scenario_table_is_generated_from_the_scenario_table() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs/tools/scenarios.md").read_text()
+    assert scenarios.markdown_table() in page
 
 
 @pytest.mark.parametrize("route", ["chat", "responses"])

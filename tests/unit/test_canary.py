@@ -254,33 +254,42 @@ def test_without_the_guard_nothing_trips(tmp_path: Path) -> None:
     assert not c.router.tripped and c.router.percent == 50.0
 
 
-def test_the_readme_documents_every_canary_flag_metric_and_log_event() -> None:
+def test_the_docs_document_every_canary_flag_metric_and_log_event() -> None:
     from sse_audit_proxy.cli import main as cli
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    docs = Path(__file__).resolve().parents[2] / "docs"
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     serve = sub.choices["serve"]  # type: ignore[index]
     flags = [
         s for a in serve._actions for s in a.option_strings if s.startswith(("--canary", "--upstream-name"))
     ]
     assert len(flags) == 12
+    configuration = (docs / "operate/configuration.md").read_text()
     for flag in flags:
-        assert f"| `{flag}" in readme, flag
-    for name in (
-        "sse_audit_canary_percent",
-        "sse_audit_canary_tripped",
-        "sse_audit_bad_streams_total",
-        "sse_audit_upstream_info",
-        "canary_tripped",
-        "canary_percent_changed",
-        "canary_percent_rejected",
-        "canary_trip_followed",
-        "?upstream=canary",
-        "## Running a canary",
-        "demo --canary buffered --duration 30",
-        "`--side NAME`",
-    ):
-        assert name in readme, name
+        assert f"| `{flag}" in configuration, flag
+    for page, names in {
+        "operate/metrics.md": (
+            "sse_audit_canary_percent",
+            "sse_audit_canary_tripped",
+            "sse_audit_bad_streams_total",
+            "sse_audit_upstream_info",
+        ),
+        "operate/logs.md": (
+            "canary_tripped",
+            "canary_percent_changed",
+            "canary_percent_rejected",
+            "canary_trip_followed",
+        ),
+        "operate/canary.md": (
+            "# Running a canary\n",
+            "?upstream=canary",
+            "demo --canary buffered --duration 30",
+        ),
+        "tools/probe.md": ("`--side NAME`",),
+    }.items():
+        text = (docs / page).read_text()
+        for name in names:
+            assert name in text, (page, name)
 
 
 def serve_config(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> object:

@@ -37,9 +37,9 @@ def run(
     return audit.finish((times[-1] if times else 0.0) + 0.001, end)
 
 
-def test_readme_verdict_tables_are_generated_from_the_rules() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert verdict.readme_tables() in readme
+def test_the_docs_verdict_tables_are_generated_from_the_rules() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs/operate/verdicts.md").read_text()
+    assert verdict.markdown_tables() in page
 
 
 # A client that closes once it has read the end marker -------------------------------------

@@ -86,8 +86,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="[NAME=]URL|nginx",
         help="another proxy to put in the table; it must forward to the demo gateway "
         "(fix its port with --gateway-port). `nginx` alone: the bench starts nginx "
-        "itself for each run, as a pass-through to its gateway (config in the "
-        "README). Repeatable",
+        "itself for each run, as a pass-through to its gateway (config in "
+        "docs/tools/bench.md). Repeatable",
     )
     p.add_argument(
         "--against-pid",

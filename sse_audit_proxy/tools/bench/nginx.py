@@ -1,7 +1,7 @@
 """`--against nginx`: nginx started by the bench as a pure pass-through to the demo gateway.
 
-The configuration is TEMPLATE with its two placeholders filled in; the README's Performance
-section shows TEMPLATE verbatim (a test checks the two are equal), so what the table compares
+The configuration is TEMPLATE with its two placeholders filled in; docs/tools/bench.md shows
+TEMPLATE verbatim (a test checks the two are equal), so what the table compares
 against is documented exactly. nginx is started afresh for every run, like the proxy, so each
 run's memory and CPU are its own.
 """

@@ -284,7 +284,7 @@ def summary(stats: LiveStats) -> str:
             verdict = tally.verdicts.most_common(1)[0][0]
             check = f"{tally.as_documented}/{tally.checked}" if tally.checked else "-"
             if tally.checked and tally.as_documented != tally.checked:
-                check += "  (differs: see the README's scenario table)"
+                check += "  (differs: see the scenario table, docs/tools/scenarios.md)"
             rows.append((model, str(tally.n), verdict, check))
         out.append("")
         out += ["  " + line for line in table(rows).splitlines()]

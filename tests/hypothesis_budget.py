@@ -1,6 +1,6 @@
 """Example budgets of the property tests: small in CI, scaled up for a fuzz run.
 
-`SSE_AUDIT_FUZZ_SCALE=N` multiplies every budget (the README's fuzz command uses 500).
+`SSE_AUDIT_FUZZ_SCALE=N` multiplies every budget (docs/development.md's fuzz command uses 500).
 """
 
 from __future__ import annotations

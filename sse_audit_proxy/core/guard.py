@@ -17,7 +17,7 @@ raw figures, so that noise between two equal sides does not trip it:
    (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
 
 Streams the client abandoned (`client_disconnect`) say nothing about the upstream and are
-not counted. The README explains how the defaults were chosen.
+not counted. docs/operate/canary.md explains how the defaults were chosen.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class LogSink:
             doc = evidence.build(rec, fields, self._redactor, self._instance)
             del doc["record"]  # the stream_end line just before has it
             # One level under `evidence`, so an index sees one object per trace ID (its
-            # `trace_id` is also top-level, for the queries in the README).
+            # `trace_id` is also top-level, for the queries in docs/operate/logs.md).
             self._log.info(
                 "stream_evidence",
                 trace_id=rec.trace_id,

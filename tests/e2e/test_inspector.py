@@ -3,7 +3,7 @@ the filters work, and everything from the wire is shown as text, never run.
 
 Chromium comes from Debian (`chromium`, installed by .ci/run); no browser is downloaded. With
 INSPECTOR_SCREENSHOTS=DIR the screenshots of a buffered and a bursty stream are written to
-DIR as well (the README's come from `INSPECTOR_SCREENSHOTS=docs`).
+DIR as well (the docs' come from `INSPECTOR_SCREENSHOTS=docs`).
 """
 
 from __future__ import annotations

@@ -329,7 +329,7 @@ async def test_a_logged_evidence_line_is_an_evidence_file_for_evidence_to_case(
 
 
 # Every recorded conformance stream, through the real proxy, back into a case. Known limits
-# (README, "Evidence for incidents"): frames without a skeleton of their own are rebuilt from
+# (docs/operate/evidence.md): frames without a skeleton of their own are rebuilt from
 # the first skeleton of their kind, so streams whose tool calls differ only by what that loses
 # come back different, and evidence-to-case refuses them (exit 1) instead of writing a case
 # that would not reproduce.

@@ -1,7 +1,7 @@
 """The verdict a careful person gives from a stream's raw bytes, written out independently of the
 proxy's audit: what ended the stream, which end markers came, which error frames, which usage.
 
-Rules (README "Verdicts"): a stream is `complete` when its protocol's end marker came (`[DONE]`
+Rules (docs/operate/verdicts.md): a stream is `complete` when its protocol's end marker came (`[DONE]`
 for Chat Completions, `response.completed`/`incomplete` for Responses, `message_stop` for
 Anthropic), `truncated` when the body ended (or the connection broke) before it, and
 `upstream_error` for an HTTP error status, a `response.failed`/`error` event, or a Chat stream

@@ -102,7 +102,7 @@ def test_a_silence_in_the_grouped_part_is_still_visible() -> None:
 
 
 def test_memory_of_an_open_stream_with_its_timeline_stays_small() -> None:
-    # The `memory` workload's shape: 24 frames, read one at a time (README: Performance).
+    # The `memory` workload's shape: 24 frames, read one at a time (docs/performance.md).
     frames = healthy(20)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()

@@ -92,7 +92,7 @@ def compose(
     bursty: bool = False,
     late_terminator: bool = False,
 ) -> Script:
-    """The scenario's script; `bursty` and `late_terminator` add those habits (see README)."""
+    """The scenario's script; `bursty` and `late_terminator` add those habits (docs/tools/scenarios.md)."""
     script = _compose(frames, scenario, timing, seed, bursty)
     if late_terminator and script.end is EndAction.EOF:
         # uvicorn's habit: the chunked body's terminator is a write of its own, a while later.

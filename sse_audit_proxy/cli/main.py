@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from sse_audit_proxy import __version__
 from sse_audit_proxy.cli import serve
 from sse_audit_proxy.cli.options import Parser
 from sse_audit_proxy.tools import bench, case, demo, gateway, probe, traffic
@@ -15,6 +16,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="sse-audit-proxy", description="Audit OpenAI-compatible event streams in the request path."
     )
+    parser.add_argument("--version", action="version", version=f"sse-audit-proxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -176,6 +176,10 @@ class StreamAudit:
         else:  # decoded piece by piece: a small chunk may expand a lot
             for piece in self._inflate.feed(chunk):
                 take(piece, t)
+                # A sniff may settle on any piece what the body is (stream, or nothing to learn).
+                take = self._take
+                if take is None:
+                    break
 
     def _decode(self, data: bytes, t: float) -> None:
         decoder = self._decoder

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+
+import sse_audit_proxy
 
 EXE = [sys.executable, "-m", "sse_audit_proxy"]
 
@@ -70,3 +76,20 @@ def test_help_documents_every_flag_with_its_environment_variable() -> None:
     ):
         assert flag in proc.stdout
         assert "SSE_AUDIT_" + flag[2:].replace("-", "_").upper() in proc.stdout
+
+
+def test_version_prints_the_one_version_the_package_and_its_metadata_share() -> None:
+    version = sse_audit_proxy.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    # pyproject names no version of its own: the build reads __version__ (one place).
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert metadata.version("sse-audit-proxy") == version  # as built and installed
+    proc = run("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"sse-audit-proxy {version}\n", "")
+
+
+def test_installed_command_prints_its_version() -> None:
+    script = Path(sys.executable).with_name("sse-audit-proxy")  # the [project.scripts] entry point
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20, check=False)
+    assert (proc.returncode, proc.stdout) == (0, f"sse-audit-proxy {sse_audit_proxy.__version__}\n")

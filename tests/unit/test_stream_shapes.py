@@ -312,6 +312,46 @@ def test_identity_encoding_is_read_as_is() -> None:
     assert (r.outcome, r.anomalies, r.frames) == (Outcome.COMPLETE, [], 3)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        sse(
+            *(chunk(content=f"word {i}") for i in range(12)),
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            "[DONE]",
+        ),
+        b"\x10" * 300,  # neither an event stream nor JSON
+    ],
+    ids=["event-stream", "neither"],
+)
+def test_an_unlabelled_compressed_body_is_sniffed_alike_when_one_read_inflates_to_many_pieces(
+    body: bytes,
+) -> None:
+    # Pieces are at most max_frame_bytes: the sniff settles what the body is on the first
+    # piece of the read, and the rest of that read must go where it then decided.
+    import zlib
+
+    from sse_audit_proxy.core.audit import Thresholds
+
+    small = Thresholds(max_frame_bytes=128)
+    compressed = zlib.compress(body)
+    assert len(body) > 2 * small.max_frame_bytes  # one read, three pieces or more
+    got = audit(
+        "chat_completions",
+        [(0.1, compressed)],
+        content_encoding="deflate",
+        event_stream=False,
+        thresholds=small,
+    )
+    plain = audit("chat_completions", [(0.1, body)], event_stream=False, thresholds=small)
+    assert (got.outcome, got.anomalies, got.frames, got.content_frames) == (
+        plain.outcome,
+        plain.anomalies,
+        plain.frames,
+        plain.content_frames,
+    )
+
+
 def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() -> None:
     from sse_audit_proxy.core.audit import PEEK_BYTES
 

@@ -350,8 +350,9 @@ def test_reduce_events_reads_what_curl_saw() -> None:
     }
 
 
-# What LiteLLM makes of each demo-gateway fault, read on the wire (docs/reference/stream-shapes.md, "Deviations of real
-# gateways"): the gateway's own bytes on the left, LiteLLM's answer to the same request on the right.
+# What LiteLLM makes of each demo-gateway fault, read on the wire (docs/reference/stream-shapes.md,
+# "Deviations of real gateways"): the gateway's own bytes on the left, LiteLLM's answer to the same
+# request on the right.
 LITELLM_REWRITES = {
     # scenario: (LiteLLM sends [DONE], its last data frame is an error, its finish reasons, usage sent)
     "healthy": (True, False, ["stop"], True),

@@ -171,6 +171,11 @@ class Request:
                     dict.__setitem__(headers, key, value.decode("utf-8", "surrogateescape"))
         return headers
 
+    def forget_fields(self) -> None:
+        """The head's fields are no longer needed (a long stream need not hold them)."""
+        self.raw_headers = []
+        self._headers = None
+
     @property
     def path(self) -> str:
         """The target's path, percent-decoded (query and fragment cut)."""
@@ -260,6 +265,8 @@ class ClientConnection(asyncio.Protocol):
         "_head_timer",
         "_heads",
         "_idle_timer",
+        "_in_message",
+        "_last_keep_alive",
         "_loop",
         "_parser",
         "_parsing",
@@ -277,7 +284,10 @@ class ClientConnection(asyncio.Protocol):
         self._server = server
         self._loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        # None between requests while one is handled: an open stream need not hold a parser.
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._in_message = False  # the parser is inside a message (a head or body begun)
+        self._last_keep_alive = False  # the last request parsed allows another after it
         self._url = b""
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0  # of the head being parsed, so far
@@ -322,14 +332,22 @@ class ClientConnection(asyncio.Protocol):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head(431)
                 return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             self._parse_failed(exc.__context__, heads)
         except httptools.HttpParserError as exc:
             self._parse_failed(exc, heads)
+        else:
+            if not self._in_message and self._last_keep_alive:
+                # Between messages: llhttp keeps nothing of the last one once it ended (unless
+                # it asked to close: then the bytes after it must still be refused).
+                self._parser = None
         if self._heads != heads:
             self._disarm_head_timer()  # a whole head arrived; the body is not timed here
 
@@ -369,6 +387,7 @@ class ClientConnection(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._fields = []
 
@@ -384,6 +403,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        assert parser is not None
         major, _, minor = parser.get_http_version().partition(".")
         version = (int(major), int(minor))
         request = Request(
@@ -405,6 +425,7 @@ class ClientConnection(asyncio.Protocol):
             elif lower == b"content-length":
                 request.content_length = int(value)  # llhttp checked it: digits, one value
         self._heads += 1
+        self._last_keep_alive = request.keep_alive
         self._head_bytes = 0
         self._parsing = request
         if self._current is None:
@@ -425,6 +446,7 @@ class ClientConnection(asyncio.Protocol):
             self._pause_reading()
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         request, self._parsing = self._parsing, None
         if request is not None:
             request._end()

@@ -453,6 +453,7 @@ class Proxy:
         replay = (
             head if conn.uses > 1 and held.ended and not chunked and request.method in IDEMPOTENT else None
         )
+        del head  # sent: an open stream need not keep the request (up to HOLD_BYTES of body)
         try:
             await self._send_body(request, conn, scanner, held, chunked)
         except _BodyTooLarge:
@@ -631,6 +632,7 @@ class Proxy:
             rec.response_head = head  # for evidence (one bytes object; redacted when shown)
             del head
             conn.headers = []  # written: an open stream need not keep them
+            request.forget_fields()  # the request's too: its head went upstream long ago
             relay.chunked = client_chunked
             end = await relay.run()
         except asyncio.CancelledError:

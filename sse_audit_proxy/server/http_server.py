@@ -21,8 +21,6 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -308,11 +306,8 @@ class ClientConnection(asyncio.Protocol):
     # asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop and asyncio both set TCP_NODELAY on accepted connections (aiohttp set it again).
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._server._add(self)
         if self._server.draining:
             self._close()

@@ -16,7 +16,7 @@ from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.skeleton import skeleton
-from sse_audit_proxy.core.sse import SSEDecoder
+from sse_audit_proxy.core.sse import Event, SSEDecoder
 from sse_audit_proxy.core.timeline import Timeline
 from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
@@ -188,6 +188,9 @@ class StreamAudit:
         if self._peek is not None:
             self._look(data, bool(events))
         comments = decoder.comments - comments
+        if len(events) == 1 and not comments:
+            self._one(events[0], t)  # most reads: one frame
+            return
         if not events and not comments:
             return
         keepalives = comments
@@ -220,6 +223,22 @@ class StreamAudit:
             self._note_frames(frames, t)
         if content:
             self._note_content(content, t)
+
+    def _one(self, event: Event, t: float) -> None:
+        """A read of exactly one frame: what _decode's loop does for it, without the loop."""
+        bits = self._dialect.observe(event)
+        timeline = self._timeline
+        if not (self._seen_kinds >> bits) & 1 or timeline.frames < HEAD_SKELETONS:
+            self._seen_kinds |= 1 << bits
+            self._keep_skeleton(f"{timeline.frames + 1},{bits},{skeleton(event)}")
+        timeline.add_one(t - self._started, bits)
+        if bits & KEEPALIVE:
+            self._keepalives += 1
+            self._last_keepalive = t
+            return
+        self._note_frames(1, t)
+        if bits & CONTENT:
+            self._note_content(1, t)
 
     def _keep_skeleton(self, entry: str) -> None:
         if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:

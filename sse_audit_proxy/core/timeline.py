@@ -96,6 +96,15 @@ class Timeline:
             mask |= bits
         self._group(offset, n, mask)
 
+    def add_one(self, offset: float, bits: int) -> None:
+        """`add` for a read of one frame (most reads)."""
+        if self.frames < EXACT_FRAMES:
+            self._kinds.append(bits | READ_START)
+            self._r_t.append(offset)
+            self.frames += 1
+        else:
+            self._group(offset, 1, bits)
+
     def _group(self, offset: float, n: int, mask: int) -> None:
         self.frames += n
         first: array[float] | None = self._g_first

@@ -1,7 +1,7 @@
 """Accepting requests from peers that may be hostile: head limits and timeouts, quiet errors.
 
-aiohttp's low-level server, with three changes that both the proxy port and the metrics port
-use:
+aiohttp's low-level server for the metrics port, with three changes (the proxy port has its
+own server, http_server.py, with the same guards and limits, which are defined here):
 
 - a header timeout: a request head (line and fields) must arrive whole within
   `header_timeout` of its first byte (of the connection, for the first request), or the
@@ -46,8 +46,10 @@ ParseErrorAnswer = Callable[[web.BaseRequest, int, BaseException | None], web.St
 def parse_error_answer(status: int, exc: BaseException | None) -> tuple[int, str, str]:
     """(status, code, message) for a request head the parser refused. Nothing of the
     parser's own message is used: it can quote a header line."""
-    if isinstance(exc, http_exceptions.LineTooLong) or (
-        isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message
+    if (
+        status == 431
+        or isinstance(exc, http_exceptions.LineTooLong)
+        or (isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message)
     ):
         return 431, "request_header_too_large", "request line or headers exceed the limits"
     if status >= 500:
@@ -187,17 +189,6 @@ class GuardedAppRunner(web.AppRunner):
             header_timeout=self._header_timeout,
             **self._kwargs,
         )
-
-
-async def expect_continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` (RFC 9110 10.1.1) as the body is about to be read.
-
-    Called only once the request is accepted: a refused one gets its final status instead,
-    and its connection is closed, so the client never sends the body. Without this a client
-    such as curl waits a second before sending a large body anyway.
-    """
-    if _awaits_continue(request):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _awaits_continue(request: web.BaseRequest) -> bool:

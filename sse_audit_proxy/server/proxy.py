@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import orjson
 import structlog
-from aiohttp import hdrs, http_exceptions, web
 from yarl import URL
 
 from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
@@ -32,14 +30,20 @@ from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import TRACE_HEADER, BodyScanner, RequestInfo, trace_id_from
 from sse_audit_proxy.server.access import KeyCheck
 from sse_audit_proxy.server.canary import Router
+from sse_audit_proxy.server.http_server import (
+    HTTP11,
+    Answer,
+    BadBody,
+    ClientConnection,
+    HttpServer,
+    Request,
+    ServerRunner,
+)
 from sse_audit_proxy.server.inbound import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
-    GuardedServer,
-    expect_continue,
     parse_error_answer,
 )
-from sse_audit_proxy.server.listen import listen
 from sse_audit_proxy.server.recording import Recording, Sink, audit_failed
 from sse_audit_proxy.server.upstream import (
     BadResponse,
@@ -117,17 +121,9 @@ class _BodyTooLarge(Exception):
 
 
 # The start of a request body read before the upstream is contacted (see _hold_start); the
-# rest streams through. This and one read (at most 64 KiB from aiohttp) plus the JSON scanner's
-# token in progress are all of a request body the proxy holds at a time.
+# rest streams through. This and what the server buffers (64 KiB, http_server.BODY_HIGH_WATER)
+# plus the JSON scanner's token in progress are all of a request body the proxy holds at a time.
 HOLD_BYTES = 64 << 10
-
-
-class _Answer(web.Response):
-    """The proxy's own answer: no `Server` field naming our software and its version."""
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall(hdrs.SERVER, None)
 
 
 @dataclass(slots=True, frozen=True)
@@ -217,7 +213,7 @@ class Proxy:
         self._ssl = upstream_ssl(config)
         self._pool = Pool(config.connect_timeout)
         self._keys = KeyCheck(config.require_keys)
-        self._runner: web.ServerRunner | None = None
+        self._runner: ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._draining = False  # refusing new requests, letting the running ones finish
         self._aborting = False  # the drain time is up: what still runs is cut
@@ -225,19 +221,15 @@ class Proxy:
 
     async def start(self) -> None:
         cfg = self.config
-        server = GuardedServer(
+        server = HttpServer(
             self.handle,
             on_parse_error=self._parse_error,
             header_timeout=cfg.header_timeout,
             keepalive_timeout=cfg.keepalive_timeout,
             on_connection_closed=self._on_connection_closed,
-            handler_cancellation=True,  # a vanished client cancels its handler at once
-            auto_decompress=False,
-            access_log=None,
         )
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        self.port = await listen(self._runner, cfg.host, cfg.port, reuse_port=cfg.reuse_port)
+        self._runner = ServerRunner(server)
+        self.port = await self._runner.listen(cfg.host, cfg.port, reuse_port=cfg.reuse_port)
 
     @property
     def in_flight(self) -> int:
@@ -248,10 +240,8 @@ class Proxy:
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
         self._draining = True
         if self._runner is not None:
-            for site in list(self._runner.sites):
-                await site.stop()  # closes the listening socket: new connections are refused
-            if self._runner.server is not None:
-                self._runner.server.pre_shutdown()  # keep-alive connections close when idle
+            await self._runner.stop_accepting()  # new connections are refused
+            self._runner.server.pre_shutdown()  # keep-alive connections close when idle
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=timeout)
         self._aborting = True
@@ -267,7 +257,7 @@ class Proxy:
 
     # One request ----------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Answer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
@@ -295,10 +285,10 @@ class Proxy:
                     request.transport.close()
                 raise ConnectionResetError("response already started") from None
             if r.recorded:  # answer without a second record (nor changing the one sent)
-                return _Answer(
-                    status=500,
-                    content_type="application/json",
-                    body=error_body("the proxy failed to handle the request", "server_error", "proxy_error"),
+                return Answer(
+                    500,
+                    error_body("the proxy failed to handle the request", "server_error", "proxy_error"),
+                    "application/json",
                 )
             return self._refuse(
                 r, 500, "the proxy failed to handle the request", "server_error", "proxy_error"
@@ -314,11 +304,11 @@ class Proxy:
 
     async def _handle(
         self,
-        request: web.BaseRequest,
+        request: Request,
         r: Recording,
         from_client: bool,
         base: str,
-    ) -> web.StreamResponse:
+    ) -> Answer:
         if self._draining:
             return self._refuse(
                 r,
@@ -373,10 +363,10 @@ class Proxy:
             raise
         except ConnectionError:
             self._gone_before_answer(r, None)
-            resp = _Answer(status=STATUS_CLIENT_GONE)
+            resp = Answer(STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
-        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+        except BadBody:
             return self._refuse(
                 r,
                 400,
@@ -400,7 +390,7 @@ class Proxy:
         finally:
             used[0].release()
 
-    async def _hold_start(self, request: web.BaseRequest, scanner: BodyScanner) -> _Held:
+    async def _hold_start(self, request: Request, scanner: BodyScanner) -> _Held:
         """Read the body's first HOLD_BYTES before contacting the upstream.
 
         A small body is then sent in one go, and one over a small cap (the chunked case:
@@ -410,11 +400,10 @@ class Proxy:
         if not request.body_exists:
             held.ended = True
             return held
-        await expect_continue(request)
-        content = request.content
+        request.send_continue()
         cap = self.config.max_body_bytes
         while held.size < HOLD_BYTES:
-            chunk = await content.readany()
+            chunk = await request.readany()
             if not chunk:
                 held.ended = True
                 break
@@ -427,14 +416,14 @@ class Proxy:
 
     async def _exchange(
         self,
-        request: web.BaseRequest,
+        request: Request,
         up: _Upstream,
         used: list[Connection],
         scanner: BodyScanner,
         held: _Held,
         r: Recording,
         from_client: bool,
-    ) -> web.StreamResponse:
+    ) -> Answer:
         cfg = self.config
         rec = r.rec
         conn = used[0]
@@ -455,6 +444,7 @@ class Proxy:
         replay = (
             head if conn.uses > 1 and held.ended and not chunked and request.method in IDEMPOTENT else None
         )
+        del head  # sent: an open stream need not keep the request (up to HOLD_BYTES of body)
         try:
             await self._send_body(request, conn, scanner, held, chunked)
         except _BodyTooLarge:
@@ -467,10 +457,10 @@ class Proxy:
         except ConnectionError:  # the client went away mid-body
             conn.close()
             self._gone_before_answer(r, scanner.info(complete=False))
-            resp = _Answer(status=STATUS_CLIENT_GONE)
+            resp = Answer(STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
-        except (aiohttp.ClientError, http_exceptions.HttpProcessingError):
+        except BadBody:
             conn.close()
             return self._refuse(
                 r,
@@ -505,7 +495,7 @@ class Proxy:
 
     def _request_head(
         self,
-        request: web.BaseRequest,
+        request: Request,
         up: _Upstream,
         rec: AuditRecord,
         from_client: bool,
@@ -536,7 +526,7 @@ class Proxy:
         return b"".join(lines)
 
     async def _send_body(
-        self, request: web.BaseRequest, conn: Connection, scanner: BodyScanner, held: _Held, chunked: bool
+        self, request: Request, conn: Connection, scanner: BodyScanner, held: _Held, chunked: bool
     ) -> None:
         """Stream the request body to the upstream as it arrives, scanning it on the way."""
         parts, held.parts = held.parts, []
@@ -547,8 +537,7 @@ class Proxy:
         if not held.ended:
             cap = self.config.max_body_bytes
             size = held.size
-            content = request.content
-            while chunk := await content.readany():
+            while chunk := await request.readany():
                 size += len(chunk)
                 if size > cap:
                     raise _BodyTooLarge
@@ -560,11 +549,11 @@ class Proxy:
             return
         conn.sent = True
 
-    async def _scan_rest(self, request: web.BaseRequest, scanner: BodyScanner) -> RequestInfo:
+    async def _scan_rest(self, request: Request, scanner: BodyScanner) -> RequestInfo:
         """The upstream is unreachable: read the body anyway (bounded) to learn the model."""
         try:
             size = 0
-            while chunk := await request.content.readany():
+            while chunk := await request.readany():
                 size += len(chunk)
                 if size > self.config.max_body_bytes:
                     return scanner.info(complete=False)
@@ -573,7 +562,7 @@ class Proxy:
             return scanner.info(complete=False)
         return scanner.info()
 
-    def _too_large(self, r: Recording) -> web.Response:
+    def _too_large(self, r: Recording) -> Answer:
         return self._refuse(
             r,
             413,
@@ -585,11 +574,11 @@ class Proxy:
 
     async def _respond(
         self,
-        request: web.BaseRequest,
+        request: Request,
         conn: Connection,
         r: Recording,
         info: RequestInfo,
-    ) -> web.StreamResponse:
+    ) -> Answer:
         rec, started = r.rec, r.started
         rec.status = status = conn.status
         ctype, encoding = _content_type_and_encoding(conn.headers)
@@ -613,16 +602,16 @@ class Proxy:
                 audit_failed(rec.trace_id, "start", exc)
         transport = request.transport
         relay = _Relay(
-            conn, transport, request.protocol, rec, audit, is_sse, started, self.config.max_unsent_bytes
+            conn, transport, request.conn, rec, audit, is_sse, started, self.config.max_unsent_bytes
         )
         has_body = not (request.method == "HEAD" or status in (204, 304))
-        client_chunked = has_body and conn.content_length is None and request.version >= aiohttp.HttpVersion11
+        client_chunked = has_body and conn.content_length is None and request.version >= HTTP11
         keep_alive = (
             request.keep_alive
             and not self._draining
             and (client_chunked or conn.content_length is not None or not has_body)
         )
-        resp = _RawResponse(status, keep_alive)
+        resp = Answer.relayed(status, keep_alive)
         # Built before the stream opens: a failure here still gets the proxy's own answer.
         head = self._response_head(request, conn, rec, client_chunked, keep_alive)
         end = End.UPSTREAM_EOF
@@ -632,11 +621,11 @@ class Proxy:
             if transport is None or transport.is_closing():
                 raise ConnectionResetError
             transport.write(head)
-            request.writer.output_size += len(head)  # aiohttp must not answer on top of it
             r.responded = True
             rec.response_head = head  # for evidence (one bytes object; redacted when shown)
             del head
             conn.headers = []  # written: an open stream need not keep them
+            request.forget_fields()  # the request's too: its head went upstream long ago
             relay.chunked = client_chunked
             end = await relay.run()
         except asyncio.CancelledError:
@@ -654,7 +643,7 @@ class Proxy:
             relayed = end  # how the body ended, whatever the record will say
             if end is not End.UPSTREAM_EOF:
                 conn.close()  # stop the gateway generating for nobody; never reused
-                resp.keep_alive_off()
+                resp.force_close()
             audit = relay.audit  # None if it failed mid-stream: switched off, not judged
             if audit is not None and status >= 400:
                 end = End.UPSTREAM_STATUS
@@ -667,14 +656,14 @@ class Proxy:
 
     def _response_head(
         self,
-        request: web.BaseRequest,
+        request: Request,
         conn: Connection,
         rec: AuditRecord,
         client_chunked: bool,
         keep_alive: bool,
     ) -> bytes:
         """The upstream's head as it came (hop-by-hop fields aside), plus the trace ID."""
-        version = b"HTTP/1.1" if request.version >= aiohttp.HttpVersion11 else b"HTTP/1.0"
+        version = b"HTTP/1.1" if request.version >= HTTP11 else b"HTTP/1.0"
         lines = [b"%s %d %s\r\n" % (version, conn.status, conn.reason)]
         lines.extend(forward_fields(conn.headers, RESPONSE_DROP, chunked=conn.chunked))
         lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
@@ -685,9 +674,9 @@ class Proxy:
             )
         if client_chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not keep_alive and request.version >= aiohttp.HttpVersion11:
+        if not keep_alive and request.version >= HTTP11:
             lines.append(b"Connection: close\r\n")
-        elif keep_alive and request.version < aiohttp.HttpVersion11:
+        elif keep_alive and request.version < HTTP11:
             lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
@@ -707,7 +696,7 @@ class Proxy:
 
     # The proxy's own answers ----------------------------------------------------------
 
-    def _upstream_failed(self, r: Recording, info: RequestInfo, exc: Exception) -> web.StreamResponse:
+    def _upstream_failed(self, r: Recording, info: RequestInfo, exc: Exception) -> Answer:
         # The exception's own text goes nowhere: the record carries our code for it.
         status, code, message = upstream_error(exc, self.config)
         r.rec.model = info.model
@@ -726,7 +715,7 @@ class Proxy:
         code: str,
         *,
         close: bool = False,
-    ) -> web.Response:
+    ) -> Answer:
         resp = self._answer(r, status, message, type_, code, None, End.UPSTREAM_STATUS)
         if close:
             # Do not read (or wait for) the rest of a request we refused.
@@ -742,22 +731,20 @@ class Proxy:
         code: str,
         audit: StreamAudit | None,
         end: End,
-    ) -> web.Response:
+    ) -> Answer:
         rec = r.rec
         rec.status = status
         rec.error = code
         body = error_body(message, type_, code)
-        resp = _Answer(
-            status=status, body=body, content_type="application/json", headers={TRACE_HEADER: rec.trace_id}
-        )
+        resp = Answer(status, body, "application/json", {TRACE_HEADER: rec.trace_id})
         if self.config.instance_header:
             resp.headers[self.config.instance_header] = INSTANCE
         rec.bytes = len(body)
         r.finish(audit, end)
         return resp
 
-    def _parse_error(self, request: web.BaseRequest, status: int, exc: BaseException | None) -> web.Response:
-        """A request aiohttp's parser refused (bad or oversized head): answer and record it."""
+    def _parse_error(self, request: Request, status: int, exc: BaseException | None) -> Answer:
+        """A request head the server refused (bad or oversized): answer and record it."""
         started = time.monotonic()
         trace_id, _ = trace_id_from(request.headers, _new_trace_id)
         rec = AuditRecord(
@@ -875,7 +862,7 @@ class _Relay:
         self,
         conn: Connection,
         transport: asyncio.Transport | None,
-        protocol: Any,
+        protocol: ClientConnection,
         rec: AuditRecord,
         audit: StreamAudit | None,
         is_sse: bool,
@@ -935,7 +922,7 @@ class _Relay:
         while not end.done():
             if self._blocked:
                 self._blocked = False
-                await self.protocol._drain_helper()  # raises if the client is gone
+                await self.protocol.drain()  # raises if the client is gone
                 self.conn.resume_reading()
                 continue
             self._wake = self._loop.create_future()
@@ -954,15 +941,3 @@ def _end_response(transport: asyncio.Transport, end: End, chunked: bool, keep_al
     else:
         # Close without the final chunk so the client sees a cut, not a clean end.
         transport.close()
-
-
-class _RawResponse(web.StreamResponse):
-    """The relay writes the response itself; aiohttp only learns whether to keep alive."""
-
-    def __init__(self, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
-        self._keep_alive = keep_alive
-        self._eof_sent = True  # prepare() and write_eof() are no-ops
-
-    def keep_alive_off(self) -> None:
-        self._keep_alive = False

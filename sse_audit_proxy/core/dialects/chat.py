@@ -115,18 +115,17 @@ class ChatCompletions(Dialect):
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
         content = False
-        for name in _CONTENT_FIELDS:
-            if delta.get(name):
-                content = True
-                break
         calls = delta.get("tool_calls")
-        if calls and isinstance(calls, list):
+        if calls and isinstance(calls, list):  # always taken in: its arguments are checked
             for call in calls:
                 if isinstance(call, dict) and self._tool_call(choice, call):
                     content = True
-        if delta.get("function_call"):  # the deprecated single-function form
-            content = True
-        return content
+        if content or delta.get("content"):  # the common delta, before the loop
+            return True
+        for name in _CONTENT_FIELDS:
+            if delta.get(name):
+                return True
+        return bool(delta.get("function_call"))  # the deprecated single-function form
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
         key = self._tool_key(choice, call)

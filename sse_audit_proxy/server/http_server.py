@@ -1,0 +1,764 @@
+"""The proxy port's HTTP/1.1 server: one asyncio Protocol per client connection, on llhttp.
+
+aiohttp's server (the metrics port keeps it) gave every connection a request handler, a
+request, a payload reader and writer, a parsed message and two tasks: most of what an open
+stream held, and most of the per-request work that was not the proxy's own. The proxy needs a
+parsed head, its raw fields, a body it can read as it arrives, and the transport to write on:
+that is this module, with the guards server/inbound.py adds to aiohttp's server kept as they were:
+
+- head limits: a request line over MAX_REQUEST_LINE, a field over MAX_FIELD_SIZE or more than
+  MAX_HEADERS fields get 431; a head llhttp refuses (ambiguous framing included) gets 400.
+  The answer comes from `on_parse_error` (nothing of the head is echoed or logged), then the
+  connection closes;
+- a header timeout: a head must arrive whole within `header_timeout` of its first byte (of the
+  connection, for the first request); a keep-alive timeout between requests. Closes for either
+  are reported through `on_connection_closed(reason)`;
+- one request at a time per connection, pipelined ones in order; a client that goes away
+  cancels its handler at once; request bodies stream, reading the socket pausing while
+  BODY_HIGH_WATER bytes wait for the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+import structlog
+
+from sse_audit_proxy.server.inbound import MAX_FIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
+
+HTTP11 = (1, 1)
+# A head is refused once more than this has arrived without its end: what the per-line limits
+# allow at most (llhttp holds a field until its end; this bounds what it holds in all).
+MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADERS * (MAX_FIELD_SIZE + 4)
+# Request body bytes waiting for the handler before the socket is read no further
+# (aiohttp's payload reader paused at the same mark).
+BODY_HIGH_WATER = 1 << 16
+# Pipelined requests waiting behind the current one before the socket is read no further.
+MAX_QUEUED = 8
+BACKLOG = 128  # aiohttp's TCPSite default
+
+_log = structlog.get_logger("sse_audit_proxy")
+
+
+class BadBody(Exception):
+    """The request body's framing broke after its head (a bad chunk): it cannot be read."""
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class _BadHead(Exception):
+    pass
+
+
+class Headers(dict[str, str]):
+    """A request's fields by lower-case name, first value wins; lookups ignore case."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+class Answer:
+    """What a handler returns: a response for the server to write, or (`written`) word that
+    the handler wrote it on the transport itself, and whether the connection may be reused."""
+
+    __slots__ = ("body", "content_type", "headers", "keep_alive", "status", "written")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers: dict[str, str] = headers if headers is not None else {}
+        self.keep_alive = True
+        self.written = False
+
+    @classmethod
+    def relayed(cls, status: int, keep_alive: bool) -> Answer:
+        answer = cls(status)
+        answer.written = True
+        answer.keep_alive = keep_alive
+        return answer
+
+    def force_close(self) -> None:
+        self.keep_alive = False
+
+
+Handler = Callable[["Request"], Awaitable[Answer]]
+# (a stand-in request: method UNKNOWN, path /, no fields; status: 400 or 431) -> the answer
+ParseErrorHandler = Callable[["Request", int, BaseException | None], Answer]
+
+
+class Request:
+    """One parsed request head, and its body as it arrives."""
+
+    __slots__ = (
+        "_body",
+        "_buffered",
+        "_eof",
+        "_error",
+        "_headers",
+        "_waiter",
+        "chunked",
+        "conn",
+        "content_length",
+        "continue_sent",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "raw_path",
+        "version",
+    )
+
+    def __init__(
+        self,
+        conn: ClientConnection,
+        method: str,
+        raw_path: str,
+        version: tuple[int, int],
+        raw_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        self.conn = conn
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.raw_headers = raw_headers
+        self.keep_alive = keep_alive
+        self._headers: Headers | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.continue_sent = False
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers()
+            for name, value in self.raw_headers:
+                key = name.decode("latin-1").lower()
+                if key not in headers:
+                    dict.__setitem__(headers, key, value.decode("utf-8", "surrogateescape"))
+        return headers
+
+    def forget_fields(self) -> None:
+        """The head's fields are no longer needed (a long stream need not hold them)."""
+        self.raw_headers = []
+        self._headers = None
+
+    @property
+    def path(self) -> str:
+        """The target's path, percent-decoded (query and fragment cut)."""
+        path = self.raw_path
+        for sep in ("?", "#"):
+            path = path.partition(sep)[0]
+        return unquote(path)
+
+    @property
+    def body_exists(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    @property
+    def body_complete(self) -> bool:
+        return self._eof and not self._body
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.conn.transport
+
+    def send_continue(self) -> None:
+        """Answer `Expect: 100-continue` (RFC 9110 10.1.1) as the body is about to be read.
+
+        Called only once the request is accepted: a refused one gets its final status instead,
+        and its connection is closed, so the client never sends the body. Without this a
+        client such as curl waits a second before sending a large body anyway.
+        """
+        if self.continue_sent or self.version < HTTP11 or not self.body_exists:
+            return
+        if self.headers.get("Expect", "").strip().lower() != "100-continue":
+            return
+        self.continue_sent = True
+        transport = self.conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def readany(self) -> bytes:
+        """The next piece of the body as it arrived; b"" once it has all been read."""
+        while not self._body:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = self.conn._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._body.pop(0)
+        self._buffered -= len(chunk)
+        if self._buffered < BODY_HIGH_WATER:
+            self.conn._body_drained()
+        return chunk
+
+    # Fed by the connection -----------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._body.append(data)
+        self._buffered += len(data)
+        self._wake()
+
+    def _end(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._eof:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses requests and runs the handler for one at a time."""
+
+    __slots__ = (
+        "_closing",
+        "_current",
+        "_drain_waiter",
+        "_failed_head",
+        "_fields",
+        "_head_bytes",
+        "_head_timer",
+        "_heads",
+        "_idle_timer",
+        "_in_message",
+        "_last_keep_alive",
+        "_loop",
+        "_parser",
+        "_parsing",
+        "_queue",
+        "_reading_paused",
+        "_server",
+        "_stopped",
+        "_task",
+        "_url",
+        "transport",
+        "writing_paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        # None between requests while one is handled: an open stream need not hold a parser.
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._in_message = False  # the parser is inside a message (a head or body begun)
+        self._last_keep_alive = False  # the last request parsed allows another after it
+        self._url = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0  # of the head being parsed, so far
+        self._parsing: Request | None = None  # whose body is being parsed
+        self._current: Request | None = None  # being handled
+        self._queue: deque[Request] | None = None  # pipelined, waiting their turn
+        self._task: asyncio.Task[None] | None = None
+        self._heads = 0  # heads parsed: one more means a head arrived whole
+        self._failed_head: int | None = None  # the status to answer a refused head with
+        self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
+        self._closing = False  # close once the current request is answered
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self.writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop and asyncio both set TCP_NODELAY on accepted connections (aiohttp set it again).
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._server._add(self)
+        if self._server.draining:
+            self._close()
+            return
+        self._arm_head_timer()  # the first head is timed from the connection (as nginx)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped or (self._closing and self._current is None):
+            return
+        idle = self._current is None and self._parsing is None and not self._queue
+        if idle and self._head_timer is None:
+            self._cancel_idle_timer()  # a head begins: the header timeout governs now
+            self._arm_head_timer()
+        heads = self._heads
+        if self._parsing is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head(431)
+                return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            self._parse_failed(exc.__context__, heads)
+        except httptools.HttpParserError as exc:
+            self._parse_failed(exc, heads)
+        else:
+            if not self._in_message and self._last_keep_alive:
+                # Between messages: llhttp keeps nothing of the last one once it ended (unless
+                # it asked to close: then the bytes after it must still be refused).
+                self._parser = None
+        if self._heads != heads:
+            self._disarm_head_timer()  # a whole head arrived; the body is not timed here
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stopped = True
+        self._disarm_head_timer()
+        self._cancel_idle_timer()
+        self._server._remove(self)
+        gone = ConnectionResetError("the client closed the connection")
+        for request in (self._parsing, self._current):
+            if request is not None:
+                request._fail(gone)
+        self._queue = None
+        self.resume_writing()  # a drain waiting for the client learns it is gone
+        if self._task is not None:
+            self._task.cancel()  # the client is gone: its handler stops at once
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the client has taken what is buffered for it; raises once it is gone."""
+        if self.writing_paused and self.transport is not None:
+            if self._drain_waiter is None:
+                self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter  # one waiter: only the request's handler drains
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+
+    # httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._url = b""
+        self._fields = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_REQUEST_LINE:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) > MAX_FIELD_SIZE or len(value) > MAX_FIELD_SIZE or len(self._fields) >= MAX_HEADERS:
+            raise _HeadTooLarge
+        self._fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        major, _, minor = parser.get_http_version().partition(".")
+        version = (int(major), int(minor))
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            self._url.decode("latin-1"),
+            version,
+            self._fields,
+            parser.should_keep_alive(),  # read now: llhttp resets it once the message ends
+        )
+        self._url = b""
+        self._fields = []
+        for name, value in request.raw_headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                if version < HTTP11:
+                    raise _BadHead  # chunked framing on HTTP/1.0: ambiguous, refused (as aiohttp)
+                request.chunked = True  # llhttp accepts it only with chunked last
+            elif lower == b"content-length":
+                request.content_length = int(value)  # llhttp checked it: digits, one value
+        self._heads += 1
+        self._last_keep_alive = request.keep_alive
+        self._head_bytes = 0
+        self._parsing = request
+        if self._current is None:
+            self._start(request)
+        else:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(request)
+            if len(self._queue) >= MAX_QUEUED:
+                self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        request = self._parsing
+        if request is None:
+            return
+        request._feed(body)
+        if request._buffered >= BODY_HIGH_WATER:
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        request, self._parsing = self._parsing, None
+        if request is not None:
+            request._end()
+
+    # Parse failures ----------------------------------------------------------------------
+
+    def _parse_failed(self, exc: BaseException | None, heads: int) -> None:
+        """`heads`: how many heads had been parsed before this read."""
+        request = self._parsing
+        if request is not None:
+            self._parsing = None
+            if self._heads == heads:
+                # Broken after a head that came in an earlier read (a bad chunk): its handler
+                # may be running; its reader fails, nothing more is parsed.
+                self._stopped = True
+                self._closing = True
+                request._fail(BadBody("the request body is malformed"))
+                return
+            # Broken in the read that brought its head: no handler has run for it yet, and
+            # none will; refused as a malformed request, as aiohttp did.
+            if request is self._current:
+                assert self._task is not None
+                self._task.cancel()  # before its first step: the handler never runs
+                self._task = None
+                self._current = None
+            elif self._queue is not None:
+                self._queue.remove(request)
+        self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
+
+    def _refuse_head(self, status: int) -> None:
+        """A head that cannot be served: answered (after any request before it), then closed."""
+        self._stopped = True
+        self._closing = True
+        self._disarm_head_timer()
+        self._failed_head = status
+        if self._current is None:
+            self._answer_failed_head()
+
+    def _answer_failed_head(self) -> None:
+        status = self._failed_head
+        self._failed_head = None
+        if status is None or self.transport is None:
+            return
+        stand_in = Request(self, "UNKNOWN", "/", (1, 0), [], False)
+        try:
+            answer = self._server.on_parse_error(stand_in, status, None)
+        except Exception:
+            _log.exception("parse_error_answer_failed")
+            answer = Answer(500)
+        self._write_answer(stand_in, answer, False)
+        self._close()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stops at the end of a head asking to switch protocols (and at CONNECT).
+
+        The proxy switches nothing: CONNECT is refused by the handler, and nothing after it is
+        read. Any other request is an ordinary one whose `Upgrade` field is hop-by-hop: what
+        follows it is parsed as usual, except that a body (llhttp did not frame it) goes
+        through a parser told only its framing, and nothing after such a body is read (as
+        with aiohttp).
+        """
+        request = self._current if self._queue is None else self._queue[-1]
+        if request is None or request.method == "CONNECT":
+            self._stopped = True
+            self._closing = True
+            return
+        if request.body_exists:
+            request._eof = False
+            self._parsing = request
+            self._parser = httptools.HttpRequestParser(_BodyOnly(self))
+            length = request.content_length or 0
+            framing = b"Transfer-Encoding: chunked" if request.chunked else b"Content-Length: %d" % length
+            rest = b"POST / HTTP/1.1\r\n%s\r\n\r\n%s" % (framing, rest)
+        if rest:
+            self.data_received(rest)
+
+    # Requests -----------------------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._task = self._loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        server = self._server
+        try:
+            answer = await server.handler(request)
+        except asyncio.CancelledError:
+            self._close()
+            raise
+        except ConnectionError:
+            self._close()  # the response had begun: a cut is all the client gets
+            return
+        except Exception:
+            _log.exception("handler_failed")
+            self._close()
+            return
+        finally:
+            self._task = None
+        if self.transport is None:
+            return
+        keep_alive = (
+            answer.keep_alive
+            and request.keep_alive
+            and request.body_complete
+            and not self._closing
+            and not server.draining
+        )
+        if not answer.written:
+            self._write_answer(request, answer, keep_alive)
+        self._current = None
+        if not keep_alive:
+            if self._failed_head is not None:
+                self._answer_failed_head()
+            self._close()
+            return
+        if self._failed_head is not None:
+            self._answer_failed_head()
+            return
+        queue = self._queue
+        if queue:
+            nxt = queue.popleft()
+            if self._reading_paused and len(queue) < MAX_QUEUED and (nxt._buffered < BODY_HIGH_WATER):
+                self._resume_reading()
+            self._start(nxt)
+            return
+        self._queue = None
+        if self._parsing is None:
+            self._arm_idle_timer()
+
+    def _write_answer(self, request: Request, answer: Answer, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        version = b"HTTP/1.1" if request.version >= HTTP11 else b"HTTP/1.0"
+        try:
+            reason = HTTPStatus(answer.status).phrase.encode("ascii")
+        except ValueError:
+            reason = b""
+        lines = [b"%s %d %s\r\n" % (version, answer.status, reason)]
+        for name, value in answer.headers.items():
+            lines.append(b"%s: %s\r\n" % (_latin1(name), _latin1(value)))
+        if answer.content_type is not None:
+            lines.append(b"Content-Type: %s\r\n" % answer.content_type.encode("latin-1"))
+        lines.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(answer.body), _http_date()))
+        if not keep_alive and request.version >= HTTP11:
+            lines.append(b"Connection: close\r\n")
+        elif keep_alive and request.version < HTTP11:
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        if request.method != "HEAD":
+            lines.append(answer.body)
+        transport.write(b"".join(lines))
+
+    # Flow, timers, closing ----------------------------------------------------------------
+
+    def _body_drained(self) -> None:
+        if self._reading_paused and not (self._queue and len(self._queue) >= MAX_QUEUED):
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self._server.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport is None or self._current is not None:
+            return
+        self._server.closed(HEADER_TIMEOUT)
+        self._close()  # nothing to answer: there is no request yet (nginx logs a 408)
+
+    def _arm_idle_timer(self) -> None:
+        self._idle_timer = self._loop.call_later(self._server.keepalive_timeout, self._idle_timed_out)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_timed_out(self) -> None:
+        self._idle_timer = None
+        if self.transport is None or self._current is not None:
+            return
+        self._server.closed(KEEPALIVE_TIMEOUT)
+        self._close()
+
+    def close_when_idle(self) -> None:
+        """Shutdown: close now if no request is running, else once it is answered."""
+        self._closing = True
+        if self._current is None:
+            self._close()
+
+    def _close(self) -> None:
+        self._stopped = True
+        self._disarm_head_timer()
+        self._cancel_idle_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _BodyOnly:
+    """Parser callbacks for the body of a request whose head asked for an upgrade: the
+    synthetic head that frames it is not a request."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    def on_body(self, body: bytes) -> None:
+        self._conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        conn = self._conn
+        conn.on_message_complete()
+        conn._stopped = True  # where the body ended in the read is not known: stop there
+        conn._closing = True
+
+
+def _latin1(text: str) -> bytes:
+    return text.encode("latin-1", "replace")
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]
+
+
+class HttpServer:
+    """The connections of one listening port, and what they share."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        on_parse_error: ParseErrorHandler,
+        header_timeout: float,
+        keepalive_timeout: float,
+        on_connection_closed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.on_parse_error = on_parse_error
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self._on_connection_closed = on_connection_closed
+        self.loop = asyncio.get_running_loop()
+        self._connections: dict[ClientConnection, None] = {}
+        self.draining = False
+
+    @property
+    def connections(self) -> list[ClientConnection]:
+        return list(self._connections)
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def _add(self, conn: ClientConnection) -> None:
+        self._connections[conn] = None
+
+    def _remove(self, conn: ClientConnection) -> None:
+        self._connections.pop(conn, None)
+
+    def closed(self, reason: str) -> None:
+        if self._on_connection_closed is not None:
+            self._on_connection_closed(reason)
+
+    def pre_shutdown(self) -> None:
+        """Keep-alive connections close when idle; requests running finish first."""
+        self.draining = True
+        for conn in list(self._connections):
+            conn.close_when_idle()
+
+    async def shutdown(self) -> None:
+        for conn in list(self._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)
+
+
+class ServerRunner:
+    """The listening socket of an HttpServer (aiohttp's ServerRunner, for our server)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self._listener: asyncio.AbstractServer | None = None
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Start accepting; returns the port really bound (port 0: any free one)."""
+        self._listener = await self.server.loop.create_server(
+            self.server, host, port, backlog=BACKLOG, reuse_port=reuse_port or None
+        )
+        sockets = self._listener.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop_accepting(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # new connections are refused from now on
+
+    async def cleanup(self) -> None:
+        await self.stop_accepting()
+        await self.server.shutdown()

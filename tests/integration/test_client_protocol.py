@@ -1,0 +1,96 @@
+"""The proxy port's own HTTP/1.1 server (server/http_server.py): pipelining, upgrade requests,
+heads that never end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from tests.reliability_support import Tally, raw_exchange, streaming_handler
+
+
+async def echo_upstream(upstream: Any, tally: Tally) -> URL:
+    async def handler(request: web.Request) -> web.Response:
+        tally.requests += 1
+        tally.paths.append(request.raw_path)
+        tally.headers.append(dict(request.headers))
+        tally.bodies.append(await request.read())
+        return web.Response(body=b"ok")
+
+    url: URL = await upstream(handler)
+    return url
+
+
+async def test_pipelined_requests_are_answered_in_order_one_record_each(upstream: Any, proxy: Any) -> None:
+    tally = Tally()
+    p = await proxy(await echo_upstream(upstream, tally))
+    raw = await raw_exchange(
+        p.service.proxy.port,
+        b"POST /v1/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /v1/b HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /v1/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert raw.count(b"HTTP/1.1 200 OK") == 3
+    assert tally.paths == ["/v1/a", "/v1/b", "/v1/c"] and tally.bodies == [b"abc", b"", b""]
+    assert len(await p.sink.wait(3)) == 3
+
+
+async def test_an_upgrade_request_is_an_ordinary_one_and_what_follows_it_is_served(
+    upstream: Any, proxy: Any
+) -> None:
+    # curl --http2 on an http:// URL asks to switch to h2c; a server that does not switch
+    # answers over HTTP/1.1.
+    tally = Tally()
+    p = await proxy(await echo_upstream(upstream, tally))
+    raw = await raw_exchange(
+        p.service.proxy.port,
+        b"GET /v1/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+        b"GET /v1/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert raw.count(b"HTTP/1.1 200 OK") == 2 and b" 101 " not in raw
+    assert tally.paths == ["/v1/a", "/v1/b"]
+    assert "upgrade" not in {k.lower() for k in tally.headers[0]}  # hop-by-hop: not forwarded
+
+
+async def test_the_body_of_an_upgrade_request_reaches_the_upstream(upstream: Any, proxy: Any) -> None:
+    tally = Tally()
+    p = await proxy(await echo_upstream(upstream, tally))
+    for framing, body in (
+        (b"Content-Length: 11\r\n", b'{"a": true}'),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+    ):
+        raw = await raw_exchange(
+            p.service.proxy.port,
+            b"POST /v1/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n%s\r\n%s"
+            % (framing, body),
+        )
+        assert raw.startswith(b"HTTP/1.1 200 OK")
+    assert tally.bodies == [b'{"a": true}', b"hello world"]
+
+
+async def test_a_field_value_that_never_ends_is_refused_431_before_it_is_all_held(
+    upstream: Any, proxy: Any
+) -> None:
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    _, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(20):
+            while sent < 16 << 20 and not p.sink.records:  # one value, 64 KiB at a time
+                writer.write(b"a" * (64 << 10))
+                await writer.drain()
+                sent += 64 << 10
+    writer.close()
+    rec = await p.record()
+    assert (rec.status, rec.error) == (431, "request_header_too_large")
+    # Refused at the head limit (1.6 MiB; the socket buffers between hold a few MiB more),
+    # long before the 16 MiB the client would send.
+    assert sent < 12 << 20
+    assert tally.requests == 0

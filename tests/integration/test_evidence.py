@@ -344,7 +344,12 @@ RECORDED = [p for p in CONFORMANCE_CASES if "timed" not in p.read_text()]
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_every_recorded_stream_comes_back_from_its_evidence(
-    path: pathlib.Path, upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path
+    path: pathlib.Path,
+    upstream: Any,
+    proxy: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     case = load(path)
 
@@ -364,11 +369,13 @@ async def test_every_recorded_stream_comes_back_from_its_evidence(
     async with http.get(running.metrics_url / "streams/recorded/evidence") as resp:
         (tmp_path / "e.json").write_bytes(await resp.read())
     doc = json.loads((tmp_path / "e.json").read_text())
-    if doc["stream"] is None or not doc["timeline"]["frames"]:
-        pytest.skip("not a stream, or no frame: nothing to replay (the command says so)")
     code = main(
         ["evidence-to-case", str(tmp_path / "e.json"), "--out", str(tmp_path / "c"), "--name", "back"]
     )
+    if doc["stream"] is None or not doc["timeline"]["frames"]:  # nothing to replay: it says so
+        assert code == 2 and not (tmp_path / "c").exists()
+        assert "has no stream to replay" in capsys.readouterr().err
+        return
     if case.name in REBUILT_DIFFERENTLY:
         assert code == 1 and not (tmp_path / "c").exists()
         return

@@ -46,6 +46,7 @@ HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per 
 # shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
 MAX_SKELETON_CHARS = 8 << 10
 _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
+_GAP = buckets.GAP
 
 
 @dataclass(slots=True)
@@ -225,7 +226,8 @@ class StreamAudit:
             self._note_content(content, t)
 
     def _one(self, event: Event, t: float) -> None:
-        """A read of exactly one frame: what _decode's loop does for it, without the loop."""
+        """A read of exactly one frame: what _decode's loop, _note_frames and _note_content do
+        for it, without the loop and (but for a stream's first frames) without the calls."""
         bits = self._dialect.observe(event)
         timeline = self._timeline
         if not (self._seen_kinds >> bits) & 1 or timeline.frames < HEAD_SKELETONS:
@@ -236,9 +238,25 @@ class StreamAudit:
             self._keepalives += 1
             self._last_keepalive = t
             return
-        self._note_frames(1, t)
+        last = self._last_frame
+        if last is None:
+            self._note_frames(1, t)
+        else:  # _note_frames(1, t)
+            gap = t - last
+            self._gap_counts[bisect_left(_GAP, gap)] += 1
+            self._gap_sum += gap
+            max_gap = self._max_gap
+            if max_gap is None or gap > max_gap:
+                self._max_gap = gap
+            self._last_frame = t
+            self._frames += 1
         if bits & CONTENT:
-            self._note_content(1, t)
+            if self._first_content is None or t - self._last_content >= self._thresholds.bursty_max_spacing:
+                self._note_content(1, t)  # the first content frame, or a clump's first
+            else:  # _note_content(1, t) within a clump
+                self._clump += 1
+                self._last_content = t
+                self._content_frames += 1
 
     def _keep_skeleton(self, entry: str) -> None:
         if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:

@@ -16,7 +16,7 @@ from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.skeleton import skeleton
-from sse_audit_proxy.core.sse import Event, SSEDecoder
+from sse_audit_proxy.core.sse import SSEDecoder
 from sse_audit_proxy.core.timeline import Timeline
 from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
@@ -46,6 +46,7 @@ HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per 
 # shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
 MAX_SKELETON_CHARS = 8 << 10
 _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
+_GAP = buckets.GAP
 
 
 @dataclass(slots=True)
@@ -189,7 +190,39 @@ class StreamAudit:
             self._look(data, bool(events))
         comments = decoder.comments - comments
         if len(events) == 1 and not comments:
-            self._one(events[0], t)  # most reads: one frame
+            # Most reads: one frame. What the loop below, _note_frames and _note_content do for
+            # it, in place (but for a stream's first frames): no loop, no calls (profiled).
+            event = events[0]
+            bits = self._dialect.observe(event)
+            timeline = self._timeline
+            if not (self._seen_kinds >> bits) & 1 or timeline.frames < HEAD_SKELETONS:
+                self._seen_kinds |= 1 << bits
+                self._keep_skeleton(f"{timeline.frames + 1},{bits},{skeleton(event)}")
+            timeline.add_one(t - self._started, bits)
+            if bits & KEEPALIVE:
+                self._keepalives += 1
+                self._last_keepalive = t
+                return
+            last = self._last_frame
+            if last is None:
+                self._note_frames(1, t)
+            else:  # _note_frames(1, t)
+                gap = t - last
+                self._gap_counts[bisect_left(_GAP, gap)] += 1
+                self._gap_sum += gap
+                max_gap = self._max_gap
+                if max_gap is None or gap > max_gap:
+                    self._max_gap = gap
+                self._last_frame = t
+                self._frames += 1
+            if bits & CONTENT:
+                first = self._first_content
+                if first is None or t - self._last_content >= self._thresholds.bursty_max_spacing:
+                    self._note_content(1, t)  # the first content frame, or a clump's first
+                else:  # _note_content(1, t) within a clump
+                    self._clump += 1
+                    self._last_content = t
+                    self._content_frames += 1
             return
         if not events and not comments:
             return
@@ -223,22 +256,6 @@ class StreamAudit:
             self._note_frames(frames, t)
         if content:
             self._note_content(content, t)
-
-    def _one(self, event: Event, t: float) -> None:
-        """A read of exactly one frame: what _decode's loop does for it, without the loop."""
-        bits = self._dialect.observe(event)
-        timeline = self._timeline
-        if not (self._seen_kinds >> bits) & 1 or timeline.frames < HEAD_SKELETONS:
-            self._seen_kinds |= 1 << bits
-            self._keep_skeleton(f"{timeline.frames + 1},{bits},{skeleton(event)}")
-        timeline.add_one(t - self._started, bits)
-        if bits & KEEPALIVE:
-            self._keepalives += 1
-            self._last_keepalive = t
-            return
-        self._note_frames(1, t)
-        if bits & CONTENT:
-            self._note_content(1, t)
 
     def _keep_skeleton(self, entry: str) -> None:
         if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:

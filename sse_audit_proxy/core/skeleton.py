@@ -47,10 +47,10 @@ def text_length(value: str) -> str:
 
 
 def _shape(value: Any, key: str | None, depth: int) -> Any:
+    # Strings and numbers inside a container are shaped in its loop, not by a call each: a
+    # skeleton is taken of a few frames per stream, and the calls were most of its cost.
     if isinstance(value, str):
-        if key in VOCABULARY and _WORD.fullmatch(value) and not PLACEHOLDER.fullmatch(value):
-            return value
-        return text_length(value)
+        return _text(value, key)
     if isinstance(value, bool) or value is None or isinstance(value, int | float):
         return value
     if depth >= MAX_DEPTH:
@@ -61,8 +61,16 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
             if i >= MAX_KEYS:
                 out[MORE] = len(value) - MAX_KEYS
                 break
-            name = k if _WORD.fullmatch(k) else text_length(k)  # keys are the schema's
-            out[name] = _shape(v, k, depth + 1)
+            name = _KEY_NAMES.get(k)
+            if name is None:
+                name = _key_name(k)
+            kind = type(v)
+            if kind is str:
+                out[name] = _text(v, k)
+            elif kind in _SCALARS:
+                out[name] = v
+            else:
+                out[name] = _shape(v, k, depth + 1)
         return out
     if isinstance(value, list):
         items = [_shape(v, key, depth + 1) for v in value[:MAX_ITEMS]]
@@ -70,6 +78,27 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
             items.append({MORE: len(value) - MAX_ITEMS})
         return items
     return None
+
+
+def _text(value: str, key: str | None) -> str:
+    if key in VOCABULARY and _WORD.fullmatch(value) and not PLACEHOLDER.fullmatch(value):
+        return value
+    return f"<{len(value)}>"
+
+
+# What orjson gives that is kept as it is (exact types: orjson makes no subclasses).
+_SCALARS = frozenset({int, float, bool, type(None)})
+# Keys are the schema's: few distinct per upstream, so their names are remembered (bounded,
+# as an upstream may send endless distinct keys).
+_KEY_NAMES: dict[str, str] = {}
+_MAX_KEY_NAMES = 1024
+
+
+def _key_name(key: str) -> str:
+    name = key if _WORD.fullmatch(key) else text_length(key)
+    if len(key) <= 64 and len(_KEY_NAMES) < _MAX_KEY_NAMES:
+        _KEY_NAMES[key] = name
+    return name
 
 
 def skeleton(event: Event) -> str:

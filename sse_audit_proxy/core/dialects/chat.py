@@ -111,7 +111,11 @@ class ChatCompletions(Dialect):
     def _content(self, index: int, choice: dict[str, Any]) -> bool:
         """Whether this choice of a chunk carries content; subclasses read other shapes."""
         delta = choice.get("delta")
-        return bool(delta) and isinstance(delta, dict) and self._delta(index, delta)
+        if not delta or not isinstance(delta, dict):
+            return False
+        if delta.get("content") and not delta.get("tool_calls"):
+            return True  # the common delta (what _delta says of it, without the call)
+        return self._delta(index, delta)
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
         content = False

@@ -1,0 +1,76 @@
+"""Frame skeletons: the shaping loop that handles scalars in place gives what the plain
+recursive definition gives, for any JSON value (keys, vocabulary words, depth, bounds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core import skeleton as sk
+from sse_audit_proxy.core.sse import Event
+
+
+def reference_shape(value: Any, key: str | None, depth: int) -> Any:
+    """The definition, one call per value (as skeleton.py had it before it was made cheaper)."""
+    if isinstance(value, str):
+        if key in sk.VOCABULARY and sk._WORD.fullmatch(value) and not sk.PLACEHOLDER.fullmatch(value):
+            return value
+        return sk.text_length(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return value
+    if depth >= sk.MAX_DEPTH:
+        return {sk.MORE: 1}
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= sk.MAX_KEYS:
+                out[sk.MORE] = len(value) - sk.MAX_KEYS
+                break
+            name = k if sk._WORD.fullmatch(k) else sk.text_length(k)
+            out[name] = reference_shape(v, k, depth + 1)
+        return out
+    if isinstance(value, list):
+        items = [reference_shape(v, key, depth + 1) for v in value[: sk.MAX_ITEMS]]
+        if len(value) > sk.MAX_ITEMS:
+            items.append({sk.MORE: len(value) - sk.MAX_ITEMS})
+        return items
+    return None
+
+
+_KEYS = st.sampled_from(
+    [*sorted(sk.VOCABULARY), "index", "delta", "content", "a b", "<3>", "x" * 70]
+) | st.text(max_size=8)
+_STRINGS = st.sampled_from(["stop", "chat.completion.chunk", "<12>", "two words", "", "x" * 65]) | st.text(
+    max_size=8
+)
+_SCALARS = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | _STRINGS
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(_KEYS, inner, max_size=70),
+    max_leaves=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_shape_matches_the_definition(value: Any) -> None:
+    parsed = orjson.loads(orjson.dumps(value))  # what skeleton() shapes: orjson's own values
+    assert sk._shape(parsed, None, 0) == reference_shape(parsed, None, 0)
+    # Twice: the second time the key names come from the cache.
+    assert sk._shape(parsed, None, 0) == reference_shape(parsed, None, 0)
+
+
+def test_deep_frame_is_cut_at_max_depth_as_before() -> None:
+    doc: Any = {"type": "stop"}
+    for _ in range(sk.MAX_DEPTH + 3):
+        doc = {"choices": [doc, "text", 1]}
+    data = orjson.dumps(doc)
+    expected = orjson.dumps(
+        {"bytes": len(data), "data": reference_shape(orjson.loads(data), None, 0)}
+    ).decode()
+    assert sk.skeleton(Event("", data, "")) == expected

@@ -10,6 +10,7 @@ and looks like a protocol word. Bounded: depth, items per container and the skel
 from __future__ import annotations
 
 import re
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -47,51 +48,73 @@ def text_length(value: str) -> str:
 
 
 def _shape(value: Any, key: str | None, depth: int) -> Any:
-    # Strings and numbers inside a container are shaped in its loop, not by a call each: a
-    # skeleton is taken of a few frames per stream, and the calls were most of its cost.
-    if isinstance(value, str):
+    # orjson gives exact types (no subclasses): dispatched on type(value), and the strings and
+    # numbers inside a container shaped in its loop, not by a call each (a skeleton is taken of
+    # a few frames per stream, and the calls and checks were most of its cost; profiled).
+    kind = type(value)
+    if kind is str:
         return _text(value, key)
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+    if kind in _SCALARS:
         return value
     if depth >= MAX_DEPTH:
         return {MORE: 1}
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for i, (k, v) in enumerate(value.items()):
-            if i >= MAX_KEYS:
-                out[MORE] = len(value) - MAX_KEYS
-                break
-            name = _KEY_NAMES.get(k)
-            if name is None:
-                name = _key_name(k)
+    if kind is not dict and kind is not list:
+        return None
+    depth += 1
+    if kind is list:
+        out_list = []
+        for v in value[:MAX_ITEMS] if len(value) > MAX_ITEMS else value:
             kind = type(v)
             if kind is str:
-                out[name] = _text(v, k)
+                out_list.append(_text(v, key) if key in VOCABULARY else f"<{len(v)}>")
             elif kind in _SCALARS:
-                out[name] = v
+                out_list.append(v)
             else:
-                out[name] = _shape(v, k, depth + 1)
-        return out
-    if isinstance(value, list):
-        items = [_shape(v, key, depth + 1) for v in value[:MAX_ITEMS]]
+                out_list.append(_shape(v, key, depth))
         if len(value) > MAX_ITEMS:
-            items.append({MORE: len(value) - MAX_ITEMS})
-        return items
-    return None
+            out_list.append({MORE: len(value) - MAX_ITEMS})
+        return out_list
+    out: dict[str, Any] = {}
+    names = _KEY_NAMES
+    for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
+        name = names.get(k) or _key_name(k)
+        kind = type(v)
+        if kind is str:
+            out[name] = _text(v, k) if k in VOCABULARY else f"<{len(v)}>"
+        elif kind in _SCALARS:
+            out[name] = v
+        else:
+            out[name] = _shape(v, k, depth)
+    if len(value) > MAX_KEYS:
+        out[MORE] = len(value) - MAX_KEYS
+    return out
 
 
 def _text(value: str, key: str | None) -> str:
-    if key in VOCABULARY and _WORD.fullmatch(value) and not PLACEHOLDER.fullmatch(value):
-        return value
+    if key in VOCABULARY and len(value) <= 64:  # longer: never a word (_WORD)
+        word = _WORDS.get(value)
+        if word is None:
+            word = _is_word(value)
+        if word:
+            return value
     return f"<{len(value)}>"
+
+
+def _is_word(value: str) -> bool:
+    word = bool(_WORD.fullmatch(value)) and not PLACEHOLDER.fullmatch(value)
+    if len(_WORDS) < _MAX_WORDS:
+        _WORDS[value] = word
+    return word
 
 
 # What orjson gives that is kept as it is (exact types: orjson makes no subclasses).
 _SCALARS = frozenset({int, float, bool, type(None)})
-# Keys are the schema's: few distinct per upstream, so their names are remembered (bounded,
-# as an upstream may send endless distinct keys).
+# Keys are the schema's, and protocol fields' values its vocabulary: few distinct per upstream,
+# so what was decided about them is remembered (bounded: an upstream may send endless new ones).
 _KEY_NAMES: dict[str, str] = {}
 _MAX_KEY_NAMES = 1024
+_WORDS: dict[str, bool] = {}  # a protocol field's value -> kept as it is
+_MAX_WORDS = 1024
 
 
 def _key_name(key: str) -> str:
@@ -107,7 +130,7 @@ def skeleton(event: Event) -> str:
     name = event.event
     doc: dict[str, Any] = {"bytes": len(event.data)}
     if name:  # absent when the frame had no `event:` line (most frames): held per stream
-        doc["event"] = name if _WORD.fullmatch(name) else text_length(name)
+        doc["event"] = _KEY_NAMES.get(name) or _key_name(name)  # named as a key is
     data = event.data
     if data == DONE_SENTINEL:
         doc["data"] = "[DONE]"

@@ -41,7 +41,7 @@ def reference_shape(value: Any, key: str | None, depth: int) -> Any:
 
 
 _KEYS = st.sampled_from(
-    [*sorted(sk.VOCABULARY), "index", "delta", "content", "a b", "<3>", "x" * 70]
+    [*sorted(sk.VOCABULARY), "index", "delta", "content", "a b", "<3>", "x" * 70, sk.MORE]
 ) | st.text(max_size=8)
 _STRINGS = st.sampled_from(["stop", "chat.completion.chunk", "<12>", "two words", "", "x" * 65]) | st.text(
     max_size=8
@@ -60,9 +60,26 @@ _JSON = st.recursive(
 @given(_JSON)
 def test_shape_matches_the_definition(value: Any) -> None:
     parsed = orjson.loads(orjson.dumps(value))  # what skeleton() shapes: orjson's own values
-    assert sk._shape(parsed, None, 0) == reference_shape(parsed, None, 0)
-    # Twice: the second time the key names come from the cache.
-    assert sk._shape(parsed, None, 0) == reference_shape(parsed, None, 0)
+    # As JSON text: the order of the keys is part of the skeleton.
+    expected = orjson.dumps(reference_shape(parsed, None, 0))
+    assert orjson.dumps(sk._shape(parsed, None, 0)) == expected
+    # Twice: the second time key names and vocabulary words come from the caches.
+    assert orjson.dumps(sk._shape(parsed, None, 0)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JSON, st.sampled_from(["", "message_start", "a b", "<3>", "x" * 70]) | st.text(max_size=8))
+def test_skeleton_matches_the_definition(value: Any, name: str) -> None:
+    data = orjson.dumps(value)
+    doc: dict[str, Any] = {"bytes": len(data)}
+    if name:
+        doc["event"] = name if sk._WORD.fullmatch(name) else sk.text_length(name)
+    doc["data"] = reference_shape(orjson.loads(data), None, 0)
+    expected = orjson.dumps(doc)
+    if len(expected) > sk.MAX_SKELETON_BYTES:
+        expected = orjson.dumps({"event": doc.get("event"), "bytes": len(data), "truncated": True})
+    for _ in range(2):  # the second time from the caches
+        assert sk.skeleton(Event(name, data, "")) == expected.decode()
 
 
 def test_deep_frame_is_cut_at_max_depth_as_before() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import ijson
@@ -84,36 +84,44 @@ class _Shape:
         self.fields: dict[str, int | float | bool | None] = {}
         self.lists: set[str] = set()  # top-level fields that are arrays: their items counted
 
-    def take(self, prefix: str, event: str, value: object) -> None:
+    def take(self, events: Iterable[tuple[str, str, object]], found: dict[str, object]) -> None:
+        """A batch of parse events: the wanted values into `found`, the shape into self.
+
+        One loop, no call per event: a body's events are mostly inside its `messages`, two
+        dots deep or more, where neither the wanted values nor the shape look (profiled)."""
         fields = self.fields
-        if not prefix:
-            if (
-                event == "map_key"
+        for prefix, event, value in events:
+            if not prefix:
+                if (
+                    event == "map_key"
+                    and len(fields) < MAX_SHAPE_FIELDS
+                    and isinstance(value, str)
+                    and _FIELD.fullmatch(value)
+                ):
+                    fields.setdefault(value, None)
+                continue
+            name, _, rest = prefix.partition(".")
+            if "." in rest:
+                continue  # deeper than a top-level field's items and stream_options' fields
+            if prefix in _WANTED:
+                found[prefix] = value
+            if name not in fields:
+                continue
+            if not rest:  # (also a key ending in a dot: "a." is read as "a", as it always was)
+                if event == "start_array":
+                    self.lists.add(name)
+                    fields[name] = 0
+                elif event in ("number", "boolean"):
+                    fields[name] = _scalar(value)
+            elif rest == "item" and name in self.lists and event in _ITEM_STARTS:
+                fields[name] = int(fields[name] or 0) + 1
+            elif (
+                name == "stream_options"
+                and event in ("number", "boolean")
                 and len(fields) < MAX_SHAPE_FIELDS
-                and isinstance(value, str)
-                and _FIELD.fullmatch(value)
+                and _FIELD.fullmatch(rest)
             ):
-                fields.setdefault(value, None)
-            return
-        name, _, rest = prefix.partition(".")
-        if name not in fields:
-            return
-        if not rest:
-            if event == "start_array":
-                self.lists.add(name)
-                fields[name] = 0
-            elif event in ("number", "boolean"):
-                fields[name] = _scalar(value)
-        elif rest == "item" and name in self.lists and event in _ITEM_STARTS:
-            fields[name] = int(fields[name] or 0) + 1
-        elif (
-            name == "stream_options"
-            and "." not in rest
-            and event in ("number", "boolean")
-            and len(fields) < MAX_SHAPE_FIELDS
-            and _FIELD.fullmatch(rest)
-        ):
-            fields[f"{name}.{rest}"] = _scalar(value)
+                fields[f"{name}.{rest}"] = _scalar(value)
 
     def json(self) -> str:
         fields = {k: v for k, v in self.fields.items() if k != "stream_options"}
@@ -238,11 +246,7 @@ class BodyScanner:
 
     def _take(self) -> None:
         events = self._events
-        shape = self._shape.take
-        for prefix, event, value in events:
-            if prefix in _WANTED:
-                self._found[prefix] = value
-            shape(prefix, event, value)
+        self._shape.take(events, self._found)
         del events[:]
 
     def _fail(self) -> None:

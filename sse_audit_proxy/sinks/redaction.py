@@ -53,9 +53,7 @@ class Redactor:
         # the case-blind one (re skips to the words' first letters; profiled: most of a line's
         # redaction cost). Only when every name is ASCII too, so lower() is exact for them.
         self._suspect_ascii = (
-            re.compile(f"bearer|basic|sk-|{alternation}").search
-            if all(n.isascii() for n in names)
-            else None
+            re.compile(f"bearer|basic|sk-|{alternation}").search if all(n.isascii() for n in names) else None
         )
         self._fine_keys: set[str] = set()  # field names seen not to be secret-named
 

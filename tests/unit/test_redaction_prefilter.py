@@ -101,9 +101,7 @@ class _LoudKey(str):
 
 def general_processor(redactor: Redactor, event: dict[Any, Any]) -> dict[Any, Any]:
     """The processor as it was before the untouched-value check: every value through _clean."""
-    return {
-        k: REDACTED if k.lower() in redactor._keys else redactor._clean(v) for k, v in event.items()
-    }
+    return {k: REDACTED if k.lower() in redactor._keys else redactor._clean(v) for k, v in event.items()}
 
 
 def _kinds(value: Any) -> Any:
@@ -128,9 +126,11 @@ _LEAVES = (
 )
 _VALUES = st.recursive(
     _LEAVES,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.lists(inner, max_size=3).map(tuple)
-    | st.dictionaries(_FIELD_NAMES, inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(_FIELD_NAMES, inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

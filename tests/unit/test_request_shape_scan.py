@@ -1,0 +1,104 @@
+"""The request scan takes its parse events in one loop per batch: it learns what the plain
+one-call-per-event definition learns (the wanted values, the shape's fields in order, the
+lists), for any JSON body, hostile keys included (dots, duplicates, too many fields)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ijson
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core import request_info as ri
+
+
+def reference_take(
+    shape: ri._Shape, found: dict[str, object], prefix: str, event: str, value: object
+) -> None:
+    """The definition, one call per parse event (as request_info.py had it before)."""
+    if prefix in ri._WANTED:
+        found[prefix] = value
+    fields = shape.fields
+    if not prefix:
+        if (
+            event == "map_key"
+            and len(fields) < ri.MAX_SHAPE_FIELDS
+            and isinstance(value, str)
+            and ri._FIELD.fullmatch(value)
+        ):
+            fields.setdefault(value, None)
+        return
+    name, _, rest = prefix.partition(".")
+    if name not in fields:
+        return
+    if not rest:
+        if event == "start_array":
+            shape.lists.add(name)
+            fields[name] = 0
+        elif event in ("number", "boolean"):
+            fields[name] = ri._scalar(value)
+    elif rest == "item" and name in shape.lists and event in ri._ITEM_STARTS:
+        fields[name] = int(fields[name] or 0) + 1
+    elif (
+        name == "stream_options"
+        and "." not in rest
+        and event in ("number", "boolean")
+        and len(fields) < ri.MAX_SHAPE_FIELDS
+        and ri._FIELD.fullmatch(rest)
+    ):
+        fields[f"{name}.{rest}"] = ri._scalar(value)
+
+
+_KEYS = st.sampled_from(
+    [
+        "model",
+        "stream",
+        "stream_options",
+        "include_usage",
+        "messages",
+        "item",
+        "a.",
+        "stream_options.include_usage",
+        "messages.item",
+        "x.y.z",
+        "n",
+        "a b",
+        "é",
+    ]
+) | st.text(alphabet="abx.", min_size=1, max_size=4)
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4)
+)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+def _body(pairs: list[tuple[str, Any]]) -> bytes:
+    # Built as text so that a key may repeat (a dict would keep one).
+    return b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in pairs) + b"}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_KEYS, _JSON), max_size=40))
+def test_batched_take_learns_what_one_call_per_event_learns(pairs: list[tuple[str, Any]]) -> None:
+    events = list(ijson.parse(_body(pairs), use_float=False))
+    expected, expected_found = ri._Shape(), {}
+    for prefix, event, value in events:
+        reference_take(expected, expected_found, prefix, event, value)
+    shape, found = ri._Shape(), {}
+    cut = len(events) // 2  # in two batches, as reads split a body
+    shape.take(events[:cut], found)
+    shape.take(events[cut:], found)
+    assert list(shape.fields.items()) == list(expected.fields.items())
+    assert shape.lists == expected.lists
+    assert found == expected_found
+    assert shape.json() == expected.json()

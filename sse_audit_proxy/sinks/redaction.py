@@ -124,10 +124,7 @@ class Redactor:
         if kind in _PLAIN:
             return True
         if kind is list:
-            for v in value:
-                if not self._untouched(v):
-                    return False
-            return True
+            return all(self._untouched(v) for v in value)
         if kind is dict:
             fine = self._fine_keys
             for k, v in value.items():

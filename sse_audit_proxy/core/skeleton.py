@@ -62,7 +62,7 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
         return None
     depth += 1
     if kind is list:
-        out_list = []
+        out_list: list[Any] = []
         for v in value[:MAX_ITEMS] if len(value) > MAX_ITEMS else value:
             kind = type(v)
             if kind is str:

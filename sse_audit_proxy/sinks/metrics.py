@@ -144,6 +144,7 @@ class Metrics:
         for reason in CLOSE_REASONS:  # both series exist from the start, at 0
             self.connections_closed.labels(reason)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[str, str, str], _Series] = {}
         self.active = Gauge(
             "sse_audit_active_streams",
             "Streams being relayed now.",
@@ -182,23 +183,27 @@ class Metrics:
         if s is None:
             return
         route, model = rec.route, self.models(rec.model)
+        key = (route, model, side)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
         if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
-            child(self.bad, route, model, side).inc()
+            series.bad.inc()
         for anomaly in s.anomalies:
             child(self.anomalies, route, model, side, anomaly).inc()
         if s.usage_judged:
-            child(self.usage_requested, route, model, side).inc()
+            series.usage_requested.inc()
         if s.ttfb is not None:
-            child(self.ttfb, route, model, side).observe(s.ttfb)
+            series.ttfb.observe(s.ttfb)
         if s.ttft is not None:
-            child(self.ttft, route, model, side).observe(s.ttft)
+            series.ttft.observe(s.ttft)
         if s.frames > 1:
-            _add_counts(child(self.gap, route, model, side), s.gap_counts, s.gap_sum)
+            _add_counts(series.gap, s.gap_counts, s.gap_sum)
         if s.max_gap is not None:
-            child(self.max_gap, route, model, side).observe(s.max_gap)
-        child(self.duration, route, model, side).observe(s.duration)
+            series.max_gap.observe(s.max_gap)
+        series.duration.observe(s.duration)
         for reason in s.finish_reasons:
             reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
             child(self.finish, route, model, side, reason).inc()
@@ -206,6 +211,27 @@ class Metrics:
             child(self.tokens, route, model, side, "prompt").inc(s.prompt_tokens)
         if s.completion_tokens:
             child(self.tokens, route, model, side, "completion").inc(s.completion_tokens)
+
+
+class _Series:
+    """The children of the metrics labelled (route, model, upstream) alone, for one such label
+    set: each stream touches up to seven, one attribute read each (not a memo lookup by
+    metric and labels). A child is made on first use, as `labels()` makes it: a series the
+    streams never touched is not exported (at 0) any more than before."""
+
+    __slots__ = ("_labels", "_metrics", "bad", "duration", "gap", "max_gap", "ttfb", "ttft", "usage_requested")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self._metrics = metrics
+        self._labels = labels
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a slot not set yet (or a name that is no slot: an AttributeError).
+        if name not in _Series.__slots__ or name.startswith("_"):
+            raise AttributeError(name)
+        child = self._metrics._child(getattr(self._metrics, name), *self._labels)
+        setattr(self, name, child)
+        return child
 
 
 def _add_counts(child: Histogram, counts: Sequence[int], total: float) -> None:

@@ -10,8 +10,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.sinks.metrics import LabelCap, Metrics
+from sse_audit_proxy.core.request_info import safe_token
+from sse_audit_proxy.sinks.metrics import _METHODS, OTHER, LabelCap, Metrics, _add_counts
 
 
 def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
@@ -58,3 +60,70 @@ def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
 def test_label_cap_keeps_known_values_and_folds_new_ones() -> None:
     cap = LabelCap(2)
     assert [cap(v) for v in ("x", "y", "z", "x", "w")] == ["x", "y", "other", "x", "other"]
+
+
+def _reference_record(m: Metrics, rec: AuditRecord) -> None:
+    """What Metrics.record did before the per-label-set children: labels() at every call."""
+    method = rec.method if rec.method in _METHODS else OTHER
+    side = rec.upstream
+    m.requests.labels(rec.route, method, str(rec.status), side).inc()
+    s = rec.stream
+    if s is None:
+        return
+    route, model = rec.route, m.models(rec.model)
+    rm = (route, model, side)
+    outcome = s.outcome.value
+    m.streams.labels(*rm, outcome).inc()
+    if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
+        m.bad.labels(*rm).inc()
+    for anomaly in s.anomalies:
+        m.anomalies.labels(*rm, anomaly).inc()
+    if s.usage_judged:
+        m.usage_requested.labels(*rm).inc()
+    if s.ttfb is not None:
+        m.ttfb.labels(*rm).observe(s.ttfb)
+    if s.ttft is not None:
+        m.ttft.labels(*rm).observe(s.ttft)
+    if s.frames > 1:
+        _add_counts(m.gap.labels(*rm), s.gap_counts, s.gap_sum)  # (pinned by the test above)
+    if s.max_gap is not None:
+        m.max_gap.labels(*rm).observe(s.max_gap)
+    m.duration.labels(*rm).observe(s.duration)
+    for reason in s.finish_reasons:
+        m.finish.labels(*rm, m.finish_reasons(safe_token(reason, 40) or OTHER)).inc()
+    if s.prompt_tokens:
+        m.tokens.labels(*rm, "prompt").inc(s.prompt_tokens)
+    if s.completion_tokens:
+        m.tokens.labels(*rm, "completion").inc(s.completion_tokens)
+
+
+def _exposition(registry: CollectorRegistry) -> list[str]:
+    return sorted(line for line in generate_latest(registry).decode().splitlines() if "_created" not in line)
+
+
+def test_record_exports_what_labels_at_every_call_exports() -> None:
+    # Varied streams on two sides and three models (one past the cap): which series exist
+    # (a child made on first use only) and their values must be the same.
+    streams = [
+        (healthy(3), End.UPSTREAM_EOF, "m1", "baseline"),
+        (healthy(2, usage=False, done=False), End.UPSTREAM_EOF, "m1", "baseline"),
+        (healthy(4, finish=None), End.CLIENT_GONE, "m2", "canary"),
+        (healthy(1), End.UPSTREAM_EOF, "m3", "canary"),
+        (healthy(3)[:1], End.IDLE_TIMEOUT, "m2", "baseline"),
+        ([], End.UPSTREAM_EOF, "m1", "canary"),
+    ]
+    got_registry, want_registry = CollectorRegistry(), CollectorRegistry()
+    got, want = Metrics(got_registry, max_models=2), Metrics(want_registry, max_models=2)
+    for frames, end, model, side in streams:
+        audit = StreamAudit(ChatCompletions(), 0.0, include_usage=True)
+        t = 0.0
+        for data in frames:
+            t += 0.25
+            audit.feed(data, t)
+        result = audit.finish(t + 0.5, end)
+        rec = AuditRecord(
+            "t", "chat_completions", "POST", model, 200, 0.0, result.duration, 0, result, upstream=side
+        )
+        got.record(rec)
+        _reference_record(want, rec)
+    assert _exposition(got_registry) == _exposition(want_registry)

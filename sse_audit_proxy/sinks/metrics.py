@@ -219,7 +219,17 @@ class _Series:
     metric and labels). A child is made on first use, as `labels()` makes it: a series the
     streams never touched is not exported (at 0) any more than before."""
 
-    __slots__ = ("_labels", "_metrics", "bad", "duration", "gap", "max_gap", "ttfb", "ttft", "usage_requested")
+    __slots__ = (
+        "_labels",
+        "_metrics",
+        "bad",
+        "duration",
+        "gap",
+        "max_gap",
+        "ttfb",
+        "ttft",
+        "usage_requested",
+    )
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
         self._metrics = metrics

@@ -163,9 +163,10 @@ class Request:
         headers = self._headers
         if headers is None:
             headers = self._headers = Headers()
+            has = dict.__contains__  # the key is lower-cased already: not Headers.__contains__
             for name, value in self.raw_headers:
                 key = name.decode("latin-1").lower()
-                if key not in headers:
+                if not has(headers, key):
                     dict.__setitem__(headers, key, value.decode("utf-8", "surrogateescape"))
         return headers
 

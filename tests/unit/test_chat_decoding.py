@@ -84,7 +84,7 @@ def test_the_typed_reading_says_what_the_plain_reading_says(docs: list[Any]) -> 
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=40))
+@given(st.binary(max_size=40).filter(lambda b: b != b"[DONE]"))  # the one frame not read as JSON
 def test_any_bytes_are_read_alike(data: bytes) -> None:
     typed, plain = _both([data, b'{"choices":[{"delta":{"content":"x"}}]}' + data])
     assert typed == plain

@@ -171,24 +171,23 @@ class StreamAudit:
 
     def feed(self, chunk: bytes, t: float) -> None:
         self.bytes += len(chunk)
-        if (
-            self._plain
-            and chunk.find(b"\n") == len(chunk) - 2
-            and chunk[-1] == 0x0A
-            and chunk[:5] == b"data:"
-            and 0x0D not in chunk
-            and len(chunk) - 2 < self._limit
-        ):
+        if self._plain and chunk[:5] == b"data:" and chunk[-1] == 0x0A and chunk[-2] == 0x0A:
             # Most reads of a stream: one frame that is a single `data:` line, with nothing
             # pending before it. What the decoder (its own fast path, to the letter), the loop
             # in _decode and the event object would do for it, in place (profiled: this is
             # the proxy's hot path, run once per relayed frame).
             data = chunk[6:-2] if chunk[5] == 0x20 else chunk[5:-2]
+            if 0x0A in data or 0x0D in data or len(chunk) - 2 >= self._limit:
+                self._decode_read(chunk, t)  # more lines than one, or too long: the decoder's
+                return
             bits = self._dialect.observe_data(data)
             if not (self._seen_kinds >> bits) & 1:
                 self._keep_kind(bits, Event("", data))
             self._note_one(bits, t)
             return
+        self._decode_read(chunk, t)
+
+    def _decode_read(self, chunk: bytes, t: float) -> None:
         if self._first_byte is None:
             self._first_byte = t
         take = self._take

@@ -16,8 +16,8 @@ from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.skeleton import skeleton
-from sse_audit_proxy.core.sse import SSEDecoder
-from sse_audit_proxy.core.timeline import Timeline
+from sse_audit_proxy.core.sse import Event, SSEDecoder
+from sse_audit_proxy.core.timeline import EXACT_FRAMES, READ_START, Timeline
 from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
 __all__ = [
@@ -89,6 +89,7 @@ class StreamAudit:
     __slots__ = (
         "_burst_frames",
         "_bursts",
+        "_bursty_spacing",
         "_clump",
         "_clump_after",
         "_content_frames",
@@ -97,17 +98,18 @@ class StreamAudit:
         "_event_stream",
         "_first_byte",
         "_first_content",
-        "_frames",
+        "_first_frame",
         "_gap_counts",
-        "_gap_sum",
         "_include_usage",
         "_inflate",
         "_keepalives",
         "_last_content",
         "_last_frame",
         "_last_keepalive",
+        "_limit",
         "_max_gap",
         "_peek",
+        "_plain",
         "_seen_kinds",
         "_skeletons",
         "_sniffed",
@@ -136,6 +138,9 @@ class StreamAudit:
         self._include_usage = include_usage
         self._thresholds = thresholds
         self._decoder = SSEDecoder(thresholds.max_frame_bytes)
+        self._limit = thresholds.max_frame_bytes
+        self._bursty_spacing = thresholds.bursty_max_spacing
+        self._plain = False  # feed()'s fast path may be taken (set once the start is seen)
         self._inflate = (
             Inflater(content_encoding, thresholds.max_frame_bytes)
             if wants_inflater(content_encoding)
@@ -146,7 +151,6 @@ class StreamAudit:
         self._event_stream = event_stream
         self._sniffed = False
         self.bytes = 0
-        self._frames = 0
         self._content_frames = 0
         self._keepalives = 0
         self._last_keepalive: float | None = None
@@ -156,7 +160,7 @@ class StreamAudit:
         self._last_frame: float | None = None
         self._max_gap: float | None = None
         self._gap_counts = [0] * (len(buckets.GAP) + 1)
-        self._gap_sum = 0.0
+        self._first_frame = 0.0  # when the first frame (not a keep-alive) arrived
         self._clump = 0  # content frames in the current clump (see Thresholds: bursty)
         self._clump_after = 0.0  # the silence before it
         self._bursts = 0
@@ -166,9 +170,26 @@ class StreamAudit:
         self._seen_kinds = 0
 
     def feed(self, chunk: bytes, t: float) -> None:
+        self.bytes += len(chunk)
+        if self._plain and chunk[:5] == b"data:" and chunk[-1] == 0x0A and chunk[-2] == 0x0A:
+            # Most reads of a stream: one frame that is a single `data:` line, with nothing
+            # pending before it. What the decoder (its own fast path, to the letter), the loop
+            # in _decode and the event object would do for it, in place (profiled: this is
+            # the proxy's hot path, run once per relayed frame).
+            data = chunk[6:-2] if chunk[5] == 0x20 else chunk[5:-2]
+            if 0x0A in data or 0x0D in data or len(chunk) - 2 >= self._limit:
+                self._decode_read(chunk, t)  # more lines than one, or too long: the decoder's
+                return
+            bits = self._dialect.observe_data(data)
+            if not (self._seen_kinds >> bits) & 1:
+                self._keep_kind(bits, Event("", data))
+            self._note_one(bits, t)
+            return
+        self._decode_read(chunk, t)
+
+    def _decode_read(self, chunk: bytes, t: float) -> None:
         if self._first_byte is None:
             self._first_byte = t
-        self.bytes += len(chunk)
         take = self._take
         if take is None:
             return
@@ -183,6 +204,18 @@ class StreamAudit:
                     break
 
     def _decode(self, data: bytes, t: float) -> None:
+        self._decode_frames(data, t)
+        # feed()'s fast path may take the next read: nothing is pending in the decoder, the
+        # body's start has been looked at, it is not compressed and the first frames (whose
+        # skeletons are always kept) are past. It leaves all of this as it was.
+        self._plain = (
+            self._decoder.idle
+            and self._peek is None
+            and self._inflate is None
+            and self._timeline.frames >= HEAD_SKELETONS
+        )
+
+    def _decode_frames(self, data: bytes, t: float) -> None:
         decoder = self._decoder
         comments = decoder.comments
         events = decoder.feed(data)
@@ -190,39 +223,11 @@ class StreamAudit:
             self._look(data, bool(events))
         comments = decoder.comments - comments
         if len(events) == 1 and not comments:
-            # Most reads: one frame. What the loop below, _note_frames and _note_content do for
-            # it, in place (but for a stream's first frames): no loop, no calls (profiled).
             event = events[0]
             bits = self._dialect.observe(event)
-            timeline = self._timeline
-            if not (self._seen_kinds >> bits) & 1 or timeline.frames < HEAD_SKELETONS:
-                self._seen_kinds |= 1 << bits
-                self._keep_skeleton(f"{timeline.frames + 1},{bits},{skeleton(event)}")
-            timeline.add_one(t - self._started, bits)
-            if bits & KEEPALIVE:
-                self._keepalives += 1
-                self._last_keepalive = t
-                return
-            last = self._last_frame
-            if last is None:
-                self._note_frames(1, t)
-            else:  # _note_frames(1, t)
-                gap = t - last
-                self._gap_counts[bisect_left(_GAP, gap)] += 1
-                self._gap_sum += gap
-                max_gap = self._max_gap
-                if max_gap is None or gap > max_gap:
-                    self._max_gap = gap
-                self._last_frame = t
-                self._frames += 1
-            if bits & CONTENT:
-                first = self._first_content
-                if first is None or t - self._last_content >= self._thresholds.bursty_max_spacing:
-                    self._note_content(1, t)  # the first content frame, or a clump's first
-                else:  # _note_content(1, t) within a clump
-                    self._clump += 1
-                    self._last_content = t
-                    self._content_frames += 1
+            if not (self._seen_kinds >> bits) & 1 or self._timeline.frames < HEAD_SKELETONS:
+                self._keep_kind(bits, event)
+            self._note_one(bits, t)
             return
         if not events and not comments:
             return
@@ -260,6 +265,43 @@ class StreamAudit:
     def _keep_skeleton(self, entry: str) -> None:
         if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:
             self._skeletons.append(entry)
+
+    def _keep_kind(self, bits: int, event: Event) -> None:
+        """A read's one frame is of a kind not seen before, or among the stream's first."""
+        self._seen_kinds |= 1 << bits
+        self._keep_skeleton(f"{self._timeline.frames + 1},{bits},{skeleton(event)}")
+
+    def _note_one(self, bits: int, t: float) -> None:
+        """A read of one frame: what the loop in _decode, _note_frames and _note_content do
+        for it, without the loop and the calls (but for a stream's first frames)."""
+        timeline = self._timeline
+        if timeline.frames < EXACT_FRAMES:  # Timeline.add_one, inlined
+            timeline.kinds.append(bits | READ_START)
+            timeline.offsets.append(t - self._started)
+            timeline.frames += 1
+        else:
+            timeline.add_one(t - self._started, bits)
+        if bits & KEEPALIVE:
+            self._keepalives += 1
+            self._last_keepalive = t
+            return
+        last = self._last_frame
+        if last is None:
+            self._note_frames(1, t)
+        else:  # _note_frames(1, t)
+            gap = t - last
+            self._gap_counts[bisect_left(_GAP, gap)] += 1
+            max_gap = self._max_gap
+            if max_gap is None or gap > max_gap:
+                self._max_gap = gap
+            self._last_frame = t
+        if bits & CONTENT:
+            if self._first_content is None or t - self._last_content >= self._bursty_spacing:
+                self._note_content(1, t)  # the first content frame, or a clump's first
+            else:  # _note_content(1, t) within a clump
+                self._clump += 1
+                self._last_content = t
+                self._content_frames += 1
 
     def _note_content(self, n: int, t: float) -> None:
         th = self._thresholds
@@ -321,16 +363,21 @@ class StreamAudit:
         if self._last_frame is not None:
             gap = t - self._last_frame
             self._gap_counts[bisect_left(buckets.GAP, gap)] += 1
-            self._gap_sum += gap
             if self._max_gap is None or gap > self._max_gap:
                 self._max_gap = gap
             if n > 1:
                 self._gap_counts[0] += n - 1
-        elif n > 1:
-            self._gap_counts[0] += n - 1
-            self._max_gap = 0.0
+        else:
+            self._first_frame = t
+            if n > 1:
+                self._gap_counts[0] += n - 1
+                self._max_gap = 0.0
         self._last_frame = t
-        self._frames += n
+
+    @property
+    def _frames(self) -> int:
+        """Frames that are not keep-alives (the timeline holds every frame and keep-alive)."""
+        return self._timeline.frames - self._keepalives
 
     @property
     def error_document(self) -> bool:
@@ -398,7 +445,8 @@ class StreamAudit:
             tool_calls=summary.tool_calls,
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
-            gap_sum=self._gap_sum,
+            # The gaps between successive frames add up to the time from the first to the last.
+            gap_sum=0.0 if self._last_frame is None else self._last_frame - self._first_frame,
             usage_requested=facts.usage_expected,
             usage_judged=facts.usage_expected and facts.judged,
             last_keepalive=(None if self._last_keepalive is None else self._last_keepalive - self._started),

@@ -37,7 +37,6 @@ class SSEDecoder:
         "_discarding",
         "_event",
         "_frame_len",
-        "_idle",
         "_last_id",
         "_max",
         "_skip_lf",
@@ -45,6 +44,7 @@ class SSEDecoder:
         "_tail_comment",
         "_tail_dropped",
         "comments",
+        "idle",
         "oversized",
     )
 
@@ -63,8 +63,9 @@ class SSEDecoder:
         self._skip_lf = False  # last chunk ended in CR: a leading LF belongs to it
         self._discarding = False  # skipping the rest of an oversized frame
         # None of the above is pending (BOM checked, no partial line or frame): the fast path's
-        # precondition, kept up to date by every call that is not the fast path.
-        self._idle = False
+        # precondition, kept up to date by every call that is not the fast path. Public: the
+        # audit's own fast path (StreamAudit.feed) checks it too.
+        self.idle = False
         self.comments = 0
         self.oversized = 0
 
@@ -74,7 +75,7 @@ class SSEDecoder:
         # make the same single event; this skips its splits and state checks (profiled: the
         # decoder is a fifth of the audit's time per frame).
         if (
-            self._idle
+            self.idle
             and chunk[-2:] == b"\n\n"
             and chunk[:5] == b"data:"
             and chunk.find(b"\n") == len(chunk) - 2
@@ -83,7 +84,7 @@ class SSEDecoder:
         ):
             return [Event("", chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2], self._last_id)]
         events = self._feed(chunk)
-        self._idle = self._bom_checked and not (
+        self.idle = self._bom_checked and not (
             self._tail
             or self._frame_len
             or self._skip_lf
@@ -173,7 +174,7 @@ class SSEDecoder:
         self._reset_frame()
         self._tail = b""
         self._tail_dropped = self._tail_comment = self._discarding = False
-        self._idle = self._bom_checked and not self._skip_lf
+        self.idle = self._bom_checked and not self._skip_lf
         return pending
 
     @property

@@ -14,6 +14,7 @@ from sse_audit_proxy.core.dialects.chat import ChatCompletions
 class Completions(ChatCompletions):
     route = "completions"
     path_suffixes = ("/completions",)
+    _typed = False
 
     __slots__ = ()
 

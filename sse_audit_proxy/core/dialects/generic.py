@@ -34,7 +34,9 @@ class Generic(Dialect):
         self._failed = False  # the last data frame was an error frame
 
     def observe(self, event: Event) -> int:
-        data = event.data
+        return self.observe_data(event.data)
+
+    def observe_data(self, data: bytes) -> int:
         if data == DONE_SENTINEL:
             self._done = True
             return TERMINAL

@@ -1,0 +1,122 @@
+"""The Chat dialect reads a frame two ways: decoded into the few fields it needs (most frames),
+or as plain JSON values when the frame has another shape. Both must say the same of any frame."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core.dialects import CONTENT, ERROR, FINISH, MALFORMED, USAGE
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+
+# The names the dialect reads, and a few it does not: the generator puts them anywhere.
+KEYS = st.sampled_from(
+    [
+        "error",
+        "usage",
+        "choices",
+        "index",
+        "delta",
+        "finish_reason",
+        "content",
+        "tool_calls",
+        "refusal",
+        "reasoning",
+        "reasoning_content",
+        "function_call",
+        "id",
+        "function",
+        "arguments",
+        "name",
+        "x",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "stop", "length", "hi", '{"a":', "{}"]),
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=5),
+    max_leaves=20,
+)
+# Frames close to real chunks, so the typed reading is taken often.
+DELTA = st.dictionaries(KEYS, JSON, max_size=3)
+CHOICE = st.fixed_dictionaries(
+    {},
+    optional={"index": JSON, "delta": st.one_of(DELTA, JSON), "finish_reason": JSON, "x": JSON},
+)
+CHUNK = st.fixed_dictionaries(
+    {},
+    optional={
+        "choices": st.one_of(st.lists(CHOICE, max_size=3), JSON),
+        "error": JSON,
+        "usage": JSON,
+        "id": JSON,
+    },
+)
+
+
+def _state(d: ChatCompletions) -> Any:
+    s = d.summary()
+    return (s, d._choices, d._finish, d._usage, d._errors, d._failed, d._malformed)
+
+
+def _both(frames: list[bytes]) -> tuple[Any, Any]:
+    typed, plain = ChatCompletions(), ChatCompletions()
+    bits_typed = [typed.observe_data(f) for f in frames]
+    bits_plain = [plain._observe_doc(f) for f in frames]
+    return (bits_typed, _state(typed)), (bits_plain, _state(plain))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(CHUNK, JSON), min_size=1, max_size=5))
+def test_the_typed_reading_says_what_the_plain_reading_says(docs: list[Any]) -> None:
+    frames = [orjson.dumps(d) for d in docs]
+    typed, plain = _both(frames)
+    assert typed == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40).filter(lambda b: b != b"[DONE]"))  # the one frame not read as JSON
+def test_any_bytes_are_read_alike(data: bytes) -> None:
+    typed, plain = _both([data, b'{"choices":[{"delta":{"content":"x"}}]}' + data])
+    assert typed == plain
+
+
+def test_the_common_frames_take_the_typed_reading_and_say_what_they_carry() -> None:
+    d = ChatCompletions()
+    content = b'{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+    assert d.observe_data(content) == CONTENT
+    assert d.observe_data(b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}') == FINISH
+    assert d.observe_data(b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}') == USAGE
+    assert d.observe_data(b'{"error":{"message":"overloaded"}}') == ERROR
+    assert d.observe_data(b'{"choices":[{"index":0}], "error": null}') == 0
+    assert d.observe_data(b'{"choices":{"index":0}}') == MALFORMED  # another shape: read plainly
+    assert d.observe_data(b'{"choices":[1]}') == MALFORMED
+    assert d.observe_data(b"not json") == MALFORMED
+    assert d.observe_data(b"[" * 5000 + b"]" * 5000) == MALFORMED  # too deep: not read, counted
+    s = d.summary()
+    assert s.finish_reasons == ["stop"]
+    assert s.prompt_tokens == 3 and s.completion_tokens == 2
+    assert s.malformed_frames == 4 and s.error_events == 1
+
+
+def test_tool_call_arguments_assemble_on_the_typed_reading() -> None:
+    d = ChatCompletions()
+    call = b'{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,%b}]}}]}'
+    frames = [
+        call % b'"id":"call_1","function":{"name":"get_weather","arguments":""}',
+        call % b'"function":{"arguments":"{\\"ci"}',
+        call % b'"function":{"arguments":"ty\\": 1}"}',
+        b'{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}',
+    ]
+    assert [d.observe_data(f) for f in frames] == [CONTENT, CONTENT, CONTENT, FINISH]
+    s = d.summary()
+    assert s.tool_calls == 1 and s.invalid_tool_arguments == 0

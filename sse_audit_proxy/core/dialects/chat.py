@@ -32,13 +32,14 @@ from sse_audit_proxy.core.sse import Event
 _CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 
 
-class _Choice(msgspec.Struct):
+# gc=False: decoded JSON cannot form reference cycles, so these need no tracking.
+class _Choice(msgspec.Struct, gc=False):
     index: Any = 0
     delta: Any = None
     finish_reason: Any = None
 
 
-class _Chunk(msgspec.Struct):
+class _Chunk(msgspec.Struct, gc=False):
     """What a Chat chunk is read for. Any other shape fails to decode into it (a ValidationError)
     and is read as plain JSON values instead."""
 

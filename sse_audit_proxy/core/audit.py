@@ -17,8 +17,8 @@ from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.skeleton import skeleton
-from sse_audit_proxy.core.sse import Event, SSEDecoder
-from sse_audit_proxy.core.timeline import EXACT_FRAMES, READ_START, Timeline
+from sse_audit_proxy.core.sse import Event, SSEDecoder, one_data_frame
+from sse_audit_proxy.core.timeline import Timeline
 from sse_audit_proxy.core.verdict import Anomaly, End, Facts, Outcome, Thresholds, Timing, judge
 
 __all__ = [
@@ -50,7 +50,6 @@ _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 _GAP = buckets.GAP
 # One-frame reads held before they are accounted together: bounded, a few hundred bytes.
 HELD_READS = 32
-_READ_STARTS = bytes(b | READ_START for b in range(128)) + bytes(range(128, 256))  # kinds -> timeline
 
 
 @dataclass(slots=True)
@@ -178,24 +177,15 @@ class StreamAudit:
 
     def feed(self, chunk: bytes, t: float) -> None:
         self.bytes += len(chunk)
-        if self._plain and chunk[:5] == b"data:" and chunk[-1] == 0x0A and chunk[-2] == 0x0A:
-            # Most reads of a stream: one frame that is a single `data:` line, with nothing
-            # pending before it. What the decoder (its own fast path, to the letter), the loop
-            # in _decode and the event object would do for it, in place (profiled: this is
-            # the proxy's hot path, run once per relayed frame).
-            data = chunk[6:-2] if chunk[5] == 0x20 else chunk[5:-2]
-            if 0x0A in data or 0x0D in data or len(chunk) - 2 >= self._limit:
-                self._decode_read(chunk, t)  # more lines than one, or too long: the decoder's
-                return
+        # Most reads of a stream are one frame of a single `data:` line, with nothing pending
+        # before it: what the decoder, the loop in _decode and the event object would do for
+        # it, in place (profiled: this is the proxy's hot path, run once per relayed frame).
+        data = one_data_frame(chunk, self._limit) if self._plain else None
+        if data is not None:
             bits = self._dialect.observe_data(data)
             if not (self._seen_kinds >> bits) & 1:
                 self._keep_kind(bits, Event("", data))
-            # _hold, inlined (once per relayed frame)
-            kinds = self._held_kinds
-            kinds.append(bits)
-            self._held_times.append(t)
-            if len(kinds) >= HELD_READS:
-                self._settle()
+            self._hold(bits, t)
             return
         self._decode_read(chunk, t)
 
@@ -301,17 +291,10 @@ class StreamAudit:
         _note_content do for each, in one loop over locals (a few calls and attribute writes
         per frame were a fifth of the audit's time per frame, profiled)."""
         kinds, times = self._held_kinds, self._held_times
-        n = len(kinds)
-        if not n:
+        if not kinds:
             return
-        timeline, started = self._timeline, self._started
-        if timeline.frames + n <= EXACT_FRAMES:
-            timeline.kinds += kinds.translate(_READ_STARTS)
-            timeline.offsets.extend([t - started for t in times])
-            timeline.frames += n
-        else:
-            for bits, t in zip(kinds, times, strict=True):
-                timeline.add_one(t - started, bits)
+        started = self._started
+        self._timeline.add_ones([t - started for t in times], kinds)
         th = self._thresholds
         spacing, min_clump, min_silence = th.bursty_max_spacing, th.bursty_min_clump, th.bursty_min_silence
         gap_counts = self._gap_counts
@@ -430,13 +413,14 @@ class StreamAudit:
 
     @property
     def _frames(self) -> int:
-        """Frames that are not keep-alives (the timeline holds every frame and keep-alive)."""
-        self._settle()
+        """Frames that are not keep-alives, the held reads accounted (the timeline holds every
+        frame and keep-alive)."""
         return self._timeline.frames - self._keepalives
 
     @property
     def error_document(self) -> bool:
         """The body so far is one JSON error document, not an event stream."""
+        self._settle()  # held reads are frames too
         return self._frames == 0 and self._peek is not None and is_error_document(self._peek)
 
     def finish(self, t: float, end: End) -> StreamResult:

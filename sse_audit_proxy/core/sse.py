@@ -24,6 +24,19 @@ class Event:
     id: str = ""
 
 
+def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
+    """The data of `chunk` when it is exactly one frame of a single `data:` line (nearly every
+    read of a stream), else None. Its only LF is the first of the blank line at its end and it
+    has no CR, so a decoder with nothing pending would make that one event of it; the caller
+    checks that nothing is pending (SSEDecoder.idle)."""
+    if chunk[:5] != b"data:" or chunk[-1] != 0x0A or chunk[-2] != 0x0A:
+        return None
+    data = chunk[6:-2] if chunk[5] == 0x20 else chunk[5:-2]
+    if 0x0A in data or 0x0D in data or len(chunk) - 2 >= max_frame_bytes:
+        return None
+    return data
+
+
 class SSEDecoder:
     """Feed it chunks as they arrive; it returns the events each chunk completed.
 
@@ -70,19 +83,13 @@ class SSEDecoder:
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
-        # The common read: exactly one `data:` frame, nothing pending. Its only LF is the
-        # first of the blank line at its end and it has no CR, so the general path below would
-        # make the same single event; this skips its splits and state checks (profiled: the
-        # decoder is a fifth of the audit's time per frame).
-        if (
-            self.idle
-            and chunk[-2:] == b"\n\n"
-            and chunk[:5] == b"data:"
-            and chunk.find(b"\n") == len(chunk) - 2
-            and 0x0D not in chunk
-            and len(chunk) - 2 < self._max
-        ):
-            return [Event("", chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2], self._last_id)]
+        # The common read: exactly one `data:` frame, nothing pending: the general path below
+        # would make the same single event; this skips its splits and state checks (profiled:
+        # the decoder is a fifth of the audit's time per frame).
+        if self.idle:
+            data = one_data_frame(chunk, self._max)
+            if data is not None:
+                return [Event("", data, self._last_id)]
         events = self._feed(chunk)
         self.idle = self._bom_checked and not (
             self._tail

@@ -44,6 +44,7 @@ _NAMES: dict[int, str] = {}
 _EMPTY_F: array[float] = array("f")  # shared placeholders, never appended to
 _EMPTY_I: array[int] = array("I")
 _EMPTY_B = bytearray()
+_AS_READ_START = bytes(b | READ_START for b in range(READ_START)) + bytes(range(READ_START, 256))
 
 
 def kind_name(bits: int) -> str:
@@ -65,15 +66,13 @@ def kind_bits(name: str) -> int:
 
 
 class Timeline:
-    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_stride", "frames", "kinds", "offsets")
+    __slots__ = ("_g_first", "_g_gap", "_g_kinds", "_g_last", "_g_n", "_kinds", "_r_t", "_stride", "frames")
 
     def __init__(self) -> None:
         self.frames = 0
-        # The exact part, public because the audit's per-frame fast path appends a one-frame
-        # read to it in place (what add_one does while frames < EXACT_FRAMES).
-        # Per frame: its kind bits, with READ_START on a read's first frame.
-        self.kinds = bytearray()
-        self.offsets = array("f")  # per read: offset (s)
+        # Per frame of the exact part: its kind bits, with READ_START on a read's first frame.
+        self._kinds = bytearray()
+        self._r_t = array("f")  # per read of the exact part: offset (s)
         # The grouped part, allocated when reached (most streams never do).
         self._g_first: array[float] | None = None
         self._g_last: array[float] = _EMPTY_F
@@ -88,21 +87,33 @@ class Timeline:
         if not n:
             return
         if self.frames + n <= EXACT_FRAMES:
-            self.kinds += kinds
-            self.kinds[self.frames] |= READ_START
+            self._kinds += kinds
+            self._kinds[self.frames] |= READ_START
             self.frames += n
-            self.offsets.append(offset)
+            self._r_t.append(offset)
             return
         mask = 0
         for bits in kinds:
             mask |= bits
         self._group(offset, n, mask)
 
+    def add_ones(self, offsets: list[float], kinds: bytes | bytearray) -> None:
+        """Several reads of one frame each: `kinds[i]` arrived `offsets[i]` seconds after the
+        request (the audit accounts one-frame reads in batches)."""
+        n = len(kinds)
+        if self.frames + n <= EXACT_FRAMES:
+            self._kinds += kinds.translate(_AS_READ_START)
+            self._r_t.extend(offsets)
+            self.frames += n
+            return
+        for offset, bits in zip(offsets, kinds, strict=True):
+            self.add_one(offset, bits)
+
     def add_one(self, offset: float, bits: int) -> None:
         """`add` for a read of one frame (most reads)."""
         if self.frames < EXACT_FRAMES:
-            self.kinds.append(bits | READ_START)
-            self.offsets.append(offset)
+            self._kinds.append(bits | READ_START)
+            self._r_t.append(offset)
             self.frames += 1
         else:
             self._group(offset, 1, bits)
@@ -155,9 +166,9 @@ class Timeline:
         """The timeline as JSON rows, in arrival order: `[t_ms, kind]` per frame of the exact
         part, then `[t_ms, kinds, count, last_t_ms, longest_silence_ms]` per group."""
         out: list[list[Any]] = []
-        offsets = iter(self.offsets)
+        offsets = iter(self._r_t)
         ms = 0.0
-        for bits in self.kinds:
+        for bits in self._kinds:
             if bits & READ_START:
                 ms = round(next(offsets) * 1000.0, 3)
             out.append([ms, kind_name(bits & ~READ_START)])
@@ -186,7 +197,7 @@ class Timeline:
 
     def nbytes(self) -> int:
         """The buffers' payload (for the memory figures in the README and a test)."""
-        size = len(self.kinds) + 4 * len(self.offsets)
+        size = len(self._kinds) + 4 * len(self._r_t)
         if self._g_first is not None:
             size += 17 * len(self._g_first)
         return size

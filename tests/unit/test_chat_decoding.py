@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sse_audit_proxy.core.dialects import CONTENT, ERROR, FINISH, MALFORMED, USAGE
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.completions import Completions
 
 # The names the dialect reads, and a few it does not: the generator puts them anywhere.
 KEYS = st.sampled_from(
@@ -120,3 +121,11 @@ def test_tool_call_arguments_assemble_on_the_typed_reading() -> None:
     assert [d.observe_data(f) for f in frames] == [CONTENT, CONTENT, CONTENT, FINISH]
     s = d.summary()
     assert s.tool_calls == 1 and s.invalid_tool_arguments == 0
+
+
+def test_completions_content_is_text_not_delta() -> None:
+    d = Completions()
+    assert d.observe_data(b'{"choices":[{"index":0,"text":"hi","finish_reason":null}]}') == CONTENT
+    assert d.observe_data(b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}') == 0
+    assert d.observe_data(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}') == FINISH
+    assert d.summary().finish_reasons == ["stop"]

@@ -56,9 +56,9 @@ class ChatCompletions(Dialect):
     route = "chat_completions"
     path_suffixes = ("/chat/completions",)
     expects_done = True
-    # Frames are decoded into _Chunk (content in `delta` objects); Completions reads the
-    # choices as plain objects instead.
-    _typed: ClassVar[bool] = True
+    # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
+    # in `text`) reads its frames as plain JSON values.
+    _deltas: ClassVar[bool] = True
 
     __slots__ = (
         "_choices",
@@ -92,7 +92,7 @@ class ChatCompletions(Dialect):
         if data == DONE_SENTINEL:
             self._done = True
             return TERMINAL
-        if not self._typed:
+        if not self._deltas:
             return self._observe_doc(data)
         # Decoded straight into the few fields read here (msgspec skips the others without
         # making objects for them: about half the cost of a dict per frame, profiled).
@@ -119,18 +119,22 @@ class ChatCompletions(Dialect):
             bits |= self._choice(choice.index, choice.delta, choice.finish_reason)
         return bits
 
-    def _choice(self, index: Any, delta: Any, reason: Any) -> int:
-        """One choice of a chunk (of the Chat shape: content in `delta`)."""
+    def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None) -> int:
+        """One choice of a chunk: its content (in `delta`, or `text` for Completions) and
+        its finish reason."""
         if not isinstance(index, int):
             index = 0
         self._choices.add(index)
         bits = 0
-        if (
-            type(delta) is dict
-            and delta
-            and ((delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta))
-        ):
-            bits = CONTENT  # content after a finish_reason still reached the client
+        if self._deltas:
+            if (
+                type(delta) is dict
+                and delta
+                and ((delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta))
+            ):
+                bits = CONTENT  # content after a finish_reason still reached the client
+        elif isinstance(text, str) and text:
+            bits = CONTENT
         if reason and isinstance(reason, str):  # "" means none yet
             self._finish[index] = reason
             self._failed = False
@@ -162,31 +166,13 @@ class ChatCompletions(Dialect):
             self._malformed += 1
             return bits | MALFORMED
         for choice in choices:
-            if not isinstance(choice, dict):
+            if isinstance(choice, dict):
+                get = choice.get
+                bits |= self._choice(get("index", 0), get("delta"), get("finish_reason"), get("text"))
+            else:
                 self._malformed += 1
                 bits |= MALFORMED
-                continue
-            index = choice.get("index", 0)
-            if not isinstance(index, int):
-                index = 0
-            self._choices.add(index)
-            if self._content(index, choice):
-                bits |= CONTENT
-            reason = choice.get("finish_reason")
-            if reason and isinstance(reason, str):
-                self._finish[index] = reason
-                self._failed = False
-                bits |= FINISH
         return bits
-
-    def _content(self, index: int, choice: dict[str, Any]) -> bool:
-        """Whether this choice of a chunk carries content; subclasses read other shapes."""
-        delta = choice.get("delta")
-        if not delta or not isinstance(delta, dict):
-            return False
-        if delta.get("content") and not delta.get("tool_calls"):
-            return True  # the common delta (what _delta says of it, without the call)
-        return self._delta(index, delta)
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
         content = False

@@ -6,18 +6,12 @@ choice, usage on request (`stream_options.include_usage`), an `{"error": ...}` f
 
 from __future__ import annotations
 
-from typing import Any
-
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 
 
 class Completions(ChatCompletions):
     route = "completions"
     path_suffixes = ("/completions",)
-    _typed = False
+    _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 
     __slots__ = ()
-
-    def _content(self, index: int, choice: dict[str, Any]) -> bool:
-        text = choice.get("text")
-        return isinstance(text, str) and bool(text)

@@ -262,7 +262,7 @@ class Connection(asyncio.Protocol):
 
     def start(self, head: bytes, *, head_only: bool, idle: float, deadline: float) -> None:
         """Send a request head; the response is awaited with `response_head()`."""
-        self._cancel_pool_timer()
+        self._cancel_timer()
         self.uses += 1
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._loop.create_future()
@@ -328,7 +328,7 @@ class Connection(asyncio.Protocol):
     def _finish(self, end: End) -> None:
         if end is not End.UPSTREAM_EOF:
             self.dead = True
-        self._cancel_request_timers()
+        self._cancel_timer()
         if self._end is not None and not self._end.done():
             self._end.set_result(end)
 
@@ -362,12 +362,8 @@ class Connection(asyncio.Protocol):
             return
         self._fail(IdleTimeout("idle"), End.IDLE_TIMEOUT)
 
-    def _cancel_request_timers(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
-
-    def _cancel_pool_timer(self) -> None:
+    def _cancel_timer(self) -> None:
+        """The one timer: the request's idle/total check, or the pooled connection's expiry."""
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
@@ -384,7 +380,7 @@ class Connection(asyncio.Protocol):
 
     def release(self) -> None:
         """The proxy is done with this request: pool the connection or close it."""
-        self._cancel_request_timers()
+        self._cancel_timer()
         ok = self.reusable(self.keep_alive)
         self._reset()
         if ok:
@@ -396,8 +392,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.dead = True
-        self._cancel_request_timers()
-        self._cancel_pool_timer()
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -419,7 +414,7 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not conn.dead and conn.transport is not None and not conn.transport.is_closing():
-                conn._cancel_pool_timer()
+                conn._cancel_timer()
                 return conn
         return await self._connect(target)
 

@@ -850,7 +850,7 @@ _monotonic = time.monotonic  # once per relayed read: one global lookup, not two
 
 
 class _Relay:
-    """The body sink: each upstream read is written to the client, then fed to the audit.
+    """The body sink (`body`): each upstream read is written to the client, then fed to the audit.
 
     Called from the upstream connection's `data_received`, so relaying a frame costs no task
     switch. Event streams are read at the upstream's pace (the audit times the upstream); a
@@ -897,7 +897,7 @@ class _Relay:
         if transport is not None:
             transport.set_write_buffer_limits(high=max_unsent)
 
-    def __call__(self, data: bytes) -> End | None:
+    def body(self, data: bytes) -> End | None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return End.CLIENT_GONE
@@ -931,7 +931,9 @@ class _Relay:
             wake.set_result(None)
 
     async def run(self) -> End:
-        end = self.conn.relay(self)
+        # A bound method, not the instance with a __call__: Python calls it in place (a per-frame
+        # call through tp_call cost about 1.4 % of a relayed frame's instructions, callgrind).
+        end = self.conn.relay(self.body)
         end.add_done_callback(self._poke)
         while not end.done():
             if self._blocked:

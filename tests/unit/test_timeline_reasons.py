@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import tracemalloc
+from array import array
 from typing import Any
 
 import orjson
 import pytest
 from chat_streams import DONE, chunk, frame, healthy, usage_chunk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
 from sse_audit_proxy.core.dialects import dialect_for_route
@@ -287,3 +290,14 @@ def test_skeletons_of_a_stream_that_varies_its_frames_stay_bounded() -> None:
     kinds = {kind for _, kind in r.timeline.rows()}
     assert len(kinds) > len(r.skeletons) > 0  # the bound, not the kinds, stopped it
     assert sum(map(len, r.skeletons)) <= MAX_SKELETON_CHARS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False), max_size=40))
+def test_held_reads_offsets_are_stored_as_array_f_would_store_them(offsets: list[float]) -> None:
+    # add_ones packs the offsets with struct (array.extend costs 3x as much per item): the
+    # stored float32s must be the array's own, infinities and values beyond float32 included.
+    timeline = Timeline()
+    timeline.add_ones(offsets, bytes(len(offsets)))
+    assert timeline._r_t.tobytes() == array("f", offsets).tobytes()
+    assert timeline.frames == len(offsets)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_audit_proxy.core.dialects import CONTENT, ERROR, FINISH, MALFORMED, USAGE
-from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.chat import ChatCompletions, _decode_chunk
 from sse_audit_proxy.core.dialects.completions import Completions
 
 # The names the dialect reads, and a few it does not: the generator puts them anywhere.
@@ -63,6 +63,42 @@ CHUNK = st.fixed_dictionaries(
     },
 )
 
+# Chunks of exactly the shape the typed reading takes (an integer `index`, an object `delta`,
+# a string `finish_reason`), so its own loop over the choices is what is compared.
+TOOL_CALL = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.integers(min_value=0, max_value=1),
+        "id": st.sampled_from(["", "call_1", "call_2"]),
+        "function": st.fixed_dictionaries(
+            {},
+            optional={"name": st.sampled_from(["", "f"]), "arguments": st.sampled_from(["", '{"a":', "1}"])},
+        ),
+    },
+)
+TYPED_DELTA = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.just("assistant"),
+        "content": st.sampled_from([None, "", "hi"]),
+        "tool_calls": st.lists(TOOL_CALL, max_size=2),
+        "reasoning_content": st.sampled_from([None, "", "r"]),
+    },
+)
+TYPED_CHOICE = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.integers(min_value=0, max_value=2),
+        "delta": st.one_of(st.none(), TYPED_DELTA, DELTA),
+        "finish_reason": st.one_of(st.none(), st.sampled_from(["", "stop", "length", "tool_calls"])),
+        "x": JSON,
+    },
+)
+TYPED_CHUNK = st.fixed_dictionaries(
+    {"choices": st.lists(TYPED_CHOICE, max_size=3)},
+    optional={"error": JSON, "usage": JSON, "id": JSON},
+)
+
 
 def _state(d: ChatCompletions) -> Any:
     s = d.summary()
@@ -80,6 +116,16 @@ def _both(frames: list[bytes]) -> tuple[Any, Any]:
 @given(st.lists(st.one_of(CHUNK, JSON), min_size=1, max_size=5))
 def test_the_typed_reading_says_what_the_plain_reading_says(docs: list[Any]) -> None:
     frames = [orjson.dumps(d) for d in docs]
+    typed, plain = _both(frames)
+    assert typed == plain
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(TYPED_CHUNK, min_size=1, max_size=5))
+def test_the_typed_loop_over_choices_says_what_the_plain_reading_says(docs: list[Any]) -> None:
+    frames = [orjson.dumps(d) for d in docs]
+    for frame in frames:
+        _decode_chunk(frame)  # each frame is of the typed shape (raises if not)
     typed, plain = _both(frames)
     assert typed == plain
 

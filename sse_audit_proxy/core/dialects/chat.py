@@ -33,10 +33,13 @@ _CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 
 
 # gc=False: decoded JSON cannot form reference cycles, so these need no tracking.
+# A choice is typed as the common chunk has it: one of another shape (an `index` that is not
+# an integer, a `delta` that is not an object, a `finish_reason` that is not a string) fails
+# to decode, and its frame is read as plain JSON values, where each field is checked.
 class _Choice(msgspec.Struct, gc=False):
-    index: Any = 0
-    delta: Any = None
-    finish_reason: Any = None
+    index: int = 0
+    delta: dict[str, Any] | None = None
+    finish_reason: str | None = None
 
 
 class _Chunk(msgspec.Struct, gc=False):
@@ -89,20 +92,12 @@ class ChatCompletions(Dialect):
         return self.observe_data(event.data)  # the event's name and id say nothing here
 
     def observe_data(self, data: bytes) -> int:
-        if data == DONE_SENTINEL:
-            self._done = True
-            return TERMINAL
-        if not self._deltas:
-            return self._observe_doc(data)
         # Decoded straight into the few fields read here (msgspec skips the others without
         # making objects for them: about half the cost of a dict per frame, profiled).
         try:
             chunk = _decode_chunk(data)
-        except msgspec.ValidationError:  # valid JSON of another shape: read as plain objects
-            return self._observe_doc(data)
-        except (msgspec.DecodeError, RecursionError):
-            self._malformed += 1
-            return MALFORMED
+        except (msgspec.DecodeError, RecursionError):  # ValidationError (another shape) too
+            return self._observe_doc(data)  # `[DONE]`, another shape, or not JSON
         bits = 0
         if chunk.error:  # is_error_frame: `"error": null` on ordinary chunks is not one
             self._errors += 1
@@ -115,8 +110,22 @@ class ChatCompletions(Dialect):
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
             return bits
+        # _choice's rules for a choice of the typed shape, in this loop: a call per frame
+        # costs more than the rules (the differential test holds the two readings equal).
+        seen = self._choices
         for choice in choices:
-            bits |= self._choice(choice.index, choice.delta, choice.finish_reason)
+            index = choice.index
+            seen.add(index)
+            delta = choice.delta
+            if delta and (
+                (delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta)
+            ):
+                bits |= CONTENT  # content after a finish_reason still reached the client
+            reason = choice.finish_reason
+            if reason:  # "" means none yet
+                self._finish[index] = reason
+                self._failed = False
+                bits |= FINISH
         return bits
 
     def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None) -> int:
@@ -142,7 +151,10 @@ class ChatCompletions(Dialect):
         return bits
 
     def _observe_doc(self, data: bytes) -> int:
-        """A frame read as plain JSON values: any shape, checked step by step."""
+        """A frame read as plain JSON values: `[DONE]`, or any shape, checked step by step."""
+        if data == DONE_SENTINEL:
+            self._done = True
+            return TERMINAL
         try:
             chunk = _decode_any(data)
         except (msgspec.DecodeError, RecursionError):

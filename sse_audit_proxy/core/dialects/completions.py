@@ -15,3 +15,6 @@ class Completions(ChatCompletions):
     _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 
     __slots__ = ()
+
+    def observe_data(self, data: bytes) -> int:
+        return self._observe_doc(data)  # Chat's typed reading is of `delta`s

@@ -20,6 +20,7 @@ import ipaddress
 import math
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -77,7 +78,8 @@ class BadResponse(UpstreamError):
     code = "upstream_bad_response"
 
 
-BodySink = Callable[[bytes], "End | None"]  # returns why to stop, or None to go on
+_monotonic = time.monotonic  # the clock of reads, timeouts and the sink: one global lookup
+BodySink = Callable[[bytes, float], "End | None"]  # (body, arrival time): why to stop, or None
 
 
 @dataclass(slots=True, frozen=True)
@@ -138,7 +140,7 @@ class Connection(asyncio.Protocol):
         self._end: asyncio.Future[End] | None = None
         self._sink: BodySink | None = None
         self._early: list[bytes] | None = None
-        self._deadline = 0.0  # loop time at which the total timeout ends the request
+        self._deadline = 0.0  # when (time.monotonic) the total timeout ends the request
         self._idle = 0.0
         self.status = 0
         self.reason = b""
@@ -161,7 +163,7 @@ class Connection(asyncio.Protocol):
         if parser is None or self.body_done:
             self._kill()  # bytes nobody asked for: this connection can never be trusted again
             return
-        self.last_read = self._loop.time()
+        self.last_read = _monotonic()  # the bytes' arrival time, which the sink is given too
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -250,7 +252,7 @@ class Connection(asyncio.Protocol):
                 self._early = []
             self._early.append(body)
             return
-        why = sink(body)
+        why = sink(body, self.last_read)
         if why is not None:
             self._finish(why)
 
@@ -269,10 +271,10 @@ class Connection(asyncio.Protocol):
         self._end = self._loop.create_future()
         self.head_only = head_only
         self._idle = idle
-        self.last_read = self._loop.time()
+        self.last_read = now = _monotonic()
         self._deadline = deadline
         # One timer per request covers both timeouts (a timer handle per stream is memory).
-        self._idle_handle = self._loop.call_at(min(self.last_read + idle, deadline), self._check)
+        self._idle_handle = self._loop.call_later(min(now + idle, deadline) - now, self._check)
         assert self.transport is not None
         self.transport.write(head)
 
@@ -300,7 +302,7 @@ class Connection(asyncio.Protocol):
         early, self._early = self._early, None
         if early:
             for body in early:
-                why = sink(body)
+                why = sink(body, _monotonic())
                 if why is not None:
                     self._finish(why)
                     break
@@ -315,7 +317,7 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self.last_read = self._loop.time()
+        self.last_read = _monotonic()
         if self.transport is not None and not self.dead:
             self.transport.resume_reading()
 
@@ -352,13 +354,13 @@ class Connection(asyncio.Protocol):
 
     def _check(self) -> None:
         self._idle_handle = None
-        now = self._loop.time()
+        now = _monotonic()
         if now >= self._deadline:
             self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
             return
         due = self.last_read + self._idle  # inf while paused for the client: not idle
         if now < due:  # something arrived since: look again then (no timer per read)
-            self._idle_handle = self._loop.call_at(min(due, self._deadline), self._check)
+            self._idle_handle = self._loop.call_later(min(due, self._deadline) - now, self._check)
             return
         self._fail(IdleTimeout("idle"), End.IDLE_TIMEOUT)
 

@@ -846,7 +846,7 @@ def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[b
     return ctype, encoding
 
 
-# The chunk-size lines of the chunks most frames fit in, made once (about 90 KB).
+# The chunk-size lines of the chunks most frames fit in, made once (about 100 KB).
 _HEADS = 2048
 _CHUNK_HEADS = tuple(b"%x\r\n" % size for size in range(_HEADS))
 

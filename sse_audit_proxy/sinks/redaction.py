@@ -56,6 +56,21 @@ class Redactor:
             re.compile(f"bearer|basic|sk-|{alternation}").search if all(n.isascii() for n in names) else None
         )
         self._fine_keys: set[str] = set()  # field names seen not to be secret-named
+        # The search of a whole rendered line (suspect_line): the same words, and every secret
+        # name as a log key may spell it. Only for words JSON writes as they are: without a
+        # quote, a backslash or a control character (a configured name could have one).
+        words = ("bearer", "basic", "sk-", *self._keys)
+        self._line_any = re.compile("(?i)" + "|".join(map(re.escape, words))).search
+        # For an ASCII line, lower-cased: a substring test per word (a fast search in C; the
+        # alternation tries a match at each of the line's many letters that begin a word, and
+        # cost more than all the fields' searches together, callgrind). A word with another
+        # inside is left out: the other finds it.
+        self._line_words = (
+            tuple(w.encode() for w in words if not any(o != w and o in w for o in words))
+            if all(w.isascii() for w in words)
+            else None
+        )
+        self._line_whole = not any(c in '"\\' or c < " " for k in self._keys for c in k)
 
     def is_secret_name(self, header: str) -> bool:
         """A header whose value is never shown (built-in names and --secret-headers)."""
@@ -67,6 +82,19 @@ class Redactor:
         if ascii_search is not None and text.isascii():
             return ascii_search(text.lower()) is not None
         return self._suspect_any(text) is not None
+
+    def suspect_line(self, line: bytes) -> bool:
+        """Whether a rendered JSON line has a word this processor looks for, in any key or
+        string. JSON writes keys and strings as they are, escaping only quotes, backslashes
+        and control characters (in none of the words), so a line without one is a line whose
+        event this processor would have left as it was: nothing in it to redact."""
+        if not self._line_whole:
+            return True
+        words = self._line_words
+        if words is not None and line.isascii():
+            line = line.lower()
+            return any(word in line for word in words)
+        return self._line_any(line.decode()) is not None
 
     def scrub(self, text: str) -> str:
         if not self._suspect(text):

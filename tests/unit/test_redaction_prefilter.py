@@ -178,3 +178,42 @@ def test_case_blind_equivalents_outside_ascii_still_trigger_the_substitutions() 
     for text in ("ba\u017fic abc", "\u017fk-abcdefghijklmnopqrst", "author\u0131zation: x"):
         assert redactor._suspect(text)
         assert redactor.scrub(text) == full_scrub(redactor, text)
+
+
+# Log events as the JSON renderer sees them: secret-named keys (as headers and as log keys
+# spell them), trigger words in strings, in nested containers, in any case and script.
+KEYS = st.one_of(
+    st.sampled_from(
+        ["trace_id", "model", "Authorization", "api_key", "x-api-key", "X_Tenant_Token", "cookie"]
+    ),
+    st.text(max_size=6),
+)
+WORDS = st.lists(
+    st.one_of(PIECES, st.sampled_from(["\u017fk-", "\u212aey", "BEARER"]), st.text(max_size=8)), max_size=8
+)
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), WORDS.map("".join)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(KEYS, VALUES, max_size=6))
+def test_a_json_line_is_redacted_as_the_processor_redacts_each_field(event: dict[str, Any]) -> None:
+    import structlog
+
+    from sse_audit_proxy.sinks.logs import RedactedJSON
+
+    redactor = Redactor(EXTRA)
+    render = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    expected = render(None, "info", redactor(None, "info", dict(event)))
+    assert RedactedJSON(redactor)(None, "info", dict(event)) == expected
+
+
+def test_a_line_with_no_trigger_word_is_searched_once_and_left_as_rendered() -> None:
+    redactor = Redactor(EXTRA)
+    assert not redactor.suspect_line(b'{"trace_id":"abc","frames":204,"usage":{"prompt_tokens":5}}')
+    assert redactor.suspect_line(b'{"api_key":"x"}')  # a key as a log key spells a header name
+    assert redactor.suspect_line('{"m":"\u017fk-0123456789abcdefgh"}'.encode())  # (?i): U+017F is an s
+    assert Redactor(['x"quoted']).suspect_line(b"{}")  # a name JSON would escape: always per field

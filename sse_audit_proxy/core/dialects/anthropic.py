@@ -17,7 +17,16 @@ from typing import Any
 
 import orjson
 
-from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, KEEPALIVE, TERMINAL, USAGE, Usage
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    ERROR,
+    FINISH,
+    KEEPALIVE,
+    MAX_KEYS,
+    TERMINAL,
+    USAGE,
+    Usage,
+)
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 # Delta type -> the field holding its content. Other types (signature, citations) are not content.
@@ -94,6 +103,9 @@ class AnthropicMessages(TypedEvents):
         index = doc.get("index")
         if not isinstance(block, dict) or type(index) is not int:
             self._malformed += 1
+            return 0
+        if index not in self._blocks and len(self._blocks) >= MAX_KEYS:
+            self._malformed += 1  # new blocks without end: counted, not held
             return 0
         kind = block.get("type")
         self._blocks[index] = kind if isinstance(kind, str) else ""

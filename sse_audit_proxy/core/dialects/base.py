@@ -25,6 +25,11 @@ ERROR = 32  # an in-band error: an `{"error": ...}` frame or an error event
 MALFORMED = 64  # the frame (or part of it) could not be read as the dialect's shape
 
 DONE_SENTINEL = b"[DONE]"
+# What a dialect keeps per choice, output item, content block or tool call, it keeps for at
+# most this many of each in one stream: real streams have a few (OpenAI allows 128 choices). An
+# upstream sending new ones without end would make the audit hold memory in step with its
+# bytes; past the bound they are counted as malformed, not held.
+MAX_KEYS = 256
 
 Usage = dict[str, Any]
 

@@ -19,6 +19,7 @@ from sse_audit_proxy.core.dialects.base import (
     ERROR,
     FINISH,
     MALFORMED,
+    MAX_KEYS,
     TERMINAL,
     USAGE,
     Dialect,
@@ -115,7 +116,11 @@ class ChatCompletions(Dialect):
         seen = self._choices
         for choice in choices:
             index = choice.index
-            seen.add(index)
+            if index not in seen:
+                if len(seen) >= MAX_KEYS:  # new choices without end: counted, not held
+                    self._malformed += 1
+                    continue
+                seen.add(index)
             delta = choice.delta
             if delta and (
                 (delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta)
@@ -133,7 +138,11 @@ class ChatCompletions(Dialect):
         its finish reason."""
         if not isinstance(index, int):
             index = 0
-        self._choices.add(index)
+        if index not in self._choices:
+            if len(self._choices) >= MAX_KEYS:  # new choices without end: counted, not held
+                self._malformed += 1
+                return 0
+            self._choices.add(index)
         bits = 0
         if self._deltas:
             if (
@@ -216,12 +225,15 @@ class ChatCompletions(Dialect):
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             call_id = None
+        ids = self._tool_ids
         if isinstance(index, int):
             key: object = (choice, index)
-            if call_id is not None:
-                self._tool_ids[choice, call_id] = key
+            if call_id is not None and ((choice, call_id) in ids or len(ids) < MAX_KEYS):
+                ids[choice, call_id] = key
         elif call_id is not None:  # some gateways omit `index`: a new id starts a new call
-            key = self._tool_ids.setdefault((choice, call_id), (choice, "id", call_id))
+            key = ids.get((choice, call_id)) or (choice, "id", call_id)
+            if len(ids) < MAX_KEYS:
+                ids.setdefault((choice, call_id), key)
         else:
             key = self._last_tool.get(choice, (choice, 0))
         self._last_tool[choice] = key
@@ -241,7 +253,7 @@ class ChatCompletions(Dialect):
             prompt_tokens=prompt,
             completion_tokens=completion,
             error_events=self._errors,
-            malformed_frames=self._malformed,
+            malformed_frames=self._malformed + self._tools.dropped,
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, TERMINAL, USAGE
+from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, MAX_KEYS, TERMINAL, USAGE
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 SEQUENCE_GAP = "sequence_gap"
@@ -119,8 +119,9 @@ class Responses(TypedEvents):
         """Arguments are assembled per output item: by `output_index`, else by item id."""
         index = doc.get("output_index")
         if type(index) is int:
-            if isinstance(item_id, str):
-                self._items[item_id] = index
+            items = self._items
+            if isinstance(item_id, str) and (item_id in items or len(items) < MAX_KEYS):
+                items[item_id] = index
             return index
         if isinstance(item_id, str) and item_id:
             return self._items.get(item_id, item_id)

@@ -6,12 +6,14 @@ from collections.abc import Hashable
 
 import orjson
 
+from sse_audit_proxy.core.dialects.base import MAX_KEYS
+
 # Tool arguments are model output; cap what one stream may make us hold.
 MAX_TOOL_ARG_BYTES = 4 << 20
 
 
 class ToolArgs:
-    __slots__ = ("_calls", "_defaults", "_mismatched", "_overflow", "_size")
+    __slots__ = ("_calls", "_defaults", "_mismatched", "_overflow", "_size", "dropped")
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, list[str]] = {}
@@ -19,17 +21,27 @@ class ToolArgs:
         self._mismatched: set[Hashable] = set()
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
+        self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
+
+    def _parts(self, key: Hashable) -> list[str] | None:
+        """The call's fragments, a new call's made if there is room for one (else None)."""
+        parts = self._calls.get(key)
+        if parts is None:
+            if len(self._calls) >= MAX_KEYS:
+                self.dropped += 1
+                return None
+            parts = self._calls[key] = []
+        return parts
 
     def open(self, key: Hashable, default: str = "") -> None:
         """A call starts. `default` is its arguments if no fragment ever comes (Anthropic's
         `content_block_start.input`, `{}` for a tool without parameters)."""
-        self._calls.setdefault(key, [])
-        if default:
+        if self._parts(key) is not None and default:
             self._defaults[key] = default
 
     def append(self, key: Hashable, fragment: str) -> None:
-        parts = self._calls.setdefault(key, [])
-        if self._overflow or not fragment:
+        parts = self._parts(key)
+        if parts is None or self._overflow or not fragment:
             return
         self._size += len(fragment)
         if self._size > MAX_TOOL_ARG_BYTES:
@@ -40,6 +52,8 @@ class ToolArgs:
 
     def set(self, key: Hashable, arguments: str) -> None:
         """A complete arguments string (e.g. a `.done` event) replaces the fragments."""
+        if self._parts(key) is None:
+            return
         self._calls[key] = []
         self.append(key, arguments)
 

@@ -93,7 +93,7 @@ class TypedEvents(Dialect):
             prompt_tokens=prompt,
             completion_tokens=completion,
             error_events=self._errors,
-            malformed_frames=self._malformed,
+            malformed_frames=self._malformed + self._tools.dropped,
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(),
             anomalies=self._anomalies(),

@@ -1,0 +1,135 @@
+"""A hostile upstream that never stops opening new choices, output items, content blocks or
+tool calls makes the audit hold no more for it: past MAX_KEYS of each, what comes under a new
+one is counted as malformed (the verdict says so), and memory stays flat."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from sse_audit_proxy.core.audit import Anomaly, End, StreamAudit, StreamResult
+from sse_audit_proxy.core.dialects import Dialect
+from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
+from sse_audit_proxy.core.dialects.base import MAX_KEYS
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.completions import Completions
+from sse_audit_proxy.core.dialects.responses import Responses
+
+WARM = 256  # frames (each with a new key) before memory is looked at: the bound is reached
+FRAMES = 1024  # then as many more new keys
+
+
+def _chat_choice(i: int) -> bytes:
+    return b'data: {"choices":[{"index":%d,"delta":{"content":"x"}}]}\n\n' % i
+
+
+def _chat_choice_plain(i: int) -> bytes:  # an extra field of another shape: the plain reading
+    return b'data: {"choices":[{"index":%d,"delta":{"content":"x"},"finish_reason":1}]}\n\n' % i
+
+
+def _completions_choice(i: int) -> bytes:
+    return b'data: {"choices":[{"index":%d,"text":"x"}]}\n\n' % i
+
+
+def _chat_tool_id(i: int) -> bytes:
+    call = b'{"id":"call_%d","function":{"name":"f","arguments":"{}"}}' % i
+    return b'data: {"choices":[{"index":0,"delta":{"tool_calls":[%b]}}]}\n\n' % call
+
+
+def _chat_tool_index(i: int) -> bytes:
+    call = b'{"index":%d,"id":"call_%d","function":{"arguments":"{}"}}' % (i, i)
+    return b'data: {"choices":[{"index":0,"delta":{"tool_calls":[%b]}}]}\n\n' % call
+
+
+def _responses_item(i: int) -> bytes:
+    item = b'{"type":"function_call","id":"fc_%d","arguments":""}' % i
+    return b'data: {"type":"response.output_item.added","output_index":%d,"item":%b}\n\n' % (i, item)
+
+
+def _responses_item_id(i: int) -> bytes:  # arguments by item id alone, no output_index
+    return b'data: {"type":"response.function_call_arguments.delta","item_id":"fc_%d","delta":"{"}\n\n' % i
+
+
+def _anthropic_block(i: int) -> bytes:
+    block = b'{"type":"tool_use","id":"t%d","name":"f","input":{}}' % i
+    return (
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,"content_block":%b}\n\n'
+        % (
+            i,
+            block,
+        )
+    )
+
+
+HOSTILE: list[tuple[type[Dialect], Callable[[int], bytes]]] = [
+    (ChatCompletions, _chat_choice),
+    (ChatCompletions, _chat_choice_plain),
+    (Completions, _completions_choice),
+    (ChatCompletions, _chat_tool_id),
+    (ChatCompletions, _chat_tool_index),
+    (Responses, _responses_item),
+    (Responses, _responses_item_id),
+    (AnthropicMessages, _anthropic_block),
+]
+
+
+def _feed(dialect: type[Dialect], frame: Callable[[int], bytes], frames: range) -> tuple[StreamAudit, int]:
+    """The audit, and what it held more after `frames` than after the first WARM."""
+    audit = StreamAudit(dialect(), 0.0)
+    t = 0.0
+    for i in range(WARM):
+        t += 0.001
+        audit.feed(frame(i), t)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in frames:
+            t += 0.001
+            audit.feed(frame(i), t)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return audit, grown
+
+
+@pytest.mark.parametrize(("dialect", "frame"), HOSTILE, ids=lambda v: getattr(v, "__name__", ""))
+def test_new_keys_without_end_hold_no_more_memory(
+    dialect: type[Dialect], frame: Callable[[int], bytes]
+) -> None:
+    assert MAX_KEYS <= WARM
+    audit, grown = _feed(dialect, frame, range(WARM, WARM + FRAMES))
+    # Before the bound these streams held 70 to 420 bytes a frame: about 70 KB to 430 KB here.
+    # What is left is the timeline's bounded groups and held reads.
+    assert grown < 8 << 10, f"{grown} bytes held for {FRAMES} frames"
+    result = audit.finish(10.0, End.UPSTREAM_EOF)
+    assert Anomaly.MALFORMED_FRAME.value in result.anomalies
+
+
+@pytest.mark.parametrize(("dialect", "frame"), HOSTILE, ids=lambda v: getattr(v, "__name__", ""))
+def test_up_to_the_bound_nothing_is_malformed(dialect: type[Dialect], frame: Callable[[int], bytes]) -> None:
+    assert MAX_KEYS == WARM  # so the WARM keys fed are exactly as many as are held
+    audit, _ = _feed(dialect, frame, range(0))
+    result = audit.finish(10.0, End.UPSTREAM_EOF)
+    assert Anomaly.MALFORMED_FRAME.value not in result.anomalies, result.reasons
+
+
+def test_a_chat_stream_with_many_choices_and_calls_is_judged_as_before() -> None:
+    """128 choices (OpenAI's most), each with its own tool call: every one counted, none malformed."""
+    frames = [
+        b'data: {"choices":[{"index":%d,"delta":{"tool_calls":[{"index":0,"id":"c%d",'
+        b'"function":{"name":"f","arguments":"{}"}}]}}]}\n\n' % (i, i)
+        for i in range(128)
+    ]
+    frames += [
+        b'data: {"choices":[{"index":%d,"delta":{},"finish_reason":"tool_calls"}]}\n\n' % i
+        for i in range(128)
+    ]
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for n, data in enumerate([*frames, b"data: [DONE]\n\n"]):
+        audit.feed(data, 0.01 * (n + 1))
+    result: StreamResult = audit.finish(5.0, End.UPSTREAM_EOF)
+    assert result.tool_calls == 128
+    assert result.finish_reasons == ["tool_calls"] * 128
+    assert Anomaly.MALFORMED_FRAME.value not in result.anomalies

@@ -490,8 +490,9 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.MALFORMED_FRAME,
         "a frame that is not JSON, not the expected shape (for example "
-        "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; or a "
-        "compressed stream that could not be decoded",
+        "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; a "
+        "choice, output item, content block or tool call past the 256 of each a stream's audit "
+        "tracks; or a compressed stream that could not be decoded",
         lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable,
         _malformed,
     ),

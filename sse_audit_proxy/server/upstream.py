@@ -139,7 +139,7 @@ class Connection(asyncio.Protocol):
         self._head: asyncio.Future[None] | None = None
         self._end: asyncio.Future[End] | None = None
         self._sink: BodySink | None = None
-        self._early: list[bytes] | None = None
+        self._early: list[tuple[bytes, float]] | None = None  # body reads before relay(), timed
         self._deadline = 0.0  # when (time.monotonic) the total timeout ends the request
         self._idle = 0.0
         self.status = 0
@@ -250,7 +250,7 @@ class Connection(asyncio.Protocol):
         if sink is None:
             if self._early is None:
                 self._early = []
-            self._early.append(body)
+            self._early.append((body, self.last_read))
             return
         why = sink(body, self.last_read)
         if why is not None:
@@ -301,8 +301,8 @@ class Connection(asyncio.Protocol):
         self._sink = sink
         early, self._early = self._early, None
         if early:
-            for body in early:
-                why = sink(body, _monotonic())
+            for body, t in early:
+                why = sink(body, t)  # when it arrived, not when the relay began
                 if why is not None:
                     self._finish(why)
                     break

@@ -151,6 +151,11 @@ QUIET_LIMIT = 64 << 10
 SCAN_SLICE = 16 << 10
 _WANTED = frozenset({"model", "stream", "stream_options.include_usage"})
 _BACKEND = ijson.get_backend("yajl2_c")
+# yajl checks a string's UTF-8 form, then Python decodes it strictly: an encoded surrogate
+# (ED A0 80), a code point past U+10FFFF or an overlong form passes the first and fails the
+# second with UnicodeDecodeError, not a JSONError. Both mean "not valid JSON": the scan ends
+# and the request goes on as it was sent (it once ended in a 500 with the request sent).
+_UNREADABLE = (ijson.JSONError, UnicodeDecodeError)
 
 
 class BodyScanner:
@@ -179,7 +184,7 @@ class BodyScanner:
             return
         try:
             self._parse(self._shorten(data))
-        except ijson.JSONError:
+        except _UNREADABLE:
             self._fail()
 
     def _shorten(self, data: bytes) -> bytes:
@@ -268,7 +273,7 @@ class BodyScanner:
                     raise ijson.IncompleteJSONError("unterminated string")
                 self._coro.close()
                 self._take()
-            except ijson.JSONError:
+            except _UNREADABLE:
                 self._fail()
         found = self._found
         if self._failed or not found:

@@ -227,3 +227,35 @@ async def test_a_1gb_upload_passes_with_the_cap_raised() -> None:
         assert up["bytes"] >= gb
         assert rss_kib(s.proc.pid, "VmHWM") < 200 * 1024, "the body was held"
         assert await until(lambda: any(line.get("model") == "gpt-big" for line in s.lines), 5)
+
+
+async def test_body_that_is_not_utf8_json_goes_through_as_sent(proxy: Any) -> None:
+    # yajl lets an encoded surrogate (ED A0 80) through its UTF-8 check and Python's strict
+    # decoding then refuses it: the scan once raised, and the client got a 500 for a request
+    # the upstream had already been sent. Such a body is not valid JSON: the request goes on
+    # as it was sent, and the record knows no model.
+    frames = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    json_type = {"Content-Type": "application/json"}
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(frames), frames)
+        )
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        for i, odd in enumerate((b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf")):
+            body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"%s"}]}' % odd
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(p.url / CHAT.lstrip("/"), data=body, headers=json_type) as resp,
+            ):
+                assert resp.status == 200
+                assert await resp.read() == frames
+            assert up.requests[-1].body == body
+            rec = (await p.sink.wait(i + 1))[i]
+            assert (rec.status, rec.error, rec.model) == (200, None, "unknown")
+        assert len(p.sink.records) == 3  # one record a request

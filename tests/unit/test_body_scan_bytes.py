@@ -1,0 +1,48 @@
+"""The request body scan takes any bytes, cut anywhere, without raising: what is not valid
+JSON (invalid UTF-8 included, which yajl passes to Python's strict decoder) reads as unknown."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core.request_info import BodyScanner, RequestInfo
+
+# UTF-8 forms yajl's own check lets through that Python refuses, and plain invalid bytes.
+ODD = [b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xff", b"\xc3("]
+
+
+def scan(pieces: list[bytes], complete: bool = True) -> RequestInfo:
+    scanner = BodyScanner()
+    for piece in pieces:
+        scanner.feed(piece)
+    return scanner.info(complete=complete)
+
+
+def cut(body: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted(min(c, len(body)) for c in cuts)
+    return [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+
+
+@pytest.mark.parametrize("odd", ODD)
+@pytest.mark.parametrize("where", ["value", "key", "nested"])
+def test_invalid_utf8_in_a_string_reads_as_unknown(odd: bytes, where: str) -> None:
+    inner = {
+        "value": b'"messages":[{"role":"user","content":"a%sb"}]' % odd,
+        "key": b'"messages":[{"a%sb":"c"}]' % odd,
+        "nested": b'"tools":[{"function":{"name":"%s"}}]' % odd,
+    }[where]
+    body = b'{"model":"m","stream":true,%s}' % inner
+    for i in range(len(body) + 1):  # every cut, the odd bytes split too
+        assert scan([body[:i], body[i:]]) == RequestInfo()
+        scan([body[:i], body[i:]], complete=False)  # nor does a cut-short body raise
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=4), st.booleans())
+def test_any_bytes_cut_anywhere_never_raise(data: bytes, cuts: list[int], complete: bool) -> None:
+    body = b'{"model":"m","x":"' + data + b'"}'
+    for candidate in (data, body):
+        info = scan(cut(candidate, cuts), complete)
+        assert isinstance(info, RequestInfo)

@@ -132,12 +132,17 @@ _ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boole
 
 
 def _scalar(value: object) -> int | float | bool | None:
-    if isinstance(value, bool | int):
+    # An integer past 64 bits is given as a float, as orjson reads it (the shape is orjson
+    # text: a bigger int made that raise, and the request fail after it was sent upstream).
+    if isinstance(value, bool) or (isinstance(value, int) and _INT_MIN <= value <= _UINT_MAX):
         return value
     try:
         return float(value)  # type: ignore[arg-type]  # ijson gives Decimal for fractions
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308
         return None
+
+
+_INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 
 
 # The request body is scanned as it streams past, never held. What the scan holds at most:

@@ -259,3 +259,30 @@ async def test_body_that_is_not_utf8_json_goes_through_as_sent(proxy: Any) -> No
             rec = (await p.sink.wait(i + 1))[i]
             assert (rec.status, rec.error, rec.model) == (200, None, "unknown")
         assert len(p.sink.records) == 3  # one record a request
+
+
+async def test_body_with_an_integer_past_64_bits_goes_through(proxy: Any) -> None:
+    # Valid JSON (a seed of 2**70, say): the request shape once made orjson raise on it, after
+    # the request was sent upstream, and the client got a 500.
+    frames = b"data: [DONE]\n\n"
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(frames), frames)
+        )
+
+    body = b'{"model":"m","stream":true,"seed":%d,"messages":[]}' % (1 << 70)
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                p.url / CHAT.lstrip("/"), data=body, headers={"Content-Type": "application/json"}
+            ) as resp,
+        ):
+            assert resp.status == 200
+            assert await resp.read() == frames
+        assert up.requests[0].body == body
+    rec = await p.record()
+    assert (rec.status, rec.error, rec.model) == (200, None, "m")

@@ -3,6 +3,7 @@ JSON (invalid UTF-8 included, which yajl passes to Python's strict decoder) read
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,3 +47,20 @@ def test_any_bytes_cut_anywhere_never_raise(data: bytes, cuts: list[int], comple
     for candidate in (data, body):
         info = scan(cut(candidate, cuts), complete)
         assert isinstance(info, RequestInfo)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(10**400), max_value=10**400), st.booleans())
+def test_integers_of_any_size_read_into_the_shape(n: int, nested: bool) -> None:
+    # The shape is orjson text; an int past 64 bits once made it raise (and the request fail).
+    field = b'"stream_options":{"x":%d}' % n if nested else b'"seed":%d' % n
+    info = scan([b'{"model":"m",%s}' % field])
+    assert info.model == "m"
+    shape = orjson.loads(info.shape)
+    got = shape["stream_options.x" if nested else "seed"]
+    if -(1 << 63) <= n < (1 << 64):
+        assert got == n and type(got) is int
+    elif abs(n) < 10**308:
+        assert got == float(n)
+    else:
+        assert got is None  # past a float's range

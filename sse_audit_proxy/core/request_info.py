@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import ijson
+import msgspec
 import orjson
 
 MAX_TRACE_ID = 128
@@ -123,10 +125,6 @@ class _Shape:
             ):
                 fields[f"{name}.{rest}"] = _scalar(value)
 
-    def json(self) -> str:
-        fields = {k: v for k, v in self.fields.items() if k != "stream_options"}
-        return orjson.dumps(fields).decode()
-
 
 _ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
 
@@ -169,13 +167,31 @@ class BodyScanner:
     Only top-level keys count (the OpenAI SDK sends `model` after a huge `messages`), so the
     whole body is parsed incrementally; nothing but the three values is kept. A body that is
     not one valid JSON object counts as unknown, as a body that `orjson` refused did before.
+    A body the proxy has whole before sending it on (up to 64 KiB: most) is given to
+    feed_whole, which reads it in one go (read_whole) when it can.
     """
 
-    __slots__ = ("_carry_odd", "_coro", "_events", "_failed", "_found", "_in_str", "_quiet", "_shape", "_str")
+    __slots__ = (
+        "_carry_odd",
+        "_coro",
+        "_events",
+        "_failed",
+        "_found",
+        "_in_str",
+        "_on_error",
+        "_quiet",
+        "_shape",
+        "_str",
+        "_whole",
+    )
 
-    def __init__(self) -> None:
-        self._events = ijson.sendable_list()
-        self._coro = _BACKEND.parse_coro(self._events)
+    def __init__(self, on_error: Callable[[Exception], None] | None = None) -> None:
+        # `on_error`: told of a defect of the scan itself (never of a body that is not JSON);
+        # the request goes on as it was sent either way, and its record knows less.
+        self._on_error = on_error
+        self._events: Any = None  # yajl's parser and its event list: made when first fed
+        self._coro: Any = None
+        self._whole: RequestInfo | None = None  # read whole (feed_whole)
         self._found: dict[str, object] = {}
         self._failed = False
         self._in_str = False
@@ -184,6 +200,21 @@ class BodyScanner:
         self._quiet = 0  # bytes given to the parser since its last event
         self._shape = _Shape()  # for evidence: field names, numbers, list sizes; never text
 
+    def feed_whole(self, parts: list[bytes]) -> None:
+        """The whole body, in the pieces it was read in (most bodies are read whole before the
+        request is sent on): read in one go when read_whole can, else fed as pieces."""
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            whole = read_whole(body)
+        except Exception as exc:
+            self._broke(exc)
+            return
+        if whole is None:
+            self.feed(body)
+        else:
+            self._whole = whole
+            self.release()
+
     def feed(self, data: bytes) -> None:
         if self._failed:
             return
@@ -191,6 +222,8 @@ class BodyScanner:
             self._parse(self._shorten(data))
         except _UNREADABLE:
             self._fail()
+        except Exception as exc:
+            self._broke(exc)
 
     def _shorten(self, data: bytes) -> bytes:
         """The bytes for the JSON parser: every string longer than STRING_KEEP becomes ""."""
@@ -242,6 +275,9 @@ class BodyScanner:
                 kept += seg
 
     def _parse(self, data: bytes) -> None:
+        if self._coro is None:
+            self._events = ijson.sendable_list()
+            self._coro = _BACKEND.parse_coro(self._events)
         for i in range(0, len(data), SCAN_SLICE):
             piece = data[i : i + SCAN_SLICE]
             self._coro.send(piece)
@@ -262,8 +298,15 @@ class BodyScanner:
     def _fail(self) -> None:
         self._failed = True
         self._found.clear()
-        self._events.clear()
+        if self._events is not None:
+            self._events.clear()
         self._str = None
+
+    def _broke(self, exc: Exception) -> None:
+        self._fail()
+        self._whole = None
+        if self._on_error is not None:
+            self._on_error(exc)
 
     def release(self) -> None:
         """Drop the parser (yajl's buffers) once the body is through; feed() then ignores."""
@@ -272,25 +315,172 @@ class BodyScanner:
 
     def info(self, complete: bool = True) -> RequestInfo:
         """What was learned; `complete`: the body ended, so it must parse as a whole."""
-        if complete and not self._failed:
-            try:
-                if self._in_str:
-                    raise ijson.IncompleteJSONError("unterminated string")
-                self._coro.close()
-                self._take()
-            except _UNREADABLE:
-                self._fail()
-        found = self._found
-        if self._failed or not found:
+        if self._whole is not None:
+            return self._whole
+        try:
+            if complete and not self._failed:
+                try:
+                    if self._in_str:
+                        raise ijson.IncompleteJSONError("unterminated string")
+                    if self._coro is None:  # nothing was fed: an empty body
+                        raise ijson.IncompleteJSONError("no body")
+                    self._coro.close()
+                    self._take()
+                except _UNREADABLE:
+                    self._fail()
+            if self._failed:
+                return RequestInfo()
+            return _info(self._found, self._shape.fields)
+        except Exception as exc:
+            self._broke(exc)
             return RequestInfo()
-        model = found.get("model")
-        model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
-        return RequestInfo(
-            model=model or UNKNOWN_MODEL,
-            stream=found.get("stream") is True,
-            include_usage=found.get("stream_options.include_usage") is True,
-            shape=self._shape.json(),
-        )
+
+
+def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]) -> RequestInfo:
+    """The record's reading of a request, from the wanted values and the shape's fields."""
+    if not found:
+        return RequestInfo()
+    model = found.get("model")
+    model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
+    return RequestInfo(
+        model=model or UNKNOWN_MODEL,
+        stream=found.get("stream") is True,
+        include_usage=found.get("stream_options.include_usage") is True,
+        shape=orjson.dumps({k: v for k, v in fields.items() if k != "stream_options"}).decode(),
+    )
+
+
+# Reading a whole body in one go ------------------------------------------------------------
+#
+# msgspec reads a body as its top-level members (each value's bytes left as they are, checked
+# for JSON syntax but not read into objects) about 20 times faster than the scan's parse events
+# do, and in C whatever the body's size: a 60 KB prompt took the scan 320 µs, this 17 µs.
+# read_whole gives exactly what the scan would, or None (then the scan reads the body): it
+# takes only bodies whose reading is plain: valid UTF-8 (msgspec does not check the strings it
+# skips; yajl does), no key twice and no escape in a key in the objects it reads members of
+# (the walk in _members proves both), no top-level key that is empty, dotted or longer than
+# STRING_KEEP, and numbers the scan reads the same way (no exponent, at most 18 digits).
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"([^"\\]*)"[ \t\n\r]*:[ \t\n\r]*')
+_NEXT = re.compile(rb'[ \t\n\r]*,[ \t\n\r]*"([^"\\]*)"[ \t\n\r]*:[ \t\n\r]*')
+_CLOSE = re.compile(rb"[ \t\n\r]*\}[ \t\n\r]*")
+_EMPTY = re.compile(rb"[ \t\n\r]*\{[ \t\n\r]*\}[ \t\n\r]*")
+_PLAIN_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?")
+_NOT_PLAIN = object()
+
+
+def read_whole(body: bytes) -> RequestInfo | None:
+    """A whole request body's reading, as BodyScanner would give it; None when not sure."""
+    if len(body) > QUIET_LIMIT or not (body.isascii() or _is_utf8(body)):
+        return None
+    members = _members(body)
+    if members is None:
+        return None
+    found: dict[str, object] = {}
+    fields: dict[str, int | float | bool | None] = {}
+    for key, raw in members:
+        if not key or "." in key or len(key) > STRING_KEEP:
+            return None  # the scan reads such a key's events in ways of its own
+        value = _value(raw)
+        if value is _NOT_PLAIN:
+            return None
+        if key in _WANTED:
+            found[key] = value
+        shown = len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(key) is not None
+        if shown:
+            fields[key] = None
+        first = raw[0]
+        if first == 0x7B:  # {
+            if key == "stream_options" and not _options(bytes(raw), found, fields, shown):
+                return None
+        elif not shown:
+            continue
+        elif first == 0x5B:  # [
+            fields[key] = len(_ITEMS.decode(raw))
+        elif type(value) is bool or type(value) is int or type(value) is float:
+            fields[key] = value
+    return _info(found, fields)
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _members(data: bytes) -> list[tuple[str, memoryview]] | None:
+    """A JSON object's members in order, when msgspec's reading of it is all of it."""
+    try:
+        obj = _OBJECT.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    items = obj.items()
+    if items and len(data) == sum(len(k.encode()) + len(v) for k, v in items) + 4 * len(items) + 1:
+        # As long as its members written compactly ("key":value, a comma between, the braces
+        # round): a key twice, an escape in a key or a space would make it longer.
+        return [(k, memoryview(v)) for k, v in items]
+    out: list[tuple[str, memoryview]] = []
+    pos, pattern = 0, _FIRST
+    for key, raw in items:
+        m = pattern.match(data, pos)
+        if m is None or m[1] != key.encode() or not data.startswith(raw, m.end()):
+            return None  # a key twice (msgspec keeps the last), or one with an escape
+        pos, pattern = m.end() + len(raw), _NEXT
+        out.append((key, memoryview(raw)))
+    if not out:
+        return out if _EMPTY.fullmatch(data) else None
+    return out if _CLOSE.fullmatch(data, pos) else None
+
+
+def _value(raw: memoryview) -> object:
+    """A member's value as the scan's parse events leave it: what its last event carries (a
+    container's last event, its end, carries None), numbers as _scalar reads them."""
+    first = raw[0]
+    if first == 0x7B or first == 0x5B:  # { [
+        return None
+    if first == 0x22:  # "
+        if len(raw) - 2 > STRING_KEEP:
+            return ""  # as the scan shortens it
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:  # a lone surrogate escape: msgspec refuses, yajl takes it
+            return _NOT_PLAIN
+    if first in b"tfn":
+        return msgspec.json.decode(raw)
+    m = _PLAIN_NUMBER.fullmatch(raw)
+    if m is None:
+        return _NOT_PLAIN  # an exponent, or more digits than both read the same way
+    return float(bytes(raw)) if m[1] else int(bytes(raw))
+
+
+def _options(
+    raw: bytes, found: dict[str, object], fields: dict[str, int | float | bool | None], shown: bool
+) -> bool:
+    """stream_options' members: include_usage, and its numbers and booleans into the shape."""
+    members = _members(raw)
+    if members is None:
+        return False
+    for key, value_raw in members:
+        if not key or len(key) > STRING_KEEP:
+            return False
+        if "." in key:
+            continue  # the scan skips what is deeper than a field of stream_options
+        value = _value(value_raw)
+        if value is _NOT_PLAIN:
+            return False
+        if key == "include_usage":
+            found["stream_options.include_usage"] = value
+        if (
+            shown
+            and (type(value) is bool or type(value) is int or type(value) is float)
+            and len(fields) < MAX_SHAPE_FIELDS
+            and _FIELD.fullmatch(key)
+        ):
+            fields[f"stream_options.{key}"] = value
+    return True
 
 
 def safe_token(value: str, limit: int) -> str:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -157,8 +158,11 @@ class _Held:
         self.ended = False
 
 
-def _scan(scanner: BodyScanner, parts: list[bytes]) -> None:
-    for part in parts:
+def _scan(scanner: BodyScanner, held: list[bytes], ended: bool) -> None:
+    if ended:
+        scanner.feed_whole(held)  # the whole body: read in one go (read_whole)
+        return
+    for part in held:
         scanner.feed(part)
 
 
@@ -361,7 +365,7 @@ class Proxy:
         declared = request.content_length
         if declared is not None and declared > self.config.max_body_bytes:
             return self._too_large(r)
-        scanner = BodyScanner()
+        scanner = BodyScanner(partial(audit_failed, r.rec.trace_id, "request_scan"))
         try:
             held = await self._hold_start(request)
         except _BodyTooLarge:
@@ -390,7 +394,7 @@ class Proxy:
             self._gone_before_answer(r, None)
             raise
         except UpstreamError as exc:
-            _scan(scanner, held.parts)
+            _scan(scanner, held.parts, held.ended)
             info = scanner.info() if held.ended else await self._scan_rest(request, scanner)
             return self._upstream_failed(r, info, exc)
         used = [conn]  # the retry below may swap in a fresh connection
@@ -448,7 +452,7 @@ class Proxy:
         deadline = r.started + cfg.total_timeout  # monotonic, as the connection's clock
         head_only = request.method == "HEAD"
         conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
-        _scan(scanner, unscanned)  # the request is on its way; the rest is scanned as it is sent
+        _scan(scanner, unscanned, held.ended)  # the request is on its way; the rest as it is sent
         del unscanned
         # An idempotent request sent whole on a pooled connection the upstream had just closed
         # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).

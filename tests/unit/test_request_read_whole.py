@@ -1,0 +1,148 @@
+"""read_whole (a whole body's reading in one go, in C) gives exactly what the streaming scan
+gives, or None; and it is not None for what clients send (else it saves nothing)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core.request_info import STRING_KEEP, BodyScanner, RequestInfo, read_whole
+from tests.unit.test_request_shape_scan import _JSON, _KEYS
+
+
+def streamed(body: bytes, complete: bool = True) -> RequestInfo:
+    scanner = BodyScanner()
+    scanner.feed(body)
+    return scanner.info(complete)
+
+
+def whole(body: bytes) -> RequestInfo:
+    errors: list[Exception] = []
+    scanner = BodyScanner(errors.append)
+    scanner.feed_whole([body[: len(body) // 2], body[len(body) // 2 :]])
+    assert not errors
+    return scanner.info()
+
+
+def written(pairs: list[tuple[str, Any]], style: int) -> bytes:
+    """The members as text (a key may repeat), compact or spaced as clients write them."""
+    sep, colon = [(b",", b":"), (b", ", b": "), (b",\n  ", b" : ")][style]
+
+    def dump(value: Any) -> bytes:  # json: integers past 64 bits too
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+    return b"{" + sep.join(dump(k) + colon + dump(v) for k, v in pairs) + b"}"
+
+
+_TEXT = st.text(max_size=6) | st.sampled_from(
+    ["x" * STRING_KEEP, "y" * (STRING_KEEP - 1), "z" * (STRING_KEEP + 1), "é" * 600, '"\\\n']
+)
+_VALUES = _JSON | _TEXT | st.integers() | st.floats(allow_nan=False) | st.just({"include_usage": True})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_KEYS | _TEXT, _VALUES), max_size=12), st.integers(0, 2))
+def test_read_whole_is_the_scan_or_nothing(pairs: list[tuple[str, Any]], style: int) -> None:
+    body = written(pairs, style)
+    got = read_whole(body)
+    if got is not None:
+        assert got == streamed(body) == streamed(body, complete=False)
+    assert whole(body) == streamed(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.binary(max_size=8))
+def test_read_whole_on_any_bytes_is_the_scan_or_nothing(data: bytes, odd: bytes) -> None:
+    for body in (data, b'{"model":"m","stream":true,"x":"' + odd + b'"}', b'{"model":' + data + b"}"):
+        got = read_whole(body)
+        assert got is None or got == streamed(body)
+        assert whole(body) == streamed(body)
+
+
+_CLIENT_BODIES = [
+    # the openai Python SDK (httpx: compact), the npm SDK (JSON.stringify: compact), curl users
+    # and Python's json.dumps (spaced), with what real requests carry
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi " * 2000}], "stream": True},
+    {
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "¿qué? 你好 🙂"}],
+        "model": "claude-3-5-sonnet",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.7,
+        "max_tokens": 1024,
+        "top_p": 1,
+        "n": 1,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "seed": 42,
+        "user": "u-1",
+        "metadata": None,
+    },
+    {"model": "text-davinci", "prompt": "p" * 5000, "stream": True, "logprobs": 0, "echo": False},
+    {
+        "model": "o3",
+        "input": [{"role": "user", "content": "x"}],
+        "stream": True,
+        "reasoning": {"effort": "low"},
+    },
+]
+
+
+@pytest.mark.parametrize("doc", _CLIENT_BODIES)
+@pytest.mark.parametrize(
+    "dump", [orjson.dumps, lambda d: json.dumps(d).encode(), lambda d: json.dumps(d, indent=2).encode()]
+)
+def test_what_clients_send_is_read_whole(doc: dict[str, Any], dump: Any) -> None:
+    body = dump(doc)
+    got = read_whole(body)
+    assert got is not None
+    assert got == streamed(body)
+    assert got.model == doc["model"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"a","model":"b"}',  # a key twice: msgspec keeps the last, the shape keeps both
+        b'{"m\\u006fdel":"a"}',  # an escape in a key
+        b'{"stream_options":{"include_usage":true,"include_usage":false}}',
+        b'{"model":"m","x":"\\ud800"}',  # msgspec refuses a lone surrogate, yajl takes it
+        b'{"model":"m","stream_options.include_usage":true}',
+        b'{"model":"m","n":1e3}',
+        b'{"model":"m","n":12345678901234567890}',
+        b'{"model":"m","":{"stream":1}}',
+        b'{"model":"m","x":"\xed\xa0\x80"}',
+        b'{"model":"m"',
+        b'{"model":"m"}x',
+        b"[1]",
+        b"",
+    ],
+)
+def test_what_read_whole_leaves_to_the_scan(body: bytes) -> None:
+    assert read_whole(body) is None
+    assert whole(body) == streamed(body)
+
+
+def test_a_defect_of_the_scan_is_reported_and_the_reading_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sse_audit_proxy.core import request_info
+
+    def boom(*_: object) -> None:
+        raise KeyError("defect")
+
+    monkeypatch.setattr(request_info, "_info", boom)
+    errors: list[Exception] = []
+    scanner = BodyScanner(errors.append)
+    scanner.feed_whole([b'{"model":"m"}'])
+    assert scanner.info() == RequestInfo()
+    assert [type(e) for e in errors] == [KeyError]
+    errors.clear()
+    scanner = BodyScanner(errors.append)
+    scanner.feed(b'{"model":"m"}')
+    assert scanner.info() == RequestInfo()
+    assert [type(e) for e in errors] == [KeyError]

@@ -15,10 +15,17 @@ ODD = [b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe
 
 
 def scan(pieces: list[bytes], complete: bool = True) -> RequestInfo:
-    scanner = BodyScanner()
+    defects: list[Exception] = []
+    scanner = BodyScanner(defects.append)
     for piece in pieces:
         scanner.feed(piece)
-    return scanner.info(complete=complete)
+    info = scanner.info(complete=complete)
+    assert defects == []  # what is not JSON is no defect of the scan
+    whole = BodyScanner(defects.append)
+    whole.feed_whole(pieces)
+    assert whole.info(complete=complete) == info
+    assert defects == []
+    return info
 
 
 def cut(body: bytes, cuts: list[int]) -> list[bytes]:

@@ -304,7 +304,6 @@ class BodyScanner:
 
     def _broke(self, exc: Exception) -> None:
         self._fail()
-        self._whole = None
         if self._on_error is not None:
             self._on_error(exc)
 
@@ -382,7 +381,7 @@ def read_whole(body: bytes) -> RequestInfo | None:
     for key, raw in members:
         if not key or "." in key or len(key) > STRING_KEEP:
             return None  # the scan reads such a key's events in ways of its own
-        value = _value(raw)
+        value = _value(raw, key in _WANTED)
         if value is _NOT_PLAIN:
             return None
         if key in _WANTED:
@@ -398,7 +397,7 @@ def read_whole(body: bytes) -> RequestInfo | None:
             continue
         elif first == 0x5B:  # [
             fields[key] = len(_ITEMS.decode(raw))
-        elif type(value) is bool or type(value) is int or type(value) is float:
+        elif isinstance(value, int | float):  # booleans too (bool is an int)
             fields[key] = value
     return _info(found, fields)
 
@@ -435,14 +434,15 @@ def _members(data: bytes) -> list[tuple[str, memoryview]] | None:
     return out if _CLOSE.fullmatch(data, pos) else None
 
 
-def _value(raw: memoryview) -> object:
+def _value(raw: memoryview, wanted: bool) -> object:
     """A member's value as the scan's parse events leave it: what its last event carries (a
-    container's last event, its end, carries None), numbers as _scalar reads them."""
+    container's last event, its end, carries None), numbers as _scalar reads them. A string
+    is read only when `wanted` (else "": only numbers and booleans reach the shape)."""
     first = raw[0]
     if first == 0x7B or first == 0x5B:  # { [
         return None
     if first == 0x22:  # "
-        if len(raw) - 2 > STRING_KEEP:
+        if not wanted or len(raw) - 2 > STRING_KEEP:
             return ""  # as the scan shortens it
         try:
             return msgspec.json.decode(raw)
@@ -468,14 +468,14 @@ def _options(
             return False
         if "." in key:
             continue  # the scan skips what is deeper than a field of stream_options
-        value = _value(value_raw)
+        value = _value(value_raw, key == "include_usage")
         if value is _NOT_PLAIN:
             return False
         if key == "include_usage":
             found["stream_options.include_usage"] = value
         if (
             shown
-            and (type(value) is bool or type(value) is int or type(value) is float)
+            and isinstance(value, int | float)
             and len(fields) < MAX_SHAPE_FIELDS
             and _FIELD.fullmatch(key)
         ):

@@ -24,7 +24,7 @@ from yarl import URL
 from sse_audit_proxy.cli.main import main
 from sse_audit_proxy.tools.bench import nginx
 from sse_audit_proxy.tools.bench.harness import Target
-from sse_audit_proxy.tools.bench.report import HEADLINE, headline
+from sse_audit_proxy.tools.bench.report import HEADLINE, cpu_ratios_by_repeat, headline, spread_lines
 from sse_audit_proxy.tools.bench.workloads import SMOKE, sse_frames
 
 WORKLOADS = ("latency", "throughput", "memory")
@@ -220,6 +220,13 @@ async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path:
     assert theirs["batched_frames_per_core_s"] > 0
     assert number(theirs["added_latency_p99_ms"]) and number(theirs["added_ttft_p50_ms"])
 
+    # The one repeat's own ratio, from its runs (a smoke run prints no spread line: one value).
+    (theirs_run,), (ours_run,) = report["runs"]["latency"]["nginx"], report["runs"]["latency"]["proxy"]
+    assert head["cpu_vs_reference_by_repeat"] == {
+        "proxy": [round(ours_run["cpu_us_per_frame"] / theirs_run["cpu_us_per_frame"], 2)]
+    }
+    assert "per repeat" not in out
+
     # The printed headline shows the same figures, the ratio under `x nginx`.
     table = headline_rows(split_output(out)[0])
     assert list(table) == ["direct", "proxy", "nginx"]
@@ -309,6 +316,30 @@ def test_headline_divides_by_nginx_else_by_the_baseline() -> None:
     head = headline(summary, [proxy, base])
     assert head["reference"] == "baseline"
     assert head["targets"]["proxy"]["cpu_vs_reference"] == 1.5
+
+
+def test_cpu_ratios_pair_each_repeat_with_the_reference_in_the_same_repeat() -> None:
+    def runs(*cpu: float | None) -> list[dict[str, Any]]:
+        return [{"cpu_us_per_frame": v} for v in cpu]
+
+    results = {
+        "latency": {
+            "direct": runs(None, None, None),
+            "proxy": runs(30.0, 60.0, 33.0),
+            "baseline": runs(40.0, None, 44.0),  # a failed run has no figure: left out
+            "nginx": runs(20.0, 30.0, 22.0),
+        },
+        "memory": {"proxy": [{"rss_per_stream_kib": 10.0}]},
+    }
+    ratios = cpu_ratios_by_repeat(results, "nginx")
+    # Paired per repeat, not the ratio of medians: repeat 2's 60 is over repeat 2's 30.
+    assert ratios == {"proxy": [1.5, 2.0, 1.5], "baseline": [2.0, 2.0]}
+    assert spread_lines(ratios, "nginx") == [
+        "x nginx per repeat (CPU per paced frame), proxy: 1.50, 1.50, 2.00 (median 1.50)",
+        "x nginx per repeat (CPU per paced frame), baseline: 2.00, 2.00 (median 2.00)",
+    ]
+    assert cpu_ratios_by_repeat(results, None) == {}
+    assert spread_lines({"proxy": [1.5]}, "nginx") == []  # one repeat: the headline says it all
 
 
 async def test_bench_refuses_an_unknown_workload_in_one_line() -> None:

@@ -16,7 +16,15 @@ from sse_audit_proxy import __version__
 from sse_audit_proxy.cli.options import port, positive_int, upstream_url
 from sse_audit_proxy.tools.bench import nginx, procs
 from sse_audit_proxy.tools.bench.harness import Harness, Target
-from sse_audit_proxy.tools.bench.report import DIRECT, headline, headline_table, summarize, table
+from sse_audit_proxy.tools.bench.report import (
+    DIRECT,
+    cpu_ratios_by_repeat,
+    headline,
+    headline_table,
+    spread_lines,
+    summarize,
+    table,
+)
 from sse_audit_proxy.tools.bench.workloads import FULL, NAMES, SMOKE
 
 
@@ -201,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         harness.close()
     summary = summarize(results, targets)
     head = headline(summary, targets)
+    head["cpu_vs_reference_by_repeat"] = by_repeat = cpu_ratios_by_repeat(results, head["reference"])
     load_after = procs.load_average()
     report: dict[str, Any] = {
         "command": ["sse-audit-proxy", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None,
@@ -245,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "
         f"{args.json}"
     )
+    for line in spread_lines(by_repeat, head["reference"]):
+        print(line)
     failed = sum(r["streams_failed"] for by in results.values() for runs in by.values() for r in runs)
     if failed:
         print(f"warning: {failed} stream(s) failed; see `errors` in {args.json}", file=sys.stderr)

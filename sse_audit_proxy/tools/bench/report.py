@@ -189,6 +189,40 @@ def headline(summary: dict[str, dict[str, dict[str, Any]]], targets: Sequence[Ta
     return {"reference": ref, "targets": rows}
 
 
+def cpu_ratios_by_repeat(
+    results: dict[str, dict[str, list[dict[str, Any]]]], ref: str | None
+) -> dict[str, list[float]]:
+    """Per target, CPU per paced frame over the reference's in each repeat. The targets take
+    turns within a repeat, so these pair runs made at nearly the same moment: their spread
+    shows how much of the headline's ratio is the machine's noise."""
+    by_target = results.get(LATENCY, {})
+    base = by_target.get(ref, []) if ref else []
+    key = "cpu_us_per_frame"
+    out: dict[str, list[float]] = {}
+    for name, runs in by_target.items():
+        if name in (ref, DIRECT):
+            continue
+        ratios = [
+            round(r[key] / b[key], 2)
+            for r, b in zip(runs, base, strict=False)
+            if isinstance(r.get(key), int | float) and isinstance(b.get(key), int | float) and b[key] > 0
+        ]
+        if ratios:
+            out[name] = ratios
+    return out
+
+
+def spread_lines(ratios: dict[str, list[float]], ref: str | None) -> list[str]:
+    """One line per target with two or more repeats: its CPU ratio in each, low to high."""
+    return [
+        f"x {ref} per repeat (CPU per paced frame), {name}: "
+        + ", ".join(f"{v:.2f}" for v in sorted(values))
+        + f" (median {statistics.median(values):.2f})"
+        for name, values in ratios.items()
+        if len(values) > 1
+    ]
+
+
 def headline_table(head: dict[str, Any]) -> str:
     ref = head["reference"] or NGINX
     rows = [["target", *(label.format(reference=ref) for _, label, _, _ in HEADLINE)]]

@@ -48,12 +48,17 @@ def _paired(runs: Sequence[dict[str, Any]], direct: Sequence[dict[str, Any]], ke
     return round(statistics.median(diffs), 4) if diffs else None
 
 
-def _ratio(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: str) -> float | None:
-    ratios = [
+def _ratios(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """This target's value over the base's in the same repeat, for each repeat both measured."""
+    return [
         r[key] / b[key]
         for r, b in zip(runs, base, strict=False)
         if isinstance(r.get(key), (int, float)) and isinstance(b.get(key), (int, float)) and b[key]
     ]
+
+
+def _ratio(runs: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], key: str) -> float | None:
+    ratios = _ratios(runs, base, key)
     return round(statistics.median(ratios), 3) if ratios else None
 
 
@@ -197,18 +202,11 @@ def cpu_ratios_by_repeat(
     shows how much of the headline's ratio is the machine's noise."""
     by_target = results.get(LATENCY, {})
     base = by_target.get(ref, []) if ref else []
-    key = "cpu_us_per_frame"
     out: dict[str, list[float]] = {}
     for name, runs in by_target.items():
-        if name in (ref, DIRECT):
-            continue
-        ratios = [
-            round(r[key] / b[key], 2)
-            for r, b in zip(runs, base, strict=False)
-            if isinstance(r.get(key), int | float) and isinstance(b.get(key), int | float) and b[key] > 0
-        ]
-        if ratios:
-            out[name] = ratios
+        ratios = _ratios(runs, base, "cpu_us_per_frame")
+        if ratios and name not in (ref, DIRECT):
+            out[name] = [round(x, 2) for x in ratios]
     return out
 
 

@@ -8,62 +8,84 @@ import orjson
 
 from sse_audit_proxy.core.dialects.base import MAX_KEYS
 
-# Tool arguments are model output; cap what one stream may make us hold.
+# Tool arguments are model output; cap what one stream may make us hold (bytes of UTF-8).
 MAX_TOOL_ARG_BYTES = 4 << 20
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()  # a third of the time of naming an error handler (it is rarely used)
+    except UnicodeEncodeError:
+        # A lone surrogate (no JSON decoder hands one out, but a str can hold one) becomes bytes
+        # that orjson refuses, as it refuses the str; equal strs stay equal.
+        return text.encode("utf-8", "surrogatepass")
+
+
 class ToolArgs:
+    """Each call's arguments as one UTF-8 bytearray, appended to as fragments arrive.
+
+    Not a list of the fragments: streamed arguments come a few characters at a time, and a
+    str object each made the audit hold about 60 bytes a character for one-character pieces
+    (15 for four-character ones); a bytearray holds about one.
+    """
+
     __slots__ = ("_calls", "_defaults", "_mismatched", "_overflow", "_size", "dropped")
 
     def __init__(self) -> None:
-        self._calls: dict[Hashable, list[str]] = {}
+        self._calls: dict[Hashable, bytearray] = {}
         self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
         self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
 
-    def _parts(self, key: Hashable) -> list[str] | None:
-        """The call's fragments, a new call's made if there is room for one (else None)."""
-        parts = self._calls.get(key)
-        if parts is None:
+    def _buffer(self, key: Hashable) -> bytearray | None:
+        """The call's arguments so far, a new call's made if there is room for one (else None)."""
+        buf = self._calls.get(key)
+        if buf is None:
             if len(self._calls) >= MAX_KEYS:
                 self.dropped += 1
                 return None
-            parts = self._calls[key] = []
-        return parts
+            buf = self._calls[key] = bytearray()
+        return buf
 
     def open(self, key: Hashable, default: str = "") -> None:
         """A call starts. `default` is its arguments if no fragment ever comes (Anthropic's
         `content_block_start.input`, `{}` for a tool without parameters)."""
-        if self._parts(key) is not None and default:
+        if self._buffer(key) is not None and default:
             self._defaults[key] = default
 
     def append(self, key: Hashable, fragment: str) -> None:
-        parts = self._parts(key)
-        if parts is None or self._overflow or not fragment:
+        buf = self._buffer(key)
+        if buf is None or self._overflow or not fragment:
             return
-        self._size += len(fragment)
+        try:
+            data = fragment.encode()  # _utf8, in place: this runs for every fragment
+        except UnicodeEncodeError:
+            data = _utf8(fragment)
+        self._size += len(data)
         if self._size > MAX_TOOL_ARG_BYTES:
             self._overflow = True
-            self._calls = {k: [] for k in self._calls}
+            self._calls = {k: bytearray() for k in self._calls}
             return
-        parts.append(fragment)
+        buf += data
 
     def set(self, key: Hashable, arguments: str) -> None:
         """A complete arguments string (e.g. a `.done` event) replaces the fragments."""
-        if self._parts(key) is None:
+        buf = self._buffer(key)
+        if buf is None:
             return
-        self._calls[key] = []
+        self._size -= len(buf)
+        self._calls[key] = bytearray()
         self.append(key, arguments)
 
     def complete(self, key: Hashable, arguments: str) -> None:
         """The full arguments a `.done` event repeats: taken when no fragment came, and
         otherwise checked against the fragments (a client may have used either)."""
-        parts = self._calls.get(key)
-        if not parts:
+        buf = self._calls.get(key)
+        if not buf:
             self.set(key, arguments)
-        elif not self._overflow and "".join(parts) != arguments:
+        elif not self._overflow and buf != _utf8(arguments):
             self._mismatched.add(key)
 
     @property
@@ -75,12 +97,12 @@ class ToolArgs:
         if self._overflow:
             return 0
         bad = 0
-        for key, parts in self._calls.items():
+        for key, buf in self._calls.items():
             if key in self._mismatched:
                 bad += 1
                 continue
             try:
-                value = orjson.loads("".join(parts) or self._defaults.get(key, ""))
+                value = orjson.loads(buf or self._defaults.get(key, ""))
             except orjson.JSONDecodeError:
                 bad += 1
                 continue

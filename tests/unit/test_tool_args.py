@@ -1,0 +1,163 @@
+"""Streamed tool-call arguments: held compactly, and judged as the joined text would be.
+
+Arguments arrive a few characters a frame (OpenAI's fragments are a token or two; a coding
+agent's file write can run to hundreds of kilobytes). The audit holds them to check, at the
+end, that each call assembled into a JSON object."""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+from collections.abc import Callable
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import Dialect
+from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.responses import Responses
+from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+
+FRAGMENTS = 20_000  # one character each
+
+
+def _chat(piece: str, first: bool) -> bytes:
+    call: dict[str, object] = {"index": 0, "function": {"arguments": piece}}
+    if first:
+        call.update(id="call_1", type="function", function={"name": "write_file", "arguments": piece})
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}) + b"\n\n"
+
+
+def _responses(piece: str, first: bool) -> bytes:
+    kind = "response.function_call_arguments.delta"
+    delta = {"type": kind, "output_index": 0, "item_id": "fc_1", "delta": piece}
+    frame = b"data: " + orjson.dumps(delta) + b"\n\n"
+    if first:
+        item = {"type": "function_call", "id": "fc_1", "name": "write_file", "arguments": ""}
+        added = {"type": "response.output_item.added", "output_index": 0, "item": item}
+        frame = b"data: " + orjson.dumps(added) + b"\n\n" + frame
+    return frame
+
+
+def _anthropic(piece: str, first: bool) -> bytes:
+    json_delta = {"type": "input_json_delta", "partial_json": piece}
+    delta = {"type": "content_block_delta", "index": 0, "delta": json_delta}
+    frame = b"event: content_block_delta\ndata: " + orjson.dumps(delta) + b"\n\n"
+    if first:
+        block = {"type": "tool_use", "id": "toolu_1", "name": "write_file", "input": {}}
+        start = {"type": "content_block_start", "index": 0, "content_block": block}
+        frame = b"event: content_block_start\ndata: " + orjson.dumps(start) + b"\n\n" + frame
+    return frame
+
+
+STREAMS: list[tuple[type[Dialect], Callable[[str, bool], bytes]]] = [
+    (ChatCompletions, _chat),
+    (Responses, _responses),
+    (AnthropicMessages, _anthropic),
+]
+
+
+@pytest.mark.parametrize(("dialect", "frame"), STREAMS, ids=lambda v: getattr(v, "__name__", ""))
+def test_one_character_fragments_are_held_at_about_a_byte_each(
+    dialect: type[Dialect], frame: Callable[[str, bool], bytes]
+) -> None:
+    text = '{"content":"' + "é" * (FRAGMENTS - 14) + '"}'  # two UTF-8 bytes a character
+    audit = StreamAudit(dialect(), 0.0)
+    t = 0.001
+    audit.feed(frame(text[0], True), t)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for piece in text[1:]:
+            t += 0.001
+            audit.feed(frame(piece, False), t)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A str object per fragment held about 60 bytes a character (about 1.2 MB here); the
+    # arguments' UTF-8 is about 40 KB, and the timeline's bounded groups add a few.
+    assert grown < 3 * len(text.encode()), f"{grown} bytes held for {len(text.encode())} bytes of arguments"
+    result = audit.finish(t + 0.01, End.UPSTREAM_EOF)
+    assert result.tool_calls == 1
+    assert "invalid_tool_arguments" not in result.anomalies
+
+
+def _joined_reading(fragments: list[str], done: str | None) -> int:
+    """What the arguments' text says, read as one str (how the audit read them before): 1 if
+    the call did not assemble into a JSON object, or its `.done` text differs."""
+    text = "".join(fragments)
+    if done is not None:
+        if not text:
+            text = done
+        elif text != done:
+            return 1
+    try:
+        return 0 if isinstance(orjson.loads(text), dict) else 1
+    except orjson.JSONDecodeError:
+        return 1
+
+
+# Texts near a JSON object: valid ones (text outside ASCII, escapes, nesting), and each with
+# one atom put in anywhere (a lone surrogate, which a str can hold and orjson refuses, a quote,
+# a brace); cut into pieces anywhere, with a `.done` text equal to the joined pieces or not.
+_VALID = [
+    '{"a":"x"}',
+    '{"s":"\\u00e9 \\ud83d\\ude00"}',
+    '{"k":[1,2.5,{"n":null}],"t":true}',
+    '{"c":"é😀"}',
+    "{}",
+]
+_NOT_OBJECTS = ["[1]", '"s"', "1", ""]
+_ATOMS = ["\ud83d", "\ude00", "\udfff", '"', "}", "{", ",", " ", "é", "\\", "\x00"]
+
+
+@st.composite
+def _text(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(_VALID + _NOT_OBJECTS))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(_ATOMS)) + text[at:]
+    return text
+
+
+@st.composite
+def _pieces(draw: st.DrawFn, text: str) -> list[str]:
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_calls_are_judged_as_their_joined_text(data: st.DataObject) -> None:
+    fragments = data.draw(_pieces(data.draw(_text())))
+    done = data.draw(st.none() | st.just("".join(fragments)) | _text())
+    tools = ToolArgs()
+    tools.open("k")
+    for piece in fragments:
+        tools.append("k", piece)
+    if done is not None:
+        tools.complete("k", done)
+    assert tools.invalid() == _joined_reading(fragments, done)
+
+
+def test_valid_arguments_whose_text_is_split_inside_a_character_escape_assemble() -> None:
+    tools = ToolArgs()
+    for piece in ['{"s":"\\u00', "e9 \\ud83d", '\\ude00"}']:
+        tools.append("k", piece)
+    tools.complete("k", '{"s":"\\u00e9 \\ud83d\\ude00"}')
+    assert tools.invalid() == 0
+
+
+def test_a_set_replaces_what_was_held_and_frees_its_share_of_the_cap() -> None:
+    tools = ToolArgs()
+    big = "x" * (3 << 20)
+    tools.append("k", big)
+    tools.set("k", '{"a":1}')  # the .done text replaces the fragments
+    tools.append("j", '{"b":"' + big + '"}')  # 3 MiB more: under the 4 MiB cap once the first is freed
+    tools.append("bad", "{")
+    assert tools.invalid() == 1  # judged: past the cap nothing would be

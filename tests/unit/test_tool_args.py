@@ -161,3 +161,35 @@ def test_a_set_replaces_what_was_held_and_frees_its_share_of_the_cap() -> None:
     tools.append("j", '{"b":"' + big + '"}')  # 3 MiB more: under the 4 MiB cap once the first is freed
     tools.append("bad", "{")
     assert tools.invalid() == 1  # judged: past the cap nothing would be
+
+
+def _block_start(i: int, tool_input: object) -> bytes:
+    block = {"type": "tool_use", "id": f"toolu_{i}", "name": "f", "input": tool_input}
+    start = {"type": "content_block_start", "index": i, "content_block": block}
+    return b"event: content_block_start\ndata: " + orjson.dumps(start) + b"\n\n"
+
+
+def test_tool_inputs_given_at_block_start_count_towards_the_cap() -> None:
+    """256 tool_use blocks whose start carries a 100 KiB input: that was held whole (25 MiB;
+    with inputs near --max-frame-bytes, 256 MiB a stream)."""
+    audit = StreamAudit(AnthropicMessages(), 0.0)
+    big = {"content": "x" * (100 << 10)}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(256):
+            audit.feed(_block_start(i, big), 0.01 * i)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak >> 10} KiB"  # the 4 MiB cap, and a frame being read
+    assert audit.finish(3.0, End.UPSTREAM_EOF).tool_calls == 256
+
+
+def test_a_tool_input_given_at_block_start_is_judged_when_no_fragment_follows() -> None:
+    audit = StreamAudit(AnthropicMessages(), 0.0)
+    audit.feed(_block_start(0, {"city": "Paris"}), 0.01)
+    audit.feed(_block_start(1, [1, 2]), 0.02)  # not an object
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert result.tool_calls == 2
+    assert "invalid_tool_arguments" in result.anomalies

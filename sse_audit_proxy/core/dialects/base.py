@@ -7,6 +7,7 @@ error counts) stays in the dialect's own state and is read once through `summary
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +33,18 @@ DONE_SENTINEL = b"[DONE]"
 MAX_KEYS = 256
 
 Usage = dict[str, Any]
+
+# A finish reason is a protocol word (`stop`, `tool_calls`, `end_turn`, `max_output_tokens`);
+# the record keeps one only when it looks like one. Anything else (text, a megabyte of it) is
+# kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
+MAX_REASON_CHARS = 40
+OTHER_REASON = "other"
+_REASON_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
+
+
+def reason_word(reason: str) -> str:
+    """`reason` if it is a protocol word of at most MAX_REASON_CHARS, else OTHER_REASON."""
+    return reason if len(reason) <= MAX_REASON_CHARS and _REASON_WORD(reason) else OTHER_REASON
 
 
 @dataclass(slots=True)

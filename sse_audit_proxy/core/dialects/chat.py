@@ -25,6 +25,7 @@ from sse_audit_proxy.core.dialects.base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    reason_word,
     token_counts,
 )
 from sse_audit_proxy.core.dialects.tool_args import ToolArgs
@@ -128,7 +129,7 @@ class ChatCompletions(Dialect):
                 bits |= CONTENT  # content after a finish_reason still reached the client
             reason = choice.finish_reason
             if reason:  # "" means none yet
-                self._finish[index] = reason
+                self._finish[index] = reason_word(reason)
                 self._failed = False
                 bits |= FINISH
         return bits
@@ -154,7 +155,7 @@ class ChatCompletions(Dialect):
         elif isinstance(text, str) and text:
             bits = CONTENT
         if reason and isinstance(reason, str):  # "" means none yet
-            self._finish[index] = reason
+            self._finish[index] = reason_word(reason)
             self._failed = False
             bits |= FINISH
         return bits

@@ -19,6 +19,7 @@ from sse_audit_proxy.core.dialects.base import (
     clean_usage,
     is_error_frame,
     load_object,
+    reason_word,
     token_counts,
 )
 from sse_audit_proxy.core.dialects.tool_args import ToolArgs
@@ -71,7 +72,7 @@ class TypedEvents(Dialect):
 
     def _finished(self, reason: str) -> None:
         """The response finished normally, so an earlier error was not its end."""
-        self._finish = reason
+        self._finish = reason_word(reason)
         self._failed = False
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from sse_audit_proxy.core.audit import Anomaly, End, StreamAudit, StreamResult
@@ -133,3 +134,59 @@ def test_a_chat_stream_with_many_choices_and_calls_is_judged_as_before() -> None
     assert result.tool_calls == 128
     assert result.finish_reasons == ["tool_calls"] * 128
     assert Anomaly.MALFORMED_FRAME.value not in result.anomalies
+
+
+LONG_ID = "x" * (64 << 10)
+
+
+def _chat_long_id(i: int) -> bytes:  # no index: calls told apart by id alone
+    call = b'{"id":"%d%b","function":{"name":"f","arguments":"{}"}}' % (i, LONG_ID.encode())
+    return b'data: {"choices":[{"index":0,"delta":{"tool_calls":[%b]}}]}\n\n' % call
+
+
+def _responses_long_id(i: int) -> bytes:
+    return b'data: {"type":"response.function_call_arguments.delta","item_id":"%d%b","delta":"{"}\n\n' % (
+        i,
+        LONG_ID.encode(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("dialect", "frame"),
+    [(ChatCompletions, _chat_long_id), (Responses, _responses_long_id)],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_long_ids_are_not_held(dialect: type[Dialect], frame: Callable[[int], bytes]) -> None:
+    """256 calls whose ids are 64 KiB each: the ids were held as keys (16 MiB here; with ids
+    near --max-frame-bytes, 256 MiB a stream)."""
+    audit = StreamAudit(dialect(), 0.0)
+    frames = [frame(i) for i in range(MAX_KEYS)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, data in enumerate(frames):
+            audit.feed(data, 0.001 * (i + 1))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1 << 20, f"{grown >> 10} KiB held"
+    assert audit.finish(10.0, End.UPSTREAM_EOF).tool_calls == MAX_KEYS
+
+
+def test_calls_with_long_ids_are_still_told_apart() -> None:
+    first, second = "a" + LONG_ID, "b" + LONG_ID
+
+    def piece(call_id: str, arguments: str) -> bytes:
+        call = {"id": call_id, "function": {"name": "f", "arguments": arguments}}
+        chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, data in enumerate(
+        [piece(first, '{"a":'), piece(second, '{"b":'), piece(first, "1}"), piece(second, "2}")]
+    ):
+        audit.feed(data, 0.01 * (i + 1))
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert result.tool_calls == 2
+    # Merged, the pieces would be {"a":{"b":1}2} (the stream has no end: only that is judged here).
+    assert "invalid_tool_arguments" not in result.anomalies, result.reasons

@@ -7,6 +7,7 @@ error counts) stays in the dialect's own state and is read once through `summary
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +41,19 @@ Usage = dict[str, Any]
 MAX_REASON_CHARS = 40
 OTHER_REASON = "other"
 _REASON_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
+
+
+# Ids (a tool call's, an output item's) are dict keys for the whole stream; real ones are
+# short (`call_...`, `fc_...`: under 64 characters).
+MAX_ID_CHARS = 128
+
+
+def id_key(value: str) -> str:
+    """An id as the audit keeps it: a longer one by its digest, so an upstream's ids cannot make
+    it hold their bytes (256 of them up to a frame each)."""
+    if len(value) <= MAX_ID_CHARS:
+        return value
+    return "#" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def reason_word(reason: str) -> str:

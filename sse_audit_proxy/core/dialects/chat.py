@@ -25,6 +25,7 @@ from sse_audit_proxy.core.dialects.base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    id_key,
     reason_word,
     token_counts,
 )
@@ -224,8 +225,7 @@ class ChatCompletions(Dialect):
         """Which call a delta belongs to: by `index`, else by `id`, else the last one."""
         index = call.get("index")
         call_id = call.get("id")
-        if not isinstance(call_id, str) or not call_id:
-            call_id = None
+        call_id = id_key(call_id) if isinstance(call_id, str) and call_id else None
         ids = self._tool_ids
         if isinstance(index, int):
             key: object = (choice, index)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, MAX_KEYS, TERMINAL, USAGE
+from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, MAX_KEYS, TERMINAL, USAGE, id_key
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 SEQUENCE_GAP = "sequence_gap"
@@ -118,6 +118,8 @@ class Responses(TypedEvents):
     def _call_key(self, doc: dict[str, Any], item_id: Any) -> object | None:
         """Arguments are assembled per output item: by `output_index`, else by item id."""
         index = doc.get("output_index")
+        if isinstance(item_id, str):
+            item_id = id_key(item_id)
         if type(index) is int:
             items = self._items
             if isinstance(item_id, str) and (item_id in items or len(items) < MAX_KEYS):

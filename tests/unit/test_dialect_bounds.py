@@ -190,3 +190,24 @@ def test_calls_with_long_ids_are_still_told_apart() -> None:
     assert result.tool_calls == 2
     # Merged, the pieces would be {"a":{"b":1}2} (the stream has no end: only that is judged here).
     assert "invalid_tool_arguments" not in result.anomalies, result.reasons
+
+
+def test_long_block_types_are_not_held() -> None:
+    """256 Anthropic blocks whose type is 64 KiB each: held as the blocks' kinds (16 MiB here)."""
+    audit = StreamAudit(AnthropicMessages(), 0.0)
+    frames = [
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+        b'"content_block":{"type":"%d%b"}}\n\n' % (i, i, LONG_ID.encode())
+        for i in range(MAX_KEYS)
+    ]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, data in enumerate(frames):
+            audit.feed(data, 0.001 * (i + 1))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1 << 20, f"{grown >> 10} KiB held"
+    result = audit.finish(10.0, End.UPSTREAM_EOF)
+    assert Anomaly.MALFORMED_FRAME.value not in result.anomalies, result.reasons

@@ -26,6 +26,7 @@ from sse_audit_proxy.core.dialects.base import (
     TERMINAL,
     USAGE,
     Usage,
+    id_key,
 )
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
@@ -108,7 +109,7 @@ class AnthropicMessages(TypedEvents):
             self._malformed += 1  # new blocks without end: counted, not held
             return 0
         kind = block.get("type")
-        self._blocks[index] = kind if isinstance(kind, str) else ""
+        self._blocks[index] = id_key(kind) if isinstance(kind, str) else ""  # held: bounded
         if kind in _TOOL_BLOCKS:
             given = block.get("input")
             # A tool without parameters gets no input_json_delta: its start input stands.

@@ -151,6 +151,18 @@ def _responses_long_id(i: int) -> bytes:
     )
 
 
+def _held(audit: StreamAudit, frames: list[bytes]) -> int:
+    """What the audit holds more after `frames` than before them."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, data in enumerate(frames):
+            audit.feed(data, 0.001 * (i + 1))
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize(
     ("dialect", "frame"),
     [(ChatCompletions, _chat_long_id), (Responses, _responses_long_id)],
@@ -161,14 +173,7 @@ def test_long_ids_are_not_held(dialect: type[Dialect], frame: Callable[[int], by
     near --max-frame-bytes, 256 MiB a stream)."""
     audit = StreamAudit(dialect(), 0.0)
     frames = [frame(i) for i in range(MAX_KEYS)]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for i, data in enumerate(frames):
-            audit.feed(data, 0.001 * (i + 1))
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = _held(audit, frames)
     assert grown < 1 << 20, f"{grown >> 10} KiB held"
     assert audit.finish(10.0, End.UPSTREAM_EOF).tool_calls == MAX_KEYS
 
@@ -200,14 +205,7 @@ def test_long_block_types_are_not_held() -> None:
         b'"content_block":{"type":"%d%b"}}\n\n' % (i, i, LONG_ID.encode())
         for i in range(MAX_KEYS)
     ]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for i, data in enumerate(frames):
-            audit.feed(data, 0.001 * (i + 1))
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = _held(audit, frames)
     assert grown < 1 << 20, f"{grown >> 10} KiB held"
     result = audit.finish(10.0, End.UPSTREAM_EOF)
     assert Anomaly.MALFORMED_FRAME.value not in result.anomalies, result.reasons

@@ -10,10 +10,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 from peers import serve
 
-from tests.reliability_support import CHAT, STREAM_BODY
+from tests.reliability_support import CHAT, STREAM_BODY, Tally, streaming_handler
 
 MARKER = "completion-text-that-must-stay-in-the-stream"
 REASON = f"{MARKER} " * 200
@@ -25,15 +24,7 @@ def frames() -> bytes:
 
 
 async def test_text_in_a_finish_reason_reaches_the_client_and_nothing_else(upstream: Any) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(frames())
-        await resp.write_eof()
-        return resp
-
-    url = await upstream(handler)
+    url = await upstream(streaming_handler([frames()], Tally()))
     async with serve(url) as child, aiohttp.ClientSession() as http:
         async with http.post(child.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
             assert resp.status == 200

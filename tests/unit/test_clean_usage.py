@@ -1,29 +1,35 @@
 """clean_usage checks exact int and float first: it keeps what the isinstance definition
-keeps, for any value (bools, int and float subclasses, nesting, odd keys, the 32 bound)."""
+keeps, for any value (bools, int and float subclasses, nesting, odd keys, the bounds)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_audit_proxy.core.dialects.base import clean_usage
 
 
-def reference_clean_usage(usage: Any) -> dict[str, Any] | None:
-    """The definition (as base.py had it before)."""
+def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = None) -> dict[str, Any] | None:
+    """The definition: numbers and objects of numbers, at most 4 levels, 32 fields an object,
+    64 numbers in all, in the object's order."""
     if not isinstance(usage, dict):
         return None
+    left = [64] if left is None else left
     out: dict[str, Any] = {}
     for key, value in usage.items():
         if not isinstance(key, str) or len(key) > 64:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if left[0] == 0:
+                break
+            left[0] -= 1
             out[key] = value
-        elif isinstance(value, dict):
-            nested = reference_clean_usage(value)
+        elif isinstance(value, dict) and depth > 1:
+            nested = reference_clean_usage(value, depth - 1, left)
             if nested:
                 out[key] = nested
         if len(out) >= 32:
@@ -59,3 +65,29 @@ _USAGE = st.recursive(
 def test_clean_usage_keeps_what_the_definition_keeps(usage: Any) -> None:
     got, want = clean_usage(usage), reference_clean_usage(usage)
     assert repr(got) == repr(want)  # repr: the same types too (an IntEnum is not an int)
+
+
+def _depth(usage: dict[str, Any]) -> int:
+    return 1 + max((_depth(v) for v in usage.values() if isinstance(v, dict)), default=0)
+
+
+def _numbers(usage: dict[str, Any]) -> int:
+    return sum(_numbers(v) if isinstance(v, dict) else 1 for v in usage.values())
+
+
+def test_a_deep_usage_is_cut_to_four_levels_and_renders() -> None:
+    usage: dict[str, Any] = {"total_tokens": 2}
+    inner = usage
+    for _ in range(400):  # orjson refuses to write more than 255 levels
+        inner["n"] = {"x": 1}
+        inner = inner["n"]
+    got = clean_usage(usage)
+    assert got is not None and _depth(got) == 4 and got["total_tokens"] == 2
+    orjson.dumps(got)
+
+
+def test_a_wide_usage_keeps_sixty_four_numbers_at_most() -> None:
+    usage = {"total_tokens": 2, **{f"k{i}": {f"n{j}": j for j in range(20)} for i in range(5000)}}
+    got = clean_usage(usage)
+    assert got is not None and got["total_tokens"] == 2
+    assert _numbers(got) == 64 and len(got) <= 32

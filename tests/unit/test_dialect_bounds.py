@@ -209,3 +209,24 @@ def test_long_block_types_are_not_held() -> None:
     assert grown < 1 << 20, f"{grown >> 10} KiB held"
     result = audit.finish(10.0, End.UPSTREAM_EOF)
     assert Anomaly.MALFORMED_FRAME.value not in result.anomalies, result.reasons
+
+
+def test_anthropic_usage_with_new_keys_in_every_event_stays_bounded() -> None:
+    """message_delta usage is merged into the stream's: new keys without end made it grow with
+    the stream (about 120 bytes an event)."""
+    audit = StreamAudit(AnthropicMessages(), 0.0)
+    audit.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m",'
+        b'"usage":{"input_tokens":1}}}\n\n',
+        0.0,
+    )
+    frames = [
+        # Keys past 64 characters: orjson keeps shorter ones in its (global, bounded) key cache.
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{},"usage":{"%065d":%d}}\n\n' % (i, i)
+        for i in range(FRAMES)
+    ]
+    audit.feed(frames[0], 0.0)  # the merged object exists
+    grown = _held(audit, frames)
+    assert grown < 8 << 10, f"{grown} bytes held for {len(frames)} events"
+    usage = audit.finish(100.0, End.UPSTREAM_EOF).usage
+    assert usage is not None and usage["input_tokens"] == 1

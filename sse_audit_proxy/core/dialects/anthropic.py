@@ -23,6 +23,7 @@ from sse_audit_proxy.core.dialects.base import (
     FINISH,
     KEEPALIVE,
     MAX_KEYS,
+    MAX_USAGE_FIELDS,
     TERMINAL,
     USAGE,
     Usage,
@@ -141,10 +142,15 @@ class AnthropicMessages(TypedEvents):
     def _add_usage(self, usage: Any) -> bool:
         if not usage or not isinstance(usage, dict):
             return False
-        if self._usage is None:
-            self._usage = {}
-        # message_delta repeats some keys with cumulative values and may null others.
-        self._usage.update((k, v) for k, v in usage.items() if v is not None)
+        held = self._usage
+        if held is None:
+            held = self._usage = {}
+        # message_delta repeats some keys with cumulative values and may null others. New keys
+        # are taken up to a bound: an upstream sending new ones in every event would make the
+        # merged object grow with the stream.
+        for key, value in usage.items():
+            if value is not None and (key in held or len(held) < MAX_USAGE_FIELDS):
+                held[key] = value
         return True
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:

@@ -122,10 +122,25 @@ def is_error_frame(doc: dict[str, Any]) -> bool:
     return bool(doc.get("error"))
 
 
+# A usage object as logged: real ones have about ten counts, two levels deep (OpenAI's
+# `completion_tokens_details.reasoning_tokens`, Anthropic's `cache_creation`). An upstream's
+# deeper or wider object is cut there, so the stream_end line always renders (orjson refuses
+# more than 255 levels) and stays a log line.
+MAX_USAGE_DEPTH = 4
+MAX_USAGE_FIELDS = 32  # per object
+MAX_USAGE_COUNTS = 64  # in all
+
+
 def clean_usage(usage: Any) -> Usage | None:
     """Keep only the numeric parts of a usage object, so nothing but counts is ever logged."""
     if not isinstance(usage, dict):
         return None
+    return _counts(usage, MAX_USAGE_DEPTH, [MAX_USAGE_COUNTS])
+
+
+def _counts(usage: dict[Any, Any], depth: int, left: list[int]) -> Usage:
+    """`usage`'s numbers and nested objects of numbers, `depth` levels at most; `left`: how
+    many more numbers the whole object may keep."""
     out: Usage = {}
     for key, value in usage.items():
         if not isinstance(key, str) or len(key) > 64:
@@ -133,12 +148,15 @@ def clean_usage(usage: Any) -> Usage | None:
         kind = type(value)
         # Exact int and float first: what orjson gives (two comparisons, not two isinstance calls).
         if kind is int or kind is float or (kind is not bool and isinstance(value, (int, float))):
+            if left[0] <= 0:
+                break
+            left[0] -= 1
             out[key] = value
-        elif isinstance(value, dict):
-            nested = clean_usage(value)
+        elif depth > 1 and isinstance(value, dict):
+            nested = _counts(value, depth - 1, left)
             if nested:
                 out[key] = nested
-        if len(out) >= 32:
+        if len(out) >= MAX_USAGE_FIELDS:
             break
     return out
 

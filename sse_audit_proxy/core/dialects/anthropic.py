@@ -28,6 +28,7 @@ from sse_audit_proxy.core.dialects.base import (
     USAGE,
     Usage,
     id_key,
+    token_count,
 )
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
@@ -157,6 +158,5 @@ class AnthropicMessages(TypedEvents):
         """Prompt tokens are all input, cached or not, as OpenAI's `prompt_tokens` count them."""
         if not usage:
             return None, None
-        counts = [usage[k] for k in _INPUT_TOKENS if isinstance(usage.get(k), int)]
-        output = usage.get("output_tokens")
-        return (sum(counts) if counts else None), (output if isinstance(output, int) else None)
+        counts = [c for k in _INPUT_TOKENS if (c := token_count(usage.get(k))) is not None]
+        return (token_count(sum(counts)) if counts else None), token_count(usage.get("output_tokens"))

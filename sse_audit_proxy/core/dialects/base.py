@@ -161,13 +161,20 @@ def _counts(usage: dict[Any, Any], depth: int, left: list[int]) -> Usage:
     return out
 
 
+# A token count as the record keeps it: what a counter can add and a JSON line can carry (orjson
+# writes integers of 64 bits at most). A negative or larger one (a sum of several near 2**64) is
+# not a count: None, as if absent.
+MAX_TOKENS = (1 << 63) - 1
+
+
+def token_count(value: object) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_TOKENS else None
+
+
 def token_counts(usage: Usage | None) -> tuple[int | None, int | None]:
     """(prompt, completion) tokens from an OpenAI Chat, Responses or Anthropic usage object."""
     if not usage:
         return None, None
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    return (
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-    )
+    return token_count(prompt), token_count(completion)

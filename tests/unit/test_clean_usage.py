@@ -3,6 +3,7 @@ keeps, for any value (bools, int and float subclasses, nesting, odd keys, the bo
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
@@ -14,16 +15,19 @@ from sse_audit_proxy.core.dialects.base import clean_usage
 
 
 def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = None) -> dict[str, Any] | None:
-    """The definition: numbers and objects of numbers, at most 4 levels, 32 fields an object,
-    64 numbers in all, in the object's order."""
+    """The definition: numbers (integers of at most 64 bits, signed or not) and objects of
+    numbers under keys that are protocol words, at most 4 levels, 32 fields an object, 64
+    numbers in all, in the object's order."""
     if not isinstance(usage, dict):
         return None
     left = [64] if left is None else left
     out: dict[str, Any] = {}
     for key, value in usage.items():
-        if not isinstance(key, str) or len(key) > 64:
+        if not isinstance(key, str) or len(key) > 64 or not re.fullmatch(r"[A-Za-z0-9_.:\-]+", key):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and not -(2**63) <= value < 2**64:
+                continue
             if left[0] == 0:
                 break
             left[0] -= 1
@@ -49,12 +53,13 @@ _LEAVES = (
     st.none()
     | st.booleans()
     | st.integers()
+    | st.sampled_from([-(2**63) - 1, -(2**63), 2**64 - 1, 2**64])
     | st.floats()
     | st.text(max_size=3)
     | st.just(_Count.ONE)
     | st.builds(_Fraction, st.floats(allow_nan=False))
 )
-_KEYS = st.text(max_size=4) | st.just("k" * 65) | st.integers(0, 3)
+_KEYS = st.text(max_size=4) | st.sampled_from(["k" * 65, "k" * 64, "a b", "x-y"]) | st.integers(0, 3)
 _USAGE = st.recursive(
     _LEAVES, lambda inner: st.dictionaries(_KEYS, inner, max_size=40) | st.lists(inner, max_size=2)
 )

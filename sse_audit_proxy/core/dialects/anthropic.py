@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
@@ -111,11 +109,13 @@ class AnthropicMessages(TypedEvents):
             self._malformed += 1  # new blocks without end: counted, not held
             return 0
         kind = block.get("type")
-        self._blocks[index] = id_key(kind) if isinstance(kind, str) else ""  # held: bounded
+        kind = id_key(kind) if isinstance(kind, str) else ""  # held: bounded, and hashable
+        self._blocks[index] = kind
         if kind in _TOOL_BLOCKS:
             given = block.get("input")
-            # A tool without parameters gets no input_json_delta: its start input stands.
-            self._tools.open(index, "" if given is None else orjson.dumps(given).decode())
+            # A tool without parameters gets no input_json_delta: its start input stands. Only
+            # whether it is an object is judged, so that is all that is kept (not its text).
+            self._tools.open(index, "" if given is None else "{}" if isinstance(given, dict) else "null")
             return CONTENT  # the tool's name is the first output the client sees
         text = block.get("text") or block.get("thinking")
         return CONTENT if isinstance(text, str) and text else 0

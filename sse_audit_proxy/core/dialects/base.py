@@ -40,7 +40,7 @@ Usage = dict[str, Any]
 # kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
 MAX_REASON_CHARS = 40
 OTHER_REASON = "other"
-_REASON_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
+_PROTOCOL_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
 
 
 # Ids (a tool call's, an output item's) are dict keys for the whole stream; real ones are
@@ -58,7 +58,7 @@ def id_key(value: str) -> str:
 
 def reason_word(reason: str) -> str:
     """`reason` if it is a protocol word of at most MAX_REASON_CHARS, else OTHER_REASON."""
-    return reason if len(reason) <= MAX_REASON_CHARS and _REASON_WORD(reason) else OTHER_REASON
+    return reason if len(reason) <= MAX_REASON_CHARS and _PROTOCOL_WORD(reason) else OTHER_REASON
 
 
 @dataclass(slots=True)
@@ -129,6 +129,7 @@ def is_error_frame(doc: dict[str, Any]) -> bool:
 MAX_USAGE_DEPTH = 4
 MAX_USAGE_FIELDS = 32  # per object
 MAX_USAGE_COUNTS = 64  # in all
+_INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 
 
 def clean_usage(usage: Any) -> Usage | None:
@@ -143,11 +144,14 @@ def _counts(usage: dict[Any, Any], depth: int, left: list[int]) -> Usage:
     many more numbers the whole object may keep."""
     out: Usage = {}
     for key, value in usage.items():
-        if not isinstance(key, str) or len(key) > 64:
+        # A key is a protocol word (`prompt_tokens`): keys are logged, text in one is not.
+        if not isinstance(key, str) or len(key) > 64 or not _PROTOCOL_WORD(key):
             continue
         kind = type(value)
         # Exact int and float first: what orjson gives (two comparisons, not two isinstance calls).
         if kind is int or kind is float or (kind is not bool and isinstance(value, (int, float))):
+            if not (isinstance(value, float) or _INT_MIN <= value <= _UINT_MAX):
+                continue  # an integer a JSON line cannot carry (orjson writes 64 bits at most)
             if left[0] <= 0:
                 break
             left[0] -= 1

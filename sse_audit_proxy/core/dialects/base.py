@@ -35,14 +35,6 @@ MAX_KEYS = 256
 
 Usage = dict[str, Any]
 
-# A finish reason is a protocol word (`stop`, `tool_calls`, `end_turn`, `max_output_tokens`);
-# the record keeps one only when it looks like one. Anything else (text, a megabyte of it) is
-# kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
-MAX_REASON_CHARS = 40
-OTHER_REASON = "other"
-_PROTOCOL_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
-
-
 # Ids (a tool call's, an output item's) are dict keys for the whole stream; real ones are
 # short (`call_...`, `fc_...`: under 64 characters).
 MAX_ID_CHARS = 128
@@ -54,6 +46,14 @@ def id_key(value: str) -> str:
     if len(value) <= MAX_ID_CHARS:
         return value
     return "#" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+# A finish reason is a protocol word (`stop`, `tool_calls`, `end_turn`, `max_output_tokens`);
+# the record keeps one only when it looks like one. Anything else (text, a megabyte of it) is
+# kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
+MAX_REASON_CHARS = 40
+OTHER_REASON = "other"
+_PROTOCOL_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
 
 
 def reason_word(reason: str) -> str:

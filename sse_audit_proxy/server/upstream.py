@@ -34,6 +34,12 @@ POOL_IDLE_SECONDS = 15.0
 # Idle connections kept per upstream; more are closed when released.
 POOL_MAX_IDLE = 256
 _NO_BODY_STATUS = frozenset({204, 304})
+# Bytes of a response that are not its body, between two body bytes (or before the first): the
+# head and any interim (1xx) responses, chunk-size lines and trailers. llhttp holds no limit
+# and httptools gathers a header's value in one growing bytes object: an upstream sending an
+# endless head made the proxy grow by gigabytes. nginx refuses an upstream head past its
+# proxy_buffer_size (4 or 8 KiB); this leaves room for large cookie and CORS sets.
+MAX_RESPONSE_HEAD = 64 << 10
 
 
 class UpstreamError(Exception):
@@ -103,6 +109,7 @@ class Connection(asyncio.Protocol):
         "_idle",
         "_idle_handle",
         "_loop",
+        "_not_body",
         "_parser",
         "_pool",
         "_sink",
@@ -152,6 +159,7 @@ class Connection(asyncio.Protocol):
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
         self.last_read = 0.0
+        self._not_body = 0  # bytes fed to the parser since the last body bytes (MAX_RESPONSE_HEAD)
 
     # asyncio.Protocol -----------------------------------------------------------------
 
@@ -164,12 +172,16 @@ class Connection(asyncio.Protocol):
             self._kill()  # bytes nobody asked for: this connection can never be trusted again
             return
         self.last_read = _monotonic()  # the bytes' arrival time, which the sink is given too
+        self._not_body += len(data)  # on_body sets it back to 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("upgrade"), End.UPSTREAM_BROKEN)
         except httptools.HttpParserError:
             self._fail(BadResponse("unparseable response"), End.UPSTREAM_BROKEN)
+        else:
+            if self._not_body > MAX_RESPONSE_HEAD:
+                self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = True
@@ -224,6 +236,7 @@ class Connection(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
+        self._not_body = 0  # the head ended (a larger one that came in one read is let through)
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
         for name, value in self.headers:
@@ -246,6 +259,7 @@ class Connection(asyncio.Protocol):
         if self.body_done or not self.status:
             self._kill()  # body bytes after a response that has none
             return
+        self._not_body = 0
         sink = self._sink
         if sink is None:
             if self._early is None:

@@ -323,11 +323,12 @@ class ClientConnection(asyncio.Protocol):
             self._cancel_idle_timer()  # a head begins: the header timeout governs now
             self._arm_head_timer()
         heads = self._heads
-        if self._parsing is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse_head(431)
-                return
+        # A head, or in a body the bytes since its last body byte (chunk lines, trailers: llhttp
+        # sets no limit, and httptools gathers a trailer's value in one growing bytes object).
+        self._head_bytes += len(data)
+        if self._parsing is None and self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head(431)
+            return
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
@@ -340,7 +341,9 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._parse_failed(exc, heads)
         else:
-            if not self._in_message and self._last_keep_alive:
+            if self._parsing is not None and self._head_bytes > MAX_HEAD_BYTES:
+                self._parse_failed(_HeadTooLarge(), heads)
+            elif not self._in_message and self._last_keep_alive:
                 # Between messages: llhttp keeps nothing of the last one once it ended (unless
                 # it asked to close: then the bytes after it must still be refused).
                 self._parser = None
@@ -434,6 +437,7 @@ class ClientConnection(asyncio.Protocol):
                 self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self._head_bytes = 0
         request = self._parsing
         if request is None:
             return
@@ -443,6 +447,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._head_bytes = 0
         request, self._parsing = self._parsing, None
         if request is not None:
             request._end()

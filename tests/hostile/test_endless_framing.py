@@ -68,3 +68,42 @@ async def test_an_endless_head_is_refused_and_holds_no_memory(case: str) -> None
         assert ends and ends[-1]["outcome"] == "truncated", ends
     assert len(ends) == 1, [line.get("event") for line in child.lines]
     assert grown < 16 << 10, f"serve grew {grown} KiB"
+
+
+async def ok(_: RawRequest, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+
+CLIENT_CASES = {
+    "trailer value": (b"0\r\nX-T: ", b"a" * 65536),
+    "chunk extension": (b"5;e=", b"e" * 65536),
+}
+
+
+@pytest.mark.parametrize("case", list(CLIENT_CASES))
+async def test_an_endless_request_trailer_or_chunk_line_is_refused(case: str) -> None:
+    """The same from a client, in a chunked request body: an endless trailer value made `serve`
+    grow with it (httptools gathers it); now the request ends `400 invalid_request_body`."""
+    start, piece = CLIENT_CASES[case]
+    async with raw_upstream(ok) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        before = rss_kib(child.proc.pid)
+        _, writer = await asyncio.open_connection(child.url.host, child.url.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n" + start
+        )
+        cut = False
+        for _ in range(ENOUGH // len(piece)):
+            try:
+                writer.write(piece)
+                await asyncio.wait_for(writer.drain(), 5)
+            except ConnectionError:
+                cut = True
+                break
+        writer.close()
+        grown = rss_kib(child.proc.pid) - before
+        await asyncio.sleep(0.2)  # the record is written
+    assert cut, "the proxy read it all"
+    assert grown < 16 << 10, f"serve grew {grown} KiB"
+    ends = child.events("request_end") + child.events("stream_end")
+    assert [(e["status"], e.get("error")) for e in ends] == [(400, "invalid_request_body")]

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sse_audit_proxy.core.dialects.base import DONE_SENTINEL
+from sse_audit_proxy.core.dialects.base import DONE_SENTINEL, is_protocol_word
 from sse_audit_proxy.core.sse import Event
 
 # Fields whose string values are protocol vocabulary, kept as they are when they look like it.
@@ -34,7 +34,6 @@ VOCABULARY = frozenset(
         "stop_sequence_type",
     }
 )
-_WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 PLACEHOLDER = re.compile(r"<(\d+)>")
 MAX_DEPTH = 8
 MAX_KEYS = 64  # per object (a Responses `response` object has ~30 fields; usage among them)
@@ -91,7 +90,7 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
 
 
 def _text(value: str, key: str | None) -> str:
-    if key in VOCABULARY and len(value) <= 64:  # longer: never a word (_WORD)
+    if key in VOCABULARY and len(value) <= 64:  # longer: never a word (is_protocol_word)
         word = _WORDS.get(value)
         if word is None:
             word = _is_word(value)
@@ -101,7 +100,7 @@ def _text(value: str, key: str | None) -> str:
 
 
 def _is_word(value: str) -> bool:
-    word = bool(_WORD.fullmatch(value)) and not PLACEHOLDER.fullmatch(value)
+    word = bool(is_protocol_word(value)) and not PLACEHOLDER.fullmatch(value)
     if len(_WORDS) < _MAX_WORDS:
         _WORDS[value] = word
     return word
@@ -118,7 +117,7 @@ _MAX_WORDS = 1024
 
 
 def _key_name(key: str) -> str:
-    name = key if _WORD.fullmatch(key) else text_length(key)
+    name = key if is_protocol_word(key) else text_length(key)
     if len(key) <= 64 and len(_KEY_NAMES) < _MAX_KEY_NAMES:
         _KEY_NAMES[key] = name
     return name

@@ -15,7 +15,6 @@ from prometheus_client.metrics import MetricWrapperBase
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.core.request_info import safe_token
 
 OTHER = "other"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -205,7 +204,7 @@ class Metrics:
             series.max_gap.observe(s.max_gap)
         series.duration.observe(s.duration)
         for reason in s.finish_reasons:
-            reason = self.finish_reasons(safe_token(reason, 40) or OTHER)
+            reason = self.finish_reasons(reason)  # a protocol word, or `other` (reason_word)
             child(self.finish, route, model, side, reason).inc()
         if s.prompt_tokens:
             child(self.tokens, route, model, side, "prompt").inc(s.prompt_tokens)

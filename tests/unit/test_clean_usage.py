@@ -23,7 +23,7 @@ def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = N
     left = [64] if left is None else left
     out: dict[str, Any] = {}
     for key, value in usage.items():
-        if not isinstance(key, str) or len(key) > 64 or not re.fullmatch(r"[A-Za-z0-9_.:\-]+", key):
+        if not isinstance(key, str) or len(key) > 64 or not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, int) and not -(2**63) <= value < 2**64:

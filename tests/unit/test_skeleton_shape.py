@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_audit_proxy.core import skeleton as sk
+from sse_audit_proxy.core.dialects.base import is_protocol_word
 from sse_audit_proxy.core.sse import Event
 
 
 def reference_shape(value: Any, key: str | None, depth: int) -> Any:
     """The definition, one call per value (as skeleton.py had it before it was made cheaper)."""
     if isinstance(value, str):
-        if key in sk.VOCABULARY and sk._WORD.fullmatch(value) and not sk.PLACEHOLDER.fullmatch(value):
+        if key in sk.VOCABULARY and is_protocol_word(value) and not sk.PLACEHOLDER.fullmatch(value):
             return value
         return sk.text_length(value)
     if isinstance(value, bool) or value is None or isinstance(value, int | float):
@@ -29,7 +30,7 @@ def reference_shape(value: Any, key: str | None, depth: int) -> Any:
             if i >= sk.MAX_KEYS:
                 out[sk.MORE] = len(value) - sk.MAX_KEYS
                 break
-            name = k if sk._WORD.fullmatch(k) else sk.text_length(k)
+            name = k if is_protocol_word(k) else sk.text_length(k)
             out[name] = reference_shape(v, k, depth + 1)
         return out
     if isinstance(value, list):
@@ -73,7 +74,7 @@ def test_skeleton_matches_the_definition(value: Any, name: str) -> None:
     data = orjson.dumps(value)
     doc: dict[str, Any] = {"bytes": len(data)}
     if name:
-        doc["event"] = name if sk._WORD.fullmatch(name) else sk.text_length(name)
+        doc["event"] = name if is_protocol_word(name) else sk.text_length(name)
     doc["data"] = reference_shape(orjson.loads(data), None, 0)
     expected = orjson.dumps(doc)
     if len(expected) > sk.MAX_SKELETON_BYTES:

@@ -48,17 +48,20 @@ def id_key(value: str) -> str:
     return "#" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-# A finish reason is a protocol word (`stop`, `tool_calls`, `end_turn`, `max_output_tokens`);
-# the record keeps one only when it looks like one. Anything else (text, a megabyte of it) is
-# kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
+# A protocol word: a field name (`prompt_tokens`) or a value of the protocol's vocabulary
+# (`stop`, `end_turn`, `chat.completion.chunk`), never what a model or a user wrote. What the
+# record and the evidence keep of an upstream's strings is only ever such words.
+is_protocol_word = re.compile(r"[A-Za-z0-9_.:/-]{1,64}").fullmatch
+
+# A finish reason is kept only when it is a protocol word. Anything else (text, a megabyte of
+# it) is kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
 MAX_REASON_CHARS = 40
 OTHER_REASON = "other"
-_PROTOCOL_WORD = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
 
 
 def reason_word(reason: str) -> str:
     """`reason` if it is a protocol word of at most MAX_REASON_CHARS, else OTHER_REASON."""
-    return reason if len(reason) <= MAX_REASON_CHARS and _PROTOCOL_WORD(reason) else OTHER_REASON
+    return reason if len(reason) <= MAX_REASON_CHARS and is_protocol_word(reason) else OTHER_REASON
 
 
 @dataclass(slots=True)
@@ -145,7 +148,7 @@ def _counts(usage: dict[Any, Any], depth: int, left: list[int]) -> Usage:
     out: Usage = {}
     for key, value in usage.items():
         # A key is a protocol word (`prompt_tokens`): keys are logged, text in one is not.
-        if not isinstance(key, str) or len(key) > 64 or not _PROTOCOL_WORD(key):
+        if not isinstance(key, str) or not is_protocol_word(key):
             continue
         kind = type(value)
         # Exact int and float first: what orjson gives (two comparisons, not two isinstance calls).

@@ -33,7 +33,7 @@ class ToolArgs:
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, bytearray] = {}
-        self._defaults: dict[Hashable, bytes] = {}
+        self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
@@ -50,17 +50,11 @@ class ToolArgs:
         return buf
 
     def open(self, key: Hashable, default: str = "") -> None:
-        """A call starts. `default` is its arguments if no fragment ever comes (Anthropic's
-        `content_block_start.input`, `{}` for a tool without parameters); it counts towards
-        the cap like fragments."""
-        if self._buffer(key) is None or self._overflow or not default:
-            return
-        data = _utf8(default)
-        self._size += len(data) - len(self._defaults.get(key, b""))
-        if self._size > MAX_TOOL_ARG_BYTES:
-            self._drop()
-            return
-        self._defaults[key] = data
+        """A call starts. `default` stands for its arguments if no fragment ever comes
+        (Anthropic's `content_block_start.input`: `{}` for an object, `null` for anything else,
+        never the input's text)."""
+        if self._buffer(key) is not None and default:
+            self._defaults[key] = default
 
     def append(self, key: Hashable, fragment: str) -> None:
         buf = self._buffer(key)
@@ -71,16 +65,11 @@ class ToolArgs:
         except UnicodeEncodeError:
             data = _utf8(fragment)
         self._size += len(data)
-        if self._size > MAX_TOOL_ARG_BYTES:
-            self._drop()
+        if self._size > MAX_TOOL_ARG_BYTES:  # what was held goes; the calls are not judged
+            self._overflow = True
+            self._calls = {k: bytearray() for k in self._calls}
             return
         buf += data
-
-    def _drop(self) -> None:
-        """Past the cap: what was held goes, and the stream's calls are not judged."""
-        self._overflow = True
-        self._calls = {k: bytearray() for k in self._calls}
-        self._defaults = {}
 
     def set(self, key: Hashable, arguments: str) -> None:
         """A complete arguments string (e.g. a `.done` event) replaces the fragments."""
@@ -88,7 +77,7 @@ class ToolArgs:
         if buf is None:
             return
         self._size -= len(buf)
-        self._calls[key] = bytearray()
+        buf.clear()
         self.append(key, arguments)
 
     def complete(self, key: Hashable, arguments: str) -> None:
@@ -114,7 +103,7 @@ class ToolArgs:
                 bad += 1
                 continue
             try:
-                value = orjson.loads(buf or self._defaults.get(key, b""))
+                value = orjson.loads(buf or self._defaults.get(key, ""))
             except orjson.JSONDecodeError:
                 bad += 1
                 continue

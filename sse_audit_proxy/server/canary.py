@@ -21,6 +21,7 @@ BASELINE = "baseline"
 CANARY = "canary"
 _HASH_SPAN = float(1 << 64)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+_PERCENT = re.compile(r"[0-9]{1,3}(?:\.[0-9]{0,12})?|\.[0-9]{1,12}", re.ASCII)
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,11 +58,20 @@ def label_name(value: str) -> str:
 
 
 def parse_percent(text: str) -> float:
-    """A share in percent, 0 to 100, decimals allowed (`12.5`, `12.5%`)."""
-    value = float(text.strip().removesuffix("%").strip())
-    if not 0.0 <= value <= 100.0:  # also refuses NaN
-        raise ValueError(f"must be between 0 and 100, got {text.strip()!r}")
+    """A share in percent, 0 to 100, decimals allowed (`12.5`, `12.5%`).
+
+    Only ASCII digits and one `.`: `float()` alone would also take `1_0`, `1e1` and other
+    scripts' digits, none of which an operator means as a share.
+    """
+    number = text.strip().removesuffix("%").strip()
+    if not _PERCENT.fullmatch(number) or not 0.0 <= (value := float(number)) <= 100.0:
+        raise ValueError(f"expected a percent from 0 to 100, got {_quote(text.strip())}")
     return value
+
+
+def _quote(text: str) -> str:
+    """A value for an error message: a file's bytes can be anything and any size."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
 
 
 def bucket(value: str) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
 
 POLL_INTERVAL = 0.5  # seconds: a new share applies within a second of the file changing
+MAX_PERCENT_FILE = 4096  # bytes: one number and some comments
 _log = structlog.get_logger("sse_audit_proxy")
 
 
@@ -49,11 +51,24 @@ def build_router(base_url: str, canary: CanaryConfig) -> Router:
 def read_percent_file(path: str) -> tuple[float, str]:
     """(percent, fingerprint). The file holds one number (blank lines and # comments aside).
 
-    Raises OSError (unreadable) or ValueError (not one percent from 0 to 100).
+    Raises OSError (unreadable) or ValueError (not a small regular file holding one percent
+    from 0 to 100).
     """
-    with open(path, "rb") as fh:  # follows symlinks: a ConfigMap's ..data swap included
-        st = os.fstat(fh.fileno())
-        raw = fh.read(4096)
+    # Follows symlinks (a ConfigMap's ..data swap included). Non-blocking, and only a regular
+    # file is read: opening a FIFO for reading would block the event loop, proxy included,
+    # until a writer came; a device could be read without end.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > MAX_PERCENT_FILE:
+            raise ValueError(
+                f"{st.st_size} bytes: a percent file holds one number (at most {MAX_PERCENT_FILE} bytes)"
+            )
+        raw = fh.read(MAX_PERCENT_FILE + 1)
+    if len(raw) > MAX_PERCENT_FILE:  # it grew after the fstat
+        raise ValueError(f"over {MAX_PERCENT_FILE} bytes: a percent file holds one number")
     fingerprint = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{raw.hex()}"
     lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8").splitlines()]
     values = [line for line in lines if line]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,21 @@ def test_percent_values(text: str, value: float) -> None:
     assert parse_percent(text) == value
 
 
-@pytest.mark.parametrize("text", ["-1", "100.5", "nan", "ten", ""])
+@pytest.mark.parametrize(
+    "text",
+    # float() takes all but the first five: digit separators, exponents, infinities and the
+    # digits of other scripts are not a share an operator writes.
+    ["-1", "100.5", "nan", "ten", "", "1_0", "1e1", "inf", "\uff15\uff10", "\u0665", "+5", "0x10"],
+)
 def test_bad_percent_values_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_percent(text)
+
+
+def test_a_refused_percent_is_quoted_short() -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_percent("9" * 5000)
+    assert len(str(refused.value)) < 120 and "5000 characters" in str(refused.value)
 
 
 @pytest.mark.parametrize("name", ["baseline", "v2.1-canary", "gw_blue"])
@@ -112,6 +124,39 @@ def test_the_percent_file_takes_one_number_and_comments(tmp_path: Path) -> None:
     f.write_text("25\n30\n")
     with pytest.raises(ValueError):
         read_percent_file(str(f))
+
+
+def test_the_percent_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
+    """A FIFO swapped in for the file once froze the whole proxy: open() blocked the event
+    loop until a writer came. A device or a huge file is refused too, not read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_percent_file(str(fifo))
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # let the blocked open() return before failing the test
+        with open(fifo, "wb"):
+            pass
+        reader.join(5)
+        pytest.fail("reading the percent file blocked on a FIFO")
+    assert isinstance(outcome[0], ValueError)
+    for path in ("/dev/zero", str(tmp_path)):
+        with pytest.raises((ValueError, OSError)):
+            read_percent_file(path)
+    big = tmp_path / "big"
+    big.write_text("# " + "x" * 5000 + "\n25\n")
+    with pytest.raises(ValueError):
+        read_percent_file(str(big))
 
 
 # The control: file, SIGHUP and the trip -------------------------------------------------

@@ -80,11 +80,14 @@ def request_shape(doc: dict[str, object]) -> str:
 class _Shape:
     """The request's shape, learned from the scanner's parse events (see request_shape)."""
 
-    __slots__ = ("fields", "lists")
+    __slots__ = ("fields", "lists", "top")
 
     def __init__(self) -> None:
         self.fields: dict[str, int | float | bool | None] = {}
         self.lists: set[str] = set()  # top-level fields that are arrays: their items counted
+        # The top-level key being read: parse-event prefixes join keys with dots, so a key
+        # spelled "stream_options.include_usage" has the nested field's prefix.
+        self.top = ""
 
     def take(self, events: Iterable[tuple[str, str, object]], found: dict[str, object]) -> None:
         """A batch of parse events: the wanted values into `found`, the shape into self.
@@ -94,18 +97,19 @@ class _Shape:
         fields = self.fields
         for prefix, event, value in events:
             if not prefix:
-                if (
-                    event == "map_key"
-                    and len(fields) < MAX_SHAPE_FIELDS
-                    and isinstance(value, str)
-                    and _FIELD.fullmatch(value)
-                ):
-                    fields.setdefault(value, None)
+                if event == "map_key" and isinstance(value, str):
+                    self.top = value
+                    if value == "stream_options" and value in fields:  # given twice: the last counts
+                        found.pop(_INCLUDE_USAGE, None)
+                        for key in [k for k in fields if k.startswith("stream_options.")]:
+                            del fields[key]
+                    if len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(value):
+                        fields.setdefault(value, None)
                 continue
             name, _, rest = prefix.partition(".")
             if "." in rest:
                 continue  # deeper than a top-level field's items and stream_options' fields
-            if prefix in _WANTED:
+            if prefix in _WANTED and name == self.top:
                 found[prefix] = value
             if name not in fields:
                 continue
@@ -152,7 +156,16 @@ _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 STRING_KEEP = 1 << 10
 QUIET_LIMIT = 64 << 10
 SCAN_SLICE = 16 << 10
-_WANTED = frozenset({"model", "stream", "stream_options.include_usage"})
+# yajl's C backend for ijson (3.6) crashes the process (a segmentation fault) on an integer
+# longer than Python's int-from-text limit (4300 digits by default, at least 640 whatever
+# PYTHONINTMAXSTRDIGITS says): a body with a run of this many digits outside a long string
+# ends the scan before the parser sees it. Such a body is unknown, as one the scan cannot
+# read; a Python upstream refuses it too (json.loads raises past the limit).
+MAX_NUMBER_DIGITS = 600
+_LONG_NUMBER = re.compile(rb"(?<![0-9])[0-9]{%d}" % MAX_NUMBER_DIGITS)  # from a run's start: linear
+_DIGITS = b"0123456789"
+_INCLUDE_USAGE = "stream_options.include_usage"
+_WANTED = frozenset({"model", "stream", _INCLUDE_USAGE})
 _BACKEND = ijson.get_backend("yajl2_c")
 # yajl checks a string's UTF-8 form, then Python decodes it strictly: an encoded surrogate
 # (ED A0 80), a code point past U+10FFFF or an overlong form passes the first and fails the
@@ -174,6 +187,7 @@ class BodyScanner:
     __slots__ = (
         "_carry_odd",
         "_coro",
+        "_digits",
         "_events",
         "_failed",
         "_found",
@@ -198,6 +212,7 @@ class BodyScanner:
         self._str: bytearray | None = bytearray()  # None: longer than STRING_KEEP
         self._carry_odd = False  # inside a string, the bytes so far end in an odd run of '\\'
         self._quiet = 0  # bytes given to the parser since its last event
+        self._digits = 0  # the digits that end the bytes given to the parser so far
         self._shape = _Shape()  # for evidence: field names, numbers, list sizes; never text
 
     def feed_whole(self, parts: list[bytes]) -> None:
@@ -219,7 +234,11 @@ class BodyScanner:
         if self._failed:
             return
         try:
-            self._parse(self._shorten(data))
+            data = self._shorten(data)
+            if self._long_number(data):
+                self._fail()
+                return
+            self._parse(data)
         except _UNREADABLE:
             self._fail()
         except Exception as exc:
@@ -265,6 +284,17 @@ class BodyScanner:
             self._in_str, self._str = False, bytearray()
             pos = q + 1
         return b"".join(out)
+
+    def _long_number(self, data: bytes) -> bool:
+        """A run of MAX_NUMBER_DIGITS digits, counting the end of the bytes fed before."""
+        lead = len(data) - len(data.lstrip(_DIGITS))
+        if lead == len(data):
+            self._digits += lead
+            return self._digits >= MAX_NUMBER_DIGITS
+        if self._digits + lead >= MAX_NUMBER_DIGITS or _LONG_NUMBER.search(data) is not None:
+            return True
+        self._digits = len(data) - len(data.rstrip(_DIGITS))
+        return False
 
     def _keep(self, seg: bytes) -> None:
         kept = self._str
@@ -344,7 +374,7 @@ def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]
     return RequestInfo(
         model=model or UNKNOWN_MODEL,
         stream=found.get("stream") is True,
-        include_usage=found.get("stream_options.include_usage") is True,
+        include_usage=found.get(_INCLUDE_USAGE) is True,
         shape=orjson.dumps({k: v for k, v in fields.items() if k != "stream_options"}).decode(),
     )
 
@@ -472,7 +502,7 @@ def _options(
         if value is _NOT_PLAIN:
             return False
         if key == "include_usage":
-            found["stream_options.include_usage"] = value
+            found[_INCLUDE_USAGE] = value
         if (
             shown
             and isinstance(value, int | float)

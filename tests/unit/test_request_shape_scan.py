@@ -4,10 +4,12 @@ lists), for any JSON body, hostile keys included (dots, duplicates, too many fie
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import ijson
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,19 +20,20 @@ def reference_take(
     shape: ri._Shape, found: dict[str, object], prefix: str, event: str, value: object
 ) -> None:
     """The definition, one call per parse event (as request_info.py had it before)."""
-    if prefix in ri._WANTED:
-        found[prefix] = value
     fields = shape.fields
     if not prefix:
-        if (
-            event == "map_key"
-            and len(fields) < ri.MAX_SHAPE_FIELDS
-            and isinstance(value, str)
-            and ri._FIELD.fullmatch(value)
-        ):
-            fields.setdefault(value, None)
+        if event == "map_key" and isinstance(value, str):
+            shape.top = value
+            if value == "stream_options" and value in fields:  # a repeated key: the last counts
+                found.pop("stream_options.include_usage", None)
+                for key in [k for k in fields if k.startswith("stream_options.")]:
+                    del fields[key]
+            if len(fields) < ri.MAX_SHAPE_FIELDS and ri._FIELD.fullmatch(value):
+                fields.setdefault(value, None)
         return
     name, _, rest = prefix.partition(".")
+    if prefix in ri._WANTED and name == shape.top:  # not a top-level key spelled with a dot
+        found[prefix] = value
     if name not in fields:
         return
     if not rest:
@@ -101,3 +104,40 @@ def test_batched_take_learns_what_one_call_per_event_learns(pairs: list[tuple[st
     assert list(shape.fields.items()) == list(expected.fields.items())
     assert shape.lists == expected.lists
     assert found == expected_found
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_KEYS, _JSON | st.just({"include_usage": True})), max_size=12), st.integers(1, 40))
+def test_the_wanted_values_are_a_python_upstreams(pairs: list[tuple[str, Any]], step: int) -> None:
+    """`stream` and `stream_options.include_usage` as json.loads reads the body, as a Python
+    gateway does: a repeated key's last value, a key spelled with dots only itself. (A body
+    with `stream_options` twice, the last without include_usage, once read as asking for
+    usage, and so had its stream judged `missing_usage`.)"""
+    body = _body(pairs)
+    doc = json.loads(body)
+    options = doc.get("stream_options")
+    usage = isinstance(options, dict) and options.get("include_usage") is True
+    whole, pieces = ri.BodyScanner(), ri.BodyScanner()
+    whole.feed_whole([body])
+    for i in range(0, len(body), step):
+        pieces.feed(body[i : i + step])
+    for info in (whole.info(), pieces.info()):
+        assert (info.stream, info.include_usage) == (doc.get("stream") is True, usage)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"stream_options":{}}',
+        b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"stream_options":null}',
+        b'{"model":"m","stream":true,"stream_options.include_usage":true}',
+        b'{"stream_options":{"include_usage":true},"model":"m","stream":true,"stream_options":{"x":1}}',
+    ],
+)
+def test_usage_not_asked_for_in_the_last_word(body: bytes) -> None:
+    whole, streamed = ri.BodyScanner(), ri.BodyScanner()
+    whole.feed_whole([body])
+    streamed.feed(body)
+    for info in (whole.info(), streamed.info()):
+        assert info.model == "m" and info.stream and not info.include_usage
+        assert orjson.loads(info.shape).get("stream_options.include_usage") is not True

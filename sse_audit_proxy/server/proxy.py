@@ -60,6 +60,7 @@ from sse_audit_proxy.server.upstream import (
     Unreachable,
     UpstreamError,
 )
+from sse_audit_proxy.sinks.evidence import kept_head
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 HOP_BY_HOP = frozenset(
@@ -637,7 +638,7 @@ class Proxy:
                 raise ConnectionResetError
             transport.write(head)
             r.responded = True
-            rec.response_head = head  # for evidence (one bytes object; redacted when shown)
+            rec.response_head = kept_head(head)  # for evidence (redacted when shown)
             del head
             conn.headers = []  # written: an open stream need not keep them
             request.forget_fields()  # the request's too: its head went upstream long ago

@@ -22,6 +22,7 @@ from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
 EVIDENCE_VERSION = 1
 MAX_HEADERS = 64
 MAX_HEADER_VALUE = 512
+KEEP_HEAD_BYTES = 8 << 10  # a real response head is a few hundred bytes
 # The request path of each route, for a replay (the record keeps the route, not the path).
 ROUTE_PATHS = {
     "chat_completions": "/v1/chat/completions",
@@ -32,24 +33,45 @@ ROUTE_PATHS = {
 OTHER_PATH = "/v1/other"
 
 
+def _fields(head: bytes) -> list[tuple[str, str]]:
+    """The head's fields as evidence shows them: the first MAX_HEADERS, each name and value
+    cut to MAX_HEADER_VALUE characters, KEEP_HEAD_BYTES of them in all."""
+    out: list[tuple[str, str]] = []
+    room = KEEP_HEAD_BYTES
+    for line in head.split(b"\r\n")[1:]:  # the status line first
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            continue
+        name = name.strip()[:MAX_HEADER_VALUE].rstrip()
+        value = value.strip()[:MAX_HEADER_VALUE].rstrip()
+        room -= len(name) + len(value)
+        if len(out) >= MAX_HEADERS or room < 0:
+            break
+        out.append((name, value))
+    return out
+
+
 def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
     """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
     values scrubbed (the same redaction as the log lines); bounded in count and length."""
     if not head:
         return []
-    out: list[list[str]] = []
-    for line in head.split(b"\r\n")[1:]:  # the status line first
-        name, sep, value = line.decode("latin-1").partition(":")
-        if not sep:
-            continue
-        if len(out) >= MAX_HEADERS:
-            break
-        name, value = name.strip(), value.strip()
-        if redactor.is_secret_name(name):
-            out.append([name, REDACTED])
-        else:
-            out.append([name, redactor.scrub(value[:MAX_HEADER_VALUE])])
-    return out
+    return [
+        [name, REDACTED if redactor.is_secret_name(name) else redactor.scrub(value)]
+        for name, value in _fields(head)
+    ]
+
+
+def kept_head(head: bytes) -> bytes:
+    """What a record keeps of a response head for its evidence: the head itself when small
+    (nearly always), else only what evidence shows of it, so that redacted_headers reads the
+    same. A record waits in the recent-streams buffer: a 64 KiB head kept whole by each of
+    1,000 records once held 58 MiB."""
+    if len(head) <= KEEP_HEAD_BYTES:
+        return head
+    status = head.split(b"\r\n", 1)[0][:MAX_HEADER_VALUE]  # evidence takes the status from the record
+    lines = [f"{name}: {value}".encode("latin-1") for name, value in _fields(head)]
+    return b"\r\n".join([status, *lines, b"", b""])
 
 
 def stream_figures(rec: AuditRecord) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, Guard, GuardSettings, Sample, Trip, is_bad
+from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
 
@@ -257,7 +257,7 @@ class CanaryControl:
         if not self._guarding or s is None or self.router.tripped:
             return
         outcome = s.outcome.value
-        if outcome in IGNORED_OUTCOMES:
+        if not judged(outcome, rec.status):
             return
         canary = self.router.canary
         assert canary is not None

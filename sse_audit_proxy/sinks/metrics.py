@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
+from sse_audit_proxy.core.guard import is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
 
 OTHER = "other"
@@ -122,12 +122,20 @@ class Metrics:
             rm,
             registry=registry,
         )
+        self.judged = Counter(
+            "sse_audit_judged_streams",
+            "Audited streams the canary guard judges: all but client_disconnect ones and those "
+            "the upstream refused as the client's error (4xx other than 408 and 429). The "
+            "denominator of the bad share.",
+            rm,
+            registry=registry,
+        )
         self.bad = Counter(
             "sse_audit_bad_streams",
-            "Audited streams the canary guard counts as bad: outcome truncated, upstream_error "
+            "Judged streams the canary guard counts as bad: outcome truncated, upstream_error "
             "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
-            "missing_usage or invalid_tool_arguments (client_disconnect streams never). Divide "
-            'by streams with outcome!="client_disconnect" for the bad share.',
+            "missing_usage or invalid_tool_arguments. Divide by sse_audit_judged_streams for "
+            "the bad share.",
             rm,
             registry=registry,
         )
@@ -188,8 +196,10 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
-        if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
-            series.bad.inc()
+        if judged(outcome, rec.status):
+            series.judged.inc()
+            if is_bad(outcome, s.anomalies):
+                series.bad.inc()
         for anomaly in s.anomalies:
             child(self.anomalies, route, model, side, anomaly).inc()
         if s.usage_judged:
@@ -224,6 +234,7 @@ class _Series:
         "bad",
         "duration",
         "gap",
+        "judged",
         "max_gap",
         "ttfb",
         "ttft",

@@ -247,3 +247,55 @@ async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gatewa
                 await asyncio.sleep(0.02)
             assert len(reloads) == 2 and all(line["trip_cleared"] for line in reloads)
             assert await gauge(http, served, "sse_audit_canary_percent") == 50.0
+
+
+async def refused(http: aiohttp.ClientSession, base: URL, trace_id: str, user: str) -> int:
+    """A streamed request the gateway refuses as the client's error (an unknown model: 404)."""
+    body = {"model": "demo-no-such-model", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    sent = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id, "X-User": user}
+    async with http.post(base / "v1/chat/completions", data=orjson.dumps(body), headers=sent) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_a_client_cannot_steer_the_guard_with_its_own_refused_requests(demo_gateway) -> None:
+    """A client picks its side with the sticky header. Requests the gateway refuses as the
+    client's error (4xx) once counted as bad streams: a client could trip a healthy canary
+    with them, or keep a bad one running by flooding the baseline's window."""
+    healthy = await demo_gateway(**FAST)
+    buffering = await demo_gateway(scenario="buffered", **FAST)
+    for canary, flooded in ((healthy, "canary"), (buffering, "baseline")):
+        async with (
+            serve_process(
+                healthy,
+                "--canary",
+                str(canary),
+                "--canary-percent",
+                "50",
+                "--canary-guard",
+                "--canary-sticky-header",
+                "X-User",
+            ) as served,
+            aiohttp.ClientSession() as http,
+        ):
+            attacker = sticky_value(flooded)
+            statuses = [await refused(http, served.url, f"r{i}", attacker) for i in range(60)]
+            assert set(statuses) == {404}
+            # Then ordinary users on both sides: a buffering canary must still trip at its minimum.
+            for i in range(0, 80, 4):
+                await asyncio.gather(
+                    *(chat(http, served.url, f"u{i + k}", {"X-User": f"user-{i + k}"}) for k in range(4))
+                )
+            tripped = [line for line in served.lines if line.get("event") == "canary_tripped"]
+            if canary is healthy:
+                assert tripped == [] and await gauge(http, served, "sse_audit_canary_tripped") == 0.0
+            else:
+                assert len(tripped) == 1 and tripped[0]["rule"] == "bad_share", tripped
+                assert tripped[0]["baseline"]["streams"] + tripped[0]["canary"]["streams"] <= 80
+            async with http.get(served.metrics_url / "metrics") as resp:
+                families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+            judged = sum(
+                s.value for s in families["sse_audit_judged_streams"].samples if s.name.endswith("_total")
+            )
+            assert judged == 80  # the 60 refused are not judged
+            assert await served.stop() == 0

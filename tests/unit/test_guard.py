@@ -12,6 +12,7 @@ from sse_audit_proxy.core.guard import (
     Sample,
     difference_lower_bound,
     is_bad,
+    judged,
     quantile_bound_ranks,
     wilson,
 )
@@ -31,6 +32,26 @@ def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
         assert is_bad("complete", [anomaly])
     assert not is_bad("complete", [])
     assert not is_bad("complete", ["malformed_frame", "error_event"])
+
+
+@pytest.mark.parametrize(
+    "outcome,status,counted",
+    [
+        ("complete", 200, True),
+        ("truncated", 200, True),
+        ("upstream_error", 500, True),
+        ("upstream_error", 502, True),
+        ("upstream_error", 429, True),  # a rate limit: quotas not migrated
+        ("upstream_error", 408, True),
+        ("upstream_error", 401, False),  # the client's key, model or request, not the upstream
+        ("upstream_error", 404, False),
+        ("upstream_error", 400, False),
+        ("upstream_error", 413, False),
+        ("client_disconnect", 200, False),
+    ],
+)
+def test_what_the_guard_judges(outcome: str, status: int, counted: bool) -> None:
+    assert judged(outcome, status) is counted
 
 
 def test_wilson_interval_matches_a_published_value() -> None:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, UPSTREAM_4XX, is_bad
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import safe_token
 from sse_audit_proxy.sinks.metrics import _METHODS, OTHER, LabelCap, Metrics, _add_counts
@@ -74,8 +74,11 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
     rm = (route, model, side)
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
-    if outcome not in IGNORED_OUTCOMES and is_bad(outcome, s.anomalies):
-        m.bad.labels(*rm).inc()
+    refused = outcome == "upstream_error" and 400 <= rec.status < 500 and rec.status not in UPSTREAM_4XX
+    if outcome not in IGNORED_OUTCOMES and not refused:
+        m.judged.labels(*rm).inc()
+        if is_bad(outcome, s.anomalies):
+            m.bad.labels(*rm).inc()
     for anomaly in s.anomalies:
         m.anomalies.labels(*rm, anomaly).inc()
     if s.usage_judged:
@@ -105,16 +108,19 @@ def test_record_exports_what_labels_at_every_call_exports() -> None:
     # Varied streams on two sides and three models (one past the cap): which series exist
     # (a child made on first use only) and their values must be the same.
     streams = [
-        (healthy(3), End.UPSTREAM_EOF, "m1", "baseline"),
-        (healthy(2, usage=False, done=False), End.UPSTREAM_EOF, "m1", "baseline"),
-        (healthy(4, finish=None), End.CLIENT_GONE, "m2", "canary"),
-        (healthy(1), End.UPSTREAM_EOF, "m3", "canary"),
-        (healthy(3)[:1], End.IDLE_TIMEOUT, "m2", "baseline"),
-        ([], End.UPSTREAM_EOF, "m1", "canary"),
+        (healthy(3), End.UPSTREAM_EOF, "m1", "baseline", 200),
+        (healthy(2, usage=False, done=False), End.UPSTREAM_EOF, "m1", "baseline", 200),
+        (healthy(4, finish=None), End.CLIENT_GONE, "m2", "canary", 200),
+        (healthy(1), End.UPSTREAM_EOF, "m3", "canary", 200),
+        (healthy(3)[:1], End.IDLE_TIMEOUT, "m2", "baseline", 200),
+        ([], End.UPSTREAM_EOF, "m1", "canary", 200),
+        ([], End.UPSTREAM_STATUS, "m1", "canary", 404),  # refused as the client's error
+        ([], End.UPSTREAM_STATUS, "m1", "canary", 429),
+        ([], End.UPSTREAM_STATUS, "m2", "baseline", 503),
     ]
     got_registry, want_registry = CollectorRegistry(), CollectorRegistry()
     got, want = Metrics(got_registry, max_models=2), Metrics(want_registry, max_models=2)
-    for frames, end, model, side in streams:
+    for frames, end, model, side, status in streams:
         audit = StreamAudit(ChatCompletions(), 0.0, include_usage=True)
         t = 0.0
         for data in frames:
@@ -122,7 +128,7 @@ def test_record_exports_what_labels_at_every_call_exports() -> None:
             audit.feed(data, t)
         result = audit.finish(t + 0.5, end)
         rec = AuditRecord(
-            "t", "chat_completions", "POST", model, 200, 0.0, result.duration, 0, result, upstream=side
+            "t", "chat_completions", "POST", model, status, 0.0, result.duration, 0, result, upstream=side
         )
         got.record(rec)
         _reference_record(want, rec)

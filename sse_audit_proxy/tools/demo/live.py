@@ -16,7 +16,7 @@ from typing import TextIO
 from sse_audit_proxy.cli.format import seconds, table
 from sse_audit_proxy.core.audit import Outcome
 from sse_audit_proxy.core.figures import percentile
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, is_bad
+from sse_audit_proxy.core.guard import is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary_control import CanaryControl
 from sse_audit_proxy.sinks.metrics import OTHER, LabelCap
@@ -111,7 +111,7 @@ class LiveStats:
         self.outcomes[s.outcome.value] += 1
         side = self._side(rec.upstream)
         side.streams += 1
-        if s.outcome.value not in IGNORED_OUTCOMES:
+        if judged(s.outcome.value, rec.status):
             side.judged += 1
             side.bad += is_bad(s.outcome.value, s.anomalies)
         if s.ttft is not None:

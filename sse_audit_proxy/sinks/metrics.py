@@ -33,9 +33,12 @@ class LabelCap:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: str, admit: bool = True) -> str:
+        """`admit=False`: a value not seen yet is `other` and takes no place."""
         if value in self._seen:
             return value
+        if not admit:
+            return OTHER
         with self._lock:
             if len(self._seen) >= self._limit:
                 return OTHER
@@ -189,7 +192,10 @@ class Metrics:
         s = rec.stream
         if s is None:
             return
-        route, model = rec.route, self.models(rec.model)
+        # A model takes a place only from a request the upstream accepted: requests for
+        # made-up models, refused with 404, once filled --max-models, and a real model that
+        # came later was counted as `other` until a restart.
+        route, model = rec.route, self.models(rec.model, rec.status < 400)
         key = (route, model, side)
         series = self._series.get(key)
         if series is None:

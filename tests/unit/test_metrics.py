@@ -70,7 +70,7 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
     s = rec.stream
     if s is None:
         return
-    route, model = rec.route, m.models(rec.model)
+    route, model = rec.route, m.models(rec.model, rec.status < 400)
     rm = (route, model, side)
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
@@ -133,3 +133,26 @@ def test_record_exports_what_labels_at_every_call_exports() -> None:
         got.record(rec)
         _reference_record(want, rec)
     assert _exposition(got_registry) == _exposition(want_registry)
+
+
+def test_refused_requests_take_no_place_among_the_models() -> None:
+    """Streaming requests for made-up models, refused with 404, once filled --max-models: the
+    real model that came next was counted as `other` until a restart."""
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_models=2)
+
+    def stream(model: str, status: int) -> None:
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        result = audit.finish(0.1, End.UPSTREAM_STATUS if status >= 400 else End.UPSTREAM_EOF)
+        m.record(AuditRecord("t", "chat_completions", "POST", model, status, 0.0, 0.1, 0, result))
+
+    for i in range(5):
+        stream(f"made-up-{i}", 404)
+    stream("gpt-4o", 200)
+    stream("gpt-4o", 429)  # admitted already: keeps its name when refused
+    stream("made-up-9", 404)
+    models = {
+        s.labels["model"] for f in registry.collect() if f.name == "sse_audit_streams" for s in f.samples
+    }
+    assert models == {"other", "gpt-4o"}
+    assert m.models("o1", True) == "o1" and m.models("o3", True) == "other"  # the cap holds

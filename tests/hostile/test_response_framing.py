@@ -1,0 +1,115 @@
+"""How the upstream frames its response, and what the client gets framed from it.
+
+A Transfer-Encoding other than exactly `chunked` was told by substring while llhttp goes by
+the last coding (upstream review, finding 4): `gzip, chunked` reached the client still
+gzipped under the proxy's own chunking with a clean record, and `chunked, gzip` or
+`xchunked`, read to the close, were cut without a final chunk (`upstream_broken`). As nginx,
+such a response is now `502 upstream_bad_response` and its connection is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import pytest
+from peers import Child, serve
+from relay_support import RawRequest, raw_exchange, raw_upstream, read_response
+from yarl import URL
+
+PAYLOAD = b'{"object":"list","data":[]}'
+
+
+def own_answer(req: RawRequest) -> bytes:
+    body = b"OK-" + req.target
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    for line in head.split(b"\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+def ends(child: Child) -> list[tuple[int, str | None]]:
+    return [(e["status"], e.get("error")) for e in child.events("request_end") + child.events("stream_end")]
+
+
+async def records(child: Child, count: int) -> list[tuple[int, str | None]]:
+    for _ in range(50):  # the record is written just before the client sees the end
+        if len(ends(child)) >= count:
+            break
+        await asyncio.sleep(0.05)
+    return ends(child)
+
+
+async def keep_alive_exchange(port: int, targets: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Requests one after another on one kept-alive client connection, each answer read by its
+    framing (a response without framing leaves `read_response` waiting: the timeout says so)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        out = []
+        for target in targets:
+            writer.write(b"GET %s HTTP/1.1\r\nHost: p\r\n\r\n" % target)
+            out.append(await asyncio.wait_for(read_response(reader), 5))
+        return out
+    finally:
+        writer.close()
+
+
+GZIPPED = gzip.compress(PAYLOAD)
+CODINGS = {
+    # The upstream keeps its connection open after these...
+    "gzip, chunked": b"Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+    % (len(GZIPPED), GZIPPED),
+    "chunked twice": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nBODY!\r\n0\r\n\r\n",
+    "chunked, chunked": b"Transfer-Encoding: chunked, chunked\r\n\r\n5\r\nBODY!\r\n0\r\n\r\n",
+    # ...and closes it after these (the body is delimited by the close, RFC 9112 6.3).
+    "chunked, gzip": b"Transfer-Encoding: chunked, gzip\r\n\r\nRAWBODY",
+    "xchunked": b"Transfer-Encoding: xchunked\r\n\r\nRAWBODY",
+    "identity": b"Transfer-Encoding: identity\r\n\r\nRAWBODY",
+}
+
+
+@pytest.mark.parametrize("coding", list(CODINGS))
+async def test_a_transfer_coding_other_than_chunked_is_a_bad_response(coding: str) -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target != b"/v1/models":
+            writer.write(own_answer(req))
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + CODINGS[coding])
+        if b"RAWBODY" in CODINGS[coding]:
+            await writer.drain()
+            writer.close()
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        bad = await raw_exchange(
+            child.url.port, b"GET /v1/models HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+        )
+        [(_, after)] = await keep_alive_exchange(child.url.port, [b"/next"])
+        assert await records(child, 2) == [(502, "upstream_bad_response"), (200, None)]
+    assert bad.startswith(b"HTTP/1.1 502 "), bad[:200]
+    assert b'"upstream_bad_response"' in bad
+    assert b"RAWBODY" not in bad and b"BODY!" not in bad and GZIPPED not in bad
+    # Never reused: the next client's request went on a new upstream connection.
+    assert after == b"OK-/next"
+    assert [r.conn_no for r in up.requests] == [1, 2]
+
+
+@pytest.mark.parametrize("spelling", [b"chunked", b"Chunked", b"CHUNKED", b"chunked  "])
+async def test_exactly_chunked_in_any_case_is_read(spelling: bytes) -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (spelling, len(PAYLOAD), PAYLOAD)
+        )
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        got = await keep_alive_exchange(child.url.port, [b"/v1/models", b"/v1/models?again"])
+        assert await records(child, 2) == [(200, None), (200, None)]
+    assert [body for _, body in got] == [PAYLOAD, PAYLOAD]
+    assert up.connections == 1

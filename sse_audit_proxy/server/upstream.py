@@ -219,7 +219,10 @@ class Connection(asyncio.Protocol):
             self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.body_done:
+        # Once the final head is in (status set), llhttp reports a chunked body's trailers here
+        # too, before the head is relayed when they came in the same read: they are dropped,
+        # never merged into the head (a trailer Content-Encoding once made curl fail to decode).
+        if not self.status:
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:

@@ -5,6 +5,10 @@ the last coding (upstream review, finding 4): `gzip, chunked` reached the client
 gzipped under the proxy's own chunking with a clean record, and `chunked, gzip` or
 `xchunked`, read to the close, were cut without a final chunk (`upstream_broken`). As nginx,
 such a response is now `502 upstream_bad_response` and its connection is never reused.
+
+Trailer fields that came in the same read as the head were merged into the relayed head
+(finding 3): a duplicate `X-Usage`, and a trailer `Content-Encoding: gzip` that made
+`curl --compressed` fail (error 61); in a later read they were dropped. Now always dropped.
 """
 
 from __future__ import annotations
@@ -58,6 +62,44 @@ async def keep_alive_exchange(port: int, targets: list[bytes]) -> list[tuple[byt
         return out
     finally:
         writer.close()
+
+
+TRAILED_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Usage: pending\r\n"
+    b"Transfer-Encoding: chunked\r\nTrailer: X-Usage, Content-Encoding\r\n\r\n"
+)
+TRAILERS = b"0\r\nX-Usage: 42\r\nContent-Encoding: gzip\r\n\r\n"
+
+
+@pytest.mark.parametrize("when", ["same read", "later read"])
+async def test_trailer_fields_never_reach_the_relayed_head(when: str) -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target != b"/v1/models":
+            writer.write(own_answer(req))
+            return
+        chunk = b"%x\r\n%s\r\n" % (len(PAYLOAD), PAYLOAD)
+        if when == "same read":
+            writer.write(TRAILED_HEAD + chunk + TRAILERS)  # one write, one read at the proxy
+            return
+        writer.write(TRAILED_HEAD + chunk)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(TRAILERS)
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        got = await keep_alive_exchange(child.url.port, [b"/v1/models", b"/next"])
+        raw = await raw_exchange(
+            child.url.port, b"GET /v1/models HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+        )
+        assert await records(child, 3) == [(200, None)] * 3
+    (head, body), (_, second) = got
+    assert body == PAYLOAD and second == b"OK-/next"
+    head_fields = fields(head)
+    assert [v for n, v in head_fields if n == b"x-usage"] == [b"pending"], head
+    assert b"content-encoding" not in [n for n, _ in head_fields], head
+    # Dropped, as documented: the client's chunked body ends with no trailer section.
+    assert raw.endswith(b"\r\n0\r\n\r\n") and b"X-Usage: 42" not in raw, raw
+    assert b"Content-Encoding" not in raw, raw
 
 
 GZIPPED = gzip.compress(PAYLOAD)

@@ -9,6 +9,10 @@ such a response is now `502 upstream_bad_response` and its connection is never r
 Trailer fields that came in the same read as the head were merged into the relayed head
 (finding 3): a duplicate `X-Usage`, and a trailer `Content-Encoding: gzip` that made
 `curl --compressed` fail (error 61); in a later read they were dropped. Now always dropped.
+
+`Connection: Content-Length` made the proxy drop the length the client needed (finding 2),
+yet the body was still taken as length-framed: no chunking, the connection kept alive, so a
+keep-alive client hung until `--keepalive-timeout` while the record said a clean 200.
 """
 
 from __future__ import annotations
@@ -62,6 +66,41 @@ async def keep_alive_exchange(port: int, targets: list[bytes]) -> list[tuple[byt
         return out
     finally:
         writer.close()
+
+
+CONNECTION_NAMES = {
+    # (the upstream's framing fields, its body as sent, the body the client must get)
+    "Content-Length": (b"Content-Length: %d\r\n" % len(PAYLOAD), PAYLOAD, PAYLOAD),
+    "Transfer-Encoding": (
+        b"Transfer-Encoding: chunked\r\n",
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(PAYLOAD), PAYLOAD),
+        PAYLOAD,
+    ),
+}
+
+
+@pytest.mark.parametrize("named", list(CONNECTION_NAMES))
+async def test_a_framing_field_named_by_connection_still_frames_the_clients_response(named: str) -> None:
+    framing, sent, body = CONNECTION_NAMES[named]
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, %s\r\nContent-Type: application/json\r\n%s\r\n%s"
+            % (named.encode(), framing, sent)
+        )
+
+    async with (
+        raw_upstream(script) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}"), "--keepalive-timeout", "30") as child,
+    ):
+        got = await keep_alive_exchange(child.url.port, [b"/v1/models", b"/v1/models?second"])
+        assert await records(child, 2) == [(200, None), (200, None)]
+    for head, answer in got:
+        assert answer == body  # byte for byte
+        framed = [name for name, _ in fields(head) if name in (b"content-length", b"transfer-encoding")]
+        assert len(framed) == 1, head
+    # The upstream framed both answers exactly: its connection was rightly kept for the second.
+    assert up.connections == 1 and len(up.requests) == 2
 
 
 TRAILED_HEAD = (

@@ -825,12 +825,15 @@ def forward_fields(
     """Header lines to pass on, bytes exactly as received (no decoding, nothing lost).
 
     Hop-by-hop fields are dropped (RFC 9110 7.6.1), and so is every field that any
-    `Connection` line names: all such lines count, not only the first.
+    `Connection` line names: all such lines count, not only the first. Except Content-Length:
+    it frames what the client gets (RFC 9110 forbids naming it; an upstream that did left the
+    client a keep-alive response with no framing at all, hanging until its keep-alive timeout).
     """
     named: set[bytes] = set()
     for name, value in fields:
         if name.lower() == b"connection":
             named.update(token.strip().lower() for token in value.split(b","))
+    named.discard(b"content-length")
     out: list[bytes] = []
     for name, value in fields:
         lower = name.lower()

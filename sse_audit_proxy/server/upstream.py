@@ -219,7 +219,10 @@ class Connection(asyncio.Protocol):
             self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.body_done:
+        # Once the final head is in (status set), llhttp reports a chunked body's trailers here
+        # too, before the head is relayed when they came in the same read: they are dropped,
+        # never merged into the head (a trailer Content-Encoding once made curl fail to decode).
+        if not self.status:
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -235,18 +238,13 @@ class Connection(asyncio.Protocol):
             self.reason = b""  # interim response (100 Continue, 103): not forwarded
             self.headers = []
             return
+        if not self._read_framing():
+            self._fail(BadResponse("transfer-encoding"), End.UPSTREAM_BROKEN)
+            return
         self.status = status
         self._not_body = 0  # the head ended (a larger one that came in one read is let through)
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"transfer-encoding" and b"chunked" in value.lower():
-                self.chunked = True
-            elif lower == b"content-length" and value.strip().isdigit():
-                self.content_length = int(value)
-        if self.chunked:
-            self.content_length = None
         head = self._head
         if head is not None and not head.done():
             head.set_result(None)
@@ -254,6 +252,26 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()  # until the relay is ready for the body
         if self.head_only or status in _NO_BODY_STATUS:
             self._message_complete()
+
+    def _read_framing(self) -> bool:
+        """`chunked` and `content_length` from the final head; False: framing we do not read.
+
+        As nginx: a Transfer-Encoding other than exactly one `chunked` is refused. llhttp goes
+        by the last coding, so `gzip, chunked` reached the client still gzipped under the
+        proxy's own chunking, and `chunked, gzip` or `xchunked` (read to the close) were cut
+        for want of a final chunk.
+        """
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                if self.chunked or value.strip(b" \t").lower() != b"chunked":
+                    return False
+                self.chunked = True
+            elif lower == b"content-length" and value.strip().isdigit():
+                self.content_length = int(value)
+        if self.chunked:
+            self.content_length = None
+        return True
 
     def on_body(self, body: bytes) -> None:
         if self.body_done or not self.status:

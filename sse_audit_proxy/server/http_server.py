@@ -13,8 +13,9 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
 - a header timeout: a head must arrive whole within `header_timeout` of its first byte (of the
   connection, for the first request); a keep-alive timeout between requests. Closes for either
   are reported through `on_connection_closed(reason)`;
-- one request at a time per connection, pipelined ones in order; a client that goes away
-  cancels its handler at once; request bodies stream, reading the socket pausing while
+- one request at a time per connection, pipelined ones in order (a refused head is answered
+  after them); bytes after a request that closes the connection are ignored; a client that
+  goes away cancels its handler at once; request bodies stream, reading the socket pausing while
   BODY_HIGH_WATER bytes wait for the handler.
 """
 
@@ -297,7 +298,7 @@ class ClientConnection(asyncio.Protocol):
         self._heads = 0  # heads parsed: one more means a head arrived whole
         self._failed_head: int | None = None  # the status to answer a refused head with
         self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
-        self._closing = False  # close once the current request is answered
+        self._closing = False  # close once the requests parsed so far are answered
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
@@ -456,6 +457,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _parse_failed(self, exc: BaseException | None, heads: int) -> None:
         """`heads`: how many heads had been parsed before this read."""
+        if self._stopped:
+            return  # bytes after the body of an upgrade request: not read (see _upgraded)
+        if self._heads and not self._in_message and not self._last_keep_alive:
+            # Bytes after a request that closes the connection (llhttp refuses them): not a
+            # request, so neither answered nor recorded; the connection closes once it is.
+            self._stopped = True
+            self._disarm_head_timer()
+            return
         request = self._parsing
         if request is not None:
             self._parsing = None
@@ -489,8 +498,9 @@ class ClientConnection(asyncio.Protocol):
     def _answer_failed_head(self) -> None:
         status = self._failed_head
         self._failed_head = None
-        if status is None or self.transport is None:
-            return
+        transport = self.transport
+        if status is None or transport is None or transport.is_closing():
+            return  # no answer can reach the client: nothing to record either
         stand_in = Request(self, "UNKNOWN", "/", (1, 0), [], False)
         try:
             answer = self._server.on_parse_error(stand_in, status, None)
@@ -548,11 +558,13 @@ class ClientConnection(asyncio.Protocol):
             self._task = None
         if self.transport is None:
             return
+        # Closing (nothing more is parsed) waits for the requests already queued: a refused
+        # head after them once took the place of the next one's answer, which was lost.
         keep_alive = (
             answer.keep_alive
             and request.keep_alive
             and request.body_complete
-            and not self._closing
+            and not (self._closing and not self._queue)
             and not server.draining
         )
         if not answer.written:
@@ -562,9 +574,6 @@ class ClientConnection(asyncio.Protocol):
             if self._failed_head is not None:
                 self._answer_failed_head()
             self._close()
-            return
-        if self._failed_head is not None:
-            self._answer_failed_head()
             return
         queue = self._queue
         if queue:

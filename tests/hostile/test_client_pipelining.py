@@ -1,0 +1,102 @@
+"""The proxy port's own HTTP/1.1 server against the real `serve`: bytes after a request that
+closes the connection.
+
+- A request pipelined after `Connection: close` (or after HTTP/1.0 without keep-alive), or bytes
+  after the body of an `Upgrade` request, were recorded as a `400 invalid_http_request` that was
+  never sent, under a made-up trace id. A malformed head after queued requests took the place
+  of the next one's answer, which was lost with no record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from peers import serve
+from relay_support import RawRequest, raw_exchange, raw_upstream
+from yarl import URL
+
+UPGRADE = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+
+
+def post(target: bytes, body: bytes, *extra: bytes, trace: bytes = b"") -> bytes:
+    fields = b"".join(extra) + (b"X-Client-Request-Id: %s\r\n" % trace if trace else b"")
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" % target
+    return head + b"Content-Length: %d\r\n%s\r\n%s" % (len(body), fields, body)
+
+
+def get(trace: str, *extra: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    return b"GET /v1/models %s\r\nHost: x\r\nX-Client-Request-Id: %s\r\n%s\r\n" % (
+        version,
+        trace.encode(),
+        b"".join(extra),
+    )
+
+
+def echo_trace(req: RawRequest) -> bytes:
+    """An answer naming the request it answers (its trace id and body), so order shows."""
+    trace = req.header(b"x-client-request-id")
+    body = (trace[0] if trace else b"-") + b"|" + req.body
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def ends(child: Any) -> list[dict[str, Any]]:
+    return [line for line in child.lines if line.get("event") in ("stream_end", "request_end")]
+
+
+async def wait_for_ends(child: Any, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    for _ in range(int(timeout / 0.05)):
+        if len(ends(child)) >= n:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"{len(ends(child))} records, not {n}: {ends(child)}")
+    await asyncio.sleep(0.3)  # a record too many would show by now
+    return ends(child)
+
+
+AFTER_CLOSE = {
+    # bytes sent -> (answers the client gets, records, by trace id)
+    "after Connection: close": (
+        get("c1", b"Connection: close\r\n") + get("c2"),
+        ["200"],
+        ["c1"],
+    ),
+    "after HTTP/1.0": (get("h1", version=b"HTTP/1.0") + get("h2", version=b"HTTP/1.0"), ["200"], ["h1"]),
+    "after a queued Connection: close": (
+        get("q1") + get("q2", b"Connection: close\r\n") + get("q3") + b"garbage\r\n\r\n",
+        ["200", "200"],
+        ["q1", "q2"],
+    ),
+    "after the body of an upgrade request": (
+        post(b"/v1/embeddings", b'{"a":1}', UPGRADE, trace=b"u1") + b"garbage\r\n\r\n",
+        ["200"],
+        ["u1"],
+    ),
+    "a malformed head after queued requests": (
+        get("m1") + get("m2") + b"GET /\x01 HTTP/1.1\r\n\r\n",
+        ["200", "200", "400"],
+        ["m1", "m2", "400"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(AFTER_CLOSE))
+async def test_only_the_requests_answered_are_recorded_around_a_closing_request(case: str) -> None:
+    data, answers, traces = AFTER_CLOSE[case]
+
+    async def slow(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)  # whatever follows is parsed while the first is handled
+        writer.write(echo_trace(req))
+
+    async with raw_upstream(slow) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        port = child.url.port
+        assert port is not None
+        got = await raw_exchange(port, data, timeout=5.0)
+        records = await wait_for_ends(child, len(traces))
+    assert [m.decode() for m in re.findall(rb"HTTP/1\.[01] (\d+)", got)] == answers, got
+    named = [r["trace_id"] if r["status"] != 400 else "400" for r in records]
+    assert named == traces, records  # before: a 400 record for a 400 never sent, or one lost
+    assert len(up.requests) == answers.count("200")

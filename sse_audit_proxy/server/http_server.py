@@ -519,7 +519,7 @@ class ClientConnection(asyncio.Protocol):
         through a parser told only its framing, and nothing after such a body is read (as
         with aiohttp).
         """
-        request = self._current if self._queue is None else self._queue[-1]
+        request = self._queue[-1] if self._queue else self._current
         if request is None or request.method == "CONNECT":
             self._stopped = True
             self._closing = True
@@ -527,10 +527,13 @@ class ClientConnection(asyncio.Protocol):
         if request.body_exists:
             request._eof = False
             self._parsing = request
-            self._parser = httptools.HttpRequestParser(_BodyOnly(self))
+            self._in_message = True  # until the body ends: the parser is kept between reads
+            parser = self._parser = httptools.HttpRequestParser(_BodyOnly(self))
             length = request.content_length or 0
             framing = b"Transfer-Encoding: chunked" if request.chunked else b"Content-Length: %d" % length
-            rest = b"POST / HTTP/1.1\r\n%s\r\n\r\n%s" % (framing, rest)
+            # Told now, whether or not any of the body came with the head (it was told only
+            # along with body bytes, and the parser was dropped between reads: 400).
+            parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing)
         if rest:
             self.data_received(rest)
 

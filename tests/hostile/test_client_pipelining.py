@@ -1,6 +1,8 @@
-"""The proxy port's own HTTP/1.1 server against the real `serve`: bytes after a request that
-closes the connection.
+"""The proxy port's own HTTP/1.1 server against the real `serve`: `Upgrade` requests, and bytes
+after a request that closes the connection.
 
+- `curl --http2` on http:// sends `Upgrade: h2c`: such a POST got `400 invalid_request_body`
+  whenever its body did not come whole in the head's read.
 - A request pipelined after `Connection: close` (or after HTTP/1.0 without keep-alive), or bytes
   after the body of an `Upgrade` request, were recorded as a `400 invalid_http_request` that was
   never sent, under a made-up trace id. A malformed head after queued requests took the place
@@ -11,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from peers import serve
-from relay_support import RawRequest, raw_exchange, raw_upstream
+from relay_support import RawRequest, raw_exchange, raw_upstream, read_response
 from yarl import URL
 
-UPGRADE = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+CHAT = b"/v1/chat/completions"
+UPGRADE = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
 
 
 def post(target: bytes, body: bytes, *extra: bytes, trace: bytes = b"") -> bytes:
@@ -55,6 +62,68 @@ async def wait_for_ends(child: Any, n: int, timeout: float = 10.0) -> list[dict[
         raise AssertionError(f"{len(ends(child))} records, not {n}: {ends(child)}")
     await asyncio.sleep(0.3)  # a record too many would show by now
     return ends(child)
+
+
+async def ok(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+    writer.write(echo_trace(req))
+
+
+CHAT_BODY = b'{"model":"m","messages":[{"role":"user","content":"' + b"hello " * 40 + b'"}]}'
+CHUNKED_BODY = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (7, CHAT_BODY[:7], len(CHAT_BODY) - 7, CHAT_BODY[7:])
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("with_head", [0, 10])
+async def test_an_upgrade_request_whose_body_comes_after_its_head_is_served(
+    framing: str, with_head: int
+) -> None:
+    """`with_head`: body bytes in the head's write (the rest comes in a later one)."""
+    chunked = framing == "chunked"
+    length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(CHAT_BODY)
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n%s\r\n" % (CHAT, length, UPGRADE)
+    body = CHUNKED_BODY if chunked else CHAT_BODY
+    async with raw_upstream(ok) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(head + body[:with_head])
+        await writer.drain()
+        await asyncio.sleep(0.3)  # read apart from the rest by the proxy
+        writer.write(body[with_head:])
+        got, answer = await asyncio.wait_for(read_response(reader), 10)
+        writer.close()
+        records = await wait_for_ends(child, 1)
+    assert got.startswith(b"HTTP/1.1 200 "), got + answer  # before: 400 invalid_request_body
+    assert answer.partition(b"|")[2] == CHAT_BODY
+    assert [r["status"] for r in records] == [200]
+    assert not up.requests[0].header(b"upgrade")  # hop-by-hop: not forwarded
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_http2_over_http_posts_a_large_body_through_serve(tmp_path: Path) -> None:
+    """`curl --http2` asks for h2c with `Upgrade`; the proxy answers over HTTP/1.1."""
+    body = b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 200_000 + b'"}]}'
+    (tmp_path / "body.json").write_bytes(body)
+    async with raw_upstream(ok) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        curl = await asyncio.create_subprocess_exec(
+            "curl",
+            "-sS",
+            "--http2",
+            "-o",
+            str(tmp_path / "out"),
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            f"@{tmp_path / 'body.json'}",
+            f"http://127.0.0.1:{child.url.port}/v1/chat/completions",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(curl.communicate(), 20)
+        records = await wait_for_ends(child, 1)
+    assert out == b"200", (out, err, (tmp_path / "out").read_bytes()[:200])  # before: 400
+    assert up.requests[0].body == body
+    assert [r["status"] for r in records] == [200]
 
 
 AFTER_CLOSE = {

@@ -1,6 +1,10 @@
-"""The proxy port's own HTTP/1.1 server against the real `serve`: `Upgrade` requests, and bytes
-after a request that closes the connection.
+"""The proxy port's own HTTP/1.1 server against the real `serve`: pipelining, `Upgrade`
+requests, and bytes after a request that closes the connection.
 
+- A slow stream followed by 20,000 tiny requests in one write: llhttp parsed the whole read
+  (up to 256 KiB), and every request in it waited in the queue behind the stream, about 2 MB a
+  connection (`MAX_QUEUED` only stopped further reads). The proxy now parses a head at a time
+  and holds the rest of the read unparsed until the queue has room.
 - `curl --http2` on http:// sends `Upgrade: h2c`: such a POST got `400 invalid_request_body`
   whenever its body did not come whole in the head's read.
 - A request pipelined after `Connection: close` (or after HTTP/1.0 without keep-alive), or bytes
@@ -12,6 +16,7 @@ after a request that closes the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -20,9 +25,16 @@ from typing import Any
 import pytest
 from peers import serve
 from relay_support import RawRequest, raw_exchange, raw_upstream, read_response
+from test_key_flood import rss_kib
 from yarl import URL
 
 CHAT = b"/v1/chat/completions"
+STREAM_BODY = b'{"model":"m","stream":true,"messages":[]}'
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+TINY = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+FLOOD_CONNS = 20
+FLOOD_REQUESTS = 20_000  # 720 KB a connection: more than any one read
 UPGRADE = (
     b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
 )
@@ -62,6 +74,106 @@ async def wait_for_ends(child: Any, n: int, timeout: float = 10.0) -> list[dict[
         raise AssertionError(f"{len(ends(child))} records, not {n}: {ends(child)}")
     await asyncio.sleep(0.3)  # a record too many would show by now
     return ends(child)
+
+
+async def test_a_pipelining_flood_behind_a_stream_holds_one_read_not_a_queue_of_thousands() -> None:
+    release = asyncio.Event()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target == CHAT:  # a frame every 0.1 s until the test is done measuring
+            writer.write(SSE_HEAD)
+            for _ in range(600):
+                writer.write(b"%x\r\n%s\r\n" % (len(FRAME), FRAME))
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(release.wait(), 0.1)
+                if release.is_set():
+                    break
+            writer.write(b"0\r\n\r\n")
+        else:
+            writer.write(echo_trace(req))
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        port = child.url.port
+        assert port is not None
+        # Warm-up: the first stream and request load what serve loads lazily.
+        warm = asyncio.create_task(raw_exchange(port, post(CHAT, STREAM_BODY) + get("warm"), timeout=1.0))
+        await asyncio.sleep(0.5)
+        release.set()
+        await warm
+        await wait_for_ends(child, 2)
+        release.clear()
+        before = rss_kib(child.proc.pid)
+        writers = []
+        payload = post(CHAT, STREAM_BODY) + TINY * FLOOD_REQUESTS
+        try:
+            for _ in range(FLOOD_CONNS):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(payload)  # what the kernel does not take waits in this process
+                writers.append(writer)
+            async with asyncio.timeout(20):
+                while sum(r.target == CHAT for r in up.requests) < 1 + FLOOD_CONNS:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # every connection's first read is parsed by now
+            grown = rss_kib(child.proc.pid) - before
+        finally:
+            for writer in writers:
+                writer.transport.abort()
+        records = await wait_for_ends(child, 2 + FLOOD_CONNS)
+        release.set()
+    # Before: about 2,200 KiB a connection (thousands of parsed requests queued).
+    assert grown < 200 * FLOOD_CONNS, f"serve grew {grown} KiB for {FLOOD_CONNS} connections"
+    streams = records[2:]
+    assert len(streams) == FLOOD_CONNS, records  # no queued request was answered or recorded
+    assert {(r["event"], r["outcome"]) for r in streams} == {("stream_end", "client_disconnect")}
+    assert len(up.requests) == 2 + FLOOD_CONNS  # nothing queued behind the streams went upstream
+
+
+async def test_pipelined_requests_beyond_the_queue_are_all_answered_in_order_one_record_each() -> None:
+    """Held bytes resume where they stopped: a mix of GETs and POSTs with Content-Length and
+    chunked bodies, over 256 KiB in one write behind a slow first request."""
+    first = asyncio.Event()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if not first.is_set():
+            first.set()
+            await asyncio.sleep(0.5)  # the rest arrives and queues meanwhile
+        writer.write(echo_trace(req))
+
+    count = 700
+    requests, expected = [], []
+    for i in range(count):
+        trace = f"p{i:04d}"
+        body = b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i * 7 % 1500))
+        if i % 3 == 0:
+            requests.append(get(trace))
+            expected.append(trace.encode() + b"|")
+        elif i % 3 == 1:
+            requests.append(post(b"/v1/embeddings", body, trace=trace.encode()))
+            expected.append(trace.encode() + b"|" + body)
+        else:
+            chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:])
+            requests.append(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"X-Client-Request-Id: %s\r\n\r\n%s" % (trace.encode(), chunks)
+            )
+            expected.append(trace.encode() + b"|" + body)
+    data = b"".join(requests)
+    assert len(data) > 256 << 10  # more than one read of uvloop's
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(data)
+        bodies = []
+        async with asyncio.timeout(60):
+            for _ in range(count):
+                head, body = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                bodies.append(body)
+        writer.close()
+        records = await wait_for_ends(child, count)
+    assert bodies == expected
+    assert [r["trace_id"] for r in records] == [f"p{i:04d}" for i in range(count)]
+    assert len(up.requests) == count
 
 
 async def ok(req: RawRequest, writer: asyncio.StreamWriter) -> None:

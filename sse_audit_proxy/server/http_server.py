@@ -13,8 +13,10 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
 - a header timeout: a head must arrive whole within `header_timeout` of its first byte (of the
   connection, for the first request); a keep-alive timeout between requests. Closes for either
   are reported through `on_connection_closed(reason)`;
-- one request at a time per connection, pipelined ones in order; a client that goes away
-  cancels its handler at once; request bodies stream, reading the socket pausing while
+- one request at a time per connection, pipelined ones in order (a refused head is answered
+  after them), at most MAX_QUEUED of them parsed and waiting: the rest of the read that
+  brought more waits unparsed; bytes after a request that closes the connection are ignored;
+  a client that goes away cancels its handler at once; request bodies stream, reading the socket pausing while
   BODY_HIGH_WATER bytes wait for the handler.
 """
 
@@ -255,6 +257,7 @@ class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests and runs the handler for one at a time."""
 
     __slots__ = (
+        "_body_left",
         "_closing",
         "_current",
         "_drain_waiter",
@@ -263,6 +266,8 @@ class ClientConnection(asyncio.Protocol):
         "_head_bytes",
         "_head_timer",
         "_heads",
+        "_held",
+        "_held_from",
         "_idle_timer",
         "_in_message",
         "_last_keep_alive",
@@ -291,13 +296,16 @@ class ClientConnection(asyncio.Protocol):
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0  # of the head being parsed, so far
         self._parsing: Request | None = None  # whose body is being parsed
+        self._body_left = 0  # of its Content-Length: no head can end in these bytes
         self._current: Request | None = None  # being handled
         self._queue: deque[Request] | None = None  # pipelined, waiting their turn
         self._task: asyncio.Task[None] | None = None
         self._heads = 0  # heads parsed: one more means a head arrived whole
+        self._held = b""  # a read not parsed from _held_from on, while MAX_QUEUED requests wait
+        self._held_from = 0
         self._failed_head: int | None = None  # the status to answer a refused head with
         self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
-        self._closing = False  # close once the current request is answered
+        self._closing = False  # close once the requests parsed so far are answered
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
@@ -322,28 +330,58 @@ class ClientConnection(asyncio.Protocol):
         if idle and self._head_timer is None:
             self._cancel_idle_timer()  # a head begins: the header timeout governs now
             self._arm_head_timer()
+        self._consume(data)
+
+    def _consume(self, data: bytes, start: int = 0) -> None:
+        """Parse `data` a piece at a time, each ending just after a blank line or where the
+        Content-Length body being read ends; once MAX_QUEUED requests wait, what is left is
+        held unparsed (and the socket read no further) until one of them is taken up.
+
+        llhttp parses all it is given, and one read (256 KiB with uvloop) of tiny pipelined
+        requests became thousands of queued requests, 2 MB a connection. A head ends only with
+        a blank line (llhttp requires CRLF), so a piece completes at most one head.
+        """
         heads = self._heads
-        # A head, or in a body the bytes since its last body byte (chunk lines, trailers: llhttp
-        # sets no limit, and httptools gathers a trailer's value in one growing bytes object).
-        self._head_bytes += len(data)
-        if self._parsing is None and self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse_head(431)
-            return
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = httptools.HttpRequestParser(self)
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :])
-        except httptools.HttpParserCallbackError as exc:
-            self._parse_failed(exc.__context__, heads)
-        except httptools.HttpParserError as exc:
-            self._parse_failed(exc, heads)
-        else:
+        size = len(data)
+        while start < size and not self._stopped:
+            queue = self._queue
+            if queue is not None and len(queue) >= MAX_QUEUED:
+                self._held, self._held_from = data, start  # no copy: taken up a head at a time
+                self._pause_reading()
+                break
+            if self._body_left > 0:
+                end = min(size, start + self._body_left)  # a large body is not searched
+            else:
+                cut = data.find(b"\r\n\r\n", start)
+                end = size if cut < 0 else cut + 4
+            # A head, or in a body the bytes since its last body byte (chunk lines, trailers:
+            # llhttp sets no limit, and httptools gathers a trailer's value in one growing bytes
+            # object).
+            self._head_bytes += end - start
+            if self._parsing is None and self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head(431)
+                break
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = httptools.HttpRequestParser(self)
+            try:
+                parser.feed_data(data if end - start == size else memoryview(data)[start:end])
+            except httptools.HttpParserUpgrade as exc:
+                start += exc.args[0]
+                self._upgraded()
+                continue
+            except httptools.HttpParserCallbackError as exc:
+                self._parse_failed(exc.__context__, heads)
+                break
+            except httptools.HttpParserError as exc:
+                self._parse_failed(exc, heads)
+                break
             if self._parsing is not None and self._head_bytes > MAX_HEAD_BYTES:
                 self._parse_failed(_HeadTooLarge(), heads)
-            elif not self._in_message and self._last_keep_alive:
+                break
+            start = end
+        else:
+            if not self._in_message and self._last_keep_alive:
                 # Between messages: llhttp keeps nothing of the last one once it ended (unless
                 # it asked to close: then the bytes after it must still be refused).
                 self._parser = None
@@ -360,6 +398,7 @@ class ClientConnection(asyncio.Protocol):
             if request is not None:
                 request._fail(gone)
         self._queue = None
+        self._held = b""
         self.resume_writing()  # a drain waiting for the client learns it is gone
         if self._task is not None:
             self._task.cancel()  # the client is gone: its handler stops at once
@@ -427,6 +466,7 @@ class ClientConnection(asyncio.Protocol):
         self._last_keep_alive = request.keep_alive
         self._head_bytes = 0
         self._parsing = request
+        self._body_left = request.content_length or 0
         if self._current is None:
             self._start(request)
         else:
@@ -438,6 +478,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._head_bytes = 0
+        self._body_left -= len(body)
         request = self._parsing
         if request is None:
             return
@@ -448,6 +489,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         self._head_bytes = 0
+        self._body_left = 0
         request, self._parsing = self._parsing, None
         if request is not None:
             request._end()
@@ -456,6 +498,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _parse_failed(self, exc: BaseException | None, heads: int) -> None:
         """`heads`: how many heads had been parsed before this read."""
+        if self._stopped:
+            return  # bytes after the body of an upgrade request: not read (see _upgraded)
+        if self._heads and not self._in_message and not self._last_keep_alive:
+            # Bytes after a request that closes the connection (llhttp refuses them): not a
+            # request, so neither answered nor recorded; the connection closes once it is.
+            self._stopped = True
+            self._disarm_head_timer()
+            return
         request = self._parsing
         if request is not None:
             self._parsing = None
@@ -489,8 +539,9 @@ class ClientConnection(asyncio.Protocol):
     def _answer_failed_head(self) -> None:
         status = self._failed_head
         self._failed_head = None
-        if status is None or self.transport is None:
-            return
+        transport = self.transport
+        if status is None or transport is None or transport.is_closing():
+            return  # no answer can reach the client: nothing to record either
         stand_in = Request(self, "UNKNOWN", "/", (1, 0), [], False)
         try:
             answer = self._server.on_parse_error(stand_in, status, None)
@@ -500,7 +551,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_answer(stand_in, answer, False)
         self._close()
 
-    def _upgraded(self, rest: bytes) -> None:
+    def _upgraded(self) -> None:
         """llhttp stops at the end of a head asking to switch protocols (and at CONNECT).
 
         The proxy switches nothing: CONNECT is refused by the handler, and nothing after it is
@@ -509,7 +560,7 @@ class ClientConnection(asyncio.Protocol):
         through a parser told only its framing, and nothing after such a body is read (as
         with aiohttp).
         """
-        request = self._current if self._queue is None else self._queue[-1]
+        request = self._queue[-1] if self._queue else self._current
         if request is None or request.method == "CONNECT":
             self._stopped = True
             self._closing = True
@@ -517,12 +568,13 @@ class ClientConnection(asyncio.Protocol):
         if request.body_exists:
             request._eof = False
             self._parsing = request
-            self._parser = httptools.HttpRequestParser(_BodyOnly(self))
-            length = request.content_length or 0
+            self._in_message = True  # until the body ends: the parser is kept between reads
+            parser = self._parser = httptools.HttpRequestParser(_BodyOnly(self))
+            length = self._body_left = request.content_length or 0
             framing = b"Transfer-Encoding: chunked" if request.chunked else b"Content-Length: %d" % length
-            rest = b"POST / HTTP/1.1\r\n%s\r\n\r\n%s" % (framing, rest)
-        if rest:
-            self.data_received(rest)
+            # Told now, whether or not any of the body came with the head (it was told only
+            # along with body bytes, and the parser was dropped between reads: 400).
+            parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing)
 
     # Requests -----------------------------------------------------------------------------
 
@@ -548,11 +600,13 @@ class ClientConnection(asyncio.Protocol):
             self._task = None
         if self.transport is None:
             return
+        # Closing (nothing more is parsed) waits for the requests already queued: a refused
+        # head after them once took the place of the next one's answer, which was lost.
         keep_alive = (
             answer.keep_alive
             and request.keep_alive
             and request.body_complete
-            and not self._closing
+            and not (self._closing and not self._queue)
             and not server.draining
         )
         if not answer.written:
@@ -563,15 +617,10 @@ class ClientConnection(asyncio.Protocol):
                 self._answer_failed_head()
             self._close()
             return
-        if self._failed_head is not None:
-            self._answer_failed_head()
-            return
         queue = self._queue
         if queue:
-            nxt = queue.popleft()
-            if self._reading_paused and len(queue) < MAX_QUEUED and (nxt._buffered < BODY_HIGH_WATER):
-                self._resume_reading()
-            self._start(nxt)
+            self._start(queue.popleft())
+            self._read_on()
             return
         self._queue = None
         if self._parsing is None:
@@ -604,7 +653,26 @@ class ClientConnection(asyncio.Protocol):
     # Flow, timers, closing ----------------------------------------------------------------
 
     def _body_drained(self) -> None:
-        if self._reading_paused and not (self._queue and len(self._queue) >= MAX_QUEUED):
+        if self._reading_paused:
+            self._read_on()
+
+    def _read_on(self) -> None:
+        """Once the queue has room: parse what was held, then read the socket again, unless
+        the queue is full again or the body being parsed waits at BODY_HIGH_WATER."""
+        queue = self._queue
+        if queue is not None and len(queue) >= MAX_QUEUED:
+            return
+        held = self._held
+        if held:
+            self._held = b""
+            self._consume(held, self._held_from)
+            if self._held or self._stopped:
+                return
+            queue = self._queue
+            if queue is not None and len(queue) >= MAX_QUEUED:
+                return
+        parsing = self._parsing
+        if parsing is None or parsing._buffered < BODY_HIGH_WATER:
             self._resume_reading()
 
     def _pause_reading(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import os
 import socket
 import ssl
 import time
@@ -40,6 +41,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # endless head made the proxy grow by gigabytes. nginx refuses an upstream head past its
 # proxy_buffer_size (4 or 8 KiB); this leaves room for large cookie and CORS sets.
 MAX_RESPONSE_HEAD = 64 << 10
+# Reads (of at most 64 KiB) of what a failed connection's socket still holds (`_read_left`).
+_LEFT_READS = 16
 
 
 class UpstreamError(Exception):
@@ -184,6 +187,8 @@ class Connection(asyncio.Protocol):
                 self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.status and self._parser is not None:
+            self._read_left()
         self.dead = True
         self._pool._forget(self)
         waiter = self._write_waiter
@@ -195,6 +200,37 @@ class Connection(asyncio.Protocol):
             self._message_complete()  # close-delimited body: the close is its end
             return
         self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
+
+    def _read_left(self) -> None:
+        """The transport failed before a response head was read: read what the socket holds.
+
+        An upstream that refuses a request after its head (`413`, `401`) answers, then closes
+        with the body unread, so its kernel resets the connection. A body write that meets the
+        reset fails, and the transport stops reading at once: the answer, already in the socket,
+        was lost and the client got `502 upstream_disconnected` (an SDK then retries, uploading
+        the body again). nginx and curl read the response after a send error; asyncio's and
+        uvloop's transports close their socket only after `connection_lost` returns, so it is
+        read here, without blocking (the reset socket gives what it holds, then an error).
+        Over TLS the bytes are records only the transport's own SSL object can read: the
+        answer stays lost there.
+        """
+        transport = self.transport
+        if transport is None or self.target.ssl is not None:
+            return
+        sock = transport.get_extra_info("socket")
+        fd = -1 if sock is None else sock.fileno()
+        if fd < 0 or os.get_blocking(fd):
+            return
+        for _ in range(_LEFT_READS):
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # nothing more (EAGAIN), or the reset once the data is read
+                return
+            if not data:
+                return
+            self.data_received(data)
+            if self.dead or self.body_done:
+                return
 
     def pause_writing(self) -> None:
         if self._write_waiter is None:

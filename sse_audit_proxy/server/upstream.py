@@ -161,6 +161,8 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
+        # The idle clock: the last progress (the final head, body bytes), inf while paused for
+        # the client; during a read, that read's arrival time (the sink's).
         self.last_read = 0.0
         self._not_body = 0  # bytes fed to the parser since the last body bytes (MAX_RESPONSE_HEAD)
 
@@ -174,8 +176,9 @@ class Connection(asyncio.Protocol):
         if parser is None or self.body_done:
             self._kill()  # bytes nobody asked for: this connection can never be trusted again
             return
+        progress = self.last_read
         self.last_read = _monotonic()  # the bytes' arrival time, which the sink is given too
-        self._not_body += len(data)  # on_body sets it back to 0
+        self._not_body += len(data)  # on_body and the final head set it back to 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -183,8 +186,12 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(BadResponse("unparseable response"), End.UPSTREAM_BROKEN)
         else:
-            if self._not_body > MAX_RESPONSE_HEAD:
-                self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
+            if self._not_body:
+                # Neither a body byte nor the final head: framing only (a head or a chunk
+                # extension trickled, interim 100s), which must not hold off the idle timeout.
+                self.last_read = progress
+                if self._not_body > MAX_RESPONSE_HEAD:
+                    self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.status and self._parser is not None:

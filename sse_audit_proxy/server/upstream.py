@@ -161,8 +161,8 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
-        # The idle clock: the last progress (the final head, body bytes), inf while paused for
-        # the client; during a read, that read's arrival time (the sink's).
+        # The idle clock: the last progress (the final head, body bytes either way), inf while
+        # paused for the client; during a read, that read's arrival time (the sink's).
         self.last_read = 0.0
         self._not_body = 0  # bytes fed to the parser since the last body bytes (MAX_RESPONSE_HEAD)
 
@@ -336,12 +336,20 @@ class Connection(asyncio.Protocol):
         self.transport.write(head)
 
     async def write(self, data: bytes) -> bool:
-        """Write request body bytes; False when the upstream is gone or already answered."""
-        if self.transport is None or self.dead or self.status:
+        """Write request body bytes; False when the upstream is gone or refused the body.
+
+        An early answer stops the body only when it refuses it (a status of 400 or more) or the
+        upstream is closing (RFC 9112 9.5): a full-duplex upstream answers `200` and reads on,
+        and waited for a body end that never came. Body bytes the upstream takes are progress
+        for the idle clock: it is not idle while it reads a slow upload.
+        """
+        status = self.status
+        if self.transport is None or self.dead or (status and (status >= 400 or not self.keep_alive)):
             return False
         self.transport.write(data)
         if self._write_waiter is not None:
             await self._write_waiter
+        self.last_read = _monotonic()  # the body is sent before the relay pauses for a client
         return not self.dead
 
     def responded(self) -> bool:

@@ -1,11 +1,16 @@
 """An upstream that answers while the request body is still on its way.
 
-A refusal (`413`, `401`) sent as soon as the head is read, then a close with the body unread:
-the upstream's kernel resets the connection, the proxy's next body write fails, and the
-transport closed before the answer, already in the socket, was read. The client got the proxy's
-`502 upstream_disconnected` (which the openai SDK retries, uploading the body again) and the
-record blamed the upstream. Now the answer is read from the socket before the connection is
-given up.
+- A refusal (`413`, `401`) sent as soon as the head is read, then a close with the body unread:
+  the upstream's kernel resets the connection, the proxy's next body write fails, and the
+  transport closed before the answer, already in the socket, was read. The client got the
+  proxy's `502 upstream_disconnected` (which the openai SDK retries, uploading the body again)
+  and the record blamed the upstream. Now the answer is read from the socket before the
+  connection is given up.
+- An early `2xx` from an upstream that goes on reading the body (full duplex): the proxy stopped
+  sending at once, and the request died at the idle timeout. Now the body is sent whole.
+- An upload slower than `--idle-timeout`: the idle clock ran from the request's start, so the
+  upstream, waiting for the body, was timed out (`504`); body bytes taken by the upstream are
+  progress now.
 """
 
 from __future__ import annotations
@@ -97,3 +102,48 @@ async def test_an_early_refusal_then_reset_reaches_the_client() -> None:
     assert firsts == [b"HTTP/1.1 413 Payload Too Large"] * trials, answers[0][-300:]
     assert all(a.endswith(REFUSAL) for a in answers)
     assert records(child) == [(413, None)] * trials
+
+
+async def duplex(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers `200` at once, then reads the whole body and reports its size."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nSTART\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    got = len(await reader.readexactly(length))
+    msg = b"GOT %d" % got
+    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(msg), msg))
+    await writer.drain()
+
+
+async def test_an_early_2xx_gets_the_whole_body() -> None:
+    size = 8 * MiB
+    async with (
+        upstream(duplex) as port,
+        serve(URL(f"http://127.0.0.1:{port}"), "--idle-timeout", "2") as child,
+    ):
+        got = await upload(child.url.port, size, timeout=15)
+        await asyncio.sleep(0.3)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
+    assert b"START" in got and b"GOT %d" % size in got and got.endswith(b"0\r\n\r\n"), got[-300:]
+    assert records(child) == [(200, None)]
+
+
+async def read_all_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    got = len(await reader.readexactly(length))
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(got)), got))
+    await writer.drain()
+
+
+async def test_an_upload_slower_than_the_idle_timeout_is_not_cut() -> None:
+    size = 2 * MiB
+    async with (
+        upstream(read_all_then_answer) as port,
+        serve(URL(f"http://127.0.0.1:{port}"), "--idle-timeout", "1") as child,
+    ):
+        got = await upload(child.url.port, size, pace=0.2)  # about 3 s in all
+        await asyncio.sleep(0.3)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
+    assert got.endswith(b"\r\n\r\n%d" % size)
+    assert records(child) == [(200, None)]

@@ -8,6 +8,8 @@
   connection is given up.
 - An early `2xx` from an upstream that goes on reading the body (full duplex): the proxy stopped
   sending at once, and the request died at the idle timeout. Now the body is sent whole.
+- When the proxy stops sending (the upstream refused the body), it closes the client's
+  connection after the answer: the relayed head now says `Connection: close`.
 - An upload slower than `--idle-timeout`: the idle clock ran from the request's start, so the
   upstream, waiting for the body, was timed out (`504`); body bytes taken by the upstream are
   progress now.
@@ -126,6 +128,24 @@ async def test_an_early_2xx_gets_the_whole_body() -> None:
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
     assert b"START" in got and b"GOT %d" % size in got and got.endswith(b"0\r\n\r\n"), got[-300:]
     assert records(child) == [(200, None)]
+
+
+async def refuse_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Refuses after the head and keeps the connection open, reading nothing more."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}")
+    await writer.drain()
+    await asyncio.sleep(5)
+
+
+async def test_a_refusal_before_the_body_ended_is_relayed_with_connection_close() -> None:
+    async with upstream(refuse_and_wait) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+        got = await upload(child.url.port, 32 * MiB)  # more than the sockets between hold
+        await asyncio.sleep(0.3)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), got[:300]
+    assert b"\r\nConnection: close" in head and body == b"{}", got[:300]
+    assert records(child) == [(401, None)]
 
 
 async def read_all_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--idle-timeout",
         type=positive_float,
         default=300.0,
-        help="seconds without an upstream byte before a stream is aborted as `timeout`",
+        help="seconds without upstream progress (the response head, body bytes) before a stream is "
+        "aborted as `timeout`",
     )
     option(
         p,

@@ -622,9 +622,12 @@ class Proxy:
         )
         has_body = not (request.method == "HEAD" or status in (204, 304))
         client_chunked = has_body and conn.content_length is None and request.version >= HTTP11
+        # An upstream that refused the body before it was all read: the client's connection is
+        # closed after the answer (the rest of the body is never read), and the head says so.
         keep_alive = (
             request.keep_alive
             and not self._draining
+            and request.body_complete
             and (client_chunked or conn.content_length is not None or not has_body)
         )
         resp = Answer.relayed(status, keep_alive)

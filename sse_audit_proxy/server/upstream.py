@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import os
 import socket
 import ssl
 import time
@@ -40,6 +41,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # endless head made the proxy grow by gigabytes. nginx refuses an upstream head past its
 # proxy_buffer_size (4 or 8 KiB); this leaves room for large cookie and CORS sets.
 MAX_RESPONSE_HEAD = 64 << 10
+# Reads (of at most 64 KiB) of what a failed connection's socket still holds (`_read_left`).
+_LEFT_READS = 16
 
 
 class UpstreamError(Exception):
@@ -158,6 +161,8 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
+        # The idle clock: the last progress (the final head, body bytes either way), inf while
+        # paused for the client; during a read, that read's arrival time (the sink's).
         self.last_read = 0.0
         self._not_body = 0  # bytes fed to the parser since the last body bytes (MAX_RESPONSE_HEAD)
 
@@ -171,8 +176,9 @@ class Connection(asyncio.Protocol):
         if parser is None or self.body_done:
             self._kill()  # bytes nobody asked for: this connection can never be trusted again
             return
+        progress = self.last_read
         self.last_read = _monotonic()  # the bytes' arrival time, which the sink is given too
-        self._not_body += len(data)  # on_body sets it back to 0
+        self._not_body += len(data)  # on_body and the final head set it back to 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -180,10 +186,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(BadResponse("unparseable response"), End.UPSTREAM_BROKEN)
         else:
-            if self._not_body > MAX_RESPONSE_HEAD:
-                self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
+            if self._not_body:
+                # Neither a body byte nor the final head: framing only (a head or a chunk
+                # extension trickled, interim 100s), which must not hold off the idle timeout.
+                self.last_read = progress
+                if self._not_body > MAX_RESPONSE_HEAD:
+                    self._fail(BadResponse("response head too large"), End.UPSTREAM_BROKEN)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.status and self._parser is not None:
+            self._read_left()
         self.dead = True
         self._pool._forget(self)
         waiter = self._write_waiter
@@ -195,6 +207,37 @@ class Connection(asyncio.Protocol):
             self._message_complete()  # close-delimited body: the close is its end
             return
         self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
+
+    def _read_left(self) -> None:
+        """The transport failed before a response head was read: read what the socket holds.
+
+        An upstream that refuses a request after its head (`413`, `401`) answers, then closes
+        with the body unread, so its kernel resets the connection. A body write that meets the
+        reset fails, and the transport stops reading at once: the answer, already in the socket,
+        was lost and the client got `502 upstream_disconnected` (an SDK then retries, uploading
+        the body again). nginx and curl read the response after a send error; asyncio's and
+        uvloop's transports close their socket only after `connection_lost` returns, so it is
+        read here, without blocking (the reset socket gives what it holds, then an error).
+        Over TLS the bytes are records only the transport's own SSL object can read: the
+        answer stays lost there.
+        """
+        transport = self.transport
+        if transport is None or self.target.ssl is not None:
+            return
+        sock = transport.get_extra_info("socket")
+        fd = -1 if sock is None else sock.fileno()
+        if fd < 0 or os.get_blocking(fd):
+            return
+        for _ in range(_LEFT_READS):
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # nothing more (EAGAIN), or the reset once the data is read
+                return
+            if not data:
+                return
+            self.data_received(data)
+            if self.dead or self.body_done:
+                return
 
     def pause_writing(self) -> None:
         if self._write_waiter is None:
@@ -311,12 +354,20 @@ class Connection(asyncio.Protocol):
         self.transport.write(head)
 
     async def write(self, data: bytes) -> bool:
-        """Write request body bytes; False when the upstream is gone or already answered."""
-        if self.transport is None or self.dead or self.status:
+        """Write request body bytes; False when the upstream is gone or refused the body.
+
+        An early answer stops the body only when it refuses it (a status of 400 or more) or the
+        upstream is closing (RFC 9112 9.5): a full-duplex upstream answers `200` and reads on,
+        and waited for a body end that never came. Body bytes the upstream takes are progress
+        for the idle clock: it is not idle while it reads a slow upload.
+        """
+        status = self.status
+        if self.transport is None or self.dead or (status and (status >= 400 or not self.keep_alive)):
             return False
         self.transport.write(data)
         if self._write_waiter is not None:
             await self._write_waiter
+        self.last_read = _monotonic()  # the body is sent before the relay pauses for a client
         return not self.dead
 
     def responded(self) -> bool:

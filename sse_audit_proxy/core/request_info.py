@@ -80,7 +80,7 @@ def request_shape(doc: dict[str, object]) -> str:
 class _Shape:
     """The request's shape, learned from the scanner's parse events (see request_shape)."""
 
-    __slots__ = ("fields", "lists", "top")
+    __slots__ = ("depth", "fields", "lists", "options", "top")
 
     def __init__(self) -> None:
         self.fields: dict[str, int | float | bool | None] = {}
@@ -88,6 +88,10 @@ class _Shape:
         # The top-level key being read: parse-event prefixes join keys with dots, so a key
         # spelled "stream_options.include_usage" has the nested field's prefix.
         self.top = ""
+        # Objects open at prefix "": the body, and objects under an empty key (a key longer
+        # than STRING_KEEP is scanned as ""), whose keys are at prefix "" too but not top-level.
+        self.depth = 0
+        self.options = False  # a top-level stream_options was seen
 
     def take(self, events: Iterable[tuple[str, str, object]], found: dict[str, object]) -> None:
         """A batch of parse events: the wanted values into `found`, the shape into self.
@@ -97,14 +101,13 @@ class _Shape:
         fields = self.fields
         for prefix, event, value in events:
             if not prefix:
-                if event == "map_key" and isinstance(value, str):
-                    self.top = value
-                    if value == "stream_options" and value in fields:  # given twice: the last counts
-                        found.pop(_INCLUDE_USAGE, None)
-                        for key in [k for k in fields if k.startswith("stream_options.")]:
-                            del fields[key]
-                    if len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(value):
-                        fields.setdefault(value, None)
+                if event == "map_key":
+                    if self.depth == 1 and isinstance(value, str):
+                        self._top_key(value, found)
+                elif event == "start_map":
+                    self.depth += 1
+                elif event == "end_map":
+                    self.depth -= 1
                 continue
             name, _, rest = prefix.partition(".")
             if "." in rest:
@@ -128,6 +131,18 @@ class _Shape:
                 and _FIELD.fullmatch(rest)
             ):
                 fields[f"{name}.{rest}"] = _scalar(value)
+
+    def _top_key(self, key: str, found: dict[str, object]) -> None:
+        self.top = key
+        fields = self.fields
+        if key == "stream_options":
+            if self.options:  # given twice: the last one counts
+                found.pop(_INCLUDE_USAGE, None)
+                for name in [k for k in fields if k.startswith("stream_options.")]:
+                    del fields[name]
+            self.options = True
+        if len(fields) < MAX_SHAPE_FIELDS and _FIELD.fullmatch(key):
+            fields.setdefault(key, None)
 
 
 _ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})

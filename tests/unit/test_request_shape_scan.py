@@ -22,12 +22,18 @@ def reference_take(
     """The definition, one call per parse event (as request_info.py had it before)."""
     fields = shape.fields
     if not prefix:
-        if event == "map_key" and isinstance(value, str):
+        if event == "start_map":
+            shape.depth += 1
+        elif event == "end_map":
+            shape.depth -= 1
+        elif event == "map_key" and shape.depth == 1 and isinstance(value, str):
             shape.top = value
-            if value == "stream_options" and value in fields:  # a repeated key: the last counts
-                found.pop("stream_options.include_usage", None)
-                for key in [k for k in fields if k.startswith("stream_options.")]:
-                    del fields[key]
+            if value == "stream_options":
+                if shape.options:  # a repeated key: the last counts
+                    found.pop("stream_options.include_usage", None)
+                    for key in [k for k in fields if k.startswith("stream_options.")]:
+                        del fields[key]
+                shape.options = True
             if len(fields) < ri.MAX_SHAPE_FIELDS and ri._FIELD.fullmatch(value):
                 fields.setdefault(value, None)
         return
@@ -69,6 +75,8 @@ _KEYS = st.sampled_from(
         "n",
         "a b",
         "é",
+        "",  # its object's keys come at prefix "", as the body's do
+        "é" * 600,  # longer than STRING_KEEP in UTF-8: the scan reads it as ""
     ]
 ) | st.text(alphabet="abx.", min_size=1, max_size=4)
 _LEAVES = (

@@ -73,11 +73,14 @@ class Trip:
     trace_ids: list[str]
 
 
+def client_error(status: int) -> bool:
+    """An answer that refuses the request as the client's error: a bad key, an unknown model."""
+    return 400 <= status < 500 and status not in UPSTREAM_4XX
+
+
 def judged(outcome: str, status: int) -> bool:
     """Does this stream say something about the upstream's streaming?"""
-    return outcome not in IGNORED_OUTCOMES and not (
-        400 <= status < 500 and status not in UPSTREAM_4XX and outcome == "upstream_error"
-    )
+    return outcome not in IGNORED_OUTCOMES and not (outcome == "upstream_error" and client_error(status))
 
 
 def is_bad(outcome: str, anomalies: list[str]) -> bool:

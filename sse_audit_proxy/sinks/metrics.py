@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.guard import is_bad, judged
+from sse_audit_proxy.core.guard import client_error, is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
 
 OTHER = "other"
@@ -197,10 +197,10 @@ class Metrics:
         s = rec.stream
         if s is None:
             return
-        # A model takes a place only from a request the upstream accepted: requests for
-        # made-up models, refused with 404, once filled --max-models, and a real model that
-        # came later was counted as `other` until a restart.
-        route, model = rec.route, self.models(rec.model, rec.status < 400)
+        # A model takes no place from a request the upstream refused as the client's error:
+        # requests for made-up models, refused with 404, once filled --max-models, and a real
+        # model that came later was counted as `other` until a restart.
+        route, model = rec.route, self.models(rec.model, not client_error(rec.status))
         key = (route, model, side)
         series = self._series.get(key)
         if series is None:

@@ -70,7 +70,10 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
     s = rec.stream
     if s is None:
         return
-    route, model = rec.route, m.models(rec.model, rec.status < 400)
+    route, model = (
+        rec.route,
+        m.models(rec.model, not (400 <= rec.status < 500 and rec.status not in UPSTREAM_4XX)),
+    )
     rm = (route, model, side)
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
@@ -149,13 +152,14 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     for i in range(5):
         stream(f"made-up-{i}", 404)
     stream("gpt-4o", 200)
-    stream("gpt-4o", 429)  # admitted already: keeps its name when refused
+    stream("gpt-4o", 401)  # counted already: keeps its name when refused
     stream("made-up-9", 404)
+    stream("o1", 429)  # a rate limit is the upstream's state: the model is real
     models = {
         s.labels["model"] for f in registry.collect() if f.name == "sse_audit_streams" for s in f.samples
     }
-    assert models == {"other", "gpt-4o"}
-    assert m.models("o1", True) == "o1" and m.models("o3", True) == "other"  # the cap holds
+    assert models == {"other", "gpt-4o", "o1"}
+    assert m.models("o3", True) == "other"  # the cap holds
 
 
 def test_the_status_label_is_bounded() -> None:

@@ -114,9 +114,9 @@ class _Shape:
                 continue  # deeper than a top-level field's items and stream_options' fields
             if prefix in _WANTED and name == self.top:
                 found[prefix] = value
-            if name not in fields:
-                continue
-            if not rest:  # (also a key ending in a dot: "a." is read as "a", as it always was)
+            if name != self.top or name not in fields:
+                continue  # (a top-level key spelled with a dot is not the field before its dot)
+            if prefix == name:  # the value itself ("a." is a key "" inside it)
                 if event == "start_array":
                     self.lists.add(name)
                     fields[name] = 0

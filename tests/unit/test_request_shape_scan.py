@@ -40,9 +40,9 @@ def reference_take(
     name, _, rest = prefix.partition(".")
     if prefix in ri._WANTED and name == shape.top:  # not a top-level key spelled with a dot
         found[prefix] = value
-    if name not in fields:
+    if name != shape.top or name not in fields:
         return
-    if not rest:
+    if prefix == name:
         if event == "start_array":
             shape.lists.add(name)
             fields[name] = 0

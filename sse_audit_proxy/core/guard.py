@@ -38,9 +38,10 @@ BAD_ANOMALIES = frozenset(
     {"buffered", "bursty", "missing_done", "missing_finish_reason", "missing_usage", "invalid_tool_arguments"}
 )
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
-# The 4xx answers that are the upstream's state, not the client's error: a timeout and a rate
-# limit (quotas not migrated); the alert SSEAuditUpstreamErrors counts 429 with the 5xx too.
-UPSTREAM_4XX = frozenset({408, 429})
+# 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
+# are the upstream's state (quotas not migrated; SSEAuditUpstreamErrors counts 429 with the
+# 5xx), and 499 is the proxy's record of a client that left.
+NOT_CLIENT_ERRORS = frozenset({408, 429, 499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
 TTFT_QUANTILE = 0.95
 TTFT_ALPHA = 0.01
@@ -75,7 +76,7 @@ class Trip:
 
 def client_error(status: int) -> bool:
     """An answer that refuses the request as the client's error: a bad key, an unknown model."""
-    return 400 <= status < 500 and status not in UPSTREAM_4XX
+    return 400 <= status < 500 and status not in NOT_CLIENT_ERRORS
 
 
 def judged(outcome: str, status: int) -> bool:

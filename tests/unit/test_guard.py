@@ -48,6 +48,7 @@ def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
         ("upstream_error", 400, False),
         ("upstream_error", 413, False),
         ("client_disconnect", 200, False),
+        ("client_disconnect", 499, False),
     ],
 )
 def test_what_the_guard_judges(outcome: str, status: int, counted: bool) -> None:

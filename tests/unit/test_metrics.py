@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, UPSTREAM_4XX, is_bad
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, NOT_CLIENT_ERRORS, is_bad
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import safe_token
 from sse_audit_proxy.sinks.metrics import _METHODS, MAX_STATUSES, OTHER, LabelCap, Metrics, _add_counts
@@ -72,12 +72,12 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
         return
     route, model = (
         rec.route,
-        m.models(rec.model, not (400 <= rec.status < 500 and rec.status not in UPSTREAM_4XX)),
+        m.models(rec.model, not (400 <= rec.status < 500 and rec.status not in NOT_CLIENT_ERRORS)),
     )
     rm = (route, model, side)
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
-    refused = outcome == "upstream_error" and 400 <= rec.status < 500 and rec.status not in UPSTREAM_4XX
+    refused = outcome == "upstream_error" and 400 <= rec.status < 500 and rec.status not in NOT_CLIENT_ERRORS
     if outcome not in IGNORED_OUTCOMES and not refused:
         m.judged.labels(*rm).inc()
         if is_bad(outcome, s.anomalies):
@@ -142,7 +142,7 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     """Streaming requests for made-up models, refused with 404, once filled --max-models: the
     real model that came next was counted as `other` until a restart."""
     registry = CollectorRegistry()
-    m = Metrics(registry, max_models=2)
+    m = Metrics(registry, max_models=3)
 
     def stream(model: str, status: int) -> None:
         audit = StreamAudit(ChatCompletions(), 0.0)
@@ -155,10 +155,11 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     stream("gpt-4o", 401)  # counted already: keeps its name when refused
     stream("made-up-9", 404)
     stream("o1", 429)  # a rate limit is the upstream's state: the model is real
+    stream("o2", 499)  # the client left before an answer: nobody refused it
     models = {
         s.labels["model"] for f in registry.collect() if f.name == "sse_audit_streams" for s in f.samples
     }
-    assert models == {"other", "gpt-4o", "o1"}
+    assert models == {"other", "gpt-4o", "o1", "o2"}
     assert m.models("o3", True) == "other"  # the cap holds
 
 

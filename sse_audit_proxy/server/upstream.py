@@ -370,9 +370,6 @@ class Connection(asyncio.Protocol):
         self.last_read = _monotonic()  # the body is sent before the relay pauses for a client
         return not self.dead
 
-    def responded(self) -> bool:
-        return bool(self.status) or self.dead
-
     async def response_head(self) -> None:
         assert self._head is not None
         await self._head

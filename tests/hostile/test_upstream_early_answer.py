@@ -106,12 +106,17 @@ async def test_an_early_refusal_then_reset_reaches_the_client() -> None:
     assert records(child) == [(413, None)] * trials
 
 
+async def read_body(reader: asyncio.StreamReader, head: bytes) -> int:
+    """The request body (its Content-Length) read whole; its size."""
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return len(await reader.readexactly(length))
+
+
 async def duplex(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers `200` at once, then reads the whole body and reports its size."""
     head = await reader.readuntil(b"\r\n\r\n")
     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nSTART\r\n")
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    got = len(await reader.readexactly(length))
+    got = await read_body(reader, head)
     msg = b"GOT %d" % got
     writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(msg), msg))
     await writer.drain()
@@ -149,9 +154,7 @@ async def test_a_refusal_before_the_body_ended_is_relayed_with_connection_close(
 
 
 async def read_all_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    got = len(await reader.readexactly(length))
+    got = await read_body(reader, await reader.readuntil(b"\r\n\r\n"))
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(got)), got))
     await writer.drain()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import resource
 import signal
@@ -13,6 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from sse_audit_proxy.server.canary_control import describe
+from sse_audit_proxy.server.listen import ListenFailed, describe_os_error
 from sse_audit_proxy.server.service import Service, ServiceConfig
 
 
@@ -35,16 +35,9 @@ def raise_open_files_limit() -> dict[str, int]:
     return {"open_files_limit": soft}
 
 
-def describe_os_error(exc: OSError) -> str:
-    """Why a socket could not be bound, in a few words."""
-    return {
-        errno.EADDRINUSE: "address already in use",
-        errno.EADDRNOTAVAIL: "address not available",
-        errno.EACCES: "permission denied",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-
-
 def listen_error(exc: OSError, config: ServiceConfig) -> str:
+    if isinstance(exc, ListenFailed):
+        return str(exc)
     return (
         f"cannot listen on {config.proxy.host}:{config.proxy.port} or metrics "
         f"{config.metrics_host}:{config.metrics_port}: {describe_os_error(exc)}"

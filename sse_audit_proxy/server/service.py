@@ -14,7 +14,7 @@ from sse_audit_proxy.server.admin import admin_app
 from sse_audit_proxy.server.canary import CanaryConfig
 from sse_audit_proxy.server.canary_control import CanaryControl, build_router
 from sse_audit_proxy.server.inbound import GuardedAppRunner
-from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.listen import bind, listen
 from sse_audit_proxy.server.lookup import LocalSource, add_routes
 from sse_audit_proxy.server.proxy import Proxy, ProxyConfig
 from sse_audit_proxy.server.recording import Sink
@@ -77,8 +77,11 @@ class Service:
         )
         await self._admin.setup()
         try:
-            self.metrics_port = await listen(self._admin, self.config.metrics_host, self.config.metrics_port)
-            await self.proxy.start()
+            cfg = self.config
+            host, port = cfg.metrics_host, cfg.metrics_port
+            started = listen(self._admin, host, port)
+            self.metrics_port = await bind("metrics", "--metrics-port", host, port, started)
+            await bind("proxy", "--port", cfg.proxy.host, cfg.proxy.port, self.proxy.start())
             self.canary.start()
         except BaseException:
             await self.close()

@@ -35,7 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from sse_audit_proxy.server import inspector, loop
 from sse_audit_proxy.server.admin import admin_app
 from sse_audit_proxy.server.inbound import GuardedAppRunner
-from sse_audit_proxy.server.listen import listen
+from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
 from sse_audit_proxy.server.run import serve
 from sse_audit_proxy.server.service import ServiceConfig
@@ -231,7 +231,8 @@ async def supervise(
     try:
         reservation = reserve_port(config.proxy.host, config.proxy.port)
     except OSError as exc:
-        return _error(listen_error(exc, config))
+        failed = ListenFailed("proxy", "--port", config.proxy.host, config.proxy.port, exc)
+        return _error(listen_error(failed, config))
     port = int(reservation.getsockname()[1])
     metrics_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
@@ -263,7 +264,8 @@ async def supervise(
         try:
             metrics_port = await listen(runner, config.metrics_host, config.metrics_port)
         except OSError as exc:
-            return _error(listen_error(exc, config))
+            failed = ListenFailed("metrics", "--metrics-port", config.metrics_host, config.metrics_port, exc)
+            return _error(listen_error(failed, config))
         try:
             await pool.start()
         except WorkerFailed as exc:

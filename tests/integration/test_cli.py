@@ -52,13 +52,23 @@ def test_bad_value_in_environment_names_the_variable() -> None:
     assert_one_line_error(proc, "SSE_AUDIT_PORT")
 
 
-def test_port_in_use_is_a_one_line_error() -> None:
+@pytest.mark.parametrize(
+    ("taken", "free", "named"),
+    [("--port", "--metrics-port", "the proxy port"), ("--metrics-port", "--port", "the metrics port")],
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_a_one_line_error_naming_the_port(
+    taken: str, free: str, named: str, workers: str
+) -> None:
+    """The operator learns which of the two ports is taken, and which flag moves it."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run("serve", "--upstream", "http://127.0.0.1:1", "--port", str(port), "--metrics-port", "0")
-    assert_one_line_error(proc, "address already in use", str(port))
+        proc = run(
+            "serve", "--upstream", "http://127.0.0.1:1", taken, str(port), free, "0", "--workers", workers
+        )
+    assert_one_line_error(proc, "address already in use", f"{named} 127.0.0.1:{port} ({taken})")
 
 
 def test_help_documents_every_flag_with_its_environment_variable() -> None:

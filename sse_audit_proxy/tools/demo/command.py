@@ -21,8 +21,9 @@ from yarl import URL
 from sse_audit_proxy.cli.options import percent, port, positive_float
 from sse_audit_proxy.server import loop
 from sse_audit_proxy.server.canary import CanaryConfig
+from sse_audit_proxy.server.listen import describe_os_error
 from sse_audit_proxy.server.proxy import ProxyConfig
-from sse_audit_proxy.server.run import describe_os_error
+from sse_audit_proxy.server.run import listen_error
 from sse_audit_proxy.server.service import Service, ServiceConfig
 from sse_audit_proxy.sinks.logs import configure_logging
 from sse_audit_proxy.tools import gateway, scenarios, traffic
@@ -176,11 +177,7 @@ async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
     except OSError as exc:
         for runner in runners:
             await runner.cleanup()
-        print(
-            f"sse-audit-proxy: error: cannot listen on {args.host}:{args.port} or metrics "
-            f"port {args.metrics_port}: {describe_os_error(exc)}",
-            file=sys.stderr,
-        )
+        print(f"sse-audit-proxy: error: {listen_error(exc, config)}", file=sys.stderr)
         return 1
     shown = f"[{args.host}]" if ":" in args.host else args.host
     proxy_url = URL(f"http://{shown}:{service.proxy.port}")

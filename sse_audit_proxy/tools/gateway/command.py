@@ -9,7 +9,7 @@ import sys
 
 from sse_audit_proxy.cli.options import non_negative_float, port, positive_float
 from sse_audit_proxy.server import loop
-from sse_audit_proxy.server.run import describe_os_error
+from sse_audit_proxy.server.listen import describe_os_error
 from sse_audit_proxy.tools import scenarios
 from sse_audit_proxy.tools.gateway.app import start
 from sse_audit_proxy.tools.gateway.script import Timing

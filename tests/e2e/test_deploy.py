@@ -23,13 +23,13 @@ KUBERNETES_VERSIONS = ("1.27.0", "1.30.0", "1.33.0")
 APP = {"app.kubernetes.io/name": "sse-audit-proxy"}
 
 
-def built_manifests() -> list[dict[str, Any]]:
+def built_manifests(where: Path = K8S) -> list[dict[str, Any]]:
     """What `kubectl apply -k` would apply: kustomize's output (kubectl embeds kustomize)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with its embedded kustomize) is not installed")
     out = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
+        [kubectl, "kustomize", str(where)], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -130,6 +130,54 @@ def test_the_prometheus_rule_carries_exactly_the_shipped_rules(manifests) -> Non
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def with_canary_component(tmp: Path) -> dict[str, dict[str, Any]]:
+    """The kustomization with its `components: [canary]` lines uncommented, as its comment says."""
+    copy = tmp / "kubernetes"
+    shutil.copytree(K8S, copy)
+    kustomization = copy / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert "# components:\n#   - canary\n" in text  # the hint an operator follows
+    kustomization.write_text(text.replace("# components:\n#   - canary\n", "components:\n  - canary\n"))
+    docs = built_manifests(copy)
+    configs = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert len(configs) == 2
+    out = by_kind([d for d in docs if d["kind"] != "ConfigMap"])
+    out["ConfigMap"] = next(c for c in configs if c["metadata"]["name"] != "sse-audit-canary")
+    out["CanaryConfigMap"] = next(c for c in configs if c["metadata"]["name"] == "sse-audit-canary")
+    return out
+
+
+def test_the_canary_component_mounts_a_percent_that_kubectl_patch_can_name(tmp_path: Path) -> None:
+    """docs/operate/canary.md rolls back with `kubectl patch configmap sse-audit-canary`: that
+    name must exist unhashed, be mounted as a directory (a subPath mount never updates), and be
+    the file the proxy reads."""
+    built = with_canary_component(tmp_path)
+    percent = built["CanaryConfigMap"]
+    assert percent["data"] == {"canary-percent": "0"}
+    assert "sse-audit-canary" in (ROOT / "docs" / "operate" / "canary.md").read_text()
+    pod = built["Deployment"]["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == "sse-audit-canary"
+    [mount] = [m for m in container(built)["volumeMounts"] if m["name"] == volume["name"]]
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    env = {e["name"]: e.get("value") for e in container(built)["env"]}
+    assert env["SSE_AUDIT_CANARY_PERCENT_FILE"] == f"{mount['mountPath']}/canary-percent"
+    assert env["SSE_AUDIT_CANARY"].startswith("http") and env["SSE_AUDIT_CANARY_GUARD"] == "1"
+    assert container(built)["envFrom"] == [{"configMapRef": {"name": built["ConfigMap"]["metadata"]["name"]}}]
+    serve_help = subprocess.run(
+        [sys.executable, "-m", "sse_audit_proxy", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for name in env:  # every variable is one serve reads (a misspelt one would be ignored)
+        assert re.search(rf"\[env:\s+{name}\]", serve_help), name
+    for version in KUBERNETES_VERSIONS:
+        for doc in (built["Deployment"], percent):
+            kubernetes_validate.validate(doc, version, strict=True)
 
 
 def compose() -> dict[str, Any]:

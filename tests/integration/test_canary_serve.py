@@ -170,6 +170,48 @@ async def test_the_percent_file_ramps_without_a_restart(demo_gateway, tmp_path: 
         assert str(canary) not in text and str(baseline) not in text  # never a URL as a label
 
 
+def kubelet_swap(volume: Path, generation: str, percent: str) -> None:
+    """What the kubelet does to a ConfigMap volume: the new files in a new directory, `..data`
+    pointed at it in one rename, the key a symlink through `..data` (made once)."""
+    (volume / generation).mkdir()
+    (volume / generation / "canary-percent").write_text(percent)
+    (volume / "..data_tmp").symlink_to(generation)
+    (volume / "..data_tmp").rename(volume / "..data")
+    key = volume / "canary-percent"
+    if not key.is_symlink():
+        key.symlink_to("..data/canary-percent")
+
+
+async def test_a_configmap_volume_update_ramps_without_a_restart(demo_gateway, tmp_path: Path) -> None:
+    """deploy/kubernetes/canary mounts the percent as a ConfigMap directory; `kubectl patch` then
+    reaches the pod as the kubelet's symlink swap, never as a write to the file."""
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(**FAST)
+    volume = tmp_path / "sse-audit-canary"
+    volume.mkdir()
+    kubelet_swap(volume, "..2026_12_03_00_00_00.1", "0")
+    async with (
+        serve_process(
+            baseline, "--canary", str(canary), "--canary-percent-file", str(volume / "canary-percent")
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
+        kubelet_swap(volume, "..2026_12_03_00_01_00.2", "100")
+        changed = time.monotonic()
+        while await gauge(http, served, "sse_audit_canary_percent") != 100.0:
+            assert time.monotonic() - changed < 1.5, "the kubelet's swap was not seen"
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(chat(http, served.url, f"cm{i}") for i in range(5)))
+        sides = {s["trace_id"]: s["upstream"] for s in (await lookup(http, served))["streams"]}
+        assert {sides[f"cm{i}"] for i in range(5)} == {"canary"}
+        kubelet_swap(volume, "..2026_12_03_00_02_00.3", "0")  # the rollback
+        changed = time.monotonic()
+        while await gauge(http, served, "sse_audit_canary_percent") != 0.0:
+            assert time.monotonic() - changed < 1.5, "the rollback was not seen"
+            await asyncio.sleep(0.05)
+
+
 async def test_sticky_routing_holds_across_two_workers(demo_gateway) -> None:
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(**FAST)

@@ -4,6 +4,8 @@ against a real Prometheus scraping a canary.)"""
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import pytest
 from progressive import ARGO, FLAGGER, argo_queries, crd, documents, flagger_queries, strict
@@ -51,3 +53,13 @@ def test_flagger_templates_compare_the_sides() -> None:
     for query in queries.values():
         assert "{{" not in query and "[1m]" in query
         assert 'upstream="canary"' in query and 'upstream="baseline"' in query
+
+
+def test_every_selector_is_narrowed_to_the_proxys_job() -> None:
+    """One Prometheus often scrapes staging and production proxies: a selector without `job`
+    compares their streams together (a clean canary next to a faulty baseline elsewhere)."""
+    for query in {**argo_queries(), **flagger_queries("1m")}.values():
+        selectors = re.findall(r"sse_audit_\w+\{([^}]*)\}", query)
+        assert len(selectors) >= 2
+        for matchers in selectors:
+            assert re.search(r'job=~"\.\*sse-audit-proxy\.\*"', matchers), matchers

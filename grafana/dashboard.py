@@ -60,21 +60,31 @@ def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
             "range": True}
 
 
+def red_above(threshold: float) -> dict[str, Any]:
+    return {"mode": "absolute", "steps": [
+        {"color": "green", "value": None}, {"color": "red", "value": threshold}]}
+
+
 def panel(title: str, description: str, targets: list[tuple[str, str]], *, unit: str,
-          width: int = 8, threshold: float | None = None, stack: bool = False) -> dict[str, Any]:
+          width: int = 8, threshold: float | None = None, stack: bool = False,
+          series_thresholds: tuple[tuple[str, float], ...] = ()) -> dict[str, Any]:
+    """`series_thresholds`: (legend prefix, threshold) for series whose alert pages elsewhere
+    than `threshold`, so that each line turns red where its own alert fires."""
     defaults: dict[str, Any] = {"unit": unit, "min": 0,
                                 "custom": {"fillOpacity": 10, "showPoints": "never",
                                            "stacking": {"mode": "normal" if stack else "none"}}}
     if threshold is not None:
-        defaults["thresholds"] = {"mode": "absolute", "steps": [
-            {"color": "green", "value": None}, {"color": "red", "value": threshold}]}
+        defaults["thresholds"] = red_above(threshold)
         defaults["custom"]["thresholdsStyle"] = {"mode": "line+area"}
+    overrides = [{"matcher": {"id": "byRegexp", "options": f"^{prefix} "},
+                  "properties": [{"id": "thresholds", "value": red_above(value)}]}
+                 for prefix, value in series_thresholds]
     return {
         "type": "timeseries",
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
         "options": {"legend": {"displayMode": "table", "placement": "bottom",
                                "calcs": ["lastNotNull", "max"]},
                     "tooltip": {"mode": "multi", "sort": "desc"}},
@@ -121,13 +131,13 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "Share of streams over 5 minutes, all instances (recording rules, the series the "
               "alerts use). Buffered: the completion was withheld and replayed in one burst "
               "(alert above 5 %). Truncated: ended before [DONE] (alert above 1 %). Both should "
-              "sit at 0.",
+              "sit at 0; each series turns red above its own alert's threshold.",
               [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
                             f'{{anomaly="buffered", {RULE_SEL}}}'), "buffered {{route}} {{model}}"),
                (zero_filled('job_route_model_outcome:sse_audit_streams:ratio_rate5m'
                             f'{{outcome="truncated", {RULE_SEL}}}'),
                 "truncated {{route}} {{model}}")],
-              unit="percentunit", width=12, threshold=0.01),
+              unit="percentunit", width=12, threshold=0.01, series_thresholds=(("buffered", 0.05),)),
         panel("Anomalies per second by kind",
               "Anomalies found in streams, by kind (a stream can have several). Use it to see "
               "which fault the gateway has; then GET /streams/recent?anomaly=KIND on the metrics "

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -113,3 +114,45 @@ def test_bursty_panel_plots_what_its_alert_evaluates_and_tells_the_operator_what
     assert all("route" in t["legendFormat"] and "model" in t["legendFormat"] for t in panel["targets"])
     for needed in ("proxy_buffering", "gzip", "CDN", "re-batch", "anomaly=bursty"):
         assert needed in panel["description"], needed
+
+
+def _alert_thresholds() -> dict[tuple[str, str], float]:
+    """(recording series, its anomaly/outcome matcher) -> the share above which its alert fires."""
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    out: dict[tuple[str, str], float] = {}
+    for rule in rules:
+        first = rule.get("expr", "").splitlines()[0] if rule.get("expr") else ""
+        found = re.fullmatch(r"\s*([\w:]+)(\{[^}]*\})?\s*>\s*([\d.]+)\s*", first)
+        if "alert" in rule and found:
+            out[found.group(1), found.group(2) or "{}"] = float(found.group(3))
+    return out
+
+
+def _red_line_for(panel: dict[str, Any], legend: str) -> float | None:
+    """Where Grafana draws the red line for a series: its override, else the panel's default."""
+    config = panel["fieldConfig"]
+    for override in config["overrides"]:
+        if override["matcher"]["id"] == "byRegexp" and re.match(override["matcher"]["options"], legend):
+            [prop] = [p for p in override["properties"] if p["id"] == "thresholds"]
+            return float(prop["value"]["steps"][-1]["value"])
+    steps = config["defaults"].get("thresholds", {}).get("steps")
+    return float(steps[-1]["value"]) if steps else None
+
+
+def test_every_series_an_alert_watches_turns_red_where_that_alert_fires() -> None:
+    """A panel plotting two series whose alerts fire at different shares (buffered 5 %,
+    truncated 1 %) must not show one of them red while nothing pages, nor green while it does."""
+    alerts = _alert_thresholds()
+    assert len(alerts) >= 6
+    checked = 0
+    for panel in json.loads(JSON.read_text())["panels"]:
+        for t in panel.get("targets", []):
+            for (series, matcher), threshold in alerts.items():
+                label = matcher.strip("{}")
+                if series in t["expr"] and (
+                    not label or label.replace('"', "") in t["expr"].replace('"', "")
+                ):
+                    legend = t["legendFormat"].replace("{{route}}", "chat").replace("{{model}}", "m")
+                    assert _red_line_for(panel, legend) == threshold, (panel["title"], legend)
+                    checked += 1
+    assert checked >= 6

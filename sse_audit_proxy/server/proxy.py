@@ -25,7 +25,7 @@ import orjson
 import structlog
 from yarl import URL
 
-from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
+from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import TRACE_HEADER, BodyScanner, RequestInfo, trace_id_from
@@ -611,7 +611,8 @@ class Proxy:
         is_sse = ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
-        # bounded start of the body to tell; the client gets it unchanged.
+        # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
+        # (Ollama's native streaming) is a stream too, though its lines are not read.
         peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and status >= 400):
@@ -623,6 +624,7 @@ class Proxy:
                     content_encoding=encoding.decode("latin-1"),
                     thresholds=self.config.thresholds,
                     event_stream=is_sse,
+                    json_lines=peek and is_json_lines(ctype),
                 )
             except Exception as exc:  # forward first: an audit that cannot start is skipped
                 audit_failed(rec.trace_id, "start", exc)

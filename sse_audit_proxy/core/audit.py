@@ -29,6 +29,7 @@ __all__ = [
     "StreamResult",
     "Thresholds",
     "is_error_document",
+    "is_json_lines",
     "looks_like_event_stream",
 ]
 
@@ -40,6 +41,22 @@ PEEK_BYTES = 16 << 10
 # optional blank lines and a byte-order mark.
 _SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 _SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
+# Streaming JSON-lines types: one JSON document per line or record, written as it is made
+# (Ollama's native `/api/chat` and `/api/generate`, Elasticsearch, Spring's `stream+json`,
+# RFC 7464 `json-seq`). A stream, not an ordinary body, though not an event stream: its
+# frames are not read, so its outcome comes from the connection alone.
+JSON_LINES_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json-seq",
+        "application/stream+json",
+    }
+)
 DEFAULT_THRESHOLDS = Thresholds()
 HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per new kind
 # What a stream's skeletons may hold in all (an upstream can vary its frames' kinds and
@@ -105,6 +122,7 @@ class StreamAudit:
         "_held_times",
         "_include_usage",
         "_inflate",
+        "_json_lines",
         "_keepalives",
         "_last_content",
         "_last_frame",
@@ -132,11 +150,14 @@ class StreamAudit:
         content_encoding: str = "",
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         event_stream: bool = True,
+        json_lines: bool = False,
     ) -> None:
         """`event_stream=False`: the body is not labelled as one. Its start is looked at to
         tell an error document sent in place of the stream, or an event stream sent under
-        another Content-Type (audited as a stream from then on)."""
+        another Content-Type (audited as a stream from then on). `json_lines`: it is labelled
+        a streaming JSON-lines type (see is_json_lines), so it is a stream all the same."""
         self._dialect = dialect
+        self._json_lines = json_lines
         self._started = started_at
         self._include_usage = include_usage
         self._thresholds = thresholds
@@ -409,6 +430,7 @@ class StreamAudit:
             usage_expected=self._wants_usage(),
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,
+            json_lines=self._json_lines,
             error_document=error_body,
             # Frames we could not decode (br, a broken gzip), would not decode (a decompression
             # bomb) or had not decoded yet when the body ended leave only the transport to judge.
@@ -482,6 +504,13 @@ def looks_like_event_stream(start: bytes | bytearray) -> bool | None:
         if head.startswith(name) and head[len(name) : len(name) + 1] in (b"\r", b"\n"):
             return True
     return False
+
+
+def is_json_lines(content_type: str | bytes) -> bool:
+    """Whether a Content-Type value names a streaming JSON-lines type (JSON_LINES_TYPES)."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    return content_type.partition(";")[0].strip().lower() in JSON_LINES_TYPES
 
 
 def is_error_document(body: bytes | bytearray) -> bool:

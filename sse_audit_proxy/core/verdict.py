@@ -119,6 +119,9 @@ class Facts:
     thresholds: Thresholds
     undecodable: bool = False  # could not be decoded (br, a broken gzip)
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
+    # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose frames
+    # are not read, so no frame-level rule holds and its outcome is the connection's.
+    json_lines: bool = False
 
     @property
     def event_stream(self) -> bool:
@@ -216,6 +219,8 @@ def _missing_end(f: Facts) -> str:
 
 
 def _truncated(f: Facts) -> str:
+    if f.json_lines and not f.event_stream:  # no end marker was read: the connection's word
+        return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines are not read)"
     how = (
         "the upstream closed the connection cleanly"
         if f.end is End.UPSTREAM_EOF
@@ -400,7 +405,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     Rule(
         Outcome.UPSTREAM_ERROR,
         'the upstream reported failure in-band: an `{"error": …}` frame '
-        "or error event after which no choice finished (even if `[DONE]` follows), Responses "
+        '(or `{"object": "error"}`), a choice\'s `finish_reason: "error"`, or an error event, '
+        "after which no choice finished with another reason (even if `[DONE]` follows), Responses "
         "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
         "of the stream that was asked for",
         lambda f: f.summary.failed or f.error_instead_of_stream,
@@ -411,7 +417,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         "the dialect's end marker reached the client (Chat Completions: "
         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
-        "an ordinary (not event-stream) answer, a compressed stream that could not be decoded "
+        "an ordinary (not event-stream) answer, a JSON-lines stream (its lines are not read), "
+        "a compressed stream that could not be decoded "
         "(or would not be: `compression_bomb`), a stream on a route with no dialect",
         lambda f: (
             f.summary.terminal
@@ -431,8 +438,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         Anomaly.NOT_STREAMED,
         'the request asked for `"stream": true` and the upstream answered '
         "2xx with an ordinary body that is not an event stream: the client gets no stream at "
-        "all; no completeness anomaly is judged",
-        lambda f: not (f.event_stream or f.error_instead_of_stream or f.end is End.UPSTREAM_STATUS),
+        "all; no completeness anomaly is judged. A body labelled a streaming JSON-lines type "
+        "(`application/x-ndjson`, `application/jsonl`, `application/json-seq`, "
+        "`application/stream+json` and their spellings; Ollama's native API) is a stream, "
+        "not this",
+        lambda f: (
+            not (f.event_stream or f.json_lines or f.error_instead_of_stream or f.end is End.UPSTREAM_STATUS)
+        ),
         lambda f: (
             f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of an "
             "ordinary body, not an event stream"
@@ -520,7 +532,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.ERROR_EVENT,
-        'the stream carried an `{"error": …}` frame or an error event '
+        'the stream carried an `{"error": …}` frame (or `{"object": "error"}`; on Chat and '
+        'Completions also a choice finishing with `finish_reason: "error"`) or an error event '
         "(on every route), or was a JSON error document sent with a success status",
         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,
         lambda f: (

@@ -25,7 +25,7 @@ import orjson
 import structlog
 from yarl import URL
 
-from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds
+from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import TRACE_HEADER, BodyScanner, RequestInfo, trace_id_from
@@ -165,6 +165,14 @@ def _scan(scanner: BodyScanner, held: list[bytes], ended: bool) -> None:
         return
     for part in held:
         scanner.feed(part)
+
+
+def _held_info(scanner: BodyScanner, held: _Held) -> RequestInfo:
+    """What the held start of the body says, for a request whose client went away before
+    it was sent on (nothing else will feed the scanner)."""
+    _scan(scanner, held.parts, held.ended)
+    held.parts = []
+    return scanner.info(complete=held.ended)
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:
@@ -367,15 +375,18 @@ class Proxy:
         if declared is not None and declared > self.config.max_body_bytes:
             return self._too_large(r)
         scanner = BodyScanner(partial(audit_failed, r.rec.trace_id, "request_scan"))
+        held = _Held()
         try:
-            held = await self._hold_start(request)
+            await self._hold_start(request, held)
         except _BodyTooLarge:
             return self._too_large(r)
+        # A client gone while (or just after) its body was read: what came of the body still
+        # names the model and says whether a stream was asked for, so the record is a stream's.
         except asyncio.CancelledError:
-            self._gone_before_answer(r, None)
+            self._gone_before_answer(r, _held_info(scanner, held))
             raise
         except ConnectionError:
-            self._gone_before_answer(r, None)
+            self._gone_before_answer(r, _held_info(scanner, held))
             resp = Answer(STATUS_CLIENT_GONE)
             resp.force_close()
             return resp
@@ -392,7 +403,7 @@ class Proxy:
             up = self._upstream_for(base)
             conn = await self._pool.acquire(up.target)
         except asyncio.CancelledError:
-            self._gone_before_answer(r, None)
+            self._gone_before_answer(r, _held_info(scanner, held))
             raise
         except UpstreamError as exc:
             _scan(scanner, held.parts, held.ended)
@@ -404,16 +415,16 @@ class Proxy:
         finally:
             used[0].release()
 
-    async def _hold_start(self, request: Request) -> _Held:
-        """Read the body's first HOLD_BYTES before contacting the upstream.
+    async def _hold_start(self, request: Request, held: _Held) -> None:
+        """Read the body's first HOLD_BYTES into `held` before contacting the upstream.
 
         A small body is then sent in one go, and one over a small cap (the chunked case:
-        no Content-Length to refuse it by) never reaches the upstream.
+        no Content-Length to refuse it by) never reaches the upstream. `held` is the caller's,
+        so what was read is there even when the client goes away during the read.
         """
-        held = _Held()
         if not request.body_exists:
             held.ended = True
-            return held
+            return
         request.send_continue()
         cap = self.config.max_body_bytes
         while held.size < HOLD_BYTES:
@@ -425,7 +436,6 @@ class Proxy:
             if held.size > cap:
                 raise _BodyTooLarge
             held.parts.append(chunk)
-        return held
 
     async def _exchange(
         self,
@@ -601,7 +611,8 @@ class Proxy:
         is_sse = ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
-        # bounded start of the body to tell; the client gets it unchanged.
+        # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
+        # (Ollama's native streaming) is a stream too, though its lines are not read.
         peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and status >= 400):
@@ -613,6 +624,7 @@ class Proxy:
                     content_encoding=encoding.decode("latin-1"),
                     thresholds=self.config.thresholds,
                     event_stream=is_sse,
+                    json_lines=peek and is_json_lines(ctype),
                 )
             except Exception as exc:  # forward first: an audit that cannot start is skipped
                 audit_failed(rec.trace_id, "start", exc)
@@ -709,6 +721,7 @@ class Proxy:
         audit = None
         if info is not None:
             rec.model = info.model
+            rec.request = info
             if info.stream:
                 audit = StreamAudit(dialect_for_route(rec.route)(), r.started)
         r.finish(audit, end)

@@ -32,6 +32,7 @@ KEYS = st.sampled_from(
         "function",
         "arguments",
         "name",
+        "object",
         "x",
     ]
 )
@@ -40,7 +41,7 @@ SCALARS = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(["", "stop", "length", "hi", '{"a":', "{}"]),
+    st.sampled_from(["", "stop", "length", "error", "hi", '{"a":', "{}"]),
 )
 JSON = st.recursive(
     SCALARS,
@@ -60,6 +61,7 @@ CHUNK = st.fixed_dictionaries(
         "error": JSON,
         "usage": JSON,
         "id": JSON,
+        "object": st.one_of(st.sampled_from(["error", "chat.completion.chunk"]), JSON),
     },
 )
 
@@ -90,13 +92,13 @@ TYPED_CHOICE = st.fixed_dictionaries(
     optional={
         "index": st.integers(min_value=0, max_value=2),
         "delta": st.one_of(st.none(), TYPED_DELTA, DELTA),
-        "finish_reason": st.one_of(st.none(), st.sampled_from(["", "stop", "length", "tool_calls"])),
+        "finish_reason": st.one_of(st.none(), st.sampled_from(["", "stop", "length", "tool_calls", "error"])),
         "x": JSON,
     },
 )
 TYPED_CHUNK = st.fixed_dictionaries(
     {"choices": st.lists(TYPED_CHOICE, max_size=3)},
-    optional={"error": JSON, "usage": JSON, "id": JSON},
+    optional={"error": JSON, "usage": JSON, "id": JSON, "object": st.sampled_from(["error", "x"])},
 )
 
 

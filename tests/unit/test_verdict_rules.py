@@ -13,7 +13,7 @@ import pytest
 from chat_streams import DONE, chunk, frame, healthy
 
 from sse_audit_proxy.core import verdict
-from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route
 
 ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
@@ -27,9 +27,14 @@ def run(
     route: str = "chat_completions",
     include_usage: bool = True,
     event_stream: bool = True,
+    json_lines: bool = False,
 ) -> StreamResult:
     audit = StreamAudit(
-        dialect_for_route(route)(), 0.0, include_usage=include_usage, event_stream=event_stream
+        dialect_for_route(route)(),
+        0.0,
+        include_usage=include_usage,
+        event_stream=event_stream,
+        json_lines=json_lines,
     )
     times = times if times is not None else [0.3 + 0.03 * i for i in range(len(frames))]
     for data, t in zip(frames, times, strict=True):
@@ -190,6 +195,62 @@ def test_bodies_that_are_no_event_stream_are_not_streamed_and_not_sniffed(body: 
 def test_json_error_document_for_a_stream_request_is_still_an_upstream_error() -> None:
     r = run([b'{"error": {"message": "bad key", "code": "invalid_api_key"}}'], event_stream=False)
     assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+# Streaming JSON lines (Ollama's native API) -------------------------------------------------
+
+OLLAMA_LINES = [
+    b'{"model":"llama3","message":{"role":"assistant","content":"Hel"},"done":false}\n',
+    b'{"model":"llama3","message":{"role":"assistant","content":"lo"},"done":false}\n',
+    b'{"model":"llama3","message":{"role":"assistant","content":""},"done_reason":"stop","done":true}\n',
+]
+
+
+@pytest.mark.parametrize(
+    ("end", "outcome"),
+    [
+        (End.UPSTREAM_EOF, Outcome.COMPLETE),
+        (End.UPSTREAM_BROKEN, Outcome.TRUNCATED),
+        (End.IDLE_TIMEOUT, Outcome.TIMEOUT),
+        (End.CLIENT_GONE, Outcome.CLIENT_DISCONNECT),
+    ],
+)
+def test_a_json_lines_stream_is_not_not_streamed_and_its_outcome_is_the_connections(
+    end: End, outcome: Outcome
+) -> None:
+    for route in ("other", "chat_completions"):
+        r = run(OLLAMA_LINES, end=end, route=route, event_stream=False, json_lines=True)
+        assert (r.outcome, r.anomalies) == (outcome, []), route
+        assert r.frames == 0 and r.ttfb is not None  # no frame-level judgement
+        if outcome is Outcome.TRUNCATED:  # no end marker is missed: none was looked for
+            assert r.reasons == [
+                f"truncated: the JSON-lines body broke after {r.bytes} bytes (its lines are not read)"
+            ]
+
+
+def test_a_json_lines_body_that_is_one_error_document_is_still_an_upstream_error() -> None:
+    r = run([b'{"error":"model \\"x\\" not found"}\n'], route="other", event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-ndjson",
+        "application/x-ndjson; charset=utf-8",
+        "Application/JSONL",
+        "application/json-seq",
+        "application/stream+json",
+        b"application/x-ndjson",
+    ],
+)
+def test_streaming_json_lines_types_are_known(content_type: str | bytes) -> None:
+    assert is_json_lines(content_type)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "text/event-stream", ""])
+def test_other_types_are_no_json_lines(content_type: str) -> None:
+    assert not is_json_lines(content_type)
 
 
 # Bursty delivery -------------------------------------------------------------------------

@@ -59,6 +59,11 @@ MAX_REASON_CHARS = 40
 OTHER_REASON = "other"
 
 
+# The finish reason of a choice that failed mid-generation (OpenRouter's "Streaming Error
+# Formats"): an in-band failure, not a finish.
+FAILED_REASON = "error"
+
+
 def reason_word(reason: str) -> str:
     """`reason` if it is a protocol word of at most MAX_REASON_CHARS, else OTHER_REASON."""
     return reason if len(reason) <= MAX_REASON_CHARS and is_protocol_word(reason) else OTHER_REASON
@@ -121,8 +126,9 @@ def load_object(data: bytes) -> dict[str, Any] | None:
 
 
 def is_error_frame(doc: dict[str, Any]) -> bool:
-    """An OpenAI-style error frame: `{"error": {...}}` (`"error": null` on ordinary chunks is not)."""
-    return bool(doc.get("error"))
+    """An OpenAI-style error frame: `{"error": {...}}` (`"error": null` on ordinary chunks is
+    not), or older vLLM's `{"object": "error", "message": ...}`."""
+    return bool(doc.get("error")) or doc.get("object") == "error"
 
 
 # A usage object as logged: real ones have about ten counts, two levels deep (OpenAI's

@@ -5,6 +5,11 @@ Deviations of real gateways handled here (the README lists them): usage on every
 carries content, `""` as "none yet", or followed by more content; `reasoning` as well as
 `reasoning_content`; tool-call deltas without `index`; chunks with empty `choices` that
 are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunks.
+
+In-band failures: an `{"error": ...}` frame (vLLM, llama.cpp), older vLLM's `{"object":
+"error", "message": ...}` frame, and a choice finishing with `finish_reason: "error"`
+(OpenRouter's mid-stream failure, beside an `error` object or not). A choice that finishes
+with any other reason after one of them means the stream recovered.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     DONE_SENTINEL,
     ERROR,
+    FAILED_REASON,
     FINISH,
     MALFORMED,
     MAX_KEYS,
@@ -112,6 +118,8 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
+            if not bits:  # neither (rare): perhaps older vLLM's `{"object": "error", ...}`
+                return self._observe_doc(data)
             return bits
         # _choice's rules for a choice of the typed shape, in this loop: a call per frame
         # costs more than the rules (the differential test holds the two readings equal).
@@ -131,9 +139,21 @@ class ChatCompletions(Dialect):
             reason = choice.finish_reason
             if reason:  # "" means none yet
                 self._finish[index] = reason_word(reason)
-                self._failed = False
                 bits |= FINISH
+                if reason == FAILED_REASON:
+                    bits = self._choice_failed(bits)
+                else:
+                    self._failed = False
         return bits
+
+    def _choice_failed(self, bits: int) -> int:
+        """A choice finished with `finish_reason: "error"`: an error frame, counted once per
+        frame (OpenRouter's carries an `error` object as well)."""
+        self._failed = True
+        if bits & ERROR:
+            return bits
+        self._errors += 1
+        return bits | ERROR
 
     def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None) -> int:
         """One choice of a chunk: its content (in `delta`, or `text` for Completions) and
@@ -157,7 +177,11 @@ class ChatCompletions(Dialect):
             bits = CONTENT
         if reason and isinstance(reason, str):  # "" means none yet
             self._finish[index] = reason_word(reason)
-            self._failed = False
+            if reason == FAILED_REASON:
+                self._failed = True
+                bits |= ERROR  # counted by _observe_doc, once per frame
+            else:
+                self._failed = False
             bits |= FINISH
         return bits
 
@@ -174,7 +198,8 @@ class ChatCompletions(Dialect):
             self._malformed += 1
             return MALFORMED
         bits = 0
-        if chunk.get("error"):  # is_error_frame, inlined
+        error = chunk.get("error")
+        if error:  # is_error_frame, inlined (Completions reads every frame here)
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -184,6 +209,10 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:
+            if not bits and chunk.get("object") == "error":  # is_error_frame's other shape
+                self._errors += 1
+                self._failed = True
+                return ERROR
             return bits
         if not isinstance(choices, list):
             self._malformed += 1
@@ -195,6 +224,8 @@ class ChatCompletions(Dialect):
             else:
                 self._malformed += 1
                 bits |= MALFORMED
+        if bits & ERROR and not error:  # a choice finished with "error": an error frame
+            self._errors += 1
         return bits
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:

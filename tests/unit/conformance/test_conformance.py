@@ -33,7 +33,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult
+from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.request_info import RequestInfo
 
@@ -67,6 +67,7 @@ class Case:
             include_usage=info.include_usage,
             content_encoding=self.headers.get("Content-Encoding", ""),
             event_stream=self.is_sse,
+            json_lines=is_json_lines(self.headers["Content-Type"]),
         )
         times = [0.001 * (i + 1) for i in range(len(pieces))]
         return self._run(audit, info, pieces, times)
@@ -89,6 +90,7 @@ class Case:
             0.0,
             include_usage=info.include_usage,
             event_stream=self.is_sse,
+            json_lines=is_json_lines(self.headers["Content-Type"]),
         )
         pieces, offset = [], 0
         for _, size in self.timed:

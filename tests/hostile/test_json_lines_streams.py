@@ -1,0 +1,123 @@
+"""Streaming JSON lines (Ollama's native API) are streams, not ordinary bodies.
+
+Ollama's `POST /api/chat` and `/api/generate` with `"stream": true` answer
+`Content-Type: application/x-ndjson`, one JSON object per line, token by token. `serve`
+judged such a stream `complete` + `not_streamed` ("the upstream answered ... an ordinary
+body, not an event stream"): a false alarm on every request, counted in
+sse_audit_stream_anomalies_total{anomaly="not_streamed"}. Now a body labelled a streaming
+JSON-lines type is a stream whose lines are not read: its outcome comes from the connection
+(`complete` on a clean end, `truncated` when it breaks), and `not_streamed` stays for
+ordinary bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from peers import metric_value, serve
+from relay_support import RawRequest, raw_upstream
+from yarl import URL
+
+WORDS = ["Hel", "lo", "!"]
+
+
+def line(doc: dict[str, object]) -> bytes:
+    return json.dumps(doc).encode() + b"\n"
+
+
+def ollama_lines(key: str) -> list[bytes]:
+    def part(text: str) -> dict[str, object]:
+        return {"message": {"role": "assistant", "content": text}} if key == "message" else {"response": text}
+
+    out = [line({"model": "llama3", **part(w), "done": False}) for w in WORDS]
+    out.append(line({"model": "llama3", **part(""), "done_reason": "stop", "done": True, "eval_count": 3}))
+    return out
+
+
+def chunked(piece: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(piece), piece)
+
+
+async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+    """Ollama's native streaming answer, a line a chunk; `/broken` resets after two lines,
+    `/plain` answers an ordinary JSON body."""
+    target = req.target.decode()
+    if target.startswith("/plain"):
+        body = line({"model": "llama3", "message": {"role": "assistant", "content": "Hello!"}, "done": True})
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        writer.write(body)
+        return
+    ctype = b"application/x-ndjson" if "generate" not in target else b"application/x-ndjson; charset=utf-8"
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % ctype)
+    lines = ollama_lines("message" if target.endswith("/chat") else "response")
+    for i, piece in enumerate(lines):
+        if target.startswith("/broken") and i == 2:
+            writer.transport.abort()  # a reset mid-stream: no terminating chunk
+            return
+        writer.write(chunked(piece))
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    writer.write(b"0\r\n\r\n")
+
+
+async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
+    requests = {
+        "/api/chat": {"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        "/api/generate": {"model": "llama3", "prompt": "hi", "stream": True},
+        "/broken/api/chat": {
+            "model": "llama3",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+        "/plain/api/chat": {
+            "model": "llama3",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+    }
+    bodies = {}
+    async with (
+        raw_upstream(ollama) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}")) as child,
+        aiohttp.ClientSession() as http,
+    ):
+        for path, payload in requests.items():
+            async with http.post(child.url / path.lstrip("/"), json=payload) as resp:
+                assert resp.status == 200
+                try:
+                    bodies[path] = await asyncio.wait_for(resp.read(), 10)
+                except aiohttp.ClientPayloadError:
+                    bodies[path] = b"cut"
+        for _ in range(50):  # bounded: 5 s for the four records
+            if len(child.events("stream_end")) >= len(requests):
+                break
+            await asyncio.sleep(0.1)
+        async with http.get(child.metrics_url / "metrics") as resp:
+            exposition = await resp.text()
+    ends = child.events("stream_end")
+    assert len(ends) == len(requests), child.lines
+    assert not child.events("request_end")
+    by_model = [(e["route"], e["model"], e["outcome"], e["anomalies"], e["end_reason"]) for e in ends]
+    assert by_model == [
+        ("other", "llama3", "complete", [], "upstream_eof"),
+        ("other", "llama3", "complete", [], "upstream_eof"),
+        ("other", "llama3", "truncated", [], "upstream_broken"),
+        ("other", "llama3", "complete", ["not_streamed"], "upstream_eof"),  # application/json
+    ]
+    # Relayed byte for byte, line by line as they came.
+    assert bodies["/api/chat"] == b"".join(ollama_lines("message"))
+    assert bodies["/api/generate"] == b"".join(ollama_lines("response"))
+    assert ends[0]["ttfb_ms"] is not None and ends[0]["frames"] == 0  # no frame-level reading
+    not_streamed = metric_value(
+        exposition,
+        "sse_audit_stream_anomalies_total",
+        route="other",
+        model="llama3",
+        upstream="baseline",
+        anomaly="not_streamed",
+    )
+    assert not_streamed == 1  # only the ordinary JSON answer

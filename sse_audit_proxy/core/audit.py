@@ -91,6 +91,7 @@ class StreamAudit:
     __slots__ = (
         "_burst_frames",
         "_bursts",
+        "_close_gaps",
         "_clump",
         "_clump_after",
         "_content_frames",
@@ -167,6 +168,7 @@ class StreamAudit:
         self._clump_after = 0.0  # the silence before it
         self._bursts = 0
         self._burst_frames = 0
+        self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
         self._timeline = Timeline()
         # One-frame reads not yet accounted (see _settle): kind bits, arrival times. A list,
         # not an array("d"): an array parses each float it is given as an argument (~0.6k
@@ -296,6 +298,7 @@ class StreamAudit:
         started = self._started
         th = self._thresholds
         spacing, min_clump, min_silence = th.bursty_max_spacing, th.bursty_min_clump, th.bursty_min_silence
+        close, close_gaps = th.buffered_max_gap, self._close_gaps
         gap_counts = self._gap_counts
         last, max_gap = self._last_frame, self._max_gap
         first_content, last_content = self._first_content, self._last_content
@@ -321,19 +324,25 @@ class StreamAudit:
                     first_content = t
                     clump_after = t - started
                     clump = 1
-                elif t - last_content < spacing:
+                    last_content = t
+                    continue
+                step = t - last_content
+                if step < close:
+                    close_gaps += 1
+                if step < spacing:
                     clump += 1
                 else:  # the clump before closes (finish() closes the last one), a new one opens
                     if clump >= min_clump and clump_after >= min_silence:
                         bursts += 1
                         burst_frames += clump
-                    clump_after = t - last_content
+                    clump_after = step
                     clump = 1
                 last_content = t
         self._last_frame, self._max_gap = last, max_gap
         self._first_content, self._last_content = first_content, last_content
         self._clump, self._clump_after = clump, clump_after
         self._bursts, self._burst_frames = bursts, burst_frames
+        self._close_gaps = close_gaps
         self._keepalives += keepalives
         self._content_frames += content
 
@@ -422,6 +431,7 @@ class StreamAudit:
                 content_frames=self._content_frames,
                 bursts=self._bursts,
                 burst_frames=self._burst_frames,
+                close_gaps=self._close_gaps,
                 frames=self._frames,
                 duration=t - self._started,
                 last_frame=(None if self._last_frame is None else self._last_frame - self._started),

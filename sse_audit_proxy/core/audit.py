@@ -89,6 +89,7 @@ class StreamAudit:
     """Feed every body chunk with its arrival time, then call finish() once."""
 
     __slots__ = (
+        "_arrived",
         "_burst_frames",
         "_bursts",
         "_close_gaps",
@@ -133,12 +134,18 @@ class StreamAudit:
         content_encoding: str = "",
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         event_stream: bool = True,
+        arrived_at: float | None = None,
     ) -> None:
-        """`event_stream=False`: the body is not labelled as one. Its start is looked at to
+        """`started_at` starts the upstream's clock (TTFB, TTFT, the timeline, the timing
+        rules): when the request was all sent to it. `arrived_at`, when the request reached
+        the proxy (default: `started_at`), starts `duration`.
+
+        `event_stream=False`: the body is not labelled as one. Its start is looked at to
         tell an error document sent in place of the stream, or an event stream sent under
         another Content-Type (audited as a stream from then on)."""
         self._dialect = dialect
         self._started = started_at
+        self._arrived = started_at if arrived_at is None else arrived_at
         self._include_usage = include_usage
         self._thresholds = thresholds
         self._decoder = SSEDecoder(thresholds.max_frame_bytes)
@@ -433,8 +440,9 @@ class StreamAudit:
                 burst_frames=self._burst_frames,
                 close_gaps=self._close_gaps,
                 frames=self._frames,
-                duration=t - self._started,
-                last_frame=(None if self._last_frame is None else self._last_frame - self._started),
+                duration=t - self._arrived,
+                last_frame=(None if self._last_frame is None else self._last_frame - self._arrived),
+                sent=self._started - self._arrived,
                 max_gap=self._max_gap,
                 bytes=self.bytes,
             ),
@@ -448,7 +456,7 @@ class StreamAudit:
             ttfb=None if self._first_byte is None else self._first_byte - self._started,
             ttft=ttft,
             max_gap=self._max_gap,
-            duration=t - self._started,
+            duration=t - self._arrived,
             frames=self._frames,
             content_frames=self._content_frames,
             keepalives=self._keepalives,

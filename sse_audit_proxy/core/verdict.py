@@ -103,8 +103,11 @@ class Timing:
     close_gaps: int = 0  # gaps between successive content frames under `buffered_max_gap`
     # For the reasons only (the rules above do not read them):
     frames: int = 0  # data frames (keep-alives aside)
-    duration: float = 0.0  # request to the end of relaying
-    last_frame: float | None = None  # request to the last frame
+    # These three count from the request's arrival, not from when it was all sent (the clock
+    # of ttft and to_last_content above):
+    duration: float = 0.0  # to the end of relaying
+    last_frame: float | None = None  # to the last frame
+    sent: float = 0.0  # to the request's last byte written to the upstream
     max_gap: float | None = None  # the longest silence between two frames
     bytes: int = 0  # body bytes relayed
 
@@ -246,7 +249,7 @@ def _timed_out(f: Facts) -> str:
     t = f.timing
     if f.end is End.CONNECT_TIMEOUT:
         return f"the upstream did not accept the connection within {dur(t.duration)}"
-    quiet = t.duration - (t.last_frame if t.last_frame is not None else 0.0)
+    quiet = t.duration - (t.last_frame if t.last_frame is not None else t.sent)
     what = (
         "no upstream byte for the idle timeout"
         if f.end is End.IDLE_TIMEOUT

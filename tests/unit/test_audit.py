@@ -273,3 +273,23 @@ def test_usage_chunk_fields_other_than_numbers_are_dropped() -> None:
         "completion_tokens": 1,
         "prompt_tokens_details": {"cached_tokens": 0},
     }
+
+
+def test_the_upstreams_clock_starts_when_the_request_was_sent() -> None:
+    """A 1.5 s upload is not the upstream's time: TTFB, TTFT and `buffered` count from the
+    request's last byte sent; the duration counts from its arrival."""
+    audit = StreamAudit(ChatCompletions(), 1.5, arrived_at=0.0)
+    audit.feed(b"".join(healthy(20)), 1.51)
+    r = audit.finish(1.52, End.UPSTREAM_EOF)
+    assert r.anomalies == []
+    assert r.ttfb is not None and r.ttft is not None
+    assert (round(r.ttfb, 6), round(r.ttft, 6), round(r.duration, 6)) == (0.01, 0.01, 1.52)
+
+
+def test_a_silence_is_counted_from_the_request_sent_when_no_frame_came() -> None:
+    audit = StreamAudit(ChatCompletions(), 2.0, arrived_at=0.0)
+    r = audit.finish(5.0, End.IDLE_TIMEOUT)
+    assert r.outcome is Outcome.TIMEOUT
+    assert r.reasons[0].startswith("timeout: no upstream byte for the idle timeout: 3.00 s of silence"), (
+        r.reasons
+    )

@@ -78,7 +78,8 @@ class Thresholds:
     # average. Measured through the proxy (docs/operate/verdicts.md): releases (one write, nginx
     # gzipping, uvicorn or LiteLLM writing pre-computed chunks) had 91-100 % of their content
     # gaps under 0.2 ms and a mean under 0.14 ms; decoders at 700-3,000 tokens/s had means of
-    # 0.32 ms and more, and at most 55 % of their gaps under 0.2 ms (reads the proxy coalesced).
+    # 0.20 ms and more (3,000/s: 0.20-0.33), and at most 61 % of their gaps under 0.2 ms (reads
+    # the proxy coalesced).
     buffered_max_gap: float = 0.0002
     buffered_gap_share: float = 0.75
     # bursty: a "burst" is a clump of content frames, each read within `bursty_max_spacing` of

@@ -194,6 +194,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     option(
         p,
+        "--buffered-max-gap",
+        type=positive_float,
+        default=_RULES.buffered_max_gap,
+        help="successive content frames closer than this (seconds) were read together, not paced",
+    )
+    option(
+        p,
+        "--buffered-gap-share",
+        type=ratio,
+        default=_RULES.buffered_gap_share,
+        help="buffered only when at least this share of the gaps between content frames are "
+        "under --buffered-max-gap",
+    )
+    option(
+        p,
         "--bursty-min-bursts",
         type=positive_int,
         default=_RULES.bursty_min_bursts,
@@ -368,6 +383,8 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         buffered_wait_ratio=args.buffered_wait_ratio,
         buffered_max_spacing=args.buffered_max_spacing,
         buffered_min_ttft=args.buffered_min_ttft,
+        buffered_max_gap=args.buffered_max_gap,
+        buffered_gap_share=args.buffered_gap_share,
         bursty_min_bursts=args.bursty_min_bursts,
         bursty_min_clump=args.bursty_min_clump,
         bursty_min_silence=args.bursty_min_silence,

@@ -106,8 +106,10 @@ class StreamAudit:
     """Feed every body chunk with its arrival time, then call finish() once."""
 
     __slots__ = (
+        "_arrived",
         "_burst_frames",
         "_bursts",
+        "_close_gaps",
         "_clump",
         "_clump_after",
         "_content_frames",
@@ -151,14 +153,20 @@ class StreamAudit:
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         event_stream: bool = True,
         json_lines: bool = False,
+        arrived_at: float | None = None,
     ) -> None:
-        """`event_stream=False`: the body is not labelled as one. Its start is looked at to
+        """`started_at` starts the upstream's clock (TTFB, TTFT, the timeline, the timing
+        rules): when the request was all sent to it. `arrived_at`, when the request reached
+        the proxy (default: `started_at`), starts `duration`.
+
+        `event_stream=False`: the body is not labelled as one. Its start is looked at to
         tell an error document sent in place of the stream, or an event stream sent under
         another Content-Type (audited as a stream from then on). `json_lines`: it is labelled
         a streaming JSON-lines type (see is_json_lines), so it is a stream all the same."""
         self._dialect = dialect
         self._json_lines = json_lines
         self._started = started_at
+        self._arrived = started_at if arrived_at is None else arrived_at
         self._include_usage = include_usage
         self._thresholds = thresholds
         self._decoder = SSEDecoder(thresholds.max_frame_bytes)
@@ -188,6 +196,7 @@ class StreamAudit:
         self._clump_after = 0.0  # the silence before it
         self._bursts = 0
         self._burst_frames = 0
+        self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
         self._timeline = Timeline()
         # One-frame reads not yet accounted (see _settle): kind bits, arrival times. A list,
         # not an array("d"): an array parses each float it is given as an argument (~0.6k
@@ -317,6 +326,7 @@ class StreamAudit:
         started = self._started
         th = self._thresholds
         spacing, min_clump, min_silence = th.bursty_max_spacing, th.bursty_min_clump, th.bursty_min_silence
+        close, close_gaps = th.buffered_max_gap, self._close_gaps
         gap_counts = self._gap_counts
         last, max_gap = self._last_frame, self._max_gap
         first_content, last_content = self._first_content, self._last_content
@@ -342,19 +352,25 @@ class StreamAudit:
                     first_content = t
                     clump_after = t - started
                     clump = 1
-                elif t - last_content < spacing:
+                    last_content = t
+                    continue
+                step = t - last_content
+                if step < close:
+                    close_gaps += 1
+                if step < spacing:
                     clump += 1
                 else:  # the clump before closes (finish() closes the last one), a new one opens
                     if clump >= min_clump and clump_after >= min_silence:
                         bursts += 1
                         burst_frames += clump
-                    clump_after = t - last_content
+                    clump_after = step
                     clump = 1
                 last_content = t
         self._last_frame, self._max_gap = last, max_gap
         self._first_content, self._last_content = first_content, last_content
         self._clump, self._clump_after = clump, clump_after
         self._bursts, self._burst_frames = bursts, burst_frames
+        self._close_gaps = close_gaps
         self._keepalives += keepalives
         self._content_frames += content
 
@@ -444,9 +460,11 @@ class StreamAudit:
                 content_frames=self._content_frames,
                 bursts=self._bursts,
                 burst_frames=self._burst_frames,
+                close_gaps=self._close_gaps,
                 frames=self._frames,
-                duration=t - self._started,
-                last_frame=(None if self._last_frame is None else self._last_frame - self._started),
+                duration=t - self._arrived,
+                last_frame=(None if self._last_frame is None else self._last_frame - self._arrived),
+                sent=self._started - self._arrived,
                 max_gap=self._max_gap,
                 bytes=self.bytes,
             ),
@@ -460,7 +478,7 @@ class StreamAudit:
             ttfb=None if self._first_byte is None else self._first_byte - self._started,
             ttft=ttft,
             max_gap=self._max_gap,
-            duration=t - self._started,
+            duration=t - self._arrived,
             frames=self._frames,
             content_frames=self._content_frames,
             keepalives=self._keepalives,

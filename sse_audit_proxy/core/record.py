@@ -21,7 +21,12 @@ class AuditRecord:
     bytes: int
     stream: StreamResult | None  # None for a request that was not audited as a stream
     error: str | None = None  # the proxy's own reason when it answered instead of the upstream
-    ttfb: float | None = None  # seconds from the request to the first body byte, of any response
+    # Seconds from the request's last byte written to the upstream to the first body byte,
+    # of any response (the upstream's clock: see request_sent).
+    ttfb: float | None = None
+    # Seconds from the request's arrival to its last byte written to the upstream (the client's
+    # upload and the connection to the upstream); None when it never reached one.
+    request_sent: float | None = None
     upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
     # For evidence: what was asked (its shape, never its text) and the response head as
     # relayed to the client (the bytes written; redacted when rendered).

@@ -385,6 +385,7 @@ _FIELDS = (
     "status",
     "outcome",
     "end_reason",
+    "request_sent_ms",
     "ttfb_ms",
     "ttft_ms",
     "max_gap_ms",

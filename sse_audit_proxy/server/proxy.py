@@ -605,8 +605,13 @@ class Proxy:
         r: Recording,
         info: RequestInfo,
     ) -> Answer:
-        rec, started = r.rec, r.started
+        rec, arrived = r.rec, r.started
         rec.status = status = conn.status
+        # The upstream's clock starts when it had the whole request (or answered before that):
+        # a slow upload is the client's time, not the upstream's TTFB or TTFT. `duration` still
+        # counts from the arrival.
+        started = max(arrived, conn.sent_at)
+        rec.request_sent = started - arrived
         ctype, encoding = _content_type_and_encoding(conn.headers)
         is_sse = ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
@@ -625,6 +630,7 @@ class Proxy:
                     thresholds=self.config.thresholds,
                     event_stream=is_sse,
                     json_lines=peek and is_json_lines(ctype),
+                    arrived_at=arrived,
                 )
             except Exception as exc:  # forward first: an audit that cannot start is skipped
                 audit_failed(rec.trace_id, "start", exc)

@@ -127,6 +127,7 @@ class Connection(asyncio.Protocol):
         "last_read",
         "reason",
         "sent",
+        "sent_at",
         "status",
         "target",
         "transport",
@@ -158,6 +159,10 @@ class Connection(asyncio.Protocol):
         self.head_only = False  # HEAD request: the response has no body whatever it says
         self.body_done = False  # the current response's framing was consumed exactly
         self.sent = False  # the request (head and body) was fully written
+        # When (time.monotonic) the last request byte was written before the final response
+        # head came: the upstream's clock (TTFB, TTFT, gaps) starts here, not when the client
+        # began a slow upload. An upstream that answers early stops it there (never negative).
+        self.sent_at = 0.0
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
@@ -346,7 +351,7 @@ class Connection(asyncio.Protocol):
         self._end = self._loop.create_future()
         self.head_only = head_only
         self._idle = idle
-        self.last_read = now = _monotonic()
+        self.last_read = self.sent_at = now = _monotonic()
         self._deadline = deadline
         # One timer per request covers both timeouts (a timer handle per stream is memory).
         self._idle_handle = self._loop.call_later(min(now + idle, deadline) - now, self._check)
@@ -367,7 +372,9 @@ class Connection(asyncio.Protocol):
         self.transport.write(data)
         if self._write_waiter is not None:
             await self._write_waiter
-        self.last_read = _monotonic()  # the body is sent before the relay pauses for a client
+        self.last_read = now = _monotonic()  # the body is sent before the relay pauses for a client
+        if not self.status:  # (an early answer's clock started before it)
+            self.sent_at = now
         return not self.dead
 
     async def response_head(self) -> None:

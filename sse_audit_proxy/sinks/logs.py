@@ -105,6 +105,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         "duration_ms": ms(rec.duration),
         "bytes": rec.bytes,
         "ttfb_ms": ms(rec.ttfb),
+        "request_sent_ms": ms(rec.request_sent),
     }
     if rec.error:
         fields["error"] = rec.error

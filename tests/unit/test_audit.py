@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from chat_streams import DONE, USAGE, chunk, frame, healthy, tool_call_stream, usage_chunk
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
@@ -118,8 +119,67 @@ def test_buffered_thresholds_are_configurable() -> None:
     frames = healthy(20)
     times = [2.0 + 0.01 * i for i in range(len(frames))]  # 10 ms apart: not buffered by default
     assert "buffered" not in run(frames, times).anomalies
-    loose = Thresholds(buffered_max_spacing=0.05)
+    # Both of what "released at once" means are loosened: on average, and gap by gap.
+    loose = Thresholds(buffered_max_spacing=0.05, buffered_max_gap=0.05)
     assert "buffered" in run(frames, times, thresholds=loose).anomalies
+    # Frames 10 ms apart each were paced: loosening the average alone does not make them a release.
+    assert "buffered" not in run(frames, times, thresholds=Thresholds(buffered_max_spacing=0.05)).anomalies
+
+
+def _paced(ttft: float, tokens: int, spacing: float, together: int = 1) -> list[float]:
+    """A role chunk at once, then `tokens` content frames `spacing` apart after `ttft`, read
+    `together` at a time (the proxy coalesces reads when it is busier than the stream is fast),
+    then the finish, usage and [DONE] frames."""
+    content = [ttft + spacing * (i - i % together + together - 1) for i in range(tokens)]
+    return [0.001, *content, *[content[-1]] * 3]  # then finish, usage and [DONE]
+
+
+@pytest.mark.parametrize(
+    "ttft,tokens,rate,together",
+    [
+        (0.3, 30, 1000, 1),  # the reported cases: a short answer, one chunk per token
+        (0.2, 40, 1250, 1),
+        (0.25, 100, 2000, 1),
+        (0.15, 30, 3000, 1),  # the fastest decoders on offer
+        (0.25, 100, 2000, 2),  # two frames a read: half the gaps are 0
+        (0.4, 50, 700, 1),
+    ],
+)
+def test_fast_decoder_short_answer_after_an_ordinary_ttft_is_not_buffered(
+    ttft: float, tokens: int, rate: int, together: int
+) -> None:
+    """Groq/Cerebras speeds: the first token is most of the wait and the mean spacing is under
+    2 ms, yet the tokens were paced, not released: no anomaly."""
+    r = run(healthy(tokens), _paced(ttft, tokens, 1.0 / rate, together))
+    assert r.content_frames == tokens
+    assert r.anomalies == []
+
+
+@pytest.mark.parametrize(
+    "spacing,together",
+    [
+        (0.0, 1),  # one write, one read (the demo's buffered scenario, nginx with gzip)
+        (0.000015, 1),  # uvicorn writing pre-computed chunks, one write each, read one by one
+        (0.00014, 1),  # LiteLLM's /v1/responses bridge releasing a whole answer chunk by chunk
+        (0.00014, 3),
+    ],
+)
+def test_release_written_chunk_by_chunk_is_buffered(spacing: float, together: int) -> None:
+    r = run(healthy(30), _paced(0.5, 30, spacing, together))
+    assert r.anomalies == ["buffered"]
+    assert "of the 29 gaps between them under 0.2 ms" in r.reasons[0]
+
+
+def test_buffered_thresholds_are_the_documented_defaults() -> None:
+    th = Thresholds()
+    assert (
+        th.buffered_min_frames,
+        th.buffered_wait_ratio,
+        th.buffered_max_spacing,
+        th.buffered_min_ttft,
+        th.buffered_max_gap,
+        th.buffered_gap_share,
+    ) == (5, 0.8, 0.002, 0.05, 0.0002, 0.75)
 
 
 def test_non_json_frame_is_malformed() -> None:
@@ -213,3 +273,23 @@ def test_usage_chunk_fields_other_than_numbers_are_dropped() -> None:
         "completion_tokens": 1,
         "prompt_tokens_details": {"cached_tokens": 0},
     }
+
+
+def test_the_upstreams_clock_starts_when_the_request_was_sent() -> None:
+    """A 1.5 s upload is not the upstream's time: TTFB, TTFT and `buffered` count from the
+    request's last byte sent; the duration counts from its arrival."""
+    audit = StreamAudit(ChatCompletions(), 1.5, arrived_at=0.0)
+    audit.feed(b"".join(healthy(20)), 1.51)
+    r = audit.finish(1.52, End.UPSTREAM_EOF)
+    assert r.anomalies == []
+    assert r.ttfb is not None and r.ttft is not None
+    assert (round(r.ttfb, 6), round(r.ttft, 6), round(r.duration, 6)) == (0.01, 0.01, 1.52)
+
+
+def test_a_silence_is_counted_from_the_request_sent_when_no_frame_came() -> None:
+    audit = StreamAudit(ChatCompletions(), 2.0, arrived_at=0.0)
+    r = audit.finish(5.0, End.IDLE_TIMEOUT)
+    assert r.outcome is Outcome.TIMEOUT
+    assert r.reasons[0].startswith("timeout: no upstream byte for the idle timeout: 3.00 s of silence"), (
+        r.reasons
+    )

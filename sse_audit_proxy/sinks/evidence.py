@@ -17,7 +17,7 @@ import orjson
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.skeleton import split_entry
 from sse_audit_proxy.core.timeline import kind_name
-from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
+from sse_audit_proxy.sinks.redaction import Redactor
 
 EVIDENCE_VERSION = 1
 MAX_HEADERS = 64
@@ -53,13 +53,10 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
 
 def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
     """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
-    values scrubbed (the same redaction as the log lines); bounded in count and length."""
+    values scrubbed (Redactor.header); bounded in count and length."""
     if not head:
         return []
-    return [
-        [name, REDACTED if redactor.is_secret_name(name) else redactor.scrub(value)]
-        for name, value in _fields(head)
-    ]
+    return [[name, redactor.header(name, value)] for name, value in _fields(head)]
 
 
 def kept_head(head: bytes) -> bytes:

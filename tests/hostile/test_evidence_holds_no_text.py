@@ -1,9 +1,12 @@
 """What an upstream sends reaches the evidence, the inspector and the log lines only as shape.
 
-Through the real `serve`, from a raw-socket upstream, how it got out:
+Through the real `serve`, from a raw-socket upstream, two ways it got out:
 - a legacy Completions stream with `logprobs`: `top_logprobs` are objects keyed by the token
   text, and frame skeletons kept keys that looked like words, so the completion's tokens were
-  in the evidence and the `stream_evidence` line.
+  in the evidence and the `stream_evidence` line;
+- response headers whose credentials the redactor had no word for (`X-Goog-Api-Key`,
+  `Location: https://user:password@...?key=...`, `{"api_key": ...}` in a value, AWS's
+  `Credential=`) were shown as they were.
 """
 
 from __future__ import annotations
@@ -99,3 +102,58 @@ async def test_completion_tokens_keying_logprobs_reach_no_evidence_and_no_log_li
         for where, text in (("log", output), ("evidence", evidence.decode()), ("page", page.decode())):
             assert token not in text, (token, where)
             assert orjson.dumps(token).decode()[1:-1] not in text, (token, where)  # as JSON escapes it
+
+
+SECRETS = {
+    b"X-Goog-Api-Key": b"AIzaSyEXAMPLEKEY0123456789abcdefGHIJ",
+    b"Anthropic-Api-Key": b"sk-ant-api03-SHORT",
+    b"X-Access-Token": b"ya29.GOOGLEOAUTHTOKENSECRET",
+    b"X-Upstream-Cookie": b"session=COOKIEECHOSECRET",
+    b"Location": b"https://admin:hunter2pass@internal.example/p?key=AIzaSyQUERYKEY99999&api_key=QSECRET2&page=2",
+    b"X-Json": b'{"api_key": "JSONSECRET123", "token": "JSONTOKEN456", "n": 3}',
+    b"X-Debug": b"a=1; session=SESSIONVALUE77; b=2",
+    b"X-Amz-Auth": b"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEAKID/2024/us-east-1/s3/aws4_request, "
+    b"Signature=ABCDEF0123",
+}
+CREDENTIALS = [
+    "AIzaSyEXAMPLEKEY0123456789abcdefGHIJ",
+    "sk-ant-api03-SHORT",
+    "GOOGLEOAUTHTOKENSECRET",
+    "COOKIEECHOSECRET",
+    "hunter2pass",
+    "AIzaSyQUERYKEY99999",
+    "QSECRET2",
+    "JSONSECRET123",
+    "JSONTOKEN456",
+    "SESSIONVALUE77",
+    "AKIAEXAMPLEAKID",
+    "ABCDEF0123",
+]
+# What evidence is for: rate limits, their token counts, timings. Never blanked.
+KEPT = {
+    "x-ratelimit-limit-tokens": "30000",
+    "x-ratelimit-remaining-tokens": "29000",
+    "x-ratelimit-reset-tokens": "6ms",
+    "anthropic-ratelimit-input-tokens-remaining": "1000",
+    "anthropic-ratelimit-tokens-reset": "2026-01-01T00:00:00Z",
+    "openai-processing-ms": "123",
+    "x-request-id": "req_abc123",
+}
+
+
+async def test_credentials_in_response_headers_are_redacted_and_rate_limits_kept() -> None:
+    fields = b"".join(k + b": " + v + b"\r\n" for k, v in SECRETS.items())
+    fields += b"".join(f"{k}: {v}\r\n".encode() for k, v in KEPT.items())
+    body = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})  # no [DONE]: logged
+    async with raw_upstream(answer(fields, body)) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        await asyncio.wait_for(raw_exchange(child.url.port, request(b"/v1/chat/completions", b"hd-1")), 15)
+        await asyncio.sleep(0.2)
+        evidence, page = await evidence_and_page(child.metrics_url, "hd-1")
+    headers = dict(orjson.loads(evidence)["response"]["headers"])
+    assert [(k, headers.get(k)) for k in KEPT] == list(KEPT.items())
+    assert headers["Location"].endswith("&page=2")  # the rest of a scrubbed value stays
+    assert len(child.events("stream_evidence")) == 1
+    output = orjson.dumps(child.lines).decode() + child.stderr.decode(errors="replace")
+    for secret in CREDENTIALS:
+        for where, text in (("log", output), ("evidence", evidence.decode()), ("page", page.decode())):
+            assert secret not in text, (secret, where)

@@ -1,17 +1,21 @@
 """What an upstream sends reaches the evidence, the inspector and the log lines only as shape.
 
-Through the real `serve`, from a raw-socket upstream, two ways it got out:
+Through the real `serve`, from a raw-socket upstream, three ways it got out:
 - a legacy Completions stream with `logprobs`: `top_logprobs` are objects keyed by the token
   text, and frame skeletons kept keys that looked like words, so the completion's tokens were
   in the evidence and the `stream_evidence` line;
 - response headers whose credentials the redactor had no word for (`X-Goog-Api-Key`,
   `Location: https://user:password@...?key=...`, `{"api_key": ...}` in a value, AWS's
-  `Credential=`) were shown as they were.
+  `Credential=`) were shown as they were;
+- header bytes 0x80-0x9f (decoded as latin-1: C1 controls, U+009B is a terminal's CSI) and a
+  tab inside a value (llhttp refuses the other C0 controls and DEL) were written raw into the
+  JSON lines, the evidence and the inspector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aiohttp
@@ -157,3 +161,35 @@ async def test_credentials_in_response_headers_are_redacted_and_rate_limits_kept
     for secret in CREDENTIALS:
         for where, text in (("log", output), ("evidence", evidence.decode()), ("page", page.decode())):
             assert secret not in text, (secret, where)
+
+
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+async def test_control_characters_in_header_bytes_reach_no_sink_raw() -> None:
+    fields = b"X-C1: \x9b2J\x9b31mFAKE LOG LINE\x9d0;title\x9c\r\nX-Esc: a\x85b\tc\r\n"
+    body = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})
+    async with raw_upstream(answer(fields, body)) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        got = await asyncio.wait_for(
+            raw_exchange(child.url.port, request(b"/v1/chat/completions", b"c1-1")), 15
+        )
+        await asyncio.sleep(0.2)
+        evidence, page = await evidence_and_page(child.metrics_url, "c1-1")
+    assert b"\x9b2J" in got  # relayed as it was
+    headers = dict(orjson.loads(evidence)["response"]["headers"])
+    assert headers["X-C1"] == "\\x9b2J\\x9b31mFAKE LOG LINE\\x9d0;title\\x9c"
+    assert headers["X-Esc"] == "a\\x85b\\x09c"
+    assert child.events("stream_evidence")
+    found = [s for s in strings(child.lines) + strings(orjson.loads(evidence)) if CONTROLS.search(s)]
+    assert found == []
+    assert not re.search("[\x80-\x9f\x1b\x7f]", page.decode())

@@ -57,6 +57,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(p, "--metrics-port", type=port, default=9464, help="port for /metrics and /healthz")
     option(
         p,
+        "--admin-hosts",
+        type=name_list,
+        help="comma-separated host names under which the metrics port also serves stream records, "
+        "evidence and the inspector (an IP address and localhost always do; any other Host gets 421, "
+        "against DNS rebinding); /metrics and the health checks answer any Host",
+    )
+    option(
+        p,
         "--idle-timeout",
         type=positive_float,
         default=300.0,
@@ -437,6 +445,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         recent_streams=args.recent_streams,
         canary=canary_from(args),
         secret_headers=tuple(args.secret_headers or ()),
+        admin_hosts=tuple(args.admin_hosts or ()),
     )
 
 

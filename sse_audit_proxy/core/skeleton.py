@@ -4,7 +4,12 @@ Pure. What an incident needs to see (and a regression test needs to replay) is t
 a frame: which fields, which protocol words (`type`, `finish_reason`, `object`, ...), which
 numbers (indexes, token counts); never what the model or the user wrote. So every string is
 replaced by `"<N>"` (N: its length in characters) unless it is the value of a protocol field
-and looks like a protocol word. Bounded: depth, items per container and the skeleton's size.
+and looks like a protocol word. A key is kept only when it is a field name of the protocols
+(field_names.py), and not inside an object keyed by data (a token's text keys Completions'
+`top_logprobs`); any other key is `"<N>"` too, `"<N>#2"`, `"<N>#3"`, ... after the first of
+that length in the same object, so an object keeps its number of keys. Integers that are text
+in another form (token IDs, a token's UTF-8 bytes) are 0. Bounded: depth, items per container
+and the skeleton's size.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.core.dialects.base import DONE_SENTINEL, is_protocol_word
+from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, TOKEN_NUMBERS
 from sse_audit_proxy.core.sse import Event
 
 # Fields whose string values are protocol vocabulary, kept as they are when they look like it.
@@ -35,6 +41,7 @@ VOCABULARY = frozenset(
     }
 )
 PLACEHOLDER = re.compile(r"<(\d+)>")
+KEY_PLACEHOLDER = re.compile(r"<(\d+)>(?:#(\d+))?")  # a key: "<N>", "<N>#2", ...
 MAX_DEPTH = 8
 MAX_KEYS = 64  # per object (a Responses `response` object has ~30 fields; usage among them)
 MAX_ITEMS = 16  # per array; beyond either: {"…more": N}
@@ -62,31 +69,55 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
     depth += 1
     if kind is list:
         out_list: list[Any] = []
+        words = key in VOCABULARY
+        numbers = key in TOKEN_NUMBERS
         for v in value[:MAX_ITEMS] if len(value) > MAX_ITEMS else value:
             kind = type(v)
             if kind is str:
-                out_list.append(_text(v, key) if key in VOCABULARY else f"<{len(v)}>")
+                out_list.append(_text(v, key) if words else f"<{len(v)}>")
             elif kind in _SCALARS:
-                out_list.append(v)
+                out_list.append(0 if numbers and kind is int else v)
             else:
                 out_list.append(_shape(v, key, depth))
         if len(value) > MAX_ITEMS:
             out_list.append({MORE: len(value) - MAX_ITEMS})
         return out_list
+    if key in DATA_MAPS and type(value.get("token")) is not str:
+        return _data_map(value, depth)
     out: dict[str, Any] = {}
-    names = _KEY_NAMES
     for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
-        name = names.get(k) or _key_name(k)
+        name = k if k in FIELD_NAMES else _placeholder(k, out)
         kind = type(v)
         if kind is str:
             out[name] = _text(v, k) if k in VOCABULARY else f"<{len(v)}>"
         elif kind in _SCALARS:
-            out[name] = v
+            out[name] = 0 if kind is int and k in TOKEN_NUMBERS else v
         else:
             out[name] = _shape(v, k, depth)
     if len(value) > MAX_KEYS:
         out[MORE] = len(value) - MAX_KEYS
     return out
+
+
+def _data_map(value: dict[str, Any], depth: int) -> dict[str, Any]:
+    """An object keyed by data: every key a placeholder, its values shaped as no field's."""
+    out: dict[str, Any] = {}
+    for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
+        out[_placeholder(k, out)] = _shape(v, None, depth)
+    if len(value) > MAX_KEYS:
+        out[MORE] = len(value) - MAX_KEYS
+    return out
+
+
+def _placeholder(key: str, out: dict[str, Any]) -> str:
+    """`"<N>"` for a key of N characters; `"<N>#2"`, ... when `out` has that one already."""
+    name = f"<{len(key)}>"
+    if name in out:
+        n = 2
+        while f"{name}#{n}" in out:
+            n += 1
+        name = f"{name}#{n}"
+    return name
 
 
 def _text(value: str, key: str | None) -> str:
@@ -108,19 +139,15 @@ def _is_word(value: str) -> bool:
 
 # What orjson gives that is kept as it is (exact types: orjson makes no subclasses).
 _SCALARS = frozenset({int, float, bool, type(None)})
-# Keys are the schema's, and protocol fields' values its vocabulary: few distinct per upstream,
-# so what was decided about them is remembered (bounded: an upstream may send endless new ones).
-_KEY_NAMES: dict[str, str] = {}
-_MAX_KEY_NAMES = 1024
+# Protocol fields' values are its vocabulary: few distinct per upstream, so what was decided
+# about them is remembered (bounded: an upstream may send endless new ones).
 _WORDS: dict[str, bool] = {}  # a protocol field's value -> kept as it is
 _MAX_WORDS = 1024
 
 
-def _key_name(key: str) -> str:
-    name = key if is_protocol_word(key) else text_length(key)
-    if len(key) <= 64 and len(_KEY_NAMES) < _MAX_KEY_NAMES:
-        _KEY_NAMES[key] = name
-    return name
+def event_name(name: str) -> str:
+    """An `event:` line's name as a skeleton shows it: a protocol word, else its length."""
+    return name if is_protocol_word(name) else text_length(name)
 
 
 def skeleton(event: Event) -> str:
@@ -129,7 +156,7 @@ def skeleton(event: Event) -> str:
     name = event.event
     doc: dict[str, Any] = {"bytes": len(event.data)}
     if name:  # absent when the frame had no `event:` line (most frames): held per stream
-        doc["event"] = _KEY_NAMES.get(name) or _key_name(name)  # named as a key is
+        doc["event"] = event_name(name)
     data = event.data
     if data == DONE_SENTINEL:
         doc["data"] = "[DONE]"

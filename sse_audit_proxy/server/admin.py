@@ -1,14 +1,80 @@
-"""The metrics port: `/metrics`, `/healthz` (liveness) and `/readyz` (readiness)."""
+"""The metrics port: `/metrics`, `/healthz` (liveness) and `/readyz` (readiness).
+
+The same port serves the stream records (`/streams/...`, the inspector's pages). A page in an
+operator's browser could read them through DNS rebinding (its own name, re-pointed at this
+address, makes its requests same-origin): those paths answer only a `Host` that no web page
+can re-point, an IP address or `localhost`, or a name the operator allowed (`--admin-hosts`),
+and 421 Misdirected Request to any other. Prometheus scrapes `/metrics` by whatever name or
+address it found the pod under, so `/metrics` and the health checks take any `Host`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+# Paths any Host may read: they hold no stream record.
+OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+MISDIRECTED = (
+    "421 Misdirected Request: stream records and pages answer only a Host that is an IP "
+    "address, localhost, or a name given to `serve --admin-hosts NAME[,NAME]` "
+    "(env SSE_AUDIT_ADMIN_HOSTS).\n"
+)
 
-def admin_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
+
+def host_name(host: str) -> str:
+    """A Host header's name: lower-cased, without its port and a final dot; an IPv6 literal
+    without its brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def trusted_host(host: str | None, names: frozenset[str]) -> bool:
+    """Whether a request with this Host header may read stream records: no Host (no browser
+    sends none), an IP literal or `localhost` (neither is looked up in DNS, so no page can
+    re-point it), or a name in `names`."""
+    if host is None:
+        return True
+    name = host_name(host)
+    if name == "localhost" or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def admin_hosts(names: Iterable[str]) -> frozenset[str]:
+    """--admin-hosts as host_name() writes a Host: lower-cased, no final dot."""
+    return frozenset(n for n in (host_name(name) for name in names) if n)
+
+
+def host_guard(names: frozenset[str]) -> Middleware:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or trusted_host(request.headers.get("Host"), names):
+            return await handler(request)
+        return web.Response(
+            status=421,
+            text=MISDIRECTED,
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
+
+    return guard
+
+
+def admin_app(
+    registry: CollectorRegistry, ready: Callable[[], bool], hosts: Iterable[str] = ()
+) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -20,7 +86,7 @@ def admin_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.App
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "draining"}, status=503)
 
-    app = web.Application()
+    app = web.Application(middlewares=[host_guard(admin_hosts(hosts))])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

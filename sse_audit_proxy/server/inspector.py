@@ -70,7 +70,11 @@ def _page(title: str, body: str) -> web.Response:
         text=doc,
         content_type="text/html",
         headers={
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
+            # Nor may another site frame them (clickjacking): frame-ancestors, and the older header.
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+            ),
+            "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
         },

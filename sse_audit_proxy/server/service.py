@@ -34,6 +34,7 @@ class ServiceConfig:
     canary: CanaryConfig = field(default_factory=CanaryConfig)
     canary_state_file: str | None = None  # --workers: where a trip is shared between workers
     secret_headers: tuple[str, ...] = ()  # --secret-headers: also redacted in evidence
+    admin_hosts: tuple[str, ...] = ()  # --admin-hosts: Host names that may read stream records
 
 
 class Service:
@@ -62,7 +63,7 @@ class Service:
         self.draining = False
 
     async def start(self) -> None:
-        app = admin_app(self.registry, lambda: not self.draining)
+        app = admin_app(self.registry, lambda: not self.draining, self.config.admin_hosts)
         source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
         add_routes(app, source)
         inspector.add_routes(app, source)

@@ -248,7 +248,7 @@ async def supervise(
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-    app = admin_app(registry, pool.ready)
+    app = admin_app(registry, pool.ready, config.admin_hosts)
     source = WorkersSource(pool.admin_urls)
     add_routes(app, source)
     inspector.add_routes(app, source)

@@ -9,6 +9,7 @@ verdict and its reasons. `sse-audit-proxy evidence-to-case` turns it into a conf
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ import orjson
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.skeleton import split_entry
 from sse_audit_proxy.core.timeline import kind_name
-from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
+from sse_audit_proxy.sinks.redaction import Redactor
 
 EVIDENCE_VERSION = 1
 MAX_HEADERS = 64
@@ -53,13 +54,25 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
 
 def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
     """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
-    values scrubbed (the same redaction as the log lines); bounded in count and length."""
+    values scrubbed (Redactor.header); bounded in count and length."""
     if not head:
         return []
-    return [
-        [name, REDACTED if redactor.is_secret_name(name) else redactor.scrub(value)]
-        for name, value in _fields(head)
-    ]
+    return [[printable(name), printable(redactor.header(name, value))] for name, value in _fields(head)]
+
+
+# Controls a header's bytes may hold (decoded as latin-1): C0, DEL and C1. Written raw into a
+# JSON line or a page they reach a terminal that shows the log (U+009B is CSI, a C1 escape).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CUT_ESCAPE = re.compile(r"\\(?:x[0-9a-f]?)?$")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written `\\xNN`, cut to MAX_HEADER_VALUE again
+    (and never inside an escape)."""
+    if _CONTROL.search(text) is None:
+        return text
+    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return out if len(out) <= MAX_HEADER_VALUE else _CUT_ESCAPE.sub("", out[:MAX_HEADER_VALUE])
 
 
 def kept_head(head: bytes) -> bytes:

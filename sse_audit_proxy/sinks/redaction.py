@@ -3,6 +3,14 @@
 The proxy never puts a header value into a log event on purpose; this is the second line
 of defence for text it does not control (exception messages from libraries, which can quote
 a request line or a header). A structlog processor, run last before rendering.
+
+The upstream's response headers are the exception: evidence shows them (`header()`), so they
+get more than the log lines' vocabulary. A header is blanked when its name is a secret's
+(the exact names, `--secret-headers`, and names that say key, token, secret, password,
+credential, session, cookie); in any other value, credentials are scrubbed where they sit: a
+URL's userinfo, `key=`/`token=`/`sig=`-like pairs (query strings, cookies, JSON, AWS's
+`Credential=`) and keys of well-known shapes. Names of counts (`x-ratelimit-remaining-tokens`)
+are no secret's: evidence needs them.
 """
 
 from __future__ import annotations
@@ -24,6 +32,35 @@ REDACTED = "[redacted]"
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),
+)
+
+
+# Header names whose values are credentials, beyond SECRET_HEADERS: how gateways and clouds
+# name their keys and tokens (x-goog-api-key, anthropic-api-key, ocp-apim-subscription-key,
+# x-access-token, x-amz-security-token, x-upstream-cookie, x-amzn-remapped-authorization).
+# Rate-limit headers name token counts ("...-tokens", "...-tokens-reset"): `token` only at
+# the end of a name, so they stay.
+_SECRET_NAME = re.compile(
+    r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
+    r"|token$|secret|passw(?:or)?d|credential|cookie|session|signature|authori[sz]ation|jwt"
+).search
+# In a header value: `scheme://user:password@`, and a secret-named parameter's value, as a
+# query string, a cookie, JSON or AWS's SigV4 header write it (`&api_key=...`, `session=...`,
+# `"token": "..."`, `Credential=AKIA.../...`): the name is kept, its value blanked. A value in
+# quotes is blanked to its closing quote, any other up to a separator.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+_SECRET_PAIR = re.compile(
+    r"(?i)((?<![a-z0-9])(?:[a-z0-9]+[-_.])*"
+    r"(?:api[-_]?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
+    r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*[:=]\s*)"
+    r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}]+)"
+)
+# Keys of well-known shapes, wherever they sit in a value: Google API keys and OAuth tokens,
+# AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub and Slack tokens.
+_SHAPED = re.compile(
+    r"\bAIza[0-9A-Za-z_-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bya29\.[0-9A-Za-z_.-]+"
+    r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
 )
 
 
@@ -73,8 +110,20 @@ class Redactor:
         self._line_whole = not any(c in '"\\' or c < " " for k in self._keys for c in k)
 
     def is_secret_name(self, header: str) -> bool:
-        """A header whose value is never shown (built-in names and --secret-headers)."""
-        return header.lower() in self._names
+        """A header whose value is never shown: built-in names, --secret-headers, and names
+        that say they hold a key, a token, a secret or a session (_SECRET_NAME)."""
+        name = header.lower()
+        return name in self._names or _SECRET_NAME(name) is not None
+
+    def header(self, name: str, value: str) -> str:
+        """A response header's value as evidence shows it: blanked when the name is a
+        secret's, else with the credentials inside it scrubbed."""
+        if self.is_secret_name(name):
+            return REDACTED
+        value = self.scrub(value)
+        value = _USERINFO.sub(rf"\1{REDACTED}@", value)
+        value = _SECRET_PAIR.sub(rf"\1{REDACTED}", value)
+        return _SHAPED.sub(REDACTED, value)
 
     def _suspect(self, text: str) -> bool:
         """Whether `text` has a word some substitution needs (else scrub() leaves it as it is)."""

@@ -33,7 +33,7 @@ from sse_audit_proxy.core.dialects import (
     dialect_for_route,
     route_for_path,
 )
-from sse_audit_proxy.core.skeleton import PLACEHOLDER
+from sse_audit_proxy.core.skeleton import KEY_PLACEHOLDER, PLACEHOLDER
 from sse_audit_proxy.core.timeline import kind_bits, kind_name
 
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
@@ -337,12 +337,20 @@ def _fill(value: Any) -> Any:
         m = PLACEHOLDER.fullmatch(value)
         return "x" * int(m.group(1)) if m else value
     if isinstance(value, dict):
-        return {
-            _fill(k) if PLACEHOLDER.fullmatch(k) else k: _fill(v) for k, v in value.items() if k != "…more"
-        }
+        return {_fill_key(k): _fill(v) for k, v in value.items() if k != "…more"}
     if isinstance(value, list):
         return [_fill(v) for v in value if not (isinstance(v, dict) and "…more" in v)]
     return value
+
+
+def _fill_key(key: str) -> str:
+    """A placeholder key's characters: the k-th key of one length ("<N>#k") ends in k, so
+    the keys of an object stay distinct, as they were."""
+    m = KEY_PLACEHOLDER.fullmatch(key)
+    if m is None:
+        return key
+    size, nth = int(m.group(1)), m.group(2) or ""
+    return nth.rjust(size, "x")[-size:] if size else ""
 
 
 def replay(case: dict[str, Any], body: bytes) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """Frame skeletons: the shaping loop that handles scalars in place gives what the plain
-recursive definition gives, for any JSON value (keys, vocabulary words, depth, bounds)."""
+recursive definition gives, for any JSON value (keys, vocabulary words, objects keyed by
+data, token numbers, depth, bounds)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from sse_audit_proxy.core import skeleton as sk
 from sse_audit_proxy.core.dialects.base import is_protocol_word
+from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, TOKEN_NUMBERS
 from sse_audit_proxy.core.sse import Event
 
 
@@ -20,18 +22,26 @@ def reference_shape(value: Any, key: str | None, depth: int) -> Any:
         if key in sk.VOCABULARY and is_protocol_word(value) and not sk.PLACEHOLDER.fullmatch(value):
             return value
         return sk.text_length(value)
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+    if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
+    if isinstance(value, int):
+        return 0 if key in TOKEN_NUMBERS else value
     if depth >= sk.MAX_DEPTH:
         return {sk.MORE: 1}
     if isinstance(value, dict):
+        by_data = key in DATA_MAPS and not isinstance(value.get("token"), str)
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):
             if i >= sk.MAX_KEYS:
                 out[sk.MORE] = len(value) - sk.MAX_KEYS
                 break
-            name = k if is_protocol_word(k) else sk.text_length(k)
-            out[name] = reference_shape(v, k, depth + 1)
+            if k in FIELD_NAMES and not by_data:
+                name = k
+            else:  # the n-th key of its length: "<N>", "<N>#2", ...
+                name = sk.text_length(k)
+                same = sum(1 for o in out if o == name or o.startswith(name + "#"))
+                name = name if not same else f"{name}#{same + 1}"
+            out[name] = reference_shape(v, None if by_data else k, depth + 1)
         return out
     if isinstance(value, list):
         items = [reference_shape(v, key, depth + 1) for v in value[: sk.MAX_ITEMS]]
@@ -42,7 +52,23 @@ def reference_shape(value: Any, key: str | None, depth: int) -> Any:
 
 
 _KEYS = st.sampled_from(
-    [*sorted(sk.VOCABULARY), "index", "delta", "content", "a b", "<3>", "x" * 70, sk.MORE]
+    [
+        *sorted(sk.VOCABULARY),
+        *sorted(DATA_MAPS),
+        *sorted(TOKEN_NUMBERS),
+        "index",
+        "delta",
+        "content",
+        "logprob",
+        "token",
+        "a b",
+        "<3>",
+        "x" * 70,
+        sk.MORE,
+        "Patient",
+        "abc",
+        "xyz",
+    ]
 ) | st.text(max_size=8)
 _STRINGS = st.sampled_from(["stop", "chat.completion.chunk", "<12>", "two words", "", "x" * 65]) | st.text(
     max_size=8
@@ -74,7 +100,7 @@ def test_skeleton_matches_the_definition(value: Any, name: str) -> None:
     data = orjson.dumps(value)
     doc: dict[str, Any] = {"bytes": len(data)}
     if name:
-        doc["event"] = name if is_protocol_word(name) else sk.text_length(name)
+        doc["event"] = name if is_protocol_word(name) else sk.text_length(name)  # as before
     doc["data"] = reference_shape(orjson.loads(data), None, 0)
     expected = orjson.dumps(doc)
     if len(expected) > sk.MAX_SKELETON_BYTES:

@@ -167,6 +167,7 @@ async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
         metrics_host=args.host,
         metrics_port=args.metrics_port,
         canary=canary,
+        admin_hosts=(args.host,),  # the inspector URL printed below names it (a name: 421 else)
     )
     service = Service(config, extra_sinks=[stats])
     if canary_url is not None:

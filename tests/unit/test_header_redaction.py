@@ -1,0 +1,132 @@
+"""The upstream's response headers as evidence shows them (Redactor.header).
+
+The redactor knew six header names and two credential shapes: `X-Goog-Api-Key`,
+`Anthropic-Api-Key`, `X-Access-Token`, a URL's `user:password@`, `?key=` in a `Location`,
+`{"api_key": ...}` in a value and AWS's `Credential=` were shown as they were. Rate-limit
+headers name token counts and must stay as they are: they are what evidence is for.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
+
+SECRET_NAMED = [
+    "X-Goog-Api-Key",
+    "Anthropic-Api-Key",
+    "x-portkey-api-key",
+    "Ocp-Apim-Subscription-Key",
+    "x-functions-key",
+    "X-Access-Token",
+    "X-Auth-Token",
+    "x-amz-security-token",
+    "X-Session-Id",
+    "X-Upstream-Cookie",
+    "X-Client-Secret",
+    "X-Db-Password",
+    "X-Credential",
+    "X-Amzn-Remapped-Authorization",
+    "X-Goog-Iap-Jwt-Assertion",
+    "Authorization",
+    "Set-Cookie",
+]
+KEPT = {
+    "x-ratelimit-limit-tokens": "30000",
+    "x-ratelimit-remaining-tokens": "29000",
+    "x-ratelimit-reset-tokens": "6ms",
+    "x-ratelimit-limit-requests": "500",
+    "anthropic-ratelimit-input-tokens-limit": "400000",
+    "anthropic-ratelimit-output-tokens-remaining": "80000",
+    "anthropic-ratelimit-tokens-reset": "2026-01-01T00:00:00Z",
+    "openai-processing-ms": "123",
+    "openai-organization": "org-abc",
+    "x-request-id": "req_abc123",
+    "request-id": "req_011CXYZ",
+    "retry-after": "2",
+    "content-type": "text/event-stream; charset=utf-8",
+    "strict-transport-security": "max-age=31536000; includeSubDomains",
+    "cache-control": "no-cache, must-revalidate",
+    "link": "<https://example.com/docs?page=2>; rel=next",
+    "server-timing": "upstream;dur=12.5, auth;dur=1",
+}
+
+
+@pytest.mark.parametrize("name", SECRET_NAMED)
+def test_a_secret_named_header_is_blanked(name: str) -> None:
+    assert Redactor().header(name, "v4lue-0f-a-secret") == REDACTED
+
+
+def test_rate_limits_and_timings_are_shown_as_they_are() -> None:
+    redactor = Redactor()
+    assert {k: redactor.header(k, v) for k, v in KEPT.items()} == KEPT
+
+
+@pytest.mark.parametrize(
+    ("value", "secrets", "kept"),
+    [
+        (
+            "https://admin:hunter2pass@internal.example/p?key=AIzaSyQUERYKEY99999&api_key=QSECRET2&page=2",
+            ["admin", "hunter2pass", "AIzaSyQUERYKEY99999", "QSECRET2"],
+            ["internal.example/p?key=", "&page=2"],
+        ),
+        (
+            '{"api_key": "JSONSECRET123", "token": "JSON TOKEN 456", "n": 3}',
+            ["JSONSECRET123", "TOKEN"],
+            ['"n": 3'],
+        ),
+        ("a=1; session=SESSIONVALUE77; sid=S1D2; b=2", ["SESSIONVALUE77", "S1D2"], ["a=1", "b=2"]),
+        (
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEAKID/2024/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host, Signature=ABCDEF0123",
+            ["AKIAEXAMPLEAKID", "ABCDEF0123"],
+            ["SignedHeaders=host"],
+        ),
+        (
+            "https://blob.example/c?sv=2024&sig=SASSIGNATURE%2Bx&se=2026",
+            ["SASSIGNATURE"],
+            ["sv=2024", "se=2026"],
+        ),
+        (
+            "seen AIzaSyEXAMPLEKEY0123456789abcdef and AKIAIOSFODNN7EXAMPLE and "
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl and ya29.a0AfH6SM",
+            ["AIzaSyEXAMPLEKEY", "AKIAIOSFODNN7EXAMPLE", "eyJhbGciOiJIUzI1NiJ9", "a0AfH6SM"],
+            ["seen", " and "],
+        ),
+    ],
+)
+def test_credentials_inside_a_value_are_scrubbed_in_place(
+    value: str, secrets: list[str], kept: list[str]
+) -> None:
+    shown = Redactor().header("X-Debug", value)
+    assert [s for s in secrets if s in shown] == [], shown
+    assert [k for k in kept if k not in shown] == [], shown
+
+
+_SECRET = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=8, max_size=16)
+_PARAM = st.sampled_from(
+    [
+        "key",
+        "api_key",
+        "apikey",
+        "access_token",
+        "token",
+        "client_secret",
+        "password",
+        "sig",
+        "X-Amz-Credential",
+    ]
+)
+_FORM = st.sampled_from(["{n}={s}", "{n}={s}&x=1", '"{n}": "{s}"', "'{n}':'{s}'", "{n} = {s}", "{n}={s}; y"])
+_AROUND = st.text(alphabet="abc xyz=&;,/?:", max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_AROUND, _PARAM, _FORM, _SECRET, _AROUND)
+def test_a_secret_named_parameter_never_shows_its_value(
+    before: str, name: str, form: str, secret: str, after: str
+) -> None:
+    value = before + " " + form.format(n=name, s=secret) + " " + after
+    assert secret not in Redactor().header("X-Anything", value)

@@ -10,7 +10,7 @@ stops at 16 MiB and fails as too large, a stream fails after --timeout without a
 (10 x --timeout bounds any request), and every upstream-derived string is printed escaped.
 
 The probe runs as a child process (`python -m sse_audit_proxy probe`) against a raw-socket
-upstream; its own peak RSS is read from getrusage at its exit.
+upstream; its own peak RSS is its VmHWM at exit.
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ JSON_CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-E
 CHUNK = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,%s}]}\n\n'
 ROLE = CHUNK % b'"delta":{"role":"assistant"}'
 ENOUGH = 256 << 20  # what an endless upstream sends at most in a test run
+# The child's peak RSS is its VmHWM: getrusage's ru_maxrss survives exec (it would be pytest's).
 RUNNER = (
-    "import resource, sys\n"
+    "import sys\n"
     "from sse_audit_proxy.cli.main import main\n"
     "rc = main(sys.argv[1:])\n"
     "sys.stdout.flush()\n"
-    "print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "print('peak_kib', hwm, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 
 from relay_support import RawRequest, raw_upstream
@@ -147,6 +148,28 @@ async def test_a_stream_of_megabyte_frames_fails_as_too_large_in_bounded_memory(
     assert rc == 1
     assert "FAIL framing (chat)" in out
     assert "the streaming request got an answer too large to read" in out
+
+
+async def test_a_compression_bomb_fails_as_too_large() -> None:
+    """Before, the inflater stopped decoding it and the route gate said "not JSON"."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = z.compress(b'{"id":"x","pad":"') + z.compress(b"A" * (256 << 20)) + z.flush()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if is_stream(req):
+            await healthy_stream(writer)
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb
+        )
+        await writer.drain()
+
+    async with raw_upstream(script) as up:
+        rc, out, peak_kib, _ = await probe(up.port, 10, 60)
+    assert peak_kib < 150_000, f"peak RSS {peak_kib} KiB"
+    assert rc == 1
+    assert "got an answer too large to read: the compressed answer expands absurdly" in out
 
 
 async def test_a_stream_of_keepalives_only_fails_after_the_timeout() -> None:

@@ -234,6 +234,14 @@ async def _read(
             if inflate is not None and inflate.failed:
                 ex.end, ex.error = End.UPSTREAM_BROKEN, "the compressed body could not be decoded"
                 return
+            if inflate is not None and inflate.bomb:
+                ex.too_large, ex.end = True, End.ABORTED
+                ex.error = (
+                    "the compressed answer expands absurdly (a compression bomb), and the "
+                    "probe stopped decoding it"
+                )
+                resp.close()
+                return
             if _overdue(ex, clock, t):
                 resp.close()
                 return

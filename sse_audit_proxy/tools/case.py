@@ -8,19 +8,35 @@ arrival times of the reads, so the replay reproduces the verdict, timing anomali
 
 Frames past the timeline's exact part are rebuilt from their group (count and kinds); frames
 without a skeleton of their own take the first skeleton of the same kind.
+
+A 14 KB evidence file can stand for a million frames, so nothing is built per frame up front:
+the frames are generated one at a time, once to find what must be adjusted (which call a
+tool-argument fragment belongs to, which frame carries the final usage, where `[DONE]` goes),
+then again for the replay and again for the write, each frame parsed only when it is one to
+adjust. The evidence is checked before anything is built from it: what the proxy never writes
+(wrong types, a placeholder longer than a frame can be, group counts that do not add up to the
+frame count, more than `--max-frames` frames or `--max-bytes` of body) is refused in one line,
+exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
+import os
 import pathlib
 import re
 import sys
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from sse_audit_proxy.cli.options import positive_int, size
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import (
     CONTENT,
@@ -35,6 +51,7 @@ from sse_audit_proxy.core.dialects import (
 )
 from sse_audit_proxy.core.skeleton import KEY_PLACEHOLDER, PLACEHOLDER
 from sse_audit_proxy.core.timeline import kind_bits, kind_name
+from sse_audit_proxy.tools.terminal import printable
 
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -42,6 +59,25 @@ _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 # The order in which the kinds OR-ed into one group are laid out again: content first, then
 # whatever ends a stream.
 _LATER_BITS = (MALFORMED, ERROR, FINISH, USAGE, TERMINAL)
+
+# A case is a regression test: 100,000 frames is ~10 MB of body and a few MB of `timed`; a
+# longer recorded stream is more likely a flood than a test anyone wants in a repository.
+DEFAULT_MAX_FRAMES = 100_000
+DEFAULT_MAX_BYTES = 256 << 20
+# Placeholder text one frame may ask for: the audit holds no frame above the proxy's
+# --max-frame-bytes (1 MiB by default), so a skeleton the proxy wrote asks for far less.
+MAX_FRAME_BYTES = 16 << 20
+# An evidence file is tens of KiB (skeletons <= 8 Ki characters, head <= 8 KiB, timeline <=
+# ~3.4 KiB of rows, the record); pretty-printed, a few times that.
+MAX_EVIDENCE_BYTES = 4 << 20
+MAX_SKELETONS = 1024  # the proxy keeps the first 2 frames' and the first of each kind's
+MAX_DEPTH = 32  # a skeleton is at most 8 levels deep
+_UNTERMINATED = b'data: {"'  # a frame the body ended inside of
+_ENDS = frozenset(e.value for e in End)
+
+
+class BadEvidence(ValueError):
+    """The evidence is not what the proxy writes: what is wrong, in one line."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,69 +95,310 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="DIR",
         help="the conformance directory, holding cases/ and streams/ (default: tests/unit/conformance)",
     )
-    p.add_argument("--name", default=None, help="the case's name (default: incident_<trace id>)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="the case's name, characters other than letters, digits, _ and - made _ "
+        "(default: incident_<trace id>)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
-        help="write the case even when its replay does not reproduce the verdict",
+        help="write the case even when its replay does not reproduce the verdict, or over a "
+        "case of the same name",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=positive_int,
+        default=DEFAULT_MAX_FRAMES,
+        metavar="N",
+        help="refuse a stream of more frames than this (exit 2)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=size,
+        default=DEFAULT_MAX_BYTES,
+        metavar="SIZE",
+        help="refuse a stream whose rebuilt body would be larger than this (exit 2)",
     )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        text = sys.stdin.read() if args.evidence == "-" else pathlib.Path(args.evidence).read_text()
-        doc = json.loads(text)
-    except (OSError, ValueError) as exc:
-        print(f"sse-audit-proxy: error: cannot read {args.evidence}: {exc}", file=sys.stderr)
-        return 2
-    if doc.get("stream") is None or not (doc.get("timeline") or {}).get("frames"):
-        print(
-            "sse-audit-proxy: error: this evidence has no stream to replay (a request that "
-            "was not audited as a stream, or one that brought no frame)",
-            file=sys.stderr,
+        return _run(args)
+    except BadEvidence as exc:
+        return _fail(f"{args.evidence}: {exc}")
+    except Exception as exc:  # whatever a hostile file sets off: one line, never a traceback
+        return _fail(f"cannot turn {args.evidence} into a case: {type(exc).__name__}: {exc}")
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"sse-audit-proxy: error: {printable(message[:1000])}", file=sys.stderr)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    doc = _read(args.evidence)
+    if not isinstance(doc, dict):
+        raise BadEvidence("not an evidence file (a JSON object)")
+    timeline = doc.get("timeline")
+    if (
+        doc.get("stream") is None
+        or not timeline
+        or (isinstance(timeline, dict) and not timeline.get("frames"))
+    ):
+        return _fail(
+            "this evidence has no stream to replay (a request that "
+            "was not audited as a stream, or one that brought no frame)"
         )
-        return 2
-    name = args.name or "incident_" + _NAME.sub("_", str(doc.get("trace_id", "unknown")))[:80]
-    case, body = to_case(doc, name)
-    got = replay(case, body)
-    same = got == case["record"]["stream"]
+    check(doc, args.max_frames)
+    name = case_name(args.name, doc.get("trace_id"))
+    out = pathlib.Path(args.out)
+    case_path, body_path = out / "cases" / f"{name}.json", out / "streams" / f"{name}.sse"
+    taken = next((p for p in (case_path, body_path) if p.exists()), None)
+    if taken is not None and not args.force:
+        return _fail(f"{taken} exists: --name NAME writes another case, --force overwrites it", 1)
+    case, rebuild = to_case(doc, name, args.max_bytes)
+    times, sizes = array("d"), array("q")
+    got = replay(case, _counted(rebuild.reads(), times, sizes))
+    verdict = case["record"]["stream"]
+    same = got == verdict
     if not same and not args.force:
         print(
             f"sse-audit-proxy: error: the rebuilt stream does not reproduce the verdict:\n"
-            f"  recorded {case['record']['stream']}\n  replayed {got}\n(--force writes it "
+            f"  recorded {printable(str(verdict)[:2000])}\n  replayed {got}\n(--force writes it "
             "anyway)",
             file=sys.stderr,
         )
         return 1
-    out = pathlib.Path(args.out)
-    (out / "cases").mkdir(parents=True, exist_ok=True)
-    (out / "streams").mkdir(parents=True, exist_ok=True)
-    case_path = out / "cases" / f"{name}.json"
-    case_path.write_text(json.dumps(case, indent=2) + "\n")
-    (out / "streams" / case["body"]).write_bytes(body)
-    verdict = case["record"]["stream"]
+    case_path.parent.mkdir(parents=True, exist_ok=True)
+    body_path.parent.mkdir(parents=True, exist_ok=True)
+    _write(body_path, lambda f: f.writelines(data for _, data in rebuild.reads()), binary=True)
+    _write(case_path, lambda f: f.writelines(case_json(case, times, sizes)))
+    anomalies = verdict.get("anomalies") or []
     print(
-        f"wrote {case_path} and {out / 'streams' / case['body']}: {verdict['outcome']}"
-        f"{' ' + ', '.join(verdict['anomalies']) if verdict['anomalies'] else ''}"
-        f" ({'reproduced' if same else 'NOT reproduced'})"
+        printable(
+            f"wrote {case_path} and {body_path}: {verdict.get('outcome')}"
+            f"{' ' + ', '.join(anomalies) if anomalies else ''}"
+        )
+        + f" ({'reproduced' if same else 'NOT reproduced'})"
     )
     return 0
 
 
-def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
-    """The case (JSON document) and its body."""
+def _read(source: str) -> Any:
+    """The evidence document, from a file of at most MAX_EVIDENCE_BYTES."""
+    try:
+        if source == "-":
+            raw = sys.stdin.buffer.read(MAX_EVIDENCE_BYTES + 1)
+        else:
+            with open(source, "rb") as f:
+                raw = f.read(MAX_EVIDENCE_BYTES + 1)
+    except OSError as exc:
+        raise BadEvidence(f"cannot read it: {exc.strerror or exc}") from None
+    if len(raw) > MAX_EVIDENCE_BYTES:
+        raise BadEvidence(
+            f"larger than {MAX_EVIDENCE_BYTES >> 20} MiB: not an evidence file (one is tens of KiB)"
+        )
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BadEvidence("nested too deeply to be an evidence file") from None
+    except ValueError as exc:
+        raise BadEvidence(f"not JSON: {exc}") from None
+
+
+def case_name(given: str | None, trace_id: Any) -> str:
+    """`given` (or incident_<trace ID>) as a file name: one name, no path."""
+    name = _NAME.sub("_", given)[:80] if given else "incident_" + _NAME.sub("_", str(trace_id))[:80]
+    if not name:
+        raise BadEvidence("--name is empty")
+    return name
+
+
+def _write(path: pathlib.Path, fill: Any, binary: bool = False) -> None:
+    """Into a temporary file beside `path`, then over it: no half-written case."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb" if binary else "w") as f:
+            fill(f)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _counted(
+    reads: Iterable[tuple[float, bytes]], times: array[float], sizes: array[int]
+) -> Iterator[tuple[float, bytes]]:
+    for t, data in reads:
+        times.append(t)
+        sizes.append(len(data))
+        yield t, data
+
+
+def case_json(case: dict[str, Any], times: array[float], sizes: array[int]) -> Iterator[str]:
+    """The case as indented JSON, `timed` one read a line, written piece by piece."""
+    yield "{"
+    for i, (key, value) in enumerate(case.items()):
+        yield ("," if i else "") + "\n  " + json.dumps(key) + ": "
+        if key == "timed":
+            yield "[" if len(times) else "[]"
+            for j, (t, n) in enumerate(zip(times, sizes, strict=True)):
+                yield ("," if j else "") + f"\n    [{json.dumps(t)}, {n}]"
+            yield "\n  ]" if len(times) else ""
+        else:  # a JSON string holds no raw line feed: each one starts a nested line
+            yield json.dumps(value, indent=2).replace("\n", "\n  ")
+    yield "\n}\n"
+
+
+# Checking the evidence ----------------------------------------------------------------------
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise BadEvidence(f"{what} is missing or not {_KIND_WORDS.get(kind, 'valid')}")
+    return value
+
+
+_KIND_WORDS: dict[Any, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a whole number",
+    (int, float): "a number",
+}
+
+
+def _time(value: Any, what: str) -> float:
+    if not math.isfinite(_typed(value, (int, float), what)):
+        raise BadEvidence(f"{what} is not a finite number")
+    return float(value)
+
+
+def check(doc: dict[str, Any], max_frames: int) -> None:
+    """Refuse, before anything is built from it, evidence the proxy would never have written."""
+    request = _typed(doc.get("request"), dict, "request")
+    path = request.get("path")
+    if path not in (None, "") and not (isinstance(path, str) and path.startswith("/")):
+        raise BadEvidence("request.path is not a path")
+    if request.get("shape") is not None:
+        _typed(request["shape"], dict, "request.shape")
+    stream = _typed(doc.get("stream"), dict, "stream")
+    if stream.get("end") not in _ENDS:
+        raise BadEvidence(f"stream.end is not one of {', '.join(sorted(_ENDS))}")
+    for anomaly in _typed(stream.get("anomalies", []), list, "stream.anomalies"):
+        _typed(anomaly, str, "an anomaly")
+    response = _typed(doc.get("response", {}), dict, "response")
+    for pair in _typed(response.get("headers", []), list, "response.headers"):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise BadEvidence("response.headers holds something other than [name, value] pairs")
+    status = response.get("status", 200)
+    if not 100 <= _typed(status, int, "response.status") <= 599:
+        raise BadEvidence("response.status is not an HTTP status")
+    reasons = _typed(doc.get("verdict", {}), dict, "verdict").get("reasons")
+    for reason in _typed(reasons, list, "verdict.reasons") if reasons is not None else ():
+        _typed(reason, str, "a verdict reason")
+    _check_timeline(_typed(doc.get("timeline"), dict, "timeline"), max_frames)
+    skeletons = _typed(doc.get("frames") or [], list, "frames")
+    if len(skeletons) > MAX_SKELETONS:
+        raise BadEvidence(f"more than {MAX_SKELETONS} frame skeletons")
+    for i, entry in enumerate(skeletons):
+        where = f"frames[{i}]"
+        _typed(entry, dict, where)
+        _typed(entry.get("n"), int, f"{where}.n")
+        _typed(entry.get("kind"), str, f"{where}.kind")
+        _check_skeleton(_typed(entry.get("skeleton"), dict, f"{where}.skeleton"), where)
+
+
+def _check_timeline(timeline: dict[str, Any], max_frames: int) -> None:
+    frames = _typed(timeline.get("frames"), int, "timeline.frames")
+    if frames > max_frames:
+        raise BadEvidence(
+            f"the stream had {frames:,} frames, more than --max-frames {max_frames:,}: a case "
+            "that long is rarely a test worth keeping (raise --max-frames to write it anyway)"
+        )
+    counted = 0
+    for row in _typed(timeline.get("rows"), list, "timeline.rows"):
+        if not isinstance(row, list) or len(row) not in (2, 4, 5):
+            raise BadEvidence("a timeline row is not [t, kind] or [t, kinds, count, last t, silence]")
+        _time(row[0], "a timeline row's time")
+        _typed(row[1], str, "a timeline row's kind")
+        if len(row) == 2:
+            counted += 1
+            continue
+        count = _typed(row[2], int, "a timeline group's count")
+        _time(row[3], "a timeline group's last time")
+        if count < 1:
+            raise BadEvidence("a timeline group has no frame")
+        counted += count
+        if counted > frames:
+            break
+    if counted != frames:
+        raise BadEvidence(f"timeline.rows hold {counted:,}+ frames, timeline.frames says {frames:,}")
+
+
+def _check_skeleton(skeleton: dict[str, Any], where: str) -> None:
+    """Each field materialise() reads has its type, the text it asks for fits in a frame."""
+    event = skeleton.get("event")
+    text = 0
+    if event is not None:
+        if not isinstance(event, str) or "\n" in event or "\r" in event:
+            raise BadEvidence(f"{where}: the event name is not one line of text")
+        text += _placeholder(event)
+    if skeleton.get("raw"):
+        raw = skeleton.get("bytes", 1)
+        if not 0 <= _typed(raw, int, f"{where}: a raw frame's bytes") <= MAX_FRAME_BYTES:
+            raise BadEvidence(f"{where}: a raw frame of {raw} bytes")
+        text += raw
+    text += _text_asked(skeleton.get("data"), where)
+    if text > MAX_FRAME_BYTES:
+        raise BadEvidence(f"{where}: asks for {text:,} bytes of text, more than a frame can hold")
+
+
+def _placeholder(value: str) -> int:
+    m = PLACEHOLDER.fullmatch(value)
+    return int(m.group(1)) if m else 0
+
+
+def _text_asked(data: Any, where: str) -> int:
+    """The placeholder text a skeleton's JSON asks for, walked without recursion."""
+    total = 0
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadEvidence(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            total += _placeholder(value)
+        elif isinstance(value, dict):
+            total += sum(_placeholder(k) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        if total > MAX_FRAME_BYTES:
+            break
+    return total
+
+
+# Building the case --------------------------------------------------------------------------
+
+
+def to_case(
+    doc: dict[str, Any], name: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, Any], Rebuild]:
+    """The case (JSON document, `timed` still to fill) and what rebuilds its body. `doc` has
+    passed check()."""
     request = doc["request"]
     route = request.get("route", "other")
-    anomalies = doc["stream"].get("anomalies", [])
-    reads = rebuild_reads(doc, "invalid_tool_arguments" not in anomalies, "sequence_gap" not in anomalies)
-    if doc["stream"].get("done") and not any(DONE_FRAME in f for _, fs in reads for f in fs):
-        _done_last(reads)
-    body = b"".join(b"".join(frames) for _, frames in reads)
     stream = dict(doc["stream"])
-    if stream.get("unterminated_frame"):
-        body += b'data: {"'  # a frame the body ended inside of
-        reads.append((reads[-1][0] if reads else 0.0, [b'data: {"']))
+    anomalies = stream.get("anomalies", [])
+    rebuild = Rebuild(
+        doc,
+        valid_arguments="invalid_tool_arguments" not in anomalies,
+        in_sequence="sequence_gap" not in anomalies,
+        max_bytes=max_bytes,
+    )
     headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     for header, value in doc.get("response", {}).get("headers", []):
         if header.lower() == "content-type":
@@ -144,88 +421,230 @@ def to_case(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], bytes]:
         "headers": headers,
         "body": f"{name}.sse",
         # The reads as the proxy saw them: [arrival ms, bytes]; a replay at these times gives
-        # the timing anomalies too.
-        "timed": [[t, sum(len(f) for f in frames)] for t, frames in reads],
+        # the timing anomalies too. Filled by the replay (case_json writes them).
+        "timed": [],
         "end": stream["end"],
         "record": {"route": route, "status": doc.get("response", {}).get("status", 200), "stream": stream},
     }
-    return case, body
+    return case, rebuild
 
 
-def rebuild_reads(
-    doc: dict[str, Any], valid_arguments: bool = True, in_sequence: bool = True
-) -> list[tuple[float, list[bytes]]]:
-    """The body's reads: (arrival ms, frames), from the timeline and the skeletons.
+@dataclass(slots=True, frozen=True)
+class _Template:
+    """One skeleton, materialised once, and what about it a frame built from it may need
+    adjusted."""
+
+    frame: bytes
+    json_at: int  # where its JSON starts (after the first `data: `); 0: no JSON to adjust
+    # Per tool-argument slot, in _argument_slots order: its call (None: a whole call of its
+    # own), and its text's length.
+    calls: tuple[tuple[Any, ...] | None, ...]
+    lengths: tuple[int, ...]
+    numbered: bool  # a top-level integer `sequence_number`
+    usage: bool  # carries usage where _final_usage puts the recorded one
+
+    @classmethod
+    def of(cls, skeleton: dict[str, Any]) -> _Template:
+        frame = materialise(skeleton)
+        if not frame.startswith((b"data: {", b"event: ")) or b"data: {" not in frame:
+            return cls(frame, 0, (), (), False, False)
+        json_at = frame.index(b"data: ") + len(b"data: ")
+        data = orjson.loads(frame[json_at:])
+        slots = _slots(data)
+        return cls(
+            frame,
+            json_at,
+            tuple(None if whole else _call(key) for _, _, key, whole in slots),
+            tuple(len(c[f]) for c, f, _, _ in slots),
+            isinstance(data, dict) and type(data.get("sequence_number")) is int,
+            _usage_holder(data) is not None,
+        )
+
+
+class Rebuild:
+    """The body of a case, read by read, from the evidence's timeline and skeletons.
 
     `valid_arguments`: tool-call argument fragments get placeholder text that, per call,
     concatenates to a JSON object (`{   }`), as the recorded stream's arguments did.
     `in_sequence`: Responses' `sequence_number`s are renumbered one by one (frames rebuilt
-    from one skeleton would repeat theirs), as the recorded stream's were."""
-    frames = doc.get("frames") or []
-    by_number = {f["n"]: f for f in frames}
-    by_kind: dict[str, dict[str, Any]] = {}
-    for f in frames:
-        by_kind.setdefault(f["kind"], f)
-    reads: list[tuple[float, list[bytes | _Pending]]] = []
-    number = 0
+    from one skeleton would repeat theirs), as the recorded stream's were. The last frame that
+    carries usage carries the recorded (final) usage; a recorded `[DONE]` that no frame kind
+    brings back is put last.
 
-    def frame(kind: str) -> bytes | _Pending:
-        nonlocal number
-        number += 1
-        found = by_number.get(number) or by_kind.get(kind)
-        if found is None and kind_bits(kind) & KEEPALIVE:
+    Nothing per frame is kept: __init__ walks the frames once to learn, per call, how many
+    argument fragments it has and their length, and which frames take the final usage and
+    `[DONE]`; reads() generates the frames again, each time it is iterated."""
+
+    def __init__(self, doc: dict[str, Any], valid_arguments: bool, in_sequence: bool, max_bytes: int) -> None:
+        self._rows: list[list[Any]] = doc["timeline"]["rows"]
+        self._skeletons: list[dict[str, Any]] = doc.get("frames") or []
+        self._by_number = {f["n"]: i for i, f in enumerate(self._skeletons)}
+        self._by_kind: dict[str, int] = {}
+        for i, f in enumerate(self._skeletons):
+            self._by_kind.setdefault(f["kind"], i)
+        self._templates: dict[int, _Template] = {}
+        self._closest: dict[str, int | None] = {}
+        stream = doc["stream"]
+        self._valid_arguments, self._in_sequence = valid_arguments, in_sequence
+        self._usage = stream.get("usage") if isinstance(stream.get("usage"), dict) else None
+        self._unterminated = bool(stream.get("unterminated_frame"))
+        self._calls: dict[tuple[Any, ...], tuple[int, int]] = {}  # per call: fragments, length
+        self._usage_at = self._done_at = 0  # frame numbers (0: none)
+        self._plan(bool(stream.get("done")), max_bytes)
+
+    def _source(self, number: int, kind: str) -> bytes | _Template:
+        """Frame `number`, of `kind`: its own skeleton, else its kind's, else the closest."""
+        i = self._by_number.get(number)
+        if i is None or not self._skeletons[i]:
+            i = self._by_kind.get(kind)
+        if i is None and kind_bits(kind) & KEEPALIVE:
             return KEEPALIVE_COMMENT
-        if found is None:  # no skeleton of this kind at all: the closest one that has its bits
-            bits = kind_bits(kind)
-            found = next((f for f in frames if kind_bits(f["kind"]) & bits), None)
-        return KEEPALIVE_COMMENT if found is None else _pending(found["skeleton"], number)
+        if i is None:  # no skeleton of this kind at all: the first one that has its bits
+            if kind not in self._closest:
+                bits = kind_bits(kind)
+                self._closest[kind] = next(
+                    (j for j, f in enumerate(self._skeletons) if kind_bits(f["kind"]) & bits), None
+                )
+            i = self._closest[kind]
+            if i is None:
+                return KEEPALIVE_COMMENT
+        template = self._templates.get(i)
+        if template is None:
+            template = self._templates[i] = _Template.of(self._skeletons[i]["skeleton"])
+        return template
 
-    for row in doc["timeline"]["rows"]:
-        t = row[0]
-        if len(row) == 2:
-            if reads and reads[-1][0] == t:
-                reads[-1][1].append(frame(row[1]))
+    def _frames(self) -> Iterator[tuple[float, bool, int, bytes | _Template]]:
+        """Each frame: (arrival ms, whether it came in the read before's, number, source)."""
+        number = 0
+        last: float | None = None
+        for row in self._rows:
+            t = row[0]
+            if len(row) == 2:
+                number += 1
+                yield t, t == last, number, self._source(number, row[1])
+                last = t
+                continue
+            first, kinds, count, end = row[0], row[1], row[2], row[3]
+            for i, kind in enumerate(group_kinds(kinds, count)):
+                at = round(first if count <= 1 else first + (end - first) * i / (count - 1), 3)
+                number += 1
+                yield at, False, number, self._source(number, kind)
+                last = at
+
+    def _plan(self, done: bool, max_bytes: int) -> None:
+        size = 0
+        calls = self._calls
+        has_done = False
+        read_last: bytes | _Template = b""
+        read_last_number = 0
+        for _, joins, number, source in self._frames():
+            if not joins and isinstance(read_last, _Template):
+                self._done_at = read_last_number  # the last read that ends in a frame so far
+            read_last, read_last_number = source, number
+            if isinstance(source, bytes):
+                size += len(source)
+                continue
+            size += len(source.frame)
+            has_done = has_done or DONE_FRAME in source.frame
+            if source.usage:
+                self._usage_at = number
+            for call, length in zip(source.calls, source.lengths, strict=True):
+                if call is not None and length:
+                    fragments, total = calls.get(call, (0, 0))
+                    calls[call] = (fragments + 1, total + length)
+            if size > max_bytes:
+                raise BadEvidence(
+                    f"the rebuilt body would be larger than --max-bytes {max_bytes:,} "
+                    "(raise it to write it anyway)"
+                )
+        if isinstance(read_last, _Template):
+            self._done_at = read_last_number
+        if not done or has_done:
+            self._done_at = 0
+        if self._usage is None:
+            self._usage_at = 0
+
+    def reads(self) -> Iterator[tuple[float, bytes]]:
+        """The body's reads: (arrival ms, bytes), in order."""
+        seen: dict[tuple[Any, ...], int] = {}  # per call: fragments placed so far
+        sequence: list[int] = []  # the first sequence number, the count renumbered
+        at = 0.0
+        frames: list[bytes] = []
+        for t, joins, number, source in self._frames():
+            if not joins:
+                if frames:
+                    yield at, b"".join(frames)
+                    frames.clear()
+                at = t
+            frame = source if isinstance(source, bytes) else self._adjusted(number, source, seen, sequence)
+            frames.append(DONE_FRAME if number == self._done_at else frame)
+        if frames:
+            yield at, b"".join(frames)
+        if self._unterminated:
+            yield at, _UNTERMINATED
+
+    def _adjusted(
+        self, number: int, template: _Template, seen: dict[tuple[Any, ...], int], sequence: list[int]
+    ) -> bytes:
+        arguments = self._valid_arguments and any(template.lengths)  # empty text stays empty
+        renumber = self._in_sequence and template.numbered
+        if not (arguments or renumber or number == self._usage_at):
+            return template.frame
+        data = orjson.loads(template.frame[template.json_at :])
+        if arguments:
+            self._place_arguments(data, seen)
+        if renumber:
+            if sequence:
+                data["sequence_number"] = sequence[0] + sequence[1]
+                sequence[1] += 1
             else:
-                reads.append((t, [frame(row[1])]))
-            continue
-        first, kinds, count, last = row[0], row[1], row[2], row[3]
-        for i, kind in enumerate(expand_group(kinds, count)):
-            at = first if count <= 1 else first + (last - first) * i / (count - 1)
-            reads.append((round(at, 3), [frame(kind)]))
-    pending = [f for _, fs in reads for f in fs if isinstance(f, _Pending)]
-    if valid_arguments:
-        _json_arguments(pending)
-    if in_sequence:
-        _renumber(pending)
-    _final_usage(pending, doc["stream"].get("usage"))
-    return [(t, [f if isinstance(f, bytes) else f.encode() for f in fs]) for t, fs in reads]
+                sequence += [data["sequence_number"], 1]
+        if number == self._usage_at:
+            holder = _usage_holder(data)
+            assert holder is not None
+            holder["usage"] = self._usage
+        return template.frame[: template.json_at] + orjson.dumps(data) + b"\n\n"
 
-
-class _Pending:
-    """A rebuilt frame before it is written: its JSON can still be adjusted."""
-
-    __slots__ = ("data", "number", "prefix")
-
-    def __init__(self, prefix: bytes, data: Any, number: int) -> None:
-        self.prefix, self.data, self.number = prefix, data, number
-
-    def encode(self) -> bytes:
-        return self.prefix + b"data: " + orjson.dumps(self.data) + b"\n\n"
-
-
-def _pending(skeleton: dict[str, Any], number: int) -> bytes | _Pending:
-    frame = materialise(skeleton)
-    if not frame.startswith((b"data: {", b"event: ")) or b"data: {" not in frame:
-        return frame
-    prefix, _, rest = frame.partition(b"data: ")
-    return _Pending(prefix, orjson.loads(rest), number)
+    def _place_arguments(self, data: Any, seen: dict[tuple[Any, ...], int]) -> None:
+        """Placeholder argument text that, call by call, concatenates to `{ ... }`."""
+        for container, field, key, whole in _slots(data):
+            n = len(container[field])
+            if whole:
+                if n >= 2:
+                    container[field] = "{" + " " * (n - 2) + "}"
+                continue
+            call = _call(key)
+            fragments, total = self._calls.get(call, (0, 0))
+            if not n or total < 2:
+                continue
+            i = seen.get(call, 0)
+            seen[call] = i + 1
+            if fragments == 1:
+                container[field] = "{" + " " * (n - 2) + "}"
+            elif i == 0:
+                container[field] = "{" + " " * (n - 1)
+            else:
+                container[field] = " " * (n - 1) + "}" if i == fragments - 1 else " " * n
 
 
 _ARGUMENT_FIELDS = frozenset({"arguments", "partial_json"})
 
 
-def _argument_slots(value: Any, key: tuple[Any, ...], root_type: str, found: list[Any]) -> None:
-    """Every (container, field, call key) holding tool-call argument text, depth first."""
+def _slots(data: Any) -> list[tuple[dict[str, Any], str, tuple[Any, ...], bool]]:
+    """Every (container, field, key, whole call) holding tool-call argument text."""
+    found: list[tuple[dict[str, Any], str, tuple[Any, ...], bool]] = []
+    root_type = data.get("type") if isinstance(data, dict) else None
+    _argument_slots(data, (), root_type if isinstance(root_type, str) else "", found)
+    return found
+
+
+def _argument_slots(
+    value: Any,
+    key: tuple[Any, ...],
+    root_type: str,
+    found: list[tuple[dict[str, Any], str, tuple[Any, ...], bool]],
+) -> None:
+    """Every slot holding tool-call argument text, depth first."""
     if isinstance(value, list):
         for i, item in enumerate(value):
             _argument_slots(item, (*key, i), root_type, found)
@@ -239,73 +658,27 @@ def _argument_slots(value: Any, key: tuple[Any, ...], root_type: str, found: lis
         ):
             # Typed events (Responses) carry fragments only in `delta`: their `arguments` are
             # always a call's whole arguments (`.done`, an output item, the final response).
-            whole = bool(root_type) and field == "arguments"
-            found.append((value, field, here + (("whole", id(value)) if whole else ())))
+            found.append((value, field, here, bool(root_type) and field == "arguments"))
         elif isinstance(item, dict | list):
             _argument_slots(item, (*here, field), root_type, found)
 
 
-def _json_arguments(frames: list[_Pending]) -> None:
-    """Placeholder argument text that, call by call, concatenates to `{ ... }`."""
-    calls: dict[tuple[Any, ...], list[tuple[dict[str, Any], str]]] = {}
-    for f in frames:
-        slots: list[Any] = []
-        root_type = f.data.get("type") if isinstance(f.data, dict) else None
-        _argument_slots(f.data, (), root_type if isinstance(root_type, str) else "", slots)
-        for container, field, key in slots:
-            calls.setdefault(_call(key), []).append((container, field))
-    for parts in calls.values():
-        filled = [(c, k) for c, k in parts if c[k]]
-        total = sum(len(c[k]) for c, k in filled)
-        if total < 2:
-            continue
-        if len(filled) == 1:
-            c, k = filled[0]
-            c[k] = "{" + " " * (len(c[k]) - 2) + "}"
-            continue
-        for i, (c, k) in enumerate(filled):
-            n = len(c[k])
-            c[k] = "{" + " " * (n - 1) if i == 0 else " " * (n - 1) + "}" if i == len(filled) - 1 else " " * n
-
-
-def _final_usage(frames: list[_Pending], usage: Any) -> None:
-    """The recorded (final) usage in the last frame that carries usage: frames rebuilt from the
-    first usage frame's skeleton (continuous usage stats) would all repeat its early counts."""
-    if not isinstance(usage, dict):
-        return
-    for f in reversed(frames):
-        data = f.data
-        if not isinstance(data, dict):
-            continue
-        for holder in (data, data.get("response"), data.get("message")):
-            if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
-                holder["usage"] = usage
-                return
-
-
-def _done_last(reads: list[tuple[float, list[bytes]]]) -> None:
-    """`[DONE]` where the recording had one but no frame kind says so (typed streams, where it
-    is not the end marker): it is the last frame after the terminal event."""
-    for _, frames in reversed(reads):
-        if frames and frames[-1] != KEEPALIVE_COMMENT:
-            frames[-1] = DONE_FRAME
-            return
-
-
-def _renumber(frames: list[_Pending]) -> None:
-    numbered = [
-        f.data for f in frames if isinstance(f.data, dict) and type(f.data.get("sequence_number")) is int
-    ]
-    for i, data in enumerate(numbered):
-        data["sequence_number"] = numbered[0]["sequence_number"] + i if i else data["sequence_number"]
+def _usage_holder(data: Any) -> dict[str, Any] | None:
+    """Where a frame carries usage: the frame, its `response` or its `message`."""
+    if not isinstance(data, dict):
+        return None
+    for holder in (data, data.get("response"), data.get("message")):
+        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+            return holder
+    return None
 
 
 def _call(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The call a slot belongs to: its index numbers (field names aside), or the whole."""
-    return tuple(k for k in key if type(k) is int or isinstance(k, tuple))
+    """The call a slot belongs to: its index numbers (field names aside)."""
+    return tuple(k for k in key if type(k) is int)
 
 
-def expand_group(kinds: str, count: int) -> list[str]:
+def group_kinds(kinds: str, count: int) -> Iterator[str]:
     """A group's frames again: as many content (else keep-alive, else `other`) frames as it
     had, with one frame for each other kind it held, at its end."""
     bits = kind_bits(kinds)
@@ -314,7 +687,7 @@ def expand_group(kinds: str, count: int) -> list[str]:
         kind_name(CONTENT) if bits & CONTENT else kind_name(KEEPALIVE) if bits & KEEPALIVE else kind_name(0)
     )
     n = max(count - len(later), 0)
-    return [base] * n + later[: count - n]
+    return itertools.chain(itertools.repeat(base, n), later[: count - n])
 
 
 def materialise(skeleton: dict[str, Any]) -> bytes:
@@ -353,7 +726,7 @@ def _fill_key(key: str) -> str:
     return nth.rjust(size, "x")[-size:] if size else ""
 
 
-def replay(case: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+def replay(case: dict[str, Any], reads: Iterable[tuple[float, bytes]]) -> dict[str, Any]:
     """The case through the pure audit, each read at its recorded time: what it reproduces."""
     path = case["path"]
     audit = StreamAudit(
@@ -362,11 +735,10 @@ def replay(case: dict[str, Any], body: bytes) -> dict[str, Any] | None:
         include_usage=bool(case["request"].get("stream_options", {}).get("include_usage")),
         event_stream=case["headers"]["Content-Type"].startswith("text/event-stream"),
     )
-    offset = 0
-    for t_ms, size in case["timed"]:
-        audit.feed(body[offset : offset + size], t_ms / 1000.0)
-        offset += size
-    last = case["timed"][-1][0] / 1000.0 if case["timed"] else 0.0
+    last = 0.0
+    for t_ms, data in reads:
+        last = t_ms / 1000.0
+        audit.feed(data, last)
     r = audit.finish(last + 0.001, End(case["end"]))
     return {
         "outcome": r.outcome.value,

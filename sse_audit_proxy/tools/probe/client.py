@@ -28,7 +28,14 @@ from sse_audit_proxy.core.sse import Event, SSEDecoder
 from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts, TimedEvent
 
 MAX_CAPTURE_BYTES = 16 << 20  # raw bytes kept per request; the probe's answers are small
+# Decoded bytes of one answer the probe reads at most: its requests ask for a few tokens, so an
+# answer past this is a route gone wrong (an endless body, megabyte frames, a compression
+# bomb), and reading on would only grow the probe. The answer fails as too large.
+MAX_ANSWER_BYTES = 16 << 20
 MAX_EVENTS = 100_000
+# A request's whole time, in --timeout units: --timeout bounds each silence (and, on a stream,
+# the time without a data frame); this bounds a body that trickles on without end.
+TOTAL_TIMEOUTS = 10
 MAX_PIECE = 1 << 20  # largest piece the inflater hands back at once
 REDACTED = "[redacted]"
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "apim-request-id", "cf-ray")
@@ -63,6 +70,7 @@ class Exchange:
     doc: Any = None  # the JSON body of a non-streamed answer or an error
     body_text: str = ""  # the start of a body that is not JSON
     cancelled_after: int | None = None  # data frames read before the probe aborted
+    too_large: bool = False  # more than MAX_ANSWER_BYTES: the probe stopped reading
     proxy_record: dict[str, Any] | None = None  # what the proxy in front recorded, if asked
     facts: StreamFacts | None = None  # filled by the runner from `events`
     answer: Answer | None = None  # filled by the runner from `doc`
@@ -93,8 +101,8 @@ class Exchange:
 
     @property
     def refused(self) -> bool:
-        """No usable answer: nothing came back, or an HTTP error."""
-        return self.status == 0 or self.status >= 400
+        """No usable answer: nothing came back, an HTTP error, or one too large to read."""
+        return self.status == 0 or self.status >= 400 or self.too_large
 
     def error_message(self) -> str:
         """The message of an OpenAI-shaped error body, else the start of the body."""
@@ -170,8 +178,7 @@ async def send(
                 audit,
                 decoder,
                 inflater,
-                clock,
-                started,
+                _Clock(clock, started, sender.timeout),
                 cancel_after if ex.is_sse else None,
                 is_terminal,
             )
@@ -189,50 +196,118 @@ async def send(
     return ex
 
 
+@dataclass(slots=True)
+class _Clock:
+    """A request's time: seconds since it was sent, and its bounds."""
+
+    now: Callable[[], float]
+    started: float
+    timeout: float  # --timeout
+    decoded: int = 0  # answer bytes read (after decompression)
+    last_event: float | None = None  # when the last data frame came (None: the head's time)
+
+    def since(self) -> float:
+        return self.now() - self.started
+
+
 async def _read(
     resp: aiohttp.ClientResponse,
     ex: Exchange,
     audit: StreamAudit | None,
     decoder: SSEDecoder,
     inflate: Inflater | None,
-    clock: Callable[[], float],
-    started: float,
+    clock: _Clock,
     cancel_after: int | None,
     is_terminal: Callable[[Event], bool] | None,
 ) -> None:
     plain: list[bytes] = []
-    sse = ex.is_sse
     try:
         while chunk := await resp.content.readany():
-            t = clock() - started
+            t = clock.since()
             _keep(ex, chunk, t)
             if audit is not None:
                 audit.feed(chunk, t)
-            data = chunk if inflate is None else b"".join(inflate.feed(chunk))
+            for data in (chunk,) if inflate is None else inflate.feed(chunk):
+                if _take(ex, clock, data, t, plain, decoder, cancel_after, is_terminal):
+                    resp.close()  # the abort: the connection goes, as when a user closes a tab
+                    return
             if inflate is not None and inflate.failed:
                 ex.end, ex.error = End.UPSTREAM_BROKEN, "the compressed body could not be decoded"
                 return
-            if not sse:
-                plain.append(data)
-                continue
-            events = decoder.feed(data)
-            if len(ex.events) < MAX_EVENTS:
-                ex.events.extend((t, e) for e in events)
-            if (
-                cancel_after is not None
-                and len(ex.events) >= cancel_after
-                and not (is_terminal is not None and any(is_terminal(e) for _, e in ex.events))
-            ):
-                ex.cancelled_after = len(ex.events)
-                ex.end = End.CLIENT_GONE
-                resp.close()  # the abort: the connection goes, as when a user closes a tab
+            if inflate is not None and inflate.bomb:
+                ex.too_large, ex.end = True, End.ABORTED
+                ex.error = (
+                    "the compressed answer expands absurdly (a compression bomb), and the "
+                    "probe stopped decoding it"
+                )
+                resp.close()
+                return
+            if _overdue(ex, clock, t):
+                resp.close()
                 return
     except TimeoutError:
         ex.end, ex.error = End.IDLE_TIMEOUT, "no byte for the --timeout while reading the body"
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
         ex.end, ex.error = End.UPSTREAM_BROKEN, describe(exc)
-    if not sse:
+    if not ex.is_sse:
         _parse_body(ex, b"".join(plain))
+
+
+def _take(
+    ex: Exchange,
+    clock: _Clock,
+    data: bytes,
+    t: float,
+    plain: list[bytes],
+    decoder: SSEDecoder,
+    cancel_after: int | None,
+    is_terminal: Callable[[Event], bool] | None,
+) -> bool:
+    """One decoded piece of the body; True when the probe stops reading here."""
+    clock.decoded += len(data)
+    if clock.decoded > MAX_ANSWER_BYTES:
+        ex.too_large, ex.end = True, End.ABORTED
+        ex.error = f"the answer passed {MAX_ANSWER_BYTES >> 20} MiB and the probe stopped reading it"
+        return True
+    if not ex.is_sse:
+        plain.append(data)
+        return False
+    events = decoder.feed(data)
+    if events:
+        clock.last_event = t
+    if len(ex.events) < MAX_EVENTS:
+        ex.events.extend((t, e) for e in events)
+    if (
+        cancel_after is not None
+        and len(ex.events) >= cancel_after
+        and not (is_terminal is not None and any(is_terminal(e) for _, e in ex.events))
+    ):
+        ex.cancelled_after = len(ex.events)
+        ex.end = End.CLIENT_GONE
+        return True
+    return False
+
+
+def _overdue(ex: Exchange, clock: _Clock, t: float) -> bool:
+    """Bytes keep coming but no answer does: only keep-alive comments on a stream for the
+    --timeout (a model that hangs behind a gateway that keeps the connection alive), or a body
+    still arriving after TOTAL_TIMEOUTS of them."""
+    since_event = t - (clock.last_event if clock.last_event is not None else ex.headers_at or 0.0)
+    if ex.is_sse and since_event > clock.timeout:
+        ex.end = End.IDLE_TIMEOUT
+        ex.error = (
+            f"only keep-alive comments for {clock.timeout:g} s, no data frame (--timeout): the "
+            "model behind the route may hang"
+        )
+        return True
+    if t > TOTAL_TIMEOUTS * clock.timeout:
+        ex.end = End.TOTAL_TIMEOUT
+        ex.error = (
+            f"the answer was still arriving after {TOTAL_TIMEOUTS * clock.timeout:g} s "
+            f"({TOTAL_TIMEOUTS} x --timeout)"
+        )
+        return True
+    return False
 
 
 def _keep(ex: Exchange, chunk: bytes, t: float) -> None:

@@ -158,7 +158,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=positive_float,
         default=60.0,
         metavar="SECONDS",
-        help="seconds without a byte before a request counts as stalled (default: 60)",
+        help="seconds without a byte (on a stream, without a data frame: keep-alive comments "
+        "do not count) before a request counts as stalled; a request takes at most 10 times "
+        "this in all (default: 60)",
     )
     p.set_defaults(run=run)
 

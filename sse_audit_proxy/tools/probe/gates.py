@@ -71,6 +71,12 @@ def usage_text(usage: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
 
 def refusal(ex: Exchange, what: str) -> str:
     """Why `ex` got no usable answer, and what to check."""
+    if ex.too_large:
+        return (
+            f"{what} got an answer too large to read: {ex.error}; the probe asks for a few "
+            "tokens, so the route sent something else (an endless body, huge frames, a "
+            "compression bomb)"
+        )
     if ex.status == 0:
         error = ex.error or ""
         if "within" in error:
@@ -169,6 +175,8 @@ def route(api: Api, ex: Exchange, model: str) -> Gate:
     p = gate.problems
     if ex.refused:
         p.append(refusal(ex, "a plain (non-streamed) request"))
+    elif ex.doc is None and ex.end is End.TOTAL_TIMEOUT:
+        p.append(f"the answer never finished: {ex.error}; clients hang until they give up")
     elif ex.doc is None:
         p.append(
             f"the answer is not JSON (Content-Type {ex.content_type!r}, starts "

@@ -22,6 +22,7 @@ from sse_audit_proxy.tools.probe.client import REDACTED, Exchange
 from sse_audit_proxy.tools.probe.gates import GATES, Gate, Status, ms, usage_text
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings
+from sse_audit_proxy.tools.terminal import printable
 
 USAGE_KEYS = {api.name: api.usage_keys for api in (ChatApi, ResponsesApi)}
 _SENSITIVE = ("authorization", "key", "token", "secret", "cookie", "password")
@@ -335,7 +336,7 @@ def render_text(
 ) -> str:
     apis = " + ".join(["chat", *(["responses"] if settings.responses else [])])
     head = [
-        f"sse-audit-proxy probe · run {run_id} · model {settings.model} · {apis}"
+        f"sse-audit-proxy probe · run {run_id} · model {printable(settings.model)} · {apis}"
         + (" · tools" if settings.tools else "")
     ]
     if not settings.api_key:
@@ -367,8 +368,9 @@ def _single_table(run: RouteRun, colour: bool, labelled: bool = False) -> str:
     plain = [header]
     for g in run.gates:
         word = g.status.value.upper()
-        rows.append((g.name, g.api, _status(g.status, colour), g.summary))
-        plain.append((g.name, g.api, word, g.summary))
+        summary = printable(g.summary)  # upstream text (models, finish reasons, errors)
+        rows.append((g.name, g.api, _status(g.status, colour), summary))
+        plain.append((g.name, g.api, word, summary))
     label = f"{run.target.label} " if labelled else ""
     return f"{label}route {_where(run)}\n" + table(rows, plain)
 
@@ -376,7 +378,7 @@ def _single_table(run: RouteRun, colour: bool, labelled: bool = False) -> str:
 def _where(run: RouteRun) -> str:
     """The route, and the proxy side it was sent to (`probe --side`)."""
     side = f" (side {run.target.side})" if run.target.side else ""
-    return f"{run.target.base_url}{side}"
+    return printable(f"{run.target.base_url}{side}")
 
 
 _MEASURES = {
@@ -397,8 +399,8 @@ def _differences(a: RouteRun, b: RouteRun) -> str:
             (
                 row["api"],
                 _MEASURES.get(row["what"], row["what"]),
-                _cell(row, "base"),
-                _cell(row, "compare"),
+                printable(_cell(row, "base")),
+                printable(_cell(row, "compare")),
                 "differs" if row["differs"] else "",
             )
         )
@@ -414,7 +416,9 @@ def _details(runs: Sequence[RouteRun]) -> str:
                 continue
             traces = f" · trace {', '.join(g.trace_ids)}" if g.trace_ids else ""
             lines = [f"{g.status.value.upper()} {g.name} ({g.api}){where}{traces}"]
-            lines += [f"  - {p}" for p in g.problems]
-            lines += [f"  note: {n}" for n in g.notes]
+            # Problems and notes quote the upstream (an error message, a header): printed as
+            # they came, its escape sequences would redraw the terminal (a forged verdict).
+            lines += [f"  - {printable(p)}" for p in g.problems]
+            lines += [f"  note: {printable(n)}" for n in g.notes]
             blocks.append("\n".join(lines))
     return "\n".join(blocks)

@@ -28,6 +28,8 @@ class AuditRecord:
     # upload and the connection to the upstream); None when it never reached one.
     request_sent: float | None = None
     upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
+    # The client's W3C `traceparent` (trace ID, the calling span's ID), when it sent a valid one.
+    traceparent: tuple[str, str] | None = None
     # For evidence: what was asked (its shape, never its text) and the response head as
     # relayed to the client (the bytes written; redacted when rendered).
     request: RequestInfo | None = None

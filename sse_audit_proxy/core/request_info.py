@@ -533,6 +533,27 @@ def safe_token(value: str, limit: int) -> str:
     return _UNSAFE.sub("", value[: limit * 4])[:limit]
 
 
+# W3C Trace Context: version-traceid-parentid-flags, lowercase hex (a future version may append
+# fields after a dash; version 00 may not, and version ff is invalid).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", re.ASCII)
+_ZEROS = "0" * 32
+
+
+def traceparent_ids(value: str | None) -> tuple[str, str] | None:
+    """The trace ID and the caller's span ID of a valid `traceparent` header, else None: what
+    joins a log line to the client's distributed trace. (Not the record's trace ID: every
+    request of one trace shares it.)"""
+    if not value or len(value) > 512:
+        return None
+    found = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if found is None:
+        return None
+    version, trace, span, rest = found.groups()
+    if version == "ff" or (version == "00" and rest) or trace == _ZEROS or span == _ZEROS[:16]:
+        return None
+    return trace, span
+
+
 def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, bool]:
     """The client's trace ID (sanitised), and whether it came from the client at all.
 

@@ -28,7 +28,13 @@ from yarl import URL
 from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.core.request_info import TRACE_HEADER, BodyScanner, RequestInfo, trace_id_from
+from sse_audit_proxy.core.request_info import (
+    TRACE_HEADER,
+    BodyScanner,
+    RequestInfo,
+    trace_id_from,
+    traceparent_ids,
+)
 from sse_audit_proxy.server.access import KeyCheck
 from sse_audit_proxy.server.canary import Router
 from sse_audit_proxy.server.http_server import (
@@ -289,6 +295,7 @@ class Proxy:
         rec = AuditRecord(
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
         )
+        rec.traceparent = traceparent_ids(request.headers.get("traceparent"))
         r = Recording(rec, started, self._sinks)
         try:
             return await self._handle(request, r, from_client, side.base)

@@ -109,6 +109,8 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
     }
     if rec.error:
         fields["error"] = rec.error
+    if rec.traceparent is not None:
+        fields["otel_trace_id"], fields["otel_span_id"] = rec.traceparent
     s = rec.stream
     if s is None:
         return fields

@@ -101,6 +101,11 @@ class Target:
     ssl: ssl.SSLContext | None
 
 
+def _discard(_body: bytes, _t: float) -> None:
+    """The sink of a relay that has ended: what llhttp still reports goes nowhere."""
+    return None
+
+
 class Connection(asyncio.Protocol):
     """One upstream HTTP/1.1 connection; serves one request at a time."""
 
@@ -329,7 +334,7 @@ class Connection(asyncio.Protocol):
             return
         why = sink(body, self.last_read)
         if why is not None:
-            self._finish(why)
+            self._sink_ended(why)
 
     def on_message_complete(self) -> None:
         if self.status >= 200 and not self.body_done:
@@ -384,7 +389,7 @@ class Connection(asyncio.Protocol):
             for body, t in early:
                 why = sink(body, t)  # when it arrived, not when the relay began
                 if why is not None:
-                    self._finish(why)
+                    self._sink_ended(why)
                     break
         if not self._end.done() and self.transport is not None:
             self.transport.resume_reading()
@@ -402,6 +407,17 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # Ends ---------------------------------------------------------------------------------
+
+    def _sink_ended(self, why: End) -> None:
+        """The sink wants no more (its client is gone or too far behind): it gets none.
+
+        llhttp goes on with the rest of the read, and under uvloop more reads came before the
+        relay's task ran: a client cut at --max-unsent-bytes (1 MiB) was written 16 MB more.
+        """
+        self._sink = _discard
+        self._finish(why)
+        if self.transport is not None:
+            self.transport.abort()  # read no more: the connection is never reused
 
     def _message_complete(self) -> None:
         self.body_done = True

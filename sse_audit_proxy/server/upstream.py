@@ -110,6 +110,7 @@ class Connection(asyncio.Protocol):
     """One upstream HTTP/1.1 connection; serves one request at a time."""
 
     __slots__ = (
+        "_closed_cleanly",
         "_deadline",
         "_early",
         "_end",
@@ -147,6 +148,7 @@ class Connection(asyncio.Protocol):
         self.uses = 0  # requests started on it (more than one: it came from the pool)
         self._write_waiter: asyncio.Future[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
+        self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
 
     def _reset(self) -> None:
@@ -209,9 +211,19 @@ class Connection(asyncio.Protocol):
         if self._parser is None or self.body_done:
             return
         if self.status and not self.chunked and self.content_length is None and not self.head_only:
-            self._message_complete()  # close-delimited body: the close is its end
+            if self._closed_cleanly or self.target.ssl is None:
+                self._message_complete()  # close-delimited body: the close is its end
+                return
+            # Over TLS a close without close_notify is a cut, not the body's end (RFC 8446
+            # 6.1): such a body reached the client as a clean, complete answer.
+            self._fail(Disconnected("TLS closed without close_notify"), End.UPSTREAM_BROKEN)
             return
         self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
+
+    def eof_received(self) -> None:
+        # uvloop calls it over TLS only after the peer's close_notify (asyncio's own loop calls
+        # it for a bare TCP close too: there a cut close-delimited body cannot be told).
+        self._closed_cleanly = True
 
     def _read_left(self) -> None:
         """The transport failed before a response head was read: read what the socket holds.
@@ -536,6 +548,14 @@ class Pool:
                         raise TLSError(exc.verify_message or "certificate error") from None
                     except ssl.SSLError as exc:
                         raise TLSError(exc.reason or "handshake failed") from None
+                    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+                        if target.ssl is None:
+                            last = exc
+                            continue
+                        # TCP connected (a refused connect is ConnectionRefusedError), then the
+                        # peer closed in the handshake: TLS to a port or name that does not
+                        # speak it, not the network.
+                        raise TLSError("handshake: connection closed by the upstream") from None
                     except OSError as exc:
                         last = exc
                         continue

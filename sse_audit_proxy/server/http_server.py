@@ -38,9 +38,12 @@ from sse_audit_proxy.server.inbound import MAX_FIELD_SIZE, MAX_HEADERS, MAX_REQU
 from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
 
 HTTP11 = (1, 1)
-# A head is refused once more than this has arrived without its end: what the per-line limits
-# allow at most (llhttp holds a field until its end; this bounds what it holds in all).
-MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADERS * (MAX_FIELD_SIZE + 4)
+# A head is refused (431) once more than this has arrived without its end, whatever the
+# per-line limits allow; so are more than this many bytes of chunk-size lines or trailers
+# without a body byte (400). The head's fields are held, as httptools hands them over, until
+# the head ends: the per-line limits alone allowed 1.6 MB a connection (300 unfinished heads:
+# +475 MB for --header-timeout). nginx's default is 32 KiB (large_client_header_buffers 4 8k).
+MAX_HEAD_BYTES = 64 << 10
 # Request body bytes waiting for the handler before the socket is read no further
 # (aiohttp's payload reader paused at the same mark).
 BODY_HIGH_WATER = 1 << 16

@@ -27,7 +27,11 @@ from sse_audit_proxy.server import loop, workers
 from sse_audit_proxy.server.access import read_key_file
 from sse_audit_proxy.server.canary import BASELINE, CANARY, CanaryConfig, label_name
 from sse_audit_proxy.server.canary_control import read_percent_file
-from sse_audit_proxy.server.inbound import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from sse_audit_proxy.server.inbound import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+)
 from sse_audit_proxy.server.proxy import ProxyConfig, upstream_ssl
 from sse_audit_proxy.server.run import listen_error, raise_open_files_limit, serve
 from sse_audit_proxy.server.service import ServiceConfig
@@ -92,6 +96,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_HEADER_TIMEOUT,
         help="seconds a client has to send a whole request head (then the connection is "
         "closed; slow-headers attacks)",
+    )
+    option(
+        p,
+        "--body-timeout",
+        type=positive_float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds a client may send no request body bytes while its body is awaited (then "
+        "408 and the connection is closed; slow-body attacks)",
     )
     option(
         p,
@@ -426,6 +438,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         max_unsent_bytes=args.max_unsent_bytes,
         drain_timeout=args.drain_timeout,
         header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         keepalive_timeout=args.keepalive_timeout,
         upstream_ca_file=args.upstream_ca_file,
         insecure_upstream=args.insecure_upstream,

@@ -12,7 +12,9 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
   connection closes;
 - a header timeout: a head must arrive whole within `header_timeout` of its first byte (of the
   connection, for the first request); a keep-alive timeout between requests. Closes for either
-  are reported through `on_connection_closed(reason)`;
+  are reported through `on_connection_closed(reason)`. A body read waits at most
+  `body_timeout` for the next bytes (nginx's client_body_timeout), and never past the
+  request's `deadline`: then it raises BodyTimeout, for the handler to answer;
 - one request at a time per connection, pipelined ones in order (a refused head is answered
   after them), at most MAX_QUEUED of them parsed and waiting: the rest of the read that
   brought more waits unparsed; bytes after a request that closes the connection are ignored;
@@ -23,6 +25,7 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,13 +37,21 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
-from sse_audit_proxy.server.inbound import MAX_FIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from sse_audit_proxy.server.inbound import (
+    DEFAULT_BODY_TIMEOUT,
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+)
 from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
 
 HTTP11 = (1, 1)
-# A head is refused once more than this has arrived without its end: what the per-line limits
-# allow at most (llhttp holds a field until its end; this bounds what it holds in all).
-MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADERS * (MAX_FIELD_SIZE + 4)
+# A head is refused (431) once more than this has arrived without its end, whatever the
+# per-line limits allow; so are more than this many bytes of chunk-size lines or trailers
+# without a body byte (400). The head's fields are held, as httptools hands them over, until
+# the head ends: the per-line limits alone allowed 1.6 MB a connection (300 unfinished heads:
+# +475 MB for --header-timeout). nginx's default is 32 KiB (large_client_header_buffers 4 8k).
+MAX_HEAD_BYTES = 64 << 10
 # Request body bytes waiting for the handler before the socket is read no further
 # (aiohttp's payload reader paused at the same mark).
 BODY_HIGH_WATER = 1 << 16
@@ -53,6 +64,10 @@ _log = structlog.get_logger("sse_audit_proxy")
 
 class BadBody(Exception):
     """The request body's framing broke after its head (a bad chunk): it cannot be read."""
+
+
+class BodyTimeout(Exception):
+    """No request body bytes came for the body timeout, or the request's deadline passed."""
 
 
 class _HeadTooLarge(Exception):
@@ -128,6 +143,7 @@ class Request:
         "conn",
         "content_length",
         "continue_sent",
+        "deadline",
         "keep_alive",
         "method",
         "raw_headers",
@@ -154,6 +170,9 @@ class Request:
         self.content_length: int | None = None
         self.chunked = False
         self.continue_sent = False
+        # When (time.monotonic) a body read gives up whatever the body timeout: the handler's
+        # deadline for the whole request (--total-timeout).
+        self.deadline = math.inf
         self._body: list[bytes] = []
         self._buffered = 0
         self._eof = False
@@ -214,22 +233,40 @@ class Request:
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def readany(self) -> bytes:
-        """The next piece of the body as it arrived; b"" once it has all been read."""
-        while not self._body:
+        """All of the body that has arrived and was not read yet, in one piece; b"" once it has
+        all been read. Raises BodyTimeout when no more comes within the server's body timeout
+        (counted from this call: between two reads, as nginx) or by `deadline`.
+
+        In one piece: a chunked body in 1-byte chunks is one queued piece a chunk (43,690 in one
+        256 KiB read), and handing them out one at a time (with `list.pop(0)`, each written
+        upstream as its own chunk) held the event loop for seconds.
+        """
+        body = self._body
+        while not body:
             if self._error is not None:
                 raise self._error
             if self._eof:
                 return b""
-            self._waiter = self.conn._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = self._body.pop(0)
-        self._buffered -= len(chunk)
-        if self._buffered < BODY_HIGH_WATER:
-            self.conn._body_drained()
-        return chunk
+            await self._wait()
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        self.conn._body_drained()
+        return data
+
+    async def _wait(self) -> None:
+        conn = self.conn
+        delay = min(conn._server.body_timeout, self.deadline - time.monotonic())
+        self._waiter = conn._loop.create_future()
+        timer = conn._loop.call_later(max(delay, 0.0), self._timed_out)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            timer.cancel()
+
+    def _timed_out(self) -> None:
+        self._fail(BodyTimeout("no request body bytes in time"))
 
     # Fed by the connection -----------------------------------------------------------------
 
@@ -409,6 +446,12 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wake_drain(self) -> None:
+        """A drain waiting for the client returns now (its relay ended: nothing to wait for)."""
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -773,11 +816,13 @@ class HttpServer:
         on_parse_error: ParseErrorHandler,
         header_timeout: float,
         keepalive_timeout: float,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         on_connection_closed: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.on_parse_error = on_parse_error
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout
         self._on_connection_closed = on_connection_closed
         self.loop = asyncio.get_running_loop()

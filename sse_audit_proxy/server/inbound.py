@@ -35,8 +35,9 @@ HEAD_LIMITS: dict[str, int] = {
     "max_field_size": MAX_FIELD_SIZE,
     "max_headers": MAX_HEADERS,
 }
-# nginx's defaults: client_header_timeout 60 s, keepalive_timeout 75 s.
+# nginx's defaults: client_header_timeout 60 s, client_body_timeout 60 s, keepalive_timeout 75 s.
 DEFAULT_HEADER_TIMEOUT = 60.0
+DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 
 

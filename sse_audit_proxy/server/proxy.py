@@ -41,12 +41,14 @@ from sse_audit_proxy.server.http_server import (
     HTTP11,
     Answer,
     BadBody,
+    BodyTimeout,
     ClientConnection,
     HttpServer,
     Request,
     ServerRunner,
 )
 from sse_audit_proxy.server.inbound import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
     parse_error_answer,
@@ -115,6 +117,7 @@ class ProxyConfig:
     max_unsent_bytes: int = 1 << 20
     drain_timeout: float = 30.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request head must arrive within it
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # between two reads of a request body
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT  # an idle client connection closes
     upstream_ca_file: str | None = None
     insecure_upstream: bool = False
@@ -253,6 +256,7 @@ class Proxy:
             on_parse_error=self._parse_error,
             header_timeout=cfg.header_timeout,
             keepalive_timeout=cfg.keepalive_timeout,
+            body_timeout=cfg.body_timeout,
             on_connection_closed=self._on_connection_closed,
         )
         self._runner = ServerRunner(server)
@@ -383,10 +387,14 @@ class Proxy:
             return self._too_large(r)
         scanner = BodyScanner(partial(audit_failed, r.rec.trace_id, "request_scan"))
         held = _Held()
+        # --total-timeout counts from the request's start, the body's arrival included.
+        request.deadline = r.started + self.config.total_timeout
         try:
             await self._hold_start(request, held)
         except _BodyTooLarge:
             return self._too_large(r)
+        except BodyTimeout:
+            return self._body_timed_out(r)
         # A client gone while (or just after) its body was read: what came of the body still
         # names the model and says whether a stream was asked for, so the record is a stream's.
         except asyncio.CancelledError:
@@ -483,6 +491,9 @@ class Proxy:
         except _BodyTooLarge:
             conn.close()  # cut the upstream request: it must not see a body end that never came
             return self._too_large(r)
+        except BodyTimeout:
+            conn.close()  # the same: the upstream never sees a body end
+            return self._body_timed_out(r)
         except asyncio.CancelledError:
             conn.close()
             self._gone_before_answer(r, scanner.info(complete=False))
@@ -595,6 +606,17 @@ class Proxy:
             return scanner.info(complete=False)
         return scanner.info()
 
+    def _body_timed_out(self, r: Recording) -> Answer:
+        """The client stopped sending its body (nginx's client_body_timeout answers 408 too)."""
+        return self._refuse(
+            r,
+            408,
+            "the request body did not arrive in time",
+            "invalid_request_error",
+            "request_timeout",
+            close=True,
+        )
+
     def _too_large(self, r: Recording) -> Answer:
         return self._refuse(
             r,
@@ -695,7 +717,8 @@ class Proxy:
             # The record is out before the client sees the end (as when aiohttp's write_eof
             # ran after the handler): whoever saw the end can count on the record.
             if transport is not None:
-                _end_response(transport, relayed, client_chunked, keep_alive)
+                behind = request.conn.writing_paused
+                _end_response(transport, relayed, client_chunked, keep_alive, behind)
         return resp
 
     def _response_head(
@@ -964,6 +987,10 @@ class _Relay:
             self._poke()
         return None
 
+    def _ended(self, _: object) -> None:
+        self._poke()
+        self.protocol.wake_drain()
+
     def _poke(self, _: object = None) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
@@ -973,26 +1000,34 @@ class _Relay:
         # A bound method, not the instance with a __call__: Python calls it in place (a per-frame
         # call through tp_call cost about 1.4 % of a relayed frame's instructions, callgrind).
         end = self.conn.relay(self.body)
-        end.add_done_callback(self._poke)
+        end.add_done_callback(self._ended)
         while not end.done():
             if self._blocked:
                 self._blocked = False
-                await self.protocol.drain()  # raises if the client is gone
-                self.conn.resume_reading()
+                # Raises if the client is gone; returns when the relay ends meanwhile (a
+                # timeout): a client that never read once held its request here for ever.
+                await self.protocol.drain()
+                if not end.done():
+                    self.conn.resume_reading()
                 continue
             self._wake = self._loop.create_future()
             await self._wake
         return end.result()
 
 
-def _end_response(transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool) -> None:
+def _end_response(
+    transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool, behind: bool
+) -> None:
+    """`behind`: more than the write buffer's high-water mark waits for the client."""
     if end is End.UPSTREAM_EOF:
         if chunked and not transport.is_closing():
             transport.write(b"0\r\n\r\n")
         if not keep_alive:
             transport.close()
-    elif end is End.SLOW_CLIENT:
-        transport.abort()  # drop what the client would not take
+    elif end is End.SLOW_CLIENT or behind:
+        # Drop what the client would not take: a close waits for it to be read, and a client
+        # that reads nothing held its connection for ever after a timeout ended its request.
+        transport.abort()
     else:
         # Close without the final chunk so the client sees a cut, not a clean end.
         transport.close()

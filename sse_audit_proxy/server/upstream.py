@@ -101,10 +101,16 @@ class Target:
     ssl: ssl.SSLContext | None
 
 
+def _discard(_body: bytes, _t: float) -> None:
+    """The sink of a relay that has ended: what llhttp still reports goes nowhere."""
+    return None
+
+
 class Connection(asyncio.Protocol):
     """One upstream HTTP/1.1 connection; serves one request at a time."""
 
     __slots__ = (
+        "_closed_cleanly",
         "_deadline",
         "_early",
         "_end",
@@ -143,6 +149,7 @@ class Connection(asyncio.Protocol):
         self.uses = 0  # requests started on it (more than one: it came from the pool)
         self._write_waiter: asyncio.Future[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
+        self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
 
     def _reset(self) -> None:
@@ -209,9 +216,19 @@ class Connection(asyncio.Protocol):
         if self._parser is None or self.body_done:
             return
         if self.status and not self.chunked and self.content_length is None and not self.head_only:
-            self._message_complete()  # close-delimited body: the close is its end
+            if self._closed_cleanly or self.target.ssl is None:
+                self._message_complete()  # close-delimited body: the close is its end
+                return
+            # Over TLS a close without close_notify is a cut, not the body's end (RFC 8446
+            # 6.1): such a body reached the client as a clean, complete answer.
+            self._fail(Disconnected("TLS closed without close_notify"), End.UPSTREAM_BROKEN)
             return
         self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
+
+    def eof_received(self) -> None:
+        # uvloop calls it over TLS only after the peer's close_notify (asyncio's own loop calls
+        # it for a bare TCP close too: there a cut close-delimited body cannot be told).
+        self._closed_cleanly = True
 
     def _read_left(self) -> None:
         """The transport failed before a response head was read: read what the socket holds.
@@ -334,7 +351,7 @@ class Connection(asyncio.Protocol):
             return
         why = sink(body, self.last_read)
         if why is not None:
-            self._finish(why)
+            self._sink_ended(why)
 
     def on_message_complete(self) -> None:
         if self.status >= 200 and not self.body_done:
@@ -391,7 +408,7 @@ class Connection(asyncio.Protocol):
             for body, t in early:
                 why = sink(body, t)  # when it arrived, not when the relay began
                 if why is not None:
-                    self._finish(why)
+                    self._sink_ended(why)
                     break
         if not self._end.done() and self.transport is not None:
             self.transport.resume_reading()
@@ -409,6 +426,17 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # Ends ---------------------------------------------------------------------------------
+
+    def _sink_ended(self, why: End) -> None:
+        """The sink wants no more (its client is gone or too far behind): it gets none.
+
+        llhttp goes on with the rest of the read, and under uvloop more reads came before the
+        relay's task ran: a client cut at --max-unsent-bytes (1 MiB) was written 16 MB more.
+        """
+        self._sink = _discard
+        self._finish(why)
+        if self.transport is not None:
+            self.transport.abort()  # read no more: the connection is never reused
 
     def _message_complete(self) -> None:
         self.body_done = True
@@ -527,6 +555,14 @@ class Pool:
                         raise TLSError(exc.verify_message or "certificate error") from None
                     except ssl.SSLError as exc:
                         raise TLSError(exc.reason or "handshake failed") from None
+                    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+                        if target.ssl is None:
+                            last = exc
+                            continue
+                        # TCP connected (a refused connect is ConnectionRefusedError), then the
+                        # peer closed in the handshake: TLS to a port or name that does not
+                        # speak it, not the network.
+                        raise TLSError("handshake: connection closed by the upstream") from None
                     except OSError as exc:
                         last = exc
                         continue

@@ -1,0 +1,98 @@
+"""An upstream that closes during the TLS handshake, or cuts a close-delimited body over TLS.
+
+- Closing after the ClientHello (TLS to a port or name that does not speak it) raised a
+  connection reset that was reported `502 upstream_unreachable`, sending operators to the
+  network; it is a handshake failure, `upstream_tls_error`.
+- A body with no length ends at the close, but over TLS a close without close_notify is a cut
+  (RFC 8446 6.1): such a body reached the client as a clean, complete answer with no error in
+  its record. It is now recorded `upstream_broken` and the client's chunked answer has no final
+  chunk. (uvloop, which `serve` runs on, tells the two closes apart.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from peers import serve
+from relay_support import raw_exchange
+from yarl import URL
+
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 27\r\n\r\n"
+    b'{"model":"m","messages":[]}'
+)
+PARTIAL = b'{"choices": ['
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Serve, context: ssl.SSLContext | None) -> AsyncIterator[int]:
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        srv.close()
+
+
+def records(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line.get("event") in ("request_end", "stream_end")]
+
+
+async def test_a_close_during_the_handshake_is_a_tls_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read(100)  # the ClientHello
+        writer.close()
+
+    async with server(hang_up, None) as port, serve(URL(f"https://127.0.0.1:{port}")) as child:
+        got = await raw_exchange(child.url.port, REQUEST)
+        await asyncio.sleep(0.3)  # the record is written
+    assert got.startswith(b"HTTP/1.1 502 "), got[:100]
+    assert b'"upstream_tls_error"' in got
+    assert [(r["status"], r.get("error")) for r in records(child.lines)] == [(502, "upstream_tls_error")]
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare_tcp_close"])
+async def test_a_close_delimited_body_cut_without_close_notify_is_a_cut(notify: bool, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + PARTIAL
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        if notify:
+            writer.close()  # close_notify, then the TCP close: the body's clean end
+        else:
+            writer.transport.abort()  # the TCP connection only
+
+    async with (
+        server(answer, context) as port,
+        serve(URL(f"https://127.0.0.1:{port}"), "--upstream-ca-file", str(ca_file)) as child,
+    ):
+        got = await raw_exchange(child.url.port, REQUEST)
+        await asyncio.sleep(0.3)
+    assert got.startswith(b"HTTP/1.1 200 "), got[:100]
+    assert b"%x\r\n%s\r\n" % (len(PARTIAL), PARTIAL) in got
+    ends = records(child.lines)
+    assert len(ends) == 1, ends
+    if notify:
+        assert got.endswith(b"0\r\n\r\n") and ends[0].get("error") is None, (got[-40:], ends)
+    else:
+        assert not got.endswith(b"0\r\n\r\n"), got[-40:]
+        assert ends[0].get("error") == "upstream_broken", ends

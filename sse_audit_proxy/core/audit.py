@@ -15,6 +15,7 @@ import orjson
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
+from sse_audit_proxy.core.json_lines import JsonLinesDecoder
 from sse_audit_proxy.core.skeleton import skeleton
 from sse_audit_proxy.core.sse import Event, SSEDecoder, one_data_frame
 from sse_audit_proxy.core.timeline import Timeline
@@ -43,8 +44,9 @@ _SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 _SSE_FIELDS_BARE = (b"data", b"event", b"id", b"retry")
 # Streaming JSON-lines types: one JSON document per line or record, written as it is made
 # (Ollama's native `/api/chat` and `/api/generate`, Elasticsearch, Spring's `stream+json`,
-# RFC 7464 `json-seq`). A stream, not an ordinary body, though not an event stream: its
-# frames are not read, so its outcome comes from the connection alone.
+# RFC 7464 `json-seq`). A stream, not an ordinary body, though not an event stream: each line is
+# read as a frame (timed, an error line an in-band failure; core/json_lines.py), and with no end
+# marker its completeness is the connection's.
 JSON_LINES_TYPES = frozenset(
     {
         "application/x-ndjson",
@@ -162,14 +164,20 @@ class StreamAudit:
         `event_stream=False`: the body is not labelled as one. Its start is looked at to
         tell an error document sent in place of the stream, or an event stream sent under
         another Content-Type (audited as a stream from then on). `json_lines`: it is labelled
-        a streaming JSON-lines type (see is_json_lines), so it is a stream all the same."""
+        a streaming JSON-lines type (see is_json_lines), so it is a stream all the same, each
+        line read as a frame (an error line is an in-band failure)."""
         self._dialect = dialect
         self._json_lines = json_lines
         self._started = started_at
         self._arrived = started_at if arrived_at is None else arrived_at
         self._include_usage = include_usage
         self._thresholds = thresholds
-        self._decoder = SSEDecoder(thresholds.max_frame_bytes)
+        # A JSON-lines stream is read as an event stream whose every frame is a `data:` line.
+        self._decoder: SSEDecoder | JsonLinesDecoder = (
+            JsonLinesDecoder(thresholds.max_frame_bytes)
+            if json_lines
+            else SSEDecoder(thresholds.max_frame_bytes)
+        )
         self._limit = thresholds.max_frame_bytes
         self._plain = False  # feed()'s fast path may be taken (set once the start is seen)
         self._inflate = (
@@ -392,7 +400,13 @@ class StreamAudit:
         if kind is None:
             return  # too little to tell yet
         if not kind:
-            if peek.lstrip()[:1] != b"{":
+            if self._json_lines:  # its lines, from the start
+                self._decoder = JsonLinesDecoder(self._limit)
+                self._take = self._decode_frames
+                held = bytes(peek)
+                self._peek = None
+                self._decode_frames(held, t)
+            elif peek.lstrip()[:1] != b"{":
                 self._peek = self._take = None
             return
         # An event stream after all: decode what was held, and all that follows.

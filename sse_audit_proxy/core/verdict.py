@@ -132,8 +132,9 @@ class Facts:
     thresholds: Thresholds
     undecodable: bool = False  # could not be decoded (br, a broken gzip)
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
-    # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose frames
-    # are not read, so no frame-level rule holds and its outcome is the connection's.
+    # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
+    # read as frames (timed; an error line is an in-band failure), with no end marker: its
+    # completeness is the connection's.
     json_lines: bool = False
 
     @property
@@ -240,7 +241,7 @@ def _missing_end(f: Facts) -> str:
 
 def _truncated(f: Facts) -> str:
     if f.json_lines and not f.event_stream:  # no end marker was read: the connection's word
-        return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines are not read)"
+        return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines carry no end marker)"
     how = (
         "the upstream closed the connection cleanly"
         if f.end is End.UPSTREAM_EOF
@@ -439,7 +440,7 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         "the dialect's end marker reached the client (Chat Completions: "
         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
-        "an ordinary (not event-stream) answer, a JSON-lines stream (its lines are not read), "
+        "an ordinary (not event-stream) answer, a JSON-lines stream (it has no end marker), "
         "a compressed stream that could not be decoded "
         "(or would not be: `compression_bomb`), a stream on a route with no dialect",
         lambda f: (

@@ -646,7 +646,7 @@ class Proxy:
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
         # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
-        # (Ollama's native streaming) is a stream too, though its lines are not read.
+        # (Ollama's native streaming) is a stream too, each line read as a frame.
         peek = info.stream and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (info.stream and status >= 400):

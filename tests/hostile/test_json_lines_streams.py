@@ -42,7 +42,8 @@ def chunked(piece: bytes) -> bytes:
 
 async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
     """Ollama's native streaming answer, a line a chunk; `/broken` resets after two lines,
-    `/plain` answers an ordinary JSON body."""
+    `/failing` writes an error line after two (server/routes.go: a failure mid-generation is one
+    more line, `{"error": ...}`, and a clean end), `/plain` answers an ordinary JSON body."""
     target = req.target.decode()
     if target.startswith("/plain"):
         body = line({"model": "llama3", "message": {"role": "assistant", "content": "Hello!"}, "done": True})
@@ -58,6 +59,9 @@ async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
         if target.startswith("/broken") and i == 2:
             writer.transport.abort()  # a reset mid-stream: no terminating chunk
             return
+        if target.startswith("/failing") and i == 2:
+            writer.write(chunked(line({"error": "an error was encountered while running the model"})))
+            break
         writer.write(chunked(piece))
         await writer.drain()
         await asyncio.sleep(0.02)
@@ -78,6 +82,11 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
             "messages": [{"role": "user", "content": "hi"}],
             "stream": True,
         },
+        "/failing/api/chat": {
+            "model": "llama3",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
     }
     bodies = {}
     async with (
@@ -92,7 +101,7 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
                     bodies[path] = await asyncio.wait_for(resp.read(), 10)
                 except aiohttp.ClientPayloadError:
                     bodies[path] = b"cut"
-        for _ in range(50):  # bounded: 5 s for the four records
+        for _ in range(50):  # bounded: 5 s for the five records
             if len(child.events("stream_end")) >= len(requests):
                 break
             await asyncio.sleep(0.1)
@@ -107,11 +116,15 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
         ("other", "llama3", "complete", [], "upstream_eof"),
         ("other", "llama3", "truncated", [], "upstream_broken"),
         ("other", "llama3", "complete", ["not_streamed"], "upstream_eof"),  # application/json
+        ("other", "llama3", "upstream_error", ["error_event"], "upstream_eof"),  # an error line
     ]
     # Relayed byte for byte, line by line as they came.
     assert bodies["/api/chat"] == b"".join(ollama_lines("message"))
     assert bodies["/api/generate"] == b"".join(ollama_lines("response"))
-    assert ends[0]["ttfb_ms"] is not None and ends[0]["frames"] == 0  # no frame-level reading
+    # Each line is read as a frame: timed (the first token), an error line an in-band failure.
+    assert (ends[0]["frames"], ends[0]["content_frames"]) == (len(WORDS) + 1, len(WORDS) + 1)
+    assert ends[0]["ttft_ms"] is not None and ends[0]["ttfb_ms"] is not None
+    assert (ends[4]["frames"], ends[4]["content_frames"]) == (3, 2)
     not_streamed = metric_value(
         exposition,
         "sse_audit_stream_anomalies_total",

@@ -1,0 +1,65 @@
+"""Streaming JSON lines (Ollama's native API, `application/x-ndjson`, `jsonl`, RFC 7464 `json-seq`):
+bytes -> one event per line, the same events the SSE decoder makes, so the audit reads a JSON-lines
+stream as it reads an event stream whose every frame is a `data:` line.
+
+Lines end with LF (a CR before it is dropped); blank lines are skipped; RFC 7464's record
+separator (0x1E) before a record is dropped. A line longer than the frame limit is skipped and
+counted in `oversized`, as the SSE decoder does with an oversized frame.
+"""
+
+from __future__ import annotations
+
+from sse_audit_proxy.core.sse import Event
+
+_RS = b"\x1e"
+
+
+class JsonLinesDecoder:
+    """Feed it chunks as they arrive; it returns the events (lines) each chunk completed.
+
+    The attributes the audit reads of an SSE decoder are here too: `comments` (JSON lines have
+    none), `idle` (never: the audit's fast path reads `data:` frames only) and `oversized`."""
+
+    __slots__ = ("_discarding", "_max", "_tail", "comments", "idle", "oversized")
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._tail = b""  # the current line, not yet ended
+        self._discarding = False  # skipping the rest of an oversized line
+        self.comments = 0
+        self.idle = False
+        self.oversized = 0
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
+        tail = lines.pop()
+        if self._discarding and lines:
+            del lines[0]  # the end of the oversized line
+            self._discarding = False
+        events: list[Event] = []
+        for line in lines:
+            record = _record(line)
+            if len(record) > self._max:
+                self.oversized += 1
+            elif record:
+                events.append(Event("", record))
+        if self._discarding or len(tail) > self._max:
+            if not self._discarding:
+                self.oversized += 1
+            self._discarding = True
+            tail = b""
+        self._tail = tail
+        return events
+
+    def close(self) -> bool:
+        """End of body. True when a line was left without its LF (it is not read)."""
+        pending = bool(_record(self._tail)) or self._discarding
+        self._tail = b""
+        self._discarding = False
+        return pending
+
+
+def _record(line: bytes) -> bytes:
+    """A line's JSON text: without the record separator, the CR and surrounding blanks."""
+    line = line.strip()
+    return line[1:].strip() if line[:1] == _RS else line

@@ -636,11 +636,14 @@ class Proxy:
     ) -> Answer:
         rec, arrived = r.rec, r.started
         rec.status = status = conn.status
-        # The upstream's clock starts when it had the whole request (or answered before that):
-        # a slow upload is the client's time, not the upstream's TTFB or TTFT. `duration` still
-        # counts from the arrival.
-        started = max(arrived, conn.sent_at)
-        rec.request_sent = started - arrived
+        # The upstream's clock starts when it had the whole request: a slow upload is the
+        # client's time, not the upstream's TTFB or TTFT. `duration` still counts from the
+        # arrival. An upstream that answered before the upload ended had its body left unread
+        # until then (the relay starts after the upload), so its times begin there too: timed
+        # from its early head, a stream it paced looked withheld (`buffered`).
+        sent = max(arrived, conn.upload_done_at)
+        rec.request_sent = sent - arrived
+        started = sent
         ctype, encoding = _content_type_and_encoding(conn.headers)
         is_sse = ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
@@ -999,7 +1002,7 @@ class _Relay:
     async def run(self) -> End:
         # A bound method, not the instance with a __call__: Python calls it in place (a per-frame
         # call through tp_call cost about 1.4 % of a relayed frame's instructions, callgrind).
-        end = self.conn.relay(self.body)
+        end = self.conn.relay(self.body, self.started)
         end.add_done_callback(self._ended)
         while not end.done():
             if self._blocked:

@@ -133,10 +133,10 @@ class Connection(asyncio.Protocol):
         "last_read",
         "reason",
         "sent",
-        "sent_at",
         "status",
         "target",
         "transport",
+        "upload_done_at",
         "uses",
     )
 
@@ -166,10 +166,9 @@ class Connection(asyncio.Protocol):
         self.head_only = False  # HEAD request: the response has no body whatever it says
         self.body_done = False  # the current response's framing was consumed exactly
         self.sent = False  # the request (head and body) was fully written
-        # When (time.monotonic) the last request byte was written before the final response
-        # head came: the upstream's clock (TTFB, TTFT, gaps) starts here, not when the client
-        # began a slow upload. An upstream that answers early stops it there (never negative).
-        self.sent_at = 0.0
+        # When (time.monotonic) the last request byte was written, an early answer or not: the
+        # upstream's clock (TTFB, TTFT, gaps) starts here, not when a client began a slow upload.
+        self.upload_done_at = 0.0
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
@@ -368,7 +367,7 @@ class Connection(asyncio.Protocol):
         self._end = self._loop.create_future()
         self.head_only = head_only
         self._idle = idle
-        self.last_read = self.sent_at = now = _monotonic()
+        self.last_read = self.upload_done_at = now = _monotonic()
         self._deadline = deadline
         # One timer per request covers both timeouts (a timer handle per stream is memory).
         self._idle_handle = self._loop.call_later(min(now + idle, deadline) - now, self._check)
@@ -389,9 +388,7 @@ class Connection(asyncio.Protocol):
         self.transport.write(data)
         if self._write_waiter is not None:
             await self._write_waiter
-        self.last_read = now = _monotonic()  # the body is sent before the relay pauses for a client
-        if not self.status:  # (an early answer's clock started before it)
-            self.sent_at = now
+        self.last_read = self.upload_done_at = _monotonic()  # sent before the relay pauses
         return not self.dead
 
     async def response_head(self) -> None:
@@ -399,14 +396,15 @@ class Connection(asyncio.Protocol):
         await self._head
         self._head = None  # done with: an open stream keeps one future, not two
 
-    def relay(self, sink: BodySink) -> asyncio.Future[End]:
-        """Hand every body read to `sink` from now on; the future says why the body ended."""
+    def relay(self, sink: BodySink, not_before: float = 0.0) -> asyncio.Future[End]:
+        """Hand every body read to `sink` from now on; the future says why the body ended.
+        Reads that came before are timed when they arrived, but not before `not_before`."""
         assert self._end is not None
         self._sink = sink
         early, self._early = self._early, None
         if early:
             for body, t in early:
-                why = sink(body, t)  # when it arrived, not when the relay began
+                why = sink(body, max(t, not_before))
                 if why is not None:
                     self._sink_ended(why)
                     break

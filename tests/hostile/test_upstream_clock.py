@@ -6,8 +6,10 @@ to send its body (a large body on a slow link, node fetch's chunked ReadableStre
 fast upstream for the client's upload: a body whose last part came 1.5 s late gave `ttft_ms`
 1,508 and `buffered`. TTFB, TTFT, the gaps and the timing rules now count from the request's
 last byte written to the upstream (`request_sent_ms` after the arrival); `duration_ms` still
-counts from the arrival. An upstream that answers before the body is all sent stops that clock
-at its answer: no figure is negative or missing.
+counts from the arrival. An upstream that answers before the body is all sent has its body left
+unread until the upload ends (the relay starts then), so its clock starts there too: timed from
+its early head, a stream it paced during the upload looked withheld (`buffered`). No figure is
+negative or missing, and `request_sent_ms` is the upload's real end.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ async def fast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     head = await reader.readuntil(b"\r\n\r\n")
     await read_body(reader, head)
     writer.write(SSE_HEAD + ANSWER)
+    await writer.drain()
+
+
+async def early_pacing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Full duplex: answers at once and paces its tokens 50 ms apart while the body comes."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.write(SSE_HEAD)
+    for i in range(10):
+        writer.write(sse(chunk({"content": f"t{i}"})))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    await read_body(reader, head)
+    writer.write(ANSWER)
     await writer.drain()
 
 
@@ -157,8 +172,20 @@ async def test_an_answer_before_the_body_ends_stops_the_upstreams_clock() -> Non
         (rec,) = await records(child, ["early"])
     assert got.startswith(b"HTTP/1.1 200 ") and b"data: [DONE]" in got, got[:300]
     assert rec["outcome"] == "complete" and rec["content_frames"] == 20, rec
-    # The clock stopped when the answer began, before the body's end: the tokens, which came
-    # after the body, are timed from there (defined, never negative).
-    assert rec["request_sent_ms"] < LATE * 1000, rec
-    assert 0 <= rec["ttfb_ms"] < LATE * 1000 <= rec["ttft_ms"], rec
+    # The upstream's body was not read before the upload ended: its clock starts there.
+    assert 0.9 * LATE * 1000 <= rec["request_sent_ms"] <= rec["duration_ms"], rec
+    assert 0 <= rec["ttfb_ms"] <= rec["ttft_ms"], rec
     assert rec["request_sent_ms"] + rec["ttft_ms"] <= rec["duration_ms"] + 0.01, rec
+
+
+async def test_tokens_paced_during_the_upload_are_not_buffered() -> None:
+    """The reviewer's case: the tokens came 50 ms apart while the client uploaded for a second;
+    the proxy read them only after the upload, at once. Timed from the early head, the stream
+    was `buffered` (TTFT the upload's length, every token within a millisecond)."""
+    async with upstream(early_pacing) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+        assert child.url.port is not None
+        got = await slow_upload(child.url.port, "paced", size=200_000, chunked=True, late=LATE)
+        (rec,) = await records(child, ["paced"])
+    assert got.startswith(b"HTTP/1.1 200 ") and b"data: [DONE]" in got, got[:300]
+    assert rec["outcome"] == "complete" and "buffered" not in rec["anomalies"], rec
+    assert rec["request_sent_ms"] >= 0.9 * LATE * 1000 and 0 <= rec["ttft_ms"] < LATE * 1000, rec

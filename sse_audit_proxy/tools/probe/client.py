@@ -289,25 +289,26 @@ def _take(
 
 
 def _overdue(ex: Exchange, clock: _Clock, t: float) -> bool:
-    """Bytes keep coming but no answer does: only keep-alive comments on a stream for the
-    --timeout (a model that hangs behind a gateway that keeps the connection alive), or a body
-    still arriving after TOTAL_TIMEOUTS of them."""
+    """Bytes keep coming but no answer does, for TOTAL_TIMEOUTS of --timeout: only keep-alive
+    comments on a stream (a model that hangs behind a gateway that keeps the connection alive),
+    or a body still arriving. Keep-alives are progress for --timeout itself: a reasoning model
+    may think for minutes before its first token, its gateway sending comments meanwhile
+    (OpenRouter's `: OPENROUTER PROCESSING`), and such a route is healthy."""
+    limit = TOTAL_TIMEOUTS * clock.timeout
+    if t <= limit:
+        return False
     since_event = t - (clock.last_event if clock.last_event is not None else ex.headers_at or 0.0)
     if ex.is_sse and since_event > clock.timeout:
         ex.end = End.IDLE_TIMEOUT
         ex.error = (
-            f"only keep-alive comments for {clock.timeout:g} s, no data frame (--timeout): the "
-            "model behind the route may hang"
+            f"only keep-alive comments for {since_event:.0f} s, no data frame, and the answer "
+            f"not done after {limit:g} s ({TOTAL_TIMEOUTS} x --timeout): the model behind the "
+            "route may hang"
         )
-        return True
-    if t > TOTAL_TIMEOUTS * clock.timeout:
+    else:
         ex.end = End.TOTAL_TIMEOUT
-        ex.error = (
-            f"the answer was still arriving after {TOTAL_TIMEOUTS * clock.timeout:g} s "
-            f"({TOTAL_TIMEOUTS} x --timeout)"
-        )
-        return True
-    return False
+        ex.error = f"the answer was still arriving after {limit:g} s ({TOTAL_TIMEOUTS} x --timeout)"
+    return True
 
 
 def _keep(ex: Exchange, chunk: bytes, t: float) -> None:

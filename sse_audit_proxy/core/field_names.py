@@ -113,6 +113,11 @@ amazon-bedrock-invocationMetrics inputTokenCount outputTokenCount invocationLate
 firstByteLatency cacheReadInputTokenCount cacheWriteInputTokenCount context_management
 applied_edits cleared_input_tokens cleared_tool_uses cleared_thinking_turns
 """
+# Ollama's native API (`/api/chat`, `/api/generate`: JSON lines, `done` its end).
+_OLLAMA = """
+model message response done done_reason total_duration load_duration prompt_eval_count
+prompt_eval_duration eval_count eval_duration
+"""
 # Responses fields the SDK's models leave out, and error bodies of gateways.
 _EXTRA = """
 store status_code retry_after request_id errors
@@ -129,6 +134,7 @@ FIELD_NAMES = frozenset(
         + _OTHERS
         + _LITELLM
         + _BEDROCK
+        + _OLLAMA
         + _EXTRA
     ).split()
 )

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.cli.options import positive_int, size
-from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.audit import End, StreamAudit, is_json_lines
 from sse_audit_proxy.core.dialects import (
     CONTENT,
     ERROR,
@@ -393,16 +393,17 @@ def to_case(
     route = request.get("route", "other")
     stream = dict(doc["stream"])
     anomalies = stream.get("anomalies", [])
+    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    for header, value in doc.get("response", {}).get("headers", []):
+        if header.lower() == "content-type":
+            headers["Content-Type"] = value
     rebuild = Rebuild(
         doc,
         valid_arguments="invalid_tool_arguments" not in anomalies,
         in_sequence="sequence_gap" not in anomalies,
         max_bytes=max_bytes,
+        json_lines=is_json_lines(headers["Content-Type"]),
     )
-    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-    for header, value in doc.get("response", {}).get("headers", []):
-        if header.lower() == "content-type":
-            headers["Content-Type"] = value
     shape = request.get("shape") or {}
     req: dict[str, Any] = {
         "model": request.get("model", "unknown"),
@@ -475,7 +476,15 @@ class Rebuild:
     argument fragments it has and their length, and which frames take the final usage and
     `[DONE]`; reads() generates the frames again, each time it is iterated."""
 
-    def __init__(self, doc: dict[str, Any], valid_arguments: bool, in_sequence: bool, max_bytes: int) -> None:
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        valid_arguments: bool,
+        in_sequence: bool,
+        max_bytes: int,
+        json_lines: bool = False,
+    ) -> None:
+        self._json_lines = json_lines  # the body is JSON lines: each frame written as its line
         self._rows: list[list[Any]] = doc["timeline"]["rows"]
         self._skeletons: list[dict[str, Any]] = doc.get("frames") or []
         self._by_number = {f["n"]: i for i, f in enumerate(self._skeletons)}
@@ -577,11 +586,12 @@ class Rebuild:
                     frames.clear()
                 at = t
             frame = source if isinstance(source, bytes) else self._adjusted(number, source, seen, sequence)
-            frames.append(DONE_FRAME if number == self._done_at else frame)
+            frame = DONE_FRAME if number == self._done_at else frame
+            frames.append(_as_line(frame) if self._json_lines else frame)
         if frames:
             yield at, b"".join(frames)
         if self._unterminated:
-            yield at, _UNTERMINATED
+            yield at, _as_line(_UNTERMINATED)[:-1] if self._json_lines else _UNTERMINATED
 
     def _adjusted(
         self, number: int, template: _Template, seen: dict[tuple[Any, ...], int], sequence: list[int]
@@ -690,6 +700,12 @@ def group_kinds(kinds: str, count: int) -> Iterator[str]:
     return itertools.chain(itertools.repeat(base, n), later[: count - n])
 
 
+def _as_line(frame: bytes) -> bytes:
+    """An SSE frame of one `data:` line as the JSON line it stands for."""
+    data = frame.rpartition(b"data: ")[2] if b"data: " in frame else frame
+    return data.rstrip(b"\n") + b"\n"
+
+
 def materialise(skeleton: dict[str, Any]) -> bytes:
     """One SSE frame from a skeleton: each `"<N>"` becomes N placeholder characters."""
     lines = b""
@@ -734,6 +750,7 @@ def replay(case: dict[str, Any], reads: Iterable[tuple[float, bytes]]) -> dict[s
         0.0,
         include_usage=bool(case["request"].get("stream_options", {}).get("include_usage")),
         event_stream=case["headers"]["Content-Type"].startswith("text/event-stream"),
+        json_lines=is_json_lines(case["headers"]["Content-Type"]),
     )
     last = 0.0
     for t_ms, data in reads:

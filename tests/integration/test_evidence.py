@@ -202,6 +202,63 @@ async def test_an_incident_becomes_a_conformance_case_in_one_step(
         assert scenario in recorded["anomalies"] and scenario in TIMING_ANOMALIES
 
 
+def ollama_ndjson(fail: bool) -> Any:
+    """Ollama's native `/api/chat` with `"stream": true`: one JSON object per line; failing,
+    an `{"error": ...}` line after the output and a clean end (its server/routes.go)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for i in range(5):
+            line = {
+                "model": "llama3",
+                "message": {"role": "assistant", "content": COMPLETION[i::5]},
+                "done": False,
+            }
+            await resp.write(json.dumps(line).encode() + b"\n")
+            await asyncio.sleep(0.005)
+        last = (
+            {"error": "model runner stopped"} if fail else {"model": "llama3", "done": True, "eval_count": 5}
+        )
+        await resp.write(json.dumps(last).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["done", "error-line"])
+async def test_a_json_lines_stream_becomes_a_case_that_reproduces_it(
+    fail: bool, upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path, capsys: Any
+) -> None:
+    """The rebuilt body is JSON lines again, replayed as the proxy reads them: SSE frames under
+    an x-ndjson label read as `wrong_content_type`, and lost the error line's verdict."""
+    running = await proxy(await upstream(ollama_ndjson(fail)))
+    body = {"model": "llama3", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    async with http.post(
+        running.url / "api/chat", json=body, headers={"X-Client-Request-Id": "nd-1"}
+    ) as resp:
+        await resp.read()
+    await running.record()
+    async with http.get(running.metrics_url / "streams/nd-1/evidence") as resp:
+        (tmp_path / "evidence.json").write_bytes(await resp.read())
+    evidence = json.loads((tmp_path / "evidence.json").read_text())
+    recorded = evidence["stream"]
+    want = ("upstream_error", ["error_event"]) if fail else ("complete", [])
+    assert (recorded["outcome"], recorded["anomalies"]) == want
+    assert '"done"' in json.dumps(evidence["frames"])  # Ollama's end marker, legible in evidence
+    out = tmp_path / "conformance"
+    assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out", str(out)]) == 0
+    assert "(reproduced)" in capsys.readouterr().out
+    (case_path,) = (out / "cases").glob("*.json")
+    case = load(case_path)
+    assert observed(case.replay_timed()) == recorded
+    (stream_path,) = (out / "streams").iterdir()
+    assert b"data:" not in stream_path.read_bytes()  # JSON lines, as they came
+    assert PROMPT not in case_path.read_text() and COMPLETION[0::5] not in stream_path.read_text()
+
+
 def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

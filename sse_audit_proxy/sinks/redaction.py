@@ -39,10 +39,13 @@ _TOKENS = (
 # name their keys and tokens (x-goog-api-key, anthropic-api-key, ocp-apim-subscription-key,
 # x-access-token, x-amz-security-token, x-upstream-cookie, x-amzn-remapped-authorization).
 # Rate-limit headers name token counts ("...-tokens", "...-tokens-reset"): `token` only at
-# the end of a name, so they stay.
+# the end of a name, so they stay. `session` only as a session's ID, token or key, or alone:
+# Azure's `azureml-model-session` names the model deployment that answered, evidence worth
+# keeping.
 _SECRET_NAME = re.compile(
     r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
-    r"|token$|secret|passw(?:or)?d|credential|cookie|session|signature|authori[sz]ation|jwt"
+    r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|(?:^|[-_])session$(?<!model-session)"
+    r"|signature|authori[sz]ation|jwt"
 ).search
 # In a header value: `scheme://user:password@`, and a secret-named parameter's value, as a
 # query string, a cookie, JSON or AWS's SigV4 header write it (`&api_key=...`, `session=...`,
@@ -54,6 +57,13 @@ _SECRET_PAIR = re.compile(
     r"(?:api[-_]?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
     r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*[:=]\s*)"
     r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}]+)"
+)
+# The same in camelCase or PascalCase (`"accessToken":`, `"clientSecret":`, Azure's
+# `AccountKey=` and `SharedAccessKey=`): a secret word after a lower-case letter or digit.
+# `"maxTokens": 100` stays: the word must end the name.
+_CAMEL_PAIR = re.compile(
+    r"((?<![A-Za-z0-9])[A-Za-z0-9]*[a-z0-9](?:Token|Key|Secret|Passw(?:or)?d|Pwd|Signature|Credential|Jwt)"
+    r"['\"]?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}]+)"
 )
 # Keys of well-known shapes, wherever they sit in a value: Google API keys and OAuth tokens,
 # AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub and Slack tokens.
@@ -123,6 +133,7 @@ class Redactor:
         value = self.scrub(value)
         value = _USERINFO.sub(rf"\1{REDACTED}@", value)
         value = _SECRET_PAIR.sub(rf"\1{REDACTED}", value)
+        value = _CAMEL_PAIR.sub(rf"\1{REDACTED}", value)
         return _SHAPED.sub(REDACTED, value)
 
     def _suspect(self, text: str) -> bool:

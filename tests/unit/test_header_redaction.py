@@ -24,6 +24,8 @@ SECRET_NAMED = [
     "X-Auth-Token",
     "x-amz-security-token",
     "X-Session-Id",
+    "X-Session-Token",
+    "Session",
     "X-Upstream-Cookie",
     "X-Client-Secret",
     "X-Db-Password",
@@ -51,6 +53,9 @@ KEPT = {
     "cache-control": "no-cache, must-revalidate",
     "link": "<https://example.com/docs?page=2>; rel=next",
     "server-timing": "upstream;dur=12.5, auth;dur=1",
+    # Azure OpenAI: the model deployment that answered, not a session credential.
+    "azureml-model-session": "d106-20240613214326",
+    "x-debug": '{"maxTokens": 100, "completionTokens": 5, "inputTokenCount": 7}',
 }
 
 
@@ -130,3 +135,23 @@ def test_a_secret_named_parameter_never_shows_its_value(
 ) -> None:
     value = before + " " + form.format(n=name, s=secret) + " " + after
     assert secret not in Redactor().header("X-Anything", value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"accessToken":"T0PSECRET"}',
+        '{"sessionToken": "T0PSECRET"}',
+        '{"secretAccessKey":"T0PSECRET"}',
+        '{"clientSecret":"T0PSECRET"}',
+        '{"refreshToken":"T0PSECRET"}',
+        '{"apiToken":"T0PSECRET"}',
+        "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=T0PSECRET;EndpointSuffix=x",
+        "Endpoint=sb://x/;SharedAccessKeyName=n;SharedAccessKey=T0PSECRET",
+    ],
+)
+def test_camel_and_pascal_case_credential_pairs_are_scrubbed(value: str) -> None:
+    """JSON written by JavaScript and Azure connection strings name their secrets in camel or
+    Pascal case; the pairs' other spellings (access_token, x-api-key) were already scrubbed."""
+    shown = Redactor().header("x-debug", value)
+    assert "T0PSECRET" not in shown and REDACTED in shown

@@ -11,6 +11,7 @@ unreachable, cut by either side, aborted at shutdown.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import ssl
 import time
@@ -182,6 +183,18 @@ def _held_info(scanner: BodyScanner, held: _Held) -> RequestInfo:
     _scan(scanner, held.parts, held.ended)
     held.parts = []
     return scanner.info(complete=held.ended)
+
+
+async def _from_client(request: Request, conn: Connection) -> bytes:
+    """The next piece of the request body. The upstream's idle clock stops while the client is
+    waited for (its pauses are --body-timeout's, not the upstream's silence: an upload that
+    paused longer than --idle-timeout was a 504 blamed on the upstream); conn.write() restarts
+    it, and so does the body's end."""
+    conn.last_read = math.inf
+    try:
+        return await request.readany()
+    finally:
+        conn.last_read = min(conn.last_read, time.monotonic())
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:
@@ -581,7 +594,7 @@ class Proxy:
         if not held.ended:
             cap = self.config.max_body_bytes
             size = held.size
-            while chunk := await request.readany():
+            while chunk := await _from_client(request, conn):
                 size += len(chunk)
                 if size > cap:
                     raise _BodyTooLarge

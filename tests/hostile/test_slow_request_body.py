@@ -188,3 +188,30 @@ async def test_a_client_that_never_reads_a_large_answer_is_ended_by_the_total_ti
     assert [(e["status"], e.get("error")) for e in ends] == [(200, "total_timeout")], ends
     assert ended and got < size // 2, got
     assert ends[0]["bytes"] < size
+
+
+async def test_an_upload_pause_longer_than_the_idle_timeout_is_not_blamed_on_the_upstream() -> None:
+    """The upstream's idle clock ran while the proxy waited for the client's body: a pause of
+    1.5 s with --idle-timeout 1 was `504 upstream_idle_timeout` and a `timeout` stream, an
+    upstream alert for a slow client. A pause within --body-timeout is the client's to take."""
+    first, rest = BODY + b"x" * 100_000, b'hi"}]}'  # past the 64 KiB held before the upstream
+    async with (
+        raw_upstream(ok) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}"), "--idle-timeout", "1", "--body-timeout", "5") as child,
+    ):
+        assert child.url.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        try:
+            writer.write(head(len(first) + len(rest)) + first)
+            await writer.drain()
+            await asyncio.sleep(1.6)
+            writer.write(rest)
+            await writer.drain()
+            answer = await asyncio.wait_for(read_response_head(reader, 5), 6)
+        finally:
+            writer.close()
+        assert await until(lambda: records(child), 5)
+        (rec,) = records(child)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert rec["status"] == 200 and rec.get("error") is None, rec
+    assert up.requests[0].body.endswith(rest)

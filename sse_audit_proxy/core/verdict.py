@@ -76,11 +76,11 @@ class Thresholds:
     # ... and the content frames were released, not paced: at least `buffered_gap_share` of the
     # gaps between successive content frames are shorter than `buffered_max_gap`, or they are on
     # average. Measured through the proxy (docs/operate/verdicts.md): releases (one write, nginx
-    # gzipping, uvicorn or LiteLLM writing pre-computed chunks) had 91-100 % of their content
-    # gaps under 0.2 ms and a mean under 0.14 ms; decoders at 700-3,000 tokens/s had means of
-    # 0.20 ms and more (3,000/s: 0.20-0.33), and at most 61 % of their gaps under 0.2 ms (reads
-    # the proxy coalesced).
-    buffered_max_gap: float = 0.0002
+    # gzipping, uvicorn writing pre-computed chunks) had gaps of a few microseconds; LiteLLM's
+    # /v1/responses bridge, a Python replay of a withheld answer, means of 0.1 to 0.32 ms (a
+    # 0.2 ms line missed it in two runs of three); decoders at 700 to 1,250 tokens/s 0.8 ms and
+    # more. Faster decoders' short answers cannot be told from a release (the documented limit).
+    buffered_max_gap: float = 0.0005
     buffered_gap_share: float = 0.75
     # bursty: a "burst" is a clump of content frames, each read within `bursty_max_spacing` of
     # the one before, at least `bursty_min_clump` frames, after `bursty_min_silence` without any

@@ -92,4 +92,4 @@ async def test_fast_decoder_short_answer_is_not_buffered_and_a_release_still_is(
         assert rec["anomalies"] == [], rec
     assert released["outcome"] == "complete" and released["content_frames"] == 30, released
     assert released["anomalies"] == ["buffered"], released
-    assert "of the 29 gaps between them under 0.2 ms" in released["reasons"][0], released
+    assert "of the 29 gaps between them under 0.5 ms" in released["reasons"][0], released

@@ -251,7 +251,7 @@ def content_times(wire: Wire, api: str) -> list[float]:
 def buffered(times: list[float]) -> bool | None:
     """The documented rule (5+ content frames, the first after 50 ms or more and at 80% or more
     of the wait for the last, then less than 2 ms apart on average, and released rather than
-    paced: 75% of the gaps under 0.2 ms, or their mean), read with a margin: True only when it
+    paced: 75% of the gaps under 0.5 ms, or their mean), read with a margin: True only when it
     holds by far, False when it cannot hold, None in between.
 
     The raw fetch and the proxied run are two requests: a stream whose frames come 4 ms apart
@@ -260,7 +260,7 @@ def buffered(times: list[float]) -> bool | None:
         return False
     spacing = (times[-1] - times[0]) / (len(times) - 1)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    released = sum(g < 0.0001 for g in gaps) >= 0.9 * len(gaps) or spacing < 0.0001
+    released = sum(g < 0.00025 for g in gaps) >= 0.9 * len(gaps) or spacing < 0.00025
     if times[0] >= 0.3 and times[0] >= 0.95 * times[-1] and spacing < 0.0005 and released:
         return True
     return None

@@ -158,9 +158,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=positive_float,
         default=60.0,
         metavar="SECONDS",
-        help="seconds without a byte (on a stream, without a data frame: keep-alive comments "
-        "do not count) before a request counts as stalled; a request takes at most 10 times "
-        "this in all (default: 60)",
+        help="seconds without a byte (keep-alive comments count: a reasoning model may think for "
+        "minutes behind them) before a request counts as stalled; a request, or a stream of "
+        "keep-alives alone, takes at most 10 times this in all (default: 60)",
     )
     p.set_defaults(run=run)
 

@@ -114,8 +114,11 @@ async def read_response_head(reader: asyncio.StreamReader, timeout: float) -> by
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
 
 
-async def read_to_close(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bool]:
-    """(bytes, closed): read until the peer closes, or `timeout` passes."""
+async def read_to_close(
+    reader: asyncio.StreamReader, timeout: float, until: bytes | None = None
+) -> tuple[bytes, bool]:
+    """(bytes, closed): read until the peer closes, `timeout` passes, or what was read ends
+    with `until` (an answer whose end is known: no wait for a keep-alive connection's close)."""
     out = bytearray()
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -128,6 +131,8 @@ async def read_to_close(reader: asyncio.StreamReader, timeout: float) -> tuple[b
         if not chunk:
             return bytes(out), True
         out.extend(chunk)
+        if until is not None and out.endswith(until):
+            return bytes(out), False
     return bytes(out), False
 
 

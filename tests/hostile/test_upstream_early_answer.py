@@ -72,7 +72,7 @@ async def upload(port: int, size: int, *, pace: float = 0.0, timeout: float = 10
                 await asyncio.sleep(pace)
 
     sending = asyncio.create_task(send())
-    got, _ = await read_to_close(reader, timeout)
+    got, _ = await read_to_close(reader, timeout, until=b"0\r\n\r\n")
     sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sending

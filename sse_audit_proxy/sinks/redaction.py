@@ -44,7 +44,7 @@ _TOKENS = (
 # keeping.
 _SECRET_NAME = re.compile(
     r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
-    r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|(?:^|[-_])session$(?<!model-session)"
+    r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|^session$"
     r"|signature|authori[sz]ation|jwt"
 ).search
 # In a header value: `scheme://user:password@`, and a secret-named parameter's value, as a

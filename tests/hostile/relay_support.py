@@ -119,3 +119,42 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
         body += (await reader.readexactly(size + 2))[:-2]
         if size == 0:
             return head, body
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def owned_upstream(handler: Handler) -> AsyncIterator[int]:
+    """A raw upstream whose `handler` owns each connection (reads what it likes of a request,
+    answers when it likes); yields its port."""
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(handler(reader, writer), 20)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(run, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def read_body(reader: asyncio.StreamReader, head: bytes) -> int:
+    """A request's body read whole, by its Content-Length or its chunks; its size."""
+    fields = head.lower()
+    if b"content-length:" in fields:
+        length = int(fields.split(b"content-length:")[1].split(b"\r\n")[0])
+        return len(await reader.readexactly(length))
+    total = 0
+    for _ in range(100_000):  # chunked: bounded
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        await reader.readexactly(size + 2)
+        total += size
+        if size == 0:
+            break
+    return total

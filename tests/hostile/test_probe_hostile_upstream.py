@@ -68,8 +68,9 @@ async def plain_answer(writer: asyncio.StreamWriter) -> None:
     await writer.drain()
 
 
-async def healthy_stream(writer: asyncio.StreamWriter) -> None:
-    writer.write(SSE_HEAD + chunk(ROLE))
+async def healthy_stream(writer: asyncio.StreamWriter, *, head: bool = True) -> None:
+    """A whole, healthy chat stream; `head=False`: its response head was written already."""
+    writer.write((SSE_HEAD if head else b"") + chunk(ROLE))
     for word in (b"hi", b" there"):
         writer.write(chunk(CHUNK % (b'"delta":{"content":"%s"}' % word)))
     writer.write(chunk(CHUNK % b'"delta":{},"finish_reason":"stop"'))
@@ -206,12 +207,7 @@ async def test_a_route_that_thinks_behind_keepalives_longer_than_the_timeout_pas
             writer.write(chunk(b": OPENROUTER PROCESSING\n\n"))
             await writer.drain()
             await asyncio.sleep(0.2)
-        writer.write(chunk(ROLE))
-        for word in (b"hi", b" there"):
-            writer.write(chunk(CHUNK % (b'"delta":{"content":"%s"}' % word)))
-        writer.write(chunk(CHUNK % b'"delta":{},"finish_reason":"stop"'))
-        writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
-        await writer.drain()
+        await healthy_stream(writer, head=False)
 
     async with raw_upstream(script) as up:
         _, out, _, _ = await probe(up.port, 0.5, 60)

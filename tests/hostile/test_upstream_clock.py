@@ -15,15 +15,13 @@ negative or missing, and `request_sent_ms` is the upload's real end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from peers import Child, read_to_close, serve
+from relay_support import owned_upstream, read_body
 from yarl import URL
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 LATE = 1.0  # seconds the client holds back the end of its body
 
@@ -43,18 +41,6 @@ ANSWER = (
     + sse(chunk({}, "stop"), b"[DONE]")
     + b"0\r\n\r\n"
 )
-
-
-async def read_body(reader: asyncio.StreamReader, head: bytes) -> None:
-    fields = head.lower()
-    if b"content-length:" in fields:
-        await reader.readexactly(int(fields.split(b"content-length:")[1].split(b"\r\n")[0]))
-        return
-    for _ in range(10_000):  # chunked: bounded
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        await reader.readexactly(size + 2)
-        if size == 0:
-            return
 
 
 async def fast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -86,23 +72,6 @@ async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     await read_body(reader, head)
     writer.write(ANSWER)
     await writer.drain()
-
-
-@contextlib.asynccontextmanager
-async def upstream(handler: Handler) -> AsyncIterator[int]:
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(handler(reader, writer), 20)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(run, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
 
 
 async def slow_upload(port: int, trace: str, *, size: int, chunked: bool, late: float) -> bytes:
@@ -147,7 +116,7 @@ async def test_a_slow_upload_is_not_the_upstreams_ttft_nor_buffering() -> None:
     # A small body (held whole before the upstream is contacted) and a large chunked one (the
     # head goes to the upstream at once, the body streams after it).
     cases = {"small": (4_000, False), "chunked": (200_000, True), "prompt": (4_000, False)}
-    async with upstream(fast) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+    async with owned_upstream(fast) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
         assert child.url.port is not None
         for trace, (size, chunked) in cases.items():
             late = 0.0 if trace == "prompt" else LATE
@@ -166,7 +135,7 @@ async def test_a_slow_upload_is_not_the_upstreams_ttft_nor_buffering() -> None:
 
 
 async def test_an_answer_before_the_body_ends_stops_the_upstreams_clock() -> None:
-    async with upstream(early) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+    async with owned_upstream(early) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
         assert child.url.port is not None
         got = await slow_upload(child.url.port, "early", size=200_000, chunked=True, late=LATE)
         (rec,) = await records(child, ["early"])
@@ -182,7 +151,7 @@ async def test_tokens_paced_during_the_upload_are_not_buffered() -> None:
     """The reviewer's case: the tokens came 50 ms apart while the client uploaded for a second;
     the proxy read them only after the upload, at once. Timed from the early head, the stream
     was `buffered` (TTFT the upload's length, every token within a millisecond)."""
-    async with upstream(early_pacing) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+    async with owned_upstream(early_pacing) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
         assert child.url.port is not None
         got = await slow_upload(child.url.port, "paced", size=200_000, chunked=True, late=LATE)
         (rec,) = await records(child, ["paced"])

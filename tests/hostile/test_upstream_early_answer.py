@@ -19,34 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from peers import read_to_close, serve
+from relay_support import owned_upstream, read_body
 from yarl import URL
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 REFUSAL = b'{"error":{"message":"payload too large","code":"too_big"}}'
 MiB = 1 << 20
-
-
-@contextlib.asynccontextmanager
-async def upstream(handler: Handler) -> AsyncIterator[int]:
-    """A raw upstream whose `handler` owns each connection (reads what it likes of a request)."""
-
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(handler(reader, writer), 20)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(run, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
 
 
 def request_head(length: int) -> bytes:
@@ -97,19 +77,13 @@ async def refuse_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 async def test_an_early_refusal_then_reset_reaches_the_client() -> None:
     trials = 6
-    async with upstream(refuse_and_close) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+    async with owned_upstream(refuse_and_close) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
         answers = [await upload(child.url.port, MiB) for _ in range(trials)]
         await asyncio.sleep(0.3)  # the records are written
     firsts = [a.split(b"\r\n", 1)[0] for a in answers]
     assert firsts == [b"HTTP/1.1 413 Payload Too Large"] * trials, answers[0][-300:]
     assert all(a.endswith(REFUSAL) for a in answers)
     assert records(child) == [(413, None)] * trials
-
-
-async def read_body(reader: asyncio.StreamReader, head: bytes) -> int:
-    """The request body (its Content-Length) read whole; its size."""
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    return len(await reader.readexactly(length))
 
 
 async def duplex(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -125,7 +99,7 @@ async def duplex(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 async def test_an_early_2xx_gets_the_whole_body() -> None:
     size = 8 * MiB
     async with (
-        upstream(duplex) as port,
+        owned_upstream(duplex) as port,
         serve(URL(f"http://127.0.0.1:{port}"), "--idle-timeout", "2") as child,
     ):
         got = await upload(child.url.port, size, timeout=15)
@@ -144,7 +118,7 @@ async def refuse_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
 
 async def test_a_refusal_before_the_body_ended_is_relayed_with_connection_close() -> None:
-    async with upstream(refuse_and_wait) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+    async with owned_upstream(refuse_and_wait) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
         got = await upload(child.url.port, 32 * MiB)  # more than the sockets between hold
         await asyncio.sleep(0.3)
     head, _, body = got.partition(b"\r\n\r\n")
@@ -162,7 +136,7 @@ async def read_all_then_answer(reader: asyncio.StreamReader, writer: asyncio.Str
 async def test_an_upload_slower_than_the_idle_timeout_is_not_cut() -> None:
     size = 2 * MiB
     async with (
-        upstream(read_all_then_answer) as port,
+        owned_upstream(read_all_then_answer) as port,
         serve(URL(f"http://127.0.0.1:{port}"), "--idle-timeout", "1") as child,
     ):
         got = await upload(child.url.port, size, pace=0.2)  # about 3 s in all

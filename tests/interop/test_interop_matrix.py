@@ -418,7 +418,9 @@ def test_buffered_is_judged_on_the_same_request(matrix: Matrix, api: str, model:
     call = Call("raw", api, model, "hello")
     proxy = matrix.proxies["litellm"]
     clear = 0
-    for attempt in range(3):
+    for attempt in range(6):  # bounded; a busy machine may blur the first ones
+        if clear >= 2:
+            break
         trace = f"buffered-{api}-{attempt}-{uuid.uuid4().hex[:6]}"
         wire = fetch(
             proxy.url + api_path(call),

@@ -209,9 +209,7 @@ class Connection(asyncio.Protocol):
             self._read_left()
         self.dead = True
         self._pool._forget(self)
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
         if self._parser is None or self.body_done:
             return
         if self.status and not self.chunked and self.content_length is None and not self.head_only:
@@ -312,6 +310,8 @@ class Connection(asyncio.Protocol):
         head = self._head
         if head is not None and not head.done():
             head.set_result(None)
+        if self._takes_no_body():
+            self._wake_writer()  # an upload blocked on an upstream that stopped reading
         if self._sink is None and self.transport is not None:
             self.transport.pause_reading()  # until the relay is ready for the body
         if self.head_only or status in _NO_BODY_STATUS:
@@ -382,14 +382,25 @@ class Connection(asyncio.Protocol):
         and waited for a body end that never came. Body bytes the upstream takes are progress
         for the idle clock: it is not idle while it reads a slow upload.
         """
-        status = self.status
-        if self.transport is None or self.dead or (status and (status >= 400 or not self.keep_alive)):
+        if self.transport is None or self._takes_no_body():
             return False
         self.transport.write(data)
         if self._write_waiter is not None:
-            await self._write_waiter
+            await self._write_waiter  # also woken by an answer that takes no more of the body
         self.last_read = self.upload_done_at = _monotonic()  # sent before the relay pauses
-        return not self.dead
+        return not self._takes_no_body()
+
+    def _takes_no_body(self) -> bool:
+        """The rest of the request body has nowhere to go: the upstream is gone, refused it,
+        is closing, or has answered in full (an upstream that stops reading after its answer
+        held the upload, and the client's answer behind it, until it closed)."""
+        status = self.status
+        return self.dead or self.body_done or bool(status and (status >= 400 or not self.keep_alive))
+
+    def _wake_writer(self) -> None:
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def response_head(self) -> None:
         assert self._head is not None
@@ -439,6 +450,7 @@ class Connection(asyncio.Protocol):
     def _message_complete(self) -> None:
         self.body_done = True
         self._finish(End.UPSTREAM_EOF)
+        self._wake_writer()
 
     def _finish(self, end: End) -> None:
         if end is not End.UPSTREAM_EOF:

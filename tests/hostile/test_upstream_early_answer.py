@@ -10,6 +10,9 @@
   sending at once, and the request died at the idle timeout. Now the body is sent whole.
 - When the proxy stops sending (the upstream refused the body), it closes the client's
   connection after the answer: the relayed head now says `Connection: close`.
+- An answer (a refusal, or a `2xx` in full) from an upstream that then reads no more and keeps
+  the connection open: the upload stalled, and the answer waited behind it until the upstream
+  closed, with no timer left running. The answer now stops the upload and is relayed at once.
 - An upload slower than `--idle-timeout`: the idle clock ran from the request's start, so the
   upstream, waiting for the body, was timed out (`504`); body bytes taken by the upstream are
   progress now.
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from peers import read_to_close, serve
 from relay_support import owned_upstream, read_body
 from yarl import URL
@@ -36,9 +42,12 @@ def request_head(length: int) -> bytes:
     )
 
 
-async def upload(port: int, size: int, *, pace: float = 0.0, timeout: float = 10.0) -> bytes:
+async def upload(
+    port: int, size: int, *, pace: float = 0.0, timeout: float = 10.0, until: bytes = b"0\r\n\r\n"
+) -> bytes:
     """POST a `size`-byte body while reading the answer (the whole body at once, or in 16
-    pieces `pace` seconds apart); what came back before the proxy closed (or `timeout`)."""
+    pieces `pace` seconds apart); what came back before the proxy closed, the answer ended
+    with `until`, or `timeout` passed."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b"{" + b" " * (size - 2) + b"}"
     writer.write(request_head(size))
@@ -52,7 +61,7 @@ async def upload(port: int, size: int, *, pace: float = 0.0, timeout: float = 10
                 await asyncio.sleep(pace)
 
     sending = asyncio.create_task(send())
-    got, _ = await read_to_close(reader, timeout, until=b"0\r\n\r\n")
+    got, _ = await read_to_close(reader, timeout, until=until)
     sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sending
@@ -109,22 +118,42 @@ async def test_an_early_2xx_gets_the_whole_body() -> None:
     assert records(child) == [(200, None)]
 
 
+HOLD = 15.0  # how long the upstreams below keep a connection open after answering
+
+
 async def refuse_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Refuses after the head and keeps the connection open, reading nothing more."""
     await reader.readuntil(b"\r\n\r\n")
     writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}")
     await writer.drain()
-    await asyncio.sleep(5)
+    await asyncio.sleep(HOLD)
 
 
-async def test_a_refusal_before_the_body_ended_is_relayed_with_connection_close() -> None:
-    async with owned_upstream(refuse_and_wait) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+async def answer_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers `200` in full after the head and keeps the connection open, reading nothing."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    await writer.drain()
+    await asyncio.sleep(HOLD)
+
+
+@pytest.mark.parametrize(("upstream", "status"), [(refuse_and_wait, 401), (answer_and_wait, 200)])
+async def test_an_answer_before_the_body_ended_is_relayed_at_once_with_connection_close(
+    upstream: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], status: int
+) -> None:
+    """The upload stalls on an upstream that reads no more; its answer reached the client only
+    when the upstream closed (the answer in full had stopped the request's timers: an upstream
+    that never closed held the client for ever)."""
+    async with owned_upstream(upstream) as port, serve(URL(f"http://127.0.0.1:{port}")) as child:
+        began = time.monotonic()
         got = await upload(child.url.port, 32 * MiB)  # more than the sockets between hold
+        took = time.monotonic() - began
         await asyncio.sleep(0.3)
     head, _, body = got.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 401 "), got[:300]
+    assert head.startswith(b"HTTP/1.1 %d " % status), got[:300]
     assert b"\r\nConnection: close" in head and body == b"{}", got[:300]
-    assert records(child) == [(401, None)]
+    assert took < HOLD / 3, f"answered after {took:.1f} s"
+    assert records(child) == [(status, None)]
 
 
 async def read_all_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -139,7 +168,8 @@ async def test_an_upload_slower_than_the_idle_timeout_is_not_cut() -> None:
         owned_upstream(read_all_then_answer) as port,
         serve(URL(f"http://127.0.0.1:{port}"), "--idle-timeout", "1") as child,
     ):
-        got = await upload(child.url.port, size, pace=0.2)  # about 3 s in all
+        # About 3 s in all; the answer has a length, and the connection stays open after it.
+        got = await upload(child.url.port, size, pace=0.2, until=b"\r\n\r\n%d" % size)
         await asyncio.sleep(0.3)
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
     assert got.endswith(b"\r\n\r\n%d" % size)

@@ -58,6 +58,14 @@ BODY_HIGH_WATER = 1 << 16
 # Pipelined requests waiting behind the current one before the socket is read no further.
 MAX_QUEUED = 8
 BACKLOG = 128  # aiohttp's TCPSite default
+# After an answer that leaves the client's request partly unread (a refused or too-large body,
+# a refused head), the connection closes in stages (RFC 9112 9.6): our side is shut after the
+# answer, and what the client still sends is read and discarded for at most LINGER_TIME
+# seconds, until a pause of LINGER_PAUSE (nginx's lingering_time and lingering_timeout). A close
+# with unread bytes is a reset: node's fetch, still uploading, failed with ECONNRESET instead
+# of returning the 413 (four times in five), and an answer still in our socket is dropped.
+LINGER_TIME = 30.0
+LINGER_PAUSE = 5.0
 
 _log = structlog.get_logger("sse_audit_proxy")
 
@@ -308,6 +316,8 @@ class ClientConnection(asyncio.Protocol):
         "_idle_timer",
         "_in_message",
         "_last_keep_alive",
+        "_linger_heard",
+        "_linger_until",
         "_loop",
         "_parser",
         "_parsing",
@@ -348,6 +358,8 @@ class ClientConnection(asyncio.Protocol):
         self._reading_paused = False
         self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._linger_until = 0.0  # lingering (see LINGER_TIME) until then; 0: not lingering
+        self._linger_heard = False  # bytes discarded since the last look
 
     # asyncio.Protocol ------------------------------------------------------------------
 
@@ -362,6 +374,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._stopped or (self._closing and self._current is None):
+            self._linger_heard = True  # not read: discarded (only lingering reads go on here)
             return
         idle = self._current is None and self._parsing is None and not self._queue
         if idle and self._head_timer is None:
@@ -592,7 +605,7 @@ class ClientConnection(asyncio.Protocol):
             _log.exception("parse_error_answer_failed")
             answer = Answer(500)
         self._write_answer(stand_in, answer, False)
-        self._close()
+        self._linger()  # the client may still be sending the rest of what was refused
 
     def _upgraded(self) -> None:
         """llhttp stops at the end of a head asking to switch protocols (and at CONNECT).
@@ -658,7 +671,10 @@ class ClientConnection(asyncio.Protocol):
         if not keep_alive:
             if self._failed_head is not None:
                 self._answer_failed_head()
-            self._close()
+            elif request.body_complete:
+                self._close()
+            else:
+                self._linger()  # the client may still be sending the body we left unread
             return
         queue = self._queue
         if queue:
@@ -763,6 +779,33 @@ class ClientConnection(asyncio.Protocol):
         self._closing = True
         if self._current is None:
             self._close()
+
+    def _linger(self) -> None:
+        """Close once the client has had the chance to read its answer (see LINGER_TIME): our
+        side is shut (the client sees the answer's end), what it still sends is discarded."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._stopped = True
+        self._disarm_head_timer()
+        self._cancel_idle_timer()
+        self._held = b""
+        self._linger_until = self._loop.time() + LINGER_TIME
+        self._linger_heard = False
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the client's read ends with a FIN
+        self._resume_reading()
+        self._idle_timer = self._loop.call_later(LINGER_PAUSE, self._linger_check)
+
+    def _linger_check(self) -> None:
+        self._idle_timer = None
+        if self.transport is None:
+            return
+        if self._linger_heard and self._loop.time() < self._linger_until:
+            self._linger_heard = False
+            self._idle_timer = self._loop.call_later(LINGER_PAUSE, self._linger_check)
+            return
+        self._close()
 
     def _close(self) -> None:
         self._stopped = True

@@ -734,7 +734,7 @@ class Proxy:
             # ran after the handler): whoever saw the end can count on the record.
             if transport is not None:
                 behind = request.conn.writing_paused
-                _end_response(transport, relayed, client_chunked, keep_alive, behind)
+                _end_response(transport, relayed, client_chunked, behind)
         return resp
 
     def _response_head(
@@ -1031,15 +1031,13 @@ class _Relay:
         return end.result()
 
 
-def _end_response(
-    transport: asyncio.Transport, end: End, chunked: bool, keep_alive: bool, behind: bool
-) -> None:
+def _end_response(transport: asyncio.Transport, end: End, chunked: bool, behind: bool) -> None:
     """`behind`: more than the write buffer's high-water mark waits for the client."""
     if end is End.UPSTREAM_EOF:
         if chunked and not transport.is_closing():
             transport.write(b"0\r\n\r\n")
-        if not keep_alive:
-            transport.close()
+        # Not kept alive: the server closes it as the handler returns, in stages when the
+        # client may still be sending the body (http_server.LINGER_TIME).
     elif end is End.SLOW_CLIENT or behind:
         # Drop what the client would not take: a close waits for it to be read, and a client
         # that reads nothing held its connection for ever after a timeout ended its request.

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
+from sse_audit_proxy.server import http_server
 from tests.reliability_support import Tally, raw_exchange, streaming_handler
 
 
@@ -94,3 +96,60 @@ async def test_a_field_value_that_never_ends_is_refused_431_before_it_is_all_hel
     # long before the 16 MiB the client would send.
     assert sent < 12 << 20
     assert tally.requests == 0
+
+
+async def _read_answer(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bool]:
+    """What arrived until the server shut its side (True) or `timeout` passed (False)."""
+    out = b""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                out += chunk
+            return out, True
+    return out, False
+
+
+async def test_a_refused_upload_closes_in_stages_and_lingers_a_bounded_time(
+    upstream: Any, proxy: Any, monkeypatch: Any
+) -> None:
+    """A body over --max-body-bytes: the answer, then our side shut at once (the client reads
+    the answer's end), then the connection kept while the client still sends, within bounds."""
+    monkeypatch.setattr(http_server, "LINGER_TIME", 1.0)
+    monkeypatch.setattr(http_server, "LINGER_PAUSE", 0.3)
+    tally = Tally()
+    p = await proxy(await echo_upstream(upstream, tally), max_body_bytes=1000)
+    server = p.service.proxy._runner.server
+    port = p.service.proxy.port
+    head = b"POST /v1/a HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+
+    # A client that goes quiet after the refusal is closed after the pause.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b"x" * 100)
+    answer, ended = await _read_answer(reader, 2.0)
+    began = time.monotonic()
+    assert answer.startswith(b"HTTP/1.1 413 ") and ended, answer[:200]
+    for _ in range(300):  # bounded: 3 s
+        if not server.connections:
+            break
+        await asyncio.sleep(0.01)
+    quiet = time.monotonic() - began
+    writer.close()
+    assert not server.connections and quiet < 0.3 + 0.5, f"closed after {quiet:.2f} s"
+
+    # A client that never stops sending is closed at LINGER_TIME, everything it sent discarded.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    answer, ended = await _read_answer(reader, 2.0)
+    assert answer.startswith(b"HTTP/1.1 413 ") and ended, answer[:200]
+    began = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        for _ in range(400):  # bounded: 4 s
+            writer.write(b"x" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            if not server.connections:
+                break
+    endless = time.monotonic() - began
+    writer.close()
+    assert not server.connections and 0.7 < endless < 1.0 + 0.8, f"closed after {endless:.2f} s"
+    assert tally.requests == 0 and len(await p.sink.wait(2)) == 2

@@ -128,10 +128,12 @@ async def test_a_slow_upload_is_not_the_upstreams_ttft_nor_buffering() -> None:
         assert rec["outcome"] == "complete" and rec["content_frames"] == 20, rec
         assert rec["anomalies"] == [], rec  # not `buffered`: the upstream answered at once
         assert 0 <= rec["ttfb_ms"] <= rec["ttft_ms"] < 500, rec
-        assert (rec["request_sent_ms"] >= LATE * 1000) is slow, rec
+        # The proxy's clock starts when it reads the head, which may be a moment after the
+        # client wrote it: the held-back end came about LATE after that, not exactly.
+        assert (rec["request_sent_ms"] >= 0.9 * LATE * 1000) is slow, rec
         # The whole request still counts in the duration.
         assert rec["duration_ms"] + 0.01 >= rec["request_sent_ms"] + rec["ttft_ms"], rec
-        assert (rec["duration_ms"] >= LATE * 1000) is slow, rec
+        assert (rec["duration_ms"] >= 0.9 * LATE * 1000) is slow, rec
 
 
 async def test_an_answer_before_the_body_ends_stops_the_upstreams_clock() -> None:

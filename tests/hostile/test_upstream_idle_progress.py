@@ -28,14 +28,15 @@ FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 CHUNK = b"%x\r\n%s\r\n" % (len(FRAME), FRAME)
 PACE = 0.3  # seconds between the upstream's pieces: well within the 1 s idle timeout
 PIECES = 40  # 12 s of trickle: past the 10 s total timeout
+PACED_FRAMES = 10  # the control: 3 s of frames, three times the idle timeout
 
 
 def trickle(
-    start: bytes, piece: bytes, end: bytes = b""
+    start: bytes, piece: bytes, end: bytes = b"", pieces: int = PIECES
 ) -> Callable[[RawRequest, asyncio.StreamWriter], Awaitable[None]]:
     async def script(_: RawRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(start)
-        for _ in range(PIECES):
+        for _ in range(pieces):
             await asyncio.sleep(PACE)
             writer.write(piece)
             await writer.drain()
@@ -76,11 +77,11 @@ async def test_framing_without_progress_ends_at_the_idle_timeout(case: str) -> N
 
 async def test_body_bytes_are_progress() -> None:
     """The control: frames at the same pace keep a stream alive past the idle timeout."""
-    script = trickle(SSE_HEAD, CHUNK, b"0\r\n\r\n")
+    script = trickle(SSE_HEAD, CHUNK, b"0\r\n\r\n", PACED_FRAMES)
     args = ("--idle-timeout", "1", "--total-timeout", "30")
     async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}"), *args) as child:
         got = await asyncio.wait_for(raw_exchange(child.url.port, REQUEST, timeout=20.0), 25)
         await asyncio.sleep(0.2)
-    assert got.count(FRAME) == PIECES and got.endswith(b"0\r\n\r\n"), got[-200:]
+    assert got.count(FRAME) == PACED_FRAMES and got.endswith(b"0\r\n\r\n"), got[-200:]
     ends = child.events("stream_end")
     assert [e["end_reason"] for e in ends] == ["upstream_eof"], ends

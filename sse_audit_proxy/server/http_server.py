@@ -66,6 +66,10 @@ BACKLOG = 128  # aiohttp's TCPSite default
 # of returning the 413 (four times in five), and an answer still in our socket is dropped.
 LINGER_TIME = 30.0
 LINGER_PAUSE = 5.0
+# A close waits for the client to take what is still buffered for it, for at most this long
+# (then the connection is reset): a client that read nothing held its connection, and up to
+# --max-unsent-bytes, for ever after every timeout had passed.
+FLUSH_TIME = 30.0
 
 _log = structlog.get_logger("sse_audit_proxy")
 
@@ -76,6 +80,10 @@ class BadBody(Exception):
 
 class BodyTimeout(Exception):
     """No request body bytes came for the body timeout, or the request's deadline passed."""
+
+
+class BodyWaitStopped(Exception):
+    """The handler stopped a wait for the body (Request.stop_waiting): it wants no more of it."""
 
 
 class _HeadTooLarge(Exception):
@@ -261,6 +269,12 @@ class Request:
         self._buffered = 0
         self.conn._body_drained()
         return data
+
+    def stop_waiting(self) -> None:
+        """A wait for the body (in readany) raises BodyWaitStopped now; the body is unchanged."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(BodyWaitStopped())
 
     async def _wait(self) -> None:
         conn = self.conn
@@ -656,14 +670,14 @@ class ClientConnection(asyncio.Protocol):
             self._task = None
         if self.transport is None:
             return
-        # Closing (nothing more is parsed) waits for the requests already queued: a refused
-        # head after them once took the place of the next one's answer, which was lost.
+        # Closing (nothing more is parsed) and draining wait for the requests already queued:
+        # each gets its answer and its record (a refused head after them once took the place
+        # of the next one's answer; a drain closed on them, unanswered and unrecorded).
         keep_alive = (
             answer.keep_alive
             and request.keep_alive
             and request.body_complete
-            and not (self._closing and not self._queue)
-            and not server.draining
+            and not ((self._closing or server.draining) and not self._queue)
         )
         if not answer.written:
             self._write_answer(request, answer, keep_alive)
@@ -774,6 +788,11 @@ class ClientConnection(asyncio.Protocol):
         self._server.closed(KEEPALIVE_TIMEOUT)
         self._close()
 
+    @property
+    def queued(self) -> bool:
+        """Requests parsed behind the current one wait their turn (pipelined)."""
+        return bool(self._queue)
+
     def close_when_idle(self) -> None:
         """Shutdown: close now if no request is running, else once it is answered."""
         self._closing = True
@@ -811,8 +830,11 @@ class ClientConnection(asyncio.Protocol):
         self._stopped = True
         self._disarm_head_timer()
         self._cancel_idle_timer()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():  # connection_lost cancels it once flushed
+                self._idle_timer = self._loop.call_later(FLUSH_TIME, transport.abort)
 
 
 class _BodyOnly:
@@ -888,6 +910,11 @@ class HttpServer:
     def closed(self, reason: str) -> None:
         if self._on_connection_closed is not None:
             self._on_connection_closed(reason)
+
+    @property
+    def busy(self) -> bool:
+        """A request is being handled, or waits its turn, on some connection."""
+        return any(conn._current is not None or conn.queued for conn in self._connections)
 
     def pre_shutdown(self) -> None:
         """Keep-alive connections close when idle; requests running finish first."""

@@ -43,6 +43,7 @@ from sse_audit_proxy.server.http_server import (
     Answer,
     BadBody,
     BodyTimeout,
+    BodyWaitStopped,
     ClientConnection,
     HttpServer,
     Request,
@@ -186,14 +187,22 @@ def _held_info(scanner: BodyScanner, held: _Held) -> RequestInfo:
 
 
 async def _from_client(request: Request, conn: Connection) -> bytes:
-    """The next piece of the request body. The upstream's idle clock stops while the client is
-    waited for (its pauses are --body-timeout's, not the upstream's silence: an upload that
-    paused longer than --idle-timeout was a 504 blamed on the upstream); conn.write() restarts
-    it, and so does the body's end."""
+    """The next piece of the request body; raises BodyWaitStopped when the upstream answers
+    meanwhile with no use for the rest (a refusal, an answer in full, a close: the answer had
+    waited for the client's next bytes, and became the proxy's 408 at the body timeout).
+
+    The upstream's idle clock stops while the client is waited for (its pauses are
+    --body-timeout's, not the upstream's silence: an upload that paused longer than
+    --idle-timeout was a 504 blamed on the upstream); conn.write() restarts it, and so does
+    the body's end."""
+    if conn.takes_no_body():
+        raise BodyWaitStopped
     conn.last_read = math.inf
+    conn.on_answer = request.stop_waiting
     try:
         return await request.readany()
     finally:
+        conn.on_answer = None
         conn.last_read = min(conn.last_read, time.monotonic())
 
 
@@ -286,8 +295,7 @@ class Proxy:
         if self._runner is not None:
             await self._runner.stop_accepting()  # new connections are refused
             self._runner.server.pre_shutdown()  # keep-alive connections close when idle
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=timeout)
+        await self._drain(timeout)
         self._aborting = True
         running = set(self._inflight)
         for task in running:
@@ -298,6 +306,21 @@ class Proxy:
         if self._runner is not None:
             await self._runner.cleanup()
         self._pool.close()
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for the running requests, and for those pipelined behind them
+        (each starts as the one before it ends, answered 503 with its record: waiting only for
+        the requests running at the start closed on them, unanswered and unrecorded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        server = self._runner.server if self._runner is not None else None
+        while (left := deadline - loop.time()) > 0:
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=left)
+            elif server is not None and server.busy:
+                await asyncio.sleep(0.005)  # the next pipelined request's handler starts
+            else:
+                return
 
     # One request ----------------------------------------------------------------------
 
@@ -355,13 +378,10 @@ class Proxy:
         base: str,
     ) -> Answer:
         if self._draining:
+            # The server closes the connection after it (or after the requests pipelined
+            # behind it, each answered so), and never reads an unread body on.
             return self._refuse(
-                r,
-                503,
-                "the proxy is shutting down; retry",
-                "server_error",
-                "proxy_shutting_down",
-                close=True,
+                r, 503, "the proxy is shutting down; retry", "server_error", "proxy_shutting_down"
             )
         raw_path = request.raw_path
         if request.method == "CONNECT" or not raw_path.startswith("/"):
@@ -594,7 +614,13 @@ class Proxy:
         if not held.ended:
             cap = self.config.max_body_bytes
             size = held.size
-            while chunk := await _from_client(request, conn):
+            while True:
+                try:
+                    chunk = await _from_client(request, conn)
+                except BodyWaitStopped:
+                    return  # the upstream answered (or went): stop sending
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > cap:
                     raise _BodyTooLarge
@@ -689,7 +715,7 @@ class Proxy:
         # closed after the answer (the rest of the body is never read), and the head says so.
         keep_alive = (
             request.keep_alive
-            and not self._draining
+            and not (self._draining and not request.conn.queued)  # as the server decides
             and request.body_complete
             and (client_chunked or conn.content_length is not None or not has_body)
         )

@@ -131,6 +131,7 @@ class Connection(asyncio.Protocol):
         "headers",
         "keep_alive",
         "last_read",
+        "on_answer",
         "reason",
         "sent",
         "status",
@@ -148,6 +149,9 @@ class Connection(asyncio.Protocol):
         self.dead = False  # never to be reused
         self.uses = 0  # requests started on it (more than one: it came from the pool)
         self._write_waiter: asyncio.Future[None] | None = None
+        # Called when the upstream wants no more of the body (see _wake_writer): set by the
+        # proxy while it waits for the client's next body bytes.
+        self.on_answer: Callable[[], None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
         self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
@@ -310,7 +314,7 @@ class Connection(asyncio.Protocol):
         head = self._head
         if head is not None and not head.done():
             head.set_result(None)
-        if self._takes_no_body():
+        if self.takes_no_body():
             self._wake_writer()  # an upload blocked on an upstream that stopped reading
         if self._sink is None and self.transport is not None:
             self.transport.pause_reading()  # until the relay is ready for the body
@@ -382,15 +386,15 @@ class Connection(asyncio.Protocol):
         and waited for a body end that never came. Body bytes the upstream takes are progress
         for the idle clock: it is not idle while it reads a slow upload.
         """
-        if self.transport is None or self._takes_no_body():
+        if self.transport is None or self.takes_no_body():
             return False
         self.transport.write(data)
         if self._write_waiter is not None:
             await self._write_waiter  # also woken by an answer that takes no more of the body
         self.last_read = self.upload_done_at = _monotonic()  # sent before the relay pauses
-        return not self._takes_no_body()
+        return not self.takes_no_body()
 
-    def _takes_no_body(self) -> bool:
+    def takes_no_body(self) -> bool:
         """The rest of the request body has nowhere to go: the upstream is gone, refused it,
         is closing, or has answered in full (an upstream that stops reading after its answer
         held the upload, and the client's answer behind it, until it closed)."""
@@ -398,9 +402,13 @@ class Connection(asyncio.Protocol):
         return self.dead or self.body_done or bool(status and (status >= 400 or not self.keep_alive))
 
     def _wake_writer(self) -> None:
+        """The upload stops waiting: on the upstream's socket, and (`on_answer`) on the client."""
         waiter = self._write_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        on_answer = self.on_answer
+        if on_answer is not None:
+            on_answer()
 
     async def response_head(self) -> None:
         assert self._head is not None

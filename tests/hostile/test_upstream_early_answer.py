@@ -174,3 +174,22 @@ async def test_an_upload_slower_than_the_idle_timeout_is_not_cut() -> None:
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
     assert got.endswith(b"\r\n\r\n%d" % size)
     assert records(child) == [(200, None)]
+
+
+async def test_a_refusal_while_the_client_pauses_its_upload_is_relayed_at_once() -> None:
+    """The client has sent part of its body and pauses, reading: the upstream's refusal waited
+    for the client's next bytes, and at --body-timeout became the proxy's own 408."""
+    async with (
+        owned_upstream(refuse_and_wait) as port,
+        serve(URL(f"http://127.0.0.1:{port}"), "--body-timeout", "5") as child,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(request_head(200_000) + b"{" + b" " * 80_000)  # then nothing more
+        began = time.monotonic()
+        got, _ = await read_to_close(reader, 8.0)
+        took = time.monotonic() - began
+        writer.close()
+        await asyncio.sleep(0.3)
+    assert got.startswith(b"HTTP/1.1 401 ") and b"\r\nConnection: close" in got, got[:300]
+    assert took < 2.5, f"answered after {took:.1f} s"
+    assert records(child) == [(401, None)]

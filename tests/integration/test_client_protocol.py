@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import Any
 
@@ -153,3 +154,35 @@ async def test_a_refused_upload_closes_in_stages_and_lingers_a_bounded_time(
     writer.close()
     assert not server.connections and 0.7 < endless < 1.0 + 0.8, f"closed after {endless:.2f} s"
     assert tally.requests == 0 and len(await p.sink.wait(2)) == 2
+
+
+async def test_a_close_waits_a_bounded_time_for_a_client_that_reads_nothing(
+    upstream: Any, proxy: Any, monkeypatch: Any
+) -> None:
+    """A close waited for the client to take what was still buffered, for ever: a client that
+    read nothing held its connection, and the unsent answer, after every timeout had passed."""
+    monkeypatch.setattr(http_server, "FLUSH_TIME", 0.5)
+    big = b"x" * (16 << 20)  # more than the kernel's buffers between the two take
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=big)
+
+    p = await proxy(await upstream(handler), max_unsent_bytes=64 << 20)
+    server = p.service.proxy._runner.server
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", p.service.proxy.port))
+    try:
+        sock.send(b"GET /v1/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        (record,) = await p.sink.wait(1)
+        began = time.monotonic()
+        for _ in range(300):  # bounded: 3 s
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        held = time.monotonic() - began
+    finally:
+        sock.close()
+    assert record.status == 200
+    assert not server.connections and held < 0.5 + 1.0, f"held {held:.2f} s after the record"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from typing import Any
 
@@ -107,3 +108,40 @@ async def test_sigterm_with_nothing_in_flight_exits_zero_at_once(upstream: Any) 
         code = await asyncio.wait_for(child.wait(), 10)
         assert loop.time() - t0 < 3, "an idle proxy does not wait out the drain timeout"
     assert code == 0
+
+
+@pytest.mark.hostile
+async def test_sigterm_answers_and_records_the_requests_pipelined_behind_a_running_one(
+    upstream: Any,
+) -> None:
+    """The drain waited only for the requests running when it began: two requests pipelined
+    behind a slow one were parsed, then dropped with the connection, with no answer and no
+    record. Each now gets its own answer (503, the last one closing) and its record."""
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/v1/slow":
+            await asyncio.sleep(0.8)
+        return web.Response(body=b"{}", content_type="application/json")
+
+    url = await upstream(handler)
+    async with cli_proxy(url, "--drain-timeout", str(DRAIN)) as (child, proxy_url, _):
+        reader, writer = await asyncio.open_connection(proxy_url.host, proxy_url.port)
+        writer.write(
+            b"GET /v1/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /v1/two HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /v1/three HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await asyncio.sleep(0.3)
+        child.send_signal(signal.SIGTERM)
+        got = b""
+        async with asyncio.timeout(DRAIN + 3):
+            while chunk := await reader.read(65536):
+                got += chunk
+        writer.close()
+        out, _ = await asyncio.wait_for(child.communicate(), DRAIN + 5)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"200", b"503", b"503"], got
+    assert got.count(b"Connection: close") == 1 and got.endswith(b'"proxy_shutting_down"}}'), got
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    records = [(e["status"], e.get("error")) for e in lines if e["event"] == "request_end"]
+    assert records == [(200, None), (503, "proxy_shutting_down"), (503, "proxy_shutting_down")]
+    assert child.returncode == 0

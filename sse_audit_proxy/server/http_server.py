@@ -270,6 +270,14 @@ class Request:
         self.conn._body_drained()
         return data
 
+    def drop_arrived_body(self) -> None:
+        """A body that has all arrived is dropped unread: the connection can go on to the
+        requests pipelined behind it (an unread body closes it)."""
+        if self._eof and self._body:
+            self._body.clear()
+            self._buffered = 0
+            self.conn._body_drained()
+
     def stop_waiting(self) -> None:
         """A wait for the body (in readany) raises BodyWaitStopped now; the body is unchanged."""
         waiter = self._waiter
@@ -809,6 +817,7 @@ class ClientConnection(asyncio.Protocol):
         self._disarm_head_timer()
         self._cancel_idle_timer()
         self._held = b""
+        self._queue = None  # nothing more is served here
         self._linger_until = self._loop.time() + LINGER_TIME
         self._linger_heard = False
         if transport.can_write_eof():
@@ -914,7 +923,9 @@ class HttpServer:
     @property
     def busy(self) -> bool:
         """A request is being handled, or waits its turn, on some connection."""
-        return any(conn._current is not None or conn.queued for conn in self._connections)
+        return any(
+            not conn._stopped and (conn._current is not None or conn.queued) for conn in self._connections
+        )
 
     def pre_shutdown(self) -> None:
         """Keep-alive connections close when idle; requests running finish first."""

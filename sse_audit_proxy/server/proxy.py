@@ -380,6 +380,7 @@ class Proxy:
         if self._draining:
             # The server closes the connection after it (or after the requests pipelined
             # behind it, each answered so), and never reads an unread body on.
+            request.drop_arrived_body()
             return self._refuse(
                 r, 503, "the proxy is shutting down; retry", "server_error", "proxy_shutting_down"
             )

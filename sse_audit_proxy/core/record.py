@@ -30,6 +30,8 @@ class AuditRecord:
     upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
     # The client's W3C `traceparent` (trace ID, the calling span's ID), when it sent a valid one.
     traceparent: tuple[str, str] | None = None
+    # Which attempt of the client's own retries this is (0 the first), when its SDK says so.
+    client_retry: int | None = None
     # For evidence: what was asked (its shape, never its text) and the response head as
     # relayed to the client (the bytes written; redacted when rendered).
     request: RequestInfo | None = None

@@ -554,6 +554,21 @@ def traceparent_ids(value: str | None) -> tuple[str, str] | None:
     return trace, span
 
 
+# The attempt number the openai and anthropic SDKs (Python and TypeScript, and others generated
+# by Stainless) send on each try of a request: 0, then 1, 2... for their automatic retries.
+RETRY_HEADER = "x-stainless-retry-count"
+
+
+def client_retry(value: str | None) -> int | None:
+    """The retry count a client said (`RETRY_HEADER`), if it is a small whole number."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not (0 < len(value) <= 3 and value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
 def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, bool]:
     """The client's trace ID (sanitised), and whether it came from the client at all.
 

@@ -30,9 +30,11 @@ from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lin
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import (
+    RETRY_HEADER,
     TRACE_HEADER,
     BodyScanner,
     RequestInfo,
+    client_retry,
     trace_id_from,
     traceparent_ids,
 )
@@ -336,6 +338,7 @@ class Proxy:
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
         )
         rec.traceparent = traceparent_ids(request.headers.get("traceparent"))
+        rec.client_retry = client_retry(request.headers.get(RETRY_HEADER))
         r = Recording(rec, started, self._sinks)
         try:
             return await self._handle(request, r, from_client, side.base)

@@ -111,6 +111,8 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         fields["error"] = rec.error
     if rec.traceparent is not None:
         fields["otel_trace_id"], fields["otel_span_id"] = rec.traceparent
+    if rec.client_retry is not None:
+        fields["client_retry"] = rec.client_retry
     s = rec.stream
     if s is None:
         return fields

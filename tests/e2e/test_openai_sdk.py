@@ -142,3 +142,43 @@ async def test_openai_sdk_stream_with_usage_through_serve(chat_upstream) -> None
     everything = b"".join(orjson.dumps(line) for line in served.lines) + out + err
     assert API_KEY.encode() not in everything
     assert b"say hello" not in everything and b"streaming" not in everything
+
+
+async def test_the_sdks_own_retries_are_numbered_in_their_records() -> None:
+    """The SDK retries a 503 by itself (twice by default); each attempt gets a record of its
+    own, and `client_retry` says which attempt it was."""
+    attempts: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        attempts.append(request.headers.get("x-stainless-retry-count"))
+        if len(attempts) < 3:
+            return web.json_response({"error": {"message": "busy", "type": "overloaded"}}, status=503)
+        return web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner, url = await start_app(app)
+    served = await start_serve(str(url))
+    try:
+        client = AsyncOpenAI(base_url=served.info["listen"] + "/v1", api_key=API_KEY, max_retries=2)
+        done = await client.chat.completions.create(model="gpt-4o-mini", messages=[])  # ~2 s backoff
+        await client.close()
+        assert done.choices[0].message.content == "hi"
+        lines = [await served.next_event("request_end") for _ in range(3)]
+    finally:
+        served.proc.terminate()
+        await asyncio.wait_for(served.proc.communicate(), 10)
+        await runner.cleanup()
+    assert attempts == ["0", "1", "2"]
+    assert [(line["status"], line.get("client_retry")) for line in lines] == [(503, 0), (503, 1), (200, 2)]
+    assert len({line["trace_id"] for line in lines}) == 3

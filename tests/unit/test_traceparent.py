@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_audit_proxy.core.request_info import traceparent_ids
+from sse_audit_proxy.core.request_info import client_retry, traceparent_ids
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -42,3 +42,23 @@ def test_a_valid_traceparent_gives_its_trace_and_span(value: str) -> None:
 )
 def test_an_invalid_traceparent_gives_nothing(value: str | None) -> None:
     assert traceparent_ids(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("0", 0),
+        ("2", 2),
+        (" 1 ", 1),
+        ("999", 999),
+        (None, None),
+        ("", None),
+        ("-1", None),
+        ("1.5", None),
+        ("1000", None),
+        ("٣", None),
+        ("x", None),
+    ],
+)
+def test_client_retry_is_a_small_whole_number_or_nothing(value: str | None, want: int | None) -> None:
+    assert client_retry(value) == want

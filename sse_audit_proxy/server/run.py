@@ -44,6 +44,14 @@ def listen_error(exc: OSError, config: ServiceConfig) -> str:
     )
 
 
+def ignore_hangups(loop: asyncio.AbstractEventLoop) -> None:
+    """Shutting down: a SIGHUP from now on (a config reloader during a rollout) is ignored. Its
+    handler goes with the loop, and one that came after that, as the interpreter wound down,
+    ended a drained process with SIGHUP instead of 0."""
+    loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None = None) -> int:
     """Run one proxy until SIGTERM/SIGINT; `on_started(metrics_port)` once it listens."""
     # Handlers first: a SIGTERM that arrives while starting up still drains and exits 0.
@@ -80,6 +88,7 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     if on_started is not None:
         on_started(service.metrics_port)
     await stop.wait()
+    ignore_hangups(running)
     log.info("proxy_draining", in_flight=service.proxy.in_flight, drain_timeout_s=config.proxy.drain_timeout)
     await service.close()
     log.info("proxy_stopped")

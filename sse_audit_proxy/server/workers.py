@@ -37,7 +37,7 @@ from sse_audit_proxy.server.admin import admin_app
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
-from sse_audit_proxy.server.run import serve
+from sse_audit_proxy.server.run import ignore_hangups, serve
 from sse_audit_proxy.server.service import ServiceConfig
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -259,6 +259,13 @@ async def supervise(
         header_timeout=config.proxy.header_timeout,
         keepalive_timeout=config.proxy.keepalive_timeout,
     )
+    # Handlers first (as serve's): a SIGTERM right after start-up ended the parent at once, with
+    # the default action, and its workers were left to the kernel's parent-death signal.
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
+    running.add_signal_handler(signal.SIGHUP, functools.partial(pool.reload, state_file))
     await runner.setup()
     try:
         try:
@@ -278,13 +285,9 @@ async def supervise(
             workers=size,
             metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
         )
-        stop = asyncio.Event()
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, stop.set)
-        running.add_signal_handler(signal.SIGHUP, functools.partial(pool.reload, state_file))
         watcher = asyncio.create_task(pool.watch())
         await stop.wait()
+        ignore_hangups(running)
         _log.info("proxy_stopping", workers=size)
         await pool.stop(stop_timeout)
         await watcher

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -151,3 +152,27 @@ async def test_sigterm_answers_and_records_the_requests_pipelined_behind_a_runni
     # Done once the last answer is out (the slow request ended 0.5 s after the signal), not
     # held to --drain-timeout by the connection those answers closed.
     assert stopped_after < 0.75 * DRAIN, f"stopped {stopped_after:.2f} s after SIGTERM"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_sigterm_at_once_and_sighups_during_the_shutdown_leave_exit_status_0(
+    upstream: Any, workers: str
+) -> None:
+    """A SIGHUP re-reads the canary share while serving; one that came late in a shutdown (a
+    config reloader during a rollout) found its handler gone with the loop and ended the
+    drained process with SIGHUP instead of 0. With --workers, the parent installed its
+    handlers after logging `proxy_started`: a SIGTERM right then ended it with the default
+    action (-15)."""
+    tally = Tally()
+    url = await upstream(streaming_handler([chunk("a"), b"data: [DONE]\n\n"], tally))
+    async with cli_proxy(url, "--workers", workers, "--drain-timeout", "1") as (child, _, _):
+        child.send_signal(signal.SIGTERM)
+        for _ in range(1000):  # bounded: 10 s
+            if child.returncode is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGHUP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), 0.01)
+        await asyncio.wait_for(child.wait(), 10)
+    assert child.returncode == 0

@@ -682,10 +682,7 @@ class ClientConnection(asyncio.Protocol):
         # each gets its answer and its record (a refused head after them once took the place
         # of the next one's answer; a drain closed on them, unanswered and unrecorded).
         keep_alive = (
-            answer.keep_alive
-            and request.keep_alive
-            and request.body_complete
-            and not ((self._closing or server.draining) and not self._queue)
+            answer.keep_alive and request.keep_alive and request.body_complete and not self.last_request
         )
         if not answer.written:
             self._write_answer(request, answer, keep_alive)
@@ -797,9 +794,10 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     @property
-    def queued(self) -> bool:
-        """Requests parsed behind the current one wait their turn (pipelined)."""
-        return bool(self._queue)
+    def last_request(self) -> bool:
+        """The request being answered is the last this connection serves: it is closing or the
+        server drains, and no request is pipelined behind it."""
+        return (self._closing or self._server.draining) and not self._queue
 
     def close_when_idle(self) -> None:
         """Shutdown: close now if no request is running, else once it is answered."""
@@ -813,9 +811,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        self._stopped = True
-        self._disarm_head_timer()
-        self._cancel_idle_timer()
+        self._stop_serving()
         self._held = b""
         self._queue = None  # nothing more is served here
         self._linger_until = self._loop.time() + LINGER_TIME
@@ -835,10 +831,14 @@ class ClientConnection(asyncio.Protocol):
             return
         self._close()
 
-    def _close(self) -> None:
+    def _stop_serving(self) -> None:
+        """Nothing more is parsed or served here; the head and idle timers are off."""
         self._stopped = True
         self._disarm_head_timer()
         self._cancel_idle_timer()
+
+    def _close(self) -> None:
+        self._stop_serving()
         transport = self.transport
         if transport is not None:
             transport.close()
@@ -924,7 +924,8 @@ class HttpServer:
     def busy(self) -> bool:
         """A request is being handled, or waits its turn, on some connection."""
         return any(
-            not conn._stopped and (conn._current is not None or conn.queued) for conn in self._connections
+            not conn._stopped and (conn._current is not None or bool(conn._queue))
+            for conn in self._connections
         )
 
     def pre_shutdown(self) -> None:

@@ -719,7 +719,7 @@ class Proxy:
         # closed after the answer (the rest of the body is never read), and the head says so.
         keep_alive = (
             request.keep_alive
-            and not (self._draining and not request.conn.queued)  # as the server decides
+            and not request.conn.last_request  # as the server decides
             and request.body_complete
             and (client_chunked or conn.content_length is not None or not has_body)
         )

@@ -21,6 +21,7 @@ from collections import Counter
 import pytest
 from peers import serve
 from relay_support import Handler, owned_upstream
+from test_upstream_early_answer import refuse_and_wait
 from yarl import URL
 
 SIZE = 30_000_000  # more than the sockets between the client and the proxy hold
@@ -29,14 +30,6 @@ CAP = "1000000"  # --max-body-bytes
 
 async def never_answers(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
     await reader.readuntil(b"\r\n\r\n")
-    await asyncio.sleep(10)
-
-
-async def refuses_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Refuses after the head and reads nothing more (the connection stays open)."""
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}")
-    await writer.drain()
     await asyncio.sleep(10)
 
 
@@ -66,7 +59,7 @@ def upload_then_read(port: int) -> tuple[bytes, str | None]:
     ("upstream", "cap", "status"),
     [
         (never_answers, CAP, b"413 Request Entity Too Large"),
-        (refuses_at_once, str(2 * SIZE), b"401 Unauthorized"),
+        (refuse_and_wait, str(2 * SIZE), b"401 Unauthorized"),
     ],
     ids=["body over the cap", "upstream refusal"],
 )

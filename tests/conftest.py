@@ -187,7 +187,7 @@ class RunningProxy:
     def metric(self, name: str, **labels: str) -> float | None:
         """A sample; every stream and request metric is labelled by side (`baseline` here
         unless told)."""
-        if not name.startswith(("sse_audit_canary_", "sse_audit_connections_closed")):
+        if not name.startswith(("sse_audit_canary_", "sse_audit_connections_closed", "sse_audit_log_lines")):
             labels.setdefault("upstream", "baseline")
         return self.service.registry.get_sample_value(name, labels)
 

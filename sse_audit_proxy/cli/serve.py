@@ -35,7 +35,8 @@ from sse_audit_proxy.server.inbound import (
 from sse_audit_proxy.server.proxy import ProxyConfig, upstream_ssl
 from sse_audit_proxy.server.run import listen_error, raise_open_files_limit, serve
 from sse_audit_proxy.server.service import ServiceConfig
-from sse_audit_proxy.sinks.logs import LOG_FORMATS, configure_logging
+from sse_audit_proxy.sinks.line_writer import DEFAULT_LIMIT as DEFAULT_LOG_BUFFER
+from sse_audit_proxy.sinks.logs import LOG_FORMATS, configure_logging, flush_logs
 from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY
 
 _RULES = Thresholds()  # the documented defaults of the timing rules
@@ -271,6 +272,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     option(
         p,
+        "--log-buffer-bytes",
+        type=size,
+        default=DEFAULT_LOG_BUFFER,
+        help="log lines waiting for a slow stdout reader, at most; lines past it are dropped "
+        "and counted (sse_audit_log_lines_dropped_total), never waited for; accepts k/m suffixes",
+    )
+    option(
+        p,
         "--workers",
         type=positive_int,
         default=1,
@@ -470,13 +479,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A picklable recipe, so spawned workers log exactly as the parent does.
     setup_logging = functools.partial(
-        configure_logging, args.log_format, secret_headers=tuple(args.secret_headers or ())
+        configure_logging,
+        args.log_format,
+        secret_headers=tuple(args.secret_headers or ()),
+        buffer_bytes=args.log_buffer_bytes,
     )
     setup_logging()
-    if args.workers > 1:
-        raise_open_files_limit()  # before the workers start: they inherit it
-        # Workers drain on their own; the supervisor waits that long and a little more.
-        return loop.run(
-            workers.supervise(config, args.workers, setup_logging, args.drain_timeout + 5.0, listen_error)
-        )
-    return loop.run(serve(config))
+    try:
+        if args.workers > 1:
+            raise_open_files_limit()  # before the workers start: they inherit it
+            # Workers drain on their own; the supervisor waits that long and a little more.
+            return loop.run(
+                workers.supervise(config, args.workers, setup_logging, args.drain_timeout + 5.0, listen_error)
+            )
+        return loop.run(serve(config))
+    finally:
+        flush_logs()

@@ -18,7 +18,7 @@ from sse_audit_proxy.server.listen import bind, listen
 from sse_audit_proxy.server.lookup import LocalSource, add_routes
 from sse_audit_proxy.server.proxy import Proxy, ProxyConfig
 from sse_audit_proxy.server.recording import Sink
-from sse_audit_proxy.sinks.logs import LogSink
+from sse_audit_proxy.sinks.logs import LogSink, on_dropped_line
 from sse_audit_proxy.sinks.metrics import Metrics
 from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY, RecentStreams
 from sse_audit_proxy.sinks.redaction import Redactor
@@ -47,6 +47,7 @@ class Service:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, max_models=config.max_models)
+        on_dropped_line(self.metrics.log_line_dropped)
         self.recent = RecentStreams(config.recent_streams)
         router = build_router(str(config.proxy.upstream), config.canary)
         self.canary = CanaryControl(router, config.canary, self.registry, config.canary_state_file)

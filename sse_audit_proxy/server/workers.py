@@ -39,6 +39,7 @@ from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
 from sse_audit_proxy.server.run import ignore_hangups, serve
 from sse_audit_proxy.server.service import ServiceConfig
+from sse_audit_proxy.sinks.logs import flush_logs
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 START_TIMEOUT = 30.0
@@ -78,7 +79,11 @@ def _worker_main(
         conn.send(port)
         conn.close()
 
-    sys.exit(loop.run(serve(config, on_started=started)))
+    try:
+        code = loop.run(serve(config, on_started=started))
+    finally:
+        flush_logs()  # a spawned process ends without running atexit's handlers
+    sys.exit(code)
 
 
 def _die_with_parent() -> None:

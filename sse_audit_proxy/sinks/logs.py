@@ -9,10 +9,12 @@ headers appear only inside `stream_evidence`, secret-named ones blanked (evidenc
 
 from __future__ import annotations
 
+import datetime
+import functools
 import logging
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, cast
 
 import orjson
@@ -21,42 +23,85 @@ import structlog
 from sse_audit_proxy.core.figures import ms
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.sinks import evidence
+from sse_audit_proxy.sinks.line_writer import LineWriter
 from sse_audit_proxy.sinks.redaction import Redactor
 
 LOG_FORMATS = ("json", "console")
+FLUSH_SECONDS = 5.0  # how long an exit waits for a stalled log reader to take the last lines
 
 
-def configure_logging(fmt: str = "json", secret_headers: Iterable[str] = ()) -> None:
+_writer: LineWriter | None = None  # serve's stdout, once configure_logging started one
+
+
+def configure_logging(
+    fmt: str = "json", secret_headers: Iterable[str] = (), buffer_bytes: int | None = None
+) -> None:
+    """`buffer_bytes`: lines go to stdout from a thread, through a buffer of at most that many
+    bytes (line_writer.py: `serve`, where a stalled log reader must not hold a stream); None:
+    straight to stdout (the demo and the tools, whose output is read as it is printed)."""
     redact = Redactor(secret_headers)
     stamp: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    text_out: Any = sys.stdout
+    bytes_out: Any = sys.stdout.buffer
+    if buffer_bytes is not None:
+        text_out = bytes_out = _start_writer(fmt, buffer_bytes)
     # Exceptions are rendered to text first so the redactor sees (and scrubs) them too.
     tail: list[Any] = [structlog.processors.format_exc_info, redact]
     if fmt == "console":
         last: list[Any] = [*tail, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
-        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+        factory: Any = structlog.WriteLoggerFactory(text_out)  # the line and its end in one write
     else:
         last = [structlog.processors.format_exc_info, RedactedJSON(redact)]
-        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory = structlog.BytesLoggerFactory(bytes_out)
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *stamp, *last],
         logger_factory=factory,
         wrapper_class=structlog.make_filtering_bound_logger(0),
         cache_logger_on_first_use=True,
     )
-    _route_stdlib_logging(stamp, tail, fmt)
+    _route_stdlib_logging(stamp, tail, fmt, text_out)
 
 
-def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str) -> None:
+def _start_writer(fmt: str, buffer_bytes: int) -> LineWriter:
+    global _writer
+    if _writer is not None:  # configured again (tests): the old one's lines first
+        _writer.close(FLUSH_SECONDS)
+    _writer = LineWriter(sys.stdout.fileno(), buffer_bytes, functools.partial(_dropped_line, fmt))
+    return _writer
+
+
+def _dropped_line(fmt: str, count: int) -> bytes:
+    """The line the writer adds when it caught up after dropping `count` lines."""
+    stamp = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    if fmt == "console":
+        return f"{stamp} [warning  ] log_lines_dropped              dropped={count}\n".encode()
+    line = {"dropped": count, "event": "log_lines_dropped", "level": "warning", "timestamp": stamp}
+    return orjson.dumps(line) + b"\n"
+
+
+def on_dropped_line(hook: Callable[[str], None]) -> None:
+    """Call `hook(reason)` for each log line the writer drops (the metrics count them)."""
+    if _writer is not None:
+        _writer.on_drop = hook
+
+
+def flush_logs(timeout: float = FLUSH_SECONDS) -> None:
+    """At exit: write out the buffered lines, waiting at most `timeout` for a stalled reader."""
+    if _writer is not None:
+        _writer.close(timeout)
+
+
+def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str, out: Any) -> None:
     """Library warnings (aiohttp, asyncio) go through the same chain: same format, redacted."""
     renderer = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"
         else structlog.processors.JSONRenderer(serializer=_json_text)
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],

@@ -15,6 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import client_error, is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
 OTHER = "other"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -158,6 +159,16 @@ class Metrics:
         )
         for reason in CLOSE_REASONS:  # both series exist from the start, at 0
             self.connections_closed.labels(reason)
+        self.log_lines_dropped = Counter(
+            "sse_audit_log_lines_dropped",
+            "Log lines (records, evidence) not written: whatever reads stdout fell "
+            "--log-buffer-bytes behind (buffer_full) or went away (output_closed). Streams are "
+            "relayed as ever; the dropped records are in the metrics only.",
+            ("reason",),
+            registry=registry,
+        )
+        # Counted from the log writer's thread too: the children are made here, once.
+        self._dropped_lines = {reason: self.log_lines_dropped.labels(reason) for reason in DROP_REASONS}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._series: dict[tuple[str, str, str], _Series] = {}
         self.active = Gauge(
@@ -179,6 +190,9 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def log_line_dropped(self, reason: str) -> None:
+        self._dropped_lines[reason].inc()
 
     def connection_closed(self, reason: str) -> None:
         self._child(self.connections_closed, reason).inc()

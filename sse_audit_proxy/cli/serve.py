@@ -176,7 +176,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-frame-bytes",
         type=size,
         default=1 << 20,
-        help="largest SSE frame the audit holds; larger frames count as malformed",
+        help="largest SSE frame the audit reads; larger ones are relayed unread (anomaly "
+        "oversized_frame). A generated image in a Responses stream is several MiB: raise it "
+        "to read their usage",
     )
     option(
         p,

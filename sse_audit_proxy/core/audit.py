@@ -256,6 +256,7 @@ class StreamAudit:
         # skeletons are always kept) are past. It leaves all of this as it was.
         self._plain = (
             self._decoder.idle
+            and not self._decoder.last_unread  # the next frame tells whether it stays so
             and self._peek is None
             and self._inflate is None
             and self._timeline_frames() >= HEAD_SKELETONS
@@ -443,6 +444,8 @@ class StreamAudit:
     def finish(self, t: float, end: End) -> StreamResult:
         self._settle()
         unterminated = self._decoder.close()
+        if self._decoder.oversized:
+            self._dialect.unread(self._decoder.oversized)
         summary = self._dialect.summary()
         error_body = self.error_document
         if error_body:
@@ -464,7 +467,10 @@ class StreamAudit:
             error_document=error_body,
             # Frames we could not decode (br, a broken gzip), would not decode (a decompression
             # bomb) or had not decoded yet when the body ended leave only the transport to judge.
-            unreadable=inflate is not None and (inflate.failed or inflate.bomb or inflate.behind),
+            unreadable=(inflate is not None and (inflate.failed or inflate.bomb or inflate.behind))
+            # The last frame was too large to read (an image in a Responses stream's
+            # `response.completed`): the end marker may have been in it, unless it never ended.
+            or (self._decoder.last_unread and not unterminated),
             undecodable=inflate is not None and inflate.failed,
             compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(self._decoder.oversized),

@@ -18,9 +18,10 @@ class JsonLinesDecoder:
     """Feed it chunks as they arrive; it returns the events (lines) each chunk completed.
 
     The attributes the audit reads of an SSE decoder are here too: `comments` (JSON lines have
-    none), `idle` (never: the audit's fast path reads `data:` frames only) and `oversized`."""
+    none), `idle` (never: the audit's fast path reads `data:` frames only), `oversized` and
+    `last_unread` (never: a JSON-lines stream has no end marker to miss)."""
 
-    __slots__ = ("_discarding", "_max", "_tail", "comments", "idle", "oversized")
+    __slots__ = ("_discarding", "_max", "_tail", "comments", "idle", "last_unread", "oversized")
 
     def __init__(self, max_line_bytes: int) -> None:
         self._max = max_line_bytes
@@ -28,6 +29,7 @@ class JsonLinesDecoder:
         self._discarding = False  # skipping the rest of an oversized line
         self.comments = 0
         self.idle = False
+        self.last_unread = False
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:

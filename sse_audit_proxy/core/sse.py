@@ -52,12 +52,14 @@ class SSEDecoder:
         "_frame_len",
         "_last_id",
         "_max",
+        "_oversized_at",
         "_skip_lf",
         "_tail",
         "_tail_comment",
         "_tail_dropped",
         "comments",
         "idle",
+        "last_unread",
         "oversized",
     )
 
@@ -81,6 +83,10 @@ class SSEDecoder:
         self.idle = False
         self.comments = 0
         self.oversized = 0
+        # The last frame was too large to read (no event came after it): what it said (an end
+        # marker, usage, a finish reason) is unknown. Keep-alives after it leave it so.
+        self.last_unread = False
+        self._oversized_at = 0  # events of the current feed() made before the last overflow
 
     def feed(self, chunk: bytes) -> list[Event]:
         # The common read: exactly one `data:` frame, nothing pending: the general path below
@@ -89,8 +95,14 @@ class SSEDecoder:
         if self.idle:
             data = one_data_frame(chunk, self._max)
             if data is not None:
+                self.last_unread = False
                 return [Event("", data, self._last_id)]
+        oversized = self.oversized
         events = self._feed(chunk)
+        if self.oversized != oversized:
+            self.last_unread = len(events) == self._oversized_at
+        elif events:
+            self.last_unread = False
         self.idle = self._bom_checked and not (
             self._tail
             or self._frame_len
@@ -162,7 +174,7 @@ class SSEDecoder:
                 self._tail = b""
                 self._tail_comment = True
             elif self._frame_len + len(tail) + 1 > self._max:
-                self._overflow()
+                self._overflow(events)
                 self._tail = b""
                 self._tail_dropped = True
         return events
@@ -204,7 +216,7 @@ class SSEDecoder:
             return
         size = self._frame_len + len(line) + 1  # as the tail check in feed() counts it
         if size > self._max:
-            self._overflow()
+            self._overflow(events)
             return
         self._frame_len = size
         if line.startswith(b"data:"):
@@ -222,9 +234,10 @@ class SSEDecoder:
             self._data.append(b"")
         # "retry" and unknown fields are ignored, as the spec says.
 
-    def _overflow(self) -> None:
+    def _overflow(self, events: list[Event]) -> None:
         """The current frame outgrew the cap: skip it up to its blank line."""
         self.oversized += 1
+        self._oversized_at = len(events)
         self._reset_frame()
         self._discarding = True
 

@@ -40,6 +40,7 @@ class Anomaly(StrEnum):
     # The compressed body expanded absurdly (see inflate.py): forwarded unchanged, not audited.
     COMPRESSION_BOMB = "compression_bomb"
     USAGE_INCONSISTENT = "usage_inconsistent"  # usage figures that contradict each other or the stream
+    OVERSIZED_FRAME = "oversized_frame"  # a frame over --max-frame-bytes: relayed, not read
 
 
 class End(StrEnum):
@@ -126,7 +127,9 @@ class Facts:
     labelled_event_stream: bool  # Content-Type: text/event-stream
     sniffed_event_stream: bool  # not labelled so, but the body began with SSE field lines
     error_document: bool  # the body was one JSON error document
-    unreadable: bool  # compressed, and not all decoded (see the next two): frames unknown
+    # Compressed and not all decoded (see undecodable, compression_bomb), or the last frame was
+    # too large to read: the end marker may be among the frames not read.
+    unreadable: bool
     oversized_frame: bool  # a frame larger than --max-frame-bytes
     timing: Timing
     thresholds: Thresholds
@@ -316,8 +319,6 @@ def _malformed(f: Facts) -> str:
         parts.append(
             f"{_n(f.summary.malformed_frames, 'frame')} (or parts of frames) not of the expected shape"
         )
-    if f.oversized_frame:
-        parts.append(f"a frame larger than {f.thresholds.max_frame_bytes} bytes")
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
     return "; ".join(parts)
@@ -442,7 +443,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
         "an ordinary (not event-stream) answer, a JSON-lines stream (it has no end marker), "
         "a compressed stream that could not be decoded "
-        "(or would not be: `compression_bomb`), a stream on a route with no dialect",
+        "(or would not be: `compression_bomb`), a stream whose last frame was too large to read "
+        "(`oversized_frame`), a stream on a route with no dialect",
         lambda f: (
             f.summary.terminal
             or (f.end is End.UPSTREAM_EOF and (f.unreadable or not f.event_stream or not f.has_end_marker))
@@ -493,8 +495,12 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.MISSING_FINISH_REASON,
-        "judged¹: no choice reported a `finish_reason`, or some choice that streamed never did (`n > 1`)",
-        lambda f: f.judged and f.expects_finish_reason and f.summary.missing_finish_reason,
+        "judged¹: no choice reported a `finish_reason`, or some choice that streamed never did "
+        "(`n > 1`); not judged when a frame was too large to read (`oversized_frame`): it may "
+        "have carried it",
+        lambda f: (
+            f.judged and f.expects_finish_reason and f.summary.missing_finish_reason and not f.oversized_frame
+        ),
         lambda f: (
             (f"finish reasons {f.summary.finish_reasons} came, but a choice that streamed never reported one")
             if f.summary.finish_reasons
@@ -505,8 +511,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         Anomaly.MISSING_USAGE,
         "judged¹: usage was expected and none arrived: the request asked "
         "for `stream_options.include_usage`, or the shape always carries usage (`responses`, "
-        "`messages`)",
-        lambda f: f.judged and f.usage_expected and f.summary.usage is None,
+        "`messages`); not judged when a frame was too large to read (`oversized_frame`)",
+        lambda f: f.judged and f.usage_expected and f.summary.usage is None and not f.oversized_frame,
         lambda f: f"usage was expected and none of {_n(f.timing.frames, 'frame')} carried it",
     ),
     Rule(
@@ -525,11 +531,23 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.MALFORMED_FRAME,
         "a frame that is not JSON, not the expected shape (for example "
-        "an Anthropic delta of the wrong structure), or larger than `--max-frame-bytes`; a "
+        "an Anthropic delta of the wrong structure); a "
         "choice, output item, content block or tool call past the 256 of each a stream's audit "
         "tracks; or a compressed stream that could not be decoded",
-        lambda f: bool(f.summary.malformed_frames) or f.oversized_frame or f.undecodable,
+        lambda f: bool(f.summary.malformed_frames) or f.undecodable,
         _malformed,
+    ),
+    Rule(
+        Anomaly.OVERSIZED_FRAME,
+        "a frame larger than `--max-frame-bytes` (a generated image in a Responses stream is "
+        "several MiB): relayed unchanged, but not read, so what it said is unknown; when it was "
+        "the stream's last frame its end marker may have been in it, and completeness is "
+        "judged on the transport, as for a body that could not be decoded",
+        lambda f: f.oversized_frame,
+        lambda f: (
+            f"a frame larger than {f.thresholds.max_frame_bytes} bytes was not read"
+            + ("; it was the last frame, so the end was judged on the connection" if f.unreadable else "")
+        ),
     ),
     Rule(
         Anomaly.COMPRESSION_BOMB,

@@ -112,6 +112,10 @@ class Dialect:
         nothing but the data overrides this to skip making the event."""
         return self.observe(Event("", data))
 
+    def unread(self, frames: int) -> None:
+        """`frames` frames were too large to read (over --max-frame-bytes) and were skipped, so
+        a dialect that counts its frames' order must not take the hole for a gap."""
+
     def summary(self) -> DialectSummary:
         raise NotImplementedError
 

@@ -159,5 +159,9 @@ class Responses(TypedEvents):
         super()._fail()
         self._finish = "failed"
 
+    def unread(self, frames: int) -> None:
+        # Each skipped frame breaks the numbering at most once (consecutive ones, once).
+        self._seq_breaks = max(0, self._seq_breaks - frames)
+
     def _anomalies(self) -> tuple[str, ...]:
         return (SEQUENCE_GAP,) if self._seq_breaks else ()

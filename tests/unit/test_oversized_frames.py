@@ -1,0 +1,101 @@
+"""Frames over --max-frame-bytes: relayed, not read, and never taken for a fault of the stream.
+
+A Responses stream with the `image_generation` tool carries the image, base64, in its
+`partial_image`, `output_item.done` and `response.completed` frames: several MiB each. Skipped
+whole, the last of them took the end marker with it, and a valid stream was judged
+`truncated` with `missing_usage`, `sequence_gap` and `malformed_frame`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
+from sse_audit_proxy.core.dialects import dialect_for_route
+
+CAP = 4096
+IMAGE = "iVBORw0KGgo" * 1000  # 11 KB of base64, larger than CAP
+USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+
+
+def frame(doc: dict[str, Any]) -> bytes:
+    return f"event: {doc['type']}\ndata: {json.dumps(doc)}\n\n".encode()
+
+
+def audit(route: str, reads: list[bytes], end: End = End.UPSTREAM_EOF, **kwargs: Any) -> StreamResult:
+    a = StreamAudit(dialect_for_route(route)(), 0.0, thresholds=Thresholds(max_frame_bytes=CAP), **kwargs)
+    t = 0.0
+    for read in reads:
+        t += 0.02
+        # An upstream writes a large frame in pieces: the cap trips mid-frame, as on the wire.
+        for i in range(0, len(read), 1500):
+            a.feed(read[i : i + 1500], t)
+    return a.finish(t + 0.01, end)
+
+
+def image_stream(*, last_small: bool = False, terminal: bool = True) -> list[bytes]:
+    """OpenAI's Responses stream with the image_generation tool, sequence numbers and all."""
+    done_response = {"id": "resp_1", "status": "completed", "usage": USAGE}
+    item = {"id": "ig_1", "type": "image_generation_call", "status": "completed", "result": IMAGE}
+    docs = [
+        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "result": None}},
+        {"type": "response.image_generation_call.partial_image", "partial_image_b64": IMAGE},
+        {"type": "response.output_text.delta", "output_index": 1, "item_id": "m", "delta": "Here"},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+    if terminal:
+        output = [] if last_small else [item]
+        docs.append({"type": "response.completed", "response": {**done_response, "output": output}})
+    return [frame({**doc, "sequence_number": n}) for n, doc in enumerate(docs)]
+
+
+def test_an_image_stream_whose_last_frame_is_too_large_is_complete() -> None:
+    r = audit("responses", image_stream())
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == ["oversized_frame"]  # not truncated, missing_usage, sequence_gap
+    assert r.content_frames == 1
+
+
+def test_a_large_frame_before_a_readable_end_keeps_every_rule() -> None:
+    r = audit("responses", image_stream(last_small=True))
+    assert r.outcome is Outcome.COMPLETE
+    assert r.anomalies == ["oversized_frame"]  # the skipped frames' numbers are no gap
+    assert r.usage == USAGE
+
+
+def test_a_stream_cut_after_a_large_frame_is_still_truncated() -> None:
+    broken = audit("responses", image_stream(), end=End.UPSTREAM_BROKEN)
+    assert broken.outcome is Outcome.TRUNCATED
+    # Frames after the large one, then a clean end without the end marker: it was not in it.
+    reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 5})]
+    cut = audit("responses", reads)
+    assert cut.outcome is Outcome.TRUNCATED
+    # Usage may have been in the frame not read: not called missing.
+    assert cut.anomalies == ["oversized_frame"]
+
+
+def test_a_large_frame_that_never_ended_is_no_end_marker() -> None:
+    reads = image_stream(terminal=False)
+    unfinished = frame({"type": "response.completed", "response": {"output": [IMAGE]}})[:-2]
+    r = audit("responses", [*reads, unfinished])
+    assert r.outcome is Outcome.TRUNCATED
+    assert r.unterminated_frame
+
+
+@pytest.mark.parametrize("tail", [b"", b": keep-alive\n\n"])
+def test_chat_whose_last_frame_is_too_large_is_judged_on_the_connection(tail: bytes) -> None:
+    content = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    big = {"choices": [{"index": 0, "delta": {"content": IMAGE}, "finish_reason": "stop"}]}
+    reads = [f"data: {json.dumps(content)}\n\n".encode(), f"data: {json.dumps(big)}\n\n".encode() + tail]
+    clean = audit("chat_completions", reads)
+    assert (clean.outcome, clean.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+    # With [DONE] after it, it ended as it should; the finish_reason was in the frame not read.
+    done = audit("chat_completions", [*reads, b"data: [DONE]\n\n"])
+    assert (done.outcome, done.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+    # Without [DONE] after readable frames, that is still missing: [DONE] comes last.
+    cut = audit("chat_completions", [*reads, f"data: {json.dumps(content)}\n\n".encode()])
+    assert (cut.outcome, cut.anomalies) == (Outcome.TRUNCATED, ["missing_done", "oversized_frame"])

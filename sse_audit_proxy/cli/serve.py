@@ -124,8 +124,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--max-body-bytes",
         type=size,
-        default=32 << 20,
-        help="largest request body accepted (larger: 413); accepts k/m suffixes",
+        default=512 << 20,
+        help="largest request body accepted (larger: 413); bodies stream to the upstream, never "
+        "held; accepts k/m/g suffixes",
     )
     option(
         p,

@@ -171,6 +171,11 @@ _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 STRING_KEEP = 1 << 10
 QUIET_LIMIT = 64 << 10
 SCAN_SLICE = 16 << 10
+# What a scan may cost: each parse event is a step in Python (about 0.6 µs), so a body of
+# small tokens cost more than its size says (30 MB of one-word messages, 8 M events: 5 s of
+# the loop). A body with more events than this is not read further: its model is unknown,
+# as for a body that is not JSON. Real prompts are a few long strings: a few thousand events.
+MAX_SCAN_EVENTS = 1_000_000
 # yajl's C backend for ijson (3.6) crashes the process (a segmentation fault) on an integer
 # longer than Python's int-from-text limit (4300 digits by default, at least 640 whatever
 # PYTHONINTMAXSTRDIGITS says): a body with a run of this many digits outside a long string
@@ -207,6 +212,7 @@ class BodyScanner:
         "_failed",
         "_found",
         "_in_str",
+        "_left",
         "_on_error",
         "_quiet",
         "_shape",
@@ -227,6 +233,7 @@ class BodyScanner:
         self._str: bytearray | None = bytearray()  # None: longer than STRING_KEEP
         self._carry_odd = False  # inside a string, the bytes so far end in an odd run of '\\'
         self._quiet = 0  # bytes given to the parser since its last event
+        self._left = MAX_SCAN_EVENTS  # parse events the scan may still take
         self._digits = 0  # the digits that end the bytes given to the parser so far
         self._shape = _Shape()  # for evidence: field names, numbers, list sizes; never text
 
@@ -329,6 +336,8 @@ class BodyScanner:
             if self._events:
                 self._quiet = 0
                 self._take()
+                if self._failed:
+                    return
             else:
                 self._quiet += len(piece)
                 if self._quiet > QUIET_LIMIT:
@@ -337,6 +346,10 @@ class BodyScanner:
 
     def _take(self) -> None:
         events = self._events
+        self._left -= len(events)
+        if self._left < 0:
+            self._fail()  # too dear to read on: unknown, as a body that is not JSON
+            return
         self._shape.take(events, self._found)
         del events[:]
 

@@ -117,7 +117,7 @@ class ProxyConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
     total_timeout: float = 3600.0
-    max_body_bytes: int = 32 << 20
+    max_body_bytes: int = 512 << 20  # OpenAI's largest file upload
     max_unsent_bytes: int = 1 << 20
     drain_timeout: float = 30.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request head must arrive within it
@@ -664,7 +664,7 @@ class Proxy:
         return self._refuse(
             r,
             413,
-            f"request body exceeds {self.config.max_body_bytes} bytes",
+            f"request body exceeds {self.config.max_body_bytes} bytes (sse-audit-proxy --max-body-bytes)",
             "invalid_request_error",
             "request_too_large",
             close=True,

@@ -71,3 +71,21 @@ def test_integers_of_any_size_read_into_the_shape(n: int, nested: bool) -> None:
         assert got == float(n)
     else:
         assert got is None  # past a float's range
+
+
+def test_a_body_of_too_many_tokens_is_read_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 MB of one-word messages cost the loop 5 s to read: the scan stops at a budget of
+    # parse events, and the model after them is unknown, as for a body that is not JSON.
+    monkeypatch.setattr("sse_audit_proxy.core.request_info.MAX_SCAN_EVENTS", 2_000)
+    messages = orjson.dumps([{"role": "user", "content": "x"}] * 400)  # about 3,600 events
+    body = b'{"messages":' + messages + b',"model":"m","stream":true}'
+    over = BodyScanner()
+    for i in range(0, len(body), 1000):
+        over.feed(body[i : i + 1000])
+    assert over.info() == RequestInfo()
+    # Within the budget, and a long string costs one event whatever its length.
+    few = b'{"messages":' + orjson.dumps([{"role": "user", "content": "x" * 100_000}] * 100)
+    under = BodyScanner()
+    under.feed(few + b',"model":"m","stream":true}')
+    info = under.info()
+    assert (info.model, info.stream) == ("m", True)

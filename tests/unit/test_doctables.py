@@ -62,7 +62,7 @@ def test_the_serve_table_has_every_flag_with_its_variable_and_default() -> None:
         elif action.default is None:
             assert default == ""
     assert rows["--idle-timeout"][2] == "`300.0`"
-    assert rows["--max-body-bytes"][2] == "`32m`"  # 32 << 20, written as a person would
+    assert rows["--max-body-bytes"][2] == "`512m`"  # 512 << 20, written as a person would
     assert rows["--max-frame-bytes"][2] == "`1m`"
     assert rows["--log-format"][2] == "`json`"
 

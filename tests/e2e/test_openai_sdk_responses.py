@@ -216,3 +216,42 @@ async def test_openai_sdk_consumes_a_responses_stream_through_the_proxy(
         )
         == 1.0
     )
+
+
+def resumed_upstream(cut: bool) -> Any:
+    """GET /v1/responses/{id}?stream=true&starting_after=N: the rest of a stored response's
+    stream, cut before `response.completed` when `cut`."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.method == "GET" and request.path == "/v1/responses/resp_1"
+        assert request.query["stream"] == "true"
+        after = int(request.query["starting_after"])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events = response_events("gpt-4.1-mini")[after + 1 :]
+        for event in events[:-1] if cut else events:
+            await resp.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_a_resumed_responses_stream_is_judged_as_one(upstream: Any, proxy: Any, cut: bool) -> None:
+    running = await proxy(await upstream(resumed_upstream(cut)))
+    client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
+    try:
+        stream = await client.responses.retrieve("resp_1", stream=True, starting_after=5)
+        types = [event.type async for event in stream]
+    finally:
+        await client.close()
+    assert (types[-1] == "response.completed") is not cut
+    rec = await running.record()
+    assert (rec.route, rec.method) == ("responses", "GET")
+    s = rec.stream
+    assert s is not None
+    if cut:  # was `complete` on route `other`: a resumed stream had no end marker to miss
+        assert (s.outcome.value, s.anomalies) == ("truncated", ["missing_usage"])
+    else:
+        assert (s.outcome.value, s.anomalies) == ("complete", [])

@@ -41,6 +41,8 @@ def audit(
         ("/v1/completions", "completions"),
         ("/v1/responses", "responses"),
         ("/openai/v1/responses/", "responses"),
+        ("/v1/responses/resp_123", "responses"),  # retrieved with stream=true, resumed
+        ("/v1/responses/resp_123/input_items", "other"),
         ("/v1/messages", "messages"),
         ("/anthropic/v1/messages", "messages"),
         ("/v1/threads/thread_1/messages", "other"),

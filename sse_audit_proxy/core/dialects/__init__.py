@@ -38,6 +38,11 @@ def route_for_path(path: str) -> str:
         for suffix in dialect.path_suffixes:
             if path.endswith(suffix):
                 return dialect.route
+    collection = path.rpartition("/")[0]
+    for dialect in DIALECTS:
+        for suffix in dialect.member_of:
+            if collection.endswith(suffix):
+                return dialect.route
     return Generic.route
 
 

@@ -92,6 +92,9 @@ class Dialect:
 
     route: ClassVar[str]
     path_suffixes: ClassVar[tuple[str, ...]] = ()
+    # Collections whose members stream the same shape: `/responses/{id}` (a stored response
+    # retrieved with `stream=true`, resumed with `starting_after`).
+    member_of: ClassVar[tuple[str, ...]] = ()
     expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
     expects_finish_reason: ClassVar[bool] = True
     expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed

@@ -47,6 +47,7 @@ _ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.do
 class Responses(TypedEvents):
     route = "responses"
     path_suffixes = ("/responses",)
+    member_of = ("/responses",)  # GET /v1/responses/{id}?stream=true
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
     usage_always = True  # every terminal response object carries usage

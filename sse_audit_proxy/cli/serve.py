@@ -404,8 +404,12 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
     if config.percent_file is not None:
         try:
             read_percent_file(config.percent_file)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except OSError as exc:  # a wrong path: configuration. A bad value: the share is 0 until
+            # a good one, as when the file goes bad at run time (a pod that starts while the
+            # ConfigMap holds a typo must not crash-loop while the running ones go on).
             raise ConfigError(f"--canary-percent-file {config.percent_file!r}: {exc}") from exc
+        except (ValueError, UnicodeDecodeError):
+            pass
     return config
 
 

@@ -93,7 +93,8 @@ class CanaryControl:
         )
         self._guarding = config.guard and router.canary is not None
         self._generation = "flag"  # what the operator last said; a trip belongs to one
-        self._seen: str | None = None  # fingerprint of the percent file last read
+        self._seen: str | None = None  # fingerprint of the percent file last read well
+        self._rejected: str | None = None  # why it was last refused, until it reads well again
         self._task: asyncio.Task[None] | None = None
         self.last_trip: Trip | None = None  # for the demo's live view
         self.tripped_at: float | None = None  # wall clock, comparable with records' started_at
@@ -121,8 +122,16 @@ class CanaryControl:
         if router.canary is not None:
             info.labels(router.canary.name, "canary").set(1)
         if config.percent_file is not None:
-            percent, self._seen = read_percent_file(config.percent_file)  # errors: at start-up
-            self._generation = self._seen
+            try:  # serve refused an unreadable file at start-up; a value it cannot take is
+                percent, self._seen = read_percent_file(config.percent_file)
+            except (ValueError, UnicodeDecodeError) as exc:  # refused at run time alike
+                percent = 0.0  # no last good value yet: the canary gets nothing until one
+                self._rejected = _reason(exc)
+                _log.error(
+                    "canary_percent_rejected", path=config.percent_file, reason=self._rejected, percent=0.0
+                )
+            else:
+                self._generation = self._seen
             router.set_percent(percent)
         self._show()
 
@@ -171,13 +180,17 @@ class CanaryControl:
             try:
                 percent, fingerprint = read_percent_file(path)
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                fingerprint = f"error:{_reason(exc)}"
-                if fingerprint != self._seen:
+                # Said once per reason. The last good read stays the one to compare with: the
+                # same file read well again after a moment of errors (descriptors ran out, a
+                # move and back) is no new word from the operator, and undoes no trip.
+                reason = _reason(exc)
+                if reason != self._rejected:
                     _log.error(
-                        "canary_percent_rejected", path=path, reason=_reason(exc), percent=self.router.percent
+                        "canary_percent_rejected", path=path, reason=reason, percent=self.router.percent
                     )
-                    self._seen = fingerprint
+                    self._rejected = reason
             else:
+                self._rejected = None
                 if fingerprint != self._seen:
                     self._seen = self._generation = fingerprint
                     self._apply(percent, "file")

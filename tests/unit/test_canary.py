@@ -405,12 +405,51 @@ def test_bad_canary_values_are_refused_by_the_parser(
     assert exc.value.code == 2
 
 
-def test_a_bad_percent_file_at_start_is_a_configuration_error(
+def test_a_missing_percent_file_at_start_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from sse_audit_proxy.cli.options import ConfigError
+    with pytest.raises(SystemExit) as exc:  # a wrong path: refused with the other flags
+        serve_config(monkeypatch, "--canary", "http://c", "--canary-percent-file", str(tmp_path / "nope"))
+    assert exc.value.code == 2
 
+
+def test_a_bad_value_at_start_gives_the_canary_nothing_until_a_good_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A pod that starts while the ConfigMap holds a typo: the running pods keep their last good
+    # share and say so; this one started (it used to exit 2 and crash-loop) with none.
     f = tmp_path / "percent"
     f.write_text("lots\n")
-    with pytest.raises(ConfigError, match="--canary-percent-file"):
-        serve_config(monkeypatch, "--canary", "http://c", "--canary-percent-file", str(f))
+    serve_config(monkeypatch, "--canary", "http://c", "--canary-percent-file", str(f))
+    with capture_logs() as logs:
+        c = control(tmp_path, str(f))
+    assert c.router.percent == 0.0 and gauges(c) == (0.0, 0.0)
+    assert [e["event"] for e in logs] == ["canary_percent_rejected"]
+    c.poll()
+    assert c.router.percent == 0.0
+    f.write_text("30\n")
+    c.poll()
+    assert c.router.percent == 30.0
+
+
+@pytest.mark.parametrize("how", ["moved", "unreadable"])
+def test_a_moment_of_errors_reading_the_file_undoes_no_trip(tmp_path: Path, how: str) -> None:
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    c = control(tmp_path, str(f))
+    feed_until_trip(c)
+    away = tmp_path / "away"
+    with capture_logs() as logs:
+        if how == "moved":  # the same file, moved away and back: no new word from the operator
+            f.rename(away)
+            c.poll()
+            away.rename(f)
+        else:  # descriptors ran out for a moment (EMFILE)
+            with pytest.MonkeyPatch.context() as m:
+                m.setattr(
+                    os, "open", lambda *a, **k: (_ for _ in ()).throw(OSError(24, "Too many open files"))
+                )
+                c.poll()
+        c.poll()
+    assert [e["event"] for e in logs] == ["canary_percent_rejected"]
+    assert c.router.tripped and c.router.percent == 0.0 and gauges(c) == (0.0, 1.0)

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from sse_audit_proxy.server import inspector
 from sse_audit_proxy.server.admin import admin_app
@@ -45,7 +45,10 @@ class Service:
         extra_sinks: Sequence[Sink] = (),
     ) -> None:
         self.config = config
-        self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:  # its own: with the process's figures (open_fds, max_fds, ...)
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+        self.registry = registry
         self.metrics = Metrics(self.registry, max_models=config.max_models)
         on_dropped_line(self.metrics.log_line_dropped)
         self.recent = RecentStreams(config.recent_streams)

@@ -16,6 +16,7 @@ connection dead and are never forwarded.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import math
 import os
@@ -69,6 +70,22 @@ class DNSError(UpstreamError):
 
 class Unreachable(UpstreamError):
     code = "upstream_unreachable"
+
+
+# Connect failures that are the proxy's own want of a resource, not the upstream's fault.
+_LOCAL_LIMITS = {
+    errno.EMFILE: "the proxy is out of file descriptors (EMFILE)",
+    errno.ENFILE: "the host is out of file descriptors (ENFILE)",
+    errno.EADDRNOTAVAIL: "the proxy is out of local ports (EADDRNOTAVAIL)",
+    errno.ENOBUFS: "the host is out of socket buffers (ENOBUFS)",
+}
+
+
+def _why_unreachable(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no address"
+    code = exc.errno if isinstance(exc, OSError) else None
+    return _LOCAL_LIMITS.get(code or 0) or type(exc).__name__
 
 
 class TLSError(UpstreamError):
@@ -587,7 +604,7 @@ class Pool:
                     assert isinstance(proto, Connection)
                     self._all.add(proto)
                     return proto
-                raise Unreachable(type(last).__name__ if last else "no address")
+                raise Unreachable(_why_unreachable(last))
         except TimeoutError:
             raise ConnectTimeout("connect") from None
 

@@ -289,6 +289,9 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
             f"{sorted(expr_data)}, dashboard queries without data: {empty}"
         )
 
+        # The process's own figures: an operator sees descriptors run out before clients do.
+        assert re.search(r"^process_open_fds \d", metrics_text, re.M)
+        assert re.search(r"^process_max_fds \d", metrics_text, re.M)
         # The proxy's own exposition passes promtool's linter.
         check = subprocess.run(
             ["promtool", "check", "metrics"],

@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -211,6 +211,20 @@ async def _from_client(request: Request, conn: Connection) -> bytes:
 def error_body(message: str, type_: str, code: str) -> bytes:
     """An OpenAI-shaped error, so SDKs surface the proxy's own failures like upstream ones."""
     return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+
+
+WEBSOCKET_REFUSED = (
+    "sse-audit-proxy relays HTTP requests and event streams, not WebSocket connections "
+    "(the Realtime API): connect WebSocket clients to the gateway directly"
+)
+
+
+def _asks_for_websocket(headers: Mapping[str, str]) -> bool:
+    """`Upgrade: websocket`. Refused in the proxy's own words: forwarded without its hop-by-hop
+    `Upgrade`, it reached the upstream as a plain GET, whose answer (a 400 or 426, or a 404)
+    told the client nothing of why (the openai SDK's Realtime client)."""
+    upgrade = headers.get("Upgrade")
+    return upgrade is not None and "websocket" in upgrade.lower()
 
 
 def escapes_base(raw_path: str) -> bool:
@@ -419,6 +433,10 @@ class Proxy:
             )
             resp.headers["WWW-Authenticate"] = "Bearer"
             return resp
+        if _asks_for_websocket(request.headers):
+            return self._refuse(
+                r, 501, WEBSOCKET_REFUSED, "invalid_request_error", "websocket_not_supported", close=True
+            )
         declared = request.content_length
         if declared is not None and declared > self.config.max_body_bytes:
             return self._too_large(r)

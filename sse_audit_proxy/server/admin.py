@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
@@ -90,14 +91,22 @@ class Exposition:
     async def __call__(self) -> bytes:
         running = self._running
         if running is None:
-            running = self._running = asyncio.ensure_future(
-                asyncio.to_thread(generate_latest, self._registry)
-            )
+            running = self._running = asyncio.ensure_future(asyncio.to_thread(_render, self._registry))
             running.add_done_callback(self._done)
         return await asyncio.shield(running)  # a scraper that leaves does not cancel the others'
 
     def _done(self, _: object) -> None:
         self._running = None
+
+
+def _render(registry: CollectorRegistry) -> bytes:
+    try:
+        return generate_latest(registry)
+    except Exception:
+        # --workers: a worker's metrics file exists, still empty, for a moment after it starts,
+        # and the merge of the files fails on it (a 500 once in a while after a restart).
+        time.sleep(0.05)
+        return generate_latest(registry)
 
 
 def admin_app(

@@ -192,7 +192,8 @@ class Pool:
                 try:
                     await self._until_started(replacement)
                 except WorkerFailed as exc:
-                    _log.error("worker_restart_failed", worker=worker.index, reason=str(exc))
+                    if not self.stopping:  # else the shutdown that began meanwhile ended it
+                        _log.error("worker_restart_failed", worker=worker.index, reason=str(exc))
 
     def reload(self, state_file: str) -> None:
         """SIGHUP: clear a shared canary trip, then have every worker re-read its percent."""

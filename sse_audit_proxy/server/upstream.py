@@ -20,6 +20,8 @@ import errno
 import ipaddress
 import math
 import os
+import re
+import select
 import socket
 import ssl
 import time
@@ -31,8 +33,15 @@ import httptools
 
 from sse_audit_proxy.core.audit import End
 
-# How long an idle pooled connection is kept (aiohttp's client default was 15 s).
+# How long an idle pooled connection is kept (aiohttp's client default was 15 s), or less: a
+# second under what the upstream's `Keep-Alive: timeout=N` says it keeps one (Node's 5 s), so
+# that a request is never written as the upstream closes it.
 POOL_IDLE_SECONDS = 15.0
+_KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[,;\s])timeout\s*=\s*\"?(\d{1,6})", re.I)
+# RFC 8305 (Happy Eyeballs): a name's next address is tried when the last attempt failed or had
+# no answer for this long, the attempts racing from then on. Tried strictly in turn, one address
+# that drops packets (IPv6 without a route) cost every connect the whole --connect-timeout.
+ATTEMPT_DELAY = 0.25
 # Idle connections kept per upstream; more are closed when released.
 POOL_MAX_IDLE = 256
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -147,6 +156,7 @@ class Connection(asyncio.Protocol):
         "head_only",
         "headers",
         "keep_alive",
+        "keep_idle",
         "last_read",
         "on_answer",
         "reason",
@@ -193,6 +203,7 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.content_length: int | None = None
         self.keep_alive = False  # the upstream allows another request on this connection
+        self.keep_idle = POOL_IDLE_SECONDS  # how long it may wait in the pool after this response
         # The idle clock: the last progress (the final head, body bytes either way), inf while
         # paused for the client; during a read, that read's arrival time (the sink's).
         self.last_read = 0.0
@@ -328,6 +339,8 @@ class Connection(asyncio.Protocol):
         self._not_body = 0  # the head ended (a larger one that came in one read is let through)
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
+        if self.keep_alive:
+            self.keep_idle = _keep_idle(self.headers)
         head = self._head
         if head is not None and not head.done():
             head.set_result(None)
@@ -534,11 +547,12 @@ class Connection(asyncio.Protocol):
         """The proxy is done with this request: pool the connection or close it."""
         self._cancel_timer()
         ok = self.reusable(self.keep_alive)
+        keep_idle = self.keep_idle
         self._reset()
         if ok:
             assert self.transport is not None
             self.transport.resume_reading()  # an idle connection must see stray bytes at once
-            self._pool._put(self)
+            self._pool._put(self, keep_idle)
         else:
             self.close()
 
@@ -565,9 +579,14 @@ class Pool:
         idle = None if fresh else self._idle.get(target)
         while idle:
             conn = idle.pop()
-            if not conn.dead and conn.transport is not None and not conn.transport.is_closing():
-                conn._cancel_timer()
-                return conn
+            transport = conn.transport
+            if conn.dead or transport is None or transport.is_closing():
+                continue
+            conn._cancel_timer()
+            if _input_waiting(transport):
+                conn.close()  # closed by the upstream, or it sent what nobody asked for
+                continue
+            return conn
         return await self._connect(target)
 
     async def _connect(self, target: Target) -> Connection:
@@ -575,46 +594,78 @@ class Pool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 addrs = await _resolve(loop, target.host, target.port)
-                last: Exception | None = None
-                for family, addr in addrs:
-                    try:
-                        _, proto = await loop.create_connection(
-                            lambda: Connection(self, target),
-                            addr[0],
-                            addr[1],
-                            family=family,
-                            ssl=target.ssl,
-                            server_hostname=target.host if target.ssl is not None else None,
-                        )
-                    except ssl.SSLCertVerificationError as exc:
-                        raise TLSError(exc.verify_message or "certificate error") from None
-                    except ssl.SSLError as exc:
-                        raise TLSError(exc.reason or "handshake failed") from None
-                    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-                        if target.ssl is None:
-                            last = exc
-                            continue
-                        # TCP connected (a refused connect is ConnectionRefusedError), then the
-                        # peer closed in the handshake: TLS to a port or name that does not
-                        # speak it, not the network.
-                        raise TLSError("handshake: connection closed by the upstream") from None
-                    except OSError as exc:
-                        last = exc
-                        continue
-                    assert isinstance(proto, Connection)
-                    self._all.add(proto)
-                    return proto
-                raise Unreachable(_why_unreachable(last))
+                if len(addrs) == 1:
+                    return await self._open(target, *addrs[0])
+                return await self._race(target, addrs)
         except TimeoutError:
             raise ConnectTimeout("connect") from None
 
-    def _put(self, conn: Connection) -> None:
+    async def _race(self, target: Target, addrs: list[tuple[int, tuple[str, int]]]) -> Connection:
+        """The first address to connect, each next one started when the last attempt failed
+        or after ATTEMPT_DELAY (RFC 8305); the attempts that lose are cancelled or closed."""
+        waiting = list(addrs)
+        pending: set[asyncio.Task[Connection]] = set()
+        last: BaseException | None = None
+        won: Connection | None = None
+        try:
+            while waiting or pending:
+                if waiting:
+                    pending.add(asyncio.ensure_future(self._open(target, *waiting.pop(0))))
+                done, pending = await asyncio.wait(
+                    pending, timeout=ATTEMPT_DELAY if waiting else None, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        if won is None:
+                            won = task.result()
+                        else:
+                            task.result().close()  # a second winner in the same pass
+                    elif isinstance(exc, Unreachable):
+                        last = exc.__cause__
+                    else:
+                        raise exc  # TLS: the upstream's answer, not a path to try around
+                if won is not None:
+                    return won
+            raise Unreachable(_why_unreachable(last))
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _open(self, target: Target, family: int, addr: tuple[str, int]) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await loop.create_connection(
+                lambda: Connection(self, target),
+                addr[0],
+                addr[1],
+                family=family,
+                ssl=target.ssl,
+                server_hostname=target.host if target.ssl is not None else None,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSError(exc.verify_message or "certificate error") from None
+        except ssl.SSLError as exc:
+            raise TLSError(exc.reason or "handshake failed") from None
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+            if target.ssl is None:
+                raise Unreachable(_why_unreachable(exc)) from exc
+            # TCP connected (a refused connect is ConnectionRefusedError), then the peer closed
+            # in the handshake: TLS to a port or name that does not speak it, not the network.
+            raise TLSError("handshake: connection closed by the upstream") from None
+        except OSError as exc:
+            raise Unreachable(_why_unreachable(exc)) from exc
+        assert isinstance(proto, Connection)
+        self._all.add(proto)
+        return proto
+
+    def _put(self, conn: Connection, keep_idle: float) -> None:
         idle = self._idle.setdefault(conn.target, [])
         if len(idle) >= POOL_MAX_IDLE:
             conn.close()
             return
         idle.append(conn)
-        conn._idle_handle = conn._loop.call_later(POOL_IDLE_SECONDS, conn.idle_expired)
+        conn._idle_handle = conn._loop.call_later(keep_idle, conn.idle_expired)
 
     def _forget(self, conn: Connection) -> None:
         self._all.discard(conn)
@@ -626,6 +677,39 @@ class Pool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
+
+
+def _keep_idle(headers: list[tuple[bytes, bytes]]) -> float:
+    """How long the connection may idle in the pool, by the response's `Keep-Alive` field."""
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"keep-alive":
+            found = _KEEP_ALIVE_TIMEOUT.search(value)
+            if found is not None:
+                return min(POOL_IDLE_SECONDS, max(int(found[1]) - 1.0, 0.0))
+    return POOL_IDLE_SECONDS
+
+
+def _input_waiting(transport: asyncio.Transport) -> bool:
+    """Bytes or an end of stream wait in the socket that the loop has not read yet.
+
+    A connection released and taken again in the same pass of the loop was handed out with the
+    upstream's FIN (a server that closes right after a response without `Connection: close`,
+    as uvicorn draining for a deploy) already in the kernel: the request written on it got
+    `502 upstream_disconnected`. An idle connection has nothing to read, so anything there
+    makes it unfit (the strict pool's rule), looked at with one poll of the socket.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 async def _resolve(

@@ -1,0 +1,169 @@
+"""The upstream pool against real sockets: which connection a request gets.
+
+- A name with an address that drops packets (IPv6 without a route) cost every connect the
+  whole --connect-timeout: addresses were tried strictly in turn. They race now (RFC 8305).
+- A connection whose upstream had closed it (its FIN in the kernel, not yet read by the loop)
+  could be handed out again: the request written on it got `502 upstream_disconnected`.
+- An upstream's `Keep-Alive: timeout=N` was ignored: a request could be written on a pooled
+  connection as the upstream closed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sse_audit_proxy.server import upstream as upstream_module
+from sse_audit_proxy.server.upstream import POOL_IDLE_SECONDS, Pool, Target, _input_waiting, _keep_idle
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, int]]:
+    """127.0.0.2:PORT whose accept queue is full: a SYN gets no answer, as to a dropped route."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # the queue holds backlog + 1; the rest are SYNs the kernel drops
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.2", port))
+        fillers.append(s)
+    time.sleep(0.1)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    with pytest.raises((TimeoutError, OSError)):
+        probe.connect(("127.0.0.2", port))  # the hole really holds: no answer within 0.5 s
+    probe.close()
+    yield "127.0.0.2", port
+    for s in [*fillers, listener]:
+        s.close()
+
+
+async def test_an_address_that_drops_packets_costs_a_fraction_of_a_second(
+    black_hole: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hole, port = black_hole
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)  # the same port on the address that works
+    await site.start()
+
+    async def both(_loop: Any, _host: str, p: int) -> list[tuple[int, tuple[str, int]]]:
+        # The name's two addresses, the dead one first (the resolver here knows neither).
+        return [(socket.AF_INET, (hole, p)), (socket.AF_INET, ("127.0.0.1", p))]
+
+    monkeypatch.setattr(upstream_module, "_resolve", both)
+    pool = Pool(connect_timeout=5.0)
+    try:
+        began = time.monotonic()
+        conn = await pool.acquire(Target("http", "gateway.test", port, None))
+        took = time.monotonic() - began
+        assert conn.transport is not None
+        assert conn.transport.get_extra_info("peername")[0] == "127.0.0.1"
+        assert took < 2.0, took  # was the whole connect timeout (5 s), then a 504
+        conn.close()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def closing_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # right after the response, without Connection: close
+        closed.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], closed
+    server.close()
+
+
+async def test_a_pooled_connection_closed_by_the_upstream_is_not_handed_out(
+    closing_server: tuple[int, asyncio.Event],
+) -> None:
+    port, closed = closing_server
+    pool = Pool(connect_timeout=5.0)
+    conn = await pool.acquire(Target("http", "127.0.0.1", port, None))
+    conn.start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5)
+    await conn.response_head()
+    await asyncio.wait_for(closed.wait(), 5)
+    transport = conn.transport
+    assert transport is not None
+    # The loop has not read the FIN yet when the proxy releases the connection and takes one
+    # in the same pass (another client's request): held here by pausing its reads.
+    transport.pause_reading()
+    time.sleep(0.05)  # the FIN reaches the kernel
+    assert _input_waiting(transport)
+    conn.body_done = conn.sent = conn.keep_alive = True  # the response ended exactly
+    conn.release()
+    transport.pause_reading()  # release() resumed reading; keep the FIN unread this pass
+    again = await pool.acquire(Target("http", "127.0.0.1", port, None))
+    assert again is not conn
+    again.close()
+
+
+async def test_an_idle_live_connection_has_nothing_waiting() -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Pool(connect_timeout=5.0)
+    conn = await pool.acquire(Target("http", "127.0.0.1", port, None))
+    assert conn.transport is not None and not _input_waiting(conn.transport)
+    conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "idle"),
+    [
+        (b"timeout=5", 4.0),
+        (b"timeout=5, max=1000", 4.0),
+        (b'max=100, timeout="30"', POOL_IDLE_SECONDS),
+        (b"timeout=1", 0.0),
+        (b"max=5", POOL_IDLE_SECONDS),
+    ],
+)
+def test_keep_alive_timeout_sets_the_pool_idle_time(value: bytes, idle: float) -> None:
+    assert _keep_idle([(b"Content-Type", b"text/plain"), (b"Keep-Alive", value)]) == idle
+
+
+async def test_a_connection_is_retired_before_the_upstreams_keep_alive_timeout(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    peers: list[Any] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.Response(text="ok", headers={"Keep-Alive": "timeout=2"})  # as Node says it
+
+    p = await proxy(await upstream(handler, keepalive_timeout=2.0))
+    for pause in (0.0, 0.3, 1.5):  # 1.5 s: past timeout - 1, before the upstream's own close
+        await asyncio.sleep(pause)
+        async with http.post(p.url / "v1/embeddings", json={"input": "x"}) as resp:
+            assert resp.status == 200
+    assert peers[0] == peers[1]  # reused within the advertised time
+    assert peers[2] != peers[1]  # retired a second before it, not written as it closes

@@ -29,6 +29,7 @@ from sse_audit_proxy.tools.bench.workloads import LATENCY, MEMORY, THROUGHPUT, W
 CHAT_PATH = "v1/chat/completions"
 START_DELAY = 0.3  # seconds between handing out a batch and its first stream
 WARMUP_OVERLAP_MS = 100.0  # a warm-up stream's first token: this long after the last one started
+RECORDS_TIMEOUT = 5.0  # seconds to wait for the records of streams that have ended
 SATURATED = 0.85  # a share of its CPUs above which a process group is the bottleneck
 
 
@@ -170,9 +171,12 @@ class Harness:
         proxy: procs.Child | None,
         place: procs.Placement,
     ) -> dict[str, Any]:
+        seen = 0
         if workload.warmup:
-            self._go(warmup_batch(workload, url), 30.0)
-        seen = len(proxy.log_lines()) if proxy is not None else 0
+            warm = self._go(warmup_batch(workload, url), 30.0)
+            seen = _settled(proxy, 0, warm.streams_ok + warm.streams_failed)
+        elif proxy is not None:
+            seen = len(_stream_ends(proxy))
         tree = procs.descendants(pid) if pid else []
         gateway_tree = procs.descendants(self.gateway.pid)
         rss_idle = sum(procs.rss_bytes(p) for p in tree)
@@ -207,11 +211,8 @@ class Harness:
             "frames_per_chunk": round(result.frames / result.chunks, 3) if result.chunks else None,
         }
         if proxy is not None:
-            outcomes = Counter(
-                str(line.get("outcome"))
-                for line in proxy.log_lines()[seen:]
-                if line.get("event") == "stream_end"
-            )
+            _settled(proxy, seen, result.streams_ok + result.streams_failed)
+            outcomes = Counter(str(line.get("outcome")) for line in _stream_ends(proxy)[seen:])
             run["proxy_verdicts"] = dict(outcomes)
         if pid is not None and result.frames:
             # The target's own process tree, from just before the streams are handed out to
@@ -343,6 +344,23 @@ def workload_batch(workload: Workload, url: URL, **changes: Any) -> Batch:
         timeout=workload.timeout,
     )
     return replace(batch, **changes)
+
+
+def _stream_ends(proxy: procs.Child) -> list[dict[str, object]]:
+    return [line for line in proxy.log_lines() if line.get("event") == "stream_end"]
+
+
+def _settled(proxy: procs.Child | None, seen: int, ended: int) -> int:
+    """How many stream records the proxy has logged, once the `ended` streams after the
+    first `seen` are among them (or after RECORDS_TIMEOUT): its lines are written by a
+    thread, a moment after each stream's last byte, so a count taken at once missed some
+    and the next run counted them as its own."""
+    if proxy is None:
+        return 0
+    deadline = time.monotonic() + RECORDS_TIMEOUT
+    while (count := len(_stream_ends(proxy))) < seen + ended and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return count
 
 
 def warmup_batch(workload: Workload, url: URL) -> Batch:

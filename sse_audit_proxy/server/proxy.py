@@ -927,9 +927,8 @@ def upstream_error(exc: BaseException, config: ProxyConfig) -> tuple[int, str, s
     if isinstance(exc, DNSError):
         return 502, exc.code, "could not resolve the upstream host"
     if isinstance(exc, Unreachable):
-        why = str(exc)
-        if why.startswith("the "):  # the proxy's own want of a resource (upstream._LOCAL_LIMITS)
-            return 502, exc.code, f"could not connect to upstream: {why}"
+        if exc.local_limit is not None:
+            return 502, exc.code, f"could not connect to upstream: {exc.local_limit}"
         return 502, exc.code, "could not connect to upstream"
     if isinstance(exc, Disconnected):
         return 502, exc.code, "upstream closed the connection without a response"

@@ -80,6 +80,13 @@ class DNSError(UpstreamError):
 class Unreachable(UpstreamError):
     code = "upstream_unreachable"
 
+    @property
+    def local_limit(self) -> str | None:
+        """The proxy's own want of a resource that failed the connect (EMFILE...), if it was."""
+        cause = self.__cause__
+        code = cause.errno if isinstance(cause, OSError) else None
+        return _LOCAL_LIMITS.get(code or 0)
+
 
 # Connect failures that are the proxy's own want of a resource, not the upstream's fault.
 _LOCAL_LIMITS = {
@@ -90,11 +97,11 @@ _LOCAL_LIMITS = {
 }
 
 
-def _why_unreachable(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no address"
-    code = exc.errno if isinstance(exc, OSError) else None
-    return _LOCAL_LIMITS.get(code or 0) or type(exc).__name__
+def _unreachable(exc: BaseException | None) -> Unreachable:
+    """The error for connects that failed, the last with `exc` (None: there was no address)."""
+    error = Unreachable(type(exc).__name__ if exc is not None else "no address")
+    error.__cause__ = exc
+    return error
 
 
 class TLSError(UpstreamError):
@@ -606,6 +613,7 @@ class Pool:
         waiting = list(addrs)
         pending: set[asyncio.Task[Connection]] = set()
         last: BaseException | None = None
+        refused: BaseException | None = None
         won: Connection | None = None
         try:
             while waiting or pending:
@@ -623,11 +631,13 @@ class Pool:
                             task.result().close()  # a second winner in the same pass
                     elif isinstance(exc, Unreachable):
                         last = exc.__cause__
-                    else:
-                        raise exc  # TLS: the upstream's answer, not a path to try around
+                    elif won is None:
+                        refused = exc  # TLS: the upstream's answer, not a path to try around
                 if won is not None:
                     return won
-            raise Unreachable(_why_unreachable(last))
+                if refused is not None:
+                    raise refused
+            raise _unreachable(last)
         finally:
             for task in pending:
                 task.cancel()
@@ -649,12 +659,12 @@ class Pool:
             raise TLSError(exc.reason or "handshake failed") from None
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
             if target.ssl is None:
-                raise Unreachable(_why_unreachable(exc)) from exc
+                raise _unreachable(exc) from exc
             # TCP connected (a refused connect is ConnectionRefusedError), then the peer closed
             # in the handshake: TLS to a port or name that does not speak it, not the network.
             raise TLSError("handshake: connection closed by the upstream") from None
         except OSError as exc:
-            raise Unreachable(_why_unreachable(exc)) from exc
+            raise _unreachable(exc) from exc
         assert isinstance(proto, Connection)
         self._all.add(proto)
         return proto

@@ -232,6 +232,12 @@ class SSEDecoder:
                 self._last_id = value.decode("utf-8", "replace")
         elif field == b"data":  # "data" with no colon: an empty data line
             self._data.append(b"")
+        elif field == b"error":
+            # Not an SSE field (clients ignore it), but llama.cpp's server sent its failures
+            # mid-generation so until 2025, then `[DONE]`: read as an error event, or the
+            # failed answer was `complete`.
+            self._event = "error"
+            self._data.append(value)
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _overflow(self, events: list[Event]) -> None:

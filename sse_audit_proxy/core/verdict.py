@@ -429,10 +429,11 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     Rule(
         Outcome.UPSTREAM_ERROR,
         'the upstream reported failure in-band: an `{"error": …}` frame '
-        '(or `{"object": "error"}`), a choice\'s `finish_reason: "error"`, or an error event, '
-        "after which no choice finished with another reason (even if `[DONE]` follows), Responses "
-        "`response.failed`, Anthropic `error`; or a JSON error document with status 200 instead "
-        "of the stream that was asked for",
+        '(or `{"object": "error"}`), a choice\'s `finish_reason` `"error"` (OpenRouter) or '
+        '`"abort"` (vLLM), or an event named `error` (whatever its data; an `error:` line too, '
+        "older llama.cpp's), after which no choice finished with another reason (even if "
+        "`[DONE]` follows), Responses `response.failed`, Anthropic `error`; or a JSON error "
+        "document with status 200 instead of the stream that was asked for",
         lambda f: f.summary.failed or f.error_instead_of_stream,
         _failed,
     ),
@@ -574,8 +575,9 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.ERROR_EVENT,
         'the stream carried an `{"error": …}` frame (or `{"object": "error"}`; on Chat and '
-        'Completions also a choice finishing with `finish_reason: "error"`) or an error event '
-        "(on every route), or was a JSON error document sent with a success status",
+        'Completions also a choice finishing with `finish_reason` `"error"` or `"abort"`) or an '
+        "error event (an event named `error`, or an `error:` line; on every route), or was a "
+        "JSON error document sent with a success status",
         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,
         lambda f: (
             f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"

@@ -59,9 +59,14 @@ MAX_REASON_CHARS = 40
 OTHER_REASON = "other"
 
 
-# The finish reason of a choice that failed mid-generation (OpenRouter's "Streaming Error
-# Formats"): an in-band failure, not a finish.
-FAILED_REASON = "error"
+# The finish reasons of a choice that failed mid-generation, an in-band failure, not a finish:
+# OpenRouter's "error" ("Streaming Error Formats"), vLLM's "abort" (the engine dropped the
+# request: paused, or aborted, with the client still reading).
+FAILED_REASONS = frozenset({"error", "abort"})
+# An event of this name is an in-band failure whatever its data says: llama.cpp's Messages
+# route sends `event: error` with data whose `type` is `server_error`, and its older servers
+# an `error:` field, which the decoder reads as such an event (sse.py).
+ERROR_EVENT = "error"
 
 
 def reason_word(reason: str) -> str:

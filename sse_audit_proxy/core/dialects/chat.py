@@ -22,7 +22,8 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     DONE_SENTINEL,
     ERROR,
-    FAILED_REASON,
+    ERROR_EVENT,
+    FAILED_REASONS,
     FINISH,
     MALFORMED,
     MAX_KEYS,
@@ -98,7 +99,11 @@ class ChatCompletions(Dialect):
         self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
 
     def observe(self, event: Event) -> int:
-        return self.observe_data(event.data)  # the event's name and id say nothing here
+        if event.event == ERROR_EVENT:  # else the name and id say nothing here
+            self._errors += 1
+            self._failed = True
+            return ERROR
+        return self.observe_data(event.data)
 
     def observe_data(self, data: bytes) -> int:
         # Decoded straight into the few fields read here (msgspec skips the others without
@@ -140,7 +145,7 @@ class ChatCompletions(Dialect):
             if reason:  # "" means none yet
                 self._finish[index] = reason_word(reason)
                 bits |= FINISH
-                if reason == FAILED_REASON:
+                if reason in FAILED_REASONS:
                     bits = self._choice_failed(bits)
                 else:
                     self._failed = False
@@ -177,7 +182,7 @@ class ChatCompletions(Dialect):
             bits = CONTENT
         if reason and isinstance(reason, str):  # "" means none yet
             self._finish[index] = reason_word(reason)
-            if reason == FAILED_REASON:
+            if reason in FAILED_REASONS:
                 self._failed = True
                 bits |= ERROR  # counted by _observe_doc, once per frame
             else:

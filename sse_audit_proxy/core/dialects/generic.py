@@ -6,6 +6,7 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     DONE_SENTINEL,
     ERROR,
+    ERROR_EVENT,
     TERMINAL,
     Dialect,
     DialectSummary,
@@ -34,6 +35,10 @@ class Generic(Dialect):
         self._failed = False  # the last data frame was an error frame
 
     def observe(self, event: Event) -> int:
+        if event.event == ERROR_EVENT:
+            self._errors += 1
+            self._failed = True
+            return ERROR
         return self.observe_data(event.data)
 
     def observe_data(self, data: bytes) -> int:

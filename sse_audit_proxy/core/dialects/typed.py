@@ -11,6 +11,7 @@ from typing import Any
 from sse_audit_proxy.core.dialects.base import (
     DONE_SENTINEL,
     ERROR,
+    ERROR_EVENT,
     MALFORMED,
     TERMINAL,
     Dialect,
@@ -44,6 +45,9 @@ class TypedEvents(Dialect):
         if data == DONE_SENTINEL:
             self._done = True
             return 0
+        if event.event == ERROR_EVENT:  # whatever its data's `type` says (llama.cpp's)
+            self._fail()
+            return TERMINAL | ERROR
         doc = load_object(data)
         if doc is None:
             self._malformed += 1

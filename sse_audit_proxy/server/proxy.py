@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -219,12 +219,15 @@ WEBSOCKET_REFUSED = (
 )
 
 
-def _asks_for_websocket(headers: Mapping[str, str]) -> bool:
-    """`Upgrade: websocket`. Refused in the proxy's own words: forwarded without its hop-by-hop
-    `Upgrade`, it reached the upstream as a plain GET, whose answer (a 400 or 426, or a 404)
-    told the client nothing of why (the openai SDK's Realtime client)."""
-    upgrade = headers.get("Upgrade")
-    return upgrade is not None and "websocket" in upgrade.lower()
+def _asks_for_websocket(raw_headers: list[tuple[bytes, bytes]]) -> bool:
+    """`Upgrade: websocket`, in any of the `Upgrade` fields. Refused in the proxy's own words:
+    forwarded without its hop-by-hop `Upgrade`, it reached the upstream as a plain GET, whose
+    answer (a 400 or 426, or a 404) told the client nothing of why (the openai SDK's Realtime
+    client)."""
+    return any(
+        len(name) == 7 and name.lower() == b"upgrade" and b"websocket" in value.lower()
+        for name, value in raw_headers
+    )
 
 
 def escapes_base(raw_path: str) -> bool:
@@ -433,7 +436,7 @@ class Proxy:
             )
             resp.headers["WWW-Authenticate"] = "Bearer"
             return resp
-        if _asks_for_websocket(request.headers):
+        if _asks_for_websocket(request.raw_headers):
             return self._refuse(
                 r, 501, WEBSOCKET_REFUSED, "invalid_request_error", "websocket_not_supported", close=True
             )

@@ -639,8 +639,14 @@ class Pool:
                     raise refused
             raise _unreachable(last)
         finally:
+            # A cancel (the client left, --connect-timeout) can land in the pass in which an
+            # attempt connected: it is done but still among `pending`, and cancel() would not
+            # close what it made.
             for task in pending:
-                task.cancel()
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled() and task.exception() is None:
+                    task.result().close()
 
     async def _open(self, target: Target, family: int, addr: tuple[str, int]) -> Connection:
         loop = asyncio.get_running_loop()

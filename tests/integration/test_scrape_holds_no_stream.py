@@ -8,11 +8,15 @@ every stream stood still that long (and its frames looked read together to the a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import socket
 import time
 from typing import Any
 
 import aiohttp
+
+from sse_audit_proxy.server import admin
 
 CHAT = "v1/chat/completions"
 FRAMES = 60
@@ -64,3 +68,40 @@ async def test_a_long_scrape_does_not_stand_the_streams_still(
     assert max(gaps) < min(0.15, longest_scrape / 2), (max(gaps), longest_scrape)
     record = await p.record()
     assert record.stream is not None and record.stream.outcome.value == "complete"
+
+
+async def test_a_scraper_that_never_reads_is_let_go(
+    demo_gateway: Any, proxy: Any, http: aiohttp.ClientSession, monkeypatch: Any
+) -> None:
+    """A scraper that asks for /metrics and reads nothing held its connection, and the rendered
+    body (MBs with many models), for ever: a few dozen held hundreds of MB. It gets
+    SEND_TIMEOUT; a scraper that reads is answered in full meanwhile."""
+    monkeypatch.setattr(admin, "SEND_TIMEOUT", 1.0)
+    p = await proxy(await demo_gateway())
+    many_series(p.service.metrics)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (p.metrics_url.host, p.metrics_url.port))
+    await loop.sock_sendall(sock, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await asyncio.sleep(0.2)
+    async with http.get(p.metrics_url / "metrics") as resp:  # another scraper, meanwhile
+        assert resp.status == 200 and b"model-99" in await resp.read()
+    # Not read for longer than SEND_TIMEOUT, then drained: the proxy cut the answer short.
+    await asyncio.sleep(1.5)
+    got = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        async with asyncio.timeout(10):
+            while chunk := await loop.sock_recv(sock, 1 << 16):
+                got += chunk
+    sock.close()
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    declared = int(
+        next(
+            v
+            for k, v in (h.split(b": ", 1) for h in head.split(b"\r\n")[1:])
+            if k.lower() == b"content-length"
+        )
+    )
+    assert declared > 1 << 20 and len(body) < declared  # the connection was closed, not finished

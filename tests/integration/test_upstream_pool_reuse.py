@@ -83,6 +83,50 @@ async def test_an_address_that_drops_packets_costs_a_fraction_of_a_second(
         await runner.cleanup()
 
 
+async def test_a_race_cancelled_as_an_attempt_connects_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request goes away (its client left, or --connect-timeout) in the pass in which one
+    address's attempt connected: that attempt is done but not yet seen by the race, and its
+    connection was left open, owned by nobody."""
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda _r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def two(_loop: Any, _host: str, p: int) -> list[tuple[int, tuple[str, int]]]:
+        return [(socket.AF_INET, ("127.0.0.1", p)), (socket.AF_INET, ("127.0.0.2", p))]
+
+    connected = asyncio.get_running_loop().create_future()
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    real_open = Pool._open
+
+    async def held_open(self: Pool, target: Target, family: int, addr: tuple[str, int]) -> Any:
+        if addr[0] != "127.0.0.1":
+            await asyncio.sleep(30)  # the other address never answers
+        conn = await real_open(self, target, family, addr)
+        connected.set_result(None)
+        await release  # connected; the attempt ends when the test says
+        return conn
+
+    monkeypatch.setattr(upstream_module, "_resolve", two)
+    monkeypatch.setattr(Pool, "_open", held_open)
+    pool = Pool(connect_timeout=10.0)
+    request = asyncio.ensure_future(pool.acquire(Target("http", "gateway.test", port, None)))
+    try:
+        await asyncio.wait_for(connected, 5)
+        release.set_result(None)  # the attempt completes ...
+        request.cancel()  # ... in the same pass as the request goes away
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0.1)
+        left = [c for c in pool._all if c.transport is not None and not c.transport.is_closing()]
+        assert accepted and not left
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+
+
 @pytest.fixture
 async def closing_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
     closed = asyncio.Event()

@@ -7,6 +7,7 @@ ordinary upstream 400.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -56,3 +57,24 @@ async def test_the_openai_sdk_realtime_client_is_told_why(upstream: Any, proxy: 
     record = await p.record()
     assert (record.status, record.error) == (501, "websocket_not_supported")
     assert tally.requests == 0
+
+
+@pytest.mark.parametrize("first", [b"h2c", b""])
+async def test_websocket_in_a_second_upgrade_field_is_refused_too(
+    upstream: Any, proxy: Any, first: bytes
+) -> None:
+    """The request's field map keeps a field's first value: `Upgrade: h2c` (or an empty one)
+    before `Upgrade: websocket` slipped past the check and reached the upstream as a GET."""
+    tally = Tally()
+    p = await proxy(await upstream(counting_upstream(tally)))
+    reader, writer = await asyncio.open_connection(p.url.host, p.url.port)
+    writer.write(
+        b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: " + first + b"\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status.split()[1] == b"501"
+    (record,) = await p.sink.wait(1)
+    assert record.error == "websocket_not_supported" and tally.requests == 0

@@ -518,8 +518,10 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.BUFFERED,
-        "the completion was withheld and released at once (see How `buffered` is decided)",
-        lambda f: is_buffered(f.timing, f.thresholds),
+        "the completion was withheld and released at once (see How `buffered` is decided); "
+        "judged on streams the upstream ended: cut early, a stream shows only its first "
+        "release (a client that stops after a few tokens left behind a first read of several)",
+        lambda f: f.ended_by_upstream and is_buffered(f.timing, f.thresholds),
         _buffered,
     ),
     Rule(

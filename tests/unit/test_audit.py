@@ -97,6 +97,22 @@ def test_whole_stream_in_one_read_after_a_long_wait_is_buffered() -> None:
     assert r.outcome is Outcome.COMPLETE and r.anomalies == ["buffered"]
 
 
+def test_a_stream_the_client_cut_after_its_first_read_is_not_judged_buffered() -> None:
+    """A first read of seven tokens after 300 ms (a prefill), then one every 25 ms: a client that
+    stopped after three tokens ("stop generating") left behind a stream that looked like one
+    withheld release. The whole stream is not buffered, and the cut one is not judged."""
+    frames = healthy(30)
+    first = 8  # the role chunk and seven tokens, in one read
+    times = [0.3 + 0.00001 * i for i in range(first)] + [
+        0.3 + 0.025 * i for i in range(1, len(frames) - first + 1)
+    ]
+    assert "buffered" not in run(frames, times).anomalies
+    cut = run(frames[:first], times[:first], end=End.CLIENT_GONE)
+    assert cut.outcome is Outcome.CLIENT_DISCONNECT and "buffered" not in cut.anomalies
+    # The same first read, the upstream ending there: one withheld release, as before.
+    assert "buffered" in run(frames[:first], times[:first], end=End.UPSTREAM_BROKEN).anomalies
+
+
 def test_slow_first_token_then_real_token_by_token_is_not_buffered() -> None:
     frames = healthy(20)
     times = [5.0 + 0.02 * i for i in range(len(frames))]

@@ -143,7 +143,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "which fault the gateway has; then GET /streams/recent?anomaly=KIND on the metrics "
               "port for trace IDs.",
               [(rate("sse_audit_stream_anomalies_total", "anomaly"), "{{anomaly}}")],
-              unit="reqps", width=12, stack=True),
+              unit="cps", width=12, stack=True),
         panel("Missing [DONE] and finish_reason share",
               "Share of streams that ended without data: [DONE], or without any finish_reason "
               "(recording rules, all instances; alerts above 1 %). Clients that wait for [DONE] "
@@ -168,17 +168,18 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "`stop`, `tool_calls` vanishing) after the cutover means the gateway changes "
               "requests or responses.",
               [(rate("sse_audit_finish_reasons_total", "finish_reason"), "{{finish_reason}}")],
-              unit="reqps", stack=True),
+              unit="cps", stack=True),
     ]),
     ("Latency", [
         panel("Time to first token",
-              "From the request reaching the proxy to the first frame with content, p50/p95/p99 "
-              "from the histogram. What users feel as 'it started answering'.",
+              "From the request all sent to the gateway to the first frame with content, "
+              "p50/p95/p99 from the histogram. What users feel as 'it started answering'.",
               quantiles("sse_audit_time_to_first_token_seconds"), unit="s"),
         panel("Time to first byte",
-              "From the request reaching the proxy to the first body byte of the gateway. When "
-              "TTFB is low but TTFT high, the gateway sends headers or role chunks early and "
-              "content late (or buffers); when both rose, it is slow to answer at all.",
+              "From the request all sent to the gateway to its first body byte. When TTFB is "
+              "low but TTFT high, the gateway sends headers or role chunks early and content "
+              "late; when both rose together, it is slow to answer at all, or it holds the whole "
+              "answer (its first byte is then its first token): the buffered share tells which.",
               quantiles("sse_audit_time_to_first_byte_seconds"), unit="s"),
         panel("Time to first token p95 against its baseline",
               "The 5-minute p95 against its median over the last day (recording rules, all "
@@ -241,7 +242,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Canary share and guard",
               "The share of new requests sent to the canary now (sse_audit_canary_percent, 0 "
               "while tripped) and whether the guard has tripped (sse_audit_canary_tripped, "
-              "right axis). A trip lasts until the percent file changes or SIGHUP.",
+              "drawn as 100 when tripped, 0 when not). A trip lasts until the percent file "
+              "changes or SIGHUP.",
               [('max(sse_audit_canary_percent{instance=~"$instance"})', "canary percent"),
                ('100 * max(sse_audit_canary_tripped{instance=~"$instance"})',
                 "tripped (100 = yes)")],
@@ -263,7 +265,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               side_quantiles("sse_audit_time_to_first_token_seconds"), unit="s", width=6),
         panel("Time to first byte by side",
               "p50 and p95 per side: a canary slow to answer at all shows here as well as in "
-              "TTFT; one that buffers shows only in TTFT.",
+              "TTFT, and so does one that holds the whole answer (its first byte is its first "
+              "token; see the buffered share); one that sends headers early and content late "
+              "shows only in TTFT.",
               side_quantiles("sse_audit_time_to_first_byte_seconds"), unit="s", width=6),
         panel("Worst gap p95 by side",
               "p95 over streams of each stream's largest gap between frames, per side: stalls "
@@ -285,11 +289,12 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "request rates hold means usage is missing (see Missing usage share).",
               [(rate("sse_audit_usage_tokens_total", "type"), "{{type}}")],
               unit="short", width=12, stack=True),
-        panel("Completion tokens per completed stream",
-              "Completion tokens reported per complete stream. A change after the cutover "
-              "means different max_tokens, models or truncation upstream.",
+        panel("Completion tokens per stream",
+              "Completion tokens reported in usage, over all streams of the route (whatever "
+              "their outcome; a stream without usage adds none). A change after the cutover "
+              "means different max_tokens, models, truncation upstream or missing usage.",
               [(rate("sse_audit_usage_tokens_total", "route", SEL + ', type="completion"')
-                + " / " + rate("sse_audit_streams_total", "route", SEL + ', outcome="complete"'),
+                + " / " + rate("sse_audit_streams_total", "route"),
                 "{{route}}")],
               unit="short", width=12),
     ]),

@@ -78,14 +78,14 @@ class Metrics:
         )
         self.ttfb = Histogram(
             "sse_audit_time_to_first_byte_seconds",
-            "From the request reaching the proxy to the first upstream body byte.",
+            "From the request all sent to the upstream to its first body byte.",
             rm,
             buckets=buckets.LATENCY,
             registry=registry,
         )
         self.ttft = Histogram(
             "sse_audit_time_to_first_token_seconds",
-            "From the request reaching the proxy to the first frame with content.",
+            "From the request all sent to the upstream to the first frame with content.",
             rm,
             buckets=buckets.LATENCY,
             registry=registry,

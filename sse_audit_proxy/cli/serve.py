@@ -133,8 +133,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-unsent-bytes",
         type=size,
         default=1 << 20,
-        help="bytes of an event stream a client may leave unread before the stream is "
-        "aborted as `slow_client`; accepts k/m suffixes",
+        help="bytes a client may leave unread before the upstream is read no further until it "
+        "takes some (backpressure); accepts k/m suffixes",
+    )
+    option(
+        p,
+        "--send-timeout",
+        type=positive_float,
+        default=300.0,
+        help="seconds an event stream's client may take nothing while more than "
+        "--max-unsent-bytes waits for it, before the stream is aborted as `slow_client`",
     )
     option(
         p,
@@ -452,6 +460,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         total_timeout=args.total_timeout,
         max_body_bytes=args.max_body_bytes,
         max_unsent_bytes=args.max_unsent_bytes,
+        send_timeout=args.send_timeout,
         drain_timeout=args.drain_timeout,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,

@@ -143,6 +143,7 @@ class StreamAudit:
         "_thresholds",
         "_timeline",
         "bytes",
+        "held_by_client",
     )
 
     def __init__(
@@ -168,6 +169,9 @@ class StreamAudit:
         line read as a frame (an error line is an in-band failure)."""
         self._dialect = dialect
         self._json_lines = json_lines
+        # Set by the relay when it stopped reading the upstream for a client that was behind:
+        # the arrivals after it are the client's pace, not the upstream's.
+        self.held_by_client = False
         self._started = started_at
         self._arrived = started_at if arrived_at is None else arrived_at
         self._include_usage = include_usage
@@ -485,6 +489,7 @@ class StreamAudit:
                 duration=t - self._arrived,
                 last_frame=(None if self._last_frame is None else self._last_frame - self._arrived),
                 sent=self._started - self._arrived,
+                held_by_client=self.held_by_client,
                 max_gap=self._max_gap,
                 bytes=self.bytes,
             ),

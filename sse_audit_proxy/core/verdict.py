@@ -112,6 +112,9 @@ class Timing:
     sent: float = 0.0  # to the request's last byte written to the upstream
     max_gap: float | None = None  # the longest silence between two frames
     bytes: int = 0  # body bytes relayed
+    # The relay stopped reading the upstream while the client was behind (--max-unsent-bytes):
+    # later frames arrived at the client's pace, so the timing rules do not judge the stream.
+    held_by_client: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -273,7 +276,8 @@ def _timed_out(f: Facts) -> str:
 
 def _client_left(f: Facts) -> str:
     who = {
-        End.SLOW_CLIENT: "the client was cut for leaving more than --max-unsent-bytes unread",
+        End.SLOW_CLIENT: "the client was cut for taking nothing for --send-timeout with more "
+        "than --max-unsent-bytes unread",
         End.ABORTED: "the stream was still open when the shutdown drain ran out",
     }.get(f.end, "the client went away")
     return (
@@ -419,8 +423,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Outcome.CLIENT_DISCONNECT,
-        "the client went away (or was cut for leaving more than "
-        "`--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
+        "the client went away (or was cut for taking nothing for `--send-timeout` with more "
+        "than `--max-unsent-bytes` unread, or was still open when the shutdown drain ran out) before "
         "the upstream's end marker or in-band failure reached it; the upstream request is "
         "closed at once",
         lambda f: f.end in _CLIENT_ENDS and not f.ended_by_upstream,
@@ -520,15 +524,17 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         Anomaly.BUFFERED,
         "the completion was withheld and released at once (see How `buffered` is decided); "
         "judged on streams the upstream ended: cut early, a stream shows only its first "
-        "release (a client that stops after a few tokens left behind a first read of several)",
-        lambda f: f.ended_by_upstream and is_buffered(f.timing, f.thresholds),
+        "release (a client that stops after a few tokens left behind a first read of several); "
+        "not judged when the upstream was held for a client that fell behind",
+        lambda f: f.ended_by_upstream and not f.timing.held_by_client and is_buffered(f.timing, f.thresholds),
         _buffered,
     ),
     Rule(
         Anomaly.BURSTY,
         "content arrived in clumps separated by long silences, and the stream is "
-        "not `buffered` (see How `bursty` is decided)",
-        lambda f: is_bursty(f.timing, f.thresholds),
+        "not `buffered` (see How `bursty` is decided); not judged when the upstream was held "
+        "for a client that fell behind (its reads, not the upstream, made the clumps)",
+        lambda f: not f.timing.held_by_client and is_bursty(f.timing, f.thresholds),
         _bursty,
     ),
     Rule(

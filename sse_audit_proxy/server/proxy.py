@@ -119,6 +119,10 @@ class ProxyConfig:
     total_timeout: float = 3600.0
     max_body_bytes: int = 512 << 20  # OpenAI's largest file upload
     max_unsent_bytes: int = 1 << 20
+    # An event stream's client must take some of what waits for it within this long, once more
+    # than max_unsent_bytes waits (the upstream is not read meanwhile), or it is cut: nginx's
+    # send_timeout; as long as --idle-timeout, the upstream's own allowance.
+    send_timeout: float = 300.0
     drain_timeout: float = 30.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request head must arrive within it
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # between two reads of a request body
@@ -731,9 +735,7 @@ class Proxy:
             except Exception as exc:  # forward first: an audit that cannot start is skipped
                 audit_failed(rec.trace_id, "start", exc)
         transport = request.transport
-        relay = _Relay(
-            conn, transport, request.conn, rec, audit, is_sse, started, self.config.max_unsent_bytes
-        )
+        relay = _Relay(conn, transport, request.conn, rec, audit, is_sse, started, self.config)
         has_body = not (request.method == "HEAD" or status in (204, 304))
         client_chunked = has_body and conn.content_length is None and request.version >= HTTP11
         # An upstream that refused the body before it was all read: the client's connection is
@@ -984,14 +986,18 @@ class _Relay:
     """The body sink (`body`): each upstream read is written to the client, then fed to the audit.
 
     Called from the upstream connection's `data_received`, so relaying a frame costs no task
-    switch. Event streams are read at the upstream's pace (the audit times the upstream); a
-    client more than `max_unsent_bytes` behind is cut. Other bodies use plain backpressure:
-    the upstream is not read while the client's buffer is over its high-water mark.
+    switch. The upstream is read at its own pace (the audit times the upstream) while less than
+    `max_unsent_bytes` waits for the client; past that it is not read until the client takes
+    some (backpressure, as without a proxy). An event stream's client that takes nothing for
+    `send_timeout` then is cut (`slow_client`). Cut at once as it used to be, a client reading
+    an image stream (frames of several MiB: one write passes 1 MiB) or reading its streams one
+    after another lost them, where straight to the gateway it got them.
     """
 
     __slots__ = (
         "_blocked",
         "_loop",
+        "_send_timeout",
         "_wake",
         "audit",
         "chunked",
@@ -1012,7 +1018,7 @@ class _Relay:
         audit: StreamAudit | None,
         is_sse: bool,
         started: float,
-        max_unsent: int,
+        config: ProxyConfig,
     ) -> None:
         self.started = started
         self.conn = conn
@@ -1025,8 +1031,9 @@ class _Relay:
         self._blocked = False
         self._wake: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._send_timeout = config.send_timeout if is_sse else None  # others: --total-timeout
         if transport is not None:
-            transport.set_write_buffer_limits(high=max_unsent)
+            transport.set_write_buffer_limits(high=config.max_unsent_bytes)
 
     def body(self, data: bytes, t: float) -> End | None:
         transport = self.transport
@@ -1049,10 +1056,10 @@ class _Relay:
                 self.audit = None  # off for the rest of this stream; forwarding goes on as it was
                 audit_failed(rec.trace_id, "feed", exc)
         if self.protocol.writing_paused:  # more than max_unsent_bytes wait for the client
-            if self.is_sse:
-                return End.SLOW_CLIENT
             self.conn.pause_reading()
             self._blocked = True
+            if audit is not None:
+                audit.held_by_client = True  # what comes later is timed by the client's pace
             self._poke()
         return None
 
@@ -1075,7 +1082,12 @@ class _Relay:
                 self._blocked = False
                 # Raises if the client is gone; returns when the relay ends meanwhile (a
                 # timeout): a client that never read once held its request here for ever.
-                await self.protocol.drain()
+                try:
+                    async with asyncio.timeout(self._send_timeout):
+                        await self.protocol.drain()
+                except TimeoutError:
+                    if not end.done():
+                        self.conn.stop_relay(End.SLOW_CLIENT)
                 if not end.done():
                     self.conn.resume_reading()
                 continue

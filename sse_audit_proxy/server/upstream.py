@@ -148,6 +148,7 @@ class Connection(asyncio.Protocol):
         "_early",
         "_end",
         "_head",
+        "_held",
         "_idle",
         "_idle_handle",
         "_loop",
@@ -198,6 +199,7 @@ class Connection(asyncio.Protocol):
         self._early: list[tuple[bytes, float]] | None = None  # body reads before relay(), timed
         self._deadline = 0.0  # when (time.monotonic) the total timeout ends the request
         self._idle = 0.0
+        self._held = False  # not read while the client is behind: the idle clock stands still
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -391,7 +393,7 @@ class Connection(asyncio.Protocol):
             return
         why = sink(body, self.last_read)
         if why is not None:
-            self._sink_ended(why)
+            self.stop_relay(why)
 
     def on_message_complete(self) -> None:
         if self.status >= 200 and not self.body_done:
@@ -462,26 +464,33 @@ class Connection(asyncio.Protocol):
             for body, t in early:
                 why = sink(body, max(t, not_before))
                 if why is not None:
-                    self._sink_ended(why)
+                    self.stop_relay(why)
                     break
         if not self._end.done() and self.transport is not None:
             self.transport.resume_reading()
         return self._end
 
     def pause_reading(self) -> None:
-        """The client is behind (plain backpressure): the idle clock stops meanwhile."""
-        self.last_read = math.inf
+        """The client is behind (backpressure): the idle clock stops meanwhile. `last_read`
+        stays the arrival time of the read in progress, which llhttp may go on relaying."""
+        self._held = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self.last_read = _monotonic()
+        self._held = False
+        self.last_read = now = _monotonic()
+        if self._idle_handle is not None:  # the check waited for the deadline: idle again now
+            self._idle_handle.cancel()
+            self._idle_handle = self._loop.call_later(
+                min(now + self._idle, self._deadline) - now, self._check
+            )
         if self.transport is not None and not self.dead:
             self.transport.resume_reading()
 
     # Ends ---------------------------------------------------------------------------------
 
-    def _sink_ended(self, why: End) -> None:
+    def stop_relay(self, why: End) -> None:
         """The sink wants no more (its client is gone or too far behind): it gets none.
 
         llhttp goes on with the rest of the read, and under uvloop more reads came before the
@@ -528,7 +537,7 @@ class Connection(asyncio.Protocol):
         if now >= self._deadline:
             self._fail(TotalTimeout("total"), End.TOTAL_TIMEOUT)
             return
-        due = self.last_read + self._idle  # inf while paused for the client: not idle
+        due = math.inf if self._held else self.last_read + self._idle  # held: not idle
         if now < due:  # something arrived since: look again then (no timer per read)
             self._idle_handle = self._loop.call_later(min(due, self._deadline) - now, self._check)
             return

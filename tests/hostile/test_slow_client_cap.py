@@ -1,4 +1,5 @@
-"""A client that never reads an event stream is cut at --max-unsent-bytes, not 16 MB later.
+"""A client that never reads an event stream is held at --max-unsent-bytes, not 16 MB later,
+and cut after --send-timeout.
 
 The relay's sink said `slow_client` once the client's buffer passed the cap, but the upstream
 connection went on handing it every later body read (llhttp finishes the read it is in, and
@@ -34,7 +35,7 @@ async def fast_stream(_: RawRequest, writer: asyncio.StreamWriter) -> None:
 async def test_a_client_that_does_not_read_is_cut_near_the_cap() -> None:
     async with (
         raw_upstream(fast_stream) as up,
-        serve(URL(f"http://127.0.0.1:{up.port}"), "--max-unsent-bytes", "64k") as child,
+        serve(URL(f"http://127.0.0.1:{up.port}"), "--max-unsent-bytes", "64k", "--send-timeout", "1") as child,
     ):
         loop = asyncio.get_running_loop()
         before = rss_kib(child.proc.pid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,7 @@ async def test_client_that_stops_reading_is_aborted_as_slow_client_after_the_uns
     frames = 4000  # ~64 MiB if nothing stopped it: far beyond any socket buffer
     url = await upstream(streaming_handler(big_frames(frames), tally), handler_cancellation=True)
     cap = 256 << 10
-    p = await proxy(url, max_unsent_bytes=cap)
+    p = await proxy(url, max_unsent_bytes=cap, send_timeout=1.0)
 
     # A client with a tiny receive window that sends its request and then never reads.
     sock = socket.socket()
@@ -72,6 +73,57 @@ async def test_reading_client_is_not_aborted_by_the_unsent_cap(
     assert body.endswith(b"data: [DONE]\n\n")
     rec = await p.record()
     assert rec.stream is not None and rec.stream.end == "upstream_eof"
+
+
+IMAGE_FRAME = 3 << 20  # a partial image of a Responses image stream: base64 of a large PNG
+
+
+async def test_a_client_reading_frames_larger_than_the_cap_gets_the_whole_stream(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """One 3 MiB frame written leaves more than --max-unsent-bytes (1 MiB) unsent until the
+    client reads it: such streams were cut (`slow_client`) from clients that were reading, and
+    the openai SDK raised APIConnectionError where straight to the gateway it got the images.
+    The upstream now waits for the client, as it would without the proxy."""
+    frames = [*big_frames(4, IMAGE_FRAME), b"data: [DONE]\n\n"]
+    p = await proxy(await upstream(streaming_handler(frames, Tally())), send_timeout=10.0)
+    got = 0
+    async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
+        while piece := await resp.content.read(256 << 10):  # about 12 MB/s: slower than sent
+            got += len(piece)
+            await asyncio.sleep(0.02)
+    rec = await p.record()
+    assert rec.stream is not None
+    assert (rec.stream.outcome, rec.stream.end) == ("complete", "upstream_eof")
+    assert got == rec.bytes > 4 * IMAGE_FRAME
+    # Held for the client, the upstream's frames came at the client's pace: not judged.
+    assert not {"buffered", "bursty"} & set(rec.stream.anomalies)
+
+
+async def test_a_client_that_pauses_reading_within_the_send_timeout_gets_the_whole_stream(
+    upstream: Any, proxy: Any
+) -> None:
+    """An app that opens its streams first and reads them one after another leaves each one
+    unread for a while; straight to the gateway they all arrive, and through the proxy too."""
+    frames = [*big_frames(400), b"data: [DONE]\n\n"]  # 6.5 MB
+    p = await proxy(
+        await upstream(streaming_handler(frames, Tally())), max_unsent_bytes=256 << 10, send_timeout=5.0
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    writer.write(REQUEST)
+    await asyncio.sleep(2.0)  # reading another stream meanwhile
+    body = b""
+    async with asyncio.timeout(20):
+        while not body.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):  # the last chunk, the end
+            piece = await reader.read(1 << 20)
+            assert piece, body[-200:]
+            body += piece
+    writer.close()
+    rec = await p.record()
+    assert rec.stream is not None and (rec.stream.outcome, rec.stream.end) == ("complete", "upstream_eof")
+    # The reads relayed after the upstream was held kept their arrival times (they were
+    # "infinitely" late: max_gap inf in the log line, a timeline row at inf).
+    assert rec.stream.max_gap is not None and math.isfinite(rec.stream.max_gap) and rec.stream.max_gap < 10
 
 
 async def _until(predicate: Any) -> None:

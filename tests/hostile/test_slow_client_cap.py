@@ -35,7 +35,9 @@ async def fast_stream(_: RawRequest, writer: asyncio.StreamWriter) -> None:
 async def test_a_client_that_does_not_read_is_cut_near_the_cap() -> None:
     async with (
         raw_upstream(fast_stream) as up,
-        serve(URL(f"http://127.0.0.1:{up.port}"), "--max-unsent-bytes", "64k", "--send-timeout", "1") as child,
+        serve(
+            URL(f"http://127.0.0.1:{up.port}"), "--max-unsent-bytes", "64k", "--send-timeout", "1"
+        ) as child,
     ):
         loop = asyncio.get_running_loop()
         before = rss_kib(child.proc.pid)

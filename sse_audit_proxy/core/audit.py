@@ -102,6 +102,7 @@ class StreamResult:
     # each kind (bit set) seen, each "NUMBER,KIND_BITS,SKELETON_JSON" (one string: compact).
     skeletons: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # outcome's (if not complete), anomalies'
+    client_held: float = 0.0  # seconds the upstream was not read, waiting for the client
 
 
 class StreamAudit:
@@ -111,17 +112,21 @@ class StreamAudit:
         "_arrived",
         "_burst_frames",
         "_bursts",
+        "_client_held",
         "_close_gaps",
         "_clump",
         "_clump_after",
         "_content_frames",
+        "_content_shift",
         "_decoder",
         "_dialect",
         "_event_stream",
         "_first_byte",
         "_first_content",
         "_first_frame",
+        "_frame_shift",
         "_gap_counts",
+        "_gaps_credited",
         "_held_kinds",
         "_held_times",
         "_include_usage",
@@ -143,7 +148,6 @@ class StreamAudit:
         "_thresholds",
         "_timeline",
         "bytes",
-        "held_by_client",
     )
 
     def __init__(
@@ -169,9 +173,6 @@ class StreamAudit:
         line read as a frame (an error line is an in-band failure)."""
         self._dialect = dialect
         self._json_lines = json_lines
-        # Set by the relay when it stopped reading the upstream for a client that was behind:
-        # the arrivals after it are the client's pace, not the upstream's.
-        self.held_by_client = False
         self._started = started_at
         self._arrived = started_at if arrived_at is None else arrived_at
         self._include_usage = include_usage
@@ -209,6 +210,10 @@ class StreamAudit:
         self._bursts = 0
         self._burst_frames = 0
         self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
+        # Time the relay held the upstream for the client (see client_held): moved onto the
+        # last frame's and last content frame's times until the next one's gap is measured.
+        self._client_held = 0.0
+        self._frame_shift = self._content_shift = self._gaps_credited = 0.0
         self._timeline = Timeline()
         # One-frame reads not yet accounted (see _settle): kind bits, arrival times. A list,
         # not an array("d"): an array parses each float it is given as an argument (~0.6k
@@ -217,6 +222,19 @@ class StreamAudit:
         self._held_times: list[float] = []
         self._skeletons: list[str] = []
         self._seen_kinds = 0
+
+    def client_held(self, seconds: float) -> None:
+        """The relay did not read the upstream for `seconds`, waiting for a client that was
+        behind. The gap that spans the hold leaves it out (gaps show the upstream's pace), and
+        the timing rules skip a stream held long enough to shape its arrivals."""
+        self._settle()
+        self._client_held += seconds
+        if self._last_frame is not None:
+            self._last_frame += seconds
+            self._frame_shift += seconds
+        if self._first_content is not None:
+            self._last_content += seconds
+            self._content_shift += seconds
 
     def feed(self, chunk: bytes, t: float) -> None:
         self.bytes += len(chunk)
@@ -386,6 +404,11 @@ class StreamAudit:
         self._close_gaps = close_gaps
         self._keepalives += keepalives
         self._content_frames += content
+        if self._frame_shift and keepalives < len(kinds):  # a frame's gap took the hold out
+            self._gaps_credited += self._frame_shift
+            self._frame_shift = 0.0
+        if content:
+            self._content_shift = 0.0
 
     def _close_clump(self) -> None:
         th = self._thresholds
@@ -458,6 +481,7 @@ class StreamAudit:
         dialect = type(self._dialect)
         inflate = self._inflate
         ttft = None if self._first_content is None else self._first_content - self._started
+        last_frame = None if self._last_frame is None else self._last_frame - self._frame_shift
         facts = Facts(
             end=end,
             summary=summary,
@@ -480,16 +504,16 @@ class StreamAudit:
             oversized_frame=bool(self._decoder.oversized),
             timing=Timing(
                 ttft=ttft,
-                to_last_content=self._last_content - self._started,
+                to_last_content=self._last_content - self._content_shift - self._started,
                 content_frames=self._content_frames,
                 bursts=self._bursts,
                 burst_frames=self._burst_frames,
                 close_gaps=self._close_gaps,
                 frames=self._frames,
                 duration=t - self._arrived,
-                last_frame=(None if self._last_frame is None else self._last_frame - self._arrived),
+                last_frame=(None if last_frame is None else last_frame - self._arrived),
                 sent=self._started - self._arrived,
-                held_by_client=self.held_by_client,
+                client_held=self._client_held,
                 max_gap=self._max_gap,
                 bytes=self.bytes,
             ),
@@ -516,8 +540,10 @@ class StreamAudit:
             tool_calls=summary.tool_calls,
             unterminated_frame=unterminated,
             gap_counts=self._gap_counts,
-            # The gaps between successive frames add up to the time from the first to the last.
-            gap_sum=0.0 if self._last_frame is None else self._last_frame - self._first_frame,
+            # The gaps between successive frames add up to the time from the first to the last,
+            # less the holds they left out.
+            gap_sum=0.0 if last_frame is None else last_frame - self._first_frame - self._gaps_credited,
+            client_held=self._client_held,
             usage_requested=facts.usage_expected,
             usage_judged=facts.usage_expected and facts.judged,
             last_keepalive=(None if self._last_keepalive is None else self._last_keepalive - self._started),

@@ -112,9 +112,9 @@ class Timing:
     sent: float = 0.0  # to the request's last byte written to the upstream
     max_gap: float | None = None  # the longest silence between two frames
     bytes: int = 0  # body bytes relayed
-    # The relay stopped reading the upstream while the client was behind (--max-unsent-bytes):
-    # later frames arrived at the client's pace, so the timing rules do not judge the stream.
-    held_by_client: bool = False
+    # Seconds the relay did not read the upstream while the client was behind
+    # (--max-unsent-bytes): later frames arrived at the client's pace (see held_long).
+    client_held: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -193,6 +193,13 @@ def is_buffered(t: Timing, th: Thresholds) -> bool:
         # a release read a few frames at a time, whose gaps between reads are longer).
         and (t.close_gaps >= th.buffered_gap_share * (t.content_frames - 1) or spacing < th.buffered_max_gap)
     )
+
+
+def held_long(t: Timing, th: Thresholds) -> bool:
+    """The client held the stream long enough to shape what the timing rules read: a wait
+    before the first token, a silence before a clump. Shorter holds (a large frame to a
+    fast client) leave the rules their say; gaps leave every hold out."""
+    return t.client_held >= min(th.buffered_min_ttft, th.bursty_min_silence)
 
 
 def is_bursty(t: Timing, th: Thresholds) -> bool:
@@ -525,16 +532,22 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "the completion was withheld and released at once (see How `buffered` is decided); "
         "judged on streams the upstream ended: cut early, a stream shows only its first "
         "release (a client that stops after a few tokens left behind a first read of several); "
-        "not judged when the upstream was held for a client that fell behind",
-        lambda f: f.ended_by_upstream and not f.timing.held_by_client and is_buffered(f.timing, f.thresholds),
+        "not judged when the upstream was held for a client that fell behind (`client_held_ms`) "
+        "as long as the shorter of `--buffered-min-ttft` and `--bursty-min-silence`",
+        lambda f: (
+            f.ended_by_upstream
+            and not held_long(f.timing, f.thresholds)
+            and is_buffered(f.timing, f.thresholds)
+        ),
         _buffered,
     ),
     Rule(
         Anomaly.BURSTY,
         "content arrived in clumps separated by long silences, and the stream is "
         "not `buffered` (see How `bursty` is decided); not judged when the upstream was held "
-        "for a client that fell behind (its reads, not the upstream, made the clumps)",
-        lambda f: not f.timing.held_by_client and is_bursty(f.timing, f.thresholds),
+        "for a client that fell behind (`client_held_ms`) as long as the shorter of "
+        "`--buffered-min-ttft` and `--bursty-min-silence`: its reads, not the upstream, made the clumps",
+        lambda f: not held_long(f.timing, f.thresholds) and is_bursty(f.timing, f.thresholds),
         _bursty,
     ),
     Rule(

@@ -494,9 +494,10 @@ class ClientConnection(asyncio.Protocol):
     async def drain(self) -> None:
         """Wait until the client has taken what is buffered for it; raises once it is gone."""
         if self.writing_paused and self.transport is not None:
-            if self._drain_waiter is None:
-                self._drain_waiter = self._loop.create_future()
-            await self._drain_waiter  # one waiter: only the request's handler drains
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():  # done: cancelled by a timeout of the last wait
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter  # one waiter: only the request's handler drains
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
 

@@ -393,6 +393,7 @@ _FIELDS = (
     "ttfb_ms",
     "ttft_ms",
     "max_gap_ms",
+    "client_held_ms",
     "duration_ms",
     "frames",
     "content_frames",

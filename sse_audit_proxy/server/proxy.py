@@ -11,9 +11,14 @@ unreachable, cut by either side, aborted at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import math
 import socket
 import ssl
+import struct
+import sys
+import termios
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -977,6 +982,10 @@ def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[b
     return ctype, encoding
 
 
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None  # SIOCOUTQ
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops the send queue
+# How often a client the relay waits for is looked at for progress (its unsent bytes shrank).
+PROGRESS_CHECK = 1.0
 # The chunk-size lines of the chunks most frames fit in, made once (about 100 KB).
 _HEADS = 2048
 _CHUNK_HEADS = tuple(b"%x\r\n" % size for size in range(_HEADS))
@@ -1058,8 +1067,6 @@ class _Relay:
         if self.protocol.writing_paused:  # more than max_unsent_bytes wait for the client
             self.conn.pause_reading()
             self._blocked = True
-            if audit is not None:
-                audit.held_by_client = True  # what comes later is timed by the client's pace
             self._poke()
         return None
 
@@ -1080,20 +1087,63 @@ class _Relay:
         while not end.done():
             if self._blocked:
                 self._blocked = False
-                # Raises if the client is gone; returns when the relay ends meanwhile (a
-                # timeout): a client that never read once held its request here for ever.
+                began = self._loop.time()
                 try:
-                    async with asyncio.timeout(self._send_timeout):
-                        await self.protocol.drain()
-                except TimeoutError:
-                    if not end.done():
-                        self.conn.stop_relay(End.SLOW_CLIENT)
-                if not end.done():
+                    took = await self._client_took_some(end)
+                finally:
+                    if self.audit is not None:  # the time the upstream was not read is the client's
+                        self.audit.client_held(self._loop.time() - began)
+                if end.done():
+                    break
+                if took:
                     self.conn.resume_reading()
+                else:
+                    self.conn.stop_relay(End.SLOW_CLIENT)  # ends the relay
                 continue
             self._wake = self._loop.create_future()
             await self._wake
         return end.result()
+
+    async def _client_took_some(self, end: asyncio.Future[End]) -> bool:
+        """Wait until the client has taken enough of what waits for it; False if it took none
+        of it for `send_timeout`. Raises if it is gone; returns when the relay ends meanwhile.
+        Only a client making no progress at all is cut: one drain to the low-water mark can
+        take a reading client longer than any timeout (a slow link, a large frame)."""
+        timeout = self._send_timeout
+        if timeout is None:  # not an event stream: --total-timeout bounds it
+            await self.protocol.drain()
+            return True
+        transport = self.transport
+        if transport is None:
+            return True
+        waiting = _unsent(transport)
+        deadline = self._loop.time() + timeout
+        while (wait := deadline - self._loop.time()) > 0:
+            try:
+                async with asyncio.timeout(min(wait, PROGRESS_CHECK)):
+                    await self.protocol.drain()
+                return True
+            except TimeoutError:
+                if end.done() or transport.is_closing():
+                    return True
+            left = _unsent(transport)
+            if left < waiting:  # it took some: the clock starts again
+                waiting, deadline = left, self._loop.time() + timeout
+        return False
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written for the client that it has not taken: the transport's buffer, and the
+    kernel's send queue (on Linux), which holds megabytes and drains first: the transport's
+    buffer does not shrink until the kernel has room for half of what it holds."""
+    queued = 0
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            queued = 0
+    return transport.get_write_buffer_size() + queued
 
 
 def _end_response(transport: asyncio.Transport, end: End, chunked: bool, behind: bool) -> None:
@@ -1106,6 +1156,11 @@ def _end_response(transport: asyncio.Transport, end: End, chunked: bool, behind:
     elif end is End.SLOW_CLIENT or behind:
         # Drop what the client would not take: a close waits for it to be read, and a client
         # that reads nothing held its connection for ever after a timeout ended its request.
+        # A reset, not a close: the kernel would otherwise keep sending what it holds.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already gone
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         transport.abort()
     else:
         # Close without the final chunk so the client sees a cut, not a clean end.

@@ -122,8 +122,41 @@ async def test_a_client_that_pauses_reading_within_the_send_timeout_gets_the_who
     rec = await p.record()
     assert rec.stream is not None and (rec.stream.outcome, rec.stream.end) == ("complete", "upstream_eof")
     # The reads relayed after the upstream was held kept their arrival times (they were
-    # "infinitely" late: max_gap inf in the log line, a timeline row at inf).
-    assert rec.stream.max_gap is not None and math.isfinite(rec.stream.max_gap) and rec.stream.max_gap < 10
+    # "infinitely" late: max_gap inf in the log line, a timeline row at inf), and the gap that
+    # spans the hold leaves it out: the upstream sent without pause, the client was 2 s late.
+    assert rec.stream.client_held >= 1.5
+    assert rec.stream.max_gap is not None and math.isfinite(rec.stream.max_gap) and rec.stream.max_gap < 0.5
+
+
+async def test_a_client_reading_slower_than_the_stream_is_not_cut_while_it_reads(
+    upstream: Any, proxy: Any
+) -> None:
+    """--send-timeout cuts a client that takes nothing for that long. It timed one wait for
+    the client to take all but a quarter of --max-unsent-bytes, and more than that waits in
+    the kernel's send buffer (megabytes): a client reading 2.6 MB/s was cut within a second."""
+    frames = [*big_frames(400), b"data: [DONE]\n\n"]  # 6.5 MB, sent at once
+    p = await proxy(
+        await upstream(streaming_handler(frames, Tally())), max_unsent_bytes=64 << 10, send_timeout=0.5
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", p.service.proxy.port))
+    await loop.sock_sendall(sock, REQUEST)
+    body = b""
+    try:
+        async with asyncio.timeout(20):
+            while not body.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
+                piece = await loop.sock_recv(sock, 64 << 10)
+                assert piece, f"cut after {len(body)} bytes"
+                body += piece
+                await asyncio.sleep(0.025)
+    finally:
+        sock.close()
+    rec = await p.record()
+    assert rec.stream is not None and (rec.stream.outcome, rec.stream.end) == ("complete", "upstream_eof")
+    assert rec.stream.client_held > 1.0  # held longer than --send-timeout, reading all along
 
 
 async def _until(predicate: Any) -> None:

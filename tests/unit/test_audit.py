@@ -310,3 +310,44 @@ def test_a_silence_is_counted_from_the_request_sent_when_no_frame_came() -> None
     assert r.reasons[0].startswith("timeout: no upstream byte for the idle timeout: 3.00 s of silence"), (
         r.reasons
     )
+
+
+def _held(frames: Sequence[bytes], times: Sequence[float], holds: dict[int, float]) -> StreamResult:
+    """`run`, the relay holding the upstream for the client `holds[i]` seconds before frame i."""
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, (data, t) in enumerate(zip(frames, times, strict=True)):
+        if i in holds:
+            audit.client_held(holds[i])
+        audit.feed(data, t)
+    return audit.finish(times[-1] + 0.001, End.UPSTREAM_EOF)
+
+
+def test_a_hold_for_the_client_is_left_out_of_the_gap_that_spans_it() -> None:
+    """A client 4 s behind: the proxy read nothing from the upstream meanwhile, then read what
+    it had sent. The gap was the client's, not the upstream's (max_gap 4 s, in the histograms)."""
+    frames = healthy(10)
+    times = [0.3 + 0.01 * i for i in range(len(frames))]
+    times[6:] = [t + 4.0 for t in times[6:]]  # held 4 s before frame 6
+    r = _held(frames, times, {6: 4.0})
+    plain = run(frames, [0.3 + 0.01 * i for i in range(len(frames))])
+    assert r.client_held == 4.0 and plain.client_held == 0.0
+    assert r.max_gap == pytest.approx(plain.max_gap) and r.max_gap == pytest.approx(0.01)
+    assert r.gap_sum == pytest.approx(plain.gap_sum)
+    assert r.duration == pytest.approx(plain.duration + 4.0)  # the wall clock's, still
+
+
+def test_a_hold_followed_by_keepalives_only_credits_the_next_frame() -> None:
+    frames = [*healthy(3)[:4], b": ping\n\n", *healthy(3)[4:]]
+    times = [0.3, 0.31, 0.32, 0.33, 2.4, 2.5, 2.51, 2.52]  # the hold: 2 s before the ping
+    r = _held(frames, times, {4: 2.0})
+    assert r.max_gap == pytest.approx(0.17)  # 0.33 → 2.5, less the 2 s held
+    assert r.keepalives == 1
+
+
+def test_a_long_hold_is_not_judged_for_timing_a_short_one_is() -> None:
+    """Held 50 ms or more, the client shaped what the timing rules read; a 3 MiB frame to a
+    fast client holds for a few milliseconds and leaves them their say."""
+    frames = healthy(20)
+    times = [2.0 + 0.0001 * i for i in range(len(frames))]  # a withheld release
+    assert "buffered" in _held(frames, times, {3: 0.002}).anomalies
+    assert "buffered" not in _held(frames, times, {3: 0.05}).anomalies

@@ -141,9 +141,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--send-timeout",
         type=positive_float,
         default=300.0,
-        help="seconds an event stream's client may take nothing (no byte of what waits for it, "
-        "in the proxy or the kernel) while more than --max-unsent-bytes waits for it, before "
-        "the stream is aborted as `slow_client`",
+        help="seconds an event stream's client may take nothing while more than "
+        "--max-unsent-bytes waits for it, before the stream is aborted as `slow_client`; a "
+        "client is seen to take some when its kernel opens its receive window, about every "
+        "100 KiB it reads: keep this in tens of seconds",
     )
     option(
         p,

@@ -147,6 +147,7 @@ class StreamAudit:
         "_take",
         "_thresholds",
         "_timeline",
+        "_ttft_credit",
         "bytes",
     )
 
@@ -213,7 +214,7 @@ class StreamAudit:
         # Time the relay held the upstream for the client (see client_held): moved onto the
         # last frame's and last content frame's times until the next one's gap is measured.
         self._client_held = 0.0
-        self._frame_shift = self._content_shift = self._gaps_credited = 0.0
+        self._frame_shift = self._content_shift = self._gaps_credited = self._ttft_credit = 0.0
         self._timeline = Timeline()
         # One-frame reads not yet accounted (see _settle): kind bits, arrival times. A list,
         # not an array("d"): an array parses each float it is given as an argument (~0.6k
@@ -223,18 +224,26 @@ class StreamAudit:
         self._skeletons: list[str] = []
         self._seen_kinds = 0
 
-    def client_held(self, seconds: float) -> None:
+    def client_held(self, seconds: float, *, upstream_waited: float | None = None) -> None:
         """The relay did not read the upstream for `seconds`, waiting for a client that was
-        behind. The gap that spans the hold leaves it out (gaps show the upstream's pace), and
-        the timing rules skip a stream held long enough to shape its arrivals."""
+        behind; the timing rules skip a stream held long enough to shape its arrivals. For the
+        last `upstream_waited` seconds of it (default: all) the upstream's bytes waited to be
+        read: it was not silent then, so the gap that spans the hold, and the time to first
+        token if none had come yet, leave that time out (they show the upstream's pace). The
+        rest of the hold was the upstream's own silence, and stays in."""
         self._settle()
         self._client_held += seconds
+        credit = seconds if upstream_waited is None else min(upstream_waited, seconds)
+        if credit <= 0.0:
+            return
+        if self._first_content is None:
+            self._ttft_credit += credit
         if self._last_frame is not None:
-            self._last_frame += seconds
-            self._frame_shift += seconds
+            self._last_frame += credit
+            self._frame_shift += credit
         if self._first_content is not None:
-            self._last_content += seconds
-            self._content_shift += seconds
+            self._last_content += credit
+            self._content_shift += credit
 
     def feed(self, chunk: bytes, t: float) -> None:
         self.bytes += len(chunk)
@@ -480,7 +489,8 @@ class StreamAudit:
         self._close_clump()
         dialect = type(self._dialect)
         inflate = self._inflate
-        ttft = None if self._first_content is None else self._first_content - self._started
+        first_content = self._first_content
+        ttft = None if first_content is None else first_content - self._ttft_credit - self._started
         last_frame = None if self._last_frame is None else self._last_frame - self._frame_shift
         facts = Facts(
             end=end,

@@ -19,6 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sse_audit_proxy.server.tcp import reset
+
 # Paths any Host may read: they hold no stream record.
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 MISDIRECTED = (
@@ -131,7 +133,7 @@ def admin_app(
                 await resp.write(body)  # waits while the client's window is full
         except TimeoutError:
             if request.transport is not None:
-                request.transport.abort()  # the body it held goes with it
+                reset(request.transport)  # the body it held goes with it, the kernel's part too
             return resp
         await resp.write_eof()
         return resp

@@ -43,6 +43,7 @@ from sse_audit_proxy.server.inbound import (
     MAX_HEADERS,
     MAX_REQUEST_LINE,
 )
+from sse_audit_proxy.server.tcp import reset
 from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
 
 HTTP11 = (1, 1)
@@ -67,8 +68,8 @@ BACKLOG = 128  # aiohttp's TCPSite default
 LINGER_TIME = 30.0
 LINGER_PAUSE = 5.0
 # A close waits for the client to take what is still buffered for it, for at most this long
-# (then the connection is reset): a client that read nothing held its connection, and up to
-# --max-unsent-bytes, for ever after every timeout had passed.
+# (then the connection is reset, and what the kernel held for it dropped): a client that read
+# nothing held its connection, and up to --max-unsent-bytes, for ever after every timeout.
 FLUSH_TIME = 30.0
 
 _log = structlog.get_logger("sse_audit_proxy")
@@ -844,7 +845,7 @@ class ClientConnection(asyncio.Protocol):
         if transport is not None:
             transport.close()
             if transport.get_write_buffer_size():  # connection_lost cancels it once flushed
-                self._idle_timer = self._loop.call_later(FLUSH_TIME, transport.abort)
+                self._idle_timer = self._loop.call_later(FLUSH_TIME, reset, transport)
 
 
 class _BodyOnly:

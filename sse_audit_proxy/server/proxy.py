@@ -11,14 +11,9 @@ unreachable, cut by either side, aborted at shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import math
 import socket
 import ssl
-import struct
-import sys
-import termios
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -63,6 +58,7 @@ from sse_audit_proxy.server.inbound import (
     parse_error_answer,
 )
 from sse_audit_proxy.server.recording import Recording, Sink, audit_failed
+from sse_audit_proxy.server.tcp import reset, unread, unsent
 from sse_audit_proxy.server.upstream import (
     BadResponse,
     Connection,
@@ -982,8 +978,6 @@ def _content_type_and_encoding(fields: Sequence[tuple[bytes, bytes]]) -> tuple[b
     return ctype, encoding
 
 
-_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None  # SIOCOUTQ
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops the send queue
 # How often a client the relay waits for is looked at for progress (its unsent bytes shrank).
 PROGRESS_CHECK = 1.0
 # The chunk-size lines of the chunks most frames fit in, made once (about 100 KB).
@@ -1007,6 +1001,7 @@ class _Relay:
         "_blocked",
         "_loop",
         "_send_timeout",
+        "_upstream_quiet",
         "_wake",
         "audit",
         "chunked",
@@ -1039,6 +1034,7 @@ class _Relay:
         self.chunked = False
         self._blocked = False
         self._wake: asyncio.Future[None] | None = None
+        self._upstream_quiet = 0.0  # during a hold: when no upstream byte was seen waiting
         self._loop = asyncio.get_running_loop()
         self._send_timeout = config.send_timeout if is_sse else None  # others: --total-timeout
         if transport is not None:
@@ -1087,12 +1083,14 @@ class _Relay:
         while not end.done():
             if self._blocked:
                 self._blocked = False
-                began = self._loop.time()
+                began = self._upstream_quiet = self._loop.time()
                 try:
                     took = await self._client_took_some(end)
                 finally:
-                    if self.audit is not None:  # the time the upstream was not read is the client's
-                        self.audit.client_held(self._loop.time() - began)
+                    if self.audit is not None:
+                        now = self._loop.time()
+                        waited = now - self._upstream_quiet if self._upstream_waits() else 0.0
+                        self.audit.client_held(now - began, upstream_waited=waited)
                 if end.done():
                     break
                 if took:
@@ -1116,7 +1114,7 @@ class _Relay:
         transport = self.transport
         if transport is None:
             return True
-        waiting = _unsent(transport)
+        waiting = unsent(transport)
         deadline = self._loop.time() + timeout
         while (wait := deadline - self._loop.time()) > 0:
             try:
@@ -1126,24 +1124,17 @@ class _Relay:
             except TimeoutError:
                 if end.done() or transport.is_closing():
                     return True
-            left = _unsent(transport)
+            left = unsent(transport)
             if left < waiting:  # it took some: the clock starts again
                 waiting, deadline = left, self._loop.time() + timeout
+            if not self._upstream_waits():
+                self._upstream_quiet = self._loop.time()
         return False
 
-
-def _unsent(transport: asyncio.Transport) -> int:
-    """Bytes written for the client that it has not taken: the transport's buffer, and the
-    kernel's send queue (on Linux), which holds megabytes and drains first: the transport's
-    buffer does not shrink until the kernel has room for half of what it holds."""
-    queued = 0
-    sock = transport.get_extra_info("socket")
-    if _OUTQ is not None and sock is not None:
-        try:
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
-        except OSError:
-            queued = 0
-    return transport.get_write_buffer_size() + queued
+    def _upstream_waits(self) -> bool:
+        """Bytes from the upstream wait to be read: it sent while held (see client_held)."""
+        up = self.conn.transport
+        return up is not None and unread(up) > 0
 
 
 def _end_response(transport: asyncio.Transport, end: End, chunked: bool, behind: bool) -> None:
@@ -1156,12 +1147,7 @@ def _end_response(transport: asyncio.Transport, end: End, chunked: bool, behind:
     elif end is End.SLOW_CLIENT or behind:
         # Drop what the client would not take: a close waits for it to be read, and a client
         # that reads nothing held its connection for ever after a timeout ended its request.
-        # A reset, not a close: the kernel would otherwise keep sending what it holds.
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already gone
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        transport.abort()
+        reset(transport)  # what the kernel holds for it goes too
     else:
         # Close without the final chunk so the client sees a cut, not a clean end.
         transport.close()

@@ -466,8 +466,8 @@ class Connection(asyncio.Protocol):
                 if why is not None:
                     self.stop_relay(why)
                     break
-        if not self._end.done() and self.transport is not None:
-            self.transport.resume_reading()
+        if not self._end.done() and self.transport is not None and not self._held:
+            self.transport.resume_reading()  # not if an early read left the client behind
         return self._end
 
     def pause_reading(self) -> None:

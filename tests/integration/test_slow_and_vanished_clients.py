@@ -49,6 +49,8 @@ async def test_client_that_stops_reading_is_aborted_as_slow_client_after_the_uns
         assert rec.stream.content_frames > 0 and rec.stream.ttft is not None
         # The proxy hung up on the client and closed the upstream request.
         await asyncio.wait_for(_until(lambda: bool(tally.closed_at)), 2)
+        # With a reset: the socket is gone, not left sending its queue to a shut window.
+        assert _kernel_queue(p.service.proxy.port, sock.getsockname()[1]) is None
         assert await _reads_to_end(loop, sock)
     finally:
         sock.close()
@@ -157,6 +159,18 @@ async def test_a_client_reading_slower_than_the_stream_is_not_cut_while_it_reads
     rec = await p.record()
     assert rec.stream is not None and (rec.stream.outcome, rec.stream.end) == ("complete", "upstream_eof")
     assert rec.stream.client_held > 1.0  # held longer than --send-timeout, reading all along
+
+
+def _kernel_queue(local: int, remote: int) -> tuple[str, int] | None:
+    """The TCP state and send queue of the socket local:remote on loopback, or None if the kernel
+    holds no such socket (/proc/net/tcp: ports and queues in hex)."""
+    with open("/proc/net/tcp") as table:
+        for row in list(table)[1:]:
+            fields = row.split()
+            here, there = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if (int(here, 16), int(there, 16)) == (local, remote):
+                return fields[3], int(fields[4].split(":")[0], 16)
+    return None
 
 
 async def _until(predicate: Any) -> None:

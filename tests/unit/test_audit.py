@@ -312,12 +312,15 @@ def test_a_silence_is_counted_from_the_request_sent_when_no_frame_came() -> None
     )
 
 
-def _held(frames: Sequence[bytes], times: Sequence[float], holds: dict[int, float]) -> StreamResult:
-    """`run`, the relay holding the upstream for the client `holds[i]` seconds before frame i."""
+def _held(
+    frames: Sequence[bytes], times: Sequence[float], holds: dict[int, float], waited: float | None = None
+) -> StreamResult:
+    """`run`, the relay holding the upstream for the client `holds[i]` seconds before frame i,
+    the upstream's bytes waiting for the last `waited` seconds of each hold (default: all)."""
     audit = StreamAudit(ChatCompletions(), 0.0)
     for i, (data, t) in enumerate(zip(frames, times, strict=True)):
         if i in holds:
-            audit.client_held(holds[i])
+            audit.client_held(holds[i], upstream_waited=waited)
         audit.feed(data, t)
     return audit.finish(times[-1] + 0.001, End.UPSTREAM_EOF)
 
@@ -351,3 +354,24 @@ def test_a_long_hold_is_not_judged_for_timing_a_short_one_is() -> None:
     times = [2.0 + 0.0001 * i for i in range(len(frames))]  # a withheld release
     assert "buffered" in _held(frames, times, {3: 0.002}).anomalies
     assert "buffered" not in _held(frames, times, {3: 0.05}).anomalies
+
+
+def test_the_part_of_a_hold_in_which_the_upstream_sent_nothing_stays_in_the_gap() -> None:
+    """The upstream sent all it had, then was silent 2 s, inside a 3 s hold: its bytes waited
+    only the last second. A gap of 2 s is the upstream's own, whoever held the stream."""
+    frames = healthy(10)
+    times = [0.3 + 0.01 * i for i in range(len(frames))]
+    times[6:] = [t + 3.0 for t in times[6:]]
+    assert _held(frames, times, {6: 3.0}, waited=1.0).max_gap == pytest.approx(2.01)
+    assert _held(frames, times, {6: 3.0}, waited=0.0).max_gap == pytest.approx(3.01)
+    assert _held(frames, times, {6: 3.0}, waited=0.0).client_held == 3.0
+
+
+def test_a_hold_before_the_first_token_is_left_out_of_ttft() -> None:
+    """An image stream's partial images (not content) fill the client's window; the client
+    reads them 3 s later. The upstream had its text ready at 0.1 s: its TTFT, not 3.1 s."""
+    frames = healthy(5)
+    times = [0.05] + [3.1 + 0.01 * i for i in range(len(frames) - 1)]  # the role chunk, then text
+    r = _held(frames, times, {1: 3.0})
+    assert r.ttft == pytest.approx(0.1) and r.client_held == 3.0
+    assert _held(frames, times, {1: 3.0}, waited=0.0).ttft == pytest.approx(3.1)

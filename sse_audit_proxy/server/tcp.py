@@ -1,0 +1,55 @@
+"""What the kernel holds for a connection, and the way to drop it (Linux: the queues).
+
+A transport's own buffer is what the event loop could not hand the kernel yet; the kernel's
+send queue in front of it holds megabytes on loopback (tcp_wmem), and the transport's buffer
+does not shrink until the kernel has room for half of what it holds. An abort alone closes the
+socket but leaves the kernel sending that queue to a peer that keeps its window shut
+(FIN-WAIT-1) for as long as its retries allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import socket
+import struct
+import sys
+import termios
+
+_LINUX = sys.platform == "linux"
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops the send queue
+_INT = b"\0\0\0\0"
+
+
+def _ioctl(transport: asyncio.BaseTransport, request: int) -> int:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, _INT))[0]
+    except OSError:
+        return 0
+    return value
+
+
+def unsent(transport: asyncio.WriteTransport) -> int:
+    """Bytes written for the peer that its kernel has not taken: the transport's buffer and,
+    on Linux, the kernel's send queue (SIOCOUTQ). It shrinks when the peer opens its receive
+    window, which it does once it has read a good share of its receive buffer."""
+    queued = _ioctl(transport, termios.TIOCOUTQ) if _LINUX else 0
+    return transport.get_write_buffer_size() + queued
+
+
+def unread(transport: asyncio.BaseTransport) -> int:
+    """Bytes the peer sent that wait in the kernel, not read yet (FIONREAD)."""
+    return _ioctl(transport, termios.FIONREAD)
+
+
+def reset(transport: asyncio.WriteTransport) -> None:
+    """Abort with a reset: what the kernel still held for the peer is dropped with it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already gone
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    transport.abort()

@@ -480,8 +480,13 @@ class StreamAudit:
     def finish(self, t: float, end: End) -> StreamResult:
         self._settle()
         unterminated = self._decoder.close()
-        if self._decoder.oversized:
-            self._dialect.unread(self._decoder.oversized)
+        decoder = self._decoder
+        if decoder.oversized:
+            self._dialect.unread(decoder.oversized)
+        # The last frame was too large to read: its name may still say whether it was the end.
+        last_unread = decoder.last_unread and not unterminated
+        if last_unread and self._dialect.unread_end(decoder.last_unread_event) is not None:
+            last_unread = False
         summary = self._dialect.summary()
         error_body = self.error_document
         if error_body:
@@ -498,6 +503,7 @@ class StreamAudit:
             expects_done=dialect.expects_done,
             expects_finish_reason=dialect.expects_finish_reason,
             has_end_marker=dialect.has_end_marker,
+            paced_by_tokens=dialect.paced_by_tokens,
             usage_expected=self._wants_usage(),
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,
@@ -507,8 +513,8 @@ class StreamAudit:
             # bomb) or had not decoded yet when the body ended leave only the transport to judge.
             unreadable=(inflate is not None and (inflate.failed or inflate.bomb or inflate.behind))
             # The last frame was too large to read (an image in a Responses stream's
-            # `response.completed`): the end marker may have been in it, unless it never ended.
-            or (self._decoder.last_unread and not unterminated),
+            # `response.completed`), unnamed: the end marker may have been in it.
+            or last_unread,
             undecodable=inflate is not None and inflate.failed,
             compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(self._decoder.oversized),

@@ -6,11 +6,11 @@ text itself, tool inputs and `metadata` are keyed by whatever the caller chose. 
 looks like a word may still be the model's text ("Patient", "diagnosis"), so a skeleton keeps
 a key only when it is one of these names, and writes every other one as its length.
 
-The names: every field of OpenAI's Chat Completions, Completions and Responses streams and of
-Anthropic's Messages stream as their Python SDKs type them (tests/unit/test_skeleton_keys.py
-checks the installed SDKs against this list), and the documented extensions of the servers and
-gateways the proxy is put in front of. A name missing here costs only legibility: its key is
-shown as `"<N>"`.
+The names: every field of OpenAI's Chat Completions, Completions, Responses, transcription,
+image and Assistants run streams and of Anthropic's Messages stream as their Python SDKs type
+them (tests/unit/test_skeleton_keys.py checks the installed SDKs against this list), and the
+documented extensions of the servers and gateways the proxy is put in front of. A name missing
+here costs only legibility: its key is shown as `"<N>"`.
 """
 
 from __future__ import annotations
@@ -118,6 +118,16 @@ _OLLAMA = """
 model message response done done_reason total_duration load_duration prompt_eval_count
 prompt_eval_duration eval_count eval_duration
 """
+# OpenAI's transcription, image and Assistants run streams (their SDK types), vLLM's
+# transcription chunks.
+_MEDIA_AND_RUNS = """
+assistant_id attachments b64_json cancelled_at code_interpreter end event expired_at failed_at
+file_citation file_name file_path file_search image_file incomplete_at input_token_details
+json_schema languages last_error last_messages max_completion_tokens max_prompt_tokens
+message_creation message_id quote required_action response_format run_id segment_id speaker
+start started_at step_details submit_tool_outputs thread_id tool_resources truncation_strategy
+partial_image_index output_format quality size
+"""
 # Responses fields the SDK's models leave out, and error bodies of gateways.
 _EXTRA = """
 store status_code retry_after request_id errors
@@ -135,6 +145,7 @@ FIELD_NAMES = frozenset(
         + _LITELLM
         + _BEDROCK
         + _OLLAMA
+        + _MEDIA_AND_RUNS
         + _EXTRA
     ).split()
 )

@@ -21,7 +21,16 @@ class JsonLinesDecoder:
     none), `idle` (never: the audit's fast path reads `data:` frames only), `oversized` and
     `last_unread` (never: a JSON-lines stream has no end marker to miss)."""
 
-    __slots__ = ("_discarding", "_max", "_tail", "comments", "idle", "last_unread", "oversized")
+    __slots__ = (
+        "_discarding",
+        "_max",
+        "_tail",
+        "comments",
+        "idle",
+        "last_unread",
+        "last_unread_event",
+        "oversized",
+    )
 
     def __init__(self, max_line_bytes: int) -> None:
         self._max = max_line_bytes
@@ -30,6 +39,7 @@ class JsonLinesDecoder:
         self.comments = 0
         self.idle = False
         self.last_unread = False
+        self.last_unread_event = ""
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:

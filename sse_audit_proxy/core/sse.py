@@ -60,6 +60,7 @@ class SSEDecoder:
         "comments",
         "idle",
         "last_unread",
+        "last_unread_event",
         "oversized",
     )
 
@@ -86,6 +87,7 @@ class SSEDecoder:
         # The last frame was too large to read (no event came after it): what it said (an end
         # marker, usage, a finish reason) is unknown. Keep-alives after it leave it so.
         self.last_unread = False
+        self.last_unread_event = ""
         self._oversized_at = 0  # events of the current feed() made before the last overflow
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -244,6 +246,7 @@ class SSEDecoder:
         """The current frame outgrew the cap: skip it up to its blank line."""
         self.oversized += 1
         self._oversized_at = len(events)
+        self.last_unread_event = self._event  # named before the cap (`event:` comes first)
         self._reset_frame()
         self._discarding = True
 

@@ -142,6 +142,7 @@ class Facts:
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
     # completeness is the connection's.
     json_lines: bool = False
+    paced_by_tokens: bool = True  # False: clumps after silences are the shape's nature (speech)
 
     @property
     def event_stream(self) -> bool:
@@ -546,8 +547,11 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "content arrived in clumps separated by long silences, and the stream is "
         "not `buffered` (see How `bursty` is decided); not judged when the upstream was held "
         "for a client that fell behind (`client_held_ms`) as long as the shorter of "
-        "`--buffered-min-ttft` and `--bursty-min-silence`: its reads, not the upstream, made the clumps",
-        lambda f: not held_long(f.timing, f.thresholds) and is_bursty(f.timing, f.thresholds),
+        "`--buffered-min-ttft` and `--bursty-min-silence`: its reads, not the upstream, made the clumps; "
+        "nor on speech (`audio_speech`), made and written a sentence at a time",
+        lambda f: (
+            f.paced_by_tokens and not held_long(f.timing, f.thresholds) and is_bursty(f.timing, f.thresholds)
+        ),
         _bursty,
     ),
     Rule(

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from sse_audit_proxy.core.dialects import DIALECTS
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.skeleton import split_entry
 from sse_audit_proxy.core.timeline import kind_name
@@ -26,10 +27,8 @@ MAX_HEADER_VALUE = 512
 KEEP_HEAD_BYTES = 8 << 10  # a real response head is a few hundred bytes
 # The request path of each route, for a replay (the record keeps the route, not the path).
 ROUTE_PATHS = {
-    "chat_completions": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "responses": "/v1/responses",
-    "messages": "/v1/messages",
+    d.route: d.path_suffixes[0] if d.path_suffixes[0].startswith("/v1/") else "/v1" + d.path_suffixes[0]
+    for d in DIALECTS
 }
 OTHER_PATH = "/v1/other"
 

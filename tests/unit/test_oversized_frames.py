@@ -68,14 +68,34 @@ def test_a_large_frame_before_a_readable_end_keeps_every_rule() -> None:
 
 
 def test_a_stream_cut_after_a_large_frame_is_still_truncated() -> None:
-    broken = audit("responses", image_stream(), end=End.UPSTREAM_BROKEN)
+    # The last frame whole but unnamed (no `event:` line), then a broken connection: it may
+    # not have been the end.
+    unnamed = [read.split(b"\n", 1)[1] for read in image_stream()]
+    broken = audit("responses", unnamed, end=End.UPSTREAM_BROKEN)
     assert broken.outcome is Outcome.TRUNCATED
+    # Named `response.completed`, it was the end, whatever came after it.
+    assert audit("responses", image_stream(), end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
     # Frames after the large one, then a clean end without the end marker: it was not in it.
     reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 5})]
     cut = audit("responses", reads)
     assert cut.outcome is Outcome.TRUNCATED
     # Usage may have been in the frame not read: not called missing.
     assert cut.anomalies == ["oversized_frame"]
+
+
+def test_a_stream_cut_cleanly_after_a_large_partial_image_is_truncated() -> None:
+    """An image stream cut after a partial image, the body ended cleanly (a gateway whose
+    handler returned): the skipped frame's `event:` line says it was not the end. It was
+    judged on the connection alone: `complete`."""
+    reads = image_stream(terminal=False)[:3]  # ... the partial image, and nothing more
+    r = audit("responses", reads)
+    assert r.outcome is Outcome.TRUNCATED and r.anomalies == ["oversized_frame"]
+    for route, kind in [("images", "image_generation.partial_image"), ("images", "image_edit.partial_image")]:
+        cut = audit(route, [frame({"type": kind, "b64_json": IMAGE})])
+        assert cut.outcome is Outcome.TRUNCATED, route
+    whole = [frame({"type": "image_generation.partial_image", "b64_json": IMAGE})]
+    whole.append(frame({"type": "image_generation.completed", "b64_json": IMAGE, "usage": USAGE}))
+    assert audit("images", whole).outcome is Outcome.COMPLETE
 
 
 def test_a_large_frame_that_never_ended_is_no_end_marker() -> None:

@@ -198,6 +198,8 @@ def test_every_field_the_sdks_type_is_a_field_name() -> None:
     """Drift: a field the SDKs add is shown as `<N>` until it is added to field_names.py."""
     openai_types = pytest.importorskip("openai.types")
     anthropic_types = pytest.importorskip("anthropic.types")
+    from openai.types.audio import TranscriptionStreamEvent
+    from openai.types.beta import AssistantStreamEvent
     from openai.types.chat import ChatCompletionChunk
     from openai.types.responses import ResponseStreamEvent
 
@@ -205,6 +207,10 @@ def test_every_field_the_sdks_type_is_a_field_name() -> None:
         ChatCompletionChunk,
         openai_types.Completion,
         ResponseStreamEvent,
+        TranscriptionStreamEvent,
+        openai_types.ImageGenStreamEvent,
+        openai_types.ImageEditStreamEvent,
+        AssistantStreamEvent,
         anthropic_types.RawMessageStreamEvent,
     ]
     missing = sorted(_model_fields(roots) - FIELD_NAMES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
+from sse_audit_proxy.core.dialects.assistants import Assistants
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
@@ -17,7 +18,10 @@ from sse_audit_proxy.core.dialects.base import (
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.completions import Completions
 from sse_audit_proxy.core.dialects.generic import Generic
+from sse_audit_proxy.core.dialects.images import Images
 from sse_audit_proxy.core.dialects.responses import Responses
+from sse_audit_proxy.core.dialects.speech import Speech
+from sse_audit_proxy.core.dialects.transcriptions import Transcriptions
 
 # Order matters where suffixes overlap: `/chat/completions` before `/completions`.
 DIALECTS: tuple[type[Dialect], ...] = (
@@ -25,6 +29,10 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Completions,
     Responses,
     AnthropicMessages,
+    Assistants,
+    Speech,
+    Transcriptions,
+    Images,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}
@@ -43,6 +51,9 @@ def route_for_path(path: str) -> str:
         for suffix in dialect.member_of:
             if collection.endswith(suffix):
                 return dialect.route
+    for dialect in DIALECTS:
+        if dialect.path_pattern is not None and dialect.path_pattern.search(path):
+            return dialect.route
     return Generic.route
 
 

@@ -100,12 +100,18 @@ class Dialect:
     # Collections whose members stream the same shape: `/responses/{id}` (a stored response
     # retrieved with `stream=true`, resumed with `starting_after`).
     member_of: ClassVar[tuple[str, ...]] = ()
+    # Paths a suffix cannot name without naming others too (`/threads/{id}/runs`, not any
+    # `/runs`): searched last.
+    path_pattern: ClassVar[re.Pattern[str] | None] = None
     expects_done: ClassVar[bool] = False  # whether a missing `[DONE]` is an anomaly
     expects_finish_reason: ClassVar[bool] = True
     expects_usage: ClassVar[bool] = True  # whether it reads usage, so asked-for usage can be missed
     # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
     usage_always: ClassVar[bool] = False
     has_end_marker: ClassVar[bool] = True  # False: a clean end of the body is the stream's end
+    # False: clumps of frames after silences are the shape's nature (speech, made a sentence
+    # at a time), so `bursty` is not judged.
+    paced_by_tokens: ClassVar[bool] = True
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
 
@@ -123,6 +129,12 @@ class Dialect:
     def unread(self, frames: int) -> None:
         """`frames` frames were too large to read (over --max-frame-bytes) and were skipped, so
         a dialect that counts its frames' order must not take the hole for a gap."""
+
+    def unread_end(self, name: str) -> bool | None:
+        """The stream's last frame was too large to read; its `event:` line named it `name`
+        ("" if none came before the cap). True: that was the end marker (taken as seen);
+        False: it was not, so the stream did not end with one; None: cannot tell."""
+        return None
 
     def summary(self) -> DialectSummary:
         raise NotImplementedError

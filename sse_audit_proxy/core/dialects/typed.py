@@ -6,14 +6,17 @@ stream, may end in an in-band failure, and assemble tool input per output item/b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
     DONE_SENTINEL,
     ERROR,
     ERROR_EVENT,
+    FINISH,
     MALFORMED,
     TERMINAL,
+    USAGE,
     Dialect,
     DialectSummary,
     Usage,
@@ -54,20 +57,22 @@ class TypedEvents(Dialect):
             return MALFORMED
         # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
         kind = doc.get("type") or event.event
-        if not isinstance(kind, str) or not kind:
-            if is_error_frame(doc):  # OpenAI-style `{"error": {...}}`, sent on any route
-                self._fail()
-                return TERMINAL | ERROR
-            self._malformed += 1  # an event we cannot even name
-            return MALFORMED
         malformed = self._malformed
-        bits = self._on(kind, doc)
+        bits = self._on(kind, doc) if isinstance(kind, str) and kind else self._untyped(doc)
         # Counters, not returns, say what went wrong deep in a handler: compare once here.
         return bits if self._malformed == malformed else bits | MALFORMED
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         """One typed event: the observe() bits."""
         raise NotImplementedError
+
+    def _untyped(self, doc: dict[str, Any]) -> int:
+        """A frame with neither a `type` nor an event name."""
+        if is_error_frame(doc):  # OpenAI-style `{"error": {...}}`, sent on any route
+            self._fail()
+            return TERMINAL | ERROR
+        self._malformed += 1  # an event we cannot even name
+        return MALFORMED
 
     def _fail(self) -> None:
         """The upstream reported failure in-band: the stream ends there."""
@@ -78,6 +83,12 @@ class TypedEvents(Dialect):
         """The response finished normally, so an earlier error was not its end."""
         self._finish = reason_word(reason)
         self._failed = False
+
+    def unread_end(self, name: str) -> bool | None:
+        if name == ERROR_EVENT:
+            self._fail()
+            return True
+        return None
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
         return token_counts(usage)
@@ -103,3 +114,41 @@ class TypedEvents(Dialect):
             invalid_tool_arguments=self._tools.invalid(),
             anomalies=self._anomalies(),
         )
+
+
+class NamedEvents(TypedEvents):
+    """Typed events whose names say all a verdict needs: deltas of output (content), one
+    normal end (`.done`, `.completed`, carrying usage), an `error` event or type. For the
+    OpenAI endpoints that stream something other than text: speech, transcriptions, images."""
+
+    content_events: ClassVar[frozenset[str]] = frozenset()
+    end_events: ClassVar[frozenset[str]] = frozenset()
+    expects_finish_reason = False  # the end event is the finish: without one, `truncated`
+    expects_usage = False  # usage is read when the end carries it, never asked for
+
+    __slots__ = ()
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        if kind in self.content_events:
+            return CONTENT
+        if kind in self.end_events:
+            self._terminal = True
+            self._finished("completed")
+            usage = doc.get("usage")
+            if usage:
+                self._usage = usage
+                return TERMINAL | FINISH | USAGE
+            return TERMINAL | FINISH
+        if kind == ERROR_EVENT:
+            self._fail()
+            return TERMINAL | ERROR
+        return 0
+
+    def unread_end(self, name: str) -> bool | None:
+        if name in self.end_events:
+            self._terminal = True
+            self._finished("completed")
+            return True
+        if name == ERROR_EVENT:
+            return super().unread_end(name)
+        return False if name else None  # a named event that is not an end

@@ -1,0 +1,113 @@
+"""OpenAI Assistants run streams (`/v1/threads/runs`, `/v1/threads/{id}/runs`,
+`.../runs/{id}/submit_tool_outputs`, with `stream: true`).
+
+The `event:` line names each event; its data is the object it concerns (a run, a step, a
+message delta), whose own `type` is something else (a step's `tool_calls`). Message and step
+deltas are content. The run's last status ends it: `thread.run.completed`,
+`thread.run.incomplete` (with its reason), `thread.run.requires_action` (waiting for tool
+outputs) and `thread.run.cancelled` normally; `thread.run.failed`, `thread.run.expired` and
+an `error` event as a failure. Then `event: done` with `data: [DONE]`, which is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    DONE_SENTINEL,
+    ERROR,
+    ERROR_EVENT,
+    FINISH,
+    MALFORMED,
+    TERMINAL,
+    USAGE,
+    is_error_frame,
+    load_object,
+)
+from sse_audit_proxy.core.dialects.typed import TypedEvents
+from sse_audit_proxy.core.sse import Event
+
+_CONTENT = frozenset({"thread.message.delta", "thread.run.step.delta"})
+# The run's last status: the finish reason it stands for (None: a failure).
+_ENDS: dict[str, str | None] = {
+    "thread.run.completed": "completed",
+    "thread.run.incomplete": "incomplete",
+    "thread.run.requires_action": "requires_action",
+    "thread.run.cancelled": "cancelled",
+    "thread.run.failed": None,
+    "thread.run.expired": None,
+}
+_BY_STATUS = {event.rpartition(".")[2]: event for event in _ENDS}  # an unnamed run: its status
+
+
+class Assistants(TypedEvents):
+    route = "assistants_runs"
+    path_suffixes = ("/threads/runs", "/submit_tool_outputs")
+    path_pattern = re.compile(r"/threads/[^/]+/runs$")  # not every `/runs` (evals' are JSON)
+    expects_done = True
+    expects_finish_reason = False  # the run's last status is the finish: without one, `truncated`
+    expects_usage = False  # a run waiting for tool outputs has none yet
+
+    __slots__ = ()
+
+    def observe(self, event: Event) -> int:
+        data = event.data
+        if data == DONE_SENTINEL:
+            self._done = True
+            return TERMINAL if self._terminal else 0
+        if event.event == ERROR_EVENT:
+            self._fail()
+            return TERMINAL | ERROR
+        doc = load_object(data)
+        if doc is None:
+            self._malformed += 1
+            return MALFORMED
+        kind = event.event or _unnamed(doc)
+        if not kind:
+            if is_error_frame(doc):
+                self._fail()
+                return TERMINAL | ERROR
+            return 0  # an event of a kind this audit does not judge
+        return self._on(kind, doc)
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        if kind in _CONTENT:
+            return CONTENT if doc.get("delta") else 0
+        if kind not in _ENDS:
+            return 0
+        self._terminal = True
+        bits = TERMINAL | FINISH
+        usage = doc.get("usage")
+        if usage:
+            self._usage = usage
+            bits |= USAGE
+        reason = _ENDS[kind]
+        if reason is None:
+            self._fail()
+            self._finish = kind.rpartition(".")[2]  # `failed`, `expired`
+            return bits | ERROR
+        if reason == "incomplete":
+            details = doc.get("incomplete_details")
+            found = details.get("reason") if isinstance(details, dict) else None
+            reason = found if isinstance(found, str) and found else reason
+        self._finished(reason)
+        return bits
+
+    def unread_end(self, name: str) -> bool | None:
+        if name in _ENDS:
+            self._on(name, {})  # what it said beyond its name (usage, a reason) is unknown
+            return True
+        if name == ERROR_EVENT:
+            self._fail()
+            return True
+        return False if name else None
+
+
+def _unnamed(doc: dict[str, Any]) -> str:
+    """The event a gateway sent without its `event:` line, from its object."""
+    kind = doc.get("object")
+    if kind == "thread.run":
+        return _BY_STATUS.get(str(doc.get("status")), "")
+    return kind if isinstance(kind, str) and kind in _CONTENT else ""

@@ -1,0 +1,65 @@
+"""Transcription streams (`/v1/audio/transcriptions`, `/v1/audio/translations`, `stream=true`).
+
+Two shapes are served under this path. OpenAI's: typed events, `transcript.text.delta` (and
+`transcript.text.segment`, diarized) carry text, `transcript.text.done` ends the stream with
+usage. vLLM's and its kin: Chat-like chunks without a `type` (`object:
+"transcription.chunk"`, text in `choices[].delta.content`, a `finish_reason`), then
+`data: [DONE]`, their end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    DONE_SENTINEL,
+    ERROR,
+    FAILED_REASONS,
+    FINISH,
+    TERMINAL,
+    USAGE,
+)
+from sse_audit_proxy.core.dialects.typed import NamedEvents
+from sse_audit_proxy.core.sse import Event
+
+
+class Transcriptions(NamedEvents):
+    route = "audio_transcriptions"
+    path_suffixes = ("/audio/transcriptions", "/audio/translations")
+    content_events = frozenset({"transcript.text.delta", "transcript.text.segment"})
+    end_events = frozenset({"transcript.text.done"})
+
+    __slots__ = ()
+
+    def observe(self, event: Event) -> int:
+        if event.data == DONE_SENTINEL:  # the chunks' end (after a typed end: one more)
+            self._done = self._terminal = True
+            return TERMINAL
+        return super().observe(event)
+
+    def _untyped(self, doc: dict[str, Any]) -> int:
+        choices = doc.get("choices")
+        if not isinstance(choices, list):
+            return super()._untyped(doc)
+        bits = 0
+        for choice in choices:
+            if not isinstance(choice, dict):
+                self._malformed += 1
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and delta.get("content"):
+                bits |= CONTENT
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                bits |= FINISH
+                if reason in FAILED_REASONS:  # vLLM's `abort`, `error`: the text stops there
+                    self._fail()
+                    bits |= ERROR
+                else:
+                    self._finished(reason)
+        usage = doc.get("usage")
+        if usage:
+            self._usage = usage
+            bits |= USAGE
+        return bits

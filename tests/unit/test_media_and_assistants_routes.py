@@ -1,0 +1,84 @@
+"""The routes beyond text (speech, transcriptions, images) and Assistants runs: recognised by
+their paths, judged on their own end events (the wire shapes are conformance cases)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
+from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/v1/audio/speech", "audio_speech"),
+        ("/openai/v1/audio/transcriptions", "audio_transcriptions"),
+        ("/v1/audio/translations", "audio_transcriptions"),
+        ("/v1/images/generations", "images"),
+        ("/v1/images/edits", "images"),
+        ("/v1/threads/runs", "assistants_runs"),
+        ("/v1/threads/thread_abc/runs", "assistants_runs"),
+        ("/v1/threads/thread_abc/runs/run_1/submit_tool_outputs", "assistants_runs"),
+        ("/v1/evals/eval_1/runs", "other"),  # JSON, not a run stream
+    ],
+)
+def test_paths_name_their_routes(path: str, route: str) -> None:
+    assert route_for_path(path) == route
+
+
+def _feed(route: str, reads: list[tuple[float, bytes]], end: End = End.UPSTREAM_EOF) -> StreamResult:
+    audit = StreamAudit(dialect_for_route(route)(), 0.0)
+    for t, data in reads:
+        audit.feed(data, t)
+    return audit.finish(reads[-1][0] + 0.001, end)
+
+
+def _sentences(frame: bytes, last: bytes) -> list[tuple[float, bytes]]:
+    """Four sentences, each 12 frames written at once, 0.4 s apart: a TTS server's pace."""
+    reads = [(0.4 * (s + 1) + 0.0001 * i, frame) for s in range(4) for i in range(12)]
+    return [*reads, (reads[-1][0] + 0.001, last)]
+
+
+def test_speech_made_a_sentence_at_a_time_is_not_bursty() -> None:
+    delta = b'data: {"type":"speech.audio.delta","audio":"AAAA"}\n\n'
+    r = _feed("audio_speech", _sentences(delta, b'data: {"type":"speech.audio.done"}\n\n'))
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    # The same pace of text is bursty: the rule is off for speech only.
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    assert "bursty" in _feed("chat_completions", _sentences(chunk, finish)).anomalies
+
+
+def _run(status: str, **fields: object) -> bytes:
+    return f"data: {json.dumps({'object': 'thread.run', 'status': status, **fields})}\n\n".encode()
+
+
+def test_an_assistants_run_whose_gateway_dropped_the_event_lines_is_read_from_its_objects() -> None:
+    delta = b'data: {"object":"thread.message.delta","delta":{"content":[{"index":0,"type":"text"}]}}\n\n'
+    reads = [(0.1, _run("queued")), (0.2, delta), (0.3, _run("completed", usage={"total_tokens": 3}))]
+    ok = _feed("assistants_runs", [*reads, (0.4, b"data: [DONE]\n\n")])
+    assert (ok.outcome, ok.anomalies, ok.finish_reasons, ok.content_frames) == (
+        Outcome.COMPLETE,
+        [],
+        ["completed"],
+        1,
+    )
+    failed = _feed("assistants_runs", [*reads[:2], (0.3, _run("failed")), (0.4, b"data: [DONE]\n\n")])
+    assert (failed.outcome, failed.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+    expired = _feed("assistants_runs", [*reads[:2], (0.3, b"event: thread.run.expired\ndata: {}\n\n")])
+    assert expired.outcome is Outcome.UPSTREAM_ERROR and expired.finish_reasons == ["expired"]
+
+
+def test_a_run_cut_after_its_last_status_misses_only_done() -> None:
+    reads = [
+        (0.1, b"event: thread.run.completed\ndata: " + json.dumps({"status": "completed"}).encode() + b"\n\n")
+    ]
+    r = _feed("assistants_runs", reads)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["missing_done"])
+    broken = _feed(
+        "assistants_runs", [(0.1, b"event: thread.message.delta\ndata: {}\n\n")], End.UPSTREAM_BROKEN
+    )
+    assert broken.outcome is Outcome.TRUNCATED

@@ -82,3 +82,22 @@ def test_a_run_cut_after_its_last_status_misses_only_done() -> None:
         "assistants_runs", [(0.1, b"event: thread.message.delta\ndata: {}\n\n")], End.UPSTREAM_BROKEN
     )
     assert broken.outcome is Outcome.TRUNCATED
+
+
+def test_chat_audio_output_is_content() -> None:
+    """gpt-4o-audio's chunks carry `delta.audio` (openai-python ChoiceDeltaAudio): its data and
+    transcript are the answer. They were not content: no TTFT, no timing rules."""
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+        doc = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(doc)}\n\n".encode()
+
+    reads = [
+        (0.1, chunk({"role": "assistant", "audio": {"id": "audio_1"}})),
+        (0.3, chunk({"audio": {"transcript": "Hel"}})),
+        (0.35, chunk({"audio": {"data": "UklGRg=="}})),
+        (0.4, chunk({}, "stop") + b"data: [DONE]\n\n"),
+    ]
+    r = _feed("chat_completions", reads)
+    assert (r.outcome, r.content_frames) == (Outcome.COMPLETE, 2)
+    assert r.ttft == pytest.approx(0.3)

@@ -245,6 +245,9 @@ class ChatCompletions(Dialect):
         for name in _CONTENT_FIELDS:
             if delta.get(name):
                 return True
+        audio = delta.get("audio")  # audio output (`modalities: ["text", "audio"]`)
+        if isinstance(audio, dict) and (audio.get("data") or audio.get("transcript")):
+            return True  # its first chunk has only an id
         return bool(delta.get("function_call"))  # the deprecated single-function form
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:

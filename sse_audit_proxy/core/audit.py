@@ -479,8 +479,8 @@ class StreamAudit:
 
     def finish(self, t: float, end: End) -> StreamResult:
         self._settle()
-        unterminated = self._decoder.close()
         decoder = self._decoder
+        unterminated = decoder.close()
         if decoder.oversized:
             self._dialect.unread(decoder.oversized)
         # The last frame was too large to read: its name may still say whether it was the end.
@@ -517,7 +517,7 @@ class StreamAudit:
             or last_unread,
             undecodable=inflate is not None and inflate.failed,
             compression_bomb=inflate is not None and inflate.bomb,
-            oversized_frame=bool(self._decoder.oversized),
+            oversized_frame=bool(decoder.oversized),
             timing=Timing(
                 ttft=ttft,
                 to_last_content=self._last_content - self._content_shift - self._started,

@@ -14,20 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sse_audit_proxy.core.dialects.base import (
-    CONTENT,
-    DONE_SENTINEL,
-    ERROR,
-    ERROR_EVENT,
-    FINISH,
-    MALFORMED,
-    TERMINAL,
-    USAGE,
-    is_error_frame,
-    load_object,
-)
+from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, TERMINAL, USAGE, is_error_frame
 from sse_audit_proxy.core.dialects.typed import TypedEvents
-from sse_audit_proxy.core.sse import Event
 
 _CONTENT = frozenset({"thread.message.delta", "thread.run.step.delta"})
 # The run's last status: the finish reason it stands for (None: a failure).
@@ -49,28 +37,21 @@ class Assistants(TypedEvents):
     expects_done = True
     expects_finish_reason = False  # the run's last status is the finish: without one, `truncated`
     expects_usage = False  # a run waiting for tool outputs has none yet
+    event_name_first = True
 
     __slots__ = ()
 
-    def observe(self, event: Event) -> int:
-        data = event.data
-        if data == DONE_SENTINEL:
-            self._done = True
-            return TERMINAL if self._terminal else 0
-        if event.event == ERROR_EVENT:
+    def _untyped(self, doc: dict[str, Any]) -> int:
+        """An event a gateway sent without its `event:` line: named from its object."""
+        kind = doc.get("object")
+        if kind == "thread.run":
+            kind = _BY_STATUS.get(str(doc.get("status")))
+        if isinstance(kind, str) and (kind in _CONTENT or kind in _ENDS):
+            return self._on(kind, doc)
+        if is_error_frame(doc):
             self._fail()
             return TERMINAL | ERROR
-        doc = load_object(data)
-        if doc is None:
-            self._malformed += 1
-            return MALFORMED
-        kind = event.event or _unnamed(doc)
-        if not kind:
-            if is_error_frame(doc):
-                self._fail()
-                return TERMINAL | ERROR
-            return 0  # an event of a kind this audit does not judge
-        return self._on(kind, doc)
+        return 0  # an object of a kind this audit does not judge
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         if kind in _CONTENT:
@@ -95,19 +76,8 @@ class Assistants(TypedEvents):
         self._finished(reason)
         return bits
 
-    def unread_end(self, name: str) -> bool | None:
+    def _named_end(self, name: str) -> bool:
         if name in _ENDS:
             self._on(name, {})  # what it said beyond its name (usage, a reason) is unknown
             return True
-        if name == ERROR_EVENT:
-            self._fail()
-            return True
-        return False if name else None
-
-
-def _unnamed(doc: dict[str, Any]) -> str:
-    """The event a gateway sent without its `event:` line, from its object."""
-    kind = doc.get("object")
-    if kind == "thread.run":
-        return _BY_STATUS.get(str(doc.get("status")), "")
-    return kind if isinstance(kind, str) and kind in _CONTENT else ""
+        return False

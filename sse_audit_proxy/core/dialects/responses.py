@@ -160,17 +160,13 @@ class Responses(TypedEvents):
         super()._fail()
         self._finish = "failed"
 
-    def unread_end(self, name: str) -> bool | None:
+    def _named_end(self, name: str) -> bool:
         # A Responses image stream's `response.completed` carries its images: too large to
         # read, but its name says the stream ended; a cut after a partial image does not.
         if name in _ENDS:
-            status = _ENDS[name]
-            self._end(status or "completed", {})
-            self._malformed -= 1  # _end counts the missing response object: it was not read
+            self._end(_ENDS[name], {"response": {}})  # its status and usage are unknown
             return True
-        if name == "error":
-            return super().unread_end(name)
-        return False if name else None
+        return False
 
     def unread(self, frames: int) -> None:
         # Each skipped frame breaks the numbering at most once (consecutive ones, once).

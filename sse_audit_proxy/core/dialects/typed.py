@@ -31,6 +31,10 @@ from sse_audit_proxy.core.sse import Event
 
 
 class TypedEvents(Dialect):
+    # True: the `event:` line names the event and the JSON's own `type` is something else
+    # (Assistants: a run step's `tool_calls`); an event without one goes to _untyped.
+    event_name_first: ClassVar[bool] = False
+
     __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools", "_usage")
 
     def __init__(self) -> None:
@@ -56,7 +60,7 @@ class TypedEvents(Dialect):
             self._malformed += 1
             return MALFORMED
         # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
-        kind = doc.get("type") or event.event
+        kind = event.event if self.event_name_first else (doc.get("type") or event.event)
         malformed = self._malformed
         bits = self._on(kind, doc) if isinstance(kind, str) and kind else self._untyped(doc)
         # Counters, not returns, say what went wrong deep in a handler: compare once here.
@@ -88,6 +92,11 @@ class TypedEvents(Dialect):
         if name == ERROR_EVENT:
             self._fail()
             return True
+        return self._named_end(name) if name else None
+
+    def _named_end(self, name: str) -> bool | None:
+        """unread_end of a named frame: True (and taken as seen) when `name` is an end
+        event, False when it is another event, None when this dialect cannot tell."""
         return None
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
@@ -144,11 +153,8 @@ class NamedEvents(TypedEvents):
             return TERMINAL | ERROR
         return 0
 
-    def unread_end(self, name: str) -> bool | None:
+    def _named_end(self, name: str) -> bool:
         if name in self.end_events:
-            self._terminal = True
-            self._finished("completed")
+            self._on(name, {})  # what it said beyond its name (usage) is unknown
             return True
-        if name == ERROR_EVENT:
-            return super().unread_end(name)
-        return False if name else None  # a named event that is not an end
+        return False

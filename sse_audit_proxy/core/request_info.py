@@ -51,7 +51,7 @@ class RequestInfo:
         options = doc.get("stream_options")
         return cls(
             model=model or UNKNOWN_MODEL,
-            stream=doc.get("stream") is True,
+            stream=doc.get("stream") is True or doc.get("stream_format") == "sse",
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             shape=request_shape(doc),
         )
@@ -185,7 +185,9 @@ MAX_NUMBER_DIGITS = 600
 _LONG_NUMBER = re.compile(rb"(?<![0-9])[0-9]{%d}" % MAX_NUMBER_DIGITS)  # from a run's start: linear
 _DIGITS = b"0123456789"
 _INCLUDE_USAGE = "stream_options.include_usage"
-_WANTED = frozenset({"model", "stream", _INCLUDE_USAGE})
+# OpenAI's speech asks for an event stream with `stream_format: "sse"`, not `stream`.
+_STREAM_FORMAT = "stream_format"
+_WANTED = frozenset({"model", "stream", _STREAM_FORMAT, _INCLUDE_USAGE})
 _BACKEND = ijson.get_backend("yajl2_c")
 # yajl checks a string's UTF-8 form, then Python decodes it strictly: an encoded surrogate
 # (ED A0 80), a code point past U+10FFFF or an overlong form passes the first and fails the
@@ -401,7 +403,7 @@ def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]
     model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
     return RequestInfo(
         model=model or UNKNOWN_MODEL,
-        stream=found.get("stream") is True,
+        stream=found.get("stream") is True or found.get(_STREAM_FORMAT) == "sse",
         include_usage=found.get(_INCLUDE_USAGE) is True,
         shape=orjson.dumps({k: v for k, v in fields.items() if k != "stream_options"}).decode(),
     )

@@ -474,12 +474,13 @@ OUTCOME_RULES: tuple[Rule, ...] = (
 ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.NOT_STREAMED,
-        'the request asked for `"stream": true` and the upstream answered '
-        "2xx with an ordinary body that is not an event stream: the client gets no stream at "
-        "all; no completeness anomaly is judged. A body labelled a streaming JSON-lines type "
-        "(`application/x-ndjson`, `application/jsonl`, `application/json-seq`, "
-        "`application/stream+json` and their spellings; Ollama's native API) is a stream, "
-        "not this",
+        'the request asked for a stream (`"stream": true`; a form field `stream` of `true` '
+        'for transcriptions and image edits; `"stream_format": "sse"` for speech) and the '
+        "upstream answered 2xx with an ordinary body that is not an event stream: the client "
+        "gets no stream at all; no completeness anomaly is judged. A body labelled a "
+        "streaming JSON-lines type (`application/x-ndjson`, `application/jsonl`, "
+        "`application/json-seq`, `application/stream+json` and their spellings; Ollama's "
+        "native API) is a stream, not this",
         lambda f: (
             not (f.event_stream or f.json_lines or f.error_instead_of_stream or f.end is End.UPSTREAM_STATUS)
         ),

@@ -28,11 +28,11 @@ from yarl import URL
 
 from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
+from sse_audit_proxy.core.form_scan import Scanner, scanner_for
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import (
     RETRY_HEADER,
     TRACE_HEADER,
-    BodyScanner,
     RequestInfo,
     client_retry,
     trace_id_from,
@@ -177,7 +177,7 @@ class _Held:
         self.ended = False
 
 
-def _scan(scanner: BodyScanner, held: list[bytes], ended: bool) -> None:
+def _scan(scanner: Scanner, held: list[bytes], ended: bool) -> None:
     if ended:
         scanner.feed_whole(held)  # the whole body: read in one go (read_whole)
         return
@@ -185,7 +185,7 @@ def _scan(scanner: BodyScanner, held: list[bytes], ended: bool) -> None:
         scanner.feed(part)
 
 
-def _held_info(scanner: BodyScanner, held: _Held) -> RequestInfo:
+def _held_info(scanner: Scanner, held: _Held) -> RequestInfo:
     """What the held start of the body says, for a request whose client went away before
     it was sent on (nothing else will feed the scanner)."""
     _scan(scanner, held.parts, held.ended)
@@ -448,7 +448,9 @@ class Proxy:
         declared = request.content_length
         if declared is not None and declared > self.config.max_body_bytes:
             return self._too_large(r)
-        scanner = BodyScanner(partial(audit_failed, r.rec.trace_id, "request_scan"))
+        scanner = scanner_for(
+            request.headers.get("Content-Type"), partial(audit_failed, r.rec.trace_id, "request_scan")
+        )
         held = _Held()
         # --total-timeout counts from the request's start, the body's arrival included.
         request.deadline = r.started + self.config.total_timeout
@@ -520,7 +522,7 @@ class Proxy:
         request: Request,
         up: _Upstream,
         used: list[Connection],
-        scanner: BodyScanner,
+        scanner: Scanner,
         held: _Held,
         r: Recording,
         from_client: bool,
@@ -633,7 +635,7 @@ class Proxy:
         return b"".join(lines)
 
     async def _send_body(
-        self, request: Request, conn: Connection, scanner: BodyScanner, held: _Held, chunked: bool
+        self, request: Request, conn: Connection, scanner: Scanner, held: _Held, chunked: bool
     ) -> None:
         """Stream the request body to the upstream as it arrives, scanning it on the way."""
         parts, held.parts = held.parts, []
@@ -662,7 +664,7 @@ class Proxy:
             return
         conn.sent = True
 
-    async def _scan_rest(self, request: Request, scanner: BodyScanner) -> RequestInfo:
+    async def _scan_rest(self, request: Request, scanner: Scanner) -> RequestInfo:
         """The upstream is unreachable: read the body anyway (bounded) to learn the model."""
         try:
             size = 0

@@ -458,3 +458,20 @@ async def test_ordinary_answer_to_a_stream_request_is_flagged_not_streamed(upstr
         )
         == 1
     )
+
+
+async def test_speech_asked_as_events_and_answered_as_audio_is_not_streamed(upstream, proxy, http) -> None:
+    """OpenAI's speech asks for events with `stream_format: "sse"`; a gateway that drops the
+    field answers with the audio itself (what tts-1 does), which the client cannot read."""
+    audio = b"ID3\x04\x00" + bytes(range(256)) * 40
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=audio, content_type="audio/mpeg")
+
+    p = await proxy(await upstream(handler))
+    body = {"model": "gpt-4o-mini-tts", "input": "hello", "voice": "alloy", "stream_format": "sse"}
+    async with http.post(p.url / "v1/audio/speech", json=body) as resp:
+        assert await resp.read() == audio  # forwarded unchanged
+    rec = await p.record()
+    assert (rec.route, rec.model) == ("audio_speech", "gpt-4o-mini-tts")
+    assert rec.stream is not None and rec.stream.anomalies == ["not_streamed"]

@@ -236,6 +236,14 @@ AIMOCK_FIXTURES = {
             "latency": 10,
         },
         {"match": {"userMessage": "hello"}, "response": {"content": "Hello there, streaming world!"}},
+        # Transcriptions (a form): streamed for `stream=true` unless the model is whisper-1, which
+        # aimock answers with one JSON document, as OpenAI does (whisper-1 ignores `stream`).
+        {
+            "match": {"endpoint": "transcription"},
+            "response": {"transcription": {"text": "one two three four five six seven eight nine ten"}},
+            "latency": 10,
+            "chunkSize": 6,
+        },
     ]
 }
 

@@ -146,3 +146,16 @@ def test_a_defect_of_the_scan_is_reported_and_the_reading_is_empty(monkeypatch: 
     scanner.feed(b'{"model":"m"}')
     assert scanner.info() == RequestInfo()
     assert [type(e) for e in errors] == [KeyError]
+
+
+@pytest.mark.parametrize(("fmt", "asked"), [("sse", True), ("audio", False), (None, False), (True, False)])
+def test_speech_asks_for_a_stream_with_stream_format_sse(fmt: object, asked: bool) -> None:
+    """OpenAI's speech asks for an event stream with `stream_format: "sse"`, not `stream`: an
+    audio answer to it is `not_streamed`, as for any stream request."""
+    doc: dict[str, object] = {"model": "gpt-4o-mini-tts", "input": "hi", "voice": "alloy"}
+    if fmt is not None:
+        doc["stream_format"] = fmt
+    body = orjson.dumps(doc)
+    readings = [streamed(body), whole(body), RequestInfo.from_body(body), read_whole(body)]
+    assert [r is not None and r.stream for r in readings] == [asked] * 4
+    assert {r.model for r in readings if r is not None} == {"gpt-4o-mini-tts"}

@@ -1,0 +1,165 @@
+"""Forms (`multipart/form-data`: transcriptions, translations, image edits) name their model and
+ask for a stream in fields; the scan reads them as the body streams past, cut anywhere."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_audit_proxy.core.form_scan import MAX_PARTS, VALUE_KEEP, FormScanner, form_boundary
+from sse_audit_proxy.core.request_info import RequestInfo
+
+AUDIO = bytes(range(256)) * 400  # 100 KiB of "audio", every byte value, CRLFs and dashes among them
+
+
+Files = dict[str, tuple[str, bytes, str]]
+
+
+def encoded(data: dict[str, str], files: Files | None = None) -> tuple[str, bytes]:
+    """A form exactly as httpx (the openai SDK's HTTP client) sends it: Content-Type and body
+    (with no file, httpx sends the fields urlencoded: a file is always there)."""
+    files = files or {"file": ("a.wav", b"RIFF", "audio/wav")}
+    request = httpx.Request("POST", "http://x/v1/audio/transcriptions", data=data, files=files)
+    return request.headers["content-type"], request.read()
+
+
+def scan(ctype: str, pieces: list[bytes]) -> RequestInfo:
+    boundary = form_boundary(ctype)
+    assert boundary is not None
+    scanner = FormScanner(boundary)
+    for piece in pieces:
+        scanner.feed(piece)
+    return scanner.info()
+
+
+def test_the_sdks_transcription_form_asks_for_a_stream() -> None:
+    ctype, body = encoded(
+        {"model": "gpt-4o-transcribe", "stream": "true", "response_format": "json"},
+        {"file": ("speech.wav", AUDIO, "audio/wav")},
+    )
+    info = scan(ctype, [body])
+    assert (info.model, info.stream) == ("gpt-4o-transcribe", True)
+    assert orjson.loads(info.shape) == {"model": None, "stream": True}
+
+
+def test_without_the_field_or_with_false_no_stream() -> None:
+    for data in ({"model": "whisper-1"}, {"model": "whisper-1", "stream": "false"}):
+        info = scan(*_split(encoded(data, {"file": ("a.wav", AUDIO, "audio/wav")})))
+        assert (info.model, info.stream) == ("whisper-1", False)
+
+
+def _split(pair: tuple[str, bytes]) -> tuple[str, list[bytes]]:
+    return pair[0], [pair[1]]
+
+
+@pytest.mark.parametrize("value", ["true", "True", "1", "yes", "on"])
+def test_what_a_pydantic_server_takes_for_true(value: str) -> None:
+    ctype, body = encoded({"model": "m", "stream": value})
+    assert scan(ctype, [body]).stream
+
+
+def test_the_file_first_and_the_fields_after_it() -> None:
+    """The npm SDK's FormData keeps the caller's key order: the file may come first, and the
+    stream field after megabytes of audio."""
+    ctype, body = encoded({}, {"file": ("a.wav", AUDIO * 10, "audio/wav")})
+    tail = b'\r\nContent-Disposition: form-data; name="stream"\r\n\r\ntrue\r\n--'
+    boundary = form_boundary(ctype)
+    assert boundary is not None
+    body = body[: -len(boundary) - 6] + b"--" + boundary + tail + boundary + b"--\r\n"
+    assert scan(ctype, [body]).stream
+
+
+def test_every_split_point_reads_the_same() -> None:
+    fields = {"model": "whisper-1", "stream": "true"}
+    ctype, body = encoded(fields, {"file": ("a.wav", AUDIO[:3000], "audio/wav")})
+    for cut in range(len(body) + 1):
+        info = scan(ctype, [body[:cut], body[cut:]])
+        assert (info.model, info.stream) == ("whisper-1", True), cut
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=400))
+def test_any_piece_sizes_read_the_same(sizes: list[int]) -> None:
+    ctype, body = encoded({"stream": "true", "model": "m-1"}, {"file": ("a.wav", AUDIO[:2000], "audio/wav")})
+    pieces, pos = [], 0
+    for size in sizes:
+        pieces.append(body[pos : pos + size])
+        pos += size
+    pieces.append(body[pos:])
+    info = scan(ctype, pieces)
+    assert (info.model, info.stream) == ("m-1", True)
+
+
+def test_a_file_named_stream_is_not_the_field() -> None:
+    ctype, body = encoded({"model": "m"}, {"stream": ("true", b"true", "text/plain")})
+    assert not scan(ctype, [body]).stream
+
+
+def test_a_long_value_is_not_kept_and_not_read_as_true() -> None:
+    ctype, body = encoded({"model": "m" * (VALUE_KEEP + 1), "stream": "true"})
+    info = scan(ctype, [body])
+    assert info.stream and info.model == "unknown"
+
+
+def test_the_last_of_a_repeated_field_wins() -> None:
+    ctype, _ = encoded({"model": "m"})
+    boundary = form_boundary(ctype)
+    assert boundary is not None
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="stream"\r\n\r\n%s\r\n' % (boundary, value)
+        for value in (b"true", b"false")
+    ]
+    assert not scan(ctype, [b"".join(parts) + b"--%s--\r\n" % boundary]).stream
+
+
+def test_too_many_parts_stop_the_scan_and_keep_what_it_read() -> None:
+    ctype, _ = encoded({"model": "m"})
+    boundary = form_boundary(ctype)
+    assert boundary is not None
+    part = b'--%s\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n' % boundary
+    first = b'--%s\r\nContent-Disposition: form-data; name="stream"\r\n\r\ntrue\r\n' % boundary
+    late = b'--%s\r\nContent-Disposition: form-data; name="model"\r\n\r\nlate\r\n' % boundary
+    info = scan(ctype, [first + part * MAX_PARTS + late + b"--%s--\r\n" % boundary])
+    assert info.stream and info.model == "unknown"
+
+
+def test_a_head_that_never_ends_is_given_up() -> None:
+    ctype, _ = encoded({"model": "m"})
+    boundary = form_boundary(ctype)
+    assert boundary is not None
+    scanner = FormScanner(boundary)
+    scanner.feed(b"--%s\r\nX: " % boundary)
+    for _ in range(100):
+        scanner.feed(b"a" * 1000)
+    assert len(scanner._buf) == 0  # bounded: nothing held once given up
+    assert scanner.info() == RequestInfo()
+
+
+def test_a_part_with_no_headers_and_an_empty_value() -> None:
+    boundary = b"b0und"
+    body = (
+        b"--b0und\r\n\r\nanything\r\n"
+        b"--b0und\r\nContent-Disposition: form-data; name=stream\r\n\r\n\r\n--b0und--"
+    )
+    info = FormScanner(boundary)
+    info.feed(body)
+    assert not info.info().stream
+    assert orjson.loads(info.info().shape) == {"stream": False}
+
+
+@pytest.mark.parametrize(
+    ("ctype", "boundary"),
+    [
+        ("multipart/form-data; boundary=abc", b"abc"),
+        ('Multipart/Form-Data; charset=utf-8; boundary="a b:c"', b"a b:c"),
+        ("multipart/form-data", None),
+        ("application/json", None),
+        (None, None),
+        ("multipart/mixed; boundary=abc", None),
+    ],
+)
+def test_the_boundary_from_the_content_type(ctype: str | None, boundary: bytes | None) -> None:
+    assert form_boundary(ctype) == boundary

@@ -188,8 +188,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=size,
         default=1 << 20,
         help="largest SSE frame the audit reads; larger ones are relayed unread (anomaly "
-        "oversized_frame). A generated image in a Responses stream is several MiB: raise it "
-        "to read their usage",
+        "oversized_frame), known by their event name only. A generated image in a stream is "
+        "several MiB: raise it to read their usage",
     )
     option(
         p,

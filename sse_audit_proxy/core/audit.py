@@ -148,6 +148,7 @@ class StreamAudit:
         "_thresholds",
         "_timeline",
         "_ttft_credit",
+        "_unread_unknown",
         "bytes",
     )
 
@@ -223,6 +224,7 @@ class StreamAudit:
         self._held_times: list[float] = []
         self._skeletons: list[str] = []
         self._seen_kinds = 0
+        self._unread_unknown = False  # the last unread frame's name did not say what it was
 
     def client_held(self, seconds: float, *, upstream_waited: float | None = None) -> None:
         """The relay did not read the upstream for `seconds`, waiting for a client that was
@@ -302,7 +304,7 @@ class StreamAudit:
         comments = decoder.comments - comments
         if len(events) == 1 and not comments:
             event = events[0]
-            bits = self._dialect.observe(event)
+            bits = self._unread(event) if event.unread else self._dialect.observe(event)
             if not (self._seen_kinds >> bits) & 1 or self._timeline_frames() < HEAD_SKELETONS:
                 self._keep_kind(bits, event)
             self._hold(bits, t)
@@ -315,7 +317,7 @@ class StreamAudit:
         seen = self._seen_kinds  # bit k set: a frame of kind bits k was seen
         head = HEAD_SKELETONS - timeline.frames
         for event in events:
-            bits = observe(event)
+            bits = self._unread(event) if event.unread else observe(event)
             kinds.append(bits)
             if not (seen >> bits) & 1 or len(kinds) <= head:  # rare: keep what it looked like
                 seen |= 1 << bits
@@ -325,6 +327,12 @@ class StreamAudit:
             kinds += _KEEPALIVE_BYTE * comments
         timeline.add(t - self._started, kinds)
         self._account(kinds, [t] * len(kinds))  # the read's frames share its arrival time
+
+    def _unread(self, event: Event) -> int:
+        """A frame too large to read: what its name tells the dialect, if anything."""
+        bits = self._dialect.observe_unread(event.event)
+        self._unread_unknown = bits is None
+        return bits or 0
 
     def _keep_skeleton(self, entry: str) -> None:
         if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:
@@ -483,10 +491,9 @@ class StreamAudit:
         unterminated = decoder.close()
         if decoder.oversized:
             self._dialect.unread(decoder.oversized)
-        # The last frame was too large to read: its name may still say whether it was the end.
-        last_unread = decoder.last_unread and not unterminated
-        if last_unread and self._dialect.unread_end(decoder.last_unread_event) is not None:
-            last_unread = False
+        # The last frame was too large to read, and its name did not say what it was: the end
+        # marker may have been in it.
+        last_unread = decoder.last_unread and self._unread_unknown and not unterminated
         summary = self._dialect.summary()
         error_body = self.error_document
         if error_body:

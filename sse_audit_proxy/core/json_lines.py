@@ -19,16 +19,18 @@ class JsonLinesDecoder:
 
     The attributes the audit reads of an SSE decoder are here too: `comments` (JSON lines have
     none), `idle` (never: the audit's fast path reads `data:` frames only), `oversized` and
-    `last_unread` (never: a JSON-lines stream has no end marker to miss)."""
+    `last_unread`. A
+    line over the limit is skipped, never held, and dispatched at its end as an unread event
+    (Event.unread), as the SSE decoder does with a frame."""
 
     __slots__ = (
         "_discarding",
         "_max",
         "_tail",
+        "_unread_size",
         "comments",
         "idle",
         "last_unread",
-        "last_unread_event",
         "oversized",
     )
 
@@ -36,31 +38,37 @@ class JsonLinesDecoder:
         self._max = max_line_bytes
         self._tail = b""  # the current line, not yet ended
         self._discarding = False  # skipping the rest of an oversized line
+        self._unread_size = 0  # its bytes so far
         self.comments = 0
         self.idle = False
-        self.last_unread = False
-        self.last_unread_event = ""
+        self.last_unread = False  # the last event was an unread one
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
         lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
         tail = lines.pop()
+        events: list[Event] = []
         if self._discarding and lines:
+            events.append(Event("", b"", "", self._unread_size + len(lines[0]) + 1))
             del lines[0]  # the end of the oversized line
             self._discarding = False
-        events: list[Event] = []
         for line in lines:
             record = _record(line)
             if len(record) > self._max:
                 self.oversized += 1
+                events.append(Event("", b"", "", len(line) + 1))
             elif record:
                 events.append(Event("", record))
         if self._discarding or len(tail) > self._max:
             if not self._discarding:
                 self.oversized += 1
+                self._unread_size = 0
+            self._unread_size += len(tail)
             self._discarding = True
             tail = b""
         self._tail = tail
+        if events:
+            self.last_unread = events[-1].unread > 0
         return events
 
     def close(self) -> bool:

@@ -158,7 +158,9 @@ def skeleton(event: Event) -> str:
     if name:  # absent when the frame had no `event:` line (most frames): held per stream
         doc["event"] = event_name(name)
     data = event.data
-    if data == DONE_SENTINEL:
+    if event.unread:  # too large to read: its size alone (a replay makes one as large)
+        doc["bytes"], doc["raw"], doc["unread"] = event.unread, True, True
+    elif data == DONE_SENTINEL:
         doc["data"] = "[DONE]"
     else:
         try:

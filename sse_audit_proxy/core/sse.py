@@ -17,11 +17,15 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(slots=True)
 class Event:
-    """One dispatched event. `event` is "" when the frame had no `event:` field."""
+    """One dispatched event. `event` is "" when the frame had no `event:` field. `unread`: the
+    frame was larger than `max_frame_bytes`, so it was skipped, not read: `data` is empty,
+    `event` is its name if its `event:` line came before the cap, and `unread` is about its
+    size in bytes (an image in a stream: its name still says what it was)."""
 
     event: str
     data: bytes
     id: str = ""
+    unread: int = 0
 
 
 def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
@@ -40,8 +44,10 @@ def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
 class SSEDecoder:
     """Feed it chunks as they arrive; it returns the events each chunk completed.
 
-    Comment lines (keep-alives) and oversized frames are not events; they are counted
-    in `comments` and `oversized` so a caller can notice them without an allocation.
+    Comment lines (keep-alives) are not events; they are counted in `comments` so a caller
+    can notice them without an allocation. A frame over `max_frame_bytes` is skipped, never
+    held, and dispatched at its blank line as an unread event (Event.unread), also counted in
+    `oversized`.
     """
 
     __slots__ = (
@@ -52,15 +58,15 @@ class SSEDecoder:
         "_frame_len",
         "_last_id",
         "_max",
-        "_oversized_at",
         "_skip_lf",
         "_tail",
         "_tail_comment",
         "_tail_dropped",
+        "_unread_event",
+        "_unread_size",
         "comments",
         "idle",
         "last_unread",
-        "last_unread_event",
         "oversized",
     )
 
@@ -84,11 +90,11 @@ class SSEDecoder:
         self.idle = False
         self.comments = 0
         self.oversized = 0
-        # The last frame was too large to read (no event came after it): what it said (an end
-        # marker, usage, a finish reason) is unknown. Keep-alives after it leave it so.
+        # The last event was an unread one (Event.unread). Keep-alives after it leave it so.
         self.last_unread = False
-        self.last_unread_event = ""
-        self._oversized_at = 0  # events of the current feed() made before the last overflow
+        # The frame being skipped (see Event.unread): its name and the bytes it had so far.
+        self._unread_event = ""
+        self._unread_size = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
         # The common read: exactly one `data:` frame, nothing pending: the general path below
@@ -99,12 +105,9 @@ class SSEDecoder:
             if data is not None:
                 self.last_unread = False
                 return [Event("", data, self._last_id)]
-        oversized = self.oversized
         events = self._feed(chunk)
-        if self.oversized != oversized:
-            self.last_unread = len(events) == self._oversized_at
-        elif events:
-            self.last_unread = False
+        if events:
+            self.last_unread = events[-1].unread > 0
         self.idle = self._bom_checked and not (
             self._tail
             or self._frame_len
@@ -163,6 +166,8 @@ class SSEDecoder:
             # The first piece finishes a line whose start was not kept: not a blank line.
             if self._tail_comment:
                 self.comments += 1
+            elif self._discarding:
+                self._unread_size += len(lines[0]) + 1
             self._tail_dropped = self._tail_comment = False
             del lines[0]
         for line in lines:
@@ -170,13 +175,14 @@ class SSEDecoder:
         tail = self._tail
         if tail:
             if self._discarding:
+                self._unread_size += len(tail)
                 self._tail = b""  # part of a frame being skipped: not held
                 self._tail_dropped = True
             elif self._tail_comment or tail[0] == 0x3A:  # a comment: nothing in it is needed
                 self._tail = b""
                 self._tail_comment = True
             elif self._frame_len + len(tail) + 1 > self._max:
-                self._overflow(events)
+                self._overflow(self._frame_len + len(tail))
                 self._tail = b""
                 self._tail_dropped = True
         return events
@@ -207,18 +213,21 @@ class SSEDecoder:
         if not line:
             if self._discarding:
                 self._discarding = False
+                size = self._unread_size + 1
+                events.append(Event(self._unread_event, b"", self._last_id, size))
             elif self._data:
                 events.append(Event(self._event, b"\n".join(self._data), self._last_id))
             self._reset_frame()
             return
         if self._discarding:
+            self._unread_size += len(line) + 1
             return
         if line[0] == 0x3A:  # ":" comment, used as keep-alive; not part of the frame
             self.comments += 1
             return
         size = self._frame_len + len(line) + 1  # as the tail check in feed() counts it
         if size > self._max:
-            self._overflow(events)
+            self._overflow(size)
             return
         self._frame_len = size
         if line.startswith(b"data:"):
@@ -242,11 +251,12 @@ class SSEDecoder:
             self._data.append(value)
         # "retry" and unknown fields are ignored, as the spec says.
 
-    def _overflow(self, events: list[Event]) -> None:
-        """The current frame outgrew the cap: skip it up to its blank line."""
+    def _overflow(self, size: int) -> None:
+        """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,
+        which dispatches it as an unread event."""
         self.oversized += 1
-        self._oversized_at = len(events)
-        self.last_unread_event = self._event  # named before the cap (`event:` comes first)
+        self._unread_event = self._event  # named before the cap (`event:` comes first)
+        self._unread_size = size
         self._reset_frame()
         self._discarding = True
 

@@ -567,9 +567,11 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.OVERSIZED_FRAME,
         "a frame larger than `--max-frame-bytes` (a generated image in a Responses stream is "
-        "several MiB): relayed unchanged, but not read, so what it said is unknown; when it was "
-        "the stream's last frame its end marker may have been in it, and completeness is "
-        "judged on the transport, as for a body that could not be decoded",
+        "several MiB): relayed unchanged, but not read. Where its `event:` line names it, the "
+        "name says what it was (a partial image is content, timed for TTFT and gaps; a "
+        "`.completed` event is the end, its usage unknown); otherwise what it said is unknown, "
+        "and when it was the stream's last frame its end marker may have been in it, so "
+        "completeness is judged on the transport, as for a body that could not be decoded",
         lambda f: f.oversized_frame,
         lambda f: (
             f"a frame larger than {f.thresholds.max_frame_bytes} bytes was not read"

@@ -15,6 +15,8 @@ import pytest
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
 from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.core.skeleton import split_entry
+from sse_audit_proxy.tools.case import materialise
 
 CAP = 4096
 IMAGE = "iVBORw0KGgo" * 1000  # 11 KB of base64, larger than CAP
@@ -119,3 +121,27 @@ def test_chat_whose_last_frame_is_too_large_is_judged_on_the_connection(tail: by
     # Without [DONE] after readable frames, that is still missing: [DONE] comes last.
     cut = audit("chat_completions", [*reads, f"data: {json.dumps(content)}\n\n".encode()])
     assert (cut.outcome, cut.anomalies) == (Outcome.TRUNCATED, ["missing_done", "oversized_frame"])
+
+
+def test_an_image_streams_large_partial_images_are_its_content() -> None:
+    """gpt-image-1's streams: every partial image is a frame of several MiB. Skipped unread,
+    they were no frames at all: no TTFT, no gaps, 0 content frames. Their `event:` lines say
+    what they are, so they are timed as the content they are (and still `oversized_frame`)."""
+    kinds = ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
+    reads = [frame({"type": kind, "b64_json": IMAGE, "index": i}) for i, kind in enumerate(kinds)]
+    r = audit("images", reads)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+    assert (r.frames, r.content_frames) == (4, 3)
+    assert r.ttft == pytest.approx(0.02)  # the first partial image's read (audit() paces 20 ms)
+    assert r.max_gap == pytest.approx(0.02)
+
+
+def test_an_unread_frame_is_kept_as_its_name_and_size_and_replays_unread() -> None:
+    big = frame({"type": "image_generation.partial_image", "b64_json": IMAGE})
+    r = audit("images", [big])
+    number, bits, doc = split_entry(r.skeletons[0])
+    assert (number, bits) == (1, 1)  # the first frame, content
+    assert doc == {"bytes": len(big), "event": "image_generation.partial_image", "raw": True, "unread": True}
+    # Rebuilt from its skeleton (evidence replays), it is as large again: unread again.
+    again = audit("images", [materialise(doc)])
+    assert (again.frames, again.content_frames, again.anomalies) == (1, 1, ["oversized_frame"])

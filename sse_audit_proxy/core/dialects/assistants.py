@@ -76,8 +76,7 @@ class Assistants(TypedEvents):
         self._finished(reason)
         return bits
 
-    def _named_end(self, name: str) -> bool:
+    def _named(self, name: str) -> int:
         if name in _ENDS:
-            self._on(name, {})  # what it said beyond its name (usage, a reason) is unknown
-            return True
-        return False
+            return self._on(name, {})  # what it said beyond its name (usage, a reason) is unknown
+        return CONTENT if name in _CONTENT else 0

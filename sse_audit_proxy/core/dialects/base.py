@@ -130,10 +130,11 @@ class Dialect:
         """`frames` frames were too large to read (over --max-frame-bytes) and were skipped, so
         a dialect that counts its frames' order must not take the hole for a gap."""
 
-    def unread_end(self, name: str) -> bool | None:
-        """The stream's last frame was too large to read; its `event:` line named it `name`
-        ("" if none came before the cap). True: that was the end marker (taken as seen);
-        False: it was not, so the stream did not end with one; None: cannot tell."""
+    def observe_unread(self, name: str) -> int | None:
+        """A frame too large to read (Event.unread), known only by its `event:` name ("" if
+        none came before the cap): its observe() bits when the name says what it was (an end
+        event is taken as seen, what it carried is unknown), None when it cannot tell. A
+        stream whose last frame could not be told is judged on its transport."""
         return None
 
     def summary(self) -> DialectSummary:

@@ -160,13 +160,12 @@ class Responses(TypedEvents):
         super()._fail()
         self._finish = "failed"
 
-    def _named_end(self, name: str) -> bool:
+    def _named(self, name: str) -> int:
         # A Responses image stream's `response.completed` carries its images: too large to
         # read, but its name says the stream ended; a cut after a partial image does not.
         if name in _ENDS:
-            self._end(_ENDS[name], {"response": {}})  # its status and usage are unknown
-            return True
-        return False
+            return self._end(_ENDS[name], {"response": {}})  # its status and usage are unknown
+        return CONTENT if name in _CONTENT_DELTAS else 0
 
     def unread(self, frames: int) -> None:
         # Each skipped frame breaks the numbering at most once (consecutive ones, once).

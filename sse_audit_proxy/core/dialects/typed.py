@@ -88,15 +88,15 @@ class TypedEvents(Dialect):
         self._finish = reason_word(reason)
         self._failed = False
 
-    def unread_end(self, name: str) -> bool | None:
+    def observe_unread(self, name: str) -> int | None:
         if name == ERROR_EVENT:
             self._fail()
-            return True
-        return self._named_end(name) if name else None
+            return TERMINAL | ERROR
+        return self._named(name) if name else None
 
-    def _named_end(self, name: str) -> bool | None:
-        """unread_end of a named frame: True (and taken as seen) when `name` is an end
-        event, False when it is another event, None when this dialect cannot tell."""
+    def _named(self, name: str) -> int | None:
+        """observe_unread of a named frame: its bits (an end event taken as seen), None when
+        this dialect cannot tell what an event of that name says."""
         return None
 
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
@@ -153,8 +153,5 @@ class NamedEvents(TypedEvents):
             return TERMINAL | ERROR
         return 0
 
-    def _named_end(self, name: str) -> bool:
-        if name in self.end_events:
-            self._on(name, {})  # what it said beyond its name (usage) is unknown
-            return True
-        return False
+    def _named(self, name: str) -> int:
+        return self._on(name, {})  # the name says all; what an end carried (usage) is unknown

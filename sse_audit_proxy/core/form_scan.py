@@ -32,37 +32,62 @@ VALUE_KEEP = 1 << 10  # a longer value is no model name nor a boolean: dropped
 MAX_HEAD = 8 << 10  # one part's header lines
 MAX_PARTS = 1000
 MAX_BOUNDARY = 200  # RFC 2046 allows 70; some clients go further
+MAX_PADDING = 64  # spaces and tabs after a delimiter (RFC 2046's transport padding)
 # pydantic's reading of a boolean from text (vLLM's and FastAPI's form fields)
 TRUE = frozenset({b"true", b"1", b"yes", b"on", b"t", b"y"})
 
-_BOUNDARY = re.compile(
-    rb';\s*boundary\s*=\s*(?:"([^"]{1,%d})"|([^\s;"]{1,%d}))' % (MAX_BOUNDARY, MAX_BOUNDARY), re.I
-)
-_NAME = re.compile(rb'(?:^|;)\s*name\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.I)
-_FILENAME = re.compile(rb";\s*filename\*?\s*=", re.I)
+# A header's `; key=value` parameters, values a token or a quoted string (with \-escapes):
+# read in order, quotes respected, as python-multipart (Starlette's parser) reads them.
+_PARAM = re.compile(rb'[ \t]*;[ \t]*([^=;" \t]+)[ \t]*(?:=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^;]*)))?', re.S)
+_LWSP = b" \t"
 
 # The scan's states: looking for the first delimiter (the preamble), in a part's head, in a
 # part's content (kept or skipped), past the close delimiter or given up.
 _PREAMBLE, _HEAD, _CONTENT, _DONE = range(4)
+_MORE, _CLOSE = -1, -2  # _delimiter: the bytes that decide are not here yet; `--`
+
+
+def header_params(value: bytes) -> dict[bytes, bytes]:
+    """The parameters after a header value's first `;`, keys lower-cased (the last of a
+    repeated one wins); reading stops at the first that is not well formed."""
+    out: dict[bytes, bytes] = {}
+    pos = value.find(b";")
+    while pos >= 0:
+        m = _PARAM.match(value, pos)
+        if m is None:
+            break
+        quoted = m.group(2)
+        if quoted is not None:
+            # As python-multipart (email.utils.unquote): only \\ and \" are escapes.
+            out[m.group(1).lower()] = quoted.replace(b"\\\\", b"\\").replace(b'\\"', b'"')
+        else:
+            out[m.group(1).lower()] = (m.group(3) or b"").strip(_LWSP)
+        pos = m.end()
+        if pos >= len(value):
+            break
+    return out
 
 
 def form_boundary(content_type: str | None) -> bytes | None:
     """The boundary of a `multipart/form-data` Content-Type, else None."""
-    if not content_type or not content_type.lstrip().lower().startswith("multipart/form-data"):
+    if not content_type:
         return None
-    found = _BOUNDARY.search(content_type.encode("latin-1", "replace"))
-    if found is None:
+    ctype, _, _ = content_type.partition(";")
+    if ctype.strip().lower() != "multipart/form-data":
         return None
-    return found.group(1) or found.group(2)
+    boundary = header_params(content_type.encode("latin-1", "replace")).get(b"boundary")
+    return boundary if boundary and len(boundary) <= MAX_BOUNDARY else None
 
 
 class FormScanner:
-    """BodyScanner's counterpart for forms: feed it the body in pieces, then ask info()."""
+    """BodyScanner's counterpart for forms: feed it the body in pieces, then ask info().
+
+    What it reads does not depend on how the body was cut into pieces: every limit is applied
+    to a bounded window of the bytes, found or not."""
 
     __slots__ = ("_buf", "_delim", "_fields", "_keep", "_names", "_parts", "_state", "_value")
 
     def __init__(self, boundary: bytes) -> None:
-        # After the first delimiter every one is preceded by CRLF, which belongs to it.
         self._delim = b"--" + boundary
         self._state = _PREAMBLE
         self._buf = b""  # bytes not yet settled: a delimiter or a head may go on in the next piece
@@ -85,71 +110,105 @@ class FormScanner:
         buf = self._buf + data if self._buf else data
         pos = 0
         while self._state != _DONE:
-            state = self._state
-            if state == _HEAD:
-                if len(buf) - pos < 2:
+            if self._state == _HEAD:
+                start = self._head_at(buf, pos)
+                if start < 0:  # the head goes on in the next piece
+                    pos = -start - 1
                     break
-                # A part with no header lines: the blank line follows the delimiter's at once.
-                end = pos - 2 if buf[pos : pos + 2] == b"\r\n" else buf.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > MAX_HEAD:
-                        self._state = _DONE  # a head without end: give up, keep what was read
-                    break
-                self._head(buf[pos:end] if end >= pos else b"")
-                pos = end + 4
+                pos = start
                 continue
-            delim = self._delim if state == _PREAMBLE else b"\r\n" + self._delim
-            at = buf.find(delim, pos)
+            # After the first delimiter every one is preceded by CRLF, which belongs to it.
+            delim = self._delim if self._state == _PREAMBLE else b"\r\n" + self._delim
+            at, after = self._next_delimiter(buf, pos, delim)
             if at < 0:
-                # Keep what may be the start of a delimiter split between pieces; the rest of
-                # a kept value is taken, of anything else dropped.
-                cut = max(pos, len(buf) - len(delim) - 1)
-                if self._keep:
-                    self._take(buf[pos:cut])
+                # What may be the start of a delimiter split between pieces stays; the rest
+                # of a kept value is taken, of anything else dropped.
+                cut = max(pos, len(buf) - len(delim) + 1)
+                self._take(buf[pos:cut])
                 pos = cut
                 break
-            if self._keep:
-                self._take(buf[pos:at])
-                self._end_value()
-            after = at + len(delim)
-            if len(buf) - after < 2:
-                pos = at  # what follows the delimiter is not here yet
+            self._take(buf[pos:at])
+            pos = at
+            if after == _MORE:
                 break
-            if buf[after : after + 2] == b"--":
-                self._state = _DONE  # the close delimiter
-                break
-            # Transport padding, then CRLF (RFC 2046): the part's head begins on the next line.
-            eol = buf.find(b"\r\n", after)
-            if eol < 0:
-                if len(buf) - after > MAX_BOUNDARY:
-                    self._state = _DONE
-                else:
-                    pos = at
-                break
-            self._parts += 1
-            if self._parts > MAX_PARTS:
+            self._end_part()
+            if after == _CLOSE:
                 self._state = _DONE
-                break
-            self._state = _HEAD
-            pos = eol + 2
+            elif self._state != _DONE:
+                self._state, pos = _HEAD, after
         self._buf = b"" if self._state == _DONE else buf[pos:]
+
+    def _next_delimiter(self, buf: bytes, pos: int, delim: bytes) -> tuple[int, int]:
+        """The first delimiter at or after `pos` and what follows it (_delimiter); (-1, 0)
+        when there is none. A boundary followed by anything else is content (a file's)."""
+        at = buf.find(delim, pos)
+        while at >= 0:
+            after = self._delimiter(buf, at + len(delim))
+            if after is not None:
+                return at, after
+            at = buf.find(delim, at + 1)
+        return -1, 0
+
+    def _delimiter(self, buf: bytes, after: int) -> int | None:
+        """What follows a boundary at `after`: where the part's head starts (past transport
+        padding and CRLF), _CLOSE for the close delimiter (`--`), _MORE when the bytes that
+        decide are not here yet, None when it is no delimiter."""
+        n = len(buf)
+        if n - after < 2:
+            return _MORE
+        if buf[after : after + 2] == b"--":
+            return _CLOSE
+        j = after
+        while j < n and buf[j] in _LWSP:
+            j += 1
+            if j - after > MAX_PADDING:
+                return None
+        if n - j < 2:
+            return _MORE
+        return j + 2 if buf[j : j + 2] == b"\r\n" else None
+
+    def _end_part(self) -> None:
+        """A delimiter: the part before it (a kept value) ends, a new one may begin."""
+        if self._keep:
+            self._end_value()
+        if self._state != _PREAMBLE:
+            self._parts += 1
+        if self._parts >= MAX_PARTS:
+            self._state = _DONE
+
+    def _head_at(self, buf: bytes, pos: int) -> int:
+        """Read the part head at `pos`: where its content starts, or -(pos + 1) when the head
+        is not all here yet (the scan gives up on one longer than MAX_HEAD)."""
+        if buf[pos : pos + 2] == b"\r\n":  # no header lines at all
+            self._head(b"")
+            return pos + 2
+        end = buf.find(b"\r\n\r\n", pos, pos + MAX_HEAD + 4)
+        if end < 0:
+            if len(buf) - pos >= MAX_HEAD + 4:
+                self._state = _DONE  # a head without end: give up, keep what was read
+                return len(buf)
+            return -(pos + 1)
+        self._head(buf[pos:end])
+        return end + 4
 
     def _head(self, head: bytes) -> None:
         self._state, self._keep = _CONTENT, False
+        disposition = None
         for line in head.split(b"\r\n"):
             name, _, value = line.partition(b":")
-            if name.strip().lower() != b"content-disposition":
-                continue
-            found = _NAME.search(value)
-            if found is None:
-                return
-            field = found.group(1) if found.group(1) is not None else found.group(2)
-            if field in WANTED and _FILENAME.search(value) is None:
-                self._names, self._keep = field, True
-                self._value = bytearray()
+            if name.strip(_LWSP).lower() == b"content-disposition":
+                disposition = value  # the last one counts, as for python-multipart
+        if disposition is None:
             return
+        params = header_params(disposition)
+        field = params.get(b"name")
+        if field in WANTED and b"filename" not in params:
+            self._names, self._keep = field, True
+            self._value = bytearray()
 
     def _take(self, piece: bytes) -> None:
+        if not self._keep or not piece:
+            return
         value = self._value
         if len(value) + len(piece) > VALUE_KEEP:
             self._keep = False

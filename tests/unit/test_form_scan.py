@@ -163,3 +163,95 @@ def test_a_part_with_no_headers_and_an_empty_value() -> None:
 )
 def test_the_boundary_from_the_content_type(ctype: str | None, boundary: bytes | None) -> None:
     assert form_boundary(ctype) == boundary
+
+
+B = b"XyZ123"
+CT = "multipart/form-data; boundary=XyZ123"
+
+
+def hand_made(parts: list[tuple[bytes, bytes]], close: bool = True) -> bytes:
+    """A form of (Content-Disposition parameters, value) parts, by hand."""
+    out = b"".join(b"--%s\r\nContent-Disposition: form-data; %s\r\n\r\n%s\r\n" % (B, p, v) for p, v in parts)
+    return out + (b"--%s--\r\n" % B if close else b"")
+
+
+def test_a_files_content_that_looks_like_a_delimiter_adds_no_field() -> None:
+    """A boundary inside a file followed by anything but CRLF (or `--`) is the file's content,
+    for a server's parser (python-multipart): a fake `stream` part in it was read as one."""
+    fake = b'\r\n--XyZ123junk\r\nContent-Disposition: form-data; name="stream"\r\n\r\ntrue'
+    body = hand_made([(b'name="model"', b"whisper-1"), (b'name="file"; filename="a.wav"', b"RIFF" + fake)])
+    assert (scan(CT, [body]).model, scan(CT, [body]).stream) == ("whisper-1", False)
+    # With transport padding (spaces, tabs) before its CRLF, a delimiter is one.
+    padded = body.replace(
+        b'--XyZ123\r\nContent-Disposition: form-data; name="model"',
+        b'--XyZ123 \t\r\nContent-Disposition: form-data; name="model"',
+    )
+    assert scan(CT, [padded]).model == "whisper-1"
+
+
+@pytest.mark.parametrize(
+    ("params", "stream"),
+    [
+        (b'x=";name=stream;"; name="file"', False),  # a `name=` inside another's quotes
+        (b'name="stream"; x="; filename=y"', True),  # a `filename=` inside quotes: no file
+        (b"name=\"stream\"; filename*=UTF-8''s", True),  # python-multipart: still a field
+        (b'name="stream"; filename="s.txt"', False),  # a file
+        (b'NAME="stream"', True),
+        (b'name="str\\eam"', False),  # python-multipart unescapes only \\ and \"
+        (b'name="\\"stream\\""', False),
+    ],
+)
+def test_parameters_are_read_as_a_servers_parser_reads_them(params: bytes, stream: bool) -> None:
+    body = hand_made([(b'name="model"', b"m"), (params, b"true")])
+    assert scan(CT, [body]).stream is stream
+
+
+def test_the_last_content_disposition_of_a_part_counts() -> None:
+    body = hand_made([(b'name="x"\r\nContent-Disposition: form-data; name="stream"', b"true")])
+    assert scan(CT, [body]).stream
+
+
+def test_a_boundary_inside_another_content_type_parameters_quotes_is_not_it() -> None:
+    assert form_boundary('multipart/form-data; x="; boundary=evil"; boundary=XyZ123') == B
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=400),
+            st.sampled_from(
+                [b"\r\n", b"--", b"--XyZ123", b"\r\n--XyZ123", b"\r\n\r\n", b" ", b";", b'"', b"\r"]
+            ),
+        ),
+        max_size=4,
+    ),
+    st.lists(st.integers(min_value=0, max_value=450), max_size=8),
+)
+def test_the_reading_never_depends_on_where_the_reads_were_cut(
+    edits: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    """Every limit applies to a bounded window of the bytes whether a search finds what it
+    looks for or not: a part with no header lines right after a read boundary, or a head
+    that was cut, once lost the fields after it."""
+    body = bytearray(
+        b"--XyZ123\r\n\r\nno head\r\n"
+        + hand_made(
+            [
+                (b'name="file"; filename="a"', b"\x00\r\n-" * 20),
+                (b'name="model"', b"m1"),
+                (b'name="stream"', b"true"),
+            ]
+        )
+    )
+    for at, token in edits:
+        body[at:at] = token
+    data = bytes(body)
+    whole = scan(CT, [data])
+    pieces, last = [], 0
+    for cut in sorted(c for c in cuts if c <= len(data)):
+        pieces.append(data[last:cut])
+        last = cut
+    pieces.append(data[last:])
+    assert scan(CT, pieces) == whole
+    assert scan(CT, [data[i : i + 1] for i in range(len(data))]) == whole

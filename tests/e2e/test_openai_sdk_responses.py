@@ -255,3 +255,62 @@ async def test_a_resumed_responses_stream_is_judged_as_one(upstream: Any, proxy:
         assert (s.outcome.value, s.anomalies) == ("truncated", ["missing_usage"])
     else:
         assert (s.outcome.value, s.anomalies) == ("complete", [])
+
+
+# gpt-image-1's partial images are base64 PNGs of about 1.5 MB, over --max-frame-bytes (1 MiB).
+IMAGE_B64 = "iVBORw0KGgo" * 140_000
+
+
+def image_upstream(partials: int) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        assert request.path == "/v1/images/generations" and body["stream"] is True
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        common = {"created_at": 1741476542, "size": "1024x1024", "quality": "low", "background": "opaque"}
+        for i in range(partials):
+            await asyncio.sleep(0.05)  # a partial image a moment apart, as the model refines it
+            event = {
+                "type": "image_generation.partial_image",
+                "b64_json": IMAGE_B64,
+                "partial_image_index": i,
+            }
+            await resp.write(f"event: {event['type']}\ndata: {json.dumps({**event, **common})}\n\n".encode())
+        usage = {"input_tokens": 9, "output_tokens": 272, "total_tokens": 281}
+        done = {"type": "image_generation.completed", "b64_json": IMAGE_B64, "usage": usage, **common}
+        await resp.write(f"event: {done['type']}\ndata: {json.dumps(done)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+async def test_openai_sdk_image_stream_is_timed_though_its_frames_are_too_large_to_read(
+    upstream: Any, proxy: Any
+) -> None:
+    """Every frame of an image stream is over --max-frame-bytes: relayed unread, each is still
+    a frame, and its `event:` name says what it was, so the stream has a TTFT and its content."""
+    running = await proxy(await upstream(image_upstream(partials=2)))
+    client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
+    try:
+        stream = await client.images.generate(
+            model="gpt-image-1",
+            prompt="a lighthouse",
+            stream=True,
+            partial_images=2,
+            extra_headers={"X-Client-Request-Id": "sdk-image-1"},
+        )
+        got = [(event.type, len(event.b64_json)) async for event in stream]
+    finally:
+        await client.close()
+    assert got == [("image_generation.partial_image", len(IMAGE_B64))] * 2 + [
+        ("image_generation.completed", len(IMAGE_B64))
+    ]
+    rec = await running.record()
+    assert (rec.trace_id, rec.route) == ("sdk-image-1", "images")
+    s = rec.stream
+    assert s is not None
+    assert (s.outcome.value, s.anomalies) == ("complete", ["oversized_frame"])
+    assert (s.frames, s.content_frames) == (3, 2)
+    assert s.ttft is not None and s.ttft >= 0.04  # the first partial image, not the stream's head
+    assert s.max_gap is not None and s.max_gap >= 0.04

@@ -511,6 +511,7 @@ class StreamAudit:
             expects_finish_reason=dialect.expects_finish_reason,
             has_end_marker=dialect.has_end_marker,
             paced_by_tokens=dialect.paced_by_tokens,
+            buffered_min_frames=dialect.buffered_min_frames,
             usage_expected=self._wants_usage(),
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,

@@ -143,6 +143,7 @@ class Facts:
     # completeness is the connection's.
     json_lines: bool = False
     paced_by_tokens: bool = True  # False: clumps after silences are the shape's nature (speech)
+    buffered_min_frames: int | None = None  # the shape's own (images), else the threshold's
 
     @property
     def event_stream(self) -> bool:
@@ -182,8 +183,11 @@ class Facts:
         )
 
 
-def is_buffered(t: Timing, th: Thresholds) -> bool:
-    if t.ttft is None or t.content_frames < th.buffered_min_frames or t.ttft < th.buffered_min_ttft:
+def is_buffered(t: Timing, th: Thresholds, min_frames: int | None = None) -> bool:
+    """`min_frames`: the stream's shape's own fewest content frames (images), else the
+    threshold's."""
+    least = th.buffered_min_frames if min_frames is None else min_frames
+    if t.ttft is None or t.content_frames < max(least, 2) or t.ttft < th.buffered_min_ttft:
         return False
     spacing = (t.to_last_content - t.ttft) / (t.content_frames - 1)
     return (
@@ -535,11 +539,12 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "judged on streams the upstream ended: cut early, a stream shows only its first "
         "release (a client that stops after a few tokens left behind a first read of several); "
         "not judged when the upstream was held for a client that fell behind (`client_held_ms`) "
-        "as long as the shorter of `--buffered-min-ttft` and `--bursty-min-silence`",
+        "as long as the shorter of `--buffered-min-ttft` and `--bursty-min-silence`. On "
+        "`images` two partial images are enough (a stream has at most three)",
         lambda f: (
             f.ended_by_upstream
             and not held_long(f.timing, f.thresholds)
-            and is_buffered(f.timing, f.thresholds)
+            and is_buffered(f.timing, f.thresholds, f.buffered_min_frames)
         ),
         _buffered,
     ),

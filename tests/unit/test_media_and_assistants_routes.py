@@ -101,3 +101,41 @@ def test_chat_audio_output_is_content() -> None:
     r = _feed("chat_completions", reads)
     assert (r.outcome, r.content_frames) == (Outcome.COMPLETE, 2)
     assert r.ttft == pytest.approx(0.3)
+
+
+def _partial(i: int) -> bytes:
+    doc = {"type": "image_edit.partial_image", "b64_json": "iVBORw0KGgo" * 500, "partial_image_index": i}
+    return f"event: image_edit.partial_image\ndata: {json.dumps(doc)}\n\n".encode()
+
+
+DONE_IMAGE = b'event: image_edit.completed\ndata: {"type":"image_edit.completed","b64_json":"AAAA"}\n\n'
+
+
+def test_an_image_stream_held_back_and_released_at_once_is_buffered() -> None:
+    """LiteLLM's pass-through holds a multipart request's answer whole: three partial images,
+    made 0.7 s apart, reached the client in one read after 3.4 s. An image stream has at most
+    three partial images, so the rule's five content frames were never there."""
+    held = b"".join([_partial(0), _partial(1), _partial(2), DONE_IMAGE])
+    r = _feed("images", [(3.4, held)])
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["buffered"])
+    # Each partial image as it was made: not buffered.
+    paced = [(0.7 * (i + 1), _partial(i)) for i in range(3)] + [(2.2, DONE_IMAGE)]
+    assert _feed("images", paced).anomalies == []
+    # Two text frames released at once are too few to tell on a text route.
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    assert _feed("chat_completions", [(3.4, chunk * 2 + finish)]).anomalies == []
+
+
+def test_a_typed_transcription_cut_before_its_done_event_is_truncated_whatever_done_follows() -> None:
+    """`[DONE]` ends vLLM's chunks, not OpenAI's typed events: a gateway that appends one to a
+    transcription cut before `transcript.text.done` left it unfinished, not complete."""
+    delta = b'data: {"type":"transcript.text.delta","delta":"one two"}\n\n'
+    done = b'data: {"type":"transcript.text.done","text":"one two one two"}\n\n'
+    cut = _feed("audio_transcriptions", [(0.1, delta), (0.2, delta), (0.3, b"data: [DONE]\n\n")])
+    assert cut.outcome is Outcome.TRUNCATED
+    whole = [(0.1, delta), (0.2, delta), (0.3, done), (0.31, b"data: [DONE]\n\n")]
+    assert _feed("audio_transcriptions", whole).outcome is Outcome.COMPLETE
+    chunk = b'data: {"object":"transcription.chunk","choices":[{"index":0,"delta":{"content":"one"}}]}\n\n'
+    vllm = [(0.1, chunk), (0.2, chunk), (0.3, b"data: [DONE]\n\n")]
+    assert _feed("audio_transcriptions", vllm).outcome is Outcome.COMPLETE

@@ -112,6 +112,9 @@ class Dialect:
     # False: clumps of frames after silences are the shape's nature (speech, made a sentence
     # at a time), so `bursty` is not judged.
     paced_by_tokens: ClassVar[bool] = True
+    # The fewest content frames `buffered` is judged on (None: --buffered-min-frames). Image
+    # streams have at most three partial images, each seconds of the model's work apart.
+    buffered_min_frames: ClassVar[int | None] = None
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
 

@@ -16,5 +16,8 @@ class Images(NamedEvents):
     path_suffixes = ("/images/generations", "/images/edits")
     content_events = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
     end_events = frozenset({"image_generation.completed", "image_edit.completed"})
+    # Two partial images in one release after the wait are a withheld stream: each is seconds
+    # of work apart (LiteLLM's pass-through held back image edits, three partials at once).
+    buffered_min_frames = 2
 
     __slots__ = ()

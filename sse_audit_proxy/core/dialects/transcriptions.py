@@ -30,13 +30,24 @@ class Transcriptions(NamedEvents):
     content_events = frozenset({"transcript.text.delta", "transcript.text.segment"})
     end_events = frozenset({"transcript.text.done"})
 
-    __slots__ = ()
+    __slots__ = ("_typed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._typed = False  # OpenAI's typed events came: only `transcript.text.done` ends it
 
     def observe(self, event: Event) -> int:
-        if event.data == DONE_SENTINEL:  # the chunks' end (after a typed end: one more)
-            self._done = self._terminal = True
+        if event.data == DONE_SENTINEL:
+            self._done = True
+            if self._typed:  # a gateway's `[DONE]` after typed events: not their end
+                return 0
+            self._terminal = True  # the chunks' end
             return TERMINAL
         return super().observe(event)
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        self._typed = True
+        return super()._on(kind, doc)
 
     def _untyped(self, doc: dict[str, Any]) -> int:
         choices = doc.get("choices")

@@ -139,3 +139,17 @@ def test_a_typed_transcription_cut_before_its_done_event_is_truncated_whatever_d
     chunk = b'data: {"object":"transcription.chunk","choices":[{"index":0,"delta":{"content":"one"}}]}\n\n'
     vllm = [(0.1, chunk), (0.2, chunk), (0.3, b"data: [DONE]\n\n")]
     assert _feed("audio_transcriptions", vllm).outcome is Outcome.COMPLETE
+
+
+def test_vllm_transcription_chunks_without_a_finish_reason_miss_it() -> None:
+    """vLLM ends a transcription's text with a finish_reason, as Chat does: a gateway that
+    drops it is seen; OpenAI's typed events finish with their end event."""
+    chunk = b'data: {"object":"transcription.chunk","choices":[{"index":0,"delta":{"content":"one"}}]}\n\n'
+    stop = chunk.replace(b'{"content":"one"}}', b'{},"finish_reason":"stop"}')
+    dropped = _feed("audio_transcriptions", [(0.1, chunk), (0.2, chunk), (0.3, b"data: [DONE]\n\n")])
+    assert (dropped.outcome, dropped.anomalies) == (Outcome.COMPLETE, ["missing_finish_reason"])
+    whole = [(0.1, chunk), (0.2, stop), (0.3, b"data: [DONE]\n\n")]
+    assert _feed("audio_transcriptions", whole).anomalies == []
+    delta = b'data: {"type":"transcript.text.delta","delta":"one"}\n\n'
+    cut = _feed("audio_transcriptions", [(0.1, delta), (0.2, delta)])
+    assert (cut.outcome, cut.anomalies) == (Outcome.TRUNCATED, [])

@@ -19,6 +19,7 @@ from sse_audit_proxy.core.dialects.base import (
     FINISH,
     TERMINAL,
     USAGE,
+    DialectSummary,
 )
 from sse_audit_proxy.core.dialects.typed import NamedEvents
 from sse_audit_proxy.core.sse import Event
@@ -29,6 +30,9 @@ class Transcriptions(NamedEvents):
     path_suffixes = ("/audio/transcriptions", "/audio/translations")
     content_events = frozenset({"transcript.text.delta", "transcript.text.segment"})
     end_events = frozenset({"transcript.text.done"})
+    # vLLM's chunks end their text with a finish_reason, as Chat's do; OpenAI's typed events
+    # finish with their end event (summary: never missing there).
+    expects_finish_reason = True
 
     __slots__ = ("_typed",)
 
@@ -48,6 +52,12 @@ class Transcriptions(NamedEvents):
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         self._typed = True
         return super()._on(kind, doc)
+
+    def summary(self) -> DialectSummary:
+        summary = super().summary()
+        if self._typed:
+            summary.missing_finish_reason = False  # the end event is the finish
+        return summary
 
     def _untyped(self, doc: dict[str, Any]) -> int:
         choices = doc.get("choices")

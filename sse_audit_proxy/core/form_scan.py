@@ -31,6 +31,9 @@ WANTED = frozenset({b"model", b"stream"})
 VALUE_KEEP = 1 << 10  # a longer value is no model name nor a boolean: dropped
 MAX_HEAD = 8 << 10  # one part's header lines
 MAX_PARTS = 1000
+# Boundaries followed by something else, in a file (a random boundary: never, in practice).
+# Each costs a few steps in Python: a body made of them (an attacker's) is read no further.
+MAX_FALSE_DELIMITERS = 1000
 MAX_BOUNDARY = 200  # RFC 2046 allows 70; some clients go further
 MAX_PADDING = 64  # spaces and tabs after a delimiter (RFC 2046's transport padding)
 # pydantic's reading of a boolean from text (vLLM's and FastAPI's form fields)
@@ -85,7 +88,7 @@ class FormScanner:
     What it reads does not depend on how the body was cut into pieces: every limit is applied
     to a bounded window of the bytes, found or not."""
 
-    __slots__ = ("_buf", "_delim", "_fields", "_keep", "_names", "_parts", "_state", "_value")
+    __slots__ = ("_buf", "_delim", "_false", "_fields", "_keep", "_names", "_parts", "_state", "_value")
 
     def __init__(self, boundary: bytes) -> None:
         self._delim = b"--" + boundary
@@ -96,6 +99,7 @@ class FormScanner:
         self._names: bytes = b""
         self._fields: dict[bytes, bytes | None] = {}  # field name -> value (None: not kept)
         self._parts = 0
+        self._false = 0  # boundaries seen that were not delimiters
 
     def feed_whole(self, parts: list[bytes]) -> None:
         for part in parts:
@@ -146,6 +150,10 @@ class FormScanner:
             after = self._delimiter(buf, at + len(delim))
             if after is not None:
                 return at, after
+            self._false += 1
+            if self._false > MAX_FALSE_DELIMITERS:
+                self._state = _DONE  # too dear to read on: what was read stays
+                return -1, 0
             at = buf.find(delim, at + 1)
         return -1, 0
 

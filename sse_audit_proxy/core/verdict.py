@@ -142,7 +142,9 @@ class Facts:
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
     # completeness is the connection's.
     json_lines: bool = False
-    paced_by_tokens: bool = True  # False: clumps after silences are the shape's nature (speech)
+    # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
+    # made a sentence at a time): neither `buffered` nor `bursty` is judged.
+    paced_by_tokens: bool = True
     buffered_min_frames: int | None = None  # the shape's own (images), else the threshold's
 
     @property
@@ -539,10 +541,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "judged on streams the upstream ended: cut early, a stream shows only its first "
         "release (a client that stops after a few tokens left behind a first read of several); "
         "not judged when the upstream was held for a client that fell behind (`client_held_ms`) "
-        "as long as the shorter of `--buffered-min-ttft` and `--bursty-min-silence`. On "
-        "`images` two partial images are enough (a stream has at most three)",
+        "as long as the shorter of `--buffered-min-ttft` and `--bursty-min-silence`; nor on "
+        "speech (`audio_speech`): a one-sentence answer is made, then written at once, as a "
+        "buffering gateway would (its TTFT still shows a wait for the whole). On `images` two "
+        "partial images are enough (a stream has at most three)",
         lambda f: (
-            f.ended_by_upstream
+            f.paced_by_tokens
+            and f.ended_by_upstream
             and not held_long(f.timing, f.thresholds)
             and is_buffered(f.timing, f.thresholds, f.buffered_min_frames)
         ),

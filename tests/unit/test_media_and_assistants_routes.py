@@ -153,3 +153,15 @@ def test_vllm_transcription_chunks_without_a_finish_reason_miss_it() -> None:
     delta = b'data: {"type":"transcript.text.delta","delta":"one"}\n\n'
     cut = _feed("audio_transcriptions", [(0.1, delta), (0.2, delta)])
     assert (cut.outcome, cut.anomalies) == (Outcome.TRUNCATED, [])
+
+
+def test_a_one_sentence_speech_written_at_once_is_not_buffered() -> None:
+    """A TTS server makes a sentence, then writes its audio at once: for a one-sentence input
+    that is a release after a wait, which a buffering gateway gives too (TTFT shows it)."""
+    delta = b'data: {"type":"speech.audio.delta","audio":"AAAA"}\n\n'
+    r = _feed("audio_speech", [(1.0, delta * 20 + b'data: {"type":"speech.audio.done"}\n\n')])
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    assert r.ttft == 1.0
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    assert _feed("chat_completions", [(1.0, chunk * 20 + finish)]).anomalies == ["buffered"]

@@ -109,8 +109,8 @@ class Dialect:
     # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
     usage_always: ClassVar[bool] = False
     has_end_marker: ClassVar[bool] = True  # False: a clean end of the body is the stream's end
-    # False: clumps of frames after silences are the shape's nature (speech, made a sentence
-    # at a time), so `bursty` is not judged.
+    # False: a release after a wait, and clumps of frames after silences, are the shape's
+    # nature (speech, made a sentence at a time), so neither `buffered` nor `bursty` is judged.
     paced_by_tokens: ClassVar[bool] = True
     # The fewest content frames `buffered` is judged on (None: --buffered-min-frames). Image
     # streams have at most three partial images, each seconds of the model's work apart.

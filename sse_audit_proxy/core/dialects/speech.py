@@ -2,7 +2,9 @@
 
 `speech.audio.delta` carries a piece of the audio (content); `speech.audio.done` ends the
 stream and carries usage. Speech is made a sentence at a time and each sentence's audio is
-written at once, so clumps of frames after silences are its nature: `bursty` is not judged.
+written at once, so clumps of frames after silences are its nature: `bursty` is not judged;
+nor `buffered`: a one-sentence answer arrives whole after its wait, as from a gateway that
+buffered it (its TTFT still shows the wait).
 """
 
 from __future__ import annotations

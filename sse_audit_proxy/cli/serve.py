@@ -397,6 +397,11 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
+    if args.canary_guard_ttft_ratio < 1.0:
+        raise ConfigError(
+            f"--canary-guard-ttft-ratio {args.canary_guard_ttft_ratio:g}: must be at least 1 "
+            "(below, a canary as fast as the baseline trips)"
+        )
     config = CanaryConfig(
         url=None if args.canary is None else str(args.canary),
         percent=args.canary_percent,

@@ -175,13 +175,14 @@ class Guard:
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
+        self.baseline = _Side(self.settings.window)
         self.reset()
 
     def reset(self) -> None:
-        """Start over (the operator set a new share): forget both windows and any trip."""
-        w = self.settings.window
-        self.baseline = _Side(w)
-        self.canary = _Side(w)
+        """Start over (the operator set a new share): forget the canary's window and any trip.
+        The baseline's window stays: its streams say the same whatever the share, and at 100 %
+        it gets none, so a reset that forgot them left the last step of a ramp unguarded."""
+        self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:

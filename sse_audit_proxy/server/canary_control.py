@@ -142,18 +142,23 @@ class CanaryControl:
     # Operator -------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read the percent file (if any) and clear a trip."""
+        """SIGHUP: re-read the percent file (if any) and clear a trip. A file it cannot take
+        changes nothing: the share in force stays, a trip's 0 included (an operator who
+        mistyped a rollback and sent SIGHUP to apply it sent the bad canary its share back)."""
         percent = self.router.configured_percent
         if self.config.percent_file is not None:
             try:
                 percent, self._seen = read_percent_file(self.config.percent_file)
             except (OSError, ValueError, UnicodeDecodeError) as exc:
+                self._rejected = _reason(exc)
                 _log.error(
                     "canary_percent_rejected",
                     path=self.config.percent_file,
-                    reason=_reason(exc),
+                    reason=self._rejected,
                     percent=self.router.percent,
                 )
+                return
+            self._rejected = None
         # Every worker derives the same generation (the supervisor removed the trip file).
         self._generation = self._seen or "flag"
         self._apply(percent, "sighup")

@@ -56,6 +56,35 @@ async def lookup(http: aiohttp.ClientSession, served: ServeProcess, **params: st
         return answer
 
 
+async def percent_becomes(http: aiohttp.ClientSession, served: ServeProcess, value: float) -> None:
+    """Wait (1.5 s at most) for a write to the percent file to be seen."""
+    changed = time.monotonic()
+    while await gauge(http, served, "sse_audit_canary_percent") != value:
+        assert time.monotonic() - changed < 1.5, "the file change was not seen"
+        await asyncio.sleep(0.05)
+
+
+async def truncating_canary(demo_gateway: Any, tmp_path: Path, start: str) -> tuple[URL, URL, Path]:
+    """A healthy baseline, a canary that truncates every stream, and the percent file."""
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(scenario="truncated", **FAST)
+    percent = tmp_path / "canary-percent"
+    percent.write_text(f"{start}\n")
+    return baseline, canary, percent
+
+
+async def send_until_tripped(
+    http: aiohttp.ClientSession, served: ServeProcess, prefix: str, limit: int
+) -> dict[str, Any]:
+    """Streams, four at a time, until the guard trips (at most `limit`): its line."""
+    sent = 0
+    while not any(line.get("event") == "canary_tripped" for line in served.lines):
+        assert sent < limit, "the guard never tripped"
+        await asyncio.gather(*(chat(http, served.url, f"{prefix}{sent + i}") for i in range(4)))
+        sent += 4
+    return next(line for line in served.lines if line.get("event") == "canary_tripped")
+
+
 def sticky_value(side: str) -> str:
     """A header value the 50 % sticky hash puts on `side`."""
     return next(v for v in (f"user-{i}" for i in range(1000)) if (bucket(v) < 50.0) == (side == "canary"))
@@ -64,10 +93,7 @@ def sticky_value(side: str) -> str:
 async def test_a_truncating_canary_at_50_percent_trips_cuts_nothing_and_sighup_restores_it(
     demo_gateway, tmp_path: Path
 ) -> None:
-    baseline = await demo_gateway(**FAST)
-    canary = await demo_gateway(scenario="truncated", **FAST)
-    percent = tmp_path / "canary-percent"
-    percent.write_text("50\n")
+    baseline, canary, percent = await truncating_canary(demo_gateway, tmp_path, "50")
     async with (
         serve_process(
             baseline,
@@ -90,12 +116,7 @@ async def test_a_truncating_canary_at_50_percent_trips_cuts_nothing_and_sighup_r
             for side in ("baseline", "canary")
         }
         await asyncio.sleep(0.3)
-        sent = 0
-        while not any(line.get("event") == "canary_tripped" for line in served.lines):
-            assert sent < 200, "the guard never tripped"
-            await asyncio.gather(*(chat(http, served.url, f"g{sent + i}") for i in range(4)))
-            sent += 4
-        trip = next(line for line in served.lines if line.get("event") == "canary_tripped")
+        trip = await send_until_tripped(http, served, "g", 200)
         assert trip["rule"] == "bad_share"
         assert trip["canary"]["streams"] == 20  # --canary-guard-min-streams
         assert trip["canary"]["bad_percent"] == 100.0 and trip["baseline"]["bad_percent"] == 0.0
@@ -155,10 +176,7 @@ async def test_the_percent_file_ramps_without_a_restart(demo_gateway, tmp_path: 
     ):
         await asyncio.gather(*(chat(http, served.url, f"zero{i}") for i in range(10)))
         percent.write_text("100\n")
-        changed = time.monotonic()
-        while await gauge(http, served, "sse_audit_canary_percent") != 100.0:
-            assert time.monotonic() - changed < 1.5, "the file change was not seen"
-            await asyncio.sleep(0.05)
+        await percent_becomes(http, served, 100.0)
         await asyncio.gather(*(chat(http, served.url, f"full{i}") for i in range(10)))
         streams = (await lookup(http, served))["streams"]
         sides = {s["trace_id"]: s["upstream"] for s in streams}
@@ -341,3 +359,38 @@ async def test_a_client_cannot_steer_the_guard_with_its_own_refused_requests(dem
             )
             assert judged == 80  # the 60 refused are not judged
             assert await served.stop() == 0
+
+
+async def test_the_last_step_of_the_ramp_is_guarded_and_a_bad_file_on_sighup_keeps_the_trip(
+    demo_gateway, tmp_path: Path
+) -> None:
+    """At 100 % the baseline gets no streams: a new share forgot its window, so the guard had
+    nothing to compare with and a truncating canary kept all the traffic (150 streams, all
+    truncated, in an operator's run). Then a rollback mistyped into the file and sent with
+    SIGHUP gave the tripped canary its last good share back."""
+    baseline, canary, percent = await truncating_canary(demo_gateway, tmp_path, "0")
+    async with (
+        serve_process(
+            baseline, "--canary", str(canary), "--canary-percent-file", str(percent), "--canary-guard"
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        await asyncio.gather(*(chat(http, served.url, f"base{i}") for i in range(30)))
+        percent.write_text("100\n")
+        await percent_becomes(http, served, 100.0)
+        trip = await send_until_tripped(http, served, "full", 100)
+        assert trip["canary"]["streams"] == 20 and trip["baseline"]["streams"] == 30
+        assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
+
+        percent.write_text("O\n")  # a rollback to 0, mistyped
+        served.proc.send_signal(signal.SIGHUP)
+        hup = time.monotonic()
+        while not any(line.get("event") == "canary_percent_rejected" for line in served.lines):
+            assert time.monotonic() - hup < 2.0, "the bad file was not reported"
+            await asyncio.sleep(0.05)
+        assert await gauge(http, served, "sse_audit_canary_tripped") == 1.0
+        assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
+        await asyncio.gather(*(chat(http, served.url, f"after{i}") for i in range(10)))
+        after = [s for s in (await lookup(http, served))["streams"] if s["trace_id"].startswith("after")]
+        assert {s["upstream"] for s in after} == {"baseline"}
+        assert await served.stop() == 0

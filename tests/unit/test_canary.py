@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,30 +127,35 @@ def test_the_percent_file_takes_one_number_and_comments(tmp_path: Path) -> None:
         read_percent_file(str(f))
 
 
-def test_the_percent_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
-    """A FIFO swapped in for the file once froze the whole proxy: open() blocked the event
-    loop until a writer came. A device or a huge file is refused too, not read."""
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
+def without_a_writer(fifo: Path, call: Callable[[], object]) -> BaseException | None:
+    """What `call` raised (None: nothing), failing the test if it waited for the FIFO's writer."""
     outcome: list[BaseException | None] = []
 
-    def read() -> None:
+    def run() -> None:
         try:
-            read_percent_file(str(fifo))
+            call()
         except BaseException as exc:
             outcome.append(exc)
         else:
             outcome.append(None)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(5)
-    if reader.is_alive():  # let the blocked open() return before failing the test
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    caller.join(5)
+    if caller.is_alive():  # let the blocked open() return before failing the test
         with open(fifo, "wb"):
             pass
-        reader.join(5)
-        pytest.fail("reading the percent file blocked on a FIFO")
-    assert isinstance(outcome[0], ValueError)
+        caller.join(5)
+        pytest.fail("blocked on a FIFO, waiting for a writer")
+    return outcome[0]
+
+
+def test_the_percent_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
+    """A FIFO swapped in for the file once froze the whole proxy: open() blocked the event
+    loop until a writer came. A device or a huge file is refused too, not read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert isinstance(without_a_writer(fifo, lambda: read_percent_file(str(fifo))), ValueError)
     for path in ("/dev/zero", str(tmp_path)):
         with pytest.raises((ValueError, OSError)):
             read_percent_file(path)
@@ -379,6 +385,8 @@ def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.Monk
     [
         (["--canary-percent", "5"], "need --canary URL"),
         (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
+        # Below 1, a canary as fast as the baseline trips.
+        (["--canary", "http://c", "--canary-guard", "--canary-guard-ttft-ratio", "0.5"], "at least 1"),
     ],
 )
 def test_inconsistent_canary_flags_are_configuration_errors(
@@ -453,3 +461,15 @@ def test_a_moment_of_errors_reading_the_file_undoes_no_trip(tmp_path: Path, how:
         c.poll()
     assert [e["event"] for e in logs] == ["canary_percent_rejected"]
     assert c.router.tripped and c.router.percent == 0.0 and gauges(c) == (0.0, 1.0)
+
+
+def test_a_fifo_as_a_file_flag_is_refused_at_start_not_waited_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The start-up check opened the path to see it could: on a FIFO that waited for a writer,
+    and `serve` hung with nothing said (the docs promise a FIFO is refused, not waited on)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    argv = ("--canary", "http://c", "--canary-percent-file", str(fifo))
+    refused = without_a_writer(fifo, lambda: serve_config(monkeypatch, *argv))
+    assert isinstance(refused, SystemExit) and refused.code == 2

@@ -19,9 +19,8 @@ class JsonLinesDecoder:
 
     The attributes the audit reads of an SSE decoder are here too: `comments` (JSON lines have
     none), `idle` (never: the audit's fast path reads `data:` frames only), `oversized` and
-    `last_unread`. A
-    line over the limit is skipped, never held, and dispatched at its end as an unread event
-    (Event.unread), as the SSE decoder does with a frame."""
+    `last_unread`. A line over the limit is skipped, never held, and dispatched at its end as
+    an unread event (Event.unread), as the SSE decoder does with a frame."""
 
     __slots__ = (
         "_discarding",

@@ -51,7 +51,7 @@ class RequestInfo:
         options = doc.get("stream_options")
         return cls(
             model=model or UNKNOWN_MODEL,
-            stream=doc.get("stream") is True or doc.get("stream_format") == "sse",
+            stream=asks_for_stream(doc),
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             shape=request_shape(doc),
         )
@@ -395,6 +395,11 @@ class BodyScanner:
             return RequestInfo()
 
 
+def asks_for_stream(found: Mapping[str, object]) -> bool:
+    """`"stream": true`, or speech's `"stream_format": "sse"`, among a body's top-level values."""
+    return found.get("stream") is True or found.get(_STREAM_FORMAT) == "sse"
+
+
 def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]) -> RequestInfo:
     """The record's reading of a request, from the wanted values and the shape's fields."""
     if not found:
@@ -403,7 +408,7 @@ def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]
     model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
     return RequestInfo(
         model=model or UNKNOWN_MODEL,
-        stream=found.get("stream") is True or found.get(_STREAM_FORMAT) == "sse",
+        stream=asks_for_stream(found),
         include_usage=found.get(_INCLUDE_USAGE) is True,
         shape=orjson.dumps({k: v for k, v in fields.items() if k != "stream_options"}).decode(),
     )

@@ -240,15 +240,16 @@ def escapes_base(raw_path: str) -> bool:
 
     The upstream URL is the base URL plus the raw path, so the destination host can never
     change; but `..` could climb out of a base path such as https://gw/openai/. The path
-    ends at the first `?` or `#` (a fragment is dropped on the way up, so `/v1/..#x` reaches
-    the upstream as `/v1/..`); percent-encoding is undone until nothing changes (an upstream
-    or a framework behind it may decode twice); backslashes count as slashes and `;params`
-    are cut from a segment (`..;x` is `..` to Tomcat and Spring).
+    ends at the raw target's first `?` or `#` (a fragment is dropped on the way up, so
+    `/v1/..#x` reaches the upstream as `/v1/..`); percent-encoding is undone until nothing
+    changes (an upstream or a framework behind it may decode twice), and a `?` or `#` that
+    decoding makes is a character of the path, not its end (`/%3f/../../admin` is
+    `/admin` to nginx); backslashes count as slashes and `;params` are cut from a segment
+    (`..;x` is `..` to Tomcat and Spring).
     """
-    path = raw_path
+    cut = min((i for i in (raw_path.find("?"), raw_path.find("#")) if i >= 0), default=len(raw_path))
+    path = raw_path[:cut]
     for _ in range(4):
-        cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
-        path = path[:cut]
         decoded = unquote(path)
         if decoded == path:
             break

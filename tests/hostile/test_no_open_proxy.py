@@ -57,6 +57,11 @@ def request(target: str, *headers: str) -> bytes:
         ("/v1/%2e%2e;jsessionid=1/admin", "invalid_path"),
         ("/v1/%252e%252e/admin", "invalid_path"),
         ("/v1/%25252e%25252e/admin", "invalid_path"),
+        # a `?` or `#` that decoding makes does not end the path (nginx served /admin/keys)
+        ("/%3f/../../admin/keys", "invalid_path"),
+        ("/%23/../../admin/keys", "invalid_path"),
+        ("/v1/%3F/../../../admin", "invalid_path"),
+        ("/v1/%253f/%2e%2e/%2e%2e/admin", "invalid_path"),
     ],
 )
 async def test_absolute_form_and_dot_segment_targets_are_refused_400(

@@ -334,7 +334,13 @@ class Connection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
-        if 100 <= status < 200:
+        if not 100 <= status <= 599:
+            # llhttp reads any three digits. A status under 100 was taken for a final answer
+            # whose end the response callbacks never saw (they end one at 200 and up): the
+            # upstream's next response went on to the client as more of its body.
+            self._fail(BadResponse("status %d" % status), End.UPSTREAM_BROKEN)
+            return
+        if status < 200:
             if status == 101:  # we never asked to switch protocols
                 self._fail(BadResponse("101"), End.UPSTREAM_BROKEN)
                 return

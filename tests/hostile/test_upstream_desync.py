@@ -176,3 +176,31 @@ async def test_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_
             async with http.post(p.url / "c", data=b"{}") as resp:
                 assert resp.status == 502
                 assert (await resp.json())["error"]["code"] == "upstream_disconnected"
+
+
+@pytest.mark.parametrize("status", [b"099", b"000", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_a_bad_response_and_nothing_after_it_is_relayed(
+    status: bytes, proxy: Any
+) -> None:
+    """llhttp reads any three digits; a status under 100 was relayed as a final answer that
+    never ended, the upstream's next response going on to the client as more of its body:
+    read by the client as the answer to its next request."""
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED"
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        if req.target == b"/first":
+            writer.write(b"HTTP/1.1 %s Odd\r\nContent-Length: 0\r\n\r\n%s" % (status, forged))
+        else:
+            writer.write(answer(req))
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+            async with http.get(p.url / "first") as resp:
+                assert resp.status == 502
+                assert (await resp.json())["error"]["code"] == "upstream_bad_response"
+            for i in range(3):
+                async with http.get(p.url / f"next{i}") as resp:
+                    assert (resp.status, await resp.read()) == (200, f"/next{i}".encode())
+        records = await p.sink.wait(4)
+    assert [(r.status, r.error) for r in records] == [(502, "upstream_bad_response")] + [(200, None)] * 3

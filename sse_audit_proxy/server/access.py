@@ -15,7 +15,9 @@ KEY_HEADERS = ("api-key", "x-api-key")
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # A presented key is a header value: its bytes, read into str with surrogateescape (a
+    # byte that is not UTF-8 made encode() raise: a 500 for any unauthenticated client).
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 class KeyCheck:

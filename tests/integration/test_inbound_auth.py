@@ -20,6 +20,8 @@ from tests.reliability_support import (
     Tally,
     cli_proxy,
     complete_stream,
+    raw_exchange,
+    status_and_json,
     streaming_handler,
 )
 
@@ -67,6 +69,41 @@ async def test_allowed_key_in_any_key_header_passes_and_is_forwarded_unchanged(
     rec = await p.record()
     assert rec.stream is not None and rec.stream.outcome == "complete"
     assert tally.headers[0][header] == value
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"Authorization: Bearer sek\xffrit", b"x-api-key: \xfe\xff", b"api-key: caf\xc3"],
+)
+async def test_a_presented_key_that_is_not_utf8_is_refused_401(
+    field: bytes, upstream: Any, proxy: Any
+) -> None:
+    """Header values are read as bytes escaped into str: a key with a byte that is not UTF-8
+    raised as its digest was taken (500, and a traceback line quoting the key's bytes)."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler(complete_stream(1), tally)), require_keys=(KEY,))
+    raw = await raw_exchange(
+        p.service.proxy.port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n" % field
+    )
+    status, body = status_and_json(raw)
+    assert status == 401 and body["error"] == {
+        "message": "missing or invalid API key for this proxy",
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    }
+    rec = await p.record()
+    assert (rec.status, rec.error) == (401, "invalid_api_key")
+    assert tally.requests == 0
+
+
+async def test_a_key_that_is_not_ascii_passes_as_its_utf8_bytes(upstream: Any, proxy: Any) -> None:
+    key = "sk-cl\u00e9-SECRET-0123456789abcdef"
+    p = await proxy(await upstream(streaming_handler(complete_stream(1), Tally())), require_keys=(key,))
+    raw = await raw_exchange(
+        p.service.proxy.port,
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nConnection: close\r\n\r\n" % key.encode(),
+    )
+    assert raw.startswith(b"HTTP/1.1 200 ")
 
 
 async def test_openai_sdk_with_an_allowed_key_streams_through(upstream: Any, proxy: Any) -> None:

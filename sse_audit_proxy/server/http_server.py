@@ -37,6 +37,7 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
+from sse_audit_proxy.server.failures import failure
 from sse_audit_proxy.server.inbound import (
     DEFAULT_BODY_TIMEOUT,
     MAX_FIELD_SIZE,
@@ -625,8 +626,8 @@ class ClientConnection(asyncio.Protocol):
         stand_in = Request(self, "UNKNOWN", "/", (1, 0), [], False)
         try:
             answer = self._server.on_parse_error(stand_in, status, None)
-        except Exception:
-            _log.exception("parse_error_answer_failed")
+        except Exception as exc:
+            _log.error("parse_error_answer_failed", **failure(exc))
             answer = Answer(500)
         self._write_answer(stand_in, answer, False)
         self._linger()  # the client may still be sending the rest of what was refused
@@ -672,8 +673,8 @@ class ClientConnection(asyncio.Protocol):
         except ConnectionError:
             self._close()  # the response had begun: a cut is all the client gets
             return
-        except Exception:
-            _log.exception("handler_failed")
+        except Exception as exc:
+            _log.error("handler_failed", **failure(exc))
             self._close()
             return
         finally:

@@ -40,6 +40,7 @@ from sse_audit_proxy.core.request_info import (
 )
 from sse_audit_proxy.server.access import KeyCheck
 from sse_audit_proxy.server.canary import Router
+from sse_audit_proxy.server.failures import failure
 from sse_audit_proxy.server.http_server import (
     HTTP11,
     Answer,
@@ -369,8 +370,8 @@ class Proxy:
             if not r.recorded:  # cancelled where no step before had recorded it
                 self._gone_before_answer(r, None)
             raise
-        except Exception:
-            _log.exception("proxy_failed", trace_id=trace_id)
+        except Exception as exc:
+            _log.error("proxy_failed", trace_id=trace_id, **failure(exc))
             if r.responded:  # the head went out: a cut is all the client gets, never a second head
                 if not r.recorded:
                     rec.error = "proxy_error"

@@ -13,7 +13,6 @@ the audit fails (`audit_failed`, once: the relay then stops feeding it).
 
 from __future__ import annotations
 
-import os.path
 import time
 from typing import Protocol
 
@@ -21,6 +20,7 @@ import structlog
 
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server.failures import failure
 
 _log = structlog.get_logger("sse_audit_proxy")
 
@@ -34,19 +34,8 @@ class Sink(Protocol):
 
 
 def audit_failed(trace_id: str, during: str, exc: BaseException) -> None:
-    """The audit itself failed (`during` names the step): one `proxy_failed` line.
-
-    The exception's type and where it was raised, never its message or a traceback: code
-    that reads frames can quote them, and no completion text may reach a log.
-    """
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    at = None
-    if tb is not None:
-        code = tb.tb_frame.f_code
-        at = f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} {code.co_name}"
-    _log.error("proxy_failed", trace_id=trace_id, during=during, exception=type(exc).__name__, at=at)
+    """The audit itself failed (`during` names the step): one `proxy_failed` line."""
+    _log.error("proxy_failed", trace_id=trace_id, during=during, **failure(exc))
 
 
 class Recording:
@@ -97,8 +86,8 @@ class Recording:
         for sink in self._sinks:
             try:
                 sink.record(rec)
-            except Exception:
-                self._sink_failed(sink, "record")
+            except Exception as exc:
+                self._sink_failed(sink, "record", exc)
 
     def _tell(self, call: str) -> None:
         """`stream_started` or `stream_ended` to every sink."""
@@ -106,8 +95,9 @@ class Recording:
         for sink in self._sinks:
             try:
                 getattr(sink, call)(rec.route, rec.upstream)
-            except Exception:
-                self._sink_failed(sink, call)
+            except Exception as exc:
+                self._sink_failed(sink, call, exc)
 
-    def _sink_failed(self, sink: Sink, call: str) -> None:
-        _log.exception("sink_failed", sink=type(sink).__name__, call=call, trace_id=self.rec.trace_id)
+    def _sink_failed(self, sink: Sink, call: str, exc: Exception) -> None:
+        fields = failure(exc)
+        _log.error("sink_failed", sink=type(sink).__name__, call=call, trace_id=self.rec.trace_id, **fields)

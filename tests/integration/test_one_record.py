@@ -307,7 +307,7 @@ async def test_a_proxy_fault_before_the_head_is_answered_with_its_own_error_and_
 
     def failing(*args: Any, **kwargs: Any) -> bytes:
         calls.append(1)
-        raise Injected("the response head could not be built")
+        raise Injected(f"the response head could not be built: {QUOTED}")
 
     monkeypatch.setattr(Proxy, "_response_head", failing)
     wire = await exchange(p, STREAM if kind == "sse" else NOT_STREAM)
@@ -322,7 +322,11 @@ async def test_a_proxy_fault_before_the_head_is_answered_with_its_own_error_and_
         "proxy_error",
         wire.headers[b"x-client-request-id"].decode(),
     )
-    assert [line["trace_id"] for line in events(logs, "proxy_failed")] == [rec.trace_id]
+    (line,) = events(logs, "proxy_failed")
+    assert (line["trace_id"], line["exception"]) == (rec.trace_id, "Injected")
+    # Where, never what: the message (which quoted a request) and a formatted traceback stay out.
+    assert line["at"].endswith(" failing") and line["stack"][-1] == line["at"]
+    assert "exc_info" not in line and "exception_text" not in line and QUOTED not in repr(line)
     assert stream_calls == []  # the head is built before a stream is opened
 
 

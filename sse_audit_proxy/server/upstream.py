@@ -338,7 +338,7 @@ class Connection(asyncio.Protocol):
             # llhttp reads any three digits. A status under 100 was taken for a final answer
             # whose end the response callbacks never saw (they end one at 200 and up): the
             # upstream's next response went on to the client as more of its body.
-            self._fail(BadResponse("status %d" % status), End.UPSTREAM_BROKEN)
+            self._fail(BadResponse(f"status {status}"), End.UPSTREAM_BROKEN)
             return
         if status < 200:
             if status == 101:  # we never asked to switch protocols

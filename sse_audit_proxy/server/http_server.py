@@ -540,7 +540,12 @@ class ClientConnection(asyncio.Protocol):
             if lower == b"transfer-encoding":
                 if version < HTTP11:
                     raise _BadHead  # chunked framing on HTTP/1.0: ambiguous, refused (as aiohttp)
-                request.chunked = True  # llhttp accepts it only with chunked last
+                if value.strip(b" \t").lower() != b"chunked":
+                    # llhttp takes any codings with chunked last: `gzip, chunked` went on with
+                    # its gzip dropped (the body forwarded still compressed, said to be plain).
+                    # The proxy decodes no other coding: refused, as the upstream's are.
+                    raise _BadHead
+                request.chunked = True
             elif lower == b"content-length":
                 request.content_length = int(value)  # llhttp checked it: digits, one value
         self._heads += 1

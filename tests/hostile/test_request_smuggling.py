@@ -31,6 +31,9 @@ AMBIGUOUS = {
     "te-two-fields": post(b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", body=b"0\r\n\r\n"),
     "te-space-before-colon": post(b"Transfer-Encoding : chunked", b"Content-Length: 3", body=b"0\r\n\r\n"),
     "te-on-http-1.0": post(b"Transfer-Encoding: chunked", body=b"0\r\n\r\n", version=b"1.0"),
+    # codings before chunked: llhttp frames them, the proxy decodes none of them
+    "te-gzip-chunked": post(b"Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"),
+    "te-identity-chunked": post(b"Transfer-Encoding: identity, chunked", body=b"0\r\n\r\n"),
     "duplicate-cl": post(b"Content-Length: 0", b"Content-Length: 43"),
     "cl-list": post(b"Content-Length: 0, 43"),
     "cl-signed": post(b"Content-Length: +0"),

@@ -589,14 +589,14 @@ def client_retry(value: str | None) -> int | None:
     return int(value)
 
 
-def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, bool]:
-    """The client's trace ID (sanitised), and whether it came from the client at all.
-
-    `new_id` makes one when the client sent none: randomness stays with the caller."""
+def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, str | None]:
+    """The client's trace ID (sanitised), and the field of TRACE_HEADERS it came from (None:
+    the client sent none that could be used, and `new_id` made one: randomness stays with the
+    caller)."""
     for name in TRACE_HEADERS:
         value = headers.get(name)
         if value:
             cleaned = safe_token(value, MAX_TRACE_ID)
             if cleaned:
-                return cleaned, True
-    return new_id(), False
+                return cleaned, name
+    return new_id(), None

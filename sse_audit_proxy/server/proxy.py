@@ -356,7 +356,7 @@ class Proxy:
         self._inflight.add(task)
         started = time.monotonic()
         route = route_for_path(request.path)
-        trace_id, from_client = trace_id_from(request.headers, _new_trace_id)
+        trace_id, trace_field = trace_id_from(request.headers, _new_trace_id)
         side = self.router.pick(request.headers)
         rec = AuditRecord(
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
@@ -365,7 +365,7 @@ class Proxy:
         rec.client_retry = client_retry(request.headers.get(RETRY_HEADER))
         r = Recording(rec, started, self._sinks)
         try:
-            return await self._handle(request, r, from_client, side.base)
+            return await self._handle(request, r, trace_field, side.base)
         except asyncio.CancelledError:
             if not r.recorded:  # cancelled where no step before had recorded it
                 self._gone_before_answer(r, None)
@@ -401,7 +401,7 @@ class Proxy:
         self,
         request: Request,
         r: Recording,
-        from_client: bool,
+        trace_field: str | None,
         base: str,
     ) -> Answer:
         if self._draining:
@@ -493,7 +493,7 @@ class Proxy:
             return self._upstream_failed(r, info, exc)
         used = [conn]  # the retry below may swap in a fresh connection
         try:
-            return await self._exchange(request, up, used, scanner, held, r, from_client)
+            return await self._exchange(request, up, used, scanner, held, r, trace_field)
         finally:
             used[0].release()
 
@@ -527,7 +527,7 @@ class Proxy:
         scanner: Scanner,
         held: _Held,
         r: Recording,
-        from_client: bool,
+        trace_field: str | None,
     ) -> Answer:
         cfg = self.config
         rec = r.rec
@@ -537,7 +537,7 @@ class Proxy:
         if length is None and held.ended and request.body_exists:
             length = held.size
         chunked = length is None and not held.ended
-        head = self._request_head(request, up, rec, from_client, length, chunked)
+        head = self._request_head(request, up, rec, trace_field, length, chunked)
         unscanned = held.parts  # the join below takes them out of `held`
         if held.ended and not chunked:  # the whole body is here: one write, one segment
             head = b"".join((head, *held.parts))
@@ -609,7 +609,7 @@ class Proxy:
         request: Request,
         up: _Upstream,
         rec: AuditRecord,
-        from_client: bool,
+        trace_field: str | None,
         length: int | None,
         chunked: bool,
     ) -> bytes:
@@ -621,13 +621,21 @@ class Proxy:
                 up.host_header,
             )
         ]
-        lines.extend(forward_fields(request.raw_headers, REQUEST_DROP))
+        # The upstream gets the trace ID the record has, in the field it came from (ours when
+        # the client sent none that could be used): a client's ID that was sanitised reached it
+        # as sent, and an unusable one beside ours, so its logs did not join the record.
+        name = (trace_field or TRACE_HEADER).encode("ascii")
+        lower = name.lower()
+        trace = rec.trace_id.encode("ascii")
+        sent = [value for field, value in request.raw_headers if field.lower() == lower]
+        drop = REQUEST_DROP if sent == [trace] else REQUEST_DROP | {lower}
+        lines.extend(forward_fields(request.raw_headers, drop))
         if length is not None:
             lines.append(b"Content-Length: %d\r\n" % length)
         elif chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not from_client:
-            lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
+        if drop is not REQUEST_DROP:
+            lines.append(b"%s: %s\r\n" % (name, trace))
         if self.config.instance_header:
             lines.append(
                 b"%s: %s\r\n"

@@ -200,6 +200,47 @@ async def test_trace_id_is_taken_forwarded_and_returned(upstream, proxy, http) -
     assert [r.trace_id for r in records] == ["trace-abc", "req-7", generated]
 
 
+@pytest.mark.parametrize(
+    ("fields", "upstream_sees", "traced"),
+    [
+        # sanitised: the upstream gets the ID the record and the client have
+        ([b"X-Client-Request-Id: abc def<x>"], [("X-Client-Request-Id", "abcdefx")], "abcdefx"),
+        ([b"X-Request-Id: r 1"], [("X-Request-Id", "r1")], "r1"),
+        # nothing usable: ours alone, not beside the client's
+        ([b"X-Client-Request-Id: \xff\xfe"], [("X-Client-Request-Id", None)], None),
+        # two fields: the one the record took, once
+        (
+            [b"X-Client-Request-Id: one", b"X-Client-Request-Id: two"],
+            [("X-Client-Request-Id", "one")],
+            "one",
+        ),
+        # already clean: passed on as it came, spelling and all
+        ([b"x-client-request-id: trace-abc"], [("x-client-request-id", "trace-abc")], "trace-abc"),
+    ],
+)
+async def test_the_upstream_gets_the_trace_id_the_record_has(
+    fields: list[bytes], upstream_sees: list[tuple[str, str | None]], traced: str | None, upstream, proxy
+) -> None:
+    heads: list[list[tuple[bytes, bytes]]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        heads.append(list(request.raw_headers))
+        return web.json_response({})
+
+    p = await proxy(await upstream(handler))
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n" % b"\r\n".join(fields)
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    writer.write(head)
+    answer = await reader.read()
+    writer.close()
+    rec = await p.record()
+    assert traced is None or rec.trace_id == traced
+    assert b"\r\nX-Client-Request-Id: %s\r\n" % rec.trace_id.encode() in answer
+    trace_names = {b"x-client-request-id", b"x-request-id"}
+    seen = [(name.decode(), value.decode()) for name, value in heads[0] if name.lower() in trace_names]
+    assert seen == [(name, value or rec.trace_id) for name, value in upstream_sees]
+
+
 async def test_metrics_show_a_healthy_stream(upstream, proxy, http) -> None:
     p = await proxy(await upstream(sse_upstream(healthy(5), delay=0.005)))
     body = {**STREAM_BODY, "stream_options": {"include_usage": True}}

@@ -1,4 +1,4 @@
-"""Incremental, bounded decoding of a `Content-Encoding: gzip`/`deflate` body, for the audit only.
+"""Incremental, bounded decoding of a `Content-Encoding: gzip`/`deflate`/`br` body, for the audit only.
 
 The client always receives the upstream's bytes as they were; this decodes a copy so the
 frames can be read. Real gateways get the label wrong often enough that the first bytes
@@ -7,7 +7,9 @@ decide, not the header alone:
 - gzip magic (1f 8b) -> gzip, including a body of several gzip members (RFC 1952 2.2);
 - a valid zlib header (RFC 1950) -> zlib, which is what `deflate` means (RFC 9110 8.4.1.2);
 - bytes that already look like an event stream or JSON -> not compressed at all;
-- anything else labelled `deflate` -> raw deflate (RFC 1951), as some servers send.
+- anything else labelled `deflate` -> raw deflate (RFC 1951), as some servers send;
+- anything else labelled `br` -> Brotli (RFC 7932), which has no magic number of its own
+  (express's `compression` answers `br` to any client that offers it: curl, browsers).
 
 The header may arrive split over reads: decoding waits for enough bytes to decide. Output
 comes in pieces of at most `max_piece` bytes, so a small compressed chunk cannot make the
@@ -35,7 +37,11 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+import brotli
+
+ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br"})
+# What a failed decoder raises: a corrupt body, or bytes after its end.
+_DECODE_ERRORS = (zlib.error, brotli.error)
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # An event stream or a JSON error body starts with one of these, then printable text.
@@ -118,7 +124,7 @@ class Inflater:
                 yield piece
                 if self._expands_absurdly():
                     break  # closes the generator: no more decoding
-        except zlib.error:
+        except _DECODE_ERRORS:
             self.failed = True
             return
         if self._expands_absurdly():
@@ -158,6 +164,8 @@ class Inflater:
             self._z = _PLAIN
         elif self._encoding == "deflate":
             self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+        elif self._encoding == "br":
+            self._z = _Brotli()
         else:
             self.failed = True  # labelled gzip, yet neither gzip nor plain
         return True
@@ -180,7 +188,7 @@ class Inflater:
             if piece:
                 yield piece
             if not z.eof:
-                if chunk or len(piece) == cap:
+                if chunk or len(piece) >= cap:
                     continue  # input left, or output held back by the cap: ask again
                 return
             rest = z.unused_data  # all input past the end, what was left of `chunk` included
@@ -192,6 +200,33 @@ class Inflater:
             # Another gzip member follows (RFC 1952 2.2): decode it as part of the body.
             z = self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             chunk = rest
+
+
+class _Brotli:
+    """A Brotli decoder with the part of zlib's decompressobj interface `_inflate` uses.
+
+    Brotli takes all of a chunk at once and holds what it cannot give out yet; its output
+    stops growing at the cap (it may pass it by a block), and until it can take more input,
+    it is asked with none: the chunk waits as the unconsumed tail."""
+
+    __slots__ = ("_d", "eof", "unconsumed_tail", "unused_data")
+
+    def __init__(self) -> None:
+        self._d = brotli.Decompressor()
+        self.eof = False
+        self.unconsumed_tail = b""
+        self.unused_data = b""  # Brotli raises on bytes after its end: there are never any
+
+    def decompress(self, data: bytes, cap: int) -> bytes:
+        d = self._d
+        if d.can_accept_more_data():
+            piece: bytes = d.process(data, output_buffer_limit=cap)
+            self.unconsumed_tail = b""
+        else:
+            piece = d.process(b"", output_buffer_limit=cap)
+            self.unconsumed_tail = data
+        self.eof = d.is_finished()
+        return piece
 
 
 def _is_zlib_header(head: bytes) -> bool:

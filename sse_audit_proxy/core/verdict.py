@@ -590,7 +590,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.COMPRESSION_BOMB,
-        "the `gzip`/`deflate` body expanded absurdly (more than 200x "
+        "the `gzip`/`deflate`/`br` body expanded absurdly (more than 200x "
         "its compressed size once 256 KiB came out, more than 256 MiB in all, or more than 1 "
         "MiB of compressed input waiting; see Security model): it reached the client "
         "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
+import brotli
 import orjson
 import pytest
 from aiohttp import web
@@ -163,21 +164,32 @@ async def test_upstream_base_path_is_prefixed(upstream, proxy, http) -> None:
     assert seen == ["/gateway/openai/v1/models"]
 
 
+def _brotli_flushed(frames: list[bytes]) -> list[bytes]:
+    """Each frame compressed and flushed on its own, as express's `compression` writes `br`."""
+    c = brotli.Compressor()
+    return [c.process(f) + c.flush() for f in frames] + [c.finish()]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
 async def test_compressed_event_stream_is_forwarded_compressed_and_still_audited(
-    upstream, proxy, http
+    encoding: str, upstream, proxy, http
 ) -> None:
-    raw = gzip.compress(b"".join(healthy(5)))
-    p = await proxy(
-        await upstream(sse_upstream([raw[:20], raw[20:]], headers={**SSE, "Content-Encoding": "gzip"}))
-    )
+    if encoding == "gzip":
+        whole = gzip.compress(b"".join(healthy(5)))
+        chunks = [whole[:20], whole[20:]]
+    else:  # a healthy stream from such a server was `malformed_frame`, no TTFT, no frames
+        chunks = _brotli_flushed(healthy(5))
+    raw = b"".join(chunks)
+    p = await proxy(await upstream(sse_upstream(chunks, headers={**SSE, "Content-Encoding": encoding})))
     async with http.post(
-        p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY), headers={"Accept-Encoding": "gzip"}
+        p.url / CHAT.lstrip("/"), data=orjson.dumps(STREAM_BODY), headers={"Accept-Encoding": encoding}
     ) as resp:
-        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.headers["Content-Encoding"] == encoding
         assert await resp.read() == raw
     rec = await p.record()
     assert rec.stream is not None
     assert rec.stream.outcome is Outcome.COMPLETE and rec.stream.content_frames == 5
+    assert rec.stream.anomalies == [] and rec.stream.ttft is not None
 
 
 async def test_trace_id_is_taken_forwarded_and_returned(upstream, proxy, http) -> None:

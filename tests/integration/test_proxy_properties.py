@@ -28,6 +28,7 @@ HEADERS = [
     {"Content-Type": "text/event-stream"},
     {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
     {"Content-Type": "text/event-stream", "Content-Encoding": "deflate"},
+    {"Content-Type": "text/event-stream", "Content-Encoding": "br"},
     {"Content-Type": "application/json"},
     {"Content-Type": "application/json", "Content-Encoding": "gzip"},
 ]

@@ -6,6 +6,7 @@ import gzip
 import random
 import zlib
 
+import brotli
 import orjson
 import pytest
 
@@ -37,6 +38,12 @@ def deflated(data: bytes, wbits: int) -> bytes:
     return z.compress(data) + z.flush()
 
 
+def brotli_streamed(frames: list[bytes]) -> bytes:
+    """Brotli as a streaming server writes it: each frame flushed (express's `compression`)."""
+    c = brotli.Compressor()
+    return b"".join(c.process(f) + c.flush() for f in frames) + c.finish()
+
+
 def inflate_all(inflater: Inflater, chunks: list[bytes]) -> bytes:
     return b"".join(piece for chunk in chunks for piece in inflater.feed(chunk))
 
@@ -53,6 +60,9 @@ def inflate_all(inflater: Inflater, chunks: list[bytes]) -> bytes:
         ("gzip", BODY),  # labelled, not compressed
         ("deflate", BODY),
         ("gzip", b"\xef\xbb\xbf" + BODY),
+        ("br", brotli.compress(BODY)),
+        ("br", brotli_streamed([BODY[:700], BODY[700:]])),
+        ("br", BODY),  # labelled, not compressed
     ],
 )
 def test_body_decodes_the_same_whatever_the_read_sizes(encoding: str, wire: bytes) -> None:
@@ -181,7 +191,42 @@ def test_gzip_members_are_joined_when_a_member_ends_while_the_piece_cap_holds_in
             assert not inflater.failed
 
 
-@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+def test_brotli_that_is_not_brotli_or_has_bytes_after_its_end_fails() -> None:
+    inflater = Inflater("br", 1 << 20)
+    assert inflate_all(inflater, [b"\xff" * 64]) == b""
+    assert inflater.failed
+    inflater = Inflater("br", 1 << 20)
+    assert inflate_all(inflater, [brotli.compress(BODY), b"junk"]) == BODY
+    assert inflater.failed
+
+
+@pytest.mark.parametrize("size", [1 << 10, 64 << 10, 256 << 10])
+def test_a_brotli_bomb_is_flagged_after_bounded_output(size: int) -> None:
+    wire = brotli.compress(b"data: {}\n\n" * (16 << 20), quality=5)  # 160 MiB from a few KiB
+    inflater = Inflater("br", 64 << 10)
+    total = 0
+    for i in range(0, len(wire), size):
+        for piece in inflater.feed(wire[i : i + size]):
+            # Brotli stops growing its output at the cap, and may pass it by one block.
+            assert len(piece) <= 2 * (64 << 10)
+            total += len(piece)
+        if inflater.bomb:
+            break
+    assert inflater.bomb
+    assert total <= MAX_RATIO_AFTER + FEED_MAX_OUT + (64 << 10)
+
+
+def test_a_brotli_stream_flushed_per_frame_decodes_each_frame_as_it_comes() -> None:
+    frames = [b'data: {"n": %d}\n\n' % i for i in range(50)]
+    c = brotli.Compressor()
+    inflater = Inflater("br", 1 << 20)
+    for frame in frames:
+        assert inflate_all(inflater, [c.process(frame) + c.flush()]) == frame
+    assert inflate_all(inflater, [c.finish()]) == b""
+    assert not inflater.failed and not inflater.bomb
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "compress"])
 def test_encodings_without_a_decoder_are_reported_unreadable(encoding: str) -> None:
     inflater = Inflater(encoding, 1 << 20)
     assert inflate_all(inflater, [b"\x1b\x00\x00"]) == b""

@@ -163,3 +163,10 @@ TOKEN_NUMBERS = frozenset({"bytes", "token_ids", "prompt_token_ids", "tokens", "
 # llama.cpp's shape ({token, logprob, bytes}): keyed by field names. (In a map keyed by tokens,
 # the value of a token "token" is its logprob, a number.)
 DATA_MAPS = frozenset({"top_logprobs", "prompt_logprobs", "metadata"})
+
+# Fields whose value is data that a model or a client wrote, however it is shaped: Anthropic's
+# tool_use `input` and Ollama's tool-call `arguments` are objects the model filled in, and a
+# JSON schema (`parameters`, `schema`) echoed from the request is the client's. Their keys may
+# be field names and their values may look like protocol words (`"status": "HIV-positive"`):
+# in such a subtree no key, string or number is kept, only its shape.
+OPAQUE = frozenset({"input", "arguments", "parameters", "schema", "input_schema"})

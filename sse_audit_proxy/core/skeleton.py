@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.core.dialects.base import DONE_SENTINEL, is_protocol_word
-from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, TOKEN_NUMBERS
+from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, OPAQUE, TOKEN_NUMBERS
 from sse_audit_proxy.core.sse import Event
 
 # Fields whose string values are protocol vocabulary, kept as they are when they look like it.
@@ -89,7 +89,12 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
         name = k if k in FIELD_NAMES else _placeholder(k, out)
         kind = type(v)
         if kind is str:
-            out[name] = _text(v, k) if k in VOCABULARY else f"<{len(v)}>"
+            # vLLM's `stop_reason` on a choice is the stop string the client sent (Anthropic's,
+            # on a message, is a protocol word).
+            words = k in VOCABULARY and not (k == "stop_reason" and key == "choices")
+            out[name] = _text(v, k) if words else f"<{len(v)}>"
+        elif k in OPAQUE:
+            out[name] = _opaque(v, depth)
         elif kind in _SCALARS:
             out[name] = 0 if kind is int and k in TOKEN_NUMBERS else v
         else:
@@ -104,6 +109,32 @@ def _data_map(value: dict[str, Any], depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
         out[_placeholder(k, out)] = _shape(v, None, depth)
+    if len(value) > MAX_KEYS:
+        out[MORE] = len(value) - MAX_KEYS
+    return out
+
+
+def _opaque(value: Any, depth: int) -> Any:
+    """Data a model or a client wrote (field_names.OPAQUE): its shape alone. Every key is a
+    placeholder, every string its length, every number 0."""
+    kind = type(value)
+    if kind is str:
+        return f"<{len(value)}>"
+    if kind is int or kind is float:
+        return 0
+    if kind is not dict and kind is not list:
+        return value if kind in _SCALARS else None  # true, false, null
+    if depth >= MAX_DEPTH:
+        return {MORE: 1}
+    depth += 1
+    if kind is list:
+        items = [_opaque(v, depth) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append({MORE: len(value) - MAX_ITEMS})
+        return items
+    out: dict[str, Any] = {}
+    for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
+        out[_placeholder(k, out)] = _opaque(v, depth)
     if len(value) > MAX_KEYS:
         out[MORE] = len(value) - MAX_KEYS
     return out

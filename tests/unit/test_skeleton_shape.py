@@ -12,14 +12,47 @@ from hypothesis import strategies as st
 
 from sse_audit_proxy.core import skeleton as sk
 from sse_audit_proxy.core.dialects.base import is_protocol_word
-from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, TOKEN_NUMBERS
+from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, OPAQUE, TOKEN_NUMBERS
 from sse_audit_proxy.core.sse import Event
 
 
-def reference_shape(value: Any, key: str | None, depth: int) -> Any:
-    """The definition, one call per value (as skeleton.py had it before it was made cheaper)."""
+def reference_opaque(value: Any, depth: int) -> Any:
+    """Data a model or a client wrote: its shape alone."""
     if isinstance(value, str):
-        if key in sk.VOCABULARY and is_protocol_word(value) and not sk.PLACEHOLDER.fullmatch(value):
+        return sk.text_length(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return 0
+    if depth >= sk.MAX_DEPTH:
+        return {sk.MORE: 1}
+    if isinstance(value, list):
+        items = [reference_opaque(v, depth + 1) for v in value[: sk.MAX_ITEMS]]
+        if len(value) > sk.MAX_ITEMS:
+            items.append({sk.MORE: len(value) - sk.MAX_ITEMS})
+        return items
+    out: dict[str, Any] = {}
+    for i, (k, v) in enumerate(value.items()):
+        if i >= sk.MAX_KEYS:
+            out[sk.MORE] = len(value) - sk.MAX_KEYS
+            break
+        name = sk.text_length(k)
+        same = sum(1 for o in out if o == name or o.startswith(name + "#"))
+        out[name if not same else f"{name}#{same + 1}"] = reference_opaque(v, depth + 1)
+    return out
+
+
+def reference_shape(value: Any, key: str | None, depth: int, within: str | None = None) -> Any:
+    """The definition, one call per value (as skeleton.py had it before it was made cheaper).
+    `within`: the key of the object `value` is a field of."""
+    if isinstance(value, str):
+        client_text = key == "stop_reason" and within == "choices"  # vLLM: the client's stop string
+        if (
+            key in sk.VOCABULARY
+            and not client_text
+            and is_protocol_word(value)
+            and not sk.PLACEHOLDER.fullmatch(value)
+        ):
             return value
         return sk.text_length(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):
@@ -41,7 +74,10 @@ def reference_shape(value: Any, key: str | None, depth: int) -> Any:
                 name = sk.text_length(k)
                 same = sum(1 for o in out if o == name or o.startswith(name + "#"))
                 name = name if not same else f"{name}#{same + 1}"
-            out[name] = reference_shape(v, None if by_data else k, depth + 1)
+            if k in OPAQUE and not by_data and not isinstance(v, str):
+                out[name] = reference_opaque(v, depth + 1)
+            else:
+                out[name] = reference_shape(v, None if by_data else k, depth + 1, key)
         return out
     if isinstance(value, list):
         items = [reference_shape(v, key, depth + 1) for v in value[: sk.MAX_ITEMS]]
@@ -56,6 +92,8 @@ _KEYS = st.sampled_from(
         *sorted(sk.VOCABULARY),
         *sorted(DATA_MAPS),
         *sorted(TOKEN_NUMBERS),
+        *sorted(OPAQUE),
+        "choices",
         "index",
         "delta",
         "content",
@@ -118,3 +156,55 @@ def test_deep_frame_is_cut_at_max_depth_as_before() -> None:
         {"bytes": len(data), "data": reference_shape(orjson.loads(data), None, 0)}
     ).decode()
     assert sk.skeleton(Event("", data, "")) == expected
+
+
+def test_what_a_model_or_a_client_wrote_keeps_no_word_however_it_is_keyed() -> None:
+    """Protocol words were kept under their keys at any depth: inside a tool's input (Anthropic),
+    a tool call's arguments object (Ollama), an echoed JSON schema (Responses), and vLLM's
+    choice `stop_reason`, the client's own stop string (outside review)."""
+    frames = [
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "update_record",
+                "input": {"code": "ICD10-F32.1", "status": "HIV-positive", "type": "chemo", "age": 41},
+            },
+        },
+        {
+            "message": {
+                "role": "assistant",
+                "tool_calls": [{"function": {"arguments": {"status": "bankrupt"}}}],
+            }
+        },
+        {
+            "type": "response.created",
+            "response": {"tools": [{"type": "function", "parameters": {"type": "secretword"}}]},
+        },
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": "mystop"}],
+        },
+    ]
+    texts = [orjson.dumps(sk._shape(orjson.loads(orjson.dumps(f)), None, 0)).decode() for f in frames]
+    for text in texts:
+        for secret in (
+            "ICD10",
+            "HIV",
+            "chemo",
+            "41",
+            "bankrupt",
+            "secretword",
+            "mystop",
+            '"status"',
+            '"code"',
+        ):
+            assert secret not in text, (secret, text)
+    # The protocol's own words around them stay.
+    assert (
+        '"type":"tool_use"' in texts[0]
+        and '"input":{"<4>":"<11>","<6>":"<12>","<4>#2":"<5>","<3>":0}' in texts[0]
+    )
+    assert '"type":"function"' in texts[2] and '"finish_reason":"stop"' in texts[3]

@@ -25,6 +25,9 @@ def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = N
     for key, value in usage.items():
         if not isinstance(key, str) or len(key) > 64 or not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
             continue
+        runs = re.split(r"[_.:/-]", key)  # a key or a token's shape: not a field name
+        if any(len(r) >= 32 or (len(r) >= 16 and re.search(r"[0-9]", r)) for r in runs):
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, int) and not -(2**63) <= value < 2**64:
                 continue
@@ -59,7 +62,23 @@ _LEAVES = (
     | st.just(_Count.ONE)
     | st.builds(_Fraction, st.floats(allow_nan=False))
 )
-_KEYS = st.text(max_size=4) | st.sampled_from(["k" * 65, "k" * 64, "a b", "x-y"]) | st.integers(0, 3)
+_KEYS = (
+    st.text(max_size=4)
+    | st.sampled_from(
+        [
+            "k" * 65,
+            "k" * 64,
+            "k" * 31,
+            "a b",
+            "x-y",
+            "reasoning_tokens",
+            "sk-proj-usage0123456789abcdef",  # a credential as a key: never logged
+            "k" * 15 + "1",
+            "k" * 14 + "1",
+        ]
+    )
+    | st.integers(0, 3)
+)
 _USAGE = st.recursive(
     _LEAVES, lambda inner: st.dictionaries(_KEYS, inner, max_size=40) | st.lists(inner, max_size=2)
 )

@@ -39,13 +39,17 @@ REAL = [
     "SAFETY",
     "FINISH_REASON_UNSPECIFIED",
     "eos_token",
-    "x" * MAX_REASON_CHARS,
+    ("abcdefgh_" * 5)[:MAX_REASON_CHARS],
 ]
 NOT_WORDS = [
     "The answer is 42, said the model",  # text
     "stop\n",
     "stop<script>",
     "x" * (MAX_REASON_CHARS + 1),
+    # a key or a token: it reached the `finish_reason` label and the evidence
+    "sk-CANARYfinish0123456789abcd",
+    "AKIAIOSFODNN7EXAMPLE",
+    "x" * 32,
     "y" * (512 << 10),  # under --max-frame-bytes, so the frame is read
 ]
 

@@ -50,8 +50,19 @@ def id_key(value: str) -> str:
 
 # A protocol word: a field name (`prompt_tokens`) or a value of the protocol's vocabulary
 # (`stop`, `end_turn`, `chat.completion.chunk`), never what a model or a user wrote. What the
-# record and the evidence keep of an upstream's strings is only ever such words.
-is_protocol_word = re.compile(r"[A-Za-z0-9_.:/-]{1,64}").fullmatch
+# record, the metrics' labels and the evidence keep of an upstream's strings is only ever such
+# words.
+_WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}").fullmatch
+# A run of letters and digits (between `_ . : / -`) of 16 or more with a digit in it, or of 32
+# or more: a key or a token (`sk-proj-…`, `AKIA…`), never the protocol's vocabulary, whose
+# longest words are joined by separators (`model_context_window_exceeded`). A finish reason or
+# usage key of that shape reached a metric label and the logs unredacted.
+_KEY_LIKE = re.compile(r"(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{16,}|[A-Za-z0-9]{32,}").search
+
+
+def is_protocol_word(text: str) -> bool:
+    return _WORD(text) is not None and _KEY_LIKE(text) is None
+
 
 # A finish reason is kept only when it is a protocol word. Anything else (text, a megabyte of
 # it) is kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.

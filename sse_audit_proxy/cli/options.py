@@ -77,19 +77,30 @@ def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     parser.add_argument(name, action="store_true", default=on, help=f"{help} [env: {env}]")
 
 
+# A URL's `user:password@`, as an error message shows it: not at all.
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
 def upstream_url(value: str) -> URL:
+    shown = _USERINFO.sub("[redacted]@", value)
     try:
         url = URL(value)
     except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(f"not a URL: {value!r}") from exc
+        raise argparse.ArgumentTypeError(f"not a URL: {shown!r}") from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {shown!r}")
+    if url.user is not None or url.password is not None:
+        # Never sent (the client's own credentials are forwarded), so they were dropped, and
+        # the start-up line wrote them out.
+        raise argparse.ArgumentTypeError(
+            f"the upstream URL takes no user or password (the client's credentials are forwarded): {shown!r}"
+        )
     try:
         url.port  # noqa: B018 - raises on an out-of-range port
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad port in {value!r}") from exc
+        raise argparse.ArgumentTypeError(f"bad port in {shown!r}") from exc
     if url.query_string or url.fragment:
-        raise argparse.ArgumentTypeError(f"the upstream URL takes no query or fragment: {value!r}")
+        raise argparse.ArgumentTypeError(f"the upstream URL takes no query or fragment: {shown!r}")
     return url
 
 

@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--upstream",
         type=upstream_url,
         required=True,
-        help="base URL of the gateway to forward to, e.g. https://gateway.internal",
+        help="base URL of the gateway to forward to, e.g. https://gateway.internal (no query, "
+        "and no user:password@: the client's own credentials are forwarded)",
     )
     add_canary_options(p)
     option(p, "--host", default="127.0.0.1", help="address to listen on")

@@ -43,6 +43,24 @@ def test_unparseable_upstream_is_a_one_line_error(url: str) -> None:
     assert_one_line_error(run("serve", "--upstream", url), "--upstream")
 
 
+@pytest.mark.parametrize("flag", ["--upstream", "--canary"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://svc:PASSWORD-in-url@127.0.0.1:1",
+        "https://PASSWORD-in-url@gw.internal/v1",
+        "http://svc:PASSWORD-in-url@127.0.0.1:99999",  # and another error: still not shown
+    ],
+)
+def test_credentials_in_an_upstream_url_are_refused_and_never_shown(flag: str, url: str) -> None:
+    """The proxy sends no URL credentials (the client's are forwarded): they were dropped, and
+    the start-up line wrote the password out (outside review)."""
+    args = ["--upstream", url] if flag == "--upstream" else ["--upstream", "http://127.0.0.1:1", flag, url]
+    proc = run("serve", *args)
+    assert_one_line_error(proc, flag, "[redacted]@")
+    assert "PASSWORD-in-url" not in proc.stderr + proc.stdout
+
+
 def test_unknown_flag_is_a_one_line_error() -> None:
     assert_one_line_error(run("serve", "--upstream", "http://x", "--frobnicate"), "--frobnicate")
 

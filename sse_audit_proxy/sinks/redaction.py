@@ -42,21 +42,35 @@ _TOKENS = (
 # the end of a name, so they stay. `session` only as a session's ID, token or key, or alone:
 # Azure's `azureml-model-session` names the model deployment that answered, evidence worth
 # keeping.
+# `key`, `keys`, `apikey`, `token` and `auth` as a word of the name, wherever it sits
+# (`x-key`, `x-api-keys`, `x-apikey-v2`, `x-token-id`, `x-auth`); `tokens` is a count.
 _SECRET_NAME = re.compile(
     r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
     r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|^session$"
     r"|signature|authori[sz]ation|jwt"
+    r"|(?:^|[-_.])(?:api[-_]?)?keys?(?:$|[-_.])|(?:^|[-_.])(?:token|auth)(?:$|[-_.])"
 ).search
+# A header value that is credentials under an HTTP authentication scheme other than Bearer
+# and Basic (which `_TOKENS` blanks wherever they are): all of it after the scheme's name.
+# (AWS's SigV4 names its parts: `_SECRET_PAIR` blanks Credential= and Signature= alone.)
+_AUTH_SCHEME = re.compile(
+    r"(?i)^(\s*(?:token|digest|negotiate|ntlm|hoba|mutual|dpop|gnap|privatetoken|vapid"
+    r"|scram-sha-\d+)\s+)\S.*"
+)
+# An OAuth authorization code or ID token in a URL (a relayed redirect's `Location`).
+_URL_GRANT = re.compile(r"(?i)([?&#](?:code|id_token|client_assertion)=)[^&#\s\"'<>]*")
 # In a header value: `scheme://user:password@`, and a secret-named parameter's value, as a
 # query string, a cookie, JSON or AWS's SigV4 header write it (`&api_key=...`, `session=...`,
 # `"token": "..."`, `Credential=AKIA.../...`): the name is kept, its value blanked. A value in
 # quotes is blanked to its closing quote, any other up to a separator.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+# A separator may come percent-encoded, as in a URL (`api%5Fkey=`). A value ends before `>`,
+# where a `Link` field's URL ends.
 _SECRET_PAIR = re.compile(
-    r"(?i)((?<![a-z0-9])(?:[a-z0-9]+[-_.])*"
-    r"(?:api[-_]?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
+    r"(?i)((?<![a-z0-9])(?:[a-z0-9]+(?:[-_.]|%5f|%2d|%2e))*"
+    r"(?:api(?:[-_]|%5f|%2d)?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
     r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*[:=]\s*)"
-    r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}]+)"
+    r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}>]+)"
 )
 # The same in camelCase or PascalCase (`"accessToken":`, `"clientSecret":`, Azure's
 # `AccountKey=` and `SharedAccessKey=`): a secret word after a lower-case letter or digit.
@@ -131,6 +145,8 @@ class Redactor:
         if self.is_secret_name(name):
             return REDACTED
         value = self.scrub(value)
+        value = _AUTH_SCHEME.sub(rf"\1{REDACTED}", value)
+        value = _URL_GRANT.sub(rf"\1{REDACTED}", value)
         value = _USERINFO.sub(rf"\1{REDACTED}@", value)
         value = _SECRET_PAIR.sub(rf"\1{REDACTED}", value)
         value = _CAMEL_PAIR.sub(rf"\1{REDACTED}", value)

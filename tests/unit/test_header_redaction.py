@@ -34,6 +34,13 @@ SECRET_NAMED = [
     "X-Goog-Iap-Jwt-Assertion",
     "Authorization",
     "Set-Cookie",
+    # a key, a token or auth as a word of the name, wherever it sits (outside review)
+    "X-Api-Keys",
+    "X-Apikey-V2",
+    "X-Key",
+    "X-Token-Id",
+    "X-Auth",
+    "X-Debug-Auth",
 ]
 KEPT = {
     "x-ratelimit-limit-tokens": "30000",
@@ -94,6 +101,18 @@ def test_rate_limits_and_timings_are_shown_as_they_are() -> None:
             ["SASSIGNATURE"],
             ["sv=2024", "se=2026"],
         ),
+        # an authentication scheme other than Bearer and Basic: all of its credentials
+        ("Token T0KENSECRET99", ["T0KENSECRET99"], ["Token "]),
+        (
+            'Digest username="u", realm="r", response="D1GESTRESPONSE"',
+            ["D1GESTRESPONSE", "username"],
+            ["Digest "],
+        ),
+        # an OAuth code in a relayed redirect; a name percent-encoded in a URL
+        ("https://app.example/cb?code=OAUTHCODE77&state=abc", ["OAUTHCODE77"], ["?code=", "&state=abc"]),
+        ("https://example.com/?api%5Fkey=ENCODEDKEY1&page=2", ["ENCODEDKEY1"], ["&page=2"]),
+        # a URL in a Link field keeps its closing bracket
+        ("<https://x/?access_token=L1NKTOKEN>; rel=next", ["L1NKTOKEN"], [">; rel=next"]),
         (
             "seen AIzaSyEXAMPLEKEY0123456789abcdef and AKIAIOSFODNN7EXAMPLE and "
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl and ya29.a0AfH6SM",

@@ -170,3 +170,28 @@ DATA_MAPS = frozenset({"top_logprobs", "prompt_logprobs", "metadata"})
 # be field names and their values may look like protocol words (`"status": "HIV-positive"`):
 # in such a subtree no key, string or number is kept, only its shape.
 OPAQUE = frozenset({"input", "arguments", "parameters", "schema", "input_schema"})
+
+# Names of request fields (OpenAI's Chat, Completions, Responses, audio and image routes,
+# Anthropic's Messages, and the extensions of vLLM, llama.cpp and OpenRouter): a request
+# shape in evidence shows a top-level key, and a key of `stream_options`, only when it is one
+# of these or of FIELD_NAMES. Any other key is the client's own word: `"<N>"`.
+REQUEST_FIELDS = frozenset(
+    {
+        "messages", "stream", "stream_options", "include_usage", "continuous_usage_stats", "n",
+        "max_tokens", "max_completion_tokens", "max_output_tokens", "temperature", "top_p",
+        "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "seed", "stop", "stop_sequences", "user",
+        "metadata", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+        "response_format", "reasoning_effort", "reasoning", "verbosity", "modalities", "audio",
+        "prediction", "web_search_options", "service_tier", "store", "safety_identifier",
+        "prompt_cache_key", "input", "instructions", "previous_response_id", "conversation",
+        "background", "include", "text", "truncation", "max_tool_calls", "system", "thinking",
+        "container", "mcp_servers", "prompt", "suffix", "echo", "best_of", "file", "language",
+        "voice", "speed", "response_mime_type", "stream_format", "timestamp_granularities",
+        "chunking_strategy", "size", "quality", "style", "image", "mask", "output_format",
+        "output_compression", "partial_images", "moderation", "guided_json", "guided_regex",
+        "guided_choice", "guided_grammar", "ignore_eos", "min_tokens", "skip_special_tokens",
+        "add_generation_prompt", "chat_template_kwargs", "cache_prompt", "n_predict",
+        "transforms", "models", "route", "provider", "usage", "plugins", "extra_body",
+    }
+)  # fmt: skip

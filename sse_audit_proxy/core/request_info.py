@@ -11,6 +11,8 @@ import ijson
 import msgspec
 import orjson
 
+from sse_audit_proxy.core.field_names import FIELD_NAMES, REQUEST_FIELDS
+
 MAX_TRACE_ID = 128
 MAX_MODEL = 128
 UNKNOWN_MODEL = "unknown"
@@ -57,10 +59,33 @@ class RequestInfo:
         )
 
 
-def _figure(value: object) -> int | float | bool | None:
+_Figure = int | float | bool | None
+
+
+def _figure(value: object) -> _Figure:
     if isinstance(value, bool | int | float):
         return value
     return len(value) if isinstance(value, list) else None
+
+
+def _known(key: str) -> str:
+    return key if key in REQUEST_FIELDS or key in FIELD_NAMES else f"<{len(key)}>"
+
+
+def _named(fields: dict[str, _Figure]) -> dict[str, _Figure]:
+    """`fields` with every key that is not a request field's name written `"<N>"` (`"<N>#2"`,
+    ... after the first of that length): a client's own keys can be text (a name, a key)."""
+    out: dict[str, _Figure] = {}
+    for key, value in fields.items():
+        head, dot, rest = key.partition(".")  # stream_options' fields: `stream_options.name`
+        name = _known(head) + (dot + _known(rest) if dot else "")
+        if name in out:
+            n = 2
+            while f"{name}#{n}" in out:
+                n += 1
+            name = f"{name}#{n}"
+        out[name] = value
+    return out
 
 
 def request_shape(doc: dict[str, object]) -> str:
@@ -74,7 +99,7 @@ def request_shape(doc: dict[str, object]) -> str:
             out += [(f"{key}.{k}", _figure(v)) for k, v in list(value.items())[:8] if _FIELD.fullmatch(k)]
         else:
             out.append((key, _figure(value)))
-    return orjson.dumps(dict(out)).decode()
+    return orjson.dumps(_named(dict(out))).decode()
 
 
 class _Shape:
@@ -410,7 +435,7 @@ def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]
         model=model or UNKNOWN_MODEL,
         stream=asks_for_stream(found),
         include_usage=found.get(_INCLUDE_USAGE) is True,
-        shape=orjson.dumps({k: v for k, v in fields.items() if k != "stream_options"}).decode(),
+        shape=orjson.dumps(_named({k: v for k, v in fields.items() if k != "stream_options"})).decode(),
     )
 
 

@@ -159,3 +159,37 @@ def test_speech_asks_for_a_stream_with_stream_format_sse(fmt: object, asked: boo
     readings = [streamed(body), whole(body), RequestInfo.from_body(body), read_whole(body)]
     assert [r is not None and r.stream for r in readings] == [asked] * 4
     assert {r.model for r in readings if r is not None} == {"gpt-4o-mini-tts"}
+
+
+def test_a_clients_own_keys_are_written_by_their_length_in_the_shape() -> None:
+    """Any key of word characters was kept as the client wrote it, and a client's key can be
+    text: a name, a record number, a credential (outside review). Both readings of a body (the
+    whole of it, and the scan of a body that streams past) give the same shape."""
+    doc = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.5,
+        "sk-proj-SHAPEKEY0123456789": 1,
+        "patient-john-doe": [1, 2],
+        "patient-jane-roe": 3,
+        "stream_options": {"include_usage": True, "note-secret": 1},
+    }
+    body = orjson.dumps(doc)
+    scanner = BodyScanner()
+    for i in range(0, len(body), 7):
+        scanner.feed(body[i : i + 7])
+    for info in (RequestInfo.from_body(body), read_whole(body), scanner.info(complete=True)):
+        assert info is not None
+        shape = orjson.loads(info.shape)
+        assert shape == {
+            "model": None,
+            "stream": True,
+            "messages": 1,
+            "temperature": 0.5,
+            "<26>": 1,
+            "<16>": 2,
+            "<16>#2": 3,
+            "stream_options.include_usage": True,
+            "stream_options.<11>": 1,
+        }, info.shape

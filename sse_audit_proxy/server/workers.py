@@ -56,6 +56,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
     family, type_, proto, _, addr = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
+    if port:
+        # First without SO_REUSEPORT: a port another process holds with it (a second proxy
+        # with --workers, started by mistake) would be shared, the two splitting the traffic.
+        with socket.socket(family, type_, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -75,11 +75,16 @@ def test_bad_value_in_environment_names_the_variable() -> None:
     [("--port", "--metrics-port", "the proxy port"), ("--metrics-port", "--port", "the metrics port")],
 )
 @pytest.mark.parametrize("workers", ["1", "2"])
+# Held with SO_REUSEPORT, as a proxy with --workers holds it: a second such proxy shared the
+# port without a word, the two splitting the traffic between their upstreams (outside review).
+@pytest.mark.parametrize("reuseport", [False, True], ids=["plain", "reuseport"])
 def test_port_in_use_is_a_one_line_error_naming_the_port(
-    taken: str, free: str, named: str, workers: str
+    taken: str, free: str, named: str, workers: str, reuseport: bool
 ) -> None:
     """The operator learns which of the two ports is taken, and which flag moves it."""
     with socket.socket() as busy:
+        if reuseport:
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]

@@ -70,11 +70,22 @@ def option(
     )
 
 
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
+
+
 def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
-    """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes."""
+    """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes/on; `--no-NAME` turns it off
+    on the command line. Any other value of the variable is an error: `enabled` or `y` left the
+    switch off without a word (a canary guard that never tripped)."""
     env = env_name(name)
-    on = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
-    parser.add_argument(name, action="store_true", default=on, help=f"{help} [env: {env}]")
+    raw = os.environ.get(env)
+    value = "" if raw is None else raw.strip().lower()
+    if value not in _ON + _OFF:
+        parser.error(f"{env}={raw!r}: choose from {', '.join(_ON)} (on) or {', '.join(_OFF[1:])} (off)")
+    parser.add_argument(
+        name, action=argparse.BooleanOptionalAction, default=value in _ON, help=f"{help} [env: {env}]"
+    )
 
 
 # A URL's `user:password@`, as an error message shows it: not at all.

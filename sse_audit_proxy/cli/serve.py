@@ -167,6 +167,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--require-key-file",
         type=readable_file,
+        empty_counts=True,  # set but empty (a templated path that came out empty) is no auth
         help="file of allowed API keys, one a line (# comments); adds to --require-key",
     )
     option(

@@ -51,6 +51,15 @@ def test_an_empty_require_key_env_var_is_a_one_line_error(value: str) -> None:
     assert len(lines) == 1 and "no API keys" in lines[0]
 
 
+def test_an_empty_require_key_file_env_var_is_a_one_line_error() -> None:
+    """A templated key-file path that came out empty started a proxy with no auth at all."""
+    run = serve(env={"SSE_AUDIT_REQUIRE_KEY_FILE": ""})
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SSE_AUDIT_REQUIRE_KEY_FILE" in lines[0]
+    assert run.stdout == ""  # never started
+
+
 def test_an_empty_require_key_is_an_error_even_beside_a_key_file(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("sk-from-the-file-0123456789\n")

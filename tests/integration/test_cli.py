@@ -61,6 +61,29 @@ def test_credentials_in_an_upstream_url_are_refused_and_never_shown(flag: str, u
     assert "PASSWORD-in-url" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("value", ["enabled", "y", "2", "maybe"])
+def test_a_switch_variable_that_is_neither_on_nor_off_is_a_one_line_error(value: str) -> None:
+    """`SSE_AUDIT_CANARY_GUARD=enabled` started the proxy with its guard off, without a word."""
+    proc = run("serve", "--upstream", "http://127.0.0.1:1", env={"SSE_AUDIT_CANARY_GUARD": value})
+    assert_one_line_error(proc, "SSE_AUDIT_CANARY_GUARD", repr(value))
+
+
+def test_a_switch_on_in_the_environment_is_turned_off_on_the_command_line() -> None:
+    from sse_audit_proxy.cli.main import build_parser
+
+    saved = os.environ.get("SSE_AUDIT_INSECURE_UPSTREAM")
+    os.environ["SSE_AUDIT_INSECURE_UPSTREAM"] = "yes"
+    try:
+        base = ["serve", "--upstream", "http://127.0.0.1:1"]
+        assert build_parser().parse_args(base).insecure_upstream is True
+        assert build_parser().parse_args([*base, "--no-insecure-upstream"]).insecure_upstream is False
+    finally:
+        if saved is None:
+            del os.environ["SSE_AUDIT_INSECURE_UPSTREAM"]
+        else:
+            os.environ["SSE_AUDIT_INSECURE_UPSTREAM"] = saved
+
+
 def test_unknown_flag_is_a_one_line_error() -> None:
     assert_one_line_error(run("serve", "--upstream", "http://x", "--frobnicate"), "--frobnicate")
 

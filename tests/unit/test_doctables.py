@@ -52,7 +52,8 @@ def test_the_serve_table_has_every_flag_with_its_variable_and_default() -> None:
     flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     assert len(rows) == len(flags) >= 40
     for action in flags:
-        _, env, default, meaning = rows[action.option_strings[-1]]
+        long = next(o for o in action.option_strings if o.startswith("--"))  # a switch: not its --no-
+        _, env, default, meaning = rows[long]
         assert env == f"`SSE_AUDIT_{action.dest.upper()}`"
         assert "[env:" not in meaning and "(default:" not in meaning and meaning
         if action.required:

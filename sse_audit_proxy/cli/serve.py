@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import ssl
 import sys
 
+import structlog
+
 from sse_audit_proxy.cli.options import (
+    ENV_PREFIX,
     ConfigError,
+    env_name,
     flag,
     header_name,
     name_list,
@@ -307,7 +312,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_CAPACITY,
         help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}",
     )
-    p.set_defaults(run=run)
+    known = frozenset(env_name(o) for a in p._actions for o in a.option_strings if o.startswith("--"))
+    p.set_defaults(run=run, known_settings=known)
+
+
+def unknown_settings(known: frozenset[str]) -> list[str]:
+    """SSE_AUDIT_ variables that name no flag of `serve`: a misspelt one (SSE_AUDIT_REQUIRE_KEYS)
+    was ignored without a word, and the proxy ran without the auth it was meant to set."""
+    return sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
 def add_canary_options(p: argparse.ArgumentParser) -> None:
@@ -510,6 +522,9 @@ def run(args: argparse.Namespace) -> int:
         buffer_bytes=args.log_buffer_bytes,
     )
     setup_logging()
+    unknown = unknown_settings(args.known_settings)
+    if unknown:  # names only: a value could be a key
+        structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown)
     try:
         if args.workers > 1:
             raise_open_files_limit()  # before the workers start: they inherit it

@@ -84,6 +84,7 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
         metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
         **open_files,
         **describe(service.proxy.router),
+        **({"canary_guard": config.canary.guard} if service.proxy.router.canary is not None else {}),
     )
     if on_started is not None:
         on_started(service.metrics_port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -82,6 +83,29 @@ def test_a_switch_on_in_the_environment_is_turned_off_on_the_command_line() -> N
             del os.environ["SSE_AUDIT_INSECURE_UPSTREAM"]
         else:
             os.environ["SSE_AUDIT_INSECURE_UPSTREAM"] = saved
+
+
+def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() -> None:
+    """SSE_AUDIT_REQUIRE_KEYS (for SSE_AUDIT_REQUIRE_KEY) started a proxy with no auth, silently."""
+    env = {"SSE_AUDIT_REQUIRE_KEYS": "s3cret-VALUE", "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1"}
+    with subprocess.Popen(
+        [*EXE, "serve", "--port", "0", "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}, **env},
+    ) as proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["event"] == "proxy_started":
+                break
+        proc.terminate()
+        rest = proc.communicate(timeout=20)
+    (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
+    assert warning["names"] == ["SSE_AUDIT_REQUIRE_KEYS"] and warning["level"] == "warning"
+    assert "s3cret-VALUE" not in repr(lines) + rest[0] + rest[1]
 
 
 def test_unknown_flag_is_a_one_line_error() -> None:

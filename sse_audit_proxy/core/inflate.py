@@ -55,6 +55,12 @@ MAX_RATIO_AFTER = 256 << 10
 MAX_INFLATED = 256 << 20
 FEED_MAX_OUT = 256 << 10  # asyncio reads at most 256 KiB from a socket at a time
 MAX_BACKLOG = 1 << 20
+# A Brotli decoder holds its stream's window while the stream is open: up to 4 MiB (WBITS 22,
+# the default of Node, Python and Go encoders; nginx's brotli module uses 19). A stream that
+# declares a larger one (16 MiB at 24) is not decoded: it is judged as an unreadable body.
+MAX_BROTLI_WBITS = 22
+_BROTLI_TRIAL = 64  # first bytes tried on a throwaway decoder
+_BROTLI_TRIAL_MIN = 16  # ... and how many of them, when they are all text, before deciding
 
 
 def wants_inflater(content_encoding: str) -> bool:
@@ -134,8 +140,9 @@ class Inflater:
 
     @property
     def behind(self) -> bool:
-        """Compressed input is still waiting: the audit has not seen the whole body."""
-        return bool(self._backlog)
+        """Compressed input is still waiting, or output a decoder holds (Brotli takes all of
+        a chunk at once): the audit has not seen the whole body."""
+        return bool(self._backlog) or (type(self._z) is _Brotli and self._z.holding)
 
     def _expands_absurdly(self) -> bool:
         out = self.inflated
@@ -147,6 +154,17 @@ class Inflater:
 
     def _choose(self, head: bytes) -> bool:
         """Pick the decoder from the first bytes; False while they are too few to tell."""
+        if self._encoding == "br" and _brotli_start(head):
+            # Brotli has no magic number, and its first bytes can be a `[` and text, or even
+            # gzip's magic: labelled `br`, a body Brotli does not refuse at once is Brotli.
+            # Text nearly always fails within a dozen bytes: while it may still, wait.
+            if len(head) < _BROTLI_TRIAL_MIN and all(b in _TEXT for b in head):
+                return False
+            if _brotli_window(head[0]) > MAX_BROTLI_WBITS:
+                self.failed = True  # its window would be held for the stream's life
+            else:
+                self._z = _Brotli()
+            return True
         if head.startswith(_GZIP_MAGIC):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._members = True
@@ -164,8 +182,6 @@ class Inflater:
             self._z = _PLAIN
         elif self._encoding == "deflate":
             self._z = zlib.decompressobj(-zlib.MAX_WBITS)
-        elif self._encoding == "br":
-            self._z = _Brotli()
         else:
             self.failed = True  # labelled gzip, yet neither gzip nor plain
         return True
@@ -209,11 +225,13 @@ class _Brotli:
     stops growing at the cap (it may pass it by a block), and until it can take more input,
     it is asked with none: the chunk waits as the unconsumed tail."""
 
-    __slots__ = ("_d", "eof", "unconsumed_tail", "unused_data")
+    __slots__ = ("_d", "eof", "holding", "unconsumed_tail", "unused_data")
 
     def __init__(self) -> None:
         self._d = brotli.Decompressor()
         self.eof = False
+        # The last call stopped at the cap: more output may be held, given when asked again.
+        self.holding = False
         self.unconsumed_tail = b""
         self.unused_data = b""  # Brotli raises on bytes after its end: there are never any
 
@@ -226,7 +244,29 @@ class _Brotli:
             piece = d.process(b"", output_buffer_limit=cap)
             self.unconsumed_tail = data
         self.eof = d.is_finished()
+        self.holding = not self.eof and len(piece) >= cap
         return piece
+
+
+def _brotli_start(head: bytes) -> bool:
+    """Whether Brotli takes these first bytes (a real Brotli body always does; text, which is
+    what a mislabelled body is, nearly always fails within a dozen bytes). Tried on a decoder
+    of its own whose output stops at a byte: a bomb's head costs nothing here."""
+    try:
+        brotli.Decompressor().process(head[:_BROTLI_TRIAL], output_buffer_limit=1)
+    except brotli.error:
+        return False
+    return True
+
+
+def _brotli_window(first: int) -> int:
+    """The window bits (WBITS) a Brotli stream's first byte declares (RFC 7932 9.1)."""
+    if not first & 1:
+        return 16
+    if n := (first >> 1) & 7:
+        return 17 + n
+    m = (first >> 4) & 7
+    return 17 if m == 0 else 8 + m  # m == 1: the large-window extension, refused by Brotli
 
 
 def _is_zlib_header(head: bytes) -> bool:

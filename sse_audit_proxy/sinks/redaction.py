@@ -42,20 +42,22 @@ _TOKENS = (
 # the end of a name, so they stay. `session` only as a session's ID, token or key, or alone:
 # Azure's `azureml-model-session` names the model deployment that answered, evidence worth
 # keeping.
-# `key`, `keys`, `apikey`, `token` and `auth` as a word of the name, wherever it sits
-# (`x-key`, `x-api-keys`, `x-apikey-v2`, `x-token-id`, `x-auth`); `tokens` is a count.
+# A name that ends in the word `key` or `keys` (`x-key`, `x-api-keys`), has `apikey` in it
+# (`x-apikey-v2`), ends in `auth` (`x-auth`) or in `token-id`: a key, a token or auth. Not a
+# key or token word that a count or a limit follows: LiteLLM's `x-litellm-key-spend` and
+# `-key-remaining-tokens-<model>`, Bedrock's `x-amzn-bedrock-input-token-count`.
 _SECRET_NAME = re.compile(
     r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
     r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|^session$"
     r"|signature|authori[sz]ation|jwt"
-    r"|(?:^|[-_.])(?:api[-_]?)?keys?(?:$|[-_.])|(?:^|[-_.])(?:token|auth)(?:$|[-_.])"
+    r"|(?:^|[-_.])(?:api[-_]?)?keys?$|apikey|(?:^|[-_.])auth$|(?:^|[-_.])token[-_.]id$"
 ).search
-# A header value that is credentials under an HTTP authentication scheme other than Bearer
-# and Basic (which `_TOKENS` blanks wherever they are): all of it after the scheme's name.
+# A header value that is a credential under an HTTP authentication scheme other than Bearer
+# and Basic (which `_TOKENS` blanks wherever they are): the scheme's name, then a token of 16
+# or more (`Token 9944b09199c62bcf`), not words (`Token expired`, `Mutual TLS required`).
 # (AWS's SigV4 names its parts: `_SECRET_PAIR` blanks Credential= and Signature= alone.)
 _AUTH_SCHEME = re.compile(
-    r"(?i)^(\s*(?:token|digest|negotiate|ntlm|hoba|mutual|dpop|gnap|privatetoken|vapid"
-    r"|scram-sha-\d+)\s+)\S.*"
+    r"(?i)^(\s*(?:token|negotiate|ntlm|dpop|gnap|privatetoken|vapid)\s+)[A-Za-z0-9._~+/=-]{16,}"
 )
 # An OAuth authorization code or ID token in a URL (a relayed redirect's `Location`).
 _URL_GRANT = re.compile(r"(?i)([?&#](?:code|id_token|client_assertion)=)[^&#\s\"'<>]*")
@@ -69,7 +71,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
 _SECRET_PAIR = re.compile(
     r"(?i)((?<![a-z0-9])(?:[a-z0-9]+(?:[-_.]|%5f|%2d|%2e))*"
     r"(?:api(?:[-_]|%5f|%2d)?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
-    r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*[:=]\s*)"
+    r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*(?:[:=]|%3d)\s*)"
     r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}>]+)"
 )
 # The same in camelCase or PascalCase (`"accessToken":`, `"clientSecret":`, Azure's

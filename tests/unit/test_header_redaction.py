@@ -63,6 +63,17 @@ KEPT = {
     # Azure OpenAI: the model deployment that answered, not a session credential.
     "azureml-model-session": "d106-20240613214326",
     "x-debug": '{"maxTokens": 100, "completionTokens": 5, "inputTokenCount": 7}',
+    # a key or token word that a count, a spend or a limit follows (second review)
+    "x-litellm-key-spend": "0.0012",
+    "x-litellm-key-remaining-tokens-gpt-4o": "99000",
+    "x-litellm-key-max-budget": "10.0",
+    "x-amzn-bedrock-input-token-count": "12",
+    "x-amzn-bedrock-cache-read-input-token-count": "0",
+    "x-ratelimit-token-limit": "1000",
+    # an auth scheme's name followed by words, not a credential
+    "x-error": "Token expired at 2026-01-01T00:00:00Z",
+    "x-reason": "Mutual TLS required",
+    "www-authenticate": 'Digest realm="api", qop="auth", nonce="dcd98b7102dd2f0e"',
 }
 
 
@@ -102,12 +113,10 @@ def test_rate_limits_and_timings_are_shown_as_they_are() -> None:
             ["sv=2024", "se=2026"],
         ),
         # an authentication scheme other than Bearer and Basic: all of its credentials
-        ("Token T0KENSECRET99", ["T0KENSECRET99"], ["Token "]),
-        (
-            'Digest username="u", realm="r", response="D1GESTRESPONSE"',
-            ["D1GESTRESPONSE", "username"],
-            ["Digest "],
-        ),
+        ("Token 9944b09199c62bcf9418ad846dd0e4bb", ["9944b09199c62bcf"], ["Token "]),
+        ("NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==", ["TlRMTVNTUAAB"], ["NTLM "]),
+        # an encoded `=` after a secret's name (a URL inside a parameter)
+        ("https://x/?next=%2Fx%3Fapi_key%3DENCODEDEQ1&p=2", ["ENCODEDEQ1"], ["&p=2"]),
         # an OAuth code in a relayed redirect; a name percent-encoded in a URL
         ("https://app.example/cb?code=OAUTHCODE77&state=abc", ["OAUTHCODE77"], ["?code=", "&state=abc"]),
         ("https://example.com/?api%5Fkey=ENCODEDKEY1&page=2", ["ENCODEDKEY1"], ["&page=2"]),

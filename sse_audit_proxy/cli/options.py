@@ -88,12 +88,21 @@ def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     )
 
 
-# A URL's `user:password@`, as an error message shows it: not at all.
-_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+# A URL's scheme and slashes, however many (`http:/user:pw@host` too).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/*")
+
+
+def shown_url(value: str) -> str:
+    """A URL as an error message shows it: everything before its last `@` (where a URL parser
+    ends the user part: a password can hold `@`, `/` or `?`) is `[redacted]`."""
+    if "@" not in value:
+        return value
+    scheme = _SCHEME.match(value)
+    return (scheme.group(0) if scheme else "") + "[redacted]@" + value.rpartition("@")[2]
 
 
 def upstream_url(value: str) -> URL:
-    shown = _USERINFO.sub("[redacted]@", value)
+    shown = shown_url(value)
     try:
         url = URL(value)
     except (ValueError, TypeError) as exc:

@@ -169,7 +169,8 @@ DATA_MAPS = frozenset({"top_logprobs", "prompt_logprobs", "metadata"})
 # JSON schema (`parameters`, `schema`) echoed from the request is the client's. Their keys may
 # be field names and their values may look like protocol words (`"status": "HIV-positive"`):
 # in such a subtree no key, string or number is kept, only its shape.
-OPAQUE = frozenset({"input", "arguments", "parameters", "schema", "input_schema"})
+# Gemini's `functionCall.args` and Responses' echoed `prompt.variables` are such objects too.
+OPAQUE = frozenset({"input", "arguments", "args", "parameters", "schema", "input_schema", "variables"})
 
 # Names of request fields (OpenAI's Chat, Completions, Responses, audio and image routes,
 # Anthropic's Messages, and the extensions of vLLM, llama.cpp and OpenRouter): a request
@@ -193,5 +194,11 @@ REQUEST_FIELDS = frozenset(
         "guided_choice", "guided_grammar", "ignore_eos", "min_tokens", "skip_special_tokens",
         "add_generation_prompt", "chat_template_kwargs", "cache_prompt", "n_predict",
         "transforms", "models", "route", "provider", "usage", "plugins", "extra_body",
+        "include_stop_str_in_output", "stop_token_ids", "use_beam_search", "length_penalty",
+        "priority", "structured_outputs", "chat_template", "truncate_prompt_tokens",
+        "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau", "mirostat_eta", "grammar",
+        "json_schema", "typical_p", "n_keep", "n_probs", "top_a", "include_reasoning",
+        "reasoning_format", "safe_prompt", "random_seed", "data_sources", "options",
+        "keep_alive", "think", "format", "raw", "images", "tool_config", "documents",
     }
 )  # fmt: skip

@@ -187,6 +187,16 @@ def test_what_a_model_or_a_client_wrote_keeps_no_word_however_it_is_keyed() -> N
             "object": "chat.completion.chunk",
             "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": "mystop"}],
         },
+        # Gemini's function call, Responses' echoed prompt variables (second review)
+        {
+            "candidates": [
+                {"content": {"parts": [{"functionCall": {"name": "f", "args": {"status": "bankrupt"}}}]}}
+            ]
+        },
+        {
+            "type": "response.created",
+            "response": {"prompt": {"id": "p", "variables": {"code": "secretword"}}},
+        },
     ]
     texts = [orjson.dumps(sk._shape(orjson.loads(orjson.dumps(f)), None, 0)).decode() for f in frames]
     for text in texts:

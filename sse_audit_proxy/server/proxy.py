@@ -33,6 +33,7 @@ from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import (
     RETRY_HEADER,
     TRACE_HEADER,
+    TRACE_HEADERS,
     RequestInfo,
     client_retry,
     trace_id_from,
@@ -102,6 +103,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Recomputed for the upstream hop: Host names the upstream, the body framing is ours, and
 # `Expect: 100-continue` is answered by the proxy itself.
 REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_TRACE_FIELDS = tuple(name.encode("ascii") for name in TRACE_HEADERS)  # X-Client-Request-Id first
 # The trace ID is set by the proxy (the client's, or a fresh one).
 RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
 
@@ -621,21 +623,24 @@ class Proxy:
                 up.host_header,
             )
         ]
-        # The upstream gets the trace ID the record has, in the field it came from (ours when
-        # the client sent none that could be used): a client's ID that was sanitised reached it
-        # as sent, and an unusable one beside ours, so its logs did not join the record.
-        name = (trace_field or TRACE_HEADER).encode("ascii")
-        lower = name.lower()
+        # The upstream gets the trace ID the record has: always as X-Client-Request-Id (the
+        # client's field as it came when it is exactly that), and in X-Request-Id when it came
+        # from there. A sanitised ID reached it as sent, an unusable one beside another, and
+        # its logs did not join the record.
         trace = rec.trace_id.encode("ascii")
-        sent = [value for field, value in request.raw_headers if field.lower() == lower]
-        drop = REQUEST_DROP if sent == [trace] else REQUEST_DROP | {lower}
+        drop = REQUEST_DROP
+        own: list[bytes] = []
+        for name in _TRACE_FIELDS if trace_field == TRACE_HEADERS[1] else _TRACE_FIELDS[:1]:
+            lower = name.lower()
+            if [value for field, value in request.raw_headers if field.lower() == lower] != [trace]:
+                drop = drop | {lower}
+                own.append(b"%s: %s\r\n" % (name, trace))
         lines.extend(forward_fields(request.raw_headers, drop))
         if length is not None:
             lines.append(b"Content-Length: %d\r\n" % length)
         elif chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        if drop is not REQUEST_DROP:
-            lines.append(b"%s: %s\r\n" % (name, trace))
+        lines.extend(own)
         if self.config.instance_header:
             lines.append(
                 b"%s: %s\r\n"

@@ -207,7 +207,7 @@ async def test_trace_id_is_taken_forwarded_and_returned(upstream, proxy, http) -
     async with http.get(p.url / "v1/models") as r:
         generated = r.headers["X-Client-Request-Id"]
     assert len(generated) == 32 and int(generated, 16) >= 0
-    assert seen == ["trace-abc", None, generated]
+    assert seen == ["trace-abc", "req-7", generated]  # the record's ID, wherever it came from
     records = await p.sink.wait(3)
     assert [r.trace_id for r in records] == ["trace-abc", "req-7", generated]
 
@@ -217,7 +217,13 @@ async def test_trace_id_is_taken_forwarded_and_returned(upstream, proxy, http) -
     [
         # sanitised: the upstream gets the ID the record and the client have
         ([b"X-Client-Request-Id: abc def<x>"], [("X-Client-Request-Id", "abcdefx")], "abcdefx"),
-        ([b"X-Request-Id: r 1"], [("X-Request-Id", "r1")], "r1"),
+        ([b"X-Request-Id: r 1"], [("X-Client-Request-Id", "r1"), ("X-Request-Id", "r1")], "r1"),
+        # from X-Request-Id, beside an unusable X-Client-Request-Id: the record's ID in both
+        (
+            [b"X-Client-Request-Id: ###", b"X-Request-Id: good123"],
+            [("X-Request-Id", "good123"), ("X-Client-Request-Id", "good123")],
+            "good123",
+        ),
         # nothing usable: ours alone, not beside the client's
         ([b"X-Client-Request-Id: \xff\xfe"], [("X-Client-Request-Id", None)], None),
         # two fields: the one the record took, once

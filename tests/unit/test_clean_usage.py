@@ -28,6 +28,11 @@ def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = N
         runs = re.split(r"[_.:/-]", key)  # a key or a token's shape: not a field name
         if any(len(r) >= 32 or (len(r) >= 16 and re.search(r"[0-9]", r)) for r in runs):
             continue
+        if re.search(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", key):  # a UUID
+            continue
+        counts = [sum(test(c) for c in key) for test in (str.isdigit, str.isupper, str.islower)]
+        if len(key) >= 20 and counts[0] >= 3 and min(counts[1:]) >= 2:  # a random token's mix
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, int) and not -(2**63) <= value < 2**64:
                 continue
@@ -73,6 +78,9 @@ _KEYS = (
             "x-y",
             "reasoning_tokens",
             "sk-proj-usage0123456789abcdef",  # a credential as a key: never logged
+            "sk-lf-0f8fad5b-d9cb-469f-a165-70867728950e",
+            "gsk_aB3dE5fG7hJ9kL1_mN2pQ4rS6tU8vW0",
+            "cachedContentTokenCount",
             "k" * 15 + "1",
             "k" * 14 + "1",
         ]

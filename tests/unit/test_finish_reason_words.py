@@ -49,6 +49,8 @@ NOT_WORDS = [
     # a key or a token: it reached the `finish_reason` label and the evidence
     "sk-CANARYfinish0123456789abcd",
     "AKIAIOSFODNN7EXAMPLE",
+    "sk-lf-0f8fad5b-d9cb-469f-a165-70867728950e",  # a UUID-shaped key
+    "gsk_aB3dE5fG7hJ9kL1_mN2pQ4rS6tU8vW0",  # a random token cut into short runs
     "x" * 32,
     "y" * (512 << 10),  # under --max-frame-bytes, so the frame is read
 ]

@@ -57,11 +57,18 @@ _WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}").fullmatch
 # or more: a key or a token (`sk-proj-…`, `AKIA…`), never the protocol's vocabulary, whose
 # longest words are joined by separators (`model_context_window_exceeded`). A finish reason or
 # usage key of that shape reached a metric label and the logs unredacted.
-_KEY_LIKE = re.compile(r"(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{16,}|[A-Za-z0-9]{32,}").search
+# Also a UUID (`sk-lf-<uuid>`), and 20 characters or more that mix 3 digits with upper and
+# lower case letters (a random token that `-` and `_` cut into short runs): the protocol's
+# words are lower case, or upper case (Gemini's `MAX_TOKENS`), or camel case without digits.
+_KEY_LIKE = re.compile(
+    r"(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{16,}|[A-Za-z0-9]{32,}"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+).search
+_MIXED = re.compile(r"(?=(?:[^0-9]*[0-9]){3})(?=(?:[^A-Z]*[A-Z]){2})(?=(?:[^a-z]*[a-z]){2})").match
 
 
 def is_protocol_word(text: str) -> bool:
-    return _WORD(text) is not None and _KEY_LIKE(text) is None
+    return _WORD(text) is not None and _KEY_LIKE(text) is None and (len(text) < 20 or _MIXED(text) is None)
 
 
 # A finish reason is kept only when it is a protocol word. Anything else (text, a megabyte of

@@ -52,12 +52,14 @@ def option(
     env = env_name(flag)
     raw = os.environ.get(env)
     if raw is not None and (raw != "" or empty_counts):
+        # The value as an error shows it: never a secret's, never a URL's credentials or query.
+        shown = "(hidden)" if secret else repr(shown_url(raw))
         try:
             default = type(raw)
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            parser.error(f"{env}={raw!r}: {exc}")
+            parser.error(f"{env}={shown}: {exc}")
         if choices and default not in choices:
-            parser.error(f"{env}={raw!r}: choose from {', '.join(choices)}")
+            parser.error(f"{env}={shown}: choose from {', '.join(choices)}")
         required = False
     shown = "" if default is None or secret else f" (default: {default})"
     parser.add_argument(
@@ -94,11 +96,13 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/*")
 
 def shown_url(value: str) -> str:
     """A URL as an error message shows it: everything before its last `@` (where a URL parser
-    ends the user part: a password can hold `@`, `/` or `?`) is `[redacted]`."""
-    if "@" not in value:
-        return value
-    scheme = _SCHEME.match(value)
-    return (scheme.group(0) if scheme else "") + "[redacted]@" + value.rpartition("@")[2]
+    ends the user part: a password can hold `@`, `/` or `?`) is `[redacted]`, and so is a
+    query or fragment after it (`?key=...`)."""
+    if "@" in value:
+        scheme = _SCHEME.match(value)
+        value = (scheme.group(0) if scheme else "") + "[redacted]@" + value.rpartition("@")[2]
+    cut = min((i for i in (value.find("?"), value.find("#")) if i >= 0), default=-1)
+    return value if cut < 0 else value[:cut] + value[cut] + "[redacted]"
 
 
 def upstream_url(value: str) -> URL:

@@ -312,7 +312,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_CAPACITY,
         help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}",
     )
-    known = frozenset(env_name(o) for a in p._actions for o in a.option_strings if o.startswith("--"))
+    # A flag's variable is named for its first long form (`--canary-guard`, not its `--no-`).
+    known = frozenset(
+        env_name(next(o for o in a.option_strings if o.startswith("--")))
+        for a in p._actions
+        if a.dest != "help" and any(o.startswith("--") for o in a.option_strings)
+    )
     p.set_defaults(run=run, known_settings=known)
 
 

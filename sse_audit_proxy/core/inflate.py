@@ -154,24 +154,26 @@ class Inflater:
 
     def _choose(self, head: bytes) -> bool:
         """Pick the decoder from the first bytes; False while they are too few to tell."""
-        if self._encoding == "br" and _brotli_start(head):
-            # Brotli has no magic number, and its first bytes can be a `[` and text, or even
-            # gzip's magic: labelled `br`, a body Brotli does not refuse at once is Brotli.
-            # Text nearly always fails within a dozen bytes: while it may still, wait.
-            if len(head) < _BROTLI_TRIAL_MIN and all(b in _TEXT for b in head):
-                return False
-            if _brotli_window(head[0]) > MAX_BROTLI_WBITS:
-                self.failed = True  # its window would be held for the stream's life
-            else:
-                self._z = _Brotli()
-            return True
         if head.startswith(_GZIP_MAGIC):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._members = True
         elif len(head) < 2:
             return False
-        elif _is_zlib_header(head):
+        elif _is_zlib_header(head) and (self._encoding != "br" or _zlib_takes(head)):
             self._z = zlib.decompressobj(zlib.MAX_WBITS)
+        elif (
+            self._encoding == "br"
+            and _brotli_window(head[0]) <= MAX_BROTLI_WBITS  # else held for the stream's life
+            and _brotli_start(head)
+        ):
+            # Brotli has no magic number, and its first bytes can be a `[` and text: labelled
+            # `br`, a body that is not gzip nor zlib and that Brotli does not refuse at once is
+            # Brotli. Text nearly always fails within a dozen bytes: while it may still, wait.
+            # (A larger window, or a body Brotli refuses, goes on to the text sniff: failed
+            # unless it is text.)
+            if len(head) < _BROTLI_TRIAL_MIN and all(b in _TEXT for b in head):
+                return False
+            self._z = _Brotli()
         elif head.startswith(_BOM[: len(head)]):
             if len(head) < len(_BOM):
                 return False
@@ -183,7 +185,7 @@ class Inflater:
         elif self._encoding == "deflate":
             self._z = zlib.decompressobj(-zlib.MAX_WBITS)
         else:
-            self.failed = True  # labelled gzip, yet neither gzip nor plain
+            self.failed = True  # labelled gzip or br, yet neither that nor plain
         return True
 
     def _inflate(self, chunk: bytes, budget: int) -> Iterator[bytes]:
@@ -248,10 +250,21 @@ class _Brotli:
         return piece
 
 
+def _zlib_takes(head: bytes) -> bool:
+    """Whether zlib takes these first bytes (a Brotli stream's first two can pass for a zlib
+    header: 1 in 31 of those with a 64 KiB window). One byte of output at most."""
+    try:
+        zlib.decompressobj(zlib.MAX_WBITS).decompress(head[:_BROTLI_TRIAL], 1)
+    except zlib.error:
+        return False
+    return True
+
+
 def _brotli_start(head: bytes) -> bool:
     """Whether Brotli takes these first bytes (a real Brotli body always does; text, which is
     what a mislabelled body is, nearly always fails within a dozen bytes). Tried on a decoder
-    of its own whose output stops at a byte: a bomb's head costs nothing here."""
+    of its own that gives out a byte, once per stream (the window is checked first: a
+    bomb's first 64 bytes cost about 10 ms to decode into a 4 MiB window)."""
     try:
         brotli.Decompressor().process(head[:_BROTLI_TRIAL], output_buffer_limit=1)
     except brotli.error:

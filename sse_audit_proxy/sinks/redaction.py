@@ -69,7 +69,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
 # A separator may come percent-encoded, as in a URL (`api%5Fkey=`). A value ends before `>`,
 # where a `Link` field's URL ends.
 _SECRET_PAIR = re.compile(
-    r"(?i)((?<![a-z0-9])(?:[a-z0-9]+(?:[-_.]|%5f|%2d|%2e))*"
+    r"(?i)((?:(?<![a-z0-9])|(?<=%[0-9a-f]{2}))(?:[a-z0-9]+(?:[-_.]|%5f|%2d|%2e))*"
     r"(?:api(?:[-_]|%5f|%2d)?key|apikey|key|token|secret|passw(?:or)?d|pwd|sig|signature|credential|"
     r"session(?:[-_]?id)?|sessid|sid|auth|jwt)['\"]?\s*(?:[:=]|%3d)\s*)"
     r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}>]+)"

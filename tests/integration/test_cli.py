@@ -90,9 +90,28 @@ def test_a_switch_on_in_the_environment_is_turned_off_on_the_command_line() -> N
             os.environ["SSE_AUDIT_INSECURE_UPSTREAM"] = saved
 
 
+@pytest.mark.parametrize("variable", ["SSE_AUDIT_UPSTREAM", "SSE_AUDIT_CANARY"])
+@pytest.mark.parametrize(
+    "url", ["http://svc:PASSWORD-in-url@127.0.0.1:1", "https://gw.example/v1beta?key=PASSWORD-in-url"]
+)
+def test_an_upstream_url_from_the_environment_shows_no_credentials_in_its_error(
+    variable: str, url: str
+) -> None:
+    """The error of a variable began with its raw value: the redacted URL after it hid nothing."""
+    env = {"SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1", variable: url}
+    proc = run("serve", env=env)
+    assert_one_line_error(proc, variable, "[redacted]")
+    assert "PASSWORD-in-url" not in proc.stderr + proc.stdout
+
+
 def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() -> None:
-    """SSE_AUDIT_REQUIRE_KEYS (for SSE_AUDIT_REQUIRE_KEY) started a proxy with no auth, silently."""
-    env = {"SSE_AUDIT_REQUIRE_KEYS": "s3cret-VALUE", "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1"}
+    """SSE_AUDIT_REQUIRE_KEYS (for SSE_AUDIT_REQUIRE_KEY) started a proxy with no auth, silently;
+    a switch's variable has no `NO_` form either (SSE_AUDIT_NO_CANARY_GUARD did nothing)."""
+    env = {
+        "SSE_AUDIT_REQUIRE_KEYS": "s3cret-VALUE",
+        "SSE_AUDIT_NO_CANARY_GUARD": "1",
+        "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1",
+    }
     with subprocess.Popen(
         [*EXE, "serve", "--port", "0", "--metrics-port", "0"],
         stdout=subprocess.PIPE,
@@ -109,7 +128,8 @@ def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         proc.terminate()
         rest = proc.communicate(timeout=20)
     (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
-    assert warning["names"] == ["SSE_AUDIT_REQUIRE_KEYS"] and warning["level"] == "warning"
+    assert warning["names"] == ["SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_REQUIRE_KEYS"]
+    assert warning["level"] == "warning"
     assert "s3cret-VALUE" not in repr(lines) + rest[0] + rest[1]
 
 

@@ -117,6 +117,9 @@ def test_rate_limits_and_timings_are_shown_as_they_are() -> None:
         ("NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==", ["TlRMTVNTUAAB"], ["NTLM "]),
         # an encoded `=` after a secret's name (a URL inside a parameter)
         ("https://x/?next=%2Fx%3Fapi_key%3DENCODEDEQ1&p=2", ["ENCODEDEQ1"], ["&p=2"]),
+        # a one-word name right after an escape (`%3F`, `%26`): the escape's hex is no letter
+        ("https://x/?next=%2Fcb%3Ftoken%3DENCODEDEQ2&a=1", ["ENCODEDEQ2"], ["&a=1"]),
+        ("https://b/c?x=1%26sig%3DENCODEDEQ3", ["ENCODEDEQ3"], ["x=1"]),
         # an OAuth code in a relayed redirect; a name percent-encoded in a URL
         ("https://app.example/cb?code=OAUTHCODE77&state=abc", ["OAUTHCODE77"], ["?code=", "&state=abc"]),
         ("https://example.com/?api%5Fkey=ENCODEDKEY1&page=2", ["ENCODEDKEY1"], ["&page=2"]),

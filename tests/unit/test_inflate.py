@@ -284,3 +284,14 @@ def test_a_brotli_window_past_4_mib_is_not_decoded(lgwin: int) -> None:
     inflater = Inflater("br", 1 << 20)
     assert inflate_all(inflater, [brotli.compress(BODY, lgwin=lgwin)]) == b""
     assert inflater.failed
+
+
+@pytest.mark.parametrize("wbits", [16 + zlib.MAX_WBITS, zlib.MAX_WBITS], ids=["gzip", "zlib"])
+@pytest.mark.parametrize("size", [1, 3, 10, 1 << 20])
+def test_gzip_or_zlib_labelled_br_is_still_decoded(wbits: int, size: int) -> None:
+    """Brotli takes nearly any first byte or three: tried before gzip's magic and zlib's
+    header, it took such bodies for its own (third review)."""
+    wire = deflated(BODY, wbits)
+    inflater = Inflater("br", 1 << 20)
+    assert inflate_all(inflater, [wire[i : i + size] for i in range(0, len(wire), size)]) == BODY
+    assert not inflater.failed

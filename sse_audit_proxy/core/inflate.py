@@ -59,8 +59,8 @@ MAX_BACKLOG = 1 << 20
 # the default of Node, Python and Go encoders; nginx's brotli module uses 19). A stream that
 # declares a larger one (16 MiB at 24) is not decoded: it is judged as an unreadable body.
 MAX_BROTLI_WBITS = 22
-_BROTLI_TRIAL = 64  # first bytes tried on a throwaway decoder
-_BROTLI_TRIAL_MIN = 16  # ... and how many of them, when they are all text, before deciding
+_TRIAL_BYTES = 64  # first bytes tried on a throwaway decoder (zlib's or Brotli's)
+_BROTLI_TRIAL_MIN = 16  # ... and how many, when they are all text, before Brotli is chosen
 
 
 def wants_inflater(content_encoding: str) -> bool:
@@ -254,7 +254,7 @@ def _zlib_takes(head: bytes) -> bool:
     """Whether zlib takes these first bytes (a Brotli stream's first two can pass for a zlib
     header: 1 in 31 of those with a 64 KiB window). One byte of output at most."""
     try:
-        zlib.decompressobj(zlib.MAX_WBITS).decompress(head[:_BROTLI_TRIAL], 1)
+        zlib.decompressobj(zlib.MAX_WBITS).decompress(head[:_TRIAL_BYTES], 1)
     except zlib.error:
         return False
     return True
@@ -266,7 +266,7 @@ def _brotli_start(head: bytes) -> bool:
     of its own that gives out a byte, once per stream (the window is checked first: a
     bomb's first 64 bytes cost about 10 ms to decode into a 4 MiB window)."""
     try:
-        brotli.Decompressor().process(head[:_BROTLI_TRIAL], output_buffer_limit=1)
+        brotli.Decompressor().process(head[:_TRIAL_BYTES], output_buffer_limit=1)
     except brotli.error:
         return False
     return True

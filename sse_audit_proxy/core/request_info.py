@@ -12,6 +12,7 @@ import msgspec
 import orjson
 
 from sse_audit_proxy.core.field_names import FIELD_NAMES, REQUEST_FIELDS
+from sse_audit_proxy.core.skeleton import numbered
 
 MAX_TRACE_ID = 128
 MAX_MODEL = 128
@@ -78,13 +79,7 @@ def _named(fields: dict[str, _Figure]) -> dict[str, _Figure]:
     out: dict[str, _Figure] = {}
     for key, value in fields.items():
         head, dot, rest = key.partition(".")  # stream_options' fields: `stream_options.name`
-        name = _known(head) + (dot + _known(rest) if dot else "")
-        if name in out:
-            n = 2
-            while f"{name}#{n}" in out:
-                n += 1
-            name = f"{name}#{n}"
-        out[name] = value
+        out[numbered(_known(head) + (dot + _known(rest) if dot else ""), out)] = value
     return out
 
 

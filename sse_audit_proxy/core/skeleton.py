@@ -15,6 +15,7 @@ and the skeleton's size.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from itertools import islice
 from typing import Any
 
@@ -142,10 +143,15 @@ def _opaque(value: Any, depth: int) -> Any:
 
 def _placeholder(key: str, out: dict[str, Any]) -> str:
     """`"<N>"` for a key of N characters; `"<N>#2"`, ... when `out` has that one already."""
-    name = f"<{len(key)}>"
-    if name in out:
+    return numbered(f"<{len(key)}>", out)
+
+
+def numbered(name: str, taken: Container[str]) -> str:
+    """`name`, or the first of `name#2`, `name#3`, ... that `taken` does not hold: an object
+    keeps its number of keys when several are written alike."""
+    if name in taken:
         n = 2
-        while f"{name}#{n}" in out:
+        while f"{name}#{n}" in taken:
             n += 1
         name = f"{name}#{n}"
     return name

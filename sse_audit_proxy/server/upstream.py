@@ -254,12 +254,16 @@ class Connection(asyncio.Protocol):
         if self._parser is None or self.body_done:
             return
         if self.status and not self.chunked and self.content_length is None and not self.head_only:
-            if self._closed_cleanly or self.target.ssl is None:
+            if exc is None and (self._closed_cleanly or self.target.ssl is None):
                 self._message_complete()  # close-delimited body: the close is its end
                 return
-            # Over TLS a close without close_notify is a cut, not the body's end (RFC 8446
-            # 6.1): such a body reached the client as a clean, complete answer.
-            self._fail(Disconnected("TLS closed without close_notify"), End.UPSTREAM_BROKEN)
+            # A reset is a cut, not the body's end (the openai SDK and curl fail on it), and so
+            # over TLS is a close without close_notify (RFC 8446 6.1): either reached the
+            # client as a clean, complete answer.
+            self._fail(
+                Disconnected("reset" if exc is not None else "TLS closed without close_notify"),
+                End.UPSTREAM_BROKEN,
+            )
             return
         self._fail(Disconnected("closed"), End.UPSTREAM_BROKEN)
 

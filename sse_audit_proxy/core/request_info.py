@@ -196,6 +196,12 @@ SCAN_SLICE = 16 << 10
 # the loop). A body with more events than this is not read further: its model is unknown,
 # as for a body that is not JSON. Real prompts are a few long strings: a few thousand events.
 MAX_SCAN_EVENTS = 1_000_000
+# Each parse event comes with its path, which grows with the nesting: 30 KB of `[` (30,000
+# deep) held the loop for a second and took 2 GB. A body nested deeper than this is not read
+# further (unknown). msgspec, which reads whole bodies (read_whole), stops near Python's
+# recursion limit (1,000) and leaves deeper bodies to the scan: they agree up to here.
+MAX_DEPTH = 1024
+_BRACKETS = re.compile(rb"[\[\]{}]")
 # yajl's C backend for ijson (3.6) crashes the process (a segmentation fault) on an integer
 # longer than Python's int-from-text limit (4300 digits by default, at least 640 whatever
 # PYTHONINTMAXSTRDIGITS says): a body with a run of this many digits outside a long string
@@ -229,6 +235,7 @@ class BodyScanner:
     __slots__ = (
         "_carry_odd",
         "_coro",
+        "_depth",
         "_digits",
         "_events",
         "_failed",
@@ -257,6 +264,7 @@ class BodyScanner:
         self._quiet = 0  # bytes given to the parser since its last event
         self._left = MAX_SCAN_EVENTS  # parse events the scan may still take
         self._digits = 0  # the digits that end the bytes given to the parser so far
+        self._depth = 0  # arrays and objects open at the end of the bytes given to the parser
         self._shape = _Shape()  # for evidence: field names, numbers, list sizes; never text
 
     def feed_whole(self, parts: list[bytes]) -> None:
@@ -279,7 +287,7 @@ class BodyScanner:
             return
         try:
             data = self._shorten(data)
-            if self._long_number(data):
+            if self._depth > MAX_DEPTH or self._long_number(data):
                 self._fail()
                 return
             self._parse(data)
@@ -296,16 +304,19 @@ class BodyScanner:
             # it is (a typical request body, in one read: its cost per stream, profiled).
             parts = data.split(b'"')
             if len(parts) % 2 and max(map(len, parts[1::2]), default=0) <= STRING_KEEP:
+                for outside in parts[::2]:
+                    self._nest(outside)
                 return data
         out: list[bytes] = []
         pos, n = 0, len(data)
         while pos < n:
             if not self._in_str:
                 q = data.find(b'"', pos)
+                outside = data[pos:] if q < 0 else data[pos:q]
+                self._nest(outside)
+                out.append(outside)
                 if q < 0:
-                    out.append(data[pos:])
                     break
-                out.append(data[pos:q])
                 self._in_str, self._str, self._carry_odd = True, bytearray(), False
                 pos = q + 1
                 continue
@@ -328,6 +339,21 @@ class BodyScanner:
             self._in_str, self._str = False, bytearray()
             pos = q + 1
         return b"".join(out)
+
+    def _nest(self, outside: bytes) -> None:
+        """Follow the nesting through bytes outside strings; past MAX_DEPTH it stays there."""
+        depth = self._depth
+        opens = outside.count(b"[") + outside.count(b"{")
+        if depth > MAX_DEPTH:
+            return
+        if depth + opens <= MAX_DEPTH:  # cannot get too deep here (most reads): C counts only
+            self._depth = depth + opens - outside.count(b"]") - outside.count(b"}")
+            return
+        for bracket in _BRACKETS.findall(outside):
+            depth += 1 if bracket in b"[{" else -1
+            if depth > MAX_DEPTH:
+                break
+        self._depth = depth
 
     def _long_number(self, data: bytes) -> bool:
         """A run of MAX_NUMBER_DIGITS digits, counting the end of the bytes fed before."""

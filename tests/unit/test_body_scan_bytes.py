@@ -3,12 +3,14 @@ JSON (invalid UTF-8 included, which yajl passes to Python's strict decoder) read
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.core.request_info import BodyScanner, RequestInfo
+from sse_audit_proxy.core.request_info import MAX_DEPTH, BodyScanner, RequestInfo
 
 # UTF-8 forms yajl's own check lets through that Python refuses, and plain invalid bytes.
 ODD = [b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xff", b"\xc3("]
@@ -89,3 +91,29 @@ def test_a_body_of_too_many_tokens_is_read_no_further(monkeypatch: pytest.Monkey
     under.feed(few + b',"model":"m","stream":true}')
     info = under.info()
     assert (info.model, info.stream) == ("m", True)
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+def test_a_body_nested_too_deep_is_read_no_further(closed: bool) -> None:
+    # Each parse event carries its path, which grows with the nesting: 30 KB of `[` held the
+    # loop for a second and took 2 GB. Past MAX_DEPTH the scan stops before the parser sees it.
+    deep = 30_000
+    body = b'{"model":"m","stream":true,"x":' + b"[" * deep + (b"]" * deep + b"}" if closed else b"")
+    tracemalloc.start()
+    try:
+        info = scan(cut(body, [7_000, 20_000]), complete=closed)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info == RequestInfo()
+    assert peak < 4 << 20, peak  # (it was about 2 GB)
+
+
+def test_nesting_up_to_the_limit_is_read_and_brackets_in_strings_do_not_count() -> None:
+    # msgspec (read_whole) reads up to Python's recursion limit: the scan reads that deep too.
+    inner = b'"[{[{"' * 300  # brackets inside strings are no nesting
+    for depth, read in ((MAX_DEPTH - 1, True), (MAX_DEPTH + 1, False)):
+        value = b"[" * depth + inner.replace(b'""', b'","') + b"]" * depth
+        body = b'{"x":' + value + b',"model":"m","stream":true}'
+        info = scan(cut(body, [len(body) // 3, len(body) // 2]))
+        assert (info.model == "m") is read, depth

@@ -19,7 +19,9 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
   after them), at most MAX_QUEUED of them parsed and waiting: the rest of the read that
   brought more waits unparsed; bytes after a request that closes the connection are ignored;
   a client that goes away cancels its handler at once; request bodies stream, reading the socket pausing while
-  BODY_HIGH_WATER bytes wait for the handler.
+  BODY_HIGH_WATER bytes wait for the handler. Pipelined requests that will not be served (the
+  client left, or the connection closes after the one before) are told to `on_unserved`, so
+  each still has its record.
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ class Answer:
 Handler = Callable[["Request"], Awaitable[Answer]]
 # (a stand-in request: method UNKNOWN, path /, no fields; status: 400 or 431) -> the answer
 ParseErrorHandler = Callable[["Request", int, BaseException | None], Answer]
+# (a pipelined request no handler will run for, whether its client is gone) -> None
+UnservedHandler = Callable[["Request", bool], None]
 
 
 class Request:
@@ -471,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
         for request in (self._parsing, self._current):
             if request is not None:
                 request._fail(gone)
-        self._queue = None
+        self._drop_queue(client_gone=True)
         self._held = b""
         self.resume_writing()  # a drain waiting for the client learns it is gone
         if self._task is not None:
@@ -821,7 +825,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._stop_serving()
         self._held = b""
-        self._queue = None  # nothing more is served here
+        self._drop_queue(client_gone=False)  # nothing more is served here
         self._linger_until = self._loop.time() + LINGER_TIME
         self._linger_heard = False
         if transport.can_write_eof():
@@ -845,8 +849,22 @@ class ClientConnection(asyncio.Protocol):
         self._disarm_head_timer()
         self._cancel_idle_timer()
 
+    def _drop_queue(self, *, client_gone: bool) -> None:
+        """The pipelined requests waiting here will not be served: each is told, for its record
+        (they vanished unrecorded when their client left, the drain cut the one before them, or
+        the connection closed after it)."""
+        queue, self._queue = self._queue, None
+        if not queue:
+            return
+        for request in queue:
+            try:
+                self._server.on_unserved(request, client_gone)
+            except Exception as exc:
+                _log.error("handler_failed", **failure(exc))
+
     def _close(self) -> None:
         self._stop_serving()
+        self._drop_queue(client_gone=False)
         transport = self.transport
         if transport is not None:
             transport.close()
@@ -896,6 +914,7 @@ class HttpServer:
         handler: Handler,
         *,
         on_parse_error: ParseErrorHandler,
+        on_unserved: UnservedHandler | None = None,
         header_timeout: float,
         keepalive_timeout: float,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
@@ -903,6 +922,7 @@ class HttpServer:
     ) -> None:
         self.handler = handler
         self.on_parse_error = on_parse_error
+        self.on_unserved: UnservedHandler = on_unserved or (lambda _request, _gone: None)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout

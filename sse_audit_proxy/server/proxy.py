@@ -304,6 +304,7 @@ class Proxy:
         server = HttpServer(
             self.handle,
             on_parse_error=self._parse_error,
+            on_unserved=self._unserved,
             header_timeout=cfg.header_timeout,
             keepalive_timeout=cfg.keepalive_timeout,
             body_timeout=cfg.body_timeout,
@@ -898,9 +899,8 @@ class Proxy:
         r.finish(audit, end)
         return resp
 
-    def _parse_error(self, request: Request, status: int, exc: BaseException | None) -> Answer:
-        """A request head the server refused (bad or oversized): answer and record it."""
-        started = time.monotonic()
+    def _unhandled(self, request: Request) -> Recording:
+        """The record of a request no handler ran for, from its head alone."""
         trace_id, _ = trace_id_from(request.headers, _new_trace_id)
         rec = AuditRecord(
             trace_id,
@@ -914,7 +914,25 @@ class Proxy:
             None,
             upstream=self.router.baseline.name,
         )
-        r = Recording(rec, started, self._sinks)
+        return Recording(rec, time.monotonic(), self._sinks)
+
+    def _unserved(self, request: Request, client_gone: bool) -> None:
+        """A pipelined request that will not be served: recorded, never sent upstream."""
+        r = self._unhandled(request)
+        rec = r.rec
+        rec.status = STATUS_CLIENT_GONE  # no answer went out (nginx's 499)
+        if self._aborting:
+            rec.error, end = "shutdown", End.ABORTED
+        elif client_gone:
+            rec.error, end = "client_disconnect", End.CLIENT_GONE
+        else:  # the connection closed after the request before it (refused, or broken)
+            rec.error, end = "not_served", End.ABORTED
+        r.finish(None, end)
+
+    def _parse_error(self, request: Request, status: int, exc: BaseException | None) -> Answer:
+        """A request head the server refused (bad or oversized): answer and record it."""
+        r = self._unhandled(request)
+        trace_id = r.rec.trace_id
         status, code, msg = parse_error_answer(status, exc)
         if status >= 500:
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)

@@ -22,11 +22,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from peers import serve
 from relay_support import RawRequest, raw_exchange, raw_upstream, read_response
 from test_key_flood import rss_kib
 from yarl import URL
+
+from sse_audit_proxy.server.http_server import MAX_QUEUED
 
 CHAT = b"/v1/chat/completions"
 STREAM_BODY = b'{"model":"m","stream":true,"messages":[]}'
@@ -119,13 +122,18 @@ async def test_a_pipelining_flood_behind_a_stream_holds_one_read_not_a_queue_of_
         finally:
             for writer in writers:
                 writer.transport.abort()
-        records = await wait_for_ends(child, 2 + FLOOD_CONNS)
+        # Each connection's stream, and the requests parsed and queued behind it (no more).
+        records = await wait_for_ends(child, 2 + FLOOD_CONNS * (1 + MAX_QUEUED))
         release.set()
     # Before: about 2,200 KiB a connection (thousands of parsed requests queued).
     assert grown < 200 * FLOOD_CONNS, f"serve grew {grown} KiB for {FLOOD_CONNS} connections"
-    streams = records[2:]
-    assert len(streams) == FLOOD_CONNS, records  # no queued request was answered or recorded
-    assert {(r["event"], r["outcome"]) for r in streams} == {("stream_end", "client_disconnect")}
+    streams = [r for r in records[2:] if r["event"] == "stream_end"]
+    queued = [r for r in records[2:] if r["event"] != "stream_end"]
+    assert len(streams) == FLOOD_CONNS, records
+    assert {r["outcome"] for r in streams} == {"client_disconnect"}
+    # The queued ones were never served: each recorded as its client's leaving, none answered.
+    assert len(queued) == FLOOD_CONNS * MAX_QUEUED, len(queued)
+    assert {(r["status"], r["error"]) for r in queued} == {(499, "client_disconnect")}
     assert len(up.requests) == 2 + FLOOD_CONNS  # nothing queued behind the streams went upstream
 
 
@@ -281,3 +289,60 @@ async def test_only_the_requests_answered_are_recorded_around_a_closing_request(
     named = [r["trace_id"] if r["status"] != 400 else "400" for r in records]
     assert named == traces, records  # before: a 400 record for a 400 never sent, or one lost
     assert len(up.requests) == answers.count("200")
+
+
+SLOW_STREAM_FRAMES = 40
+
+
+async def slow_stream(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+    if req.target != CHAT:
+        writer.write(echo_trace(req))
+        return
+    writer.write(SSE_HEAD)
+    for _ in range(SLOW_STREAM_FRAMES):  # 4 s: longer than any trigger below waits
+        writer.write(b"%x\r\n%s\r\n" % (len(FRAME), FRAME))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    writer.write(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("trigger", ["client leaves", "drain ends", "refused with a close"])
+async def test_pipelined_requests_that_are_never_served_each_have_their_record(trigger: str) -> None:
+    """Requests parsed and queued behind one that does not end well vanished with no record,
+    no metric and no answer: the client left while the first streamed, the drain cut the first
+    at SIGTERM, or the first was refused with a close (a 401 whose body the proxy does not read)."""
+    args = ["--drain-timeout", "0.5", "--require-key", "good-key"]
+    key = b"Authorization: Bearer good-key\r\n"
+    first = post(CHAT, STREAM_BODY, key, trace=b"first")
+    if trigger == "refused with a close":
+        first = post(CHAT, STREAM_BODY, trace=b"first")  # no key: 401, the connection closes
+    queued = get("q1", key) + get("q2", key)
+    async with raw_upstream(slow_stream) as up, serve(URL(f"http://127.0.0.1:{up.port}"), *args) as child:
+        _, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(first + queued)
+        await asyncio.sleep(0.5)  # all three are parsed; the first streams (or was refused)
+        if trigger == "client leaves":
+            writer.close()
+        elif trigger == "drain ends":
+            child.proc.terminate()
+            await asyncio.wait_for(child.proc.wait(), 10)
+        records = await wait_for_ends(child, 3)
+        metrics = ""
+        if trigger != "drain ends":
+            async with aiohttp.ClientSession() as http, http.get(child.metrics_url / "metrics") as resp:
+                metrics = await resp.text()
+        writer.close()
+    by_trace = {r["trace_id"]: r for r in records}
+    assert sorted(by_trace) == ["first", "q1", "q2"], records
+    expected = {
+        "client leaves": "client_disconnect",
+        "drain ends": "shutdown",
+        "refused with a close": "not_served",
+    }
+    for trace in ("q1", "q2"):
+        assert (by_trace[trace]["status"], by_trace[trace]["error"]) == (499, expected[trigger]), by_trace[
+            trace
+        ]
+    assert [r.target for r in up.requests if r.target != CHAT] == []  # never sent upstream
+    if metrics:
+        assert re.search(r'sse_audit_requests_total\{[^}]*status="499"[^}]*\} 2\.0', metrics), metrics

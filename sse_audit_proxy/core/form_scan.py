@@ -20,11 +20,10 @@ from collections.abc import Callable
 import orjson
 
 from sse_audit_proxy.core.request_info import (
-    MAX_MODEL,
     UNKNOWN_MODEL,
     BodyScanner,
     RequestInfo,
-    safe_token,
+    model_name,
 )
 
 WANTED = frozenset({b"model", b"stream"})
@@ -237,11 +236,11 @@ class FormScanner:
         if not fields:
             return RequestInfo()
         model = fields.get(b"model")
-        name = safe_token(model.decode("utf-8", "replace").strip(), MAX_MODEL) if model else ""
+        name = model_name(model.decode("utf-8", "replace").strip()) if model else UNKNOWN_MODEL
         stream = fields.get(b"stream")
         asked = stream is not None and stream.strip().lower() in TRUE
         shape = {k.decode("latin-1"): (asked if k == b"stream" else None) for k in sorted(fields)}
-        return RequestInfo(model=name or UNKNOWN_MODEL, stream=asked, shape=orjson.dumps(shape).decode())
+        return RequestInfo(model=name, stream=asked, shape=orjson.dumps(shape).decode())
 
 
 Scanner = BodyScanner | FormScanner

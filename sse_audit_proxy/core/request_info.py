@@ -11,12 +11,14 @@ import ijson
 import msgspec
 import orjson
 
+from sse_audit_proxy.core.credentials import KEY_SHAPES
 from sse_audit_proxy.core.field_names import FIELD_NAMES, REQUEST_FIELDS
 from sse_audit_proxy.core.skeleton import numbered
 
 MAX_TRACE_ID = 128
 MAX_MODEL = 128
 UNKNOWN_MODEL = "unknown"
+REDACTED_MODEL = "[redacted]"  # as the log lines' redaction writes a key
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+=-]")
 # The header the proxy echoes to the client and sends upstream (the one OpenAI's SDKs send).
 TRACE_HEADER = "X-Client-Request-Id"
@@ -50,10 +52,9 @@ class RequestInfo:
         if not isinstance(doc, dict):
             return cls()
         model = doc.get("model")
-        model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
         options = doc.get("stream_options")
         return cls(
-            model=model or UNKNOWN_MODEL,
+            model=model_name(model) if isinstance(model, str) else UNKNOWN_MODEL,
             stream=asks_for_stream(doc),
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             shape=request_shape(doc),
@@ -451,9 +452,8 @@ def _info(found: dict[str, object], fields: dict[str, int | float | bool | None]
     if not found:
         return RequestInfo()
     model = found.get("model")
-    model = safe_token(model, MAX_MODEL) if isinstance(model, str) else ""
     return RequestInfo(
-        model=model or UNKNOWN_MODEL,
+        model=model_name(model) if isinstance(model, str) else UNKNOWN_MODEL,
         stream=asks_for_stream(found),
         include_usage=found.get(_INCLUDE_USAGE) is True,
         shape=orjson.dumps(_named({k: v for k, v in fields.items() if k != "stream_options"})).decode(),
@@ -592,6 +592,16 @@ def _options(
         ):
             fields[f"stream_options.{key}"] = value
     return True
+
+
+def model_name(value: str) -> str:
+    """A client's model name as records, metric labels and pages show it: safe characters, at
+    most MAX_MODEL; a key of a well-known shape (a key pasted into `model`) is not shown (it
+    reached the metrics' `model` label and `/streams/recent`)."""
+    name = safe_token(value, MAX_MODEL)
+    if not name:
+        return UNKNOWN_MODEL
+    return REDACTED_MODEL if KEY_SHAPES.search(name) else name
 
 
 def safe_token(value: str, limit: int) -> str:

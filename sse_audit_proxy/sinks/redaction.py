@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
+from sse_audit_proxy.core.credentials import KEY_SHAPES
+
 SECRET_HEADERS = (
     "authorization",
     "proxy-authorization",
@@ -84,13 +86,6 @@ _CAMEL_PAIR = re.compile(
     r"((?<![A-Za-z0-9])[A-Za-z0-9]*[a-z0-9](?:Token|Key|Secret|Passw(?:or)?d|Pwd|Signature|Credential|Jwt)"
     r"['\"]?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*'|[^\s\"'&;,}]+)"
 )
-# Keys of well-known shapes, wherever they sit in a value: Google API keys and OAuth tokens,
-# AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub and Slack tokens.
-_SHAPED = re.compile(
-    r"\bAIza[0-9A-Za-z_-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bya29\.[0-9A-Za-z_.-]+"
-    r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
-)
 
 
 def secret_names(extra: Iterable[str] = ()) -> frozenset[str]:
@@ -155,7 +150,7 @@ class Redactor:
         value = _USERINFO.sub(rf"\1{REDACTED}@", value)
         value = _SECRET_PAIR.sub(rf"\1{REDACTED}", value)
         value = _CAMEL_PAIR.sub(rf"\1{REDACTED}", value)
-        return _SHAPED.sub(REDACTED, value)
+        return KEY_SHAPES.sub(REDACTED, value)
 
     def _suspect(self, text: str) -> bool:
         """Whether `text` has a word some substitution needs (else scrub() leaves it as it is)."""

@@ -1,0 +1,17 @@
+"""Keys and tokens of well-known shapes, wherever they sit in a string.
+
+The log lines' redaction and the evidence's header scrubbing blank them (sinks/redaction.py); a
+client's model name of such a shape (a key pasted into `model`) is not shown at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub
+# and Slack tokens.
+KEY_SHAPES = re.compile(
+    r"\bAIza[0-9A-Za-z_-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bya29\.[0-9A-Za-z_.-]+"
+    r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
+)

@@ -1,0 +1,54 @@
+"""A client's model name reaches the record, the metrics' `model` label and the pages: a key
+pasted into `model` (`sk-proj-…`) is not shown there, real model names are, as sent."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sse_audit_proxy.core.form_scan import FormScanner
+from sse_audit_proxy.core.request_info import REDACTED_MODEL, BodyScanner, RequestInfo, read_whole
+
+KEYS = [
+    "sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5Ab7Cd9Ef",
+    "sk-ant-api03-AbCdEfGh1234567890",
+    "AKIAIOSFODNN7EXAMPLE",
+    "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+]
+MODELS = [
+    "gpt-4o-2024-08-06",
+    "claude-3-5-sonnet-20241022",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "Qwen/Qwen2.5-72B-Instruct-AWQ",
+    "ft:gpt-4o-mini-2024-07-18:my-org:custom-suffix:9a8b7c6d",
+    "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "gemini-1.5-pro-002",
+    "task-skill-v2",  # `sk` inside a word is no key
+]
+
+
+def readings(model: str) -> list[RequestInfo]:
+    body = orjson.dumps({"model": model, "stream": True, "messages": []})
+    whole = read_whole(body)
+    assert whole is not None
+    scanner = BodyScanner()
+    for i in range(0, len(body), 7):  # the scan, in pieces
+        scanner.feed(body[i : i + 7])
+    form = FormScanner(b"b")
+    form.feed(b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n%s\r\n--b--\r\n' % model.encode())
+    return [whole, scanner.info(), form.info()]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_key_sent_as_the_model_is_not_shown(key: str) -> None:
+    for info in readings(key):
+        assert info.model == REDACTED_MODEL, info
+        assert key not in info.shape
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_real_model_names_are_shown_as_sent(model: str) -> None:
+    assert [info.model for info in readings(model)] == [model] * 3

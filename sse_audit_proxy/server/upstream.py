@@ -16,6 +16,7 @@ connection dead and are never forwarded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import math
@@ -33,10 +34,17 @@ import httptools
 
 from sse_audit_proxy.core.audit import End
 
-# How long an idle pooled connection is kept (aiohttp's client default was 15 s), or less: a
-# second under what the upstream's `Keep-Alive: timeout=N` says it keeps one (Node's 5 s), so
-# that a request is never written as the upstream closes it.
-POOL_IDLE_SECONDS = 15.0
+# How long an idle pooled connection is kept, or less: a second under what the upstream's
+# `Keep-Alive: timeout=N` says it keeps one, so that a request is never written as the upstream
+# closes it (a POST written then got `502 upstream_disconnected`). uvicorn (LiteLLM, vLLM),
+# hypercorn and Node close idle connections after 5 s, uvicorn without saying so: 4 s. An
+# upstream seen closing idle connections sooner teaches its pool a shorter time (Pool._learn).
+POOL_IDLE_SECONDS = 4.0
+# What is learned from an upstream's close of an idle connection: its age less this margin (a
+# request in flight when it closes is lost); closes younger than LEARN_FROM teach nothing (an
+# upstream restarting closes all, whatever their age).
+IDLE_MARGIN = 0.5
+LEARN_FROM = 1.0
 _KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[,;\s])timeout\s*=\s*\"?(\d{1,6})", re.I)
 # RFC 8305 (Happy Eyeballs): a name's next address is tried when the last attempt failed or had
 # no answer for this long, the attempts racing from then on. Tried strictly in turn, one address
@@ -120,6 +128,7 @@ class BadResponse(UpstreamError):
     code = "upstream_bad_response"
 
 
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _monotonic = time.monotonic  # the clock of reads, timeouts and the sink: one global lookup
 BodySink = Callable[[bytes, float], "End | None"]  # (body, arrival time): why to stop, or None
 
@@ -167,6 +176,7 @@ class Connection(asyncio.Protocol):
         "keep_idle",
         "last_read",
         "on_answer",
+        "pooled_at",
         "reason",
         "sent",
         "status",
@@ -188,6 +198,7 @@ class Connection(asyncio.Protocol):
         # proxy while it waits for the client's next body bytes.
         self.on_answer: Callable[[], None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
+        self.pooled_at = 0.0  # when (time.monotonic) it last went idle in the pool
         self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
 
@@ -248,8 +259,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.status and self._parser is not None:
             self._read_left()
+        by_upstream = not self.dead and exc is None  # a clean close that the proxy did not make
         self.dead = True
-        self._pool._forget(self)
+        self._pool._forget(self, closed_idle=by_upstream)
         self._wake_writer()
         if self._parser is None or self.body_done:
             return
@@ -356,6 +368,8 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self._not_body = 0  # the head ended (a larger one that came in one read is let through)
+        if self.uses > 1:
+            self._ack_at_once()
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
         if self.keep_alive:
@@ -369,6 +383,22 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()  # until the relay is ready for the body
         if self.head_only or status in _NO_BODY_STATUS:
             self._message_complete()
+
+    def _ack_at_once(self) -> None:
+        """A reused connection's response: acknowledge its segments as they are read.
+
+        Linux delays acknowledgements on a connection where it sends soon after it receives
+        (request after response, as on a pooled connection). An upstream that streams with
+        Nagle on (tornado) holds each small write until the last is acknowledged: its tokens
+        came 40 ms late and in clumps, judged `buffered`, where a client connecting afresh, whose
+        segments are acknowledged at once, saw them paced. TCP_QUICKACK ends that mode until
+        the proxy sends again (the next request)."""
+        if _QUICKACK is None or self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     def _read_framing(self) -> bool:
         """`chunked` and `content_length` from the final head; False: framing we do not read.
@@ -600,6 +630,7 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._idle: dict[Target, list[Connection]] = {}
         self._all: set[Connection] = set()
+        self._learned_idle: dict[Target, float] = {}  # learned: shorter than POOL_IDLE_SECONDS
 
     async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
         idle = None if fresh else self._idle.get(target)
@@ -700,13 +731,27 @@ class Pool:
             conn.close()
             return
         idle.append(conn)
+        conn.pooled_at = _monotonic()
+        keep_idle = min(keep_idle, self._learned_idle.get(conn.target, keep_idle))
         conn._idle_handle = conn._loop.call_later(keep_idle, conn.idle_expired)
 
-    def _forget(self, conn: Connection) -> None:
+    def _forget(self, conn: Connection, *, closed_idle: bool = False) -> None:
+        """`conn` is gone; `closed_idle`: the upstream closed it cleanly (maybe while pooled)."""
         self._all.discard(conn)
         idle = self._idle.get(conn.target)
         if idle and conn in idle:
             idle.remove(conn)
+            if closed_idle:
+                self._learn(conn.target, _monotonic() - conn.pooled_at)
+
+    def _learn(self, target: Target, age: float) -> None:
+        """The upstream closed a connection idle for `age` seconds: its keep-alive timeout, as
+        it does not say it (gunicorn keeps one 2 s): later ones are retired before that."""
+        if age < LEARN_FROM:
+            return
+        keep = age - IDLE_MARGIN
+        if keep < self._learned_idle.get(target, POOL_IDLE_SECONDS):
+            self._learned_idle[target] = keep
 
     def close(self) -> None:
         for conn in list(self._all):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
 
@@ -93,3 +94,29 @@ async def test_fast_decoder_short_answer_is_not_buffered_and_a_release_still_is(
     assert released["outcome"] == "complete" and released["content_frames"] == 30, released
     assert released["anomalies"] == ["buffered"], released
     assert "of the 29 gaps between them under 0.5 ms" in released["reasons"][0], released
+
+
+async def nagle(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+    """tornado's habit: Nagle on while it streams, the head written with the first token after a
+    300 ms wait, then a token a millisecond; the connection kept for the next request."""
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+    await asyncio.sleep(0.3)
+    writer.write(SSE_HEAD + chunk({"content": "t"}))
+    for i in range(39):
+        await asyncio.sleep(0.001)
+        writer.write(chunk({"content": f" t{i}"}))
+    writer.write(TAIL)
+    await writer.drain()
+
+
+async def test_a_nagle_upstreams_tokens_are_paced_on_a_reused_connection() -> None:
+    """On a pooled connection Linux delayed the proxy's acknowledgements (it had sent the
+    request soon after the last response), so such an upstream's tokens waited for them: they
+    came in clumps (tornado's first token 40 ms late), every stream after the first judged
+    `buffered`; a client connecting to it afresh saw them paced."""
+    async with raw_upstream(nagle) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        recs = [await stream(child, f"nagle-{i}", "/v1/chat/completions") for i in range(4)]
+    assert len(up.requests) == 4 and up.connections == 1  # the later three on a reused connection
+    for rec in recs:
+        assert (rec["outcome"], rec["content_frames"]) == ("complete", 40), rec
+        assert rec["anomalies"] == [], rec  # before: ["buffered"] from the second on

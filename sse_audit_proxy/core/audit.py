@@ -7,6 +7,7 @@ with the same times always gives the same result.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,12 +276,17 @@ class StreamAudit:
         if self._inflate is None:
             take(chunk, t)
         else:  # decoded piece by piece: a small chunk may expand a lot
-            for piece in self._inflate.feed(chunk):
-                take(piece, t)
-                # A sniff may settle on any piece what the body is (stream, or nothing to learn).
-                take = self._take
-                if take is None:
-                    break
+            self._take_decoded(self._inflate.feed(chunk), t)
+
+    def _take_decoded(self, pieces: Iterator[bytes], t: float) -> None:
+        """Decoded pieces to `_take`, which is set, until a sniff settles on one that there is
+        nothing to learn (it may on any piece)."""
+        take = self._take
+        for piece in pieces:
+            take(piece, t)
+            take = self._take
+            if take is None:
+                break
 
     def _decode(self, data: bytes, t: float) -> None:
         self._decode_frames(data, t)
@@ -487,6 +493,10 @@ class StreamAudit:
 
     def finish(self, t: float, end: End) -> StreamResult:
         self._settle()
+        if self._inflate is not None and self._take is not None:
+            # First bytes held to tell what the body is (a short body): decided on as they are.
+            self._take_decoded(self._inflate.end(), t)
+            self._settle()
         decoder = self._decoder
         unterminated = decoder.close()
         if decoder.oversized:

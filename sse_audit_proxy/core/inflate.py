@@ -59,8 +59,12 @@ MAX_BACKLOG = 1 << 20
 # the default of Node, Python and Go encoders; nginx's brotli module uses 19). A stream that
 # declares a larger one (16 MiB at 24) is not decoded: it is judged as an unreadable body.
 MAX_BROTLI_WBITS = 22
-_TRIAL_BYTES = 64  # first bytes tried on a throwaway decoder (zlib's or Brotli's)
-_BROTLI_TRIAL_MIN = 16  # ... and how many, when they are all text, before Brotli is chosen
+# First bytes tried on a throwaway decoder (zlib's or Brotli's). A body labelled `br` whose
+# first bytes are text (after a BOM) waits for this many before it is tried at all: a trial on
+# fewer could take what the whole would refuse (text often fails only after a dozen bytes), and
+# the reading would depend on how the body was cut. A real Brotli stream is never 64 bytes of
+# text; a body that ends sooner is decided on as it is (end()).
+_TRIAL_BYTES = 64
 
 
 def wants_inflater(content_encoding: str) -> bool:
@@ -77,6 +81,7 @@ class Inflater:
         "_backlog",
         "_budget",
         "_encoding",
+        "_ended",
         "_head",
         "_max",
         "_members",
@@ -96,6 +101,7 @@ class Inflater:
         self._max = max_piece
         self._budget = feed_max_out
         self._head = b""  # first bytes, held until they say what the body is
+        self._ended = False  # the body ended (end()): what is held is decided on as it is
         self._z: Any = None  # a zlib decompressobj, or _PLAIN once the body is not compressed
         self._members = False  # gzip: another member may follow the end of one
         # An encoding we cannot decode (br, zstd, ...) leaves the frames unreadable.
@@ -138,6 +144,13 @@ class Inflater:
             self._backlog = b""
             self._z = None  # its window and state are not needed any more
 
+    def end(self) -> Iterator[bytes]:
+        """The body ended with its first bytes still held: decide on them as they are."""
+        head, self._head = self._head, b""
+        if head and self._z is None:
+            self._ended = True
+            yield from self.feed(head)
+
     @property
     def behind(self) -> bool:
         """Compressed input is still waiting, or output a decoder holds (Brotli takes all of
@@ -153,33 +166,33 @@ class Inflater:
         )
 
     def _choose(self, head: bytes) -> bool:
-        """Pick the decoder from the first bytes; False while they are too few to tell."""
+        """Pick the decoder from the first bytes; False while they are too few to tell (until
+        the body has ended)."""
+        wait = not self._ended
+        br = self._encoding == "br"
         if head.startswith(_GZIP_MAGIC):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._members = True
-        elif len(head) < 2:
+        elif len(head) < 2 and wait:
             return False
-        elif _is_zlib_header(head) and (self._encoding != "br" or _zlib_takes(head)):
+        elif br and wait and len(head) < _TRIAL_BYTES and _is_text(head):
+            return False  # see _TRIAL_BYTES
+        elif len(head) > 1 and _is_zlib_header(head) and (not br or _zlib_takes(head)):
             self._z = zlib.decompressobj(zlib.MAX_WBITS)
-        elif (
-            self._encoding == "br"
-            and _brotli_window(head[0]) <= MAX_BROTLI_WBITS  # else held for the stream's life
-            and _brotli_start(head)
-        ):
+        elif br and _brotli_window(head[0]) <= MAX_BROTLI_WBITS and _brotli_start(head):
             # Brotli has no magic number, and its first bytes can be a `[` and text: labelled
-            # `br`, a body that is not gzip nor zlib and that Brotli does not refuse at once is
-            # Brotli. Text nearly always fails within a dozen bytes: while it may still, wait.
-            # (A larger window, or a body Brotli refuses, goes on to the text sniff: failed
-            # unless it is text.)
-            if len(head) < _BROTLI_TRIAL_MIN and all(b in _TEXT for b in head):
-                return False
+            # `br`, a body that is not gzip nor zlib and that Brotli does not refuse is Brotli.
+            # (A larger window, held for the stream's life, or a body Brotli refuses, goes on
+            # to the text sniff: failed unless it is text.)
             self._z = _Brotli()
         elif head.startswith(_BOM[: len(head)]):
-            if len(head) < len(_BOM):
+            if len(head) < len(_BOM) and wait:
                 return False
             self._z = _PLAIN
-        elif head[0] in _PLAIN_FIRST and all(b in _TEXT for b in head[:_SNIFF_BYTES]):
-            if len(head) < _SNIFF_BYTES:
+        elif head[0] in _PLAIN_FIRST and all(
+            b in _TEXT for b in head[: _TRIAL_BYTES if br else _SNIFF_BYTES]
+        ):
+            if len(head) < _SNIFF_BYTES and wait:
                 return False
             self._z = _PLAIN
         elif self._encoding == "deflate":
@@ -280,6 +293,15 @@ def _brotli_window(first: int) -> int:
         return 17 + n
     m = (first >> 4) & 7
     return 17 if m == 0 else 8 + m  # m == 1: the large-window extension, refused by Brotli
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether these first bytes are text so far, after a byte order mark (or part of one)."""
+    if head.startswith(_BOM):
+        head = head[len(_BOM) :]
+    elif _BOM.startswith(head):
+        return True
+    return all(b in _TEXT for b in head)
 
 
 def _is_zlib_header(head: bytes) -> bool:

@@ -23,6 +23,13 @@ from sse_audit_proxy.server.tcp import reset
 
 # Paths any Host may read: they hold no stream record.
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+# /readyz's status: 200 with READY, else 503 with why (see server/reach.py for UNREACHED).
+READY, DRAINING, UNREACHED, WORKERS_NOT_READY = (
+    "ready",
+    "draining",
+    "upstream_unreachable",
+    "workers_not_ready",
+)
 MISDIRECTED = (
     "421 Misdirected Request: stream records and pages answer only a Host that is an IP "
     "address, localhost, or a name given to `serve --admin-hosts NAME[,NAME]` "
@@ -119,8 +126,9 @@ SEND_TIMEOUT = 30.0
 
 
 def admin_app(
-    registry: CollectorRegistry, ready: Callable[[], bool], hosts: Iterable[str] = ()
+    registry: CollectorRegistry, readiness: Callable[[], str], hosts: Iterable[str] = ()
 ) -> web.Application:
+    """`readiness()`: READY, or why not: /readyz's status."""
     render = Exposition(registry)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
@@ -142,9 +150,8 @@ def admin_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "draining"}, status=503)
+        status = readiness()
+        return web.json_response({"status": status}, status=200 if status == READY else 503)
 
     app = web.Application(middlewares=[host_guard(admin_hosts(hosts))])
     app.router.add_get("/metrics", metrics)

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from sse_audit_proxy.server import inspector
-from sse_audit_proxy.server.admin import admin_app
+from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, admin_app
 from sse_audit_proxy.server.canary import CanaryConfig
 from sse_audit_proxy.server.canary_control import CanaryControl, build_router
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import bind, listen
 from sse_audit_proxy.server.lookup import LocalSource, add_routes
 from sse_audit_proxy.server.proxy import Proxy, ProxyConfig
+from sse_audit_proxy.server.reach import UpstreamReach
 from sse_audit_proxy.server.recording import Sink
 from sse_audit_proxy.sinks.logs import LogSink, on_dropped_line
 from sse_audit_proxy.sinks.metrics import Metrics
@@ -65,9 +66,15 @@ class Service:
         self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
+        self.reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout)
+
+    def readiness(self) -> str:
+        if self.draining:
+            return DRAINING
+        return READY if self.reach.reached else UNREACHED
 
     async def start(self) -> None:
-        app = admin_app(self.registry, lambda: not self.draining, self.config.admin_hosts)
+        app = admin_app(self.registry, self.readiness, self.config.admin_hosts)
         source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
         add_routes(app, source)
         inspector.add_routes(app, source)
@@ -88,6 +95,7 @@ class Service:
             self.metrics_port = await bind("metrics", "--metrics-port", host, port, started)
             await bind("proxy", "--port", cfg.proxy.host, cfg.proxy.port, self.proxy.start())
             self.canary.start()
+            self.reach.start()
         except BaseException:
             await self.close()
             raise
@@ -95,6 +103,7 @@ class Service:
     async def close(self, drain_timeout: float | None = None) -> None:
         """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
         self.draining = True
+        await self.reach.close()
         await self.canary.close()
         await self.proxy.close(drain_timeout)
         if self._admin is not None:

@@ -33,10 +33,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from sse_audit_proxy.server import inspector, loop
-from sse_audit_proxy.server.admin import admin_app
+from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, WORKERS_NOT_READY, admin_app
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
+from sse_audit_proxy.server.reach import UpstreamReach
 from sse_audit_proxy.server.run import ignore_hangups, serve
 from sse_audit_proxy.server.service import ServiceConfig
 from sse_audit_proxy.sinks.logs import flush_logs
@@ -260,7 +261,14 @@ async def supervise(
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-    app = admin_app(registry, pool.ready, config.admin_hosts)
+    reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout)
+
+    def readiness() -> str:
+        if not pool.ready():
+            return DRAINING if pool.stopping else WORKERS_NOT_READY
+        return READY if reach.reached else UNREACHED
+
+    app = admin_app(registry, readiness, config.admin_hosts)
     source = WorkersSource(pool.admin_urls)
     add_routes(app, source)
     inspector.add_routes(app, source)
@@ -298,9 +306,11 @@ async def supervise(
             metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
         )
         watcher = asyncio.create_task(pool.watch())
+        reach.start()
         await stop.wait()
         ignore_hangups(running)
         _log.info("proxy_stopping", workers=size)
+        await reach.close()
         await pool.stop(stop_timeout)
         await watcher
         return 0

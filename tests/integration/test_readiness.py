@@ -1,0 +1,69 @@
+"""`/readyz` waits for the upstream: a typo in `--upstream` (a wrong port, a name that does not
+resolve) made every instance ready, so a rollout completed and every request got `502`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from tests.reliability_support import cli_proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def readyz(http: aiohttp.ClientSession, admin: URL) -> tuple[int, str]:
+    async with http.get(admin / "readyz") as r:
+        return r.status, (await r.json())["status"]
+
+
+async def lines_until(child: Any, event: str) -> list[dict[str, Any]]:
+    seen = []
+    async with asyncio.timeout(10):
+        while True:
+            line = json.loads(await child.stdout.readline())
+            seen.append(line)
+            if line["event"] == event:
+                return seen
+
+
+async def test_not_ready_until_the_upstream_is_reached_then_ready_for_good(
+    http: aiohttp.ClientSession,
+) -> None:
+    port = free_port()  # nothing listens there yet: a wrong port
+    async with cli_proxy(URL(f"http://127.0.0.1:{port}")) as (child, _, admin):
+        said = await lines_until(child, "upstream_unreachable")
+        assert said[-1]["upstream"] == f"127.0.0.1:{port}" and said[-1]["reason"] == "ConnectionRefusedError"
+        await asyncio.sleep(1.5)  # a try a second, one line for the one reason
+        assert await readyz(http, admin) == (503, "upstream_unreachable")
+        async with http.get(admin / "healthz") as r:
+            assert r.status == 200  # alive: it is not restarted, only kept out of rotation
+
+        async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(ok, "127.0.0.1", port)
+        try:
+            said = await lines_until(child, "upstream_reached")
+            assert [line["event"] for line in said] == ["upstream_reached"], said
+            assert await readyz(http, admin) == (200, "ready")
+        finally:
+            server.close()
+        await asyncio.sleep(1.5)
+        assert await readyz(http, admin) == (200, "ready")  # the upstream gone later: still ready
+
+
+async def test_a_name_that_does_not_resolve_is_not_ready(http: aiohttp.ClientSession) -> None:
+    # .invalid never resolves (RFC 6761); a resolver that cannot be reached times out instead.
+    async with cli_proxy(URL("http://upstream.invalid:8000"), "--connect-timeout", "2") as (child, _, admin):
+        said = await lines_until(child, "upstream_unreachable")
+        assert said[-1]["reason"] in ("gaierror", "TimeoutError"), said
+        assert await readyz(http, admin) == (503, "upstream_unreachable")

@@ -130,9 +130,11 @@ class _Shape:
                 elif event == "end_map":
                     self.depth -= 1
                 continue
-            name, _, rest = prefix.partition(".")
-            if "." in rest:
+            dot = prefix.find(".")
+            if dot >= 0 and prefix.find(".", dot + 1) >= 0:
                 continue  # deeper than a top-level field's items and stream_options' fields
+            # (found by two searches that stop at the first dots: a deep path can be long)
+            name, _, rest = prefix.partition(".")
             if prefix in _WANTED and name == self.top:
                 found[prefix] = value
             if name != self.top or name not in fields:
@@ -202,6 +204,13 @@ MAX_SCAN_EVENTS = 1_000_000
 # further (unknown). msgspec, which reads whole bodies (read_whole), stops near Python's
 # recursion limit (1,000) and leaves deeper bodies to the scan: they agree up to here.
 MAX_DEPTH = 1024
+# ... and so do the keys it passes through: a key is kept whole up to STRING_KEEP, and 1,000
+# levels of 1,000-character keys (1 MB, under both limits) took 500 MB of paths and held the
+# loop for 0.7 s, 6.8 s with array items at the bottom. Below the top-level values' own values
+# (objects in `messages`, a tool's schema) nothing is read: a string there is given to the
+# parser whole up to this many bytes (yajl checks its UTF-8), else as "". The paths of a body
+# at MAX_DEPTH then hold at most about 9 MB.
+DEEP_STRING_KEEP = 16
 _BRACKETS = re.compile(rb"[\[\]{}]")
 # yajl's C backend for ijson (3.6) crashes the process (a segmentation fault) on an integer
 # longer than Python's int-from-text limit (4300 digits by default, at least 640 whatever
@@ -234,6 +243,7 @@ class BodyScanner:
     """
 
     __slots__ = (
+        "_cap",
         "_carry_odd",
         "_coro",
         "_depth",
@@ -262,6 +272,7 @@ class BodyScanner:
         self._in_str = False
         self._str: bytearray | None = bytearray()  # None: longer than STRING_KEEP
         self._carry_odd = False  # inside a string, the bytes so far end in an odd run of '\\'
+        self._cap = STRING_KEEP  # the longest the current string is kept
         self._quiet = 0  # bytes given to the parser since its last event
         self._left = MAX_SCAN_EVENTS  # parse events the scan may still take
         self._digits = 0  # the digits that end the bytes given to the parser so far
@@ -298,16 +309,18 @@ class BodyScanner:
             self._broke(exc)
 
     def _shorten(self, data: bytes) -> bytes:
-        """The bytes for the JSON parser: every string longer than STRING_KEEP becomes ""."""
+        """The bytes for the JSON parser: every string longer than STRING_KEEP becomes "", and
+        inside the top-level values' own values (never read) every one over DEEP_STRING_KEEP."""
         if not self._in_str and 0x5C not in data:
             # No backslash and a whole number of strings: every quote opens or closes one, so
-            # when none is longer than STRING_KEEP the loop below would give `data` back as
-            # it is (a typical request body, in one read: its cost per stream, profiled).
+            # when none is too long the loop below would give `data` back as it is (a typical
+            # request body, in one read: its cost per stream, profiled).
             parts = data.split(b'"')
             if len(parts) % 2 and max(map(len, parts[1::2]), default=0) <= STRING_KEEP:
-                for outside in parts[::2]:
-                    self._nest(outside)
-                return data
+                depth = self._depth
+                if self._nests_short(parts):
+                    return data
+                self._depth = depth  # as it was: the loop below follows it again
         out: list[bytes] = []
         pos, n = 0, len(data)
         while pos < n:
@@ -319,6 +332,7 @@ class BodyScanner:
                 if q < 0:
                     break
                 self._in_str, self._str, self._carry_odd = True, bytearray(), False
+                self._cap = STRING_KEEP if self._depth <= 2 else DEEP_STRING_KEEP
                 pos = q + 1
                 continue
             q = data.find(b'"', pos)
@@ -340,6 +354,17 @@ class BodyScanner:
             self._in_str, self._str = False, bytearray()
             pos = q + 1
         return b"".join(out)
+
+    def _nests_short(self, parts: list[bytes]) -> bool:
+        """Follow the nesting through `parts` (outside a string, inside, ...): False at a string
+        too long for its depth."""
+        nest = self._nest
+        for i in range(1, len(parts), 2):
+            nest(parts[i - 1])
+            if len(parts[i]) > DEEP_STRING_KEEP and self._depth > 2:
+                return False
+        nest(parts[-1])
+        return True
 
     def _nest(self, outside: bytes) -> None:
         """Follow the nesting through bytes outside strings; past MAX_DEPTH it stays there."""
@@ -370,7 +395,7 @@ class BodyScanner:
     def _keep(self, seg: bytes) -> None:
         kept = self._str
         if kept is not None:
-            if len(kept) + len(seg) > STRING_KEEP:
+            if len(kept) + len(seg) > self._cap:
                 self._str = None
             else:
                 kept += seg

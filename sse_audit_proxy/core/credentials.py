@@ -1,7 +1,7 @@
 """Keys and tokens of well-known shapes, wherever they sit in a string.
 
 The log lines' redaction and the evidence's header scrubbing blank them (sinks/redaction.py); a
-client's model name of such a shape (a key pasted into `model`) is not shown at all.
+client's model name that holds one (a key pasted into `model`) is not shown at all.
 """
 
 from __future__ import annotations
@@ -15,3 +15,15 @@ KEY_SHAPES = re.compile(
     r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
 )
+# A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go.
+_AUTH_VALUE = re.compile(r"(?i)\b(?:bearer|basic)\s+\S")
+
+
+def holds_key(text: str) -> bool:
+    """Whether `text` holds a key of a well-known shape, also glued to a word by `_`
+    (`gpt-4o_sk-...`), or a credential after `Bearer`/`Basic`."""
+    return bool(
+        KEY_SHAPES.search(text)
+        or ("_" in text and KEY_SHAPES.search(text.replace("_", " ")))
+        or _AUTH_VALUE.search(text)
+    )

@@ -11,7 +11,7 @@ import ijson
 import msgspec
 import orjson
 
-from sse_audit_proxy.core.credentials import KEY_SHAPES
+from sse_audit_proxy.core.credentials import holds_key
 from sse_audit_proxy.core.field_names import FIELD_NAMES, REQUEST_FIELDS
 from sse_audit_proxy.core.skeleton import numbered
 
@@ -621,12 +621,13 @@ def _options(
 
 def model_name(value: str) -> str:
     """A client's model name as records, metric labels and pages show it: safe characters, at
-    most MAX_MODEL; a key of a well-known shape (a key pasted into `model`) is not shown (it
-    reached the metrics' `model` label and `/streams/recent`)."""
+    most MAX_MODEL; one that holds a key (a key pasted into `model`) is not shown (it reached
+    the metrics' `model` label and `/streams/recent`). Looked for as sent, and as shown: taking
+    out the space of `Bearer sk-...` glued the key to the word."""
     name = safe_token(value, MAX_MODEL)
     if not name:
         return UNKNOWN_MODEL
-    return REDACTED_MODEL if KEY_SHAPES.search(name) else name
+    return REDACTED_MODEL if holds_key(value[: MAX_MODEL * 4]) or holds_key(name) else name
 
 
 def safe_token(value: str, limit: int) -> str:

@@ -41,10 +41,13 @@ from sse_audit_proxy.core.audit import End
 # upstream seen closing idle connections sooner teaches its pool a shorter time (Pool._learn).
 POOL_IDLE_SECONDS = 4.0
 # What is learned from an upstream's close of an idle connection: its age less this margin (a
-# request in flight when it closes is lost); closes younger than LEARN_FROM teach nothing (an
-# upstream restarting closes all, whatever their age).
+# request in flight when it closes is lost), for LEARNED_FOR seconds. Closes younger than
+# LEARN_FROM teach nothing, and what was learned is forgotten in time: an upstream that restarts
+# closes them all, whatever their age, and once taught for good, it cost every later request
+# after a short pause a new connection.
 IDLE_MARGIN = 0.5
 LEARN_FROM = 1.0
+LEARNED_FOR = 600.0
 _KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[,;\s])timeout\s*=\s*\"?(\d{1,6})", re.I)
 # RFC 8305 (Happy Eyeballs): a name's next address is tried when the last attempt failed or had
 # no answer for this long, the attempts racing from then on. Tried strictly in turn, one address
@@ -630,7 +633,8 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._idle: dict[Target, list[Connection]] = {}
         self._all: set[Connection] = set()
-        self._learned_idle: dict[Target, float] = {}  # learned: shorter than POOL_IDLE_SECONDS
+        # Learned (see _learn): how long a target's connections may idle, and until when.
+        self._learned_idle: dict[Target, tuple[float, float]] = {}
 
     async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
         idle = None if fresh else self._idle.get(target)
@@ -731,8 +735,13 @@ class Pool:
             conn.close()
             return
         idle.append(conn)
-        conn.pooled_at = _monotonic()
-        keep_idle = min(keep_idle, self._learned_idle.get(conn.target, keep_idle))
+        conn.pooled_at = now = _monotonic()
+        learned = self._learned_idle.get(conn.target)
+        if learned is not None:
+            if now < learned[1]:
+                keep_idle = min(keep_idle, learned[0])
+            else:
+                del self._learned_idle[conn.target]
         conn._idle_handle = conn._loop.call_later(keep_idle, conn.idle_expired)
 
     def _forget(self, conn: Connection, *, closed_idle: bool = False) -> None:
@@ -749,9 +758,10 @@ class Pool:
         it does not say it (gunicorn keeps one 2 s): later ones are retired before that."""
         if age < LEARN_FROM:
             return
-        keep = age - IDLE_MARGIN
-        if keep < self._learned_idle.get(target, POOL_IDLE_SECONDS):
-            self._learned_idle[target] = keep
+        keep, now = age - IDLE_MARGIN, _monotonic()
+        learned = self._learned_idle.get(target)
+        if keep < POOL_IDLE_SECONDS and (learned is None or now >= learned[1] or keep <= learned[0]):
+            self._learned_idle[target] = (keep, now + LEARNED_FOR)
 
     def close(self) -> None:
         for conn in list(self._all):

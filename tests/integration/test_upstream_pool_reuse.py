@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from sse_audit_proxy.server import upstream as upstream_module
 from sse_audit_proxy.server.upstream import POOL_IDLE_SECONDS, Pool, Target, _input_waiting, _keep_idle
@@ -235,3 +236,47 @@ async def test_a_connection_is_retired_before_an_idle_close_the_upstream_does_no
         async with http.post(p.url / "v1/embeddings", json={"input": "x"}) as resp:
             assert resp.status == 200
     assert len(set(peers)) == 3, peers  # before: the third reused the second's connection
+
+
+async def test_what_an_idle_close_taught_the_pool_is_forgotten_in_time(
+    proxy: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One idle close (an upstream restarting, a one-off sweep) taught the pool for good: every
+    later request after a short pause opened a new connection."""
+    monkeypatch.setattr(upstream_module, "LEARNED_FOR", 2.0)
+    served: list[int] = []  # the connection of each request
+    closed_one = False
+    opened = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal closed_one, opened
+        opened += 1
+        conn = opened
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                # The first connection that serves a request is closed once idle for 1.1 s.
+                wait = 1.1 if served and served[0] == conn and not closed_one else None
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+                except TimeoutError:
+                    closed_one = True
+                    break
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                served.append(conn)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    p = await proxy(URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+    try:
+        for pause in (0.0, 1.4, 2.2, 0.8, 0.8):  # learned 0.6 s at 1.1 s; forgotten after 2 s
+            await asyncio.sleep(pause)
+            async with http.post(p.url / "v1/embeddings", json={"input": "x"}) as resp:
+                assert resp.status == 200
+    finally:
+        server.close()
+    assert closed_one
+    # The first, one after its close, one after 2.2 s idle (past the 0.6 s learned), then
+    # reused after 0.8 s: forgotten (before: a new connection each time, five in all).
+    assert len(set(served)) == 3, served

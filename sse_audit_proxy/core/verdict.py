@@ -608,6 +608,12 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         lambda f: (
             f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
             " had arguments that, concatenated, are not a JSON object"
+            + (
+                f" ({f.summary.empty_tool_arguments} empty: a call without parameters, which OpenAI"
+                " sends as {}; the openai SDK gives the empty text on, and json.loads fails on it)"
+                if f.summary.empty_tool_arguments
+                else ""
+            )
         ),
     ),
     Rule(

@@ -200,3 +200,26 @@ def test_a_tool_input_given_at_block_start_is_judged_when_no_fragment_follows() 
     assert result.tool_calls == 3
     assert "invalid_tool_arguments" in result.anomalies
     assert any("1 of 3 tool calls" in reason for reason in result.reasons), result.reasons
+
+
+def test_a_call_without_parameters_given_as_empty_text_says_so() -> None:
+    """LiteLLM's bridge from Anthropic gives a tool without parameters `"arguments": ""` and no
+    fragment after: not a JSON object (the openai SDK passes the empty text on, and `json.loads`
+    raises on it; OpenAI sends `{}`). The reason says it was empty, apart from a broken call."""
+
+    def call(index: int, arguments: str) -> bytes:
+        fn = {"name": f"tool_{index}", "arguments": arguments}
+        tool = {"index": index, "id": f"call_{index}", "type": "function", "function": fn}
+        doc = {"choices": [{"index": 0, "delta": {"tool_calls": [tool]}, "finish_reason": None}]}
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, frame in enumerate([call(0, ""), call(1, "{}"), call(2, '{"a":'), b'data: {"choices":[]}\n\n']):
+        audit.feed(frame, 0.01 * (i + 1))
+    audit.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n', 0.05)
+    audit.feed(b"data: [DONE]\n\n", 0.06)
+    result = audit.finish(0.07, End.UPSTREAM_EOF)
+    assert result.tool_calls == 3 and "invalid_tool_arguments" in result.anomalies, result
+    [reason] = [r for r in result.reasons if "tool call" in r]
+    assert reason.startswith("invalid_tool_arguments: 2 of 3 tool calls had arguments"), reason
+    assert "(1 empty: a call without parameters" in reason, reason

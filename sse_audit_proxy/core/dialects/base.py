@@ -107,6 +107,7 @@ class DialectSummary:
     malformed_frames: int = 0
     tool_calls: int = 0
     invalid_tool_arguments: int = 0
+    empty_tool_arguments: int = 0  # of those, calls with no argument text at all
     anomalies: tuple[str, ...] = ()  # dialect-specific extras, already named
 
 

@@ -296,4 +296,5 @@ class ChatCompletions(Dialect):
             malformed_frames=self._malformed + self._tools.dropped,
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(),
+            empty_tool_arguments=self._tools.empty(),
         )

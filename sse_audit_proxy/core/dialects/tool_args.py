@@ -93,6 +93,17 @@ class ToolArgs:
     def count(self) -> int:
         return len(self._calls)
 
+    def empty(self) -> int:
+        """How many calls got no argument text at all, where a parameterless call's is `{}` on
+        OpenAI (LiteLLM's bridge from Anthropic sends `""`: `json.loads` fails on it)."""
+        if self._overflow:
+            return 0
+        return sum(
+            1
+            for key, buf in self._calls.items()
+            if not buf and not self._defaults.get(key) and key not in self._mismatched
+        )
+
     def invalid(self) -> int:
         """How many calls did not assemble into a JSON object (what a function takes)."""
         if self._overflow:

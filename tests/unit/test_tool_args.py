@@ -223,3 +223,35 @@ def test_a_call_without_parameters_given_as_empty_text_says_so() -> None:
     [reason] = [r for r in result.reasons if "tool call" in r]
     assert reason.startswith("invalid_tool_arguments: 2 of 3 tool calls had arguments"), reason
     assert "(1 empty: a call without parameters" in reason, reason
+
+
+def test_responses_custom_tool_calls_are_counted_and_not_judged() -> None:
+    """A GPT-5 custom tool's call (free text input, not JSON) was not counted in `tool_calls`."""
+
+    def event(doc: dict[str, object]) -> bytes:
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    function = {"type": "function_call", "id": "fc_1", "name": "get_weather", "arguments": ""}
+    custom = {"type": "custom_tool_call", "id": "ctc_1", "name": "code_exec", "input": ""}
+    frames = [
+        event({"type": "response.output_item.added", "output_index": 0, "item": function}),
+        event(
+            {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": '{"city":"Paris"}'}
+        ),
+        event({"type": "response.output_item.added", "output_index": 1, "item": custom}),
+        event({"type": "response.custom_tool_call_input.delta", "output_index": 1, "delta": "print(1) +"}),
+        event(
+            {
+                "type": "response.output_item.done",
+                "output_index": 1,
+                "item": {**custom, "input": "print(1) +"},
+            }
+        ),
+        event({"type": "response.completed", "response": {"status": "completed"}}),
+    ]
+    audit = StreamAudit(Responses(), 0.0)
+    for i, frame in enumerate(frames):
+        audit.feed(frame, 0.01 * (i + 1))
+    result = audit.finish(0.1, End.UPSTREAM_EOF)
+    assert result.tool_calls == 2, result  # before: 1
+    assert "invalid_tool_arguments" not in result.anomalies, result

@@ -18,6 +18,11 @@ from sse_audit_proxy.core.dialects.typed import TypedEvents
 SEQUENCE_GAP = "sequence_gap"
 
 _FUNCTION_ARGS_DELTA = "response.function_call_arguments.delta"
+# Output items that are calls the client carries out, besides `function_call`: their input is
+# free text or actions, not JSON arguments, so they are counted (`tool_calls`), not judged.
+_FREE_CALLS = frozenset(
+    {"custom_tool_call", "computer_call", "local_shell_call", "shell_call", "apply_patch_call"}
+)
 # Deltas of model output, each with a string `delta` (text, reasoning, tool input, audio).
 _CONTENT_DELTAS = frozenset(
     {
@@ -105,11 +110,15 @@ class Responses(TypedEvents):
         if not isinstance(item, dict):
             self._malformed += 1
             return
-        if item.get("type") != "function_call":
+        kind_of_item = item.get("type")
+        if kind_of_item != "function_call" and kind_of_item not in _FREE_CALLS:
             return
         key = self._call_key(doc, item.get("id"))
         if key is None:
             self._malformed += 1
+            return
+        if kind_of_item != "function_call":
+            self._tools.open_free(key)
             return
         self._tools.open(key)
         arguments = item.get("arguments")

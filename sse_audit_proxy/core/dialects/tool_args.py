@@ -29,12 +29,13 @@ class ToolArgs:
     (15 for four-character ones); a bytearray holds about one.
     """
 
-    __slots__ = ("_calls", "_defaults", "_mismatched", "_overflow", "_size", "dropped")
+    __slots__ = ("_calls", "_defaults", "_free", "_mismatched", "_overflow", "_size", "dropped")
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, bytearray] = {}
         self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
+        self._free: set[Hashable] = set()  # calls whose input is free text: counted, not judged
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
         self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
@@ -48,6 +49,15 @@ class ToolArgs:
                 return None
             buf = self._calls[key] = bytearray()
         return buf
+
+    def open_free(self, key: Hashable) -> None:
+        """A call whose input is free text (a Responses custom tool's): counted, not judged."""
+        free = self._free
+        if key not in free:
+            if len(self._calls) + len(free) >= MAX_KEYS:
+                self.dropped += 1
+                return
+            free.add(key)
 
     def open(self, key: Hashable, default: str = "") -> None:
         """A call starts. `default` stands for its arguments if no fragment ever comes
@@ -91,7 +101,7 @@ class ToolArgs:
 
     @property
     def count(self) -> int:
-        return len(self._calls)
+        return len(self._calls) + len(self._free)
 
     def empty(self) -> int:
         """How many calls got no argument text at all, where a parameterless call's is `{}` on

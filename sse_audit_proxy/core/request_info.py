@@ -208,9 +208,20 @@ MAX_DEPTH = 1024
 # levels of 1,000-character keys (1 MB, under both limits) took 500 MB of paths and held the
 # loop for 0.7 s, 6.8 s with array items at the bottom. Below the top-level values' own values
 # (objects in `messages`, a tool's schema) nothing is read: a string there is given to the
-# parser whole up to this many bytes (yajl checks its UTF-8), else as "". The paths of a body
-# at MAX_DEPTH then hold at most about 9 MB.
+# parser whole up to DEEP_STRING_KEEP bytes (yajl checks its UTF-8), else as "", and below
+# DEEP_LEVELS always as "": a path, which yajl copies for each key, is then at most about 2 KB
+# (with 16 bytes a level, 17 KB: 3 MB of keys at the bottom cost 4.7 s).
 DEEP_STRING_KEEP = 16
+DEEP_LEVELS = 64
+
+
+def _string_cap(depth: int) -> int:
+    """The longest a string at this nesting is given to the parser as it is."""
+    if depth <= 2:  # the top-level values and their own: what the scan reads
+        return STRING_KEEP
+    return DEEP_STRING_KEEP if depth <= DEEP_LEVELS else 0
+
+
 _BRACKETS = re.compile(rb"[\[\]{}]")
 # yajl's C backend for ijson (3.6) crashes the process (a segmentation fault) on an integer
 # longer than Python's int-from-text limit (4300 digits by default, at least 640 whatever
@@ -332,7 +343,7 @@ class BodyScanner:
                 if q < 0:
                     break
                 self._in_str, self._str, self._carry_odd = True, bytearray(), False
-                self._cap = STRING_KEEP if self._depth <= 2 else DEEP_STRING_KEEP
+                self._cap = _string_cap(self._depth)
                 pos = q + 1
                 continue
             q = data.find(b'"', pos)
@@ -361,7 +372,7 @@ class BodyScanner:
         nest = self._nest
         for i in range(1, len(parts), 2):
             nest(parts[i - 1])
-            if len(parts[i]) > DEEP_STRING_KEEP and self._depth > 2:
+            if len(parts[i]) > _string_cap(self._depth):
                 return False
         nest(parts[-1])
         return True

@@ -247,6 +247,8 @@ def test_responses_custom_tool_calls_are_counted_and_not_judged() -> None:
                 "item": {**custom, "input": "print(1) +"},
             }
         ),
+        # An item `type` that is no string (it raised: a dict is not hashable).
+        event({"type": "response.output_item.added", "output_index": 2, "item": {"type": {"a": 1}}}),
         event({"type": "response.completed", "response": {"status": "completed"}}),
     ]
     audit = StreamAudit(Responses(), 0.0)

@@ -111,8 +111,10 @@ class Responses(TypedEvents):
             self._malformed += 1
             return
         kind_of_item = item.get("type")
-        if kind_of_item != "function_call" and kind_of_item not in _FREE_CALLS:
-            return
+        if kind_of_item != "function_call" and not (
+            isinstance(kind_of_item, str) and kind_of_item in _FREE_CALLS
+        ):
+            return  # (an upstream's `type` can be any JSON value: a dict is not hashable)
         key = self._call_key(doc, item.get("id"))
         if key is None:
             self._malformed += 1

@@ -15,8 +15,9 @@ KEY_SHAPES = re.compile(
     r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
 )
-# A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go.
-_AUTH_VALUE = re.compile(r"(?i)\b(?:bearer|basic)\s+\S")
+# A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
+# (a token of 8 or more: not words, as in `basic model`).
+_AUTH_VALUE = re.compile(r"(?i)\b(?:bearer|basic)\s+[^\s]{8}")
 
 
 def holds_key(text: str) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -126,7 +126,7 @@ SEND_TIMEOUT = 30.0
 
 
 def admin_app(
-    registry: CollectorRegistry, readiness: Callable[[], str], hosts: Iterable[str] = ()
+    registry: CollectorRegistry, readiness: Callable[[], Awaitable[str]], hosts: Iterable[str] = ()
 ) -> web.Application:
     """`readiness()`: READY, or why not: /readyz's status."""
     render = Exposition(registry)
@@ -150,7 +150,7 @@ def admin_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        status = readiness()
+        status = await readiness()
         return web.json_response({"status": status}, status=200 if status == READY else 503)
 
     app = web.Application(middlewares=[host_guard(admin_hosts(hosts))])

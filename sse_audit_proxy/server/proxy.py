@@ -313,6 +313,12 @@ class Proxy:
         self._runner = ServerRunner(server)
         self.port = await self._runner.listen(cfg.host, cfg.port, reuse_port=cfg.reuse_port)
 
+    async def reach(self) -> None:
+        """Connect to the baseline upstream as a request would, and keep the connection for
+        the first one (readiness: server/reach.py). Raises what a request's connect would."""
+        target = self._upstream_for(self.router.baseline.base).target
+        self._pool.keep(await self._pool.acquire(target))
+
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
@@ -553,7 +559,7 @@ class Proxy:
         # An idempotent request sent whole on a pooled connection the upstream had just closed
         # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
         replay = (
-            head if conn.uses > 1 and held.ended and not chunked and request.method in IDEMPOTENT else None
+            head if conn.from_pool and held.ended and not chunked and request.method in IDEMPOTENT else None
         )
         del head  # sent: an open stream need not keep the request (up to HOLD_BYTES of body)
         try:

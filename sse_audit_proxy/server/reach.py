@@ -1,39 +1,64 @@
-"""Readiness: the proxy is ready once it has reached its upstream, a TCP connection, once.
+"""Readiness: the proxy is ready once it has reached its upstream, a connection, once.
 
 A typo in `--upstream` (a name that does not resolve, a wrong port) made every instance
 ready: a Kubernetes rollout completed and every request got `502`, until an alert fired
 minutes later (nginx behaves so too). Until a connection to the baseline upstream has been
-made, `/readyz` answers `503` and `upstream_unreachable` says why; the connection is closed at
-once (no request is sent). After that, readiness no longer follows the upstream: an upstream
-down later is `502`s and alerts, not instances taken out of the load balancer.
+made, `/readyz` answers `503` and `upstream_unreachable` says why. The first `/readyz` starts
+the tries (one a second until one succeeds) and waits for the first up to READY_WAIT: an
+instance that nothing asks is never made to connect ahead of a request. A proxy connects
+through its pool, as a request would (a name's addresses raced, TLS handshake and certificate
+check included), and keeps the connection for the first request; the `--workers` supervisor,
+which has no pool of its own, connects the same way, TCP alone, and closes it. After that,
+readiness no longer follows the upstream: an upstream down later is `502`s and alerts, not
+instances taken out of the load balancer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 from yarl import URL
 
+from sse_audit_proxy.server.upstream import Pool, Target
+
 # Between two tries while the upstream cannot be reached.
 RETRY_SECONDS = 1.0
+# How long `/readyz` waits for a try under way (Kubernetes' probe gives up after 1 s).
+READY_WAIT = 0.5
 
 _log = structlog.get_logger("sse_audit_proxy")
 
 
 class UpstreamReach:
-    """Tries to connect to `upstream` until it succeeds once; `reached` says whether it has."""
+    """Tries `connect()` until it succeeds once; `reached` says whether it has. Without one,
+    a TCP connection to `upstream`, closed at once."""
 
-    def __init__(self, upstream: URL, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        upstream: URL,
+        connect_timeout: float,
+        connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._host = upstream.host or ""
         self._port = upstream.port or (443 if upstream.scheme == "https" else 80)
         self._timeout = connect_timeout
+        self._connect = connect or self._tcp
         self.reached = False
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+    async def check(self) -> bool:
+        """Whether the upstream has been reached; the first call starts the tries, and each
+        waits up to READY_WAIT for one under way."""
+        if self.reached:
+            return True
+        task = self._task
+        if task is None:
+            task = self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.wait({task}, timeout=READY_WAIT)
+        return self.reached
 
     async def close(self) -> None:
         if self._task is not None:
@@ -41,14 +66,18 @@ class UpstreamReach:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _tcp(self) -> None:
+        conn = await Pool(self._timeout).acquire(Target("tcp", self._host, self._port, None))
+        conn.close()
+
     async def _run(self) -> None:
         said = ""  # the last reason logged: each new one once, not a line a second
         while True:
             try:
-                async with asyncio.timeout(self._timeout):
-                    _, writer = await asyncio.open_connection(self._host, self._port)
-            except (OSError, TimeoutError) as exc:
-                reason = type(exc).__name__
+                await self._connect()
+            except Exception as exc:  # what a request's connect raises, or a bare one's
+                cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+                reason = type(cause).__name__  # never the text: it may quote the address
                 if reason != said:
                     said = reason
                     _log.warning(
@@ -59,7 +88,6 @@ class UpstreamReach:
                     )
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            writer.close()  # a plain close: nothing in the upstream's logs but a connection
             self.reached = True
             if said:
                 _log.info("upstream_reached", upstream=f"{self._host}:{self._port}")

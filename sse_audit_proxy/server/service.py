@@ -66,12 +66,12 @@ class Service:
         self._admin: GuardedAppRunner | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
-        self.reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout)
+        self.reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout, self.proxy.reach)
 
-    def readiness(self) -> str:
+    async def readiness(self) -> str:
         if self.draining:
             return DRAINING
-        return READY if self.reach.reached else UNREACHED
+        return READY if await self.reach.check() else UNREACHED
 
     async def start(self) -> None:
         app = admin_app(self.registry, self.readiness, self.config.admin_hosts)
@@ -95,7 +95,6 @@ class Service:
             self.metrics_port = await bind("metrics", "--metrics-port", host, port, started)
             await bind("proxy", "--port", cfg.proxy.host, cfg.proxy.port, self.proxy.start())
             self.canary.start()
-            self.reach.start()
         except BaseException:
             await self.close()
             raise

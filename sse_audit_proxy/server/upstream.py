@@ -195,13 +195,13 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.dead = False  # never to be reused
-        self.uses = 0  # requests started on it (more than one: it came from the pool)
+        self.uses = 0  # requests started on it
         self._write_waiter: asyncio.Future[None] | None = None
         # Called when the upstream wants no more of the body (see _wake_writer): set by the
         # proxy while it waits for the client's next body bytes.
         self.on_answer: Callable[[], None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
-        self.pooled_at = 0.0  # when (time.monotonic) it last went idle in the pool
+        self.pooled_at = 0.0  # when (time.monotonic) it last went idle in the pool (0: never)
         self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
 
@@ -262,7 +262,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.status and self._parser is not None:
             self._read_left()
-        by_upstream = not self.dead and exc is None  # a clean close that the proxy did not make
+        # A clean close that the proxy did not make, of a connection that served a request (one
+        # made ahead of any, for readiness, may be closed for want of a request instead).
+        by_upstream = not self.dead and exc is None and self.uses > 0
         self.dead = True
         self._pool._forget(self, closed_idle=by_upstream)
         self._wake_writer()
@@ -371,7 +373,7 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self._not_body = 0  # the head ended (a larger one that came in one read is let through)
-        if self.uses > 1:
+        if self.from_pool:
             self._ack_at_once()
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
@@ -386,6 +388,11 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()  # until the relay is ready for the body
         if self.head_only or status in _NO_BODY_STATUS:
             self._message_complete()
+
+    @property
+    def from_pool(self) -> bool:
+        """It waited in the pool before the request it serves (it may have been closed then)."""
+        return self.pooled_at > 0.0
 
     def _ack_at_once(self) -> None:
         """A reused connection's response: acknowledge its segments as they are read.
@@ -728,6 +735,10 @@ class Pool:
         assert isinstance(proto, Connection)
         self._all.add(proto)
         return proto
+
+    def keep(self, conn: Connection) -> None:
+        """A connection made ahead of any request: pooled for the first one."""
+        self._put(conn, POOL_IDLE_SECONDS)
 
     def _put(self, conn: Connection, keep_idle: float) -> None:
         idle = self._idle.setdefault(conn.target, [])

@@ -263,10 +263,10 @@ async def supervise(
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout)
 
-    def readiness() -> str:
+    async def readiness() -> str:
         if not pool.ready():
             return DRAINING if pool.stopping else WORKERS_NOT_READY
-        return READY if reach.reached else UNREACHED
+        return READY if await reach.check() else UNREACHED
 
     app = admin_app(registry, readiness, config.admin_hosts)
     source = WorkersSource(pool.admin_urls)
@@ -306,7 +306,6 @@ async def supervise(
             metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
         )
         watcher = asyncio.create_task(pool.watch())
-        reach.start()
         await stop.wait()
         ignore_hangups(running)
         _log.info("proxy_stopping", workers=size)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from tests.reliability_support import cli_proxy
+from tests.reliability_support import CHAT, cli_proxy
 
 
 def free_port() -> int:
@@ -40,6 +40,7 @@ async def test_not_ready_until_the_upstream_is_reached_then_ready_for_good(
 ) -> None:
     port = free_port()  # nothing listens there yet: a wrong port
     async with cli_proxy(URL(f"http://127.0.0.1:{port}")) as (child, _, admin):
+        assert await readyz(http, admin) == (503, "upstream_unreachable")  # the first starts the tries
         said = await lines_until(child, "upstream_unreachable")
         assert said[-1]["upstream"] == f"127.0.0.1:{port}" and said[-1]["reason"] == "ConnectionRefusedError"
         await asyncio.sleep(1.5)  # a try a second, one line for the one reason
@@ -63,7 +64,37 @@ async def test_not_ready_until_the_upstream_is_reached_then_ready_for_good(
 
 async def test_a_name_that_does_not_resolve_is_not_ready(http: aiohttp.ClientSession) -> None:
     # .invalid never resolves (RFC 6761); a resolver that cannot be reached times out instead.
+    # The reasons are a request's: its connect went through the proxy's pool.
     async with cli_proxy(URL("http://upstream.invalid:8000"), "--connect-timeout", "2") as (child, _, admin):
+        assert (await readyz(http, admin))[0] == 503
         said = await lines_until(child, "upstream_unreachable")
-        assert said[-1]["reason"] in ("gaierror", "TimeoutError"), said
+        assert said[-1]["reason"] in ("DNSError", "ConnectTimeout"), said
         assert await readyz(http, admin) == (503, "upstream_unreachable")
+
+
+async def test_the_connection_readiness_made_serves_the_first_request(http: aiohttp.ClientSession) -> None:
+    """Nothing connects ahead of a request until `/readyz` is asked; the connection it makes is
+    the first request's, as a pooled one."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        upstream = URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        async with cli_proxy(upstream) as (_, proxy_url, admin):
+            await asyncio.sleep(0.5)
+            assert connections == 0  # nothing asked: nothing made
+            assert await readyz(http, admin) == (200, "ready")
+            assert connections == 1
+            async with http.post(proxy_url / CHAT.lstrip("/"), json={"model": "m"}) as r:
+                assert r.status == 200
+            assert connections == 1  # the request went on the connection readiness made
+    finally:
+        server.close()

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from sse_audit_proxy.core.form_scan import FormScanner
-from sse_audit_proxy.core.request_info import REDACTED_MODEL, BodyScanner, RequestInfo, read_whole
+from sse_audit_proxy.core.request_info import REDACTED_MODEL, BodyScanner, RequestInfo, model_name, read_whole
 
 KEYS = [
     "sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5Ab7Cd9Ef",
@@ -57,3 +57,8 @@ def test_a_key_sent_as_the_model_is_not_shown(key: str) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_real_model_names_are_shown_as_sent(model: str) -> None:
     assert [info.model for info in readings(model)] == [model] * 3
+
+
+def test_words_after_bearer_or_basic_are_no_key() -> None:
+    assert model_name("basic model") == "basicmodel"  # shown as safe characters, not redacted
+    assert model_name("Bearer abcdefgh") == REDACTED_MODEL

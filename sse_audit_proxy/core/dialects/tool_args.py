@@ -35,7 +35,9 @@ class ToolArgs:
         self._calls: dict[Hashable, bytearray] = {}
         self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
-        self._free: set[Hashable] = set()  # calls whose input is free text: counted, not judged
+        # Calls whose input is free text: counted, not judged. Made with the first (an empty
+        # set is 216 bytes, and every open stream has a ToolArgs).
+        self._free: set[Hashable] | None = None
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
         self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
@@ -53,6 +55,8 @@ class ToolArgs:
     def open_free(self, key: Hashable) -> None:
         """A call whose input is free text (a Responses custom tool's): counted, not judged."""
         free = self._free
+        if free is None:
+            free = self._free = set()
         if key not in free:
             if len(self._calls) + len(free) >= MAX_KEYS:
                 self.dropped += 1
@@ -101,7 +105,7 @@ class ToolArgs:
 
     @property
     def count(self) -> int:
-        return len(self._calls) + len(self._free)
+        return len(self._calls) + (len(self._free) if self._free else 0)
 
     def empty(self) -> int:
         """How many calls got no argument text at all, where a parameterless call's is `{}` on

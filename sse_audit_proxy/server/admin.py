@@ -83,6 +83,12 @@ def host_guard(names: frozenset[str]) -> Middleware:
     return guard
 
 
+async def _no_sniff(_: web.Request, response: web.StreamResponse) -> None:
+    # Every answer of this port: the JSON of records and evidence holds an upstream's header
+    # values as they were (`<script>` text), never to be read as a page.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 class Exposition:
     """The metrics in the Prometheus text format, rendered in a thread, one rendering at a time.
 
@@ -154,6 +160,7 @@ def admin_app(
         return web.json_response({"status": status}, status=200 if status == READY else 503)
 
     app = web.Application(middlewares=[host_guard(admin_hosts(hosts))])
+    app.on_response_prepare.append(_no_sniff)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -66,6 +66,8 @@ async def test_records_answer_only_addresses_and_localhost_and_metrics_any_host(
             ]:
                 status, head, _ = await get(port, path, host)
                 assert status == 200, (path, host, head)
+                # JSON of records and evidence holds upstream header values as they came.
+                assert b"X-Content-Type-Options: nosniff" in head, (path, head)
         for path in OPEN_PATHS:
             for host in [*FORGED, "sse-audit-proxy.monitoring.svc.cluster.local:9464"]:
                 status, _, _ = await get(port, path, host)

@@ -8,7 +8,7 @@ the tries (one a second until one succeeds) and waits for the first up to READY_
 instance that nothing asks is never made to connect ahead of a request. A proxy connects
 through its pool, as a request would (a name's addresses raced, TLS handshake and certificate
 check included), and keeps the connection for the first request; the `--workers` supervisor,
-which has no pool of its own, connects the same way, TCP alone, and closes it. After that,
+which has no pool of its own, connects the same way (TLS included) and closes it. After that,
 readiness no longer follows the upstream: an upstream down later is `502`s and alerts, not
 instances taken out of the load balancer.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -34,14 +35,17 @@ _log = structlog.get_logger("sse_audit_proxy")
 
 class UpstreamReach:
     """Tries `connect()` until it succeeds once; `reached` says whether it has. Without one,
-    a TCP connection to `upstream`, closed at once."""
+    a connection to `upstream` (with TLS over `tls` for https), closed at once."""
 
     def __init__(
         self,
         upstream: URL,
         connect_timeout: float,
         connect: Callable[[], Awaitable[None]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._scheme = upstream.scheme
+        self._tls = tls if upstream.scheme == "https" else None
         self._host = upstream.host or ""
         self._port = upstream.port or (443 if upstream.scheme == "https" else 80)
         self._timeout = connect_timeout
@@ -67,7 +71,7 @@ class UpstreamReach:
                 await self._task
 
     async def _tcp(self) -> None:
-        conn = await Pool(self._timeout).acquire(Target("tcp", self._host, self._port, None))
+        conn = await Pool(self._timeout).acquire(Target(self._scheme, self._host, self._port, self._tls))
         conn.close()
 
     async def _run(self) -> None:

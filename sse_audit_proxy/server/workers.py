@@ -37,6 +37,7 @@ from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, WORKERS_NOT
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
+from sse_audit_proxy.server.proxy import upstream_ssl
 from sse_audit_proxy.server.reach import UpstreamReach
 from sse_audit_proxy.server.run import ignore_hangups, serve
 from sse_audit_proxy.server.service import ServiceConfig
@@ -261,7 +262,7 @@ async def supervise(
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-    reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout)
+    reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout, tls=upstream_ssl(config.proxy))
 
     async def readiness() -> str:
         if not pool.ready():

@@ -4,11 +4,17 @@ resolve) made every instance ready, so a rollout completed and every request got
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import trustme
+from cli_process import serve_process
 from yarl import URL
 
 from tests.reliability_support import CHAT, cli_proxy
@@ -96,5 +102,38 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
             async with http.post(proxy_url / CHAT.lstrip("/"), json={"model": "m"}) as r:
                 assert r.status == 200
             assert connections == 1  # the request went on the connection readiness made
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_an_upstream_certificate_not_trusted_is_not_ready(
+    http: aiohttp.ClientSession, tmp_path: Path, workers: str
+) -> None:
+    """With `--workers` the supervisor, which has no pool, tried TCP alone: ready, while every
+    request got `502 upstream_tls_error`."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    upstream = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        async with serve_process(upstream, "--workers", workers) as untrusted:
+            assert await readyz(http, untrusted.metrics_url) == (503, "upstream_unreachable")
+        async with serve_process(
+            upstream, "--workers", workers, "--upstream-ca-file", str(ca_file)
+        ) as trusted:
+            for _ in range(20):  # workers start, then the first try
+                if (await readyz(http, trusted.metrics_url))[0] == 200:
+                    break
+                await asyncio.sleep(0.25)
+            assert await readyz(http, trusted.metrics_url) == (200, "ready")
     finally:
         server.close()

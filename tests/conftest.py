@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import trustme
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
@@ -279,3 +282,14 @@ async def demo_gateway() -> AsyncIterator[Callable[..., Awaitable[URL]]]:
     yield start_gateway
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def tls_upstream(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate for 127.0.0.1, and the file of the CA that signed it."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, ca_file

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from peers import serve
 from relay_support import raw_exchange
 from yarl import URL
@@ -69,12 +68,10 @@ async def test_a_close_during_the_handshake_is_a_tls_error() -> None:
 
 
 @pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare_tcp_close"])
-async def test_a_close_delimited_body_cut_without_close_notify_is_a_cut(notify: bool, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+async def test_a_close_delimited_body_cut_without_close_notify_is_a_cut(
+    notify: bool, tls_upstream: tuple[ssl.SSLContext, Path]
+) -> None:
+    context, ca_file = tls_upstream
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

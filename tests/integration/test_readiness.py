@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from cli_process import serve_process
 from yarl import URL
 
@@ -108,15 +107,11 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_an_upstream_certificate_not_trusted_is_not_ready(
-    http: aiohttp.ClientSession, tmp_path: Path, workers: str
+    http: aiohttp.ClientSession, tls_upstream: tuple[ssl.SSLContext, Path], workers: str
 ) -> None:
     """With `--workers` the supervisor, which has no pool, tried TCP alone: ready, while every
     request got `502 upstream_tls_error`."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    context, ca_file = tls_upstream
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):

@@ -524,9 +524,13 @@ def test_client_closing_right_after_done_is_complete(matrix: Matrix, server: str
         got = _read_until_done_then_close(proxy.url, call, matrix.keys[server], trace)
         assert b"data: [DONE]" in got
         record = proxy.record(trace)
-        assert (record["outcome"], record["anomalies"], record["done"]) == ("complete", [], True), record
+        assert (record["outcome"], record["done"]) == ("complete", True), record
+        # Nothing about its end. (LiteLLM's mock_response gives all its tokens at once after its
+        # wait: when a busy machine makes that wait pass 50 ms, it is rightly `buffered`.)
+        assert set(record["anomalies"]) <= TIMING_ANOMALIES, record
 
 
+TIMING_ANOMALIES = {"buffered", "bursty"}
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding"}
 
 

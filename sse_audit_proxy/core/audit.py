@@ -534,6 +534,7 @@ class StreamAudit:
             # `response.completed`), unnamed: the end marker may have been in it.
             or last_unread,
             undecodable=inflate is not None and inflate.failed,
+            empty_events=decoder.empty_events if dialect.empty_event_raises else 0,
             compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(decoder.oversized),
             timing=Timing(

@@ -28,6 +28,7 @@ class JsonLinesDecoder:
         "_tail",
         "_unread_size",
         "comments",
+        "empty_events",
         "idle",
         "last_unread",
         "oversized",
@@ -39,6 +40,7 @@ class JsonLinesDecoder:
         self._discarding = False  # skipping the rest of an oversized line
         self._unread_size = 0  # its bytes so far
         self.comments = 0
+        self.empty_events = 0  # (an SSE decoder's: none here)
         self.idle = False
         self.last_unread = False  # the last event was an unread one
         self.oversized = 0

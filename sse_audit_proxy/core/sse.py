@@ -58,6 +58,7 @@ class SSEDecoder:
         "_frame_len",
         "_last_id",
         "_max",
+        "_retry",
         "_skip_lf",
         "_tail",
         "_tail_comment",
@@ -65,6 +66,7 @@ class SSEDecoder:
         "_unread_event",
         "_unread_size",
         "comments",
+        "empty_events",
         "idle",
         "last_unread",
         "oversized",
@@ -90,6 +92,13 @@ class SSEDecoder:
         self.idle = False
         self.comments = 0
         self.oversized = 0
+        # Blank lines that end no data, after which the openai Python SDK still hands its
+        # caller an event, with empty data, that it fails to parse: a frame with an `event:` or
+        # a `retry:` line and no `data:`, or any such blank line once an `id:` was seen (it
+        # keeps the last ID, as the spec says, and dispatches whenever it has one). The spec
+        # dispatches nothing there, so they are counted, not made events.
+        self.empty_events = 0
+        self._retry = False  # the current frame has a `retry:` line with a number
         # The last event was an unread one (Event.unread). Keep-alives after it leave it so.
         self.last_unread = False
         # The frame being skipped (see Event.unread): its name and the bytes it had so far.
@@ -217,6 +226,8 @@ class SSEDecoder:
                 events.append(Event(self._unread_event, b"", self._last_id, size))
             elif self._data:
                 events.append(Event(self._event, b"\n".join(self._data), self._last_id))
+            elif self._event or self._retry or self._last_id:
+                self.empty_events += 1
             self._reset_frame()
             return
         if self._discarding:
@@ -241,6 +252,8 @@ class SSEDecoder:
         elif field == b"id":
             if b"\x00" not in value:
                 self._last_id = value.decode("utf-8", "replace")
+        elif field == b"retry":
+            self._retry = value.strip().lstrip(b"+-").isdigit()  # what int() takes
         elif field == b"data":  # "data" with no colon: an empty data line
             self._data.append(b"")
         elif field == b"error":
@@ -249,7 +262,7 @@ class SSEDecoder:
             # failed answer was `complete`.
             self._event = "error"
             self._data.append(value)
-        # "retry" and unknown fields are ignored, as the spec says.
+        # Unknown fields are ignored, as the spec says (and `retry`, but for empty_events).
 
     def _overflow(self, size: int) -> None:
         """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,
@@ -264,3 +277,4 @@ class SSEDecoder:
         self._data = []
         self._frame_len = 0
         self._event = ""
+        self._retry = False

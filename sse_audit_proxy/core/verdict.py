@@ -137,6 +137,9 @@ class Facts:
     timing: Timing
     thresholds: Thresholds
     undecodable: bool = False  # could not be decoded (br, a broken gzip)
+    # Frames without data that the route's SDK reads as events with empty data, and raises on
+    # (Dialect.empty_event_raises, SSEDecoder.empty_events).
+    empty_events: int = 0
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
@@ -336,6 +339,12 @@ def _malformed(f: Facts) -> str:
     if f.summary.malformed_frames:
         parts.append(
             f"{_n(f.summary.malformed_frames, 'frame')} (or parts of frames) not of the expected shape"
+        )
+    if f.empty_events:
+        parts.append(
+            f"{_n(f.empty_events, 'frame')} with no `data:` line (an `event:` or `retry:` line "
+            "alone, or a blank line after an `id:`) that the openai SDK reads as an event with "
+            "empty data, and fails on"
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
@@ -568,10 +577,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.MALFORMED_FRAME,
         "a frame that is not JSON, not the expected shape (for example "
-        "an Anthropic delta of the wrong structure); a "
+        "an Anthropic delta of the wrong structure, or an Anthropic frame without its `event:` "
+        "line, which the official SDKs skip); a frame with no `data:` line that the openai SDK "
+        "reads as an event with empty data and fails on (an `event:` or `retry:` line alone, or "
+        "a blank line after an `id:`; not on Anthropic routes); a "
         "choice, output item, content block or tool call past the 256 of each a stream's audit "
         "tracks; or a compressed stream that could not be decoded",
-        lambda f: bool(f.summary.malformed_frames) or f.undecodable,
+        lambda f: bool(f.summary.malformed_frames or f.empty_events) or f.undecodable,
         _malformed,
     ),
     Rule(

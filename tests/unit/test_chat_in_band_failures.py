@@ -72,10 +72,14 @@ def test_a_finish_reason_of_error_alone_is_an_upstream_error() -> None:
     assert verdict([chunk("Hel"), chunk("", "error"), DONE]) == ("upstream_error", ["error_event"])
 
 
-def test_a_stream_that_finishes_after_an_error_frame_still_recovered() -> None:
-    # The rule for other finish reasons is unchanged: content and a finish after the error.
+def test_a_stream_that_finishes_after_an_error_frame_is_still_a_failure() -> None:
+    # The openai SDKs (Python and Node) raise at the first frame with a non-empty `error`:
+    # what follows it never reaches their callers, so a finish after it recovers nothing.
     frames = [chunk("Hel"), frame({"error": {"message": "retrying"}}), chunk("lo", "stop"), DONE]
-    assert verdict(frames) == ("complete", ["error_event"])
+    assert verdict(frames) == ("upstream_error", ["error_event"])
+    # In the same chunk as the finish too.
+    both = frame({"error": {"message": "x"}, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    assert verdict([chunk("Hel"), both, DONE]) == ("upstream_error", ["error_event"])
 
 
 def test_an_error_finish_is_not_undone_by_a_later_frame_without_a_finish() -> None:

@@ -184,10 +184,10 @@ def test_anthropic_ping_is_a_keepalive_not_a_frame_in_gaps_or_ttft() -> None:
     r = audit(
         "messages",
         [
-            (0.1, sse(start, block)),
-            (5.0, sse({"type": "ping"})),
-            (9.0, sse({"type": "ping"})),
-            (10.0, sse(text, *end)),
+            (0.1, sse(start, block, event_lines=True)),
+            (5.0, sse({"type": "ping"}, event_lines=True)),
+            (9.0, sse({"type": "ping"}, event_lines=True)),
+            (10.0, sse(text, *end, event_lines=True)),
         ],
     )
     assert (r.frames, r.keepalives, r.content_frames) == (5, 2, 1)

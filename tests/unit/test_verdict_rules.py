@@ -128,14 +128,65 @@ def test_client_leaving_after_an_error_frame_leaves_an_upstream_error() -> None:
     assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
 
 
-def test_error_frame_the_gateway_recovered_from_leaves_a_complete_stream() -> None:
-    r = run([ERROR, chunk({"content": "Hi"}), chunk({}, finish="stop"), DONE], include_usage=False)
-    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["error_event"])
+def test_an_error_frame_is_a_failure_whatever_follows_it_and_however_it_was_paced() -> None:
+    # The openai SDKs raise at the error frame: a finish after it never reaches their callers,
+    # and a client that leaves there (End.CLIENT_GONE) leaves a failed stream.
+    frames = [ERROR, chunk({"content": "Hi"}), chunk({}, finish="stop"), DONE]
+    for end in (End.UPSTREAM_EOF, End.CLIENT_GONE):
+        r = run(frames, include_usage=False, end=end)
+        assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"]), end
+    r = run(frames, [0.3] * 4, include_usage=False)  # all in one read
+    assert r.outcome is Outcome.UPSTREAM_ERROR
 
 
 def test_error_frame_is_never_a_malformed_frame() -> None:
-    for route in ("chat_completions", "completions", "responses", "messages", "other"):
+    for route in ("chat_completions", "completions", "responses", "other"):
         assert "malformed_frame" not in run([ERROR], route=route).anomalies, route
+    # Anthropic's SDKs read a frame only by its `event:` line (an unnamed one is lost to them).
+    assert "malformed_frame" not in run([b"event: error\n" + ERROR], route="messages").anomalies
+
+
+def test_an_anthropic_frame_without_its_event_line_is_malformed_as_the_sdks_skip_it() -> None:
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    stop = {"type": "content_block_stop", "index": 0}
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
+    docs = [start, block, text, stop, delta, {"type": "message_stop"}]
+    named = [f"event: {d['type']}\n".encode() + frame(d) for d in docs]
+    assert run(named, route="messages").anomalies == []
+    unnamed = run([frame(d) for d in docs], route="messages")
+    assert (unnamed.outcome, unnamed.anomalies) == (Outcome.COMPLETE, ["malformed_frame"])
+    assert "6 frames" in " ".join(unnamed.reasons)
+    # Responses streams are read by the JSON `type` (the openai SDK's way): no `event:` needed.
+    assert (
+        "malformed_frame"
+        not in run([frame({"type": "response.created", "response": {}})], route="responses").anomalies
+    )
+
+
+@pytest.mark.parametrize(
+    ("frames", "count"),
+    [
+        ([b"retry: 3000\n\n"], 1),  # a lone `retry:` first: the openai SDK raises at once
+        ([b"event: ping\n\n"], 1),
+        ([b"id: 1\n" + chunk({"role": "assistant"}), b": keep-alive\n\n"], 1),  # a comment after an id
+        ([b"id: 7\n\n\n"], 2),
+        ([b": keep-alive\n\n", b"retry: soon\n\n", b"id:\n\n"], 0),  # what the SDK passes by
+    ],
+)
+def test_a_frame_without_data_that_the_openai_sdk_reads_as_an_empty_event_is_malformed(
+    frames: list[bytes], count: int
+) -> None:
+    body = [*frames, chunk({"content": "a"}), chunk({}, finish="stop"), DONE]
+    r = run(body, include_usage=False)
+    if count:
+        assert "malformed_frame" in r.anomalies
+        assert f"{count} frame" in " ".join(r.reasons)
+    else:
+        assert r.anomalies == []
+    # Anthropic's SDK skips such an event: no malformed frame for it there.
+    assert "malformed_frame" not in run([b"retry: 3000\n\n"], route="messages").anomalies
 
 
 def test_null_error_field_on_ordinary_chunks_is_no_error() -> None:

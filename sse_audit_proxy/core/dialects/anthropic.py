@@ -8,7 +8,8 @@ stream as failed (Anthropic sends it, e.g. `overloaded_error`, then closes).
 
 Structure is checked where the official SDK depends on it: a delta must name a block that
 was started, and be of that block's kind; a `message_delta` carries `usage.output_tokens`
-and no content delta. Anything else is `malformed_frame` (the SDK raises or loses text).
+and no content delta; a frame has its `event:` line (the SDK skips one without). Anything
+else is `malformed_frame` (the SDK raises or loses text).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class AnthropicMessages(TypedEvents):
     expects_done = False  # Anthropic sends no `[DONE]`
     expects_finish_reason = True  # `message_delta.stop_reason`
     usage_always = True  # `message_start` and `message_delta` always carry usage
+    event_line_needed = True  # the SDKs skip a frame without its `event:` line
+    empty_event_raises = False  # the SDKs skip an event with empty data
 
     __slots__ = ("_blocks",)
 

@@ -134,6 +134,9 @@ class Dialect:
     # The fewest content frames `buffered` is judged on (None: --buffered-min-frames). Image
     # streams have at most three partial images, each seconds of the model's work apart.
     buffered_min_frames: ClassVar[int | None] = None
+    # The SDK of the route reads a frame with no `data:` line as an event with empty data and
+    # raises on it (the openai SDKs; SSEDecoder.empty_events): `malformed_frame`.
+    empty_event_raises: ClassVar[bool] = True
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
 

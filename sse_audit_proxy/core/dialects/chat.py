@@ -8,8 +8,8 @@ are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunk
 
 In-band failures: an `{"error": ...}` frame (vLLM, llama.cpp), older vLLM's `{"object":
 "error", "message": ...}` frame, and a choice finishing with `finish_reason: "error"`
-(OpenRouter's mid-stream failure, beside an `error` object or not). A choice that finishes
-with any other reason after one of them means the stream recovered.
+(OpenRouter's mid-stream failure, beside an `error` object or not). Nothing after one of them
+undoes it: the openai SDKs raise there, and their callers never see what follows.
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ class ChatCompletions(Dialect):
         self._usage: Any = None
         self._done = False
         self._errors = 0
-        self._failed = False  # an error frame came and no choice has finished since
+        # An error frame came: the openai SDKs raise at the first one, so whatever follows
+        # (a choice finishing after it, `[DONE]`) never reaches their callers.
+        self._failed = False
         self._malformed = 0
         self._tools = ToolArgs()
         self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
@@ -147,8 +149,6 @@ class ChatCompletions(Dialect):
                 bits |= FINISH
                 if reason in FAILED_REASONS:
                     bits = self._choice_failed(bits)
-                else:
-                    self._failed = False
         return bits
 
     def _choice_failed(self, bits: int) -> int:
@@ -185,8 +185,6 @@ class ChatCompletions(Dialect):
             if reason in FAILED_REASONS:
                 self._failed = True
                 bits |= ERROR  # counted by _observe_doc, once per frame
-            else:
-                self._failed = False
             bits |= FINISH
         return bits
 

@@ -26,6 +26,7 @@ class Generic(Dialect):
     expects_finish_reason = False
     expects_usage = False  # usage is not read here: its absence cannot be told
     has_end_marker = False
+    empty_event_raises = False  # (no SDK known to read frames here)
 
     __slots__ = ("_done", "_errors", "_failed")
 

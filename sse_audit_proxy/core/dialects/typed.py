@@ -34,6 +34,9 @@ class TypedEvents(Dialect):
     # True: the `event:` line names the event and the JSON's own `type` is something else
     # (Assistants: a run step's `tool_calls`); an event without one goes to _untyped.
     event_name_first: ClassVar[bool] = False
+    # True: the official SDKs pass on only frames with an `event:` line (Anthropic's, Python
+    # and TypeScript), so a frame without one is lost to their users: `malformed_frame`.
+    event_line_needed: ClassVar[bool] = False
 
     __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools", "_usage")
 
@@ -63,6 +66,8 @@ class TypedEvents(Dialect):
         kind = event.event if self.event_name_first else (doc.get("type") or event.event)
         malformed = self._malformed
         bits = self._on(kind, doc) if isinstance(kind, str) and kind else self._untyped(doc)
+        if self.event_line_needed and not event.event:
+            self._malformed += 1  # read here, but skipped by the SDKs that pick events by name
         # Counters, not returns, say what went wrong deep in a handler: compare once here.
         return bits if self._malformed == malformed else bits | MALFORMED
 

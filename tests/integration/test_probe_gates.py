@@ -18,10 +18,16 @@ from sse_audit_proxy.tools.gateway.plan import Prompt, plan
 from sse_audit_proxy.tools.gateway.shapes import Shape, responses_stream
 from sse_audit_proxy.tools.probe import gates
 from sse_audit_proxy.tools.probe.chat import ChatApi
-from sse_audit_proxy.tools.probe.client import Exchange
+from sse_audit_proxy.tools.probe.client import Exchange, Sender
 from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts
 from sse_audit_proxy.tools.probe.gates import Status
-from sse_audit_proxy.tools.probe.report import Redactor, colour_on, render_text, shown_headers
+from sse_audit_proxy.tools.probe.report import (
+    Redactor,
+    colour_on,
+    render_text,
+    shown_headers,
+    shown_response_headers,
+)
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings, Target
 
@@ -66,6 +72,23 @@ def test_a_clean_chat_stream_has_no_framing_problem_and_reads_text_usage_and_fin
     assert (f.text, f.finish_reasons, f.usage, f.done) == ("Hello", ["stop"], usage, True)
     assert f.usage_where == "chunk 3, with `choices: []`"
     assert f.content_at == [0.0, 0.01]
+
+
+def test_azure_annotation_chunks_without_id_or_object_are_no_framing_fault() -> None:
+    # Azure's prompt-filter chunk comes first, with "" for id, object and model (recorded:
+    # tests/unit/conformance/streams/chat_azure_prompt_filter_results.sse).
+    filters = Event(
+        "",
+        orjson.dumps(
+            {"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": []}
+        ),
+    )
+    f = CHAT.read_stream(timed([filters, chunk(choices=[delta("Hi", finish="stop")]), DONE]))
+    assert f.problems == []
+    assert (f.ids, f.objects) == (["c1"], ["chat.completion.chunk"])
+    # A gateway whose every chunk says "" is still told its chunks carry no id.
+    blank = Event("", orjson.dumps({"id": "", "object": "", "choices": [delta("Hi", finish="stop")]}))
+    assert any("carry no `id`" in p for p in CHAT.read_stream(timed([blank, DONE])).problems)
 
 
 def test_chat_framing_faults_are_each_named() -> None:
@@ -346,6 +369,33 @@ def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NO_COLOR", "1")
     assert not colour_on(Tty())
     assert not colour_on(io.StringIO())
+
+
+def test_frames_the_openai_sdk_reads_as_empty_events_fail_framing() -> None:
+    ex = exchange(facts=StreamFacts(data_frames=3), empty_events=1)
+    gate = gates.framing(CHAT, ex)
+    assert gate.status is Status.FAIL
+    assert "raises JSONDecodeError" in gate.problems[0]
+    assert gate.evidence["empty_events"] == 1
+
+
+def test_secret_headers_given_with_dash_h_never_reach_the_report_or_captures() -> None:
+    key, sub = "sk-proj-0123456789abcdef", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    r = Redactor(key, [("Ocp-Apim-Subscription-Key", sub), ("Cookie", "a=1"), ("X-Tenant", "acme-tenant")])
+    escaped = "".join(f"\\u{ord(c):04X}" for c in sub)  # a gateway's JSON echo, all escaped
+    body = orjson.dumps({"error": f"bad key {key} / {sub}"}) + b" " + escaped.encode()
+    out = r.data(body)
+    assert key.encode() not in out and sub.encode() not in out and escaped.encode() not in out
+    assert out.count(b"[redacted]") == 3
+    assert r.text("acme-tenant a=1") == "acme-tenant a=1"  # not secret, or too short to search for
+    sender = Sender(None, (("Ocp-Apim-Subscription-Key", sub), ("X-Tenant", "acme")), None, 1.0)  # type: ignore[arg-type]
+    sent, shown = sender.request_headers("t", stream=True)
+    assert sent["Ocp-Apim-Subscription-Key"] == sub
+    assert shown["Ocp-Apim-Subscription-Key"] == "[redacted]" and shown["X-Tenant"] == "acme"
+    assert shown_response_headers([("Set-Cookie", "s=abc"), ("X-Request-Id", "req_sk-proj-0123456789")]) == {
+        "Set-Cookie": "[redacted]",
+        "X-Request-Id": "req_[redacted]",
+    }
 
 
 def test_a_stream_answered_with_a_json_error_and_status_200_fails_framing_with_its_message() -> None:

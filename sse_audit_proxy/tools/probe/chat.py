@@ -141,9 +141,12 @@ class _ChatStream(StreamReader):
         if "error" in doc:
             f.errors.append(error_message(doc["error"]))
             return
-        distinct(f.ids, doc.get("id"))
-        distinct(f.objects, doc.get("object"))
-        distinct(f.models, doc.get("model"))
+        if doc.get("id") != "" or doc.get("object") != "":
+            # (Azure's annotation chunks, its prompt filter's first and its asynchronous
+            # filter's, have "" for both: not chunks of the completion, whose id they lack.)
+            distinct(f.ids, doc.get("id"))
+            distinct(f.objects, doc.get("object"))
+            distinct(f.models, doc.get("model"))
         choices = doc.get("choices")
         usage = doc.get("usage")
         if isinstance(usage, dict) and usage:

@@ -25,6 +25,7 @@ from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.request_info import TRACE_HEADER
 from sse_audit_proxy.core.sse import Event, SSEDecoder
+from sse_audit_proxy.sinks.redaction import Redactor
 from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts, TimedEvent
 
 MAX_CAPTURE_BYTES = 16 << 20  # raw bytes kept per request; the probe's answers are small
@@ -62,6 +63,7 @@ class Exchange:
     capture_cut: bool = False  # more than MAX_CAPTURE_BYTES: the rest was not kept
     events: list[TimedEvent] = field(default_factory=list)
     keepalives: int = 0
+    empty_events: int = 0  # frames the openai SDK reads as events with empty data (SSEDecoder)
     unterminated: bool = False
     end: End = End.UPSTREAM_EOF
     error: str | None = None  # what went wrong on the wire, in words
@@ -114,6 +116,16 @@ class Exchange:
         return self.body_text[:300]
 
 
+_SENSITIVE = ("authorization", "key", "token", "secret", "cookie", "password")
+_HEADER_NAMES = Redactor()  # what evidence takes for a secret header's name
+
+
+def is_secret_header(name: str) -> bool:
+    """A `-H` header whose value the report never shows: what evidence blanks, and any name
+    with a secret's word in it (`-H` values are the user's own credentials more often than not)."""
+    return _HEADER_NAMES.is_secret_name(name) or any(s in name.lower() for s in _SENSITIVE)
+
+
 @dataclass(slots=True, frozen=True)
 class Sender:
     """What every request of one run carries."""
@@ -133,7 +145,7 @@ class Sender:
             TRACE_HEADER: trace_id,
             **dict(self.headers),
         }
-        shown = dict(sent)
+        shown = {name: REDACTED if is_secret_header(name) else value for name, value in sent.items()}
         if self.api_key:
             sent["Authorization"] = f"Bearer {self.api_key}"
             shown["Authorization"] = f"Bearer {REDACTED}"
@@ -193,6 +205,7 @@ async def send(
         ex.result = audit.finish(ex.duration, ex.end)
     ex.unterminated = decoder.close() and ex.end is not End.CLIENT_GONE
     ex.keepalives = decoder.comments
+    ex.empty_events = decoder.empty_events
     return ex
 
 

@@ -250,7 +250,7 @@ async def probe_routes(plan: Plan) -> list[RouteRun]:
 
 def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> int:
     """Write the captures and the report, print the table; the exit status."""
-    redactor = report.Redactor(plan.settings.api_key)
+    redactor = report.Redactor(plan.settings.api_key, plan.settings.headers)
     captures = None
     if plan.raw_dir is not None:
         captures = report.save_raw(plan.raw_dir, runs, redactor)

@@ -135,6 +135,13 @@ def _wire_problems(ex: Exchange, timeout_hint: str = "") -> list[str]:
         )
     elif ex.end is End.IDLE_TIMEOUT:
         out.append(f"the stream stalled: {ex.error}{timeout_hint}; clients hang until they give up")
+    if ex.empty_events:
+        out.append(
+            f"{ex.empty_events} frame(s) with no `data:` line (an `event:` or `retry:` line alone, "
+            "or a blank line after an `id:`): the openai Python SDK reads each as an event with "
+            "empty data and raises JSONDecodeError; the gateway must send such fields with a "
+            "`data:` line, or not at all"
+        )
     if ex.unterminated:
         out.append(
             "the body ended inside a frame (no blank line after the last one): every "
@@ -242,6 +249,7 @@ def framing(api: Api, ex: Exchange) -> Gate:
         "content_encoding": ex.header("Content-Encoding"),
         "data_frames": f.data_frames,
         "keepalives": ex.keepalives,
+        "empty_events": ex.empty_events,
         "malformed_frames": f.malformed,
         "ids": f.ids,
         "types": f.objects,

@@ -7,6 +7,7 @@ file even when a gateway echoes it back in a header or a body.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,45 +18,67 @@ import orjson
 from sse_audit_proxy import __version__
 from sse_audit_proxy.core.audit import StreamResult
 from sse_audit_proxy.core.figures import ms as millis
+from sse_audit_proxy.sinks import redaction
 from sse_audit_proxy.tools.probe.chat import ChatApi
-from sse_audit_proxy.tools.probe.client import REDACTED, Exchange
+from sse_audit_proxy.tools.probe.client import REDACTED, Exchange, is_secret_header
 from sse_audit_proxy.tools.probe.gates import GATES, Gate, Status, ms, usage_text
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings
 from sse_audit_proxy.tools.terminal import printable
 
 USAGE_KEYS = {api.name: api.usage_keys for api in (ChatApi, ResponsesApi)}
-_SENSITIVE = ("authorization", "key", "token", "secret", "cookie", "password")
 _COLOURS = {Status.PASS: "\x1b[32m", Status.FAIL: "\x1b[31;1m", Status.SKIP: "\x1b[33m"}
 _RESET = "\x1b[0m"
 
 
 class Redactor:
-    """Replaces the API key (raw and JSON-escaped) wherever it would be written."""
+    """Replaces the API key and the values of secret-named `-H` headers wherever they would be
+    written: as sent, and as JSON may write them back (any character as a `\\uXXXX` escape,
+    `/` as `\\/`), for a gateway that echoes a key in an error body."""
 
-    def __init__(self, secret: str | None) -> None:
-        forms = set()
-        if secret:
-            forms.add(secret)
-            forms.add(orjson.dumps(secret).decode()[1:-1])
-        self._forms = sorted(forms, key=len, reverse=True)
+    def __init__(self, secret: str | None, headers: Sequence[tuple[str, str]] = ()) -> None:
+        secrets = {secret} if secret else set()
+        # A short value (`Cookie: a=1`) is hidden where it is shown, not searched for.
+        secrets.update(v for n, v in headers if is_secret_header(n) and len(v) >= MIN_SEARCHED)
+        forms = [_escaped_form(s) for s in sorted(secrets, key=len, reverse=True)]
+        self._text = re.compile("|".join(forms)) if forms else None
+        self._data = re.compile("|".join(forms).encode()) if forms else None
 
     def text(self, value: str) -> str:
-        for form in self._forms:
-            value = value.replace(form, REDACTED)
-        return value
+        return self._text.sub(REDACTED, value) if self._text is not None else value
 
     def data(self, value: bytes) -> bytes:
-        for form in self._forms:
-            value = value.replace(form.encode(), REDACTED.encode())
-        return value
+        return self._data.sub(REDACTED.encode(), value) if self._data is not None else value
+
+
+MIN_SEARCHED = 8  # characters of a secret header's value before the report is searched for it
+
+
+def _escaped_form(secret: str) -> str:
+    """A pattern for `secret` with each character as it is or as JSON may escape it."""
+    parts = []
+    for ch in secret:
+        code = f"{ord(ch):04x}"
+        hex_any = "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in code)
+        forms = [re.escape(ch), rf"\\u{hex_any}"]
+        if ch in '"\\/':
+            forms.append(re.escape("\\" + ch))
+        parts.append(f"(?:{'|'.join(forms)})")
+    return "".join(parts)
+
+
+_HEADERS = redaction.Redactor()
 
 
 def shown_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
     """-H extras as the report shows them: values of secret-looking names hidden."""
-    return {
-        name: (REDACTED if any(s in name.lower() for s in _SENSITIVE) else value) for name, value in headers
-    }
+    return {name: (REDACTED if is_secret_header(name) else value) for name, value in headers}
+
+
+def shown_response_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """A response's headers as evidence shows them: secret-named ones blanked (`Set-Cookie`),
+    credentials in the others scrubbed."""
+    return {name: _HEADERS.header(name, value) for name, value in headers}
 
 
 def iso(wall: float) -> str:
@@ -113,7 +136,7 @@ def exchange_dict(ex: Exchange, capture: str | None = None) -> dict[str, Any]:
         "response": {
             "status": ex.status,
             "reason": ex.reason,
-            "headers": dict(ex.response_headers),
+            "headers": shown_response_headers(ex.response_headers),
             "request_id": ex.request_id,
             "trace_id_echoed": ex.trace_echoed,
         },

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 
 # Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub
-# and Slack tokens.
+# and Slack tokens. Each starts where no letter or digit is before it: after a space, a
+# punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took `_` for a letter).
+_START = r"(?<![0-9A-Za-z])"
 KEY_SHAPES = re.compile(
-    r"\bAIza[0-9A-Za-z_-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bya29\.[0-9A-Za-z_.-]+"
-    r"|\bsk-[A-Za-z0-9_-]{8,}|\beyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bxox[abpr]-[0-9A-Za-z-]+"
+    rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
+    r"|sk-[A-Za-z0-9_-]{8,}|eyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+)"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).
@@ -23,8 +25,4 @@ _AUTH_VALUE = re.compile(r"(?i)\b(?:bearer|basic)\s+[^\s]{8}")
 def holds_key(text: str) -> bool:
     """Whether `text` holds a key of a well-known shape, also glued to a word by `_`
     (`gpt-4o_sk-...`), or a credential after `Bearer`/`Basic`."""
-    return bool(
-        KEY_SHAPES.search(text)
-        or ("_" in text and KEY_SHAPES.search(text.replace("_", " ")))
-        or _AUTH_VALUE.search(text)
-    )
+    return bool(KEY_SHAPES.search(text) or _AUTH_VALUE.search(text))

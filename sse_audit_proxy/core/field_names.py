@@ -162,15 +162,19 @@ TOKEN_NUMBERS = frozenset({"bytes", "token_ids", "prompt_token_ids", "tokens", "
 # token may be "text"). An object under `top_logprobs` whose `token` is a string is Chat's and
 # llama.cpp's shape ({token, logprob, bytes}): keyed by field names. (In a map keyed by tokens,
 # the value of a token "token" is its logprob, a number.)
-DATA_MAPS = frozenset({"top_logprobs", "prompt_logprobs", "metadata"})
+DATA_MAPS = frozenset({"top_logprobs", "prompt_logprobs"})
 
 # Fields whose value is data that a model or a client wrote, however it is shaped: Anthropic's
 # tool_use `input` and Ollama's tool-call `arguments` are objects the model filled in, and a
 # JSON schema (`parameters`, `schema`) echoed from the request is the client's. Their keys may
 # be field names and their values may look like protocol words (`"status": "HIV-positive"`):
 # in such a subtree no key, string or number is kept, only its shape.
-# Gemini's `functionCall.args` and Responses' echoed `prompt.variables` are such objects too.
-OPAQUE = frozenset({"input", "arguments", "args", "parameters", "schema", "input_schema", "variables"})
+# Gemini's `functionCall.args` and Responses' echoed `prompt.variables` are such objects too,
+# and the client's `metadata` that a Responses stream echoes (whatever its keys: one named
+# `token` made it look like a logprob, whose words are kept).
+OPAQUE = frozenset(
+    {"input", "arguments", "args", "parameters", "schema", "input_schema", "variables", "metadata"}
+)
 
 # Names of request fields (OpenAI's Chat, Completions, Responses, audio and image routes,
 # Anthropic's Messages, and the extensions of vLLM, llama.cpp and OpenRouter): a request

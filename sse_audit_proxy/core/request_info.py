@@ -690,6 +690,7 @@ def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tupl
         value = headers.get(name)
         if value:
             cleaned = safe_token(value, MAX_TRACE_ID)
-            if cleaned:
+            # A key sent as the ID (a client's mix-up) is not one: the ID is shown everywhere.
+            if cleaned and not (holds_key(value[: MAX_TRACE_ID * 4]) or holds_key(cleaned)):
                 return cleaned, name
     return new_id(), None

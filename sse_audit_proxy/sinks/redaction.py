@@ -33,7 +33,7 @@ REDACTED = "[redacted]"
 # Credentials that look like credentials wherever they appear in free text.
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # `req_sk-...` too
 )
 
 

@@ -361,6 +361,11 @@ def _placeholder(value: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _key_placeholder(key: str) -> int:
+    m = KEY_PLACEHOLDER.fullmatch(key)  # "<N>#k" too: _fill_key makes it N characters
+    return int(m.group(1)) if m else 0
+
+
 def _text_asked(data: Any, where: str) -> int:
     """The placeholder text a skeleton's JSON asks for, walked without recursion."""
     total = 0
@@ -372,7 +377,7 @@ def _text_asked(data: Any, where: str) -> int:
         if isinstance(value, str):
             total += _placeholder(value)
         elif isinstance(value, dict):
-            total += sum(_placeholder(k) for k in value)
+            total += sum(_key_placeholder(k) for k in value)
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)

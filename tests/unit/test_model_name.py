@@ -6,8 +6,18 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from sse_audit_proxy.core.credentials import holds_key
 from sse_audit_proxy.core.form_scan import FormScanner
-from sse_audit_proxy.core.request_info import REDACTED_MODEL, BodyScanner, RequestInfo, model_name, read_whole
+from sse_audit_proxy.core.request_info import (
+    REDACTED_MODEL,
+    TRACE_HEADERS,
+    BodyScanner,
+    RequestInfo,
+    model_name,
+    read_whole,
+    trace_id_from,
+)
+from sse_audit_proxy.sinks.redaction import Redactor
 
 KEYS = [
     "sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5Ab7Cd9Ef",
@@ -62,3 +72,30 @@ def test_real_model_names_are_shown_as_sent(model: str) -> None:
 def test_words_after_bearer_or_basic_are_no_key() -> None:
     assert model_name("basic model") == "basicmodel"  # shown as safe characters, not redacted
     assert model_name("Bearer abcdefgh") == REDACTED_MODEL
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_key_sent_as_the_trace_id_is_not_taken_as_one(key: str) -> None:
+    # The trace ID is on every page, log line and evidence file: a key there is not an ID.
+    made = "generated-id"
+    for name in TRACE_HEADERS:
+        assert trace_id_from({name: key}, lambda: made) == (made, None)
+    assert trace_id_from({TRACE_HEADERS[0]: key, TRACE_HEADERS[1]: "req-42"}, lambda: made) == (
+        "req-42",
+        TRACE_HEADERS[1],
+    )
+    assert trace_id_from({TRACE_HEADERS[0]: "req_2024-task-skill"}, lambda: made) == (
+        "req_2024-task-skill",
+        TRACE_HEADERS[0],
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["req_sk-proj-0123456789abcdefghij", "key_AIzaSyA0123456789abcdefghijkl", "id_AKIAABCDEFGHIJKLMNOP_x"],
+)
+def test_keys_glued_by_an_underscore_are_keys_to_the_redactor_too(text: str) -> None:
+    assert holds_key(text)
+    assert "[redacted]" in Redactor().header("X-Request-Id", text)
+    if "sk-" in text:  # what log lines scrub in free text: `sk-` keys and `Bearer` tokens
+        assert text not in Redactor().scrub(f"upstream said {text}")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sse_audit_proxy.core.field_names import FIELD_NAMES
 from sse_audit_proxy.core.skeleton import skeleton
 from sse_audit_proxy.core.sse import Event
-from sse_audit_proxy.tools.case import materialise
+from sse_audit_proxy.tools.case import BadEvidence, _check_skeleton, materialise
 
 STREAMS = Path(__file__).parent / "conformance" / "streams"
 KEY_PLACEHOLDER = re.compile(r"<\d+>(?:#\d+)?")  # a key's length, the n-th of that length
@@ -145,6 +145,23 @@ def test_a_data_map_s_values_are_not_read_as_protocol_fields() -> None:
     # In the caller's metadata, a key "status" is no protocol field: its word is not kept.
     doc = shaped({"type": "response.created", "response": {"metadata": {"status": "Patient", "type": "HIV"}}})
     assert doc["data"]["response"]["metadata"] == {"<6>": "<7>", "<4>": "<3>"}
+
+
+def test_metadata_is_the_client_s_whatever_its_keys_say() -> None:
+    # A key named `token` made it look like a logprob entry, whose protocol words are kept.
+    meta = {"token": "abc", "status": "HIV-positive", "role": "oncology-patient", "n": 7}
+    doc = shaped({"type": "response.created", "response": {"metadata": meta}})
+    kept = json.dumps(doc)
+    for word in ("HIV", "oncology", "token", "status", "role"):
+        assert word not in kept
+    assert doc["data"]["response"]["metadata"] == {"<5>": "<3>", "<6>": "<12>", "<4>": "<16>", "<1>": 0}
+
+
+def test_evidence_asking_for_huge_numbered_keys_is_refused_before_anything_is_built() -> None:
+    # "<N>#k" keys are N characters each once filled: counted like any placeholder.
+    skeletons = [{"data": {f"<16000000>#{i}": 0 for i in range(2, 6)}}]
+    with pytest.raises(BadEvidence, match="more than a frame can hold"):
+        _check_skeleton(skeletons[0], "frames[0]")
 
 
 def test_a_skeleton_with_placeholder_keys_replays_with_as_many_keys() -> None:

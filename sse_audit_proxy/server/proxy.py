@@ -738,14 +738,17 @@ class Proxy:
         rec.request_sent = sent - arrived
         started = sent
         ctype, encoding = _content_type_and_encoding(conn.headers)
-        is_sse = ctype.startswith(b"text/event-stream")
+        # A HEAD's answer, a 204 or a 304 has no body, whatever its head says it would be: no
+        # stream to judge (a health check's `HEAD` of a stream's route is no `truncated` one).
+        has_body = not (request.method == "HEAD" or status in (204, 304))
+        is_sse = has_body and ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
         # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
         # (Ollama's native streaming) is a stream too, each line read as a frame.
-        peek = info.stream and not is_sse
+        peek = has_body and info.stream and not is_sse
         audit: StreamAudit | None = None
-        if is_sse or peek or (info.stream and status >= 400):
+        if is_sse or peek or (has_body and info.stream and status >= 400):
             try:
                 audit = StreamAudit(
                     dialect_for_route(rec.route)(),
@@ -761,7 +764,6 @@ class Proxy:
                 audit_failed(rec.trace_id, "start", exc)
         transport = request.transport
         relay = _Relay(conn, transport, request.conn, rec, audit, is_sse, started, self.config)
-        has_body = not (request.method == "HEAD" or status in (204, 304))
         client_chunked = has_body and conn.content_length is None and request.version >= HTTP11
         # An upstream that refused the body before it was all read: the client's connection is
         # closed after the answer (the rest of the body is never read), and the head says so.

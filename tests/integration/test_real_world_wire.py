@@ -245,3 +245,23 @@ async def test_client_leaving_before_done_is_still_a_disconnect(upstream: Start,
     assert s is not None
     assert (s.outcome, s.anomalies) == (Outcome.CLIENT_DISCONNECT, [])
     assert not s.done and s.content_frames < 40
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+async def test_an_answer_without_a_body_is_no_stream_to_judge(
+    upstream: Start, proxy: Any, method: str, status: int
+) -> None:
+    # A health check's `HEAD` of a stream's route (`curl -I`), or a 204/304 labelled as an
+    # event stream: no body by definition, so no `truncated` stream in the metrics.
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Content-Type": "text/event-stream"})
+
+    up = await upstream(handler)
+    p = await proxy(up)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # the connection stays usable after an answer with no body
+            async with http.request(method, p.url / "v1/chat/completions") as resp:
+                assert resp.status == status
+                assert await resp.read() == b""
+    records = await p.sink.wait(2, timeout=10)
+    assert [(r.status, r.stream) for r in records] == [(status, None)] * 2

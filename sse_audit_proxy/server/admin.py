@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -131,6 +131,37 @@ def _render(registry: CollectorRegistry) -> bytes:
 SEND_TIMEOUT = 30.0
 
 
+async def send_within(
+    request: web.Request, status: int, headers: Mapping[str, str], body: bytes
+) -> web.StreamResponse:
+    """A whole answer, taken by the client within SEND_TIMEOUT or its connection is reset (the
+    body it held goes with it, the kernel's part too); a HEAD's answer is the head alone."""
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    if request.method != "HEAD":
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await resp.write(body)  # waits while the client's window is full
+        except TimeoutError:
+            if request.transport is not None:
+                reset(request.transport)
+            return resp
+    await resp.write_eof()
+    return resp
+
+
+@web.middleware
+async def _send_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer of the port is sent by send_within: the record lookups and the pages hold
+    megabytes too (1,000 records of one trace ID), and a client that asked and never read
+    held them for ever (an outside review: 40 such connections, 70 MB)."""
+    resp = await handler(request)
+    if type(resp) is web.Response and not resp.prepared and isinstance(resp.body, bytes):
+        return await send_within(request, resp.status, resp.headers, resp.body)
+    return resp
+
+
 def admin_app(
     registry: CollectorRegistry, readiness: Callable[[], Awaitable[str]], hosts: Iterable[str] = ()
 ) -> web.Application:
@@ -138,19 +169,7 @@ def admin_app(
     render = Exposition(registry)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        body = await render()
-        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await resp.write(body)  # waits while the client's window is full
-        except TimeoutError:
-            if request.transport is not None:
-                reset(request.transport)  # the body it held goes with it, the kernel's part too
-            return resp
-        await resp.write_eof()
-        return resp
+        return await send_within(request, 200, {"Content-Type": CONTENT_TYPE_LATEST}, await render())
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -159,7 +178,7 @@ def admin_app(
         status = await readiness()
         return web.json_response({"status": status}, status=200 if status == READY else 503)
 
-    app = web.Application(middlewares=[host_guard(admin_hosts(hosts))])
+    app = web.Application(middlewares=[host_guard(admin_hosts(hosts)), _send_deadline])
     app.on_response_prepare.append(_no_sniff)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -464,7 +464,7 @@ def add_routes(app: web.Application, source: Source) -> None:
 
     async def stream(request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"]
-        answer = await source.evidence(trace_id)
+        answer = await source.evidence(trace_id, newest_only=True)
         found = answer.get("streams", [])
         if not found:
             resp = _page(
@@ -475,7 +475,7 @@ def add_routes(app: web.Application, source: Source) -> None:
             )
             resp.set_status(404)
             return resp
-        return stream_page(trace_id, found[0], len(found) - 1)
+        return stream_page(trace_id, found[0], answer.get("held", len(found)) - 1)
 
     app.router.add_get("/", index)
     app.router.add_get("/ui", index)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
 import aiohttp
 import pytest
 from demo_client import FAST, send
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server import admin
+from sse_audit_proxy.sinks import evidence as evidence_module
 from sse_audit_proxy.sinks.logs import record_fields
 from sse_audit_proxy.sinks.recent import Query, RecentStreams
 
@@ -122,3 +129,81 @@ async def test_metrics_port_still_answers_lookups_while_streams_flow(demo_gatewa
         await send(http, p.url, "slow-first-token", trace_id="slow")
         async with http.get(p.metrics_url / "streams/slow") as resp:
             assert (await resp.json())["streams"][0]["ttft_ms"] >= 1000
+
+
+async def test_a_trace_id_reused_many_times_builds_one_evidence_for_a_page(demo_gateway, proxy, http) -> None:
+    # Every page view built the evidence of all its records (1,000: 0.2 s of the event loop).
+    p = await proxy(await demo_gateway(**FAST))
+    await send(http, p.url, "healthy", trace_id="reused")
+    await p.sink.wait(1)
+    record = p.sink.records[0]
+    for _ in range(200):
+        p.service.recent.record(record)
+    built = 0
+    real_build = evidence_module.build
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal built
+        built += 1
+        return real_build(*args, **kwargs)
+
+    evidence_module.build = counting  # type: ignore[assignment]
+    try:
+        async with http.get(p.metrics_url / "ui/streams/reused") as resp:
+            assert resp.status == 200 and "200 older record" in await resp.text()
+        async with http.get(p.metrics_url / "streams/reused/evidence") as resp:
+            assert resp.status == 200 and (await resp.json())["trace_id"] == "reused"
+        assert built == 2
+        async with http.get((p.metrics_url / "streams/reused/evidence").with_query(all="1")) as resp:
+            assert len((await resp.json())["streams"]) == 201
+    finally:
+        evidence_module.build = real_build  # type: ignore[assignment]
+
+
+async def test_a_head_of_the_metrics_port_is_the_head_alone_and_the_connection_stays_usable(
+    demo_gateway, proxy
+) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    reader, writer = await asyncio.open_connection(p.metrics_url.host, p.metrics_url.port)
+    host = b"Host: 127.0.0.1\r\n"
+    for path in (b"/metrics", b"/streams/recent", b"/healthz"):
+        writer.write(b"HEAD " + path + b" HTTP/1.1\r\n" + host + b"\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+    got = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    # Four answers, each a head alone but the last: a body after a HEAD's head was read as the
+    # next answer by clients that reuse connections.
+    assert got.count(b"HTTP/1.1 200") == 4
+    assert got.endswith(b'{"status": "ok"}') and got.count(b"\r\n\r\n") == 4
+
+
+async def test_a_lookup_that_is_never_read_is_let_go(demo_gateway, proxy, monkeypatch) -> None:
+    # The 30 s send deadline of /metrics holds for every answer of the port: 1,000 records of
+    # one trace ID are megabytes, and 40 clients that asked and never read held 70 MB for ever.
+    monkeypatch.setattr(admin, "SEND_TIMEOUT", 1.0)
+    p = await proxy(await demo_gateway(**FAST), recent_streams=1000)
+    async with aiohttp.ClientSession() as http:
+        await send(http, p.url, "healthy", trace_id="same")
+    await p.sink.wait(1)
+    for _ in range(999):
+        p.service.recent.record(p.sink.records[0])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (p.metrics_url.host, p.metrics_url.port))
+    await loop.sock_sendall(sock, b"GET /streams/same/evidence?all=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await asyncio.sleep(2.0)  # not read for longer than the deadline
+    got = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        async with asyncio.timeout(10):
+            while chunk := await loop.sock_recv(sock, 1 << 16):
+                got += chunk
+    sock.close()
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    declared = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    assert declared > 1 << 20 and len(body) < declared, (declared, len(body))  # cut short, not finished

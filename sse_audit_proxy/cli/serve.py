@@ -416,6 +416,11 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
+    if args.canary_guard_min_streams > args.canary_guard_window:
+        raise ConfigError(
+            f"--canary-guard-min-streams {args.canary_guard_min_streams} is more than "
+            f"--canary-guard-window {args.canary_guard_window}: the guard could never trip"
+        )
     if args.canary_guard_ttft_ratio < 1.0:
         raise ConfigError(
             f"--canary-guard-ttft-ratio {args.canary_guard_ttft_ratio:g}: must be at least 1 "

@@ -133,6 +133,7 @@ class CanaryControl:
             else:
                 self._generation = self._seen
             router.set_percent(percent)
+        self._follow_shared_trip()  # a worker started after a trip: not even one request
         self._show()
 
     def _show(self) -> None:

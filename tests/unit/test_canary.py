@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.guard import quantile_bound_ranks
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, bucket, label_name, parse_percent
 from sse_audit_proxy.server.canary_control import CanaryControl, build_router, read_percent_file
@@ -269,9 +270,10 @@ def test_a_trip_stops_the_canary_logs_why_and_shares_it(tmp_path: Path) -> None:
     assert trip[0]["baseline"]["streams"] == 20 and len(trip[0]["trace_ids"]) == 5
     assert state.exists()
 
-    # Another worker with the same percent file follows the shared trip on its next poll.
+    # Another worker with the same percent file follows the shared trip from its start (it
+    # waited for its first poll: up to 0.5 s of requests to the canary).
     other = control(tmp_path, str(f), str(state))
-    assert other.router.percent == 50.0
+    assert other.router.tripped and other.router.percent == 0.0
     other.poll()
     assert other.router.tripped and other.router.percent == 0.0
 
@@ -387,6 +389,11 @@ def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.Monk
         (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
         # Below 1, a canary as fast as the baseline trips.
         (["--canary", "http://c", "--canary-guard", "--canary-guard-ttft-ratio", "0.5"], "at least 1"),
+        # More than the window: the guard could never trip.
+        (
+            ["--canary", "http://c", "--canary-guard-window", "50", "--canary-guard-min-streams", "60"],
+            "never trip",
+        ),
     ],
 )
 def test_inconsistent_canary_flags_are_configuration_errors(
@@ -473,3 +480,21 @@ def test_a_fifo_as_a_file_flag_is_refused_at_start_not_waited_on(
     argv = ("--canary", "http://c", "--canary-percent-file", str(fifo))
     refused = without_a_writer(fifo, lambda: serve_config(monkeypatch, *argv))
     assert isinstance(refused, SystemExit) and refused.code == 2
+
+
+def test_a_worker_started_after_a_trip_sends_not_one_request_to_the_canary(tmp_path: Path) -> None:
+    shared = str(tmp_path / "trip.json")
+    first = control(tmp_path, state_file=shared)
+    for i in range(60):
+        first.record(stream(f"t{i}", "canary" if i % 2 else "baseline", bad=bool(i % 2)))
+    assert first.router.tripped
+    # A replacement worker (same flags, same shared file) starts tripped, before its first poll.
+    later = control(tmp_path, state_file=shared)
+    assert later.router.tripped and later.router.percent == 0.0
+    assert gauges(later) == (0.0, 1.0)
+
+
+def test_a_large_guard_window_works() -> None:
+    # From 1,030 the binomial terms passed the float range: every stream's check raised.
+    lower, upper = quantile_bound_ranks(5000)
+    assert lower is not None and upper is not None and lower < 0.95 * 5000 < upper

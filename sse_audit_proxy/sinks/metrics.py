@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.guard import is_bad, judged
+from sse_audit_proxy.core.guard import client_error, is_bad, judged
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
@@ -211,11 +211,10 @@ class Metrics:
         s = rec.stream
         if s is None:
             return
-        # A model takes no place from a request answered with a 4xx: refused as the client's
-        # error (made-up models, refused with 404, once filled --max-models, and a real model
-        # that came later was counted as `other` until a restart), or never answered because
-        # the client left first (499) or was too slow (408), or over its own rate limit (429).
-        route, model = rec.route, self.models(rec.model, not 400 <= rec.status < 500)
+        # A model takes no place from a request the upstream refused as the client's error:
+        # requests for made-up models, refused with 404, once filled --max-models, and a real
+        # model that came later was counted as `other` until a restart.
+        route, model = rec.route, self.models(rec.model, not client_error(rec.status))
         key = (route, model, side)
         series = self._series.get(key)
         if series is None:

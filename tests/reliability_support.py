@@ -195,3 +195,29 @@ async def cli_proxy(upstream: URL, *extra: str) -> AsyncIterator[tuple[Any, URL,
         if child.returncode is None:
             child.kill()
             await child.wait()
+
+
+async def ask_without_reading(host: str, port: int, path: bytes) -> socket.socket:
+    """GET `path` on a socket with a small receive buffer, and read nothing yet."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, port))
+    await loop.sock_sendall(sock, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return sock
+
+
+async def read_what_is_left(sock: socket.socket) -> tuple[int, int]:
+    """Drain `sock` to its end (or its reset): the answer's declared Content-Length and the
+    body bytes that came."""
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        async with asyncio.timeout(10):
+            while chunk := await loop.sock_recv(sock, 1 << 16):
+                got += chunk
+    sock.close()
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    fields = (line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+    return int(next(v for k, v in fields if k.strip().lower() == b"content-length")), len(body)

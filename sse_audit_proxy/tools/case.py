@@ -356,13 +356,9 @@ def _check_skeleton(skeleton: dict[str, Any], where: str) -> None:
         raise BadEvidence(f"{where}: asks for {text:,} bytes of text, more than a frame can hold")
 
 
-def _placeholder(value: str) -> int:
-    m = PLACEHOLDER.fullmatch(value)
-    return int(m.group(1)) if m else 0
-
-
-def _key_placeholder(key: str) -> int:
-    m = KEY_PLACEHOLDER.fullmatch(key)  # "<N>#k" too: _fill_key makes it N characters
+def _placeholder(value: str, pattern: re.Pattern[str] = PLACEHOLDER) -> int:
+    """The characters a placeholder asks for (a key's, KEY_PLACEHOLDER: `<N>#k` is N too)."""
+    m = pattern.fullmatch(value)
     return int(m.group(1)) if m else 0
 
 
@@ -377,7 +373,7 @@ def _text_asked(data: Any, where: str) -> int:
         if isinstance(value, str):
             total += _placeholder(value)
         elif isinstance(value, dict):
-            total += sum(_key_placeholder(k) for k in value)
+            total += sum(_placeholder(k, KEY_PLACEHOLDER) for k in value)
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from demo_client import FAST, send
+from reliability_support import ask_without_reading, read_what_is_left
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
@@ -187,23 +186,8 @@ async def test_a_lookup_that_is_never_read_is_let_go(demo_gateway, proxy, monkey
     await p.sink.wait(1)
     for _ in range(999):
         p.service.recent.record(p.sink.records[0])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (p.metrics_url.host, p.metrics_url.port))
-    await loop.sock_sendall(sock, b"GET /streams/same/evidence?all=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    host, port = p.metrics_url.host, p.metrics_url.port
+    sock = await ask_without_reading(host, port, b"/streams/same/evidence?all=1")
     await asyncio.sleep(2.0)  # not read for longer than the deadline
-    got = bytearray()
-    with contextlib.suppress(ConnectionResetError):
-        async with asyncio.timeout(10):
-            while chunk := await loop.sock_recv(sock, 1 << 16):
-                got += chunk
-    sock.close()
-    head, _, body = bytes(got).partition(b"\r\n\r\n")
-    declared = int(
-        next(
-            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-        )
-    )
-    assert declared > 1 << 20 and len(body) < declared, (declared, len(body))  # cut short, not finished
+    declared, body = await read_what_is_left(sock)
+    assert declared > 1 << 20 and body < declared, (declared, body)  # cut short, not finished

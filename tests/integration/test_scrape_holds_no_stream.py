@@ -8,13 +8,12 @@ every stream stood still that long (and its frames looked read together to the a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import socket
 import time
 from typing import Any
 
 import aiohttp
+from reliability_support import ask_without_reading, read_what_is_left
 
 from sse_audit_proxy.server import admin
 
@@ -79,29 +78,11 @@ async def test_a_scraper_that_never_reads_is_let_go(
     monkeypatch.setattr(admin, "SEND_TIMEOUT", 1.0)
     p = await proxy(await demo_gateway())
     many_series(p.service.metrics)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (p.metrics_url.host, p.metrics_url.port))
-    await loop.sock_sendall(sock, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    sock = await ask_without_reading(p.metrics_url.host, p.metrics_url.port, b"/metrics")
     await asyncio.sleep(0.2)
     async with http.get(p.metrics_url / "metrics") as resp:  # another scraper, meanwhile
         assert resp.status == 200 and b"model-99" in await resp.read()
     # Not read for longer than SEND_TIMEOUT, then drained: the proxy cut the answer short.
     await asyncio.sleep(1.5)
-    got = bytearray()
-    with contextlib.suppress(ConnectionResetError):
-        async with asyncio.timeout(10):
-            while chunk := await loop.sock_recv(sock, 1 << 16):
-                got += chunk
-    sock.close()
-    head, _, body = bytes(got).partition(b"\r\n\r\n")
-    declared = int(
-        next(
-            v
-            for k, v in (h.split(b": ", 1) for h in head.split(b"\r\n")[1:])
-            if k.lower() == b"content-length"
-        )
-    )
-    assert declared > 1 << 20 and len(body) < declared  # the connection was closed, not finished
+    declared, body = await read_what_is_left(sock)
+    assert declared > 1 << 20 and body < declared  # the connection was closed, not finished

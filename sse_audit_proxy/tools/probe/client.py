@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -117,13 +117,18 @@ class Exchange:
 
 
 _SENSITIVE = ("authorization", "key", "token", "secret", "cookie", "password")
-_HEADER_NAMES = Redactor()  # what evidence takes for a secret header's name
+HEADERS = Redactor()  # how evidence shows headers: the report shows them alike
 
 
 def is_secret_header(name: str) -> bool:
     """A `-H` header whose value the report never shows: what evidence blanks, and any name
     with a secret's word in it (`-H` values are the user's own credentials more often than not)."""
-    return _HEADER_NAMES.is_secret_name(name) or any(s in name.lower() for s in _SENSITIVE)
+    return HEADERS.is_secret_name(name) or any(s in name.lower() for s in _SENSITIVE)
+
+
+def shown_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as the report shows them: values of secret-looking names hidden."""
+    return {name: (REDACTED if is_secret_header(name) else value) for name, value in headers}
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +150,7 @@ class Sender:
             TRACE_HEADER: trace_id,
             **dict(self.headers),
         }
-        shown = {name: REDACTED if is_secret_header(name) else value for name, value in sent.items()}
+        shown = shown_headers(sent.items())
         if self.api_key:
             sent["Authorization"] = f"Bearer {self.api_key}"
             shown["Authorization"] = f"Bearer {REDACTED}"

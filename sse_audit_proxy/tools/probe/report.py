@@ -18,9 +18,8 @@ import orjson
 from sse_audit_proxy import __version__
 from sse_audit_proxy.core.audit import StreamResult
 from sse_audit_proxy.core.figures import ms as millis
-from sse_audit_proxy.sinks import redaction
 from sse_audit_proxy.tools.probe.chat import ChatApi
-from sse_audit_proxy.tools.probe.client import REDACTED, Exchange, is_secret_header
+from sse_audit_proxy.tools.probe.client import HEADERS, REDACTED, Exchange, is_secret_header, shown_headers
 from sse_audit_proxy.tools.probe.gates import GATES, Gate, Status, ms, usage_text
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings
@@ -67,18 +66,10 @@ def _escaped_form(secret: str) -> str:
     return "".join(parts)
 
 
-_HEADERS = redaction.Redactor()
-
-
-def shown_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """-H extras as the report shows them: values of secret-looking names hidden."""
-    return {name: (REDACTED if is_secret_header(name) else value) for name, value in headers}
-
-
 def shown_response_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
     """A response's headers as evidence shows them: secret-named ones blanked (`Set-Cookie`),
     credentials in the others scrubbed."""
-    return {name: _HEADERS.header(name, value) for name, value in headers}
+    return {name: HEADERS.header(name, value) for name, value in headers}
 
 
 def iso(wall: float) -> str:

@@ -6,10 +6,10 @@ raw figures, so that noise between two equal sides does not trip it:
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
-   invalid_tool_arguments) above the baseline's by more than `margin` points? Tested with
-   Newcombe's hybrid score interval for a difference of proportions (built from two Wilson
-   intervals): trip when the interval's lower bound, at one-sided z = 3.09 (0.1 %), exceeds
-   the margin, once the canary has `min_streams` streams.
+   invalid_tool_arguments, not_streamed, wrong_content_type) above the baseline's by more than
+   `margin` points? Tested with Newcombe's hybrid score interval for a difference of
+   proportions (built from two Wilson intervals): trip when the interval's lower bound, at
+   one-sided z = 3.09 (0.1 %), exceeds the margin, once the canary has `min_streams` streams.
 2. **TTFT.** Is the canary's p95 time to first token more than `ttft_ratio` times the
    baseline's? Tested distribution-free with order statistics: trip when a lower confidence
    bound of the canary's p95 exceeds `ttft_ratio` times an upper confidence bound of the
@@ -17,7 +17,9 @@ raw figures, so that noise between two equal sides does not trip it:
    (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
-abandoned (`client_disconnect`), and those the upstream refused as the client's error (a 4xx
+abandoned (`client_disconnect`; but one it left before its first token still tells the TTFT
+rule that its TTFT was at least the wait, see _Side), and those the upstream refused as the
+client's error (a 4xx
 other than 408 and 429: a bad key, an unknown model, a malformed request). A client picks its
 side with the sticky header, so counting its refusals let one client trip a healthy canary,
 or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
@@ -34,8 +36,19 @@ from dataclasses import dataclass
 from typing import Any
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
+# `not_streamed` and `wrong_content_type` too: a canary that answers a stream with a whole
+# body, or labels its event stream `text/plain`, is exactly what a cutover must not bring.
 BAD_ANOMALIES = frozenset(
-    {"buffered", "bursty", "missing_done", "missing_finish_reason", "missing_usage", "invalid_tool_arguments"}
+    {
+        "buffered",
+        "bursty",
+        "missing_done",
+        "missing_finish_reason",
+        "missing_usage",
+        "invalid_tool_arguments",
+        "not_streamed",
+        "wrong_content_type",
+    }
 )
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
 # 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
@@ -58,11 +71,13 @@ class GuardSettings:
 
 @dataclass(slots=True, frozen=True)
 class Sample:
-    """What the guard needs of one finished stream."""
+    """What the guard needs of one finished stream. `waited`: a stream the client left before
+    its first token, after waiting this long (its TTFT is at least that); it is not judged."""
 
     trace_id: str
     bad: bool
     ttft: float | None
+    waited: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -141,34 +156,55 @@ def quantile_bound_ranks(
 
 
 class _Side:
-    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go."""
+    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go.
 
-    def __init__(self, window: int) -> None:
+    A stream the client left before its first token (`Sample.waited`) is no judged stream, but
+    its TTFT is censored, known only to be at least the wait: the canary's side takes the wait
+    (its p95's lower bound stays a lower bound), the baseline's takes infinity (its upper bound
+    stays an upper bound). So a canary that hangs until clients give up trips the TTFT rule,
+    and clients that leave early on either side never make a healthy canary look slow."""
+
+    def __init__(self, window: int, censored_as_wait: bool) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
+        self.judged = 0
         self.bad = 0
         self.ttfts: list[float] = []
+        self._censored_as_wait = censored_as_wait
+
+    def ttft_of(self, sample: Sample) -> float | None:
+        if sample.waited is None:
+            return sample.ttft
+        return sample.waited if self._censored_as_wait else math.inf
 
     def add(self, sample: Sample) -> None:
         if len(self.samples) == self.samples.maxlen:
             oldest = self.samples[0]  # leaves the window
             self.bad -= oldest.bad
-            if oldest.ttft is not None:
-                del self.ttfts[bisect.bisect_left(self.ttfts, oldest.ttft)]
+            self.judged -= oldest.waited is None
+            ttft = self.ttft_of(oldest)
+            if ttft is not None:
+                del self.ttfts[bisect.bisect_left(self.ttfts, ttft)]
         self.samples.append(sample)
         self.bad += sample.bad
-        if sample.ttft is not None:
-            bisect.insort(self.ttfts, sample.ttft)
+        self.judged += sample.waited is None
+        ttft = self.ttft_of(sample)
+        if ttft is not None:
+            bisect.insort(self.ttfts, ttft)
 
     def figures(self) -> dict[str, Any]:
-        n = len(self.samples)
+        n = self.judged
         ttfts = self.ttfts
         p95 = ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)] if ttfts else None
-        return {
+        figures = {
             "streams": n,
             "bad": self.bad,
             "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
-            "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
+            "ttft_p95_ms": None if p95 is None or math.isinf(p95) else round(p95 * 1000.0, 3),
         }
+        left = len(self.samples) - n
+        if left:
+            figures["left_before_first_token"] = left
+        return figures
 
 
 class Guard:
@@ -177,14 +213,14 @@ class Guard:
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
-        self.baseline = _Side(self.settings.window)
+        self.baseline = _Side(self.settings.window, censored_as_wait=False)
         self.reset()
 
     def reset(self) -> None:
         """Start over (the operator set a new share): forget the canary's window and any trip.
         The baseline's window stays: its streams say the same whatever the share, and at 100 %
         it gets none, so a reset that forgot them left the last step of a ramp unguarded."""
-        self.canary = _Side(self.settings.window)
+        self.canary = _Side(self.settings.window, censored_as_wait=True)
         self.tripped: Trip | None = None
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
@@ -198,7 +234,7 @@ class Guard:
 
     def _bad_share(self) -> Trip | None:
         c, b, s = self.canary, self.baseline, self.settings
-        n_c, n_b = len(c.samples), len(b.samples)
+        n_c, n_b = c.judged, b.judged
         if n_c < s.min_streams or n_b == 0:
             return None
         if c.bad * n_b <= b.bad * n_c:  # not worse at all: skip the arithmetic
@@ -231,7 +267,9 @@ class Guard:
         if canary_low <= s.ttft_ratio * baseline_high:
             return None
         slowest = sorted(
-            (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
+            (x for x in self.canary.samples if self.canary.ttft_of(x) is not None),
+            key=lambda x: self.canary.ttft_of(x) or 0.0,
+            reverse=True,
         )[:EVIDENCE]
         return Trip(
             "ttft_p95",

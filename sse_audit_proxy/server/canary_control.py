@@ -276,11 +276,16 @@ class CanaryControl:
         if not self._guarding or s is None or self.router.tripped:
             return
         outcome = s.outcome.value
-        if not judged(outcome, rec.status):
+        if judged(outcome, rec.status):
+            sample = Sample(rec.trace_id, is_bad(outcome, s.anomalies), s.ttft)
+        elif outcome == "client_disconnect" and s.ttft is None:
+            # Left before its first token: a canary that hangs until clients give up (their
+            # timeouts are seconds, --idle-timeout minutes) showed the guard nothing at all.
+            sample = Sample(rec.trace_id, False, None, waited=rec.duration - (rec.request_sent or 0.0))
+        else:
             return
         canary = self.router.canary
         assert canary is not None
-        sample = Sample(rec.trace_id, is_bad(outcome, s.anomalies), s.ttft)
         trip = self.guard.observe(rec.upstream == canary.name, sample)
         if trip is not None:
             self._trip(trip)

@@ -4,6 +4,7 @@ sticky routing across two workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -393,4 +394,36 @@ async def test_the_last_step_of_the_ramp_is_guarded_and_a_bad_file_on_sighup_kee
         await asyncio.gather(*(chat(http, served.url, f"after{i}") for i in range(10)))
         after = [s for s in (await lookup(http, served))["streams"] if s["trace_id"].startswith("after")]
         assert {s["upstream"] for s in after} == {"baseline"}
+        assert await served.stop() == 0
+
+
+async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(demo_gateway) -> None:
+    # Clients' read timeouts are seconds, --idle-timeout minutes: every canary stream ended as a
+    # `client_disconnect` with no first token, which the guard did not count, so a stuck
+    # canary ran on (an outside review: 66 of 66 canary streams failed, no trip).
+    baseline = await demo_gateway(**FAST)
+    canary = await demo_gateway(scenario="slow-first-token", **{**FAST, "fault_delay": 30.0})
+    gives_up = aiohttp.ClientTimeout(sock_read=0.3)
+    async with (
+        serve_process(
+            baseline, "--canary", str(canary), "--canary-percent", "50", "--canary-guard"
+        ) as served,
+        aiohttp.ClientSession(timeout=gives_up) as http,
+    ):
+
+        async def impatient(i: int) -> None:
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                await chat(http, served.url, f"h{i}")
+
+        sent = 0
+        while not any(line.get("event") == "canary_tripped" for line in served.lines):
+            assert sent < 600, "the guard never tripped"
+            await asyncio.gather(*(impatient(sent + i) for i in range(10)))
+            sent += 10
+        trip = next(line for line in served.lines if line.get("event") == "canary_tripped")
+        assert trip["rule"] == "ttft_p95"
+        assert trip["canary"]["left_before_first_token"] >= 20 and trip["canary"]["streams"] == 0
+        assert trip["canary"]["ttft_p95_ms"] >= 250 and trip["baseline"]["ttft_p95_ms"] < 125
+        assert all(t.startswith("h") for t in trip["trace_ids"])
+        assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
         assert await served.stop() == 0

@@ -162,3 +162,56 @@ def test_the_window_forgets_old_streams() -> None:
     for i in range(50):
         guard.canary.add(Sample(f"b{i}", True, None))
     assert guard.canary.bad == 50
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clients_leaving_early_on_both_sides_never_trip_a_healthy_canary(seed: int) -> None:
+    # Equal sides; one stream in ten is left before its first token, after a wait shorter than
+    # most TTFTs (a user changing their mind): at the canary a lower bound, at the baseline
+    # unknown. Neither makes the canary look slow, nor counts as a judged stream.
+    rng = random.Random(seed)
+    guard = Guard()
+    for i in range(2000):
+        canary = rng.random() < 0.5
+        ttft = rng.lognormvariate(-1.0, 1.0)
+        left = rng.random() < 0.1
+        sample = (
+            Sample(f"t{i}", False, None, waited=ttft * rng.random()) if left else Sample(f"t{i}", False, ttft)
+        )
+        assert guard.observe(canary, sample) is None, (i, guard.canary.figures(), guard.baseline.figures())
+    figures = guard.canary.figures()
+    assert figures["left_before_first_token"] > 0
+    assert figures["streams"] + figures["left_before_first_token"] == len(guard.canary.samples)
+
+
+def test_a_canary_whose_clients_all_give_up_waiting_trips_the_ttft_rule() -> None:
+    guard = Guard()
+    for i in range(400):
+        canary = i % 2 == 1
+        sample = Sample(f"t{i}", False, None, waited=3.0) if canary else Sample(f"t{i}", False, 0.05)
+        if guard.observe(canary, sample) is not None:
+            break
+    trip = guard.tripped
+    assert trip is not None and trip.rule == "ttft_p95"
+    assert trip.canary["streams"] == 0 and trip.canary["left_before_first_token"] >= 20
+    assert trip.canary["ttft_p95_ms"] == 3000.0 and trip.baseline["ttft_p95_ms"] == 50.0
+    # At the baseline, the same streams keep its bound open: the rule cannot trip against it.
+    other = Guard()
+    for i in range(400):
+        canary = i % 2 == 1
+        sample = Sample(f"t{i}", False, 3.0) if canary else Sample(f"t{i}", False, None, waited=0.01)
+        assert other.observe(canary, sample) is None
+    assert other.baseline.figures()["ttft_p95_ms"] is None
+
+
+@pytest.mark.parametrize("anomaly", ["not_streamed", "wrong_content_type"])
+def test_a_canary_that_does_not_stream_as_asked_is_bad(anomaly: str) -> None:
+    # A whole answer to a stream request, or an event stream labelled text/plain: an outside
+    # review's canaries gave 163 of 163 and 146 of 146 such streams, and the guard held on.
+    assert is_bad("complete", [anomaly])
+    guard = Guard()
+    for i in range(200):
+        canary = i % 2 == 1
+        if guard.observe(canary, Sample(f"t{i}", is_bad("complete", [anomaly] if canary else []), 0.05)):
+            break
+    assert guard.tripped is not None and guard.tripped.rule == "bad_share"

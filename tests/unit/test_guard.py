@@ -28,6 +28,8 @@ def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
         "missing_finish_reason",
         "missing_usage",
         "invalid_tool_arguments",
+        "not_streamed",
+        "wrong_content_type",
     ):
         assert is_bad("complete", [anomaly])
     assert not is_bad("complete", [])

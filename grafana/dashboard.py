@@ -233,7 +233,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Bad-stream share by side",
               "Share of each side's streams that the canary guard counts as bad (truncated, "
               "upstream_error, timeout; or buffered, bursty, missing_done, "
-              "missing_finish_reason, missing_usage, invalid_tool_arguments, not_streamed, "
+              "missing_finish_reason, missing_usage, invalid_tool_arguments, "
               "wrong_content_type). "
               "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
               "baseline's for 5 minutes.",

@@ -6,7 +6,8 @@ raw figures, so that noise between two equal sides does not trip it:
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
-   invalid_tool_arguments, not_streamed, wrong_content_type) above the baseline's by more than
+   invalid_tool_arguments, wrong_content_type; a stream the client left on a malformed frame)
+   above the baseline's by more than
    `margin` points? Tested with Newcombe's hybrid score interval for a difference of
    proportions (built from two Wilson intervals): trip when the interval's lower bound, at
    one-sided z = 3.09 (0.1 %), exceeds the margin, once the canary has `min_streams` streams.
@@ -17,9 +18,9 @@ raw figures, so that noise between two equal sides does not trip it:
    (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
-abandoned (`client_disconnect`; but one it left before its first token still tells the TTFT
-rule that its TTFT was at least the wait, see _Side), and those the upstream refused as the
-client's error (a 4xx
+abandoned (`client_disconnect`, unless a frame it got was malformed: the SDK raised on it and
+closed; one it left before its first token still gives the TTFT rule its wait, see _Side), and
+those the upstream refused as the client's error (a 4xx
 other than 408 and 429: a bad key, an unknown model, a malformed request). A client picks its
 side with the sticky header, so counting its refusals let one client trip a healthy canary,
 or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
@@ -32,12 +33,14 @@ import bisect
 import functools
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
-# `not_streamed` and `wrong_content_type` too: a canary that answers a stream with a whole
-# body, or labels its event stream `text/plain`, is exactly what a cutover must not bring.
+# `wrong_content_type` too: an event stream labelled `text/plain`. Not `not_streamed`: OpenAI's
+# own whisper-1 answers a stream request with a whole body, so one client's mix of routes made
+# a healthy canary bad.
 BAD_ANOMALIES = frozenset(
     {
         "buffered",
@@ -46,7 +49,6 @@ BAD_ANOMALIES = frozenset(
         "missing_finish_reason",
         "missing_usage",
         "invalid_tool_arguments",
-        "not_streamed",
         "wrong_content_type",
     }
 )
@@ -94,12 +96,18 @@ def client_error(status: int) -> bool:
     return 400 <= status < 500 and status not in NOT_CLIENT_ERRORS
 
 
-def judged(outcome: str, status: int) -> bool:
-    """Does this stream say something about the upstream's streaming?"""
-    return outcome not in IGNORED_OUTCOMES and not (outcome == "upstream_error" and client_error(status))
+def judged(outcome: str, status: int, anomalies: Sequence[str] = ()) -> bool:
+    """Does this stream say something about the upstream's streaming? A stream the client
+    left says so when a frame it got was malformed: the SDK raised on it and closed (the
+    openai SDKs on frames with no data after an `id:` line, say)."""
+    if outcome in IGNORED_OUTCOMES:
+        return "malformed_frame" in anomalies
+    return not (outcome == "upstream_error" and client_error(status))
 
 
 def is_bad(outcome: str, anomalies: list[str]) -> bool:
+    if outcome in IGNORED_OUTCOMES:  # judged only when the client left on a malformed frame
+        return "malformed_frame" in anomalies
     return outcome in BAD_OUTCOMES or (bool(anomalies) and not BAD_ANOMALIES.isdisjoint(anomalies))
 
 
@@ -158,23 +166,21 @@ def quantile_bound_ranks(
 class _Side:
     """One side's window, with its bad count and its TTFTs kept sorted as streams come and go.
 
-    A stream the client left before its first token (`Sample.waited`) is no judged stream, but
-    its TTFT is censored, known only to be at least the wait: the canary's side takes the wait
-    (its p95's lower bound stays a lower bound), the baseline's takes infinity (its upper bound
-    stays an upper bound). So a canary that hangs until clients give up trips the TTFT rule,
-    and clients that leave early on either side never make a healthy canary look slow."""
+    A stream the client left before its first token (`Sample.waited`) is no judged stream,
+    but it has a time all the same: to the first token or to the client giving up, whichever
+    came first. Both sides are compared on that time, so a canary that hangs until clients
+    give up (their read timeouts are seconds, --idle-timeout minutes) trips the TTFT rule, and
+    clients that leave alike on both sides leave the two alike."""
 
-    def __init__(self, window: int, censored_as_wait: bool) -> None:
+    def __init__(self, window: int) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
         self.judged = 0
         self.bad = 0
         self.ttfts: list[float] = []
-        self._censored_as_wait = censored_as_wait
 
-    def ttft_of(self, sample: Sample) -> float | None:
-        if sample.waited is None:
-            return sample.ttft
-        return sample.waited if self._censored_as_wait else math.inf
+    @staticmethod
+    def ttft_of(sample: Sample) -> float | None:
+        return sample.ttft if sample.waited is None else sample.waited
 
     def add(self, sample: Sample) -> None:
         if len(self.samples) == self.samples.maxlen:
@@ -199,7 +205,7 @@ class _Side:
             "streams": n,
             "bad": self.bad,
             "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
-            "ttft_p95_ms": None if p95 is None or math.isinf(p95) else round(p95 * 1000.0, 3),
+            "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
         }
         left = len(self.samples) - n
         if left:
@@ -213,14 +219,14 @@ class Guard:
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
-        self.baseline = _Side(self.settings.window, censored_as_wait=False)
+        self.baseline = _Side(self.settings.window)
         self.reset()
 
     def reset(self) -> None:
         """Start over (the operator set a new share): forget the canary's window and any trip.
         The baseline's window stays: its streams say the same whatever the share, and at 100 %
         it gets none, so a reset that forgot them left the last step of a ramp unguarded."""
-        self.canary = _Side(self.settings.window, censored_as_wait=True)
+        self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:

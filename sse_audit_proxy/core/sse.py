@@ -253,7 +253,7 @@ class SSEDecoder:
             if b"\x00" not in value:
                 self._last_id = value.decode("utf-8", "replace")
         elif field == b"retry":
-            self._retry = value.strip().lstrip(b"+-").isdigit()  # what int() takes
+            self._retry = _an_int(value)
         elif field == b"data":  # "data" with no colon: an empty data line
             self._data.append(b"")
         elif field == b"error":
@@ -278,3 +278,12 @@ class SSEDecoder:
         self._frame_len = 0
         self._event = ""
         self._retry = False
+
+
+def _an_int(value: bytes) -> bool:
+    """Whether the openai Python SDK takes a `retry:` value (`int()` of its text)."""
+    try:
+        int(value.decode("utf-8", "replace"))
+    except ValueError:
+        return False
+    return True

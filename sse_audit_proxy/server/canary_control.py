@@ -276,12 +276,14 @@ class CanaryControl:
         if not self._guarding or s is None or self.router.tripped:
             return
         outcome = s.outcome.value
-        if judged(outcome, rec.status):
+        if judged(outcome, rec.status, s.anomalies):
             sample = Sample(rec.trace_id, is_bad(outcome, s.anomalies), s.ttft)
-        elif outcome == "client_disconnect" and s.ttft is None:
-            # Left before its first token: a canary that hangs until clients give up (their
-            # timeouts are seconds, --idle-timeout minutes) showed the guard nothing at all.
-            sample = Sample(rec.trace_id, False, None, waited=rec.duration - (rec.request_sent or 0.0))
+        elif outcome == "client_disconnect" and s.ttft is None and rec.request_sent is not None:
+            # Left before its first token, once the upstream had answered: a canary that hangs
+            # until clients give up (their timeouts are seconds, --idle-timeout minutes) showed
+            # the guard nothing at all. (Not before: an upload the client never finished is no
+            # time of the upstream's.)
+            sample = Sample(rec.trace_id, False, None, waited=rec.duration - rec.request_sent)
         else:
             return
         canary = self.router.canary

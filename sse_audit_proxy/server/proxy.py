@@ -738,8 +738,8 @@ class Proxy:
         rec.request_sent = sent - arrived
         started = sent
         ctype, encoding = _content_type_and_encoding(conn.headers)
-        # A HEAD's answer, a 204 or a 304 has no body, whatever its head says it would be: no
-        # stream to judge (a health check's `HEAD` of a stream's route is no `truncated` one).
+        # A HEAD's answer, a 204 or 304 has no body, whatever its head says it would be:
+        # no stream to judge (a health check's `HEAD` of a stream's route is no `truncated` one).
         has_body = not (request.method == "HEAD" or status in (204, 304))
         is_sse = has_body and ctype.startswith(b"text/event-stream")
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an

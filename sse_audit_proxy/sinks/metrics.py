@@ -221,7 +221,7 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
-        if judged(outcome, rec.status):
+        if judged(outcome, rec.status, s.anomalies):
             series.judged.inc()
             if is_bad(outcome, s.anomalies):
                 series.bad.inc()

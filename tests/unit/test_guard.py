@@ -28,7 +28,6 @@ def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
         "missing_finish_reason",
         "missing_usage",
         "invalid_tool_arguments",
-        "not_streamed",
         "wrong_content_type",
     ):
         assert is_bad("complete", [anomaly])
@@ -169,8 +168,8 @@ def test_the_window_forgets_old_streams() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_clients_leaving_early_on_both_sides_never_trip_a_healthy_canary(seed: int) -> None:
     # Equal sides; one stream in ten is left before its first token, after a wait shorter than
-    # most TTFTs (a user changing their mind): at the canary a lower bound, at the baseline
-    # unknown. Neither makes the canary look slow, nor counts as a judged stream.
+    # its TTFT would have been (a user changing their mind): compared on the time to the first
+    # token or to leaving, the two sides stay alike, and those streams are no judged ones.
     rng = random.Random(seed)
     guard = Guard()
     for i in range(2000):
@@ -197,23 +196,46 @@ def test_a_canary_whose_clients_all_give_up_waiting_trips_the_ttft_rule() -> Non
     assert trip is not None and trip.rule == "ttft_p95"
     assert trip.canary["streams"] == 0 and trip.canary["left_before_first_token"] >= 20
     assert trip.canary["ttft_p95_ms"] == 3000.0 and trip.baseline["ttft_p95_ms"] == 50.0
-    # At the baseline, the same streams keep its bound open: the rule cannot trip against it.
-    other = Guard()
+
+
+def test_a_few_early_leavers_at_the_baseline_do_not_blind_the_ttft_rule() -> None:
+    # Counted as unbounded, one leaver in a hundred kept the baseline's p95 bound infinite and
+    # a canary 30 times slower ran on (a second review).
+    rng = random.Random(3)
+    guard = Guard()
     for i in range(400):
         canary = i % 2 == 1
-        sample = Sample(f"t{i}", False, 3.0) if canary else Sample(f"t{i}", False, None, waited=0.01)
-        assert other.observe(canary, sample) is None
-    assert other.baseline.figures()["ttft_p95_ms"] is None
+        if canary:
+            sample = Sample(f"t{i}", False, 0.6)
+        elif i % 50 == 0:
+            sample = Sample(f"t{i}", False, None, waited=0.1)  # a user who cancelled
+        else:
+            sample = Sample(f"t{i}", False, rng.uniform(0.015, 0.025))
+        if guard.observe(canary, sample) is not None:
+            break
+    assert guard.tripped is not None and guard.tripped.rule == "ttft_p95"
 
 
-@pytest.mark.parametrize("anomaly", ["not_streamed", "wrong_content_type"])
-def test_a_canary_that_does_not_stream_as_asked_is_bad(anomaly: str) -> None:
-    # A whole answer to a stream request, or an event stream labelled text/plain: an outside
-    # review's canaries gave 163 of 163 and 146 of 146 such streams, and the guard held on.
-    assert is_bad("complete", [anomaly])
+def test_a_canary_whose_event_stream_is_labelled_otherwise_is_bad() -> None:
+    # An event stream labelled text/plain (EventSource refuses it, hops may buffer it): an
+    # outside review's canary gave 146 of 146 such streams, and the guard held on.
+    assert is_bad("complete", ["wrong_content_type"])
     guard = Guard()
     for i in range(200):
         canary = i % 2 == 1
-        if guard.observe(canary, Sample(f"t{i}", is_bad("complete", [anomaly] if canary else []), 0.05)):
+        bad = is_bad("complete", ["wrong_content_type"] if canary else [])
+        if guard.observe(canary, Sample(f"t{i}", bad, 0.05)):
             break
     assert guard.tripped is not None and guard.tripped.rule == "bad_share"
+
+
+def test_a_stream_the_client_left_on_a_malformed_frame_is_judged() -> None:
+    # The openai Python SDK raises on a keep-alive comment after `id:` lines and closes: every
+    # stream ends `client_disconnect`, which alone says nothing of the upstream.
+    assert not judged("client_disconnect", 200)
+    assert not judged("client_disconnect", 200, ["buffered"])
+    assert judged("client_disconnect", 200, ["malformed_frame"])
+    assert is_bad("client_disconnect", ["malformed_frame"])
+    assert not is_bad("complete", ["malformed_frame"])  # as before: the client read on
+    # A whole answer to a stream request is OpenAI's own way with whisper-1: not bad.
+    assert not is_bad("complete", ["not_streamed"])

@@ -78,7 +78,8 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
     refused = outcome == "upstream_error" and 400 <= rec.status < 500 and rec.status not in NOT_CLIENT_ERRORS
-    if outcome not in IGNORED_OUTCOMES and not refused:
+    left_on_a_bad_frame = outcome in IGNORED_OUTCOMES and "malformed_frame" in s.anomalies
+    if (outcome not in IGNORED_OUTCOMES and not refused) or left_on_a_bad_frame:
         m.judged.labels(*rm).inc()
         if is_bad(outcome, s.anomalies):
             m.bad.labels(*rm).inc()

@@ -157,7 +157,8 @@ def test_an_anthropic_frame_without_its_event_line_is_malformed_as_the_sdks_skip
     assert run(named, route="messages").anomalies == []
     unnamed = run([frame(d) for d in docs], route="messages")
     assert (unnamed.outcome, unnamed.anomalies) == (Outcome.COMPLETE, ["malformed_frame"])
-    assert "6 frames" in " ".join(unnamed.reasons)
+    # Five: a `message_stop` without its name costs the SDK nothing (the message is whole).
+    assert "5 frames" in " ".join(unnamed.reasons)
     # Responses streams are read by the JSON `type` (the openai SDK's way): no `event:` needed.
     assert (
         "malformed_frame"
@@ -410,3 +411,20 @@ def test_bursty_thresholds_are_the_documented_defaults() -> None:
         th.bursty_max_spacing,
         th.bursty_min_share,
     ) == (3, 10, 0.2, 0.002, 0.5)
+
+
+def test_what_comes_after_done_is_not_judged_as_the_sdks_read_no_more() -> None:
+    # The openai SDKs stop at `[DONE]`: an error frame after it failed nothing.
+    r = run([chunk({"content": "a"}), chunk({}, finish="stop"), DONE, ERROR], include_usage=False)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+
+
+@pytest.mark.parametrize(("value", "counted"), [(b"1_000", True), (b"\xef\xbc\x93", True), (b"+-5", False)])
+def test_a_retry_line_alone_counts_when_the_sdk_takes_its_number(value: bytes, counted: bool) -> None:
+    # What Python's int() takes (underscores, any script's digits), as the openai SDK parses it.
+    r = run([b"retry: " + value + b"\n\n", chunk({"content": "a"}), chunk({}, finish="stop"), DONE])
+    assert ("malformed_frame" in r.anomalies) is counted
+
+
+def test_an_anthropic_ping_without_its_name_costs_the_sdk_nothing() -> None:
+    assert run([frame({"type": "ping"})], route="messages").anomalies.count("malformed_frame") == 0

@@ -9,7 +9,8 @@ are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunk
 In-band failures: an `{"error": ...}` frame (vLLM, llama.cpp), older vLLM's `{"object":
 "error", "message": ...}` frame, and a choice finishing with `finish_reason: "error"`
 (OpenRouter's mid-stream failure, beside an `error` object or not). Nothing after one of them
-undoes it: the openai SDKs raise there, and their callers never see what follows.
+undoes it (the openai SDKs raise at an `{"error": ...}` frame, and their callers never see
+what follows); after `[DONE]`, where the SDKs stop reading, none counts.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class ChatCompletions(Dialect):
         self._usage: Any = None
         self._done = False
         self._errors = 0
-        # An error frame came: the openai SDKs raise at the first one, so whatever follows
-        # (a choice finishing after it, `[DONE]`) never reaches their callers.
+        # An error frame came before `[DONE]`: the answer failed, whatever follows (the openai
+        # SDKs raise at an `{"error": ...}` frame, so a finish after it never reaches their
+        # callers).
         self._failed = False
         self._malformed = 0
         self._tools = ToolArgs()
@@ -101,7 +103,7 @@ class ChatCompletions(Dialect):
         self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
 
     def observe(self, event: Event) -> int:
-        if event.event == ERROR_EVENT:  # else the name and id say nothing here
+        if event.event == ERROR_EVENT and not self._done:  # else the name and id say nothing here
             self._errors += 1
             self._failed = True
             return ERROR
@@ -115,7 +117,8 @@ class ChatCompletions(Dialect):
         except (msgspec.DecodeError, RecursionError):  # ValidationError (another shape) too
             return self._observe_doc(data)  # `[DONE]`, another shape, or not JSON
         bits = 0
-        if chunk.error:  # is_error_frame: `"error": null` on ordinary chunks is not one
+        if chunk.error and not self._done:  # `"error": null` on ordinary chunks is not one;
+            # after `[DONE]` the SDKs read no more
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -202,7 +205,7 @@ class ChatCompletions(Dialect):
             return MALFORMED
         bits = 0
         error = chunk.get("error")
-        if error:  # is_error_frame, inlined (Completions reads every frame here)
+        if error and not self._done:  # is_error_frame, inlined (Completions reads every frame here)
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -212,7 +215,7 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:
-            if not bits and chunk.get("object") == "error":  # is_error_frame's other shape
+            if not bits and chunk.get("object") == "error" and not self._done:  # the other shape
                 self._errors += 1
                 self._failed = True
                 return ERROR

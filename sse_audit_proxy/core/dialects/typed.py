@@ -29,6 +29,10 @@ from sse_audit_proxy.core.dialects.base import (
 from sse_audit_proxy.core.dialects.tool_args import ToolArgs
 from sse_audit_proxy.core.sse import Event
 
+# Events an SDK that skips unnamed frames loses nothing by: a keep-alive, the last event
+# (the message is whole by then).
+_SKIPPED_HARMLESSLY = frozenset({"ping", "message_stop"})
+
 
 class TypedEvents(Dialect):
     # True: the `event:` line names the event and the JSON's own `type` is something else
@@ -66,7 +70,7 @@ class TypedEvents(Dialect):
         kind = event.event if self.event_name_first else (doc.get("type") or event.event)
         malformed = self._malformed
         bits = self._on(kind, doc) if isinstance(kind, str) and kind else self._untyped(doc)
-        if self.event_line_needed and not event.event:
+        if self.event_line_needed and not event.event and kind not in _SKIPPED_HARMLESSLY:
             self._malformed += 1  # read here, but skipped by the SDKs that pick events by name
         # Counters, not returns, say what went wrong deep in a handler: compare once here.
         return bits if self._malformed == malformed else bits | MALFORMED

@@ -111,7 +111,7 @@ class LiveStats:
         self.outcomes[s.outcome.value] += 1
         side = self._side(rec.upstream)
         side.streams += 1
-        if judged(s.outcome.value, rec.status):
+        if judged(s.outcome.value, rec.status, s.anomalies):
             side.judged += 1
             side.bad += is_bad(s.outcome.value, s.anomalies)
         if s.ttft is not None:

@@ -28,6 +28,7 @@ from sse_audit_proxy.cli.options import (
     upstream_url,
 )
 from sse_audit_proxy.core.audit import Thresholds
+from sse_audit_proxy.core.guard import MAX_GUARD_WINDOW
 from sse_audit_proxy.server import loop, workers
 from sse_audit_proxy.server.access import read_key_file
 from sse_audit_proxy.server.canary import BASELINE, CANARY, CanaryConfig, label_name
@@ -379,7 +380,7 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         "--canary-guard-window",
         type=positive_int,
         default=200,
-        help="recent streams per side the guard compares",
+        help="recent streams per side the guard compares (at most 5,000)",
     )
     option(
         p,
@@ -416,7 +417,12 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
-    if args.canary_guard_min_streams > args.canary_guard_window:
+    if args.canary_guard_window > MAX_GUARD_WINDOW:
+        raise ConfigError(
+            f"--canary-guard-window {args.canary_guard_window}: at most {MAX_GUARD_WINDOW:,} (the "
+            "guard's p95 bounds are worked out once per window size, on the event loop)"
+        )
+    if args.canary_guard and args.canary_guard_min_streams > args.canary_guard_window:
         raise ConfigError(
             f"--canary-guard-min-streams {args.canary_guard_min_streams} is more than "
             f"--canary-guard-window {args.canary_guard_window}: the guard could never trip"

@@ -6,8 +6,8 @@ raw figures, so that noise between two equal sides does not trip it:
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
-   invalid_tool_arguments, wrong_content_type; a stream the client left on a malformed frame)
-   above the baseline's by more than
+   invalid_tool_arguments, wrong_content_type; a stream the client left on a malformed frame or
+   after waiting a second for its first token) above the baseline's by more than
    `margin` points? Tested with Newcombe's hybrid score interval for a difference of
    proportions (built from two Wilson intervals): trip when the interval's lower bound, at
    one-sided z = 3.09 (0.1 %), exceeds the margin, once the canary has `min_streams` streams.
@@ -18,9 +18,9 @@ raw figures, so that noise between two equal sides does not trip it:
    (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
-abandoned (`client_disconnect`, unless a frame it got was malformed: the SDK raised on it and
-closed; one it left before its first token still gives the TTFT rule its wait, see _Side), and
-those the upstream refused as the client's error (a 4xx
+abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
+after waiting GAVE_UP_AFTER for a first token is bad), and those the upstream refused as the
+client's error (a 4xx
 other than 408 and 429: a bad key, an unknown model, a malformed request). A client picks its
 side with the sticky header, so counting its refusals let one client trip a healthy canary,
 or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sse_audit_proxy.core.record import AuditRecord
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
 # `wrong_content_type` too: an event stream labelled `text/plain`. Not `not_streamed`: OpenAI's
@@ -53,6 +55,7 @@ BAD_ANOMALIES = frozenset(
     }
 )
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
+GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left: a bad stream
 # 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
 # are the upstream's state (quotas not migrated; SSEAuditUpstreamErrors counts 429 with the
 # 5xx), and 499 is the proxy's record of a client that left.
@@ -61,6 +64,11 @@ Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must 
 TTFT_QUANTILE = 0.95
 TTFT_ALPHA = 0.01
 EVIDENCE = 5  # trace IDs of offending streams named in a trip
+
+
+# The window's largest size: each new sample count until it is full works out its p95 ranks
+# (about 2 ms at 5,000; 48 ms at 100,000, on the event loop).
+MAX_GUARD_WINDOW = 5000
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,13 +81,11 @@ class GuardSettings:
 
 @dataclass(slots=True, frozen=True)
 class Sample:
-    """What the guard needs of one finished stream. `waited`: a stream the client left before
-    its first token, after waiting this long (its TTFT is at least that); it is not judged."""
+    """What the guard needs of one finished stream."""
 
     trace_id: str
     bad: bool
     ttft: float | None
-    waited: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -96,19 +102,46 @@ def client_error(status: int) -> bool:
     return 400 <= status < 500 and status not in NOT_CLIENT_ERRORS
 
 
-def judged(outcome: str, status: int, anomalies: Sequence[str] = ()) -> bool:
+def judged(outcome: str, status: int, anomalies: Sequence[str] = (), gave_up: bool = False) -> bool:
     """Does this stream say something about the upstream's streaming? A stream the client
-    left says so when a frame it got was malformed: the SDK raised on it and closed (the
-    openai SDKs on frames with no data after an `id:` line, say)."""
+    left does when a frame it got was malformed (the SDK raised on it and closed: the openai
+    SDKs on frames with no data after an `id:` line, say), or when it gave up waiting for a
+    first token (`gave_up`)."""
     if outcome in IGNORED_OUTCOMES:
-        return "malformed_frame" in anomalies
+        return gave_up or "malformed_frame" in anomalies
     return not (outcome == "upstream_error" and client_error(status))
 
 
-def is_bad(outcome: str, anomalies: list[str]) -> bool:
-    if outcome in IGNORED_OUTCOMES:  # judged only when the client left on a malformed frame
-        return "malformed_frame" in anomalies
+def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False) -> bool:
+    if outcome in IGNORED_OUTCOMES:  # judged only for one of judged()'s two reasons: both bad
+        return gave_up or "malformed_frame" in anomalies
     return outcome in BAD_OUTCOMES or (bool(anomalies) and not BAD_ANOMALIES.isdisjoint(anomalies))
+
+
+def gave_up_waiting(rec: AuditRecord) -> bool:
+    """The client left with no token GAVE_UP_AFTER or more after the upstream began to answer:
+    what a canary that hangs looks like, clients' read timeouts being seconds and
+    --idle-timeout minutes. No client can make one of a side that answers in time (the token
+    comes before it leaves), and a wait cut short says nothing: only a long one counts."""
+    s = rec.stream
+    return (
+        s is not None
+        and s.outcome.value in IGNORED_OUTCOMES
+        and s.ttft is None
+        and rec.request_sent is not None  # the upstream had the request, and answered its head
+        and rec.duration - rec.request_sent >= GAVE_UP_AFTER
+    )
+
+
+def judge(rec: AuditRecord) -> bool | None:
+    """A finished stream's word to the guard: bad or not, None when it says nothing."""
+    s = rec.stream
+    if s is None:
+        return None
+    outcome, gave_up = s.outcome.value, gave_up_waiting(rec)
+    if not judged(outcome, rec.status, s.anomalies, gave_up):
+        return None
+    return is_bad(outcome, s.anomalies, gave_up)
 
 
 def wilson(successes: int, n: int, z: float) -> tuple[float, float]:
@@ -164,53 +197,34 @@ def quantile_bound_ranks(
 
 
 class _Side:
-    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go.
-
-    A stream the client left before its first token (`Sample.waited`) is no judged stream,
-    but it has a time all the same: to the first token or to the client giving up, whichever
-    came first. Both sides are compared on that time, so a canary that hangs until clients
-    give up (their read timeouts are seconds, --idle-timeout minutes) trips the TTFT rule, and
-    clients that leave alike on both sides leave the two alike."""
+    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go."""
 
     def __init__(self, window: int) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
-        self.judged = 0
         self.bad = 0
         self.ttfts: list[float] = []
-
-    @staticmethod
-    def ttft_of(sample: Sample) -> float | None:
-        return sample.ttft if sample.waited is None else sample.waited
 
     def add(self, sample: Sample) -> None:
         if len(self.samples) == self.samples.maxlen:
             oldest = self.samples[0]  # leaves the window
             self.bad -= oldest.bad
-            self.judged -= oldest.waited is None
-            ttft = self.ttft_of(oldest)
-            if ttft is not None:
-                del self.ttfts[bisect.bisect_left(self.ttfts, ttft)]
+            if oldest.ttft is not None:
+                del self.ttfts[bisect.bisect_left(self.ttfts, oldest.ttft)]
         self.samples.append(sample)
         self.bad += sample.bad
-        self.judged += sample.waited is None
-        ttft = self.ttft_of(sample)
-        if ttft is not None:
-            bisect.insort(self.ttfts, ttft)
+        if sample.ttft is not None:
+            bisect.insort(self.ttfts, sample.ttft)
 
     def figures(self) -> dict[str, Any]:
-        n = self.judged
+        n = len(self.samples)
         ttfts = self.ttfts
         p95 = ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)] if ttfts else None
-        figures = {
+        return {
             "streams": n,
             "bad": self.bad,
             "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
             "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
         }
-        left = len(self.samples) - n
-        if left:
-            figures["left_before_first_token"] = left
-        return figures
 
 
 class Guard:
@@ -240,7 +254,7 @@ class Guard:
 
     def _bad_share(self) -> Trip | None:
         c, b, s = self.canary, self.baseline, self.settings
-        n_c, n_b = c.judged, b.judged
+        n_c, n_b = len(c.samples), len(b.samples)
         if n_c < s.min_streams or n_b == 0:
             return None
         if c.bad * n_b <= b.bad * n_c:  # not worse at all: skip the arithmetic
@@ -273,9 +287,7 @@ class Guard:
         if canary_low <= s.ttft_ratio * baseline_high:
             return None
         slowest = sorted(
-            (x for x in self.canary.samples if self.canary.ttft_of(x) is not None),
-            key=lambda x: self.canary.ttft_of(x) or 0.0,
-            reverse=True,
+            (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
         )[:EVIDENCE]
         return Trip(
             "ttft_p95",

@@ -39,6 +39,7 @@ KIND_NAMES: tuple[tuple[int, str], ...] = (
     (TERMINAL, "terminal"),
     (MALFORMED, "malformed"),
 )
+_BIT_OF = {name: bit for bit, name in KIND_NAMES}
 OTHER = "other"  # a frame with none of the bits: a role chunk, `message_start`, ...
 READ_START = 0x80  # not a kind: marks a read's first frame in the exact part (bits < 0x80)
 _NAMES: dict[int, str] = {}
@@ -68,10 +69,9 @@ def kind_name(bits: int) -> str:
 
 def kind_bits(name: str) -> int:
     """The inverse of `kind_name` (unknown parts are ignored)."""
-    by_name = {n: bit for bit, n in KIND_NAMES}
     bits = 0
     for part in name.split("+"):
-        bits |= by_name.get(part, 0)
+        bits |= _BIT_OF.get(part, 0)
     return bits
 
 

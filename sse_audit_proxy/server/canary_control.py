@@ -26,7 +26,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, is_bad, judged
+from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
 
@@ -275,17 +275,10 @@ class CanaryControl:
         s = rec.stream
         if not self._guarding or s is None or self.router.tripped:
             return
-        outcome = s.outcome.value
-        if judged(outcome, rec.status, s.anomalies):
-            sample = Sample(rec.trace_id, is_bad(outcome, s.anomalies), s.ttft)
-        elif outcome == "client_disconnect" and s.ttft is None and rec.request_sent is not None:
-            # Left before its first token, once the upstream had answered: a canary that hangs
-            # until clients give up (their timeouts are seconds, --idle-timeout minutes) showed
-            # the guard nothing at all. (Not before: an upload the client never finished is no
-            # time of the upstream's.)
-            sample = Sample(rec.trace_id, False, None, waited=rec.duration - rec.request_sent)
-        else:
+        bad = judge(rec)
+        if bad is None:
             return
+        sample = Sample(rec.trace_id, bad, s.ttft)
         canary = self.router.canary
         assert canary is not None
         trip = self.guard.observe(rec.upstream == canary.name, sample)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.guard import client_error, is_bad, judged
+from sse_audit_proxy.core.guard import client_error, judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
@@ -221,9 +221,10 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
-        if judged(outcome, rec.status, s.anomalies):
+        bad = judge(rec)
+        if bad is not None:
             series.judged.inc()
-            if is_bad(outcome, s.anomalies):
+            if bad:
                 series.bad.inc()
         for anomaly in s.anomalies:
             child(self.anomalies, route, model, side, anomaly).inc()

@@ -493,7 +493,8 @@ class Rebuild:
         for i, f in enumerate(self._skeletons):
             self._by_kind.setdefault(f["kind"], i)
         self._templates: dict[int, _Template] = {}
-        self._closest: dict[str, int | None] = {}
+        self._closest: dict[int, int | None] = {}  # kind bits -> the first skeleton with some
+        self._skeleton_bits: list[int] | None = None
         stream = doc["stream"]
         self._valid_arguments, self._in_sequence = valid_arguments, in_sequence
         self._usage = stream.get("usage") if isinstance(stream.get("usage"), dict) else None
@@ -510,12 +511,12 @@ class Rebuild:
         if i is None and kind_bits(kind) & KEEPALIVE:
             return KEEPALIVE_COMMENT
         if i is None:  # no skeleton of this kind at all: the first one that has its bits
-            if kind not in self._closest:
-                bits = kind_bits(kind)
-                self._closest[kind] = next(
-                    (j for j, f in enumerate(self._skeletons) if kind_bits(f["kind"]) & bits), None
-                )
-            i = self._closest[kind]
+            bits = kind_bits(kind)  # (by bits: kinds spelled many ways made this quadratic)
+            if bits not in self._closest:
+                if self._skeleton_bits is None:
+                    self._skeleton_bits = [kind_bits(f["kind"]) for f in self._skeletons]
+                self._closest[bits] = next((j for j, b in enumerate(self._skeleton_bits) if b & bits), None)
+            i = self._closest[bits]
             if i is None:
                 return KEEPALIVE_COMMENT
         template = self._templates.get(i)

@@ -403,7 +403,7 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(demo_gateway
     # canary ran on (an outside review: 66 of 66 canary streams failed, no trip).
     baseline = await demo_gateway(**FAST)
     canary = await demo_gateway(scenario="slow-first-token", **{**FAST, "fault_delay": 30.0})
-    gives_up = aiohttp.ClientTimeout(sock_read=0.3)
+    gives_up = aiohttp.ClientTimeout(sock_read=1.2)  # past GAVE_UP_AFTER
     async with (
         serve_process(
             baseline, "--canary", str(canary), "--canary-percent", "50", "--canary-guard"
@@ -418,12 +418,11 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(demo_gateway
         sent = 0
         while not any(line.get("event") == "canary_tripped" for line in served.lines):
             assert sent < 600, "the guard never tripped"
-            await asyncio.gather(*(impatient(sent + i) for i in range(10)))
-            sent += 10
+            await asyncio.gather(*(impatient(sent + i) for i in range(20)))
+            sent += 20
         trip = next(line for line in served.lines if line.get("event") == "canary_tripped")
-        assert trip["rule"] == "ttft_p95"
-        assert trip["canary"]["left_before_first_token"] >= 20 and trip["canary"]["streams"] == 0
-        assert trip["canary"]["ttft_p95_ms"] >= 250 and trip["baseline"]["ttft_p95_ms"] < 125
+        assert trip["rule"] == "bad_share"
+        assert trip["canary"]["bad_percent"] == 100.0 and trip["baseline"]["bad_percent"] == 0.0
         assert all(t.startswith("h") for t in trip["trace_ids"])
         assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
         assert await served.stop() == 0

@@ -25,6 +25,7 @@ from sse_audit_proxy.tools.probe.report import (
     Redactor,
     colour_on,
     render_text,
+    save_raw,
     shown_headers,
     shown_response_headers,
 )
@@ -411,3 +412,44 @@ def test_a_stream_answered_with_a_json_error_and_status_200_fails_framing_with_i
     )
     ex.doc = {"choices": []}
     assert "not text/event-stream" in gates.framing(CHAT, ex).problems[0]
+
+
+def test_a_compressed_capture_holding_a_secret_is_saved_decoded_and_scrubbed(tmp_path: Any) -> None:
+    import gzip
+
+    key = "sk-proj-0123456789abcdef"
+    echoed = gzip.compress(b'{"error": {"message": "Incorrect API key provided: ' + key.encode() + b'"}}')
+    plain = gzip.compress(b'{"error": {"message": "model overloaded"}}')
+    runs = []
+    for trace, body in (("probe-x-leak", echoed), ("probe-x-plain", plain)):
+        ex = exchange("control", trace_id=trace, response_headers=[("Content-Encoding", "gzip")])
+        ex.chunks = [(0.01, body)]
+        runs.append(ex)
+    run = RouteRun(Target("base", URL("http://gw/v1"), "probe-x"), started_at=0.0, exchanges=runs)
+    saved = save_raw(tmp_path, [run], Redactor(key))
+    # No search of gzip's bytes finds the key: that body is kept decoded, and scrubbed.
+    assert saved["probe-x-leak"] == "probe-x-leak.json"
+    leak = (tmp_path / "probe-x-leak.json").read_bytes()
+    assert key.encode() not in leak and b"[redacted]" in leak
+    assert orjson.loads((tmp_path / "probe-x-leak.meta.json").read_bytes())["capture_decoded"] is True
+    # One with nothing to scrub stays as received.
+    assert (tmp_path / saved["probe-x-plain"]).read_bytes() == plain
+    assert saved["probe-x-plain"].endswith(".json.gz")
+
+
+def test_the_route_gate_shows_response_headers_as_evidence_does() -> None:
+    ex = exchange(
+        "control",
+        status=200,
+        response_headers=[("Set-Cookie", "session=SECRETVALUE123456"), ("X-Request-Id", "req-1")],
+        answer=Answer(),
+    )
+    shown = gates.route(CHAT, ex, "m").evidence["response_headers"]
+    assert shown == {"Set-Cookie": "[redacted]", "X-Request-Id": "req-1"}
+
+
+def test_a_short_key_is_not_searched_for_and_a_url_encoded_echo_is() -> None:
+    assert Redactor("true").data(b'{"api_key_sent": true}') == b'{"api_key_sent": true}'
+    key = "sk-proj-abc/def+ghi=0123456789"
+    out = Redactor(key).text("GET /v1?key=sk-proj-abc%2Fdef%2Bghi%3D0123456789")
+    assert "sk-proj-abc" not in out and "[redacted]" in out

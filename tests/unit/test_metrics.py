@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
-from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, NOT_CLIENT_ERRORS, is_bad
+from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, NOT_CLIENT_ERRORS, gave_up_waiting, is_bad
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import safe_token
 from sse_audit_proxy.sinks.metrics import _METHODS, MAX_STATUSES, OTHER, LabelCap, Metrics, _add_counts
@@ -78,10 +78,10 @@ def _reference_record(m: Metrics, rec: AuditRecord) -> None:
     outcome = s.outcome.value
     m.streams.labels(*rm, outcome).inc()
     refused = outcome == "upstream_error" and 400 <= rec.status < 500 and rec.status not in NOT_CLIENT_ERRORS
-    left_on_a_bad_frame = outcome in IGNORED_OUTCOMES and "malformed_frame" in s.anomalies
-    if (outcome not in IGNORED_OUTCOMES and not refused) or left_on_a_bad_frame:
+    left_badly = outcome in IGNORED_OUTCOMES and ("malformed_frame" in s.anomalies or gave_up_waiting(rec))
+    if (outcome not in IGNORED_OUTCOMES and not refused) or left_badly:
         m.judged.labels(*rm).inc()
-        if is_bad(outcome, s.anomalies):
+        if left_badly or is_bad(outcome, s.anomalies):
             m.bad.labels(*rm).inc()
     for anomaly in s.anomalies:
         m.anomalies.labels(*rm, anomaly).inc()

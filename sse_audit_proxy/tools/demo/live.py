@@ -16,7 +16,7 @@ from typing import TextIO
 from sse_audit_proxy.cli.format import seconds, table
 from sse_audit_proxy.core.audit import Outcome
 from sse_audit_proxy.core.figures import percentile
-from sse_audit_proxy.core.guard import is_bad, judged
+from sse_audit_proxy.core.guard import judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary_control import CanaryControl
 from sse_audit_proxy.sinks.metrics import OTHER, LabelCap
@@ -111,9 +111,10 @@ class LiveStats:
         self.outcomes[s.outcome.value] += 1
         side = self._side(rec.upstream)
         side.streams += 1
-        if judged(s.outcome.value, rec.status, s.anomalies):
+        bad = judge(rec)
+        if bad is not None:
             side.judged += 1
-            side.bad += is_bad(s.outcome.value, s.anomalies)
+            side.bad += bad
         if s.ttft is not None:
             side.ttfts.append(s.ttft)
         tripped_at = self.canary.tripped_at if self.canary is not None else None

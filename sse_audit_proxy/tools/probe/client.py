@@ -131,6 +131,12 @@ def shown_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {name: (REDACTED if is_secret_header(name) else value) for name, value in headers}
 
 
+def shown_response_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A response's headers as evidence shows them: secret-named ones blanked (`Set-Cookie`),
+    credentials in the others scrubbed."""
+    return {name: HEADERS.header(name, value) for name, value in headers}
+
+
 @dataclass(slots=True, frozen=True)
 class Sender:
     """What every request of one run carries."""

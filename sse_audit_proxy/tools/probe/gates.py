@@ -16,7 +16,7 @@ import orjson
 from sse_audit_proxy.core.audit import Anomaly, End, Thresholds
 from sse_audit_proxy.core.figures import ms as millis
 from sse_audit_proxy.tools.probe.api import Api
-from sse_audit_proxy.tools.probe.client import Exchange
+from sse_audit_proxy.tools.probe.client import Exchange, shown_response_headers
 from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts, ToolCallSeen, excerpt
 from sse_audit_proxy.tools.probe.prompts import TOOL
 
@@ -170,7 +170,7 @@ def route(api: Api, ex: Exchange, model: str) -> Gate:
         "status": ex.status,
         "latency_ms": millis(ex.duration),
         "request_id": ex.request_id,
-        "response_headers": dict(ex.response_headers),
+        "response_headers": shown_response_headers(ex.response_headers),
         "id": a.id,
         "object": a.object,
         "model": a.model,

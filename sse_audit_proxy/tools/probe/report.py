@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -19,7 +21,13 @@ from sse_audit_proxy import __version__
 from sse_audit_proxy.core.audit import StreamResult
 from sse_audit_proxy.core.figures import ms as millis
 from sse_audit_proxy.tools.probe.chat import ChatApi
-from sse_audit_proxy.tools.probe.client import HEADERS, REDACTED, Exchange, is_secret_header, shown_headers
+from sse_audit_proxy.tools.probe.client import (
+    REDACTED,
+    Exchange,
+    is_secret_header,
+    shown_headers,
+    shown_response_headers,
+)
 from sse_audit_proxy.tools.probe.gates import GATES, Gate, Status, ms, usage_text
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings
@@ -36,9 +44,13 @@ class Redactor:
     `/` as `\\/`), for a gateway that echoes a key in an error body."""
 
     def __init__(self, secret: str | None, headers: Sequence[tuple[str, str]] = ()) -> None:
-        secrets = {secret} if secret else set()
-        # A short value (`Cookie: a=1`) is hidden where it is shown, not searched for.
-        secrets.update(v for n, v in headers if is_secret_header(n) and len(v) >= MIN_SEARCHED)
+        # A short value (`Cookie: a=1`, a key of `true`) is hidden where it is shown, not
+        # searched for: replaced everywhere, it broke the report's JSON.
+        secrets = {v for n, v in headers if is_secret_header(n)}
+        if secret:
+            secrets.add(secret)
+        secrets = {v for v in secrets if len(v) >= MIN_SEARCHED}
+        secrets |= {quote(v, safe="") for v in secrets}  # as a URL echoed back writes it
         forms = [_escaped_form(s) for s in sorted(secrets, key=len, reverse=True)]
         self._text = re.compile("|".join(forms)) if forms else None
         self._data = re.compile("|".join(forms).encode()) if forms else None
@@ -64,12 +76,6 @@ def _escaped_form(secret: str) -> str:
             forms.append(re.escape("\\" + ch))
         parts.append(f"(?:{'|'.join(forms)})")
     return "".join(parts)
-
-
-def shown_response_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """A response's headers as evidence shows them: secret-named ones blanked (`Set-Cookie`),
-    credentials in the others scrubbed."""
-    return {name: HEADERS.header(name, value) for name, value in headers}
 
 
 def iso(wall: float) -> str:
@@ -222,15 +228,41 @@ def save_raw(directory: Path, runs: Sequence[RouteRun], redactor: Redactor) -> d
         for ex in run.exchanges:
             ext = ".sse" if ex.is_sse else ".json"
             encoding = (ex.header("Content-Encoding") or "").strip().lower()
+            body = b"".join(c for _, c in ex.chunks)
+            decoded = _decoded(body, encoding)
+            if decoded is not None and redactor.data(decoded) != decoded:
+                # A secret inside the compressed bytes, which no search of them finds: the
+                # body is kept decoded, and scrubbed.
+                body, encoding = redactor.data(decoded), ""
+            else:
+                decoded = None
+                body = redactor.data(body)
             ext += {"gzip": ".gz", "x-gzip": ".gz", "deflate": ".deflate"}.get(encoding, "")
             name = ex.trace_id + ext
-            (directory / name).write_bytes(redactor.data(b"".join(c for _, c in ex.chunks)))
+            (directory / name).write_bytes(body)
             meta = exchange_dict(ex, name)
             meta["reads_at"] = [[round(t, 6), len(c)] for t, c in ex.chunks]
             meta["capture_cut"] = ex.capture_cut
+            meta["capture_decoded"] = decoded is not None
             (directory / f"{ex.trace_id}.meta.json").write_bytes(render_json(meta, redactor))
             saved[ex.trace_id] = name
     return saved
+
+
+MAX_DECODED = 64 << 20  # a capture's decoded size, at most (a small body can expand a lot)
+
+
+def _decoded(body: bytes, encoding: str) -> bytes | None:
+    """A gzip or deflate body decoded (None: not compressed so, or not decodable)."""
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    for wbits in (47, -15):  # gzip or zlib by their headers; raw deflate
+        inflater = zlib.decompressobj(wbits)
+        try:
+            return inflater.decompress(body, MAX_DECODED)
+        except zlib.error:
+            continue
+    return None
 
 
 # Comparison ---------------------------------------------------------------------------------

@@ -119,17 +119,19 @@ def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False) -> boo
 
 
 def gave_up_waiting(rec: AuditRecord) -> bool:
-    """The client left with no token GAVE_UP_AFTER or more after the upstream began to answer:
-    what a canary that hangs looks like, clients' read timeouts being seconds and
-    --idle-timeout minutes. No client can make one of a side that answers in time (the token
-    comes before it leaves), and a wait cut short says nothing: only a long one counts."""
+    """The client left with no token GAVE_UP_AFTER or more after the whole request reached the
+    upstream (head or not; time the client itself held the stream up not counted): what a
+    canary that hangs looks like, clients' read timeouts being seconds and --idle-timeout
+    minutes. A side whose first token comes within the second gives none; one whose honest
+    TTFT is longer gives them for clients that cancel sooner, on both sides alike (a client
+    sticky to one side with such requests can move its share, as it can the TTFT p95)."""
     s = rec.stream
     return (
         s is not None
         and s.outcome.value in IGNORED_OUTCOMES
         and s.ttft is None
-        and rec.request_sent is not None  # the upstream had the request, and answered its head
-        and rec.duration - rec.request_sent >= GAVE_UP_AFTER
+        and rec.request_sent is not None  # the upstream had the whole request
+        and rec.duration - rec.request_sent - s.client_held >= GAVE_UP_AFTER
     )
 
 

@@ -591,6 +591,9 @@ class Proxy:
                 close=True,
             )
         info = scanner.info(complete=conn.sent)
+        if conn.sent:  # the whole request reached the upstream: a client that leaves from here
+            # on left the upstream's time, head or not (the canary guard's `gave_up_waiting`)
+            rec.request_sent = max(r.started, conn.upload_done_at) - r.started
         scanner.release()  # an open stream keeps no parser state
         rec.model = info.model
         rec.request = info

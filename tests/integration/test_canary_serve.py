@@ -12,6 +12,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
+from aiohttp import web
 from cli_process import ServeProcess, serve_process
 from demo_client import FAST
 from prometheus_client.parser import text_string_to_metric_families
@@ -397,12 +399,24 @@ async def test_the_last_step_of_the_ramp_is_guarded_and_a_bad_file_on_sighup_kee
         assert await served.stop() == 0
 
 
-async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(demo_gateway) -> None:
+@pytest.mark.parametrize("hangs", ["after its head", "before its head"])
+async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(
+    demo_gateway, upstream, hangs: str
+) -> None:
     # Clients' read timeouts are seconds, --idle-timeout minutes: every canary stream ended as a
     # `client_disconnect` with no first token, which the guard did not count, so a stuck
     # canary ran on (an outside review: 66 of 66 canary streams failed, no trip).
     baseline = await demo_gateway(**FAST)
-    canary = await demo_gateway(scenario="slow-first-token", **{**FAST, "fault_delay": 30.0})
+    if hangs == "after its head":
+        canary = await demo_gateway(scenario="slow-first-token", **{**FAST, "fault_delay": 30.0})
+    else:
+
+        async def silent(request: web.Request) -> web.Response:
+            await request.read()
+            await asyncio.sleep(30)
+            return web.Response()
+
+        canary = await upstream(silent)
     gives_up = aiohttp.ClientTimeout(sock_read=1.2)  # past GAVE_UP_AFTER
     async with (
         serve_process(

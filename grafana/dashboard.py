@@ -35,9 +35,8 @@ def quantile(q: float, histogram: str, by: str = "le") -> str:
 
 def side_quantiles(histogram: str) -> list[tuple[str, str]]:
     """p50 and p95 per side, both sides on one panel."""
-    return [
-        (quantile(q, histogram, "upstream, le"), f"p{round(q * 100)} {{{{upstream}}}}") for q in (0.5, 0.95)
-    ]
+    return [(quantile(q, histogram, "upstream, le"), f"p{round(q * 100)} {{{{upstream}}}}")
+            for q in (0.5, 0.95)]
 
 
 def side_share(numerator: str, by: str = "", denominator: str = "sse_audit_streams_total") -> str:
@@ -45,69 +44,52 @@ def side_share(numerator: str, by: str = "", denominator: str = "sse_audit_strea
     has no such stream."""
     total = rate(denominator, "upstream")
     if by:
-        return f"{rate(numerator, f'upstream, {by}')}\n  / ignoring ({by}) group_left\n{total}"
+        return (f"{rate(numerator, f'upstream, {by}')}\n  / ignoring ({by}) group_left\n"
+                f"{total}")
     return f"(\n  {rate(numerator, 'upstream')}\n  or 0 * {total}\n)\n  / {total}"
 
 
 def zero_filled(series: str) -> str:
     """A recorded share, or 0 where the streams exist but the anomaly never happened."""
-    return f"{series} or on (job, route, model) 0 * job_route_model:sse_audit_streams:rate5m{{{RULE_SEL}}}"
+    return (f"{series} or on (job, route, model) "
+            f"0 * job_route_model:sse_audit_streams:rate5m{{{RULE_SEL}}}")
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref, "range": True}
+    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref,
+            "range": True}
 
 
 def red_above(threshold: float) -> dict[str, Any]:
-    return {
-        "mode": "absolute",
-        "steps": [{"color": "green", "value": None}, {"color": "red", "value": threshold}],
-    }
+    return {"mode": "absolute", "steps": [
+        {"color": "green", "value": None}, {"color": "red", "value": threshold}]}
 
 
-def panel(
-    title: str,
-    description: str,
-    targets: list[tuple[str, str]],
-    *,
-    unit: str,
-    width: int = 8,
-    threshold: float | None = None,
-    stack: bool = False,
-    series_thresholds: tuple[tuple[str, float], ...] = (),
-) -> dict[str, Any]:
+def panel(title: str, description: str, targets: list[tuple[str, str]], *, unit: str,
+          width: int = 8, threshold: float | None = None, stack: bool = False,
+          series_thresholds: tuple[tuple[str, float], ...] = ()) -> dict[str, Any]:
     """`series_thresholds`: (legend prefix, threshold) for series whose alert pages elsewhere
     than `threshold`, so that each line turns red where its own alert fires."""
-    defaults: dict[str, Any] = {
-        "unit": unit,
-        "min": 0,
-        "custom": {
-            "fillOpacity": 10,
-            "showPoints": "never",
-            "stacking": {"mode": "normal" if stack else "none"},
-        },
-    }
+    defaults: dict[str, Any] = {"unit": unit, "min": 0,
+                                "custom": {"fillOpacity": 10, "showPoints": "never",
+                                           "stacking": {"mode": "normal" if stack else "none"}}}
     if threshold is not None:
         defaults["thresholds"] = red_above(threshold)
         defaults["custom"]["thresholdsStyle"] = {"mode": "line+area"}
-    overrides = [
-        {
-            "matcher": {"id": "byRegexp", "options": f"^{prefix} "},
-            "properties": [{"id": "thresholds", "value": red_above(value)}],
-        }
-        for prefix, value in series_thresholds
-    ]
+    overrides = [{"matcher": {"id": "byRegexp", "options": f"^{prefix} "},
+                  "properties": [{"id": "thresholds", "value": red_above(value)}]}
+                 for prefix, value in series_thresholds]
     return {
         "type": "timeseries",
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
         "fieldConfig": {"defaults": defaults, "overrides": overrides},
-        "options": {
-            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)],
+        "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [target(expr, legend, chr(ord("A") + i))
+                    for i, (expr, legend) in enumerate(targets)],
         "_width": width,
     }
 
@@ -117,388 +99,216 @@ def quantiles(histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list
 
 
 ROWS: list[tuple[str, list[dict[str, Any]]]] = [
-    (
-        "Traffic",
-        [
-            panel(
-                "Requests per second by status",
-                "Every proxied request, streamed or not, by the HTTP status the client got. A new "
-                "status appearing when the canary takes traffic (429, 502, 504) is the first thing "
-                "to look at.",
-                [(rate("sse_audit_requests_total", "status", ROUTE_SEL), "{{status}}")],
-                unit="reqps",
-                stack=True,
-            ),
-            panel(
-                "Streams per second by outcome",
-                "Audited event streams by outcome. Healthy traffic is almost all `complete`; "
-                "`truncated` means the stream ended before [DONE], `upstream_error` a refused "
-                "stream, `client_disconnect` the client left, `timeout` no byte for --idle-timeout.",
-                [(rate("sse_audit_streams_total", "outcome"), "{{outcome}}")],
-                unit="reqps",
-                stack=True,
-            ),
-            panel(
-                "Active streams",
-                "Streams being relayed right now, per route. It rises with load and with slow "
-                "streams; a climb without more traffic means streams last longer (stalls, slow "
-                "tokens).",
-                [(f"sum by (route) (sse_audit_active_streams{{{ROUTE_SEL}}})", "{{route}}")],
-                unit="short",
-            ),
-            panel(
-                "Upstream error ratio",
-                "Share of requests answered 5xx or 429 over 5 minutes, all instances (recording "
-                "rule; the red line is the SSEAuditUpstreamErrors threshold). 429s are rate limits, "
-                "502/504 the proxy could not reach the gateway.",
-                [('job_route:sse_audit_upstream_errors:ratio_rate5m{route=~"$route"}', "{{route}}")],
-                unit="percentunit",
-                width=24,
-                threshold=0.05,
-            ),
-        ],
-    ),
-    (
-        "Verdicts",
-        [
-            panel(
-                "Buffered and truncated share",
-                "Share of streams over 5 minutes, all instances (recording rules, the series the "
-                "alerts use). Buffered: the completion was withheld and replayed in one burst "
-                "(alert above 5 %). Truncated: ended before [DONE] (alert above 1 %). Both should "
-                "sit at 0; each series turns red above its own alert's threshold.",
-                [
-                    (
-                        zero_filled(
-                            "job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m"
-                            f'{{anomaly="buffered", {RULE_SEL}}}'
-                        ),
-                        "buffered {{route}} {{model}}",
-                    ),
-                    (
-                        zero_filled(
-                            "job_route_model_outcome:sse_audit_streams:ratio_rate5m"
-                            f'{{outcome="truncated", {RULE_SEL}}}'
-                        ),
-                        "truncated {{route}} {{model}}",
-                    ),
-                ],
-                unit="percentunit",
-                width=12,
-                threshold=0.01,
-                series_thresholds=(("buffered", 0.05),),
-            ),
-            panel(
-                "Anomalies per second by kind",
-                "Anomalies found in streams, by kind (a stream can have several). Use it to see "
-                "which fault the gateway has; then GET /streams/recent?anomaly=KIND on the metrics "
-                "port for trace IDs.",
-                [(rate("sse_audit_stream_anomalies_total", "anomaly"), "{{anomaly}}")],
-                unit="cps",
-                width=12,
-                stack=True,
-            ),
-            panel(
-                "Missing [DONE] and finish_reason share",
-                "Share of streams that ended without data: [DONE], or without any finish_reason "
-                "(recording rules, all instances; alerts above 1 %). Clients that wait for [DONE] "
-                "hang; without finish_reason they cannot tell a finished answer from a cut one.",
-                [
-                    (
-                        zero_filled(
-                            "job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m"
-                            f'{{anomaly="missing_done", {RULE_SEL}}}'
-                        ),
-                        "no [DONE] {{route}} {{model}}",
-                    ),
-                    (
-                        zero_filled(
-                            "job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m"
-                            f'{{anomaly="missing_finish_reason", {RULE_SEL}}}'
-                        ),
-                        "no finish_reason {{route}} {{model}}",
-                    ),
-                ],
-                unit="percentunit",
-                threshold=0.01,
-            ),
-            panel(
-                "Missing usage share (of streams that asked)",
-                "Among streams that should carry usage (the request set "
-                "stream_options.include_usage, or a Responses/Messages stream, which always "
-                "does) and that the upstream ended, the share that got no usage (recording rule, "
-                "all instances; alert above 1 %). Token accounting and billing lose these requests.",
-                [
-                    (
-                        f"job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}",
-                        "{{route}} {{model}}",
-                    )
-                ],
-                unit="percentunit",
-                threshold=0.01,
-            ),
-            panel(
-                "Finish reasons per second",
-                "Finish reasons reported per choice. A shift in the mix (more `length`, fewer "
-                "`stop`, `tool_calls` vanishing) after the cutover means the gateway changes "
-                "requests or responses.",
-                [(rate("sse_audit_finish_reasons_total", "finish_reason"), "{{finish_reason}}")],
-                unit="cps",
-                stack=True,
-            ),
-        ],
-    ),
-    (
-        "Latency",
-        [
-            panel(
-                "Time to first token",
-                "From the request all sent to the gateway to the first frame with content, "
-                "p50/p95/p99 from the histogram. What users feel as 'it started answering'.",
-                quantiles("sse_audit_time_to_first_token_seconds"),
-                unit="s",
-            ),
-            panel(
-                "Time to first byte",
-                "From the request all sent to the gateway to its first body byte. When TTFB is "
-                "low but TTFT high, the gateway sends headers or role chunks early and content "
-                "late; when both rose together, it is slow to answer at all, or it holds the whole "
-                "answer (its first byte is then its first token): the buffered share tells which.",
-                quantiles("sse_audit_time_to_first_byte_seconds"),
-                unit="s",
-            ),
-            panel(
-                "Time to first token p95 against its baseline",
-                "The 5-minute p95 against its median over the last day (recording rules, all "
-                "instances). SSEAuditTimeToFirstTokenRegression fires when p95 stays above twice "
-                "the baseline and above 0.5 s for 10 minutes.",
-                [
-                    (
-                        f"job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m{{{RULE_SEL}}}",
-                        "p95 {{route}} {{model}}",
-                    ),
-                    (
-                        "job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m_median1d"
-                        f"{{{RULE_SEL}}}",
-                        "1-day median {{route}} {{model}}",
-                    ),
-                ],
-                unit="s",
-            ),
-        ],
-    ),
-    (
-        "Streaming smoothness",
-        [
-            panel(
-                "Inter-chunk gap",
-                "Time between consecutive frames, p50/p95/p99 over all gaps. Token-by-token "
-                "streaming shows steady gaps of tens of milliseconds; sub-millisecond gaps with a "
-                "high TTFT mean bursts (buffering).",
-                quantiles("sse_audit_inter_chunk_gap_seconds"),
-                unit="s",
-            ),
-            panel(
-                "Worst gap per stream",
-                "The largest gap of each stream, p50/p95/p99 over streams: stalls mid-stream show "
-                "up here first. Compare p99 with your clients' read timeouts.",
-                quantiles("sse_audit_stream_max_gap_seconds"),
-                unit="s",
-            ),
-            panel(
-                "Stream duration",
-                "From the request reaching the proxy to the end of the stream, p50/p95/p99.",
-                quantiles("sse_audit_stream_duration_seconds"),
-                unit="s",
-            ),
-            panel(
-                "Bursty and buffered share",
-                "Share of streams over 5 minutes, all instances (recording rules, the series "
-                "SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate; alerts above 5 %). "
-                "Bursty: the tokens came in clumps (by default at least 3 bursts of 10 or more content "
-                "frames arriving less than 2 ms apart after 0.2 s or more without content, holding "
-                "at least half of the content); users see the answer jump forward in chunks. "
-                "Buffered: the whole answer in one burst after a wait. Both mean something between "
-                "the model and the client collects the stream: check nginx `proxy_buffering` (off "
-                "for text/event-stream, or `X-Accel-Buffering: no`), gzip or brotli of "
-                "text/event-stream without a flush per event, a CDN or WAF in the path, and "
-                "gateways that re-batch tokens. GET /streams/recent?anomaly=bursty on the metrics "
-                "port gives trace IDs.",
-                [
-                    (
-                        zero_filled(
-                            "job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m"
-                            f'{{anomaly="bursty", {RULE_SEL}}}'
-                        ),
-                        "bursty {{route}} {{model}}",
-                    ),
-                    (
-                        zero_filled(
-                            "job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m"
-                            f'{{anomaly="buffered", {RULE_SEL}}}'
-                        ),
-                        "buffered {{route}} {{model}}",
-                    ),
-                ],
-                unit="percentunit",
-                width=24,
-                threshold=0.05,
-            ),
-        ],
-    ),
-    (
-        "Baseline vs canary",
-        [
-            panel(
-                "Streams per second by side",
-                "Audited streams per side (the `upstream` label: --upstream-name and --canary-name, "
-                "`baseline` and `canary` by default). Their ratio is the canary share actually in "
-                "force; it drops to 0 when the guard trips.",
-                [(rate("sse_audit_streams_total", "upstream"), "{{upstream}}")],
-                unit="reqps",
-            ),
-            panel(
-                "Bad-stream share by side",
-                "Share of each side's streams that the canary guard counts as bad (truncated, "
-                "upstream_error, timeout; or buffered, bursty, missing_done, "
-                "missing_finish_reason, missing_usage, invalid_tool_arguments, "
-                "wrong_content_type; or left by the client on a malformed frame or after 1 s without "
-                "a first token). "
-                "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
-                "baseline's for 5 minutes.",
-                [
-                    (
-                        side_share(
-                            "sse_audit_bad_streams_total", denominator="sse_audit_judged_streams_total"
-                        ),
-                        "{{upstream}}",
-                    )
-                ],
-                unit="percentunit",
-            ),
-            panel(
-                "Canary share and guard",
-                "The share of new requests sent to the canary now (sse_audit_canary_percent, 0 "
-                "while tripped) and whether the guard has tripped (sse_audit_canary_tripped, "
-                "drawn as 100 when tripped, 0 when not). A trip lasts until the percent file "
-                "changes or SIGHUP.",
-                [
-                    ('max(sse_audit_canary_percent{instance=~"$instance"})', "canary percent"),
-                    ('100 * max(sse_audit_canary_tripped{instance=~"$instance"})', "tripped (100 = yes)"),
-                ],
-                unit="percent",
-            ),
-            panel(
-                "Outcome share by side",
-                "Each outcome's share of each side's streams: `complete` should be equal on both "
-                "sides; any other outcome higher on the canary is the canary's doing.",
-                [(side_share("sse_audit_streams_total", "outcome"), "{{upstream}} {{outcome}}")],
-                unit="percentunit",
-                width=12,
-            ),
-            panel(
-                "Anomaly share by side",
-                "Each anomaly's share of each side's streams (a stream can have several). An "
-                "anomaly that only the canary shows is what the new gateway changed.",
-                [(side_share("sse_audit_stream_anomalies_total", "anomaly"), "{{upstream}} {{anomaly}}")],
-                unit="percentunit",
-                width=12,
-            ),
-            panel(
-                "Time to first token by side",
-                "p50 and p95 per side. The guard trips when the canary's p95 is above twice the "
-                "baseline's (--canary-guard-ttft-ratio), with enough streams to be sure.",
-                side_quantiles("sse_audit_time_to_first_token_seconds"),
-                unit="s",
-                width=6,
-            ),
-            panel(
-                "Time to first byte by side",
-                "p50 and p95 per side: a canary slow to answer at all shows here as well as in "
-                "TTFT, and so does one that holds the whole answer (its first byte is its first "
-                "token; see the buffered share); one that sends headers early and content late "
-                "shows only in TTFT.",
-                side_quantiles("sse_audit_time_to_first_byte_seconds"),
-                unit="s",
-                width=6,
-            ),
-            panel(
-                "Worst gap p95 by side",
-                "p95 over streams of each stream's largest gap between frames, per side: stalls "
-                "and bursts on the canary.",
-                [(quantile(0.95, "sse_audit_stream_max_gap_seconds", "upstream, le"), "p95 {{upstream}}")],
-                unit="s",
-                width=6,
-            ),
-            panel(
-                "Usage missing share by side",
-                "Among streams that should carry usage, the share without it, per side.",
-                [
-                    (
-                        rate(
-                            "sse_audit_stream_anomalies_total", "upstream", SEL + ', anomaly="missing_usage"'
-                        )
-                        + "\n  / "
-                        + rate("sse_audit_usage_requested_streams_total", "upstream")
-                        + "\nor 0 * "
-                        + rate("sse_audit_usage_requested_streams_total", "upstream"),
-                        "{{upstream}}",
-                    )
-                ],
-                unit="percentunit",
-                width=6,
-            ),
-        ],
-    ),
-    (
-        "Usage",
-        [
-            panel(
-                "Usage tokens per second",
-                "Prompt and completion tokens as reported by the gateway's usage. A drop while "
-                "request rates hold means usage is missing (see Missing usage share).",
-                [(rate("sse_audit_usage_tokens_total", "type"), "{{type}}")],
-                unit="short",
-                width=12,
-                stack=True,
-            ),
-            panel(
-                "Completion tokens per stream",
-                "Completion tokens reported in usage, over all streams of the route (whatever "
-                "their outcome; a stream without usage adds none). A change after the cutover "
-                "means different max_tokens, models, truncation upstream or missing usage.",
-                [
-                    (
-                        rate("sse_audit_usage_tokens_total", "route", SEL + ', type="completion"')
-                        + " / "
-                        + rate("sse_audit_streams_total", "route"),
-                        "{{route}}",
-                    )
-                ],
-                unit="short",
-                width=12,
-            ),
-        ],
-    ),
+    ("Traffic", [
+        panel("Requests per second by status",
+              "Every proxied request, streamed or not, by the HTTP status the client got. A new "
+              "status appearing when the canary takes traffic (429, 502, 504) is the first thing "
+              "to look at.",
+              [(rate("sse_audit_requests_total", "status", ROUTE_SEL), "{{status}}")],
+              unit="reqps", stack=True),
+        panel("Streams per second by outcome",
+              "Audited event streams by outcome. Healthy traffic is almost all `complete`; "
+              "`truncated` means the stream ended before [DONE], `upstream_error` a refused "
+              "stream, `client_disconnect` the client left, `timeout` no byte for --idle-timeout.",
+              [(rate("sse_audit_streams_total", "outcome"), "{{outcome}}")],
+              unit="reqps", stack=True),
+        panel("Active streams",
+              "Streams being relayed right now, per route. It rises with load and with slow "
+              "streams; a climb without more traffic means streams last longer (stalls, slow "
+              "tokens).",
+              [(f'sum by (route) (sse_audit_active_streams{{{ROUTE_SEL}}})', "{{route}}")],
+              unit="short"),
+        panel("Upstream error ratio",
+              "Share of requests answered 5xx or 429 over 5 minutes, all instances (recording "
+              "rule; the red line is the SSEAuditUpstreamErrors threshold). 429s are rate limits, "
+              "502/504 the proxy could not reach the gateway.",
+              [('job_route:sse_audit_upstream_errors:ratio_rate5m{route=~"$route"}',
+                "{{route}}")],
+              unit="percentunit", width=24, threshold=0.05),
+    ]),
+    ("Verdicts", [
+        panel("Buffered and truncated share",
+              "Share of streams over 5 minutes, all instances (recording rules, the series the "
+              "alerts use). Buffered: the completion was withheld and replayed in one burst "
+              "(alert above 5 %). Truncated: ended before [DONE] (alert above 1 %). Both should "
+              "sit at 0; each series turns red above its own alert's threshold.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="buffered", {RULE_SEL}}}'), "buffered {{route}} {{model}}"),
+               (zero_filled('job_route_model_outcome:sse_audit_streams:ratio_rate5m'
+                            f'{{outcome="truncated", {RULE_SEL}}}'),
+                "truncated {{route}} {{model}}")],
+              unit="percentunit", width=12, threshold=0.01, series_thresholds=(("buffered", 0.05),)),
+        panel("Anomalies per second by kind",
+              "Anomalies found in streams, by kind (a stream can have several). Use it to see "
+              "which fault the gateway has; then GET /streams/recent?anomaly=KIND on the metrics "
+              "port for trace IDs.",
+              [(rate("sse_audit_stream_anomalies_total", "anomaly"), "{{anomaly}}")],
+              unit="cps", width=12, stack=True),
+        panel("Missing [DONE] and finish_reason share",
+              "Share of streams that ended without data: [DONE], or without any finish_reason "
+              "(recording rules, all instances; alerts above 1 %). Clients that wait for [DONE] "
+              "hang; without finish_reason they cannot tell a finished answer from a cut one.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="missing_done", {RULE_SEL}}}'),
+                "no [DONE] {{route}} {{model}}"),
+               (zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="missing_finish_reason", {RULE_SEL}}}'),
+                "no finish_reason {{route}} {{model}}")],
+              unit="percentunit", threshold=0.01),
+        panel("Missing usage share (of streams that asked)",
+              "Among streams that should carry usage (the request set "
+              "stream_options.include_usage, or a Responses/Messages stream, which always "
+              "does) and that the upstream ended, the share that got no usage (recording rule, "
+              "all instances; alert above 1 %). Token accounting and billing lose these requests.",
+              [(f'job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}',
+                "{{route}} {{model}}")],
+              unit="percentunit", threshold=0.01),
+        panel("Finish reasons per second",
+              "Finish reasons reported per choice. A shift in the mix (more `length`, fewer "
+              "`stop`, `tool_calls` vanishing) after the cutover means the gateway changes "
+              "requests or responses.",
+              [(rate("sse_audit_finish_reasons_total", "finish_reason"), "{{finish_reason}}")],
+              unit="cps", stack=True),
+    ]),
+    ("Latency", [
+        panel("Time to first token",
+              "From the request all sent to the gateway to the first frame with content, "
+              "p50/p95/p99 from the histogram. What users feel as 'it started answering'.",
+              quantiles("sse_audit_time_to_first_token_seconds"), unit="s"),
+        panel("Time to first byte",
+              "From the request all sent to the gateway to its first body byte. When TTFB is "
+              "low but TTFT high, the gateway sends headers or role chunks early and content "
+              "late; when both rose together, it is slow to answer at all, or it holds the whole "
+              "answer (its first byte is then its first token): the buffered share tells which.",
+              quantiles("sse_audit_time_to_first_byte_seconds"), unit="s"),
+        panel("Time to first token p95 against its baseline",
+              "The 5-minute p95 against its median over the last day (recording rules, all "
+              "instances). SSEAuditTimeToFirstTokenRegression fires when p95 stays above twice "
+              "the baseline and above 0.5 s for 10 minutes.",
+              [('job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m'
+                f'{{{RULE_SEL}}}', "p95 {{route}} {{model}}"),
+               ('job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m_median1d'
+                f'{{{RULE_SEL}}}', "1-day median {{route}} {{model}}")],
+              unit="s"),
+    ]),
+    ("Streaming smoothness", [
+        panel("Inter-chunk gap",
+              "Time between consecutive frames, p50/p95/p99 over all gaps. Token-by-token "
+              "streaming shows steady gaps of tens of milliseconds; sub-millisecond gaps with a "
+              "high TTFT mean bursts (buffering).",
+              quantiles("sse_audit_inter_chunk_gap_seconds"), unit="s"),
+        panel("Worst gap per stream",
+              "The largest gap of each stream, p50/p95/p99 over streams: stalls mid-stream show "
+              "up here first. Compare p99 with your clients' read timeouts.",
+              quantiles("sse_audit_stream_max_gap_seconds"), unit="s"),
+        panel("Stream duration",
+              "From the request reaching the proxy to the end of the stream, p50/p95/p99.",
+              quantiles("sse_audit_stream_duration_seconds"), unit="s"),
+        panel("Bursty and buffered share",
+              "Share of streams over 5 minutes, all instances (recording rules, the series "
+              "SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate; alerts above 5 %). "
+              "Bursty: the tokens came in clumps (by default at least 3 bursts of 10 or more content "
+              "frames arriving less than 2 ms apart after 0.2 s or more without content, holding "
+              "at least half of the content); users see the answer jump forward in chunks. "
+              "Buffered: the whole answer in one burst after a wait. Both mean something between "
+              "the model and the client collects the stream: check nginx `proxy_buffering` (off "
+              "for text/event-stream, or `X-Accel-Buffering: no`), gzip or brotli of "
+              "text/event-stream without a flush per event, a CDN or WAF in the path, and "
+              "gateways that re-batch tokens. GET /streams/recent?anomaly=bursty on the metrics "
+              "port gives trace IDs.",
+              [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="bursty", {RULE_SEL}}}'), "bursty {{route}} {{model}}"),
+               (zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
+                            f'{{anomaly="buffered", {RULE_SEL}}}'),
+                "buffered {{route}} {{model}}")],
+              unit="percentunit", width=24, threshold=0.05),
+    ]),
+    ("Baseline vs canary", [
+        panel("Streams per second by side",
+              "Audited streams per side (the `upstream` label: --upstream-name and --canary-name, "
+              "`baseline` and `canary` by default). Their ratio is the canary share actually in "
+              "force; it drops to 0 when the guard trips.",
+              [(rate("sse_audit_streams_total", "upstream"), "{{upstream}}")],
+              unit="reqps"),
+        panel("Bad-stream share by side",
+              "Share of each side's streams that the canary guard counts as bad (truncated, "
+              "upstream_error, timeout; or buffered, bursty, missing_done, "
+              "missing_finish_reason, missing_usage, invalid_tool_arguments, "
+              "wrong_content_type; or left by the client on a malformed frame or after 1 s without "
+              "a first token). "
+              "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
+              "baseline's for 5 minutes.",
+              [(side_share("sse_audit_bad_streams_total", denominator="sse_audit_judged_streams_total"),
+                "{{upstream}}")],
+              unit="percentunit"),
+        panel("Canary share and guard",
+              "The share of new requests sent to the canary now (sse_audit_canary_percent, 0 "
+              "while tripped) and whether the guard has tripped (sse_audit_canary_tripped, "
+              "drawn as 100 when tripped, 0 when not). A trip lasts until the percent file "
+              "changes or SIGHUP.",
+              [('max(sse_audit_canary_percent{instance=~"$instance"})', "canary percent"),
+               ('100 * max(sse_audit_canary_tripped{instance=~"$instance"})',
+                "tripped (100 = yes)")],
+              unit="percent"),
+        panel("Outcome share by side",
+              "Each outcome's share of each side's streams: `complete` should be equal on both "
+              "sides; any other outcome higher on the canary is the canary's doing.",
+              [(side_share("sse_audit_streams_total", "outcome"), "{{upstream}} {{outcome}}")],
+              unit="percentunit", width=12),
+        panel("Anomaly share by side",
+              "Each anomaly's share of each side's streams (a stream can have several). An "
+              "anomaly that only the canary shows is what the new gateway changed.",
+              [(side_share("sse_audit_stream_anomalies_total", "anomaly"),
+                "{{upstream}} {{anomaly}}")],
+              unit="percentunit", width=12),
+        panel("Time to first token by side",
+              "p50 and p95 per side. The guard trips when the canary's p95 is above twice the "
+              "baseline's (--canary-guard-ttft-ratio), with enough streams to be sure.",
+              side_quantiles("sse_audit_time_to_first_token_seconds"), unit="s", width=6),
+        panel("Time to first byte by side",
+              "p50 and p95 per side: a canary slow to answer at all shows here as well as in "
+              "TTFT, and so does one that holds the whole answer (its first byte is its first "
+              "token; see the buffered share); one that sends headers early and content late "
+              "shows only in TTFT.",
+              side_quantiles("sse_audit_time_to_first_byte_seconds"), unit="s", width=6),
+        panel("Worst gap p95 by side",
+              "p95 over streams of each stream's largest gap between frames, per side: stalls "
+              "and bursts on the canary.",
+              [(quantile(0.95, "sse_audit_stream_max_gap_seconds", "upstream, le"),
+                "p95 {{upstream}}")], unit="s", width=6),
+        panel("Usage missing share by side",
+              "Among streams that should carry usage, the share without it, per side.",
+              [(rate("sse_audit_stream_anomalies_total", "upstream",
+                     SEL + ', anomaly="missing_usage"') + "\n  / "
+                + rate("sse_audit_usage_requested_streams_total", "upstream")
+                + "\nor 0 * " + rate("sse_audit_usage_requested_streams_total", "upstream"),
+                "{{upstream}}")],
+              unit="percentunit", width=6),
+    ]),
+    ("Usage", [
+        panel("Usage tokens per second",
+              "Prompt and completion tokens as reported by the gateway's usage. A drop while "
+              "request rates hold means usage is missing (see Missing usage share).",
+              [(rate("sse_audit_usage_tokens_total", "type"), "{{type}}")],
+              unit="short", width=12, stack=True),
+        panel("Completion tokens per stream",
+              "Completion tokens reported in usage, over all streams of the route (whatever "
+              "their outcome; a stream without usage adds none). A change after the cutover "
+              "means different max_tokens, models, truncation upstream or missing usage.",
+              [(rate("sse_audit_usage_tokens_total", "route", SEL + ', type="completion"')
+                + " / " + rate("sse_audit_streams_total", "route"),
+                "{{route}}")],
+              unit="short", width=12),
+    ]),
 ]
 
 
 def variable(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-values"},
-        "definition": query,
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "sort": 1,
-        "options": [],
-    }
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+            "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
+            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1, "options": []}
 
 
 def build() -> dict[str, Any]:
@@ -506,16 +316,8 @@ def build() -> dict[str, Any]:
     y = 0
     next_id = 1
     for title, row_panels in ROWS:
-        panels.append(
-            {
-                "type": "row",
-                "title": title,
-                "collapsed": False,
-                "id": next_id,
-                "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},
-                "panels": [],
-            }
-        )
+        panels.append({"type": "row", "title": title, "collapsed": False, "id": next_id,
+                       "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y}, "panels": []})
         next_id += 1
         y += 1
         x = 0
@@ -532,7 +334,7 @@ def build() -> dict[str, Any]:
         "uid": "sse-audit-proxy",
         "title": "sse-audit-proxy: canary",
         "description": "Stream verdicts, latency and smoothness measured by sse-audit-proxy in "
-        "front of an OpenAI-compatible gateway.",
+                       "front of an OpenAI-compatible gateway.",
         "tags": ["sse-audit-proxy", "llm", "canary"],
         "editable": True,
         "graphTooltip": 1,
@@ -541,37 +343,19 @@ def build() -> dict[str, Any]:
         "timezone": "",
         "schemaVersion": 39,
         "version": 1,
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Data source",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "refresh": 1,
-                    "current": {},
-                    "options": [],
-                    "hide": 0,
-                },
-                variable("route", "Route", "label_values(sse_audit_streams_total, route)"),
-                variable("model", "Model", 'label_values(sse_audit_streams_total{route=~"$route"}, model)'),
-                variable("upstream", "Side", "label_values(sse_audit_requests_total, upstream)"),
-                variable("instance", "Instance", "label_values(sse_audit_requests_total, instance)"),
-            ]
-        },
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource",
+             "query": "prometheus", "refresh": 1, "current": {}, "options": [], "hide": 0},
+            variable("route", "Route", "label_values(sse_audit_streams_total, route)"),
+            variable("model", "Model",
+                     'label_values(sse_audit_streams_total{route=~"$route"}, model)'),
+            variable("upstream", "Side", "label_values(sse_audit_requests_total, upstream)"),
+            variable("instance", "Instance", "label_values(sse_audit_requests_total, instance)"),
+        ]},
         "panels": panels,
     }
 

@@ -24,8 +24,9 @@ from peers import serve
 from relay_support import RawRequest, raw_exchange, raw_upstream
 from yarl import URL
 
-# Tokens a completion may hold: none is a field name of the protocols.
-TOKENS = ["Patient", "diagnosis", "HIV", "positive", "hunter2", "1987", "Ünïcode", "日本語"]
+# Tokens a completion may hold: none is a field name of the protocols, and none can turn up by
+# chance in a log line (a bare "1987" did, inside a pid: "vm/19872").
+TOKENS = ["Patient", "diagnosis", "HIV", "positive", "hunter2", "1987!", "Ünïcode", "日本語"]
 
 
 def sse(doc: dict[str, Any]) -> bytes:

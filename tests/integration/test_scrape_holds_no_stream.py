@@ -63,8 +63,9 @@ async def test_a_long_scrape_does_not_stand_the_streams_still(
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     longest_scrape = max(scrapes)
     assert longest_scrape > 0.2, "too few series to show anything on this machine"
-    # On the loop, a frame behind a scrape waited for all of it; now at most a few GIL turns.
-    assert max(gaps) < min(0.15, longest_scrape / 2), (max(gaps), longest_scrape)
+    # On the loop, a frame behind a scrape waited for all of it; now a few GIL turns, which a
+    # busy machine (two test workers on two cores) can stretch to 0.2 s: still well under it.
+    assert max(gaps) < max(0.15, longest_scrape / 3), (max(gaps), longest_scrape)
     record = await p.record()
     assert record.stream is not None and record.stream.outcome.value == "complete"
 

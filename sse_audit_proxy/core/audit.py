@@ -441,23 +441,22 @@ class StreamAudit:
         self._clump = 0
 
     def _sniff(self, data: bytes, t: float) -> None:
-        """Not labelled an event stream: hold the start until it shows what it is."""
-        self._look(data, False)
+        """Not labelled an event stream: hold the start until it shows what it is. What it is
+        is told by its first bytes, whatever the size of the read that brought them (a
+        mislabelled stream replayed whole arrives in one read of any size)."""
         peek = self._peek
-        if peek is None:
-            self._take = None  # neither an error document nor a stream: nothing to learn
-            return
+        assert peek is not None
+        peek += data
         kind = looks_like_event_stream(peek)
-        if kind is None:
-            return  # too little to tell yet
         if not kind:
-            if self._json_lines:  # its lines, from the start
+            if kind is False and self._json_lines:  # its lines, from the start
                 self._decoder = JsonLinesDecoder(self._limit)
                 self._take = self._decode_frames
                 held = bytes(peek)
                 self._peek = None
                 self._decode_frames(held, t)
-            elif peek.lstrip()[:1] != b"{":
+            elif len(peek) > PEEK_BYTES or (kind is False and peek.lstrip()[:1] != b"{"):
+                # Neither an error document nor a stream: nothing to learn.
                 self._peek = self._take = None
             return
         # An event stream after all: decode what was held, and all that follows.

@@ -67,10 +67,16 @@ MAX_BROTLI_WBITS = 22
 _TRIAL_BYTES = 64
 
 
+def coding(content_encoding: str) -> str:
+    """The coding a Content-Encoding list applies, `identity` dropped (`gzip, identity` is
+    gzip); codings applied one after another stay a list, which nothing here decodes."""
+    codings = [c for c in (c.strip().lower() for c in content_encoding.split(",")) if c]
+    return ", ".join(c for c in codings if c != "identity")
+
+
 def wants_inflater(content_encoding: str) -> bool:
     """Whether the body needs decoding before its frames can be read."""
-    encoding = content_encoding.strip().lower()
-    return bool(encoding) and encoding != "identity"
+    return bool(coding(content_encoding))
 
 
 class Inflater:
@@ -97,7 +103,7 @@ class Inflater:
     ) -> None:
         """`feed_max_out=None`: no bound per feed, for a client reading one body of its own
         (the probe), where there are no other streams to delay and nothing may be left out."""
-        self._encoding = content_encoding.strip().lower()
+        self._encoding = coding(content_encoding)
         self._max = max_piece
         self._budget = feed_max_out
         self._head = b""  # first bytes, held until they say what the body is

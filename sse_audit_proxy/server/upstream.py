@@ -6,7 +6,8 @@ frame costs no task switch, no stream reader and no per-read timer.
 
 The reuse rule (the fix for cross-client response desync): a connection goes back to the pool
 only when its last response ended exactly: the request was fully sent, the response framing
-was fully consumed (Content-Length or the final chunk), no byte followed it in the same read,
+was fully consumed (Content-Length or the final chunk), no byte followed it in the same read
+(but empty lines, which llhttp skips as RFC 9112 2.2 allows before a message),
 the upstream did not ask to close, and the response was complete before the proxy released it.
 A pooled connection that receives any byte while idle is closed at once, never reused. Bytes
 that follow a response which has no body (HEAD, 1xx, 204, 304) or a complete response mark the

@@ -309,6 +309,15 @@ def test_gzip_that_breaks_mid_stream_keeps_what_was_read_and_reports_malformed()
     assert r.bytes == len(good) + 40
 
 
+@pytest.mark.parametrize("label", ["gzip, identity", "identity, gzip", " GZIP ,", "x-gzip"])
+def test_a_coding_list_that_comes_to_gzip_is_decoded(label: str) -> None:
+    import zlib
+
+    z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    r = audit("chat_completions", [(0.1, z.compress(BASIC) + z.flush())], content_encoding=label)
+    assert (r.outcome, r.anomalies, r.frames) == (Outcome.COMPLETE, [], 3)
+
+
 def test_identity_encoding_is_read_as_is() -> None:
     r = audit("chat_completions", [(0.1, BASIC)], content_encoding="identity")
     assert (r.outcome, r.anomalies, r.frames) == (Outcome.COMPLETE, [], 3)
@@ -362,6 +371,38 @@ def test_a_json_error_larger_than_the_peek_is_not_taken_for_an_error_document() 
     a.feed(big[:100], 0.1)
     assert not a.error_document  # incomplete JSON so far
     a.feed(big[100:], 0.2)
+    assert not a.error_document
+
+
+def test_a_mislabelled_stream_larger_than_the_peek_in_one_read_is_read_as_in_many() -> None:
+    # A gateway that buffers and labels the replay `text/plain` sends it in one read of any
+    # size: the first bytes say what it is, not whether the read fit the peek.
+    from sse_audit_proxy.core.audit import PEEK_BYTES
+
+    body = sse(
+        *(chunk(content=f"word {i} " * 8) for i in range(300)),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        "[DONE]",
+    )
+    assert len(body) > 2 * PEEK_BYTES
+    whole = audit("chat_completions", [(0.1, body)], event_stream=False)
+    pieces = [(0.1 + i / 1000, body[i : i + 1000]) for i in range(0, len(body), 1000)]
+    read_apart = audit("chat_completions", pieces, event_stream=False)
+    assert (whole.frames, whole.done, whole.finish_reasons) == (302, True, ["stop"])  # [DONE] too
+    assert "wrong_content_type" in whole.anomalies and "not_streamed" not in whole.anomalies
+    assert (whole.frames, whole.done, whole.finish_reasons) == (
+        read_apart.frames,
+        read_apart.done,
+        read_apart.finish_reasons,
+    )
+
+
+def test_a_json_error_larger_than_the_peek_in_one_read_is_no_error_document() -> None:
+    from sse_audit_proxy.core.audit import PEEK_BYTES
+
+    big = json.dumps({"error": {"message": "x" * PEEK_BYTES}}).encode()
+    a = StreamAudit(dialect_for_route("chat_completions")(), 0.0, event_stream=False)
+    a.feed(big, 0.1)
     assert not a.error_document
 
 

@@ -20,6 +20,7 @@ import orjson
 from sse_audit_proxy import __version__
 from sse_audit_proxy.core.audit import StreamResult
 from sse_audit_proxy.core.figures import ms as millis
+from sse_audit_proxy.core.inflate import coding
 from sse_audit_proxy.tools.probe.chat import ChatApi
 from sse_audit_proxy.tools.probe.client import (
     REDACTED,
@@ -227,7 +228,7 @@ def save_raw(directory: Path, runs: Sequence[RouteRun], redactor: Redactor) -> d
     for run in runs:
         for ex in run.exchanges:
             ext = ".sse" if ex.is_sse else ".json"
-            encoding = (ex.header("Content-Encoding") or "").strip().lower()
+            encoding = coding(ex.header("Content-Encoding") or "")
             body = b"".join(c for _, c in ex.chunks)
             decoded = _decoded(body, encoding)
             if decoded is not None and redactor.data(decoded) != decoded:

@@ -165,6 +165,14 @@ def ratio(value: str) -> float:
     return n
 
 
+def share(value: str) -> float:
+    """A share from 0 to 1, both included."""
+    n = non_negative_float(value)
+    if n > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value!r}")
+    return n
+
+
 def positive_int(value: str) -> int:
     try:
         n = int(value)

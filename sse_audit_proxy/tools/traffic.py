@@ -17,6 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
@@ -29,7 +30,7 @@ from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.figures import percentile
 from sse_audit_proxy.server import loop
-from sse_audit_proxy.tools import scenarios
+from sse_audit_proxy.tools import output_file, scenarios
 from sse_audit_proxy.tools.scenarios import TOOL
 
 ROUTES = {"chat": "chat/completions", "responses": "responses", "completions": "completions"}
@@ -161,7 +162,9 @@ async def one_request(
     clock = time.monotonic
     started = clock()
     try:
-        async with session.post(url, data=orjson.dumps(body), headers=headers) as resp:
+        # A redirect is the answer (a gateway's URL is configured, not discovered), and
+        # following it would send the key to another host.
+        async with session.post(url, data=orjson.dumps(body), headers=headers, allow_redirects=False) as resp:
             result.status = resp.status
             audit = StreamAudit(
                 dialect_for_route(route_for_path(url.path))(),
@@ -170,7 +173,7 @@ async def one_request(
                 content_encoding=resp.headers.get("Content-Encoding", ""),
             )
             end = await _read(resp, audit, scenario, clock)
-    except (aiohttp.ClientConnectionError, OSError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:  # no HTTP answer at all, e.g. a bad status line
         result.error = type(exc).__name__
         result.duration = clock() - started
         return result
@@ -560,6 +563,9 @@ def _header(value: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json and (why := output_file.problem(Path(args.json))):
+        print(f"sse-audit-proxy: error: --json {args.json}: {why}", file=sys.stderr)
+        return 2
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -606,9 +612,11 @@ async def _main(cfg: TrafficConfig, refresh: float, json_path: str | None) -> in
     progress.close()
     await task
     print(summary(traffic), flush=True)
-    if json_path:
-        with open(json_path, "wb") as fh:
-            fh.write(orjson.dumps(traffic.as_dict(), option=orjson.OPT_INDENT_2))
+    if json_path and (
+        why := output_file.write(Path(json_path), orjson.dumps(traffic.as_dict(), option=orjson.OPT_INDENT_2))
+    ):
+        print(f"sse-audit-proxy: error: --json {json_path}: {why}", file=sys.stderr)
+        return 2
     if traffic.total.n and traffic.total.errors.total() == traffic.total.n:
         print(f"sse-audit-proxy: error: no request got a response from {cfg.base_url}", file=sys.stderr)
         return 1

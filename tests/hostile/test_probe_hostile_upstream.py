@@ -86,7 +86,7 @@ async def endless(writer: asyncio.StreamWriter, start: bytes, piece: bytes) -> N
     writer.close()
 
 
-async def probe(port: int, timeout: float, limit: float) -> tuple[int, str, int, float]:
+async def probe(port: int, timeout: float, limit: float, *extra: str) -> tuple[int, str, int, float]:
     """(exit status, stdout, peak RSS KiB, seconds) of one probe run against the upstream."""
     began = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -100,6 +100,7 @@ async def probe(port: int, timeout: float, limit: float) -> tuple[int, str, int,
         "m",
         "--timeout",
         str(timeout),
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
@@ -252,3 +253,26 @@ async def test_upstream_escape_sequences_reach_the_terminal_escaped() -> None:
     assert "(\\x1b[2J\\x1b[H\\x1b]0;owned\\x07\\x1b[32mresult: PASS" in out
     assert "\\x1b[8m\\x0a\\x9b31m)" in out  # the line feed too: no forged line of its own
     assert not any(line.startswith("result: PASS") for line in out.splitlines())
+
+
+async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewhere() -> None:
+    """aiohttp followed redirects: another host's answer was reported as the route's, and a
+    secret-named `-H` header (aiohttp drops only Authorization) reached that host."""
+
+    async def elsewhere(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        await plain_answer(writer)
+
+    async with raw_upstream(elsewhere) as other:
+        target = f"http://user:pw@127.0.0.1:{other.port}/v1/chat/completions?key=QUERYSECRET"
+
+        async def redirect(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\n" % target.encode())
+            writer.write(b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+
+        async with raw_upstream(redirect) as up:
+            rc, out, _, _ = await probe(up.port, 5, 30, "-H", "X-Goog-Api-Key: GOOGSECRET123456")
+    assert rc == 1
+    assert other.requests == []  # nothing went to the other host
+    assert f"got HTTP 307, a redirect to http://127.0.0.1:{other.port}/v1/chat/completions" in out
+    assert "QUERYSECRET" not in out and "pw@" not in out

@@ -166,6 +166,26 @@ def test_port_in_use_is_a_one_line_error_naming_the_port(
     assert_one_line_error(proc, "address already in use", f"{named} 127.0.0.1:{port} ({taken})")
 
 
+@pytest.mark.parametrize(
+    "tool",
+    [
+        ["probe", "--base-url", "http://127.0.0.1:1/v1", "--model", "m"],
+        ["traffic", "--base-url", "http://127.0.0.1:1", "--requests", "1"],
+        ["bench", "--smoke"],
+    ],
+    ids=lambda t: t[0],
+)
+@pytest.mark.parametrize("where", ["a directory", "in no directory"])
+def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
+    tool: list[str], where: str, tmp_path: Path
+) -> None:
+    """It was found out after the run (a bench of minutes), in a traceback, the results lost."""
+    path = tmp_path if where == "a directory" else tmp_path / "missing" / "report.json"
+    proc = run(*tool, "--json", str(path), timeout=10)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, f"--json {path}: ")
+
+
 def test_help_documents_every_flag_with_its_environment_variable() -> None:
     proc = run("serve", "--help")
     assert proc.returncode == 0

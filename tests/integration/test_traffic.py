@@ -129,6 +129,29 @@ async def test_traffic_command_fails_in_one_line_when_nothing_answers(unused_por
     ]
 
 
+async def test_a_server_that_answers_no_http_counts_as_no_response() -> None:
+    """aiohttp's error for a status line that is not HTTP killed each worker unnoticed: the
+    run stopped at once, counted nothing and exited 0."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"\x00\xffGARBAGE\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        code, out, err = await run_cli(
+            "traffic", "--base-url", f"http://127.0.0.1:{port}", "--requests", "4", "--rate", "0"
+        )
+    assert code == 1
+    assert "4 requests" in out, out
+    assert err.strip().splitlines() == [
+        f"sse-audit-proxy: error: no request got a response from http://127.0.0.1:{port}/v1"
+    ]
+
+
 async def test_traffic_command_rejects_a_bad_mix_in_one_line() -> None:
     code, _, err = await run_cli("traffic", "--base-url", "http://127.0.0.1:1", "--mix", "healthy=1,nope=2")
     assert code == 2

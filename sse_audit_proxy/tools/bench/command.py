@@ -14,6 +14,7 @@ import orjson
 
 from sse_audit_proxy import __version__
 from sse_audit_proxy.cli.options import port, positive_int, upstream_url
+from sse_audit_proxy.tools import output_file
 from sse_audit_proxy.tools.bench import nginx, procs
 from sse_audit_proxy.tools.bench.harness import Harness, Target
 from sse_audit_proxy.tools.bench.report import (
@@ -129,7 +130,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--json",
         default="sse-audit-bench.json",
         metavar="PATH",
-        help="where to write every run and the medians (default: sse-audit-bench.json)",
+        help="where to write every run and the medians, checked before the run (default: "
+        "sse-audit-bench.json)",
     )
     p.add_argument(
         "--smoke",
@@ -175,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     names = [t.name for t in targets]
     if len(set(names)) < len(names):
         print(f"sse-audit-proxy: error: two targets named alike: {', '.join(names)}", file=sys.stderr)
+        return 2
+    if why := output_file.problem(Path(args.json)):
+        print(f"sse-audit-proxy: error: --json {args.json}: {why}", file=sys.stderr)
         return 2
     procs.raise_open_files_limit()
     started = time.time()
@@ -245,20 +250,23 @@ def run(args: argparse.Namespace) -> int:
         "summary": summary,
         "runs": results,
     }
-    Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    unwritten = output_file.write(Path(args.json), orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(headline_table(head))
     print()
     print(table(summary, targets))
     print(
         f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}; every run in "
-        f"{args.json}"
+        f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}"
+        + ("" if unwritten else f"; every run in {args.json}")
     )
     for line in spread_lines(by_repeat, head["reference"]):
         print(line)
     failed = sum(r["streams_failed"] for by in results.values() for runs in by.values() for r in runs)
     if failed:
         print(f"warning: {failed} stream(s) failed; see `errors` in {args.json}", file=sys.stderr)
+    if unwritten is not None:
+        print(f"sse-audit-proxy: error: --json {args.json}: {unwritten}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from sse_audit_proxy.cli.options import non_negative_float, port, positive_float
+from sse_audit_proxy.cli.options import non_negative_float, port, positive_float, share
 from sse_audit_proxy.server import loop
 from sse_audit_proxy.server.listen import describe_os_error
 from sse_audit_proxy.tools import scenarios
@@ -35,7 +35,7 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jitter",
-        type=non_negative_float,
+        type=share,
         default=d.jitter,
         metavar="SHARE",
         help="each gap between tokens varies by up to this share, drawn from the "
@@ -59,8 +59,6 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
 
 
 def timing_from(args: argparse.Namespace) -> Timing:
-    if args.jitter > 1:
-        raise SystemExit(f"sse-audit-proxy: error: --jitter must be at most 1, got {args.jitter}")
     return Timing(
         ttft=args.ttft,
         interval=1 / args.tokens_per_second,

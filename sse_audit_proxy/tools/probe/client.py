@@ -103,8 +103,9 @@ class Exchange:
 
     @property
     def refused(self) -> bool:
-        """No usable answer: nothing came back, an HTTP error, or one too large to read."""
-        return self.status == 0 or self.status >= 400 or self.too_large
+        """No usable answer: nothing came back, a redirect, an HTTP error, or one too large
+        to read."""
+        return self.status == 0 or self.status >= 300 or self.too_large
 
     def error_message(self) -> str:
         """The message of an OpenAI-shaped error body, else the start of the body."""
@@ -184,7 +185,11 @@ async def send(
     audit: StreamAudit | None = None
     decoder = SSEDecoder()
     try:
-        async with sender.session.post(url, data=orjson.dumps(body), headers=sent) as resp:
+        # A redirect is the route's answer: followed, it would send the key to another host
+        # (aiohttp drops only Authorization) and report that host's answer as the route's.
+        async with sender.session.post(
+            url, data=orjson.dumps(body), headers=sent, allow_redirects=False
+        ) as resp:
             ex.headers_at = clock() - started
             ex.status, ex.reason = resp.status, resp.reason or ""
             ex.response_headers = [(str(k), str(v)) for k, v in resp.headers.items()]

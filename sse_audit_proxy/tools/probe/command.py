@@ -14,6 +14,7 @@ from yarl import URL
 
 from sse_audit_proxy.cli.options import base_url, positive_float, upstream_url
 from sse_audit_proxy.server import loop
+from sse_audit_proxy.tools import output_file
 from sse_audit_proxy.tools.probe import report
 from sse_audit_proxy.tools.probe.runner import RouteRun, Settings, Target, probe_route
 
@@ -176,8 +177,8 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         if value is not None and not value.strip():
             raise UsageError(f"{flag} needs a side name, e.g. canary or baseline")
     json_path = Path(args.json) if args.json else None
-    if json_path is not None and not _writable_dir(json_path.parent):
-        raise UsageError(f"--json {args.json}: cannot write in {json_path.parent}")
+    if json_path is not None and (why := output_file.problem(json_path)):
+        raise UsageError(f"--json {args.json}: {why}")
     raw_dir = Path(args.save_raw) if args.save_raw else None
     if raw_dir is not None:
         try:
@@ -254,18 +255,22 @@ def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> i
     captures = None
     if plan.raw_dir is not None:
         captures = report.save_raw(plan.raw_dir, runs, redactor)
+    unwritten = None
     if plan.json_path is not None:
         doc = report.report_dict(runs, plan.settings, plan.run_id, plan.key_env, captures)
-        plan.json_path.write_bytes(report.render_json(doc, redactor))
+        unwritten = output_file.write(plan.json_path, report.render_json(doc, redactor))
     text = report.render_text(
         runs,
         plan.settings,
         plan.run_id,
         plan.key_env,
         colour,
-        str(plan.json_path) if plan.json_path else None,
+        str(plan.json_path) if plan.json_path and unwritten is None else None,
         str(plan.raw_dir) if plan.raw_dir else None,
     )
     out.write(redactor.text(text))
     out.flush()
+    if unwritten is not None:
+        print(f"sse-audit-proxy: error: --json {plan.json_path}: {unwritten}", file=sys.stderr)
+        return 2
     return report.exit_code(runs)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from yarl import URL
 
 from sse_audit_proxy.core.audit import Anomaly, End, Thresholds
 from sse_audit_proxy.core.figures import ms as millis
@@ -89,6 +90,12 @@ def refusal(ex: Exchange, what: str) -> str:
                 f"up trace ID {ex.trace_id} in their logs"
             )
         return f"{what} got no answer: {error}; {hint}"
+    if ex.status < 400:
+        return (
+            f"{what} got HTTP {ex.status}, a redirect to {_where(ex.header('Location'))}: point "
+            "--base-url at the URL it leads to (the probe follows no redirect, nor do most "
+            "SDKs' POSTs)"
+        )
     message = ex.error_message()
     said = f" ({message})" if message else ""
     if ex.status in (401, 403):
@@ -110,6 +117,17 @@ def refusal(ex: Exchange, what: str) -> str:
     else:
         hint = "the route rejects this request: see its message"
     return f"{what} got HTTP {ex.status}{said}: {hint}"
+
+
+def _where(location: str | None) -> str:
+    """A Location without what may be secret in it (credentials, the query)."""
+    if not location:
+        return "nowhere (no Location)"
+    try:
+        url = URL(location)
+        return str(url.with_user(None).with_query(None).with_fragment(None))
+    except ValueError:
+        return "an unreadable Location"
 
 
 def _wire_problems(ex: Exchange, timeout_hint: str = "") -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -239,8 +240,10 @@ _BACKEND = ijson.get_backend("yajl2_c")
 # yajl checks a string's UTF-8 form, then Python decodes it strictly: an encoded surrogate
 # (ED A0 80), a code point past U+10FFFF or an overlong form passes the first and fails the
 # second with UnicodeDecodeError, not a JSONError. Both mean "not valid JSON": the scan ends
-# and the request goes on as it was sent (it once ended in a 500 with the request sent).
-_UNREADABLE = (ijson.JSONError, UnicodeDecodeError)
+# and the request goes on as it was sent (it once ended in a 500 with the request sent). So
+# does a number whose exponent no Decimal holds (`1e99999999999999999999`, which Python's json
+# reads as inf): it was logged as a fault of the proxy (`proxy_failed`).
+_UNREADABLE = (ijson.JSONError, UnicodeDecodeError, decimal.DecimalException)
 
 
 class BodyScanner:

@@ -351,6 +351,7 @@ class ClientConnection(asyncio.Protocol):
         "_parsing",
         "_queue",
         "_reading_paused",
+        "_running",
         "_server",
         "_stopped",
         "_task",
@@ -375,6 +376,7 @@ class ClientConnection(asyncio.Protocol):
         self._current: Request | None = None  # being handled
         self._queue: deque[Request] | None = None  # pipelined, waiting their turn
         self._task: asyncio.Task[None] | None = None
+        self._running: Request | None = None  # whose handler has taken its first step
         self._heads = 0  # heads parsed: one more means a head arrived whole
         self._held = b""  # a read not parsed from _held_from on, while MAX_QUEUED requests wait
         self._held_from = 0
@@ -479,6 +481,11 @@ class ClientConnection(asyncio.Protocol):
         self._held = b""
         self.resume_writing()  # a drain waiting for the client learns it is gone
         if self._task is not None:
+            current = self._current
+            if current is not None and self._running is not current:
+                # Started but not yet stepped (the close came in the same loop turn as the
+                # answer before it): cancelled now, its handler never runs, nor records it.
+                self._tell_unserved(current, client_gone=True)
             self._task.cancel()  # the client is gone: its handler stops at once
         self.transport = None
 
@@ -673,6 +680,7 @@ class ClientConnection(asyncio.Protocol):
         self._task = self._loop.create_task(self._run(request))
 
     async def _run(self, request: Request) -> None:
+        self._running = request
         server = self._server
         try:
             answer = await server.handler(request)
@@ -857,10 +865,13 @@ class ClientConnection(asyncio.Protocol):
         if not queue:
             return
         for request in queue:
-            try:
-                self._server.on_unserved(request, client_gone)
-            except Exception as exc:
-                _log.error("handler_failed", **failure(exc))
+            self._tell_unserved(request, client_gone=client_gone)
+
+    def _tell_unserved(self, request: Request, *, client_gone: bool) -> None:
+        try:
+            self._server.on_unserved(request, client_gone)
+        except Exception as exc:
+            _log.error("handler_failed", **failure(exc))
 
     def _close(self) -> None:
         self._stop_serving()

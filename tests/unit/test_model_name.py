@@ -29,6 +29,13 @@ KEYS = [
     "Bearer sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5",  # a whole Authorization value: the space goes
     "gpt-4o_sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5",  # glued to a word
     "Bearer 9f8e7d6c5b4a39281706f5e4d3c2b1a0",  # a token of no known shape, after its scheme
+    # Other providers a gateway fronts (outside review: in log lines and 127 metric series).
+    "gsk_8aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdefGHIJKL",  # Groq
+    "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567",  # Hugging Face
+    "xai-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrSt",  # xAI
+    "r8_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789a",  # Replicate
+    "pplx-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKl",  # Perplexity
+    "req1sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5",  # a project key glued to a word
 ]
 MODELS = [
     "gpt-4o-2024-08-06",
@@ -42,6 +49,9 @@ MODELS = [
     "task-skill-v2",  # `sk` inside a word is no key
     "my_task-skill-v2",
     "bearer-of-news-7b",
+    "xai-grok-2-vision-latest",  # a provider's prefix, then a model's words
+    "hf_model",
+    "r8_flux-schnell",
 ]
 
 

@@ -149,3 +149,14 @@ def test_usage_not_asked_for_in_the_last_word(body: bytes) -> None:
     for info in (whole.info(), streamed.info()):
         assert info.model == "m" and info.stream and not info.include_usage
         assert orjson.loads(info.shape).get("stream_options.include_usage") is not True
+
+
+@pytest.mark.parametrize(
+    "number", [b"1e99999999999999999999", b"-1E+99999999999999999999", b"1e-99999999999999999999"]
+)
+def test_a_number_no_decimal_holds_ends_the_scan_as_unreadable_not_as_a_defect(number: bytes) -> None:
+    # Valid JSON (Python's json reads inf): it was reported as a defect of the proxy's own.
+    defects: list[Exception] = []
+    scanner = ri.BodyScanner(on_error=defects.append)
+    scanner.feed(b'{"model":"gpt-4o","stream":true,"temperature":%s}' % number)
+    assert defects == []

@@ -455,7 +455,7 @@ class StreamAudit:
                 held = bytes(peek)
                 self._peek = None
                 self._decode_frames(held, t)
-            elif len(peek) > PEEK_BYTES or (kind is False and peek.lstrip()[:1] != b"{"):
+            elif len(peek) > PEEK_BYTES or (kind is False and peek.lstrip()[:1] not in (b"", b"{")):
                 # Neither an error document nor a stream: nothing to learn.
                 self._peek = self._take = None
             return
@@ -595,7 +595,10 @@ def looks_like_event_stream(start: bytes | bytearray) -> bool | None:
     """Whether a body beginning with `start` is an event stream: True, False, or None while
     `start` is too short to tell. An event stream begins with an SSE field line or a comment,
     after an optional byte-order mark and blank lines."""
-    head = bytes(start[:64]).removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    head = bytes(start[:64])
+    if b"\xef\xbb\xbf".startswith(head):
+        return None  # nothing yet, or a byte-order mark's first bytes
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
     if not head:
         return None
     for prefix in _SSE_STARTS:

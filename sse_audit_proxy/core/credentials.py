@@ -13,14 +13,14 @@ import re
 # xAI, Replicate, Perplexity, NVIDIA, Fireworks). Each starts where no letter or digit is before
 # it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took `_` for a
 # letter). OpenAI's and Anthropic's project, service and admin keys are told by their second
-# word, glued to anything (`req1sk-proj-...`).
+# word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`).
 _START = r"(?<![0-9A-Za-z])"
 KEY_SHAPES = re.compile(
     rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
     r"|sk-[A-Za-z0-9_-]{8,}|eyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+"
     r"|(?:gsk|hf|r8|fw)_[A-Za-z0-9]{20,}|(?:xai|pplx)-[A-Za-z0-9]{20,}|nvapi-[A-Za-z0-9_-]{20,})"
-    r"|sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{8,}"
+    r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).

@@ -192,7 +192,7 @@ async def one_request(
 async def _read(
     resp: aiohttp.ClientResponse, audit: StreamAudit, scenario: str, clock: Callable[[], float]
 ) -> End:
-    if resp.status >= 400:
+    if resp.status >= 300:  # a redirect too: an answer, not a stream
         await resp.content.read(MAX_ERROR_BODY)
         return End.UPSTREAM_STATUS
     reads = 0

@@ -23,6 +23,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 
+import pytest
 from relay_support import RawRequest, raw_upstream
 
 Script = Callable[[RawRequest, asyncio.StreamWriter], Awaitable[None]]
@@ -255,7 +256,8 @@ async def test_upstream_escape_sequences_reach_the_terminal_escaped() -> None:
     assert not any(line.startswith("result: PASS") for line in out.splitlines())
 
 
-async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewhere() -> None:
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewhere(relative: bool) -> None:
     """aiohttp followed redirects: another host's answer was reported as the route's, and a
     secret-named `-H` header (aiohttp drops only Authorization) reached that host."""
 
@@ -264,6 +266,8 @@ async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewher
 
     async with raw_upstream(elsewhere) as other:
         target = f"http://user:pw@127.0.0.1:{other.port}/v1/chat/completions?key=QUERYSECRET"
+        if relative:  # Go's http.Redirect, Express's res.redirect('/x')
+            target = "/v2/chat/completions?api_key=QUERYSECRET"
 
         async def redirect(req: RawRequest, writer: asyncio.StreamWriter) -> None:
             writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\n" % target.encode())
@@ -274,5 +278,6 @@ async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewher
             rc, out, _, _ = await probe(up.port, 5, 30, "-H", "X-Goog-Api-Key: GOOGSECRET123456")
     assert rc == 1
     assert other.requests == []  # nothing went to the other host
-    assert f"got HTTP 307, a redirect to http://127.0.0.1:{other.port}/v1/chat/completions" in out
+    where = f"{up.port}/v2" if relative else f"{other.port}/v1"
+    assert f"got HTTP 307, a redirect to http://127.0.0.1:{where}/chat/completions" in out
     assert "QUERYSECRET" not in out and "pw@" not in out

@@ -152,6 +152,41 @@ async def test_a_server_that_answers_no_http_counts_as_no_response() -> None:
     ]
 
 
+async def test_a_redirect_is_counted_as_its_status_and_not_followed(tmp_path: Path) -> None:
+    """Followed, it took the requests and their key to another host; read as a stream, its
+    empty body was judged a truncated one."""
+    asked: list[bytes] = []
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    report = tmp_path / "summary.json"
+    async with server:
+        code, _, err = await run_cli(
+            "traffic",
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            "--requests",
+            "3",
+            "--rate",
+            "0",
+            "--mix",
+            "healthy=1",
+            "--json",
+            str(report),
+        )
+    assert code == 0, err
+    assert len(asked) == 3 and all(b"/elsewhere" not in head for head in asked)
+    seen = json.loads(report.read_text())["by_scenario"]["healthy"]
+    assert seen["statuses"] == {"307": 3}
+    assert "truncated" not in seen["outcomes"], seen
+
+
 async def test_traffic_command_rejects_a_bad_mix_in_one_line() -> None:
     code, _, err = await run_cli("traffic", "--base-url", "http://127.0.0.1:1", "--mix", "healthy=1,nope=2")
     assert code == 2

@@ -52,6 +52,10 @@ MODELS = [
     "xai-grok-2-vision-latest",  # a provider's prefix, then a model's words
     "hf_model",
     "r8_flux-schnell",
+    "task-admin-assistant-v2",  # a key's second word after a word ending in `sk`
+    "ft:gpt-4o-mini-2024-07-18:acme:task-admin-assistant:9xYz1234",
+    "risk-ant-colony-optimizer",
+    "whisk-proj-embeddings-large",
 ]
 
 

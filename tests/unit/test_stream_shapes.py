@@ -397,6 +397,26 @@ def test_a_mislabelled_stream_larger_than_the_peek_in_one_read_is_read_as_in_man
     )
 
 
+@pytest.mark.parametrize(
+    ("body", "frames"),
+    [
+        (b"\xef\xbb\xbf" + BASIC, 3),  # a byte-order mark, cut after its first byte or two
+        (b'  {"error": {"message": "overloaded", "type": "server_error"}}', 0),  # spaces first
+    ],
+    ids=["bom", "spaces-then-error"],
+)
+def test_an_unlabelled_body_is_told_alike_wherever_its_first_read_ends(body: bytes, frames: int) -> None:
+    whole = audit("chat_completions", [(0.1, body)], event_stream=False)
+    assert whole.frames == frames and "not_streamed" not in whole.anomalies
+    for cut in range(1, 4):
+        apart = audit("chat_completions", [(0.1, body[:cut]), (0.2, body[cut:])], event_stream=False)
+        assert (apart.outcome, apart.anomalies, apart.frames) == (
+            whole.outcome,
+            whole.anomalies,
+            whole.frames,
+        )
+
+
 def test_a_json_error_larger_than_the_peek_in_one_read_is_no_error_document() -> None:
     from sse_audit_proxy.core.audit import PEEK_BYTES
 

@@ -92,7 +92,7 @@ def refusal(ex: Exchange, what: str) -> str:
         return f"{what} got no answer: {error}; {hint}"
     if ex.status < 400:
         return (
-            f"{what} got HTTP {ex.status}, a redirect to {_where(ex.header('Location'))}: point "
+            f"{what} got HTTP {ex.status}, a redirect to {_where(ex.url, ex.header('Location'))}: point "
             "--base-url at the URL it leads to (the probe follows no redirect, nor do most "
             "SDKs' POSTs)"
         )
@@ -119,12 +119,13 @@ def refusal(ex: Exchange, what: str) -> str:
     return f"{what} got HTTP {ex.status}{said}: {hint}"
 
 
-def _where(location: str | None) -> str:
-    """A Location without what may be secret in it (credentials, the query)."""
+def _where(request_url: str, location: str | None) -> str:
+    """Where a Location leads (a relative one from the request's URL), without what may be
+    secret in it (credentials, the query)."""
     if not location:
         return "nowhere (no Location)"
     try:
-        url = URL(location)
+        url = URL(request_url).join(URL(location))
         return str(url.with_user(None).with_query(None).with_fragment(None))
     except ValueError:
         return "an unreadable Location"

@@ -455,7 +455,7 @@ class StreamAudit:
                 held = bytes(peek)
                 self._peek = None
                 self._decode_frames(held, t)
-            elif len(peek) > PEEK_BYTES or (kind is False and peek.lstrip()[:1] not in (b"", b"{")):
+            elif len(peek) > PEEK_BYTES or (kind is False and (lead := peek.lstrip()[:1]) and lead != b"{"):
                 # Neither an error document nor a stream: nothing to learn.
                 self._peek = self._take = None
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 from yarl import URL
 
+from sse_audit_proxy.core.request_info import TRACE_HEADERS
 from sse_audit_proxy.server.canary import parse_percent
 
 ENV_PREFIX = "SSE_AUDIT_"
@@ -29,6 +30,31 @@ class Parser(argparse.ArgumentParser):
 
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+# Kubernetes gives each container variables for every Service of its namespace (unless the pod
+# sets `enableServiceLinks: false`), named for the Service: `sse-audit-proxy` makes
+# SSE_AUDIT_PROXY_SERVICE_HOST, SSE_AUDIT_PROXY_PORT=tcp://10.0.0.1:8080 and more, and a Service
+# named `sse-audit` makes SSE_AUDIT_PORT=tcp://..., the proxy port's own variable (every pod
+# then exited 2). Each shape: the end of its name, and its value.
+_IP = r"[0-9A-Fa-f.:]+"
+_LINK = r"_PORT_\d+_(?:TCP|UDP|SCTP)"
+_SERVICE_LINKS = tuple(
+    (re.compile(f"(?:{name})$"), re.compile(value))
+    for name, value in (
+        ("_SERVICE_HOST", _IP),
+        ("_SERVICE_PORT(?:_[A-Z0-9_]+)?", r"\d+"),
+        (f"_PORT|{_LINK}", rf"(?:tcp|udp|sctp)://(?:{_IP}|\[{_IP}\]):\d+"),
+        (f"{_LINK}_PROTO", r"tcp|udp|sctp"),
+        (f"{_LINK}_PORT", r"\d+"),
+        (f"{_LINK}_ADDR", _IP),
+    )
+)
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether an environment variable is one that Kubernetes made for a Service."""
+    return any(n.search(name) and v.fullmatch(value) for n, v in _SERVICE_LINKS)
 
 
 def option(
@@ -51,6 +77,8 @@ def option(
     """
     env = env_name(flag)
     raw = os.environ.get(env)
+    if raw is not None and service_link(env, raw):
+        raw = None  # Kubernetes' for a Service named like the setting, not a setting
     if raw is not None and (raw != "" or empty_counts):
         # The value as an error shows it: never a secret's, never a URL's credentials or query.
         shown = "(hidden)" if secret else repr(shown_url(raw))
@@ -105,6 +133,11 @@ def shown_url(value: str) -> str:
     return value if cut < 0 else value[:cut] + value[cut] + "[redacted]"
 
 
+# A DNS name (international ones reach here in their xn-- form) or an IPv4 address; `_` as
+# Docker Compose and Kubernetes names allow it. `a b` started and answered every request 502.
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
 def upstream_url(value: str) -> URL:
     shown = shown_url(value)
     try:
@@ -120,9 +153,14 @@ def upstream_url(value: str) -> URL:
             f"the upstream URL takes no user or password (the client's credentials are forwarded): {shown!r}"
         )
     try:
-        url.port  # noqa: B018 - raises on an out-of-range port
+        given = url.explicit_port  # raises on an out-of-range port
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad port in {shown!r}") from exc
+    if given == 0:  # no server listens there (the readiness check asked port 80 instead)
+        raise argparse.ArgumentTypeError(f"bad port in {shown!r}")
+    host = url.raw_host or ""
+    if ":" not in host and not _HOST.fullmatch(host):  # an IPv6 literal has its colons
+        raise argparse.ArgumentTypeError(f"not a host name in {shown!r}")
     if url.query_string or url.fragment:
         raise argparse.ArgumentTypeError(f"the upstream URL takes no query or fragment: {shown!r}")
     return url
@@ -227,6 +265,25 @@ def header_name(value: str) -> str:
     if not _TOKEN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"not an HTTP header name: {value!r}")
     return value
+
+
+# What an answer's framing, its connection or its trace ID depend on: naming the instance with
+# one broke every answer (`Content-Length: pod-7`) or the client's correlation.
+_FIELDS_NOT_ADDED = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "date"}
+    | {name.lower() for name in TRACE_HEADERS}
+)
+
+
+def added_header_name(value: str) -> str:
+    """The name of a header the proxy adds to its answers: not one they depend on."""
+    name = header_name(value)
+    lower = name.lower()
+    if lower in _FIELDS_NOT_ADDED or lower.startswith(("content-", "proxy-")):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a header answers depend on: use a name of its own, e.g. X-Audit-Instance"
+        )
+    return name
 
 
 def percent(value: str) -> float:

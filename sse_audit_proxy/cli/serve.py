@@ -13,9 +13,9 @@ import structlog
 from sse_audit_proxy.cli.options import (
     ENV_PREFIX,
     ConfigError,
+    added_header_name,
     env_name,
     flag,
-    header_name,
     name_list,
     option,
     percent,
@@ -24,6 +24,7 @@ from sse_audit_proxy.cli.options import (
     positive_int,
     ratio,
     readable_file,
+    service_link,
     size,
     upstream_url,
 )
@@ -46,6 +47,8 @@ from sse_audit_proxy.sinks.logs import LOG_FORMATS, configure_logging, flush_log
 from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY
 
 _RULES = Thresholds()  # the documented defaults of the timing rules
+# More processes than any machine has cores for (10,000 spawned until the kernel refused).
+MAX_WORKERS = 256
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -186,7 +189,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--instance-header",
-        type=header_name,
+        type=added_header_name,
         help="add this response header (e.g. X-Audit-Instance) naming the host (pod) that "
         "relayed the response, to find its logs and evidence; off by default",
     )
@@ -304,7 +307,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--workers",
         type=positive_int,
         default=1,
-        help="processes sharing the port (SO_REUSEPORT); the metrics port merges their metrics",
+        help=f"processes sharing the port (SO_REUSEPORT), at most {MAX_WORKERS}; the metrics "
+        "port merges their metrics",
     )
     option(
         p,
@@ -324,8 +328,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def unknown_settings(known: frozenset[str]) -> list[str]:
     """SSE_AUDIT_ variables that name no flag of `serve`: a misspelt one (SSE_AUDIT_REQUIRE_KEYS)
-    was ignored without a word, and the proxy ran without the auth it was meant to set."""
-    return sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name not in known)
+    was ignored without a word, and the proxy ran without the auth it was meant to set. Not
+    Kubernetes' variables for a Service (its own, `sse-audit-proxy`, made 13 of them)."""
+    return sorted(
+        name
+        for name, value in os.environ.items()
+        if name.startswith(ENV_PREFIX) and name not in known and not service_link(name, value)
+    )
 
 
 def add_canary_options(p: argparse.ArgumentParser) -> None:
@@ -473,6 +482,15 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         bursty_min_share=args.bursty_min_share,
         max_frame_bytes=args.max_frame_bytes,
     )
+    if args.workers > MAX_WORKERS:
+        raise ConfigError(f"--workers {args.workers}: at most {MAX_WORKERS}")
+    wildcard = {"", "0.0.0.0", "::"}
+    if (
+        args.port
+        and args.port == args.metrics_port
+        and (args.host == args.metrics_host or {args.host, args.metrics_host} & wildcard)
+    ):
+        raise ConfigError(f"--port and --metrics-port are both {args.port}: give each its own port")
     if args.require_key is not None and not args.require_key:
         # Given, yet no key in it (`' , '`, or the env var set empty): running without
         # auth is not what was asked for.

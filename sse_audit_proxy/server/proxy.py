@@ -651,11 +651,6 @@ class Proxy:
         elif chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         lines.extend(own)
-        if self.config.instance_header:
-            lines.append(
-                b"%s: %s\r\n"
-                % (self.config.instance_header.encode("ascii"), INSTANCE.encode("ascii", "replace"))
-            )
         lines.append(b"\r\n")
         return b"".join(lines)
 

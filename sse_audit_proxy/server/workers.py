@@ -139,7 +139,12 @@ class Pool:
             args=(index, self._config, self._setup_logging, child),
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except OSError as exc:  # out of file descriptors or processes
+            parent.close()
+            child.close()
+            raise WorkerFailed(f"cannot start worker {index}: {exc.strerror or exc}") from None
         child.close()
         return Worker(index, process, parent)
 
@@ -156,7 +161,9 @@ class Pool:
             await asyncio.sleep(0.05)
 
     async def start(self) -> None:
-        self.workers = [self._spawn(i) for i in range(self._size)]
+        self.workers = []
+        for i in range(self._size):  # one by one: those started are stopped if one fails
+            self.workers.append(self._spawn(i))
         for worker in self.workers:
             await self._until_started(worker)
 
@@ -179,12 +186,15 @@ class Pool:
         worker.conn.close()
 
     async def watch(self) -> None:
-        """Replace workers that die while the pool is not stopping."""
+        """Replace workers that die while the pool is not stopping: all that died together
+        at once (one by one, three took four seconds, their exits logged late)."""
         while not self.stopping:
             await asyncio.sleep(0.2)
-            for i, worker in enumerate(self.workers):
-                if self.stopping or worker.process.is_alive():
-                    continue
+            dead = [i for i, w in enumerate(self.workers) if not w.process.is_alive()]
+            if not dead or self.stopping:
+                continue
+            for i in dead:
+                worker = self.workers[i]
                 _log.warning(
                     "worker_exited",
                     worker=worker.index,
@@ -192,16 +202,20 @@ class Pool:
                     status=worker.process.exitcode,
                 )
                 self._bury(worker)
-                await asyncio.sleep(RESTART_DELAY)
-                if self.stopping:
-                    return
-                replacement = self._spawn(worker.index)
-                self.workers[i] = replacement
-                try:
-                    await self._until_started(replacement)
-                except WorkerFailed as exc:
-                    if not self.stopping:  # else the shutdown that began meanwhile ended it
-                        _log.error("worker_restart_failed", worker=worker.index, reason=str(exc))
+            await asyncio.sleep(RESTART_DELAY)
+            if self.stopping:
+                return
+            await asyncio.gather(*(self._replace(i) for i in dead))
+
+    async def _replace(self, i: int) -> None:
+        index = self.workers[i].index
+        try:
+            replacement = self._spawn(index)
+            self.workers[i] = replacement
+            await self._until_started(replacement)
+        except WorkerFailed as exc:
+            if not self.stopping:  # else the shutdown that began meanwhile ended it
+                _log.error("worker_restart_failed", worker=index, reason=str(exc))
 
     def reload(self, state_file: str) -> None:
         """SIGHUP: clear a shared canary trip, then have every worker re-read its percent."""

@@ -39,7 +39,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in lines[0]
 
 
-@pytest.mark.parametrize("url", ["not a url", "ftp://host", "http://", "http://host:99999"])
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://host", "http://", "http://host:99999", "http://a b", "http://127.0.0.1:0"]
+)
 def test_unparseable_upstream_is_a_one_line_error(url: str) -> None:
     assert_one_line_error(run("serve", "--upstream", url), "--upstream")
 
@@ -111,6 +113,18 @@ def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         "SSE_AUDIT_REQUIRE_KEYS": "s3cret-VALUE",
         "SSE_AUDIT_NO_CANARY_GUARD": "1",
         "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1",
+        # What the kubelet sets for Services named `sse-audit-proxy` and `sse-audit` (outside
+        # review: a false warning on every pod, and every pod exiting 2 on SSE_AUDIT_PORT).
+        "SSE_AUDIT_PROXY_SERVICE_HOST": "10.96.0.10",
+        "SSE_AUDIT_PROXY_SERVICE_PORT": "8080",
+        "SSE_AUDIT_PROXY_SERVICE_PORT_METRICS": "9090",
+        "SSE_AUDIT_PROXY_PORT": "tcp://10.96.0.10:8080",
+        "SSE_AUDIT_PROXY_PORT_8080_TCP": "tcp://10.96.0.10:8080",
+        "SSE_AUDIT_PROXY_PORT_8080_TCP_PROTO": "tcp",
+        "SSE_AUDIT_PROXY_PORT_8080_TCP_PORT": "8080",
+        "SSE_AUDIT_PROXY_PORT_8080_TCP_ADDR": "10.96.0.10",
+        "SSE_AUDIT_SERVICE_HOST": "10.96.0.11",
+        "SSE_AUDIT_PORT": "tcp://10.96.0.11:8080",
     }
     with subprocess.Popen(
         [*EXE, "serve", "--port", "0", "--metrics-port", "0"],
@@ -128,7 +142,7 @@ def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         proc.terminate()
         rest = proc.communicate(timeout=20)
     (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
-    assert warning["names"] == ["SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_REQUIRE_KEYS"]
+    assert warning["names"] == ["SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_REQUIRE_KEYS"]  # no Service's
     assert warning["level"] == "warning"
     assert "s3cret-VALUE" not in repr(lines) + rest[0] + rest[1]
 
@@ -184,6 +198,25 @@ def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
     proc = run(*tool, "--json", str(path), timeout=10)
     assert proc.returncode == 2
     assert_one_line_error(proc, f"--json {path}: ")
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "X-Client-Request-Id"])
+def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str) -> None:
+    """`Content-Length` broke every answer (two lengths), `X-Client-Request-Id` the trace ID."""
+    proc = run(
+        "serve",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--instance-header",
+        name,
+        timeout=5,
+    )
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "--instance-header", "X-Audit-Instance")
 
 
 def test_help_documents_every_flag_with_its_environment_variable() -> None:

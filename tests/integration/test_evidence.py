@@ -304,14 +304,23 @@ async def test_every_anomalous_stream_logs_its_evidence_as_one_json_line(
     assert PROMPT not in raw
 
 
-async def test_instance_header_is_opt_in(upstream: Any, proxy: Any, http: aiohttp.ClientSession) -> None:
-    up = await upstream(json_answer)
+async def test_instance_header_is_opt_in_and_a_response_header_only(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    heard: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        heard.extend(name.lower() for name in request.headers)
+        return await json_answer(request)
+
+    up = await upstream(answer)
     plain = await proxy(up)
     named = await proxy(up, instance_header="X-Audit-Instance")
     async with http.get(plain.url / "v1/models") as resp:
         assert "X-Audit-Instance" not in resp.headers
     async with http.get(named.url / "v1/models") as resp:
         assert resp.headers["X-Audit-Instance"] == INSTANCE
+    assert heard and "x-audit-instance" not in heard  # the gateway was sent it too
 
 
 async def test_evidence_is_found_whichever_worker_relayed_the_stream(

@@ -109,3 +109,14 @@ def test_check_exits_1_on_a_stale_page_and_rewriting_fixes_it(
     assert f"run `{doctables.COMMAND}`" in capsys.readouterr().err
     assert doctables.main(["--docs", str(tmp_path)]) == 0
     assert doctables.main(["--docs", str(tmp_path), "--check"]) == 0
+
+
+def test_the_log_fields_page_names_every_end_reason_the_records_carry() -> None:
+    from sse_audit_proxy.core.verdict import End
+
+    (row,) = [
+        line
+        for line in (DOCS / "operate/logs.md").read_text().splitlines()
+        if line.startswith("| `end_reason` |")
+    ]
+    assert re.findall(r"`([a-z_]+)`", row.split("|")[3]) == [end.value for end in End]

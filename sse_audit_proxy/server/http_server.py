@@ -695,7 +695,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         finally:
-            self._task = None
+            self._task = self._running = None  # an idle connection holds no request
         if self.transport is None:
             return
         # Closing (nothing more is parsed) and draining wait for the requests already queued:

@@ -467,6 +467,17 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
     return config
 
 
+def _overlap(host: str, other: str) -> bool:
+    """Whether listening on both addresses at one port would take the same socket address:
+    the same address, or the wildcard of its family (`::` is IPv6 only, as asyncio binds it)."""
+    if host == other or "" in (host, other):
+        return True
+    return any(
+        wildcard in ("0.0.0.0", "::") and (":" in wildcard) == (":" in name)
+        for wildcard, name in ((host, other), (other, host))
+    )
+
+
 def config_from(args: argparse.Namespace) -> ServiceConfig:
     thresholds = Thresholds(
         buffered_min_frames=args.buffered_min_frames,
@@ -484,12 +495,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
     )
     if args.workers > MAX_WORKERS:
         raise ConfigError(f"--workers {args.workers}: at most {MAX_WORKERS}")
-    wildcard = {"", "0.0.0.0", "::"}
-    if (
-        args.port
-        and args.port == args.metrics_port
-        and (args.host == args.metrics_host or {args.host, args.metrics_host} & wildcard)
-    ):
+    if args.port and args.port == args.metrics_port and _overlap(args.host, args.metrics_host):
         raise ConfigError(f"--port and --metrics-port are both {args.port}: give each its own port")
     if args.require_key is not None and not args.require_key:
         # Given, yet no key in it (`' , '`, or the env var set empty): running without

@@ -109,6 +109,7 @@ class Worker:
         self.process = process
         self.conn = conn
         self.admin_port: int | None = None
+        self.buried = False  # its exit seen, logged and cleaned up
 
     def poll_started(self) -> bool:
         if self.admin_port is None and self.conn.poll():
@@ -132,7 +133,10 @@ class Pool:
         self.stopping = False
 
     def _spawn(self, index: int) -> Worker:
-        parent, child = self._ctx.Pipe(duplex=False)
+        try:  # out of file descriptors (the pipe, the process's own) or of processes
+            parent, child = self._ctx.Pipe(duplex=False)
+        except OSError as exc:
+            raise WorkerFailed(f"cannot start worker {index}: {exc.strerror or exc}") from None
         process = self._ctx.Process(
             target=_worker_main,
             name=f"sse-audit-proxy-worker-{index}",
@@ -141,7 +145,7 @@ class Pool:
         )
         try:
             process.start()
-        except OSError as exc:  # out of file descriptors or processes
+        except OSError as exc:
             parent.close()
             child.close()
             raise WorkerFailed(f"cannot start worker {index}: {exc.strerror or exc}") from None
@@ -180,6 +184,7 @@ class Pool:
         ]
 
     def _bury(self, worker: Worker) -> None:
+        worker.buried = True
         worker.process.join(0)
         if worker.process.pid is not None:  # its live gauges (active streams) stop counting
             mark_process_dead(worker.process.pid, self._dir)  # type: ignore[no-untyped-call]
@@ -195,6 +200,8 @@ class Pool:
                 continue
             for i in dead:
                 worker = self.workers[i]
+                if worker.buried:  # its replacement failed to start: tried again, not logged
+                    continue
                 _log.warning(
                     "worker_exited",
                     worker=worker.index,
@@ -262,10 +269,15 @@ async def supervise(
         failed = ListenFailed("proxy", "--port", config.proxy.host, config.proxy.port, exc)
         return _error(listen_error(failed, config))
     port = int(reservation.getsockname()[1])
-    metrics_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-metrics-")
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-metrics-")
+        # A canary trip in one worker reaches the others through this file (canary_control.py).
+        state_dir = tempfile.mkdtemp(prefix="sse-audit-proxy-canary-")
+    except OSError as exc:  # no writable temporary directory, or out of file descriptors
+        reservation.close()
+        return _error(f"cannot make the workers' shared directory: {exc.strerror or exc}")
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
-    # A canary trip in one worker reaches the others through this file (canary_control.py).
-    state_file = os.path.join(tempfile.mkdtemp(prefix="sse-audit-proxy-canary-"), "tripped.json")
+    state_file = os.path.join(state_dir, "tripped.json")
     worker_config = replace(
         config,
         proxy=replace(config.proxy, port=port, reuse_port=True),

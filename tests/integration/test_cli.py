@@ -17,6 +17,8 @@ import pytest
 import sse_audit_proxy
 
 EXE = [sys.executable, "-m", "sse_audit_proxy"]
+# A proxy that would listen on free ports, for the checks before it does.
+SERVE = ["serve", "--upstream", "http://127.0.0.1:1", "--port", "0", "--metrics-port", "0"]
 
 
 def run(
@@ -204,19 +206,60 @@ def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
 def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str) -> None:
     """`Content-Length` broke every answer (two lengths), `X-Client-Request-Id` the trace ID."""
     proc = run(
-        "serve",
-        "--upstream",
-        "http://127.0.0.1:1",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
+        *SERVE,
         "--instance-header",
         name,
         timeout=5,
     )
     assert proc.returncode == 2
     assert_one_line_error(proc, "--instance-header", "X-Audit-Instance")
+
+
+def test_workers_out_of_file_descriptors_is_a_one_line_error_at_any_point() -> None:
+    """Short of descriptors, a worker's pipe, its process or the shared directory failed with a
+    traceback (only the process's start had been caught)."""
+    import resource
+
+    def runs_with(limit: int) -> subprocess.CompletedProcess[str] | None:
+        """How it ended, or None when it started (then stopped here)."""
+
+        def low() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        with subprocess.Popen(
+            [*EXE, *SERVE, "--workers", "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=low,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")},
+        ) as proc:
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.communicate(timeout=30)
+                return None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    failed = 0
+    for limit in range(12, 34, 3):  # descriptors run out at a later step as the limit grows
+        ended = runs_with(limit)
+        if ended is None:
+            break  # enough descriptors from here on
+        failed += 1
+        assert_one_line_error(ended)
+    assert failed  # some limit was too low
+
+
+def test_the_two_ports_are_one_only_where_their_addresses_meet() -> None:
+    from sse_audit_proxy.cli.serve import _overlap
+
+    assert _overlap("127.0.0.1", "127.0.0.1") and _overlap("0.0.0.0", "127.0.0.1") and _overlap("", "::1")
+    assert _overlap("::", "::1") and not _overlap("::", "127.0.0.1") and not _overlap("0.0.0.0", "::1")
+    assert not _overlap("127.0.0.1", "127.0.0.2")
+    proc = run("serve", "--upstream", "http://127.0.0.1:1", "--port", "47123", "--metrics-port", "47123")
+    assert_one_line_error(proc, "--port and --metrics-port are both 47123")
 
 
 def test_help_documents_every_flag_with_its_environment_variable() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
+import resource
 import ssl
 import sys
 
@@ -573,5 +575,11 @@ def run(args: argparse.Namespace) -> int:
                 workers.supervise(config, args.workers, setup_logging, args.drain_timeout + 5.0, listen_error)
             )
         return loop.run(serve(config))
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        print(f"sse-audit-proxy: error: out of file descriptors (limit {limit}): {exc}", file=sys.stderr)
+        return 1
     finally:
         flush_logs()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -18,5 +20,16 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(coro)
+    runner = asyncio.Runner(loop_factory=loop_factory())
+    try:
+        result = runner.run(coro)
+    except BaseException:
+        # A loop that failed to start (uvloop's signal socket pair, out of descriptors) cannot
+        # be closed: its close said "already running" and hid why it failed.
+        with contextlib.suppress(RuntimeError):
+            runner.close()
+        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            coro.close()  # never started: no "was never awaited" warning after the error
+        raise
+    runner.close()
+    return result

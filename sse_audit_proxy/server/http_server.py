@@ -47,7 +47,7 @@ from sse_audit_proxy.server.inbound import (
     MAX_REQUEST_LINE,
 )
 from sse_audit_proxy.server.tcp import reset
-from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT
+from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS
 
 HTTP11 = (1, 1)
 # A head is refused (431) once more than this has arrived without its end, whatever the
@@ -70,6 +70,7 @@ BACKLOG = 128  # aiohttp's TCPSite default
 # of returning the 413 (four times in five), and an answer still in our socket is dropped.
 LINGER_TIME = 30.0
 LINGER_PAUSE = 5.0
+BUSY_LINGER_TIME = 1.0  # for a connection answered 503 as it came (too many connections)
 # A close waits for the client to take what is still buffered for it, for at most this long
 # (then the connection is reset, and what the kernel held for it dropped): a client that read
 # nothing held its connection, and up to --max-unsent-bytes, for ever after every timeout.
@@ -396,9 +397,16 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop and asyncio both set TCP_NODELAY on accepted connections (aiohttp set it again).
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._server._add(self)
-        if self._server.draining:
+        server = self._server
+        server._add(self)
+        if server.draining:
             self._close()
+            return
+        if len(server._connections) - server.lingering > server.max_connections:
+            # Answered at once, its request unread: past the cap, descriptors ran out, and
+            # clients got resets and the metrics port (the liveness probe) no answer at all.
+            server.closed(TOO_MANY_CONNECTIONS)
+            self._refuse_head(503)
             return
         self._arm_head_timer()  # the first head is timed from the connection (as nginx)
 
@@ -469,6 +477,9 @@ class ClientConnection(asyncio.Protocol):
             self._disarm_head_timer()  # a whole head arrived; the body is not timed here
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._linger_until:
+            self._server.lingering -= 1
+            self._linger_until = 0.0
         self._stopped = True
         self._disarm_head_timer()
         self._cancel_idle_timer()
@@ -646,7 +657,9 @@ class ClientConnection(asyncio.Protocol):
             _log.error("parse_error_answer_failed", **failure(exc))
             answer = Answer(500)
         self._write_answer(stand_in, answer, False)
-        self._linger()  # the client may still be sending the rest of what was refused
+        # The client may still be sending the rest of what was refused; one turned away for
+        # want of descriptors is given a second to read its answer, not half a minute.
+        self._linger(BUSY_LINGER_TIME if status == 503 else None)
 
     def _upgraded(self) -> None:
         """llhttp stops at the end of a head asking to switch protocols (and at CONNECT).
@@ -825,29 +838,34 @@ class ClientConnection(asyncio.Protocol):
         if self._current is None:
             self._close()
 
-    def _linger(self) -> None:
-        """Close once the client has had the chance to read its answer (see LINGER_TIME): our
-        side is shut (the client sees the answer's end), what it still sends is discarded."""
+    def _linger(self, most: float | None = None) -> None:
+        """Close once the client has had the chance to read its answer (see LINGER_TIME, or
+        `most` seconds): our side is shut (the client sees the answer's end), what it still
+        sends is discarded."""
+        most = LINGER_TIME if most is None else most
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         self._stop_serving()
         self._held = b""
         self._drop_queue(client_gone=False)  # nothing more is served here
-        self._linger_until = self._loop.time() + LINGER_TIME
+        if not self._linger_until:
+            self._server.lingering += 1
+        self._linger_until = self._loop.time() + most
         self._linger_heard = False
         if transport.can_write_eof():
             transport.write_eof()  # after what is buffered: the client's read ends with a FIN
         self._resume_reading()
-        self._idle_timer = self._loop.call_later(LINGER_PAUSE, self._linger_check)
+        self._idle_timer = self._loop.call_later(min(LINGER_PAUSE, most), self._linger_check)
 
     def _linger_check(self) -> None:
         self._idle_timer = None
         if self.transport is None:
             return
-        if self._linger_heard and self._loop.time() < self._linger_until:
+        left = self._linger_until - self._loop.time()
+        if self._linger_heard and left > 0:
             self._linger_heard = False
-            self._idle_timer = self._loop.call_later(LINGER_PAUSE, self._linger_check)
+            self._idle_timer = self._loop.call_later(min(LINGER_PAUSE, left), self._linger_check)
             return
         self._close()
 
@@ -930,8 +948,11 @@ class HttpServer:
         keepalive_timeout: float,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         on_connection_closed: Callable[[str], None] | None = None,
+        max_connections: int = 1 << 62,
     ) -> None:
         self.handler = handler
+        self.max_connections = max_connections  # more are answered 503 as they come
+        self.lingering = 0  # connections answered and closing (see LINGER_TIME): not counted
         self.on_parse_error = on_parse_error
         self.on_unserved: UnservedHandler = on_unserved or (lambda _request, _gone: None)
         self.header_timeout = header_timeout

@@ -53,6 +53,8 @@ def parse_error_answer(status: int, exc: BaseException | None) -> tuple[int, str
         or (isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message)
     ):
         return 431, "request_header_too_large", "request line or headers exceed the limits"
+    if status == 503:
+        return 503, "too_many_connections", "the proxy holds as many connections as it can: try again"
     if status >= 500:
         return status, "proxy_error", "the server failed to handle the request"
     return status, "invalid_http_request", "malformed HTTP request"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import resource
 import socket
 import ssl
 import time
@@ -309,6 +310,7 @@ class Proxy:
             keepalive_timeout=cfg.keepalive_timeout,
             body_timeout=cfg.body_timeout,
             on_connection_closed=self._on_connection_closed,
+            max_connections=max_connections(),
         )
         self._runner = ServerRunner(server)
         self.port = await self._runner.listen(cfg.host, cfg.port, reuse_port=cfg.reuse_port)
@@ -940,7 +942,7 @@ class Proxy:
         r = self._unhandled(request)
         trace_id = r.rec.trace_id
         status, code, msg = parse_error_answer(status, exc)
-        if status >= 500:
+        if status >= 500 and status != 503:  # 503: too many connections, no fault
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
         # The parser's message can quote a header line (an API key): it is neither logged
         # nor echoed; the record carries our code for it.
@@ -952,6 +954,19 @@ class Proxy:
             code,
             close=True,
         )
+
+
+# Descriptors kept for what is not a relayed stream: the metrics port and its scrapes, the
+# log's pipe, the listeners, a worker's pipes.
+FD_RESERVE = 64
+
+
+def max_connections() -> int:
+    """Client connections the open-files limit allows, each with its upstream connection."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 62
+    return max(1, (soft - FD_RESERVE) // 2)
 
 
 _END_BY_CODE = {

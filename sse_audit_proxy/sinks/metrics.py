@@ -23,7 +23,8 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 # Why the proxy closed a client connection: the label values of sse_audit_connections_closed_total.
 HEADER_TIMEOUT = "header_timeout"
 KEEPALIVE_TIMEOUT = "keepalive_timeout"
-CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT)
+TOO_MANY_CONNECTIONS = "too_many_connections"
+CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS)
 
 
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
@@ -152,12 +153,14 @@ class Metrics:
         self.connections_closed = Counter(
             "sse_audit_connections_closed",
             "Client connections the proxy closed: a request head not whole within "
-            "--header-timeout, or idle past --keepalive-timeout. A climbing header_timeout "
-            "count is a slow-headers (slowloris) attack.",
+            "--header-timeout, idle past --keepalive-timeout, or answered 503 as they came "
+            "because the proxy held as many as its open-files limit allows "
+            "(too_many_connections). A climbing header_timeout count is a slow-headers "
+            "(slowloris) attack.",
             ("reason",),
             registry=registry,
         )
-        for reason in CLOSE_REASONS:  # both series exist from the start, at 0
+        for reason in CLOSE_REASONS:  # every series exists from the start, at 0
             self.connections_closed.labels(reason)
         self.log_lines_dropped = Counter(
             "sse_audit_log_lines_dropped",

@@ -97,6 +97,10 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
             await asyncio.sleep(0.5)
             assert connections == 0  # nothing asked: nothing made
             assert await readyz(http, admin) == (200, "ready")
+            for _ in range(100):  # this loop may take the accept in after the answer: 1 s at most
+                if connections:
+                    break
+                await asyncio.sleep(0.01)
             assert connections == 1
             async with http.post(proxy_url / CHAT.lstrip("/"), json={"model": "m"}) as r:
                 assert r.status == 200

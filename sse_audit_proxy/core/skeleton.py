@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from sse_audit_proxy.core.dialects.base import DONE_SENTINEL, is_protocol_word
+from sse_audit_proxy.core.dialects.base import is_done, is_protocol_word
 from sse_audit_proxy.core.field_names import DATA_MAPS, FIELD_NAMES, OPAQUE, TOKEN_NUMBERS
 from sse_audit_proxy.core.sse import Event
 
@@ -197,7 +197,7 @@ def skeleton(event: Event) -> str:
     data = event.data
     if event.unread:  # too large to read: its size alone (a replay makes one as large)
         doc["bytes"], doc["raw"], doc["unread"] = event.unread, True, True
-    elif data == DONE_SENTINEL:
+    elif is_done(data):
         doc["data"] = "[DONE]"
     else:
         try:

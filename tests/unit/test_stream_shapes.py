@@ -170,6 +170,23 @@ def test_responses_wrongly_typed_delta_is_malformed_not_content() -> None:
     assert (r.content_frames, r.anomalies) == (0, ["malformed_frame"])
 
 
+def test_responses_keepalive_events_are_keepalives_not_frames_in_gaps_or_ttft() -> None:
+    """OpenAI's Responses API sends `{"type": "keepalive", "sequence_number": N}` while a long
+    reasoning writes nothing (the openai-node SDK learned to skip them); one per read, as they
+    come, so the fast path reads them too. A stall behind them is still one long gap."""
+    created = {"type": "response.created", "sequence_number": 0, "response": {"status": "in_progress"}}
+    chunks = [(0.1, sse(created))]
+    chunks += [(0.3 * i, sse({"type": "keepalive", "sequence_number": i})) for i in range(1, 6)]
+    chunks += [(2.0 + 0.01 * i, sse(delta(5 + i, "hi"))) for i in range(1, 9)]
+    chunks += [(2.2, sse(completed(14)))]
+    r = audit("responses", chunks)
+    assert (r.frames, r.keepalives, r.content_frames) == (10, 5, 8)
+    assert r.ttft == pytest.approx(2.01)
+    assert r.max_gap == pytest.approx(1.91)
+    assert r.last_keepalive == pytest.approx(1.5)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])  # the sequence runs on through them
+
+
 # Anthropic ----------------------------------------------------------------------------
 
 

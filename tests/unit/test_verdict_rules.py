@@ -428,3 +428,15 @@ def test_a_retry_line_alone_counts_when_the_sdk_takes_its_number(value: bytes, c
 
 def test_an_anthropic_ping_without_its_name_costs_the_sdk_nothing() -> None:
     assert run([frame({"type": "ping"})], route="messages").anomalies.count("malformed_frame") == 0
+
+
+@pytest.mark.parametrize("sentinel", [b"data: [DONE] \n\n", b"data: [DONE]\t\n\n", b"data:[DONE]  \n\n"])
+def test_done_with_trailing_whitespace_ends_the_stream_as_the_openai_sdks_read_it(sentinel: bytes) -> None:
+    """Both openai SDKs end a stream on data that starts with `[DONE]`: for their callers a
+    stream that ends so is whole, not cut short."""
+    frames = healthy()
+    assert frames[-1] == DONE
+    r = run([*frames[:-1], sentinel])
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    r = run([*frames[:-1], b"data: [DON]\n\n"])  # not it
+    assert r.outcome is Outcome.TRUNCATED

@@ -27,6 +27,14 @@ ERROR = 32  # an in-band error: an `{"error": ...}` frame or an error event
 MALFORMED = 64  # the frame (or part of it) could not be read as the dialect's shape
 
 DONE_SENTINEL = b"[DONE]"
+
+
+def is_done(data: bytes) -> bool:
+    """The `[DONE]` sentinel, read as the openai SDKs read it (Python and Node: the data
+    starts with it), so `[DONE] ` with a trailing space ends the stream for them and here."""
+    return data[:6] == DONE_SENTINEL
+
+
 # What a dialect keeps per choice, output item, content block or tool call, it keeps for at
 # most this many of each in one stream: real streams have a few (OpenAI allows 128 choices). An
 # upstream sending new ones without end would make the audit hold memory in step with its

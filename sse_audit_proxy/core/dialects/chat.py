@@ -21,7 +21,6 @@ import msgspec
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
-    DONE_SENTINEL,
     ERROR,
     ERROR_EVENT,
     FAILED_REASONS,
@@ -34,10 +33,11 @@ from sse_audit_proxy.core.dialects.base import (
     DialectSummary,
     clean_usage,
     id_key,
+    is_done,
     reason_word,
     token_counts,
 )
-from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+from sse_audit_proxy.core.dialects.tool_args import CUT_REASONS, ToolArgs
 from sse_audit_proxy.core.sse import Event
 
 _CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
@@ -193,7 +193,7 @@ class ChatCompletions(Dialect):
 
     def _observe_doc(self, data: bytes) -> int:
         """A frame read as plain JSON values: `[DONE]`, or any shape, checked step by step."""
-        if data == DONE_SENTINEL:
+        if is_done(data):
             self._done = True
             return TERMINAL
         try:
@@ -280,6 +280,15 @@ class ChatCompletions(Dialect):
         self._last_tool[choice] = key
         return key
 
+    def _cut_calls(self) -> set[object]:
+        """Each choice's last call, where a finish reason that cuts output short (CUT_REASONS,
+        `length` above all) ended the choice: its arguments end where the cut fell."""
+        return {
+            self._last_tool[choice]
+            for choice, reason in self._finish.items()
+            if reason in CUT_REASONS and choice in self._last_tool
+        }
+
     def summary(self) -> DialectSummary:
         usage = clean_usage(self._usage)
         prompt, completion = token_counts(usage)
@@ -296,6 +305,6 @@ class ChatCompletions(Dialect):
             error_events=self._errors,
             malformed_frames=self._malformed + self._tools.dropped,
             tool_calls=self._tools.count,
-            invalid_tool_arguments=self._tools.invalid(),
-            empty_tool_arguments=self._tools.empty(),
+            invalid_tool_arguments=self._tools.invalid(cut := self._cut_calls()),
+            empty_tool_arguments=self._tools.empty(cut),
         )

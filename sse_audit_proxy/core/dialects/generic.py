@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
-    DONE_SENTINEL,
     ERROR,
     ERROR_EVENT,
     TERMINAL,
     Dialect,
     DialectSummary,
+    is_done,
     is_error_frame,
     load_object,
 )
@@ -49,7 +49,7 @@ class Generic(Dialect):
         return CONTENT  # every data frame is: an image, a long document
 
     def observe_data(self, data: bytes) -> int:
-        if data == DONE_SENTINEL:
+        if is_done(data):
             self._done = True
             return TERMINAL
         if b'"error"' in data and data[:1] == b"{":  # only then is it worth parsing

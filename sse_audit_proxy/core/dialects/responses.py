@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, MAX_KEYS, TERMINAL, USAGE, id_key
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    ERROR,
+    FINISH,
+    KEEPALIVE,
+    MAX_KEYS,
+    TERMINAL,
+    USAGE,
+    id_key,
+)
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 SEQUENCE_GAP = "sequence_gap"
@@ -81,6 +90,8 @@ class Responses(TypedEvents):
         if kind == "error":
             self._fail()
             return TERMINAL | ERROR
+        if kind == "keepalive":  # OpenAI's, while a long reasoning writes nothing: not output
+            return KEEPALIVE
         if kind == _FUNCTION_ARGS_DONE:
             arguments = doc.get("arguments")
             key = self._call_key(doc, doc.get("item_id"))

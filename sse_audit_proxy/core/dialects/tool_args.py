@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Container, Hashable
 
 import orjson
 
@@ -10,6 +10,13 @@ from sse_audit_proxy.core.dialects.base import MAX_KEYS
 
 # Tool arguments are model output; cap what one stream may make us hold (bytes of UTF-8).
 MAX_TOOL_ARG_BYTES = 4 << 20
+# Finish reasons that say the upstream cut the output short on purpose (a token limit, a content
+# filter): the call being written then ends where the cut fell, and every SDK hands the finish
+# reason to the caller with it (OpenAI's `length` with `max_tokens` on a tool call, Anthropic's
+# `max_tokens`, Responses' `max_output_tokens`).
+CUT_REASONS = frozenset(
+    {"length", "max_tokens", "max_output_tokens", "model_context_window_exceeded", "content_filter"}
+)
 
 
 def _utf8(text: str) -> bytes:
@@ -104,26 +111,35 @@ class ToolArgs:
             self._mismatched.add(key)
 
     @property
+    def last(self) -> Hashable | None:
+        """The call that began last (a cut falls in it: calls are written one after another)."""
+        return next(reversed(self._calls), None)
+
+    @property
     def count(self) -> int:
         return len(self._calls) + (len(self._free) if self._free else 0)
 
-    def empty(self) -> int:
+    def empty(self, spared: Container[Hashable] = ()) -> int:
         """How many calls got no argument text at all, where a parameterless call's is `{}` on
-        OpenAI (LiteLLM's bridge from Anthropic sends `""`: `json.loads` fails on it)."""
+        OpenAI (LiteLLM's bridge from Anthropic sends `""`: `json.loads` fails on it).
+        `spared`: calls a finish reason in CUT_REASONS cut short, not judged."""
         if self._overflow:
             return 0
         return sum(
             1
             for key, buf in self._calls.items()
-            if not buf and not self._defaults.get(key) and key not in self._mismatched
+            if not buf and not self._defaults.get(key) and key not in self._mismatched and key not in spared
         )
 
-    def invalid(self) -> int:
-        """How many calls did not assemble into a JSON object (what a function takes)."""
+    def invalid(self, spared: Container[Hashable] = ()) -> int:
+        """How many calls did not assemble into a JSON object (what a function takes), those
+        in `spared` aside (see empty)."""
         if self._overflow:
             return 0
         bad = 0
         for key, buf in self._calls.items():
+            if key in spared:
+                continue
             if key in self._mismatched:
                 bad += 1
                 continue

@@ -13,13 +13,13 @@ from typing import Any
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
-    DONE_SENTINEL,
     ERROR,
     FAILED_REASONS,
     FINISH,
     TERMINAL,
     USAGE,
     DialectSummary,
+    is_done,
 )
 from sse_audit_proxy.core.dialects.typed import NamedEvents
 from sse_audit_proxy.core.sse import Event
@@ -41,7 +41,7 @@ class Transcriptions(NamedEvents):
         self._typed = False  # OpenAI's typed events came: only `transcript.text.done` ends it
 
     def observe(self, event: Event) -> int:
-        if event.data == DONE_SENTINEL:
+        if is_done(event.data):
             self._done = True
             if self._typed:  # a gateway's `[DONE]` after typed events: not their end
                 return 0

@@ -6,11 +6,11 @@ stream, may end in an in-band failure, and assemble tool input per output item/b
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
-    DONE_SENTINEL,
     ERROR,
     ERROR_EVENT,
     FINISH,
@@ -21,12 +21,13 @@ from sse_audit_proxy.core.dialects.base import (
     DialectSummary,
     Usage,
     clean_usage,
+    is_done,
     is_error_frame,
     load_object,
     reason_word,
     token_counts,
 )
-from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+from sse_audit_proxy.core.dialects.tool_args import CUT_REASONS, ToolArgs
 from sse_audit_proxy.core.sse import Event
 
 # Events an SDK that skips unnamed frames loses nothing by: a keep-alive, the last event
@@ -56,7 +57,7 @@ class TypedEvents(Dialect):
 
     def observe(self, event: Event) -> int:
         data = event.data
-        if data == DONE_SENTINEL:
+        if is_done(data):
             self._done = True
             return 0
         if event.event == ERROR_EVENT:  # whatever its data's `type` says (llama.cpp's)
@@ -108,6 +109,11 @@ class TypedEvents(Dialect):
         this dialect cannot tell what an event of that name says."""
         return None
 
+    def _cut_call(self) -> tuple[Hashable, ...]:
+        """The call a finish reason that cuts output short ended in (CUT_REASONS), if any."""
+        last = self._tools.last
+        return (last,) if last is not None and self._finish in CUT_REASONS else ()
+
     def _tokens(self, usage: Usage | None) -> tuple[int | None, int | None]:
         return token_counts(usage)
 
@@ -129,8 +135,8 @@ class TypedEvents(Dialect):
             error_events=self._errors,
             malformed_frames=self._malformed + self._tools.dropped,
             tool_calls=self._tools.count,
-            invalid_tool_arguments=self._tools.invalid(),
-            empty_tool_arguments=self._tools.empty(),
+            invalid_tool_arguments=self._tools.invalid(cut := self._cut_call()),
+            empty_tool_arguments=self._tools.empty(cut),
             anomalies=self._anomalies(),
         )
 

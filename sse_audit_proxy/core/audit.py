@@ -104,6 +104,9 @@ class StreamResult:
     skeletons: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # outcome's (if not complete), anomalies'
     client_held: float = 0.0  # seconds the upstream was not read, waiting for the client
+    # Seconds from the last frame (keep-alives aside) to the end of relaying, the time the
+    # upstream's bytes waited on the client left out: a stall the client gave up on shows here.
+    quiet_at_end: float | None = None
 
 
 class StreamAudit:
@@ -584,6 +587,7 @@ class StreamAudit:
             timeline=self._timeline,
             skeletons=self._skeletons,
             reasons=verdict.reasons,
+            quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
         )
 
     def _wants_usage(self) -> bool:

@@ -6,8 +6,9 @@ raw figures, so that noise between two equal sides does not trip it:
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
-   invalid_tool_arguments, wrong_content_type; a stream the client left on a malformed frame or
-   after waiting a second for its first token) above the baseline's by more than
+   invalid_tool_arguments, wrong_content_type, and not_streamed on a route whose API always
+   streams when asked; a stream the client left on a malformed frame or after waiting a second
+   for its first token) above the baseline's by more than
    `margin` points? Tested with Newcombe's hybrid score interval for a difference of
    proportions (built from two Wilson intervals): trip when the interval's lower bound, at
    one-sided z = 3.09 (0.1 %), exceeds the margin, once the canary has `min_streams` streams.
@@ -19,9 +20,9 @@ raw figures, so that noise between two equal sides does not trip it:
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
-after waiting GAVE_UP_AFTER for a first token is bad), and those the upstream refused as the
-client's error (a 4xx
-other than 408 and 429: a bad key, an unknown model, a malformed request). A client picks its
+after waiting GAVE_UP_AFTER for a first token, or for the next frame after one, is bad), and
+those the upstream refused as the client's error (a 4xx other than 408 and 429: a bad key, an
+unknown model, a malformed request). A client picks its
 side with the sticky header, so counting its refusals let one client trip a healthy canary,
 or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
 how the defaults were chosen.
@@ -37,12 +38,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sse_audit_proxy.core.dialects import DIALECTS
 from sse_audit_proxy.core.record import AuditRecord
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
-# `wrong_content_type` too: an event stream labelled `text/plain`. Not `not_streamed`: OpenAI's
-# own whisper-1 answers a stream request with a whole body, so one client's mix of routes made
-# a healthy canary bad.
+# `wrong_content_type` too: an event stream labelled `text/plain`. `not_streamed` only on the
+# routes in STREAMING_ROUTES: a gateway that answers `"stream": true` with a whole body is the
+# classic cutover fault, but OpenAI's own whisper-1 answers a transcription stream request so,
+# and one client's mix of routes made a healthy canary bad.
 BAD_ANOMALIES = frozenset(
     {
         "buffered",
@@ -54,6 +57,8 @@ BAD_ANOMALIES = frozenset(
         "wrong_content_type",
     }
 )
+NOT_STREAMED = "not_streamed"
+STREAMING_ROUTES = frozenset(d.route for d in DIALECTS if d.always_streams)
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
 GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left: a bad stream
 # 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
@@ -112,25 +117,33 @@ def judged(outcome: str, status: int, anomalies: Sequence[str] = (), gave_up: bo
     return not (outcome == "upstream_error" and client_error(status))
 
 
-def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False) -> bool:
+def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False, route: str = "") -> bool:
     if outcome in IGNORED_OUTCOMES:  # judged only for one of judged()'s two reasons: both bad
         return gave_up or "malformed_frame" in anomalies
-    return outcome in BAD_OUTCOMES or (bool(anomalies) and not BAD_ANOMALIES.isdisjoint(anomalies))
+    if outcome in BAD_OUTCOMES:
+        return True
+    if not anomalies:
+        return False
+    if not BAD_ANOMALIES.isdisjoint(anomalies):
+        return True
+    return route in STREAMING_ROUTES and NOT_STREAMED in anomalies
 
 
 def gave_up_waiting(rec: AuditRecord) -> bool:
     """The client left with no token GAVE_UP_AFTER or more after the whole request reached the
-    upstream (head or not; time the client itself held the stream up not counted): what a
-    canary that hangs looks like, clients' read timeouts being seconds and --idle-timeout
-    minutes. A side whose first token comes within the second gives none; one whose honest
-    TTFT is longer gives them for clients that cancel sooner, on both sides alike (a client
-    sticky to one side with such requests can move its share, as it can the TTFT p95)."""
+    upstream (head or not; time the client itself held the stream up not counted), or, once
+    tokens came, GAVE_UP_AFTER or more after the last frame: what a canary that hangs, at the
+    start or mid-stream, looks like, clients' read timeouts being seconds and --idle-timeout
+    minutes. A side whose tokens come within the second gives none; one whose honest pauses
+    are longer gives them for clients that cancel sooner, on both sides alike (a client sticky
+    to one side with such requests can move its share, as it can the TTFT p95)."""
     s = rec.stream
+    if s is None or s.outcome.value not in IGNORED_OUTCOMES:
+        return False
+    if s.ttft is not None:  # stalled mid-stream (keep-alives or not: the client got no token)
+        return s.quiet_at_end is not None and s.quiet_at_end >= GAVE_UP_AFTER
     return (
-        s is not None
-        and s.outcome.value in IGNORED_OUTCOMES
-        and s.ttft is None
-        and rec.request_sent is not None  # the upstream had the whole request
+        rec.request_sent is not None  # the upstream had the whole request
         and rec.duration - rec.request_sent - s.client_held >= GAVE_UP_AFTER
     )
 
@@ -143,7 +156,7 @@ def judge(rec: AuditRecord) -> bool | None:
     outcome, gave_up = s.outcome.value, gave_up_waiting(rec)
     if not judged(outcome, rec.status, s.anomalies, gave_up):
         return None
-    return is_bad(outcome, s.anomalies, gave_up)
+    return is_bad(outcome, s.anomalies, gave_up, rec.route)
 
 
 def wilson(successes: int, n: int, z: float) -> tuple[float, float]:

@@ -188,11 +188,19 @@ def test_a_client_that_gave_up_waiting_for_a_first_token_left_a_bad_stream() -> 
     # outside review's stuck canary ran on with 66 of 66 streams failed.
     assert judge(left(3.0)) is True
     assert judge(left(GAVE_UP_AFTER)) is True
-    # A wait cut short says nothing; nor one while the upload was going (no upstream's time);
-    # nor a client that got its first token and then left.
+    # A wait cut short says nothing; nor one while the upload was going (no upstream's time).
     assert judge(left(0.2)) is None
     assert judge(left(3.0, answered=False)) is None
-    assert judge(left(3.0, ttft=0.1)) is None
+
+
+def test_a_client_that_gave_up_on_a_stream_stalled_mid_way_left_a_bad_stream() -> None:
+    # An outside review's canary froze after its first tokens until clients timed out: 46 of
+    # 46 streams ended `client_disconnect` after a token, none judged, no trip.
+    assert judge(left(3.0, ttft=0.1)) is True
+    assert judge(left(0.1 + GAVE_UP_AFTER, ttft=0.1)) is True
+    # A client that left while tokens were coming (a stop button) says nothing.
+    assert judge(left(0.5, ttft=0.1)) is None
+    assert judge(left(3.0, ttft=2.9)) is None
 
 
 def test_a_canary_whose_clients_all_give_up_waiting_trips_the_bad_share_rule() -> None:
@@ -228,5 +236,20 @@ def test_a_stream_the_client_left_on_a_malformed_frame_is_judged() -> None:
     assert judged("client_disconnect", 200, ["malformed_frame"])
     assert is_bad("client_disconnect", ["malformed_frame"])
     assert not is_bad("complete", ["malformed_frame"])  # as before: the client read on
-    # A whole answer to a stream request is OpenAI's own way with whisper-1: not bad.
+    # A whole answer to a stream request is OpenAI's own way with whisper-1: not bad there.
     assert not is_bad("complete", ["not_streamed"])
+    assert not is_bad("complete", ["not_streamed"], route="audio_transcriptions")
+
+
+@pytest.mark.parametrize("route", ["chat_completions", "completions", "responses", "messages"])
+def test_a_canary_that_answers_stream_requests_whole_is_bad_where_the_api_always_streams(route: str) -> None:
+    # An outside review's canary answered every chat stream request with one JSON body after
+    # 0.5 s: 101 of 101 `complete` + `not_streamed`, judged good, and the guard held at 50 %.
+    assert is_bad("complete", ["not_streamed"], route=route)
+    guard = Guard()
+    for i in range(200):
+        canary = i % 2 == 1
+        bad = is_bad("complete", ["not_streamed"] if canary else [], route=route)
+        if guard.observe(canary, Sample(f"t{i}", bad, 0.05)):
+            break
+    assert guard.tripped is not None and guard.tripped.rule == "bad_share"

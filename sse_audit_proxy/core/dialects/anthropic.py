@@ -47,6 +47,7 @@ _INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_inpu
 
 class AnthropicMessages(TypedEvents):
     route = "messages"
+    always_streams = True
     path_suffixes = ("/v1/messages",)
     expects_done = False  # Anthropic sends no `[DONE]`
     expects_finish_reason = True  # `message_delta.stop_reason`

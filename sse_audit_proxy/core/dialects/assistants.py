@@ -32,6 +32,7 @@ _BY_STATUS = {event.rpartition(".")[2]: event for event in _ENDS}  # an unnamed 
 
 class Assistants(TypedEvents):
     route = "assistants_runs"
+    always_streams = True
     path_suffixes = ("/threads/runs", "/submit_tool_outputs")
     path_pattern = re.compile(r"/threads/[^/]+/runs$")  # not every `/runs` (evals' are JSON)
     expects_done = True

@@ -145,6 +145,11 @@ class Dialect:
     # The SDK of the route reads a frame with no `data:` line as an event with empty data and
     # raises on it (the openai SDKs; SSEDecoder.empty_events): `malformed_frame`.
     empty_event_raises: ClassVar[bool] = True
+    # The API answers every request that asks for a stream with one (chat, completions,
+    # responses, messages, runs): a whole body instead is a gateway's fault, and bad to the
+    # canary guard. Not so where the provider itself may answer whole (OpenAI's whisper-1 on
+    # transcriptions), nor on routes with no dialect.
+    always_streams: ClassVar[bool] = False
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
 

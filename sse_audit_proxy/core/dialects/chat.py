@@ -68,6 +68,7 @@ _decode_any = msgspec.json.Decoder().decode
 
 class ChatCompletions(Dialect):
     route = "chat_completions"
+    always_streams = True
     path_suffixes = ("/chat/completions",)
     expects_done = True
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content

@@ -60,6 +60,7 @@ _ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.do
 
 class Responses(TypedEvents):
     route = "responses"
+    always_streams = True
     path_suffixes = ("/responses",)
     member_of = ("/responses",)  # GET /v1/responses/{id}?stream=true
     expects_done = False  # OpenAI sends none; some gateways append one

@@ -72,6 +72,8 @@ DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}
 CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 # Its rule's own test is in the rules' unit tests (the e2e proxy's stdout is always read).
 LOG_ALERTS = {"SSEAuditLogLinesDropped"}
+# Its rule's own test is in the rules' unit tests (the e2e canary truncates streams, answering 200).
+CANARY_ERROR_ALERTS = {"SSEAuditCanaryUpstreamErrors"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -233,7 +235,9 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     started = time.monotonic()
     panels, variables = dashboard_queries()
     rules = alert_rules()
-    assert {r["alert"] for r in rules} == FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS | LOG_ALERTS
+    assert {r["alert"] for r in rules} == (
+        FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS | LOG_ALERTS | CANARY_ERROR_ALERTS
+    )
 
     async with (
         serve_process(gateway) as served,

@@ -2,8 +2,8 @@
 
 Its series are still there (a share of 0, or a tripped guard, leaves them at their last count),
 so the rates are 0 and the ratios were NaN: Argo read `NaN <= 0.05` as a failed measurement,
-where the templates promise that the measurement errors and the rollout waits. The queries
-now return nothing then, and a value as soon as both sides have streams.
+where the templates promise that the rollout waits. The queries now return nothing then (an
+Inconclusive measurement for Argo), and a value once both sides have 10 streams in the window.
 """
 
 from __future__ import annotations

@@ -1,14 +1,41 @@
 """Argo Rollouts AnalysisTemplate and Flagger MetricTemplates: valid against their CRDs (strict),
-their PromQL parses, and they compare sides by the `upstream` label. (The e2e test runs them
-against a real Prometheus scraping a canary.)"""
+their PromQL parses, and they compare sides by the `upstream` label; evaluated by promtool, a
+canary with too few streams to judge neither fails nor passes an Argo measurement and passes
+Flagger's, a bad canary with volume fails both. (The e2e test runs them against a real
+Prometheus scraping a canary.)"""
 
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import jsonschema
 import pytest
-from progressive import ARGO, FLAGGER, argo_queries, crd, documents, flagger_queries, strict
+from progressive import (
+    ARGO,
+    FLAGGER,
+    argo_measurement,
+    argo_metrics,
+    argo_queries,
+    crd,
+    documents,
+    flagger_queries,
+    promtool_queries,
+    side_series,
+    strict,
+)
+
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: .ci/run installs Debian's prometheus package"
+)
+JOB = "monitoring/sse-audit-proxy"
+# The thresholdRange.max the Flagger templates' header asks for.
+FLAGGER_MAX = {"sse-audit-bad-stream-share-excess": 5.0, "sse-audit-ttft-p95-ratio": 2.0}
+# 100 streams a minute, 2 % bad, every first token under 0.5 s (a p95 of 0.475 s).
+BASELINE = side_series(
+    "baseline", "0+100x10", "0+2x10", {"0.5": "0+100x10", "1": "0+100x10", "+Inf": "0+100x10"}, JOB
+)
 
 
 @pytest.mark.parametrize(
@@ -37,9 +64,13 @@ def test_strict_validation_catches_a_misspelt_field() -> None:
 
 
 def test_every_argo_arg_used_is_declared_and_conditions_read_one_value() -> None:
-    [template] = documents(ARGO)
-    for metric in template["spec"]["metrics"]:
-        assert metric["successCondition"].startswith("result[0] <=")
+    for metric in argo_metrics().values():
+        # An empty result (too few canary streams) meets neither condition: Inconclusive.
+        assert metric["successCondition"].startswith("len(result) > 0 && result[0] <=")
+        assert metric["failureCondition"].startswith("len(result) > 0 && result[0] >")
+        assert argo_measurement(metric, []) == "Inconclusive"
+        # ... and one measurement in `count` must have the volume, or the run is Inconclusive.
+        assert metric["failureLimit"] == 0 and metric["inconclusiveLimit"] == metric["count"] - 1
     queries = argo_queries()
     assert set(queries) == {"bad-stream-share-excess", "ttft-p95-ratio"}
     for query in queries.values():
@@ -63,3 +94,42 @@ def test_every_selector_is_narrowed_to_the_proxys_job() -> None:
         assert len(selectors) >= 2
         for matchers in selectors:
             assert re.search(r'job=~"\.\*sse-audit-proxy\.\*"', matchers), matchers
+
+
+@needs_promtool
+def test_too_few_canary_streams_do_not_fail_the_rollout(tmp_path: Path) -> None:
+    """The reviewer's case: 6 canary streams in 5 minutes, 1 bad (baseline 2 %: an excess of
+    0.147 against 0.05), their first tokens all slow (a p95 ratio of 2.1 from six samples).
+    Under the floor of 10 judged streams a side, Argo gets nothing (Inconclusive: the run waits
+    for a measurement with volume) and Flagger a passing value (it has no inconclusive)."""
+    canary = side_series(
+        "canary", "0+1.2x10", "0+0.2x10", {"0.5": "0x10", "1": "0x10", "+Inf": "0+1.2x10"}, JOB
+    )
+    argo, flagger = argo_queries("5m"), flagger_queries("5m")
+    expected = {name: (query, []) for name, query in argo.items()}
+    expected |= {name: (q, [{"value": 1.0 if "ttft" in name else 0.0}]) for name, q in flagger.items()}
+    promtool_queries(tmp_path, BASELINE + canary, expected)
+    for metric in argo_metrics().values():
+        assert argo_measurement(metric, []) == "Inconclusive", metric["name"]
+    for name in flagger:
+        assert expected[name][1][0]["value"] <= FLAGGER_MAX[name]
+
+
+@needs_promtool
+def test_a_bad_canary_with_volume_still_fails_the_rollout(tmp_path: Path) -> None:
+    """100 canary streams in 5 minutes, 20 % bad against 2 %, every first token over a second."""
+    canary = side_series("canary", "0+20x10", "0+4x10", {"0.5": "0x10", "1": "0x10", "+Inf": "0+20x10"}, JOB)
+    figures = {  # in thousandths: the quotients are not exact
+        "bad-stream-share-excess": 180,  # 0.20 - 0.02
+        "ttft-p95-ratio": 2105,  # 1 s (the highest finite bucket) / 0.475 s
+        "sse-audit-bad-stream-share-excess": 18000,  # in points
+        "sse-audit-ttft-p95-ratio": 2105,
+    }
+    queries = {**argo_queries("5m"), **flagger_queries("5m")}
+    assert set(queries) == set(figures)
+    expected = {n: (f"round(1000 * ({q}))", [{"value": figures[n]}]) for n, q in queries.items()}
+    promtool_queries(tmp_path, BASELINE + canary, expected)
+    for name, metric in argo_metrics().items():
+        assert argo_measurement(metric, [figures[name] / 1000]) == "Failed", name
+    for name, limit in FLAGGER_MAX.items():
+        assert figures[name] / 1000 > limit, name

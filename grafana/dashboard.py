@@ -234,8 +234,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "Share of each side's streams that the canary guard counts as bad (truncated, "
               "upstream_error, timeout; or buffered, bursty, missing_done, "
               "missing_finish_reason, missing_usage, invalid_tool_arguments, "
-              "wrong_content_type; or left by the client on a malformed frame or after 1 s without "
-              "a first token). "
+              "wrong_content_type, not_streamed where the API always streams; or left by the client "
+              "on a malformed frame or after 1 s without a token). "
               "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
               "baseline's for 5 minutes.",
               [(side_share("sse_audit_bad_streams_total", denominator="sse_audit_judged_streams_total"),

@@ -405,7 +405,7 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         "--canary-guard-min-streams",
         type=positive_int,
         default=20,
-        help="canary streams the guard needs before it can trip (at most --canary-guard-window)",
+        help="streams each side needs before the guard can compare them (at most --canary-guard-window)",
     )
     option(
         p,

@@ -11,7 +11,9 @@ raw figures, so that noise between two equal sides does not trip it:
    for its first token) above the baseline's by more than
    `margin` points? Tested with Newcombe's hybrid score interval for a difference of
    proportions (built from two Wilson intervals): trip when the interval's lower bound, at
-   one-sided z = 3.09 (0.1 %), exceeds the margin, once the canary has `min_streams` streams.
+   one-sided z = 3.09 (0.1 %), exceeds the margin, once each side has `min_streams` streams
+   (a baseline of a handful said little: one client sticky to the canary with its own failures
+   tripped it against 3 baseline streams).
 2. **TTFT.** Is the canary's p95 time to first token more than `ttft_ratio` times the
    baseline's? Tested distribution-free with order statistics: trip when a lower confidence
    bound of the canary's p95 exceeds `ttft_ratio` times an upper confidence bound of the
@@ -270,7 +272,7 @@ class Guard:
     def _bad_share(self) -> Trip | None:
         c, b, s = self.canary, self.baseline, self.settings
         n_c, n_b = len(c.samples), len(b.samples)
-        if n_c < s.min_streams or n_b == 0:
+        if n_c < s.min_streams or n_b < s.min_streams:
             return None
         if c.bad * n_b <= b.bad * n_c:  # not worse at all: skip the arithmetic
             return None

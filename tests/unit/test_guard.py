@@ -253,3 +253,18 @@ def test_a_canary_that_answers_stream_requests_whole_is_bad_where_the_api_always
         if guard.observe(canary, Sample(f"t{i}", bad, 0.05)):
             break
     assert guard.tripped is not None and guard.tripped.rule == "bad_share"
+
+
+def test_the_bad_share_waits_for_as_many_baseline_streams_as_canary_ones() -> None:
+    # An outside review: one client sticky to the canary, over its own quota (429s), tripped a
+    # healthy canary against 3 baseline streams. A handful of baseline streams says little.
+    guard = Guard()
+    for i in range(3):
+        assert guard.observe(False, Sample(f"b{i}", False, 0.05)) is None
+    for i in range(40):
+        assert guard.observe(True, Sample(f"c{i}", True, 0.05)) is None
+    trip = None
+    for i in range(3, 20):
+        trip = guard.observe(False, Sample(f"b{i}", False, 0.05))
+    assert trip is not None and trip.rule == "bad_share"  # the 20th baseline stream
+    assert trip.baseline["streams"] == 20

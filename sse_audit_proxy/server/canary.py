@@ -98,6 +98,7 @@ class Router:
         self.side_header = side_header
         self._configured = percent
         self.tripped = False
+        self.closed = False  # the percent file's content could not be read as a percent
         self._share = percent if canary is not None else 0.0  # what pick() reads
         self._random = random.random
 
@@ -107,7 +108,7 @@ class Router:
 
     @property
     def percent(self) -> float:
-        """The share the canary gets now (0 while tripped or without a canary)."""
+        """The share the canary gets now (0 while tripped, closed or without a canary)."""
         return self._share
 
     @property
@@ -117,15 +118,21 @@ class Router:
     def set_percent(self, percent: float) -> None:
         """The operator's share (flag, file, SIGHUP); clears a trip."""
         self._configured = percent
-        self.tripped = False
+        self.tripped = self.closed = False
         self._update()
 
     def trip(self) -> None:
         self.tripped = True
         self._update()
 
+    def close(self, closed: bool = True) -> None:
+        """The operator's word could not be read: the canary gets nothing until it can (a
+        trip stays a trip either way)."""
+        self.closed = closed
+        self._update()
+
     def _update(self) -> None:
-        self._share = 0.0 if self.canary is None or self.tripped else self._configured
+        self._share = 0.0 if self.canary is None or self.tripped or self.closed else self._configured
 
     def pick(self, headers: Mapping[str, str]) -> Side:
         canary = self.canary

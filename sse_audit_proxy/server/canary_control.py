@@ -5,8 +5,10 @@ little I/O the cutover needs:
 
 - `--canary-percent-file`: re-read on SIGHUP and whenever it changes (polled every half
   second: its content and the identity of the file the path resolves to, so a Kubernetes
-  ConfigMap update, which swaps a symlink, is seen like an edit). A bad value keeps the
-  current share and logs `canary_percent_rejected`.
+  ConfigMap update, which swaps a symlink, is seen like an edit). Content that is not one
+  percent sends the canary nothing until it is (a mistyped rollback still rolls back); a file
+  that cannot be read for a moment keeps the current share. Either logs
+  `canary_percent_rejected` and sets `sse_audit_canary_percent_rejected`.
 - the trip: the guard's decision sets the share to 0 at once, logs one `canary_tripped` line
   and, with `--workers`, writes the shared trip file that every worker polls, so each stops
   sending to the canary within a second. A trip lasts until the percent file is written
@@ -70,7 +72,8 @@ def read_percent_file(path: str) -> tuple[float, str]:
     if len(raw) > MAX_PERCENT_FILE:  # it grew after the fstat
         raise ValueError(f"over {MAX_PERCENT_FILE} bytes: a percent file holds one number")
     fingerprint = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{raw.hex()}"
-    lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8").splitlines()]
+    # utf-8-sig: a byte-order mark (what Notepad and PowerShell write) is not part of the value.
+    lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8-sig").splitlines()]
     values = [line for line in lines if line]
     if len(values) != 1:
         raise ValueError(f"expected one percent in the file, found {len(values)} values")
@@ -110,6 +113,13 @@ class CanaryControl:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.rejected_gauge = Gauge(
+            "sse_audit_canary_percent_rejected",
+            "1 while the canary percent file cannot be taken (the log line canary_percent_rejected "
+            "says why): with content that is not one percent the canary gets nothing.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         info = Gauge(
             "sse_audit_upstream_info",
             "1 for each configured side: its `upstream` label value "
@@ -139,6 +149,22 @@ class CanaryControl:
     def _show(self) -> None:
         self.percent_gauge.set(self.router.percent)
         self.tripped_gauge.set(1 if self.router.tripped else 0)
+        self.rejected_gauge.set(0 if self._rejected is None else 1)
+
+    def _refuse(self, path: str, exc: BaseException) -> None:
+        """The percent file could not be taken. Content that is not one percent is the
+        operator's word garbled (a byte-order mark, `echo 0 >>`, the letter O): the canary
+        gets nothing until it reads well, so a mistyped rollback still rolls back. A file that
+        cannot be read for a moment (descriptors ran out, a move and back) keeps the share.
+        Said once per reason; the last good read stays the one to compare with, so the same
+        file read well again is no new word (it clears no trip)."""
+        if not isinstance(exc, OSError):
+            self.router.close()
+        reason = _reason(exc)
+        if reason != self._rejected:
+            _log.error("canary_percent_rejected", path=path, reason=reason, percent=self.router.percent)
+            self._rejected = reason
+        self._show()
 
     # Operator -------------------------------------------------------------------------
 
@@ -151,13 +177,8 @@ class CanaryControl:
             try:
                 percent, self._seen = read_percent_file(self.config.percent_file)
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                self._rejected = _reason(exc)
-                _log.error(
-                    "canary_percent_rejected",
-                    path=self.config.percent_file,
-                    reason=self._rejected,
-                    percent=self.router.percent,
-                )
+                self._rejected = None  # said again: the operator asked
+                self._refuse(self.config.percent_file, exc)
                 return
             self._rejected = None
         # Every worker derives the same generation (the supervisor removed the trip file).
@@ -186,20 +207,16 @@ class CanaryControl:
             try:
                 percent, fingerprint = read_percent_file(path)
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                # Said once per reason. The last good read stays the one to compare with: the
-                # same file read well again after a moment of errors (descriptors ran out, a
-                # move and back) is no new word from the operator, and undoes no trip.
-                reason = _reason(exc)
-                if reason != self._rejected:
-                    _log.error(
-                        "canary_percent_rejected", path=path, reason=reason, percent=self.router.percent
-                    )
-                    self._rejected = reason
+                self._refuse(path, exc)
             else:
-                self._rejected = None
                 if fingerprint != self._seen:
+                    self._rejected = None
                     self._seen = self._generation = fingerprint
                     self._apply(percent, "file")
+                elif self._rejected is not None:  # the file it last took, back as it was
+                    self._rejected = None
+                    self.router.close(False)
+                    self._show()
         self._follow_shared_trip()
 
     async def watch(self) -> None:

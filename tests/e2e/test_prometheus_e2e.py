@@ -74,6 +74,8 @@ CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 LOG_ALERTS = {"SSEAuditLogLinesDropped"}
 # Its rule's own test is in the rules' unit tests (the e2e canary truncates streams, answering 200).
 CANARY_ERROR_ALERTS = {"SSEAuditCanaryUpstreamErrors"}
+# Its rule's own test is in the rules' unit tests (the e2e canary's percent file stays good).
+PERCENT_FILE_ALERTS = {"SSEAuditCanaryPercentFileRejected"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -236,7 +238,7 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     panels, variables = dashboard_queries()
     rules = alert_rules()
     assert {r["alert"] for r in rules} == (
-        FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS | LOG_ALERTS | CANARY_ERROR_ALERTS
+        FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS | LOG_ALERTS | CANARY_ERROR_ALERTS | PERCENT_FILE_ALERTS
     )
 
     async with (

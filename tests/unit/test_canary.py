@@ -196,7 +196,11 @@ def test_the_percent_file_overrides_the_flag_and_its_changes_apply(tmp_path: Pat
     assert logs == []
 
 
-def test_a_bad_value_in_the_file_keeps_the_share_and_says_why(tmp_path: Path) -> None:
+def rejected(c: CanaryControl) -> float:
+    return float(c.rejected_gauge._value.get())  # type: ignore[attr-defined]
+
+
+def test_a_bad_value_in_the_file_gives_the_canary_nothing_and_says_why(tmp_path: Path) -> None:
     f = tmp_path / "percent"
     f.write_text("20\n")
     c = control(tmp_path, str(f))
@@ -204,13 +208,86 @@ def test_a_bad_value_in_the_file_keeps_the_share_and_says_why(tmp_path: Path) ->
     with capture_logs() as logs:
         c.poll()
         c.poll()  # said once, not every poll
-    assert c.router.percent == 20.0
+    assert c.router.percent == 0.0 and gauges(c)[0] == 0.0 and rejected(c) == 1.0
     assert [entry["event"] for entry in logs] == ["canary_percent_rejected"]
-    assert "two hundred" in logs[0]["reason"]
-    f.unlink()
+    assert "two hundred" in logs[0]["reason"] and logs[0]["percent"] == 0.0
+    f.write_text("20\n")  # corrected: the operator's word again
+    c.poll()
+    assert c.router.percent == 20.0 and rejected(c) == 0.0
+
+
+def test_a_file_that_cannot_be_read_for_a_moment_keeps_the_share(tmp_path: Path) -> None:
+    f = tmp_path / "percent"
+    f.write_text("20\n")
+    c = control(tmp_path, str(f))
+    moved = tmp_path / "moved"
+    f.rename(moved)
     with capture_logs() as logs:
         c.poll()
     assert c.router.percent == 20.0 and logs[0]["event"] == "canary_percent_rejected"
+    assert rejected(c) == 1.0
+    moved.rename(f)  # a move and back: no new word, the share as it was
+    with capture_logs() as logs:
+        c.poll()
+    assert c.router.percent == 20.0 and rejected(c) == 0.0 and logs == []
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "O\n",  # the letter
+        "5\n0\n",  # `echo 0 >> file`
+        "0,0\n",
+        "canary-percent: 0\n",
+        "\xff\n",  # not UTF-8
+    ],
+)
+def test_a_mistyped_rollback_still_rolls_back(tmp_path: Path, typed: str) -> None:
+    # An outside review: each of these left a canary at 50 %, with one log line to say so.
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    c = control(tmp_path, str(f))
+    f.write_bytes(typed.encode("latin-1"))
+    c.poll()
+    assert c.router.percent == 0.0 and rejected(c) == 1.0
+
+
+def test_a_byte_order_mark_is_not_part_of_the_value(tmp_path: Path) -> None:
+    # What Notepad and PowerShell's `Set-Content -Encoding utf8` write before the number.
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    c = control(tmp_path, str(f))
+    f.write_bytes(b"\xef\xbb\xbf0\r\n")
+    c.poll()
+    assert c.router.percent == 0.0 and rejected(c) == 0.0
+    f.write_bytes(b"\xef\xbb\xbf25\n")
+    c.poll()
+    assert c.router.percent == 25.0
+
+
+def test_a_trip_stays_through_a_garbled_file_read_well_again(tmp_path: Path) -> None:
+    f, garbled, link = tmp_path / "percent", tmp_path / "garbled", tmp_path / "link"
+    f.write_text("50\n")
+    garbled.write_text("fifty\n")
+    os.symlink(f.name, link)
+    c = control(tmp_path, str(link))
+    c.router.trip()
+    os.remove(link)
+    os.symlink(garbled.name, link)
+    c.poll()
+    assert c.router.percent == 0.0 and rejected(c) == 1.0
+    os.remove(link)
+    os.symlink(f.name, link)  # back to the file it took last, unchanged: no new word
+    c.poll()
+    assert c.router.tripped and c.router.percent == 0.0 and rejected(c) == 0.0
+    c.router.set_percent(50.0)  # (as SIGHUP would)
+    os.remove(link)
+    os.symlink(garbled.name, link)
+    c.poll()
+    os.remove(link)
+    os.symlink(f.name, link)
+    c.poll()  # not tripped: the share it had comes back
+    assert c.router.percent == 50.0
 
 
 def test_a_configmap_update_that_swaps_a_symlink_is_seen(tmp_path: Path) -> None:

@@ -646,11 +646,15 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.INVALID_TOOL_ARGUMENTS,
-        "judged¹: a tool call's argument fragments, concatenated, are not a JSON object",
+        "judged¹: a tool call's argument fragments, concatenated, are not a JSON object, or are "
+        "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
+        "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
+        "`content_filter`) ended is not judged",
         lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
         lambda f: (
             f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
-            " had arguments that, concatenated, are not a JSON object"
+            " had arguments that, concatenated, are not a JSON object (or not the value the"
+            " call's .done event repeated)"
             + (
                 f" ({f.summary.empty_tool_arguments} empty: a call without parameters, which OpenAI"
                 " sends as {}; the openai SDK gives the empty text on, and json.loads fails on it)"

@@ -142,6 +142,28 @@ def test_responses_arguments_done_that_disagrees_with_the_deltas_is_invalid() ->
     assert (r.tool_calls, r.anomalies) == (1, ["invalid_tool_arguments"])
 
 
+@pytest.mark.parametrize(
+    ("deltas", "done", "invalid"),
+    [
+        (['{"city": ', '"Paris"}'], '{"city":"Paris"}', False),  # written again, compactly
+        (['{"a": 1, ', '"b": [1, 2]}'], '{"b":[1,2],"a":1}', False),  # keys in another order
+        (['{"city": ', '"Paris"}'], '{"city":"Rome"}', True),  # another value
+        (['{"city": ', '"Par'], '{"city":"Paris"}', True),  # deltas that do not assemble
+    ],
+)
+def test_responses_arguments_done_is_compared_with_the_deltas_by_value(
+    deltas: list[str], done: str, invalid: bool
+) -> None:
+    # A gateway that serialises the final call again (LiteLLM's chat-to-Responses bridge
+    # builds `.done` from the parsed call) repeats the same arguments in other bytes.
+    args = {"type": "response.function_call_arguments.delta", "item_id": "fc", "output_index": 0}
+    frames = [{**args, "sequence_number": i, "delta": d} for i, d in enumerate(deltas)]
+    end = {"type": "response.function_call_arguments.done", "item_id": "fc", "output_index": 0}
+    frames.append({**end, "sequence_number": len(deltas), "arguments": done})
+    r = audit("responses", [(0.1, sse(*frames, completed(len(deltas) + 1)))])
+    assert (r.tool_calls, "invalid_tool_arguments" in r.anomalies) == (1, invalid)
+
+
 def test_responses_arguments_sent_only_whole_in_the_done_event_are_validated() -> None:
     item = {"id": "fc", "type": "function_call", "arguments": '{"a": 1}', "name": "f"}
     r = audit(

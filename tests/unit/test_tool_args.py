@@ -89,13 +89,18 @@ def test_one_character_fragments_are_held_at_about_a_byte_each(
 
 def _joined_reading(fragments: list[str], done: str | None) -> int:
     """What the arguments' text says, read as one str (how the audit read them before): 1 if
-    the call did not assemble into a JSON object, or its `.done` text differs."""
+    the call did not assemble into a JSON object, or its `.done` text is not the same JSON
+    value."""
     text = "".join(fragments)
     if done is not None:
         if not text:
             text = done
         elif text != done:
-            return 1
+            try:
+                if orjson.loads(text) != orjson.loads(done):
+                    return 1
+            except orjson.JSONDecodeError:
+                return 1
     try:
         return 0 if isinstance(orjson.loads(text), dict) else 1
     except orjson.JSONDecodeError:

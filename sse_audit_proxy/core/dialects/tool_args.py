@@ -28,6 +28,14 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+def _same_value(a: bytes | bytearray, b: bytes) -> bool:
+    """Both are JSON, of one value."""
+    try:
+        return bool(orjson.loads(a) == orjson.loads(b))
+    except orjson.JSONDecodeError:
+        return False
+
+
 class ToolArgs:
     """Each call's arguments as one UTF-8 bytearray, appended to as fragments arrive.
 
@@ -103,11 +111,13 @@ class ToolArgs:
 
     def complete(self, key: Hashable, arguments: str) -> None:
         """The full arguments a `.done` event repeats: taken when no fragment came, and
-        otherwise checked against the fragments (a client may have used either)."""
+        otherwise checked against the fragments (a client may have used either). The same
+        value written otherwise (a gateway that serialises the final call again: LiteLLM's
+        Responses bridge, `{"a": 1}` for `{"a":1}`) is the same arguments."""
         buf = self._calls.get(key)
         if not buf:
             self.set(key, arguments)
-        elif not self._overflow and buf != _utf8(arguments):
+        elif not self._overflow and (done := _utf8(arguments)) != buf and not _same_value(buf, done):
             self._mismatched.add(key)
 
     @property

@@ -169,6 +169,7 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         ttfb_ms=ms(s.ttfb),
         ttft_ms=ms(s.ttft),
         max_gap_ms=ms(s.max_gap),
+        quiet_at_end_ms=ms(s.quiet_at_end),
         client_held_ms=ms(s.client_held),
         frames=s.frames,
         content_frames=s.content_frames,

@@ -21,6 +21,7 @@ from sse_audit_proxy.core.guard import (
     wilson,
 )
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.logs import record_fields
 
 
 def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
@@ -196,8 +197,12 @@ def test_a_client_that_gave_up_waiting_for_a_first_token_left_a_bad_stream() -> 
 def test_a_client_that_gave_up_on_a_stream_stalled_mid_way_left_a_bad_stream() -> None:
     # An outside review's canary froze after its first tokens until clients timed out: 46 of
     # 46 streams ended `client_disconnect` after a token, none judged, no trip.
-    assert judge(left(3.0, ttft=0.1)) is True
+    stalled = left(3.0, ttft=0.1)
+    assert judge(stalled) is True
     assert judge(left(0.1 + GAVE_UP_AFTER, ttft=0.1)) is True
+    # The stall is in its log line, where max_gap_ms (between frames) has none of it.
+    assert stalled.stream is not None and stalled.stream.max_gap is None
+    assert record_fields(stalled)["quiet_at_end_ms"] == pytest.approx(2900.0)
     # A client that left while tokens were coming (a stop button) says nothing.
     assert judge(left(0.5, ttft=0.1)) is None
     assert judge(left(3.0, ttft=2.9)) is None

@@ -70,7 +70,9 @@ class TypedEvents(Dialect):
         # The JSON `type` decides; the `event:` line is a fallback (some gateways drop one).
         kind = event.event if self.event_name_first else (doc.get("type") or event.event)
         malformed = self._malformed
-        bits = self._on(kind, doc) if isinstance(kind, str) and kind else self._untyped(doc)
+        if not isinstance(kind, str):  # an upstream's `type` can be any JSON value (unhashable)
+            kind = ""
+        bits = self._on(kind, doc) if kind else self._untyped(doc)
         if self.event_line_needed and not event.event and kind not in _SKIPPED_HARMLESSLY:
             self._malformed += 1  # read here, but skipped by the SDKs that pick events by name
         # Counters, not returns, say what went wrong deep in a handler: compare once here.

@@ -144,8 +144,6 @@ class StreamAudit:
         "_max_gap",
         "_peek",
         "_plain",
-        "_release",
-        "_release_after",
         "_seen_kinds",
         "_skeletons",
         "_sniffed",
@@ -217,10 +215,6 @@ class StreamAudit:
         self._clump_after = 0.0  # the silence before it
         self._bursts = 0
         self._burst_frames = 0
-        # The largest burst after the one the first token opened, and the silence before it: an
-        # answer withheld after its first tokens and then released (see verdict.is_buffered).
-        self._release = 0
-        self._release_after = 0.0
         self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
         # Time the relay held the upstream for the client (see client_held): moved onto the
         # last frame's and last content frame's times until the next one's gap is measured.
@@ -395,7 +389,6 @@ class StreamAudit:
         first_content, last_content = self._first_content, self._last_content
         clump, clump_after = self._clump, self._clump_after
         bursts, burst_frames = self._bursts, self._burst_frames
-        release = self._release
         keepalives = content = 0
         for bits, t in zip(kinds, times, strict=True):
             if bits & KEEPALIVE:
@@ -427,10 +420,6 @@ class StreamAudit:
                     if clump >= min_clump and clump_after >= min_silence:
                         bursts += 1
                         burst_frames += clump
-                        # (rare: a clump of min_clump frames after a silence)
-                        if clump > release and clump_after != first_content - started:
-                            release = self._release = clump
-                            self._release_after = clump_after
                     clump_after = step
                     clump = 1
                 last_content = t
@@ -449,14 +438,9 @@ class StreamAudit:
 
     def _close_clump(self) -> None:
         th = self._thresholds
-        clump, after = self._clump, self._clump_after
-        if clump >= th.bursty_min_clump and after >= th.bursty_min_silence:
+        if self._clump >= th.bursty_min_clump and self._clump_after >= th.bursty_min_silence:
             self._bursts += 1
-            self._burst_frames += clump
-            first = self._first_content
-            # Not the clump the first token opened: its silence was the time to first token.
-            if clump > self._release and first is not None and after != first - self._started:
-                self._release, self._release_after = clump, after
+            self._burst_frames += self._clump
         self._clump = 0
 
     def _sniff(self, data: bytes, t: float) -> None:
@@ -562,8 +546,6 @@ class StreamAudit:
                 bursts=self._bursts,
                 burst_frames=self._burst_frames,
                 close_gaps=self._close_gaps,
-                release=self._release,
-                release_after=self._release_after,
                 frames=self._frames,
                 duration=t - self._arrived,
                 last_frame=(None if last_frame is None else last_frame - self._arrived),

@@ -103,9 +103,6 @@ class Timing:
     bursts: int  # clumps that count as bursts (see Thresholds)
     burst_frames: int  # content frames inside them
     close_gaps: int = 0  # gaps between successive content frames under `buffered_max_gap`
-    # The largest burst after the clump the first token opened, and the silence before it.
-    release: int = 0
-    release_after: float = 0.0
     # For the reasons only (the rules above do not read them):
     frames: int = 0  # data frames (keep-alives aside)
     # These three count from the request's arrival, not from when it was all sent (the clock
@@ -195,37 +192,17 @@ def is_buffered(t: Timing, th: Thresholds, min_frames: int | None = None) -> boo
     """`min_frames`: the stream's shape's own fewest content frames (images), else the
     threshold's."""
     least = th.buffered_min_frames if min_frames is None else min_frames
-    if t.ttft is None or t.content_frames < max(least, 2):
-        return False
-    return withheld_whole(t, th) or released_after_first(t, th)
-
-
-def _released(t: Timing, th: Thresholds, spacing: float) -> bool:
-    """Released, not paced (a fast decoder's short answer meets the other rules): most gaps are
-    close (robust to a pause within a release), or they are on average (robust to a release
-    read a few frames at a time, whose gaps between reads are longer)."""
-    return t.close_gaps >= th.buffered_gap_share * (t.content_frames - 1) or spacing < th.buffered_max_gap
-
-
-def withheld_whole(t: Timing, th: Thresholds) -> bool:
-    """The whole answer came at once after a wait for the first token."""
-    assert t.ttft is not None
-    if t.ttft < th.buffered_min_ttft:
+    if t.ttft is None or t.content_frames < max(least, 2) or t.ttft < th.buffered_min_ttft:
         return False
     spacing = (t.to_last_content - t.ttft) / (t.content_frames - 1)
     return (
         t.ttft >= th.buffered_wait_ratio * t.to_last_content
         and spacing < th.buffered_max_spacing
-        and _released(t, th, spacing)
+        # Released, not paced (a fast decoder's short answer meets the rules above): most gaps
+        # are close (robust to a pause within a release), or they are on average (robust to
+        # a release read a few frames at a time, whose gaps between reads are longer).
+        and (t.close_gaps >= th.buffered_gap_share * (t.content_frames - 1) or spacing < th.buffered_max_gap)
     )
-
-
-def released_after_first(t: Timing, th: Thresholds) -> bool:
-    """The first tokens came, then a silence, then most of the answer at once: a gateway that
-    sends its first chunk and withholds the rest (a fast TTFT hides it from the rule above).
-    The release is a burst (see Thresholds: bursty) after the clump the first token opened,
-    holding `buffered_wait_ratio` of the content frames."""
-    return t.release >= th.buffered_wait_ratio * t.content_frames and _released(t, th, float("inf"))
 
 
 def held_long(t: Timing, th: Thresholds) -> bool:
@@ -337,13 +314,6 @@ def _failed(f: Facts) -> str:
 def _buffered(f: Facts) -> str:
     t = f.timing
     ttft = t.ttft or 0.0
-    if not withheld_whole(t, f.thresholds):
-        return (
-            f"first token after {dur(ttft)}, then {t.release} of the {t.content_frames} content "
-            f"frames together after {dur(t.release_after)} of silence; {t.close_gaps} of the "
-            f"{max(t.content_frames - 1, 0)} gaps between content frames under "
-            f"{dur(f.thresholds.buffered_max_gap)}"
-        )
     share = 100.0 * ttft / t.to_last_content if t.to_last_content > 0 else 100.0
     spacing = (t.to_last_content - ttft) / max(t.content_frames - 1, 1)
     return (
@@ -576,8 +546,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.BUFFERED,
-        "the completion was withheld and released at once, from the start or after its first "
-        "tokens (see How `buffered` is decided); "
+        "the completion was withheld and released at once (see How `buffered` is decided); "
         "judged on streams the upstream ended: cut early, a stream shows only its first "
         "release (a client that stops after a few tokens left behind a first read of several); "
         "not judged when the upstream was held for a client that fell behind (`client_held_ms`) "

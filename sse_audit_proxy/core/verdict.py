@@ -618,7 +618,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "judged¹: a tool call's argument fragments, concatenated, are not a JSON object, or are "
         "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
         "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
-        "`content_filter`) ended is not judged",
+        "`model_context_window_exceeded`, `content_filter`) ended is not judged",
         lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
         lambda f: (
             f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"

@@ -107,6 +107,7 @@ class StreamResult:
     # Seconds from the last frame (keep-alives aside) to the end of relaying, the time the
     # upstream's bytes waited on the client left out: a stall the client gave up on shows here.
     quiet_at_end: float | None = None
+    last_frame_content: bool = False  # the last frame (keep-alives aside) carried content
 
 
 class StreamAudit:
@@ -588,6 +589,8 @@ class StreamAudit:
             skeletons=self._skeletons,
             reasons=verdict.reasons,
             quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
+            # (both times are moved alike by client_held: equal when one frame set them)
+            last_frame_content=first_content is not None and self._last_frame == self._last_content,
         )
 
     def _wants_usage(self) -> bool:

@@ -134,16 +134,27 @@ def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False, route:
 def gave_up_waiting(rec: AuditRecord) -> bool:
     """The client left with no token GAVE_UP_AFTER or more after the whole request reached the
     upstream (head or not; time the client itself held the stream up not counted), or, once
-    tokens came, GAVE_UP_AFTER or more after the last frame: what a canary that hangs, at the
-    start or mid-stream, looks like, clients' read timeouts being seconds and --idle-timeout
-    minutes. A side whose tokens come within the second gives none; one whose honest pauses
-    are longer gives them for clients that cancel sooner, on both sides alike (a client sticky
-    to one side with such requests can move its share, as it can the TTFT p95)."""
+    tokens came, GAVE_UP_AFTER or more after a last frame that was a token, with no keep-alive
+    in the stream: what a canary that hangs, at the start or mid-answer, looks like, clients'
+    read timeouts being seconds and --idle-timeout minutes. A side whose tokens come within
+    the second gives none; one whose honest pauses are longer gives them for clients that
+    cancel sooner, on both sides alike (a client sticky to one side with such requests can move
+    its share, as it can the TTFT p95)."""
     s = rec.stream
     if s is None or s.outcome.value not in IGNORED_OUTCOMES:
         return False
-    if s.ttft is not None:  # stalled mid-stream (keep-alives or not: the client got no token)
-        return s.quiet_at_end is not None and s.quiet_at_end >= GAVE_UP_AFTER
+    if s.ttft is not None:
+        # Stalled mid-answer: its last frame was a token, and nothing came after it, not even a
+        # keep-alive. A stream with keep-alives, or that was between tokens (a tool's input
+        # being accumulated, a web search, a finish waiting for `[DONE]`), has pauses of its
+        # own that a user may stop in (a second review: Claude's tool inputs come after
+        # seconds of pings).
+        return (
+            s.last_frame_content
+            and s.keepalives == 0
+            and s.quiet_at_end is not None
+            and s.quiet_at_end >= GAVE_UP_AFTER
+        )
     return (
         rec.request_sent is not None  # the upstream had the whole request
         and rec.duration - rec.request_sent - s.client_held >= GAVE_UP_AFTER

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.guard import (
     GAVE_UP_AFTER,
@@ -206,6 +207,44 @@ def test_a_client_that_gave_up_on_a_stream_stalled_mid_way_left_a_bad_stream() -
     # A client that left while tokens were coming (a stop button) says nothing.
     assert judge(left(0.5, ttft=0.1)) is None
     assert judge(left(3.0, ttft=2.9)) is None
+
+
+def _left_after(
+    frames: list[tuple[float, bytes]], after: float, route: str = "chat_completions"
+) -> AuditRecord:
+    audit = StreamAudit(dialect_for_route(route)(), 0.0)
+    for t, data in frames:
+        audit.feed(data, t)
+    rec = AuditRecord(
+        "t", route, "POST", "m", 200, 0.0, after + 0.01, 0, audit.finish(after, End.CLIENT_GONE)
+    )
+    rec.request_sent = 0.01
+    return rec
+
+
+TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+
+
+def test_a_pause_of_the_stream_s_own_that_the_user_stopped_in_is_no_stall() -> None:
+    # A second review: Claude accumulates a tool's input for seconds with only pings, and a
+    # user may press Stop then; a stream between tokens (a tool call's start, a finish
+    # waiting for [DONE]) is in a pause of its own too.
+    assert judge(_left_after([(0.1, TOKEN)], 3.0)) is True
+    assert judge(_left_after([(0.1, TOKEN), (1.0, b": ping\n\n")], 3.0)) is None
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    assert judge(_left_after([(0.1, TOKEN), (0.2, finish)], 3.0)) is None
+    ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+    text = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"hi"}}\n\n'
+    )
+    start = (
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+    )
+    messages = [(0.05, start), (0.1, text)]
+    assert judge(_left_after(messages, 3.0, "messages")) is True
+    assert judge(_left_after([*messages, (2.0, ping)], 3.0, "messages")) is None
 
 
 def test_a_canary_whose_clients_all_give_up_waiting_trips_the_bad_share_rule() -> None:

@@ -50,6 +50,11 @@ def build_router(base_url: str, canary: CanaryConfig) -> Router:
     )
 
 
+class EmptyPercentFile(ValueError):
+    """No value in the file: most often a write caught between its truncate and its write
+    (`echo 5 > FILE`), read again half a second later."""
+
+
 def read_percent_file(path: str) -> tuple[float, str]:
     """(percent, fingerprint). The file holds one number (blank lines and # comments aside).
 
@@ -75,6 +80,8 @@ def read_percent_file(path: str) -> tuple[float, str]:
     # utf-8-sig: a byte-order mark (what Notepad and PowerShell write) is not part of the value.
     lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8-sig").splitlines()]
     values = [line for line in lines if line]
+    if not values:
+        raise EmptyPercentFile("expected one percent in the file, found none")
     if len(values) != 1:
         raise ValueError(f"expected one percent in the file, found {len(values)} values")
     return parse_percent(values[0]), fingerprint
@@ -155,10 +162,11 @@ class CanaryControl:
         """The percent file could not be taken. Content that is not one percent is the
         operator's word garbled (a byte-order mark, `echo 0 >>`, the letter O): the canary
         gets nothing until it reads well, so a mistyped rollback still rolls back. A file that
-        cannot be read for a moment (descriptors ran out, a move and back) keeps the share.
+        cannot be read for a moment (descriptors ran out, a move and back), or holds no value
+        (a write caught between its truncate and its write), keeps the share.
         Said once per reason; the last good read stays the one to compare with, so the same
         file read well again is no new word (it clears no trip)."""
-        if not isinstance(exc, OSError):
+        if not isinstance(exc, (OSError, EmptyPercentFile)):
             self.router.close()
         reason = _reason(exc)
         if reason != self._rejected:
@@ -170,8 +178,9 @@ class CanaryControl:
 
     def reload(self) -> None:
         """SIGHUP: re-read the percent file (if any) and clear a trip. A file it cannot take
-        changes nothing: the share in force stays, a trip's 0 included (an operator who
-        mistyped a rollback and sent SIGHUP to apply it sent the bad canary its share back)."""
+        clears no trip (an operator who mistyped a rollback and sent SIGHUP to apply it sent
+        the bad canary its share back): content that is not one percent gives the canary
+        nothing, a file that cannot be read keeps the share (see _refuse)."""
         percent = self.router.configured_percent
         if self.config.percent_file is not None:
             try:

@@ -233,6 +233,20 @@ def test_a_file_that_cannot_be_read_for_a_moment_keeps_the_share(tmp_path: Path)
     assert c.router.percent == 20.0 and rejected(c) == 0.0 and logs == []
 
 
+def test_a_write_caught_between_its_truncate_and_its_write_keeps_the_share(tmp_path: Path) -> None:
+    # `echo 20 > f` truncates, then writes: a poll in between reads an empty file.
+    f = tmp_path / "percent"
+    f.write_text("50\n")
+    c = control(tmp_path, str(f))
+    for empty in ("", "\n", "# ramp\n"):
+        f.write_text(empty)
+        c.poll()
+        assert c.router.percent == 50.0 and rejected(c) == 1.0
+    f.write_text("20\n")
+    c.poll()
+    assert c.router.percent == 20.0 and rejected(c) == 0.0
+
+
 @pytest.mark.parametrize(
     "typed",
     [

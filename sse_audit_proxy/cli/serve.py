@@ -414,14 +414,6 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="trip when the canary's p95 TTFT exceeds the baseline's by this factor",
     )
-    option(
-        p,
-        "--canary-guard-gap-ratio",
-        type=positive_float,
-        default=2.0,
-        help="trip when the canary's p95 of each stream's longest gap between frames exceeds the "
-        "baseline's by this factor",
-    )
 
 
 def side_name(value: str) -> str:
@@ -446,14 +438,11 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
             f"--canary-guard-min-streams {args.canary_guard_min_streams} is more than "
             f"--canary-guard-window {args.canary_guard_window}: the guard could never trip"
         )
-    for name, factor in (
-        ("--canary-guard-ttft-ratio", args.canary_guard_ttft_ratio),
-        ("--canary-guard-gap-ratio", args.canary_guard_gap_ratio),
-    ):
-        if factor < 1.0:
-            raise ConfigError(
-                f"{name} {factor:g}: must be at least 1 (below, a canary as fast as the baseline trips)"
-            )
+    if args.canary_guard_ttft_ratio < 1.0:
+        raise ConfigError(
+            f"--canary-guard-ttft-ratio {args.canary_guard_ttft_ratio:g}: must be at least 1 "
+            "(below, a canary as fast as the baseline trips)"
+        )
     config = CanaryConfig(
         url=None if args.canary is None else str(args.canary),
         percent=args.canary_percent,
@@ -467,7 +456,6 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         guard_margin=args.canary_guard_margin,
         guard_min_streams=args.canary_guard_min_streams,
         guard_ttft_ratio=args.canary_guard_ttft_ratio,
-        guard_gap_ratio=args.canary_guard_gap_ratio,
     )
     if config.percent_file is not None:
         try:

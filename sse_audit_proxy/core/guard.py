@@ -19,11 +19,6 @@ raw figures, so that noise between two equal sides does not trip it:
    bound of the canary's p95 exceeds `ttft_ratio` times an upper confidence bound of the
    baseline's (each at 1 %). An upper bound of a p95 exists only from 90 samples on
    (0.95^90 < 0.01), so this rule waits for 90 baseline TTFTs and `min_streams` canary ones.
-3. **Worst gap.** Is the canary's p95 of each stream's longest silence between frames more
-   than `gap_ratio` times the baseline's? The same test as TTFT's, on streams of two frames
-   or more. A canary that sends its first token at once and withholds the rest has a fast
-   TTFT and no verdict of its own (healthy streams have that shape: a tool's input after a
-   pause), but its worst gaps stand out against the baseline's on the same traffic.
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
@@ -41,7 +36,7 @@ import bisect
 import functools
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +84,6 @@ class GuardSettings:
     margin: float = 5.0  # percentage points
     min_streams: int = 20
     ttft_ratio: float = 2.0
-    gap_ratio: float = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,12 +93,11 @@ class Sample:
     trace_id: str
     bad: bool
     ttft: float | None
-    max_gap: float | None = None  # the longest silence between two frames (None: under two)
 
 
 @dataclass(slots=True, frozen=True)
 class Trip:
-    rule: str  # "bad_share", "ttft_p95" or "max_gap_p95"
+    rule: str  # "bad_share" or "ttft_p95"
     baseline: dict[str, Any]
     canary: dict[str, Any]
     threshold: str
@@ -238,7 +231,6 @@ class _Side:
         self.samples: deque[Sample] = deque(maxlen=window)
         self.bad = 0
         self.ttfts: list[float] = []
-        self.gaps: list[float] = []
 
     def add(self, sample: Sample) -> None:
         if len(self.samples) == self.samples.maxlen:
@@ -246,30 +238,21 @@ class _Side:
             self.bad -= oldest.bad
             if oldest.ttft is not None:
                 del self.ttfts[bisect.bisect_left(self.ttfts, oldest.ttft)]
-            if oldest.max_gap is not None:
-                del self.gaps[bisect.bisect_left(self.gaps, oldest.max_gap)]
         self.samples.append(sample)
         self.bad += sample.bad
         if sample.ttft is not None:
             bisect.insort(self.ttfts, sample.ttft)
-        if sample.max_gap is not None:
-            bisect.insort(self.gaps, sample.max_gap)
 
     def figures(self) -> dict[str, Any]:
         n = len(self.samples)
+        ttfts = self.ttfts
+        p95 = ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)] if ttfts else None
         return {
             "streams": n,
             "bad": self.bad,
             "bad_percent": round(100.0 * self.bad / n, 2) if n else None,
-            "ttft_p95_ms": _p95_ms(self.ttfts),
-            "max_gap_p95_ms": _p95_ms(self.gaps),
+            "ttft_p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
         }
-
-
-def _p95_ms(ordered: list[float]) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] * 1000.0, 3)
 
 
 class Guard:
@@ -292,7 +275,7 @@ class Guard:
         if self.tripped is not None:
             return None
         (self.canary if canary else self.baseline).add(sample)
-        trip = self._bad_share() or self._ttft() or self._gap()
+        trip = self._bad_share() or self._ttft()
         if trip is not None:
             self.tripped = trip
         return trip
@@ -319,52 +302,26 @@ class Guard:
 
     def _ttft(self) -> Trip | None:
         s = self.settings
-        return self._p95(
-            "ttft_p95", self.canary.ttfts, self.baseline.ttfts, s.ttft_ratio, "p95 TTFT", lambda x: x.ttft
-        )
-
-    def _gap(self) -> Trip | None:
-        s = self.settings
-        return self._p95(
-            "max_gap_p95",
-            self.canary.gaps,
-            self.baseline.gaps,
-            s.gap_ratio,
-            "p95 worst gap",
-            lambda x: x.max_gap,
-        )
-
-    def _p95(
-        self,
-        rule: str,
-        canary: list[float],
-        baseline: list[float],
-        ratio: float,
-        what: str,
-        figure: Callable[[Sample], float | None],
-    ) -> Trip | None:
-        """Trip when a lower bound of the canary's p95 is above `ratio` times an upper bound of
-        the baseline's (order statistics, 1 % each; see the module's docstring)."""
-        s = self.settings
-        if len(self.canary.samples) < s.min_streams or len(canary) < s.min_streams or not baseline:
+        if len(self.canary.samples) < s.min_streams:
             return None
-        c_lower, _ = quantile_bound_ranks(len(canary))
-        _, b_upper = quantile_bound_ranks(len(baseline))
+        c_ttft, b_ttft = self.canary.ttfts, self.baseline.ttfts
+        if len(c_ttft) < s.min_streams or not b_ttft:
+            return None
+        c_lower, _ = quantile_bound_ranks(len(c_ttft))
+        _, b_upper = quantile_bound_ranks(len(b_ttft))
         if c_lower is None or b_upper is None:
             return None
-        canary_low, baseline_high = canary[c_lower - 1], baseline[b_upper - 1]
-        if canary_low <= ratio * baseline_high:
+        canary_low, baseline_high = c_ttft[c_lower - 1], b_ttft[b_upper - 1]
+        if canary_low <= s.ttft_ratio * baseline_high:
             return None
-        worst = sorted(
-            (x for x in self.canary.samples if figure(x) is not None),
-            key=lambda x: figure(x) or 0.0,
-            reverse=True,
+        slowest = sorted(
+            (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
         )[:EVIDENCE]
         return Trip(
-            rule,
+            "ttft_p95",
             self.baseline.figures(),
             self.canary.figures(),
-            f"canary {what} above {ratio:g}x the baseline's (canary at least "
+            f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's (canary at least "
             f"{canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
-            [x.trace_id for x in worst],
+            [x.trace_id for x in slowest],
         )

@@ -48,7 +48,6 @@ class CanaryConfig:
     guard_margin: float = 5.0
     guard_min_streams: int = 20
     guard_ttft_ratio: float = 2.0
-    guard_gap_ratio: float = 2.0
 
 
 def label_name(value: str) -> str:

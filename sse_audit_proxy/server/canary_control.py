@@ -98,11 +98,7 @@ class CanaryControl:
         self.state_file = state_file  # --workers: the trip shared by every worker
         self.guard = Guard(
             GuardSettings(
-                config.guard_window,
-                config.guard_margin,
-                config.guard_min_streams,
-                config.guard_ttft_ratio,
-                config.guard_gap_ratio,
+                config.guard_window, config.guard_margin, config.guard_min_streams, config.guard_ttft_ratio
             )
         )
         self._guarding = config.guard and router.canary is not None
@@ -308,7 +304,7 @@ class CanaryControl:
         bad = judge(rec)
         if bad is None:
             return
-        sample = Sample(rec.trace_id, bad, s.ttft, s.max_gap)
+        sample = Sample(rec.trace_id, bad, s.ttft)
         canary = self.router.canary
         assert canary is not None
         trip = self.guard.observe(rec.upstream == canary.name, sample)

@@ -312,39 +312,3 @@ def test_the_bad_share_waits_for_as_many_baseline_streams_as_canary_ones() -> No
         trip = guard.observe(False, Sample(f"b{i}", False, 0.05))
     assert trip is not None and trip.rule == "bad_share"  # the 20th baseline stream
     assert trip.baseline["streams"] == 20
-
-
-def test_a_canary_that_sends_its_first_token_and_withholds_the_rest_trips_on_its_worst_gaps() -> None:
-    # An outside review's canary: one token at 0.2 s, 2.4 s of silence, then the other 60
-    # frames in one write. No verdict of its own (healthy Claude tool calls look alike), and
-    # a faster TTFT than the baseline's; its worst gaps stand out on the same traffic.
-    rng = random.Random(3)
-    guard = Guard()
-    trip = None
-    for i in range(400):
-        canary = i % 2 == 1
-        gap = 2.4 + rng.uniform(0, 0.3) if canary else rng.uniform(0.03, 0.4)
-        trip = guard.observe(canary, Sample(f"t{i}", False, 0.2, gap))
-        if trip:
-            break
-    assert trip is not None and trip.rule == "max_gap_p95"
-    assert trip.canary["max_gap_p95_ms"] > 2000 and trip.baseline["max_gap_p95_ms"] < 500
-    assert len(trip.trace_ids) == 5 and all(int(t[1:]) % 2 == 1 for t in trip.trace_ids)
-    assert "p95 worst gap above 2x the baseline's" in trip.threshold
-
-
-def test_equal_sides_with_heavy_tailed_gaps_never_trip_the_worst_gap_rule() -> None:
-    # Tool-call pauses of seconds in a tenth of the streams, on both sides alike.
-    for seed in range(10):
-        rng = random.Random(seed)
-        guard = Guard()
-        for i in range(2000):
-            gap = rng.uniform(1.0, 8.0) if rng.random() < 0.1 else rng.lognormvariate(-3, 0.8)
-            assert guard.observe(rng.random() < 0.3, Sample(f"t{i}", False, 0.3, gap)) is None, seed
-
-
-def test_streams_of_one_frame_say_nothing_of_gaps() -> None:
-    guard = Guard()
-    for i in range(300):
-        guard.observe(i % 2 == 1, Sample(f"t{i}", False, 0.2, None if i % 2 else 0.05))
-    assert guard.tripped is None and guard.canary.gaps == [] and len(guard.baseline.gaps) == 150

@@ -125,6 +125,7 @@ class StreamAudit:
         "_content_shift",
         "_decoder",
         "_dialect",
+        "_ends_in_content",
         "_event_stream",
         "_first_byte",
         "_first_content",
@@ -217,6 +218,7 @@ class StreamAudit:
         self._bursts = 0
         self._burst_frames = 0
         self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
+        self._ends_in_content = False  # the last frame so far (keep-alives aside) carried content
         # Time the relay held the upstream for the client (see client_held): moved onto the
         # last frame's and last content frame's times until the next one's gap is measured.
         self._client_held = 0.0
@@ -431,9 +433,14 @@ class StreamAudit:
         self._close_gaps = close_gaps
         self._keepalives += keepalives
         self._content_frames += content
-        if self._frame_shift and keepalives < len(kinds):  # a frame's gap took the hold out
-            self._gaps_credited += self._frame_shift
-            self._frame_shift = 0.0
+        if keepalives < len(kinds):
+            for bits in reversed(kinds):  # once a batch: its last frame, keep-alives aside
+                if not bits & KEEPALIVE:
+                    self._ends_in_content = bool(bits & CONTENT)
+                    break
+            if self._frame_shift:  # a frame's gap took the hold out
+                self._gaps_credited += self._frame_shift
+                self._frame_shift = 0.0
         if content:
             self._content_shift = 0.0
 
@@ -589,8 +596,7 @@ class StreamAudit:
             skeletons=self._skeletons,
             reasons=verdict.reasons,
             quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
-            # (both times are moved alike by client_held: equal when one frame set them)
-            last_frame_content=first_content is not None and self._last_frame == self._last_content,
+            last_frame_content=self._ends_in_content,
         )
 
     def _wants_usage(self) -> bool:

@@ -51,8 +51,9 @@ def build_router(base_url: str, canary: CanaryConfig) -> Router:
 
 
 class EmptyPercentFile(ValueError):
-    """No value in the file: most often a write caught between its truncate and its write
-    (`echo 5 > FILE`), read again half a second later."""
+    """Not one byte in the file: a write caught between its truncate and its write (`echo 5 >
+    FILE`), read again half a second later. (A file of blank lines or comments was written
+    so: `# 25` is a rollback by commenting out.)"""
 
 
 def read_percent_file(path: str) -> tuple[float, str]:
@@ -80,8 +81,8 @@ def read_percent_file(path: str) -> tuple[float, str]:
     # utf-8-sig: a byte-order mark (what Notepad and PowerShell write) is not part of the value.
     lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8-sig").splitlines()]
     values = [line for line in lines if line]
-    if not values:
-        raise EmptyPercentFile("expected one percent in the file, found none")
+    if not raw:
+        raise EmptyPercentFile("expected one percent in the file, found an empty file")
     if len(values) != 1:
         raise ValueError(f"expected one percent in the file, found {len(values)} values")
     return parse_percent(values[0]), fingerprint
@@ -162,8 +163,8 @@ class CanaryControl:
         """The percent file could not be taken. Content that is not one percent is the
         operator's word garbled (a byte-order mark, `echo 0 >>`, the letter O): the canary
         gets nothing until it reads well, so a mistyped rollback still rolls back. A file that
-        cannot be read for a moment (descriptors ran out, a move and back), or holds no value
-        (a write caught between its truncate and its write), keeps the share.
+        cannot be read for a moment (descriptors ran out, a move and back), or is empty (a
+        write caught between its truncate and its write), keeps the share.
         Said once per reason; the last good read stays the one to compare with, so the same
         file read well again is no new word (it clears no trip)."""
         if not isinstance(exc, (OSError, EmptyPercentFile)):

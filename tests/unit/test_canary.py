@@ -238,13 +238,19 @@ def test_a_write_caught_between_its_truncate_and_its_write_keeps_the_share(tmp_p
     f = tmp_path / "percent"
     f.write_text("50\n")
     c = control(tmp_path, str(f))
-    for empty in ("", "\n", "# ramp\n"):
-        f.write_text(empty)
-        c.poll()
-        assert c.router.percent == 50.0 and rejected(c) == 1.0
+    f.write_text("")
+    c.poll()
+    assert c.router.percent == 50.0 and rejected(c) == 1.0
     f.write_text("20\n")
     c.poll()
     assert c.router.percent == 20.0 and rejected(c) == 0.0
+    # Blank lines or a commented-out value were written so: a rollback by commenting out.
+    for written in ("\n", "#20\n", "# 20 rolled back\n"):
+        f.write_text("20\n")
+        c.poll()
+        f.write_text(written)
+        c.poll()
+        assert c.router.percent == 0.0 and rejected(c) == 1.0, written
 
 
 @pytest.mark.parametrize(

@@ -233,6 +233,10 @@ def test_a_pause_of_the_stream_s_own_that_the_user_stopped_in_is_no_stall() -> N
     assert judge(_left_after([(0.1, TOKEN), (1.0, b": ping\n\n")], 3.0)) is None
     finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
     assert judge(_left_after([(0.1, TOKEN), (0.2, finish)], 3.0)) is None
+    # The same with the last token and the finish in one read (one arrival time): the last
+    # frame is still the finish (a third review: equal times had read as a token last).
+    assert judge(_left_after([(0.1, TOKEN + finish)], 3.0)) is None
+    assert judge(_left_after([(0.1, finish + TOKEN)], 3.0)) is True
     ping = b'event: ping\ndata: {"type": "ping"}\n\n'
     text = (
         b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'

@@ -42,8 +42,15 @@ def unsent(transport: asyncio.WriteTransport) -> int:
 
 
 def unread(transport: asyncio.BaseTransport) -> int:
-    """Bytes the peer sent that wait in the kernel, not read yet (FIONREAD)."""
-    return _ioctl(transport, termios.FIONREAD)
+    """Bytes the peer sent that wait to be delivered: in the kernel (FIONREAD), and over TLS in
+    the transport's own buffer too (a paused TLS transport goes on reading the socket, and holds
+    what came encrypted: FIONREAD alone saw 0 while the upstream's frames waited)."""
+    waiting = _ioctl(transport, termios.FIONREAD)
+    held = getattr(transport, "get_read_buffer_size", None)  # TLS transports (asyncio, uvloop)
+    if held is not None:
+        with contextlib.suppress(AttributeError, RuntimeError, OSError):  # closed meanwhile
+            waiting += held()
+    return waiting
 
 
 def reset(transport: asyncio.WriteTransport) -> None:

@@ -22,9 +22,9 @@ raw figures, so that noise between two equal sides does not trip it:
 
 Streams that say nothing about the upstream are not counted (`judged`): those the client
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
-after waiting GAVE_UP_AFTER for a first token, or for the next frame after one, is bad), and
-those the upstream refused as the client's error (a 4xx other than 408 and 429: a bad key, an
-unknown model, a malformed request). A client picks its
+after waiting GAVE_UP_AFTER for a first token, or for anything after a token in a stream
+without keep-alives, is bad), and those the upstream refused as the client's error (a 4xx
+other than 408 and 429: a bad key, an unknown model, a malformed request). A client picks its
 side with the sticky header, so counting its refusals let one client trip a healthy canary,
 or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
 how the defaults were chosen.

@@ -77,12 +77,12 @@ def read_percent_file(path: str) -> tuple[float, str]:
         raw = fh.read(MAX_PERCENT_FILE + 1)
     if len(raw) > MAX_PERCENT_FILE:  # it grew after the fstat
         raise ValueError(f"over {MAX_PERCENT_FILE} bytes: a percent file holds one number")
+    if not raw:
+        raise EmptyPercentFile("expected one percent in the file, found an empty file")
     fingerprint = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{raw.hex()}"
     # utf-8-sig: a byte-order mark (what Notepad and PowerShell write) is not part of the value.
     lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8-sig").splitlines()]
     values = [line for line in lines if line]
-    if not raw:
-        raise EmptyPercentFile("expected one percent in the file, found an empty file")
     if len(values) != 1:
         raise ValueError(f"expected one percent in the file, found {len(values)} values")
     return parse_percent(values[0]), fingerprint

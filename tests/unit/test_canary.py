@@ -177,6 +177,13 @@ def control(
     return CanaryControl(build_router("http://b", cfg), cfg, CollectorRegistry(), state_file)
 
 
+def on_file(tmp_path: Path, text: str) -> tuple[Path, CanaryControl]:
+    """A percent file holding `text`, and a control started from it."""
+    f = tmp_path / "percent"
+    f.write_text(text)
+    return f, control(tmp_path, str(f))
+
+
 def gauges(c: CanaryControl) -> tuple[float, float]:
     reg = c.percent_gauge._value.get(), c.tripped_gauge._value.get()  # type: ignore[attr-defined]
     return reg
@@ -202,9 +209,7 @@ def rejected(c: CanaryControl) -> float:
 
 
 def test_a_bad_value_in_the_file_gives_the_canary_nothing_and_says_why(tmp_path: Path) -> None:
-    f = tmp_path / "percent"
-    f.write_text("20\n")
-    c = control(tmp_path, str(f))
+    f, c = on_file(tmp_path, "20\n")
     f.write_text("two hundred\n")
     with capture_logs() as logs:
         c.poll()
@@ -218,9 +223,7 @@ def test_a_bad_value_in_the_file_gives_the_canary_nothing_and_says_why(tmp_path:
 
 
 def test_a_file_that_cannot_be_read_for_a_moment_keeps_the_share(tmp_path: Path) -> None:
-    f = tmp_path / "percent"
-    f.write_text("20\n")
-    c = control(tmp_path, str(f))
+    f, c = on_file(tmp_path, "20\n")
     moved = tmp_path / "moved"
     f.rename(moved)
     with capture_logs() as logs:
@@ -235,9 +238,7 @@ def test_a_file_that_cannot_be_read_for_a_moment_keeps_the_share(tmp_path: Path)
 
 def test_a_write_caught_between_its_truncate_and_its_write_keeps_the_share(tmp_path: Path) -> None:
     # `echo 20 > f` truncates, then writes: a poll in between reads an empty file.
-    f = tmp_path / "percent"
-    f.write_text("50\n")
-    c = control(tmp_path, str(f))
+    f, c = on_file(tmp_path, "50\n")
     f.write_text("")
     c.poll()
     assert c.router.percent == 50.0 and rejected(c) == 1.0
@@ -265,9 +266,7 @@ def test_a_write_caught_between_its_truncate_and_its_write_keeps_the_share(tmp_p
 )
 def test_a_mistyped_rollback_still_rolls_back(tmp_path: Path, typed: str) -> None:
     # An outside review: each of these left a canary at 50 %, with one log line to say so.
-    f = tmp_path / "percent"
-    f.write_text("50\n")
-    c = control(tmp_path, str(f))
+    f, c = on_file(tmp_path, "50\n")
     f.write_bytes(typed.encode("latin-1"))
     c.poll()
     assert c.router.percent == 0.0 and rejected(c) == 1.0
@@ -275,15 +274,18 @@ def test_a_mistyped_rollback_still_rolls_back(tmp_path: Path, typed: str) -> Non
 
 def test_a_byte_order_mark_is_not_part_of_the_value(tmp_path: Path) -> None:
     # What Notepad and PowerShell's `Set-Content -Encoding utf8` write before the number.
-    f = tmp_path / "percent"
-    f.write_text("50\n")
-    c = control(tmp_path, str(f))
+    f, c = on_file(tmp_path, "50\n")
     f.write_bytes(b"\xef\xbb\xbf0\r\n")
     c.poll()
     assert c.router.percent == 0.0 and rejected(c) == 0.0
     f.write_bytes(b"\xef\xbb\xbf25\n")
     c.poll()
     assert c.router.percent == 25.0
+
+
+def relink(link: Path, target: Path) -> None:
+    os.remove(link)
+    os.symlink(target.name, link)
 
 
 def test_a_trip_stays_through_a_garbled_file_read_well_again(tmp_path: Path) -> None:
@@ -293,20 +295,16 @@ def test_a_trip_stays_through_a_garbled_file_read_well_again(tmp_path: Path) -> 
     os.symlink(f.name, link)
     c = control(tmp_path, str(link))
     c.router.trip()
-    os.remove(link)
-    os.symlink(garbled.name, link)
+    relink(link, garbled)
     c.poll()
     assert c.router.percent == 0.0 and rejected(c) == 1.0
-    os.remove(link)
-    os.symlink(f.name, link)  # back to the file it took last, unchanged: no new word
+    relink(link, f)  # back to the file it took last, unchanged: no new word
     c.poll()
     assert c.router.tripped and c.router.percent == 0.0 and rejected(c) == 0.0
     c.router.set_percent(50.0)  # (as SIGHUP would)
-    os.remove(link)
-    os.symlink(garbled.name, link)
+    relink(link, garbled)
     c.poll()
-    os.remove(link)
-    os.symlink(f.name, link)
+    relink(link, f)
     c.poll()  # not tripped: the share it had comes back
     assert c.router.percent == 50.0
 

@@ -745,8 +745,10 @@ class Proxy:
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
         # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
-        # (Ollama's native streaming) is a stream too, each line read as a frame.
-        peek = has_body and info.stream and not is_sse
+        # (Ollama's native streaming) is a stream too, each line read as a frame, asked for or
+        # not: Ollama's `/api/chat` and `/api/generate` stream unless told `"stream": false`.
+        json_lines = has_body and not is_sse and is_json_lines(ctype)
+        peek = has_body and (info.stream or json_lines) and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (has_body and info.stream and status >= 400):
             try:
@@ -757,7 +759,7 @@ class Proxy:
                     content_encoding=encoding.decode("latin-1"),
                     thresholds=self.config.thresholds,
                     event_stream=is_sse,
-                    json_lines=peek and is_json_lines(ctype),
+                    json_lines=json_lines,
                     arrived_at=arrived,
                 )
             except Exception as exc:  # forward first: an audit that cannot start is skipped

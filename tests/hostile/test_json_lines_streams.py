@@ -16,7 +16,7 @@ import asyncio
 import json
 
 import aiohttp
-from peers import metric_value, serve
+from peers import Child, metric_value, serve
 from relay_support import RawRequest, raw_upstream
 from yarl import URL
 
@@ -68,6 +68,26 @@ async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
     writer.write(b"0\r\n\r\n")
 
 
+async def post_all(
+    http: aiohttp.ClientSession, child: Child, requests: dict[str, object]
+) -> dict[str, bytes]:
+    """Each request's body as the client got it (`cut` if it broke), once every request has
+    its record (5 s at most)."""
+    bodies = {}
+    for path, payload in requests.items():
+        async with http.post(child.url / path.lstrip("/"), json=payload) as resp:
+            assert resp.status == 200
+            try:
+                bodies[path] = await asyncio.wait_for(resp.read(), 10)
+            except aiohttp.ClientPayloadError:
+                bodies[path] = b"cut"
+    for _ in range(50):
+        if len(child.events("stream_end")) + len(child.events("request_end")) >= len(requests):
+            break
+        await asyncio.sleep(0.1)
+    return bodies
+
+
 async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
     requests = {
         "/api/chat": {"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "stream": True},
@@ -88,23 +108,12 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
             "stream": True,
         },
     }
-    bodies = {}
     async with (
         raw_upstream(ollama) as up,
         serve(URL(f"http://127.0.0.1:{up.port}")) as child,
         aiohttp.ClientSession() as http,
     ):
-        for path, payload in requests.items():
-            async with http.post(child.url / path.lstrip("/"), json=payload) as resp:
-                assert resp.status == 200
-                try:
-                    bodies[path] = await asyncio.wait_for(resp.read(), 10)
-                except aiohttp.ClientPayloadError:
-                    bodies[path] = b"cut"
-        for _ in range(50):  # bounded: 5 s for the five records
-            if len(child.events("stream_end")) >= len(requests):
-                break
-            await asyncio.sleep(0.1)
+        bodies = await post_all(http, child, requests)
         async with http.get(child.metrics_url / "metrics") as resp:
             exposition = await resp.text()
     ends = child.events("stream_end")
@@ -134,3 +143,33 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
         anomaly="not_streamed",
     )
     assert not_streamed == 1  # only the ordinary JSON answer
+
+
+async def test_ollama_streams_by_default_so_a_request_without_stream_is_audited_too() -> None:
+    """Ollama's `/api/chat` and `/api/generate` stream unless told `"stream": false`, and its
+    docs' and CLI's requests leave the field out. Such a stream got no `stream_end` at all,
+    only a `request_end`: no TTFT, and a failure written as an error line went unrecorded."""
+    chat = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+    requests = {
+        "/api/chat": chat,
+        "/api/generate": {"model": "llama3", "prompt": "hi"},
+        "/failing/api/chat": chat,
+        "/plain/api/chat": {**chat, "stream": False},  # an ordinary JSON answer: no stream
+    }
+    async with (
+        raw_upstream(ollama) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}")) as child,
+        aiohttp.ClientSession() as http,
+    ):
+        bodies = await post_all(http, child, requests)
+    assert bodies["/api/chat"] == b"".join(ollama_lines("message"))
+    ends = [(e["route"], e["outcome"], e["anomalies"]) for e in child.events("stream_end")]
+    assert ends == [
+        ("other", "complete", []),
+        ("other", "complete", []),
+        ("other", "upstream_error", ["error_event"]),
+    ], child.lines
+    first = child.events("stream_end")[0]
+    assert (first["frames"], first["content_frames"]) == (len(WORDS) + 1, len(WORDS) + 1)
+    assert first["ttft_ms"] is not None
+    assert [e["status"] for e in child.events("request_end")] == [200]  # the `"stream": false` one

@@ -527,7 +527,7 @@ class StreamAudit:
         facts = Facts(
             end=end,
             summary=summary,
-            expects_done=dialect.expects_done,
+            expects_done=dialect.expects_done if summary.expects_done is None else summary.expects_done,
             expects_finish_reason=dialect.expects_finish_reason,
             has_end_marker=dialect.has_end_marker,
             paced_by_tokens=dialect.paced_by_tokens,

@@ -518,7 +518,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.MISSING_DONE,
-        "judged¹: the stream ended without `data: [DONE]` (Chat Completions and Completions)",
+        "judged¹: the stream ended without `data: [DONE]` (Chat Completions and Completions, "
+        "but not llama.cpp's native frames on `/completions`, which have none)",
         lambda f: f.judged and f.expects_done and not f.summary.done,
         lambda f: f"{_n(f.timing.frames, 'frame')} ({_content(f)}) and no data: [DONE] before the body ended",
     ),

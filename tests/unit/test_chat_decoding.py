@@ -174,6 +174,8 @@ def test_tool_call_arguments_assemble_on_the_typed_reading() -> None:
 def test_completions_content_is_text_not_delta() -> None:
     d = Completions()
     assert d.observe_data(b'{"choices":[{"index":0,"text":"hi","finish_reason":null}]}') == CONTENT
-    assert d.observe_data(b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}') == 0
+    assert d.observe_data(b'{"choices":[{"index":0,"text":"","delta":{"content":"hi"}}]}') == 0
+    # A choice with no `text` at all is read as Chat's (Mistral's FIM completions).
+    assert d.observe_data(b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}') == CONTENT
     assert d.observe_data(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}') == FINISH
     assert d.summary().finish_reasons == ["stop"]

@@ -117,6 +117,9 @@ class DialectSummary:
     invalid_tool_arguments: int = 0
     empty_tool_arguments: int = 0  # of those, calls with no argument text at all
     anomalies: tuple[str, ...] = ()  # dialect-specific extras, already named
+    # The stream came in another shape than the route's (llama.cpp's native frames on
+    # `/completions`), which says itself whether it ends with `[DONE]`; None: the route's shape.
+    expects_done: bool | None = None
 
 
 class Dialect:

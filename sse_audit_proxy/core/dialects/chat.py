@@ -175,7 +175,7 @@ class ChatCompletions(Dialect):
                 return 0
             self._choices.add(index)
         bits = 0
-        if self._deltas:
+        if self._deltas or text is None:  # Mistral's FIM completions stream `delta`s too
             if (
                 type(delta) is dict
                 and delta
@@ -216,11 +216,7 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:
-            if not bits and chunk.get("object") == "error" and not self._done:  # the other shape
-                self._errors += 1
-                self._failed = True
-                return ERROR
-            return bits
+            return bits or self._other_shape(chunk)
         if not isinstance(choices, list):
             self._malformed += 1
             return bits | MALFORMED
@@ -234,6 +230,15 @@ class ChatCompletions(Dialect):
         if bits & ERROR and not error:  # a choice finished with "error": an error frame
             self._errors += 1
         return bits
+
+    def _other_shape(self, chunk: dict[str, Any]) -> int:
+        """A frame with no choices, usage or error: perhaps older vLLM's `{"object": "error",
+        "message": ...}`."""
+        if chunk.get("object") == "error" and not self._done:
+            self._errors += 1
+            self._failed = True
+            return ERROR
+        return 0
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> bool:
         content = False

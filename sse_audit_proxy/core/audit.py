@@ -69,6 +69,10 @@ _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 _GAP = buckets.GAP
 # One-frame reads held before they are accounted together: bounded, a few hundred bytes.
 HELD_READS = 32
+# Feeds' worth of compressed input still waiting when the body ended that finish() decodes: 4
+# MiB of frames at most, about 16,000 Chat tokens (60 ms of them; 0.8 s of the costliest
+# frames a hostile upstream could send), on the loop once per stream.
+FINISH_FEEDS = 16
 
 
 @dataclass(slots=True)
@@ -146,6 +150,7 @@ class StreamAudit:
         "_max_gap",
         "_peek",
         "_plain",
+        "_read_at",
         "_seen_kinds",
         "_skeletons",
         "_sniffed",
@@ -193,6 +198,7 @@ class StreamAudit:
         )
         self._limit = thresholds.max_frame_bytes
         self._plain = False  # feed()'s fast path may be taken (set once the start is seen)
+        self._read_at = started_at  # the last compressed read's arrival
         self._inflate = (
             Inflater(content_encoding, thresholds.max_frame_bytes)
             if wants_inflater(content_encoding)
@@ -282,7 +288,18 @@ class StreamAudit:
         if self._inflate is None:
             take(chunk, t)
         else:  # decoded piece by piece: a small chunk may expand a lot
+            self._read_at = t
             self._take_decoded(self._inflate.feed(chunk), t)
+
+    def _catch_up(self, inflate: Inflater) -> None:
+        """The body ended with compressed input still waiting (a whole answer in one read
+        decodes to more than a feed's bound): its frames, which came with the last read, are
+        read now, up to FINISH_FEEDS feeds' worth. Past that the audit gives up, as on a bomb."""
+        for _ in range(FINISH_FEEDS):
+            if not inflate.behind or self._take is None:
+                return
+            self._take_decoded(inflate.drain(), self._read_at)
+        inflate.give_up()
 
     def _take_decoded(self, pieces: Iterator[bytes], t: float) -> None:
         """Decoded pieces to `_take`, which is set, until a sniff settles on one that there is
@@ -503,9 +520,11 @@ class StreamAudit:
 
     def finish(self, t: float, end: End) -> StreamResult:
         self._settle()
-        if self._inflate is not None and self._take is not None:
+        inflate = self._inflate
+        if inflate is not None and self._take is not None:
             # First bytes held to tell what the body is (a short body): decided on as they are.
-            self._take_decoded(self._inflate.end(), t)
+            self._take_decoded(inflate.end(), t)
+            self._catch_up(inflate)
             self._settle()
         decoder = self._decoder
         unterminated = decoder.close()

@@ -23,7 +23,9 @@ and is flagged `bomb`:
 
 - more than MAX_RATIO times its compressed size, once MAX_RATIO_AFTER bytes came out;
 - more than MAX_INFLATED bytes in all;
-- more than MAX_BACKLOG compressed bytes waiting for their turn.
+- more than MAX_BACKLOG compressed bytes waiting for their turn;
+- more still waiting when the body ended than the audit's finish decodes (`drain`, a few
+  feeds' worth: a whole answer that came in one read is read to its end).
 
 Measured (gzip, chat-completion chunks of a few words each): 12-16x when compressed frame
 by frame as a streaming server does (Z_SYNC_FLUSH per frame), 25-48x for a whole body at
@@ -135,6 +137,20 @@ class Inflater:
         if self._backlog:
             chunk = self._backlog + chunk
             self._backlog = b""
+        yield from self._decode(chunk)
+
+    def drain(self) -> Iterator[bytes]:
+        """The body ended with input still waiting (`behind`): decode another feed's worth."""
+        if self.behind and not (self.failed or self.bomb):
+            chunk, self._backlog = self._backlog, b""
+            yield from self._decode(chunk)
+
+    def give_up(self) -> None:
+        """Decode no more of what waits: the body expanded beyond what the audit reads."""
+        if self.behind:
+            self._stop()
+
+    def _decode(self, chunk: bytes) -> Iterator[bytes]:
         try:
             budget = self._budget if self._budget is not None else MAX_INFLATED + 1
             for piece in self._inflate(chunk, budget):
@@ -146,9 +162,12 @@ class Inflater:
             self.failed = True
             return
         if self._expands_absurdly():
-            self.bomb = True
-            self._backlog = b""
-            self._z = None  # its window and state are not needed any more
+            self._stop()
+
+    def _stop(self) -> None:
+        self.bomb = True
+        self._backlog = b""
+        self._z = None  # its window and state are not needed any more
 
     def end(self) -> Iterator[bytes]:
         """The body ended with its first bytes still held: decide on them as they are."""

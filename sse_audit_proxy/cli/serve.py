@@ -533,6 +533,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
         require_keys=keys,
         thresholds=thresholds,
         instance_header=args.instance_header or None,
+        secret_headers=tuple(args.secret_headers or ()),
     )
     try:
         upstream_ssl(proxy)

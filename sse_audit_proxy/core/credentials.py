@@ -7,13 +7,15 @@ client's model name that holds one (a key pasted into `model`) is not shown at a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub
 # and Slack tokens, and the keys of other model providers a gateway fronts (Groq, Hugging Face,
 # xAI, Replicate, Perplexity, NVIDIA, Fireworks). Each starts where no letter or digit is before
 # it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took `_` for a
 # letter). OpenAI's and Anthropic's project, service and admin keys are told by their second
-# word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`).
+# word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`);
+# a legacy key glued to anything by its length and a digit.
 _START = r"(?<![0-9A-Za-z])"
 KEY_SHAPES = re.compile(
     rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
@@ -21,6 +23,9 @@ KEY_SHAPES = re.compile(
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+"
     r"|(?:gsk|hf|r8|fw)_[A-Za-z0-9]{20,}|(?:xai|pplx)-[A-Za-z0-9]{20,}|nvapi-[A-Za-z0-9_-]{20,})"
     r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
+    # Glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and digits, not
+    # a word's tail (`task-list`), which is short and has no digit.
+    r"|sk-(?=[A-Za-z_-]{0,31}[0-9])[A-Za-z0-9_-]{32,}"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).
@@ -31,3 +36,29 @@ def holds_key(text: str) -> bool:
     """Whether `text` holds a key of a well-known shape, also glued to a word by `_`
     (`gpt-4o_sk-...`), or a credential after `Bearer`/`Basic`."""
     return bool(KEY_SHAPES.search(text) or _AUTH_VALUE.search(text))
+
+
+# A request's own credential shorter than this is not looked for elsewhere: no key is so
+# short, and a common value (`1`, `true`) would blank whatever it matched.
+MIN_CREDENTIAL = 8
+
+
+def credentials_in(fields: Iterable[tuple[str, str]]) -> list[str]:
+    """The credentials in a request's secret fields (lower-case name, value): each whole value,
+    the token after an auth scheme, each cookie's value; longest first, so that a whole value is
+    blanked before a part of it. An upstream may echo them in its answer's head, and a client may
+    send one as its trace ID: neither may show them."""
+    found: set[str] = set()
+    for name, value in fields:
+        value = value.strip()
+        found.add(value)
+        if name == "cookie":
+            found.update(pair.partition("=")[2].strip() for pair in value.split(";"))
+        else:
+            found.add(value.partition(" ")[2].strip())
+    return sorted((c for c in found if len(c) >= MIN_CREDENTIAL), key=len, reverse=True)
+
+
+def shows_credential(text: str, credentials: Iterable[str]) -> bool:
+    """Whether `text` holds one of `credentials`, or is a long enough part of one."""
+    return any(c in text or (len(text) >= MIN_CREDENTIAL and text in c) for c in credentials)

@@ -12,7 +12,7 @@ import ijson
 import msgspec
 import orjson
 
-from sse_audit_proxy.core.credentials import holds_key
+from sse_audit_proxy.core.credentials import holds_key, shows_credential
 from sse_audit_proxy.core.field_names import FIELD_NAMES, REQUEST_FIELDS
 from sse_audit_proxy.core.skeleton import numbered
 
@@ -685,15 +685,29 @@ def client_retry(value: str | None) -> int | None:
     return int(value)
 
 
-def trace_id_from(headers: Mapping[str, str], new_id: Callable[[], str]) -> tuple[str, str | None]:
+def trace_id_from(
+    headers: Mapping[str, str], new_id: Callable[[], str], credentials: Iterable[str] = ()
+) -> tuple[str, str | None]:
     """The client's trace ID (sanitised), and the field of TRACE_HEADERS it came from (None:
     the client sent none that could be used, and `new_id` made one: randomness stays with the
-    caller)."""
+    caller). `credentials`: the request's own (credentials_in), which the ID must not show."""
     for name in TRACE_HEADERS:
         value = headers.get(name)
         if value:
             cleaned = safe_token(value, MAX_TRACE_ID)
             # A key sent as the ID (a client's mix-up) is not one: the ID is shown everywhere.
-            if cleaned and not (holds_key(value[: MAX_TRACE_ID * 4]) or holds_key(cleaned)):
+            # So is the request's own key, whatever its shape (Azure's are 32 hex digits, as
+            # a trace ID may be).
+            if cleaned and not (
+                holds_key(value[: MAX_TRACE_ID * 4])
+                or holds_key(cleaned)
+                or shows_credential(value, credentials)
+                or shows_credential(cleaned, credentials)
+            ):
                 return cleaned, name
     return new_id(), None
+
+
+def has_trace_id(headers: Mapping[str, str]) -> bool:
+    """Whether the client sent a field trace_id_from reads."""
+    return any(headers.get(name) for name in TRACE_HEADERS)

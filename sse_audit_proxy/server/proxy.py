@@ -28,6 +28,7 @@ import structlog
 from yarl import URL
 
 from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
+from sse_audit_proxy.core.credentials import credentials_in
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.form_scan import Scanner, scanner_for
 from sse_audit_proxy.core.record import AuditRecord
@@ -37,6 +38,7 @@ from sse_audit_proxy.core.request_info import (
     TRACE_HEADERS,
     RequestInfo,
     client_retry,
+    has_trace_id,
     trace_id_from,
     traceparent_ids,
 )
@@ -77,6 +79,7 @@ from sse_audit_proxy.server.upstream import (
     UpstreamError,
 )
 from sse_audit_proxy.sinks.evidence import kept_head
+from sse_audit_proxy.sinks.redaction import Redactor
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 HOP_BY_HOP = frozenset(
@@ -138,6 +141,7 @@ class ProxyConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     reuse_port: bool = False  # --workers: several processes listen on one port (SO_REUSEPORT)
     instance_header: str | None = None  # --instance-header: name the relaying instance (opt-in)
+    secret_headers: tuple[str, ...] = ()  # --secret-headers: the request's are credentials too
 
 
 class _BodyTooLarge(Exception):
@@ -148,6 +152,8 @@ class _BodyTooLarge(Exception):
 # rest streams through. This and what the server buffers (64 KiB, http_server.BODY_HIGH_WATER)
 # plus the JSON scanner's token in progress are all of a request body the proxy holds at a time.
 HOLD_BYTES = 64 << 10
+# Field names whose secrecy is remembered (a client's names are few; a hostile one's are not).
+MAX_NAMES_KNOWN = 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -294,6 +300,8 @@ class Proxy:
         self._ssl = upstream_ssl(config)
         self._pool = Pool(config.connect_timeout)
         self._keys = KeyCheck(config.require_keys)
+        self._redactor = Redactor(config.secret_headers)
+        self._secret_names: dict[bytes, bool] = {}  # is_secret_name by field name as sent
         self._runner: ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._draining = False  # refusing new requests, letting the running ones finish
@@ -361,13 +369,32 @@ class Proxy:
 
     # One request ----------------------------------------------------------------------
 
+    def _trace_id(self, request: Request) -> tuple[str, str | None]:
+        headers = request.headers
+        credentials = self._credentials(request) if has_trace_id(headers) else ()
+        return trace_id_from(headers, _new_trace_id, credentials)
+
+    def _credentials(self, request: Request) -> list[str]:
+        """The request's own credentials: the values of its fields with a secret's name."""
+        names = self._secret_names
+        fields = []
+        for name, value in request.raw_headers:
+            secret = names.get(name)
+            if secret is None:
+                secret = self._redactor.is_secret_name(name.decode("latin-1"))
+                if len(names) < MAX_NAMES_KNOWN:
+                    names[name] = secret
+            if secret:
+                fields.append((name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape")))
+        return credentials_in(fields)
+
     async def handle(self, request: Request) -> Answer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
         started = time.monotonic()
         route = route_for_path(request.path)
-        trace_id, trace_field = trace_id_from(request.headers, _new_trace_id)
+        trace_id, trace_field = self._trace_id(request)
         side = self.router.pick(request.headers)
         rec = AuditRecord(
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
@@ -786,7 +813,8 @@ class Proxy:
                 raise ConnectionResetError
             transport.write(head)
             r.responded = True
-            rec.response_head = kept_head(head)  # for evidence (redacted when shown)
+            # For evidence (redacted when shown; the request's own credentials, now).
+            rec.response_head = kept_head(head, self._credentials(request))
             del head
             conn.headers = []  # written: an open stream need not keep them
             request.forget_fields()  # the request's too: its head went upstream long ago
@@ -911,7 +939,7 @@ class Proxy:
 
     def _unhandled(self, request: Request) -> Recording:
         """The record of a request no handler ran for, from its head alone."""
-        trace_id, _ = trace_id_from(request.headers, _new_trace_id)
+        trace_id, _ = self._trace_id(request)
         rec = AuditRecord(
             trace_id,
             route_for_path(request.path),

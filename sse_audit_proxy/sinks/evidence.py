@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -19,12 +20,13 @@ from sse_audit_proxy.core.dialects import DIALECTS
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.skeleton import split_entry
 from sse_audit_proxy.core.timeline import kind_name
-from sse_audit_proxy.sinks.redaction import Redactor
+from sse_audit_proxy.sinks.redaction import REDACTED, Redactor
 
 EVIDENCE_VERSION = 1
 MAX_HEADERS = 64
 MAX_HEADER_VALUE = 512
 KEEP_HEAD_BYTES = 8 << 10  # a real response head is a few hundred bytes
+_REDACTED = REDACTED.encode()
 # The request path of each route, for a replay (the record keeps the route, not the path).
 ROUTE_PATHS = {
     d.route: d.path_suffixes[0] if d.path_suffixes[0].startswith("/v1/") else "/v1" + d.path_suffixes[0]
@@ -74,11 +76,19 @@ def printable(text: str) -> str:
     return out if len(out) <= MAX_HEADER_VALUE else _CUT_ESCAPE.sub("", out[:MAX_HEADER_VALUE])
 
 
-def kept_head(head: bytes) -> bytes:
+def kept_head(head: bytes, credentials: Iterable[str] = ()) -> bytes:
     """What a record keeps of a response head for its evidence: the head itself when small
     (nearly always), else only what evidence shows of it, so that redacted_headers reads the
     same. A record waits in the recent-streams buffer: a 64 KiB head kept whole by each of
-    1,000 records once held 58 MiB."""
+    1,000 records once held 58 MiB.
+
+    `credentials`: the request's own (credentials_in), blanked wherever they are: an upstream
+    that echoes the caller's key or cookie in a field of any name (`X-Debug-Caller`) got it
+    into the evidence."""
+    for credential in credentials:
+        secret = credential.encode("utf-8", "surrogateescape")
+        if secret in head:
+            head = head.replace(secret, _REDACTED)
     if len(head) <= KEEP_HEAD_BYTES:
         return head
     status = head.split(b"\r\n", 1)[0][:MAX_HEADER_VALUE]  # evidence takes the status from the record

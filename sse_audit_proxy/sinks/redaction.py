@@ -34,6 +34,7 @@ REDACTED = "[redacted]"
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # `req_sk-...` too
+    (re.compile(r"sk-(?=[A-Za-z_\-]{0,31}[0-9])[A-Za-z0-9_\-]{32,}"), REDACTED),  # `prodsk-...`
 )
 
 

@@ -194,3 +194,68 @@ async def test_control_characters_in_header_bytes_reach_no_sink_raw() -> None:
     found = [s for s in strings(child.lines) + strings(orjson.loads(evidence)) if CONTROLS.search(s)]
     assert found == []
     assert not re.search("[\x80-\x9f\x1b\x7f]", page.decode())
+
+
+# A request's own credentials, none of a well-known shape: Azure's keys are 32 hex digits, as a
+# trace ID may be.
+OWN = {
+    b"api-key": b"9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+    b"x-api-key": b"ANTHROPICSTYLEKEY987",
+    b"Authorization": b"Bearer gw-tenant-7f3a9c1e5b2d",
+    b"Cookie": b"session=s1; csrftoken=COOKIEVALUE42",
+    b"X-Custom-Secret": b"CUSTOMSECRETvv1234",  # named by --secret-headers
+}
+
+
+def echoing(body: bytes) -> Any:
+    """An upstream that echoes the caller's credentials under fields of ordinary names."""
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        echoed = b"".join(
+            b"X-Echo-%d: %s\r\n" % (i, value) for i, name in enumerate(OWN) for value in req.header(name)
+        )
+        await answer(echoed, body)(req, writer)
+
+    return script
+
+
+async def test_an_upstream_echoing_the_requests_credentials_gets_them_nowhere() -> None:
+    """Evidence showed response fields by their names' word for a secret (`X-Debug-Key`) and by
+    the shape of their values; an upstream that echoed the caller's key, cookie or a
+    --secret-headers value under another name (`X-Debug-Caller`) got it into the evidence, the
+    `stream_evidence` line and the inspector. And a client that sent its key as its trace ID
+    (Azure's 32 hex digits pass for one) had it shown on every line and page."""
+    body = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})  # no [DONE]: logged
+    fields = b"".join(k + b": " + v + b"\r\n" for k, v in OWN.items())
+    upstream_url = URL("http://127.0.0.1")
+    async with (
+        raw_upstream(echoing(body)) as up,
+        serve(upstream_url.with_port(up.port), "--secret-headers", "x-custom-secret") as child,
+    ):
+        sent = request(b"/v1/chat/completions", b"echo-1").replace(b"Host: x\r\n", b"Host: x\r\n" + fields)
+        got = await asyncio.wait_for(raw_exchange(child.url.port, sent), 15)
+        keyed = sent.replace(b"echo-1", OWN[b"api-key"])  # the key as the trace ID
+        await asyncio.wait_for(raw_exchange(child.url.port, keyed), 15)
+        await asyncio.sleep(0.2)
+        evidence, page = await evidence_and_page(child.metrics_url, "echo-1")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(child.metrics_url / "streams" / "recent") as resp,
+        ):
+            recent = await resp.text()
+    assert b"X-Echo-4: CUSTOMSECRETvv1234" in got  # the client gets them as they came
+    ends = child.events("stream_end")
+    assert len(ends) == 2 and ends[0]["trace_id"] == "echo-1"
+    assert ends[1]["trace_id"] != OWN[b"api-key"].decode()  # a new one: the key is no ID
+    headers = dict(orjson.loads(evidence)["response"]["headers"])
+    assert headers["X-Echo-0"] == "[redacted]" and headers["X-Echo-3"] == "[redacted]"
+    output = orjson.dumps(child.lines).decode() + child.stderr.decode(errors="replace")
+    secrets = ["9f8e7d6c5b4a39281706f5e4d3c2b1a0", "ANTHROPICSTYLEKEY987", "gw-tenant-7f3a9c1e5b2d"]
+    for secret in [*secrets, "COOKIEVALUE42", "CUSTOMSECRETvv1234"]:
+        for where, text in (
+            ("log", output),
+            ("evidence", evidence.decode()),
+            ("page", page.decode()),
+            ("recent", recent),
+        ):
+            assert secret not in text, (secret, where)

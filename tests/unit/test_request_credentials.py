@@ -1,0 +1,53 @@
+"""A request's own credentials, looked for where an upstream or the client could show them."""
+
+from __future__ import annotations
+
+import pytest
+
+from sse_audit_proxy.core.credentials import credentials_in, holds_key, shows_credential
+from sse_audit_proxy.core.request_info import model_name, trace_id_from
+from sse_audit_proxy.sinks.redaction import Redactor
+
+
+def test_credentials_are_whole_values_scheme_tokens_and_cookie_values_longest_first() -> None:
+    found = credentials_in(
+        [
+            ("authorization", "Bearer gw-tenant-7f3a9c1e"),
+            ("cookie", "session=s1; csrftoken=COOKIEVALUE42"),
+            ("api-key", " 9f8e7d6c5b4a3928 "),
+        ]
+    )
+    assert found == sorted(found, key=len, reverse=True)
+    assert set(found) == {
+        "Bearer gw-tenant-7f3a9c1e",
+        "gw-tenant-7f3a9c1e",
+        "session=s1; csrftoken=COOKIEVALUE42",
+        "COOKIEVALUE42",
+        "9f8e7d6c5b4a3928",
+    }  # `s1` and the like: too short to be a key, too common to blank
+
+
+def test_a_trace_id_that_shows_the_requests_own_key_is_not_taken() -> None:
+    key = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # Azure's shape: 32 hex digits, like a trace ID
+    own = credentials_in([("api-key", key)])
+    for sent in (key, f"req-{key}", key[:16]):
+        assert trace_id_from({"X-Request-Id": sent}, lambda: "new", own) == ("new", None), sent
+    assert trace_id_from({"X-Request-Id": "req-1234"}, lambda: "new", own) == ("req-1234", "X-Request-Id")
+    assert shows_credential(key, own) and not shows_credential("9f8e", own)  # too short a part
+
+
+@pytest.mark.parametrize(
+    "text", ["req1sk-" + "A1b2C3d4" * 6, "prodsk-" + "x" * 20 + "7" + "y" * 27, "gptsk-proj-" + "Ab3" * 10]
+)
+def test_a_legacy_key_glued_to_a_word_is_a_key(text: str) -> None:
+    assert holds_key(text)
+    assert model_name(text) != text
+    assert "sk-" not in Redactor().scrub(f"model {text} failed")
+
+
+@pytest.mark.parametrize(
+    "text", ["task-list-for-the-assistant-and-more", "disk-usage-report", "tasksk-overview"]
+)
+def test_words_ending_in_sk_are_not_keys(text: str) -> None:
+    assert not holds_key(text)
+    assert Redactor().scrub(text) == text

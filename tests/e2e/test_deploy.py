@@ -238,6 +238,36 @@ def test_compose_prometheus_config_is_valid_and_loads_the_rules() -> None:
     assert "sse-audit-proxy" in job["job_name"]  # what the alert rules select on
 
 
+BASE_PASSWD = Path("/usr/share/base-passwd")  # Debian's: the users every Debian image has
+
+
+@pytest.mark.skipif(not BASE_PASSWD.is_dir() or shutil.which("useradd") is None, reason="not Debian")
+def test_dockerfile_makes_its_user_on_a_debian_base(tmp_path: Path) -> None:
+    """The image's RUN made a user `proxy`, which python:*-slim (Debian) has already: useradd
+    failed, and with it `docker build`, compose and the Kubernetes image. Its user commands run
+    here on a copy of Debian's own user files (no Docker daemon needed)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text((BASE_PASSWD / "passwd.master").read_text())
+    (etc / "group").write_text((BASE_PASSWD / "group.master").read_text())
+    for name in ("shadow", "gshadow"):
+        (etc / name).touch()
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.rpartition("\nFROM ")[2]
+    commands = [c.strip() for line in re.findall(r"^RUN (.+)$", final, re.M) for c in line.split("&&")]
+    made = [c for c in commands if c.startswith(("useradd", "groupadd"))]
+    assert made, final
+    for command in made:
+        tool, *args = command.split()
+        proc = subprocess.run(
+            [tool, "--prefix", str(tmp_path), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert proc.returncode == 0, (command, proc.stderr)
+    uid, gid = re.findall(r"^USER (\d+):(\d+)$", final, re.M)[-1]
+    users = {line.split(":")[2]: line.split(":")[3] for line in (etc / "passwd").read_text().splitlines()}
+    assert users.get(uid) == gid  # USER names the user and group made
+
+
 def test_dockerfile_is_non_root_with_a_healthcheck_on_healthz() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     users = re.findall(r"^USER (\S+)", text, re.M)

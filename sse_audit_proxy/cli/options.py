@@ -267,6 +267,20 @@ def header_name(value: str) -> str:
     return value
 
 
+def header_names(value: str) -> tuple[str, ...]:
+    """A comma-separated list of HTTP field names (a name with a space matches no field)."""
+    return tuple(header_name(name) for name in name_list(value))
+
+
+def address(value: str) -> str:
+    """An address to listen on: not empty, which would listen on every interface unasked."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "empty: it would listen on every interface (say 0.0.0.0 if that is meant)"
+        )
+    return value.strip()
+
+
 # What an answer's framing, its connection or its trace ID depend on: naming the instance with
 # one broke every answer (`Content-Length: pod-7`) or the client's correlation.
 _FIELDS_NOT_ADDED = frozenset(

@@ -16,8 +16,11 @@ from sse_audit_proxy.cli.options import (
     ENV_PREFIX,
     ConfigError,
     added_header_name,
+    address,
     env_name,
     flag,
+    header_name,
+    header_names,
     name_list,
     option,
     percent,
@@ -27,6 +30,7 @@ from sse_audit_proxy.cli.options import (
     ratio,
     readable_file,
     service_link,
+    shown_url,
     size,
     upstream_url,
 )
@@ -68,9 +72,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and no user:password@: the client's own credentials are forwarded)",
     )
     add_canary_options(p)
-    option(p, "--host", default="127.0.0.1", help="address to listen on")
+    option(p, "--host", type=address, default="127.0.0.1", help="address to listen on")
     option(p, "--port", type=port, default=8080, help="port to listen on (0: any free port)")
-    option(p, "--metrics-host", default="127.0.0.1", help="address for /metrics and /healthz")
+    option(p, "--metrics-host", type=address, default="127.0.0.1", help="address for /metrics and /healthz")
     option(p, "--metrics-port", type=port, default=9464, help="port for /metrics and /healthz")
     option(
         p,
@@ -184,7 +188,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--secret-headers",
-        type=name_list,
+        type=header_names,
         help="comma-separated header names to redact from logs, on top of Authorization, "
         "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie",
     )
@@ -363,12 +367,14 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
     option(
         p,
         "--canary-sticky-header",
+        type=header_name,
         help="requests with the same value of this header always go to the same side "
         "(a stable hash: same answer in every worker and replica)",
     )
     option(
         p,
         "--canary-side-header",
+        type=header_name,
         help="let a request pick its side by sending this header with a side's name "
         "(for probes; off unless set: otherwise no client can choose the canary)",
     )
@@ -428,6 +434,10 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
+    if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):
+        raise ConfigError(
+            f"--canary is --upstream ({shown_url(str(args.canary))}): the canary must be another gateway"
+        )
     if args.canary_guard_window > MAX_GUARD_WINDOW:
         raise ConfigError(
             f"--canary-guard-window {args.canary_guard_window}: at most {MAX_GUARD_WINDOW:,} (the "

@@ -215,6 +215,27 @@ def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str
     assert_one_line_error(proc, "--instance-header", "X-Audit-Instance")
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--canary-sticky-header", "X User"], "--canary-sticky-header"),
+        (["--canary-side-header", "a b"], "--canary-side-header"),
+        (["--secret-headers", "x-ok, a b"], "--secret-headers"),
+        (["--host", ""], "--host"),
+        (["--metrics-host", " "], "--metrics-host"),
+        (["--canary", "http://127.0.0.1:1/", "--canary-percent", "5"], "--canary is --upstream"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_values_that_would_quietly_do_something_else_are_one_line_errors(args: list[str], named: str) -> None:
+    """They started without a word (outside review): a header name with a space matches no field
+    (stickiness lost, every request drawn at random), an empty host listened on every interface,
+    and a canary that is the baseline compared a gateway with itself."""
+    proc = run(*SERVE, *args, timeout=5)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, named)
+
+
 @pytest.mark.parametrize("workers", ["1", "4"])
 def test_out_of_file_descriptors_is_a_one_line_error_at_any_point(workers: str) -> None:
     """Short of descriptors, a worker's pipe, its process or the shared directory failed with a

@@ -57,6 +57,7 @@ BAD_ANOMALIES = frozenset(
         "missing_usage",
         "invalid_tool_arguments",
         "wrong_content_type",
+        "held_open",
     }
 )
 NOT_STREAMED = "not_streamed"

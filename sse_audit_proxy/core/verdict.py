@@ -41,6 +41,7 @@ class Anomaly(StrEnum):
     COMPRESSION_BOMB = "compression_bomb"
     USAGE_INCONSISTENT = "usage_inconsistent"  # usage figures that contradict each other or the stream
     OVERSIZED_FRAME = "oversized_frame"  # a frame over --max-frame-bytes: relayed, not read
+    HELD_OPEN = "held_open"  # the body stayed open a second or more after the end marker
 
 
 class End(StrEnum):
@@ -60,7 +61,7 @@ class End(StrEnum):
 _TIMEOUTS = frozenset({End.CONNECT_TIMEOUT, End.IDLE_TIMEOUT, End.TOTAL_TIMEOUT})
 _CLIENT_ENDS = frozenset({End.CLIENT_GONE, End.SLOW_CLIENT, End.ABORTED})
 # Ends after which the client holds everything that was written to it: a client that closes
-# once it has read the end marker (the openai SDK does) left a finished stream. A slow client
+# once it has read the end marker (the openai Python SDK does) left a finished stream. A slow client
 # is cut with bytes still unread, so what it got is unknown.
 _LEFT_WITH_ALL_SENT = frozenset({End.CLIENT_GONE, End.ABORTED})
 
@@ -486,6 +487,20 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     ),
 )
 
+# How long a body may stay open after its end marker: uvicorn servers end theirs a write
+# after `[DONE]`, within milliseconds; clients that read to the body's end wait it out.
+HELD_OPEN_AFTER = 1.0
+
+
+def open_after_end(f: Facts) -> float | None:
+    """Seconds the body stayed open after the end marker's frame (time the client held the
+    upstream up aside), or None: no end marker, or no frame after the request."""
+    t = f.timing
+    if not f.summary.terminal or t.last_frame is None:
+        return None
+    return t.duration - t.last_frame - t.client_held
+
+
 ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.NOT_STREAMED,
@@ -645,6 +660,18 @@ ANOMALY_RULES: tuple[Rule, ...] = (
             f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"
             if f.summary.error_events
             else "a JSON error document came with a success status"
+        ),
+    ),
+    Rule(
+        Anomaly.HELD_OPEN,
+        f"the body stayed open {HELD_OPEN_AFTER:g} s or more after the stream's end marker "
+        "(`[DONE]`, `message_stop`, `response.completed`; keep-alives after it do not count) "
+        "before the upstream ended it, the proxy's timeout cut it or the client left: clients "
+        "that read to the body's end (the openai and AI SDKs for Node, the Anthropic SDKs) "
+        "wait all that time, and time out if it is long enough",
+        lambda f: (open_after_end(f) or 0.0) >= HELD_OPEN_AFTER,
+        lambda f: (
+            f"the body stayed open {dur(open_after_end(f))} after the end marker ({f.end.value} ended it)"
         ),
     ),
     Rule(

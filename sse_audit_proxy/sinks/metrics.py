@@ -144,8 +144,8 @@ class Metrics:
             "sse_audit_bad_streams",
             "Judged streams the canary guard counts as bad: outcome truncated, upstream_error "
             "or timeout, or an anomaly buffered, bursty, missing_done, missing_finish_reason, "
-            "missing_usage or invalid_tool_arguments. Divide by sse_audit_judged_streams for "
-            "the bad share.",
+            "missing_usage, invalid_tool_arguments, wrong_content_type or held_open (and more: "
+            "docs/operate/metrics.md). Divide by sse_audit_judged_streams for the bad share.",
             rm,
             registry=registry,
         )

@@ -227,8 +227,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         Outcome.COMPLETE,
         (),
         End.UPSTREAM_EOF,
-        "`[DONE]` ended the stream; a client that closes right after it (the openai SDK "
-        "does) still gets `complete`",
+        "`[DONE]` ended the stream; a client that closes right after it (the openai Python "
+        "SDK does) still gets `complete`; one that reads to the body's end (the Node SDKs) "
+        "waits 0.3 s, under `held_open`'s second",
     ),
     Scenario(
         "wrong-content-type",

@@ -434,10 +434,6 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
-    if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):
-        raise ConfigError(
-            f"--canary is --upstream ({shown_url(str(args.canary))}): the canary must be another gateway"
-        )
     if args.canary_guard_window > MAX_GUARD_WINDOW:
         raise ConfigError(
             f"--canary-guard-window {args.canary_guard_window}: at most {MAX_GUARD_WINDOW:,} (the "
@@ -578,6 +574,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = unknown_settings(args.known_settings)
     if unknown:  # names only: a value could be a key
         structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown)
+    if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):
+        # An A/A run (to see the sides agree before a real canary) does this on purpose; a
+        # mistyped setting does not: said, not refused.
+        structlog.get_logger("sse_audit_proxy").warning("canary_is_upstream", url=shown_url(str(args.canary)))
     try:
         if args.workers > 1:
             raise_open_files_limit()  # before the workers start: they inherit it

@@ -441,3 +441,13 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(
         assert all(t.startswith("h") for t in trip["trace_ids"])
         assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
         assert await served.stop() == 0
+
+
+async def test_a_canary_that_is_the_upstream_is_said_at_start_not_refused(demo_gateway) -> None:
+    """An A/A run (both sides one gateway, to see them agree) is a choice; a copied setting is a
+    mistake that would compare a gateway with itself: the start says so, once."""
+    gateway = await demo_gateway(**FAST)
+    async with serve_process(gateway, "--canary", f"{gateway}/", "--canary-percent", "50") as served:
+        warned = [line for line in served.lines if line.get("event") == "canary_is_upstream"]
+        assert len(warned) == 1 and warned[0]["level"] == "warning"
+        assert await served.stop() == 0

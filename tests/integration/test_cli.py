@@ -223,14 +223,13 @@ def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str
         (["--secret-headers", "x-ok, a b"], "--secret-headers"),
         (["--host", ""], "--host"),
         (["--metrics-host", " "], "--metrics-host"),
-        (["--canary", "http://127.0.0.1:1/", "--canary-percent", "5"], "--canary is --upstream"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_values_that_would_quietly_do_something_else_are_one_line_errors(args: list[str], named: str) -> None:
     """They started without a word (outside review): a header name with a space matches no field
-    (stickiness lost, every request drawn at random), an empty host listened on every interface,
-    and a canary that is the baseline compared a gateway with itself."""
+    (stickiness lost, every request drawn at random), and an empty host listened on every
+    interface."""
     proc = run(*SERVE, *args, timeout=5)
     assert proc.returncode == 2
     assert_one_line_error(proc, named)

@@ -119,11 +119,14 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               [(f'sum by (route) (sse_audit_active_streams{{{ROUTE_SEL}}})', "{{route}}")],
               unit="short"),
         panel("Upstream error ratio",
-              "Share of requests answered 5xx or 429 over 5 minutes, all instances (recording "
-              "rule; the red line is the SSEAuditUpstreamErrors threshold). 429s are rate limits, "
-              "502/504 the proxy could not reach the gateway.",
+              "Share of requests answered 5xx, and 429 (rate limits), over 5 minutes, all "
+              "instances (recording rules; the red line is the SSEAuditUpstreamErrors and "
+              "SSEAuditUpstreamRateLimited threshold). 502/504: the proxy could not reach the "
+              "gateway.",
               [('job_route:sse_audit_upstream_errors:ratio_rate5m{route=~"$route"}',
-                "{{route}}")],
+                "{{route}} 5xx"),
+               ('job_route:sse_audit_rate_limited:ratio_rate5m{route=~"$route"}',
+                "{{route}} 429")],
               unit="percentunit", width=24, threshold=0.05),
     ]),
     ("Verdicts", [

@@ -65,8 +65,8 @@ STREAMING_ROUTES = frozenset(d.route for d in DIALECTS if d.always_streams)
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
 GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left: a bad stream
 # 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
-# are the upstream's state (quotas not migrated; SSEAuditUpstreamErrors counts 429 with the
-# 5xx), and 499 is the proxy's record of a client that left.
+# are the upstream's state (quotas not migrated; SSEAuditUpstreamRateLimited counts 429s
+# apart), and 499 is the proxy's record of a client that left.
 NOT_CLIENT_ERRORS = frozenset({408, 429, 499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
 TTFT_QUANTILE = 0.95

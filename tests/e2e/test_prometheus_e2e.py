@@ -66,6 +66,7 @@ FAULT_ALERTS = {
     "SSEAuditMissingFinishReason",
     "SSEAuditMissingUsage",
     "SSEAuditUpstreamErrors",
+    "SSEAuditUpstreamRateLimited",
     "SSEAuditTimeToFirstTokenRegression",
 }
 DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}

@@ -77,7 +77,7 @@ EXPECTED_FAILURES: dict[str, set[tuple[str, str]]] = {
     "error-no-done": gates_of("framing"),
     "late-terminator": set(),
     "wrong-content-type": gates_of("framing"),
-    "bursty": set(),
+    "bursty": gates_of("streaming"),
 }
 
 

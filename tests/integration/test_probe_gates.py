@@ -112,6 +112,14 @@ def test_chat_framing_faults_are_each_named() -> None:
     assert "1 frame(s) came after `[DONE]`" in said
 
 
+def test_a_chat_stream_that_is_one_error_frame_is_one_problem() -> None:
+    """LiteLLM answers a failed stream with its `{"error": ...}` frame alone: no id, no
+    object, no finish, no `[DONE]`, all of them its consequence. One root cause, one problem."""
+    error = Event("", orjson.dumps({"error": {"message": "boom", "type": "server_error", "code": 500}}))
+    f = CHAT.read_stream(timed([error]))
+    assert len(f.problems) == 1 and f.problems[0].startswith("an error frame came mid-stream (500: boom)")
+
+
 def test_chat_tool_call_fragments_assemble_even_without_an_index() -> None:
     f = CHAT.read_stream(
         timed(

@@ -215,6 +215,10 @@ class _ChatStream(StreamReader):
                 f"an error frame came mid-stream ({message}): the generation failed on the "
                 "gateway; look up this request's trace ID in its logs"
             )
+        if f.errors:
+            # The failure is the root cause: a failed stream owes no id, finish or `[DONE]`
+            # (LiteLLM's carries only its `{"error": ...}` frame).
+            return
         if self.chunks and not f.ids:
             p.append("the chunks carry no `id`: clients that key a completion by its id lose it")
         elif len(f.ids) > 1:

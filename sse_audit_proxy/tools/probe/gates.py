@@ -281,7 +281,7 @@ def framing(api: Api, ex: Exchange) -> Gate:
         "end": ex.end.value,
         "unterminated_frame": ex.unterminated,
     }
-    kinds = f.objects[0] if len(f.objects) == 1 else f"{len(f.objects)} event types"
+    kinds = f.objects[0] if len(f.objects) == 1 else f"{len(f.objects) or 'no'} types"
     ending = "[DONE]" if f.done else ("terminal event" if f.terminal else "no end marker")
     gate.summary = (
         f"{f.data_frames} frames · {len(f.ids)} id · {kinds} · finish "
@@ -294,7 +294,7 @@ def framing(api: Api, ex: Exchange) -> Gate:
 
 
 def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
-    """The answer arrives token by token: FAIL on the proxy's `buffered` verdict."""
+    """The answer arrives token by token: FAIL on the proxy's `buffered` or `bursty` verdict."""
     r = ex.result
     if ex.refused or r is None or not r.content_frames:
         return skipped("streaming", api.name, "no content arrived to time (see framing)")
@@ -339,6 +339,14 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "answer is ready; turn response buffering off for text/event-stream (e.g. nginx "
             "`proxy_buffering off` or `X-Accel-Buffering: no`), and make any compression flush "
             "every event"
+        )
+    elif Anomaly.BURSTY in r.anomalies:
+        said = next((why for why in r.reasons if why.startswith(f"{Anomaly.BURSTY}: ")), "")
+        gate.problems.append(
+            f"the answer came in clumps ({said.partition(': ')[2] or 'bursty'}): the route, or a "
+            "proxy, compression or gateway in it, collects the stream and flushes it in "
+            "batches, so users see the answer jump instead of flow; flush every event (nginx "
+            "`proxy_buffering off`, compression that flushes per event)"
         )
     elif r.content_frames == 1 and isinstance(expected, int) and expected > 4:
         gate.problems.append(
@@ -639,7 +647,7 @@ def cancellation(api: Api, ex: Exchange, after: Exchange | None, proxy: ProxyChe
             if ex.end is End.UPSTREAM_EOF
             else f"the stream ended first ({ex.error})"
         )
-        return skipped("cancellation", api.name, f"{why}: nothing to cancel (see streaming)")
+        return skipped("cancellation", api.name, f"{why}: nothing to cancel")
     gate.evidence = {
         "aborted_after_frames": ex.cancelled_after,
         "aborted_at_ms": millis(ex.events[-1][0] if ex.events else None),

@@ -9,7 +9,9 @@ decide, not the header alone:
 - bytes that already look like an event stream or JSON -> not compressed at all;
 - anything else labelled `deflate` -> raw deflate (RFC 1951), as some servers send;
 - anything else labelled `br` -> Brotli (RFC 7932), which has no magic number of its own
-  (express's `compression` answers `br` to any client that offers it: curl, browsers).
+  (express's `compression` answers `br` to any client that offers it: curl, browsers);
+- zstd magic (28 b5 2f fd) -> Zstandard (RFC 8878), including a body of several frames
+  (aiohttp's and httpx's clients offer `zstd` when they can decode it).
 
 The header may arrive split over reads: decoding waits for enough bytes to decide. Output
 comes in pieces of at most `max_piece` bytes, so a small compressed chunk cannot make the
@@ -36,15 +38,24 @@ level 9. A gzip bomb of zeros or of one repeated frame reaches about 1,000x. Aud
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import brotli
 
-ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br"})
+try:  # Python 3.14's own (PEP 784); before it, its backport (the same module)
+    from compression.zstd import DecompressionParameter, ZstdDecompressor, ZstdError
+except ImportError:
+    from backports.zstd import DecompressionParameter, ZstdDecompressor, ZstdError
+
+ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 # What a failed decoder raises: a corrupt body, or bytes after its end.
-_DECODE_ERRORS = (zlib.error, brotli.error)
+_DECODE_ERRORS = (zlib.error, brotli.error, ZstdError)
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 3.1.1
+# HTTP's `zstd` coding: a window of 8 MiB at most (RFC 9659 3); a frame that declares more is
+# refused rather than decoded into that much memory.
+ZSTD_WINDOW_LOG_MAX = 23
 _BOM = b"\xef\xbb\xbf"
 # An event stream or a JSON error body starts with one of these, then printable text.
 # Compressed data does not: its first bytes are a header or look random.
@@ -111,7 +122,8 @@ class Inflater:
         self._head = b""  # first bytes, held until they say what the body is
         self._ended = False  # the body ended (end()): what is held is decided on as it is
         self._z: Any = None  # a zlib decompressobj, or _PLAIN once the body is not compressed
-        self._members = False  # gzip: another member may follow the end of one
+        # gzip and zstd: another member (frame) may follow the end of one, told by its magic
+        self._members: tuple[bytes, Callable[[], Any]] | None = None
         # An encoding we cannot decode (br, zstd, ...) leaves the frames unreadable.
         self.failed = self._encoding not in ENCODINGS
         self.bomb = False
@@ -180,7 +192,8 @@ class Inflater:
     def behind(self) -> bool:
         """Compressed input is still waiting, or output a decoder holds (Brotli takes all of
         a chunk at once): the audit has not seen the whole body."""
-        return bool(self._backlog) or (type(self._z) is _Brotli and self._z.holding)
+        z = self._z
+        return bool(self._backlog) or (type(z) in (_Brotli, _Zstd) and z.holding)
 
     def _expands_absurdly(self) -> bool:
         out = self.inflated
@@ -196,9 +209,17 @@ class Inflater:
         wait = not self._ended
         br = self._encoding == "br"
         if head.startswith(_GZIP_MAGIC):
-            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            self._members = True
-        elif len(head) < 2 and wait:
+            self._z = _gzip()
+            self._members = (_GZIP_MAGIC, _gzip)
+        elif head.startswith(_ZSTD_MAGIC):
+            self._z = _Zstd()
+            self._members = (_ZSTD_MAGIC, _Zstd)
+        elif (
+            wait
+            and len(head) < len(_ZSTD_MAGIC)
+            and self._encoding == "zstd"
+            and _ZSTD_MAGIC.startswith(head)
+        ) or (len(head) < 2 and wait):
             return False
         elif br and wait and len(head) < _TRIAL_BYTES and _is_text(head):
             return False  # see _TRIAL_BYTES
@@ -251,10 +272,12 @@ class Inflater:
             if not rest:
                 return
             self.consumed -= len(rest)  # counted above, decoded below
-            if not self._members or not rest.startswith(_GZIP_MAGIC[: len(rest)]):
+            members = self._members
+            if members is None or not rest.startswith(members[0][: len(rest)]):
                 raise zlib.error("data after the end of the compressed body")
-            # Another gzip member follows (RFC 1952 2.2): decode it as part of the body.
-            z = self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # Another gzip member (RFC 1952 2.2) or zstd frame (RFC 8878 3) follows: decode it
+            # as part of the body.
+            z = self._z = members[1]()
             chunk = rest
 
 
@@ -286,6 +309,41 @@ class _Brotli:
         self.eof = d.is_finished()
         self.holding = not self.eof and len(piece) >= cap
         return piece
+
+
+class _Zstd:
+    """A Zstandard decoder with the part of zlib's decompressobj interface `_inflate` uses.
+
+    Like Brotli's, it takes all of a chunk at once and holds what it cannot give out yet; until
+    it needs input again, it is asked with none: the chunk waits as the unconsumed tail."""
+
+    __slots__ = ("_d", "eof", "holding", "unconsumed_tail", "unused_data")
+
+    def __init__(self) -> None:
+        self._d = ZstdDecompressor(options={DecompressionParameter.window_log_max: ZSTD_WINDOW_LOG_MAX})
+        self.eof = False
+        self.holding = False  # the last call stopped at the cap: more output is held
+        self.unconsumed_tail = b""
+        self.unused_data = b""  # bytes after the frame's end: perhaps the next frame
+
+    def decompress(self, data: bytes, cap: int) -> bytes:
+        d = self._d
+        if d.needs_input:
+            piece: bytes = d.decompress(data, cap)
+            self.unconsumed_tail = b""
+        else:
+            piece = d.decompress(b"", cap)
+            self.unconsumed_tail = data
+        self.eof = d.eof
+        if self.eof:
+            self.unused_data = d.unused_data + self.unconsumed_tail
+            self.unconsumed_tail = b""
+        self.holding = not self.eof and not d.needs_input
+        return piece
+
+
+def _gzip() -> Any:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
 def _zlib_takes(head: bytes) -> bool:

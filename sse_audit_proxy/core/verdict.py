@@ -618,7 +618,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.COMPRESSION_BOMB,
-        "the `gzip`/`deflate`/`br` body expanded absurdly (more than 200x "
+        "the `gzip`/`deflate`/`br`/`zstd` body expanded absurdly (more than 200x "
         "its compressed size once 256 KiB came out, more than 256 MiB in all, more than 1 "
         "MiB of compressed input waiting, or more than 4 MiB still to decode when the body "
         "ended; see Security model): it reached the client "

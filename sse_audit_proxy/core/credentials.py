@@ -7,7 +7,8 @@ client's model name that holds one (a key pasted into `model`) is not shown at a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from urllib.parse import quote, quote_plus
 
 # Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub
 # and Slack tokens, and the keys of other model providers a gateway fronts (Groq, Hugging Face,
@@ -43,19 +44,27 @@ def holds_key(text: str) -> bool:
 MIN_CREDENTIAL = 8
 
 
-def credentials_in(fields: Iterable[tuple[str, str]]) -> list[str]:
+def credentials_in(
+    fields: Iterable[tuple[str, str]], secret_name: Callable[[str], bool] = lambda _: True
+) -> list[str]:
     """The credentials in a request's secret fields (lower-case name, value): each whole value,
-    the token after an auth scheme, each cookie's value; longest first, so that a whole value is
-    blanked before a part of it. An upstream may echo them in its answer's head, and a client may
-    send one as its trace ID: neither may show them."""
+    the token after an auth scheme, the value of each cookie whose name is a secret's
+    (`secret_name`: a session, a token; not a preference such as `theme=dark`), and each as a
+    URL would carry it percent-encoded; longest first, so that a whole value is blanked before a
+    part of it. An upstream may echo them in its answer's head, and a client may send one as its
+    trace ID or model: none may show them."""
     found: set[str] = set()
     for name, value in fields:
         value = value.strip()
         found.add(value)
         if name == "cookie":
-            found.update(pair.partition("=")[2].strip() for pair in value.split(";"))
+            for pair in value.split(";"):
+                key, _, cookie = pair.partition("=")
+                if secret_name(key.strip()):
+                    found.add(cookie.strip())
         else:
             found.add(value.partition(" ")[2].strip())
+    found.update([quote(c, safe="") for c in found] + [quote_plus(c) for c in found])
     return sorted((c for c in found if len(c) >= MIN_CREDENTIAL), key=len, reverse=True)
 
 

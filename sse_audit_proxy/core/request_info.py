@@ -706,8 +706,3 @@ def trace_id_from(
             ):
                 return cleaned, name
     return new_id(), None
-
-
-def has_trace_id(headers: Mapping[str, str]) -> bool:
-    """Whether the client sent a field trace_id_from reads."""
-    return any(headers.get(name) for name in TRACE_HEADERS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import resource
 import socket
 import ssl
@@ -21,24 +22,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 import structlog
 from yarl import URL
 
 from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
-from sse_audit_proxy.core.credentials import credentials_in
+from sse_audit_proxy.core.credentials import credentials_in, shows_credential
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.form_scan import Scanner, scanner_for
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import (
+    REDACTED_MODEL,
     RETRY_HEADER,
     TRACE_HEADER,
     TRACE_HEADERS,
     RequestInfo,
     client_retry,
-    has_trace_id,
     trace_id_from,
     traceparent_ids,
 )
@@ -95,6 +96,12 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
+
+
+def shown_model(model: str, credentials: list[str]) -> str:
+    """The model name as every sink shows it: not the request's own key pasted into `model`
+    (a key of no well-known shape, which model_name cannot tell from a name)."""
+    return REDACTED_MODEL if credentials and shows_credential(model, credentials) else model
 
 
 def _new_trace_id() -> str:
@@ -154,6 +161,10 @@ class _BodyTooLarge(Exception):
 HOLD_BYTES = 64 << 10
 # Field names whose secrecy is remembered (a client's names are few; a hostile one's are not).
 MAX_NAMES_KNOWN = 1024
+# Query parameters looked at for credentials, and the short names that hold one (`?key=`,
+# `?key2=`, Azure's `?sig=`, `?pw=`, `?code=` of Azure Functions, `?access=`).
+MAX_QUERY_FIELDS = 32
+_QUERY_SECRET = re.compile(r"(?i)(?:key|token|sig|signature|pw|pwd|pass|code|access|auth)\d*$").match
 
 
 @dataclass(slots=True, frozen=True)
@@ -369,13 +380,9 @@ class Proxy:
 
     # One request ----------------------------------------------------------------------
 
-    def _trace_id(self, request: Request) -> tuple[str, str | None]:
-        headers = request.headers
-        credentials = self._credentials(request) if has_trace_id(headers) else ()
-        return trace_id_from(headers, _new_trace_id, credentials)
-
     def _credentials(self, request: Request) -> list[str]:
-        """The request's own credentials: the values of its fields with a secret's name."""
+        """The request's own credentials: the values of its fields and query parameters with a
+        secret's name (`?key=`, `?sig=`, `?pw=`: a URL's key, as Azure's and Google's take)."""
         names = self._secret_names
         fields = []
         for name, value in request.raw_headers:
@@ -386,7 +393,12 @@ class Proxy:
                     names[name] = secret
             if secret:
                 fields.append((name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape")))
-        return credentials_in(fields)
+        query = request.raw_path.partition("?")[2]
+        if query:
+            for key, param in parse_qsl(query.partition("#")[0])[:MAX_QUERY_FIELDS]:
+                if _QUERY_SECRET(key) or self._redactor.is_secret_name(key):
+                    fields.append(("query", param))
+        return credentials_in(fields, self._redactor.is_secret_name)
 
     async def handle(self, request: Request) -> Answer:
         task = asyncio.current_task()
@@ -394,7 +406,8 @@ class Proxy:
         self._inflight.add(task)
         started = time.monotonic()
         route = route_for_path(request.path)
-        trace_id, trace_field = self._trace_id(request)
+        credentials = self._credentials(request)
+        trace_id, trace_field = trace_id_from(request.headers, _new_trace_id, credentials)
         side = self.router.pick(request.headers)
         rec = AuditRecord(
             trace_id, route, request.method, "unknown", 0, time.time(), 0.0, 0, None, upstream=side.name
@@ -402,6 +415,7 @@ class Proxy:
         rec.traceparent = traceparent_ids(request.headers.get("traceparent"))
         rec.client_retry = client_retry(request.headers.get(RETRY_HEADER))
         r = Recording(rec, started, self._sinks)
+        r.credentials = credentials
         try:
             return await self._handle(request, r, trace_field, side.base)
         except asyncio.CancelledError:
@@ -624,7 +638,7 @@ class Proxy:
             # on left the upstream's time, head or not (the canary guard's `gave_up_waiting`)
             rec.request_sent = max(r.started, conn.upload_done_at) - r.started
         scanner.release()  # an open stream keeps no parser state
-        rec.model = info.model
+        rec.model = shown_model(info.model, r.credentials)
         rec.request = info
         try:
             try:
@@ -814,7 +828,8 @@ class Proxy:
             transport.write(head)
             r.responded = True
             # For evidence (redacted when shown; the request's own credentials, now).
-            rec.response_head = kept_head(head, self._credentials(request))
+            rec.response_head = kept_head(head, r.credentials)
+            r.credentials = []  # not needed any more: an open stream holds none
             del head
             conn.headers = []  # written: an open stream need not keep them
             request.forget_fields()  # the request's too: its head went upstream long ago
@@ -882,7 +897,7 @@ class Proxy:
         rec.error = "shutdown" if end is End.ABORTED else "client_disconnect"
         audit = None
         if info is not None:
-            rec.model = info.model
+            rec.model = shown_model(info.model, r.credentials)
             rec.request = info
             if info.stream:
                 audit = StreamAudit(dialect_for_route(rec.route)(), r.started)
@@ -893,7 +908,7 @@ class Proxy:
     def _upstream_failed(self, r: Recording, info: RequestInfo, exc: Exception) -> Answer:
         # The exception's own text goes nowhere: the record carries our code for it.
         status, code, message = upstream_error(exc, self.config)
-        r.rec.model = info.model
+        r.rec.model = shown_model(info.model, r.credentials)
         audit = None
         if info.stream:
             audit = StreamAudit(dialect_for_route(r.rec.route)(), r.started)
@@ -939,7 +954,7 @@ class Proxy:
 
     def _unhandled(self, request: Request) -> Recording:
         """The record of a request no handler ran for, from its head alone."""
-        trace_id, _ = self._trace_id(request)
+        trace_id, _ = trace_id_from(request.headers, _new_trace_id, self._credentials(request))
         rec = AuditRecord(
             trace_id,
             route_for_path(request.path),

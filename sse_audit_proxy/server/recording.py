@@ -41,11 +41,14 @@ def audit_failed(trace_id: str, during: str, exc: BaseException) -> None:
 class Recording:
     """The record of one request, the sinks it goes to, and where the request has got to."""
 
-    __slots__ = ("_sinks", "_streaming", "rec", "recorded", "responded", "started")
+    __slots__ = ("_sinks", "_streaming", "credentials", "rec", "recorded", "responded", "started")
 
     def __init__(self, rec: AuditRecord, started: float, sinks: tuple[Sink, ...]) -> None:
         self.rec = rec
         self.started = started  # monotonic seconds: the record's durations are counted from it
+        # The request's own credentials (credentials_in), until its answer's head is kept: no
+        # sink may show them, whatever field they turn up in.
+        self.credentials: list[str] = []
         self._sinks = sinks
         self.recorded = False  # the record went to the sinks: never a second one
         self.responded = False  # the response head went out: never a second one, a cut instead

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -214,6 +215,9 @@ def echoing(body: bytes) -> Any:
         echoed = b"".join(
             b"X-Echo-%d: %s\r\n" % (i, value) for i, name in enumerate(OWN) for value in req.header(name)
         )
+        # Percent-encoded, as a debug header or a redirect's URL would carry them.
+        echoed += b"X-Echo-Quoted: %s\r\n" % quote(req.header(b"Authorization")[0], safe="").encode()
+        echoed += b"X-Echo-Query: %s\r\n" % req.target.partition(b"?")[2]
         await answer(echoed, body)(req, writer)
 
     return script
@@ -232,30 +236,40 @@ async def test_an_upstream_echoing_the_requests_credentials_gets_them_nowhere() 
         raw_upstream(echoing(body)) as up,
         serve(upstream_url.with_port(up.port), "--secret-headers", "x-custom-secret") as child,
     ):
-        sent = request(b"/v1/chat/completions", b"echo-1").replace(b"Host: x\r\n", b"Host: x\r\n" + fields)
+        path = b"/v1/chat/completions?api-version=2024-10-21&key2=QUERYKEY7788zz"
+        sent = request(path, b"echo-1").replace(b"Host: x\r\n", b"Host: x\r\n" + fields)
         got = await asyncio.wait_for(raw_exchange(child.url.port, sent), 15)
         keyed = sent.replace(b"echo-1", OWN[b"api-key"])  # the key as the trace ID
         await asyncio.wait_for(raw_exchange(child.url.port, keyed), 15)
+        head, _, body_sent = sent.replace(b"echo-1", b"echo-3").partition(b"\r\n\r\n")
+        keyed_body = body_sent.replace(b'"model":"m"', b'"model":"%s"' % OWN[b"api-key"])
+        head = head.replace(b"Content-Length: %d" % len(body_sent), b"Content-Length: %d" % len(keyed_body))
+        as_model = head + b"\r\n\r\n" + keyed_body  # the key pasted as the model
+        await asyncio.wait_for(raw_exchange(child.url.port, as_model), 15)
         await asyncio.sleep(0.2)
         evidence, page = await evidence_and_page(child.metrics_url, "echo-1")
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(child.metrics_url / "streams" / "recent") as resp,
-        ):
-            recent = await resp.text()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(child.metrics_url / "streams" / "recent") as resp:
+                recent = await resp.text()
+            async with http.get(child.metrics_url / "metrics") as resp:
+                metrics = await resp.text()
     assert b"X-Echo-4: CUSTOMSECRETvv1234" in got  # the client gets them as they came
     ends = child.events("stream_end")
-    assert len(ends) == 2 and ends[0]["trace_id"] == "echo-1"
+    assert len(ends) == 3 and ends[0]["trace_id"] == "echo-1"
     assert ends[1]["trace_id"] != OWN[b"api-key"].decode()  # a new one: the key is no ID
+    assert ends[2]["model"] == "[redacted]" and ends[0]["model"] == "m"  # nor a model name
     headers = dict(orjson.loads(evidence)["response"]["headers"])
     assert headers["X-Echo-0"] == "[redacted]" and headers["X-Echo-3"] == "[redacted]"
+    assert headers["X-Echo-Quoted"] == "[redacted]"
+    assert headers["X-Echo-Query"] == "api-version=2024-10-21&key2=[redacted]"  # the rest stays
     output = orjson.dumps(child.lines).decode() + child.stderr.decode(errors="replace")
     secrets = ["9f8e7d6c5b4a39281706f5e4d3c2b1a0", "ANTHROPICSTYLEKEY987", "gw-tenant-7f3a9c1e5b2d"]
-    for secret in [*secrets, "COOKIEVALUE42", "CUSTOMSECRETvv1234"]:
+    for secret in [*secrets, "COOKIEVALUE42", "CUSTOMSECRETvv1234", "QUERYKEY7788zz"]:
         for where, text in (
             ("log", output),
             ("evidence", evidence.decode()),
             ("page", page.decode()),
             ("recent", recent),
+            ("metrics", metrics),
         ):
             assert secret not in text, (secret, where)

@@ -64,7 +64,11 @@ def credentials_in(
                     found.add(cookie.strip())
         else:
             found.add(value.partition(" ")[2].strip())
-    found.update([quote(c, safe="") for c in found] + [quote_plus(c) for c in found])
+    # (Header bytes that are not UTF-8 are read with surrogateescape: they encode back as they came.)
+    found.update(
+        [quote(c, safe="", errors="surrogateescape") for c in found]
+        + [quote_plus(c, errors="surrogateescape") for c in found]
+    )
     return sorted((c for c in found if len(c) >= MIN_CREDENTIAL), key=len, reverse=True)
 
 

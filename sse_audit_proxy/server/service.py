@@ -50,7 +50,9 @@ class Service:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
         self.registry = registry
-        self.metrics = Metrics(self.registry, max_models=config.max_models)
+        # --workers: the label caps start from what earlier workers' files hold (workers.py).
+        multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.metrics = Metrics(self.registry, max_models=config.max_models, multiprocess_dir=multiprocess_dir)
         on_dropped_line(self.metrics.log_line_dropped)
         self.recent = RecentStreams(config.recent_streams)
         router = build_router(str(config.proxy.upstream), config.canary)

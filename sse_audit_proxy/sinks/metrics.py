@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import client_error, judge
@@ -31,11 +32,12 @@ MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
 
 
 class LabelCap:
-    """At most `limit` distinct values of a label; later ones become `other`."""
+    """At most `limit` distinct values of a label; later ones become `other`. `seen`: values
+    already taken (a replaced worker's, still in the merged totals)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, seen: set[str] | None = None) -> None:
         self._limit = limit
-        self._seen: set[str] = set()
+        self._seen: set[str] = set(seen or ())
         self._lock = threading.Lock()
 
     def __call__(self, value: str, admit: bool = True) -> str:
@@ -51,12 +53,33 @@ class LabelCap:
         return value
 
 
+def labels_in(directory: str | None, names: Sequence[str]) -> dict[str, set[str]]:
+    """The values of these labels already in a multiprocess directory's files: the workers
+    before this one. A worker replaced after a crash started with empty caps, and the merged
+    `/metrics` gained a cap's worth of `model` values at each restart, without end."""
+    found: dict[str, set[str]] = {name: set() for name in names}
+    if not directory:
+        return found
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    for family in registry.collect():
+        for sample in family.samples:
+            for name in names:
+                value = sample.labels.get(name)
+                if value is not None and value != OTHER:
+                    found[name].add(value)
+    return found
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
-        self.models = LabelCap(max_models)
+    def __init__(
+        self, registry: CollectorRegistry, *, max_models: int = 100, multiprocess_dir: str | None = None
+    ) -> None:
+        taken = labels_in(multiprocess_dir, ("model", "status", "finish_reason"))
+        self.models = LabelCap(max_models, taken["model"])
         # The upstream chooses its statuses: 798 distinct ones once made 14,400 series.
-        self.statuses = LabelCap(MAX_STATUSES)
-        self.finish_reasons = LabelCap(32)
+        self.statuses = LabelCap(MAX_STATUSES, taken["status"])
+        self.finish_reasons = LabelCap(32, taken["finish_reason"])
         # `upstream`: the side that served it (baseline or canary), never its URL.
         rm = ("route", "model", "upstream")
         self.requests = Counter(

@@ -57,6 +57,9 @@ FAULTY_MIX = (
     "keepalive",
     "stall",
     "bursty",
+    # 5xx and 429 are two alerts, each over 5 % of requests: each twice.
+    "http-429",
+    "http-500",
 )
 FAULT_ALERTS = {
     "SSEAuditBufferedStreams",

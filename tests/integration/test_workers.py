@@ -58,6 +58,19 @@ async def recent(http: aiohttp.ClientSession, metrics_url) -> dict:
         return await resp.json()
 
 
+async def replaced(http: aiohttp.ClientSession, metrics_url, gone: set[int], workers: int) -> None:
+    """Wait (20 s at most) until the killed workers are replaced and all are ready."""
+    async with asyncio.timeout(20):
+        while True:
+            await asyncio.sleep(0.2)
+            async with http.get(metrics_url / "readyz") as resp:
+                if resp.status != 200:
+                    continue
+            pids = {w["pid"] for w in (await recent(http, metrics_url))["workers"]}
+            if not pids & gone and len(pids) == workers:
+                return
+
+
 async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gateway, http) -> None:
     async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         assert served.started["workers"] == 2
@@ -87,15 +100,7 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gatewa
         # exits were seen and logged a restart apart); their counts stay in the totals.
         for victim in held:
             os.kill(victim, signal.SIGKILL)
-        async with asyncio.timeout(20):
-            while True:
-                await asyncio.sleep(0.2)
-                async with http.get(served.metrics_url / "readyz") as resp:
-                    if resp.status != 200:
-                        continue
-                pids = {w["pid"] for w in (await recent(http, served.metrics_url))["workers"]}
-                if not pids & held.keys() and len(pids) == 2:
-                    break
+        await replaced(http, served.metrics_url, set(held), 2)
         exits = [line for line in served.lines if line.get("event") == "worker_exited"]
         assert sorted(line["pid"] for line in exits) == sorted(held)
         assert abs(
@@ -149,3 +154,30 @@ async def test_workers_with_a_taken_port_is_a_one_line_error() -> None:
     assert proc.returncode != 0
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "address already in use" in lines[0], err
+
+
+async def test_a_replaced_worker_adds_no_model_labels_past_the_cap(demo_gateway, http) -> None:
+    """A replacement started with empty label caps while the dead worker's series stayed in the
+    merged totals: each restart added another --max-models worth of `model` values, without
+    end (outside review: 8, 13, 18, ... 33 over five restarts at a cap of 5)."""
+
+    def models(text: str) -> set[str]:
+        families = text_string_to_metric_families(text)
+        return {s.labels["model"] for f in families for s in f.samples if "model" in s.labels}
+
+    async def spread_models(prefix: str) -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            for i in range(20):  # a connection each: both workers get some (fill their caps)
+                assert await send(fresh, served.url, "healthy", model=f"{prefix}-{i}") == 200
+
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2", "--max-models", "3") as served:
+        await spread_models("before")
+        first = models(await scrape(http, served.metrics_url))
+        assert 3 < len(first - {"other"}) <= 6  # each worker's cap: 3
+        pids = [w["pid"] for w in (await recent(http, served.metrics_url))["workers"]]
+        os.kill(pids[0], signal.SIGKILL)
+        await replaced(http, served.metrics_url, {pids[0]}, 2)
+        await spread_models("after")
+        after = models(await scrape(http, served.metrics_url))
+        assert after == first  # the replacement took up the cap where the dead worker left it
+        assert await served.stop() == 0

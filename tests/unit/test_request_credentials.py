@@ -55,3 +55,10 @@ def test_a_legacy_key_glued_to_a_word_is_a_key(text: str) -> None:
 def test_words_ending_in_sk_are_not_keys(text: str) -> None:
     assert not holds_key(text)
     assert Redactor().scrub(text) == text
+
+
+def test_header_bytes_that_are_not_utf8_are_credentials_as_they_came() -> None:
+    key = b"caf\xc3\xff-secret-1234".decode("utf-8", "surrogateescape")  # as the server reads it
+    found = credentials_in([("api-key", key)])
+    assert key in found  # and no UnicodeEncodeError: a 500 for every such client, once
+    assert all(c.encode("utf-8", "surrogateescape") for c in found)

@@ -215,13 +215,15 @@ def _least_silence(span: float) -> float:
 def _gaps(ticks: list[tuple[float, str, int, float]], span: float) -> list[tuple[float, float]]:
     """Silences worth shading: from the request to the first frame, and between one row's
     last arrival and the next row's first, longer than a share of the plot (a band's own
-    silence is marked by `_hidden_silences`)."""
+    silence is marked by `_hidden_silences`), and from the last frame to the stream's end."""
     least = _least_silence(span)
     gaps, before = [], 0.0
     for first, _, _, last in ticks:
         if first - before >= least:
             gaps.append((before, first))
         before = max(before, last)
+    if span - before >= least:  # after the last frame, to the end: a hang's decisive silence
+        gaps.append((before, span))
     return gaps
 
 
@@ -302,7 +304,17 @@ def _read_sizes(ticks: list[tuple[float, str, int, float]], x: Any) -> list[str]
     return out
 
 
+def _end_ms(rec: dict[str, Any]) -> float | None:
+    """The end of relaying on the timeline's clock, which starts when the request was all sent
+    (`duration_ms` counts from its arrival: a slow upload's time is not the stream's)."""
+    duration, sent = rec.get("duration_ms"), rec.get("request_sent_ms")
+    if not isinstance(duration, (int, float)):
+        return None
+    return duration - sent if isinstance(sent, (int, float)) else duration
+
+
 def timeline_svg(timeline: dict[str, Any] | None, ttft_ms: float | None, duration_ms: float | None) -> str:
+    """`duration_ms`: the end of relaying, in ms after the request was all sent."""
     if not timeline or not timeline.get("rows"):
         return "<p>No frames were received.</p>"
     ticks = _ticks(timeline)
@@ -393,6 +405,7 @@ _FIELDS = (
     "ttfb_ms",
     "ttft_ms",
     "max_gap_ms",
+    "quiet_at_end_ms",
     "client_held_ms",
     "duration_ms",
     "frames",
@@ -426,7 +439,7 @@ def stream_page(trace_id: str, doc: dict[str, Any], others: int) -> web.Response
         f"<code>sse-audit-proxy evidence-to-case</code>) &middot; <a href='{esc(href)}'>"
         "record JSON</a></p>",
         "<h2>Timeline</h2>",
-        timeline_svg(doc.get("timeline"), rec.get("ttft_ms"), rec.get("duration_ms")),
+        timeline_svg(doc.get("timeline"), rec.get("ttft_ms"), _end_ms(rec)),
         "<h2>Record</h2>",
         _kv([(k, rec.get(k)) for k in _FIELDS if k in rec]),
     ]

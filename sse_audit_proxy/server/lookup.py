@@ -124,6 +124,10 @@ def _bad_request(message: str) -> web.Response:
     )
 
 
+# Records and evidence are a moment's, and about others' requests: no cache keeps them.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def add_routes(app: web.Application, source: Source) -> None:
     async def recent(request: web.Request) -> web.Response:
         q = request.query
@@ -141,13 +145,13 @@ def add_routes(app: web.Application, source: Source) -> None:
             model=q.get("model"),
             upstream=q.get("upstream"),
         )
-        return web.json_response(await source.recent(query))
+        return web.json_response(await source.recent(query), headers=NO_STORE)
 
     async def by_trace_id(request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"]
         answer = await source.find(trace_id)
         if answer["streams"]:
-            return web.json_response({"trace_id": trace_id, **answer})
+            return web.json_response({"trace_id": trace_id, **answer}, headers=NO_STORE)
         return not_found(trace_id)
 
     async def evidence_of(request: web.Request) -> web.Response:
@@ -157,10 +161,10 @@ def add_routes(app: web.Application, source: Source) -> None:
         every = request.query.get("all") == "1"
         answer = await source.evidence(trace_id, newest_only=not every or request.query.get("newest") == "1")
         if every:
-            return web.json_response(answer, status=200 if answer["streams"] else 404)
+            return web.json_response(answer, status=200 if answer["streams"] else 404, headers=NO_STORE)
         if not answer["streams"]:
             return not_found(trace_id)
-        return web.json_response(answer["streams"][0], dumps=_dumps)
+        return web.json_response(answer["streams"][0], dumps=_dumps, headers=NO_STORE)
 
     app.router.add_get("/streams/recent", recent)  # first: "recent" is not looked up as an ID
     app.router.add_get("/streams/{trace_id:.+}/evidence", evidence_of)

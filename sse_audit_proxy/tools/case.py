@@ -49,7 +49,7 @@ from sse_audit_proxy.core.dialects import (
     dialect_for_route,
     route_for_path,
 )
-from sse_audit_proxy.core.skeleton import KEY_PLACEHOLDER, PLACEHOLDER
+from sse_audit_proxy.core.skeleton import KEY_PLACEHOLDER, PLACEHOLDER, VOCABULARY
 from sse_audit_proxy.core.timeline import kind_bits, kind_name
 from sse_audit_proxy.tools.terminal import printable
 
@@ -723,12 +723,16 @@ def materialise(skeleton: dict[str, Any]) -> bytes:
     return lines + b"data: " + orjson.dumps(_fill(data)) + b"\n\n"
 
 
-def _fill(value: Any) -> Any:
+def _fill(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str):
         m = PLACEHOLDER.fullmatch(value)
-        return "x" * int(m.group(1)) if m else value
+        if m is None:
+            return value
+        # A protocol field's text became a placeholder only because it was no protocol word
+        # (`"max tokens"`): it is replayed as none either, so the audit reads it as it did.
+        return ("?" if key in VOCABULARY else "x") * int(m.group(1))
     if isinstance(value, dict):
-        return {_fill_key(k): _fill(v) for k, v in value.items() if k != "…more"}
+        return {_fill_key(k): _fill(v, k) for k, v in value.items() if k != "…more"}
     if isinstance(value, list):
         return [_fill(v) for v in value if not (isinstance(v, dict) and "…more" in v)]
     return value

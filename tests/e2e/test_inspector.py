@@ -235,3 +235,19 @@ def test_a_long_streams_plot_draws_bands_and_marks_a_silence_inside_one() -> Non
     assert re.search(r"class='tick content group'", svg)  # then bands
     assert "2.00 s silent" in svg  # the stall, between two bands or marked inside one
     assert "drawn as bands of about" in svg
+
+
+def test_the_silence_after_the_last_frame_is_marked_to_the_streams_end() -> None:
+    """A hang's decisive silence is after its last frame, to the idle timeout: the plot ended
+    at the last frame, and the 5 s that made it a `timeout` were nowhere (outside review)."""
+    from sse_audit_proxy.core.timeline import Timeline
+    from sse_audit_proxy.server.inspector import _end_ms, timeline_svg
+
+    tl = Timeline()
+    for i in range(20):
+        tl.add(0.1 + i * 0.02, b"\x01")
+    hung = timeline_svg(tl.to_json(), 100.0, _end_ms({"duration_ms": 5490.0, "request_sent_ms": 10.0}))
+    # The last frame at 480 ms, the end at 5,480 ms (not 5,490: the upload is not the stream's).
+    assert re.findall(r"[0-9.]+ s silent", hung) == ["5.00 s silent"]
+    ended = timeline_svg(tl.to_json(), 100.0, _end_ms({"duration_ms": 495.0, "request_sent_ms": 10.0}))
+    assert re.findall(r"[0-9.]+ s silent", ended) == ["0.10 s silent"]  # the first frame's wait alone

@@ -259,6 +259,43 @@ async def test_a_json_lines_stream_becomes_a_case_that_reproduces_it(
     assert PROMPT not in case_path.read_text() and COMPLETION[0::5] not in stream_path.read_text()
 
 
+def odd_finish_reason() -> Any:
+    """A gateway's own finish reason that is no protocol word (`"max tokens"`), kept as `other`."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, reason in enumerate([None, None, "max tokens"]):
+            choice = {"index": 0, "delta": {"content": COMPLETION[i::3]}, "finish_reason": reason}
+            await resp.write(b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n")
+            await asyncio.sleep(0.005)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+async def test_a_finish_reason_that_is_no_word_is_replayed_as_none_either(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path, capsys: Any
+) -> None:
+    """Its placeholder came back as `xxxxxxxxxx`, a protocol word, so the replay reported it
+    where the record said `other`, and the documented workflow refused the case."""
+    running = await proxy(await upstream(odd_finish_reason()))
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    headers = {"X-Client-Request-Id": "odd-1"}
+    async with http.post(running.url / "v1/chat/completions", json=body, headers=headers) as resp:
+        await resp.read()
+    await running.record()
+    async with http.get(running.metrics_url / "streams/odd-1/evidence") as resp:
+        (tmp_path / "evidence.json").write_bytes(await resp.read())
+    assert json.loads((tmp_path / "evidence.json").read_text())["stream"]["finish_reasons"] == ["other"]
+    out = tmp_path / "conformance"
+    assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out", str(out)]) == 0
+    assert "(reproduced)" in capsys.readouterr().out
+
+
 def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

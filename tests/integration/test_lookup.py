@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from demo_client import FAST, send
 from reliability_support import ask_without_reading, read_what_is_left
+from yarl import URL
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
@@ -191,3 +192,19 @@ async def test_a_lookup_that_is_never_read_is_let_go(demo_gateway, proxy, monkey
     await asyncio.sleep(2.0)  # not read for longer than the deadline
     declared, body = await read_what_is_left(sock)
     assert declared > 1 << 20 and body < declared, (declared, body)  # cut short, not finished
+
+
+async def test_records_and_evidence_are_answered_for_no_cache_to_keep(demo_gateway, proxy, http) -> None:
+    """The HTML pages said `no-store`; the JSON of the same records did not (outside review)."""
+    p = await proxy(await demo_gateway(**FAST))
+    await send(http, p.url, "truncated", trace_id="kept-1")
+    await p.sink.wait(1)
+    for path in (
+        "streams/recent",
+        "streams/kept-1",
+        "streams/kept-1/evidence",
+        "streams/kept-1/evidence?all=1",
+    ):
+        async with http.get(p.metrics_url.join(URL(path))) as resp:
+            assert resp.status == 200, path
+            assert resp.headers.get("Cache-Control") == "no-store", path

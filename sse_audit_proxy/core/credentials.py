@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus
 # it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took `_` for a
 # letter). OpenAI's and Anthropic's project, service and admin keys are told by their second
 # word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`);
-# a legacy key glued to anything by its length and a digit.
+# a legacy key glued to anything by its 40 or more mixed-case letters and digits.
 _START = r"(?<![0-9A-Za-z])"
 KEY_SHAPES = re.compile(
     rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
@@ -24,9 +24,11 @@ KEY_SHAPES = re.compile(
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+"
     r"|(?:gsk|hf|r8|fw)_[A-Za-z0-9]{20,}|(?:xai|pplx)-[A-Za-z0-9]{20,}|nvapi-[A-Za-z0-9_-]{20,})"
     r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
-    # Glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and digits, not
-    # a word's tail (`task-list`), which is short and has no digit.
-    r"|sk-(?=[A-Za-z_-]{0,31}[0-9])[A-Za-z0-9_-]{32,}"
+    # Glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and digits in
+    # both cases, with no separator; not a word's tail with an ID (`task-<uuid>`, `kiosk-
+    # assistant-gpt-4o-mini-2024-07-18`: separators, one case).
+    r"|sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
+    r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).
@@ -56,13 +58,13 @@ def credentials_in(
     found: set[str] = set()
     for name, value in fields:
         value = value.strip()
-        found.add(value)
-        if name == "cookie":
+        if name == "cookie":  # not the whole field: `theme=dark; last_model=gpt-4o` is no secret
             for pair in value.split(";"):
                 key, _, cookie = pair.partition("=")
                 if secret_name(key.strip()):
                     found.add(cookie.strip())
         else:
+            found.add(value)
             found.add(value.partition(" ")[2].strip())
     # (Header bytes that are not UTF-8 are read with surrogateescape: they encode back as they came.)
     found.update(

@@ -50,7 +50,7 @@ except ImportError:
 
 ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 # What a failed decoder raises: a corrupt body, or bytes after its end.
-_DECODE_ERRORS = (zlib.error, brotli.error, ZstdError)
+_DECODE_ERRORS = (zlib.error, brotli.error, ZstdError, EOFError)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 3.1.1
 # HTTP's `zstd` coding: a window of 8 MiB at most (RFC 9659 3); a frame that declares more is
@@ -328,6 +328,9 @@ class _Zstd:
 
     def decompress(self, data: bytes, cap: int) -> bytes:
         d = self._d
+        if d.eof:  # the frame ended with the last read: what comes is the next frame's
+            self.unused_data, self.unconsumed_tail = data, b""
+            return b""
         if d.needs_input:
             piece: bytes = d.decompress(data, cap)
             self.unconsumed_tail = b""

@@ -164,6 +164,7 @@ MAX_NAMES_KNOWN = 1024
 # Query parameters looked at for credentials, and the short names that hold one (`?key=`,
 # `?key2=`, Azure's `?sig=`, `?pw=`, `?code=` of Azure Functions, `?access=`).
 MAX_QUERY_FIELDS = 32
+_CORRELATION = re.compile(rb"(?i)idempotency|session[-_]?id$").search
 _QUERY_SECRET = re.compile(r"(?i)(?:key|token|sig|signature|pw|pwd|pass|code|access|auth)\d*$").match
 
 
@@ -313,6 +314,7 @@ class Proxy:
         self._keys = KeyCheck(config.require_keys)
         self._redactor = Redactor(config.secret_headers)
         self._secret_names: dict[bytes, bool] = {}  # is_secret_name by field name as sent
+        self._secret_words: dict[str, bool] = {}  # by cookie or query parameter name
         self._runner: ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._draining = False  # refusing new requests, letting the running ones finish
@@ -388,7 +390,9 @@ class Proxy:
         for name, value in request.raw_headers:
             secret = names.get(name)
             if secret is None:
-                secret = self._redactor.is_secret_name(name.decode("latin-1"))
+                # An idempotency key or a session ID names a request, it opens nothing: the same
+                # value as the trace ID is a client's correlation, not a key shown (second review).
+                secret = self._redactor.is_secret_name(name.decode("latin-1")) and not _CORRELATION(name)
                 if len(names) < MAX_NAMES_KNOWN:
                     names[name] = secret
             if secret:
@@ -396,9 +400,18 @@ class Proxy:
         query = request.raw_path.partition("?")[2]
         if query:
             for key, param in parse_qsl(query.partition("#")[0])[:MAX_QUERY_FIELDS]:
-                if _QUERY_SECRET(key) or self._redactor.is_secret_name(key):
+                if _QUERY_SECRET(key) or self._secret_name(key):
                     fields.append(("query", param))
-        return credentials_in(fields, self._redactor.is_secret_name)
+        return credentials_in(fields, self._secret_name)
+
+    def _secret_name(self, name: str) -> bool:
+        """is_secret_name, remembered (a cookie's or a parameter's name: a client's few)."""
+        known = self._secret_words.get(name)
+        if known is None:
+            known = self._redactor.is_secret_name(name)
+            if len(self._secret_words) < MAX_NAMES_KNOWN:
+                self._secret_words[name] = known
+        return known
 
     async def handle(self, request: Request) -> Answer:
         task = asyncio.current_task()
@@ -786,9 +799,13 @@ class Proxy:
         # A stream was asked for, yet the body is not labelled as one: an error sent as JSON, an
         # ordinary answer, or an event stream under another Content-Type. The audit peeks at a
         # bounded start of the body to tell; the client gets it unchanged. A JSON-lines type
-        # (Ollama's native streaming) is a stream too, each line read as a frame, asked for or
-        # not: Ollama's `/api/chat` and `/api/generate` stream unless told `"stream": false`.
-        json_lines = has_body and not is_sse and is_json_lines(ctype)
+        # (Ollama's native streaming) is a stream too, each line read as a frame, and so it is
+        # for a POST that did not say `"stream": true`: Ollama's `/api/chat` and `/api/generate`
+        # stream unless told `"stream": false`. A GET's is a download (Anthropic's batch
+        # results, a file's content), not a stream.
+        json_lines = (
+            has_body and not is_sse and is_json_lines(ctype) and (info.stream or request.method == "POST")
+        )
         peek = has_body and (info.stream or json_lines) and not is_sse
         audit: StreamAudit | None = None
         if is_sse or peek or (has_body and info.stream and status >= 400):

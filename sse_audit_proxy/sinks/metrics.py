@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -28,6 +29,7 @@ TOO_MANY_CONNECTIONS = "too_many_connections"
 CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS)
 
 
+_log = structlog.get_logger("sse_audit_proxy")
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
 
 
@@ -62,12 +64,16 @@ def labels_in(directory: str | None, names: Sequence[str]) -> dict[str, set[str]
         return found
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    for family in registry.collect():
-        for sample in family.samples:
-            for name in names:
-                value = sample.labels.get(name)
-                if value is not None and value != OTHER:
-                    found[name].add(value)
+    try:
+        for family in registry.collect():
+            for sample in family.samples:
+                for name in names:
+                    value = sample.labels.get(name)
+                    if value is not None and value != OTHER:
+                        found[name].add(value)
+    except Exception as exc:  # a file a killed worker left half-made: start as the first did
+        _log.warning("metrics_labels_unread", directory=directory, error=type(exc).__name__)
+        return {name: set() for name in names}
     return found
 
 

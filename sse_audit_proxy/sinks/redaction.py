@@ -34,7 +34,13 @@ REDACTED = "[redacted]"
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # `req_sk-...` too
-    (re.compile(r"sk-(?=[A-Za-z_\-]{0,31}[0-9])[A-Za-z0-9_\-]{32,}"), REDACTED),  # `prodsk-...`
+    (  # `prodsk-...`: as KEY_SHAPES tells a glued legacy key (credentials.py)
+        re.compile(
+            r"sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
+            r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
+        ),
+        REDACTED,
+    ),
 )
 
 
@@ -52,6 +58,7 @@ _TOKENS = (
 _SECRET_NAME = re.compile(
     r"(?:api|access|private|secret|signing|subscription|functions|master|account|session)[-_]?key$"
     r"|token$|secret|passw(?:or)?d|credential|cookie|session[-_]?(?:id|token)$|^session$"
+    r"|sessid$|(?:^|[-_.])sid$|_session$"  # PHPSESSID, connect.sid, laravel_session
     r"|signature|authori[sz]ation|jwt"
     r"|(?:^|[-_.])(?:api[-_]?)?keys?$|apikey|(?:^|[-_.])auth$|(?:^|[-_.])token[-_.]id$"
 ).search

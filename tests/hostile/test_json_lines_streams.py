@@ -173,3 +173,31 @@ async def test_ollama_streams_by_default_so_a_request_without_stream_is_audited_
     assert (first["frames"], first["content_frames"]) == (len(WORDS) + 1, len(WORDS) + 1)
     assert first["ttft_ms"] is not None
     assert [e["status"] for e in child.events("request_end")] == [200]  # the `"stream": false` one
+
+
+async def batch_results(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+    """Anthropic's `GET /v1/messages/batches/{id}/results`: a JSON-lines download."""
+    body = b"".join(line({"custom_id": f"r{i}", "result": {"type": "succeeded"}}) for i in range(50))
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-jsonl\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    writer.write(body)
+
+
+async def test_a_json_lines_download_is_no_stream() -> None:
+    """A GET's JSON-lines body is a file (batch results, a file's content): judged as a stream
+    it was `buffered`, an error line in it `upstream_error`, and the guard counted them
+    (second review)."""
+    async with (
+        raw_upstream(batch_results) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}")) as child,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(child.url / "v1/messages/batches/b1/results") as resp:
+            assert resp.status == 200 and len(await resp.read()) > 0
+        for _ in range(50):
+            if child.events("request_end") or child.events("stream_end"):
+                break
+            await asyncio.sleep(0.1)
+    assert not child.events("stream_end")
+    assert [e["status"] for e in child.events("request_end")] == [200]

@@ -88,3 +88,12 @@ def test_mistral_fim_deltas_are_content() -> None:
     r = run([chunk(" x"), chunk(" y"), chunk("", "stop"), b"[DONE]"])
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
     assert r.content_frames == 2 and r.ttft == pytest.approx(0.05)
+
+
+def test_a_native_looking_frame_inside_an_openai_stream_does_not_excuse_its_cut() -> None:
+    """A stream that began OpenAI-shaped stays so: one `{"content": "", "stop": true}` frame
+    (a hostile or confused upstream) made a cut stream `complete` (second review)."""
+    text = [{"index": 0, "text": "Hi", "finish_reason": None}]
+    r = run([frame({"choices": text}), llama("", stop=True, stop_type="eos"), frame({"choices": text})])
+    assert r.outcome is Outcome.TRUNCATED
+    assert {"missing_done", "missing_finish_reason"} <= set(r.anomalies)

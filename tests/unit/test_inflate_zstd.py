@@ -88,3 +88,15 @@ def test_a_body_labelled_zstd_that_is_text_is_read_as_text() -> None:
     r = audit([b"".join(FRAMES)]).finish(1.0, End.UPSTREAM_EOF)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["buffered"])  # all in one read after 0.1 s
     assert r.done and r.content_frames == 30 and "malformed_frame" not in r.anomalies
+
+
+def test_zstd_frames_that_each_end_with_a_read_are_one_body() -> None:
+    """Each SSE frame compressed as a zstd frame of its own, one a write: the decoder that had
+    ended its frame was asked for more and raised, and the audit was switched off (second
+    review)."""
+    reads = [compress(frame) for frame in FRAMES]
+    r = audit(reads).finish(1.0, End.UPSTREAM_EOF)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    assert r.done and r.content_frames == 30
+    cut = audit(reads[:10]).finish(1.0, End.UPSTREAM_EOF)
+    assert cut.outcome is Outcome.TRUNCATED and "malformed_frame" not in cut.anomalies

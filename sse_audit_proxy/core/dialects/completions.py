@@ -37,7 +37,9 @@ class Completions(ChatCompletions):
     def _other_shape(self, chunk: dict[str, Any]) -> int:
         stop = chunk.get("stop")
         content = chunk.get("content")
-        if type(stop) is bool and isinstance(content, str):
+        # Only a stream that began so is native: one such frame inside an OpenAI-shaped stream
+        # must not excuse its missing `[DONE]`.
+        if type(stop) is bool and isinstance(content, str) and (self._native or not self._choices):
             return self._llama_frame(chunk, stop, content)
         return super()._other_shape(chunk)
 

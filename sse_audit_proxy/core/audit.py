@@ -69,10 +69,11 @@ _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 _GAP = buckets.GAP
 # One-frame reads held before they are accounted together: bounded, a few hundred bytes.
 HELD_READS = 32
-# Feeds' worth of compressed input still waiting when the body ended that finish() decodes: 4
-# MiB of frames at most, about 16,000 Chat tokens (60 ms of them; 0.8 s of the costliest
-# frames a hostile upstream could send), on the loop once per stream.
-FINISH_FEEDS = 16
+# Feeds' worth of compressed input still waiting when the body ended that finish() itself
+# decodes, in one go: 1 MiB of frames (about 15 ms of Chat tokens; 0.2 s of the costliest
+# frames a hostile upstream can send). The proxy decodes the rest first, a feed a loop turn
+# (catch_up), so that other streams go on meanwhile.
+FINISH_FEEDS = 4
 
 
 @dataclass(slots=True)
@@ -290,6 +291,17 @@ class StreamAudit:
         else:  # decoded piece by piece: a small chunk may expand a lot
             self._read_at = t
             self._take_decoded(self._inflate.feed(chunk), t)
+
+    def catch_up(self) -> bool:
+        """A feed's worth of the compressed input still waiting after the body's last read (a
+        whole answer in one read decodes to more than a feed's bound), decoded now, timed as
+        that read; True while more waits. For the caller to spread over loop turns before
+        finish()."""
+        inflate = self._inflate
+        if inflate is None or self._take is None or not inflate.behind:
+            return False
+        self._take_decoded(inflate.drain(), self._read_at)
+        return inflate.behind and self._take is not None
 
     def _catch_up(self, inflate: Inflater) -> None:
         """The body ended with compressed input still waiting (a whole answer in one read

@@ -26,8 +26,8 @@ and is flagged `bomb`:
 - more than MAX_RATIO times its compressed size, once MAX_RATIO_AFTER bytes came out;
 - more than MAX_INFLATED bytes in all;
 - more than MAX_BACKLOG compressed bytes waiting for their turn;
-- more still waiting when the body ended than the audit's finish decodes (`drain`, a few
-  feeds' worth: a whole answer that came in one read is read to its end).
+- more still waiting when the body ended than the audit decodes then (`drain`, a feed's worth
+  a call: a whole answer that came in one read is read to its end).
 
 Measured (gzip, chat-completion chunks of a few words each): 12-16x when compressed frame
 by frame as a streaming server does (Z_SYNC_FLUSH per frame), 25-48x for a whole body at

@@ -620,7 +620,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         Anomaly.COMPRESSION_BOMB,
         "the `gzip`/`deflate`/`br`/`zstd` body expanded absurdly (more than 200x "
         "its compressed size once 256 KiB came out, more than 256 MiB in all, more than 1 "
-        "MiB of compressed input waiting, or more than 4 MiB still to decode when the body "
+        "MiB of compressed input waiting, or more than 16 MiB still to decode when the body "
         "ended; see Security model): it reached the client "
         "unchanged, but the audit stopped decoding it, so the outcome comes from the transport "
         "as for an unreadable body and no completeness anomaly is judged",

@@ -164,6 +164,10 @@ MAX_NAMES_KNOWN = 1024
 # Query parameters looked at for credentials, and the short names that hold one (`?key=`,
 # `?key2=`, Azure's `?sig=`, `?pw=`, `?code=` of Azure Functions, `?access=`).
 MAX_QUERY_FIELDS = 32
+# Feeds (256 KiB of frames each) of a compressed answer's tail decoded before its record, one a
+# loop turn: 16 MiB, past any real answer in one read; beyond it, finish()'s few, then
+# `compression_bomb`.
+CATCH_UP_FEEDS = 64
 _CORRELATION = re.compile(rb"(?i)idempotency|session[-_]?id$").search
 _QUERY_SECRET = re.compile(r"(?i)(?:key|token|sig|signature|pw|pwd|pass|code|access|auth)\d*$").match
 
@@ -852,6 +856,8 @@ class Proxy:
             request.forget_fields()  # the request's too: its head went upstream long ago
             relay.chunked = client_chunked
             end = await relay.run()
+            if end is End.UPSTREAM_EOF:
+                await relay.catch_up()
         except asyncio.CancelledError:
             end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
@@ -1183,6 +1189,23 @@ class _Relay:
             self._blocked = True
             self._poke()
         return None
+
+    async def catch_up(self) -> None:
+        """A compressed answer's tail the audit has not decoded yet (it came in the last read):
+        a feed's worth a loop turn, CATCH_UP_FEEDS at most, before the record and the client's
+        end. Decoded in one go by finish(), it held every other stream up for up to a second."""
+        for _ in range(CATCH_UP_FEEDS):
+            audit = self.audit
+            if audit is None:
+                return
+            try:
+                if not audit.catch_up():
+                    return
+            except Exception as exc:
+                self.audit = None  # off, as for a failed feed: the stream is judged without it
+                audit_failed(self.rec.trace_id, "feed", exc)
+                return
+            await asyncio.sleep(0)
 
     def _ended(self, _: object) -> None:
         self._poke()

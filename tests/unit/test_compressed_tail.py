@@ -93,3 +93,18 @@ def test_giving_up_on_what_waits_is_a_bomb_and_frees_the_decoder() -> None:
     inflater.give_up()
     assert inflater.bomb and not inflater.behind
     assert not b"".join(inflater.drain())
+
+
+def test_catch_up_decodes_a_feeds_worth_a_call_before_finish() -> None:
+    """The proxy spreads the tail over loop turns: decoded in finish() in one go, a hostile body
+    held every other stream up for 0.87 s (second review)."""
+    body = chat_body(40_000)  # about 5 MiB: past what finish() decodes itself
+    audit = StreamAudit(ChatCompletions(), 0.0, include_usage=True, content_encoding="gzip")
+    audit.feed(gzip.compress(body, 6), 0.5)
+    calls = 1
+    while audit.catch_up():
+        calls += 1
+    assert calls == -(-len(body) // FEED_MAX_OUT) - 1  # the read's own feed, then one a call
+    assert not audit.catch_up()  # nothing left
+    r = audit.finish(0.6, End.UPSTREAM_EOF)
+    assert r.done and r.completion_tokens == 40_000 and "compression_bomb" not in r.anomalies

@@ -589,6 +589,7 @@ class StreamAudit:
                 duration=t - self._arrived,
                 last_frame=(None if last_frame is None else last_frame - self._arrived),
                 sent=self._started - self._arrived,
+                quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
                 client_held=self._client_held,
                 max_gap=self._max_gap,
                 bytes=self.bytes,

@@ -116,6 +116,9 @@ class Timing:
     # Seconds the relay did not read the upstream while the client was behind
     # (--max-unsent-bytes): later frames arrived at the client's pace (see held_long).
     client_held: float = 0.0
+    # From the last frame to the end of relaying, less the holds after it in which the
+    # upstream's bytes waited on the client (not the holds before: the upstream's silence).
+    quiet_at_end: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -494,11 +497,10 @@ HELD_OPEN_AFTER = 1.0
 
 def open_after_end(f: Facts) -> float | None:
     """Seconds the body stayed open after the end marker's frame (time the client held the
-    upstream up aside), or None: no end marker, or no frame after the request."""
-    t = f.timing
-    if not f.summary.terminal or t.last_frame is None:
+    upstream up after it aside), or None: no end marker, or no frame after the request."""
+    if not f.summary.terminal:
         return None
-    return t.duration - t.last_frame - t.client_held
+    return f.timing.quiet_at_end
 
 
 ANOMALY_RULES: tuple[Rule, ...] = (

@@ -67,3 +67,19 @@ def test_time_the_client_held_the_upstream_up_is_not_the_upstreams() -> None:
 
 def test_the_canary_guard_counts_a_held_open_stream_as_bad() -> None:
     assert is_bad("complete", ["held_open"]) and not is_bad("complete", [])
+
+
+def test_a_hold_before_the_end_marker_does_not_hide_the_wait_after_it() -> None:
+    """The whole stream's hold was taken off: 5 s of a slow client mid-answer hid a body held
+    open 3 s after `[DONE]` (second review). Only a hold after the last frame is the client's."""
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(chunk({"content": "a "}), 0.1)
+    audit.client_held(5.0)  # behind mid-answer: the upstream was not read for 5 s
+    audit.feed(chunk({"content": "b "}), 5.2)
+    audit.feed(chunk({}, finish="stop"), 5.21)
+    audit.feed(DONE, 5.22)
+    r = audit.finish(8.22, End.UPSTREAM_EOF)
+    assert r.anomalies == ["held_open"]
+    assert r.reasons == [
+        "held_open: the body stayed open 3.00 s after the end marker (upstream_eof ended it)"
+    ]

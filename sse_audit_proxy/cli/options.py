@@ -261,7 +261,9 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 
 
 def header_name(value: str) -> str:
-    """An HTTP field name (RFC 9110 token): `X-Audit-Instance`."""
+    """An HTTP field name (RFC 9110 token): `X-Audit-Instance` (spaces around it dropped, as a
+    templated environment value can carry them)."""
+    value = value.strip()
     if not _TOKEN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"not an HTTP header name: {value!r}")
     return value
@@ -274,11 +276,14 @@ def header_names(value: str) -> tuple[str, ...]:
 
 def address(value: str) -> str:
     """An address to listen on: not empty, which would listen on every interface unasked."""
-    if not value.strip():
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]  # `[::1]`, as a URL writes an IPv6 address
+    if not value:
         raise argparse.ArgumentTypeError(
             "empty: it would listen on every interface (say 0.0.0.0 if that is meant)"
         )
-    return value.strip()
+    return value
 
 
 # What an answer's framing, its connection or its trace ID depend on: naming the instance with

@@ -215,6 +215,15 @@ def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str
     assert_one_line_error(proc, "--instance-header", "X-Audit-Instance")
 
 
+def test_a_header_name_with_spaces_around_it_and_a_bracketed_ipv6_host_are_taken() -> None:
+    """From a templated environment: `X-Side ` and `[::1]` (as a URL writes it) are what they
+    say (second review: a start refused for the space, and `[[::1]]` looked up as a name)."""
+    from sse_audit_proxy.cli.options import address, header_name
+
+    assert header_name(" X-Side ") == "X-Side"
+    assert address("[::1]") == "::1" and address(" 127.0.0.1 ") == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [

@@ -292,26 +292,45 @@ class StreamAudit:
             self._read_at = t
             self._take_decoded(self._inflate.feed(chunk), t)
 
-    def catch_up(self) -> bool:
-        """A feed's worth of the compressed input still waiting after the body's last read (a
-        whole answer in one read decodes to more than a feed's bound), decoded now, timed as
-        that read; True while more waits. For the caller to spread over loop turns before
-        finish()."""
+    @property
+    def tail_waiting(self) -> bool:
+        """Compressed input waits after the body's last read (a whole answer in one read
+        decodes to more than a feed's bound): for catch_up()."""
         inflate = self._inflate
-        if inflate is None or self._take is None or not inflate.behind:
-            return False
-        self._take_decoded(inflate.drain(), self._read_at)
-        return inflate.behind and self._take is not None
+        return inflate is not None and self._take is not None and inflate.behind
+
+    def catch_up(self) -> bool:
+        """A feed's worth of the tail (tail_waiting) decoded now, timed as the last read; True
+        while more waits. For the caller to spread over loop turns before finish()."""
+        if self.tail_waiting:
+            assert self._inflate is not None
+            self._take_decoded(self._inflate.drain(), self._read_at)
+        return self.tail_waiting
+
+    def give_up_tail(self) -> None:
+        """More of the tail waits than the caller decodes: the body expanded beyond what the
+        audit reads (`compression_bomb`)."""
+        if self._inflate is not None:
+            self._inflate.give_up()
+
+    def decoded_late(self, seconds: float) -> None:
+        """The caller spent `seconds` decoding the tail (catch_up) after the body's end: not
+        the upstream's silence after its last frame (`quiet_at_end`, `held_open`)."""
+        self._settle()
+        if self._last_frame is not None:
+            self._last_frame += seconds
+            self._frame_shift += seconds
 
     def _catch_up(self, inflate: Inflater) -> None:
         """The body ended with compressed input still waiting (a whole answer in one read
         decodes to more than a feed's bound): its frames, which came with the last read, are
-        read now, up to FINISH_FEEDS feeds' worth. Past that the audit gives up, as on a bomb."""
+        read now, up to FINISH_FEEDS feeds' worth. What waits past that leaves the body
+        unreadable: judged on the connection (the caller's catch-up, cut short by a client that
+        left with the whole body, is no bomb)."""
         for _ in range(FINISH_FEEDS):
             if not inflate.behind or self._take is None:
                 return
             self._take_decoded(inflate.drain(), self._read_at)
-        inflate.give_up()
 
     def _take_decoded(self, pieces: Iterator[bytes], t: float) -> None:
         """Decoded pieces to `_take`, which is set, until a sniff settles on one that there is

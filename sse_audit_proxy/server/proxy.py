@@ -841,6 +841,7 @@ class Proxy:
         # Built before the stream opens: a failure here still gets the proxy's own answer.
         head = self._response_head(request, conn, rec, client_chunked, keep_alive)
         end = End.UPSTREAM_EOF
+        whole = False  # the upstream's body was all relayed
         if is_sse:
             r.stream_started()
         try:
@@ -857,12 +858,17 @@ class Proxy:
             relay.chunked = client_chunked
             end = await relay.run()
             if end is End.UPSTREAM_EOF:
+                whole = True
                 await relay.catch_up()
         except asyncio.CancelledError:
-            end = End.ABORTED if self._aborting else End.CLIENT_GONE
+            # A client that leaves once the body is all relayed (the audit catching up) left
+            # with the whole answer (a Content-Length body it had read to its end).
+            if not whole:
+                end = End.ABORTED if self._aborting else End.CLIENT_GONE
             raise
         except ConnectionError:
-            end = End.CLIENT_GONE
+            if not whole:
+                end = End.CLIENT_GONE
         except Exception:
             # The proxy's own failure mid-relay (handle() logs it): the client gets a cut,
             # never a clean-looking end.
@@ -1192,20 +1198,25 @@ class _Relay:
 
     async def catch_up(self) -> None:
         """A compressed answer's tail the audit has not decoded yet (it came in the last read):
-        a feed's worth a loop turn, CATCH_UP_FEEDS at most, before the record and the client's
-        end. Decoded in one go by finish(), it held every other stream up for up to a second."""
-        for _ in range(CATCH_UP_FEEDS):
-            audit = self.audit
-            if audit is None:
-                return
-            try:
+        a feed's worth a loop turn, CATCH_UP_FEEDS at most (past them, `compression_bomb`),
+        before the record and the client's end. Decoded in one go by finish(), it held every
+        other stream up for up to a second. The time it takes is not the upstream's."""
+        audit = self.audit
+        if audit is None or not audit.tail_waiting:
+            return  # nothing waits: no loop turn, no time to take off (every plain stream)
+        began = self._loop.time()
+        try:
+            for _ in range(CATCH_UP_FEEDS):
                 if not audit.catch_up():
                     return
-            except Exception as exc:
-                self.audit = None  # off, as for a failed feed: the stream is judged without it
-                audit_failed(self.rec.trace_id, "feed", exc)
-                return
-            await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            audit.give_up_tail()
+        except Exception as exc:
+            self.audit = None  # off, as for a failed feed: the stream is judged without it
+            audit_failed(self.rec.trace_id, "feed", exc)
+        finally:
+            if self.audit is not None:
+                self.audit.decoded_late(self._loop.time() - began)
 
     def _ended(self, _: object) -> None:
         self._poke()

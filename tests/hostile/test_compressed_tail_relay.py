@@ -12,6 +12,11 @@ from relay_support import RawRequest, raw_exchange, raw_upstream
 from yarl import URL
 
 TOKENS = 40_000  # about 5 MiB of frames: more than the audit's finish decodes in one go
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    b"X-Client-Request-Id: tail-1\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n"
+    b'{"model":"m","stream":true,"x":1}'
+)
 
 
 def body() -> bytes:
@@ -35,13 +40,8 @@ async def test_a_whole_gzipped_answer_in_one_write_is_judged_on_all_its_frames()
         )
         await writer.drain()
 
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        b"X-Client-Request-Id: tail-1\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n"
-        b'{"model":"m","stream":true,"x":1}'
-    )
     async with raw_upstream(whole) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
-        got = await asyncio.wait_for(raw_exchange(child.url.port, request, timeout=20), 30)
+        got = await asyncio.wait_for(raw_exchange(child.url.port, REQUEST, timeout=20), 30)
         for _ in range(50):
             if child.events("stream_end"):
                 break
@@ -50,3 +50,33 @@ async def test_a_whole_gzipped_answer_in_one_write_is_judged_on_all_its_frames()
     [end] = child.events("stream_end")
     assert (end["outcome"], end["anomalies"], end["done"]) == ("complete", ["buffered"], True)
     assert end["content_frames"] == TOKENS and end["finish_reasons"] == ["stop"]
+
+
+async def test_a_client_that_leaves_with_the_whole_body_leaves_a_complete_answer() -> None:
+    """With a Content-Length the client has the whole answer before the audit has decoded it,
+    and closes: the catch-up was cancelled, and the stream recorded as `client_disconnect` with
+    a false `compression_bomb` (third review)."""
+    wire = gzip.compress(body(), 6)
+
+    async def whole(_: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(wire), wire)
+        )
+        await writer.drain()
+
+    async with raw_upstream(whole) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(REQUEST)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        got = await asyncio.wait_for(reader.readexactly(length), 20)
+        writer.transport.abort()  # at once, as a client that has its whole body does
+        for _ in range(100):
+            if child.events("stream_end"):
+                break
+            await asyncio.sleep(0.1)
+    assert got == wire
+    [end] = child.events("stream_end")
+    assert (end["outcome"], end["end_reason"]) == ("complete", "upstream_eof"), end
+    assert "compression_bomb" not in end["anomalies"]

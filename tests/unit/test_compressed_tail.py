@@ -64,14 +64,36 @@ def test_a_whole_compressed_answer_without_done_is_truncated(encoding: str) -> N
     assert r.finish_reasons == ["stop"] and r.completion_tokens == 5000
 
 
-def test_more_waiting_at_the_end_than_finish_decodes_is_a_compression_bomb() -> None:
+def test_a_tail_past_what_finish_decodes_is_judged_on_the_connection() -> None:
+    """What finish() leaves (a catch-up cut short by a client that left with the whole body)
+    is unread, not a bomb: the connection's clean end is the stream's (third review)."""
     tokens = FINISH_FEEDS * FEED_MAX_OUT // 60  # past the bound: a Chat frame is under 100 bytes
     body = chat_body(tokens)
     assert len(body) > (FINISH_FEEDS + 1) * FEED_MAX_OUT
     r = one_read(body, "gzip")
-    assert r.outcome is Outcome.COMPLETE  # from the transport: the end was not read
-    assert "compression_bomb" in r.anomalies and "missing_done" not in r.anomalies
-    assert not r.done
+    assert r.outcome is Outcome.COMPLETE and "compression_bomb" not in r.anomalies
+    assert "missing_done" not in r.anomalies and not r.done  # not judged on what was not read
+
+
+def test_a_tail_the_caller_gives_up_on_is_a_compression_bomb() -> None:
+    audit = StreamAudit(ChatCompletions(), 0.0, include_usage=True, content_encoding="gzip")
+    audit.feed(gzip.compress(chat_body(40_000), 6), 0.5)
+    assert audit.catch_up() and audit.tail_waiting
+    audit.give_up_tail()  # the proxy's CATCH_UP_FEEDS ran out
+    r = audit.finish(0.6, End.UPSTREAM_EOF)
+    assert r.outcome is Outcome.COMPLETE and "compression_bomb" in r.anomalies
+
+
+def test_time_spent_decoding_the_tail_is_not_the_upstream_holding_the_body() -> None:
+    """Frames decoded late are timed at the last read, the end after the decoding: 14 answers
+    at once were each `held_open` by the proxy's own catch-up (third review)."""
+    audit = StreamAudit(ChatCompletions(), 0.0, content_encoding="gzip")
+    audit.feed(gzip.compress(chat_body(5000), 6), 0.5)
+    while audit.catch_up():
+        pass
+    audit.decoded_late(1.5)  # what the catch-up took, with other streams' turns between
+    r = audit.finish(2.01, End.UPSTREAM_EOF)
+    assert "held_open" not in r.anomalies and r.quiet_at_end is not None and r.quiet_at_end < 0.02
 
 
 def test_drain_decodes_a_feeds_worth_at_a_time_until_nothing_waits() -> None:

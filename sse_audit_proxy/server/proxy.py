@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -102,6 +102,23 @@ def shown_model(model: str, credentials: list[str]) -> str:
     """The model name as every sink shows it: not the request's own key pasted into `model`
     (a key of no well-known shape, which model_name cannot tell from a name)."""
     return REDACTED_MODEL if credentials and shows_credential(model, credentials) else model
+
+
+async def _uncancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end (it is bounded) even if this task is cancelled meanwhile; then
+    let the cancellation through."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _new_trace_id() -> str:
@@ -859,7 +876,11 @@ class Proxy:
             end = await relay.run()
             if end is End.UPSTREAM_EOF:
                 whole = True
-                await relay.catch_up()
+                audit = relay.audit
+                if audit is not None and audit.tail_waiting:
+                    # To its end even if the client leaves meanwhile (it has the whole body): cut
+                    # short, the verdict was judged without the tail, a cut answer `complete`.
+                    await _uncancelled(relay.catch_up())
         except asyncio.CancelledError:
             # A client that leaves once the body is all relayed (the audit catching up) left
             # with the whole answer (a Content-Length body it had read to its end).

@@ -7,6 +7,7 @@ import asyncio
 import gzip
 
 import orjson
+import pytest
 from peers import serve
 from relay_support import RawRequest, raw_exchange, raw_upstream
 from yarl import URL
@@ -52,11 +53,14 @@ async def test_a_whole_gzipped_answer_in_one_write_is_judged_on_all_its_frames()
     assert end["content_frames"] == TOKENS and end["finish_reasons"] == ["stop"]
 
 
-async def test_a_client_that_leaves_with_the_whole_body_leaves_a_complete_answer() -> None:
+@pytest.mark.parametrize("ended", [True, False], ids=["done", "cut"])
+async def test_a_client_that_leaves_with_the_whole_body_leaves_it_judged_whole(ended: bool) -> None:
     """With a Content-Length the client has the whole answer before the audit has decoded it,
     and closes: the catch-up was cancelled, and the stream recorded as `client_disconnect` with
-    a false `compression_bomb` (third review)."""
-    wire = gzip.compress(body(), 6)
+    a false `compression_bomb` (third review); then, the tail left unread, a cut answer was
+    `complete` (fourth review). The catch-up runs to its end, the client gone or not."""
+    answer = body() if ended else body().rpartition(b"data: {")[0]  # no finish, no [DONE]
+    wire = gzip.compress(answer, 6)
 
     async def whole(_: RawRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(
@@ -78,5 +82,9 @@ async def test_a_client_that_leaves_with_the_whole_body_leaves_a_complete_answer
             await asyncio.sleep(0.1)
     assert got == wire
     [end] = child.events("stream_end")
-    assert (end["outcome"], end["end_reason"]) == ("complete", "upstream_eof"), end
-    assert "compression_bomb" not in end["anomalies"]
+    assert end["end_reason"] == "upstream_eof" and "compression_bomb" not in end["anomalies"], end
+    assert end["content_frames"] == TOKENS  # every frame read, the tail too
+    if ended:
+        assert (end["outcome"], end["done"]) == ("complete", True)
+    else:
+        assert end["outcome"] == "truncated" and "missing_done" in end["anomalies"]

@@ -321,17 +321,6 @@ class StreamAudit:
             self._last_frame += seconds
             self._frame_shift += seconds
 
-    def _catch_up(self, inflate: Inflater) -> None:
-        """The body ended with compressed input still waiting (a whole answer in one read
-        decodes to more than a feed's bound): its frames, which came with the last read, are
-        read now, up to FINISH_FEEDS feeds' worth. What waits past that leaves the body
-        unreadable: judged on the connection (the caller's catch-up, cut short by a client that
-        left with the whole body, is no bomb)."""
-        for _ in range(FINISH_FEEDS):
-            if not inflate.behind or self._take is None:
-                return
-            self._take_decoded(inflate.drain(), self._read_at)
-
     def _take_decoded(self, pieces: Iterator[bytes], t: float) -> None:
         """Decoded pieces to `_take`, which is set, until a sniff settles on one that there is
         nothing to learn (it may on any piece)."""
@@ -555,7 +544,11 @@ class StreamAudit:
         if inflate is not None and self._take is not None:
             # First bytes held to tell what the body is (a short body): decided on as they are.
             self._take_decoded(inflate.end(), t)
-            self._catch_up(inflate)
+            # A tail the caller did not catch up on: FINISH_FEEDS' worth read here; what waits
+            # past that leaves the body unreadable, judged on the connection.
+            for _ in range(FINISH_FEEDS):
+                if not self.catch_up():
+                    break
             self._settle()
         decoder = self._decoder
         unterminated = decoder.close()
@@ -574,6 +567,7 @@ class StreamAudit:
         first_content = self._first_content
         ttft = None if first_content is None else first_content - self._ttft_credit - self._started
         last_frame = None if self._last_frame is None else self._last_frame - self._frame_shift
+        quiet_at_end = None if self._last_frame is None else max(0.0, t - self._last_frame)
         facts = Facts(
             end=end,
             summary=summary,
@@ -608,7 +602,7 @@ class StreamAudit:
                 duration=t - self._arrived,
                 last_frame=(None if last_frame is None else last_frame - self._arrived),
                 sent=self._started - self._arrived,
-                quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
+                quiet_at_end=quiet_at_end,
                 client_held=self._client_held,
                 max_gap=self._max_gap,
                 bytes=self.bytes,
@@ -646,7 +640,7 @@ class StreamAudit:
             timeline=self._timeline,
             skeletons=self._skeletons,
             reasons=verdict.reasons,
-            quiet_at_end=None if self._last_frame is None else max(0.0, t - self._last_frame),
+            quiet_at_end=quiet_at_end,
             last_frame_content=self._ends_in_content,
         )
 

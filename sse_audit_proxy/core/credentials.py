@@ -18,17 +18,21 @@ from urllib.parse import quote, quote_plus
 # word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`);
 # a legacy key glued to anything by its 40 or more mixed-case letters and digits.
 _START = r"(?<![0-9A-Za-z])"
+# An OpenAI-style key glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and
+# digits in both cases with no separator, or a project key's mixed-case tail; not a word's tail
+# with an ID (`task-<uuid>`, `kiosk-assistant-gpt-4o-mini-2024-07-18`: separators, one case).
+# The log lines' redaction blanks the same (sinks/redaction.py).
+GLUED_KEY = (
+    r"sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
+    r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
+)
 KEY_SHAPES = re.compile(
     rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
     r"|sk-[A-Za-z0-9_-]{8,}|eyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+"
     r"|(?:gsk|hf|r8|fw)_[A-Za-z0-9]{20,}|(?:xai|pplx)-[A-Za-z0-9]{20,}|nvapi-[A-Za-z0-9_-]{20,})"
     r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
-    # Glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and digits in
-    # both cases, with no separator; not a word's tail with an ID (`task-<uuid>`, `kiosk-
-    # assistant-gpt-4o-mini-2024-07-18`: separators, one case).
-    r"|sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
-    r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
+    rf"|{GLUED_KEY}"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).

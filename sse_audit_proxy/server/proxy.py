@@ -880,7 +880,7 @@ class Proxy:
                 if audit is not None and audit.tail_waiting:
                     # To its end even if the client leaves meanwhile (it has the whole body): cut
                     # short, the verdict was judged without the tail, a cut answer `complete`.
-                    await _uncancelled(relay.catch_up())
+                    await _uncancelled(relay.catch_up(audit))
         except asyncio.CancelledError:
             # A client that leaves once the body is all relayed (the audit catching up) left
             # with the whole answer (a Content-Length body it had read to its end).
@@ -1217,14 +1217,12 @@ class _Relay:
             self._poke()
         return None
 
-    async def catch_up(self) -> None:
-        """A compressed answer's tail the audit has not decoded yet (it came in the last read):
-        a feed's worth a loop turn, CATCH_UP_FEEDS at most (past them, `compression_bomb`),
-        before the record and the client's end. Decoded in one go by finish(), it held every
-        other stream up for up to a second. The time it takes is not the upstream's."""
-        audit = self.audit
-        if audit is None or not audit.tail_waiting:
-            return  # nothing waits: no loop turn, no time to take off (every plain stream)
+    async def catch_up(self, audit: StreamAudit) -> None:
+        """A compressed answer's tail the audit has not decoded yet (it came in the last read,
+        `audit.tail_waiting`): a feed's worth a loop turn, CATCH_UP_FEEDS at most (past them,
+        `compression_bomb`), before the record and the client's end. Decoded in one go by
+        finish(), it held every other stream up for up to a second. The time it takes is not
+        the upstream's."""
         began = self._loop.time()
         try:
             for _ in range(CATCH_UP_FEEDS):

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from sse_audit_proxy.core.credentials import KEY_SHAPES
+from sse_audit_proxy.core.credentials import GLUED_KEY, KEY_SHAPES
 
 SECRET_HEADERS = (
     "authorization",
@@ -34,13 +34,7 @@ REDACTED = "[redacted]"
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # `req_sk-...` too
-    (  # `prodsk-...`: as KEY_SHAPES tells a glued legacy key (credentials.py)
-        re.compile(
-            r"sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
-            r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
-        ),
-        REDACTED,
-    ),
+    (re.compile(GLUED_KEY), REDACTED),  # `prodsk-...`
 )
 
 

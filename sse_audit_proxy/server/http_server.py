@@ -46,7 +46,7 @@ from sse_audit_proxy.server.inbound import (
     MAX_HEADERS,
     MAX_REQUEST_LINE,
 )
-from sse_audit_proxy.server.tcp import reset
+from sse_audit_proxy.server.tcp import reset, unread
 from sse_audit_proxy.sinks.metrics import HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS
 
 HTTP11 = (1, 1)
@@ -821,7 +821,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _idle_timed_out(self) -> None:
         self._idle_timer = None
-        if self.transport is None or self._current is not None:
+        transport = self.transport
+        if transport is None or self._current is not None:
+            return
+        if transport.is_reading() and unread(transport):
+            # The next request came as the wait ended: uvloop runs due timers before it reads,
+            # and closing now failed it (a front proxy's reused connection: nginx's 502).
+            self._arm_idle_timer()
             return
         self._server.closed(KEEPALIVE_TIMEOUT)
         self._close()

@@ -573,7 +573,10 @@ class StreamAudit:
             summary=summary,
             expects_done=dialect.expects_done if summary.expects_done is None else summary.expects_done,
             expects_finish_reason=dialect.expects_finish_reason,
-            has_end_marker=dialect.has_end_marker,
+            has_end_marker=(
+                dialect.has_end_marker if summary.has_end_marker is None else summary.has_end_marker
+            ),
+            json_lines_end=self._json_lines and summary.has_end_marker is True,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,
             usage_expected=self._wants_usage(),

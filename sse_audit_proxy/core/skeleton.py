@@ -39,6 +39,8 @@ VOCABULARY = frozenset(
         "code",
         "native_finish_reason",
         "stop_sequence_type",
+        "done_reason",  # Ollama's
+        "stop_type",  # llama.cpp's native frames
     }
 )
 PLACEHOLDER = re.compile(r"<(\d+)>")

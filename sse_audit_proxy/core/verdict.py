@@ -149,6 +149,9 @@ class Facts:
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
     # completeness is the connection's.
     json_lines: bool = False
+    # ... whose lines do carry an end marker: Ollama's `"done": true` line (Ollama's dialect,
+    # when the lines are its own). Its absence then makes the stream `truncated`.
+    json_lines_end: bool = False
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
@@ -258,7 +261,7 @@ def _missing_end(f: Facts) -> str:
     if f.expects_done and not s.done:
         parts.append("no [DONE]")
     elif not f.expects_done and not s.terminal:
-        parts.append("no end event")
+        parts.append('no end line (`"done": true`)' if f.json_lines_end else "no end event")
     if f.expects_finish_reason and s.missing_finish_reason:
         parts.append("no finish_reason" if not s.finish_reasons else "a choice without a finish_reason")
     if f.usage_expected and s.usage is None:
@@ -267,7 +270,7 @@ def _missing_end(f: Facts) -> str:
 
 
 def _truncated(f: Facts) -> str:
-    if f.json_lines and not f.event_stream:  # no end marker was read: the connection's word
+    if f.json_lines and not f.event_stream and not f.json_lines_end:  # the connection's word
         return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines carry no end marker)"
     how = (
         "the upstream closed the connection cleanly"
@@ -473,13 +476,17 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         "the dialect's end marker reached the client (Chat Completions: "
         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
-        "an ordinary (not event-stream) answer, a JSON-lines stream (it has no end marker), "
+        "an ordinary (not event-stream) answer, a JSON-lines stream (it has no end marker; "
+        'but Ollama\'s has its `"done": true` line), '
         "a compressed stream that could not be decoded "
         "(or would not be: `compression_bomb`), a stream whose last frame was too large to read "
         "(`oversized_frame`), a stream on a route with no dialect",
         lambda f: (
             f.summary.terminal
-            or (f.end is End.UPSTREAM_EOF and (f.unreadable or not f.event_stream or not f.has_end_marker))
+            or (
+                f.end is End.UPSTREAM_EOF
+                and (f.unreadable or not (f.event_stream or f.json_lines_end) or not f.has_end_marker)
+            )
         ),
     ),
     Rule(

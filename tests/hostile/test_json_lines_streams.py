@@ -5,9 +5,10 @@ Ollama's `POST /api/chat` and `/api/generate` with `"stream": true` answer
 judged such a stream `complete` + `not_streamed` ("the upstream answered ... an ordinary
 body, not an event stream"): a false alarm on every request, counted in
 sse_audit_stream_anomalies_total{anomaly="not_streamed"}. Now a body labelled a streaming
-JSON-lines type is a stream whose lines are not read: its outcome comes from the connection
-(`complete` on a clean end, `truncated` when it breaks), and `not_streamed` stays for
-ordinary bodies.
+JSON-lines type is a stream whose lines are read as frames: on Ollama's routes (`ollama`) it
+ends with the `"done": true` line (a body that ends cleanly before it is `truncated`, as
+Ollama's own clients say), elsewhere its outcome comes from the connection; `not_streamed`
+stays for ordinary bodies.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def chunked(piece: bytes) -> bytes:
 async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
     """Ollama's native streaming answer, a line a chunk; `/broken` resets after two lines,
     `/failing` writes an error line after two (server/routes.go: a failure mid-generation is one
-    more line, `{"error": ...}`, and a clean end), `/plain` answers an ordinary JSON body."""
+    more line, `{"error": ...}`, and a clean end), `/cut` ends cleanly after two, `/plain`
+    answers an ordinary JSON body."""
     target = req.target.decode()
     if target.startswith("/plain"):
         body = line({"model": "llama3", "message": {"role": "assistant", "content": "Hello!"}, "done": True})
@@ -59,6 +61,8 @@ async def ollama(req: RawRequest, writer: asyncio.StreamWriter) -> None:
         if target.startswith("/broken") and i == 2:
             writer.transport.abort()  # a reset mid-stream: no terminating chunk
             return
+        if target.startswith("/cut") and i == 2:
+            break  # a clean end before the done line
         if target.startswith("/failing") and i == 2:
             writer.write(chunked(line({"error": "an error was encountered while running the model"})))
             break
@@ -107,6 +111,7 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
             "messages": [{"role": "user", "content": "hi"}],
             "stream": True,
         },
+        "/cut/api/generate": {"model": "llama3", "prompt": "hi", "stream": True},
     }
     async with (
         raw_upstream(ollama) as up,
@@ -121,23 +126,28 @@ async def test_ollama_native_streams_are_streams_not_ordinary_bodies() -> None:
     assert not child.events("request_end")
     by_model = [(e["route"], e["model"], e["outcome"], e["anomalies"], e["end_reason"]) for e in ends]
     assert by_model == [
-        ("other", "llama3", "complete", [], "upstream_eof"),
-        ("other", "llama3", "complete", [], "upstream_eof"),
-        ("other", "llama3", "truncated", [], "upstream_broken"),
-        ("other", "llama3", "complete", ["not_streamed"], "upstream_eof"),  # application/json
-        ("other", "llama3", "upstream_error", ["error_event"], "upstream_eof"),  # an error line
+        ("ollama", "llama3", "complete", [], "upstream_eof"),
+        ("ollama", "llama3", "complete", [], "upstream_eof"),
+        ("ollama", "llama3", "truncated", [], "upstream_broken"),
+        ("ollama", "llama3", "complete", ["not_streamed"], "upstream_eof"),  # application/json
+        ("ollama", "llama3", "upstream_error", ["error_event"], "upstream_eof"),  # an error line
+        # A clean end before the `"done": true` line: Ollama's own clients raise on it.
+        ("ollama", "llama3", "truncated", [], "upstream_eof"),
     ]
+    assert ends[0]["finish_reasons"] == ["stop"] and ends[0]["usage"] == {"completion_tokens": 3}
+    assert "no end line" in ends[5]["reasons"][0], ends[5]["reasons"]
     # Relayed byte for byte, line by line as they came.
     assert bodies["/api/chat"] == b"".join(ollama_lines("message"))
     assert bodies["/api/generate"] == b"".join(ollama_lines("response"))
     # Each line is read as a frame: timed (the first token), an error line an in-band failure.
-    assert (ends[0]["frames"], ends[0]["content_frames"]) == (len(WORDS) + 1, len(WORDS) + 1)
+    # (the done line carries no text: not content)
+    assert (ends[0]["frames"], ends[0]["content_frames"]) == (len(WORDS) + 1, len(WORDS))
     assert ends[0]["ttft_ms"] is not None and ends[0]["ttfb_ms"] is not None
     assert (ends[4]["frames"], ends[4]["content_frames"]) == (3, 2)
     not_streamed = metric_value(
         exposition,
         "sse_audit_stream_anomalies_total",
-        route="other",
+        route="ollama",
         model="llama3",
         upstream="baseline",
         anomaly="not_streamed",
@@ -165,12 +175,12 @@ async def test_ollama_streams_by_default_so_a_request_without_stream_is_audited_
     assert bodies["/api/chat"] == b"".join(ollama_lines("message"))
     ends = [(e["route"], e["outcome"], e["anomalies"]) for e in child.events("stream_end")]
     assert ends == [
-        ("other", "complete", []),
-        ("other", "complete", []),
-        ("other", "upstream_error", ["error_event"]),
+        ("ollama", "complete", []),
+        ("ollama", "complete", []),
+        ("ollama", "upstream_error", ["error_event"]),
     ], child.lines
     first = child.events("stream_end")[0]
-    assert (first["frames"], first["content_frames"]) == (len(WORDS) + 1, len(WORDS) + 1)
+    assert (first["frames"], first["content_frames"]) == (len(WORDS) + 1, len(WORDS))
     assert first["ttft_ms"] is not None
     assert [e["status"] for e in child.events("request_end")] == [200]  # the `"stream": false` one
 

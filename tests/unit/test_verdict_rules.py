@@ -280,6 +280,71 @@ def test_a_json_lines_stream_is_not_not_streamed_and_its_outcome_is_the_connecti
             ]
 
 
+@pytest.mark.parametrize(
+    ("end", "outcome"),
+    [
+        (End.UPSTREAM_EOF, Outcome.COMPLETE),
+        (End.UPSTREAM_BROKEN, Outcome.COMPLETE),  # after the done line, as after `[DONE]`
+        (End.IDLE_TIMEOUT, Outcome.TIMEOUT),  # held open after it, as an event stream
+        (End.CLIENT_GONE, Outcome.COMPLETE),  # the client left after the done line
+    ],
+)
+def test_ollamas_lines_end_with_the_done_line(end: End, outcome: Outcome) -> None:
+    r = run(OLLAMA_LINES, end=end, route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies) == (outcome, [])
+    assert r.finish_reasons == ["stop"] and r.content_frames == 2  # the done line has no text
+
+
+def test_ollamas_lines_cut_cleanly_before_the_done_line_are_truncated() -> None:
+    """Ollama's own clients raise on it (npm `ollama`: "Did not receive done or success response
+    in stream"; LiteLLM); with no dialect it was `complete` and the guard counted it good."""
+    r = run(OLLAMA_LINES[:2], route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies) == (Outcome.TRUNCATED, [])
+    assert 'no end line (`"done": true`)' in r.reasons[0] and "closed the connection cleanly" in r.reasons[0]
+
+
+def test_ollamas_done_line_gives_the_finish_and_the_usage_and_tool_calls_count() -> None:
+    lines = [
+        b'{"model":"m","message":{"role":"assistant","content":"","thinking":"hmm"},"done":false}\n',
+        b'{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":'
+        b'{"name":"f","arguments":{"city":"Paris"}}}]},"done":false}\n',
+        b'{"model":"m","message":{"role":"assistant","content":""},"done_reason":"length","done":true,'
+        b'"prompt_eval_count":26,"eval_count":290}\n',
+    ]
+    r = run(lines, route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies, r.finish_reasons) == (Outcome.COMPLETE, [], ["length"])
+    assert r.usage == {"prompt_tokens": 26, "completion_tokens": 290}
+    assert (r.prompt_tokens, r.completion_tokens, r.tool_calls, r.content_frames) == (26, 290, 1, 2)
+    generate = [b'{"model":"m","response":"Hi","done":false}\n', b'{"model":"m","response":"","done":true}\n']
+    r = run(generate, route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.content_frames, r.finish_reasons) == (Outcome.COMPLETE, 1, ["stop"])
+
+
+@pytest.mark.parametrize(
+    ("lines", "event_stream", "json_lines"),
+    [
+        # The AI SDK's UI message stream, served by many apps on `/api/chat`: not Ollama's.
+        ([b'data: {"type":"start"}\n\n', b'data: {"type":"text-delta","delta":"Hi"}\n\n'], True, False),
+        ([b'{"text":"a"}\n', b'{"text":"b"}\n'], False, True),  # another product's JSON lines
+        ([b'{"done":"yes"}\n', b'{"text":"b"}\n'], False, True),  # `done` not a boolean
+    ],
+)
+def test_other_streams_on_ollamas_paths_are_read_as_on_a_route_with_no_dialect(
+    lines: list[bytes], event_stream: bool, json_lines: bool
+) -> None:
+    r = run(lines, route="ollama", event_stream=event_stream, json_lines=json_lines)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    assert r.content_frames == len(lines)
+
+
+def test_an_ollama_line_that_is_not_json_is_malformed_and_an_error_line_fails_it() -> None:
+    lines = {"route": "ollama", "event_stream": False, "json_lines": True}
+    r = run([OLLAMA_LINES[0], b"{oops\n", OLLAMA_LINES[2]], **lines)  # type: ignore[arg-type]
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["malformed_frame"])
+    r = run([*OLLAMA_LINES[:2], b'{"error":"out of memory"}\n'], **lines)  # type: ignore[arg-type]
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
 def test_a_json_lines_body_that_is_one_error_document_is_still_an_upstream_error() -> None:
     r = run([b'{"error":"model \\"x\\" not found"}\n'], route="other", event_stream=False, json_lines=True)
     assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])

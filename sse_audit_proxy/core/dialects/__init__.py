@@ -19,6 +19,7 @@ from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.completions import Completions
 from sse_audit_proxy.core.dialects.generic import Generic
 from sse_audit_proxy.core.dialects.images import Images
+from sse_audit_proxy.core.dialects.ollama import Ollama
 from sse_audit_proxy.core.dialects.responses import Responses
 from sse_audit_proxy.core.dialects.speech import Speech
 from sse_audit_proxy.core.dialects.transcriptions import Transcriptions
@@ -33,6 +34,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Speech,
     Transcriptions,
     Images,
+    Ollama,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}

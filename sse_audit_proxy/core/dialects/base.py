@@ -120,6 +120,9 @@ class DialectSummary:
     # The stream came in another shape than the route's (llama.cpp's native frames on
     # `/completions`), which says itself whether it ends with `[DONE]`; None: the route's shape.
     expects_done: bool | None = None
+    # Likewise whether it has an end marker to wait for (Ollama's lines, only when they are
+    # Ollama's: the JSON-lines types are not its alone); None: the dialect's own.
+    has_end_marker: bool | None = None
 
 
 class Dialect:

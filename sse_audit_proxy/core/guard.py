@@ -110,19 +110,28 @@ def client_error(status: int) -> bool:
     return 400 <= status < 500 and status not in NOT_CLIENT_ERRORS
 
 
+# What a stream the client left can still show of the upstream: a frame the SDK raised on and
+# closed (the openai SDKs on frames with no data after an `id:` line), a tool call's arguments
+# that were broken when every choice had finished.
+_LEFT_ON = ("malformed_frame", "invalid_tool_arguments")
+
+
+def _left_on(anomalies: Sequence[str]) -> bool:
+    return any(name in anomalies for name in _LEFT_ON)
+
+
 def judged(outcome: str, status: int, anomalies: Sequence[str] = (), gave_up: bool = False) -> bool:
     """Does this stream say something about the upstream's streaming? A stream the client
-    left does when a frame it got was malformed (the SDK raised on it and closed: the openai
-    SDKs on frames with no data after an `id:` line, say), or when it gave up waiting for a
-    first token (`gave_up`)."""
+    left does when it left on something the upstream got wrong (_LEFT_ON), or when it gave up
+    waiting for a first token (`gave_up`)."""
     if outcome in IGNORED_OUTCOMES:
-        return gave_up or "malformed_frame" in anomalies
+        return gave_up or _left_on(anomalies)
     return not (outcome == "upstream_error" and client_error(status))
 
 
 def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False, route: str = "") -> bool:
-    if outcome in IGNORED_OUTCOMES:  # judged only for one of judged()'s two reasons: both bad
-        return gave_up or "malformed_frame" in anomalies
+    if outcome in IGNORED_OUTCOMES:  # judged only for one of judged()'s reasons: all bad
+        return gave_up or _left_on(anomalies)
     if outcome in BAD_OUTCOMES:
         return True
     if not anomalies:

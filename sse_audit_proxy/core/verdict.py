@@ -184,6 +184,21 @@ class Facts:
         return self.end in _LEFT_WITH_ALL_SENT and self.upstream_finished
 
     @property
+    def left_after_finish(self) -> bool:
+        """The client left (before the end marker) once every choice or message had reported
+        its finish: a tool call's arguments are whole by then, their last fragment sent before
+        the finish (LiteLLM's Anthropic client closes at `message_delta`, before
+        `message_stop`, and hands the arguments on)."""
+        s = self.summary
+        return (
+            self.end in _LEFT_WITH_ALL_SENT
+            and self.event_stream
+            and not self.unreadable
+            and bool(s.finish_reasons)
+            and not s.missing_finish_reason
+        )
+
+    @property
     def judged(self) -> bool:
         """Completeness is judged on event streams the upstream ended, whose frames we read."""
         return (
@@ -304,8 +319,12 @@ def _client_left(f: Facts) -> str:
         "than --max-unsent-bytes unread",
         End.ABORTED: "the stream was still open when the shutdown drain ran out",
     }.get(f.end, "the client went away")
+    quiet = f.timing.quiet_at_end
+    # A client's read timeout ends a hang this way: the silence it gave up on says so.
+    silent = f", {dur(quiet)} after the upstream's last frame" if quiet is not None and quiet >= 1.0 else ""
     return (
-        f"{who} at {dur(f.timing.duration)}, after {_content(f)}, before the upstream's end marker reached it"
+        f"{who} at {dur(f.timing.duration)}, after {_content(f)}{silent}, "
+        "before the upstream's end marker reached it"
     )
 
 
@@ -644,8 +663,10 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "judged¹: a tool call's argument fragments, concatenated, are not a JSON object, or are "
         "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
         "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
-        "`model_context_window_exceeded`, `content_filter`) ended is not judged",
-        lambda f: f.judged and bool(f.summary.invalid_tool_arguments),
+        "`model_context_window_exceeded`, `content_filter`) ended is not judged; judged too when "
+        "the client left before the end marker but after every choice's finish reason (the "
+        "arguments it got were whole)",
+        lambda f: (f.judged or f.left_after_finish) and bool(f.summary.invalid_tool_arguments),
         lambda f: (
             f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
             " had arguments that, concatenated, are not a JSON object (or not the value the"

@@ -97,3 +97,11 @@ def test_a_native_looking_frame_inside_an_openai_stream_does_not_excuse_its_cut(
     r = run([frame({"choices": text}), llama("", stop=True, stop_type="eos"), frame({"choices": text})])
     assert r.outcome is Outcome.TRUNCATED
     assert {"missing_done", "missing_finish_reason"} <= set(r.anomalies)
+
+
+def test_mistral_agents_stream_on_the_chat_route() -> None:
+    """`POST /v1/agents/completions` streams Chat chunks; it was the legacy `completions` route
+    (outside review: the mistralai SDK's `agents.stream`)."""
+    assert route_for_path("/v1/agents/completions") == "chat_completions"
+    assert route_for_path("/v1/chat/completions") == "chat_completions"
+    assert route_for_path("/v1/completions") == "completions"

@@ -86,6 +86,23 @@ def test_tool_arguments_cut_by_the_client_leaving_or_a_timeout_are_not_judged() 
         assert "invalid_tool_arguments" not in audit.finish(0.5, end).anomalies
 
 
+def test_tool_arguments_broken_when_the_client_left_after_the_finish_are_judged() -> None:
+    """LiteLLM's Anthropic client closes at `message_delta`, before `message_stop`, and hands the
+    arguments on: every stream was `client_disconnect`, never judged, and the guard counted none
+    of the broken ones (outside review)."""
+    broken = tool_call_stream(['{"city": ', '"Paris"'])[:-1]  # the finish, then the client left
+    whole = tool_call_stream(['{"city": ', '"Paris"}'])[:-1]
+    for frames, anomalies in ((broken, ["invalid_tool_arguments"]), (whole, [])):
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        for i, f in enumerate(frames):
+            audit.feed(f, 0.1 + 0.01 * i)
+        r = audit.finish(0.5, End.CLIENT_GONE)
+        assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, anomalies)
+        record = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 0.51, 0, r)
+        record.request_sent = 0.01
+        assert judge(record) is (True if anomalies else None)
+
+
 def test_a_json_error_answered_with_an_error_status_has_no_anomaly() -> None:
     # The status says it all: neither `error_event` (an error instead of a stream, with a
     # success status) nor `not_streamed` (a whole answer to a stream request).
@@ -164,3 +181,15 @@ def test_each_gap_lands_in_its_bucket() -> None:
         2.5,
     ]
     assert sum(r.gap_counts) == 7
+
+
+def test_a_client_that_left_on_a_silence_says_how_long_it_was() -> None:
+    """A client's read timeout ends a hung stream as `client_disconnect`: its reason names the
+    silence it gave up on (a second or more), which nothing else in the line did."""
+    for quiet, said in ((2.0, "2.00 s after the upstream's last frame"), (0.5, None)):
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        for i in range(3):
+            audit.feed(chunk({"content": f"t{i} "}), 0.1 + 0.02 * i)
+        reason = audit.finish(0.14 + quiet, End.CLIENT_GONE).reasons[0]
+        assert reason.startswith("client_disconnect: the client went away")
+        assert (said in reason) if said else ("last frame" not in reason), reason

@@ -69,7 +69,8 @@ _decode_any = msgspec.json.Decoder().decode
 class ChatCompletions(Dialect):
     route = "chat_completions"
     always_streams = True
-    path_suffixes = ("/chat/completions",)
+    # Mistral's agents stream Chat chunks too (`/v1/agents/completions`, `agent_id` for a model).
+    path_suffixes: ClassVar[tuple[str, ...]] = ("/chat/completions", "/agents/completions")
     expects_done = True
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
     # in `text`) reads its frames as plain JSON values.

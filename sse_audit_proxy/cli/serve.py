@@ -22,6 +22,7 @@ from sse_audit_proxy.cli.options import (
     header_name,
     header_names,
     name_list,
+    non_negative_float,
     option,
     percent,
     port,
@@ -420,6 +421,14 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="trip when the canary's p95 TTFT exceeds the baseline's by this factor",
     )
+    option(
+        p,
+        "--canary-guard-ttft-floor",
+        type=non_negative_float,
+        default=0.5,
+        help="... and by at least this many seconds: a canary farther away adds its round trips "
+        "to every first token, which doubles a fast gateway's p95 without a fault",
+    )
 
 
 def side_name(value: str) -> str:
@@ -462,6 +471,7 @@ def canary_from(args: argparse.Namespace) -> CanaryConfig:
         guard_margin=args.canary_guard_margin,
         guard_min_streams=args.canary_guard_min_streams,
         guard_ttft_ratio=args.canary_guard_ttft_ratio,
+        guard_ttft_floor=args.canary_guard_ttft_floor,
     )
     if config.percent_file is not None:
         try:

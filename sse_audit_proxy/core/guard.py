@@ -85,6 +85,10 @@ class GuardSettings:
     margin: float = 5.0  # percentage points
     min_streams: int = 20
     ttft_ratio: float = 2.0
+    # ... and by this many seconds: a canary in a farther zone adds its round trips to every
+    # first token (a fast gateway 150 ms farther away doubled its p95, 80 to 231 ms, and was
+    # rolled back; outside review).
+    ttft_floor: float = 0.5
 
 
 @dataclass(slots=True, frozen=True)
@@ -322,7 +326,7 @@ class Guard:
         if c_lower is None or b_upper is None:
             return None
         canary_low, baseline_high = c_ttft[c_lower - 1], b_ttft[b_upper - 1]
-        if canary_low <= s.ttft_ratio * baseline_high:
+        if canary_low <= s.ttft_ratio * baseline_high or canary_low - baseline_high <= s.ttft_floor:
             return None
         slowest = sorted(
             (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
@@ -331,7 +335,7 @@ class Guard:
             "ttft_p95",
             self.baseline.figures(),
             self.canary.figures(),
-            f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's (canary at least "
-            f"{canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
+            f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's and {s.ttft_floor:g} s more "
+            f"(canary at least {canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
             [x.trace_id for x in slowest],
         )

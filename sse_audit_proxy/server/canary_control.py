@@ -99,7 +99,11 @@ class CanaryControl:
         self.state_file = state_file  # --workers: the trip shared by every worker
         self.guard = Guard(
             GuardSettings(
-                config.guard_window, config.guard_margin, config.guard_min_streams, config.guard_ttft_ratio
+                config.guard_window,
+                config.guard_margin,
+                config.guard_min_streams,
+                config.guard_ttft_ratio,
+                config.guard_ttft_floor,
             )
         )
         self._guarding = config.guard and router.canary is not None

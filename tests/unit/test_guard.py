@@ -316,3 +316,23 @@ def test_the_bad_share_waits_for_as_many_baseline_streams_as_canary_ones() -> No
         trip = guard.observe(False, Sample(f"b{i}", False, 0.05))
     assert trip is not None and trip.rule == "bad_share"  # the 20th baseline stream
     assert trip.baseline["streams"] == 20
+
+
+def test_a_fast_canary_farther_away_is_not_rolled_back_for_its_round_trips() -> None:
+    """A gateway whose first token takes 30-80 ms, the canary 150 ms of round trip farther: its
+    p95 is near 3x the baseline's, but 150 ms more is the network, not a fault (an outside
+    review's run tripped and set the share to 0). The floor keeps it; 0 restores the ratio."""
+    rng = random.Random(3)
+
+    def run(settings: GuardSettings) -> Guard:
+        guard = Guard(settings)
+        for i in range(400):
+            canary = i % 2 == 1
+            ttft = rng.uniform(0.03, 0.08) + (0.15 if canary else 0.0)
+            if guard.observe(canary, Sample(f"t{i}", False, ttft)) is not None:
+                break
+        return guard
+
+    assert run(GuardSettings()).tripped is None
+    tripped = run(GuardSettings(ttft_floor=0.0)).tripped
+    assert tripped is not None and tripped.rule == "ttft_p95"

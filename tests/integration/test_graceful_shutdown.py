@@ -157,6 +157,35 @@ async def test_sigterm_answers_and_records_the_requests_pipelined_behind_a_runni
     assert stopped_after < 0.75 * DRAIN, f"stopped {stopped_after:.2f} s after SIGTERM"
 
 
+async def test_a_request_still_waiting_for_its_head_when_the_drain_ends_is_recorded_as_shutdown(
+    upstream: Any,
+) -> None:
+    """A request whose upstream had not answered its head when --drain-timeout ran out is cut
+    by the shutdown, not by its client: its record is `499` with error `shutdown`, so the
+    proxy's own stop is not counted as clients leaving. An outside mutation review found it
+    untested: `client_disconnect` written for both passed every test."""
+    arrived = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        arrived.set()
+        await asyncio.sleep(10)  # no head before the drain ends (cancelled when cut)
+        return web.Response(body=b"{}", content_type="application/json")
+
+    url = await upstream(handler, handler_cancellation=True)
+    async with cli_proxy(url, "--drain-timeout", "1") as (child, proxy_url, _):
+        _, writer = await asyncio.open_connection(proxy_url.host, proxy_url.port)
+        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.wait_for(arrived.wait(), 5)
+        child.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(child.communicate(), 10)
+        writer.close()
+    assert child.returncode == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    records = [(e["status"], e.get("error")) for e in lines if e["event"] == "request_end"]
+    assert records == [(499, "shutdown")], records  # before: client_disconnect
+
+
 def _sigterm_then_sighups(workers: str) -> tuple[int, int]:
     """`serve`: SIGTERM as soon as it has started, then a SIGHUP every 10 ms until it exits
     (bounded: 10 s). Its exit status, and how many SIGHUPs it got. A plain Popen in a thread:

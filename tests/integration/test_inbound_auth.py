@@ -106,6 +106,29 @@ async def test_a_key_that_is_not_ascii_passes_as_its_utf8_bytes(upstream: Any, p
     assert raw.startswith(b"HTTP/1.1 200 ")
 
 
+async def test_a_refused_head_request_gets_a_401_head_without_its_body(upstream: Any, proxy: Any) -> None:
+    """The proxy's own answer to HEAD (here the 401 of a request without a key) is its head
+    alone: a body after it is read by a keep-alive client as the start of the next answer,
+    so two pipelined HEADs desynchronised the connection. An outside mutation review found it
+    untested: writing the body for HEAD too passed every test."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler(complete_stream(1), tally)), require_keys=(KEY,))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    try:
+        writer.write(b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert first.startswith(b"HTTP/1.1 401 ") and b"\r\nContent-Length: " in first, first
+        after = await asyncio.wait_for(reader.readexactly(len(b"HTTP/1.1 401 ")), 5)
+        assert after == b"HTTP/1.1 401 ", after  # before: the first answer's JSON body
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"\r\nWWW-Authenticate: Bearer\r\n" in second, second
+    finally:
+        writer.close()
+    records = await p.sink.wait(2)
+    assert [(r.status, r.error) for r in records] == [(401, "invalid_api_key")] * 2
+    assert tally.requests == 0
+
+
 async def test_openai_sdk_with_an_allowed_key_streams_through(upstream: Any, proxy: Any) -> None:
     p = await proxy(await upstream(streaming_handler(complete_stream(3), Tally())), require_keys=(KEY,))
     client = openai.AsyncOpenAI(base_url=str(p.url / "v1"), api_key=KEY, max_retries=0)

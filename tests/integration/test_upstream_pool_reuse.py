@@ -280,3 +280,47 @@ async def test_what_an_idle_close_taught_the_pool_is_forgotten_in_time(
     # The first, one after its close, one after 2.2 s idle (past the 0.6 s learned), then
     # reused after 0.8 s: forgotten (before: a new connection each time, five in all).
     assert len(set(served)) == 3, served
+
+
+async def test_a_connection_the_upstream_said_close_on_is_not_reused(
+    proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """An upstream that answers `Connection: close` may take its time to close: the next
+    request must go on a new connection, not be written on the one it said it would close
+    (where nobody reads it: a 504 after --idle-timeout). An outside mutation review found it
+    untested: `reusable()` without its `keep_alive` term passed every test."""
+    opened = 0
+    served: list[int] = []  # the connection of each request
+    release = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        conn = opened
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            served.append(conn)
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            await asyncio.wait_for(release.wait(), 5)  # says close, closes late (reads nothing)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    p = await proxy(URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"), idle_timeout=1.0)
+    statuses = []
+    try:
+        for _ in range(2):
+            async with http.post(p.url / "v1/embeddings", json={"input": "x"}) as resp:
+                statuses.append(resp.status)
+                await resp.read()
+    finally:
+        release.set()
+        server.close()
+        for writer in writers:
+            writer.close()
+    assert statuses == [200, 200], statuses  # before: the second got 504 on the first's connection
+    assert served == [1, 2] and opened == 2, (served, opened)

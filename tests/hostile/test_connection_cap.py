@@ -60,3 +60,13 @@ async def test_connections_past_the_cap_get_a_503_and_a_record_and_the_metrics_p
     assert served.startswith(b"HTTP/1.1 200 ")
     records = await p.sink.wait(2)
     assert sorted(r.status for r in records) == [200, 503]
+
+
+def test_the_cap_is_half_the_open_files_limit_less_the_reserve(monkeypatch: Any) -> None:
+    """Each client connection needs its upstream connection: at a soft limit of 1,024 the cap
+    is (1,024 - 64) // 2 = 480 client connections (docs/operate/failure-behaviour.md: half the
+    limit, less the 64 kept for the metrics port, logs and listeners), not 960, which would let
+    the descriptors run out before the 503s begin. An outside mutation review found it untested."""
+    monkeypatch.setattr(proxy_module.resource, "getrlimit", lambda _which: (1024, 4096))
+    assert proxy_module.FD_RESERVE == 64
+    assert proxy_module.max_connections() == 480

@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.hostile.relay_support import RawRequest, raw_upstream
+from tests.hostile.relay_support import RawRequest, raw_upstream, read_response
 
 STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+EXACT = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"  # an answer that ends exactly
 
 
 def answer(req: RawRequest) -> bytes:
@@ -204,3 +205,44 @@ async def test_a_status_outside_100_to_599_is_a_bad_response_and_nothing_after_i
                     assert (resp.status, await resp.read()) == (200, f"/next{i}".encode())
         records = await p.sink.wait(4)
     assert [(r.status, r.error) for r in records] == [(502, "upstream_bad_response")] + [(200, None)] * 3
+
+
+@pytest.mark.parametrize(
+    ("method", "first"),
+    [
+        (b"GET", EXACT + b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (b"GET", EXACT + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSMUGG"),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSMUGG"),
+    ],
+    ids=["second-response-without-body", "second-response-with-body", "body-bytes-after-a-head-answer"],
+)
+async def test_bytes_glued_behind_a_complete_answer_close_the_upstream_connection(
+    method: bytes, first: bytes, proxy: Any
+) -> None:
+    """An answer that ends exactly, with more bytes behind it in the same read: a second
+    response (with or without a body), or body bytes after the answer to a HEAD (which has
+    none). They are nobody's (one request, one answer), so the connection is closed and the
+    next request goes on a new one; none of them reach the client, whose connection goes on
+    with its next answer. A bodiless second response is seen only by its start; bytes after a
+    HEAD's answer only as body bytes (no response starts). An outside mutation review found
+    both untested."""
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(first if req.target == b"/first" else answer(req))  # one write: one read
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+        try:  # one client connection, kept alive
+            writer.write(b"%s /first HTTP/1.1\r\nHost: x\r\n\r\n" % method)
+            if method == b"HEAD":
+                head, body = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5), b""
+            else:
+                head, body = await asyncio.wait_for(read_response(reader), 5)
+            assert head.startswith(b"HTTP/1.1 200 ") and body == (b"" if method == b"HEAD" else b"{}")
+            writer.write(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = await asyncio.wait_for(read_response(reader), 5)
+            assert head.startswith(b"HTTP/1.1 200 ") and body == b"/second", (head, body)
+        finally:
+            writer.close()
+    assert [(r.target, r.conn_no) for r in up.requests] == [(b"/first", 1), (b"/second", 2)]

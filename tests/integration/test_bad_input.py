@@ -116,6 +116,75 @@ async def test_too_many_headers_are_refused_431(upstream: Any, proxy: Any) -> No
     assert tally.requests == 0
 
 
+async def test_100_header_fields_are_served_and_101_are_refused_431(upstream: Any, proxy: Any) -> None:
+    """The documented limit is 100 header fields (docs/operate/security.md), Host counted as
+    any other: a head of exactly 100 is forwarded, one of 101 is refused 431 before the
+    upstream is contacted. An outside mutation review found the boundary untested."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+
+    def head(fields: int) -> bytes:
+        fillers = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(fields - 2))  # + Host, Connection
+        return f"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{fillers}\r\n".encode()
+
+    raw = await raw_exchange(p.service.proxy.port, head(100))
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:80]
+    assert tally.requests == 1 and len(tally.headers[0]) >= 100  # all 100 went on
+    raw = await raw_exchange(p.service.proxy.port, head(101))
+    assert raw.split(b" ", 2)[1] == b"431", raw[:80]  # answered as HTTP/1.0: the head was not read
+    status, body = status_and_json(raw)
+    assert status == 431 and body["error"]["code"] == "request_header_too_large"
+    assert tally.requests == 1
+
+
+async def test_a_body_of_exactly_max_body_bytes_passes_and_one_byte_more_is_refused_413(
+    upstream: Any, proxy: Any
+) -> None:
+    """--max-body-bytes is the largest body let through: 1000 bytes pass at a cap of 1000,
+    1001 are refused 413, sent with a Content-Length or chunked; a declared 1001 is refused
+    from the head alone, before any `100 Continue` (the body is never asked for). An outside
+    mutation review found the boundary untested."""
+    echoed: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        echoed.append(await request.read())
+        return web.Response(body=echoed[-1], content_type="application/json")
+
+    p = await proxy(await upstream(echo), max_body_bytes=1000)
+    port = p.service.proxy.port
+
+    def body(size: int) -> bytes:
+        start = b'{"model": "m", "messages": []'
+        return start + b" " * (size - len(start) - 1) + b"}"
+
+    def post(size: int, *, chunked: bool) -> bytes:
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+        data = b"%x\r\n%s\r\n0\r\n\r\n" % (size, body(size)) if chunked else body(size)
+        return (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\n%s\r\n\r\n%s" % (framing, data)
+        )
+
+    for chunked in (False, True):
+        raw = await raw_exchange(port, post(1000, chunked=chunked))
+        assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(body(1000)), (chunked, raw[:80])
+        status, error = status_and_json(await raw_exchange(port, post(1001, chunked=chunked)))
+        assert (status, error["error"]["code"]) == (413, "request_too_large"), chunked
+    assert echoed == [body(1000), body(1000)]
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(  # the head alone: the body waits for a `100 Continue`
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
+    )
+    try:
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 413 "), first
+    assert len(echoed) == 2
+
+
 async def test_header_with_control_characters_is_refused_400_openai_shaped(upstream: Any, proxy: Any) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))

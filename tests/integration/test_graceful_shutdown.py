@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.hostile.relay_support import read_response
 from tests.reliability_support import CHAT, Tally, chunk, cli_proxy, streaming_handler
 
 DRAIN = 2.0
@@ -218,3 +219,41 @@ async def test_a_sigterm_at_once_and_sighups_during_the_shutdown_leave_exit_stat
     action (-15)."""
     code, hups = await asyncio.to_thread(_sigterm_then_sighups, workers)
     assert code == 0 and hups >= 1, (code, hups)
+
+
+@pytest.mark.hostile
+async def test_sigterm_closes_an_idle_kept_alive_connection_at_once_while_a_stream_drains(
+    upstream: Any, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM with a stream in flight: a kept-alive client connection that has had its answer
+    and sends nothing is closed at once, cleanly (the client reads the end of it, and opens a
+    new connection elsewhere), not held until the drain ends and then reset. An outside
+    mutation review found this untested."""
+    frames = [chunk(f"t{i}") for i in range(30)] + [chunk(None, "stop"), b"data: [DONE]\n\n"]
+    streaming = streaming_handler(frames, Tally(), delay=0.1)  # ~3 s
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return web.json_response({"object": "list", "data": []})
+        return await streaming(request)
+
+    url = await upstream(handler)
+    async with cli_proxy(url, "--drain-timeout", "5") as (child, proxy_url, _):
+        reader, writer = await asyncio.open_connection(proxy_url.host, proxy_url.port)
+        writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b'"list"' in body
+        long = await http.post(
+            proxy_url / CHAT.lstrip("/"), json={"model": "long", "stream": True, "messages": []}
+        )
+        await read_frames(long, 1)
+
+        child.send_signal(signal.SIGTERM)
+        try:
+            end = await asyncio.wait_for(reader.read(65536), 1.5)
+        except TimeoutError:
+            end = b"<still open 1.5 s after SIGTERM>"
+        writer.close()
+        assert end == b"", end  # a clean end of stream (a reset raises ConnectionResetError)
+        assert (await long.content.read()).endswith(b"data: [DONE]\n\n")  # the stream drained
+        assert await asyncio.wait_for(child.wait(), 10) == 0

@@ -17,6 +17,8 @@ from cli_process import serve_process
 from demo_client import FAST, TOKENS, send
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.reliability_support import CHAT, DONE, STREAM_BODY, Tally, chunk, streaming_handler
+
 STREAMS = 40
 FRAMES = TOKENS + 4  # role chunk, tokens, finish, usage, [DONE]
 
@@ -181,3 +183,28 @@ async def test_a_replaced_worker_adds_no_model_labels_past_the_cap(demo_gateway,
         after = models(await scrape(http, served.metrics_url))
         assert after == first  # the replacement took up the cap where the dead worker left it
         assert await served.stop() == 0
+
+
+async def test_sigterm_to_the_supervisor_lets_a_worker_finish_its_stream(upstream, http) -> None:
+    """SIGTERM to `serve --workers 2` is passed on to each worker as SIGTERM, so a worker drains:
+    a stream in flight (2 s long, well inside --drain-timeout 5) reaches its client whole, with
+    its `[DONE]`, and its record says `complete`. A worker killed instead (SIGKILL) cut it with
+    no record at all. An outside mutation review found this untested."""
+    tally = Tally()
+    frames = [chunk(f"t{i}") for i in range(20)] + [chunk(None, "stop"), DONE]  # 0.1 s apart: ~2 s
+    url = await upstream(streaming_handler(frames, tally, delay=0.1))
+    async with serve_process(url, "--workers", "2", "--drain-timeout", "5") as served:
+        async with http.post(served.url / CHAT.lstrip("/"), json=STREAM_BODY) as resp:
+            assert resp.status == 200
+            first = await asyncio.wait_for(resp.content.readany(), 10)
+            assert first.startswith(b"data: ")  # the stream is running in a worker
+            served.proc.send_signal(signal.SIGTERM)
+            rest = await asyncio.wait_for(resp.content.read(), 10)
+        assert (first + rest).endswith(DONE)
+        assert await asyncio.wait_for(served.proc.wait(), 15) == 0
+        for _ in range(100):  # the stdout reader takes the last lines (5 s at most)
+            ends = [line for line in served.lines if line.get("event") == "stream_end"]
+            if ends:
+                break
+            await asyncio.sleep(0.05)
+    assert [(e["outcome"], e["done"]) for e in ends] == [("complete", True)], ends

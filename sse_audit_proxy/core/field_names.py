@@ -118,6 +118,10 @@ _OLLAMA = """
 model message response done done_reason total_duration load_duration prompt_eval_count
 prompt_eval_duration eval_count eval_duration
 """
+# Cohere's native chat stream (`/v2/chat`).
+_COHERE = """
+tool_plan billed_units search_units classifications citations sources
+"""
 # OpenAI's transcription, image and Assistants run streams (their SDK types), vLLM's
 # transcription chunks.
 _MEDIA_AND_RUNS = """
@@ -145,6 +149,7 @@ FIELD_NAMES = frozenset(
         + _LITELLM
         + _BEDROCK
         + _OLLAMA
+        + _COHERE
         + _MEDIA_AND_RUNS
         + _EXTRA
     ).split()

@@ -16,6 +16,7 @@ from sse_audit_proxy.core.dialects.base import (
     DialectSummary,
 )
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.dialects.cohere import CohereChat
 from sse_audit_proxy.core.dialects.completions import Completions
 from sse_audit_proxy.core.dialects.generic import Generic
 from sse_audit_proxy.core.dialects.images import Images
@@ -35,6 +36,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Transcriptions,
     Images,
     Ollama,
+    CohereChat,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}

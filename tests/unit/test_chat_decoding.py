@@ -98,7 +98,13 @@ TYPED_CHOICE = st.fixed_dictionaries(
 )
 TYPED_CHUNK = st.fixed_dictionaries(
     {"choices": st.lists(TYPED_CHOICE, max_size=3)},
-    optional={"error": JSON, "usage": JSON, "id": JSON, "object": st.sampled_from(["error", "x"])},
+    optional={
+        "error": JSON,
+        "usage": JSON,
+        "id": JSON,
+        "object": st.sampled_from(["error", "x"]),
+        "x_groq": st.one_of(JSON, st.fixed_dictionaries({"usage": JSON})),
+    },
 )
 
 
@@ -179,3 +185,28 @@ def test_completions_content_is_text_not_delta() -> None:
     assert d.observe_data(b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}') == CONTENT
     assert d.observe_data(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}') == FINISH
     assert d.summary().finish_reasons == ["stop"]
+
+
+def test_groqs_usage_gives_the_token_counts_but_is_no_asked_for_usage() -> None:
+    """Groq puts usage in `x_groq.usage` of its last chunk (its SDKs read it there; its Python
+    SDK refuses `stream_options`): the record had no token counts for that traffic (outside
+    review). It is counted now; `missing_usage` stays for a client that asked for `usage`."""
+    from sse_audit_proxy.core.audit import End, StreamAudit
+
+    def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": reason}
+        doc = {"object": "chat.completion.chunk", "choices": [choice], **extra}
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    frames = [
+        chunk({"role": "assistant", "content": ""}, x_groq={"id": "req_01"}),
+        chunk({"content": "Hi"}),
+        chunk({}, "stop", x_groq={"id": "req_01", "usage": {"prompt_tokens": 12, "completion_tokens": 2}}),
+        b"data: [DONE]\n\n",
+    ]
+    for asked, anomalies in ((False, []), (True, ["missing_usage"])):
+        audit = StreamAudit(ChatCompletions(), 0.0, include_usage=asked)
+        for i, f in enumerate(frames):
+            audit.feed(f, 0.1 + 0.01 * i)
+        r = audit.finish(0.2, End.UPSTREAM_EOF)
+        assert (r.anomalies, r.usage, r.prompt_tokens, r.completion_tokens) == (anomalies, None, 12, 2)

@@ -60,6 +60,7 @@ class _Chunk(msgspec.Struct, gc=False):
     error: Any = None
     usage: Any = None
     choices: list[_Choice] | None = None
+    x_groq: Any = None  # Groq's, whose `usage` its SDKs read (its last chunk's)
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
@@ -87,12 +88,16 @@ class ChatCompletions(Dialect):
         "_tool_ids",
         "_tools",
         "_usage",
+        "_x_usage",
     )
 
     def __init__(self) -> None:
         self._choices: set[int] = set()
         self._finish: dict[int, str] = {}
         self._usage: Any = None
+        # Usage where an OpenAI SDK does not look (Groq's `x_groq.usage`): its token counts are
+        # reported when no `usage` came, but it is no usage the client asked for (missing_usage).
+        self._x_usage: Any = None
         self._done = False
         self._errors = 0
         # An error frame came before `[DONE]`: the answer failed, whatever follows (the openai
@@ -128,6 +133,8 @@ class ChatCompletions(Dialect):
         if usage:
             self._usage = usage  # continuous usage stats: the last one wins
             bits |= USAGE
+        if chunk.x_groq is not None:
+            self._x_groq(chunk.x_groq)
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
             if not bits:  # neither (rare): perhaps older vLLM's `{"object": "error", ...}`
@@ -155,6 +162,11 @@ class ChatCompletions(Dialect):
                 if reason in FAILED_REASONS:
                     bits = self._choice_failed(bits)
         return bits
+
+    def _x_groq(self, groq: Any) -> None:
+        usage = groq.get("usage") if type(groq) is dict else None
+        if usage:
+            self._x_usage = usage
 
     def _choice_failed(self, bits: int) -> int:
         """A choice finished with `finish_reason: "error"`: an error frame, counted once per
@@ -215,6 +227,9 @@ class ChatCompletions(Dialect):
         if usage:
             self._usage = usage
             bits |= USAGE
+        groq = chunk.get("x_groq")
+        if groq is not None:
+            self._x_groq(groq)
         choices = chunk.get("choices")
         if not choices:
             return bits or self._other_shape(chunk)
@@ -298,7 +313,7 @@ class ChatCompletions(Dialect):
 
     def summary(self) -> DialectSummary:
         usage = clean_usage(self._usage)
-        prompt, completion = token_counts(usage)
+        prompt, completion = token_counts(usage if usage is not None else clean_usage(self._x_usage))
         missing = not self._finish or any(i not in self._finish for i in self._choices)
         return DialectSummary(
             terminal=self._done,

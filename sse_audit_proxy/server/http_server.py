@@ -27,7 +27,9 @@ that is this module, with the guards server/inbound.py adds to aiohttp's server 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -77,6 +79,20 @@ BUSY_LINGER_TIME = 1.0  # for a connection answered 503 as it came (too many con
 FLUSH_TIME = 30.0
 
 _log = structlog.get_logger("sse_audit_proxy")
+
+
+# A field line of a head that llhttp refused, read leniently (the record's trace ID only).
+_FIELD_LINE = re.compile(
+    rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}):[ \t]*([^\r\n]{0,512}?)[ \t]*\r?$", re.MULTILINE
+)
+_MAX_LENIENT_FIELDS = 100
+
+
+def _lenient_fields(piece: bytes) -> list[tuple[bytes, bytes]]:
+    """The `name: value` lines of a refused head's bytes (up to its blank line), at most
+    _MAX_LENIENT_FIELDS: never forwarded, only read for the record."""
+    head = piece[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
+    return [(m[1], m[2]) for m in itertools.islice(_FIELD_LINE.finditer(head), _MAX_LENIENT_FIELDS)]
 
 
 class BadBody(Exception):
@@ -335,6 +351,7 @@ class ClientConnection(asyncio.Protocol):
         "_closing",
         "_current",
         "_drain_waiter",
+        "_failed_fields",
         "_failed_head",
         "_fields",
         "_head_bytes",
@@ -382,6 +399,7 @@ class ClientConnection(asyncio.Protocol):
         self._held = b""  # a read not parsed from _held_from on, while MAX_QUEUED requests wait
         self._held_from = 0
         self._failed_head: int | None = None  # the status to answer a refused head with
+        self._failed_fields: list[tuple[bytes, bytes]] = []  # what could be read of that head
         self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
         self._closing = False  # close once the requests parsed so far are answered
         self._head_timer: asyncio.TimerHandle | None = None
@@ -459,10 +477,10 @@ class ClientConnection(asyncio.Protocol):
                 self._upgraded()
                 continue
             except httptools.HttpParserCallbackError as exc:
-                self._parse_failed(exc.__context__, heads)
+                self._parse_failed(exc.__context__, heads, data[start:end])
                 break
             except httptools.HttpParserError as exc:
-                self._parse_failed(exc, heads)
+                self._parse_failed(exc, heads, data[start:end])
                 break
             if self._parsing is not None and self._head_bytes > MAX_HEAD_BYTES:
                 self._parse_failed(_HeadTooLarge(), heads)
@@ -604,8 +622,9 @@ class ClientConnection(asyncio.Protocol):
 
     # Parse failures ----------------------------------------------------------------------
 
-    def _parse_failed(self, exc: BaseException | None, heads: int) -> None:
-        """`heads`: how many heads had been parsed before this read."""
+    def _parse_failed(self, exc: BaseException | None, heads: int, piece: bytes = b"") -> None:
+        """`heads`: how many heads had been parsed before this read; `piece`: the bytes the
+        parser refused (a head, or part of one), read leniently for the record's trace ID."""
         if self._stopped:
             return  # bytes after the body of an upgrade request: not read (see _upgraded)
         if self._heads and not self._in_message and not self._last_keep_alive:
@@ -633,6 +652,7 @@ class ClientConnection(asyncio.Protocol):
                 self._current = None
             elif self._queue is not None:
                 self._queue.remove(request)
+        self._failed_fields = _lenient_fields(piece)
         self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
 
     def _refuse_head(self, status: int) -> None:
@@ -650,7 +670,11 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if status is None or transport is None or transport.is_closing():
             return  # no answer can reach the client: nothing to record either
-        stand_in = Request(self, "UNKNOWN", "/", (1, 0), [], False)
+        # The fields of the refused head that could be read, leniently: what the record reads
+        # of them is the client's trace ID (it was a random one: the client's own was lost
+        # to whoever looked for it) and its credentials (never shown as that ID).
+        stand_in = Request(self, "UNKNOWN", "/", (1, 0), self._failed_fields, False)
+        self._failed_fields = []
         try:
             answer = self._server.on_parse_error(stand_in, status, None)
         except Exception as exc:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.conftest import TEST_KEYS
@@ -195,6 +196,41 @@ async def test_header_with_control_characters_is_refused_400_openai_shaped(upstr
     assert status == 400 and body["error"]["code"] == "invalid_http_request"
     assert (await p.record()).error == "invalid_http_request"
     assert tally.requests == 0
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # raw UTF-8 in the query (curl sends it so), a control character in a value
+        b"GET /v1/models?q=\xc3\xa9 HTTP/1.1\r\nHost: x\r\nX-Client-Request-Id: mytrace2\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Client-Request-Id: mytrace2\r\nX-Thing: a\x01b\r\n\r\n",
+    ],
+)
+async def test_a_refused_head_keeps_the_clients_trace_id(upstream: Any, proxy: Any, head: bytes) -> None:
+    """nginx and HAProxy pass a head the proxy's strict parser refuses (raw UTF-8 in a query,
+    control characters in a value): its 400 and its record had a random trace ID, so the
+    client's own could not be found (outside review, behind a front proxy)."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    raw = await raw_exchange(p.service.proxy.port, head)
+    status, body = status_and_json(raw)
+    assert status == 400 and body["error"]["code"] == "invalid_http_request"
+    assert b"\r\nX-Client-Request-Id: mytrace2\r\n" in raw.split(b"\r\n\r\n")[0] + b"\r\n"
+    rec = await p.record()
+    assert (rec.error, rec.trace_id) == ("invalid_http_request", "mytrace2")
+    assert tally.requests == 0
+
+
+async def test_a_refused_heads_key_is_not_taken_for_its_trace_id(upstream: Any, proxy: Any) -> None:
+    key = "Zx9fK2mQ7wLp4Rt8Yv3N"
+    head = (
+        b"GET /v1/models?q=\xc3\xa9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"X-Client-Request-Id: %s\r\n\r\n" % (key.encode(), key.encode())
+    )
+    p = await proxy(await upstream(streaming_handler([], Tally())))
+    raw = await raw_exchange(p.service.proxy.port, head)
+    assert raw.startswith(b"HTTP/1.0 400") and key.encode() not in raw
+    assert (await p.record()).trace_id != key
 
 
 NASTY_TRACE_ID = 'abc" } \\ {"event":"forged" \t<script>é' + "Z" * 300

@@ -42,6 +42,17 @@ def run(
     return audit.finish((times[-1] if times else 0.0) + 0.001, end)
 
 
+def test_every_route_family_has_its_rows_on_the_stream_shapes_page() -> None:
+    """The route label's values, each with what its dialect reads and which anomalies apply."""
+    from sse_audit_proxy.core.dialects import ROUTES
+
+    page = (Path(__file__).resolve().parents[2] / "docs/reference/stream-shapes.md").read_text()
+    first_cells = [line.split("|")[1] for line in page.splitlines() if line.startswith("| `")]
+    for route in ROUTES:
+        # a row in the table of what is read, and one in the table of which anomalies apply
+        assert sum(f"`{route}`" in cell for cell in first_cells) >= 2, route
+
+
 def test_the_docs_verdict_tables_are_generated_from_the_rules() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs/operate/verdicts.md").read_text()
     assert verdict.markdown_tables() in page

@@ -425,7 +425,7 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         p,
         "--canary-guard-ttft-floor",
         type=non_negative_float,
-        default=0.5,
+        default=0.25,
         help="... and by at least this many seconds: a canary farther away adds its round trips "
         "to every first token, which doubles a fast gateway's p95 without a fault",
     )

@@ -551,6 +551,11 @@ class StreamAudit:
                     break
             self._settle()
         decoder = self._decoder
+        if end is End.UPSTREAM_EOF and isinstance(decoder, JsonLinesDecoder) and decoder.pending:
+            # A clean end makes a last line without its LF a line all the same (Ollama writes
+            # an error after its lines so, with no LF; JSON-lines readers take it).
+            self._decode_frames(b"\n", t)
+            self._settle()
         unterminated = decoder.close()
         if decoder.oversized:
             self._dialect.unread(decoder.oversized)
@@ -577,6 +582,7 @@ class StreamAudit:
                 dialect.has_end_marker if summary.has_end_marker is None else summary.has_end_marker
             ),
             json_lines_end=self._json_lines and summary.has_end_marker is True,
+            ends_in_content=self._ends_in_content,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,
             usage_expected=self._wants_usage(),

@@ -88,7 +88,7 @@ class GuardSettings:
     # ... and by this many seconds: a canary in a farther zone adds its round trips to every
     # first token (a fast gateway 150 ms farther away doubled its p95, 80 to 231 ms, and was
     # rolled back; outside review).
-    ttft_floor: float = 0.5
+    ttft_floor: float = 0.25
 
 
 @dataclass(slots=True, frozen=True)

@@ -72,6 +72,11 @@ class JsonLinesDecoder:
             self.last_unread = events[-1].unread > 0
         return events
 
+    @property
+    def pending(self) -> bool:
+        """A line has begun and not ended (no LF yet), and it is not being skipped."""
+        return not self._discarding and bool(_record(self._tail))
+
     def close(self) -> bool:
         """End of body. True when a line was left without its LF (it is not read)."""
         pending = bool(_record(self._tail)) or self._discarding

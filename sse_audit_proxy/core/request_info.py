@@ -54,7 +54,9 @@ class RequestInfo:
         if not isinstance(doc, dict):
             return cls()
         options = doc.get("stream_options")
-        if any(map(respelled, doc)) or (isinstance(options, dict) and any(map(respelled, options))):
+        if any(map(respelled, doc)) or (
+            isinstance(options, dict) and any(respelled(k, OPTION_KEYS) for k in options)
+        ):
             return cls()
         model = doc.get("model")
         return cls(
@@ -145,7 +147,7 @@ class _Shape:
             if name != self.top or name not in fields:
                 continue  # (a top-level key spelled with a dot is not the field before its dot)
             if prefix == name:  # the value itself ("a." is a key "" inside it)
-                if event == "map_key" and name == "stream_options" and respelled(value):  # type: ignore[arg-type]
+                if event == "map_key" and name == "stream_options" and respelled(value, OPTION_KEYS):  # type: ignore[arg-type]
                     self.respelled = True
                 elif event == "start_array":
                     self.lists.add(name)
@@ -203,11 +205,13 @@ _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 STRING_KEEP = 1 << 10
 QUIET_LIMIT = 64 << 10
 SCAN_SLICE = 16 << 10
-# What a scan may cost: each parse event is a step in Python (about 0.6 µs), so a body of
-# small tokens cost more than its size says (30 MB of one-word messages, 8 M events: 5 s of
-# the loop). A body with more events than this is not read further: its model is unknown,
-# as for a body that is not JSON. Real prompts are a few long strings: a few thousand events.
-MAX_SCAN_EVENTS = 1_000_000
+# What a scan may cost: each parse event is a step in Python (0.6 µs; 2 µs with the step a
+# short string with an escape takes in _shorten), so a body of small tokens cost more than its
+# size says (30 MB of one-word messages, 8 M events: 5 s of the loop; at a million events, 4 MB
+# of `"\"",` held it 1.8 s). A body with more events than this is not read further: its model is
+# unknown, as for a body that is not JSON. Real prompts are a few long strings: a few thousand
+# events (and a body read whole, up to 64 KiB, takes none).
+MAX_SCAN_EVENTS = 250_000
 # Each parse event comes with its path, which grows with the nesting: 30 KB of `[` (30,000
 # deep) held the loop for a second and took 2 GB. A body nested deeper than this is not read
 # further (unknown). msgspec, which reads whole bodies (read_whole), stops near Python's
@@ -251,18 +255,22 @@ BOM = b"\xef\xbb\xbf"
 # OpenAI's speech asks for an event stream with `stream_format: "sse"`, not `stream`.
 _STREAM_FORMAT = "stream_format"
 _WANTED = frozenset({"model", "stream", _STREAM_FORMAT, _INCLUDE_USAGE})
-# Go's encoding/json (Ollama, gin-based gateways) gives a key to a field whatever its case (`\u017f`
-# folded to `s` too): `"Stream": true` streams there and is no field to Python, and with
-# `"model"` and `"MODEL"` both, Go takes the last. A body that spells a key the audit reads any
-# other way is unknown, as one that is not JSON: judged on it, `missing_usage` and the model
-# were one reader's guess (a client made a healthy Go canary look bad with them).
-_READ_KEYS = frozenset({"model", "stream", _STREAM_FORMAT, "stream_options", "include_usage"})
-_FOLDED_KEYS = frozenset(key.casefold() for key in _READ_KEYS)
+# Go's encoding/json (Ollama, gin-based gateways) gives a key to a field whatever its case (its
+# simple folding: `\u017f` is `s`, the Kelvin sign `k`): `"Stream": true` streams there and is
+# no field to Python, and with `"model"` and `"MODEL"` both, Go takes the last. A body that
+# spells a key the audit reads any other way is unknown, as one that is not JSON: judged on
+# it, `missing_usage` and the model were one reader's guess (a client made a healthy Go canary
+# look bad with them). Keys are looked for where they are read: at the top, and in
+# stream_options.
+TOP_KEYS = frozenset({"model", "stream", _STREAM_FORMAT, "stream_options"})
+OPTION_KEYS = frozenset({"include_usage"})
 
 
-def respelled(key: str) -> bool:
-    """`key` is a key the audit reads spelled in another case (see _READ_KEYS)."""
-    return key not in _READ_KEYS and len(key) <= 14 and key.casefold() in _FOLDED_KEYS
+def respelled(key: str, keys: frozenset[str] = TOP_KEYS) -> bool:
+    """`key` is one of `keys` spelled in another case, as Go's encoding/json folds it."""
+    # str.lower() folds one character to one for these letters, as Go does; casefold() would
+    # also take `\ufb06` for `st`, which Go does not.
+    return key not in keys and len(key) <= 14 and key.lower().replace("\u017f", "s") in keys
 
 
 _BACKEND = ijson.get_backend("yajl2_c")
@@ -652,7 +660,7 @@ def _options(
             return False
         if "." in key:
             continue  # the scan skips what is deeper than a field of stream_options
-        if respelled(key):
+        if respelled(key, OPTION_KEYS):
             return False  # the scan reads it (and finds it unknown)
         value = _value(value_raw, key == "include_usage")
         if value is _NOT_PLAIN:

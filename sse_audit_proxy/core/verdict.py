@@ -152,6 +152,7 @@ class Facts:
     # ... whose lines do carry an end marker: Ollama's `"done": true` line (Ollama's dialect,
     # when the lines are its own). Its absence then makes the stream `truncated`.
     json_lines_end: bool = False
+    ends_in_content: bool = False  # the last frame (keep-alives aside) carried content
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
@@ -186,14 +187,17 @@ class Facts:
     @property
     def left_after_finish(self) -> bool:
         """The client left (before the end marker) once every choice or message had reported
-        its finish: a tool call's arguments are whole by then, their last fragment sent before
-        the finish (LiteLLM's Anthropic client closes at `message_delta`, before
-        `message_stop`, and hands the arguments on)."""
+        its finish, and no content came after the last one: a tool call's arguments are whole
+        by then, their last fragment sent before the finish (LiteLLM's Anthropic client closes
+        at `message_delta`, before `message_stop`, and hands the arguments on). Some upstreams
+        send a finish reason early (Open WebUI's on reasoning chunks, a finish after each tool
+        call): content after it means the client left mid-answer, which says nothing."""
         s = self.summary
         return (
             self.end in _LEFT_WITH_ALL_SENT
             and self.event_stream
             and not self.unreadable
+            and not self.ends_in_content
             and bool(s.finish_reasons)
             and not s.missing_finish_reason
         )

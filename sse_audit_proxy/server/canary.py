@@ -48,7 +48,7 @@ class CanaryConfig:
     guard_margin: float = 5.0
     guard_min_streams: int = 20
     guard_ttft_ratio: float = 2.0
-    guard_ttft_floor: float = 0.5
+    guard_ttft_floor: float = 0.25
 
 
 def label_name(value: str) -> str:

@@ -27,9 +27,13 @@ MAX_HEADERS = 64
 MAX_HEADER_VALUE = 512
 KEEP_HEAD_BYTES = 8 << 10  # a real response head is a few hundred bytes
 _REDACTED = REDACTED.encode()
-# The request path of each route, for a replay (the record keeps the route, not the path).
+# The request path of each route, for a replay (the record keeps the route, not the path):
+# under `/v1` but for the native APIs with paths of their own (Ollama's `/api/...`, on whose
+# server `/v1/...` is the OpenAI-compatible API, and Cohere's `/v2/chat`).
 ROUTE_PATHS = {
-    d.route: d.path_suffixes[0] if d.path_suffixes[0].startswith("/v1/") else "/v1" + d.path_suffixes[0]
+    d.route: d.path_suffixes[0]
+    if d.path_suffixes[0].startswith(("/v1/", "/v2/", "/api/"))
+    else "/v1" + d.path_suffixes[0]
     for d in DIALECTS
 }
 OTHER_PATH = "/v1/other"

@@ -24,3 +24,15 @@ def test_the_kept_head_reads_as_the_head_and_is_small(reason: str, lines: list[s
     kept = kept_head(head)
     assert redacted_headers(kept, redactor) == redacted_headers(head, redactor)
     assert len(kept) <= max(len(head) if len(head) <= KEEP_HEAD_BYTES else 0, 2 * KEEP_HEAD_BYTES)
+
+
+def test_each_routes_replay_path_is_its_own() -> None:
+    """Evidence gives a replay a path per route: one its route is read from again, and for
+    the native APIs their own (on Ollama's server `/v1/api/chat` is no native route; second
+    pass)."""
+    from sse_audit_proxy.core.dialects import route_for_path
+    from sse_audit_proxy.sinks.evidence import ROUTE_PATHS
+
+    assert all(route_for_path(path) == route for route, path in ROUTE_PATHS.items())
+    assert (ROUTE_PATHS["ollama"], ROUTE_PATHS["cohere_chat"]) == ("/api/chat", "/v2/chat")
+    assert ROUTE_PATHS["chat_completions"] == "/v1/chat/completions"

@@ -336,3 +336,16 @@ def test_a_fast_canary_farther_away_is_not_rolled_back_for_its_round_trips() -> 
     assert run(GuardSettings()).tripped is None
     tripped = run(GuardSettings(ttft_floor=0.0)).tripped
     assert tripped is not None and tripped.rule == "ttft_p95"
+
+
+def test_a_fast_gateway_four_times_slower_to_its_first_token_still_trips() -> None:
+    """0.1-0.15 s against 0.4-0.6 s: the floor (0.25 s) is under what it added (a second
+    pass: a 0.5 s floor let it through)."""
+    rng = random.Random(4)
+    guard = Guard()
+    for i in range(400):
+        canary = i % 2 == 1
+        ttft = rng.uniform(0.1, 0.15) * (4.0 if canary else 1.0)
+        if guard.observe(canary, Sample(f"t{i}", False, ttft)) is not None:
+            break
+    assert guard.tripped is not None and guard.tripped.rule == "ttft_p95"

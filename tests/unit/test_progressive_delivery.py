@@ -139,7 +139,7 @@ def test_a_bad_canary_with_volume_still_fails_the_rollout(tmp_path: Path) -> Non
 def test_a_fast_canary_farther_away_passes_the_ttft_ratio(tmp_path: Path) -> None:
     """Every first token under 0.1 s on the baseline, 0.1 to 0.25 s at the canary (a zone
     farther): a p95 ratio of 2.55, but 0.15 s more, which the network adds, not a fault. Both
-    templates give 1, as the proxy's --canary-guard-ttft-floor (0.5 s) would not trip."""
+    templates give 1, as the proxy's --canary-guard-ttft-floor (0.25 s) would not trip."""
     fast = {"0.1": "0+20x10", "0.25": "0+20x10", "+Inf": "0+20x10"}
     baseline = side_series("baseline", "0+20x10", "0x10", fast, JOB)
     canary = side_series("canary", "0+20x10", "0x10", {**fast, "0.1": "0x10"}, JOB)

@@ -220,6 +220,20 @@ def test_a_key_spelled_in_another_case_makes_the_reading_unknown(body: bytes) ->
     assert scanner.info() == unknown
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model":"m","\ufb06ream":true,"stream":true}'.encode(),  # a ligature Go does not fold
+        b'{"model":"m","stream":true,"Include_Usage":true}',  # read only in stream_options
+        b'{"model":"m","stream":true,"stream_options":{"Stream":1,"include_usage":true}}',
+    ],
+)
+def test_keys_go_would_not_read_as_the_audits_are_read_as_before(body: bytes) -> None:
+    read = RequestInfo.from_body(body)
+    assert (read.model, read.stream) == ("m", True)
+    assert whole(body) == streamed(body) == read
+
+
 def test_other_keys_in_other_cases_are_read_as_before() -> None:
     body = b'{"Messages":[],"model":"m","stream":true,"Temperature":1,'
     body += b'"stream_options":{"Extra":1,"include_usage":true}}'

@@ -193,3 +193,27 @@ def test_a_client_that_left_on_a_silence_says_how_long_it_was() -> None:
         reason = audit.finish(0.14 + quiet, End.CLIENT_GONE).reasons[0]
         assert reason.startswith("client_disconnect: the client went away")
         assert (said in reason) if said else ("last frame" not in reason), reason
+
+
+def test_a_client_that_left_mid_arguments_after_an_early_finish_says_nothing() -> None:
+    """Some upstreams send a finish reason before the answer's end (Open WebUI's on reasoning
+    chunks, a finish after each tool call): a client that leaves in a later call's arguments
+    cut them itself, and the guard must not count that against the upstream (second pass)."""
+    first = tool_call_stream(['{"city": "Paris"}'])[:-1]  # a whole call and its finish
+    later = chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"ci'},
+                }
+            ]
+        }
+    )
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, f in enumerate([*first, later]):
+        audit.feed(f, 0.1 + 0.01 * i)
+    r = audit.finish(0.5, End.CLIENT_GONE)
+    assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, [])

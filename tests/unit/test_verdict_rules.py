@@ -331,6 +331,39 @@ def test_ollamas_done_line_gives_the_finish_and_the_usage_and_tool_calls_count()
     assert (r.outcome, r.content_frames, r.finish_reasons) == (Outcome.COMPLETE, 1, ["stop"])
 
 
+def test_ollamas_done_line_too_large_to_read_leaves_the_end_to_the_connection() -> None:
+    """`/api/generate` puts the token IDs of prompt and answer in its done line's `context`:
+    past --max-frame-bytes (about 150,000 tokens a MiB) it is relayed unread, and a healthy
+    stream was `truncated` (second pass)."""
+    from sse_audit_proxy.core.verdict import Thresholds
+
+    big = b'{"model":"m","response":"","done":true,"context":[' + b"1," * 600 + b"1]}\n"
+    audit = StreamAudit(
+        dialect_for_route("ollama")(),
+        0.0,
+        event_stream=False,
+        json_lines=True,
+        thresholds=Thresholds(max_frame_bytes=1024),
+    )
+    for i, line in enumerate([b'{"model":"m","response":"Hi","done":false}\n', big]):
+        audit.feed(line, 0.1 + 0.01 * i)
+    r = audit.finish(0.2, End.UPSTREAM_EOF)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+
+
+def test_ollamas_generate_tool_calls_are_counted_and_an_error_without_its_lf_is_read() -> None:
+    lines = [
+        b'{"model":"m","response":"","tool_calls":[{"function":{"name":"f","arguments":{}}}],"done":false}\n',
+        b'{"model":"m","response":"","done":true,"done_reason":"stop"}\n',
+    ]
+    r = run(lines, route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.tool_calls, r.content_frames) == (Outcome.COMPLETE, 1, 1)
+    # Ollama's relay of a cloud model writes its error with `c.JSON`: no LF after it.
+    cut = [OLLAMA_LINES[0], b'{"error":"upstream unavailable"}']
+    r = run(cut, route="ollama", event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies, r.frames) == (Outcome.UPSTREAM_ERROR, ["error_event"], 2)
+
+
 @pytest.mark.parametrize(
     ("lines", "event_stream", "json_lines"),
     [

@@ -42,7 +42,7 @@ class Generic(Dialect):
             return ERROR
         return self.observe_data(event.data)
 
-    def observe_unread(self, name: str) -> int:
+    def observe_unread(self, name: str) -> int | None:
         if name == ERROR_EVENT:
             return self.observe(Event(name, b""))
         self._failed = False

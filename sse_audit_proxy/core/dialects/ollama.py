@@ -65,6 +65,14 @@ class Ollama(Generic):
             return MALFORMED
         return self._line(doc)
 
+    def observe_unread(self, name: str) -> int | None:
+        """A line too large to read: in Ollama's lines it may be the done line (its `context`,
+        the token IDs of prompt and answer, passed 1 MiB at about 150,000 tokens), so what it
+        said cannot be told, and a last one leaves the end to the connection."""
+        if self._native:
+            return None
+        return super().observe_unread(name)
+
     def _line(self, doc: dict[str, Any]) -> int:
         if is_error_frame(doc):
             self._errors += 1
@@ -72,8 +80,10 @@ class Ollama(Generic):
             return ERROR
         self._failed = False
         message = doc.get("message")
-        bits = _content(message if isinstance(message, dict) else doc)
-        if isinstance(message, dict) and isinstance(calls := message.get("tool_calls"), list) and calls:
+        where = message if isinstance(message, dict) else doc  # chat's `message`, generate's top
+        bits = _content(where)
+        calls = where.get("tool_calls")
+        if isinstance(calls, list) and calls:
             self._tool_calls += len(calls)  # whole objects, arguments included: nothing to join
             bits |= CONTENT
         if doc.get("done") is True:

@@ -151,7 +151,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=size,
         default=1 << 20,
         help="bytes a client may leave unread before the upstream is read no further until it "
-        "takes some (backpressure); accepts k/m suffixes",
+        "takes some (backpressure); accepts k/m/g suffixes",
     )
     option(
         p,
@@ -307,7 +307,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=size,
         default=DEFAULT_LOG_BUFFER,
         help="log lines waiting for a slow stdout reader, at most; lines past it are dropped "
-        "and counted (sse_audit_log_lines_dropped_total), never waited for; accepts k/m suffixes",
+        "and counted (sse_audit_log_lines_dropped_total), never waited for; accepts k/m/g suffixes",
     )
     option(
         p,

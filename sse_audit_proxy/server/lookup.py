@@ -121,6 +121,7 @@ def _bad_request(message: str) -> web.Response:
         status=400,
         content_type="application/json",
         body=error_body(message, "invalid_request_error", "invalid_query"),
+        headers=NO_STORE,
     )
 
 
@@ -177,6 +178,7 @@ def not_found(trace_id: str) -> web.Response:
         status=404,
         content_type="application/json",
         body=error_body(message, "not_found_error", "trace_id_not_found"),
+        headers=NO_STORE,
     )
 
 

@@ -959,6 +959,7 @@ class Proxy:
         # The exception's own text goes nowhere: the record carries our code for it.
         status, code, message = upstream_error(exc, self.config)
         r.rec.model = shown_model(info.model, r.credentials)
+        r.rec.request = info  # evidence shows the request's shape: the upstream never saw it
         audit = None
         if info.stream:
             audit = StreamAudit(dialect_for_route(r.rec.route)(), r.started)

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import pathlib
+import socket
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from sse_audit_proxy.cli.main import main
 from sse_audit_proxy.server.proxy import INSTANCE
@@ -140,6 +142,27 @@ async def test_unknown_trace_id_has_no_evidence(
     running = await proxy(await upstream(json_answer))
     status, doc = await get_json(http, running.metrics_url / "streams/nope/evidence")
     assert status == 404 and doc["error"]["code"] == "trace_id_not_found"
+
+
+async def test_evidence_of_a_stream_the_upstream_never_saw_keeps_the_requests_shape(
+    proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """An upstream that refuses the connection: the incident whose request matters most had
+    `stream`, `include_usage` and the shape blank in its evidence (docs-as-written review)."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    running = await proxy(URL(f"http://127.0.0.1:{port}"))
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.2}
+    async with http.post(
+        running.url / "v1/chat/completions", json=body, headers={"X-Client-Request-Id": "gone"}
+    ) as resp:
+        assert resp.status == 502
+    status, doc = await get_json(http, running.metrics_url / "streams/gone/evidence")
+    assert status == 200
+    request = doc["request"]
+    assert (request["stream"], request["include_usage"]) == (True, True)
+    assert request["shape"]["temperature"] == 0.2
 
 
 # Every streamed demo scenario (not `hang` and `cancel`, whose ends a test client would have to

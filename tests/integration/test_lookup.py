@@ -208,3 +208,11 @@ async def test_records_and_evidence_are_answered_for_no_cache_to_keep(demo_gatew
         async with http.get(p.metrics_url.join(URL(path))) as resp:
             assert resp.status == 200, path
             assert resp.headers.get("Cache-Control") == "no-store", path
+    for path, status in (
+        ("streams/unknown-1", 404),
+        ("streams/unknown-1/evidence", 404),
+        ("streams/recent?limit=x", 400),
+    ):
+        async with http.get(p.metrics_url.join(URL(path))) as resp:  # their errors too (docs review)
+            assert resp.status == status, path
+            assert resp.headers.get("Cache-Control") == "no-store", path

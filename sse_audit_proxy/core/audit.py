@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.dialects import CONTENT, KEEPALIVE, Dialect
+from sse_audit_proxy.core.dialects import CONTENT, FINISH, KEEPALIVE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.json_lines import JsonLinesDecoder
 from sse_audit_proxy.core.skeleton import skeleton
@@ -112,7 +112,7 @@ class StreamResult:
     # Seconds from the last frame (keep-alives aside) to the end of relaying, the time the
     # upstream's bytes waited on the client left out: a stall the client gave up on shows here.
     quiet_at_end: float | None = None
-    last_frame_content: bool = False  # the last frame (keep-alives aside) carried content
+    last_frame_content: bool = False  # the last frame (keep-alives aside) carried content, no finish
 
 
 class StreamAudit:
@@ -225,7 +225,8 @@ class StreamAudit:
         self._bursts = 0
         self._burst_frames = 0
         self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
-        self._ends_in_content = False  # the last frame so far (keep-alives aside) carried content
+        # The last frame so far (keep-alives aside) carried content, and no finish reason.
+        self._ends_in_content = False
         # Time the relay held the upstream for the client (see client_held): moved onto the
         # last frame's and last content frame's times until the next one's gap is measured.
         self._client_held = 0.0
@@ -473,7 +474,8 @@ class StreamAudit:
         if keepalives < len(kinds):
             for bits in reversed(kinds):  # once a batch: its last frame, keep-alives aside
                 if not bits & KEEPALIVE:
-                    self._ends_in_content = bool(bits & CONTENT)
+                    # (a finish in the same frame ends the answer: what follows is no stall)
+                    self._ends_in_content = bits & (CONTENT | FINISH) == CONTENT
                     break
             if self._frame_shift:  # a frame's gap took the hold out
                 self._gaps_credited += self._frame_shift

@@ -9,6 +9,8 @@ counted in `oversized`, as the SSE decoder does with an oversized frame.
 
 from __future__ import annotations
 
+import orjson
+
 from sse_audit_proxy.core.sse import Event
 
 _RS = b"\x1e"
@@ -74,8 +76,16 @@ class JsonLinesDecoder:
 
     @property
     def pending(self) -> bool:
-        """A line has begun and not ended (no LF yet), and it is not being skipped."""
-        return not self._discarding and bool(_record(self._tail))
+        """A line has begun and not ended (no LF yet), is not being skipped, and is whole JSON
+        (a clean end then makes it a line; a cut one stays unterminated)."""
+        record = _record(self._tail)
+        if self._discarding or not record:
+            return False
+        try:
+            orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return False
+        return True
 
     def close(self) -> bool:
         """End of body. True when a line was left without its LF (it is not read)."""

@@ -152,7 +152,7 @@ class Facts:
     # ... whose lines do carry an end marker: Ollama's `"done": true` line (Ollama's dialect,
     # when the lines are its own). Its absence then makes the stream `truncated`.
     json_lines_end: bool = False
-    ends_in_content: bool = False  # the last frame (keep-alives aside) carried content
+    ends_in_content: bool = False  # the last frame (keep-alives aside): content, no finish
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
@@ -486,7 +486,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     Rule(
         Outcome.UPSTREAM_ERROR,
         'the upstream reported failure in-band: an `{"error": …}` frame '
-        '(or `{"object": "error"}`), a choice\'s `finish_reason` `"error"` (OpenRouter) or '
+        '(or `{"object": "error"}`, or Groq\'s `x_groq.error`), a choice\'s `finish_reason` '
+        '`"error"` (OpenRouter) or '
         '`"abort"` (vLLM), or an event named `error` (whatever its data; an `error:` line too, '
         "older llama.cpp's), after which no choice finished with another reason (even if "
         "`[DONE]` follows), Responses `response.failed`, Anthropic `error`; or a JSON error "

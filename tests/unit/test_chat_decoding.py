@@ -62,6 +62,7 @@ CHUNK = st.fixed_dictionaries(
         "usage": JSON,
         "id": JSON,
         "object": st.one_of(st.sampled_from(["error", "chat.completion.chunk"]), JSON),
+        "x_groq": st.one_of(JSON, st.fixed_dictionaries({}, optional={"usage": JSON, "error": JSON})),
     },
 )
 
@@ -103,7 +104,7 @@ TYPED_CHUNK = st.fixed_dictionaries(
         "usage": JSON,
         "id": JSON,
         "object": st.sampled_from(["error", "x"]),
-        "x_groq": st.one_of(JSON, st.fixed_dictionaries({"usage": JSON})),
+        "x_groq": st.fixed_dictionaries({}, optional={"usage": JSON, "error": JSON, "id": JSON}),
     },
 )
 
@@ -210,3 +211,21 @@ def test_groqs_usage_gives_the_token_counts_but_is_no_asked_for_usage() -> None:
             audit.feed(f, 0.1 + 0.01 * i)
         r = audit.finish(0.2, End.UPSTREAM_EOF)
         assert (r.anomalies, r.usage, r.prompt_tokens, r.completion_tokens) == (anomalies, None, 12, 2)
+
+
+def test_groqs_error_is_an_in_band_failure() -> None:
+    """`x_groq.error` says why Groq stopped a stream early, and its SDK does not raise on it:
+    with `finish_reason: stop` the stream was `complete` with no word (third pass)."""
+    from sse_audit_proxy.core.audit import End, Outcome, StreamAudit
+
+    frames = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        b'"x_groq":{"id":"req_1","error":"tool call validation failed"}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, f in enumerate(frames):
+        audit.feed(f, 0.1 + 0.01 * i)
+    r = audit.finish(0.2, End.UPSTREAM_EOF)
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])

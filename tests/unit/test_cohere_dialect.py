@@ -93,3 +93,22 @@ def test_another_products_stream_on_the_path_is_read_as_on_a_route_with_no_diale
     frames = [b'data: {"text":"a"}\n\n', b'data: {"text":"b"}\n\n']
     r = run(frames)
     assert (r.outcome, r.anomalies, r.content_frames) == (Outcome.COMPLETE, [], 2)
+
+
+@pytest.mark.parametrize(
+    "first", [event("debug", {"debug": "x"}), b"event: ping\ndata:\n\n"], ids=["debug", "empty-data"]
+)
+def test_a_debug_or_empty_event_before_message_start_decides_nothing(first: bytes) -> None:
+    """The SDK's v2 stream types include `debug`, which may come first: a cut stream was read
+    as on a route with no dialect and was `complete` (third pass, with the real SDK)."""
+    r = run([first, START, *TEXT])
+    assert (r.outcome, r.anomalies) == (Outcome.TRUNCATED, [])
+    assert run([first, START, *TEXT, end()]).outcome is Outcome.COMPLETE
+
+
+def test_a_timeout_finish_is_a_failure_and_billed_units_count_when_tokens_are_empty() -> None:
+    r = run([START, *TEXT, end("TIMEOUT")])
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+    billed = event("message-end", {"delta": {"finish_reason": "COMPLETE", "usage": {**USAGE, "tokens": {}}}})
+    r = run([START, *TEXT, billed])
+    assert (r.prompt_tokens, r.completion_tokens) == (5, 3)

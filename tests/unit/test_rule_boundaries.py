@@ -217,3 +217,16 @@ def test_a_client_that_left_mid_arguments_after_an_early_finish_says_nothing() -
         audit.feed(f, 0.1 + 0.01 * i)
     r = audit.finish(0.5, End.CLIENT_GONE)
     assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, [])
+
+
+def test_broken_arguments_whose_last_fragment_shares_the_finish_frame_are_judged() -> None:
+    """A whole call and its finish in one chunk, the client gone before `[DONE]`: the finish
+    ends the answer, so its arguments are judged (third pass: it counted as content after)."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1'}}
+    frames = [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [call]}, finish="tool_calls")]
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, f in enumerate(frames):
+        audit.feed(f, 0.1 + 0.01 * i)
+    r = audit.finish(0.5, End.CLIENT_GONE)
+    assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, ["invalid_tool_arguments"])
+    assert not r.last_frame_content  # nor is the client's wait after it a stall to the guard

@@ -362,6 +362,9 @@ def test_ollamas_generate_tool_calls_are_counted_and_an_error_without_its_lf_is_
     cut = [OLLAMA_LINES[0], b'{"error":"upstream unavailable"}']
     r = run(cut, route="ollama", event_stream=False, json_lines=True)
     assert (r.outcome, r.anomalies, r.frames) == (Outcome.UPSTREAM_ERROR, ["error_event"], 2)
+    # A line cut mid-JSON by a clean end is no line: it stays the unterminated frame it is.
+    r = run([b'{"text":"a"}\n', b'{"text":"b'], route="other", event_stream=False, json_lines=True)
+    assert (r.frames, r.unterminated_frame) == (1, True)
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,14 @@ class _Choice(msgspec.Struct, gc=False):
     finish_reason: str | None = None
 
 
+class _XGroq(msgspec.Struct, gc=False):
+    """Groq's `x_groq`, as its SDKs read it: the last chunk's `usage`, and an `error` saying why
+    a stream stopped early (the SDK does not raise on it). Its other fields are not made."""
+
+    usage: Any = None
+    error: Any = None
+
+
 class _Chunk(msgspec.Struct, gc=False):
     """What a Chat chunk is read for. Any other shape fails to decode into it (a ValidationError)
     and is read as plain JSON values instead."""
@@ -60,7 +68,7 @@ class _Chunk(msgspec.Struct, gc=False):
     error: Any = None
     usage: Any = None
     choices: list[_Choice] | None = None
-    x_groq: Any = None  # Groq's, whose `usage` its SDKs read (its last chunk's)
+    x_groq: _XGroq | None = None
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
@@ -124,8 +132,11 @@ class ChatCompletions(Dialect):
         except (msgspec.DecodeError, RecursionError):  # ValidationError (another shape) too
             return self._observe_doc(data)  # `[DONE]`, another shape, or not JSON
         bits = 0
-        if chunk.error and not self._done:  # `"error": null` on ordinary chunks is not one;
-            # after `[DONE]` the SDKs read no more
+        groq = chunk.x_groq
+        if groq is not None and groq.usage:
+            self._x_usage = groq.usage
+        # `"error": null` on ordinary chunks is not one; after `[DONE]` the SDKs read no more
+        if (chunk.error or (groq is not None and groq.error)) and not self._done:
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -133,8 +144,6 @@ class ChatCompletions(Dialect):
         if usage:
             self._usage = usage  # continuous usage stats: the last one wins
             bits |= USAGE
-        if chunk.x_groq is not None:
-            self._x_groq(chunk.x_groq)
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
             if not bits:  # neither (rare): perhaps older vLLM's `{"object": "error", ...}`
@@ -162,11 +171,6 @@ class ChatCompletions(Dialect):
                 if reason in FAILED_REASONS:
                     bits = self._choice_failed(bits)
         return bits
-
-    def _x_groq(self, groq: Any) -> None:
-        usage = groq.get("usage") if type(groq) is dict else None
-        if usage:
-            self._x_usage = usage
 
     def _choice_failed(self, bits: int) -> int:
         """A choice finished with `finish_reason: "error"`: an error frame, counted once per
@@ -219,6 +223,11 @@ class ChatCompletions(Dialect):
             return MALFORMED
         bits = 0
         error = chunk.get("error")
+        groq = chunk.get("x_groq")
+        if type(groq) is dict:
+            if groq.get("usage"):
+                self._x_usage = groq["usage"]
+            error = error or groq.get("error")
         if error and not self._done:  # is_error_frame, inlined (Completions reads every frame here)
             self._errors += 1
             self._failed = True
@@ -227,9 +236,6 @@ class ChatCompletions(Dialect):
         if usage:
             self._usage = usage
             bits |= USAGE
-        groq = chunk.get("x_groq")
-        if groq is not None:
-            self._x_groq(groq)
         choices = chunk.get("choices")
         if not choices:
             return bits or self._other_shape(chunk)

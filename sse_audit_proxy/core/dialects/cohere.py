@@ -8,8 +8,9 @@ whose `delta` carries the finish reason (`COMPLETE`, `MAX_TOKENS`, `TOOL_CALL`, 
 Cohere's SDK returns what it got of a stream cut before `message-end` without a word, so a cut
 is `truncated` here, where a route with no dialect would say `complete`.
 
-Only a stream that begins with `message-start` is read so; anything else on the path is read
-as on a route with no dialect.
+Only a stream whose first typed event is one of Cohere's is read so (a `debug` event, or one
+with no data, may come first and decides nothing); anything else on the path is read as on a
+route with no dialect.
 """
 
 from __future__ import annotations
@@ -32,8 +33,25 @@ from sse_audit_proxy.core.dialects.tool_args import CUT_REASONS
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 from sse_audit_proxy.core.sse import Event
 
-# Cohere's finish reasons that mean the generation failed, not finished.
-_FAILED = frozenset({"ERROR"})
+# Cohere's finish reasons that mean the generation failed or was cut, not finished.
+_FAILED = frozenset({"ERROR", "TIMEOUT"})
+# The event types of Cohere's v2 stream (its SDK's); `debug` may come before `message-start`.
+_TYPES = frozenset(
+    {
+        "message-start",
+        "content-start",
+        "content-delta",
+        "content-end",
+        "tool-plan-delta",
+        "tool-call-start",
+        "tool-call-delta",
+        "tool-call-end",
+        "citation-start",
+        "citation-end",
+        "message-end",
+        "debug",
+    }
+)
 
 
 class CohereChat(TypedEvents):
@@ -56,8 +74,12 @@ class CohereChat(TypedEvents):
 
     def observe(self, event: Event) -> int:
         if self._native is None:
-            doc = load_object(event.data)
-            self._native = doc is not None and doc.get("type") == "message-start"
+            data = event.data
+            doc = load_object(data) if data.strip() else None
+            kind = doc.get("type") if doc is not None else None
+            if not data.strip() or kind == "debug":
+                return 0  # undecided: nothing said yet (the SDK skips both)
+            self._native = isinstance(kind, str) and kind in _TYPES
         if not self._native:
             return self._other.observe(event)
         return super().observe(event)
@@ -128,7 +150,9 @@ class CohereChat(TypedEvents):
         for name in ("tokens", "billed_units"):
             counts = usage.get(name) if usage else None
             if isinstance(counts, dict):
-                return token_count(counts.get("input_tokens")), token_count(counts.get("output_tokens"))
+                pair = token_count(counts.get("input_tokens")), token_count(counts.get("output_tokens"))
+                if pair != (None, None):
+                    return pair
         return None, None
 
     def summary(self) -> DialectSummary:

@@ -66,6 +66,12 @@ HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per 
 # shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
 MAX_SKELETON_CHARS = 8 << 10
 _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
+# Frame kinds (observe() bits, one byte a frame) mapped to 1 when they carry a finish reason,
+# or content: searched in C, once a finish has been seen.
+_FINISHES = bytes(1 if b & FINISH else 0 for b in range(256))
+_CONTENTS = bytes(1 if b & CONTENT and not b & KEEPALIVE else 0 for b in range(256))
+# The kinds a seen-kinds mask (bit k: a frame of kind k) has when a finish was seen.
+_FINISH_KINDS = sum(1 << b for b in range(128) if b & FINISH)
 _GAP = buckets.GAP
 # One-frame reads held before they are accounted together: bounded, a few hundred bytes.
 HELD_READS = 32
@@ -126,12 +132,14 @@ class StreamAudit:
         "_close_gaps",
         "_clump",
         "_clump_after",
+        "_content_after_finish",
         "_content_frames",
         "_content_shift",
         "_decoder",
         "_dialect",
         "_ends_in_content",
         "_event_stream",
+        "_finish_seen",
         "_first_byte",
         "_first_content",
         "_first_frame",
@@ -225,8 +233,13 @@ class StreamAudit:
         self._bursts = 0
         self._burst_frames = 0
         self._close_gaps = 0  # content gaps under buffered_max_gap: read together (buffered)
-        # The last frame so far (keep-alives aside) carried content, and no finish reason.
+        # The last frame so far (keep-alives aside) carried content, and no finish reason (one
+        # that ends the answer: not so when content came after an earlier finish).
         self._ends_in_content = False
+        self._finish_seen = False  # a frame with a finish reason has been accounted
+        # Content came after a finish reason: the upstream sends them early (Open WebUI's on
+        # reasoning chunks, a finish on every chunk), so a finish says nothing of the end.
+        self._content_after_finish = False
         # Time the relay held the upstream for the client (see client_held): moved onto the
         # last frame's and last content frame's times until the next one's gap is measured.
         self._client_held = 0.0
@@ -416,6 +429,16 @@ class StreamAudit:
         del kinds[:]
         del times[:]
 
+    def _content_follows_finish(self, kinds: bytes | bytearray) -> bool:
+        """Content in `kinds` after a finish reason, this batch's or an earlier one's."""
+        if self._finish_seen:
+            return kinds.translate(_CONTENTS).find(1) >= 0
+        first = kinds.translate(_FINISHES).find(1)
+        if first < 0:
+            return False
+        self._finish_seen = True
+        return kinds.translate(_CONTENTS).find(1, first + 1) >= 0
+
     def _account(self, kinds: bytes | bytearray, times: list[float]) -> None:
         """The frames' (and keep-alives') gaps, longest gap and content clumps, in arrival
         order: the one place these are counted, in one loop over locals (a few calls and
@@ -472,10 +495,16 @@ class StreamAudit:
         self._keepalives += keepalives
         self._content_frames += content
         if keepalives < len(kinds):
+            if self._seen_kinds & _FINISH_KINDS and not self._content_after_finish:
+                self._content_after_finish = self._content_follows_finish(kinds)
             for bits in reversed(kinds):  # once a batch: its last frame, keep-alives aside
                 if not bits & KEEPALIVE:
-                    # (a finish in the same frame ends the answer: what follows is no stall)
-                    self._ends_in_content = bits & (CONTENT | FINISH) == CONTENT
+                    # (a finish in the same frame ends the answer, what follows no stall,
+                    # unless finish reasons come before the end)
+                    if self._content_after_finish:
+                        self._ends_in_content = bool(bits & CONTENT)
+                    else:
+                        self._ends_in_content = bits & (CONTENT | FINISH) == CONTENT
                     break
             if self._frame_shift:  # a frame's gap took the hold out
                 self._gaps_credited += self._frame_shift

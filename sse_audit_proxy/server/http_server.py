@@ -87,22 +87,30 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _MAX_LENIENT_FIELDS = 100
 
 
-def _lenient_fields(piece: bytes) -> list[tuple[bytes, bytes]]:
-    """The `name: value` lines of a refused head's bytes, up to its blank line (CRLF or LF
-    alone), at most _MAX_LENIENT_FIELDS. Line by line with `partition`: a regular expression
-    over a hostile line (hundreds of tabs) backtracked for seconds (third pass)."""
+def _lenient_head(piece: bytes) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The target's query and the `name: value` lines of a refused head's bytes, up to its
+    blank line (CRLF or LF alone), at most _MAX_LENIENT_FIELDS fields. Line by line with
+    `partition`: a regular expression over a hostile line (hundreds of tabs) backtracked for
+    seconds (third pass). The query is read for the credentials in it (`?key=`), which the
+    trace ID must not show."""
     head = piece[:MAX_HEAD_BYTES]
     ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
     if ends:
         head = head[: min(ends)]
+    lines = head.split(b"\n")
+    query = ""
+    if b" HTTP/" in lines[0]:  # a request line (a head's second read begins with a field)
+        target = lines.pop(0).split(b" ")
+        if len(target) > 1:
+            query = target[1].partition(b"?")[2].decode("utf-8", "surrogateescape")
     fields: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\n")[1:]:  # the request line first
+    for line in lines:
         name, colon, value = line.partition(b":")
         if colon and _FIELD_NAME.fullmatch(name):
             fields.append((name, value.strip(b" \t\r")))
             if len(fields) >= _MAX_LENIENT_FIELDS:
                 break
-    return fields
+    return query, fields
 
 
 class BadBody(Exception):
@@ -363,6 +371,7 @@ class ClientConnection(asyncio.Protocol):
         "_drain_waiter",
         "_failed_fields",
         "_failed_head",
+        "_failed_query",
         "_fields",
         "_head_bytes",
         "_head_timer",
@@ -410,6 +419,7 @@ class ClientConnection(asyncio.Protocol):
         self._held_from = 0
         self._failed_head: int | None = None  # the status to answer a refused head with
         self._failed_fields: list[tuple[bytes, bytes]] = []  # what could be read of that head
+        self._failed_query = ""  # ... and of its target's query
         self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
         self._closing = False  # close once the requests parsed so far are answered
         self._head_timer: asyncio.TimerHandle | None = None
@@ -664,8 +674,11 @@ class ClientConnection(asyncio.Protocol):
                 self._queue.remove(request)
         # A head llhttp had parsed (a bad body in its read) has its fields; else what the
         # refused bytes show.
-        parsed = request.raw_headers if request is not None else None
-        self._failed_fields = parsed or _lenient_fields(piece)
+        if request is not None and request.raw_headers:
+            query, fields = request.raw_path.partition("?")[2], request.raw_headers
+        else:
+            query, fields = _lenient_head(piece)
+        self._failed_query, self._failed_fields = query, fields
         self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
 
     def _refuse_head(self, status: int) -> None:
@@ -686,8 +699,9 @@ class ClientConnection(asyncio.Protocol):
         # The fields of the refused head that could be read, leniently: what the record reads
         # of them is the client's trace ID (it was a random one: the client's own was lost
         # to whoever looked for it) and its credentials (never shown as that ID).
-        stand_in = Request(self, "UNKNOWN", "/", (1, 0), self._failed_fields, False)
-        self._failed_fields = []
+        target = "/?" + self._failed_query if self._failed_query else "/"  # its route: other
+        stand_in = Request(self, "UNKNOWN", target, (1, 0), self._failed_fields, False)
+        self._failed_query, self._failed_fields = "", []
         try:
             answer = self._server.on_parse_error(stand_in, status, None)
         except Exception as exc:

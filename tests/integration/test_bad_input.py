@@ -236,11 +236,37 @@ async def test_a_refused_head_of_hostile_lines_is_answered_at_once(upstream: Any
 
 
 def test_a_refused_heads_fields_are_read_up_to_its_blank_line_whatever_its_line_ends() -> None:
-    from sse_audit_proxy.server.http_server import _lenient_fields
+    from sse_audit_proxy.server.http_server import _lenient_head
 
     auth = b"Bearer " + b"e" * 2000  # a JWT is longer than any cut a regular expression made
-    piece = b"GET / HTTP/1.1\nHost: x\nAuthorization: " + auth + b"\n\nX-Client-Request-Id: body\r\n"
-    assert _lenient_fields(piece) == [(b"Host", b"x"), (b"Authorization", auth)]
+    piece = b"GET /?k=v HTTP/1.1\nHost: x\nAuthorization: " + auth + b"\n\nX-Client-Request-Id: body\r\n"
+    assert _lenient_head(piece) == ("k=v", [(b"Host", b"x"), (b"Authorization", auth)])
+    # a head's second read begins with a field, not the request line (fourth pass)
+    assert _lenient_head(b"X-Request-Id: split-2\r\nX-Bad: \x01\r\n\r\n")[1][0] == (
+        b"X-Request-Id",
+        b"split-2",
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/models?key=Zq81Hn2Lk0Pw7Xc4&q=\xff HTTP/1.1\r\nHost: x\r\n"
+        b"X-Request-Id: Zq81Hn2Lk0Pw7Xc4\r\n\r\n",
+        b"POST /v1/chat/completions?api-key=Zq81Hn2Lk0Pw7Xc4 HTTP/1.1\r\nHost: x\r\n"
+        b"X-Request-Id: Zq81Hn2Lk0Pw7Xc4\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a bad chunk
+    ],
+    ids=["refused-head", "parsed-head-bad-body"],
+)
+async def test_a_refused_requests_query_key_is_not_taken_for_its_trace_id(
+    upstream: Any, proxy: Any, head: bytes
+) -> None:
+    """A URL's key (`?key=`, Azure's `?api-key=`) is a credential too: a refused request with
+    it as its trace ID had it in its answer, its log line and /streams (fourth pass)."""
+    p = await proxy(await upstream(streaming_handler([], Tally())))
+    raw = await raw_exchange(p.service.proxy.port, head)
+    assert b" 400 " in raw.split(b"\r\n")[0] and b"Zq81Hn2Lk0Pw7Xc4" not in raw
+    assert (await p.record()).trace_id != "Zq81Hn2Lk0Pw7Xc4"
 
 
 async def test_a_refused_heads_key_is_not_taken_for_its_trace_id(upstream: Any, proxy: Any) -> None:

@@ -112,3 +112,8 @@ def test_a_timeout_finish_is_a_failure_and_billed_units_count_when_tokens_are_em
     billed = event("message-end", {"delta": {"finish_reason": "COMPLETE", "usage": {**USAGE, "tokens": {}}}})
     r = run([START, *TEXT, billed])
     assert (r.prompt_tokens, r.completion_tokens) == (5, 3)
+
+
+def test_an_error_event_first_is_a_failure_even_with_no_data() -> None:
+    r = run([b"event: error\ndata:\n\n"])
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])

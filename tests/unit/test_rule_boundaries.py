@@ -230,3 +230,21 @@ def test_broken_arguments_whose_last_fragment_shares_the_finish_frame_are_judged
     r = audit.finish(0.5, End.CLIENT_GONE)
     assert (r.outcome, r.anomalies) == (Outcome.CLIENT_DISCONNECT, ["invalid_tool_arguments"])
     assert not r.last_frame_content  # nor is the client's wait after it a stall to the guard
+
+
+def test_a_finish_reason_on_every_chunk_says_nothing_of_the_end() -> None:
+    """Open WebUI (up to 0.6.18) puts `finish_reason: "stop"` on reasoning chunks; some
+    gateways put one on every chunk. A finish then ends nothing: a client that waited on such a
+    stream's silence gave up on a hang, and one that left mid-arguments cut them itself
+    (fourth pass: both were read as after the end)."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":'}}
+    frames = [chunk({"reasoning_content": f"r{i} "}, finish="stop") for i in range(6)]
+    frames.append(chunk({"tool_calls": [call]}, finish="tool_calls"))
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, f in enumerate(frames):
+        audit.feed(f, 0.1 + 0.01 * i)
+    r = audit.finish(5.2, End.CLIENT_GONE)  # five seconds of silence after the last
+    assert (r.outcome, r.anomalies, r.last_frame_content) == (Outcome.CLIENT_DISCONNECT, [], True)
+    rec = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 5.2, 0, r)
+    rec.request_sent = 0.01
+    assert judge(rec) is True  # a hang the client gave up on

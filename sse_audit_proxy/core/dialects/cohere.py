@@ -20,6 +20,7 @@ from typing import Any
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
+    ERROR_EVENT,
     FINISH,
     TERMINAL,
     USAGE,
@@ -77,8 +78,9 @@ class CohereChat(TypedEvents):
             data = event.data
             doc = load_object(data) if data.strip() else None
             kind = doc.get("type") if doc is not None else None
-            if not data.strip() or kind == "debug":
+            if event.event != ERROR_EVENT and (not data.strip() or kind == "debug"):
                 return 0  # undecided: nothing said yet (the SDK skips both)
+            # (an event named `error` first is a failure, as on every route)
             self._native = isinstance(kind, str) and kind in _TYPES
         if not self._native:
             return self._other.observe(event)

@@ -117,3 +117,9 @@ def test_a_timeout_finish_is_a_failure_and_billed_units_count_when_tokens_are_em
 def test_an_error_event_first_is_a_failure_even_with_no_data() -> None:
     r = run([b"event: error\ndata:\n\n"])
     assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+def test_a_finish_reason_of_another_type_is_malformed_data_not_a_crash() -> None:
+    hostile = event("message-end", {"delta": {"finish_reason": ["COMPLETE"], "usage": USAGE}})
+    r = run([START, *TEXT, hostile])
+    assert r.outcome is Outcome.COMPLETE and r.finish_reasons == []

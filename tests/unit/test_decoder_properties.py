@@ -113,13 +113,21 @@ def run_audit(
     return observed(audit)
 
 
-frames = st.lists(
-    st.tuples(
-        st.none() | st.sampled_from(["message_start", "response.completed", "x"]),
-        json_values.map(lambda v: json.dumps(v).encode()) | st.just(b"[DONE]") | st.binary(max_size=10),
-    ),
-    max_size=12,
+# The first frame that makes a dialect read a stream as its own (Cohere's, Ollama's): random
+# values after it reach the code that reads such streams.
+_OPENERS = st.sampled_from(
+    [[], [(None, b'{"type": "message-start"}')], [(None, b'{"done": false, "response": "a"}')]]
 )
+frames = st.tuples(
+    _OPENERS,
+    st.lists(
+        st.tuples(
+            st.none() | st.sampled_from(["message_start", "response.completed", "x"]),
+            json_values.map(lambda v: json.dumps(v).encode()) | st.just(b"[DONE]") | st.binary(max_size=10),
+        ),
+        max_size=12,
+    ),
+).map(lambda drawn: drawn[0] + drawn[1])
 
 
 def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
@@ -137,6 +145,23 @@ def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
 @example(route="messages", events=[(None, b'{"type": [null]}')], cut_at=[])
 @example(route="messages", events=[(None, b'{"type": {"a": 1}}')], cut_at=[3])
 @example(route="responses", events=[(None, b'{"type": [1]}')], cut_at=[])
+# A finish reason that is a list raised (unhashable) in Cohere's end (a read-through).
+@example(
+    route="cohere_chat",
+    events=[
+        (None, b'{"type": "message-start"}'),
+        (None, b'{"type": "message-end", "delta": {"finish_reason": [1]}}'),
+    ],
+    cut_at=[],
+)
+@example(
+    route="ollama",
+    events=[
+        (None, b'{"done": false}'),
+        (None, b'{"done": true, "done_reason": [1], "eval_count": {"a": 1}}'),
+    ],
+    cut_at=[],
+)
 def test_every_dialect_audits_any_json_events_without_error_and_independently_of_cuts(
     route: str, events: list[tuple[str | None, bytes]], cut_at: list[int]
 ) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
+    ERROR,
     ERROR_EVENT,
     FINISH,
     TERMINAL,
@@ -70,7 +71,7 @@ class CohereChat(TypedEvents):
 
     def __init__(self) -> None:
         super().__init__()
-        self._native: bool | None = None  # decided by the first frame
+        self._native: bool | None = None  # decided by the first typed event
         self._other = Generic()  # how a stream that is not Cohere's is read
 
     def observe(self, event: Event) -> int:
@@ -133,9 +134,9 @@ class CohereChat(TypedEvents):
         if isinstance(reason, str) and reason:
             self._finished(reason)
             bits |= FINISH
-        if delta.get("error") or reason in _FAILED:
+        if delta.get("error") or (isinstance(reason, str) and reason in _FAILED):
             self._fail()
-            bits |= FINISH
+            bits |= ERROR
         usage = delta.get("usage")
         if isinstance(usage, dict) and usage:
             self._usage = usage

@@ -876,8 +876,8 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or self._current is not None:
             return
         if transport.is_reading() and unread(transport):
-            # The next request came as the wait ended: uvloop runs due timers before it reads,
-            # and closing now failed it (a front proxy's reused connection: nginx's 502).
+            # The next request came as the wait ended (after the loop's poll, before its timers
+            # ran): closing now failed it (a front proxy's reused connection: nginx's 502).
             self._arm_idle_timer()
             return
         self._server.closed(KEEPALIVE_TIMEOUT)

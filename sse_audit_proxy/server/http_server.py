@@ -98,11 +98,16 @@ def _lenient_head(piece: bytes) -> tuple[str, list[tuple[bytes, bytes]]]:
     if ends:
         head = head[: min(ends)]
     lines = head.split(b"\n")
+    while lines and not lines[0].strip():
+        del lines[0]  # blank lines before a request line
     query = ""
-    if b" HTTP/" in lines[0]:  # a request line (a head's second read begins with a field)
-        target = lines.pop(0).split(b" ")
-        if len(target) > 1:
-            query = target[1].partition(b"?")[2].decode("utf-8", "surrogateescape")
+    # A request line, whatever its spacing or version's case (a field name has no space; a
+    # head's second read begins with a field): its query is the part after a `?`.
+    if lines and not _FIELD_NAME.fullmatch(lines[0].partition(b":")[0]):
+        for part in lines.pop(0).split():
+            if b"?" in part:
+                query = part.partition(b"?")[2].decode("utf-8", "surrogateescape")
+                break
     fields: list[tuple[bytes, bytes]] = []
     for line in lines:
         name, colon, value = line.partition(b":")
@@ -678,6 +683,10 @@ class ClientConnection(asyncio.Protocol):
             query, fields = request.raw_path.partition("?")[2], request.raw_headers
         else:
             query, fields = _lenient_head(piece)
+            # What llhttp read of this head in earlier reads: its target, its whole fields.
+            if self._url:
+                query = self._url.decode("latin-1").partition("?")[2] or query
+            fields = self._fields + fields
         self._failed_query, self._failed_fields = query, fields
         self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
 

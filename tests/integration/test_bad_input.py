@@ -241,7 +241,12 @@ def test_a_refused_heads_fields_are_read_up_to_its_blank_line_whatever_its_line_
     auth = b"Bearer " + b"e" * 2000  # a JWT is longer than any cut a regular expression made
     piece = b"GET /?k=v HTTP/1.1\nHost: x\nAuthorization: " + auth + b"\n\nX-Client-Request-Id: body\r\n"
     assert _lenient_head(piece) == ("k=v", [(b"Host", b"x"), (b"Authorization", auth)])
-    # a head's second read begins with a field, not the request line (fourth pass)
+    # a head's second read begins with a field, not the request line (fourth pass); a request
+    # line llhttp refuses for its spacing or version is one all the same (fifth pass)
+    assert _lenient_head(b"\r\nGET\t/v1/x?key=k1\thttp/1.1\r\nHost: x\r\n\r\n") == (
+        "key=k1",
+        [(b"Host", b"x")],
+    )
     assert _lenient_head(b"X-Request-Id: split-2\r\nX-Bad: \x01\r\n\r\n")[1][0] == (
         b"X-Request-Id",
         b"split-2",
@@ -267,6 +272,25 @@ async def test_a_refused_requests_query_key_is_not_taken_for_its_trace_id(
     raw = await raw_exchange(p.service.proxy.port, head)
     assert b" 400 " in raw.split(b"\r\n")[0] and b"Zq81Hn2Lk0Pw7Xc4" not in raw
     assert (await p.record()).trace_id != "Zq81Hn2Lk0Pw7Xc4"
+
+
+async def test_a_head_refused_in_its_second_read_keeps_its_query_key_from_the_trace_id(
+    upstream: Any, proxy: Any
+) -> None:
+    """The target came in the first read, the refused field in the second: the key in the query
+    was read only from the failing read, and became the trace ID (fifth pass)."""
+    p = await proxy(await upstream(streaming_handler([], Tally())))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    try:
+        writer.write(b"GET /v1/chat/completions?key=Qx7tradeWinds42zz HTTP/1.1\r\nHost: a\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.15)  # its own read
+        writer.write(b"X-Request-Id: Qx7tradeWinds42zz\r\nbad line\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert b" 400 " in raw.split(b"\r\n")[0] and b"Qx7tradeWinds42zz" not in raw
+    assert (await p.record()).trace_id != "Qx7tradeWinds42zz"
 
 
 async def test_a_refused_heads_key_is_not_taken_for_its_trace_id(upstream: Any, proxy: Any) -> None:

@@ -616,6 +616,7 @@ class StreamAudit:
             ends_in_content=self._ends_in_content,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,
+            end_marker=dialect.end_marker,
             usage_expected=self._wants_usage(),
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,

@@ -122,6 +122,17 @@ prompt_eval_duration eval_count eval_duration
 _COHERE = """
 tool_plan billed_units search_units classifications citations sources
 """
+# Gemini's native stream (`:streamGenerateContent`), Vertex AI's too.
+_GEMINI = """
+candidates content parts text role finishReason index safetyRatings category probability blocked
+usageMetadata promptTokenCount candidatesTokenCount totalTokenCount thoughtsTokenCount
+cachedContentTokenCount toolUsePromptTokenCount promptTokensDetails candidatesTokensDetails
+cacheTokensDetails toolUsePromptTokensDetails modality tokenCount modelVersion responseId
+createTime promptFeedback blockReason functionCall name args id thought thoughtSignature
+inlineData fileData mimeType fileUri executableCode codeExecutionResult language outcome output
+citationMetadata citations startIndex endIndex uri license groundingMetadata avgLogprobs
+finishMessage trafficType
+"""
 # OpenAI's transcription, image and Assistants run streams (their SDK types), vLLM's
 # transcription chunks.
 _MEDIA_AND_RUNS = """
@@ -150,6 +161,7 @@ FIELD_NAMES = frozenset(
         + _BEDROCK
         + _OLLAMA
         + _COHERE
+        + _GEMINI
         + _MEDIA_AND_RUNS
         + _EXTRA
     ).split()

@@ -23,7 +23,9 @@ from sse_audit_proxy.core.request_info import (
     UNKNOWN_MODEL,
     BodyScanner,
     RequestInfo,
+    Said,
     model_name,
+    with_target,
 )
 
 WANTED = frozenset({b"model", b"stream"})
@@ -87,9 +89,21 @@ class FormScanner:
     What it reads does not depend on how the body was cut into pieces: every limit is applied
     to a bounded window of the bytes, found or not."""
 
-    __slots__ = ("_buf", "_delim", "_false", "_fields", "_keep", "_names", "_parts", "_state", "_value")
+    __slots__ = (
+        "_buf",
+        "_delim",
+        "_false",
+        "_fields",
+        "_keep",
+        "_names",
+        "_parts",
+        "_state",
+        "_target",
+        "_value",
+    )
 
-    def __init__(self, boundary: bytes) -> None:
+    def __init__(self, boundary: bytes, target: Said = None) -> None:
+        self._target = target
         self._delim = b"--" + boundary
         self._state = _PREAMBLE
         self._buf = b""  # bytes not yet settled: a delimiter or a head may go on in the next piece
@@ -232,6 +246,9 @@ class FormScanner:
     def info(self, complete: bool = True) -> RequestInfo:
         """What the fields read so far say (a form cut short still named what it named)."""
         del complete
+        return with_target(self._read(), self._target)
+
+    def _read(self) -> RequestInfo:
         fields = self._fields
         if not fields:
             return RequestInfo()
@@ -246,7 +263,10 @@ class FormScanner:
 Scanner = BodyScanner | FormScanner
 
 
-def scanner_for(content_type: str | None, on_error: Callable[[Exception], None] | None = None) -> Scanner:
-    """The scan for a request body of this Content-Type: a form's fields, else JSON."""
+def scanner_for(
+    content_type: str | None, on_error: Callable[[Exception], None] | None = None, target: Said = None
+) -> Scanner:
+    """The scan for a request body of this Content-Type: a form's fields, else JSON; `target`:
+    what the request's target said (Dialect.target_info)."""
     boundary = form_boundary(content_type)
-    return BodyScanner(on_error) if boundary is None else FormScanner(boundary)
+    return BodyScanner(on_error, target) if boundary is None else FormScanner(boundary, target)

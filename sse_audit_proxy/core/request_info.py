@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ijson
@@ -308,13 +308,15 @@ class BodyScanner:
         "_quiet",
         "_shape",
         "_str",
+        "_target",
         "_whole",
     )
 
-    def __init__(self, on_error: Callable[[Exception], None] | None = None) -> None:
+    def __init__(self, on_error: Callable[[Exception], None] | None = None, target: Said = None) -> None:
         # `on_error`: told of a defect of the scan itself (never of a body that is not JSON);
         # the request goes on as it was sent either way, and its record knows less.
         self._on_error = on_error
+        self._target = target  # what the request's target said (Dialect.target_info)
         self._events: Any = None  # yajl's parser and its event list: made when first fed
         self._coro: Any = None
         self._whole: RequestInfo | None = None  # read whole (feed_whole)
@@ -500,6 +502,9 @@ class BodyScanner:
 
     def info(self, complete: bool = True) -> RequestInfo:
         """What was learned; `complete`: the body ended, so it must parse as a whole."""
+        return with_target(self._read(complete), self._target)
+
+    def _read(self, complete: bool) -> RequestInfo:
         if self._whole is not None:
             return self._whole
         try:
@@ -519,6 +524,22 @@ class BodyScanner:
         except Exception as exc:
             self._broke(exc)
             return RequestInfo()
+
+
+# What a request's target says that its body does not (Dialect.target_info): the model, if it
+# names one, and whether it asks for a stream.
+Said = tuple[str | None, bool] | None
+
+
+def with_target(info: RequestInfo, said: Said) -> RequestInfo:
+    """The body's reading `info` with what the target said: the body's model first, a stream
+    asked for by either."""
+    if said is None:
+        return info
+    model, stream = said
+    if model and info.model == UNKNOWN_MODEL:
+        info = replace(info, model=model_name(model))
+    return replace(info, stream=True) if stream and not info.stream else info
 
 
 def asks_for_stream(found: Mapping[str, object]) -> bool:

@@ -41,6 +41,8 @@ VOCABULARY = frozenset(
         "stop_sequence_type",
         "done_reason",  # Ollama's
         "stop_type",  # llama.cpp's native frames
+        "finishReason",  # Gemini's
+        "blockReason",
     }
 )
 PLACEHOLDER = re.compile(r"<(\d+)>")

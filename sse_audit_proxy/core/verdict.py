@@ -157,6 +157,7 @@ class Facts:
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
     buffered_min_frames: int | None = None  # the shape's own (images), else the threshold's
+    end_marker: str = "end event"  # what a truncated stream's reason says it lacked
 
     @property
     def event_stream(self) -> bool:
@@ -280,7 +281,7 @@ def _missing_end(f: Facts) -> str:
     if f.expects_done and not s.done:
         parts.append("no [DONE]")
     elif not f.expects_done and not s.terminal:
-        parts.append('no end line (`"done": true`)' if f.json_lines_end else "no end event")
+        parts.append('no end line (`"done": true`)' if f.json_lines_end else f"no {f.end_marker}")
     if f.expects_finish_reason and s.missing_finish_reason:
         parts.append("no finish_reason" if not s.finish_reasons else "a choice without a finish_reason")
     if f.usage_expected and s.usage is None:

@@ -537,7 +537,9 @@ class Proxy:
         if declared is not None and declared > self.config.max_body_bytes:
             return self._too_large(r)
         scanner = scanner_for(
-            request.headers.get("Content-Type"), partial(audit_failed, r.rec.trace_id, "request_scan")
+            request.headers.get("Content-Type"),
+            partial(audit_failed, r.rec.trace_id, "request_scan"),
+            dialect_for_route(r.rec.route).target_info(request.raw_path),
         )
         held = _Held()
         # --total-timeout counts from the request's start, the body's arrival included.

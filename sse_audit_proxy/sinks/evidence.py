@@ -31,9 +31,12 @@ _REDACTED = REDACTED.encode()
 # under `/v1` but for the native APIs with paths of their own (Ollama's `/api/...`, on whose
 # server `/v1/...` is the OpenAI-compatible API, and Cohere's `/v2/chat`).
 ROUTE_PATHS = {
-    d.route: d.path_suffixes[0]
-    if d.path_suffixes[0].startswith(("/v1/", "/v2/", "/api/"))
-    else "/v1" + d.path_suffixes[0]
+    d.route: d.evidence_path
+    or (
+        d.path_suffixes[0]
+        if d.path_suffixes[0].startswith(("/v1/", "/v2/", "/api/"))
+        else "/v1" + d.path_suffixes[0]
+    )
     for d in DIALECTS
 }
 OTHER_PATH = "/v1/other"

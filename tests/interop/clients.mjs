@@ -1,10 +1,12 @@
-// The interop matrix's Node clients: the official `openai` SDK and the Vercel AI SDK (`streamText`).
-// Usage: node clients.mjs '<json>' with {client, api, baseURL, apiKey, headers, model, prompt,
+// The interop matrix's Node clients: the official `openai` SDK, the Vercel AI SDK (`streamText`) and
+// Google's `@google/genai` (Gemini's native API).
+// Usage: node clients.mjs '<json>' with {client, api, baseURL, base, apiKey, headers, model, prompt,
 // tools, abortAfter}. Prints one JSON line: what the client made of the stream (text, tool calls,
 // usage, finish reason) or the error it raised. `abortAfter: n` aborts after n content events.
 import OpenAI from "openai";
 import { streamText, jsonSchema, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
+import { GoogleGenAI } from "@google/genai";
 
 const spec = JSON.parse(process.argv[2]);
 
@@ -104,8 +106,37 @@ async function aiSdk() {
   return out;
 }
 
+async function genai() {
+  const client = new GoogleGenAI({ apiKey: spec.apiKey,
+    httpOptions: { baseUrl: spec.base, apiVersion: "v1beta", headers: spec.headers, retryOptions: { attempts: 1 } } });
+  const config = spec.tools ? { tools: [{ functionDeclarations: spec.tools }] } : undefined;
+  const controller = new AbortController();
+  const stream = await client.models.generateContentStream({ model: spec.model, contents: spec.prompt,
+    config: { ...config, abortSignal: controller.signal } });
+  const out = { text: "", toolCalls: [], usage: null, finish: null };
+  let content = 0;
+  for await (const chunk of stream) {
+    for (const candidate of chunk.candidates ?? []) {
+      for (const part of candidate.content?.parts ?? []) {
+        if (part.text) { out.text += part.text; content += 1; }
+        if (part.functionCall) {
+          out.toolCalls.push({ name: part.functionCall.name, arguments: part.functionCall.args });
+          content += 1;
+        }
+      }
+      if (candidate.finishReason) out.finish = candidate.finishReason;
+    }
+    const u = chunk.usageMetadata;
+    if (u && u.candidatesTokenCount !== undefined) {
+      out.usage = { input: u.promptTokenCount ?? null, output: u.candidatesTokenCount };
+    }
+    if (spec.abortAfter && content >= spec.abortAfter) { controller.abort(); out.aborted = true; break; }
+  }
+  return out;
+}
+
 const run = { "openai_node:chat": openaiChat, "openai_node:responses": openaiResponses,
-  "ai_sdk:chat": aiSdk, "ai_sdk:responses": aiSdk }[`${spec.client}:${spec.api}`];
+  "ai_sdk:chat": aiSdk, "ai_sdk:responses": aiSdk, "genai_node:gemini": genai }[`${spec.client}:${spec.api}`];
 
 try {
   const out = await run();

@@ -15,6 +15,8 @@ from typing import Any
 
 import anthropic
 import openai
+from google import genai
+from google.genai import types as genai_types
 from servers import HERE
 
 WEATHER_TOOL = {
@@ -30,8 +32,8 @@ WEATHER_TOOL = {
 
 @dataclass(frozen=True)
 class Call:
-    client: str  # openai_py | anthropic_py | openai_node | ai_sdk | curl
-    api: str  # chat | responses | messages
+    client: str  # openai_py | anthropic_py | genai_py | openai_node | ai_sdk | genai_node | curl
+    api: str  # chat | responses | messages | gemini
     model: str
     prompt: str
     tools: bool = False
@@ -42,7 +44,12 @@ class Call:
 
 def run(call: Call, base: str, key: str, trace_id: str) -> dict[str, Any]:
     headers = {"X-Client-Request-Id": trace_id, **call.headers}
-    runner = {"openai_py": _openai_py, "anthropic_py": _anthropic_py, "curl": _curl}.get(call.client)
+    runner = {
+        "openai_py": _openai_py,
+        "anthropic_py": _anthropic_py,
+        "genai_py": _genai_py,
+        "curl": _curl,
+    }.get(call.client)
     if runner is None:
         return _node(call, base, key, headers)
     try:
@@ -160,6 +167,52 @@ def _anthropic_py(call: Call, base: str, key: str, headers: dict[str, str]) -> d
     return out
 
 
+def _genai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Google's `google-genai` SDK on Gemini's native API (`:streamGenerateContent?alt=sse`)."""
+    client = genai.Client(
+        api_key=key,
+        http_options=genai_types.HttpOptions(
+            base_url=base,
+            api_version="v1beta",  # (3.x defaults to v1; LiteLLM and aimock serve v1beta)
+            headers=headers,
+            timeout=30_000,
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+        ),
+    )
+    config = genai_types.GenerateContentConfig(
+        tools=[genai_types.Tool(function_declarations=[genai_types.FunctionDeclaration(**WEATHER_TOOL)])]
+        if call.tools
+        else None
+    )
+    out: dict[str, Any] = {"text": "", "toolCalls": [], "usage": None, "finish": None}
+    content = 0
+    try:
+        for chunk in client.models.generate_content_stream(
+            model=call.model, contents=call.prompt, config=config
+        ):
+            for candidate in chunk.candidates or ():
+                for part in (candidate.content.parts if candidate.content else None) or ():
+                    if part.text:
+                        out["text"] += part.text
+                        content += 1
+                    if part.function_call:
+                        out["toolCalls"].append(
+                            {"name": part.function_call.name, "arguments": part.function_call.args}
+                        )
+                        content += 1
+                if candidate.finish_reason:
+                    out["finish"] = candidate.finish_reason.value
+            usage = chunk.usage_metadata
+            if usage and usage.candidates_token_count is not None:
+                out["usage"] = {"input": usage.prompt_token_count, "output": usage.candidates_token_count}
+            if call.abort_after and content >= call.abort_after:
+                out["aborted"] = True
+                break
+    finally:
+        client.close()
+    return out
+
+
 def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None
@@ -167,6 +220,7 @@ def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
         "client": call.client,
         "api": call.api,
         "baseURL": base + call.path_prefix + "/v1",
+        "base": base + call.path_prefix,
         "apiKey": key,
         "headers": headers,
         "model": call.model,
@@ -189,8 +243,13 @@ def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
 
 def request_body(call: Call) -> dict[str, Any]:
     """The request a plain HTTP client (curl, the raw fetch) sends for `call`."""
+    if call.api == "gemini":
+        body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": call.prompt}]}]}
+        if call.tools:
+            body["tools"] = [{"functionDeclarations": [WEATHER_TOOL]}]
+        return body
     if call.api == "chat":
-        body: dict[str, Any] = {
+        body = {
             "model": call.model,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -222,6 +281,8 @@ def request_body(call: Call) -> dict[str, Any]:
 
 
 def api_path(call: Call) -> str:
+    if call.api == "gemini":
+        return f"{call.path_prefix}/v1beta/models/{call.model}:streamGenerateContent?alt=sse"
     return (
         call.path_prefix
         + {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}[call.api]
@@ -231,6 +292,8 @@ def api_path(call: Call) -> str:
 def auth_headers(call: Call, key: str) -> dict[str, str]:
     if call.api == "messages":
         return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    if call.api == "gemini":
+        return {"x-goog-api-key": key}
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -288,6 +351,8 @@ def _is_content(data: str) -> int:
         return 0
     if doc.get("type") in ("response.output_text.delta", "content_block_delta"):
         return 1
+    if "candidates" in doc:
+        return int(any(_gemini_parts(c) for c in doc["candidates"] or () if isinstance(c, dict)))
     return int(
         any(c.get("delta", {}).get("content") for c in doc.get("choices") or () if isinstance(c, dict))
     )
@@ -306,7 +371,9 @@ def reduce_events(api: str, events: list[str]) -> dict[str, Any]:
             continue
         if doc.get("error") or doc.get("type") == "error":
             out["errors"] += 1
-        if api == "chat":
+        if api == "gemini":
+            _reduce_gemini(doc, out)
+        elif api == "chat":
             _reduce_chat(doc, out, calls)
         elif api == "responses":
             _reduce_responses(doc, out)
@@ -369,3 +436,20 @@ def _reduce_messages(doc: dict[str, Any], out: dict[str, Any], calls: dict[Any, 
         if usage.get("output_tokens") is not None:
             merged["output"] = usage["output_tokens"]
         out["usage"] = merged
+
+
+def _gemini_parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in ((candidate.get("content") or {}).get("parts") or ()) if isinstance(p, dict)]
+
+
+def _reduce_gemini(doc: dict[str, Any], out: dict[str, Any]) -> None:
+    for candidate in doc.get("candidates") or ():
+        for part in _gemini_parts(candidate):
+            out["text"] += part.get("text") or ""
+            if part.get("functionCall"):
+                call = part["functionCall"]
+                out["toolCalls"].append({"name": call.get("name"), "arguments": call.get("args")})
+        out["finish"] = candidate.get("finishReason") or out["finish"]
+    usage = doc.get("usageMetadata")
+    if usage and usage.get("candidatesTokenCount") is not None:
+        out["usage"] = {"input": usage.get("promptTokenCount"), "output": usage["candidatesTokenCount"]}

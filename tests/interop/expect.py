@@ -3,7 +3,8 @@ proxy's audit: what ended the stream, which end markers came, which error frames
 
 Rules (docs/operate/verdicts.md): a stream is `complete` when its protocol's end marker came (`[DONE]`
 for Chat Completions, `response.completed`/`incomplete` for Responses, `message_stop` for
-Anthropic), `truncated` when the body ended (or the connection broke) before it, and
+Anthropic, a `finishReason` for every candidate (or the prompt's `blockReason`) for Gemini),
+`truncated` when the body ended (or the connection broke) before it, and
 `upstream_error` for an HTTP error status, a `response.failed`/`error` event, or a Chat stream
 whose last data frame is an error frame or after whose error frame no choice finished. Any
 error frame is the anomaly `error_event`. Completeness anomalies (`missing_done`,
@@ -62,7 +63,8 @@ def judge(wire: Wire, api: str, include_usage: bool = True) -> Expected:
     datas, _ = frames(wire.body)
     if content_type != "text/event-stream" and not datas:
         return Expected("complete", {"not_streamed"})  # an ordinary answer to a stream request
-    exp = {"chat": _chat, "responses": _responses, "messages": _messages}[api](datas, include_usage)
+    judges = {"chat": _chat, "responses": _responses, "messages": _messages, "gemini": _gemini}
+    exp = judges[api](datas, include_usage)
     if wire.broken and exp.outcome == "complete":
         exp.outcome = "truncated"
     exp.buffered = buffered(content_times(wire, api))
@@ -206,10 +208,55 @@ def _messages(datas: list[str], include_usage: bool) -> Expected:
     return Expected(outcome, anomalies, False, finish, tokens, tool_calls=len(inputs))
 
 
+def _gemini(datas: list[str], include_usage: bool) -> Expected:
+    finish: dict[int, str] = {}
+    seen: set[int] = set()
+    usage = None
+    calls = 0
+    anomalies: set[str] = set()
+    error = False
+    blocked = None
+    for data in datas:
+        doc = _json(data)
+        if doc is None:
+            anomalies.add("malformed_frame")
+            continue
+        if doc.get("error"):
+            error = True
+            anomalies.add("error_event")
+            continue
+        for candidate in doc.get("candidates") or ():
+            index = candidate.get("index", 0)
+            seen.add(index)
+            parts = (candidate.get("content") or {}).get("parts") or ()
+            calls += sum(1 for part in parts if (part.get("functionCall") or {}).get("name"))
+            if candidate.get("finishReason") and index not in finish:
+                finish[index] = candidate["finishReason"]
+                error = False
+        blocked = (doc.get("promptFeedback") or {}).get("blockReason") or blocked
+        if doc.get("usageMetadata"):
+            meta = doc["usageMetadata"]
+            output = None
+            if "candidatesTokenCount" in meta or "thoughtsTokenCount" in meta:
+                output = meta.get("candidatesTokenCount", 0) + meta.get("thoughtsTokenCount", 0)
+            usage = (meta.get("promptTokenCount"), output)
+    if usage is None:
+        anomalies.add("missing_usage")
+    ended = blocked is not None or (bool(finish) and seen <= set(finish))
+    outcome = "upstream_error" if error else "complete" if ended else "truncated"
+    reasons = [blocked] if blocked else [finish[k] for k in sorted(finish)]
+    return Expected(outcome, anomalies, False, reasons, usage, tool_calls=calls)
+
+
 def record_usage(record: dict[str, Any]) -> tuple[int | None, int | None] | None:
     usage = record.get("usage")
     if not usage:
         return None
+    if record.get("route") == "gemini":
+        output = None
+        if "candidatesTokenCount" in usage or "thoughtsTokenCount" in usage:
+            output = usage.get("candidatesTokenCount", 0) + usage.get("thoughtsTokenCount", 0)
+        return usage.get("promptTokenCount"), output
     return (
         usage.get("prompt_tokens", usage.get("input_tokens")),
         usage.get("completion_tokens", usage.get("output_tokens")),
@@ -217,6 +264,12 @@ def record_usage(record: dict[str, Any]) -> tuple[int | None, int | None] | None
 
 
 def _is_content(api: str, doc: dict[str, Any]) -> bool:
+    if api == "gemini":
+        return any(
+            part.get("text") or part.get("functionCall")
+            for candidate in doc.get("candidates") or ()
+            for part in (candidate.get("content") or {}).get("parts") or ()
+        )
     if api == "chat":
         return any(
             isinstance(c, dict)

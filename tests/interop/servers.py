@@ -57,8 +57,8 @@ def unavailable(what: str) -> None:
     )
 
 
-NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai")
-PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai")
+NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai", "@google/genai")
+PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai", "google.genai")
 
 
 def require_all() -> None:

@@ -1,9 +1,10 @@
 """Interop matrix (issue 11): real third-party clients and servers, with and without the proxy.
 
 Servers: the LiteLLM proxy (its built-in `mock_response` model, and `demo-*` models routed to our
-demo gateway so the chain is client -> proxy -> LiteLLM -> demo gateway), the npm mock server
-@copilotkit/aimock and the PyPI mock server llmock. Clients: the openai and anthropic Python
-SDKs, the openai npm SDK, the Vercel AI SDK (`streamText`) and `curl -N`.
+demo gateway so the chain is client -> proxy -> LiteLLM -> demo gateway; its Gemini-native
+route too), the npm mock server @copilotkit/aimock and the PyPI mock server llmock. Clients: the
+openai and anthropic Python SDKs, Google's google-genai (Python) and @google/genai (npm), the
+openai npm SDK, the Vercel AI SDK (`streamText`) and `curl -N`.
 
 Each case runs once straight at the server and once through the real `serve` command, and
 asserts (a) the client sees the same thing both ways and (b) the proxy's `stream_end` line is the
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.interop
 CHAT_CLIENTS = ("openai_py", "openai_node", "ai_sdk", "curl")
 RESPONSES_CLIENTS = ("openai_py", "openai_node", "ai_sdk", "curl")
 MESSAGES_CLIENTS = ("anthropic_py", "curl")
+GEMINI_CLIENTS = ("genai_py", "genai_node", "curl")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ def _cases() -> list[Case]:
         for client in MESSAGES_CLIENTS:
             add(server, client, "messages", "claude-3-5-haiku", "hello", "text")
         add(server, "anthropic_py", "messages", "claude-3-5-haiku", "weather", "tools", tools=True)
+    # Gemini's native API (`:streamGenerateContent?alt=sse`): aimock's, and LiteLLM's bridge to
+    # the demo gateway (which invents a `STOP` for a truncated upstream, as its Chat route does).
+    for client in GEMINI_CLIENTS:
+        add("aimock", client, "gemini", "gemini-2.5-flash", "hello", "text")
+        add("aimock", client, "gemini", "gemini-2.5-flash", "weather", "tools", tools=True)
+        add("litellm", client, "gemini", "demo-healthy", "hello", "demo-healthy")
+        add("litellm", client, "gemini", "demo-error-midstream", "hello", "demo-error-midstream")
+    for client in ("genai_py", "curl"):
+        add("aimock", client, "gemini", "gemini-2.5-flash", "cut short", "truncated")
+    # (The demo gateway draws a call's arguments from the request: only curl sends the raw fetch's.)
+    add("litellm", "curl", "gemini", "demo-tool-call", "weather", "demo-tool-call", tools=True)
+    add("aimock", "genai_py", "gemini", "gemini-2.5-flash", "long story", "abort", abort_after=3)
     # aimock's own fault: the stream stops after three chunks, the body ends cleanly.
     for client, api in (
         ("curl", "chat"),

@@ -162,6 +162,17 @@ def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
     ],
     cut_at=[],
 )
+# Gemini reads every frame as its own: values of any type where its fields are.
+@example(
+    route="gemini",
+    events=[
+        (None, b'{"candidates": [{"index": "0", "finishReason": [1]}, 3, {"content": {"parts": {"a": 1}}}]}'),
+        (None, b'{"candidates": [{"finishReason": {"a": 1}, "content": {"parts": [1, {"text": 2}]}}]}'),
+        (None, b'{"candidates": {}, "promptFeedback": {"blockReason": [1]}, "usageMetadata": [1]}'),
+        (None, b'{"usageMetadata": {"promptTokenCount": "7", "candidatesTokenCount": -1}}'),
+    ],
+    cut_at=[7],
+)
 def test_every_dialect_audits_any_json_events_without_error_and_independently_of_cuts(
     route: str, events: list[tuple[str | None, bytes]], cut_at: list[int]
 ) -> None:

@@ -18,6 +18,7 @@ from sse_audit_proxy.core.dialects.base import (
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.cohere import CohereChat
 from sse_audit_proxy.core.dialects.completions import Completions
+from sse_audit_proxy.core.dialects.gemini import Gemini
 from sse_audit_proxy.core.dialects.generic import Generic
 from sse_audit_proxy.core.dialects.images import Images
 from sse_audit_proxy.core.dialects.ollama import Ollama
@@ -37,6 +38,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Images,
     Ollama,
     CohereChat,
+    Gemini,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}
@@ -44,8 +46,9 @@ ROUTES: tuple[str, ...] = (*_BY_ROUTE, Generic.route)
 
 
 def route_for_path(path: str) -> str:
-    """The route family of a request path, e.g. `/v1/chat/completions` -> `chat_completions`."""
-    path = path.rstrip("/")
+    """The route family of a request path, e.g. `/v1/chat/completions` -> `chat_completions`
+    (a query after it is cut: evidence keeps Gemini's `?alt=sse`)."""
+    path = path.partition("?")[0].rstrip("/")
     for dialect in DIALECTS:
         for suffix in dialect.path_suffixes:
             if path.endswith(suffix):

@@ -158,8 +158,20 @@ class Dialect:
     always_streams: ClassVar[bool] = False
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
+    # What a stream of the shape ends with, when that is neither `[DONE]` nor a JSON line's:
+    # a truncated stream's reason says it lacked one.
+    end_marker: ClassVar[str] = "end event"
+    # The path a replay of its evidence asks (None: `/v1` and the first suffix).
+    evidence_path: ClassVar[str | None] = None
 
     __slots__ = ()
+
+    @classmethod
+    def target_info(cls, target: str) -> tuple[str | None, bool] | None:
+        """What a request's target (path and query) says that its body does not: the model
+        (None: not named) and whether a stream is asked for; None: nothing (the body says
+        all). Gemini names both in its URL."""
+        return None
 
     def observe(self, event: Event) -> int:
         raise NotImplementedError

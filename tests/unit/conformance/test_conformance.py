@@ -35,7 +35,7 @@ from aiohttp import web
 
 from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
-from sse_audit_proxy.core.request_info import RequestInfo
+from sse_audit_proxy.core.request_info import RequestInfo, with_target
 
 HERE = pathlib.Path(__file__).parent
 CASES = sorted((HERE / "cases").glob("*.json"))
@@ -54,13 +54,18 @@ class Case:
         self.timed: list[list[float]] | None = doc.get("timed")
         self.end = End(doc.get("end", End.UPSTREAM_EOF.value))
 
+    def info(self) -> RequestInfo:
+        """The request as the proxy reads it: its body, and what its target says (Gemini's)."""
+        said = dialect_for_route(route_for_path(self.path)).target_info(self.path)
+        return with_target(RequestInfo.from_body(json.dumps(self.request).encode()), said)
+
     @property
     def is_sse(self) -> bool:
         return self.headers["Content-Type"].startswith("text/event-stream")
 
     def replay(self, pieces: list[bytes]) -> StreamResult | None:
         """The pure audit, decided as the proxy decides, fed `pieces` 1 ms apart."""
-        info = RequestInfo.from_body(json.dumps(self.request).encode())
+        info = self.info()
         audit = StreamAudit(
             dialect_for_route(route_for_path(self.path))(),
             0.0,
@@ -84,7 +89,7 @@ class Case:
     def replay_timed(self) -> StreamResult | None:
         """An incident's case: each recorded read at its recorded arrival time."""
         assert self.timed is not None
-        info = RequestInfo.from_body(json.dumps(self.request).encode())
+        info = self.info()
         audit = StreamAudit(
             dialect_for_route(route_for_path(self.path))(),
             0.0,
@@ -205,9 +210,10 @@ async def test_recorded_stream_through_the_proxy_is_forwarded_unchanged_and_audi
         return resp
 
     running = await proxy(await upstream(serve))
+    path, _, query = case.path.partition("?")
     for n in range(len(plans)):
         async with http.post(
-            running.url.with_path(case.path), json=case.request, headers={"X-Plan": str(n)}
+            running.url.with_path(path).with_query(query), json=case.request, headers={"X-Plan": str(n)}
         ) as resp:
             assert resp.status == case.status
             received = await resp.read()

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sse_audit_proxy.core.dialects import DIALECTS
+from sse_audit_proxy.core.dialects import DIALECTS, Generic
 from sse_audit_proxy.core.record import AuditRecord
 
 BAD_OUTCOMES = frozenset({"truncated", "upstream_error", "timeout"})
@@ -62,6 +62,11 @@ BAD_ANOMALIES = frozenset(
 )
 NOT_STREAMED = "not_streamed"
 STREAMING_ROUTES = frozenset(d.route for d in DIALECTS if d.always_streams)
+# On a route with no dialect the audit knows only the transport: an error frame there may be the
+# client's own (Ollama's `/api/pull` of a model that does not exist answers 200 and an error
+# line), and clumps of frames the endpoint's nature (a pull's progress). Only a broken or cut
+# body, a timeout and an error status say something about the upstream there.
+UNKNOWN_ROUTE = Generic.route
 IGNORED_OUTCOMES = frozenset({"client_disconnect"})
 GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left: a bad stream
 # 4xx statuses that do not refuse a request as the client's error: a timeout and a rate limit
@@ -124,12 +129,16 @@ def _left_on(anomalies: Sequence[str]) -> bool:
     return any(name in anomalies for name in _LEFT_ON)
 
 
-def judged(outcome: str, status: int, anomalies: Sequence[str] = (), gave_up: bool = False) -> bool:
+def judged(
+    outcome: str, status: int, anomalies: Sequence[str] = (), gave_up: bool = False, route: str = ""
+) -> bool:
     """Does this stream say something about the upstream's streaming? A stream the client
     left does when it left on something the upstream got wrong (_LEFT_ON), or when it gave up
     waiting for a first token (`gave_up`)."""
     if outcome in IGNORED_OUTCOMES:
         return gave_up or _left_on(anomalies)
+    if outcome == "upstream_error" and route == UNKNOWN_ROUTE and status < 400:
+        return False  # an error frame on a route with no dialect: the client's or the upstream's
     return not (outcome == "upstream_error" and client_error(status))
 
 
@@ -138,7 +147,7 @@ def is_bad(outcome: str, anomalies: Sequence[str], gave_up: bool = False, route:
         return gave_up or _left_on(anomalies)
     if outcome in BAD_OUTCOMES:
         return True
-    if not anomalies:
+    if not anomalies or route == UNKNOWN_ROUTE:
         return False
     if not BAD_ANOMALIES.isdisjoint(anomalies):
         return True
@@ -181,7 +190,7 @@ def judge(rec: AuditRecord) -> bool | None:
     if s is None:
         return None
     outcome, gave_up = s.outcome.value, gave_up_waiting(rec)
-    if not judged(outcome, rec.status, s.anomalies, gave_up):
+    if not judged(outcome, rec.status, s.anomalies, gave_up, rec.route):
         return None
     return is_bad(outcome, s.anomalies, gave_up, rec.route)
 

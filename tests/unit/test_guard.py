@@ -349,3 +349,34 @@ def test_a_fast_gateway_four_times_slower_to_its_first_token_still_trips() -> No
         if guard.observe(canary, Sample(f"t{i}", False, ttft)) is not None:
             break
     assert guard.tripped is not None and guard.tripped.rule == "ttft_p95"
+
+
+def _ended(route: str, body: bytes, end: End = End.UPSTREAM_EOF, status: int = 200) -> AuditRecord:
+    lines = not body.startswith(b"data:")  # JSON lines, else an event stream
+    audit = StreamAudit(dialect_for_route(route)(), 0.0, json_lines=lines, event_stream=not lines)
+    audit.feed(body, 0.05)
+    result = audit.finish(0.06, end)
+    return AuditRecord("t", route, "POST", "m", status, 0.0, 0.07, len(body), result)
+
+
+def test_an_error_line_on_a_route_with_no_dialect_says_nothing_but_a_cut_does() -> None:
+    """Ollama's `/api/pull` of a model that does not exist answers 200 and an error line: one
+    client pulling it through the canary tripped a healthy one (an outside review, 16 of 46
+    canary streams bad against 0 of 30), as a 404 for an unknown model cannot."""
+    pull = _ended(
+        "other", b'{"status":"pulling manifest"}\n{"error":"pull model manifest: file does not exist"}\n'
+    )
+    assert pull.stream is not None and pull.stream.outcome.value == "upstream_error"
+    assert judge(pull) is None
+    # On a route whose dialect knows the shape, an error frame is the upstream's failure.
+    chat = _ended("chat_completions", b'data: {"error": {"message": "overloaded"}}\n\n')
+    assert chat.stream is not None and chat.stream.outcome.value == "upstream_error"
+    assert judge(chat) is True
+    # A body broken on the unknown route is the transport's word: still bad; an error status too.
+    broken = _ended("other", b'{"status":"pulling"}\n', End.UPSTREAM_BROKEN)
+    assert broken.stream is not None and broken.stream.outcome.value == "truncated"
+    assert judge(broken) is True
+    assert judged("upstream_error", 503, route="other") and is_bad("upstream_error", [], route="other")
+    # Timing anomalies there are the endpoint's nature (a pull's progress lines in a clump).
+    assert not is_bad("complete", ["buffered", "bursty"], route="other")
+    assert is_bad("complete", ["buffered"], route="chat_completions")

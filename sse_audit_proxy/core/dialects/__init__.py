@@ -80,6 +80,7 @@ __all__ = [
     "USAGE",
     "Dialect",
     "DialectSummary",
+    "Generic",
     "dialect_for_route",
     "route_for_path",
 ]

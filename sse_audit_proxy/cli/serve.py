@@ -158,7 +158,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--send-timeout",
         type=positive_float,
         default=300.0,
-        help="seconds an event stream's client may take nothing while more than "
+        help="seconds an event stream's (or JSON-lines stream's) client may take nothing while more than "
         "--max-unsent-bytes waits for it, before the stream is aborted as `slow_client`; a "
         "client is seen to take some when its kernel opens its receive window, about every "
         "100 KiB it reads: keep this in tens of seconds",

@@ -587,6 +587,7 @@ class StreamAudit:
             # an error after its lines so, with no LF; JSON-lines readers take it).
             self._decode_frames(b"\n", t)
             self._settle()
+        cut_line = isinstance(decoder, JsonLinesDecoder) and decoder.cut_line
         unterminated = decoder.close()
         if decoder.oversized:
             self._dialect.unread(decoder.oversized)
@@ -613,6 +614,7 @@ class StreamAudit:
                 dialect.has_end_marker if summary.has_end_marker is None else summary.has_end_marker
             ),
             json_lines_end=self._json_lines and summary.has_end_marker is True,
+            cut_line=cut_line,
             ends_in_content=self._ends_in_content,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,

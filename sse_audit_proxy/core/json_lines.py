@@ -87,6 +87,12 @@ class JsonLinesDecoder:
             return False
         return True
 
+    @property
+    def cut_line(self) -> bool:
+        """A line has begun, is not being skipped, and is not whole JSON (called after a clean
+        end made a whole one a line): the body stopped inside it."""
+        return bool(_record(self._tail)) and not self._discarding
+
     def close(self) -> bool:
         """End of body. True when a line was left without its LF (it is not read)."""
         pending = bool(_record(self._tail)) or self._discarding

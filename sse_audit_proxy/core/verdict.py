@@ -152,6 +152,9 @@ class Facts:
     # ... whose lines do carry an end marker: Ollama's `"done": true` line (Ollama's dialect,
     # when the lines are its own). Its absence then makes the stream `truncated`.
     json_lines_end: bool = False
+    # ... whose body stopped inside a line (half a JSON object, which a reader fails on or
+    # drops): cut, however cleanly the connection ended.
+    cut_line: bool = False
     ends_in_content: bool = False  # the last frame (keep-alives aside): content, no finish
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
@@ -291,6 +294,10 @@ def _missing_end(f: Facts) -> str:
 
 def _truncated(f: Facts) -> str:
     if f.json_lines and not f.event_stream and not f.json_lines_end:  # the connection's word
+        if f.end is End.UPSTREAM_EOF and f.cut_line:
+            return (
+                f"the JSON-lines body ended inside a line (half a JSON object) after {f.timing.bytes} bytes"
+            )
         return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines carry no end marker)"
     how = (
         "the upstream closed the connection cleanly"
@@ -502,7 +509,8 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         "`data: [DONE]`; see Supported stream shapes), even if the client closed before the "
         "upstream's body ended; or the body ended cleanly and there was no marker to wait for: "
         "an ordinary (not event-stream) answer, a JSON-lines stream (it has no end marker; "
-        'but Ollama\'s has its `"done": true` line), '
+        'but Ollama\'s has its `"done": true` line; and one that stopped inside a line, half a '
+        "JSON object, is cut), "
         "a compressed stream that could not be decoded "
         "(or would not be: `compression_bomb`), a stream whose last frame was too large to read "
         "(`oversized_frame`), a stream on a route with no dialect",
@@ -510,7 +518,10 @@ OUTCOME_RULES: tuple[Rule, ...] = (
             f.summary.terminal
             or (
                 f.end is End.UPSTREAM_EOF
-                and (f.unreadable or not (f.event_stream or f.json_lines_end) or not f.has_end_marker)
+                and (
+                    f.unreadable
+                    or (not f.cut_line and (not (f.event_stream or f.json_lines_end) or not f.has_end_marker))
+                )
             )
         ),
     ),

@@ -846,7 +846,7 @@ class Proxy:
             except Exception as exc:  # forward first: an audit that cannot start is skipped
                 audit_failed(rec.trace_id, "start", exc)
         transport = request.transport
-        relay = _Relay(conn, transport, request.conn, rec, audit, is_sse, started, self.config)
+        relay = _Relay(conn, transport, request.conn, rec, audit, is_sse or json_lines, started, self.config)
         client_chunked = has_body and conn.content_length is None and request.version >= HTTP11
         # An upstream that refused the body before it was all read: the client's connection is
         # closed after the answer (the rest of the body is never read), and the head says so.
@@ -1160,7 +1160,6 @@ class _Relay:
         "audit",
         "chunked",
         "conn",
-        "is_sse",
         "protocol",
         "rec",
         "started",
@@ -1174,7 +1173,7 @@ class _Relay:
         protocol: ClientConnection,
         rec: AuditRecord,
         audit: StreamAudit | None,
-        is_sse: bool,
+        streamed: bool,
         started: float,
         config: ProxyConfig,
     ) -> None:
@@ -1184,13 +1183,13 @@ class _Relay:
         self.protocol = protocol
         self.rec = rec
         self.audit = audit
-        self.is_sse = is_sse
         self.chunked = False
         self._blocked = False
         self._wake: asyncio.Future[None] | None = None
         self._upstream_quiet = 0.0  # during a hold: when no upstream byte was seen waiting
         self._loop = asyncio.get_running_loop()
-        self._send_timeout = config.send_timeout if is_sse else None  # others: --total-timeout
+        # Streams (event streams, JSON lines) only; other bodies: --total-timeout.
+        self._send_timeout = config.send_timeout if streamed else None
         if transport is not None:
             transport.set_write_buffer_limits(high=config.max_unsent_bytes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from tests.reliability_support import CHAT, STREAM_BODY, Tally, chunk, streaming_handler
 
@@ -61,6 +63,40 @@ async def test_client_that_stops_reading_is_aborted_as_slow_client_after_the_uns
         == 1
     )
     assert p.metric("sse_audit_active_streams", route="chat_completions") == 0
+
+
+async def test_a_json_lines_client_that_stops_reading_is_cut_at_the_send_timeout_too(
+    upstream: Any, proxy: Any
+) -> None:
+    """Ollama's native streams are JSON lines: a client that stopped reading one held the
+    upstream until --total-timeout (an hour), not --send-timeout (an outside review)."""
+    line = orjson.dumps({"model": "m", "response": "x" * 16384, "done": False}) + b"\n"
+
+    async def lines(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(4000):  # ~64 MiB if nothing stopped it
+                await resp.write(line)
+        return resp
+
+    p = await proxy(await upstream(lines), max_unsent_bytes=256 << 10, send_timeout=1.0)
+    body = b'{"model": "m", "prompt": "hi"}'
+    head = b"POST /api/generate HTTP/1.1\r\nHost: proxy\r\nContent-Length: %d\r\n\r\n" % len(body)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", p.service.proxy.port))
+    await loop.sock_sendall(sock, head + body)
+    try:
+        rec = await p.record(timeout=20)
+        assert rec.stream is not None and rec.route == "ollama"
+        assert (rec.stream.outcome, rec.stream.end) == ("client_disconnect", "slow_client")
+        assert rec.duration < 15
+    finally:
+        sock.close()
 
 
 async def test_reading_client_is_not_aborted_by_the_unsent_cap(

@@ -291,6 +291,21 @@ def test_a_json_lines_stream_is_not_not_streamed_and_its_outcome_is_the_connecti
             ]
 
 
+def test_json_lines_that_stop_inside_a_line_are_cut_however_cleanly_the_body_ended() -> None:
+    """Half a JSON object is what an NDJSON reader fails on or drops; a clean end made it
+    `complete` (an outside review: Cohere v1's `stream+json` and an NDJSON chat gateway ended
+    cleanly 300 bytes in, and close-delimited bodies alike)."""
+    lines = [b'{"event_type":"text-generation","text":"Hi"}\n', b'{"event_type":"text-gen']
+    r = run(lines, route="other", event_stream=False, json_lines=True)
+    assert (r.outcome, r.unterminated_frame, r.frames) == (Outcome.TRUNCATED, True, 1)
+    assert r.reasons == [
+        f"truncated: the JSON-lines body ended inside a line (half a JSON object) after {r.bytes} bytes"
+    ]
+    # A last line that is whole JSON without its LF is a line, as readers take it.
+    r = run([lines[0], b'{"event_type":"stream-end"}'], route="other", event_stream=False, json_lines=True)
+    assert (r.outcome, r.frames) == (Outcome.COMPLETE, 2)
+
+
 @pytest.mark.parametrize(
     ("end", "outcome"),
     [

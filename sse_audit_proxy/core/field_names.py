@@ -171,7 +171,9 @@ FIELD_NAMES = frozenset(
 # Keys whose integers are text in another form: token IDs (a public tokenizer turns them back
 # into the prompt or the completion: vLLM's `prompt_token_ids` carry the whole prompt) and a
 # token's UTF-8 `bytes` (Chat logprobs). Their integers are shown as 0; their count is kept.
-TOKEN_NUMBERS = frozenset({"bytes", "token_ids", "prompt_token_ids", "tokens", "token_id", "id", "context"})
+TOKEN_NUMBERS = frozenset(
+    {"bytes", "token_ids", "prompt_token_ids", "tokens", "token_id", "id", "context", "tokenId"}  # Gemini's
+)
 
 # Fields whose object is keyed by data, not by field names: legacy Completions' `top_logprobs`
 # ({token text: logprob} per position), vLLM's `prompt_logprobs` ({token ID: ...}), the

@@ -16,6 +16,7 @@ from sse_audit_proxy.core.dialects.base import MAX_KEYS
 from sse_audit_proxy.core.dialects.gemini import Gemini
 from sse_audit_proxy.core.form_scan import scanner_for
 from sse_audit_proxy.core.request_info import REDACTED_MODEL, UNKNOWN_MODEL, RequestInfo, with_target
+from sse_audit_proxy.core.verdict import Thresholds
 
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 
@@ -159,3 +160,47 @@ def test_candidates_kept_are_bounded() -> None:
     r = audit.finish(0.2, End.UPSTREAM_EOF)
     assert len(dialect._open) + len(dialect._finish) == MAX_KEYS
     assert "malformed_frame" in r.anomalies and r.outcome is Outcome.TRUNCATED
+
+
+def test_a_null_index_is_index_0() -> None:
+    """A gateway re-serialising google-genai's objects with their nulls (`model_dump_json`)
+    writes `"index": null`: its healthy streams were `truncated` (an outside review)."""
+    frames = [frame({"candidates": [{**chunk("Hel"), "index": None}]})]
+    frames.append(frame({"candidates": [{**chunk("lo", "STOP"), "index": None}], "usageMetadata": USAGE}))
+    r = run(frames)
+    assert (r.outcome, r.anomalies, r.finish_reasons, r.content_frames) == (Outcome.COMPLETE, [], ["STOP"], 2)
+
+
+def test_nothing_after_an_error_frame_reaches_the_sdks_users() -> None:
+    """Both SDKs raise on an error frame: a finish after it does not make the stream whole."""
+    error = frame({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
+    r = run([WHOLE[0], error, *WHOLE[1:]])
+    assert (r.outcome, r.anomalies) == (Outcome.UPSTREAM_ERROR, ["error_event"])
+
+
+def test_a_frame_too_large_to_read_may_have_finished_the_candidates() -> None:
+    """An image model's chunk of MBs of `inlineData` carries the finish reason; a usage chunk
+    after it ended the stream: not `truncated` for a finish that could not be read."""
+    image = frame(
+        {
+            "candidates": [
+                {"content": {"parts": [{"inlineData": {"data": "A" * 4096}}]}, "finishReason": "STOP"}
+            ]
+        }
+    )
+    audit = StreamAudit(Gemini(), 0.0, event_stream=True, thresholds=Thresholds(max_frame_bytes=1024))
+    for i, data in enumerate([WHOLE[0], image, frame({"usageMetadata": USAGE})]):
+        audit.feed(data, 0.1 * (i + 1))
+    r = audit.finish(0.5, End.UPSTREAM_EOF)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+
+
+def test_several_data_lines_in_one_event_are_malformed_for_googles_sdks() -> None:
+    joined = b'data: {"candidates": [{"content": {"parts": [{"text": "a"}]}}],\r\ndata: "x": 1}\r\n\r\n'
+    r = run([joined, WHOLE[1]])
+    assert "malformed_frame" in r.anomalies and r.outcome is Outcome.COMPLETE
+
+
+@pytest.mark.parametrize("query", ["$alt=sse", "%24alt=sse", "key=k&$alt=sse"])
+def test_googles_own_spelling_of_alt_asks_for_the_stream(query: str) -> None:
+    assert Gemini.target_info(f"{PATH}?{query}") == ("gemini-2.5-flash", True)

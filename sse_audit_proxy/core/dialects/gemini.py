@@ -46,7 +46,7 @@ STREAM_METHOD = ":streamGenerateContent"
 # The model of a Gemini API, Vertex AI or tuned-model URL: `.../models/gemini-2.5-flash:...`,
 # `.../publishers/google/models/gemini-2.5-pro:...`, `.../tunedModels/my-model:...`.
 _MODEL = re.compile(r"/(?:tunedModels|models)/([^/:]+):[A-Za-z]+$")
-_ASKS_SSE = re.compile(r"(?:^|&)alt=sse(?:&|$)")
+_ASKS_SSE = re.compile(r"(?:^|&)(?:\$|%24)?alt=sse(?:&|$)")  # (`$alt` is Google's spelling too)
 # What a part carries that the client sees: text (a thought's too), a call, data, code.
 _OUTPUT_PARTS = ("functionCall", "inlineData", "fileData", "executableCode", "codeExecutionResult")
 
@@ -63,7 +63,17 @@ class Gemini(Dialect):
     always_streams = True
     empty_event_raises = False
 
-    __slots__ = ("_blocked", "_calls", "_errors", "_failed", "_finish", "_malformed", "_open", "_usage")
+    __slots__ = (
+        "_blocked",
+        "_calls",
+        "_errors",
+        "_failed",
+        "_finish",
+        "_malformed",
+        "_open",
+        "_unread",
+        "_usage",
+    )
 
     def __init__(self) -> None:
         self._finish: dict[int, str] = {}  # candidate index -> its finish reason
@@ -72,8 +82,10 @@ class Gemini(Dialect):
         self._usage: Any = None
         self._calls = 0
         self._errors = 0
-        self._failed = False  # an error frame, and nothing finished after it
+        # An error frame came: both SDKs raise on it, so nothing after it reaches their users.
+        self._failed = False
         self._malformed = 0
+        self._unread = False  # a frame too large to read: it may have finished what is open
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool]:
@@ -87,10 +99,17 @@ class Gemini(Dialect):
         if event.event == ERROR_EVENT:
             return self._fail()
         bits = self.observe_data(event.data)
-        if event.event:  # not Gemini's: lost to @google/genai, google-genai raises on it
+        # Not Gemini's: an `event:` line, several `data:` lines: @google/genai drops such an
+        # event or throws on it, google-genai raises on the line.
+        if event.event or b"\n" in event.data:
             self._malformed += 1
             bits |= MALFORMED
         return bits
+
+    def observe_unread(self, name: str) -> int | None:
+        """A frame too large to read (an image's `inlineData`): it may carry a finish reason."""
+        self._unread = True
+        return None
 
     def observe_data(self, data: bytes) -> int:
         doc = load_object(data)
@@ -111,7 +130,6 @@ class Gemini(Dialect):
         block = feedback.get("blockReason") if isinstance(feedback, dict) else None
         if isinstance(block, str) and block:
             self._blocked = reason_word(block)
-            self._failed = False
             bits |= FINISH
         usage = doc.get("usageMetadata")
         if isinstance(usage, dict) and usage:
@@ -122,16 +140,17 @@ class Gemini(Dialect):
         return bits
 
     def _candidate(self, candidate: Any) -> int:
-        index = candidate.get("index", 0) if isinstance(candidate, dict) else None
-        if type(index) is not int:  # (proto3 JSON leaves out an index of 0)
+        index = candidate.get("index") if isinstance(candidate, dict) else False
+        if index is None:  # proto3 JSON leaves out an index of 0; re-serialised, it is null
+            index = 0
+        if type(index) is not int:
             self._malformed += 1
             return MALFORMED
         bits = 0
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         if isinstance(parts, list):
-            for part in parts:
-                bits |= self._part(part)
+            bits = self._parts(parts)
         reason = candidate.get("finishReason")
         if index in self._finish:
             return bits
@@ -141,23 +160,26 @@ class Gemini(Dialect):
         if isinstance(reason, str) and reason:
             self._finish[index] = reason_word(reason)
             self._open.discard(index)
-            self._failed = False
             return bits | FINISH
         self._open.add(index)
         return bits
 
-    def _part(self, part: Any) -> int:
-        if not isinstance(part, dict):
-            self._malformed += 1
-            return MALFORMED
-        text = part.get("text")
-        if isinstance(text, str) and text:
-            return CONTENT
-        call = part.get("functionCall")
-        if isinstance(call, dict) and call.get("name"):
-            self._calls += 1  # its `args` come whole, an object: nothing to assemble
-            return CONTENT
-        return CONTENT if any(part.get(name) for name in _OUTPUT_PARTS) else 0
+    def _parts(self, parts: list[Any]) -> int:
+        bits = 0
+        for part in parts:
+            if type(part) is not dict:
+                self._malformed += 1
+                bits |= MALFORMED
+                continue
+            call = part.get("functionCall")
+            if type(call) is dict and call.get("name"):
+                self._calls += 1  # its `args` come whole, an object: nothing to assemble
+                bits |= CONTENT
+            elif not bits & CONTENT:
+                text = part.get("text")
+                if (type(text) is str and text) or any(map(part.get, _OUTPUT_PARTS)):
+                    bits |= CONTENT
+        return bits
 
     def _fail(self) -> int:
         self._errors += 1
@@ -165,7 +187,7 @@ class Gemini(Dialect):
         return TERMINAL | ERROR
 
     def _ended(self) -> bool:
-        return self._blocked is not None or (bool(self._finish) and not self._open)
+        return self._blocked is not None or self._unread or (bool(self._finish) and not self._open)
 
     def summary(self) -> DialectSummary:
         usage = clean_usage(self._usage)

@@ -14,7 +14,9 @@ else is `malformed_frame` (the SDK raises or loses text).
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
@@ -43,12 +45,16 @@ _DELTA_BLOCKS = {
     "input_json_delta": _TOOL_BLOCKS,
 }
 _INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# Claude on Vertex AI: the same stream at `…/publishers/anthropic/models/{model}:streamRawPredict`
+# (the SDK's AnthropicVertex moves `model` from the body into the URL).
+_VERTEX = re.compile(r"/publishers/anthropic/models/([^/]+):(?:stream)?[rR]awPredict$")
 
 
 class AnthropicMessages(TypedEvents):
     route = "messages"
     always_streams = True
     path_suffixes = ("/v1/messages",)
+    path_pattern = _VERTEX
     expects_done = False  # Anthropic sends no `[DONE]`
     expects_finish_reason = True  # `message_delta.stop_reason`
     usage_always = True  # `message_start` and `message_delta` always carry usage
@@ -56,6 +62,11 @@ class AnthropicMessages(TypedEvents):
     empty_event_raises = False  # the SDKs skip an event with empty data
 
     __slots__ = ("_blocks",)
+
+    @classmethod
+    def target_info(cls, target: str) -> tuple[str | None, bool] | None:
+        found = _VERTEX.search(unquote(target.partition("#")[0].partition("?")[0]))
+        return (found.group(1), False) if found else None
 
     def __init__(self) -> None:
         super().__init__()

@@ -27,6 +27,8 @@ class JsonLinesDecoder:
     __slots__ = (
         "_discarding",
         "_max",
+        "_more",
+        "_more_len",
         "_tail",
         "_unread_size",
         "comments",
@@ -39,6 +41,8 @@ class JsonLinesDecoder:
     def __init__(self, max_line_bytes: int) -> None:
         self._max = max_line_bytes
         self._tail = b""  # the current line, not yet ended
+        self._more: list[bytes] = []  # reads that went on with it since (sse.py says why)
+        self._more_len = 0
         self._discarding = False  # skipping the rest of an oversized line
         self._unread_size = 0  # its bytes so far
         self.comments = 0
@@ -48,6 +52,12 @@ class JsonLinesDecoder:
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._tail:
+            if b"\n" not in chunk and len(self._tail) + self._more_len + len(chunk) <= self._max:
+                self._more.append(chunk)  # the line goes on
+                self._more_len += len(chunk)
+                return []
+            self._join()
         lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
         tail = lines.pop()
         events: list[Event] = []
@@ -74,10 +84,16 @@ class JsonLinesDecoder:
             self.last_unread = events[-1].unread > 0
         return events
 
+    def _join(self) -> None:
+        if self._more:
+            self._tail = b"".join((self._tail, *self._more))
+            self._more, self._more_len = [], 0
+
     @property
     def pending(self) -> bool:
         """A line has begun and not ended (no LF yet), is not being skipped, and is whole JSON
         (a clean end then makes it a line; a cut one stays unterminated)."""
+        self._join()
         record = _record(self._tail)
         if self._discarding or not record:
             return False
@@ -91,10 +107,12 @@ class JsonLinesDecoder:
     def cut_line(self) -> bool:
         """A line has begun, is not being skipped, and is not whole JSON (called after a clean
         end made a whole one a line): the body stopped inside it."""
+        self._join()
         return bool(_record(self._tail)) and not self._discarding
 
     def close(self) -> bool:
         """End of body. True when a line was left without its LF (it is not read)."""
+        self._join()
         pending = bool(_record(self._tail)) or self._discarding
         self._tail = b""
         self._discarding = False

@@ -135,8 +135,8 @@ def judged(
     """Does this stream say something about the upstream's streaming? A stream the client
     left does when it left on something the upstream got wrong (_LEFT_ON), or when it gave up
     waiting for a first token (`gave_up`)."""
-    if outcome in IGNORED_OUTCOMES:
-        return gave_up or _left_on(anomalies)
+    if outcome in IGNORED_OUTCOMES:  # (on the unknown route a pause may be the endpoint's own)
+        return route != UNKNOWN_ROUTE and (gave_up or _left_on(anomalies))
     if outcome == "upstream_error" and route == UNKNOWN_ROUTE and status < 400:
         return False  # an error frame on a route with no dialect: the client's or the upstream's
     return not (outcome == "upstream_error" and client_error(status))

@@ -9,6 +9,8 @@ counted in `oversized`, as the SSE decoder does with an oversized frame.
 
 from __future__ import annotations
 
+import json
+
 import orjson
 
 from sse_audit_proxy.core.sse import Event
@@ -100,7 +102,11 @@ class JsonLinesDecoder:
         try:
             orjson.loads(record)
         except orjson.JSONDecodeError:
-            return False
+            # What Python's and JavaScript's readers take too: NaN, a lone surrogate, deep nesting.
+            try:
+                json.loads(record)
+            except (ValueError, RecursionError):
+                return False
         return True
 
     @property

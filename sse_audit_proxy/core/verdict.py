@@ -299,6 +299,8 @@ def _truncated(f: Facts) -> str:
                 f"the JSON-lines body ended inside a line (half a JSON object) after {f.timing.bytes} bytes"
             )
         return f"the JSON-lines body broke after {f.timing.bytes} bytes (its lines carry no end marker)"
+    if not (f.event_stream or f.json_lines):  # an ordinary answer: no end marker was looked for
+        return f"the body broke after {f.timing.bytes} bytes (an ordinary answer, not a stream)"
     how = (
         "the upstream closed the connection cleanly"
         if f.end is End.UPSTREAM_EOF

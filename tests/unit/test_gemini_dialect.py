@@ -204,3 +204,13 @@ def test_several_data_lines_in_one_event_are_malformed_for_googles_sdks() -> Non
 @pytest.mark.parametrize("query", ["$alt=sse", "%24alt=sse", "key=k&$alt=sse"])
 def test_googles_own_spelling_of_alt_asks_for_the_stream(query: str) -> None:
     assert Gemini.target_info(f"{PATH}?{query}") == ("gemini-2.5-flash", True)
+
+
+def test_output_after_a_frame_too_large_to_read_shows_it_did_not_end_the_answer() -> None:
+    """An image model cut after its first image was `complete` for good (a third review)."""
+    image = frame({"candidates": [{"content": {"parts": [{"inlineData": {"data": "A" * 4096}}]}}]})
+    audit = StreamAudit(Gemini(), 0.0, event_stream=True, thresholds=Thresholds(max_frame_bytes=1024))
+    for i, data in enumerate([WHOLE[0], image, frame({"candidates": [chunk("more text")]})]):
+        audit.feed(data, 0.1 * (i + 1))
+    r = audit.finish(0.5, End.UPSTREAM_EOF)
+    assert (r.outcome, r.anomalies) == (Outcome.TRUNCATED, ["oversized_frame"])

@@ -377,6 +377,9 @@ def test_an_error_line_on_a_route_with_no_dialect_says_nothing_but_a_cut_does() 
     assert broken.stream is not None and broken.stream.outcome.value == "truncated"
     assert judge(broken) is True
     assert judged("upstream_error", 503, route="other") and is_bad("upstream_error", [], route="other")
+    # A client that left there says nothing either: a pull's silent digest check is no hang.
+    assert not judged("client_disconnect", 200, [], gave_up=True, route="other")
+    assert judged("client_disconnect", 200, [], gave_up=True, route="chat_completions")
     # Timing anomalies there are the endpoint's nature (a pull's progress lines in a clump).
     assert not is_bad("complete", ["buffered", "bursty"], route="other")
     assert is_bad("complete", ["buffered"], route="chat_completions")

@@ -301,9 +301,11 @@ def test_json_lines_that_stop_inside_a_line_are_cut_however_cleanly_the_body_end
     assert r.reasons == [
         f"truncated: the JSON-lines body ended inside a line (half a JSON object) after {r.bytes} bytes"
     ]
-    # A last line that is whole JSON without its LF is a line, as readers take it.
-    r = run([lines[0], b'{"event_type":"stream-end"}'], route="other", event_stream=False, json_lines=True)
-    assert (r.outcome, r.frames) == (Outcome.COMPLETE, 2)
+    # A last line that is whole JSON without its LF is a line, as readers take it, Python's
+    # NaN and JavaScript's lone surrogates too.
+    for last in (b'{"event_type":"stream-end"}', b'{"score": NaN}', b'{"t": "\\ud800"}'):
+        r = run([lines[0], last], route="other", event_stream=False, json_lines=True)
+        assert (r.outcome, r.frames) == (Outcome.COMPLETE, 2), last
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,9 @@ class Gemini(Dialect):
         # An error frame came: both SDKs raise on it, so nothing after it reaches their users.
         self._failed = False
         self._malformed = 0
-        self._unread = False  # a frame too large to read: it may have finished what is open
+        # A frame too large to read, with no output read after it: it may have finished what is
+        # open (an image model's last chunk); output after it shows it did not end the answer.
+        self._unread = False
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool]:
@@ -151,6 +153,8 @@ class Gemini(Dialect):
         parts = content.get("parts") if isinstance(content, dict) else None
         if isinstance(parts, list):
             bits = self._parts(parts)
+            if bits & CONTENT:
+                self._unread = False
         reason = candidate.get("finishReason")
         if index in self._finish:
             return bits

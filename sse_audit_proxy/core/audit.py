@@ -632,6 +632,7 @@ class StreamAudit:
             or last_unread,
             undecodable=inflate is not None and inflate.failed,
             empty_events=decoder.empty_events if dialect.empty_event_raises else 0,
+            raising_comments=decoder.comments if dialect.comment_raises else 0,
             compression_bomb=inflate is not None and inflate.bomb,
             oversized_frame=bool(decoder.oversized),
             timing=Timing(

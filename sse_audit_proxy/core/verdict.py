@@ -144,6 +144,8 @@ class Facts:
     # Frames without data that the route's SDK reads as events with empty data, and raises on
     # (Dialect.empty_event_raises, SSEDecoder.empty_events).
     empty_events: int = 0
+    # Comment lines (keep-alives) the route's SDK fails on (Dialect.comment_raises).
+    raising_comments: int = 0
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
@@ -385,6 +387,11 @@ def _malformed(f: Facts) -> str:
             f"{_n(f.empty_events, 'frame')} with no `data:` line (an `event:` or `retry:` line "
             "alone, or a blank line after an `id:`) that the openai SDK reads as an event with "
             "empty data, and fails on"
+        )
+    if f.raising_comments:
+        parts.append(
+            f"{_n(f.raising_comments, 'comment line')} (`: ...`, a keep-alive) that the route's "
+            "SDK reads as JSON, and fails on (google-genai on Gemini's route)"
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
@@ -643,10 +650,11 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "an Anthropic delta of the wrong structure, or an Anthropic frame without its `event:` "
         "line, which the official SDKs skip); a frame with no `data:` line that the openai SDK "
         "reads as an event with empty data and fails on (an `event:` or `retry:` line alone, or "
-        "a blank line after an `id:`; not on Anthropic routes); a "
+        "a blank line after an `id:`; not on Anthropic routes); a comment line (a keep-alive) "
+        "on Gemini's route, which google-genai fails on; a "
         "choice, output item, content block or tool call past the 256 of each a stream's audit "
         "tracks; or a compressed stream that could not be decoded",
-        lambda f: bool(f.summary.malformed_frames or f.empty_events) or f.undecodable,
+        lambda f: bool(f.summary.malformed_frames or f.empty_events or f.raising_comments) or f.undecodable,
         _malformed,
     ),
     Rule(

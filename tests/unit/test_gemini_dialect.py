@@ -214,3 +214,15 @@ def test_output_after_a_frame_too_large_to_read_shows_it_did_not_end_the_answer(
         audit.feed(data, 0.1 * (i + 1))
     r = audit.finish(0.5, End.UPSTREAM_EOF)
     assert (r.outcome, r.anomalies) == (Outcome.TRUNCATED, ["oversized_frame"])
+
+
+def test_a_keep_alive_comment_is_malformed_for_google_genai() -> None:
+    """google-genai reads every line but `data: ...` as JSON: a gateway's `: ping` makes every
+    Python user's stream raise (UnknownApiResponseError); @google/genai skips it."""
+    r = run([b": ping\r\n\r\n", *WHOLE])
+    assert (r.outcome, r.anomalies, r.keepalives) == (Outcome.COMPLETE, ["malformed_frame"], 1)
+    assert "comment line" in r.reasons[0]
+    # On other routes a comment is a keep-alive and nothing more.
+    audit = StreamAudit(dialect_for_route("chat_completions")(), 0.0, event_stream=True)
+    audit.feed(b": ping\n\n", 0.1)
+    assert "malformed_frame" not in audit.finish(0.2, End.UPSTREAM_EOF).anomalies

@@ -62,6 +62,7 @@ class Gemini(Dialect):
     usage_always = True  # `usageMetadata` comes with every stream's last chunk
     always_streams = True
     empty_event_raises = False
+    comment_raises = True
 
     __slots__ = (
         "_blocked",

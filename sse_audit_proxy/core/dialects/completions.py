@@ -6,7 +6,8 @@ choice, usage on request (`stream_options.include_usage`), an `{"error": ...}` f
 Two other shapes share the path: Mistral's FIM completions (`/v1/fim/completions`) stream
 `choices[].delta.content`, read as Chat reads it; and llama.cpp's server answers
 `/completions` without `/v1` in its native shape (`{"content": ..., "stop": false}` frames,
-the last with `"stop": true` and its `stop_type`, no `[DONE]`), whose last frame is the end.
+the last with `"stop": true` and its `stop_type`, no `[DONE]`), whose last frame is the end;
+so does `/completion`, the endpoint its own documentation names.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _LLAMA_REASONS = {"eos": "stop", "word": "stop", "limit": "length"}
 
 class Completions(ChatCompletions):
     route = "completions"
-    path_suffixes = ("/completions",)
+    path_suffixes = ("/completions", "/completion")  # (the second: llama.cpp's own endpoint)
     _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 
     __slots__ = ("_native",)

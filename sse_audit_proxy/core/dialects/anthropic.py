@@ -14,9 +14,7 @@ else is `malformed_frame` (the SDK raises or loses text).
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import unquote
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
@@ -29,7 +27,9 @@ from sse_audit_proxy.core.dialects.base import (
     USAGE,
     Usage,
     id_key,
+    model_in_target,
     token_count,
+    vertex_publisher,
 )
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
@@ -47,7 +47,7 @@ _DELTA_BLOCKS = {
 _INPUT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # Claude on Vertex AI: the same stream at `…/publishers/anthropic/models/{model}:streamRawPredict`
 # (the SDK's AnthropicVertex moves `model` from the body into the URL).
-_VERTEX = re.compile(r"/publishers/anthropic/models/([^/]+):(?:stream)?[rR]awPredict$")
+_VERTEX = vertex_publisher("anthropic")
 
 
 class AnthropicMessages(TypedEvents):
@@ -65,8 +65,7 @@ class AnthropicMessages(TypedEvents):
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:
-        found = _VERTEX.search(unquote(target.partition("#")[0].partition("?")[0]))
-        return (found.group(1), False) if found else None
+        return model_in_target(_VERTEX, target)
 
     def __init__(self) -> None:
         super().__init__()

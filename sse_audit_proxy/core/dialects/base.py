@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import orjson
 
@@ -198,6 +199,18 @@ class Dialect:
 
     def summary(self) -> DialectSummary:
         raise NotImplementedError
+
+
+def vertex_publisher(publishers: str) -> re.Pattern[str]:
+    """A partner model's path on Vertex AI (`…/publishers/{publisher}/models/{model}:
+    streamRawPredict`, `:rawPredict`): the provider's own stream, its model in the URL."""
+    return re.compile(rf"/publishers/(?:{publishers})/models/([^/]+):(?:stream)?[rR]awPredict$")
+
+
+def model_in_target(pattern: re.Pattern[str], target: str) -> tuple[str | None, bool] | None:
+    """Dialect.target_info for a path that names the model (`pattern`'s first group)."""
+    found = pattern.search(unquote(target.partition("#")[0].partition("?")[0]))
+    return (found.group(1), False) if found else None
 
 
 def load_object(data: bytes) -> dict[str, Any] | None:

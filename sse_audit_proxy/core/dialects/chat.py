@@ -15,6 +15,7 @@ what follows); after `[DONE]`, where the SDKs stop reading, none counts.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -34,8 +35,10 @@ from sse_audit_proxy.core.dialects.base import (
     clean_usage,
     id_key,
     is_done,
+    model_in_target,
     reason_word,
     token_counts,
+    vertex_publisher,
 )
 from sse_audit_proxy.core.dialects.tool_args import CUT_REASONS, ToolArgs
 from sse_audit_proxy.core.sse import Event
@@ -75,11 +78,16 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
+_VERTEX = vertex_publisher("mistralai|ai21")
+
+
 class ChatCompletions(Dialect):
     route = "chat_completions"
     always_streams = True
     # Mistral's agents stream Chat chunks too (`/v1/agents/completions`, `agent_id` for a model).
     path_suffixes: ClassVar[tuple[str, ...]] = ("/chat/completions", "/agents/completions")
+    # Mistral's and AI21's models on Vertex AI stream Chat chunks at their `:streamRawPredict`.
+    path_pattern: ClassVar[re.Pattern[str] | None] = _VERTEX
     expects_done = True
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
     # in `text`) reads its frames as plain JSON values.
@@ -98,6 +106,10 @@ class ChatCompletions(Dialect):
         "_usage",
         "_x_usage",
     )
+
+    @classmethod
+    def target_info(cls, target: str) -> tuple[str | None, bool] | None:
+        return model_in_target(_VERTEX, target) if cls.path_pattern is not None else None
 
     def __init__(self) -> None:
         self._choices: set[int] = set()

@@ -24,6 +24,7 @@ _LLAMA_REASONS = {"eos": "stop", "word": "stop", "limit": "length"}
 class Completions(ChatCompletions):
     route = "completions"
     path_suffixes = ("/completions", "/completion")  # (the second: llama.cpp's own endpoint)
+    path_pattern = None
     _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 
     __slots__ = ("_native",)

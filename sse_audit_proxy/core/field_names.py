@@ -121,6 +121,8 @@ prompt_eval_duration eval_count eval_duration
 # Cohere's native chat stream (`/v2/chat`).
 _COHERE = """
 tool_plan billed_units search_units classifications citations sources
+is_finished event_type generation_id tool_call_delta response_id chat_history api_version meta
+search_queries search_results documents
 """
 # Gemini's native stream (`:streamGenerateContent`), Vertex AI's too.
 _GEMINI = """

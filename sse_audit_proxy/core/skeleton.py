@@ -41,6 +41,7 @@ VOCABULARY = frozenset(
         "stop_sequence_type",
         "done_reason",  # Ollama's
         "stop_type",  # llama.cpp's native frames
+        "event_type",  # Cohere's v1
         "finishReason",  # Gemini's
         "blockReason",
     }

@@ -286,7 +286,7 @@ def _missing_end(f: Facts) -> str:
     if f.expects_done and not s.done:
         parts.append("no [DONE]")
     elif not f.expects_done and not s.terminal:
-        parts.append('no end line (`"done": true`)' if f.json_lines_end else f"no {f.end_marker}")
+        parts.append(f"no {f.end_marker}")
     if f.expects_finish_reason and s.missing_finish_reason:
         parts.append("no finish_reason" if not s.finish_reasons else "a choice without a finish_reason")
     if f.usage_expected and s.usage is None:

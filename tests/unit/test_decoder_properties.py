@@ -162,6 +162,15 @@ def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
     ],
     cut_at=[],
 )
+@example(
+    route="cohere_v1_chat",
+    events=[
+        (None, b'{"is_finished": false, "event_type": "stream-start"}'),
+        (None, b'{"is_finished": false, "event_type": "tool-calls-generation", "tool_calls": {"a": 1}}'),
+        (None, b'{"is_finished": true, "event_type": [1], "finish_reason": [1], "response": {"meta": []}}'),
+    ],
+    cut_at=[5],
+)
 # Gemini reads every frame as its own: values of any type where its fields are.
 @example(
     route="gemini",

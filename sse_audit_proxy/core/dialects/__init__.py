@@ -17,6 +17,7 @@ from sse_audit_proxy.core.dialects.base import (
 )
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.cohere import CohereChat
+from sse_audit_proxy.core.dialects.cohere_v1 import CohereV1Chat
 from sse_audit_proxy.core.dialects.completions import Completions
 from sse_audit_proxy.core.dialects.gemini import Gemini
 from sse_audit_proxy.core.dialects.generic import Generic
@@ -38,6 +39,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Images,
     Ollama,
     CohereChat,
+    CohereV1Chat,
     Gemini,
 )
 

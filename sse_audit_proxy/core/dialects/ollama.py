@@ -38,6 +38,7 @@ _TEXT_FIELDS = ("content", "thinking", "response")
 class Ollama(Generic):
     route = "ollama"
     path_suffixes = ("/api/chat", "/api/generate")
+    end_marker = 'end line (`"done": true`)'
 
     __slots__ = ("_finish", "_lines", "_malformed", "_native", "_tool_calls", "_usage")
 

@@ -490,6 +490,7 @@ class ClientConnection(asyncio.Protocol):
             # object).
             self._head_bytes += end - start
             if self._parsing is None and self._head_bytes > MAX_HEAD_BYTES:
+                self._keep_refused(bytes(data[start:end]))  # (its trace ID was lost: soak review)
                 self._refuse_head(431)
                 break
             parser = self._parser
@@ -680,15 +681,18 @@ class ClientConnection(asyncio.Protocol):
         # A head llhttp had parsed (a bad body in its read) has its fields; else what the
         # refused bytes show.
         if request is not None and request.raw_headers:
-            query, fields = request.raw_path.partition("?")[2], request.raw_headers
+            self._failed_query, self._failed_fields = request.raw_path.partition("?")[2], request.raw_headers
         else:
-            query, fields = _lenient_head(piece)
-            # What llhttp read of this head in earlier reads: its target, its whole fields.
-            if self._url:
-                query = self._url.decode("latin-1").partition("?")[2] or query
-            fields = self._fields + fields
-        self._failed_query, self._failed_fields = query, fields
+            self._keep_refused(piece)
         self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
+
+    def _keep_refused(self, piece: bytes) -> None:
+        """What a refused head's record reads its trace ID from: the bytes refused, read
+        leniently, after what llhttp read of the head in earlier reads (its target, fields)."""
+        query, fields = _lenient_head(piece)
+        if self._url:
+            query = self._url.decode("latin-1").partition("?")[2] or query
+        self._failed_query, self._failed_fields = query, self._fields + fields
 
     def _refuse_head(self, status: int) -> None:
         """A head that cannot be served: answered (after any request before it), then closed."""

@@ -104,6 +104,31 @@ async def test_oversized_header_is_refused_431_without_echoing_or_forwarding_it(
     assert tally.requests == 0
 
 
+@pytest.mark.parametrize("pieces", [1, 24])
+async def test_a_head_over_64_kib_refused_431_keeps_the_clients_trace_id(
+    upstream: Any, proxy: Any, pieces: int
+) -> None:
+    """The 431 for a head past 64 KiB had a random trace ID in its answer and record, in one
+    write or in many (a soak review: 58 of 58)."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    fields = "".join(f"X-Pad-{i}: {'p' * 4000}\r\n" for i in range(20))  # ~80 KiB in 20 fields
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nX-Client-Request-Id: soak-431-trace\r\n{fields}\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    step = -(-len(head) // pieces)
+    for i in range(0, len(head), step):
+        writer.write(head[i : i + step])
+        await writer.drain()
+        await asyncio.sleep(0.005)
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw.split(b" ", 2)[1] == b"431", raw[:80]
+    assert b"soak-431-trace" in raw.partition(b"\r\n\r\n")[0]
+    rec = await p.record()
+    assert (rec.trace_id, rec.status) == ("soak-431-trace", 431)
+    assert tally.requests == 0
+
+
 async def test_too_many_headers_are_refused_431(upstream: Any, proxy: Any) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))

@@ -6,8 +6,9 @@ choice, usage on request (`stream_options.include_usage`), an `{"error": ...}` f
 Two other shapes share the path: Mistral's FIM completions (`/v1/fim/completions`) stream
 `choices[].delta.content`, read as Chat reads it; and llama.cpp's server answers
 `/completions` without `/v1` in its native shape (`{"content": ..., "stop": false}` frames,
-the last with `"stop": true` and its `stop_type`, no `[DONE]`), whose last frame is the end;
-so does `/completion`, the endpoint its own documentation names.
+the last with `"stop": true` and its `stop_type`, no `[DONE]`), whose last frame is the end.
+(Its `/completion` is not claimed: DashScope's apps and the AI SDK's `useCompletion` stream
+other shapes on paths that end so.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _LLAMA_REASONS = {"eos": "stop", "word": "stop", "limit": "length"}
 
 class Completions(ChatCompletions):
     route = "completions"
-    path_suffixes = ("/completions", "/completion")  # (the second: llama.cpp's own endpoint)
+    path_suffixes = ("/completions",)
     path_pattern = None
     _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 

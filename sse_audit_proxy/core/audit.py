@@ -119,6 +119,7 @@ class StreamResult:
     # upstream's bytes waited on the client left out: a stall the client gave up on shows here.
     quiet_at_end: float | None = None
     last_frame_content: bool = False  # the last frame (keep-alives aside) carried content, no finish
+    read_as_other: bool = False  # DialectSummary.read_as_other
 
 
 class StreamAudit:
@@ -686,6 +687,7 @@ class StreamAudit:
             reasons=verdict.reasons,
             quiet_at_end=quiet_at_end,
             last_frame_content=self._ends_in_content,
+            read_as_other=summary.read_as_other,
         )
 
     def _wants_usage(self) -> bool:

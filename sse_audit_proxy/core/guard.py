@@ -190,9 +190,10 @@ def judge(rec: AuditRecord) -> bool | None:
     if s is None:
         return None
     outcome, gave_up = s.outcome.value, gave_up_waiting(rec)
-    if not judged(outcome, rec.status, s.anomalies, gave_up, rec.route):
+    route = UNKNOWN_ROUTE if s.read_as_other else rec.route  # (not the route's provider's)
+    if not judged(outcome, rec.status, s.anomalies, gave_up, route):
         return None
-    return is_bad(outcome, s.anomalies, gave_up, rec.route)
+    return is_bad(outcome, s.anomalies, gave_up, route)
 
 
 def wilson(successes: int, n: int, z: float) -> tuple[float, float]:

@@ -30,7 +30,6 @@ class JsonLinesDecoder:
         "_discarding",
         "_max",
         "_more",
-        "_more_len",
         "_tail",
         "_unread_size",
         "comments",
@@ -43,8 +42,7 @@ class JsonLinesDecoder:
     def __init__(self, max_line_bytes: int) -> None:
         self._max = max_line_bytes
         self._tail = b""  # the current line, not yet ended
-        self._more: list[bytes] = []  # reads that went on with it since (sse.py says why)
-        self._more_len = 0
+        self._more = bytearray()  # reads that went on with it since (sse.py says why)
         self._discarding = False  # skipping the rest of an oversized line
         self._unread_size = 0  # its bytes so far
         self.comments = 0
@@ -55,9 +53,8 @@ class JsonLinesDecoder:
 
     def feed(self, chunk: bytes) -> list[Event]:
         if self._tail:
-            if b"\n" not in chunk and len(self._tail) + self._more_len + len(chunk) <= self._max:
-                self._more.append(chunk)  # the line goes on
-                self._more_len += len(chunk)
+            if b"\n" not in chunk and len(self._tail) + len(self._more) + len(chunk) <= self._max:
+                self._more += chunk  # the line goes on
                 return []
             self._join()
         lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
@@ -88,8 +85,8 @@ class JsonLinesDecoder:
 
     def _join(self) -> None:
         if self._more:
-            self._tail = b"".join((self._tail, *self._more))
-            self._more, self._more_len = [], 0
+            self._tail = b"".join((self._tail, self._more))
+            self._more = bytearray()
 
     @property
     def pending(self) -> bool:

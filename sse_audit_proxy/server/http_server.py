@@ -98,8 +98,10 @@ def _lenient_head(piece: bytes) -> tuple[str, list[tuple[bytes, bytes]]]:
     if ends:
         head = head[: min(ends)]
     lines = head.split(b"\n")
-    while lines and not lines[0].strip():
-        del lines[0]  # blank lines before a request line
+    # Blank lines before a request line: sliced off once (deleted one at a time, 64 KiB of them
+    # cost 75 ms of the event loop a head: a fourth review).
+    first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    lines = lines[first:]
     query = ""
     # A request line, whatever its spacing or version's case (a field name has no space; a
     # head's second read begins with a field): its query is the part after a `?`.

@@ -55,3 +55,10 @@ def test_other_streams_on_the_path_are_read_as_on_a_route_with_no_dialect() -> N
     assert (r.outcome, r.finish_reasons) == (Outcome.COMPLETE, [])
     sse = [b'data: {"type": "chat.start"}\n\n', b'data: {"type": "message.delta"}\n\n']
     assert run(sse, json_lines=False).outcome is Outcome.COMPLETE
+
+
+def test_a_tool_plans_text_is_content() -> None:
+    """Its first token starts TTFT: a user waiting on the plan is not waiting on nothing."""
+    plan = line(is_finished=False, event_type="tool-calls-chunk", text="I will look it up.")
+    r = run([START, plan, line(is_finished=True, event_type="stream-end", finish_reason="COMPLETE")])
+    assert (r.content_frames, r.ttft) == (1, 0.2)

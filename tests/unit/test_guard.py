@@ -383,3 +383,24 @@ def test_an_error_line_on_a_route_with_no_dialect_says_nothing_but_a_cut_does() 
     # Timing anomalies there are the endpoint's nature (a pull's progress lines in a clump).
     assert not is_bad("complete", ["buffered", "bursty"], route="other")
     assert is_bad("complete", ["buffered"], route="chat_completions")
+
+
+def test_a_stream_not_of_its_routes_provider_is_judged_as_on_a_route_with_no_dialect() -> None:
+    """LM Studio's `/api/v1/chat` (its error event for a model not loaded, status 200) is on
+    Cohere v1's route by its path, read as on `other`: the guard judged it as Cohere's, and one
+    client asking for a missing model could trip a healthy canary again (a fourth review)."""
+    lmstudio = _ended(
+        "cohere_v1_chat", b'data: {"type": "chat.start"}\n\nevent: error\ndata: {"error": "no model"}\n\n'
+    )
+    assert lmstudio.stream is not None and lmstudio.stream.outcome.value == "upstream_error"
+    assert lmstudio.stream.read_as_other and judge(lmstudio) is None
+    not_ollama = _ended("ollama", b'{"type":"x"}\n{"error":"missing"}\n')
+    assert not_ollama.stream is not None and not_ollama.stream.read_as_other and judge(not_ollama) is None
+    # Cohere's own v1 stream ending in a failed generation is the upstream's failure.
+    cohere = _ended(
+        "cohere_v1_chat",
+        b'{"is_finished":false,"event_type":"stream-start"}\n'
+        b'{"is_finished":true,"event_type":"stream-end","finish_reason":"ERROR"}\n',
+    )
+    assert cohere.stream is not None and not cohere.stream.read_as_other
+    assert cohere.stream.outcome.value == "upstream_error" and judge(cohere) is True

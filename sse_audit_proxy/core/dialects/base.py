@@ -124,6 +124,9 @@ class DialectSummary:
     # Likewise whether it has an end marker to wait for (Ollama's lines, only when they are
     # Ollama's: the JSON-lines types are not its alone); None: the dialect's own.
     has_end_marker: bool | None = None
+    # The stream was not the route's provider's (Ollama's path, Cohere's), and was read as on a
+    # route with no dialect: the canary guard judges it as it judges that route's.
+    read_as_other: bool = False
 
 
 class Dialect:

@@ -160,7 +160,9 @@ class CohereChat(TypedEvents):
 
     def summary(self) -> DialectSummary:
         if not self._native:
-            return self._other.summary()
+            summary = self._other.summary()
+            summary.read_as_other = True
+            return summary
         summary = super().summary()
         summary.has_end_marker = True
         return summary

@@ -89,8 +89,13 @@ class CohereV1Chat(Generic):
         if kind == "text-generation":
             text = doc.get("text")
             return CONTENT if isinstance(text, str) and text else 0
-        if kind == "tool-calls-chunk":
-            return CONTENT if isinstance(doc.get("tool_call_delta"), dict) else 0
+        if kind == "tool-calls-chunk":  # a call's fragment, or the plan's text before it
+            text = doc.get("text")
+            return (
+                CONTENT
+                if isinstance(doc.get("tool_call_delta"), dict) or (isinstance(text, str) and text)
+                else 0
+            )
         if kind == "tool-calls-generation":
             calls = doc.get("tool_calls")
             if isinstance(calls, list):
@@ -125,6 +130,7 @@ class CohereV1Chat(Generic):
 
     def summary(self) -> DialectSummary:
         summary = super().summary()
+        summary.read_as_other = not self._native
         if self._native:
             summary.has_end_marker = True
             summary.done = False  # (Generic's `done` is `[DONE]`, which Cohere never sends)

@@ -101,6 +101,7 @@ class Ollama(Generic):
 
     def summary(self) -> DialectSummary:
         summary = super().summary()
+        summary.read_as_other = not self._native
         if self._native:
             summary.has_end_marker = True
             summary.done = False  # (Generic's `done` is `[DONE]`, which Ollama never sends)

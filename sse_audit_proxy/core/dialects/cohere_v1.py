@@ -6,10 +6,10 @@ Each line is an object with `is_finished` and an `event_type`: `stream-start`, t
 (the calls whole), `citation-generation`, `search-queries-generation`, `search-results`, and
 last `stream-end` (`"is_finished": true`), whose `finish_reason` (`COMPLETE`, `MAX_TOKENS`,
 `STOP_SEQUENCE`, `ERROR`, `ERROR_TOXIC`, `ERROR_LIMIT`, `USER_CANCEL`) ends it and whose
-`response.meta` holds the token counts (`tokens`, `billed_units`). LiteLLM sends every
-`cohere/` model here, and reads a body that ends before `stream-end` as a whole answer; so
-does Cohere's Go SDK. Here that body is `truncated`, where a route with no dialect said
-`complete`, and an `ERROR` finish is a failure.
+`response.meta` holds the token counts (`tokens`, `billed_units`). The cohere SDKs' v1
+clients and LiteLLM's `cohere/v1/...` models call it; LiteLLM reads a body that ends before
+`stream-end` as a whole answer, and so does Cohere's Go SDK. Here that body is `truncated`,
+where a route with no dialect said `complete`, and an `ERROR` finish is a failure.
 
 Only a stream that begins with such a line is read so; anything else on the path (it is not
 Cohere's alone: LM Studio serves `/api/v1/chat`) is read as on a route with no dialect.

@@ -12,9 +12,10 @@ the finish reason: they hand on what came, so here that stream is `truncated`, w
 with no dialect said `complete`.
 
 The model is named in the URL and `alt=sse` asks for the event stream (without it the answer
-is a JSON array, no event stream): target_info reads both. Frames with an `event:` line are
-not Gemini's: @google/genai drops such an event, content and all, and google-genai raises on
-the line, so each is a `malformed_frame`.
+is a JSON array, no event stream): target_info reads both. Frames with an `event:` line or
+several `data:` lines, and comment lines, are not Gemini's: @google/genai drops or throws on
+such an event (it skips comments), and google-genai raises on any line but `data: ...`, so
+each is a `malformed_frame`.
 """
 
 from __future__ import annotations

@@ -414,7 +414,7 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(
 
         async def silent(request: web.Request) -> web.Response:
             await request.read()
-            await asyncio.sleep(30)
+            await asyncio.sleep(8)  # well past the clients' 2.5 s (the teardown waits it out)
             return web.Response()
 
         canary = await upstream(silent)

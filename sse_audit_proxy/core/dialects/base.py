@@ -165,8 +165,8 @@ class Dialect:
     always_streams: ClassVar[bool] = False
     # The dialect's own anomalies (name -> when, for the README), reported through summary().
     extra_anomalies: ClassVar[dict[str, str]] = {}
-    # What a stream of the shape ends with, when that is neither `[DONE]` nor a JSON line's:
-    # a truncated stream's reason says it lacked one.
+    # What a stream of the shape ends with when it is not `[DONE]` (an end event, Ollama's done
+    # line, Gemini's finish reasons): a truncated stream's reason says it lacked one.
     end_marker: ClassVar[str] = "end event"
     # The path a replay of its evidence asks (None: `/v1` and the first suffix).
     evidence_path: ClassVar[str | None] = None

@@ -7,10 +7,7 @@ proxy they get the same bytes and the same partial answer, and the record says `
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,39 +21,12 @@ CUT = (STREAMS / "gemini_stream_cut.sse").read_bytes()
 WHOLE = (STREAMS / "gemini_stream.sse").read_bytes()
 
 
-@contextlib.contextmanager
-def _upstream() -> Iterator[str]:
-    """Answers a request whose model is `cut` with the cut stream, any other with the whole one."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = CUT if "/models/cut:" in self.path else WHOLE
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def proxied() -> Iterator[tuple[str, servers.Serve]]:
     servers.require_all()
-    with _upstream() as upstream, servers.serve(upstream) as proxy:
+    # A request whose model is `cut` gets the cut stream, any other the whole one.
+    answer = lambda path: CUT if "/models/cut:" in path else WHOLE  # noqa: E731
+    with servers.replay(answer) as upstream, servers.serve(upstream) as proxy:
         yield upstream, proxy
 
 

@@ -6,10 +6,7 @@ streamRawPredict`): on a route with no dialect a stream cut before `message_stop
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anthropic
@@ -24,35 +21,6 @@ MODELS = {
     "claude-sonnet-4@20250514": (STREAMS / "messages_text.sse").read_bytes(),
     "claude-cut@1": (STREAMS / "messages_truncated.sse").read_bytes(),
 }
-
-
-@contextlib.contextmanager
-def _vertex() -> Iterator[str]:
-    """Answers `…/models/{model}:streamRawPredict` with that model's recorded stream."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            model = self.path.rpartition("/models/")[2].partition(":")[0]
-            body = MODELS[model]
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _read(base: str, model: str, trace: str) -> dict[str, object]:
@@ -81,7 +49,9 @@ def _read(base: str, model: str, trace: str) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def proxied() -> Iterator[tuple[str, servers.Serve]]:
     servers.require_all()
-    with _vertex() as upstream, servers.serve(upstream) as proxy:
+    # Answers `…/models/{model}:streamRawPredict` with that model's recorded stream.
+    answer = lambda path: MODELS[path.rpartition("/models/")[2].partition(":")[0]]  # noqa: E731
+    with servers.replay(answer) as upstream, servers.serve(upstream) as proxy:
         yield upstream, proxy
 
 

@@ -23,62 +23,28 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
     FINISH,
-    MALFORMED,
     TERMINAL,
     USAGE,
-    DialectSummary,
     is_error_frame,
-    load_object,
     reason_word,
     token_count,
 )
-from sse_audit_proxy.core.dialects.generic import Generic
+from sse_audit_proxy.core.dialects.native_lines import NativeLines
 
 # Finish reasons of a generation that failed (Cohere's v1 API reference).
 _FAILED = frozenset({"ERROR", "ERROR_TOXIC", "ERROR_LIMIT"})
 
 
-class CohereV1Chat(Generic):
+class CohereV1Chat(NativeLines):
     route = "cohere_v1_chat"
     path_suffixes = ("/v1/chat",)
     end_marker = "`stream-end` line"
 
-    __slots__ = ("_finish", "_lines", "_malformed", "_native", "_tool_calls", "_usage")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._lines = 0
-        self._native = False  # the first line was Cohere's (an `event_type` and `is_finished`)
-        self._finish: str | None = None
-        self._usage: dict[str, int] | None = None
-        self._tool_calls = 0
-        self._malformed = 0
-
-    def observe_data(self, data: bytes) -> int:
-        self._lines += 1
-        if self._lines == 1 and data[:1] == b"{":
-            doc = load_object(data)
-            self._native = (
-                doc is not None
-                and type(doc.get("is_finished")) is bool
-                and isinstance(doc.get("event_type"), str)
-            )
-            if self._native:
-                return self._line(doc)  # type: ignore[arg-type]  # (not None when native)
-        if not self._native:
-            return super().observe_data(data)
-        doc = load_object(data)
-        if doc is None:
-            self._malformed += 1
-            return MALFORMED
-        return self._line(doc)
-
-    def observe_unread(self, name: str) -> int | None:
-        """A line too large to read: `stream-end` carries the whole answer and the chat's
-        history, so it may be the end line; a last one leaves the end to the connection."""
-        if self._native:
-            return None
-        return super().observe_unread(name)
+    @staticmethod
+    def opens(doc: dict[str, Any]) -> bool:
+        return type(doc.get("is_finished")) is bool and isinstance(doc.get("event_type"), str)
 
     def _line(self, doc: dict[str, Any]) -> int:
         if is_error_frame(doc):
@@ -119,26 +85,8 @@ class CohereV1Chat(Generic):
         meta = response.get("meta") if isinstance(response, dict) else None
         for name in ("tokens", "billed_units"):
             counts = meta.get(name) if isinstance(meta, dict) else None
-            if isinstance(counts, dict):
-                prompt = token_count(counts.get("input_tokens"))
-                completion = token_count(counts.get("output_tokens"))
-                if prompt is not None or completion is not None:
-                    pairs = (("prompt_tokens", prompt), ("completion_tokens", completion))
-                    self._usage = {key: n for key, n in pairs if n is not None}
-                    return bits | USAGE
+            if isinstance(counts, dict) and self._counted(
+                token_count(counts.get("input_tokens")), token_count(counts.get("output_tokens"))
+            ):
+                return bits | USAGE
         return bits
-
-    def summary(self) -> DialectSummary:
-        summary = super().summary()
-        summary.read_as_other = not self._native
-        if self._native:
-            summary.has_end_marker = True
-            summary.done = False  # (Generic's `done` is `[DONE]`, which Cohere never sends)
-            summary.finish_reasons = [self._finish] if self._finish is not None else []
-            summary.usage = dict(self._usage) if self._usage is not None else None
-            if self._usage is not None:
-                summary.prompt_tokens = self._usage.get("prompt_tokens")
-                summary.completion_tokens = self._usage.get("completion_tokens")
-            summary.tool_calls = self._tool_calls
-            summary.malformed_frames = self._malformed
-        return summary

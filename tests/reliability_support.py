@@ -198,14 +198,23 @@ async def cli_proxy(upstream: URL, *extra: str) -> AsyncIterator[tuple[Any, URL,
 
 
 async def ask_without_reading(host: str, port: int, path: bytes) -> socket.socket:
-    """GET `path` on a socket with a small receive buffer, and read nothing yet."""
+    """GET `path` on a socket with a small receive buffer, and read nothing yet: return once
+    the answer has begun to arrive (peeked, not read), so that a caller's "not read for longer
+    than the deadline" starts after the server has built the answer, however busy the machine."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, (host, port))
     await loop.sock_sendall(sock, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    return sock
+    for _ in range(600):  # 30 s at most
+        try:
+            if sock.recv(1, socket.MSG_PEEK):
+                return sock
+        except BlockingIOError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer to {path!r} within 30 s")
 
 
 async def read_what_is_left(sock: socket.socket) -> tuple[int, int]:

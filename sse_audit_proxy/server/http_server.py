@@ -7,7 +7,8 @@ parsed head, its raw fields, a body it can read as it arrives, and the transport
 that is this module, with the guards server/inbound.py adds to aiohttp's server kept as they were:
 
 - head limits: a request line over MAX_REQUEST_LINE, a field over MAX_FIELD_SIZE or more than
-  MAX_HEADERS fields get 431; a head llhttp refuses (ambiguous framing included) gets 400.
+  MAX_HEADERS fields get 431; a major HTTP version other than 1 gets 505; a head llhttp
+  refuses (ambiguous framing included) gets 400.
   The answer comes from `on_parse_error` (nothing of the head is echoed or logged), then the
   connection closes;
 - a header timeout: a head must arrive whole within `header_timeout` of its first byte (of the
@@ -140,6 +141,13 @@ class _BadHead(Exception):
     pass
 
 
+class _VersionNotServed(_BadHead):
+    """HTTP/2.0 in a request line: llhttp reads any one-digit major version."""
+
+
+_REFUSED_STATUS: dict[type[BaseException | None], int] = {_HeadTooLarge: 431, _VersionNotServed: 505}
+
+
 class Headers(dict[str, str]):
     """A request's fields by lower-case name, first value wins; lookups ignore case."""
 
@@ -187,7 +195,7 @@ class Answer:
 
 
 Handler = Callable[["Request"], Awaitable[Answer]]
-# (a stand-in request: method UNKNOWN, path /, no fields; status: 400 or 431) -> the answer
+# (a stand-in request: method UNKNOWN, path /, no fields; status: 400, 431 or 505) -> the answer
 ParseErrorHandler = Callable[["Request", int, BaseException | None], Answer]
 # (a pipelined request no handler will run for, whether its client is gone) -> None
 UnservedHandler = Callable[["Request", bool], None]
@@ -593,6 +601,8 @@ class ClientConnection(asyncio.Protocol):
         assert parser is not None
         major, _, minor = parser.get_http_version().partition(".")
         version = (int(major), int(minor))
+        if version[0] != 1:
+            raise _VersionNotServed  # 505, as nginx answers
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -686,7 +696,7 @@ class ClientConnection(asyncio.Protocol):
             self._failed_query, self._failed_fields = request.raw_path.partition("?")[2], request.raw_headers
         else:
             self._keep_refused(piece)
-        self._refuse_head(431 if isinstance(exc, _HeadTooLarge) else 400)
+        self._refuse_head(_REFUSED_STATUS.get(type(exc), 400))
 
     def _keep_refused(self, piece: bytes) -> None:
         """What a refused head's record reads its trace ID from: the bytes refused, read

@@ -53,6 +53,8 @@ def parse_error_answer(status: int, exc: BaseException | None) -> tuple[int, str
         or (isinstance(exc, http_exceptions.BadHttpMessage) and "headers" in exc.message)
     ):
         return 431, "request_header_too_large", "request line or headers exceed the limits"
+    if status == 505:
+        return 505, "http_version_not_supported", "the proxy serves HTTP/1.0 and HTTP/1.1"
     if status == 503:
         return 503, "too_many_connections", "the proxy holds as many connections as it can: try again"
     if status >= 500:

@@ -1040,7 +1040,7 @@ class Proxy:
         r = self._unhandled(request)
         trace_id = r.rec.trace_id
         status, code, msg = parse_error_answer(status, exc)
-        if status >= 500 and status != 503:  # 503: too many connections, no fault
+        if status >= 500 and status not in (503, 505):  # too many connections, HTTP/2.0: no fault
             _log.error("proxy_failed", trace_id=trace_id, exception=type(exc).__name__)
         # The parser's message can quote a header line (an API key): it is neither logged
         # nor echoed; the record carries our code for it.

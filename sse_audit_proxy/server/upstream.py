@@ -388,6 +388,9 @@ class Connection(asyncio.Protocol):
         if self._sink is None and self.transport is not None:
             self.transport.pause_reading()  # until the relay is ready for the body
         if self.head_only or status in _NO_BODY_STATUS:
+            # Never pooled: a server that writes a body after such a head anyway (`do_HEAD =
+            # do_GET`), a moment later, would have it read as the next client's answer.
+            self.keep_alive = False
             self._message_complete()
 
     @property

@@ -71,3 +71,20 @@ async def test_optional_whitespace_around_chunked_is_parsed_as_the_two_requests_
     # Each reached the upstream framed by the proxy, with the body the proxy parsed.
     assert tally.paths == ["/v1/chat/completions", "/smuggled"]
     assert tally.bodies == [b"", b""]
+
+
+async def test_a_request_line_of_http_2_is_refused_505_and_nothing_reaches_the_upstream(
+    upstream: Any, proxy: Any
+) -> None:
+    """llhttp reads any one-digit major version: `HTTP/2.0` was served as HTTP/1.1, with a
+    second request behind it parsed and forwarded (outside review). nginx answers 505."""
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    raw = await raw_exchange(
+        p.service.proxy.port, b"GET /v1/models HTTP/2.0\r\nHost: x\r\n\r\n" + SMUGGLED, timeout=3.0
+    )
+    assert raw.split(b" ", 2)[1] == b"505", raw[:60]
+    assert raw.count(b"\r\n\r\n") == 1 and b'"http_version_not_supported"' in raw  # one answer
+    assert tally.requests == 0
+    rec = await p.record()
+    assert rec.status == 505 and rec.error == "http_version_not_supported"

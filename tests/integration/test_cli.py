@@ -264,13 +264,16 @@ def test_out_of_file_descriptors_is_a_one_line_error_at_any_point(workers: str) 
             preexec_fn=low,
             env={k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")},
         ) as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # a start line, or nothing once it ended
             try:
-                out, err = proc.communicate(timeout=15)
+                # Once a process has started, a failure of another worker comes within moments.
+                out, err = proc.communicate(timeout=3 if "proxy_started" in first else 15)
             except subprocess.TimeoutExpired:
                 proc.terminate()
                 proc.communicate(timeout=30)
                 return None
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)
 
     failed = 0
     for limit in range(8, 34, 3):  # descriptors run out at a later step as the limit grows

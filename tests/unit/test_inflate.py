@@ -258,8 +258,10 @@ def test_brotli_whose_first_bytes_look_like_text_is_still_brotli() -> None:
     rnd = random.Random(7)
     looks_plain = 0
     for _ in range(400):
-        body = _chat_body(rnd)
-        wire = brotli.compress(body, quality=rnd.choice((4, 5, 11)), lgwin=rnd.choice((16, 19, 22)))
+        body, quality = _chat_body(rnd), rnd.choice((4, 5, 11))
+        if quality == 11:
+            body = body[: 1 << 14]  # the best quality costs a hundred times the others a byte
+        wire = brotli.compress(body, quality=quality, lgwin=rnd.choice((16, 19, 22)))
         looks_plain += wire[0] == ord("[")
         inflater = Inflater("br", 1 << 22, feed_max_out=None)
         assert inflate_all(inflater, [wire]) == body

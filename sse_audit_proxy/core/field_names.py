@@ -95,6 +95,7 @@ has_new_line generation_settings n_probs
 # Text Generation Inference, Together, Fireworks.
 _TGI = """
 special generated_text generated_tokens top_tokens best_of_sequences prefill warnings perf_metrics
+input_length seed
 raw_output
 """
 # DeepSeek, Mistral, xAI, Perplexity, Gemini's OpenAI endpoint.

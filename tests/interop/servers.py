@@ -59,7 +59,7 @@ def unavailable(what: str) -> None:
 
 
 NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai", "@google/genai")
-PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai", "google.genai")
+PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai", "google.genai", "huggingface_hub")
 
 
 def require_all() -> None:

@@ -171,6 +171,19 @@ def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
     ],
     cut_at=[5],
 )
+@example(
+    route="tgi",
+    events=[
+        (None, b'{"index": 1, "token": {"text": [1], "special": "no"}}'),
+        (None, b'{"index": 2, "token": 3, "generated_text": "x", "details": {"finish_reason": {}}}'),
+        (
+            None,
+            b'{"index": 3, "generated_text": "", "details": {"input_length": [], "generated_tokens": 1.5}}',
+        ),
+        (None, b'{"error": {"a": 1}, "error_type": 2}'),
+    ],
+    cut_at=[3],
+)
 # Gemini reads every frame as its own: values of any type where its fields are.
 @example(
     route="gemini",

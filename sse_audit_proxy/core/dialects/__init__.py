@@ -25,6 +25,7 @@ from sse_audit_proxy.core.dialects.images import Images
 from sse_audit_proxy.core.dialects.ollama import Ollama
 from sse_audit_proxy.core.dialects.responses import Responses
 from sse_audit_proxy.core.dialects.speech import Speech
+from sse_audit_proxy.core.dialects.tgi import TextGenerationInference
 from sse_audit_proxy.core.dialects.transcriptions import Transcriptions
 
 # Order matters where suffixes overlap: `/chat/completions` before `/completions`.
@@ -41,6 +42,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     CohereChat,
     CohereV1Chat,
     Gemini,
+    TextGenerationInference,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}

@@ -59,6 +59,7 @@ class AnthropicMessages(TypedEvents):
     expects_finish_reason = True  # `message_delta.stop_reason`
     usage_always = True  # `message_start` and `message_delta` always carry usage
     event_line_needed = True  # the SDKs skip a frame without its `event:` line
+    error_is_final = True  # the SDKs raise at `event: error` (Python's and TypeScript's)
     empty_event_raises = False  # the SDKs skip an event with empty data
 
     __slots__ = ("_blocks",)

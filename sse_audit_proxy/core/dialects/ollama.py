@@ -52,7 +52,8 @@ class Ollama(NativeLines):
             self._errors += 1
             self._failed = True
             return ERROR
-        self._failed = False
+        if self._failed:
+            return 0  # Ollama's clients (Python's, JavaScript's) raise at the error line
         message = doc.get("message")
         where = message if isinstance(message, dict) else doc  # chat's `message`, generate's top
         bits = _content(where)

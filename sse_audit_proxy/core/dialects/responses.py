@@ -21,6 +21,7 @@ from sse_audit_proxy.core.dialects.base import (
     TERMINAL,
     USAGE,
     id_key,
+    load_object,
 )
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
@@ -78,12 +79,20 @@ class Responses(TypedEvents):
         self._seq_breaks = 0
         self._items: dict[str, int] = {}  # output item id -> output_index
 
-    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+    def _sequence(self, doc: dict[str, Any]) -> None:
         seq = doc.get("sequence_number")
         if type(seq) is int:
             if self._seq is not None and seq != self._seq + 1:
                 self._seq_breaks += 1
             self._seq = seq
+
+    def _error_event(self, data: bytes) -> None:
+        doc = load_object(data)  # numbered like every other event
+        if doc is not None:
+            self._sequence(doc)
+
+    def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        self._sequence(doc)
         if kind in _CONTENT_DELTAS:
             return self._delta(kind, doc)
         if kind in _ENDS:

@@ -42,6 +42,10 @@ class TypedEvents(Dialect):
     # True: the official SDKs pass on only frames with an `event:` line (Anthropic's, Python
     # and TypeScript), so a frame without one is lost to their users: `malformed_frame`.
     event_line_needed: ClassVar[bool] = False
+    # True: the official SDKs raise at an `error` event (Anthropic's), so a finish after it
+    # never reaches their users and the failure stands; else a later finish says it was not
+    # the end (the openai SDK passes a Responses `error` event on and reads on).
+    error_is_final: ClassVar[bool] = False
 
     __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools", "_usage")
 
@@ -62,6 +66,7 @@ class TypedEvents(Dialect):
             return 0
         if event.event == ERROR_EVENT:  # whatever its data's `type` says (llama.cpp's)
             self._fail()
+            self._error_event(data)
             return TERMINAL | ERROR
         doc = load_object(data)
         if doc is None:
@@ -95,10 +100,15 @@ class TypedEvents(Dialect):
         self._errors += 1
         self._terminal = self._failed = True
 
+    def _error_event(self, data: bytes) -> None:
+        """What else an `error` event's data says (Responses: its `sequence_number`)."""
+
     def _finished(self, reason: str) -> None:
-        """The response finished normally, so an earlier error was not its end."""
+        """The response finished normally, so an earlier error was not its end (unless the
+        SDKs raise at one: error_is_final)."""
         self._finish = reason_word(reason)
-        self._failed = False
+        if not self.error_is_final:
+            self._failed = False
 
     def observe_unread(self, name: str) -> int | None:
         if name == ERROR_EVENT:

@@ -136,6 +136,10 @@ inlineData fileData mimeType fileUri executableCode codeExecutionResult language
 citationMetadata citations startIndex endIndex uri license groundingMetadata avgLogprobs
 finishMessage trafficType
 """
+# Cloudflare Workers AI (`/ai/run/@cf/...`: `p` pads each frame) and its API's error bodies.
+_WORKERS_AI = """
+p success result
+"""
 # OpenAI's transcription, image and Assistants run streams (their SDK types), vLLM's
 # transcription chunks.
 _MEDIA_AND_RUNS = """
@@ -165,6 +169,7 @@ FIELD_NAMES = frozenset(
         + _OLLAMA
         + _COHERE
         + _GEMINI
+        + _WORKERS_AI
         + _MEDIA_AND_RUNS
         + _EXTRA
     ).split()

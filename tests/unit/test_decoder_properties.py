@@ -184,6 +184,14 @@ def serialize(events: list[tuple[str | None, bytes]]) -> bytes:
     ],
     cut_at=[3],
 )
+@example(
+    route="workers_ai",
+    events=[
+        (None, b'{"response": {"a": 1}, "tool_calls": {"a": 1}, "usage": "x"}'),
+        (None, b'{"choices": [{"delta": [1], "finish_reason": {}}], "success": false, "errors": 0}'),
+    ],
+    cut_at=[2],
+)
 # Gemini reads every frame as its own: values of any type where its fields are.
 @example(
     route="gemini",

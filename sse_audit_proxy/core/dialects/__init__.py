@@ -27,6 +27,7 @@ from sse_audit_proxy.core.dialects.responses import Responses
 from sse_audit_proxy.core.dialects.speech import Speech
 from sse_audit_proxy.core.dialects.tgi import TextGenerationInference
 from sse_audit_proxy.core.dialects.transcriptions import Transcriptions
+from sse_audit_proxy.core.dialects.workers_ai import WorkersAI
 
 # Order matters where suffixes overlap: `/chat/completions` before `/completions`.
 DIALECTS: tuple[type[Dialect], ...] = (
@@ -43,6 +44,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     CohereV1Chat,
     Gemini,
     TextGenerationInference,
+    WorkersAI,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}

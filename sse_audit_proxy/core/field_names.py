@@ -140,6 +140,10 @@ finishMessage trafficType
 _WORKERS_AI = """
 p success result
 """
+# IBM watsonx.ai's chat stream (`/ml/v1/text/chat_stream`) and its error bodies.
+_WATSONX = """
+model_id model_version trace
+"""
 # OpenAI's transcription, image and Assistants run streams (their SDK types), vLLM's
 # transcription chunks.
 _MEDIA_AND_RUNS = """
@@ -170,6 +174,7 @@ FIELD_NAMES = frozenset(
         + _COHERE
         + _GEMINI
         + _WORKERS_AI
+        + _WATSONX
         + _MEDIA_AND_RUNS
         + _EXTRA
     ).split()

@@ -27,6 +27,7 @@ from sse_audit_proxy.core.dialects.responses import Responses
 from sse_audit_proxy.core.dialects.speech import Speech
 from sse_audit_proxy.core.dialects.tgi import TextGenerationInference
 from sse_audit_proxy.core.dialects.transcriptions import Transcriptions
+from sse_audit_proxy.core.dialects.watsonx import WatsonxChat
 from sse_audit_proxy.core.dialects.workers_ai import WorkersAI
 
 # Order matters where suffixes overlap: `/chat/completions` before `/completions`.
@@ -45,6 +46,7 @@ DIALECTS: tuple[type[Dialect], ...] = (
     Gemini,
     TextGenerationInference,
     WorkersAI,
+    WatsonxChat,
 )
 
 _BY_ROUTE: dict[str, type[Dialect]] = {d.route: d for d in DIALECTS}

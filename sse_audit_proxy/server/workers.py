@@ -41,7 +41,7 @@ from sse_audit_proxy.server.proxy import upstream_ssl
 from sse_audit_proxy.server.reach import UpstreamReach
 from sse_audit_proxy.server.run import ignore_hangups, serve
 from sse_audit_proxy.server.service import ServiceConfig
-from sse_audit_proxy.sinks.logs import flush_logs
+from sse_audit_proxy.sinks.logs import flush_logs, share_output
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 START_TIMEOUT = 30.0
@@ -92,6 +92,12 @@ def _worker_main(
     finally:
         flush_logs()  # a spawned process ends without running atexit's handlers
     sys.exit(code)
+
+
+def _logging_shared(setup_logging: Callable[[], None], lock_path: str) -> None:
+    """A worker's logging: as the supervisor's, its lines written whole beside theirs."""
+    setup_logging()
+    share_output(lock_path)
 
 
 def _die_with_parent() -> None:
@@ -278,6 +284,14 @@ async def supervise(
         return _error(f"cannot make the workers' shared directory: {exc.strerror or exc}")
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client as each worker imports it
     state_file = os.path.join(state_dir, "tripped.json")
+    # Every process writes its lines to the one stdout, each whole under a lock of this file.
+    log_lock = os.path.join(state_dir, "log.lock")
+    try:
+        share_output(log_lock)
+    except OSError as exc:
+        reservation.close()
+        return _error(f"cannot make the workers' shared directory: {exc.strerror or exc}")
+    setup_logging = functools.partial(_logging_shared, setup_logging, log_lock)
     worker_config = replace(
         config,
         proxy=replace(config.proxy, port=port, reuse_port=True),

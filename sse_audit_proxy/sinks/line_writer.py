@@ -13,6 +13,7 @@ log buffer make the same trade: a stream is never held for a log line.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import threading
@@ -51,6 +52,7 @@ class LineWriter:
         self._reported = 0
         self.closed = False  # the output is gone: nothing more is written
         self.on_drop: Callable[[str], None] | None = None
+        self._lock: int | None = None  # share(): a lock other writers to the output take too
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="sse-audit-log-writer", daemon=True)
@@ -69,6 +71,14 @@ class LineWriter:
 
     def flush(self) -> None:
         pass
+
+    def share(self, lock_fd: int) -> None:
+        """Other processes write lines to the same output (`--workers`): each line is written
+        holding an exclusive `flock` of `lock_fd`, a file they all opened. A pipe keeps one
+        write whole only up to 4 KiB (PIPE_BUF); a longer line written into a full pipe went
+        out in pieces, another worker's lines between them: broken lines, lost records
+        (outside review). The kernel lets go of a killed process's lock."""
+        self._lock = lock_fd
 
     @property
     def dropped(self) -> int:
@@ -122,6 +132,17 @@ class LineWriter:
         self._reported = dropped
 
     def _write_all(self, data: bytes) -> None:
+        lock = self._lock
+        if lock is None:
+            self._write_out(data)
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            self._write_out(data)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_out(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping
@@ -80,6 +81,13 @@ def _dropped_line(fmt: str, count: int) -> bytes:
         return f"{stamp} [warning  ] log_lines_dropped              dropped={count}\n".encode()
     line = {"dropped": count, "event": "log_lines_dropped", "level": "warning", "timestamp": stamp}
     return orjson.dumps(line) + b"\n"
+
+
+def share_output(lock_path: str) -> None:
+    """`--workers`: the processes write to one stdout, each line whole under a lock of the file
+    at `lock_path` (LineWriter.share)."""
+    if _writer is not None:
+        _writer.share(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 def on_dropped_line(hook: Callable[[str], None]) -> None:

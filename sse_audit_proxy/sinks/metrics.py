@@ -164,7 +164,7 @@ class Metrics:
         self.judged = Counter(
             "sse_audit_judged_streams",
             "Audited streams the canary guard judges: all but client_disconnect ones and those "
-            "the upstream refused as the client's error (4xx other than 408 and 429). The "
+            "the upstream refused as the client's error (a 4xx). The "
             "denominator of the bad share.",
             rm,
             registry=registry,

@@ -49,8 +49,8 @@ def test_bad_streams_are_the_documented_outcomes_and_anomalies() -> None:
         ("truncated", 200, True),
         ("upstream_error", 500, True),
         ("upstream_error", 502, True),
-        ("upstream_error", 429, True),  # a rate limit: quotas not migrated
-        ("upstream_error", 408, True),
+        ("upstream_error", 429, False),  # a rate limit: perhaps the client's own key's quota
+        ("upstream_error", 408, False),  # perhaps the client's own slow upload
         ("upstream_error", 401, False),  # the client's key, model or request, not the upstream
         ("upstream_error", 404, False),
         ("upstream_error", 400, False),

@@ -265,7 +265,10 @@ def header_name(value: str) -> str:
     templated environment value can carry them)."""
     value = value.strip()
     if not _TOKEN.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"not an HTTP header name: {value!r}")
+        # Only what comes before a colon is shown: a pasted header line carries its value (a key).
+        name, colon, _ = value.partition(":")
+        shown = f"{name.strip()!r} followed by a colon and a value (not shown)" if colon else repr(value)
+        raise argparse.ArgumentTypeError(f"not an HTTP header name: {shown}")
     return value
 
 

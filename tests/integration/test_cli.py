@@ -327,3 +327,13 @@ def test_installed_command_prints_its_version() -> None:
     script = Path(sys.executable).with_name("sse-audit-proxy")  # the [project.scripts] entry point
     proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20, check=False)
     assert (proc.returncode, proc.stdout) == (0, f"sse-audit-proxy {sse_audit_proxy.__version__}\n")
+
+
+@pytest.mark.parametrize("flag", ["--secret-headers", "--canary-sticky-header"])
+def test_a_pasted_header_line_is_refused_without_its_value(flag: str) -> None:
+    """An operator who pastes `X-Api-Key: sk-…` where a header name goes had the whole line,
+    key included, echoed into the error (outside review)."""
+    proc = run(*SERVE, flag, "X-Api-Key: sk-proj-Abc123Def456", timeout=5)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, flag)
+    assert "X-Api-Key" in proc.stderr and "sk-proj" not in proc.stderr + proc.stdout

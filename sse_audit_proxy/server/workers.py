@@ -290,6 +290,8 @@ async def supervise(
         share_output(log_lock)
     except OSError as exc:
         reservation.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
         return _error(f"cannot make the workers' shared directory: {exc.strerror or exc}")
     setup_logging = functools.partial(_logging_shared, setup_logging, log_lock)
     worker_config = replace(

@@ -77,7 +77,7 @@ CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 # Its rule's own test is in the rules' unit tests (the e2e proxy's stdout is always read).
 LOG_ALERTS = {"SSEAuditLogLinesDropped"}
 # Its rule's own test is in the rules' unit tests (the e2e canary truncates streams, answering 200).
-CANARY_ERROR_ALERTS = {"SSEAuditCanaryUpstreamErrors"}
+CANARY_ERROR_ALERTS = {"SSEAuditCanaryUpstreamErrors", "SSEAuditCanaryRateLimited"}
 # Its rule's own test is in the rules' unit tests (the e2e canary's percent file stays good).
 PERCENT_FILE_ALERTS = {"SSEAuditCanaryPercentFileRejected"}
 

@@ -77,3 +77,9 @@ def test_hostile_values_where_the_counts_and_reason_are_are_not_read() -> None:
     assert (r.outcome, r.finish_reasons, r.usage, r.prompt_tokens) == (Outcome.COMPLETE, [], None, None)
     r = run([token(1, "Hi"), token(2, "x", last="x", details=[1])])
     assert r.outcome is Outcome.COMPLETE
+
+
+def test_an_empty_error_is_still_an_error() -> None:
+    """huggingface_hub raises when a frame's `error` is not None, whatever it says."""
+    r = run([token(1, "Hi"), frame(error="", error_type="generation")])
+    assert r.outcome is Outcome.UPSTREAM_ERROR

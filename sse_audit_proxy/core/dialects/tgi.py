@@ -66,8 +66,7 @@ class TextGenerationInference(NativeLines):
         return super().observe_data(data)
 
     def _line(self, doc: dict[str, Any]) -> int:
-        error = doc.get("error")
-        if error:  # both clients raise on it, whatever came before
+        if doc.get("error") is not None:  # both clients raise on it (an empty one too)
             self._errors += 1
             self._failed = True
             return ERROR

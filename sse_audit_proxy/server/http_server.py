@@ -7,7 +7,7 @@ parsed head, its raw fields, a body it can read as it arrives, and the transport
 that is this module, with the guards server/inbound.py adds to aiohttp's server kept as they were:
 
 - head limits: a request line over MAX_REQUEST_LINE, a field over MAX_FIELD_SIZE or more than
-  MAX_HEADERS fields get 431; a major HTTP version other than 1 gets 505; a head llhttp
+  MAX_HEADERS fields get 431; an HTTP version other than 1.0 and 1.1 gets 505; a head llhttp
   refuses (ambiguous framing included) gets 400.
   The answer comes from `on_parse_error` (nothing of the head is echoed or logged), then the
   connection closes;
@@ -146,6 +146,14 @@ class _VersionNotServed(_BadHead):
 
 
 _REFUSED_STATUS: dict[type[BaseException | None], int] = {_HeadTooLarge: 431, _VersionNotServed: 505}
+
+
+def _refused_status(exc: BaseException | None) -> int:
+    """The answer to a head that cannot be served: 431, 505 (a version llhttp takes, 2.0, or
+    refuses, 3.0 and 1.9: as nginx answers either), else 400."""
+    if isinstance(exc, httptools.HttpParserError) and str(exc) == "Invalid HTTP version":
+        return 505
+    return _REFUSED_STATUS.get(type(exc), 400)
 
 
 class Headers(dict[str, str]):
@@ -696,7 +704,7 @@ class ClientConnection(asyncio.Protocol):
             self._failed_query, self._failed_fields = request.raw_path.partition("?")[2], request.raw_headers
         else:
             self._keep_refused(piece)
-        self._refuse_head(_REFUSED_STATUS.get(type(exc), 400))
+        self._refuse_head(_refused_status(exc))
 
     def _keep_refused(self, piece: bytes) -> None:
         """What a refused head's record reads its trace ID from: the bytes refused, read

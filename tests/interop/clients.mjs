@@ -1,5 +1,6 @@
-// The interop matrix's Node clients: the official `openai` SDK, the Vercel AI SDK (`streamText`) and
-// Google's `@google/genai` (Gemini's native API).
+// The interop matrix's Node clients: the official `openai` SDK, the Vercel AI SDK (`streamText`),
+// Google's `@google/genai` (Gemini's native API) and Cloudflare's `workers-ai-provider` (the AI
+// SDK on Workers AI's own `/ai/run/@cf/...`).
 // Usage: node clients.mjs '<json>' with {client, api, baseURL, base, apiKey, headers, model, prompt,
 // tools, abortAfter}. Prints one JSON line: what the client made of the stream (text, tool calls,
 // usage, finish reason) or the error it raised. `abortAfter: n` aborts after n content events.
@@ -7,6 +8,7 @@ import OpenAI from "openai";
 import { streamText, jsonSchema, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { GoogleGenAI } from "@google/genai";
+import { createWorkersAI } from "workers-ai-provider";
 
 const spec = JSON.parse(process.argv[2]);
 
@@ -135,8 +137,21 @@ async function genai() {
   return out;
 }
 
+// Cloudflare's provider asks https://api.cloudflare.com itself: its `fetch` sends that to `base`.
+async function workersAi() {
+  const provider = createWorkersAI({ accountId: "account", apiKey: spec.apiKey,
+    fetch: (url, init) => fetch(String(url).replace("https://api.cloudflare.com", spec.base),
+      { ...init, headers: { ...init.headers, ...spec.headers } }) });
+  const result = streamText({ model: provider(spec.model), prompt: spec.prompt, maxRetries: 0 });
+  const out = { text: "", toolCalls: [], usage: null, finish: null };
+  for await (const text of result.textStream) out.text += text;
+  out.finish = await result.finishReason;
+  return out;
+}
+
 const run = { "openai_node:chat": openaiChat, "openai_node:responses": openaiResponses,
-  "ai_sdk:chat": aiSdk, "ai_sdk:responses": aiSdk, "genai_node:gemini": genai }[`${spec.client}:${spec.api}`];
+  "ai_sdk:chat": aiSdk, "ai_sdk:responses": aiSdk, "genai_node:gemini": genai,
+  "workers_ai_node:workers_ai": workersAi }[`${spec.client}:${spec.api}`];
 
 try {
   const out = await run();

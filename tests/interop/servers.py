@@ -58,7 +58,14 @@ def unavailable(what: str) -> None:
     )
 
 
-NPM_PACKAGES = ("@copilotkit/aimock", "openai", "ai", "@ai-sdk/openai", "@google/genai")
+NPM_PACKAGES = (
+    "@copilotkit/aimock",
+    "openai",
+    "ai",
+    "@ai-sdk/openai",
+    "@google/genai",
+    "workers-ai-provider",
+)
 PYPI_PACKAGES = ("litellm", "llmock", "anthropic", "openai", "google.genai", "huggingface_hub")
 
 

@@ -32,7 +32,8 @@ WEATHER_TOOL = {
 
 @dataclass(frozen=True)
 class Call:
-    client: str  # openai_py | anthropic_py | genai_py | openai_node | ai_sdk | genai_node | workers_ai_node | curl
+    # openai_py | anthropic_py | genai_py | openai_node | ai_sdk | genai_node | workers_ai_node | curl
+    client: str
     api: str  # chat | responses | messages | gemini | workers_ai
     model: str
     prompt: str

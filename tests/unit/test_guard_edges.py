@@ -1,0 +1,132 @@
+"""Edges an outside mutation review of the pure core found no test to hold (2026-12-05, a second
+pass): core/guard.py (pure: judged/is_bad/judge/Guard).
+"""
+
+from __future__ import annotations
+
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.core.guard import (
+    GAVE_UP_AFTER,
+    Guard,
+    GuardSettings,
+    Sample,
+    is_bad,
+    judge,
+    judged,
+)
+from sse_audit_proxy.core.record import AuditRecord
+
+
+def test_each_documented_bad_anomaly_is_bad_on_a_dialect_route() -> None:
+    for anomaly in ("wrong_content_type", "invalid_tool_arguments", "missing_usage", "held_open"):
+        assert is_bad("complete", [anomaly], route="chat_completions"), anomaly
+
+
+def test_not_streamed_is_bad_only_on_an_always_streaming_route() -> None:
+    assert is_bad("complete", ["not_streamed"], route="chat_completions")
+    assert not is_bad("complete", ["not_streamed"], route="audio_transcriptions")  # whisper-1 answers whole
+
+
+def test_a_client_that_left_on_the_unknown_route_says_nothing_even_on_a_malformed_frame() -> None:
+    assert not judged("client_disconnect", 200, ["malformed_frame"], route="other")
+    assert judged("client_disconnect", 200, ["malformed_frame"], route="chat_completions")
+    assert judged("client_disconnect", 200, ["invalid_tool_arguments"], route="chat_completions")
+    assert is_bad("client_disconnect", ["invalid_tool_arguments"], route="chat_completions")
+
+
+def test_an_error_status_on_the_unknown_route_is_judged_an_upstream_error() -> None:
+    assert judged("upstream_error", 503, route="other")
+    assert not judged("upstream_error", 200, route="other")
+
+
+def test_499_is_no_refusal_of_the_client() -> None:
+    assert judged("upstream_error", 499, route="chat_completions")
+
+
+def _left(after: float, ttft: float | None, held: float = 0.0) -> AuditRecord:
+    audit = StreamAudit(dialect_for_route("chat_completions")(), 0.0)
+    if ttft is not None:
+        audit.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n', ttft)
+    if held:
+        audit.client_held(held)
+    result = audit.finish(after, End.CLIENT_GONE)
+    rec = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, after, 0, result)
+    rec.request_sent = 0.0
+    return rec
+
+
+def test_a_stall_of_exactly_gave_up_after_is_a_give_up() -> None:
+    # quiet_at_end == GAVE_UP_AFTER exactly (0.5 -> 1.5, both exact in binary).
+    assert judge(_left(0.5 + GAVE_UP_AFTER, ttft=0.5)) is True
+
+
+def test_a_wait_the_client_held_up_does_not_count_toward_giving_up() -> None:
+    # 1.5 s without a token, of which 0.75 s the relay held the upstream for the client.
+    assert judge(_left(1.5, None, held=0.75)) is None
+
+
+def test_the_ttft_rule_waits_for_min_streams_canary_ttfts_not_samples() -> None:
+    # 20 canary streams, but only 19 with a TTFT: no TTFT trip yet, however slow.
+    g = Guard(GuardSettings(min_streams=20))
+    for i in range(200):
+        g.observe(False, Sample(f"b{i}", False, 0.1))
+    for i in range(19):
+        assert g.observe(True, Sample(f"c{i}", False, 5.0)) is None
+    assert g.observe(True, Sample("c-none", False, None)) is None
+
+
+def test_the_bad_share_evidence_names_the_latest_bad_canary_streams() -> None:
+    g = Guard(GuardSettings(min_streams=20))
+    for i in range(100):
+        g.observe(False, Sample(f"b{i}", False, 0.1))
+    trip = None
+    i = 0
+    while trip is None and i < 200:
+        trip = g.observe(True, Sample(f"c{i}", True, 0.1))
+        i += 1
+    assert trip is not None and trip.rule == "bad_share"
+    assert trip.trace_ids[0] == f"c{i - 1}"
+
+
+def test_a_reset_keeps_the_baseline_window() -> None:
+    g = Guard(GuardSettings(min_streams=20))
+    for i in range(50):
+        g.observe(False, Sample(f"b{i}", False, 0.1))
+    g.reset()
+    assert len(g.baseline.samples) == 50
+
+
+def test_a_bad_stream_leaving_the_window_leaves_the_bad_count() -> None:
+    g = Guard(GuardSettings(window=3, min_streams=1000))
+    for i, bad in enumerate([True, False, False, False]):
+        g.observe(False, Sample(f"b{i}", bad, None))
+    assert g.baseline.bad == 0
+
+
+def test_the_reported_p95_is_the_nearest_rank() -> None:
+    g = Guard(GuardSettings(min_streams=1000))
+    for i in range(20):
+        g.observe(False, Sample(f"b{i}", False, (i + 1) / 100))
+    assert g.baseline.figures()["ttft_p95_ms"] == 190.0  # ceil(0.95 * 20) = 19th of 20
+
+
+def _ttft_guard(baseline: float, canary: float) -> Guard:
+    g = Guard(GuardSettings(min_streams=20))
+    for i in range(200):
+        g.observe(False, Sample(f"b{i}", False, baseline))
+    for i in range(200):
+        g.observe(True, Sample(f"c{i}", False, canary))
+    return g
+
+
+def test_a_canary_exactly_ttft_ratio_times_slower_does_not_trip() -> None:
+    # "more than ttft_ratio times": 1.0 s against 0.5 s is exactly 2x (and 0.5 s over the floor).
+    assert _ttft_guard(0.5, 1.0).tripped is None
+    assert _ttft_guard(0.5, 1.0 + 2.0**-20).tripped is not None
+
+
+def test_a_canary_exactly_ttft_floor_slower_does_not_trip() -> None:
+    # 0.375 s against 0.125 s: 3x, but exactly 0.25 s (the floor) more.
+    assert _ttft_guard(0.125, 0.375).tripped is None
+    assert _ttft_guard(0.125, 0.375 + 2.0**-20).tripped is not None

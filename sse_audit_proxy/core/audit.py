@@ -120,6 +120,7 @@ class StreamResult:
     quiet_at_end: float | None = None
     last_frame_content: bool = False  # the last frame (keep-alives aside) carried content, no finish
     read_as_other: bool = False  # DialectSummary.read_as_other
+    refused: bool = False  # DialectSummary.refused
 
 
 class StreamAudit:
@@ -688,6 +689,7 @@ class StreamAudit:
             quiet_at_end=quiet_at_end,
             last_frame_content=self._ends_in_content,
             read_as_other=summary.read_as_other,
+            refused=summary.refused,
         )
 
     def _wants_usage(self) -> bool:

@@ -189,7 +189,7 @@ def gave_up_waiting(rec: AuditRecord) -> bool:
 def judge(rec: AuditRecord) -> bool | None:
     """A finished stream's word to the guard: bad or not, None when it says nothing."""
     s = rec.stream
-    if s is None:
+    if s is None or s.refused:  # (refused in-band as the client's error: as a 4xx)
         return None
     outcome, gave_up = s.outcome.value, gave_up_waiting(rec)
     route = UNKNOWN_ROUTE if s.read_as_other else rec.route  # (not the route's provider's)

@@ -83,3 +83,19 @@ def test_an_empty_error_is_still_an_error() -> None:
     """huggingface_hub raises when a frame's `error` is not None, whatever it says."""
     r = run([token(1, "Hi"), frame(error="", error_type="generation")])
     assert r.outcome is Outcome.UPSTREAM_ERROR
+
+
+def test_a_validation_error_is_the_clients_and_the_guard_does_not_judge_it() -> None:
+    """TGI refuses what it cannot take (an input too long, `best_of` on a stream) inside a
+    stream it answered 200; huggingface_hub raises ValidationError. A client sticky to the
+    canary could trip it with such requests: the guard judges them as it judges a 4xx (an
+    outside review)."""
+    from sse_audit_proxy.core.guard import judge
+    from sse_audit_proxy.core.record import AuditRecord
+
+    refused = run([frame(error="Input validation error: `inputs` too long", error_type="validation")])
+    failed = run([token(1, "Hi"), frame(error="CUDA out of memory", error_type="generation")])
+    for result, judged in ((refused, None), (failed, True)):
+        assert result.outcome is Outcome.UPSTREAM_ERROR
+        rec = AuditRecord("t", "tgi", "POST", "unknown", 200, 0.0, 1.0, 100, result)
+        assert judge(rec) is judged

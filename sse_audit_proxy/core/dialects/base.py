@@ -127,6 +127,9 @@ class DialectSummary:
     # The stream was not the route's provider's (Ollama's path, Cohere's), and was read as on a
     # route with no dialect: the canary guard judges it as it judges that route's.
     read_as_other: bool = False
+    # The upstream refused the request in-band as the client's own error (TGI's validation
+    # error in a stream answered 200): the canary guard judges it no more than a 4xx.
+    refused: bool = False
 
 
 class Dialect:

@@ -27,6 +27,7 @@ from sse_audit_proxy.core.dialects.base import (
     FINISH,
     TERMINAL,
     USAGE,
+    DialectSummary,
     is_done,
     reason_word,
     token_count,
@@ -44,7 +45,11 @@ class TextGenerationInference(NativeLines):
     always_streams = True  # the path is the stream: its answers are event streams
     empty_event_raises = False  # both clients skip what is not a `data:` line
 
-    __slots__ = ()
+    __slots__ = ("_refused",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refused = False  # a validation error: the client's request, refused
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool]:
@@ -65,10 +70,18 @@ class TextGenerationInference(NativeLines):
             return TERMINAL
         return super().observe_data(data)
 
+    def summary(self) -> DialectSummary:
+        summary = super().summary()
+        summary.refused = self._refused
+        return summary
+
     def _line(self, doc: dict[str, Any]) -> int:
         if doc.get("error") is not None:  # both clients raise on it (an empty one too)
             self._errors += 1
             self._failed = True
+            # TGI refuses a request it cannot take (an input too long, `best_of` on a stream)
+            # inside the stream it already answered 200: the client's error, as a 4xx is.
+            self._refused = self._refused or doc.get("error_type") == "validation"
             return ERROR
         if self._failed:
             return 0  # nothing after an error reaches a client's caller

@@ -15,7 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.guard import client_error, judge
+from sse_audit_proxy.core.guard import judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
@@ -75,6 +75,17 @@ def labels_in(directory: str | None, names: Sequence[str]) -> dict[str, set[str]
         _log.warning("metrics_labels_unread", directory=directory, error=type(exc).__name__)
         return {name: set() for name in names}
     return found
+
+
+# 4xx answers whose model still takes a place among --max-models: a rate limit and a timeout
+# (the model is real: quotas or timeouts not migrated are the upstream's state) and a client
+# that left. Other refusals (a bad key, a made-up model) take none, so a client cannot fill
+# the list with names (the canary guard judges no 4xx at all: guard.client_error).
+_MODEL_KEPT = frozenset({408, 429, 499})
+
+
+def names_a_model(status: int) -> bool:
+    return not 400 <= status < 500 or status in _MODEL_KEPT
 
 
 class Metrics:
@@ -246,7 +257,7 @@ class Metrics:
         # A model takes no place from a request the upstream refused as the client's error:
         # requests for made-up models, refused with 404, once filled --max-models, and a real
         # model that came later was counted as `other` until a restart.
-        route, model = rec.route, self.models(rec.model, not client_error(rec.status))
+        route, model = rec.route, self.models(rec.model, names_a_model(rec.status))
         key = (route, model, side)
         series = self._series.get(key)
         if series is None:

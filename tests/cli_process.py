@@ -51,13 +51,18 @@ async def _read_lines(
         started.set_exception(RuntimeError(f"serve exited with {await proc.wait()} before starting"))
 
 
-@contextlib.asynccontextmanager
-async def serve_process(upstream: URL, *args: str, timeout: float = 30.0) -> AsyncIterator[ServeProcess]:
-    env = {
+def serve_env() -> dict[str, str]:
+    """The environment of a `serve` the tests start: none of the runner's settings."""
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"
     }
+
+
+@contextlib.asynccontextmanager
+async def serve_process(upstream: URL, *args: str, timeout: float = 30.0) -> AsyncIterator[ServeProcess]:
+    env = serve_env()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

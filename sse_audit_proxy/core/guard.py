@@ -73,7 +73,7 @@ GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left:
 # client that left. A rate limit (429) and a request timeout (408) may be the client's own: one
 # client sticky to the canary, over its own key's quota, tripped a healthy canary (outside
 # review; Envoy's outlier detection and Flagger do not count 4xx either). A canary without the
-# baseline's quotas pages through SSEAuditUpstreamRateLimited, which counts 429s apart.
+# baseline's quotas shows in SSEAuditCanaryRateLimited, which compares the sides' 429s and 408s.
 NOT_CLIENT_ERRORS = frozenset({499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
 TTFT_QUANTILE = 0.95

@@ -145,15 +145,16 @@ class _VersionNotServed(_BadHead):
     """HTTP/2.0 in a request line: llhttp reads any one-digit major version."""
 
 
-_REFUSED_STATUS: dict[type[BaseException | None], int] = {_HeadTooLarge: 431, _VersionNotServed: 505}
-
-
 def _refused_status(exc: BaseException | None) -> int:
     """The answer to a head that cannot be served: 431, 505 (a version llhttp takes, 2.0, or
     refuses, 3.0 and 1.9: as nginx answers either), else 400."""
-    if isinstance(exc, httptools.HttpParserError) and str(exc) == "Invalid HTTP version":
+    if isinstance(exc, _HeadTooLarge):
+        return 431
+    if isinstance(exc, _VersionNotServed) or (
+        isinstance(exc, httptools.HttpParserError) and str(exc) == "Invalid HTTP version"
+    ):
         return 505
-    return _REFUSED_STATUS.get(type(exc), 400)
+    return 400
 
 
 class Headers(dict[str, str]):

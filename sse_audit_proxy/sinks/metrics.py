@@ -84,7 +84,7 @@ def labels_in(directory: str | None, names: Sequence[str]) -> dict[str, set[str]
 _MODEL_KEPT = frozenset({408, 429, 499})
 
 
-def names_a_model(status: int) -> bool:
+def _names_a_model(status: int) -> bool:
     return not 400 <= status < 500 or status in _MODEL_KEPT
 
 
@@ -257,7 +257,7 @@ class Metrics:
         # A model takes no place from a request the upstream refused as the client's error:
         # requests for made-up models, refused with 404, once filled --max-models, and a real
         # model that came later was counted as `other` until a restart.
-        route, model = rec.route, self.models(rec.model, names_a_model(rec.status))
+        route, model = rec.route, self.models(rec.model, _names_a_model(rec.status))
         key = (route, model, side)
         series = self._series.get(key)
         if series is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.cli_process import serve_env
 from tests.hostile.relay_support import RawRequest, raw_upstream
 
 STREAMS = 250
@@ -38,11 +38,7 @@ async def cut_stream(req: RawRequest, writer: asyncio.StreamWriter) -> None:
 
 
 async def test_every_line_of_every_worker_is_whole_when_the_log_reader_falls_behind() -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SSE_AUDIT_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
+    env = serve_env()
     async with raw_upstream(cut_stream) as up:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

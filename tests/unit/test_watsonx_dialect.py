@@ -26,7 +26,7 @@ def run(frames: list[bytes]) -> StreamResult:
 
 def test_the_path_asks_for_the_stream() -> None:
     assert route_for_path(PATH) == route_for_path("/ml/v1/text/chat_stream") == "watsonx_chat"
-    info = with_target(RequestInfo.from_body(b'{"model_id": "ibm/granite", "messages": []}'), ("x", False))
+    info = RequestInfo.from_body(b'{"model_id": "ibm/granite", "messages": []}')
     said = dialect_for_route("watsonx_chat").target_info(PATH)
     assert with_target(info, said).stream
 

@@ -53,6 +53,22 @@ def unread(transport: asyncio.BaseTransport) -> int:
     return waiting
 
 
+_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (linux/tcp.h)
+
+
+def peer_closed(transport: asyncio.BaseTransport) -> bool:
+    """The peer has sent its FIN or a reset (Linux: the socket is no longer ESTABLISHED). A
+    transport that is not reading learns neither until it writes: this is how it looks."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not _LINUX:
+        return False
+    try:
+        state: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return True  # the descriptor is gone with the connection
+    return state != _ESTABLISHED
+
+
 def reset(transport: asyncio.WriteTransport) -> None:
     """Abort with a reset: what the kernel still held for the peer is dropped with it."""
     sock = transport.get_extra_info("socket")

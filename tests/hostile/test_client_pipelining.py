@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from peers import serve
-from relay_support import RawRequest, raw_exchange, raw_upstream, read_response
+from relay_support import RawRequest, raw_exchange, raw_upstream, read_request, read_response
 from test_key_flood import rss_kib
 from yarl import URL
 
@@ -346,3 +346,37 @@ async def test_pipelined_requests_that_are_never_served_each_have_their_record(t
     assert [r.target for r in up.requests if r.target != CHAT] == []  # never sent upstream
     if metrics:
         assert re.search(r'sse_audit_requests_total\{[^}]*status="499"[^}]*\} 2\.0', metrics), metrics
+
+
+async def test_a_client_that_leaves_while_its_pipelined_requests_wait_is_heard_within_a_second() -> None:
+    """With MAX_QUEUED requests queued the proxy stops reading the client, so its close was not
+    heard: a stream whose upstream had not answered yet ran on upstream until that upstream's
+    next byte (5.5 s in an outside review), and was then recorded as a 200 the client never got."""
+    closed_after: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader, 1)
+        started = asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(8):
+                await reader.read()  # the proxy's close: the stream it was asked for is given up
+        if not closed_after.done():
+            closed_after.set_result(asyncio.get_running_loop().time() - started)
+        writer.close()
+
+    up = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = up.sockets[0].getsockname()[1]
+    try:
+        async with serve(URL(f"http://127.0.0.1:{port}")) as child:
+            _, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+            writer.write(post(CHAT, STREAM_BODY, trace=b"first") + TINY * (MAX_QUEUED + 4))
+            await asyncio.sleep(0.3)  # parsed, queued, reading paused; the upstream is silent
+            writer.close()
+            # 0.3 s of silence, then the PEER_WATCH (0.5 s) look; a loaded machine may add some
+            assert await asyncio.wait_for(closed_after, 10) < 1.8
+            records = await wait_for_ends(child, 1 + MAX_QUEUED)
+    finally:
+        up.close()
+    first = next(r for r in records if r["trace_id"] == "first")
+    assert (first["status"], first["outcome"], first["bytes"]) == (499, "client_disconnect", 0), first
+    assert all(r["status"] == 499 for r in records), records

@@ -38,10 +38,12 @@ def run(frames: list[bytes], end: End = End.UPSTREAM_EOF, *, include_usage: bool
 
 
 def test_a_llama_cpp_native_stream_on_completions_is_complete_with_its_stop_type() -> None:
-    assert route_for_path("/completions") == "completions"
-    # Not llama.cpp's `/completion`: DashScope's `/api/v1/apps/{id}/completion` and the AI SDK's
-    # `/api/completion` stream other shapes there, judged `truncated` as Completions (a review).
-    assert route_for_path("/completion") == route_for_path("/api/v1/apps/a1/completion") == "other"
+    # llama.cpp serves it on `/completion` too, at its root (an outside review: a cut stream there
+    # was `complete` as `other`); but not under a prefix: DashScope's `/api/v1/apps/{id}/completion`
+    # and the AI SDK's `/api/completion` stream other shapes, judged `truncated` as Completions.
+    assert route_for_path("/completions") == route_for_path("/completion?x=1") == "completions"
+    assert route_for_path("/completion/") == "completions"
+    assert route_for_path("/api/v1/apps/a1/completion") == route_for_path("/api/completion") == "other"
     r = run([llama(" Hel"), llama("lo"), llama("!"), llama("", stop=True, **LLAMA_END)], include_usage=True)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
     assert r.finish_reasons == ["length"]  # `limit`, as llama.cpp's OpenAI routes say it

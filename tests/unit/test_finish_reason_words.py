@@ -36,6 +36,7 @@ REAL = [
     "max_output_tokens",
     "model_length",
     "abort",
+    "insufficient_system_resource",
     "SAFETY",
     "FINISH_REASON_UNSPECIFIED",
     "eos_token",

@@ -88,8 +88,10 @@ OTHER_REASON = "other"
 
 # The finish reasons of a choice that failed mid-generation, an in-band failure, not a finish:
 # OpenRouter's "error" ("Streaming Error Formats"), vLLM's "abort" (the engine dropped the
-# request: paused, or aborted, with the client still reading).
-FAILED_REASONS = frozenset({"error", "abort"})
+# request: paused, or aborted, with the client still reading), DeepSeek's
+# "insufficient_system_resource" (its API reference: "the request is interrupted due to
+# insufficient resource of the inference system"; the answer stops there).
+FAILED_REASONS = frozenset({"error", "abort", "insufficient_system_resource"})
 # An event of this name is an in-band failure whatever its data says: llama.cpp's Messages
 # route sends `event: error` with data whose `type` is `server_error`, and its older servers
 # an `error:` field, which the decoder reads as such an event (sse.py).

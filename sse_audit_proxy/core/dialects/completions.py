@@ -7,12 +7,13 @@ Two other shapes share the path: Mistral's FIM completions (`/v1/fim/completions
 `choices[].delta.content`, read as Chat reads it; and llama.cpp's server answers
 `/completions` without `/v1` in its native shape (`{"content": ..., "stop": false}` frames,
 the last with `"stop": true` and its `stop_type`, no `[DONE]`), whose last frame is the end.
-(Its `/completion` is not claimed: DashScope's apps and the AI SDK's `useCompletion` stream
-other shapes on paths that end so.)
+Its legacy `/completion` is claimed at the root only: DashScope's apps and the AI SDK's
+`useCompletion` stream other shapes on paths that end so.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sse_audit_proxy.core.dialects.base import FINISH, TERMINAL, USAGE, DialectSummary
@@ -25,10 +26,17 @@ _LLAMA_REASONS = {"eos": "stop", "word": "stop", "limit": "length"}
 class Completions(ChatCompletions):
     route = "completions"
     path_suffixes = ("/completions",)
-    path_pattern = None
+    # llama.cpp's server streams the same on its legacy `/completion`, at its root only: under
+    # a prefix that word ends other streams (DashScope's `/api/v1/apps/{id}/completion`, the AI
+    # SDK's `/api/completion`), which read as Completions would be `truncated`.
+    path_pattern = re.compile(r"^/completion$")
     _deltas = False  # content is `choices[].text` (ChatCompletions._choice reads it)
 
     __slots__ = ("_native",)
+
+    @classmethod
+    def target_info(cls, target: str) -> tuple[str | None, bool] | None:
+        return None  # the model is in the body (Chat's pattern reads it from Vertex's path)
 
     def __init__(self) -> None:
         super().__init__()

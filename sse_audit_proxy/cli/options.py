@@ -229,7 +229,7 @@ def size(value: str) -> int:
         text = text[:-1]
     try:
         n = int(float(text) * scale)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # `inf`, `1e400`: a traceback, not an error line
         raise argparse.ArgumentTypeError(f"not a size: {value!r}") from exc
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte: {value!r}")

@@ -232,6 +232,8 @@ def test_a_header_name_with_spaces_around_it_and_a_bracketed_ipv6_host_are_taken
         (["--secret-headers", "x-ok, a b"], "--secret-headers"),
         (["--host", ""], "--host"),
         (["--metrics-host", " "], "--metrics-host"),
+        (["--max-frame-bytes", "1e400"], "--max-frame-bytes"),  # a traceback (OverflowError)
+        (["--log-buffer-bytes", "infk"], "--log-buffer-bytes"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

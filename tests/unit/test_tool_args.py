@@ -262,3 +262,31 @@ def test_responses_custom_tool_calls_are_counted_and_not_judged() -> None:
     result = audit.finish(0.1, End.UPSTREAM_EOF)
     assert result.tool_calls == 2, result  # before: 1
     assert "invalid_tool_arguments" not in result.anomalies, result
+
+
+def test_held_arguments_are_parsed_for_one_done_however_many_repeat_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `.done` that repeats a call's arguments differently written has the held arguments
+    parsed to compare values; an upstream repeating a tiny one had up to 4 MiB parsed for each
+    (110 ms an 82-byte frame, every stream on the loop stalled: an outside review). A call is
+    checked once; its verdict stands."""
+    import sse_audit_proxy.core.dialects.tool_args as tool_args
+
+    parsed: list[int] = []
+    same_value = tool_args._same_value
+
+    def counted(a: bytes | bytearray, b: bytes) -> bool:
+        parsed.append(len(a))
+        return same_value(a, b)
+
+    monkeypatch.setattr(tool_args, "_same_value", counted)
+    held = "[" + ",".join(["{}"] * 50_000) + "]"
+    audit = StreamAudit(Responses(), 0.0)
+    delta = {"type": "response.function_call_arguments.delta", "output_index": 0, "item_id": "fc_1"}
+    done = {"type": "response.function_call_arguments.done", "output_index": 0, "item_id": "fc_1"}
+    audit.feed(b"data: " + json.dumps({**delta, "delta": held}).encode() + b"\n\n", 0.1)
+    frame = b"data: " + json.dumps({**done, "arguments": "{}"}).encode() + b"\n\n"
+    audit.feed(frame * 200, 0.2)
+    assert parsed == [len(held)]
+    assert "invalid_tool_arguments" in audit.finish(1.0, End.UPSTREAM_EOF).anomalies

@@ -44,12 +44,14 @@ class ToolArgs:
     (15 for four-character ones); a bytearray holds about one.
     """
 
-    __slots__ = ("_calls", "_defaults", "_free", "_mismatched", "_overflow", "_size", "dropped")
+    __slots__ = ("_calls", "_checked", "_defaults", "_free", "_mismatched", "_overflow", "_size", "dropped")
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, bytearray] = {}
         self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
+        # Calls whose fragments were checked against a `.done`: never again (made with the first).
+        self._checked: set[Hashable] | None = None
         # Calls whose input is free text: counted, not judged. Made with the first (an empty
         # set is 216 bytes, and every open stream has a ToolArgs).
         self._free: set[Hashable] | None = None
@@ -113,11 +115,22 @@ class ToolArgs:
         """The full arguments a `.done` event repeats: taken when no fragment came, and
         otherwise checked against the fragments (a client may have used either). The same
         value written otherwise (a gateway that serialises the final call again: LiteLLM's
-        Responses bridge, `{"a": 1}` for `{"a":1}`) is the same arguments."""
+        Responses bridge, `{"a": 1}` for `{"a":1}`) is the same arguments.
+
+        A call is checked once: the protocol repeats its arguments in two events at most, and an
+        upstream repeating a tiny `.done` had the held arguments (up to 4 MiB) parsed for each
+        (110 ms a frame, every stream on the loop stalled: an outside review)."""
         buf = self._calls.get(key)
         if not buf:
             self.set(key, arguments)
-        elif not self._overflow and (done := _utf8(arguments)) != buf and not _same_value(buf, done):
+            return
+        checked = self._checked
+        if checked is None:
+            checked = self._checked = set()
+        elif key in checked:
+            return
+        checked.add(key)
+        if not self._overflow and (done := _utf8(arguments)) != buf and not _same_value(buf, done):
             self._mismatched.add(key)
 
     @property

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.core.dialects.base import clean_usage
+from sse_audit_proxy.core.dialects.base import clean_usage, held_usage
 
 
 def reference_clean_usage(usage: Any, depth: int = 4, left: list[int] | None = None) -> dict[str, Any] | None:
@@ -97,6 +97,17 @@ _USAGE = st.recursive(
 def test_clean_usage_keeps_what_the_definition_keeps(usage: Any) -> None:
     got, want = clean_usage(usage), reference_clean_usage(usage)
     assert repr(got) == repr(want)  # repr: the same types too (an IntEnum is not an int)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_USAGE)
+def test_what_a_dialect_holds_of_a_usage_cleans_as_the_usage_does(usage: Any) -> None:
+    """held_usage keeps a small object of whole numbers as it came and cleans anything else at
+    once: the summary's reading of what was held is the reading of the usage itself."""
+    held = held_usage(usage)
+    assert repr(clean_usage(held)) == repr(clean_usage(usage))
+    if held is usage and usage is not None:
+        assert isinstance(usage, dict) and all(type(v) is int for v in usage.values())
 
 
 def _depth(usage: dict[str, Any]) -> int:

@@ -16,6 +16,7 @@ from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
 from sse_audit_proxy.core.dialects.base import MAX_KEYS
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.completions import Completions
+from sse_audit_proxy.core.dialects.gemini import Gemini
 from sse_audit_proxy.core.dialects.responses import Responses
 
 WARM = 256  # frames (each with a new key) before memory is looked at: the bound is reached
@@ -230,3 +231,33 @@ def test_anthropic_usage_with_new_keys_in_every_event_stays_bounded() -> None:
     assert grown < 8 << 10, f"{grown} bytes held for {len(frames)} events"
     usage = audit.finish(100.0, End.UPSTREAM_EOF).usage
     assert usage is not None and usage["input_tokens"] == 1
+
+
+def _usage_frames(route: str, usage: bytes) -> list[bytes]:
+    if route == "anthropic":
+        start = b'{"type":"message_start","message":{"id":"m","usage":{"input_tokens":1}}}'
+        delta = b'{"type":"message_delta","delta":{},"usage":%b}' % usage
+        return [b"event: message_start\ndata: %b\n\n" % start, b"event: message_delta\ndata: %b\n\n" % delta]
+    if route == "gemini":
+        return [b'data: {"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata":%b}\n\n' % usage]
+    if route == "groq":  # x_groq.usage: held beside `usage`
+        return [b'data: {"choices":[],"x_groq":{"usage":%b}}\n\n' % usage]
+    if route == "plain":  # a field of another shape: Chat's plain reading
+        return [b'data: {"choices":[],"finish_reason":1,"usage":%b}\n\n' % usage]
+    return [b'data: {"choices":[],"usage":%b}\n\n' % usage]
+
+
+@pytest.mark.parametrize("route", ["chat", "plain", "groq", "gemini", "anthropic"])
+def test_a_usage_object_of_nested_arrays_is_not_held(route: str) -> None:
+    """A usage object is held until the summary reads its numbers; one of 100,000 nested arrays
+    (a 500 KB frame, within --max-frame-bytes) was held whole: 24 MB an open stream for a frame
+    near 1 MiB (an outside review)."""
+    dialect = {"gemini": Gemini, "anthropic": AnthropicMessages}.get(route, ChatCompletions)
+    usage = b'{"prompt_tokens":3,"completion_tokens":2,"x":[%b]}' % b",".join([b"[{}]"] * 100_000)
+    audit = StreamAudit(dialect(), 0.0)
+    frames = _usage_frames(route, usage)
+    grown = _held(audit, frames)
+    assert grown < 64 << 10, f"{grown >> 10} KiB held"
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    if route in ("chat", "plain"):
+        assert result.usage == {"prompt_tokens": 3, "completion_tokens": 2}

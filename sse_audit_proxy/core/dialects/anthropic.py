@@ -26,6 +26,7 @@ from sse_audit_proxy.core.dialects.base import (
     TERMINAL,
     USAGE,
     Usage,
+    held_usage,
     id_key,
     model_in_target,
     token_count,
@@ -158,6 +159,7 @@ class AnthropicMessages(TypedEvents):
     def _add_usage(self, usage: Any) -> bool:
         if not usage or not isinstance(usage, dict):
             return False
+        usage = held_usage(usage)
         held = self._usage
         if held is None:
             held = self._usage = {}

@@ -14,7 +14,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sse_audit_proxy.core.dialects.base import CONTENT, ERROR, FINISH, TERMINAL, USAGE, is_error_frame
+from sse_audit_proxy.core.dialects.base import (
+    CONTENT,
+    ERROR,
+    FINISH,
+    TERMINAL,
+    USAGE,
+    held_usage,
+    is_error_frame,
+)
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 _CONTENT = frozenset({"thread.message.delta", "thread.run.step.delta"})
@@ -63,7 +71,7 @@ class Assistants(TypedEvents):
         bits = TERMINAL | FINISH
         usage = doc.get("usage")
         if usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         reason = _ENDS[kind]
         if reason is None:

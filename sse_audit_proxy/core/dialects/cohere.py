@@ -27,6 +27,7 @@ from sse_audit_proxy.core.dialects.base import (
     USAGE,
     DialectSummary,
     Usage,
+    held_usage,
     load_object,
     token_count,
 )
@@ -139,7 +140,7 @@ class CohereChat(TypedEvents):
             bits |= ERROR
         usage = delta.get("usage")
         if isinstance(usage, dict) and usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         return bits
 

@@ -36,6 +36,7 @@ from sse_audit_proxy.core.dialects.base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    held_usage,
     is_error_frame,
     load_object,
     reason_word,
@@ -137,7 +138,7 @@ class Gemini(Dialect):
             bits |= FINISH
         usage = doc.get("usageMetadata")
         if isinstance(usage, dict) and usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         if bits & FINISH and self._ended():
             bits |= TERMINAL

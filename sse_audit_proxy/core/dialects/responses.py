@@ -20,6 +20,7 @@ from sse_audit_proxy.core.dialects.base import (
     MAX_KEYS,
     TERMINAL,
     USAGE,
+    held_usage,
     id_key,
     load_object,
 )
@@ -171,7 +172,7 @@ class Responses(TypedEvents):
         bits = TERMINAL
         usage = response.get("usage")
         if usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         if status is None:
             status = response.get("status")

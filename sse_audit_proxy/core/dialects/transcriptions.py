@@ -19,6 +19,7 @@ from sse_audit_proxy.core.dialects.base import (
     TERMINAL,
     USAGE,
     DialectSummary,
+    held_usage,
     is_done,
 )
 from sse_audit_proxy.core.dialects.typed import NamedEvents
@@ -81,6 +82,6 @@ class Transcriptions(NamedEvents):
                     self._finished(reason)
         usage = doc.get("usage")
         if usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         return bits

@@ -21,6 +21,7 @@ from sse_audit_proxy.core.dialects.base import (
     DialectSummary,
     Usage,
     clean_usage,
+    held_usage,
     is_done,
     is_error_frame,
     load_object,
@@ -173,7 +174,7 @@ class NamedEvents(TypedEvents):
             self._finished("completed")
             usage = doc.get("usage")
             if usage:
-                self._usage = usage
+                self._usage = held_usage(usage)
                 return TERMINAL | FINISH | USAGE
             return TERMINAL | FINISH
         if kind == ERROR_EVENT:

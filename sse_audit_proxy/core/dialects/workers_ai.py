@@ -28,6 +28,7 @@ from sse_audit_proxy.core.dialects.base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    held_usage,
     is_done,
     is_error_frame,
     load_object,
@@ -99,7 +100,7 @@ class WorkersAI(Dialect):
             bits |= FINISH | TERMINAL
         usage = doc.get("usage")
         if isinstance(usage, dict) and usage:
-            self._usage = usage
+            self._usage = held_usage(usage)
             bits |= USAGE
         return bits
 

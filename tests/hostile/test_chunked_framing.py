@@ -4,6 +4,7 @@ redone only where the two HTTP sides need it (issue 12, item 2)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -101,3 +102,44 @@ async def test_client_reading_slowly_is_not_an_idle_upstream(proxy: Any) -> None
     assert head.startswith(b"HTTP/1.1 200 ") and got == body
     rec = await p.record()
     assert rec.error is None and rec.bytes == len(body)
+
+
+def dechunk(raw: bytes) -> tuple[list[bytes], bool]:
+    """The chunks of a chunked body, and whether its final chunk came."""
+    chunks: list[bytes] = []
+    at = 0
+    while (eol := raw.find(b"\r\n", at)) >= 0:
+        size = int(raw[at:eol], 16)
+        if size == 0:
+            return chunks, True
+        chunks.append(raw[eol + 2 : eol + 2 + size])
+        at = eol + 2 + size + 2
+    return chunks, False
+
+
+async def test_an_upstream_writing_each_byte_as_its_own_chunk_is_relayed_a_read_a_chunk(proxy: Any) -> None:
+    """Each body byte its own chunk (6 bytes on the wire a byte): each was a write to the client
+    and a feed of the audit, 14 times a normal stream's CPU a byte, and other streams waited
+    seconds behind one such read (an outside review). A read's body bytes go on as one chunk."""
+    frames = [FRAME] * 200 + [b"data: [DONE]\n\n"]
+    body = b"".join(frames)
+    request = json.dumps(STREAM_BODY).encode()
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"".join(chunk(body[i : i + 1]) for i in range(len(body))) + b"0\r\n\r\n")
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        raw = await raw_exchange(
+            p.service.proxy.port,
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(request), request),
+        )
+        record = (await p.sink.wait(1))[0]
+    head, _, framed = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    chunks, ended = dechunk(framed)
+    assert ended and b"".join(chunks) == body
+    assert len(chunks) < len(body) // 100, len(chunks)  # a few reads, not 12,000 chunks
+    assert record.stream is not None and record.stream.outcome.value == "complete", record.stream
+    assert record.stream.frames == len(frames)

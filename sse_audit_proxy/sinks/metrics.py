@@ -78,10 +78,13 @@ def labels_in(directory: str | None, names: Sequence[str]) -> dict[str, set[str]
 
 
 # 4xx answers whose model still takes a place among --max-models: a rate limit and a timeout
-# (the model is real: quotas or timeouts not migrated are the upstream's state) and a client
-# that left. Other refusals (a bad key, a made-up model) take none, so a client cannot fill
-# the list with names (the canary guard judges no 4xx at all: guard.client_error).
-_MODEL_KEPT = frozenset({408, 429, 499})
+# (the model is real: quotas or timeouts not migrated are the upstream's state). Other
+# refusals (a bad key, a made-up model) take none, so a client cannot fill the list with
+# names; nor does a client that left before any answer (499): the model was never shown to
+# be real, and made-up names sent and hung up on filled the list (an outside review). A name
+# with a place keeps it whatever the status (the canary guard judges no 4xx at all but 499:
+# guard.client_error).
+_MODEL_KEPT = frozenset({408, 429})
 
 
 def _names_a_model(status: int) -> bool:

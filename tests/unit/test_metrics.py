@@ -156,12 +156,16 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     stream("gpt-4o", 401)  # counted already: keeps its name when refused
     stream("made-up-9", 404)
     stream("o1", 429)  # a rate limit is the upstream's state: the model is real
-    stream("o2", 499)  # the client left before an answer: nobody refused it
+    # The client left before an answer: nothing showed the model real (made-up names sent and
+    # hung up on filled the list: an outside review); one with a place keeps it.
+    stream("o2", 499)
+    stream("gpt-4o", 499)
     models = {
         s.labels["model"] for f in registry.collect() if f.name == "sse_audit_streams" for s in f.samples
     }
-    assert models == {"other", "gpt-4o", "o1", "o2"}
-    assert m.models("o3", True) == "other"  # the cap holds
+    assert models == {"other", "gpt-4o", "o1"}
+    assert m.models("o3", True) == "o3"  # the place o2 did not take
+    assert m.models("o4", True) == "other"  # the cap holds
 
 
 def test_the_status_label_is_bounded() -> None:
@@ -174,3 +178,37 @@ def test_the_status_label_is_bounded() -> None:
         s.labels["status"] for f in registry.collect() if f.name == "sse_audit_requests" for s in f.samples
     }
     assert len(statuses) == MAX_STATUSES + 1 and "other" in statuses and {"100", "163"} <= statuses
+
+
+def test_the_method_label_is_a_standard_method_or_other() -> None:
+    """The client chooses its method: PROPFIND, MKCOL or a made-up one would each be a series
+    (a third mutation review found no test holding this)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    for method in ("PROPFIND", "MKCOL", "ZZMETHODA", "POST", "GET"):
+        m.record(AuditRecord("t", "other", method, "unknown", 200, 0.0, 0.1, 0, None))
+    methods = {
+        s.labels["method"] for f in registry.collect() if f.name == "sse_audit_requests" for s in f.samples
+    }
+    assert methods == {"POST", "GET", "other"}
+
+
+def test_the_finish_reason_label_is_bounded() -> None:
+    """The upstream chooses its finish reasons: any protocol word (`reason_17`) is kept as one,
+    so the label's cap is the only bound on its series (a third mutation review)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    for i in range(45):
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        audit.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"reason_%d"}]}\n\n' % i, 0.1)
+        audit.feed(b"data: [DONE]\n\n", 0.2)
+        result = audit.finish(0.3, End.UPSTREAM_EOF)
+        assert result.finish_reasons == [f"reason_{i}"]
+        m.record(AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 0.3, 0, result))
+    reasons = {
+        s.labels["finish_reason"]
+        for f in registry.collect()
+        if f.name == "sse_audit_finish_reasons"
+        for s in f.samples
+    }
+    assert len(reasons) == 33 and "other" in reasons, sorted(reasons)

@@ -455,3 +455,25 @@ async def test_a_canary_that_is_the_upstream_is_said_at_start_not_refused(demo_g
         warned = [line for line in served.lines if line.get("event") == "canary_is_upstream"]
         assert len(warned) == 1 and warned[0]["level"] == "warning"
         assert await served.stop() == 0
+
+
+async def test_the_recent_streams_and_the_inspector_show_one_side_when_asked(demo_gateway) -> None:
+    """`?upstream=canary` (canary.md) lists the canary's streams only, on /streams/recent and on
+    the inspector page: with the filter dropped, the baseline's were mixed in during a cutover
+    (a third mutation review found no test holding it)."""
+    baseline, canary = await demo_gateway(**FAST), await demo_gateway(**FAST)
+    async with (
+        serve_process(baseline, "--canary", str(canary), "--canary-percent", "50") as served,
+        aiohttp.ClientSession() as http,
+    ):
+        await asyncio.gather(*(chat(http, served.url, f"s{i}") for i in range(30)))
+        sides = {
+            side: [s["upstream"] for s in (await lookup(http, served, upstream=side))["streams"]]
+            for side in ("canary", "baseline")
+        }
+        async with http.get(served.metrics_url.with_path("/"), params={"upstream": "canary"}) as resp:
+            page = await resp.text()
+        assert await served.stop() == 0
+    assert set(sides["canary"]) == {"canary"} and set(sides["baseline"]) == {"baseline"}, sides
+    assert len(sides["canary"]) + len(sides["baseline"]) == 30
+    assert page.count("<td>canary</td>") == len(sides["canary"]) and "<td>baseline</td>" not in page

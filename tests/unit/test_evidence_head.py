@@ -4,15 +4,29 @@ records of 64 KiB heads once held 58 MiB)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.sinks.evidence import KEEP_HEAD_BYTES, MAX_HEADER_VALUE, kept_head, redacted_headers
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
+from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.sinks.evidence import (
+    KEEP_HEAD_BYTES,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    is_notable,
+    kept_head,
+    redacted_headers,
+)
 from sse_audit_proxy.sinks.redaction import Redactor
 
 _TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=12) | st.sampled_from(
     ["x" * 70000, " a b " * 300, "Bearer sk-" + "k" * 40, "v" * (MAX_HEADER_VALUE - 1) + " w"]
 )
+_RESULT = StreamAudit(ChatCompletions(), 0.0).finish(1.0, End.UPSTREAM_EOF)
 _LINE = st.tuples(_TEXT, st.sampled_from([": ", ":", " : ", ""]), _TEXT).map(lambda t: "".join(t))
 
 
@@ -36,3 +50,22 @@ def test_each_routes_replay_path_is_its_own() -> None:
     assert all(route_for_path(path) == route for route, path in ROUTE_PATHS.items())
     assert (ROUTE_PATHS["ollama"], ROUTE_PATHS["cohere_chat"]) == ("/api/chat", "/v2/chat")
     assert ROUTE_PATHS["chat_completions"] == "/v1/chat/completions"
+
+
+def test_evidence_shows_at_most_max_headers_fields() -> None:
+    """600 short fields fit the byte budget: the count bound holds them to MAX_HEADERS, or each
+    would be in every evidence line, file and page (a third mutation review)."""
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(600)) + b"\r\n"
+    assert len(redacted_headers(kept_head(head), Redactor())) == MAX_HEADERS
+
+
+@pytest.mark.parametrize(
+    ("outcome", "anomalies", "notable"),
+    [("complete", [], False), ("complete", ["missing_usage"], True), ("truncated", [], True)],
+)
+def test_an_anomalous_complete_stream_is_notable(outcome: str, anomalies: list[str], notable: bool) -> None:
+    """logs.md promises a `stream_evidence` line for every stream that is anomalous or not
+    complete: a complete stream missing its usage had none with the anomaly test dropped."""
+    stream = dataclasses.replace(_RESULT, outcome=Outcome(outcome), anomalies=anomalies)
+    rec = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 1.0, 0, stream)
+    assert is_notable(rec) is notable

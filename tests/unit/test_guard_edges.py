@@ -130,3 +130,35 @@ def test_a_canary_exactly_ttft_floor_slower_does_not_trip() -> None:
     # 0.375 s against 0.125 s: 3x, but exactly 0.25 s (the floor) more.
     assert _ttft_guard(0.125, 0.375).tripped is None
     assert _ttft_guard(0.125, 0.375 + 2.0**-20).tripped is not None
+
+
+def test_the_bad_share_evidence_names_only_bad_streams_among_healthy_ones() -> None:
+    """The trip's trace IDs are what the on-call engineer looks up: with the canary's healthy
+    and bad streams interleaved, they name the bad ones only (a third mutation review)."""
+    g = Guard(GuardSettings())
+    for i in range(40):
+        g.observe(False, Sample(f"b{i}", False, 0.1))
+    trip = None
+    i = 0
+    while trip is None and i < 400:
+        bad = i % 2 == 0
+        trip = g.observe(True, Sample(f"c{i}-{'bad' if bad else 'ok'}", bad, 0.1))
+        i += 1
+    assert trip is not None and trip.rule == "bad_share"
+    assert trip.trace_ids and all(t.endswith("-bad") for t in trip.trace_ids), trip.trace_ids
+
+
+def test_the_ttft_rule_reads_the_window_not_the_history() -> None:
+    """A baseline slow long ago (2 s first tokens) and at 100 ms in its last `window` streams:
+    a canary at 600 ms is judged against the 100 ms (a third mutation review: with the old
+    TTFTs kept, the canary was never stopped, and the sorted list grew without end)."""
+    g = Guard(GuardSettings(window=200))
+    for i in range(400):
+        assert g.observe(False, Sample(f"old{i}", False, 2.0)) is None
+    for i in range(200):
+        assert g.observe(False, Sample(f"b{i}", False, 0.1)) is None
+    assert len(g.baseline.ttfts) == 200
+    trip = None
+    for i in range(200):
+        trip = trip or g.observe(True, Sample(f"c{i}", False, 0.6))
+    assert trip is not None and trip.rule == "ttft_p95", trip

@@ -115,3 +115,27 @@ def test_close_writes_out_what_is_buffered(pipe: tuple[int, int]) -> None:
     assert writer.close(2.0)
     out = read_until(r, 1 << 20, timeout=0.5)
     assert out.splitlines() == [b"line %d" % i for i in range(50)]
+
+
+def test_each_stall_says_what_it_dropped_since_the_last_notice(pipe: tuple[int, int]) -> None:
+    """A notice counts the lines dropped since the one before it: the running total counted the
+    first stall's losses again in the second's notice (a third mutation review)."""
+    r, w = pipe
+    said: list[int] = []
+
+    def counted(count: int) -> bytes:
+        said.append(count)
+        return notice(count)
+
+    writer = LineWriter(w, limit=4 * len(LINE), notice=counted)
+    stalls = []
+    for _ in range(2):
+        before = writer.dropped
+        for _ in range(PIPE // len(LINE) + 20):  # the pipe and the buffer fill; lines drop
+            writer.write(LINE)
+        stalls.append(writer.dropped - before)
+        read_until(r, 1 << 30, timeout=0.5)  # the reader catches up: the notice goes out
+        writer.write(b"after\n")  # (a write is when the writer looks again)
+        read_until(r, 1 << 30, timeout=0.3)
+    assert stalls[0] > 0 and stalls[1] > 0
+    assert said == stalls, (said, stalls)

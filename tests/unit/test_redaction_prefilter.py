@@ -226,3 +226,14 @@ def test_a_line_with_no_trigger_word_is_searched_once_and_left_as_rendered() -> 
     assert redactor.suspect_line(b'{"api_key":"x"}')  # a key as a log key spells a header name
     assert redactor.suspect_line('{"m":"\u017fk-0123456789abcdefgh"}'.encode())  # (?i): U+017F is an s
     assert Redactor(['x"quoted']).suspect_line(b"{}")  # a name JSON would escape: always per field
+
+
+def test_a_line_whose_only_secret_is_a_bearer_token_is_redacted() -> None:
+    """An exception's message can carry an `Authorization` value with no header name beside it;
+    the line's pre-check must still send it to the substitutions (a third mutation review: with
+    `bearer` left out of its words, the token was written as it came)."""
+    from sse_audit_proxy.sinks.logs import RedactedJSON
+
+    event = {"event": "proxy_failed", "error": "upstream said: Bearer abcdef0123456789XYZ rejected"}
+    line = RedactedJSON(Redactor())(None, "error", dict(event))
+    assert b"abcdef0123456789XYZ" not in line and REDACTED.encode() in line, line

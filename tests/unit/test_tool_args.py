@@ -290,3 +290,29 @@ def test_held_arguments_are_parsed_for_one_done_however_many_repeat_them(
     audit.feed(frame * 200, 0.2)
     assert parsed == [len(held)]
     assert "invalid_tool_arguments" in audit.finish(1.0, End.UPSTREAM_EOF).anomalies
+
+
+@pytest.mark.parametrize("where", ["before the call", "in a text answer"])
+def test_a_tool_call_entry_with_nothing_of_a_call_opens_none(where: str) -> None:
+    """An entry with no index, id or function (Gemini's OpenAI-compatible API sends a thought
+    signature alone, in `extra_content`) opened an empty call: `invalid_tool_arguments` on a
+    healthy answer (an outside review)."""
+    signature = {"extra_content": {"google": {"thought_signature": "c2ln"}}}
+    chunks: list[dict[str, object]] = [{"tool_calls": [signature]}]
+    if where == "before the call":
+        # Gemini's calls come whole, with an id and no index
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        chunks.append({"tool_calls": [call]})
+    else:
+        chunks.append({"content": "Paris."})
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, delta in enumerate(chunks):
+        audit.feed(
+            b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n", 0.1 * i
+        )
+    reason = "tool_calls" if where == "before the call" else "stop"
+    audit.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"%s"}]}\n\n' % reason.encode(), 0.5)
+    audit.feed(b"data: [DONE]\n\n", 0.6)
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert (result.outcome.value, result.anomalies) == ("complete", []), result.reasons
+    assert result.tool_calls == (1 if where == "before the call" else 0)

@@ -293,9 +293,13 @@ class ChatCompletions(Dialect):
         return bool(delta.get("function_call"))  # the deprecated single-function form
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
+        function = call.get("function")
+        if "index" not in call and not call.get("id") and not (isinstance(function, dict) and function):
+            # Nothing of a call (Gemini's OpenAI-compatible API sends a thought signature alone
+            # in `extra_content`): it opened an empty call, judged `invalid_tool_arguments`.
+            return False
         key = self._tool_key(choice, call)
         self._tools.open(key)
-        function = call.get("function")
         arguments = function.get("arguments") if isinstance(function, dict) else None
         if isinstance(arguments, str) and arguments:
             self._tools.append(key, arguments)

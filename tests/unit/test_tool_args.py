@@ -21,7 +21,7 @@ from sse_audit_proxy.core.dialects import Dialect
 from sse_audit_proxy.core.dialects.anthropic import AnthropicMessages
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.dialects.responses import Responses
-from sse_audit_proxy.core.dialects.tool_args import ToolArgs
+from sse_audit_proxy.core.dialects.tool_args import DONE_CHECKS, ToolArgs
 
 FRAGMENTS = 20_000  # one character each
 
@@ -264,13 +264,14 @@ def test_responses_custom_tool_calls_are_counted_and_not_judged() -> None:
     assert "invalid_tool_arguments" not in result.anomalies, result
 
 
-def test_held_arguments_are_parsed_for_one_done_however_many_repeat_them(
+def test_held_arguments_are_parsed_for_two_dones_at_most_however_many_repeat_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A `.done` that repeats a call's arguments differently written has the held arguments
     parsed to compare values; an upstream repeating a tiny one had up to 4 MiB parsed for each
     (110 ms an 82-byte frame, every stream on the loop stalled: an outside review). A call is
-    checked once; its verdict stands."""
+    checked against two (Responses repeats them in `function_call_arguments.done` and in
+    `output_item.done`); its verdict stands."""
     import sse_audit_proxy.core.dialects.tool_args as tool_args
 
     parsed: list[int] = []
@@ -288,7 +289,7 @@ def test_held_arguments_are_parsed_for_one_done_however_many_repeat_them(
     audit.feed(b"data: " + json.dumps({**delta, "delta": held}).encode() + b"\n\n", 0.1)
     frame = b"data: " + json.dumps({**done, "arguments": "{}"}).encode() + b"\n\n"
     audit.feed(frame * 200, 0.2)
-    assert parsed == [len(held)]
+    assert parsed and set(parsed) == {len(held)} and len(parsed) <= DONE_CHECKS, len(parsed)
     assert "invalid_tool_arguments" in audit.finish(1.0, End.UPSTREAM_EOF).anomalies
 
 
@@ -316,3 +317,44 @@ def test_a_tool_call_entry_with_nothing_of_a_call_opens_none(where: str) -> None
     result = audit.finish(1.0, End.UPSTREAM_EOF)
     assert (result.outcome.value, result.anomalies) == ("complete", []), result.reasons
     assert result.tool_calls == (1 if where == "before the call" else 0)
+
+
+@pytest.mark.parametrize(
+    ("args_done", "item_done", "invalid"),
+    [('{"city":"Paris"}', '{"city":"Paris"}', False), ('{"city":"Paris"}', '{"city":"Berlin"}', True)],
+)
+def test_both_events_that_repeat_a_calls_arguments_are_checked(
+    args_done: str, item_done: str, invalid: bool
+) -> None:
+    """Responses repeats a call's arguments in `function_call_arguments.done` and again in
+    `output_item.done`: a client may use either, so both are checked against the fragments (a
+    second pass: checking one call once let the second differ unseen)."""
+    item = {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "w", "arguments": ""}
+    events: list[dict[str, object]] = [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {
+            "type": "response.function_call_arguments.delta",
+            "output_index": 0,
+            "item_id": "fc_1",
+            "delta": '{"city":',
+        },
+        {
+            "type": "response.function_call_arguments.delta",
+            "output_index": 0,
+            "item_id": "fc_1",
+            "delta": '"Paris"}',
+        },
+        {
+            "type": "response.function_call_arguments.done",
+            "output_index": 0,
+            "item_id": "fc_1",
+            "arguments": args_done,
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": {**item, "arguments": item_done}},
+        {"type": "response.completed", "response": {"id": "r", "status": "completed"}},
+    ]
+    audit = StreamAudit(Responses(), 0.0)
+    for i, event in enumerate(events):
+        audit.feed(b"data: " + json.dumps(event).encode() + b"\n\n", 0.1 * (i + 1))
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert ("invalid_tool_arguments" in result.anomalies) is invalid, result.reasons

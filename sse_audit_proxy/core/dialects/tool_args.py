@@ -19,6 +19,10 @@ CUT_REASONS = frozenset(
 )
 
 
+# The events that repeat a call's whole arguments, at most, that it is checked against.
+DONE_CHECKS = 2
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode()  # a third of the time of naming an error handler (it is rarely used)
@@ -50,8 +54,8 @@ class ToolArgs:
         self._calls: dict[Hashable, bytearray] = {}
         self._defaults: dict[Hashable, str] = {}
         self._mismatched: set[Hashable] = set()
-        # Calls whose fragments were checked against a `.done`: never again (made with the first).
-        self._checked: set[Hashable] | None = None
+        # How many `.done`s each call's fragments were checked against (made with the first).
+        self._checked: dict[Hashable, int] | None = None
         # Calls whose input is free text: counted, not judged. Made with the first (an empty
         # set is 216 bytes, and every open stream has a ToolArgs).
         self._free: set[Hashable] | None = None
@@ -117,7 +121,8 @@ class ToolArgs:
         value written otherwise (a gateway that serialises the final call again: LiteLLM's
         Responses bridge, `{"a": 1}` for `{"a":1}`) is the same arguments.
 
-        A call is checked once: the protocol repeats its arguments in two events at most, and an
+        A call is checked against DONE_CHECKS of them: the protocol repeats its arguments in two
+        events (Responses' `function_call_arguments.done` and `output_item.done`), and an
         upstream repeating a tiny `.done` had the held arguments (up to 4 MiB) parsed for each
         (110 ms a frame, every stream on the loop stalled: an outside review)."""
         buf = self._calls.get(key)
@@ -126,10 +131,11 @@ class ToolArgs:
             return
         checked = self._checked
         if checked is None:
-            checked = self._checked = set()
-        elif key in checked:
+            checked = self._checked = {}
+        seen = checked.get(key, 0)
+        if seen >= DONE_CHECKS or key in self._mismatched:
             return
-        checked.add(key)
+        checked[key] = seen + 1
         if not self._overflow and (done := _utf8(arguments)) != buf and not _same_value(buf, done):
             self._mismatched.add(key)
 

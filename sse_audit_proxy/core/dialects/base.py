@@ -253,11 +253,19 @@ def clean_usage(usage: Any) -> Usage | None:
     return _counts(usage, MAX_USAGE_DEPTH, [MAX_USAGE_COUNTS])
 
 
-def held_usage(usage: Any) -> Any:
-    """What a dialect holds of a usage object until its summary cleans it: a small object of
-    whole numbers as it came (vLLM's continuous usage stats come with every chunk, and cleaning
-    each would cost more than reading it), anything else cleaned now. Held raw, a frame's usage
-    of nested arrays was 24 MB an open stream (an outside review)."""
+# A usage object that came in a frame this small is held as it came: what it can make is small
+# too (a few dozen objects at most), and cleaning it per chunk would cost three times reading
+# the frame (Gemini's `usageMetadata` and vLLM's continuous usage stats come with every chunk).
+RAW_USAGE_FRAME = 2048
+
+
+def held_usage(usage: Any, frame_bytes: int = RAW_USAGE_FRAME + 1) -> Any:
+    """What a dialect holds of a usage object until its summary cleans it: as it came when its
+    frame was small or it is a small object of whole numbers, else cleaned now. Held raw, the
+    usage of nested arrays in a frame near --max-frame-bytes was 24 MB an open stream (an
+    outside review)."""
+    if frame_bytes <= RAW_USAGE_FRAME:
+        return usage
     if type(usage) is dict and len(usage) <= MAX_USAGE_FIELDS:
         for key, value in usage.items():
             if type(value) is not int or type(key) is not str or len(key) > MAX_REASON_CHARS:

@@ -147,7 +147,7 @@ class ChatCompletions(Dialect):
         bits = 0
         groq = chunk.x_groq
         if groq is not None and groq.usage:
-            self._x_usage = held_usage(groq.usage)
+            self._x_usage = held_usage(groq.usage, len(data))
         # `"error": null` on ordinary chunks is not one; after `[DONE]` the SDKs read no more
         if (chunk.error or (groq is not None and groq.error)) and not self._done:
             self._errors += 1
@@ -155,7 +155,7 @@ class ChatCompletions(Dialect):
             bits = ERROR
         usage = chunk.usage
         if usage:
-            self._usage = held_usage(usage)  # continuous usage stats: the last one wins
+            self._usage = held_usage(usage, len(data))  # continuous usage stats: the last one wins
             bits |= USAGE
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
@@ -239,7 +239,7 @@ class ChatCompletions(Dialect):
         groq = chunk.get("x_groq")
         if type(groq) is dict:
             if groq.get("usage"):
-                self._x_usage = held_usage(groq["usage"])
+                self._x_usage = held_usage(groq["usage"], len(data))
             error = error or groq.get("error")
         if error and not self._done:  # is_error_frame, inlined (Completions reads every frame here)
             self._errors += 1
@@ -247,7 +247,7 @@ class ChatCompletions(Dialect):
             bits = ERROR
         usage = chunk.get("usage")
         if usage:
-            self._usage = held_usage(usage)
+            self._usage = held_usage(usage, len(data))
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:

@@ -138,7 +138,7 @@ class Gemini(Dialect):
             bits |= FINISH
         usage = doc.get("usageMetadata")
         if isinstance(usage, dict) and usage:
-            self._usage = held_usage(usage)
+            self._usage = held_usage(usage, len(data))
             bits |= USAGE
         if bits & FINISH and self._ended():
             bits |= TERMINAL

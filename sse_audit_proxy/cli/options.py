@@ -221,6 +221,9 @@ def positive_int(value: str) -> int:
     return n
 
 
+MAX_SIZE = 1 << 40
+
+
 def size(value: str) -> int:
     """A byte size: 1048576, 1024k, 1m."""
     text = value.strip().lower().removesuffix("b").removesuffix("i")
@@ -233,6 +236,8 @@ def size(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {value!r}") from exc
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte: {value!r}")
+    if n > MAX_SIZE:  # 1e20 started, then every answer failed (uvloop's buffer limits overflow)
+        raise argparse.ArgumentTypeError(f"must be at most 1024g: {value!r}")
     return n
 
 

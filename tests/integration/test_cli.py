@@ -234,6 +234,7 @@ def test_a_header_name_with_spaces_around_it_and_a_bracketed_ipv6_host_are_taken
         (["--metrics-host", " "], "--metrics-host"),
         (["--max-frame-bytes", "1e400"], "--max-frame-bytes"),  # a traceback (OverflowError)
         (["--log-buffer-bytes", "infk"], "--log-buffer-bytes"),
+        (["--max-unsent-bytes", "1e20"], "--max-unsent-bytes"),  # started; every answer a 500
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -57,6 +57,20 @@ def service_link(name: str, value: str) -> bool:
     return any(n.search(name) and v.fullmatch(value) for n, v in _SERVICE_LINKS)
 
 
+class _Once(argparse.Action):
+    """A list given twice is an error: the first list was dropped without a word (the keys of
+    `--require-key ka --require-key kb` were kb alone, and ka got 401)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        given = f"_{self.dest}_given"
+        if getattr(namespace, given, False):
+            parser.error(f"argument {option}: given twice: put all the values in one comma-separated list")
+        setattr(namespace, given, True)
+        setattr(namespace, self.dest, values)
+
+
 def option(
     parser: argparse.ArgumentParser,
     flag: str,
@@ -68,12 +82,14 @@ def option(
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
     empty_counts: bool = False,
+    listed: bool = False,
 ) -> None:
     """Add `--flag` whose default comes from SSE_AUDIT_FLAG when that is set.
 
     `secret`: the value (say, an API key from the environment) never appears in --help.
     `empty_counts`: SSE_AUDIT_FLAG set but empty is a value (parsed as ""), not "unset";
     for settings where an empty value must be refused rather than quietly ignored.
+    `listed`: a comma-separated list, which may be given once.
     """
     env = env_name(flag)
     raw = os.environ.get(env)
@@ -97,6 +113,7 @@ def option(
         required=required,
         choices=choices,
         help=f"{help}{shown} [env: {env}]",
+        action=_Once if listed else "store",
     )
 
 
@@ -138,6 +155,16 @@ def shown_url(value: str) -> str:
 _HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
+def is_host_name(host: str) -> bool:
+    """A DNS name or IPv4 address whose labels DNS can carry (63 characters each, 253 in all):
+    a longer one started, then every request failed (IDNA's `label too long`)."""
+    return (
+        _HOST.fullmatch(host) is not None
+        and len(host.rstrip(".")) <= 253
+        and all(0 < len(label) <= 63 for label in host.rstrip(".").split("."))
+    )
+
+
 def upstream_url(value: str) -> URL:
     shown = shown_url(value)
     try:
@@ -159,7 +186,7 @@ def upstream_url(value: str) -> URL:
     if given == 0:  # no server listens there (the readiness check asked port 80 instead)
         raise argparse.ArgumentTypeError(f"bad port in {shown!r}")
     host = url.raw_host or ""
-    if ":" not in host and not _HOST.fullmatch(host):  # an IPv6 literal has its colons
+    if ":" not in host and not is_host_name(host):  # an IPv6 literal has its colons
         raise argparse.ArgumentTypeError(f"not a host name in {shown!r}")
     if url.query_string or url.fragment:
         raise argparse.ArgumentTypeError(f"the upstream URL takes no query or fragment: {shown!r}")
@@ -209,6 +236,30 @@ def share(value: str) -> float:
     if n > 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value!r}")
     return n
+
+
+def int_at_most(limit: int) -> Callable[[str], int]:
+    """A whole number from 1 to `limit`."""
+
+    def parse(value: str) -> int:
+        n = positive_int(value)
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,}: {value!r}")
+        return n
+
+    return parse
+
+
+def size_at_most(limit: int, shown: str) -> Callable[[str], int]:
+    """A byte size from 1 to `limit` (written `shown`)."""
+
+    def parse(value: str) -> int:
+        n = size(value)
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {shown}: {value!r}")
+        return n
+
+    return parse
 
 
 def positive_int(value: str) -> int:
@@ -291,6 +342,8 @@ def address(value: str) -> str:
         raise argparse.ArgumentTypeError(
             "empty: it would listen on every interface (say 0.0.0.0 if that is meant)"
         )
+    if ":" not in value and not is_host_name(value):  # `..`, a 64-letter label: a traceback
+        raise argparse.ArgumentTypeError(f"not a host name or address: {value!r}")
     return value
 
 

@@ -21,6 +21,7 @@ from sse_audit_proxy.cli.options import (
     flag,
     header_name,
     header_names,
+    int_at_most,
     name_list,
     non_negative_float,
     option,
@@ -33,6 +34,7 @@ from sse_audit_proxy.cli.options import (
     service_link,
     shown_url,
     size,
+    size_at_most,
     upstream_url,
 )
 from sse_audit_proxy.core.audit import Thresholds
@@ -51,7 +53,7 @@ from sse_audit_proxy.server.run import listen_error, raise_open_files_limit, ser
 from sse_audit_proxy.server.service import ServiceConfig
 from sse_audit_proxy.sinks.line_writer import DEFAULT_LIMIT as DEFAULT_LOG_BUFFER
 from sse_audit_proxy.sinks.logs import LOG_FORMATS, configure_logging, flush_logs
-from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY
+from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY, MAX_RECENT
 
 _RULES = Thresholds()  # the documented defaults of the timing rules
 # More processes than any machine has cores for (10,000 spawned until the kernel refused).
@@ -81,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--admin-hosts",
         type=name_list,
+        listed=True,
         help="comma-separated host names under which the metrics port also serves stream records, "
         "evidence and the inspector (an IP address and localhost always do; any other Host gets 421, "
         "against DNS rebinding); /metrics and the health checks answer any Host",
@@ -148,10 +151,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--max-unsent-bytes",
-        type=size,
+        type=size_at_most(1 << 30, "1g"),  # 2g and more started, then every answer was a 500
         default=1 << 20,
         help="bytes a client may leave unread before the upstream is read no further until it "
-        "takes some (backpressure); accepts k/m/g suffixes",
+        "takes some (backpressure), at most 1g; accepts k/m/g suffixes",
     )
     option(
         p,
@@ -174,6 +177,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--require-key",
         type=name_list,
+        listed=True,
         secret=True,
         empty_counts=True,
         help="comma-separated API keys a client must present (Authorization: Bearer, "
@@ -190,6 +194,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--secret-headers",
         type=header_names,
+        listed=True,
         help="comma-separated header names to redact from logs, on top of Authorization, "
         "Proxy-Authorization, api-key, x-api-key, Cookie, Set-Cookie",
     )
@@ -320,9 +325,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--recent-streams",
-        type=positive_int,
+        type=int_at_most(MAX_RECENT),
         default=DEFAULT_CAPACITY,
-        help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}",
+        help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}, "
+        f"at most {MAX_RECENT:,}",
     )
     # A flag's variable is named for its first long form (`--canary-guard`, not its `--no-`).
     known = frozenset(

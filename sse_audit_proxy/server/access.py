@@ -50,7 +50,8 @@ def presented_keys(headers: Mapping[str, str]) -> list[str]:
 
 
 def read_key_file(path: str) -> list[str]:
-    """One key a line; blank lines and `#` comments are skipped."""
-    with open(path, encoding="utf-8") as f:
+    """One key a line; blank lines and `#` comments are skipped. A leading byte-order mark (an
+    editor's) is not part of the first key: with it, that key was refused 401."""
+    with open(path, encoding="utf-8-sig") as f:
         lines = [line.strip() for line in f]
     return [line for line in lines if line and not line.startswith("#")]

@@ -16,6 +16,7 @@ from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.sinks.logs import record_fields
 
 DEFAULT_CAPACITY = 1000
+MAX_RECENT = 100_000  # records of a few KiB each: a few hundred MB at most (10**19 was a traceback)
 
 
 @dataclass(slots=True, frozen=True)

@@ -235,6 +235,13 @@ def test_a_header_name_with_spaces_around_it_and_a_bracketed_ipv6_host_are_taken
         (["--max-frame-bytes", "1e400"], "--max-frame-bytes"),  # a traceback (OverflowError)
         (["--log-buffer-bytes", "infk"], "--log-buffer-bytes"),
         (["--max-unsent-bytes", "1e20"], "--max-unsent-bytes"),  # started; every answer a 500
+        (["--max-unsent-bytes", "2048m"], "--max-unsent-bytes"),  # the same from 2g (uvloop's int)
+        (["--recent-streams", "10000000000000000000"], "--recent-streams"),  # a traceback
+        (["--upstream", "http://" + "a" * 64 + ":1"], "--upstream"),  # started; every answer a 500
+        (["--host", ".."], "--host"),  # a traceback (IDNA)
+        (["--metrics-host", "a" * 64], "--metrics-host"),
+        # the first list was dropped: ka got 401
+        (["--require-key", "ka", "--require-key", "kb"], "--require-key"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

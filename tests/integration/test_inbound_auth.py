@@ -145,11 +145,15 @@ async def test_openai_sdk_with_an_allowed_key_streams_through(upstream: Any, pro
     assert raised.value.code == "invalid_api_key"
 
 
+@pytest.mark.parametrize("bom", [False, True])
 async def test_key_file_keys_are_accepted_by_the_cli(
-    upstream: Any, http: aiohttp.ClientSession, tmp_path: Any
+    upstream: Any, http: aiohttp.ClientSession, tmp_path: Any, bom: bool
 ) -> None:
     keys = tmp_path / "keys.txt"
-    keys.write_text(f"# proxy keys\n\n{OTHER_KEY}\n{KEY}\n")
+    if bom:  # an editor's byte-order mark: the first key was refused 401 (an outside review)
+        keys.write_text(f"\ufeff{KEY}\n# proxy keys\n{OTHER_KEY}\n", encoding="utf-8")
+    else:
+        keys.write_text(f"# proxy keys\n\n{OTHER_KEY}\n{KEY}\n")
     url = await upstream(streaming_handler(complete_stream(1), Tally()))
     async with cli_proxy(url, "--require-key-file", str(keys)) as (child, proxy_url, admin):
         assert admin.host == "127.0.0.1", "the metrics port is loopback unless told otherwise"

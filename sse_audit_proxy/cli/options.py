@@ -238,28 +238,16 @@ def share(value: str) -> float:
     return n
 
 
-def int_at_most(limit: int) -> Callable[[str], int]:
-    """A whole number from 1 to `limit`."""
+def at_most(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[str], int]:
+    """`parse`'s number, at most `limit` (written `shown` in the error)."""
 
-    def parse(value: str) -> int:
-        n = positive_int(value)
-        if n > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {limit:,}: {value!r}")
-        return n
-
-    return parse
-
-
-def size_at_most(limit: int, shown: str) -> Callable[[str], int]:
-    """A byte size from 1 to `limit` (written `shown`)."""
-
-    def parse(value: str) -> int:
-        n = size(value)
+    def bounded(value: str) -> int:
+        n = parse(value)
         if n > limit:
             raise argparse.ArgumentTypeError(f"must be at most {shown}: {value!r}")
         return n
 
-    return parse
+    return bounded
 
 
 def positive_int(value: str) -> int:

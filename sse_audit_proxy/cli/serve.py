@@ -17,11 +17,11 @@ from sse_audit_proxy.cli.options import (
     ConfigError,
     added_header_name,
     address,
+    at_most,
     env_name,
     flag,
     header_name,
     header_names,
-    int_at_most,
     name_list,
     non_negative_float,
     option,
@@ -34,7 +34,6 @@ from sse_audit_proxy.cli.options import (
     service_link,
     shown_url,
     size,
-    size_at_most,
     upstream_url,
 )
 from sse_audit_proxy.core.audit import Thresholds
@@ -151,7 +150,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--max-unsent-bytes",
-        type=size_at_most(1 << 30, "1g"),  # 2g and more started, then every answer was a 500
+        type=at_most(size, 1 << 30, "1g"),  # 2g and more started, then every answer was a 500
         default=1 << 20,
         help="bytes a client may leave unread before the upstream is read no further until it "
         "takes some (backpressure), at most 1g; accepts k/m/g suffixes",
@@ -325,7 +324,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--recent-streams",
-        type=int_at_most(MAX_RECENT),
+        type=at_most(positive_int, MAX_RECENT, f"{MAX_RECENT:,}"),
         default=DEFAULT_CAPACITY,
         help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}, "
         f"at most {MAX_RECENT:,}",

@@ -361,6 +361,17 @@ def percent(value: str) -> float:
         raise argparse.ArgumentTypeError(f"not a percent from 0 to 100: {value!r}") from exc
 
 
+def request_header(value: str) -> tuple[str, str]:
+    """`Name: value`, for a request a tool sends. A line break or NUL in it is refused: the
+    probe failed with a traceback on it mid-run, and traffic sent nothing and exited 0."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise argparse.ArgumentTypeError("a header cannot hold a line break or NUL")
+    name, sep, val = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
+    return name.strip(), val.strip()
+
+
 def base_url(value: str) -> URL:
     """An OpenAI base URL: `http://host:port` gets `/v1`, anything with a path is kept."""
     url = upstream_url(value)

@@ -25,7 +25,14 @@ import orjson
 from yarl import URL
 
 from sse_audit_proxy.cli.format import seconds, table
-from sse_audit_proxy.cli.options import base_url, non_negative_float, positive_float, positive_int
+from sse_audit_proxy.cli.options import (
+    at_most,
+    base_url,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    request_header,
+)
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.figures import percentile
@@ -47,6 +54,7 @@ PROMPTS = (
 CANCEL_AFTER_READS = 1  # the `cancel` scenario's client leaves after this many body reads
 TTFT_SAMPLES = 10_000  # per scenario, most recent kept for percentiles
 MAX_ERROR_BODY = 64 << 10
+MAX_CONCURRENCY = 10_000  # streams open at once: one task each
 
 
 # The mix -----------------------------------------------------------------------------------
@@ -473,7 +481,7 @@ def add_traffic_options(p: argparse.ArgumentParser, *, rate: float, concurrency:
     )
     p.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=at_most(positive_int, MAX_CONCURRENCY, f"{MAX_CONCURRENCY:,}"),  # a task each: 10**28 OOM
         default=concurrency,
         metavar="N",
         help=f"most streams open at once (default: {concurrency})",
@@ -528,7 +536,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        type=_header,
+        type=request_header,
         help="extra request header, repeatable (e.g. -H 'X-Demo-TTFT-Ms: 50')",
     )
     p.add_argument(
@@ -555,13 +563,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run)
 
 
-def _header(value: str) -> tuple[str, str]:
-    name, sep, val = value.partition(":")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
-    return name.strip(), val.strip()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.json and (why := output_file.problem(Path(args.json))):
         print(f"sse-audit-proxy: error: --json {args.json}: {why}", file=sys.stderr)
@@ -572,6 +573,12 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             print(
                 f"sse-audit-proxy: error: environment variable {args.api_key_env} is not set", file=sys.stderr
+            )
+            return 2
+        if any(c in api_key for c in "\r\n\0"):
+            print(
+                f"sse-audit-proxy: error: environment variable {args.api_key_env} holds a line break or NUL",
+                file=sys.stderr,
             )
             return 2
     cfg = TrafficConfig(

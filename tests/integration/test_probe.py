@@ -463,6 +463,24 @@ def test_bad_usage_is_a_one_line_error_with_exit_status_2(tmp_path: Path) -> Non
         (["probe", "--base-url", "http://127.0.0.1:1"], {}, "--model"),
         (["probe", "--model", "m"], {}, "--base-url"),
         (["probe", "--base-url", "ftp://x", "--model", "m"], {}, "--base-url"),
+        # Each of the next four was a traceback mid-run, or (traffic) nothing sent and exit 0.
+        (["probe", "--base-url", "http://" + "a" * 64 + ":1", "--model", "m"], {}, "--base-url"),
+        (
+            ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "-H", "X-A: a\r\nX-B: b"],
+            {},
+            "line break",
+        ),
+        (
+            ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-env", "PROBE_BAD_KEY"],
+            {"PROBE_BAD_KEY": "a\nb"},
+            "PROBE_BAD_KEY",
+        ),
+        (["traffic", "--base-url", "http://127.0.0.1:1", "-H", "X-A: a\nX-B: b"], {}, "line break"),
+        (
+            ["traffic", "--base-url", "http://127.0.0.1:1", "--concurrency", "1" + "0" * 28],
+            {},
+            "--concurrency",
+        ),
         (
             ["probe", "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-env", "PROBE_UNSET_KEY"],
             {},

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from yarl import URL
 
-from sse_audit_proxy.cli.options import base_url, positive_float, upstream_url
+from sse_audit_proxy.cli.options import base_url, positive_float, request_header, upstream_url
 from sse_audit_proxy.server import loop
 from sse_audit_proxy.tools import output_file
 from sse_audit_proxy.tools.probe import report
@@ -38,16 +38,14 @@ class Plan:
 
 
 def _header(value: str) -> tuple[str, str]:
-    name, sep, val = value.partition(":")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
-    if name.strip().lower() in _KEY_HEADERS:
+    name, val = request_header(value)
+    if name.lower() in _KEY_HEADERS:
         raise argparse.ArgumentTypeError(
-            f"{name.strip()} is not taken on the command line: put "
+            f"{name} is not taken on the command line: put "
             "the key in an environment variable and name it with "
             "--api-key-env"
         )
-    return name.strip(), val.strip()
+    return name, val
 
 
 def _metrics_url(value: str) -> URL:
@@ -171,6 +169,8 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
     api_key = environ.get(key_env) or None
     if args.api_key_env and api_key is None:
         raise UsageError(f"environment variable {key_env} (--api-key-env) is not set or empty")
+    if api_key is not None and any(c in api_key for c in "\r\n\0"):
+        raise UsageError(f"environment variable {key_env} holds a line break or NUL: not a key")
     if args.compare_proxy_metrics_url and not args.compare_base_url:
         raise UsageError("--compare-proxy-metrics-url needs --compare-base-url")
     for flag, value in (("--side", args.side), ("--compare-side", args.compare_side)):

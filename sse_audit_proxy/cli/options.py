@@ -361,10 +361,15 @@ def percent(value: str) -> float:
         raise argparse.ArgumentTypeError(f"not a percent from 0 to 100: {value!r}") from exc
 
 
+def breaks_a_header(text: str) -> bool:
+    """`text` holds a line break or NUL, which no header value can: the probe failed with a
+    traceback on one mid-run, and traffic sent nothing and exited 0."""
+    return "\r" in text or "\n" in text or "\0" in text
+
+
 def request_header(value: str) -> tuple[str, str]:
-    """`Name: value`, for a request a tool sends. A line break or NUL in it is refused: the
-    probe failed with a traceback on it mid-run, and traffic sent nothing and exited 0."""
-    if "\r" in value or "\n" in value or "\0" in value:
+    """`Name: value`, for a request a tool sends."""
+    if breaks_a_header(value):
         raise argparse.ArgumentTypeError("a header cannot hold a line break or NUL")
     name, sep, val = value.partition(":")
     if not sep or not name.strip():

@@ -28,6 +28,7 @@ from sse_audit_proxy.cli.format import seconds, table
 from sse_audit_proxy.cli.options import (
     at_most,
     base_url,
+    breaks_a_header,
     non_negative_float,
     positive_float,
     positive_int,
@@ -575,7 +576,7 @@ def run(args: argparse.Namespace) -> int:
                 f"sse-audit-proxy: error: environment variable {args.api_key_env} is not set", file=sys.stderr
             )
             return 2
-        if any(c in api_key for c in "\r\n\0"):
+        if breaks_a_header(api_key):
             print(
                 f"sse-audit-proxy: error: environment variable {args.api_key_env} holds a line break or NUL",
                 file=sys.stderr,

@@ -12,7 +12,13 @@ from typing import TextIO
 
 from yarl import URL
 
-from sse_audit_proxy.cli.options import base_url, positive_float, request_header, upstream_url
+from sse_audit_proxy.cli.options import (
+    base_url,
+    breaks_a_header,
+    positive_float,
+    request_header,
+    upstream_url,
+)
 from sse_audit_proxy.server import loop
 from sse_audit_proxy.tools import output_file
 from sse_audit_proxy.tools.probe import report
@@ -169,7 +175,7 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
     api_key = environ.get(key_env) or None
     if args.api_key_env and api_key is None:
         raise UsageError(f"environment variable {key_env} (--api-key-env) is not set or empty")
-    if api_key is not None and any(c in api_key for c in "\r\n\0"):
+    if api_key is not None and breaks_a_header(api_key):
         raise UsageError(f"environment variable {key_env} holds a line break or NUL: not a key")
     if args.compare_proxy_metrics_url and not args.compare_base_url:
         raise UsageError("--compare-proxy-metrics-url needs --compare-base-url")

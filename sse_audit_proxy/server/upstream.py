@@ -260,16 +260,8 @@ class Connection(asyncio.Protocol):
             self._flush()  # what was framed before the fault goes on
             self._fail(BadResponse("unparseable response"), End.UPSTREAM_BROKEN)
         else:
-            first = self._first
-            if first is not None:
-                sink = self._sink
-                if self._more is None and sink is not None:  # one piece (a paced frame): no join
-                    self._first = None
-                    why = sink(first, self.last_read)
-                    if why is not None:
-                        self.stop_relay(why)
-                else:
-                    self._flush()
+            if self._first is not None:
+                self._flush()
             if self._not_body:
                 # Neither a body byte nor the final head: framing only (a head or a chunk
                 # extension trickled, interim 100s), which must not hold off the idle timeout.
@@ -475,7 +467,7 @@ class Connection(asyncio.Protocol):
             return
         more = self._more
         self._first = self._more = None
-        body = first if more is None else b"".join((first, *more))
+        body = first if more is None else b"".join((first, *more))  # a paced frame: no join
         sink = self._sink
         if sink is None:
             if self._early is None:

@@ -6,7 +6,7 @@ import sys
 
 from sse_audit_proxy import __version__
 from sse_audit_proxy.cli import serve
-from sse_audit_proxy.cli.options import Parser
+from sse_audit_proxy.cli.options import Parser, settings
 from sse_audit_proxy.tools import bench, case, demo, gateway, probe, traffic
 
 COMMANDS = (serve, gateway, traffic, demo, probe, bench, case)
@@ -20,6 +20,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
+    # serve tells a misspelt variable of its own from another command's (traffic's, probe's)
+    parser.set_defaults(every_setting=frozenset().union(*(settings(p) for p in sub.choices.values())))
     return parser
 
 

@@ -32,6 +32,16 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
+def settings(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The variables of a command's flags. A flag's variable is named for its first long form
+    (`--canary-guard`, not its `--no-`)."""
+    return frozenset(
+        env_name(next(o for o in a.option_strings if o.startswith("--")))
+        for a in parser._actions
+        if a.dest != "help" and any(o.startswith("--") for o in a.option_strings)
+    )
+
+
 # Kubernetes gives each container variables for every Service of its namespace (unless the pod
 # sets `enableServiceLinks: false`), named for the Service: `sse-audit-proxy` makes
 # SSE_AUDIT_PROXY_SERVICE_HOST, SSE_AUDIT_PROXY_PORT=tcp://10.0.0.1:8080 and more, and a Service
@@ -250,6 +260,18 @@ def at_most(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[st
     return bounded
 
 
+def at_least(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[str], int]:
+    """`parse`'s number, at least `limit` (written `shown` in the error)."""
+
+    def bounded(value: str) -> int:
+        n = parse(value)
+        if n < limit:
+            raise argparse.ArgumentTypeError(f"must be at least {shown}: {value!r}")
+        return n
+
+    return bounded
+
+
 def positive_int(value: str) -> int:
     try:
         n = int(value)
@@ -336,9 +358,12 @@ def address(value: str) -> str:
 
 
 # What an answer's framing, its connection or its trace ID depend on: naming the instance with
-# one broke every answer (`Content-Length: pod-7`) or the client's correlation.
+# one broke every answer (`Content-Length: pod-7`) or the client's correlation. Nor a field a
+# client acts on (`Set-Cookie: pod-7` set a cookie, `Retry-After: pod-7` is no delay).
 _FIELDS_NOT_ADDED = frozenset(
     {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "date"}
+    | {"set-cookie", "location", "www-authenticate", "retry-after", "cache-control", "vary"}
+    | {"age", "expires", "etag", "last-modified", "authorization", "cookie"}
     | {name.lower() for name in TRACE_HEADERS}
 )
 

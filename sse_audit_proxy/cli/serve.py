@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import functools
 import os
@@ -17,8 +18,8 @@ from sse_audit_proxy.cli.options import (
     ConfigError,
     added_header_name,
     address,
+    at_least,
     at_most,
-    env_name,
     flag,
     header_name,
     header_names,
@@ -32,6 +33,7 @@ from sse_audit_proxy.cli.options import (
     ratio,
     readable_file,
     service_link,
+    settings,
     shown_url,
     size,
     upstream_url,
@@ -57,6 +59,7 @@ from sse_audit_proxy.sinks.recent import DEFAULT_CAPACITY, MAX_RECENT
 _RULES = Thresholds()  # the documented defaults of the timing rules
 # More processes than any machine has cores for (10,000 spawned until the kernel refused).
 MAX_WORKERS = 256
+MIN_LOG_BUFFER = 64 << 10
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -169,7 +172,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p,
         "--upstream-ca-file",
         type=readable_file,
-        help="PEM file of extra CA certificates trusted for the upstream's TLS",
+        help="PEM file of extra CA certificates trusted for the upstream's TLS (an https:// "
+        "--upstream or --canary)",
     )
     flag(p, "--insecure-upstream", help="do not verify the upstream's TLS certificate (testing only)")
     option(
@@ -308,10 +312,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     option(
         p,
         "--log-buffer-bytes",
-        type=size,
+        # Below a few lines' worth, every line is dropped (a `stream_end` line is 1 to 4 KiB).
+        type=at_least(size, MIN_LOG_BUFFER, "64k"),
         default=DEFAULT_LOG_BUFFER,
         help="log lines waiting for a slow stdout reader, at most; lines past it are dropped "
-        "and counted (sse_audit_log_lines_dropped_total), never waited for; accepts k/m/g suffixes",
+        "and counted (sse_audit_log_lines_dropped_total), never waited for; at least 64k; accepts "
+        "k/m/g suffixes",
     )
     option(
         p,
@@ -329,13 +335,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="audit records each process keeps for GET /streams/recent and /streams/{trace_id}, "
         f"at most {MAX_RECENT:,}",
     )
-    # A flag's variable is named for its first long form (`--canary-guard`, not its `--no-`).
-    known = frozenset(
-        env_name(next(o for o in a.option_strings if o.startswith("--")))
-        for a in p._actions
-        if a.dest != "help" and any(o.startswith("--") for o in a.option_strings)
-    )
-    p.set_defaults(run=run, known_settings=known)
+    p.set_defaults(run=run, known_settings=settings(p))
 
 
 def unknown_settings(known: frozenset[str]) -> list[str]:
@@ -347,6 +347,21 @@ def unknown_settings(known: frozenset[str]) -> list[str]:
         for name, value in os.environ.items()
         if name.startswith(ENV_PREFIX) and name not in known and not service_link(name, value)
     )
+
+
+def mistyped_settings(unknown: list[str], known: frozenset[str], every: frozenset[str]) -> list[str]:
+    """Unknown variables that read as a misspelling of one of serve's (SSE_AUDIT_REQUIRE_KEYS):
+    `NAME (did you mean KNOWN?)`. Refused, not warned of: a proxy started without the auth or
+    the limit its operator set runs open in the request path. Another command's variables
+    (traffic's, probe's in the same shell) are not misspellings."""
+    found = []
+    for name in unknown:
+        if name in every:
+            continue
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if near:
+            found.append(f"{name} (did you mean {near[0]}?)")
+    return found
 
 
 def add_canary_options(p: argparse.ArgumentParser) -> None:
@@ -527,6 +542,15 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
             "--require-key: no API keys given (an empty list); set keys, or "
             "unset it and SSE_AUDIT_REQUIRE_KEY to run without inbound auth"
         )
+    tls = any(u is not None and u.scheme == "https" for u in (args.upstream, args.canary))
+    for given, name in (
+        (args.upstream_ca_file, "--upstream-ca-file"),
+        (args.insecure_upstream, "--insecure-upstream"),
+    ):
+        if given and not tls:
+            # TLS settings for a plain-text upstream: what was meant to be verified (or
+            # knowingly not) would go out unencrypted.
+            raise ConfigError(f"{name} is for an https:// upstream, and --upstream and --canary are http://")
     keys = tuple(args.require_key or ())
     if args.require_key_file:
         try:
@@ -573,7 +597,11 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    unknown = unknown_settings(args.known_settings)
     try:
+        mistyped = mistyped_settings(unknown, args.known_settings, args.every_setting)
+        if mistyped:  # names only: a value could be a key
+            raise ConfigError(f"no such setting: {', '.join(mistyped)}")
         config = config_from(args)
     except ConfigError as exc:
         print(f"sse-audit-proxy: error: {exc}", file=sys.stderr)
@@ -586,7 +614,6 @@ def run(args: argparse.Namespace) -> int:
         buffer_bytes=args.log_buffer_bytes,
     )
     setup_logging()
-    unknown = unknown_settings(args.known_settings)
     if unknown:  # names only: a value could be a key
         structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown)
     if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):

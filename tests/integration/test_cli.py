@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import trustme
 
 import sse_audit_proxy
 
@@ -108,12 +109,13 @@ def test_an_upstream_url_from_the_environment_shows_no_credentials_in_its_error(
     assert "PASSWORD-in-url" not in proc.stderr + proc.stdout
 
 
-def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() -> None:
-    """SSE_AUDIT_REQUIRE_KEYS (for SSE_AUDIT_REQUIRE_KEY) started a proxy with no auth, silently;
-    a switch's variable has no `NO_` form either (SSE_AUDIT_NO_CANARY_GUARD did nothing)."""
+def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() -> None:
+    """A variable that names no setting of serve and reads as no misspelling of one: said, with
+    its name only; another command's variable (traffic's, set in the same shell) is not an
+    error either."""
     env = {
-        "SSE_AUDIT_REQUIRE_KEYS": "s3cret-VALUE",
-        "SSE_AUDIT_NO_CANARY_GUARD": "1",
+        "SSE_AUDIT_AUDIT_LEVEL": "s3cret-VALUE",
+        "SSE_AUDIT_CONCURRENCY": "8",
         "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1",
         # What the kubelet sets for Services named `sse-audit-proxy` and `sse-audit` (outside
         # review: a false warning on every pod, and every pod exiting 2 on SSE_AUDIT_PORT).
@@ -144,9 +146,29 @@ def test_a_misspelt_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         proc.terminate()
         rest = proc.communicate(timeout=20)
     (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
-    assert warning["names"] == ["SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_REQUIRE_KEYS"]  # no Service's
+    assert warning["names"] == ["SSE_AUDIT_AUDIT_LEVEL", "SSE_AUDIT_CONCURRENCY"]  # no Service's
     assert warning["level"] == "warning"
     assert "s3cret-VALUE" not in repr(lines) + rest[0] + rest[1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        # SSE_AUDIT_REQUIRE_KEYS started a proxy with no auth, with a warning at most; a switch's
+        # variable has no `NO_` form (SSE_AUDIT_NO_CANARY_GUARD did nothing)
+        ("SSE_AUDIT_REQUIRE_KEYS", "SSE_AUDIT_REQUIRE_KEY"),
+        ("SSE_AUDIT_REQUIRE_KEY_FILES", "SSE_AUDIT_REQUIRE_KEY_FILE"),
+        ("SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_CANARY_GUARD"),
+        ("SSE_AUDIT_IDLE_TIMOUT", "SSE_AUDIT_IDLE_TIMEOUT"),
+    ],
+)
+def test_a_misspelt_setting_is_a_one_line_error_naming_it_and_never_its_value(
+    variable: str, meant: str
+) -> None:
+    proc = run("serve", env={"SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1", variable: "s3cret-VALUE"})
+    assert_one_line_error(proc, variable, f"did you mean {meant}?")
+    assert proc.returncode == 2
+    assert "s3cret-VALUE" not in proc.stderr + proc.stdout
 
 
 def test_unknown_flag_is_a_one_line_error() -> None:
@@ -202,9 +224,30 @@ def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
     assert_one_line_error(proc, f"--json {path}: ")
 
 
-@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "X-Client-Request-Id"])
+def test_a_ca_file_for_a_plain_text_upstream_is_a_one_line_error(tmp_path: Path) -> None:
+    """It started: the upstream the operator meant to verify was spoken to unencrypted."""
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    proc = run(*SERVE, "--upstream-ca-file", str(ca_file), timeout=5)
+    assert_one_line_error(proc, "--upstream-ca-file", "https://")
+    assert proc.returncode == 2
+    # the same file for an https:// canary is what it is for
+    from sse_audit_proxy.cli.main import build_parser
+    from sse_audit_proxy.cli.serve import config_from
+
+    args = build_parser().parse_args(
+        [*SERVE, "--upstream-ca-file", str(ca_file), "--canary", "https://127.0.0.1:2"]
+    )
+    assert config_from(args).proxy.upstream_ca_file == str(ca_file)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Content-Length", "transfer-encoding", "Connection", "X-Client-Request-Id", "Set-Cookie", "Retry-After"],
+)
 def test_an_instance_header_that_answers_depend_on_is_a_one_line_error(name: str) -> None:
-    """`Content-Length` broke every answer (two lengths), `X-Client-Request-Id` the trace ID."""
+    """`Content-Length` broke every answer (two lengths), `X-Client-Request-Id` the trace ID;
+    `Set-Cookie` set a cookie in every browser behind the proxy."""
     proc = run(
         *SERVE,
         "--instance-header",
@@ -234,12 +277,15 @@ def test_a_header_name_with_spaces_around_it_and_a_bracketed_ipv6_host_are_taken
         (["--metrics-host", " "], "--metrics-host"),
         (["--max-frame-bytes", "1e400"], "--max-frame-bytes"),  # a traceback (OverflowError)
         (["--log-buffer-bytes", "infk"], "--log-buffer-bytes"),
+        (["--log-buffer-bytes", "1"], "--log-buffer-bytes"),  # started; every log line dropped
         (["--max-unsent-bytes", "1e20"], "--max-unsent-bytes"),  # started; every answer a 500
         (["--max-unsent-bytes", "2048m"], "--max-unsent-bytes"),  # the same from 2g (uvloop's int)
         (["--recent-streams", "10000000000000000000"], "--recent-streams"),  # a traceback
         (["--upstream", "http://" + "a" * 64 + ":1"], "--upstream"),  # started; every answer a 500
         (["--host", ".."], "--host"),  # a traceback (IDNA)
         (["--metrics-host", "a" * 64], "--metrics-host"),
+        # TLS settings for a plain-text upstream: what was to be verified went out unencrypted
+        (["--insecure-upstream"], "--insecure-upstream"),
         # the first list was dropped: ka got 401
         (["--require-key", "ka", "--require-key", "kb"], "--require-key"),
     ],

@@ -652,7 +652,15 @@ class Connection(asyncio.Protocol):
         if ok:
             assert self.transport is not None
             self.transport.resume_reading()  # an idle connection must see stray bytes at once
-            self._pool._put(self, keep_idle)
+            if self.target.ssl is None:
+                self._pool._put(self, keep_idle)
+            else:
+                # What came over TLS while reading was paused waits in the TLS layer, where
+                # `_input_waiting`'s poll of the socket cannot see it; resuming hands it on in
+                # the loop's next pass, queued before this. Pooled at once, the connection was
+                # handed to the next client with another's stray response (or the upstream's
+                # close_notify) waiting in it (outside review).
+                self._loop.call_soon(self._pool._put_if_fit, self, keep_idle)
         else:
             self.close()
 
@@ -773,6 +781,13 @@ class Pool:
     def keep(self, conn: Connection) -> None:
         """A connection made ahead of any request: pooled for the first one."""
         self._put(conn, POOL_IDLE_SECONDS)
+
+    def _put_if_fit(self, conn: Connection, keep_idle: float) -> None:
+        """Pool `conn` unless what was read since its release made it unfit."""
+        if conn.dead or conn.transport is None or conn.transport.is_closing():
+            conn.close()
+        else:
+            self._put(conn, keep_idle)
 
     def _put(self, conn: Connection, keep_idle: float) -> None:
         idle = self._idle.setdefault(conn.target, [])

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -166,6 +168,57 @@ async def test_a_pooled_connection_closed_by_the_upstream_is_not_handed_out(
     again = await pool.acquire(Target("http", "127.0.0.1", port, None))
     assert again is not conn
     again.close()
+
+
+@pytest.mark.parametrize("then", ["stray_answer", "close"])
+async def test_a_tls_connection_with_unread_input_in_its_tls_layer_is_not_handed_out(
+    then: str, tls_upstream: tuple[ssl.SSLContext, Path]
+) -> None:
+    """Over TLS, what arrives while reading is paused (the relay not started, a compressed
+    tail being decoded) waits in the TLS layer, where a poll of the socket sees nothing: the
+    connection was pooled at release and handed, in the same pass, to another client's request,
+    which got the stray answer as its own (outside review: a cross-client leak)."""
+    context, ca_file = tls_upstream
+    sent = asyncio.Event()
+
+    async def answer_then_stray(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        if then == "close":  # a draining server (uvicorn's): the request written next got a 502
+            writer.close()
+            sent.set()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY")  # nobody asked
+        await writer.drain()
+        sent.set()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(answer_then_stray, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    target = Target("https", "127.0.0.1", port, ssl.create_default_context(cafile=str(ca_file)))
+    pool = Pool(connect_timeout=5.0)
+    try:
+        conn = await pool.acquire(target)
+        conn.start(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5
+        )
+        await conn.response_head()  # reading is paused from here until a relay starts
+        await asyncio.wait_for(sent.wait(), 5)
+        await asyncio.sleep(0.1)  # the stray is read from the socket into the TLS layer
+        assert conn.transport is not None and not _input_waiting(conn.transport)  # unseen there
+        conn.body_done = conn.sent = conn.keep_alive = True  # the response ended exactly
+        conn.release()
+        again = await pool.acquire(target)  # another client's request, in the same pass
+        assert again is not conn
+        again.close()
+        await asyncio.sleep(0.1)
+        assert conn.dead and conn not in pool._idle.get(target, [])
+    finally:
+        pool.close()
+        server.close()
 
 
 async def test_an_idle_live_connection_has_nothing_waiting() -> None:

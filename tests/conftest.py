@@ -149,10 +149,10 @@ class RecordingSink:
         self.leaks: list[tuple[str, list[str]]] = []
         self._changed = asyncio.Event()
 
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         pass
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

@@ -296,10 +296,10 @@ class CanaryControl:
 
     # Sink hooks -----------------------------------------------------------------------
 
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         pass
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

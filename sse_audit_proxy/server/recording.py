@@ -28,8 +28,8 @@ _log = structlog.get_logger("sse_audit_proxy")
 class Sink(Protocol):
     """Something that hangs off the end of a stream: metrics, logs, recent-streams buffer."""
 
-    def stream_started(self, route: str, upstream: str) -> None: ...
-    def stream_ended(self, route: str, upstream: str) -> None: ...
+    def stream_started(self, rec: AuditRecord) -> None: ...
+    def stream_ended(self, rec: AuditRecord) -> None: ...
     def record(self, rec: AuditRecord) -> None: ...
 
 
@@ -97,7 +97,7 @@ class Recording:
         rec = self.rec
         for sink in self._sinks:
             try:
-                getattr(sink, call)(rec.route, rec.upstream)
+                getattr(sink, call)(rec)
             except Exception as exc:
                 self._sink_failed(sink, call, exc)
 

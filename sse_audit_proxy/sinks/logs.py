@@ -202,10 +202,10 @@ class LogSink:
         self._redactor = Redactor(secret_headers)
         self._instance = instance
 
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         pass
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

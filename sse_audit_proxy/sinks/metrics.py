@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import judge
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.core.verdict import Outcome
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
 OTHER = "other"
@@ -243,11 +244,23 @@ class Metrics:
     def connection_closed(self, reason: str) -> None:
         self._child(self.connections_closed, reason).inc()
 
-    def stream_started(self, route: str, upstream: str) -> None:
-        self._child(self.active, route, upstream).inc()
+    def stream_started(self, rec: AuditRecord) -> None:
+        route, side = rec.route, rec.upstream
+        self._child(self.active, route, side).inc()
+        # The stream's counters are exported at 0 from its start (its model given a place as
+        # `record` will give it, by the same status), not first with its count: Prometheus has
+        # no sample before a series' first, so rate() and increase() missed the first stream of
+        # every (route, model, upstream), and a new canary's first bad streams on each model
+        # with it (an outside review: 5 of a canary's 20 bad streams seen, over 15 models).
+        key = (route, self.models(rec.model, _names_a_model(rec.status)), side)
+        if key not in self._series:
+            series = self._series[key] = _Series(self, key)
+            for name in ("judged", "bad"):
+                getattr(series, name)  # made, at 0
+            self._child(self.streams, *key, Outcome.COMPLETE.value)
 
-    def stream_ended(self, route: str, upstream: str) -> None:
-        self._child(self.active, route, upstream).dec()
+    def stream_ended(self, rec: AuditRecord) -> None:
+        self._child(self.active, rec.route, rec.upstream).dec()
 
     def record(self, rec: AuditRecord) -> None:
         child = self._child
@@ -297,8 +310,8 @@ class Metrics:
 class _Series:
     """The children of the metrics labelled (route, model, upstream) alone, for one such label
     set: each stream touches up to seven, one attribute read each (not a memo lookup by
-    metric and labels). A child is made on first use, as `labels()` makes it: a series the
-    streams never touched is not exported (at 0) any more than before."""
+    metric and labels). A child is made on first use, as `labels()` makes it; `judged` and
+    `bad` when the label set's first stream opens (Metrics.stream_started)."""
 
     __slots__ = (
         "_labels",

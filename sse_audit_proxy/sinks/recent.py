@@ -52,10 +52,10 @@ class RecentStreams:
 
     # Sink hooks -----------------------------------------------------------------------
 
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         pass
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         pass
 
     def record(self, rec: AuditRecord) -> None:

@@ -168,6 +168,45 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     assert m.models("o4", True) == "other"  # the cap holds
 
 
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_a_streams_counters_are_exported_at_zero_from_its_start() -> None:
+    """A series that first appears with its first count has that count missed by Prometheus'
+    rate() and increase() (no sample before it): a new canary's first bad stream on each model
+    went unseen by the dashboard, the alerts and the rollout's analysis (an outside review)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_models=2)
+    series = {"route": "chat_completions", "model": "m1", "upstream": "canary"}
+    assert _value(registry, "sse_audit_bad_streams_total", **series) is None
+    rec = AuditRecord("t", "chat_completions", "POST", "m1", 200, 0.0, 0.0, 0, None, upstream="canary")
+    m.stream_started(rec)
+    assert _value(registry, "sse_audit_bad_streams_total", **series) == 0
+    assert _value(registry, "sse_audit_judged_streams_total", **series) == 0
+    assert _value(registry, "sse_audit_streams_total", outcome="complete", **series) == 0
+    assert _value(registry, "sse_audit_active_streams", route="chat_completions", upstream="canary") == 1
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(healthy(3)[0], 0.1)
+    rec.stream = audit.finish(0.2, End.UPSTREAM_EOF)  # cut: truncated, a bad stream
+    m.stream_ended(rec)
+    m.record(rec)
+    assert _value(registry, "sse_audit_bad_streams_total", **series) == 1
+    assert _value(registry, "sse_audit_judged_streams_total", **series) == 1
+    assert _value(registry, "sse_audit_streams_total", outcome="truncated", **series) == 1
+    assert _value(registry, "sse_audit_active_streams", route="chat_completions", upstream="canary") == 0
+    # A stream refused as the client's error (a made-up model) takes no place at its start either
+    m.stream_started(AuditRecord("t", "chat_completions", "POST", "made-up", 404, 0.0, 0.0, 0, None))
+    m.stream_started(AuditRecord("t", "chat_completions", "POST", "m2", 200, 0.0, 0.0, 0, None))
+    assert m.models("m2", False) == "m2"
+    assert _value(registry, "sse_audit_judged_streams_total", model="made-up") is None
+    assert _value(registry, "sse_audit_judged_streams_total", model="other") == 0
+
+
 def test_the_status_label_is_bounded() -> None:
     """The upstream chooses its statuses: 798 distinct ones once made 14,400 series."""
     registry = CollectorRegistry()

@@ -29,10 +29,10 @@ class Calls:
         if call in self.failing:
             raise RuntimeError("sink broke")
 
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         self._note("stream_started")
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         self._note("stream_ended")
 
     def record(self, rec: AuditRecord) -> None:

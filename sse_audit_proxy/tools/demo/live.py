@@ -91,13 +91,13 @@ class LiveStats:
         return tally
 
     # Sink hooks
-    def stream_started(self, route: str, upstream: str) -> None:
+    def stream_started(self, rec: AuditRecord) -> None:
         self.active += 1
-        self._side(upstream).active += 1
+        self._side(rec.upstream).active += 1
 
-    def stream_ended(self, route: str, upstream: str) -> None:
+    def stream_ended(self, rec: AuditRecord) -> None:
         self.active -= 1
-        self._side(upstream).active -= 1
+        self._side(rec.upstream).active -= 1
 
     def record(self, rec: AuditRecord) -> None:
         self.requests += 1

@@ -42,17 +42,24 @@ def side_quantiles(histogram: str) -> list[tuple[str, str]]:
 def side_share(numerator: str, by: str = "", denominator: str = "sse_audit_streams_total") -> str:
     """Each side's share of `denominator` (per `by` value too); with no `by`, 0 where a side
     has no such stream."""
-    total = rate(denominator, "upstream")
+    # Divided by the sides with such streams only: a quiet (or rolled back) side's 0/0 drew
+    # NaN, or, through `or 0 *`, a healthy-looking 0.
+    total = f"({rate(denominator, 'upstream')} > 0)"
     if by:
-        return (f"{rate(numerator, f'upstream, {by}')}\n  / ignoring ({by}) group_left\n"
+        return (f"{rate(numerator, f'upstream, {by}')}\n  / ignoring ({by}) group_left ()\n"
                 f"{total}")
     return f"(\n  {rate(numerator, 'upstream')}\n  or 0 * {total}\n)\n  / {total}"
 
 
+# Each side's streams that should carry usage, where there were any.
+USAGE_ASKED = f"({rate('sse_audit_usage_requested_streams_total', 'upstream')} > 0)"
+
+
 def zero_filled(series: str) -> str:
-    """A recorded share, or 0 where the streams exist but the anomaly never happened."""
+    """A recorded share, or 0 where streams came but the anomaly never happened (nothing for a
+    model with no stream in the window)."""
     return (f"{series} or on (job, route, model) "
-            f"0 * job_route_model:sse_audit_streams:rate5m{{{RULE_SEL}}}")
+            f"0 * (job_route_model:sse_audit_streams:rate5m{{{RULE_SEL}}} > 0)")
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -281,10 +288,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "p95 {{upstream}}")], unit="s", width=6),
         panel("Usage missing share by side",
               "Among streams that should carry usage, the share without it, per side.",
-              [(rate("sse_audit_stream_anomalies_total", "upstream",
-                     SEL + ', anomaly="missing_usage"') + "\n  / "
-                + rate("sse_audit_usage_requested_streams_total", "upstream")
-                + "\nor 0 * " + rate("sse_audit_usage_requested_streams_total", "upstream"),
+              [("(\n  " + rate("sse_audit_stream_anomalies_total", "upstream",
+                               SEL + ', anomaly="missing_usage"')
+                + "\n  or 0 * " + USAGE_ASKED + "\n)\n  / " + USAGE_ASKED,
                 "{{upstream}}")],
               unit="percentunit", width=6),
     ]),
@@ -299,7 +305,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "their outcome; a stream without usage adds none). A change after the cutover "
               "means different max_tokens, models, truncation upstream or missing usage.",
               [(rate("sse_audit_usage_tokens_total", "route", SEL + ', type="completion"')
-                + " / " + rate("sse_audit_streams_total", "route"),
+                + " / (" + rate("sse_audit_streams_total", "route") + " > 0)",
                 "{{route}}")],
               unit="short", width=12),
     ]),

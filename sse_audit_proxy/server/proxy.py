@@ -134,6 +134,13 @@ REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _TRACE_FIELDS = tuple(name.encode("ascii") for name in TRACE_HEADERS)  # X-Client-Request-Id first
 # The trace ID is set by the proxy (the client's, or a fresh one).
 RESPONSE_DROP = HOP_BY_HOP | {TRACE_HEADER.lower().encode()}
+# A 204 has no body, and a server must not send its Content-Length (RFC 9110 8.6): a hop in
+# front of the proxy that framed the answer by one would wait for that many bytes, or read
+# the next answer as them.
+NO_CONTENT_DROP = RESPONSE_DROP | {b"content-length"}
+# What a reason phrase may hold (RFC 9112 4: HTAB, SP, VCHAR, obs-text): one with a control
+# character (NUL, ESC) goes out empty, not as the upstream wrote it.
+_NOT_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 
 # nginx's convention: the client went away before it was answered.
 STATUS_CLIENT_GONE = 499
@@ -924,8 +931,10 @@ class Proxy:
     ) -> bytes:
         """The upstream's head as it came (hop-by-hop fields aside), plus the trace ID."""
         version = b"HTTP/1.1" if request.version >= HTTP11 else b"HTTP/1.0"
-        lines = [b"%s %d %s\r\n" % (version, conn.status, conn.reason)]
-        lines.extend(forward_fields(conn.headers, RESPONSE_DROP, chunked=conn.chunked))
+        reason = b"" if _NOT_REASON.search(conn.reason) else conn.reason
+        lines = [b"%s %d %s\r\n" % (version, conn.status, reason)]
+        drop = NO_CONTENT_DROP if conn.status == 204 else RESPONSE_DROP
+        lines.extend(forward_fields(conn.headers, drop, chunked=conn.chunked))
         lines.append(b"X-Client-Request-Id: %s\r\n" % rec.trace_id.encode("ascii"))
         if self.config.instance_header:
             lines.append(

@@ -194,3 +194,31 @@ async def test_exactly_chunked_in_any_case_is_read(spelling: bytes) -> None:
         assert await records(child, 2) == [(200, None), (200, None)]
     assert [body for _, body in got] == [PAYLOAD, PAYLOAD]
     assert up.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("status_line", "fields", "want_line", "gone"),
+    [
+        # A server must not send a 204's Content-Length (RFC 9110 8.6): a hop in front that
+        # framed the answer by it waited for 5 bytes, or took the next answer's as them.
+        (b"HTTP/1.1 204 No Content", b"Content-Length: 5\r\n", b"HTTP/1.1 204 No Content", b"content-length"),
+        # A reason phrase is HTAB, SP, VCHAR, obs-text (RFC 9112 4): NUL and ESC went out as
+        # they came, a terminal escape in whatever prints the head.
+        (b"HTTP/1.1 200 O\x00K\x1b[2J", b"Content-Length: 2\r\n", b"HTTP/1.1 200 ", b"\x1b"),
+    ],
+    ids=["204_content_length", "control_in_reason"],
+)
+async def test_a_head_a_server_must_not_send_is_not_relayed_as_it_came(
+    status_line: bytes, fields: bytes, want_line: bytes, gone: bytes
+) -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(status_line + b"\r\n" + fields + b"\r\n" + (b"" if b" 204 " in status_line else b"ok"))
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        got = await raw_exchange(
+            child.url.port, b"GET /v1/models HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+        )
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert head.split(b"\r\n")[0] == want_line, head
+    assert gone not in head.lower(), head
+    assert b"\x00" not in head

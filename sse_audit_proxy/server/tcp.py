@@ -69,6 +69,29 @@ def peer_closed(transport: asyncio.BaseTransport) -> bool:
     return state != _ESTABLISHED
 
 
+# struct tcp_info's tcpi_bytes_received (Linux 4.1 and later): a u64 at byte 128.
+_BYTES_RECEIVED = struct.Struct("=Q")
+_BYTES_RECEIVED_AT = 128
+
+
+def bytes_received(transport: asyncio.BaseTransport) -> int | None:
+    """Bytes of the peer's that the kernel has taken in on this connection so far (Linux), or
+    None where it cannot tell. Unlike FIONREAD it counts what was read already: over TLS, the
+    transport reads the socket on and holds what is not a whole record yet where nothing else
+    shows it."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not _LINUX:
+        return None
+    try:
+        info: bytes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except OSError:
+        return None
+    if len(info) < _BYTES_RECEIVED_AT + _BYTES_RECEIVED.size:
+        return None
+    received: int = _BYTES_RECEIVED.unpack_from(info, _BYTES_RECEIVED_AT)[0]
+    return received
+
+
 def reset(transport: asyncio.WriteTransport) -> None:
     """Abort with a reset: what the kernel still held for the peer is dropped with it."""
     sock = transport.get_extra_info("socket")

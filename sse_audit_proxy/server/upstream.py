@@ -34,6 +34,7 @@ from typing import cast
 import httptools
 
 from sse_audit_proxy.core.audit import End
+from sse_audit_proxy.server.tcp import bytes_received
 
 # How long an idle pooled connection is kept, or less: a second under what the upstream's
 # `Keep-Alive: timeout=N` says it keeps one, so that a request is never written as the upstream
@@ -183,6 +184,7 @@ class Connection(asyncio.Protocol):
         "last_read",
         "on_answer",
         "pooled_at",
+        "pooled_received",
         "reason",
         "sent",
         "status",
@@ -205,6 +207,7 @@ class Connection(asyncio.Protocol):
         self.on_answer: Callable[[], None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None  # pooled: close when idle too long
         self.pooled_at = 0.0  # when (time.monotonic) it last went idle in the pool (0: never)
+        self.pooled_received: int | None = None  # the kernel's count of bytes in, when pooled
         self._closed_cleanly = False  # the peer ended its side (over TLS: with close_notify)
         self._reset()
 
@@ -693,7 +696,7 @@ class Pool:
             if conn.dead or transport is None or transport.is_closing():
                 continue
             conn._cancel_timer()
-            if _input_waiting(transport):
+            if _input_waiting(transport) or _received_while_idle(conn, transport):
                 conn.close()  # closed by the upstream, or it sent what nobody asked for
                 continue
             return conn
@@ -796,6 +799,7 @@ class Pool:
             return
         idle.append(conn)
         conn.pooled_at = now = _monotonic()
+        conn.pooled_received = bytes_received(conn.transport) if conn.transport is not None else None
         learned = self._learned_idle.get(conn.target)
         if learned is not None:
             if now < learned[1]:
@@ -860,6 +864,18 @@ def _input_waiting(transport: asyncio.Transport) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
+
+
+def _received_while_idle(conn: Connection, transport: asyncio.Transport) -> bool:
+    """Bytes came in since the connection was pooled, though none reached the protocol: over
+    TLS, part of a record (a stray answer's first half) waits in the TLS layer, which neither
+    hands it on nor leaves it in the socket, and the request written next got the stray as its
+    answer (outside review). The kernel counts every byte it took in."""
+    before = conn.pooled_received
+    if before is None:
+        return False
+    now = bytes_received(transport)
+    return now is None or now != before
 
 
 async def _resolve(

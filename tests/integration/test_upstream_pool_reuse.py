@@ -221,6 +221,73 @@ async def test_a_tls_connection_with_unread_input_in_its_tls_layer_is_not_handed
         server.close()
 
 
+async def test_a_tls_connection_sent_half_a_record_while_idle_is_not_handed_out(
+    tls_upstream: tuple[ssl.SSLContext, Path],
+) -> None:
+    """Half a TLS record (a stray answer's first half) that comes while the connection idles
+    in the pool is read off the socket by the TLS layer, which hands nothing on until the
+    record is whole: no byte reached the protocol, the socket looked empty, and the request
+    written next got the stray as its answer once the rest came (outside review). The kernel's
+    count of bytes taken in shows it."""
+    context, ca_file = tls_upstream
+    half_sent = asyncio.Event()
+
+    async def records_by_hand(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+
+        async def until_done(step: Any) -> Any:
+            while True:
+                try:
+                    return step()
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+                    data = await reader.read(65536)
+                    if not data:
+                        raise ConnectionError from None
+                    incoming.write(data)
+
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await until_done(tls.do_handshake)
+            writer.write(outgoing.read())
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += await until_done(lambda: tls.read(65536))
+            tls.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.write(outgoing.read())
+            await asyncio.sleep(0.3)  # the connection idles in the pool
+            tls.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY")
+            stray = outgoing.read()
+            writer.write(stray[: len(stray) // 2])
+            await writer.drain()
+            half_sent.set()
+            await reader.read()
+
+    server = await asyncio.start_server(records_by_hand, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = Target("https", "127.0.0.1", port, ssl.create_default_context(cafile=str(ca_file)))
+    pool = Pool(connect_timeout=5.0)
+    try:
+        conn = await pool.acquire(target)
+        conn.start(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5
+        )
+        await conn.response_head()
+        conn.body_done = conn.sent = conn.keep_alive = True  # the response ended exactly
+        conn.release()
+        await asyncio.sleep(0.1)
+        assert conn in pool._idle.get(target, [])  # pooled: nothing unasked had come yet
+        await asyncio.wait_for(half_sent.wait(), 5)
+        await asyncio.sleep(0.1)  # read off the socket into the TLS layer, nothing handed on
+        assert conn.transport is not None and not _input_waiting(conn.transport) and not conn.dead
+        again = await pool.acquire(target)
+        assert again is not conn
+        again.close()
+    finally:
+        pool.close()
+        server.close()
+
+
 async def test_an_idle_live_connection_has_nothing_waiting() -> None:
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()

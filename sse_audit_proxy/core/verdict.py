@@ -502,13 +502,13 @@ OUTCOME_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Outcome.UPSTREAM_ERROR,
-        'the upstream reported failure in-band: an `{"error": …}` frame '
-        '(or `{"object": "error"}`, or Groq\'s `x_groq.error`), a choice\'s `finish_reason` '
-        '`"error"` (OpenRouter) or '
-        '`"abort"` (vLLM), or an event named `error` (whatever its data; an `error:` line too, '
-        "older llama.cpp's), after which no choice finished with another reason (even if "
-        "`[DONE]` follows), Responses `response.failed`, Anthropic `error`; or a JSON error "
-        "document with status 200 instead of the stream that was asked for",
+        "the upstream reported failure in-band before `[DONE]` (the SDKs read nothing after "
+        'it): an `{"error": …}` frame (or `{"object": "error"}`, or Groq\'s `x_groq.error`), '
+        'a choice\'s `finish_reason` `"error"` (OpenRouter) or `"abort"` (vLLM), or an '
+        "event named `error` (whatever its data; an `error:` line too, older llama.cpp's), "
+        "whatever follows it (a choice finishing, `[DONE]`: the SDKs raise at the error); "
+        "Responses `response.failed`, Anthropic `error`; or a JSON error document with status "
+        "200 instead of the stream that was asked for",
         lambda f: f.summary.failed or f.error_instead_of_stream,
         _failed,
     ),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from chat_streams import DONE, chunk, frame, healthy
+from chat_streams import DONE, chunk, frame, healthy, usage_chunk
 
 from sse_audit_proxy.core import verdict
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds, is_json_lines
@@ -546,6 +546,37 @@ def test_what_comes_after_done_is_not_judged_as_the_sdks_read_no_more() -> None:
     # The openai SDKs stop at `[DONE]`: an error frame after it failed nothing.
     r = run([chunk({"content": "a"}), chunk({}, finish="stop"), DONE, ERROR], include_usage=False)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+
+
+OPENROUTER_FAILURE = frame(
+    {
+        "error": {"message": "provider failed", "code": 502},
+        "choices": [{"index": 0, "finish_reason": "error"}],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "want"),
+    [
+        # OpenRouter's failure chunk (an error and a choice finishing "error") after `[DONE]`
+        # made a whole answer `upstream_error`, its finish reasons ["error"] (an outside review)
+        (
+            [chunk({}, finish="stop"), usage_chunk()],
+            [OPENROUTER_FAILURE],
+            (Outcome.COMPLETE, [], ["stop"]),
+        ),
+        # usage or a finish reason sent after `[DONE]` never reached a caller: the SDKs saw none
+        ([chunk({}, finish="stop")], [usage_chunk()], (Outcome.COMPLETE, ["missing_usage"], ["stop"])),
+        ([usage_chunk()], [chunk({}, finish="stop")], (Outcome.COMPLETE, ["missing_finish_reason"], [])),
+    ],
+    ids=["failure", "usage", "finish_reason"],
+)
+def test_nothing_after_done_counts_as_the_sdks_read_no_more(
+    before: list[bytes], after: list[bytes], want: tuple[object, ...]
+) -> None:
+    r = run([chunk({"content": "a"}), *before, DONE, *after])
+    assert (r.outcome, r.anomalies, r.finish_reasons) == want
 
 
 @pytest.mark.parametrize(("value", "counted"), [(b"1_000", True), (b"\xef\xbc\x93", True), (b"+-5", False)])

@@ -10,7 +10,9 @@ In-band failures: an `{"error": ...}` frame (vLLM, llama.cpp), older vLLM's `{"o
 "error", "message": ...}` frame, and a choice finishing with `finish_reason: "error"`
 (OpenRouter's mid-stream failure, beside an `error` object or not). Nothing after one of them
 undoes it (the openai SDKs raise at an `{"error": ...}` frame, and their callers never see
-what follows); after `[DONE]`, where the SDKs stop reading, none counts.
+what follows). Nothing after `[DONE]` counts at all, where the SDKs stop reading: no error, and
+no content, finish reason or usage either (a gateway's usage chunk sent after it never reached
+a caller: `missing_usage`).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class ChatCompletions(Dialect):
         return self.observe_data(event.data)
 
     def observe_data(self, data: bytes) -> int:
+        if self._done:  # the SDKs read no more
+            return 0
         # Decoded straight into the few fields read here (msgspec skips the others without
         # making objects for them: about half the cost of a dict per frame, profiled).
         try:
@@ -148,8 +152,7 @@ class ChatCompletions(Dialect):
         groq = chunk.x_groq
         if groq is not None and groq.usage:
             self._x_usage = held_usage(groq.usage, len(data))
-        # `"error": null` on ordinary chunks is not one; after `[DONE]` the SDKs read no more
-        if (chunk.error or (groq is not None and groq.error)) and not self._done:
+        if chunk.error or (groq is not None and groq.error):  # `"error": null` is not one
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -224,6 +227,8 @@ class ChatCompletions(Dialect):
 
     def _observe_doc(self, data: bytes) -> int:
         """A frame read as plain JSON values: `[DONE]`, or any shape, checked step by step."""
+        if self._done:  # Completions comes here first
+            return 0
         if is_done(data):
             self._done = True
             return TERMINAL
@@ -241,7 +246,7 @@ class ChatCompletions(Dialect):
             if groq.get("usage"):
                 self._x_usage = held_usage(groq["usage"], len(data))
             error = error or groq.get("error")
-        if error and not self._done:  # is_error_frame, inlined (Completions reads every frame here)
+        if error:  # is_error_frame, inlined (Completions reads every frame here)
             self._errors += 1
             self._failed = True
             bits = ERROR
@@ -269,7 +274,7 @@ class ChatCompletions(Dialect):
     def _other_shape(self, chunk: dict[str, Any]) -> int:
         """A frame with no choices, usage or error: perhaps older vLLM's `{"object": "error",
         "message": ...}`."""
-        if chunk.get("object") == "error" and not self._done:
+        if chunk.get("object") == "error":
             self._errors += 1
             self._failed = True
             return ERROR

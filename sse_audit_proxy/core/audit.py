@@ -591,8 +591,6 @@ class StreamAudit:
             self._settle()
         cut_line = isinstance(decoder, JsonLinesDecoder) and decoder.cut_line
         unterminated = decoder.close()
-        if decoder.oversized:
-            self._dialect.unread(decoder.oversized)
         # The last frame was too large to read, and its name did not say what it was: the end
         # marker may have been in it.
         last_unread = decoder.last_unread and self._unread_unknown and not unterminated

@@ -62,6 +62,16 @@ def test_an_image_stream_whose_last_frame_is_too_large_is_complete() -> None:
     assert r.content_frames == 1
 
 
+def test_a_lost_event_before_a_last_frame_too_large_is_still_a_gap() -> None:
+    """Each unread frame forgave one break of the numbering, anywhere: the last one, which
+    broke none (nothing came after it), hid an event lost before it (an outside review)."""
+    frames = image_stream()
+    lost = frames[:1] + frames[2:]  # `output_item.added`, sequence number 1, never came
+    r = audit("responses", lost)
+    assert sorted(r.anomalies) == ["oversized_frame", "sequence_gap"]
+    assert audit("responses", frames).anomalies == ["oversized_frame"]
+
+
 def test_a_large_frame_before_a_readable_end_keeps_every_rule() -> None:
     r = audit("responses", image_stream(last_small=True))
     assert r.outcome is Outcome.COMPLETE

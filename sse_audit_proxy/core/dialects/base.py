@@ -194,10 +194,6 @@ class Dialect:
         nothing but the data overrides this to skip making the event."""
         return self.observe(Event("", data))
 
-    def unread(self, frames: int) -> None:
-        """`frames` frames were too large to read (over --max-frame-bytes) and were skipped, so
-        a dialect that counts its frames' order must not take the hole for a gap."""
-
     def observe_unread(self, name: str) -> int | None:
         """A frame too large to read (Event.unread), known only by its `event:` name ("" if
         none came before the cap): its observe() bits when the name says what it was (an end

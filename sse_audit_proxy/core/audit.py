@@ -540,8 +540,13 @@ class StreamAudit:
                 # Neither an error document nor a stream: nothing to learn.
                 self._peek = self._take = None
             return
-        # An event stream after all: decode what was held, and all that follows.
+        # An event stream after all: decode what was held, and all that follows. Labelled JSON
+        # lines, it is read as the event stream it is (`data:` lines read as lines of JSON were
+        # each malformed, and `[DONE]` never seen: an outside review).
         self._sniffed = True
+        if self._json_lines:
+            self._json_lines = False
+            self._decoder = SSEDecoder(self._limit)
         self._take = self._decode
         held = bytes(peek)
         self._peek = None
@@ -623,6 +628,7 @@ class StreamAudit:
             labelled_event_stream=self._event_stream,
             sniffed_event_stream=self._sniffed,
             json_lines=self._json_lines,
+            json_lines_read=dialect.reads_json_lines,
             error_document=error_body,
             # Frames we could not decode (br, a broken gzip), would not decode (a decompression
             # bomb) or had not decoded yet when the body ended leave only the transport to judge.

@@ -151,6 +151,9 @@ class Facts:
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
     # completeness is the connection's.
     json_lines: bool = False
+    # ... on a route whose clients read such a body as a stream (Dialect.reads_json_lines): on
+    # the others it is no stream to them (`not_streamed`).
+    json_lines_read: bool = True
     # ... whose lines do carry an end marker: Ollama's `"done": true` line (Ollama's dialect,
     # when the lines are its own). Its absence then makes the stream `truncated`.
     json_lines_end: bool = False
@@ -563,14 +566,22 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "upstream answered 2xx with an ordinary body that is not an event stream: the client "
         "gets no stream at all; no completeness anomaly is judged. A body labelled a "
         "streaming JSON-lines type (`application/x-ndjson`, `application/jsonl`, "
-        "`application/json-seq`, `application/stream+json` and their spellings; Ollama's "
-        "native API) is a stream, not this",
+        "`application/json-seq`, `application/stream+json` and their spellings) is a stream, "
+        "not this, where its clients read it so (Ollama's and Cohere v1's native APIs, a route "
+        "with no dialect); on the routes whose SDKs read event streams only (Chat, Responses, "
+        "Messages and the rest: the openai SDK yields no chunk of one) it is this",
         lambda f: (
-            not (f.event_stream or f.json_lines or f.error_instead_of_stream or f.end is End.UPSTREAM_STATUS)
+            not (
+                f.event_stream
+                or (f.json_lines and f.json_lines_read)
+                or f.error_instead_of_stream
+                or f.end is End.UPSTREAM_STATUS
+            )
         ),
         lambda f: (
-            f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of an "
-            "ordinary body, not an event stream"
+            f"a stream was asked for; the upstream answered {f.timing.bytes} bytes of "
+            + ("JSON lines, which this route's SDKs do not read" if f.json_lines else "an ordinary body")
+            + ", not an event stream"
         ),
     ),
     Rule(

@@ -281,14 +281,15 @@ OLLAMA_LINES = [
 def test_a_json_lines_stream_is_not_not_streamed_and_its_outcome_is_the_connections(
     end: End, outcome: Outcome
 ) -> None:
-    for route in ("other", "chat_completions"):
+    # On a route whose SDKs read event streams only, JSON lines reach them as nothing at all
+    for route, anomalies in (("other", []), ("chat_completions", ["not_streamed"])):
         r = run(OLLAMA_LINES, end=end, route=route, event_stream=False, json_lines=True)
-        assert (r.outcome, r.anomalies) == (outcome, []), route
+        assert (r.outcome, r.anomalies) == (outcome, anomalies), route
         assert r.frames == len(OLLAMA_LINES) and r.ttfb is not None  # each line read as a frame
         if outcome is Outcome.TRUNCATED:  # no end marker is missed: none was looked for
-            assert r.reasons == [
+            assert r.reasons[0] == (
                 f"truncated: the JSON-lines body broke after {r.bytes} bytes (its lines carry no end marker)"
-            ]
+            )
 
 
 def test_json_lines_that_stop_inside_a_line_are_cut_however_cleanly_the_body_ended() -> None:
@@ -546,6 +547,28 @@ def test_what_comes_after_done_is_not_judged_as_the_sdks_read_no_more() -> None:
     # The openai SDKs stop at `[DONE]`: an error frame after it failed nothing.
     r = run([chunk({"content": "a"}), chunk({}, finish="stop"), DONE, ERROR], include_usage=False)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+
+
+def test_an_event_stream_labelled_json_lines_is_read_as_the_event_stream_it_is() -> None:
+    """`application/x-ndjson` on SSE (uvicorn, hypercorn, granian, Node servers given that
+    label): the openai SDK reads every chunk, but the stream was read as lines of JSON, each
+    `data:` line malformed and `[DONE]` never seen: `truncated` with five anomalies (an
+    outside review). It is a mislabelled event stream, as `text/plain` is."""
+    r = run(healthy(), event_stream=False, json_lines=True)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["wrong_content_type"])
+    assert r.content_frames == run(healthy()).content_frames > 0
+
+
+@pytest.mark.parametrize(("route", "want"), [("chat_completions", ["not_streamed"]), ("other", [])])
+def test_json_lines_are_no_stream_on_a_route_whose_sdks_read_event_streams_only(
+    route: str, want: list[str]
+) -> None:
+    """Chat chunks as JSON lines (`application/x-ndjson`, no `data:`): the openai SDK yields no
+    chunk of them and ends without an error, yet the stream was `complete` with no anomaly (an
+    outside review). Where clients read JSON lines (a route with no dialect), a stream."""
+    lines = [f[len(b"data: ") : -1] for f in healthy() if f != DONE]
+    r = run(lines, event_stream=False, json_lines=True, route=route)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, want)
 
 
 OPENROUTER_FAILURE = frame(

@@ -151,6 +151,10 @@ class Dialect:
     # Usage is part of every stream of this shape, asked for or not (else only on include_usage).
     usage_always: ClassVar[bool] = False
     has_end_marker: ClassVar[bool] = True  # False: a clean end of the body is the stream's end
+    # Its clients read a streaming JSON-lines body as a stream (Ollama's, Cohere v1's native
+    # APIs; a route with no dialect); the others' SDKs read event streams only, and get
+    # nothing of one (the openai SDK yields no chunk): `not_streamed`.
+    reads_json_lines: ClassVar[bool] = False
     # False: a release after a wait, and clumps of frames after silences, are the shape's
     # nature (speech, made a sentence at a time), so neither `buffered` nor `bursty` is judged.
     paced_by_tokens: ClassVar[bool] = True

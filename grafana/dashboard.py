@@ -244,7 +244,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "Share of each side's streams that the canary guard counts as bad (truncated, "
               "upstream_error, timeout; or buffered, bursty, missing_done, "
               "missing_finish_reason, missing_usage, invalid_tool_arguments, "
-              "wrong_content_type, held_open, not_streamed where the API always streams; or left by the client "
+              "wrong_content_type, held_open, gzip_members, not_streamed where the API always streams; or left by the client "
               "on a malformed frame or after 1 s without a token). "
               "SSEAuditCanaryRegression fires when the canary's stays 5 points above the "
               "baseline's for 5 minutes.",

@@ -640,6 +640,7 @@ class StreamAudit:
             empty_events=decoder.empty_events if dialect.empty_event_raises else 0,
             raising_comments=decoder.comments if dialect.comment_raises else 0,
             compression_bomb=inflate is not None and inflate.bomb,
+            gzip_members=0 if inflate is None else inflate.gzip_members,
             oversized_frame=bool(decoder.oversized),
             timing=Timing(
                 ttft=ttft,

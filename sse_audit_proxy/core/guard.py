@@ -58,6 +58,7 @@ BAD_ANOMALIES = frozenset(
         "invalid_tool_arguments",
         "wrong_content_type",
         "held_open",
+        "gzip_members",
     }
 )
 NOT_STREAMED = "not_streamed"

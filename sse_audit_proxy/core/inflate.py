@@ -108,6 +108,7 @@ class Inflater:
         "bomb",
         "consumed",
         "failed",
+        "gzip_members",
         "inflated",
     )
 
@@ -130,6 +131,7 @@ class Inflater:
         self._backlog = b""  # compressed input a previous feed had no budget left for
         self.consumed = 0  # compressed bytes decoded so far
         self.inflated = 0  # decoded bytes given out
+        self.gzip_members = 0  # gzip members begun (more than one: see _inflate)
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         if self.failed or self.bomb or not chunk:
@@ -211,6 +213,7 @@ class Inflater:
         if head.startswith(_GZIP_MAGIC):
             self._z = _gzip()
             self._members = (_GZIP_MAGIC, _gzip)
+            self.gzip_members = 1
         elif head.startswith(_ZSTD_MAGIC):
             self._z = _Zstd()
             self._members = (_ZSTD_MAGIC, _Zstd)
@@ -276,8 +279,12 @@ class Inflater:
             if members is None or not rest.startswith(members[0][: len(rest)]):
                 raise zlib.error("data after the end of the compressed body")
             # Another gzip member (RFC 1952 2.2) or zstd frame (RFC 8878 3) follows: decode it
-            # as part of the body.
+            # as part of the body, as Node's fetch and aiohttp do. httpx (the openai and
+            # anthropic Python SDKs) and curl decode a gzip body's first member only: counted,
+            # for the verdict (gzip_members).
             z = self._z = members[1]()
+            if members[0] is _GZIP_MAGIC:
+                self.gzip_members += 1
             chunk = rest
 
 

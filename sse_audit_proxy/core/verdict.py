@@ -42,6 +42,7 @@ class Anomaly(StrEnum):
     USAGE_INCONSISTENT = "usage_inconsistent"  # usage figures that contradict each other or the stream
     OVERSIZED_FRAME = "oversized_frame"  # a frame over --max-frame-bytes: relayed, not read
     HELD_OPEN = "held_open"  # the body stayed open a second or more after the end marker
+    GZIP_MEMBERS = "gzip_members"  # a gzip body of several members: Python SDKs read the first
 
 
 class End(StrEnum):
@@ -147,6 +148,7 @@ class Facts:
     # Comment lines (keep-alives) the route's SDK fails on (Dialect.comment_raises).
     raising_comments: int = 0
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
+    gzip_members: int = 0  # gzip members the body was made of (0: not gzip)
     # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
     # read as frames (timed; an error line is an in-band failure), with no end marker: its
     # completeness is the connection's.
@@ -728,6 +730,19 @@ ANOMALY_RULES: tuple[Rule, ...] = (
             f"{_n(f.summary.error_events, 'error frame')} or event(s) in the stream"
             if f.summary.error_events
             else "a JSON error document came with a success status"
+        ),
+    ),
+    Rule(
+        Anomaly.GZIP_MEMBERS,
+        "a `gzip` body of more than one gzip member (RFC 1952 allows it; Django's "
+        "`GZipMiddleware` on a streaming response writes one per chunk): httpx, and so the "
+        "openai and anthropic Python SDKs, and curl decode the first member only, and their "
+        "callers got its frames and then a clean end, with no error (Node's `fetch` and "
+        "aiohttp read every member, as the audit does)",
+        lambda f: f.gzip_members > 1,
+        lambda f: (
+            f"the gzip body was {f.gzip_members} members: Python SDKs (httpx) and curl read the "
+            "first member's frames only"
         ),
     ),
     Rule(

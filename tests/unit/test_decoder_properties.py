@@ -257,4 +257,9 @@ def test_a_compressed_stream_audits_like_the_plain_one_at_any_cut(
         wire = b"".join(z.compress(p) + z.flush(zlib.Z_SYNC_FLUSH) for p in parts) + z.flush()
     encoding = "gzip" if wbits > zlib.MAX_WBITS else "deflate"
     plain = run_audit(route, [body], cap=cap)
-    assert run_audit(route, split(wire, cut_at[::-1]), encoding, cap=cap) == plain
+    got = run_audit(route, split(wire, cut_at[::-1]), encoding, cap=cap)
+    # ... and says so when there were several members (what Python's SDKs read the first of)
+    several = members and wbits > zlib.MAX_WBITS and sum(1 for p in parts if p) > 1
+    assert ("gzip_members" in got["anomalies"]) is several
+    got["anomalies"] = [a for a in got["anomalies"] if a != "gzip_members"]
+    assert got == plain

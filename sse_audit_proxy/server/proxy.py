@@ -868,7 +868,7 @@ class Proxy:
         head = self._response_head(request, conn, rec, client_chunked, keep_alive)
         end = End.UPSTREAM_EOF
         whole = False  # the upstream's body was all relayed
-        if is_sse:
+        if is_sse or audit is not None:  # every audited answer is a stream of the metrics'
             r.stream_started()
         try:
             if transport is None or transport.is_closing():

@@ -127,8 +127,8 @@ def setup(upstream: Any, proxy: Any, monkeypatch: pytest.MonkeyPatch, logs: Any)
             p = await proxy(await upstream(serve_sse if kind == "sse" else serve_json))
         told: list[str] = []
         sink = type(p.sink)
-        monkeypatch.setattr(sink, "stream_started", lambda self, route, up: told.append("started"))
-        monkeypatch.setattr(sink, "stream_ended", lambda self, route, up: told.append("ended"))
+        monkeypatch.setattr(sink, "stream_started", lambda self, rec: told.append("started"))
+        monkeypatch.setattr(sink, "stream_ended", lambda self, rec: told.append("ended"))
         return Setup(p, logs, told)
 
     return start
@@ -269,8 +269,10 @@ async def test_a_failing_audit_or_sink_costs_neither_the_response_nor_the_one_re
     rec = assert_one_record_everywhere(p, logs, None if in_audit else point.removeprefix("sink."))
     assert rec.trace_id == trace_id and rec.route == "chat_completions" and rec.duration > 0
     assert rec.status == wire.status and rec.bytes == len(wire.body)
-    # The stream was opened and closed exactly once for every sink, whichever call failed.
-    assert stream_calls == (["started", "ended"] if kind == "sse" else [])
+    # The stream was opened and closed exactly once for every sink, whichever call failed: an
+    # event stream, and any answer audited as one (a JSON answer to a stream request).
+    audited = kind == "sse" or (kind == "json_for_stream" and point != "audit.start")
+    assert stream_calls == (["started", "ended"] if audited else [])
     # Each sink is told both, even the one that failed to take the first: so Metrics, whose
     # injected stream_started never counted the stream up, still counts it down.
     active = {"sink.stream_started": -1, "sink.stream_ended": 1}.get(point, 0)

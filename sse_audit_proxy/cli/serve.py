@@ -20,6 +20,7 @@ from sse_audit_proxy.cli.options import (
     address,
     at_least,
     at_most,
+    env_name,
     flag,
     header_name,
     header_names,
@@ -349,18 +350,25 @@ def unknown_settings(known: frozenset[str]) -> list[str]:
     )
 
 
-def mistyped_settings(unknown: list[str], known: frozenset[str], every: frozenset[str]) -> list[str]:
-    """Unknown variables that read as a misspelling of one of serve's (SSE_AUDIT_REQUIRE_KEYS):
-    `NAME (did you mean KNOWN?)`. Refused, not warned of: a proxy started without the auth or
-    the limit its operator set runs open in the request path. Another command's variables
-    (traffic's, probe's in the same shell) are not misspellings."""
-    found = []
+# The settings whose loss leaves the proxy open (no inbound auth, secrets in its records and
+# logs, its lookups open to any host): a variable that reads as a misspelling of one is refused.
+# Of any other, said (a ConfigMap that names a newer release's flag must not stop a rollback).
+GUARDING = frozenset(
+    env_name(flag) for flag in ("--require-key", "--require-key-file", "--secret-headers", "--admin-hosts")
+)
+
+
+def mistyped_settings(unknown: list[str], known: frozenset[str], every: frozenset[str]) -> dict[str, str]:
+    """Unknown variables that read as a misspelling of one of serve's (SSE_AUDIT_REQUIRE_KEYS),
+    with the one each reads as. Another command's variables (traffic's, probe's in the same
+    shell) are not misspellings."""
+    found = {}
     for name in unknown:
         if name in every:
             continue
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
         if near:
-            found.append(f"{name} (did you mean {near[0]}?)")
+            found[name] = near[0]
     return found
 
 
@@ -600,8 +608,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = unknown_settings(args.known_settings)
     try:
         mistyped = mistyped_settings(unknown, args.known_settings, args.every_setting)
-        if mistyped:  # names only: a value could be a key
-            raise ConfigError(f"no such setting: {', '.join(mistyped)}")
+        refused = [f"{name} (did you mean {meant}?)" for name, meant in mistyped.items() if meant in GUARDING]
+        if refused:  # names only: a value could be a key
+            raise ConfigError(f"no such setting: {', '.join(refused)}")
         config = config_from(args)
     except ConfigError as exc:
         print(f"sse-audit-proxy: error: {exc}", file=sys.stderr)
@@ -615,7 +624,8 @@ def run(args: argparse.Namespace) -> int:
     )
     setup_logging()
     if unknown:  # names only: a value could be a key
-        structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown)
+        meant = {name: mistyped[name] for name in unknown if name in mistyped}
+        structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown, did_you_mean=meant)
     if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):
         # An A/A run (to see the sides agree before a real canary) does this on purpose; a
         # mistyped setting does not: said, not refused.

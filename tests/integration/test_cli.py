@@ -116,6 +116,11 @@ def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() ->
     env = {
         "SSE_AUDIT_AUDIT_LEVEL": "s3cret-VALUE",
         "SSE_AUDIT_CONCURRENCY": "8",
+        # misspellings of settings that open nothing when lost: said, with what they read as
+        # (a ConfigMap naming a newer release's flag must not stop a rollback); a switch's
+        # variable has no `NO_` form
+        "SSE_AUDIT_NO_CANARY_GUARD": "1",
+        "SSE_AUDIT_IDLE_TIMOUT": "5",
         "SSE_AUDIT_UPSTREAM": "http://127.0.0.1:1",
         # What the kubelet sets for Services named `sse-audit-proxy` and `sse-audit` (outside
         # review: a false warning on every pod, and every pod exiting 2 on SSE_AUDIT_PORT).
@@ -146,7 +151,16 @@ def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         proc.terminate()
         rest = proc.communicate(timeout=20)
     (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
-    assert warning["names"] == ["SSE_AUDIT_AUDIT_LEVEL", "SSE_AUDIT_CONCURRENCY"]  # no Service's
+    assert warning["names"] == [  # no Service's
+        "SSE_AUDIT_AUDIT_LEVEL",
+        "SSE_AUDIT_CONCURRENCY",
+        "SSE_AUDIT_IDLE_TIMOUT",
+        "SSE_AUDIT_NO_CANARY_GUARD",
+    ]
+    assert warning["did_you_mean"] == {
+        "SSE_AUDIT_IDLE_TIMOUT": "SSE_AUDIT_IDLE_TIMEOUT",
+        "SSE_AUDIT_NO_CANARY_GUARD": "SSE_AUDIT_CANARY_GUARD",
+    }
     assert warning["level"] == "warning"
     assert "s3cret-VALUE" not in repr(lines) + rest[0] + rest[1]
 
@@ -154,12 +168,12 @@ def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() ->
 @pytest.mark.parametrize(
     ("variable", "meant"),
     [
-        # SSE_AUDIT_REQUIRE_KEYS started a proxy with no auth, with a warning at most; a switch's
-        # variable has no `NO_` form (SSE_AUDIT_NO_CANARY_GUARD did nothing)
+        # SSE_AUDIT_REQUIRE_KEYS started a proxy with no auth, with a warning at most: the
+        # settings whose loss leaves the proxy open are refused when misspelt
         ("SSE_AUDIT_REQUIRE_KEYS", "SSE_AUDIT_REQUIRE_KEY"),
         ("SSE_AUDIT_REQUIRE_KEY_FILES", "SSE_AUDIT_REQUIRE_KEY_FILE"),
-        ("SSE_AUDIT_NO_CANARY_GUARD", "SSE_AUDIT_CANARY_GUARD"),
-        ("SSE_AUDIT_IDLE_TIMOUT", "SSE_AUDIT_IDLE_TIMEOUT"),
+        ("SSE_AUDIT_SECRET_HEADER", "SSE_AUDIT_SECRET_HEADERS"),
+        ("SSE_AUDIT_ADMIN_HOST", "SSE_AUDIT_ADMIN_HOSTS"),
     ],
 )
 def test_a_misspelt_setting_is_a_one_line_error_naming_it_and_never_its_value(

@@ -29,6 +29,21 @@ class Case:
     end: str = "upstream_eof"
 
 
+def c(obj: dict[str, Any]) -> bytes:
+    """A `data:` frame."""
+    return ("data: " + json.dumps(obj) + "\n\n").encode()
+
+
+def ch(delta: dict[str, Any], fr: str | None = None) -> bytes:
+    """A Chat chunk of one choice."""
+    return c({"choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
+
+
+def ev(obj: dict[str, Any]) -> bytes:
+    """A frame named by its `type`."""
+    return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
+
+
 def case(route: str, ns: dict[str, Any]) -> Case:
     return Case(
         route,
@@ -43,9 +58,6 @@ def case(route: str, ns: dict[str, Any]) -> Case:
 def half_a_frame_after_an_unread_one() -> Case:
     """A frame too large to read, then half a `data:` line and a clean end: the body stopped
     inside a frame."""
-
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
 
     big = b"data: " + b"x" * (1100 * 1024) + b"\n\n"  # over --max-frame-bytes (1 MiB), no event: name
     reads = [
@@ -73,12 +85,6 @@ def text_plain_with_crlf_and_an_id_line() -> Case:
 
 def content_and_a_tool_call_in_one_delta() -> Case:
     """One delta with both content and a tool call's first fragment: the call is whole."""
-
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
-
-    def ch(delta, fr=None):
-        return c({"choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
 
     reads = [
         (
@@ -108,12 +114,6 @@ def content_and_a_tool_call_in_one_delta() -> Case:
 def audio_transcript_deltas() -> Case:
     """Audio transcript deltas are content (the first token's time is theirs)."""
 
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
-
-    def ch(delta, fr=None):
-        return c({"choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
-
     reads = [
         (ch({"role": "assistant", "audio": {"id": "audio_1"}}), 0.1),
         (ch({"audio": {"transcript": "Hello"}}), 0.3),
@@ -128,12 +128,6 @@ def audio_transcript_deltas() -> Case:
 def a_tool_call_named_without_an_id() -> Case:
     """A tool call named without an id is content from that frame."""
 
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
-
-    def ch(delta, fr=None):
-        return c({"choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
-
     reads = [
         (ch({"role": "assistant"}), 0.1),
         (ch({"tool_calls": [{"index": 0, "type": "function", "function": {"name": "get_weather"}}]}), 0.2),
@@ -146,9 +140,6 @@ def a_tool_call_named_without_an_id() -> Case:
 
 def an_unknown_delta_type() -> Case:
     """A content_block_delta of a type the dialect does not know is ignored, not malformed."""
-
-    def ev(obj: dict[str, Any]) -> bytes:
-        return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
 
     reads = [
         (
@@ -191,9 +182,6 @@ def an_unknown_delta_type() -> Case:
 def response_done_without_a_status() -> Case:
     """`response.done` with no status is an end, not a fault."""
 
-    def ev(obj):
-        return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
-
     reads = [
         (ev({"type": "response.output_text.delta", "output_index": 0, "delta": "Hi"}), 0.2),
         (
@@ -211,9 +199,6 @@ def response_done_without_a_status() -> Case:
 
 def arguments_on_output_item_added() -> Case:
     """Output_item.added carrying the arguments, then the same arguments as a delta: one call, whole."""
-
-    def ev(obj):
-        return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
 
     item = {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f", "arguments": '{"a":1}'}
     reads = [
@@ -319,9 +304,6 @@ def a_16_kib_error_document() -> Case:
 def an_id_line_with_nul() -> Case:
     """An `id:` line holding NUL is ignored (as the SDKs do), not malformed."""
 
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
-
     reads = [
         (b"id: a\x00b\n\n", 0.1),  # an id with NUL: ignored by the spec and the openai SDK
         (c({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}), 0.3),
@@ -332,9 +314,6 @@ def an_id_line_with_nul() -> Case:
 
 def a_gemini_image_part_first() -> Case:
     """An inlineData (image) part is content: the first token's time is its."""
-
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
 
     # Gemini image output: inlineData parts are the answer
     reads = [
@@ -380,9 +359,6 @@ def a_gemini_image_part_first() -> Case:
 def reasoning_tokens_beside_0_output_tokens() -> Case:
     """Output_tokens 0 beside reasoning tokens is consistent usage."""
 
-    def ev(obj):
-        return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
-
     reads = [
         (ev({"type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "thinking"}), 0.2),
         (
@@ -409,9 +385,6 @@ def reasoning_tokens_beside_0_output_tokens() -> Case:
 def an_empty_answer_with_0_completion_tokens() -> Case:
     """An empty answer with 0 completion tokens is consistent usage."""
 
-    def c(obj):
-        return ("data: " + json.dumps(obj) + "\n\n").encode()
-
     include_usage = True
     # an empty answer: no content frame, and usage that says so
     reads = [
@@ -434,9 +407,6 @@ def an_empty_answer_with_0_completion_tokens() -> Case:
 
 def argument_deltas_naming_only_item_id() -> Case:
     """Argument deltas naming only item_id belong to the call of that item."""
-
-    def ev(obj):
-        return ("event: " + obj["type"] + "\ndata: " + json.dumps(obj) + "\n\n").encode()
 
     item = {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f", "arguments": ""}
     # the deltas name the item by id only (no output_index), as some gateways send them

@@ -465,6 +465,7 @@ REBUILT_DIFFERENTLY = {
     "messages_invalid_tool_input",  # the invalid input was in a frame rebuilt from another
     "messages_thinking_and_tool_use",  # a tool_use block start rebuilt from the thinking one
     "responses_reasoning_and_function_call",  # the function_call item rebuilt from another
+    "chat_gzip_members",  # a case's body is rebuilt plain: its gzip members are not
 }
 RECORDED = [p for p in CONFORMANCE_CASES if "timed" not in p.read_text()]
 

@@ -102,6 +102,7 @@ class Inflater:
         "_encoding",
         "_ended",
         "_head",
+        "_later_member",
         "_max",
         "_members",
         "_z",
@@ -131,7 +132,8 @@ class Inflater:
         self._backlog = b""  # compressed input a previous feed had no budget left for
         self.consumed = 0  # compressed bytes decoded so far
         self.inflated = 0  # decoded bytes given out
-        self.gzip_members = 0  # gzip members begun (more than one: see _inflate)
+        self.gzip_members = 0  # gzip members that gave output (more than one: see _inflate)
+        self._later_member = False  # a gzip member after the first began, and gave nothing yet
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         if self.failed or self.bomb or not chunk:
@@ -266,6 +268,9 @@ class Inflater:
             self.consumed += given - len(chunk)
             budget -= len(piece)
             if piece:
+                if self._later_member:  # one that gives something: what httpx never reads
+                    self._later_member = False
+                    self.gzip_members += 1
                 yield piece
             if not z.eof:
                 if chunk or len(piece) >= cap:
@@ -280,11 +285,11 @@ class Inflater:
                 raise zlib.error("data after the end of the compressed body")
             # Another gzip member (RFC 1952 2.2) or zstd frame (RFC 8878 3) follows: decode it
             # as part of the body, as Node's fetch and aiohttp do. httpx (the openai and
-            # anthropic Python SDKs) and curl decode a gzip body's first member only: counted,
-            # for the verdict (gzip_members).
+            # anthropic Python SDKs) and curl decode a gzip body's first member only: one that
+            # gives output is counted, for the verdict (gzip_members); an empty one costs them
+            # nothing.
             z = self._z = members[1]()
-            if members[0] is _GZIP_MAGIC:
-                self.gzip_members += 1
+            self._later_member = members[0] is _GZIP_MAGIC
             chunk = rest
 
 

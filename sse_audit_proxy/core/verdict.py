@@ -734,7 +734,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.GZIP_MEMBERS,
-        "a `gzip` body of more than one gzip member (RFC 1952 allows it; Django's "
+        "a `gzip` body of more than one gzip member with data in it (RFC 1952 allows it; Django's "
         "`GZipMiddleware` on a streaming response writes one per chunk): httpx, and so the "
         "openai and anthropic Python SDKs, and curl decode the first member only, and their "
         "callers got its frames and then a clean end, with no error (Node's `fetch` and "

@@ -799,7 +799,10 @@ class Pool:
             return
         idle.append(conn)
         conn.pooled_at = now = _monotonic()
-        conn.pooled_received = bytes_received(conn.transport) if conn.transport is not None else None
+        # Not of one made ahead of any request (readiness): over TLS 1.3 the server's session
+        # tickets come after the handshake, and it was thrown away unused (a second review).
+        # Nothing of another client's can be waiting on it.
+        conn.pooled_received = bytes_received(conn.transport) if conn.transport and conn.uses else None
         learned = self._learned_idle.get(conn.target)
         if learned is not None:
             if now < learned[1]:

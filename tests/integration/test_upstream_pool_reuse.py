@@ -288,6 +288,34 @@ async def test_a_tls_connection_sent_half_a_record_while_idle_is_not_handed_out(
         server.close()
 
 
+async def test_a_tls_connection_made_ahead_of_any_request_is_used_for_the_first(
+    tls_upstream: tuple[ssl.SSLContext, Path],
+) -> None:
+    """The readiness check's connection, pooled for the first request: over TLS 1.3 the
+    server's session tickets come after the handshake, and it was taken for a connection sent
+    bytes while idle and thrown away unused (a second review)."""
+    context, ca_file = tls_upstream
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    client = ssl.create_default_context(cafile=str(ca_file))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    target = Target("https", "127.0.0.1", port, client)
+    pool = Pool(connect_timeout=5.0)
+    try:
+        ahead = await pool.acquire(target)
+        pool.keep(ahead)
+        await asyncio.sleep(0.2)  # the tickets come
+        assert await pool.acquire(target) is ahead
+    finally:
+        pool.close()
+        server.close()
+
+
 async def test_an_idle_live_connection_has_nothing_waiting() -> None:
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()

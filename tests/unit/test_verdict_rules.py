@@ -5,6 +5,7 @@ Pure: recorded frames with chosen arrival times and a chosen reason the relay en
 
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from chat_streams import DONE, chunk, frame, healthy, usage_chunk
 from sse_audit_proxy.core import verdict
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.core.dialects.chat import ChatCompletions
 
 ERROR = frame({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
 
@@ -569,6 +571,25 @@ def test_json_lines_are_no_stream_on_a_route_whose_sdks_read_event_streams_only(
     lines = [f[len(b"data: ") : -1] for f in healthy() if f != DONE]
     r = run(lines, event_stream=False, json_lines=True, route=route)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, want)
+
+
+def gzip_anomalies(members: list[bytes]) -> list[str]:
+    audit = StreamAudit(ChatCompletions(), 0.0, include_usage=True, content_encoding="gzip")
+    audit.feed(b"".join(gzip.compress(m) for m in members), 0.3)
+    # one read: all frames at once, `buffered` by their times
+    return [a for a in audit.finish(0.4, End.UPSTREAM_EOF).anomalies if a != "buffered"]
+
+
+def test_gzip_members_is_said_of_a_later_member_with_something_in_it() -> None:
+    """httpx (the openai and anthropic Python SDKs) and curl read a gzip body's first member
+    only: a later one with frames in it costs their callers those frames. An empty one (or a
+    stray byte of gzip's magic) costs them nothing, and was a bad stream all the same (a
+    second review)."""
+    body = b"".join(healthy())
+    half = len(body) // 2
+    assert gzip_anomalies([body[:half], body[half:]]) == ["gzip_members"]
+    assert gzip_anomalies([body, b""]) == []
+    assert gzip_anomalies([body]) == []
 
 
 OPENROUTER_FAILURE = frame(

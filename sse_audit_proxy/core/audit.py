@@ -641,6 +641,7 @@ class StreamAudit:
             raising_comments=decoder.comments if dialect.comment_raises else 0,
             compression_bomb=inflate is not None and inflate.bomb,
             gzip_members=0 if inflate is None else inflate.gzip_members,
+            not_compressed=inflate is not None and inflate.not_compressed,
             oversized_frame=bool(decoder.oversized),
             timing=Timing(
                 ttft=ttft,

@@ -111,6 +111,7 @@ class Inflater:
         "failed",
         "gzip_members",
         "inflated",
+        "not_compressed",
     )
 
     def __init__(
@@ -133,6 +134,9 @@ class Inflater:
         self.consumed = 0  # compressed bytes decoded so far
         self.inflated = 0  # decoded bytes given out
         self.gzip_members = 0  # gzip members that gave output (more than one: see _inflate)
+        # Labelled compressed, and not: read as it is, but a client that decodes by the label
+        # (the SDKs, browsers) fails on its first bytes.
+        self.not_compressed = False
         self._later_member = False  # a gzip member after the first began, and gave nothing yet
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
@@ -240,12 +244,14 @@ class Inflater:
             if len(head) < len(_BOM) and wait:
                 return False
             self._z = _PLAIN
+            self.not_compressed = True
         elif head[0] in _PLAIN_FIRST and all(
             b in _TEXT for b in head[: _TRIAL_BYTES if br else _SNIFF_BYTES]
         ):
             if len(head) < _SNIFF_BYTES and wait:
                 return False
             self._z = _PLAIN
+            self.not_compressed = True
         elif self._encoding == "deflate":
             self._z = zlib.decompressobj(-zlib.MAX_WBITS)
         else:

@@ -142,6 +142,7 @@ class Facts:
     timing: Timing
     thresholds: Thresholds
     undecodable: bool = False  # could not be decoded (br, a broken gzip)
+    not_compressed: bool = False  # labelled compressed, and not: a client decoding by it fails
     # Frames without data that the route's SDK reads as events with empty data, and raises on
     # (Dialect.empty_event_raises, SSEDecoder.empty_events).
     empty_events: int = 0
@@ -400,6 +401,8 @@ def _malformed(f: Facts) -> str:
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
+    if f.not_compressed:
+        parts.append("the body is labelled compressed and is not: a client decoding by the label fails on it")
     return "; ".join(parts)
 
 
@@ -666,8 +669,15 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "a blank line after an `id:`; not on Anthropic routes); a comment line (a keep-alive) "
         "on Gemini's route, which google-genai fails on; a "
         "choice, output item, content block or tool call past the 256 of each a stream's audit "
-        "tracks; or a compressed stream that could not be decoded",
-        lambda f: bool(f.summary.malformed_frames or f.empty_events or f.raising_comments) or f.undecodable,
+        "tracks; or a compressed stream that could not be decoded, or a body labelled "
+        "compressed (`gzip`, `deflate`, `br`, `zstd`) that is not, which a client decoding by "
+        "the label (the openai and anthropic SDKs, browsers) fails on at its first bytes (the "
+        "audit reads it as it is)",
+        lambda f: (
+            bool(f.summary.malformed_frames or f.empty_events or f.raising_comments)
+            or f.undecodable
+            or f.not_compressed
+        ),
         _malformed,
     ),
     Rule(

@@ -47,6 +47,7 @@ class Assistants(TypedEvents):
     expects_finish_reason = False  # the run's last status is the finish: without one, `truncated`
     expects_usage = False  # a run waiting for tool outputs has none yet
     event_name_first = True
+    openai_sdk = True
 
     __slots__ = ()
 

@@ -68,6 +68,7 @@ class Responses(TypedEvents):
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
     usage_always = True  # every terminal response object carries usage
+    openai_sdk = True
     extra_anomalies: ClassVar[dict[str, str]] = {
         SEQUENCE_GAP: "(Responses) an event's `sequence_number` was not the previous one plus one"
     }

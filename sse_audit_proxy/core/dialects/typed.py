@@ -47,11 +47,26 @@ class TypedEvents(Dialect):
     # never reaches their users and the failure stands; else a later finish says it was not
     # the end (the openai SDK passes a Responses `error` event on and reads on).
     error_is_final: ClassVar[bool] = False
+    # True: the official SDKs are the openai ones, which stop reading at `[DONE]` and raise at
+    # a frame whose data has a non-empty `error` (but on `thread.` events): nothing after
+    # either reaches their callers, a finish, usage or a failure included.
+    openai_sdk: ClassVar[bool] = False
 
-    __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_terminal", "_tools", "_usage")
+    __slots__ = (
+        "_done",
+        "_errors",
+        "_failed",
+        "_finish",
+        "_malformed",
+        "_raised",
+        "_terminal",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self) -> None:
         self._done = False  # `[DONE]`: not these protocols' own, but some gateways append it
+        self._raised = False  # the SDKs raised at a frame (openai_sdk): they read no more
         self._terminal = False
         self._failed = False
         self._finish: str | None = None
@@ -62,14 +77,18 @@ class TypedEvents(Dialect):
 
     def observe(self, event: Event) -> int:
         data = event.data
+        if self.openai_sdk and (self._done or self._raised):  # the SDKs read no more
+            return 0
         if is_done(data):
             self._done = True
             return 0
+        doc = load_object(data)
+        if self.openai_sdk and doc is not None and doc.get("error") and not event.event.startswith("thread."):
+            self._raised = True  # the SDKs raise here, whatever follows (a finish too)
         if event.event == ERROR_EVENT:  # whatever its data's `type` says (llama.cpp's)
             self._fail()
             self._error_event(data)
             return TERMINAL | ERROR
-        doc = load_object(data)
         if doc is None:
             self._malformed += 1
             return MALFORMED
@@ -78,6 +97,11 @@ class TypedEvents(Dialect):
         malformed = self._malformed
         if not isinstance(kind, str):  # an upstream's `type` can be any JSON value (unhashable)
             kind = ""
+        if self.event_line_needed and not event.event and (kind == ERROR_EVENT or is_error_frame(doc)):
+            # An error the SDKs never see: they skip a frame without its `event:` line, and
+            # their callers got the answer whole (a review: Anthropic's).
+            self._malformed += 1
+            return MALFORMED
         bits = self._on(kind, doc) if kind else self._untyped(doc)
         if self.event_line_needed and not event.event and kind not in _SKIPPED_HARMLESSLY:
             self._malformed += 1  # read here, but skipped by the SDKs that pick events by name
@@ -97,9 +121,13 @@ class TypedEvents(Dialect):
         return MALFORMED
 
     def _fail(self) -> None:
-        """The upstream reported failure in-band: the stream ends there."""
+        """The upstream reported failure in-band: the stream ends there. Not after a normal
+        finish on the openai SDKs' routes, where they pass an error event on and their callers
+        hold the answer whole, unless they raise at it (a frame with an `error`)."""
         self._errors += 1
-        self._terminal = self._failed = True
+        self._terminal = True
+        if not (self.openai_sdk and self._finish is not None and not self._raised):
+            self._failed = True
 
     def _error_event(self, data: bytes) -> None:
         """What else an `error` event's data says (Responses: its `sequence_number`)."""
@@ -108,7 +136,7 @@ class TypedEvents(Dialect):
         """The response finished normally, so an earlier error was not its end (unless the
         SDKs raise at one: error_is_final)."""
         self._finish = reason_word(reason)
-        if not self.error_is_final:
+        if not (self.error_is_final or self._raised):
             self._failed = False
 
     def observe_unread(self, name: str) -> int | None:
@@ -161,6 +189,7 @@ class NamedEvents(TypedEvents):
 
     content_events: ClassVar[frozenset[str]] = frozenset()
     end_events: ClassVar[frozenset[str]] = frozenset()
+    openai_sdk = True
     expects_finish_reason = False  # the end event is the finish: without one, `truncated`
     expects_usage = False  # usage is read when the end carries it, never asked for
 

@@ -248,28 +248,24 @@ def share(value: str) -> float:
     return n
 
 
-def at_most(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[str], int]:
-    """`parse`'s number, at most `limit` (written `shown` in the error)."""
-
+def _bounded(parse: Callable[[str], int], holds: Callable[[int], bool], says: str) -> Callable[[str], int]:
     def bounded(value: str) -> int:
         n = parse(value)
-        if n > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {shown}: {value!r}")
+        if not holds(n):
+            raise argparse.ArgumentTypeError(f"must be {says}: {value!r}")
         return n
 
     return bounded
+
+
+def at_most(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[str], int]:
+    """`parse`'s number, at most `limit` (written `shown` in the error)."""
+    return _bounded(parse, lambda n: n <= limit, f"at most {shown}")
 
 
 def at_least(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[str], int]:
     """`parse`'s number, at least `limit` (written `shown` in the error)."""
-
-    def bounded(value: str) -> int:
-        n = parse(value)
-        if n < limit:
-            raise argparse.ArgumentTypeError(f"must be at least {shown}: {value!r}")
-        return n
-
-    return bounded
+    return _bounded(parse, lambda n: n >= limit, f"at least {shown}")
 
 
 def positive_int(value: str) -> int:

@@ -25,7 +25,14 @@ from aiohttp import web
 from yarl import URL
 
 from sse_audit_proxy.server import upstream as upstream_module
-from sse_audit_proxy.server.upstream import POOL_IDLE_SECONDS, Pool, Target, _input_waiting, _keep_idle
+from sse_audit_proxy.server.upstream import (
+    POOL_IDLE_SECONDS,
+    Connection,
+    Pool,
+    Target,
+    _input_waiting,
+    _keep_idle,
+)
 
 
 @pytest.fixture
@@ -146,14 +153,21 @@ async def closing_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
     server.close()
 
 
+async def answered(pool: Pool, target: Target) -> Connection:
+    """A connection of the pool's with a GET written on it and its answer's head read (the
+    connection's reading paused there, as until a relay starts)."""
+    conn = await pool.acquire(target)
+    conn.start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5)
+    await conn.response_head()
+    return conn
+
+
 async def test_a_pooled_connection_closed_by_the_upstream_is_not_handed_out(
     closing_server: tuple[int, asyncio.Event],
 ) -> None:
     port, closed = closing_server
     pool = Pool(connect_timeout=5.0)
-    conn = await pool.acquire(Target("http", "127.0.0.1", port, None))
-    conn.start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5)
-    await conn.response_head()
+    conn = await answered(pool, Target("http", "127.0.0.1", port, None))
     await asyncio.wait_for(closed.wait(), 5)
     transport = conn.transport
     assert transport is not None
@@ -201,11 +215,7 @@ async def test_a_tls_connection_with_unread_input_in_its_tls_layer_is_not_handed
     target = Target("https", "127.0.0.1", port, ssl.create_default_context(cafile=str(ca_file)))
     pool = Pool(connect_timeout=5.0)
     try:
-        conn = await pool.acquire(target)
-        conn.start(
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5
-        )
-        await conn.response_head()  # reading is paused from here until a relay starts
+        conn = await answered(pool, target)  # reading is paused from here until a relay starts
         await asyncio.wait_for(sent.wait(), 5)
         await asyncio.sleep(0.1)  # the stray is read from the socket into the TLS layer
         assert conn.transport is not None and not _input_waiting(conn.transport)  # unseen there
@@ -268,11 +278,7 @@ async def test_a_tls_connection_sent_half_a_record_while_idle_is_not_handed_out(
     target = Target("https", "127.0.0.1", port, ssl.create_default_context(cafile=str(ca_file)))
     pool = Pool(connect_timeout=5.0)
     try:
-        conn = await pool.acquire(target)
-        conn.start(
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", head_only=False, idle=5.0, deadline=time.monotonic() + 5
-        )
-        await conn.response_head()
+        conn = await answered(pool, target)
         conn.body_done = conn.sent = conn.keep_alive = True  # the response ended exactly
         conn.release()
         await asyncio.sleep(0.1)

@@ -198,7 +198,7 @@ def response_done_without_a_status() -> Case:
 
 
 def arguments_on_output_item_added() -> Case:
-    """Output_item.added carrying the arguments, then the same arguments as a delta: one call, whole."""
+    """`output_item.added` carrying the arguments, then the same arguments as a delta: one call, whole."""
 
     item = {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f", "arguments": '{"a":1}'}
     reads = [
@@ -357,7 +357,7 @@ def a_gemini_image_part_first() -> Case:
 
 
 def reasoning_tokens_beside_0_output_tokens() -> Case:
-    """Output_tokens 0 beside reasoning tokens is consistent usage."""
+    """`output_tokens` 0 beside reasoning tokens is consistent usage."""
 
     reads = [
         (ev({"type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "thinking"}), 0.2),

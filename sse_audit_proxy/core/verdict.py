@@ -711,6 +711,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.INVALID_TOOL_ARGUMENTS,
         "judged¹: a tool call's argument fragments, concatenated, are not a JSON object, or are "
+        "not text (Chat: an object where OpenAI sends its JSON text), or are "
         "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
         "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
         "`model_context_window_exceeded`, `content_filter`) ended is not judged; judged too when "
@@ -719,8 +720,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         lambda f: (f.judged or f.left_after_finish) and bool(f.summary.invalid_tool_arguments),
         lambda f: (
             f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
-            " had arguments that, concatenated, are not a JSON object (or not the value the"
-            " call's .done event repeated)"
+            " had arguments that, concatenated, are not a JSON object (or not text, or not the"
+            " value the call's .done event repeated)"
             + (
                 f" ({f.summary.empty_tool_arguments} empty: a call without parameters, which OpenAI"
                 " sends as {}; the openai SDK gives the empty text on, and json.loads fails on it)"

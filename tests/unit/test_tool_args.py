@@ -230,6 +230,28 @@ def test_a_call_without_parameters_given_as_empty_text_says_so() -> None:
     assert "(1 empty: a call without parameters" in reason, reason
 
 
+@pytest.mark.parametrize("arguments", [{"city": "Paris"}, {}, ["Paris"], 3, True])
+def test_arguments_that_are_not_text_are_invalid_not_empty(arguments: object) -> None:
+    """A gateway that sends a call's `arguments` as a JSON value instead of its text (OpenAI
+    sends text, and the openai SDK's callers concatenate and `json.loads` it) had the call
+    counted as empty, with a reason about parameterless calls that were not there."""
+    fn = {"name": "get_weather", "arguments": arguments}
+    tool = {"index": 0, "id": "call_0", "type": "function", "function": fn}
+    frames = [
+        b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [tool]}}]}) + b"\n\n",
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, frame in enumerate(frames):
+        audit.feed(frame, 0.01 * (i + 1))
+    result = audit.finish(0.05, End.UPSTREAM_EOF)
+    assert result.tool_calls == 1 and "invalid_tool_arguments" in result.anomalies, result
+    [reason] = [r for r in result.reasons if "tool call" in r]
+    assert reason.startswith("invalid_tool_arguments: 1 of 1 tool call had arguments"), reason
+    assert "empty" not in reason, reason
+
+
 def test_responses_custom_tool_calls_are_counted_and_not_judged() -> None:
     """A GPT-5 custom tool's call (free text input, not JSON) was not counted in `tool_calls`."""
 

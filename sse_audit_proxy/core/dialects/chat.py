@@ -306,8 +306,12 @@ class ChatCompletions(Dialect):
         key = self._tool_key(choice, call)
         self._tools.open(key)
         arguments = function.get("arguments") if isinstance(function, dict) else None
-        if isinstance(arguments, str) and arguments:
-            self._tools.append(key, arguments)
+        if isinstance(arguments, str):
+            if arguments:
+                self._tools.append(key, arguments)
+                return True
+        elif arguments is not None:
+            self._tools.not_text(key)
             return True
         return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
 

@@ -106,6 +106,12 @@ class ToolArgs:
             return
         buf += data
 
+    def not_text(self, key: Hashable) -> None:
+        """A fragment that is not a string (an object, where OpenAI sends the object's JSON
+        text): no client can concatenate it, so the call is invalid, not empty."""
+        if self._buffer(key) is not None:
+            self._mismatched.add(key)
+
     def set(self, key: Hashable, arguments: str) -> None:
         """A complete arguments string (e.g. a `.done` event) replaces the fragments."""
         buf = self._buffer(key)

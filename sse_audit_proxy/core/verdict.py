@@ -50,7 +50,7 @@ class End(StrEnum):
 
     UPSTREAM_EOF = "upstream_eof"
     UPSTREAM_BROKEN = "upstream_broken"
-    UPSTREAM_STATUS = "upstream_status"  # answered >= 400, or could not be reached
+    UPSTREAM_STATUS = "upstream_status"  # answered >= 400, unframeable, or could not be reached
     CONNECT_TIMEOUT = "connect_timeout"  # the upstream never accepted the connection
     IDLE_TIMEOUT = "idle_timeout"
     TOTAL_TIMEOUT = "total_timeout"
@@ -484,10 +484,12 @@ def usage_inconsistency(f: Facts) -> str | None:
 OUTCOME_RULES: tuple[Rule, ...] = (
     Rule(
         Outcome.UPSTREAM_ERROR,
-        "the upstream answered ≥ 400, or could not be reached (the client gets an OpenAI-shaped 502/504)",
+        "the upstream answered ≥ 400, gave a response head the proxy cannot frame, or could not be "
+        "reached (the client gets an OpenAI-shaped 502/504)",
         lambda f: f.end is End.UPSTREAM_STATUS,
         lambda f: (
-            "the upstream answered an error status or could not be reached (see "
+            "the upstream answered an error status, a response the proxy cannot frame, or could not "
+            "be reached (see "
             f"`status` and `error`); {f.timing.bytes} body bytes relayed"
         ),
     ),

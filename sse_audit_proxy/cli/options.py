@@ -102,6 +102,11 @@ def option(
     `listed`: a comma-separated list, which may be given once.
     """
     env = env_name(flag)
+    builtin = parser.get_default("builtin_defaults")
+    if builtin is None:  # one mapping per command: its flags' defaults before the environment's
+        builtin = {}
+        parser.set_defaults(builtin_defaults=builtin)
+    builtin[flag[2:].replace("-", "_")] = default
     raw = os.environ.get(env)
     if raw is not None and service_link(env, raw):
         raw = None  # Kubernetes' for a Service named like the setting, not a setting

@@ -339,6 +339,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run, known_settings=settings(p))
 
 
+# Settings that act only with --canary, and only with --canary-guard; the share and the guard
+# themselves are refused without --canary (canary_from).
+_CANARY_ONLY = ("canary_sticky_header", "canary_side_header", "canary_name")
+_GUARD_ONLY = (
+    "canary_guard_window",
+    "canary_guard_margin",
+    "canary_guard_min_streams",
+    "canary_guard_ttft_ratio",
+    "canary_guard_ttft_floor",
+)
+
+
+def unused_canary_settings(args: argparse.Namespace) -> tuple[list[str], str]:
+    """Canary settings given where they do nothing, and what they wait for: said at start, not
+    refused (a ConfigMap that keeps them while its canary is taken out must still roll back)."""
+    dests: tuple[str, ...]
+    if args.canary is None:
+        dests, missing = (*_CANARY_ONLY, *_GUARD_ONLY), "--canary"
+    elif not args.canary_guard:
+        dests, missing = _GUARD_ONLY, "--canary-guard"
+    else:
+        return [], ""
+    builtin = args.builtin_defaults
+    given = [f"--{dest.replace('_', '-')}" for dest in dests if getattr(args, dest) != builtin[dest]]
+    return given, missing
+
+
 def unknown_settings(known: frozenset[str]) -> list[str]:
     """SSE_AUDIT_ variables that name no flag of `serve`: a misspelt one (SSE_AUDIT_REQUIRE_KEYS)
     was ignored without a word, and the proxy ran without the auth it was meant to set. Not
@@ -626,6 +653,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # names only: a value could be a key
         meant = {name: mistyped[name] for name in unknown if name in mistyped}
         structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown, did_you_mean=meant)
+    unused, missing = unused_canary_settings(args)
+    if unused:
+        structlog.get_logger("sse_audit_proxy").warning("canary_settings_unused", names=unused, needs=missing)
     if args.canary is not None and str(args.canary).rstrip("/") == str(args.upstream).rstrip("/"):
         # An A/A run (to see the sides agree before a real canary) does this on purpose; a
         # mistyped setting does not: said, not refused.

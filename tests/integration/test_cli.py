@@ -109,6 +109,61 @@ def test_an_upstream_url_from_the_environment_shows_no_credentials_in_its_error(
     assert "PASSWORD-in-url" not in proc.stderr + proc.stdout
 
 
+def _lines_to_start(args: list[str], env: dict[str, str]) -> tuple[list[dict[str, object]], tuple[str, str]]:
+    """A serve's log lines up to `proxy_started`, then what it wrote until it stopped."""
+    with subprocess.Popen(
+        [*EXE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}, **env},
+    ) as proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["event"] == "proxy_started":
+                break
+        proc.terminate()
+        rest = proc.communicate(timeout=20)
+    return lines, rest
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names", "needs"),
+    [
+        (
+            ["--canary-sticky-header", "x-user", "--canary-guard-margin", "0.2"],
+            {},
+            ["--canary-sticky-header", "--canary-guard-margin"],
+            "--canary",
+        ),
+        ([], {"SSE_AUDIT_CANARY_NAME": "new-gateway"}, ["--canary-name"], "--canary"),
+        (
+            ["--canary", "http://127.0.0.1:2", "--canary-guard-window", "50"],
+            {},
+            ["--canary-guard-window"],
+            "--canary-guard",
+        ),
+        (["--canary", "http://127.0.0.1:2", "--canary-guard", "--canary-guard-window", "50"], {}, None, None),
+        (["--canary-name", "canary"], {}, None, None),  # the default, said again
+    ],
+)
+def test_canary_settings_that_do_nothing_are_said_at_start_not_refused(
+    args: list[str], env: dict[str, str], names: list[str] | None, needs: str | None
+) -> None:
+    """A guard window or sticky header given without --canary (or --canary-guard) did nothing,
+    without a word. Not an error: a configuration that keeps them while its canary is taken
+    out must still start (a rollback)."""
+    lines, _ = _lines_to_start([*SERVE, *args], env)
+    assert lines[-1]["event"] == "proxy_started", lines
+    warned = [line for line in lines if line["event"] == "canary_settings_unused"]
+    if names is None:
+        assert not warned, warned
+    else:
+        assert [(w["names"], w["needs"], w["level"]) for w in warned] == [(names, needs, "warning")]
+
+
 def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() -> None:
     """A variable that names no setting of serve and reads as no misspelling of one: said, with
     its name only; another command's variable (traffic's, set in the same shell) is not an
@@ -135,21 +190,7 @@ def test_an_unknown_setting_is_named_in_a_warning_and_its_value_never_shown() ->
         "SSE_AUDIT_SERVICE_HOST": "10.96.0.11",
         "SSE_AUDIT_PORT": "tcp://10.96.0.11:8080",
     }
-    with subprocess.Popen(
-        [*EXE, "serve", "--port", "0", "--metrics-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}, **env},
-    ) as proc:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(json.loads(line))
-            if lines[-1]["event"] == "proxy_started":
-                break
-        proc.terminate()
-        rest = proc.communicate(timeout=20)
+    lines, rest = _lines_to_start(["serve", "--port", "0", "--metrics-port", "0"], env)
     (warning,) = [line for line in lines if line["event"] == "unknown_settings"]
     assert warning["names"] == [  # no Service's
         "SSE_AUDIT_AUDIT_LEVEL",

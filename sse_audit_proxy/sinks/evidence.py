@@ -42,6 +42,96 @@ ROUTE_PATHS = {
 OTHER_PATH = "/v1/other"
 
 
+# Fields whose values evidence shows (scrubbed of credentials, as every value shown is): how the
+# answer was framed, cached and buffered, which hop answered, the IDs a vendor asks for, rate
+# limits. Any other field's value is upstream text of any kind (a debug field echoing the
+# prompt, a private key): shown as its length, `<N>`, as a frame's strings are.
+_SHOWN = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "cache-control",
+        "pragma",
+        "expires",
+        "vary",
+        "via",
+        "server",
+        "date",
+        "age",
+        "retry-after",
+        "x-accel-buffering",
+        "x-content-type-options",
+        "strict-transport-security",
+        "alt-svc",
+        "x-request-id",
+        "request-id",
+        "x-correlation-id",
+        "x-trace-id",
+        "traceparent",
+        "tracestate",
+        "x-client-request-id",
+        "x-served-by",
+        "x-cache",
+        "x-should-retry",
+    }
+)
+_SHOWN_PREFIXES = (
+    "x-ratelimit-",
+    "ratelimit",
+    "openai-",
+    "anthropic-",
+    "x-litellm-",
+    "x-amzn-",
+    "x-amz-",
+    "x-ms-",
+    "azureml-",
+    "apim-",
+    "cf-",
+    "x-envoy-",
+    "x-kong-",
+    "x-vercel-",
+    "fly-",
+    "x-b3-",
+    "access-control-",
+)
+_ECHOED = "llm_provider-"  # LiteLLM's copy of its upstream's fields
+# Fields that are a URL: shown without the query or fragment (a redirect may carry a prompt).
+_URLS = frozenset({"location", "content-location"})
+# What a credential or a word is made of: a value cut short loses its last one whole, so that
+# no part of a secret (whose shape no longer matches once cut) is left at the cut.
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/=%"
+
+
+def shown_value(name: str) -> bool:
+    """Whether evidence shows a response field's value (scrubbed), not only its length."""
+    lower = name.lower()
+    if lower.startswith(_ECHOED):
+        lower = lower[len(_ECHOED) :]
+    return lower in _SHOWN or lower in _URLS or lower.startswith(_SHOWN_PREFIXES)
+
+
+def _shown(name: str, value: str, redactor: Redactor) -> str:
+    if redactor.is_secret_name(name):
+        return REDACTED
+    if not shown_value(name):
+        return f"<{len(value)}>"
+    if name.lower().removeprefix(_ECHOED) in _URLS:
+        base, sep, rest = value.partition("?") if "?" in value else value.partition("#")
+        value = f"{base}{sep}<{len(rest)}>" if sep else value
+    return redactor.header(name, value)
+
+
+def _cut(text: str) -> str:
+    """`text` cut to MAX_HEADER_VALUE characters, and then to the end of its last whole word."""
+    if len(text) <= MAX_HEADER_VALUE:
+        return text
+    return text[:MAX_HEADER_VALUE].rstrip(_TOKEN_CHARS).rstrip()
+
+
 def _fields(head: bytes) -> list[tuple[str, str]]:
     """The head's fields as evidence shows them: the first MAX_HEADERS, each name and value
     cut to MAX_HEADER_VALUE characters, KEEP_HEAD_BYTES of them in all."""
@@ -51,8 +141,8 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
         name, sep, value = line.decode("latin-1").partition(":")
         if not sep:
             continue
-        name = name.strip()[:MAX_HEADER_VALUE].rstrip()
-        value = value.strip()[:MAX_HEADER_VALUE].rstrip()
+        name = _cut(name.strip())
+        value = _cut(value.strip())
         room -= len(name) + len(value)
         if len(out) >= MAX_HEADERS or room < 0:
             break
@@ -61,11 +151,16 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
 
 
 def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:
-    """The head's `[name, value]` pairs, in order, with secret headers blanked and secrets in
-    values scrubbed (Redactor.header); bounded in count and length."""
+    """The head's `[name, value]` pairs, in order: the values of the fields evidence shows
+    (shown_value) with secret headers blanked and secrets scrubbed (Redactor.header), others as
+    their length; names scrubbed too (a field may be named with a key); bounded in count and
+    length."""
     if not head:
         return []
-    return [[printable(name), printable(redactor.header(name, value))] for name, value in _fields(head)]
+    return [
+        [printable(redactor.scrub_name(name)), printable(_shown(name, value, redactor))]
+        for name, value in _fields(head)
+    ]
 
 
 # Controls a header's bytes may hold (decoded as latin-1): C0, DEL and C1. Written raw into a

@@ -141,6 +141,11 @@ class Redactor:
         name = header.lower()
         return name in self._names or _SECRET_NAME(name) is not None
 
+    def scrub_name(self, name: str) -> str:
+        """A response field's name as evidence shows it: keys of well-known shapes blanked (an
+        upstream may name a field with one, `X-Debug-AKIA...`)."""
+        return KEY_SHAPES.sub(REDACTED, name)
+
     def header(self, name: str, value: str) -> str:
         """A response header's value as evidence shows it: blanked when the name is a
         secret's, else with the credentials inside it scrubbed."""

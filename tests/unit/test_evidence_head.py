@@ -69,3 +69,44 @@ def test_an_anomalous_complete_stream_is_notable(outcome: str, anomalies: list[s
     stream = dataclasses.replace(_RESULT, outcome=Outcome(outcome), anomalies=anomalies)
     rec = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 1.0, 0, stream)
     assert is_notable(rec) is notable
+
+
+def test_only_fields_evidence_knows_show_their_values_and_a_cut_leaves_no_part_of_a_key() -> None:
+    """Evidence showed any response field's value with credentials scrubbed by their shapes: an
+    upstream echoing the prompt in a debug field, a `pass=` pair, a private key or a key cut at
+    512 characters (its pattern no longer matching) reached the evidence, its log line and the
+    inspector (an outside review). Other fields' values are their lengths now; names are
+    scrubbed too."""
+    pem = "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-----END PRIVATE KEY-----"
+    fields = [
+        ("X-Echo-Prompt", "tell me the password PROMPTMARK"),
+        ("X-Debug", "pass=hunter2; user password is PWMARK"),
+        ("X-Cert", pem),
+        ("X-Dbg-AKIAIOSFODNN7EXAMPLE", "1"),
+        ("Location", "https://gw.example/cb?prompt=LOCPROMPTMARK#frag"),
+        ("Server", "x" * 495 + " AKIAIOSFODNN7EXAMPLE"),  # the key straddles the cut at 512
+        ("LLM_Provider-X-Request-Id", "req_42"),  # LiteLLM's copy of its upstream's field
+        ("x-ratelimit-remaining-tokens", "29000"),
+        ("Content-Type", "text/event-stream; charset=utf-8"),
+    ]
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in fields) + b"\r\n"
+    shown = dict(map(tuple, redacted_headers(head, Redactor())))
+    text = repr(shown)
+    for secret in (
+        "PROMPTMARK",
+        "hunter2",
+        "PWMARK",
+        "MIIEvQ",
+        "AKIA",
+        "IOSFODNN7E",
+        "LOCPROMPTMARK",
+        "frag",
+    ):
+        assert secret not in text, (secret, shown)
+    assert shown["X-Echo-Prompt"] == "<31>" and shown["X-Cert"] == f"<{len(pem)}>"
+    assert shown["X-Dbg-[redacted]"] == "<1>"
+    assert shown["Location"] == "https://gw.example/cb?<25>"  # the query and fragment: their length
+    assert shown["Server"] == "x" * 495
+    assert shown["LLM_Provider-X-Request-Id"] == "req_42"
+    assert shown["x-ratelimit-remaining-tokens"] == "29000"
+    assert shown["Content-Type"] == "text/event-stream; charset=utf-8"

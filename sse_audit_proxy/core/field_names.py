@@ -156,7 +156,7 @@ partial_image_index output_format quality size
 """
 # Responses fields the SDK's models leave out, and error bodies of gateways.
 _EXTRA = """
-store status_code retry_after request_id errors
+store status_code retry_after request_id errors stop_sequence_type token_id tokenId
 """
 FIELD_NAMES = frozenset(
     (

@@ -7,8 +7,9 @@ replaced by `"<N>"` (N: its length in characters) unless it is the value of a pr
 and looks like a protocol word. A key is kept only when it is a field name of the protocols
 (field_names.py), and not inside an object keyed by data (a token's text keys Completions'
 `top_logprobs`); any other key is `"<N>"` too, `"<N>#2"`, `"<N>#3"`, ... after the first of
-that length in the same object, so an object keeps its number of keys. Integers that are text
-in another form (token IDs, a token's UTF-8 bytes) are 0. Bounded: depth, items per container
+that length in the same object, so an object keeps its number of keys, and its value is its
+shape alone (every number 0: numbers under a name no protocol gives may be token IDs). Integers
+that are text in another form (token IDs, a token's UTF-8 bytes) are 0. Bounded: depth, items per container
 and the skeleton's size.
 """
 
@@ -92,12 +93,20 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
         return _data_map(value, depth)
     out: dict[str, Any] = {}
     for k, v in islice(value.items(), MAX_KEYS) if len(value) > MAX_KEYS else value.items():
-        name = k if k in FIELD_NAMES else _placeholder(k, out)
+        if k not in FIELD_NAMES:
+            # No field of the protocols: its numbers may be text in another form (SGLang's
+            # `output_ids`, the prompt's token IDs in its logprobs), so only its shape is kept.
+            out[_placeholder(k, out)] = _opaque(v, depth)
+            continue
+        name = k
         kind = type(v)
         if kind is str:
             # vLLM's `stop_reason` on a choice is the stop string the client sent (Anthropic's,
-            # on a message, is a protocol word).
-            words = k in VOCABULARY and not (k == "stop_reason" and key == "choices")
+            # on a message, is a protocol word), and a `code` of code the model wrote is no
+            # error's code.
+            words = k in VOCABULARY and not (
+                (k == "stop_reason" and key == "choices") or (k == "code" and written_code(key, value))
+            )
             out[name] = _text(v, k) if words else f"<{len(v)}>"
         elif k in OPAQUE:
             out[name] = _opaque(v, depth)
@@ -108,6 +117,12 @@ def _shape(value: Any, key: str | None, depth: int) -> Any:
     if len(value) > MAX_KEYS:
         out[MORE] = len(value) - MAX_KEYS
     return out
+
+
+def written_code(key: str | None, value: dict[str, Any]) -> bool:
+    """Whether an object's `code` is code a model wrote: Gemini's `executableCode`, a Responses
+    code interpreter call (`code_interpreter_call`, `response.code_interpreter_call_code.done`)."""
+    return key == "executableCode" or "code_interpreter" in str(value.get("type"))
 
 
 def _data_map(value: dict[str, Any], depth: int) -> dict[str, Any]:

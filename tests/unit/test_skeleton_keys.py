@@ -141,6 +141,45 @@ def test_token_ids_and_prompt_logprobs_of_vllm_hold_no_text() -> None:
     assert doc["prompt_logprobs"] == [None, {"<2>": {"logprob": -1.0, "rank": 1, "decoded_token": "<1>"}}]
 
 
+def test_numbers_under_names_no_protocol_gives_are_zero() -> None:
+    """Integers under an unknown key were kept, its name alone hidden: SGLang's native frames
+    carry `output_ids` and, with logprobs asked for, the prompt's token IDs in
+    `meta_info.input_token_logprobs` ([logprob, token ID, text]), which a public tokenizer turns
+    back into the prompt and the completion (an outside review)."""
+    frame = {
+        "text": "Hello",
+        "output_ids": [9906, 11, 424242],
+        "meta_info": {"id": "r1", "input_token_logprobs": [[None, 71143, None], [-1.5, 424242, None]]},
+        "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+    }
+    doc = shaped(frame)["data"]
+    assert "424242" not in orjson.dumps(doc).decode() and "71143" not in orjson.dumps(doc).decode()
+    assert doc["<10>"] == [0, 0, 0]  # output_ids: its shape
+    assert doc["<9>"] == {"<2>": "<2>", "<20>": [[None, 0, None], [0, 0, None]]}
+    assert doc["choices"] == [{"index": 0, "delta": {"content": "<1>"}, "finish_reason": None}]
+
+
+def test_code_a_model_wrote_is_its_length_and_an_error_code_its_word() -> None:
+    """`code` is kept as a protocol word (an error's code), but Gemini's `executableCode.code`
+    and a Responses code interpreter call's `code` are code the model wrote: a one-word program
+    (`GCODEMARK`) went into evidence verbatim (an outside review)."""
+    gemini = {
+        "candidates": [
+            {"content": {"parts": [{"executableCode": {"language": "PYTHON", "code": "GCODEMARK"}}]}}
+        ]
+    }
+    item = {
+        "type": "response.output_item.done",
+        "item": {"type": "code_interpreter_call", "code": "RCODEMARK"},
+    }
+    done = {"type": "response.code_interpreter_call_code.done", "code": "DCODEMARK"}
+    error = {"type": "error", "code": "rate_limit_exceeded", "message": "slow down"}
+    texts = [orjson.dumps(shaped(doc)["data"]).decode() for doc in (gemini, item, done, error)]
+    for text, mark in zip(texts, ("GCODEMARK", "RCODEMARK", "DCODEMARK"), strict=False):
+        assert mark not in text and '"code":"<9>"' in text, text
+    assert '"code":"rate_limit_exceeded"' in texts[3]
+
+
 def test_a_data_map_s_values_are_not_read_as_protocol_fields() -> None:
     # In the caller's metadata, a key "status" is no protocol field: its word is not kept.
     doc = shaped({"type": "response.created", "response": {"metadata": {"status": "Patient", "type": "HIV"}}})

@@ -42,11 +42,17 @@ def reference_opaque(value: Any, depth: int) -> Any:
     return out
 
 
-def reference_shape(value: Any, key: str | None, depth: int, within: str | None = None) -> Any:
+def reference_shape(
+    value: Any, key: str | None, depth: int, within: str | None = None, within_type: Any = None
+) -> Any:
     """The definition, one call per value (as skeleton.py had it before it was made cheaper).
-    `within`: the key of the object `value` is a field of."""
+    `within`: the key of the object `value` is a field of; `within_type`: that object's `type`."""
     if isinstance(value, str):
         client_text = key == "stop_reason" and within == "choices"  # vLLM: the client's stop string
+        # Code a model wrote (Gemini's executableCode, a Responses code interpreter call)
+        client_text |= key == "code" and (
+            within == "executableCode" or "code_interpreter" in str(within_type)
+        )
         if (
             key in sk.VOCABULARY
             and not client_text
@@ -74,10 +80,10 @@ def reference_shape(value: Any, key: str | None, depth: int, within: str | None 
                 name = sk.text_length(k)
                 same = sum(1 for o in out if o == name or o.startswith(name + "#"))
                 name = name if not same else f"{name}#{same + 1}"
-            if k in OPAQUE and not by_data and not isinstance(v, str):
+            if (k in OPAQUE or k not in FIELD_NAMES) and not by_data and not isinstance(v, str):
                 out[name] = reference_opaque(v, depth + 1)
             else:
-                out[name] = reference_shape(v, None if by_data else k, depth + 1, key)
+                out[name] = reference_shape(v, None if by_data else k, depth + 1, key, value.get("type"))
         return out
     if isinstance(value, list):
         items = [reference_shape(v, key, depth + 1) for v in value[: sk.MAX_ITEMS]]
@@ -104,13 +110,14 @@ _KEYS = st.sampled_from(
         "x" * 70,
         sk.MORE,
         "Patient",
+        "executableCode",
         "abc",
         "xyz",
     ]
 ) | st.text(max_size=8)
-_STRINGS = st.sampled_from(["stop", "chat.completion.chunk", "<12>", "two words", "", "x" * 65]) | st.text(
-    max_size=8
-)
+_STRINGS = st.sampled_from(
+    ["stop", "code_interpreter_call", "chat.completion.chunk", "<12>", "two words", "", "x" * 65]
+) | st.text(max_size=8)
 _SCALARS = (
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | _STRINGS
 )

@@ -168,6 +168,60 @@ def test_refused_requests_take_no_place_among_the_models() -> None:
     assert m.models("o4", True) == "other"  # the cap holds
 
 
+def test_refusals_of_a_counted_model_on_other_routes_make_no_series_of_their_own() -> None:
+    """404s for each counted model on each route made about 55 series a (route, model) pair:
+    1,500 requests took a proxy from 13,600 series to 99,000 and a 12 MB scrape (an outside
+    review). A refusal counts under `other` where its pair has no series; where it has, as
+    itself (a real model's 400s on the route it streams on are worth seeing)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_models=100)
+    routes = ("chat_completions", "responses", "anthropic_messages", "ollama_chat", "other")
+
+    def stream(route: str, model: str, status: int) -> None:
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        result = audit.finish(0.1, End.UPSTREAM_STATUS if status >= 400 else End.UPSTREAM_EOF)
+        rec = AuditRecord("t", route, "POST", model, status, 0.0, 0.1, 0, result)
+        m.stream_started(rec)
+        m.record(rec)
+        m.stream_ended(rec)
+
+    models = [f"model-{i}" for i in range(20)]
+    for model in models:
+        stream("chat_completions", model, 200)
+    pairs_before = _pairs(registry)
+    for model in models:
+        for route in routes:
+            stream(route, model, 404)
+    stream("chat_completions", "model-0", 400)
+    pairs = _pairs(registry)
+    assert pairs - pairs_before == {(route, "other") for route in routes if route != "chat_completions"}
+    assert (
+        _value(
+            registry,
+            "sse_audit_streams_total",
+            route="chat_completions",
+            model="model-0",
+            outcome="upstream_error",
+        )
+        == 2.0
+    )
+    assert (
+        _value(
+            registry, "sse_audit_streams_total", route="responses", model="other", outcome="upstream_error"
+        )
+        == 20.0
+    )
+
+
+def _pairs(registry: CollectorRegistry) -> set[tuple[str, str]]:
+    return {
+        (s.labels["route"], s.labels["model"])
+        for f in registry.collect()
+        for s in f.samples
+        if "route" in s.labels and "model" in s.labels
+    }
+
+
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     for family in registry.collect():
         for sample in family.samples:

@@ -133,8 +133,10 @@ def shown_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def shown_response_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """A response's headers as evidence shows them: secret-named ones blanked (`Set-Cookie`),
-    credentials in the others scrubbed."""
+    """A response's headers as the report shows them: secret-named ones blanked (`Set-Cookie`),
+    credentials in the others scrubbed. Every other value is shown, unlike in the proxy's
+    evidence (evidence.shown_value): these answer the probe's own requests, whose prompts are
+    its own, and a cutover's report needs what the gateway sent."""
     return {name: HEADERS.header(name, value) for name, value in headers}
 
 

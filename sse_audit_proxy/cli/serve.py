@@ -494,7 +494,7 @@ def side_name(value: str) -> str:
 
 
 def canary_from(args: argparse.Namespace) -> CanaryConfig:
-    if args.upstream_name == args.canary_name:
+    if args.canary is not None and args.upstream_name == args.canary_name:  # without, no side is
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
     if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
         raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")

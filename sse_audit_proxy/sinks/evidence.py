@@ -44,8 +44,8 @@ OTHER_PATH = "/v1/other"
 
 # Fields whose values evidence shows (scrubbed of credentials, as every value shown is): how the
 # answer was framed, cached and buffered, which hop answered, the IDs a vendor asks for, rate
-# limits. Any other field's value is upstream text of any kind (a debug field echoing the
-# prompt, a private key): shown as its length, `<N>`, as a frame's strings are.
+# limits and timings. Any other field's value is upstream text of any kind (a debug field
+# echoing the prompt, a private key): shown as its length, `<N>`, as a frame's strings are.
 _SHOWN = frozenset(
     {
         "content-type",
@@ -67,40 +67,41 @@ _SHOWN = frozenset(
         "x-content-type-options",
         "strict-transport-security",
         "alt-svc",
-        "x-request-id",
-        "request-id",
-        "x-correlation-id",
-        "x-trace-id",
         "traceparent",
         "tracestate",
-        "x-client-request-id",
         "x-served-by",
         "x-cache",
         "x-should-retry",
+        "cf-ray",
+        "cf-cache-status",
+        "openai-organization",
+        "openai-project",
+        "openai-model",
+        "azureml-model-session",
+        "x-ms-rai-invoked",
+        "x-ms-deployment-name",
+        "x-amz-cf-pop",
+        "x-litellm-model-id",
+        "x-litellm-model-group",
+        "x-litellm-call-id",
+        "x-litellm-attempted-retries",
+        "x-litellm-attempted-fallbacks",
     }
 )
-_SHOWN_PREFIXES = (
-    "x-ratelimit-",
-    "ratelimit",
-    "openai-",
-    "anthropic-",
-    "x-litellm-",
-    "x-amzn-",
-    "x-amz-",
-    "x-ms-",
-    "azureml-",
-    "apim-",
-    "cf-",
-    "x-envoy-",
-    "x-kong-",
-    "x-vercel-",
-    "fly-",
-    "x-b3-",
-    "access-control-",
-)
+# The kinds of field that vendors name alike: IDs, rate limits, timings, versions, regions, costs
+# and counts (`x-request-id`, `apim-request-id`, `x-amzn-requestid`, `x-ratelimit-remaining-
+# tokens`, `openai-processing-ms`, `x-envoy-upstream-service-time`, `x-ms-region`,
+# `x-litellm-response-cost`, `x-amzn-bedrock-input-token-count`), under any vendor's prefix.
+_SHOWN_KIND = re.compile(
+    r"(?:^|-)(?:request-?id|trace-?id|correlation-?id|call-?id|cf-id|vercel-id)$|ratelimit"
+    r"|-(?:ms|latency|time|duration|version|region|cost|spend|count|retries)$"
+).search
 _ECHOED = "llm_provider-"  # LiteLLM's copy of its upstream's fields
-# Fields that are a URL: shown without the query or fragment (a redirect may carry a prompt).
+# Fields that are a URL: shown without its parameters, query or fragment (a redirect may carry
+# a prompt or a session ID).
 _URLS = frozenset({"location", "content-location"})
+_URL_END = re.compile(r"[;?#]")
+_LENGTH = re.compile(r"<\d+>")
 # What a credential or a word is made of: a value cut short loses its last one whole, so that
 # no part of a secret (whose shape no longer matches once cut) is left at the cut.
 _TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/=%"
@@ -108,33 +109,22 @@ _TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 
 def shown_value(name: str) -> bool:
     """Whether evidence shows a response field's value (scrubbed), not only its length."""
-    lower = name.lower()
-    if lower.startswith(_ECHOED):
-        lower = lower[len(_ECHOED) :]
-    return lower in _SHOWN or lower in _URLS or lower.startswith(_SHOWN_PREFIXES)
-
-
-def _shown(name: str, value: str, redactor: Redactor) -> str:
-    if redactor.is_secret_name(name):
-        return REDACTED
-    if not shown_value(name):
-        return f"<{len(value)}>"
-    if name.lower().removeprefix(_ECHOED) in _URLS:
-        base, sep, rest = value.partition("?") if "?" in value else value.partition("#")
-        value = f"{base}{sep}<{len(rest)}>" if sep else value
-    return redactor.header(name, value)
+    lower = name.lower().removeprefix(_ECHOED)
+    return lower in _SHOWN or lower in _URLS or _SHOWN_KIND(lower) is not None
 
 
 def _cut(text: str) -> str:
-    """`text` cut to MAX_HEADER_VALUE characters, and then to the end of its last whole word."""
+    """`text` cut to MAX_HEADER_VALUE characters, then to the end of its last whole word; its
+    length, `<N>`, when it has none there (a single long token)."""
     if len(text) <= MAX_HEADER_VALUE:
         return text
-    return text[:MAX_HEADER_VALUE].rstrip(_TOKEN_CHARS).rstrip()
+    return text[:MAX_HEADER_VALUE].rstrip(_TOKEN_CHARS).rstrip() or f"<{len(text)}>"
 
 
 def _fields(head: bytes) -> list[tuple[str, str]]:
-    """The head's fields as evidence shows them: the first MAX_HEADERS, each name and value
-    cut to MAX_HEADER_VALUE characters, KEEP_HEAD_BYTES of them in all."""
+    """The head's fields as evidence shows them: the first MAX_HEADERS, each value of a field
+    evidence does not show as its length (`<N>`), names and shown values cut (_cut),
+    KEEP_HEAD_BYTES of them in all."""
     out: list[tuple[str, str]] = []
     room = KEEP_HEAD_BYTES
     for line in head.split(b"\r\n")[1:]:  # the status line first
@@ -142,12 +132,27 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
         if not sep:
             continue
         name = _cut(name.strip())
-        value = _cut(value.strip())
+        value = value.strip()
+        if shown_value(name):
+            value = _cut(value)
+        elif not _LENGTH.fullmatch(value):  # a kept head's (kept_head) already is
+            value = f"<{len(value)}>"
         room -= len(name) + len(value)
         if len(out) >= MAX_HEADERS or room < 0:
             break
         out.append((name, value))
     return out
+
+
+def _shown(name: str, value: str, redactor: Redactor) -> str:
+    """A field's value from _fields as evidence shows it."""
+    if redactor.is_secret_name(name):
+        return REDACTED
+    if not shown_value(name):
+        return value  # its length already
+    if name.lower().removeprefix(_ECHOED) in _URLS and (end := _URL_END.search(value)) is not None:
+        value = f"{value[: end.start() + 1]}<{len(value) - end.start() - 1}>"
+    return redactor.header(name, value)
 
 
 def redacted_headers(head: bytes | None, redactor: Redactor) -> list[list[str]]:

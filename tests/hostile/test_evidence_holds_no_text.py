@@ -116,8 +116,8 @@ SECRETS = {
     b"X-Access-Token": b"ya29.GOOGLEOAUTHTOKENSECRET",
     b"X-Upstream-Cookie": b"session=COOKIEECHOSECRET",
     b"Location": b"https://admin:hunter2pass@internal.example/p?key=AIzaSyQUERYKEY99999&api_key=QSECRET2&page=2",
-    b"X-Amzn-Json": b'{"api_key": "JSONSECRET123", "token": "JSONTOKEN456", "n": 3}',
-    b"X-Amzn-Debug": b"a=1; session=SESSIONVALUE77; b=2",
+    b"X-Json-Trace-Id": b'{"api_key": "JSONSECRET123", "token": "JSONTOKEN456", "n": 3}',
+    b"X-Debug-Trace-Id": b"a=1; session=SESSIONVALUE77; b=2",
     b"X-Amz-Auth": b"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEAKID/2024/us-east-1/s3/aws4_request, "
     b"Signature=ABCDEF0123",
 }
@@ -159,7 +159,7 @@ async def test_credentials_in_response_headers_are_redacted_and_rate_limits_kept
     assert [(k, headers.get(k)) for k in KEPT] == list(KEPT.items())
     # A URL without its query (a redirect may carry a prompt); the rest of a scrubbed value stays.
     assert headers["Location"] == "https://[redacted]@internal.example/p?<47>"
-    assert headers["X-Amzn-Debug"] == "a=1; session=[redacted]; b=2"
+    assert headers["X-Debug-Trace-Id"] == "a=1; session=[redacted]; b=2"
     assert len(child.events("stream_evidence")) == 1
     output = orjson.dumps(child.lines).decode() + child.stderr.decode(errors="replace")
     for secret in CREDENTIALS:
@@ -212,15 +212,19 @@ OWN = {
 
 def echoing(body: bytes) -> Any:
     """An upstream that echoes the caller's credentials under fields of ordinary names (of a
-    family whose values evidence shows: scrubbed, not only measured)."""
+    kind whose values evidence shows, request IDs: scrubbed, not only measured)."""
 
     async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
         echoed = b"".join(
-            b"X-Amzn-Echo-%d: %s\r\n" % (i, value) for i, name in enumerate(OWN) for value in req.header(name)
+            b"X-Echo-%d-Request-Id: %s\r\n" % (i, value)
+            for i, name in enumerate(OWN)
+            for value in req.header(name)
         )
         # Percent-encoded, as a debug header or a redirect's URL would carry them.
-        echoed += b"X-Amzn-Echo-Quoted: %s\r\n" % quote(req.header(b"Authorization")[0], safe="").encode()
-        echoed += b"X-Amzn-Echo-Query: %s\r\n" % req.target.partition(b"?")[2]
+        echoed += (
+            b"X-Echo-Quoted-Request-Id: %s\r\n" % quote(req.header(b"Authorization")[0], safe="").encode()
+        )
+        echoed += b"X-Echo-Query-Request-Id: %s\r\n" % req.target.partition(b"?")[2]
         await answer(echoed, body)(req, writer)
 
     return script
@@ -256,16 +260,16 @@ async def test_an_upstream_echoing_the_requests_credentials_gets_them_nowhere() 
                 recent = await resp.text()
             async with http.get(child.metrics_url / "metrics") as resp:
                 metrics = await resp.text()
-    assert b"X-Amzn-Echo-4: CUSTOMSECRETvv1234" in got  # the client gets them as they came
+    assert b"X-Echo-4-Request-Id: CUSTOMSECRETvv1234" in got  # the client gets them as they came
     ends = child.events("stream_end")
     assert len(ends) == 3 and ends[0]["trace_id"] == "echo-1"
     assert ends[1]["trace_id"] != OWN[b"api-key"].decode()  # a new one: the key is no ID
     assert ends[2]["model"] == "[redacted]" and ends[0]["model"] == "m"  # nor a model name
     headers = dict(orjson.loads(evidence)["response"]["headers"])
-    assert headers["X-Amzn-Echo-0"] == "[redacted]"
-    assert headers["X-Amzn-Echo-3"] == "session=[redacted]; csrftoken=[redacted]"  # pair by pair
-    assert headers["X-Amzn-Echo-Quoted"] == "[redacted]"
-    assert headers["X-Amzn-Echo-Query"] == "api-version=2024-10-21&key2=[redacted]"  # the rest stays
+    assert headers["X-Echo-0-Request-Id"] == "[redacted]"
+    assert headers["X-Echo-3-Request-Id"] == "session=[redacted]; csrftoken=[redacted]"  # pair by pair
+    assert headers["X-Echo-Quoted-Request-Id"] == "[redacted]"
+    assert headers["X-Echo-Query-Request-Id"] == "api-version=2024-10-21&key2=[redacted]"  # the rest stays
     output = orjson.dumps(child.lines).decode() + child.stderr.decode(errors="replace")
     secrets = ["9f8e7d6c5b4a39281706f5e4d3c2b1a0", "ANTHROPICSTYLEKEY987", "gw-tenant-7f3a9c1e5b2d"]
     for secret in [*secrets, "COOKIEVALUE42", "CUSTOMSECRETvv1234", "QUERYKEY7788zz"]:

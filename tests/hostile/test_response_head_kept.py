@@ -10,7 +10,7 @@ from typing import Any
 from relay_support import RawRequest, raw_exchange, raw_upstream
 from yarl import URL
 
-from sse_audit_proxy.sinks.evidence import KEEP_HEAD_BYTES, MAX_HEADER_VALUE
+from sse_audit_proxy.sinks.evidence import KEEP_HEAD_BYTES
 
 FRAMES = (
     b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
@@ -38,5 +38,6 @@ async def test_a_big_response_head_is_relayed_whole_and_kept_small(proxy: Any) -
     assert b"\r\nX-Big: " + BIG + b"\r\n" in got and got.endswith(FRAMES)  # relayed as sent
     assert rec.response_head is not None and len(rec.response_head) <= KEEP_HEAD_BYTES + 1024
     assert rec.response_head.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"\r\nX-Big: " + BIG[:MAX_HEADER_VALUE] + b"\r\n" in rec.response_head
-    assert b"\r\nX-After: 1\r\n" in rec.response_head
+    # What evidence shows of it: its length (a field evidence does not know shows no text)
+    assert b"\r\nX-Big: <%d>\r\n" % len(BIG) in rec.response_head
+    assert b"\r\nX-After: <1>\r\n" in rec.response_head

@@ -22,8 +22,9 @@ from tests.cli_process import serve_env
 from tests.hostile.relay_support import RawRequest, raw_upstream
 
 STREAMS = 250
-# Fields the record's evidence keeps (names and sizes), so each evidence line is past 4 KiB.
-PADDING = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"v" * 100) for i in range(60))
+# Fields the record's evidence shows (of a kind whose values it shows: request IDs), so each
+# evidence line is past 4 KiB.
+PADDING = b"".join(b"X-Pad-%d-Request-Id: %s\r\n" % (i, b"v" * 100) for i in range(60))
 FRAMES = b"".join(
     b'data: {"choices":[{"index":0,"delta":{"content":"tok %d"},"finish_reason":null}]}\n\n' % i
     for i in range(40)

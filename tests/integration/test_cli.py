@@ -147,6 +147,8 @@ def _lines_to_start(args: list[str], env: dict[str, str]) -> tuple[list[dict[str
         ),
         (["--canary", "http://127.0.0.1:2", "--canary-guard", "--canary-guard-window", "50"], {}, None, None),
         (["--canary-name", "canary"], {}, None, None),  # the default, said again
+        # Without a canary its name clashes with nothing (refused, the only way out warned)
+        (["--upstream-name", "canary"], {}, None, None),
     ],
 )
 def test_canary_settings_that_do_nothing_are_said_at_start_not_refused(

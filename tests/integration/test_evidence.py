@@ -121,7 +121,8 @@ async def test_evidence_file_is_self_contained_redacted_and_text_free(
     headers = dict(doc["response"]["headers"])
     assert headers["Set-Cookie"] == "[redacted]"
     assert headers["Content-Type"] == "text/event-stream"  # how it was framed: shown
-    assert headers["X-Gateway-Region"] == "<9>"  # any other upstream text: its length
+    assert headers["X-Gateway-Region"] == "eu-west-1"  # a kind of field evidence shows
+    assert headers["X-Debug"] == "<34>"  # any other upstream text: its length
     assert doc["request"]["route"] == "chat_completions"
     assert doc["request"]["shape"]["messages"] == 1
     assert doc["request"]["shape"]["temperature"] == 0.2

@@ -86,6 +86,11 @@ def test_only_fields_evidence_knows_show_their_values_and_a_cut_leaves_no_part_o
         ("Location", "https://gw.example/cb?prompt=LOCPROMPTMARK#frag"),
         ("Server", "x" * 495 + " AKIAIOSFODNN7EXAMPLE"),  # the key straddles the cut at 512
         ("LLM_Provider-X-Request-Id", "req_42"),  # LiteLLM's copy of its upstream's field
+        # A vendor's prefix is no kind of field (the second pass over this fix)
+        ("X-Litellm-Debug", "pass=hunter2 my prompt"),
+        ("Content-Location", "https://app.example/cb;jsessionid=ABCDEF0123456789#q=my%20prompt?x"),
+        ("X-Request-Id", "r" * 600),  # one token longer than the cut: its length, not ""
+        ("X-Debug-Long", "d" * 600),
         ("x-ratelimit-remaining-tokens", "29000"),
         ("Content-Type", "text/event-stream; charset=utf-8"),
     ]
@@ -101,6 +106,8 @@ def test_only_fields_evidence_knows_show_their_values_and_a_cut_leaves_no_part_o
         "IOSFODNN7E",
         "LOCPROMPTMARK",
         "frag",
+        "prompt",
+        "ABCDEF",
     ):
         assert secret not in text, (secret, shown)
     assert shown["X-Echo-Prompt"] == "<31>" and shown["X-Cert"] == f"<{len(pem)}>"
@@ -108,5 +115,8 @@ def test_only_fields_evidence_knows_show_their_values_and_a_cut_leaves_no_part_o
     assert shown["Location"] == "https://gw.example/cb?<25>"  # the query and fragment: their length
     assert shown["Server"] == "x" * 495
     assert shown["LLM_Provider-X-Request-Id"] == "req_42"
+    assert shown["X-Litellm-Debug"] == "<22>"
+    assert shown["Content-Location"] == "https://app.example/cb;<43>"
+    assert shown["X-Request-Id"] == shown["X-Debug-Long"] == "<600>"
     assert shown["x-ratelimit-remaining-tokens"] == "29000"
     assert shown["Content-Type"] == "text/event-stream; charset=utf-8"

@@ -213,6 +213,34 @@ def test_refusals_of_a_counted_model_on_other_routes_make_no_series_of_their_own
     )
 
 
+def test_a_refusal_makes_no_zeros_and_a_later_stream_still_gets_its_own() -> None:
+    """A 404 that opened before its model's first 200 on the route ended made `judged`, `bad`
+    and `streams{complete}` at 0 under `other`, never counted (the second pass over the fix
+    above); and the zeros a stream's first count needs must come even after a refusal (a
+    429) made the pair's other series."""
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_models=100)
+
+    def rec(model: str, status: int) -> AuditRecord:
+        result = StreamAudit(ChatCompletions(), 0.0).finish(0.1, End.UPSTREAM_STATUS)
+        return AuditRecord("t", "chat_completions", "POST", model, status, 0.0, 0.1, 0, result)
+
+    m.models("gpt-x", True)
+    refused, served = rec("gpt-x", 404), rec("gpt-x", 200)
+    m.stream_started(refused)
+    m.stream_started(served)
+    m.record(served)
+    m.record(refused)
+    assert ("chat_completions", "other") not in _pairs(registry)
+    limited = rec("o1", 429)
+    m.stream_started(limited)
+    m.record(limited)
+    m.stream_started(rec("o1", 200))  # open: its zeros are there before its count
+    labels = {"route": "chat_completions", "model": "o1", "upstream": "baseline"}
+    assert _value(registry, "sse_audit_streams_total", outcome="complete", **labels) == 0.0
+    assert _value(registry, "sse_audit_judged_streams_total", **labels) == 0.0
+
+
 def _pairs(registry: CollectorRegistry) -> set[tuple[str, str]]:
     return {
         (s.labels["route"], s.labels["model"])
@@ -253,12 +281,13 @@ def test_a_streams_counters_are_exported_at_zero_from_its_start() -> None:
     assert _value(registry, "sse_audit_judged_streams_total", **series) == 1
     assert _value(registry, "sse_audit_streams_total", outcome="truncated", **series) == 1
     assert _value(registry, "sse_audit_active_streams", route="chat_completions", upstream="canary") == 0
-    # A stream refused as the client's error (a made-up model) takes no place at its start either
+    # A stream refused as the client's error (a made-up model) takes no place at its start
+    # either, and makes no zeros (it is never judged)
     m.stream_started(AuditRecord("t", "chat_completions", "POST", "made-up", 404, 0.0, 0.0, 0, None))
     m.stream_started(AuditRecord("t", "chat_completions", "POST", "m2", 200, 0.0, 0.0, 0, None))
     assert m.models("m2", False) == "m2"
     assert _value(registry, "sse_audit_judged_streams_total", model="made-up") is None
-    assert _value(registry, "sse_audit_judged_streams_total", model="other") == 0
+    assert _value(registry, "sse_audit_judged_streams_total", model="other") is None
 
 
 def test_the_status_label_is_bounded() -> None:

@@ -20,22 +20,25 @@ class Event:
     """One dispatched event. `event` is "" when the frame had no `event:` field. `unread`: the
     frame was larger than `max_frame_bytes`, so it was skipped, not read: `data` is empty,
     `event` is its name if its `event:` line came before the cap, and `unread` is about its
-    size in bytes (an image in a stream: its name still says what it was)."""
+    size in bytes (an image in a stream: its name still says what it was). `bare`: a `data:`
+    line had no space after its colon (the spec's readers take it; google-genai raises)."""
 
     event: str
     data: bytes
     id: str = ""
     unread: int = 0
+    bare: bool = False
 
 
 def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
     """The data of `chunk` when it is exactly one frame of a single `data:` line (nearly every
     read of a stream), else None. Its only LF is the first of the blank line at its end and it
     has no CR, so a decoder with nothing pending would make that one event of it; the caller
-    checks that nothing is pending (SSEDecoder.idle)."""
-    if chunk[:5] != b"data:" or chunk[-1] != 0x0A or chunk[-2] != 0x0A:
+    checks that nothing is pending (SSEDecoder.idle). A `data:` line without its space is left to
+    the decoder, which says so (Event.bare)."""
+    if chunk[:6] != b"data: " or chunk[-1] != 0x0A or chunk[-2] != 0x0A:
         return None
-    data = chunk[6:-2] if chunk[5] == 0x20 else chunk[5:-2]
+    data = chunk[6:-2]
     if 0x0A in data or 0x0D in data or len(chunk) - 2 >= max_frame_bytes:
         return None
     return data
@@ -51,6 +54,7 @@ class SSEDecoder:
     """
 
     __slots__ = (
+        "_bare",
         "_bom_checked",
         "_data",
         "_discarding",
@@ -105,6 +109,7 @@ class SSEDecoder:
         # dispatches nothing there, so they are counted, not made events.
         self.empty_events = 0
         self._retry = False  # the current frame has a `retry:` line with a number
+        self._bare = False  # the current frame has a `data:` line without its space
         # The last event was an unread one (Event.unread). Keep-alives after it leave it so.
         self.last_unread = False
         # The frame being skipped (see Event.unread): its name and the bytes it had so far.
@@ -180,8 +185,13 @@ class SSEDecoder:
             rest = frames.pop()
             limit = self._max
             for frame in frames:
-                if frame[:5] == b"data:" and 0x0A not in frame and len(frame) < limit and not self._frame_len:
-                    events.append(Event("", frame[6:] if frame[5:6] == b" " else frame[5:], self._last_id))
+                if (
+                    frame[:6] == b"data: "
+                    and 0x0A not in frame
+                    and len(frame) < limit
+                    and not self._frame_len
+                ):
+                    events.append(Event("", frame[6:], self._last_id))
                 else:
                     self._frame(frame, events)
             if not rest:
@@ -243,7 +253,7 @@ class SSEDecoder:
                 size = self._unread_size + 1
                 events.append(Event(self._unread_event, b"", self._last_id, size))
             elif self._data:
-                events.append(Event(self._event, b"\n".join(self._data), self._last_id))
+                events.append(Event(self._event, b"\n".join(self._data), self._last_id, 0, self._bare))
             elif self._event or self._retry or self._last_id:
                 self.empty_events += 1
             self._reset_frame()
@@ -260,7 +270,11 @@ class SSEDecoder:
             return
         self._frame_len = size
         if line.startswith(b"data:"):
-            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+            if line[5:6] == b" ":
+                self._data.append(line[6:])
+            else:
+                self._data.append(line[5:])
+                self._bare = True
             return
         field, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
@@ -296,6 +310,7 @@ class SSEDecoder:
         self._frame_len = 0
         self._event = ""
         self._retry = False
+        self._bare = False
 
 
 def _an_int(value: bytes) -> bool:

@@ -99,3 +99,43 @@ def test_the_verdict_counts_what_the_sdks_callers_got(
     route: str, frames: list[bytes], want: tuple[str, list[str]]
 ) -> None:
     assert verdict(route, frames) == want
+
+
+def _untyped(frame: bytes) -> bytes:
+    """The frame with its data's `type` taken out (its `event:` line kept)."""
+    head, _, data = frame.partition(b"\ndata: ")
+    doc = json.loads(data)
+    del doc["type"]
+    return head + b"\ndata: " + json.dumps(doc).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("frames", "want"),
+    [
+        # The SDK reads a frame by its data's `type`: a delta without one loses its text, a
+        # message_delta its stop reason, and the stream helper raises on a message_start
+        # without one (were complete with no anomaly)
+        ([*MESSAGE[:2], _untyped(MESSAGE[2]), *MESSAGE[3:]], ("complete", ["malformed_frame"])),
+        (
+            [*MESSAGE[:4], _untyped(MESSAGE[4]), MESSAGE[5]],
+            ("complete", ["missing_finish_reason", "malformed_frame"]),
+        ),
+        ([_untyped(MESSAGE[0]), *MESSAGE[1:]], ("complete", ["malformed_frame"])),
+        # A message_stop or ping by name alone loses nothing
+        ([*MESSAGE[:5], _untyped(MESSAGE[5])], ("complete", [])),
+        # The stream helper raises at message_delta when message_start had no usage (AttributeError)
+        (
+            [named({"type": "message_start", "message": {"id": "m"}}), *MESSAGE[1:]],
+            ("complete", ["malformed_frame"]),
+        ),
+        (
+            [named({"type": "message_start", "message": {"id": "m", "usage": None}}), *MESSAGE[1:]],
+            ("complete", ["malformed_frame"]),
+        ),
+    ],
+    ids=["delta", "message_delta", "message_start", "message_stop", "start-no-usage", "start-usage-null"],
+)
+def test_anthropic_frames_the_sdk_cannot_read_by_their_type_are_malformed(
+    frames: list[bytes], want: tuple[str, list[str]]
+) -> None:
+    assert verdict("messages", frames) == want

@@ -226,3 +226,24 @@ def test_a_keep_alive_comment_is_malformed_for_google_genai() -> None:
     audit = StreamAudit(dialect_for_route("chat_completions")(), 0.0, event_stream=True)
     audit.feed(b": ping\n\n", 0.1)
     assert "malformed_frame" not in audit.finish(0.2, End.UPSTREAM_EOF).anomalies
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"id: 0\r\n" + frame({"candidates": [chunk("Hel")]}),  # google-genai raises at the id line
+        frame({"candidates": [chunk("Hel")]}).replace(b"data: ", b"data:"),  # ... at `data:` bare
+    ],
+    ids=["id-line", "data-without-space"],
+)
+@pytest.mark.parametrize("split", [False, True])
+def test_an_id_line_or_a_data_line_without_its_space_is_malformed_for_googles_sdks(
+    first: bytes, split: bool
+) -> None:
+    """google-genai raises `UnknownApiResponseError` at any line but `data: ...` (an `id:` line,
+    `data:` without the space), and @google/genai yields nothing of a stream whose frames carry
+    `id:`; both were `complete` with no anomaly (a review with the SDKs). In one read or alone."""
+    frames = [first + WHOLE[1]] if split else [first, WHOLE[1]]
+    r = run(frames)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["malformed_frame"]), r
+    assert run([WHOLE[0] + WHOLE[1]] if split else WHOLE).anomalies == []  # the same, spaced

@@ -7,9 +7,10 @@ deltas are content; a tool's input is assembled per content block and validated 
 stream as failed (Anthropic sends it, e.g. `overloaded_error`, then closes).
 
 Structure is checked where the official SDK depends on it: a delta must name a block that
-was started, and be of that block's kind; a `message_delta` carries `usage.output_tokens`
-and no content delta; a frame has its `event:` line (the SDK skips one without). Anything
-else is `malformed_frame` (the SDK raises or loses text).
+was started, and be of that block's kind; a `message_start` carries `message.usage` and a
+`message_delta` `usage.output_tokens`, and no content delta; a frame has its `event:` line
+(the SDK skips one without) and its data a `type` (the SDK reads it by that). Anything else is
+`malformed_frame` (the SDK raises or loses text).
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ class AnthropicMessages(TypedEvents):
         if kind == "message_start":
             message = doc.get("message")
             if isinstance(message, dict):
-                return USAGE if self._add_usage(message.get("usage")) else 0
+                usage = message.get("usage")
+                if not isinstance(usage, dict):  # the SDK's stream helper raises at message_delta
+                    self._malformed += 1
+                return USAGE if self._add_usage(usage) else 0
             self._malformed += 1
         elif kind == "message_stop":
             self._terminal = True

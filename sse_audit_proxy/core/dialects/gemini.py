@@ -12,10 +12,10 @@ the finish reason: they hand on what came, so here that stream is `truncated`, w
 with no dialect said `complete`.
 
 The model is named in the URL and `alt=sse` asks for the event stream (without it the answer
-is a JSON array, no event stream): target_info reads both. Frames with an `event:` line or
-several `data:` lines, and comment lines, are not Gemini's: @google/genai drops or throws on
-such an event (it skips comments), and google-genai raises on any line but `data: ...`, so
-each is a `malformed_frame`.
+is a JSON array, no event stream): target_info reads both. Frames with an `event:` or `id:`
+line, several `data:` lines or a `data:` without its space, and comment lines, are not
+Gemini's: @google/genai drops or throws on such an event (it skips comments), and google-genai
+raises on any line but `data: ...`, so each is a `malformed_frame`.
 """
 
 from __future__ import annotations
@@ -104,9 +104,10 @@ class Gemini(Dialect):
         if event.event == ERROR_EVENT:
             return self._fail()
         bits = self.observe_data(event.data)
-        # Not Gemini's: an `event:` line, several `data:` lines: @google/genai drops such an
-        # event or throws on it, google-genai raises on the line.
-        if event.event or b"\n" in event.data:
+        # Not Gemini's: an `event:` or `id:` line, several `data:` lines, a `data:` without its
+        # space: @google/genai drops such an event or throws on it (or on an `id:`, drops the
+        # stream), google-genai raises on the line.
+        if event.event or event.id or event.bare or b"\n" in event.data:
             self._malformed += 1
             bits |= MALFORMED
         return bits

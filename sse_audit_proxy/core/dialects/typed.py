@@ -97,6 +97,17 @@ class TypedEvents(Dialect):
         malformed = self._malformed
         if not isinstance(kind, str):  # an upstream's `type` can be any JSON value (unhashable)
             kind = ""
+        if (
+            self.event_line_needed
+            and event.event
+            and event.event not in _SKIPPED_HARMLESSLY
+            and not isinstance(doc.get("type"), str)
+        ):
+            # Picked by name, but read by its data's `type` (Anthropic's SDKs): a delta without
+            # it loses its text, a `message_delta` its stop reason, and the stream helper raises
+            # on a `message_start` (a review with the SDK).
+            self._malformed += 1
+            return MALFORMED
         if self.event_line_needed and not event.event and (kind == ERROR_EVENT or is_error_frame(doc)):
             # An error the SDKs never see: they skip a frame without its `event:` line, and
             # their callers got the answer whole (a review: Anthropic's).

@@ -141,7 +141,7 @@ async def test_every_wire_value_is_shown_as_text_never_run(
 ) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Evil": EVIL})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Evil-Request-Id": EVIL})
         await resp.prepare(request)
         doc = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": EVIL}]}
         await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")

@@ -638,7 +638,7 @@ class StreamAudit:
             or last_unread,
             undecodable=inflate is not None and inflate.failed,
             empty_events=decoder.empty_events if dialect.empty_event_raises else 0,
-            raising_comments=decoder.comments if dialect.comment_raises else 0,
+            raising_lines=decoder.comments + decoder.other_lines if dialect.data_lines_only else 0,
             compression_bomb=inflate is not None and inflate.bomb,
             gzip_members=0 if inflate is None else inflate.gzip_members,
             not_compressed=inflate is not None and inflate.not_compressed,

@@ -21,10 +21,10 @@ _RS = b"\x1e"
 class JsonLinesDecoder:
     """Feed it chunks as they arrive; it returns the events (lines) each chunk completed.
 
-    The attributes the audit reads of an SSE decoder are here too: `comments` (JSON lines have
-    none), `idle` (never: the audit's fast path reads `data:` frames only), `oversized` and
-    `last_unread`. A line over the limit is skipped, never held, and dispatched at its end as
-    an unread event (Event.unread), as the SSE decoder does with a frame."""
+    The attributes the audit reads of an SSE decoder are here too: `comments`, `empty_events`
+    and `other_lines` (JSON lines have none), `idle` (never: the audit's fast path reads `data:`
+    frames only), `oversized` and `last_unread`. A line over the limit is skipped, never held,
+    and dispatched at its end as an unread event (Event.unread), as the SSE decoder does with a frame."""
 
     __slots__ = (
         "_discarding",
@@ -36,6 +36,7 @@ class JsonLinesDecoder:
         "empty_events",
         "idle",
         "last_unread",
+        "other_lines",
         "oversized",
     )
 
@@ -46,7 +47,7 @@ class JsonLinesDecoder:
         self._discarding = False  # skipping the rest of an oversized line
         self._unread_size = 0  # its bytes so far
         self.comments = 0
-        self.empty_events = 0  # (an SSE decoder's: none here)
+        self.empty_events = self.other_lines = 0  # (an SSE decoder's: none here)
         self.idle = False
         self.last_unread = False  # the last event was an unread one
         self.oversized = 0

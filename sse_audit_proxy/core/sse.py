@@ -20,14 +20,12 @@ class Event:
     """One dispatched event. `event` is "" when the frame had no `event:` field. `unread`: the
     frame was larger than `max_frame_bytes`, so it was skipped, not read: `data` is empty,
     `event` is its name if its `event:` line came before the cap, and `unread` is about its
-    size in bytes (an image in a stream: its name still says what it was). `bare`: a `data:`
-    line had no space after its colon (the spec's readers take it; google-genai raises)."""
+    size in bytes (an image in a stream: its name still says what it was)."""
 
     event: str
     data: bytes
     id: str = ""
     unread: int = 0
-    bare: bool = False
 
 
 def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
@@ -35,7 +33,7 @@ def one_data_frame(chunk: bytes, max_frame_bytes: int) -> bytes | None:
     read of a stream), else None. Its only LF is the first of the blank line at its end and it
     has no CR, so a decoder with nothing pending would make that one event of it; the caller
     checks that nothing is pending (SSEDecoder.idle). A `data:` line without its space is left to
-    the decoder, which says so (Event.bare)."""
+    the decoder, which counts it (SSEDecoder.other_lines)."""
     if chunk[:6] != b"data: " or chunk[-1] != 0x0A or chunk[-2] != 0x0A:
         return None
     data = chunk[6:-2]
@@ -54,7 +52,6 @@ class SSEDecoder:
     """
 
     __slots__ = (
-        "_bare",
         "_bom_checked",
         "_data",
         "_discarding",
@@ -74,6 +71,7 @@ class SSEDecoder:
         "empty_events",
         "idle",
         "last_unread",
+        "other_lines",
         "oversized",
     )
 
@@ -109,7 +107,10 @@ class SSEDecoder:
         # dispatches nothing there, so they are counted, not made events.
         self.empty_events = 0
         self._retry = False  # the current frame has a `retry:` line with a number
-        self._bare = False  # the current frame has a `data:` line without its space
+        # Lines of frames other than `data: ...` and comments: `event:`, `id:`, `retry:`, unknown
+        # fields, `data:` without its space. The spec's readers take them; google-genai reads
+        # each as JSON and raises (Dialect.data_lines_only).
+        self.other_lines = 0
         # The last event was an unread one (Event.unread). Keep-alives after it leave it so.
         self.last_unread = False
         # The frame being skipped (see Event.unread): its name and the bytes it had so far.
@@ -253,7 +254,7 @@ class SSEDecoder:
                 size = self._unread_size + 1
                 events.append(Event(self._unread_event, b"", self._last_id, size))
             elif self._data:
-                events.append(Event(self._event, b"\n".join(self._data), self._last_id, 0, self._bare))
+                events.append(Event(self._event, b"\n".join(self._data), self._last_id))
             elif self._event or self._retry or self._last_id:
                 self.empty_events += 1
             self._reset_frame()
@@ -274,8 +275,9 @@ class SSEDecoder:
                 self._data.append(line[6:])
             else:
                 self._data.append(line[5:])
-                self._bare = True
+                self.other_lines += 1
             return
+        self.other_lines += 1
         field, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
             value = value[1:]
@@ -310,7 +312,6 @@ class SSEDecoder:
         self._frame_len = 0
         self._event = ""
         self._retry = False
-        self._bare = False
 
 
 def _an_int(value: bytes) -> bool:

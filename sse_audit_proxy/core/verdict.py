@@ -146,8 +146,8 @@ class Facts:
     # Frames without data that the route's SDK reads as events with empty data, and raises on
     # (Dialect.empty_event_raises, SSEDecoder.empty_events).
     empty_events: int = 0
-    # Comment lines (keep-alives) the route's SDK fails on (Dialect.comment_raises).
-    raising_comments: int = 0
+    # Lines other than `data: ...` the route's SDK fails on (Dialect.data_lines_only).
+    raising_lines: int = 0
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     gzip_members: int = 0  # gzip members the body was made of (0: not gzip)
     # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
@@ -394,10 +394,11 @@ def _malformed(f: Facts) -> str:
             "alone, or a blank line after an `id:`) that the openai SDK reads as an event with "
             "empty data, and fails on"
         )
-    if f.raising_comments:
+    if f.raising_lines:
         parts.append(
-            f"{_n(f.raising_comments, 'comment line')} (`: ...`, a keep-alive) that the route's "
-            "SDK reads as JSON, and fails on (google-genai on Gemini's route)"
+            f"{_n(f.raising_lines, 'line')} other than `data: ...` (a comment line or keep-alive, an "
+            "`event:`, `id:` or `retry:` line, `data:` without its space) that the route's SDK "
+            "reads as JSON, and fails on (google-genai on Gemini's route)"
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
@@ -665,18 +666,20 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.MALFORMED_FRAME,
         "a frame that is not JSON, not the expected shape (for example "
-        "an Anthropic delta of the wrong structure, or an Anthropic frame without its `event:` "
-        "line, which the official SDKs skip); a frame with no `data:` line that the openai SDK "
+        "an Anthropic delta of the wrong structure, an Anthropic frame without its `event:` "
+        "line, which the official SDKs skip, or one without a `type`, which they read it by); a "
+        "frame with no `data:` line that the openai SDK "
         "reads as an event with empty data and fails on (an `event:` or `retry:` line alone, or "
-        "a blank line after an `id:`; not on Anthropic routes); a comment line (a keep-alive) "
-        "on Gemini's route, which google-genai fails on; a "
+        "a blank line after an `id:`; not on Anthropic routes); on Gemini's route, any line but "
+        "`data: ...` (a comment or keep-alive, an `event:`, `id:` or `retry:` line, `data:` "
+        "without its space), which google-genai fails on; a "
         "choice, output item, content block or tool call past the 256 of each a stream's audit "
         "tracks; or a compressed stream that could not be decoded, or a body labelled "
         "compressed (`gzip`, `deflate`, `br`, `zstd`) that is not, which a client decoding by "
         "the label (the openai and anthropic SDKs, browsers) fails on at its first bytes (the "
         "audit reads it as it is)",
         lambda f: (
-            bool(f.summary.malformed_frames or f.empty_events or f.raising_comments)
+            bool(f.summary.malformed_frames or f.empty_events or f.raising_lines)
             or f.undecodable
             or f.not_compressed
         ),

@@ -73,7 +73,9 @@ _SHOWN = frozenset(
         "x-cache",
         "x-should-retry",
         "cf-ray",
-        "cf-cache-status",
+        "cf-mitigated",  # a Cloudflare challenge answered in the gateway's place
+        "www-authenticate",
+        "server-timing",
         "openai-organization",
         "openai-project",
         "openai-model",
@@ -88,13 +90,15 @@ _SHOWN = frozenset(
         "x-litellm-attempted-fallbacks",
     }
 )
-# The kinds of field that vendors name alike: IDs, rate limits, timings, versions, regions, costs
-# and counts (`x-request-id`, `apim-request-id`, `x-amzn-requestid`, `x-ratelimit-remaining-
-# tokens`, `openai-processing-ms`, `x-envoy-upstream-service-time`, `x-ms-region`,
-# `x-litellm-response-cost`, `x-amzn-bedrock-input-token-count`), under any vendor's prefix.
+# The kinds of field that vendors name alike: IDs, rate limits, timings, versions, regions, costs,
+# counts, caches and error types (`x-request-id`, `apim-request-id`, `x-amzn-requestid`,
+# `x-ratelimit-remaining-tokens`, `openai-processing-ms`, `x-envoy-upstream-service-time`,
+# `x-ms-region`, `x-litellm-response-cost`, `x-amzn-bedrock-input-token-count`, `x-vercel-cache`,
+# `cf-cache-status`, `x-amzn-errortype`, `x-ms-error-code`), under any vendor's prefix.
 _SHOWN_KIND = re.compile(
     r"(?:^|-)(?:request-?id|trace-?id|correlation-?id|call-?id|cf-id|vercel-id)$|ratelimit"
-    r"|-(?:ms|latency|time|duration|version|region|cost|spend|count|retries)$"
+    r"|-(?:ms|latency|time|duration|version|region|cost|spend|count|retries|cache|cache-status)$"
+    r"|error-?(?:type|code)$"
 ).search
 _ECHOED = "llm_provider-"  # LiteLLM's copy of its upstream's fields
 # Fields that are a URL: shown without its parameters, query or fragment (a redirect may carry

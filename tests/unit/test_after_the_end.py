@@ -121,8 +121,11 @@ def _untyped(frame: bytes) -> bytes:
             ("complete", ["missing_finish_reason", "malformed_frame"]),
         ),
         ([_untyped(MESSAGE[0]), *MESSAGE[1:]], ("complete", ["malformed_frame"])),
-        # A message_stop or ping by name alone loses nothing
+        # A message_stop, a content_block_stop or an event the SDK does not know lose nothing
+        # without a type (the second pass: a vendor's `event: keepalive` with `{}` was flagged)
         ([*MESSAGE[:5], _untyped(MESSAGE[5])], ("complete", [])),
+        ([*MESSAGE[:3], _untyped(MESSAGE[3]), *MESSAGE[4:]], ("complete", [])),
+        ([*MESSAGE[:2], b"event: keepalive\ndata: {}\n\n", *MESSAGE[2:]], ("complete", [])),
         # The stream helper raises at message_delta when message_start had no usage (AttributeError)
         (
             [named({"type": "message_start", "message": {"id": "m"}}), *MESSAGE[1:]],
@@ -132,8 +135,23 @@ def _untyped(frame: bytes) -> bytes:
             [named({"type": "message_start", "message": {"id": "m", "usage": None}}), *MESSAGE[1:]],
             ("complete", ["malformed_frame"]),
         ),
+        # ... and not without one (no stop reason then: missing_finish_reason says it)
+        (
+            [named({"type": "message_start", "message": {"id": "m"}}), *MESSAGE[1:4], MESSAGE[5]],
+            ("complete", ["missing_finish_reason", "missing_usage"]),
+        ),
     ],
-    ids=["delta", "message_delta", "message_start", "message_stop", "start-no-usage", "start-usage-null"],
+    ids=[
+        "delta",
+        "message_delta",
+        "message_start",
+        "message_stop",
+        "content_block_stop",
+        "unknown-event",
+        "start-no-usage",
+        "start-usage-null",
+        "start-no-usage-no-delta",
+    ],
 )
 def test_anthropic_frames_the_sdk_cannot_read_by_their_type_are_malformed(
     frames: list[bytes], want: tuple[str, list[str]]

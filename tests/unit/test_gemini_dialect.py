@@ -233,16 +233,29 @@ def test_a_keep_alive_comment_is_malformed_for_google_genai() -> None:
     [
         b"id: 0\r\n" + frame({"candidates": [chunk("Hel")]}),  # google-genai raises at the id line
         frame({"candidates": [chunk("Hel")]}).replace(b"data: ", b"data:"),  # ... at `data:` bare
+        # ... and at any other line (the second pass over this fix)
+        b"id:\r\n" + frame({"candidates": [chunk("Hel")]}),  # an empty id resets the last one
+        b"retry: 3000\r\n\r\n" + frame({"candidates": [chunk("Hel")]}),
+        b"retry: 3000\r\n" + frame({"candidates": [chunk("Hel")]}),
+        b"event: ping\r\n\r\n" + frame({"candidates": [chunk("Hel")]}),
+        b"foo: bar\r\n" + frame({"candidates": [chunk("Hel")]}),
     ],
-    ids=["id-line", "data-without-space"],
+    ids=[
+        "id-line",
+        "data-without-space",
+        "empty-id",
+        "retry-alone",
+        "retry-in-frame",
+        "event-only",
+        "unknown-field",
+    ],
 )
 @pytest.mark.parametrize("split", [False, True])
-def test_an_id_line_or_a_data_line_without_its_space_is_malformed_for_googles_sdks(
-    first: bytes, split: bool
-) -> None:
+def test_any_line_but_data_with_its_space_is_malformed_for_google_genai(first: bytes, split: bool) -> None:
     """google-genai raises `UnknownApiResponseError` at any line but `data: ...` (an `id:` line,
-    `data:` without the space), and @google/genai yields nothing of a stream whose frames carry
-    `id:`; both were `complete` with no anomaly (a review with the SDKs). In one read or alone."""
+    `data:` without the space, `retry:`, an unknown field), and @google/genai yields nothing of
+    a stream whose frames carry `id:`; each was `complete` with no anomaly (a review with the
+    SDKs). In one read or alone."""
     frames = [first + WHOLE[1]] if split else [first, WHOLE[1]]
     r = run(frames)
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["malformed_frame"]), r

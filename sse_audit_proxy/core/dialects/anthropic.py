@@ -63,8 +63,9 @@ class AnthropicMessages(TypedEvents):
     event_line_needed = True  # the SDKs skip a frame without its `event:` line
     error_is_final = True  # the SDKs raise at `event: error` (Python's and TypeScript's)
     empty_event_raises = False  # the SDKs skip an event with empty data
+    read_by_type = frozenset({"message_start", "content_block_start", "content_block_delta", "message_delta"})
 
-    __slots__ = ("_blocks",)
+    __slots__ = ("_blocks", "_no_start_usage")
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:
@@ -73,6 +74,8 @@ class AnthropicMessages(TypedEvents):
     def __init__(self) -> None:
         super().__init__()
         self._blocks: dict[int, str] = {}  # index -> type of each started content block
+        # message_start had no `usage`: the Python SDK's stream helper raises at a message_delta
+        self._no_start_usage = False
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         if kind == "content_block_delta":
@@ -87,8 +90,7 @@ class AnthropicMessages(TypedEvents):
             message = doc.get("message")
             if isinstance(message, dict):
                 usage = message.get("usage")
-                if not isinstance(usage, dict):  # the SDK's stream helper raises at message_delta
-                    self._malformed += 1
+                self._no_start_usage = not isinstance(usage, dict)
                 return USAGE if self._add_usage(usage) else 0
             self._malformed += 1
         elif kind == "message_stop":
@@ -141,6 +143,9 @@ class AnthropicMessages(TypedEvents):
         return CONTENT if isinstance(text, str) and text else 0
 
     def _message_delta(self, doc: dict[str, Any]) -> int:
+        if self._no_start_usage:  # the stream helper raises here (AttributeError), once
+            self._no_start_usage = False
+            self._malformed += 1
         delta = doc.get("delta")
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if (

@@ -164,9 +164,10 @@ class Dialect:
     # The SDK of the route reads a frame with no `data:` line as an event with empty data and
     # raises on it (the openai SDKs; SSEDecoder.empty_events): `malformed_frame`.
     empty_event_raises: ClassVar[bool] = True
-    # The SDK of the route fails on an SSE comment line (a keep-alive: `: ping`): google-genai
-    # reads every line but `data: ...` as JSON. Each is then `malformed_frame`.
-    comment_raises: ClassVar[bool] = False
+    # The SDK of the route fails on any line but `data: ...` (a comment, a keep-alive: `: ping`;
+    # an `event:`, `id:` or `retry:` line; `data:` without its space): google-genai reads each as
+    # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines). Each is `malformed_frame`.
+    data_lines_only: ClassVar[bool] = False
     # The API answers every request that asks for a stream with one (chat, completions,
     # responses, messages, runs): a whole body instead is a gateway's fault, and bad to the
     # canary guard. Not so where the provider itself may answer whole (OpenAI's whisper-1 on

@@ -64,7 +64,7 @@ class Gemini(Dialect):
     usage_always = True  # `usageMetadata` comes with every stream's last chunk
     always_streams = True
     empty_event_raises = False
-    comment_raises = True
+    data_lines_only = True
 
     __slots__ = (
         "_blocked",
@@ -104,10 +104,9 @@ class Gemini(Dialect):
         if event.event == ERROR_EVENT:
             return self._fail()
         bits = self.observe_data(event.data)
-        # Not Gemini's: an `event:` or `id:` line, several `data:` lines, a `data:` without its
-        # space: @google/genai drops such an event or throws on it (or on an `id:`, drops the
-        # stream), google-genai raises on the line.
-        if event.event or event.id or event.bare or b"\n" in event.data:
+        # Not Gemini's: several `data:` lines, which @google/genai throws on (any other line is
+        # counted by the decoder: data_lines_only).
+        if b"\n" in event.data:
             self._malformed += 1
             bits |= MALFORMED
         return bits

@@ -51,6 +51,9 @@ class TypedEvents(Dialect):
     # a frame whose data has a non-empty `error` (but on `thread.` events): nothing after
     # either reaches their callers, a finish, usage or a failure included.
     openai_sdk: ClassVar[bool] = False
+    # Events the official SDKs pick by their `event:` line but read by their data's `type`: one
+    # without it is lost to their users (Anthropic's; other events lose nothing without it).
+    read_by_type: ClassVar[frozenset[str]] = frozenset()
 
     __slots__ = (
         "_done",
@@ -97,15 +100,10 @@ class TypedEvents(Dialect):
         malformed = self._malformed
         if not isinstance(kind, str):  # an upstream's `type` can be any JSON value (unhashable)
             kind = ""
-        if (
-            self.event_line_needed
-            and event.event
-            and event.event not in _SKIPPED_HARMLESSLY
-            and not isinstance(doc.get("type"), str)
-        ):
+        if event.event in self.read_by_type and not isinstance(doc.get("type"), str):
             # Picked by name, but read by its data's `type` (Anthropic's SDKs): a delta without
             # it loses its text, a `message_delta` its stop reason, and the stream helper raises
-            # on a `message_start` (a review with the SDK).
+            # on a `message_start` or `content_block_start` (a review with the SDK).
             self._malformed += 1
             return MALFORMED
         if self.event_line_needed and not event.event and (kind == ERROR_EVENT or is_error_frame(doc)):

@@ -122,17 +122,37 @@ def child(
     proc = subprocess.Popen(
         argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=_die_with_pytest
     )
+    origin = "/".join(ready_url.split("/")[:3])
     try:
         try:
             wait_http(ready_url, timeout, proc, name)
         except RuntimeError as exc:
-            tail = log.read_text(errors="replace")[-2000:] if log else ""
-            raise RuntimeError(f"{exc}\n{tail}") from None
+            raise RuntimeError(f"{exc}\n{_tail(log)}") from None
+        _RUNNING[origin] = (name, proc, log)
         yield proc
     finally:
+        _RUNNING.pop(origin, None)
         _stop(proc)
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+# The servers `child` started and has not stopped yet, by origin (scheme://host:port).
+_RUNNING: dict[str, tuple[str, subprocess.Popen[bytes], Path | None]] = {}
+
+
+def _tail(log: Path | None) -> str:
+    return log.read_text(errors="replace")[-2000:] if log else ""
+
+
+def exited(url: str) -> str:
+    """Why the server at `url` is gone ("" while it runs): its exit code and the end of its log.
+    A third-party server that dies mid-matrix would otherwise show only as refused connections."""
+    origin = "/".join(url.split("/")[:3])
+    name, proc, log = _RUNNING.get(origin, ("", None, None))
+    if proc is None or proc.poll() is None:
+        return ""
+    return f"{name} exited with {proc.returncode} while the matrix ran; its log ends:\n{_tail(log)}"
 
 
 def quiet_env() -> dict[str, str]:

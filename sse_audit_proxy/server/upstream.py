@@ -390,6 +390,10 @@ class Connection(asyncio.Protocol):
             self._ack_at_once()
         # Read here: once the message completes llhttp has reset what this is computed from.
         self.keep_alive = parser.should_keep_alive()
+        if self.chunked and parser.get_http_version() == "1.0":
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+            # connection is closed after it, whatever its Connection header says.
+            self.keep_alive = False
         if self.keep_alive:
             self.keep_idle = _keep_idle(self.headers)
         head = self._head

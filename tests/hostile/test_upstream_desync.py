@@ -116,6 +116,25 @@ async def test_responses_that_end_exactly_reuse_one_upstream_connection(proxy: A
     assert up.connections == 1
 
 
+async def test_an_http_1_0_chunked_answer_is_relayed_and_its_connection_never_reused(proxy: Any) -> None:
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing, and the
+    connection closes after it, even when the upstream says keep-alive."""
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+
+    async with raw_upstream(script) as up:
+        p = await proxy(URL(f"http://127.0.0.1:{up.port}"))
+        async with aiohttp.ClientSession() as http:
+            for path in ("a", "b", "c"):
+                async with http.get(p.url / path) as resp:
+                    assert (resp.status, await resp.read()) == (200, b"abc")
+    assert up.connections == 3
+
+
 @pytest.mark.parametrize(
     "delay", [0.0, 0.05, -1.0], ids=["same-read", "while-idle", "after-the-next-request"]
 )

@@ -497,6 +497,10 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         self.uses += 1
         self._parser = httptools.HttpResponseParser(self)
+        # A line ended by LF alone (RFC 9112 2.2 lets a recipient accept it; httpx, curl and
+        # nginx do, and hand-written gateways send it) was a 502. Nothing else is lenient: a CR
+        # alone is still refused. The client never sees these bytes: its head is written anew.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._head = self._loop.create_future()
         self._end = self._loop.create_future()
         self.head_only = head_only

@@ -196,6 +196,42 @@ async def test_exactly_chunked_in_any_case_is_read(spelling: bytes) -> None:
     assert up.connections == 1
 
 
+SSE_BODY = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+async def test_head_lines_ended_by_lf_alone_are_read_and_the_head_relayed_with_crlf(framing: str) -> None:
+    """RFC 9112 2.2: a recipient may accept LF alone as a line end; httpx and curl do, so a
+    hand-written upstream whose head has it worked direct and was a 502 through the proxy."""
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        head = b"HTTP/1.1 200 OK\nContent-Type: text/event-stream\n"
+        if framing == "chunked":
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(SSE_BODY), SSE_BODY)
+            writer.write(head + b"Transfer-Encoding: chunked\n\n" + body)
+        else:
+            writer.write(head + b"Content-Length: %d\n\n%s" % (len(SSE_BODY), SSE_BODY))
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        got = await keep_alive_exchange(child.url.port, [b"/a", b"/b"])
+        assert await records(child, 2) == [(200, None), (200, None)]
+        outcomes = [e["outcome"] for e in child.events("stream_end")]
+    assert [body for _, body in got] == [SSE_BODY, SSE_BODY]
+    assert all(head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n\r\n" in head for head, _ in got)
+    assert outcomes == ["complete", "complete"]
+    assert up.connections == 1  # each answer ended exactly: the connection was reused
+
+
+async def test_lines_ended_by_cr_alone_are_still_a_bad_response() -> None:
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\rContent-Length: 2\r\r\nok")
+
+    async with raw_upstream(script) as up, serve(URL(f"http://127.0.0.1:{up.port}")) as child:
+        bad = await raw_exchange(child.url.port, b"GET /a HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+        assert await records(child, 1) == [(502, "upstream_bad_response")]
+    assert bad.startswith(b"HTTP/1.1 502 "), bad[:200]
+
+
 @pytest.mark.parametrize(
     ("status_line", "fields", "want_line", "gone"),
     [

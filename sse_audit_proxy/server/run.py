@@ -77,11 +77,15 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     gc.collect()
     gc.freeze()
     log = structlog.get_logger("sse_audit_proxy")
+    # A worker's own metrics port is private to it (the supervisor scrapes it and serves the
+    # sum): it is `worker_admin`, and `metrics` in every `proxy_started` line the one to scrape.
+    admin = f"http://{config.metrics_host}:{service.metrics_port}"
     log.info(
         "proxy_started",
         listen=f"http://{config.proxy.host}:{service.proxy.port}",
         upstream=str(config.proxy.upstream),
-        metrics=f"http://{config.metrics_host}:{service.metrics_port}/metrics",
+        metrics=config.scraped_url or admin + "/metrics",
+        **({"worker_admin": admin} if config.scraped_url else {}),
         **open_files,
         **describe(service.proxy.router),
         **({"canary_guard": config.canary.guard} if service.proxy.router.canary is not None else {}),

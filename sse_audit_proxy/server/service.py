@@ -36,6 +36,8 @@ class ServiceConfig:
     canary_state_file: str | None = None  # --workers: where a trip is shared between workers
     secret_headers: tuple[str, ...] = ()  # --secret-headers: also redacted in evidence
     admin_hosts: tuple[str, ...] = ()  # --admin-hosts: Host names that may read stream records
+    # --workers: the supervisor's metrics URL, the one to scrape (a worker's port is private)
+    scraped_url: str | None = None
 
 
 class Service:

@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from sse_audit_proxy.server import inspector, loop
 from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, WORKERS_NOT_READY, admin_app
+from sse_audit_proxy.server.canary_control import build_router, describe
 from sse_audit_proxy.server.inbound import GuardedAppRunner
 from sse_audit_proxy.server.listen import ListenFailed, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
@@ -137,6 +138,10 @@ class Pool:
         self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop
         self.workers: list[Worker] = []
         self.stopping = False
+
+    def scraped_at(self, url: str) -> None:
+        """The supervisor's metrics URL, which each worker's start line names as `metrics`."""
+        self._config = replace(self._config, scraped_url=url)
 
     def _spawn(self, index: int) -> Worker:
         try:  # out of file descriptors (the pipe, the process's own) or of processes
@@ -336,6 +341,7 @@ async def supervise(
         except OSError as exc:
             failed = ListenFailed("metrics", "--metrics-port", config.metrics_host, config.metrics_port, exc)
             return _error(listen_error(failed, config))
+        pool.scraped_at(f"http://{config.metrics_host}:{metrics_port}/metrics")
         try:
             await pool.start()
         except WorkerFailed as exc:
@@ -347,6 +353,8 @@ async def supervise(
             upstream=str(config.proxy.upstream),
             workers=size,
             metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
+            **describe(build_router(str(config.proxy.upstream), config.canary)),
+            **({"canary_guard": config.canary.guard} if config.canary.url is not None else {}),
         )
         watcher = asyncio.create_task(pool.watch())
         await stop.wait()

@@ -118,6 +118,29 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gatewa
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool missing: .ci/run installs Debian's prometheus package"
 )
+async def test_every_start_line_names_the_supervisors_metrics_url_and_the_canary(demo_gateway, http) -> None:
+    """A worker's `proxy_started` named its private port `metrics`, and came first: a reader who
+    took the first line's URL scraped one worker's share (an outside review of the docs). Each
+    names the supervisor's now, and its own port `worker_admin`."""
+    gateway = await demo_gateway(**FAST)
+    args = ("--workers", "2", "--canary", str(gateway), "--canary-percent", "5", "--canary-guard")
+    async with serve_process(gateway, *args) as served:
+        started = [line for line in served.lines if line["event"] == "proxy_started"]
+        workers = [line for line in started if "worker" in line]
+        assert len(started) == 3 and len(workers) == 2
+        supervisor = served.started
+        assert all(line["metrics"] == supervisor["metrics"] for line in workers)
+        admins = {line["worker_admin"] for line in workers}
+        assert len(admins) == 2 and supervisor["metrics"].removesuffix("/metrics") not in admins
+        assert supervisor["canary"] == str(gateway).rstrip("/") and supervisor["canary_percent"] == 5.0
+        assert (supervisor["canary_name"], supervisor["upstream_name"]) == ("canary", "baseline")
+        assert supervisor["canary_guard"] is True
+        # The supervisor's URL speaks for both workers; a worker's admin port for itself alone.
+        await spread_streams(served.url, 12, "s")
+        answer = await recent(http, served.metrics_url)
+        assert len(answer["streams"]) == 12
+
+
 async def test_merged_worker_metrics_pass_promtool_check_metrics(demo_gateway, http) -> None:
     async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         for scenario in ("healthy", "truncated", "buffered", "http-429"):

@@ -1096,9 +1096,8 @@ def upstream_error(exc: BaseException, config: ProxyConfig) -> tuple[int, str, s
     if isinstance(exc, DNSError):
         return 502, exc.code, "could not resolve the upstream host"
     if isinstance(exc, Unreachable):
-        if exc.local_limit is not None:
-            return 502, exc.code, f"could not connect to upstream: {exc.local_limit}"
-        return 502, exc.code, "could not connect to upstream"
+        why = exc.why
+        return 502, exc.code, "could not connect to upstream" + (f": {why}" if why else "")
     if isinstance(exc, Disconnected):
         return 502, exc.code, "upstream closed the connection without a response"
     if isinstance(exc, BadResponse):

@@ -96,9 +96,18 @@ class Unreachable(UpstreamError):
     @property
     def local_limit(self) -> str | None:
         """The proxy's own want of a resource that failed the connect (EMFILE...), if it was."""
+        return _LOCAL_LIMITS.get(self._errno)
+
+    @property
+    def why(self) -> str | None:
+        """The connect's failure in a few words (`connection refused`), when it is a common one:
+        what an operator reads first from the client's 502."""
+        return _LOCAL_LIMITS.get(self._errno) or _CONNECT_FAILURES.get(self._errno)
+
+    @property
+    def _errno(self) -> int:
         cause = self.__cause__
-        code = cause.errno if isinstance(cause, OSError) else None
-        return _LOCAL_LIMITS.get(code or 0)
+        return (cause.errno or 0) if isinstance(cause, OSError) else 0
 
 
 # Connect failures that are the proxy's own want of a resource, not the upstream's fault.
@@ -107,6 +116,16 @@ _LOCAL_LIMITS = {
     errno.ENFILE: "the host is out of file descriptors (ENFILE)",
     errno.EADDRNOTAVAIL: "the proxy is out of local ports (EADDRNOTAVAIL)",
     errno.ENOBUFS: "the host is out of socket buffers (ENOBUFS)",
+}
+
+
+# The upstream's side of a failed connect, as an operator would say it.
+_CONNECT_FAILURES = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTDOWN: "host is down",
 }
 
 

@@ -24,6 +24,19 @@ def test_a_local_limit_is_named(code: int, named: str) -> None:
     assert message.startswith("could not connect to upstream: the ") and message.endswith(named)
 
 
-@pytest.mark.parametrize("exc", [ConnectionRefusedError(errno.ECONNREFUSED, "refused"), None])
-def test_the_upstream_refusing_is_said_as_before(exc: OSError | None) -> None:
-    assert upstream_error(_unreachable(exc), CONFIG)[2] == "could not connect to upstream"
+@pytest.mark.parametrize(
+    ("exc", "said"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), ": connection refused"),
+        (OSError(errno.EHOSTUNREACH, "x"), ": no route to host"),
+        (OSError(errno.ENETUNREACH, "x"), ": network unreachable"),
+        (OSError(errno.EPERM, "x"), ""),  # an uncommon one: not guessed at
+        (None, ""),  # no address to connect to
+    ],
+)
+def test_the_upstreams_side_of_a_failed_connect_is_said_in_a_few_words(
+    exc: OSError | None, said: str
+) -> None:
+    """The 502 said "could not connect to upstream" alone; why was only in a log line that
+    appeared once something asked /readyz (an outside review of the docs)."""
+    assert upstream_error(_unreachable(exc), CONFIG)[2] == "could not connect to upstream" + said

@@ -455,7 +455,10 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         "--canary-guard-window",
         type=positive_int,
         default=200,
-        help="recent streams per side the guard compares (at most 5,000)",
+        help=(
+            "recent streams per side that set the span of time the guard compares the sides over "
+            "(the longer of the two; at most 5,000)"
+        ),
     )
     option(
         p,

@@ -1,8 +1,16 @@
 """The canary guard: is the canary worse than the baseline? Records in, a decision out.
 
-Pure: no clocks, no I/O, no globals. It keeps the last `window` finished streams of each side
-and after each one asks two questions, each a statistical test rather than a comparison of
-raw figures, so that noise between two equal sides does not trip it:
+Pure: no clocks, no I/O, no globals (each stream comes with the time it ended). It compares
+the two sides' streams that ended in the same stretch of time: that of the canary's last
+`window` finished streams or of the baseline's, whichever is longer. After each stream it asks
+two questions, each a statistical test rather than a comparison of raw figures, so that noise
+between two equal sides does not trip it. Same time, not same count: at a 10 % share the
+baseline's last 200 streams span a ninth of the time the canary's do, so after an incident that
+hit both sides alike the baseline had forgotten it while the canary's window still held it,
+and a healthy canary was rolled back (an outside review). Each side keeps up to BASELINE_STORE
+windows of streams for it (the span is cut to what both keep). Where the baseline has fewer than
+`min_streams` streams in the span and gets under a tenth of the canary's rate (at 100 %), its
+last `window`, whenever they ended, are all there is to compare with.
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -99,6 +108,17 @@ class GuardSettings:
     ttft_floor: float = 0.25
 
 
+# Each side keeps this many windows of streams, so that its span covers the other's down to a
+# share of about 1 / (1 + BASELINE_STORE), 5 % (or up to 95 %), and BASELINE_STORE_MAX streams at
+# most (below it, the span is the shorter side's: the canary is judged on fewer streams).
+BASELINE_STORE = 20
+BASELINE_STORE_MAX = 20_000
+# Above this many samples the p95's confidence ranks come from the normal approximation of the
+# binomial, a rank more cautious at most (exact below: its sum costs 0.25 ms at 500 samples, once
+# per count, on the event loop; 2 ms at 2,000).
+EXACT_RANKS_MAX = 500
+
+
 @dataclass(slots=True, frozen=True)
 class Sample:
     """What the guard needs of one finished stream."""
@@ -106,6 +126,7 @@ class Sample:
     trace_id: str
     bad: bool
     ttft: float | None
+    at: float = 0.0  # when it ended (any clock that does not go back)
 
 
 @dataclass(slots=True, frozen=True)
@@ -230,12 +251,17 @@ def _binom_cdf(n: int, p: float) -> list[float]:
     return out
 
 
-@functools.cache  # a pure function of small integers: computed once per window size
+@functools.lru_cache(maxsize=4096)  # a pure function of small integers
 def quantile_bound_ranks(
     n: int, q: float = TTFT_QUANTILE, alpha: float = TTFT_ALPHA
 ) -> tuple[int | None, int | None]:
     """1-based ranks (lower, upper) of order statistics bounding the q-quantile of n samples,
     each with confidence 1 - alpha; None where n samples cannot bound it."""
+    if n > EXACT_RANKS_MAX and q == TTFT_QUANTILE and alpha == TTFT_ALPHA:
+        # Binomial(n, q) is near normal here (n q (1 - q) > 23); z of 1 % one-sided, and a
+        # continuity correction of one rank each way.
+        half = 2.3263478740408408 * math.sqrt(n * q * (1.0 - q))
+        return max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half) + 1)
     lower = upper = None
     cdf = _binom_cdf(n, q)
     # X_(k) <= q-quantile with probability P(Bin(n, q) >= k).
@@ -252,23 +278,62 @@ def quantile_bound_ranks(
 
 
 class _Side:
-    """One side's window, with its bad count and its TTFTs kept sorted as streams come and go."""
+    """One side's streams, oldest first: those in the span the sides are compared over, with
+    their bad count and their TTFTs kept sorted as streams come and go, and older ones kept
+    (up to `store` in all) for a comparison near 100 %."""
 
-    def __init__(self, window: int) -> None:
-        self.samples: deque[Sample] = deque(maxlen=window)
+    def __init__(self, store: int) -> None:
+        self.store = store
+        self.older: deque[Sample] = deque()
+        self.samples: deque[Sample] = deque()  # the span
         self.bad = 0
         self.ttfts: list[float] = []
 
+    @property
+    def oldest(self) -> float | None:
+        first = self.older[0] if self.older else self.samples[0] if self.samples else None
+        return None if first is None else first.at
+
+    def window_start(self, n: int) -> float | None:
+        """When the newest `n` streams (all it keeps, if fewer) began to end."""
+        if len(self.samples) >= n:
+            return self.samples[-n].at
+        if self.older:
+            return self.older[max(0, len(self.older) - (n - len(self.samples)))].at
+        return self.samples[0].at if self.samples else None
+
     def add(self, sample: Sample) -> None:
-        if len(self.samples) == self.samples.maxlen:
-            oldest = self.samples[0]  # leaves the window
-            self.bad -= oldest.bad
-            if oldest.ttft is not None:
-                del self.ttfts[bisect.bisect_left(self.ttfts, oldest.ttft)]
         self.samples.append(sample)
-        self.bad += sample.bad
+        self._count(sample, 1)
+        if len(self.older) + len(self.samples) > self.store:
+            if self.older:
+                self.older.popleft()
+            else:
+                self._count(self.samples.popleft(), -1)
+
+    def since(self, start: float) -> None:
+        """The span starts at `start`: streams that ended before it leave it (and are kept)."""
+        span = self.samples
+        while span and span[0].at < start:
+            gone = span.popleft()
+            self._count(gone, -1)
+            self.older.append(gone)
+
+    def _count(self, sample: Sample, sign: int) -> None:
+        self.bad += sample.bad * sign
         if sample.ttft is not None:
-            bisect.insort(self.ttfts, sample.ttft)
+            if sign > 0:
+                bisect.insort(self.ttfts, sample.ttft)
+            else:
+                del self.ttfts[bisect.bisect_left(self.ttfts, sample.ttft)]
+
+    def last(self, n: int) -> _Side:
+        """Its newest `n` streams, whenever they ended, as a side of their own."""
+        out = _Side(n)
+        kept = len(self.older) + len(self.samples)
+        for sample in itertools.islice(itertools.chain(self.older, self.samples), max(0, kept - n), None):
+            out.add(sample)
+        return out
 
     def figures(self) -> dict[str, Any]:
         n = len(self.samples)
@@ -288,27 +353,64 @@ class Guard:
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
-        self.baseline = _Side(self.settings.window)
+        window = self.settings.window
+        self._store = max(window, min(BASELINE_STORE * window, BASELINE_STORE_MAX))
+        self.baseline = _Side(self._store)
+        self._near_full: tuple[int, _Side] | None = None  # (streams seen, the baseline's last window)
+        self._seen = 0
         self.reset()
 
     def reset(self) -> None:
         """Start over (the operator set a new share): forget the canary's window and any trip.
-        The baseline's window stays: its streams say the same whatever the share, and at 100 %
-        it gets none, so a reset that forgot them left the last step of a ramp unguarded."""
-        self.canary = _Side(self.settings.window)
+        The baseline's streams stay: at 100 % it gets none, and a reset that forgot them left
+        the last step of a ramp unguarded; its span starts again with the canary's."""
+        self.canary = _Side(self._store)
         self.tripped: Trip | None = None
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
-        if self.tripped is not None:
+        """A finished stream; the baseline's are kept while tripped too (a trip cleared later
+        compares with the baseline's streams of that time, not of before the trip)."""
+        if canary and self.tripped is not None:
             return None
         (self.canary if canary else self.baseline).add(sample)
+        self._seen += not canary
+        if self.tripped is not None:
+            return None
+        self._align()
         trip = self._bad_share() or self._ttft()
         if trip is not None:
             self.tripped = trip
         return trip
 
+    def _align(self) -> None:
+        """The span both sides are compared over: the time of the canary's last `window`
+        streams or of the baseline's, whichever is longer, within what both sides keep."""
+        c, b, n = self.canary, self.baseline, self.settings.window
+        c_start, b_start = c.window_start(n), b.window_start(n)
+        if c_start is None or b_start is None:
+            return
+        assert c.oldest is not None and b.oldest is not None
+        start = max(c.oldest, b.oldest, min(c_start, b_start))
+        c.since(start)
+        b.since(start)
+
+    def _compared_baseline(self) -> _Side:
+        """The baseline's streams in the span; near 100 % its last `window`, whenever they
+        ended: when the span has fewer than `min_streams` of them and they come at under a
+        tenth (min_streams / window) of the canary's rate. At a lower share it waits for
+        `min_streams` in the span: right after a change of share (the canary's window is
+        started afresh), the baseline's old streams were compared with the canary's new ones,
+        and an incident that began with the new share tripped a healthy canary."""
+        b, s = self.baseline, self.settings
+        n_b = len(b.samples)
+        if n_b >= s.min_streams or n_b * s.window >= s.min_streams * len(self.canary.samples):
+            return b
+        if self._near_full is None or self._near_full[0] != self._seen:
+            self._near_full = (self._seen, b.last(self.settings.window))
+        return self._near_full[1]
+
     def _bad_share(self) -> Trip | None:
-        c, b, s = self.canary, self.baseline, self.settings
+        c, b, s = self.canary, self._compared_baseline(), self.settings
         n_c, n_b = len(c.samples), len(b.samples)
         if n_c < s.min_streams or n_b < s.min_streams:
             return None
@@ -331,7 +433,8 @@ class Guard:
         s = self.settings
         if len(self.canary.samples) < s.min_streams:
             return None
-        c_ttft, b_ttft = self.canary.ttfts, self.baseline.ttfts
+        baseline = self._compared_baseline()
+        c_ttft, b_ttft = self.canary.ttfts, baseline.ttfts
         if len(c_ttft) < s.min_streams or not b_ttft:
             return None
         c_lower, _ = quantile_bound_ranks(len(c_ttft))
@@ -346,7 +449,7 @@ class Guard:
         )[:EVIDENCE]
         return Trip(
             "ttft_p95",
-            self.baseline.figures(),
+            baseline.figures(),
             self.canary.figures(),
             f"canary p95 TTFT above {s.ttft_ratio:g}x the baseline's and {s.ttft_floor:g} s more "
             f"(canary at least {canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",

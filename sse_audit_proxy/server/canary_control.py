@@ -304,16 +304,20 @@ class CanaryControl:
 
     def record(self, rec: AuditRecord) -> None:
         s = rec.stream
-        if not self._guarding or s is None or self.router.tripped:
+        if not self._guarding or s is None:
             return
+        canary = self.router.canary
+        assert canary is not None
+        on_canary = rec.upstream == canary.name
+        if on_canary and self.router.tripped:
+            return  # (the baseline's go on: a trip cleared later compares with its fresh ones)
         bad = judge(rec)
         if bad is None:
             return
-        sample = Sample(rec.trace_id, bad, s.ttft)
-        canary = self.router.canary
-        assert canary is not None
-        trip = self.guard.observe(rec.upstream == canary.name, sample)
-        if trip is not None:
+        # The time it is judged: the two sides are compared over the same stretch of it.
+        sample = Sample(rec.trace_id, bad, s.ttft, time.monotonic())
+        trip = self.guard.observe(on_canary, sample)
+        if trip is not None and not self.router.tripped:
             self._trip(trip)
 
 

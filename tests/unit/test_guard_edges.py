@@ -4,13 +4,19 @@ pass): core/guard.py (pure: judged/is_bad/judge/Guard).
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import dialect_for_route
 from sse_audit_proxy.core.guard import (
+    BASELINE_STORE,
     GAVE_UP_AFTER,
     Guard,
     GuardSettings,
     Sample,
+    Trip,
     is_bad,
     judge,
     judged,
@@ -98,10 +104,13 @@ def test_a_reset_keeps_the_baseline_window() -> None:
 
 
 def test_a_bad_stream_leaving_the_window_leaves_the_bad_count() -> None:
+    # Each side keeps BASELINE_STORE windows of streams (a span as long as the other side's).
     g = Guard(GuardSettings(window=3, min_streams=1000))
-    for i, bad in enumerate([True, False, False, False]):
-        g.observe(False, Sample(f"b{i}", bad, None))
-    assert g.baseline.bad == 0
+    for canary in (True, False):
+        for i in range(BASELINE_STORE * 3 + 1):
+            g.observe(canary, Sample(f"{canary}{i}", i == 0, None))
+    assert g.canary.bad == 0 and len(g.canary.samples) == BASELINE_STORE * 3
+    assert g.baseline.bad == 0 and len(g.baseline.samples) == BASELINE_STORE * 3
 
 
 def test_the_reported_p95_is_the_nearest_rank() -> None:
@@ -154,11 +163,90 @@ def test_the_ttft_rule_reads_the_window_not_the_history() -> None:
     TTFTs kept, the canary was never stopped, and the sorted list grew without end)."""
     g = Guard(GuardSettings(window=200))
     for i in range(400):
-        assert g.observe(False, Sample(f"old{i}", False, 2.0)) is None
-    for i in range(200):
-        assert g.observe(False, Sample(f"b{i}", False, 0.1)) is None
-    assert len(g.baseline.ttfts) == 200
+        assert g.observe(False, Sample(f"old{i}", False, 2.0, at=i)) is None
     trip = None
     for i in range(200):
-        trip = trip or g.observe(True, Sample(f"c{i}", False, 0.6))
+        trip = trip or g.observe(False, Sample(f"b{i}", False, 0.1, at=400 + 2 * i))
+        trip = trip or g.observe(True, Sample(f"c{i}", False, 0.6, at=401 + 2 * i))
     assert trip is not None and trip.rule == "ttft_p95", trip
+    assert 2.0 not in g.baseline.ttfts  # the span is the canary's: the slow past is out of it
+
+
+def _shared_incident(share: float, canary_bad_extra: float = 0.0, seed: int = 0) -> Trip | None:
+    """Streams at 10 a second, `share` of them to the canary; from t=60 to t=95 a third of
+    the streams on both sides are bad (an incident of the provider both gateways use); then
+    a minute of healthy traffic. The canary may be worse by `canary_bad_extra` throughout."""
+    rng = random.Random(seed)
+    g = Guard(GuardSettings())
+    trip = None
+    for i in range(1550):
+        t = i / 10
+        on_canary = rng.random() < share
+        p_bad = 1 / 3 if 60 <= t < 95 else 0.0
+        if on_canary:
+            p_bad = min(1.0, p_bad + canary_bad_extra)
+        trip = trip or g.observe(on_canary, Sample(f"s{i}", rng.random() < p_bad, 0.1, at=t))
+    return trip
+
+
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.25, 0.5, 0.75, 0.9])
+@pytest.mark.parametrize("seed", range(5))
+def test_an_incident_that_hit_both_sides_alike_never_trips_after_it_or_during_it(
+    share: float, seed: int
+) -> None:
+    """Each side's window was its last 200 streams: at 10 % the baseline's spanned a ninth of
+    the canary's time, forgot an incident seconds after it ended while the canary's window
+    still held it, and a healthy canary was rolled back 10 s after the incident, in two of two
+    runs (an outside review). The sides are compared over the same stretch of time now."""
+    assert _shared_incident(share, seed=seed) is None
+
+
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.5, 0.9])
+def test_a_canary_worse_through_the_incident_still_trips(share: float) -> None:
+    trip = _shared_incident(share, canary_bad_extra=0.3)
+    assert trip is not None and trip.rule == "bad_share", trip
+
+
+def test_at_a_share_below_the_baselines_store_the_canary_is_compared_over_the_baselines_span() -> None:
+    """At 1 % the canary's 200 streams span 19,800 of the baseline's, more than it keeps: the
+    canary's streams before the baseline's oldest leave the comparison (and a bad canary still
+    trips on those left)."""
+    g = Guard(GuardSettings())
+    trip = None
+    for i in range(60_000):
+        on_canary = i % 100 == 0
+        trip = trip or g.observe(on_canary, Sample(f"s{i}", on_canary and i > 40_000, 0.1, at=i))
+    assert g.canary.oldest is not None and g.baseline.oldest is not None
+    assert all(x.at >= g.baseline.oldest for x in g.canary.samples)
+    assert trip is not None and trip.rule == "bad_share"
+
+
+def _ramp_then(share: float, p_bad_both: float, p_bad_canary: float, seed: int) -> Trip | None:
+    """13 s healthy at 10 %, then the operator's new share (the guard starts the canary's
+    window afresh) and 10 s more in which a shared fault makes `p_bad_both` of both sides'
+    streams bad, and the canary `p_bad_canary` more; 20 streams a second."""
+    rng = random.Random(seed)
+    g = Guard(GuardSettings())
+    for i in range(260):
+        g.observe(rng.random() < 0.1, Sample(f"a{i}", False, 0.1, at=i / 20))
+    g.reset()
+    trip = None
+    for i in range(200):
+        on_canary = rng.random() < share
+        p_bad = p_bad_both + (p_bad_canary if on_canary else 0.0)
+        trip = trip or g.observe(on_canary, Sample(f"s{i}", rng.random() < p_bad, 0.1, at=13 + i / 20))
+    return trip
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_shared_fault_that_begins_with_a_new_share_does_not_trip(seed: int) -> None:
+    """After a ramp from 10 to 50 % the canary's window starts afresh: its new streams were
+    compared with the baseline's last 200, healthy ones from before the fault, and a fault on
+    both sides alike tripped a healthy canary in 2 of 3 runs (an outside review)."""
+    assert _ramp_then(0.5, 1 / 3, 0.0, seed) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_at_100_percent_the_canary_is_still_judged_against_the_baselines_last_window(seed: int) -> None:
+    trip = _ramp_then(1.0, 0.0, 0.5, seed)
+    assert trip is not None and trip.rule == "bad_share" and trip.baseline["streams"] > 0

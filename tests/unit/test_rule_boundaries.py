@@ -119,14 +119,16 @@ def test_a_json_error_answered_with_an_error_status_has_no_anomaly() -> None:
 # the guard -----------------------------------------------------------------------------
 
 
-def test_the_window_forgets_the_ttfts_of_streams_that_leave_it() -> None:
-    guard = Guard(GuardSettings(window=50))
-    for i in range(200):
+def test_a_side_forgets_the_ttfts_of_streams_that_leave_it() -> None:
+    guard = Guard(GuardSettings(window=5))  # each side keeps BASELINE_STORE windows: 100
+    for i in range(300):
         guard.baseline.add(Sample(f"b{i}", False, float(i)))
-    assert guard.baseline.ttfts == [float(i) for i in range(150, 200)]
-    for i in range(50):
+    assert guard.baseline.ttfts == [float(i) for i in range(200, 300)]
+    for i in range(100):
         guard.baseline.add(Sample(f"n{i}", i % 2 == 0, None))  # no TTFT: the old ones go
-    assert guard.baseline.ttfts == [] and guard.baseline.bad == 25
+    assert guard.baseline.ttfts == [] and guard.baseline.bad == 50
+    guard.baseline.since(float("inf"))  # ... and out of the span: kept, no longer counted
+    assert guard.baseline.bad == 0 and len(guard.baseline.older) == 100
 
 
 def test_the_ttft_rule_waits_for_min_streams_canary_ttfts() -> None:

@@ -23,12 +23,12 @@ pytestmark = pytest.mark.skipif(
 JOB = "monitoring/sse-audit-proxy"
 
 
-def series(side: str, streams: str) -> list[dict[str, str]]:
+def series(side: str, streams: str, bad: str = "0x10") -> list[dict[str, str]]:
     """Counters of one side over 10 minutes of 1-minute samples (`streams`: promtool's notation)."""
     labels = f'job="{JOB}", upstream="{side}"'
     out = [
         {"series": f"sse_audit_judged_streams_total{{{labels}}}", "values": streams},
-        {"series": f"sse_audit_bad_streams_total{{{labels}}}", "values": "0x10"},
+        {"series": f"sse_audit_bad_streams_total{{{labels}}}", "values": bad},
     ]
     for le in ("0.5", "1", "+Inf"):
         bucket = f'sse_audit_time_to_first_token_seconds_bucket{{{labels}, le="{le}"}}'
@@ -36,7 +36,14 @@ def series(side: str, streams: str) -> list[dict[str, str]]:
     return out
 
 
-def run_promtool(tmp_path: Path, canary_streams: str, expected: dict[str, list[dict[str, float]]]) -> None:
+def run_promtool(
+    tmp_path: Path,
+    canary_streams: str,
+    expected: dict[str, list[dict[str, float]]],
+    *,
+    canary_bad: str = "0x10",
+    baseline_streams: str = "0+10x10",
+) -> None:
     """Each query at 10 minutes against the series, as promtool's unit tests evaluate it."""
     queries = {**argo_queries("5m"), **flagger_queries("5m")}
     assert set(expected) == set(queries)
@@ -45,7 +52,8 @@ def run_promtool(tmp_path: Path, canary_streams: str, expected: dict[str, list[d
         "tests": [
             {
                 "interval": "1m",
-                "input_series": series("baseline", "0+10x10") + series("canary", canary_streams),
+                "input_series": series("baseline", baseline_streams)
+                + series("canary", canary_streams, canary_bad),
                 "promql_expr_test": [
                     {"expr": query, "eval_time": "10m", "exp_samples": expected[name]}
                     for name, query in queries.items()
@@ -71,3 +79,13 @@ def test_no_canary_streams_in_the_window_gives_no_result_not_nan(tmp_path: Path)
 def test_canary_streams_give_a_value(tmp_path: Path) -> None:
     # Both sides alike, no bad streams: an excess of 0 (points), a p95 ratio of 1.
     run_promtool(tmp_path, "0+10x10", {n: [{"value": 1.0 if "ttft" in n else 0.0}] for n in NAMES})
+
+
+def test_a_bad_canary_with_too_few_baseline_streams_fails_flaggers_bad_share(tmp_path: Path) -> None:
+    """At a share near 100 % the baseline had fewer than 10 streams an interval, and the Flagger
+    bad-share template returned 0 (a pass) for a canary that buffered every stream (an outside
+    review). It returns the canary's own bad share now; Argo stays Inconclusive (nothing)."""
+    expected: dict[str, list[dict[str, float]]] = {n: [] for n in NAMES if not n.startswith("sse-audit-")}
+    expected["sse-audit-bad-stream-share-excess"] = [{"value": 100.0}]  # every canary stream bad
+    expected["sse-audit-ttft-p95-ratio"] = [{"value": 1.0}]  # no baseline p95 to divide by
+    run_promtool(tmp_path, "0+10x10", expected, canary_bad="0+10x10", baseline_streams="0+1x10")

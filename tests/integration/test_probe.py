@@ -600,6 +600,29 @@ async def test_the_side_header_is_ignored_unless_the_proxy_enables_it(demo_gatew
     code, table, _ = await run_probe(plan)
     assert code == 0, table  # a client cannot pick the canary: it got the baseline
     assert {r.upstream for r in running.sink.records} == {"baseline"}
+    assert "side 'canary' is not confirmed: give --proxy-metrics-url" in table
+
+
+@pytest.mark.parametrize(("enabled", "side"), [(False, "canary"), (True, "canry")])
+async def test_a_side_the_proxy_did_not_honour_fails_the_route_gate(
+    demo_gateway: Any, proxy: Any, enabled: bool, side: str
+) -> None:
+    """The report said "(side canary)" and PASS while the baseline answered every request: the
+    proxy without --canary-side-header, or a side it does not know (an outside review). Its
+    own records, read with --proxy-metrics-url, say which side answered."""
+    from sse_audit_proxy.server.canary import CanaryConfig
+
+    baseline = await demo_gateway()
+    canary = await demo_gateway(scenario="buffered")
+    header = "X-SSE-Audit-Side" if enabled else None
+    running = await proxy(baseline, canary=CanaryConfig(url=str(canary), percent=0.0, side_header=header))
+    plan = make_plan(
+        running.url, "gpt-4o", "--side", side, "--proxy-metrics-url", str(running.metrics_url), *FAST
+    )
+    code, table, runs = await run_probe(plan)
+    assert code == 1, table
+    assert runs[0].gate("route", "chat").status is Status.FAIL
+    assert f"to baseline, not to side '{side}'" in table and "--canary-side-header" in table
 
 
 async def test_a_bursty_route_passes_streaming_with_a_note_on_its_clumps(demo_gateway: Any) -> None:

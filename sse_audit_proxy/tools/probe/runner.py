@@ -77,8 +77,38 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
             await _probe_api(run, sender, api, settings)
         if target.proxy_metrics_url is not None:
             await _attach_proxy_records(session, target.proxy_metrics_url, run.exchanges)
+    if target.side is not None:
+        _check_side(run, target.side, confirmable=target.proxy_metrics_url is not None)
     run.duration = time.monotonic() - began
     return run
+
+
+def _check_side(run: RouteRun, side: str, *, confirmable: bool) -> None:
+    """`--side`: the proxy honours the header only when started with --canary-side-header, and
+    ignores a side it does not know; its own records say which side answered. Without them the
+    report said "side canary" and PASS for a baseline that had answered every request (an
+    outside review)."""
+    routes = [g for g in run.gates if g.name == "route"]
+    if not confirmable:
+        for gate in routes:
+            gate.notes.append(
+                f"that the proxy sent these requests to side {side!r} is not confirmed: give "
+                "--proxy-metrics-url to check it against the proxy's own records"
+            )
+        return
+    records = [ex.proxy_record for ex in run.exchanges if ex.proxy_record is not None]
+    elsewhere = sorted({str(r.get("upstream")) for r in records if r.get("upstream") != side})
+    if not elsewhere:
+        return
+    astray = sum(r.get("upstream") != side for r in records)
+    for gate in routes:
+        gate.problems.append(
+            f"the proxy sent {astray} of the {len(records)} requests it recorded to "
+            f"{', '.join(elsewhere)}, not to side {side!r}: start it with --canary-side-header "
+            f"{run.target.headers[0][0] if run.target.headers else 'NAME'} and ask for a side it "
+            "has (its --upstream-name or --canary-name)"
+        )
+        gate.status = Status.FAIL
 
 
 async def _attach_proxy_records(

@@ -66,10 +66,17 @@ def read_percent_file(path: str) -> tuple[float, str]:
     # file is read: opening a FIFO for reading would block the event loop, proxy included,
     # until a writer came; a device could be read without end.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as fh:
+    try:
         st = os.fstat(fd)
+        # Before open(): a directory opens, then open() raises IsADirectoryError, an OSError,
+        # which keeps the share in force (a directory put in the file's place kept 100 %).
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
+        fh = open(fd, "rb")  # noqa: SIM115 (closed by the with below)
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
         if st.st_size > MAX_PERCENT_FILE:
             raise ValueError(
                 f"{st.st_size} bytes: a percent file holds one number (at most {MAX_PERCENT_FILE} bytes)"

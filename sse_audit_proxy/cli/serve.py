@@ -9,6 +9,7 @@ import functools
 import ipaddress
 import os
 import resource
+import socket
 import ssl
 import sys
 
@@ -456,8 +457,8 @@ def add_canary_options(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=200,
         help=(
-            "recent streams per side that set the span of time the guard compares the sides over "
-            "(the longer of the two; at most 5,000)"
+            "the canary's recent streams the guard compares with the baseline's of the same "
+            "time, and with its last as many (at most 5,000)"
         ),
     )
     option(
@@ -559,23 +560,39 @@ def _overlap(host: str, other: str) -> bool:
 def _is_this_proxy(url: URL, host: str, port: int) -> bool:
     """Whether `url` names the proxy's own listening socket: every request it forwards would
     come back to it, each a new request (one curl made about 9,800 in 5 s, an outside review).
-    Literal addresses and `localhost` only: a name is not resolved at start."""
+    Addresses in any spelling (`127.1`, `0`, `::ffff:127.0.0.1`) and `localhost`; other names
+    are not resolved at start."""
     if not port or (url.port or 0) != port:
         return False
-    target = (url.host or "").strip("[]").lower()
-    loopback = target == "localhost" or _loopback(target)
-    if host in ("0.0.0.0", ""):
-        return (loopback and ":" not in target) or target in ("0.0.0.0", "")
-    if host == "::":
-        return target in ("::1", "::", "localhost")
-    return target == host or (target == "localhost" and _loopback(host))
+    listening = _addresses(host)
+    for target in _addresses((url.host or "").strip("[]")):
+        if target.is_unspecified:  # a connect to 0.0.0.0 (::) reaches the host's loopback
+            target = ipaddress.ip_address("127.0.0.1" if target.version == 4 else "::1")
+        for bound in listening:
+            if bound == target or (
+                bound.is_unspecified and bound.version == target.version and target.is_loopback
+            ):
+                return True
+    return False
 
 
-def _loopback(address: str) -> bool:
+def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """What a host names, without resolving: `localhost`, or an address as a socket reads it."""
+    host = host.lower()
+    if host == "localhost":
+        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    if host == "":
+        return [ipaddress.ip_address("0.0.0.0")]
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:
+            return [ipaddress.ip_address(socket.inet_aton(host))]  # `127.1`, `0`, `0x7f.1`
+        except OSError:
+            return []
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    return [ip]
 
 
 def config_from(args: argparse.Namespace) -> ServiceConfig:

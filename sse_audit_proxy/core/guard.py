@@ -1,16 +1,17 @@
 """The canary guard: is the canary worse than the baseline? Records in, a decision out.
 
-Pure: no clocks, no I/O, no globals (each stream comes with the time it ended). It compares
-the two sides' streams that ended in the same stretch of time: that of the canary's last
-`window` finished streams or of the baseline's, whichever is longer. After each stream it asks
-two questions, each a statistical test rather than a comparison of raw figures, so that noise
-between two equal sides does not trip it. Same time, not same count: at a 10 % share the
-baseline's last 200 streams span a ninth of the time the canary's do, so after an incident that
-hit both sides alike the baseline had forgotten it while the canary's window still held it,
-and a healthy canary was rolled back (an outside review). Each side keeps up to BASELINE_STORE
-windows of streams for it (the span is cut to what both keep). Where the baseline has fewer than
-`min_streams` streams in the span and gets under a tenth of the canary's rate (at 100 %), its
-last `window`, whenever they ended, are all there is to compare with.
+Pure: no clocks, no I/O, no globals (each stream comes with the time it ended). It keeps the
+canary's last `window` finished streams and the baseline's of the same time (at least its last
+`min_streams`; up to BASELINE_STORE windows), and after each stream asks two questions, each a
+statistical test rather than a comparison of raw figures, so that noise between two equal
+sides does not trip it. Either is asked of the baseline's streams of the canary's time, then
+of its last `window` (more streams: a high share's last steps, and 100 %, judged as fast as
+with them alone), but only when those of the same time do not say the canary is no worse.
+When each side's window was its last `window` streams alone, at a 10 % share the baseline's
+spanned a ninth of the canary's time, so after an incident that hit both sides alike the
+baseline had forgotten it while the canary's window still held it, and a healthy canary was
+rolled back (an outside review); a first cut that cut the canary's window to the baseline's
+time made a bad canary at a small share never trip (a second).
 
 1. **Bad share.** Is the canary's share of bad streams (outcomes truncated, upstream_error,
    timeout; anomalies buffered, bursty, missing_done, missing_finish_reason, missing_usage,
@@ -86,6 +87,13 @@ GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left:
 # baseline's quotas shows in SSEAuditCanaryRateLimited, which compares the sides' 429s and 408s.
 NOT_CLIENT_ERRORS = frozenset({499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
+# The baseline's streams of the canary's time must show the canary worse at all (one-sided
+# 0.5 %; asked after every stream, so strict) before its older ones may be the comparison: with
+# them alone, an incident both sides shared still showed on the canary long after the baseline's
+# last window had forgotten it. Simulated (tests/unit/test_guard_edges.py): shared incidents
+# tripped about 1 run in 3 before, 1 in 35 now; a canary failing at 90 % or more is stopped
+# after about 50 failed streams, against 29 before (a bound of 0 in 20 baseline streams).
+Z_SAME_TIME = 2.58
 TTFT_QUANTILE = 0.95
 TTFT_ALPHA = 0.01
 EVIDENCE = 5  # trace IDs of offending streams named in a trip
@@ -108,9 +116,8 @@ class GuardSettings:
     ttft_floor: float = 0.25
 
 
-# Each side keeps this many windows of streams, so that its span covers the other's down to a
-# share of about 1 / (1 + BASELINE_STORE), 5 % (or up to 95 %), and BASELINE_STORE_MAX streams at
-# most (below it, the span is the shorter side's: the canary is judged on fewer streams).
+# The baseline keeps this many windows of streams, so that its span covers the canary's window
+# down to a share of about 1 / (1 + BASELINE_STORE), 5 %, and BASELINE_STORE_MAX at most.
 BASELINE_STORE = 20
 BASELINE_STORE_MAX = 20_000
 # Above this many samples the p95's confidence ranks come from the normal approximation of the
@@ -258,10 +265,11 @@ def quantile_bound_ranks(
     """1-based ranks (lower, upper) of order statistics bounding the q-quantile of n samples,
     each with confidence 1 - alpha; None where n samples cannot bound it."""
     if n > EXACT_RANKS_MAX and q == TTFT_QUANTILE and alpha == TTFT_ALPHA:
-        # Binomial(n, q) is near normal here (n q (1 - q) > 23); z of 1 % one-sided, and a
-        # continuity correction of one rank each way.
+        # Binomial(n, q) is near normal here (n q (1 - q) > 23); z of 1 % one-sided, and one
+        # rank more each way than the continuity correction: the binomial's skew put a lower
+        # rank one above the exact one at 112 sizes (a second review).
         half = 2.3263478740408408 * math.sqrt(n * q * (1.0 - q))
-        return max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half) + 1)
+        return max(1, math.floor(n * q - half) - 1), min(n, math.ceil(n * q + half) + 1)
     lower = upper = None
     cdf = _binom_cdf(n, q)
     # X_(k) <= q-quantile with probability P(Bin(n, q) >= k).
@@ -275,6 +283,10 @@ def quantile_bound_ranks(
             upper = k
             break
     return lower, upper
+
+
+# A p95's upper confidence bound at 1 % needs 90 samples (0.95^90 < 0.01).
+_FEWEST_FOR_AN_UPPER_BOUND = 90
 
 
 class _Side:
@@ -364,7 +376,7 @@ class Guard:
         """Start over (the operator set a new share): forget the canary's window and any trip.
         The baseline's streams stay: at 100 % it gets none, and a reset that forgot them left
         the last step of a ramp unguarded; its span starts again with the canary's."""
-        self.canary = _Side(self._store)
+        self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
@@ -383,41 +395,45 @@ class Guard:
         return trip
 
     def _align(self) -> None:
-        """The span both sides are compared over: the time of the canary's last `window`
-        streams or of the baseline's, whichever is longer, within what both sides keep."""
-        c, b, n = self.canary, self.baseline, self.settings.window
-        c_start, b_start = c.window_start(n), b.window_start(n)
-        if c_start is None or b_start is None:
+        """The baseline's span: from the canary window's first stream, or from its own
+        `min_streams`-th newest if that is earlier (too few of its streams in the canary's
+        time: a share near 100 %, a baseline gone quiet)."""
+        start = self.canary.oldest
+        if start is None:
             return
-        assert c.oldest is not None and b.oldest is not None
-        start = max(c.oldest, b.oldest, min(c_start, b_start))
-        c.since(start)
-        b.since(start)
+        b = self.baseline
+        enough = b.window_start(self.settings.min_streams)
+        self.baseline.since(start if enough is None else min(start, enough))
 
-    def _compared_baseline(self) -> _Side:
-        """The baseline's streams in the span; near 100 % its last `window`, whenever they
-        ended: when the span has fewer than `min_streams` of them and they come at under a
-        tenth (min_streams / window) of the canary's rate. At a lower share it waits for
-        `min_streams` in the span: right after a change of share (the canary's window is
-        started afresh), the baseline's old streams were compared with the canary's new ones,
-        and an incident that began with the new share tripped a healthy canary."""
-        b, s = self.baseline, self.settings
-        n_b = len(b.samples)
-        if n_b >= s.min_streams or n_b * s.window >= s.min_streams * len(self.canary.samples):
-            return b
+    def _last_window(self) -> _Side:
+        """The baseline's last `window` streams, whenever they ended (cached until it gets one)."""
         if self._near_full is None or self._near_full[0] != self._seen:
-            self._near_full = (self._seen, b.last(self.settings.window))
+            self._near_full = (self._seen, self.baseline.last(self.settings.window))
         return self._near_full[1]
 
     def _bad_share(self) -> Trip | None:
-        c, b, s = self.canary, self._compared_baseline(), self.settings
+        """Against the baseline's streams of the canary's time; or against its last `window`
+        (more of them: a high share's last steps judged as fast as before) when those of the
+        same time do not say the canary is as bad: an incident both sides shared is no trip."""
+        c, s = self.canary, self.settings
+        if len(c.samples) < s.min_streams:
+            return None
+        same_time = self.baseline
+        trip = self._share_against(same_time, Z_SHARE)
+        if trip is not None or self._share_against(same_time, Z_SAME_TIME, margin=0.0) is None:
+            return trip
+        return self._share_against(self._last_window(), Z_SHARE)
+
+    def _share_against(self, b: _Side, z: float, margin: float | None = None) -> Trip | None:
+        c, s = self.canary, self.settings
+        margin = s.margin if margin is None else margin
         n_c, n_b = len(c.samples), len(b.samples)
         if n_c < s.min_streams or n_b < s.min_streams:
             return None
         if c.bad * n_b <= b.bad * n_c:  # not worse at all: skip the arithmetic
             return None
-        bound = difference_lower_bound(c.bad, n_c, b.bad, n_b, Z_SHARE)
-        if bound * 100.0 <= s.margin:
+        bound = difference_lower_bound(c.bad, n_c, b.bad, n_b, z)
+        if bound * 100.0 <= margin:
             return None
         offending = [x.trace_id for x in reversed(c.samples) if x.bad][:EVIDENCE]
         return Trip(
@@ -425,15 +441,22 @@ class Guard:
             b.figures(),
             c.figures(),
             f"canary bad share exceeds baseline's by more than {s.margin:g} points "
-            f"(lower bound {bound * 100.0:.1f} points, z={Z_SHARE})",
+            f"(lower bound {bound * 100.0:.1f} points, z={z})",
             offending,
         )
 
     def _ttft(self) -> Trip | None:
+        """Against the baseline's streams of the canary's time when they hold enough first
+        tokens for a bound, else its last `window`; either way not when the same time's own
+        p95 (given `min_streams` first tokens) says the baseline was as slow: a slow spell both
+        sides shared is no trip."""
         s = self.settings
         if len(self.canary.samples) < s.min_streams:
             return None
-        baseline = self._compared_baseline()
+        same_time = self.baseline
+        baseline = same_time
+        if len(baseline.ttfts) < _FEWEST_FOR_AN_UPPER_BOUND:
+            baseline = self._last_window()
         c_ttft, b_ttft = self.canary.ttfts, baseline.ttfts
         if len(c_ttft) < s.min_streams or not b_ttft:
             return None
@@ -444,6 +467,10 @@ class Guard:
         canary_low, baseline_high = c_ttft[c_lower - 1], b_ttft[b_upper - 1]
         if canary_low <= s.ttft_ratio * baseline_high or canary_low - baseline_high <= s.ttft_floor:
             return None
+        if baseline is not same_time and len(same_time.ttfts) >= s.min_streams:
+            now = _nearest_rank(same_time.ttfts)
+            if canary_low <= s.ttft_ratio * now or canary_low - now <= s.ttft_floor:
+                return None
         slowest = sorted(
             (x for x in self.canary.samples if x.ttft is not None), key=lambda x: x.ttft or 0.0, reverse=True
         )[:EVIDENCE]
@@ -455,3 +482,8 @@ class Guard:
             f"(canary at least {canary_low * 1000:.0f} ms, baseline at most {baseline_high * 1000:.0f} ms)",
             [x.trace_id for x in slowest],
         )
+
+
+def _nearest_rank(ttfts: list[float]) -> float:
+    """The p95 of sorted first-token times, by the nearest rank."""
+    return ttfts[min(len(ttfts) - 1, math.ceil(0.95 * len(ttfts)) - 1)]

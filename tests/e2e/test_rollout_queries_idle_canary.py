@@ -81,11 +81,15 @@ def test_canary_streams_give_a_value(tmp_path: Path) -> None:
     run_promtool(tmp_path, "0+10x10", {n: [{"value": 1.0 if "ttft" in n else 0.0}] for n in NAMES})
 
 
-def test_a_bad_canary_with_too_few_baseline_streams_fails_flaggers_bad_share(tmp_path: Path) -> None:
+def test_a_canary_with_too_few_baseline_streams_to_compare_gives_no_value(tmp_path: Path) -> None:
     """At a share near 100 % the baseline had fewer than 10 streams an interval, and the Flagger
-    bad-share template returned 0 (a pass) for a canary that buffered every stream (an outside
-    review). It returns the canary's own bad share now; Argo stays Inconclusive (nothing)."""
-    expected: dict[str, list[dict[str, float]]] = {n: [] for n in NAMES if not n.startswith("sse-audit-")}
-    expected["sse-audit-bad-stream-share-excess"] = [{"value": 100.0}]  # every canary stream bad
-    expected["sse-audit-ttft-p95-ratio"] = [{"value": 1.0}]  # no baseline p95 to divide by
-    run_promtool(tmp_path, "0+10x10", expected, canary_bad="0+10x10", baseline_streams="0+1x10")
+    templates returned a pass (0 points, a ratio of 1) for a canary that buffered every stream
+    (an outside review). Nothing now (Flagger: a failed check); Argo: Inconclusive (nothing)."""
+    run_promtool(tmp_path, "0+10x10", {n: [] for n in NAMES}, canary_bad="0+10x10", baseline_streams="0+1x10")
+
+
+def test_a_canary_with_too_few_streams_of_its_own_passes_flagger_unjudged(tmp_path: Path) -> None:
+    expected = {
+        n: ([] if not n.startswith("sse-audit-") else [{"value": 1.0 if "ttft" in n else 0.0}]) for n in NAMES
+    }
+    run_promtool(tmp_path, "0+1x10", expected, canary_bad="0+1x10")

@@ -246,7 +246,8 @@ def test_a_pause_of_the_stream_s_own_that_the_user_stopped_in_is_no_stall() -> N
         b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
         b'"content_block":{"type":"text","text":""}}\n\n'
     )
-    messages = [(0.05, start), (0.1, text)]
+    begin = b'event: message_start\ndata: {"type":"message_start","message":{"usage":{}}}\n\n'
+    messages = [(0.04, begin), (0.05, start), (0.1, text)]
     assert judge(_left_after(messages, 3.0, "messages")) is True
     assert judge(_left_after([*messages, (2.0, ping)], 3.0, "messages")) is None
 

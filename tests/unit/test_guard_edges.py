@@ -104,12 +104,12 @@ def test_a_reset_keeps_the_baseline_window() -> None:
 
 
 def test_a_bad_stream_leaving_the_window_leaves_the_bad_count() -> None:
-    # Each side keeps BASELINE_STORE windows of streams (a span as long as the other side's).
+    # The canary keeps its last window; the baseline BASELINE_STORE windows (to match its time).
     g = Guard(GuardSettings(window=3, min_streams=1000))
     for canary in (True, False):
         for i in range(BASELINE_STORE * 3 + 1):
             g.observe(canary, Sample(f"{canary}{i}", i == 0, None))
-    assert g.canary.bad == 0 and len(g.canary.samples) == BASELINE_STORE * 3
+    assert g.canary.bad == 0 and len(g.canary.samples) == 3
     assert g.baseline.bad == 0 and len(g.baseline.samples) == BASELINE_STORE * 3
 
 
@@ -189,16 +189,15 @@ def _shared_incident(share: float, canary_bad_extra: float = 0.0, seed: int = 0)
     return trip
 
 
-@pytest.mark.parametrize("share", [0.05, 0.1, 0.25, 0.5, 0.75, 0.9])
-@pytest.mark.parametrize("seed", range(5))
-def test_an_incident_that_hit_both_sides_alike_never_trips_after_it_or_during_it(
-    share: float, seed: int
-) -> None:
+def test_an_incident_that_hit_both_sides_alike_seldom_trips() -> None:
     """Each side's window was its last 200 streams: at 10 % the baseline's spanned a ninth of
     the canary's time, forgot an incident seconds after it ended while the canary's window
     still held it, and a healthy canary was rolled back 10 s after the incident, in two of two
-    runs (an outside review). The sides are compared over the same stretch of time now."""
-    assert _shared_incident(share, seed=seed) is None
+    runs (an outside review; here 45 of 140 runs tripped). The baseline's streams of the same
+    time must now show the canary worse first."""
+    runs = [(share, seed) for share in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95) for seed in range(20)]
+    tripped = [(sh, sd) for sh, sd in runs if _shared_incident(sh, seed=sd) is not None]
+    assert len(tripped) <= len(runs) // 20, tripped  # at most 5 %
 
 
 @pytest.mark.parametrize("share", [0.05, 0.1, 0.5, 0.9])
@@ -207,18 +206,31 @@ def test_a_canary_worse_through_the_incident_still_trips(share: float) -> None:
     assert trip is not None and trip.rule == "bad_share", trip
 
 
-def test_at_a_share_below_the_baselines_store_the_canary_is_compared_over_the_baselines_span() -> None:
-    """At 1 % the canary's 200 streams span 19,800 of the baseline's, more than it keeps: the
-    canary's streams before the baseline's oldest leave the comparison (and a bad canary still
-    trips on those left)."""
-    g = Guard(GuardSettings())
-    trip = None
-    for i in range(60_000):
-        on_canary = i % 100 == 0
-        trip = trip or g.observe(on_canary, Sample(f"s{i}", on_canary and i > 40_000, 0.1, at=i))
-    assert g.canary.oldest is not None and g.baseline.oldest is not None
-    assert all(x.at >= g.baseline.oldest for x in g.canary.samples)
-    assert trip is not None and trip.rule == "bad_share"
+def test_a_bad_canary_trips_as_soon_as_before_at_any_share_and_window() -> None:
+    """A first cut of the same-time comparison cut the canary's window to the baseline's kept
+    time: at a small share, or with a small window, a canary failing every stream never
+    tripped, and at a high share one that turned bad served hundreds of failed streams before
+    it did (a second review). The canary's window is its last `window` streams, as before."""
+    for window in (20, 50, 200):
+        for share in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99):
+            g = Guard(GuardSettings(window=window, min_streams=20))
+            rng = random.Random(3)
+            canary_streams = 0
+            trip = None
+            for i in range(400_000):
+                on_canary = rng.random() < share
+                if on_canary:
+                    canary_streams += 1
+                # healthy for the first half hour (10 streams a second), then the canary fails
+                bad = on_canary and i >= 18_000
+                trip = g.observe(on_canary, Sample(f"s{i}", bad, 0.1, at=i / 10))
+                if trip is not None:
+                    break
+            assert trip is not None and trip.rule == "bad_share", (window, share)
+            failed = sum(1 for x in g.canary.samples if x.bad)
+            # (before: 20 to 29; at a high share the baseline's few streams of the same time
+            # must show the canary worse too: 0 in 20 bounds the baseline at 23 %)
+            assert failed <= (30 if share <= 0.5 else 60), (window, share, failed)
 
 
 def _ramp_then(share: float, p_bad_both: float, p_bad_canary: float, seed: int) -> Trip | None:
@@ -238,12 +250,12 @@ def _ramp_then(share: float, p_bad_both: float, p_bad_canary: float, seed: int) 
     return trip
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_a_shared_fault_that_begins_with_a_new_share_does_not_trip(seed: int) -> None:
+def test_a_shared_fault_that_begins_with_a_new_share_seldom_trips() -> None:
     """After a ramp from 10 to 50 % the canary's window starts afresh: its new streams were
     compared with the baseline's last 200, healthy ones from before the fault, and a fault on
     both sides alike tripped a healthy canary in 2 of 3 runs (an outside review)."""
-    assert _ramp_then(0.5, 1 / 3, 0.0, seed) is None
+    tripped = [seed for seed in range(40) if _ramp_then(0.5, 1 / 3, 0.0, seed) is not None]
+    assert len(tripped) <= 2, tripped
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -50,3 +50,8 @@ async def listen(runner: web.BaseRunner, host: str, port: int, **site_kwargs: ob
     server = site._server
     sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
     return int(sockets[0].getsockname()[1]) if sockets else port
+
+
+def http_url(host: str, port: int, path: str = "") -> str:
+    """`http://host:port/path`, an IPv6 address in brackets (`--host ::1` logged `http://::1:8080`)."""
+    return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from sse_audit_proxy.server.canary_control import describe
-from sse_audit_proxy.server.listen import ListenFailed, describe_os_error
+from sse_audit_proxy.server.listen import ListenFailed, describe_os_error, http_url
 from sse_audit_proxy.server.service import Service, ServiceConfig
 
 
@@ -79,10 +79,10 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     log = structlog.get_logger("sse_audit_proxy")
     # A worker's own metrics port is private to it (the supervisor scrapes it and serves the
     # sum): it is `worker_admin`, and `metrics` in every `proxy_started` line the one to scrape.
-    admin = f"http://{config.metrics_host}:{service.metrics_port}"
+    admin = http_url(config.metrics_host, service.metrics_port)
     log.info(
         "proxy_started",
-        listen=f"http://{config.proxy.host}:{service.proxy.port}",
+        listen=http_url(config.proxy.host, service.proxy.port),
         upstream=str(config.proxy.upstream),
         metrics=config.scraped_url or admin + "/metrics",
         **({"worker_admin": admin} if config.scraped_url else {}),

@@ -403,6 +403,10 @@ class Connection(asyncio.Protocol):
         if not self._read_framing():
             self._fail(BadResponse("transfer-encoding"), End.UPSTREAM_BROKEN)
             return
+        # The head alone may end its lines with LF: llhttp's leniency reaches into the chunk
+        # framing unevenly (`0\n\n` never ended, the client held a finished stream until the
+        # idle timeout; a second review), and the body's framing is the upstream's own.
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=False)
         self.status = status
         self._not_body = 0  # the head ended (a larger one that came in one read is let through)
         if self.from_pool:
@@ -516,9 +520,10 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         self.uses += 1
         self._parser = httptools.HttpResponseParser(self)
-        # A line ended by LF alone (RFC 9112 2.2 lets a recipient accept it; httpx, curl and
-        # nginx do, and hand-written gateways send it) was a 502. Nothing else is lenient: a CR
-        # alone is still refused. The client never sees these bytes: its head is written anew.
+        # A head line ended by LF alone (RFC 9112 2.2 lets a recipient accept it; httpx, curl
+        # and nginx do, and hand-written gateways send it) was a 502. Nothing else is lenient: a
+        # CR alone is still refused, and the body's chunk framing is strict again once the head
+        # has ended (on_headers_complete). The client's head is written anew.
         self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._head = self._loop.create_future()
         self._end = self._loop.create_future()

@@ -34,9 +34,10 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from sse_audit_proxy.server import inspector, loop
 from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, WORKERS_NOT_READY, admin_app
-from sse_audit_proxy.server.canary_control import build_router, describe
+from sse_audit_proxy.server.canary import Router
+from sse_audit_proxy.server.canary_control import build_router, describe, read_percent_file
 from sse_audit_proxy.server.inbound import GuardedAppRunner
-from sse_audit_proxy.server.listen import ListenFailed, listen
+from sse_audit_proxy.server.listen import ListenFailed, http_url, listen
 from sse_audit_proxy.server.lookup import WorkersSource, add_routes
 from sse_audit_proxy.server.proxy import upstream_ssl
 from sse_audit_proxy.server.reach import UpstreamReach
@@ -341,7 +342,7 @@ async def supervise(
         except OSError as exc:
             failed = ListenFailed("metrics", "--metrics-port", config.metrics_host, config.metrics_port, exc)
             return _error(listen_error(failed, config))
-        pool.scraped_at(f"http://{config.metrics_host}:{metrics_port}/metrics")
+        pool.scraped_at(http_url(config.metrics_host, metrics_port, "/metrics"))
         try:
             await pool.start()
         except WorkerFailed as exc:
@@ -349,11 +350,11 @@ async def supervise(
             return _error(str(exc))
         _log.info(
             "proxy_started",
-            listen=f"http://{config.proxy.host}:{port}",
+            listen=http_url(config.proxy.host, port),
             upstream=str(config.proxy.upstream),
             workers=size,
-            metrics=f"http://{config.metrics_host}:{metrics_port}/metrics",
-            **describe(build_router(str(config.proxy.upstream), config.canary)),
+            metrics=http_url(config.metrics_host, metrics_port, "/metrics"),
+            **describe(_sides(config)),
             **({"canary_guard": config.canary.guard} if config.canary.url is not None else {}),
         )
         watcher = asyncio.create_task(pool.watch())
@@ -369,3 +370,16 @@ async def supervise(
         reservation.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         shutil.rmtree(os.path.dirname(state_file), ignore_errors=True)
+
+
+def _sides(config: ServiceConfig) -> Router:
+    """The sides as the workers start with them, for the supervisor's start line: the percent
+    file's share (it said the flag's, 0, while the workers had read the file's 10)."""
+    router = build_router(str(config.proxy.upstream), config.canary)
+    if config.canary.url is not None and config.canary.percent_file is not None:
+        try:
+            percent, _ = read_percent_file(config.canary.percent_file)
+        except (OSError, ValueError, UnicodeDecodeError):
+            percent = 0.0  # as a worker starts on a file it cannot take
+        router.set_percent(percent)
+    return router

@@ -222,6 +222,33 @@ async def test_head_lines_ended_by_lf_alone_are_read_and_the_head_relayed_with_c
     assert up.connections == 1  # each answer ended exactly: the connection was reused
 
 
+@pytest.mark.parametrize("ending", [b"0\n\n", b"0\r\n\n"])
+async def test_chunk_framing_after_a_lenient_head_is_strict_and_never_hangs(ending: bytes) -> None:
+    """The LF leniency reached into the chunks unevenly: `0\n\n` never ended the body, and
+    the client held a finished stream until the idle timeout (a second review). The body's
+    framing is strict again: the stream is cut there, at once."""
+
+    async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\nContent-Type: text/event-stream\nTransfer-Encoding: chunked\n\n"
+            b"%x\r\n%s\r\n" % (len(SSE_BODY), SSE_BODY) + ending
+        )
+
+    async with (
+        raw_upstream(script) as up,
+        serve(URL(f"http://127.0.0.1:{up.port}"), "--idle-timeout", "30") as child,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+        got = await asyncio.wait_for(reader.read(), 5)  # not held until the idle timeout
+        writer.close()
+        await records(child, 1)
+        [end] = child.events("stream_end") or [None]
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not got.endswith(b"0\r\n\r\n")  # cut: no clean end the upstream did not send
+    assert end is not None and end["end_reason"] == "upstream_broken"
+
+
 async def test_lines_ended_by_cr_alone_are_still_a_bad_response() -> None:
     async def script(req: RawRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\rContent-Length: 2\r\r\nok")

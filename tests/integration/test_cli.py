@@ -417,6 +417,11 @@ def test_the_two_ports_are_one_only_where_their_addresses_meet() -> None:
         ("--upstream", "http://127.0.0.1:47124", "0.0.0.0"),
         ("--upstream", "http://[::1]:47124", "::"),
         ("--canary", "http://localhost:47124", "127.0.0.1"),
+        # spellings a second review looped with
+        ("--upstream", "http://127.1:47124", "127.0.0.1"),
+        ("--upstream", "http://0:47124", "127.0.0.1"),
+        ("--upstream", "http://[::ffff:127.0.0.1]:47124", "0.0.0.0"),
+        ("--upstream", "http://127.0.0.1:47124", "localhost"),
     ],
 )
 def test_an_upstream_that_is_the_proxy_itself_is_refused(flag: str, url: str, host: str) -> None:
@@ -436,6 +441,8 @@ def test_a_loopback_upstream_on_another_port_or_address_is_not_the_proxy() -> No
     assert not _is_this_proxy(URL("http://gateway:47124"), "0.0.0.0", 47124)  # names are not resolved
     assert not _is_this_proxy(URL("http://127.0.0.1:47124"), "127.0.0.1", 0)  # a free port: never it
     assert _is_this_proxy(URL("http://127.0.0.1"), "127.0.0.1", 80)  # the scheme's port
+    assert not _is_this_proxy(URL("http://localhost:47124"), "127.0.0.2", 47124)  # 127.0.0.1 is not it
+    assert not _is_this_proxy(URL("http://127.0.0.1:47124"), "::", 47124)  # `::` is IPv6 only
 
 
 def test_help_documents_every_flag_with_its_environment_variable() -> None:
@@ -480,3 +487,12 @@ def test_a_pasted_header_line_is_refused_without_its_value(flag: str) -> None:
     assert proc.returncode == 2
     assert_one_line_error(proc, flag)
     assert "X-Api-Key" in proc.stderr and "sk-proj" not in proc.stderr + proc.stdout
+
+
+def test_an_ipv6_address_is_bracketed_in_the_urls_logged() -> None:
+    """`--host ::1` logged `http://::1:8080`, no URL (a second review)."""
+    from sse_audit_proxy.server.listen import http_url
+
+    assert http_url("::1", 8080) == "http://[::1]:8080"
+    assert http_url("127.0.0.1", 9464, "/metrics") == "http://127.0.0.1:9464/metrics"
+    assert URL(http_url("::", 1, "/metrics")).host == "::"

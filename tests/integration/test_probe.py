@@ -625,6 +625,28 @@ async def test_a_side_the_proxy_did_not_honour_fails_the_route_gate(
     assert f"to baseline, not to side '{side}'" in table and "--canary-side-header" in table
 
 
+async def test_a_side_with_no_records_at_the_metrics_url_is_said_unconfirmed(
+    demo_gateway: Any, proxy: Any
+) -> None:
+    """The wrong proxy's metrics URL (or records evicted) found none: the side passed silently
+    (a second review)."""
+    from sse_audit_proxy.server.canary import CanaryConfig
+
+    baseline = await demo_gateway()
+    running = await proxy(
+        baseline, canary=CanaryConfig(url=str(baseline), percent=0.0, side_header="X-SSE-Audit-Side")
+    )
+    elsewhere = await proxy(baseline)  # not in the probe's path
+    plan = make_plan(
+        running.url, "gpt-4o", "--side", "canary", "--proxy-metrics-url", str(elsewhere.metrics_url), *FAST
+    )
+    _, table, runs = await run_probe(plan)
+    notes = runs[0].gate("route", "chat").notes
+    assert any("not confirmed: the proxy's records of these requests were not found" in n for n in notes), (
+        table
+    )
+
+
 async def test_a_bursty_route_passes_streaming_with_a_note_on_its_clumps(demo_gateway: Any) -> None:
     """It passed with `bursty` in its own evidence and no word (outside review); failing it
     failed fast providers that pause now and then as well (second review): a note says it."""

@@ -141,6 +141,17 @@ async def test_every_start_line_names_the_supervisors_metrics_url_and_the_canary
         assert len(answer["streams"]) == 12
 
 
+async def test_the_supervisors_start_line_gives_the_percent_files_share(demo_gateway, tmp_path) -> None:
+    """It gave the flag's share, 0, while the workers had read the file's (a second review)."""
+    gateway = await demo_gateway(**FAST)
+    percent = tmp_path / "canary-percent"
+    percent.write_text("10\n")
+    args = ("--workers", "2", "--canary", str(gateway), "--canary-percent-file", str(percent))
+    async with serve_process(gateway, *args) as served:
+        started = [line for line in served.lines if line["event"] == "proxy_started"]
+        assert [line["canary_percent"] for line in started] == [10.0, 10.0, 10.0]
+
+
 async def test_merged_worker_metrics_pass_promtool_check_metrics(demo_gateway, http) -> None:
     async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
         for scenario in ("healthy", "truncated", "buffered", "http-429"):

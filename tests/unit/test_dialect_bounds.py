@@ -56,7 +56,11 @@ def _responses_item_id(i: int) -> bytes:  # arguments by item id alone, no outpu
 
 def _anthropic_block(i: int) -> bytes:
     block = b'{"type":"tool_use","id":"t%d","name":"f","input":{}}' % i
-    return (
+    # (the message starts first: the SDKs' stream helpers raise at a block before it)
+    start = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"usage":{}}}\n\n' if i == 0 else b""
+    )
+    return start + (
         b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,"content_block":%b}\n\n'
         % (
             i,
@@ -201,6 +205,7 @@ def test_calls_with_long_ids_are_still_told_apart() -> None:
 def test_long_block_types_are_not_held() -> None:
     """256 Anthropic blocks whose type is 64 KiB each: held as the blocks' kinds (16 MiB here)."""
     audit = StreamAudit(AnthropicMessages(), 0.0)
+    audit.feed(b'event: message_start\ndata: {"type":"message_start","message":{"usage":{}}}\n\n', 0.0)
     frames = [
         b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
         b'"content_block":{"type":"%d%b"}}\n\n' % (i, i, LONG_ID.encode())

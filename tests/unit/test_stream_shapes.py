@@ -258,6 +258,47 @@ def test_anthropic_stream_without_usage_is_missing_usage_even_if_not_asked() -> 
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["missing_usage", "malformed_frame"])
 
 
+def _anthropic(*events: dict[str, Any]) -> StreamResult:
+    return audit("messages", [(0.1, sse(*events, event_lines=True))])
+
+
+_START = {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1, "output_tokens": 1}}}
+_END = (
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+    {"type": "message_stop"},
+)
+
+
+def _block(index: int, kind: str = "text") -> tuple[dict[str, Any], ...]:
+    field, delta = ("thinking", "thinking_delta") if kind == "thinking" else ("text", "text_delta")
+    return (
+        {"type": "content_block_start", "index": index, "content_block": {"type": kind, field: ""}},
+        {"type": "content_block_delta", "index": index, "delta": {"type": delta, field: "hi"}},
+        {"type": "content_block_stop", "index": index},
+    )
+
+
+def test_anthropic_blocks_in_order_from_0_after_message_start_are_well_formed() -> None:
+    r = _anthropic(_START, *_block(0, "thinking"), *_block(1), *_END)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+
+
+def test_anthropic_blocks_numbered_from_1_are_malformed() -> None:
+    """A gateway that dropped the thinking block at 0: the SDKs index the blocks they started by
+    position, and the Python stream helper raised IndexError at the first delta (an outside
+    review read each stream with the SDKs' helpers)."""
+    r = _anthropic(_START, *_block(1, "thinking"), *_block(2), *_END)
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["malformed_frame"])
+
+
+def test_anthropic_events_before_message_start_are_malformed() -> None:
+    """The stream helpers raise at any event folded into the message before message_start."""
+    r = _anthropic(*_block(0), *_END)
+    assert "malformed_frame" in r.anomalies
+    pinged = _anthropic({"type": "ping"}, _START, *_block(0), *_END)  # a ping first is fine
+    assert (pinged.outcome, pinged.anomalies) == (Outcome.COMPLETE, [])
+
+
 # Chat deviations ------------------------------------------------------------------------
 
 

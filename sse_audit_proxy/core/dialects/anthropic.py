@@ -38,6 +38,11 @@ from sse_audit_proxy.core.dialects.typed import TypedEvents
 # Delta type -> the field holding its content. Other types (signature, citations) are not content.
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+# Events the stream helpers fold into the message that message_start begins (pings and errors
+# they handle before it).
+_NEED_START = frozenset(
+    {"content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+)
 # Delta type -> the block types it may extend (unknown delta types are let through).
 _DELTA_BLOCKS = {
     "text_delta": frozenset({"text"}),
@@ -65,7 +70,7 @@ class AnthropicMessages(TypedEvents):
     empty_event_raises = False  # the SDKs skip an event with empty data
     read_by_type = frozenset({"message_start", "content_block_start", "content_block_delta", "message_delta"})
 
-    __slots__ = ("_blocks", "_no_start_usage")
+    __slots__ = ("_blocks", "_no_start_usage", "_started")
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:
@@ -76,8 +81,14 @@ class AnthropicMessages(TypedEvents):
         self._blocks: dict[int, str] = {}  # index -> type of each started content block
         # message_start had no `usage`: the Python SDK's stream helper raises at a message_delta
         self._no_start_usage = False
+        self._started = False  # message_start came: the SDKs' stream helpers need it first
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
+        if not self._started and kind in _NEED_START:
+            # The Python stream helper raises at anything but message_start first (its
+            # final message never made), the TypeScript one too (an outside review).
+            self._started = True  # (said once)
+            self._malformed += 1
         if kind == "content_block_delta":
             return self._delta(doc)
         if kind == "ping":
@@ -87,6 +98,7 @@ class AnthropicMessages(TypedEvents):
         if kind == "message_delta":
             return self._message_delta(doc)
         if kind == "message_start":
+            self._started = True
             message = doc.get("message")
             if isinstance(message, dict):
                 usage = message.get("usage")
@@ -130,6 +142,11 @@ class AnthropicMessages(TypedEvents):
         if index not in self._blocks and len(self._blocks) >= MAX_KEYS:
             self._malformed += 1  # new blocks without end: counted, not held
             return 0
+        if index != len(self._blocks):
+            # The SDKs append each started block to a list and index it by position: a block
+            # at index 1 first (a gateway that dropped the thinking block at 0) raised
+            # IndexError at its first delta (Python) or lost it (an outside review).
+            self._malformed += 1
         kind = block.get("type")
         kind = id_key(kind) if isinstance(kind, str) else ""  # held: bounded, and hashable
         self._blocks[index] = kind

@@ -89,14 +89,15 @@ def _check_side(run: RouteRun, side: str, *, confirmable: bool) -> None:
     report said "side canary" and PASS for a baseline that had answered every request (an
     outside review)."""
     routes = [g for g in run.gates if g.name == "route"]
-    if not confirmable:
+    records = [ex.proxy_record for ex in run.exchanges if ex.proxy_record is not None]
+    if not records:  # no metrics URL, or none of the requests found there
+        found = "the proxy's records of these requests were not found at --proxy-metrics-url"
         for gate in routes:
             gate.notes.append(
-                f"that the proxy sent these requests to side {side!r} is not confirmed: give "
-                "--proxy-metrics-url to check it against the proxy's own records"
+                f"that the proxy sent these requests to side {side!r} is not confirmed: "
+                + (found if confirmable else "give --proxy-metrics-url to check it against its records")
             )
         return
-    records = [ex.proxy_record for ex in run.exchanges if ex.proxy_record is not None]
     elsewhere = sorted({str(r.get("upstream")) for r in records if r.get("upstream") != side})
     if not elsewhere:
         return

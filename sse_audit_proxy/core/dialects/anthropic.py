@@ -142,10 +142,11 @@ class AnthropicMessages(TypedEvents):
         if index not in self._blocks and len(self._blocks) >= MAX_KEYS:
             self._malformed += 1  # new blocks without end: counted, not held
             return 0
-        if index != len(self._blocks):
+        if not 0 <= index <= len(self._blocks):
             # The SDKs append each started block to a list and index it by position: a block
             # at index 1 first (a gateway that dropped the thinking block at 0) raised
-            # IndexError at its first delta (Python) or lost it (an outside review).
+            # IndexError at its first delta (Python) or lost it (an outside review). (A block
+            # started again at an index it had is not judged here.)
             self._malformed += 1
         kind = block.get("type")
         kind = id_key(kind) if isinstance(kind, str) else ""  # held: bounded, and hashable

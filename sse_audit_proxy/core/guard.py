@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -339,14 +338,6 @@ class _Side:
             else:
                 del self.ttfts[bisect.bisect_left(self.ttfts, sample.ttft)]
 
-    def last(self, n: int) -> _Side:
-        """Its newest `n` streams, whenever they ended, as a side of their own."""
-        out = _Side(n)
-        kept = len(self.older) + len(self.samples)
-        for sample in itertools.islice(itertools.chain(self.older, self.samples), max(0, kept - n), None):
-            out.add(sample)
-        return out
-
     def figures(self) -> dict[str, Any]:
         n = len(self.samples)
         ttfts = self.ttfts
@@ -368,8 +359,7 @@ class Guard:
         window = self.settings.window
         self._store = max(window, min(BASELINE_STORE * window, BASELINE_STORE_MAX))
         self.baseline = _Side(self._store)
-        self._near_full: tuple[int, _Side] | None = None  # (streams seen, the baseline's last window)
-        self._seen = 0
+        self._recent = _Side(window)  # the baseline's last `window` streams, whenever they ended
         self.reset()
 
     def reset(self) -> None:
@@ -384,8 +374,11 @@ class Guard:
         compares with the baseline's streams of that time, not of before the trip)."""
         if canary and self.tripped is not None:
             return None
-        (self.canary if canary else self.baseline).add(sample)
-        self._seen += not canary
+        if canary:
+            self.canary.add(sample)
+        else:
+            self.baseline.add(sample)
+            self._recent.add(sample)
         if self.tripped is not None:
             return None
         self._align()
@@ -406,10 +399,8 @@ class Guard:
         self.baseline.since(start if enough is None else min(start, enough))
 
     def _last_window(self) -> _Side:
-        """The baseline's last `window` streams, whenever they ended (cached until it gets one)."""
-        if self._near_full is None or self._near_full[0] != self._seen:
-            self._near_full = (self._seen, self.baseline.last(self.settings.window))
-        return self._near_full[1]
+        """The baseline's last `window` streams, whenever they ended."""
+        return self._recent
 
     def _bad_share(self) -> Trip | None:
         """Against the baseline's streams of the canary's time; or against its last `window`

@@ -441,8 +441,10 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(
         trip = next(line for line in served.lines if line.get("event") == "canary_tripped")
         assert trip["rule"] == "bad_share"
         # A baseline stream or two can outwait 2.5 s on a machine the suite loads (CI once gave up
-        # on 1 in 10); what the trip must show is a canary all bad beside a baseline mostly good.
-        assert trip["canary"]["bad_percent"] == 100.0 and trip["baseline"]["bad_percent"] <= 25.0
+        # on 1 in 10, and on 7 of 21 in the baseline's streams of the canary's time, the set a
+        # trip now shows: a load spike weighs more in it); what the trip must show is a canary
+        # all bad beside a baseline mostly good.
+        assert trip["canary"]["bad_percent"] == 100.0 and trip["baseline"]["bad_percent"] < 50.0
         assert all(t.startswith("h") for t in trip["trace_ids"])
         assert await gauge(http, served, "sse_audit_canary_percent") == 0.0
         assert await served.stop() == 0

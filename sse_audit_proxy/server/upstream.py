@@ -94,11 +94,6 @@ class Unreachable(UpstreamError):
     code = "upstream_unreachable"
 
     @property
-    def local_limit(self) -> str | None:
-        """The proxy's own want of a resource that failed the connect (EMFILE...), if it was."""
-        return _LOCAL_LIMITS.get(self._errno)
-
-    @property
     def why(self) -> str | None:
         """The connect's failure in a few words (`connection refused`), when it is a common one:
         what an operator reads first from the client's 502."""

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.core import buckets
-from sse_audit_proxy.core.dialects import CONTENT, FINISH, KEEPALIVE, Dialect
+from sse_audit_proxy.core.dialects import CONTENT, FINISH, KEEPALIVE, SHAPE, Dialect
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
 from sse_audit_proxy.core.json_lines import JsonLinesDecoder
 from sse_audit_proxy.core.skeleton import skeleton
@@ -65,6 +65,7 @@ HEAD_SKELETONS = 2  # frames whose skeleton is always kept; after them, one per 
 # What a stream's skeletons may hold in all (an upstream can vary its frames' kinds and
 # shapes; a real stream has 5 to 10 skeletons of a few hundred bytes).
 MAX_SKELETON_CHARS = 8 << 10
+SHAPE_RESERVE = 3 << 10  # of it, left to first frames of a kind by SHAPE frames of a seen one
 _KEEPALIVE_BYTE = bytes((KEEPALIVE,))
 # Frame kinds (observe() bits, one byte a frame) mapped to 1 when they carry a finish reason,
 # or content: searched in C, once a finish has been seen.
@@ -285,8 +286,8 @@ class StreamAudit:
         data = one_data_frame(chunk, self._limit) if self._plain else None
         if data is not None:
             bits = self._dialect.observe_data(data)
-            if not (self._seen_kinds >> bits) & 1:
-                self._keep_kind(bits, Event("", data))
+            if not (self._seen_kinds >> bits) & 1:  # (never true of SHAPE, which it takes off)
+                bits = self._keep_kind(bits, Event("", data), self._timeline_frames() + 1)
             held = self._held_kinds  # _hold, in place: a call here is a tenth of this path
             held.append(bits)
             self._held_times.append(t)
@@ -371,7 +372,7 @@ class StreamAudit:
             event = events[0]
             bits = self._unread(event) if event.unread else self._dialect.observe(event)
             if not (self._seen_kinds >> bits) & 1 or self._timeline_frames() < HEAD_SKELETONS:
-                self._keep_kind(bits, event)
+                bits = self._keep_kind(bits, event, self._timeline_frames() + 1)
             self._hold(bits, t)
             return
         if not events and not comments:
@@ -379,15 +380,12 @@ class StreamAudit:
         observe = self._dialect.observe
         timeline = self._timeline
         kinds = bytearray()
-        seen = self._seen_kinds  # bit k set: a frame of kind bits k was seen
         head = HEAD_SKELETONS - timeline.frames
         for event in events:
             bits = self._unread(event) if event.unread else observe(event)
+            if not (self._seen_kinds >> bits) & 1 or len(kinds) < head:  # rare: keep what it looked like
+                bits = self._keep_kind(bits, event, timeline.frames + len(kinds) + 1)
             kinds.append(bits)
-            if not (seen >> bits) & 1 or len(kinds) <= head:  # rare: keep what it looked like
-                seen |= 1 << bits
-                self._keep_skeleton(f"{timeline.frames + len(kinds)},{bits},{skeleton(event)}")
-        self._seen_kinds = seen
         if comments:  # SSE comments: keep-alives that are not events
             kinds += _KEEPALIVE_BYTE * comments
         timeline.add(t - self._started, kinds)
@@ -399,14 +397,20 @@ class StreamAudit:
         self._unread_unknown = bits is None
         return bits or 0
 
-    def _keep_skeleton(self, entry: str) -> None:
-        if sum(map(len, self._skeletons)) + len(entry) <= MAX_SKELETON_CHARS:
-            self._skeletons.append(entry)
-
-    def _keep_kind(self, bits: int, event: Event) -> None:
-        """A read's one frame is of a kind not seen before, or among the stream's first."""
-        self._seen_kinds |= 1 << bits
-        self._keep_skeleton(f"{self._timeline_frames() + 1},{bits},{skeleton(event)}")
+    def _keep_kind(self, bits: int, event: Event, number: int) -> int:
+        """Frame `number` is of a kind not seen before, among the stream's first, or one whose
+        shape the verdict reads (SHAPE): its skeleton is kept, if it fits. Its bits without
+        SHAPE, which is no kind."""
+        kind = bits & ~SHAPE
+        seen = (self._seen_kinds >> kind) & 1
+        self._seen_kinds |= 1 << kind
+        # A SHAPE frame of a kind already kept leaves room for kinds still to come (the end's).
+        room = MAX_SKELETON_CHARS - (SHAPE_RESERVE if seen else 0) - sum(map(len, self._skeletons))
+        if room > 0:  # before the skeleton is made: a full budget costs no parse a frame
+            entry = f"{number},{kind},{skeleton(event)}"
+            if len(entry) <= room:
+                self._skeletons.append(entry)
+        return kind
 
     def _timeline_frames(self) -> int:
         """Frames and keep-alives so far, the held ones included."""

@@ -665,19 +665,20 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.MALFORMED_FRAME,
-        "a frame that is not JSON, not the expected shape (for example "
-        "an Anthropic delta of the wrong structure, an Anthropic frame without its `event:` "
-        "line, which the official SDKs skip, or one without a `type`, which they read it by); a "
-        "frame with no `data:` line that the openai SDK "
-        "reads as an event with empty data and fails on (an `event:` or `retry:` line alone, or "
-        "a blank line after an `id:`; not on Anthropic routes); on Gemini's route, any line but "
-        "`data: ...` (a comment or keep-alive, an `event:`, `id:` or `retry:` line, `data:` "
-        "without its space), which google-genai fails on; a "
-        "choice, output item, content block or tool call past the 256 of each a stream's audit "
-        "tracks; or a compressed stream that could not be decoded, or a body labelled "
-        "compressed (`gzip`, `deflate`, `br`, `zstd`) that is not, which a client decoding by "
-        "the label (the openai and anthropic SDKs, browsers) fails on at its first bytes (the "
-        "audit reads it as it is)",
+        "a frame that is not JSON, not the expected shape (for example an Anthropic delta of the wrong "
+        "structure, an Anthropic frame without its `event:` line, which the official SDKs skip, or one "
+        "without a `type`, which they read it by); a frame with no `data:` line that the openai SDK reads"
+        " as an event with empty data and fails on (an `event:` or `retry:` line alone, or a blank line "
+        "after an `id:`; not on Anthropic routes); on Gemini's route, any line but `data: ...` (a comment"
+        " or keep-alive, an `event:`, `id:` or `retry:` line, `data:` without its space), which "
+        "google-genai fails on; a Responses event out of the order the openai SDKs' stream helpers need, "
+        "which they raise on (a first event other than `response.created`, an event for an output item or "
+        "part never added, an item added out of place); a Chat tool-call delta without an integer `index` "
+        "(Gemini's OpenAI-compatible API: the AI SDK rejects the chunk, the openai SDKs' helpers lose the"
+        " call); a choice, output item, content block or tool call past the 256 of each a stream's audit "
+        "tracks; or a compressed stream that could not be decoded, or a body labelled compressed (`gzip`,"
+        " `deflate`, `br`, `zstd`) that is not, which a client decoding by the label (the openai and "
+        "anthropic SDKs, browsers) fails on at its first bytes (the audit reads it as it is)",
         lambda f: (
             bool(f.summary.malformed_frames or f.empty_events or f.raising_lines)
             or f.undecodable

@@ -404,6 +404,7 @@ def to_case(
         in_sequence="sequence_gap" not in anomalies,
         max_bytes=max_bytes,
         json_lines=is_json_lines(headers["Content-Type"]),
+        filler=dialect_for_route(route).replay_filler,
     )
     shape = request.get("shape") or {}
     req: dict[str, Any] = {
@@ -484,8 +485,12 @@ class Rebuild:
         in_sequence: bool,
         max_bytes: int,
         json_lines: bool = False,
+        filler: dict[str, Any] | None = None,
     ) -> None:
         self._json_lines = json_lines  # the body is JSON lines: each frame written as its line
+        # The dialect's order-neutral frame for one of kind `other` without a skeleton of its
+        # own (Dialect.replay_filler), rather than the first `other` (Responses' created).
+        self._filler = None if filler is None else _Template.of(filler)
         self._rows: list[list[Any]] = doc["timeline"]["rows"]
         self._skeletons: list[dict[str, Any]] = doc.get("frames") or []
         self._by_number = {f["n"]: i for i, f in enumerate(self._skeletons)}
@@ -506,6 +511,8 @@ class Rebuild:
     def _source(self, number: int, kind: str) -> bytes | _Template:
         """Frame `number`, of `kind`: its own skeleton, else its kind's, else the closest."""
         i = self._by_number.get(number)
+        if (i is None or not self._skeletons[i]) and self._filler is not None and kind_bits(kind) == 0:
+            return self._filler
         if i is None or not self._skeletons[i]:
             i = self._by_kind.get(kind)
         if i is None and kind_bits(kind) & KEEPALIVE:

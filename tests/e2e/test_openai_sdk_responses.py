@@ -314,3 +314,110 @@ async def test_openai_sdk_image_stream_is_timed_though_its_frames_are_too_large_
     assert (s.frames, s.content_frames) == (3, 2)
     assert s.ttft is not None and s.ttft >= 0.04  # the first partial image, not the stream's head
     assert s.max_gap is not None and s.max_gap >= 0.04
+
+
+def _without(kind: str, output_index: int | None = None) -> Any:
+    def edit(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in events
+            if not (e["type"] == kind and (output_index is None or e.get("output_index") == output_index))
+        ]
+
+    return edit
+
+
+def _content_index(index: int) -> Any:
+    def edit(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**e, "content_index": index} if e["type"] == "response.output_text.delta" else e for e in events
+        ]
+
+    return edit
+
+
+def _output_index(index: int) -> Any:
+    def edit(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**e, "output_index": index} if e["type"] == "response.function_call_arguments.delta" else e
+            for e in events
+        ]
+
+    return edit
+
+
+def _after(kind: str) -> Any:  # `response.created` moved after the first event of `kind`
+    def edit(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        created, rest = events[0], events[1:]
+        at = next(i for i, e in enumerate(rest) if e["type"] == kind) + 1
+        return [*rest[:at], created, *rest[at:]]
+
+    return edit
+
+
+def _in_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return events
+
+
+def edited_upstream(edit: Any) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events = edit(response_events(body["model"]))
+        for seq, event in enumerate(events):  # numbered as sent: no sequence_gap
+            event = {**event, "sequence_number": seq}
+            await resp.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _in_order,
+        _without("response.created"),
+        _after("response.in_progress"),
+        _without("response.content_part.added"),
+        _without("response.output_item.added", 0),  # the message's
+        _without("response.output_item.added", 1),  # the function call's
+        _content_index(1),  # text deltas for a part never added
+        _output_index(3),  # argument deltas for an item never added
+    ],
+    ids=[
+        "in_order",
+        "no_created",
+        "created_second",
+        "no_content_part",
+        "no_message_item",
+        "no_call_item",
+        "text_for_another_part",
+        "arguments_for_another_item",
+    ],
+)
+async def test_a_stream_the_sdks_stream_helper_raises_on_is_malformed(
+    upstream: Any, proxy: Any, edit: Any
+) -> None:
+    """Read with the SDK's stream helper (`responses.stream()`, which builds the response from
+    the events): the audit calls `malformed_frame` exactly the streams it raises on; raw
+    iteration (`responses.create(stream=True)`) reads them all, and the verdict is otherwise
+    the same (`complete`)."""
+    running = await proxy(await upstream(edited_upstream(edit)))
+    client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
+    raised: BaseException | None = None
+    try:
+        async with client.responses.stream(model="gpt-4.1-mini", input="Weather in Paris?") as stream:
+            async for _ in stream:
+                pass
+    except (RuntimeError, IndexError, AssertionError, KeyError) as exc:  # what accumulate_event raises
+        raised = exc
+    finally:
+        await client.close()
+    rec = await running.record()
+    s = rec.stream
+    assert s is not None
+    assert s.outcome.value == "complete"
+    assert ("malformed_frame" in s.anomalies) is (raised is not None), (raised, s.anomalies)
+    assert (raised is None) is (edit is _in_order)

@@ -465,8 +465,6 @@ REBUILT_DIFFERENTLY = {
     "chat_tool_calls_without_index",  # calls told apart by their id alone
     "cohere_v2_chat_broken_tool_arguments",  # the tool-call frames rebuilt from the plan's
     "messages_invalid_tool_input",  # the invalid input was in a frame rebuilt from another
-    "messages_thinking_and_tool_use",  # a tool_use block start rebuilt from the thinking one
-    "responses_reasoning_and_function_call",  # the function_call item rebuilt from another
     "chat_gzip_members",  # a case's body is rebuilt plain: its gzip members are not
     "chat_gzip_label_plain_body",  # ... and unlabelled: the label the body lacked is not
 }

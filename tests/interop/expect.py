@@ -99,6 +99,9 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
             usage = (doc["usage"].get("prompt_tokens"), doc["usage"].get("completion_tokens"))
         for choice in doc.get("choices") or ():
             for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                index = call.get("index")
+                if not (isinstance(index, int) or (isinstance(index, float) and index.is_integer())):
+                    malformed = True  # the AI SDK rejects such a chunk; the SDKs' helpers lose the call
                 key = (choice.get("index", 0), call.get("index", 0))
                 tools[key] = tools.get(key, "") + ((call.get("function") or {}).get("arguments") or "")
             if choice.get("finish_reason"):
@@ -130,11 +133,16 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
     )
 
 
+def _parts(item: dict[str, Any]) -> list[Any] | None:
+    return [p.get("type") for p in item.get("content") or []] if item.get("type") == "message" else None
+
+
 def _responses(datas: list[str], include_usage: bool) -> Expected:
     outcome, usage, finish = "truncated", None, []
     anomalies: set[str] = set()
     done = "[DONE]" in datas
     calls: set[Any] = set()
+    items: dict[Any, list[Any] | None] | None = None  # output_index -> a message's part types
     for data in datas:
         if data == "[DONE]":
             continue
@@ -144,6 +152,31 @@ def _responses(datas: list[str], include_usage: bool) -> Expected:
             continue
         kind = doc.get("type")
         item = doc.get("item") or {}
+        if items is None:  # the SDKs' stream helpers raise unless the response is created first
+            if kind not in ("response.created", "error"):
+                anomalies.add("malformed_frame")
+            output = (doc.get("response") or {}).get("output") or []
+            items = {i: _parts(o) for i, o in enumerate(output)}
+        elif kind == "response.output_item.added":
+            items.setdefault(doc.get("output_index"), _parts(item))
+        elif kind in (
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+        ):
+            index = doc.get("output_index")
+            parts = items.get(index)
+            at = doc.get("content_index", -1)
+            if index not in items:
+                anomalies.add("malformed_frame")  # an item never added
+            elif parts is None:
+                pass  # not a message: the helpers look at no part
+            elif kind == "response.content_part.added":
+                parts.append((doc.get("part") or {}).get("type"))
+            elif kind == "response.output_text.delta" and not (
+                0 <= at < len(parts) and parts[at] == "output_text"
+            ):
+                anomalies.add("malformed_frame")  # a text part never added
         if kind == "response.output_item.added" and item.get("type") == "function_call":
             calls.add(doc.get("output_index"))
         if (

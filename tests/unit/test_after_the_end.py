@@ -31,10 +31,19 @@ def unnamed(obj: dict[str, Any]) -> bytes:
 
 START = [
     named({"type": "response.created", "response": {"status": "in_progress"}}),
-    named({"type": "response.output_text.delta", "output_index": 0, "delta": "Hi"}),
+    named(
+        {"type": "response.output_item.added", "output_index": 0, "item": {"type": "message", "content": []}}
+    ),
+    named({"type": "response.content_part.added", "output_index": 0, "part": {"type": "output_text"}}),
+    named({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "Hi"}),
 ]
-COMPLETED = named({"type": "response.completed", "response": {"status": "completed", "usage": USAGE}})
-COMPLETED_NO_USAGE = named({"type": "response.completed", "response": {"status": "completed"}})
+OUTPUT = [{"type": "message", "content": [{"type": "output_text", "text": "Hi"}]}]  # (the helpers need it)
+COMPLETED = named(
+    {"type": "response.completed", "response": {"status": "completed", "usage": USAGE, "output": OUTPUT}}
+)
+COMPLETED_NO_USAGE = named(
+    {"type": "response.completed", "response": {"status": "completed", "output": OUTPUT}}
+)
 ERROR_FRAME = unnamed({"error": {"message": "boom", "type": "server_error"}})
 ERROR_EVENT = named({"type": "error", "code": "server_error", "message": "boom"})
 

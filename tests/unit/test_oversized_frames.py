@@ -46,7 +46,19 @@ def image_stream(*, last_small: bool = False, terminal: bool = True) -> list[byt
         {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
         {"type": "response.output_item.added", "output_index": 0, "item": {**item, "result": None}},
         {"type": "response.image_generation_call.partial_image", "partial_image_b64": IMAGE},
-        {"type": "response.output_text.delta", "output_index": 1, "item_id": "m", "delta": "Here"},
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {"id": "m", "type": "message", "content": []},
+        },
+        {"type": "response.content_part.added", "output_index": 1, "part": {"type": "output_text"}},
+        {
+            "type": "response.output_text.delta",
+            "output_index": 1,
+            "content_index": 0,
+            "item_id": "m",
+            "delta": "Here",
+        },
         {"type": "response.output_item.done", "output_index": 0, "item": item},
     ]
     if terminal:
@@ -68,7 +80,8 @@ def test_a_lost_event_before_a_last_frame_too_large_is_still_a_gap() -> None:
     frames = image_stream()
     lost = frames[:1] + frames[2:]  # `output_item.added`, sequence number 1, never came
     r = audit("responses", lost)
-    assert sorted(r.anomalies) == ["oversized_frame", "sequence_gap"]
+    # (and the next item added is at index 1 of none: the TypeScript helper raises there)
+    assert sorted(r.anomalies) == ["malformed_frame", "oversized_frame", "sequence_gap"]
     assert audit("responses", frames).anomalies == ["oversized_frame"]
 
 
@@ -88,7 +101,7 @@ def test_a_stream_cut_after_a_large_frame_is_still_truncated() -> None:
     # Named `response.completed`, it was the end, whatever came after it.
     assert audit("responses", image_stream(), end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
     # Frames after the large one, then a clean end without the end marker: it was not in it.
-    reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 5})]
+    reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 7})]
     cut = audit("responses", reads)
     assert cut.outcome is Outcome.TRUNCATED
     # Usage may have been in the frame not read: not called missing.

@@ -196,7 +196,18 @@ def test_responses_error_event_then_completed_is_complete_with_error_event() -> 
     # Responses `error` event: its data has no `error` key): its end decides the outcome.
     frames = [
         event("response.created", {"type": "response.created", "response": {"status": "in_progress"}}),
-        event("response.output_text.delta", {"type": "response.output_text.delta", "delta": "Hi"}),
+        event(
+            "response.output_item.added",
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {"type": "message", "content": [{"type": "output_text"}]},
+            },
+        ),
+        event(
+            "response.output_text.delta",
+            {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "Hi"},
+        ),
         event("error", {"type": "error", "code": "server_error", "message": "retrying"}),
         event(
             "response.completed",
@@ -205,6 +216,7 @@ def test_responses_error_event_then_completed_is_complete_with_error_event() -> 
                 "sequence_number": 3,
                 "response": {
                     "status": "completed",
+                    "output": [{"type": "message", "content": [{"type": "output_text"}]}],
                     "usage": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7},
                 },
             },

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
+from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult, Thresholds
 from sse_audit_proxy.core.dialects import ROUTES, dialect_for_route, route_for_path
 
 
@@ -68,12 +68,45 @@ def delta(seq: int, text: str) -> dict[str, Any]:
     }
 
 
+def opening(item: str = "message") -> tuple[dict[str, Any], ...]:
+    """`response.created`, then an output item added (a message gets its text part too), as
+    sequence numbers 0, 1 (and 2): what the SDKs' stream helpers need before a delta."""
+    added: dict[str, Any] = {"type": item, "id": "m" if item == "message" else "fc"}
+    if item == "message":
+        added["content"] = []
+    events: tuple[dict[str, Any], ...] = (
+        {"type": "response.created", "sequence_number": 0, "response": {"status": "in_progress"}},
+        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": added},
+    )
+    if item == "message":
+        part = {"type": "output_text", "text": "", "annotations": []}
+        events += (
+            {
+                "type": "response.content_part.added",
+                "sequence_number": 2,
+                "item_id": "m",
+                "output_index": 0,
+                "content_index": 0,
+                "part": part,
+            },
+        )
+    return events
+
+
+# The items opening() adds, whole: Python's helper refuses to complete a response whose
+# items neither came done nor are in its output.
+OUTPUT = [
+    {"type": "message", "id": "m", "content": [{"type": "output_text", "text": "a"}]},
+    {"type": "function_call", "id": "fc", "arguments": "{}"},
+]
+
+
 def completed(seq: int, status: str = "completed", **response: Any) -> dict[str, Any]:
     usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
     return {
         "type": "response.completed",
         "sequence_number": seq,
-        "response": {"status": status, "usage": usage, **response},
+        "response": {"status": status, "usage": usage, "output": OUTPUT, **response},
     }
 
 
@@ -84,14 +117,46 @@ def test_responses_stream_resumed_mid_way_has_no_sequence_gap() -> None:
 
 
 def test_responses_sequence_number_going_backwards_is_reported() -> None:
-    r = audit("responses", [(0.1, sse(delta(0, "a"), delta(1, "b"), delta(1, "b"), completed(2)))])
+    r = audit(
+        "responses", [(0.1, sse(*opening(), delta(3, "a"), delta(4, "b"), delta(4, "b"), completed(5)))]
+    )
     assert r.anomalies == ["sequence_gap"]
 
 
 def test_responses_event_type_falls_back_to_the_event_line() -> None:
-    body = b'event: response.output_text.delta\ndata: {"delta": "hi"}\n\n' + sse(completed(1))
+    body = (
+        sse(*opening())
+        + b"event: response.output_text.delta\n"
+        + b'data: {"output_index": 0, "content_index": 0, "delta": "hi"}\n\n'
+        + sse(completed(3))
+    )
     r = audit("responses", [(0.1, body)])
     assert (r.content_frames, r.outcome, r.anomalies) == (1, Outcome.COMPLETE, [])
+
+
+def test_responses_stream_may_begin_with_an_error_or_items_already_in_the_response() -> None:
+    # A first `error` event: the request failed at once, no order to check.
+    failed = audit("responses", [(0.1, sse({"type": "error", "code": "server_error", "message": "x"}))])
+    assert "malformed_frame" not in failed.anomalies
+    # Items in `response.created`'s output are what the SDKs' helpers start from.
+    message = {"type": "message", "content": [{"type": "output_text", "text": ""}]}
+    created = {"type": "response.created", "sequence_number": 0, "response": {"output": [message]}}
+    r = audit("responses", [(0.1, sse(created, delta(1, "a"), completed(2, output=[message])))])
+    assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
+    # ... but not a part of it that the message does not have.
+    r = audit(
+        "responses",
+        [(0.1, sse(created, {**delta(1, "a"), "content_index": 1}, completed(2, output=[message])))],
+    )
+    assert r.anomalies == ["malformed_frame"]
+
+
+def test_responses_order_is_not_judged_after_an_added_event_too_large_to_read() -> None:
+    # What the unread frame added is unknown: the deltas after it are not called malformed.
+    big = {**opening()[1], "item": {"type": "message", "content": [], "pad": "x" * 4096}}
+    frames = sse(opening()[0], big, {**delta(2, "a"), "output_index": 0}, completed(3))
+    r = audit("responses", [(0.1, frames)], thresholds=Thresholds(max_frame_bytes=1024))
+    assert r.anomalies == ["oversized_frame"]
 
 
 def test_responses_event_without_any_type_is_malformed() -> None:
@@ -108,12 +173,12 @@ def test_responses_done_event_takes_the_status_of_its_response() -> None:
             "usage": {"input_tokens": 1, "output_tokens": 1},
         },
     }
-    r = audit("responses", [(0.1, sse(delta(0, "x"), done))])
+    r = audit("responses", [(0.1, sse(*opening(), delta(3, "x"), done))])
     assert (r.outcome, r.finish_reasons, r.anomalies) == (Outcome.COMPLETE, ["content_filter"], [])
 
 
 def test_responses_done_sentinel_alone_does_not_end_the_stream() -> None:
-    r = audit("responses", [(0.1, sse(delta(0, "x"), "[DONE]"))])
+    r = audit("responses", [(0.1, sse(*opening(), delta(3, "x"), "[DONE]"))])
     assert (r.outcome, r.done, r.anomalies) == (Outcome.TRUNCATED, True, ["missing_usage"])
 
 
@@ -125,16 +190,17 @@ def test_responses_arguments_done_that_disagrees_with_the_deltas_is_invalid() ->
             (
                 0.1,
                 sse(
-                    {**args, "sequence_number": 0, "delta": '{"a":'},
-                    {**args, "sequence_number": 1, "delta": "1}"},
+                    *opening("function_call"),
+                    {**args, "sequence_number": 2, "delta": '{"a":'},
+                    {**args, "sequence_number": 3, "delta": "1}"},
                     {
                         "type": "response.function_call_arguments.done",
-                        "sequence_number": 2,
+                        "sequence_number": 4,
                         "item_id": "fc",
                         "output_index": 0,
                         "arguments": '{"a":2}',
                     },
-                    completed(3),
+                    completed(5),
                 ),
             )
         ],
@@ -172,13 +238,14 @@ def test_responses_arguments_sent_only_whole_in_the_done_event_are_validated() -
             (
                 0.1,
                 sse(
+                    *opening("function_call"),  # (an item done must have been added)
                     {
                         "type": "response.output_item.done",
-                        "sequence_number": 0,
+                        "sequence_number": 2,
                         "output_index": 0,
                         "item": item,
                     },
-                    completed(1),
+                    completed(3),
                 ),
             )
         ],
@@ -196,13 +263,12 @@ def test_responses_keepalive_events_are_keepalives_not_frames_in_gaps_or_ttft() 
     """OpenAI's Responses API sends `{"type": "keepalive", "sequence_number": N}` while a long
     reasoning writes nothing (the openai-node SDK learned to skip them); one per read, as they
     come, so the fast path reads them too. A stall behind them is still one long gap."""
-    created = {"type": "response.created", "sequence_number": 0, "response": {"status": "in_progress"}}
-    chunks = [(0.1, sse(created))]
-    chunks += [(0.3 * i, sse({"type": "keepalive", "sequence_number": i})) for i in range(1, 6)]
-    chunks += [(2.0 + 0.01 * i, sse(delta(5 + i, "hi"))) for i in range(1, 9)]
-    chunks += [(2.2, sse(completed(14)))]
+    chunks = [(0.1, sse(*opening()))]
+    chunks += [(0.3 * i, sse({"type": "keepalive", "sequence_number": 2 + i})) for i in range(1, 6)]
+    chunks += [(2.0 + 0.01 * i, sse(delta(7 + i, "hi"))) for i in range(1, 9)]
+    chunks += [(2.2, sse(completed(16)))]
     r = audit("responses", chunks)
-    assert (r.frames, r.keepalives, r.content_frames) == (10, 5, 8)
+    assert (r.frames, r.keepalives, r.content_frames) == (12, 5, 8)
     assert r.ttft == pytest.approx(2.01)
     assert r.max_gap == pytest.approx(1.91)
     assert r.last_keepalive == pytest.approx(1.5)
@@ -358,7 +424,8 @@ def test_tool_call_first_sent_without_index_then_with_it_is_one_call() -> None:
             )
         ],
     )
-    assert (r.tool_calls, r.anomalies) == (1, [])
+    # one call, and the piece without `index` is lost to the SDKs' callers
+    assert (r.tool_calls, r.anomalies) == (1, ["malformed_frame"])
 
 
 # Encodings ------------------------------------------------------------------------------

@@ -337,7 +337,8 @@ def test_a_tool_call_entry_with_nothing_of_a_call_opens_none(where: str) -> None
     audit.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"%s"}]}\n\n' % reason.encode(), 0.5)
     audit.feed(b"data: [DONE]\n\n", 0.6)
     result = audit.finish(1.0, End.UPSTREAM_EOF)
-    assert (result.outcome.value, result.anomalies) == ("complete", []), result.reasons
+    # (no `index`: the AI SDK rejects such a chunk, so `malformed_frame`, not a broken call)
+    assert (result.outcome.value, result.anomalies) == ("complete", ["malformed_frame"]), result.reasons
     assert result.tool_calls == (1 if where == "before the call" else 0)
 
 

@@ -109,8 +109,32 @@ _RESPONSE_STARTED = (
         {"type": "response.created", "sequence_number": 0, "response": {"status": "in_progress"}},
     ),
     _event(
+        "response.output_item.added",
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 1,
+            "output_index": 0,
+            "item": {"type": "message", "content": []},
+        },
+    ),
+    _event(
+        "response.content_part.added",
+        {
+            "type": "response.content_part.added",
+            "sequence_number": 2,
+            "output_index": 0,
+            "part": {"type": "output_text"},
+        },
+    ),
+    _event(
         "response.output_text.delta",
-        {"type": "response.output_text.delta", "sequence_number": 1, "delta": "Hi"},
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 3,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "Hi",
+        },
     ),
 )
 
@@ -130,8 +154,12 @@ def test_responses_total_counting_reasoning_outside_output_is_consistent() -> No
             "response.completed",
             {
                 "type": "response.completed",
-                "sequence_number": 2,
-                "response": {"status": "completed", "usage": usage},
+                "sequence_number": 4,
+                "response": {
+                    "status": "completed",
+                    "usage": usage,
+                    "output": [{"type": "message", "content": []}],
+                },
             },
         ),
     ]
@@ -165,7 +193,7 @@ def test_a_response_failed_event_too_large_to_read_is_still_a_failure() -> None:
             "response.failed",
             {
                 "type": "response.failed",
-                "sequence_number": 2,
+                "sequence_number": 4,
                 "response": {"status": "failed", "output": [{"text": big}]},
             },
         ),

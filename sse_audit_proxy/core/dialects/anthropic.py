@@ -24,6 +24,7 @@ from sse_audit_proxy.core.dialects.base import (
     KEEPALIVE,
     MAX_KEYS,
     MAX_USAGE_FIELDS,
+    SHAPE,
     TERMINAL,
     USAGE,
     Usage,
@@ -93,8 +94,8 @@ class AnthropicMessages(TypedEvents):
             return self._delta(doc)
         if kind == "ping":
             return KEEPALIVE
-        if kind == "content_block_start":
-            return self._block_start(doc)
+        if kind == "content_block_start":  # its kind decides what its deltas may be
+            return self._block_start(doc) | SHAPE
         if kind == "message_delta":
             return self._message_delta(doc)
         if kind == "message_start":

@@ -26,6 +26,10 @@ FINISH = 8  # the frame carries a finish reason (a choice's, `stop_reason`, the 
 USAGE = 16  # the frame carries usage
 ERROR = 32  # an in-band error: an `{"error": ...}` frame or an error event
 MALFORMED = 64  # the frame (or part of it) could not be read as the dialect's shape
+# Not a kind (the audit takes it off): the frame sets up what later frames are read against
+# (a Responses item or part added, an Anthropic block started), so its skeleton is kept for
+# evidence whatever its kind, for a replay to rebuild the order the verdict read.
+SHAPE = 128
 
 DONE_SENTINEL = b"[DONE]"
 
@@ -180,6 +184,10 @@ class Dialect:
     end_marker: ClassVar[str] = "end event"
     # The path a replay of its evidence asks (None: `/v1` and the first suffix).
     evidence_path: ClassVar[str | None] = None
+    # A frame skeleton (evidence's form) of kind `other` that sets nothing up: a replay of
+    # the evidence rebuilds a frame of that kind whose own skeleton was not kept from it,
+    # where the stream's order matters (None: from the first skeleton of the kind).
+    replay_filler: ClassVar[dict[str, Any] | None] = None
 
     __slots__ = ()
 

@@ -3,7 +3,8 @@
 Deviations of real gateways handled here (the README lists them): usage on every chunk
 (the last wins) or inside the last content chunk; `finish_reason` on a chunk that also
 carries content, `""` as "none yet", or followed by more content; `reasoning` as well as
-`reasoning_content`; tool-call deltas without `index`; chunks with empty `choices` that
+`reasoning_content`; tool-call deltas without `index` (read, and `malformed_frame`: the SDKs
+lose such a call); chunks with empty `choices` that
 are not usage (Azure `prompt_filter_results`); `"error": null` on ordinary chunks.
 
 In-band failures: an `{"error": ...}` frame (vLLM, llama.cpp), older vLLM's `{"object":
@@ -298,6 +299,12 @@ class ChatCompletions(Dialect):
         return bool(delta.get("function_call"))  # the deprecated single-function form
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
+        index = call.get("index")
+        if not (type(index) is int or (type(index) is float and index.is_integer())):  # (`0.0` is read)
+            # Read (see _tool_key), but lost to clients (Gemini's OpenAI-compatible API sends
+            # them): the AI SDK rejects the chunk, the openai npm helper drops the call, the
+            # Python one raises at the call's second piece (openai-python#2806).
+            self._malformed += 1
         function = call.get("function")
         if "index" not in call and not call.get("id") and not (isinstance(function, dict) and function):
             # Nothing of a call (Gemini's OpenAI-compatible API sends a thought signature alone

@@ -6,6 +6,9 @@ gateways send instead) ends the stream normally and carries usage; `response.inc
 ends it with `incomplete_details.reason` as the finish reason; `response.failed` and
 `error` end it with `failed`. `[DONE]` is optional here. `sequence_number` must rise by
 exactly one per event: any other step is reported once as `sequence_gap`.
+
+The openai SDKs' stream helpers build the response from the events and raise on a stream out
+of order (responses_order.py): each event they raise on is a `malformed_frame`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from sse_audit_proxy.core.dialects.base import (
     FINISH,
     KEEPALIVE,
     MAX_KEYS,
+    SHAPE,
     TERMINAL,
     USAGE,
     held_usage,
     id_key,
     load_object,
 )
+from sse_audit_proxy.core.dialects.responses_order import SETS_UP, ResponsesOrder
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
 SEQUENCE_GAP = "sequence_gap"
@@ -57,7 +62,8 @@ _ENDS = {
     "response.failed": "failed",
 }
 _FUNCTION_ARGS_DONE = "response.function_call_arguments.done"
-_ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
+_ITEM_ADDED = "response.output_item.added"
+_ITEM_EVENTS = frozenset({_ITEM_ADDED, "response.output_item.done"})
 
 
 class Responses(TypedEvents):
@@ -68,12 +74,17 @@ class Responses(TypedEvents):
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
     usage_always = True  # every terminal response object carries usage
+    # (an event both helpers pass over: frames rebuilt from `response.created` made new items)
+    replay_filler: ClassVar[dict[str, Any] | None] = {
+        "event": "response.audio.done",
+        "data": {"type": "response.audio.done", "sequence_number": 0},
+    }
     openai_sdk = True
     extra_anomalies: ClassVar[dict[str, str]] = {
         SEQUENCE_GAP: "(Responses) an event's `sequence_number` was not the previous one plus one"
     }
 
-    __slots__ = ("_holes", "_items", "_seq", "_seq_breaks")
+    __slots__ = ("_holes", "_items", "_order", "_seq", "_seq_breaks")
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,6 +92,7 @@ class Responses(TypedEvents):
         self._seq_breaks = 0
         self._holes = 0  # frames too large to read since the last numbered one: their numbers
         self._items: dict[str, int] = {}  # output item id -> output_index
+        self._order = ResponsesOrder()  # what the SDKs' stream helpers raise on
 
     def _sequence(self, doc: dict[str, Any]) -> None:
         seq = doc.get("sequence_number")
@@ -95,15 +107,25 @@ class Responses(TypedEvents):
         # count of them forgiven at the end hid an event lost before a last one: an outside
         # review).
         self._holes += 1
+        self._order.unknown(name)
         return super().observe_unread(name)
 
     def _error_event(self, data: bytes) -> None:
+        self._order.failed_first()
         doc = load_object(data)  # numbered like every other event
         if doc is not None:
             self._sequence(doc)
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         self._sequence(doc)
+        order = self._order
+        breaks = order.breaks
+        order.event(kind, doc)
+        self._malformed += order.breaks - breaks
+        bits = self._read(kind, doc)
+        return bits | SHAPE if kind in SETS_UP else bits
+
+    def _read(self, kind: str, doc: dict[str, Any]) -> int:
         if kind in _CONTENT_DELTAS:
             return self._delta(kind, doc)
         if kind in _ENDS:

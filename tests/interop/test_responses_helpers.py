@@ -1,0 +1,172 @@
+"""Responses streams read by the openai SDKs' stream helpers, against the audit's verdict.
+
+Both helpers (Python's `client.responses.stream()`, the npm SDK's `ResponseStream`) build the
+response from the events and raise where their order breaks. The audit calls exactly those
+streams `malformed_frame`. The bodies are streams recorded from real servers (LiteLLM, its
+Responses bridge over a Chat upstream, aimock, llmock, the demo gateway), as they came and
+with seeded mutations (an event dropped, repeated or moved; an index, an item's type, its
+`content` or `summary` changed), each read by the real Python helper in this process and the
+real npm helper in Node.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import shutil
+import subprocess
+import warnings
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
+
+HERE = pathlib.Path(__file__).parent
+RECORDED = sorted((HERE / "data" / "responses").glob("*.sse"))
+MUTANTS_PER_BODY = 40
+
+
+def events(body: bytes) -> list[dict[str, Any]]:
+    return [
+        json.loads(line[6:])
+        for frame in body.split(b"\n\n")
+        for line in frame.split(b"\n")
+        if line.startswith(b"data: ") and line[6:] != b"[DONE]"
+    ]
+
+
+def render(docs: list[dict[str, Any]]) -> bytes:
+    return b"".join(
+        b"event: " + str(d.get("type")).encode() + b"\ndata: " + json.dumps(d).encode() + b"\n\n"
+        for d in docs
+    )
+
+
+def mutate(docs: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    docs = json.loads(json.dumps(docs))
+    for _ in range(rng.choice((1, 1, 2))):
+        i = rng.randrange(len(docs))
+        doc = docs[i]
+        item = doc.get("item") if isinstance(doc.get("item"), dict) else None
+        op = rng.choice(
+            ("drop", "repeat", "swap", "output_index", "content_index", "type", "content", "summary")
+        )
+        if op == "drop":
+            del docs[i]
+        elif op == "repeat":
+            docs.insert(i, json.loads(json.dumps(doc)))
+        elif op == "swap" and i + 1 < len(docs):
+            docs[i], docs[i + 1] = docs[i + 1], docs[i]
+        elif op == "output_index" and "output_index" in doc:
+            doc["output_index"] += rng.choice((1, -1, 3))
+        elif op == "content_index" and "content_index" in doc:
+            doc["content_index"] += rng.choice((1, -1))
+        elif op == "type" and item is not None:
+            item["type"] = rng.choice(("message", "reasoning", "function_call", "web_search_call"))
+        elif op == "content" and item is not None:
+            item.pop("content", None)
+        elif op == "summary" and item is not None:
+            item.pop("summary", None)
+    for n, doc in enumerate(docs):  # numbered as sent: a sequence_gap is not what is tested
+        if "sequence_number" in doc:
+            doc["sequence_number"] = n
+    return docs
+
+
+def bodies() -> list[tuple[str, bytes]]:
+    out = []
+    for path in RECORDED:
+        body = path.read_bytes()
+        out.append((path.stem, body))
+        rng = random.Random(path.stem)
+        for k in range(MUTANTS_PER_BODY):
+            out.append((f"{path.stem}~{k}", render(mutate(events(body), rng))))
+    return out
+
+
+def audit(body: bytes) -> tuple[str, list[str]]:
+    a = StreamAudit(dialect_for_route("responses")(), 0.0)
+    a.feed(body, 0.01)
+    r = a.finish(0.5, End.UPSTREAM_EOF)
+    return r.outcome.value, list(r.anomalies)
+
+
+def python_helper(body: bytes) -> str | None:
+    """What the Python helper raised, None if it read the stream whole."""
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    )
+    client = openai.OpenAI(
+        api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=httpx.Client(transport=transport)
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydantic's on items of odd types
+            with client.responses.stream(model="m", input="hi") as stream:
+                for _ in stream:
+                    pass
+                stream.get_final_response()
+    except Exception as exc:  # what the helper raises is the point, whatever its type
+        return f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        client.close()
+    return None
+
+
+def npm_helper(files: list[pathlib.Path]) -> list[str | None]:
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the npm SDK"
+    done = subprocess.run(
+        [node, str(HERE / "responses_helper.mjs"), *map(str, files)],
+        capture_output=True,
+        timeout=300,
+        cwd=HERE,
+        check=False,
+    )
+    lines = done.stdout.decode().strip().splitlines()
+    assert lines, f"node printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
+    return [None if r["ok"] else r["error"] for r in json.loads(lines[-1])]
+
+
+def test_the_audit_calls_malformed_exactly_what_a_helper_raises_on(tmp_path: pathlib.Path) -> None:
+    assert len(RECORDED) >= 8
+    cases = bodies()
+    files = []
+    for n, (_, body) in enumerate(cases):
+        files.append(tmp_path / f"{n}.sse")
+        files[-1].write_bytes(body)
+    npm = npm_helper(files)
+    wrong = []
+    raised_count = 0
+    for (name, body), npm_raised in zip(cases, npm, strict=True):
+        outcome, anomalies = audit(body)
+        py_raised = python_helper(body)
+        raised = py_raised is not None or npm_raised is not None
+        raised_count += raised
+        # A failed or cut response raises in the helpers too: `upstream_error`, `truncated`.
+        said = "malformed_frame" in anomalies or outcome in ("upstream_error", "truncated")
+        if raised != said:
+            wrong.append((name, outcome, anomalies, py_raised, npm_raised))
+    assert not wrong, "\n".join(map(str, wrong[:10]))
+    # The mutants are no formality: many break the helpers, many do not.
+    assert len(cases) // 5 < raised_count < len(cases) - len(RECORDED), raised_count
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+def test_a_recorded_stream_as_it_came(path: pathlib.Path) -> None:
+    body = path.read_bytes()
+    assert python_helper(body) is None
+    (npm_raised,) = npm_helper([path])
+    if "reason" in path.stem:
+        # LiteLLM's Responses bridge over a reasoning model adds a reasoning item with no
+        # `summary` list and sends its summary text without a part: the npm helper raises.
+        assert npm_raised is not None
+        assert audit(body) == ("complete", ["malformed_frame"])
+    else:
+        assert npm_raised is None
+        assert audit(body) == ("complete", [])

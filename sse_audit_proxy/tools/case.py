@@ -405,6 +405,7 @@ def to_case(
         max_bytes=max_bytes,
         json_lines=is_json_lines(headers["Content-Type"]),
         filler=dialect_for_route(route).replay_filler,
+        named_once="repeated_tool_call_fields" not in anomalies,
     )
     shape = request.get("shape") or {}
     req: dict[str, Any] = {
@@ -486,11 +487,17 @@ class Rebuild:
         max_bytes: int,
         json_lines: bool = False,
         filler: dict[str, Any] | None = None,
+        named_once: bool = False,
     ) -> None:
         self._json_lines = json_lines  # the body is JSON lines: each frame written as its line
         # The dialect's order-neutral frame for one of kind `other` without a skeleton of its
         # own (Dialect.replay_filler), rather than the first `other` (Responses' created).
         self._filler = None if filler is None else _Template.of(filler)
+        # A Chat tool call's id and name come in its first delta only, unless the recorded
+        # stream repeated them (`repeated_tool_call_fields`): a frame rebuilt from a skeleton
+        # not its own that names a call is rebuilt as a continuation (_continued).
+        self._named_once = named_once
+        self._continued: dict[int, _Template] = {}
         self._rows: list[list[Any]] = doc["timeline"]["rows"]
         self._skeletons: list[dict[str, Any]] = doc.get("frames") or []
         self._by_number = {f["n"]: i for i, f in enumerate(self._skeletons)}
@@ -511,9 +518,10 @@ class Rebuild:
     def _source(self, number: int, kind: str) -> bytes | _Template:
         """Frame `number`, of `kind`: its own skeleton, else its kind's, else the closest."""
         i = self._by_number.get(number)
-        if (i is None or not self._skeletons[i]) and self._filler is not None and kind_bits(kind) == 0:
+        own = i is not None and bool(self._skeletons[i])
+        if not own and self._filler is not None and kind_bits(kind) == 0:
             return self._filler
-        if i is None or not self._skeletons[i]:
+        if not own:
             i = self._by_kind.get(kind)
         if i is None and kind_bits(kind) & KEEPALIVE:
             return KEEPALIVE_COMMENT
@@ -529,7 +537,23 @@ class Rebuild:
         template = self._templates.get(i)
         if template is None:
             template = self._templates[i] = _Template.of(self._skeletons[i]["skeleton"])
-        return template
+        return template if own else self._continuation(i, template)
+
+    def _continuation(self, i: int, template: _Template) -> _Template:
+        """`template` (skeleton i) for a later frame: a Chat tool call named in it is not named
+        again (its `id`, `type`, `function.name`; but with `repeated_tool_call_fields`), and
+        its empty arguments get a character, so that the frame stays content and an argument
+        fragment, as the recorded one was."""
+        continued = self._continued.get(i)
+        if continued is None:
+            data = orjson.loads(template.frame[template.json_at :]) if template.json_at else None
+            if not _continue_calls(data, self._named_once):
+                continued = template
+            else:
+                skeleton = {**self._skeletons[i]["skeleton"], "data": data}
+                continued = _Template.of(skeleton)
+            self._continued[i] = continued
+        return continued
 
     def _frames(self) -> Iterator[tuple[float, bool, int, bytes | _Template]]:
         """Each frame: (arrival ms, whether it came in the read before's, number, source)."""
@@ -647,6 +671,34 @@ class Rebuild:
 
 
 _ARGUMENT_FIELDS = frozenset({"arguments", "partial_json"})
+
+
+def _continue_calls(data: Any, unname: bool) -> bool:
+    """A Chat delta's tool calls that are named (an `id` or `function.name`) as a later
+    piece of each: their `id`, `type` and name taken out (`unname`), an empty `arguments`
+    given one character. Whether there was one."""
+    found = False
+    choices = data.get("choices") if isinstance(data, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function")
+            named = bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+            if not named:
+                continue
+            found = True
+            if unname:
+                call.pop("id", None)
+                call.pop("type", None)
+            if isinstance(function, dict):
+                if unname:
+                    function.pop("name", None)
+                if function.get("arguments") == "":
+                    function["arguments"] = " "
+    return found
 
 
 def _slots(data: Any) -> list[tuple[dict[str, Any], str, tuple[Any, ...], bool]]:

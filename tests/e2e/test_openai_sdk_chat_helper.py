@@ -1,5 +1,6 @@
 """The official `openai` SDK's Chat stream helper (`client.chat.completions.stream()`, which
-builds the message from the deltas) through the proxy: what it raises on, the audit reports."""
+builds the message from the deltas) through the proxy: what it raises on or gets wrong, the
+audit reports."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from aiohttp import web
 from openai import AsyncOpenAI
 
 
-def tool_call_upstream(indexed: bool) -> Any:
+def tool_call_upstream(indexed: bool, again: dict[str, Any] | None = None) -> Any:
     """A Chat stream with one tool call in two pieces, `index` on each or on none (Gemini's
-    OpenAI-compatible API leaves it out)."""
+    OpenAI-compatible API leaves it out), the second with `again`'s fields too."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -25,7 +26,9 @@ def tool_call_upstream(indexed: bool) -> Any:
             "type": "function",
             "function": {"name": "get_weather", "arguments": '{"loc'},
         }
-        pieces = [first, {"function": {"arguments": 'ation": "Paris"}'}}]
+        more = again or {}
+        function = {**more.get("function", {}), "arguments": 'ation": "Paris"}'}
+        pieces = [first, {**more, "function": function}]
         if indexed:
             pieces = [{"index": 0, **p} for p in pieces]
         deltas: list[dict[str, Any]] = [{"role": "assistant", "tool_calls": [p]} for p in pieces[:1]]
@@ -74,3 +77,35 @@ async def test_tool_call_pieces_without_index_are_malformed_as_the_sdks_helper_r
     assert s.outcome.value == ("complete" if indexed else "client_disconnect")
     assert s.tool_calls == 1
     assert s.anomalies == ([] if indexed else ["malformed_frame"])
+
+
+@pytest.mark.parametrize(
+    ("again", "repeated"),
+    [
+        (None, False),
+        ({"id": "call_1"}, True),  # LiteLLM, Fireworks, DeepSeek
+        ({"function": {"name": "get_weather"}}, True),  # MiniMax on NVIDIA NIM
+        ({"type": "function"}, False),  # the helper replaces `type`
+    ],
+    ids=["once", "id_again", "name_again", "type_again"],
+)
+async def test_a_tool_calls_id_or_name_sent_again_is_what_the_helper_joins(
+    upstream: Any, proxy: Any, again: dict[str, Any] | None, repeated: bool
+) -> None:
+    running = await proxy(await upstream(tool_call_upstream(True, again)))
+    client = AsyncOpenAI(base_url=str(running.url / "v1"), api_key="sk-test", max_retries=0)
+    try:
+        async with client.chat.completions.stream(
+            model="m", messages=[{"role": "user", "content": "Weather in Paris?"}]
+        ) as stream:
+            final = await stream.get_final_completion()
+    finally:
+        await client.close()
+    (call,) = final.choices[0].message.tool_calls or []
+    joined = (call.id, call.function.name) != ("call_1", "get_weather")  # e.g. call_1call_1
+    assert joined is repeated, (call.id, call.function.name)
+    rec = await running.record()
+    s = rec.stream
+    assert s is not None
+    assert (s.outcome.value, s.tool_calls) == ("complete", 1)
+    assert s.anomalies == (["repeated_tool_call_fields"] if repeated else [])

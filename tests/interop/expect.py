@@ -84,7 +84,8 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
     usage = None
     errors_at: list[int] = []
     finished_after_error = False
-    malformed = False
+    malformed = repeated = False
+    named: set[tuple[Any, bool]] = set()  # (call, is its id): the call's id or name came
     for i, data in enumerate(datas):
         if data == "[DONE]":
             continue
@@ -103,6 +104,14 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
                 if not (isinstance(index, int) or (isinstance(index, float) and index.is_integer())):
                     malformed = True  # the AI SDK rejects such a chunk; the SDKs' helpers lose the call
                 key = (choice.get("index", 0), call.get("index", 0))
+                for is_id, value in (
+                    (True, call.get("id")),
+                    (False, (call.get("function") or {}).get("name")),
+                ):
+                    if value and (key, is_id) in named:
+                        repeated = True  # the openai SDK's helper joins them: call_1call_1
+                    elif value:
+                        named.add((key, is_id))
                 tools[key] = tools.get(key, "") + ((call.get("function") or {}).get("arguments") or "")
             if choice.get("finish_reason"):
                 finish[choice.get("index", 0)] = choice["finish_reason"]
@@ -113,6 +122,8 @@ def _chat(datas: list[str], include_usage: bool) -> Expected:
         anomalies.add("error_event")
     if malformed:
         anomalies.add("malformed_frame")
+    if repeated:
+        anomalies.add("repeated_tool_call_fields")
     if errors_at and (
         (last is not None and _json(last) is not None and _json(last).get("error"))  # type: ignore[union-attr]
         or not finished_after_error

@@ -424,8 +424,40 @@ def test_tool_call_first_sent_without_index_then_with_it_is_one_call() -> None:
             )
         ],
     )
-    # one call, and the piece without `index` is lost to the SDKs' callers
-    assert (r.tool_calls, r.anomalies) == (1, ["malformed_frame"])
+    # one call, and the piece without `index` is lost to the SDKs' callers; the id came twice
+    assert (r.tool_calls, r.anomalies) == (1, ["malformed_frame", "repeated_tool_call_fields"])
+
+
+@pytest.mark.parametrize(
+    ("later", "repeated"),
+    [
+        ({"index": 0, "function": {"arguments": "{}"}}, False),  # OpenAI's
+        ({"index": 0, "id": "", "function": {"name": "", "arguments": "{}"}}, False),  # joins to the same
+        ({"index": 0, "type": "function", "function": {"arguments": "{}"}}, False),  # `type` is replaced
+        ({"index": 0, "id": "call_1", "function": {"arguments": "{}"}}, True),  # LiteLLM, Fireworks
+        ({"index": 0, "function": {"name": "f", "arguments": "{}"}}, True),  # MiniMax on NVIDIA NIM
+        ({"index": 0, "id": "call_2", "function": {"arguments": "{}"}}, True),  # another id: joined too
+    ],
+)
+def test_a_tool_calls_id_or_name_sent_again_is_reported(later: dict[str, Any], repeated: bool) -> None:
+    first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    second_call = {
+        "index": 1,
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+    }
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    body = sse(
+        chunk(tool_calls=[first]),
+        chunk(tool_calls=[later]),
+        chunk(tool_calls=[second_call]),
+        finish,
+        "[DONE]",
+    )
+    r = audit("chat_completions", [(0.1, body)])
+    assert (r.outcome, r.tool_calls) == (Outcome.COMPLETE, 2)
+    assert r.anomalies == (["repeated_tool_call_fields"] if repeated else [])
 
 
 # Encodings ------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ _decode_any = msgspec.json.Decoder().decode
 _VERTEX = vertex_publisher("mistralai|ai21")
 
 
+REPEATED_TOOL_CALL_FIELDS = "repeated_tool_call_fields"
+_ID, _NAME = 1, 2  # a tool call's fields that its first delta carries, and no later one
+
+
 class ChatCompletions(Dialect):
     route = "chat_completions"
     always_streams = True
@@ -93,11 +97,18 @@ class ChatCompletions(Dialect):
     # Mistral's and AI21's models on Vertex AI stream Chat chunks at their `:streamRawPredict`.
     path_pattern: ClassVar[re.Pattern[str] | None] = _VERTEX
     expects_done = True
+    extra_anomalies: ClassVar[dict[str, str]] = {
+        REPEATED_TOOL_CALL_FIELDS: "(Chat) a tool call's `id` or `function.name` came again in a later "
+        "delta (LiteLLM, Fireworks, DeepSeek and others send them with every piece): clients that "
+        "accumulate deltas as the openai Python SDK's stream helper and LangChain do join them "
+        "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)"
+    }
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
     # in `text`) reads its frames as plain JSON values.
     _deltas: ClassVar[bool] = True
 
     __slots__ = (
+        "_call_fields",
         "_choices",
         "_done",
         "_errors",
@@ -105,6 +116,7 @@ class ChatCompletions(Dialect):
         "_finish",
         "_last_tool",
         "_malformed",
+        "_repeats",
         "_tool_ids",
         "_tools",
         "_usage",
@@ -132,6 +144,8 @@ class ChatCompletions(Dialect):
         self._tools = ToolArgs()
         self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
         self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
+        self._call_fields: dict[object, int] | None = None  # key -> _ID | _NAME seen (few calls)
+        self._repeats = 0
 
     def observe(self, event: Event) -> int:
         if event.event == ERROR_EVENT and not self._done:  # else the name and id say nothing here
@@ -312,6 +326,11 @@ class ChatCompletions(Dialect):
             return False
         key = self._tool_key(choice, call)
         self._tools.open(key)
+        fields = (_ID if call.get("id") else 0) | (
+            _NAME if isinstance(function, dict) and function.get("name") else 0
+        )
+        if fields:
+            self._count_fields(key, fields)
         arguments = function.get("arguments") if isinstance(function, dict) else None
         if isinstance(arguments, str):
             if arguments:
@@ -321,6 +340,17 @@ class ChatCompletions(Dialect):
             self._tools.not_text(key)
             return True
         return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+
+    def _count_fields(self, key: object, fields: int) -> None:
+        """A call's id or name again (REPEATED_TOOL_CALL_FIELDS): the SDK's helper joins them."""
+        seen = self._call_fields
+        if seen is None:
+            seen = self._call_fields = {}
+        had = seen.get(key, 0)
+        if had & fields:
+            self._repeats += 1
+        if (had | fields) != had and (key in seen or len(seen) < MAX_KEYS):
+            seen[key] = had | fields
 
     def _tool_key(self, choice: int, call: dict[str, Any]) -> object:
         """Which call a delta belongs to: by `index`, else by `id`, else the last one."""
@@ -368,4 +398,5 @@ class ChatCompletions(Dialect):
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(cut := self._cut_calls()),
             empty_tool_arguments=self._tools.empty(cut),
+            anomalies=(REPEATED_TOOL_CALL_FIELDS,) if self._repeats else (),
         )

@@ -30,6 +30,17 @@ PART_ADDED = "response.content_part.added"
 SUMMARY_PART_ADDED = "response.reasoning_summary_part.added"
 _ITEM_DONE = "response.output_item.done"
 MAX_PARTS = 4 * MAX_KEYS  # content parts held in all: a hostile stream's cost stays a few KiB
+# Lifecycle events with a response object, whose id Python compares with the created one's.
+_LIFECYCLE = frozenset(
+    {
+        CREATED,
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
 # Lifecycle events: the TypeScript helper takes its snapshot again from their `response`.
 _RESETS = frozenset({CREATED, "response.queued", "response.in_progress"})
 # Part kinds, as held per message (or reasoning item): one byte a part.
@@ -111,11 +122,12 @@ class _Item:
         the_id = item.get("id") if isinstance(item, dict) else None
         call_id = item.get("call_id") if isinstance(item, dict) else None
         self.id_none = the_id is None
-        self.the_id = _hash(the_id)
+        self.the_id = hash(_key(the_id))
         named = isinstance(kind, str)  # (an upstream's `type` may be any JSON value)
         self.id_later = named and kind in _ID_LATER
         # openai-python's _output_identity: calls by their call_id, other items by their id
-        self.identity = _hash((kind, None, call_id) if named and kind in _CALLS else (kind, the_id, call_id))
+        shown = None if named and kind in _CALLS else the_id
+        self.identity = hash((_key(kind), _key(shown), _key(call_id)))
         content = item.get("content") if isinstance(item, dict) else None
         # None: no content list (a message without one breaks both helpers at its first part)
         self.parts: bytearray | None = (
@@ -129,11 +141,14 @@ class ResponsesOrder:
     """Feed it each typed event (`event`) in order; `breaks` counts those the helpers raise
     on. `off` once the order cannot be told (then nothing more is counted)."""
 
-    __slots__ = ("began", "breaks", "held", "items", "off")
+    __slots__ = ("began", "breaks", "done_at", "held", "items", "off", "response_id")
 
     def __init__(self) -> None:
         self.breaks = 0
         self.held = 0  # parts held, all items together (MAX_PARTS)
+        self.response_id = 0  # the created response's id, hashed
+        # identity -> output_index of items done (Python's _completed_positions), at most MAX_KEYS
+        self.done_at: dict[int, int] = {}
         self.began = False
         self.off = False
         # Output items by position; None: an added event without an item (a hole at lookup).
@@ -162,10 +177,15 @@ class ResponsesOrder:
                     self.breaks += 1  # the helpers raised here and read no more
                 self.off = True  # ... or resumed, or failed at once: what came before is unseen
                 return
+        if kind in _LIFECYCLE:
+            self._lifecycle(kind, doc.get("response"))
         if kind in _RESETS:
             response = doc.get("response")
             output = response.get("output") if isinstance(response, dict) else None
-            self.items = [self._item(i) for i in output[:MAX_KEYS]] if isinstance(output, list) else []
+            listed = [self._item(i) for i in output[:MAX_KEYS]] if isinstance(output, list) else []
+            self.items = list(listed)
+            if not self.off and len({item.identity for item in listed}) < len(listed):
+                self.breaks += 1  # Python: "Response snapshot has conflicting output identities."
         elif kind == ITEM_ADDED:
             self._added(doc)
         elif kind in _ON_ITEM:
@@ -174,6 +194,18 @@ class ResponsesOrder:
             self._completed(doc)
         if self.off:
             self.items = []  # nothing more is judged: nothing more is held
+
+    def _lifecycle(self, kind: str, response: Any) -> None:
+        """The response object of a lifecycle event: one (TypeScript copies it), with the id
+        the created one had (Python: "Lifecycle response identity changed.")."""
+        if not isinstance(response, dict):
+            self.breaks += 1
+            return
+        response_id = hash(_key(response.get("id")))
+        if kind == CREATED:
+            self.response_id = response_id
+        elif response_id != self.response_id:
+            self.breaks += 1
 
     def _completed(self, doc: dict[str, Any]) -> None:
         """Python's helper refuses to complete a response with an item neither done nor in
@@ -198,7 +230,7 @@ class ResponsesOrder:
         if len(items) >= MAX_KEYS:
             self.off = True
             return
-        if _index(doc.get("output_index")) != len(items):
+        if _index(doc.get("output_index"), lookup=False) != len(items):
             self.breaks += 1  # TypeScript reads items by position, Python refuses a repeat
         item = doc.get("item")
         items.append(None if item is None else self._item(item))
@@ -214,6 +246,11 @@ class ResponsesOrder:
             done.done = True
             if done.identity != item.identity or not _compatible(item, done):
                 self.breaks += 1  # Python: "Completed output item identity changed."
+            at = self.done_at.get(done.identity)
+            if at is not None and at != index:
+                self.breaks += 1  # Python: done twice at two places ("conflicting output identities")
+            elif at is None and len(self.done_at) < MAX_KEYS:
+                self.done_at[done.identity] = index
             if done.kind == "message" and done.parts is None:
                 self.breaks += 1  # TypeScript reads a done message's content list
         elif kind in _ON_MESSAGE_PART or kind == PART_ADDED or kind == "response.content_part.done":
@@ -237,12 +274,13 @@ class ResponsesOrder:
             ):
                 self._add_part(item, part)  # (TypeScript keeps a message's reasoning text apart)
             return
-        if item.kind != "message":
-            return
         if kind == "response.content_part.done":
-            if _part_kind(doc.get("part")) == _REASONING_TEXT:
-                return
+            reasoning = _part_kind(doc.get("part")) == _REASONING_TEXT
+            if item.kind != ("reasoning" if reasoning else "message"):
+                return  # (TypeScript checks a message's parts, a reasoning item's text parts)
             needs = None
+        elif item.kind != "message":
+            return
         if not self._has_part(item.parts, doc.get("content_index"), needs):
             self.breaks += 1
 
@@ -295,20 +333,24 @@ def _compatible(before: _Item, after: _Item) -> bool:
     return before.the_id == after.the_id or (before.id_none and before.id_later)
 
 
-def _hash(value: Any) -> int:
-    try:
-        return hash(value)
-    except TypeError:  # an upstream's id may be any JSON value: a list or an object
-        return hash(repr(value))
+def _key(value: Any) -> Any:
+    """A JSON value as a key, not read into: a list or an object by its type alone (an
+    upstream's id may be one, nested as deep as the parser allows)."""
+    return (
+        value if value is None or isinstance(value, str | int | float) else ("<json>", type(value).__name__)
+    )
 
 
-def _index(value: Any) -> int | None:
-    """An index as both helpers take it: an int (a bool as Python's dict does), or a float
-    with no fraction (JSON `0.0`)."""
-    if isinstance(value, int):
+def _index(value: Any, lookup: bool = True) -> int | None:
+    """An index as both helpers take it: an int, a float with no fraction (JSON `0.0`) or a
+    string of one; a bool only where an item is added (Python files it under 1, TypeScript reads no index
+    there, and finds nothing at `output[true]`)."""
+    if isinstance(value, int) and not (lookup and isinstance(value, bool)):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str) and len(value) < 10 and value.isdecimal() and value == str(int(value)):
+        return int(value)  # "3": Python's models make it 3, JavaScript's `output["3"]` finds it
     return None
 
 

@@ -62,8 +62,7 @@ _ENDS = {
     "response.failed": "failed",
 }
 _FUNCTION_ARGS_DONE = "response.function_call_arguments.done"
-_ITEM_ADDED = "response.output_item.added"
-_ITEM_EVENTS = frozenset({_ITEM_ADDED, "response.output_item.done"})
+_ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
 
 
 class Responses(TypedEvents):

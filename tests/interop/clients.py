@@ -215,8 +215,6 @@ def _genai_py(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[
 
 
 def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node is not None
     spec = {
         "client": call.client,
         "api": call.api,
@@ -229,17 +227,20 @@ def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
         "tools": [WEATHER_TOOL] if call.tools else None,
         "abortAfter": call.abort_after,
     }
+    result: dict[str, Any] = node_json("clients.mjs", [json.dumps(spec)], timeout=60)
+    return result
+
+
+def node_json(script: str, args: list[str], timeout: float = 300) -> Any:
+    """Run one of this folder's Node scripts; what it printed last, as JSON."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the npm SDKs"
     done = subprocess.run(
-        [node, str(HERE / "clients.mjs"), json.dumps(spec)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-        cwd=HERE,
+        [node, str(HERE / script), *args], capture_output=True, timeout=timeout, check=False, cwd=HERE
     )
     lines = done.stdout.decode().strip().splitlines()
-    assert lines, f"node client printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    assert lines, f"{script} printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
+    return json.loads(lines[-1])
 
 
 def request_body(call: Call) -> dict[str, Any]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import pathlib
 import random
-import shutil
-import subprocess
 import warnings
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from clients import node_json
 
 from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects import dialect_for_route
@@ -119,18 +118,7 @@ def python_helper(body: bytes) -> str | None:
 
 
 def npm_helper(files: list[pathlib.Path]) -> list[str | None]:
-    node = shutil.which("node")
-    assert node is not None, "node is needed for the npm SDK"
-    done = subprocess.run(
-        [node, str(HERE / "responses_helper.mjs"), *map(str, files)],
-        capture_output=True,
-        timeout=300,
-        cwd=HERE,
-        check=False,
-    )
-    lines = done.stdout.decode().strip().splitlines()
-    assert lines, f"node printed nothing (exit {done.returncode}): {done.stderr.decode()[-2000:]}"
-    return [None if r["ok"] else r["error"] for r in json.loads(lines[-1])]
+    return [None if r["ok"] else r["error"] for r in node_json("responses_helper.mjs", list(map(str, files)))]
 
 
 def test_the_audit_calls_malformed_exactly_what_a_helper_raises_on(tmp_path: pathlib.Path) -> None:

@@ -153,7 +153,7 @@ def test_the_common_frames_take_the_typed_reading_and_say_what_they_carry() -> N
     assert d.observe_data(b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}') == FINISH
     assert d.observe_data(b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}') == USAGE
     assert d.observe_data(b'{"error":{"message":"overloaded"}}') == ERROR
-    assert d.observe_data(b'{"choices":[{"index":0}], "error": null}') == 0
+    assert d.observe_data(b'{"choices":[{"index":0,"delta":{}}], "error": null}') == 0
     assert d.observe_data(b'{"choices":{"index":0}}') == MALFORMED  # another shape: read plainly
     assert d.observe_data(b'{"choices":[1]}') == MALFORMED
     assert d.observe_data(b"not json") == MALFORMED

@@ -28,7 +28,7 @@ def _chat_choice(i: int) -> bytes:
 
 
 def _chat_choice_plain(i: int) -> bytes:  # an extra field of another shape: the plain reading
-    return b'data: {"choices":[{"index":%d,"delta":{"content":"x"},"finish_reason":1}]}\n\n' % i
+    return b'data: {"choices":[{"index":%d,"delta":{"content":"x"}}],"x_groq":1}\n\n' % i
 
 
 def _completions_choice(i: int) -> bytes:
@@ -41,7 +41,7 @@ def _chat_tool_id(i: int) -> bytes:  # (no `index`: malformed each, before the b
 
 
 def _chat_tool_index(i: int) -> bytes:
-    call = b'{"index":%d,"id":"call_%d","function":{"arguments":"{}"}}' % (i, i)
+    call = b'{"index":%d,"id":"call_%d","function":{"name":"f","arguments":"{}"}}' % (i, i)
     return b'data: {"choices":[{"index":0,"delta":{"tool_calls":[%b]}}]}\n\n' % call
 
 

@@ -74,8 +74,8 @@ def test_client_leaving_while_a_second_choice_still_streams_its_call_is_not_inva
     # left_after_finish must not hold (invalid_tool_arguments is one of the guard's
     # "left on" anomalies: the client's own leaving would count against the upstream).
     frames = [
-        chunk({"role": "assistant", "tool_calls": [_call(0, "call_b", '{"b": ')]}, index=1),
         chunk({"role": "assistant", "tool_calls": [_call(0, "call_a", '{"a": 1}')]}, index=0),
+        chunk({"role": "assistant", "tool_calls": [_call(0, "call_b", '{"b": ')]}, index=1),
         chunk({}, "tool_calls", index=0),
     ]
     r = run(frames, end=End.CLIENT_GONE)

@@ -6,16 +6,20 @@ deltas are content; a tool's input is assembled per content block and validated 
 `ping` is the protocol's keep-alive, timed like an SSE comment. An `error` event ends the
 stream as failed (Anthropic sends it, e.g. `overloaded_error`, then closes).
 
-Structure is checked where the official SDK depends on it: a delta must name a block that
-was started, and be of that block's kind; a `message_start` carries `message.usage` and a
-`message_delta` `usage.output_tokens`, and no content delta; a frame has its `event:` line
-(the SDK skips one without) and its data a `type` (the SDK reads it by that). Anything else is
-`malformed_frame` (the SDK raises or loses text).
+Structure is checked where the official SDKs' stream helpers (Python's `messages.stream()`,
+TypeScript's `MessageStream`) depend on it: one `message_start`, first; blocks started at the
+next position (both helpers append them to a list and find them by `index`); a delta or a
+block's stop naming a block that was started, a delta of that block's kind; nothing but pings
+after `message_stop` (TypeScript's final message is made there); a `message_start` carrying
+`message.usage` and a `message_delta` a `usage` object, and no content delta; a frame with its
+`event:` line (the SDK skips one without) and its data a `type` (the SDK reads it by that). An
+index is read as the helpers read it (`0`, `0.0` and `"0"` alike). Anything else is
+`malformed_frame` (a helper raises or loses output).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
@@ -31,6 +35,7 @@ from sse_audit_proxy.core.dialects.base import (
     held_usage,
     id_key,
     model_in_target,
+    sdk_index,
     token_count,
     vertex_publisher,
 )
@@ -44,6 +49,9 @@ _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _NEED_START = frozenset(
     {"content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
 )
+# Events that change the message: after message_stop, TypeScript's final message is made and
+# they are lost.
+_CHANGE = _NEED_START - {"message_stop"}
 # Delta type -> the block types it may extend (unknown delta types are let through).
 _DELTA_BLOCKS = {
     "text_delta": frozenset({"text"}),
@@ -70,8 +78,11 @@ class AnthropicMessages(TypedEvents):
     error_is_final = True  # the SDKs raise at `event: error` (Python's and TypeScript's)
     empty_event_raises = False  # the SDKs skip an event with empty data
     read_by_type = frozenset({"message_start", "content_block_start", "content_block_delta", "message_delta"})
+    # Neither helper reads an event of a type it does not know: a rebuilt frame of kind `other`
+    # (a block's stop) is none of the events whose order is judged.
+    replay_filler: ClassVar[dict[str, Any] | None] = {"event": "replayed", "data": {"type": "replayed"}}
 
-    __slots__ = ("_blocks", "_no_start_usage", "_started")
+    __slots__ = ("_blocks", "_message", "_no_start_usage", "_started", "_starts")
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:
@@ -80,16 +91,21 @@ class AnthropicMessages(TypedEvents):
     def __init__(self) -> None:
         super().__init__()
         self._blocks: dict[int, str] = {}  # index -> type of each started content block
+        self._starts = 0  # blocks started: the helpers' position for the next one
+        self._message = False  # message_start came (a second one: TypeScript raises)
         # message_start had no `usage`: the Python SDK's stream helper raises at a message_delta
         self._no_start_usage = False
         self._started = False  # message_start came: the SDKs' stream helpers need it first
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         if not self._started and kind in _NEED_START:
-            # The Python stream helper raises at anything but message_start first (its
-            # final message never made), the TypeScript one too (an outside review).
+            # The Python stream helper raised at anything but message_start first (before
+            # anthropic 2.x: its final message never made); both helpers still lose a delta,
+            # a block or a stop reason that comes before it.
             self._started = True  # (said once)
             self._malformed += 1
+        elif self._terminal and kind in _CHANGE and not self._failed:  # (not after an error)
+            self._malformed += 1  # TypeScript's final message was made at message_stop
         if kind == "content_block_delta":
             return self._delta(doc)
         if kind == "ping":
@@ -98,8 +114,17 @@ class AnthropicMessages(TypedEvents):
             return self._block_start(doc) | SHAPE
         if kind == "message_delta":
             return self._message_delta(doc)
+        if kind == "content_block_stop":
+            index = sdk_index(doc.get("index"))
+            if index is None or not -self._starts <= index < self._starts:
+                self._malformed += 1  # Python's helper looks the block up: IndexError
+            return 0
         if kind == "message_start":
             self._started = True
+            if self._message:  # "Unexpected event order" (TypeScript)
+                self._malformed += 1
+                return 0
+            self._message = True
             message = doc.get("message")
             if isinstance(message, dict):
                 usage = message.get("usage")
@@ -117,12 +142,14 @@ class AnthropicMessages(TypedEvents):
     def _delta(self, doc: dict[str, Any]) -> int:
         delta = doc.get("delta")
         index = doc.get("index")
-        block = self._blocks.get(index) if type(index) is int else None
+        if type(index) is not int:
+            index = sdk_index(index)
+        block = self._blocks.get(index) if index is not None else None
         kind = delta.get("type") if isinstance(delta, dict) else None
         if block is None or not isinstance(kind, str) or block not in _DELTA_BLOCKS.get(kind, (block,)):
             self._malformed += 1  # the SDK indexes the block it started: this breaks it
             return 0
-        assert isinstance(delta, dict) and type(index) is int
+        assert isinstance(delta, dict) and index is not None
         field = _DELTA_FIELDS.get(kind)
         if field is None:
             return 0
@@ -136,19 +163,21 @@ class AnthropicMessages(TypedEvents):
 
     def _block_start(self, doc: dict[str, Any]) -> int:
         block = doc.get("content_block")
-        index = doc.get("index")
-        if not isinstance(block, dict) or type(index) is not int:
+        index = sdk_index(doc.get("index"))
+        if not isinstance(block, dict) or index is None:
             self._malformed += 1
             return 0
         if index not in self._blocks and len(self._blocks) >= MAX_KEYS:
             self._malformed += 1  # new blocks without end: counted, not held
             return 0
-        if not 0 <= index <= len(self._blocks):
-            # The SDKs append each started block to a list and index it by position: a block
+        if index != self._starts:
+            # The helpers append each started block to a list and find it by position: a block
             # at index 1 first (a gateway that dropped the thinking block at 0) raised
-            # IndexError at its first delta (Python) or lost it (an outside review). (A block
-            # started again at an index it had is not judged here.)
+            # IndexError at its first delta (Python) or lost it; one started again at its index
+            # took the next position, and the deltas of the block meant for it went to the
+            # repeat, the text lost (outside reviews).
             self._malformed += 1
+        self._starts += 1
         kind = block.get("type")
         kind = id_key(kind) if isinstance(kind, str) else ""  # held: bounded, and hashable
         self._blocks[index] = kind
@@ -180,8 +209,10 @@ class AnthropicMessages(TypedEvents):
             self._finished(reason)
             bits = FINISH
         usage = doc.get("usage")
-        if not isinstance(usage, dict) or type(usage.get("output_tokens")) is not int:
-            self._malformed += 1  # the SDK reads `usage.output_tokens` from every one
+        if not isinstance(usage, dict):
+            # Both helpers read `usage.output_tokens` from every one and raise without it (an
+            # object without the count only loses the count: `missing_usage`'s to say).
+            self._malformed += 1
         return bits | USAGE if self._add_usage(usage) else bits
 
     def _add_usage(self, usage: Any) -> bool:

@@ -80,6 +80,20 @@ _KEY_LIKE = re.compile(
 _MIXED = re.compile(r"(?=(?:[^0-9]*[0-9]){3})(?=(?:[^A-Z]*[A-Z]){2})(?=(?:[^a-z]*[a-z]){2})").match
 
 
+def sdk_index(value: Any, lookup: bool = True) -> int | None:
+    """An index as the SDKs' stream helpers (Python's and TypeScript's) take it: an int, a
+    float with no fraction (JSON `0.0`) or a string of one; a bool only where an item is added
+    (Python files it under 1, TypeScript reads no index there, and finds nothing at
+    `output[true]`)."""
+    if isinstance(value, int) and not (lookup and isinstance(value, bool)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and len(value) < 10 and value.isdecimal() and value == str(int(value)):
+        return int(value)  # "3": Python's models make it 3, JavaScript's `output["3"]` finds it
+    return None
+
+
 def is_protocol_word(text: str) -> bool:
     return _WORD(text) is not None and _KEY_LIKE(text) is None and (len(text) < 20 or _MIXED(text) is None)
 

@@ -55,7 +55,7 @@ _CONTENT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 # an integer, a `delta` that is not an object, a `finish_reason` that is not a string) fails
 # to decode, and its frame is read as plain JSON values, where each field is checked.
 class _Choice(msgspec.Struct, gc=False):
-    index: int = 0
+    index: int = -1  # none: the SDKs' helpers find a choice by it (-1 is none of theirs either)
     delta: dict[str, Any] | None = None
     finish_reason: str | None = None
 
@@ -74,7 +74,8 @@ class _Chunk(msgspec.Struct, gc=False):
 
     error: Any = None
     usage: Any = None
-    choices: list[_Choice] | None = None
+    # UNSET when there is none, None when it is `null` (which the SDKs try to iterate).
+    choices: list[_Choice] | msgspec.UnsetType | None = msgspec.UNSET
     x_groq: _XGroq | None = None
 
 
@@ -109,6 +110,7 @@ class ChatCompletions(Dialect):
 
     __slots__ = (
         "_call_fields",
+        "_calls",
         "_choices",
         "_done",
         "_errors",
@@ -145,6 +147,7 @@ class ChatCompletions(Dialect):
         self._last_tool: dict[int, object] = {}  # per choice: key of the call being streamed
         self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
         self._call_fields: dict[object, int] | None = None  # key -> _ID | _NAME seen (few calls)
+        self._calls: dict[int, int] | None = None  # per choice: calls started by `index`
         self._repeats = 0
 
     def observe(self, event: Event) -> int:
@@ -177,6 +180,9 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
+            if choices is None:
+                self._malformed += 1  # `null`: the SDKs iterate it and raise, usage or not
+                return bits | MALFORMED
             if not bits:  # neither (rare): perhaps older vLLM's `{"object": "error", ...}`
                 return self._observe_doc(data)
             return bits
@@ -189,12 +195,16 @@ class ChatCompletions(Dialect):
                 if len(seen) >= MAX_KEYS:  # new choices without end: counted, not held
                     self._malformed += 1
                     continue
-                seen.add(index)
+                self._new_choice(index, len(choices))
             delta = choice.delta
-            if delta and (
-                (delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta)
-            ):
-                bits |= CONTENT  # content after a finish_reason still reached the client
+            if delta:
+                content = delta.get("content")
+                if (content.__class__ is str and content and not delta.get("tool_calls")) or self._delta(
+                    index, delta
+                ):
+                    bits |= CONTENT  # content after a finish_reason still reached the client
+            elif delta is None:
+                self._malformed += 1  # Python's helper reads every choice's delta: it raises
             reason = choice.finish_reason
             if reason:  # "" means none yet
                 self._finish[index] = reason_word(reason)
@@ -212,27 +222,47 @@ class ChatCompletions(Dialect):
         self._errors += 1
         return bits | ERROR
 
-    def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None) -> int:
+    def _new_choice(self, index: int, in_frame: int) -> None:
+        """A choice first seen. Both SDKs' helpers keep choices in a list: Python's appends a
+        new one and then looks it up by `index` (IndexError past the end), TypeScript's
+        drops a negative one and fails at a gap (outside review). (A first chunk's choices may
+        come in any order.)"""
+        seen = self._choices
+        if not 0 <= index < len(seen) + in_frame:
+            self._malformed += 1  # (-1: no `index` at all, or one not an integer)
+        seen.add(index)
+
+    def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None, in_frame: int = 1) -> int:
         """One choice of a chunk: its content (in `delta`, or `text` for Completions) and
         its finish reason."""
-        if not isinstance(index, int):
-            index = 0
+        if type(index) is not int:
+            # Python's helper finds the choice by it and raises (TypeError), the AI SDK rejects
+            # the chunk, TypeScript's helper loses it (Completions: not judged).
+            index = -1 if self._deltas else 0
         if index not in self._choices:
             if len(self._choices) >= MAX_KEYS:  # new choices without end: counted, not held
                 self._malformed += 1
                 return 0
-            self._choices.add(index)
+            if self._deltas:
+                self._new_choice(index, in_frame)
+            else:
+                self._choices.add(index)
         bits = 0
         if self._deltas or text is None:  # Mistral's FIM completions stream `delta`s too
-            if (
-                type(delta) is dict
-                and delta
-                and ((delta.get("content") and not delta.get("tool_calls")) or self._delta(index, delta))
-            ):
-                bits = CONTENT  # content after a finish_reason still reached the client
+            if type(delta) is dict:
+                content = delta.get("content")
+                if delta and (
+                    (content.__class__ is str and content and not delta.get("tool_calls"))
+                    or self._delta(index, delta)
+                ):
+                    bits = CONTENT  # content after a finish_reason still reached the client
+            elif self._deltas:
+                self._malformed += 1  # none, or not an object: Python's helper raises
         elif isinstance(text, str) and text:
             bits = CONTENT
-        if reason and isinstance(reason, str):  # "" means none yet
+        if reason is not None and not isinstance(reason, str):
+            self._malformed += 1  # the AI SDK rejects the chunk
+        elif reason:  # "" means none yet
             self._finish[index] = reason_word(reason)
             if reason in FAILED_REASONS:
                 self._failed = True
@@ -271,6 +301,9 @@ class ChatCompletions(Dialect):
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:
+            if choices is None and "choices" in chunk and self._deltas:
+                self._malformed += 1  # `null`: the SDKs iterate it and raise, usage or not
+                return bits | MALFORMED
             return bits or self._other_shape(chunk)
         if not isinstance(choices, list):
             self._malformed += 1
@@ -278,7 +311,9 @@ class ChatCompletions(Dialect):
         for choice in choices:
             if isinstance(choice, dict):
                 get = choice.get
-                bits |= self._choice(get("index", 0), get("delta"), get("finish_reason"), get("text"))
+                bits |= self._choice(
+                    get("index"), get("delta"), get("finish_reason"), get("text"), len(choices)
+                )
             else:
                 self._malformed += 1
                 bits |= MALFORMED
@@ -302,7 +337,12 @@ class ChatCompletions(Dialect):
             for call in calls:
                 if isinstance(call, dict) and self._tool_call(choice, call):
                     content = True
-        if content or delta.get("content"):  # the common delta, before the loop
+        text = delta.get("content")
+        if text is not None and text.__class__ is not str:
+            self._malformed += 1  # the AI SDK rejects the chunk, Python's helper loses it
+        elif content or text:  # the common delta, before the loop
+            return True
+        if content:
             return True
         for name in _CONTENT_FIELDS:
             if delta.get(name):
@@ -314,16 +354,24 @@ class ChatCompletions(Dialect):
 
     def _tool_call(self, choice: int, call: dict[str, Any]) -> bool:
         index = call.get("index")
-        if not (type(index) is int or (type(index) is float and index.is_integer())):  # (`0.0` is read)
+        function = call.get("function")
+        if type(index) is int or (type(index) is float and index.is_integer()):  # (`0.0` is read)
+            self._call_at(choice, int(index), call, function)
+        else:
             # Read (see _tool_key), but lost to clients (Gemini's OpenAI-compatible API sends
             # them): the AI SDK rejects the chunk, the openai npm helper drops the call, the
             # Python one raises at the call's second piece (openai-python#2806).
             self._malformed += 1
-        function = call.get("function")
         if "index" not in call and not call.get("id") and not (isinstance(function, dict) and function):
             # Nothing of a call (Gemini's OpenAI-compatible API sends a thought signature alone
             # in `extra_content`): it opened an empty call, judged `invalid_tool_arguments`.
             return False
+        call_id = call.get("id")
+        kind = call.get("type")
+        if (call_id is not None and call_id.__class__ is not str) or (
+            kind is not None and kind != "function" and kind != "custom"
+        ):
+            self._malformed += 1  # the AI SDK rejects the chunk (and TypeScript's helper a type)
         key = self._tool_key(choice, call)
         self._tools.open(key)
         fields = (_ID if call.get("id") else 0) | (
@@ -340,6 +388,31 @@ class ChatCompletions(Dialect):
             self._tools.not_text(key)
             return True
         return bool(call.get("id") or (isinstance(function, dict) and function.get("name")))
+
+    def _call_at(self, choice: int, index: int, call: dict[str, Any], function: Any) -> None:
+        """The rules of a tool call's place. Both SDKs' helpers keep a choice's calls in a
+        list: a call starts at the next index (Python's helper raises at a gap, TypeScript's
+        at its end, and TypeScript's loses a negative one), its first piece names it (the AI
+        SDK rejects a call without a name; TypeScript's helper too), and each later piece
+        has a `function` object (Python's helper asserts it). A custom tool's call is not
+        judged: none of them reads it."""
+        calls = self._calls
+        if calls is None:
+            calls = self._calls = {}
+        started = calls.get(choice, 0)
+        if 0 <= index < started:  # a later piece
+            if function.__class__ is not dict and call.get("type") != "custom":
+                self._malformed += 1
+            return
+        if index != started:
+            self._malformed += 1  # a gap, or a negative index
+            if index < 0:
+                return
+        if choice in calls or len(calls) < MAX_KEYS:
+            calls[choice] = index + 1
+        name = function.get("name") if function.__class__ is dict else None
+        if (name.__class__ is not str or not name) and call.get("type") != "custom":
+            self._malformed += 1
 
     def _count_fields(self, key: object, fields: int) -> None:
         """A call's id or name again (REPEATED_TOOL_CALL_FIELDS): the SDK's helper joins them."""
@@ -360,7 +433,12 @@ class ChatCompletions(Dialect):
         ids = self._tool_ids
         if isinstance(index, int):
             key: object = (choice, index)
-            if call_id is not None and ((choice, call_id) in ids or len(ids) < MAX_KEYS):
+            if call_id is not None and (choice, call_id) not in ids and len(ids) < MAX_KEYS:
+                fields = self._call_fields
+                if fields is not None and fields.get(key, 0) & _ID:
+                    # Another id for a call that had one: Python's helper joins the two, the
+                    # AI SDK starts a second call and parses neither's arguments.
+                    self._malformed += 1
                 ids[choice, call_id] = key
         elif call_id is not None:  # some gateways omit `index`: a new id starts a new call
             key = ids.get((choice, call_id)) or (choice, "id", call_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sse_audit_proxy.core.dialects.base import MAX_KEYS
+from sse_audit_proxy.core.dialects.base import MAX_KEYS, sdk_index
 
 CREATED = "response.created"
 ITEM_ADDED = "response.output_item.added"
@@ -230,13 +230,13 @@ class ResponsesOrder:
         if len(items) >= MAX_KEYS:
             self.off = True
             return
-        if _index(doc.get("output_index"), lookup=False) != len(items):
+        if sdk_index(doc.get("output_index"), lookup=False) != len(items):
             self.breaks += 1  # TypeScript reads items by position, Python refuses a repeat
         item = doc.get("item")
         items.append(None if item is None else self._item(item))
 
     def _on_item(self, kind: str, doc: dict[str, Any]) -> None:
-        index = _index(doc.get("output_index"))
+        index = sdk_index(doc.get("output_index"))
         items = self.items
         if index is None or not 0 <= index < len(items) or (item := items[index]) is None:
             self.breaks += 1  # "missing output at index …" / "… before receiving its output item"
@@ -294,7 +294,7 @@ class ResponsesOrder:
             elif item.summary < MAX_KEYS:
                 item.summary += 1
         elif kind in _ON_SUMMARY_PART:
-            at = _index(doc.get("summary_index"))
+            at = sdk_index(doc.get("summary_index"))
             if at is None or not 0 <= at < item.summary:
                 self.breaks += 1
 
@@ -322,7 +322,7 @@ class ResponsesOrder:
 
     @staticmethod
     def _has_part(parts: bytearray | None, at: Any, needs: int | None) -> bool:
-        index = _index(at)
+        index = sdk_index(at)
         if parts is None or index is None or not 0 <= index < len(parts):
             return False
         return needs is None or parts[index] == needs
@@ -339,19 +339,6 @@ def _key(value: Any) -> Any:
     return (
         value if value is None or isinstance(value, str | int | float) else ("<json>", type(value).__name__)
     )
-
-
-def _index(value: Any, lookup: bool = True) -> int | None:
-    """An index as both helpers take it: an int, a float with no fraction (JSON `0.0`) or a
-    string of one; a bool only where an item is added (Python files it under 1, TypeScript reads no index
-    there, and finds nothing at `output[true]`)."""
-    if isinstance(value, int) and not (lookup and isinstance(value, bool)):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and len(value) < 10 and value.isdecimal() and value == str(int(value)):
-        return int(value)  # "3": Python's models make it 3, JavaScript's `output["3"]` finds it
-    return None
 
 
 def _part_kind(part: Any) -> int:

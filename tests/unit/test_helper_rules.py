@@ -45,6 +45,20 @@ HI = C([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}])
 STOP = C([{"index": 0, "delta": {}, "finish_reason": "stop"}])
 USAGE = C([], usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
 F0 = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+AZURE_FILTER = {
+    "choices": [
+        {
+            "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 5},
+            "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+            "finish_reason": None,
+            "index": 0,
+        }
+    ],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+}
 A1 = {"index": 0, "function": {"arguments": '{"city":'}}
 A2 = {"index": 0, "function": {"arguments": '"Paris"}'}}
 
@@ -196,6 +210,27 @@ CHAT = [
     ),
     ("call of type ''", calls(w(F0, type=""), A1, A2), MALFORMED, "npm and the AI SDK raise"),
     ("custom tool call", calls(w(F0, type="custom"), A1, A2), [], "none reads one: not judged"),
+    (
+        "custom tool call's later pieces",
+        calls(
+            {"index": 0, "id": "c", "type": "custom", "custom": {"name": "f", "input": ""}},
+            {"index": 0, "custom": {"input": "x"}},
+        ),
+        [],
+        "none reads one: not judged",
+    ),
+    (
+        "a later piece naming the call otherwise",
+        calls(F0, wf(A1, name="lookup"), A2),
+        [*MALFORMED, "repeated_tool_call_fields"],
+        "Python joins the names, the AI SDK splits the call",
+    ),
+    (
+        "a later piece named 3",
+        calls(F0, wf(A1, name=3), A2),
+        [*MALFORMED, "repeated_tool_call_fields"],
+        "the AI SDK rejects it",
+    ),
     ("call id 7", calls(w(F0, id=7), A1, A2), MALFORMED, "the AI SDK rejects it"),
     (
         "later piece function null",
@@ -241,8 +276,41 @@ CHAT = [
     (
         "another id for a call",
         calls(F0, w(A1, id="call_2"), A2),
+        ["repeated_tool_call_fields"],
+        "Python joins the ids, the others read one call",
+    ),
+    (
+        "another id for a call, with its name",
+        calls(F0, wf(w(A1, id="call_2"), name="get_weather"), A2),
         [*MALFORMED, "repeated_tool_call_fields"],
-        "Python joins the ids, the AI SDK splits the call",
+        "the AI SDK splits the call and parses neither half",
+    ),
+    (
+        "Azure's content filter annotations",
+        [ROLE, HI, AZURE_FILTER, STOP, AZURE_FILTER, USAGE, "[DONE]"],
+        [],
+        "all read it (Python skips a chunk whose object is not a chunk)",
+    ),
+    (
+        "a gap in the first chunk's choices",
+        [
+            C(
+                [
+                    {"index": 0, "delta": {"role": "assistant", "content": "A"}},
+                    {"index": 2, "delta": {"role": "assistant", "content": "C"}},
+                ]
+            ),
+            C(
+                [
+                    {"index": 0, "delta": {}, "finish_reason": "stop"},
+                    {"index": 2, "delta": {}, "finish_reason": "stop"},
+                ]
+            ),
+            USAGE,
+            "[DONE]",
+        ],
+        MALFORMED,
+        "Python and npm raise",
     ),
     (
         "the id and name again (LiteLLM)",

@@ -83,6 +83,13 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
+def _a_chunk(doc: Any) -> bool:
+    """Not another `object` than a chunk: Azure's asynchronous content filter sends its
+    annotations as choices without a `delta` in chunks whose `object` is `""`, and the
+    Python helper skips those (the others read them without a delta)."""
+    return not isinstance(doc, dict) or doc.get("object", "chat.completion.chunk") == "chat.completion.chunk"
+
+
 _VERTEX = vertex_publisher("mistralai|ai21")
 
 
@@ -118,6 +125,7 @@ class ChatCompletions(Dialect):
         "_finish",
         "_last_tool",
         "_malformed",
+        "_names",
         "_repeats",
         "_tool_ids",
         "_tools",
@@ -148,6 +156,7 @@ class ChatCompletions(Dialect):
         self._tool_ids: dict[tuple[int, str], object] = {}  # (choice, call id) -> key
         self._call_fields: dict[object, int] | None = None  # key -> _ID | _NAME seen (few calls)
         self._calls: dict[int, int] | None = None  # per choice: calls started by `index`
+        self._names: dict[tuple[int, int], str] | None = None  # (choice, index) -> its name
         self._repeats = 0
 
     def observe(self, event: Event) -> int:
@@ -189,13 +198,15 @@ class ChatCompletions(Dialect):
         # _choice's rules for a choice of the typed shape, in this loop: a call per frame
         # costs more than the rules (the differential test holds the two readings equal).
         seen = self._choices
+        limit = 0  # the frame's new choices' bound, once one comes (_new_choice)
         for choice in choices:
             index = choice.index
             if index not in seen:
                 if len(seen) >= MAX_KEYS:  # new choices without end: counted, not held
                     self._malformed += 1
                     continue
-                self._new_choice(index, len(choices))
+                limit = limit or len(seen) + len(choices)
+                self._new_choice(index, limit)
             delta = choice.delta
             if delta:
                 content = delta.get("content")
@@ -203,7 +214,7 @@ class ChatCompletions(Dialect):
                     index, delta
                 ):
                     bits |= CONTENT  # content after a finish_reason still reached the client
-            elif delta is None:
+            elif delta is None and _a_chunk(_decode_any(data)):
                 self._malformed += 1  # Python's helper reads every choice's delta: it raises
             reason = choice.finish_reason
             if reason:  # "" means none yet
@@ -222,17 +233,18 @@ class ChatCompletions(Dialect):
         self._errors += 1
         return bits | ERROR
 
-    def _new_choice(self, index: int, in_frame: int) -> None:
-        """A choice first seen. Both SDKs' helpers keep choices in a list: Python's appends a
-        new one and then looks it up by `index` (IndexError past the end), TypeScript's
-        drops a negative one and fails at a gap (outside review). (A first chunk's choices may
-        come in any order.)"""
-        seen = self._choices
-        if not 0 <= index < len(seen) + in_frame:
+    def _new_choice(self, index: int, limit: int) -> None:
+        """A choice first seen; `limit`: the choices seen before its frame and the frame's.
+        Both SDKs' helpers keep choices in a list: Python's appends a new one and then looks
+        it up by `index` (IndexError past the end), TypeScript's drops a negative one and
+        fails at a gap (outside reviews). (A first chunk's choices may come in any order.)"""
+        if not 0 <= index < limit:
             self._malformed += 1  # (-1: no `index` at all, or one not an integer)
-        seen.add(index)
+        self._choices.add(index)
 
-    def _choice(self, index: Any, delta: Any, reason: Any, text: Any = None, in_frame: int = 1) -> int:
+    def _choice(
+        self, index: Any, delta: Any, reason: Any, text: Any = None, limit: int = 1, chunk: bool = True
+    ) -> int:
         """One choice of a chunk: its content (in `delta`, or `text` for Completions) and
         its finish reason."""
         if type(index) is not int:
@@ -244,7 +256,7 @@ class ChatCompletions(Dialect):
                 self._malformed += 1
                 return 0
             if self._deltas:
-                self._new_choice(index, in_frame)
+                self._new_choice(index, limit)
             else:
                 self._choices.add(index)
         bits = 0
@@ -256,7 +268,7 @@ class ChatCompletions(Dialect):
                     or self._delta(index, delta)
                 ):
                     bits = CONTENT  # content after a finish_reason still reached the client
-            elif self._deltas:
+            elif self._deltas and chunk:
                 self._malformed += 1  # none, or not an object: Python's helper raises
         elif isinstance(text, str) and text:
             bits = CONTENT
@@ -308,11 +320,12 @@ class ChatCompletions(Dialect):
         if not isinstance(choices, list):
             self._malformed += 1
             return bits | MALFORMED
+        limit, is_chunk = len(self._choices) + len(choices), _a_chunk(chunk)
         for choice in choices:
             if isinstance(choice, dict):
                 get = choice.get
                 bits |= self._choice(
-                    get("index"), get("delta"), get("finish_reason"), get("text"), len(choices)
+                    get("index"), get("delta"), get("finish_reason"), get("text"), limit, is_chunk
                 )
             else:
                 self._malformed += 1
@@ -373,6 +386,12 @@ class ChatCompletions(Dialect):
         ):
             self._malformed += 1  # the AI SDK rejects the chunk (and TypeScript's helper a type)
         key = self._tool_key(choice, call)
+        custom = call.get("custom")
+        if custom is not None or kind == "custom":  # its input is free text: counted, not judged
+            self._tools.open_free(key)
+            return bool(
+                call.get("id") or (isinstance(custom, dict) and (custom.get("name") or custom.get("input")))
+            )
         self._tools.open(key)
         fields = (_ID if call.get("id") else 0) | (
             _NAME if isinstance(function, dict) and function.get("name") else 0
@@ -394,14 +413,21 @@ class ChatCompletions(Dialect):
         list: a call starts at the next index (Python's helper raises at a gap, TypeScript's
         at its end, and TypeScript's loses a negative one), its first piece names it (the AI
         SDK rejects a call without a name; TypeScript's helper too), and each later piece
-        has a `function` object (Python's helper asserts it). A custom tool's call is not
-        judged: none of them reads it."""
+        has a `function` object (Python's helper asserts it) and no other name (the AI SDK
+        starts a second call at it, and parses neither's arguments: @ai-sdk/openai 3.0). A
+        custom tool's call is not judged: none of them reads it."""
         calls = self._calls
         if calls is None:
             calls = self._calls = {}
         started = calls.get(choice, 0)
+        name = function.get("name") if function.__class__ is dict else None
         if 0 <= index < started:  # a later piece
-            if function.__class__ is not dict and call.get("type") != "custom":
+            if "custom" in call or call.get("type") == "custom":
+                return
+            if function.__class__ is not dict or (
+                name is not None
+                and (name.__class__ is not str or (name and self._other_name(choice, index, name)))
+            ):
                 self._malformed += 1
             return
         if index != started:
@@ -410,9 +436,21 @@ class ChatCompletions(Dialect):
                 return
         if choice in calls or len(calls) < MAX_KEYS:
             calls[choice] = index + 1
-        name = function.get("name") if function.__class__ is dict else None
-        if (name.__class__ is not str or not name) and call.get("type") != "custom":
+        if call.get("type") == "custom":
+            return
+        if name.__class__ is not str or not name:
             self._malformed += 1
+            return
+        names = self._names
+        if names is None:
+            names = self._names = {}
+        if len(names) < MAX_KEYS:
+            names[choice, index] = id_key(name)
+
+    def _other_name(self, choice: int, index: int, name: str) -> bool:
+        """A later piece names its call otherwise than its first did (as far as names are held)."""
+        first = self._names.get((choice, index)) if self._names is not None else None
+        return first is not None and first != id_key(name)
 
     def _count_fields(self, key: object, fields: int) -> None:
         """A call's id or name again (REPEATED_TOOL_CALL_FIELDS): the SDK's helper joins them."""
@@ -435,9 +473,17 @@ class ChatCompletions(Dialect):
             key: object = (choice, index)
             if call_id is not None and (choice, call_id) not in ids and len(ids) < MAX_KEYS:
                 fields = self._call_fields
-                if fields is not None and fields.get(key, 0) & _ID:
-                    # Another id for a call that had one: Python's helper joins the two, the
-                    # AI SDK starts a second call and parses neither's arguments.
+                function = call.get("function")
+                if (
+                    fields is not None
+                    and fields.get(key, 0) & _ID
+                    and isinstance(function, dict)
+                    and function.get("name")
+                ):
+                    # Another id for a call that had one, with a name: the AI SDK starts a
+                    # second call there and parses neither's arguments. (Without a name it
+                    # reads one call; Python's helper joins the ids either way, as it joins
+                    # the same one: REPEATED_TOOL_CALL_FIELDS.)
                     self._malformed += 1
                 ids[choice, call_id] = key
         elif call_id is not None:  # some gateways omit `index`: a new id starts a new call

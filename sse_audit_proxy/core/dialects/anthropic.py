@@ -211,7 +211,7 @@ class AnthropicMessages(TypedEvents):
         usage = doc.get("usage")
         if not isinstance(usage, dict):
             # Both helpers read `usage.output_tokens` from every one and raise without it (an
-            # object without the count only loses the count: `missing_usage`'s to say).
+            # object without the count loses only the count, which is not judged here).
             self._malformed += 1
         return bits | USAGE if self._add_usage(usage) else bits
 

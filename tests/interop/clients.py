@@ -19,6 +19,9 @@ from google import genai
 from google.genai import types as genai_types
 from servers import HERE
 
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
+
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "The weather at a place",
@@ -229,6 +232,15 @@ def _node(call: Call, base: str, key: str, headers: dict[str, str]) -> dict[str,
     }
     result: dict[str, Any] = node_json("clients.mjs", [json.dumps(spec)], timeout=60)
     return result
+
+
+def verdict(route: str, body: bytes, include_usage: bool = False) -> tuple[str, list[str]]:
+    """The audit's outcome and anomalies for a whole body (one read), the route named as the
+    dialects are (`chat_completions`, `responses`, `messages`), not by its path."""
+    a = StreamAudit(dialect_for_route(route)(), 0.0, include_usage=include_usage)
+    a.feed(body, 0.01)
+    r = a.finish(0.5, End.UPSTREAM_EOF)
+    return r.outcome.value, list(r.anomalies)
 
 
 def node_json(script: str, args: list[str], timeout: float = 300) -> Any:

@@ -22,10 +22,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from clients import node_json
-
-from sse_audit_proxy.core.audit import End, StreamAudit
-from sse_audit_proxy.core.dialects import dialect_for_route
+from clients import node_json, verdict
 
 HERE = pathlib.Path(__file__).parent
 RECORDED = sorted((HERE / "data" / "chat").glob("*.sse"))
@@ -161,10 +158,7 @@ def sent(docs: list[Any]) -> tuple[str, str]:
 
 
 def audit(body: bytes) -> tuple[str, list[str]]:
-    a = StreamAudit(dialect_for_route("chat_completions")(), 0.0, include_usage=True)
-    a.feed(body, 0.01)
-    r = a.finish(0.5, End.UPSTREAM_EOF)
-    return r.outcome.value, list(r.anomalies)
+    return verdict("chat_completions", body, include_usage=True)
 
 
 def python_helper(body: bytes) -> dict[str, Any]:

@@ -23,10 +23,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-from clients import node_json
-
-from sse_audit_proxy.core.audit import End, StreamAudit
-from sse_audit_proxy.core.dialects import dialect_for_route
+from clients import node_json, verdict
 
 HERE = pathlib.Path(__file__).parent
 RECORDED = sorted((HERE / "data" / "messages").glob("*.sse"))
@@ -140,10 +137,7 @@ def sent_text(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def audit(body: bytes) -> tuple[str, list[str]]:
-    a = StreamAudit(dialect_for_route("messages")(), 0.0)
-    a.feed(body, 0.01)
-    r = a.finish(0.5, End.UPSTREAM_EOF)
-    return r.outcome.value, list(r.anomalies)
+    return verdict("messages", body)
 
 
 def python_helper(body: bytes) -> tuple[str | None, str]:

@@ -20,10 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from clients import node_json
-
-from sse_audit_proxy.core.audit import End, StreamAudit
-from sse_audit_proxy.core.dialects import dialect_for_route
+from clients import node_json, verdict
 
 HERE = pathlib.Path(__file__).parent
 RECORDED = sorted((HERE / "data" / "responses").glob("*.sse"))
@@ -89,10 +86,7 @@ def bodies() -> list[tuple[str, bytes]]:
 
 
 def audit(body: bytes) -> tuple[str, list[str]]:
-    a = StreamAudit(dialect_for_route("responses")(), 0.0)
-    a.feed(body, 0.01)
-    r = a.finish(0.5, End.UPSTREAM_EOF)
-    return r.outcome.value, list(r.anomalies)
+    return verdict("responses", body)
 
 
 def python_helper(body: bytes) -> str | None:

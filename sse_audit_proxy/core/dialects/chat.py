@@ -353,7 +353,7 @@ class ChatCompletions(Dialect):
         text = delta.get("content")
         if text is not None and text.__class__ is not str:
             self._malformed += 1  # the AI SDK rejects the chunk, Python's helper loses it
-        elif content or text:  # the common delta, before the loop
+        elif text:  # the common delta, before the loop
             return True
         if content:
             return True

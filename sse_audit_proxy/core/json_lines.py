@@ -3,7 +3,8 @@ bytes -> one event per line, the same events the SSE decoder makes, so the audit
 stream as it reads an event stream whose every frame is a `data:` line.
 
 Lines end with LF (a CR before it is dropped); blank lines are skipped; RFC 7464's record
-separator (0x1E) before a record is dropped. A line longer than the frame limit is skipped and
+separator (0x1E) before a record is dropped, and a byte order mark before the first line
+(`bom`: Ollama's Python client fails on it). A line longer than the frame limit is skipped and
 counted in `oversized`, as the SSE decoder does with an oversized frame.
 """
 
@@ -16,6 +17,7 @@ import orjson
 from sse_audit_proxy.core.sse import Event
 
 _RS = b"\x1e"
+_BOM = b"\xef\xbb\xbf"
 
 
 class JsonLinesDecoder:
@@ -28,10 +30,12 @@ class JsonLinesDecoder:
 
     __slots__ = (
         "_discarding",
+        "_head",
         "_max",
         "_more",
         "_tail",
         "_unread_size",
+        "bom",
         "comments",
         "empty_events",
         "idle",
@@ -46,6 +50,8 @@ class JsonLinesDecoder:
         self._more = bytearray()  # reads that went on with it since (sse.py says why)
         self._discarding = False  # skipping the rest of an oversized line
         self._unread_size = 0  # its bytes so far
+        self._head: bytes | None = b""  # the body's first bytes while they may be a BOM (None: past)
+        self.bom = False  # the body began with one (taken off)
         self.comments = 0
         self.empty_events = self.other_lines = 0  # (an SSE decoder's: none here)
         self.idle = False
@@ -53,6 +59,15 @@ class JsonLinesDecoder:
         self.oversized = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._head = chunk  # could still become one
+                return []
+            self._head = None
+            if chunk.startswith(_BOM):
+                self.bom = True
+                chunk = chunk[len(_BOM) :]
         if self._tail:
             if b"\n" not in chunk and len(self._tail) + len(self._more) + len(chunk) <= self._max:
                 self._more += chunk  # the line goes on
@@ -117,7 +132,7 @@ class JsonLinesDecoder:
     def close(self) -> bool:
         """End of body. True when a line was left without its LF (it is not read)."""
         self._join()
-        pending = bool(_record(self._tail)) or self._discarding
+        pending = bool(_record(self._tail)) or self._discarding or bool(self._head)
         self._tail = b""
         self._discarding = False
         return pending

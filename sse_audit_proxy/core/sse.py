@@ -67,6 +67,7 @@ class SSEDecoder:
         "_tail_dropped",
         "_unread_event",
         "_unread_size",
+        "bom",
         "comments",
         "empty_events",
         "idle",
@@ -85,13 +86,19 @@ class SSEDecoder:
         self._more = bytearray()
         self._tail_dropped = False  # part of the current line was discarded (oversized)
         self._tail_comment = False  # the current line is a comment: counted, never held
-        self._data: list[bytes] = []
+        # The frame's data: its first `data:` line as it came, the lines after it joined onto
+        # it (_add_data). A list of lines held 7x the frame cap for a frame of short lines, in
+        # the objects of its lines (an outside review).
+        self._data: bytes | bytearray | None = None
         # Bytes the current frame has taken so far: every line plus one for its terminator, so
         # the cap trips at the same byte whether a line arrives whole or in pieces.
         self._frame_len = 0
         self._event = ""
         self._last_id = ""
         self._bom_checked = False
+        # The body began with a byte order mark, taken off as the spec says. The Python SDKs
+        # read it as part of the first line's field name (Dialect.bom_breaks).
+        self.bom = False
         self._skip_lf = False  # last chunk ended in CR: a leading LF belongs to it
         self._discarding = False  # skipping the rest of an oversized frame
         # None of the above is pending (BOM checked, no partial line or frame): the fast path's
@@ -150,6 +157,7 @@ class SSEDecoder:
                 return []
             self._bom_checked = True
             if chunk.startswith(_BOM):
+                self.bom = True
                 chunk = chunk[len(_BOM) :]
                 if not chunk:
                     return []
@@ -253,8 +261,9 @@ class SSEDecoder:
                 self._discarding = False
                 size = self._unread_size + 1
                 events.append(Event(self._unread_event, b"", self._last_id, size))
-            elif self._data:
-                events.append(Event(self._event, b"\n".join(self._data), self._last_id))
+            elif self._data is not None:
+                data = self._data if self._data.__class__ is bytes else bytes(self._data)
+                events.append(Event(self._event, data, self._last_id))
             elif self._event or self._retry or self._last_id:
                 self.empty_events += 1
             self._reset_frame()
@@ -272,9 +281,9 @@ class SSEDecoder:
         self._frame_len = size
         if line.startswith(b"data:"):
             if line[5:6] == b" ":
-                self._data.append(line[6:])
+                self._add_data(line[6:])
             else:
-                self._data.append(line[5:])
+                self._add_data(line[5:])
                 self.other_lines += 1
             return
         self.other_lines += 1
@@ -289,14 +298,24 @@ class SSEDecoder:
         elif field == b"retry":
             self._retry = _an_int(value)
         elif field == b"data":  # "data" with no colon: an empty data line
-            self._data.append(b"")
+            self._add_data(b"")
         elif field == b"error":
             # Not an SSE field (clients ignore it), but llama.cpp's server sent its failures
             # mid-generation so until 2025, then `[DONE]`: read as an error event, or the
             # failed answer was `complete`.
             self._event = "error"
-            self._data.append(value)
+            self._add_data(value)
         # Unknown fields are ignored, as the spec says (and `retry`, but for empty_events).
+
+    def _add_data(self, value: bytes) -> None:
+        data = self._data
+        if data is None:
+            self._data = value
+            return
+        if data.__class__ is bytes:
+            data = self._data = bytearray(data)
+        data += b"\n"
+        data += value
 
     def _overflow(self, size: int) -> None:
         """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,
@@ -308,7 +327,7 @@ class SSEDecoder:
         self._discarding = True
 
     def _reset_frame(self) -> None:
-        self._data = []
+        self._data = None
         self._frame_len = 0
         self._event = ""
         self._retry = False

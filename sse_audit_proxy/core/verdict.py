@@ -148,6 +148,9 @@ class Facts:
     empty_events: int = 0
     # Lines other than `data: ...` the route's SDK fails on (Dialect.data_lines_only).
     raising_lines: int = 0
+    # A byte order mark began the body, and the route's SDK loses or fails on the first frame
+    # for it (Dialect.bom_breaks).
+    leading_bom: bool = False
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     gzip_members: int = 0  # gzip members the body was made of (0: not gzip)
     # Labelled a streaming JSON-lines type (application/x-ndjson, ...): a stream whose lines are
@@ -399,6 +402,11 @@ def _malformed(f: Facts) -> str:
             f"{_n(f.raising_lines, 'line')} other than `data: ...` (a comment line or keep-alive, an "
             "`event:`, `id:` or `retry:` line, `data:` without its space) that the route's SDK "
             "reads as JSON, and fails on (google-genai on Gemini's route)"
+        )
+    if f.leading_bom:
+        parts.append(
+            "a byte order mark before the first frame, which the route's Python SDK reads as part of "
+            "the first line: it loses that frame or fails"
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
@@ -669,7 +677,11 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "structure, an Anthropic frame without its `event:` line, which the official SDKs skip, or one "
         "without a `type`, which they read it by); a frame with no `data:` line that the openai SDK reads"
         " as an event with empty data and fails on (an `event:` or `retry:` line alone, or a blank line "
-        "after an `id:`; not on Anthropic routes); on Gemini's route, any line but `data: ...` (a comment"
+        "after an `id:`; not on Anthropic routes); a byte order mark before the first frame, which "
+        "the Python SDKs (openai, anthropic, google-genai, huggingface_hub, ollama) read as part of the "
+        "first line, losing that frame or failing (browsers and the npm SDKs take it off; not on "
+        "Cohere's, Workers AI's, watsonx's or speech routes, nor where no dialect reads the "
+        "route); on Gemini's route, any line but `data: ...` (a comment"
         " or keep-alive, an `event:`, `id:` or `retry:` line, `data:` without its space), which "
         "google-genai fails on; a Responses event out of the order the openai SDKs' stream helpers need, "
         "which they raise on (a first event other than `response.created`, an event for an output item or "
@@ -681,6 +693,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "anthropic SDKs, browsers) fails on at its first bytes (the audit reads it as it is)",
         lambda f: (
             bool(f.summary.malformed_frames or f.empty_events or f.raising_lines)
+            or f.leading_bom
             or f.undecodable
             or f.not_compressed
         ),

@@ -230,7 +230,9 @@ def test_event_stream_labelled_otherwise_is_audited_and_flagged(prefix: bytes) -
     frames[0] = prefix + frames[0]
     r = run(frames, event_stream=False)
     assert r.outcome is Outcome.COMPLETE
-    assert r.anomalies == ["wrong_content_type", "missing_usage"]
+    # A BOM is read, and flagged: the openai Python SDK loses the first frame to it.
+    bom = ["malformed_frame"] if prefix.startswith(b"\xef") else []
+    assert r.anomalies == ["wrong_content_type", "missing_usage", *bom]
     assert r.ttft == pytest.approx(0.33) and r.content_frames == 5 and r.done
 
 

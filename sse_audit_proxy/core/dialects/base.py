@@ -186,6 +186,12 @@ class Dialect:
     # an `event:`, `id:` or `retry:` line; `data:` without its space): google-genai reads each as
     # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines). Each is `malformed_frame`.
     data_lines_only: ClassVar[bool] = False
+    # The SDK of the route reads a byte order mark before the first frame as part of its first
+    # line, as the spec's readers do not: the openai and anthropic Python SDKs lose that frame
+    # (its text, the message's role; anthropic's stream helper then fails), google-genai,
+    # huggingface_hub and ollama's client fail or lose it too. Browsers and the npm SDKs take it
+    # off (TextDecoder). `malformed_frame` (SSEDecoder.bom, JsonLinesDecoder.bom).
+    bom_breaks: ClassVar[bool] = True
     # The API answers every request that asks for a stream with one (chat, completions,
     # responses, messages, runs): a whole body instead is a gateway's fault, and bad to the
     # canary guard. Not so where the provider itself may answer whole (OpenAI's whisper-1 on

@@ -67,6 +67,7 @@ class CohereChat(TypedEvents):
     expects_usage = False
     has_end_marker = False  # (until the stream shows it is Cohere's: summary() says)
     empty_event_raises = False
+    bom_breaks = False  # the cohere SDK (httpx-sse) takes it off
 
     __slots__ = ("_native", "_other")
 
@@ -97,9 +98,13 @@ class CohereChat(TypedEvents):
         message = _message(doc)
         if kind == "content-delta":
             content = message.get("content")
-            if isinstance(content, dict) and (_text(content.get("text")) or _text(content.get("thinking"))):
-                return CONTENT
-            return 0
+            if not isinstance(content, dict):
+                return 0
+            text, thinking = content.get("text"), content.get("thinking")
+            if not _maybe_text(text) or not _maybe_text(thinking):
+                self._malformed += 1  # the SDK skips the event with a warning: its text is lost
+                return 0
+            return CONTENT if _text(text) or _text(thinking) else 0
         if kind == "tool-plan-delta":
             return CONTENT if _text(message.get("tool_plan")) else 0
         if kind in ("tool-call-start", "tool-call-delta"):
@@ -177,3 +182,8 @@ def _message(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
+
+
+def _maybe_text(value: Any) -> bool:
+    """Text or nothing, as the clients' types have it."""
+    return value is None or isinstance(value, str)

@@ -179,13 +179,20 @@ class Gemini(Dialect):
                 bits |= MALFORMED
                 continue
             call = part.get("functionCall")
+            text = part.get("text")
+            if not (text is None or type(text) is str) or (
+                type(call) is dict and call.get("args") is not None and type(call.get("args")) is not dict
+            ):
+                # google-genai's types refuse the chunk (a pydantic ValidationError): a number
+                # for text, arguments sent as a JSON string (as OpenAI's are) rather than an object.
+                self._malformed += 1
+                bits |= MALFORMED
+                continue
             if type(call) is dict and call.get("name"):
                 self._calls += 1  # its `args` come whole, an object: nothing to assemble
                 bits |= CONTENT
-            elif not bits & CONTENT:
-                text = part.get("text")
-                if (type(text) is str and text) or any(map(part.get, _OUTPUT_PARTS)):
-                    bits |= CONTENT
+            elif not bits & CONTENT and ((type(text) is str and text) or any(map(part.get, _OUTPUT_PARTS))):
+                bits |= CONTENT
         return bits
 
     def _fail(self) -> int:

@@ -20,6 +20,7 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
     FINISH,
+    MALFORMED,
     TERMINAL,
     USAGE,
     is_error_frame,
@@ -39,6 +40,7 @@ class Ollama(NativeLines):
 
     route = "ollama"
     path_suffixes = ("/api/chat", "/api/generate")
+    bom_breaks = True  # ollama's Python client fails on it ("Unexpected UTF-8 BOM")
     end_marker = 'end line (`"done": true`)'
 
     __slots__ = ()
@@ -61,6 +63,9 @@ class Ollama(NativeLines):
         if isinstance(calls, list) and calls:
             self._tool_calls += len(calls)  # whole objects, arguments included: nothing to join
             bits |= CONTENT
+        if not _typed(where, calls):
+            self._malformed += 1
+            bits |= MALFORMED
         if doc.get("done") is True:
             self._done = True
             bits |= TERMINAL | FINISH
@@ -69,6 +74,27 @@ class Ollama(NativeLines):
             if self._counted(token_count(doc.get("prompt_eval_count")), token_count(doc.get("eval_count"))):
                 bits |= USAGE
         return bits
+
+
+def _typed(where: dict[str, Any], calls: Any) -> bool:
+    """Text fields are text, and each tool call a named function with its arguments as an
+    object: ollama's Python client refuses the line otherwise (a pydantic ValidationError), a
+    number for text or arguments sent as a JSON string, as OpenAI's are."""
+    for name in _TEXT_FIELDS:
+        value = where.get(name)
+        if value is not None and type(value) is not str:
+            return False
+    if calls is None:
+        return True
+    if type(calls) is not list:
+        return False
+    for call in calls:
+        function = call.get("function") if type(call) is dict else None
+        if type(function) is not dict or type(function.get("name")) is not str:
+            return False
+        if type(function.get("arguments")) is not dict:
+            return False
+    return True
 
 
 def _content(where: dict[str, Any]) -> int:

@@ -1,0 +1,187 @@
+"""Streams the audit read otherwise than the routes' own clients (an outside review, run
+against openai 3.63, anthropic 2.15, google-genai 3.6, huggingface_hub 2.4, ollama 0.6 and
+cohere 7.3): a byte order mark before the first frame, text and tool arguments of the wrong
+type; and the memory a frame of many short `data:` lines held."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from typing import Any
+
+import pytest
+from first_frame_streams import CHAT, COMPLETIONS, GEMINI, MESSAGES, sse
+
+from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.dialects import dialect_for_route
+from sse_audit_proxy.core.sse import SSEDecoder
+
+BOM = b"\xef\xbb\xbf"
+
+
+def verdict(route: str, body: bytes, *, json_lines: bool = False, reads: int = 1) -> tuple[str, list[str]]:
+    a = StreamAudit(dialect_for_route(route)(), 0.0, event_stream=not json_lines, json_lines=json_lines)
+    step = max(1, len(body) // reads)
+    for i in range(0, len(body), step):
+        a.feed(body[i : i + step], 0.01)
+    r = a.finish(0.5, End.UPSTREAM_EOF)
+    return r.outcome.value, list(r.anomalies)
+
+
+def lines(*docs: Any) -> bytes:
+    return b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+
+
+TGI = b"".join(
+    b"data:" + json.dumps(d).encode() + b"\n\n"
+    for d in (
+        {
+            "index": 1,
+            "token": {"id": 1, "text": "Hel", "logprob": 0, "special": False},
+            "generated_text": None,
+        },
+        {
+            "index": 2,
+            "token": {"id": 2, "text": "lo", "logprob": 0, "special": False},
+            "generated_text": "Hello",
+            "details": {"finish_reason": "length", "generated_tokens": 2},
+        },
+    )
+)
+OLLAMA = lines(
+    {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "Hel"}, "done": False},
+    {
+        "model": "m",
+        "created_at": "t",
+        "message": {"role": "assistant", "content": "lo"},
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": 1,
+        "eval_count": 2,
+    },
+)
+COHERE = sse(
+    {"type": "message-start", "id": "x", "delta": {"message": {"role": "assistant"}}},
+    {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Hello"}}}},
+    {
+        "type": "message-end",
+        "delta": {"finish_reason": "COMPLETE", "usage": {"tokens": {"output_tokens": 1}}},
+    },
+    named=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "json_lines"),
+    [
+        # openai: the first chunk is lost ("lo"; the message's role with it)
+        ("chat_completions", CHAT, False),
+        ("completions", COMPLETIONS, False),
+        # anthropic: message_start lost, the stream helper's get_final_message() fails
+        ("messages", MESSAGES, False),
+        # google-genai: "Failed to parse response as JSON" at the first line
+        ("gemini", GEMINI, False),
+        # huggingface_hub: the first token is lost
+        ("tgi", TGI, False),
+        # ollama: "Unexpected UTF-8 BOM"; read as Ollama's lines, not as a body of no shape
+        ("ollama", OLLAMA, True),
+    ],
+)
+def test_a_leading_bom_is_malformed_where_the_python_sdk_loses_the_first_frame(
+    route: str, body: bytes, json_lines: bool
+) -> None:
+    assert verdict(route, body, json_lines=json_lines) == ("complete", [])
+    for reads in (1, len(body)):  # whole, and a byte a read (the BOM split too)
+        assert verdict(route, BOM + body, json_lines=json_lines, reads=reads) == (
+            "complete",
+            ["malformed_frame"],
+        )
+
+
+def test_a_bom_before_ollama_lines_still_lets_a_cut_be_seen() -> None:
+    cut = OLLAMA[: OLLAMA.index(b"\n") + 1]
+    assert verdict("ollama", BOM + cut, json_lines=True) == ("truncated", ["malformed_frame"])
+
+
+@pytest.mark.parametrize(("route", "body"), [("cohere_chat", COHERE), ("other", CHAT)])
+def test_a_leading_bom_is_not_flagged_where_the_client_takes_it_off(route: str, body: bytes) -> None:
+    # The cohere SDK (httpx-sse) takes it off; a route with no dialect has no client to lose it.
+    assert verdict(route, BOM + body) == verdict(route, body)
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"text": 5},  # google-genai: a pydantic ValidationError
+        {"functionCall": {"name": "f", "args": '{"a": 1}'}},  # arguments as OpenAI sends them
+    ],
+)
+def test_gemini_parts_of_the_wrong_type_are_malformed(part: dict[str, Any]) -> None:
+    bad = sse({"candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}]}) + GEMINI
+    assert verdict("gemini", bad) == ("complete", ["malformed_frame"])
+
+
+def test_gemini_parts_of_the_right_type_are_read() -> None:
+    call = {"functionCall": {"name": "f", "args": {"a": 1}}}
+    good = sse({"candidates": [{"content": {"parts": [call, {"text": None}]}, "index": 0}]}) + GEMINI
+    assert verdict("gemini", good) == ("complete", [])
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": 5},
+        {"role": "assistant", "content": "", "thinking": ["x"]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1}'}}],
+        },
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": {"a": 1}}}]},
+        {"role": "assistant", "content": "", "tool_calls": {"function": {"name": "f", "arguments": {}}}},
+    ],
+)
+def test_ollama_lines_its_client_refuses_are_malformed(message: dict[str, Any]) -> None:
+    # ollama's Python client: a pydantic ValidationError at the line.
+    first = {"model": "m", "created_at": "t", "message": message, "done": False}
+    assert verdict("ollama", lines(first) + OLLAMA, json_lines=True) == ("complete", ["malformed_frame"])
+
+
+def test_ollama_tool_calls_as_its_client_reads_them_are_fine() -> None:
+    call = {"function": {"name": "f", "arguments": {"a": 1}}}
+    first = {
+        "model": "m",
+        "created_at": "t",
+        "message": {"role": "assistant", "tool_calls": [call]},
+        "done": False,
+    }
+    assert verdict("ollama", lines(first) + OLLAMA, json_lines=True) == ("complete", [])
+
+
+def test_cohere_content_text_of_the_wrong_type_is_malformed() -> None:
+    # The cohere SDK skips the event with a warning: its text is lost.
+    bad = {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": 5}}}}
+    body = COHERE.replace(
+        b"event: message-end",
+        b"event: content-delta\ndata: " + json.dumps(bad).encode() + b"\n\nevent: message-end",
+    )
+    assert verdict("cohere_chat", body) == ("complete", ["malformed_frame"])
+
+
+def test_a_frame_of_many_short_data_lines_holds_about_the_cap() -> None:
+    """Each `data:` line was held as its own bytes object in a list: a frame of 8-byte lines
+    under the 1 MiB cap held about 7 MiB (an outside review)."""
+    cap = 1 << 20
+    decoder = SSEDecoder(cap)
+    body = b"data:xy\n" * (cap // 8 - 1)
+    tracemalloc.start()
+    try:
+        for i in range(0, len(body), 4096):
+            assert decoder.feed(body[i : i + 4096]) == []
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoder.buffered_bytes < cap
+    assert held < 2 * cap, held
+    (event,) = decoder.feed(b"\n")
+    assert event.data == b"\n".join([b"xy"] * (cap // 8 - 1))

@@ -11,7 +11,6 @@ unreachable, cut by either side, aborted at shutdown.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import resource
 import socket
@@ -254,13 +253,13 @@ async def _from_client(request: Request, conn: Connection) -> bytes:
     the body's end."""
     if conn.takes_no_body():
         raise BodyWaitStopped
-    conn.last_read = math.inf
+    conn.stop_idle_clock()
     conn.on_answer = request.stop_waiting
     try:
         return await request.readany()
     finally:
         conn.on_answer = None
-        conn.last_read = min(conn.last_read, time.monotonic())
+        conn.restart_idle_clock()
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:

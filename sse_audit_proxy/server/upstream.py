@@ -591,6 +591,23 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.pause_reading()
 
+    def stop_idle_clock(self) -> None:
+        """The request body's next bytes are the client's to send: the upstream is not idle
+        meanwhile (the client's pauses are --body-timeout's). restart_idle_clock() ends it."""
+        self.last_read = math.inf
+
+    def restart_idle_clock(self) -> None:
+        """From the upstream's last read since the stop, or from now. A check that ran while
+        stopped left the timer at the deadline: it is set again, or an upload that paused
+        longer than --idle-timeout left a silent upstream to --total-timeout (an outside
+        review)."""
+        now = _monotonic()
+        self.last_read = last = min(self.last_read, now)
+        if self._idle_handle is not None and not self._held:
+            self._idle_handle.cancel()
+            due = min(last + self._idle, self._deadline)
+            self._idle_handle = self._loop.call_later(due - now, self._check)
+
     def resume_reading(self) -> None:
         self._held = False
         self.last_read = now = _monotonic()

@@ -18,8 +18,9 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from peers import Child, read_response_head, read_to_close, serve
-from relay_support import RawRequest, raw_upstream
+from relay_support import RawRequest, Script, raw_upstream
 from yarl import URL
 
 CHAT = "/v1/chat/completions"
@@ -194,19 +195,12 @@ async def test_an_upload_pause_longer_than_the_idle_timeout_is_not_blamed_on_the
     """The upstream's idle clock ran while the proxy waited for the client's body: a pause of
     1.5 s with --idle-timeout 1 was `504 upstream_idle_timeout` and a `timeout` stream, an
     upstream alert for a slow client. A pause within --body-timeout is the client's to take."""
-    first, rest = BODY + b"x" * 100_000, b'hi"}]}'  # past the 64 KiB held before the upstream
     async with (
         raw_upstream(ok) as up,
         serve(URL(f"http://127.0.0.1:{up.port}"), "--idle-timeout", "1", "--body-timeout", "5") as child,
     ):
-        assert child.url.port is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+        reader, writer = await paused_upload(child)
         try:
-            writer.write(head(len(first) + len(rest)) + first)
-            await writer.drain()
-            await asyncio.sleep(1.6)
-            writer.write(rest)
-            await writer.drain()
             answer = await asyncio.wait_for(read_response_head(reader, 5), 6)
         finally:
             writer.close()
@@ -214,4 +208,60 @@ async def test_an_upload_pause_longer_than_the_idle_timeout_is_not_blamed_on_the
         (rec,) = records(child)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert rec["status"] == 200 and rec.get("error") is None, rec
-    assert up.requests[0].body.endswith(rest)
+    assert up.requests[0].body.endswith(REST)
+
+
+FIRST, REST = BODY + b"x" * 100_000, b'hi"}]}'  # past the 64 KiB held before the upstream
+
+
+async def paused_upload(child: Child) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A request whose body pauses 1.6 s after its first 100 KB, then ends."""
+    assert child.url.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", child.url.port)
+    writer.write(head(len(FIRST) + len(REST)) + FIRST)
+    await writer.drain()
+    await asyncio.sleep(1.6)
+    writer.write(REST)
+    await writer.drain()
+    return reader, writer
+
+
+async def silent(_: RawRequest, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(30)  # the body taken, nothing answered (the proxy cuts it first)
+
+
+async def one_frame_then_silent(_: RawRequest, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    frame = b'data: {"a":1}\n\n'
+    writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+    await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize(("script", "status"), [(silent, b"504"), (one_frame_then_silent, b"200")])
+async def test_an_upstream_silent_after_a_paused_upload_still_meets_the_idle_timeout(
+    script: Script, status: bytes
+) -> None:
+    """A check of the idle clock that ran while it was stopped for the client's body moved the
+    one timer to the total deadline, and nothing set it back: after an upload that paused
+    longer than --idle-timeout, a silent upstream was held to --total-timeout (3600 s by
+    default) and ended as `total_timeout` (an outside review)."""
+    async with (
+        raw_upstream(script) as up,
+        serve(
+            URL(f"http://127.0.0.1:{up.port}"),
+            *("--idle-timeout", "1", "--body-timeout", "5", "--total-timeout", "20"),
+        ) as child,
+    ):
+        reader, writer = await paused_upload(child)
+        sent = time.monotonic()
+        try:
+            out = await asyncio.wait_for(read_response_head(reader, 15), 16)
+            assert await until(lambda: records(child), 15)
+            took = time.monotonic() - sent
+        finally:
+            writer.close()
+        (rec,) = records(child)
+    assert out.startswith(b"HTTP/1.1 " + status), out[:100]
+    assert took < 8, took  # the idle timeout's 1 s, with room for a busy machine
+    assert rec["end_reason"] == "idle_timeout", rec
+    assert up.requests[0].body.endswith(REST)

@@ -105,6 +105,11 @@ class JsonLinesDecoder:
             self._more = bytearray()
 
     @property
+    def bom_field(self) -> str | None:
+        """As SSEDecoder's: a BOM before the first line spoils a line of data."""
+        return "data" if self.bom else None
+
+    @property
     def pending(self) -> bool:
         """A line has begun and not ended (no LF yet), is not being skipped, and is whole JSON
         (a clean end then makes it a line; a cut one stays unterminated)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
+BOM_HEAD = 16  # bytes kept after a leading BOM: enough for the first line's field name
+LOOSE_LINES = 32  # a frame's `data:` lines held each as it came, before they are folded
 
 
 @dataclass(slots=True)
@@ -67,7 +69,7 @@ class SSEDecoder:
         "_tail_dropped",
         "_unread_event",
         "_unread_size",
-        "bom",
+        "bom_head",
         "comments",
         "empty_events",
         "idle",
@@ -86,19 +88,20 @@ class SSEDecoder:
         self._more = bytearray()
         self._tail_dropped = False  # part of the current line was discarded (oversized)
         self._tail_comment = False  # the current line is a comment: counted, never held
-        # The frame's data: its first `data:` line as it came, the lines after it joined onto
-        # it (_add_data). A list of lines held 7x the frame cap for a frame of short lines, in
-        # the objects of its lines (an outside review).
-        self._data: bytes | bytearray | None = None
+        # The frame's `data:` lines; past LOOSE_LINES of them they are folded into the first,
+        # so a frame of short lines holds its bytes, not an object a line (one held 7x the
+        # frame cap so: an outside review).
+        self._data: list[bytes | bytearray] = []
         # Bytes the current frame has taken so far: every line plus one for its terminator, so
         # the cap trips at the same byte whether a line arrives whole or in pieces.
         self._frame_len = 0
         self._event = ""
         self._last_id = ""
         self._bom_checked = False
-        # The body began with a byte order mark, taken off as the spec says. The Python SDKs
-        # read it as part of the first line's field name (Dialect.bom_breaks).
-        self.bom = False
+        # The body began with a byte order mark, taken off as the spec says: the bytes after it,
+        # up to BOM_HEAD or the first line's end (None: no BOM). The Python SDKs read the mark
+        # as part of that line's field name, and lose the line (bom_field, Dialect.bom_breaks).
+        self.bom_head: bytes | None = None
         self._skip_lf = False  # last chunk ended in CR: a leading LF belongs to it
         self._discarding = False  # skipping the rest of an oversized frame
         # None of the above is pending (BOM checked, no partial line or frame): the fast path's
@@ -150,17 +153,9 @@ class SSEDecoder:
         if not chunk:
             return []
         if not self._bom_checked:
-            chunk = self._tail + chunk
-            self._tail = b""
-            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._tail = chunk  # could still become a BOM
+            chunk = self._start(chunk)
+            if not chunk:
                 return []
-            self._bom_checked = True
-            if chunk.startswith(_BOM):
-                self.bom = True
-                chunk = chunk[len(_BOM) :]
-                if not chunk:
-                    return []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[0] == 0x0A:
@@ -232,6 +227,27 @@ class SSEDecoder:
                 self._tail_dropped = True
         return events
 
+    def _start(self, chunk: bytes) -> bytes:
+        """The body's first bytes: a BOM taken off, and what follows it kept (bom_head) until
+        the first line's field name is known. What is left to decode; b"" to wait for more."""
+        head = self.bom_head
+        if head is not None:  # after a BOM
+            self.bom_head = head + chunk[: BOM_HEAD - len(head)]
+        else:
+            chunk = self._tail + chunk
+            self._tail = b""
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._tail = chunk  # could still become a BOM
+                return b""
+            if not chunk.startswith(_BOM):
+                self._bom_checked = True
+                return chunk
+            chunk = chunk[len(_BOM) :]
+            self.bom_head = chunk[:BOM_HEAD]
+        head = self.bom_head
+        self._bom_checked = len(head) >= BOM_HEAD or 0x0A in head or 0x0D in head
+        return chunk
+
     def _frame(self, frame: bytes, events: list[Event]) -> None:
         """A complete frame (without its blank line) that needs the line-by-line rules."""
         for line in frame.split(b"\n"):
@@ -261,9 +277,8 @@ class SSEDecoder:
                 self._discarding = False
                 size = self._unread_size + 1
                 events.append(Event(self._unread_event, b"", self._last_id, size))
-            elif self._data is not None:
-                data = self._data if self._data.__class__ is bytes else bytes(self._data)
-                events.append(Event(self._event, data, self._last_id))
+            elif self._data:
+                events.append(Event(self._event, b"\n".join(self._data), self._last_id))
             elif self._event or self._retry or self._last_id:
                 self.empty_events += 1
             self._reset_frame()
@@ -280,11 +295,14 @@ class SSEDecoder:
             return
         self._frame_len = size
         if line.startswith(b"data:"):
+            data = self._data
             if line[5:6] == b" ":
-                self._add_data(line[6:])
+                data.append(line[6:])
             else:
-                self._add_data(line[5:])
+                data.append(line[5:])
                 self.other_lines += 1
+            if len(data) > LOOSE_LINES:
+                self._fold()
             return
         self.other_lines += 1
         field, sep, value = line.partition(b":")
@@ -308,14 +326,27 @@ class SSEDecoder:
         # Unknown fields are ignored, as the spec says (and `retry`, but for empty_events).
 
     def _add_data(self, value: bytes) -> None:
+        self._data.append(value)
+        if len(self._data) > LOOSE_LINES:
+            self._fold()
+
+    def _fold(self) -> None:
+        """The frame's data lines as one buffer, extended in place (each byte copied once)."""
         data = self._data
-        if data is None:
-            self._data = value
-            return
-        if data.__class__ is bytes:
-            data = self._data = bytearray(data)
-        data += b"\n"
-        data += value
+        first = data[0] if data[0].__class__ is bytearray else bytearray(data[0])
+        first += b"\n"
+        first += b"\n".join(data[1:])
+        self._data = [first]
+
+    @property
+    def bom_field(self) -> str | None:
+        """The field of the line a leading BOM was on (`data`, `event`, ...; "" for a comment
+        or a blank line), as a spec reader sees it; None when there was no BOM."""
+        head = self.bom_head
+        if head is None:
+            return None
+        line = head.split(b"\n", 1)[0].split(b"\r", 1)[0]
+        return line.partition(b":")[0].decode("latin-1")
 
     def _overflow(self, size: int) -> None:
         """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,
@@ -327,7 +358,7 @@ class SSEDecoder:
         self._discarding = True
 
     def _reset_frame(self) -> None:
-        self._data = None
+        self._data = []
         self._frame_len = 0
         self._event = ""
         self._retry = False

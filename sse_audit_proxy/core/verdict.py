@@ -148,8 +148,8 @@ class Facts:
     empty_events: int = 0
     # Lines other than `data: ...` the route's SDK fails on (Dialect.data_lines_only).
     raising_lines: int = 0
-    # A byte order mark began the body, and the route's SDK loses or fails on the first frame
-    # for it (Dialect.bom_breaks).
+    # A byte order mark began the body, and the route's SDK loses the first line's frame or
+    # fails for it (Dialect.bom_breaks).
     leading_bom: bool = False
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     gzip_members: int = 0  # gzip members the body was made of (0: not gzip)
@@ -405,8 +405,8 @@ def _malformed(f: Facts) -> str:
         )
     if f.leading_bom:
         parts.append(
-            "a byte order mark before the first frame, which the route's Python SDK reads as part of "
-            "the first line: it loses that frame or fails"
+            "a byte order mark before the first line, which the route's Python SDK reads as part of "
+            "the line's field name: it loses that line's frame or fails"
         )
     if f.undecodable:
         parts.append("the compressed body could not be decoded")
@@ -677,11 +677,12 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "structure, an Anthropic frame without its `event:` line, which the official SDKs skip, or one "
         "without a `type`, which they read it by); a frame with no `data:` line that the openai SDK reads"
         " as an event with empty data and fails on (an `event:` or `retry:` line alone, or a blank line "
-        "after an `id:`; not on Anthropic routes); a byte order mark before the first frame, which "
-        "the Python SDKs (openai, anthropic, google-genai, huggingface_hub, ollama) read as part of the "
-        "first line, losing that frame or failing (browsers and the npm SDKs take it off; not on "
-        "Cohere's, Workers AI's, watsonx's or speech routes, nor where no dialect reads the "
-        "route); on Gemini's route, any line but `data: ...` (a comment"
+        "after an `id:`; not on Anthropic routes); a byte order mark before a first line the route's "
+        "Python SDK then loses (openai, anthropic, google-genai, huggingface_hub, cohere, ollama read the "
+        "mark as part of the line's field name): a `data:` line, or an `event:` line where the SDK reads "
+        "events by their names (Anthropic's, Assistants'); browsers and the npm SDKs take it off; not on "
+        "Workers AI's, watsonx's or speech routes, nor where no dialect reads the route; "
+        "on Gemini's route, any line but `data: ...` (a comment"
         " or keep-alive, an `event:`, `id:` or `retry:` line, `data:` without its space), which "
         "google-genai fails on; a Responses event out of the order the openai SDKs' stream helpers need, "
         "which they raise on (a first event other than `response.created`, an event for an output item or "

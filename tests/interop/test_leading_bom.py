@@ -10,6 +10,7 @@ over a real socket, with and without a BOM, to the real client and to the audit.
 
 from __future__ import annotations
 
+import pathlib
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from google import genai
 from google.genai import types as genai_types
 
 BOM = b"\xef\xbb\xbf"
+HERE = pathlib.Path(__file__).parent
 
 
 class _Body(BaseHTTPRequestHandler):
@@ -128,3 +130,22 @@ def test_the_audit_flags_a_bom_the_python_sdk_loses_the_first_frame_to(
     lost = _read(server, client, BOM + body)
     assert lost != "Hello", "the client took the BOM off: the rule no longer holds for it"
     assert verdict(route, BOM + body) == ("complete", ["malformed_frame"]), lost
+
+
+def _responses(base: str) -> str:
+    client = openai.OpenAI(api_key="sk", base_url=f"{base}/v1", max_retries=0)
+    with client, client.responses.stream(model="m", input="hi") as s:
+        for _ in s:
+            pass
+        return s.get_final_response().output_text
+
+
+def test_a_bom_before_an_event_line_the_sdk_does_not_need_is_not_flagged(server: ThreadingHTTPServer) -> None:
+    """A Responses stream begins with `event: response.created`: the BOM spoils only that name,
+    and the openai SDK reads its events by their data's `type` (a second-pass review)."""
+    body = (HERE / "data" / "responses" / "aimock_hello.sse").read_bytes()
+    assert body.startswith(b"event: ")
+    whole = _read(server, _responses, body)
+    assert whole and not whole.startswith("raised")
+    assert _read(server, _responses, BOM + body) == whole
+    assert verdict("responses", BOM + body) == verdict("responses", body)

@@ -103,10 +103,44 @@ def test_a_bom_before_ollama_lines_still_lets_a_cut_be_seen() -> None:
     assert verdict("ollama", BOM + cut, json_lines=True) == ("truncated", ["malformed_frame"])
 
 
-@pytest.mark.parametrize(("route", "body"), [("cohere_chat", COHERE), ("other", CHAT)])
-def test_a_leading_bom_is_not_flagged_where_the_client_takes_it_off(route: str, body: bytes) -> None:
-    # The cohere SDK (httpx-sse) takes it off; a route with no dialect has no client to lose it.
+RESPONSES = sse(
+    {"type": "response.created", "response": {"id": "r", "status": "in_progress", "output": []}},
+    {
+        "type": "response.output_text.delta",
+        "item_id": "m",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "Hi",
+    },
+    {"type": "response.completed", "response": {"id": "r", "status": "completed", "output": []}},
+    named=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        # The openai SDK reads these by their data's `type`: the `event:` name the BOM spoils
+        # is not needed (an outside review: raw reader and stream helper read all nine events).
+        ("responses", RESPONSES),
+        # So does the cohere SDK (it keeps the BOM, and Cohere's own streams begin so).
+        ("cohere_chat", COHERE),
+        # A comment first: only a keep-alive is lost (OpenRouter's `: OPENROUTER PROCESSING`).
+        ("chat_completions", b": OPENROUTER PROCESSING\n\n" + CHAT),
+        # No client reads a route with no dialect.
+        ("other", CHAT),
+    ],
+)
+def test_a_leading_bom_before_a_line_the_client_does_not_need_is_not_flagged(route: str, body: bytes) -> None:
     assert verdict(route, BOM + body) == verdict(route, body)
+    assert verdict(route, BOM + body, reads=len(body)) == verdict(route, body)
+
+
+def test_a_leading_bom_before_cohere_data_alone_is_flagged() -> None:
+    # The cohere SDK keeps the BOM: a stream without `event:` lines loses its `message-start`.
+    data_only = b"".join(line + b"\n" for line in COHERE.split(b"\n") if not line.startswith(b"event:"))
+    assert verdict("cohere_chat", data_only) == ("complete", [])
+    assert verdict("cohere_chat", BOM + data_only) == ("complete", ["malformed_frame"])
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ class AnthropicMessages(TypedEvents):
     event_line_needed = True  # the SDKs skip a frame without its `event:` line
     error_is_final = True  # the SDKs raise at `event: error` (Python's and TypeScript's)
     empty_event_raises = False  # the SDKs skip an event with empty data
+    bom_breaks = frozenset({"data", "event"})  # the Python SDK reads events by their names
     read_by_type = frozenset({"message_start", "content_block_start", "content_block_delta", "message_delta"})
     # Neither helper reads an event of a type it does not know: a rebuilt frame of kind `other`
     # (a block's stop) is none of the events whose order is judged.

@@ -40,6 +40,8 @@ _BY_STATUS = {event.rpartition(".")[2]: event for event in _ENDS}  # an unnamed 
 
 class Assistants(TypedEvents):
     route = "assistants_runs"
+    # The openai SDK reads `thread.` events by their names: one without loses its event key.
+    bom_breaks = frozenset({"data", "event"})
     always_streams = True
     path_suffixes = ("/threads/runs", "/submit_tool_outputs")
     path_pattern = re.compile(r"/threads/[^/]+/runs$")  # not every `/runs` (evals' are JSON)

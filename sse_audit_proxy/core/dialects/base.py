@@ -186,12 +186,15 @@ class Dialect:
     # an `event:`, `id:` or `retry:` line; `data:` without its space): google-genai reads each as
     # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines). Each is `malformed_frame`.
     data_lines_only: ClassVar[bool] = False
-    # The SDK of the route reads a byte order mark before the first frame as part of its first
-    # line, as the spec's readers do not: the openai and anthropic Python SDKs lose that frame
-    # (its text, the message's role; anthropic's stream helper then fails), google-genai,
-    # huggingface_hub and ollama's client fail or lose it too. Browsers and the npm SDKs take it
-    # off (TextDecoder). `malformed_frame` (SSEDecoder.bom, JsonLinesDecoder.bom).
-    bom_breaks: ClassVar[bool] = True
+    # The fields of a first line that the route's SDK loses when a byte order mark comes before
+    # it: the Python SDKs read the mark as part of the line's field name (the spec's readers,
+    # browsers and the npm SDKs take it off). A `data:` line's data is lost: the openai SDK
+    # drops that chunk (its text, the message's role), google-genai fails on it, huggingface_hub
+    # drops TGI's first token, the cohere SDK a data-only stream's `message-start`, ollama's
+    # client fails on its first line. An `event:` line's name only where the SDK reads events by
+    # it (anthropic's). A comment, or an `event:` line the SDK does not need (it reads the
+    # data's `type`), loses nothing. `malformed_frame` (SSEDecoder.bom_field).
+    bom_breaks: ClassVar[frozenset[str]] = frozenset({"data"})
     # The API answers every request that asks for a stream with one (chat, completions,
     # responses, messages, runs): a whole body instead is a gateway's fault, and bad to the
     # canary guard. Not so where the provider itself may answer whole (OpenAI's whisper-1 on

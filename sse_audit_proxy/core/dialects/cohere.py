@@ -67,7 +67,6 @@ class CohereChat(TypedEvents):
     expects_usage = False
     has_end_marker = False  # (until the stream shows it is Cohere's: summary() says)
     empty_event_raises = False
-    bom_breaks = False  # the cohere SDK (httpx-sse) takes it off
 
     __slots__ = ("_native", "_other")
 

@@ -27,7 +27,7 @@ class Generic(Dialect):
     expects_usage = False  # usage is not read here: its absence cannot be told
     has_end_marker = False
     empty_event_raises = False  # (no SDK known to read frames here)
-    bom_breaks = False
+    bom_breaks = frozenset()
     reads_json_lines = True  # and the native JSON-lines APIs (NativeLines)
 
     __slots__ = ("_done", "_errors", "_failed")

@@ -40,7 +40,7 @@ class Ollama(NativeLines):
 
     route = "ollama"
     path_suffixes = ("/api/chat", "/api/generate")
-    bom_breaks = True  # ollama's Python client fails on it ("Unexpected UTF-8 BOM")
+    bom_breaks = frozenset({"data"})  # ollama's Python client fails on it ("Unexpected UTF-8 BOM")
     end_marker = 'end line (`"done": true`)'
 
     __slots__ = ()

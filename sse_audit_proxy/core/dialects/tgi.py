@@ -44,7 +44,7 @@ class TextGenerationInference(NativeLines):
     end_marker = "last frame (`generated_text`)"
     always_streams = True  # the path is the stream: its answers are event streams
     empty_event_raises = False  # both clients skip what is not a `data:` line
-    bom_breaks = True  # huggingface_hub loses the first token
+    bom_breaks = frozenset({"data"})  # huggingface_hub loses the first token
 
     __slots__ = ("_refused",)
 

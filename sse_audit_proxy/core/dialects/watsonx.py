@@ -25,7 +25,7 @@ class WatsonxChat(ChatCompletions):
     expects_done = False  # watsonx sends none
     end_marker = "finish_reason for each choice"
     empty_event_raises = False  # the SDKs skip an event with no data
-    bom_breaks = False  # (not known of ibm-watsonx-ai's reader: not judged)
+    bom_breaks = frozenset()  # (not known of ibm-watsonx-ai's reader: not judged)
 
     __slots__ = ()
 

@@ -53,7 +53,7 @@ class WorkersAI(Dialect):
     expects_finish_reason = False
     end_marker = "`data: [DONE]` or finish_reason"
     empty_event_raises = False  # the AI SDK provider skips an event with no data
-    bom_breaks = False  # the AI SDK's provider takes it off (TextDecoder)
+    bom_breaks = frozenset()  # the AI SDK's provider takes it off (TextDecoder)
 
     __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_tool_calls", "_usage")
 

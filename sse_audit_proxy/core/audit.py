@@ -642,7 +642,11 @@ class StreamAudit:
             or last_unread,
             undecodable=inflate is not None and inflate.failed,
             empty_events=decoder.empty_events if dialect.empty_event_raises else 0,
-            raising_lines=decoder.comments + decoder.other_lines if dialect.data_lines_only else 0,
+            raising_lines=(
+                decoder.comments + decoder.other_lines
+                if dialect.data_lines_only and not summary.read_as_other
+                else 0
+            ),
             leading_bom=decoder.bom_field in dialect.bom_breaks and not summary.read_as_other,
             compression_bomb=inflate is not None and inflate.bomb,
             gzip_members=0 if inflate is None else inflate.gzip_members,

@@ -23,10 +23,11 @@ _BOM = b"\xef\xbb\xbf"
 class JsonLinesDecoder:
     """Feed it chunks as they arrive; it returns the events (lines) each chunk completed.
 
-    The attributes the audit reads of an SSE decoder are here too: `comments`, `empty_events`
-    and `other_lines` (JSON lines have none), `idle` (never: the audit's fast path reads `data:`
-    frames only), `oversized` and `last_unread`. A line over the limit is skipped, never held,
-    and dispatched at its end as an unread event (Event.unread), as the SSE decoder does with a frame."""
+    The attributes the audit reads of an SSE decoder are here too: `comments` and
+    `empty_events` (JSON lines have none), `other_lines` (blank lines), `idle` (never: the
+    audit's fast path reads `data:` frames only), `oversized` and `last_unread`. A line over the
+    limit is skipped, never held, and dispatched at its end as an unread event (Event.unread),
+    as the SSE decoder does with a frame."""
 
     __slots__ = (
         "_discarding",
@@ -53,7 +54,8 @@ class JsonLinesDecoder:
         self._head: bytes | None = b""  # the body's first bytes while they may be a BOM (None: past)
         self.bom = False  # the body began with one (taken off)
         self.comments = 0
-        self.empty_events = self.other_lines = 0  # (an SSE decoder's: none here)
+        self.empty_events = 0  # (an SSE decoder's: none here)
+        self.other_lines = 0  # blank lines (skipped; Dialect.data_lines_only)
         self.idle = False
         self.last_unread = False  # the last event was an unread one
         self.oversized = 0
@@ -87,6 +89,8 @@ class JsonLinesDecoder:
                 events.append(Event("", b"", "", len(line) + 1))
             elif record:
                 events.append(Event("", record))
+            else:
+                self.other_lines += 1  # a blank line: ollama's Python client fails on it
         if self._discarding or len(tail) > self._max:
             if not self._discarding:
                 self.oversized += 1

@@ -146,7 +146,8 @@ class Facts:
     # Frames without data that the route's SDK reads as events with empty data, and raises on
     # (Dialect.empty_event_raises, SSEDecoder.empty_events).
     empty_events: int = 0
-    # Lines other than `data: ...` the route's SDK fails on (Dialect.data_lines_only).
+    # Lines other than `data: ...` (blank lines between JSON lines) the route's SDK fails on
+    # (Dialect.data_lines_only).
     raising_lines: int = 0
     # A byte order mark began the body, and the route's SDK loses the first line's frame or
     # fails for it (Dialect.bom_breaks).
@@ -400,8 +401,9 @@ def _malformed(f: Facts) -> str:
     if f.raising_lines:
         parts.append(
             f"{_n(f.raising_lines, 'line')} other than `data: ...` (a comment line or keep-alive, an "
-            "`event:`, `id:` or `retry:` line, `data:` without its space) that the route's SDK "
-            "reads as JSON, and fails on (google-genai on Gemini's route)"
+            "`event:`, `id:` or `retry:` line, `data:` without its space; a blank line between JSON "
+            "lines) that the route's SDK reads as JSON, and fails on (google-genai on Gemini's route, "
+            "ollama's client on Ollama's)"
         )
     if f.leading_bom:
         parts.append(
@@ -684,7 +686,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "Workers AI's, watsonx's or speech routes, nor where no dialect reads the route; "
         "on Gemini's route, any line but `data: ...` (a comment"
         " or keep-alive, an `event:`, `id:` or `retry:` line, `data:` without its space), which "
-        "google-genai fails on; a Responses event out of the order the openai SDKs' stream helpers need, "
+        "google-genai fails on; on Ollama's, a blank line between its JSON lines, which ollama's "
+        "Python client fails on; a Responses event out of the order the openai SDKs' stream helpers need, "
         "which they raise on (a first event other than `response.created`, an event for an output item or "
         "part never added, an item added out of place); a Chat tool-call delta without an integer `index` "
         "(Gemini's OpenAI-compatible API: the AI SDK rejects the chunk, the openai SDKs' helpers lose the"

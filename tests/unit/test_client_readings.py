@@ -219,3 +219,26 @@ def test_a_frame_of_many_short_data_lines_holds_about_the_cap() -> None:
     assert held < 2 * cap, held
     (event,) = decoder.feed(b"\n")
     assert event.data == b"\n".join([b"xy"] * (cap // 8 - 1))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        OLLAMA.replace(b"\n", b"\n\n"),  # a blank line after each
+        OLLAMA + b"\n",  # one at the end
+        OLLAMA.replace(b"\n", b"\r\n") + b"\r\n",
+        OLLAMA.replace(b"\n", b"\n  \n", 1),  # blanks only
+    ],
+)
+def test_a_blank_line_between_ollama_lines_is_malformed(body: bytes) -> None:
+    # ollama's Python client reads each line as JSON: "Expecting value: line 1 column 1".
+    assert verdict("ollama", body, json_lines=True) == ("complete", ["malformed_frame"])
+    assert verdict("ollama", OLLAMA.replace(b"\n", b"\r\n"), json_lines=True) == ("complete", [])
+
+
+def test_blank_lines_are_not_judged_where_no_ollama_stream_is_read() -> None:
+    # JSON lines on Ollama's paths that are not Ollama's: read as on a route with no dialect.
+    other = lines({"a": 1}, {"b": 2})
+    assert verdict("ollama", other.replace(b"\n", b"\n\n"), json_lines=True) == verdict(
+        "ollama", other, json_lines=True
+    )

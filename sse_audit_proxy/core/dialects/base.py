@@ -184,7 +184,8 @@ class Dialect:
     empty_event_raises: ClassVar[bool] = True
     # The SDK of the route fails on any line but `data: ...` (a comment, a keep-alive: `: ping`;
     # an `event:`, `id:` or `retry:` line; `data:` without its space): google-genai reads each as
-    # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines). Each is `malformed_frame`.
+    # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines); so does ollama's client on
+    # a blank line between JSON lines (JsonLinesDecoder.other_lines). Each is `malformed_frame`.
     data_lines_only: ClassVar[bool] = False
     # The fields of a first line that the route's SDK loses when a byte order mark comes before
     # it: the Python SDKs read the mark as part of the line's field name (the spec's readers,

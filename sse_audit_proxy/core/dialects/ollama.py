@@ -41,6 +41,7 @@ class Ollama(NativeLines):
     route = "ollama"
     path_suffixes = ("/api/chat", "/api/generate")
     bom_breaks = frozenset({"data"})  # ollama's Python client fails on it ("Unexpected UTF-8 BOM")
+    data_lines_only = True  # ... and on a blank line (json.loads of each line)
     end_marker = 'end line (`"done": true`)'
 
     __slots__ = ()

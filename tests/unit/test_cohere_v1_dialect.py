@@ -62,3 +62,16 @@ def test_a_tool_plans_text_is_content() -> None:
     plan = line(is_finished=False, event_type="tool-calls-chunk", text="I will look it up.")
     r = run([START, plan, line(is_finished=True, event_type="stream-end", finish_reason="COMPLETE")])
     assert (r.content_frames, r.ttft) == (1, 0.2)
+
+
+def test_lines_the_sdk_hands_on_untyped_are_malformed() -> None:
+    """The cohere SDK hands a line without an `event_type` on as a plain dict (its caller's
+    `.event_type` raises: AttributeError), and a `text` that is not text as it is (the
+    caller's join fails); both were `complete` with no anomaly (an outside review)."""
+    end = line(is_finished=True, event_type="stream-end", finish_reason="COMPLETE")
+    assert run([START, TEXT, end]).anomalies == []
+    for bad in (line(message="internal"), line(is_finished=False, event_type="text-generation", text=5)):
+        r = run([START, TEXT, bad, end])
+        assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, ["malformed_frame"])
+    # An error object is an error, not a malformed line.
+    assert run([START, TEXT, line(error="boom"), end]).anomalies == ["error_event"]

@@ -23,6 +23,7 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
     FINISH,
+    MALFORMED,
     TERMINAL,
     USAGE,
     is_error_frame,
@@ -52,9 +53,16 @@ class CohereV1Chat(NativeLines):
             self._failed = True
             return ERROR
         kind = doc.get("event_type")
+        if not isinstance(kind, str):
+            # The SDK hands such a line on as a plain dict, and its caller's `.event_type` raises.
+            self._malformed += 1
+            return MALFORMED
         if kind == "text-generation":
             text = doc.get("text")
-            return CONTENT if isinstance(text, str) and text else 0
+            if text is not None and not isinstance(text, str):
+                self._malformed += 1  # handed on as it is: the caller's join of the text fails
+                return MALFORMED
+            return CONTENT if text else 0
         if kind == "tool-calls-chunk":  # a call's fragment, or the plan's text before it
             text = doc.get("text")
             return (

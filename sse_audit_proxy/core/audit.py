@@ -647,7 +647,11 @@ class StreamAudit:
                 if dialect.data_lines_only and not summary.read_as_other
                 else 0
             ),
-            leading_bom=decoder.bom_field in dialect.bom_breaks and not summary.read_as_other,
+            leading_bom=(
+                (line := decoder.bom_line) is not None
+                and dialect.loses_to_bom(line)
+                and not summary.read_as_other
+            ),
             compression_bomb=inflate is not None and inflate.bomb,
             gzip_members=0 if inflate is None else inflate.gzip_members,
             not_compressed=inflate is not None and inflate.not_compressed,

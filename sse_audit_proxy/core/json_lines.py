@@ -63,13 +63,15 @@ class JsonLinesDecoder:
     def feed(self, chunk: bytes) -> list[Event]:
         if self._head is not None:
             chunk = self._head + chunk
-            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._head = chunk  # could still become one
-                return []
-            self._head = None
-            if chunk.startswith(_BOM):
+            while True:  # every BOM (two: read as JSON, the second was read as other)
+                if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                    self._head = chunk  # could still become one
+                    return []
+                if not chunk.startswith(_BOM):
+                    break
                 self.bom = True
                 chunk = chunk[len(_BOM) :]
+            self._head = None
         if self._tail:
             if b"\n" not in chunk and len(self._tail) + len(self._more) + len(chunk) <= self._max:
                 self._more += chunk  # the line goes on
@@ -109,9 +111,9 @@ class JsonLinesDecoder:
             self._more = bytearray()
 
     @property
-    def bom_field(self) -> str | None:
-        """As SSEDecoder's: a BOM before the first line spoils a line of data."""
-        return "data" if self.bom else None
+    def bom_line(self) -> bytes | None:
+        """As SSEDecoder's (the line itself is not kept: a BOM spoils any line of JSON)."""
+        return b"" if self.bom else None
 
     @property
     def pending(self) -> bool:
@@ -142,6 +144,8 @@ class JsonLinesDecoder:
         """End of body. True when a line was left without its LF (it is not read)."""
         self._join()
         pending = bool(_record(self._tail)) or self._discarding or bool(self._head)
+        if self._tail and not pending:
+            self.other_lines += 1  # blanks after the last LF: a line, to a client that reads them
         self._tail = b""
         self._discarding = False
         return pending

@@ -100,7 +100,7 @@ class SSEDecoder:
         self._bom_checked = False
         # The body began with a byte order mark, taken off as the spec says: the bytes after it,
         # up to BOM_HEAD or the first line's end (None: no BOM). The Python SDKs read the mark
-        # as part of that line's field name, and lose the line (bom_field, Dialect.bom_breaks).
+        # as part of that line's field name, and lose the line (bom_line, Dialect.loses_to_bom).
         self.bom_head: bytes | None = None
         self._skip_lf = False  # last chunk ended in CR: a leading LF belongs to it
         self._discarding = False  # skipping the rest of an oversized frame
@@ -339,14 +339,15 @@ class SSEDecoder:
         self._data = [first]
 
     @property
-    def bom_field(self) -> str | None:
-        """The field of the line a leading BOM was on (`data`, `event`, ...; "" for a comment
-        or a blank line), as a spec reader sees it; None when there was no BOM."""
+    def bom_line(self) -> bytes | None:
+        """The start of the line a leading BOM was on (BOM_HEAD bytes at most, any further BOMs
+        taken off: the Python SDKs lose the line to those too); None when there was no BOM."""
         head = self.bom_head
         if head is None:
             return None
-        line = head.split(b"\n", 1)[0].split(b"\r", 1)[0]
-        return line.partition(b":")[0].decode("latin-1")
+        while head.startswith(_BOM):
+            head = head[len(_BOM) :]
+        return head.split(b"\n", 1)[0].split(b"\r", 1)[0]
 
     def _overflow(self, size: int) -> None:
         """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,

@@ -150,7 +150,7 @@ class Facts:
     # (Dialect.data_lines_only).
     raising_lines: int = 0
     # A byte order mark began the body, and the route's SDK loses the first line's frame or
-    # fails for it (Dialect.bom_breaks).
+    # fails for it (Dialect.loses_to_bom).
     leading_bom: bool = False
     compression_bomb: bool = False  # would not be: it expanded absurdly (see inflate.py)
     gzip_members: int = 0  # gzip members the body was made of (0: not gzip)
@@ -682,7 +682,8 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "after an `id:`; not on Anthropic routes); a byte order mark before a first line the route's "
         "Python SDK then loses (openai, anthropic, google-genai, huggingface_hub, cohere, ollama read the "
         "mark as part of the line's field name): a `data:` line, or an `event:` line where the SDK reads "
-        "events by their names (Anthropic's, Assistants'); browsers and the npm SDKs take it off; not on "
+        "events by their names (Anthropic's but a `ping`, Assistants'), any line on Gemini's and "
+        "Ollama's; browsers and the npm SDKs take it off; not on "
         "Workers AI's, watsonx's or speech routes, nor where no dialect reads the route; "
         "on Gemini's route, any line but `data: ...` (a comment"
         " or keep-alive, an `event:`, `id:` or `retry:` line, `data:` without its space), which "

@@ -242,3 +242,35 @@ def test_blank_lines_are_not_judged_where_no_ollama_stream_is_read() -> None:
     assert verdict("ollama", other.replace(b"\n", b"\n\n"), json_lines=True) == verdict(
         "ollama", other, json_lines=True
     )
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "json_lines"),
+    [
+        # google-genai reads the first line, whatever it is, as JSON ("\ufeff" alone too)
+        ("gemini", b"\n" + GEMINI, False),
+        ("gemini", b"\r\n" + GEMINI, False),
+        # a second BOM: the Python SDKs lose the line to it as well (a third-pass review)
+        ("chat_completions", BOM + CHAT, False),
+        ("ollama", BOM + OLLAMA, True),
+    ],
+)
+def test_what_a_bom_spoils_for_the_route_s_sdk_is_flagged(route: str, body: bytes, json_lines: bool) -> None:
+    for reads in (1, len(body)):
+        assert verdict(route, BOM + body, json_lines=json_lines, reads=reads) == (
+            "complete",
+            ["malformed_frame"],
+        )
+
+
+def test_a_bom_before_an_anthropic_ping_is_not_flagged() -> None:
+    # Only the ping's name is lost, and the anthropic SDK skips pings anyway.
+    ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+    assert (
+        verdict("messages", BOM + ping + MESSAGES) == verdict("messages", ping + MESSAGES) == ("complete", [])
+    )
+
+
+def test_blanks_after_ollama_s_last_line_are_a_line_to_its_client() -> None:
+    # "...}\n " : ollama's client reads the trailing blank as a line, and fails on it.
+    assert verdict("ollama", OLLAMA + b" ", json_lines=True) == ("complete", ["malformed_frame"])

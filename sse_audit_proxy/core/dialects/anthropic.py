@@ -34,8 +34,10 @@ from sse_audit_proxy.core.dialects.base import (
     Usage,
     held_usage,
     id_key,
+    loses_data_line,
     model_in_target,
     sdk_index,
+    sse_field,
     token_count,
     vertex_publisher,
 )
@@ -77,13 +79,19 @@ class AnthropicMessages(TypedEvents):
     event_line_needed = True  # the SDKs skip a frame without its `event:` line
     error_is_final = True  # the SDKs raise at `event: error` (Python's and TypeScript's)
     empty_event_raises = False  # the SDKs skip an event with empty data
-    bom_breaks = frozenset({"data", "event"})  # the Python SDK reads events by their names
     read_by_type = frozenset({"message_start", "content_block_start", "content_block_delta", "message_delta"})
     # Neither helper reads an event of a type it does not know: a rebuilt frame of kind `other`
     # (a block's stop) is none of the events whose order is judged.
     replay_filler: ClassVar[dict[str, Any] | None] = {"event": "replayed", "data": {"type": "replayed"}}
 
     __slots__ = ("_blocks", "_message", "_no_start_usage", "_started", "_starts")
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        """The Python SDK reads events by their names: a first event's is lost too, unless it
+        is a `ping`, which the SDK skips anyway."""
+        field, value = sse_field(line)
+        return loses_data_line(line) or (field == b"event" and bool(value) and value != b"ping")
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:

@@ -22,6 +22,8 @@ from sse_audit_proxy.core.dialects.base import (
     USAGE,
     held_usage,
     is_error_frame,
+    loses_data_line,
+    sse_field,
 )
 from sse_audit_proxy.core.dialects.typed import TypedEvents
 
@@ -40,8 +42,6 @@ _BY_STATUS = {event.rpartition(".")[2]: event for event in _ENDS}  # an unnamed 
 
 class Assistants(TypedEvents):
     route = "assistants_runs"
-    # The openai SDK reads `thread.` events by their names: one without loses its event key.
-    bom_breaks = frozenset({"data", "event"})
     always_streams = True
     path_suffixes = ("/threads/runs", "/submit_tool_outputs")
     path_pattern = re.compile(r"/threads/[^/]+/runs$")  # not every `/runs` (evals' are JSON)
@@ -52,6 +52,12 @@ class Assistants(TypedEvents):
     openai_sdk = True
 
     __slots__ = ()
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        # The openai SDK reads `thread.` events by their names: one without loses its event key.
+        field, value = sse_field(line)
+        return loses_data_line(line) or (field == b"event" and bool(value))
 
     def _untyped(self, doc: dict[str, Any]) -> int:
         """An event a gateway sent without its `event:` line: named from its object."""

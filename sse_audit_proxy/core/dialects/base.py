@@ -187,15 +187,6 @@ class Dialect:
     # JSON and raises (SSEDecoder.comments, SSEDecoder.other_lines); so does ollama's client on
     # a blank line between JSON lines (JsonLinesDecoder.other_lines). Each is `malformed_frame`.
     data_lines_only: ClassVar[bool] = False
-    # The fields of a first line that the route's SDK loses when a byte order mark comes before
-    # it: the Python SDKs read the mark as part of the line's field name (the spec's readers,
-    # browsers and the npm SDKs take it off). A `data:` line's data is lost: the openai SDK
-    # drops that chunk (its text, the message's role), google-genai fails on it, huggingface_hub
-    # drops TGI's first token, the cohere SDK a data-only stream's `message-start`, ollama's
-    # client fails on its first line. An `event:` line's name only where the SDK reads events by
-    # it (anthropic's). A comment, or an `event:` line the SDK does not need (it reads the
-    # data's `type`), loses nothing. `malformed_frame` (SSEDecoder.bom_field).
-    bom_breaks: ClassVar[frozenset[str]] = frozenset({"data"})
     # The API answers every request that asks for a stream with one (chat, completions,
     # responses, messages, runs): a whole body instead is a gateway's fault, and bad to the
     # canary guard. Not so where the provider itself may answer whole (OpenAI's whisper-1 on
@@ -206,6 +197,7 @@ class Dialect:
     # What a stream of the shape ends with when it is not `[DONE]` (an end event, Ollama's done
     # line, Gemini's finish reasons): a truncated stream's reason says it lacked one.
     end_marker: ClassVar[str] = "end event"
+
     # The path a replay of its evidence asks (None: `/v1` and the first suffix).
     evidence_path: ClassVar[str | None] = None
     # A frame skeleton (evidence's form) of kind `other` that sets nothing up: a replay of
@@ -214,6 +206,17 @@ class Dialect:
     replay_filler: ClassVar[dict[str, Any] | None] = None
 
     __slots__ = ()
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        """The route's SDK loses `line`, the body's first, to a byte order mark before it
+        (SSEDecoder.bom_line): the Python SDKs read the mark as part of the line's field name,
+        where the spec's readers, browsers and the npm SDKs take it off. A `data:` line's data
+        is lost: the openai SDK drops that chunk (its text, the message's role), huggingface_hub
+        TGI's first token, the cohere SDK a data-only stream's `message-start`. A comment, a
+        blank line or an `event:` line whose name the SDK does not need (it reads the data's
+        `type`) loses nothing. `malformed_frame`."""
+        return loses_data_line(line)
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool] | None:
@@ -350,3 +353,15 @@ def token_counts(usage: Usage | None) -> tuple[int | None, int | None]:
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
     return token_count(prompt), token_count(completion)
+
+
+def sse_field(line: bytes) -> tuple[bytes, bytes]:
+    """An event-stream line's field name and value (one space after the colon taken off)."""
+    field, _, value = line.partition(b":")
+    return field, value[1:] if value[:1] == b" " else value
+
+
+def loses_data_line(line: bytes) -> bool:
+    """A `data:` line with data in it (Dialect.loses_to_bom)."""
+    field, value = sse_field(line)
+    return field == b"data" and bool(value)

@@ -78,6 +78,10 @@ class Gemini(Dialect):
         "_usage",
     )
 
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return True  # google-genai reads the first line, whatever it is, as JSON: it fails
+
     def __init__(self) -> None:
         self._finish: dict[int, str] = {}  # candidate index -> its finish reason
         self._open: set[int] = set()  # candidates seen without one yet

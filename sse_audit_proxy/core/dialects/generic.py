@@ -27,10 +27,13 @@ class Generic(Dialect):
     expects_usage = False  # usage is not read here: its absence cannot be told
     has_end_marker = False
     empty_event_raises = False  # (no SDK known to read frames here)
-    bom_breaks = frozenset()
     reads_json_lines = True  # and the native JSON-lines APIs (NativeLines)
 
     __slots__ = ("_done", "_errors", "_failed")
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return False  # no client known to read the route
 
     def __init__(self) -> None:
         self._done = False

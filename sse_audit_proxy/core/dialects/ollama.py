@@ -40,8 +40,7 @@ class Ollama(NativeLines):
 
     route = "ollama"
     path_suffixes = ("/api/chat", "/api/generate")
-    bom_breaks = frozenset({"data"})  # ollama's Python client fails on it ("Unexpected UTF-8 BOM")
-    data_lines_only = True  # ... and on a blank line (json.loads of each line)
+    data_lines_only = True  # ollama's Python client fails on a blank line (json.loads of each)
     end_marker = 'end line (`"done": true`)'
 
     __slots__ = ()
@@ -49,6 +48,10 @@ class Ollama(NativeLines):
     @staticmethod
     def opens(doc: dict[str, Any]) -> bool:
         return type(doc.get("done")) is bool
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return True  # ollama's Python client fails on the first line ("Unexpected UTF-8 BOM")
 
     def _line(self, doc: dict[str, Any]) -> int:
         if is_error_frame(doc):

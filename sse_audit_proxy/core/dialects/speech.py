@@ -15,10 +15,14 @@ from sse_audit_proxy.core.dialects.typed import NamedEvents
 class Speech(NamedEvents):
     route = "audio_speech"
     empty_event_raises = False  # the SDKs hand speech over as bytes, not events
-    bom_breaks = frozenset()
+
     path_suffixes = ("/audio/speech",)
     content_events = frozenset({"speech.audio.delta"})
     end_events = frozenset({"speech.audio.done"})
     paced_by_tokens = False
 
     __slots__ = ()
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return False  # the SDKs hand speech over as bytes

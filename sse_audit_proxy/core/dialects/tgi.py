@@ -29,6 +29,7 @@ from sse_audit_proxy.core.dialects.base import (
     USAGE,
     DialectSummary,
     is_done,
+    loses_data_line,
     reason_word,
     token_count,
 )
@@ -44,9 +45,12 @@ class TextGenerationInference(NativeLines):
     end_marker = "last frame (`generated_text`)"
     always_streams = True  # the path is the stream: its answers are event streams
     empty_event_raises = False  # both clients skip what is not a `data:` line
-    bom_breaks = frozenset({"data"})  # huggingface_hub loses the first token
 
     __slots__ = ("_refused",)
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return loses_data_line(line)  # huggingface_hub loses TGI's first token
 
     def __init__(self) -> None:
         super().__init__()

@@ -25,9 +25,12 @@ class WatsonxChat(ChatCompletions):
     expects_done = False  # watsonx sends none
     end_marker = "finish_reason for each choice"
     empty_event_raises = False  # the SDKs skip an event with no data
-    bom_breaks = frozenset()  # (not known of ibm-watsonx-ai's reader: not judged)
 
     __slots__ = ()
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return False  # not known of ibm-watsonx-ai's reader: not judged
 
     @classmethod
     def target_info(cls, target: str) -> tuple[str | None, bool]:

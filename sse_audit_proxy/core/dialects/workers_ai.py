@@ -53,9 +53,12 @@ class WorkersAI(Dialect):
     expects_finish_reason = False
     end_marker = "`data: [DONE]` or finish_reason"
     empty_event_raises = False  # the AI SDK provider skips an event with no data
-    bom_breaks = frozenset()  # the AI SDK's provider takes it off (TextDecoder)
 
     __slots__ = ("_done", "_errors", "_failed", "_finish", "_malformed", "_tool_calls", "_usage")
+
+    @classmethod
+    def loses_to_bom(cls, line: bytes) -> bool:
+        return False  # the AI SDK's provider takes a BOM off (TextDecoder)
 
     def __init__(self) -> None:
         self._done = False

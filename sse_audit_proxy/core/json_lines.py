@@ -2,7 +2,8 @@
 bytes -> one event per line, the same events the SSE decoder makes, so the audit reads a JSON-lines
 stream as it reads an event stream whose every frame is a `data:` line.
 
-Lines end with LF (a CR before it is dropped); blank lines are skipped; RFC 7464's record
+Lines end with LF (a CR before it is dropped); blank lines are skipped (and counted: ollama's
+Python client fails on them); RFC 7464's record
 separator (0x1E) before a record is dropped, and a byte order mark before the first line
 (`bom`: Ollama's Python client fails on it). A line longer than the frame limit is skipped and
 counted in `oversized`, as the SSE decoder does with an oversized frame.

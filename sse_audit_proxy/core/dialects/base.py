@@ -197,7 +197,6 @@ class Dialect:
     # What a stream of the shape ends with when it is not `[DONE]` (an end event, Ollama's done
     # line, Gemini's finish reasons): a truncated stream's reason says it lacked one.
     end_marker: ClassVar[str] = "end event"
-
     # The path a replay of its evidence asks (None: `/v1` and the first suffix).
     evidence_path: ClassVar[str | None] = None
     # A frame skeleton (evidence's form) of kind `other` that sets nothing up: a replay of

@@ -15,7 +15,6 @@ from sse_audit_proxy.core.dialects.typed import NamedEvents
 class Speech(NamedEvents):
     route = "audio_speech"
     empty_event_raises = False  # the SDKs hand speech over as bytes, not events
-
     path_suffixes = ("/audio/speech",)
     content_events = frozenset({"speech.audio.delta"})
     end_events = frozenset({"speech.audio.done"})

@@ -318,11 +318,53 @@ CHAT = [
         ["repeated_tool_call_fields"],
         "Python joins them; the others read it",
     ),
+    (
+        "a usage chunk without choices",
+        [ROLE, HI, STOP, {k: v for k, v in USAGE.items() if k != "choices"}, "[DONE]"],
+        MALFORMED,
+        "Python's and npm's helpers raise, the AI SDK rejects the chunk",
+    ),
+    (
+        "an error frame with usage and without choices",
+        [ROLE, HI, {"error": {"message": "overloaded"}, "usage": USAGE["usage"]}],
+        None,
+        "all raise at the error (in-band failure, not malformed)",
+    ),
+    (
+        "usage on the finish chunk and in the usage chunk",
+        [ROLE, HI, C(STOP["choices"], usage=USAGE["usage"]), USAGE, "[DONE]"],
+        ["repeated_usage"],
+        "all read it; LangChain and pydantic-ai add the two up",
+    ),
+    (
+        "usage on the finish chunk only",
+        [ROLE, HI, C(STOP["choices"], usage=USAGE["usage"]), "[DONE]"],
+        [],
+        "all read it",
+    ),
+    (
+        "usage null on every chunk but the last",
+        [
+            C(ROLE["choices"], usage=None),
+            C(HI["choices"], usage=None),
+            C(STOP["choices"], usage=None),
+            USAGE,
+            "[DONE]",
+        ],
+        [],
+        "all read it (OpenAI's own shape)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("frames", "anomalies"), [(c[1], c[2]) for c in CHAT], ids=[c[0] for c in CHAT])
-def test_chat(frames: list[Any], anomalies: list[str]) -> None:
+def test_chat(frames: list[Any], anomalies: list[str] | None) -> None:
+    if anomalies is None:  # the stream failed in-band
+        a = StreamAudit(dialect_for_route("chat_completions")(), 0.0)
+        a.feed(_chat(frames).encode(), 0.01)
+        r = a.finish(0.5, End.UPSTREAM_EOF)
+        assert (r.outcome.value, r.anomalies) == ("upstream_error", ["error_event"])
+        return
     assert _verdict("chat_completions", _chat(frames)) == anomalies
 
 

@@ -94,6 +94,7 @@ _VERTEX = vertex_publisher("mistralai|ai21")
 
 
 REPEATED_TOOL_CALL_FIELDS = "repeated_tool_call_fields"
+REPEATED_USAGE = "repeated_usage"
 _ID, _NAME = 1, 2  # a tool call's fields that its first delta carries, and no later one
 
 
@@ -109,7 +110,11 @@ class ChatCompletions(Dialect):
         REPEATED_TOOL_CALL_FIELDS: "(Chat) a tool call's `id` or `function.name` came again in a later "
         "delta (LiteLLM, Fireworks, DeepSeek and others send them with every piece): clients that "
         "accumulate deltas as the openai Python SDK's stream helper and LangChain do join them "
-        "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)"
+        "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)",
+        REPEATED_USAGE: "(Chat) `usage` came in more than one chunk (a running total on every chunk, "
+        "as vLLM's `continuous_usage_stats` sends it, or on the finish chunk and again in the usage "
+        "chunk): the openai SDKs keep the last, but clients that add up each chunk's usage "
+        "(LangChain's `ChatOpenAI` with `stream_usage`, pydantic-ai) count the tokens again for each",
     }
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
     # in `text`) reads its frames as plain JSON values.
@@ -130,6 +135,7 @@ class ChatCompletions(Dialect):
         "_tool_ids",
         "_tools",
         "_usage",
+        "_usage_reports",
         "_x_usage",
     )
 
@@ -141,6 +147,7 @@ class ChatCompletions(Dialect):
         self._choices: set[int] = set()
         self._finish: dict[int, str] = {}
         self._usage: Any = None
+        self._usage_reports = 0  # chunks that carried `usage`
         # Usage where an OpenAI SDK does not look (Groq's `x_groq.usage`): its token counts are
         # reported when no `usage` came, but it is no usage the client asked for (missing_usage).
         self._x_usage: Any = None
@@ -186,11 +193,14 @@ class ChatCompletions(Dialect):
         usage = chunk.usage
         if usage:
             self._usage = held_usage(usage, len(data))  # continuous usage stats: the last one wins
+            self._usage_reports += 1
             bits |= USAGE
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
-            if choices is None:
-                self._malformed += 1  # `null`: the SDKs iterate it and raise, usage or not
+            if choices is None or (choices is msgspec.UNSET and bits == USAGE):
+                # `null`: the SDKs iterate it and raise, usage or not; none at all beside usage:
+                # both SDKs' helpers raise there too, and the AI SDK rejects the chunk.
+                self._malformed += 1
                 return bits | MALFORMED
             if not bits:  # neither (rare): perhaps older vLLM's `{"object": "error", ...}`
                 return self._observe_doc(data)
@@ -310,11 +320,12 @@ class ChatCompletions(Dialect):
         usage = chunk.get("usage")
         if usage:
             self._usage = held_usage(usage, len(data))
+            self._usage_reports += 1
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:
-            if choices is None and "choices" in chunk and self._deltas:
-                self._malformed += 1  # `null`: the SDKs iterate it and raise, usage or not
+            if choices is None and self._deltas and ("choices" in chunk or bits == USAGE):
+                self._malformed += 1  # `null`, or none beside usage: as in observe_data
                 return bits | MALFORMED
             return bits or self._other_shape(chunk)
         if not isinstance(choices, list):
@@ -504,6 +515,12 @@ class ChatCompletions(Dialect):
             if reason in CUT_REASONS and choice in self._last_tool
         }
 
+    def _extras(self) -> tuple[str, ...]:
+        extras: tuple[str, ...] = (REPEATED_TOOL_CALL_FIELDS,) if self._repeats else ()
+        if self._usage_reports > 1 and self._deltas:  # seen with Chat's clients only
+            extras += (REPEATED_USAGE,)
+        return extras
+
     def summary(self) -> DialectSummary:
         usage = clean_usage(self._usage)
         prompt, completion = token_counts(usage if usage is not None else clean_usage(self._x_usage))
@@ -522,5 +539,5 @@ class ChatCompletions(Dialect):
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(cut := self._cut_calls()),
             empty_tool_arguments=self._tools.empty(cut),
-            anomalies=(REPEATED_TOOL_CALL_FIELDS,) if self._repeats else (),
+            anomalies=self._extras(),
         )

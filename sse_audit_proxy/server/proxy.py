@@ -273,6 +273,18 @@ WEBSOCKET_REFUSED = (
 )
 
 
+def _is_preflight(request: Request) -> bool:
+    """A CORS preflight (Fetch: `OPTIONS` with `Access-Control-Request-Method`, no body). A
+    browser sends no credentials on it, so `--require-key` answered every one `401`, and no
+    browser app could reach a gateway whose own CORS policy allowed it (an outside review). It
+    asks the upstream for that policy only: no body, no model call."""
+    return (
+        request.method == "OPTIONS"
+        and not request.body_exists
+        and "access-control-request-method" in request.headers
+    )
+
+
 def _asks_for_websocket(raw_headers: list[tuple[bytes, bytes]]) -> bool:
     """`Upgrade: websocket`, in any of the `Upgrade` fields. Refused in the proxy's own words:
     forwarded without its hop-by-hop `Upgrade`, it reached the upstream as a plain GET, whose
@@ -524,7 +536,7 @@ class Proxy:
                 "invalid_path",
                 close=unread,
             )
-        if self._keys and not self._keys.allows(request.headers):
+        if self._keys and not self._keys.allows(request.headers) and not _is_preflight(request):
             resp = self._refuse(
                 r,
                 401,

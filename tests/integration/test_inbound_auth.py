@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from sse_audit_proxy.cli.main import build_parser
 from tests.conftest import TEST_KEYS
@@ -208,3 +209,44 @@ def test_unusable_key_file_is_a_one_line_config_error(
 def test_metrics_port_binds_loopback_by_default() -> None:
     args = build_parser().parse_args(["serve", "--upstream", "http://127.0.0.1:9"])
     assert args.metrics_host == "127.0.0.1"
+
+
+async def test_a_cors_preflight_reaches_the_upstream_without_a_key(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession
+) -> None:
+    """A browser sends no credentials on a preflight: refused 401, no browser app could call a
+    gateway whose own CORS policy allowed it (an outside review). Only a preflight: an OPTIONS
+    without `Access-Control-Request-Method`, or with a body, still needs a key."""
+    seen: list[str] = []
+
+    async def cors(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Access-Control-Request-Method", ""))
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "https://app.example",
+                "Access-Control-Allow-Headers": "authorization, content-type",
+            },
+        )
+
+    p = await proxy(await upstream(cors), require_keys=(KEY,))
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with http.options(p.url / CHAT.lstrip("/"), headers=preflight) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert resp.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    assert seen == ["POST"]
+    async with http.options(p.url / CHAT.lstrip("/"), headers={"Origin": "https://app.example"}) as resp:
+        assert resp.status == 401  # not a preflight
+    async with http.options(p.url / CHAT.lstrip("/"), headers=preflight, data=b"{}") as resp:
+        assert resp.status == 401  # a preflight has no body
+    async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY, headers=preflight) as resp:
+        assert resp.status == 401  # nor is it a POST
+    assert seen == ["POST"]
+    records = await p.sink.wait(4)
+    assert [(r.method, r.status, r.error) for r in records] == [
+        ("OPTIONS", 204, None),
+        ("OPTIONS", 401, "invalid_api_key"),
+        ("OPTIONS", 401, "invalid_api_key"),
+        ("POST", 401, "invalid_api_key"),
+    ]

@@ -1,4 +1,5 @@
-"""Usage in more than one Chat chunk, and a usage chunk without `choices`, against their clients.
+"""Usage or a finish reason in more than one Chat chunk, and a usage chunk without `choices`,
+against their clients.
 
 The openai SDKs keep the last `usage` they see. LangChain's `ChatOpenAI` (with `stream_usage`)
 adds up the usage of every chunk, so a gateway that reports it twice (on the finish chunk and in
@@ -6,7 +7,10 @@ the usage chunk) or as a running total on every chunk (vLLM's `continuous_usage_
 its callers' token counts, and what finance bills from them, two or more times too high. The
 audit called both `complete` with no anomaly (an outside review of the wrapper clients); now
 `repeated_usage`. A usage chunk with no `choices` at all fails both SDKs' stream helpers and the
-AI SDK, as `"choices": null` does: `malformed_frame` now, as that one already was.
+AI SDK, as `"choices": null` does: `malformed_frame` now, as that one already was. Some
+OpenRouter models send two finish chunks, the second with the usage: LangChain joins the
+reasons into `stopstop`, which code that tests the finish reason misreads
+(`repeated_finish_reason`).
 
 Each body is served by a recorded upstream, through the real `serve`, to the real clients.
 """
@@ -71,7 +75,21 @@ def no_choices() -> list[Any]:
     return docs
 
 
-BODIES = {"once": RECORDED, "twice": twice(), "running": running(), "no_choices": no_choices()}
+def two_finishes() -> list[Any]:
+    """OpenRouter's (langchain#38226): the finish chunk, then a finish chunk with the usage."""
+    docs = copy.deepcopy(RECORDED)
+    usage_chunk = next(d for d in docs if isinstance(d, dict) and d.get("choices") == [] and d.get("usage"))
+    usage_chunk["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    return docs
+
+
+BODIES = {
+    "once": RECORDED,
+    "twice": twice(),
+    "running": running(),
+    "no_choices": no_choices(),
+    "two_finishes": two_finishes(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +102,8 @@ def proxy() -> Any:
         yield running_
 
 
-def _langchain_total(base: str, trace: str) -> int:
-    """What LangChain reports for the stream: its chunks added up, as its callers do."""
+def _langchain(base: str, trace: str) -> AIMessageChunk:
+    """What LangChain makes of the stream: its chunks added up, as its callers do."""
     with httpx.Client() as http:
         llm = ChatOpenAI(
             model="m",
@@ -99,8 +117,14 @@ def _langchain_total(base: str, trace: str) -> int:
         total: AIMessageChunk | None = None
         for chunk in llm.stream("hi"):
             total = chunk if total is None else total + chunk
-    assert total is not None and total.usage_metadata is not None
-    return int(total.usage_metadata["total_tokens"])
+    assert total is not None
+    return total
+
+
+def _langchain_total(base: str, trace: str) -> int:
+    usage = _langchain(base, trace).usage_metadata
+    assert usage is not None
+    return int(usage["total_tokens"])
 
 
 def _sdk_last_usage(base: str, trace: str) -> int:
@@ -152,3 +176,19 @@ def test_a_usage_chunk_without_choices(proxy: Any, tmp_path: pathlib.Path) -> No
     trace = uuid.uuid4().hex
     assert _sdk_last_usage(f"{proxy.url}/no_choices/v1", trace) == USAGE["total_tokens"]
     assert _verdict(proxy, trace) == ("complete", ["malformed_frame"])
+
+
+def test_two_finish_chunks(proxy: Any) -> None:
+    base = f"{proxy.url}/two_finishes/v1"
+    trace = uuid.uuid4().hex
+    message = _langchain(base, trace)
+    assert message.response_metadata["finish_reason"] == "stopstop"
+    assert message.usage_metadata is not None
+    assert message.usage_metadata["total_tokens"] == USAGE["total_tokens"]  # the usage came once
+    with (
+        openai.OpenAI(api_key="sk", base_url=base, max_retries=0) as client,
+        client.chat.completions.stream(model="m", messages=[{"role": "user", "content": "hi"}]) as s,
+    ):
+        done = s.get_final_completion()
+    assert done.choices[0].finish_reason == "stop"
+    assert _verdict(proxy, trace) == ("complete", ["repeated_finish_reason"])

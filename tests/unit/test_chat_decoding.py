@@ -111,7 +111,17 @@ TYPED_CHUNK = st.fixed_dictionaries(
 
 def _state(d: ChatCompletions) -> Any:
     s = d.summary()
-    return (s, d._choices, d._finish, d._usage, d._usage_reports, d._errors, d._failed, d._malformed)
+    return (
+        s,
+        d._choices,
+        d._finish,
+        d._usage,
+        d._usage_reports,
+        d._finish_repeats,
+        d._errors,
+        d._failed,
+        d._malformed,
+    )
 
 
 def _both(frames: list[bytes]) -> tuple[Any, Any]:

@@ -337,6 +337,29 @@ CHAT = [
         "all read it; LangChain and pydantic-ai add the two up",
     ),
     (
+        "two finish chunks, the second with the usage (OpenRouter)",
+        [ROLE, HI, STOP, C(STOP["choices"], usage=USAGE["usage"]), "[DONE]"],
+        ["repeated_finish_reason"],
+        "all read it; LangChain joins the reasons into `stopstop`",
+    ),
+    (
+        "a finish reason on each of two choices, once each",
+        [
+            C(
+                [
+                    {"index": 0, "delta": {"role": "assistant", "content": "A"}},
+                    {"index": 1, "delta": {"content": "B"}},
+                ]
+            ),
+            C([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            C([{"index": 1, "delta": {}, "finish_reason": "stop"}]),
+            USAGE,
+            "[DONE]",
+        ],
+        [],
+        "all read it",
+    ),
+    (
         "usage on the finish chunk only",
         [ROLE, HI, C(STOP["choices"], usage=USAGE["usage"]), "[DONE]"],
         [],

@@ -246,7 +246,12 @@ def test_a_finish_reason_on_every_chunk_says_nothing_of_the_end() -> None:
     for i, f in enumerate(frames):
         audit.feed(f, 0.1 + 0.01 * i)
     r = audit.finish(5.2, End.CLIENT_GONE)  # five seconds of silence after the last
-    assert (r.outcome, r.anomalies, r.last_frame_content) == (Outcome.CLIENT_DISCONNECT, [], True)
+    # LangChain joins the repeated reasons (`stopstop...`): said, though nothing of the end.
+    assert (r.outcome, r.anomalies, r.last_frame_content) == (
+        Outcome.CLIENT_DISCONNECT,
+        ["repeated_finish_reason"],
+        True,
+    )
     rec = AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 5.2, 0, r)
     rec.request_sent = 0.01
     assert judge(rec) is True  # a hang the client gave up on

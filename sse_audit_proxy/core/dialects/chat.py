@@ -95,6 +95,7 @@ _VERTEX = vertex_publisher("mistralai|ai21")
 
 REPEATED_TOOL_CALL_FIELDS = "repeated_tool_call_fields"
 REPEATED_USAGE = "repeated_usage"
+REPEATED_FINISH_REASON = "repeated_finish_reason"
 _ID, _NAME = 1, 2  # a tool call's fields that its first delta carries, and no later one
 
 
@@ -115,6 +116,10 @@ class ChatCompletions(Dialect):
         "as vLLM's `continuous_usage_stats` sends it, or on the finish chunk and again in the usage "
         "chunk): the openai SDKs keep the last, but clients that add up each chunk's usage "
         "(LangChain's `ChatOpenAI` with `stream_usage`, pydantic-ai) count the tokens again for each",
+        REPEATED_FINISH_REASON: "(Chat) a choice's `finish_reason` came again in a later chunk (some "
+        "OpenRouter models send a finish chunk, then another with the usage): the SDKs keep the last, "
+        "but LangChain joins them into `stopstop` in `response_metadata`, which code that tests the "
+        'finish reason (`== "length"`) then misreads',
     }
     # Content comes in `delta` objects, and frames are decoded into _Chunk; Completions (content
     # in `text`) reads its frames as plain JSON values.
@@ -128,6 +133,7 @@ class ChatCompletions(Dialect):
         "_errors",
         "_failed",
         "_finish",
+        "_finish_repeats",
         "_last_tool",
         "_malformed",
         "_names",
@@ -146,6 +152,7 @@ class ChatCompletions(Dialect):
     def __init__(self) -> None:
         self._choices: set[int] = set()
         self._finish: dict[int, str] = {}
+        self._finish_repeats = 0  # finish reasons of a choice that had one already
         self._usage: Any = None
         self._usage_reports = 0  # chunks that carried `usage`
         # Usage where an OpenAI SDK does not look (Groq's `x_groq.usage`): its token counts are
@@ -228,6 +235,7 @@ class ChatCompletions(Dialect):
                 self._malformed += 1  # Python's helper reads every choice's delta: it raises
             reason = choice.finish_reason
             if reason:  # "" means none yet
+                self._finish_repeats += index in self._finish
                 self._finish[index] = reason_word(reason)
                 bits |= FINISH
                 if reason in FAILED_REASONS:
@@ -285,6 +293,7 @@ class ChatCompletions(Dialect):
         if reason is not None and not isinstance(reason, str):
             self._malformed += 1  # the AI SDK rejects the chunk
         elif reason:  # "" means none yet
+            self._finish_repeats += index in self._finish
             self._finish[index] = reason_word(reason)
             if reason in FAILED_REASONS:
                 self._failed = True
@@ -517,8 +526,11 @@ class ChatCompletions(Dialect):
 
     def _extras(self) -> tuple[str, ...]:
         extras: tuple[str, ...] = (REPEATED_TOOL_CALL_FIELDS,) if self._repeats else ()
-        if self._usage_reports > 1 and self._deltas:  # seen with Chat's clients only
-            extras += (REPEATED_USAGE,)
+        if self._deltas:  # seen with Chat's clients only
+            if self._usage_reports > 1:
+                extras += (REPEATED_USAGE,)
+            if self._finish_repeats:
+                extras += (REPEATED_FINISH_REASON,)
         return extras
 
     def summary(self) -> DialectSummary:

@@ -273,15 +273,21 @@ WEBSOCKET_REFUSED = (
 )
 
 
+# Fields some frameworks read as the request's real method: never on a browser's preflight.
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+
 def _is_preflight(request: Request) -> bool:
     """A CORS preflight (Fetch: `OPTIONS` with `Access-Control-Request-Method`, no body). A
     browser sends no credentials on it, so `--require-key` answered every one `401`, and no
     browser app could reach a gateway whose own CORS policy allowed it (an outside review). It
     asks the upstream for that policy only: no body, no model call."""
+    headers = request.headers
     return (
         request.method == "OPTIONS"
         and not request.body_exists
-        and "access-control-request-method" in request.headers
+        and bool(headers.get("access-control-request-method", "").strip())
+        and _METHOD_OVERRIDES.isdisjoint(headers)  # no browser sends one on a preflight
     )
 
 

@@ -242,11 +242,14 @@ async def test_a_cors_preflight_reaches_the_upstream_without_a_key(
         assert resp.status == 401  # a preflight has no body
     async with http.post(p.url / CHAT.lstrip("/"), json=STREAM_BODY, headers=preflight) as resp:
         assert resp.status == 401  # nor is it a POST
+    for more in ({"X-HTTP-Method-Override": "DELETE"}, {"Access-Control-Request-Method": " "}):
+        async with http.options(p.url / CHAT.lstrip("/"), headers={**preflight, **more}) as resp:
+            assert resp.status == 401  # no browser's preflight
     assert seen == ["POST"]
-    records = await p.sink.wait(4)
+    records = await p.sink.wait(6)
     assert [(r.method, r.status, r.error) for r in records] == [
         ("OPTIONS", 204, None),
-        ("OPTIONS", 401, "invalid_api_key"),
-        ("OPTIONS", 401, "invalid_api_key"),
+        *[("OPTIONS", 401, "invalid_api_key")] * 2,
         ("POST", 401, "invalid_api_key"),
+        *[("OPTIONS", 401, "invalid_api_key")] * 2,
     ]

@@ -44,6 +44,7 @@ ROLE = C([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_re
 HI = C([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}])
 STOP = C([{"index": 0, "delta": {}, "finish_reason": "stop"}])
 USAGE = C([], usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+ZEROS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 F0 = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
 AZURE_FILTER = {
     "choices": [
@@ -341,6 +342,24 @@ CHAT = [
         [ROLE, HI, STOP, C(STOP["choices"], usage=USAGE["usage"]), "[DONE]"],
         ["repeated_finish_reason"],
         "all read it; LangChain joins the reasons into `stopstop`",
+    ),
+    (
+        "usage of zeros on every chunk, then the usage chunk",
+        [C(c["choices"], usage=ZEROS) for c in (ROLE, HI, STOP)] + [USAGE, "[DONE]"],
+        [],
+        "all read it; LangChain's sum is right (zeros add nothing)",
+    ),
+    (
+        "prompt tokens on the first chunk, then the usage chunk",
+        [C(ROLE["choices"], usage={"prompt_tokens": 1}), HI, STOP, USAGE, "[DONE]"],
+        ["repeated_usage"],
+        "LangChain counts the prompt twice",
+    ),
+    (
+        "a second finish in a chunk without a delta",
+        [ROLE, HI, STOP, C([{"index": 0, "delta": None, "finish_reason": "stop"}]), USAGE, "[DONE]"],
+        MALFORMED,
+        "Python's helper raises; LangChain skips the chunk (no `stopstop`)",
     ),
     (
         "a finish reason on each of two choices, once each",

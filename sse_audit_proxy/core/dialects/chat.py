@@ -80,7 +80,16 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _decode_any = msgspec.json.Decoder().decode
+
+
+def _adds_tokens(usage: Any) -> bool:
+    """Usage that a client adding up every chunk's usage counts: zeros add nothing (a gateway
+    that sends zeros until the last chunk is read right by LangChain)."""
+    if type(usage) is not dict:
+        return False
+    return any(type(n := usage.get(key)) is int and n > 0 for key in _TOKEN_COUNTS)
 
 
 def _a_chunk(doc: Any) -> bool:
@@ -112,7 +121,8 @@ class ChatCompletions(Dialect):
         "delta (LiteLLM, Fireworks, DeepSeek and others send them with every piece): clients that "
         "accumulate deltas as the openai Python SDK's stream helper and LangChain do join them "
         "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)",
-        REPEATED_USAGE: "(Chat) `usage` came in more than one chunk (a running total on every chunk, "
+        REPEATED_USAGE: "(Chat) `usage` with token counts came in more than one chunk (a running total "
+        "on every chunk, "
         "as vLLM's `continuous_usage_stats` sends it, or on the finish chunk and again in the usage "
         "chunk): the openai SDKs keep the last, but clients that add up each chunk's usage "
         "(LangChain's `ChatOpenAI` with `stream_usage`, pydantic-ai) count the tokens again for each",
@@ -152,9 +162,11 @@ class ChatCompletions(Dialect):
     def __init__(self) -> None:
         self._choices: set[int] = set()
         self._finish: dict[int, str] = {}
-        self._finish_repeats = 0  # finish reasons of a choice that had one already
+        # Finish reasons of a choice that had one already, in chunks with a delta (LangChain,
+        # which joins them, skips a chunk without one).
+        self._finish_repeats = 0
         self._usage: Any = None
-        self._usage_reports = 0  # chunks that carried `usage`
+        self._usage_reports = 0  # chunks whose `usage` has token counts (_adds_tokens)
         # Usage where an OpenAI SDK does not look (Groq's `x_groq.usage`): its token counts are
         # reported when no `usage` came, but it is no usage the client asked for (missing_usage).
         self._x_usage: Any = None
@@ -200,7 +212,7 @@ class ChatCompletions(Dialect):
         usage = chunk.usage
         if usage:
             self._usage = held_usage(usage, len(data))  # continuous usage stats: the last one wins
-            self._usage_reports += 1
+            self._usage_reports += _adds_tokens(usage)
             bits |= USAGE
         choices = chunk.choices
         if not choices:  # the usage chunk, or Azure's `prompt_filter_results` chunk
@@ -235,7 +247,7 @@ class ChatCompletions(Dialect):
                 self._malformed += 1  # Python's helper reads every choice's delta: it raises
             reason = choice.finish_reason
             if reason:  # "" means none yet
-                self._finish_repeats += index in self._finish
+                self._finish_repeats += delta is not None and index in self._finish
                 self._finish[index] = reason_word(reason)
                 bits |= FINISH
                 if reason in FAILED_REASONS:
@@ -293,7 +305,7 @@ class ChatCompletions(Dialect):
         if reason is not None and not isinstance(reason, str):
             self._malformed += 1  # the AI SDK rejects the chunk
         elif reason:  # "" means none yet
-            self._finish_repeats += index in self._finish
+            self._finish_repeats += delta is not None and index in self._finish
             self._finish[index] = reason_word(reason)
             if reason in FAILED_REASONS:
                 self._failed = True
@@ -329,7 +341,7 @@ class ChatCompletions(Dialect):
         usage = chunk.get("usage")
         if usage:
             self._usage = held_usage(usage, len(data))
-            self._usage_reports += 1
+            self._usage_reports += _adds_tokens(usage)
             bits |= USAGE
         choices = chunk.get("choices")
         if not choices:

@@ -80,8 +80,8 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
-_TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _decode_any = msgspec.json.Decoder().decode
+_TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def _adds_tokens(usage: Any) -> bool:
@@ -121,11 +121,11 @@ class ChatCompletions(Dialect):
         "delta (LiteLLM, Fireworks, DeepSeek and others send them with every piece): clients that "
         "accumulate deltas as the openai Python SDK's stream helper and LangChain do join them "
         "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)",
-        REPEATED_USAGE: "(Chat) `usage` with token counts came in more than one chunk (a running total "
-        "on every chunk, "
-        "as vLLM's `continuous_usage_stats` sends it, or on the finish chunk and again in the usage "
-        "chunk): the openai SDKs keep the last, but clients that add up each chunk's usage "
-        "(LangChain's `ChatOpenAI` with `stream_usage`, pydantic-ai) count the tokens again for each",
+        REPEATED_USAGE: "(Chat) `usage` with token counts came in more than one chunk (a running "
+        "total on every chunk, as vLLM's `continuous_usage_stats` sends it, or on the finish chunk "
+        "and again in the usage chunk): the openai SDKs keep the last, but clients that add up each "
+        "chunk's usage (LangChain's `ChatOpenAI` with `stream_usage`, pydantic-ai) count the tokens "
+        "again for each",
         REPEATED_FINISH_REASON: "(Chat) a choice's `finish_reason` came again in a later chunk (some "
         "OpenRouter models send a finish chunk, then another with the usage): the SDKs keep the last, "
         "but LangChain joins them into `stopstop` in `response_metadata`, which code that tests the "

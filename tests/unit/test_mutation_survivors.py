@@ -180,7 +180,8 @@ def an_unknown_delta_type() -> Case:
 
 
 def response_done_without_a_status() -> Case:
-    """`response.done` with no status is an end, not a fault."""
+    """`response.done` with no status is an end (the stream is not cut), and `malformed_frame`:
+    the SDKs' stream helpers wait for `response.completed`."""
 
     reads = [
         (ev({"type": "response.created", "response": {"status": "in_progress"}}), 0.05),
@@ -551,7 +552,7 @@ CASES: list[tuple[Callable[[], Case], dict[str, Any]]] = [
         response_done_without_a_status,
         {
             "outcome": "complete",
-            "anomalies": [],
+            "anomalies": ["malformed_frame"],
             "finish_reasons": ["completed"],
             "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
             "ttft": 0.2,

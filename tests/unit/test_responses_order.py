@@ -76,7 +76,15 @@ def test_two_items_done_as_one_are_malformed(first: dict[str, Any], second: dict
     assert run(*events, completed([first, second])) == ["malformed_frame"]
     other = {**second, "id": "m2", "call_id": "c2"}
     assert (
-        run(created(), added(0, first), done(0, first), added(1, other), done(1, other), completed([])) == []
+        run(
+            created(),
+            added(0, first),
+            done(0, first),
+            added(1, other),
+            done(1, other),
+            completed([first, other]),
+        )
+        == []
     )
 
 
@@ -103,3 +111,54 @@ def test_a_flood_of_parts_is_not_held() -> None:
         {"type": "message", "id": f"m{i}", "content": [{"type": "output_text"}] * 256} for i in range(8)
     ]
     assert run(created(output=messages), completed([])) == []  # past 1,024 parts: not judged
+
+
+CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{}"}
+TEXT = {"type": "message", "id": "msg_1", "content": [{"type": "output_text", "text": "Hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("listed", "anomalies"),
+    [
+        ([TEXT, CALL], []),
+        ([], ["malformed_frame"]),  # ChatGPT's Codex backend: both helpers' final output is empty
+        ([TEXT], ["malformed_frame"]),  # the Agents SDK runs no tool call left out
+        ([CALL], ["malformed_frame"]),
+    ],
+)
+def test_an_item_streamed_and_done_must_be_in_the_completed_output(
+    listed: list[Any], anomalies: list[str]
+) -> None:
+    """Both helpers' final response is the completed event's: what it leaves out of the items
+    streamed and done is lost to their callers (an outside review)."""
+    message = {**TEXT, "content": []}
+    events = [
+        created(),
+        added(0, message),
+        {
+            "type": "response.content_part.added",
+            "output_index": 0,
+            "content_index": 0,
+            "part": TEXT["content"][0],
+        },
+        {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "Hi"},
+        done(0, TEXT),
+        added(1, {**CALL, "arguments": ""}),
+        done(1, CALL),
+        completed(listed),
+    ]
+    assert run(*events) == anomalies
+
+
+def test_response_done_as_the_end_is_malformed() -> None:
+    """Both helpers wait for `response.completed` (Python: "Didn't receive a
+    `response.completed` event"; npm: an unhandled event), and so does the Agents SDK's run."""
+    end = {
+        "type": "response.done",
+        "response": {"id": "resp_1", "usage": USAGE, "status": "completed", "output": []},
+    }
+    audit = StreamAudit(dialect_for_route("responses")(), 0.0)
+    for n, event in enumerate([created(), end]):
+        audit.feed(b"data: " + json.dumps({**event, "sequence_number": n}).encode() + b"\n\n", 0.01 * (n + 1))
+    r = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert (r.outcome.value, r.anomalies) == ("complete", ["malformed_frame"])

@@ -61,6 +61,7 @@ _ENDS = {
     "response.incomplete": "incomplete",
     "response.failed": "failed",
 }
+_DONE = "response.done"
 _FUNCTION_ARGS_DONE = "response.function_call_arguments.done"
 _ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
 
@@ -128,6 +129,10 @@ class Responses(TypedEvents):
         if kind in _CONTENT_DELTAS:
             return self._delta(kind, doc)
         if kind in _ENDS:
+            if kind == _DONE:
+                # Both SDKs' stream helpers raise on it (Python: no `response.completed`; npm:
+                # an unhandled event), and so does the Agents SDK's run: an outside review.
+                self._malformed += 1
             return self._end(_ENDS[kind], doc)
         if kind == "error":
             self._fail()

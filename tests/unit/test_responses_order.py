@@ -162,3 +162,12 @@ def test_response_done_as_the_end_is_malformed() -> None:
         audit.feed(b"data: " + json.dumps({**event, "sequence_number": n}).encode() + b"\n\n", 0.01 * (n + 1))
     r = audit.finish(1.0, End.UPSTREAM_EOF)
     assert (r.outcome.value, r.anomalies) == ("complete", ["malformed_frame"])
+
+
+def test_final_items_may_carry_ids_the_streamed_ones_lacked() -> None:
+    """Counted, not looked up: a gateway that gives the completed output's items their ids
+    (the streamed ones had none) loses nothing for the helpers."""
+    message = {"type": "message", "content": [{"type": "output_text", "text": "Hi"}]}
+    events = [created(), added(0, {**message, "content": []}), done(0, message)]
+    assert run(*events, completed([{**message, "id": "msg_late"}])) == []
+    assert run(*events, completed([])) == ["malformed_frame"]

@@ -124,6 +124,9 @@ TEXT = {"type": "message", "id": "msg_1", "content": [{"type": "output_text", "t
         ([], ["malformed_frame"]),  # ChatGPT's Codex backend: both helpers' final output is empty
         ([TEXT], ["malformed_frame"]),  # the Agents SDK runs no tool call left out
         ([CALL], ["malformed_frame"]),
+        ([CALL, TEXT], []),  # another order: each held by its identity
+        ([TEXT, TEXT], ["malformed_frame"]),  # the call's place taken by another item
+        ([TEXT, {"type": "reasoning", "id": "rs_x", "summary": []}], ["malformed_frame"]),
     ],
 )
 def test_an_item_streamed_and_done_must_be_in_the_completed_output(
@@ -165,8 +168,8 @@ def test_response_done_as_the_end_is_malformed() -> None:
 
 
 def test_final_items_may_carry_ids_the_streamed_ones_lacked() -> None:
-    """Counted, not looked up: a gateway that gives the completed output's items their ids
-    (the streamed ones had none) loses nothing for the helpers."""
+    """Held at its place by an item of its type: a gateway that gives the completed output's
+    items their ids (the streamed ones had none) loses nothing for the helpers."""
     message = {"type": "message", "content": [{"type": "output_text", "text": "Hi"}]}
     events = [created(), added(0, {**message, "content": []}), done(0, message)]
     assert run(*events, completed([{**message, "id": "msg_late"}])) == []

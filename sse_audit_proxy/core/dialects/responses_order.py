@@ -13,8 +13,9 @@ here, so that the dialect calls the frame `malformed_frame`:
   `output_index` names no item; a part's event whose index names no part of that kind;
 - a text delta on an item that is not a message, an argument delta on one that is not a
   function call; a summary part for a reasoning item without a `summary` list;
-- a `response.completed` whose `output` holds fewer items than were streamed: the helpers'
-  final response is that list, so items are lost to their callers though they raise nothing.
+- a `response.completed` whose `output` does not hold an item that was streamed and done
+  (neither by its identity nor as an item of its type at its place): the helpers' final
+  response is that list, so the item is lost to their callers though they raise nothing.
 
 Pure and bounded: an item is a few small ints, a message's parts a bytearray; past MAX_KEYS
 items or parts the order is not judged any more (the dialect counts the flood itself).
@@ -212,30 +213,25 @@ class ResponsesOrder:
     def _completed(self, doc: dict[str, Any]) -> None:
         """Python's helper refuses to complete a response with an item neither done nor in
         the completed response's `output`; and both helpers' final response is that `output`,
-        so with fewer items in it than were streamed some are lost to their callers (the
-        Agents SDK runs no tool call left out; an `output` of `[]`, as ChatGPT's Codex backend
-        sends, loses every item: an outside review). A done item is counted, not looked up:
-        a gateway may give the final items ids the streamed ones lacked."""
+        so a done item it does not hold is lost to their callers (the Agents SDK runs no tool
+        call left out; an `output` of `[]`, as ChatGPT's Codex backend sends, loses every
+        item: an outside review). A done item is held by its identity, or by an item of its
+        type at its place: a gateway may give the final items ids the streamed ones lacked."""
         response = doc.get("response")
         output = response.get("output") if isinstance(response, dict) else None
-        final = (
-            {item.identity: item for item in map(_Item, output[:MAX_KEYS])}
-            if isinstance(output, list)
-            else {}
-        )
-        streamed = 0
-        for item in self.items:
+        listed = list(map(_Item, output[:MAX_KEYS])) if isinstance(output, list) else []
+        final = {item.identity: item for item in listed}
+        for at, item in enumerate(self.items):
             if item is None:
                 continue
-            streamed += 1
-            if item.done:
-                continue
             last = final.get(item.identity)
-            if last is None or not _compatible(item, last):
+            if item.done:
+                held = last is not None or (at < len(listed) and listed[at].kind == item.kind)
+            else:
+                held = last is not None and _compatible(item, last)
+            if not held:
                 self.breaks += 1
                 return
-        if streamed > (len(output) if isinstance(output, list) else 0):
-            self.breaks += 1
 
     def _added(self, doc: dict[str, Any]) -> None:
         items = self.items

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from yarl import URL
 
-from sse_audit_proxy.server.upstream import Pool, Target
+from sse_audit_proxy.server.upstream import Pool, Target, TLSError, Unreachable
 
 # Between two tries while the upstream cannot be reached.
 RETRY_SECONDS = 1.0
@@ -75,19 +75,21 @@ class UpstreamReach:
         conn.close()
 
     async def _run(self) -> None:
-        said = ""  # the last reason logged: each new one once, not a line a second
+        said: tuple[str, str] | None = None  # the last reason logged: each new one once
         while True:
             try:
                 await self._connect()
             except Exception as exc:  # what a request's connect raises, or a bare one's
                 cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-                reason = type(cause).__name__  # never the text: it may quote the address
-                if reason != said:
-                    said = reason
+                reason = type(cause).__name__  # never an OSError's text: it may quote a path
+                detail = _detail(exc)
+                if (reason, detail) != said:
+                    said = (reason, detail)
                     _log.warning(
                         "upstream_unreachable",
                         upstream=f"{self._host}:{self._port}",
                         reason=reason,
+                        **({"detail": detail} if detail else {}),
                         retry_s=RETRY_SECONDS,
                     )
                 await asyncio.sleep(RETRY_SECONDS)
@@ -96,3 +98,14 @@ class UpstreamReach:
             if said:
                 _log.info("upstream_reached", upstream=f"{self._host}:{self._port}")
             return
+
+
+def _detail(exc: Exception) -> str:
+    """What the operator needs to tell one failure of a kind from another: the certificate
+    check's message (a missing CA and a name the certificate does not hold were both just
+    `TLSError`, and a pod never ready said no more), or a refused connect in words."""
+    if isinstance(exc, TLSError):
+        return exc.reason
+    if isinstance(exc, Unreachable):
+        return exc.why or ""
+    return ""

@@ -13,7 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_process import serve_process
+import trustme
+from cli_process import ServeProcess, serve_process
 from yarl import URL
 
 from tests.reliability_support import CHAT, cli_proxy
@@ -48,6 +49,7 @@ async def test_not_ready_until_the_upstream_is_reached_then_ready_for_good(
         assert await readyz(http, admin) == (503, "upstream_unreachable")  # the first starts the tries
         said = await lines_until(child, "upstream_unreachable")
         assert said[-1]["upstream"] == f"127.0.0.1:{port}" and said[-1]["reason"] == "ConnectionRefusedError"
+        assert said[-1]["detail"] == "connection refused"
         await asyncio.sleep(1.5)  # a try a second, one line for the one reason
         assert await readyz(http, admin) == (503, "upstream_unreachable")
         async with http.get(admin / "healthz") as r:
@@ -109,6 +111,38 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
         server.close()
 
 
+async def said_once(proxy: ServeProcess, event: str) -> dict[str, Any]:
+    for _ in range(40):
+        found: list[dict[str, Any]] = [line for line in proxy.lines if line.get("event") == event]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {event} in {proxy.lines}")
+
+
+async def test_a_certificate_of_another_name_says_so(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("gateway.example").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    upstream = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        async with serve_process(upstream, "--upstream-ca-file", str(ca_file)) as proxy:
+            assert await readyz(http, proxy.metrics_url) == (503, "upstream_unreachable")
+            said = await said_once(proxy, "upstream_unreachable")
+            assert said["reason"] == "TLSError"
+            assert "certificate is not valid for '127.0.0.1'" in said["detail"], said
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_an_upstream_certificate_not_trusted_is_not_ready(
     http: aiohttp.ClientSession, tls_upstream: tuple[ssl.SSLContext, Path], workers: str
@@ -126,6 +160,11 @@ async def test_an_upstream_certificate_not_trusted_is_not_ready(
     try:
         async with serve_process(upstream, "--workers", workers) as untrusted:
             assert await readyz(http, untrusted.metrics_url) == (503, "upstream_unreachable")
+            # Why, in the log: a private CA not given (a review found it said `TLSError` alone,
+            # as for a certificate of another name).
+            said = await said_once(untrusted, "upstream_unreachable")
+            assert said["reason"] == "TLSError"
+            assert said["detail"] == "unable to get local issuer certificate", said
         async with serve_process(
             upstream, "--workers", workers, "--upstream-ca-file", str(ca_file)
         ) as trusted:

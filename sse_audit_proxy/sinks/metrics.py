@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import client_error, judge
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.core.verdict import Outcome
+from sse_audit_proxy.core.verdict import Anomaly, Outcome
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
 OTHER = "other"
@@ -29,6 +29,21 @@ KEEPALIVE_TIMEOUT = "keepalive_timeout"
 TOO_MANY_CONNECTIONS = "too_many_connections"
 CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS)
 
+
+# The series the shipped alert rules divide, exported at 0 from a (route, model, upstream)'s
+# first stream as `judged` and `bad` are: made with their first count, a first burst of
+# truncated or buffered streams or of 502s was not in rate() at all, and the alerts fired only
+# on a second (an outside review, with a real Prometheus). tests/unit/test_metrics.py holds
+# them to the rules file.
+ALERTED_OUTCOMES = (Outcome.TRUNCATED.value,)
+ALERTED_ANOMALIES = (
+    Anomaly.BUFFERED.value,
+    Anomaly.BURSTY.value,
+    Anomaly.MISSING_DONE.value,
+    Anomaly.MISSING_FINISH_REASON.value,
+    Anomaly.MISSING_USAGE.value,
+)
+ALERTED_STATUSES = ("408", "429", "500", "502", "503", "504")
 
 _log = structlog.get_logger("sse_audit_proxy")
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
@@ -263,6 +278,13 @@ class Metrics:
             for name in ("judged", "bad"):
                 getattr(series, name)  # made, at 0
             self._child(self.streams, *complete)
+            for outcome in ALERTED_OUTCOMES:
+                self._child(self.streams, *key, outcome)
+            for anomaly in ALERTED_ANOMALIES:
+                self._child(self.anomalies, *key, anomaly)
+            method = rec.method if rec.method in _METHODS else OTHER
+            for status in ALERTED_STATUSES:
+                self._child(self.requests, key[0], method, self.statuses(status), key[2])
 
     def _key(self, rec: AuditRecord) -> tuple[str, str, str]:
         """A stream's (route, model, upstream) labels. A model takes no place from a request the

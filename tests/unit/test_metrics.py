@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 from chat_streams import healthy
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -13,7 +15,19 @@ from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.guard import IGNORED_OUTCOMES, NOT_CLIENT_ERRORS, gave_up_waiting, is_bad
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.core.request_info import safe_token
-from sse_audit_proxy.sinks.metrics import _METHODS, MAX_STATUSES, OTHER, LabelCap, Metrics, _add_counts
+from sse_audit_proxy.sinks.metrics import (
+    _METHODS,
+    ALERTED_ANOMALIES,
+    ALERTED_OUTCOMES,
+    ALERTED_STATUSES,
+    MAX_STATUSES,
+    OTHER,
+    LabelCap,
+    Metrics,
+    _add_counts,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pre_bucketed_gaps_match_one_observe_per_gap() -> None:
@@ -288,6 +302,53 @@ def test_a_streams_counters_are_exported_at_zero_from_its_start() -> None:
     assert m.models("m2", False) == "m2"
     assert _value(registry, "sse_audit_judged_streams_total", model="made-up") is None
     assert _value(registry, "sse_audit_judged_streams_total", model="other") is None
+
+
+def test_the_series_the_alerts_divide_are_at_zero_from_a_streams_start() -> None:
+    """The rules' shares of truncated, buffered, ... streams and of 5xx answers: with the series
+    made by their first count, a first burst of them (three 500s, three buffered streams) was
+    not in `rate()` and no alert fired until a second (an outside review, real Prometheus)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    series = {"route": "chat_completions", "model": "m1", "upstream": "canary"}
+    m.stream_started(
+        AuditRecord("t", "chat_completions", "POST", "m1", 200, 0.0, 0.0, 0, None, upstream="canary")
+    )
+    for outcome in ("complete", "truncated"):
+        assert _value(registry, "sse_audit_streams_total", outcome=outcome, **series) == 0
+    for anomaly in ("buffered", "bursty", "missing_done", "missing_finish_reason", "missing_usage"):
+        assert _value(registry, "sse_audit_stream_anomalies_total", anomaly=anomaly, **series) == 0
+    for status in ("408", "429", "500", "502", "503", "504"):
+        assert (
+            _value(
+                registry,
+                "sse_audit_requests_total",
+                route="chat_completions",
+                method="POST",
+                status=status,
+                upstream="canary",
+            )
+            == 0
+        )
+    assert _value(registry, "sse_audit_stream_anomalies_total", anomaly="held_open") is None  # no rule's
+
+
+def test_the_series_made_at_zero_are_the_ones_the_rules_read() -> None:
+    """Every outcome, anomaly and status the shipped rules select on is made at 0 (a rule added
+    on another would miss its first burst again), and no more (each is a series per model)."""
+    rules = (ROOT / "deploy" / "prometheus" / "sse-audit-proxy.rules.yml").read_text()
+    selected = {
+        label: set(re.findall(label + r'="([a-z_0-9]+)"', rules))
+        for label in ("outcome", "anomaly", "status")
+    }
+    assert selected["outcome"] - {"complete"} == set(ALERTED_OUTCOMES)
+    assert selected["anomaly"] == set(ALERTED_ANOMALIES)
+    statuses = set(selected["status"])
+    for pattern in re.findall(r'status=~"([^"]+)"', rules):
+        statuses |= {str(s) for s in range(100, 600) if re.fullmatch(pattern, str(s))}
+    common = {"408", "429", "500", "502", "503", "504"}  # of the 5xx, those gateways send
+    assert common <= statuses
+    assert set(ALERTED_STATUSES) == common
 
 
 def test_the_status_label_is_bounded() -> None:

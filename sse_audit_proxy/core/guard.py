@@ -32,11 +32,12 @@ time made a bad canary at a small share never trip (a second).
 Streams that say nothing about the upstream are not counted (`judged`): those the client
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
 after waiting GAVE_UP_AFTER for a first token, or for anything after a token in a stream
-without keep-alives, is bad), and those the upstream refused as the client's error (a 4xx:
-a bad key, an unknown model, a malformed request, the client's own quota). A client picks its
-side with the sticky header, so counting its refusals let one client trip a healthy canary,
-or keep a bad one running by flooding the baseline with them. docs/operate/canary.md explains
-how the defaults were chosen.
+without keep-alives, is bad; the first of these only when it waited longer than the other
+side's p95 first token, once that side has `min_streams` of them), and those the upstream
+refused as the client's error (a 4xx: a bad key, an unknown model, a malformed request, the
+client's own quota). A client picks its side with the sticky header, so counting its refusals
+let one client trip a healthy canary, or keep a bad one running by flooding the baseline with
+them. docs/operate/canary.md explains how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class Sample:
     bad: bool
     ttft: float | None
     at: float = 0.0  # when it ended (any clock that does not go back)
+    # A stream the client left after waiting this long for a first token (`first_token_wait`):
+    # bad only when the other side's first tokens come sooner (Guard.observe).
+    waited: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -212,6 +216,15 @@ def gave_up_waiting(rec: AuditRecord) -> bool:
         rec.request_sent is not None  # the upstream had the whole request
         and rec.duration - rec.request_sent - s.client_held >= GAVE_UP_AFTER
     )
+
+
+def first_token_wait(rec: AuditRecord) -> float | None:
+    """How long a client that gave up before any token waited for it (gave_up_waiting), else
+    None."""
+    s = rec.stream
+    if s is None or s.ttft is not None or rec.request_sent is None or not gave_up_waiting(rec):
+        return None
+    return rec.duration - rec.request_sent - s.client_held
 
 
 def judge(rec: AuditRecord) -> bool | None:
@@ -374,6 +387,8 @@ class Guard:
         compares with the baseline's streams of that time, not of before the trip)."""
         if canary and self.tripped is not None:
             return None
+        if sample.waited is not None and not self._longer_than_usual(canary, sample.waited):
+            return None
         if canary:
             self.canary.add(sample)
         else:
@@ -386,6 +401,20 @@ class Guard:
         if trip is not None:
             self.tripped = trip
         return trip
+
+    def _longer_than_usual(self, canary: bool, waited: float) -> bool:
+        """Whether a client that gave up after `waited` with no first token waited longer than
+        the other side's p95 first token (of its last `window` streams). A client sticky to one
+        side whose own timeout is shorter than the model's usual first token (1.2 s against
+        both sides' 1.5 s) made every one of its streams bad there, and a healthy canary was
+        rolled back (an outside review); it would have given up on the other side too. Until
+        the other side has `min_streams` first tokens the wait cannot be told from a usual one
+        and is not counted (both sides starting at once: the impatient client's first 20
+        streams, ended before any of the baseline's, had tripped it as before)."""
+        other = self._recent if canary else self.canary
+        if len(other.ttfts) < self.settings.min_streams:
+            return False
+        return waited > _nearest_rank(other.ttfts)
 
     def _align(self) -> None:
         """The baseline's span: from the canary window's first stream, or from its own

@@ -28,7 +28,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, judge
+from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, first_token_wait, judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
 
@@ -322,7 +322,7 @@ class CanaryControl:
         if bad is None:
             return
         # The time it is judged: the two sides are compared over the same stretch of it.
-        sample = Sample(rec.trace_id, bad, s.ttft, time.monotonic())
+        sample = Sample(rec.trace_id, bad, s.ttft, time.monotonic(), first_token_wait(rec))
         trip = self.guard.observe(on_canary, sample)
         if trip is not None and not self.router.tripped:
             self._trip(trip)

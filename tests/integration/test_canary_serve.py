@@ -450,6 +450,49 @@ async def test_a_canary_that_hangs_until_clients_give_up_is_stopped(
         assert await served.stop() == 0
 
 
+async def test_a_sticky_client_that_gives_up_before_the_usual_first_token_does_not_stop_a_healthy_canary(
+    demo_gateway,
+) -> None:
+    """Both sides take 1.5 s to a first token (a reasoning model); one user, sticky to the
+    canary, has a client that gives up after 1.2 s. Every one of its streams was a bad canary
+    stream, and the healthy canary was rolled back after 20 (an outside review): the same
+    client would have given up on the baseline too."""
+    slow = {**FAST, "ttft": 1.5, "frames": 20}
+    baseline, canary = await demo_gateway(**slow), await demo_gateway(**slow)
+    async with (
+        serve_process(
+            baseline,
+            "--canary",
+            str(canary),
+            "--canary-percent",
+            "50",
+            "--canary-guard",
+            "--canary-sticky-header",
+            "X-User",
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        impatient, patient = sticky_value("canary"), sticky_value("baseline")
+
+        async def gives_up(trace: str) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.2):
+                    await chat(http, served.url, trace, {"X-User": impatient})
+
+        for batch in range(7):
+            await asyncio.gather(
+                *(gives_up(f"i{batch}-{k}") for k in range(4)),
+                *(chat(http, served.url, f"p{batch}-{k}", {"X-User": patient}) for k in range(4)),
+            )
+        ends = [line for line in served.lines if line.get("event") == "stream_end"]
+        gave_up = [e for e in ends if e["trace_id"].startswith("i")]
+        assert len(gave_up) == 28 and {e["upstream"] for e in gave_up} == {"canary"}
+        assert {e["outcome"] for e in gave_up} == {"client_disconnect"}
+        assert [line for line in served.lines if line.get("event") == "canary_tripped"] == []
+        assert await gauge(http, served, "sse_audit_canary_percent") == 50.0
+        assert await served.stop() == 0
+
+
 async def test_a_canary_that_is_the_upstream_is_said_at_start_not_refused(demo_gateway) -> None:
     """An A/A run (both sides one gateway, to see them agree) is a choice; a copied setting is a
     mistake that would compare a gateway with itself: the start says so, once."""

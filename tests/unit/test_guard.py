@@ -15,6 +15,7 @@ from sse_audit_proxy.core.guard import (
     GuardSettings,
     Sample,
     difference_lower_bound,
+    first_token_wait,
     is_bad,
     judge,
     judged,
@@ -262,6 +263,50 @@ def test_a_canary_whose_clients_all_give_up_waiting_trips_the_bad_share_rule() -
             break
     assert guard.tripped is not None and guard.tripped.rule == "bad_share"
     assert guard.tripped.canary["streams"] == 20
+
+
+def test_a_sticky_client_that_gives_up_sooner_than_either_side_answers_trips_nothing() -> None:
+    """Both sides take 1.5 s to a first token (a reasoning model); one client, sticky to the
+    canary, gives up after 1.2 s every time: every one of its streams was bad, and a healthy
+    canary was rolled back after 20 (an outside review). It would have given up on the baseline
+    too. A wait longer than the baseline's p95 first token still counts; one the guard cannot
+    compare yet (the baseline has too few first tokens) does not."""
+    impatient = left(1.2)
+    assert judge(impatient) is True and first_token_wait(impatient) == pytest.approx(1.2)
+    assert first_token_wait(left(1.2, ttft=0.5)) is None  # it had a token
+
+    def run(waited: float, baseline_ttft: float | None) -> Guard:
+        guard = Guard()
+        for i in range(200):
+            canary = i % 2 == 1
+            sample = (
+                Sample(f"t{i}", True, None, waited=waited)
+                if canary
+                else Sample(f"t{i}", False, baseline_ttft)
+            )
+            if guard.observe(canary, sample) is not None:
+                break
+        return guard
+
+    assert run(1.19, 1.5).tripped is None
+    assert run(4.0, 1.5).tripped is not None  # the canary hangs past what the baseline takes
+    assert run(4.0, None).tripped is None  # nothing to compare with
+    # Both sides starting at once, the impatient client's streams ending first: they wait for
+    # the baseline's first tokens (20 of them) and do not count before.
+    guard = Guard()
+    for i in range(20):
+        guard.observe(True, Sample(f"c{i}", True, None, waited=1.19))
+    for i in range(60):
+        assert guard.observe(False, Sample(f"b{i}", False, 1.5)) is None
+        assert guard.observe(True, Sample(f"c{i}", True, None, waited=1.19)) is None
+    assert guard.canary.bad == 0 and len(guard.canary.samples) == 0
+    # The baseline's own impatient clients, against a canary slower to its first token.
+    guard = Guard()
+    for i in range(100):
+        canary = i % 2 == 1
+        sample = Sample(f"t{i}", False, 2.0) if canary else Sample(f"t{i}", True, None, waited=1.19)
+        guard.observe(canary, sample)
+    assert guard.baseline.bad == 0  # none waited past the canary's usual first token
 
 
 def test_a_canary_whose_event_stream_is_labelled_otherwise_is_bad() -> None:

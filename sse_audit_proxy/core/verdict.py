@@ -320,7 +320,21 @@ def _truncated(f: Facts) -> str:
         if f.end is End.UPSTREAM_BROKEN
         else f"relaying ended with {f.end.value}"
     )
-    return f"body ended after {_content(f)} ({f.timing.frames} frames) with {_missing_end(f)}; {how}"
+    ended = f"body ended after {_content(f)} ({f.timing.frames} frames) with {_missing_end(f)}"
+    return f"{ended}; {how}{_whole(f)}"
+
+
+def _whole(f: Facts) -> str:
+    """What the operator needs first of a clean close with only `[DONE]` missing: the answer
+    was whole, as the openai SDKs take it (they stop at the body's end); the upstream sends no
+    sentinel, as transformers serve never does (an outside review: every one of its streams
+    read as a cut)."""
+    s = f.summary
+    if f.end is not End.UPSTREAM_EOF or not f.expects_done or s.done:
+        return ""
+    if not s.finish_reasons or s.missing_finish_reason or (f.usage_expected and s.usage is None):
+        return ""
+    return " after every choice's finish_reason: an upstream that sends no [DONE] (not a cut mid-answer)"
 
 
 def _timed_out(f: Facts) -> str:

@@ -646,3 +646,24 @@ def test_done_with_trailing_whitespace_ends_the_stream_as_the_openai_sdks_read_i
     assert (r.outcome, r.anomalies) == (Outcome.COMPLETE, [])
     r = run([*frames[:-1], b"data: [DON]\n\n"])  # not it
     assert r.outcome is Outcome.TRUNCATED
+
+
+def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> None:
+    """transformers serve never sends `[DONE]`: every one of its streams is `truncated` by the
+    terminal-marker rule, and its reason read as a cut (an outside review). The openai SDKs stop
+    at the body's end and take such an answer as whole; the reason says so, and says nothing of
+    the kind where a finish reason or the usage asked for is missing, or the connection broke."""
+    whole = run(healthy(4, done=False))
+    assert (whole.outcome, whole.anomalies) == (Outcome.TRUNCATED, ["missing_done"])
+    assert whole.reasons[0].endswith(
+        "the upstream closed the connection cleanly after every choice's finish_reason: an upstream "
+        "that sends no [DONE] (not a cut mid-answer)"
+    ), whole.reasons
+    for cut in (
+        run(healthy(4, done=False, usage=False)),  # the usage asked for never came
+        run(healthy(4, done=False, finish=None)),
+        run(healthy(4, done=False), end=End.UPSTREAM_BROKEN),
+    ):
+        assert cut.outcome is Outcome.TRUNCATED
+        assert "sends no [DONE]" not in cut.reasons[0], cut.reasons
+    assert "sends no [DONE]" in run(healthy(4, done=False, usage=False), include_usage=False).reasons[0]

@@ -656,3 +656,99 @@ async def test_a_bursty_route_passes_streaming_with_a_note_on_its_clumps(demo_ga
     gate = runs[0].gate("streaming", "chat")
     assert gate.status is Status.PASS and "bursty" in gate.evidence["anomalies"]
     assert any(note.startswith("the answer came in clumps") for note in gate.notes), gate.notes
+
+
+def _wire_server(*, repeat_call_fields: bool, done: bool, honours_tool_choice: bool) -> Any:
+    """A Chat route shaped as real inference servers stream: llama-cpp-python (and LiteLLM in
+    front of it) repeat a tool call's id and name in every delta; transformers serve ends with
+    no `[DONE]` and answers a forced tool_choice with text."""
+    words = ["one", "two", "three", "four", "five", "six"]
+    usage = {"prompt_tokens": 50, "completion_tokens": len(words), "total_tokens": 50 + len(words)}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-x1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": " ".join(words)}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-x1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(doc: dict[str, Any]) -> None:
+            await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
+            await asyncio.sleep(0.005)
+
+        await send(chunk({"role": "assistant"}))
+        if isinstance(body.get("tool_choice"), dict) and honours_tool_choice:
+            for i, piece in enumerate(['{"city"', ': "Paris"}']):
+                call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+                if i == 0 or repeat_call_fields:
+                    call |= {"id": "call_0", "type": "function"}
+                    call["function"]["name"] = "get_weather"
+                await send(chunk({"tool_calls": [call]}))
+            await send(chunk({}, "tool_calls"))
+        else:
+            for word in words:
+                await send(chunk({"content": word + " "}))
+            await send(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            last = chunk({})
+            last["choices"], last["usage"] = [], usage
+            await send(last)
+        if done:
+            await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def test_a_tool_call_that_repeats_its_id_and_name_fails_the_tools_gate() -> None:
+    """llama-cpp-python sends the call's id and name in every delta: the openai SDK's stream
+    helper joined them into `call_0call_0`, `get_weatherget_weather`, and the probe said PASS
+    (an outside review); the proxy's own audit says `repeated_tool_call_fields`."""
+    for repeated in (True, False):
+        app = _wire_server(repeat_call_fields=repeated, done=True, honours_tool_choice=True)
+        runner, url = await _serve(app)
+        try:
+            code, table, runs = await run_probe(make_plan(url, "m", "--tools"))
+        finally:
+            await runner.cleanup()
+        if repeated:
+            assert code == 1 and failures(runs) == {("tools", "chat")}, table
+            assert "repeats its `id` or `function.name`" in table
+        else:
+            assert code == 0 and failures(runs) == set(), table
+
+
+async def test_a_route_with_no_done_still_has_its_tool_call_judged() -> None:
+    """transformers serve sends no `[DONE]` and answers a forced tool_choice with text: the
+    tools gate said SKIP ("it broke like the main stream") and hid the missing tool call (an
+    outside review). The framing gate says what the missing `[DONE]` means for the SDKs."""
+    app = _wire_server(repeat_call_fields=False, done=False, honours_tool_choice=False)
+    runner, url = await _serve(app)
+    try:
+        code, table, runs = await run_probe(make_plan(url, "m", "--tools"))
+    finally:
+        await runner.cleanup()
+    assert code == 1 and failures(runs) == {("framing", "chat"), ("tools", "chat")}, table
+    assert "no tool call streamed although tool_choice named get_weather" in table
+    assert "after every choice's finish_reason: the openai SDKs stop at the body's end" in table

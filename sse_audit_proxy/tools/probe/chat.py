@@ -240,9 +240,17 @@ class _ChatStream(StreamReader):
             )
         f.finish_reasons = [self.finish[i] for i in sorted(self.finish)]
         if not f.done:
+            whole = bool(self.finish) and not missing
             p.append(
-                "the stream ended without `data: [DONE]`: OpenAI clients treat it as cut off; "
-                "the gateway must end every stream with [DONE]"
+                "the stream ended without `data: [DONE]`"
+                + (
+                    " after every choice's finish_reason: the openai SDKs stop at the body's end "
+                    "and take the answer as whole, but a client that reads until [DONE] cannot "
+                    "tell it from a cut, and the proxy records every such stream `truncated`"
+                    if whole
+                    else ": clients cannot tell it from a cut"
+                )
+                + "; the gateway must end every stream with [DONE]"
             )
         if self.after_done:
             p.append(

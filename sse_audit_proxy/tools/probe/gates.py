@@ -7,6 +7,7 @@ root cause fails one gate: a later gate that meets a fault an earlier gate alrea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 from yarl import URL
 
 from sse_audit_proxy.core.audit import Anomaly, End, Thresholds
+from sse_audit_proxy.core.dialects.chat import REPEATED_TOOL_CALL_FIELDS
 from sse_audit_proxy.core.figures import ms as millis
 from sse_audit_proxy.tools.probe.api import Api
 from sse_audit_proxy.tools.probe.client import Exchange, shown_response_headers
@@ -461,11 +463,18 @@ class _Part:
             return False
         own = _stream_problems(ex)
         if own:
-            if self.framing.status is Status.FAIL:
+            shared = {_shape_of(p) for p in self.framing.problems}
+            new = [p for p in own if _shape_of(p) not in shared]
+            if new:
+                self.gate.problems.extend(f"{label}: {p}" for p in new)
+                return False
+            if not _ended_whole(ex):
                 self.gate.notes.append(f"{label}: not judged, it broke like the main stream (see framing)")
                 return False
-            self.gate.problems.extend(f"{label}: {p}" for p in own)
-            return False
+            # The main stream's faults, at its end (no `[DONE]`): what this stream said before
+            # them is still whole, and a tool call dropped or garbled there was hidden behind
+            # a SKIP until the framing was fixed (an outside review, on transformers serve).
+            self.gate.notes.append(f"{label}: has the main stream's framing faults (see framing)")
         if buffering and ex.result is not None and Anomaly.BUFFERED in ex.result.anomalies:
             if self.streaming.status is Status.FAIL:
                 self.gate.notes.append(f"{label}: buffered like the main stream (see streaming)")
@@ -478,6 +487,24 @@ class _Part:
             return False
         self.judged += 1
         return True
+
+
+def _shape_of(problem: str) -> str:
+    """A problem's words without its counts, ids and quotes: the same fault in another stream."""
+    return re.sub(r"\w*\d\w*|'[^']*'|\([^)]*\)", "#", problem)
+
+
+def _ended_whole(ex: Exchange) -> bool:
+    """The stream ran to the upstream's clean end, every choice finished, with no error frame."""
+    f = ex.facts
+    return (
+        ex.end is End.UPSTREAM_EOF
+        and f is not None
+        and bool(f.finish_reasons)
+        and not f.errors
+        and not f.malformed
+        and not any("no `finish_reason`" in p for p in f.problems)
+    )
 
 
 def first_call(ex: Exchange | None) -> ToolCallSeen | None:
@@ -589,6 +616,13 @@ def _judge_call(gate: Gate, ex: Exchange, call: ToolCallSeen | None) -> None:
             f"the argument deltas add up to {excerpt(call.arguments.encode())} but the "
             f"`.done` event says {excerpt(call.done_arguments.encode())}: clients that "
             "assemble deltas and clients that read `.done` get different calls"
+        )
+    if ex.result is not None and REPEATED_TOOL_CALL_FIELDS in ex.result.anomalies:
+        p.append(
+            "a later delta of the tool call repeats its `id` or `function.name` (the proxy's "
+            "`repeated_tool_call_fields`): clients that join the deltas, the openai Python SDK's "
+            "stream helper and LangChain, get `call_1call_1` or `get_weatherget_weather` and "
+            "cannot answer the call; the gateway must send the id and name in the first delta only"
         )
     if api_finish_bad(f.finish_reasons):
         gate.notes.append(f"the tool-call stream finished with {', '.join(f.finish_reasons)}")

@@ -34,7 +34,7 @@ from sse_audit_proxy.cli.options import (
     positive_int,
     request_header,
 )
-from sse_audit_proxy.core.audit import End, StreamAudit
+from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.figures import percentile
 from sse_audit_proxy.server import loop
@@ -129,10 +129,11 @@ class ClientResult:
     anomalies: tuple[str, ...] = ()
     ttft: float | None = None
     duration: float = 0.0
-    done: bool = False
+    done: bool | None = False  # None: the route has no `[DONE]` (Responses)
     usage: bool | None = None  # None: not asked for
     finish: bool = False
     cut: bool = False  # the body broke off (reset, or a proxy cutting it)
+    open_at_end: bool = False  # still streaming when the run ended: cancelled after the grace
     error: str | None = None
 
 
@@ -154,9 +155,11 @@ def request_body(cfg: TrafficConfig, scenario: str, model: str, n: int) -> dict[
     return body
 
 
-async def one_request(
-    session: aiohttp.ClientSession, cfg: TrafficConfig, scenario: str, n: int, trace_id: str
-) -> ClientResult:
+async def fill(result: ClientResult, session: aiohttp.ClientSession, cfg: TrafficConfig, n: int) -> None:
+    """Send one request and fill `result` with what the client saw; when the run's end cancels
+    it mid-stream, with what it had seen by then (`open_at_end`): a stream that hung was left
+    out of the summary altogether (an outside review: `0 requests` while one had hung 20 s)."""
+    scenario, trace_id = result.scenario, result.trace_id
     headers = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id, **dict(cfg.headers)}
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -167,9 +170,9 @@ async def one_request(
         headers[scenarios.SCENARIO_HEADER] = scenario
     body = request_body(cfg, scenario, model, n)
     url = cfg.base_url / ROUTES[cfg.route]
-    result = ClientResult(scenario, trace_id, 0)
     clock = time.monotonic
     started = clock()
+    audit: StreamAudit | None = None
     try:
         # A redirect is the answer (a gateway's URL is configured, not discovered), and
         # following it would send the key to another host.
@@ -185,17 +188,29 @@ async def one_request(
     except (aiohttp.ClientError, OSError) as exc:  # no HTTP answer at all, e.g. a bad status line
         result.error = type(exc).__name__
         result.duration = clock() - started
-        return result
-    s = audit.finish(clock(), end)
+        return
+    except asyncio.CancelledError:
+        result.open_at_end = True
+        result.duration = clock() - started
+        if audit is None:
+            result.error = "no response by the end of the run"
+        else:
+            _judged(result, audit.finish(clock(), End.CLIENT_GONE), cfg, End.CLIENT_GONE)
+        raise
+    _judged(result, audit.finish(clock(), end), cfg, end)
+
+
+def _judged(result: ClientResult, s: StreamResult, cfg: TrafficConfig, end: End) -> None:
     result.outcome = s.outcome.value
     result.anomalies = tuple(s.anomalies)
     result.ttft = s.ttft
     result.duration = s.duration
-    result.done = s.done
-    result.usage = s.usage is not None if "stream_options" in body else None
+    # Responses streams end with their terminal event, never `[DONE]`; their usage is always
+    # part of it (it read `[DONE] 0/5` and usage `-` on healthy streams).
+    result.done = None if cfg.route == "responses" else s.done
+    result.usage = s.usage is not None if s.usage_requested else None
     result.finish = bool(s.finish_reasons)
     result.cut = end is End.UPSTREAM_BROKEN
-    return result
 
 
 async def _read(
@@ -233,6 +248,8 @@ class Tally:
     usage_seen: int = 0
     finish: int = 0
     cut: int = 0
+    open_at_end: int = 0
+    done_expected: int = 0  # streams on a route that ends with `[DONE]`
     errors: Counter[str] = field(default_factory=Counter)
     ttfts: deque[float] = field(default_factory=lambda: deque(maxlen=TTFT_SAMPLES))
 
@@ -244,9 +261,12 @@ class Tally:
         if r.outcome is not None:
             self.outcomes[r.outcome] += 1
             self.verdicts[" + ".join((r.outcome, *r.anomalies))] += 1
-        self.done += r.done
+        if r.done is not None:
+            self.done_expected += 1
+            self.done += r.done
         self.finish += r.finish
         self.cut += r.cut
+        self.open_at_end += r.open_at_end
         if r.usage is not None:
             self.usage_asked += 1
             self.usage_seen += r.usage
@@ -264,6 +284,7 @@ class Tally:
             "usage_seen": self.usage_seen,
             "finish_reason_seen": self.finish,
             "cut": self.cut,
+            "open_at_end": self.open_at_end,
             "errors": dict(self.errors),
             "ttft_p50_s": percentile(self.ttfts, 50),
             "ttft_p95_s": percentile(self.ttfts, 95),
@@ -344,11 +365,12 @@ async def drive(
                 return
             traffic.started += 1
             traffic.in_flight += 1
+            result = ClientResult(next(order), f"{cfg.trace_prefix}-{n + 1:06d}", 0)
             try:
-                result = await one_request(session, cfg, next(order), n, f"{cfg.trace_prefix}-{n + 1:06d}")
+                await fill(result, session, cfg, n)
             finally:
                 traffic.in_flight -= 1
-            traffic.add(result)
+                traffic.add(result)  # one cancelled at the end too
 
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=cfg.timeout)
     connector = aiohttp.TCPConnector(limit=0)
@@ -410,6 +432,7 @@ def summary(t: Traffic) -> str:
             "usage",
             "finish",
             "cut",
+            "open",
             "verdict seen by the client (most common)",
         )
     ]
@@ -429,14 +452,20 @@ def summary(t: Traffic) -> str:
                 http,
                 seconds(percentile(tally.ttfts, 50)),
                 seconds(percentile(tally.ttfts, 95)),
-                _ratio(tally.done, tally.n),
+                _ratio(tally.done, tally.done_expected),
                 _ratio(tally.usage_seen, tally.usage_asked),
                 _ratio(tally.finish, tally.n),
                 str(tally.cut),
+                str(tally.open_at_end),
                 verdict,
             )
         )
     head = f"traffic summary: {t.total.n} requests in {t.elapsed:.1f}s ({rate:.1f}/s), as the client saw them"
+    if t.total.open_at_end:
+        head += (
+            f"; {t.total.open_at_end} still open when the run ended (cut after the grace: "
+            "a stream that hangs shows here)"
+        )
     return head + "\n" + table(rows)
 
 
@@ -463,15 +492,29 @@ class Progress:
 # Command -----------------------------------------------------------------------------------
 
 
-def add_traffic_options(p: argparse.ArgumentParser, *, rate: float, concurrency: int) -> None:
-    """The load options (also used by `demo`)."""
+# The mix when a model is named and none is given: a real gateway ignores the demo's scenario
+# header, so each demo fault's row said what the healthy rows said under its name (an outside
+# review against LiteLLM: `http-500 … complete`); these two ask it different things.
+MODEL_MIX = (("healthy", 10), ("tool-call", 2))
+
+
+def add_traffic_options(
+    p: argparse.ArgumentParser, *, rate: float, concurrency: int, model_mix: bool = False
+) -> None:
+    """The load options (also used by `demo`). `model_mix`: without --mix, MODEL_MIX when
+    --model is given (the option is then None until `run` decides)."""
     p.add_argument(
         "--mix",
         type=parse_mix,
-        default=scenarios.DEFAULT_MIX,
+        default=None if model_mix else scenarios.DEFAULT_MIX,
         metavar="MIX",
         help="scenarios and weights, e.g. healthy=8,buffered=1,truncated=1 (default: "
-        "every scenario, weighted healthy=10, tool-call=2, the others 1)",
+        "every scenario, weighted healthy=10, tool-call=2, the others 1"
+        + (
+            "; with --model, healthy=10,tool-call=2: a real gateway ignores the scenario header)"
+            if model_mix
+            else ")"
+        ),
     )
     p.add_argument(
         "--rate",
@@ -510,7 +553,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="URL",
         help="OpenAI base URL, e.g. http://127.0.0.1:8080/v1 (/v1 is added to a URL without a path)",
     )
-    add_traffic_options(p, rate=5.0, concurrency=8)
+    add_traffic_options(p, rate=5.0, concurrency=8, model_mix=True)
     p.add_argument(
         "--duration",
         type=positive_float,
@@ -584,7 +627,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     cfg = TrafficConfig(
         base_url=args.base_url,
-        mix=args.mix,
+        mix=args.mix or (MODEL_MIX if args.model else scenarios.DEFAULT_MIX),
         concurrency=args.concurrency,
         rate=args.rate,
         duration=args.duration,

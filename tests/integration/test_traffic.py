@@ -200,3 +200,70 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_streams_still_open_when_the_run_ends_are_in_the_summary(demo_gateway: Any) -> None:
+    """A stream that hangs is what a load run is for: cancelled after the grace, it was left
+    out of the summary altogether (`0 requests` while one had hung for 20 s: an outside
+    review); now it is counted, open at the end, as the client left it."""
+    gateway = await demo_gateway(ttft=0.0, interval=0.001, jitter=0.0, fault_delay=30.0)
+    cfg = TrafficConfig(
+        base_url=gateway / "v1",
+        mix=(("healthy", 1), ("stall", 2)),
+        concurrency=3,
+        rate=0.0,
+        requests=3,
+        duration=0.3,
+        grace=0.5,
+    )
+    seen = traffic.Traffic()
+    await traffic.drive(cfg, asyncio.Event(), seen)
+    assert seen.started == seen.total.n == 3
+    assert seen.total.open_at_end == 2
+    stalled = seen.by_scenario["stall"]
+    assert stalled.outcomes == {"client_disconnect": 2} and stalled.open_at_end == 2
+    assert seen.by_scenario["healthy"].outcomes == {"complete": 1}
+    text = traffic.summary(seen)
+    assert "2 still open when the run ended" in text
+    assert seen.as_dict()["total"]["open_at_end"] == 2
+
+
+async def test_responses_streams_are_not_counted_short_of_done_and_their_usage_is_expected(
+    demo_gateway: Any,
+) -> None:
+    """They end with their terminal event and always carry usage: the summary said
+    `[DONE] 0/5` and usage `-` on healthy Responses streams (an outside review)."""
+    gateway = await demo_gateway(ttft=0.0, interval=0.001, jitter=0.0)
+    cfg = TrafficConfig(
+        base_url=gateway / "v1", mix=(("healthy", 1),), concurrency=2, rate=0.0, requests=3, route="responses"
+    )
+    seen = await traffic.drive(cfg, asyncio.Event(), traffic.Traffic())
+    assert seen.total.outcomes == {"complete": 3}
+    assert (seen.total.usage_asked, seen.total.usage_seen, seen.total.done_expected) == (3, 3, 0)
+    row = next(line for line in traffic.summary(seen).splitlines() if line.startswith("healthy"))
+    assert row.split()[5:8] == ["-", "3/3", "3/3"], row
+
+
+async def test_a_named_model_without_a_mix_sends_what_a_real_gateway_tells_apart(demo_gateway: Any) -> None:
+    """A real gateway ignores the demo's scenario header: with `--model` each demo fault's row
+    said what the healthy rows said under its name (`http-500 … complete`)."""
+    gateway = await demo_gateway()
+    code, out, err = await run_cli(
+        "traffic",
+        "--base-url",
+        str(gateway),
+        "--model",
+        "demo-healthy",
+        "--requests",
+        "2",
+        "--rate",
+        "0",
+        *FAST_HEADERS,
+    )
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("traffic: healthy=10,tool-call=2 to "), out
+    code, out, err = await run_cli(
+        "traffic", "--base-url", str(gateway), "--requests", "1", "--rate", "0", *FAST_HEADERS
+    )
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("traffic: healthy=10,buffered=1,")  # the demo's whole mix

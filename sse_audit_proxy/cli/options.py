@@ -403,6 +403,41 @@ def request_header(value: str) -> tuple[str, str]:
     return name.strip(), val.strip()
 
 
+# Headers that carry a key: the tools take none of them with -H, where a key would sit in the
+# shell's history and the process list; the key comes from --api-key-env, in --api-key-header.
+KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+KEY_HEADER_DEFAULT = "Authorization"
+
+
+def request_header_no_key(value: str) -> tuple[str, str]:
+    """`Name: value`, not one of KEY_HEADERS."""
+    name, val = request_header(value)
+    if name.lower() in KEY_HEADERS:
+        raise argparse.ArgumentTypeError(
+            f"{name} is not taken on the command line: put the key in an environment variable "
+            "and name it with --api-key-env (and the header with --api-key-header when it is "
+            "not Authorization)"
+        )
+    return name, val
+
+
+def key_header_value(header: str, key: str) -> str:
+    """What `header` carries for `key`: a Bearer token in Authorization, the key itself in any
+    other (Azure OpenAI's `api-key`, Anthropic's `x-api-key`, LiteLLM's `x-litellm-api-key`)."""
+    return f"Bearer {key}" if header.lower() == "authorization" else key
+
+
+def add_key_header_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-key-header",
+        type=header_name,
+        metavar="NAME",
+        default=KEY_HEADER_DEFAULT,
+        help="the header the key of --api-key-env is sent in: Authorization as a Bearer token, "
+        "any other (api-key for Azure OpenAI, x-api-key) as it is (default: Authorization)",
+    )
+
+
 def base_url(value: str) -> URL:
     """An OpenAI base URL: `http://host:port` gets `/v1`, anything with a path is kept."""
     url = upstream_url(value)

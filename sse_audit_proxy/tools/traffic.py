@@ -26,13 +26,16 @@ from yarl import URL
 
 from sse_audit_proxy.cli.format import seconds, table
 from sse_audit_proxy.cli.options import (
+    KEY_HEADER_DEFAULT,
+    add_key_header_option,
     at_most,
     base_url,
     breaks_a_header,
+    key_header_value,
     non_negative_float,
     positive_float,
     positive_int,
-    request_header,
+    request_header_no_key,
 )
 from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
@@ -115,6 +118,7 @@ class TrafficConfig:
     model: str | None = None  # fixed model name; the scenario then goes in X-Demo-Scenario
     headers: tuple[tuple[str, str], ...] = ()
     api_key: str | None = None
+    key_header: str = KEY_HEADER_DEFAULT  # --api-key-header
     timeout: float = 60.0  # seconds without a byte before the client gives up
     grace: float = 5.0  # after the end, how long in-flight streams may finish
     trace_prefix: str = "traffic"  # trace IDs are PREFIX-000001, ...
@@ -162,7 +166,7 @@ async def fill(result: ClientResult, session: aiohttp.ClientSession, cfg: Traffi
     scenario, trace_id = result.scenario, result.trace_id
     headers = {"Content-Type": "application/json", "X-Client-Request-Id": trace_id, **dict(cfg.headers)}
     if cfg.api_key:
-        headers["Authorization"] = f"Bearer {cfg.api_key}"
+        headers[cfg.key_header] = key_header_value(cfg.key_header, cfg.api_key)
     model = cfg.model
     if model is None:
         model = scenarios.MODEL_PREFIX + scenario
@@ -580,15 +584,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        type=request_header,
-        help="extra request header, repeatable (e.g. -H 'X-Demo-TTFT-Ms: 50')",
+        type=request_header_no_key,
+        help="extra request header, repeatable (e.g. -H 'X-Demo-TTFT-Ms: 50'); not a key's: "
+        "see --api-key-env",
     )
     p.add_argument(
         "--api-key-env",
         metavar="NAME",
         default=None,
-        help="environment variable holding the API key sent as a Bearer token",
+        help="environment variable holding the API key, sent as a Bearer token or in --api-key-header",
     )
+    add_key_header_option(p)
     p.add_argument(
         "--timeout",
         type=positive_float,
@@ -636,6 +642,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         headers=tuple(args.header),
         api_key=api_key,
+        key_header=args.api_key_header,
         timeout=args.timeout,
         trace_prefix=f"traffic-{os.urandom(3).hex()}",
     )

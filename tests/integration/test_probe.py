@@ -380,15 +380,18 @@ async def test_a_route_that_gzips_its_event_stream_is_read_through_the_compressi
 KEY = "sk-probe-test-7f3c9a1e5b2d4c6a8e0f"
 
 
-async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) -> None:
+@pytest.mark.parametrize("header", ["Authorization", "api-key"])
+async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path, header: str) -> None:
     """A gateway that echoes the key in a header on every answer, and in the message of a
-    401 on the Responses route, as some do: the key still reaches no output and no file."""
+    401 on the Responses route, as some do: the key still reaches no output and no file. In
+    the header --api-key-header names (Azure OpenAI's `api-key`: the probe refused `-H api-key`
+    and could send a key only as a Bearer token, so such a route could not be probed)."""
     app = create_app(Timing())
     seen: list[str] = []
 
     @web.middleware
     async def echoes_the_key(request: web.Request, handler: Any) -> web.StreamResponse:
-        auth = request.headers.get("Authorization", "")
+        auth = request.headers.get(header, "")
         seen.append(auth)
         key = auth.removeprefix("Bearer ")
         if request.path.endswith("/responses"):
@@ -407,7 +410,7 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
         return resp
 
     async def echo_header(request: web.Request, resp: web.StreamResponse) -> None:
-        resp.headers["X-Echo-Authorization"] = request.headers.get("Authorization", "")
+        resp.headers["X-Echo-Authorization"] = request.headers.get(header, "")
 
     app.middlewares.append(echoes_the_key)
     app.on_response_prepare.append(echo_header)
@@ -425,6 +428,8 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
             "demo-healthy",
             "--api-key-env",
             "PROBE_TEST_KEY",
+            "--api-key-header",
+            header,
             "--responses",
             "--tools",
             "--json",
@@ -440,7 +445,8 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path) ->
     finally:
         await runner.cleanup()
     assert proc.returncode == 1  # the Responses route refused the key
-    assert seen and all(a == f"Bearer {KEY}" for a in seen)  # it was sent, every time
+    sent = f"Bearer {KEY}" if header == "Authorization" else KEY
+    assert seen and all(a == sent for a in seen)  # it was sent, every time
     written = [out, err, report.read_bytes(), *(p.read_bytes() for p in raw.iterdir())]
     assert len(written) > 10
     for blob in written:

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from sse_audit_proxy.cli import options
+from sse_audit_proxy.server.listen import listen
 from sse_audit_proxy.tools import traffic
+from sse_audit_proxy.tools.gateway import Timing, create_app
 from sse_audit_proxy.tools.traffic import TrafficConfig, parse_mix
 
 FAST_HEADERS = [
@@ -267,3 +271,41 @@ async def test_a_named_model_without_a_mix_sends_what_a_real_gateway_tells_apart
     )
     assert code == 0, err
     assert out.splitlines()[0].startswith("traffic: healthy=10,buffered=1,")  # the demo's whole mix
+
+
+async def test_a_key_goes_in_the_header_named_and_never_on_the_command_line() -> None:
+    """As the probe: `-H` takes no key header (shell history, the process list), the key comes
+    from --api-key-env and goes in --api-key-header (Azure OpenAI's `api-key`)."""
+    code, _, err = await run_cli(
+        "traffic", "--base-url", "http://127.0.0.1:1", "-H", "Authorization: Bearer sk-secret"
+    )
+    assert code == 2 and "Authorization is not taken on the command line" in err
+    assert "sk-secret" not in err
+    seen: list[dict[str, str]] = []
+
+    @web.middleware
+    async def note(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    app = create_app(Timing(ttft=0.0, interval=0.001, jitter=0.0))
+    app.middlewares.append(note)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = await listen(runner, "127.0.0.1", 0)
+    cfg = TrafficConfig(
+        base_url=URL(f"http://127.0.0.1:{port}/v1"),
+        mix=(("healthy", 1),),
+        concurrency=1,
+        rate=0.0,
+        requests=1,
+        api_key="sk-azure",
+        key_header="api-key",
+    )
+    try:
+        done = await traffic.drive(cfg, asyncio.Event(), traffic.Traffic())
+    finally:
+        await runner.cleanup()
+    assert done.total.outcomes == {"complete": 1}
+    assert seen[0]["api-key"] == "sk-azure" and "Authorization" not in seen[0]

@@ -20,6 +20,7 @@ import orjson
 from yarl import URL
 
 from sse_audit_proxy import __version__
+from sse_audit_proxy.cli.options import KEY_HEADER_DEFAULT, key_header_value
 from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.inflate import Inflater, wants_inflater
@@ -148,6 +149,7 @@ class Sender:
     headers: tuple[tuple[str, str], ...]  # -H extras
     api_key: str | None
     timeout: float
+    key_header: str = KEY_HEADER_DEFAULT  # --api-key-header
 
     def request_headers(self, trace_id: str, stream: bool) -> tuple[dict[str, str], dict[str, str]]:
         """(sent, shown): the headers to send, and the same with the key redacted."""
@@ -161,8 +163,8 @@ class Sender:
         }
         shown = shown_headers(sent.items())
         if self.api_key:
-            sent["Authorization"] = f"Bearer {self.api_key}"
-            shown["Authorization"] = f"Bearer {REDACTED}"
+            sent[self.key_header] = key_header_value(self.key_header, self.api_key)
+            shown[self.key_header] = key_header_value(self.key_header, REDACTED)
         return sent, shown
 
 

@@ -13,10 +13,11 @@ from typing import TextIO
 from yarl import URL
 
 from sse_audit_proxy.cli.options import (
+    add_key_header_option,
     base_url,
     breaks_a_header,
     positive_float,
-    request_header,
+    request_header_no_key,
     upstream_url,
 )
 from sse_audit_proxy.server import loop
@@ -26,7 +27,6 @@ from sse_audit_proxy.tools.probe.runner import RouteRun, Settings, Target, probe
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 SIDE_HEADER = "X-SSE-Audit-Side"
-_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 
 
 class UsageError(Exception):
@@ -41,17 +41,6 @@ class Plan:
     key_env: str
     json_path: Path | None = None
     raw_dir: Path | None = None
-
-
-def _header(value: str) -> tuple[str, str]:
-    name, val = request_header(value)
-    if name.lower() in _KEY_HEADERS:
-        raise argparse.ArgumentTypeError(
-            f"{name} is not taken on the command line: put "
-            "the key in an environment variable and name it with "
-            "--api-key-env"
-        )
-    return name, val
 
 
 def _metrics_url(value: str) -> URL:
@@ -79,10 +68,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--api-key-env",
         metavar="NAME",
         default=None,
-        help=f"environment variable holding the API key, sent as a Bearer token "
-        f"(default: {DEFAULT_KEY_ENV}, and no key when it is unset); the key is "
+        help=f"environment variable holding the API key, sent as a Bearer token or in "
+        f"--api-key-header (default: {DEFAULT_KEY_ENV}, and no key when it is unset); the key is "
         "never taken on the command line, printed or saved",
     )
+    add_key_header_option(p)
     p.add_argument(
         "--tools",
         action="store_true",
@@ -155,7 +145,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        type=_header,
+        type=request_header_no_key,
         help="extra request header, repeatable (not for the API key)",
     )
     p.add_argument(
@@ -200,6 +190,7 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         responses=args.responses,
         headers=tuple(args.header),
         api_key=api_key,
+        key_header=args.api_key_header,
         timeout=args.timeout,
     )
     prefix = f"probe-{run_id}"

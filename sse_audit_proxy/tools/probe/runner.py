@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from sse_audit_proxy.cli.options import KEY_HEADER_DEFAULT
 from sse_audit_proxy.tools.probe import gates
 from sse_audit_proxy.tools.probe.api import Api
 from sse_audit_proxy.tools.probe.chat import ChatApi
@@ -28,6 +29,7 @@ class Settings:
     responses: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     api_key: str | None = None
+    key_header: str = KEY_HEADER_DEFAULT
     timeout: float = 60.0
 
 
@@ -72,7 +74,13 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
     async with aiohttp.ClientSession(
         timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-        sender = Sender(session, settings.headers + target.headers, settings.api_key, settings.timeout)
+        sender = Sender(
+            session,
+            settings.headers + target.headers,
+            settings.api_key,
+            settings.timeout,
+            settings.key_header,
+        )
         for api in apis(settings):
             await _probe_api(run, sender, api, settings)
         if target.proxy_metrics_url is not None:

@@ -33,7 +33,7 @@ Streams that say nothing about the upstream are not counted (`judged`): those th
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
 after waiting GAVE_UP_AFTER for a first token, or for anything after a token in a stream
 without keep-alives, is bad; the first of these only when it waited longer than the other
-side's p95 first token, once that side has `min_streams` of them), and those the upstream
+side's median first token, judged once that side has `min_streams` of them), and those the upstream
 refused as the client's error (a 4xx: a bad key, an unknown model, a malformed request, the
 client's own quota). A client picks its side with the sticky header, so counting its refusals
 let one client trip a healthy canary, or keep a bad one running by flooding the baseline with
@@ -373,6 +373,8 @@ class Guard:
         self._store = max(window, min(BASELINE_STORE * window, BASELINE_STORE_MAX))
         self.baseline = _Side(self._store)
         self._recent = _Side(window)  # the baseline's last `window` streams, whenever they ended
+        # Give-ups before a first token, per side (True: the canary), until they can be judged.
+        self._held: dict[bool, deque[Sample]] = {True: deque(maxlen=window), False: deque(maxlen=window)}
         self.reset()
 
     def reset(self) -> None:
@@ -381,19 +383,19 @@ class Guard:
         the last step of a ramp unguarded; its span starts again with the canary's."""
         self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
+        self._held[True].clear()
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
         """A finished stream; the baseline's are kept while tripped too (a trip cleared later
         compares with the baseline's streams of that time, not of before the trip)."""
         if canary and self.tripped is not None:
             return None
-        if sample.waited is not None and not self._longer_than_usual(canary, sample.waited):
-            return None
-        if canary:
-            self.canary.add(sample)
+        if sample.waited is None:
+            self._add(canary, sample)
         else:
-            self.baseline.add(sample)
-            self._recent.add(sample)
+            self._held[canary].append(sample)
+        for side in (False, True):
+            self._judge_held(side)
         if self.tripped is not None:
             return None
         self._align()
@@ -402,19 +404,35 @@ class Guard:
             self.tripped = trip
         return trip
 
-    def _longer_than_usual(self, canary: bool, waited: float) -> bool:
-        """Whether a client that gave up after `waited` with no first token waited longer than
-        the other side's p95 first token (of its last `window` streams). A client sticky to one
-        side whose own timeout is shorter than the model's usual first token (1.2 s against
-        both sides' 1.5 s) made every one of its streams bad there, and a healthy canary was
-        rolled back (an outside review); it would have given up on the other side too. Until
-        the other side has `min_streams` first tokens the wait cannot be told from a usual one
-        and is not counted (both sides starting at once: the impatient client's first 20
-        streams, ended before any of the baseline's, had tripped it as before)."""
+    def _add(self, canary: bool, sample: Sample) -> None:
+        if canary:
+            self.canary.add(sample)
+        else:
+            self.baseline.add(sample)
+            self._recent.add(sample)
+
+    def _judge_held(self, canary: bool) -> None:
+        """Streams a client gave up on before a first token count (bad) only when it waited
+        longer than the other side's median first token (of its last `window` streams): a
+        client sticky to one side whose own timeout is shorter than the model's usual first
+        token (1.2 s against both sides' 1.5 s) made every one of its streams bad there, and a
+        healthy canary was rolled back (an outside review); it would have given up on the other
+        side too. The median, not a high quantile: 11 slow streams in 200 (a client's, or a
+        reasoning model's share of the traffic) moved the baseline's p95 past the clients'
+        timeouts, and a canary that never answered was never stopped (a second review). They
+        wait here until the other side has `min_streams` first tokens (both sides starting at
+        once), then are judged, not dropped."""
+        held = self._held[canary]
+        if not held:
+            return
         other = self._recent if canary else self.canary
         if len(other.ttfts) < self.settings.min_streams:
-            return False
-        return waited > _nearest_rank(other.ttfts)
+            return
+        usual = other.ttfts[len(other.ttfts) // 2]
+        while held:
+            sample = held.popleft()
+            if sample.waited is not None and sample.waited > usual:
+                self._add(canary, sample)
 
     def _align(self) -> None:
         """The baseline's span: from the canary window's first stream, or from its own

@@ -269,8 +269,8 @@ def test_a_sticky_client_that_gives_up_sooner_than_either_side_answers_trips_not
     """Both sides take 1.5 s to a first token (a reasoning model); one client, sticky to the
     canary, gives up after 1.2 s every time: every one of its streams was bad, and a healthy
     canary was rolled back after 20 (an outside review). It would have given up on the baseline
-    too. A wait longer than the baseline's p95 first token still counts; one the guard cannot
-    compare yet (the baseline has too few first tokens) does not."""
+    too. A wait longer than the baseline's median first token still counts; one the guard
+    cannot compare yet (the baseline has too few first tokens) waits until it can."""
     impatient = left(1.2)
     assert judge(impatient) is True and first_token_wait(impatient) == pytest.approx(1.2)
     assert first_token_wait(left(1.2, ttft=0.5)) is None  # it had a token
@@ -292,7 +292,7 @@ def test_a_sticky_client_that_gives_up_sooner_than_either_side_answers_trips_not
     assert run(4.0, 1.5).tripped is not None  # the canary hangs past what the baseline takes
     assert run(4.0, None).tripped is None  # nothing to compare with
     # Both sides starting at once, the impatient client's streams ending first: they wait for
-    # the baseline's first tokens (20 of them) and do not count before.
+    # the baseline's first tokens (20 of them), then are judged: not counted here...
     guard = Guard()
     for i in range(20):
         guard.observe(True, Sample(f"c{i}", True, None, waited=1.19))
@@ -300,6 +300,32 @@ def test_a_sticky_client_that_gives_up_sooner_than_either_side_answers_trips_not
         assert guard.observe(False, Sample(f"b{i}", False, 1.5)) is None
         assert guard.observe(True, Sample(f"c{i}", True, None, waited=1.19)) is None
     assert guard.canary.bad == 0 and len(guard.canary.samples) == 0
+    # ... and counted when the canary hangs: the first 20 are not lost (a second review: a
+    # hanging canary's first streams were dropped, and 50 users were hurt, not 20).
+    guard = Guard()
+    for i in range(20):
+        assert guard.observe(True, Sample(f"c{i}", True, None, waited=5.0)) is None
+    trip = None
+    for i in range(20):
+        trip = trip or guard.observe(False, Sample(f"b{i}", False, 1.5))
+    assert trip is not None and trip.canary["streams"] == 20 and trip.canary["bad"] == 20
+
+
+def test_a_few_slow_baseline_streams_do_not_hide_a_canary_that_never_answers() -> None:
+    """With the baseline's p95 first token as the yardstick, 11 streams in 200 slower than the
+    clients' timeout (an attacker's, sticky to the baseline; or a reasoning model's share)
+    made every hung canary stream not count, and it was never rolled back (a second review).
+    Against the median, up to half the baseline may be slow."""
+    for slow_share in (0.06, 0.3, 0.45):
+        guard = Guard()
+        trip = None
+        for i in range(800):
+            if i % 2:
+                trip = trip or guard.observe(True, Sample(f"c{i}", True, None, waited=5.0))
+            else:
+                ttft = 6.0 if (i // 2) % 100 < slow_share * 100 else 0.2
+                trip = trip or guard.observe(False, Sample(f"b{i}", False, ttft))
+        assert trip is not None and trip.rule == "bad_share", slow_share
     # The baseline's own impatient clients, against a canary slower to its first token.
     guard = Guard()
     for i in range(100):

@@ -334,7 +334,16 @@ def _whole(f: Facts) -> str:
         return ""
     if not s.finish_reasons or s.missing_finish_reason or (f.usage_expected and s.usage is None):
         return ""
-    return " after every choice's finish_reason: an upstream that sends no [DONE] (not a cut mid-answer)"
+    return WHOLE_BUT_NO_DONE
+
+
+# What a truncated stream's reason adds when the missing `[DONE]` is all that is wrong with it
+# (judge() takes it off when another anomaly holds: a tool call's arguments cut short before a
+# `tool_calls` finish and a clean close was called whole, a second review).
+WHOLE_BUT_NO_DONE = (
+    " after a finish_reason for every choice it sent: an upstream that sends no [DONE] "
+    "(no choice was cut mid-answer)"
+)
 
 
 def _timed_out(f: Facts) -> str:
@@ -848,6 +857,8 @@ def judge(f: Facts) -> Verdict:
     for name in f.summary.anomalies:  # the dialect's own extras, already named
         anomalies.append(name)
         reasons.append(f"{name}: {_EXTRAS.get(name, 'reported by the dialect')}")
+    if outcome is Outcome.TRUNCATED and anomalies != [Anomaly.MISSING_DONE]:
+        reasons[0] = reasons[0].removesuffix(WHOLE_BUT_NO_DONE)
     return Verdict(outcome, anomalies, reasons)
 
 

@@ -656,13 +656,22 @@ def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> 
     whole = run(healthy(4, done=False))
     assert (whole.outcome, whole.anomalies) == (Outcome.TRUNCATED, ["missing_done"])
     assert whole.reasons[0].endswith(
-        "the upstream closed the connection cleanly after every choice's finish_reason: an upstream "
-        "that sends no [DONE] (not a cut mid-answer)"
+        "the upstream closed the connection cleanly after a finish_reason for every choice it "
+        "sent: an upstream that sends no [DONE] (no choice was cut mid-answer)"
     ), whole.reasons
+    # A tool call's arguments cut short before a `tool_calls` finish: not whole (a second review).
+    opened = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    call = [
+        chunk({"tool_calls": [opened]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Par'}}]}),
+        chunk(finish="tool_calls"),
+        usage_chunk(),
+    ]
     for cut in (
         run(healthy(4, done=False, usage=False)),  # the usage asked for never came
         run(healthy(4, done=False, finish=None)),
         run(healthy(4, done=False), end=End.UPSTREAM_BROKEN),
+        run(call),
     ):
         assert cut.outcome is Outcome.TRUNCATED
         assert "sends no [DONE]" not in cut.reasons[0], cut.reasons

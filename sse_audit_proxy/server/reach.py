@@ -29,6 +29,8 @@ from sse_audit_proxy.server.upstream import Pool, Target, TLSError, Unreachable
 RETRY_SECONDS = 1.0
 # How long `/readyz` waits for a try under way (Kubernetes' probe gives up after 1 s).
 READY_WAIT = 0.5
+# Distinct reasons logged while the upstream cannot be reached: the rest go unsaid.
+MAX_REASONS = 16
 
 _log = structlog.get_logger("sse_audit_proxy")
 
@@ -75,7 +77,9 @@ class UpstreamReach:
         conn.close()
 
     async def _run(self) -> None:
-        said: tuple[str, str] | None = None  # the last reason logged: each new one once
+        # Each (reason, detail) once: an upstream whose failures alternate (backends half way
+        # through a certificate rotation) logged a line a second (a second review).
+        said: set[tuple[str, str]] = set()
         while True:
             try:
                 await self._connect()
@@ -83,8 +87,8 @@ class UpstreamReach:
                 cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
                 reason = type(cause).__name__  # never an OSError's text: it may quote a path
                 detail = _detail(exc)
-                if (reason, detail) != said:
-                    said = (reason, detail)
+                if (reason, detail) not in said and len(said) < MAX_REASONS:
+                    said.add((reason, detail))
                     _log.warning(
                         "upstream_unreachable",
                         upstream=f"{self._host}:{self._port}",

@@ -175,3 +175,33 @@ async def test_an_upstream_certificate_not_trusted_is_not_ready(
             assert await readyz(http, trusted.metrics_url) == (200, "ready")
     finally:
         server.close()
+
+
+async def test_failures_that_alternate_are_each_said_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends half way through a certificate rotation fail one way, then the other: with the
+    last line remembered alone, that was a line a second (a second review)."""
+    from structlog.testing import capture_logs
+
+    from sse_audit_proxy.server import reach
+    from sse_audit_proxy.server.upstream import TLSError
+
+    monkeypatch.setattr(reach, "RETRY_SECONDS", 0.01)
+    tries = 0
+
+    async def flapping() -> None:
+        nonlocal tries
+        tries += 1
+        if tries >= 40:
+            return
+        raise TLSError("certificate has expired" if tries % 2 else "Hostname mismatch")
+
+    with capture_logs() as logs:
+        probe = reach.UpstreamReach(URL("https://gw.example"), 1.0, connect=flapping)
+        for _ in range(100):
+            if await probe.check():
+                break
+    said = [(e["reason"], e.get("detail")) for e in logs if e["event"] == "upstream_unreachable"]
+    assert tries == 40 and sorted(said) == [
+        ("TLSError", "Hostname mismatch"),
+        ("TLSError", "certificate has expired"),
+    ], said

@@ -373,8 +373,8 @@ class Guard:
         self._store = max(window, min(BASELINE_STORE * window, BASELINE_STORE_MAX))
         self.baseline = _Side(self._store)
         self._recent = _Side(window)  # the baseline's last `window` streams, whenever they ended
-        # Give-ups before a first token, per side (True: the canary), until they can be judged.
-        self._held: dict[bool, deque[Sample]] = {True: deque(maxlen=window), False: deque(maxlen=window)}
+        # The canary's give-ups before a first token, until they can be judged (_judge_held).
+        self._held: deque[Sample] = deque(maxlen=window)
         self.reset()
 
     def reset(self) -> None:
@@ -383,7 +383,7 @@ class Guard:
         the last step of a ramp unguarded; its span starts again with the canary's."""
         self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
-        self._held[True].clear()
+        self._held.clear()
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
         """A finished stream; the baseline's are kept while tripped too (a trip cleared later
@@ -392,10 +392,14 @@ class Guard:
             return None
         if sample.waited is None:
             self._add(canary, sample)
-        else:
-            self._held[canary].append(sample)
-        for side in (False, True):
-            self._judge_held(side)
+        elif canary:
+            self._held.append(sample)
+        elif (usual := self._usual(self.canary)) is not None and sample.waited > usual:
+            self._add(False, sample)
+        # (A baseline's give-up with no canary first tokens to weigh it against is not kept:
+        # held, the ones from before a canary started were counted in its time when it did, a
+        # baseline 88 % bad, and a bad canary ran ten times longer: a third review.)
+        self._judge_held()
         if self.tripped is not None:
             return None
         self._align()
@@ -411,7 +415,12 @@ class Guard:
             self.baseline.add(sample)
             self._recent.add(sample)
 
-    def _judge_held(self, canary: bool) -> None:
+    def _usual(self, side: _Side) -> float | None:
+        """A side's median first token, once it has `min_streams` of them."""
+        ttfts = side.ttfts
+        return ttfts[len(ttfts) // 2] if len(ttfts) >= self.settings.min_streams else None
+
+    def _judge_held(self) -> None:
         """Streams a client gave up on before a first token count (bad) only when it waited
         longer than the other side's median first token (of its last `window` streams): a
         client sticky to one side whose own timeout is shorter than the model's usual first
@@ -419,20 +428,19 @@ class Guard:
         healthy canary was rolled back (an outside review); it would have given up on the other
         side too. The median, not a high quantile: 11 slow streams in 200 (a client's, or a
         reasoning model's share of the traffic) moved the baseline's p95 past the clients'
-        timeouts, and a canary that never answered was never stopped (a second review). They
-        wait here until the other side has `min_streams` first tokens (both sides starting at
-        once), then are judged, not dropped."""
-        held = self._held[canary]
+        timeouts, and a canary that never answered was never stopped (a second review). The
+        canary's wait here (up to `window` of them) until the baseline has `min_streams` first
+        tokens (both sides starting at once), then are judged, not dropped."""
+        held = self._held
         if not held:
             return
-        other = self._recent if canary else self.canary
-        if len(other.ttfts) < self.settings.min_streams:
+        usual = self._usual(self._recent)
+        if usual is None:
             return
-        usual = other.ttfts[len(other.ttfts) // 2]
         while held:
             sample = held.popleft()
             if sample.waited is not None and sample.waited > usual:
-                self._add(canary, sample)
+                self._add(True, sample)
 
     def _align(self) -> None:
         """The baseline's span: from the canary window's first stream, or from its own

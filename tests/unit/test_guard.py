@@ -476,3 +476,25 @@ def test_a_stream_not_of_its_routes_provider_is_judged_as_on_a_route_with_no_dia
     )
     assert cohere.stream is not None and not cohere.stream.read_as_other
     assert cohere.stream.outcome.value == "upstream_error" and judge(cohere) is True
+
+
+def test_baseline_give_ups_from_before_a_canary_are_not_counted_in_its_time() -> None:
+    """Held until a canary had first tokens, 200 of the baseline's give-ups from long before
+    it were counted in its time when it started: the baseline read 88 % bad, and a bad canary
+    ran up to ten times longer (a third review). With no canary first tokens to weigh them
+    against, they are not kept."""
+    guard = Guard()
+    for i in range(200):
+        guard.observe(False, Sample(f"g{i}", True, None, at=float(i), waited=5.0))
+    for i in range(200, 2200):
+        guard.observe(False, Sample(f"b{i}", False, 0.3, at=float(i)))
+    guard.reset()
+    for i in range(25):
+        guard.observe(True, Sample(f"c{i}", False, 0.3, at=2200.0 + i))
+    assert guard.baseline.bad == 0 and guard._recent.bad == 0
+    # A canary bad at 60 % still trips at its minimum against that baseline.
+    trip = None
+    for i in range(100):
+        trip = trip or guard.observe(True, Sample(f"x{i}", i % 5 < 3, 0.3, at=2300.0 + i))
+        trip = trip or guard.observe(False, Sample(f"y{i}", False, 0.3, at=2300.0 + i))
+    assert trip is not None and trip.rule == "bad_share", guard.canary.figures()

@@ -625,6 +625,7 @@ class StreamAudit:
             json_lines_end=self._json_lines and summary.has_end_marker is True,
             cut_line=cut_line,
             ends_in_content=self._ends_in_content,
+            unterminated_frame=unterminated,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,
             end_marker=dialect.end_marker,

@@ -168,6 +168,7 @@ class Facts:
     # drops): cut, however cleanly the connection ended.
     cut_line: bool = False
     ends_in_content: bool = False  # the last frame (keep-alives aside): content, no finish
+    unterminated_frame: bool = False  # the body ended inside a frame (no blank line after it)
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
@@ -334,6 +335,8 @@ def _whole(f: Facts) -> str:
         return ""
     if not s.finish_reasons or s.missing_finish_reason or (f.usage_expected and s.usage is None):
         return ""
+    if f.ends_in_content or f.unterminated_frame:  # text after a finish; a frame left open
+        return ""
     return WHOLE_BUT_NO_DONE
 
 
@@ -341,8 +344,8 @@ def _whole(f: Facts) -> str:
 # (judge() takes it off when another anomaly holds: a tool call's arguments cut short before a
 # `tool_calls` finish and a clean close was called whole, a second review).
 WHOLE_BUT_NO_DONE = (
-    " after a finish_reason for every choice it sent: an upstream that sends no [DONE] "
-    "(no choice was cut mid-answer)"
+    " after a finish_reason for every choice it sent, the last frame whole: an upstream that "
+    "sends no [DONE] (the body was not cut mid-answer)"
 )
 
 

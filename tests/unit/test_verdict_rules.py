@@ -657,7 +657,8 @@ def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> 
     assert (whole.outcome, whole.anomalies) == (Outcome.TRUNCATED, ["missing_done"])
     assert whole.reasons[0].endswith(
         "the upstream closed the connection cleanly after a finish_reason for every choice it "
-        "sent: an upstream that sends no [DONE] (no choice was cut mid-answer)"
+        "sent, the last frame whole: an upstream that sends no [DONE] (the body was not cut "
+        "mid-answer)"
     ), whole.reasons
     # A tool call's arguments cut short before a `tool_calls` finish: not whole (a second review).
     opened = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
@@ -672,6 +673,10 @@ def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> 
         run(healthy(4, done=False, finish=None)),
         run(healthy(4, done=False), end=End.UPSTREAM_BROKEN),
         run(call),
+        # Text after the finish (the SDK reads on to the body's end), a last frame left open
+        # (SSE readers drop it): a second review's cases.
+        run([chunk({"content": "Hello"}, finish="stop"), chunk({"content": " and then"})], include_usage=False),
+        run([*healthy(4, done=False), b"data: [DO"]),
     ):
         assert cut.outcome is Outcome.TRUNCATED
         assert "sends no [DONE]" not in cut.reasons[0], cut.reasons

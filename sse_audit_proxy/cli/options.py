@@ -405,7 +405,10 @@ def request_header(value: str) -> tuple[str, str]:
 
 # Headers that carry a key: the tools take none of them with -H, where a key would sit in the
 # shell's history and the process list; the key comes from --api-key-env, in --api-key-header.
-KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+KEY_HEADERS = frozenset(
+    {"authorization", "api-key", "x-api-key", "proxy-authorization", "x-litellm-api-key"}
+    | {"x-goog-api-key", "ocp-apim-subscription-key"}
+)
 KEY_HEADER_DEFAULT = "Authorization"
 
 
@@ -427,10 +430,33 @@ def key_header_value(header: str, key: str) -> str:
     return f"Bearer {key}" if header.lower() == "authorization" else key
 
 
+# What a request's framing, its routing or the tools' own reading depend on: a key sent in
+# `Content-Length` ended in a traceback that printed it, in `Host` it went to every access log.
+_NOT_A_KEY_HEADER = _FIELDS_NOT_ADDED - {"authorization"} | {
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept",
+    "accept-encoding",
+    "expect",
+    "user-agent",
+}
+
+
+def key_header_name(value: str) -> str:
+    name = header_name(value)
+    lower = name.lower()
+    if lower in _NOT_A_KEY_HEADER or (lower.startswith("proxy-") and lower != "proxy-authorization"):
+        raise argparse.ArgumentTypeError(
+            f"{name} cannot carry a key: the request's framing or routing needs it"
+        )
+    return name
+
+
 def add_key_header_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key-header",
-        type=header_name,
+        type=key_header_name,
         metavar="NAME",
         default=KEY_HEADER_DEFAULT,
         help="the header the key of --api-key-env is sent in: Authorization as a Bearer token, "

@@ -193,6 +193,10 @@ async def fill(result: ClientResult, session: aiohttp.ClientSession, cfg: Traffi
         result.error = type(exc).__name__
         result.duration = clock() - started
         return
+    except (ValueError, TypeError) as exc:  # a request aiohttp refuses to send (a header's value)
+        result.error = type(exc).__name__  # (not its text: it may quote the header, a key)
+        result.duration = clock() - started
+        return
     except asyncio.CancelledError:
         result.open_at_end = True
         result.duration = clock() - started
@@ -467,7 +471,7 @@ def summary(t: Traffic) -> str:
     head = f"traffic summary: {t.total.n} requests in {t.elapsed:.1f}s ({rate:.1f}/s), as the client saw them"
     if t.total.open_at_end:
         head += (
-            f"; {t.total.open_at_end} still open when the run ended (cut after the grace: "
+            f"; {t.total.open_at_end} still open when the run ended (the client left them: "
             "a stream that hangs shows here)"
         )
     return head + "\n" + table(rows)

@@ -309,3 +309,15 @@ async def test_a_key_goes_in_the_header_named_and_never_on_the_command_line() ->
         await runner.cleanup()
     assert done.total.outcomes == {"complete": 1}
     assert seen[0]["api-key"] == "sk-azure" and "Authorization" not in seen[0]
+
+
+async def test_a_header_that_cannot_carry_a_key_is_refused_before_anything_is_sent() -> None:
+    """A key sent in `Content-Length` ended in a traceback that printed it (probe), or every
+    worker died silently after its first request and the run exited 0 (traffic); in `Host`
+    it would reach every access log (a third review)."""
+    for tool in ("traffic", "probe"):
+        for name in ("Content-Length", "Host", "Transfer-Encoding", "Proxy-Connection"):
+            code, out, err = await run_cli(
+                tool, "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-header", name
+            )
+            assert code == 2 and f"{name} cannot carry a key" in err, (tool, name, err)

@@ -119,8 +119,9 @@ class ChatCompletions(Dialect):
     extra_anomalies: ClassVar[dict[str, str]] = {
         REPEATED_TOOL_CALL_FIELDS: "(Chat) a tool call's `id` or `function.name` came again in a later "
         "delta (LiteLLM, Fireworks, DeepSeek and others send them with every piece): clients that "
-        "accumulate deltas as the openai Python SDK's stream helper and LangChain do join them "
-        "into a wrong id or name (`call_1call_1`, `get_weatherget_weather`)",
+        "accumulate deltas join them into a wrong id or name, the openai Python SDK's stream "
+        "helper both (`call_1call_1`, `get_weatherget_weather`), LangChain the name (an id "
+        "repeated unchanged it keeps)",
         REPEATED_USAGE: "(Chat) `usage` with token counts came in more than one chunk (a running "
         "total on every chunk, as vLLM's `continuous_usage_stats` sends it, or on the finish chunk "
         "and again in the usage chunk): the openai SDKs keep the last, but clients that add up each "

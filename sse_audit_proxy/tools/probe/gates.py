@@ -620,9 +620,10 @@ def _judge_call(gate: Gate, ex: Exchange, call: ToolCallSeen | None) -> None:
     if ex.result is not None and REPEATED_TOOL_CALL_FIELDS in ex.result.anomalies:
         p.append(
             "a later delta of the tool call repeats its `id` or `function.name` (the proxy's "
-            "`repeated_tool_call_fields`): clients that join the deltas, the openai Python SDK's "
-            "stream helper and LangChain, get `call_1call_1` or `get_weatherget_weather` and "
-            "cannot answer the call; the gateway must send the id and name in the first delta only"
+            "`repeated_tool_call_fields`): clients that join the deltas get `call_1call_1` or "
+            "`get_weatherget_weather` (the openai Python SDK's stream helper both, LangChain the "
+            "name) and cannot answer the call; the gateway must send the id and name in the first "
+            "delta only"
         )
     if api_finish_bad(f.finish_reasons):
         gate.notes.append(f"the tool-call stream finished with {', '.join(f.finish_reasons)}")

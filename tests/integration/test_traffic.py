@@ -317,7 +317,7 @@ async def test_a_header_that_cannot_carry_a_key_is_refused_before_anything_is_se
     it would reach every access log (a third review)."""
     for tool in ("traffic", "probe"):
         for name in ("Content-Length", "Host", "Transfer-Encoding", "Proxy-Connection"):
-            code, out, err = await run_cli(
+            code, _, err = await run_cli(
                 tool, "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-header", name
             )
             assert code == 2 and f"{name} cannot carry a key" in err, (tool, name, err)

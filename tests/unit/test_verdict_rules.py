@@ -675,7 +675,7 @@ def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> 
         run(call),
         # Text after the finish (the SDK reads on to the body's end), a last frame left open
         # (SSE readers drop it): a second review's cases.
-        run([chunk({"content": "Hello"}, finish="stop"), chunk({"content": " and then"})], include_usage=False),
+        run([chunk({"content": "Hi"}, finish="stop"), chunk({"content": " and"})], include_usage=False),
         run([*healthy(4, done=False), b"data: [DO"]),
     ):
         assert cut.outcome is Outcome.TRUNCATED

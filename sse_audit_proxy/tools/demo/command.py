@@ -223,7 +223,8 @@ async def demo(args: argparse.Namespace, timing: gateway.Timing) -> int:
         t = client.total
         print(
             f"\n  the client saw: {t.n} streams, [DONE] in {t.done}, usage in "
-            f"{t.usage_seen} of {t.usage_asked} that asked, cut off {t.cut}",
+            f"{t.usage_seen} of {t.usage_asked} that asked, cut off {t.cut}"
+            + (f", still open at the end {t.open_at_end}" if t.open_at_end else ""),
             flush=True,
         )
     return 0

@@ -433,20 +433,30 @@ def key_header_value(header: str, key: str) -> str:
 # What a request's framing, its routing or the tools' own reading depend on: a key sent in
 # `Content-Length` ended in a traceback that printed it, in `Host` it went to every access log.
 _NOT_A_KEY_HEADER = _FIELDS_NOT_ADDED - {"authorization"} | {
-    "content-length",
-    "content-type",
-    "content-encoding",
     "accept",
     "accept-encoding",
     "expect",
     "user-agent",
+    "range",
+    "origin",
+    "forwarded",
+    "max-forwards",
+    "priority",
+    "http2-settings",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 }
+# ... and these families: the body's description, a proxy's own fields (hop by hop), a
+# request's conditions, a browser's, a hop's record of the client, the tools' own (the demo
+# gateway's scenario, the probe's side).
+_NOT_A_KEY_PREFIXES = ("content-", "proxy-", "if-", "sec-", "x-forwarded-", "x-demo-", "x-sse-audit-")
 
 
 def key_header_name(value: str) -> str:
     name = header_name(value)
     lower = name.lower()
-    if lower in _NOT_A_KEY_HEADER or (lower.startswith("proxy-") and lower != "proxy-authorization"):
+    if lower in _NOT_A_KEY_HEADER or lower.startswith(_NOT_A_KEY_PREFIXES):
         raise argparse.ArgumentTypeError(
             f"{name} cannot carry a key: the request's framing or routing needs it"
         )

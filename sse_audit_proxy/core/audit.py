@@ -626,6 +626,7 @@ class StreamAudit:
             cut_line=cut_line,
             ends_in_content=self._ends_in_content,
             unterminated_frame=unterminated,
+            content_after_finish=self._content_after_finish,
             paced_by_tokens=dialect.paced_by_tokens,
             buffered_min_frames=dialect.buffered_min_frames,
             end_marker=dialect.end_marker,

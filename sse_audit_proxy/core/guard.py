@@ -32,8 +32,8 @@ time made a bad canary at a small share never trip (a second).
 Streams that say nothing about the upstream are not counted (`judged`): those the client
 abandoned (`client_disconnect`; but one left on a malformed frame, which the SDK raised on, or
 after waiting GAVE_UP_AFTER for a first token, or for anything after a token in a stream
-without keep-alives, is bad; the first of these only when it waited longer than the other
-side's median first token, judged once that side has `min_streams` of them), and those the upstream
+without keep-alives, is bad; the first of these only when it waited longer than the
+baseline's median first token, judged once it has `min_streams` of them), and those the upstream
 refused as the client's error (a 4xx: a bad key, an unknown model, a malformed request, the
 client's own quota). A client picks its side with the sticky header, so counting its refusals
 let one client trip a healthy canary, or keep a bad one running by flooding the baseline with
@@ -373,8 +373,8 @@ class Guard:
         self._store = max(window, min(BASELINE_STORE * window, BASELINE_STORE_MAX))
         self.baseline = _Side(self._store)
         self._recent = _Side(window)  # the baseline's last `window` streams, whenever they ended
-        # The canary's give-ups before a first token, until they can be judged (_judge_held).
-        self._held: deque[Sample] = deque(maxlen=window)
+        # Give-ups before a first token (True: the canary's), until they can be judged.
+        self._held: deque[tuple[bool, Sample]] = deque(maxlen=window)
         self.reset()
 
     def reset(self) -> None:
@@ -383,7 +383,7 @@ class Guard:
         the last step of a ramp unguarded; its span starts again with the canary's."""
         self.canary = _Side(self.settings.window)
         self.tripped: Trip | None = None
-        self._held.clear()
+        self._held = deque(((c, x) for c, x in self._held if not c), maxlen=self.settings.window)
 
     def observe(self, canary: bool, sample: Sample) -> Trip | None:
         """A finished stream; the baseline's are kept while tripped too (a trip cleared later
@@ -392,13 +392,8 @@ class Guard:
             return None
         if sample.waited is None:
             self._add(canary, sample)
-        elif canary:
-            self._held.append(sample)
-        elif (usual := self._usual(self.canary)) is not None and sample.waited > usual:
-            self._add(False, sample)
-        # (A baseline's give-up with no canary first tokens to weigh it against is not kept:
-        # held, the ones from before a canary started were counted in its time when it did, a
-        # baseline 88 % bad, and a bad canary ran ten times longer: a third review.)
+        else:
+            self._held.append((canary, sample))
         self._judge_held()
         if self.tripped is not None:
             return None
@@ -422,14 +417,18 @@ class Guard:
 
     def _judge_held(self) -> None:
         """Streams a client gave up on before a first token count (bad) only when it waited
-        longer than the other side's median first token (of its last `window` streams): a
-        client sticky to one side whose own timeout is shorter than the model's usual first
-        token (1.2 s against both sides' 1.5 s) made every one of its streams bad there, and a
-        healthy canary was rolled back (an outside review); it would have given up on the other
-        side too. The median, not a high quantile: 11 slow streams in 200 (a client's, or a
-        reasoning model's share of the traffic) moved the baseline's p95 past the clients'
-        timeouts, and a canary that never answered was never stopped (a second review). The
-        canary's wait here (up to `window` of them) until the baseline has `min_streams` first
+        longer than the baseline's median first token (of its last `window` streams), on
+        either side: one yardstick for both, so that impatient clients spread over the sides
+        weigh alike on each. A client sticky to one side whose own timeout is shorter than the
+        model's usual first token (1.2 s against both sides' 1.5 s) made every one of its
+        streams bad there, and a healthy canary was rolled back (an outside review); it would
+        have given up on the other side too. The median, not a high quantile: 11 slow streams
+        in 200 (a client's, or a reasoning model's share) moved the baseline's p95 past the
+        clients' timeouts, and a canary that never answered was never stopped (a second
+        review). The baseline's own, not the canary's: weighed against the canary's, the
+        baseline's give-ups waited for a new canary's first tokens, and a healthy canary whose
+        give-ups were counted at once was rolled back against a baseline with none (a fourth).
+        They wait here (up to `window` of them) until the baseline has `min_streams` first
         tokens (both sides starting at once), then are judged, not dropped."""
         held = self._held
         if not held:
@@ -438,9 +437,9 @@ class Guard:
         if usual is None:
             return
         while held:
-            sample = held.popleft()
+            canary, sample = held.popleft()
             if sample.waited is not None and sample.waited > usual:
-                self._add(True, sample)
+                self._add(canary, sample)
 
     def _align(self) -> None:
         """The baseline's span: from the canary window's first stream, or from its own

@@ -169,6 +169,7 @@ class Facts:
     cut_line: bool = False
     ends_in_content: bool = False  # the last frame (keep-alives aside): content, no finish
     unterminated_frame: bool = False  # the body ended inside a frame (no blank line after it)
+    content_after_finish: bool = False  # content came after a finish reason (any choice's)
     # False: a release after a wait, and clumps after silences, are the shape's nature (speech,
     # made a sentence at a time): neither `buffered` nor `bursty` is judged.
     paced_by_tokens: bool = True
@@ -335,7 +336,7 @@ def _whole(f: Facts) -> str:
         return ""
     if not s.finish_reasons or s.missing_finish_reason or (f.usage_expected and s.usage is None):
         return ""
-    if f.ends_in_content or f.unterminated_frame:  # text after a finish; a frame left open
+    if f.content_after_finish or f.unterminated_frame:  # text after a finish; a frame left open
         return ""
     return WHOLE_BUT_NO_DONE
 

@@ -275,7 +275,7 @@ async def test_a_redirect_is_the_routes_answer_and_no_header_follows_it_elsewher
             await writer.drain()
 
         async with raw_upstream(redirect) as up:
-            rc, out, _, _ = await probe(up.port, 5, 30, "-H", "X-Goog-Api-Key: GOOGSECRET123456")
+            rc, out, _, _ = await probe(up.port, 5, 30, "-H", "X-Auth-Token: GOOGSECRET123456")
     assert rc == 1
     assert other.requests == []  # nothing went to the other host
     where = f"{up.port}/v2" if relative else f"{other.port}/v1"

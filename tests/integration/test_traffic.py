@@ -316,7 +316,7 @@ async def test_a_header_that_cannot_carry_a_key_is_refused_before_anything_is_se
     worker died silently after its first request and the run exited 0 (traffic); in `Host`
     it would reach every access log (a third review)."""
     for tool in ("traffic", "probe"):
-        for name in ("Content-Length", "Host", "Transfer-Encoding", "Proxy-Connection"):
+        for name in ("Content-Length", "Host", "Transfer-Encoding", "Proxy-Authorization", "X-Demo-Scenario"):
             code, _, err = await run_cli(
                 tool, "--base-url", "http://127.0.0.1:1", "--model", "m", "--api-key-header", name
             )

@@ -326,13 +326,39 @@ def test_a_few_slow_baseline_streams_do_not_hide_a_canary_that_never_answers() -
                 ttft = 6.0 if (i // 2) % 100 < slow_share * 100 else 0.2
                 trip = trip or guard.observe(False, Sample(f"b{i}", False, ttft))
         assert trip is not None and trip.rule == "bad_share", slow_share
-    # The baseline's own impatient clients, against a canary slower to its first token.
+    # The baseline's own impatient clients, as quick to leave: weighed alike, not counted.
     guard = Guard()
     for i in range(100):
-        canary = i % 2 == 1
-        sample = Sample(f"t{i}", False, 2.0) if canary else Sample(f"t{i}", True, None, waited=1.19)
-        guard.observe(canary, sample)
-    assert guard.baseline.bad == 0  # none waited past the canary's usual first token
+        guard.observe(False, Sample(f"b{i}", False, 1.5))
+        guard.observe(False, Sample(f"g{i}", True, None, waited=1.19))
+    assert guard.baseline.bad == 0
+
+
+def test_impatient_clients_on_both_sides_weigh_alike_after_a_new_share() -> None:
+    """Both sides alike: every fourth client gives up after 1.5 s, first tokens otherwise 0.5
+    to 1.2 s. Weighed against the canary's first tokens, the baseline's give-ups waited for a
+    new canary's 20 while the canary's counted at once: a healthy canary was rolled back after
+    20 streams against a baseline with none bad (a fourth review). With every client giving up
+    at 1.2 s it was rolled back every time."""
+
+    def stream(i: int, tag: str, t: float, waited: float) -> Sample:
+        if i % 4 == 3:
+            return Sample(f"{tag}{i}", True, None, at=t, waited=waited)
+        return Sample(f"{tag}{i}", False, (0.5, 1.0, 1.2)[i % 4], at=t)
+
+    for waited in (1.5, 1.2):
+        guard, t, trip = Guard(), 0.0, None
+        for i in range(400):
+            t += 1
+            guard.observe(False, stream(i, "b", t, waited))
+        guard.reset()  # the operator sets 10 %
+        for i in range(400):
+            for j in range(9):
+                t += 1
+                trip = trip or guard.observe(False, stream(i * 9 + j, "b", t, waited))
+            t += 1
+            trip = trip or guard.observe(True, stream(i, "c", t, waited))
+        assert trip is None, (waited, trip)
 
 
 def test_a_canary_whose_event_stream_is_labelled_otherwise_is_bad() -> None:

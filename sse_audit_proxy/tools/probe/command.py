@@ -167,6 +167,8 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         raise UsageError(f"environment variable {key_env} (--api-key-env) is not set or empty")
     if api_key is not None and breaks_a_header(api_key):
         raise UsageError(f"environment variable {key_env} holds a line break or NUL: not a key")
+    if args.api_key_header.lower() == args.side_header.lower():
+        raise UsageError(f"--api-key-header {args.api_key_header} is the --side-header")
     if args.compare_proxy_metrics_url and not args.compare_base_url:
         raise UsageError("--compare-proxy-metrics-url needs --compare-base-url")
     for flag, value in (("--side", args.side), ("--compare-side", args.compare_side)):

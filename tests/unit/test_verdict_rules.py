@@ -677,7 +677,10 @@ def test_a_clean_close_after_every_finish_reason_says_the_answer_was_whole() -> 
         # (SSE readers drop it): a second review's cases.
         run([chunk({"content": "Hi"}, finish="stop"), chunk({"content": " and"})], include_usage=False),
         # ... also when a frame with no text follows it (a fourth review: vLLM sends `""`).
-        run([chunk({"content": "Hi"}, finish="stop"), chunk({"content": " and"}), chunk({"content": ""})]),
+        run(
+            [chunk({"content": "Hi"}, finish="stop"), chunk({"content": " and"}), chunk({"content": ""})],
+            include_usage=False,
+        ),
         run([*healthy(4, done=False), b"data: [DO"]),
     ):
         assert cut.outcome is Outcome.TRUNCATED

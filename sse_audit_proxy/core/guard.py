@@ -135,7 +135,7 @@ class Sample:
     ttft: float | None
     at: float = 0.0  # when it ended (any clock that does not go back)
     # A stream the client left after waiting this long for a first token (`first_token_wait`):
-    # bad only when the other side's first tokens come sooner (Guard.observe).
+    # bad only when it waited longer than the baseline's median first token (_judge_held).
     waited: float | None = None
 
 

@@ -313,6 +313,20 @@ async def test_a_trip_in_one_worker_stops_the_canary_in_every_worker(demo_gatewa
             assert await gauge(http, served, "sse_audit_canary_percent") == 50.0
 
 
+def sticky_guarded(baseline: URL, canary: URL) -> Any:
+    """`serve` with the canary at 50 %, guarded, sides stuck to by the `X-User` header."""
+    return serve_process(
+        baseline,
+        "--canary",
+        str(canary),
+        "--canary-percent",
+        "50",
+        "--canary-guard",
+        "--canary-sticky-header",
+        "X-User",
+    )
+
+
 async def refused(http: aiohttp.ClientSession, base: URL, trace_id: str, user: str) -> int:
     """A streamed request the gateway refuses as the client's error (an unknown model: 404)."""
     body = {"model": "demo-no-such-model", "stream": True, "messages": [{"role": "user", "content": "x"}]}
@@ -330,16 +344,7 @@ async def test_a_client_cannot_steer_the_guard_with_its_own_refused_requests(dem
     buffering = await demo_gateway(scenario="buffered", **FAST)
     for canary, flooded in ((healthy, "canary"), (buffering, "baseline")):
         async with (
-            serve_process(
-                healthy,
-                "--canary",
-                str(canary),
-                "--canary-percent",
-                "50",
-                "--canary-guard",
-                "--canary-sticky-header",
-                "X-User",
-            ) as served,
+            sticky_guarded(healthy, canary) as served,
             aiohttp.ClientSession() as http,
         ):
             attacker = sticky_value(flooded)
@@ -460,16 +465,7 @@ async def test_a_sticky_client_that_gives_up_before_the_usual_first_token_does_n
     slow = {**FAST, "ttft": 1.5, "frames": 20}
     baseline, canary = await demo_gateway(**slow), await demo_gateway(**slow)
     async with (
-        serve_process(
-            baseline,
-            "--canary",
-            str(canary),
-            "--canary-percent",
-            "50",
-            "--canary-guard",
-            "--canary-sticky-header",
-            "X-User",
-        ) as served,
+        sticky_guarded(baseline, canary) as served,
         aiohttp.ClientSession() as http,
     ):
         impatient, patient = sticky_value("canary"), sticky_value("baseline")

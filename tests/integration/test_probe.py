@@ -727,17 +727,23 @@ def _wire_server(*, repeat_call_fields: bool, done: bool, honours_tool_choice: b
     return app
 
 
+async def _probe_wire(**shape: bool) -> tuple[int, str, list[RouteRun]]:
+    """`probe --tools` against a _wire_server of that shape."""
+    runner, url = await _serve(_wire_server(**shape))
+    try:
+        return await run_probe(make_plan(url, "m", "--tools"))
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_tool_call_that_repeats_its_id_and_name_fails_the_tools_gate() -> None:
     """llama-cpp-python sends the call's id and name in every delta: the openai SDK's stream
     helper joined them into `call_0call_0`, `get_weatherget_weather`, and the probe said PASS
     (an outside review); the proxy's own audit says `repeated_tool_call_fields`."""
     for repeated in (True, False):
-        app = _wire_server(repeat_call_fields=repeated, done=True, honours_tool_choice=True)
-        runner, url = await _serve(app)
-        try:
-            code, table, runs = await run_probe(make_plan(url, "m", "--tools"))
-        finally:
-            await runner.cleanup()
+        code, table, runs = await _probe_wire(
+            repeat_call_fields=repeated, done=True, honours_tool_choice=True
+        )
         if repeated:
             assert code == 1 and failures(runs) == {("tools", "chat")}, table
             assert "repeats its `id` or `function.name`" in table
@@ -749,12 +755,7 @@ async def test_a_route_with_no_done_still_has_its_tool_call_judged() -> None:
     """transformers serve sends no `[DONE]` and answers a forced tool_choice with text: the
     tools gate said SKIP ("it broke like the main stream") and hid the missing tool call (an
     outside review). The framing gate says what the missing `[DONE]` means for the SDKs."""
-    app = _wire_server(repeat_call_fields=False, done=False, honours_tool_choice=False)
-    runner, url = await _serve(app)
-    try:
-        code, table, runs = await run_probe(make_plan(url, "m", "--tools"))
-    finally:
-        await runner.cleanup()
+    code, table, runs = await _probe_wire(repeat_call_fields=False, done=False, honours_tool_choice=False)
     assert code == 1 and failures(runs) == {("framing", "chat"), ("tools", "chat")}, table
     assert "no tool call streamed although tool_choice named get_weather" in table
     assert "after every choice's finish_reason: the openai SDKs stop at the body's end" in table

@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,21 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
         server.close()
 
 
+@contextlib.asynccontextmanager
+async def tls_holder(context: ssl.SSLContext) -> AsyncIterator[URL]:
+    """An https upstream with `context`'s certificate that reads and never answers."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    try:
+        yield URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    finally:
+        server.close()
+
+
 async def said_once(proxy: ServeProcess, event: str) -> dict[str, Any]:
     for _ in range(40):
         found: list[dict[str, Any]] = [line for line in proxy.lines if line.get("event") == event]
@@ -127,20 +143,14 @@ async def test_a_certificate_of_another_name_says_so(http: aiohttp.ClientSession
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
 
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
-    upstream = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    try:
-        async with serve_process(upstream, "--upstream-ca-file", str(ca_file)) as proxy:
-            assert await readyz(http, proxy.metrics_url) == (503, "upstream_unreachable")
-            said = await said_once(proxy, "upstream_unreachable")
-            assert said["reason"] == "TLSError"
-            assert "certificate is not valid for '127.0.0.1'" in said["detail"], said
-    finally:
-        server.close()
+    async with (
+        tls_holder(context) as upstream,
+        serve_process(upstream, "--upstream-ca-file", str(ca_file)) as proxy,
+    ):
+        assert await readyz(http, proxy.metrics_url) == (503, "upstream_unreachable")
+        said = await said_once(proxy, "upstream_unreachable")
+        assert said["reason"] == "TLSError"
+        assert "certificate is not valid for '127.0.0.1'" in said["detail"], said
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -151,13 +161,7 @@ async def test_an_upstream_certificate_not_trusted_is_not_ready(
     request got `502 upstream_tls_error`."""
     context, ca_file = tls_upstream
 
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
-    upstream = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    try:
+    async with tls_holder(context) as upstream:
         async with serve_process(upstream, "--workers", workers) as untrusted:
             assert await readyz(http, untrusted.metrics_url) == (503, "upstream_unreachable")
             # Why, in the log: a private CA not given (a review found it said `TLSError` alone,
@@ -173,8 +177,6 @@ async def test_an_upstream_certificate_not_trusted_is_not_ready(
                     break
                 await asyncio.sleep(0.25)
             assert await readyz(http, trusted.metrics_url) == (200, "ready")
-    finally:
-        server.close()
 
 
 async def test_failures_that_alternate_are_each_said_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ escaped with `html.escape` where it is written into the page, never earlier.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 from typing import Any
@@ -60,11 +61,18 @@ def esc(value: object) -> str:
 
 
 def _page(title: str, body: str) -> web.Response:
-    doc = (
+    return _response(_html(title, body))
+
+
+def _html(title: str, body: str) -> str:
+    return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
         f"<meta name=viewport content='width=device-width'><style>{CSS}</style></head>"
         f"<body>{body}</body></html>"
     )
+
+
+def _response(doc: str) -> web.Response:
     # Nothing on these pages may run or load: a header says so too, should escaping ever fail.
     return web.Response(
         text=doc,
@@ -140,6 +148,10 @@ def _row(s: dict[str, Any], with_upstream: bool) -> str:
 
 
 def list_page(q: Query, answer: dict[str, Any]) -> web.Response:
+    return _response(list_html(q, answer))
+
+
+def list_html(q: Query, answer: dict[str, Any]) -> str:
     streams = answer.get("streams", [])
     with_upstream = any("upstream" in s for s in streams)
     head = [
@@ -169,7 +181,7 @@ def list_page(q: Query, answer: dict[str, Any]) -> web.Response:
         + rows
         + "</table>"
     )
-    return _page("recent streams", body)
+    return _html("recent streams", body)
 
 
 def _params(q: Query) -> dict[str, str]:
@@ -473,7 +485,8 @@ def add_routes(app: web.Application, source: Source) -> None:
             model=q.get("model") or None,
             upstream=q.get("upstream") or None,
         )
-        return list_page(query, await source.recent(query))
+        answer = await source.recent(query)
+        return _response(await asyncio.to_thread(list_html, query, answer))  # up to 10,000 rows
 
     async def stream(request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"]

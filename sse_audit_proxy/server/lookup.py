@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -19,11 +20,15 @@ from aiohttp import web
 
 from sse_audit_proxy.server.proxy import error_body
 from sse_audit_proxy.sinks import evidence
+from sse_audit_proxy.sinks import recent as recent_streams
 from sse_audit_proxy.sinks.logs import record_fields
 from sse_audit_proxy.sinks.recent import Query, RecentStreams
 from sse_audit_proxy.sinks.redaction import Redactor
 
 MAX_LIMIT = 10_000
+# Records of one trace ID in an answer, newest first (`held` says how many there are): a
+# client chooses its trace ID, and made 20,000 records share one, a 49 MB answer.
+MAX_PER_TRACE_ID = 1_000
 Answer = dict[str, Any]  # {"streams": [...], "workers": [{"pid", "held", "capacity"}]}
 
 
@@ -34,32 +39,47 @@ class Source(Protocol):
 
 
 class LocalSource:
+    """Answers from this process's records. Answers are built in one thread of their own,
+    never on the loop that relays streams: 20,000 records of one trace ID took 6.8 s to build,
+    and every stream of the proxy port waited that long while its records said nothing of it
+    (an outside review). One thread, so that beside the loop there is never more than one
+    builder asking for the GIL, which it gives back every switch interval."""
+
     def __init__(
         self, recent: RecentStreams, redactor: Redactor | None = None, instance: str | None = None
     ) -> None:
         self._recent = recent
         self._redactor = redactor if redactor is not None else Redactor()
         self._instance = instance
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-audit-lookup")
 
     def _worker(self) -> list[dict[str, int]]:
         return [{"pid": os.getpid(), "held": len(self._recent), "capacity": self._recent.capacity}]
 
+    async def _built(self, build: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(self._builder, build)
+
     async def recent(self, query: Query) -> Answer:
-        return {"streams": self._recent.recent(query), "workers": self._worker()}
+        records = self._recent.snapshot()
+        found = await self._built(lambda: recent_streams.recent(records, query))
+        return {"streams": found, "workers": self._worker()}
 
     async def find(self, trace_id: str) -> Answer:
-        return {"streams": self._recent.find(trace_id), "workers": self._worker()}
+        held = recent_streams.held(self._recent.snapshot(), trace_id)
+        found = await self._built(lambda: recent_streams.find(held[:MAX_PER_TRACE_ID]))
+        return {"streams": found, "held": len(held), "workers": self._worker()}
 
     async def evidence(self, trace_id: str, newest_only: bool = False) -> Answer:
-        """Every held record's evidence, newest first, or the newest's alone: a trace ID that
-        a client reused a thousand times made every page view build a thousand (0.2 s of the
-        loop). `held`: how many records it has."""
-        held = self._recent.held(trace_id)
-        found = [
-            evidence.build(rec, record_fields(rec), self._redactor, self._instance)
-            for rec in (held[:1] if newest_only else held)
-        ]
-        return {"streams": found, "held": len(held), "workers": self._worker()}
+        """Held records' evidence, newest first (at most MAX_PER_TRACE_ID), or the newest's
+        alone: a trace ID that a client reused a thousand times made every page view build a
+        thousand. `held`: how many records it has."""
+        held = recent_streams.held(self._recent.snapshot(), trace_id)
+        chosen = held[: 1 if newest_only else MAX_PER_TRACE_ID]
+
+        def build() -> list[dict[str, Any]]:
+            return [evidence.build(rec, record_fields(rec), self._redactor, self._instance) for rec in chosen]
+
+        return {"streams": await self._built(build), "held": len(held), "workers": self._worker()}
 
 
 class WorkersSource:
@@ -108,12 +128,12 @@ class WorkersSource:
         return self._merge(await self._ask("/streams/recent", params), query.limit)
 
     async def find(self, trace_id: str) -> Answer:
-        return self._merge(await self._ask("/streams/" + quote(trace_id, safe=""), {}), MAX_LIMIT)
+        return self._merge(await self._ask("/streams/" + quote(trace_id, safe=""), {}), MAX_PER_TRACE_ID)
 
     async def evidence(self, trace_id: str, newest_only: bool = False) -> Answer:
         path = "/streams/" + quote(trace_id, safe="") + "/evidence"
         params = {"all": "1", **({"newest": "1"} if newest_only else {})}
-        return self._merge(await self._ask(path, params), 1 if newest_only else MAX_LIMIT)
+        return self._merge(await self._ask(path, params), 1 if newest_only else MAX_PER_TRACE_ID)
 
 
 def _bad_request(message: str) -> web.Response:
@@ -146,13 +166,13 @@ def add_routes(app: web.Application, source: Source) -> None:
             model=q.get("model"),
             upstream=q.get("upstream"),
         )
-        return web.json_response(await source.recent(query), headers=NO_STORE)
+        return await _json(await source.recent(query))
 
     async def by_trace_id(request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"]
         answer = await source.find(trace_id)
         if answer["streams"]:
-            return web.json_response({"trace_id": trace_id, **answer}, headers=NO_STORE)
+            return await _json({"trace_id": trace_id, **answer})
         return not_found(trace_id)
 
     async def evidence_of(request: web.Request) -> web.Response:
@@ -162,10 +182,10 @@ def add_routes(app: web.Application, source: Source) -> None:
         every = request.query.get("all") == "1"
         answer = await source.evidence(trace_id, newest_only=not every or request.query.get("newest") == "1")
         if every:
-            return web.json_response(answer, status=200 if answer["streams"] else 404, headers=NO_STORE)
+            return await _json(answer, 200 if answer["streams"] else 404)
         if not answer["streams"]:
             return not_found(trace_id)
-        return web.json_response(answer["streams"][0], dumps=_dumps, headers=NO_STORE)
+        return await _json(answer["streams"][0], indent=True)
 
     app.router.add_get("/streams/recent", recent)  # first: "recent" is not looked up as an ID
     app.router.add_get("/streams/{trace_id:.+}/evidence", evidence_of)
@@ -182,6 +202,8 @@ def not_found(trace_id: str) -> web.Response:
     )
 
 
-def _dumps(doc: object) -> str:
-    """Evidence files are read by people too: indented."""
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+async def _json(doc: object, status: int = 200, indent: bool = False) -> web.Response:
+    """Written out off the loop too: megabytes of records. Evidence files are read by people
+    too: indented."""
+    body = await asyncio.to_thread(orjson.dumps, doc, option=orjson.OPT_INDENT_2 if indent else None)
+    return web.Response(status=status, body=body, content_type="application/json", headers=NO_STORE)

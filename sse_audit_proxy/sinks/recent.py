@@ -2,13 +2,14 @@
 
 A sink like the metrics and the log: it holds finished records in a bounded deque and renders
 them with `logs.record_fields` only when someone asks, so the stream path pays one append.
-Lookups scan the deque: they are rare, N is small, and a scan has no index to keep in step.
+Lookups scan a copy of the deque (in another thread: see server/lookup.py): they are rare,
+and a scan has no index to keep in step.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,29 +64,43 @@ class RecentStreams:
 
     # Lookups: newest first ------------------------------------------------------------
 
-    def _newest_first(self) -> Iterator[AuditRecord]:
-        return reversed(self._records)
+    def snapshot(self) -> list[AuditRecord]:
+        """The held records, oldest first: what a lookup reads in another thread while the
+        loop goes on appending (a deque changed during iteration raises)."""
+        return list(self._records)
 
     def recent(self, query: Query) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for rec in self._newest_first():
-            if len(found) >= query.limit:
-                break
-            if query.matches(rec):
-                found.append(record_fields(rec))
-        return found
+        return recent(self.snapshot(), query)
 
     def held(self, trace_id: str) -> list[AuditRecord]:
-        """Every held record with this trace ID: a client may reuse one across retries."""
-        return [rec for rec in self._newest_first() if rec.trace_id == trace_id]
+        return held(self.snapshot(), trace_id)
 
     def find(self, trace_id: str) -> list[dict[str, Any]]:
-        """The records with this trace ID, each with its stream's timeline (see timeline.py)."""
-        found = []
-        for rec in self.held(trace_id):
-            fields = record_fields(rec)
-            s = rec.stream
-            if s is not None and s.timeline is not None:
-                fields["timeline"] = s.timeline.to_json()
-            found.append(fields)
-        return found
+        return find(held(self.snapshot(), trace_id))
+
+
+def recent(records: Sequence[AuditRecord], query: Query) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for rec in reversed(records):
+        if len(found) >= query.limit:
+            break
+        if query.matches(rec):
+            found.append(record_fields(rec))
+    return found
+
+
+def held(records: Sequence[AuditRecord], trace_id: str) -> list[AuditRecord]:
+    """Every record with this trace ID, newest first: a client may reuse one across retries."""
+    return [rec for rec in reversed(records) if rec.trace_id == trace_id]
+
+
+def find(records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
+    """These records' fields, each with its stream's timeline (see timeline.py)."""
+    found = []
+    for rec in records:
+        fields = record_fields(rec)
+        s = rec.stream
+        if s is not None and s.timeline is not None:
+            fields["timeline"] = s.timeline.to_json()
+        found.append(fields)
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server import admin
 from sse_audit_proxy.sinks import evidence as evidence_module
+from sse_audit_proxy.sinks import recent as recent_module
 from sse_audit_proxy.sinks.logs import record_fields
 from sse_audit_proxy.sinks.recent import Query, RecentStreams
 
@@ -158,6 +160,41 @@ async def test_a_trace_id_reused_many_times_builds_one_evidence_for_a_page(demo_
             assert len((await resp.json())["streams"]) == 201
     finally:
         evidence_module.build = real_build  # type: ignore[assignment]
+
+
+async def test_lookups_are_built_off_the_loop_and_a_trace_id_answers_its_newest_thousand(
+    demo_gateway, proxy, http, monkeypatch
+) -> None:
+    # Built on the loop, one lookup of 20,000 records sharing a client-chosen trace ID held
+    # every stream of the proxy port for 6.8 s, and the streams' records said nothing of it.
+    p = await proxy(await demo_gateway(**FAST), recent_streams=2000)
+    await send(http, p.url, "healthy", trace_id="same")
+    await p.sink.wait(1)
+    for _ in range(1500):
+        p.service.recent.record(p.sink.records[0])
+    loop_thread = threading.get_ident()
+    built_on: set[int] = set()
+
+    def watched(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            built_on.add(threading.get_ident())
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(evidence_module, "build", watched(evidence_module.build))
+    monkeypatch.setattr(recent_module, "record_fields", watched(recent_module.record_fields))
+    async with http.get((p.metrics_url / "streams/same/evidence").with_query(all="1")) as resp:
+        answer = await resp.json()
+        assert (len(answer["streams"]), answer["held"]) == (1000, 1501)
+    async with http.get(p.metrics_url / "streams/same") as resp:
+        answer = await resp.json()
+        assert (len(answer["streams"]), answer["held"]) == (1000, 1501)
+    async with http.get(p.metrics_url.with_query(limit="2000")) as resp:
+        assert resp.status == 200 and (await resp.text()).count("</tr>") == 1 + 1501
+    async with http.get(p.metrics_url / "streams/recent") as resp:
+        assert len((await resp.json())["streams"]) == 100
+    assert built_on and loop_thread not in built_on
 
 
 async def test_a_head_of_the_metrics_port_is_the_head_alone_and_the_connection_stays_usable(

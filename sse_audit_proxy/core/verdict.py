@@ -232,6 +232,18 @@ class Facts:
         )
 
 
+def _bad_tool_calls(f: Facts) -> int:
+    """Tool calls judged to have invalid arguments: every call once the stream ended whole (or
+    the client left after every finish), else those the stream had closed; none after an
+    in-band failure (the upstream said itself that the answer broke)."""
+    s = f.summary
+    if s.failed or f.error_instead_of_stream or not f.event_stream or f.unreadable:
+        return 0
+    if f.judged or f.left_after_finish:
+        return s.invalid_tool_arguments
+    return s.invalid_closed_tool_arguments
+
+
 def is_buffered(t: Timing, th: Thresholds, min_frames: int | None = None) -> bool:
     """`min_frames`: the stream's shape's own fewest content frames (images), else the
     threshold's."""
@@ -552,7 +564,9 @@ OUTCOME_RULES: tuple[Rule, ...] = (
         Outcome.UPSTREAM_ERROR,
         "the upstream reported failure in-band before `[DONE]` (the SDKs read nothing after "
         'it): an `{"error": …}` frame (or `{"object": "error"}`, or Groq\'s `x_groq.error`), '
-        'a choice\'s `finish_reason` `"error"` (OpenRouter) or `"abort"` (vLLM), or an '
+        'a choice\'s `finish_reason` `"error"` (OpenRouter), `"abort"` (vLLM), '
+        '`"insufficient_system_resource"` (DeepSeek) or an error\'s type ending in `_error` '
+        '(`"overloaded_error"`: Portkey from Anthropic), or an '
         "event named `error` (whatever its data; an `error:` line too, older llama.cpp's), "
         "whatever follows it (a choice finishing, `[DONE]`: the SDKs raise at the error); "
         "Responses `response.failed`, Anthropic `error`; or a JSON error document with status "
@@ -767,10 +781,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
         "`model_context_window_exceeded`, `content_filter`) ended is not judged; judged too when "
         "the client left before the end marker but after every choice's finish reason (the "
-        "arguments it got were whole)",
-        lambda f: (f.judged or f.left_after_finish) and bool(f.summary.invalid_tool_arguments),
+        "arguments it got were whole), and a call the stream had closed (Anthropic's "
+        "`content_block_stop`, Responses' `function_call_arguments.done` or `output_item.done`) "
+        "however the stream ended (the anthropic Python SDK raises at a fragment no JSON can go "
+        "on from, and leaves); never after an in-band failure",
+        lambda f: bool(_bad_tool_calls(f)),
         lambda f: (
-            f"{f.summary.invalid_tool_arguments} of {_n(f.summary.tool_calls, 'tool call')}"
+            f"{_bad_tool_calls(f)} of {_n(f.summary.tool_calls, 'tool call')}"
             " had arguments that, concatenated, are not a JSON object (or not text, or not the"
             " value the call's .done event repeated)"
             + (
@@ -784,7 +801,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.ERROR_EVENT,
         'the stream carried an `{"error": …}` frame (or `{"object": "error"}`; on Chat and '
-        'Completions also a choice finishing with `finish_reason` `"error"` or `"abort"`) or an '
+        "Completions also a choice finishing with a failure as its `finish_reason`, as above) or an "
         "error event (an event named `error`, or an `error:` line; on every route), or was a "
         "JSON error document sent with a success status",
         lambda f: bool(f.summary.error_events) or f.error_instead_of_stream,

@@ -629,9 +629,12 @@ class ClientConnection(asyncio.Protocol):
         )
         self._url = b""
         self._fields = []
+        hosts = 0
         for name, value in request.raw_headers:
             lower = name.lower()
-            if lower == b"transfer-encoding":
+            if lower == b"host":
+                hosts += 1
+            elif lower == b"transfer-encoding":
                 if version < HTTP11:
                     raise _BadHead  # chunked framing on HTTP/1.0: ambiguous, refused (as aiohttp)
                 if value.strip(b" \t").lower() != b"chunked":
@@ -642,6 +645,8 @@ class ClientConnection(asyncio.Protocol):
                 request.chunked = True
             elif lower == b"content-length":
                 request.content_length = int(value)  # llhttp checked it: digits, one value
+        if hosts > 1 or (hosts == 0 and version >= HTTP11):
+            raise _BadHead  # RFC 9112 3.2: a server MUST answer 400 (an outside review)
         self._heads += 1
         self._last_keep_alive = request.keep_alive
         self._head_bytes = 0

@@ -42,6 +42,9 @@ AMBIGUOUS = {
     "space-in-field-name": post(b"Content Length: 43", b"Content-Length: 0"),
     "chunk-size-bare-lf": post(b"Transfer-Encoding: chunked", body=b"2;x\nab\r\n0\r\n\r\n"),
     "nul-in-value": post(b"X-A: a\x00b", b"Content-Length: 0"),
+    # RFC 9112 3.2: an HTTP/1.1 request without Host, or with two, MUST be answered 400
+    "host-twice": post(b"Host: y", b"Content-Length: 0"),
+    "no-host": b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
 }
 
 
@@ -57,6 +60,16 @@ async def test_ambiguous_framing_is_refused_and_nothing_reaches_the_upstream(
     assert tally.requests == 0
     rec = await p.record()
     assert rec.status == 400 and rec.error == "invalid_http_request"
+
+
+async def test_an_http_1_0_request_without_host_is_served(upstream: Any, proxy: Any) -> None:
+    tally = Tally()
+    p = await proxy(await upstream(streaming_handler([], tally)))
+    raw = await raw_exchange(
+        p.service.proxy.port, b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 0\r\n\r\n", timeout=3.0
+    )
+    assert raw.split(b" ", 2)[1] == b"200", raw[:60]
+    assert tally.paths == ["/v1/chat/completions"]
 
 
 async def test_optional_whitespace_around_chunked_is_parsed_as_the_two_requests_it_is(

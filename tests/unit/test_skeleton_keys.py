@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_audit_proxy.core.field_names import FIELD_NAMES
+from sse_audit_proxy.core.field_names import FIELD_NAMES, OPAQUE
 from sse_audit_proxy.core.skeleton import skeleton
 from sse_audit_proxy.core.sse import Event
 from sse_audit_proxy.tools.case import BadEvidence, _check_skeleton, materialise
@@ -210,13 +210,23 @@ def test_a_skeleton_with_placeholder_keys_replays_with_as_many_keys() -> None:
     assert sorted(map(len, alternatives)) == [3, 3, 7]
 
 
+def protocol_keys_of(value: Any) -> list[str]:
+    """keys_of, but not inside what a client or model wrote (OPAQUE: a request's JSON schema
+    echoed in `response.created`), whose keys are never kept."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in (k, *(() if k in OPAQUE else protocol_keys_of(v)))]
+    if isinstance(value, list):
+        return [k for v in value for k in protocol_keys_of(v)]
+    return []
+
+
 def _stream_keys() -> set[str]:
     found: set[str] = set()
     for path in STREAMS.glob("*.sse"):
         for line in path.read_text().splitlines():
             if line.startswith("data:"):
                 with contextlib.suppress(ValueError):
-                    found.update(keys_of(json.loads(line[5:])))
+                    found.update(protocol_keys_of(json.loads(line[5:])))
     return found
 
 

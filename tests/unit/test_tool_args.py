@@ -381,3 +381,30 @@ def test_both_events_that_repeat_a_calls_arguments_are_checked(
         audit.feed(b"data: " + json.dumps(event).encode() + b"\n\n", 0.1 * (i + 1))
     result = audit.finish(1.0, End.UPSTREAM_EOF)
     assert ("invalid_tool_arguments" in result.anomalies) is invalid, result.reasons
+
+
+def _closing(dialect: type[Dialect]) -> bytes:
+    """What says the call of index 0 is whole: its block's stop, or its `.done`."""
+    if dialect is AnthropicMessages:
+        return b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    done = {"type": "response.function_call_arguments.done", "output_index": 0, "item_id": "fc_1"}
+    return b"data: " + orjson.dumps({**done, "arguments": '{"path": "a"'}) + b"\n\n"
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "open"])
+@pytest.mark.parametrize("dialect", [AnthropicMessages, Responses], ids=lambda d: d.__name__)
+def test_a_call_the_stream_closed_is_judged_when_the_client_leaves_and_an_open_one_is_not(
+    dialect: type[Dialect], closed: bool
+) -> None:
+    # The anthropic Python SDK raises at a fragment no JSON can go on from and leaves: the
+    # stream ended with the client, and the broken call the upstream had closed went unjudged.
+    frame = _anthropic if dialect is AnthropicMessages else _responses
+    audit = StreamAudit(dialect(), 0.0)
+    audit.feed(frame('{"path": "a"', True), 0.01)
+    if closed:
+        audit.feed(_closing(dialect), 0.02)
+    result = audit.finish(0.03, End.CLIENT_GONE)
+    assert result.outcome.value == "client_disconnect"
+    assert ("invalid_tool_arguments" in result.anomalies) is closed
+    if closed:
+        assert "1 of 1 tool call had arguments" in " ".join(result.reasons)

@@ -110,6 +110,16 @@ OTHER_REASON = "other"
 # "insufficient_system_resource" (its API reference: "the request is interrupted due to
 # insufficient resource of the inference system"; the answer stops there).
 FAILED_REASONS = frozenset({"error", "abort", "insufficient_system_resource"})
+
+
+def failed_reason(reason: str) -> bool:
+    """A finish reason that reports a failure: FAILED_REASONS, or an error's type as the
+    reason (`overloaded_error`, `api_error`: Portkey turns Anthropic's mid-stream `error`
+    event into a last chunk with its type as the finish reason, then `[DONE]`; an outside
+    review). No finish reason of any API ends in `_error`."""
+    return reason in FAILED_REASONS or reason.endswith("_error")
+
+
 # An event of this name is an in-band failure whatever its data says: llama.cpp's Messages
 # route sends `event: error` with data whose `type` is `server_error`, and its older servers
 # an `error:` field, which the decoder reads as such an event (sse.py).
@@ -137,6 +147,8 @@ class DialectSummary:
     tool_calls: int = 0
     invalid_tool_arguments: int = 0
     empty_tool_arguments: int = 0  # of those, calls with no argument text at all
+    # Of the invalid, calls the stream had closed (see ToolArgs.close): judged however it ended.
+    invalid_closed_tool_arguments: int = 0
     anomalies: tuple[str, ...] = ()  # dialect-specific extras, already named
     # The stream came in another shape than the route's (llama.cpp's native frames on
     # `/completions`), which says itself whether it ends with `[DONE]`; None: the route's shape.

@@ -27,7 +27,6 @@ from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
     ERROR_EVENT,
-    FAILED_REASONS,
     FINISH,
     MALFORMED,
     MAX_KEYS,
@@ -36,6 +35,7 @@ from sse_audit_proxy.core.dialects.base import (
     Dialect,
     DialectSummary,
     clean_usage,
+    failed_reason,
     held_usage,
     id_key,
     is_done,
@@ -251,7 +251,7 @@ class ChatCompletions(Dialect):
                 self._finish_repeats += delta is not None and index in self._finish
                 self._finish[index] = reason_word(reason)
                 bits |= FINISH
-                if reason in FAILED_REASONS:
+                if failed_reason(reason):
                     bits = self._choice_failed(bits)
         return bits
 
@@ -308,7 +308,7 @@ class ChatCompletions(Dialect):
         elif reason:  # "" means none yet
             self._finish_repeats += delta is not None and index in self._finish
             self._finish[index] = reason_word(reason)
-            if reason in FAILED_REASONS:
+            if failed_reason(reason):
                 self._failed = True
                 bits |= ERROR  # counted by _observe_doc, once per frame
             bits |= FINISH

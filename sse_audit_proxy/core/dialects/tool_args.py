@@ -48,7 +48,17 @@ class ToolArgs:
     (15 for four-character ones); a bytearray holds about one.
     """
 
-    __slots__ = ("_calls", "_checked", "_defaults", "_free", "_mismatched", "_overflow", "_size", "dropped")
+    __slots__ = (
+        "_calls",
+        "_checked",
+        "_closed",
+        "_defaults",
+        "_free",
+        "_mismatched",
+        "_overflow",
+        "_size",
+        "dropped",
+    )
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, bytearray] = {}
@@ -59,6 +69,7 @@ class ToolArgs:
         # Calls whose input is free text: counted, not judged. Made with the first (an empty
         # set is 216 bytes, and every open stream has a ToolArgs).
         self._free: set[Hashable] | None = None
+        self._closed: set[Hashable] | None = None  # calls the stream said are whole (made with the first)
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
         self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
@@ -106,6 +117,18 @@ class ToolArgs:
             return
         buf += data
 
+    def close(self, key: Hashable) -> None:
+        """The stream says the call's arguments are whole (Anthropic's `content_block_stop`,
+        Responses' `.done` events): it is judged however the stream then ends. The anthropic
+        Python SDK parses each block's arguments as they grow, raises at a fragment no JSON
+        can go on from, and leaves: a stream that ended with the client was judged on nothing
+        (an outside review)."""
+        if key in self._calls:
+            closed = self._closed
+            if closed is None:
+                closed = self._closed = set()
+            closed.add(key)
+
     def not_text(self, key: Hashable) -> None:
         """A fragment that is not a string (an object, where OpenAI sends the object's JSON
         text): no client can concatenate it, so the call is invalid, not empty."""
@@ -135,6 +158,7 @@ class ToolArgs:
         if not buf:
             self.set(key, arguments)
             return
+        self.close(key)
         checked = self._checked
         if checked is None:
             checked = self._checked = {}
@@ -166,14 +190,17 @@ class ToolArgs:
             if not buf and not self._defaults.get(key) and key not in self._mismatched and key not in spared
         )
 
-    def invalid(self, spared: Container[Hashable] = ()) -> int:
+    def invalid(self, spared: Container[Hashable] = (), closed_only: bool = False) -> int:
         """How many calls did not assemble into a JSON object (what a function takes), those
-        in `spared` aside (see empty)."""
+        in `spared` aside (see empty); `closed_only`: of the calls the stream closed."""
         if self._overflow:
+            return 0
+        closed = self._closed or ()
+        if closed_only and not closed:
             return 0
         bad = 0
         for key, buf in self._calls.items():
-            if key in spared:
+            if key in spared or (closed_only and key not in closed):
                 continue
             if key in self._mismatched:
                 bad += 1

@@ -14,11 +14,11 @@ from typing import Any
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
-    FAILED_REASONS,
     FINISH,
     TERMINAL,
     USAGE,
     DialectSummary,
+    failed_reason,
     held_usage,
     is_done,
 )
@@ -75,7 +75,7 @@ class Transcriptions(NamedEvents):
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 bits |= FINISH
-                if reason in FAILED_REASONS:  # vLLM's `abort`, `error`: the text stops there
+                if failed_reason(reason):  # vLLM's `abort`, `error`: the text stops there
                     self._fail()
                     bits |= ERROR
                 else:

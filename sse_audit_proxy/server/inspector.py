@@ -21,9 +21,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from sse_audit_proxy.core.dialects import DIALECTS
-from sse_audit_proxy.core.verdict import Anomaly, Outcome
-from sse_audit_proxy.server.lookup import MAX_LIMIT, Source
+from sse_audit_proxy.core.verdict import Outcome
+from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source
 from sse_audit_proxy.sinks.recent import Query
 
 PAGE_LIMIT = 200
@@ -113,11 +112,10 @@ def _select(name: str, options: list[str], chosen: str | None) -> str:
 
 
 def _filters(q: Query) -> str:
-    anomalies = [str(a) for a in Anomaly] + [n for d in DIALECTS for n in d.extra_anomalies]
     return (
         "<form method=get action='/'>"
-        + _select("outcome", [str(o) for o in Outcome], q.outcome)
-        + _select("anomaly", anomalies, q.anomaly)
+        + _select("outcome", list(OUTCOMES), q.outcome)
+        + _select("anomaly", list(ANOMALIES), q.anomaly)
         + f"<label>model <input name=model value='{esc(q.model or '')}' size=16></label>"
         + f"<label>route <input name=route value='{esc(q.route or '')}' size=14></label>"
         + f"<label>upstream <input name=upstream value='{esc(q.upstream or '')}' size=10>"

@@ -18,6 +18,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from sse_audit_proxy.core.dialects import DIALECTS
+from sse_audit_proxy.core.verdict import Anomaly, Outcome
 from sse_audit_proxy.server.proxy import error_body
 from sse_audit_proxy.sinks import evidence
 from sse_audit_proxy.sinks import recent as recent_streams
@@ -29,6 +31,8 @@ MAX_LIMIT = 10_000
 # Records of one trace ID in an answer, newest first (`held` says how many there are): a
 # client chooses its trace ID, and made 20,000 records share one, a 49 MB answer.
 MAX_PER_TRACE_ID = 1_000
+OUTCOMES = tuple(str(o) for o in Outcome)
+ANOMALIES = tuple(str(a) for a in Anomaly) + tuple(n for d in DIALECTS for n in d.extra_anomalies)
 Answer = dict[str, Any]  # {"streams": [...], "workers": [{"pid", "held", "capacity"}]}
 
 
@@ -158,6 +162,11 @@ def add_routes(app: web.Application, source: Source) -> None:
             return _bad_request(f"limit must be a whole number, got {q.get('limit')!r}")
         if not 1 <= limit <= MAX_LIMIT:
             return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
+        # A mistyped filter (`outcome=truncate`) matched nothing, read mid-incident as "no such
+        # streams" (an outside review).
+        for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES)):
+            if (value := q.get(name)) is not None and value not in known:
+                return _bad_request(f"{name} must be one of {', '.join(known)}; got {value!r}")
         query = Query(
             limit=limit,
             outcome=q.get("outcome"),

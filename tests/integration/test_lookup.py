@@ -91,6 +91,25 @@ async def test_a_bad_limit_is_an_openai_shaped_400(demo_gateway, proxy, http, li
         assert (await resp.json())["error"]["code"] == "invalid_query"
 
 
+@pytest.mark.parametrize(
+    ("name", "typo", "known"),
+    [("outcome", "truncate", "truncated"), ("anomaly", "bufferd", "buffered"), ("anomaly", "", "held_open")],
+)
+async def test_a_mistyped_filter_is_a_400_naming_the_values_it_takes(
+    demo_gateway, proxy, http, name: str, typo: str, known: str
+) -> None:
+    # It matched nothing: mid-incident, an empty answer reads as "no such streams".
+    p = await proxy(await demo_gateway(**FAST))
+    await send(http, p.url, "truncated", trace_id="cut")
+    await p.sink.wait(1)
+    async with http.get(p.metrics_url / "streams/recent", params={name: typo}) as resp:
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_query" and known in error["message"]
+    async with http.get(p.metrics_url / "streams/recent", params={"outcome": "truncated"}) as resp:
+        assert [s["trace_id"] for s in (await resp.json())["streams"]] == ["cut"]
+
+
 def _record(i: int) -> AuditRecord:
     result = StreamResult(
         Outcome.COMPLETE,

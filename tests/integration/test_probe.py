@@ -134,6 +134,7 @@ async def test_fault_messages_tell_the_operator_what_to_fix(demo_gateway: Any) -
         "the usage chunk; finance will see no tokens for streamed calls"
     ) in said["no-usage"]
     assert "buffers the stream" in said["buffered"] and "proxy_buffering off" in said["buffered"]
+    assert "CRLF" not in said["buffered"]
     assert "the gateway must end every stream with [DONE]" in said["no-done"]
     assert "which is not a JSON object" in said["bad-tool-args"]
     assert "look up trace ID probe-" in said["http-500"]
@@ -664,12 +665,22 @@ async def test_a_bursty_route_passes_streaming_with_a_note_on_its_clumps(demo_ga
     assert any(note.startswith("the answer came in clumps") for note in gate.notes), gate.notes
 
 
-def _wire_server(*, repeat_call_fields: bool, done: bool, honours_tool_choice: bool) -> Any:
+def _wire_server(
+    *,
+    repeat_call_fields: bool,
+    done: bool,
+    honours_tool_choice: bool,
+    capped: bool = False,
+    held_crlf: bool = False,
+) -> Any:
     """A Chat route shaped as real inference servers stream: llama-cpp-python (and LiteLLM in
     front of it) repeat a tool call's id and name in every delta; transformers serve ends with
-    no `[DONE]` and answers a forced tool_choice with text."""
+    no `[DONE]`, answers a forced tool_choice with text, and (`capped`) says `stop` of an answer
+    cut at the request's token limit; `held_crlf`: events with CRLF line ends, held and sent
+    at once (what Portkey's gateway does to them, splitting events only on LF LF)."""
     words = ["one", "two", "three", "four", "five", "six"]
-    usage = {"prompt_tokens": 50, "completion_tokens": len(words), "total_tokens": 50 + len(words)}
+    spent = 120 if capped else len(words)  # the probe's max tokens
+    usage = {"prompt_tokens": 50, "completion_tokens": spent, "total_tokens": 50 + spent}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -697,7 +708,12 @@ def _wire_server(*, repeat_call_fields: bool, done: bool, honours_tool_choice: b
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
+        held: list[bytes] = []
+
         async def send(doc: dict[str, Any]) -> None:
+            if held_crlf:
+                held.append(b"data: " + json.dumps(doc).encode() + b"\r\n\r\n")
+                return
             await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
             await asyncio.sleep(0.005)
 
@@ -718,8 +734,11 @@ def _wire_server(*, repeat_call_fields: bool, done: bool, honours_tool_choice: b
             last = chunk({})
             last["choices"], last["usage"] = [], usage
             await send(last)
+        if held:
+            await asyncio.sleep(0.6)
+            await resp.write(b"".join(held))
         if done:
-            await resp.write(b"data: [DONE]\n\n")
+            await resp.write(b"data: [DONE]\r\n\r\n" if held_crlf else b"data: [DONE]\n\n")
         return resp
 
     app = web.Application()
@@ -759,3 +778,24 @@ async def test_a_route_with_no_done_still_has_its_tool_call_judged() -> None:
     assert code == 1 and failures(runs) == {("framing", "chat"), ("tools", "chat")}, table
     assert "no tool call streamed although tool_choice named get_weather" in table
     assert "after every choice's finish_reason: the openai SDKs stop at the body's end" in table
+
+
+async def test_a_buffered_stream_with_crlf_line_ends_says_a_hop_may_not_split_them() -> None:
+    # Behind Portkey a CRLF upstream is held until its end: the advice named only buffering
+    # settings (an outside review).
+    code, table, runs = await _probe_wire(
+        repeat_call_fields=False, done=True, honours_tool_choice=True, held_crlf=True
+    )
+    assert code == 1 and ("streaming", "chat") in failures(runs), table
+    assert "its events end in CRLF" in table and "proxy_buffering off" in table
+
+
+async def test_an_answer_that_used_every_token_allowed_yet_says_stop_is_pointed_out() -> None:
+    # transformers serve answers `completed` (Responses), `stop` (Chat) at the cap: a client
+    # cannot tell a cut answer from a whole one (an outside review).
+    for capped in (True, False):
+        code, table, _ = await _probe_wire(
+            repeat_call_fields=False, done=True, honours_tool_choice=True, capped=capped
+        )
+        assert code == 0, table
+        assert ("used all 120 tokens the probe allowed, yet its finish is 'stop'" in table) is capped, table

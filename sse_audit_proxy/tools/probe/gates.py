@@ -21,7 +21,7 @@ from sse_audit_proxy.core.figures import ms as millis
 from sse_audit_proxy.tools.probe.api import Api
 from sse_audit_proxy.tools.probe.client import Exchange, shown_response_headers
 from sse_audit_proxy.tools.probe.facts import Answer, StreamFacts, ToolCallSeen, excerpt
-from sse_audit_proxy.tools.probe.prompts import TOOL
+from sse_audit_proxy.tools.probe.prompts import MAX_TOKENS, TOOL
 
 GATES = ("route", "framing", "streaming", "usage", "tools", "cancellation")
 BUFFERED = Thresholds()
@@ -221,8 +221,15 @@ def route(api: Api, ex: Exchange, model: str) -> Gate:
             )
         if not a.finish:
             p.append("the answer has no finish reason: clients cannot tell a complete answer from a cut one")
-        elif a.finish == "length":
-            gate.notes.append("the answer stopped at the probe's max tokens (finish: length)")
+        elif a.finish in AT_THE_LIMIT:
+            gate.notes.append(f"the answer stopped at the probe's max tokens (finish: {a.finish})")
+        elif (a.usage or {}).get(api.usage_keys[1]) == MAX_TOKENS:
+            # transformers serve answers `completed`, without `incomplete_details`, at the
+            # cap (an outside review): a client cannot tell such an answer from a whole one.
+            gate.notes.append(
+                f"the answer used all {MAX_TOKENS} tokens the probe allowed, yet its finish is "
+                f"{a.finish!r}: the route may report answers cut at the limit as whole"
+            )
         if not _has_counts(a.usage, api.usage_keys):
             p.append(
                 "the answer carries no usage: token accounting (billing, quotas) sees nothing for this route"
@@ -247,6 +254,10 @@ def _answered(ex: Exchange) -> str:
     if ex.status == 0:
         return f"no answer after {ms(ex.duration)}"
     return f"HTTP {ex.status} in {ms(ex.duration)}"
+
+
+# The finishes that say an answer stopped at its token limit (Chat, Messages, Responses).
+AT_THE_LIMIT = frozenset({"length", "max_tokens", "max_output_tokens"})
 
 
 def _has_counts(usage: dict[str, Any] | None, keys: tuple[str, ...]) -> bool:
@@ -342,6 +353,13 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "answer is ready; turn response buffering off for text/event-stream (e.g. nginx "
             "`proxy_buffering off` or `X-Accel-Buffering: no`), and make any compression flush "
             "every event"
+            + (
+                "; its events end in CRLF (`\\r\\n\\r\\n`), which some gateways that split "
+                "events only on `\\n\\n` (Portkey's) hold until the answer ends: check each "
+                "hop's handling of CRLF line ends"
+                if _crlf_events(ex)
+                else ""
+            )
         )
     elif r.content_frames == 1 and isinstance(expected, int) and expected > 4:
         gate.problems.append(
@@ -361,6 +379,13 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "with the provider directly"
         )
     return _judge(gate)
+
+
+def _crlf_events(ex: Exchange) -> bool:
+    """The stream's first event ends with CRLF line ends (SSE allows CR, LF or CRLF)."""
+    head = b"".join(chunk for _, chunk in ex.chunks[:8])[:65536]
+    end = head.find(b"\n\n")
+    return b"\r\n\r\n" in head and (end < 0 or head.find(b"\r\n\r\n") < end)
 
 
 def _pct(share: float | None) -> str:

@@ -102,11 +102,7 @@ def option(
     `listed`: a comma-separated list, which may be given once.
     """
     env = env_name(flag)
-    builtin = parser.get_default("builtin_defaults")
-    if builtin is None:  # one mapping per command: its flags' defaults before the environment's
-        builtin = {}
-        parser.set_defaults(builtin_defaults=builtin)
-    builtin[flag[2:].replace("-", "_")] = default
+    _builtin_default(parser, flag, default)
     raw = os.environ.get(env)
     if raw is not None and service_link(env, raw):
         raw = None  # Kubernetes' for a Service named like the setting, not a setting
@@ -136,11 +132,20 @@ _ON = ("1", "true", "yes", "on")
 _OFF = ("", "0", "false", "no", "off")
 
 
+def _builtin_default(parser: argparse.ArgumentParser, flag: str, default: object) -> None:
+    builtin = parser.get_default("builtin_defaults")
+    if builtin is None:  # one mapping per command: its flags' defaults before the environment's
+        builtin = {}
+        parser.set_defaults(builtin_defaults=builtin)
+    builtin[flag[2:].replace("-", "_")] = default
+
+
 def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     """A boolean switch, also on when SSE_AUDIT_NAME is 1/true/yes/on; `--no-NAME` turns it off
     on the command line. Any other value of the variable is an error: `enabled` or `y` left the
     switch off without a word (a canary guard that never tripped)."""
     env = env_name(name)
+    _builtin_default(parser, name, False)
     raw = os.environ.get(env)
     value = "" if raw is None else raw.strip().lower()
     if value not in _ON + _OFF:

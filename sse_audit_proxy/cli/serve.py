@@ -344,7 +344,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 # Settings that act only with --canary, and only with --canary-guard; the share and the guard
 # themselves are refused without --canary (canary_from).
-_CANARY_ONLY = ("canary_sticky_header", "canary_side_header", "canary_name")
+_CANARY_ONLY = (
+    "canary_percent",
+    "canary_percent_file",
+    "canary_guard",
+    "canary_sticky_header",
+    "canary_side_header",
+    "canary_name",
+)
 _GUARD_ONLY = (
     "canary_guard_window",
     "canary_guard_margin",
@@ -502,8 +509,11 @@ def side_name(value: str) -> str:
 def canary_from(args: argparse.Namespace) -> CanaryConfig:
     if args.canary is not None and args.upstream_name == args.canary_name:  # without, no side is
         raise ConfigError(f"--upstream-name and --canary-name must differ (both {args.upstream_name!r})")
-    if args.canary is None and (args.canary_percent or args.canary_percent_file or args.canary_guard):
-        raise ConfigError("--canary-percent, --canary-percent-file and --canary-guard need --canary URL")
+    if args.canary is None:
+        # Its percent, file and guard do nothing without it: warned (unused_canary_settings),
+        # not refused, so a configuration that took the canary out by its URL alone starts (it
+        # crash-looped, and the rollback stalled: an outside review).
+        return CanaryConfig(upstream_name=args.upstream_name, canary_name=args.canary_name)
     if args.canary_guard_window > MAX_GUARD_WINDOW:
         raise ConfigError(
             f"--canary-guard-window {args.canary_guard_window}: at most {MAX_GUARD_WINDOW:,} (the "
@@ -618,6 +628,13 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
                 f"{name} {shown_url(str(url))} is this proxy's own --port {args.port}: it would "
                 "forward each request to itself; give the gateway's address"
             )
+        if url is not None and _is_this_proxy(url, args.metrics_host, args.metrics_port):
+            # Its clients would be served the records and pages of the metrics port, whose
+            # Host check the upstream's own Host passes (an outside review).
+            raise ConfigError(
+                f"{name} {shown_url(str(url))} is this proxy's own --metrics-port "
+                f"{args.metrics_port}; give the gateway's address"
+            )
     if args.port and args.port == args.metrics_port and _overlap(args.host, args.metrics_host):
         raise ConfigError(f"--port and --metrics-port are both {args.port}: give each its own port")
     if args.require_key is not None and not args.require_key:
@@ -636,14 +653,20 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
             # TLS settings for a plain-text upstream: what was meant to be verified (or
             # knowingly not) would go out unencrypted.
             raise ConfigError(f"{name} is for an https:// upstream, and --upstream and --canary are http://")
+    if args.upstream_ca_file and args.insecure_upstream:
+        raise ConfigError(
+            "--upstream-ca-file and --insecure-upstream: the CA file would not be used, as "
+            "nothing is verified; give one of them"
+        )
     keys = tuple(args.require_key or ())
     if args.require_key_file:
         try:
-            keys += tuple(read_key_file(args.require_key_file))
+            from_file = tuple(read_key_file(args.require_key_file))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--require-key-file: cannot read {args.require_key_file!r}: {exc}") from exc
-        if not keys:
+        if not from_file:  # (with --require-key too: a key file mounted empty is not what was meant)
             raise ConfigError(f"--require-key-file: no keys in {args.require_key_file!r}")
+        keys += from_file
     proxy = ProxyConfig(
         upstream=args.upstream,
         host=args.host,

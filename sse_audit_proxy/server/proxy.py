@@ -202,15 +202,20 @@ class _Upstream:
     target: Target
     base_path: str
     host_header: bytes
+    # `/v1/` of a base path ending in `/v1`: a request path that starts with it reaches the
+    # upstream as `/v1/v1/...` (see _said_repeated). None: no base path.
+    last_segment: str | None = None
 
     @classmethod
     def of(cls, url: URL, context: ssl.SSLContext) -> _Upstream:
         host = url.raw_host or ""
         shown = f"[{host}]" if ":" in host else host
+        base = url.raw_path.rstrip("/")
         return cls(
             Target(url.scheme, host, url.port or 80, context if url.scheme == "https" else None),
-            url.raw_path.rstrip("/"),
+            base,
             (shown if url.is_default_port() else f"{shown}:{url.port}").encode(),
+            base[base.rfind("/") :] + "/" if base else None,
         )
 
 
@@ -360,6 +365,7 @@ class Proxy:
         self._redactor = Redactor(config.secret_headers)
         self._secret_names: dict[bytes, bool] = {}  # is_secret_name by field name as sent
         self._secret_words: dict[str, bool] = {}  # by cookie or query parameter name
+        self._repeats_said: set[str] = set()  # base paths said to be repeated by a request's
         self._runner: ServerRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._draining = False  # refusing new requests, letting the running ones finish
@@ -649,6 +655,8 @@ class Proxy:
         if length is None and held.ended and request.body_exists:
             length = held.size
         chunked = length is None and not held.ended
+        if up.last_segment is not None and request.raw_path.startswith(up.last_segment):
+            self._said_repeated(up)
         head = self._request_head(request, up, rec, trace_field, length, chunked)
         unscanned = held.parts  # the join below takes them out of `held`
         if held.ended and not chunked:  # the whole body is here: one write, one segment
@@ -718,6 +726,22 @@ class Proxy:
             return self._upstream_failed(r, info, exc)
         del replay
         return await self._respond(request, conn, r, info)
+
+    def _said_repeated(self, up: _Upstream) -> None:
+        """Once per upstream: clients whose base URL ends in `/v1`, as the openai SDKs' does,
+        behind `--upstream https://gw/v1`, send every request to `/v1/v1/...`, which most
+        gateways answer 404; nothing at start said why (an outside review). A warning, not a
+        refusal: clients whose base URL leaves `/v1` out are served right."""
+        if up.base_path in self._repeats_said or len(self._repeats_said) >= 8:
+            return
+        self._repeats_said.add(up.base_path)
+        segment = up.last_segment or ""
+        _log.warning(
+            "upstream_path_repeated",
+            base_path=up.base_path,
+            forwarded_as=up.base_path + segment + "...",
+            hint=f"leave {segment.rstrip('/')} out of the upstream URL, or out of the clients' base URL",
+        )
 
     def _request_head(
         self,

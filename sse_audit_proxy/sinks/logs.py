@@ -131,7 +131,7 @@ class RedactedJSON:
 
     def __init__(self, redact: Redactor) -> None:
         self._redact = redact
-        self._render = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        self._render = structlog.processors.JSONRenderer(serializer=json_bytes)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> bytes:
         line = cast(bytes, self._render(logger, method, event))  # orjson's bytes
@@ -140,8 +140,31 @@ class RedactedJSON:
         return line
 
 
-def _json_text(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj).decode()
+def _json_text(obj: Any, **kwargs: Any) -> str:
+    return json_bytes(obj, **kwargs).decode()
+
+
+def json_bytes(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """orjson's, and when it refuses a value, the line with that value in words. A str with a
+    lone surrogate (a path or a variable's name from the OS: Python keeps bytes that are not
+    UTF-8 as surrogates) made every log call raise: a percent file's path with one logged a
+    traceback each poll and left a mistyped rollback undone (an outside review)."""
+    try:
+        return orjson.dumps(obj, default=default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_escaped(obj), default=default or repr)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_escaped(k) if isinstance(k, str) else str(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    if isinstance(value, int) and not -(1 << 63) <= value < 1 << 64:
+        return str(value)
+    return value
 
 
 def record_fields(rec: AuditRecord) -> dict[str, Any]:

@@ -140,6 +140,14 @@ def _lines_to_start(args: list[str], env: dict[str, str]) -> tuple[list[dict[str
             "--canary",
         ),
         ([], {"SSE_AUDIT_CANARY_NAME": "new-gateway"}, ["--canary-name"], "--canary"),
+        # The canary taken out by its URL alone: its share, file and guard stay in the
+        # ConfigMap (these three stopped the proxy, and the rollout stalled: an outside review).
+        (
+            ["--canary-percent", "5"],
+            {"SSE_AUDIT_CANARY_PERCENT_FILE": str(Path(__file__)), "SSE_AUDIT_CANARY_GUARD": "1"},
+            ["--canary-percent", "--canary-percent-file", "--canary-guard"],
+            "--canary",
+        ),
         (
             ["--canary", "http://127.0.0.1:2", "--canary-guard-window", "50"],
             {},
@@ -432,6 +440,23 @@ def test_an_upstream_that_is_the_proxy_itself_is_refused(flag: str, url: str, ho
     assert_one_line_error(proc, f"{flag} ", "own --port 47124")
 
 
+def test_an_upstream_at_the_proxys_own_metrics_port_is_refused() -> None:
+    # Its clients were served /streams/recent and the inspector (an outside review).
+    proc = run("serve", "--upstream", "http://127.0.0.1:47126", "--port", "0", "--metrics-port", "47126")
+    assert_one_line_error(proc, "--upstream ", "own --metrics-port 47126")
+
+
+def test_settings_that_would_go_unused_or_open_are_refused(tmp_path: Path) -> None:
+    ca, empty = tmp_path / "ca.pem", tmp_path / "keys"
+    ca.write_text("not read before the conflict")
+    empty.write_text("# no keys here\n")
+    https = ["--upstream", "https://127.0.0.1:1", "--port", "0", "--metrics-port", "0"]
+    proc = run("serve", *https, "--upstream-ca-file", str(ca), "--insecure-upstream")
+    assert_one_line_error(proc, "--upstream-ca-file and --insecure-upstream")
+    proc = run("serve", *SERVE[1:], "--require-key", "abcdefgh", "--require-key-file", str(empty))
+    assert_one_line_error(proc, "--require-key-file: no keys in")
+
+
 def test_a_loopback_upstream_on_another_port_or_address_is_not_the_proxy() -> None:
     from sse_audit_proxy.cli.serve import _is_this_proxy
 
@@ -496,3 +521,20 @@ def test_an_ipv6_address_is_bracketed_in_the_urls_logged() -> None:
     assert http_url("::1", 8080) == "http://[::1]:8080"
     assert http_url("127.0.0.1", 9464, "/metrics") == "http://127.0.0.1:9464/metrics"
     assert URL(http_url("::", 1, "/metrics")).host == "::"
+
+
+def test_a_path_and_a_setting_name_not_in_utf_8_are_logged_escaped_and_a_bad_share_still_rolls_back(
+    tmp_path: Path,
+) -> None:
+    # Python keeps such bytes as lone surrogates, which orjson refused: a traceback and exit 1
+    # at start, and every poll of the percent file raised, the mistyped rollback not done.
+    percent_file = tmp_path / "percent\udcff"
+    percent_file.write_text("O")
+    lines, _ = _lines_to_start(
+        [*SERVE, "--canary", "http://127.0.0.1:2", "--canary-percent-file", str(percent_file)],
+        {"SSE_AUDIT_\udcff": "1"},
+    )
+    events = {line["event"]: line for line in lines}
+    assert events["unknown_settings"]["names"] == ["SSE_AUDIT_\\udcff"]
+    assert events["canary_percent_rejected"]["path"].endswith("percent\\udcff")
+    assert events["proxy_started"]["canary_percent"] == 0.0

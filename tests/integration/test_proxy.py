@@ -14,6 +14,7 @@ import aiohttp
 import brotli
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 from chat_streams import DONE, chunk, frame, healthy, tool_call_stream
 from yarl import URL
@@ -592,3 +593,30 @@ async def test_speech_asked_as_events_and_answered_as_audio_is_not_streamed(upst
     rec = await p.record()
     assert (rec.route, rec.model) == ("audio_speech", "gpt-4o-mini-tts")
     assert rec.stream is not None and rec.stream.anomalies == ["not_streamed"]
+
+
+async def test_a_request_path_that_repeats_the_upstreams_base_path_end_is_said_once(
+    upstream, proxy, http, monkeypatch
+) -> None:
+    # `--upstream https://gw/v1` behind clients whose base URL ends in /v1 sends every
+    # request to /v1/v1/...: the gateway's 404s, and nothing said why (an outside review).
+    from structlog.testing import capture_logs
+
+    from sse_audit_proxy.server import proxy as proxy_module
+
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response({}, status=404 if "/v1/v1/" in request.raw_path else 200)
+
+    up = await upstream(handler)
+    p = await proxy(up.with_path("/v1"))
+    monkeypatch.setattr(proxy_module, "_log", structlog.get_logger("sse_audit_proxy"))
+    with capture_logs() as captured:
+        for path in ("/chat/completions", "/v1/chat/completions", "/v1/models"):
+            async with http.post(p.url.with_path(path), json={}) as resp:
+                await resp.read()
+    assert seen == ["/v1/chat/completions", "/v1/v1/chat/completions", "/v1/v1/models"]
+    said = [e for e in captured if e["event"] == "upstream_path_repeated"]
+    assert [(e["base_path"], e["forwarded_as"]) for e in said] == [("/v1", "/v1/v1/...")]

@@ -493,7 +493,6 @@ def test_the_canary_comes_from_flags_or_the_environment(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["--canary-percent", "5"], "need --canary URL"),
         (["--canary", "http://c", "--upstream-name", "x", "--canary-name", "x"], "must differ"),
         # Below 1, a canary as fast as the baseline trips.
         (["--canary", "http://c", "--canary-guard", "--canary-guard-ttft-ratio", "0.5"], "at least 1"),

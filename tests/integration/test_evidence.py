@@ -18,6 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from sse_audit_proxy.cli.main import main
+from sse_audit_proxy.core.audit import End
 from sse_audit_proxy.server.proxy import INSTANCE
 from sse_audit_proxy.sinks import logs
 from sse_audit_proxy.tools.scenarios import SCENARIOS
@@ -465,6 +466,7 @@ REBUILT_DIFFERENTLY = {
     "chat_tool_calls_without_index",  # calls told apart by their id alone
     "cohere_v2_chat_broken_tool_arguments",  # the tool-call frames rebuilt from the plan's
     "messages_invalid_tool_input",  # the invalid input was in a frame rebuilt from another
+    "messages_litellm_split_tool_blocks_client_left",  # likewise, a block's fragment each
     "chat_gzip_members",  # a case's body is rebuilt plain: its gzip members are not
     "chat_gzip_label_plain_body",  # ... and unlabelled: the label the body lacked is not
 }
@@ -511,4 +513,5 @@ async def test_every_recorded_stream_comes_back_from_its_evidence(
     assert code == 0
     back = load(tmp_path / "c" / "cases" / "back.json")
     assert observed(back.replay_timed()) == doc["stream"]
-    assert untimed(doc["stream"]) == untimed(case.expected["stream"])  # what the proxy saw
+    if case.end is End.UPSTREAM_EOF:  # (a socket replay ends the body cleanly: see conformance)
+        assert untimed(doc["stream"]) == untimed(case.expected["stream"])  # what the proxy saw

@@ -234,14 +234,14 @@ class Facts:
 
 def _bad_tool_calls(f: Facts) -> int:
     """Tool calls judged to have invalid arguments: every call once the stream ended whole (or
-    the client left after every finish), else those the stream had closed; none after an
-    in-band failure (the upstream said itself that the answer broke)."""
+    the client left after every finish), else those already broken (ToolArgs.broken); none
+    after an in-band failure (the upstream said itself that the answer broke)."""
     s = f.summary
     if s.failed or f.error_instead_of_stream or not f.event_stream or f.unreadable:
         return 0
     if f.judged or f.left_after_finish:
         return s.invalid_tool_arguments
-    return s.invalid_closed_tool_arguments
+    return s.broken_tool_arguments
 
 
 def is_buffered(t: Timing, th: Thresholds, min_frames: int | None = None) -> bool:
@@ -779,12 +779,13 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "not text (Chat: an object where OpenAI sends its JSON text), or are "
         "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
         "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
-        "`model_context_window_exceeded`, `content_filter`) ended is not judged; judged too when "
+        "`model_context_window_exceeded`, `content_filter`, Anthropic's `refusal`) ended is not "
+        "judged; judged too when "
         "the client left before the end marker but after every choice's finish reason (the "
-        "arguments it got were whole), and a call the stream had closed (Anthropic's "
-        "`content_block_stop`, Responses' `function_call_arguments.done` or `output_item.done`) "
-        "however the stream ended (the anthropic Python SDK raises at a fragment no JSON can go "
-        "on from, and leaves); never after an in-band failure",
+        "arguments it got were whole); and, however the stream ended, a call whose arguments "
+        'so far no JSON object can go on from (`{"city": Paris`: the anthropic Python SDK '
+        "parses them as they grow, raises there and leaves), or that a `.done` event "
+        "contradicted; never after an in-band failure",
         lambda f: bool(_bad_tool_calls(f)),
         lambda f: (
             f"{_bad_tool_calls(f)} of {_n(f.summary.tool_calls, 'tool call')}"

@@ -149,6 +149,12 @@ class _VersionNotServed(_BadHead):
     """HTTP/2.0 in a request line: llhttp reads any one-digit major version."""
 
 
+class _HostNotOne(_BadHead):
+    """RFC 9112 3.2: an HTTP/1.1 request without `Host`, or any with two, MUST be answered 400."""
+
+    public_message = "the Host header is missing or repeated: a request needs exactly one (RFC 9112 3.2)"
+
+
 def _refused_status(exc: BaseException | None) -> int:
     """The answer to a head that cannot be served: 431, 505 (a version llhttp takes, 2.0, or
     refuses, 3.0 and 1.9: as nginx answers either), else 400."""
@@ -397,6 +403,7 @@ class ClientConnection(asyncio.Protocol):
         "_closing",
         "_current",
         "_drain_waiter",
+        "_failed_exc",
         "_failed_fields",
         "_failed_head",
         "_failed_query",
@@ -447,6 +454,7 @@ class ClientConnection(asyncio.Protocol):
         self._held = b""  # a read not parsed from _held_from on, while MAX_QUEUED requests wait
         self._held_from = 0
         self._failed_head: int | None = None  # the status to answer a refused head with
+        self._failed_exc: BaseException | None = None  # and why, when it says (_HostNotOne)
         self._failed_fields: list[tuple[bytes, bytes]] = []  # what could be read of that head
         self._failed_query = ""  # ... and of its target's query
         self._stopped = False  # nothing more is parsed (a refused head, an upgrade, a bad body)
@@ -646,7 +654,7 @@ class ClientConnection(asyncio.Protocol):
             elif lower == b"content-length":
                 request.content_length = int(value)  # llhttp checked it: digits, one value
         if hosts > 1 or (hosts == 0 and version >= HTTP11):
-            raise _BadHead  # RFC 9112 3.2: a server MUST answer 400 (an outside review)
+            raise _HostNotOne  # (it was served: an outside review)
         self._heads += 1
         self._last_keep_alive = request.keep_alive
         self._head_bytes = 0
@@ -717,7 +725,7 @@ class ClientConnection(asyncio.Protocol):
             self._failed_query, self._failed_fields = request.raw_path.partition("?")[2], request.raw_headers
         else:
             self._keep_refused(piece)
-        self._refuse_head(_refused_status(exc))
+        self._refuse_head(_refused_status(exc), exc)
 
     def _keep_refused(self, piece: bytes) -> None:
         """What a refused head's record reads its trace ID from: the bytes refused, read
@@ -727,18 +735,19 @@ class ClientConnection(asyncio.Protocol):
             query = self._url.decode("latin-1").partition("?")[2] or query
         self._failed_query, self._failed_fields = query, self._fields + fields
 
-    def _refuse_head(self, status: int) -> None:
+    def _refuse_head(self, status: int, exc: BaseException | None = None) -> None:
         """A head that cannot be served: answered (after any request before it), then closed."""
         self._stopped = True
         self._closing = True
         self._disarm_head_timer()
         self._failed_head = status
+        self._failed_exc = exc
         if self._current is None:
             self._answer_failed_head()
 
     def _answer_failed_head(self) -> None:
-        status = self._failed_head
-        self._failed_head = None
+        status, exc = self._failed_head, self._failed_exc
+        self._failed_head = self._failed_exc = None
         transport = self.transport
         if status is None or transport is None or transport.is_closing():
             return  # no answer can reach the client: nothing to record either
@@ -749,7 +758,7 @@ class ClientConnection(asyncio.Protocol):
         stand_in = Request(self, "UNKNOWN", target, (1, 0), self._failed_fields, False)
         self._failed_query, self._failed_fields = "", []
         try:
-            answer = self._server.on_parse_error(stand_in, status, None)
+            answer = self._server.on_parse_error(stand_in, status, exc)
         except Exception as exc:
             _log.error("parse_error_answer_failed", **failure(exc))
             answer = Answer(500)

@@ -59,7 +59,8 @@ def parse_error_answer(status: int, exc: BaseException | None) -> tuple[int, str
         return 503, "too_many_connections", "the proxy holds as many connections as it can: try again"
     if status >= 500:
         return status, "proxy_error", "the server failed to handle the request"
-    return status, "invalid_http_request", "malformed HTTP request"
+    # A refusal of ours that says why in words of our own (never the parser's): a missing Host.
+    return status, "invalid_http_request", getattr(exc, "public_message", "malformed HTTP request")
 
 
 def _generic_answer(request: web.BaseRequest, status: int, exc: BaseException | None) -> web.StreamResponse:

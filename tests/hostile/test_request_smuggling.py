@@ -62,6 +62,14 @@ async def test_ambiguous_framing_is_refused_and_nothing_reaches_the_upstream(
     assert rec.status == 400 and rec.error == "invalid_http_request"
 
 
+@pytest.mark.parametrize("name", ["host-twice", "no-host"])
+async def test_a_request_without_one_host_is_told_why(name: str, upstream: Any, proxy: Any) -> None:
+    # "malformed HTTP request" left an operator with a health check that sends no Host guessing.
+    p = await proxy(await upstream(streaming_handler([], Tally())))
+    raw = await raw_exchange(p.service.proxy.port, AMBIGUOUS[name], timeout=3.0)
+    assert b"the Host header is missing or repeated" in raw.partition(b"\r\n\r\n")[2], raw[-200:]
+
+
 async def test_an_http_1_0_request_without_host_is_served(upstream: Any, proxy: Any) -> None:
     tally = Tally()
     p = await proxy(await upstream(streaming_handler([], tally)))

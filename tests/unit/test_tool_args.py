@@ -383,28 +383,50 @@ def test_both_events_that_repeat_a_calls_arguments_are_checked(
     assert ("invalid_tool_arguments" in result.anomalies) is invalid, result.reasons
 
 
-def _closing(dialect: type[Dialect]) -> bytes:
-    """What says the call of index 0 is whole: its block's stop, or its `.done`."""
-    if dialect is AnthropicMessages:
-        return b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+def _done(arguments: str) -> bytes:
     done = {"type": "response.function_call_arguments.done", "output_index": 0, "item_id": "fc_1"}
-    return b"data: " + orjson.dumps({**done, "arguments": '{"path": "a"'}) + b"\n\n"
+    return b"data: " + orjson.dumps({**done, "arguments": arguments}) + b"\n\n"
 
 
-@pytest.mark.parametrize("closed", [True, False], ids=["closed", "open"])
-@pytest.mark.parametrize("dialect", [AnthropicMessages, Responses], ids=lambda d: d.__name__)
-def test_a_call_the_stream_closed_is_judged_when_the_client_leaves_and_an_open_one_is_not(
-    dialect: type[Dialect], closed: bool
+_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("arguments", "closed", "judged"),
+    [
+        ('{"city": Paris', False, True),  # no JSON goes on: the anthropic SDK raises here
+        ("c", False, True),
+        ('{"city": Paris', True, True),
+        ("[1, 2", False, True),  # never an object
+        ('{"city": "Par', True, False),  # whole so far: a limit may have cut it, its reason to come
+        ('{"city": "Par', False, False),
+        ('{"city": tr', False, False),
+        ("  ", False, False),
+        ('{"city": "Paris"}', True, False),
+    ],
+)
+@pytest.mark.parametrize("dialect", [AnthropicMessages, Responses, ChatCompletions], ids=lambda d: d.__name__)
+def test_arguments_no_json_can_go_on_from_are_judged_when_the_client_leaves(
+    dialect: type[Dialect], arguments: str, closed: bool, judged: bool
 ) -> None:
-    # The anthropic Python SDK raises at a fragment no JSON can go on from and leaves: the
-    # stream ended with the client, and the broken call the upstream had closed went unjudged.
-    frame = _anthropic if dialect is AnthropicMessages else _responses
+    # The anthropic Python SDK parses a call's arguments as they grow, raises at such a
+    # fragment and leaves: the stream ended with the client, judged on nothing (outside reviews).
+    frame = {AnthropicMessages: _anthropic, Responses: _responses, ChatCompletions: _chat}[dialect]
     audit = StreamAudit(dialect(), 0.0)
-    audit.feed(frame('{"path": "a"', True), 0.01)
-    if closed:
-        audit.feed(_closing(dialect), 0.02)
+    audit.feed(frame(arguments, True), 0.01)
+    if closed and dialect is AnthropicMessages:
+        audit.feed(_STOP, 0.02)
+    elif closed and dialect is Responses:
+        audit.feed(_done(arguments), 0.02)
     result = audit.finish(0.03, End.CLIENT_GONE)
     assert result.outcome.value == "client_disconnect"
-    assert ("invalid_tool_arguments" in result.anomalies) is closed
-    if closed:
+    assert ("invalid_tool_arguments" in result.anomalies) is judged, result.reasons
+    if judged:
         assert "1 of 1 tool call had arguments" in " ".join(result.reasons)
+
+
+def test_a_done_that_contradicts_the_fragments_is_judged_when_the_client_leaves() -> None:
+    audit = StreamAudit(Responses(), 0.0)
+    audit.feed(_responses('{"city": "Par', True), 0.01)
+    audit.feed(_done('{"city": "Rome"}'), 0.02)
+    assert "invalid_tool_arguments" in audit.finish(0.03, End.CLIENT_GONE).anomalies

@@ -104,6 +104,7 @@ def _anomalies(dialect: Dialect, body: bytes) -> list[str]:
         (_chat([(0, 0, CUT), (1, 0, CUT)], {0: "length", 1: "length"}), ChatCompletions, False),
         (_anthropic([CUT], "max_tokens"), AnthropicMessages, False),
         (_anthropic([CUT], "tool_use"), AnthropicMessages, True),
+        (_anthropic([CUT], "refusal"), AnthropicMessages, False),  # the SDK hands over input={}
         (_anthropic([BROKEN, CUT], "max_tokens"), AnthropicMessages, True),
         (_anthropic([WHOLE, CUT], "max_tokens"), AnthropicMessages, False),
         (_responses([CUT], incomplete=True), Responses, False),

@@ -127,8 +127,6 @@ class AnthropicMessages(TypedEvents):
             index = sdk_index(doc.get("index"))
             if index is None or not -self._starts <= index < self._starts:
                 self._malformed += 1  # Python's helper looks the block up: IndexError
-            elif self._blocks.get(index) in _TOOL_BLOCKS:
-                self._tools.close(index)
             return 0
         if kind == "message_start":
             self._started = True

@@ -147,8 +147,9 @@ class DialectSummary:
     tool_calls: int = 0
     invalid_tool_arguments: int = 0
     empty_tool_arguments: int = 0  # of those, calls with no argument text at all
-    # Of the invalid, calls the stream had closed (see ToolArgs.close): judged however it ended.
-    invalid_closed_tool_arguments: int = 0
+    # Of the invalid, calls already broken before the end (ToolArgs.broken): judged however
+    # the stream ended.
+    broken_tool_arguments: int = 0
     anomalies: tuple[str, ...] = ()  # dialect-specific extras, already named
     # The stream came in another shape than the route's (llama.cpp's native frames on
     # `/completions`), which says itself whether it ends with `[DONE]`; None: the route's shape.

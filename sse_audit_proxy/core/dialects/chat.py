@@ -564,5 +564,6 @@ class ChatCompletions(Dialect):
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(cut := self._cut_calls()),
             empty_tool_arguments=self._tools.empty(cut),
+            broken_tool_arguments=self._tools.broken(cut),
             anomalies=self._extras(),
         )

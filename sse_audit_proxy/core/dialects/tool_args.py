@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Container, Hashable
 
 import orjson
+from jiter import from_json
 
 from sse_audit_proxy.core.dialects.base import MAX_KEYS
 
@@ -14,8 +15,17 @@ MAX_TOOL_ARG_BYTES = 4 << 20
 # filter): the call being written then ends where the cut fell, and every SDK hands the finish
 # reason to the caller with it (OpenAI's `length` with `max_tokens` on a tool call, Anthropic's
 # `max_tokens`, Responses' `max_output_tokens`).
+# Anthropic's `refusal` too: a tool call it stops is left as far as it got (the SDK hands over
+# `input={}` with the reason), as LiteLLM's Chat bridge says of it with `content_filter`.
 CUT_REASONS = frozenset(
-    {"length", "max_tokens", "max_output_tokens", "model_context_window_exceeded", "content_filter"}
+    {
+        "length",
+        "max_tokens",
+        "max_output_tokens",
+        "model_context_window_exceeded",
+        "content_filter",
+        "refusal",
+    }
 )
 
 
@@ -48,17 +58,7 @@ class ToolArgs:
     (15 for four-character ones); a bytearray holds about one.
     """
 
-    __slots__ = (
-        "_calls",
-        "_checked",
-        "_closed",
-        "_defaults",
-        "_free",
-        "_mismatched",
-        "_overflow",
-        "_size",
-        "dropped",
-    )
+    __slots__ = ("_calls", "_checked", "_defaults", "_free", "_mismatched", "_overflow", "_size", "dropped")
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, bytearray] = {}
@@ -69,7 +69,6 @@ class ToolArgs:
         # Calls whose input is free text: counted, not judged. Made with the first (an empty
         # set is 216 bytes, and every open stream has a ToolArgs).
         self._free: set[Hashable] | None = None
-        self._closed: set[Hashable] | None = None  # calls the stream said are whole (made with the first)
         self._size = 0
         self._overflow = False  # past the cap we stop holding fragments and stop judging
         self.dropped = 0  # pieces of calls past MAX_KEYS calls: counted (as malformed), not held
@@ -117,18 +116,6 @@ class ToolArgs:
             return
         buf += data
 
-    def close(self, key: Hashable) -> None:
-        """The stream says the call's arguments are whole (Anthropic's `content_block_stop`,
-        Responses' `.done` events): it is judged however the stream then ends. The anthropic
-        Python SDK parses each block's arguments as they grow, raises at a fragment no JSON
-        can go on from, and leaves: a stream that ended with the client was judged on nothing
-        (an outside review)."""
-        if key in self._calls:
-            closed = self._closed
-            if closed is None:
-                closed = self._closed = set()
-            closed.add(key)
-
     def not_text(self, key: Hashable) -> None:
         """A fragment that is not a string (an object, where OpenAI sends the object's JSON
         text): no client can concatenate it, so the call is invalid, not empty."""
@@ -158,7 +145,6 @@ class ToolArgs:
         if not buf:
             self.set(key, arguments)
             return
-        self.close(key)
         checked = self._checked
         if checked is None:
             checked = self._checked = {}
@@ -190,17 +176,39 @@ class ToolArgs:
             if not buf and not self._defaults.get(key) and key not in self._mismatched and key not in spared
         )
 
-    def invalid(self, spared: Container[Hashable] = (), closed_only: bool = False) -> int:
-        """How many calls did not assemble into a JSON object (what a function takes), those
-        in `spared` aside (see empty); `closed_only`: of the calls the stream closed."""
+    def broken(self, spared: Container[Hashable] = ()) -> int:
+        """How many calls were broken before the stream's end, for a stream judged before it
+        (the client left, a timeout): arguments that no JSON object can go on from (what the
+        anthropic Python SDK raises at, parsing each call's text as it grows with jiter's
+        partial mode, and then leaves: such a stream was judged on nothing, an outside
+        review), or that a `.done` contradicted, or a fragment that is not text. A call whose
+        text could still become an object is not judged: a token limit may have cut it, its
+        finish reason not yet come."""
         if self._overflow:
-            return 0
-        closed = self._closed or ()
-        if closed_only and not closed:
             return 0
         bad = 0
         for key, buf in self._calls.items():
-            if key in spared or (closed_only and key not in closed):
+            if key in spared:
+                continue
+            if key in self._mismatched:
+                bad += 1
+            elif buf.strip():
+                try:
+                    value = from_json(bytes(buf), partial_mode=True)
+                except ValueError:
+                    bad += 1
+                    continue
+                bad += not isinstance(value, dict)  # `[`, `1`: never an object
+        return bad
+
+    def invalid(self, spared: Container[Hashable] = ()) -> int:
+        """How many calls did not assemble into a JSON object (what a function takes), those
+        in `spared` aside (see empty)."""
+        if self._overflow:
+            return 0
+        bad = 0
+        for key, buf in self._calls.items():
+            if key in spared:
                 continue
             if key in self._mismatched:
                 bad += 1

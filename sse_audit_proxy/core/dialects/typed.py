@@ -187,7 +187,7 @@ class TypedEvents(Dialect):
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(cut := self._cut_call()),
             empty_tool_arguments=self._tools.empty(cut),
-            invalid_closed_tool_arguments=self._tools.invalid(cut, closed_only=True),
+            broken_tool_arguments=self._tools.broken(cut),
             anomalies=self._anomalies(),
         )
 

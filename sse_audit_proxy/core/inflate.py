@@ -223,12 +223,11 @@ class Inflater:
         elif head.startswith(_ZSTD_MAGIC):
             self._z = _Zstd()
             self._members = (_ZSTD_MAGIC, _Zstd)
-        elif (
-            wait
-            and len(head) < len(_ZSTD_MAGIC)
-            and self._encoding == "zstd"
-            and _ZSTD_MAGIC.startswith(head)
-        ) or (len(head) < 2 and wait):
+        elif (wait and len(head) < len(_ZSTD_MAGIC) and _ZSTD_MAGIC.startswith(head)) or (
+            len(head) < 2 and wait
+        ):
+            # (Zstandard's magic under any label, as above: its first bytes alone were judged
+            # not gzip when a read ended inside the magic, decoded when it did not.)
             return False
         elif br and wait and len(head) < _TRIAL_BYTES and _is_text(head):
             return False  # see _TRIAL_BYTES

@@ -216,6 +216,8 @@ def test_every_dialect_audits_any_json_events_without_error_and_independently_of
 )
 # Brotli was tried on the bytes that had come: it took `     \x00` and refused the whole.
 @example(route="chat_completions", body=b"     \x00\x00\x00", cut_at=[6], encoding="br", sse=True)
+# Zstandard's magic under a gzip label, a read ending inside it (judged not gzip; whole: zstd)
+@example(route="chat_completions", body=b"(\xb5/\xfd", cut_at=[12], encoding="gzip", sse=True)
 def test_audit_of_arbitrary_bytes_never_raises_whatever_the_encoding_label(
     route: str, body: bytes, cut_at: list[int], encoding: str, sse: bool
 ) -> None:

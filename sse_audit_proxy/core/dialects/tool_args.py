@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable
+from collections.abc import Callable, Container, Hashable
 
 import orjson
 from jiter import from_json
@@ -184,40 +184,37 @@ class ToolArgs:
         review), or that a `.done` contradicted, or a fragment that is not text. A call whose
         text could still become an object is not judged: a token limit may have cut it, its
         finish reason not yet come."""
-        if self._overflow:
-            return 0
-        bad = 0
-        for key, buf in self._calls.items():
-            if key in spared:
-                continue
-            if key in self._mismatched:
-                bad += 1
-            elif buf.strip():
-                try:
-                    value = from_json(bytes(buf), partial_mode=True)
-                except ValueError:
-                    bad += 1
-                    continue
-                bad += not isinstance(value, dict)  # `[`, `1`: never an object
-        return bad
+        return self._count(spared, lambda _, buf: _broken_so_far(buf))
 
     def invalid(self, spared: Container[Hashable] = ()) -> int:
         """How many calls did not assemble into a JSON object (what a function takes), those
         in `spared` aside (see empty)."""
+        return self._count(spared, lambda key, buf: not _an_object(buf or self._defaults.get(key, "")))
+
+    def _count(self, spared: Container[Hashable], bad: Callable[[Hashable, bytearray], bool]) -> int:
+        """Calls not in `spared` that a `.done` contradicted, or that `bad` finds bad."""
         if self._overflow:
             return 0
-        bad = 0
-        for key, buf in self._calls.items():
-            if key in spared:
-                continue
-            if key in self._mismatched:
-                bad += 1
-                continue
-            try:
-                value = orjson.loads(buf or self._defaults.get(key, ""))
-            except orjson.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(value, dict):
-                bad += 1
-        return bad
+        return sum(
+            1
+            for key, buf in self._calls.items()
+            if key not in spared and (key in self._mismatched or bad(key, buf))
+        )
+
+
+def _an_object(text: bytes | bytearray | str) -> bool:
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _broken_so_far(buf: bytearray) -> bool:
+    """No JSON object can go on from these arguments: jiter's partial mode refuses them (so
+    the anthropic SDK raises), or they begin something else (`[`, `1`). Blank: not yet."""
+    if not buf.strip():
+        return False
+    try:
+        return not isinstance(from_json(bytes(buf), partial_mode=True), dict)
+    except ValueError:
+        return True

@@ -653,11 +653,6 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
             # TLS settings for a plain-text upstream: what was meant to be verified (or
             # knowingly not) would go out unencrypted.
             raise ConfigError(f"{name} is for an https:// upstream, and --upstream and --canary are http://")
-    if args.upstream_ca_file and args.insecure_upstream:
-        raise ConfigError(
-            "--upstream-ca-file and --insecure-upstream: the CA file would not be used, as "
-            "nothing is verified; give one of them"
-        )
     keys = tuple(args.require_key or ())
     if args.require_key_file:
         try:
@@ -726,6 +721,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # names only: a value could be a key
         meant = {name: mistyped[name] for name in unknown if name in mistyped}
         structlog.get_logger("sse_audit_proxy").warning("unknown_settings", names=unknown, did_you_mean=meant)
+    if args.upstream_ca_file and args.insecure_upstream:
+        # Said, not refused: a debugging switch left beside a mounted CA file must not stop a
+        # rollout (a second review).
+        structlog.get_logger("sse_audit_proxy").warning(
+            "upstream_ca_file_unused", reason="--insecure-upstream: nothing is verified"
+        )
     unused, missing = unused_canary_settings(args)
     if unused:
         structlog.get_logger("sse_audit_proxy").warning("canary_settings_unused", names=unused, needs=missing)

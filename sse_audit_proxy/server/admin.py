@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sse_audit_proxy.server.off_loop import uncollected
 from sse_audit_proxy.server.tcp import reset
 
 # Paths any Host may read: they hold no stream record.
@@ -106,7 +107,9 @@ class Exposition:
     async def __call__(self) -> bytes:
         running = self._running
         if running is None:
-            running = self._running = asyncio.ensure_future(asyncio.to_thread(_render, self._registry))
+            running = self._running = asyncio.ensure_future(
+                asyncio.to_thread(uncollected, lambda: _render(self._registry))
+            )
             running.add_done_callback(self._done)
         return await asyncio.shield(running)  # a scraper that leaves does not cancel the others'
 

@@ -475,6 +475,19 @@ def add_routes(app: web.Application, source: Source) -> None:
             limit = max(1, min(int(q.get("limit", str(PAGE_LIMIT))), MAX_LIMIT))
         except ValueError:
             limit = PAGE_LIMIT
+        unknown = [
+            f"{name} {value!r}"
+            for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES))
+            if (value := q.get(name)) and value not in known
+        ]
+        if unknown:  # (a mistyped link showed "0 shown", read as "no such streams")
+            resp = _page(
+                "recent streams",
+                "<p><a href='/'>&larr; recent streams</a></p>"
+                f"<p>No such {esc(', '.join(unknown))}: choose one from the list.</p>",
+            )
+            resp.set_status(400)
+            return resp
         query = Query(
             limit=limit,
             outcome=q.get("outcome") or None,

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sse_audit_proxy.core.dialects import DIALECTS
 from sse_audit_proxy.core.verdict import Anomaly, Outcome
+from sse_audit_proxy.server.off_loop import uncollected
 from sse_audit_proxy.server.proxy import error_body
 from sse_audit_proxy.sinks import evidence
 from sse_audit_proxy.sinks import recent as recent_streams
@@ -32,7 +33,7 @@ MAX_LIMIT = 10_000
 # client chooses its trace ID, and made 20,000 records share one, a 49 MB answer.
 MAX_PER_TRACE_ID = 1_000
 OUTCOMES = tuple(str(o) for o in Outcome)
-ANOMALIES = tuple(str(a) for a in Anomaly) + tuple(n for d in DIALECTS for n in d.extra_anomalies)
+ANOMALIES = tuple(dict.fromkeys([*map(str, Anomaly), *(n for d in DIALECTS for n in d.extra_anomalies)]))
 Answer = dict[str, Any]  # {"streams": [...], "workers": [{"pid", "held", "capacity"}]}
 
 
@@ -56,12 +57,27 @@ class LocalSource:
         self._redactor = redactor if redactor is not None else Redactor()
         self._instance = instance
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-audit-lookup")
+        self._closed = False
 
     def _worker(self) -> list[dict[str, int]]:
         return [{"pid": os.getpid(), "held": len(self._recent), "capacity": self._recent.capacity}]
 
+    def close(self) -> None:
+        """Build no more: lookups still waiting are cancelled (a SIGTERM behind six 10,000-record
+        lookups waited for them all; a review). The one being built finishes."""
+        self._closed = True
+        self._builder.shutdown(wait=False, cancel_futures=True)
+
     async def _built(self, build: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        return await asyncio.get_running_loop().run_in_executor(self._builder, build)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._builder, uncollected, build)
+        except (RuntimeError, asyncio.CancelledError):
+            if not self._closed:
+                raise
+            raise web.HTTPServiceUnavailable(  # draining: lookups are not built any more
+                text=error_body("the proxy is shutting down", "server_error", "draining").decode(),
+                content_type="application/json",
+            ) from None
 
     async def recent(self, query: Query) -> Answer:
         records = self._recent.snapshot()
@@ -89,7 +105,9 @@ class LocalSource:
 class WorkersSource:
     """Asks each worker's private metrics port and merges the answers, newest first."""
 
-    def __init__(self, worker_urls: Callable[[], Sequence[str]], timeout: float = 2.0) -> None:
+    # A worker answers its lookups one at a time (LocalSource): one behind a few 10,000-record
+    # answers waited longer than 2 s, and was reported unreachable (a review).
+    def __init__(self, worker_urls: Callable[[], Sequence[str]], timeout: float = 10.0) -> None:
         self._urls = worker_urls
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -182,7 +200,7 @@ def add_routes(app: web.Application, source: Source) -> None:
         answer = await source.find(trace_id)
         if answer["streams"]:
             return await _json({"trace_id": trace_id, **answer})
-        return not_found(trace_id)
+        return not_found(trace_id, answer)
 
     async def evidence_of(request: web.Request) -> web.Response:
         """The newest record's evidence file (`?all=1`: every record's, as a lookup answer;
@@ -190,10 +208,10 @@ def add_routes(app: web.Application, source: Source) -> None:
         trace_id = request.match_info["trace_id"]
         every = request.query.get("all") == "1"
         answer = await source.evidence(trace_id, newest_only=not every or request.query.get("newest") == "1")
-        if every:
+        if every and (answer["streams"] or not unanswered(answer)):
             return await _json(answer, 200 if answer["streams"] else 404)
         if not answer["streams"]:
-            return not_found(trace_id)
+            return not_found(trace_id, answer)
         return await _json(answer["streams"][0], indent=True)
 
     app.router.add_get("/streams/recent", recent)  # first: "recent" is not looked up as an ID
@@ -201,12 +219,28 @@ def add_routes(app: web.Application, source: Source) -> None:
     app.router.add_get("/streams/{trace_id:.+}", by_trace_id)  # trace IDs may hold "/"
 
 
-def not_found(trace_id: str) -> web.Response:
-    message = f"no record of trace ID {trace_id!r} among the most recent streams (see --recent-streams)"
+def unanswered(answer: Answer) -> int:
+    """Workers that did not answer the supervisor's question (busy, restarting)."""
+    return sum(1 for w in answer.get("workers", ()) if "error" in w)
+
+
+def not_found(trace_id: str, answer: Answer | None = None) -> web.Response:
+    """404; or 503 when a worker did not answer, which may hold the record: "no record" read as
+    "no such stream" mid-incident, while the worker was busy with other lookups (a review)."""
+    missing = unanswered(answer) if answer is not None else 0
+    if missing:
+        message = (
+            f"no record of trace ID {trace_id!r} from the workers that answered; {missing} did "
+            "not answer in time and may hold it: ask again"
+        )
+        status, kind, code = 503, "server_error", "workers_unanswered"
+    else:
+        message = f"no record of trace ID {trace_id!r} among the most recent streams (see --recent-streams)"
+        status, kind, code = 404, "not_found_error", "trace_id_not_found"
     return web.Response(
-        status=404,
+        status=status,
         content_type="application/json",
-        body=error_body(message, "not_found_error", "trace_id_not_found"),
+        body=error_body(message, kind, code),
         headers=NO_STORE,
     )
 
@@ -214,5 +248,6 @@ def not_found(trace_id: str) -> web.Response:
 async def _json(doc: object, status: int = 200, indent: bool = False) -> web.Response:
     """Written out off the loop too: megabytes of records. Evidence files are read by people
     too: indented."""
-    body = await asyncio.to_thread(orjson.dumps, doc, option=orjson.OPT_INDENT_2 if indent else None)
+    option = orjson.OPT_INDENT_2 if indent else None
+    body = await asyncio.to_thread(uncollected, lambda: orjson.dumps(doc, option=option))
     return web.Response(status=status, body=body, content_type="application/json", headers=NO_STORE)

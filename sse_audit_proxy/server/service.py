@@ -68,6 +68,7 @@ class Service:
             router=router,
         )
         self._admin: GuardedAppRunner | None = None
+        self._lookups: LocalSource | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
         self.reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout, self.proxy.reach)
@@ -79,7 +80,7 @@ class Service:
 
     async def start(self) -> None:
         app = admin_app(self.registry, self.readiness, self.config.admin_hosts)
-        source = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
+        source = self._lookups = LocalSource(self.recent, Redactor(self.config.secret_headers), self.instance)
         add_routes(app, source)
         inspector.add_routes(app, source)
         # Same head limits, timeouts and quiet errors as the proxy port: a scraper or a probe
@@ -106,6 +107,8 @@ class Service:
     async def close(self, drain_timeout: float | None = None) -> None:
         """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
         self.draining = True
+        if self._lookups is not None:
+            self._lookups.close()  # lookups still queued are not built: the drain is for streams
         await self.reach.close()
         await self.canary.close()
         await self.proxy.close(drain_timeout)

@@ -446,15 +446,19 @@ def test_an_upstream_at_the_proxys_own_metrics_port_is_refused() -> None:
     assert_one_line_error(proc, "--upstream ", "own --metrics-port 47126")
 
 
-def test_settings_that_would_go_unused_or_open_are_refused(tmp_path: Path) -> None:
-    ca, empty = tmp_path / "ca.pem", tmp_path / "keys"
-    ca.write_text("not read before the conflict")
+def test_an_empty_key_file_beside_keys_is_refused_and_an_unused_ca_file_said(tmp_path: Path) -> None:
+    empty = tmp_path / "keys"
     empty.write_text("# no keys here\n")
-    https = ["--upstream", "https://127.0.0.1:1", "--port", "0", "--metrics-port", "0"]
-    proc = run("serve", *https, "--upstream-ca-file", str(ca), "--insecure-upstream")
-    assert_one_line_error(proc, "--upstream-ca-file and --insecure-upstream")
     proc = run("serve", *SERVE[1:], "--require-key", "abcdefgh", "--require-key-file", str(empty))
     assert_one_line_error(proc, "--require-key-file: no keys in")
+    # A CA file beside --insecure-upstream does nothing: said, not refused (a debugging switch
+    # left beside a mounted CA file must not stop a rollout).
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    https = ["serve", "--upstream", "https://127.0.0.1:1", "--port", "0", "--metrics-port", "0"]
+    lines, _ = _lines_to_start([*https, "--upstream-ca-file", str(ca), "--insecure-upstream"], {})
+    assert lines[-1]["event"] == "proxy_started"
+    assert [line["event"] for line in lines].count("upstream_ca_file_unused") == 1
 
 
 def test_a_loopback_upstream_on_another_port_or_address_is_not_the_proxy() -> None:

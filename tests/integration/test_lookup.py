@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from demo_client import FAST, send
 from reliability_support import ask_without_reading, read_what_is_left
 from yarl import URL
@@ -15,6 +17,7 @@ from yarl import URL
 from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server import admin
+from sse_audit_proxy.server.lookup import LocalSource, WorkersSource, add_routes
 from sse_audit_proxy.sinks import evidence as evidence_module
 from sse_audit_proxy.sinks import recent as recent_module
 from sse_audit_proxy.sinks.logs import record_fields
@@ -194,9 +197,12 @@ async def test_lookups_are_built_off_the_loop_and_a_trace_id_answers_its_newest_
     loop_thread = threading.get_ident()
     built_on: set[int] = set()
 
+    collecting: set[bool] = set()
+
     def watched(real: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             built_on.add(threading.get_ident())
+            collecting.add(gc.isenabled())
             return real(*args, **kwargs)
 
         return call
@@ -214,6 +220,44 @@ async def test_lookups_are_built_off_the_loop_and_a_trace_id_answers_its_newest_
     async with http.get(p.metrics_url / "streams/recent") as resp:
         assert len((await resp.json())["streams"]) == 100
     assert built_on and loop_thread not in built_on
+    # ... with the collector off: full collections over every held record stopped the loop too
+    assert collecting == {False} and gc.isenabled()
+
+
+async def test_a_lookup_a_worker_did_not_answer_is_a_503_not_a_404(unused_tcp_port: int) -> None:
+    # A worker busy with other lookups past the supervisor's wait: "no record" read as "no such
+    # stream" mid-incident (a review).
+    app = web.Application()
+    add_routes(app, WorkersSource(lambda: [f"http://127.0.0.1:{unused_tcp_port}"], timeout=1.0))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/streams/t1", "/streams/t1/evidence", "/streams/t1/evidence?all=1"):
+                async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    assert resp.status == 503, path
+                    assert (await resp.json())["error"]["code"] == "workers_unanswered"
+    finally:
+        await runner.cleanup()
+
+
+async def test_lookups_still_waiting_at_shutdown_are_not_built() -> None:
+    recent = RecentStreams(capacity=3)
+    recent.record(_record(1))
+    source = LocalSource(recent)
+    assert (await source.recent(Query()))["streams"][0]["trace_id"] == "t1"
+    source.close()
+    with pytest.raises(web.HTTPServiceUnavailable):
+        await source.recent(Query())
+
+
+async def test_the_inspector_says_a_filter_it_does_not_know(demo_gateway, proxy, http) -> None:
+    p = await proxy(await demo_gateway(**FAST))
+    async with http.get(p.metrics_url.with_query(outcome="truncate")) as resp:
+        assert resp.status == 400 and "No such outcome &#x27;truncate&#x27;" in await resp.text()
 
 
 async def test_a_head_of_the_metrics_port_is_the_head_alone_and_the_connection_stays_usable(

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from sse_audit_proxy.core.verdict import Outcome
-from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source
+from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source, unanswered
 from sse_audit_proxy.sinks.recent import Query
 
 PAGE_LIMIT = 200
@@ -171,7 +171,9 @@ def list_html(q: Query, answer: dict[str, Any]) -> str:
         "<h1>sse-audit-proxy: recent streams</h1>"
         + _filters(q)
         + f"<p>{len(streams)} shown (newest first, at most {q.limit}); "
-        + f"{len(workers)} process(es) asked. JSON: <a href='/streams/recent?"
+        + f"{len(workers)} process(es) asked"
+        + (f", {missing} did not answer" if (missing := unanswered(answer)) else "")
+        + ". JSON: <a href='/streams/recent?"
         + f"{esc(urlencode(_params(q)))}'>/streams/recent</a></p>"
         + "<table id=streams><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
@@ -504,13 +506,18 @@ def add_routes(app: web.Application, source: Source) -> None:
         answer = await source.evidence(trace_id, newest_only=True)
         found = answer.get("streams", [])
         if not found:
+            missing = unanswered(answer)  # (the JSON lookups' 503: the record may be there)
             resp = _page(
                 "not found",
                 f"<p><a href='/'>&larr; recent streams</a></p><p>No "
                 f"record of trace ID <span class=mono>{esc(trace_id)}</span> among the "
-                "most recent streams (see --recent-streams).</p>",
+                + (
+                    f"answers of the workers; {missing} did not answer in time and may hold it: reload.</p>"
+                    if missing
+                    else "most recent streams (see --recent-streams).</p>"
+                ),
             )
-            resp.set_status(404)
+            resp.set_status(503 if missing else 404)
             return resp
         return stream_page(trace_id, found[0], answer.get("held", len(found)) - 1)
 

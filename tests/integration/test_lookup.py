@@ -16,7 +16,7 @@ from yarl import URL
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamResult
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.server import admin
+from sse_audit_proxy.server import admin, inspector
 from sse_audit_proxy.server.lookup import LocalSource, WorkersSource, add_routes
 from sse_audit_proxy.sinks import evidence as evidence_module
 from sse_audit_proxy.sinks import recent as recent_module
@@ -228,7 +228,9 @@ async def test_a_lookup_a_worker_did_not_answer_is_a_503_not_a_404(unused_tcp_po
     # A worker busy with other lookups past the supervisor's wait: "no record" read as "no such
     # stream" mid-incident (a review).
     app = web.Application()
-    add_routes(app, WorkersSource(lambda: [f"http://127.0.0.1:{unused_tcp_port}"], timeout=1.0))
+    source = WorkersSource(lambda: [f"http://127.0.0.1:{unused_tcp_port}"], timeout=1.0)
+    add_routes(app, source)
+    inspector.add_routes(app, source)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -240,6 +242,10 @@ async def test_a_lookup_a_worker_did_not_answer_is_a_503_not_a_404(unused_tcp_po
                 async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
                     assert resp.status == 503, path
                     assert (await resp.json())["error"]["code"] == "workers_unanswered"
+            async with http.get(f"http://127.0.0.1:{port}/ui/streams/t1") as resp:
+                assert resp.status == 503 and "1 did not answer in time" in await resp.text()
+            async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                assert "1 process(es) asked, 1 did not answer" in await resp.text()
     finally:
         await runner.cleanup()
 

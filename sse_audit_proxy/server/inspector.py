@@ -23,6 +23,7 @@ from aiohttp import web
 
 from sse_audit_proxy.core.verdict import Outcome
 from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source, unanswered
+from sse_audit_proxy.server.off_loop import uncollected
 from sse_audit_proxy.sinks.recent import Query
 
 PAGE_LIMIT = 200
@@ -499,7 +500,8 @@ def add_routes(app: web.Application, source: Source) -> None:
             upstream=q.get("upstream") or None,
         )
         answer = await source.recent(query)
-        return _response(await asyncio.to_thread(list_html, query, answer))  # up to 10,000 rows
+        # Up to 10,000 rows: off the loop, the collector paused, as the JSON answers are.
+        return _response(await asyncio.to_thread(uncollected, lambda: list_html(query, answer)))
 
     async def stream(request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"]

@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -28,6 +28,7 @@ from sse_audit_proxy.sinks.logs import record_fields
 from sse_audit_proxy.sinks.recent import Query, RecentStreams
 from sse_audit_proxy.sinks.redaction import Redactor
 
+T = TypeVar("T")
 MAX_LIMIT = 10_000
 # Records of one trace ID in an answer, newest first (`held` says how many there are): a
 # client chooses its trace ID, and made 20,000 records share one, a 49 MB answer.
@@ -68,7 +69,7 @@ class LocalSource:
         self._closed = True
         self._builder.shutdown(wait=False, cancel_futures=True)
 
-    async def _built(self, build: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _built(self, build: Callable[[], T]) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._builder, uncollected, build)
         except (RuntimeError, asyncio.CancelledError):
@@ -85,21 +86,29 @@ class LocalSource:
         return {"streams": found, "workers": self._worker()}
 
     async def find(self, trace_id: str) -> Answer:
-        held = recent_streams.held(self._recent.snapshot(), trace_id)
-        found = await self._built(lambda: recent_streams.find(held[:MAX_PER_TRACE_ID]))
-        return {"streams": found, "held": len(held), "workers": self._worker()}
+        records = self._recent.snapshot()
+
+        def build() -> Answer:
+            held = recent_streams.held(records, trace_id)  # (a scan of up to 100,000: off the loop too)
+            return {"streams": recent_streams.find(held[:MAX_PER_TRACE_ID]), "held": len(held)}
+
+        return {**await self._built(build), "workers": self._worker()}
 
     async def evidence(self, trace_id: str, newest_only: bool = False) -> Answer:
         """Held records' evidence, newest first (at most MAX_PER_TRACE_ID), or the newest's
         alone: a trace ID that a client reused a thousand times made every page view build a
         thousand. `held`: how many records it has."""
-        held = recent_streams.held(self._recent.snapshot(), trace_id)
-        chosen = held[: 1 if newest_only else MAX_PER_TRACE_ID]
+        records = self._recent.snapshot()
 
-        def build() -> list[dict[str, Any]]:
-            return [evidence.build(rec, record_fields(rec), self._redactor, self._instance) for rec in chosen]
+        def build() -> Answer:
+            held = recent_streams.held(records, trace_id)
+            chosen = held[: 1 if newest_only else MAX_PER_TRACE_ID]
+            found = [
+                evidence.build(rec, record_fields(rec), self._redactor, self._instance) for rec in chosen
+            ]
+            return {"streams": found, "held": len(held)}
 
-        return {"streams": await self._built(build), "held": len(held), "workers": self._worker()}
+        return {**await self._built(build), "workers": self._worker()}
 
 
 class WorkersSource:

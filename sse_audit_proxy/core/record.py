@@ -32,6 +32,9 @@ class AuditRecord:
     traceparent: tuple[str, str] | None = None
     # Which attempt of the client's own retries this is (0 the first), when its SDK says so.
     client_retry: int | None = None
+    # The upstream closed a pooled connection without answering and the proxy sent the
+    # request again on a new one (idempotent methods only): the upstream may have seen it twice.
+    replayed: bool = False
     # For evidence: what was asked (its shape, never its text) and the response head as
     # relayed to the client (the bytes written; redacted when rendered).
     request: RequestInfo | None = None

@@ -630,7 +630,10 @@ class ClientConnection(asyncio.Protocol):
         request = Request(
             self,
             parser.get_method().decode("ascii"),
-            self._url.decode("latin-1"),
+            # A fragment (llhttp takes `#` in a target) is cut, as nginx cuts it: forwarded, it
+            # was part of the path to some upstreams (uvicorn's h11, hypercorn, aiohttp, node)
+            # and not to others, while the route and the dot-segment test ended at it.
+            self._url.partition(b"#")[0].decode("latin-1"),
             version,
             self._fields,
             parser.should_keep_alive(),  # read now: llhttp resets it once the message ends

@@ -312,12 +312,12 @@ def escapes_base(raw_path: str) -> bool:
 
     The upstream URL is the base URL plus the raw path, so the destination host can never
     change; but `..` could climb out of a base path such as https://gw/openai/. The path
-    ends at the raw target's first `?` or `#` (a fragment is dropped on the way up, so
-    `/v1/..#x` reaches the upstream as `/v1/..`); percent-encoding is undone until nothing
-    changes (an upstream or a framework behind it may decode twice), and a `?` or `#` that
-    decoding makes is a character of the path, not its end (`/%3f/../../admin` is
-    `/admin` to nginx); backslashes count as slashes and `;params` are cut from a segment
-    (`..;x` is `..` to Tomcat and Spring).
+    ends at the raw target's first `?` or `#` (the server cuts a fragment before the proxy
+    sees the target, as nginx does; a `#` is looked for here for any other caller);
+    percent-encoding is undone until nothing changes (an upstream or a framework behind it
+    may decode twice), and a `?` or `#` that decoding makes is a character of the path, not
+    its end (`/%3f/../../admin` is `/admin` to nginx); backslashes count as slashes and
+    `;params` are cut from a segment (`..;x` is `..` to Tomcat and Spring).
     """
     cut = min((i for i in (raw_path.find("?"), raw_path.find("#")) if i >= 0), default=len(raw_path))
     path = raw_path[:cut]
@@ -667,8 +667,10 @@ class Proxy:
         conn.start(head, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
         _scan(scanner, unscanned, held.ended)  # the request is on its way; the rest as it is sent
         del unscanned
-        # An idempotent request sent whole on a pooled connection the upstream had just closed
-        # is sent once more on a new one (RFC 9112 9.3.1; aiohttp's client did the same).
+        # An idempotent request sent whole on a pooled connection the upstream closed without
+        # answering is sent once more on a new one (RFC 9112 9.3.1), for the close of an idle
+        # connection that crossed it; however long the upstream held it, as Go's and
+        # Chromium's clients do, so the record says so (`replayed`).
         replay = (
             head if conn.from_pool and held.ended and not chunked and request.method in IDEMPOTENT else None
         )
@@ -717,7 +719,7 @@ class Proxy:
                 conn.close()
                 used[0] = conn = await self._pool.acquire(up.target, fresh=True)
                 conn.start(replay, head_only=head_only, idle=cfg.idle_timeout, deadline=deadline)
-                conn.sent = True
+                conn.sent = rec.replayed = True
                 await conn.response_head()
         except asyncio.CancelledError:
             self._gone_before_answer(r, info)

@@ -189,6 +189,8 @@ def record_fields(rec: AuditRecord) -> dict[str, Any]:
         fields["otel_trace_id"], fields["otel_span_id"] = rec.traceparent
     if rec.client_retry is not None:
         fields["client_retry"] = rec.client_retry
+    if rec.replayed:
+        fields["replayed"] = True
     s = rec.stream
     if s is None:
         return fields

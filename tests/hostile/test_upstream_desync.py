@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from sse_audit_proxy.sinks.logs import record_fields
 from tests.hostile.relay_support import RawRequest, raw_upstream, read_response
 
 STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
@@ -206,6 +207,15 @@ async def test_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_
             async with http.post(p.url / "c", data=b"{}") as resp:
                 assert resp.status == 502
                 assert (await resp.json())["error"]["code"] == "upstream_disconnected"
+        records = await p.sink.wait(3)
+    # The upstream saw /b twice: its record says so (an outside review), the others do not.
+    assert [(r.route, r.status, r.replayed) for r in records] == [
+        ("other", 200, False),
+        ("other", 200, True),
+        ("other", 502, False),
+    ]
+    assert record_fields(records[1])["replayed"] is True
+    assert "replayed" not in record_fields(records[0])
 
 
 @pytest.mark.parametrize("status", [b"099", b"000", b"600", b"999"])

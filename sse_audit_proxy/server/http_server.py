@@ -776,8 +776,10 @@ class ClientConnection(asyncio.Protocol):
         The proxy switches nothing: CONNECT is refused by the handler, and nothing after it is
         read. Any other request is an ordinary one whose `Upgrade` field is hop-by-hop: what
         follows it is parsed as usual, except that a body (llhttp did not frame it) goes
-        through a parser told only its framing, and nothing after such a body is read (as
-        with aiohttp).
+        through a parser told only its framing. After a body of known length the connection
+        goes on, as nginx's does (the JDK's HttpClient asks for h2c with every request on
+        http://, and each of its POSTs cost a new connection); after a chunked one nothing
+        more is read (as with aiohttp).
         """
         request = self._queue[-1] if self._queue else self._current
         if request is None or request.method == "CONNECT":
@@ -788,7 +790,7 @@ class ClientConnection(asyncio.Protocol):
             request._eof = False
             self._parsing = request
             self._in_message = True  # until the body ends: the parser is kept between reads
-            parser = self._parser = httptools.HttpRequestParser(_BodyOnly(self))
+            parser = self._parser = httptools.HttpRequestParser(_BodyOnly(self, request.chunked))
             length = self._body_left = request.content_length or 0
             framing = b"Transfer-Encoding: chunked" if request.chunked else b"Content-Length: %d" % length
             # Told now, whether or not any of the body came with the head (it was told only
@@ -1038,10 +1040,11 @@ class _BodyOnly:
     """Parser callbacks for the body of a request whose head asked for an upgrade: the
     synthetic head that frames it is not a request."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_chunked")
 
-    def __init__(self, conn: ClientConnection) -> None:
+    def __init__(self, conn: ClientConnection, chunked: bool) -> None:
         self._conn = conn
+        self._chunked = chunked
 
     def on_body(self, body: bytes) -> None:
         self._conn.on_body(body)
@@ -1049,7 +1052,14 @@ class _BodyOnly:
     def on_message_complete(self) -> None:
         conn = self._conn
         conn.on_message_complete()
-        conn._stopped = True  # where the body ended in the read is not known: stop there
+        if not self._chunked:
+            # _consume fed this parser no further than the Content-Length: what follows in
+            # the read is the next request's, for a parser of requests again.
+            conn._parser = None
+            return
+        # A chunked body's last piece may run past its end (a `\r\n\r\n` split between
+        # reads), and where it ended in the read is not known: stop there.
+        conn._stopped = True
         conn._closing = True
 
 

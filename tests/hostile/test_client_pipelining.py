@@ -8,7 +8,7 @@ requests, and bytes after a request that closes the connection.
 - `curl --http2` on http:// sends `Upgrade: h2c`: such a POST got `400 invalid_request_body`
   whenever its body did not come whole in the head's read.
 - A request pipelined after `Connection: close` (or after HTTP/1.0 without keep-alive), or bytes
-  after the body of an `Upgrade` request, were recorded as a `400 invalid_http_request` that was
+  after the chunked body of an `Upgrade` request, were recorded as a `400 invalid_http_request` that was
   never sent, under a made-up trace id. A malformed head after queued requests took the place
   of the next one's answer, which was lost with no record.
 """
@@ -259,10 +259,18 @@ AFTER_CLOSE = {
         ["200", "200"],
         ["q1", "q2"],
     ),
-    "after the body of an upgrade request": (
-        post(b"/v1/embeddings", b'{"a":1}', UPGRADE, trace=b"u1") + b"garbage\r\n\r\n",
+    "after the chunked body of an upgrade request": (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n%s"
+        b"X-Client-Request-Id: u1\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\ngarbage\r\n\r\n" % UPGRADE,
         ["200"],
         ["u1"],
+    ),
+    # After a body of known length the connection goes on (as nginx's): what follows is the
+    # next request's head, answered and recorded as after any other request.
+    "after the sized body of an upgrade request": (
+        post(b"/v1/embeddings", b'{"a":1}', UPGRADE, trace=b"u1") + b"garbage\r\n\r\n",
+        ["200", "400"],
+        ["u1", "400"],
     ),
     "a malformed head after queued requests": (
         get("m1") + get("m2") + b"GET /\x01 HTTP/1.1\r\n\r\n",

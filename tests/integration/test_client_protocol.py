@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 from yarl import URL
 
@@ -74,6 +75,35 @@ async def test_the_body_of_an_upgrade_request_reaches_the_upstream(upstream: Any
         )
         assert raw.startswith(b"HTTP/1.1 200 OK")
     assert tally.bodies == [b'{"a": true}', b"hello world"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_connection_goes_on_after_the_sized_body_of_an_upgrade_request(
+    split: bool, upstream: Any, proxy: Any
+) -> None:
+    """The JDK's HttpClient asks for h2c with every request on http://: each of its POSTs got
+    `Connection: close`, a new connection each (an outside review); nginx keeps it."""
+    tally = Tally()
+    p = await proxy(await echo_upstream(upstream, tally))
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAAA\r\n"
+    first = b"POST /v1/a HTTP/1.1\r\nHost: x\r\n%sContent-Length: 11\r\n\r\n" % upgrade
+    pieces = [first, b'{"a": true}'] if split else [first + b'{"a": true}']
+    pieces.append(b"POST /v1/b HTTP/1.1\r\nHost: x\r\n%sContent-Length: 2\r\n\r\n{}" % upgrade)
+    pieces.append(b"GET /v1/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.service.proxy.port)
+    for piece in pieces:
+        writer.write(piece)
+        await writer.drain()
+        if split:
+            await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        raw = await reader.read(-1)
+    writer.close()
+    answers = raw.split(b"HTTP/1.1 200 OK")[1:]
+    assert len(answers) == 3
+    assert [b"connection: close" in a.lower() for a in answers] == [False, False, True]
+    assert tally.paths == ["/v1/a", "/v1/b", "/v1/c"] and tally.bodies == [b'{"a": true}', b"{}", b""]
+    assert len(await p.sink.wait(3)) == 3
 
 
 async def test_a_field_value_that_never_ends_is_refused_431_before_it_is_all_held(

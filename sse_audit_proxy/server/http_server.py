@@ -1040,7 +1040,7 @@ class _BodyOnly:
     """Parser callbacks for the body of a request whose head asked for an upgrade: the
     synthetic head that frames it is not a request."""
 
-    __slots__ = ("_conn", "_chunked")
+    __slots__ = ("_chunked", "_conn")
 
     def __init__(self, conn: ClientConnection, chunked: bool) -> None:
         self._conn = conn

@@ -60,11 +60,16 @@ FAULTY_MIX = (
     # 5xx and 429 are two alerts, each over 5 % of requests: each twice.
     "http-429",
     "http-500",
+    # In-band errors over 5 % of streams (with the one above); a stream cut by the idle timeout.
+    "error-midstream",
+    "hang",
 )
 FAULT_ALERTS = {
     "SSEAuditBufferedStreams",
     "SSEAuditBurstyStreams",
     "SSEAuditTruncatedStreams",
+    "SSEAuditStreamTimeouts",
+    "SSEAuditErrorEvents",
     "SSEAuditMissingDone",
     "SSEAuditMissingFinishReason",
     "SSEAuditMissingUsage",
@@ -246,7 +251,8 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     )
 
     async with (
-        serve_process(gateway) as served,
+        # An idle timeout above the faults' 1.2 s delays: the `hang` stream is cut at 2 s.
+        serve_process(gateway, "--idle-timeout", "2") as served,
         prometheus(tmp_path, served.metrics_url.port or 0, http) as prom,
     ):
         # Healthy mix: every verdict series exists, no alert is pending or firing. One stream at

@@ -261,7 +261,7 @@ AFTER_CLOSE = {
     ),
     "after the chunked body of an upgrade request": (
         b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n%s"
-        b"X-Client-Request-Id: u1\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\ngarbage\r\n\r\n" % UPGRADE,
+        b'X-Client-Request-Id: u1\r\n\r\n7\r\n{"a":1}\r\n0\r\n\r\ngarbage\r\n\r\n' % UPGRADE,
         ["200"],
         ["u1"],
     ),

@@ -35,8 +35,9 @@ CLOSE_REASONS = (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, TOO_MANY_CONNECTIONS)
 # truncated or buffered streams or of 502s was not in rate() at all, and the alerts fired only
 # on a second (an outside review, with a real Prometheus). tests/unit/test_metrics.py holds
 # them to the rules file.
-ALERTED_OUTCOMES = (Outcome.TRUNCATED.value,)
+ALERTED_OUTCOMES = (Outcome.TRUNCATED.value, Outcome.TIMEOUT.value)
 ALERTED_ANOMALIES = (
+    Anomaly.ERROR_EVENT.value,
     Anomaly.BUFFERED.value,
     Anomaly.BURSTY.value,
     Anomaly.MISSING_DONE.value,

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sse_audit_proxy.core import buckets
 from sse_audit_proxy.core.guard import client_error, judge
 from sse_audit_proxy.core.record import AuditRecord
-from sse_audit_proxy.core.verdict import Anomaly, Outcome
+from sse_audit_proxy.core.verdict import Anomaly, End, Outcome
 from sse_audit_proxy.sinks.line_writer import DROP_REASONS
 
 OTHER = "other"
@@ -45,6 +45,8 @@ ALERTED_ANOMALIES = (
     Anomaly.MISSING_USAGE.value,
 )
 ALERTED_STATUSES = ("408", "429", "500", "502", "503", "504")
+# Streams the proxy itself cut, whose outcome is client_disconnect: sse_audit_streams_cut_total.
+CUT_ENDS = (End.ABORTED, End.SLOW_CLIENT)
 
 _log = structlog.get_logger("sse_audit_proxy")
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
@@ -222,6 +224,18 @@ class Metrics:
         )
         for reason in CLOSE_REASONS:  # every series exists from the start, at 0
             self.connections_closed.labels(reason)
+        # Their outcome is the one of a client that left: a rolling deploy that cut long streams
+        # looked like users leaving (an outside review).
+        self.streams_cut = Counter(
+            "sse_audit_streams_cut",
+            "Streams the proxy itself cut (outcome client_disconnect): still open when the "
+            "shutdown drain (--drain-timeout) ran out, or the proxy's own failure mid-stream "
+            "(aborted); a client that took nothing for --send-timeout with more than "
+            "--max-unsent-bytes unread (slow_client).",
+            ("end_reason",),
+            registry=registry,
+        )
+        self._cut = {end: self.streams_cut.labels(end.value) for end in CUT_ENDS}
         self.log_lines_dropped = Counter(
             "sse_audit_log_lines_dropped",
             "Log lines (records, evidence) not written: whatever reads stdout fell "
@@ -318,6 +332,9 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
+        cut = self._cut.get(s.end)
+        if cut is not None and s.outcome is Outcome.CLIENT_DISCONNECT:  # (not after its end)
+            cut.inc()
         bad = judge(rec)
         if bad is not None:
             series.judged.inc()

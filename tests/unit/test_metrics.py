@@ -395,3 +395,32 @@ def test_the_finish_reason_label_is_bounded() -> None:
         for s in f.samples
     }
     assert len(reasons) == 33 and "other" in reasons, sorted(reasons)
+
+
+def _cut_stream(end: End, frames: int | None) -> AuditRecord:
+    """A healthy stream cut after `frames` frames (None: all of them, `[DONE]` included)."""
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    for i, data in enumerate(healthy(4)[:frames]):
+        audit.feed(data, 0.1 * (i + 1))
+    result = audit.finish(1.0, end)
+    return AuditRecord("t", "chat_completions", "POST", "m", 200, 0.0, 1.0, 0, result)
+
+
+def test_streams_the_proxy_cut_are_counted_by_end_reason() -> None:
+    """Their outcome is a client's that left: a rolling deploy that cut long streams looked
+    like users leaving (an outside review)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    def cut(reason: str) -> float | None:
+        return registry.get_sample_value("sse_audit_streams_cut_total", {"end_reason": reason})
+
+    assert (cut("aborted"), cut("slow_client")) == (0.0, 0.0)  # from the start
+    for end in (End.ABORTED, End.ABORTED, End.SLOW_CLIENT, End.CLIENT_GONE):
+        rec = _cut_stream(end, 2)
+        assert rec.outcome == "client_disconnect"
+        metrics.record(rec)
+    whole = _cut_stream(End.ABORTED, None)  # its [DONE] had reached the client: not a cut
+    assert whole.outcome == "complete"
+    metrics.record(whole)
+    assert (cut("aborted"), cut("slow_client"), cut("client_gone")) == (2.0, 1.0, None)

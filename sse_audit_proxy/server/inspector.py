@@ -24,7 +24,7 @@ from aiohttp import web
 from sse_audit_proxy.core.verdict import Outcome
 from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source, unanswered
 from sse_audit_proxy.server.off_loop import uncollected
-from sse_audit_proxy.sinks.recent import Query
+from sse_audit_proxy.sinks.recent import Query, http_status
 
 PAGE_LIMIT = 200
 PLOT_W, PLOT_H, PAD_L, PAD_R, AXIS_Y = 960, 170, 48, 16, 130
@@ -175,7 +175,7 @@ def list_html(q: Query, answer: dict[str, Any]) -> str:
         + f"{len(workers)} process(es) asked"
         + (f", {missing} did not answer" if (missing := unanswered(answer)) else "")
         + ". JSON: <a href='/streams/recent?"
-        + f"{esc(urlencode(_params(q)))}'>/streams/recent</a></p>"
+        + f"{esc(urlencode(q.params()))}'>/streams/recent</a></p>"
         + "<table id=streams><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
         + "</tr>"
@@ -183,21 +183,6 @@ def list_html(q: Query, answer: dict[str, Any]) -> str:
         + "</table>"
     )
     return _html("recent streams", body)
-
-
-def _params(q: Query) -> dict[str, str]:
-    return {
-        k: str(v)
-        for k, v in (
-            ("limit", q.limit),
-            ("outcome", q.outcome),
-            ("anomaly", q.anomaly),
-            ("route", q.route),
-            ("model", q.model),
-            ("upstream", q.upstream),
-        )
-        if v
-    }
 
 
 # The timeline plot ---------------------------------------------------------------------------
@@ -483,6 +468,9 @@ def add_routes(app: web.Application, source: Source) -> None:
             for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES))
             if (value := q.get(name)) and value not in known
         ]
+        status = None if not (given := q.get("status")) else http_status(given)
+        if given and status is None:
+            unknown.append(f"status {given!r}")
         if unknown:  # (a mistyped link showed "0 shown", read as "no such streams")
             resp = _page(
                 "recent streams",
@@ -498,6 +486,8 @@ def add_routes(app: web.Application, source: Source) -> None:
             route=q.get("route") or None,
             model=q.get("model") or None,
             upstream=q.get("upstream") or None,
+            status=status,
+            error=q.get("error") or None,
         )
         answer = await source.recent(query)
         # Up to 10,000 rows: off the loop, the collector paused, as the JSON answers are.

@@ -25,7 +25,7 @@ from sse_audit_proxy.server.proxy import error_body
 from sse_audit_proxy.sinks import evidence
 from sse_audit_proxy.sinks import recent as recent_streams
 from sse_audit_proxy.sinks.logs import record_fields
-from sse_audit_proxy.sinks.recent import Query, RecentStreams
+from sse_audit_proxy.sinks.recent import PARAMS, Query, RecentStreams, http_status
 from sse_audit_proxy.sinks.redaction import Redactor
 
 T = TypeVar("T")
@@ -144,19 +144,7 @@ class WorkersSource:
         return {"streams": streams[:limit], "held": held, "workers": workers}
 
     async def recent(self, query: Query) -> Answer:
-        params = {
-            k: str(v)
-            for k, v in (
-                ("limit", query.limit),
-                ("outcome", query.outcome),
-                ("anomaly", query.anomaly),
-                ("route", query.route),
-                ("model", query.model),
-                ("upstream", query.upstream),
-            )
-            if v is not None
-        }
-        return self._merge(await self._ask("/streams/recent", params), query.limit)
+        return self._merge(await self._ask("/streams/recent", query.params()), query.limit)
 
     async def find(self, trace_id: str) -> Answer:
         return self._merge(await self._ask("/streams/" + quote(trace_id, safe=""), {}), MAX_PER_TRACE_ID)
@@ -183,12 +171,21 @@ NO_STORE = {"Cache-Control": "no-store"}
 def add_routes(app: web.Application, source: Source) -> None:
     async def recent(request: web.Request) -> web.Response:
         q = request.query
+        unknown = sorted(set(q) - set(PARAMS))
+        if unknown:
+            return _bad_request(
+                f"unknown parameter {', '.join(map(repr, unknown))}; /streams/recent takes "
+                + ", ".join(PARAMS)
+            )
         try:
             limit = int(q.get("limit", "100"))
         except ValueError:
             return _bad_request(f"limit must be a whole number, got {q.get('limit')!r}")
         if not 1 <= limit <= MAX_LIMIT:
             return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
+        status = None if (given := q.get("status")) is None else http_status(given)
+        if given is not None and status is None:
+            return _bad_request(f"status must be an HTTP status from 100 to 599, got {given!r}")
         # A mistyped filter (`outcome=truncate`) matched nothing, read mid-incident as "no such
         # streams" (an outside review).
         for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES)):
@@ -201,6 +198,8 @@ def add_routes(app: web.Application, source: Source) -> None:
             route=q.get("route"),
             model=q.get("model"),
             upstream=q.get("upstream"),
+            status=status,
+            error=q.get("error"),
         )
         return await _json(await source.recent(query))
 

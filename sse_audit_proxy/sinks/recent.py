@@ -30,9 +30,15 @@ class Query:
     route: str | None = None
     model: str | None = None
     upstream: str | None = None
+    status: int | None = None  # what the client got
+    error: str | None = None  # the proxy's own reason (`upstream_unreachable`, ...)
 
     def matches(self, rec: AuditRecord) -> bool:
         if self.upstream is not None and rec.upstream != self.upstream:
+            return False
+        if self.status is not None and rec.status != self.status:
+            return False
+        if self.error is not None and rec.error != self.error:
             return False
         if self.route is not None and rec.route != self.route:
             return False
@@ -41,6 +47,20 @@ class Query:
         if self.outcome is not None and rec.outcome != self.outcome:
             return False
         return self.anomaly is None or (rec.stream is not None and self.anomaly in rec.stream.anomalies)
+
+    def params(self) -> dict[str, str]:
+        """The query string that asks for this query (the filters that are set)."""
+        return {name: str(value) for name in PARAMS if (value := getattr(self, name)) is not None}
+
+
+def http_status(text: str) -> int | None:
+    """A `status` filter's value as a status (100 to 599), or None when it is not one."""
+    return int(text) if text.isascii() and text.isdigit() and 100 <= int(text) <= 599 else None
+
+
+# What `/streams/recent` takes; a parameter it does not know is refused, not ignored (an
+# on-call's `?status=502` had answered every record).
+PARAMS = ("limit", "outcome", "anomaly", "route", "model", "upstream", "status", "error")
 
 
 class RecentStreams:

@@ -113,6 +113,33 @@ async def test_a_mistyped_filter_is_a_400_naming_the_values_it_takes(
         assert [s["trace_id"] for s in (await resp.json())["streams"]] == ["cut"]
 
 
+async def test_recent_streams_filter_by_status_and_error_and_refuse_unknown_parameters(
+    demo_gateway, proxy, http
+) -> None:
+    """An on-call's `?status=502` was ignored and answered every record (an outside review)."""
+    p = await proxy(await demo_gateway(**FAST))
+    await send(http, p.url, "healthy", trace_id="ok")
+    await send(http, p.url, "http-500", trace_id="five")
+    await send(http, p.url, "http-429", trace_id="limited")
+    await p.sink.wait(3)
+
+    async def ask(**params: str) -> tuple[int, dict]:
+        async with http.get(p.metrics_url / "streams/recent", params=params) as resp:
+            return resp.status, await resp.json()
+
+    status, body = await ask(status="500")
+    assert status == 200 and [s["trace_id"] for s in body["streams"]] == ["five"]
+    status, body = await ask(status="429", outcome="upstream_error")
+    assert [s["trace_id"] for s in body["streams"]] == ["limited"]
+    status, body = await ask(error="upstream_unreachable")
+    assert status == 200 and body["streams"] == []
+    for params in ({"stauts": "502"}, {"status": "5xx"}, {"status": "99"}, {"code": "500", "limit": "5"}):
+        status, body = await ask(**params)
+        assert status == 400 and body["error"]["code"] == "invalid_query", params
+    status, body = await ask(bogus="1")
+    assert "'bogus'" in body["error"]["message"] and "status" in body["error"]["message"]
+
+
 def _record(i: int) -> AuditRecord:
     result = StreamResult(
         Outcome.COMPLETE,

@@ -393,6 +393,10 @@ class Proxy:
         target = self._upstream_for(self.router.baseline.base).target
         self._pool.keep(await self._pool.acquire(target))
 
+    def reached(self) -> bool:
+        """Whether a request (or readiness) ever connected to the baseline upstream."""
+        return self._pool.has_reached(self._upstream_for(self.router.baseline.base).target)
+
     @property
     def in_flight(self) -> int:
         return len(self._inflight)

@@ -10,7 +10,7 @@ through its pool, as a request would (a name's addresses raced, TLS handshake an
 check included), and keeps the connection for the first request; the `--workers` supervisor,
 which has no pool of its own, connects the same way (TLS included) and closes it. After that,
 readiness no longer follows the upstream: an upstream down later is `502`s and alerts, not
-instances taken out of the load balancer.
+instances taken out of the load balancer. A connection a request made counts as well.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class UpstreamReach:
         connect_timeout: float,
         connect: Callable[[], Awaitable[None]] | None = None,
         tls: ssl.SSLContext | None = None,
+        reached_before: Callable[[], bool] | None = None,
     ) -> None:
         self._scheme = upstream.scheme
         self._tls = tls if upstream.scheme == "https" else None
@@ -52,13 +53,17 @@ class UpstreamReach:
         self._port = upstream.port or (443 if upstream.scheme == "https" else 80)
         self._timeout = connect_timeout
         self._connect = connect or self._tcp
+        # Whether requests already made a connection (a proxy first asked after it served
+        # traffic, its upstream down by then, was not ready: an outside review).
+        self._reached_before = reached_before
         self.reached = False
         self._task: asyncio.Task[None] | None = None
 
     async def check(self) -> bool:
         """Whether the upstream has been reached; the first call starts the tries, and each
         waits up to READY_WAIT for one under way."""
-        if self.reached:
+        if self.reached or (self._reached_before is not None and self._reached_before()):
+            self.reached = True
             return True
         task = self._task
         if task is None:

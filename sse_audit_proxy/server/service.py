@@ -71,7 +71,12 @@ class Service:
         self._lookups: LocalSource | None = None
         self.metrics_port = config.metrics_port
         self.draining = False
-        self.reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout, self.proxy.reach)
+        self.reach = UpstreamReach(
+            config.proxy.upstream,
+            config.proxy.connect_timeout,
+            self.proxy.reach,
+            reached_before=self.proxy.reached,
+        )
 
     async def readiness(self) -> str:
         if self.draining:

@@ -731,6 +731,7 @@ class Pool:
         self._all: set[Connection] = set()
         # Learned (see _learn): how long a target's connections may idle, and until when.
         self._learned_idle: dict[Target, tuple[float, float]] = {}
+        self._reached: set[Target] = set()  # targets a connection was ever made to (readiness)
 
     async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
         idle = None if fresh else self._idle.get(target)
@@ -752,10 +753,17 @@ class Pool:
             async with asyncio.timeout(self._connect_timeout):
                 addrs = await _resolve(loop, target.host, target.port)
                 if len(addrs) == 1:
-                    return await self._open(target, *addrs[0])
-                return await self._race(target, addrs)
+                    conn = await self._open(target, *addrs[0])
+                else:
+                    conn = await self._race(target, addrs)
         except TimeoutError:
             raise ConnectTimeout("connect") from None
+        self._reached.add(target)
+        return conn
+
+    def has_reached(self, target: Target) -> bool:
+        """Whether a connection to `target` was ever made, for a request or for readiness."""
+        return target in self._reached
 
     async def _race(self, target: Target, addrs: list[tuple[int, tuple[str, int]]]) -> Connection:
         """The first address to connect, each next one started when the last attempt failed

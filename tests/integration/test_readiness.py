@@ -112,6 +112,32 @@ async def test_the_connection_readiness_made_serves_the_first_request(http: aioh
         server.close()
 
 
+async def test_a_proxy_that_served_requests_is_ready_though_its_upstream_is_gone_at_the_first_probe(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Probing that starts late (an outside review): a proxy that had relayed requests said
+    `upstream_unreachable` to its first `/readyz`, the upstream being down by then."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        async with cli_proxy(upstream) as (_, proxy_url, admin):
+            async with http.post(proxy_url / CHAT.lstrip("/"), json={"model": "m"}) as r:
+                assert r.status == 200
+            server.close()
+            await server.wait_closed()
+            assert await readyz(http, admin) == (200, "ready")
+    finally:
+        server.close()
+
+
 @contextlib.asynccontextmanager
 async def tls_holder(context: ssl.SSLContext) -> AsyncIterator[URL]:
     """An https upstream with `context`'s certificate that reads and never answers."""

@@ -23,14 +23,16 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from sse_audit_proxy.server import inspector, loop
 from sse_audit_proxy.server.admin import DRAINING, READY, UNREACHED, WORKERS_NOT_READY, admin_app
@@ -128,6 +130,23 @@ class Worker:
         return self.admin_port is not None
 
 
+class _WorkerExits(Collector):
+    """`sse_audit_worker_exits_total`, the supervisor's own: a worker killed (OOM, a crash)
+    cuts its streams, which get no record, and only a log line said so (an outside review)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "sse_audit_worker_exits",
+            "Workers (--workers) that died and were replaced; their open streams were cut "
+            "without records. The worker_exited log line gives each one's exit status.",
+        )
+        family.add_metric((), self._pool.exits)
+        yield family
+
+
 class Pool:
     def __init__(
         self, config: ServiceConfig, size: int, setup_logging: Callable[[], None], metrics_dir: str
@@ -139,6 +158,7 @@ class Pool:
         self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop
         self.workers: list[Worker] = []
         self.stopping = False
+        self.exits = 0  # workers that died while the pool was not stopping
 
     def scraped_at(self, url: str) -> None:
         """The supervisor's metrics URL, which each worker's start line names as `metrics`."""
@@ -220,6 +240,7 @@ class Pool:
                     pid=worker.process.pid,
                     status=worker.process.exitcode,
                 )
+                self.exits += 1
                 self._bury(worker)
             await asyncio.sleep(RESTART_DELAY)
             if self.stopping:
@@ -310,6 +331,7 @@ async def supervise(
     pool = Pool(worker_config, size, setup_logging, metrics_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    registry.register(_WorkerExits(pool))
     reach = UpstreamReach(config.proxy.upstream, config.proxy.connect_timeout, tls=upstream_ssl(config.proxy))
 
     async def readiness() -> str:

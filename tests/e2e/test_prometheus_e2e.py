@@ -81,6 +81,9 @@ DOWN_ALERTS = {"SSEAuditProxyDown", "SSEAuditProxyAbsent"}
 CANARY_ALERTS = {"SSEAuditCanaryRegression", "SSEAuditCanaryTripped"}
 # Its rule's own test is in the rules' unit tests (the e2e proxy's stdout is always read).
 LOG_ALERTS = {"SSEAuditLogLinesDropped"}
+# Its rule's own test is in the rules' unit tests (the e2e proxy runs one process; the metric
+# is tested in tests/integration/test_workers.py).
+WORKER_ALERTS = {"SSEAuditWorkerExits"}
 # Its rule's own test is in the rules' unit tests (the e2e canary truncates streams, answering 200).
 CANARY_ERROR_ALERTS = {"SSEAuditCanaryUpstreamErrors", "SSEAuditCanaryRateLimited"}
 # Its rule's own test is in the rules' unit tests (the e2e canary's percent file stays good).
@@ -247,7 +250,13 @@ async def run_canary(gateway: URL, http: aiohttp.ClientSession, tmp_path: Path) 
     panels, variables = dashboard_queries()
     rules = alert_rules()
     assert {r["alert"] for r in rules} == (
-        FAULT_ALERTS | DOWN_ALERTS | CANARY_ALERTS | LOG_ALERTS | CANARY_ERROR_ALERTS | PERCENT_FILE_ALERTS
+        FAULT_ALERTS
+        | DOWN_ALERTS
+        | CANARY_ALERTS
+        | LOG_ALERTS
+        | WORKER_ALERTS
+        | CANARY_ERROR_ALERTS
+        | PERCENT_FILE_ALERTS
     )
 
     async with (

@@ -97,6 +97,7 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gatewa
         assert total(found, "sse_audit_time_to_first_token_seconds_count") == STREAMS
         assert total(found, "sse_audit_usage_tokens_total", type="completion") == TOKENS * STREAMS
         assert total(found, "sse_audit_active_streams") == 0
+        assert total(found, "sse_audit_worker_exits_total") == 0  # there from the start
 
         # Workers that die are replaced, those that died together at once (one by one, their
         # exits were seen and logged a restart apart); their counts stay in the totals.
@@ -111,6 +112,8 @@ async def test_workers_share_the_port_and_metrics_add_up_across_them(demo_gatewa
         await spread_streams(served.url, 10, "after")
         found = samples(await scrape(http, served.metrics_url))
         assert total(found, "sse_audit_streams_total", outcome="complete") == STREAMS + 10
+        # Their cut streams have no records: the supervisor counts the deaths (an outside review).
+        assert total(found, "sse_audit_worker_exits_total") == 2
 
         assert await served.stop() == 0
 

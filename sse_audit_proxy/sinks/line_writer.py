@@ -90,13 +90,15 @@ class LineWriter:
         """Bytes buffered and not yet written."""
         return self._queued - self._written
 
-    def close(self, timeout: float) -> bool:
+    def close(self, timeout: float) -> int:
         """Write out what is buffered, waiting at most `timeout` seconds for a stalled reader.
-        Returns whether everything was written."""
+        Returns how many lines were not written and not said to be (dropped since the last
+        `log_lines_dropped` line, or still buffered, one in the thread's hands included)."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        return not self._thread.is_alive() and not self._lines
+        stuck = self._thread.is_alive()  # then blocked in a write of a line it took
+        return self.dropped - self._reported + len(self._lines) + stuck
 
     def _drop(self, reason: str) -> None:
         self._dropped += 1

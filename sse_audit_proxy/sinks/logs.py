@@ -9,6 +9,7 @@ headers appear only inside `stream_evidence`, secret-named ones blanked (evidenc
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
@@ -97,9 +98,17 @@ def on_dropped_line(hook: Callable[[str], None]) -> None:
 
 
 def flush_logs(timeout: float = FLUSH_SECONDS) -> None:
-    """At exit: write out the buffered lines, waiting at most `timeout` for a stalled reader."""
-    if _writer is not None:
-        _writer.close(timeout)
+    """At exit: write out the buffered lines, waiting at most `timeout` for a stalled reader.
+    Lines left unwritten are counted on stderr: the metrics that counted drops end with the
+    process, and nothing else said that records were lost (an outside review)."""
+    if _writer is not None and (lost := _writer.close(timeout)):
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"sse-audit-proxy: {lost} log line(s) were not written to stdout: its reader "
+                f"stalled or went away (the last {timeout:g} s at exit included)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _route_stdlib_logging(stamp: list[Any], tail: list[Any], fmt: str, out: Any) -> None:

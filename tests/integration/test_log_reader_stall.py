@@ -26,11 +26,13 @@ CHAT = "v1/chat/completions"
 STREAMS = 250  # 250 stream_end lines of about 800 bytes: well past a pipe's 64 KiB and the buffer's
 
 
-def start_serve(upstream: URL, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_serve(
+    upstream: URL, *args: str, stderr: int = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
     argv = [sys.executable, "-m", "sse_audit_proxy", "serve", "--upstream", str(upstream)]
     argv += ["--port", "0", "--metrics-port", "0", *args]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
     assert proc.stdout is not None
     line = orjson.loads(proc.stdout.readline())  # proxy_started; then nobody reads
     assert line["event"] == "proxy_started"
@@ -97,7 +99,7 @@ async def test_streams_go_on_when_the_log_reader_is_gone(
     demo_gateway: Any, http: aiohttp.ClientSession, stopped: list[subprocess.Popen[bytes]]
 ) -> None:
     gateway = await demo_gateway(ttft=0.0, interval=0.0, frames=10)
-    proc, started = start_serve(gateway)
+    proc, started = start_serve(gateway, stderr=subprocess.PIPE)
     stopped.append(proc)
     assert proc.stdout is not None
     proc.stdout.close()  # `serve | head -1`: EPIPE on the next line
@@ -110,3 +112,27 @@ async def test_streams_go_on_when_the_log_reader_is_gone(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 10) == 0
     assert time.monotonic() - began < 5  # nothing waits for an output that is gone
+    # The metrics that counted the lost records end with the process: stderr says how many
+    # (the five stream_end lines, proxy_draining and proxy_stopped).
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert re.search(r"sse-audit-proxy: ([7-9]|\d\d+) log line\(s\) were not written to stdout", err), err
+
+
+async def test_lines_a_stalled_reader_never_took_by_the_exit_are_counted_on_stderr(
+    demo_gateway: Any, http: aiohttp.ClientSession, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    gateway = await demo_gateway(ttft=0.0, interval=0.0, frames=10)
+    proc, started = start_serve(gateway, "--log-buffer-bytes", "64k", stderr=subprocess.PIPE)
+    stopped.append(proc)
+    url = URL(started["listen"])
+    for _ in range(STREAMS):  # the pipe and the buffer fill: nobody reads stdout, ever
+        await stream_once(http, url)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert time.monotonic() - began < 10  # the flush waits 5 s for the reader, no more
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    found = re.search(r"sse-audit-proxy: (\d+) log line\(s\) were not written to stdout", err)
+    assert found and int(found[1]) > 0, err

@@ -1052,9 +1052,10 @@ class _BodyOnly:
     def on_message_complete(self) -> None:
         conn = self._conn
         conn.on_message_complete()
-        if not self._chunked:
+        if not self._chunked and conn._last_keep_alive:
             # _consume fed this parser no further than the Content-Length: what follows in
-            # the read is the next request's, for a parser of requests again.
+            # the read is the next request's, for a parser of requests again (unless this one
+            # closes the connection: then nothing after it is a request, as llhttp holds).
             conn._parser = None
             return
         # A chunked body's last piece may run past its end (a `\r\n\r\n` split between

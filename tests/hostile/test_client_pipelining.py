@@ -272,6 +272,12 @@ AFTER_CLOSE = {
         ["200", "400"],
         ["u1", "400"],
     ),
+    "after the sized body of an upgrade request with Connection: close": (
+        post(b"/v1/embeddings", b'{"a":1}', b"Connection: Upgrade, close\r\nUpgrade: h2c\r\n", trace=b"u1")
+        + get("u2"),
+        ["200"],
+        ["u1"],
+    ),
     "a malformed head after queued requests": (
         get("m1") + get("m2") + b"GET /\x01 HTTP/1.1\r\n\r\n",
         ["200", "200", "400"],

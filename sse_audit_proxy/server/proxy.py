@@ -401,8 +401,9 @@ class Proxy:
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    async def close(self, drain_timeout: float | None = None) -> None:
-        """Stop accepting, let running requests finish for up to `drain_timeout`, cut the rest."""
+    async def close(self, drain_timeout: float | None = None) -> int:
+        """Stop accepting, let running requests finish for up to `drain_timeout`, cut the rest;
+        returns how many were cut."""
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
         self._draining = True
         if self._runner is not None:
@@ -419,6 +420,7 @@ class Proxy:
         if self._runner is not None:
             await self._runner.cleanup()
         self._pool.close()
+        return len(running)
 
     async def _drain(self, timeout: float) -> None:
         """Wait up to `timeout` for the running requests, and for those pipelined behind them

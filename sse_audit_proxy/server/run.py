@@ -95,6 +95,6 @@ async def serve(config: ServiceConfig, on_started: Callable[[int], None] | None 
     await stop.wait()
     ignore_hangups(running)
     log.info("proxy_draining", in_flight=service.proxy.in_flight, drain_timeout_s=config.proxy.drain_timeout)
-    await service.close()
-    log.info("proxy_stopped")
+    # Counted in sse_audit_streams_cut_total too, but as the process ends: no scrape sees it.
+    log.info("proxy_stopped", cut=await service.close())
     return 0

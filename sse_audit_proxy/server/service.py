@@ -109,13 +109,15 @@ class Service:
             await self.close()
             raise
 
-    async def close(self, drain_timeout: float | None = None) -> None:
-        """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops."""
+    async def close(self, drain_timeout: float | None = None) -> int:
+        """Drain: /readyz turns 503 at once, the proxy finishes what it can, then stops;
+        returns how many requests the drain's end cut."""
         self.draining = True
         if self._lookups is not None:
             self._lookups.close()  # lookups still queued are not built: the drain is for streams
         await self.reach.close()
         await self.canary.close()
-        await self.proxy.close(drain_timeout)
+        cut = await self.proxy.close(drain_timeout)
         if self._admin is not None:
             await self._admin.cleanup()
+        return cut

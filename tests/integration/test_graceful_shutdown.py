@@ -101,6 +101,8 @@ async def test_sigterm_drains_in_flight_streams_flips_readiness_and_exits_zero(
     events = [line["event"] for line in lines]
     assert events[0] == "proxy_draining" and events[-1] == "proxy_stopped"
     assert events.index("proxy_stopped") > max(i for i, e in enumerate(events) if e == "stream_end")
+    # The cut is counted as the process ends (no scrape sees the metric): the line says it.
+    assert (lines[0]["in_flight"], lines[-1]["cut"]) == (2, 1)
     assert len(tally.closed_at) == 1, "the cut stream's upstream request was closed"
 
 

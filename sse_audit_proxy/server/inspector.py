@@ -24,7 +24,7 @@ from aiohttp import web
 from sse_audit_proxy.core.verdict import Outcome
 from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source, unanswered
 from sse_audit_proxy.server.off_loop import uncollected
-from sse_audit_proxy.sinks.recent import Query, http_status
+from sse_audit_proxy.sinks.recent import PARAMS, Query, http_status
 
 PAGE_LIMIT = 200
 PLOT_W, PLOT_H, PAD_L, PAD_R, AXIS_Y = 960, 170, 48, 16, 130
@@ -471,11 +471,13 @@ def add_routes(app: web.Application, source: Source) -> None:
         status = None if not (given := q.get("status")) else http_status(given)
         if given and status is None:
             unknown.append(f"status {given!r}")
+        # A mistyped parameter's link listed every stream (a second review).
+        unknown += [f"parameter {name!r}" for name in sorted(set(q) - set(PARAMS))]
         if unknown:  # (a mistyped link showed "0 shown", read as "no such streams")
             resp = _page(
                 "recent streams",
                 "<p><a href='/'>&larr; recent streams</a></p>"
-                f"<p>No such {esc(', '.join(unknown))}: choose one from the list.</p>",
+                f"<p>No such {esc(', '.join(unknown))}: choose from the lists and fields.</p>",
             )
             resp.set_status(400)
             return resp

@@ -177,6 +177,11 @@ def add_routes(app: web.Application, source: Source) -> None:
                 f"unknown parameter {', '.join(map(repr, unknown))}; /streams/recent takes "
                 + ", ".join(PARAMS)
             )
+        repeated = sorted(name for name in set(q) if len(q.getall(name)) > 1)
+        if repeated:  # (the first was taken, the others ignored: a second review)
+            return _bad_request(f"parameter {', '.join(map(repr, repeated))} given more than once")
+        if q.get("error") == "":
+            return _bad_request("error must be one of the proxy's error codes, got ''")
         try:
             limit = int(q.get("limit", "100"))
         except ValueError:

@@ -133,11 +133,27 @@ async def test_recent_streams_filter_by_status_and_error_and_refuse_unknown_para
     assert [s["trace_id"] for s in body["streams"]] == ["limited"]
     status, body = await ask(error="upstream_unreachable")
     assert status == 200 and body["streams"] == []
-    for params in ({"stauts": "502"}, {"status": "5xx"}, {"status": "99"}, {"code": "500", "limit": "5"}):
+    for params in (
+        {"stauts": "502"},
+        {"status": "5xx"},
+        {"status": "99"},
+        {"code": "500", "limit": "5"},
+        {"error": ""},
+    ):
         status, body = await ask(**params)
         assert status == 400 and body["error"]["code"] == "invalid_query", params
     status, body = await ask(bogus="1")
     assert "'bogus'" in body["error"]["message"] and "status" in body["error"]["message"]
+    async with http.get(
+        p.metrics_url.with_path("/streams/recent").with_query("status=500&status=200")
+    ) as resp:
+        assert resp.status == 400 and "more than once" in (await resp.json())["error"]["message"]
+    # The inspector's list too: a mistyped link listed every stream.
+    async with http.get(p.metrics_url.with_path("/").with_query("statuss=502")) as resp:
+        assert resp.status == 400 and "statuss" in await resp.text()
+    async with http.get(p.metrics_url.with_path("/").with_query("status=500")) as resp:
+        page = await resp.text()
+        assert resp.status == 200 and "five" in page and "limited" not in page
 
 
 def _record(i: int) -> AuditRecord:

@@ -392,8 +392,11 @@ class StreamAudit:
         self._account(kinds, [t] * len(kinds))  # the read's frames share its arrival time
 
     def _unread(self, event: Event) -> int:
-        """A frame too large to read: what its name tells the dialect, if anything."""
-        bits = self._dialect.observe_unread(event.event)
+        """A frame too large to read: what its name tells the dialect, if anything (its data's
+        leading type, where the route's SDK reads that and it had no `event:` line)."""
+        dialect = self._dialect
+        name = event.event or (event.data.decode("ascii") if dialect.names_by_type else "")
+        bits = dialect.observe_unread(name)
         self._unread_unknown = bits is None
         return bits or 0
 

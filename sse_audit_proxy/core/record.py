@@ -25,7 +25,7 @@ class AuditRecord:
     # of any response (the upstream's clock: see request_sent).
     ttfb: float | None = None
     # Seconds from the request's arrival to its last byte written to the upstream (the client's
-    # upload and the connection to the upstream); None when it never reached one.
+    # upload and the connection to the upstream); None when it was never all sent to one.
     request_sent: float | None = None
     upstream: str = "baseline"  # the side that served it (canary.Side.name): the `upstream` label
     # The client's W3C `traceparent` (trace ID, the calling span's ID), when it sent a valid one.

@@ -217,6 +217,8 @@ def skeleton(event: Event) -> str:
     data = event.data
     if event.unread:  # too large to read: its size alone (a replay makes one as large)
         doc["bytes"], doc["raw"], doc["unread"] = event.unread, True, True
+        if data and not name:  # the `"type"` its data began with, where no `event:` line named it
+            doc["type"] = event_name(data.decode("ascii"))
     elif is_done(data):
         doc["data"] = "[DONE]"
     else:

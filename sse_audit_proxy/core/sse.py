@@ -9,6 +9,7 @@ bytes for the JSON parser. Memory is bounded by `max_frame_bytes`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
@@ -20,9 +21,10 @@ LOOSE_LINES = 32  # a frame's `data:` lines held each as it came, before they ar
 @dataclass(slots=True)
 class Event:
     """One dispatched event. `event` is "" when the frame had no `event:` field. `unread`: the
-    frame was larger than `max_frame_bytes`, so it was skipped, not read: `data` is empty,
-    `event` is its name if its `event:` line came before the cap, and `unread` is about its
-    size in bytes (an image in a stream: its name still says what it was)."""
+    frame was larger than `max_frame_bytes`, so it was skipped, not read: `event` is its name
+    if its `event:` line came before the cap, `data` the `"type"` its data began with (a JSON
+    object's first key; else empty), and `unread` is about its size in bytes (an image in a
+    stream: its name still says what it was)."""
 
     event: str
     data: bytes
@@ -69,6 +71,7 @@ class SSEDecoder:
         "_tail_dropped",
         "_unread_event",
         "_unread_size",
+        "_unread_type",
         "bom_head",
         "comments",
         "empty_events",
@@ -125,6 +128,7 @@ class SSEDecoder:
         self.last_unread = False
         # The frame being skipped (see Event.unread): its name and the bytes it had so far.
         self._unread_event = ""
+        self._unread_type = b""  # its data's leading `"type"`, if it began with one
         self._unread_size = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -222,7 +226,7 @@ class SSEDecoder:
                 self._tail = b""
                 self._tail_comment = True
             elif self._frame_len + len(tail) + 1 > self._max:
-                self._overflow(self._frame_len + len(tail))
+                self._overflow(self._frame_len + len(tail), tail)
                 self._tail = b""
                 self._tail_dropped = True
         return events
@@ -276,7 +280,7 @@ class SSEDecoder:
             if self._discarding:
                 self._discarding = False
                 size = self._unread_size + 1
-                events.append(Event(self._unread_event, b"", self._last_id, size))
+                events.append(Event(self._unread_event, self._unread_type, self._last_id, size))
             elif self._data:
                 events.append(Event(self._event, b"\n".join(self._data), self._last_id))
             elif self._event or self._retry or self._last_id:
@@ -291,7 +295,7 @@ class SSEDecoder:
             return
         size = self._frame_len + len(line) + 1  # as the tail check in feed() counts it
         if size > self._max:
-            self._overflow(size)
+            self._overflow(size, line)
             return
         self._frame_len = size
         if line.startswith(b"data:"):
@@ -349,11 +353,18 @@ class SSEDecoder:
             head = head[len(_BOM) :]
         return head.split(b"\n", 1)[0].split(b"\r", 1)[0]
 
-    def _overflow(self, size: int) -> None:
-        """The current frame outgrew the cap at `size` bytes: skip it up to its blank line,
-        which dispatches it as an unread event."""
+    def _overflow(self, size: int, line: bytes) -> None:
+        """The current frame outgrew the cap at `size` bytes (`line`: the line, or its start,
+        that took it over): skip it up to its blank line, which dispatches it as an unread
+        event, named by its `event:` line, or else by its data's leading `"type"`."""
         self.oversized += 1
         self._unread_event = self._event  # named before the cap (`event:` comes first)
+        # A gateway that drops `event:` lines leaves the type in the JSON, its first key in
+        # OpenAI's streams, where the openai SDKs read it: a 3 MiB partial image went unnamed,
+        # its stream judged as if it had no content (an outside review).
+        self._unread_type = _leading_type(
+            self._data[0][:TYPE_HEAD] if self._data else _data_value(line[: TYPE_HEAD + 6])
+        )
         self._unread_size = size
         self._reset_frame()
         self._discarding = True
@@ -363,6 +374,24 @@ class SSEDecoder:
         self._frame_len = 0
         self._event = ""
         self._retry = False
+
+
+# How much of an oversized frame's data is looked at for its leading `"type"`.
+TYPE_HEAD = 256
+_LEADING_TYPE = re.compile(rb'\A[ \t\n]*\{[ \t\n]*"type"[ \t\n]*:[ \t\n]*"([A-Za-z0-9_.:-]{1,80})"')
+
+
+def _data_value(line: bytes) -> bytes:
+    """A `data:` line's value (b"" for another line)."""
+    if line[:5] != b"data:":
+        return b""
+    return line[6:] if line[5:6] == b" " else line[5:]
+
+
+def _leading_type(data: bytes | bytearray) -> bytes:
+    """The `"type"` a JSON object's data begins with (b"" if it does not begin so)."""
+    found = _LEADING_TYPE.match(bytes(data))
+    return found.group(1) if found else b""
 
 
 def _an_int(value: bytes) -> bool:

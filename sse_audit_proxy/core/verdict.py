@@ -748,7 +748,9 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     Rule(
         Anomaly.OVERSIZED_FRAME,
         "a frame larger than `--max-frame-bytes` (a generated image in a Responses stream is "
-        "several MiB): relayed unchanged, but not read. Where its `event:` line names it, the "
+        "several MiB): relayed unchanged, but not read. Where its `event:` line names it (or, "
+        "on the OpenAI routes whose SDKs read an event's type from its data, a frame without "
+        'one begins `{"type": ...`), the '
         "name says what it was (a partial image is content, timed for TTFT and gaps; a "
         "`.completed` event is the end, its usage unknown); otherwise what it said is unknown, "
         "and when it was the stream's last frame its end marker may have been in it, so "

@@ -775,7 +775,12 @@ def materialise(skeleton: dict[str, Any]) -> bytes:
         m = PLACEHOLDER.fullmatch(event)
         lines += b"event: " + (b"e" * int(m.group(1)) if m else event.encode()) + b"\n"
     if skeleton.get("raw"):
-        return lines + b"data: " + b"?" * max(int(skeleton.get("bytes", 1)), 1) + b"\n\n"
+        size = max(int(skeleton.get("bytes", 1)), 1)
+        kind = skeleton.get("type")
+        if isinstance(kind, str) and not PLACEHOLDER.fullmatch(kind):  # an unread frame's type
+            head = b'{"type":"%s","?":"' % kind.encode()
+            return lines + b"data: " + head + b"?" * max(size - len(head) - 2, 1) + b'"}\n\n'
+        return lines + b"data: " + b"?" * size + b"\n\n"
     data = skeleton.get("data")
     if data == "[DONE]":
         return lines + b"data: [DONE]\n\n"

@@ -93,13 +93,16 @@ def test_a_large_frame_before_a_readable_end_keeps_every_rule() -> None:
 
 
 def test_a_stream_cut_after_a_large_frame_is_still_truncated() -> None:
-    # The last frame whole but unnamed (no `event:` line), then a broken connection: it may
-    # not have been the end.
-    unnamed = [read.split(b"\n", 1)[1] for read in image_stream()]
+    # The last frame whole but unnamed (no `event:` line, its data not beginning with its
+    # type), then a broken connection: it may not have been the end.
+    unnamed = [data_only({"sequence_number": n, **doc}) for n, doc in enumerate(docs_of(image_stream()))]
     broken = audit("responses", unnamed, end=End.UPSTREAM_BROKEN)
     assert broken.outcome is Outcome.TRUNCATED
-    # Named `response.completed`, it was the end, whatever came after it.
+    # Named `response.completed`, by its `event:` line or its data's leading type, it was the
+    # end, whatever came after it.
     assert audit("responses", image_stream(), end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
+    typed = [read.split(b"\n", 1)[1] for read in image_stream()]
+    assert audit("responses", typed, end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
     # Frames after the large one, then a clean end without the end marker: it was not in it.
     reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 7})]
     cut = audit("responses", reads)
@@ -168,3 +171,51 @@ def test_an_unread_frame_is_kept_as_its_name_and_size_and_replays_unread() -> No
     # Rebuilt from its skeleton (evidence replays), it is as large again: unread again.
     again = audit("images", [materialise(doc)])
     assert (again.frames, again.content_frames, again.anomalies) == (1, 1, ["oversized_frame"])
+
+
+def data_only(doc: dict[str, Any]) -> bytes:
+    """A frame without its `event:` line (a gateway that rewrites the stream); the SDKs read
+    the event's type from the JSON."""
+    return f"data: {json.dumps(doc)}\n\n".encode()
+
+
+def test_a_large_frame_without_an_event_line_is_named_by_its_leading_type() -> None:
+    """A 3 MiB partial image with no `event:` line went unnamed: a stream cut cleanly after
+    two of them was `complete`, with no content frame and no TTFT (an outside review)."""
+    kinds = ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    docs = [{"type": kind, "b64_json": IMAGE, "index": i} for i, kind in enumerate(kinds)]
+    whole = audit("images", [data_only(doc) for doc in docs])
+    assert (whole.outcome, whole.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
+    assert (whole.frames, whole.content_frames) == (3, 2)
+    assert whole.ttft == pytest.approx(0.02)
+    cut = audit("images", [data_only(doc) for doc in docs[:2]])
+    assert (cut.outcome, cut.content_frames) == (Outcome.TRUNCATED, 2)
+    # Its skeleton keeps the type, and a replay of the evidence gives the same verdict.
+    _, _, skeleton = split_entry(cut.skeletons[0])
+    assert skeleton["type"] == "image_generation.partial_image" and "event" not in skeleton
+    again = audit("images", [materialise(split_entry(entry)[2]) for entry in cut.skeletons])
+    assert (again.outcome, again.content_frames) == (Outcome.TRUNCATED, 2)
+    # Responses too: the image tool's partial image, then a clean end without response.completed.
+    responses = audit("responses", [data_only(doc) for doc in docs_of(image_stream(terminal=False)[:3])])
+    assert responses.outcome is Outcome.TRUNCATED
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"b64_json": IMAGE, "type": "image_generation.completed"},  # not the first key
+        {"item": {"type": "image_generation.completed"}, "b64_json": IMAGE},  # not its own
+        {"type": "bad name with spaces", "b64_json": IMAGE},
+    ],
+)
+def test_only_a_leading_type_of_the_frames_own_names_it(doc: dict[str, Any]) -> None:
+    """Read from the data's first bytes, the type is the object's own first key or nothing:
+    an unnamed frame is judged on the connection, as before."""
+    partial = data_only({"type": "image_generation.partial_image", "b64_json": IMAGE})
+    r = audit("images", [partial, data_only(doc)])
+    assert r.content_frames == 1  # the partial image, named; the last frame unnamed
+    assert r.outcome is Outcome.COMPLETE  # judged on the clean end, as an unknown last frame is
+
+
+def docs_of(frames: list[bytes]) -> list[dict[str, Any]]:
+    return [json.loads(f.split(b"data: ", 1)[1]) for f in frames]

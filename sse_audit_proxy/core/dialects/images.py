@@ -3,7 +3,8 @@
 Each `*.partial_image` event carries a partial image (content: the first one is the time to
 first token of an image stream); `*.completed` carries the final image and usage, and ends
 the stream. Their frames are images in base64, often larger than `--max-frame-bytes`: such a
-frame is relayed unread, and its `event:` line still says whether it was the end.
+frame is relayed unread, and its `event:` line (or without one, the `"type"` its data begins
+with) still says whether it was the end.
 """
 
 from __future__ import annotations

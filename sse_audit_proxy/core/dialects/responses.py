@@ -73,6 +73,7 @@ class Responses(TypedEvents):
     member_of = ("/responses",)  # GET /v1/responses/{id}?stream=true
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
+    names_by_type = True
     usage_always = True  # every terminal response object carries usage
     # (an event both helpers pass over: frames rebuilt from `response.created` made new items)
     replay_filler: ClassVar[dict[str, Any] | None] = {

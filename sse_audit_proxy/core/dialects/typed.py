@@ -200,6 +200,7 @@ class NamedEvents(TypedEvents):
     content_events: ClassVar[frozenset[str]] = frozenset()
     end_events: ClassVar[frozenset[str]] = frozenset()
     openai_sdk = True
+    names_by_type = True
     expects_finish_reason = False  # the end event is the finish: without one, `truncated`
     expects_usage = False  # usage is read when the end carries it, never asked for
 

@@ -395,7 +395,9 @@ class StreamAudit:
         """A frame too large to read: what its name tells the dialect, if anything (its data's
         leading type, where the route's SDK reads that and it had no `event:` line)."""
         dialect = self._dialect
-        name = event.event or (event.data.decode("ascii") if dialect.names_by_type else "")
+        name = event.event
+        if not name and event.data and dialect.trusts_type(typed := event.data.decode("ascii")):
+            name = typed
         bits = dialect.observe_unread(name)
         self._unread_unknown = bits is None
         return bits or 0

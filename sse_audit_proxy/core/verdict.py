@@ -750,7 +750,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "a frame larger than `--max-frame-bytes` (a generated image in a Responses stream is "
         "several MiB): relayed unchanged, but not read. Where its `event:` line names it (or, "
         "on the OpenAI routes whose SDKs read an event's type from its data, a frame without "
-        'one begins `{"type": ...`), the '
+        'one begins `{"type": ...` with a type that is neither an end nor an error), the '
         "name says what it was (a partial image is content, timed for TTFT and gaps; a "
         "`.completed` event is the end, its usage unknown); otherwise what it said is unknown, "
         "and when it was the stream's last frame its end marker may have been in it, so "

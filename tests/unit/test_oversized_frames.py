@@ -98,11 +98,12 @@ def test_a_stream_cut_after_a_large_frame_is_still_truncated() -> None:
     unnamed = [data_only({"sequence_number": n, **doc}) for n, doc in enumerate(docs_of(image_stream()))]
     broken = audit("responses", unnamed, end=End.UPSTREAM_BROKEN)
     assert broken.outcome is Outcome.TRUNCATED
-    # Named `response.completed`, by its `event:` line or its data's leading type, it was the
-    # end, whatever came after it.
+    # Named `response.completed` by its `event:` line, it was the end, whatever came after it.
     assert audit("responses", image_stream(), end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
+    # By its data's leading type alone, not: the object unread may not parse, or say more
+    # after its first key (an `error`), and the SDK then sees no end (a second review).
     typed = [read.split(b"\n", 1)[1] for read in image_stream()]
-    assert audit("responses", typed, end=End.UPSTREAM_BROKEN).outcome is Outcome.COMPLETE
+    assert audit("responses", typed, end=End.UPSTREAM_BROKEN).outcome is Outcome.TRUNCATED
     # Frames after the large one, then a clean end without the end marker: it was not in it.
     reads = [*image_stream(terminal=False), frame({"type": "response.in_progress", "sequence_number": 7})]
     cut = audit("responses", reads)
@@ -188,6 +189,10 @@ def test_a_large_frame_without_an_event_line_is_named_by_its_leading_type() -> N
     assert (whole.outcome, whole.anomalies) == (Outcome.COMPLETE, ["oversized_frame"])
     assert (whole.frames, whole.content_frames) == (3, 2)
     assert whole.ttft == pytest.approx(0.02)
+    # An end is not taken from the type (see above): the last frame, unknown, leaves the end
+    # to the connection.
+    broken = audit("images", [data_only(doc) for doc in docs], end=End.UPSTREAM_BROKEN)
+    assert broken.outcome is Outcome.TRUNCATED
     cut = audit("images", [data_only(doc) for doc in docs[:2]])
     assert (cut.outcome, cut.content_frames) == (Outcome.TRUNCATED, 2)
     # Its skeleton keeps the type, and a replay of the evidence gives the same verdict.

@@ -210,10 +210,6 @@ class Dialect:
     # What a stream of the shape ends with when it is not `[DONE]` (an end event, Ollama's done
     # line, Gemini's finish reasons): a truncated stream's reason says it lacked one.
     end_marker: ClassVar[str] = "end event"
-    # A frame too large to read with no `event:` line is known by its data's leading `"type"`:
-    # the route's SDK reads an event's type from its data (the openai SDKs, OpenAI's typed
-    # streams); not the Anthropic SDKs, which pass on only frames with an `event:` line.
-    names_by_type: ClassVar[bool] = False
     # The path a replay of its evidence asks (None: `/v1` and the first suffix).
     evidence_path: ClassVar[str | None] = None
     # A frame skeleton (evidence's form) of kind `other` that sets nothing up: a replay of
@@ -250,9 +246,17 @@ class Dialect:
         nothing but the data overrides this to skip making the event."""
         return self.observe(Event("", data))
 
+    def trusts_type(self, name: str) -> bool:
+        """Whether a frame too large to read, with no `event:` line, is known by the `"type"`
+        its data begins with: where the route's SDK reads an event's type from its data (the
+        openai SDKs on OpenAI's typed streams; not the Anthropic SDKs, which pass on only
+        frames with an `event:` line). Never an end or an error: unread, the frame may not
+        parse, or say more after its first key, and the SDK would not see that end."""
+        return False
+
     def observe_unread(self, name: str) -> int | None:
         """A frame too large to read (Event.unread), known only by its `event:` name, or its
-        data's leading type where names_by_type ("" if neither came before the cap): its
+        data's leading type where trusts_type ("" if neither came before the cap): its
         observe() bits when the name says what it was (an end event is taken as seen, what it
         carried is unknown), None when it cannot tell. A stream whose last frame could not be
         told is judged on its transport."""

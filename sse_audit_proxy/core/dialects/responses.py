@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
+    ERROR_EVENT,
     FINISH,
     KEEPALIVE,
     MAX_KEYS,
@@ -73,7 +74,6 @@ class Responses(TypedEvents):
     member_of = ("/responses",)  # GET /v1/responses/{id}?stream=true
     expects_done = False  # OpenAI sends none; some gateways append one
     expects_finish_reason = False  # the finish is the terminal event: without one, `truncated`
-    names_by_type = True
     usage_always = True  # every terminal response object carries usage
     # (an event both helpers pass over: frames rebuilt from `response.created` made new items)
     replay_filler: ClassVar[dict[str, Any] | None] = {
@@ -102,6 +102,9 @@ class Responses(TypedEvents):
                 self._seq_breaks += 1
             self._seq = seq
             self._holes = 0
+
+    def trusts_type(self, name: str) -> bool:
+        return name not in _ENDS and name != ERROR_EVENT
 
     def observe_unread(self, name: str) -> int | None:
         # Each takes one number, exactly where it came: not a gap, and no cover for one (a

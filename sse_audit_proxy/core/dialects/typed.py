@@ -200,11 +200,13 @@ class NamedEvents(TypedEvents):
     content_events: ClassVar[frozenset[str]] = frozenset()
     end_events: ClassVar[frozenset[str]] = frozenset()
     openai_sdk = True
-    names_by_type = True
     expects_finish_reason = False  # the end event is the finish: without one, `truncated`
     expects_usage = False  # usage is read when the end carries it, never asked for
 
     __slots__ = ()
+
+    def trusts_type(self, name: str) -> bool:
+        return name not in self.end_events and name != ERROR_EVENT
 
     def _on(self, kind: str, doc: dict[str, Any]) -> int:
         if kind in self.content_events:

@@ -122,6 +122,7 @@ class StreamResult:
     last_frame_content: bool = False  # the last frame (keep-alives aside) carried content, no finish
     read_as_other: bool = False  # DialectSummary.read_as_other
     refused: bool = False  # DialectSummary.refused
+    thresholds: Thresholds = DEFAULT_THRESHOLDS  # those it was judged by (for its evidence)
 
 
 class StreamAudit:
@@ -683,6 +684,7 @@ class StreamAudit:
         )
         verdict = judge(facts)
         return StreamResult(
+            thresholds=self._thresholds,
             outcome=verdict.outcome,
             end=end,
             anomalies=verdict.anomalies,

@@ -94,6 +94,29 @@ class Thresholds:
     bursty_min_share: float = 0.5  # of all content frames, in bursts
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
+    def changed(self) -> dict[str, float]:
+        """The tunables set to other than their defaults (what a replay of evidence needs)."""
+        default = Thresholds()
+        return {
+            name: value
+            for name in self.__dataclass_fields__
+            if (value := getattr(self, name)) != getattr(default, name)
+        }
+
+    @classmethod
+    def from_changed(cls, changed: object) -> Thresholds:
+        """changed()'s inverse; ValueError for what it could not have written."""
+        if not isinstance(changed, dict):
+            raise ValueError("thresholds is not an object")
+        fields = cls.__dataclass_fields__
+        for name, value in changed.items():
+            if name not in fields:
+                raise ValueError(f"thresholds.{name} is not a threshold")
+            kind = int if fields[name].type == "int" else float
+            if isinstance(value, bool) or not isinstance(value, kind | int) or value < 0:
+                raise ValueError(f"thresholds.{name} is not a {kind.__name__} of 0 or more")
+        return cls(**changed)
+
 
 @dataclass(slots=True, frozen=True)
 class Timing:

@@ -266,6 +266,9 @@ def build(
         },
         "record": fields,
         "stream": stream_figures(rec),
+        # The serve flags it was judged by that are not the defaults: a replay needs them (one
+        # at --max-frame-bytes 4096 did not reproduce its verdict: a second review).
+        "thresholds": {} if s is None else s.thresholds.changed(),
         "timeline": None if s is None or s.timeline is None else s.timeline.to_json(),
         "frames": frames,
     }

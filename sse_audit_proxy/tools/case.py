@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from sse_audit_proxy.cli.options import positive_int, size
-from sse_audit_proxy.core.audit import End, StreamAudit, is_json_lines
+from sse_audit_proxy.core.audit import End, StreamAudit, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import (
     CONTENT,
     ERROR,
@@ -299,6 +299,10 @@ def check(doc: dict[str, Any], max_frames: int) -> None:
     reasons = _typed(doc.get("verdict", {}), dict, "verdict").get("reasons")
     for reason in _typed(reasons, list, "verdict.reasons") if reasons is not None else ():
         _typed(reason, str, "a verdict reason")
+    try:
+        Thresholds.from_changed(doc.get("thresholds", {}))
+    except ValueError as exc:
+        raise BadEvidence(str(exc)) from None
     _check_timeline(_typed(doc.get("timeline"), dict, "timeline"), max_frames)
     skeletons = _typed(doc.get("frames") or [], list, "frames")
     if len(skeletons) > MAX_SKELETONS:
@@ -346,6 +350,9 @@ def _check_skeleton(skeleton: dict[str, Any], where: str) -> None:
         if not isinstance(event, str) or "\n" in event or "\r" in event:
             raise BadEvidence(f"{where}: the event name is not one line of text")
         text += _placeholder(event)
+    kind = skeleton.get("type")  # an unread frame's leading type: materialise() writes it
+    if kind is not None and not (isinstance(kind, str) and _TYPE_WORD.fullmatch(kind)):
+        raise BadEvidence(f"{where}: the type is not a protocol word")
     if skeleton.get("raw"):
         raw = skeleton.get("bytes", 1)
         if not 0 <= _typed(raw, int, f"{where}: a raw frame's bytes") <= MAX_FRAME_BYTES:
@@ -354,6 +361,10 @@ def _check_skeleton(skeleton: dict[str, Any], where: str) -> None:
     text += _text_asked(skeleton.get("data"), where)
     if text > MAX_FRAME_BYTES:
         raise BadEvidence(f"{where}: asks for {text:,} bytes of text, more than a frame can hold")
+
+
+# What an unread frame's type may be (SSEDecoder's leading type), or a placeholder.
+_TYPE_WORD = re.compile(r"[A-Za-z0-9_.:-]{1,80}|<\d{1,3}>")
 
 
 def _placeholder(value: str, pattern: re.Pattern[str] = PLACEHOLDER) -> int:
@@ -430,6 +441,8 @@ def to_case(
         "end": stream["end"],
         "record": {"route": route, "status": doc.get("response", {}).get("status", 200), "stream": stream},
     }
+    if doc.get("thresholds"):
+        case["thresholds"] = doc["thresholds"]  # the serve flags it was judged by
     return case, rebuild
 
 
@@ -821,6 +834,7 @@ def replay(case: dict[str, Any], reads: Iterable[tuple[float, bytes]]) -> dict[s
         include_usage=bool(case["request"].get("stream_options", {}).get("include_usage")),
         event_stream=case["headers"]["Content-Type"].startswith("text/event-stream"),
         json_lines=is_json_lines(case["headers"]["Content-Type"]),
+        thresholds=Thresholds.from_changed(case.get("thresholds", {})),
     )
     last = 0.0
     for t_ms, data in reads:

@@ -143,6 +143,13 @@ MALFORMED: dict[str, Any] = {
     "a path an int": _with(lambda d: d["request"].__setitem__("path", 5)),
     "anomalies an int": _with(lambda d: d["stream"].__setitem__("anomalies", 5)),
     "a skeleton 1000 deep": _with(_skeletons({"bytes": 5, "data": json.loads("[" * 900 + "]" * 900)})),
+    "a type with a quote and a line feed": _with(
+        _skeletons({"bytes": 5000, "raw": True, "unread": True, "type": 'a"}\n\ndata: [DONE]'})
+    ),
+    "thresholds a list": _with(lambda d: d.__setitem__("thresholds", [])),
+    "an unknown threshold": _with(lambda d: d.__setitem__("thresholds", {"nope": 1})),
+    "a negative threshold": _with(lambda d: d.__setitem__("thresholds", {"max_frame_bytes": -1})),
+    "a threshold a string": _with(lambda d: d.__setitem__("thresholds", {"buffered_max_gap": "x"})),
 }
 
 

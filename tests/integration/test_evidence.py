@@ -18,7 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from sse_audit_proxy.cli.main import main
-from sse_audit_proxy.core.audit import End
+from sse_audit_proxy.core.audit import End, Thresholds
 from sse_audit_proxy.server.proxy import INSTANCE
 from sse_audit_proxy.sinks import logs
 from sse_audit_proxy.tools.scenarios import SCENARIOS
@@ -320,6 +320,52 @@ async def test_a_finish_reason_that_is_no_word_is_replayed_as_none_either(
     out = tmp_path / "conformance"
     assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out", str(out)]) == 0
     assert "(reproduced)" in capsys.readouterr().out
+
+
+def data_only_images() -> Any:
+    """A gateway that drops `event:` lines: two partial images larger than the proxy's
+    --max-frame-bytes, then a clean end without the completed event."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(2):
+            doc = {
+                "type": "image_generation.partial_image",
+                "partial_image_index": i,
+                "b64_json": "QUJD" * 3000,
+            }
+            await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
+            await asyncio.sleep(0.01)
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+async def test_evidence_of_a_proxy_with_other_thresholds_replays_with_them(
+    upstream: Any, proxy: Any, http: aiohttp.ClientSession, tmp_path: pathlib.Path, capsys: Any
+) -> None:
+    """Evidence from a proxy at --max-frame-bytes 4096 was replayed at the default 1 MiB, read
+    its frames, and the case was refused (a second review). The evidence names the flags."""
+    running = await proxy(await upstream(data_only_images()), thresholds=Thresholds(max_frame_bytes=4096))
+    body = {"model": "gpt-image-1", "prompt": PROMPT, "stream": True, "partial_images": 2}
+    headers = {"X-Client-Request-Id": "img-1"}
+    async with http.post(running.url / "v1/images/generations", json=body, headers=headers) as resp:
+        await resp.read()
+    rec = await running.record()
+    assert rec.stream is not None
+    # Named by their leading type: two content frames, then no end event: cut.
+    assert (rec.stream.outcome.value, rec.stream.content_frames) == ("truncated", 2)
+    async with http.get(running.metrics_url / "streams/img-1/evidence") as resp:
+        (tmp_path / "evidence.json").write_bytes(await resp.read())
+    assert json.loads((tmp_path / "evidence.json").read_text())["thresholds"] == {"max_frame_bytes": 4096}
+    out = tmp_path / "conformance"
+    assert main(["evidence-to-case", str(tmp_path / "evidence.json"), "--out", str(out)]) == 0
+    assert "(reproduced)" in capsys.readouterr().out
+    (case_path,) = (out / "cases").glob("*.json")
+    assert load(case_path).thresholds == Thresholds(max_frame_bytes=4096)
 
 
 def test_evidence_to_case_refuses_a_request_that_was_not_a_stream(

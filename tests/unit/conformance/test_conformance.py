@@ -33,7 +33,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult, is_json_lines
+from sse_audit_proxy.core.audit import End, StreamAudit, StreamResult, Thresholds, is_json_lines
 from sse_audit_proxy.core.dialects import dialect_for_route, route_for_path
 from sse_audit_proxy.core.request_info import RequestInfo, with_target
 
@@ -53,6 +53,7 @@ class Case:
         self.expected: dict[str, Any] = doc["record"]
         self.timed: list[list[float]] | None = doc.get("timed")
         self.end = End(doc.get("end", End.UPSTREAM_EOF.value))
+        self.thresholds = Thresholds.from_changed(doc.get("thresholds", {}))  # serve's flags
 
     def info(self) -> RequestInfo:
         """The request as the proxy reads it: its body, and what its target says (Gemini's)."""
@@ -73,6 +74,7 @@ class Case:
             content_encoding=self.headers.get("Content-Encoding", ""),
             event_stream=self.is_sse,
             json_lines=is_json_lines(self.headers["Content-Type"]),
+            thresholds=self.thresholds,
         )
         times = [0.001 * (i + 1) for i in range(len(pieces))]
         return self._run(audit, info, pieces, times)
@@ -96,6 +98,7 @@ class Case:
             include_usage=info.include_usage,
             event_stream=self.is_sse,
             json_lines=is_json_lines(self.headers["Content-Type"]),
+            thresholds=self.thresholds,
         )
         pieces, offset = [], 0
         for _, size in self.timed:

@@ -119,7 +119,9 @@ def _filters(q: Query) -> str:
         + _select("anomaly", list(ANOMALIES), q.anomaly)
         + f"<label>model <input name=model value='{esc(q.model or '')}' size=16></label>"
         + f"<label>route <input name=route value='{esc(q.route or '')}' size=14></label>"
-        + f"<label>upstream <input name=upstream value='{esc(q.upstream or '')}' size=10>"
+        + f"<label>upstream <input name=upstream value='{esc(q.upstream or '')}' size=10></label>"
+        + f"<label>status <input name=status value='{esc(q.status or '')}' size=4></label>"
+        + f"<label>error <input name=error value='{esc(q.error or '')}' size=16>"
         + "</label><button type=submit>filter</button> <a href='/'>clear</a></form>"
     )
 

@@ -154,6 +154,7 @@ async def test_recent_streams_filter_by_status_and_error_and_refuse_unknown_para
     async with http.get(p.metrics_url.with_path("/").with_query("status=500")) as resp:
         page = await resp.text()
         assert resp.status == 200 and "five" in page and "limited" not in page
+        assert "name=status value='500'" in page  # kept by the filter form
 
 
 def _record(i: int) -> AuditRecord:

@@ -372,7 +372,9 @@ class StreamAudit:
         if len(events) == 1 and not comments:
             event = events[0]
             bits = self._unread(event) if event.unread else self._dialect.observe(event)
-            if not (self._seen_kinds >> bits) & 1 or self._timeline_frames() < HEAD_SKELETONS:
+            # An unread frame's skeleton (its name and size, a few dozen bytes) is always kept:
+            # rebuilt as a small filler, a replay read it (a third pass).
+            if not (self._seen_kinds >> bits) & 1 or self._timeline_frames() < HEAD_SKELETONS or event.unread:
                 bits = self._keep_kind(bits, event, self._timeline_frames() + 1)
             self._hold(bits, t)
             return
@@ -384,7 +386,7 @@ class StreamAudit:
         head = HEAD_SKELETONS - timeline.frames
         for event in events:
             bits = self._unread(event) if event.unread else observe(event)
-            if not (self._seen_kinds >> bits) & 1 or len(kinds) < head:  # rare: keep what it looked like
+            if not (self._seen_kinds >> bits) & 1 or len(kinds) < head or event.unread:  # rare: keep it
                 bits = self._keep_kind(bits, event, timeline.frames + len(kinds) + 1)
             kinds.append(bits)
         if comments:  # SSE comments: keep-alives that are not events

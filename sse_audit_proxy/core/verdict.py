@@ -67,6 +67,9 @@ _CLIENT_ENDS = frozenset({End.CLIENT_GONE, End.SLOW_CLIENT, End.ABORTED})
 _LEFT_WITH_ALL_SENT = frozenset({End.CLIENT_GONE, End.ABORTED})
 
 
+MAX_THRESHOLD_INT = 1 << 40  # serve's largest size (options.MAX_SIZE)
+
+
 @dataclass(slots=True, frozen=True)
 class Thresholds:
     """The timing rules' tunables (flags of `serve`). Defaults are the documented ones."""
@@ -112,9 +115,14 @@ class Thresholds:
         for name, value in changed.items():
             if name not in fields:
                 raise ValueError(f"thresholds.{name} is not a threshold")
-            kind = int if fields[name].type == "int" else float
-            if isinstance(value, bool) or not isinstance(value, kind | int) or value < 0:
-                raise ValueError(f"thresholds.{name} is not a {kind.__name__} of 0 or more")
+            # What serve's flags take: whole numbers from 1 (a size up to 1024g), ratios and
+            # seconds above 0, finite (NaN and infinities made cases serve could not judge by).
+            if fields[name].type == "int":
+                good = type(value) is int and 1 <= value <= MAX_THRESHOLD_INT
+            else:
+                good = type(value) in (int, float) and 0 < value < float("inf")
+            if not good:
+                raise ValueError(f"thresholds.{name} is not a value serve takes: {value!r}")
         return cls(**changed)
 
 
@@ -773,7 +781,7 @@ ANOMALY_RULES: tuple[Rule, ...] = (
         "a frame larger than `--max-frame-bytes` (a generated image in a Responses stream is "
         "several MiB): relayed unchanged, but not read. Where its `event:` line names it (or, "
         "on the OpenAI routes whose SDKs read an event's type from its data, a frame without "
-        'one begins `{"type": ...` with a type that is neither an end nor an error), the '
+        'one begins `{"type": ...` with a type that is not a normal end), the '
         "name says what it was (a partial image is content, timed for TTFT and gaps; a "
         "`.completed` event is the end, its usage unknown); otherwise what it said is unknown, "
         "and when it was the stream's last frame its end marker may have been in it, so "

@@ -150,6 +150,14 @@ MALFORMED: dict[str, Any] = {
     "an unknown threshold": _with(lambda d: d.__setitem__("thresholds", {"nope": 1})),
     "a negative threshold": _with(lambda d: d.__setitem__("thresholds", {"max_frame_bytes": -1})),
     "a threshold a string": _with(lambda d: d.__setitem__("thresholds", {"buffered_max_gap": "x"})),
+    # What serve refuses (a third pass): 0 and 2**62 bytes, NaN and infinite seconds
+    "a frame cap of 0": _with(lambda d: d.__setitem__("thresholds", {"max_frame_bytes": 0})),
+    "a frame cap of 2**62": _with(lambda d: d.__setitem__("thresholds", {"max_frame_bytes": 2**62})),
+    "a NaN threshold": _with(lambda d: d.__setitem__("thresholds", {"buffered_max_gap": float("nan")})),
+    "an infinite threshold": _with(
+        lambda d: d.__setitem__("thresholds", {"bursty_min_silence": float("inf")})
+    ),
+    "a float for an int": _with(lambda d: d.__setitem__("thresholds", {"bursty_min_clump": 2.5})),
 }
 
 

@@ -224,3 +224,29 @@ def test_only_a_leading_type_of_the_frames_own_names_it(doc: dict[str, Any]) -> 
 
 def docs_of(frames: list[bytes]) -> list[dict[str, Any]]:
     return [json.loads(f.split(b"data: ", 1)[1]) for f in frames]
+
+
+@pytest.mark.parametrize("end", [End.UPSTREAM_EOF, End.UPSTREAM_BROKEN])
+def test_a_large_failure_without_an_event_line_is_a_failure_by_its_type(end: End) -> None:
+    """A last `response.failed` too large to read, data-only: parsed, the SDK yields the
+    failure; unparsed, it raises. Either way not `complete`, which it was left unnamed (a
+    third pass)."""
+    reads = image_stream(terminal=False)[:3]
+    failed = {"type": "response.failed", "response": {"status": "failed", "output": [IMAGE]}}
+    r = audit("responses", [*reads, data_only({**failed, "sequence_number": 3})], end=end)
+    assert r.outcome is Outcome.UPSTREAM_ERROR
+    assert "error_event" in r.anomalies and "oversized_frame" in r.anomalies
+    error = audit("images", [data_only({"type": "error", "error": {"message": IMAGE}})], end=end)
+    assert error.outcome is Outcome.UPSTREAM_ERROR
+
+
+def test_every_unread_frame_keeps_its_skeleton_so_evidence_replays_it() -> None:
+    """Only a kind's first frame kept its skeleton: a later oversized one came back from the
+    evidence a small filler, read, and the replay's verdict differed (a third pass)."""
+    item = {"type": "response.output_item.done", "output_index": 0, "item": {"result": IMAGE}}
+    reads = [*image_stream(terminal=False)[:3], data_only({**item, "sequence_number": 3})]
+    r = audit("responses", reads)
+    unread = [split_entry(e)[2] for e in r.skeletons if split_entry(e)[2].get("unread")]
+    assert len(unread) == 2  # the partial image's and the item's
+    again = audit("responses", [materialise(split_entry(e)[2]) for e in r.skeletons])
+    assert again.anomalies.count("oversized_frame") == 1 and again.frames >= 2

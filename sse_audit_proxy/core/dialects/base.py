@@ -250,8 +250,10 @@ class Dialect:
         """Whether a frame too large to read, with no `event:` line, is known by the `"type"`
         its data begins with: where the route's SDK reads an event's type from its data (the
         openai SDKs on OpenAI's typed streams; not the Anthropic SDKs, which pass on only
-        frames with an `event:` line). Never an end or an error: unread, the frame may not
-        parse, or say more after its first key, and the SDK would not see that end."""
+        frames with an `event:` line). Never a normal end: unread, the frame may not parse,
+        or say more after its first key, and the SDK would not see that end. A failure (an
+        `error`, `response.failed`) is taken: parsed or not, the client's stream failed there
+        (it was `complete` when left unnamed: a third pass)."""
         return False
 
     def observe_unread(self, name: str) -> int | None:

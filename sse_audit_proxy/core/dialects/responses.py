@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 from sse_audit_proxy.core.dialects.base import (
     CONTENT,
     ERROR,
-    ERROR_EVENT,
     FINISH,
     KEEPALIVE,
     MAX_KEYS,
@@ -104,7 +103,7 @@ class Responses(TypedEvents):
             self._holes = 0
 
     def trusts_type(self, name: str) -> bool:
-        return name not in _ENDS and name != ERROR_EVENT
+        return name not in _ENDS or _ENDS[name] == "failed"  # a failure either way: see base
 
     def observe_unread(self, name: str) -> int | None:
         # Each takes one number, exactly where it came: not a gap, and no cover for one (a

@@ -212,7 +212,7 @@ async def test_recorded_stream_through_the_proxy_is_forwarded_unchanged_and_audi
         await resp.write_eof()
         return resp
 
-    running = await proxy(await upstream(serve))
+    running = await proxy(await upstream(serve), thresholds=case.thresholds)  # serve's flags
     path, _, query = case.path.partition("?")
     for n in range(len(plans)):
         async with http.post(

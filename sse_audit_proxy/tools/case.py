@@ -791,7 +791,7 @@ def materialise(skeleton: dict[str, Any]) -> bytes:
         size = max(int(skeleton.get("bytes", 1)), 1)
         kind = skeleton.get("type")
         if isinstance(kind, str) and not PLACEHOLDER.fullmatch(kind):  # an unread frame's type
-            head = b'{"type":"%s","?":"' % kind.encode()
+            head = b'{"type":"%s","data":"' % kind.encode()  # (a field name: the scan of keys)
             return lines + b"data: " + head + b"?" * max(size - len(head) - 2, 1) + b'"}\n\n'
         return lines + b"data: " + b"?" * size + b"\n\n"
     data = skeleton.get("data")

@@ -111,13 +111,13 @@ class Thresholds:
         """changed()'s inverse; ValueError for what it could not have written."""
         if not isinstance(changed, dict):
             raise ValueError("thresholds is not an object")
-        fields = cls.__dataclass_fields__
+        default = cls()
         for name, value in changed.items():
-            if name not in fields:
+            if name not in cls.__dataclass_fields__:
                 raise ValueError(f"thresholds.{name} is not a threshold")
             # What serve's flags take: whole numbers from 1 (a size up to 1024g), ratios and
             # seconds above 0, finite (NaN and infinities made cases serve could not judge by).
-            if fields[name].type == "int":
+            if type(getattr(default, name)) is int:
                 good = type(value) is int and 1 <= value <= MAX_THRESHOLD_INT
             else:
                 good = type(value) in (int, float) and 0 < value < float("inf")

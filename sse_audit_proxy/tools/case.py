@@ -50,6 +50,7 @@ from sse_audit_proxy.core.dialects import (
     route_for_path,
 )
 from sse_audit_proxy.core.skeleton import KEY_PLACEHOLDER, PLACEHOLDER, VOCABULARY
+from sse_audit_proxy.core.sse import TYPE_NAME
 from sse_audit_proxy.core.timeline import kind_bits, kind_name
 from sse_audit_proxy.tools.terminal import printable
 
@@ -364,7 +365,7 @@ def _check_skeleton(skeleton: dict[str, Any], where: str) -> None:
 
 
 # What an unread frame's type may be (SSEDecoder's leading type), or a placeholder.
-_TYPE_WORD = re.compile(r"[A-Za-z0-9_.:-]{1,80}|<\d{1,3}>")
+_TYPE_WORD = re.compile(rf"{TYPE_NAME}|<\d{{1,3}}>")
 
 
 def _placeholder(value: str, pattern: re.Pattern[str] = PLACEHOLDER) -> int:

@@ -22,6 +22,7 @@ from sse_audit_proxy.core.audit import End, Thresholds
 from sse_audit_proxy.server.proxy import INSTANCE
 from sse_audit_proxy.sinks import logs
 from sse_audit_proxy.tools.scenarios import SCENARIOS
+from tests.reliability_support import Tally, streaming_handler
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "unit" / "conformance"))
 import contextlib
@@ -325,23 +326,13 @@ async def test_a_finish_reason_that_is_no_word_is_replayed_as_none_either(
 def data_only_images() -> Any:
     """A gateway that drops `event:` lines: two partial images larger than the proxy's
     --max-frame-bytes, then a clean end without the completed event."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for i in range(2):
-            doc = {
-                "type": "image_generation.partial_image",
-                "partial_image_index": i,
-                "b64_json": "QUJD" * 3000,
-            }
-            await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
-            await asyncio.sleep(0.01)
-        await resp.write_eof()
-        return resp
-
-    return handler
+    docs = [
+        {"type": "image_generation.partial_image", "partial_image_index": i, "b64_json": "QUJD" * 3000}
+        for i in range(2)
+    ]
+    return streaming_handler(
+        [b"data: " + json.dumps(doc).encode() + b"\n\n" for doc in docs], Tally(), delay=0.01
+    )
 
 
 async def test_evidence_of_a_proxy_with_other_thresholds_replays_with_them(

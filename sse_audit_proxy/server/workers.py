@@ -50,6 +50,7 @@ from sse_audit_proxy.sinks.logs import flush_logs, share_output
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 START_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
+GATHER_DELAY = 0.3
 _log = structlog.get_logger("sse_audit_proxy")
 
 
@@ -222,14 +223,20 @@ class Pool:
             mark_process_dead(worker.process.pid, self._dir)  # type: ignore[no-untyped-call]
         worker.conn.close()
 
+    def _dead(self) -> list[int]:
+        return [i for i, w in enumerate(self.workers) if not w.process.is_alive()]
+
     async def watch(self) -> None:
         """Replace workers that die while the pool is not stopping: all that died together
         at once (one by one, three took four seconds, their exits logged late)."""
         while not self.stopping:
             await asyncio.sleep(0.2)
-            dead = [i for i, w in enumerate(self.workers) if not w.process.is_alive()]
-            if not dead or self.stopping:
+            if not self._dead() or self.stopping:
                 continue
+            # Workers killed together (`pkill`, the OOM killer) can take a while each to be
+            # reaped on a loaded host: a second look gathers them into one round.
+            await asyncio.sleep(GATHER_DELAY)
+            dead = self._dead()
             for i in dead:
                 worker = self.workers[i]
                 if worker.buried:  # its replacement failed to start: tried again, not logged

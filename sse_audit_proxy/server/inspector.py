@@ -22,9 +22,9 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from sse_audit_proxy.core.verdict import Outcome
-from sse_audit_proxy.server.lookup import ANOMALIES, MAX_LIMIT, OUTCOMES, Source, unanswered
+from sse_audit_proxy.server.lookup import ANOMALIES, OUTCOMES, Source, read_query, unanswered
 from sse_audit_proxy.server.off_loop import uncollected
-from sse_audit_proxy.sinks.recent import PARAMS, Query, http_status
+from sse_audit_proxy.sinks.recent import Query
 
 PAGE_LIMIT = 200
 PLOT_W, PLOT_H, PAD_L, PAD_R, AXIS_Y = 960, 170, 48, 16, 130
@@ -460,39 +460,16 @@ def stream_page(trace_id: str, doc: dict[str, Any], others: int) -> web.Response
 
 def add_routes(app: web.Application, source: Source) -> None:
     async def index(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            limit = max(1, min(int(q.get("limit", str(PAGE_LIMIT))), MAX_LIMIT))
-        except ValueError:
-            limit = PAGE_LIMIT
-        unknown = [
-            f"{name} {value!r}"
-            for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES))
-            if (value := q.get(name)) and value not in known
-        ]
-        status = None if not (given := q.get("status")) else http_status(given)
-        if given and status is None:
-            unknown.append(f"status {given!r}")
-        # A mistyped parameter's link listed every stream (a second review).
-        unknown += [f"parameter {name!r}" for name in sorted(set(q) - set(PARAMS))]
-        if unknown:  # (a mistyped link showed "0 shown", read as "no such streams")
+        query = read_query(request.query, PAGE_LIMIT, blank_is_unset=True)
+        if isinstance(query, list):  # (a mistyped link showed "0 shown", read as "no such streams")
             resp = _page(
                 "recent streams",
                 "<p><a href='/'>&larr; recent streams</a></p>"
-                f"<p>No such {esc(', '.join(unknown))}: choose from the lists and fields.</p>",
+                f"<p>No such {esc(', '.join(what for what, _ in query))}: "
+                "choose from the lists and fields.</p>",
             )
             resp.set_status(400)
             return resp
-        query = Query(
-            limit=limit,
-            outcome=q.get("outcome") or None,
-            anomaly=q.get("anomaly") or None,
-            route=q.get("route") or None,
-            model=q.get("model") or None,
-            upstream=q.get("upstream") or None,
-            status=status,
-            error=q.get("error") or None,
-        )
         answer = await source.recent(query)
         # Up to 10,000 rows: off the loop, the collector paused, as the JSON answers are.
         return _response(await asyncio.to_thread(uncollected, lambda: list_html(query, answer)))

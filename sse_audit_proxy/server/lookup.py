@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
 
 from sse_audit_proxy.core.dialects import DIALECTS
 from sse_audit_proxy.core.verdict import Anomaly, Outcome
@@ -164,48 +165,68 @@ def _bad_request(message: str) -> web.Response:
     )
 
 
+Problem = tuple[str, str]  # (what was wrong, in a few words; why, in a sentence)
+
+
+def read_query(
+    q: MultiMapping[str], default_limit: int = 100, blank_is_unset: bool = False
+) -> Query | list[Problem]:
+    """A `/streams/recent` query string as a `Query`, or what is wrong with it.
+
+    A filter that matches nothing because it was mistyped (`outcome=truncate`, `?status=502`
+    on an API that did not take it) was read mid-incident as "no such streams" (outside
+    reviews), so anything unknown is refused rather than ignored. The inspector's form sends
+    its empty fields (`blank_is_unset`); the JSON API refuses an empty `error`.
+    """
+    problems: list[Problem] = []
+    for name in sorted(set(q) - set(PARAMS)):
+        problems.append(
+            (f"parameter {name!r}", f"unknown parameter {name!r}; /streams/recent takes " + ", ".join(PARAMS))
+        )
+    for name in sorted(name for name in set(q) if len(q.getall(name)) > 1):
+        problems.append((f"repeated {name!r}", f"parameter {name!r} given more than once"))
+    given = {
+        name: value for name in PARAMS if (value := q.get(name)) is not None and (value or not blank_is_unset)
+    }
+    limit = default_limit
+    if (text := given.get("limit")) is not None:
+        whole = text.isascii() and text.isdigit()
+        limit = int(text) if whole else 0
+        if not 1 <= limit <= MAX_LIMIT:
+            problems.append(
+                (f"limit {text!r}", f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
+            )
+    status = None if (text := given.get("status")) is None else http_status(text)
+    if text is not None and status is None:
+        problems.append((f"status {text!r}", f"status must be an HTTP status from 100 to 599, got {text!r}"))
+    for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES)):
+        if (value := given.get(name)) is not None and value not in known:
+            problems.append((f"{name} {value!r}", f"{name} must be one of {', '.join(known)}; got {value!r}"))
+    if given.get("error") == "":
+        problems.append(("error ''", "error must be one of the proxy's error codes, got ''"))
+    if problems:
+        return problems
+    return Query(
+        limit=limit,
+        outcome=given.get("outcome"),
+        anomaly=given.get("anomaly"),
+        route=given.get("route"),
+        model=given.get("model"),
+        upstream=given.get("upstream"),
+        status=status,
+        error=given.get("error"),
+    )
+
+
 # Records and evidence are a moment's, and about others' requests: no cache keeps them.
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 def add_routes(app: web.Application, source: Source) -> None:
     async def recent(request: web.Request) -> web.Response:
-        q = request.query
-        unknown = sorted(set(q) - set(PARAMS))
-        if unknown:
-            return _bad_request(
-                f"unknown parameter {', '.join(map(repr, unknown))}; /streams/recent takes "
-                + ", ".join(PARAMS)
-            )
-        repeated = sorted(name for name in set(q) if len(q.getall(name)) > 1)
-        if repeated:  # (the first was taken, the others ignored: a second review)
-            return _bad_request(f"parameter {', '.join(map(repr, repeated))} given more than once")
-        if q.get("error") == "":
-            return _bad_request("error must be one of the proxy's error codes, got ''")
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            return _bad_request(f"limit must be a whole number, got {q.get('limit')!r}")
-        if not 1 <= limit <= MAX_LIMIT:
-            return _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
-        status = None if (given := q.get("status")) is None else http_status(given)
-        if given is not None and status is None:
-            return _bad_request(f"status must be an HTTP status from 100 to 599, got {given!r}")
-        # A mistyped filter (`outcome=truncate`) matched nothing, read mid-incident as "no such
-        # streams" (an outside review).
-        for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES)):
-            if (value := q.get(name)) is not None and value not in known:
-                return _bad_request(f"{name} must be one of {', '.join(known)}; got {value!r}")
-        query = Query(
-            limit=limit,
-            outcome=q.get("outcome"),
-            anomaly=q.get("anomaly"),
-            route=q.get("route"),
-            model=q.get("model"),
-            upstream=q.get("upstream"),
-            status=status,
-            error=q.get("error"),
-        )
+        query = read_query(request.query)
+        if isinstance(query, list):
+            return _bad_request(query[0][1])
         return await _json(await source.recent(query))
 
     async def by_trace_id(request: web.Request) -> web.Response:

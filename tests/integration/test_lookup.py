@@ -308,6 +308,14 @@ async def test_the_inspector_says_a_filter_it_does_not_know(demo_gateway, proxy,
     p = await proxy(await demo_gateway(**FAST))
     async with http.get(p.metrics_url.with_query(outcome="truncate")) as resp:
         assert resp.status == 400 and "No such outcome &#x27;truncate&#x27;" in await resp.text()
+    # It reads its query as /streams/recent does (it took the first of a repeated parameter and
+    # a limit that was no number as its default); only its form's empty fields mean "any".
+    for query, word in (("outcome=complete&outcome=truncated", "repeated"), ("limit=ten", "limit")):
+        async with http.get(p.metrics_url.with_query(query)) as resp:
+            assert resp.status == 400 and f"No such {word} " in await resp.text(), query
+    blank = "limit=&outcome=&anomaly=&model=&route=&upstream=&status=&error="
+    async with http.get(p.metrics_url.with_query(blank)) as resp:
+        assert resp.status == 200 and "0 shown" in await resp.text()
 
 
 async def test_a_head_of_the_metrics_port_is_the_head_alone_and_the_connection_stays_usable(

@@ -241,10 +241,14 @@ class Facts:
         at `message_delta`, before `message_stop`, and hands the arguments on). Some upstreams
         send a finish reason early (Open WebUI's on reasoning chunks, a finish after each tool
         call): content after it means the client left mid-answer, which says nothing."""
+        return self.end in _LEFT_WITH_ALL_SENT and self.all_finished
+
+    @property
+    def all_finished(self) -> bool:
+        """Every choice or message reported its finish, and no content came after the last."""
         s = self.summary
         return (
-            self.end in _LEFT_WITH_ALL_SENT
-            and self.event_stream
+            self.event_stream
             and not self.unreadable
             and not self.ends_in_content
             and bool(s.finish_reasons)
@@ -264,13 +268,15 @@ class Facts:
 
 
 def _bad_tool_calls(f: Facts) -> int:
-    """Tool calls judged to have invalid arguments: every call once the stream ended whole (or
-    the client left after every finish), else those already broken (ToolArgs.broken); none
-    after an in-band failure (the upstream said itself that the answer broke)."""
+    """Tool calls judged to have invalid arguments: every call once the stream reached its end
+    marker or every finish (the client may have left after them), else those already broken
+    (ToolArgs.broken); none after an in-band failure (the upstream said itself that the answer
+    broke). A body cut mid-arguments (`{"city":`) is a cut, not a model's bad arguments, as
+    when the client leaves there (an outside review: the metric mixed the two)."""
     s = f.summary
     if s.failed or f.error_instead_of_stream or not f.event_stream or f.unreadable:
         return 0
-    if f.judged or f.left_after_finish:
+    if (f.judged and s.terminal) or ((f.judged or f.end in _LEFT_WITH_ALL_SENT) and f.all_finished):
         return s.invalid_tool_arguments
     return s.broken_tool_arguments
 
@@ -808,16 +814,16 @@ ANOMALY_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Anomaly.INVALID_TOOL_ARGUMENTS,
-        "judged¹: a tool call's argument fragments, concatenated, are not a JSON object, or are "
-        "not text (Chat: an object where OpenAI sends its JSON text), or are "
-        "not the value a `.done` event then repeats as the whole arguments (Responses); a call "
-        "that a finish reason cutting output short (`length`, `max_tokens`, `max_output_tokens`, "
-        "`model_context_window_exceeded`, `content_filter`, Anthropic's `refusal`) ended is not "
-        "judged; judged too when "
-        "the client left before the end marker but after every choice's finish reason (the "
-        "arguments it got were whole); and, however the stream ended, a call whose arguments "
-        'so far no JSON object can go on from (`{"city": Paris`: the anthropic Python SDK '
-        "parses them as they grow, raises there and leaves), or that a `.done` event "
+        "judged¹ once the stream reached its end marker or every choice's finish reason (then "
+        "also when the client left before the end marker): a tool call's argument fragments, "
+        "concatenated, are not a JSON object, or are not text (Chat: an object where OpenAI "
+        "sends its JSON text), or are not the value a `.done` event then repeats as the whole "
+        "arguments (Responses); a call that a finish reason cutting output short (`length`, "
+        "`max_tokens`, `max_output_tokens`, `model_context_window_exceeded`, `content_filter`, "
+        "Anthropic's `refusal`) ended is not judged; and, however the stream ended (a body cut "
+        "mid-arguments too), a call whose arguments so far no JSON object can go on from "
+        '(`{"city": Paris`: the anthropic Python SDK parses them as they grow, raises there and '
+        "leaves), or that a `.done` event "
         "contradicted; never after an in-band failure",
         lambda f: bool(_bad_tool_calls(f)),
         lambda f: (

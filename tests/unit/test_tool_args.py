@@ -201,6 +201,7 @@ def test_a_tool_input_given_at_block_start_is_judged_when_no_fragment_follows() 
     for _ in range(400):  # deeper than orjson writes: its text was made, and raised
         deep = {"n": deep}
     audit.feed(_block_start(2, deep), 0.03)
+    audit.feed(b'event: message_stop\ndata: {"type":"message_stop"}\n\n', 0.04)
     result = audit.finish(1.0, End.UPSTREAM_EOF)
     assert result.tool_calls == 3
     assert "invalid_tool_arguments" in result.anomalies

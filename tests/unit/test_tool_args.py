@@ -431,3 +431,32 @@ def test_a_done_that_contradicts_the_fragments_is_judged_when_the_client_leaves(
     audit.feed(_responses('{"city": "Par', True), 0.01)
     audit.feed(_done('{"city": "Rome"}'), 0.02)
     assert "invalid_tool_arguments" in audit.finish(0.03, End.CLIENT_GONE).anomalies
+
+
+@pytest.mark.parametrize("end", [End.UPSTREAM_EOF, End.UPSTREAM_BROKEN])
+@pytest.mark.parametrize("make", [make for _, make in STREAMS], ids=[d.__name__ for d, _ in STREAMS])
+def test_a_body_cut_mid_arguments_is_a_cut_not_bad_arguments(
+    make: Callable[[str, bool], bytes], end: End
+) -> None:
+    """`{"city":` could still have become an object: the upstream cut it, the model made no
+    error (an outside review: the anomaly's rate mixed network cuts with model errors). What
+    no JSON object can go on from is flagged however the stream ended."""
+    dialect = next(d for d, m in STREAMS if m is make)
+    for pieces, flagged in ((['{"city":'], False), (['{"city": Paris'], True)):
+        audit = StreamAudit(dialect(), 0.0)
+        for i, piece in enumerate(pieces):
+            audit.feed(make(piece, i == 0), 0.01 * (i + 1))
+        result = audit.finish(1.0, end)
+        assert result.outcome == "truncated", result.anomalies
+        assert ("invalid_tool_arguments" in result.anomalies) is flagged, (pieces, result.anomalies)
+
+
+def test_arguments_finished_then_cut_before_done_are_judged() -> None:
+    """Every choice finished (`tool_calls`), then the body ended without `[DONE]`: the
+    arguments were whole, and a half object among them is the model's or the gateway's."""
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(_chat('{"city":', True), 0.01)
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    audit.feed(b"data: " + orjson.dumps(finish) + b"\n\n", 0.02)
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert result.outcome == "truncated" and "invalid_tool_arguments" in result.anomalies, result.anomalies

@@ -10,29 +10,56 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus
 
-# Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub
-# and Slack tokens, and the keys of other model providers a gateway fronts (Groq, Hugging Face,
-# xAI, Replicate, Perplexity, NVIDIA, Fireworks). Each starts where no letter or digit is before
-# it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took `_` for a
-# letter). OpenAI's and Anthropic's project, service and admin keys are told by their second
-# word, also glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`);
-# a legacy key glued to anything by its 40 or more mixed-case letters and digits.
+# Keys and tokens by the word they start with (what each is, then what follows the word):
+# Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub,
+# GitLab, Slack, Stripe, npm, SendGrid and Databricks tokens, and the keys of other model
+# providers and tools a gateway fronts (Groq, Hugging Face, xAI, Replicate, Perplexity, NVIDIA,
+# Fireworks, Cerebras, Pinecone, Tavily, LangSmith). Each starts where no letter or digit is
+# before it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took
+# `_` for a letter).
+_LONG = "[A-Za-z0-9]{20,}"
+PREFIXED_KEYS: tuple[tuple[str, str], ...] = (
+    ("AIza", "[0-9A-Za-z_-]{20,}"),
+    *((aws, "[0-9A-Z]{16}(?![0-9A-Za-z])") for aws in ("AKIA", "ASIA")),
+    ("ya29.", "[0-9A-Za-z_.-]+"),
+    ("GOCSPX-", "[0-9A-Za-z_-]{20,}"),
+    ("sk-", "[A-Za-z0-9_-]{8,}"),
+    ("eyJ", r"[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"),
+    *((f"gh{kind}_", _LONG) for kind in "pousr"),
+    ("github_pat_", "[A-Za-z0-9_]{20,}"),
+    *((f"{gitlab}-", "[0-9A-Za-z_-]{20,}") for gitlab in ("glpat", "gldt", "glrt", "glptt", "glsoat")),
+    *((f"xox{kind}-", "[0-9A-Za-z-]+") for kind in "abpre"),
+    ("xapp-", "[0-9A-Za-z-]{20,}"),
+    *((f"{stripe}_", "[0-9A-Za-z]{10,}") for stripe in ("sk_live", "sk_test", "rk_live", "rk_test", "whsec")),
+    ("npm_", _LONG),
+    ("SG.", r"[0-9A-Za-z_-]{16,}\.[0-9A-Za-z_-]{16,}"),
+    ("dapi", "[0-9a-f]{32}"),
+    *((f"{word}_", _LONG) for word in ("gsk", "hf", "r8", "fw", "pcsk")),
+    *((f"{word}-", _LONG) for word in ("xai", "pplx", "csk")),
+    ("tvly-", "[A-Za-z0-9-]{20,}"),
+    ("nvapi-", "[A-Za-z0-9_-]{20,}"),
+    ("lsv2_", "[A-Za-z0-9_]{20,}"),
+)
+# What each key begins with, lower-cased: a text without any of them holds none of the shapes
+# (the log lines' redaction searches a line for these before it looks closer).
+KEY_WORDS = tuple(sorted({prefix.lower() for prefix, _ in PREFIXED_KEYS}))
 _START = r"(?<![0-9A-Za-z])"
 # An OpenAI-style key glued to a word (`prodsk-...`, `req1sk-...`): a legacy key's 48 letters and
 # digits in both cases with no separator, or a project key's mixed-case tail; not a word's tail
 # with an ID (`task-<uuid>`, `kiosk-assistant-gpt-4o-mini-2024-07-18`: separators, one case).
-# The log lines' redaction blanks the same (sinks/redaction.py).
+# OpenAI's and Anthropic's project, service and admin keys are told by their second word, also
+# glued to a digit (`req1sk-proj-...`), not to a letter (`task-admin-assistant`).
 GLUED_KEY = (
     r"sk-(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{40,}"
     r"|sk-(?:proj|ant|svcacct|admin)-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{40,}"
 )
 KEY_SHAPES = re.compile(
-    rf"{_START}(?:AIza[0-9A-Za-z_-]{{20,}}|(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![0-9A-Za-z])|ya29\.[0-9A-Za-z_.-]+"
-    r"|sk-[A-Za-z0-9_-]{8,}|eyJ[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]*"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[0-9A-Za-z-]+"
-    r"|(?:gsk|hf|r8|fw)_[A-Za-z0-9]{20,}|(?:xai|pplx)-[A-Za-z0-9]{20,}|nvapi-[A-Za-z0-9_-]{20,})"
-    r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
-    rf"|{GLUED_KEY}"
+    _START
+    + "(?:"
+    + "|".join(re.escape(prefix) + rest for prefix, rest in PREFIXED_KEYS)
+    + ")"
+    + r"|(?<![A-Za-z])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}"
+    + f"|{GLUED_KEY}"
 )
 # A credential after its HTTP scheme: a whole `Authorization` value pasted where it does not go
 # (a token of 8 or more: not words, as in `basic model`).

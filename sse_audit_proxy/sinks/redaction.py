@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from sse_audit_proxy.core.credentials import GLUED_KEY, KEY_SHAPES
+from sse_audit_proxy.core.credentials import KEY_SHAPES, KEY_WORDS
 
 SECRET_HEADERS = (
     "authorization",
@@ -31,11 +31,13 @@ SECRET_HEADERS = (
 )
 REDACTED = "[redacted]"
 # Credentials that look like credentials wherever they appear in free text.
+# (Keys of every well-known shape, not OpenAI's alone: an upstream URL with a Google key in its
+# path was logged whole by `proxy_started`, an outside review.)
 _TOKENS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;\\]+"), rf"\1\2{REDACTED}"),
-    (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # `req_sk-...` too
-    (re.compile(GLUED_KEY), REDACTED),  # `prodsk-...`
+    (KEY_SHAPES, REDACTED),  # `req_sk-...` and `prodsk-...` too
 )
+_TRIGGERS = ("bearer", "basic", *KEY_WORDS)
 
 
 # Header names whose values are credentials, beyond SECRET_HEADERS: how gateways and clouds
@@ -109,20 +111,21 @@ class Redactor:
         self._line = re.compile(rf"(?i)\b({alternation})(['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]*")
         # Each pattern above needs one of these words; one search for any of them spares the
         # three substitutions on the many strings (every field of every line) that have none.
-        self._suspect_any = re.compile(rf"(?i)bearer|basic|sk-|{alternation}").search
+        triggers = "|".join(map(re.escape, _TRIGGERS))
+        self._suspect_any = re.compile(rf"(?i){triggers}|{alternation}").search
         # The same search, for ASCII text, on the text lower-cased: an ASCII letter matches
         # (?i) only its two ASCII cases there (its other equivalents, like U+017F for `s`, are
         # not ASCII), and a case-sensitive alternation of literals is scanned far faster than
         # the case-blind one (re skips to the words' first letters; profiled: most of a line's
         # redaction cost). Only when every name is ASCII too, so lower() is exact for them.
         self._suspect_ascii = (
-            re.compile(f"bearer|basic|sk-|{alternation}").search if all(n.isascii() for n in names) else None
+            re.compile(f"{triggers}|{alternation}").search if all(n.isascii() for n in names) else None
         )
         self._fine_keys: set[str] = set()  # field names seen not to be secret-named
         # The search of a whole rendered line (suspect_line): the same words, and every secret
         # name as a log key may spell it. Only for words JSON writes as they are: without a
         # quote, a backslash or a control character (a configured name could have one).
-        words = ("bearer", "basic", "sk-", *self._keys)
+        words = (*_TRIGGERS, *self._keys)
         self._line_any = re.compile("(?i)" + "|".join(map(re.escape, words))).search
         # For an ASCII line, lower-cased: a substring test per word (a fast search in C; the
         # alternation tries a match at each of the line's many letters that begin a word, and

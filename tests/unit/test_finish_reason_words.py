@@ -54,6 +54,12 @@ NOT_WORDS = [
     "gsk_aB3dE5fG7hJ9kL1_mN2pQ4rS6tU8vW0",  # a random token cut into short runs
     "x" * 32,
     "y" * (512 << 10),  # under --max-frame-bytes, so the frame is read
+    # shaped as a word but not as a finish reason: text a hostile upstream put there (an
+    # outside review; they reached the label and the evidence)
+    "the.users.ssn.is.123-45-6789",
+    "hunter2:password/is.here",
+    "see-the-prompt",
+    "_private",
 ]
 
 

@@ -36,6 +36,20 @@ KEYS = [
     "r8_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789a",  # Replicate
     "pplx-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKl",  # Perplexity
     "req1sk-proj-Q7xZk2Lm9Np4Rs8Tv1Wx3Yz5",  # a project key glued to a word
+    # More shapes (an outside review: each reached the trace ID, the `model` label and evidence).
+    "sk_live_51HcANARYabcdefGHIJKL0123",  # Stripe
+    "rk_live_51HcANARYabcdefGHIJKL0123",
+    "glpat-CANARYgitlab012345678",  # GitLab
+    "csk-abcdefghijklmnopqrstuvwxyz0123456789abcdefgh",  # Cerebras
+    "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "SG.AbCdEfGhIjKlMnOpQr.AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg",  # SendGrid
+    "dapi0123456789abcdef0123456789abcdef",  # Databricks
+    "xapp-1-A0123456789-0123456789012-abcdef0123456789",  # Slack app
+    "xoxe-1-AbCdEfGhIjKl0123456789",
+    "lsv2_pt_0123456789abcdef0123456789abcdef_0123456789",  # LangSmith
+    "pcsk_AbCdEfGhIjKlMnOpQrStUvWxYz0123",  # Pinecone
+    "tvly-dev-AbCdEfGhIjKlMnOpQrStUvWxYz",  # Tavily
+    "GOCSPX-AbCdEfGhIjKlMnOpQrStUvWxYz01",  # a Google OAuth client secret
 ]
 MODELS = [
     "gpt-4o-2024-08-06",
@@ -111,5 +125,15 @@ def test_a_key_sent_as_the_trace_id_is_not_taken_as_one(key: str) -> None:
 def test_keys_glued_by_an_underscore_are_keys_to_the_redactor_too(text: str) -> None:
     assert holds_key(text)
     assert "[redacted]" in Redactor().header("X-Request-Id", text)
-    if "sk-" in text:  # what log lines scrub in free text: `sk-` keys and `Bearer` tokens
-        assert text not in Redactor().scrub(f"upstream said {text}")
+    assert text not in Redactor().scrub(f"upstream said {text}")
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if not k.startswith("Bearer ")])
+def test_log_lines_scrub_every_key_shape_in_free_text(key: str) -> None:
+    """Not OpenAI's `sk-` alone: `proxy_started` logged an upstream URL with a Google key in its
+    path whole (an outside review)."""
+    redactor = Redactor()
+    event = {"event": "proxy_started", "upstream": f"https://gw.example/k/{key}/v1"}
+    line = orjson.dumps(redactor(None, "info", dict(event)))
+    assert redactor.suspect_line(orjson.dumps(event))
+    assert key.encode() not in line and b"[redacted]" in line

@@ -98,9 +98,12 @@ def is_protocol_word(text: str) -> bool:
     return _WORD(text) is not None and _KEY_LIKE(text) is None and (len(text) < 20 or _MIXED(text) is None)
 
 
-# A finish reason is kept only when it is a protocol word. Anything else (text, a megabyte of
-# it) is kept as OTHER_REASON: it is put in the log line, the evidence and the metrics' label.
+# A finish reason is kept only when it is a protocol word shaped as every API's finish reasons
+# are (`stop`, `end_turn`, `MAX_TOKENS`: a letter, then letters, digits and `_`). Anything else
+# (text, a megabyte of it, `hunter2:password/is.here`) is kept as OTHER_REASON: it is put in the
+# log line, the evidence and the metrics' label.
 MAX_REASON_CHARS = 40
+_REASON = re.compile(r"[A-Za-z][A-Za-z0-9_]*").fullmatch
 OTHER_REASON = "other"
 
 
@@ -127,8 +130,11 @@ ERROR_EVENT = "error"
 
 
 def reason_word(reason: str) -> str:
-    """`reason` if it is a protocol word of at most MAX_REASON_CHARS, else OTHER_REASON."""
-    return reason if len(reason) <= MAX_REASON_CHARS and is_protocol_word(reason) else OTHER_REASON
+    """`reason` if it is a protocol word of at most MAX_REASON_CHARS shaped as a finish reason,
+    else OTHER_REASON."""
+    if len(reason) <= MAX_REASON_CHARS and _REASON(reason) is not None and is_protocol_word(reason):
+        return reason
+    return OTHER_REASON
 
 
 @dataclass(slots=True)

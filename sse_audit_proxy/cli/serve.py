@@ -83,8 +83,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_canary_options(p)
     option(p, "--host", type=address, default="127.0.0.1", help="address to listen on")
     option(p, "--port", type=port, default=8080, help="port to listen on (0: any free port)")
-    option(p, "--metrics-host", type=address, default="127.0.0.1", help="address for /metrics and /healthz")
-    option(p, "--metrics-port", type=port, default=9464, help="port for /metrics and /healthz")
+    option(
+        p,
+        "--metrics-host",
+        type=address,
+        default="127.0.0.1",
+        help="address of the admin port: /metrics, /healthz, /readyz, /streams lookups and the inspector",
+    )
+    option(
+        p,
+        "--metrics-port",
+        type=port,
+        default=9464,
+        help="the admin port: /metrics, /healthz, /readyz, /streams lookups and the inspector",
+    )
     option(
         p,
         "--admin-hosts",

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, Trip, first_token_wait, judge
 from sse_audit_proxy.core.record import AuditRecord
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, parse_percent
+from sse_audit_proxy.server.failures import failure
 
 POLL_INTERVAL = 0.5  # seconds: a new share applies within a second of the file changing
 MAX_PERCENT_FILE = 4096  # bytes: one number and some comments
@@ -245,8 +246,8 @@ class CanaryControl:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 self.poll()
-            except Exception:  # the watcher must outlive any surprise
-                _log.exception("canary_poll_failed")
+            except Exception as exc:  # the watcher must outlive any surprise
+                _log.error("canary_poll_failed", **failure(exc))
 
     def start(self) -> None:
         if self.router.canary is not None:

@@ -460,3 +460,30 @@ async def test_an_unknown_habit_is_refused_with_an_openai_shaped_error(demo_gate
         assert resp.status == 400
         error = (await resp.json())["error"]
     assert error["code"] == "unknown_habit" and "nope" in error["message"]
+
+
+async def test_an_http10_keep_alive_client_sees_the_stream_end_at_the_close(demo_gateway: Any) -> None:
+    """HTTP/1.0 has no chunked coding: the close ends the body. aiohttp kept a client's
+    `Connection: keep-alive` connection open after `[DONE]` (an outside review)."""
+    gateway = await demo_gateway()
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    head = "".join(f"{k}: {v}\r\n" for k, v in FAST.items())
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n{head}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)  # to the close
+    writer.close()
+    assert answer.endswith(b"data: [DONE]\n\n"), answer[-200:]
+
+
+async def test_a_head_field_of_16_kib_reaches_the_handler(demo_gateway: Any) -> None:
+    """The proxy in front allows fields of 16 KiB; the gateway behind it took 8 KiB and answered
+    aiohttp's plain-text 400 quoting the field (an outside review)."""
+    gateway = await demo_gateway()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gateway / "v1/models", headers={"X-Padding": "p" * 16_300}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()

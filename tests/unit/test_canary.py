@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import threading
@@ -16,6 +17,7 @@ from sse_audit_proxy.core.audit import End, StreamAudit
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
 from sse_audit_proxy.core.guard import quantile_bound_ranks
 from sse_audit_proxy.core.record import AuditRecord
+from sse_audit_proxy.server import canary_control
 from sse_audit_proxy.server.canary import CanaryConfig, Router, Side, bucket, label_name, parse_percent
 from sse_audit_proxy.server.canary_control import CanaryControl, build_router, read_percent_file
 
@@ -614,3 +616,31 @@ def test_a_large_guard_window_works() -> None:
     # From 1,030 the binomial terms passed the float range: every stream's check raised.
     lower, upper = quantile_bound_ranks(5000)
     assert lower is not None and upper is not None and lower < 0.95 * 5000 < upper
+
+
+async def test_a_failed_poll_is_logged_by_where_it_failed_never_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception's message can quote what the code handled: the line names the failure
+    (`exception`, `at`, `stack`), as every other failure line does, and the watcher goes on."""
+    _, c = on_file(tmp_path, "20\n")
+    polls = 0
+
+    def fail() -> None:
+        nonlocal polls
+        polls += 1
+        raise RuntimeError("sk-proj-secret quoted by a library")
+
+    monkeypatch.setattr(canary_control, "POLL_INTERVAL", 0.01)
+    monkeypatch.setattr(c, "poll", fail)
+    with capture_logs() as logs:
+        task = asyncio.create_task(c.watch())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if polls >= 2:
+                break
+        task.cancel()
+    failed = [entry for entry in logs if entry["event"] == "canary_poll_failed"]
+    assert polls >= 2 and failed, logs
+    assert failed[0]["exception"] == "RuntimeError" and "fail" in failed[0]["at"]
+    assert "secret" not in repr(failed) and "exc_info" not in failed[0]

@@ -375,8 +375,9 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
         gate.notes.append(
             f"the answer came in clumps ({said.partition(': ')[2] or 'bursty'}): if the provider "
             "does not pause so itself, something in the route collects the stream and flushes it "
-            "in batches (a proxy's buffering, compression that does not flush per event); compare "
-            "with the provider directly"
+            "in batches (a proxy's buffering: nginx's proxy_buffering with HTTP/1.0 upstream, "
+            "HAProxy without option http-no-delay; compression that does not flush per event); "
+            "compare with the provider directly"
         )
     return _judge(gate)
 

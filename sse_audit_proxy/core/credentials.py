@@ -14,7 +14,8 @@ from urllib.parse import quote, quote_plus
 # Google API keys and OAuth tokens, AWS access key IDs, OpenAI and Anthropic keys, JWTs, GitHub,
 # GitLab, Slack, Stripe, npm, SendGrid and Databricks tokens, and the keys of other model
 # providers and tools a gateway fronts (Groq, Hugging Face, xAI, Replicate, Perplexity, NVIDIA,
-# Fireworks, Cerebras, Pinecone, Tavily, LangSmith). Each starts where no letter or digit is
+# Fireworks, Cerebras, Pinecone, Tavily, LangSmith, Together, Jina, Voyage, ElevenLabs, Cartesia,
+# Hugging Face organisations) and AWS Bedrock's API keys. Each starts where no letter or digit is
 # before it: after a space, a punctuation mark or `_` (`req_sk-...`, `key_AIza...`: `\b` took
 # `_` for a letter).
 _LONG = "[A-Za-z0-9]{20,}"
@@ -34,7 +35,15 @@ PREFIXED_KEYS: tuple[tuple[str, str], ...] = (
     ("npm_", _LONG),
     ("SG.", r"[0-9A-Za-z_-]{16,}\.[0-9A-Za-z_-]{16,}"),
     ("dapi", "[0-9a-f]{32}"),
-    *((f"{word}_", _LONG) for word in ("gsk", "hf", "r8", "fw", "pcsk")),
+    *((f"{word}_", _LONG) for word in ("gsk", "hf", "r8", "fw", "jina")),
+    ("pcsk_", "[A-Za-z0-9_]{20,}"),
+    ("api_org_", _LONG),
+    ("tgp_v1_", "[A-Za-z0-9_-]{20,}"),
+    ("ABSK", "[A-Za-z0-9+/=]{40,}"),
+    ("bedrock-api-key-", "[A-Za-z0-9+/=%_-]{40,}"),
+    ("sk_", "[0-9a-f]{40,}"),
+    ("sk_car_", "[A-Za-z0-9_-]{16,}"),
+    ("pa-", "[A-Za-z0-9_-]{40,}"),
     *((f"{word}-", _LONG) for word in ("xai", "pplx", "csk")),
     ("tvly-", "[A-Za-z0-9-]{20,}"),
     ("nvapi-", "[A-Za-z0-9_-]{20,}"),

@@ -47,7 +47,11 @@ KEYS = [
     "xapp-1-A0123456789-0123456789012-abcdef0123456789",  # Slack app
     "xoxe-1-AbCdEfGhIjKl0123456789",
     "lsv2_pt_0123456789abcdef0123456789abcdef_0123456789",  # LangSmith
-    "pcsk_AbCdEfGhIjKlMnOpQrStUvWxYz0123",  # Pinecone
+    "pcsk_2AbCdE_AbCdEfGhIjKlMnOpQrStUvWxYz0123",  # Pinecone
+    "ABSKQmVkcm9ja0FQSUtleS1hYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk=",  # Bedrock
+    "bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29tLz9BY3Rpb249Q2FsbFdpdGhCZWFyZXJUb2tlbg",
+    "tgp_v1_AbCdEfGhIjKlMnOpQrStUvWx",  # Together
+    "sk_0123456789abcdef0123456789abcdef0123456789abcdef",  # ElevenLabs
     "tvly-dev-AbCdEfGhIjKlMnOpQrStUvWxYz",  # Tavily
     "GOCSPX-AbCdEfGhIjKlMnOpQrStUvWxYz01",  # a Google OAuth client secret
 ]

@@ -460,3 +460,27 @@ def test_arguments_finished_then_cut_before_done_are_judged() -> None:
     audit.feed(b"data: " + orjson.dumps(finish) + b"\n\n", 0.02)
     result = audit.finish(1.0, End.UPSTREAM_EOF)
     assert result.outcome == "truncated" and "invalid_tool_arguments" in result.anomalies, result.anomalies
+
+
+def test_a_finished_choices_bad_arguments_are_judged_though_another_choice_was_cut() -> None:
+    """n=2: choice 0 finished (`tool_calls`) with a half object, choice 1 was cut mid-answer.
+    Choice 0's arguments were whole when its finish came (a second review: the cut of the
+    other choice hid them)."""
+
+    def chunk(choice: dict[str, object]) -> bytes:
+        return b"data: " + orjson.dumps({"choices": [choice]}) + b"\n\n"
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1'}}
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(chunk({"index": 0, "delta": {"tool_calls": [call]}}), 0.01)
+    audit.feed(chunk({"index": 1, "delta": {"content": "hel"}}), 0.02)
+    audit.feed(chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}), 0.03)
+    audit.feed(chunk({"index": 1, "delta": {"content": "lo"}}), 0.04)
+    result = audit.finish(1.0, End.UPSTREAM_EOF)
+    assert result.outcome == "truncated" and "invalid_tool_arguments" in result.anomalies, result.anomalies
+    # ... but not when its finish was a limit's, which cut the arguments where they stood
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    audit.feed(chunk({"index": 0, "delta": {"tool_calls": [call]}}), 0.01)
+    audit.feed(chunk({"index": 1, "delta": {"content": "hel"}}), 0.02)
+    audit.feed(chunk({"index": 0, "delta": {}, "finish_reason": "length"}), 0.03)
+    assert "invalid_tool_arguments" not in audit.finish(1.0, End.UPSTREAM_EOF).anomalies

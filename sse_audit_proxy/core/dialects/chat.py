@@ -537,6 +537,11 @@ class ChatCompletions(Dialect):
             if reason in CUT_REASONS and choice in self._last_tool
         }
 
+    def _finished_calls(self) -> set[object]:
+        """The calls of choices that reported their finish (keys begin with the choice): whole
+        by then, though another choice was cut."""
+        return {key for key in self._tools.calls() if isinstance(key, tuple) and key[0] in self._finish}
+
     def _extras(self) -> tuple[str, ...]:
         extras: tuple[str, ...] = (REPEATED_TOOL_CALL_FIELDS,) if self._repeats else ()
         if self._deltas:  # seen with Chat's clients only
@@ -564,6 +569,6 @@ class ChatCompletions(Dialect):
             tool_calls=self._tools.count,
             invalid_tool_arguments=self._tools.invalid(cut := self._cut_calls()),
             empty_tool_arguments=self._tools.empty(cut),
-            broken_tool_arguments=self._tools.broken(cut),
+            broken_tool_arguments=self._tools.broken(cut, self._finished_calls()),
             anomalies=self._extras(),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Callable, Container, Hashable, Iterable
 
 import orjson
 from jiter import from_json
@@ -160,6 +160,9 @@ class ToolArgs:
         """The call that began last (a cut falls in it: calls are written one after another)."""
         return next(reversed(self._calls), None)
 
+    def calls(self) -> Iterable[Hashable]:
+        return self._calls.keys()
+
     @property
     def count(self) -> int:
         return len(self._calls) + (len(self._free) if self._free else 0)
@@ -176,15 +179,23 @@ class ToolArgs:
             if not buf and not self._defaults.get(key) and key not in self._mismatched and key not in spared
         )
 
-    def broken(self, spared: Container[Hashable] = ()) -> int:
+    def broken(self, spared: Container[Hashable] = (), ended: Container[Hashable] = ()) -> int:
         """How many calls were broken before the stream's end, for a stream judged before it
-        (the client left, a timeout): arguments that no JSON object can go on from (what the
-        anthropic Python SDK raises at, parsing each call's text as it grows with jiter's
+        (the client left, a timeout, a cut): arguments that no JSON object can go on from (what
+        the anthropic Python SDK raises at, parsing each call's text as it grows with jiter's
         partial mode, and then leaves: such a stream was judged on nothing, an outside
-        review), or that a `.done` contradicted, or a fragment that is not text. A call whose
-        text could still become an object is not judged: a token limit may have cut it, its
-        finish reason not yet come."""
-        return self._count(spared, lambda _, buf: _broken_so_far(buf))
+        review), or that a `.done` contradicted, or a fragment that is not text; and the calls
+        in `ended`, whose finish reason came (a Chat choice's, another choice cut), that are not
+        an object. Any other call whose text could still become an object is not judged: a
+        token limit or a cut may have ended it, its finish reason not yet come (a `.done` or a
+        block's stop comes before a limit's reason too)."""
+
+        def bad(key: Hashable, buf: bytearray) -> bool:
+            if key in ended:
+                return not _an_object(buf or self._defaults.get(key, ""))
+            return _broken_so_far(buf)
+
+        return self._count(spared, bad)
 
     def invalid(self, spared: Container[Hashable] = ()) -> int:
         """How many calls did not assemble into a JSON object (what a function takes), those

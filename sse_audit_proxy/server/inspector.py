@@ -464,9 +464,8 @@ def add_routes(app: web.Application, source: Source) -> None:
         if isinstance(query, list):  # (a mistyped link showed "0 shown", read as "no such streams")
             resp = _page(
                 "recent streams",
-                "<p><a href='/'>&larr; recent streams</a></p>"
-                f"<p>No such {esc(', '.join(what for what, _ in query))}: "
-                "choose from the lists and fields.</p>",
+                "<p><a href='/'>&larr; recent streams</a></p>".join(f"<p>{esc(why)}.</p>" for why in query)
+                + "<p>Choose from the lists and fields.</p>",
             )
             resp.set_status(400)
             return resp

@@ -165,45 +165,44 @@ def _bad_request(message: str) -> web.Response:
     )
 
 
-Problem = tuple[str, str]  # (what was wrong, in a few words; why, in a sentence)
+FREE_TEXT = ("route", "model", "upstream", "error")  # filters with no list of values
 
 
 def read_query(
     q: MultiMapping[str], default_limit: int = 100, blank_is_unset: bool = False
-) -> Query | list[Problem]:
-    """A `/streams/recent` query string as a `Query`, or what is wrong with it.
+) -> Query | list[str]:
+    """A `/streams/recent` query string as a `Query`, or what is wrong with it, a sentence each.
 
     A filter that matches nothing because it was mistyped (`outcome=truncate`, `?status=502`
-    on an API that did not take it) was read mid-incident as "no such streams" (outside
-    reviews), so anything unknown is refused rather than ignored. The inspector's form sends
-    its empty fields (`blank_is_unset`); the JSON API refuses an empty `error`.
+    on an API that did not take it, `?model=` from a script's empty variable) was read
+    mid-incident as "no such streams" (outside reviews), so anything unknown or empty is
+    refused rather than ignored. The inspector's form sends its empty fields: there they mean
+    "any" (`blank_is_unset`).
     """
-    problems: list[Problem] = []
-    for name in sorted(set(q) - set(PARAMS)):
-        problems.append(
-            (f"parameter {name!r}", f"unknown parameter {name!r}; /streams/recent takes " + ", ".join(PARAMS))
-        )
-    for name in sorted(name for name in set(q) if len(q.getall(name)) > 1):
-        problems.append((f"repeated {name!r}", f"parameter {name!r} given more than once"))
+    problems = [
+        f"unknown parameter {name!r}; /streams/recent takes " + ", ".join(PARAMS)
+        for name in sorted(set(q) - set(PARAMS))
+    ]
+    problems += [
+        f"parameter {name!r} given more than once"
+        for name in sorted(n for n in set(q) if len(q.getall(n)) > 1)
+    ]
     given = {
         name: value for name in PARAMS if (value := q.get(name)) is not None and (value or not blank_is_unset)
     }
+    # (the others' own checks below say what they take)
+    problems += [f"{name} is empty: leave it out to mean any" for name in FREE_TEXT if given.get(name) == ""]
     limit = default_limit
     if (text := given.get("limit")) is not None:
-        whole = text.isascii() and text.isdigit()
-        limit = int(text) if whole else 0
+        limit = int(text) if text.isascii() and text.isdigit() else 0
         if not 1 <= limit <= MAX_LIMIT:
-            problems.append(
-                (f"limit {text!r}", f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
-            )
+            problems.append(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
     status = None if (text := given.get("status")) is None else http_status(text)
     if text is not None and status is None:
-        problems.append((f"status {text!r}", f"status must be an HTTP status from 100 to 599, got {text!r}"))
+        problems.append(f"status must be an HTTP status from 100 to 599, got {text!r}")
     for name, known in (("outcome", OUTCOMES), ("anomaly", ANOMALIES)):
         if (value := given.get(name)) is not None and value not in known:
-            problems.append((f"{name} {value!r}", f"{name} must be one of {', '.join(known)}; got {value!r}"))
-    if given.get("error") == "":
-        problems.append(("error ''", "error must be one of the proxy's error codes, got ''"))
+            problems.append(f"{name} must be one of {', '.join(known)}; got {value!r}")
     if problems:
         return problems
     return Query(
@@ -226,7 +225,7 @@ def add_routes(app: web.Application, source: Source) -> None:
     async def recent(request: web.Request) -> web.Response:
         query = read_query(request.query)
         if isinstance(query, list):
-            return _bad_request(query[0][1])
+            return _bad_request("; ".join(query))
         return await _json(await source.recent(query))
 
     async def by_trace_id(request: web.Request) -> web.Response:

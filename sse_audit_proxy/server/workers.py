@@ -236,23 +236,23 @@ class Pool:
             # Workers killed together (`pkill`, the OOM killer) can take a while each to be
             # reaped on a loaded host: a second look gathers them into one round.
             await asyncio.sleep(GATHER_DELAY)
+            if self.stopping:  # stop() says who died before it
+                return
             dead = self._dead()
             for i in dead:
-                worker = self.workers[i]
-                if worker.buried:  # its replacement failed to start: tried again, not logged
-                    continue
-                _log.warning(
-                    "worker_exited",
-                    worker=worker.index,
-                    pid=worker.process.pid,
-                    status=worker.process.exitcode,
-                )
-                self.exits += 1
-                self._bury(worker)
+                if not self.workers[i].buried:  # else its replacement failed: tried again, not logged
+                    self._exited(self.workers[i])
             await asyncio.sleep(RESTART_DELAY)
             if self.stopping:
                 return
             await asyncio.gather(*(self._replace(i) for i in dead))
+
+    def _exited(self, worker: Worker) -> None:
+        _log.warning(
+            "worker_exited", worker=worker.index, pid=worker.process.pid, status=worker.process.exitcode
+        )
+        self.exits += 1
+        self._bury(worker)
 
     async def _replace(self, i: int) -> None:
         index = self.workers[i].index
@@ -280,6 +280,8 @@ class Pool:
         for worker in self.workers:
             if worker.process.is_alive():
                 worker.process.terminate()
+            elif not worker.buried:  # died before the shutdown, not yet seen by watch()
+                self._exited(worker)
         deadline = time.monotonic() + timeout
         while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

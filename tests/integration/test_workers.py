@@ -245,3 +245,20 @@ async def test_sigterm_to_the_supervisor_lets_a_worker_finish_its_stream(upstrea
                 break
             await asyncio.sleep(0.05)
     assert [(e["outcome"], e["done"]) for e in ends] == [("complete", True)], ends
+
+
+async def test_a_worker_that_died_just_before_the_shutdown_is_still_logged(demo_gateway, http) -> None:
+    """A worker killed a moment before SIGTERM reached the supervisor (the watcher's look not yet
+    made) left no `worker_exited` line (a second review)."""
+    async with serve_process(await demo_gateway(**FAST), "--workers", "2") as served:
+        victim = (await recent(http, served.metrics_url))["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.sleep(0.05)
+        served.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(served.proc.wait(), 20)
+        for _ in range(100):  # the stdout reader takes the last lines (5 s at most)
+            if any(line.get("event") == "proxy_stopped" for line in served.lines):
+                break
+            await asyncio.sleep(0.05)
+    exits = [line for line in served.lines if line.get("event") == "worker_exited"]
+    assert [line["pid"] for line in exits] == [victim], served.lines[-8:]

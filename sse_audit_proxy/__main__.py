@@ -1,5 +1,5 @@
 import sys
 
-from sse_audit_proxy.cli.main import main
+from sse_audit_proxy.cli.entry import run
 
-sys.exit(main())
+sys.exit(run())

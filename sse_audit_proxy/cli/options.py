@@ -22,10 +22,29 @@ class ConfigError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage block) and exit non-zero."""
+    """argparse, but errors are one line (no usage block) and exit non-zero, and a variable's
+    bad value is an error only when no flag on the command line overrides it."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"sse-audit-proxy: error: {message}\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed = super().parse_args(args, namespace)
+        for value in vars(parsed).values():
+            if isinstance(value, BadVariable):
+                self.error(value.message)
+        return parsed
+
+
+class BadVariable:
+    """The default of a flag whose variable holds a value it cannot take: an error when the
+    flag is not given (the docs' "a flag on the command line wins": `SSE_AUDIT_PORT=abc` with
+    `--port 0` was refused, an outside review)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def env_name(flag: str) -> str:
@@ -112,11 +131,12 @@ def option(
         try:
             default = type(raw)
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            parser.error(f"{env}={shown}: {exc}")
-        if choices and default not in choices:
-            parser.error(f"{env}={shown}: choose from {', '.join(choices)}")
+            default = BadVariable(f"{env}={shown}: {exc}")
+        else:
+            if choices and default not in choices:
+                default = BadVariable(f"{env}={shown}: choose from {', '.join(choices)}")
         required = False
-    shown = "" if default is None or secret else f" (default: {default})"
+    shown = "" if default is None or secret or isinstance(default, BadVariable) else f" (default: {default})"
     parser.add_argument(
         flag,
         type=type,
@@ -213,9 +233,17 @@ def upstream_url(value: str) -> URL:
     return url
 
 
+def _ascii(value: str, what: str) -> str:
+    """`value` if it is ASCII: int() and float() read other scripts' digits (a port given in
+    full-width digits bound port 80, an outside review), which no operator meant as a number."""
+    if not value.isascii():
+        raise argparse.ArgumentTypeError(f"{what}: {value!r}")
+    return value
+
+
 def port(value: str) -> int:
     try:
-        n = int(value)
+        n = int(_ascii(value, "not a port number"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from exc
     if not 0 <= n <= 65535:
@@ -225,7 +253,7 @@ def port(value: str) -> int:
 
 def positive_float(value: str) -> float:
     try:
-        n = float(value)
+        n = float(_ascii(value, "not a number"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
     if not n > 0 or n != n or n == float("inf"):
@@ -235,7 +263,7 @@ def positive_float(value: str) -> float:
 
 def non_negative_float(value: str) -> float:
     try:
-        n = float(value)
+        n = float(_ascii(value, "not a number"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
     if not n >= 0 or n == float("inf"):
@@ -280,7 +308,7 @@ def at_least(parse: Callable[[str], int], limit: int, shown: str) -> Callable[[s
 
 def positive_int(value: str) -> int:
     try:
-        n = int(value)
+        n = int(_ascii(value, "not a whole number"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
     if n < 1:
@@ -293,7 +321,7 @@ MAX_SIZE = 1 << 40
 
 def size(value: str) -> int:
     """A byte size: 1048576, 1024k, 1m."""
-    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    text = _ascii(value, "not a size").strip().lower().removesuffix("b").removesuffix("i")
     scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:], 1)
     if scale != 1:
         text = text[:-1]
@@ -330,6 +358,16 @@ def name_list(value: str) -> tuple[str, ...]:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_var_name(value: str) -> str:
+    """An environment variable's name (an empty one ran a probe without its key, exit 0)."""
+    if not _ENV_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not an environment variable's name: {value!r}")
+    return value
 
 
 def header_name(value: str) -> str:

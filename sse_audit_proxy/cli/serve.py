@@ -8,6 +8,7 @@ import errno
 import functools
 import ipaddress
 import os
+import re
 import resource
 import socket
 import ssl
@@ -45,7 +46,7 @@ from sse_audit_proxy.cli.options import (
 from sse_audit_proxy.core.audit import Thresholds
 from sse_audit_proxy.core.guard import MAX_GUARD_WINDOW
 from sse_audit_proxy.server import loop, workers
-from sse_audit_proxy.server.access import read_key_file
+from sse_audit_proxy.server.access import key_problem, read_key_file
 from sse_audit_proxy.server.canary import BASELINE, CANARY, CanaryConfig, label_name
 from sse_audit_proxy.server.canary_control import read_percent_file
 from sse_audit_proxy.server.inbound import (
@@ -81,7 +82,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and no user:password@: the client's own credentials are forwarded)",
     )
     add_canary_options(p)
-    option(p, "--host", type=address, default="127.0.0.1", help="address to listen on")
+    option(
+        p,
+        "--host",
+        type=address,
+        default="127.0.0.1",
+        help="address to listen on (0.0.0.0: every IPv4 address; :: every IPv6 address only, as "
+        "nginx's [::])",
+    )
     option(p, "--port", type=port, default=8080, help="port to listen on (0: any free port)")
     option(
         p,
@@ -395,8 +403,20 @@ def unknown_settings(known: frozenset[str]) -> list[str]:
     return sorted(
         name
         for name, value in os.environ.items()
-        if name.startswith(ENV_PREFIX) and name not in known and not service_link(name, value)
+        # (in any case: `sse_audit_require_key` set nothing either)
+        if name.upper().startswith(ENV_PREFIX) and name not in known and not service_link(name, value)
     )
+
+
+# Words of an unknown variable that reads as an attempt at inbound auth (SSE_AUDIT_API_KEY,
+# SSE_AUDIT_AUTH_TOKEN): the proxy started open with a warning (an outside review).
+_AUTH_WORDS = re.compile(r"KEY|AUTH|TOKEN|SECRET|PASSWORD|CREDENTIAL")
+
+
+def auth_guesses(unknown: list[str], every: frozenset[str]) -> list[str]:
+    """Unknown variables whose names say keys or auth, not another command's (probe's
+    SSE_AUDIT_API_KEY_ENV in the same shell)."""
+    return [name for name in unknown if name not in every and _AUTH_WORDS.search(name.upper())]
 
 
 # The settings whose loss leaves the proxy open (no inbound auth, secrets in its records and
@@ -666,11 +686,16 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
             # knowingly not) would go out unencrypted.
             raise ConfigError(f"{name} is for an https:// upstream, and --upstream and --canary are http://")
     keys = tuple(args.require_key or ())
+    for i, key in enumerate(keys, 1):
+        if (problem := key_problem(key)) is not None:
+            raise ConfigError(f"--require-key: key {i} (not shown) {problem}")
     if args.require_key_file:
         try:
             from_file = tuple(read_key_file(args.require_key_file))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--require-key-file: cannot read {args.require_key_file!r}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"--require-key-file: {args.require_key_file!r}: {exc}") from exc
         if not from_file:  # (with --require-key too: a key file mounted empty is not what was meant)
             raise ConfigError(f"--require-key-file: no keys in {args.require_key_file!r}")
         keys += from_file
@@ -712,10 +737,23 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if sys.stdout is None:  # started with `>&-`: an AttributeError's traceback (an outside review)
+        if sys.stderr is not None:
+            print(
+                "sse-audit-proxy: error: stdout is closed: the log lines go there (send it to a file "
+                "or /dev/null)",
+                file=sys.stderr,
+            )
+        return 2
     unknown = unknown_settings(args.known_settings)
     try:
         mistyped = mistyped_settings(unknown, args.known_settings, args.every_setting)
         refused = [f"{name} (did you mean {meant}?)" for name, meant in mistyped.items() if meant in GUARDING]
+        refused += [
+            f"{name} (inbound keys are SSE_AUDIT_REQUIRE_KEY or SSE_AUDIT_REQUIRE_KEY_FILE)"
+            for name in auth_guesses(unknown, args.every_setting)
+            if name not in mistyped
+        ]
         if refused:  # names only: a value could be a key
             raise ConfigError(f"no such setting: {', '.join(refused)}")
         config = config_from(args)

@@ -49,9 +49,30 @@ def presented_keys(headers: Mapping[str, str]) -> list[str]:
     return keys
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be a key a client presents, or None. Never quotes it. A key with a space
+    or a comma was kept whole and matched no client: every request 401, nothing said (an
+    outside review: `k1,k2` in a key file, `key # note`, a pasted `Bearer KEY`)."""
+    if key.lower().startswith(("bearer ", "basic ")):
+        return "begins with an auth scheme (give the key alone, not the header's value)"
+    if any(c.isspace() or c == "," or not c.isprintable() for c in key):
+        return (
+            "has a space, a comma or a control character in it (one key a line; comments on lines "
+            "of their own)"
+        )
+    return None
+
+
 def read_key_file(path: str) -> list[str]:
     """One key a line; blank lines and `#` comments are skipped. A leading byte-order mark (an
-    editor's) is not part of the first key: with it, that key was refused 401."""
+    editor's) is not part of the first key: with it, that key was refused 401. A line that
+    cannot be a key is a ValueError naming its number, not the key."""
     with open(path, encoding="utf-8-sig") as f:
         lines = [line.strip() for line in f]
-    return [line for line in lines if line and not line.startswith("#")]
+    keys = []
+    for number, line in enumerate(lines, 1):
+        if line and not line.startswith("#"):
+            if (problem := key_problem(line)) is not None:
+                raise ValueError(f"line {number} {problem}")
+            keys.append(line)
+    return keys

@@ -176,12 +176,20 @@ class Pool:
             args=(index, self._config, self._setup_logging, child),
             daemon=True,
         )
+        # A terminal's Ctrl-C reaches every process of its group: a worker still importing printed
+        # a traceback, and the supervisor called its death a failure to start (an outside
+        # review). A worker starts with SIGINT ignored (Python then installs no handler of its
+        # own for it) until serve's handler takes it; the supervisor stops it with SIGTERM.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             process.start()
         except OSError as exc:
             parent.close()
             child.close()
             raise WorkerFailed(f"cannot start worker {index}: {exc.strerror or exc}") from None
+        finally:
+            if previous is not None:  # (None: a handler not set from Python, none to restore)
+                signal.signal(signal.SIGINT, previous)
         child.close()
         return Worker(index, process, parent)
 

@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import re
+import stat
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
@@ -194,7 +195,11 @@ def _read(source: str) -> Any:
         if source == "-":
             raw = sys.stdin.buffer.read(MAX_EVIDENCE_BYTES + 1)
         else:
-            with open(source, "rb") as f:
+            # Opened without blocking, and only a regular file read: a FIFO held it with nothing
+            # said (an outside review).
+            with open(os.open(source, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise BadEvidence("not a regular file (give - to read standard input)")
                 raw = f.read(MAX_EVIDENCE_BYTES + 1)
     except OSError as exc:
         raise BadEvidence(f"cannot read it: {exc.strerror or exc}") from None

@@ -31,6 +31,7 @@ from sse_audit_proxy.cli.options import (
     at_most,
     base_url,
     breaks_a_header,
+    env_var_name,
     key_header_value,
     non_negative_float,
     positive_float,
@@ -595,6 +596,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--api-key-env",
         metavar="NAME",
+        type=env_var_name,
         default=None,
         help="environment variable holding the API key, sent as a Bearer token or in --api-key-header",
     )

@@ -542,3 +542,82 @@ def test_a_path_and_a_setting_name_not_in_utf_8_are_logged_escaped_and_a_bad_sha
     assert events["unknown_settings"]["names"] == ["SSE_AUDIT_\\udcff"]
     assert events["canary_percent_rejected"]["path"].endswith("percent\\udcff")
     assert events["proxy_started"]["canary_percent"] == 0.0
+
+
+# From an outside review of configuration edges -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("k1,k2\n", 1), ("key1 # note\n", 1), ("# keys\nBearer sk-abc123\n", 2), ("ok-key\nk\tk\n", 2)],
+)
+def test_a_key_file_line_that_cannot_be_a_key_is_a_one_line_error_not_shown(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    """Each was kept whole as one key that no client presents: every request 401, nothing said."""
+    keys = tmp_path / "keys"
+    keys.write_text(text)
+    proc = run(*SERVE, "--require-key-file", str(keys))
+    assert_one_line_error(proc, f"line {line} ")
+    assert "k1" not in proc.stderr and "sk-abc" not in proc.stderr and "key1" not in proc.stderr
+
+
+def test_a_key_given_with_its_auth_scheme_is_a_one_line_error() -> None:
+    proc = run(*SERVE, env={"SSE_AUDIT_REQUIRE_KEY": "Bearer sk-abc123"})
+    assert_one_line_error(proc, "auth scheme")
+    assert "sk-abc" not in proc.stderr
+
+
+@pytest.mark.parametrize("variable", ["SSE_AUDIT_API_KEY", "SSE_AUDIT_AUTH_TOKEN", "sse_audit_require_key"])
+def test_a_variable_that_guesses_at_inbound_keys_is_refused_not_ignored(variable: str) -> None:
+    """The proxy started open with a warning: the key its operator meant to require was never
+    read. Another command's (probe's SSE_AUDIT_API_KEY_ENV) is not refused."""
+    proc = run(*SERVE, env={variable: "s3cret-VALUE"})
+    assert_one_line_error(proc, variable, "SSE_AUDIT_REQUIRE_KEY")
+    assert "s3cret-VALUE" not in proc.stderr
+
+
+def test_a_flag_on_the_command_line_wins_over_a_bad_variable() -> None:
+    proc = run("serve", "--upstream", "http://127.0.0.1:1", "--port", "80x", env={"SSE_AUDIT_PORT": "eighty"})
+    assert_one_line_error(proc, "--port")
+    with socket.socket() as s:  # the flag's good value is taken: the variable's is never read
+        s.bind(("127.0.0.1", 0))
+        taken = s.getsockname()[1]
+        s.listen()
+        proc = run(*SERVE[:3], "--port", str(taken), "--metrics-port", "0", env={"SSE_AUDIT_PORT": "eighty"})
+    assert_one_line_error(proc, str(taken))
+    assert "SSE_AUDIT_PORT" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["\uff18\uff10", "\u0668\u0660"])  # full-width and Arabic-Indic 80
+def test_digits_of_other_scripts_are_no_number(value: str) -> None:
+    assert_one_line_error(run(*SERVE[:3], "--port", value), "not a port number")
+    assert_one_line_error(run(*SERVE, "--idle-timeout", value), "not a number")
+
+
+def test_a_closed_stdout_is_a_one_line_error() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_AUDIT_")}
+    proc = subprocess.run(
+        [*EXE, *SERVE],
+        stdout=None,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "sse-audit-proxy: error: stdout is closed: the log lines go there (send it to a file or /dev/null)"
+    )
+
+
+def test_the_tools_refuse_an_empty_host_or_variable_name(tmp_path: Path) -> None:
+    assert_one_line_error(run("gateway", "--host", "", "--port", "0"), "--host")
+    assert_one_line_error(run("probe", "--api-key-env", "", "http://127.0.0.1:1/v1"), "--api-key-env")
+    fifo = tmp_path / "evidence"
+    os.mkfifo(fifo)
+    assert_one_line_error(
+        run("evidence-to-case", str(fifo), "--out", str(tmp_path), timeout=10), "regular file"
+    )

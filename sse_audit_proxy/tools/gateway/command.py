@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from sse_audit_proxy.cli.options import non_negative_float, port, positive_float, share
+from sse_audit_proxy.cli.options import address, non_negative_float, port, positive_float, share
 from sse_audit_proxy.server import loop
 from sse_audit_proxy.server.listen import describe_os_error
 from sse_audit_proxy.tools import scenarios
@@ -76,7 +76,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "misbehaves on demand: the scenario comes from the model name (demo-<scenario>) or "
         "the X-Demo-Scenario header; GET /v1/models lists them.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--host", type=address, default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
     p.add_argument(
         "--port", type=port, default=8000, help="port to listen on, 0 for any free port (default: 8000)"
     )

@@ -16,6 +16,7 @@ from sse_audit_proxy.cli.options import (
     add_key_header_option,
     base_url,
     breaks_a_header,
+    env_var_name,
     positive_float,
     request_header_no_key,
     upstream_url,
@@ -67,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--api-key-env",
         metavar="NAME",
+        type=env_var_name,
         default=None,
         help=f"environment variable holding the API key, sent as a Bearer token or in "
         f"--api-key-header (default: {DEFAULT_KEY_ENV}, and no key when it is unset); the key is "

@@ -87,8 +87,9 @@ GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left:
 # baseline's quotas shows in SSEAuditCanaryRateLimited, which compares the sides' 429s and 408s.
 NOT_CLIENT_ERRORS = frozenset({499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
-# The baseline's streams of the canary's time must show the canary worse at all (one-sided
-# 0.5 %; asked after every stream, so strict) before its older ones may be the comparison: with
+# The baseline's streams of the canary's time must show the canary worse by the margin (one-sided
+# 0.5 %; asked after every stream, so strict) before its older ones may be the comparison (worse
+# at all let chance through: a shared outage tripped small shares, an outside review): with
 # them alone, an incident both sides shared still showed on the canary long after the baseline's
 # last window had forgotten it. Simulated (tests/unit/test_guard_edges.py): shared incidents
 # tripped 61 runs in 140 before, 4 now; a canary failing at 90 % or more is stopped
@@ -117,9 +118,12 @@ class GuardSettings:
 
 
 # The baseline keeps this many windows of streams, so that its span covers the canary's window
-# down to a share of about 1 / (1 + BASELINE_STORE), 5 %, and BASELINE_STORE_MAX at most.
-BASELINE_STORE = 20
-BASELINE_STORE_MAX = 20_000
+# down to a share of about 1 / (1 + BASELINE_STORE), 0.5 %, and BASELINE_STORE_MAX at most (at
+# 20, 5 %, a canary at 1 % still held a shared outage's streams when the baseline had forgotten
+# it, and a healthy canary was rolled back after every such outage: an outside review). About
+# 200 bytes a stream: 8 MB at the default window, 20 MB at most.
+BASELINE_STORE = 200
+BASELINE_STORE_MAX = 100_000
 # Above this many samples the p95's confidence ranks come from the normal approximation of the
 # binomial, a rank more cautious at most (exact below: its sum costs 0.25 ms at 500 samples, once
 # per count, on the event loop; 2 ms at 2,000).
@@ -465,7 +469,7 @@ class Guard:
             return None
         same_time = self.baseline
         trip = self._share_against(same_time, Z_SHARE)
-        if trip is not None or self._share_against(same_time, Z_SAME_TIME, margin=0.0) is None:
+        if trip is not None or self._share_against(same_time, Z_SAME_TIME) is None:
             return trip
         return self._share_against(self._last_window(), Z_SHARE)
 

@@ -229,8 +229,8 @@ def test_a_bad_canary_trips_as_soon_as_before_at_any_share_and_window() -> None:
             assert trip is not None and trip.rule == "bad_share", (window, share)
             failed = sum(1 for x in g.canary.samples if x.bad)
             # (before: 20 to 29; at a high share the baseline's few streams of the same time
-            # must show the canary worse too: 0 in 20 bounds the baseline at 23 %)
-            assert failed <= (30 if share <= 0.5 else 60), (window, share, failed)
+            # must show the canary worse too, by the margin: 0 in 20 bounds the baseline at 23 %)
+            assert failed <= (30 if share <= 0.5 else 70), (window, share, failed)
 
 
 def _ramp_then(share: float, p_bad_both: float, p_bad_canary: float, seed: int) -> Trip | None:
@@ -262,3 +262,20 @@ def test_a_shared_fault_that_begins_with_a_new_share_seldom_trips() -> None:
 def test_at_100_percent_the_canary_is_still_judged_against_the_baselines_last_window(seed: int) -> None:
     trip = _ramp_then(1.0, 0.0, 0.5, seed)
     assert trip is not None and trip.rule == "bad_share" and trip.baseline["streams"] > 0
+
+
+@pytest.mark.parametrize("share", [0.01, 0.03])
+def test_a_shared_outage_at_a_ramps_first_shares_trips_no_healthy_canary(share: float) -> None:
+    """Both sides fail every stream for 5 minutes (a provider both use), 10 streams a second.
+    At 1 % and 3 % the canary's window spans hours: the baseline forgot the outage first, and a
+    check that the baseline of the same time showed the canary worse at all (by 0 points) let the
+    older comparison through; every run tripped, minutes after the outage (an outside review)."""
+    for seed in range(3):
+        rng = random.Random(seed)
+        g = Guard(GuardSettings())
+        t = 0.0
+        while t < 3 * 3600.0:
+            t += rng.expovariate(10.0)
+            bad = 1800.0 <= t < 2100.0 or rng.random() < 0.01
+            trip = g.observe(rng.random() < share, Sample(f"s{t}", bad, 0.5, at=t))
+            assert trip is None, (share, seed, t, trip)

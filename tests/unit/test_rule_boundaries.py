@@ -8,7 +8,7 @@ from chat_streams import DONE, chunk, healthy, tool_call_stream
 
 from sse_audit_proxy.core.audit import End, Outcome, StreamAudit, StreamResult
 from sse_audit_proxy.core.dialects.chat import ChatCompletions
-from sse_audit_proxy.core.guard import Guard, GuardSettings, Sample, judge
+from sse_audit_proxy.core.guard import BASELINE_STORE, Guard, GuardSettings, Sample, judge
 from sse_audit_proxy.core.record import AuditRecord
 
 
@@ -120,15 +120,17 @@ def test_a_json_error_answered_with_an_error_status_has_no_anomaly() -> None:
 
 
 def test_a_side_forgets_the_ttfts_of_streams_that_leave_it() -> None:
-    guard = Guard(GuardSettings(window=5))  # each side keeps BASELINE_STORE windows: 100
-    for i in range(300):
+    guard = Guard(GuardSettings(window=5))  # each side keeps BASELINE_STORE windows
+    store = guard.baseline.store
+    assert store == 5 * BASELINE_STORE
+    for i in range(store + 200):
         guard.baseline.add(Sample(f"b{i}", False, float(i)))
-    assert guard.baseline.ttfts == [float(i) for i in range(200, 300)]
-    for i in range(100):
+    assert guard.baseline.ttfts == [float(i) for i in range(200, store + 200)]
+    for i in range(store):
         guard.baseline.add(Sample(f"n{i}", i % 2 == 0, None))  # no TTFT: the old ones go
-    assert guard.baseline.ttfts == [] and guard.baseline.bad == 50
+    assert guard.baseline.ttfts == [] and guard.baseline.bad == store // 2
     guard.baseline.since(float("inf"))  # ... and out of the span: kept, no longer counted
-    assert guard.baseline.bad == 0 and len(guard.baseline.older) == 100
+    assert guard.baseline.bad == 0 and len(guard.baseline.older) == store
 
 
 def test_the_ttft_rule_waits_for_min_streams_canary_ttfts() -> None:

@@ -145,6 +145,7 @@ class ChatCompletions(Dialect):
         "_failed",
         "_finish",
         "_finish_repeats",
+        "_finished_last",
         "_last_tool",
         "_malformed",
         "_names",
@@ -163,6 +164,11 @@ class ChatCompletions(Dialect):
     def __init__(self) -> None:
         self._choices: set[int] = set()
         self._finish: dict[int, str] = {}
+        # Choices whose finish came after their content, in a frame without any: their calls'
+        # arguments were whole by then, whatever followed on other choices. Not one whose finish
+        # came with content, or before more (an early finish: Open WebUI's on reasoning chunks,
+        # a gateway's on every chunk), which says nothing of its end.
+        self._finished_last: set[int] = set()
         # Finish reasons of a choice that had one already, in chunks with a delta (LangChain,
         # which joins them, skips a chunk without one).
         self._finish_repeats = 0
@@ -238,21 +244,26 @@ class ChatCompletions(Dialect):
                 limit = limit or len(seen) + len(choices)
                 self._new_choice(index, limit)
             delta = choice.delta
+            said = False
             if delta:
                 content = delta.get("content")
                 if (content.__class__ is str and content and not delta.get("tool_calls")) or self._delta(
                     index, delta
                 ):
                     bits |= CONTENT  # content after a finish_reason still reached the client
+                    said = True
             elif delta is None and _a_chunk(_decode_any(data)):
                 self._malformed += 1  # Python's helper reads every choice's delta: it raises
             reason = choice.finish_reason
             if reason:  # "" means none yet
                 self._finish_repeats += delta is not None and index in self._finish
                 self._finish[index] = reason_word(reason)
+                self._finished(index, said)
                 bits |= FINISH
                 if failed_reason(reason):
                     bits = self._choice_failed(bits)
+            elif said and self._finished_last:
+                self._finished_last.discard(index)
         return bits
 
     def _choice_failed(self, bits: int) -> int:
@@ -308,11 +319,21 @@ class ChatCompletions(Dialect):
         elif reason:  # "" means none yet
             self._finish_repeats += delta is not None and index in self._finish
             self._finish[index] = reason_word(reason)
+            self._finished(index, bool(bits))
             if failed_reason(reason):
                 self._failed = True
                 bits |= ERROR  # counted by _observe_doc, once per frame
             bits |= FINISH
+            return bits
+        if bits and self._finished_last:
+            self._finished_last.discard(index)
         return bits
+
+    def _finished(self, index: int, said: bool) -> None:
+        if said:
+            self._finished_last.discard(index)
+        else:
+            self._finished_last.add(index)
 
     def _observe_doc(self, data: bytes) -> int:
         """A frame read as plain JSON values: `[DONE]`, or any shape, checked step by step."""
@@ -538,9 +559,14 @@ class ChatCompletions(Dialect):
         }
 
     def _finished_calls(self) -> set[object]:
-        """The calls of choices that reported their finish (keys begin with the choice): whole
-        by then, though another choice was cut."""
-        return {key for key in self._tools.calls() if isinstance(key, tuple) and key[0] in self._finish}
+        """The calls of choices whose finish came after their content (keys begin with the
+        choice): whole by then, though another choice was cut."""
+        done = self._finished_last
+        return (
+            {key for key in self._tools.calls() if isinstance(key, tuple) and key[0] in done}
+            if done
+            else set()
+        )
 
     def _extras(self) -> tuple[str, ...]:
         extras: tuple[str, ...] = (REPEATED_TOOL_CALL_FIELDS,) if self._repeats else ()

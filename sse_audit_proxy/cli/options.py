@@ -168,10 +168,13 @@ def flag(parser: argparse.ArgumentParser, name: str, *, help: str) -> None:
     _builtin_default(parser, name, False)
     raw = os.environ.get(env)
     value = "" if raw is None else raw.strip().lower()
+    default: bool | BadVariable = value in _ON
     if value not in _ON + _OFF:
-        parser.error(f"{env}={raw!r}: choose from {', '.join(_ON)} (on) or {', '.join(_OFF[1:])} (off)")
+        default = BadVariable(
+            f"{env}={raw!r}: choose from {', '.join(_ON)} (on) or {', '.join(_OFF[1:])} (off)"
+        )
     parser.add_argument(
-        name, action=argparse.BooleanOptionalAction, default=value in _ON, help=f"{help} [env: {env}]"
+        name, action=argparse.BooleanOptionalAction, default=default, help=f"{help} [env: {env}]"
     )
 
 

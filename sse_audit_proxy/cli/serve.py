@@ -413,10 +413,11 @@ def unknown_settings(known: frozenset[str]) -> list[str]:
 _AUTH_WORDS = re.compile(r"KEY|AUTH|TOKEN|SECRET|PASSWORD|CREDENTIAL")
 
 
-def auth_guesses(unknown: list[str], every: frozenset[str]) -> list[str]:
+def auth_guesses(unknown: list[str], known: frozenset[str], every: frozenset[str]) -> list[str]:
     """Unknown variables whose names say keys or auth, not another command's (probe's
-    SSE_AUDIT_API_KEY_ENV in the same shell)."""
-    return [name for name in unknown if name not in every and _AUTH_WORDS.search(name.upper())]
+    SSE_AUDIT_API_KEY_ENV in the same shell, in any case)."""
+    others = every - known
+    return [name for name in unknown if name.upper() not in others and _AUTH_WORDS.search(name.upper())]
 
 
 # The settings whose loss leaves the proxy open (no inbound auth, secrets in its records and
@@ -688,7 +689,7 @@ def config_from(args: argparse.Namespace) -> ServiceConfig:
     keys = tuple(args.require_key or ())
     for i, key in enumerate(keys, 1):
         if (problem := key_problem(key)) is not None:
-            raise ConfigError(f"--require-key: key {i} (not shown) {problem}")
+            raise ConfigError(f"--require-key (or SSE_AUDIT_REQUIRE_KEY): key {i} (not shown) {problem}")
     if args.require_key_file:
         try:
             from_file = tuple(read_key_file(args.require_key_file))
@@ -751,8 +752,8 @@ def run(args: argparse.Namespace) -> int:
         refused = [f"{name} (did you mean {meant}?)" for name, meant in mistyped.items() if meant in GUARDING]
         refused += [
             f"{name} (inbound keys are SSE_AUDIT_REQUIRE_KEY or SSE_AUDIT_REQUIRE_KEY_FILE)"
-            for name in auth_guesses(unknown, args.every_setting)
-            if name not in mistyped
+            for name in auth_guesses(unknown, args.known_settings, args.every_setting)
+            if mistyped.get(name) not in GUARDING
         ]
         if refused:  # names only: a value could be a key
             raise ConfigError(f"no such setting: {', '.join(refused)}")

@@ -469,8 +469,20 @@ class Guard:
             return None
         same_time = self.baseline
         trip = self._share_against(same_time, Z_SHARE)
-        if trip is not None or self._share_against(same_time, Z_SAME_TIME) is None:
+        if trip is not None:
             return trip
+        # The gate: the baseline of the same time shows the canary worse, by the margin where it
+        # has a window's streams (a small share, whose window spans long), at all where fewer (a
+        # ramp's last steps, whose few same-time streams cannot bound a few points: by the margin
+        # there, a canary failing a quarter of its streams at 100 % ran on, a second review).
+        # None when no baseline stream ended in the canary's time (100 %): its span is then its
+        # last streams from before, as the last window's are, only fewer.
+        start = self.canary.oldest
+        none_since = start is not None and bool(same_time.samples) and same_time.samples[-1].at < start
+        if not none_since:
+            margin = None if len(same_time.samples) >= s.window else 0.0
+            if self._share_against(same_time, Z_SAME_TIME, margin) is None:
+                return None
         return self._share_against(self._last_window(), Z_SHARE)
 
     def _share_against(self, b: _Side, z: float, margin: float | None = None) -> Trip | None:

@@ -621,3 +621,17 @@ def test_the_tools_refuse_an_empty_host_or_variable_name(tmp_path: Path) -> None
     assert_one_line_error(
         run("evidence-to-case", str(fifo), "--out", str(tmp_path), timeout=10), "regular file"
     )
+
+
+def test_a_switch_on_the_command_line_wins_over_a_bad_variable_and_other_commands_ignore_it() -> None:
+    env = {"SSE_AUDIT_CANARY_GUARD": "enabled"}
+    assert_one_line_error(run(*SERVE, env=env), "SSE_AUDIT_CANARY_GUARD")
+    assert run("--version", env=env).returncode == 0
+    assert run("evidence-to-case", "--help", env=env).returncode == 0
+    proc = run(*SERVE, "--no-canary-guard", "--upstream", "http://127.0.0.1:1:x", env=env)
+    assert_one_line_error(proc, "--upstream")  # past the variable: it was never read
+
+
+@pytest.mark.parametrize("variable", ["SSE_AUDIT_UPSTREAM_KEY", "SSE_AUDIT_CANARY_TOKEN"])
+def test_an_auth_guess_near_another_setting_is_refused_too(variable: str) -> None:
+    assert_one_line_error(run(*SERVE, env={variable: "s3cret-VALUE"}), variable, "SSE_AUDIT_REQUIRE_KEY")

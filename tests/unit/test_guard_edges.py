@@ -279,3 +279,30 @@ def test_a_shared_outage_at_a_ramps_first_shares_trips_no_healthy_canary(share: 
             bad = 1800.0 <= t < 2100.0 or rng.random() < 0.01
             trip = g.observe(rng.random() < share, Sample(f"s{t}", bad, 0.5, at=t))
             assert trip is None, (share, seed, t, trip)
+
+
+@pytest.mark.parametrize("share", [0.9, 1.0])
+def test_a_canary_failing_a_quarter_of_its_streams_at_a_ramps_last_steps_is_stopped(share: float) -> None:
+    """At 90 % and 100 % the baseline's streams of the canary's time are few: asking them to
+    show the canary worse by the margin before the baseline's last window may judge it left a
+    canary failing 20 to 25 % of its streams running for hundreds of failures (a second review)."""
+    for seed in range(4):
+        rng = random.Random(seed)
+        g = Guard(GuardSettings())
+        t = 0.0
+        for i in range(3000):  # the baseline's history, then the last step
+            t += 0.1
+            g.observe(False, Sample(f"b{i}", rng.random() < 0.01, 0.5, at=t))
+        g.reset()
+        trip, bad = None, 0
+        for i in range(3000):
+            t += 0.1
+            canary = rng.random() < share
+            failed = canary and i >= 400 and rng.random() < 0.25
+            bad += failed
+            trip = g.observe(
+                canary, Sample(f"s{i}", failed or (not canary and rng.random() < 0.01), 0.5, at=t)
+            )
+            if trip is not None:
+                break
+        assert trip is not None and bad <= 120, (share, seed, bad)

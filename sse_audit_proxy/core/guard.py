@@ -87,13 +87,14 @@ GAVE_UP_AFTER = 1.0  # seconds a client waited for a first token before it left:
 # baseline's quotas shows in SSEAuditCanaryRateLimited, which compares the sides' 429s and 408s.
 NOT_CLIENT_ERRORS = frozenset({499})
 Z_SHARE = 3.09  # one-sided 0.1 %: the test runs after every stream, so it must be strict
-# The baseline's streams of the canary's time must show the canary worse by the margin (one-sided
-# 0.5 %; asked after every stream, so strict) before its older ones may be the comparison (worse
-# at all let chance through: a shared outage tripped small shares, an outside review): with
-# them alone, an incident both sides shared still showed on the canary long after the baseline's
-# last window had forgotten it. Simulated (tests/unit/test_guard_edges.py): shared incidents
-# tripped 61 runs in 140 before, 4 now; a canary failing at 90 % or more is stopped
-# after about 50 failed streams, against 29 before (a bound of 0 in 20 baseline streams).
+# The baseline's streams of the canary's time must show the canary worse (one-sided 0.5 %; asked
+# after every stream, so strict; by the margin where they are a window's worth: worse at all let
+# chance through, and a shared outage tripped small shares, an outside review) before its older
+# ones may be the comparison: with them alone, an incident both sides shared still showed on the
+# canary long after the baseline's last window had forgotten it. Simulated
+# (tests/unit/test_guard_edges.py): shared incidents tripped 61 runs in 140 before, 4 now; a
+# canary failing at 90 % or more is stopped after about 50 failed streams, against 29 before (a
+# bound of 0 in 20 baseline streams).
 Z_SAME_TIME = 2.58
 TTFT_QUANTILE = 0.95
 TTFT_ALPHA = 0.01

@@ -78,8 +78,11 @@ async def test_an_open_stream_of_one_character_fragments_holds_about_a_byte_each
 
     assert body == TOOL_FRAMES + END  # relayed byte for byte
     grown = tool - plain
-    # The arguments are 150 KB; as str objects they were about 9 MB.
-    assert grown < 2 << 10, f"the open tool stream held {grown} KiB more than a plain one"
+    # The arguments are 150 KB; as str objects they were about 9 MB (serve 10.4 MB larger). This
+    # is RSS, not what is held: with the dependencies' floors (CI's `oldest` step) the allocator
+    # keeps about 2 MB more for the stream's many short-lived objects (1.8 to 2.0 MB, on the
+    # main of the day before too; 0.7 to 1.0 MB with current releases).
+    assert grown < 4 << 10, f"the open tool stream held {grown} KiB more than a plain one"
     end = child.events("stream_end")[-1]
     assert end["tool_calls"] == 1
     assert "invalid_tool_arguments" not in end["anomalies"], end["anomalies"]

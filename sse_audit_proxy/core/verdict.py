@@ -276,7 +276,7 @@ def _bad_tool_calls(f: Facts) -> int:
     s = f.summary
     if s.failed or f.error_instead_of_stream or not f.event_stream or f.unreadable:
         return 0
-    if (f.judged and s.terminal) or ((f.judged or f.end in _LEFT_WITH_ALL_SENT) and f.all_finished):
+    if (f.judged and (s.terminal or f.all_finished)) or f.left_after_finish:
         return s.invalid_tool_arguments
     return s.broken_tool_arguments
 

@@ -410,6 +410,22 @@ async def test_bursty_releases_the_tokens_in_clumps_after_silences(
         assert usage == (await plain.json())["usage"]  # the extra tokens are in both answers
 
 
+async def test_a_busy_loop_does_not_shorten_the_silence_before_the_next_clump(demo_gateway: Any) -> None:
+    """The clumps' silences are the scenario: a clump that a busy loop (CI, many streams at once)
+    let out late was followed by the next on the old schedule, 0.15 s after it, and the proxy
+    rightly judged the stream not bursty (a CI run failed so)."""
+    gateway = await demo_gateway()
+    # clumps are due about 0.015, 0.315, 0.615 s after the request: hold the loop over the second
+    handle = asyncio.get_running_loop().call_later(0.2, time.sleep, 0.25)
+    try:
+        _, events, _ = await timed_stream(gateway, "chat/completions", "demo-bursty")
+    finally:
+        handle.cancel()
+    content = [t for t, data in events if _is_content(data)]
+    silences = [b - a for a, b in itertools.pairwise(content) if b - a >= 0.002]
+    assert len(silences) >= 3 and min(silences) >= 0.28, silences
+
+
 def _is_content(data: bytes) -> bool:
     if data == b"[DONE]":
         return False

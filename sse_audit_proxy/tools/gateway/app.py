@@ -215,12 +215,16 @@ async def _play(
 ) -> None:
     loop = asyncio.get_running_loop()
     write = resp.write
+    last_at, last_done = 0.0, started
     for at, data in script.writes:
-        delay = started + at - loop.time()
+        # A scenario is its gaps: a write that a busy loop made late does not shorten the next
+        # gap (a bursty clump's silence, a stall), as catching up on the schedule would.
+        delay = max(started + at, last_done + at - last_at) - loop.time()
         # Yield even when the write is already due: concurrent streams then take turns frame
         # by frame, as a model server's do, instead of one stream's whole burst going first
         # (a write only yields when the socket is full).
         await asyncio.sleep(delay if delay > 0 else 0)
+        last_at, last_done = at, loop.time()
         if data:
             await write(_stamp(data) if sent_at else data)
     if script.end is EndAction.RESET:

@@ -111,6 +111,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 break
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Tests go to the workers one by one, as with `--dist load`, except that an interop file's
+    all go to one worker: its third-party servers start once, in its module fixture. Spread
+    over both workers, the matrix started LiteLLM, aimock and llmock and ran every case twice
+    (50 s each). (`--dist loadgroup` would do it, but xdist 3.8 names the group in a field
+    pytest 9.2 no longer reads.) The biggest groups go first (xdist's default for scopes)."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist asked for on the command line
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerInteropFile(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid.split("::", 1)[0] if nodeid.startswith("tests/interop/") else nodeid
+
+    return OneWorkerPerInteropFile(config, log)
+
+
 # Tests on real sockets run timed streams through gateways in this process's own event loop. A
 # full collection of the heap the unit tests leave behind took up to 300 ms (gc.callbacks,
 # the oldest-dependencies run), long enough for a gateway pacing 10 ms frames to send a whole

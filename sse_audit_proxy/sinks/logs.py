@@ -254,6 +254,7 @@ class LogSink:
             self._log.info(
                 "stream_evidence",
                 trace_id=rec.trace_id,
+                upstream=rec.upstream,  # the side, as in stream_end: a canary's evidence by itself
                 outcome=doc["verdict"]["outcome"],
                 anomalies=doc["verdict"]["anomalies"],
                 evidence=doc,

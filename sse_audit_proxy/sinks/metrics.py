@@ -47,6 +47,7 @@ ALERTED_ANOMALIES = (
 ALERTED_STATUSES = ("408", "429", "500", "502", "503", "504")
 # Streams the proxy itself cut, whose outcome is client_disconnect: sse_audit_streams_cut_total.
 CUT_ENDS = (End.ABORTED, End.SLOW_CLIENT)
+BASELINE = "baseline"  # the side of a proxy without a canary (AuditRecord.upstream's default)
 
 _log = structlog.get_logger("sse_audit_proxy")
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
@@ -232,10 +233,9 @@ class Metrics:
             "shutdown drain (--drain-timeout) ran out, or the proxy's own failure mid-stream "
             "(aborted); a client that took nothing for --send-timeout with more than "
             "--max-unsent-bytes unread (slow_client).",
-            ("end_reason",),
+            ("end_reason", "upstream"),
             registry=registry,
         )
-        self._cut = {end: self.streams_cut.labels(end.value) for end in CUT_ENDS}
         self.log_lines_dropped = Counter(
             "sse_audit_log_lines_dropped",
             "Log lines (records, evidence) not written: whatever reads stdout fell "
@@ -247,6 +247,8 @@ class Metrics:
         # Counted from the log writer's thread too: the children are made here, once.
         self._dropped_lines = {reason: self.log_lines_dropped.labels(reason) for reason in DROP_REASONS}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        for end in CUT_ENDS:  # a canary's series start with its first stream (stream_started)
+            self._child(self.streams_cut, end.value, BASELINE)
         self._series: dict[tuple[str, str, str], _Series] = {}
         self.active = Gauge(
             "sse_audit_active_streams",
@@ -297,6 +299,8 @@ class Metrics:
                 self._child(self.streams, *key, outcome)
             for anomaly in ALERTED_ANOMALIES:
                 self._child(self.anomalies, *key, anomaly)
+            for end in CUT_ENDS:
+                self._child(self.streams_cut, end.value, key[2])
             method = rec.method if rec.method in _METHODS else OTHER
             for status in ALERTED_STATUSES:
                 self._child(self.requests, key[0], method, self.statuses(status), key[2])
@@ -332,9 +336,8 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         outcome = s.outcome.value
         child(self.streams, route, model, side, outcome).inc()
-        cut = self._cut.get(s.end)
-        if cut is not None and s.outcome is Outcome.CLIENT_DISCONNECT:  # (not after its end)
-            cut.inc()
+        if s.end in CUT_ENDS and s.outcome is Outcome.CLIENT_DISCONNECT:  # (not after its end)
+            child(self.streams_cut, s.end.value, side).inc()
         bad = judge(rec)
         if bad is not None:
             series.judged.inc()

@@ -396,6 +396,7 @@ async def test_every_anomalous_stream_logs_its_evidence_as_one_json_line(
     (line,) = evidence
     assert line["outcome"] == "truncated" and line["level"] == "info"
     doc = line["evidence"]
+    assert line["upstream"] == doc["upstream"] == "baseline"  # top-level: a side's evidence alone
     assert doc["trace_id"] == "trace-cut" and doc["timeline"]["frames"] > 0
     assert doc["verdict"]["reasons"][0].startswith("truncated: ")
     ends = [e for e in events if e["event"] == "stream_end" and e["trace_id"] == "trace-cut"]

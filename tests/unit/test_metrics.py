@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from chat_streams import healthy
@@ -412,15 +413,23 @@ def test_streams_the_proxy_cut_are_counted_by_end_reason() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
 
-    def cut(reason: str) -> float | None:
-        return registry.get_sample_value("sse_audit_streams_cut_total", {"end_reason": reason})
+    def cut(reason: str, side: str = "baseline") -> float | None:
+        labels = {"end_reason": reason, "upstream": side}
+        return registry.get_sample_value("sse_audit_streams_cut_total", labels)
 
     assert (cut("aborted"), cut("slow_client")) == (0.0, 0.0)  # from the start
     for end in (End.ABORTED, End.ABORTED, End.SLOW_CLIENT, End.CLIENT_GONE):
         rec = _cut_stream(end, 2)
-        assert rec.outcome == "client_disconnect"
+        assert rec.outcome == "client_disconnect" and rec.upstream == "baseline"
         metrics.record(rec)
     whole = _cut_stream(End.ABORTED, None)  # its [DONE] had reached the client: not a cut
     assert whole.outcome == "complete"
     metrics.record(whole)
     assert (cut("aborted"), cut("slow_client"), cut("client_gone")) == (2.0, 1.0, None)
+    # The canary's own series (a contract: every stream metric has `upstream`), at 0 from its
+    # first stream, so a drain that cuts only canary streams is seen as the canary's.
+    canary = replace(_cut_stream(End.SLOW_CLIENT, 2), upstream="canary")
+    metrics.stream_started(canary)
+    assert (cut("aborted", "canary"), cut("slow_client", "canary")) == (0.0, 0.0)
+    metrics.record(canary)
+    assert (cut("slow_client", "canary"), cut("slow_client")) == (1.0, 1.0)

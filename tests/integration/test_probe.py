@@ -460,6 +460,77 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path, he
     assert doc["probe"]["api_key_env"] == "PROBE_TEST_KEY" and doc["probe"]["api_key_sent"]
 
 
+async def _keyed_gateway(seen: list[str]) -> tuple[web.AppRunner, URL]:
+    """The demo gateway, noting each request's Authorization and echoing it in an error's
+    message on the Responses route (as gateways that quote a bad key do)."""
+    app = create_app(Timing())
+
+    @web.middleware
+    async def note(request: web.Request, handler: Any) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        seen.append(auth)
+        if request.path.endswith("/responses"):
+            message = {"message": f"Incorrect API key provided: {auth}", "type": "x", "code": "x"}
+            return web.json_response({"error": message}, status=401)
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    app.middlewares.append(note)
+    return await _serve(app)
+
+
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_compare_route_on_another_host_gets_a_key_only_when_one_is_named_for_it(named: bool) -> None:
+    """The candidate's key was sent to the --compare-base-url host too: one party's key handed
+    to another, or a 401 where the routes' keys differ (an outside review)."""
+    base_seen: list[str] = []
+    compare_seen: list[str] = []
+    base, base_url = await _keyed_gateway(base_seen)
+    other, other_url = await _keyed_gateway(compare_seen)  # another port: another origin
+    compare_key = "sk-compare-route-1b2c3d4e5f6a7b8c9d0e"
+    env = {"PROBE_TEST_KEY": KEY, "OLD_ROUTE_KEY": compare_key}
+    named_flag = ["--compare-api-key-env", "OLD_ROUTE_KEY"] if named else []
+    args = ["--api-key-env", "PROBE_TEST_KEY", "--compare-base-url", str(other_url), "--responses"]
+    try:
+        plan = make_plan(base_url, "demo-healthy", *args, *named_flag, *FAST, env=env)
+        code, table, _ = await run_probe(plan)
+    finally:
+        await base.cleanup()
+        await other.cleanup()
+    assert base_seen and set(base_seen) == {f"Bearer {KEY}"}
+    assert compare_seen and set(compare_seen) == ({f"Bearer {compare_key}"} if named else {""})
+    assert code == 1  # the Responses routes refuse
+    assert KEY not in table and compare_key not in table and compare_key[8:24] not in table
+    assert "Incorrect API key provided: Bearer [redacted]" in table
+    said = "no API key sent to the compare route"
+    assert (said in table) is not named
+
+
+async def test_a_compare_route_on_the_same_host_gets_the_same_key() -> None:
+    seen: list[str] = []
+    runner, url = await _keyed_gateway(seen)
+    env = {"PROBE_TEST_KEY": KEY}
+    try:
+        plan = make_plan(
+            url,
+            "demo-healthy",
+            "--api-key-env",
+            "PROBE_TEST_KEY",
+            "--compare-base-url",
+            str(url / "v1"),
+            *FAST,
+            env=env,
+        )
+        code, table, runs = await run_probe(plan)
+    finally:
+        await runner.cleanup()
+    assert code == 0, table
+    assert [r.target.label for r in runs] == ["base", "compare"]
+    assert len(seen) > 4 and set(seen) == {f"Bearer {KEY}"}
+    with pytest.raises(Exception, match="--compare-api-key-env needs --compare-base-url"):
+        make_plan(url, "m", "--compare-api-key-env", "PROBE_TEST_KEY", env=env)
+
+
 # The command line -------------------------------------------------------------------------
 
 

@@ -289,6 +289,91 @@ def test_usage_gate_fails_on_prompt_tokens_whatever_the_answer() -> None:
     assert "prompt_tokens 10 -> 12 (+2)" in gate.problems[0]
 
 
+def _whole(text: str, finish: str = "stop", usage: dict[str, int] | None = None) -> StreamFacts:
+    """A stream that ended as whole: a finish reason, `[DONE]`, the upstream's clean end."""
+    return StreamFacts(text=text, finish_reasons=[finish], terminal=True, done=True, usage=usage or USAGE)
+
+
+def test_a_stream_cut_and_closed_as_whole_fails_framing_alone() -> None:
+    """LiteLLM ends a cut upstream stream with `stop`, its own usage and `[DONE]`: the probe
+    blamed the usage (billing) and never named the cut (an outside review)."""
+    control = exchange("control", answer=Answer(text="one, two, three, four", usage=USAGE))
+    made_up = {**USAGE, "prompt_tokens": 9}
+    cut = exchange(facts=_whole("one, two", usage=made_up))
+    framing = gates.framing(CHAT, cut, control)
+    assert framing.status is Status.FAIL
+    assert "the first 8 of the 21 characters of the non-streamed answer" in framing.problems[-1]
+    usage = gates.usage(CHAT, control, cut)
+    assert usage.status is Status.SKIP and "cut short" in usage.summary
+    # Not a cut: the whole answer; an answer that differs; one that stopped at its limit;
+    # one that broke off (framing names that already, by its missing end).
+    for facts in (
+        _whole("one, two, three, four"),
+        _whole("one, too"),
+        _whole("one, two", finish="length"),
+        StreamFacts(text="one, two", terminal=False, usage=None),
+    ):
+        ex = exchange(facts=facts)
+        assert not any("non-streamed answer" in p for p in gates.framing(CHAT, ex, control).problems)
+
+
+def test_a_stream_cut_after_one_content_frame_is_not_called_a_whole_answer_in_one_frame() -> None:
+    """llmock cutting after its first content frame failed streaming as well, for a route
+    that "streams the finished answer" (an outside review): one cause, one FAIL."""
+    control = exchange("control", answer=Answer(text="Hello! How can I help you today?", usage=USAGE))
+    frames = [
+        orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [delta("Hello! ")]}),
+        orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [delta("How can I help?")]}),
+    ]
+
+    def streamed(end: End, facts: StreamFacts) -> Exchange:
+        audit = StreamAudit(ChatCompletions(), 0.0)
+        audit.feed(b"data: " + frames[0] + b"\n\n", 0.5)
+        return exchange(facts=facts, result=audit.finish(0.6, end), end=end)
+
+    broken = streamed(End.UPSTREAM_BROKEN, StreamFacts(text="Hello! ", content_at=[0.5]))
+    gate = gates.streaming(CHAT, broken, control)
+    assert gate.status is Status.PASS and not gate.problems
+    whole = streamed(End.UPSTREAM_EOF, _whole("Hello! How can I help you today?"))
+    gate = gates.streaming(CHAT, whole, control)  # the finished answer at once: still a FAIL
+    assert gate.status is Status.FAIL and "came in one content frame" in gate.problems[0]
+
+
+def test_usage_of_zero_tokens_for_an_answer_is_no_token_count() -> None:
+    """aimock's Responses route counts 0 + 0 for a 275-character answer: route and usage
+    passed it as "token counts" (an outside review)."""
+    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    answer = Answer(object="chat.completion", model="m", finish="stop", usage=zero, text="Hi there")
+    gate = gates.route(CHAT, exchange("control", doc={}, answer=answer), "m")
+    assert gate.status is Status.FAIL
+    assert "counts 0 for `prompt_tokens` and `completion_tokens`" in gate.problems[0]
+    assert "8 characters" in gate.problems[0]
+    empty = Answer(object="chat.completion", model="m", finish="stop", text="")
+    empty.usage = {**zero, "prompt_tokens": 7}  # no answer, no output tokens: right
+    assert gates.route(CHAT, exchange("control", doc={}, answer=empty), "m").status is Status.PASS
+    control = exchange("control", answer=Answer(text="Hi there", usage=zero))
+    usage = gates.usage(CHAT, control, exchange(facts=_whole("Hi there", usage=zero)))
+    assert usage.status is Status.FAIL and usage.problems[0].startswith("streamed: the usage counts 0")
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        ({"detail": "Server is pinned to model-a"}, "Server is pinned to model-a"),
+        ({"detail": [{"loc": ["body", "model"], "msg": "field required"}]}, "field required"),
+        ({"error": "model not found"}, "model not found"),
+        ({"message": "no route"}, "no route"),
+        ({"status": "nope"}, '{"status":"nope"}'),
+    ],
+)
+def test_error_bodies_not_shaped_like_openais_still_show_their_message(doc: Any, said: str) -> None:
+    """FastAPI's `{"detail": ...}` (transformers serve, LiteLLM's own 404s) was shown as no
+    message at all: "see its message" and none (an outside review)."""
+    ex = exchange("control", status=400, doc=doc)
+    gate = gates.route(CHAT, ex, "m")
+    assert f"HTTP 400 ({said})" in gate.problems[0]
+
+
 def test_route_gate_hints_depend_on_the_status() -> None:
     for status, hint in (
         (401, "--api-key-env"),

@@ -109,12 +109,23 @@ class Exchange:
         return self.status == 0 or self.status >= 300 or self.too_large
 
     def error_message(self) -> str:
-        """The message of an OpenAI-shaped error body, else the start of the body."""
+        """The message of an error body: OpenAI's `error.message`, a plain `error` or `message`,
+        FastAPI's `detail` (a string, or a list of `{msg}`: transformers serve, LiteLLM's own
+        404s, which were shown as no message at all); else the start of the body."""
         doc = self.doc
-        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-            message = doc["error"].get("message")
-            if isinstance(message, str):
-                return message[:300]
+        if isinstance(doc, dict):
+            error, detail = doc.get("error"), doc.get("detail")
+            if isinstance(error, dict):
+                error = error.get("message")
+            if isinstance(detail, list):
+                detail = "; ".join(
+                    d["msg"] for d in detail if isinstance(d, dict) and isinstance(d.get("msg"), str)
+                )
+            for message in (error, detail, doc.get("message")):
+                if isinstance(message, str) and message.strip():
+                    return message[:300]
+        if doc is not None and not self.body_text:
+            return orjson.dumps(doc)[:300].decode("utf-8", "replace")
         return self.body_text[:300]
 
 

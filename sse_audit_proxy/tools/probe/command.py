@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -42,6 +42,7 @@ class Plan:
     key_env: str
     json_path: Path | None = None
     raw_dir: Path | None = None
+    compare_key_env: str | None = None  # the compare route's key: None, no key or the same
 
 
 def _metrics_url(value: str) -> URL:
@@ -91,6 +92,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="run the same gates against this route too and show the differences "
         "(e.g. the current route, to prove the rollback)",
+    )
+    p.add_argument(
+        "--compare-api-key-env",
+        metavar="NAME",
+        type=env_var_name,
+        default=None,
+        help="environment variable holding the API key of the --compare-base-url route. "
+        "Without it, that route gets the --api-key-env key only when it is on the same host "
+        "and port as --base-url: a key is never sent to another host unless named for it",
     )
     p.add_argument(
         "--side",
@@ -164,11 +174,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str] = os.environ) -> Plan:
     key_env = args.api_key_env or DEFAULT_KEY_ENV
-    api_key = environ.get(key_env) or None
-    if args.api_key_env and api_key is None:
-        raise UsageError(f"environment variable {key_env} (--api-key-env) is not set or empty")
-    if api_key is not None and breaks_a_header(api_key):
-        raise UsageError(f"environment variable {key_env} holds a line break or NUL: not a key")
+    api_key = _key_from(environ, key_env, "--api-key-env", named=bool(args.api_key_env))
+    compare_key = api_key
+    if args.compare_api_key_env:
+        if args.compare_base_url is None:
+            raise UsageError("--compare-api-key-env needs --compare-base-url")
+        compare_key = _key_from(environ, args.compare_api_key_env, "--compare-api-key-env", named=True)
+    elif args.compare_base_url is not None and args.compare_base_url.origin() != args.base_url.origin():
+        # The candidate's key sent to the current route's host hands one party's key to
+        # another (an outside review): another host gets a key only when one is named for it.
+        compare_key = None
     if args.api_key_header.lower() == args.side_header.lower():
         raise UsageError(f"--api-key-header {args.api_key_header} is the --side-header")
     if args.compare_proxy_metrics_url and not args.compare_base_url:
@@ -196,6 +211,7 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         api_key=api_key,
         key_header=args.api_key_header,
         timeout=args.timeout,
+        compare_api_key=compare_key if compare_key != api_key else None,
     )
     prefix = f"probe-{run_id}"
 
@@ -204,7 +220,9 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
 
     if args.compare_base_url is None and args.compare_side is None:
         targets: tuple[Target, ...] = (
-            Target("base", args.base_url, prefix, args.proxy_metrics_url, side(args.side), args.side),
+            Target(
+                "base", args.base_url, prefix, args.proxy_metrics_url, side(args.side), args.side, api_key
+            ),
         )
     else:
         # --compare-side alone: the other side through the same proxy.
@@ -214,7 +232,13 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         )
         targets = (
             Target(
-                "base", args.base_url, f"{prefix}-base", args.proxy_metrics_url, side(args.side), args.side
+                "base",
+                args.base_url,
+                f"{prefix}-base",
+                args.proxy_metrics_url,
+                side(args.side),
+                args.side,
+                api_key,
             ),
             Target(
                 "compare",
@@ -223,9 +247,19 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
                 compare_metrics,
                 side(args.compare_side),
                 args.compare_side,
+                compare_key,
             ),
         )
-    return Plan(settings, targets, run_id, key_env, json_path, raw_dir)
+    return Plan(settings, targets, run_id, key_env, json_path, raw_dir, args.compare_api_key_env)
+
+
+def _key_from(environ: Mapping[str, str], name: str, flag: str, *, named: bool) -> str | None:
+    key = environ.get(name) or None
+    if named and key is None:
+        raise UsageError(f"environment variable {name} ({flag}) is not set or empty")
+    if key is not None and breaks_a_header(key):
+        raise UsageError(f"environment variable {name} holds a line break or NUL: not a key")
+    return key
 
 
 def _writable_dir(path: Path) -> bool:
@@ -252,7 +286,7 @@ async def probe_routes(plan: Plan) -> list[RouteRun]:
 
 def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> int:
     """Write the captures and the report, print the table; the exit status."""
-    redactor = report.Redactor(plan.settings.api_key, plan.settings.headers)
+    redactor = report.Redactor(plan.settings.api_key, plan.settings.headers, plan.settings.compare_api_key)
     captures = None
     if plan.raw_dir is not None:
         captures = report.save_raw(plan.raw_dir, runs, redactor)

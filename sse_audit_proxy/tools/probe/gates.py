@@ -101,7 +101,10 @@ def refusal(ex: Exchange, what: str) -> str:
     message = ex.error_message()
     said = f" ({message})" if message else ""
     if ex.status in (401, 403):
-        hint = "the API key was refused: check the key in the variable named by --api-key-env"
+        hint = (
+            "the API key was refused or missing: check the key in the variable named by "
+            "--api-key-env (--compare-api-key-env for the compare route)"
+        )
     elif ex.status == 404:
         hint = (
             "check --base-url (the OpenAI base URL, usually ending in /v1) and --model, "
@@ -234,6 +237,8 @@ def route(api: Api, ex: Exchange, model: str) -> Gate:
             p.append(
                 "the answer carries no usage: token accounting (billing, quotas) sees nothing for this route"
             )
+        elif zeros := _zero_counts(a.usage, api.usage_keys, _answer_text(a.text, a.tool_calls)):
+            p.append(zeros)
     if not ex.refused and not ex.request_id:
         gate.notes.append(
             "no request ID header (x-request-id): ask the gateway team which "
@@ -264,11 +269,43 @@ def _has_counts(usage: dict[str, Any] | None, keys: tuple[str, ...]) -> bool:
     return bool(usage) and all(isinstance(usage.get(k), int) for k in keys[:2])  # type: ignore[union-attr]
 
 
+def _zero_counts(usage: dict[str, Any] | None, keys: tuple[str, ...], answer: str) -> str:
+    """A problem when usage counts no tokens for a prompt that was sent or an answer that was
+    given: zeros passed as "token counts" (aimock's Responses route, an outside review)."""
+    zero = [k for k in keys[:2] if (usage or {}).get(k) == 0]
+    if keys[1] in zero and not answer:
+        zero.remove(keys[1])  # no answer, no output tokens
+    if not zero:
+        return ""
+    return (
+        f"the usage counts 0 for {' and '.join(f'`{k}`' for k in zero)} although the prompt was "
+        f"sent and the answer has {len(answer)} characters: token accounting (billing, quotas) "
+        "sees nothing for this route"
+    )
+
+
+def hidden_cut(control: Exchange, ex: Exchange) -> tuple[int, int] | None:
+    """(streamed, non-streamed) characters when the stream ended as whole but its answer is a
+    shorter start of the non-streamed answer to the same prompt: a hop cut the stream and
+    closed it as complete (LiteLLM ends a cut upstream stream with `stop`, made-up usage and
+    `[DONE]`, an outside review). Sampling that differs makes answers that differ early, not
+    one that stops part way through the other."""
+    f = ex.facts
+    a = control.answer
+    if f is None or a is None or not _ended_whole(ex) or set(f.finish_reasons) & AT_THE_LIMIT:
+        return None
+    streamed, plain = _answer_text(f.text, f.tool_calls), _answer_text(a.text, a.tool_calls)
+    if streamed and len(streamed) < len(plain) and plain.startswith(streamed):
+        return len(streamed), len(plain)
+    return None
+
+
 # framing ------------------------------------------------------------------------------------
 
 
-def framing(api: Api, ex: Exchange) -> Gate:
-    """The stream is well-formed SSE in the API's shape and ends properly."""
+def framing(api: Api, ex: Exchange, control: Exchange | None = None) -> Gate:
+    """The stream is well-formed SSE in the API's shape and ends properly, with all of the
+    answer (`control`: the non-streamed answer to the same prompt)."""
     gate = Gate("framing", api.name, Status.PASS, "", trace_ids=[ex.trace_id])
     if ex.refused:
         gate.problems.append(refusal(ex, "the streaming request"))
@@ -276,6 +313,15 @@ def framing(api: Api, ex: Exchange) -> Gate:
         return _judge(gate)
     f = ex.facts or StreamFacts()
     gate.problems.extend(_stream_problems(ex))
+    cut = hidden_cut(control, ex) if control is not None else None
+    if cut is not None:
+        gate.problems.append(
+            f"the streamed answer is the first {cut[0]} of the {cut[1]} characters of the "
+            f"non-streamed answer to the same prompt, yet the stream ended as whole (finish "
+            f"{','.join(f.finish_reasons)}): the stream was cut and a hop closed it as complete, "
+            "and clients show a shortened answer as finished (or, rarely, the model stopped "
+            "early in one of the two: probe again)"
+        )
     gate.evidence = {
         "content_type": ex.content_type,
         "content_encoding": ex.header("Content-Encoding"),
@@ -361,7 +407,7 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
                 else ""
             )
         )
-    elif r.content_frames == 1 and isinstance(expected, int) and expected > 4:
+    elif r.content_frames == 1 and isinstance(expected, int) and expected > 4 and not _cut_short(ex, control):
         gate.problems.append(
             f"the whole answer ({expected} tokens non-streamed) came in one content frame: the "
             "route streams the finished answer, not tokens as they are generated"
@@ -380,6 +426,13 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "compare with the provider directly"
         )
     return _judge(gate)
+
+
+def _cut_short(ex: Exchange, control: Exchange) -> bool:
+    """The stream broke off, or was cut and closed as whole: framing says so, and its one
+    content frame is not the finished answer sent at once (an outside review: llmock cutting
+    after the first frame failed streaming too, for buffering that was not there)."""
+    return not _ended_whole(ex) or hidden_cut(control, ex) is not None
 
 
 def _crlf_events(ex: Exchange) -> bool:
@@ -426,9 +479,16 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
             )
         gate.summary = "no usage in the stream"
         return _judge(gate)
+    if hidden_cut(control, ex) is not None:
+        return skipped("usage", api.name, "the stream was cut short and closed as whole (see framing)")
     diff = usage_diff(a.usage, f.usage, api.usage_keys)
     gate.evidence["difference"] = diff
     shown = usage_text(f.usage, api.usage_keys)
+    zeros = _zero_counts(f.usage, api.usage_keys, _answer_text(f.text, f.tool_calls))
+    if zeros:
+        gate.problems.append(f"streamed: {zeros}")
+        gate.summary = f"streamed {shown}"
+        return _judge(gate)
     if not diff:
         gate.summary = f"streamed {shown} equals non-streamed · in {f.usage_where}"
         return gate
@@ -437,10 +497,14 @@ def usage(api: Api, control: Exchange, ex: Exchange) -> Gate:
     gate.evidence["same_answer_text"] = same_answer
     gate.summary = f"streamed {shown} vs non-streamed {usage_text(a.usage, api.usage_keys)}"
     if same_answer or api.usage_keys[0] in diff:
+        what = (
+            "for the same prompt and the same answer"
+            if same_answer
+            else "in its prompt tokens, for the same prompt (the answers differ, the prompts do not)"
+        )
         gate.problems.append(
-            f"the streamed usage differs from the non-streamed usage for the same prompt and "
-            f"the same answer: {said}: the gateway counts streamed tokens differently; billing "
-            "and quotas for streamed calls will not match"
+            f"the streamed usage differs from the non-streamed usage {what}: {said}: the gateway "
+            "counts streamed tokens differently; billing and quotas for streamed calls will not match"
         )
         return _judge(gate)
     return skipped(

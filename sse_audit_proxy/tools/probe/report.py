@@ -44,12 +44,13 @@ class Redactor:
     written: as sent, and as JSON may write them back (any character as a `\\uXXXX` escape,
     `/` as `\\/`), for a gateway that echoes a key in an error body."""
 
-    def __init__(self, secret: str | None, headers: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, secret: str | None, headers: Sequence[tuple[str, str]] = (), *more: str | None
+    ) -> None:
         # A short value (`Cookie: a=1`, a key of `true`) is hidden where it is shown, not
         # searched for: replaced everywhere, it broke the report's JSON.
         secrets = {v for n, v in headers if is_secret_header(n)}
-        if secret:
-            secrets.add(secret)
+        secrets.update(s for s in (secret, *more) if s)
         secrets = {v for v in secrets if len(v) >= MIN_SEARCHED}
         secrets |= {quote(v, safe="") for v in secrets}  # as a URL echoed back writes it
         forms = [_escaped_form(s) for s in sorted(secrets, key=len, reverse=True)]
@@ -196,6 +197,7 @@ def report_dict(
                 "label": run.target.label,
                 "base_url": str(run.target.base_url),
                 "side": run.target.side,
+                "api_key_sent": run.target.api_key is not None,
                 "proxy_metrics_url": (
                     str(run.target.proxy_metrics_url) if run.target.proxy_metrics_url else None
                 ),
@@ -388,6 +390,11 @@ def render_text(
     ]
     if not settings.api_key:
         head.append(f"(no API key sent: {key_env} is not set)")
+    elif any(run.target.api_key is None for run in runs):
+        head.append(
+            "(no API key sent to the compare route: it is on another host; name its key with "
+            "--compare-api-key-env)"
+        )
     out = ["\n".join(head)]
     out += [_single_table(run, colour, len(runs) > 1) for run in runs]
     if len(runs) == 2:

@@ -31,6 +31,7 @@ class Settings:
     api_key: str | None = None
     key_header: str = KEY_HEADER_DEFAULT
     timeout: float = 60.0
+    compare_api_key: str | None = None  # --compare-api-key-env's, when not api_key: redacted too
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +43,7 @@ class Target:
     # `probe --side`: the header that asks the proxy for one side (baseline or canary).
     headers: tuple[tuple[str, str], ...] = ()
     side: str | None = None
+    api_key: str | None = None  # the route's own (a compare route on another host has its own)
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
         sender = Sender(
             session,
             settings.headers + target.headers,
-            settings.api_key,
+            target.api_key,
             settings.timeout,
             settings.key_header,
         )
@@ -160,7 +162,7 @@ async def _probe_api(run: RouteRun, sender: Sender, api: Api, s: Settings) -> No
         )
         return
     stream = await call("stream", api.stream(s.model))
-    framing = gates.framing(api, stream)
+    framing = gates.framing(api, stream, control)
     streaming = gates.streaming(api, stream, control)
     run.gates += [framing, streaming, gates.usage(api, control, stream)]
     if s.tools:

@@ -339,6 +339,26 @@ def test_a_stream_cut_after_one_content_frame_is_not_called_a_whole_answer_in_on
     assert gate.status is Status.FAIL and "came in one content frame" in gate.problems[0]
 
 
+@pytest.mark.parametrize(("gap", "said"), [(0.001, True), (0.0001, False), (0.02, False)])
+def test_a_long_wait_then_frames_a_millisecond_apart_is_a_note_not_a_verdict(gap: float, said: bool) -> None:
+    """LiteLLM replays a buffering upstream's answer a frame a write, 0.45 to 0.53 ms apart:
+    about 1 run in 5 passed `streaming` without a word (an outside review). Not `buffered`
+    (a fast decoder after a long prefill looks the same), but the table says so."""
+    control = exchange("control", answer=Answer(text="x", usage=USAGE))
+    audit = StreamAudit(ChatCompletions(), 0.0)
+    times = [1.7 + i * gap for i in range(55)]
+    for t in times:
+        frame = orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [delta("word ")]})
+        audit.feed(b"data: " + frame + b"\n\n", t)
+    result = audit.finish(times[-1] + 0.01, End.UPSTREAM_EOF)
+    facts = _whole("word " * 55)
+    facts.content_at = times
+    gate = gates.streaming(CHAT, exchange(facts=facts, result=result), control)
+    buffered = gap < 0.0005  # released: the proxy's verdict, a FAIL
+    assert (gate.status is Status.FAIL) is buffered
+    assert any("too fast to tell a fast decoder" in n for n in gate.notes) is said
+
+
 def test_usage_of_zero_tokens_for_an_answer_is_no_token_count() -> None:
     """aimock's Responses route counts 0 + 0 for a 275-character answer: route and usage
     passed it as "token counts" (an outside review)."""

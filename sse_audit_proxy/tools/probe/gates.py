@@ -414,6 +414,15 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
         )
     elif r.content_frames < BUFFERED.buffered_min_frames:
         gate.notes.append(f"only {r.content_frames} content frames: too few to judge buffering")
+    elif _released_or_fast(r.ttft, share, mean):
+        # LiteLLM replays a buffering upstream's held answer a frame a write, about 0.5 ms
+        # apart: at the line between a release and a fast decoder (an outside review).
+        gate.notes.append(
+            f"the first token came after {ms(r.ttft)} ({_pct(share)} of the wait for the last), "
+            f"then {r.content_frames} content frames {ms(mean)} apart on average: too fast to "
+            "tell a fast decoder from a hop that replays a held answer frame by frame (LiteLLM "
+            "in front of a buffering upstream does so); compare with the provider directly"
+        )
     if Anomaly.BURSTY in r.anomalies:
         # A note, not a failure: a fast decoder with a few pauses of its own (a busy provider)
         # has the same shape as a hop that re-batches the stream (second review).
@@ -426,6 +435,19 @@ def streaming(api: Api, ex: Exchange, control: Exchange) -> Gate:
             "compare with the provider directly"
         )
     return _judge(gate)
+
+
+def _released_or_fast(ttft: float | None, share: float | None, mean: float | None) -> bool:
+    """Every `buffered` rule held but the last (released, not paced): the wait, the spacing."""
+    th = BUFFERED
+    return (
+        ttft is not None
+        and ttft >= th.buffered_min_ttft
+        and share is not None
+        and share >= th.buffered_wait_ratio
+        and mean is not None
+        and mean < th.buffered_max_spacing
+    )
 
 
 def _cut_short(ex: Exchange, control: Exchange) -> bool:

@@ -209,7 +209,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               quantiles("sse_audit_inter_chunk_gap_seconds"), unit="s"),
         panel("Worst gap per stream",
               "The largest gap of each stream, p50/p95/p99 over streams: stalls mid-stream show "
-              "up here first. Compare p99 with your clients' read timeouts.",
+              "up here first. Keep-alives do not end a gap (a reasoning model thinking behind "
+              "them shows its whole silence): compare p99 with your clients' read timeouts "
+              "only for routes without keep-alives.",
               quantiles("sse_audit_stream_max_gap_seconds"), unit="s"),
         panel("Stream duration",
               "From the request reaching the proxy to the end of the stream, p50/p95/p99.",

@@ -119,8 +119,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--idle-timeout",
         type=positive_float,
         default=300.0,
-        help="seconds without upstream progress (the response head, body bytes) before a stream is "
-        "aborted as `timeout`",
+        help="seconds without upstream progress (the response head, body bytes, keep-alives "
+        "included) before a stream is aborted as `timeout`: above the longest silence of a "
+        "model that thinks without keep-alives, and of your clients' read timeouts (the "
+        "openai and anthropic SDKs wait 600 s)",
     )
     option(
         p,

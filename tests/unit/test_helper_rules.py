@@ -183,6 +183,21 @@ CHAT = [
     ),
     ("content an object", text(choice(delta={"content": {"t": 1}})), MALFORMED, "the AI SDK rejects it"),
     (
+        "content a list of typed parts (Mistral's thinking, then text)",
+        text(
+            choice(delta={"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]}]}),
+            choice(delta={"content": [{"type": "text", "text": "Hi"}]}),
+        ),
+        [],
+        "Mistral's SDKs read it; Python's create passes it on, its helper drops it",
+    ),
+    (
+        "content a list of untyped values",
+        text(choice(delta={"content": ["Hi", 5]})),
+        MALFORMED,
+        "no client reads it",
+    ),
+    (
         "finish_reason a number",
         [ROLE, HI, choice(delta={}, finish_reason=3), STOP, USAGE, "[DONE]"],
         MALFORMED,

@@ -84,6 +84,14 @@ _decode_any = msgspec.json.Decoder().decode
 _TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
+def _typed_parts(content: Any) -> bool:
+    """Content as a list of typed parts, as Mistral streams a reasoning model's (`[{"type":
+    "thinking", "thinking": [...]}]`, then `text` parts): its SDKs read them and the openai
+    Python SDK passes them on, so they are content, not a malformed frame (an outside review:
+    every Magistral stream had `malformed_frame`, and a user's stop a bad canary stream)."""
+    return type(content) is list and all(type(p) is dict and type(p.get("type")) is str for p in content)
+
+
 def _adds_tokens(usage: Any) -> bool:
     """Usage that a client adding up every chunk's usage counts: zeros add nothing (a gateway
     that sends zeros until the last chunk is read right by LangChain)."""
@@ -406,7 +414,10 @@ class ChatCompletions(Dialect):
                     content = True
         text = delta.get("content")
         if text is not None and text.__class__ is not str:
-            self._malformed += 1  # the AI SDK rejects the chunk, Python's helper loses it
+            if not _typed_parts(text):
+                self._malformed += 1  # the AI SDK rejects the chunk, Python's helper loses it
+            elif text:
+                return True
         elif text:  # the common delta, before the loop
             return True
         if content:

@@ -54,10 +54,13 @@ class Service:
         self.registry = registry
         # --workers: the label caps start from what earlier workers' files hold (workers.py).
         multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        self.metrics = Metrics(self.registry, max_models=config.max_models, multiprocess_dir=multiprocess_dir)
+        router = build_router(str(config.proxy.upstream), config.canary)
+        sides = [side.name for side in (router.baseline, router.canary) if side is not None]
+        self.metrics = Metrics(
+            self.registry, max_models=config.max_models, multiprocess_dir=multiprocess_dir, sides=sides
+        )
         on_dropped_line(self.metrics.log_line_dropped)
         self.recent = RecentStreams(config.recent_streams)
-        router = build_router(str(config.proxy.upstream), config.canary)
         self.canary = CanaryControl(router, config.canary, self.registry, config.canary_state_file)
         self.instance = f"{socket.gethostname()}/{os.getpid()}"  # who relayed, in evidence
         log = LogSink(config.secret_headers, self.instance)

@@ -47,7 +47,7 @@ ALERTED_ANOMALIES = (
 ALERTED_STATUSES = ("408", "429", "500", "502", "503", "504")
 # Streams the proxy itself cut, whose outcome is client_disconnect: sse_audit_streams_cut_total.
 CUT_ENDS = (End.ABORTED, End.SLOW_CLIENT)
-BASELINE = "baseline"  # the side of a proxy without a canary (AuditRecord.upstream's default)
+BASELINE = "baseline"  # the side's name without --upstream-name (AuditRecord.upstream's default)
 
 _log = structlog.get_logger("sse_audit_proxy")
 MAX_STATUSES = 64  # distinct `status` label values; real traffic has about ten
@@ -113,7 +113,12 @@ def _names_a_model(status: int) -> bool:
 
 class Metrics:
     def __init__(
-        self, registry: CollectorRegistry, *, max_models: int = 100, multiprocess_dir: str | None = None
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_models: int = 100,
+        multiprocess_dir: str | None = None,
+        sides: Sequence[str] = (BASELINE,),
     ) -> None:
         taken = labels_in(multiprocess_dir, ("model", "status", "finish_reason"))
         self.models = LabelCap(max_models, taken["model"])
@@ -247,8 +252,9 @@ class Metrics:
         # Counted from the log writer's thread too: the children are made here, once.
         self._dropped_lines = {reason: self.log_lines_dropped.labels(reason) for reason in DROP_REASONS}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        for end in CUT_ENDS:  # a canary's series start with its first stream (stream_started)
-            self._child(self.streams_cut, end.value, BASELINE)
+        for side in sides:  # each configured side's (`upstream` label value), at 0 from the start
+            for end in CUT_ENDS:
+                self._child(self.streams_cut, end.value, side)
         self._series: dict[tuple[str, str, str], _Series] = {}
         self.active = Gauge(
             "sse_audit_active_streams",

@@ -190,6 +190,9 @@ async def test_the_percent_file_ramps_without_a_restart(demo_gateway, tmp_path: 
             text = await resp.text()
         assert 'upstream="green"' in text and 'upstream="blue"' in text
         assert str(canary) not in text and str(baseline) not in text  # never a URL as a label
+        # Series at 0 from the start are the configured sides' own, never a default's name.
+        assert 'sse_audit_streams_cut_total{end_reason="slow_client",upstream="green"} 0.0' in text
+        assert 'upstream="baseline"' not in text
 
 
 def kubelet_swap(volume: Path, generation: str, percent: str) -> None:

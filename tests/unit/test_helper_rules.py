@@ -197,6 +197,16 @@ CHAT = [
         MALFORMED,
         "no client reads it",
     ),
+    *(
+        (f"content the list {parts}", text(choice(delta={"content": parts})), MALFORMED, "no client reads it")
+        for parts in (
+            [],
+            [{"type": "x"}],
+            [{"type": ""}],
+            [{"type": "text", "text": 5}],
+            [{"type": "thinking", "thinking": [{"type": "image", "url": "x"}]}],
+        )
+    ),
     (
         "finish_reason a number",
         [ROLE, HI, choice(delta={}, finish_reason=3), STOP, USAGE, "[DONE]"],

@@ -433,3 +433,8 @@ def test_streams_the_proxy_cut_are_counted_by_end_reason() -> None:
     assert (cut("aborted", "canary"), cut("slow_client", "canary")) == (0.0, 0.0)
     metrics.record(canary)
     assert (cut("slow_client", "canary"), cut("slow_client")) == (1.0, 1.0)
+    named = CollectorRegistry()
+    Metrics(named, sides=("blue", "green"))  # --upstream-name and --canary-name
+    (family,) = [f for f in named.collect() if f.name == "sse_audit_streams_cut"]
+    series = {sample.labels["upstream"] for sample in family.samples}
+    assert series == {"blue", "green"}

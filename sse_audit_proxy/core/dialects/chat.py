@@ -84,12 +84,36 @@ _decode_any = msgspec.json.Decoder().decode
 _TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
-def _typed_parts(content: Any) -> bool:
-    """Content as a list of typed parts, as Mistral streams a reasoning model's (`[{"type":
-    "thinking", "thinking": [...]}]`, then `text` parts): its SDKs read them and the openai
-    Python SDK passes them on, so they are content, not a malformed frame (an outside review:
-    every Magistral stream had `malformed_frame`, and a user's stop a bad canary stream)."""
-    return type(content) is list and all(type(p) is dict and type(p.get("type")) is str for p in content)
+def _mistral_parts(content: Any) -> bool:
+    """Content as Mistral streams a reasoning model's: a list of `{"type": "thinking",
+    "thinking": [text parts]}` and `{"type": "text", "text": "..."}` parts. Mistral's SDKs and
+    the AI SDK's openai-compatible provider read them and the openai Python SDK's `create`
+    passes them on, so they are content, not a malformed frame (an outside review: every
+    Magistral stream had `malformed_frame`, and a user's stop a bad canary stream). The AI
+    SDK's openai provider rejects each such chunk, and the openai Python SDK's stream helper
+    drops them: a client of those on a Mistral route is not served by this shape. Any other
+    list (empty, another type, text that is not a string) no client reads: malformed."""
+    return (
+        type(content) is list
+        and 0 < len(content) <= MAX_KEYS
+        and all(type(part) is dict and _mistral_part(part) for part in content)
+    )
+
+
+def _mistral_part(part: dict[str, Any]) -> bool:
+    kind = part.get("type")
+    if kind == "text":
+        return type(part.get("text")) is str
+    if kind == "thinking":
+        thinking = part.get("thinking")
+        return type(thinking) is str or (
+            type(thinking) is list
+            and len(thinking) <= MAX_KEYS
+            and all(
+                type(p) is dict and p.get("type") == "text" and type(p.get("text")) is str for p in thinking
+            )
+        )
+    return False
 
 
 def _adds_tokens(usage: Any) -> bool:
@@ -414,9 +438,9 @@ class ChatCompletions(Dialect):
                     content = True
         text = delta.get("content")
         if text is not None and text.__class__ is not str:
-            if not _typed_parts(text):
+            if not _mistral_parts(text):
                 self._malformed += 1  # the AI SDK rejects the chunk, Python's helper loses it
-            elif text:
+            elif not calls:
                 return True
         elif text:  # the common delta, before the loop
             return True

@@ -460,15 +460,17 @@ async def test_the_api_key_is_sent_but_never_printed_or_saved(tmp_path: Path, he
     assert doc["probe"]["api_key_env"] == "PROBE_TEST_KEY" and doc["probe"]["api_key_sent"]
 
 
-async def _keyed_gateway(seen: list[str]) -> tuple[web.AppRunner, URL]:
-    """The demo gateway, noting each request's Authorization and echoing it in an error's
-    message on the Responses route (as gateways that quote a bad key do)."""
+async def _keyed_gateway(seen: list[str], cookies: list[str] | None = None) -> tuple[web.AppRunner, URL]:
+    """The demo gateway, noting each request's Authorization (and Cookie) and echoing it in an
+    error's message on the Responses route (as gateways that quote a bad key do)."""
     app = create_app(Timing())
 
     @web.middleware
     async def note(request: web.Request, handler: Any) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
         seen.append(auth)
+        if cookies is not None:
+            cookies.append(request.headers.get("Cookie", "") + request.headers.get("X-Portkey-Api-Key", ""))
         if request.path.endswith("/responses"):
             message = {"message": f"Incorrect API key provided: {auth}", "type": "x", "code": "x"}
             return web.json_response({"error": message}, status=401)
@@ -485,12 +487,15 @@ async def test_a_compare_route_on_another_host_gets_a_key_only_when_one_is_named
     to another, or a 401 where the routes' keys differ (an outside review)."""
     base_seen: list[str] = []
     compare_seen: list[str] = []
-    base, base_url = await _keyed_gateway(base_seen)
-    other, other_url = await _keyed_gateway(compare_seen)  # another port: another origin
+    base_cookies: list[str] = []
+    compare_cookies: list[str] = []
+    base, base_url = await _keyed_gateway(base_seen, base_cookies)
+    other, other_url = await _keyed_gateway(compare_seen, compare_cookies)  # another port: another origin
     compare_key = "sk-compare-route-1b2c3d4e5f6a7b8c9d0e"
     env = {"PROBE_TEST_KEY": KEY, "OLD_ROUTE_KEY": compare_key}
     named_flag = ["--compare-api-key-env", "OLD_ROUTE_KEY"] if named else []
     args = ["--api-key-env", "PROBE_TEST_KEY", "--compare-base-url", str(other_url), "--responses"]
+    args += ["-H", "Cookie: sess=candidate-session-4711", "-H", "X-Portkey-Api-Key: pk-candidate-0815"]
     try:
         plan = make_plan(base_url, "demo-healthy", *args, *named_flag, *FAST, env=env)
         code, table, _ = await run_probe(plan)
@@ -499,6 +504,10 @@ async def test_a_compare_route_on_another_host_gets_a_key_only_when_one_is_named
         await other.cleanup()
     assert base_seen and set(base_seen) == {f"Bearer {KEY}"}
     assert compare_seen and set(compare_seen) == ({f"Bearer {compare_key}"} if named else {""})
+    # Credential headers given with -H are the candidate's too (a second pass): never elsewhere.
+    assert set(base_cookies) == {"sess=candidate-session-4711pk-candidate-0815"}
+    assert compare_cookies and set(compare_cookies) == {""}
+    assert "-H headers with a secret's name not sent to the compare route" in table
     assert code == 1  # the Responses routes refuse
     assert KEY not in table and compare_key not in table and compare_key[8:24] not in table
     assert "Incorrect API key provided: Bearer [redacted]" in table
@@ -529,6 +538,17 @@ async def test_a_compare_route_on_the_same_host_gets_the_same_key() -> None:
     assert len(seen) > 4 and set(seen) == {f"Bearer {KEY}"}
     with pytest.raises(Exception, match="--compare-api-key-env needs --compare-base-url"):
         make_plan(url, "m", "--compare-api-key-env", "PROBE_TEST_KEY", env=env)
+    # The default port written or not is the same place (yarl's origins differ).
+    for base_url, other in (
+        ("http://127.0.0.1/v1", "http://127.0.0.1:80/v1"),
+        ("https://gw/v1", "https://GW:443/x"),
+    ):
+        plan = make_plan(
+            base_url, "m", "--compare-base-url", other, "--api-key-env", "PROBE_TEST_KEY", env=env
+        )
+        assert [(t.api_key, t.elsewhere) for t in plan.targets] == [(KEY, False), (KEY, False)]
+    plan = make_plan("http://127.0.0.1/v1", "m", "--compare-base-url", "http://127.0.0.1:8080/v1", env=env)
+    assert plan.targets[1].elsewhere
 
 
 # The command line -------------------------------------------------------------------------

@@ -176,13 +176,15 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
     key_env = args.api_key_env or DEFAULT_KEY_ENV
     api_key = _key_from(environ, key_env, "--api-key-env", named=bool(args.api_key_env))
     compare_key = api_key
+    # The candidate's key and credential headers sent to the current route's host hand one
+    # party's secrets to another (an outside review): another host gets a key only when one is
+    # named for it, and no secret-named -H header.
+    elsewhere = args.compare_base_url is not None and _where(args.compare_base_url) != _where(args.base_url)
     if args.compare_api_key_env:
         if args.compare_base_url is None:
             raise UsageError("--compare-api-key-env needs --compare-base-url")
         compare_key = _key_from(environ, args.compare_api_key_env, "--compare-api-key-env", named=True)
-    elif args.compare_base_url is not None and args.compare_base_url.origin() != args.base_url.origin():
-        # The candidate's key sent to the current route's host hands one party's key to
-        # another (an outside review): another host gets a key only when one is named for it.
+    elif elsewhere:
         compare_key = None
     if args.api_key_header.lower() == args.side_header.lower():
         raise UsageError(f"--api-key-header {args.api_key_header} is the --side-header")
@@ -248,9 +250,15 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
                 side(args.compare_side),
                 args.compare_side,
                 compare_key,
+                elsewhere,
             ),
         )
     return Plan(settings, targets, run_id, key_env, json_path, raw_dir, args.compare_api_key_env)
+
+
+def _where(url: URL) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port, the default port filled in (`:80` is the same place as none)."""
+    return url.scheme, url.host, url.port
 
 
 def _key_from(environ: Mapping[str, str], name: str, flag: str, *, named: bool) -> str | None:

@@ -395,6 +395,8 @@ def render_text(
             "(no API key sent to the compare route: it is on another host; name its key with "
             "--compare-api-key-env)"
         )
+    if any(run.target.elsewhere for run in runs) and any(is_secret_header(n) for n, _ in settings.headers):
+        head.append("(-H headers with a secret's name not sent to the compare route: it is on another host)")
     out = ["\n".join(head)]
     out += [_single_table(run, colour, len(runs) > 1) for run in runs]
     if len(runs) == 2:

@@ -13,7 +13,7 @@ from sse_audit_proxy.cli.options import KEY_HEADER_DEFAULT
 from sse_audit_proxy.tools.probe import gates
 from sse_audit_proxy.tools.probe.api import Api
 from sse_audit_proxy.tools.probe.chat import ChatApi
-from sse_audit_proxy.tools.probe.client import Exchange, Sender, lookup_record, send
+from sse_audit_proxy.tools.probe.client import Exchange, Sender, is_secret_header, lookup_record, send
 from sse_audit_proxy.tools.probe.gates import Gate, ProxyCheck, Status
 from sse_audit_proxy.tools.probe.responses import ResponsesApi
 
@@ -44,6 +44,7 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
     side: str | None = None
     api_key: str | None = None  # the route's own (a compare route on another host has its own)
+    elsewhere: bool = False  # on another host than --base-url: no secret-named -H header
 
 
 @dataclass(slots=True)
@@ -65,6 +66,14 @@ class RouteRun:
         return next((e for e in self.exchanges if e.api == api and e.purpose == purpose), None)
 
 
+def target_headers(settings: Settings, target: Target) -> tuple[tuple[str, str], ...]:
+    """The -H headers a route is sent: on another host than --base-url, none with a secret's
+    name (a Portkey key or a session cookie is the candidate route's, not the other's)."""
+    if not target.elsewhere:
+        return settings.headers
+    return tuple((name, value) for name, value in settings.headers if not is_secret_header(name))
+
+
 def apis(settings: Settings) -> list[Api]:
     return [ChatApi(), *([ResponsesApi()] if settings.responses else [])]
 
@@ -78,7 +87,7 @@ async def probe_route(target: Target, settings: Settings) -> RouteRun:
     ) as session:
         sender = Sender(
             session,
-            settings.headers + target.headers,
+            target_headers(settings, target) + target.headers,
             target.api_key,
             settings.timeout,
             settings.key_header,

@@ -42,7 +42,6 @@ class Plan:
     key_env: str
     json_path: Path | None = None
     raw_dir: Path | None = None
-    compare_key_env: str | None = None  # the compare route's key: None, no key or the same
 
 
 def _metrics_url(value: str) -> URL:
@@ -253,7 +252,7 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
                 elsewhere,
             ),
         )
-    return Plan(settings, targets, run_id, key_env, json_path, raw_dir, args.compare_api_key_env)
+    return Plan(settings, targets, run_id, key_env, json_path, raw_dir)
 
 
 def _where(url: URL) -> tuple[str, str | None, int | None]:

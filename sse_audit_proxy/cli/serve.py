@@ -248,7 +248,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-models",
         type=positive_int,
         default=100,
-        help="distinct `model` label values before new ones are reported as `other`",
+        help="distinct `model` label values before new ones are reported as `other` (each "
+        "streamed route, model and side costs about 165 series: docs/operate/metrics.md)",
     )
     option(
         p,

@@ -5,6 +5,8 @@ them; run one after another, the warm-up streams once left it one or two."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -16,13 +18,21 @@ from tests.conftest import start_app
 
 
 def established_to(port: int) -> int:
-    """Established TCP connections (IPv4) whose far end is 127.0.0.1:`port`."""
+    """This process's established TCP connections (IPv4) whose far end is 127.0.0.1:`port`
+    (the proxy's, to the gateway). Only its own sockets: another test process's connection
+    from an ephemeral port of the same number looks the same from its server's side, and
+    a CI run with four workers once counted 26 for 12."""
+    own: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own descriptor is gone by now)
+            own.add(os.readlink(f"/proc/self/fd/{fd}"))
     count = 0
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
-            remote, state = line.split()[2:4]
-            if state == "01" and remote == f"0100007F:{port:04X}":
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and remote == f"0100007F:{port:04X}" and f"socket:[{inode}]" in own:
                 count += 1
     return count
 

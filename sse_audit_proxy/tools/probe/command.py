@@ -212,7 +212,6 @@ def plan_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
         api_key=api_key,
         key_header=args.api_key_header,
         timeout=args.timeout,
-        compare_api_key=compare_key if compare_key != api_key else None,
     )
     prefix = f"probe-{run_id}"
 
@@ -293,7 +292,10 @@ async def probe_routes(plan: Plan) -> list[RouteRun]:
 
 def finish(plan: Plan, runs: Sequence[RouteRun], out: TextIO, colour: bool) -> int:
     """Write the captures and the report, print the table; the exit status."""
-    redactor = report.Redactor(plan.settings.api_key, plan.settings.headers, plan.settings.compare_api_key)
+    # Every route's key (--compare-api-key-env's too) is scrubbed from everything written.
+    redactor = report.Redactor(
+        plan.settings.api_key, plan.settings.headers, *(t.api_key for t in plan.targets)
+    )
     captures = None
     if plan.raw_dir is not None:
         captures = report.save_raw(plan.raw_dir, runs, redactor)

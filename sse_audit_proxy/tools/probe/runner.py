@@ -31,7 +31,6 @@ class Settings:
     api_key: str | None = None
     key_header: str = KEY_HEADER_DEFAULT
     timeout: float = 60.0
-    compare_api_key: str | None = None  # --compare-api-key-env's, when not api_key: redacted too
 
 
 @dataclass(slots=True, frozen=True)

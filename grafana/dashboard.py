@@ -127,7 +127,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               unit="short"),
         panel("Upstream error ratio",
               "Share of requests answered 5xx, and 429 (rate limits), over 5 minutes, all "
-              "instances (recording rules; the red line is the SSEAuditUpstreamErrors and "
+              "instances and both sides (recording rules: `Side` does not narrow it; the red line is the SSEAuditUpstreamErrors and "
               "SSEAuditUpstreamRateLimited threshold). 502/504: the proxy could not reach the "
               "gateway.",
               [('job_route:sse_audit_upstream_errors:ratio_rate5m{route=~"$route"}',
@@ -138,8 +138,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
     ]),
     ("Verdicts", [
         panel("Buffered and truncated share",
-              "Share of streams over 5 minutes, all instances (recording rules, the series the "
-              "alerts use). Buffered: the completion was withheld and replayed in one burst "
+              "Share of streams over 5 minutes, all instances and both sides (recording rules, "
+              "the series the alerts use: `Side` does not narrow it; the Baseline vs canary row "
+              "has each side's). Buffered: the completion was withheld and replayed in one burst "
               "(alert above 5 %). Truncated: ended before [DONE] (alert above 1 %). Both should "
               "sit at 0; each series turns red above its own alert's threshold.",
               [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
@@ -156,7 +157,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               unit="cps", width=12, stack=True),
         panel("Missing [DONE] and finish_reason share",
               "Share of streams that ended without data: [DONE], or without any finish_reason "
-              "(recording rules, all instances; alerts above 1 %). Clients that wait for [DONE] "
+              "(recording rules, all instances and both sides: `Side` does not narrow it; alerts "
+              "above 1 %). Clients that wait for [DONE] "
               "hang; without finish_reason they cannot tell a finished answer from a cut one.",
               [(zero_filled('job_route_model_anomaly:sse_audit_stream_anomalies:ratio_rate5m'
                             f'{{anomaly="missing_done", {RULE_SEL}}}'),
@@ -169,7 +171,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "Among streams that should carry usage (the request set "
               "stream_options.include_usage, or a Responses/Messages stream, which always "
               "does) and that the upstream ended, the share that got no usage (recording rule, "
-              "all instances; alert above 1 %). Token accounting and billing lose these requests.",
+              "all instances and both sides: `Side` does not narrow it; alert above 1 %). Token "
+              "accounting and billing lose these requests.",
               [(f'job_route_model:sse_audit_missing_usage:ratio_rate5m{{{RULE_SEL}}}',
                 "{{route}} {{model}}")],
               unit="percentunit", threshold=0.01),
@@ -193,7 +196,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               quantiles("sse_audit_time_to_first_byte_seconds"), unit="s"),
         panel("Time to first token p95 against its baseline",
               "The 5-minute p95 against its median over the last day (recording rules, all "
-              "instances). SSEAuditTimeToFirstTokenRegression fires when p95 stays above twice "
+              "instances and both sides: `Side` does not narrow it). SSEAuditTimeToFirstTokenRegression fires when p95 stays above twice "
               "the baseline and above 0.5 s for 10 minutes.",
               [('job_route_model:sse_audit_time_to_first_token_seconds:p95_rate5m'
                 f'{{{RULE_SEL}}}', "p95 {{route}} {{model}}"),
@@ -217,8 +220,9 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
               "From the request reaching the proxy to the end of the stream, p50/p95/p99.",
               quantiles("sse_audit_stream_duration_seconds"), unit="s"),
         panel("Bursty and buffered share",
-              "Share of streams over 5 minutes, all instances (recording rules, the series "
-              "SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate; alerts above 5 %). "
+              "Share of streams over 5 minutes, all instances and both sides (recording rules, "
+              "the series SSEAuditBurstyStreams and SSEAuditBufferedStreams evaluate: `Side` does "
+              "not narrow it; alerts above 5 %). "
               "Bursty: the tokens came in clumps (by default at least 3 bursts of 10 or more content "
               "frames arriving less than 2 ms apart after 0.2 s or more without content, holding "
               "at least half of the content); users see the answer jump forward in chunks. "

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
@@ -14,6 +15,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from yarl import URL
+
+from tests.cli_process import serve_env, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -277,3 +281,26 @@ def test_dockerfile_is_non_root_with_a_healthcheck_on_healthz() -> None:
     for source in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
+
+
+async def _healthcheck(command: str, host: str, port: int) -> int:
+    env = {**serve_env(), "SSE_AUDIT_METRICS_HOST": host, "SSE_AUDIT_METRICS_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", command, env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_the_image_healthcheck_asks_the_address_the_metrics_port_listens_on() -> None:
+    """The image's HEALTHCHECK, run as Docker would, against a real `serve`: it asked
+    127.0.0.1 whatever SSE_AUDIT_METRICS_HOST said, and a healthy container listening on `::`
+    or one address was marked unhealthy (an outside review)."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    found = re.search(r'^\s*CMD python -c "(.+)"$', text, re.M)
+    assert found is not None
+    command = found[1]
+    async with serve_process(URL("http://127.0.0.1:9"), "--metrics-host", "127.0.0.2") as proxy:
+        port = proxy.metrics_url.port
+        assert port is not None
+        assert await _healthcheck(command, "127.0.0.2", port) == 0
+        assert await _healthcheck(command, "127.0.0.3", port) != 0  # nothing listens there

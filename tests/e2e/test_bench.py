@@ -239,6 +239,37 @@ async def test_smoke_bench_starts_nginx_side_by_side_and_divides_by_it(tmp_path:
     assert not any(Path(os.environ.get("TMPDIR", "/tmp")).glob("sse-audit-bench-nginx-*"))
 
 
+@needs_nginx
+async def test_at_once_loads_every_target_in_the_same_moment(tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    code, out, err = await run_bench(
+        "--smoke",
+        "--pin",
+        "--workloads",
+        "latency",
+        "--at-once",
+        "--against",
+        "nginx",
+        "--json",
+        str(report_path),
+    )
+    assert code == 0, err[-2000:]
+    report = orjson.loads(report_path.read_bytes())
+    assert report["options"]["at_once"] is True
+    runs = {name: by[0] for name, by in report["runs"]["latency"].items()}
+    assert set(runs) == {"direct", "proxy", "nginx"}
+    w = SMOKE["latency"]
+    for name, run in runs.items():
+        assert run["streams_ok"] == w.streams and run["frames"] == run["frames_expected"], (name, run)
+    # Every target's streams ran while every other's did: the spans overlap.
+    starts, ends = [r["span"][0] for r in runs.values()], [r["span"][1] for r in runs.values()]
+    assert max(starts) < min(ends), runs
+    # Each target's CPU is its own: ours and nginx's both measured, over their own frames.
+    assert runs["proxy"]["target_cpu_s"] > 0 and runs["nginx"]["target_cpu_s"] > 0
+    assert runs["proxy"]["proxy_verdicts"] == {"complete": w.streams}
+    assert "latency: all targets at once" in out
+
+
 def _cmdline(proc: Path) -> bytes:
     try:
         return (proc / "cmdline").read_bytes()

@@ -308,13 +308,25 @@ async def run_batch(batch: Batch) -> BatchResult:
     return result
 
 
+async def run_batches(batches: tuple[Batch, ...]) -> list[BatchResult]:
+    """Several targets' batches at once (`bench --at-once`), a result for each; the process's
+    CPU over them all is shared out evenly (each batch's own would count the others' too)."""
+    cpu = _cpu()
+    results = list(await asyncio.gather(*(run_batch(b) for b in batches)))
+    share = (_cpu() - cpu) / max(len(results), 1)
+    for result in results:
+        result.cpu = share
+    return results
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def client_main(conn: Connection, cpus: frozenset[int] | None) -> None:
-    """A client process: run each Batch received on `conn`, answer with its result; None stops."""
+    """A client process: run each Batch received on `conn`, answer with its result (a tuple of
+    batches: run at once, a list of results); None stops."""
     from sse_audit_proxy.server import loop
 
     if cpus:
@@ -327,4 +339,5 @@ def client_main(conn: Connection, cpus: frozenset[int] | None) -> None:
             return
         if batch is None:
             return
-        conn.send(loop.run(run_batch(batch)))
+        work = run_batches(batch) if isinstance(batch, tuple) else run_batch(batch)
+        conn.send(loop.run(work))

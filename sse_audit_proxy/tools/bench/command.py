@@ -26,7 +26,7 @@ from sse_audit_proxy.tools.bench.report import (
     summarize,
     table,
 )
-from sse_audit_proxy.tools.bench.workloads import FULL, NAMES, SMOKE
+from sse_audit_proxy.tools.bench.workloads import FULL, LATENCY, NAMES, SMOKE
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -127,6 +127,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(Linux sched_setaffinity)",
     )
     p.add_argument(
+        "--at-once",
+        action="store_true",
+        help="the latency workload through every target at the same moment, each on the "
+        "proxy's CPUs, rather than one after another: on a shared machine the ratios of CPU "
+        "per paced frame then hold still from repeat to repeat (latency figures then include "
+        "the other targets' load on those CPUs)",
+    )
+    p.add_argument(
         "--json",
         default="sse-audit-bench.json",
         metavar="PATH",
@@ -202,7 +210,13 @@ def run(args: argparse.Namespace) -> int:
             for r in range(repeats):
                 # Each repeat starts one target further on: no target always runs first, or
                 # always right after another one.
-                for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
+                turn = targets[r % len(targets) :] + targets[: r % len(targets)]
+                if args.at_once and name == LATENCY:
+                    for target_name, run_ in harness.run_at_once(workload, turn).items():
+                        results[name][target_name].append(run_)
+                        _progress(name, r, target_name, run_)
+                    continue
+                for target in turn:
                     if name != "memory" or target.kind != "direct":
                         run_ = harness.run(workload, target)
                         results[name][target.name].append(run_)
@@ -233,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             "pin": args.pin,
             "clients": args.clients,
             "workers": list(args.workers),
+            "at_once": args.at_once,
         },
         "workloads": {n: _describe(workloads[n]) for n in args.workloads},
         "targets": [
@@ -258,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}"
         + ("" if unwritten else f"; every run in {args.json}")
+        + ("; latency: all targets at once" if args.at_once and LATENCY in args.workloads else "")
     )
     for line in spread_lines(by_repeat, head["reference"]):
         print(line)

@@ -70,20 +70,31 @@ class Clients:
 
     def dispatch(self, batch: Batch) -> None:
         """Split the batch's streams across the processes, their starts interleaved."""
+        for conn, share in zip(self._conns, self._shares(batch), strict=True):
+            conn.send(share)
+
+    def dispatch_at_once(self, batches: Sequence[Batch]) -> None:
+        """Several targets' batches, each split as by dispatch(), every process running its
+        share of each at once (collect_at_once() gives their results in this order)."""
+        shares = [self._shares(batch) for batch in batches]
+        for i, conn in enumerate(self._conns):
+            conn.send(tuple(share[i] for share in shares))
+
+    def _shares(self, batch: Batch) -> list[Batch]:
         n = len(self._conns)
         step = batch.open_over / batch.streams if batch.streams else 0.0
-        for i, conn in enumerate(self._conns):
-            share = batch.streams // n + (1 if i < batch.streams % n else 0)
-            conn.send(
-                replace(
-                    batch,
-                    streams=share,
-                    offset=i * step,
-                    open_over=batch.open_over * share / max(batch.streams, 1),
-                )
+        return [
+            replace(
+                batch,
+                streams=(share := batch.streams // n + (1 if i < batch.streams % n else 0)),
+                offset=batch.offset + i * step,
+                open_over=batch.open_over * share / max(batch.streams, 1),
             )
+            for i in range(n)
+        ]
 
-    def collect(self, timeout: float) -> list[BatchResult]:
+    def collect(self, timeout: float) -> list[Any]:
+        """Each process's answer: a BatchResult, or a list of them after dispatch_at_once()."""
         results = []
         deadline = time.monotonic() + timeout
         for conn in self._conns:
@@ -91,6 +102,11 @@ class Clients:
                 raise TimeoutError("a client process did not report in time")
             results.append(conn.recv())
         return results
+
+    def collect_at_once(self, count: int, timeout: float) -> list[BatchResult]:
+        """The results of dispatch_at_once()'s `count` batches, each merged over the processes."""
+        answers = self.collect(timeout)
+        return [merge([answer[k] for answer in answers]) for k in range(count)]
 
     def close(self) -> None:
         for conn in self._conns:
@@ -137,6 +153,70 @@ class Harness:
 
     def run(self, workload: Workload, target: Target) -> dict[str, Any]:
         place = procs.placement(self.pin, target.workers)
+        live = self._start(target, place)
+        try:
+            seen = self._warm(workload, live)
+            snap = self._snapshot(live)
+            batch = workload_batch(workload, live.url)
+            self.clients.dispatch(batch)
+            rss_open, sampled_at = 0, 0.0
+            if workload.sample_after:
+                time.sleep(max(batch.start_at + workload.sample_after - time.time(), 0.0))
+                sampled_at = time.time()
+                rss_open = sum(procs.rss_bytes(p) for p in snap.tree)
+            result = merge(self.clients.collect(workload.timeout + 30.0))
+            cpu = snap.usage(procs.cpu_by_pid(snap.tree + snap.gateway_tree), result.cpu)
+            run = self._recorded(workload, live, seen, snap, result, cpu, place)
+            if workload.name == MEMORY:
+                open_now = sum(1 for start, end in result.spans if start <= sampled_at <= end)
+                accounted = live.pid is not None
+                run.update(
+                    {
+                        "open_at_sample": open_now,
+                        "rss_idle_bytes": snap.rss_idle if accounted else None,
+                        "rss_open_bytes": rss_open if accounted else None,
+                        "rss_per_stream_kib": round((rss_open - snap.rss_idle) / open_now / 1024, 2)
+                        if accounted and open_now
+                        else None,
+                    }
+                )
+            return run
+        finally:
+            live.stop()
+
+    def run_at_once(self, workload: Workload, targets: Sequence[Target]) -> dict[str, dict[str, Any]]:
+        """One run of `workload` through every target at the same moment (`--at-once`), each
+        on the proxy's CPUs, warmed one after another first: what the machine's other load
+        does to one target it does to all, so their ratios in the run hold still."""
+        place = procs.placement(self.pin, max(t.workers for t in targets))
+        lives: list[_Live] = []
+        try:
+            for target in targets:
+                lives.append(self._start(target, place))
+            seen = [self._warm(workload, live) for live in lives]
+            snaps = [self._snapshot(live) for live in lives]
+            now = time.time()
+            batches = [workload_batch(workload, live.url, start_at=now + START_DELAY) for live in lives]
+            # The targets' streams interleaved: target k's starts a k-th of a step after the
+            # first one's, so no two targets' frames are written in the same instant.
+            step = workload.open_over / workload.streams / len(batches) if workload.streams else 0.0
+            batches = [replace(b, offset=k * step) for k, b in enumerate(batches)]
+            self.clients.dispatch_at_once(batches)
+            results = self.clients.collect_at_once(len(batches), workload.timeout + 30.0)
+            every = [p for snap in snaps for p in snap.tree] + snaps[0].gateway_tree
+            after = procs.cpu_by_pid(every)
+            runs = {}
+            for k, live in enumerate(lives):
+                cpu = snaps[k].usage(after, results[k].cpu)
+                run = self._recorded(workload, live, seen[k], snaps[k], results[k], cpu, place)
+                runs[live.target.name] = run
+            return runs
+        finally:
+            for live in lives:
+                live.stop()
+
+    def _start(self, target: Target, place: procs.Placement) -> _Live:
+        """The target, with a process started for this run where it is the bench's own."""
         started: procs.Child | None = None  # a proxy or nginx, started for this run only
         url, pid = target.url, target.pid
         if target.kind == "direct":
@@ -150,55 +230,45 @@ class Harness:
         if started is not None:
             url, pid = started.url, started.pid
         assert url is not None
-        try:
-            return self._measure(
-                workload, target, URL(url), pid, started if target.kind == "proxy" else None, place
-            )
-        finally:
-            if started is not None:
-                started.stop()
+        return _Live(target, URL(url), pid, started)
 
     def _go(self, batch: Batch, timeout: float) -> BatchResult:
         self.clients.dispatch(batch)
         return merge(self.clients.collect(timeout))
 
-    def _measure(
+    def _warm(self, workload: Workload, live: _Live) -> int:
+        """Warm the target up; how many stream records its log holds by then."""
+        if workload.warmup:
+            warm = self._go(warmup_batch(workload, live.url), 30.0)
+            return _settled(live.proxy, 0, warm.streams_ok + warm.streams_failed)
+        return len(_stream_ends(live.proxy)) if live.proxy is not None else 0
+
+    def _snapshot(self, live: _Live) -> _Snapshot:
+        tree = procs.descendants(live.pid) if live.pid else []
+        gateway_tree = procs.descendants(self.gateway.pid)
+        return _Snapshot(
+            tree=tree,
+            gateway_tree=gateway_tree,
+            rss_idle=sum(procs.rss_bytes(p) for p in tree),
+            load=procs.load_average(),
+            before=procs.cpu_by_pid(tree + gateway_tree),
+        )
+
+    def _recorded(
         self,
         workload: Workload,
-        target: Target,
-        url: URL,
-        pid: int | None,
-        proxy: procs.Child | None,
+        live: _Live,
+        seen: int,
+        snap: _Snapshot,
+        result: BatchResult,
+        cpu: Usage,
         place: procs.Placement,
     ) -> dict[str, Any]:
-        seen = 0
-        if workload.warmup:
-            warm = self._go(warmup_batch(workload, url), 30.0)
-            seen = _settled(proxy, 0, warm.streams_ok + warm.streams_failed)
-        elif proxy is not None:
-            seen = len(_stream_ends(proxy))
-        tree = procs.descendants(pid) if pid else []
-        gateway_tree = procs.descendants(self.gateway.pid)
-        rss_idle = sum(procs.rss_bytes(p) for p in tree)
-        load = procs.load_average()
-        before = procs.cpu_by_pid(tree + gateway_tree)
-        batch = workload_batch(workload, url)
-        self.clients.dispatch(batch)
-        rss_open, sampled_at = 0, 0.0
-        if workload.sample_after:
-            time.sleep(max(batch.start_at + workload.sample_after - time.time(), 0.0))
-            sampled_at = time.time()
-            rss_open = sum(procs.rss_bytes(p) for p in tree)
-        result = merge(self.clients.collect(workload.timeout + 30.0))
-        after = procs.cpu_by_pid(tree + gateway_tree)
-        cpu = Usage(
-            target={p: after[p] - before.get(p, 0.0) for p in tree if p in after},
-            gateway=sum(after[p] - before.get(p, 0.0) for p in gateway_tree if p in after),
-            clients=result.cpu,
-        )
+        """A run's fields from what the clients saw and the CPU spent."""
+        target, pid, proxy = live.target, live.pid, live.proxy
         run: dict[str, Any] = {
             "target": target.name,
-            "load_average": [round(x, 2) for x in load],
+            "load_average": [round(x, 2) for x in snap.load],
             "streams": workload.streams,
             "streams_ok": result.streams_ok,
             "streams_failed": result.streams_failed,
@@ -209,6 +279,8 @@ class Harness:
             # Through a proxy that forwards each upstream read as one chunk (this one, nginx
             # with proxy_buffering off), this is how many frames each read carried.
             "frames_per_chunk": round(result.frames / result.chunks, 3) if result.chunks else None,
+            # Wall clock, first stream's start to last stream's end: when the run took place.
+            "span": [round(result.first_start, 3), round(result.last_end, 3)],
         }
         if proxy is not None:
             _settled(proxy, seen, result.streams_ok + result.streams_failed)
@@ -223,18 +295,6 @@ class Harness:
             run.update(_latency(result))
         elif workload.name == THROUGHPUT:
             run.update(self._throughput(result, cpu, place, target.workers, pid is not None))
-        elif workload.name == MEMORY:
-            open_now = sum(1 for start, end in result.spans if start <= sampled_at <= end)
-            run.update(
-                {
-                    "open_at_sample": open_now,
-                    "rss_idle_bytes": rss_idle if pid else None,
-                    "rss_open_bytes": rss_open if pid else None,
-                    "rss_per_stream_kib": round((rss_open - rss_idle) / open_now / 1024, 2)
-                    if pid and open_now
-                    else None,
-                }
-            )
         return run
 
     def _throughput(
@@ -285,6 +345,44 @@ class Harness:
             else "none"
         )
         return out
+
+
+@dataclass(slots=True)
+class _Live:
+    """A target during one run: where it listens, whose CPU counts, what the bench started."""
+
+    target: Target
+    url: URL
+    pid: int | None
+    started: procs.Child | None
+
+    @property
+    def proxy(self) -> procs.Child | None:
+        """This proxy, started by the bench: its log holds the stream records."""
+        return self.started if self.target.kind == "proxy" else None
+
+    def stop(self) -> None:
+        if self.started is not None:
+            self.started.stop()
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """Just before a run's streams are handed out."""
+
+    tree: list[int]  # the target's processes
+    gateway_tree: list[int]
+    rss_idle: int
+    load: tuple[float, float, float]
+    before: dict[int, float]  # CPU seconds so far, by process
+
+    def usage(self, after: dict[int, float], clients: float) -> Usage:
+        before = self.before
+        return Usage(
+            target={p: after[p] - before.get(p, 0.0) for p in self.tree if p in after},
+            gateway=sum(after[p] - before.get(p, 0.0) for p in self.gateway_tree if p in after),
+            clients=clients,
+        )
 
 
 @dataclass(slots=True)

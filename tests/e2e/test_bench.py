@@ -248,6 +248,8 @@ async def test_at_once_loads_every_target_in_the_same_moment(tmp_path: Path) -> 
         "--workloads",
         "latency",
         "--at-once",
+        "--latency-frames",
+        "3",
         "--against",
         "nginx",
         "--json",
@@ -256,11 +258,13 @@ async def test_at_once_loads_every_target_in_the_same_moment(tmp_path: Path) -> 
     assert code == 0, err[-2000:]
     report = orjson.loads(report_path.read_bytes())
     assert report["options"]["at_once"] is True
+    assert report["workloads"]["latency"]["frames"] == 3  # --latency-frames
     runs = {name: by[0] for name, by in report["runs"]["latency"].items()}
     assert set(runs) == {"direct", "proxy", "nginx"}
     w = SMOKE["latency"]
     for name, run in runs.items():
-        assert run["streams_ok"] == w.streams and run["frames"] == run["frames_expected"], (name, run)
+        assert run["streams_ok"] == w.streams, (name, run)
+        assert run["frames"] == run["frames_expected"] == w.streams * sse_frames(3), (name, run)
     # Every target's streams ran while every other's did: the spans overlap.
     starts, ends = [r["span"][0] for r in runs.values()], [r["span"][1] for r in runs.values()]
     assert max(starts) < min(ends), runs

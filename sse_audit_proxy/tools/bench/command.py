@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the other targets' load on those CPUs)",
     )
     p.add_argument(
+        "--latency-frames",
+        type=positive_int,
+        metavar="N",
+        help="tokens per stream in the latency workload (default: 200; --smoke: its own). "
+        "Two runs, e.g. 20 and 200, part a target's CPU per stream (set-up, record, end) from "
+        "its CPU per frame",
+    )
+    p.add_argument(
         "--json",
         default="sse-audit-bench.json",
         metavar="PATH",
@@ -181,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     repeats = 1 if args.smoke else args.repeats
     workloads = SMOKE if args.smoke else FULL
+    if args.latency_frames is not None:
+        w = workloads[LATENCY]
+        took = w.open_over + args.latency_frames * w.interval_ms / 1000.0  # the last stream's end
+        workloads = {
+            **workloads,
+            LATENCY: replace(w, frames=args.latency_frames, timeout=max(w.timeout, took * 1.5 + 10.0)),
+        }
     targets = targets_from(args)
     names = [t.name for t in targets]
     if len(set(names)) < len(names):

@@ -291,10 +291,12 @@ async def _healthcheck(command: str, host: str, port: int) -> int:
     return await asyncio.wait_for(proc.wait(), 10)
 
 
-async def test_the_image_healthcheck_asks_the_address_the_metrics_port_listens_on() -> None:
+@pytest.mark.parametrize("written", ["127.0.0.2", " [127.0.0.2] "])
+async def test_the_image_healthcheck_asks_the_address_the_metrics_port_listens_on(written: str) -> None:
     """The image's HEALTHCHECK, run as Docker would, against a real `serve`: it asked
     127.0.0.1 whatever SSE_AUDIT_METRICS_HOST said, and a healthy container listening on `::`
-    or one address was marked unhealthy (an outside review)."""
+    or one address was marked unhealthy (an outside review); written as `serve` takes it too
+    (spaces and brackets around it: a second pass)."""
     text = (DEPLOY / "Dockerfile").read_text()
     found = re.search(r'^\s*CMD python -c "(.+)"$', text, re.M)
     assert found is not None
@@ -302,5 +304,5 @@ async def test_the_image_healthcheck_asks_the_address_the_metrics_port_listens_o
     async with serve_process(URL("http://127.0.0.1:9"), "--metrics-host", "127.0.0.2") as proxy:
         port = proxy.metrics_url.port
         assert port is not None
-        assert await _healthcheck(command, "127.0.0.2", port) == 0
+        assert await _healthcheck(command, written, port) == 0
         assert await _healthcheck(command, "127.0.0.3", port) != 0  # nothing listens there

@@ -188,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.at_once and LATENCY not in args.workloads:
+        print(
+            "sse-audit-proxy: error: --at-once applies to the latency workload: add it to --workloads",
+            file=sys.stderr,
+        )
+        return 2
     repeats = 1 if args.smoke else args.repeats
     workloads = SMOKE if args.smoke else FULL
     if args.latency_frames is not None:
@@ -289,13 +295,25 @@ def run(args: argparse.Namespace) -> int:
         f"\nmedians of {repeats} repeat(s); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; pinned: {'yes' if args.pin else 'no'}"
         + ("" if unwritten else f"; every run in {args.json}")
-        + ("; latency: all targets at once" if args.at_once and LATENCY in args.workloads else "")
+        + (
+            "; latency: all targets at once (its added latency includes the other targets' load)"
+            if args.at_once
+            else ""
+        )
     )
     for line in spread_lines(by_repeat, head["reference"]):
         print(line)
     failed = sum(r["streams_failed"] for by in results.values() for runs in by.values() for r in runs)
     if failed:
         print(f"warning: {failed} stream(s) failed; see `errors` in {args.json}", file=sys.stderr)
+    gone = sorted(
+        {r["target"] for by in results.values() for runs in by.values() for r in runs if r.get("target_gone")}
+    )
+    if gone:
+        print(
+            f"warning: a process of {', '.join(gone)} ended during a run: its CPU there is left out",
+            file=sys.stderr,
+        )
     if unwritten is not None:
         print(f"sse-audit-proxy: error: --json {args.json}: {unwritten}", file=sys.stderr)
         return 2

@@ -70,28 +70,15 @@ class Clients:
 
     def dispatch(self, batch: Batch) -> None:
         """Split the batch's streams across the processes, their starts interleaved."""
-        for conn, share in zip(self._conns, self._shares(batch), strict=True):
+        for conn, share in zip(self._conns, split(batch, len(self._conns)), strict=True):
             conn.send(share)
 
     def dispatch_at_once(self, batches: Sequence[Batch]) -> None:
         """Several targets' batches, each split as by dispatch(), every process running its
         share of each at once (collect_at_once() gives their results in this order)."""
-        shares = [self._shares(batch) for batch in batches]
+        shares = [split(batch, len(self._conns)) for batch in batches]
         for i, conn in enumerate(self._conns):
             conn.send(tuple(share[i] for share in shares))
-
-    def _shares(self, batch: Batch) -> list[Batch]:
-        n = len(self._conns)
-        step = batch.open_over / batch.streams if batch.streams else 0.0
-        return [
-            replace(
-                batch,
-                streams=(share := batch.streams // n + (1 if i < batch.streams % n else 0)),
-                offset=batch.offset + i * step,
-                open_over=batch.open_over * share / max(batch.streams, 1),
-            )
-            for i in range(n)
-        ]
 
     def collect(self, timeout: float) -> list[Any]:
         """Each process's answer: a BatchResult, or a list of them after dispatch_at_once()."""
@@ -116,6 +103,23 @@ class Clients:
             proc.join(5.0)
             if proc.is_alive():
                 proc.kill()
+
+
+def split(batch: Batch, n: int) -> list[Batch]:
+    """The batch's streams dealt to `n` client processes in turn: process i starts the batch's
+    streams i, i + n, i + 2n, ..., so the starts keep the batch's even spacing. (Each process
+    had spaced its own by the batch's step, not n steps: two streams started at each instant,
+    over half the time, and their frames came together for the whole run; an outside review.)"""
+    step = batch.open_over / batch.streams if batch.streams else 0.0
+    return [
+        replace(
+            batch,
+            streams=(share := batch.streams // n + (1 if i < batch.streams % n else 0)),
+            offset=batch.offset + i * step,
+            open_over=step * n * share,
+        )
+        for i in range(n)
+    ]
 
 
 def merge(results: Sequence[BatchResult]) -> BatchResult:
@@ -169,7 +173,7 @@ class Harness:
             run = self._recorded(workload, live, seen, snap, result, cpu, place)
             if workload.name == MEMORY:
                 open_now = sum(1 for start, end in result.spans if start <= sampled_at <= end)
-                accounted = live.pid is not None
+                accounted = live.pid is not None and not cpu.target_gone
                 run.update(
                     {
                         "open_at_sample": open_now,
@@ -286,7 +290,10 @@ class Harness:
             _settled(proxy, seen, result.streams_ok + result.streams_failed)
             outcomes = Counter(str(line.get("outcome")) for line in _stream_ends(proxy)[seen:])
             run["proxy_verdicts"] = dict(outcomes)
-        if pid is not None and result.frames:
+        accounted = pid is not None and not cpu.target_gone
+        if cpu.target_gone:
+            run["target_gone"] = True
+        if accounted and result.frames:
             # The target's own process tree, from just before the streams are handed out to
             # just after the last one ended, over the frames the clients got through it.
             run["target_cpu_s"] = round(cpu.target_total, 6)
@@ -294,7 +301,7 @@ class Harness:
         if workload.name == LATENCY:
             run.update(_latency(result))
         elif workload.name == THROUGHPUT:
-            run.update(self._throughput(result, cpu, place, target.workers, pid is not None))
+            run.update(self._throughput(result, cpu, place, target.workers, accounted))
         return run
 
     def _throughput(
@@ -382,6 +389,7 @@ class _Snapshot:
             target={p: after[p] - before.get(p, 0.0) for p in self.tree if p in after},
             gateway=sum(after[p] - before.get(p, 0.0) for p in self.gateway_tree if p in after),
             clients=clients,
+            target_gone=any(p not in after for p in self.tree),
         )
 
 
@@ -392,6 +400,8 @@ class Usage:
     target: dict[int, float]  # per process of the proxy under test (workers apart)
     gateway: float
     clients: float
+    # A process of the target ended during the run: what it spent is unknown, so no CPU figure.
+    target_gone: bool = False
 
     @property
     def target_total(self) -> float:

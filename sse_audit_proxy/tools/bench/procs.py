@@ -87,7 +87,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
-    return {pid: cpu_seconds(pid) for pid in pids}
+    """CPU seconds of each process still there: one that has gone has no figure (read as 0, a
+    target that died during a run came out at minus its CPU before)."""
+    out = {}
+    for pid in pids:
+        seconds = cpu_seconds(pid)
+        if _stat_fields(pid) is not None:
+            out[pid] = seconds
+    return out
 
 
 def rss_bytes(pid: int) -> int:

@@ -107,6 +107,11 @@ async def test_streams_go_on_when_the_log_reader_is_gone(
     for _ in range(5):
         assert (await stream_once(http, url)).endswith(b"data: [DONE]\n\n")
     counts = await dropped(http, metrics)
+    # The writer thread finds the output gone when it next writes, within its linger.
+    deadline = time.monotonic() + 5
+    while counts.get("output_closed", 0) < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        counts = await dropped(http, metrics)
     assert counts["output_closed"] == 5
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)

@@ -23,12 +23,6 @@ from collections.abc import Callable
 # What the buffer may hold before new lines are dropped: at about 1 KiB a line, several
 # minutes of a busy proxy's lines while the reader is stalled.
 DEFAULT_LIMIT = 16 << 20
-# After writing, the thread waits this long before it writes again: the lines that come
-# meanwhile go out together, a line waits no longer than this, and the first after a quiet
-# spell goes out at once. Woken for each line, the thread cost the loop's core a futex wake
-# and two task switches per stream: 2 to 4 % of the CPU of streams of 24 frames (measured
-# side by side).
-LINGER = 0.05
 BUFFER_FULL = "buffer_full"
 OUTPUT_CLOSED = "output_closed"
 DROP_REASONS = (BUFFER_FULL, OUTPUT_CLOSED)
@@ -60,7 +54,6 @@ class LineWriter:
         self.on_drop: Callable[[str], None] | None = None
         self._lock: int | None = None  # share(): a lock other writers to the output take too
         self._wake = threading.Event()
-        self._hurry = threading.Event()  # close(): no more lingering
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="sse-audit-log-writer", daemon=True)
         self._thread.start()
@@ -102,7 +95,6 @@ class LineWriter:
         Returns how many lines were not written and not said to be (dropped since the last
         `log_lines_dropped` line, or still buffered, one in the thread's hands included)."""
         self._stopping = True
-        self._hurry.set()
         self._wake.set()
         self._thread.join(timeout)
         stuck = self._thread.is_alive()  # then blocked in a write of a line it took
@@ -132,7 +124,6 @@ class LineWriter:
                     self._report()
             if self._stopping and not lines:
                 return
-            self._hurry.wait(LINGER)
 
     def _report(self) -> None:
         """Caught up: say how many lines were dropped since the last time it was said."""

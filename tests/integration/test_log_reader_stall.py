@@ -107,7 +107,7 @@ async def test_streams_go_on_when_the_log_reader_is_gone(
     for _ in range(5):
         assert (await stream_once(http, url)).endswith(b"data: [DONE]\n\n")
     counts = await dropped(http, metrics)
-    # The writer thread finds the output gone when it next writes, within its linger.
+    # The writer thread finds the output gone when it next writes, a moment after the stream.
     deadline = time.monotonic() + 5
     while counts.get("output_closed", 0) < 5 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

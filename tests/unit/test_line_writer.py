@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sse_audit_proxy.sinks.line_writer import BUFFER_FULL, LINGER, OUTPUT_CLOSED, LineWriter
+from sse_audit_proxy.sinks.line_writer import BUFFER_FULL, OUTPUT_CLOSED, LineWriter
 
 LINE = b"x" * 999 + b"\n"  # a stream_end line's size
 PIPE = 64 << 10  # Linux's default pipe capacity
@@ -141,35 +141,3 @@ def test_each_stall_says_what_it_dropped_since_the_last_notice(pipe: tuple[int, 
         read_until(r, 1 << 30, timeout=0.3)
     assert stalls[0] > 0 and stalls[1] > 0
     assert said == stalls, (said, stalls)
-
-
-def test_lines_that_come_close_together_share_a_wake_of_the_writer(pipe: tuple[int, int]) -> None:
-    """The thread waits LINGER after a write before the next: woken for every line, it cost
-    the loop's core a futex wake and two task switches a stream. Lines are not held longer
-    than that, and the first after a quiet spell goes out at once."""
-    r, w = pipe
-    writer = LineWriter(w, notice=notice)
-    wakes = 0
-    wait = writer._wake.wait
-
-    def counted(timeout: float | None = None) -> bool:
-        nonlocal wakes
-        wakes += 1
-        return wait(timeout)
-
-    writer._wake.wait = counted  # type: ignore[method-assign]
-    time.sleep(2 * LINGER)  # the thread waits for a first line (counted)
-    started = time.monotonic()
-    writer.write(b"first\n")
-    assert read_until(r, 6, timeout=1.0) == b"first\n"
-    assert time.monotonic() - started < 1.0  # not held for a linger: nothing came before it
-    n = 60
-    for i in range(n):
-        writer.write(b"%02d\n" % i)
-        time.sleep(0.001)
-    elapsed = time.monotonic() - started
-    out = read_until(r, 3 * n, timeout=5.0)
-    assert out == b"".join(b"%02d\n" % i for i in range(n))
-    # One wake per linger at most, where one per line was 61.
-    assert wakes <= elapsed / LINGER + 3, (wakes, elapsed)
-    assert writer.close(1.0) == 0

@@ -64,7 +64,18 @@ def descendants(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of one process (0 when it is gone).
+    """User plus system CPU seconds of one process (0 when it is gone)."""
+    return _cpu(pid) or 0.0
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of each process still there: one that has gone has no figure (read as 0, a
+    target that died during a run came out at minus its CPU before)."""
+    return {pid: seconds for pid in pids if (seconds := _cpu(pid)) is not None}
+
+
+def _cpu(pid: int) -> float | None:
+    """User plus system CPU seconds of one process, None when it is gone.
 
     Ticks are too coarse for a short run (a smoke run's proxy spends a few milliseconds), so
     the threads' nanosecond run times are summed; a thread that has exited drops out of that
@@ -81,20 +92,9 @@ def cpu_seconds(pid: int) -> float:
         return total / 1e9
     fields = _stat_fields(pid)
     if fields is None:
-        return 0.0
+        return None
     # Fields 14 and 15 of stat (utime, stime), counted from field 3 after the name.
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
-    """CPU seconds of each process still there: one that has gone has no figure (read as 0, a
-    target that died during a run came out at minus its CPU before)."""
-    out = {}
-    for pid in pids:
-        seconds = cpu_seconds(pid)
-        if _stat_fields(pid) is not None:
-            out[pid] = seconds
-    return out
 
 
 def rss_bytes(pid: int) -> int:
